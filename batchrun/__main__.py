@@ -1,0 +1,5 @@
+"""``python -m batchrun``: the same command line as the ``batchrun`` script."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,53 @@
+"""The output row contract (DESIGN §2): column names and kinds, in order; pure.
+
+Every run writes exactly these columns, then the kept input columns (as strings), so the
+outputs of many runs concatenate. ``sink`` turns the kinds into one explicit Arrow schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+Kind = Literal["string", "int", "float", "timestamp"]
+
+COLUMNS: tuple[tuple[str, Kind], ...] = (
+    ("id", "string"),
+    ("status", "string"),  # "ok" | "error"
+    ("model", "string"),  # as served (dated id), or as requested when nothing was served
+    ("stop_reason", "string"),
+    ("stop_sequence", "string"),
+    ("text", "string"),  # all text blocks joined
+    ("content_json", "string"),  # the whole content array, as JSON
+    ("thinking", "string"),
+    ("tool_calls_json", "string"),  # [{id, name, input}] for every tool_use block, as JSON
+    ("input_tokens", "int"),
+    ("output_tokens", "int"),
+    ("cache_creation_input_tokens", "int"),
+    ("cache_read_input_tokens", "int"),
+    ("cost_usd", "float"),
+    ("attempts", "int"),
+    ("latency_ms", "float"),  # the last attempt
+    ("elapsed_ms", "float"),  # first send to final answer
+    ("request_id", "string"),
+    ("message_id", "string"),
+    ("http_status", "int"),
+    ("error_type", "string"),
+    ("error_message", "string"),
+    ("request_hash", "string"),
+    ("finished_at", "timestamp"),  # UTC, millisecond precision
+)
+
+COLUMN_NAMES: tuple[str, ...] = tuple(name for name, _ in COLUMNS)
+
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+
+# error_type for a row that was never sent because it breaks a rule the API would reject.
+INVALID_REQUEST = "invalid_request"
+
+
+def blank_row(row_id: str) -> dict[str, Any]:
+    """A row with every column present and empty, so writers never meet a missing key."""
+    row: dict[str, Any] = dict.fromkeys(COLUMN_NAMES)
+    row["id"] = row_id
+    return row

@@ -1,0 +1,381 @@
+"""The composition root: input rows -> requests -> pool(client, retries) -> sink -> summary.
+
+    from batchrun import load_config, run
+    summary = run(load_config(Path("jobs/label_sentiment.toml"), {"simulate": True}))
+    print(summary.final)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+from .client import MessagesClient, Reply
+from .config import RunConfig
+from .errors import ApiError, ConfigError, FatalRunError, InvalidRowError
+from .pool import Pool
+from .progress import Progress
+from .request import build_request, request_hash
+from .response import message_fields
+from .result import INVALID_REQUEST, STATUS_ERROR, STATUS_OK, blank_row
+from .retry import is_fatal, send_with_retries
+from .sink import FinalCounts, PriorRecord, PriorState, Sink
+from .spec import InputRow, count_rows, read_rows
+
+# The SDK refuses non-streaming requests above this many output tokens, since they can
+# outlast a 10-minute timeout (API-FACTS §5); we stream them instead.
+STREAM_ABOVE_MAX_TOKENS = 21_333
+
+# Latency of the built-in simulator behind `--simulate`: enough to look like a real API.
+SIMULATE_LATENCY_S = 0.05
+SIMULATE_JITTER_S = 0.03
+
+
+@dataclass
+class RunSummary:
+    """What a run did: this run's rows and tokens, and the state of the whole output."""
+
+    input: Path
+    output: Path
+    total_rows: int = 0
+    skipped: int = 0  # done by an earlier run (ok, or error without --retry-errors)
+    ok: int = 0
+    error: int = 0
+    invalid: int = 0  # of `error`: rows never sent because they break an API rule
+    retries: int = 0
+    stop_reasons: Counter[str] = field(default_factory=Counter)
+    error_types: Counter[str] = field(default_factory=Counter)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    elapsed_s: float = 0.0
+    final: FinalCounts | None = None  # set when the final dataset was written
+
+    @property
+    def finished(self) -> int:
+        return self.ok + self.error
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.finished / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """DESIGN §2: 0 every row ok, 3 finished with some rows in error, 1 not finished."""
+        if self.final is None:
+            return 1
+        return 0 if self.final.error == 0 else 3
+
+    def count(self, row: Mapping[str, Any]) -> None:
+        if row["status"] == STATUS_OK:
+            self.ok += 1
+        else:
+            self.error += 1
+            self.error_types[row["error_type"] or "unknown"] += 1
+        if row["stop_reason"]:
+            self.stop_reasons[row["stop_reason"]] += 1
+        self.input_tokens += row["input_tokens"] or 0
+        self.output_tokens += row["output_tokens"] or 0
+        self.cache_creation_input_tokens += row["cache_creation_input_tokens"] or 0
+        self.cache_read_input_tokens += row["cache_read_input_tokens"] or 0
+
+
+class ResumeMismatchError(ConfigError):
+    """The output holds answers to requests that the input no longer makes."""
+
+
+@dataclass(frozen=True)
+class _Work:
+    """One row to process: its request body, or why it cannot be sent."""
+
+    row: InputRow
+    body: dict[str, Any] | None
+    request_hash: str | None
+    problem: InvalidRowError | None
+
+
+def run(
+    config: RunConfig,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    progress_stream: IO[str] | None = None,
+) -> RunSummary:
+    """Run a job to the end and return its summary. See ``run_async``."""
+    return asyncio.run(run_async(config, transport=transport, progress_stream=progress_stream))
+
+
+async def run_async(
+    config: RunConfig,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    progress_stream: IO[str] | None = None,
+) -> RunSummary:
+    """Send every row not yet answered, journal each result, write the final dataset.
+
+    Raises ConfigError / OutputError / FatalRunError (exit 1) before or instead of
+    finishing; a row's own failure never raises, it becomes an error row.
+    """
+    if not config.simulate and config.credentials == type(config.credentials)() and not transport:
+        raise ConfigError(
+            "no credentials: set ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN for a gateway), "
+            "or try the job against the built-in simulator with --simulate"
+        )
+    summary = RunSummary(input=config.input, output=config.output)
+    sink = Sink(config.output, config.keep_columns)
+    prior = sink.open(overwrite=config.overwrite)
+    done = _check_prior(config, prior)
+
+    async with _base_url(config) as base_url:
+        client = MessagesClient(
+            base_url,
+            config.credentials,
+            api_version=config.api_version,
+            betas=config.betas,
+            timeout=config.timeout,
+            max_connections=config.concurrency,
+            backend=config.http_backend,
+            transport=transport,
+        )
+        pool: Pool[_Work] = Pool(config.concurrency)
+        progress = Progress(
+            _count_hint(config, done),
+            lambda: _status_line(summary, pool),
+            quiet=config.quiet,
+            stream=progress_stream,
+        )
+        counter = _RowCounter()
+        started = time.perf_counter()
+        sink.start()
+        try:
+            work = _plan(config, done, counter, summary)
+            await pool.run(work, lambda w: _handle(w, config, client, sink, summary, progress))
+        finally:
+            summary.elapsed_s = time.perf_counter() - started
+            progress.close()
+            await sink.close()
+            await client.aclose()
+    summary.final = sink.finalize(counter.rows)
+    summary.total_rows = counter.rows
+    return summary
+
+
+@contextlib.asynccontextmanager
+async def _base_url(config: RunConfig) -> AsyncIterator[str]:
+    """The API's base URL, or that of an in-process simulator for ``--simulate``."""
+    if not config.simulate:
+        yield config.base_url
+        return
+    from .simulator import Simulator, SimulatorConfig
+
+    sim = Simulator(
+        SimulatorConfig(latency_mean=SIMULATE_LATENCY_S, latency_jitter=SIMULATE_JITTER_S)
+    )
+    url = await sim.start()
+    try:
+        yield url
+    finally:
+        await sim.stop()
+
+
+class _RowCounter:
+    rows = 0
+
+
+def _prepare(row: InputRow, config: RunConfig) -> _Work:
+    if row.problem is not None:
+        return _Work(row, None, None, row.problem)
+    try:
+        body = build_request(row.fields, config.defaults)
+    except InvalidRowError as exc:
+        return _Work(row, None, None, exc.located(str(config.input), row.line))
+    return _Work(row, body, request_hash(body), None)
+
+
+def _check_prior(config: RunConfig, prior: PriorState) -> bytearray:
+    """Compare earlier answers with the requests the input makes now, before sending anything.
+
+    Returns one flag per earlier row: 0 nothing recorded, 1 ok, 2 error.
+    """
+    done = bytearray(len(prior))
+    if not done:
+        return done
+    mismatched: list[str] = []
+    seen = 0
+    for row in read_rows(config.input):
+        if row.index >= len(done):
+            break
+        seen += 1
+        record = prior.lookup(row.index)
+        if record is None:
+            continue
+        if _differs(record, _prepare(row, config), row):
+            mismatched.append(row.id)
+        done[row.index] = 1 if record.status == STATUS_OK else 2
+    if seen < prior.final_rows:
+        raise ResumeMismatchError(
+            f"{config.output} holds {prior.final_rows} rows but {config.input} now has only "
+            f"{seen}: use --overwrite to start afresh, or write to a new output with -o"
+        )
+    if mismatched:
+        shown = ", ".join(mismatched[:10]) + (" ..." if len(mismatched) > 10 else "")
+        raise ResumeMismatchError(
+            f"{config.output} was made from different requests for {len(mismatched)} row(s) "
+            f"(ids {shown}): the input or the job's parameters changed. Use --overwrite to "
+            "start afresh, or write to a new output with -o"
+        )
+    return done
+
+
+def _differs(record: PriorRecord, work: _Work, row: InputRow) -> bool:
+    if record.id != row.id:
+        return True
+    return (
+        record.request_hash is not None
+        and work.request_hash is not None
+        and record.request_hash != work.request_hash
+    )
+
+
+def _plan(
+    config: RunConfig, done: bytearray, counter: _RowCounter, summary: RunSummary
+) -> Iterator[_Work]:
+    """The rows this run must process, read lazily: skips what earlier runs finished."""
+    for row in read_rows(config.input):
+        counter.rows = row.index + 1
+        flag = done[row.index] if row.index < len(done) else 0
+        if flag == 1 or (flag == 2 and not config.retry_errors):
+            summary.skipped += 1
+            continue
+        yield _prepare(row, config)
+
+
+async def _handle(
+    work: _Work,
+    config: RunConfig,
+    client: MessagesClient,
+    sink: Sink,
+    summary: RunSummary,
+    progress: Progress,
+) -> None:
+    """Process one row to its result row; only a run-stopping error escapes."""
+    if work.body is None:
+        assert work.problem is not None
+        row = _error_row(work, config, INVALID_REQUEST, str(work.problem), None, 0)
+        summary.invalid += 1
+    else:
+        row = await _send(work, work.body, config, client, summary)
+    sink.submit(work.row.index, row)
+    summary.count(row)
+    progress.advance()
+
+
+async def _send(
+    work: _Work,
+    body: dict[str, Any],
+    config: RunConfig,
+    client: MessagesClient,
+    summary: RunSummary,
+) -> dict[str, Any]:
+    stream = config.stream or body.get("max_tokens", 0) > STREAM_ABOVE_MAX_TOKENS
+    started = time.perf_counter()
+
+    def on_retry(exc: BaseException, wait: float) -> None:
+        summary.retries += 1
+
+    try:
+        reply, attempts = await send_with_retries(
+            lambda: client.create(body, stream=stream),
+            max_retries=config.max_retries,
+            on_retry=on_retry,
+        )
+    except ApiError as exc:
+        if is_fatal(exc):
+            raise FatalRunError(f"the API refused the run: {exc}") from exc
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        row = _error_row(work, config, exc.error_type, exc.message, exc.status, exc.attempts)
+        row.update(request_id=exc.request_id, elapsed_ms=elapsed_ms)
+        return row
+    return _ok_row(work, config, reply, attempts, (time.perf_counter() - started) * 1000)
+
+
+def _ok_row(
+    work: _Work, config: RunConfig, reply: Reply, attempts: int, elapsed_ms: float
+) -> dict[str, Any]:
+    row = _base_row(work, config)
+    row.update(message_fields(reply.message))
+    row.update(
+        status=STATUS_OK,
+        attempts=attempts,
+        latency_ms=reply.latency_ms,
+        elapsed_ms=elapsed_ms,
+        request_id=reply.request_id,
+        http_status=reply.status,
+    )
+    return row
+
+
+def _error_row(
+    work: _Work,
+    config: RunConfig,
+    error_type: str,
+    message: str,
+    http_status: int | None,
+    attempts: int,
+) -> dict[str, Any]:
+    row = _base_row(work, config)
+    row.update(
+        status=STATUS_ERROR,
+        error_type=error_type,
+        error_message=message,
+        http_status=http_status,
+        attempts=attempts,
+    )
+    return row
+
+
+def _base_row(work: _Work, config: RunConfig) -> dict[str, Any]:
+    row = blank_row(work.row.id)
+    requested_model = (work.body or {}).get("model") or config.defaults.model
+    row.update(
+        model=requested_model,
+        request_hash=work.request_hash,
+        finished_at=datetime.now(timezone.utc),
+    )
+    for name in config.keep_columns:
+        row[name] = _as_text(work.row.fields.get(name))
+    return row
+
+
+def _as_text(value: Any) -> str | None:
+    """Kept columns are strings in every output, so outputs of many runs concatenate."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _status_line(summary: RunSummary, pool: Pool[_Work]) -> str:
+    return (
+        f"ok={summary.ok} err={summary.error} retries={summary.retries} "
+        f"in_flight={pool.in_flight} tok_in={summary.input_tokens} "
+        f"tok_out={summary.output_tokens}"
+    )
+
+
+def _count_hint(config: RunConfig, done: bytearray) -> int | None:
+    """Rows left to do, for the progress bar's total; None when it cannot be told cheaply."""
+    total = count_rows(config.input)
+    if total is None:
+        return None
+    skip = done.count(1) + (0 if config.retry_errors else done.count(2))
+    return max(total - skip, 0)

@@ -1,0 +1,487 @@
+"""The simulator's HTTP side: an aiohttp stand-in for the Messages API on a loopback port.
+
+It checks requests like the API (auth, version header, body), answers with the deterministic
+replies of ``replies`` as JSON or SSE, and injects the faults of ``faults`` (error statuses,
+dropped connections, hangs, broken bodies and streams) after a configurable latency.
+
+    >>> async def demo() -> None:
+    ...     async with Simulator(SimulatorConfig(latency_mean=0.01)) as sim:
+    ...         print(sim.base_url)  # POST {base_url}/v1/messages
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import itertools
+import json
+import random
+import secrets
+import socket
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+from batchrun.simulator.faults import STATUS_FAULTS, FaultPicker, check_rates, effective_fault
+from batchrun.simulator.replies import (
+    DEFAULT_REPLY_TOKENS,
+    InvalidRequest,
+    Reply,
+    check_count_tokens_body,
+    check_messages_body,
+    check_version,
+    count_input_tokens,
+    dumps,
+    encode_event,
+    make_reply,
+    stream_events,
+)
+
+MAX_BODY_BYTES = 32 * 1024 * 1024
+"""The API's request size limit for Messages and count_tokens (API-FACTS §1)."""
+
+SHUTDOWN_GRACE = 0.5
+"""Seconds stop() lets in-flight handlers finish before cancelling them."""
+
+_STREAM_ERROR = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """How the simulator behaves: latency, fault rates, accepted key and reply length."""
+
+    latency_mean: float = 0.0
+    latency_jitter: float = 0.0
+    error_rates: dict[str, float] = field(default_factory=dict)
+    retry_after: float = 1.0
+    api_key: str | None = None
+    reply_tokens: tuple[int, int] = DEFAULT_REPLY_TOKENS
+    seed: int = 0
+    hang_seconds: float = 3600.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "error_rates", check_rates(self.error_rates))
+        for name in ("latency_mean", "latency_jitter", "retry_after", "hang_seconds"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        low, high = self.reply_tokens
+        if not 1 <= low <= high:
+            raise ValueError(f"reply_tokens must satisfy 1 <= low <= high, got {self.reply_tokens}")
+        if self.api_key == "":
+            raise ValueError("api_key must be None (accept any key) or a non-empty string")
+
+
+@dataclass
+class SimulatorStats:
+    """What the simulator saw; updated by its event loop, safe to read from other threads."""
+
+    requests: int = 0
+    answered_ok: int = 0
+    by_status: Counter[int] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    answers_by_tag: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def begin(self) -> None:
+        """A request arrived."""
+        with self._lock:
+            self.requests += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def end(self) -> None:
+        """A request's handler finished, however it ended."""
+        with self._lock:
+            self.in_flight -= 1
+
+    def status(self, code: int) -> None:
+        """A response with this status was sent (or began, for streams)."""
+        with self._lock:
+            self.by_status[code] += 1
+
+    def fault(self, name: str) -> None:
+        """A fault was injected."""
+        with self._lock:
+            self.faults[name] += 1
+
+    def answered(self, tag: str) -> None:
+        """A complete 200 answer for the prompt with this tag was written."""
+        with self._lock:
+            self.answered_ok += 1
+            self.answers_by_tag[tag] += 1
+
+    def reset(self) -> None:
+        """Zero the counters; requests still in flight stay counted in ``in_flight``."""
+        with self._lock:
+            self.requests = self.answered_ok = 0
+            self.by_status.clear()
+            self.faults.clear()
+            self.answers_by_tag.clear()
+            self.max_in_flight = self.in_flight
+
+    def snapshot(self) -> SimulatorStats:
+        """A consistent copy, for reading while requests are still being handled."""
+        with self._lock:
+            return SimulatorStats(
+                requests=self.requests,
+                answered_ok=self.answered_ok,
+                by_status=Counter(self.by_status),
+                faults=Counter(self.faults),
+                in_flight=self.in_flight,
+                max_in_flight=self.max_in_flight,
+                answers_by_tag=Counter(self.answers_by_tag),
+            )
+
+
+def loopback_address(host: str) -> tuple[socket.AddressFamily, str]:
+    """The socket family and literal address for a loopback host; ValueError otherwise.
+
+    The simulator accepts any key and has no TLS, so it must never listen beyond this machine.
+    """
+    literal = "127.0.0.1" if host == "localhost" else host
+    try:
+        address = ipaddress.ip_address(literal)
+    except ValueError:
+        raise ValueError(f"simulator host must be a loopback address, got {host!r}") from None
+    if not address.is_loopback:
+        raise ValueError(f"simulator host must be a loopback address, got {host!r}")
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    return family, literal
+
+
+def error_body(error_type: str, message: str, request_id: str) -> bytes:
+    """The API's error envelope, as bytes."""
+    envelope = {
+        "type": "error",
+        "error": {"type": error_type, "message": message},
+        "request_id": request_id,
+    }
+    return dumps(envelope).encode()
+
+
+class Simulator:
+    """A local Messages API. Start it, point a client at ``base_url``, read ``stats``, stop it."""
+
+    def __init__(self, config: SimulatorConfig | None = None) -> None:
+        self.config = config or SimulatorConfig()
+        self.stats = SimulatorStats()
+        self._faults = FaultPicker(self.config.error_rates, self.config.seed)
+        self._latency_rng = random.Random(self.config.seed)
+        self._ids = itertools.count(1)
+        self._id_prefix = secrets.token_hex(4)
+        self._runner: web.AppRunner | None = None
+        self._stopping: asyncio.Event | None = None
+        self._base_url: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<port>`` once started."""
+        if self._base_url is None:
+            raise RuntimeError("the simulator is not running; call start() first")
+        return self._base_url
+
+    def script(self, faults: Iterable[str | None]) -> None:
+        """Give the next ``/v1/messages`` requests these faults, in order (None = no fault)."""
+        self._faults.script(faults)
+
+    def make_app(self) -> web.Application:
+        """The aiohttp application (routes only; start() serves it)."""
+        app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
+        app.router.add_post("/v1/messages", self._messages)
+        app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
+        app.router.add_route("*", "/{tail:.*}", self._not_found)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Listen on ``host:port`` (0 = any free port) and return the base URL."""
+        if self._runner is not None:
+            raise RuntimeError("the simulator is already running")
+        family, literal = loopback_address(host)
+        sock = _listening_socket(family, literal, port)
+        runner = web.AppRunner(
+            self.make_app(),
+            access_log=None,
+            handle_signals=False,
+            handler_cancellation=True,
+            shutdown_timeout=SHUTDOWN_GRACE,
+        )
+        try:
+            await runner.setup()
+            await web.SockSite(runner, sock, backlog=4096).start()
+        except BaseException:
+            await runner.cleanup()
+            sock.close()
+            raise
+        self._runner = runner
+        self._stopping = asyncio.Event()
+        bound_port = sock.getsockname()[1]
+        shown = f"[{literal}]" if family == socket.AF_INET6 else literal
+        self._base_url = f"http://{shown}:{bound_port}"
+        return self._base_url
+
+    async def stop(self) -> None:
+        """Stop listening, wake hanging requests, and close every connection."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        if self._stopping is not None:
+            self._stopping.set()
+        await runner.cleanup()
+        self._base_url = None
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ handlers
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        request_id = self._request_id()
+        self.stats.begin()
+        try:
+            return await self._answer_messages(request, request_id)
+        except InvalidRequest as exc:
+            return self._error(exc.status, exc.error_type, exc.message, request_id)
+        finally:
+            self.stats.end()
+
+    async def _count_tokens(self, request: web.Request) -> web.StreamResponse:
+        """Token counting: same checks and counting as messages; no faults, no latency."""
+        request_id = self._request_id()
+        self.stats.begin()
+        try:
+            version = await self._check_headers(request)
+            body = check_count_tokens_body(await self._read_json(request), version)
+            payload = dumps({"input_tokens": count_input_tokens(body)}).encode()
+            return self._json(200, payload, request_id)
+        except InvalidRequest as exc:
+            return self._error(exc.status, exc.error_type, exc.message, request_id)
+        finally:
+            self.stats.end()
+
+    async def _not_found(self, request: web.Request) -> web.StreamResponse:
+        request_id = self._request_id()
+        self.stats.begin()
+        try:
+            message = f"{request.method} {request.path} is not served by the simulator"
+            return self._error(404, "not_found_error", message, request_id)
+        finally:
+            self.stats.end()
+
+    async def _answer_messages(self, request: web.Request, request_id: str) -> web.StreamResponse:
+        version = await self._check_headers(request)
+        body = check_messages_body(await self._read_json(request), version)
+        streaming = body.get("stream") is True
+        fault = effective_fault(self._faults.pick(), streaming)
+        if fault is not None:
+            self.stats.fault(fault)
+        await self._delay()
+        if fault == "hang" and await self._hang():
+            return self._drop(request)
+        if fault in STATUS_FAULTS:
+            return self._status_fault(fault, request_id)
+        if fault == "reset":
+            return self._drop(request)
+        reply = make_reply(body, self.config.reply_tokens)
+        if streaming:
+            return await self._send_stream(request, request_id, reply, fault)
+        return await self._send_json(request, request_id, reply, fault)
+
+    # ------------------------------------------------------------------ checks
+
+    async def _check_headers(self, request: web.Request) -> str:
+        """Size, auth, then version, in the order the real service applies them."""
+        length = request.content_length
+        if length is not None and length > MAX_BODY_BYTES:
+            raise InvalidRequest(
+                "Request exceeds the maximum allowed size", 413, "request_too_large"
+            )
+        self._check_auth(request)
+        return check_version(request.headers.get("anthropic-version"))
+
+    def _check_auth(self, request: web.Request) -> None:
+        key = request.headers.get("x-api-key")
+        if not key:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            key = token.strip() if scheme.lower() == "bearer" else ""
+        if not key:
+            raise InvalidRequest("x-api-key header is required", 401, "authentication_error")
+        expected = self.config.api_key
+        if expected is not None and not secrets.compare_digest(key, expected):
+            raise InvalidRequest("invalid x-api-key", 401, "authentication_error")
+
+    async def _read_json(self, request: web.Request) -> object:
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise InvalidRequest(
+                "Request exceeds the maximum allowed size", 413, "request_too_large"
+            ) from None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise InvalidRequest("There was an error parsing the body: invalid JSON") from None
+
+    # ------------------------------------------------------------------ timing
+
+    async def _delay(self) -> None:
+        """Sleep the configured latency: mean ± uniform jitter, never below zero."""
+        mean, jitter = self.config.latency_mean, self.config.latency_jitter
+        if jitter:
+            mean += self._latency_rng.uniform(-jitter, jitter)
+        if mean > 0:
+            await asyncio.sleep(mean)
+
+    async def _hang(self) -> bool:
+        """Wait ``hang_seconds``; True if the simulator stopped meanwhile (then drop)."""
+        assert self._stopping is not None
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), self.config.hang_seconds)
+        return self._stopping.is_set()
+
+    # ------------------------------------------------------------------ responses
+
+    def _request_id(self) -> str:
+        return f"req_sim_{self._id_prefix}{next(self._ids):010d}"
+
+    def _json(
+        self,
+        status: int,
+        payload: bytes,
+        request_id: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> web.Response:
+        self.stats.status(status)
+        return web.Response(
+            status=status,
+            body=payload,
+            content_type="application/json",
+            headers={"request-id": request_id, **(headers or {})},
+        )
+
+    def _sse(self, payload: bytes, request_id: str) -> web.Response:
+        """A whole event stream in one body: one write, where chunk-by-chunk costs syscalls."""
+        self.stats.status(200)
+        return web.Response(
+            status=200,
+            body=payload,
+            content_type="text/event-stream",
+            charset="utf-8",
+            headers={"request-id": request_id, "cache-control": "no-cache"},
+        )
+
+    def _error(self, status: int, error_type: str, message: str, request_id: str) -> web.Response:
+        return self._json(status, error_body(error_type, message, request_id), request_id)
+
+    def _status_fault(self, fault: str, request_id: str) -> web.Response:
+        spec = STATUS_FAULTS[fault]
+        headers = {"retry-after": f"{self.config.retry_after:g}"} if fault == "429" else {}
+        payload = error_body(spec.error_type, spec.message, request_id)
+        return self._json(spec.status, payload, request_id, headers)
+
+    def _drop(self, request: web.Request) -> web.Response:
+        """Close the connection with no response; aiohttp's later write fails quietly."""
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=200)
+
+    async def _deliver(
+        self, request: web.Request, response: web.Response, tag: str
+    ) -> web.StreamResponse:
+        """Write a complete answer now, not after return, so answered_ok counts delivered ones."""
+        with contextlib.suppress(ConnectionError):
+            await response.prepare(request)
+            await response.write_eof()
+            self.stats.answered(tag)
+        return response
+
+    async def _send_json(
+        self, request: web.Request, request_id: str, reply: Reply, fault: str | None
+    ) -> web.StreamResponse:
+        payload = dumps(reply.message).encode()
+        if fault == "malformed":
+            return self._json(200, payload[: len(payload) // 2], request_id)
+        return await self._deliver(request, self._json(200, payload, request_id), reply.tag)
+
+    async def _send_stream(
+        self, request: web.Request, request_id: str, reply: Reply, fault: str | None
+    ) -> web.StreamResponse:
+        events = stream_events(reply.message)
+        if fault == "cut":
+            return await self._cut_stream(request, request_id, events[: len(events) // 2])
+        if fault == "sse_error":
+            payload = _encode(events[:3]) + encode_event("error", _STREAM_ERROR)
+            return self._sse(payload, request_id)
+        if fault == "malformed":
+            return self._sse(b'event: message_start\ndata: {"type":"message_st\n\n', request_id)
+        return await self._deliver(request, self._sse(_encode(events), request_id), reply.tag)
+
+    async def _cut_stream(
+        self, request: web.Request, request_id: str, events: list[tuple[str, dict[str, Any]]]
+    ) -> web.StreamResponse:
+        """Start a chunked stream, send some events, then drop the connection mid-body."""
+        response = web.StreamResponse(
+            status=200,
+            headers={"request-id": request_id, "cache-control": "no-cache"},
+        )
+        response.content_type = "text/event-stream"
+        self.stats.status(200)
+        with contextlib.suppress(ConnectionError):
+            await response.prepare(request)
+            await response.write(_encode(events))
+        self._drop(request)
+        return response
+
+
+def _encode(events: list[tuple[str, dict[str, Any]]]) -> bytes:
+    return b"".join(encode_event(name, data) for name, data in events)
+
+
+def _listening_socket(family: socket.AddressFamily, host: str, port: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def serve(
+    config: SimulatorConfig,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Run a simulator until cancelled; ``on_ready`` gets the base URL once it listens.
+
+    >>> # asyncio.run(serve(SimulatorConfig(), port=8765, on_ready=print))
+    """
+    simulator = Simulator(config)
+    await simulator.start(host, port)
+    try:
+        if on_ready is not None:
+            on_ready(simulator.base_url)
+        await asyncio.Event().wait()
+    finally:
+        await simulator.stop()

@@ -1,0 +1,514 @@
+"""The output writer: an append-only journal while a run goes, one atomic final file at the end.
+
+Layout for ``-o out/labels.parquet``::
+
+    out/labels.parquet           the dataset: one row per input row, in input order
+    out/labels.parquet.journal   JSON lines, one per finished row, in finishing order
+
+Why a journal: a result is worth money the moment it arrives, so it is appended (one line,
+written straight to the file) before anything else happens to it; a ``kill -9`` can then cost
+at most the requests still in flight. The final file is built from the previous final file
+(rows by position) and the journal (rows by ``_index``, the newest record for an index wins),
+written under a temporary name and renamed over the old one, so a crash never leaves a torn
+dataset. Only then is the journal removed. Building the final file streams both sources in
+chunks through a memory-mapped Arrow file, so it needs memory for one chunk, not the dataset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+import pyarrow.json as pj
+import pyarrow.parquet as pq
+
+from .errors import OutputError
+from .result import COLUMN_NAMES, COLUMNS, STATUS_OK, Kind
+
+JOURNAL_SUFFIX = ".journal"
+INDEX = "_index"
+CHUNK_ROWS = 65_536
+FSYNC_EVERY_S = 2.0
+
+_ARROW_TYPES: dict[Kind, pa.DataType] = {
+    "string": pa.string(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "timestamp": pa.timestamp("ms", tz="UTC"),
+}
+
+
+def output_schema(keep_columns: Sequence[str] = ()) -> pa.Schema:
+    """The one explicit schema of every output: DESIGN §2 columns, then kept input columns."""
+    fields = [pa.field(name, _ARROW_TYPES[kind]) for name, kind in COLUMNS]
+    fields += [pa.field(name, pa.string()) for name in keep_columns if name not in COLUMN_NAMES]
+    return pa.schema(fields)
+
+
+def journal_path(output: Path) -> Path:
+    return output.with_name(output.name + JOURNAL_SUFFIX)
+
+
+@dataclass(frozen=True)
+class PriorRecord:
+    """What an earlier run recorded for one input row."""
+
+    id: str
+    status: str
+    request_hash: str | None
+
+
+@dataclass(frozen=True)
+class FinalCounts:
+    rows: int
+    ok: int
+    error: int
+
+
+class PriorState:
+    """What earlier runs left for an output: the final file's rows and the journal's.
+
+    ``lookup`` must be called with non-decreasing indexes (the input is read in order), so
+    the final file is streamed once instead of held in memory.
+    """
+
+    def __init__(self, final_rows: int, final_batches: Iterator[pa.RecordBatch],
+                 journal: dict[int, PriorRecord]) -> None:
+        self.final_rows = final_rows
+        self.journal = journal
+        self._batches = final_batches
+        self._start = 0  # index of the first row of the current batch
+        self._cols: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
+
+    @classmethod
+    def empty(cls) -> PriorState:
+        return cls(0, iter(()), {})
+
+    def __len__(self) -> int:
+        """How many input rows have a record (an upper bound when journal and file overlap)."""
+        return max(self.final_rows, max(self.journal, default=-1) + 1)
+
+    def lookup(self, index: int) -> PriorRecord | None:
+        from_journal = self.journal.get(index)
+        if from_journal is not None:
+            self._advance(index)
+            return from_journal
+        if index >= self.final_rows:
+            return None
+        self._advance(index)
+        ids, statuses, hashes = self._cols
+        k = index - self._start
+        return PriorRecord(ids[k], statuses[k], hashes[k])
+
+    def _advance(self, index: int) -> None:
+        while index >= self._start + len(self._cols[0]) and index < self.final_rows:
+            self._start += len(self._cols[0])
+            batch = next(self._batches)
+            self._cols = (
+                batch.column(0).to_pylist(),
+                batch.column(1).to_pylist(),
+                batch.column(2).to_pylist(),
+            )
+
+
+class Sink:
+    """Owns the output files. Rows arrive with ``submit``; one task writes them.
+
+        sink = Sink(Path("out/labels.parquet"), keep_columns=["product"])
+        prior = sink.open(overwrite=False)
+        sink.start()
+        sink.submit(0, row)
+        await sink.close()
+        counts = sink.finalize(total_rows=200)
+    """
+
+    def __init__(self, output: Path, keep_columns: Sequence[str] = (),
+                 clock: Any = time.monotonic) -> None:
+        self.output = output
+        self.journal = journal_path(output)
+        self.keep_columns = tuple(keep_columns)
+        self.schema = output_schema(self.keep_columns)
+        self._clock = clock
+        self._fd: int | None = None
+        self._queue: asyncio.Queue[tuple[int, Mapping[str, Any]]] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._last_fsync = 0.0
+        self.written = 0
+
+    # -- before the run -------------------------------------------------------------------
+
+    def open(self, *, overwrite: bool = False) -> PriorState:
+        """Check the output can be written and read what earlier runs left.
+
+        Raises OutputError before any request is sent when the location is unusable.
+        """
+        try:
+            self.output.parent.mkdir(parents=True, exist_ok=True)
+            if overwrite:
+                for path in (self.output, self.journal):
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+            _repair_journal(self.journal)
+            self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write output {self.output}: {exc.strerror or exc}"
+            ) from exc
+        if self.output.exists() and self.output.is_dir():
+            raise OutputError(f"output {self.output} is a directory")
+        return self._read_prior()
+
+    def _read_prior(self) -> PriorState:
+        journal = {
+            int(r[INDEX]): PriorRecord(r["id"], r["status"], r["request_hash"])
+            for r in _journal_records(self.journal, ("id", "status", "request_hash"))
+        }
+        if not self.output.exists():
+            return PriorState(0, iter(()), journal)
+        rows = _row_count(self.output)
+        columns = ["id", "status", "request_hash"]
+        return PriorState(rows, _read_batches(self.output, self.schema, columns), journal)
+
+    # -- during the run -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the writer task; call inside the event loop."""
+        self._queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._writer(), name="batchrun-sink")
+
+    def submit(self, index: int, row: Mapping[str, Any]) -> None:
+        """Hand a finished row to the writer; never blocks."""
+        if self._task is not None and self._task.done():
+            self._task.result()  # the writer died (disk full, ...): stop the run with its error
+        assert self._queue is not None, "start() first"
+        self._queue.put_nowait((index, row))
+
+    async def _writer(self) -> None:
+        assert self._queue is not None
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            self._append(batch)
+            for _ in batch:
+                self._queue.task_done()
+
+    def _append(self, batch: list[tuple[int, Mapping[str, Any]]]) -> None:
+        data = "".join(_journal_line(i, row) for i, row in batch).encode()
+        assert self._fd is not None
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+            now = self._clock()
+            if now - self._last_fsync >= FSYNC_EVERY_S:
+                os.fsync(self._fd)
+                self._last_fsync = now
+        except OSError as exc:
+            raise OutputError(
+                f"cannot append to {self.journal}: {exc.strerror or exc}; rows finished before "
+                "this are kept and a re-run resumes after them"
+            ) from exc
+        self.written += len(batch)
+
+    async def close(self) -> None:
+        """Write everything submitted, then stop the writer."""
+        if self._task is not None:
+            assert self._queue is not None
+            if not self._task.done():
+                done = asyncio.ensure_future(self._queue.join())
+                await asyncio.wait([done, self._task], return_when=asyncio.FIRST_COMPLETED)
+                done.cancel()
+                self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._close_fd()
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+
+    # -- after the run --------------------------------------------------------------------
+
+    def finalize(self, total_rows: int) -> FinalCounts:
+        """Write the final dataset (rows 0..total_rows-1 in input order) and drop the journal."""
+        self._close_fd()
+        tmp_arrow = self.output.with_name(f".{self.output.name}.journal.arrow")
+        tmp_out = self.output.with_name(f".{self.output.name}.tmp")
+        try:
+            journal = _journal_to_arrow(self.journal, self.schema, tmp_arrow)
+            counts = self._merge(total_rows, journal, tmp_out)
+            os.replace(tmp_out, self.output)
+            _fsync_dir(self.output.parent)
+            self.journal.unlink(missing_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.output}: {exc.strerror or exc}") from exc
+        finally:
+            tmp_arrow.unlink(missing_ok=True)
+            tmp_out.unlink(missing_ok=True)
+        return counts
+
+    def _merge(self, total_rows: int, journal: _SortedJournal, tmp_out: Path) -> FinalCounts:
+        old_rows = _row_count(self.output) if self.output.exists() else 0
+        old = _Positional(_read_batches(self.output, self.schema) if old_rows else iter(()))
+        ok = error = 0
+        with _open_writer(tmp_out, self.schema, parquet=_is_parquet(self.output)) as write:
+            for p0 in range(0, total_rows, CHUNK_ROWS):
+                p1 = min(p0 + CHUNK_ROWS, total_rows)
+                old_chunk = old.read(max(0, min(p1, old_rows) - p0), self.schema)
+                new_chunk, positions = journal.between(p0, p1)
+                src: list[int | None] = list(range(old_chunk.num_rows))
+                src += [None] * (p1 - p0 - len(src))
+                for k, pos in enumerate(positions):
+                    src[pos - p0] = old_chunk.num_rows + k
+                if None in src:
+                    missing = p0 + src.index(None)
+                    raise OutputError(f"internal error: no result recorded for row {missing}")
+                table = pa.concat_tables([old_chunk, new_chunk]).take(pa.array(src, pa.int64()))
+                n_ok = pc.sum(pc.equal(table.column("status"), STATUS_OK)).as_py() or 0
+                ok += n_ok
+                error += table.num_rows - n_ok
+                write(table)
+        return FinalCounts(total_rows, ok, error)
+
+
+# -- journal lines --------------------------------------------------------------------------
+
+
+def _journal_line(index: int, row: Mapping[str, Any]) -> str:
+    return _json_line({INDEX: index, **row})
+
+
+def _json_line(record: dict[str, Any]) -> str:
+    """One compact JSON line; timestamps as ISO 8601 UTC with a Z, which pyarrow reads back."""
+    finished = record.get("finished_at")
+    if isinstance(finished, datetime):
+        record["finished_at"] = (
+            finished.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+        ).replace("+00:00", "Z")
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def _repair_journal(path: Path) -> None:
+    """Cut a torn last line (a crash mid-write), so new lines start on a line of their own."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    if size == 0:
+        return
+    with path.open("rb+") as fh:
+        tail = 1 << 16
+        end = size
+        while end > 0:
+            start = max(0, end - tail)
+            fh.seek(start)
+            chunk = fh.read(end - start)
+            nl = chunk.rfind(b"\n")
+            if nl != -1:
+                cut = start + nl + 1
+                if cut != size:
+                    fh.truncate(cut)
+                return
+            end = start
+        fh.truncate(0)
+
+
+def _journal_schema(schema: pa.Schema, columns: Sequence[str] | None = None) -> pa.Schema:
+    fields = [pa.field(INDEX, pa.int64())]
+    fields += [f for f in schema if columns is None or f.name in columns]
+    return pa.schema(fields)
+
+
+def _journal_records(path: Path, columns: Sequence[str]) -> Iterator[dict[str, Any]]:
+    """The journal's records, only ``columns`` (plus ``_index``); skips damaged lines."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    schema = _journal_schema(output_schema(), columns)
+    try:
+        reader = _open_json(path, schema)
+        records = [r for batch in reader for r in batch.to_pylist()]
+    except pa.ArrowInvalid:
+        records = list(_tolerant_records(path))
+    yield from records
+
+
+def _tolerant_records(path: Path) -> Iterator[dict[str, Any]]:
+    """Line-by-line fallback when a crash left a damaged line pyarrow will not parse."""
+    with path.open("rb") as fh:
+        for line in fh:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get(INDEX), int):
+                yield record
+
+
+def _json_options(schema: pa.Schema) -> pj.ParseOptions:
+    return pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+
+
+# pyarrow parses JSON in blocks and a line may not straddle two; one answer near the largest
+# output a model gives (plus its content_json twin) fits well inside this.
+_READ_OPTIONS = pj.ReadOptions(block_size=32 << 20)
+
+
+def _open_json(path: Path, schema: pa.Schema) -> Any:
+    return pj.open_json(path, read_options=_READ_OPTIONS, parse_options=_json_options(schema))
+
+
+class _SortedJournal:
+    """The journal as a memory-mapped Arrow table, newest record per index, sorted by index."""
+
+    def __init__(self, table: pa.Table, order: pa.Array, indexes: list[int]) -> None:
+        self._table = table
+        self._order = order
+        self._indexes = indexes
+
+    def between(self, p0: int, p1: int) -> tuple[pa.Table, list[int]]:
+        """The records for indexes in [p0, p1) and those indexes."""
+        j0 = bisect.bisect_left(self._indexes, p0)
+        j1 = bisect.bisect_left(self._indexes, p1)
+        rows = self._table.take(self._order[j0:j1]).drop_columns([INDEX])
+        return rows, self._indexes[j0:j1]
+
+
+def _journal_to_arrow(path: Path, schema: pa.Schema, tmp: Path) -> _SortedJournal:
+    jschema = _journal_schema(schema)
+    with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, jschema) as writer:
+        for batch in _journal_batches(path, jschema):
+            writer.write_batch(batch)
+    table = ipc.open_file(pa.memory_map(str(tmp), "r")).read_all()
+    index = table.column(INDEX)
+    order = pc.sort_indices(index)  # stable: equal indexes keep journal (time) order
+    sorted_index = index.take(order)
+    n = len(sorted_index)
+    if n > 1:
+        # Keep the last record of each run of equal indexes: the newest answer wins.
+        differs = pc.not_equal(sorted_index.slice(0, n - 1), sorted_index.slice(1))
+        keep = pa.concat_arrays([differs.combine_chunks(), pa.array([True])])
+        order = order.filter(keep)
+        sorted_index = sorted_index.filter(keep)
+    return _SortedJournal(table, order, sorted_index.to_pylist())
+
+
+def _journal_batches(path: Path, jschema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    try:
+        reader = _open_json(path, jschema)
+        batches = list(reader)
+    except pa.ArrowInvalid:
+        rows = list(_tolerant_records(path))
+        batches = [pa.RecordBatch.from_pylist(rows, schema=jschema)] if rows else []
+    for batch in batches:
+        yield batch.select(jschema.names).cast(jschema) if batch.schema != jschema else batch
+
+
+# -- final files ----------------------------------------------------------------------------
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() == ".parquet"
+
+
+def _row_count(path: Path) -> int:
+    try:
+        if _is_parquet(path):
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        with path.open("rb") as fh:
+            return sum(1 for line in fh if line.strip())
+    except (OSError, pa.ArrowException) as exc:
+        raise OutputError(f"cannot read existing output {path}: {exc}") from exc
+
+
+def _read_batches(
+    path: Path, schema: pa.Schema, columns: Sequence[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Batches of an existing output, conformed to ``schema`` (older runs may differ)."""
+    wanted = pa.schema([f for f in schema if columns is None or f.name in columns])
+    if _is_parquet(path):
+        pf = pq.ParquetFile(path)
+        present = [n for n in wanted.names if n in pf.schema_arrow.names]
+        batches: Iterator[pa.RecordBatch] = pf.iter_batches(CHUNK_ROWS, columns=present)
+    else:
+        batches = iter(_open_json(path, wanted))
+    for batch in batches:
+        yield _conform(batch, wanted)
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    arrays = []
+    for f in schema:
+        i = batch.schema.get_field_index(f.name)
+        col = batch.column(i) if i >= 0 else pa.nulls(batch.num_rows, f.type)
+        arrays.append(col if col.type == f.type else col.cast(f.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+class _Positional:
+    """Reads exactly n rows at a time from a batch iterator."""
+
+    def __init__(self, batches: Iterator[pa.RecordBatch]) -> None:
+        self._batches = batches
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+
+    def read(self, n: int, schema: pa.Schema) -> pa.Table:
+        while self._pending_rows < n:
+            batch = next(self._batches, None)
+            if batch is None:
+                break
+            self._pending.append(batch)
+            self._pending_rows += batch.num_rows
+        table = pa.Table.from_batches(self._pending, schema=schema)
+        head, rest = table.slice(0, n), table.slice(n)
+        self._pending = rest.to_batches()
+        self._pending_rows = rest.num_rows
+        return head
+
+
+@contextlib.contextmanager
+def _open_writer(path: Path, schema: pa.Schema, *, parquet: bool) -> Iterator[Any]:
+    """A write(table) function for Parquet or JSONL; the file is fsynced on success."""
+    if parquet:
+        with pq.ParquetWriter(str(path), schema, compression="zstd") as writer:
+            yield writer.write_table
+    else:
+        with path.open("w", encoding="utf-8") as fh:
+
+            def write(table: pa.Table) -> None:
+                fh.writelines(_json_line(row) for row in table.to_pylist())
+
+            yield write
+            fh.flush()
+            os.fsync(fh.fileno())
+            return
+    with open(path, "rb") as written:
+        os.fsync(written.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,171 @@
+"""The output writer: journal, resume state, atomic final file in input order, both formats."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from batchrun.errors import OutputError
+from batchrun.result import COLUMN_NAMES, blank_row
+from batchrun.sink import Sink, journal_path, output_schema
+from batchrun.sink import _read_batches as read_batches
+
+WHEN = datetime(2026, 11, 22, 3, 0, 0, 123000, tzinfo=timezone.utc)
+
+
+def make_row(i: int, status: str = "ok", **extra: Any) -> dict[str, Any]:
+    row = blank_row(f"r{i}")
+    row.update(
+        status=status,
+        text=f"answer {i} ✓",
+        input_tokens=10 + i,
+        output_tokens=3,
+        request_hash=f"h{i}",
+        finished_at=WHEN,
+    )
+    row.update(extra)
+    return row
+
+
+def write_rows(
+    out: Path,
+    rows: list[tuple[int, dict[str, Any]]],
+    keep: tuple[str, ...] = (),
+    *,
+    overwrite: bool = False,
+) -> Sink:
+    sink = Sink(out, keep)
+    sink.open(overwrite=overwrite)
+
+    async def main() -> None:
+        sink.start()
+        for index, row in rows:
+            sink.submit(index, row)
+        await sink.close()
+
+    asyncio.run(main())
+    return sink
+
+
+def read_output(out: Path) -> list[dict[str, Any]]:
+    if out.suffix == ".parquet":
+        return pq.read_table(out).to_pylist()  # type: ignore[no-any-return]
+    return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_rows_arriving_out_of_order_are_written_in_input_order(tmp_path: Path, suffix: str) -> None:
+    out = tmp_path / f"out{suffix}"
+    order = [3, 0, 4, 1, 2]
+    sink = write_rows(out, [(i, make_row(i)) for i in order])
+    assert journal_path(out).exists()
+    counts = sink.finalize(5)
+    assert (counts.rows, counts.ok, counts.error) == (5, 5, 0)
+    rows = read_output(out)
+    assert [r["id"] for r in rows] == ["r0", "r1", "r2", "r3", "r4"]
+    assert rows[2]["text"] == "answer 2 ✓"
+    assert list(rows[0]) == list(COLUMN_NAMES)
+    assert not journal_path(out).exists()
+
+
+def test_parquet_output_has_the_explicit_schema(tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    write_rows(out, [(0, make_row(0, product="mug"))], keep=("product",)).finalize(1)
+    table = pq.read_table(out)
+    assert table.schema.equals(output_schema(("product",)))
+    row = table.to_pylist()[0]
+    assert row["finished_at"] == WHEN
+    assert row["product"] == "mug"
+
+
+def test_the_newest_record_for_a_row_wins(tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    rows = [
+        (0, make_row(0, "error", error_type="overloaded_error")),
+        (1, make_row(1)),
+        (0, make_row(0)),
+    ]
+    counts = write_rows(out, rows).finalize(2)
+    assert counts.ok == 2
+    assert [r["status"] for r in read_output(out)] == ["ok", "ok"]
+
+
+def test_resume_reads_prior_final_and_journal_and_merges(tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    write_rows(out, [(i, make_row(i, "error" if i == 2 else "ok")) for i in range(4)]).finalize(4)
+
+    # A later run: reads what is there, retries row 2, adds row 4 (the input grew).
+    sink = Sink(out)
+    prior = sink.open()
+    assert prior.final_rows == 4
+    assert [prior.lookup(i).status for i in range(4)] == ["ok", "ok", "error", "ok"]  # type: ignore[union-attr]
+    assert prior.lookup(4) is None
+
+    async def main() -> None:
+        sink.start()
+        sink.submit(4, make_row(4))
+        sink.submit(2, make_row(2))
+        await sink.close()
+
+    asyncio.run(main())
+    counts = sink.finalize(5)
+    assert (counts.ok, counts.error) == (5, 0)
+    assert [r["id"] for r in read_output(out)] == [f"r{i}" for i in range(5)]
+
+
+def test_journal_survives_a_crash_and_is_read_back(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    write_rows(out, [(1, make_row(1)), (0, make_row(0))])
+    # A crash mid-write leaves a torn last line.
+    with journal_path(out).open("ab") as fh:
+        fh.write(b'{"_index":2,"id":"r2","sta')
+    prior = Sink(out).open()
+    assert set(prior.journal) == {0, 1}
+    assert journal_path(out).read_bytes().endswith(b"\n")
+
+
+def test_overwrite_discards_earlier_output(tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    write_rows(out, [(0, make_row(0))]).finalize(1)
+    write_rows(out, [(0, make_row(5))])
+    prior = Sink(out).open(overwrite=True)
+    assert prior.final_rows == 0 and not prior.journal
+    assert not out.exists()
+
+
+def test_unwritable_location_is_reported_before_anything_runs(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="cannot write output"):
+        Sink(blocker / "out.parquet").open()
+
+
+def test_a_missing_row_at_finalize_is_an_error_not_a_silent_gap(tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    sink = write_rows(out, [(0, make_row(0)), (2, make_row(2))])
+    with pytest.raises(OutputError, match="row 1"):
+        sink.finalize(3)
+    assert not out.exists()
+    assert journal_path(out).exists()
+
+
+def test_large_outputs_are_written_in_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import batchrun.sink as sink_module
+
+    monkeypatch.setattr(sink_module, "CHUNK_ROWS", 7)
+    out = tmp_path / "out.parquet"
+    write_rows(out, [(i, make_row(i)) for i in reversed(range(30))]).finalize(30)
+    write_rows(out, [(i, make_row(i, text="second")) for i in (3, 17, 29, 30)]).finalize(31)
+    rows = read_output(out)
+    assert [r["id"] for r in rows] == [f"r{i}" for i in range(31)]
+    assert [r["text"] for r in rows if r["text"] == "second"] == ["second"] * 4
+    batches = list(read_batches(out, output_schema(), ["id"]))
+    assert sum(b.num_rows for b in batches) == 31
