@@ -1,11 +1,11 @@
 """batchrun: run bulk prompts through the Claude Messages API.
 
-    from pathlib import Path
-    import batchrun
+from pathlib import Path
+import batchrun
 
-    config = batchrun.load_config(Path("jobs/label_sentiment.toml"), {"simulate": True})
-    summary = batchrun.run(config)
-    print(summary.final)   # FinalCounts(rows=200, ok=200, error=0)
+config = batchrun.load_config(Path("jobs/label_sentiment.toml"), {"simulate": True})
+summary = batchrun.run(config)
+print(summary.final)   # FinalCounts(rows=200, ok=200, error=0)
 """
 
 from __future__ import annotations

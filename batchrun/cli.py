@@ -43,24 +43,38 @@ def cli() -> None:
 def _job_options(func: F) -> F:
     """The flags every command that reads a job shares; each is also a job-file key."""
     options = [
-        click.option("-o", "--output", type=click.Path(path_type=Path),
-                     help="Output dataset (.parquet or .jsonl). Re-running with the same "
-                     "output resumes."),
+        click.option(
+            "-o",
+            "--output",
+            type=click.Path(path_type=Path),
+            help="Output dataset (.parquet or .jsonl). Re-running with the same output resumes.",
+        ),
         click.option("--model", help="Model for rows that do not name one."),
         click.option("--max-tokens", type=int, help="Output token limit per request."),
         click.option("--system", help="System prompt for every row."),
-        click.option("--template", help="Builds each prompt from the row's columns, "
-                     "e.g. 'Summarize {title}: {body}'."),
+        click.option(
+            "--template",
+            help="Builds each prompt from the row's columns, e.g. 'Summarize {title}: {body}'.",
+        ),
         click.option("--temperature", type=float, help="Sampling temperature, 0 to 1."),
         click.option("--top-p", type=float, help="Nucleus sampling, 0 to 1."),
         click.option("--top-k", type=int, help="Top-k sampling."),
-        click.option("--stop-sequence", "stop_sequences", multiple=True,
-                     help="A stop sequence (repeatable)."),
-        click.option("--keep-column", "keep_columns", multiple=True,
-                     help="Input column to copy to the output (repeatable)."),
+        click.option(
+            "--stop-sequence", "stop_sequences", multiple=True, help="A stop sequence (repeatable)."
+        ),
+        click.option(
+            "--keep-column",
+            "keep_columns",
+            multiple=True,
+            help="Input column to copy to the output (repeatable).",
+        ),
         click.option("--base-url", help="API base URL [default: https://api.anthropic.com]."),
-        click.option("--allow-insecure-http", is_flag=True, default=None,
-                     help="Allow a plain-http base URL that is not on this machine."),
+        click.option(
+            "--allow-insecure-http",
+            is_flag=True,
+            default=None,
+            help="Allow a plain-http base URL that is not on this machine.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -70,24 +84,49 @@ def _job_options(func: F) -> F:
 @cli.command(epilog=PRECEDENCE)
 @click.argument("source", type=click.Path(path_type=Path))
 @_job_options
-@click.option("-c", "--concurrency", type=click.IntRange(min=1),
-              help="Requests in flight at once [default: 16].")
-@click.option("--max-retries", type=click.IntRange(min=0),
-              help="Retries per row for retryable failures [default: 8].")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
-              help="Seconds one attempt may take [default: 600].")
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(min=1),
+    help="Requests in flight at once [default: 16].",
+)
+@click.option(
+    "--max-retries",
+    type=click.IntRange(min=0),
+    help="Retries per row for retryable failures [default: 8].",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds one attempt may take [default: 600].",
+)
 @click.option("--api-version", help="anthropic-version header [default: 2023-06-01].")
 @click.option("--beta", "betas", multiple=True, help="anthropic-beta feature (repeatable).")
-@click.option("--http-backend", type=click.Choice(["aiohttp", "httpx"]),
-              help="HTTP transport [default: aiohttp, which holds up at high concurrency].")
-@click.option("--stream/--no-stream", default=None,
-              help="Send with stream: true (automatic above 21,333 max_tokens).")
-@click.option("--simulate", is_flag=True, default=None,
-              help="Run against the built-in simulator: no key needed, nothing is paid.")
-@click.option("--retry-errors", is_flag=True, default=None,
-              help="Re-send rows an earlier run left in error.")
-@click.option("--overwrite", is_flag=True, default=None,
-              help="Start afresh: discard the existing output and its journal.")
+@click.option(
+    "--http-backend",
+    type=click.Choice(["aiohttp", "httpx"]),
+    help="HTTP transport [default: aiohttp, which holds up at high concurrency].",
+)
+@click.option(
+    "--stream/--no-stream",
+    default=None,
+    help="Send with stream: true (automatic above 21,333 max_tokens).",
+)
+@click.option(
+    "--simulate",
+    is_flag=True,
+    default=None,
+    help="Run against the built-in simulator: no key needed, nothing is paid.",
+)
+@click.option(
+    "--retry-errors", is_flag=True, default=None, help="Re-send rows an earlier run left in error."
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    default=None,
+    help="Start afresh: discard the existing output and its journal.",
+)
 @click.option("-q", "--quiet", is_flag=True, default=None, help="No progress display.")
 def run_cmd(source: Path, **flags: Any) -> None:
     """Run SOURCE and write one output row per input row, in input order.
@@ -136,36 +175,71 @@ def validate_cmd(source: Path, **flags: Any) -> None:
 
 
 @cli.command("simulate")
-@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
-              help="Port on 127.0.0.1 (0 picks a free one).")
-@click.option("--latency", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Mean seconds before each reply.")
-@click.option("--jitter", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Reply latency varies uniformly by up to this many seconds.")
-@click.option("--error-rate", "error_rates", default="", metavar="SPEC",
-              help="Faults by rate, e.g. 429=0.05,529=0.02,500=0.01,reset=0.01 (also 503, "
-              "hang, malformed, cut, sse_error).")
-@click.option("--retry-after", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="retry-after seconds sent with simulated 429s.")
-@click.option("--api-key", default=None,
-              help="Accept only this key (default: any non-empty key).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8765,
+    show_default=True,
+    help="Port on 127.0.0.1 (0 picks a free one).",
+)
+@click.option(
+    "--latency",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Mean seconds before each reply.",
+)
+@click.option(
+    "--jitter",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Reply latency varies uniformly by up to this many seconds.",
+)
+@click.option(
+    "--error-rate",
+    "error_rates",
+    default="",
+    metavar="SPEC",
+    help="Faults by rate, e.g. 429=0.05,529=0.02,500=0.01,reset=0.01 (also 503, "
+    "hang, malformed, cut, sse_error).",
+)
+@click.option(
+    "--retry-after",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="retry-after seconds sent with simulated 429s.",
+)
+@click.option("--api-key", default=None, help="Accept only this key (default: any non-empty key).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for faults.")
-def simulate_cmd(port: int, latency: float, jitter: float, error_rates: str,
-                 retry_after: float, api_key: str | None, seed: int) -> None:
+def simulate_cmd(
+    port: int,
+    latency: float,
+    jitter: float,
+    error_rates: str,
+    retry_after: float,
+    api_key: str | None,
+    seed: int,
+) -> None:
     """Serve a stand-in Messages API on 127.0.0.1 for demos, tests and benchmarks.
 
     Replies are deterministic functions of the request; usage follows max_tokens.
     Point a run at it with --base-url http://127.0.0.1:PORT and any API key.
     """
-    from .simulator import SimulatorConfig, parse_error_rates, serve
+    from .simulator import SimulatorConfig, parse_fault_spec, serve
 
     try:
-        rates = parse_error_rates(error_rates)
+        rates = parse_fault_spec(error_rates)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--error-rate") from None
     config = SimulatorConfig(
-        latency_mean=latency, latency_jitter=jitter, error_rates=rates,
-        retry_after=retry_after, api_key=api_key, seed=seed,
+        latency_mean=latency,
+        latency_jitter=jitter,
+        error_rates=rates,
+        retry_after=retry_after,
+        api_key=api_key,
+        seed=seed,
     )
 
     def ready(url: str) -> None:
@@ -229,9 +303,7 @@ def format_summary(summary: RunSummary, config: RunConfig) -> str:
         )
     )
     lines.append(f"  retries     {summary.retries:,}")
-    lines.append(
-        f"  elapsed     {summary.elapsed_s:.1f} s ({summary.rows_per_second:,.1f} rows/s)"
-    )
+    lines.append(f"  elapsed     {summary.elapsed_s:.1f} s ({summary.rows_per_second:,.1f} rows/s)")
     return "\n".join(lines)
 
 

@@ -161,7 +161,9 @@ def load_config(
 
     simulate = bool(given.get("simulate", False))
     base_url = str(
-        given.get("base_url") or env.get("ANTHROPIC_BASE_URL") or job.get("base_url")
+        given.get("base_url")
+        or env.get("ANTHROPIC_BASE_URL")
+        or job.get("base_url")
         or DEFAULT_BASE_URL
     )
     allow_insecure = bool(settings.get("allow_insecure_http", False))

@@ -81,9 +81,7 @@ class InvalidRowError(InputError):
     ) -> None:
         self.problems = list(problems)
         first_field = problems[0].field if len(problems) == 1 else None
-        message = "; ".join(
-            str(p) if len(problems) > 1 else p.message for p in problems
-        )
+        message = "; ".join(str(p) if len(problems) > 1 else p.message for p in problems)
         super().__init__(message, file=file, row=row, field=first_field)
 
     def located(self, file: str | None, row: int | None) -> InvalidRowError:

@@ -1,8 +1,8 @@
 """The composition root: input rows -> requests -> pool(client, retries) -> sink -> summary.
 
-    from batchrun import load_config, run
-    summary = run(load_config(Path("jobs/label_sentiment.toml"), {"simulate": True}))
-    print(summary.final)
+from batchrun import load_config, run
+summary = run(load_config(Path("jobs/label_sentiment.toml"), {"simulate": True}))
+print(summary.final)
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import contextlib
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,6 +31,8 @@ from .result import INVALID_REQUEST, STATUS_ERROR, STATUS_OK, blank_row
 from .retry import is_fatal, send_with_retries
 from .sink import FinalCounts, PriorRecord, PriorState, Sink
 from .spec import InputRow, count_rows, read_rows
+
+Sleep = Callable[[float], Awaitable[None]]
 
 # The SDK refuses non-streaming requests above this many output tokens, since they can
 # outlast a 10-minute timeout (API-FACTS §5); we stream them instead.
@@ -110,9 +112,14 @@ def run(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     progress_stream: IO[str] | None = None,
+    retry_sleep: Sleep = asyncio.sleep,
 ) -> RunSummary:
     """Run a job to the end and return its summary. See ``run_async``."""
-    return asyncio.run(run_async(config, transport=transport, progress_stream=progress_stream))
+    return asyncio.run(
+        run_async(
+            config, transport=transport, progress_stream=progress_stream, retry_sleep=retry_sleep
+        )
+    )
 
 
 async def run_async(
@@ -120,11 +127,13 @@ async def run_async(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     progress_stream: IO[str] | None = None,
+    retry_sleep: Sleep = asyncio.sleep,
 ) -> RunSummary:
     """Send every row not yet answered, journal each result, write the final dataset.
 
     Raises ConfigError / OutputError / FatalRunError (exit 1) before or instead of
-    finishing; a row's own failure never raises, it becomes an error row.
+    finishing; a row's own failure never raises, it becomes an error row. ``transport``
+    replaces the HTTP transport and ``retry_sleep`` the wait between retries (tests).
     """
     if not config.simulate and config.credentials == type(config.credentials)() and not transport:
         raise ConfigError(
@@ -159,7 +168,8 @@ async def run_async(
         sink.start()
         try:
             work = _plan(config, done, counter, summary)
-            await pool.run(work, lambda w: _handle(w, config, client, sink, summary, progress))
+            sender = _Sender(config, client, summary, retry_sleep)
+            await pool.run(work, lambda w: _handle(w, config, sender, sink, summary, progress))
         finally:
             summary.elapsed_s = time.perf_counter() - started
             progress.close()
@@ -263,7 +273,7 @@ def _plan(
 async def _handle(
     work: _Work,
     config: RunConfig,
-    client: MessagesClient,
+    sender: _Sender,
     sink: Sink,
     summary: RunSummary,
     progress: Progress,
@@ -274,39 +284,44 @@ async def _handle(
         row = _error_row(work, config, INVALID_REQUEST, str(work.problem), None, 0)
         summary.invalid += 1
     else:
-        row = await _send(work, work.body, config, client, summary)
+        row = await sender.send(work, work.body)
     sink.submit(work.row.index, row)
     summary.count(row)
     progress.advance()
 
 
-async def _send(
-    work: _Work,
-    body: dict[str, Any],
-    config: RunConfig,
-    client: MessagesClient,
-    summary: RunSummary,
-) -> dict[str, Any]:
-    stream = config.stream or body.get("max_tokens", 0) > STREAM_ABOVE_MAX_TOKENS
-    started = time.perf_counter()
+class _Sender:
+    """Sends one request with retries and turns the outcome into an output row."""
 
-    def on_retry(exc: BaseException, wait: float) -> None:
-        summary.retries += 1
+    def __init__(
+        self, config: RunConfig, client: MessagesClient, summary: RunSummary, sleep: Sleep
+    ) -> None:
+        self._config = config
+        self._client = client
+        self._summary = summary
+        self._sleep = sleep
 
-    try:
-        reply, attempts = await send_with_retries(
-            lambda: client.create(body, stream=stream),
-            max_retries=config.max_retries,
-            on_retry=on_retry,
-        )
-    except ApiError as exc:
-        if is_fatal(exc):
-            raise FatalRunError(f"the API refused the run: {exc}") from exc
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        row = _error_row(work, config, exc.error_type, exc.message, exc.status, exc.attempts)
-        row.update(request_id=exc.request_id, elapsed_ms=elapsed_ms)
-        return row
-    return _ok_row(work, config, reply, attempts, (time.perf_counter() - started) * 1000)
+    def _on_retry(self, exc: BaseException, wait: float) -> None:
+        self._summary.retries += 1
+
+    async def send(self, work: _Work, body: dict[str, Any]) -> dict[str, Any]:
+        config = self._config
+        stream = config.stream or body.get("max_tokens", 0) > STREAM_ABOVE_MAX_TOKENS
+        started = time.perf_counter()
+        try:
+            reply, attempts = await send_with_retries(
+                lambda: self._client.create(body, stream=stream),
+                max_retries=config.max_retries,
+                sleep=self._sleep,
+                on_retry=self._on_retry,
+            )
+        except ApiError as exc:
+            if is_fatal(exc):
+                raise FatalRunError(f"the API refused the run: {exc}") from exc
+            row = _error_row(work, config, exc.error_type, exc.message, exc.status, exc.attempts)
+            row.update(request_id=exc.request_id, elapsed_ms=(time.perf_counter() - started) * 1000)
+            return row
+        return _ok_row(work, config, reply, attempts, (time.perf_counter() - started) * 1000)
 
 
 def _ok_row(

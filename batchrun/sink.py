@@ -84,8 +84,12 @@ class PriorState:
     the final file is streamed once instead of held in memory.
     """
 
-    def __init__(self, final_rows: int, final_batches: Iterator[pa.RecordBatch],
-                 journal: dict[int, PriorRecord]) -> None:
+    def __init__(
+        self,
+        final_rows: int,
+        final_batches: Iterator[pa.RecordBatch],
+        journal: dict[int, PriorRecord],
+    ) -> None:
         self.final_rows = final_rows
         self.journal = journal
         self._batches = final_batches
@@ -126,16 +130,17 @@ class PriorState:
 class Sink:
     """Owns the output files. Rows arrive with ``submit``; one task writes them.
 
-        sink = Sink(Path("out/labels.parquet"), keep_columns=["product"])
-        prior = sink.open(overwrite=False)
-        sink.start()
-        sink.submit(0, row)
-        await sink.close()
-        counts = sink.finalize(total_rows=200)
+    sink = Sink(Path("out/labels.parquet"), keep_columns=["product"])
+    prior = sink.open(overwrite=False)
+    sink.start()
+    sink.submit(0, row)
+    await sink.close()
+    counts = sink.finalize(total_rows=200)
     """
 
-    def __init__(self, output: Path, keep_columns: Sequence[str] = (),
-                 clock: Any = time.monotonic) -> None:
+    def __init__(
+        self, output: Path, keep_columns: Sequence[str] = (), clock: Any = time.monotonic
+    ) -> None:
         self.output = output
         self.journal = journal_path(output)
         self.keep_columns = tuple(keep_columns)
@@ -163,9 +168,7 @@ class Sink:
             _repair_journal(self.journal)
             self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise OutputError(
-                f"cannot write output {self.output}: {exc.strerror or exc}"
-            ) from exc
+            raise OutputError(f"cannot write output {self.output}: {exc.strerror or exc}") from exc
         if self.output.exists() and self.output.is_dir():
             raise OutputError(f"output {self.output} is a directory")
         return self._read_prior()
@@ -211,7 +214,7 @@ class Sink:
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(self._fd, view):]
+                view = view[os.write(self._fd, view) :]
             now = self._clock()
             if now - self._last_fsync >= FSYNC_EVERY_S:
                 os.fsync(self._fd)

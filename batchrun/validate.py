@@ -27,8 +27,8 @@ class ValidationReport:
 def validate(config: RunConfig) -> ValidationReport:
     """Check each row of ``config.input`` the way ``run`` would, in one pass.
 
-        report = validate(load_config(Path("sample_data/reviews.jsonl")))
-        assert report.invalid == 0
+    report = validate(load_config(Path("sample_data/reviews.jsonl")))
+    assert report.invalid == 0
     """
     report = ValidationReport(source=config.input)
     for row in read_rows(config.input):

@@ -4,6 +4,13 @@ A fault is what goes wrong with one request instead of a normal answer. Rates co
 spec such as ``"429=0.05,529=0.02,reset=0.01"``; a script of exact faults (tests) is used
 before the rates. At most one fault hits a request, and the choice is drawn from a seeded
 ``random.Random`` so that a run with the same seed and the same request order repeats.
+
+    429 / 529 / 500 / 503   the API's error envelope with that status (429 adds retry-after)
+    reset                   the connection is closed with no response at all
+    hang                    no answer until ``hang_seconds`` pass (or the simulator stops)
+    malformed               200 with a body that is not valid JSON (or a broken SSE event)
+    cut                     SSE: the stream stops half way, without message_stop
+    sse_error               SSE: an ``error`` event (overloaded_error) after a few events
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ FAULT_NAMES: tuple[str, ...] = (
     "cut",
     "sse_error",
 )
-"""Every fault the simulator can inject (see the server for what each one does)."""
+"""Every fault the simulator can inject (what each does: the module docstring)."""
 
 STREAM_ONLY: frozenset[str] = frozenset({"cut", "sse_error"})
 """Faults that only make sense inside an SSE stream."""

@@ -168,7 +168,13 @@ def error_body(error_type: str, message: str, request_id: str) -> bytes:
 
 
 class Simulator:
-    """A local Messages API. Start it, point a client at ``base_url``, read ``stats``, stop it."""
+    """A local Messages API. Start it, point a client at ``base_url``, read ``stats``, stop it.
+
+    Order of work for ``POST /v1/messages``: size (413), auth (401), version and body checks
+    (400/404), then the fault choice, the latency sleep (faults included, so they cost time
+    as real ones do), then the answer. ``count_tokens`` gets the checks only: no fault, no
+    latency, so estimates stay exact and scripted faults stay aimed at messages.
+    """
 
     def __init__(self, config: SimulatorConfig | None = None) -> None:
         self.config = config or SimulatorConfig()
@@ -268,7 +274,7 @@ class Simulator:
         request_id = self._request_id()
         self.stats.begin()
         try:
-            version = await self._check_headers(request)
+            version = self._check_headers(request)
             body = check_count_tokens_body(await self._read_json(request), version)
             payload = dumps({"input_tokens": count_input_tokens(body)}).encode()
             return self._json(200, payload, request_id)
@@ -287,7 +293,7 @@ class Simulator:
             self.stats.end()
 
     async def _answer_messages(self, request: web.Request, request_id: str) -> web.StreamResponse:
-        version = await self._check_headers(request)
+        version = self._check_headers(request)
         body = check_messages_body(await self._read_json(request), version)
         streaming = body.get("stream") is True
         fault = effective_fault(self._faults.pick(), streaming)
@@ -307,7 +313,7 @@ class Simulator:
 
     # ------------------------------------------------------------------ checks
 
-    async def _check_headers(self, request: web.Request) -> str:
+    def _check_headers(self, request: web.Request) -> str:
         """Size, auth, then version, in the order the real service applies them."""
         length = request.content_length
         if length is not None and length > MAX_BODY_BYTES:

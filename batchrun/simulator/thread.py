@@ -67,7 +67,10 @@ class SimulatorThread:
         return self.base_url
 
     def stop(self) -> None:
-        """Stop the server, close its connections and join the thread."""
+        """Stop the server, close its connections and join the thread.
+
+        Re-raises an error the server thread died with, so it cannot pass unnoticed.
+        """
         thread, self._thread = self._thread, None
         if thread is None:
             return
@@ -77,6 +80,9 @@ class SimulatorThread:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(signal.set)
         thread.join()
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
 
     def __enter__(self) -> SimulatorThread:
         self.start()

@@ -1,0 +1,26 @@
+"""Helpers shared by the end-to-end and CLI tests: input files and answer tags."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+TEST_KEY = "sk-ant-test-0123456789abcdef"
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def prompts(n: int) -> list[dict[str, Any]]:
+    return [
+        {"id": f"q{i:04d}", "prompt": f"Question number {i}: what is {i} + {i}?"} for i in range(n)
+    ]
+
+
+def reply_tag(prompt: str) -> str:
+    """The tag the simulator starts every answer with: ties an answer to its own prompt."""
+    return "re:" + hashlib.sha256(prompt.encode()).hexdigest()[:8]

@@ -1,0 +1,148 @@
+"""The command line through click's runner, and once as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from click.testing import CliRunner
+from support import TEST_KEY, prompts, write_jsonl
+
+from batchrun.cli import cli
+from batchrun.simulator import SimulatorThread
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    runner = CliRunner()
+    result = runner.invoke(cli, list(args), env={"ANTHROPIC_API_KEY": TEST_KEY, **(env or {})})
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_help_lists_the_commands_and_states_precedence() -> None:
+    code, out, _ = invoke("--help")
+    assert code == 0
+    for command in ("run", "validate", "simulate"):
+        assert command in out
+    code, out, _ = invoke("run", "--help")
+    assert code == 0 and "highest first" in out and "--concurrency" in out
+
+
+def test_run_writes_the_output_and_prints_a_summary(tmp_path: Path, sim: SimulatorThread) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(30))
+    out = tmp_path / "out.parquet"
+    code, _, err = invoke(
+        "run",
+        str(inp),
+        "-o",
+        str(out),
+        "--model",
+        "claude-haiku-4-5",
+        "--max-tokens",
+        "10",
+        "--base-url",
+        sim.base_url,
+        "-c",
+        "4",
+    )
+    assert code == 0, err
+    assert "30 ok, 0 error" in err and "rows/s" in err and "stop" in err
+    assert pq.read_table(out).num_rows == 30
+
+
+def test_rows_in_error_give_exit_code_3(tmp_path: Path, sim: SimulatorThread) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", [*prompts(3), {"id": "x", "prompt": ""}])
+    code, _, err = invoke(
+        "run",
+        str(inp),
+        "-o",
+        str(tmp_path / "o.jsonl"),
+        "--model",
+        "claude-haiku-4-5",
+        "--max-tokens",
+        "10",
+        "--base-url",
+        sim.base_url,
+    )
+    assert code == 3, err
+    assert "1 invalid, not sent" in err
+
+
+def test_validate_lists_each_problem_with_file_line_and_field(tmp_path: Path) -> None:
+    inp = write_jsonl(
+        tmp_path / "in.jsonl", [*prompts(2), {"id": "b", "prompt": "x", "top_p": 7}, {"id": "c"}]
+    )
+    code, out, _ = invoke("validate", str(inp), "--model", "claude-haiku-4-5", "--max-tokens", "5")
+    assert code == 3
+    assert f"{inp}:3: top_p:" in out
+    assert f"{inp}:4:" in out and "prompt" in out
+    assert "4 rows, 2 valid, 2 invalid" in out
+
+
+def test_validate_of_a_clean_file_exits_0(tmp_path: Path) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(3))
+    code, out, _ = invoke("validate", str(inp), "--model", "m", "--max-tokens", "5")
+    assert code == 0 and "3 valid, 0 invalid" in out
+
+
+def test_missing_key_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(1))
+    runner = CliRunner()
+    result = runner.invoke(
+        cli,
+        ["run", str(inp), "--model", "m", "--max-tokens", "5", "-o", str(tmp_path / "o.parquet")],
+        env={"ANTHROPIC_API_KEY": ""},
+    )
+    assert result.exit_code == 1
+    assert "ANTHROPIC_API_KEY" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_configuration_errors_exit_1_usage_errors_exit_2(tmp_path: Path) -> None:
+    code, _, err = invoke("run", str(tmp_path / "missing.toml"))
+    assert code == 1 and "job file not found" in err
+    code, _, _ = invoke("run", "x.jsonl", "--concurrency", "zero")
+    assert code == 2
+    code, _, _ = invoke("frobnicate")
+    assert code == 2
+
+
+def test_the_shipped_job_runs_on_the_simulator_as_a_subprocess(tmp_path: Path) -> None:
+    out = tmp_path / "labels.parquet"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "batchrun",
+            "run",
+            str(REPO / "jobs" / "label_sentiment.toml"),
+            "--simulate",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    table = pq.read_table(out)
+    assert table.num_rows == 200
+    assert set(table.column("status").to_pylist()) == {"ok"}
+    assert "200 ok, 0 error" in proc.stderr
+
+
+def test_python_dash_m_help() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "batchrun", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0 and "Usage" in proc.stdout

@@ -1,0 +1,192 @@
+"""Whole runs against the simulator over a real loopback socket."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from support import TEST_KEY, prompts, reply_tag, write_jsonl
+
+from batchrun import FatalRunError, load_config, run
+from batchrun.config import RunConfig
+from batchrun.result import COLUMN_NAMES
+from batchrun.runner import ResumeMismatchError
+from batchrun.simulator import SimulatorConfig, SimulatorThread
+
+TIMING = {"latency_ms", "elapsed_ms", "finished_at", "request_id"}
+
+
+async def no_wait(seconds: float) -> None:
+    """Retry waits cost nothing in tests; the policy itself is tested in test_retry."""
+
+
+def config_for(inp: Path, out: Path, url: str, **flags: Any) -> RunConfig:
+    settings = {
+        "output": str(out),
+        "model": "claude-haiku-4-5",
+        "max_tokens": 40,
+        "base_url": url,
+        "quiet": True,
+        "concurrency": 8,
+        **flags,
+    }
+    return load_config(inp, settings, environ={"ANTHROPIC_API_KEY": TEST_KEY})
+
+
+def read(out: Path) -> list[dict[str, Any]]:
+    if out.suffix == ".jsonl":
+        return [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    return pq.read_table(out).to_pylist()  # type: ignore[no-any-return]
+
+
+def test_every_row_answered_in_input_order_by_its_own_prompt(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    rows = prompts(300)
+    for i, row in enumerate(rows):
+        row["topic"] = {"n": i} if i % 2 else f"t{i}"
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.parquet"
+    summary = run(config_for(inp, out, sim.base_url, keep_columns=("topic",)))
+
+    assert summary.exit_code == 0
+    assert summary.final is not None and summary.final.ok == 300
+    got = read(out)
+    assert list(got[0]) == [*COLUMN_NAMES, "topic"]
+    assert [r["id"] for r in got] == [r["id"] for r in rows]
+    for src, res in zip(rows, got, strict=True):
+        assert res["status"] == "ok"
+        assert res["text"].startswith(reply_tag(src["prompt"]))
+        assert res["input_tokens"] > 0 and res["output_tokens"] > 0
+        assert res["attempts"] == 1 and res["http_status"] == 200
+        assert res["model"].startswith("claude-haiku-4-5")
+        assert res["request_hash"] and res["message_id"] and res["request_id"]
+        assert res["topic"] == (
+            json.dumps(src["topic"]) if isinstance(src["topic"], dict) else src["topic"]
+        )
+    assert summary.input_tokens == sum(r["input_tokens"] for r in got)
+    assert sim.stats.answered_ok == 300
+
+
+def test_concurrency_bound_is_never_exceeded(tmp_path: Path) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(120))
+    with SimulatorThread(SimulatorConfig(latency_mean=0.02)) as sim:
+        run(config_for(inp, tmp_path / "out.parquet", sim.base_url, concurrency=6))
+        assert sim.stats.max_in_flight == 6
+
+
+def test_retryable_faults_are_retried_until_every_row_is_ok(tmp_path: Path) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(400))
+    rates = {"429": 0.05, "529": 0.05, "500": 0.03, "503": 0.02, "reset": 0.03, "malformed": 0.02}
+    with SimulatorThread(SimulatorConfig(error_rates=rates, retry_after=0, seed=7)) as sim:
+        summary = run(config_for(inp, tmp_path / "out.parquet", sim.base_url), retry_sleep=no_wait)
+        faults = sum(sim.stats.faults.values())
+    got = read(tmp_path / "out.parquet")
+    assert all(r["status"] == "ok" for r in got)
+    assert faults > 0
+    assert summary.retries == faults == sum(r["attempts"] - 1 for r in got)
+    for src, res in zip(prompts(400), got, strict=True):
+        assert res["text"].startswith(reply_tag(src["prompt"]))
+
+
+def test_streaming_and_plain_runs_write_the_same_rows(tmp_path: Path, sim: SimulatorThread) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(40))
+    run(config_for(inp, tmp_path / "plain.parquet", sim.base_url))
+    run(config_for(inp, tmp_path / "stream.parquet", sim.base_url, stream=True))
+    plain, streamed = read(tmp_path / "plain.parquet"), read(tmp_path / "stream.parquet")
+    for a, b in zip(plain, streamed, strict=True):
+        assert {k: v for k, v in a.items() if k not in TIMING} == {
+            k: v for k, v in b.items() if k not in TIMING
+        }
+
+
+def test_rows_that_break_api_rules_are_recorded_and_never_sent(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    rows = [
+        *prompts(5),
+        {"id": "bad-temp", "prompt": "hi", "temperature": 3},
+        {"id": "empty"},
+        {"id": "both", "prompt": "a", "messages": []},
+    ]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    summary = run(config_for(inp, tmp_path / "out.jsonl", sim.base_url))
+    got = {r["id"]: r for r in read(tmp_path / "out.jsonl")}
+    assert summary.exit_code == 3 and summary.invalid == 3
+    for bad, field in [("bad-temp", "temperature"), ("empty", "prompt"), ("both", "messages")]:
+        assert got[bad]["status"] == "error"
+        assert got[bad]["error_type"] == "invalid_request"
+        assert field in got[bad]["error_message"]
+        assert got[bad]["attempts"] == 0
+    assert sim.stats.requests == 5
+
+
+def test_a_row_the_api_rejects_is_an_error_and_the_job_goes_on(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    rows = [*prompts(6), {"id": "nomodel", "prompt": "hello", "model": "gpt-4o"}]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    summary = run(config_for(inp, tmp_path / "out.parquet", sim.base_url))
+    bad = read(tmp_path / "out.parquet")[-1]
+    assert (bad["status"], bad["http_status"], bad["error_type"]) == (
+        "error",
+        404,
+        "not_found_error",
+    )
+    assert "gpt-4o" in bad["error_message"] and bad["attempts"] == 1
+    assert summary.ok == 6 and summary.exit_code == 3
+
+
+def test_a_bad_key_stops_the_run_at_once(tmp_path: Path) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(200))
+    with SimulatorThread(SimulatorConfig(api_key="the-right-key")) as sim:
+        with pytest.raises(FatalRunError, match="authentication_error"):
+            run(config_for(inp, tmp_path / "out.parquet", sim.base_url, concurrency=4))
+        assert sim.stats.requests <= 4
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_rerun_resumes_and_retry_errors_resends_only_the_errors(tmp_path: Path) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(60))
+    out = tmp_path / "out.parquet"
+    with SimulatorThread(SimulatorConfig(error_rates={"500": 0.3}, seed=3)) as sim:
+        first = run(config_for(inp, out, sim.base_url, max_retries=0))
+        errors = first.error
+        assert first.exit_code == 3 and errors > 0
+    with SimulatorThread(SimulatorConfig()) as sim:
+        again = run(config_for(inp, out, sim.base_url))
+        assert sim.stats.requests == 0 and again.skipped == 60
+        assert again.exit_code == 3
+        fixed = run(config_for(inp, out, sim.base_url, retry_errors=True))
+        assert sim.stats.requests == errors
+    assert fixed.exit_code == 0 and fixed.skipped == 60 - errors
+    got = read(out)
+    assert [r["id"] for r in got] == [r["id"] for r in prompts(60)]
+    assert all(r["status"] == "ok" for r in got)
+
+
+def test_resume_refuses_when_the_requests_changed(tmp_path: Path, sim: SimulatorThread) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(12))
+    out = tmp_path / "out.parquet"
+    run(config_for(inp, out, sim.base_url))
+    with pytest.raises(ResumeMismatchError, match="q0000, q0001") as caught:
+        run(config_for(inp, out, sim.base_url, max_tokens=41))
+    assert "--overwrite" in str(caught.value)
+    before = sim.stats.requests
+    summary = run(config_for(inp, out, sim.base_url, max_tokens=41, overwrite=True))
+    assert summary.ok == 12 and sim.stats.requests == before + 12
+
+
+def test_new_rows_appended_to_the_input_are_all_that_a_rerun_sends(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(10))
+    out = tmp_path / "out.jsonl"
+    run(config_for(inp, out, sim.base_url))
+    write_jsonl(inp, prompts(15))
+    summary = run(config_for(inp, out, sim.base_url))
+    assert summary.ok == 5 and summary.skipped == 10
+    assert [r["id"] for r in read(out)] == [r["id"] for r in prompts(15)]
