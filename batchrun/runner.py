@@ -12,7 +12,15 @@ import contextlib
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Container,
+    Iterator,
+    Mapping,
+    Sized,
+)
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -113,11 +121,16 @@ def run(
     transport: httpx.AsyncBaseTransport | None = None,
     progress_stream: IO[str] | None = None,
     retry_sleep: Sleep = asyncio.sleep,
+    only: Container[int] | None = None,
 ) -> RunSummary:
     """Run a job to the end and return its summary. See ``run_async``."""
     return asyncio.run(
         run_async(
-            config, transport=transport, progress_stream=progress_stream, retry_sleep=retry_sleep
+            config,
+            transport=transport,
+            progress_stream=progress_stream,
+            retry_sleep=retry_sleep,
+            only=only,
         )
     )
 
@@ -128,12 +141,15 @@ async def run_async(
     transport: httpx.AsyncBaseTransport | None = None,
     progress_stream: IO[str] | None = None,
     retry_sleep: Sleep = asyncio.sleep,
+    only: Container[int] | None = None,
 ) -> RunSummary:
     """Send every row not yet answered, journal each result, write the final dataset.
 
     Raises ConfigError / OutputError / FatalRunError (exit 1) before or instead of
     finishing; a row's own failure never raises, it becomes an error row. ``transport``
     replaces the HTTP transport and ``retry_sleep`` the wait between retries (tests).
+    ``only`` restricts the run to those input indexes (a pilot sample): their answers are
+    journaled, and the final dataset is written by the run that answers the rest.
     """
     if not config.simulate and config.credentials == type(config.credentials)() and not transport:
         raise ConfigError(
@@ -158,7 +174,7 @@ async def run_async(
         )
         pool: Pool[_Work] = Pool(config.concurrency)
         progress = Progress(
-            _count_hint(config, done),
+            len(only) if isinstance(only, Sized) else _count_hint(config, done),
             lambda: _status_line(summary, pool),
             quiet=config.quiet,
             stream=progress_stream,
@@ -167,7 +183,7 @@ async def run_async(
         started = time.perf_counter()
         sink.start()
         try:
-            work = _plan(config, done, counter, summary)
+            work = _plan(config, done, counter, summary, only)
             sender = _Sender(config, client, summary, retry_sleep)
             await pool.run(work, lambda w: _handle(w, config, sender, sink, summary, progress))
         finally:
@@ -175,8 +191,10 @@ async def run_async(
             progress.close()
             await sink.close()
             await client.aclose()
-    summary.final = sink.finalize(counter.rows)
     summary.total_rows = counter.rows
+    if summary.skipped + summary.finished == counter.rows:
+        summary.final = sink.finalize(counter.rows)
+    # Otherwise (a pilot sample) the answers stay in the journal for the run that finishes.
     return summary
 
 
@@ -258,11 +276,17 @@ def _differs(record: PriorRecord, work: _Work, row: InputRow) -> bool:
 
 
 def _plan(
-    config: RunConfig, done: bytearray, counter: _RowCounter, summary: RunSummary
+    config: RunConfig,
+    done: bytearray,
+    counter: _RowCounter,
+    summary: RunSummary,
+    only: Container[int] | None,
 ) -> Iterator[_Work]:
     """The rows this run must process, read lazily: skips what earlier runs finished."""
     for row in read_rows(config.input):
         counter.rows = row.index + 1
+        if only is not None and row.index not in only:
+            continue
         flag = done[row.index] if row.index < len(done) else 0
         if flag == 1 or (flag == 2 and not config.retry_errors):
             summary.skipped += 1
