@@ -1,7 +1,7 @@
 """The command line: parse flags and the job file into a config, call the library, summarise.
 
 Exit codes (DESIGN §2): 0 every row ok; 1 aborted (configuration, authentication, I/O);
-2 usage error; 3 finished with some rows in error.
+2 usage error; 3 finished with some rows in error; 130 stopped by Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -127,6 +127,8 @@ def _job_options(func: F) -> F:
     default=None,
     help="Start afresh: discard the existing output and its journal.",
 )
+@click.option("--grace", type=click.FloatRange(min=0, min_open=True),
+              help="After Ctrl-C/SIGTERM, seconds in-flight requests may take [default: 30].")
 @click.option("-q", "--quiet", is_flag=True, default=None, help="No progress display.")
 def run_cmd(source: Path, **flags: Any) -> None:
     """Run SOURCE and write one output row per input row, in input order.
@@ -150,6 +152,12 @@ def run_cmd(source: Path, **flags: Any) -> None:
     except BatchrunError as exc:
         _fail(exc, config)
     click.echo(format_summary(summary, config), err=True)
+    if summary.interrupted is not None:
+        click.echo(
+            f"batchrun: stopped by {summary.interrupted}; finished rows are kept in "
+            f"{journal_path(config.output)}. Re-run the same command to resume.",
+            err=True,
+        )
     sys.exit(summary.exit_code)
 
 

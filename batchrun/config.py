@@ -41,6 +41,7 @@ DEFAULT_API_VERSION = "2023-06-01"
 DEFAULT_CONCURRENCY = 16
 DEFAULT_MAX_RETRIES = 8
 DEFAULT_TIMEOUT = 600.0
+DEFAULT_GRACE = 30.0
 SIMULATOR_KEY = "sim-local-key"
 
 HttpBackend = Literal["aiohttp", "httpx"]
@@ -74,6 +75,7 @@ _RUN_KEYS: dict[str, tuple[type, ...]] = {
     "http_backend": (str,),
     "stream": (bool,),
     "allow_insecure_http": (bool,),
+    "grace": (int, float),
 }
 JOB_KEYS: dict[str, tuple[type, ...]] = {**_REQUEST_KEYS, **_RUN_KEYS}
 
@@ -86,6 +88,7 @@ _ENV_SCALARS: dict[str, type] = {
     "timeout": float,
     "api_version": str,
     "http_backend": str,
+    "grace": float,
 }
 
 
@@ -111,6 +114,7 @@ class RunConfig:
     retry_errors: bool = False
     overwrite: bool = False
     allow_insecure_http: bool = False
+    grace: float = DEFAULT_GRACE  # seconds in-flight requests may take after Ctrl-C
     job_file: Path | None = None
 
 
@@ -189,6 +193,7 @@ def load_config(
         retry_errors=bool(given.get("retry_errors", False)),
         overwrite=bool(given.get("overwrite", False)),
         allow_insecure_http=allow_insecure,
+        grace=_positive_float(settings, "grace", DEFAULT_GRACE),
         job_file=job_file,
     )
 

@@ -31,12 +31,13 @@ import httpx
 from .client import MessagesClient, Reply
 from .config import RunConfig
 from .errors import ApiError, ConfigError, FatalRunError, InvalidRowError
+from .interrupt import run_interruptibly
 from .pool import Pool
 from .progress import Progress
 from .request import build_request, request_hash
 from .response import message_fields
 from .result import INVALID_REQUEST, STATUS_ERROR, STATUS_OK, blank_row
-from .retry import is_fatal, send_with_retries
+from .retry import RETRYABLE_STATUSES, is_fatal, send_with_retries
 from .sink import FinalCounts, PriorRecord, PriorState, Sink
 from .spec import InputRow, count_rows, read_rows
 
@@ -71,6 +72,7 @@ class RunSummary:
     cache_read_input_tokens: int = 0
     elapsed_s: float = 0.0
     final: FinalCounts | None = None  # set when the final dataset was written
+    interrupted: str | None = None  # the signal that stopped the run early
 
     @property
     def finished(self) -> int:
@@ -82,7 +84,10 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        """DESIGN §2: 0 every row ok, 3 finished with some rows in error, 1 not finished."""
+        """DESIGN §2: 0 every row ok, 3 finished with some rows in error, 1 not finished,
+        130 interrupted by a signal (the shell's convention for Ctrl-C)."""
+        if self.interrupted is not None:
+            return 130
         if self.final is None:
             return 1
         return 0 if self.final.error == 0 else 3
@@ -181,18 +186,26 @@ async def run_async(
         )
         counter = _RowCounter()
         started = time.perf_counter()
-        sink.start()
         try:
             work = _plan(config, done, counter, summary, only)
             sender = _Sender(config, client, summary, retry_sleep)
-            await pool.run(work, lambda w: _handle(w, config, sender, sink, summary, progress))
+            fail_fast = _FailFast()
+            summary.interrupted = await run_interruptibly(
+                pool.run(
+                    work,
+                    lambda w: _handle(w, config, sender, sink, summary, progress, fail_fast),
+                ),
+                stop_admitting=pool.stop_admitting,
+                grace=config.grace,
+                notify=progress.log,
+            )
         finally:
             summary.elapsed_s = time.perf_counter() - started
             progress.close()
             await sink.close()
             await client.aclose()
     summary.total_rows = counter.rows
-    if summary.skipped + summary.finished == counter.rows:
+    if summary.interrupted is None and summary.skipped + summary.finished == counter.rows:
         summary.final = sink.finalize(counter.rows)
     # Otherwise (a pilot sample) the answers stay in the journal for the run that finishes.
     return summary
@@ -301,6 +314,7 @@ async def _handle(
     sink: Sink,
     summary: RunSummary,
     progress: Progress,
+    fail_fast: _FailFast,
 ) -> None:
     """Process one row to its result row; only a run-stopping error escapes."""
     if work.body is None:
@@ -312,6 +326,41 @@ async def _handle(
     sink.submit(work.row.index, row)
     summary.count(row)
     progress.advance()
+    fail_fast.observe(row)
+
+
+class _FailFast:
+    """Stops a run whose first requests all fail the same non-retryable way.
+
+    A model name that does not exist (404) or a parameter the API refuses for every row
+    would otherwise fail a million rows one by one; once any row succeeds, per-row errors
+    are just per-row errors.
+    """
+
+    LIMIT = 5
+
+    def __init__(self) -> None:
+        self._armed = True
+        self._last: tuple[Any, ...] | None = None
+        self._count = 0
+
+    def observe(self, row: Mapping[str, Any]) -> None:
+        if not self._armed:
+            return
+        if row["status"] == STATUS_OK:
+            self._armed = False
+            return
+        status = row["http_status"]
+        if status is None or status in RETRYABLE_STATUSES or status >= 500:
+            return  # never sent (invalid row) or a transient failure: says nothing of the rest
+        key = (status, row["error_type"], row["error_message"])
+        self._count = self._count + 1 if key == self._last else 1
+        self._last = key
+        if self._count >= self.LIMIT:
+            raise FatalRunError(
+                f"stopping early: the first {self._count} requests all failed with HTTP "
+                f"{status} {row['error_type']}: {row['error_message']}"
+            )
 
 
 class _Sender:

@@ -16,13 +16,12 @@ chunks through a memory-mapped Arrow file, so it needs memory for one chunk, not
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import contextlib
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -128,27 +127,32 @@ class PriorState:
 
 
 class Sink:
-    """Owns the output files. Rows arrive with ``submit``; one task writes them.
+    """Owns the output files: the journal while a run goes, the final dataset after it.
 
-    sink = Sink(Path("out/labels.parquet"), keep_columns=["product"])
-    prior = sink.open(overwrite=False)
-    sink.start()
-    sink.submit(0, row)
-    await sink.close()
-    counts = sink.finalize(total_rows=200)
+    Example::
+
+        sink = Sink(Path("out/labels.parquet"), keep_columns=["product"])
+        prior = sink.open(overwrite=False)
+        sink.submit(0, row)
+        await sink.close()
+        counts = sink.finalize(total_rows=200)
     """
 
     def __init__(
-        self, output: Path, keep_columns: Sequence[str] = (), clock: Any = time.monotonic
+        self,
+        output: Path,
+        keep_columns: Sequence[str] = (),
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        write: Callable[[int, memoryview], int] = os.write,
     ) -> None:
         self.output = output
         self.journal = journal_path(output)
         self.keep_columns = tuple(keep_columns)
         self.schema = output_schema(self.keep_columns)
         self._clock = clock
+        self._write = write  # a seam: tests make the disk fill up
         self._fd: int | None = None
-        self._queue: asyncio.Queue[tuple[int, Mapping[str, Any]]] | None = None
-        self._task: asyncio.Task[None] | None = None
         self._last_fsync = 0.0
         self.written = 0
 
@@ -186,58 +190,31 @@ class Sink:
 
     # -- during the run -------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start the writer task; call inside the event loop."""
-        self._queue = asyncio.Queue()
-        self._task = asyncio.create_task(self._writer(), name="batchrun-sink")
-
     def submit(self, index: int, row: Mapping[str, Any]) -> None:
-        """Hand a finished row to the writer; never blocks."""
-        if self._task is not None and self._task.done():
-            self._task.result()  # the writer died (disk full, ...): stop the run with its error
-        assert self._queue is not None, "start() first"
-        self._queue.put_nowait((index, row))
+        """Append a finished row to the journal before anything else happens to it.
 
-    async def _writer(self) -> None:
-        assert self._queue is not None
-        while True:
-            batch = [await self._queue.get()]
-            while not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            self._append(batch)
-            for _ in batch:
-                self._queue.task_done()
-
-    def _append(self, batch: list[tuple[int, Mapping[str, Any]]]) -> None:
-        data = "".join(_journal_line(i, row) for i, row in batch).encode()
-        assert self._fd is not None
+        Written straight to the file (no buffer of ours), so once this returns a ``kill -9``
+        cannot lose the row; only a power loss can, between two fsyncs.
+        """
+        if self._fd is None:
+            raise OutputError("the output is not open")
+        data = memoryview(_journal_line(index, row).encode())
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
+            while data:
+                data = data[self._write(self._fd, data) :]
             now = self._clock()
             if now - self._last_fsync >= FSYNC_EVERY_S:
                 os.fsync(self._fd)
                 self._last_fsync = now
         except OSError as exc:
             raise OutputError(
-                f"cannot append to {self.journal}: {exc.strerror or exc}; rows finished before "
-                "this are kept and a re-run resumes after them"
+                f"cannot append to {self.journal}: {exc.strerror or exc}; the rows finished "
+                "before this are kept and a re-run resumes after them"
             ) from exc
-        self.written += len(batch)
+        self.written += 1
 
     async def close(self) -> None:
-        """Write everything submitted, then stop the writer."""
-        if self._task is not None:
-            assert self._queue is not None
-            if not self._task.done():
-                done = asyncio.ensure_future(self._queue.join())
-                await asyncio.wait([done, self._task], return_when=asyncio.FIRST_COMPLETED)
-                done.cancel()
-                self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Flush the journal to disk and close it."""
         self._close_fd()
 
     def _close_fd(self) -> None:

@@ -44,7 +44,6 @@ def write_rows(
     sink.open(overwrite=overwrite)
 
     async def main() -> None:
-        sink.start()
         for index, row in rows:
             sink.submit(index, row)
         await sink.close()
@@ -108,7 +107,6 @@ def test_resume_reads_prior_final_and_journal_and_merges(tmp_path: Path) -> None
     assert prior.lookup(4) is None
 
     async def main() -> None:
-        sink.start()
         sink.submit(4, make_row(4))
         sink.submit(2, make_row(2))
         await sink.close()

@@ -1,0 +1,135 @@
+"""Crash and interrupt, with real subprocesses against the simulator: nothing that had
+completed is lost, and nothing completed is paid for twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from support import TEST_KEY, prompts, reply_tag, write_jsonl
+
+from batchrun.simulator import SimulatorConfig, SimulatorThread
+from batchrun.sink import journal_path
+
+CONCURRENCY = 16
+
+
+def start_run(inp: Path, out: Path, url: str, *extra: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "ANTHROPIC_API_KEY": TEST_KEY}
+    cmd = [
+        sys.executable,
+        "-m",
+        "batchrun",
+        "run",
+        str(inp),
+        "-o",
+        str(out),
+        "--base-url",
+        url,
+        "--model",
+        "claude-haiku-4-5",
+        "--max-tokens",
+        "20",
+        "-c",
+        str(CONCURRENCY),
+        "-q",
+        *extra,
+    ]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def journal_lines(out: Path) -> int:
+    path = journal_path(out)
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def wait_for_journal(out: Path, proc: subprocess.Popen[str], lines: int) -> None:
+    deadline = time.monotonic() + 60
+    while journal_lines(out) < lines:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.01)
+
+
+def check_output(out: Path, n: int) -> None:
+    table = pq.read_table(out).to_pylist()
+    assert [r["id"] for r in table] == [r["id"] for r in prompts(n)]  # every id, once, in order
+    for src, res in zip(prompts(n), table, strict=True):
+        assert res["status"] == "ok"
+        assert res["text"].startswith(reply_tag(src["prompt"]))
+
+
+def test_kill_9_loses_nothing_that_had_completed(tmp_path: Path) -> None:
+    n = 400
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(n))
+    out = tmp_path / "out.parquet"
+    with SimulatorThread(SimulatorConfig(latency_mean=0.03, latency_jitter=0.02)) as sim:
+        proc = start_run(inp, out, sim.base_url)
+        wait_for_journal(out, proc, 120)
+        proc.kill()
+        proc.communicate(timeout=30)  # also closes its pipes
+        journaled = journal_lines(out)
+        assert 120 <= journaled < n and not out.exists()
+
+        resumed = start_run(inp, out, sim.base_url)
+        _, err = resumed.communicate(timeout=120)
+        assert resumed.returncode == 0, err
+        answered = sim.stats.answered_ok
+    check_output(out, n)
+    # Only requests in flight at the kill can have been answered and not journaled.
+    assert n <= answered <= n + CONCURRENCY
+    assert f"{journaled:,} already done" in err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_finishes_in_flight_requests_and_says_how_to_resume(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    n = 300
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(n))
+    out = tmp_path / "out.parquet"
+    with SimulatorThread(SimulatorConfig(latency_mean=0.2)) as sim:
+        proc = start_run(inp, out, sim.base_url)
+        wait_for_journal(out, proc, 40)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        assert "Re-run the same command to resume" in err
+        assert "Traceback" not in err
+        # Every request that was answered was journaled: the grace period let them land.
+        assert sim.stats.answered_ok == journal_lines(out) < n
+
+        resumed = start_run(inp, out, sim.base_url)
+        _, err = resumed.communicate(timeout=120)
+        assert resumed.returncode == 0, err
+        assert sim.stats.answered_ok == n  # nothing paid for twice
+    check_output(out, n)
+
+
+def test_a_second_ctrl_c_stops_at_once_keeping_the_journal(tmp_path: Path) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(100))
+    out = tmp_path / "out.parquet"
+    with SimulatorThread(SimulatorConfig(latency_mean=0.01)) as sim:
+        proc = start_run(inp, out, sim.base_url, "--grace", "600")
+        wait_for_journal(out, proc, 10)
+        sim.simulator.config = SimulatorConfig(latency_mean=300)  # what is in flight now hangs
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+        assert proc.poll() is None  # waiting for in-flight requests, as the grace allows
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        journaled = journal_lines(out)
+        sim.simulator.config = SimulatorConfig()
+        resumed = start_run(inp, out, sim.base_url)
+        _, err = resumed.communicate(timeout=120)
+        assert resumed.returncode == 0, err
+    assert f"{journaled:,} already done" in err
+    check_output(out, 100)
