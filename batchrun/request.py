@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
@@ -52,6 +53,12 @@ ROW_FIELDS: frozenset[str] = PARAM_NAMES | {"prompt", "messages"}
 """Row fields with a meaning of their own; every other column is a template variable."""
 
 _REQUIRED = ("model", "max_tokens")
+
+MAX_REQUEST_BYTES = 32 * 1024 * 1024
+"""The API's request size limit (API-FACTS §1): larger bodies get 413 before reaching it."""
+
+# A column this close to a field name is almost surely a typo of it, not a template variable.
+_TYPO_CUTOFF = 0.8
 
 
 @dataclass(frozen=True)
@@ -113,9 +120,34 @@ def build_request(fields: Mapping[str, Any], defaults: RequestDefaults) -> dict[
         except _Invalid as exc:
             problems.extend(Problem(name, reason) for reason in exc.reasons)
     problems.extend(_cross_problems(body))
+    problems.extend(_typo_problems(fields, defaults.template))
     if problems:
         raise InvalidRowError(problems)
     return body
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """A body ready to send, its identity for resume, and its size on the wire."""
+
+    body: dict[str, Any]
+    hash: str
+    size: int
+
+
+def prepare_request(fields: Mapping[str, Any], defaults: RequestDefaults) -> PreparedRequest:
+    """``build_request`` plus the checks that need the encoded body (the 32 MB limit).
+
+    The canonical JSON is made once and serves both the hash and the size.
+    """
+    body = build_request(fields, defaults)
+    canonical = _canonical_json(body)
+    if len(canonical) > MAX_REQUEST_BYTES:
+        mb = len(canonical) / (1024 * 1024)
+        raise InvalidRowError(
+            [Problem(None, f"the request is {mb:.1f} MB, over the API's 32 MB limit")]
+        )
+    return PreparedRequest(body, hashlib.sha256(canonical).hexdigest(), len(canonical))
 
 
 def check_defaults(defaults: RequestDefaults) -> list[Problem]:
@@ -147,6 +179,10 @@ def request_hash(body: Mapping[str, Any]) -> str:
     same request get the same hash whatever their key order or transport, so resume and dedup
     can recognise work already paid for.
     """
+    return hashlib.sha256(_canonical_json(body)).hexdigest()
+
+
+def _canonical_json(body: Mapping[str, Any]) -> bytes:
     content = {key: value for key, value in body.items() if key != "stream"}
     text = json.dumps(
         content,
@@ -156,7 +192,23 @@ def request_hash(body: Mapping[str, Any]) -> str:
         allow_nan=False,
         default=_json_default,
     )
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return text.encode("utf-8")
+
+
+def _typo_problems(fields: Mapping[str, Any], template: str | None) -> list[Problem]:
+    """Columns that look like a misspelt field (``max_token``) and feed no template."""
+    try:
+        used = template_fields(template) if template else frozenset()
+    except ValueError:
+        used = frozenset()  # the template's own problem is reported on its own
+    problems = []
+    for name in fields:
+        if name in ROW_FIELDS or name in used or name == "id":
+            continue
+        close = difflib.get_close_matches(name, ROW_FIELDS, n=1, cutoff=_TYPO_CUTOFF)
+        if close:
+            problems.append(Problem(name, f"unknown field (did you mean `{close[0]}`?)"))
+    return problems
 
 
 def template_fields(template: str) -> frozenset[str]:

@@ -34,7 +34,7 @@ from .errors import ApiError, ConfigError, FatalRunError, InvalidRowError
 from .interrupt import run_interruptibly
 from .pool import Pool
 from .progress import Progress
-from .request import build_request, request_hash
+from .request import prepare_request
 from .response import message_fields
 from .result import INVALID_REQUEST, STATUS_ERROR, STATUS_OK, blank_row
 from .retry import RETRYABLE_STATUSES, is_fatal, send_with_retries
@@ -237,10 +237,10 @@ def _prepare(row: InputRow, config: RunConfig) -> _Work:
     if row.problem is not None:
         return _Work(row, None, None, row.problem)
     try:
-        body = build_request(row.fields, config.defaults)
+        prepared = prepare_request(row.fields, config.defaults)
     except InvalidRowError as exc:
         return _Work(row, None, None, exc.located(str(config.input), row.line))
-    return _Work(row, body, request_hash(body), None)
+    return _Work(row, prepared.body, prepared.hash, None)
 
 
 def _check_prior(config: RunConfig, prior: PriorState) -> bytearray:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .config import RunConfig
 from .errors import InputError, InvalidRowError
-from .request import build_request
+from .request import prepare_request
 from .spec import read_rows
 
 # Past this many, listing more problems helps nobody; the count still covers them all.
@@ -36,7 +36,7 @@ def validate(config: RunConfig) -> ValidationReport:
         problem = row.problem
         if problem is None:
             try:
-                build_request(row.fields, config.defaults)
+                prepare_request(row.fields, config.defaults)
             except InvalidRowError as exc:
                 problem = exc.located(str(config.input), row.line)
         if problem is not None:

@@ -558,3 +558,31 @@ def test_request_hash_differs_when_the_request_differs() -> None:
 def test_request_hash_of_built_bodies_is_stable() -> None:
     fields = {"prompt": "hi", "tools": '[{"name": "t", "input_schema": {"type": "object"}}]'}
     assert request_hash(build(fields)) == request_hash(build(dict(reversed(fields.items()))))
+
+
+# --- typos and the size limit (added with the reliability work) -----------------------------
+
+
+def test_a_misspelt_parameter_is_named_with_a_suggestion() -> None:
+    defaults = RequestDefaults(model="claude-haiku-4-5", max_tokens=5)
+    with pytest.raises(InvalidRowError) as caught:
+        build_request({"prompt": "hi", "max_token": 9, "topp": 0.5}, defaults)
+    text = str(caught.value)
+    assert "max_token: unknown field (did you mean `max_tokens`?)" in text
+    assert "topp: unknown field (did you mean `top_p`?)" in text
+
+
+def test_columns_unlike_any_field_or_used_by_the_template_are_fine() -> None:
+    defaults = RequestDefaults(model="m", max_tokens=5, template="Rate {prompts}")
+    body = build_request({"prompts": "x", "product": "mug", "category": "home"}, defaults)
+    assert body["messages"][0]["content"] == "Rate x"
+
+
+def test_a_request_over_32_mb_is_never_sent() -> None:
+    from batchrun.request import MAX_REQUEST_BYTES, prepare_request
+
+    defaults = RequestDefaults(model="m", max_tokens=5)
+    small = prepare_request({"prompt": "hi"}, defaults)
+    assert small.hash == request_hash(small.body) and small.size < 200
+    with pytest.raises(InvalidRowError, match="over the API's 32 MB limit"):
+        prepare_request({"prompt": "x" * (MAX_REQUEST_BYTES + 1)}, defaults)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -167,3 +168,45 @@ def test_large_outputs_are_written_in_chunks(
     assert [r["text"] for r in rows if r["text"] == "second"] == ["second"] * 4
     batches = list(read_batches(out, output_schema(), ["id"]))
     assert sum(b.num_rows for b in batches) == 31
+
+
+def test_a_full_disk_mid_run_is_reported_and_keeps_what_was_written(tmp_path: Path) -> None:
+    import errno
+
+    out = tmp_path / "out.parquet"
+    budget = [3]
+
+    def write(fd: int, data: memoryview) -> int:
+        if budget[0] == 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        budget[0] -= 1
+        return os.write(fd, data)
+
+    sink = Sink(out, write=write)
+    sink.open()
+    for i in range(3):
+        sink.submit(i, make_row(i))
+    with pytest.raises(OutputError, match="No space left on device.*re-run resumes"):
+        sink.submit(3, make_row(3))
+    asyncio.run(sink.close())
+    prior = Sink(out).open()
+    assert sorted(prior.journal) == [0, 1, 2]
+
+
+def test_a_failed_final_write_leaves_the_old_output_and_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out.parquet"
+    write_rows(out, [(0, make_row(0))]).finalize(1)
+    before = out.read_bytes()
+    sink = write_rows(out, [(1, make_row(1))])
+
+    def refuse(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(OutputError, match="No space left"):
+        sink.finalize(2)
+    assert out.read_bytes() == before
+    assert journal_path(out).exists()
+    assert not list(tmp_path.glob(".out.parquet*"))  # no temporary files left behind
