@@ -186,7 +186,7 @@ def test_a_full_disk_mid_run_is_reported_and_keeps_what_was_written(tmp_path: Pa
     sink.open()
     for i in range(3):
         sink.submit(i, make_row(i))
-    with pytest.raises(OutputError, match="No space left on device.*re-run resumes"):
+    with pytest.raises(OutputError, match=r"No space left on device.*re-run resumes"):
         sink.submit(3, make_row(3))
     asyncio.run(sink.close())
     prior = Sink(out).open()
