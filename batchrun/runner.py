@@ -30,16 +30,27 @@ import httpx
 
 from .client import MessagesClient, Reply
 from .config import RunConfig
-from .errors import ApiError, ConfigError, FatalRunError, InvalidRowError
+from .errors import ApiError, ConfigError, FatalRunError, InvalidRowError, OutputError
 from .interrupt import run_interruptibly
 from .pool import Pool
 from .progress import Progress
+from .ratelimit import RATE_LIMIT_STATUS, ConcurrencyTuner, Limits, RateLimiter, itpm_tokens
 from .request import prepare_request
 from .response import message_fields
+from .resume import (
+    RunState,
+    job_fingerprint,
+    read_state,
+    stamp_input,
+    state_path,
+    unchanged_since,
+    write_state,
+)
 from .result import INVALID_REQUEST, STATUS_ERROR, STATUS_OK, blank_row
 from .retry import RETRYABLE_STATUSES, is_fatal, send_with_retries
 from .sink import FinalCounts, PriorRecord, PriorState, Sink
 from .spec import InputRow, count_rows, read_rows
+from .tokens import estimate_input_tokens
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -72,6 +83,11 @@ class RunSummary:
     cache_read_input_tokens: int = 0
     elapsed_s: float = 0.0
     final: FinalCounts | None = None  # set when the final dataset was written
+    rate_limited_429s: int = 0  # responses answered 429 rate_limit_error, retried or not
+    rate_pauses: int = 0  # admission pauses after 429s (429s during a pause extend it)
+    rate_wait_s: float = 0.0  # wall seconds rate limits held admission back, pauses included
+    rate_limits: dict[str, Limits] = field(default_factory=dict)  # per model, as enforced
+    concurrency_chosen: int | None = None  # what --concurrency auto settled on
     interrupted: str | None = None  # the signal that stopped the run early
 
     @property
@@ -164,7 +180,7 @@ async def run_async(
     summary = RunSummary(input=config.input, output=config.output)
     sink = Sink(config.output, config.keep_columns)
     prior = sink.open(overwrite=config.overwrite)
-    done = _check_prior(config, prior)
+    done, known_ids = _load_prior(config, prior)
 
     async with _base_url(config) as base_url:
         client = MessagesClient(
@@ -185,10 +201,14 @@ async def run_async(
             stream=progress_stream,
         )
         counter = _RowCounter()
+        # The limiter waits out a 429 in place of the retry loop, so it takes the retry sleep.
+        limiter = RateLimiter(config.limits, pause_sleep=retry_sleep)
+        sender = _Sender(config, client, summary, retry_sleep, limiter)
+        if config.concurrency_auto:
+            sender.tuner = ConcurrencyTuner(limiter, pool.set_limit)
         started = time.perf_counter()
         try:
-            work = _plan(config, done, counter, summary, only)
-            sender = _Sender(config, client, summary, retry_sleep)
+            work = _plan(config, done, known_ids, counter, summary, only)
             fail_fast = _FailFast()
             summary.interrupted = await run_interruptibly(
                 pool.run(
@@ -201,6 +221,7 @@ async def run_async(
             )
         finally:
             summary.elapsed_s = time.perf_counter() - started
+            sender.report()
             progress.close()
             await sink.close()
             await client.aclose()
@@ -243,14 +264,51 @@ def _prepare(row: InputRow, config: RunConfig) -> _Work:
     return _Work(row, prepared.body, prepared.hash, None)
 
 
-def _check_prior(config: RunConfig, prior: PriorState) -> bytearray:
-    """Compare earlier answers with the requests the input makes now, before sending anything.
+_NOTHING, _DONE_OK, _DONE_ERROR = 0, 1, 2
 
-    Returns one flag per earlier row: 0 nothing recorded, 1 ok, 2 error.
+
+def _load_prior(config: RunConfig, prior: PriorState) -> tuple[bytearray, list[str]]:
+    """What earlier runs answered, checked against the requests the input makes now.
+
+    Returns one flag per earlier row (nothing recorded, ok, error) and each row's id ("" where
+    nothing was recorded). Before anything is sent, records this run's job fingerprint and
+    input stamp, which lets the next resume skip the row-by-row check (see ``resume``).
     """
+    fingerprint = job_fingerprint(config.defaults)
+    state = None if config.overwrite else read_state(config.output)
+    if not len(prior):
+        flags, ids = bytearray(), list[str]()
+    elif (
+        state is not None
+        and state.fingerprint == fingerprint
+        and unchanged_since(config.input, state.input)
+    ):
+        flags, ids = _trusted_prior(prior)
+    else:
+        flags, ids = _check_prior(config, prior)
+    try:
+        write_state(config.output, RunState(fingerprint, stamp_input(config.input)))
+    except OSError as exc:
+        raise OutputError(f"cannot write {state_path(config.output)}: {exc}") from exc
+    return flags, ids
+
+
+def _trusted_prior(prior: PriorState) -> tuple[bytearray, list[str]]:
+    """Flags and ids straight from the records: neither the job nor those rows changed."""
+    flags = bytearray(len(prior))
+    ids = [""] * len(prior)
+    for index in range(len(prior)):
+        record = prior.lookup(index)
+        if record is not None:
+            flags[index] = _DONE_OK if record.status == STATUS_OK else _DONE_ERROR
+            ids[index] = record.id
+    return flags, ids
+
+
+def _check_prior(config: RunConfig, prior: PriorState) -> tuple[bytearray, list[str]]:
+    """Compare each earlier answer's request hash with the request its row makes now."""
     done = bytearray(len(prior))
-    if not done:
-        return done
+    ids = [""] * len(prior)
     mismatched: list[str] = []
     seen = 0
     for row in read_rows(config.input):
@@ -262,7 +320,8 @@ def _check_prior(config: RunConfig, prior: PriorState) -> bytearray:
             continue
         if _differs(record, _prepare(row, config), row):
             mismatched.append(row.id)
-        done[row.index] = 1 if record.status == STATUS_OK else 2
+        done[row.index] = _DONE_OK if record.status == STATUS_OK else _DONE_ERROR
+        ids[row.index] = row.id
     if seen < prior.final_rows:
         raise ResumeMismatchError(
             f"{config.output} holds {prior.final_rows} rows but {config.input} now has only "
@@ -275,7 +334,7 @@ def _check_prior(config: RunConfig, prior: PriorState) -> bytearray:
             f"(ids {shown}): the input or the job's parameters changed. Use --overwrite to "
             "start afresh, or write to a new output with -o"
         )
-    return done
+    return done, ids
 
 
 def _differs(record: PriorRecord, work: _Work, row: InputRow) -> bool:
@@ -291,18 +350,27 @@ def _differs(record: PriorRecord, work: _Work, row: InputRow) -> bool:
 def _plan(
     config: RunConfig,
     done: bytearray,
+    known_ids: list[str],
     counter: _RowCounter,
     summary: RunSummary,
     only: Container[int] | None,
 ) -> Iterator[_Work]:
-    """The rows this run must process, read lazily: skips what earlier runs finished."""
-    for row in read_rows(config.input):
-        counter.rows = row.index + 1
+    """The rows this run must process, read lazily.
+
+    Rows earlier runs finished are skipped by the reader itself, unparsed: a resumed
+    million-row job starts sending as soon as it reaches the first row left to do.
+    """
+
+    def finished(index: int) -> bool:
+        flag = done[index] if index < len(done) else _NOTHING
+        return flag == _DONE_OK or (flag == _DONE_ERROR and not config.retry_errors)
+
+    skipped = [i for i in range(len(done)) if finished(i)]
+    summary.skipped = len(skipped)
+    counter.rows = len(done)
+    for row in read_rows(config.input, skip=finished, known_ids=(known_ids[i] for i in skipped)):
+        counter.rows = max(counter.rows, row.index + 1)
         if only is not None and row.index not in only:
-            continue
-        flag = done[row.index] if row.index < len(done) else 0
-        if flag == 1 or (flag == 2 and not config.retry_errors):
-            summary.skipped += 1
             continue
         yield _prepare(row, config)
 
@@ -364,29 +432,41 @@ class _FailFast:
 
 
 class _Sender:
-    """Sends one request with retries and turns the outcome into an output row."""
+    """Sends one request with retries and turns the outcome into an output row.
+
+    Every attempt passes rate-limit admission first and reports its usage and the response's
+    rate-limit headers after (``ratelimit``). A 429 pauses admission for the model, for every
+    worker at once; that pause stands in for the retry loop's own wait for the 429, which is
+    skipped, so the two never add up.
+    """
 
     def __init__(
-        self, config: RunConfig, client: MessagesClient, summary: RunSummary, sleep: Sleep
+        self,
+        config: RunConfig,
+        client: MessagesClient,
+        summary: RunSummary,
+        sleep: Sleep,
+        limiter: RateLimiter,
     ) -> None:
         self._config = config
         self._client = client
         self._summary = summary
         self._sleep = sleep
-
-    def _on_retry(self, exc: BaseException, wait: float) -> None:
-        self._summary.retries += 1
+        self._limiter = limiter
+        self.tuner: ConcurrencyTuner | None = None  # --concurrency auto
 
     async def send(self, work: _Work, body: dict[str, Any]) -> dict[str, Any]:
         config = self._config
         stream = config.stream or body.get("max_tokens", 0) > STREAM_ABOVE_MAX_TOKENS
         started = time.perf_counter()
+        waits = _RetryWaits(self, str(body.get("model") or ""))
+        estimate = estimate_input_tokens(body)
         try:
             reply, attempts = await send_with_retries(
-                lambda: self._client.create(body, stream=stream),
+                lambda: self._attempt(body, stream, waits.model, estimate),
                 max_retries=config.max_retries,
-                sleep=self._sleep,
-                on_retry=self._on_retry,
+                sleep=waits.sleep,
+                on_retry=waits.on_retry,
             )
         except ApiError as exc:
             if is_fatal(exc):
@@ -395,6 +475,70 @@ class _Sender:
             row.update(request_id=exc.request_id, elapsed_ms=(time.perf_counter() - started) * 1000)
             return row
         return _ok_row(work, config, reply, attempts, (time.perf_counter() - started) * 1000)
+
+    async def _attempt(
+        self, body: dict[str, Any], stream: bool, model: str, estimate: int
+    ) -> Reply:
+        """One send: admission, the request, then usage and headers back to the limiter."""
+        limiter = self._limiter
+        reservation = await limiter.acquire(model, estimate, int(body.get("max_tokens") or 0))
+        self._summary.rate_wait_s = limiter.stats.held_s
+        try:
+            reply = await self._client.create(body, stream=stream)
+        except BaseException as exc:
+            limiter.settle_failure(reservation, exc if isinstance(exc, ApiError) else None)
+            if isinstance(exc, ApiError) and exc.status == RATE_LIMIT_STATUS:
+                self._summary.rate_limited_429s += 1
+            raise
+        usage = reply.message.get("usage") or {}
+        limiter.settle(reservation, itpm_tokens(usage, model), int(usage.get("output_tokens") or 0))
+        limiter.observe(model, reply.headers)
+        if self.tuner is not None:
+            self.tuner.observe(model, reply.latency_ms / 1000.0)
+        return reply
+
+    def pause_for(self, model: str, exc: BaseException, wait: float) -> bool:
+        """Count a retry; a (retryable) 429 pauses admission instead. True if it paused."""
+        self._summary.retries += 1
+        if not (isinstance(exc, ApiError) and exc.status == RATE_LIMIT_STATUS):
+            return False
+        self._limiter.pause(model, wait)
+        self._summary.rate_pauses = self._limiter.stats.pauses
+        return True
+
+    async def retry_sleep(self, seconds: float) -> None:
+        await self._sleep(seconds)
+
+    def report(self) -> None:
+        """Put what admission did into the summary, at the end of the run."""
+        summary, limiter = self._summary, self._limiter
+        summary.rate_wait_s = limiter.stats.held_s
+        summary.rate_pauses = limiter.stats.pauses
+        summary.rate_limits = {model: limiter.limits(model) for model in limiter.models()}
+        if self.tuner is not None:
+            summary.concurrency_chosen = self.tuner.chosen
+
+
+class _RetryWaits:
+    """The retry loop's waits for one row: skipped after a 429, which paused admission instead.
+
+    The next attempt then waits in the limiter's queue, in order with every other request,
+    until the pause (the server's retry-after) is over.
+    """
+
+    def __init__(self, sender: _Sender, model: str) -> None:
+        self.model = model
+        self._sender = sender
+        self._skip_next = False
+
+    def on_retry(self, exc: BaseException, wait: float) -> None:
+        self._skip_next = self._sender.pause_for(self.model, exc, wait)
+
+    async def sleep(self, seconds: float) -> None:
+        if self._skip_next:
+            self._skip_next = False
+            return
+        await self._sender.retry_sleep(seconds)
 
 
 def _ok_row(
@@ -456,7 +600,8 @@ def _status_line(summary: RunSummary, pool: Pool[_Work]) -> str:
     return (
         f"ok={summary.ok} err={summary.error} retries={summary.retries} "
         f"in_flight={pool.in_flight} tok_in={summary.input_tokens} "
-        f"tok_out={summary.output_tokens}"
+        f"tok_out={summary.output_tokens} 429s={summary.rate_limited_429s} "
+        f"rl_wait={summary.rate_wait_s:.0f}s"
     )
 
 

@@ -40,7 +40,7 @@ import contextlib
 import csv
 import json
 import math
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -93,12 +93,26 @@ def input_format(path: Path) -> Format:
     raise InputError(f"unknown input format; use one of the extensions {known}", file=str(path))
 
 
-def read_rows(path: Path, *, batch_size: int = 1024) -> Iterator[InputRow]:
+Skip = Callable[[int], bool]
+
+
+def read_rows(
+    path: Path,
+    *,
+    batch_size: int = 1024,
+    skip: Skip | None = None,
+    known_ids: Iterable[str] = (),
+) -> Iterator[InputRow]:
     """The rows of ``path``, lazily, in file order.
 
     File-level problems raise :class:`InputError` here, before the iterator is returned: this
     opens the file and reads up to the first row (to reject an empty file). ``batch_size`` is
     the number of rows per Parquet record batch.
+
+    ``skip(index)`` true means the caller has no use for that row (an earlier run answered
+    it): it is counted but not parsed nor yielded, which is what lets a resumed million-row
+    job start sending at once. ``known_ids`` are the ids of those rows, so that a new row
+    repeating one is still caught as a duplicate.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -107,19 +121,32 @@ def read_rows(path: Path, *, batch_size: int = 1024) -> Iterator[InputRow]:
         raise InputError("no such file", file=str(path))
     if path.is_dir():
         raise InputError("is a directory, not an input file", file=str(path))
-    raw_rows = _READERS[fmt](path, batch_size)
-    rows = _identified(raw_rows, str(path), "line" if fmt == "jsonl" else "row")
-    first = next(rows, None)
-    if first is None:
+    raw_rows = _READERS[fmt](path, batch_size, skip or _keep_all)
+    rows = _identified(raw_rows, str(path), "line" if fmt == "jsonl" else "row", known_ids)
+    first = next(rows, _NO_ROWS)
+    if first is _NO_ROWS:
         raise InputError("the file has no rows", file=str(path))
     return _starting_with(first, rows)
 
 
-def _starting_with(first: InputRow, rest: Generator[InputRow, None, None]) -> Iterator[InputRow]:
-    """``first``, then ``rest``; closing this closes ``rest`` and so the file, at once."""
+def _keep_all(index: int) -> bool:
+    return False
+
+
+# A stand-in for "the file ended": distinct from None, which marks a skipped row.
+_NO_ROWS = InputRow(index=-1, line=0, id="", fields={})
+
+
+def _starting_with(
+    first: InputRow | None, rest: Generator[InputRow | None, None, None]
+) -> Iterator[InputRow]:
+    """``first``, then ``rest``, without skipped rows; closing this closes the file at once."""
     try:
-        yield first
-        yield from rest
+        if first is not None:
+            yield first
+        for row in rest:
+            if row is not None:
+                yield row
     finally:
         rest.close()
 
@@ -155,19 +182,21 @@ class _RawRow:
     line: int
     record: dict[str, Any] | None
     problems: list[Problem] = field(default_factory=list)
+    skipped: bool = False  # the caller asked not to parse this row
 
 
 def _identified(
-    raw_rows: Generator[_RawRow, None, None], file: str, unit: str
-) -> Generator[InputRow, None, None]:
+    raw_rows: Generator[_RawRow, None, None], file: str, unit: str, known_ids: Iterable[str]
+) -> Generator[InputRow | None, None, None]:
     """Give each raw row its index, id and final problem; catch duplicate ids.
 
-    ``unit`` names what ``line`` counts in messages: ``line`` (JSONL) or ``row``.
+    ``unit`` names what ``line`` counts in messages: ``line`` (JSONL) or ``row``. Skipped
+    rows come out as None. Ids an earlier run answered are stored as line 0.
     """
-    first_line_of: dict[str, int] = {}
+    first_line_of: dict[str, int] = dict.fromkeys(known_ids, 0)
     with contextlib.closing(raw_rows):
         for index, raw in enumerate(raw_rows):
-            yield _input_row(index, raw, first_line_of, file, unit)
+            yield None if raw.skipped else _input_row(index, raw, first_line_of, file, unit)
 
 
 def _input_row(
@@ -180,7 +209,8 @@ def _input_row(
     if id_problem is not None:
         problems.append(id_problem)
     if row_id in first_line_of:
-        seen = f"first seen on {unit} {first_line_of[row_id]}"
+        line = first_line_of[row_id]
+        seen = f"first seen on {unit} {line}" if line else "also a row an earlier run answered"
         problems.append(Problem("id", f"duplicate id {row_id!r}: {seen}"))
     else:
         first_line_of[row_id] = raw.line
@@ -221,16 +251,18 @@ def _kind(value: Any) -> str:
 # --- JSONL ---------------------------------------------------------------------------------------
 
 
-def _jsonl_rows(path: Path, batch_size: int) -> Generator[_RawRow, None, None]:
+def _jsonl_rows(path: Path, batch_size: int, skip: Skip) -> Generator[_RawRow, None, None]:
     """One raw row per non-blank line; bytes are decoded per line so one bad line is one bad row."""
     del batch_size  # lines are already the unit
+    index = 0
     with _open_binary(path) as stream, _read_errors(str(path)):
         for line_number, data in enumerate(stream, start=1):
             if line_number == 1:
                 data = data.removeprefix(codecs.BOM_UTF8)
             if not data.strip():
                 continue
-            yield _jsonl_row(line_number, data)
+            yield _SKIPPED if skip(index) else _jsonl_row(line_number, data)
+            index += 1
 
 
 def _jsonl_row(line_number: int, data: bytes) -> _RawRow:
@@ -251,6 +283,9 @@ def _jsonl_row(line_number: int, data: bytes) -> _RawRow:
         reason = f"expected a JSON object, got {_kind(value)}"
         return _RawRow(line_number, None, [Problem(None, reason)])
     return _RawRow(line_number, value)
+
+
+_SKIPPED = _RawRow(0, None, skipped=True)
 
 
 def _reject_constant(name: str) -> Any:
@@ -287,7 +322,7 @@ _CSV_CONVERTERS: dict[str, tuple[Callable[[str], Any], str]] = {
 }
 
 
-def _csv_rows(path: Path, batch_size: int) -> Generator[_RawRow, None, None]:
+def _csv_rows(path: Path, batch_size: int, skip: Skip) -> Generator[_RawRow, None, None]:
     """One raw row per CSV record after the header; empty cells are absent fields.
 
     The file is decoded with ``surrogateescape`` so that non-UTF-8 bytes do not stop the
@@ -314,7 +349,7 @@ def _csv_rows(path: Path, batch_size: int) -> Generator[_RawRow, None, None]:
             if not cells:
                 continue
             data_row += 1
-            yield _csv_row(data_row, header, cells)
+            yield _SKIPPED if skip(data_row - 1) else _csv_row(data_row, header, cells)
 
 
 def _csv_error(exc: csv.Error, file: str, row: int) -> InputError:
@@ -447,7 +482,7 @@ _PARQUET_TYPES: dict[str, tuple[Callable[[pa.DataType], bool], str]] = {
 }
 
 
-def _parquet_rows(path: Path, batch_size: int) -> Generator[_RawRow, None, None]:
+def _parquet_rows(path: Path, batch_size: int, skip: Skip) -> Generator[_RawRow, None, None]:
     """One raw row per Parquet row, read one record batch at a time."""
     file = str(path)
     try:
@@ -458,9 +493,14 @@ def _parquet_rows(path: Path, batch_size: int) -> Generator[_RawRow, None, None]
         mistyped = _mistyped_columns(parquet.schema_arrow)
         line = 0
         for batch in _batches(parquet, batch_size, file):
+            if all(skip(i) for i in range(line, line + batch.num_rows)):
+                # Converting to Python is the cost; a batch nobody wants is never converted.
+                line += batch.num_rows
+                yield from [_SKIPPED] * batch.num_rows
+                continue
             for record in batch.to_pylist():
                 line += 1
-                yield _parquet_row(line, record, mistyped)
+                yield _SKIPPED if skip(line - 1) else _parquet_row(line, record, mistyped)
 
 
 def _batches(parquet: pq.ParquetFile, batch_size: int, file: str) -> Iterator[pa.RecordBatch]:
@@ -509,7 +549,7 @@ def _without_null_keys(value: Any) -> Any:
     return value
 
 
-_READERS: dict[Format, Callable[[Path, int], Generator[_RawRow, None, None]]] = {
+_READERS: dict[Format, Callable[[Path, int, Skip], Generator[_RawRow, None, None]]] = {
     "jsonl": _jsonl_rows,
     "csv": _csv_rows,
     "parquet": _parquet_rows,

@@ -190,3 +190,31 @@ def test_new_rows_appended_to_the_input_are_all_that_a_rerun_sends(
     summary = run(config_for(inp, out, sim.base_url))
     assert summary.ok == 5 and summary.skipped == 10
     assert [r["id"] for r in read(out)] == [r["id"] for r in prompts(15)]
+
+
+def test_an_edited_row_is_caught_even_when_the_job_is_the_same(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    rows = prompts(8)
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.parquet"
+    run(config_for(inp, out, sim.base_url))
+    rows[3]["prompt"] = rows[3]["prompt"].replace("what", "WHAT")  # same length, new request
+    write_jsonl(inp, rows)
+    with pytest.raises(ResumeMismatchError, match="q0003"):
+        run(config_for(inp, out, sim.base_url))
+
+
+def test_a_new_row_repeating_an_answered_id_is_a_duplicate(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(4))
+    out = tmp_path / "out.jsonl"
+    run(config_for(inp, out, sim.base_url))
+    write_jsonl(inp, [*prompts(4), {"id": "q0001", "prompt": "again"}])
+    summary = run(config_for(inp, out, sim.base_url))
+    assert summary.skipped == 4 and summary.invalid == 1
+    last = read(out)[-1]
+    assert (
+        last["error_type"] == "invalid_request" and "duplicate id 'q0001'" in last["error_message"]
+    )
