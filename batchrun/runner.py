@@ -37,6 +37,7 @@ from .progress import Progress
 from .ratelimit import RATE_LIMIT_STATUS, ConcurrencyTuner, Limits, RateLimiter, itpm_tokens
 from .request import prepare_request
 from .response import message_fields
+from .result import INVALID_REQUEST, STATUS_ERROR, STATUS_OK, blank_row
 from .resume import (
     RunState,
     job_fingerprint,
@@ -46,7 +47,6 @@ from .resume import (
     unchanged_since,
     write_state,
 )
-from .result import INVALID_REQUEST, STATUS_ERROR, STATUS_OK, blank_row
 from .retry import RETRYABLE_STATUSES, is_fatal, send_with_retries
 from .sink import FinalCounts, PriorRecord, PriorState, Sink
 from .spec import InputRow, count_rows, read_rows

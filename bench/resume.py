@@ -32,8 +32,8 @@ import pyarrow.parquet as pq
 from _harness import API_KEY, MODEL, format_table, versions_banner
 
 from batchrun.request import RequestDefaults, prepare_request
-from batchrun.resume import RunState, job_fingerprint, stamp_input, state_path, write_state
 from batchrun.result import blank_row
+from batchrun.resume import RunState, job_fingerprint, stamp_input, state_path, write_state
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.sink import output_schema
 
