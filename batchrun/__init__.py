@@ -22,6 +22,9 @@ from .errors import (
     InvalidRowError,
     OutputError,
 )
+from .estimate import Estimate, estimate
+from .pricing import PriceTable, load_prices
+from .report import Report, report
 from .request import RequestDefaults
 from .runner import RunSummary, run, run_async
 from .sink import FinalCounts
@@ -31,17 +34,23 @@ __all__ = [
     "ApiError",
     "BatchrunError",
     "ConfigError",
+    "Estimate",
     "FatalRunError",
     "FinalCounts",
     "InputError",
     "InvalidRowError",
     "OutputError",
+    "PriceTable",
+    "Report",
     "RequestDefaults",
     "RunConfig",
     "RunSummary",
     "ValidationReport",
     "__version__",
+    "estimate",
     "load_config",
+    "load_prices",
+    "report",
     "run",
     "run_async",
     "validate",

@@ -1,12 +1,14 @@
 """The command line: parse flags and the job file into a config, call the library, summarise.
 
 Exit codes (DESIGN §2): 0 every row ok; 1 aborted (configuration, authentication, I/O);
-2 usage error; 3 finished with some rows in error; 130 stopped by Ctrl-C or SIGTERM.
+2 usage error; 3 finished with some rows in error; 4 stopped by the --max-cost budget (re-run
+to resume); 130 stopped by Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,8 +29,22 @@ PRECEDENCE = (
     "Settings come from, highest first: command-line flags, the environment "
     "(ANTHROPIC_API_KEY / ANTHROPIC_AUTH_TOKEN, ANTHROPIC_BASE_URL, BATCHRUN_MODEL, "
     "BATCHRUN_MAX_TOKENS, BATCHRUN_CONCURRENCY, BATCHRUN_MAX_RETRIES, BATCHRUN_TIMEOUT, "
-    "BATCHRUN_API_VERSION, BATCHRUN_HTTP_BACKEND), the job file, then defaults."
+    "BATCHRUN_API_VERSION, BATCHRUN_HTTP_BACKEND, BATCHRUN_RPM, BATCHRUN_ITPM, "
+    "BATCHRUN_OTPM, BATCHRUN_MAX_COST), the job file, then defaults."
 )
+
+
+def _concurrency_value(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """``--concurrency``: a whole number >= 1, or ``auto``."""
+    if value is None or value.strip().lower() == "auto":
+        return None if value is None else "auto"
+    try:
+        number = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a whole number nor 'auto'") from None
+    if number < 1:
+        raise click.BadParameter(f"{number} is not >= 1")
+    return number
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -87,8 +103,25 @@ def _job_options(func: F) -> F:
 @click.option(
     "-c",
     "--concurrency",
+    metavar="N|auto",
+    callback=_concurrency_value,
+    help="Requests in flight at once, or 'auto' (from the rate limits and the latency "
+    "seen) [default: 16].",
+)
+@click.option(
+    "--rpm",
     type=click.IntRange(min=1),
-    help="Requests in flight at once [default: 16].",
+    help="Requests per minute to stay under [default: the API's, from its headers].",
+)
+@click.option(
+    "--itpm",
+    type=click.IntRange(min=1),
+    help="Input tokens per minute to stay under (cache reads do not count).",
+)
+@click.option(
+    "--otpm",
+    type=click.IntRange(min=1),
+    help="Output tokens per minute to stay under (max_tokens is reserved up front).",
 )
 @click.option(
     "--max-retries",
@@ -129,6 +162,18 @@ def _job_options(func: F) -> F:
 )
 @click.option("--grace", type=click.FloatRange(min=0, min_open=True),
               help="After Ctrl-C/SIGTERM, seconds in-flight requests may take [default: 30].")
+@click.option(
+    "--max-cost",
+    type=click.FloatRange(min=0),
+    metavar="USD",
+    help="Budget for this run: stop admitting rows before spending could pass it; finish "
+    "what is in flight and exit 4. Re-running resumes (with a fresh budget).",
+)
+@click.option(
+    "--prices",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Price file (TOML) over the packaged table: changes or adds models.",
+)
 @click.option("-q", "--quiet", is_flag=True, default=None, help="No progress display.")
 def run_cmd(source: Path, **flags: Any) -> None:
     """Run SOURCE and write one output row per input row, in input order.
@@ -156,6 +201,13 @@ def run_cmd(source: Path, **flags: Any) -> None:
         click.echo(
             f"batchrun: stopped by {summary.interrupted}; finished rows are kept in "
             f"{journal_path(config.output)}. Re-run the same command to resume.",
+            err=True,
+        )
+    if summary.budget_stop is not None and summary.final is None:
+        click.echo(
+            f"batchrun: stopped by the budget (--max-cost {summary.max_cost:g}): "
+            f"{summary.budget_stop}. Finished rows are kept in {journal_path(config.output)}; "
+            "re-run the same command to resume.",
             err=True,
         )
     sys.exit(summary.exit_code)
@@ -221,6 +273,11 @@ def validate_cmd(source: Path, **flags: Any) -> None:
 )
 @click.option("--api-key", default=None, help="Accept only this key (default: any non-empty key).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for faults.")
+@click.option(
+    "--rpm", type=click.IntRange(min=1), help="Requests per minute per model [default: no limit]."
+)
+@click.option("--itpm", type=click.IntRange(min=1), help="Input tokens per minute per model.")
+@click.option("--otpm", type=click.IntRange(min=1), help="Output tokens per minute per model.")
 def simulate_cmd(
     port: int,
     latency: float,
@@ -229,11 +286,16 @@ def simulate_cmd(
     retry_after: float,
     api_key: str | None,
     seed: int,
+    rpm: int | None,
+    itpm: int | None,
+    otpm: int | None,
 ) -> None:
     """Serve a stand-in Messages API on 127.0.0.1 for demos, tests and benchmarks.
 
     Replies are deterministic functions of the request; usage follows max_tokens.
     Point a run at it with --base-url http://127.0.0.1:PORT and any API key.
+    With --rpm/--itpm/--otpm it enforces those limits like the API: continuously
+    refilled buckets, anthropic-ratelimit-* headers, 429 with retry-after when short.
     """
     from .simulator import SimulatorConfig, parse_fault_spec, serve
 
@@ -248,6 +310,9 @@ def simulate_cmd(
         retry_after=retry_after,
         api_key=api_key,
         seed=seed,
+        rpm=rpm,
+        itpm=itpm,
+        otpm=otpm,
     )
 
     def ready(url: str) -> None:
@@ -310,9 +375,37 @@ def format_summary(summary: RunSummary, config: RunConfig) -> str:
             else ""
         )
     )
+    lines.append(
+        f"  cost        ${summary.cost_usd:,.4f}"
+        + (f" ({summary.unpriced:,} answers unpriced)" if summary.unpriced else "")
+        + (f" of a ${summary.max_cost:g} budget" if summary.max_cost is not None else "")
+    )
     lines.append(f"  retries     {summary.retries:,}")
+    lines.extend(_rate_limit_lines(summary))
     lines.append(f"  elapsed     {summary.elapsed_s:.1f} s ({summary.rows_per_second:,.1f} rows/s)")
     return "\n".join(lines)
+
+
+def _rate_limit_lines(summary: RunSummary) -> list[str]:
+    """Limits in force, 429s and admission waits; auto concurrency. Nothing if none applied."""
+    lines = []
+    for model, limits in summary.rate_limits.items():
+        if limits.any:
+            shown = [
+                f"{value:,} {unit}"
+                for value, unit in zip(limits.values(), ("rpm", "itpm", "otpm"), strict=True)
+                if value is not None
+            ]
+            lines.append(f"  limits      {model}: {', '.join(shown)}")
+    if lines or summary.rate_limited_429s or summary.rate_wait_s >= 0.05:
+        pauses = f" in {summary.rate_pauses:,} pause(s)" if summary.rate_pauses else ""
+        lines.append(
+            f"  rate limit  {summary.rate_limited_429s:,} answered 429{pauses}; "
+            f"admission held back {summary.rate_wait_s:.1f} s"
+        )
+    if summary.concurrency_chosen is not None:
+        lines.append(f"  concurrency auto: {summary.concurrency_chosen:,} in flight")
+    return lines
 
 
 def format_validation(report: ValidationReport) -> str:
@@ -326,6 +419,108 @@ def format_validation(report: ValidationReport) -> str:
 
 def _counts(counter: Any) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in counter.most_common())
+
+
+@cli.command("estimate", epilog=PRECEDENCE)
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option(
+    "--exact",
+    is_flag=True,
+    help="Count input tokens with the API's count_tokens (free; needs a key, or --simulate).",
+)
+@click.option(
+    "--pilot",
+    metavar="N|P%",
+    help="First run N random rows (or P%) for real into the output (never paid again), "
+    "then project the rest with a 10th-90th percentile range.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the pilot rows.")
+@click.option(
+    "--count-rpm",
+    type=click.IntRange(min=1),
+    help="count_tokens requests per minute [default: 100, the lowest tier; unpaced with "
+    "--simulate].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON.")
+def estimate_cmd(
+    source: Path,
+    exact: bool,
+    pilot: str | None,
+    seed: int,
+    count_rpm: int | None,
+    as_json: bool,
+    **flags: Any,
+) -> None:
+    """Tokens, cost (online and via Message Batches) and time of SOURCE before running it.
+
+    Takes every flag `run` takes. Offline by default (a local token estimate); --exact
+    counts input tokens with the API; --pilot runs a random sample for real and projects.
+
+    \b
+    Examples:
+      batchrun estimate jobs/estimate_costs.toml
+      batchrun estimate jobs/estimate_costs.toml --pilot 10 --simulate
+      batchrun estimate reviews.jsonl --model claude-haiku-4-5 --max-tokens 5 --exact --json
+    """
+    from .estimate import estimate
+    from .estimate_text import format_estimate
+
+    config = _load(source, flags)
+    try:
+        est = estimate(config, exact=exact, pilot=pilot, seed=seed, count_rpm=count_rpm)
+    except KeyboardInterrupt:
+        click.echo("batchrun: interrupted; pilot rows already answered are kept.", err=True)
+        sys.exit(130)
+    except BatchrunError as exc:
+        _fail(exc, config)
+    click.echo(json.dumps(est.to_dict(), indent=2) if as_json else format_estimate(est))
+
+
+# Same inputs and flags as `run` (a pilot is a run), whatever flags `run` gains.
+estimate_cmd.params.extend(p for p in run_cmd.params if p.name != "source")
+
+
+@cli.command("report")
+@click.argument("outputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write a self-contained HTML page with charts to this file.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--prices",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Price file for answers that had no price when they ran.",
+)
+def report_cmd(
+    outputs: tuple[Path, ...], html_file: Path | None, as_json: bool, prices: Path | None
+) -> None:
+    """Totals, stop reasons, errors, latency, cost and throughput of one or more outputs.
+
+    An output may be a finished dataset or one still in its journal (a run that stopped).
+
+    \b
+    Examples:
+      batchrun report out/analysis.parquet
+      batchrun report out/a.parquet out/b.parquet --html report.html
+    """
+    from .pricing import load_prices
+    from .report import format_report, report
+    from .report_html import render_html
+
+    try:
+        rep = report(outputs, load_prices(prices))
+        if html_file is not None:
+            html_file.write_text(render_html(rep), encoding="utf-8")
+    except OSError as exc:
+        _fail(BatchrunError(f"cannot write {html_file}: {exc.strerror or exc}"), None)
+    except BatchrunError as exc:
+        _fail(exc, None)
+    click.echo(json.dumps(rep.to_dict(), indent=2) if as_json else format_report(rep))
+    if html_file is not None:
+        click.echo(f"batchrun: wrote {html_file}", err=True)
 
 
 def main() -> None:

@@ -39,6 +39,7 @@ from batchrun.errors import (
     ApiTimeoutError,
     ConfigError,
 )
+from batchrun.jsoncodec import compact
 from batchrun.response import (
     MALFORMED,
     StreamAssembler,
@@ -331,7 +332,7 @@ def _make_transport(
 
 def _encode(payload: Mapping[str, Any]) -> bytes:
     """Compact UTF-8 JSON: smaller bodies, and non-ASCII prompts are not inflated by escapes."""
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    return compact(payload).encode()
 
 
 async def _within(seconds: float, awaitable: Awaitable[T]) -> T:

@@ -12,7 +12,13 @@ file itself. Example::
     model = "claude-haiku-4-5"
     max_tokens = 5
     system = "Answer positive, negative or neutral."
-    concurrency = 64
+    concurrency = 64            # or "auto": chosen from the rate limits and the latency
+
+    [limits]                    # per minute; each is also a flag (--rpm ...) and BATCHRUN_RPM ...
+    rpm = 1000
+    itpm = 400000
+    [limits."claude-sonnet-4-5"]  # per model, field by field over the ones above
+    otpm = 80000
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from __future__ import annotations
 import difflib
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +34,8 @@ from urllib.parse import urlsplit
 
 from .client import Credentials
 from .errors import ConfigError
+from .pricing import PriceTable, default_prices, load_prices
+from .ratelimit import AUTO_MAX, Limits, LimitsConfig
 from .request import RequestDefaults, check_defaults
 from .secret import Secret
 
@@ -65,7 +73,7 @@ _REQUEST_KEYS: dict[str, tuple[type, ...]] = {
 _RUN_KEYS: dict[str, tuple[type, ...]] = {
     "input": (str,),
     "output": (str,),
-    "concurrency": (int,),
+    "concurrency": (int, str),  # a number, or "auto"
     "max_retries": (int,),
     "timeout": (int, float),
     "keep_columns": (list,),
@@ -76,20 +84,29 @@ _RUN_KEYS: dict[str, tuple[type, ...]] = {
     "stream": (bool,),
     "allow_insecure_http": (bool,),
     "grace": (int, float),
+    "limits": (dict,),
+    "max_cost": (int, float),  # USD this run may spend (budget.py)
+    "prices": (str,),  # a price file over the packaged one (pricing.py)
 }
 JOB_KEYS: dict[str, tuple[type, ...]] = {**_REQUEST_KEYS, **_RUN_KEYS}
 
 # Settings the environment may give as BATCHRUN_<KEY>, with the parser for their text.
-_ENV_SCALARS: dict[str, type] = {
+_ENV_SCALARS: dict[str, Callable[[str], Any]] = {
     "model": str,
     "max_tokens": int,
-    "concurrency": int,
+    "concurrency": lambda text: "auto" if text.strip().lower() == "auto" else int(text),
     "max_retries": int,
     "timeout": float,
     "api_version": str,
     "http_backend": str,
     "grace": float,
+    "max_cost": float,
+    "rpm": int,
+    "itpm": int,
+    "otpm": int,
 }
+
+_LIMIT_KEYS = ("rpm", "itpm", "otpm")
 
 
 @dataclass(frozen=True)
@@ -100,7 +117,9 @@ class RunConfig:
     output: Path
     defaults: RequestDefaults = field(default_factory=RequestDefaults)
     keep_columns: tuple[str, ...] = ()
-    concurrency: int = DEFAULT_CONCURRENCY
+    concurrency: int = DEFAULT_CONCURRENCY  # with concurrency_auto: the most it may choose
+    concurrency_auto: bool = False  # --concurrency auto (ratelimit.ConcurrencyTuner)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     max_retries: int = DEFAULT_MAX_RETRIES
     timeout: float = DEFAULT_TIMEOUT
     base_url: str = DEFAULT_BASE_URL
@@ -115,6 +134,8 @@ class RunConfig:
     overwrite: bool = False
     allow_insecure_http: bool = False
     grace: float = DEFAULT_GRACE  # seconds in-flight requests may take after Ctrl-C
+    max_cost: float | None = None  # USD: stop admitting before spending could pass it
+    prices: PriceTable = field(default_factory=default_prices)
     job_file: Path | None = None
 
 
@@ -173,13 +194,16 @@ def load_config(
     allow_insecure = bool(settings.get("allow_insecure_http", False))
     if not simulate:
         _check_base_url(base_url, allow_insecure)
+    concurrency, concurrency_auto = _concurrency(settings)
 
     return RunConfig(
         input=input_path,
         output=output,
         defaults=_request_defaults(settings),
         keep_columns=tuple(_str_list(settings, "keep_columns")),
-        concurrency=_positive_int(settings, "concurrency", DEFAULT_CONCURRENCY),
+        concurrency=concurrency,
+        concurrency_auto=concurrency_auto,
+        limits=_limits(settings, job.get("limits") or {}),
         max_retries=_int_at_least(settings, "max_retries", DEFAULT_MAX_RETRIES, 0),
         timeout=_positive_float(settings, "timeout", DEFAULT_TIMEOUT),
         base_url=base_url,
@@ -194,8 +218,18 @@ def load_config(
         overwrite=bool(given.get("overwrite", False)),
         allow_insecure_http=allow_insecure,
         grace=_positive_float(settings, "grace", DEFAULT_GRACE),
+        max_cost=_max_cost(settings.get("max_cost")),
+        prices=load_prices(path_of("prices")),
         job_file=job_file,
     )
+
+
+def _max_cost(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ConfigError(f"`max_cost` must be a number of dollars >= 0, not {value!r}")
+    return float(value)
 
 
 def _read_job_file(path: Path) -> dict[str, Any]:
@@ -280,6 +314,61 @@ def _str_list(s: Mapping[str, Any], key: str) -> list[str]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"`{key}` must be a list of strings")
     return list(value)
+
+
+def _concurrency(s: Mapping[str, Any]) -> tuple[int, bool]:
+    """(concurrency, auto): a whole number, or "auto" with the most it may choose."""
+    value = s.get("concurrency", DEFAULT_CONCURRENCY)
+    if isinstance(value, str):
+        if value.strip().lower() != "auto":
+            raise ConfigError(f'`concurrency` must be an integer >= 1 or "auto", not {value!r}')
+        return AUTO_MAX, True
+    return _positive_int(s, "concurrency", DEFAULT_CONCURRENCY), False
+
+
+def _limits(s: Mapping[str, Any], table: Mapping[str, Any]) -> LimitsConfig:
+    """``[limits]`` of the job file, under the --rpm/--itpm/--otpm flags and BATCHRUN_RPM...
+
+    A flag or variable sets that limit for every model, per-model tables included.
+    """
+    default: dict[str, int] = {}
+    models: list[tuple[str, dict[str, int]]] = []
+    for key, value in table.items():
+        if key in _LIMIT_KEYS:
+            default[key] = _limit(f"limits.{key}", value)
+        elif isinstance(value, dict):
+            models.append((key, _model_limits(key, value)))
+        else:
+            raise ConfigError(
+                f"`limits.{key}`: expected rpm, itpm, otpm or a table per model"
+                f"{did_you_mean(key, set(_LIMIT_KEYS))}"
+            )
+    given = {key: _limit(key, s[key]) for key in _LIMIT_KEYS if s.get(key) is not None}
+    return LimitsConfig(
+        Limits(**{**default, **given}),
+        tuple(
+            (name, Limits(**{k: v for k, v in fields.items() if k not in given}))
+            for name, fields in models
+        ),
+    )
+
+
+def _model_limits(model: str, table: Mapping[str, Any]) -> dict[str, int]:
+    fields = {}
+    for key, value in table.items():
+        if key not in _LIMIT_KEYS:
+            raise ConfigError(
+                f'`limits."{model}".{key}`: expected rpm, itpm or otpm'
+                f"{did_you_mean(key, set(_LIMIT_KEYS))}"
+            )
+        fields[key] = _limit(f'limits."{model}".{key}', value)
+    return fields
+
+
+def _limit(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"`{name}` must be a whole number >= 1 (per minute), not {value!r}")
+    return value
 
 
 def _positive_int(s: Mapping[str, Any], key: str, default: int) -> int:

@@ -10,8 +10,9 @@
         ├── ApiStatusError           a non-2xx response
         ├── ApiConnectionError       connection refused, reset or closed before a response
         ├── ApiTimeoutError          no complete response within the timeout
-        └── ApiResponseError         a 2xx that is unusable: malformed JSON, a cut stream,
-                                     or an ``error`` event inside an SSE stream
+        ├── ApiResponseError         a 2xx that is unusable: malformed JSON, a cut stream,
+        │                            or an ``error`` event inside an SSE stream
+        └── ExceedsRateLimitError    one request needs more than a minute's rate limit; never sent
 
 Foreign exceptions (httpx, aiohttp, OSError, json) are translated once, at the module that
 meets them, and chained with ``raise ... from``. No message ever contains a credential.
@@ -147,3 +148,14 @@ class ApiTimeoutError(ApiError):
 
 class ApiResponseError(ApiError):
     """A 2xx response that cannot be used: malformed body, cut stream, or an in-stream error."""
+
+
+class ExceedsRateLimitError(ApiError):
+    """One request needs more than a whole minute's rate limit, so it could never be admitted.
+
+    Raised before sending, as a row-level failure: the row is written as an error, the run goes
+    on. Never retried: waiting cannot make a minute's budget larger.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_type="exceeds_rate_limit")

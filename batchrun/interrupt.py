@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -42,11 +43,12 @@ async def run_interruptibly(
             notify(f"batchrun: {name} again: stopping now.")
             task.cancel()
 
-    installed = []
+    installed: list[tuple[signal.Signals, Any]] = []
     for sig in SIGNALS:
+        previous = signal.getsignal(sig)
         try:
             loop.add_signal_handler(sig, on_signal, sig.name)
-            installed.append(sig)
+            installed.append((sig, previous))
         except (NotImplementedError, RuntimeError, ValueError):
             pass
     try:
@@ -57,6 +59,10 @@ async def run_interruptibly(
     finally:
         for timer in timers:
             timer.cancel()
-        for sig in installed:
+        for sig, previous in installed:
             loop.remove_signal_handler(sig)
+            # remove_signal_handler resets to the default; a library must give back the
+            # caller's own handler (a benchmark's, a test runner's) instead.
+            if previous is not None:
+                signal.signal(sig, previous)
     return received[0] if received else None

@@ -25,12 +25,40 @@ class Pool(Generic[T]):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.concurrency = concurrency
+        self.limit = concurrency  # in flight at most; set_limit() lowers it below concurrency
         self.in_flight = 0
         self._stopping = False
+        self._waiting: list[asyncio.Future[None]] = []  # workers held back by the limit
+
+    def set_limit(self, limit: int) -> None:
+        """Allow ``limit`` calls in flight from now on (1..concurrency), e.g. tuned at run time.
+
+        Lowering it lets calls in flight finish; raising it wakes idle workers at once.
+        """
+        self.limit = max(1, min(limit, self.concurrency))
+        self._wake(len(self._waiting))
 
     def stop_admitting(self) -> None:
         """Take no more items; calls already in flight run to their end."""
         self._stopping = True
+        self._wake(len(self._waiting))
+
+    def _wake(self, count: int) -> None:
+        while count > 0 and self._waiting:
+            waiter = self._waiting.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)
+                count -= 1
+
+    async def _room(self) -> None:
+        """Wait until a call finishes or the limit rises."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        try:
+            await waiter
+        finally:
+            if waiter in self._waiting:
+                self._waiting.remove(waiter)
 
     @property
     def stopping(self) -> bool:
@@ -41,16 +69,22 @@ class Pool(Generic[T]):
 
         async def worker() -> None:
             while not self._stopping:
+                if self.in_flight >= self.limit:  # only ever true after set_limit()
+                    await self._room()
+                    continue
                 # next() runs between awaits, so two workers never read the input at once.
                 try:
                     item = next(items)
                 except StopIteration:
+                    self._wake(len(self._waiting))  # they too must see the end and return
                     return
                 self.in_flight += 1
                 try:
                     await work(item)
                 finally:
                     self.in_flight -= 1
+                    if self._waiting:
+                        self._wake(1)
 
         tasks = [asyncio.create_task(worker()) for _ in range(self.concurrency)]
         try:

@@ -184,15 +184,19 @@ def request_hash(body: Mapping[str, Any]) -> str:
 
 def _canonical_json(body: Mapping[str, Any]) -> bytes:
     content = {key: value for key, value in body.items() if key != "stream"}
-    text = json.dumps(
-        content,
+    return _canonical_encoder().encode(content).encode("utf-8")
+
+
+@lru_cache(maxsize=1)
+def _canonical_encoder() -> json.JSONEncoder:
+    """Built once (json.dumps with options builds one per call, and this runs per row)."""
+    return json.JSONEncoder(
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
         allow_nan=False,
         default=_json_default,
     )
-    return text.encode("utf-8")
 
 
 def _typo_problems(fields: Mapping[str, Any], template: str | None) -> list[Problem]:

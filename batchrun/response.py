@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from batchrun.errors import ApiResponseError, ApiStatusError
+from batchrun.jsoncodec import compact
 
 MALFORMED = "malformed_response"
 STREAM_INTERRUPTED = "stream_interrupted"
@@ -119,7 +120,7 @@ def _tool_calls_json(blocks: list[Mapping[str, Any]]) -> str | None:
 
 def _dumps(value: object) -> str:
     """Compact JSON that keeps non-ASCII text readable in the output file."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return compact(value)
 
 
 def _int_or_none(value: object) -> int | None:

@@ -23,18 +23,28 @@ from collections.abc import (
 )
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
 
+from .budget import Budget, projected_total
 from .client import MessagesClient, Reply
 from .config import RunConfig
 from .errors import ApiError, ConfigError, FatalRunError, InvalidRowError, OutputError
 from .interrupt import run_interruptibly
 from .pool import Pool
+from .pricing import UnknownModels
 from .progress import Progress
-from .ratelimit import RATE_LIMIT_STATUS, ConcurrencyTuner, Limits, RateLimiter, itpm_tokens
+from .ratelimit import (
+    RATE_LIMIT_STATUS,
+    ConcurrencyTuner,
+    Limits,
+    RateLimiter,
+    Reservation,
+    itpm_tokens,
+)
 from .request import prepare_request
 from .response import message_fields
 from .result import INVALID_REQUEST, STATUS_ERROR, STATUS_OK, blank_row
@@ -89,6 +99,11 @@ class RunSummary:
     rate_limits: dict[str, Limits] = field(default_factory=dict)  # per model, as enforced
     concurrency_chosen: int | None = None  # what --concurrency auto settled on
     interrupted: str | None = None  # the signal that stopped the run early
+    cost_usd: float = 0.0  # this run's answers, from their own usage
+    unpriced: int = 0  # answers whose model has no price (cost_usd null)
+    todo: int | None = None  # rows this run set out to process, when known
+    max_cost: float | None = None  # --max-cost
+    budget_stop: str | None = None  # why the budget stopped admitting rows
 
     @property
     def finished(self) -> int:
@@ -104,6 +119,8 @@ class RunSummary:
         130 interrupted by a signal (the shell's convention for Ctrl-C)."""
         if self.interrupted is not None:
             return 130
+        if self.budget_stop is not None and self.final is None:
+            return 4  # stopped by --max-cost; re-running resumes
         if self.final is None:
             return 1
         return 0 if self.final.error == 0 else 3
@@ -120,6 +137,10 @@ class RunSummary:
         self.output_tokens += row["output_tokens"] or 0
         self.cache_creation_input_tokens += row["cache_creation_input_tokens"] or 0
         self.cache_read_input_tokens += row["cache_read_input_tokens"] or 0
+        if row["cost_usd"] is not None:
+            self.cost_usd += row["cost_usd"]
+        elif row["status"] == STATUS_OK:
+            self.unpriced += 1
 
 
 class ResumeMismatchError(ConfigError):
@@ -194,8 +215,9 @@ async def run_async(
             transport=transport,
         )
         pool: Pool[_Work] = Pool(config.concurrency)
+        summary.todo = len(only) if isinstance(only, Sized) else _count_hint(config, done)
         progress = Progress(
-            len(only) if isinstance(only, Sized) else _count_hint(config, done),
+            summary.todo,
             lambda: _status_line(summary, pool),
             quiet=config.quiet,
             stream=progress_stream,
@@ -210,10 +232,14 @@ async def run_async(
         try:
             work = _plan(config, done, known_ids, counter, summary, only)
             fail_fast = _FailFast()
+            budget = _budget(config, summary, pool, progress)
+            unpriced = UnknownModels()
             summary.interrupted = await run_interruptibly(
                 pool.run(
                     work,
-                    lambda w: _handle(w, config, sender, sink, summary, progress, fail_fast),
+                    lambda w: _handle(
+                        w, config, sender, sink, summary, progress, fail_fast, budget, unpriced
+                    ),
                 ),
                 stop_admitting=pool.stop_admitting,
                 grace=config.grace,
@@ -383,18 +409,43 @@ async def _handle(
     summary: RunSummary,
     progress: Progress,
     fail_fast: _FailFast,
+    budget: Budget | None,
+    unpriced: UnknownModels,
 ) -> None:
     """Process one row to its result row; only a run-stopping error escapes."""
     if work.body is None:
         assert work.problem is not None
         row = _error_row(work, config, INVALID_REQUEST, str(work.problem), None, 0)
         summary.invalid += 1
-    else:
+    elif budget is None:
         row = await sender.send(work, work.body)
+    else:
+        body = work.body
+        sent = await budget.send(body, lambda: sender.send(work, body))
+        if sent is None:
+            return  # not sent, not journaled: the budget is spent and a re-run resumes here
+        row = sent
     sink.submit(work.row.index, row)
     summary.count(row)
     progress.advance()
+    unpriced.check(row, progress.log)
     fail_fast.observe(row)
+
+
+def _budget(
+    config: RunConfig, summary: RunSummary, pool: Pool[_Work], progress: Progress
+) -> Budget | None:
+    """The --max-cost budget: when it stops, no more rows are admitted and the user is told."""
+    if config.max_cost is None:
+        return None
+    summary.max_cost = config.max_cost
+
+    def stop(reason: str) -> None:
+        summary.budget_stop = reason
+        pool.stop_admitting()
+        progress.log(f"batchrun: budget: {reason}; finishing the requests in flight")
+
+    return Budget(Decimal(repr(config.max_cost)), config.prices, on_stop=stop)
 
 
 class _FailFast:
@@ -463,7 +514,7 @@ class _Sender:
         estimate = estimate_input_tokens(body)
         try:
             reply, attempts = await send_with_retries(
-                lambda: self._attempt(body, stream, waits.model, estimate),
+                lambda: self._attempt(body, stream, waits, estimate),
                 max_retries=config.max_retries,
                 sleep=waits.sleep,
                 on_retry=waits.on_retry,
@@ -477,11 +528,12 @@ class _Sender:
         return _ok_row(work, config, reply, attempts, (time.perf_counter() - started) * 1000)
 
     async def _attempt(
-        self, body: dict[str, Any], stream: bool, model: str, estimate: int
+        self, body: dict[str, Any], stream: bool, waits: _RetryWaits, estimate: int
     ) -> Reply:
         """One send: admission, the request, then usage and headers back to the limiter."""
-        limiter = self._limiter
+        limiter, model = self._limiter, waits.model
         reservation = await limiter.acquire(model, estimate, int(body.get("max_tokens") or 0))
+        waits.sent = reservation
         self._summary.rate_wait_s = limiter.stats.held_s
         try:
             reply = await self._client.create(body, stream=stream)
@@ -497,12 +549,14 @@ class _Sender:
             self.tuner.observe(model, reply.latency_ms / 1000.0)
         return reply
 
-    def pause_for(self, model: str, exc: BaseException, wait: float) -> bool:
-        """Count a retry; a (retryable) 429 pauses admission instead. True if it paused."""
+    def pause_for(
+        self, model: str, exc: BaseException, wait: float, sent: Reservation | None
+    ) -> bool:
+        """Count a retry; a (retryable) 429 pauses admission instead. True for a 429."""
         self._summary.retries += 1
         if not (isinstance(exc, ApiError) and exc.status == RATE_LIMIT_STATUS):
             return False
-        self._limiter.pause(model, wait)
+        self._limiter.pause(model, wait, sent)
         self._summary.rate_pauses = self._limiter.stats.pauses
         return True
 
@@ -528,11 +582,12 @@ class _RetryWaits:
 
     def __init__(self, sender: _Sender, model: str) -> None:
         self.model = model
+        self.sent: Reservation | None = None  # the latest attempt's admission
         self._sender = sender
         self._skip_next = False
 
     def on_retry(self, exc: BaseException, wait: float) -> None:
-        self._skip_next = self._sender.pause_for(self.model, exc, wait)
+        self._skip_next = self._sender.pause_for(self.model, exc, wait, self.sent)
 
     async def sleep(self, seconds: float) -> None:
         if self._skip_next:
@@ -546,8 +601,12 @@ def _ok_row(
 ) -> dict[str, Any]:
     row = _base_row(work, config)
     row.update(message_fields(reply.message))
+    asked = (work.body or {}).get("model")
     row.update(
         status=STATUS_OK,
+        cost_usd=config.prices.reply_cost(
+            (reply.message.get("model"), asked), reply.message.get("usage") or {}
+        ),
         attempts=attempts,
         latency_ms=reply.latency_ms,
         elapsed_ms=elapsed_ms,
@@ -602,7 +661,18 @@ def _status_line(summary: RunSummary, pool: Pool[_Work]) -> str:
         f"in_flight={pool.in_flight} tok_in={summary.input_tokens} "
         f"tok_out={summary.output_tokens} 429s={summary.rate_limited_429s} "
         f"rl_wait={summary.rate_wait_s:.0f}s"
-    )
+    ) + _cost_status(summary)
+
+
+def _cost_status(summary: RunSummary) -> str:
+    """Spent so far, the projected total if the rest costs alike, and the budget."""
+    text = f" cost=${summary.cost_usd:.4f}"
+    projected = projected_total(summary.cost_usd, summary.ok, summary.todo)
+    if projected is not None:
+        text += f" proj=${projected:.4f}"
+    if summary.max_cost is not None:
+        text += f" max=${summary.max_cost:g}"
+    return text
 
 
 def _count_hint(config: RunConfig, done: bytearray) -> int | None:

@@ -34,6 +34,7 @@ import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 from .errors import OutputError
+from .jsoncodec import compact
 from .result import COLUMN_NAMES, COLUMNS, STATUS_OK, Kind
 
 JOURNAL_SUFFIX = ".journal"
@@ -282,7 +283,7 @@ def _json_line(record: dict[str, Any]) -> str:
         record["finished_at"] = (
             finished.astimezone(timezone.utc).isoformat(timespec="milliseconds")
         ).replace("+00:00", "Z")
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+    return compact(record) + "\n"
 
 
 def _repair_journal(path: Path) -> None:

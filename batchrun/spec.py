@@ -273,7 +273,7 @@ def _jsonl_row(line_number: int, data: bytes) -> _RawRow:
         reason = f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})"
         return _RawRow(line_number, None, [Problem(None, reason)])
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         reason = f"malformed JSON: {exc.msg} (column {exc.colno})"
         return _RawRow(line_number, None, [Problem(None, reason)])
@@ -291,6 +291,10 @@ _SKIPPED = _RawRow(0, None, skipped=True)
 def _reject_constant(name: str) -> Any:
     """NaN and Infinity are not JSON; accepting them would make request bodies unhashable."""
     raise ValueError(f"{name} is not allowed in JSON")
+
+
+# Built once: json.loads(..., parse_constant=...) would build a decoder for every line.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 @contextlib.contextmanager

@@ -245,14 +245,22 @@ def measure(call: Callable[[], int], sim: SimulatorProcess | None = None) -> Mea
     """Time ``call()``, which returns the number of rows answered ok.
 
     Garbage from earlier calls is collected first so that it is not charged to this one.
+    A contender's event loop may install and remove signal handlers (``batchrun.run`` does,
+    leaving SIGTERM at its default afterwards); ours are put back when the call returns.
     """
     gc.collect()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     sim_before = sim.cpu_seconds() if sim else None
     cpu_before = time.process_time()
     started = time.perf_counter()
-    ok = call()
-    seconds = time.perf_counter() - started
-    cpu = time.process_time() - cpu_before
+    try:
+        ok = call()
+    finally:
+        seconds = time.perf_counter() - started
+        cpu = time.process_time() - cpu_before
+        for sig, handler in handlers.items():
+            if handler is not None:
+                signal.signal(sig, handler)
     sim_after = sim.cpu_seconds() if sim else None
     sim_cpu = sim_after - sim_before if sim_after is not None and sim_before is not None else None
     return Measurement(seconds, cpu, sim_cpu, ok)

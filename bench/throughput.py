@@ -190,6 +190,8 @@ def batchrun_run(w: Workload) -> int:
         environ={"ANTHROPIC_API_KEY": API_KEY},
     )
     summary = run(config)
+    if getattr(summary, "interrupted", None):  # run() took our Ctrl-C / SIGTERM gracefully
+        raise KeyboardInterrupt
     final = summary.final
     if final is None or final.ok != len(w.prompts) or summary.ok != len(w.prompts):
         raise BenchError(
@@ -316,7 +318,7 @@ def report(result: ScenarioResult, informational: bool) -> None:
     ideal = s.ideal_rate
     headers = ["contender", "rows/s (median)", "min", "max", "s/round"]
     headers += ["% of ideal"] if ideal else []
-    headers += ["client CPU s", "sim CPU %", "rows ok"]
+    headers += ["client CPU us/row", "sim CPU %", "rows ok"]
     rows = []
     for name, ms in result.rounds.items():
         rates = [m.rate() for m in ms]
@@ -325,7 +327,7 @@ def report(result: ScenarioResult, informational: bool) -> None:
         row: list[object] = [name, median(rates), min(rates), max(rates), secs]
         row += [median(rates) / ideal * 100] if ideal else []
         row += [
-            median([m.client_cpu_s for m in ms]),
+            median([m.client_cpu_s / m.ok * 1e6 for m in ms]),
             median(sim_cpu) if sim_cpu else None,
             f"{ms[-1].ok:,}/{s.rows:,}",
         ]
@@ -335,7 +337,15 @@ def report(result: ScenarioResult, informational: bool) -> None:
     if "batchrun" in rate:
         for base in ("bare", "sdk"):
             if rate.get(base):
-                print(f"  batchrun / {base}: {rate['batchrun'] / rate[base]:.2f}x")
+                # Rounds are paired (same server, back to back): their ratios show the noise.
+                paired = [
+                    b.rate() / o.rate()
+                    for b, o in zip(result.rounds["batchrun"], result.rounds[base], strict=True)
+                ]
+                print(
+                    f"  batchrun / {base}: {rate['batchrun'] / rate[base]:.2f}x "
+                    f"(ratio of medians; per round: {' '.join(f'{x:.2f}' for x in paired)})"
+                )
     if ideal:
         print(f"  ideal rate (concurrency / latency): {ideal:,.0f} rows/s")
     for target in result.targets:
@@ -346,7 +356,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Throughput of batchrun vs a bare httpx loop vs the official SDK."
     )
-    parser.add_argument("--scenario", choices=("a", "b", "all"), default="all")
+    parser.add_argument(
+        "--scenario",
+        choices=("a", "b", "all"),
+        default="all",
+        help="a: zero latency, concurrency 64; b: 1 s latency, concurrency 512 (default: all)",
+    )
     parser.add_argument("--rows", type=int, help="rows per round (default: per scenario)")
     parser.add_argument("--repeats", type=int, help="counted rounds (default: 3 for a, 2 for b)")
     parser.add_argument(

@@ -133,3 +133,32 @@ def test_a_second_ctrl_c_stops_at_once_keeping_the_journal(tmp_path: Path) -> No
         assert resumed.returncode == 0, err
     assert f"{journaled:,} already done" in err
     check_output(out, 100)
+
+
+def test_a_library_run_gives_back_the_callers_signal_handlers(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    from batchrun import load_config, run
+
+    def mine(signum: int, frame: object) -> None:
+        raise AssertionError("not called")
+
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(3))
+    config = load_config(
+        inp,
+        {
+            "output": str(tmp_path / "o.parquet"),
+            "model": "claude-haiku-4-5",
+            "max_tokens": 5,
+            "base_url": sim.base_url,
+            "quiet": True,
+        },
+        environ={"ANTHROPIC_API_KEY": TEST_KEY},
+    )
+    old = signal.signal(signal.SIGTERM, mine)
+    try:
+        run(config)
+        assert signal.getsignal(signal.SIGTERM) is mine
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGTERM, old)

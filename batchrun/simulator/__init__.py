@@ -1,8 +1,9 @@
 """A local stand-in for the Claude Messages API, for ``batchrun simulate``, tests and benchmarks.
 
 Replies are deterministic functions of the request (``replies``); faults are injected by rate
-or by script (``faults``); ``Simulator`` serves both over loopback HTTP with aiohttp, and
-``SimulatorThread`` runs one on its own thread for synchronous callers.
+or by script (``faults``); RPM / ITPM / OTPM limits are enforced like the API's, with its
+headers and 429s (``ratelimits``); ``Simulator`` serves all this over loopback HTTP with
+aiohttp, and ``SimulatorThread`` runs one on its own thread for synchronous callers.
 
     >>> with SimulatorThread(SimulatorConfig(error_rates={"429": 0.05})) as sim:  # doctest: +SKIP
     ...     run_job(base_url=sim.base_url)
@@ -10,12 +11,14 @@ or by script (``faults``); ``Simulator`` serves both over loopback HTTP with aio
 """
 
 from batchrun.simulator.faults import FAULT_NAMES, parse_fault_spec
+from batchrun.simulator.ratelimits import SimLimits
 from batchrun.simulator.replies import count_input_tokens, make_reply
 from batchrun.simulator.server import Simulator, SimulatorConfig, SimulatorStats, serve
 from batchrun.simulator.thread import SimulatorThread
 
 __all__ = [
     "FAULT_NAMES",
+    "SimLimits",
     "Simulator",
     "SimulatorConfig",
     "SimulatorStats",

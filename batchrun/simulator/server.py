@@ -1,6 +1,7 @@
 """The simulator's HTTP side: an aiohttp stand-in for the Messages API on a loopback port.
 
-It checks requests like the API (auth, version header, body), answers with the deterministic
+It checks requests like the API (auth, version header, body), enforces RPM / ITPM / OTPM
+limits with the API's headers and 429s (``ratelimits``), answers with the deterministic
 replies of ``replies`` as JSON or SSE, and injects the faults of ``faults`` (error statuses,
 dropped connections, hangs, broken bodies and streams) after a configurable latency.
 
@@ -29,6 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from batchrun.simulator.faults import STATUS_FAULTS, FaultPicker, check_rates, effective_fault
+from batchrun.simulator.ratelimits import Admission, RateLimits, Refusal, SimLimits
 from batchrun.simulator.replies import (
     DEFAULT_REPLY_TOKENS,
     InvalidRequest,
@@ -54,7 +56,11 @@ _STREAM_ERROR = {"type": "error", "error": {"type": "overloaded_error", "message
 
 @dataclass(frozen=True)
 class SimulatorConfig:
-    """How the simulator behaves: latency, fault rates, accepted key and reply length."""
+    """How the simulator behaves: latency, faults, rate limits, accepted key and reply length.
+
+    ``rpm``, ``itpm`` and ``otpm`` are per-minute limits per model (None: unlimited, and no
+    ``anthropic-ratelimit-*`` headers for that limit).
+    """
 
     latency_mean: float = 0.0
     latency_jitter: float = 0.0
@@ -64,9 +70,13 @@ class SimulatorConfig:
     reply_tokens: tuple[int, int] = DEFAULT_REPLY_TOKENS
     seed: int = 0
     hang_seconds: float = 3600.0
+    rpm: int | None = None
+    itpm: int | None = None
+    otpm: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "error_rates", check_rates(self.error_rates))
+        self.rate_limits()  # validates them
         for name in ("latency_mean", "latency_jitter", "retry_after", "hang_seconds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -75,6 +85,9 @@ class SimulatorConfig:
             raise ValueError(f"reply_tokens must satisfy 1 <= low <= high, got {self.reply_tokens}")
         if self.api_key == "":
             raise ValueError("api_key must be None (accept any key) or a non-empty string")
+
+    def rate_limits(self) -> SimLimits:
+        return SimLimits(self.rpm, self.itpm, self.otpm)
 
 
 @dataclass
@@ -88,6 +101,8 @@ class SimulatorStats:
     in_flight: int = 0
     max_in_flight: int = 0
     answers_by_tag: Counter[str] = field(default_factory=Counter)
+    rate_limited: int = 0  # 429s because a rate-limit bucket was short (not injected faults)
+    rate_limited_by: Counter[str] = field(default_factory=Counter)  # which bucket was short
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def begin(self) -> None:
@@ -112,6 +127,12 @@ class SimulatorStats:
         with self._lock:
             self.faults[name] += 1
 
+    def limited(self, dimension: str) -> None:
+        """A request was refused with 429 because the ``dimension`` bucket was short."""
+        with self._lock:
+            self.rate_limited += 1
+            self.rate_limited_by[dimension] += 1
+
     def answered(self, tag: str) -> None:
         """A complete 200 answer for the prompt with this tag was written."""
         with self._lock:
@@ -121,10 +142,11 @@ class SimulatorStats:
     def reset(self) -> None:
         """Zero the counters; requests still in flight stay counted in ``in_flight``."""
         with self._lock:
-            self.requests = self.answered_ok = 0
+            self.requests = self.answered_ok = self.rate_limited = 0
             self.by_status.clear()
             self.faults.clear()
             self.answers_by_tag.clear()
+            self.rate_limited_by.clear()
             self.max_in_flight = self.in_flight
 
     def snapshot(self) -> SimulatorStats:
@@ -138,6 +160,8 @@ class SimulatorStats:
                 in_flight=self.in_flight,
                 max_in_flight=self.max_in_flight,
                 answers_by_tag=Counter(self.answers_by_tag),
+                rate_limited=self.rate_limited,
+                rate_limited_by=Counter(self.rate_limited_by),
             )
 
 
@@ -171,9 +195,10 @@ class Simulator:
     """A local Messages API. Start it, point a client at ``base_url``, read ``stats``, stop it.
 
     Order of work for ``POST /v1/messages``: size (413), auth (401), version and body checks
-    (400/404), then the fault choice, the latency sleep (faults included, so they cost time
-    as real ones do), then the answer. ``count_tokens`` gets the checks only: no fault, no
-    latency, so estimates stay exact and scripted faults stay aimed at messages.
+    (400/404), rate limits (429, at once), then the fault choice, the latency sleep (faults
+    included, so they cost time as real ones do), then the answer. ``count_tokens`` gets the
+    checks only: no rate limit, no fault, no latency, so estimates stay exact and scripted
+    faults stay aimed at messages.
     """
 
     def __init__(self, config: SimulatorConfig | None = None) -> None:
@@ -181,6 +206,8 @@ class Simulator:
         self.stats = SimulatorStats()
         self._faults = FaultPicker(self.config.error_rates, self.config.seed)
         self._latency_rng = random.Random(self.config.seed)
+        limits = self.config.rate_limits()
+        self._limits = RateLimits(limits) if limits.any else None
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(4)
         self._runner: web.AppRunner | None = None
@@ -296,6 +323,10 @@ class Simulator:
         version = self._check_headers(request)
         body = check_messages_body(await self._read_json(request), version)
         streaming = body.get("stream") is True
+        model = str(body["model"])
+        admission = self._admit(model, body)
+        if isinstance(admission, Refusal):
+            return self._rate_limited(admission, model, request_id)
         fault = effective_fault(self._faults.pick(), streaming)
         if fault is not None:
             self.stats.fault(fault)
@@ -303,13 +334,43 @@ class Simulator:
         if fault == "hang" and await self._hang():
             return self._drop(request)
         if fault in STATUS_FAULTS:
-            return self._status_fault(fault, request_id)
+            self._end_with_error(admission, fault)
+            return self._status_fault(fault, request_id, self._rate_headers(model))
         if fault == "reset":
-            return self._drop(request)
+            return self._drop(request)  # the work may have been done: the charge stands
         reply = make_reply(body, self.config.reply_tokens)
+        if admission is not None and self._limits is not None:
+            self._limits.finish(admission, int(reply.message["usage"]["output_tokens"]))
+        headers = self._rate_headers(model)
         if streaming:
-            return await self._send_stream(request, request_id, reply, fault)
-        return await self._send_json(request, request_id, reply, fault)
+            return await self._send_stream(request, request_id, reply, fault, headers)
+        return await self._send_json(request, request_id, reply, fault, headers)
+
+    # ------------------------------------------------------------------ rate limits
+
+    def _admit(self, model: str, body: Mapping[str, Any]) -> Admission | Refusal | None:
+        """Charge the request to its model's buckets (None when no limits are set)."""
+        if self._limits is None:
+            return None
+        return self._limits.admit(model, count_input_tokens(body), int(body["max_tokens"]))
+
+    def _rate_limited(self, refusal: Refusal, model: str, request_id: str) -> web.Response:
+        self.stats.limited(refusal.dimension)
+        headers = {**self._rate_headers(model), "retry-after": str(refusal.retry_after)}
+        payload = error_body("rate_limit_error", refusal.message, request_id)
+        return self._json(429, payload, request_id, headers)
+
+    def _end_with_error(self, admission: Admission | None, fault: str) -> None:
+        """An error status answers the request: an injected 429 takes nothing, others no output."""
+        if admission is None or self._limits is None:
+            return
+        if fault == "429":
+            self._limits.cancel(admission)
+        else:
+            self._limits.release(admission)
+
+    def _rate_headers(self, model: str) -> dict[str, str]:
+        return {} if self._limits is None else self._limits.headers(model)
 
     # ------------------------------------------------------------------ checks
 
@@ -383,7 +444,9 @@ class Simulator:
             headers={"request-id": request_id, **(headers or {})},
         )
 
-    def _sse(self, payload: bytes, request_id: str) -> web.Response:
+    def _sse(
+        self, payload: bytes, request_id: str, headers: Mapping[str, str] | None = None
+    ) -> web.Response:
         """A whole event stream in one body: one write, where chunk-by-chunk costs syscalls."""
         self.stats.status(200)
         return web.Response(
@@ -391,15 +454,19 @@ class Simulator:
             body=payload,
             content_type="text/event-stream",
             charset="utf-8",
-            headers={"request-id": request_id, "cache-control": "no-cache"},
+            headers={"request-id": request_id, "cache-control": "no-cache", **(headers or {})},
         )
 
     def _error(self, status: int, error_type: str, message: str, request_id: str) -> web.Response:
         return self._json(status, error_body(error_type, message, request_id), request_id)
 
-    def _status_fault(self, fault: str, request_id: str) -> web.Response:
+    def _status_fault(
+        self, fault: str, request_id: str, rate_headers: Mapping[str, str] | None = None
+    ) -> web.Response:
         spec = STATUS_FAULTS[fault]
-        headers = {"retry-after": f"{self.config.retry_after:g}"} if fault == "429" else {}
+        headers = dict(rate_headers or {})
+        if fault == "429":
+            headers["retry-after"] = f"{self.config.retry_after:g}"
         payload = error_body(spec.error_type, spec.message, request_id)
         return self._json(spec.status, payload, request_id, headers)
 
@@ -420,33 +487,50 @@ class Simulator:
         return response
 
     async def _send_json(
-        self, request: web.Request, request_id: str, reply: Reply, fault: str | None
+        self,
+        request: web.Request,
+        request_id: str,
+        reply: Reply,
+        fault: str | None,
+        headers: Mapping[str, str],
     ) -> web.StreamResponse:
         payload = dumps(reply.message).encode()
         if fault == "malformed":
-            return self._json(200, payload[: len(payload) // 2], request_id)
-        return await self._deliver(request, self._json(200, payload, request_id), reply.tag)
+            return self._json(200, payload[: len(payload) // 2], request_id, headers)
+        response = self._json(200, payload, request_id, headers)
+        return await self._deliver(request, response, reply.tag)
 
     async def _send_stream(
-        self, request: web.Request, request_id: str, reply: Reply, fault: str | None
+        self,
+        request: web.Request,
+        request_id: str,
+        reply: Reply,
+        fault: str | None,
+        headers: Mapping[str, str],
     ) -> web.StreamResponse:
         events = stream_events(reply.message)
         if fault == "cut":
-            return await self._cut_stream(request, request_id, events[: len(events) // 2])
+            return await self._cut_stream(request, request_id, events[: len(events) // 2], headers)
         if fault == "sse_error":
             payload = _encode(events[:3]) + encode_event("error", _STREAM_ERROR)
-            return self._sse(payload, request_id)
+            return self._sse(payload, request_id, headers)
         if fault == "malformed":
-            return self._sse(b'event: message_start\ndata: {"type":"message_st\n\n', request_id)
-        return await self._deliver(request, self._sse(_encode(events), request_id), reply.tag)
+            broken = b'event: message_start\ndata: {"type":"message_st\n\n'
+            return self._sse(broken, request_id, headers)
+        response = self._sse(_encode(events), request_id, headers)
+        return await self._deliver(request, response, reply.tag)
 
     async def _cut_stream(
-        self, request: web.Request, request_id: str, events: list[tuple[str, dict[str, Any]]]
+        self,
+        request: web.Request,
+        request_id: str,
+        events: list[tuple[str, dict[str, Any]]],
+        headers: Mapping[str, str],
     ) -> web.StreamResponse:
         """Start a chunked stream, send some events, then drop the connection mid-body."""
         response = web.StreamResponse(
             status=200,
-            headers={"request-id": request_id, "cache-control": "no-cache"},
+            headers={"request-id": request_id, "cache-control": "no-cache", **headers},
         )
         response.content_type = "text/event-stream"
         self.stats.status(200)

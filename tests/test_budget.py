@@ -1,0 +1,233 @@
+"""The --max-cost budget: worst-case reservations, settling, and stopping a real run in time."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from support import TEST_KEY, write_jsonl
+
+from batchrun import load_config, run
+from batchrun.budget import INPUT_MARGIN, Budget, projected_total
+from batchrun.cli import cli
+from batchrun.pricing import load_prices
+from batchrun.simulator import SimulatorThread
+from batchrun.sink import journal_path
+from batchrun.tokens import estimate_input_tokens
+
+HAIKU_BODY = {
+    "model": "claude-haiku-4-5",
+    "max_tokens": 100,
+    "messages": [{"role": "user", "content": "Hello"}],
+}
+
+
+def test_the_worst_case_is_margined_input_plus_all_of_max_tokens() -> None:
+    budget = Budget(Decimal(1), load_prices())
+    worst = budget.worst_case(HAIKU_BODY, input_tokens=1000)
+    tokens = math.ceil(1000 * INPUT_MARGIN)
+    assert worst == (tokens * Decimal(1) + 100 * Decimal(5)) / 1_000_000
+
+
+def test_a_request_that_caches_reserves_its_input_at_the_1h_write_rate() -> None:
+    budget = Budget(Decimal(1), load_prices())
+    body = {**HAIKU_BODY, "system": [{"type": "text", "text": "x", "cache_control": {}}]}
+    tokens = math.ceil(1000 * INPUT_MARGIN)
+    assert budget.worst_case(body, 1000) == (tokens * Decimal(2) + 100 * Decimal(5)) / 1_000_000
+
+
+def test_a_model_without_a_price_cannot_be_bounded() -> None:
+    budget = Budget(Decimal(1), load_prices())
+    assert budget.worst_case({**HAIKU_BODY, "model": "claude-nope"}, 10) is None
+    reasons: list[str] = []
+    budget.on_stop = reasons.append
+    assert asyncio.run(budget.admit(None, "claude-nope")) is False
+    assert budget.stopped and len(reasons) == 1 and "claude-nope" in reasons[0]
+
+
+def test_admission_waits_for_settling_before_it_gives_up() -> None:
+    async def scenario() -> list[str]:
+        events: list[str] = []
+        budget = Budget(Decimal(10), load_prices(), on_stop=events.append)
+        assert await budget.admit(Decimal(6))  # in flight, reserves 6
+        waiting = asyncio.create_task(budget.admit(Decimal(6)))  # 6 + 6 > 10: must wait
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        await budget.settle(Decimal(6), Decimal(1))  # really cost 1: 1 + 6 fits now
+        assert await waiting
+        events.append(f"spent={budget.spent} reserved={budget.reserved}")
+        third = asyncio.create_task(budget.admit(Decimal(4)))  # 1 + 6 + 4 > 10: waits
+        await asyncio.sleep(0)
+        await budget.settle(Decimal(6), Decimal(5))  # spent 6, nothing in flight: 6 + 4 fits
+        assert await third
+        await budget.settle(Decimal(4), Decimal("3.5"))  # spent 9.5
+        assert not await budget.admit(Decimal(1))  # 10.5 > 10 with nothing in flight: stop
+        assert not await budget.admit(Decimal("0.01"))  # stopped for good
+        return events
+
+    events = asyncio.run(scenario())
+    assert events[0] == "spent=1 reserved=6"
+    assert len(events) == 2 and "only $0.5000" in events[1]
+
+
+def test_send_settles_with_the_rows_own_cost_even_when_it_raises() -> None:
+    async def scenario() -> tuple[Decimal, Decimal, int]:
+        budget = Budget(Decimal(1), load_prices())
+
+        async def ok() -> dict[str, Any]:
+            return {"status": "ok", "cost_usd": 0.0125, "input_tokens": 4}
+
+        async def boom() -> dict[str, Any]:
+            raise RuntimeError("fatal")
+
+        assert await budget.send(HAIKU_BODY, ok) is not None
+        with pytest.raises(RuntimeError):
+            await budget.send(HAIKU_BODY, boom)
+        return budget.spent, budget.reserved, budget.in_flight
+
+    assert asyncio.run(scenario()) == (Decimal("0.0125"), Decimal(0), 0)
+
+
+def test_billed_input_above_the_estimate_raises_later_reservations() -> None:
+    async def scenario() -> Decimal:
+        budget = Budget(Decimal(1), load_prices())
+        estimate = estimate_input_tokens(HAIKU_BODY)
+
+        async def answer() -> dict[str, Any]:
+            return {"status": "ok", "cost_usd": 0.001, "input_tokens": estimate * 3}
+
+        await budget.send(HAIKU_BODY, answer)
+        return budget.input_ratio
+
+    assert asyncio.run(scenario()) == Decimal(3)
+
+
+def test_projected_total() -> None:
+    assert projected_total(1.0, 10, 100) == 10.0
+    assert projected_total(1.0, 0, 100) is None
+    assert projected_total(1.0, 10, None) is None
+
+
+# --- against the simulator ------------------------------------------------------------------
+
+
+def _documents(n: int) -> list[dict[str, Any]]:
+    return [
+        {"id": f"d{i:03d}", "prompt": f"Document {i}: " + "words and figures " * (20 + i % 30)}
+        for i in range(n)
+    ]
+
+
+def _config(inp: Path, out: Path, url: str, **flags: Any) -> Any:
+    settings = {
+        "output": str(out),
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 400,
+        "base_url": url,
+        "quiet": True,
+        "concurrency": 6,
+        **flags,
+    }
+    return load_config(inp, settings, environ={"ANTHROPIC_API_KEY": TEST_KEY})
+
+
+def _journal(out: Path) -> list[dict[str, Any]]:
+    lines = journal_path(out).read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_the_cap_stops_a_run_within_one_requests_worst_case(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    rows = _documents(60)
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.parquet"
+    cap = 0.05
+    summary = run(_config(inp, out, sim.base_url, max_cost=cap))
+
+    assert summary.exit_code == 4 and summary.final is None and summary.budget_stop
+    answered = _journal(out)
+    spent = sum(r["cost_usd"] for r in answered)
+    assert 0 < len(answered) < len(rows)
+    assert spent <= cap
+    assert summary.cost_usd == pytest.approx(spent)
+    # It stopped because the next request might not fit: less than one worst case was left.
+    prices = load_prices()
+    budget = Budget(Decimal(repr(cap)), prices)
+    worst = max(
+        budget.worst_case(b, estimate_input_tokens(b)) or Decimal(0)
+        for b in (
+            {"model": "claude-sonnet-4-5", "max_tokens": 400, "messages": [m]}
+            for m in ({"role": "user", "content": r["prompt"]} for r in rows)
+        )
+    )
+    assert Decimal(repr(cap)) - Decimal(repr(spent)) < worst
+
+    # The run resumes like any other; nothing answered is sent again.
+    before = sim.stats.snapshot().answered_ok
+    resumed = run(_config(inp, out, sim.base_url))
+    assert resumed.exit_code == 0 and resumed.skipped == len(answered)
+    assert sim.stats.snapshot().answered_ok - before == len(rows) - len(answered)
+    final = pq.read_table(out).to_pylist()
+    assert [r["id"] for r in final] == [r["id"] for r in rows]
+    assert all(r["cost_usd"] > 0 for r in final)
+
+
+def test_a_zero_budget_sends_nothing(tmp_path: Path, sim: SimulatorThread) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", _documents(5))
+    out = tmp_path / "out.parquet"
+    summary = run(_config(inp, out, sim.base_url, max_cost=0))
+    assert summary.exit_code == 4 and summary.finished == 0
+    assert sim.stats.snapshot().answered_ok == 0
+
+
+def test_the_cli_exits_4_with_a_message_and_shows_the_cost(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", _documents(30))
+    out = tmp_path / "out.parquet"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            str(inp),
+            "-o",
+            str(out),
+            "--model",
+            "claude-sonnet-4-5",
+            "--max-tokens",
+            "400",
+            "--base-url",
+            sim.base_url,
+            "--max-cost",
+            "0.02",
+            "-q",
+        ],
+        env={"ANTHROPIC_API_KEY": TEST_KEY},
+    )
+    assert result.exit_code == 4, result.stderr
+    assert "stopped by the budget (--max-cost 0.02)" in result.stderr
+    assert "of a $0.02 budget" in result.stderr and "re-run the same command" in result.stderr
+
+
+def test_the_progress_line_shows_spent_and_projected_cost(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    import io
+
+    from batchrun import runner
+
+    inp = write_jsonl(tmp_path / "in.jsonl", _documents(4))
+    config = _config(inp, tmp_path / "out.parquet", sim.base_url, max_cost=5)
+    summary = run(config, progress_stream=io.StringIO())
+    summary.todo = 8
+    line = runner._cost_status(summary)
+    assert f"cost=${summary.cost_usd:.4f}" in line
+    assert f"proj=${summary.cost_usd * 2:.4f}" in line and "max=$5" in line
