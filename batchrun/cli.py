@@ -84,6 +84,19 @@ def _job_options(func: F) -> F:
             multiple=True,
             help="Input column to copy to the output (repeatable).",
         ),
+        click.option(
+            "--json-schema",
+            type=click.Path(path_type=Path, dir_okay=False),
+            help="Structured output: answers must satisfy this JSON Schema (structured_json).",
+        ),
+        click.option(
+            "--cache-system/--no-cache-system",
+            default=None,
+            help="Mark the system prompt for prompt caching (cache_control).",
+        ),
+        click.option(
+            "--cache-ttl", type=click.Choice(["5m", "1h"]), help="The system prompt's cache ttl."
+        ),
         click.option("--base-url", help="API base URL [default: https://api.anthropic.com]."),
         click.option(
             "--allow-insecure-http",

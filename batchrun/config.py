@@ -27,7 +27,7 @@ import difflib
 import os
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -38,6 +38,7 @@ from .pricing import PriceTable, default_prices, load_prices
 from .ratelimit import AUTO_MAX, Limits, LimitsConfig
 from .request import RequestDefaults, check_defaults
 from .secret import Secret
+from .structured import FORCED_CHOICE, load_schema, structured_tool
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -69,6 +70,8 @@ _REQUEST_KEYS: dict[str, tuple[type, ...]] = {
     "tool_choice": (dict,),
     "thinking": (dict,),
     "service_tier": (str,),
+    "cache_system": (bool,),  # mark the system prompt for prompt caching
+    "cache_ttl": (str,),  # its ttl: "5m" (the API's default) or "1h"
 }
 _RUN_KEYS: dict[str, tuple[type, ...]] = {
     "input": (str,),
@@ -87,6 +90,7 @@ _RUN_KEYS: dict[str, tuple[type, ...]] = {
     "limits": (dict,),
     "max_cost": (int, float),  # USD this run may spend (budget.py)
     "prices": (str,),  # a price file over the packaged one (pricing.py)
+    "json_schema": (str,),  # structured output: a JSON Schema file (structured.py)
 }
 JOB_KEYS: dict[str, tuple[type, ...]] = {**_REQUEST_KEYS, **_RUN_KEYS}
 
@@ -137,6 +141,7 @@ class RunConfig:
     max_cost: float | None = None  # USD: stop admitting before spending could pass it
     prices: PriceTable = field(default_factory=default_prices)
     job_file: Path | None = None
+    json_schema: Mapping[str, Any] | None = None  # replies must satisfy it (structured.py)
 
 
 def is_job_file(source: Path) -> bool:
@@ -195,11 +200,13 @@ def load_config(
     if not simulate:
         _check_base_url(base_url, allow_insecure)
     concurrency, concurrency_auto = _concurrency(settings)
+    schema_path = path_of("json_schema")
+    schema = None if schema_path is None else load_schema(schema_path)
 
     return RunConfig(
         input=input_path,
         output=output,
-        defaults=_request_defaults(settings),
+        defaults=_with_schema(_request_defaults(settings), schema),
         keep_columns=tuple(_str_list(settings, "keep_columns")),
         concurrency=concurrency,
         concurrency_auto=concurrency_auto,
@@ -221,7 +228,19 @@ def load_config(
         max_cost=_max_cost(settings.get("max_cost")),
         prices=load_prices(path_of("prices")),
         job_file=job_file,
+        json_schema=schema,
     )
+
+
+def _with_schema(defaults: RequestDefaults, schema: Mapping[str, Any] | None) -> RequestDefaults:
+    """The job's defaults with the structured-output tool defined and forced."""
+    if schema is None:
+        return defaults
+    if defaults.tools is not None or defaults.tool_choice is not None:
+        raise ConfigError("json_schema defines the job's tool: drop `tools` and `tool_choice`")
+    if defaults.thinking is not None and defaults.thinking.get("type") != "disabled":
+        raise ConfigError("json_schema forces a tool, which the API refuses with `thinking`")
+    return replace(defaults, tools=(structured_tool(schema),), tool_choice=FORCED_CHOICE)
 
 
 def _max_cost(value: Any) -> float | None:
@@ -299,12 +318,25 @@ def _request_defaults(s: Mapping[str, Any]) -> RequestDefaults:
         thinking=s.get("thinking"),
         service_tier=s.get("service_tier"),
         template=s.get("template"),
+        cache_system=_cache_control(s),
     )
     # The same rules rows obey: a bad default would otherwise fail every row alike.
     problems = check_defaults(defaults)
     if problems:
         raise ConfigError("; ".join(str(p) for p in problems))
     return defaults
+
+
+def _cache_control(s: Mapping[str, Any]) -> dict[str, str] | None:
+    """``cache_system`` / ``cache_ttl`` as the cache_control object for the system prompt."""
+    ttl = s.get("cache_ttl")
+    if ttl is not None and ttl not in ("5m", "1h"):
+        raise ConfigError(f'`cache_ttl` must be "5m" or "1h", not {ttl!r}')
+    if not s.get("cache_system"):
+        if ttl is not None:
+            raise ConfigError("`cache_ttl` needs `cache_system = true`")
+        return None
+    return {"type": "ephemeral"} if ttl is None else {"type": "ephemeral", "ttl": ttl}
 
 
 def _str_list(s: Mapping[str, Any], key: str) -> list[str]:

@@ -573,7 +573,7 @@ def _prepared(row: InputRow, config: RunConfig) -> PreparedRequest | None:
     if row.problem is not None:
         return None
     try:
-        return prepare_request(row.fields, config.defaults)
+        return prepare_request(row.fields, config.defaults, base_dir=config.input.parent)
     except InvalidRowError:
         return None
 

@@ -29,6 +29,7 @@ class Pool(Generic[T]):
         self.in_flight = 0
         self._stopping = False
         self._waiting: list[asyncio.Future[None]] = []  # workers held back by the limit
+        self._on_stop: list[Callable[[], None]] = []
 
     def set_limit(self, limit: int) -> None:
         """Allow ``limit`` calls in flight from now on (1..concurrency), e.g. tuned at run time.
@@ -38,10 +39,18 @@ class Pool(Generic[T]):
         self.limit = max(1, min(limit, self.concurrency))
         self._wake(len(self._waiting))
 
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when admission stops, e.g. to release calls waiting elsewhere."""
+        self._on_stop.append(callback)
+
     def stop_admitting(self) -> None:
         """Take no more items; calls already in flight run to their end."""
+        first = not self._stopping
         self._stopping = True
         self._wake(len(self._waiting))
+        if first:
+            for callback in self._on_stop:
+                callback()
 
     def _wake(self, count: int) -> None:
         while count > 0 and self._waiting:

@@ -180,11 +180,20 @@ class LimitsConfig:
 
 @dataclass(frozen=True)
 class HeaderReading:
-    """One dimension's ``-limit``, ``-remaining`` and ``-reset`` (epoch seconds), as sent."""
+    """One dimension's ``-limit``, ``-remaining`` and ``-reset`` headers, as sent.
+
+    ``reset`` stays text until asked for (``reset_at``): pacing does not need it, and parsing
+    three timestamps per response would cost more than all the rest.
+    """
 
     limit: int | None
     remaining: int | None
-    reset: float | None
+    reset: str | None = None
+
+    @property
+    def reset_at(self) -> float | None:
+        """Epoch seconds when the bucket will be full again, if the header said."""
+        return parse_rfc3339(self.reset)
 
 
 def parse_rate_limit_headers(headers: Mapping[str, str]) -> dict[int, HeaderReading]:
@@ -204,7 +213,7 @@ def parse_rate_limit_headers(headers: Mapping[str, str]) -> dict[int, HeaderRead
         reading = HeaderReading(
             limit=_count(found.get(base + "limit")),
             remaining=_count(found.get(base + "remaining")),
-            reset=parse_rfc3339(found.get(base + "reset")),
+            reset=found.get(base + "reset"),
         )
         if reading != HeaderReading(None, None, None):
             readings[dim] = reading
@@ -454,6 +463,7 @@ class RateLimiter:
         self._pause_sleep = pause_sleep or sleep
         self._margin = margin
         self._lanes: dict[str, _Lane] = {}
+        self._stopped = False
         self.stats = LimiterStats()
 
     # ------------------------------------------------------------------ reading
@@ -484,6 +494,8 @@ class RateLimiter:
 
     async def acquire(self, model: str, input_tokens: int, max_tokens: int) -> Reservation:
         """Wait for admission (FIFO per model); raise ExceedsRateLimitError if it never can."""
+        if self._stopped:
+            raise asyncio.CancelledError("the run stopped admitting requests")
         lane = self._lane(model)
         need = (1.0, float(math.ceil(input_tokens * lane.ratio)), float(max_tokens))
         self._check_fits(lane, need, input_tokens)
@@ -519,6 +531,8 @@ class RateLimiter:
         """Wait, as the head of the queue, until the pause, the ramp and the buckets allow."""
         ramped = False
         while True:
+            if self._stopped:
+                raise asyncio.CancelledError("the run stopped admitting requests")
             self._check_fits(lane, need, estimate)  # limits may have been learned meanwhile
             if lane.paused(self._clock()):
                 await self._sit_out_pause(lane)
@@ -529,7 +543,7 @@ class RateLimiter:
                 lane.ramp_left = len(lane.queue)
                 lane.ramp_gap = RESUME_RAMP_S / max(lane.ramp_left, 1)
             elif lane.ramp_left and not ramped:
-                await self._pause_sleep(lane.ramp_gap)
+                await self._wait(lane, lane.ramp_gap, self._pause_sleep, early=False)
             if lane.ramp_left and not ramped:
                 ramped = True
                 lane.ramp_left -= 1
@@ -537,27 +551,52 @@ class RateLimiter:
             delay = lane.delay(need, self._clock(), self._margin)
             if delay <= 0:
                 return
-            await self._nap(lane, delay)
+            await self._wait(lane, delay, self._sleep, early=True)
 
     async def _sit_out_pause(self, lane: _Lane) -> None:
         target = lane.pause_end
-        await self._pause_sleep(target - max(self._clock(), lane.slept_to))
-        # Only after the sleep: if this head is cancelled, the next one must still wait.
-        lane.slept_to = max(lane.slept_to, target)
+        step = target - max(self._clock(), lane.slept_to)
+        if await self._wait(lane, step, self._pause_sleep, early=False):
+            # Only once slept through: if this head is cancelled, the next one must still wait.
+            lane.slept_to = max(lane.slept_to, target)
 
-    async def _nap(self, lane: _Lane, delay: float) -> None:
-        """Sleep ``delay``, or less if a refund or new limits may let the head in sooner."""
-        wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        lane.wake = wake
-        sleeper = asyncio.ensure_future(self._sleep(delay))
+    async def _wait(self, lane: _Lane, seconds: float, sleep: Sleep, *, early: bool) -> bool:
+        """Sleep ``seconds`` as the head of ``lane``; True if the whole sleep ran.
+
+        ``stop()`` always ends it at once; with ``early``, so does anything that may let the
+        head in sooner (a refund at settle, new limits from the headers).
+        """
+        sleeper = asyncio.ensure_future(sleep(seconds))
         try:
-            await asyncio.wait((sleeper, wake), return_when=asyncio.FIRST_COMPLETED)
+            while not sleeper.done():
+                wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                lane.wake = wake
+                try:
+                    await asyncio.wait((sleeper, wake), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if lane.wake is wake:
+                        lane.wake = None
+                    if not wake.done():
+                        wake.cancel()
+                if not sleeper.done() and (early or self._stopped):
+                    return False
+            return True
         finally:
-            if lane.wake is wake:
-                lane.wake = None
-            for future in (sleeper, wake):
-                if not future.done():
-                    future.cancel()
+            if not sleeper.done():
+                sleeper.cancel()
+
+    def stop(self) -> None:
+        """Admit nothing more (the run is stopping): waiting and later acquires are cancelled.
+
+        Their tasks get ``asyncio.CancelledError``, so a row that was never sent is left for a
+        later run instead of being recorded as failed.
+        """
+        self._stopped = True
+        for lane in self._lanes.values():
+            for turn in list(lane.queue):
+                if not turn.done():
+                    turn.cancel()
+            self._notify(lane)
 
     def _leave(self, lane: _Lane, turn: asyncio.Future[None]) -> None:
         if lane.queue and lane.queue[0] is turn:

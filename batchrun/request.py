@@ -1,4 +1,4 @@
-"""Row + job defaults -> the Messages API request body; pure.
+"""Row + job defaults -> the Messages API request body; pure but for reading the files rows name.
 
 A row that breaks a rule the API would reject (API-FACTS §1) is never sent: paying for a 400 is
 waste, and ten million rows would repeat it ten million times. :func:`build_request` therefore
@@ -25,9 +25,11 @@ import string
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from batchrun.errors import InvalidRowError, Problem
+from batchrun.files import FileProblem, source_for
 
 # The order of keys in every body, so equal requests look equal in logs and journals.
 _BODY_ORDER: tuple[str, ...] = (
@@ -49,7 +51,10 @@ _BODY_ORDER: tuple[str, ...] = (
 PARAM_NAMES: frozenset[str] = frozenset(_BODY_ORDER) - {"messages"}
 """Request parameters a row may set, overriding the job's defaults."""
 
-ROW_FIELDS: frozenset[str] = PARAM_NAMES | {"prompt", "messages"}
+ATTACH_FIELDS: tuple[str, ...] = ("image", "images", "document")
+"""Columns whose paths or URLs become image / document blocks before the prompt's text."""
+
+ROW_FIELDS: frozenset[str] = PARAM_NAMES | {"prompt", "messages", *ATTACH_FIELDS}
 """Row fields with a meaning of their own; every other column is a template variable."""
 
 _REQUIRED = ("model", "max_tokens")
@@ -82,6 +87,7 @@ class RequestDefaults:
     thinking: Mapping[str, Any] | None = None
     service_tier: str | None = None
     template: str | None = None
+    cache_system: Mapping[str, Any] | None = None  # a cache_control put on the system prompt
 
 
 class _Invalid(Exception):
@@ -95,17 +101,21 @@ class _Invalid(Exception):
 # --- entry points ----------------------------------------------------------------------------
 
 
-def build_request(fields: Mapping[str, Any], defaults: RequestDefaults) -> dict[str, Any]:
+def build_request(
+    fields: Mapping[str, Any], defaults: RequestDefaults, *, base_dir: Path | None = None
+) -> dict[str, Any]:
     """The JSON body to POST for one row (without ``stream``: the client adds it).
 
     Row fields override ``defaults``; None-valued fields count as not set. Raises
-    :class:`InvalidRowError` listing every problem found.
+    :class:`InvalidRowError` listing every problem found. ``base_dir`` is the input file's
+    folder: local files (``path`` sources, the ``image``/``document`` columns) are read from
+    it, and only from it (``batchrun.files``); without it a row naming a local file is refused.
     """
     problems: list[Problem] = []
     body: dict[str, Any] = {}
     for name in _BODY_ORDER:
         if name == "messages":
-            messages, message_problems = _conversation(fields, defaults.template)
+            messages, message_problems = _conversation(fields, defaults.template, base_dir)
             problems.extend(message_problems)
             if messages is not None:
                 body["messages"] = messages
@@ -119,6 +129,8 @@ def build_request(fields: Mapping[str, Any], defaults: RequestDefaults) -> dict[
             body[name] = _CHECKS[name](value)
         except _Invalid as exc:
             problems.extend(Problem(name, reason) for reason in exc.reasons)
+    if defaults.cache_system is not None and "system" in body:
+        body["system"] = _cached_system(body["system"], defaults.cache_system)
     problems.extend(_cross_problems(body))
     problems.extend(_typo_problems(fields, defaults.template))
     if problems:
@@ -135,12 +147,16 @@ class PreparedRequest:
     size: int
 
 
-def prepare_request(fields: Mapping[str, Any], defaults: RequestDefaults) -> PreparedRequest:
+def prepare_request(
+    fields: Mapping[str, Any], defaults: RequestDefaults, *, base_dir: Path | None = None
+) -> PreparedRequest:
     """``build_request`` plus the checks that need the encoded body (the 32 MB limit).
 
-    The canonical JSON is made once and serves both the hash and the size.
+    The canonical JSON is made once and serves both the hash and the size. Files are hashed
+    as sent (their base64 or text is in the body), so the hash is stable across runs and an
+    edited file makes a different request, which resume notices.
     """
-    body = build_request(fields, defaults)
+    body = build_request(fields, defaults, base_dir=base_dir)
     canonical = _canonical_json(body)
     if len(canonical) > MAX_REQUEST_BYTES:
         mb = len(canonical) / (1024 * 1024)
@@ -169,6 +185,9 @@ def check_defaults(defaults: RequestDefaults) -> list[Problem]:
             template_fields(defaults.template)
         except ValueError as exc:
             problems.append(Problem("template", str(exc)))
+    if not problems:  # rules between the job's own values (thinking vs max_tokens, tools)
+        names = ("thinking", "tool_choice", "max_tokens")
+        problems.extend(_cross_problems({name: getattr(defaults, name) for name in names}))
     return problems
 
 
@@ -235,6 +254,94 @@ def _setting(name: str, fields: Mapping[str, Any], defaults: RequestDefaults) ->
 
 
 def _conversation(
+    fields: Mapping[str, Any], template: str | None, base_dir: Path | None
+) -> tuple[list[dict[str, Any]] | None, list[Problem]]:
+    """The conversation with attachments added and local files read (see ``_with_files``)."""
+    messages, problems = _bare_conversation(fields, template)
+    if messages is None:
+        return None, problems
+    attached = _attachments(fields, template)
+    if attached and fields.get("messages") is not None:
+        names = ", ".join(name for name, _ in attached)
+        return None, [Problem(names, "attachment columns go with prompt or template, not messages")]
+    files_problems = _with_files(messages, attached, base_dir)
+    return (None, files_problems) if files_problems else (messages, [])
+
+
+def _attachments(fields: Mapping[str, Any], template: str | None) -> list[tuple[str, Any]]:
+    """(column, value) for each attachment column set and not used by the template as text."""
+    try:
+        used = template_fields(template) if template else frozenset()
+    except ValueError:
+        used = frozenset()
+    return [
+        (name, fields[name])
+        for name in ATTACH_FIELDS
+        if fields.get(name) is not None and name not in used
+    ]
+
+
+def _with_files(
+    messages: list[dict[str, Any]], attached: list[tuple[str, Any]], base_dir: Path | None
+) -> list[Problem]:
+    """Put the attachments before the prompt's text, and read every ``path`` source, in place.
+
+    Images come first, then documents, then the text: the order the API's docs recommend.
+    """
+    problems: list[Problem] = []
+    blocks: list[dict[str, Any]] = []
+    for name, value in attached:
+        block_type = "document" if name == "document" else "image"
+        refs = _refs(value)
+        if refs is None:
+            shown = _describe(value)
+            problems.append(Problem(name, f"must be a path, a URL or a list of them, not {shown}"))
+            continue
+        for ref in refs:
+            try:
+                blocks.append({"type": block_type, "source": _source(block_type, ref, base_dir)})
+            except FileProblem as exc:
+                problems.append(Problem(name, str(exc)))
+    if blocks and not problems:
+        first = messages[0]
+        text = first["content"]
+        first["content"] = [*blocks, {"type": "text", "text": text}]
+    for i, turn in enumerate(messages):
+        content = turn["content"]
+        if not isinstance(content, list):
+            continue
+        for j, block in enumerate(content):
+            source = block.get("source")
+            if block.get("type") not in ("image", "document") or not isinstance(source, dict):
+                continue
+            if source.get("type") != "path":
+                continue
+            try:
+                block["source"] = _source(block["type"], source.get("path"), base_dir)
+            except FileProblem as exc:
+                problems.append(Problem("messages", f"[{i}].content[{j}]: {exc}"))
+    return problems
+
+
+def _refs(value: Any) -> list[str] | None:
+    """An attachment cell as a list of references: one string, a list, or a list's JSON text."""
+    if isinstance(value, str):
+        value = _json_list_or_text(value)
+    refs = list(value) if _is_list(value) else [value]
+    return refs if refs and all(_is_nonblank(ref) for ref in refs) else None
+
+
+def _source(block_type: str, ref: Any, base_dir: Path | None) -> dict[str, Any]:
+    """A URL source for ``http(s)://`` references, else the local file's encoded source."""
+    if isinstance(ref, str) and ref.startswith(("https://", "http://")):
+        return {"type": "url", "url": ref}
+    if base_dir is None:
+        raise FileProblem(f"local file {ref!r} needs an input file (paths are relative to it)")
+    source: dict[str, Any] = source_for(block_type, ref, base_dir)
+    return source
+
+
+def _bare_conversation(
     fields: Mapping[str, Any], template: str | None
 ) -> tuple[list[dict[str, Any]] | None, list[Problem]]:
     """The ``messages`` list, from exactly one of: prompt, messages, the job's template."""
@@ -421,6 +528,24 @@ def _check_system(value: Any) -> str | list[dict[str, Any]]:
     return [_plain(block) for block in value]
 
 
+def _cached_system(
+    system: str | list[dict[str, Any]], control: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """The system prompt as blocks, its last marked for caching (``cache_system``).
+
+    A cache breakpoint caches everything before it too (tools, earlier system blocks), so
+    marking the last block caches the whole system prompt; a block already marked keeps its
+    own ``cache_control``.
+    """
+    blocks: list[dict[str, Any]] = (
+        [{"type": "text", "text": system}] if isinstance(system, str) else system
+    )
+    last = blocks[-1]
+    if "cache_control" not in last:
+        blocks[-1] = {**last, "cache_control": dict(control)}
+    return blocks
+
+
 def _json_list_or_text(value: str) -> Any:
     """``value`` decoded when it is the JSON text of a list, else ``value`` itself."""
     if not value.lstrip().startswith("["):
@@ -533,9 +658,18 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
 
 
 def _cross_problems(body: Mapping[str, Any]) -> list[Problem]:
-    """Rules between parameters: an enabled thinking budget must fit below max_tokens."""
+    """Rules between parameters: thinking's budget below max_tokens, and no forced tool.
+
+    The API refuses thinking together with a ``tool_choice`` that forces tool use (``any``
+    or ``tool``): extended thinking only works with ``auto`` or ``none``.
+    """
     thinking = body.get("thinking")
     max_tokens = body.get("max_tokens")
+    choice = body.get("tool_choice")
+    forced = choice.get("type") if isinstance(choice, Mapping) else None
+    if thinking and thinking.get("type") != "disabled" and forced in ("any", "tool"):
+        reason = f"cannot be used with tool_choice {forced!r}, which forces a tool"
+        return [Problem("thinking", reason)]
     if not thinking or thinking.get("type") != "enabled" or max_tokens is None:
         return []
     budget = thinking["budget_tokens"]

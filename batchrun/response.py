@@ -86,13 +86,24 @@ def message_fields(message: Mapping[str, Any]) -> dict[str, Any]:
         "text": "".join(_strings(blocks, "text", "text")),
         "content_json": _dumps(content),
         "thinking": _joined_or_none(_strings(blocks, "thinking", "thinking"), "\n\n"),
+        "redacted_thinking_blocks": sum(b.get("type") == "redacted_thinking" for b in blocks),
         "tool_calls_json": _tool_calls_json(blocks),
         "input_tokens": _int_or_none(usage.get("input_tokens")),
         "output_tokens": _int_or_none(usage.get("output_tokens")),
         # Null means "no cache involved"; 0 keeps the column numeric and sums simple.
         "cache_creation_input_tokens": _int_or_none(usage.get("cache_creation_input_tokens")) or 0,
         "cache_read_input_tokens": _int_or_none(usage.get("cache_read_input_tokens")) or 0,
+        **_cache_split(usage.get("cache_creation")),
         "message_id": checked.get("id"),
+    }
+
+
+def _cache_split(split: object) -> dict[str, int | None]:
+    """The 5 m / 1 h cache-write split; null where the API (or a gateway) gives none."""
+    got = split if isinstance(split, Mapping) else {}
+    return {
+        "cache_creation_5m_input_tokens": _int_or_none(got.get("ephemeral_5m_input_tokens")),
+        "cache_creation_1h_input_tokens": _int_or_none(got.get("ephemeral_1h_input_tokens")),
     }
 
 

@@ -18,11 +18,15 @@ COLUMNS: tuple[tuple[str, Kind], ...] = (
     ("stop_sequence", "string"),
     ("text", "string"),  # all text blocks joined
     ("content_json", "string"),  # the whole content array, as JSON
-    ("thinking", "string"),
+    ("thinking", "string"),  # thinking blocks' text joined; redacted ones are only counted:
+    ("redacted_thinking_blocks", "int"),  # their content is encrypted, useless in a dataset
     ("tool_calls_json", "string"),  # [{id, name, input}] for every tool_use block, as JSON
+    ("structured_json", "string"),  # --json-schema: the answer (the tool's input), as JSON
     ("input_tokens", "int"),
     ("output_tokens", "int"),
     ("cache_creation_input_tokens", "int"),
+    ("cache_creation_5m_input_tokens", "int"),  # the split of the above by ttl, where the
+    ("cache_creation_1h_input_tokens", "int"),  # API gives it (usage.cache_creation)
     ("cache_read_input_tokens", "int"),
     ("cost_usd", "float"),
     ("attempts", "int"),

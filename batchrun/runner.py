@@ -34,6 +34,7 @@ from .budget import Budget, projected_total
 from .client import MessagesClient, Reply
 from .config import RunConfig
 from .errors import ApiError, ConfigError, FatalRunError, InvalidRowError, OutputError
+from .files import folder_stamp
 from .interrupt import run_interruptibly
 from .pool import Pool
 from .pricing import UnknownModels
@@ -61,6 +62,7 @@ from .resume import (
 from .retry import RETRYABLE_STATUSES, is_fatal, send_with_retries
 from .sink import FinalCounts, PriorRecord, PriorState, Sink
 from .spec import InputRow, count_rows, read_rows
+from .structured import SCHEMA_MISMATCH, structured_answer
 from .tokens import estimate_input_tokens
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -227,6 +229,7 @@ async def run_async(
         # The limiter waits out a 429 in place of the retry loop, so it takes the retry sleep.
         limiter = RateLimiter(config.limits, pause_sleep=retry_sleep)
         sender = _Sender(config, client, summary, retry_sleep, limiter)
+        pool.on_stop(limiter.stop)  # rows still waiting for admission are not sent after a stop
         if config.concurrency_auto:
             sender.tuner = ConcurrencyTuner(limiter, pool.set_limit)
         started = time.perf_counter()
@@ -308,7 +311,7 @@ def _prepare(row: InputRow, config: RunConfig) -> _Work:
     if row.problem is not None:
         return _Work(row, None, None, row.problem)
     try:
-        prepared = prepare_request(row.fields, config.defaults)
+        prepared = prepare_request(row.fields, config.defaults, base_dir=config.input.parent)
     except InvalidRowError as exc:
         return _Work(row, None, None, exc.located(str(config.input), row.line))
     return _Work(row, prepared.body, prepared.hash, None)
@@ -324,7 +327,8 @@ def _load_prior(config: RunConfig, prior: PriorState) -> tuple[bytearray, list[s
     nothing was recorded). Before anything is sent, records this run's job fingerprint and
     input stamp, which lets the next resume skip the row-by-row check (see ``resume``).
     """
-    fingerprint = job_fingerprint(config.defaults)
+    # Rows may embed local files: a changed file must send resume down the row-by-row check.
+    fingerprint = job_fingerprint(config.defaults) + folder_stamp(config.input.parent)
     state = None if config.overwrite else read_state(config.output)
     if not len(prior):
         flags, ids = bytearray(), list[str]()
@@ -496,6 +500,8 @@ class _FailFast:
         status = row["http_status"]
         if status is None or status in RETRYABLE_STATUSES or status >= 500:
             return  # never sent (invalid row) or a transient failure: says nothing of the rest
+        if status < 300:
+            return  # answered, but the answer broke the job's json_schema: a per-row error
         key = (status, row["error_type"], row["error_message"])
         self._count = self._count + 1 if key == self._last else 1
         self._last = key
@@ -625,9 +631,13 @@ def _ok_row(
 ) -> dict[str, Any]:
     row = _base_row(work, config)
     row.update(message_fields(reply.message))
+    if config.json_schema is not None:
+        row["structured_json"], mismatch = structured_answer(reply.message, config.json_schema)
+        if mismatch is not None:
+            row.update(error_type=SCHEMA_MISMATCH, error_message=mismatch)
     asked = (work.body or {}).get("model")
     row.update(
-        status=STATUS_OK,
+        status=STATUS_OK if row["error_type"] is None else STATUS_ERROR,
         cost_usd=config.prices.reply_cost(
             (reply.message.get("model"), asked), reply.message.get("usage") or {}
         ),

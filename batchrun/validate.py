@@ -36,7 +36,7 @@ def validate(config: RunConfig) -> ValidationReport:
         problem = row.problem
         if problem is None:
             try:
-                prepare_request(row.fields, config.defaults)
+                prepare_request(row.fields, config.defaults, base_dir=config.input.parent)
             except InvalidRowError as exc:
                 problem = exc.located(str(config.input), row.line)
         if problem is not None:

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 TEST_KEY = "sk-ant-test-0123456789abcdef"
 
 
@@ -24,3 +26,18 @@ def prompts(n: int) -> list[dict[str, Any]]:
 def reply_tag(prompt: str) -> str:
     """The tag the simulator starts every answer with: ties an answer to its own prompt."""
     return "re:" + hashlib.sha256(prompt.encode()).hexdigest()[:8]
+
+
+class RecordingTransport(httpx.AsyncBaseTransport):
+    """A real loopback transport that remembers every JSON body it sent (whole-run tests)."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self._inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.bodies.append(json.loads(await request.aread()))
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()

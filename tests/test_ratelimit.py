@@ -397,9 +397,10 @@ def test_rate_limit_headers_are_parsed_case_insensitively() -> None:
     }
     readings = parse_rate_limit_headers(headers)
     assert readings == {
-        REQUESTS: HeaderReading(50, 49, parse_rfc3339("2025-08-21T12:40:59+00:00")),
+        REQUESTS: HeaderReading(50, 49, "2025-08-21T12:40:59Z"),
         INPUT: HeaderReading(30_000, None, None),
     }
+    assert readings[REQUESTS].reset_at == parse_rfc3339("2025-08-21T12:40:59+00:00")
     assert OUTPUT not in readings
     assert parse_rate_limit_headers({"content-type": "application/json"}) == {}
 
@@ -633,3 +634,53 @@ def test_the_pool_limit_can_change_while_it_runs() -> None:
     assert len(seen) == 40
     assert max(seen[:11]) == 2  # held to two in flight until the limit was raised
     assert max(seen[11:]) == 6
+
+
+def test_stop_cancels_every_waiting_and_later_acquire() -> None:
+    async def main() -> list[str]:
+        vt = VirtualTime()
+        rl = limiter(vt, rpm=60)
+        for _ in range(60):
+            await rl.acquire(MODEL, 1, 1)
+        napping = asyncio.ensure_future(rl.acquire(MODEL, 1, 1))  # head: waits for refill
+        queued = asyncio.ensure_future(rl.acquire(MODEL, 1, 1))  # behind it
+        rl.pause("claude-sonnet-4-5", 30.0)
+        paused = asyncio.ensure_future(rl.acquire("claude-sonnet-4-5", 1, 1))
+        await vt.idle()
+        rl.stop()
+        await vt.idle()
+        outcomes = ["cancelled" if t.cancelled() else "admitted" for t in (napping, queued, paused)]
+        try:
+            await rl.acquire("claude-opus-4-5", 1, 1)
+        except asyncio.CancelledError:
+            outcomes.append("refused")
+        assert vt.now == 0.0  # nobody waited for the refill or the pause to end
+        return outcomes
+
+    assert run(main()) == ["cancelled", "cancelled", "cancelled", "refused"]
+
+
+def test_a_pool_stop_runs_its_stop_callbacks_once() -> None:
+    from batchrun.pool import Pool
+
+    called: list[str] = []
+    pool: Pool[int] = Pool(2)
+    pool.on_stop(lambda: called.append("limiter"))
+    pool.stop_admitting()
+    pool.stop_admitting()
+    assert called == ["limiter"]
+
+
+def test_a_refund_does_not_cut_a_pause_short() -> None:
+    async def main() -> float:
+        vt = VirtualTime()
+        rl = limiter(vt, otpm=6_000)
+        first = await rl.acquire(MODEL, 1, 100)
+        rl.pause(MODEL, 5.0)
+        waiter = asyncio.ensure_future(admitted_at(vt, rl, 1, 10))
+        await vt.run_until(1.0)
+        rl.settle(first, 1, 10)  # a refund wakes the head, which must go back to its pause
+        (when,) = await vt.finish(waiter)
+        return when
+
+    assert run(main()) == pytest.approx(5.0)

@@ -61,7 +61,7 @@ def test_param_and_row_field_names() -> None:
         "top_p",
     ]
     extra = ROW_FIELDS - PARAM_NAMES
-    assert extra == {"prompt", "messages"}
+    assert extra == {"prompt", "messages", "image", "images", "document"}
 
 
 # --- the body ------------------------------------------------------------------------------------

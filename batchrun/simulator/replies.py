@@ -30,11 +30,19 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from batchrun.simulator.cache import SHARED as SHARED_CACHE
+from batchrun.simulator.cache import CacheUsage, PromptCache
+
 TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 MESSAGE_OVERHEAD = 3
 IMAGE_TOKENS = 1500
 DOCUMENT_TOKENS = 1500
 THINKING_WORDS = 12
+REDACTED_THINKING_TRIGGER = (
+    "ANTHROPIC_MAGIC_STRING_TRIGGER_REDACTED_THINKING_46C9A13E193C177646C7398A98432ECCCE4C1253"
+)
+"""The string Anthropic's docs give for testing redacted thinking: a prompt holding it gets a
+``redacted_thinking`` block after the thinking block (when thinking is on)."""
 DEFAULT_REPLY_TOKENS = (8, 120)
 TEXT_DELTA_WORDS = 8
 JSON_DELTA_CHARS = 24
@@ -405,7 +413,9 @@ def filler_words(digest: str, count: int) -> tuple[str, ...]:
 
 
 def make_reply(
-    body: Mapping[str, Any], reply_tokens: tuple[int, int] = DEFAULT_REPLY_TOKENS
+    body: Mapping[str, Any],
+    reply_tokens: tuple[int, int] = DEFAULT_REPLY_TOKENS,
+    cache: PromptCache = SHARED_CACHE,
 ) -> Reply:
     """Build the deterministic answer to a checked ``/v1/messages`` body.
 
@@ -434,19 +444,27 @@ def make_reply(
         "stop_sequence": stop_sequence,
         "stop_details": None,
         "container": None,
-        "usage": usage(count_input_tokens(body), max(output_tokens, 1)),
+        "usage": usage(
+            count_input_tokens(body), max(output_tokens, 1), cache.apply(body, count_input_tokens)
+        ),
     }
     return Reply(message=message, tag=tag)
 
 
-def usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
-    """A usage object with no caching, standard tier."""
+def usage(
+    input_tokens: int, output_tokens: int, cached: CacheUsage | None = None
+) -> dict[str, Any]:
+    """A usage object, standard tier; ``cached`` takes its tokens out of ``input_tokens``."""
+    cached = cached or CacheUsage()
     return {
-        "input_tokens": input_tokens,
+        "input_tokens": max(input_tokens - cached.read - cached.written, 0),
         "output_tokens": output_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
-        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+        "cache_creation_input_tokens": cached.written,
+        "cache_read_input_tokens": cached.read,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": cached.write_5m,
+            "ephemeral_1h_input_tokens": cached.write_1h,
+        },
         "server_tool_use": None,
         "service_tier": "standard",
     }
@@ -470,6 +488,8 @@ def _text_reply(
         block, used = _thinking_block(digest, tag, max_tokens)
         blocks.append(block)
         budget -= used
+        if REDACTED_THINKING_TRIGGER in last_user_text(body["messages"]):
+            blocks.append({"type": "redacted_thinking", "data": f"redacted_sim_{digest[:24]}"})
     length = reply_length(digest, reply_tokens)
     words = (tag, *filler_words(digest, max(reply_tokens[1] - 1, 0)))[:length]
     stop_reason = "end_turn"
@@ -626,6 +646,8 @@ def _block_events(index: int, block: Mapping[str, Any]) -> list[tuple[str, dict[
         empty = {"type": "thinking", "thinking": "", "signature": ""}
         deltas = [{"type": "thinking_delta", "thinking": p} for p in split_text(block["thinking"])]
         deltas.append({"type": "signature_delta", "signature": block["signature"]})
+    elif kind == "redacted_thinking":
+        empty, deltas = dict(block), []  # arrives whole in content_block_start, as from the API
     else:
         empty = {**block, "input": {}}
         raw = json.dumps(block["input"])

@@ -133,11 +133,11 @@ class SimulatorStats:
             self.rate_limited += 1
             self.rate_limited_by[dimension] += 1
 
-    def answered(self, tag: str) -> None:
-        """A complete 200 answer for the prompt with this tag was written."""
+    def answered(self, tag: str, count: int = 1) -> None:
+        """A complete 200 answer for the prompt with this tag is being written (-1: was not)."""
         with self._lock:
-            self.answered_ok += 1
-            self.answers_by_tag[tag] += 1
+            self.answered_ok += count
+            self.answers_by_tag[tag] += count
 
     def reset(self) -> None:
         """Zero the counters; requests still in flight stay counted in ``in_flight``."""
@@ -479,11 +479,19 @@ class Simulator:
     async def _deliver(
         self, request: web.Request, response: web.Response, tag: str
     ) -> web.StreamResponse:
-        """Write a complete answer now, not after return, so answered_ok counts delivered ones."""
+        """Write a complete answer now, not after return, so answered_ok counts delivered ones.
+
+        Counted before the body goes out, so a client can never hold an answer the counters
+        do not show yet; taken back if the client is gone before it is written.
+        """
         with contextlib.suppress(ConnectionError):
             await response.prepare(request)
-            await response.write_eof()
             self.stats.answered(tag)
+            try:
+                await response.write_eof()
+            except ConnectionError:
+                self.stats.answered(tag, -1)
+                raise
         return response
 
     async def _send_json(
