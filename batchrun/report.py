@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from .errors import OutputError
 from .pricing import PriceTable, Usage, default_prices
 from .result import STATUS_ERROR, STATUS_OK
-from .sink import JOURNAL_SUFFIX, journal_path, output_schema
+from .sink import JOURNAL_SUFFIX, conform, journal_path, output_schema
 
 INDEX = "_index"
 BATCH_ROWS = 65_536
@@ -135,10 +135,10 @@ def _final_batches(path: Path, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
             pf = pq.ParquetFile(path)
             present = [n for n in schema.names if n in pf.schema_arrow.names]
             for batch in pf.iter_batches(BATCH_ROWS, columns=present):
-                yield _conform(batch, schema)
+                yield conform(batch, schema)
         else:
             for batch in _open_json(path, schema):
-                yield _conform(batch, schema)
+                yield conform(batch, schema)
     except (OSError, pa.ArrowException) as exc:
         raise OutputError(f"cannot read {path}: {exc}") from exc
 
@@ -179,7 +179,7 @@ def _journal_records(journal: Path, schema: pa.Schema) -> Iterator[pa.RecordBatc
     yielded = 0
     try:
         for batch in _open_json(journal, schema):
-            conformed = _conform(batch, schema)
+            conformed = conform(batch, schema)
             yielded += conformed.num_rows
             yield conformed
     except pa.ArrowInvalid:
@@ -224,16 +224,6 @@ def _parse_time(text: str) -> datetime | None:
         return datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
-
-
-def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """``batch`` with exactly ``schema``'s columns (older outputs may lack some)."""
-    arrays = []
-    for f in schema:
-        i = batch.schema.get_field_index(f.name)
-        col = batch.column(i) if i >= 0 else pa.nulls(batch.num_rows, f.type)
-        arrays.append(col if col.type == f.type else col.cast(f.type))
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def _with_index(batch: pa.RecordBatch, indexes: pa.Array) -> pa.RecordBatch:

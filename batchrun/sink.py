@@ -432,10 +432,11 @@ def _read_batches(
     else:
         batches = iter(_open_json(path, wanted))
     for batch in batches:
-        yield _conform(batch, wanted)
+        yield conform(batch, wanted)
 
 
-def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """``batch`` with exactly ``schema``'s columns (outputs of older versions may lack some)."""
     arrays = []
     for f in schema:
         i = batch.schema.get_field_index(f.name)
