@@ -173,8 +173,11 @@ def _job_options(func: F) -> F:
     default=None,
     help="Start afresh: discard the existing output and its journal.",
 )
-@click.option("--grace", type=click.FloatRange(min=0, min_open=True),
-              help="After Ctrl-C/SIGTERM, seconds in-flight requests may take [default: 30].")
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0, min_open=True),
+    help="After Ctrl-C/SIGTERM, seconds in-flight requests may take [default: 30].",
+)
 @click.option(
     "--max-cost",
     type=click.FloatRange(min=0),

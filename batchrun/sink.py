@@ -39,7 +39,7 @@ from .result import COLUMN_NAMES, COLUMNS, STATUS_OK, Kind
 
 JOURNAL_SUFFIX = ".journal"
 INDEX = "_index"
-CHUNK_ROWS = 65_536
+CHUNK_ROWS = 16_384  # output rows per merge step: bounds memory, keeps row groups useful
 FSYNC_EVERY_S = 2.0
 
 _ARROW_TYPES: dict[Kind, pa.DataType] = {
@@ -234,7 +234,10 @@ class Sink:
         tmp_out = self.output.with_name(f".{self.output.name}.tmp")
         try:
             journal = _journal_to_arrow(self.journal, self.schema, tmp_arrow)
-            counts = self._merge(total_rows, journal, tmp_out)
+            try:
+                counts = self._merge(total_rows, journal, tmp_out)
+            finally:
+                journal.close()
             os.replace(tmp_out, self.output)
             _fsync_dir(self.output.parent)
             self.journal.unlink(missing_ok=True)
@@ -253,7 +256,7 @@ class Sink:
             for p0 in range(0, total_rows, CHUNK_ROWS):
                 p1 = min(p0 + CHUNK_ROWS, total_rows)
                 old_chunk = old.read(max(0, min(p1, old_rows) - p0), self.schema)
-                new_chunk, positions = journal.between(p0, p1)
+                new_chunk, positions = journal.between(p0, p1, self.schema)
                 src: list[int | None] = list(range(old_chunk.num_rows))
                 src += [None] * (p1 - p0 - len(src))
                 for k, pos in enumerate(positions):
@@ -348,7 +351,7 @@ def _json_options(schema: pa.Schema) -> pj.ParseOptions:
 
 # pyarrow parses JSON in blocks and a line may not straddle two; one answer near the largest
 # output a model gives (plus its content_json twin) fits well inside this.
-_READ_OPTIONS = pj.ReadOptions(block_size=32 << 20)
+_READ_OPTIONS = pj.ReadOptions(block_size=8 << 20)
 
 
 def _open_json(path: Path, schema: pa.Schema) -> Any:
@@ -356,28 +359,52 @@ def _open_json(path: Path, schema: pa.Schema) -> Any:
 
 
 class _SortedJournal:
-    """The journal as a memory-mapped Arrow table, newest record per index, sorted by index."""
+    """The journal on disk as an Arrow file, read a few small batches at a time.
 
-    def __init__(self, table: pa.Table, order: pa.Array, indexes: list[int]) -> None:
-        self._table = table
-        self._order = order
-        self._indexes = indexes
+    Only the index column is held in memory (sorted, newest record per index); the rows
+    themselves are read from the file when their output chunk is written. Batches are read
+    with plain file reads, not a memory map, so pages already written out do not stay
+    counted in the process's memory.
+    """
 
-    def between(self, p0: int, p1: int) -> tuple[pa.Table, list[int]]:
-        """The records for indexes in [p0, p1) and those indexes."""
+    def __init__(self, tmp: Path, order: list[int], indexes: list[int], starts: list[int]) -> None:
+        self._file = pa.OSFile(str(tmp), "rb")
+        self._reader = ipc.open_file(self._file)
+        self._order = order  # journal position of the k-th record in index order
+        self._indexes = indexes  # the input index of the k-th record in index order
+        self._starts = starts  # journal position of each Arrow batch's first row
+
+    def close(self) -> None:
+        self._file.close()
+
+    def between(self, p0: int, p1: int, schema: pa.Schema) -> tuple[pa.Table, list[int]]:
+        """The records for indexes in [p0, p1) (without ``_index``) and those indexes."""
         j0 = bisect.bisect_left(self._indexes, p0)
         j1 = bisect.bisect_left(self._indexes, p1)
-        rows = self._table.take(self._order[j0:j1]).drop_columns([INDEX])
-        return rows, self._indexes[j0:j1]
+        wanted = self._order[j0:j1]
+        batch_of = [bisect.bisect_right(self._starts, pos) - 1 for pos in wanted]
+        needed = sorted(set(batch_of))
+        offset = {}
+        batches = []
+        rows = 0
+        for b in needed:
+            batch = self._reader.get_batch(b)
+            offset[b] = rows
+            rows += batch.num_rows
+            batches.append(batch)
+        table = pa.Table.from_batches(batches, schema=self._reader.schema)
+        src = [offset[b] + pos - self._starts[b] for b, pos in zip(batch_of, wanted, strict=True)]
+        picked = table.take(pa.array(src, pa.int64())).drop_columns([INDEX])
+        return picked.cast(schema), self._indexes[j0:j1]
 
 
 def _journal_to_arrow(path: Path, schema: pa.Schema, tmp: Path) -> _SortedJournal:
+    """Stream the journal into an Arrow file of small batches; sort its index column only."""
     jschema = _journal_schema(schema)
-    with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, jschema) as writer:
-        for batch in _journal_batches(path, jschema):
-            writer.write_batch(batch)
-    table = ipc.open_file(pa.memory_map(str(tmp), "r")).read_all()
-    index = table.column(INDEX)
+    try:
+        index, starts = _write_arrow(tmp, jschema, _journal_batches(path, jschema))
+    except _DamagedJournal:
+        index, starts = _write_arrow(tmp, jschema, _tolerant_batches(path, jschema))
     order = pc.sort_indices(index)  # stable: equal indexes keep journal (time) order
     sorted_index = index.take(order)
     n = len(sorted_index)
@@ -387,20 +414,65 @@ def _journal_to_arrow(path: Path, schema: pa.Schema, tmp: Path) -> _SortedJourna
         keep = pa.concat_arrays([differs.combine_chunks(), pa.array([True])])
         order = order.filter(keep)
         sorted_index = sorted_index.filter(keep)
-    return _SortedJournal(table, order, sorted_index.to_pylist())
+    return _SortedJournal(tmp, order.to_pylist(), sorted_index.to_pylist(), starts)
+
+
+def _write_arrow(
+    tmp: Path, jschema: pa.Schema, batches: Iterator[pa.RecordBatch]
+) -> tuple[pa.ChunkedArray, list[int]]:
+    """Write ``batches`` in small pieces; return the index column and each piece's start."""
+    index_parts: list[pa.Array] = []
+    starts: list[int] = []
+    written = 0
+    with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, jschema) as writer:
+        for batch in batches:
+            for offset in range(0, batch.num_rows, _JOURNAL_BATCH_ROWS):
+                piece = batch.slice(offset, _JOURNAL_BATCH_ROWS)
+                writer.write_batch(piece)
+                starts.append(written)
+                written += piece.num_rows
+                index_parts.append(piece.column(0))
+    return pa.chunked_array(index_parts, pa.int64()), starts
+
+
+# Rows per batch in the temporary Arrow file: small, so a chunk of output reads little.
+_JOURNAL_BATCH_ROWS = 4096
 
 
 def _journal_batches(path: Path, jschema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """The journal's records as batches, streamed; a damaged journal is read line by line."""
     if not path.exists() or path.stat().st_size == 0:
         return
     try:
-        reader = _open_json(path, jschema)
-        batches = list(reader)
-    except pa.ArrowInvalid:
-        rows = list(_tolerant_records(path))
-        batches = [pa.RecordBatch.from_pylist(rows, schema=jschema)] if rows else []
-    for batch in batches:
-        yield batch.select(jschema.names).cast(jschema) if batch.schema != jschema else batch
+        for batch in _open_json(path, jschema):
+            yield _as_schema(batch, jschema)
+    except pa.ArrowInvalid as exc:
+        # A crash left a line pyarrow will not parse: the caller starts over, line by line.
+        raise _DamagedJournal from exc
+
+
+class _DamagedJournal(Exception):
+    """pyarrow could not read the journal; read it again with the tolerant reader."""
+
+
+def _tolerant_batches(path: Path, jschema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """The journal read line by line, skipping damaged lines, in small batches."""
+    # Timestamps are ISO text in the journal: build them as text, then let Arrow parse them.
+    as_text = pa.schema(
+        [pa.field(f.name, pa.string()) if pa.types.is_timestamp(f.type) else f for f in jschema]
+    )
+    rows: list[dict[str, Any]] = []
+    for record in _tolerant_records(path):
+        rows.append(record)
+        if len(rows) == _JOURNAL_BATCH_ROWS:
+            yield pa.RecordBatch.from_pylist(rows, schema=as_text).cast(jschema)
+            rows = []
+    if rows:
+        yield pa.RecordBatch.from_pylist(rows, schema=as_text).cast(jschema)
+
+
+def _as_schema(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    return batch.select(schema.names).cast(schema) if batch.schema != schema else batch
 
 
 # -- final files ----------------------------------------------------------------------------

@@ -210,3 +210,14 @@ def test_a_failed_final_write_leaves_the_old_output_and_the_journal(
     assert out.read_bytes() == before
     assert journal_path(out).exists()
     assert not list(tmp_path.glob(".out.parquet*"))  # no temporary files left behind
+
+
+def test_a_damaged_journal_line_is_skipped_when_the_final_file_is_built(tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    write_rows(out, [(0, make_row(0))])
+    with journal_path(out).open("ab") as fh:
+        fh.write(b"\x00\x00 not json at all\n")  # what a power loss can leave behind
+    sink = write_rows(out, [(1, make_row(1))])
+    counts = sink.finalize(2)
+    assert (counts.rows, counts.ok) == (2, 2)
+    assert [r["id"] for r in read_output(out)] == ["r0", "r1"]
