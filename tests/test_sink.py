@@ -221,3 +221,12 @@ def test_a_damaged_journal_line_is_skipped_when_the_final_file_is_built(tmp_path
     counts = sink.finalize(2)
     assert (counts.rows, counts.ok) == (2, 2)
     assert [r["id"] for r in read_output(out)] == ["r0", "r1"]
+
+
+def test_a_row_longer_than_a_json_block_still_reaches_the_final_file(tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    huge = "x" * (3 << 20)  # longer than the journal reader's block
+    sink = write_rows(out, [(0, make_row(0)), (1, make_row(1, text=huge))])
+    assert set(Sink(out).open().journal) == {0, 1}
+    sink.finalize(2)
+    assert read_output(out)[1]["text"] == huge
