@@ -65,7 +65,7 @@ from .request import PreparedRequest, prepare_request
 from .result import STATUS_OK
 from .sink import journal_path
 from .spec import InputRow, read_rows
-from .tokencount import COUNT_RPM, TokenCounter, count_client
+from .tokencount import COUNT_RPM, TokenCounter
 from .tokens import estimate_input_tokens
 
 Level = Literal["offline", "exact", "pilot"]
@@ -380,7 +380,9 @@ async def estimate_async(
     counter: TokenCounter | None = None
     async with contextlib.AsyncExitStack() as stack:
         if exact:
-            client = await stack.enter_async_context(count_client(config, transport))
+            from .runner import open_client  # the runner imports much; only --exact needs it
+
+            client = await stack.enter_async_context(open_client(config, transport))
             rpm = count_rpm if count_rpm is not None else (None if config.simulate else COUNT_RPM)
             counter = TokenCounter(client, rpm, config.max_retries, clock, sleep)
         await _input_pass(config, est, scan, counter, progress_stream)

@@ -206,17 +206,7 @@ async def run_async(
     prior = sink.open(overwrite=config.overwrite)
     done, known_ids = _load_prior(config, prior)
 
-    async with _base_url(config) as base_url:
-        client = MessagesClient(
-            base_url,
-            config.credentials,
-            api_version=config.api_version,
-            betas=config.betas,
-            timeout=config.timeout,
-            max_connections=config.concurrency,
-            backend=config.http_backend,
-            transport=transport,
-        )
+    async with open_client(config, transport) as client:
         pool: Pool[_Work] = Pool(config.concurrency)
         summary.todo = len(only) if isinstance(only, Sized) else _count_hint(config, done)
         progress = Progress(
@@ -255,7 +245,6 @@ async def run_async(
             sender.report()
             progress.close()
             await sink.close()
-            await client.aclose()
     summary.total_rows = counter.rows
     if summary.interrupted is None and summary.skipped + summary.finished == counter.rows:
         summary.final = sink.finalize(counter.rows)
@@ -264,21 +253,32 @@ async def run_async(
 
 
 @contextlib.asynccontextmanager
-async def _base_url(config: RunConfig) -> AsyncIterator[str]:
-    """The API's base URL, or that of an in-process simulator for ``--simulate``."""
-    if not config.simulate:
-        yield config.base_url
-        return
-    from .simulator import Simulator, SimulatorConfig
+async def open_client(
+    config: RunConfig, transport: httpx.AsyncBaseTransport | None = None
+) -> AsyncIterator[MessagesClient]:
+    """The run's one client: to the API, or to an in-process simulator for ``--simulate``."""
+    async with contextlib.AsyncExitStack() as stack:
+        base_url = config.base_url
+        if config.simulate and transport is None:
+            from .simulator import Simulator, SimulatorConfig
 
-    sim = Simulator(
-        SimulatorConfig(latency_mean=SIMULATE_LATENCY_S, latency_jitter=SIMULATE_JITTER_S)
-    )
-    url = await sim.start()
-    try:
-        yield url
-    finally:
-        await sim.stop()
+            sim = Simulator(
+                SimulatorConfig(latency_mean=SIMULATE_LATENCY_S, latency_jitter=SIMULATE_JITTER_S)
+            )
+            base_url = await sim.start()
+            stack.push_async_callback(sim.stop)
+        client = MessagesClient(
+            base_url,
+            config.credentials,
+            api_version=config.api_version,
+            betas=config.betas,
+            timeout=config.timeout,
+            max_connections=config.concurrency,
+            backend=config.http_backend,
+            transport=transport,
+        )
+        stack.push_async_callback(client.aclose)
+        yield client
 
 
 @contextlib.contextmanager

@@ -5,7 +5,7 @@
 often repeats a request (the same prompt in several rows), so each distinct request is counted
 once and the others wait for that answer.
 
-    async with count_client(config, None) as client:
+    async with runner.open_client(config) as client:
         counter = TokenCounter(client, rpm=100, max_retries=8)
         tokens = await counter.count(body)   # None when the API refused this request
 """
@@ -13,16 +13,12 @@ once and the others wait for that answer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import httpx
-
 from .client import COUNT_TOKENS_FIELDS, MessagesClient
-from .config import RunConfig
 from .errors import ApiError, FatalRunError
 from .request import request_hash
 from .retry import is_fatal, send_with_retries
@@ -34,33 +30,6 @@ COUNT_RPM = 100
 """count_tokens requests a minute by default: the lowest tier's limit (API-FACTS §8)."""
 
 MAX_DISTINCT_CACHED = 1_000_000  # distinct bodies whose count is remembered (memory bound)
-
-
-@contextlib.asynccontextmanager
-async def count_client(
-    config: RunConfig, transport: httpx.AsyncBaseTransport | None
-) -> AsyncIterator[MessagesClient]:
-    """A client for count_tokens: the API's, or an in-process simulator's for --simulate."""
-    async with contextlib.AsyncExitStack() as stack:
-        base_url = config.base_url
-        if config.simulate and transport is None:
-            from .simulator import Simulator, SimulatorConfig
-
-            sim = Simulator(SimulatorConfig())
-            base_url = await sim.start()
-            stack.push_async_callback(sim.stop)
-        client = MessagesClient(
-            base_url,
-            config.credentials,
-            api_version=config.api_version,
-            betas=config.betas,
-            timeout=config.timeout,
-            max_connections=config.concurrency,
-            backend=config.http_backend,
-            transport=transport,
-        )
-        stack.push_async_callback(client.aclose)
-        yield client
 
 
 class Pacer:
