@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import time
+from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -369,7 +370,9 @@ class _SortedJournal:
     counted in the process's memory.
     """
 
-    def __init__(self, tmp: Path, order: list[int], indexes: list[int], starts: list[int]) -> None:
+    def __init__(
+        self, tmp: Path, order: Sequence[int], indexes: Sequence[int], starts: list[int]
+    ) -> None:
         self._file = pa.OSFile(str(tmp), "rb")
         self._reader = ipc.open_file(self._file)
         self._order = order  # journal position of the k-th record in index order
@@ -379,7 +382,7 @@ class _SortedJournal:
     def close(self) -> None:
         self._file.close()
 
-    def between(self, p0: int, p1: int, schema: pa.Schema) -> tuple[pa.Table, list[int]]:
+    def between(self, p0: int, p1: int, schema: pa.Schema) -> tuple[pa.Table, Sequence[int]]:
         """The records for indexes in [p0, p1) (without ``_index``) and those indexes."""
         j0 = bisect.bisect_left(self._indexes, p0)
         j1 = bisect.bisect_left(self._indexes, p1)
@@ -416,7 +419,17 @@ def _journal_to_arrow(path: Path, schema: pa.Schema, tmp: Path) -> _SortedJourna
         keep = pa.concat_arrays([differs.combine_chunks(), pa.array([True])])
         order = order.filter(keep)
         sorted_index = sorted_index.filter(keep)
-    return _SortedJournal(tmp, order.to_pylist(), sorted_index.to_pylist(), starts)
+    return _SortedJournal(tmp, _int64s(order), _int64s(sorted_index), starts)
+
+
+def _int64s(values: pa.Array | pa.ChunkedArray) -> Sequence[int]:
+    """Integers as a compact ``array('q')`` (8 bytes each, not a list's ~36): bisect works."""
+    packed = array("q")
+    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    for chunk in chunks:
+        for start in range(0, len(chunk), 65_536):  # no full-length Python list, even briefly
+            packed.extend(chunk.slice(start, 65_536).cast(pa.int64()).to_pylist())
+    return packed
 
 
 def _write_arrow(
