@@ -168,11 +168,14 @@ class MessagesClient:
         with self._translated():
             send = self._send_streaming(content) if stream else self._send_plain(content)
             message, response = await _within(self._deadline, send)
+        # One pass into a plain dict (lower-case names): every lookup on httpx's Headers
+        # decodes all of them again, and the rate limiter reads a dozen per response.
+        headers = dict(response.headers.items())
         return Reply(
             message=message,
             status=response.status_code,
-            request_id=response.headers.get("request-id"),
-            headers=response.headers,
+            request_id=headers.get("request-id"),
+            headers=headers,
             latency_ms=(self._clock() - started) * 1000.0,
         )
 
