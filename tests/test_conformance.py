@@ -1,7 +1,7 @@
 """Every kind of request batchrun builds validates against the API's own OpenAPI schema.
 
-The spec (``/work/shared/anthropic-openapi``, or ``BATCHRUN_OPENAPI``) is Anthropic's; checking
-our bodies against its ``CreateMessageParams`` means nothing we send is rejected for its shape.
+The spec (``shared/anthropic-openapi`` beside the repository, or ``BATCHRUN_OPENAPI``) is
+Anthropic's; checking our bodies against its ``CreateMessageParams`` means nothing we send is rejected for its shape.
 The schema is JSON Schema 2020-12 (OpenAPI 3.1); its ``$ref``s are resolved against the spec
 document itself through a ``referencing`` registry.
 """
@@ -27,11 +27,12 @@ from batchrun.request import RequestDefaults, build_request
 from batchrun.simulator import SimulatorThread
 from batchrun.structured import FORCED_CHOICE, structured_tool
 
-SPEC_PATH = Path(
-    os.environ.get(
-        "BATCHRUN_OPENAPI", "/work/shared/anthropic-openapi/anthropic-stainless-openapi.json"
-    )
+# shared/ sits beside the repository on developers' machines and in CI.
+_BESIDE_REPO = (
+    Path(__file__).resolve().parents[2]
+    / "shared/anthropic-openapi/anthropic-stainless-openapi.json"
 )
+SPEC_PATH = Path(os.environ.get("BATCHRUN_OPENAPI", str(_SPEC_FILE)))
 SPEC_URI = "urn:anthropic-openapi"
 
 pytestmark = pytest.mark.skipif(not SPEC_PATH.exists(), reason=f"no OpenAPI spec at {SPEC_PATH}")
