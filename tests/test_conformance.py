@@ -1,7 +1,8 @@
 """Every kind of request batchrun builds validates against the API's own OpenAPI schema.
 
 The spec (``shared/anthropic-openapi`` beside the repository, or ``BATCHRUN_OPENAPI``) is
-Anthropic's; checking our bodies against its ``CreateMessageParams`` means nothing we send is rejected for its shape.
+Anthropic's; checking our bodies against its ``CreateMessageParams`` means nothing we send
+is rejected for its shape.
 The schema is JSON Schema 2020-12 (OpenAPI 3.1); its ``$ref``s are resolved against the spec
 document itself through a ``referencing`` registry.
 """
@@ -28,7 +29,7 @@ from batchrun.simulator import SimulatorThread
 from batchrun.structured import FORCED_CHOICE, structured_tool
 
 # shared/ sits beside the repository on developers' machines and in CI.
-_BESIDE_REPO = (
+_SPEC_FILE = (
     Path(__file__).resolve().parents[2]
     / "shared/anthropic-openapi/anthropic-stainless-openapi.json"
 )
