@@ -9,6 +9,9 @@ from typing import Any
 
 import httpx
 
+from batchrun import load_config
+from batchrun.config import RunConfig
+
 TEST_KEY = "sk-ant-test-0123456789abcdef"
 
 
@@ -41,3 +44,21 @@ class RecordingTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+async def no_wait(seconds: float) -> None:
+    """Retry waits cost nothing in tests; the policy itself is tested in test_retry."""
+
+
+def job_config(inp: Path, out: Path, url: str, **flags: Any) -> RunConfig:
+    """A run of ``inp`` against the simulator at ``url``, quiet, with a test key."""
+    settings = {
+        "output": str(out),
+        "model": "claude-haiku-4-5",
+        "max_tokens": 40,
+        "base_url": url,
+        "quiet": True,
+        "concurrency": 8,
+        **flags,
+    }
+    return load_config(inp, settings, environ={"ANTHROPIC_API_KEY": TEST_KEY})

@@ -12,11 +12,12 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from support import TEST_KEY, write_jsonl
+from support import TEST_KEY, job_config, write_jsonl
 
-from batchrun import load_config, run
+from batchrun import run
 from batchrun.budget import INPUT_MARGIN, Budget, projected_total
 from batchrun.cli import cli
+from batchrun.config import RunConfig
 from batchrun.pricing import load_prices
 from batchrun.simulator import SimulatorThread
 from batchrun.sink import journal_path
@@ -27,6 +28,15 @@ HAIKU_BODY = {
     "max_tokens": 100,
     "messages": [{"role": "user", "content": "Hello"}],
 }
+
+
+def _config(inp: Path, out: Path, url: str, **flags: Any) -> RunConfig:
+    return job_config(
+        inp,
+        out,
+        url,
+        **{"model": "claude-sonnet-4-5", "max_tokens": 400, "concurrency": 6, **flags},
+    )
 
 
 def test_the_worst_case_is_margined_input_plus_all_of_max_tokens() -> None:
@@ -123,19 +133,6 @@ def _documents(n: int) -> list[dict[str, Any]]:
         {"id": f"d{i:03d}", "prompt": f"Document {i}: " + "words and figures " * (20 + i % 30)}
         for i in range(n)
     ]
-
-
-def _config(inp: Path, out: Path, url: str, **flags: Any) -> Any:
-    settings = {
-        "output": str(out),
-        "model": "claude-sonnet-4-5",
-        "max_tokens": 400,
-        "base_url": url,
-        "quiet": True,
-        "concurrency": 6,
-        **flags,
-    }
-    return load_config(inp, settings, environ={"ANTHROPIC_API_KEY": TEST_KEY})
 
 
 def _journal(out: Path) -> list[dict[str, Any]]:

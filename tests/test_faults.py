@@ -9,28 +9,15 @@ from typing import Any
 import httpx
 import pyarrow.parquet as pq
 import pytest
-from support import TEST_KEY, prompts, reply_tag, write_jsonl
+from support import job_config, no_wait, prompts, reply_tag, write_jsonl
 
-from batchrun import FatalRunError, load_config, run
+from batchrun import FatalRunError, run
 from batchrun.config import RunConfig
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 
 
-async def no_wait(seconds: float) -> None:
-    """Retry waits cost nothing here; the policy itself is tested in test_retry."""
-
-
 def config_for(inp: Path, out: Path, url: str, **flags: Any) -> RunConfig:
-    settings = {
-        "output": str(out),
-        "model": "claude-haiku-4-5",
-        "max_tokens": 30,
-        "base_url": url,
-        "quiet": True,
-        "concurrency": 16,
-        **flags,
-    }
-    return load_config(inp, settings, environ={"ANTHROPIC_API_KEY": TEST_KEY})
+    return job_config(inp, out, url, **{"max_tokens": 30, "concurrency": 16, **flags})
 
 
 def check_all_ok_and_tied(out: Path, n: int) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from support import TEST_KEY, prompts, reply_tag, write_jsonl
+from support import TEST_KEY, job_config, prompts, reply_tag, write_jsonl
 
 from batchrun import ConfigError, load_config, run
 from batchrun.cli import cli
@@ -28,16 +28,7 @@ MODEL = "claude-haiku-4-5"
 
 
 def config_for(inp: Path, out: Path, url: str, **flags: Any) -> RunConfig:
-    settings = {
-        "output": str(out),
-        "model": MODEL,
-        "max_tokens": 20,
-        "base_url": url,
-        "quiet": True,
-        "concurrency": 8,
-        **flags,
-    }
-    return load_config(inp, settings, environ={"ANTHROPIC_API_KEY": TEST_KEY})
+    return job_config(inp, out, url, **{"model": MODEL, "max_tokens": 20, **flags})
 
 
 # --------------------------------------------------------------------------- configuration

@@ -8,32 +8,14 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from support import TEST_KEY, prompts, reply_tag, write_jsonl
+from support import job_config, no_wait, prompts, reply_tag, write_jsonl
 
-from batchrun import FatalRunError, load_config, run
-from batchrun.config import RunConfig
+from batchrun import FatalRunError, run
 from batchrun.result import COLUMN_NAMES
 from batchrun.runner import ResumeMismatchError
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 
 TIMING = {"latency_ms", "elapsed_ms", "finished_at", "request_id"}
-
-
-async def no_wait(seconds: float) -> None:
-    """Retry waits cost nothing in tests; the policy itself is tested in test_retry."""
-
-
-def config_for(inp: Path, out: Path, url: str, **flags: Any) -> RunConfig:
-    settings = {
-        "output": str(out),
-        "model": "claude-haiku-4-5",
-        "max_tokens": 40,
-        "base_url": url,
-        "quiet": True,
-        "concurrency": 8,
-        **flags,
-    }
-    return load_config(inp, settings, environ={"ANTHROPIC_API_KEY": TEST_KEY})
 
 
 def read(out: Path) -> list[dict[str, Any]]:
@@ -50,7 +32,7 @@ def test_every_row_answered_in_input_order_by_its_own_prompt(
         row["topic"] = {"n": i} if i % 2 else f"t{i}"
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out.parquet"
-    summary = run(config_for(inp, out, sim.base_url, keep_columns=("topic",)))
+    summary = run(job_config(inp, out, sim.base_url, keep_columns=("topic",)))
 
     assert summary.exit_code == 0
     assert summary.final is not None and summary.final.ok == 300
@@ -74,7 +56,7 @@ def test_every_row_answered_in_input_order_by_its_own_prompt(
 def test_concurrency_bound_is_never_exceeded(tmp_path: Path) -> None:
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(120))
     with SimulatorThread(SimulatorConfig(latency_mean=0.02)) as sim:
-        run(config_for(inp, tmp_path / "out.parquet", sim.base_url, concurrency=6))
+        run(job_config(inp, tmp_path / "out.parquet", sim.base_url, concurrency=6))
         assert sim.stats.max_in_flight == 6
 
 
@@ -82,7 +64,7 @@ def test_retryable_faults_are_retried_until_every_row_is_ok(tmp_path: Path) -> N
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(400))
     rates = {"429": 0.05, "529": 0.05, "500": 0.03, "503": 0.02, "reset": 0.03, "malformed": 0.02}
     with SimulatorThread(SimulatorConfig(error_rates=rates, retry_after=0, seed=7)) as sim:
-        summary = run(config_for(inp, tmp_path / "out.parquet", sim.base_url), retry_sleep=no_wait)
+        summary = run(job_config(inp, tmp_path / "out.parquet", sim.base_url), retry_sleep=no_wait)
         faults = sum(sim.stats.faults.values())
     got = read(tmp_path / "out.parquet")
     assert all(r["status"] == "ok" for r in got)
@@ -94,8 +76,8 @@ def test_retryable_faults_are_retried_until_every_row_is_ok(tmp_path: Path) -> N
 
 def test_streaming_and_plain_runs_write_the_same_rows(tmp_path: Path, sim: SimulatorThread) -> None:
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(40))
-    run(config_for(inp, tmp_path / "plain.parquet", sim.base_url))
-    run(config_for(inp, tmp_path / "stream.parquet", sim.base_url, stream=True))
+    run(job_config(inp, tmp_path / "plain.parquet", sim.base_url))
+    run(job_config(inp, tmp_path / "stream.parquet", sim.base_url, stream=True))
     plain, streamed = read(tmp_path / "plain.parquet"), read(tmp_path / "stream.parquet")
     for a, b in zip(plain, streamed, strict=True):
         assert {k: v for k, v in a.items() if k not in TIMING} == {
@@ -113,7 +95,7 @@ def test_rows_that_break_api_rules_are_recorded_and_never_sent(
         {"id": "both", "prompt": "a", "messages": []},
     ]
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    summary = run(config_for(inp, tmp_path / "out.jsonl", sim.base_url))
+    summary = run(job_config(inp, tmp_path / "out.jsonl", sim.base_url))
     got = {r["id"]: r for r in read(tmp_path / "out.jsonl")}
     assert summary.exit_code == 3 and summary.invalid == 3
     for bad, field in [("bad-temp", "temperature"), ("empty", "prompt"), ("both", "messages")]:
@@ -129,7 +111,7 @@ def test_a_row_the_api_rejects_is_an_error_and_the_job_goes_on(
 ) -> None:
     rows = [*prompts(6), {"id": "nomodel", "prompt": "hello", "model": "gpt-4o"}]
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    summary = run(config_for(inp, tmp_path / "out.parquet", sim.base_url))
+    summary = run(job_config(inp, tmp_path / "out.parquet", sim.base_url))
     bad = read(tmp_path / "out.parquet")[-1]
     assert (bad["status"], bad["http_status"], bad["error_type"]) == (
         "error",
@@ -144,7 +126,7 @@ def test_a_bad_key_stops_the_run_at_once(tmp_path: Path) -> None:
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(200))
     with SimulatorThread(SimulatorConfig(api_key="the-right-key")) as sim:
         with pytest.raises(FatalRunError, match="authentication_error"):
-            run(config_for(inp, tmp_path / "out.parquet", sim.base_url, concurrency=4))
+            run(job_config(inp, tmp_path / "out.parquet", sim.base_url, concurrency=4))
         assert sim.stats.requests <= 4
     assert not (tmp_path / "out.parquet").exists()
 
@@ -153,14 +135,14 @@ def test_rerun_resumes_and_retry_errors_resends_only_the_errors(tmp_path: Path) 
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(60))
     out = tmp_path / "out.parquet"
     with SimulatorThread(SimulatorConfig(error_rates={"500": 0.3}, seed=3)) as sim:
-        first = run(config_for(inp, out, sim.base_url, max_retries=0))
+        first = run(job_config(inp, out, sim.base_url, max_retries=0))
         errors = first.error
         assert first.exit_code == 3 and errors > 0
     with SimulatorThread(SimulatorConfig()) as sim:
-        again = run(config_for(inp, out, sim.base_url))
+        again = run(job_config(inp, out, sim.base_url))
         assert sim.stats.requests == 0 and again.skipped == 60
         assert again.exit_code == 3
-        fixed = run(config_for(inp, out, sim.base_url, retry_errors=True))
+        fixed = run(job_config(inp, out, sim.base_url, retry_errors=True))
         assert sim.stats.requests == errors
     assert fixed.exit_code == 0 and fixed.skipped == 60 - errors
     got = read(out)
@@ -171,12 +153,12 @@ def test_rerun_resumes_and_retry_errors_resends_only_the_errors(tmp_path: Path) 
 def test_resume_refuses_when_the_requests_changed(tmp_path: Path, sim: SimulatorThread) -> None:
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(12))
     out = tmp_path / "out.parquet"
-    run(config_for(inp, out, sim.base_url))
+    run(job_config(inp, out, sim.base_url))
     with pytest.raises(ResumeMismatchError, match="q0000, q0001") as caught:
-        run(config_for(inp, out, sim.base_url, max_tokens=41))
+        run(job_config(inp, out, sim.base_url, max_tokens=41))
     assert "--overwrite" in str(caught.value)
     before = sim.stats.requests
-    summary = run(config_for(inp, out, sim.base_url, max_tokens=41, overwrite=True))
+    summary = run(job_config(inp, out, sim.base_url, max_tokens=41, overwrite=True))
     assert summary.ok == 12 and sim.stats.requests == before + 12
 
 
@@ -185,9 +167,9 @@ def test_new_rows_appended_to_the_input_are_all_that_a_rerun_sends(
 ) -> None:
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(10))
     out = tmp_path / "out.jsonl"
-    run(config_for(inp, out, sim.base_url))
+    run(job_config(inp, out, sim.base_url))
     write_jsonl(inp, prompts(15))
-    summary = run(config_for(inp, out, sim.base_url))
+    summary = run(job_config(inp, out, sim.base_url))
     assert summary.ok == 5 and summary.skipped == 10
     assert [r["id"] for r in read(out)] == [r["id"] for r in prompts(15)]
 
@@ -198,11 +180,11 @@ def test_an_edited_row_is_caught_even_when_the_job_is_the_same(
     rows = prompts(8)
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out.parquet"
-    run(config_for(inp, out, sim.base_url))
+    run(job_config(inp, out, sim.base_url))
     rows[3]["prompt"] = rows[3]["prompt"].replace("what", "WHAT")  # same length, new request
     write_jsonl(inp, rows)
     with pytest.raises(ResumeMismatchError, match="q0003"):
-        run(config_for(inp, out, sim.base_url))
+        run(job_config(inp, out, sim.base_url))
 
 
 def test_a_new_row_repeating_an_answered_id_is_a_duplicate(
@@ -210,9 +192,9 @@ def test_a_new_row_repeating_an_answered_id_is_a_duplicate(
 ) -> None:
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(4))
     out = tmp_path / "out.jsonl"
-    run(config_for(inp, out, sim.base_url))
+    run(job_config(inp, out, sim.base_url))
     write_jsonl(inp, [*prompts(4), {"id": "q0001", "prompt": "again"}])
-    summary = run(config_for(inp, out, sim.base_url))
+    summary = run(job_config(inp, out, sim.base_url))
     assert summary.skipped == 4 and summary.invalid == 1
     last = read(out)[-1]
     assert (
