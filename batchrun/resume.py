@@ -13,7 +13,6 @@ Hashing the input costs about a second per gigabyte; rebuilding a million reques
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -103,8 +102,3 @@ def write_state(output: Path, state: RunState) -> None:
     }
     tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     os.replace(tmp, path)
-
-
-def forget_state(output: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        state_path(output).unlink()

@@ -97,10 +97,6 @@ class PriorState:
         self._start = 0  # index of the first row of the current batch
         self._cols: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
 
-    @classmethod
-    def empty(cls) -> PriorState:
-        return cls(0, iter(()), {})
-
     def __len__(self) -> int:
         """How many input rows have a record (an upper bound when journal and file overlap)."""
         return max(self.final_rows, max(self.journal, default=-1) + 1)
@@ -156,7 +152,6 @@ class Sink:
         self._write = write  # a seam: tests make the disk fill up
         self._fd: int | None = None
         self._last_fsync = 0.0
-        self.written = 0
 
     # -- before the run -------------------------------------------------------------------
 
@@ -213,7 +208,6 @@ class Sink:
                 f"cannot append to {self.journal}: {exc.strerror or exc}; the rows finished "
                 "before this are kept and a re-run resumes after them"
             ) from exc
-        self.written += 1
 
     async def close(self) -> None:
         """Flush the journal to disk and close it."""
