@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import time
 from collections import Counter
 from collections.abc import (
@@ -23,7 +22,6 @@ from collections.abc import (
     Sized,
 )
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
@@ -33,7 +31,7 @@ import httpx
 from .budget import Budget, projected_total
 from .client import MessagesClient, Reply
 from .config import RunConfig
-from .errors import ApiError, ConfigError, FatalRunError, InvalidRowError, OutputError
+from .errors import ApiError, ConfigError, FatalRunError, OutputError
 from .files import folder_stamp
 from .interrupt import run_interruptibly
 from .pool import Pool
@@ -47,9 +45,7 @@ from .ratelimit import (
     Reservation,
     itpm_tokens,
 )
-from .request import prepare_request
-from .response import message_fields
-from .result import INVALID_REQUEST, STATUS_ERROR, STATUS_OK, blank_row
+from .result import INVALID_REQUEST, STATUS_OK
 from .resume import (
     RunState,
     job_fingerprint,
@@ -60,9 +56,9 @@ from .resume import (
     write_state,
 )
 from .retry import RETRYABLE_STATUSES, is_fatal, send_with_retries
+from .rows import Work, error_row, ok_row, prepare
 from .sink import FinalCounts, PriorRecord, PriorState, Sink
 from .spec import InputRow, count_rows, read_rows
-from .structured import SCHEMA_MISMATCH, structured_answer
 from .tokens import estimate_input_tokens
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -150,16 +146,6 @@ class ResumeMismatchError(ConfigError):
     """The output holds answers to requests that the input no longer makes."""
 
 
-@dataclass(frozen=True)
-class _Work:
-    """One row to process: its request body, or why it cannot be sent."""
-
-    row: InputRow
-    body: dict[str, Any] | None
-    request_hash: str | None
-    problem: InvalidRowError | None
-
-
 def run(
     config: RunConfig,
     *,
@@ -207,7 +193,7 @@ async def run_async(
     done, known_ids = _load_prior(config, prior)
 
     async with open_client(config, transport) as client:
-        pool: Pool[_Work] = Pool(config.concurrency)
+        pool: Pool[Work] = Pool(config.concurrency)
         summary.todo = len(only) if isinstance(only, Sized) else _count_hint(config, done)
         progress = Progress(
             summary.todo,
@@ -307,16 +293,6 @@ class _RowCounter:
     rows = 0
 
 
-def _prepare(row: InputRow, config: RunConfig) -> _Work:
-    if row.problem is not None:
-        return _Work(row, None, None, row.problem)
-    try:
-        prepared = prepare_request(row.fields, config.defaults, base_dir=config.input.parent)
-    except InvalidRowError as exc:
-        return _Work(row, None, None, exc.located(str(config.input), row.line))
-    return _Work(row, prepared.body, prepared.hash, None)
-
-
 _NOTHING, _DONE_OK, _DONE_ERROR = 0, 1, 2
 
 
@@ -372,7 +348,7 @@ def _check_prior(config: RunConfig, prior: PriorState) -> tuple[bytearray, list[
         record = prior.lookup(row.index)
         if record is None:
             continue
-        if _differs(record, _prepare(row, config), row):
+        if _differs(record, prepare(row, config), row):
             mismatched.append(row.id)
         done[row.index] = _DONE_OK if record.status == STATUS_OK else _DONE_ERROR
         ids[row.index] = row.id
@@ -391,7 +367,7 @@ def _check_prior(config: RunConfig, prior: PriorState) -> tuple[bytearray, list[
     return done, ids
 
 
-def _differs(record: PriorRecord, work: _Work, row: InputRow) -> bool:
+def _differs(record: PriorRecord, work: Work, row: InputRow) -> bool:
     if record.id != row.id:
         return True
     return (
@@ -408,7 +384,7 @@ def _plan(
     counter: _RowCounter,
     summary: RunSummary,
     only: Container[int] | None,
-) -> Iterator[_Work]:
+) -> Iterator[Work]:
     """The rows this run must process, read lazily.
 
     Rows earlier runs finished are skipped by the reader itself, unparsed: a resumed
@@ -426,11 +402,11 @@ def _plan(
         counter.rows = max(counter.rows, row.index + 1)
         if only is not None and row.index not in only:
             continue
-        yield _prepare(row, config)
+        yield prepare(row, config)
 
 
 async def _handle(
-    work: _Work,
+    work: Work,
     config: RunConfig,
     sender: _Sender,
     sink: Sink,
@@ -443,7 +419,7 @@ async def _handle(
     """Process one row to its result row; only a run-stopping error escapes."""
     if work.body is None:
         assert work.problem is not None
-        row = _error_row(work, config, INVALID_REQUEST, str(work.problem), None, 0)
+        row = error_row(work, config, INVALID_REQUEST, str(work.problem), None, 0)
         summary.invalid += 1
     elif budget is None:
         row = await sender.send(work, work.body)
@@ -461,7 +437,7 @@ async def _handle(
 
 
 def _budget(
-    config: RunConfig, summary: RunSummary, pool: Pool[_Work], progress: Progress
+    config: RunConfig, summary: RunSummary, pool: Pool[Work], progress: Progress
 ) -> Budget | None:
     """The --max-cost budget: when it stops, no more rows are admitted and the user is told."""
     if config.max_cost is None:
@@ -536,7 +512,7 @@ class _Sender:
         self._limiter = limiter
         self.tuner: ConcurrencyTuner | None = None  # --concurrency auto
 
-    async def send(self, work: _Work, body: dict[str, Any]) -> dict[str, Any]:
+    async def send(self, work: Work, body: dict[str, Any]) -> dict[str, Any]:
         config = self._config
         stream = config.stream or body.get("max_tokens", 0) > STREAM_ABOVE_MAX_TOKENS
         started = time.perf_counter()
@@ -552,10 +528,18 @@ class _Sender:
         except ApiError as exc:
             if is_fatal(exc):
                 raise FatalRunError(f"the API refused the run: {exc}") from exc
-            row = _error_row(work, config, exc.error_type, exc.message, exc.status, exc.attempts)
+            row = error_row(work, config, exc.error_type, exc.message, exc.status, exc.attempts)
             row.update(request_id=exc.request_id, elapsed_ms=(time.perf_counter() - started) * 1000)
             return row
-        return _ok_row(work, config, reply, attempts, (time.perf_counter() - started) * 1000)
+        row = ok_row(work, config, reply.message)
+        row.update(
+            attempts=attempts,
+            latency_ms=reply.latency_ms,
+            elapsed_ms=(time.perf_counter() - started) * 1000,
+            request_id=reply.request_id,
+            http_status=reply.status,
+        )
+        return row
 
     async def _attempt(
         self, body: dict[str, Any], stream: bool, waits: _RetryWaits, estimate: int
@@ -626,70 +610,7 @@ class _RetryWaits:
         await self._sender.retry_sleep(seconds)
 
 
-def _ok_row(
-    work: _Work, config: RunConfig, reply: Reply, attempts: int, elapsed_ms: float
-) -> dict[str, Any]:
-    row = _base_row(work, config)
-    row.update(message_fields(reply.message))
-    if config.json_schema is not None:
-        row["structured_json"], mismatch = structured_answer(reply.message, config.json_schema)
-        if mismatch is not None:
-            row.update(error_type=SCHEMA_MISMATCH, error_message=mismatch)
-    asked = (work.body or {}).get("model")
-    row.update(
-        status=STATUS_OK if row["error_type"] is None else STATUS_ERROR,
-        cost_usd=config.prices.reply_cost(
-            (reply.message.get("model"), asked), reply.message.get("usage") or {}
-        ),
-        attempts=attempts,
-        latency_ms=reply.latency_ms,
-        elapsed_ms=elapsed_ms,
-        request_id=reply.request_id,
-        http_status=reply.status,
-    )
-    return row
-
-
-def _error_row(
-    work: _Work,
-    config: RunConfig,
-    error_type: str,
-    message: str,
-    http_status: int | None,
-    attempts: int,
-) -> dict[str, Any]:
-    row = _base_row(work, config)
-    row.update(
-        status=STATUS_ERROR,
-        error_type=error_type,
-        error_message=message,
-        http_status=http_status,
-        attempts=attempts,
-    )
-    return row
-
-
-def _base_row(work: _Work, config: RunConfig) -> dict[str, Any]:
-    row = blank_row(work.row.id)
-    requested_model = (work.body or {}).get("model") or config.defaults.model
-    row.update(
-        model=requested_model,
-        request_hash=work.request_hash,
-        finished_at=datetime.now(timezone.utc),
-    )
-    for name in config.keep_columns:
-        row[name] = _as_text(work.row.fields.get(name))
-    return row
-
-
-def _as_text(value: Any) -> str | None:
-    """Kept columns are strings in every output, so outputs of many runs concatenate."""
-    if value is None or isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, default=str)
-
-
-def _status_line(summary: RunSummary, pool: Pool[_Work]) -> str:
+def _status_line(summary: RunSummary, pool: Pool[Work]) -> str:
     return (
         f"ok={summary.ok} err={summary.error} retries={summary.retries} "
         f"in_flight={pool.in_flight} tok_in={summary.input_tokens} "
