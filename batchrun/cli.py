@@ -17,6 +17,8 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from . import __version__
+from .batch_admin import cancel_batches, format_batches, list_batches
+from .batch_journal import batch_journal_path
 from .config import RunConfig, load_config
 from .errors import BatchrunError
 from .runner import RunSummary, run
@@ -30,7 +32,7 @@ PRECEDENCE = (
     "(ANTHROPIC_API_KEY / ANTHROPIC_AUTH_TOKEN, ANTHROPIC_BASE_URL, BATCHRUN_MODEL, "
     "BATCHRUN_MAX_TOKENS, BATCHRUN_CONCURRENCY, BATCHRUN_MAX_RETRIES, BATCHRUN_TIMEOUT, "
     "BATCHRUN_API_VERSION, BATCHRUN_HTTP_BACKEND, BATCHRUN_RPM, BATCHRUN_ITPM, "
-    "BATCHRUN_OTPM, BATCHRUN_MAX_COST), the job file, then defaults."
+    "BATCHRUN_OTPM, BATCHRUN_MAX_COST, BATCHRUN_VIA), the job file, then defaults."
 )
 
 
@@ -190,6 +192,39 @@ def _job_options(func: F) -> F:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Price file (TOML) over the packaged table: changes or adds models.",
 )
+@click.option(
+    "--via",
+    type=click.Choice(["online", "batches"]),
+    help="online: requests one by one; batches: the Message Batches API, half the price, "
+    "answers within 24 h [default: online].",
+)
+@click.option(
+    "--batch-max-requests",
+    type=click.IntRange(min=1, max=100_000),
+    help="Requests per batch [default: 100,000, the API's limit].",
+)
+@click.option(
+    "--batch-max-mb",
+    type=click.FloatRange(min=0, min_open=True, max=256),
+    help="MB of requests per batch [default: 256, the API's limit].",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds between batch status checks at first; grows while nothing changes [default: 10].",
+)
+@click.option(
+    "--resubmit-expired",
+    is_flag=True,
+    default=None,
+    help="Send rows a batch left expired or cancelled again, in a new batch.",
+)
+@click.option(
+    "--finish-online",
+    is_flag=True,
+    default=None,
+    help="Send rows a batch left expired or cancelled again, online.",
+)
 @click.option("-q", "--quiet", is_flag=True, default=None, help="No progress display.")
 def run_cmd(source: Path, **flags: Any) -> None:
     """Run SOURCE and write one output row per input row, in input order.
@@ -217,6 +252,14 @@ def run_cmd(source: Path, **flags: Any) -> None:
         click.echo(
             f"batchrun: stopped by {summary.interrupted}; finished rows are kept in "
             f"{journal_path(config.output)}. Re-run the same command to resume.",
+            err=True,
+        )
+    if summary.batches_running:
+        click.echo(
+            f"batchrun: {len(summary.batches_running)} batch(es) keep running on the API "
+            f"({', '.join(summary.batches_running[:5])}). Re-run the same command to collect "
+            "their results; `batchrun batches list` shows them, `batchrun batches cancel` "
+            "stops them.",
             err=True,
         )
     if summary.budget_stop is not None and summary.final is None:
@@ -294,6 +337,27 @@ def validate_cmd(source: Path, **flags: Any) -> None:
 )
 @click.option("--itpm", type=click.IntRange(min=1), help="Input tokens per minute per model.")
 @click.option("--otpm", type=click.IntRange(min=1), help="Output tokens per minute per model.")
+@click.option(
+    "--batch-processing-s",
+    type=click.FloatRange(0, 86400),
+    default=0.5,
+    show_default=True,
+    help="Seconds a Message Batch takes from creation to its end.",
+)
+@click.option(
+    "--batch-error-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Fraction of valid batch requests that come back errored (a retryable server error).",
+)
+@click.option(
+    "--batch-expire-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Fraction of valid batch requests that come back expired.",
+)
 def simulate_cmd(
     port: int,
     latency: float,
@@ -305,6 +369,9 @@ def simulate_cmd(
     rpm: int | None,
     itpm: int | None,
     otpm: int | None,
+    batch_processing_s: float,
+    batch_error_rate: float,
+    batch_expire_rate: float,
 ) -> None:
     """Serve a stand-in Messages API on 127.0.0.1 for demos, tests and benchmarks.
 
@@ -312,6 +379,8 @@ def simulate_cmd(
     Point a run at it with --base-url http://127.0.0.1:PORT and any API key.
     With --rpm/--itpm/--otpm it enforces those limits like the API: continuously
     refilled buckets, anthropic-ratelimit-* headers, 429 with retry-after when short.
+    It also serves the Message Batches API: batches end --batch-processing-s after
+    creation, with seeded errored and expired requests at the --batch-*-rate fractions.
     """
     from .simulator import SimulatorConfig, parse_fault_spec, serve
 
@@ -319,17 +388,23 @@ def simulate_cmd(
         rates = parse_fault_spec(error_rates)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--error-rate") from None
-    config = SimulatorConfig(
-        latency_mean=latency,
-        latency_jitter=jitter,
-        error_rates=rates,
-        retry_after=retry_after,
-        api_key=api_key,
-        seed=seed,
-        rpm=rpm,
-        itpm=itpm,
-        otpm=otpm,
-    )
+    try:
+        config = SimulatorConfig(
+            latency_mean=latency,
+            latency_jitter=jitter,
+            error_rates=rates,
+            retry_after=retry_after,
+            api_key=api_key,
+            seed=seed,
+            rpm=rpm,
+            itpm=itpm,
+            otpm=otpm,
+            batch_processing_s=batch_processing_s,
+            batch_error_rate=batch_error_rate,
+            batch_expire_rate=batch_expire_rate,
+        )
+    except ValueError as exc:  # e.g. batch error and expire rates adding up to more than 1
+        raise click.UsageError(str(exc)) from None
 
     def ready(url: str) -> None:
         click.echo(f"batchrun simulator listening on {url}", err=True)
@@ -396,6 +471,13 @@ def format_summary(summary: RunSummary, config: RunConfig) -> str:
         + (f" ({summary.unpriced:,} answers unpriced)" if summary.unpriced else "")
         + (f" of a ${summary.max_cost:g} budget" if summary.max_cost is not None else "")
     )
+    if summary.via == "batches":
+        lines.append(
+            f"  batches     {summary.batches_created:,} created, "
+            f"{summary.batches_collected:,} collected"
+            + (f", {len(summary.batches_running):,} running" if summary.batches_running else "")
+            + " (Message Batches: billed at the batch price)"
+        )
     lines.append(f"  retries     {summary.retries:,}")
     lines.extend(_rate_limit_lines(summary))
     lines.append(f"  elapsed     {summary.elapsed_s:.1f} s ({summary.rows_per_second:,.1f} rows/s)")
@@ -435,6 +517,36 @@ def format_validation(report: ValidationReport) -> str:
 
 def _counts(counter: Any) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in counter.most_common())
+
+
+@cli.group("batches")
+def batches_group() -> None:
+    """The Message Batches of a job run with --via batches."""
+
+
+@batches_group.command("list", epilog=PRECEDENCE)
+@click.argument("source", type=click.Path(path_type=Path))
+@_job_options
+def batches_list_cmd(source: Path, **flags: Any) -> None:
+    """Show SOURCE's batches: id, state and request counts."""
+    _batches(source, flags, cancel=False)
+
+
+@batches_group.command("cancel", epilog=PRECEDENCE)
+@click.argument("source", type=click.Path(path_type=Path))
+@_job_options
+def batches_cancel_cmd(source: Path, **flags: Any) -> None:
+    """Cancel SOURCE's batches still processing (re-running collects what they answered)."""
+    _batches(source, flags, cancel=True)
+
+
+def _batches(source: Path, flags: dict[str, Any], *, cancel: bool) -> None:
+    config = _load(source, flags)
+    try:
+        found = cancel_batches(config) if cancel else list_batches(config)
+    except BatchrunError as exc:
+        _fail(exc, None)
+    click.echo(format_batches(found, str(batch_journal_path(config.output))))
 
 
 @cli.command("estimate", epilog=PRECEDENCE)

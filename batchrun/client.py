@@ -20,7 +20,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -189,6 +189,47 @@ class MessagesClient:
         if not isinstance(tokens, int) or isinstance(tokens, bool):
             raise _malformed(response, "count_tokens reply has no integer input_tokens")
         return tokens
+
+    async def call_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        params: Mapping[str, str | int] | None = None,
+    ) -> dict[str, Any]:
+        """One request to another JSON endpoint (Message Batches); one attempt, no retries."""
+        with self._translated():
+            response = await _within(
+                self._deadline,
+                self._http.request(method, path, content=content, params=params),
+            )
+            _raise_for_status(response)
+        data = _json_body(response)
+        if not isinstance(data, dict):
+            raise _malformed(response, f"{method} {path}: the reply is not a JSON object")
+        return data
+
+    async def lines(self, path: str) -> AsyncIterator[bytes]:
+        """The non-empty lines of a JSONL response, as they arrive (batch results).
+
+        No overall deadline: a large result file may take longer than one request's timeout;
+        httpx's per-read timeout still catches a stalled stream.
+        """
+        with self._translated():
+            async with self._http.stream("GET", path) as response:
+                if not response.is_success:
+                    await response.aread()
+                    _raise_for_status(response)
+                pending = b""
+                async for chunk in response.aiter_bytes():
+                    pending += chunk
+                    *complete, pending = pending.split(b"\n")
+                    for line in complete:
+                        if line.strip():
+                            yield line
+                if pending.strip():
+                    yield pending
 
     async def _post(self, path: str, content: bytes) -> httpx.Response:
         response = await self._http.post(path, content=content)

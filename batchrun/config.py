@@ -51,9 +51,13 @@ DEFAULT_CONCURRENCY = 16
 DEFAULT_MAX_RETRIES = 8
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_GRACE = 30.0
+DEFAULT_POLL_INTERVAL = 10.0
+BATCH_MAX_REQUESTS = 100_000  # per Message Batch (API-FACTS §7)
+BATCH_MAX_MB = 256.0
 SIMULATOR_KEY = "sim-local-key"
 
 HttpBackend = Literal["aiohttp", "httpx"]
+Via = Literal["online", "batches"]
 
 # key -> the Python types a job-file value may have. Lists are checked element-wise below.
 _REQUEST_KEYS: dict[str, tuple[type, ...]] = {
@@ -91,6 +95,10 @@ _RUN_KEYS: dict[str, tuple[type, ...]] = {
     "max_cost": (int, float),  # USD this run may spend (budget.py)
     "prices": (str,),  # a price file over the packaged one (pricing.py)
     "json_schema": (str,),  # structured output: a JSON Schema file (structured.py)
+    "via": (str,),  # "online" (default) or "batches": Message Batches at half price
+    "batch_max_requests": (int,),  # requests per Message Batch (the API allows 100,000)
+    "batch_max_mb": (int, float),  # MB of request bodies per batch (the API allows 256)
+    "poll_interval": (int, float),  # seconds between batch status checks, at first
 }
 JOB_KEYS: dict[str, tuple[type, ...]] = {**_REQUEST_KEYS, **_RUN_KEYS}
 
@@ -105,6 +113,7 @@ _ENV_SCALARS: dict[str, Callable[[str], Any]] = {
     "http_backend": str,
     "grace": float,
     "max_cost": float,
+    "via": str,
     "rpm": int,
     "itpm": int,
     "otpm": int,
@@ -142,6 +151,12 @@ class RunConfig:
     prices: PriceTable = field(default_factory=default_prices)
     job_file: Path | None = None
     json_schema: Mapping[str, Any] | None = None  # replies must satisfy it (structured.py)
+    via: Via = "online"  # "batches": through the Message Batches API (batch_run.py)
+    batch_max_requests: int = BATCH_MAX_REQUESTS
+    batch_max_bytes: int = int(BATCH_MAX_MB * 1_000_000)
+    poll_interval: float = DEFAULT_POLL_INTERVAL  # the first wait; it grows while nothing moves
+    resubmit_expired: bool = False  # send expired / canceled batch rows again, in a new batch
+    finish_online: bool = False  # ... or online instead
 
 
 def is_job_file(source: Path) -> bool:
@@ -229,6 +244,12 @@ def load_config(
         prices=load_prices(path_of("prices")),
         job_file=job_file,
         json_schema=schema,
+        via=_via(settings.get("via", "online")),
+        batch_max_requests=_batch_max_requests(settings),
+        batch_max_bytes=_batch_max_bytes(settings),
+        poll_interval=_positive_float(settings, "poll_interval", DEFAULT_POLL_INTERVAL),
+        resubmit_expired=bool(given.get("resubmit_expired", False)),
+        finish_online=bool(given.get("finish_online", False)),
     )
 
 
@@ -419,6 +440,30 @@ def _positive_float(s: Mapping[str, Any], key: str, default: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise ConfigError(f"`{key}` must be a number > 0, not {value!r}")
     return float(value)
+
+
+def _via(value: Any) -> Via:
+    if value == "online":
+        return "online"
+    if value == "batches":
+        return "batches"
+    raise ConfigError(f"`via` must be online or batches, not {value!r}")
+
+
+def _batch_max_requests(s: Mapping[str, Any]) -> int:
+    value = _positive_int(s, "batch_max_requests", BATCH_MAX_REQUESTS)
+    if value > BATCH_MAX_REQUESTS:
+        raise ConfigError(
+            f"`batch_max_requests` must be at most {BATCH_MAX_REQUESTS:,} (the API's limit)"
+        )
+    return value
+
+
+def _batch_max_bytes(s: Mapping[str, Any]) -> int:
+    mb = _positive_float(s, "batch_max_mb", BATCH_MAX_MB)
+    if mb > BATCH_MAX_MB:
+        raise ConfigError(f"`batch_max_mb` must be at most {BATCH_MAX_MB:g} (the API's limit)")
+    return int(mb * 1_000_000)
 
 
 def _backend(value: Any) -> HttpBackend:

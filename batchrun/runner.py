@@ -103,6 +103,10 @@ class RunSummary:
     todo: int | None = None  # rows this run set out to process, when known
     max_cost: float | None = None  # --max-cost
     budget_stop: str | None = None  # why the budget stopped admitting rows
+    via: str = "online"  # or "batches" (batch_run)
+    batches_created: int = 0  # Message Batches this run created
+    batches_collected: int = 0  # ... and whose results it wrote
+    batches_running: list[str] = field(default_factory=list)  # left running when it stopped
 
     @property
     def finished(self) -> int:
@@ -154,7 +158,18 @@ def run(
     retry_sleep: Sleep = asyncio.sleep,
     only: Container[int] | None = None,
 ) -> RunSummary:
-    """Run a job to the end and return its summary. See ``run_async``."""
+    """Run a job to the end and return its summary. See ``run_async``.
+
+    A job with ``via = "batches"`` goes through the Message Batches API (``batch_run``).
+    """
+    if config.via == "batches":
+        from .batch_run import run_batches_async
+
+        return asyncio.run(
+            run_batches_async(
+                config, transport=transport, progress_stream=progress_stream, sleep=retry_sleep
+            )
+        )
     return asyncio.run(
         run_async(
             config,
@@ -173,6 +188,7 @@ async def run_async(
     progress_stream: IO[str] | None = None,
     retry_sleep: Sleep = asyncio.sleep,
     only: Container[int] | None = None,
+    redo_lapsed: bool = False,
 ) -> RunSummary:
     """Send every row not yet answered, journal each result, write the final dataset.
 
@@ -181,27 +197,26 @@ async def run_async(
     replaces the HTTP transport and ``retry_sleep`` the wait between retries (tests).
     ``only`` restricts the run to those input indexes (a pilot sample): their answers are
     journaled, and the final dataset is written by the run that answers the rest.
+    ``redo_lapsed`` also sends the rows a Message Batch expired or cancelled (--finish-online).
     """
-    if not config.simulate and config.credentials == type(config.credentials)() and not transport:
-        raise ConfigError(
-            "no credentials: set ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN for a gateway), "
-            "or try the job against the built-in simulator with --simulate"
-        )
+    check_credentials(config, transport)
     summary = RunSummary(input=config.input, output=config.output)
     sink = Sink(config.output, config.keep_columns)
     prior = sink.open(overwrite=config.overwrite)
-    done, known_ids = _load_prior(config, prior)
+    done, known_ids = load_prior(config, prior)
 
     async with open_client(config, transport) as client:
         pool: Pool[Work] = Pool(config.concurrency)
-        summary.todo = len(only) if isinstance(only, Sized) else _count_hint(config, done)
+        summary.todo = (
+            len(only) if isinstance(only, Sized) else count_hint(config, done, redo_lapsed)
+        )
         progress = Progress(
             summary.todo,
             lambda: _status_line(summary, pool),
             quiet=config.quiet,
             stream=progress_stream,
         )
-        counter = _RowCounter()
+        counter = RowCounter()
         # The limiter waits out a 429 in place of the retry loop, so it takes the retry sleep.
         limiter = RateLimiter(config.limits, pause_sleep=retry_sleep)
         sender = _Sender(config, client, summary, retry_sleep, limiter)
@@ -210,7 +225,7 @@ async def run_async(
             sender.tuner = ConcurrencyTuner(limiter, pool.set_limit)
         started = time.perf_counter()
         try:
-            work = _plan(config, done, known_ids, counter, summary, only)
+            work = plan(config, done, known_ids, counter, only, redo_lapsed=redo_lapsed)
             fail_fast = _FailFast()
             budget = _budget(config, summary, pool, progress)
             unpriced = UnknownModels()
@@ -232,10 +247,20 @@ async def run_async(
             progress.close()
             await sink.close()
     summary.total_rows = counter.rows
+    summary.skipped = counter.skipped
     if summary.interrupted is None and summary.skipped + summary.finished == counter.rows:
         summary.final = sink.finalize(counter.rows)
     # Otherwise (a pilot sample) the answers stay in the journal for the run that finishes.
     return summary
+
+
+def check_credentials(config: RunConfig, transport: httpx.AsyncBaseTransport | None) -> None:
+    """Refuse to start without a key, before anything is read or sent."""
+    if not config.simulate and config.credentials == type(config.credentials)() and not transport:
+        raise ConfigError(
+            "no credentials: set ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN for a gateway), "
+            "or try the job against the built-in simulator with --simulate"
+        )
 
 
 @contextlib.asynccontextmanager
@@ -289,17 +314,30 @@ def _fewer_collections() -> Iterator[None]:
 _GC_FIRST_GENERATION = 20_000
 
 
-class _RowCounter:
+class RowCounter:
+    """How many rows the input has, as far as it has been read."""
+
     rows = 0
+    skipped = 0  # done by an earlier run, not read again
 
 
-_NOTHING, _DONE_OK, _DONE_ERROR = 0, 1, 2
+# What earlier runs recorded for a row: nothing, an answer, an error, or an error that says
+# only that a Message Batch ran out of time (or was cancelled) before reaching the row.
+_NOTHING, _DONE_OK, _DONE_ERROR, _DONE_LAPSED = 0, 1, 2, 3
+LAPSED_ERROR_TYPES = frozenset({"expired", "canceled"})
 
 
-def _load_prior(config: RunConfig, prior: PriorState) -> tuple[bytearray, list[str]]:
+def _flag(record: PriorRecord) -> int:
+    if record.status == STATUS_OK:
+        return _DONE_OK
+    return _DONE_LAPSED if record.error_type in LAPSED_ERROR_TYPES else _DONE_ERROR
+
+
+def load_prior(config: RunConfig, prior: PriorState) -> tuple[bytearray, list[str]]:
     """What earlier runs answered, checked against the requests the input makes now.
 
-    Returns one flag per earlier row (nothing recorded, ok, error) and each row's id ("" where
+    Returns one flag per earlier row (nothing recorded, ok, error, lapsed batch request) and
+    each row's id ("" where
     nothing was recorded). Before anything is sent, records this run's job fingerprint and
     input stamp, which lets the next resume skip the row-by-row check (see ``resume``).
     """
@@ -330,7 +368,7 @@ def _trusted_prior(prior: PriorState) -> tuple[bytearray, list[str]]:
     for index in range(len(prior)):
         record = prior.lookup(index)
         if record is not None:
-            flags[index] = _DONE_OK if record.status == STATUS_OK else _DONE_ERROR
+            flags[index] = _flag(record)
             ids[index] = record.id
     return flags, ids
 
@@ -350,7 +388,7 @@ def _check_prior(config: RunConfig, prior: PriorState) -> tuple[bytearray, list[
             continue
         if _differs(record, prepare(row, config), row):
             mismatched.append(row.id)
-        done[row.index] = _DONE_OK if record.status == STATUS_OK else _DONE_ERROR
+        done[row.index] = _flag(record)
         ids[row.index] = row.id
     if seen < prior.final_rows:
         raise ResumeMismatchError(
@@ -377,28 +415,45 @@ def _differs(record: PriorRecord, work: Work, row: InputRow) -> bool:
     )
 
 
-def _plan(
+def plan(
     config: RunConfig,
     done: bytearray,
     known_ids: list[str],
-    counter: _RowCounter,
-    summary: RunSummary,
+    counter: RowCounter,
     only: Container[int] | None,
+    *,
+    redo_lapsed: bool = False,
+    pending: bytearray | None = None,
 ) -> Iterator[Work]:
     """The rows this run must process, read lazily.
 
     Rows earlier runs finished are skipped by the reader itself, unparsed: a resumed
     million-row job starts sending as soon as it reaches the first row left to do.
+    ``redo_lapsed`` sends again the rows a Message Batch expired or cancelled before
+    answering; ``pending`` flags rows that sit in a batch still running (not sent again).
     """
+    waiting = pending or bytearray()
 
     def finished(index: int) -> bool:
         flag = done[index] if index < len(done) else _NOTHING
-        return flag == _DONE_OK or (flag == _DONE_ERROR and not config.retry_errors)
+        if flag == _DONE_OK:
+            return True
+        if flag == _DONE_LAPSED and not redo_lapsed:
+            return not config.retry_errors
+        return flag == _DONE_ERROR and not config.retry_errors
 
-    skipped = [i for i in range(len(done)) if finished(i)]
-    summary.skipped = len(skipped)
+    def in_batch(index: int) -> bool:
+        return index < len(waiting) and waiting[index] == 1
+
+    skipped = [i for i in range(len(done)) if finished(i) and not in_batch(i)]
+    counter.skipped = len(skipped)
     counter.rows = len(done)
-    for row in read_rows(config.input, skip=finished, known_ids=(known_ids[i] for i in skipped)):
+    rows = read_rows(
+        config.input,
+        skip=lambda i: finished(i) or in_batch(i),
+        known_ids=(known_ids[i] for i in skipped),
+    )
+    for row in rows:
         counter.rows = max(counter.rows, row.index + 1)
         if only is not None and row.index not in only:
             continue
@@ -630,10 +685,12 @@ def _cost_status(summary: RunSummary) -> str:
     return text
 
 
-def _count_hint(config: RunConfig, done: bytearray) -> int | None:
+def count_hint(config: RunConfig, done: bytearray, redo_lapsed: bool = False) -> int | None:
     """Rows left to do, for the progress bar's total; None when it cannot be told cheaply."""
     total = count_rows(config.input)
     if total is None:
         return None
-    skip = done.count(1) + (0 if config.retry_errors else done.count(2))
+    skip = done.count(_DONE_OK)
+    if not config.retry_errors:
+        skip += done.count(_DONE_ERROR) + (0 if redo_lapsed else done.count(_DONE_LAPSED))
     return max(total - skip, 0)

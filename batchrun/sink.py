@@ -69,6 +69,7 @@ class PriorRecord:
     id: str
     status: str
     request_hash: str | None
+    error_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class PriorState:
         self.journal = journal
         self._batches = final_batches
         self._start = 0  # index of the first row of the current batch
-        self._cols: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
+        self._cols: tuple[list[Any], ...] = ([], [], [], [])
 
     def __len__(self) -> int:
         """How many input rows have a record (an upper bound when journal and file overlap)."""
@@ -109,19 +110,15 @@ class PriorState:
         if index >= self.final_rows:
             return None
         self._advance(index)
-        ids, statuses, hashes = self._cols
+        ids, statuses, hashes, error_types = self._cols
         k = index - self._start
-        return PriorRecord(ids[k], statuses[k], hashes[k])
+        return PriorRecord(ids[k], statuses[k], hashes[k], error_types[k])
 
     def _advance(self, index: int) -> None:
         while index >= self._start + len(self._cols[0]) and index < self.final_rows:
             self._start += len(self._cols[0])
             batch = next(self._batches)
-            self._cols = (
-                batch.column(0).to_pylist(),
-                batch.column(1).to_pylist(),
-                batch.column(2).to_pylist(),
-            )
+            self._cols = tuple(column.to_pylist() for column in batch.columns)
 
 
 class Sink:
@@ -175,14 +172,14 @@ class Sink:
         return self._read_prior()
 
     def _read_prior(self) -> PriorState:
+        columns = ("id", "status", "request_hash", "error_type")  # PriorRecord's fields
         journal = {
-            int(r[INDEX]): PriorRecord(r["id"], r["status"], r["request_hash"])
-            for r in _journal_records(self.journal, ("id", "status", "request_hash"))
+            int(r[INDEX]): PriorRecord(r["id"], r["status"], r["request_hash"], r["error_type"])
+            for r in _journal_records(self.journal, columns)
         }
         if not self.output.exists():
             return PriorState(0, iter(()), journal)
         rows = _row_count(self.output)
-        columns = ["id", "status", "request_hash"]
         return PriorState(rows, _read_batches(self.output, self.schema, columns), journal)
 
     # -- during the run -------------------------------------------------------------------
@@ -208,6 +205,15 @@ class Sink:
                 f"cannot append to {self.journal}: {exc.strerror or exc}; the rows finished "
                 "before this are kept and a re-run resumes after them"
             ) from exc
+
+    def sync(self) -> None:
+        """Force the journal to disk now (before recording that rows are safely written)."""
+        if self._fd is not None:
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                raise OutputError(f"cannot sync {self.journal}: {exc.strerror or exc}") from exc
+            self._last_fsync = self._clock()
 
     async def close(self) -> None:
         """Flush the journal to disk and close it."""
@@ -505,7 +511,8 @@ def _read_batches(
     path: Path, schema: pa.Schema, columns: Sequence[str] | None = None
 ) -> Iterator[pa.RecordBatch]:
     """Batches of an existing output, conformed to ``schema`` (older runs may differ)."""
-    wanted = pa.schema([f for f in schema if columns is None or f.name in columns])
+    # In the order asked for: callers read the columns by position.
+    wanted = schema if columns is None else pa.schema([schema.field(n) for n in columns])
     if _is_parquet(path):
         pf = pq.ParquetFile(path)
         present = [n for n in wanted.names if n in pf.schema_arrow.names]

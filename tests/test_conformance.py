@@ -25,7 +25,8 @@ from support import TEST_KEY, RecordingTransport, write_jsonl
 
 from batchrun import load_config, run
 from batchrun.request import RequestDefaults, build_request
-from batchrun.simulator import SimulatorThread
+from batchrun.simulator import BatchSettings, BatchStore, SimulatorThread
+from batchrun.simulator.batches import check_create_body
 from batchrun.structured import FORCED_CHOICE, structured_tool
 
 # shared/ sits beside the repository on developers' machines and in CI.
@@ -41,7 +42,7 @@ pytestmark = pytest.mark.skipif(not SPEC_PATH.exists(), reason=f"no OpenAPI spec
 DEFAULTS = RequestDefaults(model="claude-haiku-4-5", max_tokens=2048)
 PNG_B64 = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
 PDF_B64 = base64.b64encode(b"%PDF-1.4\n%%EOF\n").decode()
-TOOL = {
+TOOL: dict[str, Any] = {
     "name": "record_label",
     "description": "Record the label.",
     "input_schema": {
@@ -310,3 +311,73 @@ def test_requests_with_local_files_conform() -> None:
     path_source = {"type": "path", "path": "gradient.png"}
     messages = user([{"type": "image", "source": path_source}, {"type": "text", "text": "?"}])
     assert_conforms(build_request({"messages": messages}, DEFAULTS, base_dir=media))
+
+
+# ------------------------------------------------------------------------------ Message Batches
+
+
+@lru_cache(maxsize=1)
+def spec_registry() -> Registry[Any]:
+    spec = json.loads(SPEC_PATH.read_text(encoding="utf-8"))
+    registry: Registry[Any] = Registry().with_resource(
+        SPEC_URI, Resource.from_contents(spec, default_specification=DRAFT202012)
+    )
+    return registry
+
+
+@lru_cache(maxsize=16)
+def schema_validator(name: str) -> Draft202012Validator:
+    """A validator for one of the spec's component schemas, by name."""
+    schema = {"$ref": f"{SPEC_URI}#/components/schemas/{name}"}
+    return Draft202012Validator(schema, registry=spec_registry())
+
+
+def assert_schema(name: str, value: Mapping[str, Any]) -> None:
+    errors = list(schema_validator(name).iter_errors(dict(value)))
+    assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors[:5])
+
+
+def with_spec_nulls(line: dict[str, Any]) -> dict[str, Any]:
+    """A succeeded line with the two keys the spec requires (nullable) and replies omit.
+
+    The simulator's Message leaves out ``citations`` on text blocks and ``usage.inference_geo``
+    (the SDK defaults both to None); the batch envelope around it is what is checked here.
+    """
+    message = line["result"]["message"]
+    content = [{"citations": None, **b} if b["type"] == "text" else b for b in message["content"]]
+    usage = {"inference_geo": None, **message["usage"]}
+    return {
+        **line,
+        "result": {**line["result"], "message": {**message, "content": content, "usage": usage}},
+    }
+
+
+def test_message_batches_conform_to_the_openapi_schemas() -> None:
+    """Every object the batch endpoints return, in every state and result kind."""
+    clock = [0.0]
+    store = BatchStore(
+        BatchSettings(processing_s=10, error_rate=0.3, expire_rate=0.3), clock=lambda: clock[0]
+    )
+    requests: list[dict[str, Any]] = [
+        {"custom_id": f"row-{i}", "params": build_request({"prompt": f"Row {i}"}, DEFAULTS)}
+        for i in range(20)
+    ]
+    requests.append({"custom_id": "streams", "params": {**requests[0]["params"], "stream": True}})
+    body = {"requests": requests}
+    assert_schema("CreateMessageBatchParams", body)
+    batch = store.create(check_create_body(body), "2023-06-01")
+    assert_schema("MessageBatch", batch)
+    clock[0] = 5.0
+    assert_schema("MessageBatch", store.cancel(batch["id"]))
+    clock[0] = 10.0
+    assert_schema("MessageBatch", store.retrieve(batch["id"]))
+    assert_schema("ListResponse_MessageBatch_", store.list_batches())
+    kinds = set()
+    for raw in store.results(batch["id"]).splitlines():
+        line = json.loads(raw)
+        kinds.add(line["result"]["type"])
+        if line["result"]["type"] == "succeeded":
+            line = with_spec_nulls(line)
+        assert_schema("MessageBatchIndividualResponse", line)
+    assert kinds == {"succeeded", "errored", "expired", "canceled"}
+    assert_schema("DeleteMessageBatchResponse", store.delete(batch["id"]))

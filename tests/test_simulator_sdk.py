@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -117,3 +119,57 @@ def test_async_sdk_against_an_in_loop_simulator() -> None:
             assert server.stats.answered_ok == 8
 
     asyncio.run(scenario())
+
+
+def test_sdk_drives_the_message_batches_api() -> None:
+    """Create, retrieve, list, cancel, results and delete, all through the official client."""
+    requests = [
+        {
+            "custom_id": f"row-{i}",
+            "params": {"model": "claude-haiku-4-5", "max_tokens": 32, "messages": MESSAGES},
+        }
+        for i in range(3)
+    ]
+    with (
+        SimulatorThread(SimulatorConfig(api_key=KEY, batch_processing_s=0.5)) as running,
+        anthropic.Anthropic(api_key=KEY, base_url=running.base_url, max_retries=0) as client,
+    ):
+        batches = client.messages.batches
+        created = batches.create(requests=requests)
+        other = batches.create(requests=[{**requests[0], "custom_id": "later"}])
+        canceling = batches.cancel(other.id)
+        assert created.processing_status == "in_progress"
+        assert created.request_counts.processing == 3
+        assert canceling.processing_status == "canceling"
+        assert canceling.cancel_initiated_at is not None
+        with pytest.raises(anthropic.BadRequestError):
+            batches.delete(created.id)  # not ended yet
+        ended = wait_for_end(batches, created.id)
+        assert ended.request_counts.succeeded == 3
+        assert ended.ended_at is not None and ended.results_url is not None
+
+        results = {line.custom_id: line.result for line in batches.results(created.id)}
+        assert sorted(results) == ["row-0", "row-1", "row-2"]
+        for result in results.values():
+            assert result.type == "succeeded"
+            assert result.message.usage.service_tier == "batch"
+            assert result.message.content[0].type == "text"
+        assert wait_for_end(batches, other.id).request_counts.canceled == 1
+        assert [line.result.type for line in batches.results(other.id)] == ["canceled"]
+        assert [b.id for b in batches.list(limit=10)] == [other.id, created.id]
+        assert [b.id for b in batches.list(limit=1)] == [other.id, created.id]  # auto-paging
+
+        deleted = batches.delete(created.id)
+        assert (deleted.id, deleted.type) == (created.id, "message_batch_deleted")
+        with pytest.raises(anthropic.NotFoundError):
+            batches.retrieve(created.id)
+
+
+def wait_for_end(batches: Any, batch_id: str) -> Any:
+    """Poll as the SDK docs do (bounded; not a timing assertion)."""
+    for _ in range(1000):
+        batch = batches.retrieve(batch_id)
+        if batch.processing_status == "ended":
+            return batch
+        time.sleep(0.01)
+    raise AssertionError(f"batch {batch_id} did not end")

@@ -2,14 +2,16 @@
 
 Replies are deterministic functions of the request (``replies``); faults are injected by rate
 or by script (``faults``); RPM / ITPM / OTPM limits are enforced like the API's, with its
-headers and 429s (``ratelimits``); ``Simulator`` serves all this over loopback HTTP with
-aiohttp, and ``SimulatorThread`` runs one on its own thread for synchronous callers.
+headers and 429s (``ratelimits``); Message Batches progress on a clock in ``batches``;
+``Simulator`` serves all this over loopback HTTP with aiohttp, and ``SimulatorThread`` runs
+one on its own thread for synchronous callers.
 
     >>> with SimulatorThread(SimulatorConfig(error_rates={"429": 0.05})) as sim:  # doctest: +SKIP
     ...     run_job(base_url=sim.base_url)
     ...     print(sim.stats.answered_ok, sim.stats.faults)
 """
 
+from batchrun.simulator.batches import BatchSettings, BatchStore
 from batchrun.simulator.faults import FAULT_NAMES, parse_fault_spec
 from batchrun.simulator.ratelimits import SimLimits
 from batchrun.simulator.replies import count_input_tokens, make_reply
@@ -18,6 +20,8 @@ from batchrun.simulator.thread import SimulatorThread
 
 __all__ = [
     "FAULT_NAMES",
+    "BatchSettings",
+    "BatchStore",
     "SimLimits",
     "Simulator",
     "SimulatorConfig",

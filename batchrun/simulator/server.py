@@ -4,6 +4,7 @@ It checks requests like the API (auth, version header, body), enforces RPM / ITP
 limits with the API's headers and 429s (``ratelimits``), answers with the deterministic
 replies of ``replies`` as JSON or SSE, and injects the faults of ``faults`` (error statuses,
 dropped connections, hangs, broken bodies and streams) after a configurable latency.
+It also serves the Message Batches API over the store of ``batches``.
 
     >>> async def demo() -> None:
     ...     async with Simulator(SimulatorConfig(latency_mean=0.01)) as sim:
@@ -17,18 +18,26 @@ import contextlib
 import ipaddress
 import itertools
 import json
+import logging
 import random
 import secrets
 import socket
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 
+from batchrun.simulator.batches import (
+    MAX_BATCH_BYTES,
+    BatchSettings,
+    BatchStore,
+    check_create_body,
+    parse_list_query,
+)
 from batchrun.simulator.faults import STATUS_FAULTS, FaultPicker, check_rates, effective_fault
 from batchrun.simulator.ratelimits import Admission, RateLimits, Refusal, SimLimits
 from batchrun.simulator.replies import (
@@ -51,6 +60,8 @@ MAX_BODY_BYTES = 32 * 1024 * 1024
 SHUTDOWN_GRACE = 0.5
 """Seconds stop() lets in-flight handlers finish before cancelling them."""
 
+_log = logging.getLogger(__name__)
+
 _STREAM_ERROR = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
 
 
@@ -59,7 +70,9 @@ class SimulatorConfig:
     """How the simulator behaves: latency, faults, rate limits, accepted key and reply length.
 
     ``rpm``, ``itpm`` and ``otpm`` are per-minute limits per model (None: unlimited, and no
-    ``anthropic-ratelimit-*`` headers for that limit).
+    ``anthropic-ratelimit-*`` headers for that limit). ``batch_*`` shape Message Batches: a
+    batch ends ``batch_processing_s`` after its creation, and these fractions of its valid
+    requests come back errored (a retryable server error) or expired (see ``batches``).
     """
 
     latency_mean: float = 0.0
@@ -73,10 +86,14 @@ class SimulatorConfig:
     rpm: int | None = None
     itpm: int | None = None
     otpm: int | None = None
+    batch_processing_s: float = 0.5
+    batch_error_rate: float = 0.0
+    batch_expire_rate: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "error_rates", check_rates(self.error_rates))
         self.rate_limits()  # validates them
+        self.batch_settings()  # validates them
         for name in ("latency_mean", "latency_jitter", "retry_after", "hang_seconds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -88,6 +105,11 @@ class SimulatorConfig:
 
     def rate_limits(self) -> SimLimits:
         return SimLimits(self.rpm, self.itpm, self.otpm)
+
+    def batch_settings(self) -> BatchSettings:
+        return BatchSettings(
+            self.batch_processing_s, self.batch_error_rate, self.batch_expire_rate, self.seed
+        )
 
 
 @dataclass
@@ -103,6 +125,9 @@ class SimulatorStats:
     answers_by_tag: Counter[str] = field(default_factory=Counter)
     rate_limited: int = 0  # 429s because a rate-limit bucket was short (not injected faults)
     rate_limited_by: Counter[str] = field(default_factory=Counter)  # which bucket was short
+    batches_created: int = 0
+    batch_requests_submitted: int = 0  # requests over all batch creates
+    batch_custom_ids: Counter[str] = field(default_factory=Counter)  # submissions per custom_id
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def begin(self) -> None:
@@ -139,14 +164,24 @@ class SimulatorStats:
             self.answered_ok += count
             self.answers_by_tag[tag] += count
 
+    def batch_created(self, custom_ids: Iterable[str]) -> None:
+        """A Message Batch of requests with these custom_ids was stored."""
+        with self._lock:
+            self.batches_created += 1
+            for custom_id in custom_ids:
+                self.batch_requests_submitted += 1
+                self.batch_custom_ids[custom_id] += 1
+
     def reset(self) -> None:
         """Zero the counters; requests still in flight stay counted in ``in_flight``."""
         with self._lock:
             self.requests = self.answered_ok = self.rate_limited = 0
+            self.batches_created = self.batch_requests_submitted = 0
             self.by_status.clear()
             self.faults.clear()
             self.answers_by_tag.clear()
             self.rate_limited_by.clear()
+            self.batch_custom_ids.clear()
             self.max_in_flight = self.in_flight
 
     def snapshot(self) -> SimulatorStats:
@@ -162,6 +197,9 @@ class SimulatorStats:
                 answers_by_tag=Counter(self.answers_by_tag),
                 rate_limited=self.rate_limited,
                 rate_limited_by=Counter(self.rate_limited_by),
+                batches_created=self.batches_created,
+                batch_requests_submitted=self.batch_requests_submitted,
+                batch_custom_ids=Counter(self.batch_custom_ids),
             )
 
 
@@ -198,7 +236,11 @@ class Simulator:
     (400/404), rate limits (429, at once), then the fault choice, the latency sleep (faults
     included, so they cost time as real ones do), then the answer. ``count_tokens`` gets the
     checks only: no rate limit, no fault, no latency, so estimates stay exact and scripted
-    faults stay aimed at messages.
+    faults stay aimed at messages. The Message Batches endpoints get the same checks and
+    nothing else; their batches live in ``batches`` for the simulator's life.
+
+    ``on_batch_created`` (a test hook) is called with each new MessageBatch once it is stored
+    and before the create response goes out, so a test can kill its client at that moment.
     """
 
     def __init__(self, config: SimulatorConfig | None = None) -> None:
@@ -213,6 +255,13 @@ class Simulator:
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
         self._base_url: str | None = None
+        self.batches = BatchStore(
+            self.config.batch_settings(),
+            lambda body: self._reply(body).message,
+            results_url=self._results_url,
+            id_prefix=self._id_prefix,
+        )
+        self.on_batch_created: Callable[[dict[str, Any]], None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -232,6 +281,12 @@ class Simulator:
         app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
         app.router.add_post("/v1/messages", self._messages)
         app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
+        app.router.add_post("/v1/messages/batches", self._create_batch)
+        app.router.add_get("/v1/messages/batches", self._list_batches)
+        app.router.add_get("/v1/messages/batches/{batch_id}", self._one_batch)
+        app.router.add_delete("/v1/messages/batches/{batch_id}", self._one_batch)
+        app.router.add_post("/v1/messages/batches/{batch_id}/cancel", self._one_batch)
+        app.router.add_get("/v1/messages/batches/{batch_id}/results", self._batch_results)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         return app
 
@@ -338,13 +393,104 @@ class Simulator:
             return self._status_fault(fault, request_id, self._rate_headers(model))
         if fault == "reset":
             return self._drop(request)  # the work may have been done: the charge stands
-        reply = make_reply(body, self.config.reply_tokens)
+        reply = self._reply(body)
         if admission is not None and self._limits is not None:
             self._limits.finish(admission, int(reply.message["usage"]["output_tokens"]))
         headers = self._rate_headers(model)
         if streaming:
             return await self._send_stream(request, request_id, reply, fault, headers)
         return await self._send_json(request, request_id, reply, fault, headers)
+
+    def _reply(self, body: Mapping[str, Any]) -> Reply:
+        """The answer to a checked body: one function for online requests and batches alike."""
+        return make_reply(body, self.config.reply_tokens)
+
+    # ------------------------------------------------------------------ message batches
+
+    async def _create_batch(self, request: web.Request) -> web.StreamResponse:
+        return await self._batch_call(request, self._answer_create_batch)
+
+    async def _list_batches(self, request: web.Request) -> web.StreamResponse:
+        return await self._batch_call(request, self._answer_list_batches)
+
+    async def _one_batch(self, request: web.Request) -> web.StreamResponse:
+        return await self._batch_call(request, self._answer_one_batch)
+
+    async def _batch_results(self, request: web.Request) -> web.StreamResponse:
+        return await self._batch_call(request, self._answer_batch_results)
+
+    async def _batch_call(
+        self,
+        request: web.Request,
+        answer: Callable[[web.Request, str], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """Counted like every request; no latency, faults or rate limits (kept simple)."""
+        request_id = self._request_id()
+        self.stats.begin()
+        try:
+            return await answer(request, request_id)
+        except InvalidRequest as exc:
+            return self._error(exc.status, exc.error_type, exc.message, request_id)
+        finally:
+            self.stats.end()
+
+    async def _answer_create_batch(self, request: web.Request, request_id: str) -> web.Response:
+        """Store the batch, count it and run the hook before answering.
+
+        Nothing awaits between storing and answering, so a client that is gone (or a hook
+        that fails) cannot undo the creation: the batch exists as it does at the API.
+        """
+        version = self._check_headers(request, MAX_BATCH_BYTES)
+        items = check_create_body(_parse_json(await _read_limited(request, MAX_BATCH_BYTES)))
+        batch = self.batches.create(items, version)
+        self.stats.batch_created(item.custom_id for item in items)
+        payload = dumps(batch).encode()
+        self._batch_created_hook(batch)
+        return self._json(200, payload, request_id)
+
+    def _batch_created_hook(self, batch: dict[str, Any]) -> None:
+        hook = self.on_batch_created
+        if hook is None:
+            return
+        try:
+            hook(batch)
+        except Exception:  # a test device: its failure must not change what the client sees
+            _log.exception("on_batch_created hook failed; the batch is stored and answered")
+
+    async def _answer_list_batches(self, request: web.Request, request_id: str) -> web.Response:
+        self._check_headers(request)
+        page = self.batches.list_batches(parse_list_query(request.query))
+        return self._json(200, dumps(page).encode(), request_id)
+
+    async def _answer_one_batch(self, request: web.Request, request_id: str) -> web.Response:
+        """Retrieve (GET), delete (DELETE) or cancel (POST .../cancel) one batch."""
+        self._check_headers(request)
+        batch_id = request.match_info["batch_id"]
+        if request.method == "DELETE":
+            answer = self.batches.delete(batch_id)
+        elif request.method == "POST":
+            answer = self.batches.cancel(batch_id)
+        else:
+            answer = self.batches.retrieve(batch_id)
+        return self._json(200, dumps(answer).encode(), request_id)
+
+    async def _answer_batch_results(self, request: web.Request, request_id: str) -> web.Response:
+        self._check_headers(request)
+        results = self.batches.results(request.match_info["batch_id"])
+        self.stats.status(200)
+        return web.Response(
+            status=200,
+            body=results,
+            content_type="application/x-jsonl",
+            headers={"request-id": request_id},
+        )
+
+    def _results_url(self, batch_id: str) -> str:
+        """Absolute, as the API's ``results_url`` is; the SDK fetches exactly this URL.
+
+        Relative while the simulator is stopped, so ``batches`` stays readable then.
+        """
+        return f"{self._base_url or ''}/v1/messages/batches/{batch_id}/results"
 
     # ------------------------------------------------------------------ rate limits
 
@@ -374,13 +520,11 @@ class Simulator:
 
     # ------------------------------------------------------------------ checks
 
-    def _check_headers(self, request: web.Request) -> str:
+    def _check_headers(self, request: web.Request, max_bytes: int = MAX_BODY_BYTES) -> str:
         """Size, auth, then version, in the order the real service applies them."""
         length = request.content_length
-        if length is not None and length > MAX_BODY_BYTES:
-            raise InvalidRequest(
-                "Request exceeds the maximum allowed size", 413, "request_too_large"
-            )
+        if length is not None and length > max_bytes:
+            raise _too_large()
         self._check_auth(request)
         return check_version(request.headers.get("anthropic-version"))
 
@@ -399,13 +543,8 @@ class Simulator:
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            raise InvalidRequest(
-                "Request exceeds the maximum allowed size", 413, "request_too_large"
-            ) from None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise InvalidRequest("There was an error parsing the body: invalid JSON") from None
+            raise _too_large() from None
+        return _parse_json(raw)
 
     # ------------------------------------------------------------------ timing
 
@@ -547,6 +686,30 @@ class Simulator:
             await response.write(_encode(events))
         self._drop(request)
         return response
+
+
+def _too_large() -> InvalidRequest:
+    return InvalidRequest("Request exceeds the maximum allowed size", 413, "request_too_large")
+
+
+def _parse_json(raw: bytes) -> object:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise InvalidRequest("There was an error parsing the body: invalid JSON") from None
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes:
+    """The body, read past the app's 32 MB ``client_max_size`` up to ``limit`` (else 413).
+
+    The app's limit stays the Messages one; only the batch route reads its body this way.
+    """
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 20):
+        body += chunk
+        if len(body) > limit:
+            raise _too_large()
+    return bytes(body)
 
 
 def _encode(events: list[tuple[str, dict[str, Any]]]) -> bytes:

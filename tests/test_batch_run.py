@@ -1,0 +1,418 @@
+"""Whole runs through the Message Batches API against the simulator over loopback.
+
+The simulator keeps its batches across requests and across client processes, and counts how
+often each custom_id was submitted: that count is what proves no row was paid for twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from support import TEST_KEY, job_config, no_wait, prompts, reply_tag, write_jsonl
+
+from batchrun import run
+from batchrun.batch_journal import BatchJournal, IntentRows, batch_journal_path
+from batchrun.cli import cli
+from batchrun.errors import ConfigError
+from batchrun.runner import ResumeMismatchError
+from batchrun.simulator import SimulatorConfig, SimulatorThread
+
+# Columns that legitimately differ between an online and a batch answer to the same row.
+TIMING_AND_COST = {
+    "latency_ms",
+    "elapsed_ms",
+    "finished_at",
+    "cost_usd",
+    "request_id",
+    "message_id",
+    "http_status",
+    "via",
+    "batch_id",
+}
+
+
+@pytest.fixture
+def bsim() -> Iterator[SimulatorThread]:
+    with SimulatorThread(SimulatorConfig(batch_processing_s=0.2)) as s:
+        yield s
+
+
+def batch_config(inp: Path, out: Path, url: str, **flags: Any) -> Any:
+    return job_config(inp, out, url, via="batches", poll_interval=0.05, **flags)
+
+
+def rows_of(out: Path) -> list[dict[str, Any]]:
+    return list(pq.read_table(out).to_pylist())
+
+
+def submitted_once(sim: SimulatorThread, n: int) -> None:
+    stats = sim.stats.snapshot()
+    assert stats.batch_requests_submitted == n
+    assert set(stats.batch_custom_ids.values()) == {1}
+
+
+def test_a_batch_run_gives_the_online_rows_at_half_the_price(
+    tmp_path: Path, bsim: SimulatorThread
+) -> None:
+    n = 60
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(n))
+    online = run(job_config(inp, tmp_path / "online.parquet", bsim.base_url))
+    batched = run(
+        batch_config(inp, tmp_path / "batch.parquet", bsim.base_url, batch_max_requests=25)
+    )
+    assert online.exit_code == batched.exit_code == 0
+    assert batched.batches_created == batched.batches_collected == 3  # 25 + 25 + 10
+    assert batched.via == "batches"
+    submitted_once(bsim, n)
+
+    a, b = rows_of(tmp_path / "online.parquet"), rows_of(tmp_path / "batch.parquet")
+    assert [r["id"] for r in b] == [p["id"] for p in prompts(n)]
+    for x, y in zip(a, b, strict=True):
+        assert {k: v for k, v in x.items() if k not in TIMING_AND_COST} == {
+            k: v for k, v in y.items() if k not in TIMING_AND_COST
+        }
+        assert y["via"] == "batches" and x["via"] == "online"
+        assert y["batch_id"].startswith("msgbatch_")
+        assert y["cost_usd"] == pytest.approx(x["cost_usd"] / 2)
+    assert batched.cost_usd == pytest.approx(online.cost_usd / 2)
+    assert not batch_journal_path(tmp_path / "batch.parquet").with_suffix(".results").exists()
+
+
+def test_batches_are_split_by_size_too(tmp_path: Path, bsim: SimulatorThread) -> None:
+    n = 30
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(n))
+    # Each request item is about 150 bytes: 0.001 MB (1,048 bytes) holds six of them.
+    summary = run(batch_config(inp, tmp_path / "out.parquet", bsim.base_url, batch_max_mb=0.001))
+    assert summary.exit_code == 0
+    assert summary.batches_created == bsim.stats.snapshot().batches_created >= 5
+    submitted_once(bsim, n)
+
+
+def test_ids_that_cannot_be_custom_ids_come_back_to_their_rows(
+    tmp_path: Path, bsim: SimulatorThread
+) -> None:
+    rows = [
+        {"id": "doc 1.txt", "prompt": "first"},
+        {"id": "x" * 80, "prompt": "second"},
+        {"id": "ok_id-3", "prompt": "third"},
+        {"id": "é/4", "prompt": "fourth"},
+    ]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.parquet"
+    assert run(batch_config(inp, out, bsim.base_url)).exit_code == 0
+    got = rows_of(out)
+    assert [r["id"] for r in got] == [r["id"] for r in rows]
+    for src, res in zip(rows, got, strict=True):
+        assert res["text"].startswith(reply_tag(src["prompt"]))
+    sent = set(bsim.stats.snapshot().batch_custom_ids)
+    assert "ok_id-3" in sent and not any(" " in c or len(c) > 64 for c in sent)
+
+
+def test_rows_the_api_would_refuse_are_recorded_without_being_submitted(
+    tmp_path: Path, bsim: SimulatorThread
+) -> None:
+    rows = prompts(5)
+    rows[2]["max_tokens"] = 0
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.parquet"
+    summary = run(batch_config(inp, out, bsim.base_url))
+    assert summary.exit_code == 3 and summary.invalid == 1
+    got = rows_of(out)
+    assert got[2]["error_type"] == "invalid_request" and "max_tokens" in got[2]["error_message"]
+    assert got[2]["via"] == "batches" and got[2]["batch_id"] is None
+    assert rows[2]["id"] not in bsim.stats.snapshot().batch_custom_ids
+    assert bsim.stats.snapshot().batch_requests_submitted == 4
+
+
+def test_errored_and_expired_results_and_resubmitting_them(tmp_path: Path) -> None:
+    n = 80
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(n))
+    out = tmp_path / "out.parquet"
+    config = SimulatorConfig(batch_processing_s=0.1, batch_error_rate=0.1, batch_expire_rate=0.2)
+    with SimulatorThread(config) as sim:
+        first = run(batch_config(inp, out, sim.base_url))
+        assert first.exit_code == 3
+        got = rows_of(out)
+        expired = [r for r in got if r["error_type"] == "expired"]
+        errored = [r for r in got if r["status"] == "error" and r["error_type"] != "expired"]
+        assert expired and errored
+        assert all("expired" in r["error_message"] for r in expired)
+        assert first.error_types["expired"] == len(expired)
+
+        # --resubmit-expired sends exactly the expired rows again, in new batches.
+        before = sim.stats.snapshot().batch_requests_submitted
+        second = run(batch_config(inp, out, sim.base_url, resubmit_expired=True))
+        resent = sim.stats.snapshot().batch_requests_submitted - before
+        assert resent >= len(expired)
+        assert second.skipped == n - len(expired)
+        after = rows_of(out)
+        assert [r["id"] for r in after] == [p["id"] for p in prompts(n)]
+        # Rows not expired before are untouched; each resubmitted row is counted once.
+        assert {r["id"] for r in after if r["error_type"] == "expired"} <= {
+            r["id"] for r in expired
+        }
+        assert second.finished == len(expired)
+
+
+def test_finish_online_answers_expired_rows_online(tmp_path: Path) -> None:
+    n = 40
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(n))
+    out = tmp_path / "out.parquet"
+    config = SimulatorConfig(batch_processing_s=0.1, batch_expire_rate=0.3)
+    with SimulatorThread(config) as sim:
+        summary = run(batch_config(inp, out, sim.base_url, finish_online=True), retry_sleep=no_wait)
+        assert summary.exit_code == 0
+        got = rows_of(out)
+        online = [r for r in got if r["via"] == "online"]
+        assert online and all(r["status"] == "ok" for r in got)
+        for src, res in zip(prompts(n), got, strict=True):
+            assert res["text"].startswith(reply_tag(src["prompt"]))
+        assert sim.stats.snapshot().answered_ok == len(online)
+
+
+def test_an_intent_that_never_became_a_batch_is_submitted_once(
+    tmp_path: Path, bsim: SimulatorThread
+) -> None:
+    """A crash after the intent was journaled but before create reached the API."""
+    n = 10
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(n))
+    out = tmp_path / "out.parquet"
+    journal = BatchJournal(batch_journal_path(out))
+    from array import array
+
+    ids = [p["id"] for p in prompts(n)]
+    journal.intend(
+        datetime.now(timezone.utc), 1000, "h", IntentRows(array("q", range(n)), ids, ["x"] * n)
+    )
+    assert run(batch_config(inp, out, bsim.base_url)).exit_code == 0
+    submitted_once(bsim, n)
+    entries = BatchJournal.load(batch_journal_path(out)).entries
+    assert entries["b1"].abandoned and entries["b2"].collected
+
+
+class DropFirstCreateReply(httpx.AsyncBaseTransport):
+    """Forwards to the simulator, then loses the first create's reply, like a cut connection."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self.dropped = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        if request.method == "POST" and request.url.path.endswith("/batches") and not self.dropped:
+            await response.aread()
+            self.dropped += 1
+            raise httpx.ReadError("connection reset by peer", request=request)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def test_a_create_whose_reply_was_lost_is_found_not_sent_again(
+    tmp_path: Path, bsim: SimulatorThread
+) -> None:
+    n = 12
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(n))
+    out = tmp_path / "out.parquet"
+    transport = DropFirstCreateReply()
+    summary = run(batch_config(inp, out, bsim.base_url), transport=transport, retry_sleep=no_wait)
+    assert transport.dropped == 1 and summary.exit_code == 0
+    submitted_once(bsim, n)
+    assert BatchJournal.load(batch_journal_path(out)).entries["b1"].reconciled
+
+
+def test_overwrite_refuses_to_forget_running_batches(tmp_path: Path) -> None:
+    n = 5
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(n))
+    out = tmp_path / "out.parquet"
+    journal = BatchJournal(batch_journal_path(out))
+    from array import array
+
+    entry = journal.intend(
+        datetime.now(timezone.utc), 10, "h", IntentRows(array("q", [0]), ["q0000"], ["x"])
+    )
+    journal.created(entry, "msgbatch_running")
+    with pytest.raises(ConfigError, match="msgbatch_running"):
+        run(batch_config(inp, out, "http://127.0.0.1:9", overwrite=True))
+
+
+# -- real processes ---------------------------------------------------------------------------
+
+
+def start_batch_run(inp: Path, out: Path, url: str, *extra: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "ANTHROPIC_API_KEY": TEST_KEY}
+    cmd = [
+        sys.executable,
+        "-m",
+        "batchrun",
+        "run",
+        str(inp),
+        "-o",
+        str(out),
+        "--base-url",
+        url,
+        "--model",
+        "claude-haiku-4-5",
+        "--max-tokens",
+        "20",
+        "--via",
+        "batches",
+        "--poll-interval",
+        "0.05",
+        "-q",
+        *extra,
+    ]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def check_output(out: Path, n: int) -> None:
+    got = rows_of(out)
+    assert [r["id"] for r in got] == [p["id"] for p in prompts(n)]
+    for src, res in zip(prompts(n), got, strict=True):
+        assert res["status"] == "ok" and res["text"].startswith(reply_tag(src["prompt"]))
+
+
+def test_kill_between_create_and_journaling_the_id_submits_the_rows_once(
+    tmp_path: Path,
+) -> None:
+    n = 50
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(n))
+    out = tmp_path / "out.parquet"
+    with SimulatorThread(SimulatorConfig(batch_processing_s=0.3)) as sim:
+        procs: list[subprocess.Popen[str]] = []
+
+        def kill_client(batch: dict[str, Any]) -> None:
+            # The batch is stored; its id has not reached the client yet.
+            procs[0].kill()
+            procs[0].wait(timeout=30)
+
+        sim.simulator.on_batch_created = kill_client
+        procs.append(start_batch_run(inp, out, sim.base_url, "--batch-max-requests", "20"))
+        assert procs[0].wait(timeout=60) == -signal.SIGKILL
+        procs[0].communicate(timeout=30)
+        sim.simulator.on_batch_created = None
+        journal = BatchJournal.load(batch_journal_path(out))
+        assert [(e.key, e.batch_id) for e in journal.entries.values()] == [("b1", None)]
+        assert sim.stats.snapshot().batch_requests_submitted == 20
+
+        resumed = start_batch_run(inp, out, sim.base_url, "--batch-max-requests", "20")
+        _, err = resumed.communicate(timeout=120)
+        assert resumed.returncode == 0, err
+        submitted_once(sim, n)
+        check_output(out, n)
+        entries = BatchJournal.load(batch_journal_path(out)).entries
+        assert entries["b1"].reconciled and all(e.collected for e in entries.values())
+
+
+def wait_for_created(out: Path, proc: subprocess.Popen[str], count: int) -> None:
+    deadline = time.monotonic() + 60
+    path = batch_journal_path(out)
+    while not path.exists() or path.read_text().count('"event":"created"') < count:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no batch was created"
+        time.sleep(0.01)
+
+
+def test_ctrl_c_while_waiting_leaves_the_batches_running_and_a_rerun_collects_them(
+    tmp_path: Path,
+) -> None:
+    n = 30
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(n))
+    out = tmp_path / "out.parquet"
+    with SimulatorThread(SimulatorConfig(batch_processing_s=2.0)) as sim:
+        proc = start_batch_run(inp, out, sim.base_url)
+        wait_for_created(out, proc, 1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        assert "keep running" in err and "msgbatch_" in err
+        assert not out.exists()
+
+        env = {"ANTHROPIC_API_KEY": TEST_KEY}
+        listed = CliRunner().invoke(
+            cli,
+            ["batches", "list", str(inp), "-o", str(out), "--base-url", sim.base_url],
+            env=env,
+        )
+        assert listed.exit_code == 0, listed.output
+        assert "in_progress" in listed.output and f"{n:,} rows" in listed.output
+
+        again = start_batch_run(inp, out, sim.base_url)
+        _, err = again.communicate(timeout=60)
+        assert again.returncode == 0, err
+        submitted_once(sim, n)
+        check_output(out, n)
+
+
+def test_batches_cancel_then_rerun_records_cancelled_rows(tmp_path: Path) -> None:
+    n = 20
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(n))
+    out = tmp_path / "out.parquet"
+    with SimulatorThread(SimulatorConfig(batch_processing_s=30.0)) as sim:
+        proc = start_batch_run(inp, out, sim.base_url)
+        wait_for_created(out, proc, 1)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+
+        env = {"ANTHROPIC_API_KEY": TEST_KEY}
+        args = ["batches", "cancel", str(inp), "-o", str(out), "--base-url", sim.base_url]
+        cancelled = CliRunner().invoke(cli, args, env=env)
+        assert cancelled.exit_code == 0, cancelled.output
+        assert "cancel" in cancelled.output  # canceling, or ended once it is through
+
+        again = start_batch_run(inp, out, sim.base_url)
+        _, err = again.communicate(timeout=60)
+        assert again.returncode == 3, err
+        got = rows_of(out)
+        assert {r["error_type"] for r in got} == {"canceled"}
+        assert all(r["batch_id"] for r in got)
+
+
+def test_an_input_changed_while_its_batch_ran_is_refused(tmp_path: Path) -> None:
+    n = 6
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(n))
+    out = tmp_path / "out.parquet"
+    with SimulatorThread(SimulatorConfig(batch_processing_s=1.0)) as sim:
+        proc = start_batch_run(inp, out, sim.base_url)
+        wait_for_created(out, proc, 1)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+        changed = prompts(n)
+        changed[3]["prompt"] = "something else entirely"
+        write_jsonl(inp, changed)
+        with pytest.raises(ResumeMismatchError, match=f"row {changed[3]['id']} "):
+            run(batch_config(inp, out, sim.base_url, max_tokens=20))
+
+
+def test_batch_mode_refuses_max_cost(tmp_path: Path) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(2))
+    with pytest.raises(ConfigError, match="estimate"):
+        run(batch_config(inp, tmp_path / "o.parquet", "http://127.0.0.1:9", max_cost=1.0))
+
+
+def test_the_job_file_key_selects_batches(tmp_path: Path, bsim: SimulatorThread) -> None:
+    write_jsonl(tmp_path / "in.jsonl", prompts(3))
+    job = tmp_path / "job.toml"
+    job.write_text(
+        f'input = "in.jsonl"\noutput = "out.jsonl"\nmodel = "claude-haiku-4-5"\n'
+        f'max_tokens = 10\nvia = "batches"\npoll_interval = 0.05\nbase_url = "{bsim.base_url}"\n'
+    )
+    result = CliRunner().invoke(cli, ["run", str(job), "-q"], env={"ANTHROPIC_API_KEY": TEST_KEY})
+    assert result.exit_code == 0, result.output
+    assert "batches     1 created, 1 collected" in result.output
+    lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [x["via"] for x in lines] == ["batches"] * 3
