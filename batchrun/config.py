@@ -52,6 +52,7 @@ DEFAULT_MAX_RETRIES = 8
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_GRACE = 30.0
 DEFAULT_POLL_INTERVAL = 10.0
+SIMULATE_POLL_INTERVAL = 0.25
 BATCH_MAX_REQUESTS = 100_000  # per Message Batch (API-FACTS §7)
 BATCH_MAX_MB = 256.0
 SIMULATOR_KEY = "sim-local-key"
@@ -247,7 +248,10 @@ def load_config(
         via=_via(settings.get("via", "online")),
         batch_max_requests=_batch_max_requests(settings),
         batch_max_bytes=_batch_max_bytes(settings),
-        poll_interval=_positive_float(settings, "poll_interval", DEFAULT_POLL_INTERVAL),
+        # The built-in simulator ends a batch in half a second: no reason to wait ten.
+        poll_interval=_positive_float(
+            settings, "poll_interval", SIMULATE_POLL_INTERVAL if simulate else DEFAULT_POLL_INTERVAL
+        ),
         resubmit_expired=bool(given.get("resubmit_expired", False)),
         finish_online=bool(given.get("finish_online", False)),
     )

@@ -53,6 +53,7 @@ COLUMNS = (
     "latency_ms",
     "elapsed_ms",
     "finished_at",
+    "via",
 )
 NO_MODEL = "(none)"
 MAX_SECONDS = 20_000  # per-second counts kept for runs up to about five hours
@@ -329,6 +330,7 @@ class Report:
     stop_reasons: Counter[str] = field(default_factory=Counter)
     errors: dict[str, ErrorTotals] = field(default_factory=dict)
     models: dict[str, ModelTotals] = field(default_factory=dict)
+    vias: dict[str, ModelTotals] = field(default_factory=dict)  # online / batches
     input_tokens: int = 0
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0
@@ -401,6 +403,10 @@ class Report:
                 name: {**vars(m), "cost_usd": round(m.cost_usd, 6)}
                 for name, m in sorted(self.models.items())
             },
+            "via": {
+                name: {**vars(m), "cost_usd": round(m.cost_usd, 6)}
+                for name, m in sorted(self.vias.items())
+            },
             "latency_ms": _percentiles(self.latency),
             "elapsed_ms": _percentiles(self.elapsed),
             "attempts": {str(k): v for k, v in sorted(self.attempts.items())},
@@ -446,7 +452,8 @@ def _fold(rep: Report, batch: pa.RecordBatch, prices: PriceTable) -> None:
     _count_into(rep.attempts, batch.column("attempts"))
     _fold_times(rep, batch)
     _fold_errors(rep, batch)
-    _fold_models(rep, batch)
+    _fold_groups(rep.models, batch, "model")
+    _fold_groups(rep.vias, _with_via(batch), "via")
     _price_unpriced(rep, batch, prices)
 
 
@@ -484,10 +491,17 @@ def _fold_errors(rep: Report, batch: pa.RecordBatch) -> None:
             totals.example = message[:EXAMPLE_CHARS]
 
 
-def _fold_models(rep: Report, batch: pa.RecordBatch) -> None:
+def _with_via(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Outputs written before batch mode have no ``via``: their rows were sent online."""
+    i = batch.schema.get_field_index("via")
+    return batch.set_column(i, "via", pc.fill_null(batch.column(i), "online"))
+
+
+def _fold_groups(into: dict[str, ModelTotals], batch: pa.RecordBatch, key: str) -> None:
+    """Rows, tokens and cost per value of ``key`` (model, or how rows were sent)."""
     table = pa.Table.from_batches([batch]).select(
         [
-            "model",
+            key,
             "input_tokens",
             "output_tokens",
             "cache_creation_input_tokens",
@@ -498,7 +512,7 @@ def _fold_models(rep: Report, batch: pa.RecordBatch) -> None:
     table = table.append_column(
         "ok", pc.cast(pc.equal(batch.column("status"), STATUS_OK), pa.int64())
     )
-    grouped = table.group_by("model").aggregate(
+    grouped = table.group_by(key).aggregate(
         [
             ([], "count_all"),
             ("ok", "sum"),
@@ -510,7 +524,7 @@ def _fold_models(rep: Report, batch: pa.RecordBatch) -> None:
         ]
     )
     for row in grouped.to_pylist():
-        totals = rep.models.setdefault(row["model"] or NO_MODEL, ModelTotals())
+        totals = into.setdefault(row[key] or NO_MODEL, ModelTotals())
         totals.rows += row["count_all"]
         totals.ok += row["ok_sum"] or 0
         totals.input_tokens += row["input_tokens_sum"] or 0
@@ -534,6 +548,7 @@ def _price_unpriced(rep: Report, batch: pa.RecordBatch, prices: PriceTable) -> N
             output_tokens=row["output_tokens"] or 0,
             cache_write_5m=row["cache_creation_input_tokens"] or 0,
             cache_read=row["cache_read_input_tokens"] or 0,
+            batch=row["via"] == "batches",
         )
         cost = prices.cost(row["model"], usage)
         model = row["model"] or NO_MODEL
@@ -545,6 +560,7 @@ def _price_unpriced(rep: Report, batch: pa.RecordBatch, prices: PriceTable) -> N
         rep.priced_now += 1
         rep.cost_usd += float(cost)
         rep.models[model].cost_usd += float(cost)
+        rep.vias[row["via"] or "online"].cost_usd += float(cost)
 
 
 def _count_into(counter: Counter[Any], values: pa.Array) -> None:
@@ -611,6 +627,15 @@ def format_report(rep: Report) -> str:
     )
     lines.append(f"  cost        {money(rep.cost_usd)}" + _cost_notes(rep))
     lines.extend(_model_table(rep))
+    if set(rep.vias) - {"online"}:
+        lines.append(
+            "  sent via    "
+            + "; ".join(
+                f"{name} {m.rows:,} rows, {money(m.cost_usd)}"
+                + (" (Message Batches: half price)" if name == "batches" else "")
+                for name, m in sorted(rep.vias.items())
+            )
+        )
     lines.append("  latency     " + _latency_line(rep.latency) + "  (last attempt)")
     lines.append("  elapsed     " + _latency_line(rep.elapsed) + "  (first send to answer)")
     if rep.attempts:

@@ -416,3 +416,18 @@ def test_the_job_file_key_selects_batches(tmp_path: Path, bsim: SimulatorThread)
     assert "batches     1 created, 1 collected" in result.output
     lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [x["via"] for x in lines] == ["batches"] * 3
+
+
+def test_the_report_splits_rows_and_cost_by_how_they_were_sent(
+    tmp_path: Path, bsim: SimulatorThread
+) -> None:
+    from batchrun.report import format_report, report
+
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(8))
+    run(job_config(inp, tmp_path / "online.parquet", bsim.base_url))
+    run(batch_config(inp, tmp_path / "batch.parquet", bsim.base_url))
+    rep = report([tmp_path / "online.parquet", tmp_path / "batch.parquet"])
+    assert rep.vias["online"].rows == rep.vias["batches"].rows == 8
+    assert rep.vias["batches"].cost_usd == pytest.approx(rep.vias["online"].cost_usd / 2)
+    assert "sent via    batches 8 rows" in format_report(rep)
+    assert rep.to_dict()["via"]["batches"]["ok"] == 8
