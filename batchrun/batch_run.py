@@ -354,7 +354,13 @@ class _BatchJob:
             moved = False
             for entry in running:
                 assert entry.batch_id is not None
-                status = await self.api.retrieve(entry.batch_id)
+                try:
+                    status = await self.api.retrieve(entry.batch_id)
+                except ApiError as exc:
+                    if exc.status != 404:
+                        raise
+                    self._gone(entry)
+                    continue
                 before = self.statuses.get(entry.key)
                 moved = moved or before is None or before.counts != status.counts
                 self.statuses[entry.key] = status
@@ -370,6 +376,17 @@ class _BatchJob:
                 self.config.poll_interval if moved else min(interval * POLL_GROWTH, POLL_CEILING_S)
             )
             await self._pause(interval)
+
+    def _gone(self, entry: BatchEntry) -> None:
+        """The API no longer knows the batch (deleted by hand, or in another workspace).
+
+        Its answers cannot be had; its rows are freed, so the next run submits them again.
+        """
+        self.journal.abandoned(entry)
+        self.log(
+            f"batchrun: batch {entry.batch_id} is not found on the API (deleted?); its "
+            f"{entry.count:,} rows are sent again by the next run"
+        )
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake at once on Ctrl-C."""

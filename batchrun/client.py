@@ -142,6 +142,9 @@ class MessagesClient:
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             transport=transport or _make_transport(backend, max_connections),
         )
+        # For _post_request: what build_request would work out again for every request.
+        self._timeouts = self._http.timeout.as_dict()
+        self._urls: dict[str, httpx.URL] = {}
 
     async def __aenter__(self) -> MessagesClient:
         return self
@@ -232,9 +235,31 @@ class MessagesClient:
                     yield pending
 
     async def _post(self, path: str, content: bytes) -> httpx.Response:
-        response = await self._http.post(path, content=content)
+        response = await self._http.send(self._post_request(path, content))
         _raise_for_status(response)
         return response
+
+    def _post_request(self, path: str, content: bytes) -> httpx.Request:
+        """The request ``self._http.post(path, content=content)`` would send, made for less.
+
+        ``build_request`` parses and joins the URL and copies the client's headers and
+        timeouts for every request: about 90 us of the ~500 us a request costs in this
+        process (measured at 64 in flight against the simulator). Here the URL and timeouts
+        are worked out once per path. Cookies a server set are the only thing that would
+        make two requests differ, so while the jar holds any, httpx builds the request.
+        """
+        if self._http.cookies:
+            return self._http.build_request("POST", path, content=content)
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = self._http.build_request("POST", path).url
+        return httpx.Request(
+            "POST",
+            url,
+            headers=self._http.headers,
+            content=content,
+            extensions={"timeout": self._timeouts},
+        )
 
     async def _send_plain(self, content: bytes) -> tuple[dict[str, Any], httpx.Response]:
         response = await self._post(MESSAGES_PATH, content)

@@ -448,11 +448,14 @@ def plan(
     skipped = [i for i in range(len(done)) if finished(i) and not in_batch(i)]
     counter.skipped = len(skipped)
     counter.rows = len(done)
-    rows = read_rows(
-        config.input,
-        skip=lambda i: finished(i) or in_batch(i),
-        known_ids=(known_ids[i] for i in skipped),
-    )
+
+    def skip(index: int) -> bool:
+        # Called for every row, read or not: the only place that sees them all.
+        if index >= counter.rows:
+            counter.rows = index + 1
+        return finished(index) or in_batch(index)
+
+    rows = read_rows(config.input, skip=skip, known_ids=(known_ids[i] for i in skipped))
     for row in rows:
         counter.rows = max(counter.rows, row.index + 1)
         if only is not None and row.index not in only:

@@ -431,3 +431,21 @@ def test_the_report_splits_rows_and_cost_by_how_they_were_sent(
     assert rep.vias["batches"].cost_usd == pytest.approx(rep.vias["online"].cost_usd / 2)
     assert "sent via    batches 8 rows" in format_report(rep)
     assert rep.to_dict()["via"]["batches"]["ok"] == 8
+
+
+def test_a_batch_deleted_on_the_api_frees_its_rows(tmp_path: Path, bsim: SimulatorThread) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(4))
+    out = tmp_path / "out.parquet"
+    journal = BatchJournal(batch_journal_path(out))
+    from array import array
+
+    ids = [p["id"] for p in prompts(4)]
+    entry = journal.intend(
+        datetime.now(timezone.utc), 10, "h", IntentRows(array("q", range(4)), ids, ["x"] * 4)
+    )
+    journal.created(entry, "msgbatch_deleted_by_hand")
+    first = run(batch_config(inp, out, bsim.base_url))
+    assert first.final is None and BatchJournal.load(journal.path).entries["b1"].abandoned
+    second = run(batch_config(inp, out, bsim.base_url))
+    assert second.exit_code == 0 and second.ok == 4
+    submitted_once(bsim, 4)
