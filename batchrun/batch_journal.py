@@ -234,3 +234,11 @@ class BatchJournal:
         """Drop the journal once every batch is collected and the final output is written."""
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+
+def running_batches(output: Path) -> list[str]:
+    """Ids (or intent keys) of the batches of ``output`` whose results are not yet in it."""
+    path = batch_journal_path(output)
+    if not path.exists():
+        return []
+    return [e.batch_id or e.key for e in BatchJournal.load(path).open_entries()]

@@ -28,6 +28,7 @@ from typing import IO, Any
 
 import httpx
 
+from .batch_journal import running_batches
 from .budget import Budget, projected_total
 from .client import MessagesClient, Reply
 from .config import RunConfig
@@ -200,6 +201,7 @@ async def run_async(
     ``redo_lapsed`` also sends the rows a Message Batch expired or cancelled (--finish-online).
     """
     check_credentials(config, transport)
+    _check_no_running_batches(config)
     summary = RunSummary(input=config.input, output=config.output)
     sink = Sink(config.output, config.keep_columns)
     prior = sink.open(overwrite=config.overwrite)
@@ -260,6 +262,17 @@ def check_credentials(config: RunConfig, transport: httpx.AsyncBaseTransport | N
         raise ConfigError(
             "no credentials: set ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN for a gateway), "
             "or try the job against the built-in simulator with --simulate"
+        )
+
+
+def _check_no_running_batches(config: RunConfig) -> None:
+    """Rows waiting in a Message Batch must not be paid for again online."""
+    running = running_batches(config.output)
+    if running:
+        raise ConfigError(
+            f"{len(running)} Message Batch(es) of {config.output} are still running "
+            f"({', '.join(running[:5])}): collect them with `--via batches`, or cancel them "
+            "with `batchrun batches cancel` and then collect, before sending rows online"
         )
 
 

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from array import array
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -56,6 +57,16 @@ def batch_config(inp: Path, out: Path, url: str, **flags: Any) -> Any:
 
 def rows_of(out: Path) -> list[dict[str, Any]]:
     return list(pq.read_table(out).to_pylist())
+
+
+def journaled_batch(out: Path, n: int, batch_id: str | None) -> None:
+    """A batch journal holding one intent for the first ``n`` rows (and its id, if given)."""
+    journal = BatchJournal(batch_journal_path(out))
+    ids = [p["id"] for p in prompts(n)]
+    rows = IntentRows(array("q", range(n)), ids, ["x"] * n)
+    entry = journal.intend(datetime.now(timezone.utc), 100 * n, "h", rows)
+    if batch_id is not None:
+        journal.created(entry, batch_id)
 
 
 def submitted_once(sim: SimulatorThread, n: int) -> None:
@@ -190,13 +201,7 @@ def test_an_intent_that_never_became_a_batch_is_submitted_once(
     n = 10
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(n))
     out = tmp_path / "out.parquet"
-    journal = BatchJournal(batch_journal_path(out))
-    from array import array
-
-    ids = [p["id"] for p in prompts(n)]
-    journal.intend(
-        datetime.now(timezone.utc), 1000, "h", IntentRows(array("q", range(n)), ids, ["x"] * n)
-    )
+    journaled_batch(out, n, batch_id=None)
     assert run(batch_config(inp, out, bsim.base_url)).exit_code == 0
     submitted_once(bsim, n)
     entries = BatchJournal.load(batch_journal_path(out)).entries
@@ -239,13 +244,7 @@ def test_overwrite_refuses_to_forget_running_batches(tmp_path: Path) -> None:
     n = 5
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(n))
     out = tmp_path / "out.parquet"
-    journal = BatchJournal(batch_journal_path(out))
-    from array import array
-
-    entry = journal.intend(
-        datetime.now(timezone.utc), 10, "h", IntentRows(array("q", [0]), ["q0000"], ["x"])
-    )
-    journal.created(entry, "msgbatch_running")
+    journaled_batch(out, 1, "msgbatch_running")
     with pytest.raises(ConfigError, match="msgbatch_running"):
         run(batch_config(inp, out, "http://127.0.0.1:9", overwrite=True))
 
@@ -436,16 +435,18 @@ def test_the_report_splits_rows_and_cost_by_how_they_were_sent(
 def test_a_batch_deleted_on_the_api_frees_its_rows(tmp_path: Path, bsim: SimulatorThread) -> None:
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(4))
     out = tmp_path / "out.parquet"
-    journal = BatchJournal(batch_journal_path(out))
-    from array import array
-
-    ids = [p["id"] for p in prompts(4)]
-    entry = journal.intend(
-        datetime.now(timezone.utc), 10, "h", IntentRows(array("q", range(4)), ids, ["x"] * 4)
-    )
-    journal.created(entry, "msgbatch_deleted_by_hand")
+    journaled_batch(out, 4, "msgbatch_deleted_by_hand")
     first = run(batch_config(inp, out, bsim.base_url))
-    assert first.final is None and BatchJournal.load(journal.path).entries["b1"].abandoned
+    assert first.final is None
+    assert BatchJournal.load(batch_journal_path(out)).entries["b1"].abandoned
     second = run(batch_config(inp, out, bsim.base_url))
     assert second.exit_code == 0 and second.ok == 4
     submitted_once(bsim, 4)
+
+
+def test_an_online_run_refuses_rows_waiting_in_a_batch(tmp_path: Path) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(2))
+    out = tmp_path / "out.parquet"
+    journaled_batch(out, 1, "msgbatch_waiting")
+    with pytest.raises(ConfigError, match="msgbatch_waiting"):
+        run(job_config(inp, out, "http://127.0.0.1:9"))
