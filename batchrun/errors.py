@@ -20,7 +20,9 @@ meets them, and chained with ``raise ... from``. No message ever contains a cred
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 
 class BatchrunError(Exception):
@@ -135,7 +137,13 @@ class ApiError(BatchrunError):
 
 
 class ApiStatusError(ApiError):
-    """The API answered with a non-2xx status."""
+    """The API answered with a non-2xx status.
+
+    ``rate_limit_headers`` keeps the response's ``anthropic-ratelimit-*`` headers: a 429
+    carries the limits and remaining budgets too, and pacing should learn from it.
+    """
+
+    rate_limit_headers: Mapping[str, str] = MappingProxyType({})
 
 
 class ApiConnectionError(ApiError):

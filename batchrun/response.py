@@ -349,7 +349,7 @@ def error_from_body(
             None,
         )
     body_request_id = _str_or_none(envelope.get("request_id")) if envelope else None
-    return ApiStatusError(
+    error = ApiStatusError(
         message,
         status=status,
         error_type=error_type,
@@ -358,6 +358,16 @@ def error_from_body(
         should_retry=_should_retry(headers),
         error_code=error_code,
     )
+    if status == 429:  # the rate-limit state that caused it; other statuses need none
+        error.rate_limit_headers = {
+            name.lower(): value
+            for name, value in headers.items()
+            if name.lower().startswith(RATE_LIMIT_HEADER_PREFIX)
+        }
+    return error
+
+
+RATE_LIMIT_HEADER_PREFIX = "anthropic-ratelimit-"
 
 
 def retry_after_seconds(headers: Mapping[str, str], *, now: float | None = None) -> float | None:

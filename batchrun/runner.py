@@ -32,7 +32,7 @@ from .batch_journal import running_batches
 from .budget import Budget, projected_total
 from .client import MessagesClient, Reply
 from .config import RunConfig
-from .errors import ApiError, ConfigError, FatalRunError, OutputError
+from .errors import ApiError, ApiStatusError, ConfigError, FatalRunError, OutputError
 from .files import folder_stamp
 from .interrupt import run_interruptibly
 from .pool import Pool
@@ -624,8 +624,9 @@ class _Sender:
             reply = await self._client.create(body, stream=stream)
         except BaseException as exc:
             limiter.settle_failure(reservation, exc if isinstance(exc, ApiError) else None)
-            if isinstance(exc, ApiError) and exc.status == RATE_LIMIT_STATUS:
+            if isinstance(exc, ApiStatusError) and exc.status == RATE_LIMIT_STATUS:
                 self._summary.rate_limited_429s += 1
+                limiter.observe(model, exc.rate_limit_headers)
             raise
         usage = reply.message.get("usage") or {}
         limiter.settle(reservation, itpm_tokens(usage, model), int(usage.get("output_tokens") or 0))

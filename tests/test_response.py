@@ -422,3 +422,18 @@ def test_error_body_that_is_not_the_envelope(status: int, body: bytes, error_typ
     assert error.status == status
     assert error.error_type == error_type
     assert f"HTTP {status}" in error.message
+
+
+def test_a_429_keeps_its_rate_limit_headers_and_nothing_else() -> None:
+    headers = {
+        "Anthropic-RateLimit-Requests-Limit": "50",
+        "anthropic-ratelimit-input-tokens-remaining": "0",
+        "request-id": "req_1",
+        "x-api-key": "should never be kept",
+    }
+    err = error_from_body(429, b"", headers)
+    assert dict(err.rate_limit_headers) == {
+        "anthropic-ratelimit-requests-limit": "50",
+        "anthropic-ratelimit-input-tokens-remaining": "0",
+    }
+    assert dict(error_from_body(500, b"", headers).rate_limit_headers) == {}

@@ -239,6 +239,38 @@ def test_a_429_without_retry_after_pauses_for_the_backoff(tmp_path: Path) -> Non
     assert len(slept) == 1 and 0.375 <= slept[0] <= 0.5  # the first backoff, waited once
 
 
+def test_a_429_teaches_the_limits_its_headers_carry(tmp_path: Path) -> None:
+    """The first response is a 429: its anthropic-ratelimit-* headers are learned all the same."""
+    calls = 0
+
+    async def no_wait(seconds: float) -> None:
+        return None
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            envelope = {"type": "error", "error": {"type": "rate_limit_error", "message": "x"}}
+            headers = {
+                "retry-after": "1",
+                "anthropic-ratelimit-requests-limit": "50",
+                "anthropic-ratelimit-requests-remaining": "0",
+                "anthropic-ratelimit-requests-reset": "2026-11-22T00:00:01Z",
+                "anthropic-ratelimit-output-tokens-limit": "8000",
+            }
+            return httpx.Response(429, json=envelope, headers=headers)
+        return httpx.Response(200, json=make_reply(json.loads(request.content)).message)
+
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(2))
+    summary = run(
+        config_for(inp, tmp_path / "out.parquet", "https://api.anthropic.com"),
+        transport=httpx.MockTransport(handler),
+        retry_sleep=no_wait,
+    )
+    assert summary.exit_code == 0 and summary.rate_limited_429s == 1
+    assert summary.rate_limits[MODEL] == Limits(rpm=50, otpm=8000)
+
+
 # --------------------------------------------------------------------------- the CLI
 
 
