@@ -431,7 +431,9 @@ class _BatchJob:
         where = {index: k for k, index in enumerate(rows.indexes)}
         took = processing_ms(status.created_at, status.ended_at)
         missing = 0
-        for row in read_rows(self.config.input, skip=lambda i: i not in where):
+        # The first row past the batch is read (not skipped) only to end the pass there.
+        rows_read = read_rows(self.config.input, skip=lambda i: i <= entry.last and i not in where)
+        for row in rows_read:
             if row.index > entry.last:
                 break
             position = where[row.index]
