@@ -55,6 +55,7 @@ DEFAULT_POLL_INTERVAL = 10.0
 SIMULATE_POLL_INTERVAL = 0.25
 BATCH_MAX_REQUESTS = 100_000  # per Message Batch (API-FACTS §7)
 BATCH_MAX_MB = 256.0
+MIB = 1024 * 1024  # "MB" as in the API's size limits (and request.MAX_REQUEST_BYTES)
 SIMULATOR_KEY = "sim-local-key"
 
 HttpBackend = Literal["aiohttp", "httpx"]
@@ -154,7 +155,7 @@ class RunConfig:
     json_schema: Mapping[str, Any] | None = None  # replies must satisfy it (structured.py)
     via: Via = "online"  # "batches": through the Message Batches API (batch_run.py)
     batch_max_requests: int = BATCH_MAX_REQUESTS
-    batch_max_bytes: int = int(BATCH_MAX_MB * 1_000_000)
+    batch_max_bytes: int = int(BATCH_MAX_MB * MIB)
     poll_interval: float = DEFAULT_POLL_INTERVAL  # the first wait; it grows while nothing moves
     resubmit_expired: bool = False  # send expired / canceled batch rows again, in a new batch
     finish_online: bool = False  # ... or online instead
@@ -467,7 +468,7 @@ def _batch_max_bytes(s: Mapping[str, Any]) -> int:
     mb = _positive_float(s, "batch_max_mb", BATCH_MAX_MB)
     if mb > BATCH_MAX_MB:
         raise ConfigError(f"`batch_max_mb` must be at most {BATCH_MAX_MB:g} (the API's limit)")
-    return int(mb * 1_000_000)
+    return int(mb * MIB)
 
 
 def _backend(value: Any) -> HttpBackend:

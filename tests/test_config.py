@@ -141,3 +141,38 @@ def test_shipped_jobs_load(tmp_path: Path) -> None:
     for path in jobs.glob("*.toml"):
         cfg = load_config(path, environ={})
         assert cfg.input.exists(), path
+
+
+def test_batch_settings_from_job_file_environment_and_flags(tmp_path: Path) -> None:
+    job = tmp_path / "job.toml"
+    job.write_text(
+        'input = "in.jsonl"\nvia = "batches"\nbatch_max_requests = 500\n'
+        "batch_max_mb = 10\npoll_interval = 2\n"
+    )
+    cfg = load_config(job, {}, environ={})
+    assert (cfg.via, cfg.batch_max_requests, cfg.poll_interval) == ("batches", 500, 2.0)
+    assert cfg.batch_max_bytes == 10 * 1024 * 1024
+    assert load_config(job, {"via": "online"}, environ={}).via == "online"
+    assert load_config(tmp_path / "in.jsonl", {}, environ={"BATCHRUN_VIA": "batches"}).via == (
+        "batches"
+    )
+    defaults = load_config(tmp_path / "in.jsonl", {}, environ={})
+    assert (defaults.via, defaults.batch_max_requests) == ("online", 100_000)
+    assert defaults.batch_max_bytes == 256 * 1024 * 1024
+    assert load_config(tmp_path / "in.jsonl", {"simulate": True}, environ={}).poll_interval < 1
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('via = "mail"', "`via` must be online or batches"),
+        ("batch_max_requests = 100001", "at most 100,000"),
+        ("batch_max_mb = 300", "at most 256"),
+        ("poll_interval = 0", "`poll_interval` must be a number > 0"),
+    ],
+)
+def test_bad_batch_settings_are_refused(tmp_path: Path, text: str, message: str) -> None:
+    job = tmp_path / "job.toml"
+    job.write_text(f'input = "in.jsonl"\n{text}\n')
+    with pytest.raises(ConfigError, match=message):
+        load_config(job, {}, environ={})
