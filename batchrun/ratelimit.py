@@ -401,6 +401,11 @@ class _Lane:
     def paused(self, now: float) -> bool:
         return max(now, self.slept_to) < self.pause_end
 
+    @property
+    def free(self) -> bool:
+        """No limit known (no bucket) and never paused: admission has nothing to do."""
+        return self.pause_end == -math.inf and not any(self.buckets)
+
     def delay(self, need: tuple[float, float, float], now: float, margin: float) -> float:
         longest = 0.0
         for bucket, amount in zip(self.buckets, need, strict=True):
@@ -498,6 +503,10 @@ class RateLimiter:
             raise asyncio.CancelledError("the run stopped admitting requests")
         lane = self._lane(model)
         need = (1.0, float(math.ceil(input_tokens * lane.ratio)), float(max_tokens))
+        if lane.free:
+            # No limit known and never paused (no --rpm/--itpm/--otpm, no limit headers yet):
+            # nothing can refuse, hold back or be charged, and no one can be queued.
+            return Reservation(model, int(need[INPUT]), max_tokens, input_tokens, lane, lane.epoch)
         self._check_fits(lane, need, input_tokens)
         now = self._clock()
         if not lane.queue and not lane.paused(now):
@@ -644,14 +653,17 @@ class RateLimiter:
         return True
 
     def _correct(self, reservation: Reservation, used: tuple[int, int, int]) -> None:
+        lane = reservation.lane
+        if lane.free:
+            return  # no bucket to correct, no one waiting to wake
         taken = (1, reservation.input_tokens, reservation.output_tokens)
         deltas = (
             float(taken[0] - used[0]),
             float(taken[1] - used[1]),
             float(taken[2] - used[2]),
         )
-        reservation.lane.adjust(deltas, self._clock())
-        self._notify(reservation.lane)
+        lane.adjust(deltas, self._clock())
+        self._notify(lane)
 
     def observe(self, model: str, headers: Mapping[str, str]) -> None:
         """Learn limits and remaining budgets from a response's rate-limit headers."""

@@ -140,11 +140,17 @@ def build_request(
 
 @dataclass(frozen=True)
 class PreparedRequest:
-    """A body ready to send, its identity for resume, and its size on the wire."""
+    """A body ready to send, its identity for resume, and its size on the wire.
+
+    ``content`` is the body's canonical JSON (sorted keys, compact, UTF-8): what ``hash`` is
+    the digest of, and a valid request body as it is, so it is sent instead of encoding the
+    body a second time.
+    """
 
     body: dict[str, Any]
     hash: str
     size: int
+    content: bytes
 
 
 def prepare_request(
@@ -163,7 +169,7 @@ def prepare_request(
         raise InvalidRowError(
             [Problem(None, f"the request is {mb:.1f} MB, over the API's 32 MB limit")]
         )
-    return PreparedRequest(body, hashlib.sha256(canonical).hexdigest(), len(canonical))
+    return PreparedRequest(body, hashlib.sha256(canonical).hexdigest(), len(canonical), canonical)
 
 
 def check_defaults(defaults: RequestDefaults) -> list[Problem]:

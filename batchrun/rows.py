@@ -25,12 +25,16 @@ VIA_BATCHES = "batches"
 
 @dataclass(frozen=True)
 class Work:
-    """One row to process: its request body, or why it cannot be sent."""
+    """One row to process: its request body, or why it cannot be sent.
+
+    ``content`` is the body as JSON (``PreparedRequest.content``), ready to send.
+    """
 
     row: InputRow
     body: dict[str, Any] | None
     request_hash: str | None
     problem: InvalidRowError | None
+    content: bytes | None = None
 
 
 def prepare(row: InputRow, config: RunConfig) -> Work:
@@ -41,7 +45,7 @@ def prepare(row: InputRow, config: RunConfig) -> Work:
         prepared = prepare_request(row.fields, config.defaults, base_dir=config.input.parent)
     except InvalidRowError as exc:
         return Work(row, None, None, exc.located(str(config.input), row.line))
-    return Work(row, prepared.body, prepared.hash, None)
+    return Work(row, prepared.body, prepared.hash, None, prepared.content)
 
 
 def ok_row(

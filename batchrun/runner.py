@@ -591,7 +591,7 @@ class _Sender:
         estimate = estimate_input_tokens(body)
         try:
             reply, attempts = await send_with_retries(
-                lambda: self._attempt(body, stream, waits, estimate),
+                lambda: self._attempt(body, work.content, stream, waits, estimate),
                 max_retries=config.max_retries,
                 sleep=waits.sleep,
                 on_retry=waits.on_retry,
@@ -613,7 +613,12 @@ class _Sender:
         return row
 
     async def _attempt(
-        self, body: dict[str, Any], stream: bool, waits: _RetryWaits, estimate: int
+        self,
+        body: dict[str, Any],
+        content: bytes | None,
+        stream: bool,
+        waits: _RetryWaits,
+        estimate: int,
     ) -> Reply:
         """One send: admission, the request, then usage and headers back to the limiter."""
         limiter, model = self._limiter, waits.model
@@ -621,7 +626,7 @@ class _Sender:
         waits.sent = reservation
         self._summary.rate_wait_s = limiter.stats.held_s
         try:
-            reply = await self._client.create(body, stream=stream)
+            reply = await self._client.create(body, stream=stream, content=content)
         except BaseException as exc:
             limiter.settle_failure(reservation, exc if isinstance(exc, ApiError) else None)
             if isinstance(exc, ApiStatusError) and exc.status == RATE_LIMIT_STATUS:

@@ -1,7 +1,7 @@
 """Input files -> rows, lazily: JSONL line by line, Parquet by record batch, CSV record by record.
 
 A run may read ten million rows, so nothing here holds more than one line, one CSV record or
-one Parquet record batch at a time (plus a dict of the ids seen, to catch duplicates).
+one Parquet record batch at a time (plus a 64-bit hash of each id seen, to catch duplicates).
 
 Two kinds of failure, because they call for different reactions:
 
@@ -40,6 +40,7 @@ import contextlib
 import csv
 import json
 import math
+from array import array
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,8 +122,12 @@ def read_rows(
         raise InputError("no such file", file=str(path))
     if path.is_dir():
         raise InputError("is a directory, not an input file", file=str(path))
-    raw_rows = _READERS[fmt](path, batch_size, skip or _keep_all)
-    rows = _identified(raw_rows, str(path), "line" if fmt == "jsonl" else "row", known_ids)
+
+    def reread() -> Generator[_RawRow, None, None]:
+        return _READERS[fmt](path, batch_size, skip or _keep_all)
+
+    unit = "line" if fmt == "jsonl" else "row"
+    rows = _identified(reread(), str(path), unit, _SeenIds(known_ids, reread))
     first = next(rows, _NO_ROWS)
     if first is _NO_ROWS:
         raise InputError("the file has no rows", file=str(path))
@@ -186,37 +191,126 @@ class _RawRow:
 
 
 def _identified(
-    raw_rows: Generator[_RawRow, None, None], file: str, unit: str, known_ids: Iterable[str]
+    raw_rows: Generator[_RawRow, None, None], file: str, unit: str, seen: _SeenIds
 ) -> Generator[InputRow | None, None, None]:
     """Give each raw row its index, id and final problem; catch duplicate ids.
 
     ``unit`` names what ``line`` counts in messages: ``line`` (JSONL) or ``row``. Skipped
-    rows come out as None. Ids an earlier run answered are stored as line 0.
+    rows come out as None.
     """
-    first_line_of: dict[str, int] = dict.fromkeys(known_ids, 0)
     with contextlib.closing(raw_rows):
         for index, raw in enumerate(raw_rows):
-            yield None if raw.skipped else _input_row(index, raw, first_line_of, file, unit)
+            yield None if raw.skipped else _input_row(index, raw, seen, file, unit)
 
 
-def _input_row(
-    index: int, raw: _RawRow, first_line_of: dict[str, int], file: str, unit: str
-) -> InputRow:
-    """The row at ``index``; records its id in ``first_line_of`` unless it is a duplicate."""
+def _input_row(index: int, raw: _RawRow, seen: _SeenIds, file: str, unit: str) -> InputRow:
+    """The row at ``index``; its id is recorded in ``seen`` unless it is a duplicate."""
     record = raw.record or {}
     problems = list(raw.problems)
     row_id, id_problem = _row_id(record.get("id"), index)
     if id_problem is not None:
         problems.append(id_problem)
-    if row_id in first_line_of:
-        line = first_line_of[row_id]
-        seen = f"first seen on {unit} {line}" if line else "also a row an earlier run answered"
-        problems.append(Problem("id", f"duplicate id {row_id!r}: {seen}"))
-    else:
-        first_line_of[row_id] = raw.line
+    line = seen.first_line(row_id, index, raw.line)
+    if line is not None:
+        where = f"first seen on {unit} {line}" if line else "also a row an earlier run answered"
+        problems.append(Problem("id", f"duplicate id {row_id!r}: {where}"))
     fields = {k: v for k, v in record.items() if k != "id" and v is not None}
     problem = InvalidRowError(problems, file=file, row=raw.line) if problems else None
     return InputRow(index=index, line=raw.line, id=row_id, fields=fields, problem=problem)
+
+
+class _SeenIds:
+    """The ids of the rows read so far, to catch duplicates, in about 16 bytes a row.
+
+    A dict of every id and its line costs ~120 bytes a row (the string, the line number, the
+    slot): 24 MB at 200,000 rows, over a gigabyte at ten million. Only a 64-bit hash of each
+    id is kept here. A hash that comes again is rare: a duplicate id (a broken input), or two
+    ids whose hashes collide (about n²/2^65 for n ids). Then the rows before are read again
+    once, to build the exact {id: first line} map that the rest of the file is checked with;
+    so a duplicate is still reported with the line of its first occurrence.
+
+    ``known`` are ids an earlier run answered, reported as "line 0". ``reread`` reads the
+    file again from the start, skipping the same rows.
+    """
+
+    def __init__(
+        self,
+        known: Iterable[str],
+        reread: Callable[[], Generator[_RawRow, None, None]],
+        hash_id: Callable[[str], int] = hash,
+    ) -> None:
+        self._known = frozenset(known)
+        self._reread = reread
+        self._hash = hash_id  # a seam: tests make every id collide
+        self._hashes: _HashSet | None = _HashSet()
+        self._lines: dict[str, int] = {}  # the exact map, once a hash has come twice
+
+    def first_line(self, row_id: str, index: int, line: int) -> int | None:
+        """Where ``row_id`` was first seen (0: a row an earlier run answered), or None when
+        this row at ``index`` (on ``line``) is its first; it is recorded then."""
+        if row_id in self._known:
+            return 0
+        if self._hashes is not None:
+            if self._hashes.add(self._hash(row_id)):
+                return None
+            self._exact_until(index)
+        first = self._lines.get(row_id)
+        if first is None:
+            self._lines[row_id] = line
+        return first
+
+    def _exact_until(self, index: int) -> None:
+        """Leave the hashes for the exact map of the rows before ``index``, read again."""
+        self._hashes = None
+        with contextlib.closing(self._reread()) as raw_rows:
+            for i, raw in enumerate(raw_rows):
+                if i >= index:
+                    break
+                if raw.skipped:
+                    continue
+                row_id, _ = _row_id((raw.record or {}).get("id"), i)
+                if row_id not in self._known:
+                    self._lines.setdefault(row_id, raw.line)
+
+
+class _HashSet:
+    """A set of 64-bit integers in one ``array('q')``: open addressing, linear probing.
+
+    8 bytes a slot, at most half of them used: 16 bytes or less per member, where a Python
+    set of ints takes ~60. 0 marks an empty slot, so 0 is stored as 1 (the caller's exact
+    check makes that harmless).
+    """
+
+    def __init__(self) -> None:
+        self._slots = array("q", bytes(8 * 1024))
+        self._used = 0
+
+    def add(self, value: int) -> bool:
+        """Add ``value``; False if it was there already."""
+        value = value or 1
+        slots = self._slots
+        mask = len(slots) - 1
+        i = value & mask
+        while True:
+            found = slots[i]
+            if found == value:
+                return False
+            if found == 0:
+                break
+            i = (i + 1) & mask
+        slots[i] = value
+        self._used += 1
+        if 2 * self._used > len(slots):
+            self._grow()
+        return True
+
+    def _grow(self) -> None:
+        old = self._slots
+        self._slots = array("q", bytes(16 * len(old)))
+        self._used = 0
+        for value in old:
+            if value:
+                self.add(value)
 
 
 def _row_id(value: Any, index: int) -> tuple[str, Problem | None]:

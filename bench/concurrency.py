@@ -20,6 +20,27 @@ shares of the ideal, and batchrun's ratio to them, are printed beside it: where 
 fall short of the ideal too, the machine (cores, noise), not batchrun, sets the limit. Exit
 code 0 when the target passes.
 
+Where the time goes (measured on the 2-core development machine, Python 3.11, aiohttp 3.14;
+medians of 3 rounds: batchrun 873 rows/s = 0.85 of the ideal, aiohttp 852 = 0.83, httpx 735
+= 0.72). From batchrun's own output (``finished_at`` less ``latency_ms`` is each send):
+
+* 0.03 s of set-up, then the first wave. Each of its 1,024 requests also opens a connection:
+  ~0.5 ms of client CPU apiece (aiohttp's request and connect half of it, the event loop a
+  fifth, httpx and batchrun's own work on the row the rest), so the 904th, the last slot that
+  gets a fifth row, leaves ~0.51 s in. (batchrun's pool starts one worker per turn of the
+  event loop, so the first requests leave at once; started all together, nothing was sent
+  for 0.5 s and the answers queued as one burst: 0.72.)
+* Five round trips of ~1.013 s (the 1 s latency plus server and client work and queueing).
+* ~0.03 s closing the 1,024 connections, ~0.07 s turning the journal into the final Parquet.
+
+0.03 + 0.51 + 5 x 1.013 + 0.10 = 5.7 s: 0.86 of the ideal. 0.9 needs 5.43 s, which leaves
+the first wave ~0.25 s: ~0.25 ms per request with its new connection, below what raw aiohttp
+itself costs here (~0.37 ms). The same raw aiohttp loop, writing nothing and starting its
+workers one per loop turn as batchrun does, reaches 0.88-0.91 (0.82-0.85 started all at
+once, as the ``aiohttp`` contender is): the journal and final file batchrun must write take
+that last ~0.1 s. Ruled out: the simulator (a quarter of a core, ~0.25 ms a request), garbage
+collection (~50 ms a run, all generations), the event loop (uvloop: the same 0.51 s wave).
+
 Run from the repository root (about two minutes)::
 
     python bench/concurrency.py
@@ -77,6 +98,23 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Finish:
+    """What a contender's call reports: its first answer, and when its own work ended.
+
+    The clocks are read as the contender's work returns, before the benchmark's own checks
+    (reading batchrun's output back for its first answer takes ~30 ms it must not be charged).
+    """
+
+    first_answer_s: float
+    wall: float  # time.perf_counter()
+    cpu: float  # time.process_time()
+
+    @classmethod
+    def now(cls, first_answer_s: float = 0.0) -> Finish:
+        return cls(first_answer_s, time.perf_counter(), time.process_time())
+
+
+@dataclass(frozen=True)
 class Round:
     seconds: float
     cpu_s: float
@@ -86,8 +124,8 @@ class Round:
         return rows / self.seconds
 
 
-def batchrun_round(job: Job) -> float:
-    """Seconds to the first answer (the wall clock is taken around this call)."""
+def batchrun_round(job: Job) -> Finish:
+    """Seconds to the first answer, and when ``run`` returned."""
     out = job.input.with_name("out.parquet")
     config = load_config(
         job.input,
@@ -105,12 +143,13 @@ def batchrun_round(job: Job) -> float:
     )
     started = time.time()
     summary = run(config)
+    ended = Finish.now()
     rows = len(job.prompts)
     if summary.final is None or summary.final.ok != rows:
         raise BenchError(f"batchrun: {summary.ok:,} of {rows:,} ok; {dict(summary.error_types)}")
     first = min(t.timestamp() for t in pq.read_table(out, columns=["finished_at"])[0].to_pylist())
     out.unlink()
-    return first - started
+    return Finish(first - started, ended.wall, ended.cpu)
 
 
 async def _gather(job: Job, one: Callable[[str], Any]) -> float:
@@ -132,7 +171,7 @@ async def _gather(job: Job, one: Callable[[str], Any]) -> float:
     return firsts[0] - started
 
 
-def httpx_round(job: Job) -> float:
+def httpx_round(job: Job) -> Finish:
     async def main() -> float:
         n = job.concurrency
         limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
@@ -149,10 +188,10 @@ def httpx_round(job: Job) -> float:
 
             return await _gather(job, one)
 
-    return asyncio.run(main())
+    return Finish.now(asyncio.run(main()))
 
 
-def aiohttp_round(job: Job) -> float:
+def aiohttp_round(job: Job) -> Finish:
     async def main() -> float:
         connector = aiohttp.TCPConnector(limit=job.concurrency)
         headers = {**HEADERS, "content-type": "application/json"}
@@ -169,10 +208,10 @@ def aiohttp_round(job: Job) -> float:
 
             return await _gather(job, one)
 
-    return asyncio.run(main())
+    return Finish.now(asyncio.run(main()))
 
 
-RUNNERS: dict[str, Callable[[Job], float]] = {
+RUNNERS: dict[str, Callable[[Job], Finish]] = {
     "batchrun": batchrun_round,
     "httpx": httpx_round,
     "aiohttp": aiohttp_round,
@@ -181,8 +220,8 @@ RUNNERS: dict[str, Callable[[Job], float]] = {
 
 def timed(name: str, job: Job) -> Round:
     started, cpu = time.perf_counter(), time.process_time()
-    first = RUNNERS[name](job)
-    return Round(time.perf_counter() - started, time.process_time() - cpu, first)
+    finish = RUNNERS[name](job)
+    return Round(finish.wall - started, finish.cpu - cpu, finish.first_answer_s)
 
 
 def report(rounds: dict[str, list[Round]], rows: int, ideal: float) -> float | None:

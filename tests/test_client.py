@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any
@@ -16,6 +17,7 @@ import aiohttp
 import httpx
 import pytest
 from aiohttp import web
+from httpx_aiohttp import AiohttpTransport
 from yarl import URL
 
 from batchrun.client import Credentials, MessagesClient, Reply
@@ -221,6 +223,68 @@ def test_base_url_with_or_without_slash(base_url: str, expected: str) -> None:
     recorder = Recorder(json_response(MESSAGE))
     create(recorder, base_url=base_url)
     assert str(recorder.last.url) == expected
+
+
+def test_requests_are_built_as_httpx_builds_them() -> None:
+    # The client builds its POSTs itself (cheaper than AsyncClient.build_request per call).
+    async def main() -> tuple[httpx.Request, httpx.Request]:
+        base = "https://gw.test/anthropic"
+        async with client_for(Recorder(json_response(MESSAGE)), base_url=base) as client:
+            ours = client._post_request("/v1/messages", b"{}")
+            theirs = client._http.build_request("POST", "/v1/messages", content=b"{}")
+            return ours, theirs
+
+    ours, theirs = asyncio.run(main())
+    assert ours.url == theirs.url == "https://gw.test/anthropic/v1/messages"
+    assert ours.headers.multi_items() == theirs.headers.multi_items()
+    assert ours.extensions == theirs.extensions
+    assert ours.content == theirs.content
+
+
+@pytest.mark.parametrize("base_url", ["http://127.0.0.1:9", "https://api.example.test"])
+def test_tls_settings_are_made_for_https_only_and_always_verify(base_url: str) -> None:
+    async def main() -> ssl.SSLContext:
+        async with MessagesClient(base_url, Credentials(api_key=Secret(KEY))) as client:
+            transport = client._transport
+            assert isinstance(transport, AiohttpTransport)
+            return transport.ssl_context
+
+    context = asyncio.run(main())
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    # Plain http never uses TLS: its stand-in settings trust no certificate at all.
+    assert bool(context.get_ca_certs()) == base_url.startswith("https")
+
+
+def test_cookies_a_server_sets_are_sent_back() -> None:
+    recorder = Recorder(
+        json_response(MESSAGE, headers={"set-cookie": "route=b7; Path=/"}),
+        json_response(MESSAGE),
+        json_response({"input_tokens": 12}),
+    )
+
+    async def main() -> None:
+        async with client_for(recorder) as client:
+            await client.create(BODY)
+            await client.create(BODY)
+            await client.count_tokens(BODY)
+
+    asyncio.run(main())
+    assert "cookie" not in recorder.requests[0].headers
+    assert recorder.requests[1].headers["cookie"] == "route=b7"
+    assert recorder.requests[2].headers["cookie"] == "route=b7"
+
+
+def test_a_closed_client_sends_nothing() -> None:
+    recorder = Recorder(json_response(MESSAGE))
+
+    async def main() -> None:
+        client = client_for(recorder)
+        await client.aclose()
+        await client.create(BODY)
+
+    with pytest.raises(RuntimeError, match="closed"):
+        asyncio.run(main())
+    assert recorder.requests == []
 
 
 def test_body_is_compact_utf8_json_without_stream_key() -> None:

@@ -60,6 +60,22 @@ def test_input_is_read_only_as_fast_as_workers_take_it() -> None:
     assert read == 1000
 
 
+def test_workers_start_one_turn_of_the_event_loop_apart() -> None:
+    # With hundreds of workers, the first item's I/O must not wait for all of them to start.
+    events: list[str] = []
+
+    async def work(i: int) -> None:
+        events.append(f"start {i}")
+        await asyncio.sleep(0)
+        events.append(f"resumed {i}")
+
+    asyncio.run(Pool[int](3).run(iter(range(3)), work))
+    assert events.index("resumed 0") < events.index("start 2")
+    assert sorted(events) == sorted(
+        [f"{what} {i}" for i in range(3) for what in ("start", "resumed")]
+    )
+
+
 def test_stop_admitting_lets_in_flight_items_finish() -> None:
     finished: list[int] = []
 
@@ -95,6 +111,24 @@ def test_an_escaping_error_cancels_the_rest_and_is_raised() -> None:
     with pytest.raises(RuntimeError, match="disk on fire"):
         asyncio.run(Pool[int](8).run(iter(range(100)), work))
     assert cancelled == 7
+
+
+def test_an_error_while_workers_are_starting_stops_the_pool_at_once() -> None:
+    started_after_failure = 0
+    failed = False
+
+    async def work(i: int) -> None:
+        nonlocal failed, started_after_failure
+        started_after_failure += failed
+        if i == 0:
+            failed = True
+            raise RuntimeError("bad key")
+        await asyncio.sleep(0)
+
+    with pytest.raises(RuntimeError, match="bad key"):
+        asyncio.run(Pool[int](50).run(iter(range(10_000)), work))
+    # Each worker takes at most one more item before the pool cancels them all.
+    assert started_after_failure <= 2 * 50
 
 
 def test_concurrency_must_be_positive() -> None:

@@ -170,6 +170,24 @@ def test_large_outputs_are_written_in_chunks(
     assert sum(b.num_rows for b in batches) == 31
 
 
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_journal_and_outputs_are_parsed_a_slice_of_lines_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    import batchrun.sink as sink_module
+
+    # Slices far shorter than a line: each grows to hold whole lines, however long.
+    monkeypatch.setattr(sink_module, "_JSON_SLICE_BYTES", 100)
+    out = tmp_path / f"out{suffix}"
+    long_text = "long answer " * 100
+    write_rows(out, [(i, make_row(i, text=long_text if i == 5 else None)) for i in range(9)])
+    write_rows(out, [(8, make_row(8, text="again"))]).finalize(9)  # journal + final file
+    write_rows(out, [(9, make_row(9))]).finalize(10)  # reads the earlier final file
+    rows = read_output(out)
+    assert [r["id"] for r in rows] == [f"r{i}" for i in range(10)]
+    assert [r["text"] for r in rows][4:] == [None, long_text, None, None, "again", "answer 9 ✓"]
+
+
 def test_a_full_disk_mid_run_is_reported_and_keeps_what_was_written(tmp_path: Path) -> None:
     import errno
 

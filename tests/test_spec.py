@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from batchrun import spec
 from batchrun.errors import InputError, InvalidRowError
 from batchrun.request import RequestDefaults, build_request
 from batchrun.spec import InputRow, count_rows, input_format, read_rows
@@ -194,6 +196,44 @@ def test_jsonl_int_and_string_ids_that_read_the_same_are_duplicates(tmp_path: Pa
 def test_jsonl_explicit_id_clashing_with_a_default_id(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "in.jsonl", [{"id": "row-1", "prompt": "a"}, {"prompt": "b"}])
     assert "duplicate id 'row-1': first seen on line 1" in str(only_problem(rows_of(path)[1]))
+
+
+def test_every_duplicate_names_the_first_line_of_its_id(tmp_path: Path) -> None:
+    # The first duplicate makes the reader read the rows before it again (ids are kept as
+    # hashes until then); duplicates before and after that point name the right lines.
+    ids = ["a", "b", "a", "c", "b", "d", "c", "a"]
+    path = write_jsonl(tmp_path / "in.jsonl", [{"id": i, "prompt": "p"} for i in ids])
+    rows = rows_of(path, skip=lambda index: index == 3, known_ids=["d"])
+    got = [(r.line, str(r.problem).split(": id: ")[-1] if r.problem else None) for r in rows]
+    assert got == [
+        (1, None),
+        (2, None),
+        (3, "duplicate id 'a': first seen on line 1"),
+        (5, "duplicate id 'b': first seen on line 2"),  # line 4 ("c") was skipped
+        (6, "duplicate id 'd': also a row an earlier run answered"),
+        (7, None),  # the skipped line 4 does not count
+        (8, "duplicate id 'a': first seen on line 1"),
+    ]
+
+
+def test_a_duplicate_among_thousands_of_ids(tmp_path: Path) -> None:
+    lines = [{"id": f"id-{i}", "prompt": "p"} for i in range(3000)] + [{"id": "id-1999"}]
+    rows = rows_of(write_jsonl(tmp_path / "in.jsonl", list(lines)))
+    assert [r.index for r in rows if r.problem] == [3000]
+    assert "duplicate id 'id-1999': first seen on line 2000" in str(rows[3000].problem)
+
+
+def test_ids_whose_hashes_collide_are_not_duplicates(tmp_path: Path) -> None:
+    ids = ["x", "y", "z", "y", "x"]
+    path = write_jsonl(tmp_path / "in.jsonl", [{"id": i, "prompt": "p"} for i in ids])
+
+    def reread() -> Generator[spec._RawRow, None, None]:
+        return spec._jsonl_rows(path, 1, lambda index: False)
+
+    seen = spec._SeenIds(["k"], reread, hash_id=lambda row_id: 42)  # every id collides
+    lines = [seen.first_line(row_id, i, i + 1) for i, row_id in enumerate(ids)]
+    assert lines == [None, None, None, 2, 1]
+    assert seen.first_line("k", 5, 6) == 0
 
 
 def test_a_row_can_have_several_problems(tmp_path: Path) -> None:
