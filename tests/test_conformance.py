@@ -1,8 +1,8 @@
 """Every kind of request batchrun builds validates against the API's own OpenAPI schema.
 
-The spec (``shared/anthropic-openapi`` beside the repository, or ``BATCHRUN_OPENAPI``) is
-Anthropic's; checking our bodies against its ``CreateMessageParams`` means nothing we send
-is rejected for its shape.
+The spec is Anthropic's (cut to the schemas used here in ``tests/data/openapi_subset.json``);
+checking our bodies against its ``CreateMessageParams`` means nothing we send is rejected for
+its shape.
 The schema is JSON Schema 2020-12 (OpenAPI 3.1); its ``$ref``s are resolved against the spec
 document itself through a ``referencing`` registry.
 """
@@ -29,15 +29,17 @@ from batchrun.simulator import BatchSettings, BatchStore, SimulatorThread
 from batchrun.simulator.batches import check_create_body
 from batchrun.structured import FORCED_CHOICE, structured_tool
 
-# shared/ sits beside the repository on developers' machines and in CI.
-_SPEC_FILE = (
+# The schemas of the API's OpenAPI spec that these tests use, cut from the full spec by
+# tests/data/make_openapi_subset.py; BATCHRUN_OPENAPI points the tests at another copy (the
+# whole spec works as well). The full spec sits beside the repository as shared/ on
+# developers' machines: test_the_committed_subset_is_cut_from_the_spec checks it then.
+_DATA = Path(__file__).resolve().parent / "data"
+SPEC_PATH = Path(os.environ.get("BATCHRUN_OPENAPI", str(_DATA / "openapi_subset.json")))
+FULL_SPEC = (
     Path(__file__).resolve().parents[2]
     / "shared/anthropic-openapi/anthropic-stainless-openapi.json"
 )
-SPEC_PATH = Path(os.environ.get("BATCHRUN_OPENAPI", str(_SPEC_FILE)))
 SPEC_URI = "urn:anthropic-openapi"
-
-pytestmark = pytest.mark.skipif(not SPEC_PATH.exists(), reason=f"no OpenAPI spec at {SPEC_PATH}")
 
 DEFAULTS = RequestDefaults(model="claude-haiku-4-5", max_tokens=2048)
 PNG_B64 = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
@@ -271,6 +273,20 @@ def test_the_validator_does_reject_what_the_api_rejects() -> None:
         {**good, "thinking": {"type": "enabled", "budget_tokens": 10}},
     ):
         assert list(validator().iter_errors(bad))
+
+
+@pytest.mark.skipif(not FULL_SPEC.exists(), reason=f"no full OpenAPI spec at {FULL_SPEC}")
+def test_the_committed_subset_is_cut_from_the_spec() -> None:
+    """The committed schemas are the full spec's own, so the checks here are the API's."""
+    import importlib.util
+
+    script = importlib.util.spec_from_file_location("cut", _DATA / "make_openapi_subset.py")
+    assert script is not None and script.loader is not None
+    cut = importlib.util.module_from_spec(script)
+    script.loader.exec_module(cut)
+    committed = json.loads((_DATA / "openapi_subset.json").read_text(encoding="utf-8"))
+    full = json.loads(FULL_SPEC.read_text(encoding="utf-8"))
+    assert committed["components"] == cut.subset(full)["components"]
 
 
 def test_a_whole_run_sends_only_conforming_bodies(tmp_path: Path, sim: SimulatorThread) -> None:
