@@ -457,6 +457,12 @@ def format_summary(summary: RunSummary, config: RunConfig) -> str:
         lines.append("  stop        " + _counts(summary.stop_reasons))
     if summary.error_types:
         lines.append("  errors      " + _counts(summary.error_types))
+        resendable = summary.error - summary.invalid
+        if resendable and not config.retry_errors:
+            lines.append(
+                f"              a re-run leaves these as they are; --retry-errors sends the "
+                f"{resendable:,} that were sent again"
+            )
     lines.append(
         f"  tokens      in {summary.input_tokens:,}  out {summary.output_tokens:,}"
         + (

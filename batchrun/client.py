@@ -329,7 +329,15 @@ class MessagesClient:
             raise
         except httpx.TimeoutException as exc:
             if _is_disconnect(exc):
-                self._raise(ApiConnectionError, "the server closed the connection", exc)
+                # Name the real failure (httpx-aiohttp calls them all ConnectTimeout).
+                cause = exc.__cause__
+                assert cause is not None
+                what = (
+                    "could not connect"
+                    if isinstance(cause, aiohttp.ClientConnectorError)
+                    else "the server closed the connection"
+                )
+                self._raise(ApiConnectionError, what, cause)
             self._raise(ApiTimeoutError, "timed out", exc, error_type="timeout")
         except (httpx.HTTPError, httpx.StreamError, aiohttp.ClientError) as exc:
             if isinstance(exc, TimeoutError):  # aiohttp's timeouts, should one leak

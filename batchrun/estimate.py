@@ -60,9 +60,10 @@ from .projection import (
     project,
 )
 from .ratelimit import Limits, LimitsConfig
-from .report import latest_batches
+from .report import duration_s, latest_batches
 from .request import PreparedRequest, prepare_request
 from .result import STATUS_OK
+from .rows import VIA_BATCHES
 from .sink import journal_path
 from .spec import InputRow, read_rows
 from .tokencount import COUNT_RPM, TokenCounter
@@ -393,6 +394,8 @@ async def estimate_async(
     _project(config, est, scan, calibrate=not exact, seed=seed)
     learned = est.pilot.limits if est.pilot is not None else {}
     est.duration = estimate_duration(est, config.limits, config.concurrency, learned)
+    if config.via == VIA_BATCHES:
+        est.duration = batch_duration(est.duration, est.pending)
     from .estimate_text import method_notes  # the text module imports this one
 
     est.notes = method_notes(est, config)
@@ -724,3 +727,22 @@ def estimate_duration(
         return Duration(None, "unknown: no rate limits configured and no latency measured", [])
     seconds, bound = max(candidates)
     return Duration(seconds, bound, detail)
+
+
+def batch_duration(online: Duration, pending: int) -> Duration:
+    """The wait of a ``--via batches`` run: the API's, not this machine's (API-FACTS §7).
+
+    Message Batches are processed when the API has room, so concurrency and rate limits do not
+    set the pace; the online figure stays as a detail, for comparison.
+    """
+    if pending == 0:
+        return online
+    detail = [
+        "a request not done 24 h after its batch was created expires "
+        "(--resubmit-expired or --finish-online sends it again)"
+    ]
+    if online.seconds is not None:
+        detail.append(f"online: about {duration_s(online.seconds)}, set by {online.bound}")
+    return Duration(
+        None, "up to 24 h, set by the Message Batches API (most end within 1 h)", detail
+    )

@@ -72,6 +72,23 @@ def test_rows_in_error_give_exit_code_3(tmp_path: Path, sim: SimulatorThread) ->
     assert "1 invalid, not sent" in err
 
 
+def test_the_summary_says_how_to_send_rows_in_error_again(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", [*prompts(3), {"id": "x", "prompt": ""}])
+    out = str(tmp_path / "o.jsonl")
+    flags = ["--model", "claude-haiku-4-5", "--max-tokens", "10", "--base-url", sim.base_url]
+    sim.script(["500"])
+    code, _, err = invoke(
+        "run", str(inp), "-o", out, "--max-retries", "0", "--concurrency", "1", *flags
+    )
+    assert code == 3, err
+    assert "--retry-errors sends the 1 that were sent again" in err  # not the invalid row
+    code, _, err = invoke("run", str(inp), "-o", out, "--retry-errors", *flags)
+    assert code == 3 and "this run    2 rows: 1 ok, 1 error (1 invalid, not sent)" in err
+    assert "--retry-errors sends" not in err
+
+
 def test_validate_lists_each_problem_with_file_line_and_field(tmp_path: Path) -> None:
     inp = write_jsonl(
         tmp_path / "in.jsonl", [*prompts(2), {"id": "b", "prompt": "x", "top_p": 7}, {"id": "c"}]

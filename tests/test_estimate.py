@@ -101,6 +101,19 @@ def test_duration_comes_from_configured_limits(tmp_path: Path) -> None:
     assert estimate_duration(est, None, 4).seconds == pytest.approx(120 * 2.0 / 4)
 
 
+def test_a_batch_run_is_paced_by_the_batches_api_not_by_this_machine(tmp_path: Path) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(120))
+    est = estimate(config_for(inp, tmp_path / "out.parquet", via="batches", rpm=60))
+    assert est.duration.seconds is None
+    assert est.duration.bound.startswith("up to 24 h")
+    # The online time stays as a detail, to compare: 120 requests at 60 RPM.
+    assert est.duration.detail[-1] == (
+        "online: about 2.0 min, set by claude-haiku-4-5: requests (RPM) limit 60/min"
+    )
+    text = format_estimate(est)
+    assert "expires" in text and "online: about 2.0 min" in text
+
+
 def test_parse_pilot() -> None:
     assert parse_pilot("10", 100) == 10
     assert parse_pilot("5%", 100) == 5

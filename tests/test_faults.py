@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,37 @@ def test_a_model_that_does_not_exist_stops_the_run_early(tmp_path: Path) -> None
                 )
             )
         assert sim.stats.requests < 20
+
+
+def test_an_api_that_cannot_be_reached_stops_the_run_early(tmp_path: Path) -> None:
+    # A port nothing listens on: every connection is refused, as with a wrong --base-url.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(500))
+    out = tmp_path / "out.parquet"
+    config = config_for(inp, out, url, concurrency=4, max_retries=2)
+    with pytest.raises(
+        FatalRunError, match=r"first [5-8] requests all got no answer from http"
+    ) as e:
+        run(config, retry_sleep=no_wait)
+    assert "connection_error after 3 attempt(s) each: could not connect" in str(e.value)
+    assert "--retry-errors" in str(e.value)
+    journaled = Path(f"{out}.journal").read_text().splitlines()
+    assert 5 <= len(journaled) < 5 + 4  # the five, and at most the others then in flight
+
+
+def test_an_api_that_answers_once_is_not_stopped_by_later_connection_errors(
+    tmp_path: Path,
+) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(8))
+    with SimulatorThread(SimulatorConfig()) as sim:
+        sim.script([None] + ["reset"] * 7)
+        summary = run(
+            config_for(inp, tmp_path / "out.parquet", sim.base_url, concurrency=1, max_retries=0)
+        )
+    assert (summary.ok, summary.error, summary.exit_code) == (1, 7, 3)
+    assert dict(summary.error_types) == {"connection_error": 7}
 
 
 def test_per_row_404s_after_a_success_do_not_stop_the_run(tmp_path: Path) -> None:
