@@ -28,13 +28,12 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 from .errors import OutputError
 from .pricing import PriceTable, Usage, default_prices
 from .result import STATUS_ERROR, STATUS_OK
-from .sink import JOURNAL_SUFFIX, conform, journal_path, output_schema
+from .sink import JOURNAL_SUFFIX, conform, journal_path, output_schema, read_json_lines
 
 INDEX = "_index"
 BATCH_ROWS = 65_536
@@ -58,11 +57,6 @@ COLUMNS = (
 NO_MODEL = "(none)"
 MAX_SECONDS = 20_000  # per-second counts kept for runs up to about five hours
 EXAMPLE_CHARS = 300
-
-# A JSON line may not straddle two parse blocks; one long answer (and its content_json
-# twin) fits well inside this.
-_JSON_READ = pj.ReadOptions(block_size=32 << 20)
-
 
 # --- reading outputs -------------------------------------------------------------------------
 
@@ -138,15 +132,10 @@ def _final_batches(path: Path, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
             for batch in pf.iter_batches(BATCH_ROWS, columns=present):
                 yield conform(batch, schema)
         else:
-            for batch in _open_json(path, schema):
+            for batch in read_json_lines(path, schema):
                 yield conform(batch, schema)
     except (OSError, pa.ArrowException) as exc:
         raise OutputError(f"cannot read {path}: {exc}") from exc
-
-
-def _open_json(path: Path, schema: pa.Schema) -> Any:
-    options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
-    return pj.open_json(path, read_options=_JSON_READ, parse_options=options)
 
 
 def _journal_latest(journal: Path, columns: Sequence[str]) -> dict[int, int]:
@@ -179,7 +168,7 @@ def _journal_records(journal: Path, schema: pa.Schema) -> Iterator[pa.RecordBatc
     """The journal's records in order; line by line past a line a crash left damaged."""
     yielded = 0
     try:
-        for batch in _open_json(journal, schema):
+        for batch in read_json_lines(journal, schema):
             conformed = conform(batch, schema)
             yielded += conformed.num_rows
             yield conformed
@@ -684,15 +673,20 @@ def _latency_line(hist: LogHistogram) -> str:
 def _throughput_line(rep: Report) -> str:
     if rep.first_finished is None or rep.last_finished is None:
         return "no finish times"
+    window = f"{_iso(rep.first_finished)} to {_iso(rep.last_finished)}: {duration_s(rep.span_s)}"
+    if set(rep.vias) == {"batches"}:
+        # A batch's rows all finish when they are collected: a rate would measure the download.
+        return (
+            f"n/a for Message Batches ({rep.rows:,} rows collected from {window}; "
+            "elapsed shows each batch's processing time)"
+        )
     rate = rep.rows_per_minute
     per_min = f"{rate:,.1f} rows/min" if rate is not None else "n/a"
     paused = ""
     if rep.active_minutes and rep.span_s / 60 > rep.active_minutes + 1:
         paused = f", {rep.active_minutes:,} active minutes"
-    return (
-        f"{per_min} ({rep.rows:,} rows from {_iso(rep.first_finished)} to "
-        f"{_iso(rep.last_finished)}: {duration_s(rep.span_s)}{paused})"
-    )
+    collected = "; batch rows count when collected" if "batches" in rep.vias else ""
+    return f"{per_min} ({rep.rows:,} rows from {window}{paused}{collected})"
 
 
 def money(amount: float | Decimal | None) -> str:

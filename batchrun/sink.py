@@ -331,7 +331,7 @@ def _journal_records(path: Path, columns: Sequence[str]) -> Iterator[dict[str, A
         return
     schema = _journal_schema(output_schema(), columns)
     try:
-        records = [r for batch in _read_json(path, schema) for r in batch.to_pylist()]
+        records = [r for batch in read_json_lines(path, schema) for r in batch.to_pylist()]
     except pa.ArrowInvalid:
         records = list(_tolerant_records(path))
     yield from records
@@ -362,7 +362,7 @@ def _json_options(schema: pa.Schema) -> pj.ParseOptions:
 _JSON_SLICE_BYTES = 2 << 20
 
 
-def _read_json(path: Path, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+def read_json_lines(path: Path, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     """The records of a JSON-lines file as batches of ``schema``; pa.ArrowInvalid if damaged."""
     options = _json_options(schema)
     for data in _line_slices(path, _JSON_SLICE_BYTES):
@@ -482,7 +482,7 @@ def _journal_batches(path: Path, jschema: pa.Schema) -> Iterator[pa.RecordBatch]
     if not path.exists() or path.stat().st_size == 0:
         return
     try:
-        for batch in _read_json(path, jschema):
+        for batch in read_json_lines(path, jschema):
             yield _as_schema(batch, jschema)
     except pa.ArrowInvalid as exc:
         # A crash left a line pyarrow will not parse: the caller starts over, line by line.
@@ -541,7 +541,7 @@ def _read_batches(
         present = [n for n in wanted.names if n in pf.schema_arrow.names]
         batches: Iterator[pa.RecordBatch] = pf.iter_batches(CHUNK_ROWS, columns=present)
     else:
-        batches = _read_json(path, wanted)
+        batches = read_json_lines(path, wanted)
     for batch in batches:
         yield conform(batch, wanted)
 

@@ -428,8 +428,13 @@ def test_the_report_splits_rows_and_cost_by_how_they_were_sent(
     rep = report([tmp_path / "online.parquet", tmp_path / "batch.parquet"])
     assert rep.vias["online"].rows == rep.vias["batches"].rows == 8
     assert rep.vias["batches"].cost_usd == pytest.approx(rep.vias["online"].cost_usd / 2)
-    assert "sent via    batches 8 rows" in format_report(rep)
+    text = format_report(rep)
+    assert "sent via    batches 8 rows" in text
+    assert "rows/min" in text and "batch rows count when collected" in text
     assert rep.to_dict()["via"]["batches"]["ok"] == 8
+    # Batch rows alone: no rate, which would only measure how fast results were downloaded.
+    batch_only = format_report(report([tmp_path / "batch.parquet"]))
+    assert "throughput  n/a for Message Batches (8 rows collected from" in batch_only
 
 
 def test_a_batch_deleted_on_the_api_frees_its_rows(tmp_path: Path, bsim: SimulatorThread) -> None:
