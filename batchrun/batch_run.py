@@ -226,7 +226,8 @@ class _BatchJob:
             await self.wait_and_collect()
             if self.stopping or not redo_lapsed or _LAPSED not in self.done:
                 return
-            self.log("batchrun: resubmitting the rows that expired or were cancelled")
+            if round_number + 1 < MAX_ROUNDS:
+                self.log("batchrun: resubmitting the rows that expired or were cancelled")
         self.log(f"batchrun: rows still lapsed after {MAX_ROUNDS} rounds; re-run to try again")
 
     # -- 1. reconcile ---------------------------------------------------------------------

@@ -21,7 +21,7 @@ from .batch_admin import cancel_batches, format_batches, list_batches
 from .batch_journal import batch_journal_path
 from .config import RunConfig, load_config
 from .errors import BatchrunError
-from .runner import RunSummary, run
+from .runner import LAPSED_ERROR_TYPES, RunSummary, run
 from .sink import journal_path
 from .validate import ValidationReport, validate
 
@@ -457,12 +457,7 @@ def format_summary(summary: RunSummary, config: RunConfig) -> str:
         lines.append("  stop        " + _counts(summary.stop_reasons))
     if summary.error_types:
         lines.append("  errors      " + _counts(summary.error_types))
-        resendable = summary.error - summary.invalid
-        if resendable and not config.retry_errors:
-            lines.append(
-                f"              a re-run leaves these as they are; --retry-errors sends the "
-                f"{resendable:,} that were sent again"
-            )
+        lines.extend(_resend_hints(summary, config))
     lines.append(
         f"  tokens      in {summary.input_tokens:,}  out {summary.output_tokens:,}"
         + (
@@ -488,6 +483,21 @@ def format_summary(summary: RunSummary, config: RunConfig) -> str:
     lines.extend(_rate_limit_lines(summary))
     lines.append(f"  elapsed     {summary.elapsed_s:.1f} s ({summary.rows_per_second:,.1f} rows/s)")
     return "\n".join(lines)
+
+
+def _resend_hints(summary: RunSummary, config: RunConfig) -> list[str]:
+    """How to send the rows in error again: a plain re-run leaves them as they are."""
+    resendable = summary.error - summary.invalid
+    if not resendable or config.retry_errors:
+        return []
+    hints = [f"--retry-errors sends the {resendable:,} that were sent again"]
+    lapsed = sum(summary.error_types.get(kind, 0) for kind in LAPSED_ERROR_TYPES)
+    if lapsed and not (config.resubmit_expired or config.finish_online):
+        hints.append(
+            f"--resubmit-expired only the {lapsed:,} a batch expired or cancelled "
+            "(--finish-online: online)"
+        )
+    return ["              a re-run leaves these as they are; " + "; ".join(hints)]
 
 
 def _rate_limit_lines(summary: RunSummary) -> list[str]:

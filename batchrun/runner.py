@@ -468,7 +468,11 @@ def plan(
             counter.rows = index + 1
         return finished(index) or in_batch(index)
 
-    rows = read_rows(config.input, skip=skip, known_ids=(known_ids[i] for i in skipped))
+    # Ids of rows skipped here that an earlier run recorded, to catch a read row reusing one.
+    # ``known_ids`` may be shorter than ``done`` (or empty): a later round of a batch run
+    # reads again rows whose ids were all checked in its first round.
+    known = (known_ids[i] for i in skipped if i < len(known_ids))
+    rows = read_rows(config.input, skip=skip, known_ids=known)
     for row in rows:
         counter.rows = max(counter.rows, row.index + 1)
         if only is not None and row.index not in only:

@@ -26,7 +26,8 @@ from support import TEST_KEY, job_config, no_wait, prompts, reply_tag, write_jso
 
 from batchrun import run
 from batchrun.batch_journal import BatchJournal, IntentRows, batch_journal_path
-from batchrun.cli import cli
+from batchrun.batch_run import MAX_ROUNDS
+from batchrun.cli import cli, format_summary
 from batchrun.errors import ConfigError
 from batchrun.runner import ResumeMismatchError
 from batchrun.simulator import SimulatorConfig, SimulatorThread
@@ -176,6 +177,27 @@ def test_errored_and_expired_results_and_resubmitting_them(tmp_path: Path) -> No
             r["id"] for r in expired
         }
         assert second.finished == len(expired)
+
+
+def test_resubmitting_goes_on_for_rows_that_expire_again(tmp_path: Path) -> None:
+    # Half the requests expire at every submission: --resubmit-expired needs several rounds.
+    n = 40
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(n))
+    out = tmp_path / "out.parquet"
+    with SimulatorThread(SimulatorConfig(batch_processing_s=0.05, batch_expire_rate=0.5)) as sim:
+        config = batch_config(inp, out, sim.base_url)
+        first = run(config)
+        lapsed = first.error_types["expired"]
+        hint = f"--resubmit-expired only the {lapsed} a batch expired or cancelled"
+        assert hint in format_summary(first, config)
+        second = run(batch_config(inp, out, sim.base_url, resubmit_expired=True))
+        stats = sim.stats.snapshot()
+    assert second.skipped == n - lapsed
+    assert stats.batches_created == 1 + MAX_ROUNDS  # each round's expired rows, again
+    assert stats.batch_requests_submitted > n + lapsed  # rounds after the second one ran
+    after = rows_of(out)
+    assert [r["id"] for r in after] == [p["id"] for p in prompts(n)]
+    assert sum(r["status"] == "ok" for r in after) == n - second.error_types["expired"]
 
 
 def test_finish_online_answers_expired_rows_online(tmp_path: Path) -> None:
