@@ -20,12 +20,7 @@ from typing import Any
 
 from .config import RunConfig
 from .errors import ApiResponseError, OutputError
-from .rows import VIA_BATCHES, Work, error_row, ok_row
-
-LAPSED_REASONS = {
-    "expired": "the batch expired (24 h after creation) before this request was processed",
-    "canceled": "the batch was cancelled before this request was processed",
-}
+from .rows import LAPSED_REASONS, VIA_BATCHES, Work, error_row, ok_row
 
 
 class ResultSpool:

@@ -34,14 +34,14 @@ import httpx
 from .batch_api import BatchesApi, BatchStatus, is_ambiguous
 from .batch_journal import BatchEntry, BatchJournal, IntentRows, batch_journal_path
 from .batch_plan import REQUEST_HASH_CHARS, BatchItem, chunks
-from .batch_results import LAPSED_REASONS, ResultSpool, processing_ms, result_row
+from .batch_results import ResultSpool, processing_ms, result_row
 from .config import RunConfig
 from .errors import ApiError, ConfigError, FatalRunError
 from .interrupt import run_interruptibly
 from .progress import Progress
 from .result import INVALID_REQUEST, STATUS_OK
 from .retry import NEVER_RETRY_STATUSES, is_fatal, send_with_retries, wait_seconds
-from .rows import VIA_BATCHES, Work, error_row, prepare
+from .rows import LAPSED_REASONS, VIA_BATCHES, Work, error_row, prepare
 from .runner import (
     ResumeMismatchError,
     RowCounter,
@@ -141,6 +141,24 @@ def _open_journal(config: RunConfig) -> BatchJournal:
     return journal
 
 
+# RunSummary counts that add up over the batch pass and the --finish-online pass.
+_ADDED_UP = (
+    "ok",
+    "error",
+    "invalid",
+    "retries",
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "cost_usd",
+    "unpriced",
+    "rate_limited_429s",
+    "rate_pauses",
+    "rate_wait_s",
+)
+
+
 async def _finish_online(
     config: RunConfig,
     summary: RunSummary,
@@ -156,12 +174,17 @@ async def _finish_online(
         retry_sleep=sleep,
         redo_lapsed=True,
     )
-    for name in ("ok", "error", "invalid", "retries", "input_tokens", "output_tokens"):
+    # The rows batches left expired or cancelled are answered again online: each row is
+    # counted once, as it ended. The online pass skips the rows the batches answered, done by
+    # this run and not earlier.
+    summary.error -= sum(summary.error_types.pop(kind, 0) for kind in LAPSED_REASONS)
+    summary.skipped = max(0, online.skipped - summary.finished)
+    for name in _ADDED_UP:
         setattr(summary, name, getattr(summary, name) + getattr(online, name))
-    summary.cost_usd += online.cost_usd
     summary.stop_reasons.update(online.stop_reasons)
     summary.error_types.update(online.error_types)
     summary.elapsed_s += online.elapsed_s
+    summary.rate_limits = online.rate_limits
     summary.final, summary.interrupted = online.final, online.interrupted
     summary.total_rows = online.total_rows
     return summary

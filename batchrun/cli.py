@@ -21,7 +21,8 @@ from .batch_admin import cancel_batches, format_batches, list_batches
 from .batch_journal import batch_journal_path
 from .config import RunConfig, load_config
 from .errors import BatchrunError
-from .runner import LAPSED_ERROR_TYPES, RunSummary, run
+from .rows import LAPSED_REASONS
+from .runner import RunSummary, run
 from .sink import journal_path
 from .validate import ValidationReport, validate
 
@@ -491,7 +492,7 @@ def _resend_hints(summary: RunSummary, config: RunConfig) -> list[str]:
     if not resendable or config.retry_errors:
         return []
     hints = [f"--retry-errors sends the {resendable:,} that were sent again"]
-    lapsed = sum(summary.error_types.get(kind, 0) for kind in LAPSED_ERROR_TYPES)
+    lapsed = sum(summary.error_types.get(kind, 0) for kind in LAPSED_REASONS)
     if lapsed and not (config.resubmit_expired or config.finish_online):
         hints.append(
             f"--resubmit-expired only the {lapsed:,} a batch expired or cancelled "

@@ -57,7 +57,7 @@ from .resume import (
     write_state,
 )
 from .retry import RETRYABLE_STATUSES, is_fatal, send_with_retries
-from .rows import Work, error_row, ok_row, prepare
+from .rows import LAPSED_REASONS, Work, error_row, ok_row, prepare
 from .sink import FinalCounts, PriorRecord, PriorState, Sink
 from .spec import InputRow, count_rows, read_rows
 from .tokens import estimate_input_tokens
@@ -337,13 +337,12 @@ class RowCounter:
 # What earlier runs recorded for a row: nothing, an answer, an error, or an error that says
 # only that a Message Batch ran out of time (or was cancelled) before reaching the row.
 _NOTHING, _DONE_OK, _DONE_ERROR, _DONE_LAPSED = 0, 1, 2, 3
-LAPSED_ERROR_TYPES = frozenset({"expired", "canceled"})
 
 
 def _flag(record: PriorRecord) -> int:
     if record.status == STATUS_OK:
         return _DONE_OK
-    return _DONE_LAPSED if record.error_type in LAPSED_ERROR_TYPES else _DONE_ERROR
+    return _DONE_LAPSED if record.error_type in LAPSED_REASONS else _DONE_ERROR
 
 
 def load_prior(config: RunConfig, prior: PriorState) -> tuple[bytearray, list[str]]:

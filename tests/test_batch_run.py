@@ -208,6 +208,8 @@ def test_finish_online_answers_expired_rows_online(tmp_path: Path) -> None:
     with SimulatorThread(config) as sim:
         summary = run(batch_config(inp, out, sim.base_url, finish_online=True), retry_sleep=no_wait)
         assert summary.exit_code == 0
+        # Every row was done by this run, by a batch or online: none was done before.
+        assert (summary.finished, summary.skipped, summary.ok) == (n, 0, n)
         got = rows_of(out)
         online = [r for r in got if r["via"] == "online"]
         assert online and all(r["status"] == "ok" for r in got)
