@@ -1,15 +1,19 @@
 """High concurrency: 5,000 rows at 1 s latency with 1,024 requests in flight.
 
-Three contenders against one ``batchrun simulate --latency 1`` subprocess (no rate limits),
+Four contenders against one ``batchrun simulate --latency 1`` subprocess (no rate limits),
 each with 1,024 requests in flight, in alternating order over ``--rounds`` rounds after an
 uncounted warm-up:
 
-* ``batchrun`` ``batchrun.run()``: JSONL in, limiter, journal, final Parquet (what a user gets);
-               its rate is rows over the wall clock of the whole call, final file included.
-* ``httpx``    the bare loop batchrun's client is built on: one ``httpx.AsyncClient`` over
-               ``httpx_aiohttp``'s transport, a semaphore and ``gather``; nothing written.
-* ``aiohttp``  a raw ``aiohttp`` session, a semaphore and ``gather``: the floor of any
-               Python client on this stack, and so the ceiling of what this machine allows.
+* ``batchrun``      ``batchrun.run()``: JSONL in, limiter, journal, final Parquet (what a user
+                    gets); its rate is rows over the wall clock of the whole call, final file
+                    included.
+* ``httpx``         the bare loop batchrun's client is built on: one ``httpx.AsyncClient`` over
+                    ``httpx_aiohttp``'s transport, a semaphore and ``gather``; nothing written.
+* ``aiohttp``       a raw ``aiohttp`` session, a semaphore and ``gather``: the floor of any
+                    Python client on this stack.
+* ``aiohttp-paced`` the same raw session with workers started one per turn of the event loop,
+                    as batchrun's pool starts them: the ceiling of what this machine allows a
+                    Python client here. It writes nothing at all.
 
 The ideal is every slot busy all the time: concurrency / latency = 1,024 rows per second.
 5,000 rows are not a whole number of 1,024-row waves: even a perfect client needs 5 s where
@@ -20,26 +24,30 @@ shares of the ideal, and batchrun's ratio to them, are printed beside it: where 
 fall short of the ideal too, the machine (cores, noise), not batchrun, sets the limit. Exit
 code 0 when the target passes.
 
-Where the time goes (measured on the 2-core development machine, Python 3.11, aiohttp 3.14;
-medians of 3 rounds: batchrun 873 rows/s = 0.85 of the ideal, aiohttp 852 = 0.83, httpx 735
-= 0.72). From batchrun's own output (``finished_at`` less ``latency_ms`` is each send):
+Where the time goes (measured on the 2-core development machine, Python 3.11, aiohttp 3.14).
+From batchrun's own output (``finished_at`` less ``latency_ms`` is each send):
 
 * 0.03 s of set-up, then the first wave. Each of its 1,024 requests also opens a connection:
-  ~0.5 ms of client CPU apiece (aiohttp's request and connect half of it, the event loop a
-  fifth, httpx and batchrun's own work on the row the rest), so the 904th, the last slot that
-  gets a fifth row, leaves ~0.51 s in. (batchrun's pool starts one worker per turn of the
-  event loop, so the first requests leave at once; started all together, nothing was sent
-  for 0.5 s and the answers queued as one burst: 0.72.)
-* Five round trips of ~1.013 s (the 1 s latency plus server and client work and queueing).
-* ~0.03 s closing the 1,024 connections, ~0.07 s turning the journal into the final Parquet.
+  ~0.4-0.5 ms of client CPU apiece (aiohttp's request and connect half of it, the event loop
+  a fifth, httpx and batchrun's own work on the row the rest), so the 904th, the last slot
+  that gets a fifth row, leaves ~0.37-0.44 s in. (Started all together, nothing was sent for
+  0.5 s and the answers queued as one burst: 0.72.)
+* Five round trips. The answers of a wave come back as far apart as its requests left, and
+  each costs ~0.45 ms of client CPU (the answer, its journal line, the next row and its
+  request): a little more than that spacing, so every wave leaves a little later and spreads
+  a little wider than the one before (measured spans 0.42, 0.45, 0.59, 0.70, 0.79 s; median
+  latency as the client sees it 1.01-1.12 s).
+* ~0.03 s closing the 1,024 connections, ~0.07-0.1 s turning the journal into the final
+  Parquet.
 
-0.03 + 0.51 + 5 x 1.013 + 0.10 = 5.7 s: 0.86 of the ideal. 0.9 needs 5.43 s, which leaves
-the first wave ~0.25 s: ~0.25 ms per request with its new connection, below what raw aiohttp
-itself costs here (~0.37 ms). The same raw aiohttp loop, writing nothing and starting its
-workers one per loop turn as batchrun does, reaches 0.88-0.91 (0.82-0.85 started all at
-once, as the ``aiohttp`` contender is): the journal and final file batchrun must write take
-that last ~0.1 s. Ruled out: the simulator (a quarter of a core, ~0.25 ms a request), garbage
-collection (~50 ms a run, all generations), the event loop (uvloop: the same 0.51 s wave).
+So the client's CPU per row decides the result, and most of it is the HTTP stack's. Measured
+2026-12-01, 4 rounds each: batchrun 0.845 of the ideal; batchrun with its journal and final
+file switched off 0.857 (batchrun's own writing costs ~1.5 points); the httpx-over-aiohttp
+loop started one worker per turn as batchrun is 0.74-0.77; raw aiohttp started that way
+0.88-0.90. batchrun sends through httpx's transport directly (see ``client.py``), which
+recovers most of httpx's cost, but 0.9 is at the raw-aiohttp ceiling of this 2-core machine.
+Ruled out: the simulator (a quarter of a core, ~0.25 ms a request), garbage collection (~50
+ms a run), the event loop (uvloop: the same first wave), fsync (~3 ms every 2 s).
 
 Run from the repository root (about two minutes)::
 
@@ -85,7 +93,7 @@ from batchrun import load_config, run
 MAX_TOKENS = 16
 TARGET = 0.9
 TIMEOUT_S = 120.0
-CONTENDERS = ("batchrun", "httpx", "aiohttp")
+CONTENDERS = ("batchrun", "httpx", "aiohttp", "aiohttp-paced")
 HEADERS = {"x-api-key": API_KEY, "anthropic-version": API_VERSION}
 
 
@@ -171,6 +179,34 @@ async def _gather(job: Job, one: Callable[[str], Any]) -> float:
     return firsts[0] - started
 
 
+async def _paced(job: Job, one: Callable[[str], Any]) -> float:
+    """Workers that each take the next prompt, started one per turn of the event loop: how
+    batchrun's pool starts them, so the first requests leave while later workers start."""
+    prompts = iter(job.prompts)
+    started = time.time()
+    firsts: list[float] = []
+    lost: list[object] = []
+
+    async def worker() -> None:
+        for prompt in prompts:
+            try:
+                if not await one(prompt):
+                    lost.append(prompt)
+            except Exception as exc:  # counted, and reported below
+                lost.append(exc)
+            if not firsts:
+                firsts.append(time.time())
+
+    tasks = []
+    for _ in range(job.concurrency):
+        tasks.append(asyncio.create_task(worker()))
+        await asyncio.sleep(0)
+    await asyncio.gather(*tasks)
+    if lost:
+        raise BenchError(f"{len(lost):,} rows failed, first: {lost[0]!r}")
+    return firsts[0] - started
+
+
 def httpx_round(job: Job) -> Finish:
     async def main() -> float:
         n = job.concurrency
@@ -191,7 +227,7 @@ def httpx_round(job: Job) -> Finish:
     return Finish.now(asyncio.run(main()))
 
 
-def aiohttp_round(job: Job) -> Finish:
+def aiohttp_round(job: Job, paced: bool = False) -> Finish:
     async def main() -> float:
         connector = aiohttp.TCPConnector(limit=job.concurrency)
         headers = {**HEADERS, "content-type": "application/json"}
@@ -206,7 +242,7 @@ def aiohttp_round(job: Job) -> Finish:
                     body = json.loads(await response.read())
                 return response.status == 200 and body["type"] == "message"
 
-            return await _gather(job, one)
+            return await (_paced if paced else _gather)(job, one)
 
     return Finish.now(asyncio.run(main()))
 
@@ -215,6 +251,7 @@ RUNNERS: dict[str, Callable[[Job], Finish]] = {
     "batchrun": batchrun_round,
     "httpx": httpx_round,
     "aiohttp": aiohttp_round,
+    "aiohttp-paced": lambda job: aiohttp_round(job, paced=True),
 }
 
 
@@ -237,7 +274,7 @@ def report(rounds: dict[str, list[Round]], rows: int, ideal: float) -> float | N
         table.append([name, rate[name], rate[name] / ideal * 100, min(rates), max(rates), first])
         table[-1].append(cpu)
     print_table(headers, table)
-    for base in ("httpx", "aiohttp"):
+    for base in ("httpx", "aiohttp", "aiohttp-paced"):
         if "batchrun" in rate and base in rate:
             print(f"  [info] batchrun / {base}: {rate['batchrun'] / rate[base]:.2f}x")
     return rate["batchrun"] / ideal if "batchrun" in rate else None
