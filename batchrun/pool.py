@@ -75,11 +75,15 @@ class Pool(Generic[T]):
 
     async def run(self, items: Iterator[T], work: Callable[[T], Awaitable[None]]) -> None:
         """Run until the items are exhausted, admission stops, or a call raises."""
-        exhausted = raised = False
+        exhausted = False
+        first_failure: list[BaseException] = []  # what the first call to raise raised
 
         def note_failure(task: asyncio.Task[None]) -> None:
-            nonlocal raised
-            raised = raised or (not task.cancelled() and task.exception() is not None)
+            # A task's done callbacks run in the order they were added, so this runs before
+            # asyncio.wait below learns of the same task.
+            failure = None if task.cancelled() else task.exception()
+            if failure is not None and not first_failure:
+                first_failure.append(failure)
 
         async def worker() -> None:
             nonlocal exhausted
@@ -105,8 +109,8 @@ class Pool(Generic[T]):
         tasks: list[asyncio.Task[None]] = []
         try:
             for _ in range(self.concurrency):
-                if self._stopping or exhausted:
-                    break  # a worker started now would find nothing to do
+                if self._stopping or exhausted or first_failure:
+                    break  # a worker started now would find nothing to do, or must not
                 tasks.append(asyncio.create_task(worker()))
                 tasks[-1].add_done_callback(note_failure)
                 # One new worker per turn of the event loop, so the first items' I/O goes on
@@ -114,23 +118,18 @@ class Pool(Generic[T]):
                 # HTTP request with a new connection, ~0.5 ms) ran before any socket was
                 # served: with 1,024 workers nothing was sent for 0.5 s, then the answers came
                 # back as one burst that queued (bench/concurrency.py: batchrun went from
-                # ~72% to ~85% of the ideal rate). Once a call has raised, the rest start at
-                # once as they used to, so the wait below sees the failure and stops the pool.
-                if not raised:
-                    await asyncio.sleep(0)
+                # ~72% to ~85% of the ideal rate). Once a call has raised, no more start.
+                await asyncio.sleep(0)
             if not tasks:
                 return
-            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         except asyncio.CancelledError:
             await _cancel_all(tasks)
             raise
-        failed = [t for t in done if not t.cancelled() and t.exception() is not None]
-        if failed:
+        if first_failure:
             self._stopping = True
             await _cancel_all(list(pending))
-            exc = failed[0].exception()
-            assert exc is not None
-            raise exc
+            raise first_failure[0]
 
 
 async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:

@@ -96,12 +96,13 @@ def test_stop_admitting_lets_in_flight_items_finish() -> None:
 
 
 def test_an_escaping_error_cancels_the_rest_and_is_raised() -> None:
-    cancelled = 0
+    waiting = cancelled = 0
 
     async def work(i: int) -> None:
-        nonlocal cancelled
+        nonlocal waiting, cancelled
         if i == 5:
             raise RuntimeError("disk on fire")
+        waiting += 1
         try:
             await asyncio.sleep(10)
         except asyncio.CancelledError:
@@ -110,7 +111,8 @@ def test_an_escaping_error_cancels_the_rest_and_is_raised() -> None:
 
     with pytest.raises(RuntimeError, match="disk on fire"):
         asyncio.run(Pool[int](8).run(iter(range(100)), work))
-    assert cancelled == 7
+    # Every call in flight is cancelled; at most one more worker started after the failure.
+    assert 5 <= cancelled == waiting <= 6
 
 
 def test_an_error_while_workers_are_starting_stops_the_pool_at_once() -> None:
@@ -127,8 +129,9 @@ def test_an_error_while_workers_are_starting_stops_the_pool_at_once() -> None:
 
     with pytest.raises(RuntimeError, match="bad key"):
         asyncio.run(Pool[int](50).run(iter(range(10_000)), work))
-    # Each worker takes at most one more item before the pool cancels them all.
-    assert started_after_failure <= 2 * 50
+    # No worker starts once a call has raised (50 would); the few already running may each
+    # take one more item before the pool cancels them.
+    assert started_after_failure < 10
 
 
 def test_concurrency_must_be_positive() -> None:
