@@ -55,7 +55,7 @@ from .runner import (
     run_async,
 )
 from .sink import Sink
-from .spec import read_rows
+from .spec import check_input_file, read_rows
 
 # A batch's created_at (server clock) may precede our intent's timestamp (local clock)
 # by this much and still be taken for it when reconciling after a crash.
@@ -80,6 +80,7 @@ async def run_batches_async(
     waits ``config.poll_interval`` and more, in real time, and wakes up at once on Ctrl-C.
     """
     check_credentials(config, transport)
+    check_input_file(config.input)
     if config.max_cost is not None:
         raise ConfigError(
             "--max-cost stops admitting rows as they are answered, which a batch cannot do: "

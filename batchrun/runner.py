@@ -59,7 +59,7 @@ from .resume import (
 from .retry import RETRYABLE_STATUSES, is_fatal, send_with_retries
 from .rows import LAPSED_REASONS, Work, error_row, ok_row, prepare
 from .sink import FinalCounts, PriorRecord, PriorState, Sink
-from .spec import InputRow, count_rows, read_rows
+from .spec import InputRow, check_input_file, count_rows, read_rows
 from .tokens import estimate_input_tokens
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -201,6 +201,7 @@ async def run_async(
     ``redo_lapsed`` also sends the rows a Message Batch expired or cancelled (--finish-online).
     """
     check_credentials(config, transport)
+    check_input_file(config.input)
     _check_no_running_batches(config)
     summary = RunSummary(input=config.input, output=config.output)
     sink = Sink(config.output, config.keep_columns)

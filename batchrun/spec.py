@@ -97,6 +97,14 @@ def input_format(path: Path) -> Format:
 Skip = Callable[[int], bool]
 
 
+def check_input_file(path: Path) -> None:
+    """InputError unless ``path`` is a file that exists (checked before any output is made)."""
+    if not path.exists():
+        raise InputError("no such file", file=str(path))
+    if path.is_dir():
+        raise InputError("is a directory, not an input file", file=str(path))
+
+
 def read_rows(
     path: Path,
     *,
@@ -118,10 +126,7 @@ def read_rows(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     fmt = input_format(path)
-    if not path.exists():
-        raise InputError("no such file", file=str(path))
-    if path.is_dir():
-        raise InputError("is a directory, not an input file", file=str(path))
+    check_input_file(path)
 
     def reread() -> Generator[_RawRow, None, None]:
         return _READERS[fmt](path, batch_size, skip or _keep_all)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from click.testing import CliRunner
 from support import TEST_KEY, prompts, write_jsonl
 
@@ -87,6 +88,16 @@ def test_the_summary_says_how_to_send_rows_in_error_again(
     code, _, err = invoke("run", str(inp), "-o", out, "--retry-errors", *flags)
     assert code == 3 and "this run    2 rows: 1 ok, 1 error (1 invalid, not sent)" in err
     assert "--retry-errors sends" not in err
+
+
+@pytest.mark.parametrize("via", ["online", "batches"])
+def test_a_missing_input_is_named_and_nothing_is_created(tmp_path: Path, via: str) -> None:
+    job = tmp_path / "job.toml"
+    job.write_text('input = "gone.jsonl"\nmodel = "claude-haiku-4-5"\nmax_tokens = 5\n')
+    code, _, err = invoke("run", str(job), "--simulate", "--via", via)
+    assert code == 1
+    assert f"{tmp_path / 'gone.jsonl'}: no such file" in err and "journal" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.toml"]
 
 
 def test_validate_lists_each_problem_with_file_line_and_field(tmp_path: Path) -> None:
