@@ -432,9 +432,16 @@ def _load(source: Path, flags: dict[str, Any]) -> RunConfig:
         _fail(exc, None)
 
 
+def _has_rows(journal: Path) -> bool:
+    try:
+        return journal.stat().st_size > 0
+    except OSError:
+        return False
+
+
 def _fail(exc: BatchrunError, config: RunConfig | None) -> NoReturn:
     click.echo(f"batchrun: error: {exc}", err=True)
-    if config is not None and journal_path(config.output).exists():
+    if config is not None and _has_rows(journal_path(config.output)):
         click.echo(
             f"batchrun: finished rows are kept in {journal_path(config.output)}; re-run the "
             "same command to resume.",

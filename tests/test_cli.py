@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from support import TEST_KEY, prompts, write_jsonl
 
 from batchrun.cli import cli
-from batchrun.simulator import SimulatorThread
+from batchrun.simulator import SimulatorConfig, SimulatorThread
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -98,6 +98,19 @@ def test_a_missing_input_is_named_and_nothing_is_created(tmp_path: Path, via: st
     assert code == 1
     assert f"{tmp_path / 'gone.jsonl'}: no such file" in err and "journal" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["job.toml"]
+
+
+def test_a_refused_key_stops_the_run_and_says_nothing_of_kept_rows(tmp_path: Path) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(20))
+    out = tmp_path / "o.parquet"
+    with SimulatorThread(SimulatorConfig(api_key="sk-the-right-one")) as sim:
+        code, _, err = invoke(
+            "run", str(inp), "-o", str(out), "--model", "m", "--max-tokens", "5",
+            "--base-url", sim.base_url,
+        )  # fmt: skip
+    assert code == 1
+    assert "HTTP 401 authentication_error" in err
+    assert "kept" not in err  # no row was answered: there is nothing to resume from
 
 
 def test_validate_lists_each_problem_with_file_line_and_field(tmp_path: Path) -> None:
