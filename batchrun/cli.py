@@ -532,6 +532,10 @@ def _rate_limit_lines(summary: RunSummary) -> list[str]:
 
 def format_validation(report: ValidationReport) -> str:
     lines = [str(problem) for problem in report.problems]
+    lines += [
+        f"{report.source}: {more:,} more row(s) with the same problem: {what}"
+        for what, more in report.unlisted()
+    ]
     lines.append(
         f"{report.source}: {report.rows:,} rows, {report.rows - report.invalid:,} valid, "
         f"{report.invalid:,} invalid"

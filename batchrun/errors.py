@@ -61,12 +61,16 @@ class InputError(BatchrunError):
         self.field = field
         super().__init__(self.__str__())
 
+    @property
+    def what(self) -> str:
+        """The problem without its place: the same text for the same problem on any row."""
+        return f"{self.field}: {self.message}" if self.field else self.message
+
     def __str__(self) -> str:
         where = self.file or ""
         if self.row is not None:
             where = f"{where}:{self.row}" if where else f"row {self.row}"
-        what = f"{self.field}: {self.message}" if self.field else self.message
-        return f"{where}: {what}" if where else what
+        return f"{where}: {self.what}" if where else self.what
 
 
 class InvalidRowError(InputError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from .spec import read_rows
 
 # Past this many, listing more problems helps nobody; the count still covers them all.
 MAX_LISTED = 1000
+# Rows listed for each distinct problem (a job with no model makes every row say so).
+MAX_PER_PROBLEM = 5
 
 
 @dataclass
@@ -21,7 +24,13 @@ class ValidationReport:
     source: Path
     rows: int = 0
     invalid: int = 0
-    problems: list[InputError] = field(default_factory=list)
+    problems: list[InputError] = field(default_factory=list)  # the rows listed
+    counts: Counter[str] = field(default_factory=Counter)  # rows per problem, listed or not
+
+    def unlisted(self) -> list[tuple[str, int]]:
+        """Each problem found on more rows than were listed, and how many more."""
+        listed = Counter(p.what for p in self.problems)
+        return [(what, n - listed[what]) for what, n in self.counts.items() if n > listed[what]]
 
 
 def validate(config: RunConfig) -> ValidationReport:
@@ -41,6 +50,7 @@ def validate(config: RunConfig) -> ValidationReport:
                 problem = exc.located(str(config.input), row.line)
         if problem is not None:
             report.invalid += 1
-            if len(report.problems) < MAX_LISTED:
+            report.counts[problem.what] += 1
+            if report.counts[problem.what] <= MAX_PER_PROBLEM and len(report.problems) < MAX_LISTED:
                 report.problems.append(problem)
     return report
