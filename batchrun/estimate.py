@@ -62,7 +62,7 @@ from .projection import (
 from .ratelimit import Limits, LimitsConfig
 from .report import duration_s, latest_batches
 from .request import PreparedRequest, prepare_request
-from .result import STATUS_OK
+from .result import INVALID_REQUEST, STATUS_OK
 from .rows import VIA_BATCHES
 from .sink import journal_path
 from .spec import InputRow, read_rows
@@ -489,6 +489,7 @@ class _OutputScan:
     OK, ERROR = 1, 2
     COLUMNS = (
         "status",
+        "error_type",
         "model",
         "input_tokens",
         "output_tokens",
@@ -523,9 +524,11 @@ class _OutputScan:
         if index >= len(self.flags):
             self.flags.extend(bytes(index + 1 - len(self.flags)))
         ok = r["status"] == STATUS_OK
-        self.flags[index] = self.OK if ok else self.ERROR
         if not ok:
+            # A row never sent (invalid then) is checked, and sent if valid, by every run.
+            self.flags[index] = 0 if r["error_type"] == INVALID_REQUEST else self.ERROR
             return
+        self.flags[index] = self.OK
         key = model_key(self.config.prices, r["model"])
         line = self.lines.setdefault(key, ModelLine(key, self.config.prices.lookup(key)))
         total_input = sum(

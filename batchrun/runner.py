@@ -343,6 +343,11 @@ _NOTHING, _DONE_OK, _DONE_ERROR, _DONE_LAPSED = 0, 1, 2, 3
 def _flag(record: PriorRecord) -> int:
     if record.status == STATUS_OK:
         return _DONE_OK
+    if record.error_type == INVALID_REQUEST:
+        # Never sent: the row broke an API rule. Every run checks it again, so a row that a
+        # fix to the job (a --model forgotten) or to the input made valid is sent; one still
+        # invalid costs nothing and is recorded again.
+        return _NOTHING
     return _DONE_LAPSED if record.error_type in LAPSED_REASONS else _DONE_ERROR
 
 

@@ -233,6 +233,17 @@ def test_a_pilot_as_a_percentage_with_exact_counts(tmp_path: Path, sim: Simulato
     assert data["total"]["cost_usd_online"]["p10"] <= data["total"]["cost_usd_online"]["p90"]
 
 
+def test_rows_recorded_invalid_count_as_to_send_once_the_job_makes_them_valid(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(12))
+    out = tmp_path / "out.parquet"
+    run(config_for(inp, out, base_url=sim.base_url, model=None))  # all invalid: no model
+    est = estimate(config_for(inp, out, base_url=sim.base_url))
+    assert (est.pending, est.answered, est.invalid) == (12, 0, 0)
+    assert sum(line.failed for line in est.models.values()) == 0
+
+
 def test_answers_already_in_the_output_inform_a_later_offline_estimate(
     tmp_path: Path, sim: SimulatorThread
 ) -> None:

@@ -131,6 +131,25 @@ def test_a_bad_key_stops_the_run_at_once(tmp_path: Path) -> None:
     assert not (tmp_path / "out.parquet").exists()
 
 
+def test_rows_that_were_invalid_are_sent_once_a_rerun_makes_them_valid(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    # The first run forgot the model: every row is recorded invalid, and nothing is sent.
+    rows = [*prompts(6), {"id": "empty"}]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.parquet"
+    first = run(job_config(inp, out, sim.base_url, model=None))
+    assert (first.invalid, sim.stats.requests) == (7, 0)
+    # The fixed job sends them, without --retry-errors: they were never sent, so never paid.
+    fixed = run(job_config(inp, out, sim.base_url))
+    assert (fixed.ok, fixed.invalid, fixed.skipped, sim.stats.requests) == (6, 1, 0, 6)
+    got = read(out)
+    assert [r["status"] for r in got] == ["ok"] * 6 + ["error"]
+    # The row still invalid is checked again by each run, and never sent.
+    again = run(job_config(inp, out, sim.base_url))
+    assert (again.skipped, again.invalid, sim.stats.requests) == (6, 1, 6)
+
+
 def test_rerun_resumes_and_retry_errors_resends_only_the_errors(tmp_path: Path) -> None:
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(60))
     out = tmp_path / "out.parquet"
