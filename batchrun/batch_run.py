@@ -108,6 +108,8 @@ async def run_batches_async(
                 stop_admitting=job.stop,
                 grace=config.grace,
                 notify=progress.log,
+                stopping="no new batches; the batches created keep running on the API; "
+                "finishing what is under way",
             )
         finally:
             summary.elapsed_s = time.perf_counter() - started

@@ -19,9 +19,11 @@ async def run_interruptibly(
     stop_admitting: Callable[[], None],
     grace: float,
     notify: Callable[[str], None],
+    stopping: str = "no new rows; finishing requests in flight",
 ) -> str | None:
     """Await ``work``; return the name of the signal that interrupted it, or None.
 
+    ``stopping`` tells the user what the first signal does.
     Where signal handlers cannot be installed (not the main thread, Windows), ``work`` just
     runs and Ctrl-C behaves as Python's default.
     """
@@ -35,8 +37,8 @@ async def run_interruptibly(
         if len(received) == 1:
             stop_admitting()
             notify(
-                f"batchrun: {name}: no new rows; finishing requests in flight "
-                f"(at most {grace:g} s). Press Ctrl-C again to stop at once."
+                f"batchrun: {name}: {stopping} (at most {grace:g} s). "
+                "Press Ctrl-C again to stop at once."
             )
             timers.append(loop.call_later(grace, task.cancel))
         else:
