@@ -363,7 +363,6 @@ def test_ctrl_c_while_waiting_leaves_the_batches_running_and_a_rerun_collects_th
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 130, err
         assert "keep running" in err and "msgbatch_" in err
-        assert "SIGINT: no new batches; the batches created keep running" in err
         assert not out.exists()
 
         env = {"ANTHROPIC_API_KEY": TEST_KEY}
