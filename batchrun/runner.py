@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -551,7 +552,7 @@ class _FailFast:
         self._armed = True
         self._last: tuple[Any, ...] | None = None
         self._count = 0
-        self._base_url = base_url
+        self._base_url = _without_secrets(base_url)
 
     def observe(self, row: Mapping[str, Any]) -> None:
         if not self._armed:
@@ -593,6 +594,15 @@ class _FailFast:
             f"stopping early: the first {self._count} requests all failed with HTTP "
             f"{row['http_status']} {row['error_type']}: {row['error_message']}"
         )
+
+
+def _without_secrets(url: str) -> str:
+    """``url`` as it may be shown: no user, password or query (gateways put keys there)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 class _Sender:

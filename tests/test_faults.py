@@ -106,13 +106,16 @@ def test_an_api_that_cannot_be_reached_stops_the_run_early(tmp_path: Path) -> No
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(500))
     out = tmp_path / "out.parquet"
-    config = config_for(inp, out, url, concurrency=4, max_retries=2)
+    secret_url = url.replace("http://", "http://gateway-user:gw-secret-1@") + "/?token=gw-2"
+    config = config_for(inp, out, secret_url, concurrency=4, max_retries=2)
     with pytest.raises(
         FatalRunError, match=r"first [5-8] requests all got no answer from http"
     ) as e:
         run(config, retry_sleep=no_wait)
     assert "connection_error after 3 attempt(s) each: could not connect" in str(e.value)
     assert "--retry-errors" in str(e.value)
+    assert f"no answer from {url}/ (" in str(e.value)  # shown without its user, password, query
+    assert "gw-secret-1" not in str(e.value) and "gw-2" not in str(e.value)
     journaled = Path(f"{out}.journal").read_text().splitlines()
     assert 5 <= len(journaled) < 5 + 4  # the five, and at most the others then in flight
 
