@@ -25,7 +25,8 @@ class ValidationReport:
     rows: int = 0
     invalid: int = 0
     problems: list[InputError] = field(default_factory=list)  # the rows listed
-    counts: Counter[str] = field(default_factory=Counter)  # rows per problem, listed or not
+    # Rows per listed problem, those past MAX_PER_PROBLEM included.
+    counts: Counter[str] = field(default_factory=Counter)
 
     def unlisted(self) -> list[tuple[str, int]]:
         """Each problem found on more rows than were listed, and how many more."""
@@ -50,7 +51,12 @@ def validate(config: RunConfig) -> ValidationReport:
                 problem = exc.located(str(config.input), row.line)
         if problem is not None:
             report.invalid += 1
-            report.counts[problem.what] += 1
-            if report.counts[problem.what] <= MAX_PER_PROBLEM and len(report.problems) < MAX_LISTED:
-                report.problems.append(problem)
+            listing = len(report.problems) < MAX_LISTED
+            what = problem.what
+            # Counted only while rows are still listed, or when already listed: texts that
+            # differ on every row (a duplicate id names it) must not grow with the file.
+            if listing or what in report.counts:
+                report.counts[what] += 1
+                if listing and report.counts[what] <= MAX_PER_PROBLEM:
+                    report.problems.append(problem)
     return report

@@ -139,6 +139,24 @@ def test_validate_lists_a_problem_every_row_shares_a_few_times_then_counts_it(
     assert "41 rows, 0 valid, 41 invalid" in out
 
 
+def test_validate_keeps_no_more_problems_than_it_lists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    from batchrun import load_config
+
+    # (batchrun.validate is also the name of the function batchrun exports.)
+    validate_module = importlib.import_module("batchrun.validate")
+    monkeypatch.setattr(validate_module, "MAX_LISTED", 3)
+    # Each duplicate names its id: a problem text of its own on every one of them.
+    rows = [{"id": f"a{i // 2}", "prompt": "p"} for i in range(40)]
+    config = load_config(write_jsonl(tmp_path / "in.jsonl", rows), {"model": "m", "max_tokens": 5})
+    report = validate_module.validate(config)
+    assert (report.rows, report.invalid, len(report.problems)) == (40, 20, 3)
+    assert len(report.counts) == 3 and report.unlisted() == []
+
+
 def test_validate_of_a_clean_file_exits_0(tmp_path: Path) -> None:
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(3))
     code, out, _ = invoke("validate", str(inp), "--model", "m", "--max-tokens", "5")
