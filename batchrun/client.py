@@ -34,6 +34,8 @@ from httpx_aiohttp import AiohttpTransport
 from httpx_sse import EventSource
 
 from batchrun.errors import (
+    CONNECTION_ERROR,
+    TIMEOUT,
     ApiConnectionError,
     ApiError,
     ApiResponseError,
@@ -338,14 +340,14 @@ class MessagesClient:
                     else "the server closed the connection"
                 )
                 self._raise(ApiConnectionError, what, cause)
-            self._raise(ApiTimeoutError, "timed out", exc, error_type="timeout")
+            self._raise(ApiTimeoutError, "timed out", exc, error_type=TIMEOUT)
         except (httpx.HTTPError, httpx.StreamError, aiohttp.ClientError) as exc:
             if isinstance(exc, TimeoutError):  # aiohttp's timeouts, should one leak
-                self._raise(ApiTimeoutError, "timed out", exc, error_type="timeout")
+                self._raise(ApiTimeoutError, "timed out", exc, error_type=TIMEOUT)
             self._raise(ApiConnectionError, "connection failed", exc)
         except asyncio.TimeoutError as exc:
             message = f"no complete response within {self._deadline:g} s"
-            self._raise(ApiTimeoutError, message, exc, error_type="timeout", detail=False)
+            self._raise(ApiTimeoutError, message, exc, error_type=TIMEOUT, detail=False)
         except OSError as exc:
             self._raise(ApiConnectionError, "connection failed", exc)
 
@@ -355,7 +357,7 @@ class MessagesClient:
         summary: str,
         cause: BaseException,
         *,
-        error_type: str = "connection_error",
+        error_type: str = CONNECTION_ERROR,
         detail: bool = True,
     ) -> NoReturn:
         reason = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__

@@ -150,6 +150,11 @@ class ApiStatusError(ApiError):
     rate_limit_headers: Mapping[str, str] = MappingProxyType({})
 
 
+# The ``error_type`` of the two failures that mean no answer came at all.
+CONNECTION_ERROR = "connection_error"
+TIMEOUT = "timeout"
+
+
 class ApiConnectionError(ApiError):
     """No response: the connection was refused, reset or closed."""
 

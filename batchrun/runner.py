@@ -33,7 +33,15 @@ from .batch_journal import running_batches
 from .budget import Budget, projected_total
 from .client import MessagesClient, Reply
 from .config import RunConfig
-from .errors import ApiError, ApiStatusError, ConfigError, FatalRunError, OutputError
+from .errors import (
+    CONNECTION_ERROR,
+    TIMEOUT,
+    ApiError,
+    ApiStatusError,
+    ConfigError,
+    FatalRunError,
+    OutputError,
+)
 from .files import folder_stamp
 from .interrupt import run_interruptibly
 from .pool import Pool
@@ -534,7 +542,7 @@ def _budget(
 
 
 # Error types of a row that got no answer at all: the API was never heard from.
-UNREACHABLE_TYPES = frozenset({"connection_error", "timeout"})
+UNREACHABLE_TYPES = frozenset({CONNECTION_ERROR, TIMEOUT})
 
 
 class _FailFast:
