@@ -12,8 +12,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .config import RunConfig, load_config
-from .errors import (
+from batchrun.config.load import RunConfig, load_config
+from batchrun.core.errors import (
     ApiError,
     BatchrunError,
     ConfigError,
@@ -22,13 +22,13 @@ from .errors import (
     InvalidRowError,
     OutputError,
 )
-from .estimate import Estimate, estimate
-from .pricing import PriceTable, load_prices
-from .report import Report, report
-from .request import RequestDefaults
-from .runner import RunSummary, run, run_async
-from .sink import FinalCounts
-from .validate import ValidationReport, validate
+from batchrun.cost.prices import PriceTable, load_prices
+from batchrun.drivers.online import RunSummary, run, run_async
+from batchrun.drivers.validate import ValidationReport, validate
+from batchrun.estimation.estimate import Estimate, estimate
+from batchrun.reporting.report import Report, report
+from batchrun.rows.request import RequestDefaults
+from batchrun.store.sink import FinalCounts
 
 __all__ = [
     "ApiError",

@@ -31,11 +31,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from _harness import API_KEY, MODEL, format_table, versions_banner
 
-from batchrun.request import RequestDefaults, prepare_request
-from batchrun.result import blank_row
-from batchrun.resume import RunState, job_fingerprint, stamp_input, state_path, write_state
+from batchrun.rows.request import RequestDefaults, prepare_request
 from batchrun.simulator import SimulatorConfig, SimulatorThread
-from batchrun.sink import output_schema
+from batchrun.store.columns import blank_row
+from batchrun.store.resume import RunState, job_fingerprint, stamp_input, state_path, write_state
+from batchrun.store.sink import output_schema
 
 MAX_TOKENS = 16
 TARGET_S = 10.0

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from batchrun import load_config
-from batchrun.config import RunConfig
+from batchrun.config.load import RunConfig
 
 TEST_KEY = "sk-ant-test-0123456789abcdef"
 

@@ -25,12 +25,12 @@ from click.testing import CliRunner
 from support import TEST_KEY, job_config, no_wait, prompts, reply_tag, write_jsonl
 
 from batchrun import run
-from batchrun.batch_journal import BatchJournal, IntentRows, batch_journal_path
-from batchrun.batch_run import MAX_ROUNDS
-from batchrun.cli import cli, format_summary
-from batchrun.errors import ConfigError
-from batchrun.runner import ResumeMismatchError
+from batchrun.cli.main import cli, format_summary
+from batchrun.core.errors import ConfigError
+from batchrun.drivers.batches import MAX_ROUNDS
+from batchrun.drivers.online import ResumeMismatchError
 from batchrun.simulator import SimulatorConfig, SimulatorThread
+from batchrun.store.batch_journal import BatchJournal, IntentRows, batch_journal_path
 
 # Columns that legitimately differ between an online and a batch answer to the same row.
 TIMING_AND_COST = {
@@ -444,7 +444,7 @@ def test_the_job_file_key_selects_batches(tmp_path: Path, bsim: SimulatorThread)
 def test_the_report_splits_rows_and_cost_by_how_they_were_sent(
     tmp_path: Path, bsim: SimulatorThread
 ) -> None:
-    from batchrun.report import format_report, report
+    from batchrun.reporting.report import format_report, report
 
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(8))
     run(job_config(inp, tmp_path / "online.parquet", bsim.base_url))

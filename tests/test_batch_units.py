@@ -14,16 +14,16 @@ import httpx
 import pytest
 from support import TEST_KEY
 
-from batchrun.batch_api import BatchesApi, BatchStatus, is_ambiguous
-from batchrun.batch_journal import BatchJournal, IntentRows
-from batchrun.batch_plan import CUSTOM_ID, BatchItem, chunks, custom_id_for
-from batchrun.batch_results import ResultSpool, result_row
-from batchrun.client import Credentials, MessagesClient
-from batchrun.config import load_config
-from batchrun.errors import ApiConnectionError, ApiStatusError, ApiTimeoutError
-from batchrun.rows import Work
-from batchrun.secret import Secret
-from batchrun.spec import InputRow
+from batchrun.api.batches import BatchesApi, BatchStatus, is_ambiguous
+from batchrun.api.client import Credentials, MessagesClient
+from batchrun.config.load import load_config
+from batchrun.core.errors import ApiConnectionError, ApiStatusError, ApiTimeoutError
+from batchrun.core.secret import Secret
+from batchrun.drivers.batch_plan import CUSTOM_ID, BatchItem, chunks, custom_id_for
+from batchrun.drivers.batch_results import ResultSpool, result_row
+from batchrun.engine.outcome import Work
+from batchrun.rows.reader import InputRow
+from batchrun.store.batch_journal import BatchJournal, IntentRows
 
 # -- custom ids and splitting ------------------------------------------------------------------
 

@@ -15,13 +15,13 @@ from click.testing import CliRunner
 from support import TEST_KEY, job_config, write_jsonl
 
 from batchrun import run
-from batchrun.budget import INPUT_MARGIN, Budget, projected_total
 from batchrun.cli import cli
-from batchrun.config import RunConfig
-from batchrun.pricing import load_prices
+from batchrun.config.load import RunConfig
+from batchrun.cost.budget import INPUT_MARGIN, Budget, projected_total
+from batchrun.cost.prices import load_prices
+from batchrun.rows.tokens import estimate_input_tokens
 from batchrun.simulator import SimulatorThread
-from batchrun.sink import journal_path
-from batchrun.tokens import estimate_input_tokens
+from batchrun.store.sink import journal_path
 
 HAIKU_BODY = {
     "model": "claude-haiku-4-5",
@@ -219,7 +219,7 @@ def test_the_progress_line_shows_spent_and_projected_cost(
 ) -> None:
     import io
 
-    from batchrun import runner
+    from batchrun.drivers import online as runner
 
     inp = write_jsonl(tmp_path / "in.jsonl", _documents(4))
     config = _config(inp, tmp_path / "out.parquet", sim.base_url, max_cost=5)

@@ -147,7 +147,7 @@ def test_validate_keeps_no_more_problems_than_it_lists(
     from batchrun import load_config
 
     # (batchrun.validate is also the name of the function batchrun exports.)
-    validate_module = importlib.import_module("batchrun.validate")
+    validate_module = importlib.import_module("batchrun.drivers.validate")
     monkeypatch.setattr(validate_module, "MAX_LISTED", 3)
     # Each duplicate names its id: a problem text of its own on every one of them.
     rows = [{"id": f"a{i // 2}", "prompt": "p"} for i in range(40)]

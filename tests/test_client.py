@@ -20,8 +20,8 @@ from aiohttp import web
 from httpx_aiohttp import AiohttpTransport
 from yarl import URL
 
-from batchrun.client import Credentials, MessagesClient, Reply
-from batchrun.errors import (
+from batchrun.api.client import Credentials, MessagesClient, Reply
+from batchrun.core.errors import (
     ApiConnectionError,
     ApiError,
     ApiResponseError,
@@ -29,7 +29,7 @@ from batchrun.errors import (
     ApiTimeoutError,
     ConfigError,
 )
-from batchrun.secret import Secret
+from batchrun.core.secret import Secret
 
 KEY = "sk-ant-api03-LEAKCANARY-0123456789"
 TOKEN = "gw-token-LEAKCANARY-9876543210"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from batchrun.config import DEFAULT_CONCURRENCY, load_config
-from batchrun.errors import ConfigError
+from batchrun.config.load import DEFAULT_CONCURRENCY, load_config
+from batchrun.core.errors import ConfigError
 
 JOB = """
 input = "data/in.jsonl"

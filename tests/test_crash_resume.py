@@ -15,7 +15,7 @@ import pytest
 from support import TEST_KEY, prompts, reply_tag, write_jsonl
 
 from batchrun.simulator import SimulatorConfig, SimulatorThread
-from batchrun.sink import journal_path
+from batchrun.store.sink import journal_path
 
 CONCURRENCY = 16
 

@@ -14,16 +14,16 @@ from support import TEST_KEY, prompts, write_jsonl
 
 from batchrun import ConfigError, load_config, run
 from batchrun.cli import cli
-from batchrun.config import RunConfig
-from batchrun.estimate import choose_sample, estimate, estimate_duration, parse_pilot
-from batchrun.estimate_text import format_estimate
-from batchrun.projection import Observed, Pending, percentile, project
-from batchrun.ratelimit import Limits, LimitsConfig
-from batchrun.report import report
-from batchrun.request import build_request
+from batchrun.config.load import RunConfig
+from batchrun.cost.projection import Observed, Pending, percentile, project
+from batchrun.estimation.counter import Pacer
+from batchrun.estimation.estimate import choose_sample, estimate, estimate_duration, parse_pilot
+from batchrun.limits.ratelimit import Limits, LimitsConfig
+from batchrun.render.estimate import format_estimate
+from batchrun.reporting.report import report
+from batchrun.rows.request import build_request
+from batchrun.rows.tokens import estimate_input_tokens
 from batchrun.simulator import SimulatorConfig, SimulatorThread, count_input_tokens
-from batchrun.tokencount import Pacer
-from batchrun.tokens import estimate_input_tokens
 
 REPO = Path(__file__).resolve().parent.parent
 JOB = REPO / "jobs" / "estimate_costs.toml"
@@ -165,7 +165,7 @@ def test_the_pacer_spaces_requests_evenly() -> None:
 def test_projection_is_exact_when_every_answer_is_alike() -> None:
     observed = [Observed("claude-haiku-4-5", 100, 120, 40) for _ in range(5)]
     pending = [Pending("claude-haiku-4-5", 50, rows=300, estimated_input=30_000)]
-    from batchrun.pricing import load_prices
+    from batchrun.cost.prices import load_prices
 
     proj = project(observed, pending, load_prices(), replicates=50)
     assert proj is not None
@@ -177,7 +177,7 @@ def test_projection_is_exact_when_every_answer_is_alike() -> None:
 
 
 def test_projection_cuts_answers_at_the_pending_rows_max_tokens() -> None:
-    from batchrun.pricing import load_prices
+    from batchrun.cost.prices import load_prices
 
     observed = [Observed("m", 10, 10, n) for n in (10, 100, 1000)]
     pending = [Pending("m", 20, rows=1000, estimated_input=0)]

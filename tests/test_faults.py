@@ -13,7 +13,7 @@ import pytest
 from support import job_config, no_wait, prompts, reply_tag, write_jsonl
 
 from batchrun import FatalRunError, run
-from batchrun.config import RunConfig
+from batchrun.config.load import RunConfig
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 
 

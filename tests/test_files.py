@@ -14,8 +14,9 @@ from support import TEST_KEY, RecordingTransport, write_jsonl
 from test_conformance import assert_conforms
 
 from batchrun import load_config, run
-from batchrun.errors import InvalidRowError
-from batchrun.files import (
+from batchrun.core.errors import InvalidRowError
+from batchrun.drivers.online import ResumeMismatchError
+from batchrun.rows.files import (
     IMAGE_MAX_BYTES,
     FileCache,
     FileProblem,
@@ -23,8 +24,7 @@ from batchrun.files import (
     sniff,
     source_for,
 )
-from batchrun.request import RequestDefaults, build_request, prepare_request
-from batchrun.runner import ResumeMismatchError
+from batchrun.rows.request import RequestDefaults, build_request, prepare_request
 from batchrun.simulator import SimulatorThread
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sample_data"))

@@ -6,7 +6,7 @@ import asyncio
 import os
 import signal
 
-from batchrun.interrupt import run_interruptibly
+from batchrun.drivers.interrupt import run_interruptibly
 
 
 def test_the_first_signal_says_what_stopping_does_and_lets_the_work_finish() -> None:

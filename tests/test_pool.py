@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from batchrun.pool import Pool
+from batchrun.engine.pool import Pool
 
 
 def test_never_more_than_concurrency_in_flight_and_every_item_done() -> None:

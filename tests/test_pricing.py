@@ -11,7 +11,7 @@ import pytest
 from support import TEST_KEY, prompts, write_jsonl
 
 from batchrun import ConfigError, load_config, run
-from batchrun.pricing import (
+from batchrun.cost.prices import (
     RATE_NAMES,
     PriceTable,
     UnknownModels,

@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from batchrun.errors import ApiConnectionError, ApiStatusError, ExceedsRateLimitError
-from batchrun.ratelimit import (
+from batchrun.core.errors import ApiConnectionError, ApiStatusError, ExceedsRateLimitError
+from batchrun.limits.ratelimit import (
     AUTO_START,
     INPUT,
     OUTPUT,
@@ -613,7 +613,7 @@ def test_a_429_from_a_request_sent_before_the_pause_starts_no_new_pause() -> Non
 
 
 def test_the_pool_limit_can_change_while_it_runs() -> None:
-    from batchrun.pool import Pool
+    from batchrun.engine.pool import Pool
 
     async def main() -> list[int]:
         pool: Pool[int] = Pool(8)
@@ -661,7 +661,7 @@ def test_stop_cancels_every_waiting_and_later_acquire() -> None:
 
 
 def test_a_pool_stop_runs_its_stop_callbacks_once() -> None:
-    from batchrun.pool import Pool
+    from batchrun.engine.pool import Pool
 
     called: list[str] = []
     pool: Pool[int] = Pool(2)

@@ -19,10 +19,10 @@ import pytest
 from click.testing import CliRunner
 
 from batchrun.cli import cli
-from batchrun.report import LogHistogram, format_report, report
-from batchrun.report_html import nice_ticks, render_html
-from batchrun.result import blank_row
-from batchrun.sink import journal_path, output_schema
+from batchrun.render.report_html import nice_ticks, render_html
+from batchrun.reporting.report import LogHistogram, format_report, report
+from batchrun.store.columns import blank_row
+from batchrun.store.sink import journal_path, output_schema
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from batchrun.errors import InvalidRowError, Problem
-from batchrun.request import (
+from batchrun.core.errors import InvalidRowError, Problem
+from batchrun.rows.request import (
     PARAM_NAMES,
     ROW_FIELDS,
     RequestDefaults,
@@ -579,7 +579,7 @@ def test_columns_unlike_any_field_or_used_by_the_template_are_fine() -> None:
 
 
 def test_a_request_over_32_mb_is_never_sent() -> None:
-    from batchrun.request import MAX_REQUEST_BYTES, prepare_request
+    from batchrun.rows.request import MAX_REQUEST_BYTES, prepare_request
 
     defaults = RequestDefaults(model="m", max_tokens=5)
     small = prepare_request({"prompt": "hi"}, defaults)

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from batchrun.errors import ApiResponseError, ApiStatusError
-from batchrun.response import StreamAssembler, error_from_body, message_fields
+from batchrun.api.response import StreamAssembler, error_from_body, message_fields
+from batchrun.core.errors import ApiResponseError, ApiStatusError
 
 
 def _message(content: list[Any], **extra: Any) -> dict[str, Any]:

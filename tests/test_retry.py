@@ -8,21 +8,21 @@ from typing import Any
 
 import pytest
 
-from batchrun.errors import (
-    ApiConnectionError,
-    ApiError,
-    ApiResponseError,
-    ApiStatusError,
-    ApiTimeoutError,
-    ConfigError,
-)
-from batchrun.retry import (
+from batchrun.api.retry import (
     BACKOFF_CAP,
     backoff_seconds,
     is_fatal,
     is_retryable,
     send_with_retries,
     wait_seconds,
+)
+from batchrun.core.errors import (
+    ApiConnectionError,
+    ApiError,
+    ApiResponseError,
+    ApiStatusError,
+    ApiTimeoutError,
+    ConfigError,
 )
 
 

@@ -11,9 +11,9 @@ import pytest
 from support import job_config, no_wait, prompts, reply_tag, write_jsonl
 
 from batchrun import FatalRunError, run
-from batchrun.result import COLUMN_NAMES
-from batchrun.runner import ResumeMismatchError
+from batchrun.drivers.online import ResumeMismatchError
 from batchrun.simulator import SimulatorConfig, SimulatorThread
+from batchrun.store.columns import COLUMN_NAMES
 
 TIMING = {"latency_ms", "elapsed_ms", "finished_at", "request_id"}
 

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from batchrun.cli import cli
-from batchrun.ratelimit import parse_rate_limit_headers
+from batchrun.limits.ratelimit import parse_rate_limit_headers
 from batchrun.simulator import SimLimits, Simulator, SimulatorConfig, count_input_tokens
 from batchrun.simulator.ratelimits import Admission, RateLimits, Refusal, rfc3339
 

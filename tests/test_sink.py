@@ -12,10 +12,10 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from batchrun.errors import OutputError
-from batchrun.result import COLUMN_NAMES, blank_row
-from batchrun.sink import Sink, journal_path, output_schema
-from batchrun.sink import _read_batches as read_batches
+from batchrun.core.errors import OutputError
+from batchrun.store.columns import COLUMN_NAMES, blank_row
+from batchrun.store.sink import Sink, journal_path, output_schema
+from batchrun.store.sink import _read_batches as read_batches
 
 WHEN = datetime(2026, 11, 22, 3, 0, 0, 123000, tzinfo=timezone.utc)
 
@@ -157,7 +157,7 @@ def test_a_missing_row_at_finalize_is_an_error_not_a_silent_gap(tmp_path: Path) 
 def test_large_outputs_are_written_in_chunks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import batchrun.sink as sink_module
+    import batchrun.store.sink as sink_module
 
     monkeypatch.setattr(sink_module, "CHUNK_ROWS", 7)
     out = tmp_path / "out.parquet"
@@ -174,7 +174,7 @@ def test_large_outputs_are_written_in_chunks(
 def test_journal_and_outputs_are_parsed_a_slice_of_lines_at_a_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
 ) -> None:
-    import batchrun.sink as sink_module
+    import batchrun.store.sink as sink_module
 
     # Slices far shorter than a line: each grows to hold whole lines, however long.
     monkeypatch.setattr(sink_module, "_JSON_SLICE_BYTES", 100)

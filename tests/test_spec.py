@@ -13,10 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchrun import spec
-from batchrun.errors import InputError, InvalidRowError
-from batchrun.request import RequestDefaults, build_request
-from batchrun.spec import InputRow, count_rows, input_format, read_rows
+from batchrun.core.errors import InputError, InvalidRowError
+from batchrun.rows import reader as spec
+from batchrun.rows.reader import InputRow, count_rows, input_format, read_rows
+from batchrun.rows.request import RequestDefaults, build_request
 
 # --- helpers -------------------------------------------------------------------------------------
 

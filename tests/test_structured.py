@@ -14,16 +14,16 @@ from test_conformance import assert_conforms
 
 from batchrun import load_config, run
 from batchrun.cli import cli
-from batchrun.errors import ConfigError
-from batchrun.result import COLUMN_NAMES
-from batchrun.simulator import SimulatorThread
-from batchrun.structured import (
+from batchrun.core.errors import ConfigError
+from batchrun.rows.structured import (
     FORCED_CHOICE,
     TOOL_NAME,
     load_schema,
     structured_answer,
     structured_tool,
 )
+from batchrun.simulator import SimulatorThread
+from batchrun.store.columns import COLUMN_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA: dict[str, Any] = {

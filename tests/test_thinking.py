@@ -10,9 +10,9 @@ import pytest
 from support import TEST_KEY, write_jsonl
 
 from batchrun import load_config, run
-from batchrun.errors import ConfigError, InvalidRowError
-from batchrun.request import RequestDefaults, build_request
-from batchrun.response import StreamAssembler, message_fields
+from batchrun.api.response import StreamAssembler, message_fields
+from batchrun.core.errors import ConfigError, InvalidRowError
+from batchrun.rows.request import RequestDefaults, build_request
 from batchrun.simulator import SimulatorThread
 from batchrun.simulator.replies import REDACTED_THINKING_TRIGGER, make_reply, stream_events
 

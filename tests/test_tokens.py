@@ -14,15 +14,15 @@ from typing import Any
 import pytest
 
 from batchrun import load_config
-from batchrun.request import build_request
-from batchrun.simulator import count_input_tokens
-from batchrun.spec import read_rows
-from batchrun.tokens import (
+from batchrun.rows.reader import read_rows
+from batchrun.rows.request import build_request
+from batchrun.rows.tokens import (
     DOCUMENT_TOKENS,
     IMAGE_TOKENS,
     MESSAGE_OVERHEAD_TOKENS,
     estimate_input_tokens,
 )
+from batchrun.simulator import count_input_tokens
 
 JOBS = Path(__file__).resolve().parent.parent / "jobs"
 MODEL = "claude-haiku-4-5"

@@ -1,0 +1,505 @@
+"""Run configuration: job-file loading, precedence, validation. The only reader of os.environ.
+
+Every setting comes from, in order of precedence::
+
+    command-line flag  >  environment (BATCHRUN_<KEY>, ANTHROPIC_*)  >  job file  >  default
+
+A job file is TOML whose keys are the settings below; paths in it are relative to the job
+file itself. Example::
+
+    input = "../sample_data/reviews.jsonl"
+    output = "../out/labels.parquet"
+    model = "claude-haiku-4-5"
+    max_tokens = 5
+    system = "Answer positive, negative or neutral."
+    concurrency = 64            # or "auto": chosen from the rate limits and the latency
+
+    [limits]                    # per minute; each is also a flag (--rpm ...) and BATCHRUN_RPM ...
+    rpm = 1000
+    itpm = 400000
+    [limits."claude-sonnet-4-5"]  # per model, field by field over the ones above
+    otpm = 80000
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from batchrun.api.client import Credentials
+from batchrun.core.errors import ConfigError
+from batchrun.core.secret import Secret
+from batchrun.cost.prices import PriceTable, default_prices, load_prices
+from batchrun.limits.ratelimit import AUTO_MAX, Limits, LimitsConfig
+from batchrun.rows.request import RequestDefaults, check_defaults
+from batchrun.rows.structured import FORCED_CHOICE, load_schema, structured_tool
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+DEFAULT_API_VERSION = "2023-06-01"
+DEFAULT_CONCURRENCY = 16
+DEFAULT_MAX_RETRIES = 8
+DEFAULT_TIMEOUT = 600.0
+DEFAULT_GRACE = 30.0
+DEFAULT_POLL_INTERVAL = 10.0
+SIMULATE_POLL_INTERVAL = 0.25
+BATCH_MAX_REQUESTS = 100_000  # per Message Batch (API-FACTS §7)
+BATCH_MAX_MB = 256.0
+MIB = 1024 * 1024  # "MB" as in the API's size limits (and request.MAX_REQUEST_BYTES)
+SIMULATOR_KEY = "sim-local-key"
+
+HttpBackend = Literal["aiohttp", "httpx"]
+Via = Literal["online", "batches"]
+
+# key -> the Python types a job-file value may have. Lists are checked element-wise below.
+_REQUEST_KEYS: dict[str, tuple[type, ...]] = {
+    "model": (str,),
+    "max_tokens": (int,),
+    "system": (str, list),
+    "template": (str,),
+    "temperature": (int, float),
+    "top_p": (int, float),
+    "top_k": (int,),
+    "stop_sequences": (list,),
+    "metadata": (dict,),
+    "tools": (list,),
+    "tool_choice": (dict,),
+    "thinking": (dict,),
+    "service_tier": (str,),
+    "cache_system": (bool,),  # mark the system prompt for prompt caching
+    "cache_ttl": (str,),  # its ttl: "5m" (the API's default) or "1h"
+}
+_RUN_KEYS: dict[str, tuple[type, ...]] = {
+    "input": (str,),
+    "output": (str,),
+    "concurrency": (int, str),  # a number, or "auto"
+    "max_retries": (int,),
+    "timeout": (int, float),
+    "keep_columns": (list,),
+    "base_url": (str,),
+    "api_version": (str,),
+    "betas": (list,),
+    "http_backend": (str,),
+    "stream": (bool,),
+    "allow_insecure_http": (bool,),
+    "grace": (int, float),
+    "limits": (dict,),
+    "max_cost": (int, float),  # USD this run may spend (budget.py)
+    "prices": (str,),  # a price file over the packaged one (pricing.py)
+    "json_schema": (str,),  # structured output: a JSON Schema file (structured.py)
+    "via": (str,),  # "online" (default) or "batches": Message Batches at half price
+    "batch_max_requests": (int,),  # requests per Message Batch (the API allows 100,000)
+    "batch_max_mb": (int, float),  # MB of request bodies per batch (the API allows 256)
+    "poll_interval": (int, float),  # seconds between batch status checks, at first
+}
+JOB_KEYS: dict[str, tuple[type, ...]] = {**_REQUEST_KEYS, **_RUN_KEYS}
+
+# Settings the environment may give as BATCHRUN_<KEY>, with the parser for their text.
+_ENV_SCALARS: dict[str, Callable[[str], Any]] = {
+    "model": str,
+    "max_tokens": int,
+    "concurrency": lambda text: "auto" if text.strip().lower() == "auto" else int(text),
+    "max_retries": int,
+    "timeout": float,
+    "api_version": str,
+    "http_backend": str,
+    "grace": float,
+    "max_cost": float,
+    "via": str,
+    "rpm": int,
+    "itpm": int,
+    "otpm": int,
+}
+
+_LIMIT_KEYS = ("rpm", "itpm", "otpm")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs, resolved and validated. Build it with ``load_config``."""
+
+    input: Path
+    output: Path
+    defaults: RequestDefaults = field(default_factory=RequestDefaults)
+    keep_columns: tuple[str, ...] = ()
+    concurrency: int = DEFAULT_CONCURRENCY  # with concurrency_auto: the most it may choose
+    concurrency_auto: bool = False  # --concurrency auto (ratelimit.ConcurrencyTuner)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    max_retries: int = DEFAULT_MAX_RETRIES
+    timeout: float = DEFAULT_TIMEOUT
+    base_url: str = DEFAULT_BASE_URL
+    api_version: str = DEFAULT_API_VERSION
+    betas: tuple[str, ...] = ()
+    http_backend: HttpBackend = "aiohttp"
+    stream: bool = False
+    credentials: Credentials = field(default_factory=Credentials)
+    simulate: bool = False
+    quiet: bool = False
+    retry_errors: bool = False
+    overwrite: bool = False
+    allow_insecure_http: bool = False
+    grace: float = DEFAULT_GRACE  # seconds in-flight requests may take after Ctrl-C
+    max_cost: float | None = None  # USD: stop admitting before spending could pass it
+    prices: PriceTable = field(default_factory=default_prices)
+    job_file: Path | None = None
+    json_schema: Mapping[str, Any] | None = None  # replies must satisfy it (structured.py)
+    via: Via = "online"  # "batches": through the Message Batches API (batch_run.py)
+    batch_max_requests: int = BATCH_MAX_REQUESTS
+    batch_max_bytes: int = int(BATCH_MAX_MB * MIB)
+    poll_interval: float = DEFAULT_POLL_INTERVAL  # the first wait; it grows while nothing moves
+    resubmit_expired: bool = False  # send expired / canceled batch rows again, in a new batch
+    finish_online: bool = False  # ... or online instead
+
+
+def is_job_file(source: Path) -> bool:
+    """A SOURCE ending in .toml is a job file; anything else is a dataset."""
+    return source.suffix.lower() == ".toml"
+
+
+def load_config(
+    source: Path,
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> RunConfig:
+    """Resolve a run's settings from a job file or dataset, flags and the environment.
+
+    ``flags`` holds only the flags the user gave (None means "not given"); ``environ``
+    defaults to ``os.environ``. Example::
+
+        cfg = load_config(Path("jobs/label_sentiment.toml"), {"concurrency": 64})
+    """
+    env = dict(os.environ if environ is None else environ)
+    given = {k: v for k, v in (flags or {}).items() if v is not None and v != ()}
+    job: dict[str, Any] = {}
+    job_file: Path | None = None
+    if is_job_file(source):
+        job_file = source
+        job = _read_job_file(source)
+    else:
+        job["input"] = str(source)
+
+    settings = {**job, **_from_env(env), **given}
+    base = job_file.parent if job_file else Path.cwd()
+
+    def path_of(key: str) -> Path | None:
+        value = settings.get(key)
+        if value is None:
+            return None
+        # Job-file paths are relative to the job file; flag/env paths to the working directory.
+        origin = base if key in job and key not in given else Path.cwd()
+        return (origin / Path(str(value)).expanduser()).resolve()
+
+    input_path = path_of("input")
+    if input_path is None:
+        raise ConfigError(f"{source}: no input: set `input` in the job file")
+    output = path_of("output") or (Path.cwd() / f"{input_path.stem}.results.parquet")
+    if output.suffix.lower() not in (".parquet", ".jsonl"):
+        raise ConfigError(f"output {output}: the name must end in .parquet or .jsonl")
+
+    simulate = bool(given.get("simulate", False))
+    base_url = str(
+        given.get("base_url")
+        or env.get("ANTHROPIC_BASE_URL")
+        or job.get("base_url")
+        or DEFAULT_BASE_URL
+    )
+    allow_insecure = bool(settings.get("allow_insecure_http", False))
+    if not simulate:
+        _check_base_url(base_url, allow_insecure)
+    concurrency, concurrency_auto = _concurrency(settings)
+    schema_path = path_of("json_schema")
+    schema = None if schema_path is None else load_schema(schema_path)
+
+    return RunConfig(
+        input=input_path,
+        output=output,
+        defaults=_with_schema(_request_defaults(settings), schema),
+        keep_columns=tuple(_str_list(settings, "keep_columns")),
+        concurrency=concurrency,
+        concurrency_auto=concurrency_auto,
+        limits=_limits(settings, job.get("limits") or {}),
+        max_retries=_int_at_least(settings, "max_retries", DEFAULT_MAX_RETRIES, 0),
+        timeout=_positive_float(settings, "timeout", DEFAULT_TIMEOUT),
+        base_url=base_url,
+        api_version=str(settings.get("api_version", DEFAULT_API_VERSION)),
+        betas=tuple(_str_list(settings, "betas")),
+        http_backend=_backend(settings.get("http_backend", "aiohttp")),
+        stream=bool(settings.get("stream", False)),
+        credentials=_credentials(env, simulate),
+        simulate=simulate,
+        quiet=bool(given.get("quiet", False)),
+        retry_errors=bool(given.get("retry_errors", False)),
+        overwrite=bool(given.get("overwrite", False)),
+        allow_insecure_http=allow_insecure,
+        grace=_positive_float(settings, "grace", DEFAULT_GRACE),
+        max_cost=_max_cost(settings.get("max_cost")),
+        prices=load_prices(path_of("prices")),
+        job_file=job_file,
+        json_schema=schema,
+        via=_via(settings.get("via", "online")),
+        batch_max_requests=_batch_max_requests(settings),
+        batch_max_bytes=_batch_max_bytes(settings),
+        # The built-in simulator ends a batch in half a second: no reason to wait ten.
+        poll_interval=_positive_float(
+            settings, "poll_interval", SIMULATE_POLL_INTERVAL if simulate else DEFAULT_POLL_INTERVAL
+        ),
+        resubmit_expired=bool(given.get("resubmit_expired", False)),
+        finish_online=bool(given.get("finish_online", False)),
+    )
+
+
+def _with_schema(defaults: RequestDefaults, schema: Mapping[str, Any] | None) -> RequestDefaults:
+    """The job's defaults with the structured-output tool defined and forced."""
+    if schema is None:
+        return defaults
+    if defaults.tools is not None or defaults.tool_choice is not None:
+        raise ConfigError("json_schema defines the job's tool: drop `tools` and `tool_choice`")
+    if defaults.thinking is not None and defaults.thinking.get("type") != "disabled":
+        raise ConfigError("json_schema forces a tool, which the API refuses with `thinking`")
+    return replace(defaults, tools=(structured_tool(schema),), tool_choice=FORCED_CHOICE)
+
+
+def _max_cost(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ConfigError(f"`max_cost` must be a number of dollars >= 0, not {value!r}")
+    return float(value)
+
+
+def _read_job_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data: dict[str, Any] = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: job file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read job file: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    for key, value in data.items():
+        if key not in JOB_KEYS:
+            raise ConfigError(f"{path}: unknown key `{key}`{did_you_mean(key, JOB_KEYS)}")
+        allowed = JOB_KEYS[key]
+        if (isinstance(value, bool) and bool not in allowed) or not isinstance(value, allowed):
+            names = " or ".join(_TYPE_NAMES[t] for t in allowed)
+            raise ConfigError(
+                f"{path}: `{key}` must be {names}, not {_TYPE_NAMES.get(type(value), 'that')}"
+            )
+    return data
+
+
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    list: "a list",
+    dict: "a table",
+    bool: "true or false",
+}
+
+
+def did_you_mean(word: str, choices: Mapping[str, Any] | frozenset[str] | set[str]) -> str:
+    """' (did you mean `x`?)' when a known name is close to ``word``, else ''."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.75)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, parse in _ENV_SCALARS.items():
+        name = f"BATCHRUN_{key.upper()}"
+        if name in env and env[name] != "":
+            try:
+                out[key] = parse(env[name])
+            except ValueError:
+                raise ConfigError(f"{name}={env[name]!r} is not a valid {key}") from None
+    return out
+
+
+def _request_defaults(s: Mapping[str, Any]) -> RequestDefaults:
+    stops = s.get("stop_sequences")
+    tools = s.get("tools")
+    defaults = RequestDefaults(
+        model=s.get("model"),
+        max_tokens=s.get("max_tokens"),
+        system=s.get("system"),
+        temperature=s.get("temperature"),
+        top_p=s.get("top_p"),
+        top_k=s.get("top_k"),
+        stop_sequences=None if stops is None else tuple(_str_list(s, "stop_sequences")),
+        metadata=s.get("metadata"),
+        tools=None if tools is None else tuple(tools),
+        tool_choice=s.get("tool_choice"),
+        thinking=s.get("thinking"),
+        service_tier=s.get("service_tier"),
+        template=s.get("template"),
+        cache_system=_cache_control(s),
+    )
+    # The same rules rows obey: a bad default would otherwise fail every row alike.
+    problems = check_defaults(defaults)
+    if problems:
+        raise ConfigError("; ".join(str(p) for p in problems))
+    return defaults
+
+
+def _cache_control(s: Mapping[str, Any]) -> dict[str, str] | None:
+    """``cache_system`` / ``cache_ttl`` as the cache_control object for the system prompt."""
+    ttl = s.get("cache_ttl")
+    if ttl is not None and ttl not in ("5m", "1h"):
+        raise ConfigError(f'`cache_ttl` must be "5m" or "1h", not {ttl!r}')
+    if not s.get("cache_system"):
+        if ttl is not None:
+            raise ConfigError("`cache_ttl` needs `cache_system = true`")
+        return None
+    return {"type": "ephemeral"} if ttl is None else {"type": "ephemeral", "ttl": ttl}
+
+
+def _str_list(s: Mapping[str, Any], key: str) -> list[str]:
+    value = s.get(key) or []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"`{key}` must be a list of strings")
+    return list(value)
+
+
+def _concurrency(s: Mapping[str, Any]) -> tuple[int, bool]:
+    """(concurrency, auto): a whole number, or "auto" with the most it may choose."""
+    value = s.get("concurrency", DEFAULT_CONCURRENCY)
+    if isinstance(value, str):
+        if value.strip().lower() != "auto":
+            raise ConfigError(f'`concurrency` must be an integer >= 1 or "auto", not {value!r}')
+        return AUTO_MAX, True
+    return _positive_int(s, "concurrency", DEFAULT_CONCURRENCY), False
+
+
+def _limits(s: Mapping[str, Any], table: Mapping[str, Any]) -> LimitsConfig:
+    """``[limits]`` of the job file, under the --rpm/--itpm/--otpm flags and BATCHRUN_RPM...
+
+    A flag or variable sets that limit for every model, per-model tables included.
+    """
+    default: dict[str, int] = {}
+    models: list[tuple[str, dict[str, int]]] = []
+    for key, value in table.items():
+        if key in _LIMIT_KEYS:
+            default[key] = _limit(f"limits.{key}", value)
+        elif isinstance(value, dict):
+            models.append((key, _model_limits(key, value)))
+        else:
+            raise ConfigError(
+                f"`limits.{key}`: expected rpm, itpm, otpm or a table per model"
+                f"{did_you_mean(key, set(_LIMIT_KEYS))}"
+            )
+    given = {key: _limit(key, s[key]) for key in _LIMIT_KEYS if s.get(key) is not None}
+    return LimitsConfig(
+        Limits(**{**default, **given}),
+        tuple(
+            (name, Limits(**{k: v for k, v in fields.items() if k not in given}))
+            for name, fields in models
+        ),
+    )
+
+
+def _model_limits(model: str, table: Mapping[str, Any]) -> dict[str, int]:
+    fields = {}
+    for key, value in table.items():
+        if key not in _LIMIT_KEYS:
+            raise ConfigError(
+                f'`limits."{model}".{key}`: expected rpm, itpm or otpm'
+                f"{did_you_mean(key, set(_LIMIT_KEYS))}"
+            )
+        fields[key] = _limit(f'limits."{model}".{key}', value)
+    return fields
+
+
+def _limit(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"`{name}` must be a whole number >= 1 (per minute), not {value!r}")
+    return value
+
+
+def _positive_int(s: Mapping[str, Any], key: str, default: int) -> int:
+    return _int_at_least(s, key, default, 1)
+
+
+def _int_at_least(s: Mapping[str, Any], key: str, default: int, low: int) -> int:
+    value = s.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"`{key}` must be a whole number >= {low}, not {value!r}")
+    return value
+
+
+def _positive_float(s: Mapping[str, Any], key: str, default: float) -> float:
+    value = s.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"`{key}` must be a number > 0, not {value!r}")
+    return float(value)
+
+
+def _via(value: Any) -> Via:
+    if value == "online":
+        return "online"
+    if value == "batches":
+        return "batches"
+    raise ConfigError(f"`via` must be online or batches, not {value!r}")
+
+
+def _batch_max_requests(s: Mapping[str, Any]) -> int:
+    value = _positive_int(s, "batch_max_requests", BATCH_MAX_REQUESTS)
+    if value > BATCH_MAX_REQUESTS:
+        raise ConfigError(
+            f"`batch_max_requests` must be at most {BATCH_MAX_REQUESTS:,} (the API's limit)"
+        )
+    return value
+
+
+def _batch_max_bytes(s: Mapping[str, Any]) -> int:
+    mb = _positive_float(s, "batch_max_mb", BATCH_MAX_MB)
+    if mb > BATCH_MAX_MB:
+        raise ConfigError(f"`batch_max_mb` must be at most {BATCH_MAX_MB:g} (the API's limit)")
+    return int(mb * MIB)
+
+
+def _backend(value: Any) -> HttpBackend:
+    if value == "aiohttp":
+        return "aiohttp"
+    if value == "httpx":
+        return "httpx"
+    raise ConfigError(f"`http_backend` must be aiohttp or httpx, not {value!r}")
+
+
+def _credentials(env: Mapping[str, str], simulate: bool) -> Credentials:
+    if simulate:
+        # The built-in simulator takes any key; never send a real one to it.
+        return Credentials(api_key=Secret(SIMULATOR_KEY))
+    key = env.get("ANTHROPIC_API_KEY") or None
+    token = env.get("ANTHROPIC_AUTH_TOKEN") or None
+    return Credentials(
+        api_key=Secret(key) if key else None,
+        auth_token=Secret(token) if token else None,
+    )
+
+
+def _check_base_url(url: str, allow_insecure: bool) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"base URL {url!r} must be an http(s) URL")
+    loopback = parts.hostname in ("localhost", "127.0.0.1", "::1") or parts.hostname.startswith(
+        "127."
+    )
+    if parts.scheme == "http" and not loopback and not allow_insecure:
+        raise ConfigError(
+            f"base URL {url!r} is plain http to another machine: the API key would travel in "
+            "clear. Use https, or pass --allow-insecure-http if you mean it."
+        )

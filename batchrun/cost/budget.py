@@ -1,0 +1,171 @@
+"""The ``--max-cost`` budget: never send a request that could take spending past the cap.
+
+Before a request is sent its worst case is reserved: its input (estimated, with a margin, at
+the dearest input rate the request could be billed at) plus all of ``max_tokens`` at the
+output price. When the answer arrives the reservation is settled with the real cost from
+its usage. So at every moment ``spent + reserved <= limit``, and the cap holds even with
+hundreds of requests in flight.
+
+When the next request does not fit, the budget first waits for requests in flight to settle
+(their reservations are usually far above their real cost, and settling frees the
+difference); only when nothing is in flight and it still does not fit is the run stopped.
+That is why a stopped run has spent within one request's worst case of the limit, not within
+``concurrency`` of them.
+
+The input margin starts at ``INPUT_MARGIN`` (the local estimate runs about a quarter low
+against Claude's tokenizer) and rises to the largest billed/estimated ratio seen, so a
+tokenizer that counts more (Opus 4.7's) cannot slip past the cap. The cap is per run: a
+resumed run starts a fresh budget.
+
+    budget = Budget(Decimal("5.00"), load_prices(), on_stop=lambda why: pool.stop_admitting())
+    row = await budget.send(body, lambda: sender.send(work, body))
+    if row is None:
+        ...  # not sent: the budget is spent; a re-run resumes from this row
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from batchrun.cost.prices import PER_MILLION, PriceTable
+from batchrun.rows.tokens import estimate_input_tokens
+
+Row = dict[str, Any]
+
+# The local input estimate runs about a quarter low against Claude's tokenizer (tokens.py), so
+# reservations start at this multiple of it; settling gives the excess back.
+INPUT_MARGIN = Decimal("1.5")
+
+
+class Budget:
+    """A spending cap in USD for one run: reserve worst cases, settle real costs."""
+
+    def __init__(
+        self,
+        limit: Decimal,
+        prices: PriceTable,
+        on_stop: Callable[[str], None] = lambda reason: None,
+    ) -> None:
+        if limit < 0:
+            raise ValueError("the budget must be >= 0")
+        self.limit = limit
+        self.prices = prices
+        self.on_stop = on_stop  # the runner stops admitting rows and tells the user
+        # Billed / estimated input seen so far, at least INPUT_MARGIN: reservations use it.
+        self.input_ratio = INPUT_MARGIN
+        self.spent = Decimal(0)  # settled: the real cost of answered requests
+        self.reserved = Decimal(0)  # worst cases of requests admitted and not yet settled
+        self.in_flight = 0
+        self.stop_reason: str | None = None
+        self._changed = asyncio.Condition()
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop_reason is not None
+
+    def worst_case(self, body: Mapping[str, Any], input_tokens: int) -> Decimal | None:
+        """The most ``body`` could cost, or None when its model has no price.
+
+        ``input_tokens`` is the local estimate; a request that marks anything for caching may
+        be billed its input as 1 h cache writes, the dearest input rate, so that rate is used.
+        """
+        price = self.prices.lookup(body.get("model"))
+        if price is None:
+            return None
+        tokens = math.ceil(input_tokens * self.input_ratio)
+        rates = price.rates_for(tokens)
+        input_rate = rates.input
+        if _uses_cache(body):
+            input_rate = max(rates.input, rates.cache_write_5m, rates.cache_write_1h)
+        max_tokens = int(body.get("max_tokens") or 0)
+        return (tokens * input_rate + max_tokens * rates.output) / PER_MILLION
+
+    async def admit(self, worst: Decimal | None, model: str | None = None) -> bool:
+        """Reserve ``worst`` and return True, or return False: the request must not be sent.
+
+        Waits while requests in flight may still free enough; False once the budget has
+        stopped (this or an earlier request did not fit, or had no price).
+        """
+        async with self._changed:
+            while True:
+                if self.stop_reason is not None:
+                    return False
+                if worst is None:
+                    self._stop(
+                        f"no price for model {model!r}, so the budget cannot bound its cost; "
+                        "add it with --prices FILE"
+                    )
+                    return False
+                if self.spent + self.reserved + worst <= self.limit:
+                    self.reserved += worst
+                    self.in_flight += 1
+                    return True
+                if self.in_flight == 0:
+                    self._stop(
+                        f"the next request could cost up to ${worst:.4f} and only "
+                        f"${self.limit - self.spent:.4f} of the ${self.limit} budget is left"
+                    )
+                    return False
+                await self._changed.wait()
+
+    def _stop(self, reason: str) -> None:
+        self.stop_reason = reason
+        self._changed.notify_all()
+        self.on_stop(reason)
+
+    async def send(self, body: Mapping[str, Any], send: Callable[[], Awaitable[Row]]) -> Row | None:
+        """``send()`` within the budget: its row, or None when it was not sent (budget spent).
+
+        The reservation is settled with the row's ``cost_usd`` (an error row costs nothing:
+        failed attempts are not billed) even if ``send`` raises.
+        """
+        estimate = estimate_input_tokens(body)
+        worst = self.worst_case(body, estimate)
+        if not await self.admit(worst, body.get("model")):
+            return None
+        assert worst is not None
+        actual = Decimal(0)
+        try:
+            row = await send()
+            cost = row.get("cost_usd")
+            actual = Decimal(repr(cost)) if cost else Decimal(0)
+            self._learn(estimate, row)
+            return row
+        finally:
+            await self.settle(worst, actual)
+
+    def _learn(self, estimate: int, row: Mapping[str, Any]) -> None:
+        billed = sum(
+            row.get(name) or 0
+            for name in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+        )
+        if billed and estimate:
+            self.input_ratio = max(self.input_ratio, Decimal(billed) / Decimal(estimate))
+
+    async def settle(self, worst: Decimal, actual: Decimal) -> None:
+        """Replace an admitted request's reservation by what it really cost."""
+        async with self._changed:
+            self.reserved -= worst
+            self.in_flight -= 1
+            self.spent += actual
+            self._changed.notify_all()
+
+
+def projected_total(spent: float, done: int, total: int | None) -> float | None:
+    """Spending at the end of the run if the rows left cost what the rows so far did."""
+    if not done or total is None:
+        return None
+    return spent / done * max(total, done)
+
+
+def _uses_cache(body: Mapping[str, Any]) -> bool:
+    """True when any part of the request carries ``cache_control``."""
+    if "cache_control" in body:
+        return True
+    parts = [body.get("system"), body.get("tools"), body.get("messages")]
+    return '"cache_control"' in json.dumps(parts, default=str)

@@ -1,0 +1,400 @@
+"""The price table and the cost of a usage record.
+
+Prices are data: ``prices.toml`` in this package, optionally overridden or extended by a user
+file (``--prices FILE``, same layout). Amounts are ``Decimal`` from the TOML text onwards, so
+a cost is exact (``1000 × $3 / 1M`` is ``0.003``, not ``0.0030000000000000001``); callers
+convert to float only where a column needs it.
+
+A model the table does not know has no price: ``cost`` returns None and the caller shows
+"unknown", never a number we made up. A dated id the table does not list (a new snapshot) is
+priced as its alias when the alias is listed, because snapshots of one model share a price.
+
+    table = load_prices()
+    usage = Usage.from_api({"input_tokens": 1000, "output_tokens": 200})
+    table.cost("claude-haiku-4-5", usage)     # Decimal('0.002')
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import date
+from decimal import Decimal
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from batchrun.core.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+PER_MILLION = Decimal(1_000_000)
+
+# Cache prices relative to the input price (API-FACTS §9). Used only to complete a user's
+# entry that gives input and output alone; the packaged table states every price.
+CACHE_WRITE_5M_FACTOR = Decimal("1.25")
+CACHE_WRITE_1H_FACTOR = Decimal(2)
+CACHE_READ_FACTOR = Decimal("0.1")
+
+RATE_NAMES = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
+_ENTRY_KEYS = frozenset(
+    {*RATE_NAMES, "name", "ids", "effective_from", "source", "note", "long_context"}
+)
+_LONG_KEYS = frozenset({*RATE_NAMES, "above_input_tokens"})
+_TABLE_KEYS = frozenset(
+    {"currency", "unit", "compiled", "batch_price_factor", "web_search_per_1000", "sources"}
+)
+_DATED_ID = re.compile(r"^(?P<alias>.+)-\d{8}$")
+
+
+@dataclass(frozen=True)
+class Rates:
+    """USD per million tokens for each kind of token."""
+
+    input: Decimal
+    output: Decimal
+    cache_write_5m: Decimal
+    cache_write_1h: Decimal
+    cache_read: Decimal
+
+
+@dataclass(frozen=True)
+class LongContext:
+    """Prices for every token of a request whose total input exceeds ``above_input_tokens``."""
+
+    above_input_tokens: int
+    rates: Rates
+
+
+@dataclass(frozen=True)
+class ModelPrice:
+    """One model's prices and where they come from."""
+
+    model: str  # the table's key for it (its alias)
+    name: str
+    ids: tuple[str, ...]
+    rates: Rates
+    long_context: LongContext | None = None
+    effective_from: date | None = None
+    source: str = ""
+    note: str = ""
+
+    def rates_for(self, total_input_tokens: int) -> Rates:
+        """The rates that apply to a request with this much input (long-context pricing)."""
+        lc = self.long_context
+        if lc is not None and total_input_tokens > lc.above_input_tokens:
+            return lc.rates
+        return self.rates
+
+
+@dataclass(frozen=True)
+class Usage:
+    """The billable parts of one response's ``usage``, cache writes split by TTL."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_write_5m: int = 0
+    cache_write_1h: int = 0
+    cache_read: int = 0
+    web_search_requests: int = 0
+    batch: bool = False
+
+    @property
+    def total_input(self) -> int:
+        """Uncached input + cache writes + cache reads (API-FACTS §2)."""
+        return self.input_tokens + self.cache_write_5m + self.cache_write_1h + self.cache_read
+
+    @classmethod
+    def from_api(cls, usage: Mapping[str, Any]) -> Usage:
+        """From a Messages API ``usage`` object.
+
+        ``cache_creation`` gives the 5 m / 1 h split; without it (older responses, gateways)
+        every cache write is taken as 5 m, the default TTL. Any part of
+        ``cache_creation_input_tokens`` the split does not account for is also 5 m.
+        """
+        written = _count(usage.get("cache_creation_input_tokens"))
+        split = usage.get("cache_creation")
+        w1h = _count(split.get("ephemeral_1h_input_tokens")) if isinstance(split, Mapping) else 0
+        w5m = _count(split.get("ephemeral_5m_input_tokens")) if isinstance(split, Mapping) else 0
+        w5m = max(w5m, written - w1h)
+        tools = usage.get("server_tool_use")
+        searches = _count(tools.get("web_search_requests")) if isinstance(tools, Mapping) else 0
+        return cls(
+            input_tokens=_count(usage.get("input_tokens")),
+            output_tokens=_count(usage.get("output_tokens")),
+            cache_write_5m=w5m,
+            cache_write_1h=w1h,
+            cache_read=_count(usage.get("cache_read_input_tokens")),
+            web_search_requests=searches,
+            batch=usage.get("service_tier") == "batch",
+        )
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+@dataclass(frozen=True)
+class PriceTable:
+    """Model prices by every id they answer to, and the rules shared by all models."""
+
+    entries: Mapping[str, ModelPrice] = field(default_factory=dict)  # by table key
+    batch_price_factor: Decimal = Decimal("0.5")
+    web_search_per_1000: Decimal = Decimal(10)
+    sources: tuple[str, ...] = ()  # the files read, first the packaged one
+    compiled: date | None = None
+    _by_id: Mapping[str, ModelPrice] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_id: dict[str, ModelPrice] = {}
+        for price in self.entries.values():
+            for model_id in (price.model, *price.ids):
+                by_id[model_id] = price
+        object.__setattr__(self, "_by_id", by_id)
+
+    def lookup(self, model: str | None) -> ModelPrice | None:
+        """The price of ``model`` (an alias or dated id), or None when it is not known."""
+        if not model:
+            return None
+        found = self._by_id.get(model)
+        if found is None:
+            dated = _DATED_ID.match(model)
+            if dated is not None:
+                found = self._by_id.get(dated.group("alias"))
+        return found
+
+    def cost(self, model: str | None, usage: Usage) -> Decimal | None:
+        """USD for one response, or None when the model has no price."""
+        price = self.lookup(model)
+        return None if price is None else self.cost_at(price, usage)
+
+    def cost_at(self, price: ModelPrice, usage: Usage) -> Decimal:
+        """USD for one response at ``price``'s rates (long-context and batch rules applied)."""
+        r = price.rates_for(usage.total_input)
+        tokens = (
+            usage.input_tokens * r.input
+            + usage.cache_write_5m * r.cache_write_5m
+            + usage.cache_write_1h * r.cache_write_1h
+            + usage.cache_read * r.cache_read
+            + usage.output_tokens * r.output
+        ) / PER_MILLION
+        if usage.batch:
+            tokens *= self.batch_price_factor
+        return tokens + usage.web_search_requests * self.web_search_per_1000 / 1000
+
+    def reply_cost(self, models: Iterable[str | None], usage: Mapping[str, Any]) -> float | None:
+        """``cost_usd`` of an output row: the first of ``models`` with a price (served model
+        first, then the one asked for), priced from the response's own usage."""
+        for model in models:
+            price = self.lookup(model)
+            if price is not None:
+                return float(self.cost_at(price, Usage.from_api(usage)))
+        return None
+
+    def models(self) -> list[ModelPrice]:
+        """Each priced model once, in table order."""
+        return list(self.entries.values())
+
+    def merged(self, other: PriceTable) -> PriceTable:
+        """This table with ``other``'s entries and rules laid over it (``--prices FILE``)."""
+        entries = dict(self.entries)
+        entries.update(other.entries)
+        return PriceTable(
+            entries=entries,
+            batch_price_factor=other.batch_price_factor,
+            web_search_per_1000=other.web_search_per_1000,
+            sources=self.sources + other.sources,
+            compiled=other.compiled or self.compiled,
+        )
+
+
+class UnknownModels:
+    """Remembers which models had no price, so each is warned about once, not once a row."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def first_time(self, model: str | None) -> bool:
+        """True the first time ``model`` is reported."""
+        key = model or "(none)"
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+    def check(self, row: Mapping[str, Any], log: Callable[[str], None]) -> None:
+        """Log the warning if ``row`` is an answer with no price, once per model."""
+        answered = row.get("status") == "ok" and row.get("cost_usd") is None
+        if answered and self.first_time(row.get("model")):
+            log(unknown_model_warning(row.get("model")))
+
+
+def unknown_model_warning(model: str | None) -> str:
+    """The one warning line for a model without a price."""
+    return (
+        f"batchrun: warning: no price for model {model!r}: its rows get cost_usd = null. "
+        "Add it with --prices FILE (see batchrun/prices.toml for the layout)."
+    )
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+PACKAGED = "prices.toml"
+
+
+@lru_cache(maxsize=1)
+def default_prices() -> PriceTable:
+    """The packaged price table (read once)."""
+    text = resources.files(__package__).joinpath(PACKAGED).read_text(encoding="utf-8")
+    return parse_prices(_parse_toml(text, f"batchrun/{PACKAGED}"), f"batchrun/{PACKAGED}")
+
+
+def load_prices(path: Path | None = None) -> PriceTable:
+    """The packaged table, with the user's file at ``path`` laid over it when given.
+
+    A user entry for a model the table knows may give only the prices that differ; the rest
+    (and the ids) are kept. A new model needs ``input`` and ``output``; missing cache prices
+    follow the standard multipliers (5 m write ×1.25, 1 h write ×2, read ×0.1).
+    """
+    base = default_prices()
+    if path is None:
+        return base
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read price file: {exc.strerror or exc}") from exc
+    return base.merged(parse_prices(_parse_toml(text, str(path)), str(path), base=base))
+
+
+def _parse_toml(text: str, origin: str) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = tomllib.loads(text, parse_float=Decimal)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{origin}: not valid TOML: {exc}") from exc
+    return data
+
+
+def parse_prices(
+    data: Mapping[str, Any], origin: str, *, base: PriceTable | None = None
+) -> PriceTable:
+    """A table from parsed TOML; ``base`` supplies what a partial override leaves out."""
+    unknown = set(data) - {"table", "models"}
+    if unknown:
+        raise ConfigError(f"{origin}: unknown section(s) {sorted(unknown)}: use [table], [models]")
+    head = _table(data.get("table", {}), origin, "[table]")
+    _reject_unknown(head, _TABLE_KEYS, origin, "[table]")
+    defaults = base or PriceTable()
+    models = _table(data.get("models", {}), origin, "[models]")
+    entries = {
+        key: _entry(key, _table(raw, origin, f"[models.{key}]"), origin, base)
+        for key, raw in models.items()
+    }
+    compiled = head.get("compiled")
+    return PriceTable(
+        entries=entries,
+        batch_price_factor=_amount(
+            head.get("batch_price_factor", defaults.batch_price_factor),
+            origin,
+            "batch_price_factor",
+        ),
+        web_search_per_1000=_amount(
+            head.get("web_search_per_1000", defaults.web_search_per_1000),
+            origin,
+            "web_search_per_1000",
+        ),
+        sources=(origin,),
+        compiled=compiled if isinstance(compiled, date) else None,
+    )
+
+
+def _entry(key: str, raw: Mapping[str, Any], origin: str, base: PriceTable | None) -> ModelPrice:
+    where = f"[models.{key}]"
+    _reject_unknown(raw, _ENTRY_KEYS, origin, where)
+    known = base.lookup(key) if base is not None else None
+    ids = _ids(raw.get("ids", []), origin, where)
+    if known is not None:
+        rates = _rates(raw, origin, where, known.rates)
+        ids = tuple(dict.fromkeys((*known.ids, *ids)))
+        long_context = known.long_context
+    else:
+        rates = _rates(raw, origin, where, None)
+        long_context = None
+    if "long_context" in raw:
+        long_context = _long_context(raw["long_context"], origin, where)
+    effective = raw.get("effective_from", known.effective_from if known else None)
+    if effective is not None and not isinstance(effective, date):
+        raise ConfigError(f"{origin}: {where} effective_from must be a date like 2026-01-31")
+    return ModelPrice(
+        model=known.model if known is not None else key,
+        name=str(raw.get("name", known.name if known else key)),
+        ids=ids or (key,),
+        rates=rates,
+        long_context=long_context,
+        effective_from=effective,
+        source=str(raw.get("source", origin)),
+        note=str(raw.get("note", "" if known is None or "source" in raw else known.note)),
+    )
+
+
+def _rates(raw: Mapping[str, Any], origin: str, where: str, inherited: Rates | None) -> Rates:
+    given = {
+        name: _amount(raw[name], origin, f"{where} {name}") for name in RATE_NAMES if name in raw
+    }
+    if inherited is not None:
+        return replace(inherited, **given)
+    missing = [name for name in ("input", "output") if name not in given]
+    if missing:
+        raise ConfigError(f"{origin}: {where} needs {' and '.join(missing)} (USD per million)")
+    base = given["input"]
+    return Rates(
+        input=base,
+        output=given["output"],
+        cache_write_5m=given.get("cache_write_5m", base * CACHE_WRITE_5M_FACTOR),
+        cache_write_1h=given.get("cache_write_1h", base * CACHE_WRITE_1H_FACTOR),
+        cache_read=given.get("cache_read", base * CACHE_READ_FACTOR),
+    )
+
+
+def _long_context(raw: Any, origin: str, where: str) -> LongContext:
+    section = _table(raw, origin, f"{where}.long_context")
+    _reject_unknown(section, _LONG_KEYS, origin, f"{where}.long_context")
+    above = section.get("above_input_tokens")
+    if not isinstance(above, int) or isinstance(above, bool) or above < 1:
+        raise ConfigError(f"{origin}: {where}.long_context needs above_input_tokens (a count)")
+    return LongContext(above, _rates(section, origin, f"{where}.long_context", None))
+
+
+def _ids(value: Any, origin: str, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{origin}: {where} ids must be a list of model ids")
+    return tuple(value)
+
+
+def _amount(value: Any, origin: str, what: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+        raise ConfigError(f"{origin}: {what} must be a number, not {value!r}")
+    amount = Decimal(value)
+    if not amount.is_finite() or amount < 0:
+        raise ConfigError(f"{origin}: {what} must be a number >= 0, not {value!r}")
+    return amount
+
+
+def _table(value: Any, origin: str, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{origin}: {where} must be a table")
+    return value
+
+
+def _reject_unknown(
+    raw: Mapping[str, Any], allowed: frozenset[str], origin: str, where: str
+) -> None:
+    extra = sorted(set(raw) - allowed)
+    if extra:
+        raise ConfigError(f"{origin}: {where}: unknown key(s) {', '.join(extra)}")

@@ -1,0 +1,87 @@
+"""``batchrun batches list|cancel SOURCE``: the job's Message Batches, as the API sees them.
+
+The job's batch journal says which batches belong to it; the API says how far each got.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import httpx
+
+from batchrun.api.batches import BatchesApi, BatchStatus
+from batchrun.config.load import RunConfig
+from batchrun.drivers.online import check_credentials, open_client
+from batchrun.store.batch_journal import BatchEntry, BatchJournal, batch_journal_path
+
+
+@dataclass(frozen=True)
+class JobBatch:
+    """One of the job's batches: what the journal recorded and, if it has an id, its status."""
+
+    entry: BatchEntry
+    status: BatchStatus | None
+
+    @property
+    def state(self) -> str:
+        if self.entry.abandoned:
+            return "never created"
+        if self.entry.batch_id is None:
+            return "unknown (run the job to reconcile)"
+        if self.entry.collected:
+            return "collected"
+        return self.status.processing_status if self.status else "unknown"
+
+
+def list_batches(
+    config: RunConfig, *, transport: httpx.AsyncBaseTransport | None = None
+) -> list[JobBatch]:
+    """Every batch the job's journal knows, with its status from the API."""
+    return asyncio.run(_visit(config, transport, cancel=False))
+
+
+def cancel_batches(
+    config: RunConfig, *, transport: httpx.AsyncBaseTransport | None = None
+) -> list[JobBatch]:
+    """Cancel the job's batches still processing; return every batch, as after the cancel.
+
+    Results already produced stay available: re-running the job collects them, and the
+    cancelled requests come back as ``canceled`` rows (see ``--resubmit-expired``).
+    """
+    return asyncio.run(_visit(config, transport, cancel=True))
+
+
+async def _visit(
+    config: RunConfig, transport: httpx.AsyncBaseTransport | None, *, cancel: bool
+) -> list[JobBatch]:
+    check_credentials(config, transport)
+    journal = BatchJournal.load(batch_journal_path(config.output))
+    found: list[JobBatch] = []
+    async with open_client(config, transport) as client:
+        api = BatchesApi(client, max_retries=config.max_retries)
+        for entry in journal.entries.values():
+            status = None
+            if entry.batch_id is not None and not entry.collected:
+                status = await api.retrieve(entry.batch_id)
+                if cancel and status.processing_status == "in_progress":
+                    status = await api.cancel(entry.batch_id)
+            found.append(JobBatch(entry, status))
+    return found
+
+
+def format_batches(batches: list[JobBatch], journal: str) -> str:
+    """A table a person reads."""
+    if not batches:
+        return f"batchrun: no batches recorded in {journal}"
+    lines = [f"batchrun: batches of this job ({journal})"]
+    for batch in batches:
+        entry, status = batch.entry, batch.status
+        counts = ""
+        if status is not None:
+            counts = "  " + ", ".join(f"{n:,} {name}" for name, n in status.counts.items() if n)
+        lines.append(
+            f"  {entry.key:<5} {entry.batch_id or '-':<34} {batch.state:<12} "
+            f"{entry.count:>7,} rows  created {entry.at:%Y-%m-%d %H:%M}Z{counts}"
+        )
+    return "\n".join(lines)

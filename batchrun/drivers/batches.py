@@ -1,0 +1,533 @@
+"""``--via batches``: the same job through the Message Batches API, at half the price.
+
+    summary = run(load_config(Path("jobs/estimate_costs.toml"), {"via": "batches"}))
+
+The input, the row checks and the output are the online run's: rows are read and checked
+the same way (a row the API would refuse is recorded at once, not after a day's wait), and
+each result becomes the same output row, with ``via = "batches"``, its ``batch_id`` and the
+batch price. Steps, each durable before the next (``batch_journal``):
+
+1. reconcile: intents a crash left without a batch id are looked for among the API's batches
+2. submit: rows not done and not in a running batch, split by count and size
+   (``batch_plan``); intent journaled, then ``create``, then the id journaled
+3. wait: poll every running batch, backing off while nothing changes
+4. collect: an ended batch's results are spooled and joined to their rows (``batch_results``),
+   journaled to the output, then the batch is marked collected
+
+Ctrl-C while waiting leaves the batches running; re-running the same command collects them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from array import array
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from typing import IO, Any
+
+import httpx
+
+from batchrun.api.batches import BatchesApi, BatchStatus, is_ambiguous
+from batchrun.api.retry import NEVER_RETRY_STATUSES, is_fatal, send_with_retries, wait_seconds
+from batchrun.config.load import RunConfig
+from batchrun.core.errors import ApiError, ConfigError, FatalRunError
+from batchrun.drivers.batch_plan import REQUEST_HASH_CHARS, BatchItem, chunks
+from batchrun.drivers.batch_results import ResultSpool, processing_ms, result_row
+from batchrun.drivers.interrupt import run_interruptibly
+from batchrun.drivers.online import (
+    ResumeMismatchError,
+    RowCounter,
+    RunSummary,
+    Sleep,
+    check_credentials,
+    count_hint,
+    load_prior,
+    open_client,
+    plan,
+    run_async,
+)
+from batchrun.drivers.progress import Progress
+from batchrun.engine.outcome import LAPSED_REASONS, VIA_BATCHES, Work, error_row, prepare
+from batchrun.rows.reader import check_input_file, read_rows
+from batchrun.store.batch_journal import BatchEntry, BatchJournal, IntentRows, batch_journal_path
+from batchrun.store.columns import INVALID_REQUEST, STATUS_OK
+from batchrun.store.sink import Sink
+
+# A batch's created_at (server clock) may precede our intent's timestamp (local clock)
+# by this much and still be taken for it when reconciling after a crash.
+CLOCK_SKEW = timedelta(minutes=10)
+POLL_GROWTH = 1.5
+POLL_CEILING_S = 300.0  # most batches end within an hour; a 5-minute poll is plenty then
+MAX_ROUNDS = 3  # --resubmit-expired: new batches per run for rows that lapsed again
+
+_OK, _ERROR, _LAPSED = 1, 2, 3  # runner's flags for what a row's record says
+
+
+async def run_batches_async(
+    config: RunConfig,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    progress_stream: IO[str] | None = None,
+    sleep: Sleep = asyncio.sleep,
+) -> RunSummary:
+    """Run the job through Message Batches to the end (or to Ctrl-C); see the module doc.
+
+    ``sleep`` is the wait between retries of one API call (tests pass a no-op); polling
+    waits ``config.poll_interval`` and more, in real time, and wakes up at once on Ctrl-C.
+    """
+    check_credentials(config, transport)
+    check_input_file(config.input)
+    if config.max_cost is not None:
+        raise ConfigError(
+            "--max-cost stops admitting rows as they are answered, which a batch cannot do: "
+            "price the job first with `batchrun estimate` (it shows the batch price)"
+        )
+    journal = _open_journal(config)
+    summary = RunSummary(input=config.input, output=config.output, via=VIA_BATCHES)
+    sink = Sink(config.output, config.keep_columns)
+    prior = sink.open(overwrite=config.overwrite)
+    done, known_ids = load_prior(config, prior)
+    counter = RowCounter()
+    lapsed_online = False
+    async with open_client(config, transport) as client:
+        api = BatchesApi(client, max_retries=config.max_retries, sleep=sleep)
+        summary.todo = count_hint(config, done, config.resubmit_expired)
+        job = _BatchJob(config, api, journal, sink, summary, done, counter, sleep)
+        progress = Progress(
+            summary.todo, job.status_line, quiet=config.quiet, stream=progress_stream
+        )
+        job.progress = progress
+        started = time.perf_counter()
+        try:
+            summary.interrupted = await run_interruptibly(
+                job.run(known_ids),
+                stop_admitting=job.stop,
+                grace=config.grace,
+                notify=progress.log,
+                stopping="no new batches; the batches created keep running on the API; "
+                "finishing what is under way",
+            )
+        finally:
+            summary.elapsed_s = time.perf_counter() - started
+            summary.batches_running = [
+                e.batch_id or e.key for e in journal.open_entries() if e.open
+            ]
+            progress.close()
+            await sink.close()
+        lapsed_online = config.finish_online and _LAPSED in done and summary.interrupted is None
+    summary.total_rows = counter.rows
+    summary.skipped = counter.skipped
+    if lapsed_online:
+        return await _finish_online(config, summary, transport, progress_stream, sleep)
+    every_row_recorded = len(done) >= counter.rows and 0 not in done[: counter.rows]
+    if summary.interrupted is None and not summary.batches_running and every_row_recorded:
+        summary.final = sink.finalize(counter.rows)
+    return summary
+
+
+def _open_journal(config: RunConfig) -> BatchJournal:
+    journal = BatchJournal.load(batch_journal_path(config.output))
+    if config.overwrite:
+        running = [e.batch_id or e.key for e in journal.open_entries()]
+        if running:
+            raise ConfigError(
+                f"--overwrite would forget {len(running)} batch(es) still running for "
+                f"{config.output} ({', '.join(running[:5])}): re-run without --overwrite to "
+                "collect them, or cancel them first with `batchrun batches cancel`"
+            )
+        journal.remove()
+        journal = BatchJournal(journal.path)
+    return journal
+
+
+# RunSummary counts that add up over the batch pass and the --finish-online pass.
+_ADDED_UP = (
+    "ok",
+    "error",
+    "invalid",
+    "retries",
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "cost_usd",
+    "unpriced",
+    "rate_limited_429s",
+    "rate_pauses",
+    "rate_wait_s",
+)
+
+
+async def _finish_online(
+    config: RunConfig,
+    summary: RunSummary,
+    transport: httpx.AsyncBaseTransport | None,
+    progress_stream: IO[str] | None,
+    sleep: Sleep,
+) -> RunSummary:
+    """--finish-online: send the rows batches left expired or cancelled as online requests."""
+    online = await run_async(
+        replace(config, via="online", overwrite=False),
+        transport=transport,
+        progress_stream=progress_stream,
+        retry_sleep=sleep,
+        redo_lapsed=True,
+    )
+    # The rows batches left expired or cancelled are answered again online: each row is
+    # counted once, as it ended. The online pass skips the rows the batches answered, done by
+    # this run and not earlier.
+    summary.error -= sum(summary.error_types.pop(kind, 0) for kind in LAPSED_REASONS)
+    summary.skipped = max(0, online.skipped - summary.finished)
+    for name in _ADDED_UP:
+        setattr(summary, name, getattr(summary, name) + getattr(online, name))
+    summary.stop_reasons.update(online.stop_reasons)
+    summary.error_types.update(online.error_types)
+    summary.elapsed_s += online.elapsed_s
+    summary.rate_limits = online.rate_limits
+    summary.final, summary.interrupted = online.final, online.interrupted
+    summary.total_rows = online.total_rows
+    return summary
+
+
+class _BatchJob:
+    """One batch run's steps over shared state: journal, output, summary, row flags."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        api: BatchesApi,
+        journal: BatchJournal,
+        sink: Sink,
+        summary: RunSummary,
+        done: bytearray,
+        counter: RowCounter,
+        sleep: Sleep,
+    ) -> None:
+        self.config = config
+        self.api = api
+        self.journal = journal
+        self.sink = sink
+        self.summary = summary
+        self.done = done  # runner's flags, kept current as rows are recorded
+        self.counter = counter
+        self.sleep = sleep
+        self.progress: Progress | None = None
+        self.statuses: dict[str, BatchStatus] = {}
+        self._stopping = asyncio.Event()
+        self._shown = 0  # rows the progress bar counts so far
+        self._lapsed_now: dict[int, str] = {}  # rows this run recorded as expired/cancelled
+
+    def stop(self) -> None:
+        """Ctrl-C: no new batches, no more waiting; running batches keep running."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def log(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress.log(message)
+
+    async def run(self, known_ids: list[str]) -> None:
+        await self.reconcile()
+        redo_lapsed = self.config.resubmit_expired
+        for round_number in range(MAX_ROUNDS):
+            pending = self.journal.pending_flags(len(self.done))
+            counter = self.counter if round_number == 0 else RowCounter()
+            works = plan(
+                self.config,
+                self.done,
+                known_ids if round_number == 0 else [],
+                counter,
+                None,
+                redo_lapsed=redo_lapsed,
+                pending=pending,
+            )
+            await self.submit(works)
+            await self.wait_and_collect()
+            if self.stopping or not redo_lapsed or _LAPSED not in self.done:
+                return
+            if round_number + 1 < MAX_ROUNDS:
+                self.log("batchrun: resubmitting the rows that expired or were cancelled")
+        self.log(f"batchrun: rows still lapsed after {MAX_ROUNDS} rounds; re-run to try again")
+
+    # -- 1. reconcile ---------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Find the batch of every intent a crash left without an id, or abandon the intent.
+
+        The API cannot tag a batch, so a batch is taken for an intent when it was created
+        after the intent (less clock skew), holds as many requests, and belongs to no other
+        intent of this job. Two such batches make it impossible to tell: stop and say so.
+        """
+        unresolved = [e for e in self.journal.open_entries() if e.batch_id is None]
+        if not unresolved:
+            return
+        since = min(e.at for e in unresolved) - CLOCK_SKEW
+        listed = await self.api.created_since(since)
+        known = self.journal.known_ids()
+        for entry in unresolved:
+            found = [
+                b
+                for b in listed
+                if b.id not in known
+                and b.total == entry.count
+                and b.created_at >= entry.at - CLOCK_SKEW
+            ]
+            if len(found) > 1:
+                raise FatalRunError(
+                    f"cannot tell which of the batches {', '.join(b.id for b in found)} holds "
+                    f"the {entry.count} rows batchrun was submitting when it stopped (intent "
+                    f"{entry.key} in {self.journal.path}); check them with `batchrun batches list`"
+                )
+            if found:
+                self.journal.created(entry, found[0].id, reconciled=True)
+                known.add(found[0].id)
+                self.log(
+                    f"batchrun: batch {found[0].id} was created before the last run stopped; "
+                    f"collecting it instead of submitting its {entry.count:,} rows again"
+                )
+            else:
+                self.journal.abandoned(entry)
+                self.log(
+                    f"batchrun: batch {entry.key} was never created; its {entry.count:,} rows "
+                    "will be submitted"
+                )
+
+    # -- 2. submit ------------------------------------------------------------------------
+
+    async def submit(self, works: Iterable[Work]) -> None:
+        """Record invalid rows at once; send the rest in batches within the size limits."""
+        config = self.config
+        for chunk in chunks(
+            self._sendable(works), config.batch_max_requests, config.batch_max_bytes
+        ):
+            if self.stopping:
+                return
+            rows = IntentRows(array("q", chunk.indexes), chunk.custom_ids, chunk.hashes)
+            entry = self.journal.intend(
+                datetime.now(timezone.utc), chunk.size, chunk.content_hash(), rows
+            )
+            await self._create(entry, chunk.content())
+
+    def _sendable(self, works: Iterable[Work]) -> Iterator[BatchItem]:
+        for work in works:
+            if self.stopping:
+                return
+            if work.body is None or work.request_hash is None:
+                problem = str(work.problem)
+                self._record(
+                    work.row.index,
+                    error_row(work, self.config, INVALID_REQUEST, problem, None, 0, VIA_BATCHES),
+                )
+                self.summary.invalid += 1
+                continue
+            yield BatchItem(work.row.index, work.row.id, work.request_hash, work.body)
+
+    async def _create(self, entry: BatchEntry, content: bytes) -> None:
+        """Create the intent's batch. Never twice: an ambiguous failure is reconciled first."""
+        failures = 0
+        while True:
+            try:
+                status = await self.api.create(content)
+            except ApiError as exc:
+                failures += 1
+                self._create_failed(entry, exc, failures)
+                await self.sleep(wait_seconds(exc, failures - 1, random.random()))
+                if is_ambiguous(exc):
+                    await self.reconcile()
+                    if entry.batch_id is not None:
+                        return
+                    # Not created after all (the intent is now abandoned): a fresh intent.
+                    entry = self.journal.intend(
+                        datetime.now(timezone.utc),
+                        entry.size,
+                        entry.content_hash,
+                        self.journal.rows(entry),
+                    )
+                continue
+            self.journal.created(entry, status.id)
+            self.statuses[entry.key] = status
+            self.summary.batches_created += 1
+            self.log(f"batchrun: created batch {status.id} ({entry.count:,} rows)")
+            return
+
+    def _create_failed(self, entry: BatchEntry, exc: ApiError, failures: int) -> None:
+        """Give up on a create that cannot succeed; otherwise let the caller retry."""
+        refused = is_fatal(exc) or (exc.status in NEVER_RETRY_STATUSES)
+        if not refused and failures <= self.config.max_retries:
+            self.summary.retries += 1
+            return
+        if not is_ambiguous(exc):
+            self.journal.abandoned(entry)  # certainly not created: free its rows
+        raise FatalRunError(
+            f"could not create batch {entry.key} ({entry.count:,} rows): {exc}. Re-running "
+            "resumes; batchrun first checks whether the batch exists"
+        ) from exc
+
+    # -- 3. wait --------------------------------------------------------------------------
+
+    async def wait_and_collect(self) -> None:
+        interval = self.config.poll_interval
+        while not self.stopping:
+            running = [e for e in self.journal.open_entries() if e.batch_id is not None]
+            if not running:
+                return
+            moved = False
+            for entry in running:
+                assert entry.batch_id is not None
+                try:
+                    status = await self.api.retrieve(entry.batch_id)
+                except ApiError as exc:
+                    if exc.status != 404:
+                        raise
+                    self._gone(entry)
+                    continue
+                before = self.statuses.get(entry.key)
+                moved = moved or before is None or before.counts != status.counts
+                self.statuses[entry.key] = status
+                if status.ended:
+                    await self.collect(entry, status)
+                    moved = True
+                if self.stopping:
+                    return
+            self._show_progress()
+            if not any(e.open for e in running):
+                continue
+            interval = (
+                self.config.poll_interval if moved else min(interval * POLL_GROWTH, POLL_CEILING_S)
+            )
+            await self._pause(interval)
+
+    def _gone(self, entry: BatchEntry) -> None:
+        """The API no longer knows the batch (deleted by hand, or in another workspace).
+
+        Its answers cannot be had; its rows are freed, so the next run submits them again.
+        """
+        self.journal.abandoned(entry)
+        self.log(
+            f"batchrun: batch {entry.batch_id} is not found on the API (deleted?); its "
+            f"{entry.count:,} rows are sent again by the next run"
+        )
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once on Ctrl-C."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    # -- 4. collect -----------------------------------------------------------------------
+
+    async def collect(self, entry: BatchEntry, status: BatchStatus) -> None:
+        """Write the ended batch's results as output rows, then mark it collected."""
+        assert entry.batch_id is not None
+        rows = self.journal.rows(entry)
+        spool_path = self.config.output.with_name(f".{self.config.output.name}.{entry.key}.results")
+        with ResultSpool(spool_path, rows.positions()) as spool:
+            try:
+                found = await _retrying(
+                    lambda: spool.fill(self.api.results(entry.batch_id or "")),
+                    self.config.max_retries,
+                    self.sleep,
+                )
+                missing = self._join(entry, rows, spool, status)
+            finally:
+                spool.remove()
+        self.sink.sync()
+        self.journal.collected(entry)
+        self.summary.batches_collected += 1
+        if spool.unknown or missing:
+            self.log(
+                f"batchrun: batch {entry.batch_id}: {missing:,} row(s) had no result and "
+                f"{spool.unknown:,} result(s) matched no row; a re-run submits the missing rows"
+            )
+        self.log(
+            f"batchrun: collected batch {entry.batch_id}: {found:,} results "
+            + _counts_text(status.counts)
+        )
+
+    def _join(
+        self, entry: BatchEntry, rows: IntentRows, spool: ResultSpool, status: BatchStatus
+    ) -> int:
+        """Read the batch's rows from the input, in order, and record each one's result."""
+        assert entry.batch_id is not None
+        where = {index: k for k, index in enumerate(rows.indexes)}
+        took = processing_ms(status.created_at, status.ended_at)
+        missing = 0
+        # The first row past the batch is read (not skipped) only to end the pass there.
+        rows_read = read_rows(self.config.input, skip=lambda i: i <= entry.last and i not in where)
+        for row in rows_read:
+            if row.index > entry.last:
+                break
+            position = where[row.index]
+            work = prepare(row, self.config)
+            if (work.request_hash or "")[:REQUEST_HASH_CHARS] != rows.hashes[position]:
+                raise ResumeMismatchError(
+                    f"row {row.id} ({self.config.input}, line {row.line}) changed after batch "
+                    f"{entry.batch_id} was submitted: its answer would not match it. Restore "
+                    "the input, or start afresh with --overwrite"
+                )
+            if row.index < len(self.done) and self.done[row.index] == _OK:
+                continue  # recorded by a run that stopped while collecting this batch
+            record = spool.get(position)
+            if record is None:
+                missing += 1
+                continue
+            self._record(row.index, result_row(work, self.config, record, entry.batch_id, took))
+        return missing
+
+    def _record(self, index: int, row: dict[str, Any]) -> None:
+        self.sink.submit(index, row)
+        earlier = self._lapsed_now.pop(index, None)
+        if earlier is not None:  # resubmitted in this run: count the row once, as it is now
+            self.summary.error -= 1
+            self.summary.error_types[earlier] -= 1
+        self.summary.count(row)
+        if row["error_type"] in LAPSED_REASONS:
+            self._lapsed_now[index] = row["error_type"]
+        if index >= len(self.done):
+            self.done.extend(bytes(index + 1 - len(self.done)))
+        if row["status"] == STATUS_OK:
+            self.done[index] = _OK
+        else:
+            self.done[index] = _LAPSED if row["error_type"] in LAPSED_REASONS else _ERROR
+        self.counter.rows = max(self.counter.rows, index + 1)
+        self._show_progress()
+
+    # -- display --------------------------------------------------------------------------
+
+    def _show_progress(self) -> None:
+        """Rows recorded, plus rows the running batches report finished."""
+        if self.progress is None:
+            return
+        reported = sum(
+            s.total - s.counts["processing"]
+            for key, s in self.statuses.items()
+            if self.journal.entries[key].open
+        )
+        target = self.summary.finished + reported
+        if target > self._shown:
+            self.progress.advance(target - self._shown)
+            self._shown = target
+
+    def status_line(self) -> str:
+        running = [s for k, s in self.statuses.items() if self.journal.entries[k].open]
+        processing = sum(s.counts["processing"] for s in running)
+        return (
+            f"ok={self.summary.ok} err={self.summary.error} batches: "
+            f"{len(running)} running ({processing:,} processing), "
+            f"{self.summary.batches_collected} collected cost=${self.summary.cost_usd:.4f}"
+        )
+
+
+async def _retrying(call: Callable[[], Awaitable[int]], max_retries: int, sleep: Sleep) -> int:
+    value, _ = await send_with_retries(call, max_retries=max_retries, sleep=sleep)
+    return value
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    return "(" + ", ".join(f"{n:,} {name}" for name, n in counts.items() if n) + ")"

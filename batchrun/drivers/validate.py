@@ -1,0 +1,62 @@
+"""``batchrun validate``: read every row, build every request, send nothing, report problems."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from batchrun.config.load import RunConfig
+from batchrun.core.errors import InputError, InvalidRowError
+from batchrun.rows.reader import read_rows
+from batchrun.rows.request import prepare_request
+
+# Past this many, listing more problems helps nobody; the count still covers them all.
+MAX_LISTED = 1000
+# Rows listed for each distinct problem (a job with no model makes every row say so).
+MAX_PER_PROBLEM = 5
+
+
+@dataclass
+class ValidationReport:
+    """Every problem found, each naming file, row and field; counts over the whole input."""
+
+    source: Path
+    rows: int = 0
+    invalid: int = 0
+    problems: list[InputError] = field(default_factory=list)  # the rows listed
+    # Rows per listed problem, those past MAX_PER_PROBLEM included.
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def unlisted(self) -> list[tuple[str, int]]:
+        """Each problem found on more rows than were listed, and how many more."""
+        listed = Counter(p.what for p in self.problems)
+        return [(what, n - listed[what]) for what, n in self.counts.items() if n > listed[what]]
+
+
+def validate(config: RunConfig) -> ValidationReport:
+    """Check each row of ``config.input`` the way ``run`` would, in one pass.
+
+    report = validate(load_config(Path("sample_data/reviews.jsonl")))
+    assert report.invalid == 0
+    """
+    report = ValidationReport(source=config.input)
+    for row in read_rows(config.input):
+        report.rows += 1
+        problem = row.problem
+        if problem is None:
+            try:
+                prepare_request(row.fields, config.defaults, base_dir=config.input.parent)
+            except InvalidRowError as exc:
+                problem = exc.located(str(config.input), row.line)
+        if problem is not None:
+            report.invalid += 1
+            listing = len(report.problems) < MAX_LISTED
+            what = problem.what
+            # Counted only while rows are still listed, or when already listed: texts that
+            # differ on every row (a duplicate id names it) must not grow with the file.
+            if listing or what in report.counts:
+                report.counts[what] += 1
+                if listing and report.counts[what] <= MAX_PER_PROBLEM:
+                    report.problems.append(problem)
+    return report

@@ -1,0 +1,807 @@
+"""Rate-limit admission: requests, input tokens and output tokens per minute, per model.
+
+The API limits each organisation per model in requests (RPM), input tokens (ITPM) and output
+tokens (OTPM) per minute, with continuously refilled token buckets (API-FACTS §3.3). A bulk
+run is only as fast as it gets to those limits without drawing 429s, so every attempt passes
+through a :class:`RateLimiter` before it is sent::
+
+    limiter = RateLimiter(LimitsConfig(Limits(rpm=1_000, itpm=400_000)))
+    reservation = await limiter.acquire("claude-haiku-4-5", estimated_input, max_tokens)
+    try:
+        reply = await client.create(body)
+    except ApiError as exc:
+        limiter.settle_failure(reservation, exc)
+        raise
+    limiter.settle(reservation, itpm_tokens(usage, model), usage["output_tokens"])
+    limiter.observe("claude-haiku-4-5", reply.headers)
+
+Admission
+    ``acquire`` takes 1 from the request bucket, the estimated input tokens from the ITPM bucket
+    and ``max_tokens`` from the OTPM bucket (the API reserves output the same way), waiting
+    until all three hold that much. Waiters queue per model in FIFO order and only the head
+    may be admitted, so a big request is never starved by a stream of small ones. Buckets keep
+    a small safety margin (``SAFETY_MARGIN`` of a minute's budget) that the estimate's errors
+    eat into instead of the server's bucket; at steady state it costs nothing, since the rate
+    is the refill rate whatever level the bucket hovers at.
+
+Settling
+    ``settle`` gives back (or takes) the difference once the usage is known. Only
+    ``input_tokens + cache_creation_input_tokens`` count toward ITPM: cache reads do not, except
+    on the older ``claude-3*`` models (API-FACTS §3.3; :func:`itpm_tokens`). The ratio of counted
+    to estimated input tokens is learned per model (moving average), and later reservations
+    are scaled by it: the local estimate's bias (the simulator's tokenizer is not Claude's) and
+    the share of the prompt read from the cache are both corrected after a few replies.
+
+    A failed attempt settles too (:func:`failed_attempt_usage`), by what the API counts:
+
+    =====================================  =======  ============  =============
+    outcome                                request  input tokens  output tokens
+    =====================================  =======  ============  =============
+    429 ``rate_limit_error``               no       no            no
+    other 4xx (refused before it ran)      yes      no            no
+    5xx / 529 (ran, returned no output)    yes      yes           no
+    no response, timeout, broken 2xx body  yes      yes           yes (unknown)
+    =====================================  =======  ============  =============
+
+Learned limits
+    Every response's ``anthropic-ratelimit-{requests,input-tokens,output-tokens}-{limit,
+    remaining,reset}`` headers are read (``observe``). A limit from the headers becomes the
+    bucket's size, under the configured one if any (configured limits stay a ceiling), so a run
+    with no limits configured paces itself to the account's tier. ``remaining`` lowers the
+    bucket to what the server says is left, never raises it: the server has not yet seen the
+    requests still on their way, and a refund arrives with their own responses. So other users
+    of the same organisation's limit, and estimates that run low, are caught as they happen.
+
+429 coordination
+    ``pause`` (called on a 429) stops admission for the model until the server's
+    ``retry-after``, for every worker at once, and empties its buckets: the server has just
+    said they are empty. When the pause ends, the requests it held are released one by one
+    over ``RESUME_RAMP_S`` in their queue order, not all at the same instant. The retry loop's
+    own wait for that 429 is skipped by the caller (the pause already is that wait), so the
+    two never add up.
+
+A request that needs more than a whole minute's budget (estimated input above ITPM,
+``max_tokens`` above OTPM) could never be admitted: ``acquire`` raises
+:class:`~batchrun.errors.ExceedsRateLimitError` at once instead of waiting forever.
+
+``--concurrency auto`` (:class:`ConcurrencyTuner`): Little's law, in-flight = rate x latency,
+with the rate the limits allow at the average usage seen so far and the latency observed.
+
+Time comes from injected ``clock`` and ``sleep`` seams, so the tests drive it with a fake clock
+and never sleep. Everything here runs on one event loop; nothing is thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from batchrun.core.errors import ApiError, ExceedsRateLimitError
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+REQUESTS, INPUT, OUTPUT = 0, 1, 2
+"""Indexes of the three dimensions in every triple below."""
+
+HEADER_NAMES = ("requests", "input-tokens", "output-tokens")
+"""The dimension's part of ``anthropic-ratelimit-<name>-{limit,remaining,reset}``."""
+
+_UNITS = ("requests", "input tokens", "output tokens")
+_FLAGS = ("--rpm", "--itpm", "--otpm")
+
+WINDOW_S = 60.0
+"""Limits are per minute; a bucket holds one minute's budget and refills it in this long."""
+
+SAFETY_MARGIN = 0.02
+"""Share of a minute's budget each bucket keeps in hand against estimation error."""
+
+RESUME_RAMP_S = 1.0
+"""After a 429 pause, the requests it held are released evenly over this many seconds."""
+
+ESTIMATE_SMOOTHING = 0.1
+"""Weight of the newest reply in the moving averages (estimate ratio, usage per request)."""
+
+RATIO_BOUNDS = (0.05, 10.0)
+"""How far the learned counted/estimated ratio may move from 1: a few odd replies must not
+make reservations absurd."""
+
+RATE_LIMIT_STATUS = 429
+
+# Older models count cache reads toward ITPM (the ones marked with a dagger in the docs).
+_CACHE_READS_COUNT_PREFIXES = ("claude-3",)
+
+
+# --------------------------------------------------------------------------- limits
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Requests, input tokens and output tokens per minute; None where unknown or unlimited."""
+
+    rpm: int | None = None
+    itpm: int | None = None
+    otpm: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in zip(("rpm", "itpm", "otpm"), self.values(), strict=True):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"{name} must be a whole number, not {value!r}")
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, not {value}")
+
+    def values(self) -> tuple[int | None, int | None, int | None]:
+        return (self.rpm, self.itpm, self.otpm)
+
+    @property
+    def any(self) -> bool:
+        return any(value is not None for value in self.values())
+
+    def over(self, base: Limits) -> Limits:
+        """These limits where set, ``base``'s where not."""
+        mine, theirs = self.values(), base.values()
+        return Limits(*(m if m is not None else t for m, t in zip(mine, theirs, strict=True)))
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Configured limits: ``default`` for every model, ``models`` for some, field by field.
+
+    ``[limits] rpm = 1000`` with ``[limits."claude-haiku-4-5"] itpm = 50000`` gives haiku
+    1,000 RPM and 50,000 ITPM. A model name also matches its dated snapshots
+    (``claude-haiku-4-5`` covers ``claude-haiku-4-5-20251001``).
+    """
+
+    default: Limits = field(default_factory=Limits)
+    models: tuple[tuple[str, Limits], ...] = ()
+
+    def for_model(self, model: str) -> Limits:
+        best: tuple[str, Limits] | None = None
+        for name, limits in self.models:
+            if (model == name or model.startswith(name + "-")) and (
+                best is None or len(name) > len(best[0])
+            ):
+                best = (name, limits)
+        return self.default if best is None else best[1].over(self.default)
+
+    @property
+    def any(self) -> bool:
+        return self.default.any or any(limits.any for _, limits in self.models)
+
+
+# --------------------------------------------------------------------------- headers
+
+
+@dataclass(frozen=True)
+class HeaderReading:
+    """One dimension's ``-limit``, ``-remaining`` and ``-reset`` headers, as sent.
+
+    ``reset`` stays text until asked for (``reset_at``): pacing does not need it, and parsing
+    three timestamps per response would cost more than all the rest.
+    """
+
+    limit: int | None
+    remaining: int | None
+    reset: str | None = None
+
+    @property
+    def reset_at(self) -> float | None:
+        """Epoch seconds when the bucket will be full again, if the header said."""
+        return parse_rfc3339(self.reset)
+
+
+def parse_rate_limit_headers(headers: Mapping[str, str]) -> dict[int, HeaderReading]:
+    """The ``anthropic-ratelimit-*`` readings of a response, by dimension index; {} if none.
+
+    >>> parse_rate_limit_headers({"anthropic-ratelimit-requests-limit": "50",
+    ...                           "anthropic-ratelimit-requests-remaining": "49"})
+    {0: HeaderReading(limit=50, remaining=49, reset=None)}
+    """
+    prefix = "anthropic-ratelimit-"
+    found = {k.lower(): v for k, v in headers.items() if k.lower().startswith(prefix)}
+    if not found:
+        return {}
+    readings: dict[int, HeaderReading] = {}
+    for dim, name in enumerate(HEADER_NAMES):
+        base = f"{prefix}{name}-"
+        reading = HeaderReading(
+            limit=_count(found.get(base + "limit")),
+            remaining=_count(found.get(base + "remaining")),
+            reset=found.get(base + "reset"),
+        )
+        if reading != HeaderReading(None, None, None):
+            readings[dim] = reading
+    return readings
+
+
+def _count(text: str | None) -> int | None:
+    """A non-negative whole number from a header value, or None if it is not one."""
+    if text is None:
+        return None
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return None
+    if not math.isfinite(value) or value < 0:
+        return None
+    return int(value)
+
+
+def parse_rfc3339(text: str | None) -> float | None:
+    """Epoch seconds of an RFC 3339 timestamp such as ``2025-08-21T12:40:59Z``; None if bad."""
+    if not text:
+        return None
+    value = text.strip()
+    if value[-1:] in ("Z", "z"):
+        value = value[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+# --------------------------------------------------------------------------- usage policy
+
+
+def itpm_tokens(usage: Mapping[str, object], model: str) -> int:
+    """Input tokens of a reply that count toward ITPM (cache reads only on older models)."""
+    total = _int(usage.get("input_tokens")) + _int(usage.get("cache_creation_input_tokens"))
+    if model.startswith(_CACHE_READS_COUNT_PREFIXES):
+        total += _int(usage.get("cache_read_input_tokens"))
+    return total
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def failed_attempt_usage(
+    exc: BaseException | None, input_tokens: int, output_tokens: int
+) -> tuple[int, int, int]:
+    """What the API counts for an attempt that failed: (requests, input, output).
+
+    ``input_tokens``/``output_tokens`` are what was reserved; see the table in the module
+    docstring. ``exc`` None (the attempt was abandoned, e.g. cancelled) keeps everything.
+    """
+    status = exc.status if isinstance(exc, ApiError) else None
+    if status == RATE_LIMIT_STATUS:
+        return (0, 0, 0)
+    if status is not None and 400 <= status < 500:
+        return (1, 0, 0)
+    if status is not None and status >= 500:
+        return (1, input_tokens, 0)
+    return (1, input_tokens, output_tokens)
+
+
+# --------------------------------------------------------------------------- buckets
+
+
+class Bucket:
+    """A token bucket refilled continuously at ``rate`` per second up to ``capacity``.
+
+    The level may go below zero: a reply that used more than was reserved is a debt that the
+    refill pays off before anyone else is admitted.
+    """
+
+    __slots__ = ("capacity", "level", "rate", "updated")
+
+    def __init__(
+        self, capacity: float, rate: float, now: float, level: float | None = None
+    ) -> None:
+        self.capacity = capacity
+        self.rate = rate
+        self.level = capacity if level is None else min(level, capacity)
+        self.updated = now
+
+    @classmethod
+    def per_minute(cls, limit: float, now: float, level: float | None = None) -> Bucket:
+        """The API's bucket: a minute's budget, refilled in a minute."""
+        return cls(limit, limit / WINDOW_S, now, level)
+
+    def refill(self, now: float) -> float:
+        if now > self.updated:
+            self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
+            self.updated = now
+        return self.level
+
+    def delay(self, amount: float, now: float, margin: float = 0.0) -> float:
+        """Seconds until the bucket holds ``amount`` plus the margin (0 if it does now).
+
+        The margin shrinks for requests near the capacity, so any request that fits in a
+        full bucket is admitted eventually.
+        """
+        keep = min(margin, max(self.capacity - amount, 0.0))
+        short = amount + keep - self.refill(now)
+        return short / self.rate if short > 0 else 0.0
+
+    def take(self, amount: float, now: float) -> None:
+        self.refill(now)
+        self.level -= amount
+
+    def give(self, amount: float, now: float) -> None:
+        """Return ``amount`` (negative: take more), never above the capacity."""
+        self.refill(now)
+        self.level = min(self.capacity, self.level + amount)
+
+    def lower_to(self, level: float, now: float) -> None:
+        self.refill(now)
+        self.level = min(self.level, level)
+
+    def resize_per_minute(self, limit: float, now: float) -> None:
+        self.refill(now)
+        self.capacity = limit
+        self.rate = limit / WINDOW_S
+        self.level = min(self.level, limit)
+
+
+# --------------------------------------------------------------------------- the limiter
+
+
+@dataclass
+class LimiterStats:
+    """What admission cost the run, for the summary and the progress bar."""
+
+    held_s: float = 0.0  # wall seconds admission was holding some request back
+    pauses: int = 0  # 429 pauses (429s arriving within one pause extend it, not add one)
+    too_large: int = 0  # requests refused because they exceed a whole minute's budget
+
+
+@dataclass(eq=False)
+class Reservation:
+    """What one attempt took from its model's buckets; hand it back to ``settle``."""
+
+    model: str
+    input_tokens: int  # reserved: the estimate scaled by the learned ratio
+    output_tokens: int  # reserved: max_tokens
+    estimate: int  # the caller's raw estimate
+    lane: _Lane = field(repr=False)
+    epoch: int = 0  # pauses of its model before it was admitted
+    settled: bool = False
+
+
+class _Lane:
+    """One model's buckets, queue, pause and learned figures."""
+
+    def __init__(self, model: str, configured: Limits, now: float) -> None:
+        self.model = model
+        self.configured = configured.values()
+        self.learned: list[int | None] = [None, None, None]
+        self.buckets: list[Bucket | None] = [
+            None if limit is None else Bucket.per_minute(limit, now) for limit in self.configured
+        ]
+        self.queue: deque[asyncio.Future[None]] = deque()
+        self.wake: asyncio.Future[None] | None = None
+        self.pause_end = -math.inf
+        self.slept_to = -math.inf
+        self.epoch = 0  # pauses so far
+        self.ramp_pending = False
+        self.ramp_left = 0
+        self.ramp_gap = 0.0
+        self.ratio = 1.0
+        self.avg_input: float | None = None
+        self.avg_output: float | None = None
+
+    def limit(self, dim: int) -> int | None:
+        """The limit in force: the configured one, lowered by a learned one."""
+        known = [v for v in (self.configured[dim], self.learned[dim]) if v is not None]
+        return min(known) if known else None
+
+    def limits(self) -> Limits:
+        return Limits(*(self.limit(dim) for dim in range(3)))
+
+    def paused(self, now: float) -> bool:
+        return max(now, self.slept_to) < self.pause_end
+
+    @property
+    def free(self) -> bool:
+        """No limit known (no bucket) and never paused: admission has nothing to do."""
+        return self.pause_end == -math.inf and not any(self.buckets)
+
+    def delay(self, need: tuple[float, float, float], now: float, margin: float) -> float:
+        longest = 0.0
+        for bucket, amount in zip(self.buckets, need, strict=True):
+            if bucket is not None:
+                longest = max(longest, bucket.delay(amount, now, margin * bucket.capacity))
+        return longest
+
+    def adjust(self, deltas: tuple[float, float, float], now: float) -> None:
+        for bucket, delta in zip(self.buckets, deltas, strict=True):
+            if bucket is not None and delta:
+                bucket.give(delta, now)
+
+    def learn(self, dim: int, reading: HeaderReading, now: float) -> None:
+        if reading.limit is not None and reading.limit > 0:
+            self.learned[dim] = reading.limit
+            limit = self.limit(dim)
+            assert limit is not None
+            bucket = self.buckets[dim]
+            if bucket is None:
+                self.buckets[dim] = Bucket.per_minute(limit, now)
+            elif bucket.capacity != limit:
+                bucket.resize_per_minute(limit, now)
+        bucket = self.buckets[dim]
+        if reading.remaining is not None and bucket is not None:
+            bucket.lower_to(reading.remaining, now)
+
+    def learn_usage(self, estimate: int, input_tokens: int, output_tokens: int) -> None:
+        if estimate > 0 and input_tokens > 0:
+            low, high = RATIO_BOUNDS
+            sample = min(max(input_tokens / estimate, low), high)
+            self.ratio += ESTIMATE_SMOOTHING * (sample - self.ratio)
+        self.avg_input = _smoothed(self.avg_input, input_tokens)
+        self.avg_output = _smoothed(self.avg_output, output_tokens)
+
+
+def _smoothed(average: float | None, sample: float) -> float:
+    return sample if average is None else average + ESTIMATE_SMOOTHING * (sample - average)
+
+
+class RateLimiter:
+    """Admission control over RPM / ITPM / OTPM buckets per model; see the module docstring.
+
+    ``clock`` and ``sleep`` pace admission; ``pause_sleep`` (default ``sleep``) waits out a
+    429's pause and the ramp after it: the runner passes its retry sleep there, since the
+    pause stands in for the retry loop's wait. ``margin`` is ``SAFETY_MARGIN`` unless given.
+    """
+
+    def __init__(
+        self,
+        limits: LimitsConfig | None = None,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        pause_sleep: Sleep | None = None,
+        margin: float = SAFETY_MARGIN,
+    ) -> None:
+        self._config = limits or LimitsConfig()
+        self._clock = clock
+        self._sleep = sleep
+        self._pause_sleep = pause_sleep or sleep
+        self._margin = margin
+        self._lanes: dict[str, _Lane] = {}
+        self._stopped = False
+        self.stats = LimiterStats()
+
+    # ------------------------------------------------------------------ reading
+
+    def limits(self, model: str) -> Limits:
+        """The limits in force for ``model`` (configured, lowered by what the API said)."""
+        return self._lane(model).limits()
+
+    def models(self) -> Iterator[str]:
+        """Every model seen so far, in first-seen order."""
+        return iter(self._lanes)
+
+    def request_rate(self, model: str) -> float | None:
+        """Requests per second the limits allow at the average usage seen; None if unlimited."""
+        lane = self._lane(model)
+        rates = []
+        for dim, per_request in (
+            (REQUESTS, 1.0),
+            (INPUT, lane.avg_input),
+            (OUTPUT, lane.avg_output),
+        ):
+            limit = lane.limit(dim)
+            if limit is not None and per_request is not None:
+                rates.append(limit / WINDOW_S / max(per_request, 1.0))
+        return min(rates) if rates else None
+
+    # ------------------------------------------------------------------ admission
+
+    async def acquire(self, model: str, input_tokens: int, max_tokens: int) -> Reservation:
+        """Wait for admission (FIFO per model); raise ExceedsRateLimitError if it never can."""
+        if self._stopped:
+            raise asyncio.CancelledError("the run stopped admitting requests")
+        lane = self._lane(model)
+        need = (1.0, float(math.ceil(input_tokens * lane.ratio)), float(max_tokens))
+        if lane.free:
+            # No limit known and never paused (no --rpm/--itpm/--otpm, no limit headers yet):
+            # nothing can refuse, hold back or be charged, and no one can be queued.
+            return Reservation(model, int(need[INPUT]), max_tokens, input_tokens, lane, lane.epoch)
+        self._check_fits(lane, need, input_tokens)
+        now = self._clock()
+        if not lane.queue and not lane.paused(now):
+            # Nobody is waiting, so no pause that is over still holds anyone to ramp up.
+            lane.ramp_pending = False
+            lane.ramp_left = 0
+            if lane.delay(need, now, self._margin) <= 0:
+                return self._take(lane, need, input_tokens, now)
+        return await self._queue_up(lane, need, input_tokens)
+
+    async def _queue_up(
+        self, lane: _Lane, need: tuple[float, float, float], estimate: int
+    ) -> Reservation:
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        lane.queue.append(turn)
+        try:
+            if lane.queue[0] is not turn:
+                await turn  # the head before us sets it when it leaves
+            since = self._clock()
+            try:
+                await self._until_admissible(lane, need, estimate)
+            finally:
+                self.stats.held_s += max(self._clock() - since, 0.0)
+            return self._take(lane, need, estimate, self._clock())
+        finally:
+            self._leave(lane, turn)
+
+    async def _until_admissible(
+        self, lane: _Lane, need: tuple[float, float, float], estimate: int
+    ) -> None:
+        """Wait, as the head of the queue, until the pause, the ramp and the buckets allow."""
+        ramped = False
+        while True:
+            if self._stopped:
+                raise asyncio.CancelledError("the run stopped admitting requests")
+            self._check_fits(lane, need, estimate)  # limits may have been learned meanwhile
+            if lane.paused(self._clock()):
+                await self._sit_out_pause(lane)
+                ramped = False
+                continue
+            if lane.ramp_pending:
+                lane.ramp_pending = False
+                lane.ramp_left = len(lane.queue)
+                lane.ramp_gap = RESUME_RAMP_S / max(lane.ramp_left, 1)
+            elif lane.ramp_left and not ramped:
+                await self._wait(lane, lane.ramp_gap, self._pause_sleep, early=False)
+            if lane.ramp_left and not ramped:
+                ramped = True
+                lane.ramp_left -= 1
+                continue  # a pause may have begun during the gap
+            delay = lane.delay(need, self._clock(), self._margin)
+            if delay <= 0:
+                return
+            await self._wait(lane, delay, self._sleep, early=True)
+
+    async def _sit_out_pause(self, lane: _Lane) -> None:
+        target = lane.pause_end
+        step = target - max(self._clock(), lane.slept_to)
+        if await self._wait(lane, step, self._pause_sleep, early=False):
+            # Only once slept through: if this head is cancelled, the next one must still wait.
+            lane.slept_to = max(lane.slept_to, target)
+
+    async def _wait(self, lane: _Lane, seconds: float, sleep: Sleep, *, early: bool) -> bool:
+        """Sleep ``seconds`` as the head of ``lane``; True if the whole sleep ran.
+
+        ``stop()`` always ends it at once; with ``early``, so does anything that may let the
+        head in sooner (a refund at settle, new limits from the headers).
+        """
+        sleeper = asyncio.ensure_future(sleep(seconds))
+        try:
+            while not sleeper.done():
+                wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                lane.wake = wake
+                try:
+                    await asyncio.wait((sleeper, wake), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if lane.wake is wake:
+                        lane.wake = None
+                    if not wake.done():
+                        wake.cancel()
+                if not sleeper.done() and (early or self._stopped):
+                    return False
+            return True
+        finally:
+            if not sleeper.done():
+                sleeper.cancel()
+
+    def stop(self) -> None:
+        """Admit nothing more (the run is stopping): waiting and later acquires are cancelled.
+
+        Their tasks get ``asyncio.CancelledError``, so a row that was never sent is left for a
+        later run instead of being recorded as failed.
+        """
+        self._stopped = True
+        for lane in self._lanes.values():
+            for turn in list(lane.queue):
+                if not turn.done():
+                    turn.cancel()
+            self._notify(lane)
+
+    def _leave(self, lane: _Lane, turn: asyncio.Future[None]) -> None:
+        if lane.queue and lane.queue[0] is turn:
+            lane.queue.popleft()
+            if lane.queue and not lane.queue[0].done():
+                lane.queue[0].set_result(None)
+        else:
+            with contextlib.suppress(ValueError):  # already gone
+                lane.queue.remove(turn)
+
+    def _take(
+        self, lane: _Lane, need: tuple[float, float, float], estimate: int, now: float
+    ) -> Reservation:
+        lane.adjust((-need[0], -need[1], -need[2]), now)
+        taken = (int(need[INPUT]), int(need[OUTPUT]))
+        return Reservation(lane.model, *taken, estimate, lane, epoch=lane.epoch)
+
+    def _check_fits(self, lane: _Lane, need: tuple[float, float, float], estimate: int) -> None:
+        for dim in (INPUT, OUTPUT):
+            limit = lane.limit(dim)
+            if limit is not None and need[dim] > limit:
+                self.stats.too_large += 1
+                raise ExceedsRateLimitError(_too_large_message(lane, dim, need[dim], limit))
+
+    # ------------------------------------------------------------------ feedback
+
+    def settle(self, reservation: Reservation, input_tokens: int, output_tokens: int) -> None:
+        """The attempt succeeded: charge what it really used (ITPM-counted input, output)."""
+        if self._mark_settled(reservation):
+            lane = reservation.lane
+            lane.learn_usage(reservation.estimate, input_tokens, output_tokens)
+            self._correct(reservation, (1, input_tokens, output_tokens))
+
+    def settle_failure(self, reservation: Reservation, exc: BaseException | None) -> None:
+        """The attempt failed: charge what the API counts for it (``failed_attempt_usage``)."""
+        if self._mark_settled(reservation):
+            used = failed_attempt_usage(exc, reservation.input_tokens, reservation.output_tokens)
+            self._correct(reservation, used)
+
+    @staticmethod
+    def _mark_settled(reservation: Reservation) -> bool:
+        if reservation.settled:
+            return False
+        reservation.settled = True
+        return True
+
+    def _correct(self, reservation: Reservation, used: tuple[int, int, int]) -> None:
+        lane = reservation.lane
+        if lane.free:
+            return  # no bucket to correct, no one waiting to wake
+        taken = (1, reservation.input_tokens, reservation.output_tokens)
+        deltas = (
+            float(taken[0] - used[0]),
+            float(taken[1] - used[1]),
+            float(taken[2] - used[2]),
+        )
+        lane.adjust(deltas, self._clock())
+        self._notify(lane)
+
+    def observe(self, model: str, headers: Mapping[str, str]) -> None:
+        """Learn limits and remaining budgets from a response's rate-limit headers."""
+        readings = parse_rate_limit_headers(headers)
+        if not readings:
+            return
+        lane = self._lane(model)
+        now = self._clock()
+        for dim, reading in readings.items():
+            lane.learn(dim, reading, now)
+        self._notify(lane)
+
+    def pause(self, model: str, seconds: float, sent: Reservation | None = None) -> bool:
+        """A 429: hold every request for ``model`` for ``seconds``, then ramp back up.
+
+        ``sent`` is the attempt that drew the 429. One admitted before the latest pause began
+        belongs to the burst that pause already answers: its 429 may lengthen the pause while
+        it lasts, but starts no new one. Returns True when a new pause began.
+        """
+        lane = self._lane(model)
+        now = self._clock()
+        end = now + max(seconds, 0.0)
+        if lane.paused(now) or (sent is not None and sent.epoch < lane.epoch):
+            if lane.paused(now):
+                lane.pause_end = max(lane.pause_end, end)
+            return False
+        lane.epoch += 1
+        self.stats.pauses += 1
+        lane.pause_end = max(lane.pause_end, end)
+        lane.ramp_pending = True
+        for bucket in lane.buckets:
+            if bucket is not None:
+                bucket.lower_to(0.0, now)  # the server has just said it is empty
+        return True
+
+    def _notify(self, lane: _Lane) -> None:
+        wake = lane.wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    def _lane(self, model: str) -> _Lane:
+        lane = self._lanes.get(model)
+        if lane is None:
+            lane = self._lanes[model] = _Lane(model, self._config.for_model(model), self._clock())
+        return lane
+
+
+def _too_large_message(lane: _Lane, dim: int, amount: float, limit: int) -> str:
+    source = "configured" if lane.configured[dim] == limit else "reported by the API"
+    if dim == OUTPUT:
+        what = f"max_tokens {int(amount):,} is more than"
+        fix = "lower max_tokens"
+    else:
+        what = f"this request needs about {int(amount):,} input tokens, more than"
+        fix = "shorten the row"
+    return (
+        f"{what} the whole {_UNITS[dim]}-per-minute limit of {lane.model} ({limit:,}, "
+        f"{source}): it could never be admitted; {fix}, or raise {_FLAGS[dim]} if your "
+        "limit is higher"
+    )
+
+
+# --------------------------------------------------------------------------- auto concurrency
+
+AUTO_START = 8
+"""In-flight requests of ``--concurrency auto`` before any reply has shown limits and latency."""
+
+AUTO_MAX = 512
+"""The most ``--concurrency auto`` ever chooses (and the size of the connection pool)."""
+
+AUTO_UNLIMITED = 64
+"""What ``--concurrency auto`` chooses for a model whose replies show no rate limits."""
+
+AUTO_HEADROOM = 1.5
+"""Slots over Little's law, for latency that varies from request to request."""
+
+
+def little_concurrency(
+    rate_per_s: float,
+    latency_s: float,
+    *,
+    headroom: float = AUTO_HEADROOM,
+    cap: int = AUTO_MAX,
+) -> int:
+    """In-flight requests that sustain ``rate_per_s`` at ``latency_s`` each (Little's law).
+
+    >>> little_concurrency(50.0, 2.0)  # 50 req/s x 2 s = 100 in flight, x 1.5 headroom
+    150
+    """
+    if rate_per_s <= 0 or latency_s <= 0:
+        return 1
+    needed = rate_per_s * latency_s * headroom
+    return max(1, min(cap, math.ceil(needed - 1e-9)))  # float noise must not add a slot
+
+
+class ConcurrencyTuner:
+    """``--concurrency auto``: sets the pool's in-flight limit from limits and latency.
+
+    Starts at ``start`` (a few requests, until replies show the limits and the latency), then
+    after every reply: sum over models of ``little_concurrency(rate, latency)``, where the rate
+    is what that model's limits allow at its average usage (``RateLimiter.request_rate``) and
+    the latency a moving average of its replies'. Small changes (under 10 %) are ignored so
+    the pool is not resized on every reply.
+    """
+
+    def __init__(
+        self,
+        limiter: RateLimiter,
+        apply: Callable[[int], None],
+        *,
+        start: int = AUTO_START,
+        cap: int = AUTO_MAX,
+        unlimited: int = AUTO_UNLIMITED,
+    ) -> None:
+        self._limiter = limiter
+        self._apply = apply
+        self._cap = cap
+        self._unlimited = min(unlimited, cap)
+        self._latency: dict[str, float] = {}
+        self.chosen = max(1, min(start, cap))
+        self.highest = self.chosen
+        apply(self.chosen)
+
+    def observe(self, model: str, latency_s: float) -> None:
+        """A reply from ``model`` took ``latency_s``; re-choose the concurrency."""
+        self._latency[model] = _smoothed(self._latency.get(model), max(latency_s, 0.0))
+        target = self.target()
+        if abs(target - self.chosen) >= max(1.0, 0.1 * self.chosen):
+            self.chosen = target
+            self.highest = max(self.highest, target)
+            self._apply(target)
+
+    def target(self) -> int:
+        total = 0
+        for model, latency in self._latency.items():
+            rate = self._limiter.request_rate(model)
+            if rate is None:
+                total += self._unlimited
+            else:
+                total += little_concurrency(rate, latency, cap=self._cap)
+        return max(1, min(self._cap, total))

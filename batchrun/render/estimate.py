@@ -1,0 +1,185 @@
+"""The estimate as text: per model, the total, the time, and how each figure was made."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from batchrun.config.load import RunConfig
+from batchrun.estimation.estimate import Duration, Estimate, ModelLine
+from batchrun.reporting.report import duration_s, money
+
+
+def method_notes(est: Estimate, config: RunConfig) -> list[str]:
+    """How each figure was made and how far to trust it, one line each."""
+    notes = []
+    if est.exact:
+        notes.append(
+            "input: counted by POST /v1/messages/count_tokens for each distinct request "
+            f"({est.counted:,} calls); the API says billed usage may differ slightly, and it "
+            "ignores caching"
+        )
+        if est.count_failures:
+            notes.append(
+                f"count_tokens refused {est.count_failures:,} request(s); those use the local "
+                f"estimate (first error: {est.count_error})"
+            )
+    else:
+        notes.append(
+            "input: local estimate (UTF-8 length / 5.05 per token, calibrated on the sample "
+            "jobs): typically within 2-6% of the simulator's count, and about a quarter low "
+            "against Claude's tokenizer; --exact counts it with the API"
+        )
+    if est.projection is not None:
+        proj = est.projection
+        if est.projection_source == "pilot":
+            assert est.pilot is not None
+            notes.append(
+                f"output: measured on the pilot's {proj.sample:,} answered rows (random, seed "
+                f"{est.pilot.seed}); range = 10th-90th percentile of {proj.replicates:,} "
+                "bootstrap projections; its error shrinks like 1/sqrt(pilot size)"
+            )
+            if not est.exact:
+                notes.append(
+                    "input of the rows to send: local estimate × the pilot's billed/estimated ratio"
+                )
+        else:
+            notes.append(
+                f"output: from {proj.sample:,} rows already answered in the output, which may "
+                "not be a random sample of the job; --pilot N draws one"
+            )
+        if proj.pooled_models:
+            notes.append(
+                "no answers yet for "
+                + ", ".join(sorted(proj.pooled_models))
+                + ": their output length is taken from the other models' answers"
+            )
+        notes.append("caching of the rows to send is not modelled: input at the uncached rate")
+    elif est.pending:
+        notes.append(
+            "output: unknown before any row is answered, so cost is shown from input alone "
+            "to the max_tokens ceiling; --pilot N measures it"
+        )
+    if est.unknown_models:
+        notes.append(
+            "no price for "
+            + ", ".join(est.unknown_models)
+            + ": their cost is unknown and left out of the totals (add them with --prices FILE)"
+        )
+    notes.append(
+        f"batch: Message Batches bill every token at {float(est.batch_factor):.0%} of the "
+        "standard price; rows already answered count at what they cost"
+    )
+    if config.prices.sources:
+        notes.append("prices: " + ", ".join(config.prices.sources))
+    return notes
+
+
+def format_estimate(est: Estimate) -> str:
+    """The estimate a person reads."""
+    lines = [f"batchrun estimate: {est.input} ({_level_text(est)})"]
+    lines.append(
+        f"  rows        {est.rows:,}: {est.rows - est.invalid:,} valid"
+        + (f", {est.invalid:,} invalid (never sent, $0)" if est.invalid else "")
+    )
+    lines.append(
+        f"  output      {est.output}: {est.answered:,} answered already ({money(est.paid_usd)}),"
+        f" {est.pending:,} to send"
+    )
+    if est.pilot is not None:
+        p = est.pilot
+        lines.append(
+            f"  pilot       {p.size:,} random rows (seed {p.seed}): {p.sent:,} sent now "
+            f"for {money(p.spent_usd)} in {p.elapsed_s:.1f} s, {p.ok:,} answered ok; kept in "
+            "the output, never paid again"
+        )
+    for name, line in est.models.items():
+        lines.extend(_model_lines(name, line, est.batch_factor))
+    if len(est.models) > 1 or est.unknown_models:
+        lines.extend(_total_lines(est))
+    lines.append(f"  time        {_duration_text(est.duration)}")
+    for d in est.duration.detail:
+        lines.append(f"                {d}")
+    lines.append("  how")
+    lines.extend(f"    - {note}" for note in est.notes)
+    return "\n".join(lines)
+
+
+def _level_text(est: Estimate) -> str:
+    if est.level == "pilot":
+        return "pilot sample" + (", exact input counts" if est.exact else "")
+    return "exact input counts" if est.exact else "offline estimate"
+
+
+def _model_lines(name: str, m: ModelLine, factor: Decimal) -> list[str]:
+    if m.price is not None:
+        r = m.price.rates
+        head = f"  {name}  ({m.price.name}: ${r.input}/M in, ${r.output}/M out)"
+    else:
+        head = f"  {name}  (no price)"
+    out = [head]
+    out.append(
+        f"    rows        {m.rows:,}"
+        + (f": {m.answered:,} answered, {m.pending:,} to send" if m.answered else "")
+        + (f", {m.failed:,} in error not re-sent" if m.failed else "")
+    )
+    out.append(f"    input       {m.input_tokens:,} tokens")
+    expected = m.output_expected()
+    out.append(
+        f"    output      {_tokens_range(expected)} expected; ceiling {m.output_ceiling:,} "
+        "(all of max_tokens)"
+    )
+    online = _cost_text(m.cost_expected(), m.cost_floor(), m.cost_ceiling())
+    batch = _cost_text(m.cost_expected(factor), m.cost_floor(factor), m.cost_ceiling(factor))
+    out.append(f"    online      {online}")
+    out.append(f"    batches     {batch}")
+    return out
+
+
+def _total_lines(est: Estimate) -> list[str]:
+    out = [
+        "  total"
+        + (
+            f"  (priced models only; unknown: {', '.join(est.unknown_models)})"
+            if est.unknown_models
+            else ""
+        )
+    ]
+    out.append(f"    input       {sum(m.input_tokens for m in est.models.values()):,} tokens")
+    out.append(
+        f"    output      {_tokens_range(est.total_output())} expected; ceiling "
+        f"{sum(m.output_ceiling for m in est.models.values()):,}"
+    )
+    online = _cost_text(est.total_cost(), est.total_floor(), est.total_ceiling())
+    batch = _cost_text(
+        est.total_cost(batch=True), est.total_floor(batch=True), est.total_ceiling(batch=True)
+    )
+    out.append(f"    online      {online}")
+    out.append(f"    batches     {batch}")
+    return out
+
+
+def _tokens_range(values: tuple[int, int, int] | None) -> str:
+    if values is None:
+        return "unknown"
+    low, mid, high = values
+    if low == high:
+        return f"{mid:,}"
+    return f"{mid:,} (10-90%: {low:,}-{high:,})"
+
+
+def _cost_text(
+    expected: tuple[float, ...] | None, floor: float | None, ceiling: float | None
+) -> str:
+    if ceiling is None:
+        return "unknown (no price)"
+    if expected is not None:
+        low, mid, high = expected
+        spread = "" if low == high else f" (10-90%: {money(low)}-{money(high)})"
+        return f"{money(mid)}{spread}; ceiling {money(ceiling)}"
+    return f"between {money(floor)} (input only) and {money(ceiling)} (ceiling)"
+
+
+def _duration_text(d: Duration) -> str:
+    if d.seconds is None:
+        return d.bound
+    return f"about {duration_s(d.seconds)}, set by {d.bound}"
