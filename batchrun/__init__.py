@@ -23,9 +23,12 @@ from batchrun.core.errors import (
     OutputError,
 )
 from batchrun.cost.prices import PriceTable, load_prices
-from batchrun.drivers.online import RunSummary, run, run_async
+from batchrun.drivers.job import run
+from batchrun.drivers.online import run_async
+from batchrun.drivers.summary import RunSummary
 from batchrun.drivers.validate import ValidationReport, validate
-from batchrun.estimation.estimate import Estimate, estimate
+from batchrun.estimation.estimate import estimate
+from batchrun.estimation.figures import Estimate
 from batchrun.reporting.report import Report, report
 from batchrun.rows.request import RequestDefaults
 from batchrun.store.sink import FinalCounts

@@ -28,7 +28,7 @@ from batchrun import run
 from batchrun.cli.main import cli, format_summary
 from batchrun.core.errors import ConfigError
 from batchrun.drivers.batches import MAX_ROUNDS
-from batchrun.drivers.online import ResumeMismatchError
+from batchrun.drivers.session import ResumeMismatchError
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.batch_journal import BatchJournal, IntentRows, batch_journal_path
 

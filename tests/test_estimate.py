@@ -17,7 +17,8 @@ from batchrun.cli import cli
 from batchrun.config.load import RunConfig
 from batchrun.cost.projection import Observed, Pending, percentile, project
 from batchrun.estimation.counter import Pacer
-from batchrun.estimation.estimate import choose_sample, estimate, estimate_duration, parse_pilot
+from batchrun.estimation.duration import estimate_duration
+from batchrun.estimation.estimate import choose_sample, estimate, parse_pilot
 from batchrun.limits.ratelimit import Limits, LimitsConfig
 from batchrun.render.estimate import format_estimate
 from batchrun.reporting.report import report

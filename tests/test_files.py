@@ -15,7 +15,7 @@ from test_conformance import assert_conforms
 
 from batchrun import load_config, run
 from batchrun.core.errors import InvalidRowError
-from batchrun.drivers.online import ResumeMismatchError
+from batchrun.drivers.session import ResumeMismatchError
 from batchrun.rows.files import (
     IMAGE_MAX_BYTES,
     FileCache,

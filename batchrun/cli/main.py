@@ -20,7 +20,8 @@ from batchrun import __version__
 from batchrun.config.load import RunConfig, load_config
 from batchrun.core.errors import BatchrunError
 from batchrun.drivers.batch_admin import cancel_batches, format_batches, list_batches
-from batchrun.drivers.online import RunSummary, run
+from batchrun.drivers.job import run
+from batchrun.drivers.summary import RunSummary
 from batchrun.drivers.validate import ValidationReport, validate
 from batchrun.engine.outcome import LAPSED_REASONS
 from batchrun.store.batch_journal import batch_journal_path

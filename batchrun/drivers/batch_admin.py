@@ -12,7 +12,8 @@ import httpx
 
 from batchrun.api.batches import BatchesApi, BatchStatus
 from batchrun.config.load import RunConfig
-from batchrun.drivers.online import check_credentials, open_client
+from batchrun.drivers.session import check_credentials
+from batchrun.engine.connect import open_client
 from batchrun.store.batch_journal import BatchEntry, BatchJournal, batch_journal_path
 
 

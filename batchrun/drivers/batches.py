@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from array import array
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -32,29 +31,30 @@ from typing import IO, Any
 import httpx
 
 from batchrun.api.batches import BatchesApi, BatchStatus, is_ambiguous
-from batchrun.api.retry import NEVER_RETRY_STATUSES, is_fatal, send_with_retries, wait_seconds
+from batchrun.api.retry import send_with_retries
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiError, ConfigError, FatalRunError
 from batchrun.drivers.batch_plan import REQUEST_HASH_CHARS, BatchItem, chunks
 from batchrun.drivers.batch_results import ResultSpool, processing_ms, result_row
 from batchrun.drivers.interrupt import run_interruptibly
-from batchrun.drivers.online import (
+from batchrun.drivers.online import run_async
+from batchrun.drivers.progress import Progress
+from batchrun.drivers.session import (
     ResumeMismatchError,
     RowCounter,
-    RunSummary,
     Sleep,
     check_credentials,
     count_hint,
     load_prior,
-    open_client,
     plan,
-    run_async,
 )
-from batchrun.drivers.progress import Progress
-from batchrun.engine.outcome import LAPSED_REASONS, VIA_BATCHES, Work, error_row, prepare
+from batchrun.drivers.summary import RunSummary
+from batchrun.engine.connect import open_client
+from batchrun.engine.outcome import VIA_BATCHES, Work, error_row, prepare
 from batchrun.rows.reader import check_input_file, read_rows
 from batchrun.store.batch_journal import BatchEntry, BatchJournal, IntentRows, batch_journal_path
-from batchrun.store.columns import INVALID_REQUEST, STATUS_OK
+from batchrun.store.columns import INVALID_REQUEST
+from batchrun.store.row_state import LAPSED_REASONS, RowState, state_of
 from batchrun.store.sink import Sink
 
 # A batch's created_at (server clock) may precede our intent's timestamp (local clock)
@@ -63,8 +63,6 @@ CLOCK_SKEW = timedelta(minutes=10)
 POLL_GROWTH = 1.5
 POLL_CEILING_S = 300.0  # most batches end within an hour; a 5-minute poll is plenty then
 MAX_ROUNDS = 3  # --resubmit-expired: new batches per run for rows that lapsed again
-
-_OK, _ERROR, _LAPSED = 1, 2, 3  # runner's flags for what a row's record says
 
 
 async def run_batches_async(
@@ -118,7 +116,9 @@ async def run_batches_async(
             ]
             progress.close()
             await sink.close()
-        lapsed_online = config.finish_online and _LAPSED in done and summary.interrupted is None
+        lapsed_online = (
+            config.finish_online and RowState.LAPSED in done and summary.interrupted is None
+        )
     summary.total_rows = counter.rows
     summary.skipped = counter.skipped
     if lapsed_online:
@@ -144,24 +144,6 @@ def _open_journal(config: RunConfig) -> BatchJournal:
     return journal
 
 
-# RunSummary counts that add up over the batch pass and the --finish-online pass.
-_ADDED_UP = (
-    "ok",
-    "error",
-    "invalid",
-    "retries",
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_input_tokens",
-    "cache_read_input_tokens",
-    "cost_usd",
-    "unpriced",
-    "rate_limited_429s",
-    "rate_pauses",
-    "rate_wait_s",
-)
-
-
 async def _finish_online(
     config: RunConfig,
     summary: RunSummary,
@@ -180,14 +162,10 @@ async def _finish_online(
     # The rows batches left expired or cancelled are answered again online: each row is
     # counted once, as it ended. The online pass skips the rows the batches answered, done by
     # this run and not earlier.
-    summary.error -= sum(summary.error_types.pop(kind, 0) for kind in LAPSED_REASONS)
+    for kind in LAPSED_REASONS:
+        summary.uncount_error(kind, summary.error_types.get(kind, 0))
     summary.skipped = max(0, online.skipped - summary.finished)
-    for name in _ADDED_UP:
-        setattr(summary, name, getattr(summary, name) + getattr(online, name))
-    summary.stop_reasons.update(online.stop_reasons)
-    summary.error_types.update(online.error_types)
-    summary.elapsed_s += online.elapsed_s
-    summary.rate_limits = online.rate_limits
+    summary.add(online)
     summary.final, summary.interrupted = online.final, online.interrupted
     summary.total_rows = online.total_rows
     return summary
@@ -212,7 +190,7 @@ class _BatchJob:
         self.journal = journal
         self.sink = sink
         self.summary = summary
-        self.done = done  # runner's flags, kept current as rows are recorded
+        self.done = done  # a RowState per row, kept current as rows are recorded
         self.counter = counter
         self.sleep = sleep
         self.progress: Progress | None = None
@@ -250,7 +228,7 @@ class _BatchJob:
             )
             await self.submit(works)
             await self.wait_and_collect()
-            if self.stopping or not redo_lapsed or _LAPSED not in self.done:
+            if self.stopping or not redo_lapsed or RowState.LAPSED not in self.done:
                 return
             if round_number + 1 < MAX_ROUNDS:
                 self.log("batchrun: resubmitting the rows that expired or were cancelled")
@@ -330,45 +308,54 @@ class _BatchJob:
             yield BatchItem(work.row.index, work.row.id, work.request_hash, work.body)
 
     async def _create(self, entry: BatchEntry, content: bytes) -> None:
-        """Create the intent's batch. Never twice: an ambiguous failure is reconciled first."""
-        failures = 0
-        while True:
-            try:
-                status = await self.api.create(content)
-            except ApiError as exc:
-                failures += 1
-                self._create_failed(entry, exc, failures)
-                await self.sleep(wait_seconds(exc, failures - 1, random.random()))
-                if is_ambiguous(exc):
-                    await self.reconcile()
-                    if entry.batch_id is not None:
-                        return
-                    # Not created after all (the intent is now abandoned): a fresh intent.
-                    entry = self.journal.intend(
-                        datetime.now(timezone.utc),
-                        entry.size,
-                        entry.content_hash,
-                        self.journal.rows(entry),
-                    )
-                continue
-            self.journal.created(entry, status.id)
-            self.statuses[entry.key] = status
-            self.summary.batches_created += 1
-            self.log(f"batchrun: created batch {status.id} ({entry.count:,} rows)")
-            return
+        """Create the intent's batch, never twice, retried as any request is (``api.retry``).
 
-    def _create_failed(self, entry: BatchEntry, exc: ApiError, failures: int) -> None:
-        """Give up on a create that cannot succeed; otherwise let the caller retry."""
-        refused = is_fatal(exc) or (exc.status in NEVER_RETRY_STATUSES)
-        if not refused and failures <= self.config.max_retries:
+        After a failure that may hide a created batch (``is_ambiguous``), the next attempt
+        first looks for it (``reconcile``); found, it is taken, otherwise a fresh intent is
+        journaled before sending again.
+        """
+        current = entry
+        look_first = False
+
+        async def attempt() -> BatchStatus | None:
+            nonlocal current, look_first
+            if look_first:
+                look_first = False
+                await self.reconcile()
+                if current.batch_id is not None:
+                    return None  # the failed attempt had created it after all
+                current = self.journal.intend(
+                    datetime.now(timezone.utc),
+                    current.size,
+                    current.content_hash,
+                    self.journal.rows(current),
+                )
+            try:
+                return await self.api.create(content)
+            except ApiError as exc:
+                look_first = is_ambiguous(exc)
+                raise
+
+        def count_retry(exc: BaseException, wait: float) -> None:
             self.summary.retries += 1
+
+        try:
+            status, _ = await send_with_retries(
+                attempt, max_retries=self.config.max_retries, sleep=self.sleep, on_retry=count_retry
+            )
+        except ApiError as exc:
+            if not is_ambiguous(exc):
+                self.journal.abandoned(current)  # certainly not created: free its rows
+            raise FatalRunError(
+                f"could not create batch {current.key} ({current.count:,} rows): {exc}. "
+                "Re-running resumes; batchrun first checks whether the batch exists"
+            ) from exc
+        if status is None:
             return
-        if not is_ambiguous(exc):
-            self.journal.abandoned(entry)  # certainly not created: free its rows
-        raise FatalRunError(
-            f"could not create batch {entry.key} ({entry.count:,} rows): {exc}. Re-running "
-            "resumes; batchrun first checks whether the batch exists"
-        ) from exc
+        self.journal.created(current, status.id)
+        self.statuses[current.key] = status
+        self.summary.batches_created += 1
+        self.log(f"batchrun: created batch {status.id} ({current.count:,} rows)")
 
     # -- 3. wait --------------------------------------------------------------------------
 
@@ -471,7 +458,7 @@ class _BatchJob:
                     f"{entry.batch_id} was submitted: its answer would not match it. Restore "
                     "the input, or start afresh with --overwrite"
                 )
-            if row.index < len(self.done) and self.done[row.index] == _OK:
+            if row.index < len(self.done) and self.done[row.index] == RowState.OK:
                 continue  # recorded by a run that stopped while collecting this batch
             record = spool.get(position)
             if record is None:
@@ -484,17 +471,14 @@ class _BatchJob:
         self.sink.submit(index, row)
         earlier = self._lapsed_now.pop(index, None)
         if earlier is not None:  # resubmitted in this run: count the row once, as it is now
-            self.summary.error -= 1
-            self.summary.error_types[earlier] -= 1
+            self.summary.uncount_error(earlier)
         self.summary.count(row)
         if row["error_type"] in LAPSED_REASONS:
             self._lapsed_now[index] = row["error_type"]
         if index >= len(self.done):
             self.done.extend(bytes(index + 1 - len(self.done)))
-        if row["status"] == STATUS_OK:
-            self.done[index] = _OK
-        else:
-            self.done[index] = _LAPSED if row["error_type"] in LAPSED_REASONS else _ERROR
+        # Recorded by this run: an invalid row too is done with (ERROR), not left NOTHING.
+        self.done[index] = state_of(row["status"], row["error_type"]) or RowState.ERROR
         self.counter.rows = max(self.counter.rows, index + 1)
         self._show_progress()
 

@@ -17,7 +17,8 @@ from datetime import datetime, timezone
 from html import escape
 
 from batchrun import __version__
-from batchrun.reporting.report import LogHistogram, Report, duration_ms, duration_s, money
+from batchrun.core.humanize import duration_ms, duration_s, money
+from batchrun.reporting.report import LogHistogram, Report
 
 # Colours: one hue per kind of token, used by every chart, plus status colours.
 INPUT = "#3b6fb6"

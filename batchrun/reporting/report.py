@@ -22,7 +22,6 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from batchrun.core.errors import OutputError
+from batchrun.core.humanize import duration_ms, duration_s, money
 from batchrun.cost.prices import PriceTable, Usage, default_prices
 from batchrun.store.columns import STATUS_ERROR, STATUS_OK
 from batchrun.store.sink import (
@@ -693,36 +693,6 @@ def _throughput_line(rep: Report) -> str:
         paused = f", {rep.active_minutes:,} active minutes"
     collected = "; batch rows count when collected" if "batches" in rep.vias else ""
     return f"{per_min} ({rep.rows:,} rows from {window}{paused}{collected})"
-
-
-def money(amount: float | Decimal | None) -> str:
-    """Dollars with enough decimals to show small per-row costs."""
-    if amount is None:
-        return "unknown"
-    value = float(amount)
-    if value == 0:
-        return "$0.00"
-    if abs(value) < 0.01:
-        return f"${value:.6f}"
-    if abs(value) < 100:
-        return f"${value:,.4f}"
-    return f"${value:,.2f}"
-
-
-def duration_ms(ms: float | None) -> str:
-    if ms is None:
-        return "-"
-    return f"{ms:,.0f} ms" if ms < 10_000 else f"{ms / 1000:,.1f} s"
-
-
-def duration_s(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:,.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:,.1f} min"
-    if seconds < 172_800:
-        return f"{seconds / 3600:,.1f} h"
-    return f"{seconds / 86_400:,.1f} days"
 
 
 def _counts(counter: Counter[Any]) -> str:

@@ -1,0 +1,40 @@
+"""``RunSummary``: what one run did, returned by ``batchrun.run`` and printed by the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from batchrun.engine.tally import RowTally
+from batchrun.store.sink import FinalCounts
+
+
+@dataclass(kw_only=True)
+class RunSummary(RowTally):
+    """What a run did: this run's rows and tokens (``RowTally``), and the state of the output."""
+
+    input: Path
+    output: Path
+    total_rows: int = 0
+    skipped: int = 0  # done by an earlier run (ok, or error without --retry-errors)
+    final: FinalCounts | None = None  # set when the final dataset was written
+    interrupted: str | None = None  # the signal that stopped the run early
+    todo: int | None = None  # rows this run set out to process, when known
+    max_cost: float | None = None  # --max-cost
+    budget_stop: str | None = None  # why the budget stopped admitting rows
+    via: str = "online"  # or "batches" (drivers.batches)
+    batches_created: int = 0  # Message Batches this run created
+    batches_collected: int = 0  # ... and whose results it wrote
+    batches_running: list[str] = field(default_factory=list)  # left running when it stopped
+
+    @property
+    def exit_code(self) -> int:
+        """DESIGN §2: 0 every row ok, 3 finished with some rows in error, 1 not finished,
+        4 stopped by --max-cost, 130 interrupted by a signal (the shell's convention)."""
+        if self.interrupted is not None:
+            return 130
+        if self.budget_stop is not None and self.final is None:
+            return 4  # stopped by --max-cost; re-running resumes
+        if self.final is None:
+            return 1
+        return 0 if self.final.error == 0 else 3

@@ -1,0 +1,44 @@
+"""The one HTTP client of a run: to the API, or to an in-process simulator for ``--simulate``."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import httpx
+
+from batchrun.api.client import MessagesClient
+from batchrun.config.load import RunConfig
+
+# Latency of the built-in simulator behind `--simulate`: enough to look like a real API.
+SIMULATE_LATENCY_S = 0.05
+SIMULATE_JITTER_S = 0.03
+
+
+@contextlib.asynccontextmanager
+async def open_client(
+    config: RunConfig, transport: httpx.AsyncBaseTransport | None = None
+) -> AsyncIterator[MessagesClient]:
+    """The run's one client, closed (and the simulator stopped) when the block ends."""
+    async with contextlib.AsyncExitStack() as stack:
+        base_url = config.base_url
+        if config.simulate and transport is None:
+            from batchrun.simulator import Simulator, SimulatorConfig
+
+            sim = Simulator(
+                SimulatorConfig(latency_mean=SIMULATE_LATENCY_S, latency_jitter=SIMULATE_JITTER_S)
+            )
+            base_url = await sim.start()
+            stack.push_async_callback(sim.stop)
+        client = MessagesClient(
+            base_url,
+            config.credentials,
+            api_version=config.api_version,
+            betas=config.betas,
+            timeout=config.timeout,
+            max_connections=config.concurrency,
+            backend=config.http_backend,
+            transport=transport,
+        )
+        stack.push_async_callback(client.aclose)
+        yield client

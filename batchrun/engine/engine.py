@@ -1,0 +1,158 @@
+"""The engine: prepared requests in, outcome rows out, with everything sending takes in between.
+
+It owns the worker pool, retries, rate limits learned from headers, 429 pauses, the
+``--max-cost`` budget and the early stop of a run whose every request fails alike. It knows
+nothing of files, journals, progress bars or signals: a driver hands it rows and a place to
+put each outcome. The online driver, the ``--finish-online`` pass of Message Batches and the
+pilot of ``estimate`` all go through it, and so can a notebook::
+
+    import asyncio
+    from pathlib import Path
+    from batchrun import load_config
+    from batchrun.engine.connect import open_client
+    from batchrun.engine.engine import Engine
+    from batchrun.engine.outcome import prepare
+    from batchrun.engine.tally import RowTally
+    from batchrun.rows.reader import read_rows
+
+    async def answer(config):
+        rows, tally = [], RowTally()
+        async with open_client(config) as client:
+            engine = Engine(config, client, tally)
+            works = (prepare(row, config) for row in read_rows(config.input))
+            await engine.run(works, lambda work, row: rows.append(row))
+        return rows, tally
+
+    config = load_config(Path("jobs/label_sentiment.toml"), {"simulate": True})
+    rows, tally = asyncio.run(answer(config))   # one output row per input row; tally.ok == 200
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from decimal import Decimal
+from typing import Any
+
+from batchrun.api.client import MessagesClient
+from batchrun.config.load import RunConfig
+from batchrun.cost.budget import Budget
+from batchrun.cost.prices import UnknownModels
+from batchrun.engine.fail_fast import FailFast
+from batchrun.engine.outcome import Work, error_row
+from batchrun.engine.pool import Pool
+from batchrun.engine.sender import Sender
+from batchrun.engine.tally import RowTally
+from batchrun.limits.ratelimit import ConcurrencyTuner, RateLimiter
+from batchrun.store.columns import INVALID_REQUEST
+
+Sleep = Callable[[float], Awaitable[None]]
+OnRow = Callable[[Work, dict[str, Any]], None]
+
+
+def _ignore(message: str) -> None:
+    return None
+
+
+class Engine:
+    """Sends prepared requests through the bounded pool; hands each outcome row to ``on_row``.
+
+    ``tally`` receives the counts (a ``RunSummary`` is one); ``sleep`` is the wait between
+    retries and during 429 pauses (tests pass a fake); ``notify`` gets the one-line events
+    a person should see (budget stop, unpriced model).
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        client: MessagesClient,
+        tally: RowTally,
+        *,
+        sleep: Sleep = asyncio.sleep,
+        notify: Callable[[str], None] = _ignore,
+    ) -> None:
+        self.config = config
+        self.tally = tally
+        self.pool: Pool[Work] = Pool(config.concurrency)
+        self._notify = notify
+        # The limiter waits out a 429 in place of the retry loop, so it takes the retry sleep.
+        self.limiter = RateLimiter(config.limits, pause_sleep=sleep)
+        self.sender = Sender(config, client, tally, sleep, self.limiter)
+        self.pool.on_stop(self.limiter.stop)  # rows waiting for admission are not sent after
+        if config.concurrency_auto:
+            self.sender.tuner = ConcurrencyTuner(self.limiter, self.pool.set_limit)
+        self.budget_stop: str | None = None  # why the budget stopped admitting rows
+        self._budget = self._make_budget()
+        self._fail_fast = FailFast(config.base_url)
+        self._unpriced = UnknownModels()
+
+    @property
+    def in_flight(self) -> int:
+        return self.pool.in_flight
+
+    def stop_admitting(self) -> None:
+        """Send no more rows; the ones in flight finish (Ctrl-C, a budget, a caller)."""
+        self.pool.stop_admitting()
+
+    async def run(self, works: Iterable[Work], on_row: OnRow) -> None:
+        """Process every work item (until stopped); only a run-stopping error escapes."""
+        try:
+            with _fewer_collections():
+                await self.pool.run(iter(works), lambda work: self._handle(work, on_row))
+        finally:
+            self.sender.report()
+
+    async def _handle(self, work: Work, on_row: OnRow) -> None:
+        """One row to its outcome row; rows the budget refuses are neither sent nor handed on."""
+        if work.body is None:
+            assert work.problem is not None
+            row = error_row(work, self.config, INVALID_REQUEST, str(work.problem), None, 0)
+            self.tally.invalid += 1
+        elif self._budget is None:
+            row = await self.sender.send(work, work.body)
+        else:
+            body = work.body
+            sent = await self._budget.send(body, lambda: self.sender.send(work, body))
+            if sent is None:
+                return  # not sent, not recorded: the budget is spent and a re-run resumes here
+            row = sent
+        on_row(work, row)  # first: a result is recorded before anything else can go wrong
+        self.tally.count(row)
+        self._unpriced.check(row, self._notify)
+        self._fail_fast.observe(row)
+
+    def _make_budget(self) -> Budget | None:
+        """The --max-cost budget: when it stops, no more rows are admitted and the user is told."""
+        if self.config.max_cost is None:
+            return None
+
+        def stop(reason: str) -> None:
+            self.budget_stop = reason
+            self.pool.stop_admitting()
+            self._notify(f"batchrun: budget: {reason}; finishing the requests in flight")
+
+        return Budget(Decimal(repr(self.config.max_cost)), self.config.prices, on_stop=stop)
+
+
+@contextlib.contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Collect garbage less often while rows stream through.
+
+    Each row allocates a few hundred short-lived objects, so the default first-generation
+    threshold (700) runs the collector every couple of rows; measured in bench/throughput.py
+    that costs several percent at zero latency. Start-up objects (pyarrow, httpx, aiohttp)
+    are frozen so later full collections skip them. Everything is put back afterwards.
+    """
+    old = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(max(old[0], _GC_FIRST_GENERATION), *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+        gc.unfreeze()
+
+
+_GC_FIRST_GENERATION = 20_000

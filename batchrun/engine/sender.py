@@ -1,0 +1,156 @@
+"""One request to its outcome row: rate-limit admission, the send, retries, 429 pauses."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from batchrun.api.client import MessagesClient, Reply
+from batchrun.api.retry import is_fatal, send_with_retries
+from batchrun.config.load import RunConfig
+from batchrun.core.errors import ApiError, ApiStatusError, FatalRunError
+from batchrun.engine.outcome import Work, error_row, ok_row
+from batchrun.engine.tally import RowTally
+from batchrun.limits.ratelimit import (
+    RATE_LIMIT_STATUS,
+    ConcurrencyTuner,
+    RateLimiter,
+    Reservation,
+    itpm_tokens,
+)
+from batchrun.rows.tokens import estimate_input_tokens
+
+Sleep = Callable[[float], Awaitable[None]]
+
+# The SDK refuses non-streaming requests above this many output tokens, since they can
+# outlast a 10-minute timeout (API-FACTS §5); we stream them instead.
+STREAM_ABOVE_MAX_TOKENS = 21_333
+
+
+class Sender:
+    """Sends one request with retries and turns the outcome into an output row.
+
+    Every attempt passes rate-limit admission first and reports its usage and the response's
+    rate-limit headers after (``ratelimit``). A 429 pauses admission for the model, for every
+    worker at once; that pause stands in for the retry loop's own wait for the 429, which is
+    skipped, so the two never add up.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        client: MessagesClient,
+        tally: RowTally,
+        sleep: Sleep,
+        limiter: RateLimiter,
+    ) -> None:
+        self._config = config
+        self._client = client
+        self._tally = tally
+        self._sleep = sleep
+        self._limiter = limiter
+        self.tuner: ConcurrencyTuner | None = None  # --concurrency auto
+
+    async def send(self, work: Work, body: dict[str, Any]) -> dict[str, Any]:
+        config = self._config
+        stream = config.stream or body.get("max_tokens", 0) > STREAM_ABOVE_MAX_TOKENS
+        started = time.perf_counter()
+        waits = RetryWaits(self, str(body.get("model") or ""))
+        estimate = estimate_input_tokens(body)
+        try:
+            reply, attempts = await send_with_retries(
+                lambda: self._attempt(body, work.content, stream, waits, estimate),
+                max_retries=config.max_retries,
+                sleep=waits.sleep,
+                on_retry=waits.on_retry,
+            )
+        except ApiError as exc:
+            if is_fatal(exc):
+                raise FatalRunError(f"the API refused the run: {exc}") from exc
+            row = error_row(work, config, exc.error_type, exc.message, exc.status, exc.attempts)
+            row.update(request_id=exc.request_id, elapsed_ms=(time.perf_counter() - started) * 1000)
+            return row
+        row = ok_row(work, config, reply.message)
+        row.update(
+            attempts=attempts,
+            latency_ms=reply.latency_ms,
+            elapsed_ms=(time.perf_counter() - started) * 1000,
+            request_id=reply.request_id,
+            http_status=reply.status,
+        )
+        return row
+
+    async def _attempt(
+        self,
+        body: dict[str, Any],
+        content: bytes | None,
+        stream: bool,
+        waits: RetryWaits,
+        estimate: int,
+    ) -> Reply:
+        """One send: admission, the request, then usage and headers back to the limiter."""
+        limiter, model = self._limiter, waits.model
+        reservation = await limiter.acquire(model, estimate, int(body.get("max_tokens") or 0))
+        waits.sent = reservation
+        self._tally.rate_wait_s = limiter.stats.held_s
+        try:
+            reply = await self._client.create(body, stream=stream, content=content)
+        except BaseException as exc:
+            limiter.settle_failure(reservation, exc if isinstance(exc, ApiError) else None)
+            if isinstance(exc, ApiStatusError) and exc.status == RATE_LIMIT_STATUS:
+                self._tally.rate_limited_429s += 1
+                limiter.observe(model, exc.rate_limit_headers)
+            raise
+        usage = reply.message.get("usage") or {}
+        limiter.settle(reservation, itpm_tokens(usage, model), int(usage.get("output_tokens") or 0))
+        limiter.observe(model, reply.headers)
+        if self.tuner is not None:
+            self.tuner.observe(model, reply.latency_ms / 1000.0)
+        return reply
+
+    def pause_for(
+        self, model: str, exc: BaseException, wait: float, sent: Reservation | None
+    ) -> bool:
+        """Count a retry; a (retryable) 429 pauses admission instead. True for a 429."""
+        self._tally.retries += 1
+        if not (isinstance(exc, ApiError) and exc.status == RATE_LIMIT_STATUS):
+            return False
+        self._limiter.pause(model, wait, sent)
+        self._tally.rate_pauses = self._limiter.stats.pauses
+        return True
+
+    async def retry_sleep(self, seconds: float) -> None:
+        await self._sleep(seconds)
+
+    def report(self) -> None:
+        """Put what admission did into the tally, at the end of the run."""
+        tally, limiter = self._tally, self._limiter
+        tally.rate_wait_s = limiter.stats.held_s
+        tally.rate_pauses = limiter.stats.pauses
+        tally.rate_limits = {model: limiter.limits(model) for model in limiter.models()}
+        if self.tuner is not None:
+            tally.concurrency_chosen = self.tuner.chosen
+
+
+class RetryWaits:
+    """The retry loop's waits for one row: skipped after a 429, which paused admission instead.
+
+    The next attempt then waits in the limiter's queue, in order with every other request,
+    until the pause (the server's retry-after) is over.
+    """
+
+    def __init__(self, sender: Sender, model: str) -> None:
+        self.model = model
+        self.sent: Reservation | None = None  # the latest attempt's admission
+        self._sender = sender
+        self._skip_next = False
+
+    def on_retry(self, exc: BaseException, wait: float) -> None:
+        self._skip_next = self._sender.pause_for(self.model, exc, wait, self.sent)
+
+    async def sleep(self, seconds: float) -> None:
+        if self._skip_next:
+            self._skip_next = False
+            return
+        await self._sender.retry_sleep(seconds)

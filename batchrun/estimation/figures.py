@@ -1,0 +1,268 @@
+"""What an estimate says: per model and in total, tokens, cost ranges and duration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from batchrun.cost.prices import PER_MILLION, ModelPrice
+from batchrun.cost.projection import (
+    HIGH_Q,
+    LOW_Q,
+    MID_Q,
+    Pending,
+    Projection,
+    percentile,
+)
+from batchrun.limits.ratelimit import Limits
+
+Level = Literal["offline", "exact", "pilot"]
+
+
+# --- results -------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelLine:
+    """One model's part of the job. Ranges are (10th percentile, median, 90th percentile)."""
+
+    model: str
+    price: ModelPrice | None
+    rows: int = 0  # valid input rows for this model
+    answered: int = 0  # answered (ok) in the output already
+    failed: int = 0  # in error in the output and not re-sent (no --retry-errors)
+    pending: int = 0  # to send
+    answered_input: int = 0
+    answered_output: int = 0
+    paid_usd: float = 0.0  # what the answered rows cost
+    unpriced_answers: int = 0
+    pending_input: int = 0  # estimated or counted input of the pending rows
+    pending_ceiling: int = 0  # sum of their max_tokens
+    input_mid: float | None = None  # pending input after calibration (pilot)
+    output_range: tuple[float, float, float] | None = None  # pending rows' output
+    cost_range: tuple[float, float, float] | None = None  # pending rows, online
+
+    @property
+    def input_tokens(self) -> int:
+        pending = self.input_mid if self.input_mid is not None else self.pending_input
+        return self.answered_input + round(pending)
+
+    @property
+    def output_ceiling(self) -> int:
+        return self.answered_output + self.pending_ceiling
+
+    def output_expected(self) -> tuple[int, int, int] | None:
+        if self.pending and self.output_range is None:
+            return None
+        low, mid, high = self.output_range or (0.0, 0.0, 0.0)
+        base = self.answered_output
+        return base + round(low), base + round(mid), base + round(high)
+
+    def cost_floor(self, batch_factor: Decimal = Decimal(1)) -> float | None:
+        """Answered rows plus the pending rows' input alone: no answer can cost less."""
+        pending = self._pending_cost(output=0)
+        return None if pending is None else self.paid_usd + pending * float(batch_factor)
+
+    def cost_ceiling(self, batch_factor: Decimal = Decimal(1)) -> float | None:
+        """Every pending answer using all of max_tokens."""
+        pending = self._pending_cost(output=self.pending_ceiling)
+        return None if pending is None else self.paid_usd + pending * float(batch_factor)
+
+    def cost_expected(self, batch_factor: Decimal = Decimal(1)) -> tuple[float, ...] | None:
+        if self.price is None or (self.pending and self.cost_range is None):
+            return None
+        f = float(batch_factor)
+        return tuple(self.paid_usd + c * f for c in self.cost_range or (0.0, 0.0, 0.0))
+
+    def _pending_cost(self, output: int) -> float | None:
+        if self.price is None:
+            return None
+        tokens = self.input_mid if self.input_mid is not None else self.pending_input
+        per_row = int(tokens / self.pending) if self.pending else 0
+        rates = self.price.rates_for(per_row)
+        return float((rates.input * round(tokens) + rates.output * output) / PER_MILLION)
+
+
+@dataclass
+class PilotInfo:
+    """What the pilot sample did."""
+
+    requested: str
+    size: int  # rows in the sample
+    sent: int  # sent by this pilot (the rest were answered before)
+    ok: int  # sample rows answered ok (used for the projection)
+    spent_usd: float  # what this pilot's requests cost
+    elapsed_s: float
+    seed: int
+    # Limits in force per model at the pilot's end: configured, or learned from the
+    # anthropic-ratelimit-* response headers.
+    limits: dict[str, Limits] = field(default_factory=dict)
+
+
+@dataclass
+class Duration:
+    """How long sending the pending rows would take, and what sets the pace."""
+
+    seconds: float | None
+    bound: str
+    detail: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Estimate:
+    """Everything ``batchrun estimate`` reports; ``to_dict`` for ``--json``."""
+
+    level: Level
+    exact: bool
+    input: Path
+    output: Path
+    rows: int = 0
+    invalid: int = 0
+    models: dict[str, ModelLine] = field(default_factory=dict)
+    batch_factor: Decimal = Decimal("0.5")
+    pilot: PilotInfo | None = None
+    projection: Projection | None = None
+    projection_source: str = ""  # "pilot" | "answered rows" | ""
+    counted: int = 0  # count_tokens calls made (--exact)
+    count_failures: int = 0
+    count_error: str = ""
+    latency_s: float | None = None  # mean time per answered request (elapsed)
+    duration: Duration = field(default_factory=lambda: Duration(None, "unknown"))
+    notes: list[str] = field(default_factory=list)
+    pending_groups: list[Pending] = field(default_factory=list, repr=False)
+
+    @property
+    def answered(self) -> int:
+        return sum(m.answered for m in self.models.values())
+
+    @property
+    def pending(self) -> int:
+        return sum(m.pending for m in self.models.values())
+
+    @property
+    def paid_usd(self) -> float:
+        return sum(m.paid_usd for m in self.models.values())
+
+    @property
+    def unknown_models(self) -> list[str]:
+        return sorted(name for name, m in self.models.items() if m.price is None)
+
+    def total_cost(self, batch: bool = False) -> tuple[float, float, float] | None:
+        """The job's cost range over priced models (replicates summed, not percentiles)."""
+        factor = float(self.batch_factor) if batch else 1.0
+        if self.pending == 0:
+            return (self.paid_usd,) * 3
+        if self.projection is None:
+            return None
+        totals = [self.paid_usd + c * factor for c in self.projection.total_cost]
+        return _range(totals)
+
+    def total_output(self) -> tuple[int, int, int] | None:
+        answered = sum(m.answered_output for m in self.models.values())
+        if self.pending == 0:
+            return (answered,) * 3
+        if self.projection is None:
+            return None
+        low, mid, high = _range(self.projection.total_output)
+        return answered + round(low), answered + round(mid), answered + round(high)
+
+    def total_floor(self, batch: bool = False) -> float:
+        factor = self.batch_factor if batch else Decimal(1)
+        return sum(m.cost_floor(factor) or 0.0 for m in self.models.values())
+
+    def total_ceiling(self, batch: bool = False) -> float:
+        factor = self.batch_factor if batch else Decimal(1)
+        return sum(m.cost_ceiling(factor) or 0.0 for m in self.models.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data for scripts."""
+
+        def rng(values: tuple[float, ...] | None, digits: int = 6) -> Any:
+            if values is None:
+                return None
+            low, mid, high = values
+            return {
+                "p10": round(low, digits),
+                "p50": round(mid, digits),
+                "p90": round(high, digits),
+            }
+
+        models = {}
+        for name, m in self.models.items():
+            models[name] = {
+                "name": m.price.name if m.price else None,
+                "priced": m.price is not None,
+                "rows": m.rows,
+                "answered": m.answered,
+                "failed_not_resent": m.failed,
+                "pending": m.pending,
+                "input_tokens": m.input_tokens,
+                "output_tokens_expected": rng(_floats(m.output_expected()), 0),
+                "output_tokens_ceiling": m.output_ceiling,
+                "paid_usd": round(m.paid_usd, 6),
+                "cost_usd_online": rng(m.cost_expected()),
+                "cost_usd_batch": rng(m.cost_expected(self.batch_factor)),
+                "cost_usd_floor_online": _round(m.cost_floor()),
+                "cost_usd_floor_batch": _round(m.cost_floor(self.batch_factor)),
+                "cost_usd_ceiling_online": _round(m.cost_ceiling()),
+                "cost_usd_ceiling_batch": _round(m.cost_ceiling(self.batch_factor)),
+            }
+        return {
+            "level": self.level,
+            "exact_input": self.exact,
+            "input": str(self.input),
+            "output": str(self.output),
+            "rows": self.rows,
+            "invalid_rows": self.invalid,
+            "answered_rows": self.answered,
+            "pending_rows": self.pending,
+            "models": models,
+            "total": {
+                "input_tokens": sum(m.input_tokens for m in self.models.values()),
+                "output_tokens_expected": rng(_floats(self.total_output()), 0),
+                "output_tokens_ceiling": sum(m.output_ceiling for m in self.models.values()),
+                "paid_usd": round(self.paid_usd, 6),
+                "cost_usd_online": rng(self.total_cost()),
+                "cost_usd_batch": rng(self.total_cost(batch=True)),
+                "cost_usd_floor_online": round(self.total_floor(), 6),
+                "cost_usd_floor_batch": round(self.total_floor(batch=True), 6),
+                "cost_usd_ceiling_online": round(self.total_ceiling(), 6),
+                "cost_usd_ceiling_batch": round(self.total_ceiling(batch=True), 6),
+                "unpriced_models": self.unknown_models,
+            },
+            "pilot": None if self.pilot is None else vars(self.pilot),
+            "projection": None
+            if self.projection is None
+            else {
+                "source": self.projection_source,
+                "sample_rows": self.projection.sample,
+                "replicates": self.projection.replicates,
+                "models_without_own_answers": sorted(self.projection.pooled_models),
+            },
+            "count_tokens": {
+                "calls": self.counted,
+                "failures": self.count_failures,
+                "first_error": self.count_error or None,
+            },
+            "duration": {
+                "seconds": _round(self.duration.seconds, 1),
+                "bound": self.duration.bound,
+                "detail": self.duration.detail,
+            },
+            "mean_latency_s": _round(self.latency_s, 3),
+            "notes": self.notes,
+        }
+
+
+def _range(values: list[float]) -> tuple[float, float, float]:
+    return percentile(values, LOW_Q), percentile(values, MID_Q), percentile(values, HIGH_Q)
+
+
+def _floats(values: tuple[int, int, int] | None) -> tuple[float, ...] | None:
+    return None if values is None else tuple(float(v) for v in values)
+
+
+def _round(value: float | None, digits: int = 6) -> float | None:
+    return None if value is None else round(value, digits)
