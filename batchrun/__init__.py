@@ -6,32 +6,43 @@ import batchrun
 config = batchrun.load_config(Path("jobs/label_sentiment.toml"), {"simulate": True})
 summary = batchrun.run(config)
 print(summary.final)   # FinalCounts(rows=200, ok=200, error=0)
+
+The names below load on first use (PEP 562), so ``import batchrun`` and ``batchrun --version``
+load no HTTP, Arrow or report code.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from batchrun.config.load import RunConfig, load_config
-from batchrun.core.errors import (
-    ApiError,
-    BatchrunError,
-    ConfigError,
-    FatalRunError,
-    InputError,
-    InvalidRowError,
-    OutputError,
-)
-from batchrun.cost.prices import PriceTable, load_prices
-from batchrun.drivers.job import run
-from batchrun.drivers.online import run_async
-from batchrun.drivers.summary import RunSummary
-from batchrun.drivers.validate import ValidationReport, validate
-from batchrun.estimation.estimate import estimate
-from batchrun.estimation.figures import Estimate
-from batchrun.reporting.report import Report, report
-from batchrun.rows.request import RequestDefaults
-from batchrun.store.sink import FinalCounts
+# name -> the module that defines it
+_HOMES = {
+    "ApiError": "batchrun.core.errors",
+    "BatchrunError": "batchrun.core.errors",
+    "ConfigError": "batchrun.core.errors",
+    "FatalRunError": "batchrun.core.errors",
+    "InputError": "batchrun.core.errors",
+    "InvalidRowError": "batchrun.core.errors",
+    "OutputError": "batchrun.core.errors",
+    "Estimate": "batchrun.estimation.figures",
+    "estimate": "batchrun.estimation.estimate",
+    "FinalCounts": "batchrun.store.sink",
+    "PriceTable": "batchrun.cost.prices",
+    "load_prices": "batchrun.cost.prices",
+    "Report": "batchrun.reporting.report",
+    "report": "batchrun.reporting.report",
+    "RequestDefaults": "batchrun.rows.request",
+    "RunConfig": "batchrun.config.load",
+    "load_config": "batchrun.config.load",
+    "RunSummary": "batchrun.drivers.summary",
+    "run": "batchrun.drivers.job",
+    "run_async": "batchrun.drivers.online",
+    "ValidationReport": "batchrun.drivers.validate",
+    "validate": "batchrun.drivers.validate",
+}
 
 __all__ = [
     "ApiError",
@@ -58,3 +69,39 @@ __all__ = [
     "run_async",
     "validate",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'batchrun' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # once loaded, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})
+
+
+if TYPE_CHECKING:  # what type checkers and editors see; nothing of it runs
+    from batchrun.config.load import RunConfig, load_config
+    from batchrun.core.errors import (
+        ApiError,
+        BatchrunError,
+        ConfigError,
+        FatalRunError,
+        InputError,
+        InvalidRowError,
+        OutputError,
+    )
+    from batchrun.cost.prices import PriceTable, load_prices
+    from batchrun.drivers.job import run
+    from batchrun.drivers.online import run_async
+    from batchrun.drivers.summary import RunSummary
+    from batchrun.drivers.validate import ValidationReport, validate
+    from batchrun.estimation.estimate import estimate
+    from batchrun.estimation.figures import Estimate
+    from batchrun.reporting.report import Report, report
+    from batchrun.rows.request import RequestDefaults
+    from batchrun.store.sink import FinalCounts

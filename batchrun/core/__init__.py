@@ -1,0 +1,3 @@
+"""The ground floor, imported by every layer and importing none: the exception tree
+(``errors``), a string that never shows itself (``secret``), compact JSON (``jsoncodec``),
+RFC 3339 timestamps (``timestamps``) and how amounts read to people (``humanize``)."""

@@ -1,0 +1,4 @@
+"""``batchrun estimate``: a job's tokens, cost and time before it is paid for. The entry
+point and its passes (``estimate``), the figures it returns (``figures``), how long the
+rest would take (``duration``), how each figure was made (``notes``), and the paced
+``count_tokens`` counter (``counter``)."""
