@@ -1,4 +1,4 @@
-"""spec.py: input files -> rows, with real files in tmp_path for each format."""
+"""rows.reader and rows.formats: input files -> rows, real files in tmp_path for each format."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrun.core.errors import InputError, InvalidRowError
+from batchrun.rows import formats
 from batchrun.rows import reader as spec
 from batchrun.rows.reader import InputRow, count_rows, input_format, read_rows
 from batchrun.rows.request import RequestDefaults, build_request
@@ -227,8 +228,8 @@ def test_ids_whose_hashes_collide_are_not_duplicates(tmp_path: Path) -> None:
     ids = ["x", "y", "z", "y", "x"]
     path = write_jsonl(tmp_path / "in.jsonl", [{"id": i, "prompt": "p"} for i in ids])
 
-    def reread() -> Generator[spec._RawRow, None, None]:
-        return spec._jsonl_rows(path, 1, lambda index: False)
+    def reread() -> Generator[formats.RawRow, None, None]:
+        return formats._jsonl_rows(path, 1, lambda index: False)
 
     seen = spec._SeenIds(["k"], reread, hash_id=lambda row_id: 42)  # every id collides
     lines = [seen.first_line(row_id, i, i + 1) for i, row_id in enumerate(ids)]
