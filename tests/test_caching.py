@@ -16,7 +16,8 @@ from batchrun.api.response import message_fields
 from batchrun.core.errors import ConfigError
 from batchrun.rows.request import RequestDefaults, build_request
 from batchrun.simulator.cache import MIN_CACHEABLE_TOKENS, PromptCache
-from batchrun.simulator.replies import count_input_tokens, make_reply
+from batchrun.simulator.replies import make_reply
+from batchrun.simulator.tokens import count_input_tokens
 
 EPHEMERAL = {"type": "ephemeral"}
 

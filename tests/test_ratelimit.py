@@ -15,25 +15,13 @@ from typing import Any, TypeVar
 import pytest
 
 from batchrun.core.errors import ApiConnectionError, ApiStatusError, ExceedsRateLimitError
-from batchrun.limits.ratelimit import (
-    AUTO_START,
-    INPUT,
-    OUTPUT,
-    REQUESTS,
-    RESUME_RAMP_S,
-    Bucket,
-    ConcurrencyTuner,
-    HeaderReading,
-    Limits,
-    LimitsConfig,
-    RateLimiter,
-    Reservation,
-    failed_attempt_usage,
-    itpm_tokens,
-    little_concurrency,
-    parse_rate_limit_headers,
-    parse_rfc3339,
-)
+from batchrun.core.timestamps import parse_rfc3339
+from batchrun.limits.buckets import Bucket
+from batchrun.limits.headers import HeaderReading, parse_rate_limit_headers
+from batchrun.limits.limiter import RESUME_RAMP_S, RateLimiter, Reservation
+from batchrun.limits.tuner import AUTO_START, ConcurrencyTuner, little_concurrency
+from batchrun.limits.usage import failed_attempt_usage, itpm_tokens
+from batchrun.limits.values import INPUT, OUTPUT, REQUESTS, Limits, LimitsConfig
 
 T = TypeVar("T")
 MODEL = "claude-haiku-4-5"
@@ -400,16 +388,21 @@ def test_rate_limit_headers_are_parsed_case_insensitively() -> None:
         REQUESTS: HeaderReading(50, 49, "2025-08-21T12:40:59Z"),
         INPUT: HeaderReading(30_000, None, None),
     }
-    assert readings[REQUESTS].reset_at == parse_rfc3339("2025-08-21T12:40:59+00:00")
+    assert readings[REQUESTS].reset_at == parse_rfc3339("2025-08-21T12:40:59+00:00").timestamp()
     assert OUTPUT not in readings
     assert parse_rate_limit_headers({"content-type": "application/json"}) == {}
 
 
 def test_rfc3339_timestamps() -> None:
-    assert parse_rfc3339("1970-01-01T00:01:00Z") == 60.0
-    assert parse_rfc3339("1970-01-01T01:00:00.5+01:00") == 0.5
-    assert parse_rfc3339("yesterday") is None
-    assert parse_rfc3339(None) is None
+    """A ``-reset`` header is read as epoch seconds (core.timestamps parses it), None if bad."""
+
+    def reset_at(text: str | None) -> float | None:
+        return HeaderReading(None, None, text).reset_at
+
+    assert reset_at("1970-01-01T00:01:00Z") == 60.0
+    assert reset_at("1970-01-01T01:00:00.5+01:00") == 0.5
+    assert reset_at("yesterday") is None
+    assert reset_at(None) is None
 
 
 def _headers(rpm: tuple[int, int], itpm: tuple[int, int], otpm: tuple[int, int]) -> dict[str, str]:

@@ -21,7 +21,8 @@ from support import TEST_KEY, job_config, prompts, reply_tag, write_jsonl
 from batchrun import ConfigError, load_config, run
 from batchrun.cli import cli
 from batchrun.config.load import RunConfig
-from batchrun.limits.ratelimit import AUTO_MAX, RESUME_RAMP_S, Limits, LimitsConfig
+from batchrun.limits.limiter import RESUME_RAMP_S
+from batchrun.limits.values import AUTO_MAX, Limits, LimitsConfig
 from batchrun.simulator import SimulatorConfig, SimulatorThread, make_reply
 
 MODEL = "claude-haiku-4-5"

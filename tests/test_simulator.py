@@ -22,21 +22,17 @@ from batchrun.simulator import (
     parse_fault_spec,
     serve,
 )
-from batchrun.simulator.faults import FaultPicker, effective_fault
-from batchrun.simulator.replies import (
-    IMAGE_TOKENS,
-    MESSAGE_OVERHEAD,
+from batchrun.simulator.checks import (
     InvalidRequest,
     check_count_tokens_body,
     check_messages_body,
     check_version,
-    count_text_tokens,
-    cut_at_stop_sequence,
-    example_for_schema,
-    split_text,
-    stream_events,
 )
+from batchrun.simulator.events import split_text, stream_events
+from batchrun.simulator.faults import FaultPicker, effective_fault
+from batchrun.simulator.replies import cut_at_stop_sequence, example_for_schema
 from batchrun.simulator.server import loopback_address
+from batchrun.simulator.tokens import IMAGE_TOKENS, MESSAGE_OVERHEAD, count_text_tokens
 
 HEADERS = {"x-api-key": "sk-test", "anthropic-version": "2023-06-01"}
 NEW_VERSION = "2026-10-21"

@@ -34,7 +34,7 @@ from batchrun.simulator.batches import (
     parse_list_query,
     shuffled_order,
 )
-from batchrun.simulator.replies import InvalidRequest
+from batchrun.simulator.checks import InvalidRequest
 
 HEADERS = {"x-api-key": TEST_KEY, "anthropic-version": "2023-06-01"}
 BATCHES = "/v1/messages/batches"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from batchrun.cli import cli
-from batchrun.limits.ratelimit import parse_rate_limit_headers
+from batchrun.limits.headers import parse_rate_limit_headers
 from batchrun.simulator import SimLimits, Simulator, SimulatorConfig, count_input_tokens
 from batchrun.simulator.ratelimits import Admission, RateLimits, Refusal, rfc3339
 
@@ -153,9 +154,12 @@ def test_limits_must_be_positive_whole_numbers() -> None:
 
 
 @asynccontextmanager
-async def running(config: SimulatorConfig) -> AsyncIterator[tuple[Simulator, httpx.AsyncClient]]:
+async def running(
+    config: SimulatorConfig, clock: Callable[[], float] = time.monotonic
+) -> AsyncIterator[tuple[Simulator, httpx.AsyncClient]]:
+    """A simulator and a client of it; its buckets refill as ``clock`` moves."""
     async with (
-        Simulator(config) as sim,
+        Simulator(config, clock=clock) as sim,
         httpx.AsyncClient(base_url=sim.base_url, timeout=10) as client,
     ):
         yield sim, client
@@ -171,8 +175,12 @@ def body(prompt: str = "Name three rivers.", **extra: Any) -> dict[str, Any]:
 
 
 def test_every_answer_carries_rate_limit_headers_and_a_short_bucket_gives_429() -> None:
+    # A fake clock that stands still: on the wall clock, the 100,000 ITPM bucket refills a
+    # few tokens between the admission and the headers, and `remaining` shows them.
+    config = SimulatorConfig(rpm=2, itpm=100_000, otpm=10_000)
+
     async def scenario() -> None:
-        async with running(SimulatorConfig(rpm=2, itpm=100_000, otpm=10_000)) as (sim, client):
+        async with running(config, Clock()) as (sim, client):
             first = await client.post("/v1/messages", json=body(), headers=HEADERS)
             second = await client.post("/v1/messages", json=body(stream=True), headers=HEADERS)
             third = await client.post("/v1/messages", json=body(), headers=HEADERS)
@@ -228,7 +236,7 @@ def test_no_limits_means_no_rate_limit_headers() -> None:
 def test_injected_faults_carry_headers_and_an_injected_429_takes_nothing() -> None:
     async def scenario() -> None:
         config = SimulatorConfig(rpm=100, retry_after=3)
-        async with running(config) as (sim, client):
+        async with running(config, Clock()) as (sim, client):  # no refill between requests
             sim.script(["429", "529"])
             limited = await client.post("/v1/messages", json=body(), headers=HEADERS)
             overloaded = await client.post("/v1/messages", json=body(), headers=HEADERS)

@@ -11,7 +11,8 @@ import pytest
 from support import TEST_KEY, write_jsonl
 
 from batchrun import load_config, report, run
-from batchrun.simulator.replies import encode_event, make_reply, stream_events
+from batchrun.simulator.events import encode_event, stream_events
+from batchrun.simulator.replies import make_reply
 
 REASONS = [
     "end_turn",

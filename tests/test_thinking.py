@@ -14,7 +14,8 @@ from batchrun.api.response import StreamAssembler, message_fields
 from batchrun.core.errors import ConfigError, InvalidRowError
 from batchrun.rows.request import RequestDefaults, build_request
 from batchrun.simulator import SimulatorThread
-from batchrun.simulator.replies import REDACTED_THINKING_TRIGGER, make_reply, stream_events
+from batchrun.simulator.events import stream_events
+from batchrun.simulator.replies import REDACTED_THINKING_TRIGGER, make_reply
 
 DEFAULTS = RequestDefaults(model="claude-sonnet-4-5", max_tokens=4096)
 ENABLED = {"type": "enabled", "budget_tokens": 2048}

@@ -45,7 +45,8 @@ from batchrun.engine.outcome import Work, error_row
 from batchrun.engine.pool import Pool
 from batchrun.engine.sender import Sender
 from batchrun.engine.tally import RowTally
-from batchrun.limits.ratelimit import ConcurrencyTuner, RateLimiter
+from batchrun.limits.limiter import RateLimiter
+from batchrun.limits.tuner import ConcurrencyTuner
 from batchrun.store.columns import INVALID_REQUEST
 
 Sleep = Callable[[float], Awaitable[None]]

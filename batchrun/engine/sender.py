@@ -12,13 +12,9 @@ from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiError, ApiStatusError, FatalRunError
 from batchrun.engine.outcome import Work, error_row, ok_row
 from batchrun.engine.tally import RowTally
-from batchrun.limits.ratelimit import (
-    RATE_LIMIT_STATUS,
-    ConcurrencyTuner,
-    RateLimiter,
-    Reservation,
-    itpm_tokens,
-)
+from batchrun.limits.limiter import RateLimiter, Reservation
+from batchrun.limits.tuner import ConcurrencyTuner
+from batchrun.limits.usage import RATE_LIMIT_STATUS, itpm_tokens
 from batchrun.rows.tokens import estimate_input_tokens
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -32,7 +28,7 @@ class Sender:
     """Sends one request with retries and turns the outcome into an output row.
 
     Every attempt passes rate-limit admission first and reports its usage and the response's
-    rate-limit headers after (``ratelimit``). A 429 pauses admission for the model, for every
+    rate-limit headers after (``batchrun.limits``). A 429 pauses admission for the model, for every
     worker at once; that pause stands in for the retry loop's own wait for the 429, which is
     skipped, so the two never add up.
     """

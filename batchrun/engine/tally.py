@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchrun.limits.ratelimit import Limits
+from batchrun.limits.values import Limits
 from batchrun.store.columns import STATUS_OK
 
 # The metadata of a field that ``RowTally.add`` sums (numbers) or merges (counters).

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from batchrun.core.humanize import duration_s
 from batchrun.estimation.figures import Duration, Estimate
-from batchrun.limits.ratelimit import Limits, LimitsConfig
+from batchrun.limits.values import Limits, LimitsConfig
 
 # --- duration ----------------------------------------------------------------------------
 

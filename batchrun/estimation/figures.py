@@ -16,7 +16,7 @@ from batchrun.cost.projection import (
     Projection,
     percentile,
 )
-from batchrun.limits.ratelimit import Limits
+from batchrun.limits.values import Limits
 
 Level = Literal["offline", "exact", "pilot"]
 

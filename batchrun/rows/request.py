@@ -6,8 +6,12 @@ checks every field and raises one :class:`InvalidRowError` listing *every* probl
 fixes a row once, not once per problem. It knows neither file nor row; the caller locates the
 error with :meth:`InvalidRowError.located`.
 
-This is the one place where structured parameters given as JSON text are decoded (Parquet and
-CSV cannot always hold lists and objects), for every input format alike.
+This module assembles the body: the settings, the conversation (prompt, messages or the job's
+template, with attachments and local files), the system prompt's cache mark, and the
+canonical JSON that resume hashes. The rule each field must meet is in ``checks`` (a list
+that grows with the API) and the template language in ``template``; apart, each reads as one
+thing. ``checks`` is also the one place where structured parameters given as JSON text are
+decoded (Parquet and CSV cannot always hold lists and objects), for every input format alike.
 
 Example::
 
@@ -20,16 +24,25 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import math
-import string
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from batchrun.core.errors import InvalidRowError, Problem
+from batchrun.rows.checks import (
+    CHECKS,
+    Invalid,
+    check_messages,
+    cross_problems,
+    describe,
+    is_list,
+    is_nonblank,
+    json_list_or_text,
+)
 from batchrun.rows.files import FileProblem, source_for
+from batchrun.rows.template import fill_template, parse_template
 
 # The order of keys in every body, so equal requests look equal in logs and journals.
 _BODY_ORDER: tuple[str, ...] = (
@@ -90,14 +103,6 @@ class RequestDefaults:
     cache_system: Mapping[str, Any] | None = None  # a cache_control put on the system prompt
 
 
-class _Invalid(Exception):
-    """Raised by a field check: the reasons the value is unusable (one Problem each)."""
-
-    def __init__(self, *reasons: str) -> None:
-        super().__init__(*reasons)
-        self.reasons = reasons
-
-
 # --- entry points ----------------------------------------------------------------------------
 
 
@@ -109,7 +114,7 @@ def build_request(
     Row fields override ``defaults``; None-valued fields count as not set. Raises
     :class:`InvalidRowError` listing every problem found. ``base_dir`` is the input file's
     folder: local files (``path`` sources, the ``image``/``document`` columns) are read from
-    it, and only from it (``batchrun.files``); without it a row naming a local file is refused.
+    it, and only from it (``rows.files``); without it a row naming a local file is refused.
     """
     problems: list[Problem] = []
     body: dict[str, Any] = {}
@@ -126,12 +131,12 @@ def build_request(
                 problems.append(Problem(name, "required; set it in the job or the row"))
             continue
         try:
-            body[name] = _CHECKS[name](value)
-        except _Invalid as exc:
+            body[name] = CHECKS[name](value)
+        except Invalid as exc:
             problems.extend(Problem(name, reason) for reason in exc.reasons)
     if defaults.cache_system is not None and "system" in body:
         body["system"] = _cached_system(body["system"], defaults.cache_system)
-    problems.extend(_cross_problems(body))
+    problems.extend(cross_problems(body))
     problems.extend(_typo_problems(fields, defaults.template))
     if problems:
         raise InvalidRowError(problems)
@@ -183,8 +188,8 @@ def check_defaults(defaults: RequestDefaults) -> list[Problem]:
         if value is None:
             continue
         try:
-            _CHECKS[name](value)
-        except _Invalid as exc:
+            CHECKS[name](value)
+        except Invalid as exc:
             problems.extend(Problem(name, reason) for reason in exc.reasons)
     if defaults.template is not None:
         try:
@@ -193,7 +198,7 @@ def check_defaults(defaults: RequestDefaults) -> list[Problem]:
             problems.append(Problem("template", str(exc)))
     if not problems:  # rules between the job's own values (thinking vs max_tokens, tools)
         names = ("thinking", "tool_choice", "max_tokens")
-        problems.extend(_cross_problems({name: getattr(defaults, name) for name in names}))
+        problems.extend(cross_problems({name: getattr(defaults, name) for name in names}))
     return problems
 
 
@@ -247,7 +252,7 @@ def template_fields(template: str) -> frozenset[str]:
     (``{a.b}``, ``{a[0]}``), no conversions or format specs. Rows come from files users may not
     control, and a template that could reach into objects has no business in a prompt.
     """
-    return frozenset(name for _, name in _parsed_template(template) if name is not None)
+    return frozenset(name for _, name in parse_template(template) if name is not None)
 
 
 # --- settings and the conversation -------------------------------------------------------------
@@ -300,7 +305,7 @@ def _with_files(
         block_type = "document" if name == "document" else "image"
         refs = _refs(value)
         if refs is None:
-            shown = _describe(value)
+            shown = describe(value)
             problems.append(Problem(name, f"must be a path, a URL or a list of them, not {shown}"))
             continue
         for ref in refs:
@@ -332,9 +337,9 @@ def _with_files(
 def _refs(value: Any) -> list[str] | None:
     """An attachment cell as a list of references: one string, a list, or a list's JSON text."""
     if isinstance(value, str):
-        value = _json_list_or_text(value)
-    refs = list(value) if _is_list(value) else [value]
-    return refs if refs and all(_is_nonblank(ref) for ref in refs) else None
+        value = json_list_or_text(value)
+    refs = list(value) if is_list(value) else [value]
+    return refs if refs and all(is_nonblank(ref) for ref in refs) else None
 
 
 def _source(block_type: str, ref: Any, base_dir: Path | None) -> dict[str, Any]:
@@ -359,179 +364,20 @@ def _bare_conversation(
         return _from_prompt(prompt)
     if messages is not None:
         try:
-            return _check_messages(messages), []
-        except _Invalid as exc:
+            return check_messages(messages), []
+        except Invalid as exc:
             return None, [Problem("messages", reason) for reason in exc.reasons]
     if template is not None:
-        return _from_template(template, fields)
+        text, problems = fill_template(template, fields)
+        return (None, problems) if text is None else ([{"role": "user", "content": text}], [])
     return None, [Problem(None, "missing prompt or messages (and the job has no template)")]
 
 
 def _from_prompt(prompt: Any) -> tuple[list[dict[str, Any]] | None, list[Problem]]:
     """A single user turn holding ``prompt``."""
     if not isinstance(prompt, str) or not prompt.strip():
-        return None, [Problem("prompt", f"must be a non-empty string, not {_describe(prompt)}")]
+        return None, [Problem("prompt", f"must be a non-empty string, not {describe(prompt)}")]
     return [{"role": "user", "content": prompt}], []
-
-
-def _from_template(
-    template: str, fields: Mapping[str, Any]
-) -> tuple[list[dict[str, Any]] | None, list[Problem]]:
-    """The template filled from the row's columns; a missing column is a problem naming it."""
-    try:
-        parts = _parsed_template(template)
-    except ValueError as exc:
-        return None, [Problem("template", str(exc))]
-    problems = [
-        Problem(name, "the template uses this column, but the row has no value for it")
-        for name in sorted({name for _, name in parts if name is not None})
-        if fields.get(name) is None
-    ]
-    if problems:
-        return None, problems
-    text = "".join(
-        literal + ("" if name is None else _render(fields[name])) for literal, name in parts
-    )
-    if not text.strip():
-        return None, [Problem("template", "the filled template is empty")]
-    return [{"role": "user", "content": text}], []
-
-
-def _render(value: Any) -> str:
-    """A column value as prompt text: strings as they are, objects and lists as JSON."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False, default=str)
-    return str(value)
-
-
-@lru_cache(maxsize=64)
-def _parsed_template(template: str) -> tuple[tuple[str, str | None], ...]:
-    """(literal text, column name or None) pairs; ``{{``/``}}`` are already unescaped."""
-    try:
-        pieces = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise ValueError(
-            f"invalid template: {exc} (write {{{{ and }}}} for literal braces)"
-        ) from exc
-    return tuple(
-        (literal, None if name is None else _plain_name(name, spec, conversion))
-        for literal, name, spec, conversion in pieces
-    )
-
-
-def _plain_name(name: str, spec: str | None, conversion: str | None) -> str:
-    """``name`` if it is a plain column name with no conversion or format spec."""
-    shown = (
-        "{" + name + ("!" + conversion if conversion else "") + (":" + spec if spec else "") + "}"
-    )
-    if not name.strip() or name.isdigit():
-        raise ValueError(f"template field {shown} has no name; write {{column}}")
-    if any(char in name for char in ".[]") or name != name.strip():
-        raise ValueError(f"template field {shown}: only plain column names are allowed")
-    if conversion or spec:
-        raise ValueError(f"template field {shown}: conversions and format specs are not allowed")
-    return name
-
-
-# --- messages --------------------------------------------------------------------------------
-
-_ROLES = ("user", "assistant")
-
-
-def _check_messages(value: Any) -> list[dict[str, Any]]:
-    """A non-empty list of ``{role, content}`` turns, starting with the user."""
-    value = _from_json(value, "a list of messages")
-    if not _is_list(value) or not value:
-        raise _Invalid(
-            f"must be a non-empty list of {{role, content}} messages, not {_describe(value)}"
-        )
-    reasons = [reason for i, turn in enumerate(value) for reason in _turn_problems(i, turn)]
-    if reasons:
-        raise _Invalid(*reasons)
-    return [_plain(turn) for turn in value]
-
-
-def _turn_problems(i: int, turn: Any) -> Iterator[str]:
-    """What is wrong with message ``i``."""
-    if not isinstance(turn, Mapping):
-        yield f"[{i}] must be an object with role and content, not {_describe(turn)}"
-        return
-    unknown = sorted(str(key) for key in turn if key not in ("role", "content"))
-    if unknown:
-        yield f"[{i}] has unknown keys {', '.join(map(repr, unknown))}; only role and content"
-    role = turn.get("role")
-    if role not in _ROLES:
-        yield f"[{i}].role must be 'user' or 'assistant', not {_describe(role)}"
-    elif i == 0 and role != "user":
-        yield "[0].role: the first message must come from the user"
-    yield from _content_problems(f"[{i}].content", turn.get("content"))
-
-
-def _content_problems(where: str, content: Any) -> Iterator[str]:
-    """Content is a non-blank string or a non-empty list of blocks, each with a ``type``."""
-    if isinstance(content, str):
-        if not content.strip():
-            yield f"{where} must not be empty"
-        return
-    if not _is_list(content) or not content:
-        found = _describe(content)
-        yield f"{where} must be a non-empty string or list of content blocks, not {found}"
-        return
-    for j, block in enumerate(content):
-        kind = block.get("type") if isinstance(block, Mapping) else None
-        if not isinstance(kind, str) or not kind:
-            yield f"{where}[{j}] must be an object with a 'type' string"
-
-
-# --- parameters --------------------------------------------------------------------------------
-
-
-def _check_model(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise _Invalid(f"must be a non-empty string, not {_describe(value)}")
-    return value
-
-
-def _check_max_tokens(value: Any) -> int:
-    return _integer(value, minimum=1)
-
-
-def _check_top_k(value: Any) -> int:
-    return _integer(value, minimum=0)
-
-
-def _check_unit_interval(value: Any) -> float | int:
-    """``temperature`` and ``top_p``: a number from 0 to 1."""
-    if not _is_number(value) or not math.isfinite(value) or not 0 <= value <= 1:
-        raise _Invalid(f"must be a number from 0 to 1, not {_describe(value)}")
-    checked: float | int = value
-    return checked
-
-
-def _check_system(value: Any) -> str | list[dict[str, Any]]:
-    """A string, or a list of text blocks (also as JSON text starting with ``[``).
-
-    A string that starts with ``[`` but is not a JSON list is kept as plain text: a system
-    prompt like ``"[Draft] You are..."`` is ordinary text, and rejecting it would be wrong.
-    """
-    if isinstance(value, str):
-        value = _json_list_or_text(value)
-        if isinstance(value, str):
-            return value
-    if not _is_list(value) or not value:
-        raise _Invalid(
-            f"must be a string or a non-empty list of text blocks, not {_describe(value)}"
-        )
-    reasons = [
-        f"[{i}] must be a text block {{'type': 'text', 'text': ...}} with non-empty text"
-        for i, block in enumerate(value)
-        if not _is_text_block(block)
-    ]
-    if reasons:
-        raise _Invalid(*reasons)
-    return [_plain(block) for block in value]
 
 
 def _cached_system(
@@ -552,217 +398,8 @@ def _cached_system(
     return blocks
 
 
-def _json_list_or_text(value: str) -> Any:
-    """``value`` decoded when it is the JSON text of a list, else ``value`` itself."""
-    if not value.lstrip().startswith("["):
-        return value
-    try:
-        decoded = json.loads(value)
-    except ValueError:
-        return value
-    return decoded if isinstance(decoded, list) else value
-
-
-def _is_text_block(block: Any) -> bool:
-    return (
-        isinstance(block, Mapping)
-        and block.get("type") == "text"
-        and isinstance(block.get("text"), str)
-        and bool(block["text"].strip())
-    )
-
-
-def _check_stop_sequences(value: Any) -> list[str]:
-    value = _from_json(value, "a list of strings")
-    if not _is_list(value) or not all(isinstance(s, str) and s for s in value):
-        raise _Invalid(f"must be a list of non-empty strings, not {_describe(value)}")
-    return list(value)
-
-
-def _check_metadata(value: Any) -> dict[str, Any]:
-    value = _from_json(value, "an object")
-    if not isinstance(value, Mapping):
-        raise _Invalid(f"must be an object like {{'user_id': ...}}, not {_describe(value)}")
-    unknown = sorted(str(key) for key in value if key != "user_id")
-    reasons = []
-    if unknown:
-        reasons.append(f"has unknown keys {', '.join(map(repr, unknown))}; only user_id")
-    user_id = value.get("user_id")
-    if user_id is not None and not isinstance(user_id, str):
-        reasons.append(f"user_id must be a string or null, not {_describe(user_id)}")
-    if reasons:
-        raise _Invalid(*reasons)
-    return _plain_object(value)
-
-
-def _check_tools(value: Any) -> list[dict[str, Any]]:
-    value = _from_json(value, "a list of tools")
-    if not _is_list(value):
-        raise _Invalid(f"must be a list of tool definitions, not {_describe(value)}")
-    reasons = [
-        f"[{i}] must be an object with a non-empty 'name'"
-        for i, tool in enumerate(value)
-        if not (isinstance(tool, Mapping) and _is_nonblank(tool.get("name")))
-    ]
-    if reasons:
-        raise _Invalid(*reasons)
-    return [_plain(tool) for tool in value]
-
-
-_TOOL_CHOICES = ("auto", "any", "tool", "none")
-
-
-def _check_tool_choice(value: Any) -> dict[str, Any]:
-    value = _typed_object(value, _TOOL_CHOICES)
-    kind = value["type"]
-    if kind == "tool" and not _is_nonblank(value.get("name")):
-        raise _Invalid("type 'tool' needs the tool's 'name'")
-    return _plain_object(value)
-
-
-_THINKING_TYPES = ("enabled", "adaptive", "disabled")
-_MIN_THINKING_BUDGET = 1024
-
-
-def _check_thinking(value: Any) -> dict[str, Any]:
-    """The budget's upper bound (below max_tokens) is checked in :func:`_cross_problems`."""
-    value = _typed_object(value, _THINKING_TYPES)
-    if value["type"] == "enabled":
-        budget = value.get("budget_tokens")
-        if not _is_int(budget) or budget < _MIN_THINKING_BUDGET:
-            raise _Invalid(
-                f"type 'enabled' needs an integer budget_tokens of at least "
-                f"{_MIN_THINKING_BUDGET}, not {_describe(budget)}"
-            )
-    return _plain_object(value)
-
-
-_SERVICE_TIERS = ("auto", "standard_only")
-
-
-def _check_service_tier(value: Any) -> str:
-    if value not in _SERVICE_TIERS:
-        raise _Invalid(f"must be 'auto' or 'standard_only', not {_describe(value)}")
-    checked: str = value
-    return checked
-
-
-_CHECKS: dict[str, Callable[[Any], Any]] = {
-    "model": _check_model,
-    "max_tokens": _check_max_tokens,
-    "system": _check_system,
-    "temperature": _check_unit_interval,
-    "top_p": _check_unit_interval,
-    "top_k": _check_top_k,
-    "stop_sequences": _check_stop_sequences,
-    "metadata": _check_metadata,
-    "tools": _check_tools,
-    "tool_choice": _check_tool_choice,
-    "thinking": _check_thinking,
-    "service_tier": _check_service_tier,
-}
-
-
-def _cross_problems(body: Mapping[str, Any]) -> list[Problem]:
-    """Rules between parameters: thinking's budget below max_tokens, and no forced tool.
-
-    The API refuses thinking together with a ``tool_choice`` that forces tool use (``any``
-    or ``tool``): extended thinking only works with ``auto`` or ``none``.
-    """
-    thinking = body.get("thinking")
-    max_tokens = body.get("max_tokens")
-    choice = body.get("tool_choice")
-    forced = choice.get("type") if isinstance(choice, Mapping) else None
-    if thinking and thinking.get("type") != "disabled" and forced in ("any", "tool"):
-        reason = f"cannot be used with tool_choice {forced!r}, which forces a tool"
-        return [Problem("thinking", reason)]
-    if not thinking or thinking.get("type") != "enabled" or max_tokens is None:
-        return []
-    budget = thinking["budget_tokens"]
-    if budget >= max_tokens:
-        reason = f"budget_tokens ({budget}) must be less than max_tokens ({max_tokens})"
-        return [Problem("thinking", reason)]
-    return []
-
-
-# --- small helpers -----------------------------------------------------------------------------
-
-
-def _from_json(value: Any, expected: str) -> Any:
-    """``value`` decoded from JSON text when it is a string (Parquet/CSV cells), else as is."""
-    if not isinstance(value, str):
-        return value
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise _Invalid(
-            f"not valid JSON ({exc.msg} at column {exc.colno}); expected {expected}"
-        ) from exc
-
-
-def _typed_object(value: Any, types: tuple[str, ...]) -> Mapping[str, Any]:
-    """An object (or its JSON text) whose ``type`` is one of ``types``."""
-    value = _from_json(value, "an object")
-    if not isinstance(value, Mapping):
-        raise _Invalid(f"must be an object with a 'type', not {_describe(value)}")
-    if value.get("type") not in types:
-        allowed = ", ".join(repr(t) for t in types)
-        raise _Invalid(f"type must be one of {allowed}, not {_describe(value.get('type'))}")
-    return value
-
-
-def _integer(value: Any, *, minimum: int) -> int:
-    if not _is_int(value) or value < minimum:
-        raise _Invalid(f"must be an integer of at least {minimum}, not {_describe(value)}")
-    checked: int = value
-    return checked
-
-
-def _is_int(value: Any) -> bool:
-    """True for ints; bool is not an int here (``True`` tokens is a mistake, not 1)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_list(value: Any) -> bool:
-    return isinstance(value, (list, tuple))
-
-
-def _is_nonblank(value: Any) -> bool:
-    return isinstance(value, str) and bool(value.strip())
-
-
-def _plain_object(value: Mapping[Any, Any]) -> dict[str, Any]:
-    """A deep copy of a mapping as a dict of plain values, ready for JSON."""
-    return {str(key): _plain(item) for key, item in value.items()}
-
-
-def _plain(value: Any) -> Any:
-    """A deep copy with mappings as dicts and sequences as lists, ready for JSON."""
-    if isinstance(value, Mapping):
-        return _plain_object(value)
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    return value
-
-
 def _json_default(value: Any) -> Any:
     """Let request_hash accept read-only mappings (e.g. MappingProxyType) as objects."""
     if isinstance(value, Mapping):
         return dict(value)
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
-
-
-def _describe(value: Any) -> str:
-    """A value for a message: short repr for scalars, the JSON kind for containers."""
-    if value is None:
-        return "null"
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, (list, tuple)):
-        return "an empty list" if not value else "a list"
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."

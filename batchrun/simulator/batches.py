@@ -42,7 +42,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from batchrun.simulator.replies import InvalidRequest, check_messages_body, dumps, make_reply
+from batchrun.simulator.checks import InvalidRequest, check_messages_body
+from batchrun.simulator.events import dumps
+from batchrun.simulator.replies import make_reply
 
 MAX_BATCH_REQUESTS = 100_000
 """Most requests in one batch (SPEC ``CreateMessageBatchParams.requests.maxItems``)."""

@@ -15,7 +15,7 @@ What the API documents (API-FACTS §3.2-3.3), done the same way here:
   output-tokens}-{limit,remaining,reset}`` for the limits that are set: ``remaining`` rounded
   down, ``reset`` (RFC 3339, whole seconds, rounded up) the moment the bucket will be full.
 
-This is deliberately separate code from the client's ``batchrun.ratelimit``: a stand-in that
+This is deliberately separate code from the client's ``batchrun.limits``: a stand-in that
 shared the client's arithmetic could not catch the client's mistakes.
 
     >>> limits = RateLimits(SimLimits(rpm=60), clock=lambda: 0.0, wall_clock=lambda: 0.0)
@@ -105,7 +105,11 @@ class Refusal:
 
 
 class RateLimits:
-    """The simulator's buckets, one set per model; used from its event loop only."""
+    """The simulator's buckets, one set per model; used from its event loop only.
+
+    ``clock`` (monotonic seconds) refills the buckets and ``wall_clock`` (epoch seconds) dates
+    the ``-reset`` headers; both are the real clocks unless a test passes fakes.
+    """
 
     def __init__(
         self,

@@ -1,9 +1,10 @@
 """The simulator's HTTP side: an aiohttp stand-in for the Messages API on a loopback port.
 
-It checks requests like the API (auth, version header, body), enforces RPM / ITPM / OTPM
-limits with the API's headers and 429s (``ratelimits``), answers with the deterministic
-replies of ``replies`` as JSON or SSE, and injects the faults of ``faults`` (error statuses,
-dropped connections, hangs, broken bodies and streams) after a configurable latency.
+It checks requests like the API (auth, version header, body: ``checks``), enforces RPM /
+ITPM / OTPM limits with the API's headers and 429s (``ratelimits``), answers with the
+deterministic replies of ``replies`` as JSON or SSE (``events``), and injects the faults of
+``faults`` (error statuses, dropped connections, hangs, broken bodies and streams) after a
+configurable latency.
 It also serves the Message Batches API over the store of ``batches``.
 
     >>> async def demo() -> None:
@@ -23,6 +24,7 @@ import random
 import secrets
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -38,21 +40,17 @@ from batchrun.simulator.batches import (
     check_create_body,
     parse_list_query,
 )
-from batchrun.simulator.faults import STATUS_FAULTS, FaultPicker, check_rates, effective_fault
-from batchrun.simulator.ratelimits import Admission, RateLimits, Refusal, SimLimits
-from batchrun.simulator.replies import (
-    DEFAULT_REPLY_TOKENS,
+from batchrun.simulator.checks import (
     InvalidRequest,
-    Reply,
     check_count_tokens_body,
     check_messages_body,
     check_version,
-    count_input_tokens,
-    dumps,
-    encode_event,
-    make_reply,
-    stream_events,
 )
+from batchrun.simulator.events import dumps, encode_event, stream_events
+from batchrun.simulator.faults import STATUS_FAULTS, FaultPicker, check_rates, effective_fault
+from batchrun.simulator.ratelimits import Admission, RateLimits, Refusal, SimLimits
+from batchrun.simulator.replies import DEFAULT_REPLY_TOKENS, Reply, make_reply
+from batchrun.simulator.tokens import count_input_tokens
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 """The API's request size limit for Messages and count_tokens (API-FACTS §1)."""
@@ -241,15 +239,24 @@ class Simulator:
 
     ``on_batch_created`` (a test hook) is called with each new MessageBatch once it is stored
     and before the create response goes out, so a test can kill its client at that moment.
+
+    ``clock`` (monotonic seconds) refills the rate-limit buckets. A test passes a fake one, so
+    a bucket does not refill between the request that takes from it and the header that shows
+    what is left.
     """
 
-    def __init__(self, config: SimulatorConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: SimulatorConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config or SimulatorConfig()
         self.stats = SimulatorStats()
         self._faults = FaultPicker(self.config.error_rates, self.config.seed)
         self._latency_rng = random.Random(self.config.seed)
         limits = self.config.rate_limits()
-        self._limits = RateLimits(limits) if limits.any else None
+        self._limits = RateLimits(limits, clock=clock) if limits.any else None
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(4)
         self._runner: web.AppRunner | None = None

@@ -1,9 +1,7 @@
-"""Rate-limit admission: requests, input tokens and output tokens per minute, per model.
+"""Rate-limit admission: every attempt waits here until its model's buckets can take it.
 
-The API limits each organisation per model in requests (RPM), input tokens (ITPM) and output
-tokens (OTPM) per minute, with continuously refilled token buckets (API-FACTS §3.3). A bulk
-run is only as fast as it gets to those limits without drawing 429s, so every attempt passes
-through a :class:`RateLimiter` before it is sent::
+A bulk run is only as fast as it gets to the API's limits (``values``) without drawing 429s,
+so every attempt passes through a :class:`RateLimiter` before it is sent::
 
     limiter = RateLimiter(LimitsConfig(Limits(rpm=1_000, itpm=400_000)))
     reservation = await limiter.acquire("claude-haiku-4-5", estimated_input, max_tokens)
@@ -15,6 +13,11 @@ through a :class:`RateLimiter` before it is sent::
     limiter.settle(reservation, itpm_tokens(usage, model), usage["output_tokens"])
     limiter.observe("claude-haiku-4-5", reply.headers)
 
+This module is the stateful part of ``limits``: queues, pauses and learned figures per model,
+on an event loop. The buckets' arithmetic (``buckets``), the header parsing (``headers``) and
+what an attempt counts (``usage``) are kept out of it, so what is left here is admission and
+its feedback.
+
 Admission
     ``acquire`` takes 1 from the request bucket, the estimated input tokens from the ITPM bucket
     and ``max_tokens`` from the OTPM bucket (the API reserves output the same way), waiting
@@ -25,23 +28,14 @@ Admission
     is the refill rate whatever level the bucket hovers at.
 
 Settling
-    ``settle`` gives back (or takes) the difference once the usage is known. Only
-    ``input_tokens + cache_creation_input_tokens`` count toward ITPM: cache reads do not, except
-    on the older ``claude-3*`` models (API-FACTS §3.3; :func:`itpm_tokens`). The ratio of counted
-    to estimated input tokens is learned per model (moving average), and later reservations
-    are scaled by it: the local estimate's bias (the simulator's tokenizer is not Claude's) and
-    the share of the prompt read from the cache are both corrected after a few replies.
+    ``settle`` gives back (or takes) the difference once the usage is known, as counted toward
+    ITPM (:func:`~batchrun.limits.usage.itpm_tokens`). The ratio of counted to estimated input
+    tokens is learned per model (moving average), and later reservations are scaled by it: the
+    local estimate's bias (the simulator's tokenizer is not Claude's) and the share of the
+    prompt read from the cache are both corrected after a few replies.
 
-    A failed attempt settles too (:func:`failed_attempt_usage`), by what the API counts:
-
-    =====================================  =======  ============  =============
-    outcome                                request  input tokens  output tokens
-    =====================================  =======  ============  =============
-    429 ``rate_limit_error``               no       no            no
-    other 4xx (refused before it ran)      yes      no            no
-    5xx / 529 (ran, returned no output)    yes      yes           no
-    no response, timeout, broken 2xx body  yes      yes           yes (unknown)
-    =====================================  =======  ============  =============
+    A failed attempt settles too, by what the API counts
+    (:func:`~batchrun.limits.usage.failed_attempt_usage`, whose module has the table).
 
 Learned limits
     Every response's ``anthropic-ratelimit-{requests,input-tokens,output-tokens}-{limit,
@@ -62,10 +56,7 @@ Learned limits
 
 A request that needs more than a whole minute's budget (estimated input above ITPM,
 ``max_tokens`` above OTPM) could never be admitted: ``acquire`` raises
-:class:`~batchrun.errors.ExceedsRateLimitError` at once instead of waiting forever.
-
-``--concurrency auto`` (:class:`ConcurrencyTuner`): Little's law, in-flight = rate x latency,
-with the rate the limits allow at the average usage seen so far and the latency observed.
+:class:`~batchrun.core.errors.ExceedsRateLimitError` at once instead of waiting forever.
 
 Time comes from injected ``clock`` and ``sleep`` seams, so the tests drive it with a fake clock
 and never sleep. Everything here runs on one event loop; nothing is thread-safe.
@@ -80,24 +71,18 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
-from batchrun.core.errors import ApiError, ExceedsRateLimitError
+from batchrun.core.errors import ExceedsRateLimitError
+from batchrun.limits.buckets import Bucket
+from batchrun.limits.headers import HeaderReading, parse_rate_limit_headers
+from batchrun.limits.usage import failed_attempt_usage
+from batchrun.limits.values import INPUT, OUTPUT, REQUESTS, WINDOW_S, Limits, LimitsConfig
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
-REQUESTS, INPUT, OUTPUT = 0, 1, 2
-"""Indexes of the three dimensions in every triple below."""
-
-HEADER_NAMES = ("requests", "input-tokens", "output-tokens")
-"""The dimension's part of ``anthropic-ratelimit-<name>-{limit,remaining,reset}``."""
-
 _UNITS = ("requests", "input tokens", "output tokens")
 _FLAGS = ("--rpm", "--itpm", "--otpm")
-
-WINDOW_S = 60.0
-"""Limits are per minute; a bucket holds one minute's budget and refills it in this long."""
 
 SAFETY_MARGIN = 0.02
 """Share of a minute's budget each bucket keeps in hand against estimation error."""
@@ -106,244 +91,12 @@ RESUME_RAMP_S = 1.0
 """After a 429 pause, the requests it held are released evenly over this many seconds."""
 
 ESTIMATE_SMOOTHING = 0.1
-"""Weight of the newest reply in the moving averages (estimate ratio, usage per request)."""
+"""Weight of the newest reply in the moving averages (estimate ratio, usage per request, and
+the latency of ``tuner``)."""
 
 RATIO_BOUNDS = (0.05, 10.0)
 """How far the learned counted/estimated ratio may move from 1: a few odd replies must not
 make reservations absurd."""
-
-RATE_LIMIT_STATUS = 429
-
-# Older models count cache reads toward ITPM (the ones marked with a dagger in the docs).
-_CACHE_READS_COUNT_PREFIXES = ("claude-3",)
-
-
-# --------------------------------------------------------------------------- limits
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Requests, input tokens and output tokens per minute; None where unknown or unlimited."""
-
-    rpm: int | None = None
-    itpm: int | None = None
-    otpm: int | None = None
-
-    def __post_init__(self) -> None:
-        for name, value in zip(("rpm", "itpm", "otpm"), self.values(), strict=True):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ValueError(f"{name} must be a whole number, not {value!r}")
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be at least 1, not {value}")
-
-    def values(self) -> tuple[int | None, int | None, int | None]:
-        return (self.rpm, self.itpm, self.otpm)
-
-    @property
-    def any(self) -> bool:
-        return any(value is not None for value in self.values())
-
-    def over(self, base: Limits) -> Limits:
-        """These limits where set, ``base``'s where not."""
-        mine, theirs = self.values(), base.values()
-        return Limits(*(m if m is not None else t for m, t in zip(mine, theirs, strict=True)))
-
-
-@dataclass(frozen=True)
-class LimitsConfig:
-    """Configured limits: ``default`` for every model, ``models`` for some, field by field.
-
-    ``[limits] rpm = 1000`` with ``[limits."claude-haiku-4-5"] itpm = 50000`` gives haiku
-    1,000 RPM and 50,000 ITPM. A model name also matches its dated snapshots
-    (``claude-haiku-4-5`` covers ``claude-haiku-4-5-20251001``).
-    """
-
-    default: Limits = field(default_factory=Limits)
-    models: tuple[tuple[str, Limits], ...] = ()
-
-    def for_model(self, model: str) -> Limits:
-        best: tuple[str, Limits] | None = None
-        for name, limits in self.models:
-            if (model == name or model.startswith(name + "-")) and (
-                best is None or len(name) > len(best[0])
-            ):
-                best = (name, limits)
-        return self.default if best is None else best[1].over(self.default)
-
-    @property
-    def any(self) -> bool:
-        return self.default.any or any(limits.any for _, limits in self.models)
-
-
-# --------------------------------------------------------------------------- headers
-
-
-@dataclass(frozen=True)
-class HeaderReading:
-    """One dimension's ``-limit``, ``-remaining`` and ``-reset`` headers, as sent.
-
-    ``reset`` stays text until asked for (``reset_at``): pacing does not need it, and parsing
-    three timestamps per response would cost more than all the rest.
-    """
-
-    limit: int | None
-    remaining: int | None
-    reset: str | None = None
-
-    @property
-    def reset_at(self) -> float | None:
-        """Epoch seconds when the bucket will be full again, if the header said."""
-        return parse_rfc3339(self.reset)
-
-
-def parse_rate_limit_headers(headers: Mapping[str, str]) -> dict[int, HeaderReading]:
-    """The ``anthropic-ratelimit-*`` readings of a response, by dimension index; {} if none.
-
-    >>> parse_rate_limit_headers({"anthropic-ratelimit-requests-limit": "50",
-    ...                           "anthropic-ratelimit-requests-remaining": "49"})
-    {0: HeaderReading(limit=50, remaining=49, reset=None)}
-    """
-    prefix = "anthropic-ratelimit-"
-    found = {k.lower(): v for k, v in headers.items() if k.lower().startswith(prefix)}
-    if not found:
-        return {}
-    readings: dict[int, HeaderReading] = {}
-    for dim, name in enumerate(HEADER_NAMES):
-        base = f"{prefix}{name}-"
-        reading = HeaderReading(
-            limit=_count(found.get(base + "limit")),
-            remaining=_count(found.get(base + "remaining")),
-            reset=found.get(base + "reset"),
-        )
-        if reading != HeaderReading(None, None, None):
-            readings[dim] = reading
-    return readings
-
-
-def _count(text: str | None) -> int | None:
-    """A non-negative whole number from a header value, or None if it is not one."""
-    if text is None:
-        return None
-    try:
-        value = float(text.strip())
-    except ValueError:
-        return None
-    if not math.isfinite(value) or value < 0:
-        return None
-    return int(value)
-
-
-def parse_rfc3339(text: str | None) -> float | None:
-    """Epoch seconds of an RFC 3339 timestamp such as ``2025-08-21T12:40:59Z``; None if bad."""
-    if not text:
-        return None
-    value = text.strip()
-    if value[-1:] in ("Z", "z"):
-        value = value[:-1] + "+00:00"
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
-
-
-# --------------------------------------------------------------------------- usage policy
-
-
-def itpm_tokens(usage: Mapping[str, object], model: str) -> int:
-    """Input tokens of a reply that count toward ITPM (cache reads only on older models)."""
-    total = _int(usage.get("input_tokens")) + _int(usage.get("cache_creation_input_tokens"))
-    if model.startswith(_CACHE_READS_COUNT_PREFIXES):
-        total += _int(usage.get("cache_read_input_tokens"))
-    return total
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def failed_attempt_usage(
-    exc: BaseException | None, input_tokens: int, output_tokens: int
-) -> tuple[int, int, int]:
-    """What the API counts for an attempt that failed: (requests, input, output).
-
-    ``input_tokens``/``output_tokens`` are what was reserved; see the table in the module
-    docstring. ``exc`` None (the attempt was abandoned, e.g. cancelled) keeps everything.
-    """
-    status = exc.status if isinstance(exc, ApiError) else None
-    if status == RATE_LIMIT_STATUS:
-        return (0, 0, 0)
-    if status is not None and 400 <= status < 500:
-        return (1, 0, 0)
-    if status is not None and status >= 500:
-        return (1, input_tokens, 0)
-    return (1, input_tokens, output_tokens)
-
-
-# --------------------------------------------------------------------------- buckets
-
-
-class Bucket:
-    """A token bucket refilled continuously at ``rate`` per second up to ``capacity``.
-
-    The level may go below zero: a reply that used more than was reserved is a debt that the
-    refill pays off before anyone else is admitted.
-    """
-
-    __slots__ = ("capacity", "level", "rate", "updated")
-
-    def __init__(
-        self, capacity: float, rate: float, now: float, level: float | None = None
-    ) -> None:
-        self.capacity = capacity
-        self.rate = rate
-        self.level = capacity if level is None else min(level, capacity)
-        self.updated = now
-
-    @classmethod
-    def per_minute(cls, limit: float, now: float, level: float | None = None) -> Bucket:
-        """The API's bucket: a minute's budget, refilled in a minute."""
-        return cls(limit, limit / WINDOW_S, now, level)
-
-    def refill(self, now: float) -> float:
-        if now > self.updated:
-            self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
-            self.updated = now
-        return self.level
-
-    def delay(self, amount: float, now: float, margin: float = 0.0) -> float:
-        """Seconds until the bucket holds ``amount`` plus the margin (0 if it does now).
-
-        The margin shrinks for requests near the capacity, so any request that fits in a
-        full bucket is admitted eventually.
-        """
-        keep = min(margin, max(self.capacity - amount, 0.0))
-        short = amount + keep - self.refill(now)
-        return short / self.rate if short > 0 else 0.0
-
-    def take(self, amount: float, now: float) -> None:
-        self.refill(now)
-        self.level -= amount
-
-    def give(self, amount: float, now: float) -> None:
-        """Return ``amount`` (negative: take more), never above the capacity."""
-        self.refill(now)
-        self.level = min(self.capacity, self.level + amount)
-
-    def lower_to(self, level: float, now: float) -> None:
-        self.refill(now)
-        self.level = min(self.level, level)
-
-    def resize_per_minute(self, limit: float, now: float) -> None:
-        self.refill(now)
-        self.capacity = limit
-        self.rate = limit / WINDOW_S
-        self.level = min(self.level, limit)
-
-
-# --------------------------------------------------------------------------- the limiter
 
 
 @dataclass
@@ -437,11 +190,12 @@ class _Lane:
             low, high = RATIO_BOUNDS
             sample = min(max(input_tokens / estimate, low), high)
             self.ratio += ESTIMATE_SMOOTHING * (sample - self.ratio)
-        self.avg_input = _smoothed(self.avg_input, input_tokens)
-        self.avg_output = _smoothed(self.avg_output, output_tokens)
+        self.avg_input = smoothed(self.avg_input, input_tokens)
+        self.avg_output = smoothed(self.avg_output, output_tokens)
 
 
-def _smoothed(average: float | None, sample: float) -> float:
+def smoothed(average: float | None, sample: float) -> float:
+    """The moving average ``average`` with ``sample`` added (``ESTIMATE_SMOOTHING``)."""
     return sample if average is None else average + ESTIMATE_SMOOTHING * (sample - average)
 
 
@@ -724,84 +478,3 @@ def _too_large_message(lane: _Lane, dim: int, amount: float, limit: int) -> str:
         f"{source}): it could never be admitted; {fix}, or raise {_FLAGS[dim]} if your "
         "limit is higher"
     )
-
-
-# --------------------------------------------------------------------------- auto concurrency
-
-AUTO_START = 8
-"""In-flight requests of ``--concurrency auto`` before any reply has shown limits and latency."""
-
-AUTO_MAX = 512
-"""The most ``--concurrency auto`` ever chooses (and the size of the connection pool)."""
-
-AUTO_UNLIMITED = 64
-"""What ``--concurrency auto`` chooses for a model whose replies show no rate limits."""
-
-AUTO_HEADROOM = 1.5
-"""Slots over Little's law, for latency that varies from request to request."""
-
-
-def little_concurrency(
-    rate_per_s: float,
-    latency_s: float,
-    *,
-    headroom: float = AUTO_HEADROOM,
-    cap: int = AUTO_MAX,
-) -> int:
-    """In-flight requests that sustain ``rate_per_s`` at ``latency_s`` each (Little's law).
-
-    >>> little_concurrency(50.0, 2.0)  # 50 req/s x 2 s = 100 in flight, x 1.5 headroom
-    150
-    """
-    if rate_per_s <= 0 or latency_s <= 0:
-        return 1
-    needed = rate_per_s * latency_s * headroom
-    return max(1, min(cap, math.ceil(needed - 1e-9)))  # float noise must not add a slot
-
-
-class ConcurrencyTuner:
-    """``--concurrency auto``: sets the pool's in-flight limit from limits and latency.
-
-    Starts at ``start`` (a few requests, until replies show the limits and the latency), then
-    after every reply: sum over models of ``little_concurrency(rate, latency)``, where the rate
-    is what that model's limits allow at its average usage (``RateLimiter.request_rate``) and
-    the latency a moving average of its replies'. Small changes (under 10 %) are ignored so
-    the pool is not resized on every reply.
-    """
-
-    def __init__(
-        self,
-        limiter: RateLimiter,
-        apply: Callable[[int], None],
-        *,
-        start: int = AUTO_START,
-        cap: int = AUTO_MAX,
-        unlimited: int = AUTO_UNLIMITED,
-    ) -> None:
-        self._limiter = limiter
-        self._apply = apply
-        self._cap = cap
-        self._unlimited = min(unlimited, cap)
-        self._latency: dict[str, float] = {}
-        self.chosen = max(1, min(start, cap))
-        self.highest = self.chosen
-        apply(self.chosen)
-
-    def observe(self, model: str, latency_s: float) -> None:
-        """A reply from ``model`` took ``latency_s``; re-choose the concurrency."""
-        self._latency[model] = _smoothed(self._latency.get(model), max(latency_s, 0.0))
-        target = self.target()
-        if abs(target - self.chosen) >= max(1.0, 0.1 * self.chosen):
-            self.chosen = target
-            self.highest = max(self.highest, target)
-            self._apply(target)
-
-    def target(self) -> int:
-        total = 0
-        for model, latency in self._latency.items():
-            rate = self._limiter.request_rate(model)
-            if rate is None:
-                total += self._unlimited
-            else:
-                total += little_concurrency(rate, latency, cap=self._cap)
-        return max(1, min(self._cap, total))

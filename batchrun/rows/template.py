@@ -1,0 +1,76 @@
+"""Prompt templates: ``"Summarize {title}:\\n\\n{body}"`` filled from a row's columns.
+
+A job's ``template`` builds the prompt for rows that have neither ``prompt`` nor ``messages``.
+Templates are their own small language (``str.format`` syntax cut down to plain names), with
+rules of their own about what a file of rows may reach, so they are parsed and filled here and
+``request`` only asks for the text.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+from batchrun.core.errors import Problem
+
+
+def fill_template(template: str, fields: Mapping[str, Any]) -> tuple[str | None, list[Problem]]:
+    """The template filled from the row's columns; a missing column is a problem naming it."""
+    try:
+        parts = parse_template(template)
+    except ValueError as exc:
+        return None, [Problem("template", str(exc))]
+    problems = [
+        Problem(name, "the template uses this column, but the row has no value for it")
+        for name in sorted({name for _, name in parts if name is not None})
+        if fields.get(name) is None
+    ]
+    if problems:
+        return None, problems
+    text = "".join(
+        literal + ("" if name is None else _render(fields[name])) for literal, name in parts
+    )
+    if not text.strip():
+        return None, [Problem("template", "the filled template is empty")]
+    return text, []
+
+
+def _render(value: Any) -> str:
+    """A column value as prompt text: strings as they are, objects and lists as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
+
+
+@lru_cache(maxsize=64)
+def parse_template(template: str) -> tuple[tuple[str, str | None], ...]:
+    """(literal text, column name or None) pairs; ``{{``/``}}`` are already unescaped."""
+    try:
+        pieces = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(
+            f"invalid template: {exc} (write {{{{ and }}}} for literal braces)"
+        ) from exc
+    return tuple(
+        (literal, None if name is None else _plain_name(name, spec, conversion))
+        for literal, name, spec, conversion in pieces
+    )
+
+
+def _plain_name(name: str, spec: str | None, conversion: str | None) -> str:
+    """``name`` if it is a plain column name with no conversion or format spec."""
+    shown = (
+        "{" + name + ("!" + conversion if conversion else "") + (":" + spec if spec else "") + "}"
+    )
+    if not name.strip() or name.isdigit():
+        raise ValueError(f"template field {shown} has no name; write {{column}}")
+    if any(char in name for char in ".[]") or name != name.strip():
+        raise ValueError(f"template field {shown}: only plain column names are allowed")
+    if conversion or spec:
+        raise ValueError(f"template field {shown}: conversions and format specs are not allowed")
+    return name
