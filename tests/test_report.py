@@ -19,8 +19,9 @@ import pytest
 from click.testing import CliRunner
 
 from batchrun.cli import cli
+from batchrun.render.report import format_report
 from batchrun.render.report_html import nice_ticks, render_html
-from batchrun.reporting.report import LogHistogram, format_report, report
+from batchrun.reporting.report import LogHistogram, report
 from batchrun.store.columns import blank_row
 from batchrun.store.sink import journal_path, output_schema
 

@@ -15,7 +15,7 @@ import pytest
 from batchrun.core.errors import OutputError
 from batchrun.store.columns import COLUMN_NAMES, blank_row
 from batchrun.store.sink import Sink, journal_path, output_schema
-from batchrun.store.sink import _read_batches as read_batches
+from batchrun.store.sink import output_batches as read_batches
 
 WHEN = datetime(2026, 11, 22, 3, 0, 0, 123000, tzinfo=timezone.utc)
 
@@ -40,8 +40,9 @@ def write_rows(
     keep: tuple[str, ...] = (),
     *,
     overwrite: bool = False,
+    **options: Any,
 ) -> Sink:
-    sink = Sink(out, keep)
+    sink = Sink(out, keep, **options)
     sink.open(overwrite=overwrite)
 
     async def main() -> None:
@@ -154,35 +155,32 @@ def test_a_missing_row_at_finalize_is_an_error_not_a_silent_gap(tmp_path: Path) 
     assert journal_path(out).exists()
 
 
-def test_large_outputs_are_written_in_chunks(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import batchrun.store.sink as sink_module
-
-    monkeypatch.setattr(sink_module, "CHUNK_ROWS", 7)
+def test_large_outputs_are_written_in_chunks(tmp_path: Path) -> None:
+    chunks = {"chunk_rows": 7}
     out = tmp_path / "out.parquet"
-    write_rows(out, [(i, make_row(i)) for i in reversed(range(30))]).finalize(30)
-    write_rows(out, [(i, make_row(i, text="second")) for i in (3, 17, 29, 30)]).finalize(31)
+    write_rows(out, [(i, make_row(i)) for i in reversed(range(30))], **chunks).finalize(30)
+    second = [(i, make_row(i, text="second")) for i in (3, 17, 29, 30)]
+    write_rows(out, second, **chunks).finalize(31)
     rows = read_output(out)
     assert [r["id"] for r in rows] == [f"r{i}" for i in range(31)]
     assert [r["text"] for r in rows if r["text"] == "second"] == ["second"] * 4
-    batches = list(read_batches(out, output_schema(), ["id"]))
+    assert pq.ParquetFile(out).metadata.num_row_groups == 5  # 31 rows, 7 per chunk
+    batches = list(read_batches(out, output_schema(), ["id"], 7))
     assert sum(b.num_rows for b in batches) == 31
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
 def test_journal_and_outputs_are_parsed_a_slice_of_lines_at_a_time(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+    tmp_path: Path, suffix: str
 ) -> None:
-    import batchrun.store.sink as sink_module
-
     # Slices far shorter than a line: each grows to hold whole lines, however long.
-    monkeypatch.setattr(sink_module, "_JSON_SLICE_BYTES", 100)
+    small = {"json_slice_bytes": 100}
     out = tmp_path / f"out{suffix}"
     long_text = "long answer " * 100
-    write_rows(out, [(i, make_row(i, text=long_text if i == 5 else None)) for i in range(9)])
-    write_rows(out, [(8, make_row(8, text="again"))]).finalize(9)  # journal + final file
-    write_rows(out, [(9, make_row(9))]).finalize(10)  # reads the earlier final file
+    first = [(i, make_row(i, text=long_text if i == 5 else None)) for i in range(9)]
+    write_rows(out, first, **small)
+    write_rows(out, [(8, make_row(8, text="again"))], **small).finalize(9)  # journal + final
+    write_rows(out, [(9, make_row(9))], **small).finalize(10)  # reads the earlier final file
     rows = read_output(out)
     assert [r["id"] for r in rows] == [f"r{i}" for i in range(10)]
     assert [r["text"] for r in rows][4:] == [None, long_text, None, None, "again", "answer 9 ✓"]

@@ -13,12 +13,13 @@ import functools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, TypeVar
 
 from batchrun.api.client import MessagesClient
 from batchrun.api.retry import send_with_retries
 from batchrun.core.errors import ApiConnectionError, ApiError, ApiResponseError, ApiTimeoutError
+from batchrun.core.timestamps import parse_rfc3339
 
 BATCHES_PATH = "/v1/messages/batches"
 LIST_PAGE = 100  # the API allows up to 1,000 per page; older versions 100
@@ -56,20 +57,14 @@ class BatchStatus:
                 id=str(data["id"]),
                 processing_status=str(data["processing_status"]),
                 counts={name: int(counts.get(name) or 0) for name in COUNT_NAMES},
-                created_at=parse_time(data["created_at"]),
-                ended_at=parse_time(data["ended_at"]) if data.get("ended_at") else None,
-                expires_at=parse_time(data["expires_at"]) if data.get("expires_at") else None,
+                created_at=parse_rfc3339(data["created_at"]),
+                ended_at=parse_rfc3339(data["ended_at"]) if data.get("ended_at") else None,
+                expires_at=parse_rfc3339(data["expires_at"]) if data.get("expires_at") else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ApiResponseError(
                 f"unusable MessageBatch object: {exc!r}", error_type="malformed_response"
             ) from exc
-
-
-def parse_time(text: str) -> datetime:
-    """RFC 3339 -> aware datetime (Python 3.10's fromisoformat does not take a trailing Z)."""
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def is_ambiguous(exc: ApiError) -> bool:

@@ -4,7 +4,7 @@ Three levels, each more exact and more expensive than the last:
 
 offline (default)
     every request is built as ``run`` would build it and its input tokens are estimated
-    locally (``batchrun.tokens``: UTF-8 length / 5.05, calibrated on the sample jobs; median
+    locally (``batchrun.rows.tokens``: UTF-8 length / 5.05, calibrated on the sample jobs; median
     error 2-3%, 90th percentile 6% against the simulator's counter, and about a quarter low
     against Claude's own tokenizer, which packs English tighter). Output length is not known
     before any answer exists, so cost is a range from input alone to every answer using all
@@ -24,7 +24,7 @@ Rows already answered in the output (by a pilot or an earlier run) count at what
 from their own usage, whatever the level.
 
     est = estimate(load_config(Path("jobs/estimate_costs.toml"), {"simulate": True}), pilot="10")
-    print(format_estimate(est))   # batchrun.estimate_text
+    print(format_estimate(est))   # batchrun.render.estimate
 """
 
 from __future__ import annotations
@@ -62,11 +62,12 @@ from batchrun.estimation.counter import COUNT_RPM, TokenCounter
 from batchrun.estimation.duration import batch_duration, estimate_duration
 from batchrun.estimation.figures import Estimate, Level, ModelLine, PilotInfo, _range
 from batchrun.estimation.notes import method_notes
-from batchrun.reporting.report import latest_batches
 from batchrun.rows.reader import InputRow, read_rows
 from batchrun.rows.request import PreparedRequest, prepare_request
 from batchrun.rows.tokens import estimate_input_tokens
 from batchrun.store.columns import STATUS_OK
+from batchrun.store.journal import INDEX
+from batchrun.store.latest import latest_batches
 from batchrun.store.row_state import RowState, state_of, to_send
 from batchrun.store.sink import journal_path
 
@@ -266,7 +267,7 @@ class _OutputScan:
             # otherwise nothing is answered yet
 
     def _add(self, r: Mapping[str, Any]) -> None:
-        index = r["_index"]
+        index = r[INDEX]
         if index >= len(self.flags):
             self.flags.extend(bytes(index + 1 - len(self.flags)))
         self.flags[index] = state_of(r["status"], r["error_type"])

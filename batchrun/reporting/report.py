@@ -5,21 +5,21 @@ running totals; percentiles come from a log-bucketed histogram (buckets 2% wide,
 percentile is within 1% of the exact value) instead of a list of every latency. Nothing
 held in memory grows with the row count except a counter per minute of the run.
 
-An output is read as a run would resume it: the final file's rows, except those a newer
-journal record replaces, then the journal's newest record per row. So a run stopped by its
-budget or interrupted (journal only) reports just as well as a finished one.
+An output is read as a run would resume it (``store.latest``): the final file's rows, except
+those a newer journal record replaces, then the journal's newest record per row. So a run
+stopped by its budget or interrupted (journal only) reports just as well as a finished one.
+This module reads and totals; ``render.report`` and ``render.report_html`` turn the totals
+into text and a page for people.
 
     rep = report([Path("out/analysis.parquet")])
-    print(format_report(rep))
     rep.latency.quantile(0.99)
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,22 +27,11 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from batchrun.core.errors import OutputError
-from batchrun.core.humanize import duration_ms, duration_s, money
 from batchrun.cost.prices import PriceTable, Usage, default_prices
 from batchrun.store.columns import STATUS_ERROR, STATUS_OK
-from batchrun.store.sink import (
-    JOURNAL_SUFFIX,
-    conform,
-    journal_path,
-    output_schema,
-    read_json_lines,
-)
+from batchrun.store.latest import Source, latest_batches
 
-INDEX = "_index"
-BATCH_ROWS = 65_536
 COLUMNS = (
     "status",
     "model",
@@ -63,172 +52,6 @@ COLUMNS = (
 NO_MODEL = "(none)"
 MAX_SECONDS = 20_000  # per-second counts kept for runs up to about five hours
 EXAMPLE_CHARS = 300
-
-# --- reading outputs -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Source:
-    """One output as read: where its rows came from."""
-
-    path: Path
-    rows: int
-    final: bool  # a final file was read
-    journal: bool  # a journal was read (the run had not finished, or is running)
-
-
-def latest_batches(
-    path: Path, columns: Sequence[str] = COLUMNS, *, found: list[Source] | None = None
-) -> Iterator[pa.RecordBatch]:
-    """Record batches of ``path``'s rows with an ``_index`` column, newest record per row.
-
-    ``path`` is an output dataset (``.parquet``/``.jsonl``), with or without its journal,
-    or a journal itself. Appends a ``Source`` describing what was read to ``found``.
-    """
-    output, journal = _locate(path)
-    schema = _schema(columns)
-    latest = _journal_latest(journal, columns) if journal is not None else {}
-    rows = 0
-    if output is not None:
-        position = 0
-        replaced = _keys(latest) if latest else None
-        for batch in _final_batches(output, schema):
-            indexes = pa.array(range(position, position + batch.num_rows), pa.int64())
-            position += batch.num_rows
-            out = _with_index(batch, indexes)
-            if replaced is not None:  # rows a newer journal record replaces come from it
-                out = out.filter(pc.invert(pc.is_in(indexes, value_set=replaced)))
-            rows += out.num_rows
-            if out.num_rows:
-                yield out
-    if journal is not None:
-        for batch in _journal_batches(journal, schema, latest):
-            rows += batch.num_rows
-            yield batch
-    if found is not None:
-        found.append(Source(path, rows, output is not None, journal is not None))
-
-
-def _locate(path: Path) -> tuple[Path | None, Path | None]:
-    if path.name.endswith(JOURNAL_SUFFIX):
-        if not path.exists():
-            raise OutputError(f"{path}: no such journal")
-        return None, path
-    journal = journal_path(path)
-    has_journal = journal.exists() and journal.stat().st_size > 0
-    if path.exists():
-        if path.is_dir():
-            raise OutputError(f"{path} is a directory, not an output dataset")
-        return path, journal if has_journal else None
-    if has_journal:
-        return None, journal
-    raise OutputError(f"{path}: no such output (and no {journal.name} beside it)")
-
-
-def _schema(columns: Sequence[str]) -> pa.Schema:
-    full = output_schema()
-    return pa.schema([full.field(name) for name in columns])
-
-
-def _final_batches(path: Path, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    try:
-        if path.suffix.lower() == ".parquet":
-            pf = pq.ParquetFile(path)
-            present = [n for n in schema.names if n in pf.schema_arrow.names]
-            for batch in pf.iter_batches(BATCH_ROWS, columns=present):
-                yield conform(batch, schema)
-        else:
-            for batch in read_json_lines(path, schema):
-                yield conform(batch, schema)
-    except (OSError, pa.ArrowException) as exc:
-        raise OutputError(f"cannot read {path}: {exc}") from exc
-
-
-def _journal_latest(journal: Path, columns: Sequence[str]) -> dict[int, int]:
-    """Row index -> the journal position (0-based record number) of its newest record."""
-    latest: dict[int, int] = {}
-    position = 0
-    for batch in _journal_records(journal, pa.schema([pa.field(INDEX, pa.int64())])):
-        for k, index in enumerate(batch.column(0).to_pylist()):
-            if index is not None:
-                latest[index] = position + k
-        position += batch.num_rows
-    return latest
-
-
-def _journal_batches(
-    journal: Path, schema: pa.Schema, latest: Mapping[int, int]
-) -> Iterator[pa.RecordBatch]:
-    jschema = pa.schema([pa.field(INDEX, pa.int64()), *schema])
-    position = 0
-    for batch in _journal_records(journal, jschema):
-        indexes = batch.column(0).to_pylist()
-        keep = [i is not None and latest.get(i) == position + k for k, i in enumerate(indexes)]
-        position += batch.num_rows
-        out = batch.filter(pa.array(keep, pa.bool_()))
-        if out.num_rows:
-            yield out
-
-
-def _journal_records(journal: Path, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    """The journal's records in order; line by line past a line a crash left damaged."""
-    yielded = 0
-    try:
-        for batch in read_json_lines(journal, schema):
-            conformed = conform(batch, schema)
-            yielded += conformed.num_rows
-            yield conformed
-    except pa.ArrowInvalid:
-        yield from _tolerant_batches(journal, schema, skip=yielded)
-    except OSError as exc:
-        raise OutputError(f"cannot read {journal}: {exc}") from exc
-
-
-def _tolerant_batches(journal: Path, schema: pa.Schema, skip: int) -> Iterator[pa.RecordBatch]:
-    """Parse line by line, dropping lines that are not records; the first ``skip`` records
-    were already read by the fast path."""
-    rows: list[dict[str, Any]] = []
-    with journal.open("rb") as fh:
-        for line in fh:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(record, dict) or not isinstance(record.get(INDEX), int):
-                continue
-            if skip:
-                skip -= 1
-                continue
-            rows.append({name: record.get(name) for name in schema.names})
-            if len(rows) >= BATCH_ROWS:
-                yield _from_rows(rows, schema)
-                rows = []
-    if rows:
-        yield _from_rows(rows, schema)
-
-
-def _from_rows(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.RecordBatch:
-    for row in rows:
-        stamp = row.get("finished_at")
-        if isinstance(stamp, str):
-            row["finished_at"] = _parse_time(stamp)
-    return pa.RecordBatch.from_pylist(rows, schema=schema)
-
-
-def _parse_time(text: str) -> datetime | None:
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def _with_index(batch: pa.RecordBatch, indexes: pa.Array) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays([indexes, *batch.columns], names=[INDEX, *batch.schema.names])
-
-
-def _keys(latest: Mapping[int, int]) -> pa.Array:
-    return pa.array(list(latest), pa.int64())
-
 
 # --- aggregation -------------------------------------------------------------------------
 
@@ -405,8 +228,8 @@ class Report:
             "latency_ms": _percentiles(self.latency),
             "elapsed_ms": _percentiles(self.elapsed),
             "attempts": {str(k): v for k, v in sorted(self.attempts.items())},
-            "first_finished_at": _iso(self.first_finished),
-            "last_finished_at": _iso(self.last_finished),
+            "first_finished_at": iso_seconds(self.first_finished),
+            "last_finished_at": iso_seconds(self.last_finished),
             "span_s": round(self.span_s, 3),
             "rows_per_minute": _round(self.rows_per_minute, 2),
         }
@@ -424,7 +247,7 @@ def report(paths: Iterable[Path], prices: PriceTable | None = None) -> Report:
     table = prices or default_prices()
     rep = Report()
     for path in paths:
-        for batch in latest_batches(path, found=rep.sources):
+        for batch in latest_batches(path, COLUMNS, found=rep.sources):
             _fold(rep, batch, table)
     return rep
 
@@ -588,117 +411,8 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def _iso(moment: datetime | None) -> str | None:
+def iso_seconds(moment: datetime | None) -> str | None:
+    """A moment as RFC 3339 UTC to the second (``2026-11-01T12:00:09Z``), for people and JSON."""
     if moment is None:
         return None
     return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-# --- text ----------------------------------------------------------------------------------
-
-
-def format_report(rep: Report) -> str:
-    """The report a person reads in a terminal."""
-    lines = []
-    for s in rep.sources:
-        state = "final" if s.final and not s.journal else "final + journal" if s.final else ""
-        state = state or "journal only: the run has not finished"
-        lines.append(f"batchrun report: {s.path} ({s.rows:,} rows; {state})")
-    if len(rep.sources) > 1:
-        lines.append(f"  all outputs  {rep.rows:,} rows")
-    ok_share = f" ({rep.ok / rep.rows:.1%} ok)" if rep.rows else ""
-    lines.append(f"  rows        {rep.rows:,}: ok {rep.ok:,}, error {rep.error:,}{ok_share}")
-    if rep.stop_reasons:
-        lines.append("  stop        " + _counts(rep.stop_reasons))
-    if rep.errors:
-        lines.append("  errors")
-        for name, err in sorted(rep.errors.items(), key=lambda kv: -kv[1].count):
-            example = f'  e.g. "{_one_line(err.example, 70)}"' if err.example else ""
-            lines.append(f"    {name:<24} {err.count:>9,}{example}")
-    lines.append(
-        f"  tokens      in {rep.input_tokens:,}  out {rep.output_tokens:,}  "
-        f"cache write {rep.cache_creation_input_tokens:,}  "
-        f"cache read {rep.cache_read_input_tokens:,}"
-    )
-    lines.append(f"  cost        {money(rep.cost_usd)}" + _cost_notes(rep))
-    lines.extend(_model_table(rep))
-    if set(rep.vias) - {"online"}:
-        lines.append(
-            "  sent via    "
-            + "; ".join(
-                f"{name} {m.rows:,} rows, {money(m.cost_usd)}"
-                + (" (Message Batches: half price)" if name == "batches" else "")
-                for name, m in sorted(rep.vias.items())
-            )
-        )
-    lines.append("  latency     " + _latency_line(rep.latency) + "  (last attempt)")
-    lines.append("  elapsed     " + _latency_line(rep.elapsed) + "  (first send to answer)")
-    if rep.attempts:
-        total = sum(rep.attempts.values())
-        mean = sum(k * v for k, v in rep.attempts.items()) / total
-        spread = ", ".join(f"{k}: {v:,}" for k, v in sorted(rep.attempts.items()))
-        lines.append(f"  attempts    mean {mean:.2f}  ({spread})")
-    lines.append("  throughput  " + _throughput_line(rep))
-    return "\n".join(lines)
-
-
-def _cost_notes(rep: Report) -> str:
-    notes = []
-    if rep.priced_now:
-        notes.append(f"{rep.priced_now:,} rows priced now from the current table")
-    if rep.unpriced:
-        models = ", ".join(sorted(rep.unpriced_models))
-        notes.append(f"{rep.unpriced:,} answered rows have no price ({models}): not included")
-    return f"  ({'; '.join(notes)})" if notes else ""
-
-
-def _model_table(rep: Report) -> list[str]:
-    if not rep.models:
-        return []
-    width = max(24, *(len(name) for name in rep.models))
-    out = [
-        f"    {'model':<{width}} {'rows':>9} {'ok':>9} {'input tok':>13} "
-        f"{'output tok':>12} {'cost':>11}"
-    ]
-    for name, m in sorted(rep.models.items(), key=lambda kv: (-kv[1].cost_usd, kv[0])):
-        out.append(
-            f"    {name:<{width}} {m.rows:>9,} {m.ok:>9,} {m.input_tokens:>13,} "
-            f"{m.output_tokens:>12,} {money(m.cost_usd):>11}"
-            + (f"  ({m.unpriced:,} unpriced)" if m.unpriced else "")
-        )
-    return out
-
-
-def _latency_line(hist: LogHistogram) -> str:
-    if hist.n == 0:
-        return "no data"
-    parts = [f"p{int(q * 100)} {duration_ms(hist.quantile(q))}" for q in (0.5, 0.9, 0.99)]
-    return "  ".join(parts) + f"  max {duration_ms(hist.max)}"
-
-
-def _throughput_line(rep: Report) -> str:
-    if rep.first_finished is None or rep.last_finished is None:
-        return "no finish times"
-    window = f"{_iso(rep.first_finished)} to {_iso(rep.last_finished)}: {duration_s(rep.span_s)}"
-    if set(rep.vias) == {"batches"}:
-        # A batch's rows all finish when they are collected: a rate would measure the download.
-        return (
-            f"n/a for Message Batches ({rep.rows:,} rows collected from {window}; "
-            "elapsed shows each batch's processing time)"
-        )
-    rate = rep.rows_per_minute
-    per_min = f"{rate:,.1f} rows/min" if rate is not None else "n/a"
-    paused = ""
-    if rep.active_minutes and rep.span_s / 60 > rep.active_minutes + 1:
-        paused = f", {rep.active_minutes:,} active minutes"
-    collected = "; batch rows count when collected" if "batches" in rep.vias else ""
-    return f"{per_min} ({rep.rows:,} rows from {window}{paused}{collected})"
-
-
-def _counts(counter: Counter[Any]) -> str:
-    return ", ".join(f"{k} {v:,}" for k, v in counter.most_common())
-
-
-def _one_line(text: str, limit: int) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

@@ -30,6 +30,7 @@ from typing import Any
 
 from batchrun.core.errors import OutputError
 from batchrun.core.jsoncodec import compact
+from batchrun.core.timestamps import parse_rfc3339
 
 SUFFIX = ".batches"
 
@@ -107,7 +108,7 @@ class BatchJournal:
         if event == "intent":
             self.entries[key] = BatchEntry(
                 key=key,
-                at=datetime.fromisoformat(record["at"]),
+                at=parse_rfc3339(record["at"]),
                 count=int(record["count"]),
                 size=int(record["size"]),
                 content_hash=str(record["content_hash"]),

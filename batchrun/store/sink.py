@@ -12,34 +12,43 @@ at most the requests still in flight. The final file is built from the previous 
 written under a temporary name and renamed over the old one, so a crash never leaves a torn
 dataset. Only then is the journal removed. Building the final file streams both sources in
 chunks through a memory-mapped Arrow file, so it needs memory for one chunk, not the dataset.
+The journal's lines are written and read by ``store.journal``; this module owns the files.
 """
 
 from __future__ import annotations
 
 import bisect
 import contextlib
-import json
 import os
 import time
-from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
-import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 from batchrun.core.errors import OutputError
-from batchrun.core.jsoncodec import compact
 from batchrun.store.columns import COLUMN_NAMES, COLUMNS, STATUS_OK, Kind
+from batchrun.store.journal import (
+    INDEX,
+    JSON_SLICE_BYTES,
+    conform,
+    int64s,
+    journal_line,
+    journal_schema,
+    json_line,
+    newest_per_row,
+    newest_table,
+    read_json_lines,
+    read_records,
+    repair_journal,
+)
 
 JOURNAL_SUFFIX = ".journal"
-INDEX = "_index"
 # Output rows per merge step (and per row group): bounds the final step's memory. Measured
 # over journals of ~1 KB rows, the step's peak RSS rose by 77 MiB at 20,000 rows and 73 at
 # 200,000 with 8,192; by 79 and 108 with 16,384 (the allocator's high-water mark went on
@@ -135,6 +144,9 @@ class Sink:
         sink.submit(0, row)
         await sink.close()
         counts = sink.finalize(total_rows=200)
+
+    ``chunk_rows`` and ``json_slice_bytes`` bound the memory of the final step and of reading
+    JSON lines (see ``CHUNK_ROWS`` and ``journal.JSON_SLICE_BYTES``); tests make them small.
     """
 
     def __init__(
@@ -144,6 +156,8 @@ class Sink:
         *,
         clock: Callable[[], float] = time.monotonic,
         write: Callable[[int, memoryview], int] = os.write,
+        chunk_rows: int = CHUNK_ROWS,
+        json_slice_bytes: int = JSON_SLICE_BYTES,
     ) -> None:
         self.output = output
         self.journal = journal_path(output)
@@ -151,6 +165,8 @@ class Sink:
         self.schema = output_schema(self.keep_columns)
         self._clock = clock
         self._write = write  # a seam: tests make the disk fill up
+        self._chunk_rows = chunk_rows
+        self._slice_bytes = json_slice_bytes
         self._fd: int | None = None
         self._last_fsync = 0.0
 
@@ -167,7 +183,7 @@ class Sink:
                 for path in (self.output, self.journal):
                     with contextlib.suppress(FileNotFoundError):
                         path.unlink()
-            _repair_journal(self.journal)
+            repair_journal(self.journal)
             self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
             raise OutputError(f"cannot write output {self.output}: {exc.strerror or exc}") from exc
@@ -177,14 +193,23 @@ class Sink:
 
     def _read_prior(self) -> PriorState:
         columns = ("id", "status", "request_hash", "error_type")  # PriorRecord's fields
+        schema = pa.schema([self.schema.field(name) for name in columns])
+        newest = newest_table(self.journal, schema, self._slice_bytes)
         journal = {
             int(r[INDEX]): PriorRecord(r["id"], r["status"], r["request_hash"], r["error_type"])
-            for r in _journal_records(self.journal, columns)
+            for batch in newest.to_batches(max_chunksize=self._chunk_rows)  # few dicts at once
+            for r in batch.to_pylist()
         }
         if not self.output.exists():
             return PriorState(0, iter(()), journal)
         rows = _row_count(self.output)
-        return PriorState(rows, _read_batches(self.output, self.schema, columns), journal)
+        batches = self._final_batches(columns)
+        return PriorState(rows, batches, journal)
+
+    def _final_batches(self, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
+        return output_batches(
+            self.output, self.schema, columns, self._chunk_rows, self._slice_bytes
+        )
 
     # -- during the run -------------------------------------------------------------------
 
@@ -196,7 +221,7 @@ class Sink:
         """
         if self._fd is None:
             raise OutputError("the output is not open")
-        data = memoryview(_journal_line(index, row).encode())
+        data = memoryview(journal_line(index, row).encode())
         try:
             while data:
                 data = data[self._write(self._fd, data) :]
@@ -238,7 +263,7 @@ class Sink:
         tmp_arrow = self.output.with_name(f".{self.output.name}.journal.arrow")
         tmp_out = self.output.with_name(f".{self.output.name}.tmp")
         try:
-            journal = _journal_to_arrow(self.journal, self.schema, tmp_arrow)
+            journal = _journal_to_arrow(self.journal, self.schema, tmp_arrow, self._slice_bytes)
             try:
                 counts = self._merge(total_rows, journal, tmp_out)
             finally:
@@ -255,11 +280,11 @@ class Sink:
 
     def _merge(self, total_rows: int, journal: _SortedJournal, tmp_out: Path) -> FinalCounts:
         old_rows = _row_count(self.output) if self.output.exists() else 0
-        old = _Positional(_read_batches(self.output, self.schema) if old_rows else iter(()))
+        old = _Positional(self._final_batches() if old_rows else iter(()))
         ok = error = 0
         with _open_writer(tmp_out, self.schema, parquet=_is_parquet(self.output)) as write:
-            for p0 in range(0, total_rows, CHUNK_ROWS):
-                p1 = min(p0 + CHUNK_ROWS, total_rows)
+            for p0 in range(0, total_rows, self._chunk_rows):
+                p1 = min(p0 + self._chunk_rows, total_rows)
                 old_chunk = old.read(max(0, min(p1, old_rows) - p0), self.schema)
                 new_chunk, positions = journal.between(p0, p1, self.schema)
                 src: list[int | None] = list(range(old_chunk.num_rows))
@@ -277,111 +302,7 @@ class Sink:
         return FinalCounts(total_rows, ok, error)
 
 
-# -- journal lines --------------------------------------------------------------------------
-
-
-def _journal_line(index: int, row: Mapping[str, Any]) -> str:
-    return _json_line({INDEX: index, **row})
-
-
-def _json_line(record: dict[str, Any]) -> str:
-    """One compact JSON line; timestamps as ISO 8601 UTC with a Z, which pyarrow reads back."""
-    finished = record.get("finished_at")
-    if isinstance(finished, datetime):
-        record["finished_at"] = (
-            finished.astimezone(timezone.utc).isoformat(timespec="milliseconds")
-        ).replace("+00:00", "Z")
-    return compact(record) + "\n"
-
-
-def _repair_journal(path: Path) -> None:
-    """Cut a torn last line (a crash mid-write), so new lines start on a line of their own."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return
-    if size == 0:
-        return
-    with path.open("rb+") as fh:
-        tail = 1 << 16
-        end = size
-        while end > 0:
-            start = max(0, end - tail)
-            fh.seek(start)
-            chunk = fh.read(end - start)
-            nl = chunk.rfind(b"\n")
-            if nl != -1:
-                cut = start + nl + 1
-                if cut != size:
-                    fh.truncate(cut)
-                return
-            end = start
-        fh.truncate(0)
-
-
-def _journal_schema(schema: pa.Schema, columns: Sequence[str] | None = None) -> pa.Schema:
-    fields = [pa.field(INDEX, pa.int64())]
-    fields += [f for f in schema if columns is None or f.name in columns]
-    return pa.schema(fields)
-
-
-def _journal_records(path: Path, columns: Sequence[str]) -> Iterator[dict[str, Any]]:
-    """The journal's records, only ``columns`` (plus ``_index``); skips damaged lines."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    schema = _journal_schema(output_schema(), columns)
-    try:
-        records = [r for batch in read_json_lines(path, schema) for r in batch.to_pylist()]
-    except pa.ArrowInvalid:
-        records = list(_tolerant_records(path))
-    yield from records
-
-
-def _tolerant_records(path: Path) -> Iterator[dict[str, Any]]:
-    """Line-by-line fallback when a crash left a damaged line pyarrow will not parse."""
-    with path.open("rb") as fh:
-        for line in fh:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get(INDEX), int):
-                yield record
-
-
-def _json_options(schema: pa.Schema) -> pj.ParseOptions:
-    return pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
-
-
-# Bytes of JSON lines parsed at a time. pyarrow's streaming reader (``pj.open_json``) reads
-# blocks ahead of its consumer, and their memory grows with the file: over a 200,000-row
-# (210 MB) journal its pool peaked at 74 MiB with 2 MiB blocks (24 MiB at 20,000 rows), and
-# the process's RSS rose by 131 MiB for good. Parsing whole lines one slice of the file at a
-# time keeps it to a few MiB whatever the file's size (RSS +31 MiB at 200,000 rows, +29 at
-# 20,000), is no slower, and takes a line of any length (a slice grows to hold it).
-_JSON_SLICE_BYTES = 2 << 20
-
-
-def read_json_lines(path: Path, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    """The records of a JSON-lines file as batches of ``schema``; pa.ArrowInvalid if damaged."""
-    options = _json_options(schema)
-    for data in _line_slices(path, _JSON_SLICE_BYTES):
-        read = pj.ReadOptions(block_size=data.nbytes + 1, use_threads=False)  # one block
-        yield from pj.read_json(pa.BufferReader(data), read, options).to_batches()
-
-
-def _line_slices(path: Path, size: int) -> Iterator[memoryview]:
-    """The file in slices of about ``size`` bytes, each made of whole lines."""
-    with path.open("rb") as fh:
-        rest = b""  # the start of a line the last slice cut
-        while chunk := fh.read(size):
-            data = rest + chunk if rest else chunk
-            cut = data.rfind(b"\n") + 1
-            rest = data[cut:]
-            if cut:
-                yield memoryview(data)[:cut]
-        if rest.strip():
-            yield memoryview(rest)
+# -- the journal, sorted by index ---------------------------------------------------------
 
 
 class _SortedJournal:
@@ -426,33 +347,12 @@ class _SortedJournal:
         return picked.cast(schema), self._indexes[j0:j1]
 
 
-def _journal_to_arrow(path: Path, schema: pa.Schema, tmp: Path) -> _SortedJournal:
+def _journal_to_arrow(path: Path, schema: pa.Schema, tmp: Path, slice_bytes: int) -> _SortedJournal:
     """Stream the journal into an Arrow file of small batches; sort its index column only."""
-    jschema = _journal_schema(schema)
-    try:
-        index, starts = _write_arrow(tmp, jschema, _journal_batches(path, jschema))
-    except _DamagedJournal:
-        index, starts = _write_arrow(tmp, jschema, _tolerant_batches(path, jschema))
-    order = pc.sort_indices(index)  # stable: equal indexes keep journal (time) order
-    sorted_index = index.take(order)
-    n = len(sorted_index)
-    if n > 1:
-        # Keep the last record of each run of equal indexes: the newest answer wins.
-        differs = pc.not_equal(sorted_index.slice(0, n - 1), sorted_index.slice(1))
-        keep = pa.concat_arrays([differs.combine_chunks(), pa.array([True])])
-        order = order.filter(keep)
-        sorted_index = sorted_index.filter(keep)
-    return _SortedJournal(tmp, _int64s(order), _int64s(sorted_index), starts)
-
-
-def _int64s(values: pa.Array | pa.ChunkedArray) -> Sequence[int]:
-    """Integers as a compact ``array('q')`` (8 bytes each, not a list's ~36): bisect works."""
-    packed = array("q")
-    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
-    for chunk in chunks:
-        for start in range(0, len(chunk), 65_536):  # no full-length Python list, even briefly
-            packed.extend(chunk.slice(start, 65_536).cast(pa.int64()).to_pylist())
-    return packed
+    jschema = journal_schema(schema)
+    index, starts = _write_arrow(tmp, jschema, read_records(path, schema, slice_bytes))
+    order, sorted_index = newest_per_row(index)
+    return _SortedJournal(tmp, int64s(order), int64s(sorted_index), starts)
 
 
 def _write_arrow(
@@ -477,42 +377,6 @@ def _write_arrow(
 _JOURNAL_BATCH_ROWS = 4096
 
 
-def _journal_batches(path: Path, jschema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    """The journal's records as batches, streamed; a damaged journal is read line by line."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    try:
-        for batch in read_json_lines(path, jschema):
-            yield _as_schema(batch, jschema)
-    except pa.ArrowInvalid as exc:
-        # A crash left a line pyarrow will not parse: the caller starts over, line by line.
-        raise _DamagedJournal from exc
-
-
-class _DamagedJournal(Exception):
-    """pyarrow could not read the journal; read it again with the tolerant reader."""
-
-
-def _tolerant_batches(path: Path, jschema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    """The journal read line by line, skipping damaged lines, in small batches."""
-    # Timestamps are ISO text in the journal: build them as text, then let Arrow parse them.
-    as_text = pa.schema(
-        [pa.field(f.name, pa.string()) if pa.types.is_timestamp(f.type) else f for f in jschema]
-    )
-    rows: list[dict[str, Any]] = []
-    for record in _tolerant_records(path):
-        rows.append(record)
-        if len(rows) == _JOURNAL_BATCH_ROWS:
-            yield pa.RecordBatch.from_pylist(rows, schema=as_text).cast(jschema)
-            rows = []
-    if rows:
-        yield pa.RecordBatch.from_pylist(rows, schema=as_text).cast(jschema)
-
-
-def _as_schema(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    return batch.select(schema.names).cast(schema) if batch.schema != schema else batch
-
-
 # -- final files ----------------------------------------------------------------------------
 
 
@@ -530,30 +394,27 @@ def _row_count(path: Path) -> int:
         raise OutputError(f"cannot read existing output {path}: {exc}") from exc
 
 
-def _read_batches(
-    path: Path, schema: pa.Schema, columns: Sequence[str] | None = None
+def output_batches(
+    path: Path,
+    schema: pa.Schema,
+    columns: Sequence[str] | None = None,
+    batch_rows: int = CHUNK_ROWS,
+    slice_bytes: int = JSON_SLICE_BYTES,
 ) -> Iterator[pa.RecordBatch]:
-    """Batches of an existing output, conformed to ``schema`` (older runs may differ)."""
+    """Batches of an existing final file, conformed to ``schema`` (older runs may differ).
+
+    Parquet is read ``batch_rows`` at a time, JSON lines a slice of ``slice_bytes`` at a time.
+    """
     # In the order asked for: callers read the columns by position.
     wanted = schema if columns is None else pa.schema([schema.field(n) for n in columns])
     if _is_parquet(path):
         pf = pq.ParquetFile(path)
         present = [n for n in wanted.names if n in pf.schema_arrow.names]
-        batches: Iterator[pa.RecordBatch] = pf.iter_batches(CHUNK_ROWS, columns=present)
+        batches: Iterator[pa.RecordBatch] = pf.iter_batches(batch_rows, columns=present)
     else:
-        batches = read_json_lines(path, wanted)
+        batches = read_json_lines(path, wanted, slice_bytes)
     for batch in batches:
         yield conform(batch, wanted)
-
-
-def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """``batch`` with exactly ``schema``'s columns (outputs of older versions may lack some)."""
-    arrays = []
-    for f in schema:
-        i = batch.schema.get_field_index(f.name)
-        col = batch.column(i) if i >= 0 else pa.nulls(batch.num_rows, f.type)
-        arrays.append(col if col.type == f.type else col.cast(f.type))
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 class _Positional:
@@ -588,7 +449,7 @@ def _open_writer(path: Path, schema: pa.Schema, *, parquet: bool) -> Iterator[An
         with path.open("w", encoding="utf-8") as fh:
 
             def write(table: pa.Table) -> None:
-                fh.writelines(_json_line(row) for row in table.to_pylist())
+                fh.writelines(json_line(row) for row in table.to_pylist())
 
             yield write
             fh.flush()

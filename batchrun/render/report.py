@@ -1,0 +1,122 @@
+"""``batchrun report`` as text: the totals of ``reporting.report`` for a person at a terminal.
+
+Example::
+
+    print(format_report(report([Path("out/analysis.parquet")])))
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from batchrun.core.humanize import duration_ms, duration_s, money
+from batchrun.reporting.report import LogHistogram, Report, iso_seconds
+
+
+def format_report(rep: Report) -> str:
+    """The report a person reads in a terminal."""
+    lines = []
+    for s in rep.sources:
+        state = "final" if s.final and not s.journal else "final + journal" if s.final else ""
+        state = state or "journal only: the run has not finished"
+        lines.append(f"batchrun report: {s.path} ({s.rows:,} rows; {state})")
+    if len(rep.sources) > 1:
+        lines.append(f"  all outputs  {rep.rows:,} rows")
+    ok_share = f" ({rep.ok / rep.rows:.1%} ok)" if rep.rows else ""
+    lines.append(f"  rows        {rep.rows:,}: ok {rep.ok:,}, error {rep.error:,}{ok_share}")
+    if rep.stop_reasons:
+        lines.append("  stop        " + _counts(rep.stop_reasons))
+    if rep.errors:
+        lines.append("  errors")
+        for name, err in sorted(rep.errors.items(), key=lambda kv: -kv[1].count):
+            example = f'  e.g. "{_one_line(err.example, 70)}"' if err.example else ""
+            lines.append(f"    {name:<24} {err.count:>9,}{example}")
+    lines.append(
+        f"  tokens      in {rep.input_tokens:,}  out {rep.output_tokens:,}  "
+        f"cache write {rep.cache_creation_input_tokens:,}  "
+        f"cache read {rep.cache_read_input_tokens:,}"
+    )
+    lines.append(f"  cost        {money(rep.cost_usd)}" + _cost_notes(rep))
+    lines.extend(_model_table(rep))
+    if set(rep.vias) - {"online"}:
+        lines.append(
+            "  sent via    "
+            + "; ".join(
+                f"{name} {m.rows:,} rows, {money(m.cost_usd)}"
+                + (" (Message Batches: half price)" if name == "batches" else "")
+                for name, m in sorted(rep.vias.items())
+            )
+        )
+    lines.append("  latency     " + _latency_line(rep.latency) + "  (last attempt)")
+    lines.append("  elapsed     " + _latency_line(rep.elapsed) + "  (first send to answer)")
+    if rep.attempts:
+        total = sum(rep.attempts.values())
+        mean = sum(k * v for k, v in rep.attempts.items()) / total
+        spread = ", ".join(f"{k}: {v:,}" for k, v in sorted(rep.attempts.items()))
+        lines.append(f"  attempts    mean {mean:.2f}  ({spread})")
+    lines.append("  throughput  " + _throughput_line(rep))
+    return "\n".join(lines)
+
+
+def _cost_notes(rep: Report) -> str:
+    notes = []
+    if rep.priced_now:
+        notes.append(f"{rep.priced_now:,} rows priced now from the current table")
+    if rep.unpriced:
+        models = ", ".join(sorted(rep.unpriced_models))
+        notes.append(f"{rep.unpriced:,} answered rows have no price ({models}): not included")
+    return f"  ({'; '.join(notes)})" if notes else ""
+
+
+def _model_table(rep: Report) -> list[str]:
+    if not rep.models:
+        return []
+    width = max(24, *(len(name) for name in rep.models))
+    out = [
+        f"    {'model':<{width}} {'rows':>9} {'ok':>9} {'input tok':>13} "
+        f"{'output tok':>12} {'cost':>11}"
+    ]
+    for name, m in sorted(rep.models.items(), key=lambda kv: (-kv[1].cost_usd, kv[0])):
+        out.append(
+            f"    {name:<{width}} {m.rows:>9,} {m.ok:>9,} {m.input_tokens:>13,} "
+            f"{m.output_tokens:>12,} {money(m.cost_usd):>11}"
+            + (f"  ({m.unpriced:,} unpriced)" if m.unpriced else "")
+        )
+    return out
+
+
+def _latency_line(hist: LogHistogram) -> str:
+    if hist.n == 0:
+        return "no data"
+    parts = [f"p{int(q * 100)} {duration_ms(hist.quantile(q))}" for q in (0.5, 0.9, 0.99)]
+    return "  ".join(parts) + f"  max {duration_ms(hist.max)}"
+
+
+def _throughput_line(rep: Report) -> str:
+    if rep.first_finished is None or rep.last_finished is None:
+        return "no finish times"
+    first, last = iso_seconds(rep.first_finished), iso_seconds(rep.last_finished)
+    window = f"{first} to {last}: {duration_s(rep.span_s)}"
+    if set(rep.vias) == {"batches"}:
+        # A batch's rows all finish when they are collected: a rate would measure the download.
+        return (
+            f"n/a for Message Batches ({rep.rows:,} rows collected from {window}; "
+            "elapsed shows each batch's processing time)"
+        )
+    rate = rep.rows_per_minute
+    per_min = f"{rate:,.1f} rows/min" if rate is not None else "n/a"
+    paused = ""
+    if rep.active_minutes and rep.span_s / 60 > rep.active_minutes + 1:
+        paused = f", {rep.active_minutes:,} active minutes"
+    collected = "; batch rows count when collected" if "batches" in rep.vias else ""
+    return f"{per_min} ({rep.rows:,} rows from {window}{paused}{collected})"
+
+
+def _counts(counter: Counter[Any]) -> str:
+    return ", ".join(f"{k} {v:,}" for k, v in counter.most_common())
+
+
+def _one_line(text: str, limit: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
