@@ -1,5 +1,5 @@
 """``python -m batchrun``: the same command line as the ``batchrun`` script."""
 
-from batchrun.cli.main import main
+from batchrun.cli import main
 
 main()

@@ -15,7 +15,8 @@ import pytest
 from support import TEST_KEY
 
 from batchrun.api.batches import BatchesApi, BatchStatus, is_ambiguous
-from batchrun.api.client import Credentials, MessagesClient
+from batchrun.api.client import MessagesClient
+from batchrun.api.credentials import Credentials
 from batchrun.config.load import load_config
 from batchrun.core.errors import ApiConnectionError, ApiStatusError, ApiTimeoutError
 from batchrun.core.secret import Secret

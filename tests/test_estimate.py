@@ -19,7 +19,7 @@ from batchrun.cost.projection import Observed, Pending, percentile, project
 from batchrun.estimation.counter import Pacer
 from batchrun.estimation.duration import estimate_duration
 from batchrun.estimation.estimate import choose_sample, estimate, parse_pilot
-from batchrun.limits.ratelimit import Limits, LimitsConfig
+from batchrun.limits.values import Limits, LimitsConfig
 from batchrun.render.estimate import format_estimate
 from batchrun.reporting.report import report
 from batchrun.rows.request import build_request

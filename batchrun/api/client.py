@@ -33,6 +33,7 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 from httpx_sse import EventSource
 
+from batchrun.api.credentials import DEFAULT_API_VERSION, Credentials
 from batchrun.api.response import (
     MALFORMED,
     StreamAssembler,
@@ -55,7 +56,6 @@ T = TypeVar("T")
 
 MESSAGES_PATH = "/v1/messages"
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
-DEFAULT_API_VERSION = "2023-06-01"
 
 # count_tokens rejects unknown fields (additionalProperties: false), max_tokens among them
 # (API-FACTS §8), so we send only the fields it documents.
@@ -90,14 +90,6 @@ def _user_agent() -> str:
 
 
 USER_AGENT = _user_agent()
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """Who we are: an API key (``x-api-key``) and/or a bearer token (gateways)."""
-
-    api_key: Secret | None = None
-    auth_token: Secret | None = None
 
 
 @dataclass(frozen=True)
@@ -169,7 +161,7 @@ class MessagesClient:
     async def create(
         self, body: Mapping[str, Any], *, stream: bool = False, content: bytes | None = None
     ) -> Reply:
-        """Send one Messages request; one attempt, no retries (``retry.py`` owns those).
+        """Send one Messages request; one attempt, no retries (``api.retry`` owns those).
 
         ``content`` is ``body`` (without ``stream``) already encoded as JSON, such as a
         prepared request's canonical JSON: a plain request sends it as it is.

@@ -3,7 +3,7 @@
 Three jobs, each tolerant of what the API may add later (new block types, stop reasons,
 event names) and strict about what makes a reply unusable (no ``content``, no ``usage``):
 
-- ``message_fields``: a Message object -> the output columns it fills (see ``result.py``);
+- ``message_fields``: a Message object -> the output columns it fills (see ``store.columns``);
 - ``StreamAssembler``: SSE events -> the same Message the non-streaming call would return;
 - ``error_from_body``: a non-2xx response -> an ``ApiStatusError`` with everything the retry
   policy needs (``retry_after``, ``should_retry``, ``error_code``).

@@ -4,8 +4,9 @@ Every setting comes from, in order of precedence::
 
     command-line flag  >  environment (BATCHRUN_<KEY>, ANTHROPIC_*)  >  job file  >  default
 
-A job file is TOML whose keys are the settings below; paths in it are relative to the job
-file itself. Example::
+Which settings there are, their flags, variables, job keys, types and defaults is the one
+table in ``config/settings.py``; this module resolves a run from it. A job file is TOML whose
+keys are the table's job keys; paths in it are relative to the job file itself. Example::
 
     input = "../sample_data/reviews.jsonl"
     output = "../out/labels.parquet"
@@ -29,97 +30,66 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
-from batchrun.api.client import Credentials
+from batchrun.api.credentials import (
+    API_KEY_ENV,
+    AUTH_TOKEN_ENV,
+    DEFAULT_API_VERSION,
+    Credentials,
+)
+from batchrun.config.settings import (
+    BATCH_MAX_MB,
+    BATCH_MAX_REQUESTS,
+    BY_KEY,
+    DEFAULT_BASE_URL,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_GRACE,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_TIMEOUT,
+    ENV_VARS,
+    JOB_KEYS,
+    SIMULATE_POLL_INTERVAL,
+    Setting,
+)
 from batchrun.core.errors import ConfigError
 from batchrun.core.secret import Secret
 from batchrun.cost.prices import PriceTable, default_prices, load_prices
-from batchrun.limits.ratelimit import AUTO_MAX, Limits, LimitsConfig
+from batchrun.limits.values import AUTO_MAX, Limits, LimitsConfig
 from batchrun.rows.request import RequestDefaults, check_defaults
-from batchrun.rows.structured import FORCED_CHOICE, load_schema, structured_tool
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-DEFAULT_BASE_URL = "https://api.anthropic.com"
-DEFAULT_API_VERSION = "2023-06-01"
-DEFAULT_CONCURRENCY = 16
-DEFAULT_MAX_RETRIES = 8
-DEFAULT_TIMEOUT = 600.0
-DEFAULT_GRACE = 30.0
-DEFAULT_POLL_INTERVAL = 10.0
-SIMULATE_POLL_INTERVAL = 0.25
-BATCH_MAX_REQUESTS = 100_000  # per Message Batch (API-FACTS §7)
-BATCH_MAX_MB = 256.0
+__all__ = [
+    "BATCH_MAX_MB",
+    "BATCH_MAX_REQUESTS",
+    "DEFAULT_API_VERSION",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_GRACE",
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_POLL_INTERVAL",
+    "DEFAULT_TIMEOUT",
+    "JOB_KEYS",
+    "MIB",
+    "SIMULATE_POLL_INTERVAL",
+    "SIMULATOR_KEY",
+    "RunConfig",
+    "did_you_mean",
+    "is_job_file",
+    "load_config",
+]
+
 MIB = 1024 * 1024  # "MB" as in the API's size limits (and request.MAX_REQUEST_BYTES)
 SIMULATOR_KEY = "sim-local-key"
 
 HttpBackend = Literal["aiohttp", "httpx"]
 Via = Literal["online", "batches"]
-
-# key -> the Python types a job-file value may have. Lists are checked element-wise below.
-_REQUEST_KEYS: dict[str, tuple[type, ...]] = {
-    "model": (str,),
-    "max_tokens": (int,),
-    "system": (str, list),
-    "template": (str,),
-    "temperature": (int, float),
-    "top_p": (int, float),
-    "top_k": (int,),
-    "stop_sequences": (list,),
-    "metadata": (dict,),
-    "tools": (list,),
-    "tool_choice": (dict,),
-    "thinking": (dict,),
-    "service_tier": (str,),
-    "cache_system": (bool,),  # mark the system prompt for prompt caching
-    "cache_ttl": (str,),  # its ttl: "5m" (the API's default) or "1h"
-}
-_RUN_KEYS: dict[str, tuple[type, ...]] = {
-    "input": (str,),
-    "output": (str,),
-    "concurrency": (int, str),  # a number, or "auto"
-    "max_retries": (int,),
-    "timeout": (int, float),
-    "keep_columns": (list,),
-    "base_url": (str,),
-    "api_version": (str,),
-    "betas": (list,),
-    "http_backend": (str,),
-    "stream": (bool,),
-    "allow_insecure_http": (bool,),
-    "grace": (int, float),
-    "limits": (dict,),
-    "max_cost": (int, float),  # USD this run may spend (budget.py)
-    "prices": (str,),  # a price file over the packaged one (pricing.py)
-    "json_schema": (str,),  # structured output: a JSON Schema file (structured.py)
-    "via": (str,),  # "online" (default) or "batches": Message Batches at half price
-    "batch_max_requests": (int,),  # requests per Message Batch (the API allows 100,000)
-    "batch_max_mb": (int, float),  # MB of request bodies per batch (the API allows 256)
-    "poll_interval": (int, float),  # seconds between batch status checks, at first
-}
-JOB_KEYS: dict[str, tuple[type, ...]] = {**_REQUEST_KEYS, **_RUN_KEYS}
-
-# Settings the environment may give as BATCHRUN_<KEY>, with the parser for their text.
-_ENV_SCALARS: dict[str, Callable[[str], Any]] = {
-    "model": str,
-    "max_tokens": int,
-    "concurrency": lambda text: "auto" if text.strip().lower() == "auto" else int(text),
-    "max_retries": int,
-    "timeout": float,
-    "api_version": str,
-    "http_backend": str,
-    "grace": float,
-    "max_cost": float,
-    "via": str,
-    "rpm": int,
-    "itpm": int,
-    "otpm": int,
-}
 
 _LIMIT_KEYS = ("rpm", "itpm", "otpm")
 
@@ -152,8 +122,8 @@ class RunConfig:
     max_cost: float | None = None  # USD: stop admitting before spending could pass it
     prices: PriceTable = field(default_factory=default_prices)
     job_file: Path | None = None
-    json_schema: Mapping[str, Any] | None = None  # replies must satisfy it (structured.py)
-    via: Via = "online"  # "batches": through the Message Batches API (batch_run.py)
+    json_schema: Mapping[str, Any] | None = None  # replies must satisfy it (rows.structured)
+    via: Via = "online"  # "batches": through the Message Batches API (drivers.batches)
     batch_max_requests: int = BATCH_MAX_REQUESTS
     batch_max_bytes: int = int(BATCH_MAX_MB * MIB)
     poll_interval: float = DEFAULT_POLL_INTERVAL  # the first wait; it grows while nothing moves
@@ -188,6 +158,7 @@ def load_config(
     else:
         job["input"] = str(source)
 
+    # flag > environment > job file; a default only where the table has one (see _value).
     settings = {**job, **_from_env(env), **given}
     base = job_file.parent if job_file else Path.cwd()
 
@@ -199,6 +170,9 @@ def load_config(
         origin = base if key in job and key not in given else Path.cwd()
         return (origin / Path(str(value)).expanduser()).resolve()
 
+    def value(key: str) -> Any:
+        return _value(BY_KEY[key], settings)
+
     input_path = path_of("input")
     if input_path is None:
         raise ConfigError(f"{source}: no input: set `input` in the job file")
@@ -206,19 +180,16 @@ def load_config(
     if output.suffix.lower() not in (".parquet", ".jsonl"):
         raise ConfigError(f"output {output}: the name must end in .parquet or .jsonl")
 
-    simulate = bool(given.get("simulate", False))
-    base_url = str(
-        given.get("base_url")
-        or env.get("ANTHROPIC_BASE_URL")
-        or job.get("base_url")
-        or DEFAULT_BASE_URL
-    )
-    allow_insecure = bool(settings.get("allow_insecure_http", False))
+    simulate = bool(value("simulate"))
+    base_url = str(settings.get("base_url") or DEFAULT_BASE_URL)
+    allow_insecure = bool(value("allow_insecure_http"))
     if not simulate:
         _check_base_url(base_url, allow_insecure)
     concurrency, concurrency_auto = _concurrency(settings)
     schema_path = path_of("json_schema")
-    schema = None if schema_path is None else load_schema(schema_path)
+    schema = None if schema_path is None else _load_schema(schema_path)
+    # The built-in simulator ends a batch in half a second: no reason to wait ten.
+    poll_default = SIMULATE_POLL_INTERVAL if simulate else DEFAULT_POLL_INTERVAL
 
     return RunConfig(
         input=input_path,
@@ -228,34 +199,69 @@ def load_config(
         concurrency=concurrency,
         concurrency_auto=concurrency_auto,
         limits=_limits(settings, job.get("limits") or {}),
-        max_retries=_int_at_least(settings, "max_retries", DEFAULT_MAX_RETRIES, 0),
-        timeout=_positive_float(settings, "timeout", DEFAULT_TIMEOUT),
+        max_retries=value("max_retries"),
+        timeout=value("timeout"),
         base_url=base_url,
-        api_version=str(settings.get("api_version", DEFAULT_API_VERSION)),
+        api_version=str(value("api_version")),
         betas=tuple(_str_list(settings, "betas")),
-        http_backend=_backend(settings.get("http_backend", "aiohttp")),
-        stream=bool(settings.get("stream", False)),
+        http_backend=cast(HttpBackend, value("http_backend")),
+        stream=bool(value("stream")),
         credentials=_credentials(env, simulate),
         simulate=simulate,
-        quiet=bool(given.get("quiet", False)),
-        retry_errors=bool(given.get("retry_errors", False)),
-        overwrite=bool(given.get("overwrite", False)),
+        quiet=bool(value("quiet")),
+        retry_errors=bool(value("retry_errors")),
+        overwrite=bool(value("overwrite")),
         allow_insecure_http=allow_insecure,
-        grace=_positive_float(settings, "grace", DEFAULT_GRACE),
-        max_cost=_max_cost(settings.get("max_cost")),
+        grace=value("grace"),
+        max_cost=value("max_cost"),
         prices=load_prices(path_of("prices")),
         job_file=job_file,
         json_schema=schema,
-        via=_via(settings.get("via", "online")),
-        batch_max_requests=_batch_max_requests(settings),
-        batch_max_bytes=_batch_max_bytes(settings),
-        # The built-in simulator ends a batch in half a second: no reason to wait ten.
-        poll_interval=_positive_float(
-            settings, "poll_interval", SIMULATE_POLL_INTERVAL if simulate else DEFAULT_POLL_INTERVAL
-        ),
-        resubmit_expired=bool(given.get("resubmit_expired", False)),
-        finish_online=bool(given.get("finish_online", False)),
+        via=cast(Via, value("via")),
+        batch_max_requests=value("batch_max_requests"),
+        batch_max_bytes=int(value("batch_max_mb") * MIB),
+        poll_interval=_value(BY_KEY["poll_interval"], settings, poll_default),
+        resubmit_expired=bool(value("resubmit_expired")),
+        finish_online=bool(value("finish_online")),
     )
+
+
+def _value(setting: Setting, settings: Mapping[str, Any], default: Any = None) -> Any:
+    """``setting``'s resolved value (else ``default``, else the table's), checked against the
+    table's choices and bounds. Messages name the key: the value may come from a flag, a
+    variable or the job file."""
+    key = setting.key
+    value = settings.get(key, setting.default if default is None else default)
+    if value is None:
+        return None
+    if setting.kind == "choice" and value not in setting.choices:
+        raise ConfigError(f"`{key}` must be {' or '.join(setting.choices)}, not {value!r}")
+    if setting.kind not in ("int", "number"):
+        return value
+    whole = setting.kind == "int"
+    low = setting.low
+    op = ">" if setting.low_open else ">="
+    what = "a whole number" if whole else "a number"
+    if setting.unit:
+        what += f" of {setting.unit}"
+    if low is not None:
+        what += f" {op} {low:g}"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int,) if whole else (int, float))
+        or (low is not None and not (value > low if setting.low_open else value >= low))
+    ):
+        raise ConfigError(f"`{key}` must be {what}, not {value!r}")
+    if setting.high is not None and value > setting.high:
+        raise ConfigError(f"`{key}` must be at most {setting.high:,g} (the API's limit)")
+    return value if whole else float(value)
+
+
+def _load_schema(path: Path) -> dict[str, Any]:
+    # Imported here: rows.structured loads jsonschema, which only a --json-schema job needs.
+    from batchrun.rows.structured import load_schema
+
+    return load_schema(path)
 
 
 def _with_schema(defaults: RequestDefaults, schema: Mapping[str, Any] | None) -> RequestDefaults:
@@ -266,15 +272,9 @@ def _with_schema(defaults: RequestDefaults, schema: Mapping[str, Any] | None) ->
         raise ConfigError("json_schema defines the job's tool: drop `tools` and `tool_choice`")
     if defaults.thinking is not None and defaults.thinking.get("type") != "disabled":
         raise ConfigError("json_schema forces a tool, which the API refuses with `thinking`")
+    from batchrun.rows.structured import FORCED_CHOICE, structured_tool
+
     return replace(defaults, tools=(structured_tool(schema),), tool_choice=FORCED_CHOICE)
-
-
-def _max_cost(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ConfigError(f"`max_cost` must be a number of dollars >= 0, not {value!r}")
-    return float(value)
 
 
 def _read_job_file(path: Path) -> dict[str, Any]:
@@ -316,15 +316,30 @@ def did_you_mean(word: str, choices: Mapping[str, Any] | frozenset[str] | set[st
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    """The settings the environment gives (an empty variable gives nothing)."""
     out: dict[str, Any] = {}
-    for key, parse in _ENV_SCALARS.items():
-        name = f"BATCHRUN_{key.upper()}"
-        if name in env and env[name] != "":
+    for name, setting in ENV_VARS.items():
+        text = env.get(name, "")
+        if text != "":
             try:
-                out[key] = parse(env[name])
+                out[setting.key] = _ENV_PARSERS[setting.kind](text)
             except ValueError:
-                raise ConfigError(f"{name}={env[name]!r} is not a valid {key}") from None
+                raise ConfigError(f"{name}={text!r} is not a valid {setting.key}") from None
     return out
+
+
+def _int_or_auto(text: str) -> int | str:
+    return "auto" if text.strip().lower() == "auto" else int(text)
+
+
+# How a variable's text becomes a value, by kind (a kind not here cannot come from one).
+_ENV_PARSERS: dict[str, Callable[[str], Any]] = {
+    "text": str,
+    "choice": str,
+    "int": int,
+    "number": float,
+    "int_or_auto": _int_or_auto,
+}
 
 
 def _request_defaults(s: Mapping[str, Any]) -> RequestDefaults:
@@ -356,8 +371,10 @@ def _request_defaults(s: Mapping[str, Any]) -> RequestDefaults:
 def _cache_control(s: Mapping[str, Any]) -> dict[str, str] | None:
     """``cache_system`` / ``cache_ttl`` as the cache_control object for the system prompt."""
     ttl = s.get("cache_ttl")
-    if ttl is not None and ttl not in ("5m", "1h"):
-        raise ConfigError(f'`cache_ttl` must be "5m" or "1h", not {ttl!r}')
+    choices = BY_KEY["cache_ttl"].choices
+    if ttl is not None and ttl not in choices:
+        shown = " or ".join(f'"{choice}"' for choice in choices)
+        raise ConfigError(f"`cache_ttl` must be {shown}, not {ttl!r}")
     if not s.get("cache_system"):
         if ttl is not None:
             raise ConfigError("`cache_ttl` needs `cache_system = true`")
@@ -381,7 +398,9 @@ def _concurrency(s: Mapping[str, Any]) -> tuple[int, bool]:
         if value.strip().lower() != "auto":
             raise ConfigError(f'`concurrency` must be an integer >= 1 or "auto", not {value!r}')
         return AUTO_MAX, True
-    return _positive_int(s, "concurrency", DEFAULT_CONCURRENCY), False
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"`concurrency` must be a whole number >= 1, not {value!r}")
+    return value, False
 
 
 def _limits(s: Mapping[str, Any], table: Mapping[str, Any]) -> LimitsConfig:
@@ -429,62 +448,12 @@ def _limit(name: str, value: Any) -> int:
     return value
 
 
-def _positive_int(s: Mapping[str, Any], key: str, default: int) -> int:
-    return _int_at_least(s, key, default, 1)
-
-
-def _int_at_least(s: Mapping[str, Any], key: str, default: int, low: int) -> int:
-    value = s.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"`{key}` must be a whole number >= {low}, not {value!r}")
-    return value
-
-
-def _positive_float(s: Mapping[str, Any], key: str, default: float) -> float:
-    value = s.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"`{key}` must be a number > 0, not {value!r}")
-    return float(value)
-
-
-def _via(value: Any) -> Via:
-    if value == "online":
-        return "online"
-    if value == "batches":
-        return "batches"
-    raise ConfigError(f"`via` must be online or batches, not {value!r}")
-
-
-def _batch_max_requests(s: Mapping[str, Any]) -> int:
-    value = _positive_int(s, "batch_max_requests", BATCH_MAX_REQUESTS)
-    if value > BATCH_MAX_REQUESTS:
-        raise ConfigError(
-            f"`batch_max_requests` must be at most {BATCH_MAX_REQUESTS:,} (the API's limit)"
-        )
-    return value
-
-
-def _batch_max_bytes(s: Mapping[str, Any]) -> int:
-    mb = _positive_float(s, "batch_max_mb", BATCH_MAX_MB)
-    if mb > BATCH_MAX_MB:
-        raise ConfigError(f"`batch_max_mb` must be at most {BATCH_MAX_MB:g} (the API's limit)")
-    return int(mb * MIB)
-
-
-def _backend(value: Any) -> HttpBackend:
-    if value == "aiohttp":
-        return "aiohttp"
-    if value == "httpx":
-        return "httpx"
-    raise ConfigError(f"`http_backend` must be aiohttp or httpx, not {value!r}")
-
-
 def _credentials(env: Mapping[str, str], simulate: bool) -> Credentials:
     if simulate:
         # The built-in simulator takes any key; never send a real one to it.
         return Credentials(api_key=Secret(SIMULATOR_KEY))
-    key = env.get("ANTHROPIC_API_KEY") or None
-    token = env.get("ANTHROPIC_AUTH_TOKEN") or None
+    key = env.get(API_KEY_ENV) or None
+    token = env.get(AUTH_TOKEN_ENV) or None
     return Credentials(
         api_key=Secret(key) if key else None,
         auth_token=Secret(token) if token else None,

@@ -37,7 +37,7 @@ from batchrun.rows.tokens import estimate_input_tokens
 
 Row = dict[str, Any]
 
-# The local input estimate runs about a quarter low against Claude's tokenizer (tokens.py), so
+# The local input estimate runs about a quarter low against Claude's tokenizer (rows.tokens), so
 # reservations start at this multiple of it; settling gives the excess back.
 INPUT_MARGIN = Decimal("1.5")
 

@@ -239,7 +239,7 @@ def unknown_model_warning(model: str | None) -> str:
     """The one warning line for a model without a price."""
     return (
         f"batchrun: warning: no price for model {model!r}: its rows get cost_usd = null. "
-        "Add it with --prices FILE (see batchrun/prices.toml for the layout)."
+        "Add it with --prices FILE (see batchrun/cost/prices.toml for the layout)."
     )
 
 

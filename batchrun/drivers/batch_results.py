@@ -20,7 +20,8 @@ from typing import Any
 
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiResponseError, OutputError
-from batchrun.engine.outcome import LAPSED_REASONS, VIA_BATCHES, Work, error_row, ok_row
+from batchrun.engine.outcome import VIA_BATCHES, Work, error_row, ok_row
+from batchrun.store.row_state import LAPSED_REASONS
 
 
 class ResultSpool:

@@ -22,13 +22,6 @@ from batchrun.store.columns import STATUS_ERROR, STATUS_OK, blank_row
 VIA_ONLINE = "online"
 VIA_BATCHES = "batches"
 
-# The error types of a row a Message Batch ended without processing, and what they mean: the
-# row was never answered, and --resubmit-expired / --finish-online send it again.
-LAPSED_REASONS = {
-    "expired": "the batch expired (24 h after creation) before this request was processed",
-    "canceled": "the batch was cancelled before this request was processed",
-}
-
 
 @dataclass(frozen=True)
 class Work:

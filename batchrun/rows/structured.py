@@ -18,9 +18,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
-
 from batchrun.core.errors import ConfigError
 from batchrun.core.jsoncodec import compact
 
@@ -49,6 +46,9 @@ def load_schema(path: Path) -> dict[str, Any]:
         raise ConfigError(f"json_schema {path}: not valid JSON: {exc}") from exc
     if not isinstance(schema, dict) or schema.get("type") != "object":
         raise ConfigError(f'json_schema {path}: must be a JSON Schema with "type": "object"')
+    from jsonschema import Draft202012Validator  # ~0.1 s to import: only jobs that use it
+    from jsonschema.exceptions import SchemaError
+
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
@@ -94,6 +94,8 @@ def structured_answer(
 
 class _Checker:
     def __init__(self, schema: Mapping[str, Any]) -> None:
+        from jsonschema import Draft202012Validator
+
         self._validator = Draft202012Validator(dict(schema))
 
     def best_match_error(self, instance: Any) -> str | None:

@@ -38,7 +38,7 @@ Calibration
     token of English prose); Claude's own tokenizer packs English tighter (about 3.5-4), so
     against the real API this estimate runs low by roughly a quarter. The rate limiter does
     not rely on it being right: it learns the ratio of counted to estimated tokens from every
-    response (``batchrun.ratelimit``) and reserves corrected amounts.
+    response (``batchrun.limits``) and reserves corrected amounts.
 
     >>> estimate_input_tokens({"model": "claude-haiku-4-5", "max_tokens": 5,
     ...                        "messages": [{"role": "user", "content": "Hello there"}]})

@@ -1,0 +1,69 @@
+"""``batchrun estimate SOURCE``: tokens, cost and time of a job before running it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from batchrun.cli.options import PRECEDENCE, fail, load, setting_options
+
+
+@click.command("estimate", epilog=PRECEDENCE)
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option(
+    "--exact",
+    is_flag=True,
+    help="Count input tokens with the API's count_tokens (free; needs a key, or --simulate).",
+)
+@click.option(
+    "--pilot",
+    metavar="N|P%",
+    help="First run N random rows (or P%) for real into the output (never paid again), "
+    "then project the rest with a 10th-90th percentile range.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the pilot rows.")
+@click.option(
+    "--count-rpm",
+    type=click.IntRange(min=1),
+    help="count_tokens requests per minute [default: 100, the lowest tier; unpaced with "
+    "--simulate].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON.")
+@setting_options("estimate")  # every flag run takes: a pilot is a run
+def estimate_cmd(
+    source: Path,
+    exact: bool,
+    pilot: str | None,
+    seed: int,
+    count_rpm: int | None,
+    as_json: bool,
+    **flags: Any,
+) -> None:
+    """Tokens, cost (online and via Message Batches) and time of SOURCE before running it.
+
+    Takes every flag `run` takes. Offline by default (a local token estimate); --exact
+    counts input tokens with the API; --pilot runs a random sample for real and projects.
+
+    \b
+    Examples:
+      batchrun estimate jobs/estimate_costs.toml
+      batchrun estimate jobs/estimate_costs.toml --pilot 10 --simulate
+      batchrun estimate reviews.jsonl --model claude-haiku-4-5 --max-tokens 5 --exact --json
+    """
+    from batchrun.core.errors import BatchrunError
+    from batchrun.estimation.estimate import estimate
+    from batchrun.render.estimate import format_estimate
+
+    config = load(source, flags)
+    try:
+        est = estimate(config, exact=exact, pilot=pilot, seed=seed, count_rpm=count_rpm)
+    except KeyboardInterrupt:
+        click.echo("batchrun: interrupted; pilot rows already answered are kept.", err=True)
+        sys.exit(130)
+    except BatchrunError as exc:
+        fail(exc, config)
+    click.echo(json.dumps(est.to_dict(), indent=2) if as_json else format_estimate(est))

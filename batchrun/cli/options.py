@@ -1,0 +1,170 @@
+"""What the commands share: their flags, made from the settings table; loading the config;
+reporting a failure.
+
+Every job flag comes from ``batchrun.config.settings``: a setting's commands say which
+commands take it, its kind and bounds give the click type, so a flag, its job key, its
+variable and the precedence text cannot drift apart. Nothing here imports library code that
+a ``--help`` would not need: ``load`` and ``fail`` import theirs when called.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import click
+
+from batchrun.config.settings import Setting, for_command, precedence_text
+
+if TYPE_CHECKING:
+    from batchrun.config.load import RunConfig
+    from batchrun.core.errors import BatchrunError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+PRECEDENCE = precedence_text()
+"""The epilog of every command that reads a job: where settings come from."""
+
+
+def setting_options(command: str) -> Callable[[F], F]:
+    """Decorator: the flags of every setting ``command`` takes, in the table's order."""
+    options = [_option(setting) for setting in for_command(command)]
+
+    def decorate(func: F) -> F:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def _option(s: Setting) -> Callable[[F], F]:
+    long = s.long_flag
+    assert long is not None, s.key  # for_command yields only settings with a flag
+    decls = [*([s.short] if s.short else []), long, s.key]
+    extra: dict[str, Any] = {}
+    if s.kind == "switch":
+        decls[decls.index(long)] = f"{long}/--no-{long[2:]}"
+        extra["default"] = None
+    elif s.kind == "flag":
+        extra.update(is_flag=True, default=None)
+    elif s.kind == "int":
+        bounded = s.low is not None or s.high is not None
+        low, high = _shown(s.low), _shown(s.high)
+        extra["type"] = click.IntRange(min=low, max=high) if bounded else int
+    elif s.kind == "number":
+        bounded = s.low is not None or s.high is not None
+        extra["type"] = (
+            click.FloatRange(min=_shown(s.low), max=_shown(s.high), min_open=s.low_open)
+            if bounded
+            else float
+        )
+    elif s.kind == "int_or_auto":
+        extra["callback"] = _int_or_auto
+    elif s.kind == "choice":
+        extra["type"] = click.Choice(list(s.choices))
+    elif s.kind == "path":
+        extra["type"] = click.Path(path_type=Path, dir_okay=not s.files_only)
+    elif s.kind == "list":
+        extra["multiple"] = True
+    elif s.kind == "json":
+        extra.update(callback=_json_value(s.job_types), metavar="JSON|@FILE")
+    if s.metavar is not None:
+        extra["metavar"] = s.metavar
+    return click.option(*decls, help=s.flag_help, **extra)
+
+
+def _shown(bound: float | None) -> Any:
+    """A bound as click should show it: 256, not 256.0 (a whole number as an int)."""
+    if bound is None or bound != int(bound):
+        return bound
+    return int(bound)
+
+
+def _int_or_auto(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """``--concurrency``: a whole number >= 1, or ``auto``."""
+    if value is None or value.strip().lower() == "auto":
+        return None if value is None else "auto"
+    try:
+        number = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a whole number nor 'auto'") from None
+    if number < 1:
+        raise click.BadParameter(f"{number} is not >= 1")
+    return number
+
+
+_JSON_NAMES: dict[type, str] = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    bool: "true or false",
+    int: "a number",
+    float: "a number",
+    type(None): "null",
+}
+
+
+def _json_value(types: tuple[type, ...]) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """The callback of a JSON flag: its value inline (``'{"type": "any"}'``) or ``@file.json``,
+    parsed and of one of ``types``; anything else is a usage error naming the flag."""
+
+    def parse(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value  # not given (None), or already a value
+        text, where = value, ""
+        if value.startswith("@"):
+            where = f"{value[1:]}: "
+            try:
+                text = Path(value[1:]).expanduser().read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or exc
+                raise click.BadParameter(f"cannot read {value[1:]}: {reason}") from None
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as exc:
+            hint = "" if where else "; give JSON, or @FILE to read it from a file"
+            raise click.BadParameter(f"{where}not valid JSON ({exc}){hint}") from None
+        if types and not isinstance(parsed, types):
+            wanted = " or ".join(_JSON_NAMES[t] for t in types)
+            raise click.BadParameter(f"{where}must be {wanted}, not {_JSON_NAMES[type(parsed)]}")
+        return parsed
+
+    return parse
+
+
+def load(source: Path, flags: dict[str, Any]) -> RunConfig:
+    """The command's config, or exit 1 with the configuration error."""
+    from batchrun.config.load import load_config
+    from batchrun.core.errors import BatchrunError
+
+    try:
+        return load_config(source, flags)
+    except BatchrunError as exc:
+        fail(exc, None)
+
+
+def fail(exc: BatchrunError, config: RunConfig | None) -> NoReturn:
+    """Print the error (and, after a run began, where its finished rows are) and exit 1."""
+    click.echo(f"batchrun: error: {exc}", err=True)
+    if config is not None:
+        from batchrun.store.sink import journal_path
+
+        journal = journal_path(config.output)
+        if _has_rows(journal):
+            click.echo(
+                f"batchrun: finished rows are kept in {journal}; re-run the same command to "
+                "resume.",
+                err=True,
+            )
+    sys.exit(1)
+
+
+def _has_rows(journal: Path) -> bool:
+    try:
+        return journal.stat().st_size > 0
+    except OSError:
+        return False

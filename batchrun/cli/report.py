@@ -1,0 +1,55 @@
+"""``batchrun report OUTPUT...``: what one or more outputs hold, as text, JSON or HTML."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from batchrun.cli.options import fail
+
+
+@click.command("report")
+@click.argument("outputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write a self-contained HTML page with charts to this file.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--prices",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Price file for answers that had no price when they ran.",
+)
+def report_cmd(
+    outputs: tuple[Path, ...], html_file: Path | None, as_json: bool, prices: Path | None
+) -> None:
+    """Totals, stop reasons, errors, latency, cost and throughput of one or more outputs.
+
+    An output may be a finished dataset or one still in its journal (a run that stopped).
+
+    \b
+    Examples:
+      batchrun report out/analysis.parquet
+      batchrun report out/a.parquet out/b.parquet --html report.html
+    """
+    from batchrun.core.errors import BatchrunError
+    from batchrun.cost.prices import load_prices
+    from batchrun.render.report import format_report
+    from batchrun.render.report_html import render_html
+    from batchrun.reporting.report import report
+
+    try:
+        rep = report(outputs, load_prices(prices))
+        if html_file is not None:
+            html_file.write_text(render_html(rep), encoding="utf-8")
+    except OSError as exc:
+        fail(BatchrunError(f"cannot write {html_file}: {exc.strerror or exc}"), None)
+    except BatchrunError as exc:
+        fail(exc, None)
+    click.echo(json.dumps(rep.to_dict(), indent=2) if as_json else format_report(rep))
+    if html_file is not None:
+        click.echo(f"batchrun: wrote {html_file}", err=True)

@@ -1,0 +1,65 @@
+"""``batchrun run SOURCE``: send every row, write one output row per input row."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from batchrun.cli.options import PRECEDENCE, fail, load, setting_options
+
+
+@click.command("run", epilog=PRECEDENCE)
+@click.argument("source", type=click.Path(path_type=Path))
+@setting_options("run")
+def run_cmd(source: Path, **flags: Any) -> None:
+    """Run SOURCE and write one output row per input row, in input order.
+
+    \b
+    Examples:
+      batchrun run jobs/label_sentiment.toml --simulate
+      batchrun run reviews.jsonl -o out/labels.parquet --model claude-haiku-4-5 \\
+          --max-tokens 5 --system "Answer positive, negative or neutral." -c 64
+    """
+    from batchrun.core.errors import BatchrunError
+    from batchrun.drivers.job import run
+    from batchrun.render.summary import format_summary
+    from batchrun.store.sink import journal_path
+
+    config = load(source, flags)
+    try:
+        summary = run(config)
+    except KeyboardInterrupt:
+        click.echo(
+            f"batchrun: interrupted; finished rows are kept. Re-run the same command to "
+            f"resume into {config.output}.",
+            err=True,
+        )
+        sys.exit(130)
+    except BatchrunError as exc:
+        fail(exc, config)
+    click.echo(format_summary(summary, config), err=True)
+    if summary.interrupted is not None:
+        click.echo(
+            f"batchrun: stopped by {summary.interrupted}; finished rows are kept in "
+            f"{journal_path(config.output)}. Re-run the same command to resume.",
+            err=True,
+        )
+    if summary.batches_running:
+        click.echo(
+            f"batchrun: {len(summary.batches_running)} batch(es) keep running on the API "
+            f"({', '.join(summary.batches_running[:5])}). Re-run the same command to collect "
+            "their results; `batchrun batches list` shows them, `batchrun batches cancel` "
+            "stops them.",
+            err=True,
+        )
+    if summary.budget_stop is not None and summary.final is None:
+        click.echo(
+            f"batchrun: stopped by the budget (--max-cost {summary.max_cost:g}): "
+            f"{summary.budget_stop}. Finished rows are kept in {journal_path(config.output)}; "
+            "re-run the same command to resume.",
+            err=True,
+        )
+    sys.exit(summary.exit_code)

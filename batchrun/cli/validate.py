@@ -1,0 +1,33 @@
+"""``batchrun validate SOURCE``: check every row and the job, send nothing."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from batchrun.cli.options import PRECEDENCE, fail, load, setting_options
+
+
+@click.command("validate", epilog=PRECEDENCE)
+@click.argument("source", type=click.Path(path_type=Path))
+@setting_options("validate")
+def validate_cmd(source: Path, **flags: Any) -> None:
+    """Check every row of SOURCE and the job, send nothing.
+
+    Lists each row that could not be sent with its file, line and field. Exit 0 when
+    every row is valid, 3 when some are not, 1 when the input cannot be read at all.
+    """
+    from batchrun.core.errors import BatchrunError
+    from batchrun.drivers.validate import validate
+    from batchrun.render.summary import format_validation
+
+    config = load(source, flags)
+    try:
+        report = validate(config)
+    except BatchrunError as exc:
+        fail(exc, config)
+    click.echo(format_validation(report))
+    sys.exit(0 if report.invalid == 0 else 3)

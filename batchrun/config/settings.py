@@ -1,0 +1,431 @@
+"""Every setting of a job, declared once: its flag, environment variable, job-file key, type,
+default, help text and the commands that take it.
+
+``load_config`` (config/load.py) checks job files, reads the environment and resolves values
+from this table; the command line (cli/options.py) makes its flags and the precedence text
+from it. A setting added here is a flag, a job key and (if it says so) a variable at once.
+
+The table is plain data: no click, no HTTP. The command line turns ``kind``, ``low``,
+``high`` and ``choices`` into click types; ``load_config`` checks the same bounds with its
+own messages, because a job file or the environment has no click in front of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from batchrun.api.credentials import API_KEY_ENV, AUTH_TOKEN_ENV, DEFAULT_API_VERSION
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+DEFAULT_CONCURRENCY = 16
+DEFAULT_MAX_RETRIES = 8
+DEFAULT_TIMEOUT = 600.0
+DEFAULT_GRACE = 30.0
+DEFAULT_POLL_INTERVAL = 10.0
+SIMULATE_POLL_INTERVAL = 0.25
+BATCH_MAX_REQUESTS = 100_000  # per Message Batch (API-FACTS §7)
+BATCH_MAX_MB = 256.0
+
+# The commands that read a job (SOURCE and the shared flags), and those that also send it.
+JOB_COMMANDS = ("run", "validate", "batches list", "batches cancel", "estimate")
+RUN_COMMANDS = ("run", "estimate")  # estimate takes every flag run takes (a pilot is a run)
+
+Kind = Literal[
+    "text",  # a string
+    "int",  # a whole number (within low..high when given)
+    "number",  # a float (within low..high, low excluded with low_open)
+    "int_or_auto",  # a whole number >= 1, or "auto" (concurrency)
+    "choice",  # one of `choices`
+    "path",  # a file path: relative to the job file in a job, to the working directory else
+    "list",  # strings: a repeatable flag, a TOML list
+    "json",  # a JSON value: `--flag '{...}'` or `--flag @file.json`, a TOML table or list
+    "switch",  # true/false: --x / --no-x
+    "flag",  # on when given: --x
+]
+
+_KIND_TYPES: dict[str, tuple[type, ...]] = {
+    "text": (str,),
+    "int": (int,),
+    "number": (int, float),
+    "int_or_auto": (int, str),
+    "choice": (str,),
+    "path": (str,),
+    "list": (list,),
+    "switch": (bool,),
+    "flag": (bool,),
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting. ``key`` is its name everywhere: the job-file key, the ``flags`` key of
+    ``load_config``, the click parameter and, with ``env=True``, ``BATCHRUN_<KEY>``."""
+
+    key: str
+    kind: Kind
+    help: str  # the flag's help; "{default}" is replaced by the default as shown
+    default: Any = None  # None: not set (the API's default, or the row's value)
+    commands: tuple[str, ...] = JOB_COMMANDS  # () : no flag
+    flag: str | None = None  # the long flag; None: "--" + key with dashes
+    short: str | None = None  # e.g. "-o"
+    env: bool | str = False  # True: BATCHRUN_<KEY>; a string: that variable
+    job: bool = True  # whether a job file may set it (False: flags only)
+    types: tuple[type, ...] = ()  # the types a job-file value may have; () : from kind
+    choices: tuple[str, ...] = ()
+    low: float | None = None
+    low_open: bool = False  # low itself is not allowed
+    high: float | None = None
+    metavar: str | None = None
+    unit: str = ""  # what a number counts, for messages: "a number of dollars >= 0"
+    files_only: bool = False  # a path that may not name a directory
+
+    @property
+    def long_flag(self) -> str | None:
+        if not self.commands:
+            return None
+        return self.flag or "--" + self.key.replace("_", "-")
+
+    @property
+    def env_var(self) -> str | None:
+        if self.env is True:
+            return f"BATCHRUN_{self.key.upper()}"
+        return self.env or None
+
+    @property
+    def job_types(self) -> tuple[type, ...]:
+        """What a job-file value may be (empty for flags-only settings)."""
+        if not self.job:
+            return ()
+        return self.types or _KIND_TYPES[self.kind]
+
+    @property
+    def flag_help(self) -> str:
+        return self.help.replace("{default}", _shown(self.default))
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+_JSON_HELP = "JSON, or @FILE to read it from a file."
+
+SETTINGS: tuple[Setting, ...] = (
+    # --- what every command that reads a job takes (request defaults first) ------------
+    Setting("input", "path", "The dataset to read (the SOURCE argument).", commands=()),
+    Setting(
+        "output",
+        "path",
+        "Output dataset (.parquet or .jsonl). Re-running with the same output resumes.",
+        short="-o",
+    ),
+    Setting("model", "text", "Model for rows that do not name one.", env=True),
+    Setting("max_tokens", "int", "Output token limit per request.", env=True),
+    Setting("system", "text", "System prompt for every row.", types=(str, list)),
+    Setting(
+        "template",
+        "text",
+        "Builds each prompt from the row's columns, e.g. 'Summarize {title}: {body}'.",
+    ),
+    Setting("temperature", "number", "Sampling temperature, 0 to 1."),
+    Setting("top_p", "number", "Nucleus sampling, 0 to 1."),
+    Setting("top_k", "int", "Top-k sampling."),
+    Setting(
+        "stop_sequences",
+        "list",
+        "A stop sequence (repeatable).",
+        flag="--stop-sequence",
+    ),
+    Setting("tools", "json", "Tools every row may use: " + _JSON_HELP, types=(list,)),
+    Setting(
+        "tool_choice",
+        "json",
+        'How the model uses the tools, e.g. \'{"type": "any"}\': ' + _JSON_HELP,
+        types=(dict,),
+    ),
+    Setting(
+        "thinking",
+        "json",
+        'Extended thinking, e.g. \'{"type": "enabled", "budget_tokens": 2048}\': ' + _JSON_HELP,
+        types=(dict,),
+    ),
+    Setting(
+        "metadata",
+        "json",
+        'Request metadata, e.g. \'{"user_id": "job-7"}\': ' + _JSON_HELP,
+        types=(dict,),
+    ),
+    Setting("service_tier", "text", "service_tier of every request, e.g. auto or standard_only."),
+    Setting(
+        "keep_columns",
+        "list",
+        "Input column to copy to the output (repeatable).",
+        flag="--keep-column",
+    ),
+    Setting(
+        "json_schema",
+        "path",
+        "Structured output: answers must satisfy this JSON Schema (structured_json).",
+        files_only=True,
+    ),
+    Setting(
+        "cache_system",
+        "switch",
+        "Mark the system prompt for prompt caching (cache_control).",
+    ),
+    Setting("cache_ttl", "choice", "The system prompt's cache ttl.", choices=("5m", "1h")),
+    Setting(
+        "base_url",
+        "text",
+        "API base URL [default: {default}].",
+        default=DEFAULT_BASE_URL,
+        env="ANTHROPIC_BASE_URL",
+    ),
+    Setting(
+        "allow_insecure_http",
+        "flag",
+        "Allow a plain-http base URL that is not on this machine.",
+        default=False,
+    ),
+    # --- what run (and estimate, whose pilot is a run) also takes -----------------------
+    Setting(
+        "concurrency",
+        "int_or_auto",
+        "Requests in flight at once, or 'auto' (from the rate limits and the latency seen) "
+        "[default: {default}].",
+        default=DEFAULT_CONCURRENCY,
+        commands=RUN_COMMANDS,
+        short="-c",
+        env=True,
+        metavar="N|auto",
+    ),
+    # rpm / itpm / otpm: in a job file, the fields of its [limits] table (below).
+    Setting(
+        "rpm",
+        "int",
+        "Requests per minute to stay under [default: the API's, from its headers].",
+        commands=RUN_COMMANDS,
+        env=True,
+        job=False,
+        low=1,
+    ),
+    Setting(
+        "itpm",
+        "int",
+        "Input tokens per minute to stay under (cache reads do not count).",
+        commands=RUN_COMMANDS,
+        env=True,
+        job=False,
+        low=1,
+    ),
+    Setting(
+        "otpm",
+        "int",
+        "Output tokens per minute to stay under (max_tokens is reserved up front).",
+        commands=RUN_COMMANDS,
+        env=True,
+        job=False,
+        low=1,
+    ),
+    Setting(
+        "limits",
+        "json",
+        "Rate limits per minute: rpm, itpm, otpm, and a table of them per model.",
+        commands=(),
+        types=(dict,),
+    ),
+    Setting(
+        "max_retries",
+        "int",
+        "Retries per row for retryable failures [default: {default}].",
+        default=DEFAULT_MAX_RETRIES,
+        commands=RUN_COMMANDS,
+        env=True,
+        low=0,
+    ),
+    Setting(
+        "timeout",
+        "number",
+        "Seconds one attempt may take [default: {default}].",
+        default=DEFAULT_TIMEOUT,
+        commands=RUN_COMMANDS,
+        env=True,
+        low=0,
+        low_open=True,
+    ),
+    Setting(
+        "api_version",
+        "text",
+        "anthropic-version header [default: {default}].",
+        default=DEFAULT_API_VERSION,
+        commands=RUN_COMMANDS,
+        env=True,
+    ),
+    Setting(
+        "betas",
+        "list",
+        "anthropic-beta feature (repeatable).",
+        commands=RUN_COMMANDS,
+        flag="--beta",
+    ),
+    Setting(
+        "http_backend",
+        "choice",
+        "HTTP transport [default: {default}, which holds up at high concurrency].",
+        default="aiohttp",
+        commands=RUN_COMMANDS,
+        env=True,
+        choices=("aiohttp", "httpx"),
+    ),
+    Setting(
+        "stream",
+        "switch",
+        "Send with stream: true (automatic above 21,333 max_tokens).",
+        default=False,
+        commands=RUN_COMMANDS,
+    ),
+    Setting(
+        "simulate",
+        "flag",
+        "Run against the built-in simulator: no key needed, nothing is paid.",
+        default=False,
+        commands=RUN_COMMANDS,
+        job=False,
+    ),
+    Setting(
+        "retry_errors",
+        "flag",
+        "Re-send rows an earlier run left in error.",
+        default=False,
+        commands=RUN_COMMANDS,
+        job=False,
+    ),
+    Setting(
+        "overwrite",
+        "flag",
+        "Start afresh: discard the existing output and its journal.",
+        default=False,
+        commands=RUN_COMMANDS,
+        job=False,
+    ),
+    Setting(
+        "grace",
+        "number",
+        "After Ctrl-C/SIGTERM, seconds in-flight requests may take [default: {default}].",
+        default=DEFAULT_GRACE,
+        commands=RUN_COMMANDS,
+        env=True,
+        low=0,
+        low_open=True,
+    ),
+    Setting(
+        "max_cost",
+        "number",
+        "Budget for this run: stop admitting rows before spending could pass it; finish "
+        "what is in flight and exit 4. Re-running resumes (with a fresh budget).",
+        commands=RUN_COMMANDS,
+        env=True,
+        low=0,
+        metavar="USD",
+        unit="dollars",
+    ),
+    Setting(
+        "prices",
+        "path",
+        "Price file (TOML) over the packaged table: changes or adds models.",
+        commands=RUN_COMMANDS,
+        files_only=True,
+    ),
+    Setting(
+        "via",
+        "choice",
+        "online: requests one by one; batches: the Message Batches API, half the price, "
+        "answers within 24 h [default: {default}].",
+        default="online",
+        commands=RUN_COMMANDS,
+        env=True,
+        choices=("online", "batches"),
+    ),
+    Setting(
+        "batch_max_requests",
+        "int",
+        "Requests per batch [default: {default}, the API's limit].",
+        default=BATCH_MAX_REQUESTS,
+        commands=RUN_COMMANDS,
+        low=1,
+        high=BATCH_MAX_REQUESTS,
+    ),
+    Setting(
+        "batch_max_mb",
+        "number",
+        "MB of requests per batch [default: {default}, the API's limit].",
+        default=BATCH_MAX_MB,
+        commands=RUN_COMMANDS,
+        low=0,
+        low_open=True,
+        high=BATCH_MAX_MB,
+    ),
+    Setting(
+        "poll_interval",
+        "number",
+        "Seconds between batch status checks at first; grows while nothing changes "
+        "[default: {default}].",
+        default=DEFAULT_POLL_INTERVAL,  # SIMULATE_POLL_INTERVAL with --simulate
+        commands=RUN_COMMANDS,
+        low=0,
+        low_open=True,
+    ),
+    Setting(
+        "resubmit_expired",
+        "flag",
+        "Send rows a batch left expired or cancelled again, in a new batch.",
+        default=False,
+        commands=RUN_COMMANDS,
+        job=False,
+    ),
+    Setting(
+        "finish_online",
+        "flag",
+        "Send rows a batch left expired or cancelled again, online.",
+        default=False,
+        commands=RUN_COMMANDS,
+        job=False,
+    ),
+    Setting(
+        "quiet",
+        "flag",
+        "No progress display.",
+        default=False,
+        commands=RUN_COMMANDS,
+        short="-q",
+        job=False,
+    ),
+)
+
+BY_KEY: Mapping[str, Setting] = {s.key: s for s in SETTINGS}
+
+JOB_KEYS: Mapping[str, tuple[type, ...]] = {s.key: s.job_types for s in SETTINGS if s.job}
+"""key -> the Python types a job-file value may have (lists are checked element-wise later)."""
+
+ENV_VARS: Mapping[str, Setting] = {s.env_var: s for s in SETTINGS if s.env_var is not None}
+"""environment variable -> its setting (the credentials are read by ``load_config``)."""
+
+
+def for_command(command: str) -> tuple[Setting, ...]:
+    """The settings ``command`` ("run", "batches list", ...) takes as flags, in table order."""
+    return tuple(s for s in SETTINGS if command in s.commands)
+
+
+def precedence_text() -> str:
+    """The "where settings come from" paragraph of the job commands' help."""
+    names = [f"{API_KEY_ENV} / {AUTH_TOKEN_ENV}"]
+    names += sorted(ENV_VARS, key=lambda name: not name.startswith("ANTHROPIC_"))
+    return (
+        "Settings come from, highest first: command-line flags, the environment "
+        f"({', '.join(names)}), the job file, then defaults."
+    )

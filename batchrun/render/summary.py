@@ -1,0 +1,112 @@
+"""The text a person reads after ``run`` and ``validate``: the run summary and the list of
+invalid rows."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from batchrun.store.row_state import LAPSED_REASONS
+
+if TYPE_CHECKING:
+    from batchrun.config.load import RunConfig
+    from batchrun.drivers.summary import RunSummary
+    from batchrun.drivers.validate import ValidationReport
+
+
+def format_summary(summary: RunSummary, config: RunConfig) -> str:
+    """The end-of-run summary a person reads."""
+    final = summary.final
+    lines = [f"batchrun: {config.input} -> {config.output}"]
+    if final is not None:
+        lines.append(f"  output      {final.rows:,} rows: {final.ok:,} ok, {final.error:,} error")
+    lines.append(
+        f"  this run    {summary.finished:,} rows: {summary.ok:,} ok, {summary.error:,} error"
+        + (f" ({summary.invalid:,} invalid, not sent)" if summary.invalid else "")
+        + (f"; {summary.skipped:,} already done" if summary.skipped else "")
+    )
+    if summary.stop_reasons:
+        lines.append("  stop        " + _counts(summary.stop_reasons))
+    if summary.error_types:
+        lines.append("  errors      " + _counts(summary.error_types))
+        lines.extend(_resend_hints(summary, config))
+    lines.append(
+        f"  tokens      in {summary.input_tokens:,}  out {summary.output_tokens:,}"
+        + (
+            f"  cache write {summary.cache_creation_input_tokens:,}"
+            f"  cache read {summary.cache_read_input_tokens:,}"
+            if summary.cache_creation_input_tokens or summary.cache_read_input_tokens
+            else ""
+        )
+    )
+    lines.append(
+        f"  cost        ${summary.cost_usd:,.4f}"
+        + (f" ({summary.unpriced:,} answers unpriced)" if summary.unpriced else "")
+        + (f" of a ${summary.max_cost:g} budget" if summary.max_cost is not None else "")
+    )
+    if summary.via == "batches":
+        lines.append(
+            f"  batches     {summary.batches_created:,} created, "
+            f"{summary.batches_collected:,} collected"
+            + (f", {len(summary.batches_running):,} running" if summary.batches_running else "")
+            + " (Message Batches: billed at the batch price)"
+        )
+    lines.append(f"  retries     {summary.retries:,}")
+    lines.extend(_rate_limit_lines(summary))
+    lines.append(f"  elapsed     {summary.elapsed_s:.1f} s ({summary.rows_per_second:,.1f} rows/s)")
+    return "\n".join(lines)
+
+
+def _resend_hints(summary: RunSummary, config: RunConfig) -> list[str]:
+    """How to send the rows in error again: a plain re-run leaves them as they are."""
+    resendable = summary.error - summary.invalid
+    if not resendable or config.retry_errors:
+        return []
+    hints = [f"--retry-errors sends the {resendable:,} that were sent again"]
+    lapsed = sum(summary.error_types.get(kind, 0) for kind in LAPSED_REASONS)
+    if lapsed and not (config.resubmit_expired or config.finish_online):
+        hints.append(
+            f"--resubmit-expired only the {lapsed:,} a batch expired or cancelled "
+            "(--finish-online: online)"
+        )
+    return ["              a re-run leaves these as they are; " + "; ".join(hints)]
+
+
+def _rate_limit_lines(summary: RunSummary) -> list[str]:
+    """Limits in force, 429s and admission waits; auto concurrency. Nothing if none applied."""
+    lines = []
+    for model, limits in summary.rate_limits.items():
+        if limits.any:
+            shown = [
+                f"{value:,} {unit}"
+                for value, unit in zip(limits.values(), ("rpm", "itpm", "otpm"), strict=True)
+                if value is not None
+            ]
+            lines.append(f"  limits      {model}: {', '.join(shown)}")
+    if lines or summary.rate_limited_429s or summary.rate_wait_s >= 0.05:
+        pauses = f" in {summary.rate_pauses:,} pause(s)" if summary.rate_pauses else ""
+        lines.append(
+            f"  rate limit  {summary.rate_limited_429s:,} answered 429{pauses}; "
+            f"admission held back {summary.rate_wait_s:.1f} s"
+        )
+    if summary.concurrency_chosen is not None:
+        lines.append(f"  concurrency auto: {summary.concurrency_chosen:,} in flight")
+    return lines
+
+
+def format_validation(report: ValidationReport) -> str:
+    """Each invalid row with its file, line and field; then the counts."""
+    lines = [str(problem) for problem in report.problems]
+    lines += [
+        f"{report.source}: {more:,} more row(s) with the same problem: {what}"
+        for what, more in report.unlisted()
+    ]
+    lines.append(
+        f"{report.source}: {report.rows:,} rows, {report.rows - report.invalid:,} valid, "
+        f"{report.invalid:,} invalid"
+    )
+    return "\n".join(lines)
+
+
+def _counts(counter: Counter[str]) -> str:
+    return ", ".join(f"{k} {v:,}" for k, v in counter.most_common())
