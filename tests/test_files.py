@@ -276,3 +276,81 @@ def test_the_sample_job_runs(tmp_path: Path, sim: SimulatorThread) -> None:
     settings = {"output": str(tmp_path / "o.jsonl"), "base_url": sim.base_url, "quiet": True}
     summary = run(load_config(job, settings, environ={"ANTHROPIC_API_KEY": TEST_KEY}))
     assert summary.exit_code == 0 and summary.final is not None and summary.final.ok == 6
+
+
+def _rewrite(path: Path, content: bytes) -> None:
+    """New content, and an mtime a second later, as an editor would leave it."""
+    before = path.stat().st_mtime_ns
+    path.write_bytes(content)
+    os.utime(path, ns=(before + 10**9, before + 10**9))
+
+
+def test_folder_stamp_covers_every_file_whatever_its_name(media: Path) -> None:
+    (media / "notes.log").write_text("log line one", encoding="utf-8")
+    (media / "photo").write_bytes(PNG)
+    (media / "sub" / "README").write_text("read me", encoding="utf-8")
+    for name, content in (
+        ("notes.log", b"log line two"),  # same size
+        ("photo", make_media.png(4, 4, (9, 9, 9))),
+        ("sub/README", b"read us"),
+        ("blob.bin", b"\x00\x01\x02\xfe"),
+    ):
+        stamp = folder_stamp(media)
+        _rewrite(media / name, content)
+        assert folder_stamp(media) != stamp, name
+
+
+def test_folder_stamp_skips_the_input_and_the_output_with_its_files(media: Path) -> None:
+    inp = write_jsonl(media / "in.jsonl", [{"id": "1", "prompt": "x"}])
+    out = media / "results" / "labels.jsonl"
+    out.parent.mkdir()
+    stamp = folder_stamp(media, skip=(inp, out))
+    assert stamp and stamp == folder_stamp(media, skip=[inp, out])
+    assert folder_stamp(media) != stamp  # unless skipped, the input is a file like any other
+    with inp.open("a", encoding="utf-8") as fh:  # rows appended: the input's own stamp judges
+        fh.write('{"id": "2", "prompt": "y"}\n')
+    for name in ("labels.jsonl", "labels.jsonl.journal", "labels.jsonl.state.json"):
+        (out.parent / name).write_text("x", encoding="utf-8")
+    (out.parent / ".labels.jsonl.lock").write_text("pid", encoding="utf-8")
+    assert folder_stamp(media, skip=(inp, out)) == stamp
+    # Not skipped: another output's journal is still no file a row refers to; a diary is.
+    (media / "other.parquet.state.json").write_text("{}", encoding="utf-8")
+    assert folder_stamp(media, skip=(inp, out)) == stamp
+    (media / "diary.journal").write_text("dear diary", encoding="utf-8")
+    assert folder_stamp(media, skip=(inp, out)) != stamp
+    # Only the input and its output's files are skipped, not their namesakes elsewhere.
+    assert folder_stamp(media / "results", skip=(inp, out)) == ""
+    (media / "results" / "in.jsonl").write_text("a document", encoding="utf-8")
+    assert folder_stamp(media / "results", skip=(inp, out)) != ""
+
+
+def test_resume_notices_a_changed_file_whatever_its_name(media: Path, sim: SimulatorThread) -> None:
+    (media / "notes.log").write_text("the meeting is on Monday", encoding="utf-8")
+    (media / "photo").write_bytes(PNG)  # an image without an extension
+    rows = [
+        {"id": "log", "document": "notes.log", "q": "When is the meeting?"},
+        {"id": "img", "image": "photo", "q": "What colour is it?"},
+        {"id": "plain", "q": "Say hi"},
+    ]
+    inp = write_jsonl(media / "in.jsonl", rows)
+    settings = {
+        "output": str(media / "out.jsonl"),  # beside the input, with its journal and state
+        "model": "claude-haiku-4-5",
+        "max_tokens": 40,
+        "template": "{q}",
+        "base_url": sim.base_url,
+        "quiet": True,
+    }
+    config = load_config(inp, settings, environ={"ANTHROPIC_API_KEY": TEST_KEY})
+    assert run(config).exit_code == 0
+    recorder = RecordingTransport()
+    assert run(config, transport=recorder).exit_code == 0  # nothing changed: nothing sent
+    assert recorder.bodies == []
+
+    _rewrite(media / "notes.log", b"the meeting is on Friday")
+    with pytest.raises(ResumeMismatchError, match=r"1 row\(s\) \(ids log\)"):
+        run(config, transport=RecordingTransport())
+    _rewrite(media / "notes.log", b"the meeting is on Monday")
+    _rewrite(media / "photo", make_media.png(4, 4, (200, 0, 0)))
+    with pytest.raises(ResumeMismatchError, match=r"1 row\(s\) \(ids img\)"):
+        run(config, transport=RecordingTransport())

@@ -129,6 +129,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "limits",
             "max_cost",
             "max_retries",
+            "max_retry_wait",  # added with --max-retry-wait, after the move
             "output",
             "overwrite",
             "poll_interval",

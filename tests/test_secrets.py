@@ -133,3 +133,14 @@ def test_plain_http_to_a_remote_host_is_refused_before_the_key_travels(tmp_path:
     )
     assert proc.returncode == 1 and "--allow-insecure-http" in proc.stderr
     assert KEY not in proc.stderr
+
+
+def test_a_refused_base_url_is_printed_without_its_user_password_or_query(
+    tmp_path: Path,
+) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(1))
+    url = f"http://gateway-user:{KEY}@api.example.com/v1?key={KEY}&user=gateway-user"
+    proc = cli(["run", str(inp), "--base-url", url, "--model", "m", "--max-tokens", "5"])
+    assert proc.returncode == 1 and "--allow-insecure-http" in proc.stderr
+    assert "'http://api.example.com/v1'" in proc.stderr
+    assert KEY not in proc.stderr and "gateway-user" not in proc.stderr

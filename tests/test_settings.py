@@ -116,6 +116,7 @@ ENV_SAMPLES = {
     "api_version": ("2030-01-01", "2030-01-01"),
     "http_backend": ("httpx", "httpx"),
     "grace": ("3", 3.0),
+    "max_retry_wait": ("45", 45.0),
     "max_cost": ("1.5", 1.5),
     "via": ("batches", "batches"),
 }
@@ -181,6 +182,7 @@ JOB_SAMPLES = {
     "concurrency": (BASE + 'concurrency = "auto"\n', None),
     "limits": (BASE + "[limits]\nrpm = 60\n", None),
     "max_retries": (BASE + "max_retries = 1\n", 1),
+    "max_retry_wait": (BASE + "max_retry_wait = 20\n", 20.0),
     "timeout": (BASE + "timeout = 30\n", 30.0),
     "api_version": (BASE + 'api_version = "2030-01-01"\n', "2030-01-01"),
     "betas": (BASE + 'betas = ["b-1"]\n', ("b-1",)),

@@ -1,10 +1,13 @@
 """The one HTTP client of a run: auth, transport, deadlines, status -> error mapping.
 
 Everything foreign (httpx, aiohttp, OSError, JSON, SSE) is translated here, once, into the
-``ApiError`` tree and chained. Credentials are revealed only into request headers; error
-messages are built from exception text that never includes headers, scrubbed of the
-credential values anyway, and a foreign exception whose text would show a credential (aiohttp's
-``ClientResponseError`` repr includes the request headers) is not chained at all.
+``ApiError`` tree and chained. Credentials are revealed only into request headers. This is
+also the one place where what a server said becomes ours, so every ``ApiError`` leaving an
+attempt is scrubbed here (``core.scrub``): its message and everything else taken from the
+response (a server or gateway may quote the key it refused, whole or cut short), before any
+message, journal record, output row, log line or traceback can carry it. A foreign exception
+whose text would show a credential (aiohttp's ``ClientResponseError`` repr includes the
+request headers) is not chained at all.
 
 >>> async def main() -> None:  # doctest: +SKIP
 ...     creds = Credentials(api_key=Secret("sk-ant-..."))
@@ -50,6 +53,7 @@ from batchrun.core.errors import (
     ConfigError,
 )
 from batchrun.core.jsoncodec import compact
+from batchrun.core.scrub import Scrubber
 from batchrun.core.secret import Secret
 
 T = TypeVar("T")
@@ -78,7 +82,6 @@ _MISSING_CREDENTIALS = (
     "no API credentials: set ANTHROPIC_API_KEY (sent as x-api-key) or "
     "ANTHROPIC_AUTH_TOKEN (sent as Authorization: Bearer, for gateways)"
 )
-_REDACTED = "***"
 
 
 def _user_agent() -> str:
@@ -127,8 +130,8 @@ class MessagesClient:
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         auth_headers = _auth_headers(credentials)  # before anything needs closing
-        # Kept wrapped: revealed only to scrub failure messages, never stored in clear.
-        self._secrets = tuple(Secret(value) for _, value in _secret_values(credentials))
+        # Masks the credentials in every failure this client reports.
+        self._scrub = Scrubber(Secret(value) for _, value in _secret_values(credentials))
         self._deadline = timeout
         self._clock = clock
         plain_http = base_url.lower().startswith("http://")
@@ -319,7 +322,8 @@ class MessagesClient:
         """Turn every foreign failure of one attempt into an ``ApiError``, chained once."""
         try:
             yield
-        except ApiError:
+        except ApiError as exc:
+            self._scrubbed(exc)
             raise
         except httpx.TimeoutException as exc:
             if _is_disconnect(exc):
@@ -357,10 +361,21 @@ class MessagesClient:
         error = kind(self._scrub(text), error_type=error_type)
         raise error from (cause if self._chain_is_clean(cause) else None)
 
-    def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret.reveal(), _REDACTED)
-        return text
+    def _scrubbed(self, error: ApiError) -> None:
+        """Mask the credentials in ``error``: every text it keeps from the response, in place.
+
+        Its own text attributes (``message``, ``error_type``, ``request_id``, ``error_code``
+        and any added later) and ``args`` (which ``repr`` shows); an exception chained to it
+        that would show a credential is cut off.
+        """
+        for name, value in vars(error).items():
+            if isinstance(value, str):
+                setattr(error, name, self._scrub(value))
+        error.args = tuple(self._scrub(a) if isinstance(a, str) else a for a in error.args)
+        for link in (error.__cause__, error.__context__):
+            if link is not None and not self._chain_is_clean(link):
+                error.__cause__ = error.__context__ = None
+                error.__suppress_context__ = True
 
     def _chain_is_clean(self, exc: BaseException) -> bool:
         """False when any exception in the chain would show a credential in a traceback."""
@@ -368,8 +383,7 @@ class MessagesClient:
         current: BaseException | None = exc
         while current is not None and id(current) not in seen:
             seen.add(id(current))
-            shown = f"{current!s} {current!r}"
-            if any(secret.reveal() in shown for secret in self._secrets):
+            if self._scrub.reveals(f"{current!s} {current!r}"):
                 return False
             current = current.__cause__ or current.__context__
         return True

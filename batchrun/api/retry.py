@@ -120,8 +120,11 @@ async def send_with_retries(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     rand: Callable[[], float] = random.random,
     on_retry: Callable[[BaseException, float], None] | None = None,
+    max_wait: float | None = None,
 ) -> tuple[T, int]:
     """Await ``call()`` until it succeeds or fails for good; return ``(value, attempts)``.
+
+    ``max_wait`` caps each wait (``--max-retry-wait``), a server's retry-after included.
 
     On final failure the last exception is re-raised with ``attempts`` set on it. The first
     attempt runs outside tenacity: most rows succeed at once, and this path runs thousands of
@@ -140,7 +143,7 @@ async def send_with_retries(
     if max_retries <= 0 or not is_retryable(first_failure):
         _stamp_attempts(first_failure, 1)
         raise first_failure
-    return await _retry_after(first_failure, call, max_retries, sleep, rand, on_retry)
+    return await _retry_after(first_failure, call, max_retries, sleep, rand, on_retry, max_wait)
 
 
 async def _retry_after(
@@ -150,6 +153,7 @@ async def _retry_after(
     sleep: Callable[[float], Awaitable[None]],
     rand: Callable[[], float],
     on_retry: Callable[[BaseException, float], None] | None,
+    max_wait: float | None = None,
 ) -> tuple[T, int]:
     """The tenacity loop, starting from a first attempt that already failed."""
     attempts = 0
@@ -163,7 +167,8 @@ async def _retry_after(
         return await call()
 
     def wait(state: RetryCallState) -> float:
-        return wait_seconds(_exception_of(state), state.attempt_number - 1, rand())
+        seconds = wait_seconds(_exception_of(state), state.attempt_number - 1, rand())
+        return seconds if max_wait is None else min(seconds, max_wait)
 
     def before_sleep(state: RetryCallState) -> None:
         if on_retry is not None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import difflib
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -106,6 +106,7 @@ class RunConfig:
     concurrency_auto: bool = False  # --concurrency auto (ratelimit.ConcurrencyTuner)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     max_retries: int = DEFAULT_MAX_RETRIES
+    max_retry_wait: float | None = None  # seconds; None: honour the API's retry-after in full
     timeout: float = DEFAULT_TIMEOUT
     base_url: str = DEFAULT_BASE_URL
     api_version: str = DEFAULT_API_VERSION
@@ -179,6 +180,9 @@ def load_config(
     output = path_of("output") or (Path.cwd() / f"{input_path.stem}.results.parquet")
     if output.suffix.lower() not in (".parquet", ".jsonl"):
         raise ConfigError(f"output {output}: the name must end in .parquet or .jsonl")
+    check_output_is_not_input(input_path, output)
+    keep_columns = tuple(_str_list(settings, "keep_columns"))
+    check_keep_columns(keep_columns)
 
     simulate = bool(value("simulate"))
     base_url = str(settings.get("base_url") or DEFAULT_BASE_URL)
@@ -195,11 +199,12 @@ def load_config(
         input=input_path,
         output=output,
         defaults=_with_schema(_request_defaults(settings), schema),
-        keep_columns=tuple(_str_list(settings, "keep_columns")),
+        keep_columns=keep_columns,
         concurrency=concurrency,
         concurrency_auto=concurrency_auto,
         limits=_limits(settings, job.get("limits") or {}),
         max_retries=value("max_retries"),
+        max_retry_wait=value("max_retry_wait"),
         timeout=value("timeout"),
         base_url=base_url,
         api_version=str(value("api_version")),
@@ -224,6 +229,63 @@ def load_config(
         resubmit_expired=bool(value("resubmit_expired")),
         finish_online=bool(value("finish_online")),
     )
+
+
+def check_output_is_not_input(input_path: Path, output: Path) -> None:
+    """ConfigError when the output would be written over the input.
+
+    The same file by path (symbolic links resolved) or, when both exist, by inode (a hard
+    link). An input is always a file (``rows.reader.check_input_file``): there is no dataset
+    folder an output could sit inside.
+    """
+    same = input_path.resolve() == output.resolve()
+    if not same and input_path.exists() and output.exists():
+        try:
+            same = os.path.samefile(input_path, output)
+        except OSError:
+            same = False
+    if same:
+        raise ConfigError(
+            f"output {output} is the input file: the run would replace its input with its "
+            "results. Write to another file with -o (`output` in a job file)"
+        )
+
+
+def check_keep_columns(columns: Sequence[str]) -> None:
+    """ConfigError for a kept column whose name the output already uses.
+
+    A kept input column is written under its own name, so it must not be one of the output
+    columns (``store.columns``: it would overwrite the answer's ``text``, null every ``id``)
+    nor the journal's ``_index`` (every row's position: resume would lose every row).
+    Whether the input has the column at all is checked when the run reads it
+    (``drivers.session.claim_output``).
+    """
+    # Imported here: the store loads pyarrow, which resolving a config does not need.
+    from batchrun.store.columns import COLUMN_NAMES
+    from batchrun.store.journal import INDEX
+
+    seen: set[str] = set()
+    for name in columns:
+        if name == "id":
+            raise ConfigError(
+                "`keep_columns`: `id` is always in the output (each row's id, as the input "
+                "gives it or row-<index>): drop it from keep_columns (--keep-column)"
+            )
+        if name in COLUMN_NAMES:
+            raise ConfigError(
+                f"`keep_columns`: `{name}` is one of the output's own columns, which a kept "
+                f"input column would overwrite. Rename the input column (e.g. to "
+                f"`input_{name}`) and keep that, or drop `{name}` from keep_columns"
+            )
+        if name == INDEX:
+            raise ConfigError(
+                f"`keep_columns`: `{INDEX}` is the name batchrun's journal gives each row's "
+                f"position; rename the input column (e.g. to `input{INDEX}`) and keep that, "
+                f"or drop `{INDEX}` from keep_columns"
+            )
+        if name in seen:
+            raise ConfigError(f"`keep_columns` names `{name}` twice")
+        seen.add(name)
 
 
 def _value(setting: Setting, settings: Mapping[str, Any], default: Any = None) -> Any:
@@ -461,14 +523,21 @@ def _credentials(env: Mapping[str, str], simulate: bool) -> Credentials:
 
 
 def _check_base_url(url: str, allow_insecure: bool) -> None:
-    parts = urlsplit(url)
+    # Messages show the URL without its user, password and query: gateways put keys there.
+    from batchrun.core.scrub import url_without_secrets
+
+    shown = url_without_secrets(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # such as an unclosed IPv6 bracket (its text may quote the URL)
+        raise ConfigError(f"base URL {shown!r} is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"base URL {url!r} must be an http(s) URL")
+        raise ConfigError(f"base URL {shown!r} must be an http(s) URL")
     loopback = parts.hostname in ("localhost", "127.0.0.1", "::1") or parts.hostname.startswith(
         "127."
     )
     if parts.scheme == "http" and not loopback and not allow_insecure:
         raise ConfigError(
-            f"base URL {url!r} is plain http to another machine: the API key would travel in "
-            "clear. Use https, or pass --allow-insecure-http if you mean it."
+            f"base URL {shown!r} is plain http to another machine: the API key would travel "
+            "in clear. Use https, or pass --allow-insecure-http if you mean it."
         )

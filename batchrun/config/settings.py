@@ -164,7 +164,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "keep_columns",
         "list",
-        "Input column to copy to the output (repeatable).",
+        "Input column to copy to the output, under its own name (repeatable). Given as "
+        "flags, the columns replace the job file's keep_columns list, they do not add to it.",
         flag="--keep-column",
     ),
     Setting(
@@ -247,6 +248,16 @@ SETTINGS: tuple[Setting, ...] = (
         commands=RUN_COMMANDS,
         env=True,
         low=0,
+    ),
+    Setting(
+        "max_retry_wait",
+        "number",
+        "Longest wait before one retry, in seconds, whatever the API's retry-after asks "
+        "(a 429 may ask for an hour) [default: the API's].",
+        commands=RUN_COMMANDS,
+        env=True,
+        low=0,
+        metavar="SECONDS",
     ),
     Setting(
         "timeout",

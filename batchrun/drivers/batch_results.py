@@ -20,6 +20,7 @@ from typing import Any
 
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiResponseError, OutputError
+from batchrun.core.scrub import Scrubber
 from batchrun.engine.outcome import VIA_BATCHES, Work, error_row, ok_row
 from batchrun.store.row_state import LAPSED_REASONS
 
@@ -109,11 +110,14 @@ def result_row(
     elif kind == "errored":
         envelope = _table(result.get("error"))
         inner = _table(envelope.get("error")) or envelope
+        # An errored result's message comes from the API's file, not through the client's
+        # error boundary: it is scrubbed here (a gateway may quote the key in it).
+        scrub = Scrubber([config.credentials.api_key, config.credentials.auth_token])
         row = error_row(
             work,
             config,
-            str(inner.get("type") or "api_error"),
-            str(inner.get("message") or ""),
+            scrub(str(inner.get("type") or "api_error")),
+            scrub(str(inner.get("message") or "")),
             None,
             1,
             VIA_BATCHES,

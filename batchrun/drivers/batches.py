@@ -37,13 +37,14 @@ from batchrun.core.errors import ApiError, ConfigError, FatalRunError
 from batchrun.drivers.batch_plan import REQUEST_HASH_CHARS, BatchItem, chunks
 from batchrun.drivers.batch_results import ResultSpool, processing_ms, result_row
 from batchrun.drivers.interrupt import run_interruptibly
-from batchrun.drivers.online import run_async
+from batchrun.drivers.online import run_holding
 from batchrun.drivers.progress import Progress
 from batchrun.drivers.session import (
     ResumeMismatchError,
     RowCounter,
     Sleep,
     check_credentials,
+    claim_output,
     count_hint,
     load_prior,
     plan,
@@ -54,8 +55,9 @@ from batchrun.engine.outcome import VIA_BATCHES, Work, error_row, prepare
 from batchrun.rows.reader import check_input_file, read_rows
 from batchrun.store.batch_journal import BatchEntry, BatchJournal, IntentRows, batch_journal_path
 from batchrun.store.columns import INVALID_REQUEST
+from batchrun.store.lock import OutputLock
 from batchrun.store.row_state import LAPSED_REASONS, RowState, state_of
-from batchrun.store.sink import Sink
+from batchrun.store.sink import Sink, remove_stale_temporaries, temporary_path
 
 # A batch's created_at (server clock) may precede our intent's timestamp (local clock)
 # by this much and still be taken for it when reconciling after a crash.
@@ -63,6 +65,7 @@ CLOCK_SKEW = timedelta(minutes=10)
 POLL_GROWTH = 1.5
 POLL_CEILING_S = 300.0  # most batches end within an hour; a 5-minute poll is plenty then
 MAX_ROUNDS = 3  # --resubmit-expired: new batches per run for rows that lapsed again
+SPOOL_SUFFIX = ".results"  # a batch's results on disk while they are collected (batch_results)
 
 
 async def run_batches_async(
@@ -84,6 +87,19 @@ async def run_batches_async(
             "--max-cost stops admitting rows as they are answered, which a batch cannot do: "
             "price the job first with `batchrun estimate` (it shows the batch price)"
         )
+    with claim_output(config) as lock:
+        remove_stale_temporaries(config.output, (SPOOL_SUFFIX,))
+        return await _run_claimed(config, lock, transport, progress_stream, sleep)
+
+
+async def _run_claimed(
+    config: RunConfig,
+    lock: OutputLock,
+    transport: httpx.AsyncBaseTransport | None,
+    progress_stream: IO[str] | None,
+    sleep: Sleep,
+) -> RunSummary:
+    """``run_batches_async``, the output claimed (its lock held: ``lock``)."""
     journal = _open_journal(config)
     summary = RunSummary(input=config.input, output=config.output, via=VIA_BATCHES)
     sink = Sink(config.output, config.keep_columns)
@@ -122,7 +138,7 @@ async def run_batches_async(
     summary.total_rows = counter.rows
     summary.skipped = counter.skipped
     if lapsed_online:
-        return await _finish_online(config, summary, transport, progress_stream, sleep)
+        return await _finish_online(config, summary, lock, transport, progress_stream, sleep)
     every_row_recorded = len(done) >= counter.rows and 0 not in done[: counter.rows]
     if summary.interrupted is None and not summary.batches_running and every_row_recorded:
         summary.final = sink.finalize(counter.rows)
@@ -147,13 +163,15 @@ def _open_journal(config: RunConfig) -> BatchJournal:
 async def _finish_online(
     config: RunConfig,
     summary: RunSummary,
+    lock: OutputLock,
     transport: httpx.AsyncBaseTransport | None,
     progress_stream: IO[str] | None,
     sleep: Sleep,
 ) -> RunSummary:
     """--finish-online: send the rows batches left expired or cancelled as online requests."""
-    online = await run_async(
+    online = await run_holding(  # under this run's lock: no other run may come in between
         replace(config, via="online", overwrite=False),
+        lock,
         transport=transport,
         progress_stream=progress_stream,
         retry_sleep=sleep,
@@ -413,7 +431,8 @@ class _BatchJob:
         """Write the ended batch's results as output rows, then mark it collected."""
         assert entry.batch_id is not None
         rows = self.journal.rows(entry)
-        spool_path = self.config.output.with_name(f".{self.config.output.name}.{entry.key}.results")
+        # Unique to this run, like the final step's files: no other process can share it.
+        spool_path = temporary_path(self.config.output, f".{entry.key}{SPOOL_SUFFIX}")
         with ResultSpool(spool_path, rows.positions()) as spool:
             try:
                 found = await _retrying(

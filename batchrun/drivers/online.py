@@ -23,6 +23,7 @@ from batchrun.drivers.session import (
     RowCounter,
     Sleep,
     check_credentials,
+    claim_output,
     count_hint,
     load_prior,
     plan,
@@ -33,6 +34,7 @@ from batchrun.engine.engine import Engine
 from batchrun.engine.outcome import Work
 from batchrun.rows.reader import check_input_file
 from batchrun.store.batch_journal import running_batches
+from batchrun.store.lock import OutputLock
 from batchrun.store.sink import Sink
 
 
@@ -53,9 +55,49 @@ async def run_async(
     ``only`` restricts the run to those input indexes (a pilot sample): their answers are
     journaled, and the final dataset is written by the run that answers the rest.
     ``redo_lapsed`` also sends the rows a Message Batch expired or cancelled (--finish-online).
+    The run holds the output's lock (``store.lock``) from before it reads anything to its
+    end: a second run of the same output is refused (OutputError) while this one goes.
     """
+    return await run_holding(
+        config,
+        None,
+        transport=transport,
+        progress_stream=progress_stream,
+        retry_sleep=retry_sleep,
+        only=only,
+        redo_lapsed=redo_lapsed,
+    )
+
+
+async def run_holding(
+    config: RunConfig,
+    lock: OutputLock | None,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    progress_stream: IO[str] | None = None,
+    retry_sleep: Sleep = asyncio.sleep,
+    only: Container[int] | None = None,
+    redo_lapsed: bool = False,
+) -> RunSummary:
+    """``run_async`` under ``lock``, the output's lock the caller holds already (a batch run
+    finishing online: no other run may come in between); None takes it."""
     check_credentials(config, transport)
     check_input_file(config.input)
+    with claim_output(config, lock):
+        return await _run_claimed(
+            config, transport, progress_stream, retry_sleep, only, redo_lapsed
+        )
+
+
+async def _run_claimed(
+    config: RunConfig,
+    transport: httpx.AsyncBaseTransport | None,
+    progress_stream: IO[str] | None,
+    retry_sleep: Sleep,
+    only: Container[int] | None,
+    redo_lapsed: bool,
+) -> RunSummary:
+    """``run_async``, the output claimed."""
     _check_no_running_batches(config)
     summary = RunSummary(input=config.input, output=config.output, max_cost=config.max_cost)
     sink = Sink(config.output, config.keep_columns)

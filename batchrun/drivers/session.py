@@ -1,20 +1,35 @@
-"""What every driver does before and around sending: the credentials check, the resume check
-against what the output already holds, and the lazy plan of rows left to send.
+"""What every driver does before and around sending: the credentials check, the claim on the
+output (``claim_output``: one run per output, an output that cannot destroy the input, kept
+columns that exist), the resume check against what the output already holds, and the lazy
+plan of rows left to send.
 
 Shared by the online driver and the Message Batches driver (neither imports the other).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Container, Iterator
+import codecs
+import contextlib
+import csv
+import json
+from collections.abc import Awaitable, Callable, Container, Iterable, Iterator
+from pathlib import Path
 
 import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from batchrun.config.load import RunConfig
-from batchrun.core.errors import ConfigError, OutputError
+from batchrun.config.load import (
+    RunConfig,
+    check_keep_columns,
+    check_output_is_not_input,
+    did_you_mean,
+)
+from batchrun.core.errors import ConfigError, InputError, OutputError
 from batchrun.engine.outcome import Work, prepare
 from batchrun.rows.files import folder_stamp
-from batchrun.rows.reader import InputRow, count_rows, read_rows
+from batchrun.rows.reader import InputRow, count_rows, input_format, read_rows
+from batchrun.store.lock import OutputLock
 from batchrun.store.resume import (
     RunState,
     job_fingerprint,
@@ -25,7 +40,7 @@ from batchrun.store.resume import (
     write_state,
 )
 from batchrun.store.row_state import RowState, count_done, state_of, to_send
-from batchrun.store.sink import PriorRecord, PriorState
+from batchrun.store.sink import PriorRecord, PriorState, remove_stale_temporaries
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -41,6 +56,106 @@ def check_credentials(config: RunConfig, transport: httpx.AsyncBaseTransport | N
             "no credentials: set ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN for a gateway), "
             "or try the job against the built-in simulator with --simulate"
         )
+
+
+@contextlib.contextmanager
+def claim_output(config: RunConfig, held: OutputLock | None = None) -> Iterator[OutputLock]:
+    """The output, for this run alone, checked before anything is sent; released at the end.
+
+    Refuses (ConfigError) an output that is the input and kept columns the output cannot
+    hold, then takes the output's lock (``store.lock``; OutputError naming the run that
+    holds it), then refuses kept columns the input does not have. Holding the lock, it
+    removes the temporary files runs killed midway left. ``held`` is the caller's own lock
+    on this output (a batch run finishing online): it is used, not taken again.
+    """
+    check_output_is_not_input(config.input, config.output)
+    check_keep_columns(config.keep_columns)
+    if held is not None:
+        if not held.held or held.output != config.output:
+            raise OutputError(f"internal error: the lock given is not held for {config.output}")
+        yield held
+        return
+    with OutputLock(config.output) as lock:
+        check_kept_columns_exist(config.input, config.keep_columns)
+        remove_stale_temporaries(config.output)
+        yield lock
+
+
+def check_kept_columns_exist(path: Path, columns: Iterable[str]) -> None:
+    """ConfigError unless every kept column is a column of the input, before anything is sent.
+
+    Parquet and CSV declare their columns (the footer's schema, the header row): those are
+    read. A JSONL file has none; a column is a field of at least one row, so lines are read
+    until every kept column has been seen: the first line, as a rule. Only a name that no
+    row has costs a pass over the file, which is then an error. A line is parsed only when
+    it may name a wanted field (its JSON text for the name, or any escape), which keeps that
+    pass about as fast as counting lines. An input that cannot be read is left to the
+    reader, which says why.
+    """
+    wanted = list(dict.fromkeys(columns))
+    if not wanted:
+        return
+    try:
+        fmt = input_format(path)
+        if fmt == "jsonl":
+            missing, known = _missing_fields(path, wanted)
+        else:
+            known = _parquet_columns(path) if fmt == "parquet" else _csv_columns(path)
+            missing = [name for name in wanted if name not in known]
+    except (InputError, OSError, ValueError, csv.Error, pa.ArrowException):
+        return  # the reader reports what is wrong with the file
+    if not missing:
+        return
+    names = ", ".join(f"`{m}`{did_you_mean(m, set(known))}" for m in missing)
+    shown = ", ".join(f"`{k}`" for k in known[:12]) + (", ..." if len(known) > 12 else "")
+    if fmt == "jsonl":
+        what = f"no row of {path} has the field {names}"
+        has = f" (the first row has {shown})" if known else ""
+    else:
+        what = f"{path} has no column {names}"
+        has = f" (its columns: {shown})" if known else ""
+    raise ConfigError(
+        f"`keep_columns`: {what}{has}. Kept columns are copied from the input: fix the "
+        "name, or drop it from keep_columns (--keep-column)"
+    )
+
+
+def _parquet_columns(path: Path) -> list[str]:
+    return list(pq.read_schema(path).names)
+
+
+def _csv_columns(path: Path) -> list[str]:
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as stream:
+        return next(csv.reader(stream), [])
+
+
+def _missing_fields(path: Path, wanted: list[str]) -> tuple[list[str], list[str]]:
+    """The wanted fields no line of a JSONL file has, and the first row's fields."""
+    left = dict.fromkeys(wanted)
+    needles = {name: json.dumps(name, ensure_ascii=False).encode() for name in wanted}
+    first: list[str] | None = None
+    with path.open("rb") as stream:
+        for number, data in enumerate(stream):
+            if number == 0:
+                data = data.removeprefix(codecs.BOM_UTF8)
+            if not data.strip():
+                continue
+            plain = b"\\" not in data
+            if first is not None and plain and not any(needles[m] in data for m in left):
+                continue  # no name still wanted can be a key of this line
+            try:
+                record = json.loads(data)
+            except ValueError:
+                continue  # a bad line: the reader makes it an error row
+            if not isinstance(record, dict):
+                continue
+            if first is None:
+                first = list(record)
+            for name in record.keys() & left.keys():
+                del left[name]
+            if not left:
+                break
+    return list(left), first or []
 
 
 def redo_lapsed(config: RunConfig) -> bool:
@@ -68,7 +183,9 @@ def load_prior(config: RunConfig, prior: PriorState) -> tuple[bytearray, list[st
     which lets the next resume skip the row-by-row check (see ``store.resume``).
     """
     # Rows may embed local files: a changed file must send resume down the row-by-row check.
-    fingerprint = job_fingerprint(config.defaults) + folder_stamp(config.input.parent)
+    fingerprint = job_fingerprint(config.defaults) + folder_stamp(
+        config.input.parent, skip=(config.input, config.output)
+    )
     state = None if config.overwrite else read_state(config.output)
     if not len(prior):
         states, ids = bytearray(), list[str]()

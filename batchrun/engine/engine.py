@@ -45,6 +45,7 @@ from batchrun.engine.outcome import Work, error_row
 from batchrun.engine.pool import Pool
 from batchrun.engine.sender import Sender
 from batchrun.engine.tally import RowTally
+from batchrun.engine.waits import WaitNotices
 from batchrun.limits.limiter import RateLimiter
 from batchrun.limits.tuner import ConcurrencyTuner
 from batchrun.store.columns import INVALID_REQUEST
@@ -62,7 +63,7 @@ class Engine:
 
     ``tally`` receives the counts (a ``RunSummary`` is one); ``sleep`` is the wait between
     retries and during 429 pauses (tests pass a fake); ``notify`` gets the one-line events
-    a person should see (budget stop, unpriced model).
+    a person should see (budget stop, unpriced model, a wait of more than a few seconds).
     """
 
     def __init__(
@@ -80,7 +81,8 @@ class Engine:
         self._notify = notify
         # The limiter waits out a 429 in place of the retry loop, so it takes the retry sleep.
         self.limiter = RateLimiter(config.limits, pause_sleep=sleep)
-        self.sender = Sender(config, client, tally, sleep, self.limiter)
+        notices = WaitNotices(notify, capped=config.max_retry_wait is not None)
+        self.sender = Sender(config, client, tally, sleep, self.limiter, notices)
         self.pool.on_stop(self.limiter.stop)  # rows waiting for admission are not sent after
         if config.concurrency_auto:
             self.sender.tuner = ConcurrencyTuner(self.limiter, self.pool.set_limit)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from batchrun.api.retry import RETRYABLE_STATUSES
 from batchrun.core.errors import CONNECTION_ERROR, TIMEOUT, FatalRunError
+from batchrun.core.scrub import url_without_secrets
 from batchrun.store.columns import STATUS_OK
 
 # Error types of a row that got no answer at all: the API was never heard from.
@@ -29,7 +29,7 @@ class FailFast:
         self._armed = True
         self._last: tuple[Any, ...] | None = None
         self._count = 0
-        self._base_url = _without_secrets(base_url)
+        self._base_url = url_without_secrets(base_url)
 
     def observe(self, row: Mapping[str, Any]) -> None:
         if not self._armed:
@@ -71,12 +71,3 @@ class FailFast:
             f"stopping early: the first {self._count} requests all failed with HTTP "
             f"{row['http_status']} {row['error_type']}: {row['error_message']}"
         )
-
-
-def _without_secrets(url: str) -> str:
-    """``url`` as it may be shown: no user, password or query (gateways put keys there)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    host = f"[{host}]" if ":" in host else host  # an IPv6 address
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -12,6 +12,7 @@ from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiError, ApiStatusError, FatalRunError
 from batchrun.engine.outcome import Work, error_row, ok_row
 from batchrun.engine.tally import RowTally
+from batchrun.engine.waits import WaitNotices
 from batchrun.limits.limiter import RateLimiter, Reservation
 from batchrun.limits.tuner import ConcurrencyTuner
 from batchrun.limits.usage import RATE_LIMIT_STATUS, itpm_tokens
@@ -28,9 +29,10 @@ class Sender:
     """Sends one request with retries and turns the outcome into an output row.
 
     Every attempt passes rate-limit admission first and reports its usage and the response's
-    rate-limit headers after (``batchrun.limits``). A 429 pauses admission for the model, for every
-    worker at once; that pause stands in for the retry loop's own wait for the 429, which is
-    skipped, so the two never add up.
+    rate-limit headers after (``batchrun.limits``). A 429 pauses admission for the model, for
+    every worker at once; that pause stands in for the retry loop's own wait for the 429, which
+    is skipped, so the two never add up. Waits of more than a few seconds are told
+    (``notices``); ``--max-retry-wait`` caps them.
     """
 
     def __init__(
@@ -40,6 +42,7 @@ class Sender:
         tally: RowTally,
         sleep: Sleep,
         limiter: RateLimiter,
+        notices: WaitNotices | None = None,
     ) -> None:
         self._config = config
         self._client = client
@@ -47,6 +50,7 @@ class Sender:
         self._sleep = sleep
         self._limiter = limiter
         self.tuner: ConcurrencyTuner | None = None  # --concurrency auto
+        self._notices = notices
 
     async def send(self, work: Work, body: dict[str, Any]) -> dict[str, Any]:
         config = self._config
@@ -60,6 +64,7 @@ class Sender:
                 max_retries=config.max_retries,
                 sleep=waits.sleep,
                 on_retry=waits.on_retry,
+                max_wait=config.max_retry_wait,
             )
         except ApiError as exc:
             if is_fatal(exc):
@@ -106,11 +111,14 @@ class Sender:
         return reply
 
     def pause_for(
-        self, model: str, exc: BaseException, wait: float, sent: Reservation | None
+        self, model: str, exc: BaseException, wait: float, sent: Reservation | None, attempt: int
     ) -> bool:
         """Count a retry; a (retryable) 429 pauses admission instead. True for a 429."""
         self._tally.retries += 1
-        if not (isinstance(exc, ApiError) and exc.status == RATE_LIMIT_STATUS):
+        paused = isinstance(exc, ApiError) and exc.status == RATE_LIMIT_STATUS
+        if self._notices is not None:
+            self._notices.retry(model, exc, wait, paused=paused, attempt=attempt)
+        if not paused:
             return False
         self._limiter.pause(model, wait, sent)
         self._tally.rate_pauses = self._limiter.stats.pauses
@@ -141,9 +149,11 @@ class RetryWaits:
         self.sent: Reservation | None = None  # the latest attempt's admission
         self._sender = sender
         self._skip_next = False
+        self._attempts = 1
 
     def on_retry(self, exc: BaseException, wait: float) -> None:
-        self._skip_next = self._sender.pause_for(self.model, exc, wait, self.sent)
+        self._attempts += 1
+        self._skip_next = self._sender.pause_for(self.model, exc, wait, self.sent, self._attempts)
 
     async def sleep(self, seconds: float) -> None:
         if self._skip_next:

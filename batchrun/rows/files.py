@@ -28,7 +28,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -193,18 +195,36 @@ def source_for(block_type: str, path: str, root: Path, cache: FileCache | None =
     return {"type": "base64", "media_type": encoded.media_type, "data": encoded.data}
 
 
-MEDIA_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".pdf", ".txt", ".md"})
+# The files batchrun keeps beside any output ``<name>.parquet`` / ``<name>.jsonl``: its
+# journal, state and batches files, and hidden ones (``.<name>.jsonl.lock``, temporaries).
+# They change with every run, and no row has any business referring to them.
+_RUN_FILES = re.compile(
+    r"(?:.+\.(?:parquet|jsonl)\.(?:journal|state\.json|batches)|\..+\.(?:parquet|jsonl)\..+)",
+    re.IGNORECASE,
+)
 
 
-def folder_stamp(root: Path, limit: int = 200_000) -> str:
-    """(name, mtime, size) of every media-looking file under ``root``, as a short digest.
+def folder_stamp(root: Path, limit: int = 200_000, *, skip: Iterable[Path] = ()) -> str:
+    """(path, mtime, size, inode) of every file under ``root``, as a short digest.
 
     Lets a resume trust earlier answers without re-reading the files rows point at: if any
     such file changed, the stamp differs and the runner checks every row's request hash
-    (which covers the file's bytes). "" when there are none (text jobs keep their
-    fingerprint as it was). Past ``limit`` directory entries a fresh random stamp: too many
-    to stamp in about a second, so such jobs always take the checked (slower, exact) path.
+    (which covers the file's bytes). A row may refer to any file inside the input's folder,
+    whatever its name (its type comes from its bytes, see ``resolve`` and ``sniff``), so
+    every file is stamped but these, which change with every run:
+
+    * ``skip``: the input (it has its own stamp, which lets rows be appended) and the
+      output, each with the files batchrun keeps beside it (``<name>.journal``,
+      ``.<name>.lock``, ...);
+    * the files batchrun keeps beside any other output (``_RUN_FILES``).
+
+    "" when there are none (text jobs keep their fingerprint as it was). Past ``limit``
+    directory entries a fresh random stamp: too many to stamp in about a second, so such
+    jobs always take the checked (slower, exact) path.
     """
+    skipped: dict[str, set[str]] = {}
+    for path in skip:
+        skipped.setdefault(os.path.realpath(path.parent), set()).add(path.name)
     digest = hashlib.sha256()
     seen = 0
     visited = 0
@@ -213,14 +233,21 @@ def folder_stamp(root: Path, limit: int = 200_000) -> str:
         visited += len(dirnames) + len(filenames)
         if visited > limit:
             return ":" + os.urandom(8).hex()
+        own = skipped.get(os.path.realpath(dirpath), set())
         for name in sorted(filenames):
-            if os.path.splitext(name)[1].lower() not in MEDIA_SUFFIXES:
+            if _RUN_FILES.fullmatch(name) or any(_beside(name, mine) for mine in own):
                 continue
             seen += 1
             full = os.path.join(dirpath, name)
             try:
-                stat = os.stat(full)
+                stat = os.stat(full)  # through a symlink: the file a row would read
             except OSError:
+                digest.update(f"{full}\0-\n".encode())  # unreadable now: still counted
                 continue
-            digest.update(f"{full}\0{stat.st_mtime_ns}\0{stat.st_size}\n".encode())
+            digest.update(f"{full}\0{stat.st_mtime_ns}\0{stat.st_size}\0{stat.st_ino}\n".encode())
     return ":" + digest.hexdigest()[:16] if seen else ""
+
+
+def _beside(name: str, mine: str) -> bool:
+    """Whether ``name`` is the file ``mine`` or one batchrun keeps beside it."""
+    return name == mine or name.startswith((f"{mine}.", f".{mine}."))

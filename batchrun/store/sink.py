@@ -4,14 +4,16 @@ Layout for ``-o out/labels.parquet``::
 
     out/labels.parquet           the dataset: one row per input row, in input order
     out/labels.parquet.journal   JSON lines, one per finished row, in finishing order
+    out/.labels.parquet.lock     while a run goes: who is writing the output (``store.lock``)
 
 Why a journal: a result is worth money the moment it arrives, so it is appended (one line,
 written straight to the file) before anything else happens to it; a ``kill -9`` can then cost
 at most the requests still in flight. The final file is built from the previous final file
 (rows by position) and the journal (rows by ``_index``, the newest record for an index wins),
-written under a temporary name and renamed over the old one, so a crash never leaves a torn
-dataset. Only then is the journal removed. Building the final file streams both sources in
-chunks through a memory-mapped Arrow file, so it needs memory for one chunk, not the dataset.
+written under a temporary name unique to the run (``temporary_path``) and renamed over the
+old one, so a crash never leaves a torn dataset. Only then is the journal removed. Building
+the final file streams both sources in chunks through a memory-mapped Arrow file, so it needs
+memory for one chunk, not the dataset.
 The journal's lines are written and read by ``store.journal``; this module owns the files.
 """
 
@@ -19,7 +21,10 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import glob
 import os
+import re
+import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +54,9 @@ from batchrun.store.journal import (
 )
 
 JOURNAL_SUFFIX = ".journal"
+# The final step's temporary files (``temporary_path``): the journal as Arrow, the new dataset.
+TMP_JOURNAL_SUFFIX = ".journal.arrow"
+TMP_OUTPUT_SUFFIX = ".tmp"
 # Output rows per merge step (and per row group): bounds the final step's memory. Measured
 # over journals of ~1 KB rows, the step's peak RSS rose by 77 MiB at 20,000 rows and 73 at
 # 200,000 with 8,192; by 79 and 108 with 16,384 (the allocator's high-water mark went on
@@ -73,6 +81,30 @@ def output_schema(keep_columns: Sequence[str] = ()) -> pa.Schema:
 
 def journal_path(output: Path) -> Path:
     return output.with_name(output.name + JOURNAL_SUFFIX)
+
+
+def temporary_path(output: Path, suffix: str) -> Path:
+    """A hidden file beside ``output`` for one run's work, named so that no other run's
+    (this process's id and a random part) can be the same: ``.labels.parquet.<pid>.<hex>.tmp``.
+    """
+    return output.with_name(f".{output.name}.{os.getpid()}.{secrets.token_hex(6)}{suffix}")
+
+
+def remove_stale_temporaries(output: Path, suffixes: Sequence[str] = ()) -> list[Path]:
+    """Remove the temporary files (``temporary_path``) that runs killed midway left beside
+    ``output``; return them. Only for a caller holding the output's lock (``store.lock``):
+    then no other run is using any of them."""
+    removed = []
+    for suffix in (TMP_JOURNAL_SUFFIX, TMP_OUTPUT_SUFFIX, *suffixes):
+        for path in output.parent.glob(f".{glob.escape(output.name)}.*{suffix}"):
+            if _TEMPORARY.fullmatch(path.name[len(output.name) + 1 : -len(suffix)]):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed.append(path)
+    return removed
+
+
+_TEMPORARY = re.compile(r"\.[0-9]+\.[0-9a-f]{12}(?:\.[\w-]+)?")  # .<pid>.<hex>[.<key>]
 
 
 @dataclass(frozen=True)
@@ -260,8 +292,8 @@ class Sink:
     def finalize(self, total_rows: int) -> FinalCounts:
         """Write the final dataset (rows 0..total_rows-1 in input order) and drop the journal."""
         self._close_fd()
-        tmp_arrow = self.output.with_name(f".{self.output.name}.journal.arrow")
-        tmp_out = self.output.with_name(f".{self.output.name}.tmp")
+        tmp_arrow = temporary_path(self.output, TMP_JOURNAL_SUFFIX)
+        tmp_out = temporary_path(self.output, TMP_OUTPUT_SUFFIX)
         try:
             journal = _journal_to_arrow(self.journal, self.schema, tmp_arrow, self._slice_bytes)
             try:
@@ -273,6 +305,8 @@ class Sink:
             self.journal.unlink(missing_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot write {self.output}: {exc.strerror or exc}") from exc
+        except pa.ArrowException as exc:  # a file changed under us; the journal is kept
+            raise OutputError(f"cannot write {self.output}: {exc}") from exc
         finally:
             tmp_arrow.unlink(missing_ok=True)
             tmp_out.unlink(missing_ok=True)
