@@ -750,3 +750,18 @@ def test_real_backends_stream_cut_by_server_is_connection_error(backend: str) ->
 
     error = asyncio.run(_with_server(_sse_handler(hang_up=True), use))
     assert isinstance(error, ApiConnectionError)
+
+
+def test_a_body_nested_deeper_than_the_parser_goes_is_a_malformed_response() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    response = httpx.Response(200, content=deep, headers={"content-type": "application/json"})
+    error = create_error(Recorder(response))
+    assert error.error_type == "malformed_response" and "nested too deep" in error.message
+
+
+def test_a_stream_event_nested_too_deep_is_a_malformed_response() -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    body = f"event: message_start\ndata: {deep}\n\n".encode()
+    response = httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+    error = create_error(Recorder(response), stream=True)
+    assert error.error_type == "malformed_response"

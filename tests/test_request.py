@@ -586,3 +586,108 @@ def test_a_request_over_32_mb_is_never_sent() -> None:
     assert small.hash == request_hash(small.body) and small.size < 200
     with pytest.raises(InvalidRowError, match="over the API's 32 MB limit"):
         prepare_request({"prompt": "x" * (MAX_REQUEST_BYTES + 1)}, defaults)
+
+
+# --- rows that cannot be sent, whatever they hold ----------------------------------------------
+
+
+def prepared_problems(fields: dict[str, Any], **kwargs: Any) -> list[Problem]:
+    from batchrun.rows.request import prepare_request
+
+    with pytest.raises(InvalidRowError) as info:
+        prepare_request(fields, DEFAULTS, **kwargs)
+    return info.value.problems
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"prompt": "x \ud83d"}, "prompt"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": "\udc80"}]}]},
+            "messages",
+        ),
+        ({"prompt": "hi", "system": "be \ud83d brief"}, "system"),
+    ],
+)
+def test_text_utf8_cannot_encode_is_a_problem_naming_its_field(
+    fields: dict[str, Any], field: str
+) -> None:
+    [problem] = prepared_problems(fields)
+    assert problem.field == field
+    assert "lone surrogate \\ud" in problem.message and "UTF-8" in problem.message
+
+
+def test_a_surrogate_from_a_template_column_names_the_column() -> None:
+    from batchrun.rows.request import prepare_request
+
+    defaults = RequestDefaults(model="m", max_tokens=5, template="About {title}")
+    with pytest.raises(InvalidRowError) as info:
+        prepare_request({"title": "cut \ud83d"}, defaults)
+    assert [p.field for p in info.value.problems] == ["title"]
+
+
+def test_a_nul_byte_in_a_file_path_is_a_problem_not_a_crash(tmp_path: Any) -> None:
+    source = {"type": "path", "path": "a\x00.png"}
+    content = [{"type": "image", "source": source}, {"type": "text", "text": "what?"}]
+    [problem] = prepared_problems(
+        {"messages": [{"role": "user", "content": content}]}, base_dir=tmp_path
+    )
+    assert problem.field == "messages"
+    assert problem.message.startswith("[0].content[0]: ") and "null" in problem.message
+    [problem] = prepared_problems({"prompt": "what?", "image": "b\x00.png"}, base_dir=tmp_path)
+    assert problem.field == "image" and "null" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"prompt": "hi", "temperature": 10**400}, "temperature"),
+        ({"prompt": "hi", "top_p": -(10**400)}, "top_p"),
+        ({"prompt": "hi", "max_tokens": 2**63}, "max_tokens"),
+        ({"prompt": "hi", "max_tokens": 10**5000}, "max_tokens"),
+        ({"prompt": "hi", "top_k": 10**30}, "top_k"),
+        ({"prompt": "hi", "thinking": {"type": "enabled", "budget_tokens": 10**30}}, "thinking"),
+    ],
+)
+def test_numbers_too_large_are_problems(fields: dict[str, Any], field: str) -> None:
+    assert field in [p.field for p in prepared_problems(fields)]
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "expected"),
+    [
+        ({"prompt": "hi", "messages": None, "tools": "[" * 100_000}, "tools", "nested deeper"),
+        ({"messages": "[" * 100_000 + "]" * 100_000}, "messages", "nested deeper than 128"),
+        ({"messages": "[" * 200 + "]" * 200}, "messages", "nested deeper than 128"),
+        ({"prompt": "hi", "tools": '[{"name": "t", "x": 1e400}]'}, "tools", "out of range"),
+        ({"prompt": "hi", "metadata": '{"user_id": NaN}'}, "metadata", "NaN"),
+    ],
+)
+def test_json_text_too_deep_or_out_of_range_is_a_problem(
+    fields: dict[str, Any], field: str, expected: str
+) -> None:
+    found = [p for p in prepared_problems(fields) if p.field == field]
+    assert found and expected in found[0].message
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (float("nan"), "NaN"),
+        (b"raw bytes", "bytes"),
+    ],
+)
+def test_values_json_cannot_carry_are_problems_naming_the_field(value: Any, expected: str) -> None:
+    tools = [{"name": "t", "input_schema": {"type": "object", "x": value}}]
+    [problem] = prepared_problems({"prompt": "hi", "tools": tools})
+    assert problem.field == "tools" and expected in problem.message
+
+
+def test_a_template_column_with_no_json_text_is_a_problem() -> None:
+    deep: Any = "x"
+    for _ in range(100_000):
+        deep = [deep]
+    defaults = RequestDefaults(model="m", max_tokens=5, template="About {title}")
+    [problem] = problems({"title": deep}, defaults)
+    assert problem.field == "title" and "RecursionError" in problem.message

@@ -437,3 +437,73 @@ def test_a_429_keeps_its_rate_limit_headers_and_nothing_else() -> None:
         "anthropic-ratelimit-input-tokens-remaining": "0",
     }
     assert dict(error_from_body(500, b"", headers).rate_limit_headers) == {}
+
+
+# --- values that fit no column ---------------------------------------------------------------
+
+USAGE = {"input_tokens": 12, "output_tokens": 34}
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"usage": {**USAGE, "output_tokens": 10**30}}, "usage.output_tokens"),
+        ({"usage": {**USAGE, "input_tokens": -(2**63) - 1}}, "usage.input_tokens"),
+        ({"usage": {**USAGE, "output_tokens": "34"}}, "usage.output_tokens"),
+        ({"usage": {**USAGE, "output_tokens": 3.5}}, "usage.output_tokens"),
+        ({"usage": {**USAGE, "cache_read_input_tokens": True}}, "usage.cache_read_input_tokens"),
+        (
+            {"usage": {**USAGE, "cache_creation": {"ephemeral_1h_input_tokens": 2**64}}},
+            "usage.cache_creation.ephemeral_1h_input_tokens",
+        ),
+        ({"stop_reason": {"type": "end_turn"}}, "stop_reason"),
+        ({"stop_sequence": ["###"]}, "stop_sequence"),
+        ({"model": 4}, "model"),
+        ({"id": {"x": 1}}, "id"),
+    ],
+)
+def test_message_fields_value_that_fits_no_column_is_malformed(
+    extra: dict[str, Any], expected: str
+) -> None:
+    with pytest.raises(ApiResponseError) as info:
+        message_fields(_message([], **extra))
+    assert info.value.error_type == "malformed_response"
+    assert expected in info.value.message
+
+
+def test_message_fields_takes_every_64_bit_count() -> None:
+    usage = {"input_tokens": 2**63 - 1, "output_tokens": 0, "cache_read_input_tokens": None}
+    fields = message_fields(_message([], usage=usage))
+    assert (fields["input_tokens"], fields["output_tokens"]) == (2**63 - 1, 0)
+
+
+def test_stream_with_a_value_that_fits_no_column_is_malformed() -> None:
+    a = StreamAssembler()
+    a.feed("message_start", {"message": {"content": [], "usage": {"input_tokens": 1}}})
+    a.feed("message_delta", {"delta": {"stop_reason": {"nested": True}}, "usage": {}})
+    a.feed("message_stop", {})
+    with pytest.raises(ApiResponseError) as info:
+        a.message()
+    assert info.value.error_type == "malformed_response"
+    b = StreamAssembler()
+    b.feed("message_start", {"message": {"content": [], "usage": {"input_tokens": 1}}})
+    b.feed("message_delta", {"delta": {}, "usage": {"output_tokens": 10**30}})
+    b.feed("message_stop", {})
+    with pytest.raises(ApiResponseError):
+        b.message()
+
+
+def test_message_fields_content_too_deep_to_record_is_malformed() -> None:
+    deep: Any = "x"
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(ApiResponseError) as info:
+        message_fields(_message([{"type": "hologram", "payload": deep}]))
+    assert info.value.error_type == "malformed_response"
+
+
+def test_error_texts_from_a_body_are_encodable() -> None:
+    body = b'{"type": "error", "error": {"type": "api_error", "message": "half \\ud83d"},'
+    body += b' "request_id": "req_\\udc80"}'
+    error = error_from_body(500, body, {})
+    assert error.message == "half \ufffd" and error.request_id == "req_\ufffd"

@@ -612,3 +612,92 @@ def test_csv_cell_over_the_size_limit_stops_the_file_with_a_hint(tmp_path: Path)
     with pytest.raises(InputError, match="keep longer texts in JSONL or Parquet") as info:
         next(rows)
     assert (info.value.file, info.value.row) == (str(path), 2)
+
+
+# --- what JSON can say but no request can carry ---------------------------------------------------
+
+
+def test_jsonl_lone_surrogate_is_a_problem_naming_the_field_and_keeping_the_id(
+    tmp_path: Path,
+) -> None:
+    path = write_jsonl(
+        tmp_path / "in.jsonl",
+        [
+            '{"id": "b", "prompt": "x \\ud83d"}',
+            '{"id": "c", "messages": [{"role": "user", "content": "\\udc80"}]}',
+            '{"id": "d", "prompt": "a real emoji \\ud83d\\ude00"}',
+        ],
+    )
+    rows = rows_of(path)
+    first, second = only_problem(rows[0]), only_problem(rows[1])
+    assert (rows[0].id, first.field, first.row) == ("b", "prompt", 1)
+    assert "lone surrogate \\ud83d" in first.message and "UTF-8" in first.message
+    assert (rows[1].id, second.field) == ("c", "messages")
+    assert second.message.startswith("[0].content: ")
+    assert rows[2].problem is None and rows[2].fields["prompt"].endswith("\U0001f600")
+    str(first).encode("utf-8")
+
+
+def test_jsonl_lone_surrogate_in_an_id_or_a_key(tmp_path: Path) -> None:
+    path = write_jsonl(
+        tmp_path / "in.jsonl",
+        ['{"id": "x\\ud83d", "prompt": "y"}', '{"\\ud83d": 1, "prompt": "y"}'],
+    )
+    rows = rows_of(path)
+    problem = only_problem(rows[0])
+    assert rows[0].id == "row-0" and problem.field == "id"
+    key_problem = only_problem(rows[1])
+    assert key_problem.field == "\\ud83d" and "name" in key_problem.message
+    for row in rows:
+        str(row.problem).encode("utf-8")
+
+
+@pytest.mark.parametrize("depth", [129, 900, 200_000])
+def test_jsonl_nested_too_deep_is_a_problem(tmp_path: Path, depth: int) -> None:
+    line = '{"prompt": "x", "extra": ' + "[" * depth + "]" * depth + "}"
+    path = write_jsonl(tmp_path / "in.jsonl", [line, {"id": "next", "prompt": "y"}])
+    rows = rows_of(path)
+    problem = only_problem(rows[0])
+    assert "nested deeper than 128 levels" in str(problem) and problem.row == 1
+    assert rows[1].problem is None and rows[1].id == "next"
+
+
+def test_jsonl_nesting_up_to_the_limit_is_fine(tmp_path: Path) -> None:
+    line = '{"prompt": "x", "extra": ' + "[" * 127 + "]" * 127 + "}"
+    assert rows_of(write_jsonl(tmp_path / "in.jsonl", [line]))[0].problem is None
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400"])
+def test_jsonl_number_beyond_a_float_is_a_problem(tmp_path: Path, number: str) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", ['{"prompt": "x", "t": ' + number + "}"])
+    assert "out of range" in str(only_problem(rows_of(path)[0]))
+
+
+def test_a_row_that_fails_unforeseen_is_its_problem_and_reading_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = formats._jsonl_row
+
+    def flaky(line: int, data: bytes) -> formats.RawRow:
+        if b"boom" in data:
+            raise RuntimeError("boom")
+        return real(line, data)
+
+    monkeypatch.setattr(formats, "_jsonl_row", flaky)
+    path = write_jsonl(
+        tmp_path / "in.jsonl", [{"prompt": "a"}, {"prompt": "boom"}, {"prompt": "c"}]
+    )
+    rows = rows_of(path)
+    assert [row.problem is None for row in rows] == [True, False, True]
+    assert "RuntimeError: boom" in str(rows[1].problem) and rows[1].line == 2
+
+
+def test_csv_json_cell_nested_too_deep_is_a_request_problem(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([["prompt", "tools"], ["hi", "[" * 50_000 + "]" * 50_000]])
+    [row] = rows_of(path)
+    with pytest.raises(InvalidRowError) as info:
+        build_request(row.fields, RequestDefaults(model="m", max_tokens=5))
+    assert [p.field for p in info.value.problems] == ["tools"]
+    assert "nested deeper" in str(info.value)

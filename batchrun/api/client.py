@@ -484,6 +484,8 @@ def _json_body(response: httpx.Response) -> Any:
         return json.loads(response.content)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         raise _malformed(response, "the response body is not valid JSON") from exc
+    except RecursionError as exc:  # nested deeper than Python's parser goes: no API reply
+        raise _malformed(response, "the response body is JSON nested too deep") from exc
 
 
 def _malformed(response: httpx.Response, message: str) -> ApiResponseError:
@@ -515,9 +517,11 @@ def _event_data(event: str, data: str) -> dict[str, Any]:
     """An event's JSON object; data that is not JSON makes the reply unusable."""
     try:
         parsed = json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ApiResponseError(
-            f"stream event {event!r} carries invalid JSON", status=200, error_type=MALFORMED
+            f"stream event {event!r} carries invalid or too deeply nested JSON",
+            status=200,
+            error_type=MALFORMED,
         ) from exc
     return parsed if isinstance(parsed, dict) else {}
 

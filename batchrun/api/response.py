@@ -14,6 +14,7 @@ from __future__ import annotations
 import email.utils
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -64,7 +65,68 @@ def as_message(
         raise _malformed("the message has no content array", status, request_id)
     if not isinstance(data.get("usage"), Mapping):
         raise _malformed("the message has no usage object", status, request_id)
+    unfit = _unfit_value(data)
+    if unfit is not None:
+        raise _malformed(unfit, status, request_id)
     return data if isinstance(data, dict) else dict(data)
+
+
+# Fields of a Message copied into a column as they are, by the column's kind (store.columns).
+_STRING_FIELDS = ("id", "model", "stop_reason", "stop_sequence")
+_USAGE_COUNTS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+)
+_SPLIT_COUNTS = ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")
+INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
+
+
+def _unfit_value(message: Mapping[str, Any]) -> str | None:
+    """What in ``message`` cannot go into its output column, or None when all of it can.
+
+    A string column takes a string or null, an int column an integer that fits 64 bits, or
+    null. Anything else (a ``stop_reason`` that is an object, ``output_tokens`` of 10**30)
+    makes the reply unusable: recording it would fail later, for every row in flight.
+    """
+    for key in _STRING_FIELDS:
+        value = message.get(key)
+        if value is not None and not isinstance(value, str):
+            return f"the message's {key} is {_kind(value)}, not a string"
+    usage: Mapping[str, Any] = message["usage"]
+    split = usage.get("cache_creation")
+    counts = [(f"usage.{key}", usage.get(key)) for key in _USAGE_COUNTS]
+    if isinstance(split, Mapping):
+        counts += [(f"usage.cache_creation.{key}", split.get(key)) for key in _SPLIT_COUNTS]
+    for where, value in counts:
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool):
+            return f"{where} is {_kind(value)}, not an integer"
+        if not INT64_MIN <= value <= INT64_MAX:
+            return f"{where} is {_digits(value)}, beyond a 64-bit integer"
+    return None
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return type(value).__name__
+
+
+def _digits(value: int) -> str:
+    """A huge integer for a message (str() of one over 4,300 digits raises ValueError)."""
+    return f"an integer of about {value.bit_length() * 30103 // 100000 + 1} digits"
 
 
 def message_fields(message: Mapping[str, Any]) -> dict[str, Any]:
@@ -79,15 +141,21 @@ def message_fields(message: Mapping[str, Any]) -> dict[str, Any]:
     content: list[Any] = checked["content"]
     usage: Mapping[str, Any] = checked["usage"]
     blocks = [block for block in content if isinstance(block, Mapping)]
+    try:
+        content_json = _dumps(content)
+        tool_calls_json = _tool_calls_json(blocks)
+    except (ValueError, TypeError, RecursionError) as exc:
+        # Content nested too deep to encode again (it decoded near the recursion limit).
+        raise _malformed(f"the message's content cannot be recorded ({exc})", None, None) from exc
     return {
         "model": checked.get("model"),
         "stop_reason": checked.get("stop_reason"),
         "stop_sequence": checked.get("stop_sequence"),
         "text": "".join(_strings(blocks, "text", "text")),
-        "content_json": _dumps(content),
+        "content_json": content_json,
         "thinking": _joined_or_none(_strings(blocks, "thinking", "thinking"), "\n\n"),
         "redacted_thinking_blocks": sum(b.get("type") == "redacted_thinking" for b in blocks),
-        "tool_calls_json": _tool_calls_json(blocks),
+        "tool_calls_json": tool_calls_json,
         "input_tokens": _int_or_none(usage.get("input_tokens")),
         "output_tokens": _int_or_none(usage.get("output_tokens")),
         # Null means "no cache involved"; 0 keeps the column numeric and sums simple.
@@ -210,7 +278,9 @@ class StreamAssembler:
                 status=200,
                 error_type=STREAM_INTERRUPTED,
             )
-        return self._snapshot
+        # The same checks as a plain reply's: events can carry any value (a stop_reason
+        # object, output_tokens of 10**30) and must not reach the columns.
+        return as_message(self._snapshot, status=200)
 
     def _start(self, data: Mapping[str, Any]) -> None:
         message = data.get("message")
@@ -450,8 +520,19 @@ def _error_code(details: object) -> str | None:
 
 
 def _str_or(value: object, default: str) -> str:
-    return value if isinstance(value, str) and value else default
+    return _encodable(value) if isinstance(value, str) and value else default
 
 
 def _str_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
+    return _encodable(value) if isinstance(value, str) and value else None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _encodable(text: str) -> str:
+    """``text`` with lone surrogates (a JSON ``"\\ud83d"`` escape) replaced, so that the
+    error message, type or request id taken from a body can be written as UTF-8."""
+    if text.isascii() or _SURROGATE.search(text) is None:
+        return text
+    return _SURROGATE.sub("\ufffd", text)

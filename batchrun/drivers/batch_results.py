@@ -22,6 +22,7 @@ from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiResponseError, OutputError
 from batchrun.core.scrub import Scrubber
 from batchrun.engine.outcome import VIA_BATCHES, Work, error_row, ok_row
+from batchrun.rows.checks import without_surrogates
 from batchrun.store.row_state import LAPSED_REASONS
 
 
@@ -122,7 +123,10 @@ def result_row(
             1,
             VIA_BATCHES,
         )
-        row["request_id"] = envelope.get("request_id")
+        request_id = envelope.get("request_id")
+        row["request_id"] = (
+            without_surrogates(scrub(request_id)) if isinstance(request_id, str) else None
+        )
     elif kind in LAPSED_REASONS:
         row = error_row(work, config, str(kind), LAPSED_REASONS[str(kind)], None, 1, VIA_BATCHES)
     else:

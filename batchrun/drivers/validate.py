@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from batchrun.config.load import RunConfig
-from batchrun.core.errors import InputError, InvalidRowError
+from batchrun.core.errors import InputError
+from batchrun.engine.outcome import prepare
 from batchrun.rows.reader import read_rows
-from batchrun.rows.request import prepare_request
 
 # Past this many, listing more problems helps nobody; the count still covers them all.
 MAX_LISTED = 1000
@@ -37,18 +37,17 @@ class ValidationReport:
 def validate(config: RunConfig) -> ValidationReport:
     """Check each row of ``config.input`` the way ``run`` would, in one pass.
 
+    Rows go through the run's own ``prepare``, so a row is reported here exactly when a run
+    would record it as ``invalid_request``, and no row can make this raise: only a file
+    that cannot be read at all does (``InputError``).
+
     report = validate(load_config(Path("sample_data/reviews.jsonl")))
     assert report.invalid == 0
     """
     report = ValidationReport(source=config.input)
     for row in read_rows(config.input):
         report.rows += 1
-        problem = row.problem
-        if problem is None:
-            try:
-                prepare_request(row.fields, config.defaults, base_dir=config.input.parent)
-            except InvalidRowError as exc:
-                problem = exc.located(str(config.input), row.line)
+        problem = prepare(row, config).problem
         if problem is not None:
             report.invalid += 1
             listing = len(report.problems) < MAX_LISTED

@@ -2,6 +2,11 @@
 
 Shared by the online runner and the Message Batches runner, so a row answered either way
 gets exactly the same columns from the same message.
+
+This is also the per-row boundary: whatever goes wrong while preparing one row or turning
+its reply into a row stays that row's (an ``invalid_request`` or ``malformed_response``
+error row), and every output row's text can be written as UTF-8. Only what concerns every
+row (credentials, the output, the disk) may stop a run, and none of it happens here.
 """
 
 from __future__ import annotations
@@ -11,9 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from batchrun.api.response import message_fields
+from batchrun.api.response import MALFORMED, message_fields
 from batchrun.config.load import RunConfig
-from batchrun.core.errors import InvalidRowError
+from batchrun.core.errors import ApiResponseError, InvalidRowError, Problem
+from batchrun.rows.checks import failure, lone_surrogate, without_surrogates
 from batchrun.rows.reader import InputRow
 from batchrun.rows.request import prepare_request
 from batchrun.rows.structured import SCHEMA_MISMATCH, structured_answer
@@ -38,14 +44,40 @@ class Work:
 
 
 def prepare(row: InputRow, config: RunConfig) -> Work:
-    """The row's request, or the located reason the API would refuse it."""
+    """The row's request, or the located reason the API would refuse it.
+
+    Never raises for one row's sake: an exception nothing foresaw while building its
+    request becomes the row's problem like any other (the last-resort boundary), so the
+    run, ``validate`` and a resume's check all go on to the next row.
+    """
     if row.problem is not None:
-        return Work(row, None, None, row.problem)
+        return Work(row, None, None, _printable(row.problem))
+    file = str(config.input)
     try:
         prepared = prepare_request(row.fields, config.defaults, base_dir=config.input.parent)
     except InvalidRowError as exc:
-        return Work(row, None, None, exc.located(str(config.input), row.line))
+        return Work(row, None, None, _printable(exc.located(file, row.line)))
+    except MemoryError:
+        raise  # the process's trouble, not this row's
+    except Exception as exc:
+        reason = f"the request could not be built ({failure(exc)})"
+        return Work(
+            row, None, None, InvalidRowError([Problem(None, reason)], file=file, row=row.line)
+        )
     return Work(row, prepared.body, prepared.hash, None, prepared.content)
+
+
+def _printable(problem: InvalidRowError) -> InvalidRowError:
+    """``problem``, its texts made encodable (a field name may hold a lone surrogate)."""
+    if lone_surrogate(str(problem)) is None:
+        return problem
+    problems = [
+        Problem(
+            None if p.field is None else without_surrogates(p.field), without_surrogates(p.message)
+        )
+        for p in problem.problems
+    ]
+    return InvalidRowError(problems, file=problem.file, row=problem.row)
 
 
 def ok_row(
@@ -53,8 +85,25 @@ def ok_row(
 ) -> dict[str, Any]:
     """The row for an answered request; an answer that breaks ``json_schema`` is an error.
 
-    The caller adds the transport's columns (attempts, latency, request id, HTTP status).
+    A reply whose values do not fit the columns (``message_fields`` says why) is a
+    ``malformed_response`` error row, as is one that fails here in any other way: it was
+    answered, and recording it must not stop the run. The caller adds the transport's
+    columns (attempts, latency, request id, HTTP status).
     """
+    try:
+        return _safe_text(_answered_row(work, config, message, via))
+    except ApiResponseError as exc:
+        return error_row(work, config, exc.error_type, exc.message, exc.status, 1, via)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        reason = f"the reply could not be recorded ({failure(exc)})"
+        return error_row(work, config, MALFORMED, reason, None, 1, via)
+
+
+def _answered_row(
+    work: Work, config: RunConfig, message: dict[str, Any], via: str
+) -> dict[str, Any]:
     row = base_row(work, config, via)
     row.update(message_fields(message))
     if config.json_schema is not None:
@@ -87,6 +136,19 @@ def error_row(
         http_status=http_status,
         attempts=attempts,
     )
+    return _safe_text(row)
+
+
+def _safe_text(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with every text encodable as UTF-8, so the journal can always write it.
+
+    A lone surrogate (JSON's ``"\\ud83d"``: half of an emoji) can reach a row from a kept
+    column, an id, an error message or a reply; it is replaced by U+FFFD here, where output
+    rows are made, rather than fail the journal write and with it the run.
+    """
+    for name, value in row.items():
+        if isinstance(value, str) and not value.isascii():
+            row[name] = without_surrogates(value)
     return row
 
 
@@ -108,4 +170,7 @@ def _as_text(value: Any) -> str | None:
     """Kept columns are strings in every output, so outputs of many runs concatenate."""
     if value is None or isinstance(value, str):
         return value
-    return json.dumps(value, ensure_ascii=False, default=str)
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (ValueError, TypeError, RecursionError) as exc:  # the row's own problem says why
+        return f"<{type(value).__name__} not shown: {failure(exc)}>"

@@ -42,7 +42,7 @@ from typing import IO, Any
 import httpx
 
 from batchrun.config.load import RunConfig
-from batchrun.core.errors import ConfigError, InvalidRowError, OutputError
+from batchrun.core.errors import ConfigError, OutputError
 from batchrun.cost.prices import PriceTable
 from batchrun.cost.projection import (
     MAX_SAMPLE,
@@ -56,14 +56,13 @@ from batchrun.drivers.online import run_async
 from batchrun.drivers.progress import Progress
 from batchrun.drivers.session import redo_lapsed
 from batchrun.engine.connect import open_client
-from batchrun.engine.outcome import VIA_BATCHES
+from batchrun.engine.outcome import VIA_BATCHES, prepare
 from batchrun.engine.pool import Pool
 from batchrun.estimation.counter import COUNT_RPM, TokenCounter
 from batchrun.estimation.duration import batch_duration, estimate_duration
 from batchrun.estimation.figures import Estimate, Level, ModelLine, PilotInfo, _range
 from batchrun.estimation.notes import method_notes
 from batchrun.rows.reader import InputRow, read_rows
-from batchrun.rows.request import PreparedRequest, prepare_request
 from batchrun.rows.tokens import estimate_input_tokens
 from batchrun.store.columns import STATUS_OK
 from batchrun.store.journal import INDEX
@@ -321,13 +320,9 @@ def model_key(prices: PriceTable, model: str | None) -> str:
 # --- the pass over the input -----------------------------------------------------------------
 
 
-def _prepared(row: InputRow, config: RunConfig) -> PreparedRequest | None:
-    if row.problem is not None:
-        return None
-    try:
-        return prepare_request(row.fields, config.defaults, base_dir=config.input.parent)
-    except InvalidRowError:
-        return None
+def _prepared(row: InputRow, config: RunConfig) -> dict[str, Any] | None:
+    """The body a run would send for ``row`` (the run's own ``prepare``), or None if none."""
+    return prepare(row, config).body
 
 
 async def _input_pass(
@@ -346,11 +341,10 @@ async def _input_pass(
 
     async def visit(row: InputRow) -> None:
         est.rows += 1
-        prepared = _prepared(row, config)
-        if prepared is None:
+        body = _prepared(row, config)
+        if body is None:
             est.invalid += 1
             return
-        body = prepared.body
         key = model_key(prices, body.get("model"))
         line = est.models.setdefault(key, ModelLine(key, prices.lookup(key)))
         line.rows += 1

@@ -11,11 +11,22 @@ problems.
 from __future__ import annotations
 
 import json
-import math
+import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from batchrun.core.errors import Problem
+
+MAX_JSON_DEPTH = 128
+"""How deep lists and objects may nest in a row (serde_json's default limit).
+
+Deeper values are refused as the row's problem: Python's JSON decoder and every recursive
+walk over a value (copying, encoding, hashing) would otherwise fail with a RecursionError
+at about a thousand levels, or earlier when the stack is already deep.
+"""
+
+MAX_INTEGER = 2**63 - 1
+"""The largest integer parameter sent: the output's int columns and the API's are 64-bit."""
 
 
 class Invalid(Exception):
@@ -95,7 +106,9 @@ def _check_top_k(value: Any) -> int:
 
 def _check_unit_interval(value: Any) -> float | int:
     """``temperature`` and ``top_p``: a number from 0 to 1."""
-    if not _is_number(value) or not math.isfinite(value) or not 0 <= value <= 1:
+    # Compared, never converted: NaN and infinities fail the range, and an int too large
+    # for a float (10**400) must not raise OverflowError.
+    if not _is_number(value) or not 0 <= value <= 1:
         raise Invalid(f"must be a number from 0 to 1, not {describe(value)}")
     checked: float | int = value
     return checked
@@ -128,7 +141,7 @@ def json_list_or_text(value: str) -> Any:
     if not value.lstrip().startswith("["):
         return value
     try:
-        decoded = json.loads(value)
+        decoded = loads_bounded(value)
     except ValueError:
         return value
     return decoded if isinstance(decoded, list) else value
@@ -200,7 +213,7 @@ def _check_thinking(value: Any) -> dict[str, Any]:
     value = _typed_object(value, _THINKING_TYPES)
     if value["type"] == "enabled":
         budget = value.get("budget_tokens")
-        if not _is_int(budget) or budget < _MIN_THINKING_BUDGET:
+        if not _is_int(budget) or not _MIN_THINKING_BUDGET <= budget <= MAX_INTEGER:
             raise Invalid(
                 f"type 'enabled' needs an integer budget_tokens of at least "
                 f"{_MIN_THINKING_BUDGET}, not {describe(budget)}"
@@ -264,11 +277,13 @@ def _from_json(value: Any, expected: str) -> Any:
     if not isinstance(value, str):
         return value
     try:
-        return json.loads(value)
+        return loads_bounded(value)
     except json.JSONDecodeError as exc:
         raise Invalid(
             f"not valid JSON ({exc.msg} at column {exc.colno}); expected {expected}"
         ) from exc
+    except ValueError as exc:
+        raise Invalid(f"not usable JSON ({exc}); expected {expected}") from exc
 
 
 def _typed_object(value: Any, types: tuple[str, ...]) -> Mapping[str, Any]:
@@ -285,6 +300,8 @@ def _typed_object(value: Any, types: tuple[str, ...]) -> Mapping[str, Any]:
 def _integer(value: Any, *, minimum: int) -> int:
     if not _is_int(value) or value < minimum:
         raise Invalid(f"must be an integer of at least {minimum}, not {describe(value)}")
+    if value > MAX_INTEGER:
+        raise Invalid(f"must be at most {MAX_INTEGER} (2**63 - 1), not {describe(value)}")
     checked: int = value
     return checked
 
@@ -328,5 +345,169 @@ def describe(value: Any) -> str:
         return "an object"
     if isinstance(value, (list, tuple)):
         return "an empty list" if not value else "a list"
-    text = repr(value)
+    if isinstance(value, int) and value.bit_length() > 128:
+        # repr of an int over 4,300 digits raises ValueError; its size is all that matters.
+        return f"an integer of about {value.bit_length() * 30103 // 100000 + 1} digits"
+    try:
+        text = repr(value)
+    except Exception:  # a foreign object whose repr fails must not hide the problem
+        return f"a {type(value).__name__}"
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+# --- JSON nesting and text that UTF-8 cannot carry ----------------------------------------------
+
+
+def loads_bounded(text: str) -> Any:
+    """``json.loads`` for text from a row: ValueError (never RecursionError) when too deep.
+
+    NaN, Infinity and numbers too large for a float (``1e400``) are refused too: a request
+    body holding them cannot be encoded, hashed or sent.
+    """
+    try:
+        value = _DECODER.decode(text)
+    except RecursionError as exc:
+        raise TooDeep(nesting_reason()) from exc
+    # Brackets in strings count too: a cheap bound, exact only for the rare text above it.
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and too_deep(value):
+        raise TooDeep(nesting_reason())
+    return value
+
+
+class TooDeep(ValueError):
+    """JSON text whose lists and objects nest deeper than ``MAX_JSON_DEPTH``."""
+
+
+def finite_float(text: str) -> float:
+    """A JSON number as a float; ValueError for one no float holds (``1e400`` is infinity)."""
+    number = float(text)
+    if number in (_INF, -_INF):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return number
+
+
+def _reject_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON; accepting them would make request bodies unhashable."""
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
+_INF = float("inf")
+# Built once: json.loads(..., parse_constant=...) would build a decoder for every call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=finite_float)
+
+
+def nesting_reason(limit: int = MAX_JSON_DEPTH) -> str:
+    return f"lists and objects nested deeper than {limit} levels"
+
+
+def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when lists and objects nest more than ``limit`` deep in ``value``.
+
+    Walked with a stack of its own, never by recursion, so any depth is measured safely.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, _CONTAINERS))
+    return False
+
+
+_CONTAINERS = (Mapping, list, tuple)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def lone_surrogate(text: str) -> int | None:
+    """Where ``text`` holds a surrogate code point, which UTF-8 cannot encode; None if nowhere.
+
+    JSON can write one (``"\\ud83d"``, half of an emoji cut in two); no valid text has one.
+    """
+    if text.isascii():
+        return None
+    found = _SURROGATE.search(text)
+    return None if found is None else found.start()
+
+
+def without_surrogates(text: str) -> str:
+    """``text`` with every surrogate code point replaced by U+FFFD, so UTF-8 can encode it."""
+    if text.isascii() or _SURROGATE.search(text) is None:
+        return text
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def shown(text: str) -> str:
+    """``text`` fit for a message: surrogates and control characters written as escapes."""
+    return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+
+
+def surrogate_at(value: Any) -> tuple[str, str] | None:
+    """The first string (or key) in ``value`` that UTF-8 cannot encode: (where, code point).
+
+    ``where`` is a path like ``[0].content`` ("" for ``value`` itself), ``code point`` the
+    surrogate as ``\\ud83d``. Walked without recursion, in document order.
+    """
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            at = lone_surrogate(item)
+            if at is not None:
+                return where, f"\\u{ord(item[at]):04x}"
+        elif isinstance(item, Mapping):
+            children: list[tuple[Any, str]] = []
+            for key, child in item.items():
+                name = str(key)
+                path = f"{where}.{shown(name)}" if where else shown(name)
+                at = lone_surrogate(name)
+                if at is not None:
+                    return path, f"\\u{ord(name[at]):04x}"
+                children.append((child, path))
+            stack.extend(reversed(children))
+        elif isinstance(item, (list, tuple)):
+            stack.extend(reversed([(child, f"{where}[{i}]") for i, child in enumerate(item)]))
+    return None
+
+
+def surrogate_reason(where: str, code: str) -> str:
+    """Why a value holding a lone surrogate is refused, with where it is."""
+    place = f"{where}: " if where else ""
+    return (
+        f"{place}holds a lone surrogate {code} (half of a character such as an emoji, cut in "
+        "two), which cannot be encoded as UTF-8"
+    )
+
+
+def surrogate_problems(record: Mapping[str, Any], skip: tuple[str, ...] = ()) -> list[Problem]:
+    """A problem for each field of ``record`` (but ``skip``) holding text UTF-8 cannot encode."""
+    problems = []
+    for key, value in record.items():
+        name = str(key)
+        if name in skip:
+            continue
+        at = lone_surrogate(name)
+        if at is not None:
+            reason = surrogate_reason("", f"\\u{ord(name[at]):04x}")
+            problems.append(Problem(shown(name), f"the field's name {reason}"))
+            continue
+        found = surrogate_at(value)
+        if found is not None:
+            problems.append(Problem(name, surrogate_reason(*found)))
+    return problems
+
+
+def failure(exc: BaseException) -> str:
+    """``Type: message`` of an exception nothing foresaw: short, and encodable as UTF-8."""
+    try:
+        text = str(exc)
+    except Exception:  # an exception whose str() fails still names its type
+        text = ""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pyarrow.types as pat
 
 from batchrun.core.errors import InputError, Problem
+from batchrun.rows.checks import TooDeep, failure, loads_bounded, surrogate_problems
 
 Format = Literal["jsonl", "parquet", "csv"]
 Skip = Callable[[int], bool]  # true for a row the caller has no use for: counted, not parsed
@@ -50,19 +51,27 @@ def _jsonl_rows(path: Path, batch_size: int, skip: Skip) -> Generator[RawRow, No
                 data = data.removeprefix(codecs.BOM_UTF8)
             if not data.strip():
                 continue
-            yield _SKIPPED if skip(index) else _jsonl_row(line_number, data)
+            yield _SKIPPED if skip(index) else _guarded(line_number, _jsonl_row, data)
             index += 1
 
 
 def _jsonl_row(line_number: int, data: bytes) -> RawRow:
-    """Parse one JSONL line into a record, or say why it is not one."""
+    """Parse one JSONL line into a record, or say why it is not one.
+
+    Besides malformed JSON, a line is refused for what JSON can say but a request cannot
+    carry: lists and objects nested deeper than ``checks.MAX_JSON_DEPTH``, numbers beyond a
+    float (``1e400``), NaN, and lone surrogates (``"\\ud83d"``, half of an emoji), which no
+    UTF-8 body can hold. The last names the field; the record is kept, so the id is too.
+    """
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         reason = f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})"
         return RawRow(line_number, None, [Problem(None, reason)])
     try:
-        value = _DECODER.decode(text)
+        value = loads_bounded(text)
+    except TooDeep as exc:
+        return RawRow(line_number, None, [Problem(None, f"unusable JSON: {exc}")])
     except json.JSONDecodeError as exc:
         reason = f"malformed JSON: {exc.msg} (column {exc.colno})"
         return RawRow(line_number, None, [Problem(None, reason)])
@@ -71,19 +80,26 @@ def _jsonl_row(line_number: int, data: bytes) -> RawRow:
     if not isinstance(value, dict):
         reason = f"expected a JSON object, got {json_kind(value)}"
         return RawRow(line_number, None, [Problem(None, reason)])
+    # Decoded UTF-8 holds no surrogates: only an escape from \uD800 to \uDFFF makes one.
+    if "\\ud" in text or "\\uD" in text:
+        return RawRow(line_number, value, surrogate_problems(value, skip=("id",)))
     return RawRow(line_number, value)
 
 
+def _guarded(line: int, parse: Callable[[int, Any], RawRow], data: Any) -> RawRow:
+    """``parse(line, data)``; whatever it raises makes this one row unusable, not the file."""
+    try:
+        return parse(line, data)
+    except Exception as exc:  # the per-row boundary: one bad row must never stop a run
+        return RawRow(line, None, [Problem(None, unreadable_reason(exc))])
+
+
+def unreadable_reason(exc: BaseException) -> str:
+    """The problem of a row that failed in a way nothing foresaw (kept short and printable)."""
+    return f"cannot be read ({failure(exc)})"
+
+
 _SKIPPED = RawRow(0, None, skipped=True)
-
-
-def _reject_constant(name: str) -> Any:
-    """NaN and Infinity are not JSON; accepting them would make request bodies unhashable."""
-    raise ValueError(f"{name} is not allowed in JSON")
-
-
-# Built once: json.loads(..., parse_constant=...) would build a decoder for every line.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 @contextlib.contextmanager
@@ -142,7 +158,10 @@ def _csv_rows(path: Path, batch_size: int, skip: Skip) -> Generator[RawRow, None
             if not cells:
                 continue
             data_row += 1
-            yield _SKIPPED if skip(data_row - 1) else _csv_row(data_row, header, cells)
+            if skip(data_row - 1):
+                yield _SKIPPED
+            else:
+                yield _guarded(data_row, lambda n, c: _csv_row(n, header, c), cells)
 
 
 def _csv_error(exc: csv.Error, file: str, row: int) -> InputError:
@@ -291,9 +310,30 @@ def _parquet_rows(path: Path, batch_size: int, skip: Skip) -> Generator[RawRow, 
                 line += batch.num_rows
                 yield from [_SKIPPED] * batch.num_rows
                 continue
-            for record in batch.to_pylist():
+            for record in _records(batch):
                 line += 1
-                yield _SKIPPED if skip(line - 1) else _parquet_row(line, record, mistyped)
+                if skip(line - 1):
+                    yield _SKIPPED
+                elif isinstance(record, BaseException):
+                    yield RawRow(line, None, [Problem(None, unreadable_reason(record))])
+                else:
+                    yield _guarded(line, lambda n, r: _parquet_row(n, r, mistyped), record)
+
+
+def _records(batch: pa.RecordBatch) -> list[dict[str, Any] | BaseException]:
+    """The batch's rows as dicts; a row Arrow cannot convert (invalid UTF-8 in a string
+    column, say) comes as the exception, and the batch's other rows are still read."""
+    try:
+        return list(batch.to_pylist())
+    except (ValueError, pa.ArrowException):
+        pass
+    records: list[dict[str, Any] | BaseException] = []
+    for i in range(batch.num_rows):
+        try:
+            records.append(batch.slice(i, 1).to_pylist()[0])
+        except (ValueError, pa.ArrowException) as exc:
+            records.append(exc)
+    return records
 
 
 def _batches(parquet: pq.ParquetFile, batch_size: int, file: str) -> Iterator[pa.RecordBatch]:

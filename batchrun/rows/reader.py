@@ -8,9 +8,11 @@ Two kinds of failure, because they call for different reactions:
 * the whole file is unusable (missing, unreadable, unknown extension, no rows, a Parquet file
   that will not open, a CSV without a header): :class:`InputError`, raised by :func:`read_rows`
   itself before any row is returned, so a run aborts before it sends anything;
-* one row is unusable (a malformed JSON line, non-UTF-8 bytes, a bad id, a duplicate id, a
-  cell of the wrong type): the row is still yielded, with ``problem`` set, so the run records it
-  as an error row and goes on. Every problem names the file, the row's line and the field.
+* one row is unusable (a malformed JSON line, non-UTF-8 bytes, a lone surrogate, lists nested
+  deeper than ``checks.MAX_JSON_DEPTH``, a bad id, a duplicate id, a cell of the wrong type):
+  the row is still yielded, with ``problem`` set, so the run records it as an error row and
+  goes on. Every problem names the file, the row's line and the field. This is a boundary:
+  whatever reading one row raises, foreseen or not, becomes that row's problem.
 
 Row numbers (``InputRow.line``, and ``row`` in every error):
 
@@ -46,6 +48,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchrun.core.errors import InputError, InvalidRowError, Problem
+from batchrun.rows.checks import describe, failure, lone_surrogate, surrogate_reason
 from batchrun.rows.formats import READERS, Format, RawRow, Skip, json_kind
 
 _EXTENSIONS: dict[str, Format] = {
@@ -186,7 +189,19 @@ def _identified(
     """
     with contextlib.closing(raw_rows):
         for index, raw in enumerate(raw_rows):
-            yield None if raw.skipped else _input_row(index, raw, seen, file, unit)
+            if raw.skipped:
+                yield None
+                continue
+            try:
+                row = _input_row(index, raw, seen, file, unit)
+            except InputError:
+                raise  # reading the file again failed (the duplicate check): the file is unusable
+            except Exception as exc:  # the per-row boundary: this row is unusable, not the file
+                problem = InvalidRowError(
+                    [Problem(None, f"cannot be read ({failure(exc)})")], file=file, row=raw.line
+                )
+                row = InputRow(index, raw.line, f"row-{index}", {}, problem)
+            yield row
 
 
 def _input_row(index: int, raw: RawRow, seen: _SeenIds, file: str, unit: str) -> InputRow:
@@ -305,7 +320,12 @@ def _row_id(value: Any, index: int) -> tuple[str, Problem | None]:
     if value is None or value == "":
         return default, None
     if isinstance(value, str):
-        return value, None
+        at = lone_surrogate(value)
+        if at is None:
+            return value, None
+        # Such an id cannot be written to the output: the row goes by its default id.
+        reason = surrogate_reason("", f"\\u{ord(value[at]):04x}")
+        return default, Problem("id", f"{describe(value)} {reason}")
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value), None
     return default, Problem("id", f"must be a string or an integer, not {json_kind(value)}")

@@ -37,9 +37,13 @@ from batchrun.rows.checks import (
     check_messages,
     cross_problems,
     describe,
+    failure,
     is_list,
     is_nonblank,
     json_list_or_text,
+    surrogate_at,
+    surrogate_problems,
+    surrogate_reason,
 )
 from batchrun.rows.files import FileProblem, source_for
 from batchrun.rows.template import fill_template, parse_template
@@ -165,10 +169,14 @@ def prepare_request(
 
     The canonical JSON is made once and serves both the hash and the size. Files are hashed
     as sent (their base64 or text is in the body), so the hash is stable across runs and an
-    edited file makes a different request, which resume notices.
+    edited file makes a different request, which resume notices. A body that has no JSON
+    (text with a lone surrogate, NaN, bytes) is the row's :class:`InvalidRowError` too.
     """
     body = build_request(fields, defaults, base_dir=base_dir)
-    canonical = _canonical_json(body)
+    try:
+        canonical = _canonical_json(body)
+    except (ValueError, TypeError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError
+        raise InvalidRowError(_unencodable(fields, body, exc)) from exc
     if len(canonical) > MAX_REQUEST_BYTES:
         mb = len(canonical) / (1024 * 1024)
         raise InvalidRowError(
@@ -227,6 +235,45 @@ def _canonical_encoder() -> json.JSONEncoder:
         allow_nan=False,
         default=_json_default,
     )
+
+
+def _unencodable(
+    fields: Mapping[str, Any], body: Mapping[str, Any], exc: BaseException
+) -> list[Problem]:
+    """Why ``body`` has no canonical JSON, naming the field where it can be found.
+
+    Rows reach here with what their format let through: text with a lone surrogate (from a
+    JSON text cell, or a caller's own dict), NaN in a Parquet struct, bytes, objects nested
+    too deep. Each is a reason to refuse the row, not to stop the run. A surrogate is named
+    by the row's own column (``prompt``, a template's column) where it came from one.
+    """
+    if not isinstance(exc, UnicodeEncodeError):
+        return [_unencodable_value(body, exc)]
+    in_row = surrogate_problems(fields)
+    if in_row:
+        return in_row
+    found = surrogate_at(body)
+    if found is not None:
+        where, code = found  # "messages[0].content": the body's key, then the path in it
+        cut = min((i for i in (where.find("."), where.find("[")) if i >= 0), default=len(where))
+        return [Problem(where[:cut] or None, surrogate_reason(where[cut:].lstrip("."), code))]
+    return [_unencodable_value(body, exc)]
+
+
+def _unencodable_value(body: Mapping[str, Any], exc: BaseException) -> Problem:
+    """The body's first field JSON cannot carry, for a reason other than a surrogate."""
+    if isinstance(exc, RecursionError):
+        reason = "lists and objects nested too deeply to be sent"
+    elif isinstance(exc, ValueError):
+        reason = f"holds a number JSON cannot carry, such as NaN or infinity ({failure(exc)})"
+    else:
+        reason = f"holds a value JSON cannot carry ({failure(exc)})"
+    for name, value in body.items():
+        try:
+            _canonical_encoder().encode(value)
+        except (ValueError, TypeError, RecursionError):
+            return Problem(name, reason)
+    return Problem(None, reason)
 
 
 def _typo_problems(fields: Mapping[str, Any], template: str | None) -> list[Problem]:
@@ -343,12 +390,22 @@ def _refs(value: Any) -> list[str] | None:
 
 
 def _source(block_type: str, ref: Any, base_dir: Path | None) -> dict[str, Any]:
-    """A URL source for ``http(s)://`` references, else the local file's encoded source."""
+    """A URL source for ``http(s)://`` references, else the local file's encoded source.
+
+    Whatever goes wrong with a file is the row's :class:`FileProblem`: a path the OS refuses
+    outright (a NUL byte, text it cannot encode) raises a bare ValueError from deep in
+    ``pathlib``, and must not stop the run.
+    """
     if isinstance(ref, str) and ref.startswith(("https://", "http://")):
         return {"type": "url", "url": ref}
     if base_dir is None:
         raise FileProblem(f"local file {ref!r} needs an input file (paths are relative to it)")
-    source: dict[str, Any] = source_for(block_type, ref, base_dir)
+    try:
+        source: dict[str, Any] = source_for(block_type, ref, base_dir)
+    except FileProblem:
+        raise
+    except (ValueError, OSError) as exc:
+        raise FileProblem(f"cannot use file {ref!r}: {failure(exc)}") from exc
     return source
 
 

@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 from batchrun.core.errors import Problem
+from batchrun.rows.checks import failure
 
 
 def fill_template(template: str, fields: Mapping[str, Any]) -> tuple[str | None, list[Problem]]:
@@ -30,9 +31,18 @@ def fill_template(template: str, fields: Mapping[str, Any]) -> tuple[str | None,
     ]
     if problems:
         return None, problems
-    text = "".join(
-        literal + ("" if name is None else _render(fields[name])) for literal, name in parts
-    )
+    pieces: list[str] = []
+    for literal, name in parts:
+        pieces.append(literal)
+        if name is None:
+            continue
+        try:
+            pieces.append(_render(fields[name]))
+        except (ValueError, TypeError, RecursionError) as exc:  # a value with no JSON text
+            problems.append(Problem(name, f"cannot be put in the prompt ({failure(exc)})"))
+    if problems:
+        return None, problems
+    text = "".join(pieces)
     if not text.strip():
         return None, [Problem("template", "the filled template is empty")]
     return text, []
