@@ -163,3 +163,26 @@ def test_a_library_run_gives_back_the_callers_signal_handlers(
         assert signal.getsignal(signal.SIGINT) == sigint_before
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+def test_an_input_cut_after_a_kill_9_is_refused_every_run_with_the_rows_it_lost(
+    tmp_path: Path,
+) -> None:
+    n, kept = 400, 379
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(n))
+    out = tmp_path / "out.parquet"
+    with SimulatorThread(SimulatorConfig(latency_mean=0.05, latency_jitter=0.02)) as sim:
+        proc = start_run(inp, out, sim.base_url)
+        wait_for_journal(out, proc, 390)
+        proc.kill()
+        proc.communicate(timeout=30)
+        write_jsonl(inp, prompts(kept))
+        answered = sim.stats.answered_ok
+        for _ in range(2):  # a refusal leaves nothing behind that makes the next run trust it
+            again = start_run(inp, out, sim.base_url)
+            _, err = again.communicate(timeout=120)
+            assert again.returncode == 1, err
+            assert "Restore the input" in err and "--overwrite" in err and "Traceback" not in err
+            assert "no longer has" in err or f"holds {n} rows" in err  # journal, or final file
+        assert sim.stats.answered_ok == answered  # nothing sent
+    assert not out.exists() or pq.read_metadata(out).num_rows == n

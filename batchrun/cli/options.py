@@ -150,10 +150,12 @@ def load(source: Path, flags: dict[str, Any]) -> RunConfig:
 def fail(exc: BatchrunError, config: RunConfig | None) -> NoReturn:
     """Print the error (and, after a run began, where its finished rows are) and exit 1."""
     click.echo(f"batchrun: error: {exc}", err=True)
+    from batchrun.drivers.session import ResumeMismatchError
     from batchrun.store.lock import OutputLockedError
 
-    if config is not None and not isinstance(exc, OutputLockedError):
-        # (Refused for a lock: the rows in the journal belong to the run that holds it.)
+    # No resume hint where resuming is what was refused: the journal belongs to the run that
+    # holds the lock, or answers requests the input no longer makes.
+    if config is not None and not isinstance(exc, (OutputLockedError, ResumeMismatchError)):
         from batchrun.store.sink import journal_path
 
         journal = journal_path(config.output)

@@ -12,6 +12,7 @@ import codecs
 import contextlib
 import csv
 import json
+import sys
 from collections.abc import Awaitable, Callable, Container, Iterable, Iterator
 from pathlib import Path
 
@@ -35,12 +36,19 @@ from batchrun.store.resume import (
     job_fingerprint,
     read_state,
     stamp_input,
+    stamp_journal,
     state_path,
     unchanged_since,
+    vouches_for,
     write_state,
 )
 from batchrun.store.row_state import RowState, count_done, state_of, to_send
-from batchrun.store.sink import PriorRecord, PriorState, remove_stale_temporaries
+from batchrun.store.sink import (
+    PriorRecord,
+    PriorState,
+    journal_path,
+    remove_stale_temporaries,
+)
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -179,29 +187,145 @@ def load_prior(config: RunConfig, prior: PriorState) -> tuple[bytearray, list[st
     """What earlier runs answered, checked against the requests the input makes now.
 
     Returns one ``RowState`` per earlier row and each row's id ("" where nothing was
-    recorded). Before anything is sent, records this run's job fingerprint and input stamp,
-    which lets the next resume skip the row-by-row check (see ``store.resume``).
+    recorded). Before anything is sent, records this run's job fingerprint, input stamp and
+    row count and the journal's stamp, which lets the next resume skip the row-by-row check
+    (see ``store.resume``). The journal is verified, not trusted: records for rows the
+    input no longer has are refused (ResumeMismatchError), records past any row it had are
+    damage (skipped, their rows sent again, reported once with the damaged lines the reader
+    skipped), and records the state does not vouch for are checked row by row.
     """
     # Rows may embed local files: a changed file must send resume down the row-by-row check.
     fingerprint = job_fingerprint(config.defaults) + folder_stamp(
         config.input.parent, skip=(config.input, config.output)
     )
     state = None if config.overwrite else read_state(config.output)
+    journal = journal_path(config.output)
+    rows = input_rows(config.input, parse=bool(len(prior)))
+    if len(prior):
+        _check_rows_exist(config, prior, state, rows)
+    if prior.damaged:
+        _notice(
+            config,
+            f"batchrun: {prior.damaged:,} damaged journal line(s) skipped in {journal}; "
+            "their rows are sent again",
+        )
     if not len(prior):
         states, ids = bytearray(), list[str]()
     elif (
         state is not None
         and state.fingerprint == fingerprint
         and unchanged_since(config.input, state.input)
+        and (not prior.journal or vouches_for(state.journal, journal, config.output))
+        and _spot_check(config, prior)
     ):
         states, ids = _trusted_prior(prior)
     else:
         states, ids = _check_prior(config, prior)
     try:
-        write_state(config.output, RunState(fingerprint, stamp_input(config.input)))
+        stamp = stamp_journal(journal, config.output)
+        write_state(config.output, RunState(fingerprint, stamp_input(config.input), rows, stamp))
     except OSError as exc:
         raise OutputError(f"cannot write {state_path(config.output)}: {exc}") from exc
     return states, ids
+
+
+def _notice(config: RunConfig, message: str) -> None:
+    if not config.quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+_ROW_COUNTS: dict[tuple[str, int, int, int, int], int | None] = {}
+
+
+def cheap_row_count(path: Path) -> int | None:
+    """``count_rows`` (None for CSV), remembered while the file's size and time stay the
+    same: a run counts its input once, for the resume check and for the progress bar."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _ROW_COUNTS:
+        _ROW_COUNTS.clear()
+        _ROW_COUNTS[key] = count_rows(path)
+    return _ROW_COUNTS[key]
+
+
+def input_rows(path: Path, *, parse: bool) -> int | None:
+    """How many rows the input has; None when it cannot be read (the reader says why) or,
+    unless ``parse``, when only a pass over a CSV file would tell (no row is parsed)."""
+    rows = cheap_row_count(path)
+    if rows is None and parse:
+        rows = _count_by_reading(path)
+    return rows
+
+
+def _count_by_reading(path: Path) -> int | None:
+    seen = 0
+
+    def skip(index: int) -> bool:
+        nonlocal seen
+        seen = max(seen, index + 1)
+        return True
+
+    try:
+        for _ in read_rows(path, skip=skip):
+            pass
+    except (InputError, OSError):
+        return None
+    return seen
+
+
+def _check_rows_exist(
+    config: RunConfig, prior: PriorState, state: RunState | None, rows: int | None
+) -> None:
+    """Refuse records of rows the input no longer has; drop those of rows it never had.
+
+    A record past the input's end is of a row the input lost when an earlier run saw that
+    row (its index is below the row count the state recorded, or no count was recorded):
+    refused like any other change of the input. Past every row any run saw, it is damage.
+    """
+    if rows is None:
+        return  # the input cannot be read: the reader says why
+    if prior.final_rows > rows:
+        raise ResumeMismatchError(
+            f"{config.output} holds {prior.final_rows} rows but {config.input} now has only "
+            f"{rows}: restore the input, use --overwrite to start afresh, or write to a new "
+            "output with -o"
+        )
+    beyond = sorted(i for i in prior.journal if i >= rows)
+    if not beyond:
+        return
+    known = state.rows if state is not None else None
+    lost = [i for i in beyond if known is None or i < known]
+    if lost:
+        shown = ", ".join(prior.journal[i].id for i in lost[:10])
+        shown += " ..." if len(lost) > 10 else ""
+        where = f"row {lost[0]}" if len(lost) == 1 else f"rows {lost[0]}..{lost[-1]}"
+        raise ResumeMismatchError(
+            f"{config.output} holds answers for {len(lost)} row(s) that {config.input} no "
+            f"longer has ({where}, ids {shown}): it has {rows} rows now. Restore the input, "
+            "use --overwrite to start afresh, or write to a new output with -o"
+        )
+    prior.drop(beyond)
+
+
+def _spot_check(config: RunConfig, prior: PriorState) -> bool:
+    """The journal's first and last rows still make the requests recorded for them: a
+    cheap guard, beside the journal's stamp, against another job's journal."""
+    if not prior.journal:
+        return True
+    wanted = {min(prior.journal), max(prior.journal)}
+    last = max(wanted)
+    for row in read_rows(config.input, skip=lambda i: i not in wanted):
+        if row.index > last:
+            break
+        record = prior.journal.get(row.index)
+        if record is not None and _differs(record, prepare(row, config), row):
+            return False
+        if row.index == last:
+            break
+    return True
 
 
 def _trusted_prior(prior: PriorState) -> tuple[bytearray, list[str]]:
@@ -221,6 +345,7 @@ def _check_prior(config: RunConfig, prior: PriorState) -> tuple[bytearray, list[
     states = bytearray(len(prior))
     ids = [""] * len(prior)
     mismatched: list[str] = []
+    foreign: list[tuple[int, str, str]] = []  # recorded under another id than the row's
     seen = 0
     for row in read_rows(config.input):
         if row.index >= len(states):
@@ -229,7 +354,9 @@ def _check_prior(config: RunConfig, prior: PriorState) -> tuple[bytearray, list[
         record = prior.lookup(row.index)
         if record is None:
             continue
-        if _differs(record, prepare(row, config), row):
+        if record.id != row.id:
+            foreign.append((row.index, record.id, row.id))
+        elif _differs(record, prepare(row, config), row):
             mismatched.append(row.id)
         states[row.index] = _state(record)
         ids[row.index] = row.id
@@ -237,6 +364,15 @@ def _check_prior(config: RunConfig, prior: PriorState) -> tuple[bytearray, list[
         raise ResumeMismatchError(
             f"{config.output} holds {prior.final_rows} rows but {config.input} now has only "
             f"{seen}: use --overwrite to start afresh, or write to a new output with -o"
+        )
+    if foreign:
+        shown = "; ".join(f"row {i}: {was!r}, now {now!r}" for i, was, now in foreign[:5])
+        shown += " ..." if len(foreign) > 5 else ""
+        raise ResumeMismatchError(
+            f"{config.output} holds {len(foreign)} row(s) recorded under other ids than "
+            f"{config.input} has for them ({shown}): another job's journal or output, or an "
+            "input whose rows moved. Restore the input (or put the other job's files back), "
+            "use --overwrite to start afresh, or write to a new output with -o"
         )
     if mismatched:
         shown = ", ".join(mismatched[:10]) + (" ..." if len(mismatched) > 10 else "")
@@ -308,7 +444,7 @@ def plan(
 
 def count_hint(config: RunConfig, states: bytearray, redo_lapsed: bool = False) -> int | None:
     """Rows left to do, for the progress bar's total; None when it cannot be told cheaply."""
-    total = count_rows(config.input)
+    total = cheap_row_count(config.input)
     if total is None:
         return None
     skip = count_done(states, retry_errors=config.retry_errors, redo_lapsed=redo_lapsed)

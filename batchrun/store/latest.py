@@ -35,6 +35,7 @@ class Source:
     rows: int
     final: bool  # a final file was read
     journal: bool  # a journal was read (the run had not finished, or is running)
+    damaged: int = 0  # damaged journal lines skipped (``store.journal``)
 
 
 def latest_batches(
@@ -81,7 +82,8 @@ def latest_batches(
             rows += batch.num_rows
             yield batch
     if found is not None:
-        found.append(Source(path, rows, output is not None, journal is not None))
+        damaged = newest.damaged if newest is not None else 0
+        found.append(Source(path, rows, output is not None, journal is not None, damaged))
 
 
 def _locate(path: Path) -> tuple[Path | None, Path | None]:

@@ -9,6 +9,14 @@ when the stamp is missing or does not match, the runner falls back to checking e
 row's request hash.
 
 Hashing the input costs about a second per gigabyte; rebuilding a million requests costs tens.
+
+The state also vouches for the journal it was written beside (``JournalStamp``): the same
+file (device and inode), still beginning with the bytes it held then, and the final file
+unchanged since (a run that finished removed that journal, so one found after it is not the
+one vouched for). A journal the state does not vouch for (another job's, put in its place; or
+one from before this check) is checked row by row. ``rows`` is the input's row count as the
+run saw it: a record past it is damage, one between it and a shorter input's end is a row
+the input lost.
 """
 
 from __future__ import annotations
@@ -73,9 +81,60 @@ def unchanged_since(path: Path, stamp: InputStamp) -> bool:
 
 
 @dataclass(frozen=True)
+class JournalStamp:
+    """The journal as a run saw it before sending, and the final file beside it."""
+
+    device: int
+    inode: int
+    size: int
+    head_sha256: str  # of its first ``min(size, _JOURNAL_HEAD)`` bytes
+    final: tuple[int, int, int] | None  # the final file's (inode, size, mtime_ns); None: none
+
+
+_JOURNAL_HEAD = 1 << 20
+
+
+def _file_id(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def stamp_journal(journal: Path, final: Path) -> JournalStamp | None:
+    """Stamp ``journal`` (None when it cannot be read) and the final file ``final``."""
+    try:
+        st = journal.stat()
+        with journal.open("rb") as fh:
+            head = hashlib.sha256(fh.read(min(st.st_size, _JOURNAL_HEAD))).hexdigest()
+    except OSError:
+        return None
+    return JournalStamp(st.st_dev, st.st_ino, st.st_size, head, _file_id(final))
+
+
+def vouches_for(stamp: JournalStamp | None, journal: Path, final: Path) -> bool:
+    """True when ``journal`` is the journal ``stamp`` recorded, only grown since (appended
+    to), and the final file is as it was then."""
+    if stamp is None or _file_id(final) != stamp.final:
+        return False
+    try:
+        st = journal.stat()
+        if (st.st_dev, st.st_ino) != (stamp.device, stamp.inode) or st.st_size < stamp.size:
+            return False
+        with journal.open("rb") as fh:
+            head = fh.read(min(stamp.size, _JOURNAL_HEAD))
+    except OSError:
+        return False
+    return hashlib.sha256(head).hexdigest() == stamp.head_sha256
+
+
+@dataclass(frozen=True)
 class RunState:
     fingerprint: str
     input: InputStamp
+    rows: int | None = None  # the input's row count, where known
+    journal: JournalStamp | None = None
 
 
 def read_state(output: Path) -> RunState | None:
@@ -85,9 +144,27 @@ def read_state(output: Path) -> RunState | None:
         if data.get("version") != _VERSION:
             return None
         stamp = InputStamp(int(data["input_size"]), str(data["input_sha256"]))
-        return RunState(str(data["fingerprint"]), stamp)
+        rows = data.get("input_rows")
+        journal = data.get("journal")
+        return RunState(
+            str(data["fingerprint"]),
+            stamp,
+            int(rows) if rows is not None else None,
+            _journal_stamp(journal) if journal is not None else None,
+        )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def _journal_stamp(data: Any) -> JournalStamp:
+    final = data["final"]
+    return JournalStamp(
+        int(data["device"]),
+        int(data["inode"]),
+        int(data["size"]),
+        str(data["head_sha256"]),
+        (int(final[0]), int(final[1]), int(final[2])) if final is not None else None,
+    )
 
 
 def write_state(output: Path, state: RunState) -> None:
@@ -99,6 +176,8 @@ def write_state(output: Path, state: RunState) -> None:
         "fingerprint": state.fingerprint,
         "input_size": state.input.size,
         "input_sha256": state.input.sha256,
+        "input_rows": state.rows,
+        "journal": dataclasses.asdict(state.journal) if state.journal is not None else None,
     }
     tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     os.replace(tmp, path)

@@ -37,10 +37,12 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from batchrun.core.errors import OutputError
-from batchrun.store.columns import COLUMN_NAMES, COLUMNS, STATUS_OK, Kind
+from batchrun.store.columns import COLUMN_NAMES, COLUMNS, STATUS_OK
 from batchrun.store.journal import (
+    ARROW_TYPES,
     INDEX,
     JSON_SLICE_BYTES,
+    Damage,
     conform,
     int64s,
     journal_line,
@@ -64,17 +66,10 @@ TMP_OUTPUT_SUFFIX = ".tmp"
 CHUNK_ROWS = 8_192
 FSYNC_EVERY_S = 2.0
 
-_ARROW_TYPES: dict[Kind, pa.DataType] = {
-    "string": pa.string(),
-    "int": pa.int64(),
-    "float": pa.float64(),
-    "timestamp": pa.timestamp("ms", tz="UTC"),
-}
-
 
 def output_schema(keep_columns: Sequence[str] = ()) -> pa.Schema:
     """The one explicit schema of every output: DESIGN §2 columns, then kept input columns."""
-    fields = [pa.field(name, _ARROW_TYPES[kind]) for name, kind in COLUMNS]
+    fields = [pa.field(name, ARROW_TYPES[kind]) for name, kind in COLUMNS]
     fields += [pa.field(name, pa.string()) for name in keep_columns if name not in COLUMN_NAMES]
     return pa.schema(fields)
 
@@ -136,9 +131,11 @@ class PriorState:
         final_rows: int,
         final_batches: Iterator[pa.RecordBatch],
         journal: dict[int, PriorRecord],
+        damaged: int = 0,
     ) -> None:
         self.final_rows = final_rows
         self.journal = journal
+        self.damaged = damaged  # damaged journal lines skipped (``store.journal``)
         self._batches = final_batches
         self._start = 0  # index of the first row of the current batch
         self._cols: tuple[list[Any], ...] = ([], [], [], [])
@@ -146,6 +143,13 @@ class PriorState:
     def __len__(self) -> int:
         """How many input rows have a record (an upper bound when journal and file overlap)."""
         return max(self.final_rows, max(self.journal, default=-1) + 1)
+
+    def drop(self, indexes: Sequence[int]) -> None:
+        """Forget the journal's records for ``indexes``: they are damage (an ``_index`` past
+        any row the input had), counted in ``damaged``."""
+        for index in indexes:
+            if self.journal.pop(index, None) is not None:
+                self.damaged += 1
 
     def lookup(self, index: int) -> PriorRecord | None:
         from_journal = self.journal.get(index)
@@ -226,17 +230,18 @@ class Sink:
     def _read_prior(self) -> PriorState:
         columns = ("id", "status", "request_hash", "error_type")  # PriorRecord's fields
         schema = pa.schema([self.schema.field(name) for name in columns])
-        newest = newest_table(self.journal, schema, self._slice_bytes)
+        damage = Damage()
+        newest = newest_table(self.journal, schema, self._slice_bytes, damage=damage)
         journal = {
             int(r[INDEX]): PriorRecord(r["id"], r["status"], r["request_hash"], r["error_type"])
             for batch in newest.to_batches(max_chunksize=self._chunk_rows)  # few dicts at once
             for r in batch.to_pylist()
         }
         if not self.output.exists():
-            return PriorState(0, iter(()), journal)
+            return PriorState(0, iter(()), journal, damage.lines)
         rows = _row_count(self.output)
         batches = self._final_batches(columns)
-        return PriorState(rows, batches, journal)
+        return PriorState(rows, batches, journal, damage.lines)
 
     def _final_batches(self, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
         return output_batches(
