@@ -1,5 +1,14 @@
-"""``python -m batchrun``: the same command line as the ``batchrun`` script."""
+"""``python -m batchrun``: the same command line as the ``batchrun`` script.
 
-from batchrun.cli import main
+Ctrl-C at any moment, loading included, exits 130 with one line (``batchrun.cli.root``).
+"""
+
+import sys
+
+try:
+    from batchrun.cli import main
+except KeyboardInterrupt:
+    sys.stderr.write("batchrun: interrupted.\n")
+    sys.exit(130)
 
 main()

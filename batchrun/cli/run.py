@@ -23,7 +23,10 @@ def run_cmd(source: Path, **flags: Any) -> None:
       batchrun run reviews.jsonl -o out/labels.parquet --model claude-haiku-4-5 \\
           --max-tokens 5 --system "Answer positive, negative or neutral." -c 64
     """
+    # Ctrl-C before the run starts (here, or loading the config) is the group's: one line,
+    # exit 130 (``cli.root``).
     from batchrun.core.errors import BatchrunError
+    from batchrun.drivers.interrupt import StoppedBySignal
     from batchrun.drivers.job import run
     from batchrun.render.summary import format_summary
     from batchrun.store.sink import journal_path
@@ -31,10 +34,13 @@ def run_cmd(source: Path, **flags: Any) -> None:
     config = load(source, flags)
     try:
         summary = run(config)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        what = (
+            f"stopped by {exc.signal_name}" if isinstance(exc, StoppedBySignal) else "interrupted"
+        )
         click.echo(
-            f"batchrun: interrupted; finished rows are kept. Re-run the same command to "
-            f"resume into {config.output}.",
+            f"batchrun: {what}; finished rows are kept in {journal_path(config.output)}. "
+            "Re-run the same command to resume.",
             err=True,
         )
         sys.exit(130)

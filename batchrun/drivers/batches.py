@@ -36,7 +36,7 @@ from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiError, ConfigError, FatalRunError
 from batchrun.drivers.batch_plan import REQUEST_HASH_CHARS, BatchItem, chunks
 from batchrun.drivers.batch_results import ResultSpool, processing_ms, result_row
-from batchrun.drivers.interrupt import run_interruptibly
+from batchrun.drivers.interrupt import run_interruptibly, stopped_by_signals
 from batchrun.drivers.online import run_holding
 from batchrun.drivers.progress import Progress
 from batchrun.drivers.session import (
@@ -141,7 +141,8 @@ async def _run_claimed(
         return await _finish_online(config, summary, lock, transport, progress_stream, sleep)
     every_row_recorded = len(done) >= counter.rows and 0 not in done[: counter.rows]
     if summary.interrupted is None and not summary.batches_running and every_row_recorded:
-        summary.final = sink.finalize(counter.rows)
+        with stopped_by_signals():  # all or nothing: a signal leaves the journal to resume
+            summary.final = sink.finalize(counter.rows)
     return summary
 
 

@@ -17,7 +17,7 @@ import httpx
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ConfigError
 from batchrun.cost.budget import projected_total
-from batchrun.drivers.interrupt import run_interruptibly
+from batchrun.drivers.interrupt import run_interruptibly, stopped_by_signals
 from batchrun.drivers.progress import Progress
 from batchrun.drivers.session import (
     RowCounter,
@@ -57,6 +57,8 @@ async def run_async(
     ``redo_lapsed`` also sends the rows a Message Batch expired or cancelled (--finish-online).
     The run holds the output's lock (``store.lock``) from before it reads anything to its
     end: a second run of the same output is refused (OutputError) while this one goes.
+    SIGINT or SIGTERM while the final dataset is written abandon that step and raise
+    ``StoppedBySignal`` (a KeyboardInterrupt); the journal is kept and a re-run finishes.
     """
     return await run_holding(
         config,
@@ -139,7 +141,8 @@ async def _run_claimed(
     summary.total_rows = counter.rows
     summary.skipped = counter.skipped
     if summary.interrupted is None and summary.skipped + summary.finished == counter.rows:
-        summary.final = sink.finalize(counter.rows)
+        with stopped_by_signals():  # all or nothing: a signal leaves the journal to resume
+            summary.final = sink.finalize(counter.rows)
     # Otherwise (a pilot sample) the answers stay in the journal for the run that finishes.
     return summary
 

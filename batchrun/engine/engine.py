@@ -82,13 +82,16 @@ class Engine:
         # The limiter waits out a 429 in place of the retry loop, so it takes the retry sleep.
         self.limiter = RateLimiter(config.limits, pause_sleep=sleep)
         notices = WaitNotices(notify, capped=config.max_retry_wait is not None)
-        self.sender = Sender(config, client, tally, sleep, self.limiter, notices)
+        # Told by the sender when the API first answers: until then, quick retries only.
+        self._fail_fast = FailFast(config.base_url)
+        self.sender = Sender(
+            config, client, tally, sleep, self.limiter, notices, fail_fast=self._fail_fast
+        )
         self.pool.on_stop(self.limiter.stop)  # rows waiting for admission are not sent after
         if config.concurrency_auto:
             self.sender.tuner = ConcurrencyTuner(self.limiter, self.pool.set_limit)
         self.budget_stop: str | None = None  # why the budget stopped admitting rows
         self._budget = self._make_budget()
-        self._fail_fast = FailFast(config.base_url)
         self._unpriced = UnknownModels()
 
     @property

@@ -1,4 +1,9 @@
-"""One request to its outcome row: rate-limit admission, the send, retries, 429 pauses."""
+"""One request to its outcome row: rate-limit admission, the send, retries, 429 pauses.
+
+Until the API has answered once, a failure that says nothing is there (no connection, an
+answer that is not the API's) gets only a few quick retries (``engine.fail_fast``): a wrong
+--base-url stops the run in seconds instead of after every row's full backoff.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from batchrun.api.client import MessagesClient, Reply
 from batchrun.api.retry import is_fatal, send_with_retries
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiError, ApiStatusError, FatalRunError
+from batchrun.engine.fail_fast import QUICK_WAIT_S, FailFast, is_an_answer
 from batchrun.engine.outcome import Work, error_row, ok_row
 from batchrun.engine.tally import RowTally
 from batchrun.engine.waits import WaitNotices
@@ -43,6 +49,7 @@ class Sender:
         sleep: Sleep,
         limiter: RateLimiter,
         notices: WaitNotices | None = None,
+        fail_fast: FailFast | None = None,
     ) -> None:
         self._config = config
         self._client = client
@@ -51,6 +58,7 @@ class Sender:
         self._limiter = limiter
         self.tuner: ConcurrencyTuner | None = None  # --concurrency auto
         self._notices = notices
+        self._fail_fast = fail_fast  # told of the API's first answer; quick retries until then
 
     async def send(self, work: Work, body: dict[str, Any]) -> dict[str, Any]:
         config = self._config
@@ -66,7 +74,8 @@ class Sender:
                 on_retry=waits.on_retry,
                 max_wait=config.max_retry_wait,
             )
-        except ApiError as exc:
+        except (ApiError, _GaveUpQuickly) as failure:
+            exc = failure if isinstance(failure, ApiError) else failure.gave_up()
             if is_fatal(exc):
                 raise FatalRunError(f"the API refused the run: {exc}") from exc
             row = error_row(work, config, exc.error_type, exc.message, exc.status, exc.attempts)
@@ -102,13 +111,36 @@ class Sender:
             if isinstance(exc, ApiStatusError) and exc.status == RATE_LIMIT_STATUS:
                 self._tally.rate_limited_429s += 1
                 limiter.observe(model, exc.rate_limit_headers)
+            if self._gives_up_quickly(exc, waits):
+                assert isinstance(exc, ApiError)
+                raise _GaveUpQuickly(exc) from exc
             raise
+        if self._fail_fast is not None:
+            self._fail_fast.answered()
         usage = reply.message.get("usage") or {}
         limiter.settle(reservation, itpm_tokens(usage, model), int(usage.get("output_tokens") or 0))
         limiter.observe(model, reply.headers)
         if self.tuner is not None:
             self.tuner.observe(model, reply.latency_ms / 1000.0)
         return reply
+
+    def _gives_up_quickly(self, exc: BaseException, waits: RetryWaits) -> bool:
+        """True when ``exc`` ends the row's retries now: the API has not answered yet, and
+        ``exc`` is a failure that says nothing is there, seen as often as may be retried.
+        Sets ``waits.quick``: whether the wait before the next attempt is a quick one."""
+        waits.quick = False
+        fail_fast = self._fail_fast
+        if fail_fast is None:
+            return False
+        if is_an_answer(exc):
+            fail_fast.answered()
+            return False
+        limit = fail_fast.quick_retries(exc)
+        waits.quick = limit is not None
+        if limit is None:
+            return False
+        waits.quick_failures += 1
+        return waits.quick_failures > limit
 
     def pause_for(
         self, model: str, exc: BaseException, wait: float, sent: Reservation | None, attempt: int
@@ -150,13 +182,34 @@ class RetryWaits:
         self._sender = sender
         self._skip_next = False
         self._attempts = 1
+        self.quick = False  # the latest failure gets a quick retry: the API has not answered
+        self.quick_failures = 0
 
     def on_retry(self, exc: BaseException, wait: float) -> None:
         self._attempts += 1
+        wait = self._capped(wait)
         self._skip_next = self._sender.pause_for(self.model, exc, wait, self.sent, self._attempts)
 
     async def sleep(self, seconds: float) -> None:
         if self._skip_next:
             self._skip_next = False
             return
-        await self._sender.retry_sleep(seconds)
+        await self._sender.retry_sleep(self._capped(seconds))
+
+    def _capped(self, seconds: float) -> float:
+        return min(seconds, QUICK_WAIT_S) if self.quick else seconds
+
+
+class _GaveUpQuickly(Exception):
+    """Carries a failure out of the retry loop before its policy would stop: not retryable,
+    so the loop stops and stamps ``attempts`` here; the sender records ``error``."""
+
+    def __init__(self, error: ApiError) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.attempts = 1
+
+    def gave_up(self) -> ApiError:
+        """The failure, with the attempts the row made."""
+        self.error.attempts = self.attempts
+        return self.error
