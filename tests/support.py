@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +14,7 @@ import httpx
 
 from batchrun import load_config
 from batchrun.config.load import RunConfig
+from batchrun.store.sink import journal_path
 
 TEST_KEY = "sk-ant-test-0123456789abcdef"
 
@@ -62,3 +66,20 @@ def job_config(inp: Path, out: Path, url: str, **flags: Any) -> RunConfig:
         **flags,
     }
     return load_config(inp, settings, environ={"ANTHROPIC_API_KEY": TEST_KEY})
+
+
+def start_run(
+    inp: Path, out: Path, url: str, *extra: str, concurrency: int = 16
+) -> subprocess.Popen[str]:
+    """``python -m batchrun run`` of ``inp`` into ``out`` against ``url``, as a real process."""
+    env = {**os.environ, "ANTHROPIC_API_KEY": TEST_KEY}
+    cmd = [sys.executable, "-m", "batchrun", "run", str(inp), "-o", str(out)]
+    cmd += ["--base-url", url, "--model", "claude-haiku-4-5", "--max-tokens", "20"]
+    cmd += ["-c", str(concurrency), "-q", *extra]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def journal_lines(out: Path) -> int:
+    """Rows journaled so far (lines of ``out``'s journal)."""
+    path = journal_path(out)
+    return path.read_bytes().count(b"\n") if path.exists() else 0

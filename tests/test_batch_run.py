@@ -7,10 +7,8 @@ often each custom_id was submitted: that count is what proves no row was paid fo
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from array import array
 from collections.abc import Iterator
@@ -22,7 +20,15 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from support import TEST_KEY, job_config, no_wait, prompts, reply_tag, write_jsonl
+from support import (
+    TEST_KEY,
+    job_config,
+    no_wait,
+    prompts,
+    reply_tag,
+    start_run,
+    write_jsonl,
+)
 
 from batchrun import run
 from batchrun.cli import cli
@@ -278,29 +284,7 @@ def test_overwrite_refuses_to_forget_running_batches(tmp_path: Path) -> None:
 
 
 def start_batch_run(inp: Path, out: Path, url: str, *extra: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "ANTHROPIC_API_KEY": TEST_KEY}
-    cmd = [
-        sys.executable,
-        "-m",
-        "batchrun",
-        "run",
-        str(inp),
-        "-o",
-        str(out),
-        "--base-url",
-        url,
-        "--model",
-        "claude-haiku-4-5",
-        "--max-tokens",
-        "20",
-        "--via",
-        "batches",
-        "--poll-interval",
-        "0.05",
-        "-q",
-        *extra,
-    ]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start_run(inp, out, url, "--via", "batches", "--poll-interval", "0.05", *extra)
 
 
 def check_output(out: Path, n: int) -> None:

@@ -3,50 +3,18 @@ completed is lost, and nothing completed is paid for twice."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from support import TEST_KEY, prompts, reply_tag, write_jsonl
+from support import TEST_KEY, journal_lines, prompts, reply_tag, start_run, write_jsonl
 
 from batchrun.simulator import SimulatorConfig, SimulatorThread
-from batchrun.store.sink import journal_path
 
 CONCURRENCY = 16
-
-
-def start_run(inp: Path, out: Path, url: str, *extra: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "ANTHROPIC_API_KEY": TEST_KEY}
-    cmd = [
-        sys.executable,
-        "-m",
-        "batchrun",
-        "run",
-        str(inp),
-        "-o",
-        str(out),
-        "--base-url",
-        url,
-        "--model",
-        "claude-haiku-4-5",
-        "--max-tokens",
-        "20",
-        "-c",
-        str(CONCURRENCY),
-        "-q",
-        *extra,
-    ]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def journal_lines(out: Path) -> int:
-    path = journal_path(out)
-    return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
 def wait_for_journal(out: Path, proc: subprocess.Popen[str], lines: int) -> None:

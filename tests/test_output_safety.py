@@ -10,7 +10,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from support import TEST_KEY, job_config, prompts, reply_tag, write_jsonl
+from support import TEST_KEY, job_config, journal_lines, prompts, reply_tag, start_run, write_jsonl
 
 from batchrun import run
 from batchrun.cli import cli
@@ -36,35 +35,6 @@ from batchrun.store.sink import Sink, journal_path, remove_stale_temporaries, te
 
 CONCURRENCY = 8
 REFUSED = "is being written by another batchrun run"
-
-
-def start_run(inp: Path, out: Path, url: str, *extra: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "ANTHROPIC_API_KEY": TEST_KEY}
-    cmd = [
-        sys.executable,
-        "-m",
-        "batchrun",
-        "run",
-        str(inp),
-        "-o",
-        str(out),
-        "--base-url",
-        url,
-        "--model",
-        "claude-haiku-4-5",
-        "--max-tokens",
-        "20",
-        "-c",
-        str(CONCURRENCY),
-        "-q",
-        *extra,
-    ]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def journal_lines(out: Path) -> int:
-    path = journal_path(out)
-    return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
 def wait_for(condition: Any, proc: subprocess.Popen[str], what: str) -> None:
@@ -105,10 +75,10 @@ def test_a_second_run_of_the_same_output_is_refused_at_once_naming_the_first(
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(n))
     out = tmp_path / "o.parquet"
     with SimulatorThread(SimulatorConfig(latency_mean=0.01)) as sim:
-        first = start_run(inp, out, sim.base_url)
+        first = start_run(inp, out, sim.base_url, concurrency=CONCURRENCY)
         wait_for(lambda: journal_lines(out) >= 5, first, "the first run made no progress")
         sim.simulator.config = SimulatorConfig(latency_mean=1.0)  # the first run goes on slowly
-        second = start_run(inp, out, sim.base_url)
+        second = start_run(inp, out, sim.base_url, concurrency=CONCURRENCY)
         _, err = second.communicate(timeout=60)
         assert first.poll() is None  # refused while the first one runs, not after it
         sim.simulator.config = SimulatorConfig(latency_mean=0.01)
@@ -128,7 +98,7 @@ def test_two_runs_started_together_send_every_row_once(tmp_path: Path) -> None:
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(n))
     out = tmp_path / "o.parquet"
     with SimulatorThread(SimulatorConfig(latency_mean=0.25, latency_jitter=0.05)) as sim:
-        procs = [start_run(inp, out, sim.base_url) for _ in range(2)]
+        procs = [start_run(inp, out, sim.base_url, concurrency=CONCURRENCY) for _ in range(2)]
         errs = [p.communicate(timeout=120)[1] for p in procs]
         results = [(p.returncode, err) for p, err in zip(procs, errs, strict=True)]
         assert all("Traceback" not in err for _, err in results), results
@@ -148,13 +118,13 @@ def test_a_lock_left_by_a_killed_run_does_not_block_the_next(tmp_path: Path) -> 
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(n))
     out = tmp_path / "o.parquet"
     with SimulatorThread(SimulatorConfig(latency_mean=0.03, latency_jitter=0.02)) as sim:
-        killed = start_run(inp, out, sim.base_url)
+        killed = start_run(inp, out, sim.base_url, concurrency=CONCURRENCY)
         wait_for(lambda: journal_lines(out) >= 20, killed, "the run made no progress")
         killed.kill()
         killed.communicate(timeout=30)
         stale = json.loads(lock_path(out).read_text())  # kill -9 leaves the file behind
         assert stale["pid"] == killed.pid
-        resumed = start_run(inp, out, sim.base_url)
+        resumed = start_run(inp, out, sim.base_url, concurrency=CONCURRENCY)
         _, err = resumed.communicate(timeout=120)
         assert resumed.returncode == 0, err
         answered = sim.stats.snapshot().answered_ok
@@ -169,7 +139,16 @@ def test_an_online_run_is_refused_while_a_batch_run_writes_the_output(tmp_path: 
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(n))
     out = tmp_path / "o.parquet"
     with SimulatorThread(SimulatorConfig(batch_processing_s=3.0)) as sim:
-        batch = start_run(inp, out, sim.base_url, "--via", "batches", "--poll-interval", "0.05")
+        batch = start_run(
+            inp,
+            out,
+            sim.base_url,
+            "--via",
+            "batches",
+            "--poll-interval",
+            "0.05",
+            concurrency=CONCURRENCY,
+        )
         created = '"event":"created"'
         batches = out.with_name(out.name + ".batches")
         wait_for(
