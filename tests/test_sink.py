@@ -221,7 +221,7 @@ def test_a_failed_final_write_leaves_the_old_output_and_the_journal(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", refuse)
-    with pytest.raises(OutputError, match="No space left"):
+    with pytest.raises(OutputError, match=r"No space left.*needs about .* MiB free"):
         sink.finalize(2)
     assert out.read_bytes() == before
     assert journal_path(out).exists()
@@ -246,3 +246,23 @@ def test_a_row_longer_than_a_json_block_still_reaches_the_final_file(tmp_path: P
     assert set(Sink(out).open().journal) == {0, 1}
     sink.finalize(2)
     assert read_output(out)[1]["text"] == huge
+
+
+def test_too_little_free_space_is_said_before_the_final_step_writes_anything(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out.parquet"
+    write_rows(out, [(0, make_row(0))]).finalize(1)
+    before = out.read_bytes()
+    write_rows(out, [(1, make_row(1))])
+    journal = journal_path(out).stat().st_size
+    small = Sink(out, free_space=lambda folder: 2 * journal - 1)  # short of the journal twice
+    with pytest.raises(OutputError) as info:
+        small.finalize(2)
+    message = str(info.value)
+    assert "not enough space" in message and str(tmp_path) in message
+    assert "re-run the same command" in message and "journal is kept" in message
+    assert out.read_bytes() == before and journal_path(out).exists()
+    assert not list(tmp_path.glob(".out.parquet*"))
+    roomy = Sink(out, free_space=lambda folder: 10 * (journal + len(before)))
+    assert roomy.finalize(2).rows == 2

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import errno
 import glob
 import os
 import re
 import secrets
+import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -65,6 +67,10 @@ TMP_OUTPUT_SUFFIX = ".tmp"
 # climbing as the chunks went by).
 CHUNK_ROWS = 8_192
 FSYNC_EVERY_S = 2.0
+
+
+def _free_bytes(folder: Path) -> int:
+    return shutil.disk_usage(folder).free
 
 
 def output_schema(keep_columns: Sequence[str] = ()) -> pa.Schema:
@@ -194,6 +200,7 @@ class Sink:
         write: Callable[[int, memoryview], int] = os.write,
         chunk_rows: int = CHUNK_ROWS,
         json_slice_bytes: int = JSON_SLICE_BYTES,
+        free_space: Callable[[Path], int] = _free_bytes,
     ) -> None:
         self.output = output
         self.journal = journal_path(output)
@@ -203,6 +210,7 @@ class Sink:
         self._write = write  # a seam: tests make the disk fill up
         self._chunk_rows = chunk_rows
         self._slice_bytes = json_slice_bytes
+        self._free_space = free_space  # a seam: tests make the disk small
         self._fd: int | None = None
         self._last_fsync = 0.0
 
@@ -297,6 +305,8 @@ class Sink:
     def finalize(self, total_rows: int) -> FinalCounts:
         """Write the final dataset (rows 0..total_rows-1 in input order) and drop the journal."""
         self._close_fd()
+        need = self._space_needed()
+        self._check_space(need)
         tmp_arrow = temporary_path(self.output, TMP_JOURNAL_SUFFIX)
         tmp_out = temporary_path(self.output, TMP_OUTPUT_SUFFIX)
         try:
@@ -309,13 +319,41 @@ class Sink:
             _fsync_dir(self.output.parent)
             self.journal.unlink(missing_ok=True)
         except OSError as exc:
-            raise OutputError(f"cannot write {self.output}: {exc.strerror or exc}") from exc
+            hint = ""
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                hint = f" (the final step needs about {_mib(need)} free beside it)"
+            raise OutputError(
+                f"cannot write {self.output}: {exc.strerror or exc}{hint}; the journal is kept: "
+                "re-run the same command to write it"
+            ) from exc
         except pa.ArrowException as exc:  # a file changed under us; the journal is kept
             raise OutputError(f"cannot write {self.output}: {exc}") from exc
         finally:
             tmp_arrow.unlink(missing_ok=True)
             tmp_out.unlink(missing_ok=True)
         return counts
+
+    def _space_needed(self) -> int:
+        """Bytes the final step writes before it removes anything: the journal as Arrow and
+        the new dataset, each about the journal's size at most, while the old dataset stays
+        until the rename."""
+        journal = self.journal.stat().st_size if self.journal.exists() else 0
+        old = self.output.stat().st_size if self.output.exists() else 0
+        return 2 * journal + old
+
+    def _check_space(self, need: int) -> None:
+        """OutputError before writing anything when the disk cannot hold the final step."""
+        try:
+            free = self._free_space(self.output.parent)
+        except OSError:
+            return  # cannot tell: try, and say what it needs if the disk fills
+        if free < need:
+            raise OutputError(
+                f"not enough space to write {self.output}: the final step needs about "
+                f"{_mib(need)} free in {self.output.parent} (twice the journal, plus the "
+                f"existing output until it is replaced), and {_mib(free)} are free. Free some "
+                "space and re-run the same command: the journal is kept and nothing is sent again"
+            )
 
     def _merge(self, total_rows: int, journal: _SortedJournal, tmp_out: Path) -> FinalCounts:
         old_rows = _row_count(self.output) if self.output.exists() else 0
@@ -505,3 +543,7 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):,.1f} MiB"
