@@ -264,3 +264,24 @@ def test_on_retry_called_before_each_sleep() -> None:
     assert result == ("ok", 3)
     assert seen == [(first, 0.375), (second, 0.75)]
     assert sleep.waits == [0.375, 0.75]
+
+
+def test_give_up_stops_retries_the_policy_would_make() -> None:
+    refused = [ApiConnectionError("refused") for _ in range(5)]
+    seen: list[BaseException] = []
+
+    def give_up(exc: BaseException) -> bool:
+        seen.append(exc)
+        return len(seen) >= 2  # the caller allows one retry of these, say
+
+    script, sleep = Script(*refused), FakeSleep()
+    with pytest.raises(ApiConnectionError) as info:
+        run(script, max_retries=8, sleep=sleep, give_up=give_up)
+    assert script.calls == 2 and info.value.attempts == 2 and len(sleep.waits) == 1
+
+
+def test_give_up_is_not_asked_of_what_the_policy_refuses_anyway() -> None:
+    asked: list[BaseException] = []
+    with pytest.raises(ApiStatusError):
+        run(Script(status_error(400)), max_retries=8, give_up=lambda e: bool(asked.append(e)))
+    assert asked == []

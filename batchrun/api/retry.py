@@ -121,10 +121,13 @@ async def send_with_retries(
     rand: Callable[[], float] = random.random,
     on_retry: Callable[[BaseException, float], None] | None = None,
     max_wait: float | None = None,
+    give_up: Callable[[BaseException], bool] | None = None,
 ) -> tuple[T, int]:
     """Await ``call()`` until it succeeds or fails for good; return ``(value, attempts)``.
 
     ``max_wait`` caps each wait (``--max-retry-wait``), a server's retry-after included.
+    ``give_up(exc)`` true stops the retries of a failure the policy would retry: the caller
+    knows more (before the API has answered once, a refused connection gets only a few).
 
     On final failure the last exception is re-raised with ``attempts`` set on it. The first
     attempt runs outside tenacity: most rows succeed at once, and this path runs thousands of
@@ -140,10 +143,21 @@ async def send_with_retries(
         return await call(), 1
     except Exception as exc:
         first_failure = exc
+    # ``give_up`` is asked once per failure, by the loop (the first failure included).
     if max_retries <= 0 or not is_retryable(first_failure):
         _stamp_attempts(first_failure, 1)
         raise first_failure
-    return await _retry_after(first_failure, call, max_retries, sleep, rand, on_retry, max_wait)
+    return await _retry_after(
+        first_failure, call, max_retries, sleep, rand, on_retry, max_wait, _retry_predicate(give_up)
+    )
+
+
+def _retry_predicate(
+    give_up: Callable[[BaseException], bool] | None,
+) -> Callable[[BaseException], bool]:
+    if give_up is None:
+        return is_retryable
+    return lambda exc: is_retryable(exc) and not give_up(exc)
 
 
 async def _retry_after(
@@ -154,6 +168,7 @@ async def _retry_after(
     rand: Callable[[], float],
     on_retry: Callable[[BaseException, float], None] | None,
     max_wait: float | None = None,
+    retryable: Callable[[BaseException], bool] = is_retryable,
 ) -> tuple[T, int]:
     """The tenacity loop, starting from a first attempt that already failed."""
     attempts = 0
@@ -175,7 +190,7 @@ async def _retry_after(
             on_retry(_exception_of(state), state.upcoming_sleep)
 
     retrying = AsyncRetrying(
-        retry=retry_if_exception(is_retryable),
+        retry=retry_if_exception(retryable),
         stop=stop_after_attempt(max_retries + 1),
         wait=wait,
         sleep=sleep,

@@ -73,9 +73,9 @@ class Sender:
                 sleep=waits.sleep,
                 on_retry=waits.on_retry,
                 max_wait=config.max_retry_wait,
+                give_up=waits.give_up,
             )
-        except (ApiError, _GaveUpQuickly) as failure:
-            exc = failure if isinstance(failure, ApiError) else failure.gave_up()
+        except ApiError as exc:
             if is_fatal(exc):
                 raise FatalRunError(f"the API refused the run: {exc}") from exc
             row = error_row(work, config, exc.error_type, exc.message, exc.status, exc.attempts)
@@ -111,9 +111,7 @@ class Sender:
             if isinstance(exc, ApiStatusError) and exc.status == RATE_LIMIT_STATUS:
                 self._tally.rate_limited_429s += 1
                 limiter.observe(model, exc.rate_limit_headers)
-            if self._gives_up_quickly(exc, waits):
-                assert isinstance(exc, ApiError)
-                raise _GaveUpQuickly(exc) from exc
+            self._note_failure(exc, waits)
             raise
         if self._fail_fast is not None:
             self._fail_fast.answered()
@@ -124,23 +122,21 @@ class Sender:
             self.tuner.observe(model, reply.latency_ms / 1000.0)
         return reply
 
-    def _gives_up_quickly(self, exc: BaseException, waits: RetryWaits) -> bool:
-        """True when ``exc`` ends the row's retries now: the API has not answered yet, and
-        ``exc`` is a failure that says nothing is there, seen as often as may be retried.
-        Sets ``waits.quick``: whether the wait before the next attempt is a quick one."""
+    def _note_failure(self, exc: BaseException, waits: RetryWaits) -> None:
+        """What a failed attempt says of the API: an answer (any status) means it is there;
+        a failure that says nothing is there, before any answer, gets quick retries only
+        (``waits.quick``, counted against ``waits.quick_limit``)."""
         waits.quick = False
         fail_fast = self._fail_fast
         if fail_fast is None:
-            return False
+            return
         if is_an_answer(exc):
             fail_fast.answered()
-            return False
+            return
         limit = fail_fast.quick_retries(exc)
-        waits.quick = limit is not None
-        if limit is None:
-            return False
-        waits.quick_failures += 1
-        return waits.quick_failures > limit
+        if limit is not None:
+            waits.quick, waits.quick_limit = True, limit
+            waits.quick_failures += 1
 
     def pause_for(
         self, model: str, exc: BaseException, wait: float, sent: Reservation | None, attempt: int
@@ -184,6 +180,11 @@ class RetryWaits:
         self._attempts = 1
         self.quick = False  # the latest failure gets a quick retry: the API has not answered
         self.quick_failures = 0
+        self.quick_limit = 0
+
+    def give_up(self, exc: BaseException) -> bool:
+        """For the retry loop: stop now, the quick retries before any answer are spent."""
+        return self.quick and self.quick_failures > self.quick_limit
 
     def on_retry(self, exc: BaseException, wait: float) -> None:
         self._attempts += 1
@@ -198,18 +199,3 @@ class RetryWaits:
 
     def _capped(self, seconds: float) -> float:
         return min(seconds, QUICK_WAIT_S) if self.quick else seconds
-
-
-class _GaveUpQuickly(Exception):
-    """Carries a failure out of the retry loop before its policy would stop: not retryable,
-    so the loop stops and stamps ``attempts`` here; the sender records ``error``."""
-
-    def __init__(self, error: ApiError) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.attempts = 1
-
-    def gave_up(self) -> ApiError:
-        """The failure, with the attempts the row made."""
-        self.error.attempts = self.attempts
-        return self.error
