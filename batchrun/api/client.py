@@ -54,7 +54,6 @@ from batchrun.core.errors import (
 )
 from batchrun.core.jsoncodec import compact
 from batchrun.core.scrub import Scrubber
-from batchrun.core.secret import Secret
 
 T = TypeVar("T")
 
@@ -131,7 +130,7 @@ class MessagesClient:
     ) -> None:
         auth_headers = _auth_headers(credentials)  # before anything needs closing
         # Masks the credentials in every failure this client reports.
-        self._scrub = Scrubber(Secret(value) for _, value in _secret_values(credentials))
+        self._scrub = Scrubber(secret for _, secret in credentials.secrets())
         self._deadline = timeout
         self._clock = clock
         plain_http = base_url.lower().startswith("http://")
@@ -395,11 +394,8 @@ class MessagesClient:
 def _secret_values(credentials: Credentials) -> list[tuple[str, str]]:
     """(env var, value) for each credential present, stripped of stray whitespace."""
     found = []
-    for name, secret in (
-        ("ANTHROPIC_API_KEY", credentials.api_key),
-        ("ANTHROPIC_AUTH_TOKEN", credentials.auth_token),
-    ):
-        value = secret.reveal().strip() if secret is not None else ""
+    for name, secret in credentials.secrets():
+        value = secret.reveal().strip()
         if value:
             found.append((name, value))
     return found

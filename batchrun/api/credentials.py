@@ -23,3 +23,8 @@ class Credentials:
 
     api_key: Secret | None = None
     auth_token: Secret | None = None
+
+    def secrets(self) -> tuple[tuple[str, Secret], ...]:
+        """(environment variable, value) of each credential present: what must never show."""
+        found = ((API_KEY_ENV, self.api_key), (AUTH_TOKEN_ENV, self.auth_token))
+        return tuple((name, secret) for name, secret in found if secret is not None)

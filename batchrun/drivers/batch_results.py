@@ -95,8 +95,12 @@ def result_row(
     record: Mapping[str, Any],
     batch_id: str,
     processing_ms: float | None,
+    scrub: Scrubber | None = None,
 ) -> dict[str, Any]:
-    """The output row for one result line (API-FACTS §7: succeeded, errored, canceled, expired)."""
+    """The output row for one result line (API-FACTS §7: succeeded, errored, canceled, expired).
+
+    ``scrub`` masks the run's credentials in an errored result's texts (one per batch: the
+    driver's; else one made from ``config``)."""
     result = record.get("result")
     result = result if isinstance(result, dict) else {}
     kind = result.get("type")
@@ -113,7 +117,8 @@ def result_row(
         inner = _table(envelope.get("error")) or envelope
         # An errored result's message comes from the API's file, not through the client's
         # error boundary: it is scrubbed here (a gateway may quote the key in it).
-        scrub = Scrubber([config.credentials.api_key, config.credentials.auth_token])
+        if scrub is None:
+            scrub = credential_scrubber(config)
         row = error_row(
             work,
             config,
@@ -156,3 +161,8 @@ def _billed_as_batch(message: dict[str, Any]) -> dict[str, Any]:
 
 def _table(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def credential_scrubber(config: RunConfig) -> Scrubber:
+    """Masks ``config``'s credentials in texts that did not come through the client."""
+    return Scrubber(secret for _, secret in config.credentials.secrets())

@@ -35,7 +35,12 @@ from batchrun.api.retry import send_with_retries
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiError, ConfigError, FatalRunError
 from batchrun.drivers.batch_plan import REQUEST_HASH_CHARS, BatchItem, chunks
-from batchrun.drivers.batch_results import ResultSpool, processing_ms, result_row
+from batchrun.drivers.batch_results import (
+    ResultSpool,
+    credential_scrubber,
+    processing_ms,
+    result_row,
+)
 from batchrun.drivers.interrupt import run_interruptibly, stopped_by_signals
 from batchrun.drivers.online import run_holding
 from batchrun.drivers.progress import Progress
@@ -464,6 +469,7 @@ class _BatchJob:
         assert entry.batch_id is not None
         where = {index: k for k, index in enumerate(rows.indexes)}
         took = processing_ms(status.created_at, status.ended_at)
+        scrub = credential_scrubber(self.config)  # once per batch, not per errored row
         missing = 0
         # The first row past the batch is read (not skipped) only to end the pass there.
         rows_read = read_rows(self.config.input, skip=lambda i: i <= entry.last and i not in where)
@@ -484,7 +490,9 @@ class _BatchJob:
             if record is None:
                 missing += 1
                 continue
-            self._record(row.index, result_row(work, self.config, record, entry.batch_id, took))
+            self._record(
+                row.index, result_row(work, self.config, record, entry.batch_id, took, scrub)
+            )
         return missing
 
     def _record(self, index: int, row: dict[str, Any]) -> None:
