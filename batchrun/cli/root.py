@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import sys
 
+INTERRUPTED = "batchrun: interrupted."
+
 try:
     from typing import Any, NoReturn
 
@@ -35,10 +37,8 @@ except KeyboardInterrupt:
         os.path.basename(sys.argv[0] if sys.argv else "").split(".")[0] != "batchrun"
     ):
         raise
-    sys.stderr.write("batchrun: interrupted.\n")
+    sys.stderr.write(INTERRUPTED + "\n")
     raise SystemExit(130) from None
-
-INTERRUPTED = "batchrun: interrupted."
 
 
 def exit_interrupted() -> NoReturn:
