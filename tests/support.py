@@ -83,3 +83,19 @@ def journal_lines(out: Path) -> int:
     """Rows journaled so far (lines of ``out``'s journal)."""
     path = journal_path(out)
     return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def canned_message(
+    model: str, text: str = "fine", *, input_tokens: int = 10, output_tokens: int = 3
+) -> dict[str, Any]:
+    """A Message the API could answer with, for stand-in transports."""
+    return {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+    }

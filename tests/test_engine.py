@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support import job_config, no_wait, prompts, write_jsonl
+from support import canned_message, job_config, no_wait, prompts, write_jsonl
 
 from batchrun import load_config
 from batchrun.config.load import RunConfig
@@ -25,20 +25,6 @@ from batchrun.engine.tally import RowTally
 from batchrun.rows.reader import read_rows
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _message(body: dict[str, Any]) -> dict[str, Any]:
-    text = body["messages"][0]["content"]
-    return {
-        "id": "msg_1",
-        "type": "message",
-        "role": "assistant",
-        "model": body["model"],
-        "content": [{"type": "text", "text": f"echo {text}"}],
-        "stop_reason": "end_turn",
-        "stop_sequence": None,
-        "usage": {"input_tokens": 10, "output_tokens": 3},
-    }
 
 
 class Scripted:
@@ -54,7 +40,8 @@ class Scripted:
         if len(self.seen) <= self._refuse:
             error = {"type": "error", "error": {"type": "rate_limit_error", "message": "slow"}}
             return httpx.Response(self._status, json=error, headers={"retry-after": "0"})
-        return httpx.Response(200, json=_message(body))
+        text = f"echo {body['messages'][0]['content']}"
+        return httpx.Response(200, json=canned_message(body["model"], text))
 
 
 def _works(config: RunConfig) -> list[Work]:

@@ -17,26 +17,13 @@ from typing import Any
 
 import httpx
 import pytest
-from support import TEST_KEY, job_config, prompts, write_jsonl
+from support import TEST_KEY, canned_message, job_config, prompts, write_jsonl
 
 from batchrun import FatalRunError, run
 from batchrun.engine.fail_fast import QUICK_RETRIES, QUICK_WAIT_S, FailFast
 from batchrun.store.sink import journal_path
 
 URL = "http://127.0.0.1:9"
-
-
-def _message(body: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": "msg_1",
-        "type": "message",
-        "role": "assistant",
-        "model": body["model"],
-        "content": [{"type": "text", "text": "fine"}],
-        "stop_reason": "end_turn",
-        "stop_sequence": None,
-        "usage": {"input_tokens": 10, "output_tokens": 3},
-    }
 
 
 class Server:
@@ -65,7 +52,7 @@ def html_page(n: int, request: httpx.Request) -> httpx.Response:
 
 
 def answers(n: int, request: httpx.Request) -> httpx.Response:
-    return httpx.Response(200, json=_message(json.loads(request.content)))
+    return httpx.Response(200, json=canned_message(json.loads(request.content)["model"]))
 
 
 class Waits:

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import httpx
-from support import job_config, prompts, write_jsonl
+from support import canned_message, job_config, prompts, write_jsonl
 
 from batchrun import load_config
 from batchrun.config.load import RunConfig
@@ -84,16 +84,7 @@ class HourLong429:
         if self.calls == 1:
             error = {"type": "error", "error": {"type": "rate_limit_error", "message": "slow"}}
             return httpx.Response(429, json=error, headers={"retry-after": "3600"})
-        message = {
-            "id": "msg_1",
-            "type": "message",
-            "role": "assistant",
-            "model": body["model"],
-            "content": [{"type": "text", "text": "ok"}],
-            "stop_reason": "end_turn",
-            "stop_sequence": None,
-            "usage": {"input_tokens": 5, "output_tokens": 1},
-        }
+        message = canned_message(body["model"], "ok", input_tokens=5, output_tokens=1)
         return httpx.Response(200, json=message)
 
 
