@@ -211,7 +211,9 @@ def test_the_cli_exits_4_with_a_message_and_shows_the_cost(
     )
     assert result.exit_code == 4, result.stderr
     assert "stopped by the budget (--max-cost 0.02)" in result.stderr
-    assert "of a $0.02 budget" in result.stderr and "re-run the same command" in result.stderr
+    assert "of a $0.02 budget" in result.stderr, result.stderr
+    assert "Re-run the same command to resume" in result.stderr
+    assert "the rows finished so far are in" in result.stderr
 
 
 def test_the_progress_line_shows_spent_and_projected_cost(

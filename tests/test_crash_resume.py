@@ -13,6 +13,7 @@ import pytest
 from support import TEST_KEY, journal_lines, prompts, reply_tag, start_run, write_jsonl
 
 from batchrun.simulator import SimulatorConfig, SimulatorThread
+from batchrun.store.partial import Partial, read_partial
 
 CONCURRENCY = 16
 
@@ -72,6 +73,11 @@ def test_signal_finishes_in_flight_requests_and_says_how_to_resume(
         assert "Traceback" not in err
         # Every request that was answered was journaled: the grace period let them land.
         assert sim.stats.answered_ok == journal_lines(out) < n
+        # ... and written out, readable now: the rows finished so far, marked partial.
+        finished = journal_lines(out)
+        assert read_partial(out) == Partial(finished, n)
+        assert f"the rows finished so far are in {out} (partial: {finished:,} of {n:,} rows)" in err
+        assert pq.read_table(out).num_rows == finished
 
         resumed = start_run(inp, out, sim.base_url)
         _, err = resumed.communicate(timeout=120)

@@ -156,20 +156,28 @@ def fail(exc: BatchrunError, config: RunConfig | None) -> NoReturn:
     # No resume hint where resuming is what was refused: the journal belongs to the run that
     # holds the lock, or answers requests the input no longer makes.
     if config is not None and not isinstance(exc, (OutputLockedError, ResumeMismatchError)):
-        from batchrun.store.sink import journal_path
-
-        journal = journal_path(config.output)
-        if _has_rows(journal):
-            click.echo(
-                f"batchrun: finished rows are kept in {journal}; re-run the same command to "
-                "resume.",
-                err=True,
-            )
+        kept = kept_rows(config)
+        if kept:
+            click.echo(f"batchrun: {kept}", err=True)
     sys.exit(1)
 
 
-def _has_rows(journal: Path) -> bool:
+def kept_rows(config: RunConfig, *, stopped: str | None = None) -> str:
+    """Where a run that stopped left its finished rows, and how to go on ("" when it left
+    none). ``stopped`` names what stopped it, for the line's start."""
+    from batchrun.store.partial import read_partial
+    from batchrun.store.sink import journal_path
+
+    journal = journal_path(config.output)
     try:
-        return journal.stat().st_size > 0
+        if journal.stat().st_size == 0:
+            return ""
     except OSError:
-        return False
+        return ""
+    partial = read_partial(config.output)
+    shown = (
+        f"the rows finished so far are in {config.output} ({partial}) and kept in {journal}"
+        if partial is not None
+        else f"finished rows are kept in {journal}"
+    )
+    return (f"{stopped}; " if stopped else "") + f"{shown}. Re-run the same command to resume."

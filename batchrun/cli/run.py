@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from batchrun.cli.options import PRECEDENCE, fail, load, setting_options
+from batchrun.cli.options import PRECEDENCE, fail, kept_rows, load, setting_options
 
 
 @click.command("run", epilog=PRECEDENCE)
@@ -29,7 +29,6 @@ def run_cmd(source: Path, **flags: Any) -> None:
     from batchrun.drivers.interrupt import StoppedBySignal
     from batchrun.drivers.job import run
     from batchrun.render.summary import format_summary
-    from batchrun.store.sink import journal_path
 
     config = load(source, flags)
     try:
@@ -38,21 +37,14 @@ def run_cmd(source: Path, **flags: Any) -> None:
         what = (
             f"stopped by {exc.signal_name}" if isinstance(exc, StoppedBySignal) else "interrupted"
         )
-        click.echo(
-            f"batchrun: {what}; finished rows are kept in {journal_path(config.output)}. "
-            "Re-run the same command to resume.",
-            err=True,
-        )
+        click.echo(f"batchrun: {kept_rows(config, stopped=what) or what}", err=True)
         sys.exit(130)
     except BatchrunError as exc:
         fail(exc, config)
     click.echo(format_summary(summary, config), err=True)
     if summary.interrupted is not None:
-        click.echo(
-            f"batchrun: stopped by {summary.interrupted}; finished rows are kept in "
-            f"{journal_path(config.output)}. Re-run the same command to resume.",
-            err=True,
-        )
+        what = f"stopped by {summary.interrupted}"
+        click.echo(f"batchrun: {kept_rows(config, stopped=what) or what}", err=True)
     if summary.batches_running:
         click.echo(
             f"batchrun: {len(summary.batches_running)} batch(es) keep running on the API "
@@ -62,10 +54,6 @@ def run_cmd(source: Path, **flags: Any) -> None:
             err=True,
         )
     if summary.budget_stop is not None and summary.final is None:
-        click.echo(
-            f"batchrun: stopped by the budget (--max-cost {summary.max_cost:g}): "
-            f"{summary.budget_stop}. Finished rows are kept in {journal_path(config.output)}; "
-            "re-run the same command to resume.",
-            err=True,
-        )
+        what = f"stopped by the budget (--max-cost {summary.max_cost:g}): {summary.budget_stop}"
+        click.echo(f"batchrun: {kept_rows(config, stopped=what) or what}", err=True)
     sys.exit(summary.exit_code)

@@ -41,7 +41,7 @@ from batchrun.drivers.batch_results import (
     processing_ms,
     result_row,
 )
-from batchrun.drivers.interrupt import run_interruptibly, stopped_by_signals
+from batchrun.drivers.interrupt import run_interruptibly
 from batchrun.drivers.online import run_holding
 from batchrun.drivers.progress import Progress
 from batchrun.drivers.session import (
@@ -53,6 +53,7 @@ from batchrun.drivers.session import (
     count_hint,
     load_prior,
     plan,
+    write_output,
 )
 from batchrun.drivers.summary import RunSummary
 from batchrun.engine.connect import open_client
@@ -121,6 +122,7 @@ async def _run_claimed(
         )
         job.progress = progress
         started = time.perf_counter()
+        fatal: FatalRunError | None = None
         try:
             summary.interrupted = await run_interruptibly(
                 job.run(known_ids),
@@ -130,6 +132,8 @@ async def _run_claimed(
                 stopping="no new batches; the batches created keep running on the API; "
                 "finishing what is under way",
             )
+        except FatalRunError as exc:
+            fatal = exc  # raised once what is collected is written
         finally:
             summary.elapsed_s = time.perf_counter() - started
             summary.batches_running = [
@@ -138,16 +142,25 @@ async def _run_claimed(
             progress.close()
             await sink.close()
         lapsed_online = (
-            config.finish_online and RowState.LAPSED in done and summary.interrupted is None
+            config.finish_online
+            and RowState.LAPSED in done
+            and summary.interrupted is None
+            and fatal is None
         )
     summary.total_rows = counter.rows
     summary.skipped = counter.skipped
     if lapsed_online:
         return await _finish_online(config, summary, lock, transport, progress_stream, sleep)
     every_row_recorded = len(done) >= counter.rows and 0 not in done[: counter.rows]
-    if summary.interrupted is None and not summary.batches_running and every_row_recorded:
-        with stopped_by_signals():  # all or nothing: a signal leaves the journal to resume
-            summary.final = sink.finalize(counter.rows)
+    complete = (
+        fatal is None
+        and summary.interrupted is None
+        and not summary.batches_running
+        and every_row_recorded
+    )
+    write_output(config, sink, summary, counter.rows, complete=complete)
+    if fatal is not None:
+        raise fatal
     return summary
 
 

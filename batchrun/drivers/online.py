@@ -15,9 +15,9 @@ from typing import IO, Any
 import httpx
 
 from batchrun.config.load import RunConfig
-from batchrun.core.errors import ConfigError
+from batchrun.core.errors import ConfigError, FatalRunError
 from batchrun.cost.budget import projected_total
-from batchrun.drivers.interrupt import run_interruptibly, stopped_by_signals
+from batchrun.drivers.interrupt import run_interruptibly
 from batchrun.drivers.progress import Progress
 from batchrun.drivers.session import (
     RowCounter,
@@ -27,6 +27,7 @@ from batchrun.drivers.session import (
     count_hint,
     load_prior,
     plan,
+    write_output,
 )
 from batchrun.drivers.summary import RunSummary
 from batchrun.engine.connect import open_client
@@ -125,6 +126,7 @@ async def _run_claimed(
             progress.advance()
 
         started = time.perf_counter()
+        fatal: FatalRunError | None = None
         try:
             works = plan(config, states, known_ids, counter, only, redo_lapsed=redo_lapsed)
             summary.interrupted = await run_interruptibly(
@@ -133,6 +135,8 @@ async def _run_claimed(
                 grace=config.grace,
                 notify=progress.log,
             )
+        except FatalRunError as exc:
+            fatal = exc  # raised once what is finished is written
         finally:
             summary.elapsed_s = time.perf_counter() - started
             summary.budget_stop = engine.budget_stop
@@ -140,10 +144,16 @@ async def _run_claimed(
             await sink.close()
     summary.total_rows = counter.rows
     summary.skipped = counter.skipped
-    if summary.interrupted is None and summary.skipped + summary.finished == counter.rows:
-        with stopped_by_signals():  # all or nothing: a signal leaves the journal to resume
-            summary.final = sink.finalize(counter.rows)
-    # Otherwise (a pilot sample) the answers stay in the journal for the run that finishes.
+    complete = (
+        fatal is None
+        and summary.interrupted is None
+        and summary.skipped + summary.finished == counter.rows
+    )
+    # A pilot sample's answers stay in the journal, for the run that answers the rest.
+    if only is None or complete:
+        write_output(config, sink, summary, counter.rows, complete=complete)
+    if fatal is not None:
+        raise fatal
     return summary
 
 

@@ -27,6 +27,8 @@ from batchrun.config.load import (
     did_you_mean,
 )
 from batchrun.core.errors import ConfigError, InputError, OutputError
+from batchrun.drivers.interrupt import stopped_by_signals
+from batchrun.drivers.summary import RunSummary
 from batchrun.engine.outcome import Work, prepare
 from batchrun.rows.files import folder_stamp
 from batchrun.rows.reader import InputRow, count_rows, input_format, read_rows
@@ -35,6 +37,7 @@ from batchrun.store.resume import (
     RunState,
     job_fingerprint,
     read_state,
+    restamp_journal,
     stamp_input,
     stamp_journal,
     state_path,
@@ -46,6 +49,7 @@ from batchrun.store.row_state import RowState, count_done, state_of, to_send
 from batchrun.store.sink import (
     PriorRecord,
     PriorState,
+    Sink,
     journal_path,
     remove_stale_temporaries,
 )
@@ -449,3 +453,32 @@ def count_hint(config: RunConfig, states: bytearray, redo_lapsed: bool = False) 
         return None
     skip = count_done(states, retry_errors=config.retry_errors, redo_lapsed=redo_lapsed)
     return max(total - skip, 0)
+
+
+def write_output(
+    config: RunConfig, sink: Sink, summary: RunSummary, rows_read: int, *, complete: bool
+) -> None:
+    """The run's last step: the final dataset when every row is done (``summary.final``);
+    after a stop, the rows finished so far as a partial output (``summary.partial``), so
+    what is paid for can be read now; the journal stays and a re-run completes it.
+
+    All or nothing either way: a signal abandons the step (``StoppedBySignal``) and leaves
+    the journal, from which a re-run writes it.
+    """
+    with stopped_by_signals():
+        if complete:
+            summary.final = sink.finalize(rows_read)
+            return
+        # The reader may have stopped early: count the rest, for the "of" of the mark.
+        total = max(rows_read, input_rows(config.input, parse=True) or 0)
+        counts = sink.write_finished(total)
+    if counts is None:
+        return
+    if counts.partial is None:
+        summary.final = counts  # every row had a record after all
+        return
+    summary.partial = counts
+    try:
+        restamp_journal(config.output, sink.journal)
+    except OSError as exc:
+        raise OutputError(f"cannot write {state_path(config.output)}: {exc}") from exc

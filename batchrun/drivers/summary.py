@@ -18,6 +18,7 @@ class RunSummary(RowTally):
     total_rows: int = 0
     skipped: int = 0  # done by an earlier run (ok, or error without --retry-errors)
     final: FinalCounts | None = None  # set when the final dataset was written
+    partial: FinalCounts | None = None  # set when a stopped run wrote the rows it finished
     interrupted: str | None = None  # the signal that stopped the run early
     todo: int | None = None  # rows this run set out to process, when known
     max_cost: float | None = None  # --max-cost

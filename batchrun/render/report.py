@@ -12,15 +12,23 @@ from typing import Any
 
 from batchrun.core.humanize import duration_ms, duration_s, money
 from batchrun.reporting.report import LogHistogram, Report, iso_seconds
+from batchrun.store.latest import Source
+
+
+def source_state(source: Source) -> str:
+    """What state an output was found in, in a few words."""
+    if source.partial is not None:
+        return f"{source.partial}: the run stopped; re-run it to finish"
+    if source.final:
+        return "final + journal" if source.journal else "final"
+    return "journal only: the run has not finished"
 
 
 def format_report(rep: Report) -> str:
     """The report a person reads in a terminal."""
     lines = []
     for s in rep.sources:
-        state = "final" if s.final and not s.journal else "final + journal" if s.final else ""
-        state = state or "journal only: the run has not finished"
-        lines.append(f"batchrun report: {s.path} ({s.rows:,} rows; {state})")
+        lines.append(f"batchrun report: {s.path} ({s.rows:,} rows; {source_state(s)})")
     if len(rep.sources) > 1:
         lines.append(f"  all outputs  {rep.rows:,} rows")
     ok_share = f" ({rep.ok / rep.rows:.1%} ok)" if rep.rows else ""

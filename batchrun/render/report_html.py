@@ -18,6 +18,7 @@ from html import escape
 
 from batchrun import __version__
 from batchrun.core.humanize import duration_ms, duration_s, money
+from batchrun.render.report import source_state
 from batchrun.reporting.report import LogHistogram, Report
 
 # Colours: one hue per kind of token, used by every chart, plus status colours.
@@ -40,7 +41,7 @@ def render_html(rep: Report, *, title: str = "batchrun report") -> str:
     made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     sources = "".join(
         f"<li><code>{escape(str(s.path))}</code> — {s.rows:,} rows"
-        f"{'' if s.final and not s.journal else _state(s.final)}</li>"
+        f"{'' if source_state(s) == 'final' else f' ({escape(source_state(s))})'}</li>"
         for s in rep.sources
     )
     body = [
@@ -73,10 +74,6 @@ def render_html(rep: Report, *, title: str = "batchrun report") -> str:
         f"<title>{escape(title)}</title><style>{_CSS}</style></head>"
         f"<body><main>{''.join(body)}</main></body></html>\n"
     )
-
-
-def _state(final: bool) -> str:
-    return " (final file + journal)" if final else " (journal only: the run has not finished)"
 
 
 _CSS = f"""

@@ -20,6 +20,12 @@ def format_summary(summary: RunSummary, config: RunConfig) -> str:
     lines = [f"batchrun: {config.input} -> {config.output}"]
     if final is not None:
         lines.append(f"  output      {final.rows:,} rows: {final.ok:,} ok, {final.error:,} error")
+    elif summary.partial is not None and summary.partial.partial is not None:
+        p = summary.partial
+        lines.append(
+            f"  output      {p.partial}: {p.ok:,} ok, {p.error:,} error (the run stopped; "
+            "a re-run sends the rest)"
+        )
     lines.append(
         f"  this run    {summary.finished:,} rows: {summary.ok:,} ok, {summary.error:,} error"
         + (f" ({summary.invalid:,} invalid, not sent)" if summary.invalid else "")

@@ -198,7 +198,15 @@ class Report:
         """Plain JSON-ready data (``batchrun report --json``)."""
         return {
             "sources": [
-                {"path": str(s.path), "rows": s.rows, "final": s.final, "journal": s.journal}
+                {
+                    "path": str(s.path),
+                    "rows": s.rows,
+                    "final": s.final,
+                    "journal": s.journal,
+                    "partial": (
+                        {"rows": s.partial.rows, "of": s.partial.of} if s.partial else None
+                    ),
+                }
                 for s in self.sources
             ],
             "rows": self.rows,

@@ -2,8 +2,10 @@
 journal record replaces, then the journal's newest record per row.
 
 So a run stopped by its budget or interrupted (journal only) reads just as well as a finished
-one. ``batchrun report`` and ``batchrun estimate`` read outputs this way, streamed in record
-batches: nothing held grows with the row count but 8 bytes per journal record.
+one. A partial output (``store.partial``) is read from its journal, which holds all its rows;
+the file itself only when that journal is gone. ``batchrun report`` and ``batchrun estimate``
+read outputs this way, streamed in record batches: nothing held grows with the row count but
+8 bytes per journal record.
 
     found: list[Source] = []
     for batch in latest_batches(Path("out/a.parquet"), ("status", "cost_usd"), found=found):
@@ -21,6 +23,7 @@ import pyarrow.compute as pc
 
 from batchrun.core.errors import OutputError
 from batchrun.store.journal import JSON_SLICE_BYTES, Newest, journal_schema
+from batchrun.store.partial import Partial, read_partial
 from batchrun.store.sink import JOURNAL_SUFFIX, journal_path, output_batches, output_schema
 
 # Rows per batch read from a final file: big, since the readers fold whole batches at once.
@@ -36,6 +39,7 @@ class Source:
     final: bool  # a final file was read
     journal: bool  # a journal was read (the run had not finished, or is running)
     damaged: int = 0  # damaged journal lines skipped (``store.journal``)
+    partial: Partial | None = None  # the output is a stopped run's, with the rows it finished
 
 
 def latest_batches(
@@ -54,6 +58,9 @@ def latest_batches(
     ``found``. Raises OutputError when there is no such output or it cannot be read.
     """
     output, journal = _locate(path)
+    partial = read_partial(output) if output is not None else None
+    if partial is not None and journal is not None:
+        output = None  # the journal holds each of its rows, by input index
     schema = _schema(columns)
     newest = None
     if journal is not None:
@@ -83,7 +90,7 @@ def latest_batches(
             yield batch
     if found is not None:
         damaged = newest.damaged if newest is not None else 0
-        found.append(Source(path, rows, output is not None, journal is not None, damaged))
+        found.append(Source(path, rows, output is not None, journal is not None, damaged, partial))
 
 
 def _locate(path: Path) -> tuple[Path | None, Path | None]:

@@ -181,3 +181,11 @@ def write_state(output: Path, state: RunState) -> None:
     }
     tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def restamp_journal(output: Path, journal: Path) -> None:
+    """Vouch again for ``journal`` after this run rewrote the output beside it (a partial
+    output): the stamp recorded before sending names the output as it was then."""
+    state = read_state(output)
+    if state is not None:
+        write_state(output, dataclasses.replace(state, journal=stamp_journal(journal, output)))

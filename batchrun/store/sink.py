@@ -14,6 +14,10 @@ written under a temporary name unique to the run (``temporary_path``) and rename
 old one, so a crash never leaves a torn dataset. Only then is the journal removed. Building
 the final file streams both sources in chunks through a memory-mapped Arrow file, so it needs
 memory for one chunk, not the dataset.
+
+A run that stops early (budget, signal, fatal error) writes the same way the rows finished so
+far, marked partial (``store.partial``), and keeps the journal: a partial file is for reading,
+never a source, so the journal holds every row it has and the finishing run builds from it.
 The journal's lines are written and read by ``store.journal``; this module owns the files.
 """
 
@@ -55,6 +59,14 @@ from batchrun.store.journal import (
     read_json_lines,
     read_records,
     repair_journal,
+)
+from batchrun.store.partial import (
+    Partial,
+    clear_mark,
+    is_parquet,
+    mark_jsonl,
+    parquet_metadata,
+    read_partial,
 )
 
 JOURNAL_SUFFIX = ".journal"
@@ -120,9 +132,17 @@ class PriorRecord:
 
 @dataclass(frozen=True)
 class FinalCounts:
+    """What the output file holds: ``rows`` rows, ``ok`` answered and ``error`` not; ``of``,
+    for a partial output (a stopped run's, ``store.partial``), the input's row count."""
+
     rows: int
     ok: int
     error: int
+    of: int | None = None
+
+    @property
+    def partial(self) -> Partial | None:
+        return Partial(self.rows, self.of) if self.of is not None else None
 
 
 class PriorState:
@@ -213,6 +233,7 @@ class Sink:
         self._free_space = free_space  # a seam: tests make the disk small
         self._fd: int | None = None
         self._last_fsync = 0.0
+        self._partial: Partial | None = None  # the output's partial mark, read by ``open``
 
     # -- before the run -------------------------------------------------------------------
 
@@ -227,6 +248,14 @@ class Sink:
                 for path in (self.output, self.journal):
                     with contextlib.suppress(FileNotFoundError):
                         path.unlink()
+                clear_mark(self.output)
+            self._partial = read_partial(self.output)
+            if self._partial is not None and not _has_bytes(self.journal):
+                raise OutputError(
+                    f"{self.output} is a partial output ({self._partial}) and the journal that "
+                    f"holds its rows, {self.journal}, is missing: put the journal back, or use "
+                    "--overwrite to start afresh (every row is sent again)"
+                )
             repair_journal(self.journal)
             self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
@@ -245,7 +274,8 @@ class Sink:
             for batch in newest.to_batches(max_chunksize=self._chunk_rows)  # few dicts at once
             for r in batch.to_pylist()
         }
-        if not self.output.exists():
+        if not self.output.exists() or self._partial is not None:
+            # A partial output is no source: the journal holds each of its rows.
             return PriorState(0, iter(()), journal, damage.lines)
         rows = _row_count(self.output)
         batches = self._final_batches(columns)
@@ -304,20 +334,51 @@ class Sink:
 
     def finalize(self, total_rows: int) -> FinalCounts:
         """Write the final dataset (rows 0..total_rows-1 in input order) and drop the journal."""
+        counts = self._write_output(total_rows, stopped=False)
+        assert counts is not None  # only a stopped run's may write nothing
+        return counts
+
+    def write_finished(self, total_rows: int) -> FinalCounts | None:
+        """After a stop: write the rows finished so far, in input order, as a partial output.
+
+        The rows with no record yet (of rows 0..total_rows-1) are left out, the file is marked
+        partial (``store.partial``) and the journal is kept; rows only the old final file had
+        are copied into the journal first, so it still holds every row. When every row has a
+        record after all, this is ``finalize``. Returns None, writing nothing, when the
+        journal holds nothing the output lacks.
+        """
+        return self._write_output(total_rows, stopped=True)
+
+    def _write_output(self, total_rows: int, *, stopped: bool) -> FinalCounts | None:
         self._close_fd()
-        need = self._space_needed()
+        if stopped and not self._journal_is_newer():
+            return None  # the output already shows every row the journal holds
+        partial = self._partial if self.output.exists() else None
+        old_rows = 0 if partial is not None else self._old_rows()
+        need = self._space_needed(copy_old=stopped)
         self._check_space(need)
         tmp_arrow = temporary_path(self.output, TMP_JOURNAL_SUFFIX)
         tmp_out = temporary_path(self.output, TMP_OUTPUT_SUFFIX)
         try:
             journal = _journal_to_arrow(self.journal, self.schema, tmp_arrow, self._slice_bytes)
             try:
-                counts = self._merge(total_rows, journal, tmp_out)
+                if stopped and not len(journal):
+                    return None  # only damaged lines: nothing to show
+                covered = journal.count_from(old_rows, total_rows) + min(old_rows, total_rows)
+                if stopped and covered == total_rows:
+                    stopped = False  # every row has its record: the output is complete
+                mark = Partial(covered, total_rows) if stopped else None
+                counts = self._merge(total_rows, old_rows, journal, tmp_out, mark)
             finally:
                 journal.close()
+            if mark is not None and not is_parquet(self.output):
+                mark_jsonl(tmp_out, self.output, mark, temporary_path(self.output, ".mark.tmp"))
             os.replace(tmp_out, self.output)
             _fsync_dir(self.output.parent)
-            self.journal.unlink(missing_ok=True)
+            self._partial = mark
+            if mark is None:
+                self.journal.unlink(missing_ok=True)
+                clear_mark(self.output)
         except OSError as exc:
             hint = ""
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -333,13 +394,32 @@ class Sink:
             tmp_out.unlink(missing_ok=True)
         return counts
 
-    def _space_needed(self) -> int:
+    def _journal_is_newer(self) -> bool:
+        """Whether the journal holds rows the output does not show: it has any, and the
+        output is not a partial one written after the journal's last change."""
+        try:
+            journal = self.journal.stat()
+        except FileNotFoundError:
+            return False
+        if journal.st_size == 0:
+            return False
+        if self._partial is None:
+            return True
+        try:
+            return self.output.stat().st_mtime_ns < journal.st_mtime_ns
+        except FileNotFoundError:
+            return True
+
+    def _old_rows(self) -> int:
+        return _row_count(self.output) if self.output.exists() else 0
+
+    def _space_needed(self, *, copy_old: bool = False) -> int:
         """Bytes the final step writes before it removes anything: the journal as Arrow and
         the new dataset, each about the journal's size at most, while the old dataset stays
-        until the rename."""
+        until the rename (and, after a stop, the old dataset's rows copied to the journal)."""
         journal = self.journal.stat().st_size if self.journal.exists() else 0
         old = self.output.stat().st_size if self.output.exists() else 0
-        return 2 * journal + old
+        return 2 * journal + old * (2 if copy_old else 1)
 
     def _check_space(self, need: int) -> None:
         """OutputError before writing anything when the disk cannot hold the final step."""
@@ -355,11 +435,24 @@ class Sink:
                 "space and re-run the same command: the journal is kept and nothing is sent again"
             )
 
-    def _merge(self, total_rows: int, journal: _SortedJournal, tmp_out: Path) -> FinalCounts:
-        old_rows = _row_count(self.output) if self.output.exists() else 0
+    def _merge(
+        self,
+        total_rows: int,
+        old_rows: int,
+        journal: _SortedJournal,
+        tmp_out: Path,
+        mark: Partial | None,
+    ) -> FinalCounts:
+        """Write rows 0..total_rows-1 from the old final file (by position, its first
+        ``old_rows``) and the journal (by index, winning); with ``mark``, leave out rows
+        neither has and copy the old file's rows into the journal (it must hold them all)."""
         old = _Positional(self._final_batches() if old_rows else iter(()))
+        schema = self.schema.with_metadata(parquet_metadata(mark)) if mark else self.schema
         ok = error = 0
-        with _open_writer(tmp_out, self.schema, parquet=_is_parquet(self.output)) as write:
+        with (
+            _open_writer(tmp_out, schema, parquet=is_parquet(self.output)) as write,
+            self._appending(copy=mark is not None and old_rows > 0) as append,
+        ):
             for p0 in range(0, total_rows, self._chunk_rows):
                 p1 = min(p0 + self._chunk_rows, total_rows)
                 old_chunk = old.read(max(0, min(p1, old_rows) - p0), self.schema)
@@ -368,15 +461,47 @@ class Sink:
                 src += [None] * (p1 - p0 - len(src))
                 for k, pos in enumerate(positions):
                     src[pos - p0] = old_chunk.num_rows + k
-                if None in src:
+                if None in src and mark is None:
                     missing = p0 + src.index(None)
                     raise OutputError(f"internal error: no result recorded for row {missing}")
-                table = pa.concat_tables([old_chunk, new_chunk]).take(pa.array(src, pa.int64()))
+                if append is not None:
+                    append(p0, old_chunk, [i for i in src if i is not None and i < len(old_chunk)])
+                taken = pa.array([i for i in src if i is not None], pa.int64())
+                table = pa.concat_tables([old_chunk, new_chunk]).take(taken)
                 n_ok = pc.sum(pc.equal(table.column("status"), STATUS_OK)).as_py() or 0
                 ok += n_ok
                 error += table.num_rows - n_ok
-                write(table)
-        return FinalCounts(total_rows, ok, error)
+                if table.num_rows:
+                    write(table)
+        rows = ok + error
+        return FinalCounts(rows, ok, error, total_rows if mark is not None else None)
+
+    @contextlib.contextmanager
+    def _appending(
+        self, *, copy: bool
+    ) -> Iterator[Callable[[int, pa.Table, Sequence[int]], None] | None]:
+        """With ``copy``, an append(p0, chunk, rows) that journals those rows of a chunk of
+        the old final file (its row k is input row p0 + k); synced before the output is
+        replaced. Without, None."""
+        if not copy:
+            yield None
+            return
+        fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+
+            def append(p0: int, chunk: pa.Table, rows: Sequence[int]) -> None:
+                if not rows:
+                    return
+                picked = chunk.take(pa.array(rows, pa.int64())).to_pylist()
+                lines = "".join(journal_line(p0 + k, r) for k, r in zip(rows, picked, strict=True))
+                data = memoryview(lines.encode())
+                while data:
+                    data = data[self._write(fd, data) :]
+
+            yield append
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 # -- the journal, sorted by index ---------------------------------------------------------
@@ -402,6 +527,15 @@ class _SortedJournal:
 
     def close(self) -> None:
         self._file.close()
+
+    def __len__(self) -> int:
+        return len(self._indexes)
+
+    def count_from(self, p0: int, p1: int) -> int:
+        """How many rows in [p0, p1) have a record."""
+        if p1 <= p0:
+            return 0
+        return bisect.bisect_left(self._indexes, p1) - bisect.bisect_left(self._indexes, p0)
 
     def between(self, p0: int, p1: int, schema: pa.Schema) -> tuple[pa.Table, Sequence[int]]:
         """The records for indexes in [p0, p1) (without ``_index``) and those indexes."""
@@ -457,13 +591,9 @@ _JOURNAL_BATCH_ROWS = 4096
 # -- final files ----------------------------------------------------------------------------
 
 
-def _is_parquet(path: Path) -> bool:
-    return path.suffix.lower() == ".parquet"
-
-
 def _row_count(path: Path) -> int:
     try:
-        if _is_parquet(path):
+        if is_parquet(path):
             return int(pq.ParquetFile(path).metadata.num_rows)
         with path.open("rb") as fh:
             return sum(1 for line in fh if line.strip())
@@ -484,7 +614,7 @@ def output_batches(
     """
     # In the order asked for: callers read the columns by position.
     wanted = schema if columns is None else pa.schema([schema.field(n) for n in columns])
-    if _is_parquet(path):
+    if is_parquet(path):
         pf = pq.ParquetFile(path)
         present = [n for n in wanted.names if n in pf.schema_arrow.names]
         batches: Iterator[pa.RecordBatch] = pf.iter_batches(batch_rows, columns=present)
@@ -534,6 +664,13 @@ def _open_writer(path: Path, schema: pa.Schema, *, parquet: bool) -> Iterator[An
             return
     with open(path, "rb") as written:
         os.fsync(written.fileno())
+
+
+def _has_bytes(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
 
 
 def _fsync_dir(path: Path) -> None:
