@@ -90,7 +90,7 @@ def test_unknown_key_is_named_with_a_suggestion(tmp_path: Path) -> None:
         ('input = "x.jsonl"\nmax_tokens = 0\n', "max_tokens"),
         ('input = "x.jsonl"\ntemperature = 1.5\n', "temperature"),
         ('input = "x.jsonl"\nconcurrency = 0\n', "concurrency"),
-        ('input = "x.jsonl"\noutput = "out.csv"\n', "must end in .parquet or .jsonl"),
+        ('input = "x.jsonl"\noutput = "out.tsv"\n', "must end in .parquet, .jsonl or .csv"),
         ('input = "x.jsonl"\nhttp_backend = "curl"\n', "http_backend"),
         ("model = 'claude-haiku-4-5'\n", "no input"),
         ("input = [", "not valid TOML"),

@@ -90,8 +90,8 @@ def test_sources_are_the_apis_base64_or_text_sources(media: Path) -> None:
     ("block", "path", "reason"),
     [
         ("image", "missing.png", "not found"),
-        ("image", "../secret.png", "outside the input's folder"),
-        ("image", "sub/../../secret.png", "outside the input's folder"),
+        ("image", "../secret.png", "outside the media folder"),
+        ("image", "sub/../../secret.png", "outside the media folder"),
         ("image", "doc.pdf", "not an image"),
         ("document", "a.png", "is an image"),
         ("image", "blob.bin", "not a type the API accepts"),
@@ -255,7 +255,7 @@ def test_whole_run_sends_files_and_refuses_bad_rows(
     assert summary.exit_code == 3
     got = {r["id"]: r for r in map(json.loads, out.read_text(encoding="utf-8").splitlines())}
     assert got["png"]["status"] == got["both"]["status"] == "ok"
-    for bad, reason in (("escape", "outside the input's folder"), ("missing", "not found")):
+    for bad, reason in (("escape", "outside the media folder"), ("missing", "not found")):
         assert got[bad]["status"] == "error"
         assert got[bad]["error_type"] == "invalid_request"
         assert reason in got[bad]["error_message"]
@@ -354,3 +354,54 @@ def test_resume_notices_a_changed_file_whatever_its_name(media: Path, sim: Simul
     _rewrite(media / "photo", make_media.png(4, 4, (200, 0, 0)))
     with pytest.raises(ResumeMismatchError, match=r"1 row\(s\) \(ids img\)"):
         run(config, transport=RecordingTransport())
+
+
+def test_media_root_lets_data_and_images_sit_in_sibling_folders(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    """The common layout: ``data/prompts.jsonl`` beside ``images/``."""
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "images").mkdir()
+    (project / "images" / "cat.png").write_bytes(make_media.png(4, 4, (200, 10, 10)))
+    (tmp_path / "secret.txt").write_text("not for the API")
+    rows = [
+        {"id": "cat", "image": "images/cat.png", "prompt": "What is it?"},
+        {"id": "out", "document": "../secret.txt", "prompt": "Read it"},
+    ]
+    inp = write_jsonl(project / "data" / "prompts.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    settings = {
+        "output": str(out),
+        "model": "claude-haiku-4-5",
+        "max_tokens": 40,
+        "base_url": sim.base_url,
+        "quiet": True,
+    }
+    env = {"ANTHROPIC_API_KEY": TEST_KEY}
+    # Without it, paths resolve against data/: the image is not found there.
+    run(load_config(inp, settings, environ=env))
+    first = {r["id"]: r for r in map(json.loads, out.read_text(encoding="utf-8").splitlines())}
+    assert "not found" in first["cat"]["error_message"]
+
+    recorder = RecordingTransport()
+    config = load_config(
+        inp, {**settings, "media_root": str(project / "images" / ".."), "overwrite": True}, env
+    )
+    assert config.media_folder == project
+    run(config, transport=recorder)
+    got = {r["id"]: r for r in map(json.loads, out.read_text(encoding="utf-8").splitlines())}
+    assert got["cat"]["status"] == "ok"
+    # Still confined: a path out of the media folder is refused, and never sent.
+    assert "outside the media folder" in got["out"]["error_message"]
+    assert len(recorder.bodies) == 1
+    image = recorder.bodies[0]["messages"][0]["content"][0]
+    assert image["type"] == "image" and image["source"]["media_type"] == "image/png"
+
+
+def test_a_media_root_that_is_not_a_folder_is_refused(tmp_path: Path) -> None:
+    from batchrun.core.errors import ConfigError
+
+    inp = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "x"}])
+    with pytest.raises(ConfigError, match="`media_root`.*not a folder"):
+        load_config(inp, {"media_root": str(tmp_path / "nope")}, environ={})

@@ -118,23 +118,28 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "concurrency",
             "concurrency_auto",
             "credentials",
+            "csv_delimiter",  # added with the file shapes (issue 14)
             "defaults",
             "finish_online",
             "grace",
             "http_backend",
             "input",
+            "input_format",  # issue 14
             "job_file",
             "json_schema",
+            "json_summary",  # issue 14
             "keep_columns",
             "limits",
             "max_cost",
             "max_retries",
             "max_retry_wait",  # added with --max-retry-wait, after the move
+            "media_root",  # issue 14
             "output",
             "overwrite",
             "poll_interval",
             "prices",
             "quiet",
+            "resend_changed",  # issue 14
             "resubmit_expired",
             "retry_errors",
             "simulate",

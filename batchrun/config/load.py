@@ -130,6 +130,19 @@ class RunConfig:
     poll_interval: float = DEFAULT_POLL_INTERVAL  # the first wait; it grows while nothing moves
     resubmit_expired: bool = False  # send expired / canceled batch rows again, in a new batch
     finish_online: bool = False  # ... or online instead
+    input_format: str | None = None  # --format: overrides the input's name (INPUT_FORMATS)
+    csv_delimiter: str | None = None  # a CSV input's field delimiter; None: "," (TSV: tab)
+    media_root: Path | None = None  # where file references resolve; None: the input's folder
+    resend_changed: bool = False  # on resume, send again rows whose request changed
+    json_summary: bool = False  # run --json: the summary as JSON on stdout
+
+    @property
+    def media_folder(self) -> Path:
+        """Where rows' file references resolve, and must stay inside."""
+        return self.media_root or self.input.parent
+
+
+OUTPUT_SUFFIXES = (".parquet", ".jsonl", ".csv")
 
 
 def is_job_file(source: Path) -> bool:
@@ -178,8 +191,8 @@ def load_config(
     if input_path is None:
         raise ConfigError(f"{source}: no input: set `input` in the job file")
     output = path_of("output") or (Path.cwd() / f"{input_path.stem}.results.parquet")
-    if output.suffix.lower() not in (".parquet", ".jsonl"):
-        raise ConfigError(f"output {output}: the name must end in .parquet or .jsonl")
+    if output.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise ConfigError(f"output {output}: the name must end in .parquet, .jsonl or .csv")
     check_output_is_not_input(input_path, output)
     keep_columns = tuple(_str_list(settings, "keep_columns"))
     check_keep_columns(keep_columns)
@@ -228,7 +241,28 @@ def load_config(
         poll_interval=_value(BY_KEY["poll_interval"], settings, poll_default),
         resubmit_expired=bool(value("resubmit_expired")),
         finish_online=bool(value("finish_online")),
+        input_format=value("input_format"),
+        csv_delimiter=_delimiter(value("csv_delimiter")),
+        media_root=_media_root(path_of("media_root")),
+        resend_changed=bool(value("resend_changed")),
+        json_summary=bool(value("json_summary")),
     )
+
+
+def _delimiter(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if value in ("\\t", "tab"):
+        return "\t"
+    if len(value) != 1 or value in ('"', "\n", "\r"):
+        raise ConfigError(f"`csv_delimiter` must be one character (a tab: \\t), not {value!r}")
+    return value
+
+
+def _media_root(path: Path | None) -> Path | None:
+    if path is not None and not path.is_dir():
+        raise ConfigError(f"`media_root` {path}: not a folder")
+    return path
 
 
 def check_output_is_not_input(input_path: Path, output: Path) -> None:

@@ -28,6 +28,10 @@ SIMULATE_POLL_INTERVAL = 0.25
 BATCH_MAX_REQUESTS = 100_000  # per Message Batch (API-FACTS §7)
 BATCH_MAX_MB = 256.0
 
+# The formats an input may be in (``--format``); compressed inputs (.gz, .bz2, .zst) are
+# any of these, told by the name under the compression suffix.
+INPUT_FORMATS = ("jsonl", "json", "csv", "tsv", "parquet")
+
 # The commands that read a job (SOURCE and the shared flags), and those that also send it.
 JOB_COMMANDS = ("run", "validate", "batches list", "batches cancel", "estimate")
 RUN_COMMANDS = ("run", "estimate")  # estimate takes every flag run takes (a pilot is a run)
@@ -121,8 +125,29 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "output",
         "path",
-        "Output dataset (.parquet or .jsonl). Re-running with the same output resumes.",
+        "Output dataset (.parquet, .jsonl or .csv) [default: INPUT-STEM.results.parquet in "
+        "the working directory]. Re-running with the same output resumes.",
         short="-o",
+    ),
+    Setting(
+        "input_format",
+        "choice",
+        "The input's format, when its name does not say it (or says it wrong); stdin (-) "
+        "is sniffed when not given.",
+        flag="--format",
+        choices=INPUT_FORMATS,
+    ),
+    Setting(
+        "csv_delimiter",
+        "text",
+        "Field delimiter of a CSV input, one character [default: , (TSV: tab)].",
+        metavar="CHAR",
+    ),
+    Setting(
+        "media_root",
+        "path",
+        "Folder that rows' file references (image, document) resolve against and must stay "
+        "inside [default: the input file's folder].",
     ),
     Setting("model", "text", "Model for rows that do not name one.", env=True),
     Setting("max_tokens", "int", "Output token limit per request.", env=True),
@@ -321,7 +346,7 @@ SETTINGS: tuple[Setting, ...] = (
         "flag",
         "Start afresh: discard the existing output and its journal.",
         default=False,
-        commands=RUN_COMMANDS,
+        commands=("run",),
         job=False,
     ),
     Setting(
@@ -329,7 +354,7 @@ SETTINGS: tuple[Setting, ...] = (
         "number",
         "After Ctrl-C/SIGTERM, seconds in-flight requests may take [default: {default}].",
         default=DEFAULT_GRACE,
-        commands=RUN_COMMANDS,
+        commands=("run",),
         env=True,
         low=0,
         low_open=True,
@@ -396,7 +421,7 @@ SETTINGS: tuple[Setting, ...] = (
         "flag",
         "Send rows a batch left expired or cancelled again, in a new batch.",
         default=False,
-        commands=RUN_COMMANDS,
+        commands=("run",),
         job=False,
     ),
     Setting(
@@ -404,7 +429,25 @@ SETTINGS: tuple[Setting, ...] = (
         "flag",
         "Send rows a batch left expired or cancelled again, online.",
         default=False,
-        commands=RUN_COMMANDS,
+        commands=("run",),
+        job=False,
+    ),
+    Setting(
+        "resend_changed",
+        "flag",
+        "On resume, send again the rows whose request changed (the input or the job's "
+        "settings) instead of refusing to resume; nothing else is sent again.",
+        default=False,
+        commands=("run",),
+        job=False,
+    ),
+    Setting(
+        "json_summary",
+        "flag",
+        "Print the run's summary as JSON on stdout, for scripts.",
+        default=False,
+        commands=("run",),
+        flag="--json",
         job=False,
     ),
     Setting(

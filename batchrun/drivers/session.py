@@ -200,7 +200,7 @@ def load_prior(config: RunConfig, prior: PriorState) -> tuple[bytearray, list[st
     """
     # Rows may embed local files: a changed file must send resume down the row-by-row check.
     fingerprint = job_fingerprint(config.defaults) + folder_stamp(
-        config.input.parent, skip=(config.input, config.output)
+        config.media_folder, skip=(config.input, config.output)
     )
     state = None if config.overwrite else read_state(config.output)
     journal = journal_path(config.output)

@@ -54,7 +54,7 @@ def prepare(row: InputRow, config: RunConfig) -> Work:
         return Work(row, None, None, _printable(row.problem))
     file = str(config.input)
     try:
-        prepared = prepare_request(row.fields, config.defaults, base_dir=config.input.parent)
+        prepared = prepare_request(row.fields, config.defaults, base_dir=config.media_folder)
     except InvalidRowError as exc:
         return Work(row, None, None, _printable(exc.located(file, row.line)))
     except MemoryError:

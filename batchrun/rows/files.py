@@ -5,9 +5,10 @@ A row may point at a file (``{"type": "path", "path": "cat.png"}`` as a block's 
 This module turns a path into the API's source object, and refuses, with a reason the user can
 act on, everything the API would refuse or that a job file has no business reaching:
 
-* the path must stay inside the input file's folder once resolved (``..``, absolute paths
-  elsewhere and symlinks pointing out are refused): input rows may come from people who do
-  not run the job, and must not make it upload ``~/.ssh/id_rsa``;
+* the path must stay inside the media folder once resolved (the input file's folder, or
+  ``--media-root``; ``..``, absolute paths elsewhere and symlinks pointing out are refused):
+  input rows may come from people who do not run the job, and must not make it upload
+  ``~/.ssh/id_rsa``;
 * the media type comes from the bytes, never the name (a ``.png`` that is a JPEG is sent as
   JPEG, which the API insists on);
 * the limits are checked on the size the file *says* before it is read, so an oversized file
@@ -100,7 +101,10 @@ def resolve(root: Path, path: str) -> Path:
     except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
         raise FileProblem(f"cannot resolve file {path!r}: {exc}") from exc
     if not real.is_relative_to(root.resolve()):
-        raise FileProblem(f"file {path!r} is outside the input's folder {root}; refused")
+        raise FileProblem(
+            f"file {path!r} is outside the media folder {root} (the input's folder, or "
+            "--media-root); refused"
+        )
     return real
 
 
