@@ -58,6 +58,7 @@ from batchrun.core.errors import ConfigError
 from batchrun.core.secret import Secret
 from batchrun.cost.prices import PriceTable, default_prices, load_prices
 from batchrun.limits.values import AUTO_MAX, Limits, LimitsConfig
+from batchrun.rows.reader import InputShape
 from batchrun.rows.request import RequestDefaults, check_defaults
 
 if sys.version_info >= (3, 11):
@@ -135,6 +136,11 @@ class RunConfig:
     media_root: Path | None = None  # where file references resolve; None: the input's folder
     resend_changed: bool = False  # on resume, send again rows whose request changed
     json_summary: bool = False  # run --json: the summary as JSON on stdout
+
+    @property
+    def input_shape(self) -> InputShape:
+        """What, beside its name, tells how to read the input."""
+        return InputShape(self.input_format, self.csv_delimiter)
 
     @property
     def media_folder(self) -> Path:

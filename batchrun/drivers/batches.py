@@ -485,7 +485,11 @@ class _BatchJob:
         scrub = credential_scrubber(self.config)  # once per batch, not per errored row
         missing = 0
         # The first row past the batch is read (not skipped) only to end the pass there.
-        rows_read = read_rows(self.config.input, skip=lambda i: i <= entry.last and i not in where)
+        rows_read = read_rows(
+            self.config.input,
+            shape=self.config.input_shape,
+            skip=lambda i: i <= entry.last and i not in where,
+        )
         for row in rows_read:
             if row.index > entry.last:
                 break

@@ -321,7 +321,7 @@ def _spot_check(config: RunConfig, prior: PriorState) -> bool:
         return True
     wanted = {min(prior.journal), max(prior.journal)}
     last = max(wanted)
-    for row in read_rows(config.input, skip=lambda i: i not in wanted):
+    for row in read_rows(config.input, shape=config.input_shape, skip=lambda i: i not in wanted):
         if row.index > last:
             break
         record = prior.journal.get(row.index)
@@ -351,7 +351,7 @@ def _check_prior(config: RunConfig, prior: PriorState) -> tuple[bytearray, list[
     mismatched: list[str] = []
     foreign: list[tuple[int, str, str]] = []  # recorded under another id than the row's
     seen = 0
-    for row in read_rows(config.input):
+    for row in read_rows(config.input, shape=config.input_shape):
         if row.index >= len(states):
             break
         seen += 1
@@ -438,7 +438,7 @@ def plan(
     # ``known_ids`` may be shorter than ``states`` (or empty): a later round of a batch run
     # reads again rows whose ids were all checked in its first round.
     known = (known_ids[i] for i in skipped if i < len(known_ids))
-    rows = read_rows(config.input, skip=skip, known_ids=known)
+    rows = read_rows(config.input, shape=config.input_shape, skip=skip, known_ids=known)
     for row in rows:
         counter.rows = max(counter.rows, row.index + 1)
         if only is not None and row.index not in only:

@@ -45,7 +45,7 @@ def validate(config: RunConfig) -> ValidationReport:
     assert report.invalid == 0
     """
     report = ValidationReport(source=config.input)
-    for row in read_rows(config.input):
+    for row in read_rows(config.input, shape=config.input_shape):
         report.rows += 1
         problem = prepare(row, config).problem
         if problem is not None:

@@ -180,7 +180,14 @@ def choose_sample(valid: Sequence[int], size: int, seed: int) -> set[int]:
 
 def _valid_rows(config: RunConfig) -> Sequence[int]:
     """Indexes of the rows a run would send (8 bytes each: inputs can have millions)."""
-    valid = array("q", (r.index for r in read_rows(config.input) if _prepared(r, config)))
+    valid = array(
+        "q",
+        (
+            r.index
+            for r in read_rows(config.input, shape=config.input_shape)
+            if _prepared(r, config)
+        ),
+    )
     if not valid:
         raise ConfigError(f"{config.input}: no valid rows to run a pilot on")
     return valid
@@ -376,7 +383,7 @@ async def _input_pass(
         if progress is not None:
             progress.advance()
 
-    rows = read_rows(config.input)
+    rows = read_rows(config.input, shape=config.input_shape)
     if counter is None:
         for row in rows:
             await visit(row)

@@ -62,6 +62,15 @@ _EXTENSIONS: dict[str, Format] = {
 
 
 @dataclass(frozen=True)
+class InputShape:
+    """How to read an input beyond what its name says: ``format`` overrides the extension
+    (``--format``), ``delimiter`` is a CSV input's field delimiter (``--csv-delimiter``)."""
+
+    format: str | None = None
+    delimiter: str | None = None
+
+
+@dataclass(frozen=True)
 class InputRow:
     """One input row, or the reason it cannot be used.
 
@@ -81,7 +90,7 @@ class InputRow:
     problem: InvalidRowError | None = None
 
 
-def input_format(path: Path) -> Format:
+def input_format(path: Path, shape: InputShape | None = None) -> Format:
     """The input format, from the file extension (case-insensitive)."""
     name = path.name.lower()
     for extension, fmt in _EXTENSIONS.items():
@@ -102,6 +111,7 @@ def check_input_file(path: Path) -> None:
 def read_rows(
     path: Path,
     *,
+    shape: InputShape | None = None,
     batch_size: int = 1024,
     skip: Skip | None = None,
     known_ids: Iterable[str] = (),
@@ -119,7 +129,7 @@ def read_rows(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    fmt = input_format(path)
+    fmt = input_format(path, shape)
     check_input_file(path)
 
     def reread() -> Generator[RawRow, None, None]:
@@ -155,7 +165,7 @@ def _starting_with(
         rest.close()
 
 
-def count_rows(path: Path) -> int | None:
+def count_rows(path: Path, shape: InputShape | None = None) -> int | None:
     """How many rows ``path`` holds, for a progress bar's total; None when not told cheaply.
 
     Parquet keeps the count in its footer. JSONL is counted by one fast pass over the lines
@@ -164,7 +174,7 @@ def count_rows(path: Path) -> int | None:
     None, and :func:`read_rows` reports why.
     """
     try:
-        fmt = input_format(path)
+        fmt = input_format(path, shape)
         if fmt == "parquet":
             with pq.ParquetFile(path) as parquet:
                 return int(parquet.metadata.num_rows)
