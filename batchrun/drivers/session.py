@@ -35,7 +35,9 @@ from batchrun.rows.reader import InputRow, count_rows, input_format, read_rows
 from batchrun.store.lock import OutputLock
 from batchrun.store.resume import (
     RunState,
+    changed_settings,
     job_fingerprint,
+    job_settings,
     read_state,
     restamp_journal,
     stamp_input,
@@ -224,10 +226,14 @@ def load_prior(config: RunConfig, prior: PriorState) -> tuple[bytearray, list[st
     ):
         states, ids = _trusted_prior(prior)
     else:
-        states, ids = _check_prior(config, prior)
+        states, ids = _check_prior(config, prior, state)
     try:
         stamp = stamp_journal(journal, config.output)
-        write_state(config.output, RunState(fingerprint, stamp_input(config.input), rows, stamp))
+        settings = job_settings(config.defaults)
+        write_state(
+            config.output,
+            RunState(fingerprint, stamp_input(config.input), rows, stamp, settings),
+        )
     except OSError as exc:
         raise OutputError(f"cannot write {state_path(config.output)}: {exc}") from exc
     return states, ids
@@ -344,8 +350,14 @@ def _trusted_prior(prior: PriorState) -> tuple[bytearray, list[str]]:
     return states, ids
 
 
-def _check_prior(config: RunConfig, prior: PriorState) -> tuple[bytearray, list[str]]:
-    """Compare each earlier answer's request hash with the request its row makes now."""
+def _check_prior(
+    config: RunConfig, prior: PriorState, state: RunState | None
+) -> tuple[bytearray, list[str]]:
+    """Compare each earlier answer's request hash with the request its row makes now.
+
+    Rows whose request changed are refused, naming the settings that changed since the
+    state was written (or the rows, when no setting did); with ``--resend-changed`` they
+    are sent again instead, and nothing else is."""
     states = bytearray(len(prior))
     ids = [""] * len(prior)
     mismatched: list[str] = []
@@ -362,6 +374,9 @@ def _check_prior(config: RunConfig, prior: PriorState) -> tuple[bytearray, list[
             foreign.append((row.index, record.id, row.id))
         elif _differs(record, prepare(row, config), row):
             mismatched.append(row.id)
+            if config.resend_changed:
+                ids[row.index] = row.id
+                continue  # its state stays NOTHING: the plan sends it again
         states[row.index] = _state(record)
         ids[row.index] = row.id
     if seen < prior.final_rows:
@@ -380,10 +395,26 @@ def _check_prior(config: RunConfig, prior: PriorState) -> tuple[bytearray, list[
         )
     if mismatched:
         shown = ", ".join(mismatched[:10]) + (" ..." if len(mismatched) > 10 else "")
+        changes = changed_settings(
+            state.settings if state is not None else None, job_settings(config.defaults)
+        )
+        why = (
+            f"the job's settings changed: {'; '.join(changes)}"
+            if changes
+            else "those rows of the input (or the files they refer to) changed"
+        )
+        if config.resend_changed:
+            _notice(
+                config,
+                f"batchrun: {len(mismatched):,} row(s) whose request changed are sent again "
+                f"(--resend-changed; {why})",
+            )
+            return states, ids
         raise ResumeMismatchError(
             f"{config.output} was made from different requests for {len(mismatched)} row(s) "
-            f"(ids {shown}): the input or the job's parameters changed. Use --overwrite to "
-            "start afresh, or write to a new output with -o"
+            f"(ids {shown}): {why}. --resend-changed sends only those rows again; "
+            "--overwrite starts afresh (every row is sent again); or write to a new output "
+            "with -o"
         )
     return states, ids
 

@@ -25,6 +25,7 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,9 +43,32 @@ def state_path(output: Path) -> Path:
 
 def job_fingerprint(defaults: RequestDefaults) -> str:
     """What, besides the row itself, shapes every request of the job."""
-    fields = dataclasses.asdict(defaults)
-    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=list)
+    text = json.dumps(job_settings(defaults), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(f"v{_VERSION}:{text}".encode()).hexdigest()
+
+
+def job_settings(defaults: RequestDefaults) -> dict[str, Any]:
+    """The job's request defaults as plain JSON values, as the state records them."""
+    plain: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(defaults), default=list))
+    return plain
+
+
+def changed_settings(before: Mapping[str, Any] | None, now: Mapping[str, Any]) -> list[str]:
+    """Each request default that differs between an earlier run's state and now, as
+    ``max_tokens 50 -> 60`` (values shortened); empty when unknown or unchanged."""
+    if before is None:
+        return []
+    changes = []
+    for key in sorted(before.keys() | now.keys()):
+        was, is_now = before.get(key), now.get(key)
+        if was != is_now:
+            changes.append(f"{key} {_short(was)} -> {_short(is_now)}")
+    return changes
+
+
+def _short(value: Any) -> str:
+    text = "unset" if value is None else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass(frozen=True)
@@ -135,6 +159,7 @@ class RunState:
     input: InputStamp
     rows: int | None = None  # the input's row count, where known
     journal: JournalStamp | None = None
+    settings: Mapping[str, Any] | None = None  # the job's request defaults (``job_settings``)
 
 
 def read_state(output: Path) -> RunState | None:
@@ -146,11 +171,13 @@ def read_state(output: Path) -> RunState | None:
         stamp = InputStamp(int(data["input_size"]), str(data["input_sha256"]))
         rows = data.get("input_rows")
         journal = data.get("journal")
+        settings = data.get("request_defaults")
         return RunState(
             str(data["fingerprint"]),
             stamp,
             int(rows) if rows is not None else None,
             _journal_stamp(journal) if journal is not None else None,
+            dict(settings) if isinstance(settings, dict) else None,
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -178,6 +205,7 @@ def write_state(output: Path, state: RunState) -> None:
         "input_sha256": state.input.sha256,
         "input_rows": state.rows,
         "journal": dataclasses.asdict(state.journal) if state.journal is not None else None,
+        "request_defaults": dict(state.settings) if state.settings is not None else None,
     }
     tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     os.replace(tmp, path)
