@@ -7,6 +7,10 @@ config = batchrun.load_config(Path("jobs/label_sentiment.toml"), {"simulate": Tr
 summary = batchrun.run(config)
 print(summary.final)   # FinalCounts(rows=200, ok=200, error=0)
 
+rows = [{"prompt": "Say hi"}, {"prompt": "Say bye"}]   # or a DataFrame, a pyarrow Table ...
+table = batchrun.run(rows, model="claude-haiku-4-5", max_tokens=20, simulate=True)
+print(table["text"], batchrun.summary_of(table)["cost_usd"])
+
 The names below load on first use (PEP 562), so ``import batchrun`` and ``batchrun --version``
 load no HTTP, Arrow or report code.
 """
@@ -39,7 +43,8 @@ _HOMES = {
     "load_config": "batchrun.config.load",
     "RunSummary": "batchrun.drivers.summary",
     "run": "batchrun.drivers.job",
-    "run_async": "batchrun.drivers.online",
+    "run_async": "batchrun.drivers.job",
+    "summary_of": "batchrun.drivers.frames",
     "ValidationReport": "batchrun.drivers.validate",
     "validate": "batchrun.drivers.validate",
 }
@@ -67,6 +72,7 @@ __all__ = [
     "report",
     "run",
     "run_async",
+    "summary_of",
     "validate",
 ]
 
@@ -96,8 +102,8 @@ if TYPE_CHECKING:  # what type checkers and editors see; nothing of it runs
         OutputError,
     )
     from batchrun.cost.prices import PriceTable, load_prices
-    from batchrun.drivers.job import run
-    from batchrun.drivers.online import run_async
+    from batchrun.drivers.frames import summary_of
+    from batchrun.drivers.job import run, run_async
     from batchrun.drivers.summary import RunSummary
     from batchrun.drivers.validate import ValidationReport, validate
     from batchrun.estimation.estimate import estimate

@@ -220,3 +220,61 @@ def test_python_dash_m_help() -> None:
         check=False,
     )
     assert proc.returncode == 0 and "Usage" in proc.stdout
+
+
+def _run_json(tmp_path: Path, url: str, *extra: str) -> tuple[int, dict[str, object], str]:
+    """``run --json`` of 12 prompts; the exit code, the JSON on stdout, and stderr."""
+    import json
+
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(12))
+    code, out, err = invoke(
+        "run", str(inp), "-o", str(tmp_path / "out.parquet"), "--model", "claude-haiku-4-5",
+        "--max-tokens", "10", "--base-url", url, "-c", "4", "--json", *extra,
+    )  # fmt: skip
+    lines = out.splitlines()
+    assert len(lines) == 1, out  # one JSON object, one line: nothing else on stdout
+    return code, json.loads(lines[0]), err
+
+
+def test_run_json_prints_the_summary_on_stdout_and_the_person_s_on_stderr(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    code, summary, err = _run_json(tmp_path, sim.base_url)
+    assert code == 0 and summary["exit_code"] == 0, err
+    assert summary["outcome"] == "complete" and summary["via"] == "online"
+    assert summary["output_rows"] == {"rows": 12, "ok": 12, "error": 0, "of": None}
+    rows = summary["rows"]
+    assert isinstance(rows, dict) and rows["finished"] == rows["ok"] == 12
+    tokens = summary["tokens"]
+    assert isinstance(tokens, dict) and tokens["input"] > 0 and tokens["output"] > 0
+    cost = summary["cost_usd"]
+    assert isinstance(cost, float) and cost > 0
+    assert f"${cost:,.4f}" in err and "12 ok, 0 error" in err  # the same run, told to a person
+
+
+def test_run_json_quiet_leaves_stderr_to_errors(tmp_path: Path, sim: SimulatorThread) -> None:
+    code, summary, err = _run_json(tmp_path, sim.base_url, "-q")
+    assert code == 0 and summary["outcome"] == "complete"
+    assert err == ""
+
+
+def test_run_json_of_a_run_stopped_by_the_budget_is_partial(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    code, summary, err = _run_json(
+        tmp_path, sim.base_url, "--model", "claude-sonnet-4-5", "--max-tokens", "400",
+        "--max-cost", "0.008", "-c", "1",
+    )  # fmt: skip
+    assert code == 4 and summary["exit_code"] == 4, err
+    assert summary["outcome"] == "partial" and summary["budget_stop"]
+    written = summary["output_rows"]
+    assert isinstance(written, dict) and written["of"] == 12 and 0 < written["rows"] < 12
+    assert summary["max_cost"] == 0.008
+
+
+def test_run_json_of_a_failed_run_says_why(tmp_path: Path) -> None:
+    code, summary, err = _run_json(tmp_path, "http://127.0.0.1:9", "--max-retries", "0")
+    assert code == 1 and summary["exit_code"] == 1
+    assert summary["outcome"] == "failed"
+    error = summary["error"]
+    assert isinstance(error, str) and error and error in err

@@ -1,5 +1,6 @@
 """Every command's ``--help`` runs and lists its flags: pinned before the package was
 reorganised, so no flag a user or script passes can disappear in a move. New flags may appear.
+Each command lists only the flags it uses: those pinned as absent must stay away.
 """
 
 from __future__ import annotations
@@ -58,6 +59,19 @@ RUN_FLAGS = [
     "-c",
     "-q",
 ]
+# What the batch commands use: where the output (and its batch journal) is, and the API.
+BATCH_FLAGS = [
+    "--allow-insecure-http",
+    "--api-version",
+    "--base-url",
+    "--beta",
+    "--http-backend",
+    "--max-retries",
+    "--output",
+    "--simulate",
+    "--timeout",
+    "-o",
+]
 COMMANDS: dict[tuple[str, ...], list[str]] = {
     (): ["--version"],
     ("run",): RUN_FLAGS,
@@ -78,8 +92,8 @@ COMMANDS: dict[tuple[str, ...], list[str]] = {
         "--seed",
     ],
     ("batches",): [],
-    ("batches", "list"): JOB_FLAGS,
-    ("batches", "cancel"): JOB_FLAGS,
+    ("batches", "list"): BATCH_FLAGS,
+    ("batches", "cancel"): BATCH_FLAGS,
     ("estimate",): [
         "--allow-insecure-http",
         "--base-url",
@@ -142,3 +156,57 @@ def test_help_runs_and_lists_the_flags(path: tuple[str, ...]) -> None:
     assert result.output.startswith(f"Usage: batchrun {' '.join(path)}".rstrip()), result.output
     for flag in COMMANDS[path]:
         assert flag in result.output, (path, flag)
+
+
+# Flags a command once listed without using them. The batch commands build no request and
+# send no row; estimate never writes a final output, waits for Ctrl-C or polls a batch.
+REQUEST_ONLY = ["--model", "--max-tokens", "--template", "--system", "--keep-column", "--format"]
+SENDING_ONLY = ["--concurrency", "--rpm", "--max-cost", "--retry-errors", "--via", "--quiet"]
+RUN_ONLY = [
+    "--overwrite",
+    "--grace",
+    "--resubmit-expired",
+    "--finish-online",
+    "--batch-max-requests",
+    "--batch-max-mb",
+    "--poll-interval",
+    "--resend-changed",
+]
+ABSENT: dict[tuple[str, ...], list[str]] = {
+    ("batches", "list"): [*REQUEST_ONLY, *SENDING_ONLY, *RUN_ONLY],
+    ("batches", "cancel"): [*REQUEST_ONLY, *SENDING_ONLY, *RUN_ONLY],
+    ("estimate",): RUN_ONLY,
+    ("validate",): [*SENDING_ONLY, *RUN_ONLY, "--simulate"],
+}
+
+
+def _listed_options(path: tuple[str, ...]) -> set[str]:
+    command: click.Command = cli
+    for name in path:
+        assert isinstance(command, click.Group)
+        command = command.commands[name]
+    ctx = click.Context(command, info_name="batchrun")
+    return {
+        flag
+        for param in command.get_params(ctx)
+        if isinstance(param, click.Option)
+        for flag in (*param.opts, *param.secondary_opts)
+    }
+
+
+@pytest.mark.parametrize("path", sorted(ABSENT), ids=" ".join)
+def test_a_command_lists_no_flag_it_does_not_use(path: tuple[str, ...]) -> None:
+    listed = _listed_options(path)
+    assert listed >= set(COMMANDS[path])
+    assert not listed & set(ABSENT[path])
+    shown = CliRunner().invoke(cli, [*path, "--help"], prog_name="batchrun").output
+    options = shown.split("Options:", 1)[1].split("Settings come from", 1)[0]
+    for flag in ABSENT[path]:
+        assert f"{flag} " not in options and f"{flag}," not in options, (path, flag)
+
+
+@pytest.mark.parametrize("flag", ["--overwrite", "--grace", "--finish-online", "--poll-interval"])
+def test_estimate_refuses_a_flag_only_run_uses(flag: str) -> None:
+    result = CliRunner().invoke(cli, ["estimate", "x.jsonl", flag], prog_name="batchrun")
+    assert result.exit_code == 2
+    assert f"No such option '{flag}'" in result.output

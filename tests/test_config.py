@@ -82,6 +82,32 @@ def test_unknown_key_is_named_with_a_suggestion(tmp_path: Path) -> None:
         load_config(job_file(tmp_path, 'input = "x.jsonl"\nmax_token = 5\n'), environ={})
 
 
+def test_every_misspelt_key_is_listed_at_once_each_with_its_suggestion(tmp_path: Path) -> None:
+    text = 'input = "x.jsonl"\nmodle = "m"\nmax_token = 5\nsytem = "s"\nzzz = 1\n'
+    with pytest.raises(ConfigError) as caught:
+        load_config(job_file(tmp_path, text), environ={})
+    lines = str(caught.value).splitlines()
+    assert lines[0].endswith("job.toml: 4 problems:")
+    assert lines[1:] == [
+        "  - unknown key `modle` (did you mean `model`?)",
+        "  - unknown key `max_token` (did you mean `max_tokens`?)",
+        "  - unknown key `sytem` (did you mean `system`?)",
+        "  - unknown key `zzz`",
+    ]
+
+
+def test_keys_set_elsewhere_and_wrong_types_are_listed_with_the_typos(tmp_path: Path) -> None:
+    text = 'input = "x.jsonl"\nrpm = 10\nsimulate = true\nstream = 1\nmodle = "m"\n'
+    with pytest.raises(ConfigError) as caught:
+        load_config(job_file(tmp_path, text), environ={})
+    message = str(caught.value)
+    assert "4 problems" in message
+    assert "unknown key `rpm`: it goes in the [limits] table" in message
+    assert "unknown key `simulate`: a job file cannot set it; pass --simulate" in message
+    assert "`stream` must be true or false, not an integer" in message
+    assert "(did you mean `model`?)" in message
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -15,6 +15,7 @@ from support import TEST_KEY, prompts, write_jsonl
 from batchrun import ConfigError, load_config, run
 from batchrun.cli import cli
 from batchrun.config.load import RunConfig
+from batchrun.core.errors import InputError
 from batchrun.cost.projection import Observed, Pending, percentile, project
 from batchrun.estimation.counter import Pacer
 from batchrun.estimation.duration import estimate_duration
@@ -237,11 +238,15 @@ def test_a_pilot_as_a_percentage_with_exact_counts(tmp_path: Path, sim: Simulato
 def test_rows_recorded_invalid_count_as_to_send_once_the_job_makes_them_valid(
     tmp_path: Path, sim: SimulatorThread
 ) -> None:
-    inp = write_jsonl(tmp_path / "in.jsonl", prompts(12))
+    # One row names its own model, so the job without one is not refused up front
+    # (drivers.preflight): the other twelve are recorded invalid, for want of a model.
+    rows = [*prompts(12), {"id": "own", "prompt": "Hi", "model": "claude-haiku-4-5"}]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out.parquet"
-    run(config_for(inp, out, base_url=sim.base_url, model=None))  # all invalid: no model
+    first = run(config_for(inp, out, base_url=sim.base_url, model=None))
+    assert (first.invalid, first.ok) == (12, 1)
     est = estimate(config_for(inp, out, base_url=sim.base_url))
-    assert (est.pending, est.answered, est.invalid) == (12, 0, 0)
+    assert (est.pending, est.answered, est.invalid) == (12, 1, 0)
     assert sum(line.failed for line in est.models.values()) == 0
 
 
@@ -299,3 +304,22 @@ def test_a_pilot_learns_the_rate_limits_that_set_the_pace(tmp_path: Path) -> Non
     # 55 requests left at 600 a minute: 5.5 s, slower than 4 at a time at the simulator's speed.
     assert est.duration.seconds == pytest.approx(55 / 600 * 60)
     assert "RPM" in est.duration.bound and "pilot" in est.duration.bound
+
+
+def test_a_pilot_with_no_valid_row_says_why_before_sending(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    rows = [{"id": f"r{i}", "prompt": "", "max_tokens": 5} for i in range(4)]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    config = config_for(inp, tmp_path / "out.parquet", base_url=sim.base_url)
+    with pytest.raises(InputError, match=r"nothing to run a pilot on\. The first: .*in\.jsonl:1"):
+        estimate(config, pilot="2")
+    assert sim.stats.snapshot().requests == 0
+
+
+def test_an_offline_estimate_with_no_valid_row_is_an_error_not_zero_dollars(
+    tmp_path: Path,
+) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", [{"id": "only", "prompt": "   "}])
+    with pytest.raises(InputError, match=r"checked its one row.*Why: .*in\.jsonl:1"):
+        estimate(config_for(inp, tmp_path / "out.parquet"))

@@ -194,11 +194,40 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
     "load_config": ("function", ["source", "flags", "environ"]),
     "load_prices": ("function", ["path"]),
     "report": ("function", ["paths", "prices"]),
-    "run": ("function", ["config", "transport", "progress_stream", "retry_sleep", "only"]),
+    # run / run_async also take rows (a list of dicts, a DataFrame, ...): the keywords after
+    # `only` / `redo_lapsed` are for rows, added with the in-memory API (drivers.frames).
+    "run": (
+        "function",
+        [
+            "config",
+            "transport",
+            "progress_stream",
+            "retry_sleep",
+            "only",
+            "model",
+            "max_tokens",
+            "output",
+            "environ",
+            "settings",
+        ],
+    ),
     "run_async": (
         "function",
-        ["config", "transport", "progress_stream", "retry_sleep", "only", "redo_lapsed"],
+        [
+            "config",
+            "transport",
+            "progress_stream",
+            "retry_sleep",
+            "only",
+            "redo_lapsed",
+            "model",
+            "max_tokens",
+            "output",
+            "environ",
+            "settings",
+        ],
     ),
+    "summary_of": ("function", ["table"]),  # the in-memory API's run summary
     "validate": ("function", ["config"]),
 }
 

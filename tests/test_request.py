@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import pytest
 
-from batchrun.core.errors import InvalidRowError, Problem
+from batchrun.config.load import load_config
+from batchrun.core.errors import ConfigError, InvalidRowError, Problem
 from batchrun.rows.request import (
     PARAM_NAMES,
     ROW_FIELDS,
@@ -246,6 +248,30 @@ def test_template_fields() -> None:
 def test_bad_templates(template: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         template_fields(template)
+
+
+@pytest.mark.parametrize(
+    "template",
+    ['Answer as {"label": "positive"}', 'Return {"a": 1}', "Fill {}", 'Use {"a"}', "{a:>10}", "{a"],
+)
+def test_a_refused_template_says_how_to_write_literal_braces(template: str) -> None:
+    with pytest.raises(ValueError, match=r"literal braces.*write \{\{ and \}\}"):
+        template_fields(template)
+
+
+def test_literal_json_written_with_doubled_braces_is_plain_text() -> None:
+    defaults = RequestDefaults(model="m", max_tokens=5, template='Return {{"label": "x"}} for {t}')
+    body = build_request({"t": "this"}, defaults)
+    assert body["messages"][0]["content"] == 'Return {"label": "x"} for this'
+
+
+def test_a_job_file_template_holding_json_is_refused_with_the_escape_hint(
+    tmp_path: Path,
+) -> None:
+    job = tmp_path / "job.toml"
+    job.write_text('input = "x.jsonl"\ntemplate = \'Reply {"a": 1}\'\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"template field \{\"a\": 1\}.*\{\{ and \}\}"):
+        load_config(job, environ={})
 
 
 # --- messages ------------------------------------------------------------------------------------

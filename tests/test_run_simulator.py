@@ -135,7 +135,7 @@ def test_rows_that_were_invalid_are_sent_once_a_rerun_makes_them_valid(
     tmp_path: Path, sim: SimulatorThread
 ) -> None:
     # The first run forgot the model: every row is recorded invalid, and nothing is sent.
-    rows = [*prompts(6), {"id": "empty"}]
+    rows = [*prompts(6), {"id": "empty", "model": "claude-haiku-4-5"}]
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out.parquet"
     first = run(job_config(inp, out, sim.base_url, model=None))

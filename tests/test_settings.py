@@ -316,7 +316,7 @@ def test_json_flags_inline_and_from_a_file_reach_the_defaults(
 
 
 def test_json_flags_from_the_command_line_of_run_and_estimate_too() -> None:
-    for path in ("run", "estimate", "batches list", "batches cancel"):
+    for path in ("run", "estimate", "validate"):
         names = {p.name for p in command(path).params}
         assert {"tools", "tool_choice", "thinking", "metadata", "service_tier"} <= names
 

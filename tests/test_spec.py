@@ -60,6 +60,11 @@ def only_problem(row: InputRow) -> InvalidRowError:
         ("a.parquet", "parquet"),
         ("a.pq", "parquet"),
         ("data.v2.csv", "csv"),
+        ("a.json", "json"),
+        ("a.tsv", "csv"),
+        ("a.jsonl.gz", "jsonl"),
+        ("a.CSV.ZST", "csv"),
+        ("a.json.bz2", "json"),
     ],
 )
 def test_input_format_by_extension(name: str, fmt: str) -> None:
@@ -68,9 +73,9 @@ def test_input_format_by_extension(name: str, fmt: str) -> None:
 
 def test_input_format_unknown_extension_names_the_file() -> None:
     with pytest.raises(InputError) as info:
-        input_format(Path("data/rows.json"))
-    assert info.value.file == "data/rows.json"
-    assert "data/rows.json" in str(info.value)
+        input_format(Path("data/rows.txt"))
+    assert info.value.file == "data/rows.txt"
+    assert "data/rows.txt" in str(info.value)
     assert ".jsonl" in str(info.value)
 
 
@@ -229,7 +234,7 @@ def test_ids_whose_hashes_collide_are_not_duplicates(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "in.jsonl", [{"id": i, "prompt": "p"} for i in ids])
 
     def reread() -> Generator[formats.RawRow, None, None]:
-        return formats._jsonl_rows(path, 1, lambda index: False)
+        return formats._jsonl_rows(path, formats.InputKind("jsonl"), 1, lambda index: False)
 
     seen = spec._SeenIds(["k"], reread, hash_id=lambda row_id: 42)  # every id collides
     lines = [seen.first_line(row_id, i, i + 1) for i, row_id in enumerate(ids)]

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from batchrun.cli.options import PRECEDENCE, fail, load, setting_options
+
+if TYPE_CHECKING:
+    from batchrun.config.load import RunConfig
+    from batchrun.drivers.batch_admin import JobBatch
+
+# The built-in simulator lives inside the run that started it: once that run ends, no server
+# holds its batches, and a new simulator would only answer "not found" for each.
+SIMULATED_NOTE = (
+    "batchrun: --simulate: no server was contacted{cancelled}; the states are as the batch "
+    "journal recorded them. The built-in simulator lives only as long as the run that started "
+    "it, so the batches it ran are gone with it and re-running the job with --simulate sends "
+    "their rows again. For batches on the API, leave out --simulate."
+)
 
 
 @click.group("batches")
@@ -39,7 +52,22 @@ def _batches(source: Path, flags: dict[str, Any], *, cancel: bool) -> None:
 
     config = load(source, flags)
     try:
-        found = cancel_batches(config) if cancel else list_batches(config)
+        if config.simulate:
+            found = _recorded_batches(config)
+        else:
+            found = cancel_batches(config) if cancel else list_batches(config)
     except BatchrunError as exc:
         fail(exc, None)
     click.echo(format_batches(found, str(batch_journal_path(config.output))))
+    if config.simulate and found:
+        cancelled = " and nothing was cancelled" if cancel else ""
+        click.echo(SIMULATED_NOTE.format(cancelled=cancelled), err=True)
+
+
+def _recorded_batches(config: RunConfig) -> list[JobBatch]:
+    """The job's batches as its journal recorded them, with no status from any server."""
+    from batchrun.drivers.batch_admin import JobBatch
+    from batchrun.store.batch_journal import BatchJournal, batch_journal_path
+
+    journal = BatchJournal.load(batch_journal_path(config.output))
+    return [JobBatch(entry, None) for entry in journal.entries.values()]

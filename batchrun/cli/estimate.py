@@ -33,7 +33,7 @@ from batchrun.cli.options import PRECEDENCE, fail, load, setting_options
     "--simulate].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON.")
-@setting_options("estimate")  # every flag run takes: a pilot is a run
+@setting_options("estimate")  # run's flags that bear on the estimate (a pilot is a run)
 def estimate_cmd(
     source: Path,
     exact: bool,
@@ -45,8 +45,11 @@ def estimate_cmd(
 ) -> None:
     """Tokens, cost (online and via Message Batches) and time of SOURCE before running it.
 
-    Takes every flag `run` takes. Offline by default (a local token estimate); --exact
-    counts input tokens with the API; --pilot runs a random sample for real and projects.
+    Takes the flags of `run` that change what it would send, pay or take (a pilot is a
+    run). Offline by default (a local token estimate); --exact counts input tokens with the
+    API; --pilot runs a random sample for real and projects. Exits 2, before anything is
+    sent, when every row would be refused alike (no model, no such template column), and 1
+    when no row can be sent.
 
     \b
     Examples:

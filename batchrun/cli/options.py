@@ -137,34 +137,78 @@ def _json_value(types: tuple[type, ...]) -> Callable[[click.Context, click.Param
 
 
 def load(source: Path, flags: dict[str, Any]) -> RunConfig:
-    """The command's config, or exit 1 with the configuration error."""
+    """The command's config, or exit 1 with the configuration error.
+
+    A SOURCE of ``-`` is standard input: it is copied beside the output first
+    (``rows.spool``), and that file is the job's input.
+    """
     from batchrun.config.load import load_config
     from batchrun.core.errors import BatchrunError
 
     try:
+        if str(source) == "-":
+            source = _spooled_stdin(flags)
         return load_config(source, flags)
     except BatchrunError as exc:
         fail(exc, None)
 
 
+def _spooled_stdin(flags: dict[str, Any]) -> Path:
+    """Standard input copied to a file beside ``-o``'s output, which it needs.
+
+    Copied under the output's lock: a run of that output going on reads the copy, which
+    must not be replaced under it (this is refused, naming that run, as the run would be).
+    """
+    from batchrun.config.load import OUTPUT_SUFFIXES
+    from batchrun.core.errors import ConfigError
+    from batchrun.rows.spool import spool_stdin
+    from batchrun.store.lock import OutputLock
+
+    output = flags.get("output")
+    if output is None:
+        raise ConfigError(
+            "SOURCE - (standard input) needs an output: give -o OUT.parquet (or .jsonl, .csv); "
+            "the piped rows are kept beside it, so a re-run with the same input resumes"
+        )
+    path = Path(output).expanduser().resolve()
+    if path.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise ConfigError(f"output {path}: the name must end in .parquet, .jsonl or .csv")
+    stdin = sys.stdin
+    if stdin is None or stdin.isatty():
+        raise ConfigError(
+            "SOURCE - reads the rows from standard input, but nothing is piped in: "
+            "`cat rows.jsonl | batchrun run - -o out.parquet`"
+        )
+    with OutputLock(path):
+        return spool_stdin(stdin.buffer, path, flags.get("input_format"))
+
+
 def fail(exc: BatchrunError, config: RunConfig | None) -> NoReturn:
-    """Print the error (and, after a run began, where its finished rows are) and exit 1."""
+    """Print the error (and, after a run began, where its finished rows are) and exit 1, or
+    2 for a job whose every row would be refused alike (a usage error)."""
     click.echo(f"batchrun: error: {exc}", err=True)
+    from batchrun.drivers.preflight import UnbuildableJobError
     from batchrun.drivers.session import ResumeMismatchError
     from batchrun.store.lock import OutputLockedError
 
-    # No resume hint where resuming is what was refused: the journal belongs to the run that
-    # holds the lock, or answers requests the input no longer makes.
-    if config is not None and not isinstance(exc, (OutputLockedError, ResumeMismatchError)):
+    # No resume hint where resuming is what was refused (the journal belongs to the run that
+    # holds the lock, or answers requests the input no longer makes) or nothing began.
+    quiet_about_rows = (OutputLockedError, ResumeMismatchError, UnbuildableJobError)
+    if config is not None and not isinstance(exc, quiet_about_rows):
         kept = kept_rows(config)
         if kept:
             click.echo(f"batchrun: {kept}", err=True)
-    sys.exit(1)
+    sys.exit(2 if isinstance(exc, UnbuildableJobError) else 1)
 
 
-def kept_rows(config: RunConfig, *, stopped: str | None = None) -> str:
+def kept_rows(
+    config: RunConfig,
+    *,
+    stopped: str | None = None,
+    then: str = "Re-run the same command to resume.",
+) -> str:
     """Where a run that stopped left its finished rows, and how to go on ("" when it left
-    none). ``stopped`` names what stopped it, for the line's start."""
+    none). ``stopped`` names what stopped it, for the line's start; ``then`` what to do."""
     from batchrun.store.partial import read_partial
     from batchrun.store.sink import journal_path
 
@@ -180,4 +224,4 @@ def kept_rows(config: RunConfig, *, stopped: str | None = None) -> str:
         if partial is not None
         else f"finished rows are kept in {journal}"
     )
-    return (f"{stopped}; " if stopped else "") + f"{shown}. Re-run the same command to resume."
+    return (f"{stopped}; " if stopped else "") + f"{shown}. {then}"

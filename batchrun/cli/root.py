@@ -74,7 +74,8 @@ class _Group(click.Group):
 def cli() -> None:
     """Run bulk prompts through the Claude Messages API.
 
-    SOURCE is a TOML job file or a dataset (.jsonl, .parquet, .csv) of prompts.
+    SOURCE is a TOML job file, a dataset of prompts (.jsonl, .json, .csv, .tsv, .parquet;
+    .gz, .bz2 or .zst compressed) or - for standard input.
     """
 
 

@@ -22,13 +22,14 @@ def run_cmd(source: Path, **flags: Any) -> None:
       batchrun run jobs/label_sentiment.toml --simulate
       batchrun run reviews.jsonl -o out/labels.parquet --model claude-haiku-4-5 \\
           --max-tokens 5 --system "Answer positive, negative or neutral." -c 64
+      batchrun run jobs/label_sentiment.toml --simulate --json -q | jq .cost_usd
     """
     # Ctrl-C before the run starts (here, or loading the config) is the group's: one line,
     # exit 130 (``cli.root``).
     from batchrun.core.errors import BatchrunError
     from batchrun.drivers.interrupt import StoppedBySignal
     from batchrun.drivers.job import run
-    from batchrun.render.summary import format_summary
+    from batchrun.render.summary import failure_dict, format_summary, summary_dict
 
     config = load(source, flags)
     try:
@@ -37,11 +38,19 @@ def run_cmd(source: Path, **flags: Any) -> None:
         what = (
             f"stopped by {exc.signal_name}" if isinstance(exc, StoppedBySignal) else "interrupted"
         )
+        if config.json_summary:
+            _print_json(failure_dict(config, what, 130))
         click.echo(f"batchrun: {kept_rows(config, stopped=what) or what}", err=True)
         sys.exit(130)
     except BatchrunError as exc:
+        if config.json_summary:
+            _print_json(failure_dict(config, str(exc), 1))
         fail(exc, config)
-    click.echo(format_summary(summary, config), err=True)
+    if config.json_summary:
+        _print_json(summary_dict(summary))
+    # With --json the person's summary is a courtesy on stderr, which --quiet silences.
+    if not (config.json_summary and config.quiet):
+        click.echo(format_summary(summary, config), err=True)
     if summary.interrupted is not None:
         what = f"stopped by {summary.interrupted}"
         click.echo(f"batchrun: {kept_rows(config, stopped=what) or what}", err=True)
@@ -54,6 +63,21 @@ def run_cmd(source: Path, **flags: Any) -> None:
             err=True,
         )
     if summary.budget_stop is not None and summary.final is None:
+        from batchrun.cost.budget import is_price_stop
+
         what = f"stopped by the budget (--max-cost {summary.max_cost:g}): {summary.budget_stop}"
-        click.echo(f"batchrun: {kept_rows(config, stopped=what) or what}", err=True)
+        # A model without a price stops every re-run at the same row: say to fix it first.
+        then = (
+            "Fix that, then re-run the same command to resume."
+            if is_price_stop(summary.budget_stop)
+            else "Re-run the same command to resume."
+        )
+        click.echo(f"batchrun: {kept_rows(config, stopped=what, then=then) or what}", err=True)
     sys.exit(summary.exit_code)
+
+
+def _print_json(value: dict[str, Any]) -> None:
+    """One JSON object on one line of stdout, for scripts (``--json``)."""
+    import json
+
+    click.echo(json.dumps(value))

@@ -58,8 +58,8 @@ from batchrun.core.errors import ConfigError
 from batchrun.core.secret import Secret
 from batchrun.cost.prices import PriceTable, default_prices, load_prices
 from batchrun.limits.values import AUTO_MAX, Limits, LimitsConfig
-from batchrun.rows.reader import InputShape
 from batchrun.rows.request import RequestDefaults, check_defaults
+from batchrun.rows.shape import InputShape, split_suffix
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -196,7 +196,9 @@ def load_config(
     input_path = path_of("input")
     if input_path is None:
         raise ConfigError(f"{source}: no input: set `input` in the job file")
-    output = path_of("output") or (Path.cwd() / f"{input_path.stem}.results.parquet")
+    # reviews.jsonl.gz -> reviews.results.parquet: the compression suffix is no part of it
+    stem = Path(split_suffix(input_path.name)[0]).stem
+    output = path_of("output") or (Path.cwd() / f"{stem}.results.parquet")
     if output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ConfigError(f"output {output}: the name must end in .parquet, .jsonl or .csv")
     check_output_is_not_input(input_path, output)
@@ -389,16 +391,37 @@ def _read_job_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read job file: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    _check_job_keys(path, data)
+    return data
+
+
+def _check_job_keys(path: Path, data: Mapping[str, Any]) -> None:
+    """ConfigError listing every unknown key (each with its did-you-mean) and every value of
+    the wrong type, all at once: fixing a job file one error per run is slow going."""
+    problems: list[str] = []
     for key, value in data.items():
         if key not in JOB_KEYS:
-            raise ConfigError(f"{path}: unknown key `{key}`{did_you_mean(key, JOB_KEYS)}")
+            problems.append(_unknown_key(key))
+            continue
         allowed = JOB_KEYS[key]
         if (isinstance(value, bool) and bool not in allowed) or not isinstance(value, allowed):
             names = " or ".join(_TYPE_NAMES[t] for t in allowed)
-            raise ConfigError(
-                f"{path}: `{key}` must be {names}, not {_TYPE_NAMES.get(type(value), 'that')}"
-            )
-    return data
+            problems.append(f"`{key}` must be {names}, not {_TYPE_NAMES.get(type(value), 'that')}")
+    if len(problems) == 1:
+        raise ConfigError(f"{path}: {problems[0]}")
+    if problems:
+        listed = "".join(f"\n  - {problem}" for problem in problems)
+        raise ConfigError(f"{path}: {len(problems)} problems:{listed}")
+
+
+def _unknown_key(key: str) -> str:
+    """Why a job file may not hold ``key``: a typo, or a setting set elsewhere."""
+    if key in _LIMIT_KEYS:
+        return f"unknown key `{key}`: it goes in the [limits] table ([limits] {key} = ...)"
+    setting = BY_KEY.get(key)
+    if setting is not None and setting.long_flag is not None:
+        return f"unknown key `{key}`: a job file cannot set it; pass {setting.long_flag}"
+    return f"unknown key `{key}`{did_you_mean(key, JOB_KEYS)}"
 
 
 _TYPE_NAMES = {

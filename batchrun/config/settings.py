@@ -32,9 +32,15 @@ BATCH_MAX_MB = 256.0
 # any of these, told by the name under the compression suffix.
 INPUT_FORMATS = ("jsonl", "json", "csv", "tsv", "parquet")
 
-# The commands that read a job (SOURCE and the shared flags), and those that also send it.
+# Which commands take a setting's flag: each command lists only the flags it uses.
+# The commands that read a job (SOURCE, its output, where the API is):
 JOB_COMMANDS = ("run", "validate", "batches list", "batches cancel", "estimate")
-RUN_COMMANDS = ("run", "estimate")  # estimate takes every flag run takes (a pilot is a run)
+# ... those that read its rows and build its requests:
+REQUEST_COMMANDS = ("run", "validate", "estimate")
+# ... those that send it (estimate's --pilot is a run, --exact calls count_tokens):
+RUN_COMMANDS = ("run", "estimate")
+# ... and those that talk to the API, the batch commands included.
+CLIENT_COMMANDS = (*RUN_COMMANDS, "batches list", "batches cancel")
 
 Kind = Literal[
     "text",  # a string
@@ -136,75 +142,113 @@ SETTINGS: tuple[Setting, ...] = (
         "is sniffed when not given.",
         flag="--format",
         choices=INPUT_FORMATS,
+        commands=REQUEST_COMMANDS,
     ),
     Setting(
         "csv_delimiter",
         "text",
         "Field delimiter of a CSV input, one character [default: , (TSV: tab)].",
         metavar="CHAR",
+        commands=REQUEST_COMMANDS,
     ),
     Setting(
         "media_root",
         "path",
         "Folder that rows' file references (image, document) resolve against and must stay "
         "inside [default: the input file's folder].",
+        commands=REQUEST_COMMANDS,
     ),
-    Setting("model", "text", "Model for rows that do not name one.", env=True),
-    Setting("max_tokens", "int", "Output token limit per request.", env=True),
-    Setting("system", "text", "System prompt for every row.", types=(str, list)),
+    Setting(
+        "model", "text", "Model for rows that do not name one.", env=True, commands=REQUEST_COMMANDS
+    ),
+    Setting(
+        "max_tokens", "int", "Output token limit per request.", env=True, commands=REQUEST_COMMANDS
+    ),
+    Setting(
+        "system",
+        "text",
+        "System prompt for every row.",
+        types=(str, list),
+        commands=REQUEST_COMMANDS,
+    ),
     Setting(
         "template",
         "text",
         "Builds each prompt from the row's columns, e.g. 'Summarize {title}: {body}'.",
+        commands=REQUEST_COMMANDS,
     ),
-    Setting("temperature", "number", "Sampling temperature, 0 to 1."),
-    Setting("top_p", "number", "Nucleus sampling, 0 to 1."),
-    Setting("top_k", "int", "Top-k sampling."),
+    Setting("temperature", "number", "Sampling temperature, 0 to 1.", commands=REQUEST_COMMANDS),
+    Setting("top_p", "number", "Nucleus sampling, 0 to 1.", commands=REQUEST_COMMANDS),
+    Setting("top_k", "int", "Top-k sampling.", commands=REQUEST_COMMANDS),
     Setting(
         "stop_sequences",
         "list",
         "A stop sequence (repeatable).",
         flag="--stop-sequence",
+        commands=REQUEST_COMMANDS,
     ),
-    Setting("tools", "json", "Tools every row may use: " + _JSON_HELP, types=(list,)),
+    Setting(
+        "tools",
+        "json",
+        "Tools every row may use: " + _JSON_HELP,
+        types=(list,),
+        commands=REQUEST_COMMANDS,
+    ),
     Setting(
         "tool_choice",
         "json",
         'How the model uses the tools, e.g. \'{"type": "any"}\': ' + _JSON_HELP,
         types=(dict,),
+        commands=REQUEST_COMMANDS,
     ),
     Setting(
         "thinking",
         "json",
         'Extended thinking, e.g. \'{"type": "enabled", "budget_tokens": 2048}\': ' + _JSON_HELP,
         types=(dict,),
+        commands=REQUEST_COMMANDS,
     ),
     Setting(
         "metadata",
         "json",
         'Request metadata, e.g. \'{"user_id": "job-7"}\': ' + _JSON_HELP,
         types=(dict,),
+        commands=REQUEST_COMMANDS,
     ),
-    Setting("service_tier", "text", "service_tier of every request, e.g. auto or standard_only."),
+    Setting(
+        "service_tier",
+        "text",
+        "service_tier of every request, e.g. auto or standard_only.",
+        commands=REQUEST_COMMANDS,
+    ),
     Setting(
         "keep_columns",
         "list",
         "Input column to copy to the output, under its own name (repeatable). Given as "
         "flags, the columns replace the job file's keep_columns list, they do not add to it.",
         flag="--keep-column",
+        commands=REQUEST_COMMANDS,
     ),
     Setting(
         "json_schema",
         "path",
         "Structured output: answers must satisfy this JSON Schema (structured_json).",
         files_only=True,
+        commands=REQUEST_COMMANDS,
     ),
     Setting(
         "cache_system",
         "switch",
         "Mark the system prompt for prompt caching (cache_control).",
+        commands=REQUEST_COMMANDS,
     ),
-    Setting("cache_ttl", "choice", "The system prompt's cache ttl.", choices=("5m", "1h")),
+    Setting(
+        "cache_ttl",
+        "choice",
+        "The system prompt's cache ttl.",
+        choices=("5m", "1h"),
+        commands=REQUEST_COMMANDS,
+    ),
     Setting(
         "base_url",
         "text",
@@ -218,7 +262,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Allow a plain-http base URL that is not on this machine.",
         default=False,
     ),
-    # --- what run (and estimate, whose pilot is a run) also takes -----------------------
+    # --- sending: run, estimate (its pilot is a run), and the API client for batches -------
     Setting(
         "concurrency",
         "int_or_auto",
@@ -270,7 +314,7 @@ SETTINGS: tuple[Setting, ...] = (
         "int",
         "Retries per row for retryable failures [default: {default}].",
         default=DEFAULT_MAX_RETRIES,
-        commands=RUN_COMMANDS,
+        commands=CLIENT_COMMANDS,
         env=True,
         low=0,
     ),
@@ -289,7 +333,7 @@ SETTINGS: tuple[Setting, ...] = (
         "number",
         "Seconds one attempt may take [default: {default}].",
         default=DEFAULT_TIMEOUT,
-        commands=RUN_COMMANDS,
+        commands=CLIENT_COMMANDS,
         env=True,
         low=0,
         low_open=True,
@@ -299,14 +343,14 @@ SETTINGS: tuple[Setting, ...] = (
         "text",
         "anthropic-version header [default: {default}].",
         default=DEFAULT_API_VERSION,
-        commands=RUN_COMMANDS,
+        commands=CLIENT_COMMANDS,
         env=True,
     ),
     Setting(
         "betas",
         "list",
         "anthropic-beta feature (repeatable).",
-        commands=RUN_COMMANDS,
+        commands=CLIENT_COMMANDS,
         flag="--beta",
     ),
     Setting(
@@ -314,7 +358,7 @@ SETTINGS: tuple[Setting, ...] = (
         "choice",
         "HTTP transport [default: {default}, which holds up at high concurrency].",
         default="aiohttp",
-        commands=RUN_COMMANDS,
+        commands=CLIENT_COMMANDS,
         env=True,
         choices=("aiohttp", "httpx"),
     ),
@@ -328,9 +372,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "simulate",
         "flag",
-        "Run against the built-in simulator: no key needed, nothing is paid.",
+        "Run against the built-in simulator: no key needed, nothing is paid (batches "
+        "list/cancel: contact nothing, show what the batch journal recorded).",
         default=False,
-        commands=RUN_COMMANDS,
+        commands=CLIENT_COMMANDS,
         job=False,
     ),
     Setting(
@@ -392,7 +437,7 @@ SETTINGS: tuple[Setting, ...] = (
         "int",
         "Requests per batch [default: {default}, the API's limit].",
         default=BATCH_MAX_REQUESTS,
-        commands=RUN_COMMANDS,
+        commands=("run",),
         low=1,
         high=BATCH_MAX_REQUESTS,
     ),
@@ -401,7 +446,7 @@ SETTINGS: tuple[Setting, ...] = (
         "number",
         "MB of requests per batch [default: {default}, the API's limit].",
         default=BATCH_MAX_MB,
-        commands=RUN_COMMANDS,
+        commands=("run",),
         low=0,
         low_open=True,
         high=BATCH_MAX_MB,
@@ -412,7 +457,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds between batch status checks at first; grows while nothing changes "
         "[default: {default}].",
         default=DEFAULT_POLL_INTERVAL,  # SIMULATE_POLL_INTERVAL with --simulate
-        commands=RUN_COMMANDS,
+        commands=("run",),
         low=0,
         low_open=True,
     ),

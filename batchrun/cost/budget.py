@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from batchrun.cost.prices import PER_MILLION, PriceTable
+from batchrun.cost.prices import PER_MILLION, PriceTable, did_you_mean
 from batchrun.rows.tokens import estimate_input_tokens
 
 Row = dict[str, Any]
@@ -96,10 +96,7 @@ class Budget:
                 if self.stop_reason is not None:
                     return False
                 if worst is None:
-                    self._stop(
-                        f"no price for model {model!r}, so the budget cannot bound its cost; "
-                        "add it with --prices FILE"
-                    )
+                    self._stop(no_price_stop(model, self.prices))
                     return False
                 if self.spent + self.reserved + worst <= self.limit:
                     self.reserved += worst
@@ -154,6 +151,25 @@ class Budget:
             self.in_flight -= 1
             self.spent += actual
             self._changed.notify_all()
+
+
+# The start of the stop reason for a model without a price: a re-run stops at the same row,
+# so callers must not offer "re-run to resume" after it (``is_price_stop``).
+NO_PRICE_STOP = "no price for model"
+
+
+def no_price_stop(model: str | None, prices: PriceTable) -> str:
+    """Why the budget stopped at a model it cannot price, and the two ways out."""
+    return (
+        f"{NO_PRICE_STOP} {model!r}{did_you_mean(model, prices)}, so the budget cannot bound "
+        "its cost. Fix the model name or add a price with --prices FILE, then run again: a "
+        "re-run as it is stops at the same row"
+    )
+
+
+def is_price_stop(reason: str | None) -> bool:
+    """True when the budget stopped for a missing price (re-running alone cannot help)."""
+    return reason is not None and reason.startswith(NO_PRICE_STOP)
 
 
 def projected_total(spent: float, done: int, total: int | None) -> float | None:

@@ -9,6 +9,12 @@ A model the table does not know has no price: ``cost`` returns None and the call
 "unknown", never a number we made up. A dated id the table does not list (a new snapshot) is
 priced as its alias when the alias is listed, because snapshots of one model share a price.
 
+Gateways spell the same model in other ways (``anthropic/claude-haiku-4.5``,
+``us.anthropic.claude-haiku-4-5-20251001-v1:0``, ``claude-haiku-4-5@20251001``); ``lookup``
+reads them all as the table's id (``canonical_model``). That is for pricing and grouping only:
+the model string sent to the API is never changed. A name nothing matches gets the closest
+known models as a did-you-mean (``suggest``).
+
     table = load_prices()
     usage = Usage.from_api({"input_tokens": 1000, "output_tokens": 200})
     table.cost("claude-haiku-4-5", usage)     # Decimal('0.002')
@@ -16,6 +22,7 @@ priced as its alias when the alias is listed, because snapshots of one model sha
 
 from __future__ import annotations
 
+import difflib
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
@@ -51,6 +58,79 @@ _TABLE_KEYS = frozenset(
     {"currency", "unit", "compiled", "batch_price_factor", "web_search_per_1000", "sources"}
 )
 _DATED_ID = re.compile(r"^(?P<alias>.+)-\d{8}$")
+
+# How gateways decorate an Anthropic model id (each is stripped or rewritten by
+# ``canonical_model``): a Bedrock vendor prefix with an optional inference-profile region
+# (``us.``, ``eu.``, ``apac.``, ``global.``, ``us-gov.``) and a version tail (``-v1:0``); a
+# tag after a colon (OpenRouter ``:beta``, ``:thinking``); a Vertex ``@`` before the date;
+# dots in the version (``4.5``); ``-latest``; and the Claude 3 word order (``claude-3-5-haiku``)
+# that some gateways still use for newer models (``claude-4-sonnet``).
+_BEDROCK_VENDOR = re.compile(r"^(?:[a-z]{2,6}(?:-[a-z]+)?\.)?anthropic\.")
+_BEDROCK_VERSION = re.compile(r"-v\d+(?::\d+)?$")
+_COLON_TAG = re.compile(r":[\w.-]*$")
+_VERTEX_AT = re.compile(r"@(?P<tail>[\w.-]*)$")
+_DOTTED_VERSION = re.compile(r"(?<=\d)\.(?=\d)")
+_LATEST = re.compile(r"-latest$")
+_OLD_WORD_ORDER = re.compile(
+    r"^claude-(?P<version>\d+(?:-\d+)?)-(?P<family>haiku|sonnet|opus)(?P<rest>-.*)?$"
+)
+_MAJOR_ONLY = re.compile(r"^claude-[a-z]+-\d+$")  # claude-sonnet-4: the table says -4-0
+_FAMILIES = ("haiku", "sonnet", "opus")
+SUGGESTIONS = 3
+_LOOKUP_MEMO = 4096  # distinct names remembered per table (a run sees a handful)
+
+
+def canonical_model(model: str) -> str:
+    """``model`` as the price table spells Anthropic ids: gateway decorations removed.
+
+    ``anthropic/claude-haiku-4.5`` and ``us.anthropic.claude-haiku-4-5-20251001-v1:0`` give
+    ``claude-haiku-4-5`` and ``claude-haiku-4-5-20251001``; ``claude-3-5-haiku`` gives
+    ``claude-haiku-3-5``. A name that is not a Claude id comes back trimmed and lower-cased.
+    """
+    name = _undecorated(model)
+    old = _OLD_WORD_ORDER.match(name)
+    if old is not None:
+        name = f"claude-{old.group('family')}-{old.group('version')}{old.group('rest') or ''}"
+    return name
+
+
+def _undecorated(model: str) -> str:
+    """``model`` without what gateways add around an id, in the id's own word order."""
+    name = model.strip().lower()
+    name = name.rsplit("/", 1)[-1]  # anthropic/, openrouter/anthropic/, bedrock/, an ARN's path
+    name = _BEDROCK_VENDOR.sub("", name)
+    name = _BEDROCK_VERSION.sub("", name)
+    name = _COLON_TAG.sub("", name)
+    at = _VERTEX_AT.search(name)
+    if at is not None:
+        tail = at.group("tail")
+        name = name[: at.start()] + (f"-{tail}" if tail.isdigit() and len(tail) == 8 else "")
+    name = _DOTTED_VERSION.sub("-", name)
+    return _LATEST.sub("", name)
+
+
+def _without_date(name: str) -> str:
+    dated = _DATED_ID.match(name)
+    return dated.group("alias") if dated is not None else name
+
+
+def undated_model(model: str | None) -> str:
+    """The name a model without a price is grouped under: undecorated, without its date
+    (``anthropic.claude-3-5-haiku-20241022-v1:0`` -> ``claude-3-5-haiku``)."""
+    return _without_date(_undecorated(model)) if model else "(none)"
+
+
+def _candidates(model: str) -> list[str]:
+    """Ids to try for ``model`` in order: as given, undecorated, undated, with ``-0`` added
+    or dropped (the table lists ``claude-sonnet-4-0`` and ``claude-opus-5``)."""
+    name = canonical_model(model)
+    alias = _without_date(name)
+    out = [model, name, alias]
+    if _MAJOR_ONLY.match(alias):
+        out.append(f"{alias}-0")
+    elif alias.endswith("-0"):
+        out.append(alias[:-2])
+    return list(dict.fromkeys(out))
 
 
 @dataclass(frozen=True)
@@ -150,6 +230,10 @@ class PriceTable:
     sources: tuple[str, ...] = ()  # the files read, first the packaged one
     compiled: date | None = None
     _by_id: Mapping[str, ModelPrice] = field(default_factory=dict, repr=False, compare=False)
+    # lookup() answers by name: it runs for every row, and the rules above are regexes.
+    _memo: dict[str, ModelPrice | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         by_id: dict[str, ModelPrice] = {}
@@ -157,17 +241,58 @@ class PriceTable:
             for model_id in (price.model, *price.ids):
                 by_id[model_id] = price
         object.__setattr__(self, "_by_id", by_id)
+        object.__setattr__(self, "_memo", {})
 
     def lookup(self, model: str | None) -> ModelPrice | None:
-        """The price of ``model`` (an alias or dated id), or None when it is not known."""
+        """The price of ``model``, or None when it is not known.
+
+        ``model`` may be an alias, a dated id (listed or not), or either as a gateway spells
+        it (``canonical_model``); an exact id in the table always wins.
+        """
         if not model:
             return None
-        found = self._by_id.get(model)
-        if found is None:
-            dated = _DATED_ID.match(model)
-            if dated is not None:
-                found = self._by_id.get(dated.group("alias"))
+        if model in self._memo:
+            return self._memo[model]
+        found = next(
+            (self._by_id[name] for name in _candidates(model) if name in self._by_id), None
+        )
+        if len(self._memo) < _LOOKUP_MEMO:
+            self._memo[model] = found
         return found
+
+    def listed(self, model: str) -> ModelPrice | None:
+        """The entry ``model`` names as written: one of its ids, or a dated id of its alias.
+        A user's price file overrides the entry it names this way; a gateway spelling there
+        is a model of its own (a gateway's own price for it)."""
+        found = self._by_id.get(model)
+        dated = _DATED_ID.match(model)
+        if found is None and dated is not None:
+            found = self._by_id.get(dated.group("alias"))
+        return found
+
+    def resolve(self, model: str | None) -> str:
+        """The name ``model`` is reported and grouped under: its table key when it has a
+        price (``anthropic/claude-haiku-4.5`` -> ``claude-haiku-4-5``), else its undecorated
+        name without a date."""
+        price = self.lookup(model)
+        return price.model if price is not None else undated_model(model)
+
+    def suggest(self, model: str | None, count: int = SUGGESTIONS) -> list[str]:
+        """The table keys closest to ``model`` (difflib), closest first: a did-you-mean."""
+        if not model:
+            return []
+        # Compared without the "claude-" every id shares, which would make any name close.
+        wanted = _without_date(canonical_model(model)).removeprefix("claude-")
+        key_of = {model_id.removeprefix("claude-"): p.model for model_id, p in self._by_id.items()}
+        # A name that says haiku, sonnet or opus means that family: suggest its models first.
+        family = next((f for f in _FAMILIES if f in wanted), None)
+        same = [name for name in key_of if family is not None and family in name]
+        close: list[str] = []
+        for pool in (same, list(key_of)):
+            close = difflib.get_close_matches(wanted, pool, n=count * 3)
+            if close:
+                break
+        return list(dict.fromkeys(key_of[name] for name in close))[:count]
 
     def cost(self, model: str | None, usage: Usage) -> Decimal | None:
         """USD for one response, or None when the model has no price."""
@@ -215,10 +340,14 @@ class PriceTable:
 
 
 class UnknownModels:
-    """Remembers which models had no price, so each is warned about once, not once a row."""
+    """Remembers which models had no price, so each is warned about once, not once a row.
 
-    def __init__(self) -> None:
+    ``prices`` is the table the run prices with: its models are the did-you-mean.
+    """
+
+    def __init__(self, prices: PriceTable | None = None) -> None:
         self.seen: set[str] = set()
+        self.prices = prices
 
     def first_time(self, model: str | None) -> bool:
         """True the first time ``model`` is reported."""
@@ -232,14 +361,31 @@ class UnknownModels:
         """Log the warning if ``row`` is an answer with no price, once per model."""
         answered = row.get("status") == "ok" and row.get("cost_usd") is None
         if answered and self.first_time(row.get("model")):
-            log(unknown_model_warning(row.get("model")))
+            log(unknown_model_warning(row.get("model"), self.prices))
 
 
-def unknown_model_warning(model: str | None) -> str:
+def suggestion(model: str | None, prices: PriceTable | None = None) -> str:
+    """``did you mean 'a' or 'b'?`` naming the priced models closest to ``model``, or ""
+    (``prices`` defaults to the packaged table)."""
+    close = [repr(name) for name in (prices or default_prices()).suggest(model)]
+    if not close:
+        return ""
+    names = close[0] if len(close) == 1 else f"{', '.join(close[:-1])} or {close[-1]}"
+    return f"did you mean {names}?"
+
+
+def did_you_mean(model: str | None, prices: PriceTable | None = None) -> str:
+    """`` (did you mean 'a' or 'b'?)``, to follow a model's name in a sentence, or ""."""
+    text = suggestion(model, prices)
+    return f" ({text})" if text else ""
+
+
+def unknown_model_warning(model: str | None, prices: PriceTable | None = None) -> str:
     """The one warning line for a model without a price."""
     return (
-        f"batchrun: warning: no price for model {model!r}: its rows get cost_usd = null. "
-        "Add it with --prices FILE (see batchrun/cost/prices.toml for the layout)."
+        f"batchrun: warning: no price for model {model!r}{did_you_mean(model, prices)}: its "
+        "rows get cost_usd = null. Fix the model name, or add a price with --prices FILE "
+        "(see batchrun/cost/prices.toml for the layout)."
     )
 
 
@@ -317,7 +463,7 @@ def parse_prices(
 def _entry(key: str, raw: Mapping[str, Any], origin: str, base: PriceTable | None) -> ModelPrice:
     where = f"[models.{key}]"
     _reject_unknown(raw, _ENTRY_KEYS, origin, where)
-    known = base.lookup(key) if base is not None else None
+    known = base.listed(key) if base is not None else None
     ids = _ids(raw.get("ids", []), origin, where)
     if known is not None:
         rates = _rates(raw, origin, where, known.rates)

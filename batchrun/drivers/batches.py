@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import time
 from array import array
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -34,6 +35,7 @@ from batchrun.api.batches import BatchesApi, BatchStatus, is_ambiguous
 from batchrun.api.retry import send_with_retries
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiError, ConfigError, FatalRunError
+from batchrun.cost.budget import projected_total
 from batchrun.drivers.batch_plan import REQUEST_HASH_CHARS, BatchItem, chunks
 from batchrun.drivers.batch_results import (
     ResultSpool,
@@ -41,8 +43,10 @@ from batchrun.drivers.batch_results import (
     processing_ms,
     result_row,
 )
+from batchrun.drivers.display import BatchView, Snapshot
 from batchrun.drivers.interrupt import run_interruptibly
 from batchrun.drivers.online import run_holding
+from batchrun.drivers.preflight import check_every_row_can_be_built
 from batchrun.drivers.progress import Progress
 from batchrun.drivers.session import (
     ResumeMismatchError,
@@ -88,6 +92,7 @@ async def run_batches_async(
     """
     check_credentials(config, transport)
     check_input_file(config.input)
+    check_every_row_can_be_built(config)
     if config.max_cost is not None:
         raise ConfigError(
             "--max-cost stops admitting rows as they are answered, which a batch cannot do: "
@@ -117,9 +122,7 @@ async def _run_claimed(
         api = BatchesApi(client, max_retries=config.max_retries, sleep=sleep)
         summary.todo = count_hint(config, done, config.resubmit_expired)
         job = _BatchJob(config, api, journal, sink, summary, done, counter, sleep)
-        progress = Progress(
-            summary.todo, job.status_line, quiet=config.quiet, stream=progress_stream
-        )
+        progress = Progress(summary.todo, job.snapshot, quiet=config.quiet, stream=progress_stream)
         job.progress = progress
         started = time.perf_counter()
         fatal: FatalRunError | None = None
@@ -233,7 +236,9 @@ class _BatchJob:
         self.progress: Progress | None = None
         self.statuses: dict[str, BatchStatus] = {}
         self._stopping = asyncio.Event()
-        self._shown = 0  # rows the progress bar counts so far
+        # Rows of each running batch recorded so far: the display counts a batch's rows the
+        # API reports finished, less these, so that no row is counted twice while collecting.
+        self._recorded_from: Counter[str] = Counter()
         self._lapsed_now: dict[int, str] = {}  # rows this run recorded as expired/cancelled
 
     def stop(self) -> None:
@@ -420,7 +425,6 @@ class _BatchJob:
                     moved = True
                 if self.stopping:
                     return
-            self._show_progress()
             if not any(e.open for e in running):
                 continue
             interval = (
@@ -508,12 +512,16 @@ class _BatchJob:
                 missing += 1
                 continue
             self._record(
-                row.index, result_row(work, self.config, record, entry.batch_id, took, scrub)
+                row.index,
+                result_row(work, self.config, record, entry.batch_id, took, scrub),
+                from_batch=entry.key,
             )
         return missing
 
-    def _record(self, index: int, row: dict[str, Any]) -> None:
+    def _record(self, index: int, row: dict[str, Any], *, from_batch: str | None = None) -> None:
         self.sink.submit(index, row)
+        if from_batch is not None:
+            self._recorded_from[from_batch] += 1
         earlier = self._lapsed_now.pop(index, None)
         if earlier is not None:  # resubmitted in this run: count the row once, as it is now
             self.summary.uncount_error(earlier)
@@ -525,31 +533,33 @@ class _BatchJob:
         # Recorded by this run: an invalid row too is done with (ERROR), not left NOTHING.
         self.done[index] = state_of(row["status"], row["error_type"]) or RowState.ERROR
         self.counter.rows = max(self.counter.rows, index + 1)
-        self._show_progress()
 
     # -- display --------------------------------------------------------------------------
 
-    def _show_progress(self) -> None:
-        """Rows recorded, plus rows the running batches report finished."""
-        if self.progress is None:
-            return
-        reported = sum(
-            s.total - s.counts["processing"]
-            for key, s in self.statuses.items()
-            if self.journal.entries[key].open
-        )
-        target = self.summary.finished + reported
-        if target > self._shown:
-            self.progress.advance(target - self._shown)
-            self._shown = target
-
-    def status_line(self) -> str:
-        running = [s for k, s in self.statuses.items() if self.journal.entries[k].open]
-        processing = sum(s.counts["processing"] for s in running)
-        return (
-            f"ok={self.summary.ok} err={self.summary.error} batches: "
-            f"{len(running)} running ({processing:,} processing), "
-            f"{self.summary.batches_collected} collected cost=${self.summary.cost_usd:.4f}"
+    def snapshot(self) -> Snapshot:
+        """The counts the display shows: each row once, whether recorded already or only
+        reported finished by its running batch (``request_counts``)."""
+        running = []
+        reported = 0
+        for key, status in self.statuses.items():
+            if not self.journal.entries[key].open:
+                continue
+            view = BatchView(status.id, status.processing_status, dict(status.counts))
+            running.append(view)
+            reported += max(0, view.finished - self._recorded_from[key])
+        summary = self.summary
+        return Snapshot(
+            done=summary.finished + reported,
+            total=summary.todo,
+            ok=summary.ok,
+            error=summary.error,
+            retries=summary.retries,
+            input_tokens=summary.input_tokens,
+            output_tokens=summary.output_tokens,
+            cost_usd=summary.cost_usd,
+            projected_cost=projected_total(summary.cost_usd, summary.ok, summary.todo),
+            batches=running,
+            batches_collected=summary.batches_collected,
         )
 
 

@@ -17,7 +17,9 @@ import httpx
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ConfigError, FatalRunError
 from batchrun.cost.budget import projected_total
+from batchrun.drivers.display import Snapshot, cost_text
 from batchrun.drivers.interrupt import run_interruptibly
+from batchrun.drivers.preflight import check_every_row_can_be_built
 from batchrun.drivers.progress import Progress
 from batchrun.drivers.session import (
     RowCounter,
@@ -86,6 +88,7 @@ async def run_holding(
     finishing online: no other run may come in between); None takes it."""
     check_credentials(config, transport)
     check_input_file(config.input)
+    check_every_row_can_be_built(config)
     with claim_output(config, lock):
         return await _run_claimed(
             config, transport, progress_stream, retry_sleep, only, redo_lapsed
@@ -114,7 +117,7 @@ async def _run_claimed(
         engine: Engine | None = None
         progress = Progress(
             summary.todo,
-            lambda: _status_line(summary, engine.in_flight if engine else 0),
+            lambda: _snapshot(summary, engine.in_flight if engine else 0),
             quiet=config.quiet,
             stream=progress_stream,
         )
@@ -168,21 +171,25 @@ def _check_no_running_batches(config: RunConfig) -> None:
         )
 
 
-def _status_line(summary: RunSummary, in_flight: int) -> str:
-    return (
-        f"ok={summary.ok} err={summary.error} retries={summary.retries} "
-        f"in_flight={in_flight} tok_in={summary.input_tokens} "
-        f"tok_out={summary.output_tokens} 429s={summary.rate_limited_429s} "
-        f"rl_wait={summary.rate_wait_s:.0f}s"
-    ) + _cost_status(summary)
+def _snapshot(summary: RunSummary, in_flight: int) -> Snapshot:
+    """The run's counts for the display (``drivers.display``), which knows no engine."""
+    return Snapshot(
+        done=summary.finished,
+        total=summary.todo,
+        in_flight=in_flight,
+        ok=summary.ok,
+        error=summary.error,
+        retries=summary.retries,
+        rate_limited_429s=summary.rate_limited_429s,
+        rate_wait_s=summary.rate_wait_s,
+        input_tokens=summary.input_tokens,
+        output_tokens=summary.output_tokens,
+        cost_usd=summary.cost_usd,
+        projected_cost=projected_total(summary.cost_usd, summary.ok, summary.todo),
+        budget=summary.max_cost,
+    )
 
 
 def _cost_status(summary: RunSummary) -> str:
     """Spent so far, the projected total if the rest costs alike, and the budget."""
-    text = f" cost=${summary.cost_usd:.4f}"
-    projected = projected_total(summary.cost_usd, summary.ok, summary.todo)
-    if projected is not None:
-        text += f" proj=${projected:.4f}"
-    if summary.max_cost is not None:
-        text += f" max=${summary.max_cost:g}"
-    return text
+    return cost_text(_snapshot(summary, 0))

@@ -30,8 +30,10 @@ from batchrun.core.errors import ConfigError, InputError, OutputError
 from batchrun.drivers.interrupt import stopped_by_signals
 from batchrun.drivers.summary import RunSummary
 from batchrun.engine.outcome import Work, prepare
+from batchrun.rows.compressed import open_bytes
 from batchrun.rows.files import folder_stamp
-from batchrun.rows.reader import InputRow, count_rows, input_format, read_rows
+from batchrun.rows.formats import InputKind, csv_columns
+from batchrun.rows.reader import InputRow, InputShape, count_rows, input_kind, read_rows
 from batchrun.store.lock import OutputLock
 from batchrun.store.resume import (
     RunState,
@@ -90,31 +92,36 @@ def claim_output(config: RunConfig, held: OutputLock | None = None) -> Iterator[
         yield held
         return
     with OutputLock(config.output) as lock:
-        check_kept_columns_exist(config.input, config.keep_columns)
+        check_kept_columns_exist(config.input, config.keep_columns, config.input_shape)
         remove_stale_temporaries(config.output)
         yield lock
 
 
-def check_kept_columns_exist(path: Path, columns: Iterable[str]) -> None:
+def check_kept_columns_exist(
+    path: Path, columns: Iterable[str], shape: InputShape | None = None
+) -> None:
     """ConfigError unless every kept column is a column of the input, before anything is sent.
 
     Parquet and CSV declare their columns (the footer's schema, the header row): those are
-    read. A JSONL file has none; a column is a field of at least one row, so lines are read
-    until every kept column has been seen: the first line, as a rule. Only a name that no
-    row has costs a pass over the file, which is then an error. A line is parsed only when
-    it may name a wanted field (its JSON text for the name, or any escape), which keeps that
-    pass about as fast as counting lines. An input that cannot be read is left to the
-    reader, which says why.
+    read. JSONL and JSON arrays have none; a column is a field of at least one row, so rows
+    are read until every kept column has been seen: the first row, as a rule. Only a name
+    that no row has costs a pass over the file, which is then an error. A JSONL line is
+    parsed only when it may name a wanted field (its JSON text for the name, or any escape),
+    which keeps that pass about as fast as counting lines. An input that cannot be read is
+    left to the reader, which says why.
     """
     wanted = list(dict.fromkeys(columns))
     if not wanted:
         return
     try:
-        fmt = input_format(path)
+        kind = input_kind(path, shape)
+        fmt = kind.format
         if fmt == "jsonl":
-            missing, known = _missing_fields(path, wanted)
+            missing, known = _missing_fields(path, wanted, kind)
+        elif fmt == "json":
+            missing, known = _missing_elements(path, wanted, shape)
         else:
-            known = _parquet_columns(path) if fmt == "parquet" else _csv_columns(path)
+            known = _parquet_columns(path) if fmt == "parquet" else csv_columns(path, kind)
             missing = [name for name in wanted if name not in known]
     except (InputError, OSError, ValueError, csv.Error, pa.ArrowException):
         return  # the reader reports what is wrong with the file
@@ -122,7 +129,7 @@ def check_kept_columns_exist(path: Path, columns: Iterable[str]) -> None:
         return
     names = ", ".join(f"`{m}`{did_you_mean(m, set(known))}" for m in missing)
     shown = ", ".join(f"`{k}`" for k in known[:12]) + (", ..." if len(known) > 12 else "")
-    if fmt == "jsonl":
+    if fmt in ("jsonl", "json"):
         what = f"no row of {path} has the field {names}"
         has = f" (the first row has {shown})" if known else ""
     else:
@@ -138,17 +145,30 @@ def _parquet_columns(path: Path) -> list[str]:
     return list(pq.read_schema(path).names)
 
 
-def _csv_columns(path: Path) -> list[str]:
-    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as stream:
-        return next(csv.reader(stream), [])
+def _missing_elements(
+    path: Path, wanted: list[str], shape: InputShape | None
+) -> tuple[list[str], list[str]]:
+    """The wanted fields no element of a JSON array has, and the first row's fields."""
+    left = dict.fromkeys(wanted)
+    first: list[str] | None = None
+    for row in read_rows(path, shape=shape):
+        if first is None:
+            first = list(row.fields)
+        for name in row.fields.keys() & left.keys():
+            del left[name]
+        if not left:
+            break
+    return list(left), first or []
 
 
-def _missing_fields(path: Path, wanted: list[str]) -> tuple[list[str], list[str]]:
+def _missing_fields(
+    path: Path, wanted: list[str], kind: InputKind | None = None
+) -> tuple[list[str], list[str]]:
     """The wanted fields no line of a JSONL file has, and the first row's fields."""
     left = dict.fromkeys(wanted)
     needles = {name: json.dumps(name, ensure_ascii=False).encode() for name in wanted}
     first: list[str] | None = None
-    with path.open("rb") as stream:
+    with open_bytes(path, kind.compression if kind else None) as stream:
         for number, data in enumerate(stream):
             if number == 0:
                 data = data.removeprefix(codecs.BOM_UTF8)
@@ -206,7 +226,7 @@ def load_prior(config: RunConfig, prior: PriorState) -> tuple[bytearray, list[st
     )
     state = None if config.overwrite else read_state(config.output)
     journal = journal_path(config.output)
-    rows = input_rows(config.input, parse=bool(len(prior)))
+    rows = input_rows(config.input, parse=bool(len(prior)), shape=config.input_shape)
     if len(prior):
         _check_rows_exist(config, prior, state, rows)
     if prior.damaged:
@@ -244,33 +264,35 @@ def _notice(config: RunConfig, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-_ROW_COUNTS: dict[tuple[str, int, int, int, int], int | None] = {}
+_ROW_COUNTS: dict[tuple[str, int, int, int, int, InputShape | None], int | None] = {}
 
 
-def cheap_row_count(path: Path) -> int | None:
-    """``count_rows`` (None for CSV), remembered while the file's size and time stay the
-    same: a run counts its input once, for the resume check and for the progress bar."""
+def cheap_row_count(path: Path, shape: InputShape | None = None) -> int | None:
+    """``count_rows`` (None for CSV and JSON arrays), remembered while the file's size and
+    time stay the same: a run counts its input once, for the resume check and the progress
+    bar."""
     try:
         st = path.stat()
     except OSError:
         return None
-    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, shape)
     if key not in _ROW_COUNTS:
         _ROW_COUNTS.clear()
-        _ROW_COUNTS[key] = count_rows(path)
+        _ROW_COUNTS[key] = count_rows(path, shape)
     return _ROW_COUNTS[key]
 
 
-def input_rows(path: Path, *, parse: bool) -> int | None:
+def input_rows(path: Path, *, parse: bool, shape: InputShape | None = None) -> int | None:
     """How many rows the input has; None when it cannot be read (the reader says why) or,
-    unless ``parse``, when only a pass over a CSV file would tell (no row is parsed)."""
-    rows = cheap_row_count(path)
+    unless ``parse``, when only a pass over a CSV file or a JSON array would tell (no row is
+    parsed, but every one is scanned)."""
+    rows = cheap_row_count(path, shape)
     if rows is None and parse:
-        rows = _count_by_reading(path)
+        rows = _count_by_reading(path, shape)
     return rows
 
 
-def _count_by_reading(path: Path) -> int | None:
+def _count_by_reading(path: Path, shape: InputShape | None = None) -> int | None:
     seen = 0
 
     def skip(index: int) -> bool:
@@ -279,7 +301,7 @@ def _count_by_reading(path: Path) -> int | None:
         return True
 
     try:
-        for _ in read_rows(path, skip=skip):
+        for _ in read_rows(path, shape=shape, skip=skip):
             pass
     except (InputError, OSError):
         return None
@@ -479,7 +501,7 @@ def plan(
 
 def count_hint(config: RunConfig, states: bytearray, redo_lapsed: bool = False) -> int | None:
     """Rows left to do, for the progress bar's total; None when it cannot be told cheaply."""
-    total = cheap_row_count(config.input)
+    total = cheap_row_count(config.input, config.input_shape)
     if total is None:
         return None
     skip = count_done(states, retry_errors=config.retry_errors, redo_lapsed=redo_lapsed)
@@ -501,7 +523,7 @@ def write_output(
             summary.final = sink.finalize(rows_read)
             return
         # The reader may have stopped early: count the rest, for the "of" of the mark.
-        total = max(rows_read, input_rows(config.input, parse=True) or 0)
+        total = max(rows_read, input_rows(config.input, parse=True, shape=config.input_shape) or 0)
         counts = sink.write_finished(total)
     if counts is None:
         return

@@ -42,7 +42,7 @@ from typing import IO, Any
 import httpx
 
 from batchrun.config.load import RunConfig
-from batchrun.core.errors import ConfigError, OutputError
+from batchrun.core.errors import ConfigError, InputError, InvalidRowError, OutputError
 from batchrun.cost.prices import PriceTable
 from batchrun.cost.projection import (
     MAX_SAMPLE,
@@ -53,6 +53,7 @@ from batchrun.cost.projection import (
     project,
 )
 from batchrun.drivers.online import run_async
+from batchrun.drivers.preflight import check_every_row_can_be_built
 from batchrun.drivers.progress import Progress
 from batchrun.drivers.session import redo_lapsed
 from batchrun.engine.connect import open_client
@@ -120,6 +121,7 @@ async def estimate_async(
     random rows (``seed``) for real into the job's output first and projects from them.
     ``transport``, ``clock`` and ``sleep`` are seams for tests.
     """
+    check_every_row_can_be_built(config)  # before any pilot row is sent or count is asked
     level: Level = "pilot" if pilot else "exact" if exact else "offline"
     est = Estimate(level=level, exact=exact, input=config.input, output=config.output)
     est.batch_factor = config.prices.batch_price_factor
@@ -137,7 +139,9 @@ async def estimate_async(
             client = await stack.enter_async_context(open_client(config, transport))
             rpm = count_rpm if count_rpm is not None else (None if config.simulate else COUNT_RPM)
             counter = TokenCounter(client, rpm, config.max_retries, clock, sleep)
-        await _input_pass(config, est, scan, counter, progress_stream)
+        first_problem = await _input_pass(config, est, scan, counter, progress_stream)
+    if est.rows and est.invalid == est.rows:
+        raise NoValidRowsError(config, est.rows, first_problem)
     if counter is not None:
         est.counted = counter.calls
         est.count_failures = counter.failures
@@ -180,17 +184,38 @@ def choose_sample(valid: Sequence[int], size: int, seed: int) -> set[int]:
 
 def _valid_rows(config: RunConfig) -> Sequence[int]:
     """Indexes of the rows a run would send (8 bytes each: inputs can have millions)."""
-    valid = array(
-        "q",
-        (
-            r.index
-            for r in read_rows(config.input, shape=config.input_shape)
-            if _prepared(r, config)
-        ),
-    )
+    valid = array("q")
+    rows = 0
+    first_problem: InvalidRowError | None = None
+    for row in read_rows(config.input, shape=config.input_shape):
+        rows += 1
+        problem = prepare(row, config).problem
+        if problem is None:
+            valid.append(row.index)
+        elif first_problem is None:
+            first_problem = problem
     if not valid:
-        raise ConfigError(f"{config.input}: no valid rows to run a pilot on")
+        raise NoValidRowsError(config, rows, first_problem, "to run a pilot on")
     return valid
+
+
+class NoValidRowsError(InputError):
+    """No row of the input can be sent: there is nothing to estimate (exit 1)."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        rows: int,
+        first: InvalidRowError | None,
+        purpose: str = "to estimate",
+    ) -> None:
+        how_many = "its one row" if rows == 1 else f"any of its {rows:,} rows"
+        label = "Why" if rows == 1 else "The first"
+        why = f". {label}: {first}" if first is not None else ""
+        super().__init__(
+            f"no row of {config.input} can be sent (checked {how_many}), so there is "
+            f"nothing {purpose}{why}. `batchrun validate` lists every row's problems"
+        )
 
 
 async def _run_pilot(
@@ -315,21 +340,11 @@ class _OutputScan:
 
 
 def model_key(prices: PriceTable, model: str | None) -> str:
-    """The name a model is reported under: its price-table key, else its id without a date."""
-    price = prices.lookup(model)
-    if price is not None:
-        return price.model
-    text = model or "(none)"
-    head, _, tail = text.rpartition("-")
-    return head if head and len(tail) == 8 and tail.isdigit() else text
+    """The name a model is reported under (``PriceTable.resolve``)."""
+    return prices.resolve(model) if model else "(none)"
 
 
 # --- the pass over the input -----------------------------------------------------------------
-
-
-def _prepared(row: InputRow, config: RunConfig) -> dict[str, Any] | None:
-    """The body a run would send for ``row`` (the run's own ``prepare``), or None if none."""
-    return prepare(row, config).body
 
 
 async def _input_pass(
@@ -338,19 +353,27 @@ async def _input_pass(
     scan: _OutputScan,
     counter: TokenCounter | None,
     progress_stream: IO[str] | None,
-) -> None:
-    """Build every request, estimate (or count) its input, and sort rows into the lines."""
+) -> InvalidRowError | None:
+    """Build every request, estimate (or count) its input, and sort rows into the lines.
+
+    Returns the problem of the first invalid row (in input order), if any.
+    """
     est.models = scan.lines
     groups: dict[tuple[str, int], Pending] = {}
     prices = config.prices
     progress: Progress | None = None
     lapsed_sent = redo_lapsed(config)  # the run sends expired batch rows again
+    first_problem: tuple[int, InvalidRowError] | None = None
 
     async def visit(row: InputRow) -> None:
+        nonlocal first_problem
         est.rows += 1
-        body = _prepared(row, config)
+        work = prepare(row, config)  # the run's own: what it would send, or why not
+        body = work.body
         if body is None:
             est.invalid += 1
+            if work.problem is not None and (first_problem is None or row.index < first_problem[0]):
+                first_problem = (row.index, work.problem)
             return
         key = model_key(prices, body.get("model"))
         line = est.models.setdefault(key, ModelLine(key, prices.lookup(key)))
@@ -399,6 +422,7 @@ async def _input_pass(
         finally:
             progress.close()
     est.pending_groups = list(groups.values())
+    return None if first_problem is None else first_problem[1]
 
 
 def _project(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from batchrun.core.humanize import duration_s, money
+from batchrun.cost.prices import suggestion
 from batchrun.estimation.figures import Duration, Estimate, ModelLine
 
 
@@ -49,7 +50,9 @@ def _model_lines(name: str, m: ModelLine, factor: Decimal) -> list[str]:
         r = m.price.rates
         head = f"  {name}  ({m.price.name}: ${r.input}/M in, ${r.output}/M out)"
     else:
-        head = f"  {name}  (no price)"
+        # The packaged table's models: a name the user's --prices file adds is priced anyway.
+        hint = suggestion(name)
+        head = f"  {name}  (no price{f'; {hint}' if hint else ''})"
     out = [head]
     out.append(
         f"    rows        {m.rows:,}"

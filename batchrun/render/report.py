@@ -11,7 +11,7 @@ from collections import Counter
 from typing import Any
 
 from batchrun.core.humanize import duration_ms, duration_s, money
-from batchrun.reporting.report import LogHistogram, Report, iso_seconds
+from batchrun.reporting.report import LogHistogram, ModelTotals, Report, iso_seconds
 from batchrun.store.latest import Source
 
 
@@ -26,13 +26,10 @@ def source_state(source: Source) -> str:
 
 def format_report(rep: Report) -> str:
     """The report a person reads in a terminal."""
-    lines = []
-    for s in rep.sources:
-        lines.append(f"batchrun report: {s.path} ({s.rows:,} rows; {source_state(s)})")
-    if len(rep.sources) > 1:
-        lines.append(f"  all outputs  {rep.rows:,} rows")
+    lines = _source_lines(rep)
     ok_share = f" ({rep.ok / rep.rows:.1%} ok)" if rep.rows else ""
     lines.append(f"  rows        {rep.rows:,}: ok {rep.ok:,}, error {rep.error:,}{ok_share}")
+    lines.extend(f"  warning     {warning}" for warning in rep.warnings())
     if rep.stop_reasons:
         lines.append("  stop        " + _counts(rep.stop_reasons))
     if rep.errors:
@@ -63,8 +60,41 @@ def format_report(rep: Report) -> str:
         mean = sum(k * v for k, v in rep.attempts.items()) / total
         spread = ", ".join(f"{k}: {v:,}" for k, v in sorted(rep.attempts.items()))
         lines.append(f"  attempts    mean {mean:.2f}  ({spread})")
+        lines.append(
+            f"  retries     {rep.retries:,} (attempts past the first)"
+            + (f"; {_rows(rep.rate_limited)} ended on a 429" if rep.rate_limited else "")
+        )
     lines.append("  throughput  " + _throughput_line(rep))
     return "\n".join(lines)
+
+
+def _source_lines(rep: Report) -> list[str]:
+    """One output: its header. Several: one line each (rows, outcome, cost, state), and the
+    lines after them are the totals of all."""
+    if len(rep.sources) <= 1 or len(rep.per_source) != len(rep.sources):
+        return [
+            f"batchrun report: {s.path} ({s.rows:,} rows; {source_state(s)})" for s in rep.sources
+        ]
+    width = max(len(str(t.source.path)) for t in rep.per_source)
+    out = [f"batchrun report: {len(rep.sources)} outputs"]
+    for t in rep.per_source:
+        unpriced = f" + {t.unpriced:,} unpriced" if t.unpriced else ""
+        out.append(
+            f"  output      {t.source.path!s:<{width}}  {t.source.rows:>9,} rows: "
+            f"ok {t.ok:,}, error {t.error:,}  {money(t.cost_usd)}{unpriced}  "
+            f"({source_state(t.source)})"
+        )
+    out.append(f"  all outputs {rep.rows:,} rows")
+    return out
+
+
+def spellings_note(name: str, totals: ModelTotals) -> str:
+    """The ways the rows spelt a model, most rows first, when there were several ("" when
+    there was one: the model's name says enough)."""
+    spelt = sorted(totals.spellings.items(), key=lambda kv: (-kv[1], kv[0]))
+    if len(spelt) < 2:
+        return ""
+    return "as " + ", ".join(f"{spelling} ({rows:,})" for spelling, rows in spelt)
 
 
 def _cost_notes(rep: Report) -> str:
@@ -91,6 +121,9 @@ def _model_table(rep: Report) -> list[str]:
             f"{m.output_tokens:>12,} {money(m.cost_usd):>11}"
             + (f"  ({m.unpriced:,} unpriced)" if m.unpriced else "")
         )
+        note = spellings_note(name, m)
+        if note:
+            out.append(f"      {note}")
     return out
 
 
@@ -119,6 +152,10 @@ def _throughput_line(rep: Report) -> str:
         paused = f", {rep.active_minutes:,} active minutes"
     collected = "; batch rows count when collected" if "batches" in rep.vias else ""
     return f"{per_min} ({rep.rows:,} rows from {window}{paused}{collected})"
+
+
+def _rows(n: int) -> str:
+    return f"{n:,} row" if n == 1 else f"{n:,} rows"
 
 
 def _counts(counter: Counter[Any]) -> str:

@@ -1,6 +1,6 @@
 """``batchrun report --html``: the report as one self-contained page with inline SVG charts.
 
-Why hand-written SVG: the four charts are bars and lines on two kinds of axis, a few hundred
+Why hand-written SVG: the five charts are bars and lines on two kinds of axis, a few hundred
 lines of code, and the page must open anywhere (a laptop, a CI artifact, an email) with no
 network and no JavaScript; a plotting library would add a heavy dependency for less control.
 Everything is escaped, so prompts and error messages in the data cannot inject markup.
@@ -18,8 +18,8 @@ from html import escape
 
 from batchrun import __version__
 from batchrun.core.humanize import duration_ms, duration_s, money
-from batchrun.render.report import source_state
-from batchrun.reporting.report import LogHistogram, Report
+from batchrun.render.report import source_state, spellings_note
+from batchrun.reporting.report import LogHistogram, ModelTotals, Report
 
 # Colours: one hue per kind of token, used by every chart, plus status colours.
 INPUT = "#3b6fb6"
@@ -31,21 +31,23 @@ ERROR = "#c8423b"
 INK = "#1f2933"
 MUTED = "#6b7785"
 GRID = "#e4e8ee"
+RETRY = "#d9a23a"
 
 MAX_BARS = 120
 WIDTH = 540
+# Chart text is 11 px sans-serif; this is wider than its average glyph (digits are 0.56 em),
+# so a width reckoned from it is an upper bound used to keep labels apart and inside the SVG.
+CHAR_WIDTH = 6.6
+LABEL_GAP = 6
 
 
 def render_html(rep: Report, *, title: str = "batchrun report") -> str:
     """The whole page as a string."""
     made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    sources = "".join(
-        f"<li><code>{escape(str(s.path))}</code> — {s.rows:,} rows"
-        f"{'' if source_state(s) == 'final' else f' ({escape(source_state(s))})'}</li>"
-        for s in rep.sources
-    )
+    warnings = "".join(f"<div class='warn'>{escape(w)}</div>" for w in rep.warnings())
     body = [
-        f"<header><h1>{escape(title)}</h1><ul class='src'>{sources}</ul></header>",
+        f"<header><h1>{escape(title)}</h1>{_sources(rep)}</header>",
+        warnings,
         _cards(rep),
         "<section class='grid'>",
         _panel(
@@ -60,6 +62,11 @@ def render_html(rep: Report, *, title: str = "batchrun report") -> str:
         ),
         _panel("Tokens by model", "input, cache write, cache read and output", tokens_chart(rep)),
         _panel("Cost by model", "USD from each row's own usage", cost_chart(rep)),
+        _panel(
+            "Retries and 429s over time",
+            "attempts past the first (any cause) and rows that ended on a 429, per minute",
+            retries_chart(rep),
+        ),
         "</section>",
         "<section class='grid'>",
         _panel("Rows", "by status and stop reason", _status_table(rep)),
@@ -107,11 +114,33 @@ td.msg{{color:{MUTED};font-size:12px;word-break:break-word}}
 .legend i{{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:5px;
  vertical-align:-1px}}
 .empty{{color:{MUTED};padding:30px 0;text-align:center}}
+.warn{{background:#fff4e0;border-left:4px solid {OUTPUT};border-radius:6px;padding:10px 14px;
+ margin-bottom:14px}}
+.spelt{{display:block;color:{MUTED};font-size:11px}}
 footer{{color:{MUTED};font-size:12px;text-align:center;margin-top:8px}}
 """
 
 
 # --- cards and tables --------------------------------------------------------------------
+
+
+def _sources(rep: Report) -> str:
+    """The outputs read: one line each, with its rows, outcome, cost and state."""
+    if len(rep.per_source) != len(rep.sources):  # a Report not made by ``report``
+        items = [
+            f"<li><code>{escape(str(s.path))}</code> — {s.rows:,} rows"
+            f" ({escape(source_state(s))})</li>"
+            for s in rep.sources
+        ]
+    else:
+        items = [
+            f"<li><code>{escape(str(t.source.path))}</code> — {t.source.rows:,} rows: "
+            f"ok {t.ok:,}, error {t.error:,}, {escape(money(t.cost_usd))}"
+            f"{f' + {t.unpriced:,} unpriced' if t.unpriced else ''}"
+            f" ({escape(source_state(t.source))})</li>"
+            for t in rep.per_source
+        ]
+    return f"<ul class='src'>{''.join(items)}</ul>"
 
 
 def _cards(rep: Report) -> str:
@@ -148,9 +177,8 @@ def _cards(rep: Report) -> str:
 
 
 def _rate(per_minute: float | None) -> str:
-    if per_minute is None:
-        return "–"
-    return f"{per_minute / 60:,.1f}/s" if per_minute >= 600 else f"{per_minute:,.1f}/min"
+    """Always per minute, the unit of the text report and of the throughput chart."""
+    return "–" if per_minute is None else f"{per_minute:,.1f}/min"
 
 
 def _cost_detail(rep: Report) -> str:
@@ -207,7 +235,7 @@ def _models_table(rep: Report) -> str:
     if not rep.models:
         return "<div class='empty'>no rows</div>"
     body = "".join(
-        f"<tr><td><code>{escape(name)}</code></td><td class='n'>{m.rows:,}</td>"
+        f"<tr><td><code>{escape(name)}</code>{_spelt(name, m)}</td><td class='n'>{m.rows:,}</td>"
         f"<td class='n'>{m.ok:,}</td><td class='n'>{m.input_tokens:,}</td>"
         f"<td class='n'>{m.cache_creation_input_tokens:,}</td>"
         f"<td class='n'>{m.cache_read_input_tokens:,}</td><td class='n'>{m.output_tokens:,}</td>"
@@ -220,6 +248,11 @@ def _models_table(rep: Report) -> str:
         "<th class='n'>input</th><th class='n'>cache write</th><th class='n'>cache read</th>"
         f"<th class='n'>output</th><th class='n'>cost</th></tr>{body}</table>"
     )
+
+
+def _spelt(name: str, m: ModelTotals) -> str:
+    note = spellings_note(name, m)
+    return f"<span class='spelt'>{escape(note)}</span>" if note else ""
 
 
 # --- charts ------------------------------------------------------------------------------
@@ -276,8 +309,9 @@ def latency_chart(hist: LogHistogram) -> str:
                 _rect(x0 + 0.5, y(count), max(x1 - x0 - 1, 1), f.top + f.h - y(count), INPUT)
             )
     for value in _log_ticks(bins[0][0], bins[-1][1]):
-        parts.append(_text(x(value), f.height - 10, duration_ms(value), "middle"))
-    for row, q in enumerate((0.5, 0.9, 0.99)):
+        parts.append(_tick_label(x(value), f.height - 10, duration_ms(value)))
+    marks: list[tuple[float, str]] = []
+    for q in (0.5, 0.9, 0.99):
         v = hist.quantile(q)
         if v is None:
             continue
@@ -286,69 +320,213 @@ def latency_chart(hist: LogHistogram) -> str:
             f"<line x1='{xv:.1f}' x2='{xv:.1f}' y1='{f.top}' y2='{f.top + f.h}' "
             f"stroke='{OUTPUT}' stroke-width='1.5' stroke-dasharray='4 3'/>"
         )
-        # Labels on three rows so close percentiles do not overprint; flipped at the right.
-        flip = xv > f.left + f.w - 80
-        label = f"p{round(q * 100)} {duration_ms(v)}"
-        y_label = f.top + 10 + 14 * row
-        parts.append(
-            _text(xv - 4 if flip else xv + 4, y_label, label, "end" if flip else "start", cls="v")
-        )
+        marks.append((xv, f"p{round(q * 100)} {duration_ms(v)}"))
+    parts.extend(_percentile_labels(marks, f))
     parts.append(_axis(f))
     return f.svg("".join(parts), "latency histogram")
 
 
+def _percentile_labels(marks: Sequence[tuple[float, str]], f: _Frame) -> list[str]:
+    """The labels of the percentile lines: each just right of its line where there is room,
+    moved apart where lines are close, so no two overlap and none leaves the SVG. On a
+    white ground, so the bars and dashes behind do not blur them."""
+    labels = [label for _, label in marks]
+    widths = [text_width(label) for label in labels]
+    lefts = place_labels([xv + 4 for xv, _ in marks], widths, 2.0, WIDTH - 2.0)
+    rows: list[float] = [f.top + 10] * len(marks)
+    if lefts is None:  # too many to fit side by side: one row each
+        lefts = [
+            min(max(xv + 4, 2.0), WIDTH - 2.0 - w) for (xv, _), w in zip(marks, widths, strict=True)
+        ]
+        rows = [f.top + 10 + 14 * k for k in range(len(marks))]
+    out = []
+    for left, width, baseline, label in zip(lefts, widths, rows, labels, strict=True):
+        out.append(
+            f"<rect x='{left - 2:.1f}' y='{baseline - 10:.1f}' width='{width + 4:.1f}' "
+            "height='13' fill='#fff' fill-opacity='0.85'/>"
+        )
+        out.append(_text(left, baseline, label, "start", cls="v"))
+    return out
+
+
+def place_labels(
+    wanted: Sequence[float], widths: Sequence[float], low: float, high: float
+) -> list[float] | None:
+    """Left edges for labels that want to start at ``wanted``, as near to it as they can be
+    while ``LABEL_GAP`` apart, in order, and inside ``low``..``high``; None when they cannot
+    all fit on one line. ``wanted`` must be in increasing order."""
+    n = len(wanted)
+    if sum(widths) + LABEL_GAP * max(n - 1, 0) > high - low:
+        return None
+    lefts = list(wanted)
+    for i in range(n):  # left to right: push each label clear of the one before
+        floor = low if i == 0 else lefts[i - 1] + widths[i - 1] + LABEL_GAP
+        lefts[i] = max(lefts[i], floor)
+    for i in reversed(range(n)):  # right to left: pull back inside the right edge
+        ceiling = high - widths[i] if i == n - 1 else lefts[i + 1] - LABEL_GAP - widths[i]
+        lefts[i] = min(lefts[i], ceiling)
+    return lefts
+
+
+def text_width(text: str) -> float:
+    """An upper bound on the width of chart text (see ``CHAR_WIDTH``)."""
+    return len(text) * CHAR_WIDTH
+
+
 def throughput_chart(rep: Report) -> str:
     """Answers per minute over the run: ok and error columns, stacked."""
-    ok_counts, error_counts, unit = _time_series(rep)
-    keys = sorted(set(ok_counts) | set(error_counts))
-    if not keys:
+    timeline = _timeline(rep)
+    if timeline is None:
         return "<div class='empty'>no finish times recorded</div>"
-    first, last = keys[0], keys[-1]
-    span = (last - first + 1) * unit
-    bar_s = next((b for b in _BAR_SECONDS if span / b <= MAX_BARS), math.ceil(span / MAX_BARS))
-    per_bar = max(1, bar_s // unit)
-    bars = []
-    for start in range(first, last + 1, per_bar):
-        window = range(start, min(start + per_bar, last + 1))
-        scale = 60 / (len(window) * unit)  # answers in the bar -> answers per minute
-        ok = sum(ok_counts.get(k, 0) for k in window) * scale
-        err = sum(error_counts.get(k, 0) for k in window) * scale
-        bars.append((start * unit, ok, err))
+    ok_counts, error_counts = _finished_series(rep)
+    ok_rates, error_rates = timeline.rates([ok_counts, error_counts])
+    bars = list(zip(ok_rates, error_rates, strict=True))
     f = _Frame(240)
-    y_ticks = nice_ticks(max(ok + err for _, ok, err in bars))
+    y_ticks = nice_ticks(max(ok + err for ok, err in bars))
     top = y_ticks[-1]
 
     def y(count: float) -> float:
         return f.top + f.h - count / top * f.h
 
-    step = f.w / len(bars)
     parts = _y_grid(f, y_ticks, y, _int_label)
-    for k, (_, ok, err) in enumerate(bars):
-        x0 = f.left + k * step + (0.5 if step > 3 else 0)
-        width = max(step - (1 if step > 3 else 0), 0.6)
+    for k, (ok, err) in enumerate(bars):
+        x0, width = timeline.slot(f, k)
         if ok:
             parts.append(_rect(x0, y(ok), width, f.top + f.h - y(ok), OK))
         if err:
             parts.append(_rect(x0, y(ok + err), width, y(ok) - y(ok + err), ERROR))
-    clock = "%H:%M:%S" if span < 3600 else "%H:%M" if span < 86_400 else "%d %b %H:%M"
-    for k in _spread(len(bars), 5):
-        label = datetime.fromtimestamp(bars[k][0], timezone.utc).strftime(clock)
-        parts.append(_text(f.left + (k + 0.5) * step, f.height - 10, label, "middle"))
+    parts.extend(timeline.labels(f))
     parts.append(_axis(f))
-    note = f"each bar is {duration_s(per_bar * unit)} · "
-    legend = _legend([(OK, "ok"), (ERROR, "error")], f"{note}times in UTC")
+    legend = _legend([(OK, "ok"), (ERROR, "error")], timeline.note())
     return f.svg("".join(parts), "answers per minute") + legend
+
+
+def retries_chart(rep: Report) -> str:
+    """Retries and rows that ended on a 429, per minute, on the throughput chart's time axis.
+
+    Rows record how many attempts they took, not when each retry happened, so a row's retries
+    are counted when it finished; a 429 that a retry got past shows only as a retry.
+    """
+    timeline = _timeline(rep)
+    if timeline is None:
+        return "<div class='empty'>no finish times recorded</div>"
+    retries, limited = _retry_series(rep)
+    if not any(retries.values()) and not any(limited.values()):
+        return "<div class='empty'>no retries and no 429s</div>"
+    retry_rates, limited_rates = timeline.rates([retries, limited])
+    f = _Frame(240)
+    y_ticks = nice_ticks(max(max(retry_rates), max(limited_rates)))
+    top = y_ticks[-1]
+
+    def y(count: float) -> float:
+        return f.top + f.h - count / top * f.h
+
+    parts = _y_grid(f, y_ticks, y, _int_label)
+    for k, (tries, ended) in enumerate(zip(retry_rates, limited_rates, strict=True)):
+        x0, width = timeline.slot(f, k)
+        if tries:
+            parts.append(_rect(x0, y(tries), width, f.top + f.h - y(tries), RETRY))
+        if ended:  # a narrower bar in front, so both stay visible where they meet
+            inset = width / 4
+            parts.append(_rect(x0 + inset, y(ended), width / 2, f.top + f.h - y(ended), ERROR))
+    parts.extend(timeline.labels(f))
+    parts.append(_axis(f))
+    legend = _legend(
+        [(RETRY, f"retries ({rep.retries:,})"), (ERROR, f"ended on a 429 ({rep.rate_limited:,})")],
+        f"counted when the row finished · {timeline.note()}",
+    )
+    return f.svg("".join(parts), "retries and 429s over time") + legend
+
+
+@dataclass(frozen=True)
+class _Timeline:
+    """The bars of a chart over the run's time: ``bars`` windows of ``per_bar`` keys of
+    ``unit`` seconds, from key ``first``. Shared by the charts over time, so they line up."""
+
+    first: int
+    last: int
+    unit: int
+    per_bar: int
+
+    @property
+    def starts(self) -> range:
+        return range(self.first, self.last + 1, self.per_bar)
+
+    @property
+    def span_s(self) -> int:
+        return (self.last - self.first + 1) * self.unit
+
+    def rates(self, series: Sequence[Mapping[int, int]]) -> list[list[float]]:
+        """Each series summed per bar and scaled to a count per minute."""
+        out: list[list[float]] = [[] for _ in series]
+        for start in self.starts:
+            window = range(start, min(start + self.per_bar, self.last + 1))
+            per_minute = 60 / (len(window) * self.unit)
+            for values, counts in zip(out, series, strict=True):
+                values.append(sum(counts.get(k, 0) for k in window) * per_minute)
+        return out
+
+    def slot(self, f: _Frame, k: int) -> tuple[float, float]:
+        """Left edge and width of bar ``k``."""
+        step = f.w / len(self.starts)
+        x0 = f.left + k * step + (0.5 if step > 3 else 0)
+        return x0, max(step - (1 if step > 3 else 0), 0.6)
+
+    def labels(self, f: _Frame) -> list[str]:
+        span = self.span_s
+        clock = "%H:%M:%S" if span < 3600 else "%H:%M" if span < 86_400 else "%d %b %H:%M"
+        starts = self.starts
+        step = f.w / len(starts)
+        out = []
+        for k in _spread(len(starts), 5):
+            moment = datetime.fromtimestamp(starts[k] * self.unit, timezone.utc)
+            out.append(
+                _tick_label(f.left + (k + 0.5) * step, f.height - 10, moment.strftime(clock))
+            )
+        return out
+
+    def note(self) -> str:
+        return (
+            f"each bar is {duration_s(self.per_bar * self.unit)}, shown per minute · times in UTC"
+        )
+
+
+def _timeline(rep: Report) -> _Timeline | None:
+    """The time axis of the rows that finished, or None when none has a finish time."""
+    ok_counts, error_counts = _finished_series(rep)
+    keys = sorted(set(ok_counts) | set(error_counts))
+    if not keys:
+        return None
+    unit = _unit(rep)
+    first, last = keys[0], keys[-1]
+    span = (last - first + 1) * unit
+    bar_s = next((b for b in _BAR_SECONDS if span / b <= MAX_BARS), math.ceil(span / MAX_BARS))
+    return _Timeline(first, last, unit, max(1, bar_s // unit))
 
 
 # Bar widths in seconds: the first that keeps the bars at most MAX_BARS.
 _BAR_SECONDS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21_600, 86_400)
 
 
-def _time_series(rep: Report) -> tuple[Mapping[int, int], Mapping[int, int], int]:
-    """Finished rows per second for a short run, else per minute; and the unit in seconds."""
-    if rep.ok_per_second is not None and rep.error_per_second is not None and rep.span_s < 7200:
-        return rep.ok_per_second, rep.error_per_second, 1
-    return rep.ok_per_minute, rep.error_per_minute, 60
+def _unit(rep: Report) -> int:
+    """Seconds per key of the series: 1 for a short run kept per second, else 60."""
+    per_second = rep.ok_per_second is not None and rep.error_per_second is not None
+    return 1 if per_second and rep.span_s < 7200 else 60
+
+
+def _finished_series(rep: Report) -> tuple[Mapping[int, int], Mapping[int, int]]:
+    """Rows finished ok and in error, by second or minute (``_unit``)."""
+    if _unit(rep) == 1 and rep.ok_per_second is not None and rep.error_per_second is not None:
+        return rep.ok_per_second, rep.error_per_second
+    return rep.ok_per_minute, rep.error_per_minute
+
+
+def _retry_series(rep: Report) -> tuple[Mapping[int, int], Mapping[int, int]]:
+    """Retries and rows ended on a 429, in the same keys as ``_finished_series``."""
+    seconds = (rep.retries_per_second, rep.rate_limited_per_second)
+    if _unit(rep) == 1 and seconds[0] is not None and seconds[1] is not None:
+        return seconds[0], seconds[1]
+    return rep.retries_per_minute, rep.rate_limited_per_minute
 
 
 def tokens_chart(rep: Report) -> str:
@@ -404,7 +582,7 @@ def _hbars(
             f"<line x1='{x(t):.1f}' x2='{x(t):.1f}' y1='{f.top}' y2='{f.top + f.h}' "
             f"stroke='{GRID}'/>"
         )
-        out.append(_text(x(t), f.height - 8, (tick_label or label)(t), "middle"))
+        out.append(_tick_label(x(t), f.height - 8, (tick_label or label)(t)))
     for k, (name, parts) in enumerate(rows):
         y0 = f.top + k * band + 7
         start = 0.0
@@ -415,7 +593,9 @@ def _hbars(
                 )
             start += value
         out.append(_text(f.left - 8, y0 + (band - 14) / 2 + 4, _clip(name, 30), "end", cls="v"))
-        out.append(_text(x(start) + 6, y0 + (band - 14) / 2 + 4, label(start), "start", cls="v"))
+        shown = label(start)
+        left = min(x(start) + 6, WIDTH - 2 - text_width(shown))
+        out.append(_text(left, y0 + (band - 14) / 2 + 4, shown, "start", cls="v"))
     return f.svg("".join(out), title)
 
 
@@ -480,6 +660,13 @@ def _rect(x: float, y: float, w: float, h: float, fill: str) -> str:
 def _text(x: float, y: float, text: str, anchor: str, *, cls: str = "") -> str:
     klass = f" class='{cls}'" if cls else ""
     return f"<text x='{x:.1f}' y='{y:.1f}' text-anchor='{anchor}'{klass}>{escape(text)}</text>"
+
+
+def _tick_label(x: float, y: float, text: str) -> str:
+    """Text centred on ``x`` where it fits, moved in so it stays whole inside the SVG."""
+    half = text_width(text) / 2
+    centre = min(max(x, half + 1), WIDTH - half - 1)
+    return _text(centre, y, text, "middle")
 
 
 def _legend(items: list[tuple[str, str]], note: str) -> str:

@@ -4,7 +4,7 @@ invalid rows."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from batchrun.store.row_state import LAPSED_REASONS
 
@@ -61,6 +61,88 @@ def format_summary(summary: RunSummary, config: RunConfig) -> str:
     lines.extend(_rate_limit_lines(summary))
     lines.append(f"  elapsed     {summary.elapsed_s:.1f} s ({summary.rows_per_second:,.1f} rows/s)")
     return "\n".join(lines)
+
+
+SUMMARY_SCHEMA = 1  # bumped when a key of ``summary_dict`` changes meaning or goes away
+
+
+def summary_dict(summary: RunSummary) -> dict[str, Any]:
+    """The run's summary for scripts (``run --json``): what ``format_summary`` says, as JSON
+    values. ``outcome`` is ``complete`` (the final dataset is written), ``partial`` (a
+    stopped run wrote the rows it finished), or ``incomplete`` (nothing written yet)."""
+    final, partial = summary.final, summary.partial
+    written = final if final is not None else partial
+    outcome = (
+        "complete" if final is not None else "partial" if partial is not None else "incomplete"
+    )
+    return {
+        "schema": SUMMARY_SCHEMA,
+        "input": str(summary.input),
+        "output": str(summary.output),
+        "via": summary.via,
+        "outcome": outcome,
+        "exit_code": summary.exit_code,
+        "output_rows": None
+        if written is None
+        else {"rows": written.rows, "ok": written.ok, "error": written.error, "of": written.of},
+        "rows": {
+            "input": summary.total_rows,
+            "todo": summary.todo,
+            "finished": summary.finished,
+            "ok": summary.ok,
+            "error": summary.error,
+            "invalid": summary.invalid,
+            "skipped": summary.skipped,
+        },
+        "stop_reasons": dict(summary.stop_reasons.most_common()),
+        "error_types": dict(summary.error_types.most_common()),
+        "tokens": {
+            "input": summary.input_tokens,
+            "output": summary.output_tokens,
+            "cache_creation_input": summary.cache_creation_input_tokens,
+            "cache_read_input": summary.cache_read_input_tokens,
+        },
+        "cost_usd": round(summary.cost_usd, 10),  # a sum of floats: no 0.0160439999999
+        "unpriced": summary.unpriced,
+        "max_cost": summary.max_cost,
+        "budget_stop": summary.budget_stop,
+        "interrupted": summary.interrupted,
+        "retries": summary.retries,
+        "rate_limit": {
+            "answered_429": summary.rate_limited_429s,
+            "pauses": summary.rate_pauses,
+            "wait_s": round(summary.rate_wait_s, 3),
+            "limits": {
+                model: {"rpm": limits.rpm, "itpm": limits.itpm, "otpm": limits.otpm}
+                for model, limits in summary.rate_limits.items()
+                if limits.any
+            },
+        },
+        "concurrency_chosen": summary.concurrency_chosen,
+        "batches": None
+        if summary.via != "batches"
+        else {
+            "created": summary.batches_created,
+            "collected": summary.batches_collected,
+            "running": list(summary.batches_running),
+        },
+        "elapsed_s": round(summary.elapsed_s, 3),
+        "rows_per_second": round(summary.rows_per_second, 3),
+    }
+
+
+def failure_dict(config: RunConfig, error: str, exit_code: int) -> dict[str, Any]:
+    """``run --json`` when the run ended without a summary (an error, Ctrl-C): what went
+    wrong, so a script reading stdout always gets one JSON object."""
+    return {
+        "schema": SUMMARY_SCHEMA,
+        "input": str(config.input),
+        "output": str(config.output),
+        "via": config.via,
+        "outcome": "failed" if exit_code == 1 else "interrupted",
+        "exit_code": exit_code,
+        "error": error,
+    }
 
 
 def _resend_hints(summary: RunSummary, config: RunConfig) -> list[str]:

@@ -11,6 +11,10 @@ stopped by its budget or interrupted (journal only) reports just as well as a fi
 This module reads and totals; ``render.report`` and ``render.report_html`` turn the totals
 into text and a page for people.
 
+Rows are grouped by the model they resolve to in the price table (``PriceTable.resolve``), so
+``claude-haiku-4-5``, ``claude-haiku-4-5-20251001`` and a gateway's ``anthropic/claude-haiku-4.5``
+are one model; the spellings seen are kept with it.
+
     rep = report([Path("out/analysis.parquet")])
     rep.latency.quantile(0.99)
 """
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,8 +52,14 @@ COLUMNS = (
     "elapsed_ms",
     "finished_at",
     "via",
+    "http_status",
 )
 NO_MODEL = "(none)"
+RATE_LIMITED_STATUS = 429
+RATE_LIMIT_ERROR = "rate_limit_error"
+MAX_TOKENS = "max_tokens"
+# Warn when more than this share of the answers stopped at max_tokens: they are cut off.
+CUT_ANSWERS_SHARE = 0.5
 MAX_SECONDS = 20_000  # per-second counts kept for runs up to about five hours
 EXAMPLE_CHARS = 300
 
@@ -130,6 +140,32 @@ class ModelTotals:
     cache_read_input_tokens: int = 0
     cost_usd: float = 0.0
     unpriced: int = 0  # answered rows with no price, even now
+    # How the rows spelt the model (``claude-haiku-4-5-20251001``, ``anthropic/...``): rows.
+    spellings: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class SourceTotals:
+    """One output's share of the report: its rows, outcome and cost."""
+
+    source: Source
+    ok: int = 0
+    error: int = 0
+    cost_usd: float = 0.0
+    unpriced: int = 0
+
+    @property
+    def state(self) -> str:
+        """``final``, ``partial`` or ``journal only`` (see ``store.latest``)."""
+        return output_state(self.source)
+
+
+def output_state(source: Source) -> str:
+    """What an output was found as: ``final``, ``partial`` (a stopped run's rows) or
+    ``journal only`` (the run has not finished)."""
+    if source.partial is not None:
+        return "partial"
+    return "final" if source.final else "journal only"
 
 
 @dataclass
@@ -167,6 +203,15 @@ class Report:
     # The same per second, for the chart of a short run; dropped (None) past MAX_SECONDS keys.
     ok_per_second: Counter[int] | None = field(default_factory=Counter)
     error_per_second: Counter[int] | None = field(default_factory=Counter)
+    # Filled by ``report`` (not constructor arguments): each output's totals, in read order,
+    # and, by the minute (and second, like the above) a row finished, the retries it took
+    # (attempts past the first, for any reason) and the rows that ended on a 429.
+    per_source: list[SourceTotals] = field(default_factory=list, init=False)
+    rate_limited: int = field(default=0, init=False)  # rows that ended in error on a 429
+    retries_per_minute: Counter[int] = field(default_factory=Counter, init=False)
+    rate_limited_per_minute: Counter[int] = field(default_factory=Counter, init=False)
+    retries_per_second: Counter[int] | None = field(default_factory=Counter, init=False)
+    rate_limited_per_second: Counter[int] | None = field(default_factory=Counter, init=False)
 
     @property
     def ok(self) -> int:
@@ -194,6 +239,37 @@ class Report:
         minutes = min(self.span_s / 60, self.active_minutes)
         return self.rows / minutes if minutes > 0 else None
 
+    @property
+    def retries(self) -> int:
+        """Attempts past the first, over every row."""
+        return sum((attempts - 1) * rows for attempts, rows in self.attempts.items() if attempts)
+
+    @property
+    def answered(self) -> int:
+        """Rows the model answered (those with a stop reason)."""
+        return sum(self.stop_reasons.values())
+
+    @property
+    def cut_at_max_tokens(self) -> int:
+        return self.stop_reasons.get(MAX_TOKENS, 0)
+
+    @property
+    def mostly_cut(self) -> bool:
+        """True when more than half of the answers stopped at max_tokens."""
+        return self.answered > 0 and self.cut_at_max_tokens > CUT_ANSWERS_SHARE * self.answered
+
+    def warnings(self) -> list[str]:
+        """What a person should act on, one sentence each (text, HTML and JSON alike)."""
+        out = []
+        if self.mostly_cut:
+            out.append(
+                f"{self.cut_at_max_tokens:,} of {self.answered:,} answers "
+                f"({self.cut_at_max_tokens / self.answered:.0%}) stopped at max_tokens: they "
+                "are cut off. Raise --max-tokens (a re-run with --resend-changed sends them "
+                "again at the new limit)"
+            )
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (``batchrun report --json``)."""
         return {
@@ -206,8 +282,9 @@ class Report:
                     "partial": (
                         {"rows": s.partial.rows, "of": s.partial.of} if s.partial else None
                     ),
+                    **self._source_totals(i),
                 }
-                for s in self.sources
+                for i, s in enumerate(self.sources)
             ],
             "rows": self.rows,
             "status": dict(self.statuses.most_common()),
@@ -230,16 +307,39 @@ class Report:
                 for name, m in sorted(self.models.items())
             },
             "via": {
-                name: {**vars(m), "cost_usd": round(m.cost_usd, 6)}
+                name: {
+                    **{k: v for k, v in vars(m).items() if k != "spellings"},
+                    "cost_usd": round(m.cost_usd, 6),
+                }
                 for name, m in sorted(self.vias.items())
             },
             "latency_ms": _percentiles(self.latency),
             "elapsed_ms": _percentiles(self.elapsed),
             "attempts": {str(k): v for k, v in sorted(self.attempts.items())},
+            "retries": self.retries,
+            "rows_rate_limited": self.rate_limited,
+            "answers_cut_at_max_tokens": {
+                "rows": self.cut_at_max_tokens,
+                "of_answers": self.answered,
+                "most": self.mostly_cut,
+            },
+            "warnings": self.warnings(),
             "first_finished_at": iso_seconds(self.first_finished),
             "last_finished_at": iso_seconds(self.last_finished),
             "span_s": round(self.span_s, 3),
             "rows_per_minute": _round(self.rows_per_minute, 2),
+        }
+
+    def _source_totals(self, index: int) -> dict[str, Any]:
+        if index >= len(self.per_source):
+            return {}
+        t = self.per_source[index]
+        return {
+            "state": t.state,
+            "ok": t.ok,
+            "error": t.error,
+            "cost_usd": round(t.cost_usd, 6),
+            "rows_without_price": t.unpriced,
         }
 
 
@@ -255,8 +355,19 @@ def report(paths: Iterable[Path], prices: PriceTable | None = None) -> Report:
     table = prices or default_prices()
     rep = Report()
     for path in paths:
+        before = (rep.ok, rep.error, rep.cost_usd, rep.unpriced)
         for batch in latest_batches(path, COLUMNS, found=rep.sources):
             _fold(rep, batch, table)
+        ok, error, cost, unpriced = before
+        rep.per_source.append(
+            SourceTotals(
+                rep.sources[-1],
+                ok=rep.ok - ok,
+                error=rep.error - error,
+                cost_usd=rep.cost_usd - cost,
+                unpriced=rep.unpriced - unpriced,
+            )
+        )
     return rep
 
 
@@ -276,9 +387,10 @@ def _fold(rep: Report, batch: pa.RecordBatch, prices: PriceTable) -> None:
     rep.latency.add(batch.column("latency_ms"))
     rep.elapsed.add(batch.column("elapsed_ms"))
     _count_into(rep.attempts, batch.column("attempts"))
+    rep.rate_limited += _sum(pc.cast(_rate_limited(batch), pa.int64()))
     _fold_times(rep, batch)
     _fold_errors(rep, batch)
-    _fold_groups(rep.models, batch, "model")
+    _fold_groups(rep.models, batch, "model", prices.resolve)
     _fold_groups(rep.vias, _with_via(batch), "via")
     _price_unpriced(rep, batch, prices)
 
@@ -296,12 +408,31 @@ def _fold_times(rep: Report, batch: pa.RecordBatch) -> None:
     minutes = pc.divide(ms, 60_000)
     _count_into(rep.ok_per_minute, minutes.filter(is_ok))
     _count_into(rep.error_per_minute, minutes.filter(is_error))
+    # A row never sent (invalid) has 0 attempts and an older output none: no retries either.
+    retries = pc.max_element_wise(pc.subtract(pc.fill_null(batch.column("attempts"), 1), 1), 0)
+    limited = _rate_limited(batch)
+    _sum_into(rep.retries_per_minute, minutes, retries)
+    _count_into(rep.rate_limited_per_minute, minutes.filter(limited))
     if rep.ok_per_second is not None and rep.error_per_second is not None:
         seconds = pc.divide(ms, 1000)
         _count_into(rep.ok_per_second, seconds.filter(is_ok))
         _count_into(rep.error_per_second, seconds.filter(is_error))
+        if rep.retries_per_second is not None and rep.rate_limited_per_second is not None:
+            _sum_into(rep.retries_per_second, seconds, retries)
+            _count_into(rep.rate_limited_per_second, seconds.filter(limited))
         if len(rep.ok_per_second) + len(rep.error_per_second) > MAX_SECONDS:
             rep.ok_per_second = rep.error_per_second = None
+            rep.retries_per_second = rep.rate_limited_per_second = None
+
+
+def _rate_limited(batch: pa.RecordBatch) -> pa.Array:
+    """Rows in error whose last answer was a 429 (by status, or by the error type): their
+    retries ran out, or the wait the 429 asked for was longer than --max-retry-wait."""
+    on_429 = pc.or_kleene(
+        pc.equal(batch.column("http_status"), RATE_LIMITED_STATUS),
+        pc.equal(batch.column("error_type"), RATE_LIMIT_ERROR),
+    )
+    return pc.fill_null(pc.and_(pc.equal(batch.column("status"), STATUS_ERROR), on_429), False)
 
 
 def _fold_errors(rep: Report, batch: pa.RecordBatch) -> None:
@@ -323,8 +454,14 @@ def _with_via(batch: pa.RecordBatch) -> pa.RecordBatch:
     return batch.set_column(i, "via", pc.fill_null(batch.column(i), "online"))
 
 
-def _fold_groups(into: dict[str, ModelTotals], batch: pa.RecordBatch, key: str) -> None:
-    """Rows, tokens and cost per value of ``key`` (model, or how rows were sent)."""
+def _fold_groups(
+    into: dict[str, ModelTotals],
+    batch: pa.RecordBatch,
+    key: str,
+    name_of: Callable[[str | None], str] | None = None,
+) -> None:
+    """Rows, tokens and cost per value of ``key`` (model, or how rows were sent); ``name_of``
+    merges values that mean the same (a model's spellings), which are then kept."""
     table = pa.Table.from_batches([batch]).select(
         [
             key,
@@ -350,7 +487,12 @@ def _fold_groups(into: dict[str, ModelTotals], batch: pa.RecordBatch, key: str) 
         ]
     )
     for row in grouped.to_pylist():
-        totals = into.setdefault(row[key] or NO_MODEL, ModelTotals())
+        value = row[key]
+        name = name_of(value) if name_of is not None else value or NO_MODEL
+        totals = into.setdefault(name, ModelTotals())
+        if name_of is not None:
+            spelt = value or NO_MODEL
+            totals.spellings[spelt] = totals.spellings.get(spelt, 0) + row["count_all"]
         totals.rows += row["count_all"]
         totals.ok += row["ok_sum"] or 0
         totals.input_tokens += row["input_tokens_sum"] or 0
@@ -377,7 +519,7 @@ def _price_unpriced(rep: Report, batch: pa.RecordBatch, prices: PriceTable) -> N
             batch=row["via"] == "batches",
         )
         cost = prices.cost(row["model"], usage)
-        model = row["model"] or NO_MODEL
+        model = prices.resolve(row["model"])
         if cost is None:
             rep.unpriced += 1
             rep.unpriced_models.add(model)
@@ -398,6 +540,19 @@ def _count_into(counter: Counter[Any], values: pa.Array) -> None:
         counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True
     ):
         counter[value] += count
+
+
+def _sum_into(counter: Counter[Any], keys: pa.Array, values: pa.Array) -> None:
+    """Add up ``values`` by ``keys`` (rows with a null key are left out); zeros are not kept."""
+    table = pa.table({"key": keys, "value": values}).filter(pc.is_valid(keys))
+    if not table.num_rows:
+        return
+    grouped = table.group_by("key").aggregate([("value", "sum")])
+    for key, total in zip(
+        grouped.column("key").to_pylist(), grouped.column("value_sum").to_pylist(), strict=True
+    ):
+        if total:
+            counter[key] += total
 
 
 def _sum(values: pa.Array) -> Any:

@@ -1,4 +1,4 @@
-"""One input row at a time, pure (no HTTP, no files written): input readers (``reader``),
-templates and request bodies with the rules the API would enforce (``request``), local
-media files (``files``), structured output (``structured``) and the local token estimate
-(``tokens``)."""
+"""One input row at a time, pure (no HTTP; the one file written is standard input's copy,
+``spool``): input readers (``reader``, ``formats``, ``compressed``, ``shape``), templates and
+request bodies with the rules the API would enforce (``request``), local media files
+(``files``), structured output (``structured``) and the local token estimate (``tokens``)."""

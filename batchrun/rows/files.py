@@ -203,7 +203,8 @@ def source_for(block_type: str, path: str, root: Path, cache: FileCache | None =
 # journal, state and batches files, and hidden ones (``.<name>.jsonl.lock``, temporaries).
 # They change with every run, and no row has any business referring to them.
 _RUN_FILES = re.compile(
-    r"(?:.+\.(?:parquet|jsonl)\.(?:journal|state\.json|batches)|\..+\.(?:parquet|jsonl)\..+)",
+    r"(?:.+\.(?:parquet|jsonl|csv)\.(?:journal|state\.json|batches|partial\.json)"
+    r"|\..+\.(?:parquet|jsonl|csv)\..+)",
     re.IGNORECASE,
 )
 

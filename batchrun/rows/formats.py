@@ -1,8 +1,10 @@
-"""The format readers: JSONL line by line, CSV record by record, Parquet by record batch.
+"""The format readers: JSONL line by line, a JSON array element by element, CSV record by
+record, Parquet by record batch.
 
 Each turns a file into ``RawRow``s (a record or None, and its problems) and knows nothing of
 ids or duplicates, which ``reader`` adds for every format alike. Row numbers follow the rules
-in ``reader``'s docstring.
+in ``reader``'s docstring. What a file is (format, compression, CSV delimiter) is decided once,
+by ``reader``, and handed to the reader as an :class:`InputKind`.
 """
 
 from __future__ import annotations
@@ -24,9 +26,20 @@ import pyarrow.types as pat
 
 from batchrun.core.errors import InputError, Problem
 from batchrun.rows.checks import TooDeep, failure, loads_bounded, surrogate_problems
+from batchrun.rows.compressed import Compression, open_bytes, open_text
 
-Format = Literal["jsonl", "parquet", "csv"]
+Format = Literal["jsonl", "json", "csv", "parquet"]
 Skip = Callable[[int], bool]  # true for a row the caller has no use for: counted, not parsed
+
+
+@dataclass(frozen=True)
+class InputKind:
+    """What an input file is: its format, its compression (None: plain) and, for CSV, the
+    field delimiter."""
+
+    format: Format
+    compression: Compression | None = None
+    delimiter: str = ","
 
 
 @dataclass
@@ -42,11 +55,13 @@ class RawRow:
 # --- JSONL ---------------------------------------------------------------------------------------
 
 
-def _jsonl_rows(path: Path, batch_size: int, skip: Skip) -> Generator[RawRow, None, None]:
+def _jsonl_rows(
+    path: Path, kind: InputKind, batch_size: int, skip: Skip
+) -> Generator[RawRow, None, None]:
     """One raw row per non-blank line; bytes are decoded per line so one bad line is one bad row."""
     del batch_size  # lines are already the unit
     index = 0
-    with _open_binary(path) as stream, _read_errors(str(path)):
+    with open_bytes(path, kind.compression) as stream, _read_errors(str(path)):
         for line_number, data in enumerate(stream, start=1):
             if line_number == 1:
                 data = data.removeprefix(codecs.BOM_UTF8)
@@ -69,6 +84,11 @@ def _jsonl_row(line_number: int, data: bytes) -> RawRow:
     except UnicodeDecodeError as exc:
         reason = f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})"
         return RawRow(line_number, None, [Problem(None, reason)])
+    return _json_record(line_number, text)
+
+
+def _json_record(line_number: int, text: str) -> RawRow:
+    """One JSON object's text (a JSONL line, a JSON array's element) as a record."""
     try:
         value = loads_bounded(text)
     except TooDeep as exc:
@@ -85,6 +105,130 @@ def _jsonl_row(line_number: int, data: bytes) -> RawRow:
     if "\\ud" in text or "\\uD" in text:
         return RawRow(line_number, value, surrogate_problems(value, skip=("id",)))
     return RawRow(line_number, value)
+
+
+# --- a JSON array --------------------------------------------------------------------------------
+
+# Characters read at a time. An element longer than this grows the buffer (doubling it, so a
+# long element costs a few parses, not one per chunk); the buffer never holds much more than
+# the element being read.
+_TEXT_CHUNK = 1 << 20
+_ELEMENT_END = json.JSONDecoder()  # only finds where an element ends; the row's checks follow
+_SPACE = " \t\n\r"
+_NEAR_END = 16  # a decode error this close to the buffer's end may just be the chunk's cut
+
+
+def _json_rows(
+    path: Path, kind: InputKind, batch_size: int, skip: Skip
+) -> Generator[RawRow, None, None]:
+    """One raw row per element of the file's one top-level array, streamed.
+
+    The array is never held whole: elements are cut from a buffer of about ``_TEXT_CHUNK``
+    characters, so a file of any size reads in the memory of its longest element. A skipped
+    element is still scanned (its end must be found) but not checked. An element that is no
+    object is a row problem; text that is no JSON array (a malformed element, a missing
+    comma, text after the closing bracket) makes the rest unreadable: an InputError naming
+    the element, as the CSV reader does for a quote never closed.
+    """
+    del batch_size  # elements are already the unit
+    file = str(path)
+    with open_text(path, kind.compression) as stream, _read_errors(file):
+        elements = _array_elements(_TextBuffer(stream, _TEXT_CHUNK), file)
+        for number, text in enumerate(elements, start=1):
+            if skip(number - 1):
+                yield _SKIPPED
+            elif not _is_utf8(text):
+                yield RawRow(number, None, [Problem(None, "not valid UTF-8")])
+            else:
+                yield _guarded(number, _json_record, text)
+
+
+def _array_elements(buffer: _TextBuffer, file: str) -> Iterator[str]:
+    """The JSON text of each element of the array ``buffer`` holds, in order."""
+    first = buffer.next_char()
+    if first != "[":
+        shown = "nothing" if first is None else repr(first)
+        raise InputError(
+            f"a .json input must hold one JSON array of row objects ([{{...}}, {{...}}]), but "
+            f"this one starts with {shown}; for one object per line (JSON lines) name it "
+            ".jsonl or use --format jsonl",
+            file=file,
+        )
+    buffer.pos += 1
+    number = 0
+    if buffer.next_char() == "]":
+        buffer.pos += 1
+    else:
+        while True:
+            number += 1
+            yield buffer.element(number, file)
+            after = buffer.next_char()
+            buffer.pos += 1
+            if after == "]":
+                break
+            where = f"after element {number:,}"
+            if after is None:
+                raise InputError(f"the array is never closed: the file ends {where}", file=file)
+            if after != ",":
+                reason = f"expected ',' or ']' {where}, found {after!r}"
+                raise InputError(reason, file=file, row=number)
+            if buffer.next_char() == "]":
+                raise InputError(f"a comma {where} and then the array's end", file=file, row=number)
+    if buffer.next_char() is not None:
+        raise InputError(f"text after the array's closing ] (after element {number:,})", file=file)
+
+
+class _TextBuffer:
+    """A window on a text stream: ``text[pos:]`` is what is read and not yet used."""
+
+    def __init__(self, stream: IO[str], chunk: int) -> None:
+        self._stream = stream
+        self._chunk = chunk
+        self.text = ""
+        self.pos = 0
+
+    def more(self) -> bool:
+        """Read on (at least doubling what is unused); False at the end of the file."""
+        data = self._stream.read(max(self._chunk, len(self.text) - self.pos))
+        if not data:
+            return False
+        self.text = self.text[self.pos :] + data
+        self.pos = 0
+        return True
+
+    def next_char(self) -> str | None:
+        """The next character that is not white space (``pos`` moved to it); None at the end."""
+        while True:
+            end = len(self.text)
+            while self.pos < end and self.text[self.pos] in _SPACE:
+                self.pos += 1
+            if self.pos < end:
+                return self.text[self.pos]
+            if not self.more():
+                return None
+
+    def element(self, number: int, file: str) -> str:
+        """The JSON text of the value at ``pos``, which moves past it."""
+        while True:
+            try:
+                _, end = _ELEMENT_END.raw_decode(self.text, self.pos)
+            except json.JSONDecodeError as exc:
+                if self._maybe_cut(exc) and self.more():
+                    continue
+                reason = f"element {number:,} is malformed JSON: {exc.msg}"
+                raise InputError(reason, file=file, row=number) from exc
+            except RecursionError as exc:
+                reason = f"element {number:,} nests lists and objects too deep to read"
+                raise InputError(reason, file=file, row=number) from exc
+            if end == len(self.text) and self.more():
+                continue  # a number may go on in the next chunk
+            text = self.text[self.pos : end]
+            self.pos = end
+            return text
+
+    def _maybe_cut(self, exc: json.JSONDecodeError) -> bool:
+        """Whether the error may come from the buffer ending inside the element."""
+        return exc.msg.startswith("Unterminated string") or exc.pos >= len(self.text) - _NEAR_END
 
 
 def _guarded(line: int, parse: Callable[[int, Any], RawRow], data: Any) -> RawRow:
@@ -112,14 +256,6 @@ def _read_errors(file: str) -> Iterator[None]:
         raise InputError(f"read failed: {exc.strerror or exc}", file=file) from exc
 
 
-def _open_binary(path: Path) -> IO[bytes]:
-    """Open for reading, turning OS errors into an InputError naming the file."""
-    try:
-        return path.open("rb")
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", file=str(path)) from exc
-
-
 # --- CSV -----------------------------------------------------------------------------------------
 
 # Cells are strings; these parameter columns are numbers. (JSON-valued parameters are decoded by
@@ -132,22 +268,21 @@ _CSV_CONVERTERS: dict[str, tuple[Callable[[str], Any], str]] = {
 }
 
 
-def _csv_rows(path: Path, batch_size: int, skip: Skip) -> Generator[RawRow, None, None]:
+def _csv_rows(
+    path: Path, kind: InputKind, batch_size: int, skip: Skip
+) -> Generator[RawRow, None, None]:
     """One raw row per CSV record after the header; empty cells are absent fields.
 
     The file is decoded with ``surrogateescape`` so that non-UTF-8 bytes do not stop the
-    reader; a record containing them becomes a row problem instead.
+    reader; a record containing them becomes a row problem instead. ``kind.delimiter``
+    separates the fields (a TSV file's is a tab).
     """
     del batch_size  # records are already the unit
     file = str(path)
-    try:
-        stream = path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", file=file) from exc
-    with stream, _read_errors(file):
-        lines = _RecordLines(stream)
-        reader = csv.reader(lines)
-        header = _csv_header(reader, file)
+    with open_text(path, kind.compression) as stream, _read_errors(file):
+        lines = _RecordLines(stream, kind.delimiter)
+        reader = csv.reader(lines, delimiter=kind.delimiter)
+        header = _csv_header(reader, file, kind.delimiter)
         data_row = 0
         while True:
             lines.start_record()
@@ -168,6 +303,12 @@ def _csv_rows(path: Path, batch_size: int, skip: Skip) -> Generator[RawRow, None
                 yield _guarded(data_row, lambda n, c: _csv_row(n, header, c), cells)
 
 
+def csv_columns(path: Path, kind: InputKind) -> list[str]:
+    """A CSV input's column names, as its header row gives them ([] when it has none)."""
+    with open_text(path, kind.compression) as stream:
+        return next(csv.reader(stream, delimiter=kind.delimiter), [])
+
+
 class _RecordLines:
     """The CSV file's lines, remembering those of the record being parsed.
 
@@ -177,8 +318,9 @@ class _RecordLines:
     its own lines, which tells a closed quote from one left open.
     """
 
-    def __init__(self, stream: Iterator[str]) -> None:
+    def __init__(self, stream: Iterator[str], delimiter: str = ",") -> None:
         self._stream = stream
+        self._delimiter = delimiter
         self._lines: list[str] = []
 
     def __iter__(self) -> _RecordLines:
@@ -196,7 +338,7 @@ class _RecordLines:
         if len(self._lines) < 2:
             return
         try:
-            for _ in csv.reader(self._lines, strict=True):
+            for _ in csv.reader(self._lines, delimiter=self._delimiter, strict=True):
                 pass
         except csv.Error as exc:
             if "end of data" not in str(exc):
@@ -219,14 +361,17 @@ def _csv_error(exc: csv.Error, file: str, row: int) -> InputError:
     return InputError(f"unreadable CSV: {exc}{hint}", file=file, row=row)
 
 
-def _csv_header(reader: Iterator[list[str]], file: str) -> list[str]:
-    """The column names; a missing, blank, duplicated or non-UTF-8 name makes the file unusable."""
+def _csv_header(reader: Iterator[list[str]], file: str, delimiter: str = ",") -> list[str]:
+    """The column names; a missing, blank, duplicated or non-UTF-8 name makes the file unusable,
+    and so does a header of one column that another delimiter would split (``id;prompt``)."""
     try:
         header = next(reader, None)
     except csv.Error as exc:
         raise InputError(f"unreadable CSV header: {exc}", file=file) from exc
     if not header:
         raise InputError("the CSV file has no header row", file=file)
+    if len(header) == 1:
+        _check_delimiter(header[0], file, delimiter)
     for position, name in enumerate(header, start=1):
         if not name.strip():
             raise InputError(f"CSV header: column {position} has no name", file=file)
@@ -238,6 +383,34 @@ def _csv_header(reader: Iterator[list[str]], file: str) -> list[str]:
         names = ", ".join(repr(name) for name in duplicates)
         raise InputError(f"CSV header: duplicate column names {names}", file=file)
     return header
+
+
+# The delimiters files are commonly written with, and how to ask for each.
+_OTHER_DELIMITERS = {
+    ",": "--csv-delimiter ',' (the default for a .csv file)",
+    ";": "--csv-delimiter ';'",
+    "\t": "--csv-delimiter '\\t' (or --format tsv)",
+    "|": "--csv-delimiter '|'",
+}
+
+
+def _check_delimiter(name: str, file: str, delimiter: str) -> None:
+    """InputError for a one-column header that holds another common delimiter: every row
+    would otherwise be refused for the same unknown field (``id;prompt``), one by one."""
+    found = [d for d in _OTHER_DELIMITERS if d != delimiter and d in name]
+    if not found:
+        return
+    likely = max(found, key=name.count)
+    raise InputError(
+        f"the CSV header is one column, {name[:60]!r}, which holds {_shown(likely)}: the file "
+        f"looks separated by {_shown(likely)}, not by {_shown(delimiter)}. Read it with "
+        f"{_OTHER_DELIMITERS[likely]} (`csv_delimiter` in a job file)",
+        file=file,
+    )
+
+
+def _shown(delimiter: str) -> str:
+    return "tabs" if delimiter == "\t" else repr(delimiter)
 
 
 def _csv_row(data_row: int, header: list[str], cells: list[str]) -> RawRow:
@@ -341,8 +514,12 @@ _PARQUET_TYPES: dict[str, tuple[Callable[[pa.DataType], bool], str]] = {
 }
 
 
-def _parquet_rows(path: Path, batch_size: int, skip: Skip) -> Generator[RawRow, None, None]:
-    """One raw row per Parquet row, read one record batch at a time."""
+def _parquet_rows(
+    path: Path, kind: InputKind, batch_size: int, skip: Skip
+) -> Generator[RawRow, None, None]:
+    """One raw row per Parquet row, read one record batch at a time (``kind`` is always plain:
+    Parquet compresses its own pages, and ``reader`` refuses a compressed Parquet file)."""
+    del kind
     file = str(path)
     try:
         parquet = pq.ParquetFile(path)
@@ -429,8 +606,9 @@ def _without_null_keys(value: Any) -> Any:
     return value
 
 
-READERS: dict[Format, Callable[[Path, int, Skip], Generator[RawRow, None, None]]] = {
+READERS: dict[Format, Callable[[Path, InputKind, int, Skip], Generator[RawRow, None, None]]] = {
     "jsonl": _jsonl_rows,
+    "json": _json_rows,
     "csv": _csv_rows,
     "parquet": _parquet_rows,
 }

@@ -1,13 +1,26 @@
-"""Input files -> rows, lazily: JSONL line by line, Parquet by record batch, CSV record by record.
+"""Input files -> rows, lazily: JSONL line by line, a JSON array element by element, Parquet
+by record batch, CSV (and TSV) record by record.
 
-A run may read ten million rows, so nothing here holds more than one line, one CSV record or
-one Parquet record batch at a time (plus a 64-bit hash of each id seen, to catch duplicates).
+A run may read ten million rows, so nothing here holds more than one line, one JSON element,
+one CSV record or one Parquet record batch at a time (plus a 64-bit hash of each id seen, to
+catch duplicates).
+
+What a file is (:func:`input_kind`): the format comes from ``--format`` (``InputShape``) when
+given, else from the name (``.jsonl``/``.ndjson``, ``.json``, ``.csv``, ``.tsv``,
+``.parquet``/``.pq``), with a compression suffix (``.gz``, ``.bz2``, ``.zst``) looked through.
+Compression is told by the file's first bytes, so ``--format jsonl`` on a gzipped ``.txt``
+works too; a compressed Parquet file is refused (Parquet compresses its own pages and needs
+random access). A CSV input's delimiter is ``--csv-delimiter``, else a tab for TSV, else a comma.
 
 Two kinds of failure, because they call for different reactions:
 
 * the whole file is unusable (missing, unreadable, unknown extension, no rows, a Parquet file
-  that will not open, a CSV without a header): :class:`InputError`, raised by :func:`read_rows`
-  itself before any row is returned, so a run aborts before it sends anything;
+  that will not open, a CSV without a header or whose one-column header holds another
+  delimiter, a ``.gz`` that is not gzip, a compressed Parquet file, a ``.json`` file that is
+  no array): :class:`InputError`, raised by :func:`read_rows` itself before any row is
+  returned, so a run aborts before it sends anything. Damage found further on (a CSV quote
+  never closed, a JSON array broken between elements, a truncated compressed stream) raises
+  it where it is found;
 * one row is unusable (a malformed JSON line, non-UTF-8 bytes, a lone surrogate, lists nested
   deeper than ``checks.MAX_JSON_DEPTH``, a bad id, a duplicate id, a cell of the wrong type):
   the row is still yielded, with ``problem`` set, so the run records it as an error row and
@@ -19,6 +32,7 @@ Row numbers (``InputRow.line``, and ``row`` in every error):
 * JSONL: the 1-based line number in the file. Blank lines are skipped but still counted.
 * CSV: the 1-based *data-row* number. The header is not counted and neither are blank lines,
   so data row 1 is the first record after the header and ``line == index + 1``.
+* JSON array: the 1-based element number (``index + 1``).
 * Parquet: the 1-based row number in the file (``index + 1``).
 
 Where values are converted: CSV cells are all strings, so the numeric parameters
@@ -49,25 +63,29 @@ import pyarrow.parquet as pq
 
 from batchrun.core.errors import InputError, InvalidRowError, Problem
 from batchrun.rows.checks import describe, failure, lone_surrogate, surrogate_reason
-from batchrun.rows.formats import READERS, Format, RawRow, Skip, json_kind
+from batchrun.rows.compressed import compression_of, open_bytes
+from batchrun.rows.formats import READERS, Format, InputKind, RawRow, Skip, json_kind
+from batchrun.rows.shape import InputShape as InputShape  # re-exported: callers import it here
+from batchrun.rows.shape import split_suffix
 
-_EXTENSIONS: dict[str, Format] = {
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json-lines": "jsonl",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".csv": "csv",
+# Name endings and --format choices: the format each means, and the CSV delimiter it implies.
+_EXTENSIONS: dict[str, tuple[Format, str | None]] = {
+    ".jsonl": ("jsonl", None),
+    ".ndjson": ("jsonl", None),
+    ".json-lines": ("jsonl", None),
+    ".json": ("json", None),
+    ".parquet": ("parquet", None),
+    ".pq": ("parquet", None),
+    ".csv": ("csv", None),
+    ".tsv": ("csv", "\t"),
 }
-
-
-@dataclass(frozen=True)
-class InputShape:
-    """How to read an input beyond what its name says: ``format`` overrides the extension
-    (``--format``), ``delimiter`` is a CSV input's field delimiter (``--csv-delimiter``)."""
-
-    format: str | None = None
-    delimiter: str | None = None
+_FORMATS: dict[str, tuple[Format, str | None]] = {
+    "jsonl": ("jsonl", None),
+    "json": ("json", None),
+    "csv": ("csv", None),
+    "tsv": ("csv", "\t"),
+    "parquet": ("parquet", None),
+}
 
 
 @dataclass(frozen=True)
@@ -91,13 +109,48 @@ class InputRow:
 
 
 def input_format(path: Path, shape: InputShape | None = None) -> Format:
-    """The input format, from the file extension (case-insensitive)."""
-    name = path.name.lower()
-    for extension, fmt in _EXTENSIONS.items():
+    """The input format: ``shape.format`` when given, else from the name (case-insensitive,
+    through a compression suffix). Reads nothing; InputError for a name that says nothing."""
+    return _named_format(path, shape)[0]
+
+
+def _named_format(path: Path, shape: InputShape | None) -> tuple[Format, str | None]:
+    """The format and the delimiter it implies (a tab for TSV), from ``shape`` or the name."""
+    if shape is not None and shape.format is not None:
+        if shape.format not in _FORMATS:
+            known = ", ".join(_FORMATS)
+            raise InputError(f"unknown --format {shape.format!r}; use one of {known}")
+        return _FORMATS[shape.format]
+    name, _ = split_suffix(path.name.lower())
+    for extension, named in _EXTENSIONS.items():
         if name.endswith(extension):
-            return fmt
+            return named
     known = ", ".join(_EXTENSIONS)
-    raise InputError(f"unknown input format; use one of the extensions {known}", file=str(path))
+    raise InputError(
+        f"unknown input format; use one of the extensions {known} (optionally compressed: "
+        ".gz, .bz2, .zst), or give it with --format",
+        file=str(path),
+    )
+
+
+def input_kind(path: Path, shape: InputShape | None = None) -> InputKind:
+    """What ``path`` is: format, compression (from its first bytes) and CSV delimiter.
+
+    InputError for a name that says no format (and no ``--format``), for a compression
+    suffix the bytes belie, and for a compressed Parquet file.
+    """
+    fmt, implied = _named_format(path, shape)
+    given = shape is not None and shape.format is not None
+    # With --format the name is not trusted for anything: only the bytes tell compression.
+    compression = compression_of(path, None if given else split_suffix(path.name)[1])
+    if fmt == "parquet" and compression is not None:
+        raise InputError(
+            f"a {compression}-compressed Parquet file cannot be read: Parquet compresses its "
+            "own pages and is read by seeking, so decompress it first (it is no bigger)",
+            file=str(path),
+        )
+    delimiter = (shape.delimiter if shape is not None else None) or implied or ","
+    return InputKind(fmt, compression, delimiter)
 
 
 def check_input_file(path: Path) -> None:
@@ -129,13 +182,14 @@ def read_rows(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    fmt = input_format(path, shape)
+    input_format(path, shape)  # an unknown format is told first, even for a missing file
     check_input_file(path)
+    kind = input_kind(path, shape)
 
     def reread() -> Generator[RawRow, None, None]:
-        return READERS[fmt](path, batch_size, skip or _keep_all)
+        return READERS[kind.format](path, kind, batch_size, skip or _keep_all)
 
-    unit = "line" if fmt == "jsonl" else "row"
+    unit = _UNITS[kind.format]
     rows = _identified(reread(), str(path), unit, _SeenIds(known_ids, reread))
     first = next(rows, _NO_ROWS)
     if first is _NO_ROWS:
@@ -145,6 +199,10 @@ def read_rows(
 
 def _keep_all(index: int) -> bool:
     return False
+
+
+# What ``InputRow.line`` counts, by format, for messages ("first seen on line 3").
+_UNITS: dict[Format, str] = {"jsonl": "line", "json": "element", "csv": "row", "parquet": "row"}
 
 
 # A stand-in for "the file ended": distinct from None, which marks a skipped row.
@@ -169,17 +227,18 @@ def count_rows(path: Path, shape: InputShape | None = None) -> int | None:
     """How many rows ``path`` holds, for a progress bar's total; None when not told cheaply.
 
     Parquet keeps the count in its footer. JSONL is counted by one fast pass over the lines
-    (non-blank ones, as :func:`read_rows` counts them). CSV is not counted: a record may span
-    lines, so only a full parse would tell. Never raises: a file that cannot be read gives
-    None, and :func:`read_rows` reports why.
+    (non-blank ones, as :func:`read_rows` counts them), decompressing a compressed file on the
+    way. CSV and JSON arrays are not counted: a CSV record may span lines and a JSON element
+    may hold any text, so only a full parse would tell. Never raises: a file that cannot be
+    read gives None, and :func:`read_rows` reports why.
     """
     try:
-        fmt = input_format(path, shape)
-        if fmt == "parquet":
+        kind = input_kind(path, shape)
+        if kind.format == "parquet":
             with pq.ParquetFile(path) as parquet:
                 return int(parquet.metadata.num_rows)
-        if fmt == "jsonl":
-            with path.open("rb") as stream:
+        if kind.format == "jsonl":
+            with open_bytes(path, kind.compression) as stream:
                 return sum(1 for data in stream if data.strip())
     except (InputError, OSError, pa.ArrowException):
         return None

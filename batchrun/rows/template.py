@@ -17,6 +17,9 @@ from typing import Any
 from batchrun.core.errors import Problem
 from batchrun.rows.checks import failure
 
+BRACES_HINT = 'for literal braces (JSON in the prompt, say) write {{ and }}: {{"a": 1}}'
+"""The end of every message refusing a template's field: literal braces are the usual cause."""
+
 
 def fill_template(template: str, fields: Mapping[str, Any]) -> tuple[str | None, list[Problem]]:
     """The template filled from the row's columns; a missing column is a problem naming it."""
@@ -63,9 +66,7 @@ def parse_template(template: str) -> tuple[tuple[str, str | None], ...]:
     try:
         pieces = list(string.Formatter().parse(template))
     except ValueError as exc:
-        raise ValueError(
-            f"invalid template: {exc} (write {{{{ and }}}} for literal braces)"
-        ) from exc
+        raise ValueError(f"invalid template: {exc}; {BRACES_HINT}") from exc
     return tuple(
         (literal, None if name is None else _plain_name(name, spec, conversion))
         for literal, name, spec, conversion in pieces
@@ -73,14 +74,22 @@ def parse_template(template: str) -> tuple[tuple[str, str | None], ...]:
 
 
 def _plain_name(name: str, spec: str | None, conversion: str | None) -> str:
-    """``name`` if it is a plain column name with no conversion or format spec."""
+    """``name`` if it is a plain column name with no conversion or format spec.
+
+    Every refusal carries the escape hint: the likeliest cause is literal text with braces,
+    such as JSON (``{"a": 1}`` parses as the field ``"a"`` with the format spec `` 1``).
+    """
     shown = (
         "{" + name + ("!" + conversion if conversion else "") + (":" + spec if spec else "") + "}"
     )
     if not name.strip() or name.isdigit():
-        raise ValueError(f"template field {shown} has no name; write {{column}}")
-    if any(char in name for char in ".[]") or name != name.strip():
-        raise ValueError(f"template field {shown}: only plain column names are allowed")
+        raise ValueError(f"template field {shown} has no name; write {{column}}, or {BRACES_HINT}")
+    if any(char in name for char in '.[]"') or name != name.strip():
+        raise ValueError(
+            f"template field {shown}: only plain column names are allowed; {BRACES_HINT}"
+        )
     if conversion or spec:
-        raise ValueError(f"template field {shown}: conversions and format specs are not allowed")
+        raise ValueError(
+            f"template field {shown}: conversions and format specs are not allowed; {BRACES_HINT}"
+        )
     return name

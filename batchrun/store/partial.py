@@ -10,7 +10,7 @@ Where the mark lives:
 
 - Parquet: in the file's own metadata (``batchrun.partial``), so it travels with the file;
   ``pq.read_schema(path).metadata`` shows it to any reader.
-- JSON lines have no metadata: a file beside the output, ``labels.jsonl.partial.json``,
+- JSON lines and CSV have no metadata: a file beside the output, ``labels.jsonl.partial.json``,
   names the file it describes by inode, size and modification time. It is written before the
   partial file is renamed into place (a rename keeps all three), so there is no moment when
   a partial JSONL file stands unmarked; a mark left over from an earlier file names another

@@ -1,5 +1,10 @@
 """The output writer: an append-only journal while a run goes, one atomic final file at the end.
 
+The dataset is Parquet, JSON lines or CSV, by the output's name (``output_kind``): the same
+columns in the same order and types in each. CSV writes every string quoted and a null as an
+empty cell, so the two read back apart; numbers and timestamps (``2026-11-22 03:00:00.123Z``)
+are typed again on reading, by the schema.
+
 Layout for ``-o out/labels.parquet``::
 
     out/labels.parquet           the dataset: one row per input row, in input order
@@ -35,10 +40,11 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pcsv
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
@@ -450,7 +456,7 @@ class Sink:
         schema = self.schema.with_metadata(parquet_metadata(mark)) if mark else self.schema
         ok = error = 0
         with (
-            _open_writer(tmp_out, schema, parquet=is_parquet(self.output)) as write,
+            _open_writer(tmp_out, schema, output_kind(self.output)) as write,
             self._appending(copy=mark is not None and old_rows > 0) as append,
         ):
             for p0 in range(0, total_rows, self._chunk_rows):
@@ -591,10 +597,25 @@ _JOURNAL_BATCH_ROWS = 4096
 # -- final files ----------------------------------------------------------------------------
 
 
+OutputKind = Literal["parquet", "jsonl", "csv"]
+
+
+def output_kind(path: Path) -> OutputKind:
+    """The final file's format, by its name (config.load allows only these three)."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    return "parquet" if is_parquet(path) else "jsonl"
+
+
 def _row_count(path: Path) -> int:
     try:
-        if is_parquet(path):
+        kind = output_kind(path)
+        if kind == "parquet":
             return int(pq.ParquetFile(path).metadata.num_rows)
+        if kind == "csv":
+            # A cell may hold line breaks: only parsing tells records apart. One column is kept.
+            return sum(b.num_rows for b in _csv_batches(path, pa.schema([("id", pa.string())])))
         with path.open("rb") as fh:
             return sum(1 for line in fh if line.strip())
     except (OSError, pa.ArrowException) as exc:
@@ -610,18 +631,66 @@ def output_batches(
 ) -> Iterator[pa.RecordBatch]:
     """Batches of an existing final file, conformed to ``schema`` (older runs may differ).
 
-    Parquet is read ``batch_rows`` at a time, JSON lines a slice of ``slice_bytes`` at a time.
+    Parquet is read ``batch_rows`` at a time, JSON lines a slice of ``slice_bytes`` at a time,
+    CSV a block of ``CSV_BLOCK_BYTES`` (or more, for a record longer than that) at a time.
     """
     # In the order asked for: callers read the columns by position.
     wanted = schema if columns is None else pa.schema([schema.field(n) for n in columns])
-    if is_parquet(path):
+    kind = output_kind(path)
+    if kind == "parquet":
         pf = pq.ParquetFile(path)
         present = [n for n in wanted.names if n in pf.schema_arrow.names]
         batches: Iterator[pa.RecordBatch] = pf.iter_batches(batch_rows, columns=present)
+    elif kind == "csv":
+        batches = _csv_batches(path, wanted)
     else:
         batches = read_json_lines(path, wanted, slice_bytes)
     for batch in batches:
         yield conform(batch, wanted)
+
+
+# Bytes of CSV parsed at a time. pyarrow's reader cannot split a record between blocks, so a
+# record longer than this (a very long answer) makes the read start again with blocks four
+# times larger, skipping the rows already returned.
+CSV_BLOCK_BYTES = 8 << 20
+
+
+def _csv_batches(
+    path: Path, wanted: pa.Schema, block_bytes: int = CSV_BLOCK_BYTES
+) -> Iterator[pa.RecordBatch]:
+    """A CSV output's ``wanted`` columns (those it lacks come null), typed by ``wanted``.
+
+    Only an unquoted empty cell is null: the writer quotes every string, so ``""`` reads back
+    as the empty string and ``"NA"`` as the text NA.
+    """
+    if path.stat().st_size == 0:
+        return
+    convert = pcsv.ConvertOptions(
+        column_types={f.name: f.type for f in wanted},
+        include_columns=list(wanted.names),
+        include_missing_columns=True,
+        null_values=[""],
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=False,
+    )
+    parse = pcsv.ParseOptions(newlines_in_values=True)
+    done = 0  # rows already returned, skipped when a read starts again
+    while True:
+        read = pcsv.ReadOptions(block_size=block_bytes, use_threads=False)
+        seen = 0
+        try:
+            for batch in pcsv.open_csv(path, read, parse, convert):
+                start, seen = seen, seen + batch.num_rows
+                if seen > done:
+                    yield batch.slice(max(0, done - start))
+                    done = seen
+            return
+        except pa.ArrowInvalid as exc:
+            # "straddles two block boundaries", or a header longer than the first block.
+            too_long = "straddl" in str(exc) or "Empty CSV file or block" in str(exc)
+            if not too_long or block_bytes >= 1 << 31:
+                raise
+            block_bytes *= 4
 
 
 class _Positional:
@@ -647,10 +716,15 @@ class _Positional:
 
 
 @contextlib.contextmanager
-def _open_writer(path: Path, schema: pa.Schema, *, parquet: bool) -> Iterator[Any]:
-    """A write(table) function for Parquet or JSONL; the file is fsynced on success."""
-    if parquet:
+def _open_writer(path: Path, schema: pa.Schema, kind: OutputKind) -> Iterator[Any]:
+    """A write(table) function for Parquet, JSONL or CSV; the file is fsynced on success."""
+    if kind == "parquet":
         with pq.ParquetWriter(str(path), schema, compression="zstd") as writer:
+            yield writer.write_table
+    elif kind == "csv":
+        # Strings always quoted (pyarrow's "needed"), nulls as empty cells: see _csv_batches.
+        options = pcsv.WriteOptions(include_header=True, quoting_style="needed")
+        with pcsv.CSVWriter(str(path), schema.remove_metadata(), write_options=options) as writer:
             yield writer.write_table
     else:
         with path.open("w", encoding="utf-8") as fh:

@@ -1,0 +1,564 @@
+"""Where files live: local paths, ``s3://`` and ``gs://`` URLs, behind one small interface.
+
+This is the one module that uses ``pyarrow.fs``; the rest of batchrun sees ``Storage``::
+
+    storage = Storage(StorageSettings.from_environ(os.environ))   # config passes the environ
+    storage.upload(Path("labels.parquet"), "s3://bucket/out/labels.parquet")
+    for info in storage.list("s3://bucket/out/labels.parquet.batchrun/journal"):
+        ...
+
+Credentials come only from where the AWS and Google libraries look (``AWS_ACCESS_KEY_ID``
+and friends, ``~/.aws/credentials``, instance roles, Google's application default
+credentials): batchrun never reads, holds or shows them. Endpoints: ``AWS_ENDPOINT_URL_S3``
+or ``AWS_ENDPOINT_URL`` (S3-compatible servers such as moto or MinIO) and
+``STORAGE_EMULATOR_HOST`` (a GCS emulator, used anonymously, as Google's own libraries do).
+
+An upload is all or nothing. A process killed mid-upload leaves no object (an unfinished
+multipart or resumable upload is invisible). But pyarrow has no way to abandon an upload
+from inside the process: closing the stream, or losing it to the garbage collector, after an
+error completes the object with what was written so far (measured on moto). So an upload to
+an object store goes to a hidden temporary object beside the target, which is moved onto it
+once complete and deleted if anything fails; a local upload is a temporary file renamed.
+
+Every failure is one ``StorageError`` whose message names the URL (without user, password
+or query) and what failed in words: no such bucket, no such object, access denied, endpoint
+unreachable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+from urllib.parse import urlsplit
+
+import pyarrow.fs as pafs
+
+from batchrun.core.errors import BatchrunError
+from batchrun.core.scrub import url_without_secrets
+
+REMOTE_SCHEMES = ("s3", "gs")
+CHUNK_BYTES = 8 << 20
+"""Bytes copied at a time by uploads and downloads: the memory a transfer holds."""
+
+UPLOAD_MARK = ".batchrun-upload-"
+"""In the name of a temporary object an upload writes before moving it into place."""
+
+# Reasons, in words, for StorageError.reason.
+NO_SUCH_BUCKET = "no such bucket"
+NO_SUCH_OBJECT = "no such object"
+ACCESS_DENIED = "access denied"
+UNREACHABLE = "endpoint unreachable"
+NO_SPACE = "no space left"
+
+# What pyarrow's OSError messages say (AWS SDK error names, google-cloud-cpp statuses, curl).
+_SIGNS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (NO_SUCH_BUCKET, ("NO_SUCH_BUCKET", "bucket does not exist", "not found. To create")),
+    (
+        ACCESS_DENIED,
+        (
+            "ACCESS_DENIED",
+            "INVALID_ACCESS_KEY_ID",
+            "SIGNATURE_DOES_NOT_MATCH",
+            "EXPIRED_TOKEN",
+            "PERMISSION_DENIED",
+            "UNAUTHENTICATED",
+            "HTTP status code: 401",
+            "HTTP status code: 403",
+        ),
+    ),
+    (
+        UNREACHABLE,
+        (
+            "NETWORK_CONNECTION",
+            "Could not connect",
+            "Could not resolve",
+            "Couldn't connect",
+            "Connection refused",
+            "UNAVAILABLE",
+        ),
+    ),
+)
+
+
+class StorageError(BatchrunError):
+    """A file or object could not be read, written, listed or deleted.
+
+    ``url`` is the location as it may be shown, ``action`` what was tried ("read",
+    "write", ...), ``reason`` what failed, in words (``NO_SUCH_BUCKET``, ...). A
+    BatchrunError, not an OutputError: inputs, price tables and job files are read
+    through storage too, and "the output cannot be written" would misname those.
+    """
+
+    def __init__(self, url: str, action: str, reason: str, hint: str = "") -> None:
+        self.url = url
+        self.action = action
+        self.reason = reason
+        message = f"cannot {action} {url}: {reason}"
+        super().__init__(f"{message}; {hint}" if hint else message)
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Where the object stores are: an S3 endpoint (``http://127.0.0.1:9000``) or None for
+    AWS itself, a GCS endpoint (``http://127.0.0.1:4443``, used anonymously) or None for
+    Google itself."""
+
+    s3_endpoint: str | None = None
+    gcs_endpoint: str | None = None
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> StorageSettings:
+        """The endpoints from the variables the AWS and Google tools read (never a secret)."""
+        s3 = environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL") or None
+        gcs = environ.get("STORAGE_EMULATOR_HOST") or None
+        return cls(s3, gcs)
+
+
+@dataclass(frozen=True)
+class Location:
+    """A parsed location: ``scheme`` is "file", "s3" or "gs"; ``path`` what pyarrow.fs
+    takes (``bucket/key`` for object stores, an absolute path for local files)."""
+
+    scheme: str
+    path: str
+    shown: str
+
+    @property
+    def remote(self) -> bool:
+        return self.scheme in REMOTE_SCHEMES
+
+    @property
+    def bucket(self) -> str:
+        return self.path.split("/", 1)[0] if self.remote else ""
+
+    @property
+    def name(self) -> str:
+        """The last part of the path: the file name."""
+        return self.path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def is_remote(url: str | Path) -> bool:
+    """Whether ``url`` names an object store (``s3://``, ``gs://``) rather than a local path."""
+    return isinstance(url, str) and urlsplit(url).scheme in REMOTE_SCHEMES
+
+
+def parse_location(url: str | Path, *, folder: bool = False) -> Location:
+    """``url`` as a Location; a local path (or ``file://`` URL) is made absolute. A
+    ``folder`` (what ``Storage.list`` takes) may be a whole bucket."""
+    text = str(url)
+    parts = urlsplit(text) if isinstance(url, str) else None
+    if parts is not None and parts.scheme in REMOTE_SCHEMES:
+        bucket = parts.netloc.rpartition("@")[2]
+        key = parts.path.lstrip("/")
+        if not bucket or not (key or folder):
+            raise StorageError(url_without_secrets(text), "use", "it names no bucket and key")
+        path = f"{bucket}/{key}" if key else bucket
+        return Location(parts.scheme, path, url_without_secrets(text))
+    if parts is not None and parts.scheme == "file":
+        text = parts.path
+    elif parts is not None and len(parts.scheme) > 1:
+        raise StorageError(url_without_secrets(text), "use", f"unknown scheme {parts.scheme}://")
+    path = str(Path(text).expanduser().absolute())
+    return Location("file", path, path)
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a stat or a listing says of one file: ``stamp`` is its size and modification
+    time, which pyarrow gives (it gives no ETag). S3's times have whole seconds: an object
+    replaced within the second by one of the same size keeps its stamp."""
+
+    url: str
+    size: int
+    stamp: str
+
+    @property
+    def name(self) -> str:
+        return self.url.rstrip("/").rsplit("/", 1)[-1]
+
+
+class Readable(Protocol):
+    """What an upload reads from: ``read(n)`` gives up to n bytes, b"" at the end."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def _open_local(path: Path) -> BinaryIO:
+    return path.open("rb")
+
+
+class Storage:
+    """Reads and writes local files and objects, the same way.
+
+    ``filesystems`` maps a scheme to a ready ``pyarrow.fs.FileSystem`` (tests, or a caller
+    with options of its own); otherwise one is made per scheme and bucket from
+    ``settings``. ``open_local`` opens a local file for an upload: a seam for tests that
+    make the disk fail mid-read.
+    """
+
+    def __init__(
+        self,
+        settings: StorageSettings | None = None,
+        *,
+        filesystems: Mapping[str, pafs.FileSystem] | None = None,
+        chunk_bytes: int = CHUNK_BYTES,
+        open_local: Callable[[Path], BinaryIO] = _open_local,
+    ) -> None:
+        self.settings = settings or StorageSettings()
+        self._given = dict(filesystems or {})
+        self._made: dict[tuple[str, str], pafs.FileSystem] = {}
+        self._chunk = chunk_bytes
+        self._open_local = open_local
+
+    # -- the interface ----------------------------------------------------------------------
+
+    def exists(self, url: str | Path) -> bool:
+        return self.stat_or_none(url) is not None
+
+    def stat(self, url: str | Path) -> ObjectInfo:
+        """Size and stamp of a file; StorageError "no such object" when there is none."""
+        info = self.stat_or_none(url)
+        if info is None:
+            loc = parse_location(url)
+            raise self._missing(loc, "read", self._fs(loc))
+        return info
+
+    def stat_or_none(self, url: str | Path) -> ObjectInfo | None:
+        loc = parse_location(url)
+        with self._failing(loc, "read"):
+            info = self._fs(loc).get_file_info(loc.path)
+        if info.type != pafs.FileType.File:
+            return None
+        return _object_info(loc, info, str(url))
+
+    @contextlib.contextmanager
+    def open_input(self, url: str | Path) -> Iterator[Any]:
+        """A file object for reading (``read(n)``, ``seek``), closed on leaving."""
+        loc = parse_location(url)
+        fs = self._fs(loc)
+        with self._failing(loc, "read", fs):
+            stream = fs.open_input_file(loc.path)
+        try:
+            yield _Translating(stream, self, loc)
+        finally:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+    @contextlib.contextmanager
+    def open_arrow(self, url: str | Path) -> Iterator[Any]:
+        """pyarrow's own random-access file, for pyarrow's readers (``pq.ParquetFile``,
+        ``pyarrow.csv``, ``pyarrow.json``) at full speed; closed on leaving. Errors on
+        opening are StorageErrors; errors while reading stay pyarrow's OSErrors, which the
+        caller translates with ``translate``."""
+        loc = parse_location(url)
+        fs = self._fs(loc)
+        with self._failing(loc, "read", fs):
+            stream = fs.open_input_file(loc.path)
+        try:
+            yield stream
+        finally:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+    def translate(self, url: str | Path, action: str, exc: OSError) -> StorageError:
+        """The StorageError for an OSError met while ``action``-ing ``url``."""
+        loc = parse_location(url)
+        if isinstance(exc, FileNotFoundError):
+            return self._missing(loc, action, self._fs(loc))
+        return _error(loc.shown, action, exc, self._endpoint(loc), loc.bucket)
+
+    def read_bytes(self, url: str | Path) -> bytes:
+        with self.open_input(url) as stream:
+            data: bytes = stream.read()
+            return data
+
+    def download(self, url: str | Path, local: Path) -> int:
+        """Copy ``url`` to ``local``, a chunk at a time, under a temporary name renamed at
+        the end: a failed download never replaces ``local``. Returns the bytes copied."""
+        loc = parse_location(url)
+        fs = self._fs(loc)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(f".{local.name}{UPLOAD_MARK}{secrets.token_hex(6)}")
+        copied = 0
+        try:
+            with self._failing(loc, "read", fs):
+                source = fs.open_input_stream(loc.path)
+            with source, tmp.open("wb") as out:
+                while True:
+                    with self._failing(loc, "read", fs):
+                        chunk = source.read(self._chunk)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    copied += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, local)
+        except OSError as exc:
+            raise _error(str(local), "write", exc) from exc
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        return copied
+
+    def upload(self, local: Path, url: str | Path) -> int:
+        """Copy the file ``local`` to ``url``, all or nothing. Returns the bytes copied."""
+        try:
+            source = self._open_local(local)
+        except OSError as exc:
+            raise _error(str(local), "read", exc) from exc
+        with source:
+            return self.upload_from(source, url, source_name=str(local))
+
+    def upload_from(self, source: Readable, url: str | Path, *, source_name: str = "") -> int:
+        """Copy what ``source.read`` gives until it is empty to ``url``, all or nothing."""
+        loc = parse_location(url)
+        if not loc.remote:
+            return self._write_local(source, Path(loc.path), source_name)
+        fs = self._fs(loc)
+        tmp = _temporary_path(loc)
+        with self._failing(loc, "write", fs):
+            out = fs.open_output_stream(tmp)
+        copied = 0
+        complete = False
+        try:
+            while True:
+                try:
+                    chunk = source.read(self._chunk)
+                except OSError as exc:
+                    raise _error(source_name or "the upload's source", "read", exc) from exc
+                if not chunk:
+                    break
+                with self._failing(loc, "write", fs):
+                    out.write(chunk)
+                copied += len(chunk)
+            with self._failing(loc, "write", fs):
+                out.close()
+                fs.move(tmp, loc.path)
+            complete = True
+        finally:
+            if not complete:
+                # Closing completes the temporary object (pyarrow cannot abandon it): then
+                # it is deleted, and the target was never touched.
+                with contextlib.suppress(OSError):
+                    out.close()
+                with contextlib.suppress(OSError):
+                    fs.delete_file(tmp)
+        return copied
+
+    def _write_local(self, source: Readable, target: Path, source_name: str) -> int:
+        """A temporary file beside ``target``, synced, then renamed onto it."""
+        tmp = target.with_name(f".{target.name}{UPLOAD_MARK}{os.getpid()}-{secrets.token_hex(6)}")
+        copied = 0
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tmp.open("wb") as out:
+                while True:
+                    try:
+                        chunk = source.read(self._chunk)
+                    except OSError as exc:
+                        raise _error(source_name or "the upload's source", "read", exc) from exc
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    copied += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise _error(str(target), "write", exc) from exc
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        return copied
+
+    def write_bytes(self, url: str | Path, data: bytes) -> None:
+        self.upload_from(_BytesReader(data), url)
+
+    def list(self, prefix: str | Path) -> list[ObjectInfo]:
+        """The files under the folder ``prefix`` (at any depth), sorted by URL; none when
+        the folder does not exist. Temporary objects of unfinished uploads are left out."""
+        loc = parse_location(prefix, folder=True)
+        fs = self._fs(loc)
+        base = str(prefix).rstrip("/")
+        selector = pafs.FileSelector(loc.path.rstrip("/"), recursive=True, allow_not_found=True)
+        with self._failing(loc, "list", fs):
+            infos = fs.get_file_info(selector)
+            # An empty listing: is the bucket there at all?
+            if not infos and loc.remote and _missing_bucket(fs, loc):
+                raise StorageError(loc.shown, "list", f"{NO_SUCH_BUCKET} {loc.bucket!r}")
+        found = []
+        root = loc.path.rstrip("/")
+        for info in infos:
+            if info.type != pafs.FileType.File or UPLOAD_MARK in info.base_name:
+                continue
+            url = base + info.path[len(root) :]
+            found.append(_object_info(loc, info, url))
+        return sorted(found, key=lambda o: o.url)
+
+    def delete(self, url: str | Path, *, missing_ok: bool = True) -> None:
+        loc = parse_location(url)
+        fs = self._fs(loc)
+        try:
+            fs.delete_file(loc.path)
+        except FileNotFoundError as exc:
+            if not missing_ok:
+                raise self._missing(loc, "delete", fs) from exc
+        except OSError as exc:
+            raise _error(loc.shown, "delete", exc) from exc
+
+    def check_writable(self, url: str | Path) -> None:
+        """StorageError unless an object can be written beside ``url``: a tiny probe object
+        is written and deleted, so that a run stops before it sends anything."""
+        loc = parse_location(url)
+        token = secrets.token_hex(6)
+        if loc.remote:
+            probe = f"{url}.batchrun/probe-{token}"
+        else:
+            probe = str(Path(loc.path).with_name(f".{loc.name}.batchrun-probe-{token}"))
+        try:
+            self.write_bytes(probe, b"")
+        except StorageError as exc:
+            raise StorageError(loc.shown, "write", exc.reason) from exc
+        self.delete(probe)
+
+    # -- filesystems and errors -------------------------------------------------------------
+
+    def _fs(self, loc: Location) -> pafs.FileSystem:
+        given = self._given.get(loc.scheme)
+        if given is not None:
+            return given
+        key = (loc.scheme, loc.bucket)
+        if key not in self._made:
+            with self._failing(loc, "open"):
+                self._made[key] = self._make_fs(loc)
+        return self._made[key]
+
+    def _make_fs(self, loc: Location) -> pafs.FileSystem:
+        if loc.scheme == "file":
+            return pafs.LocalFileSystem()
+        if loc.scheme == "s3":
+            endpoint = self.settings.s3_endpoint
+            if endpoint is None:  # AWS itself: from_uri finds the bucket's region
+                return pafs.FileSystem.from_uri(f"s3://{loc.bucket}")[0]
+            scheme, host = _split_endpoint(endpoint)
+            return pafs.S3FileSystem(endpoint_override=host, scheme=scheme)
+        endpoint = self.settings.gcs_endpoint
+        if endpoint is None:
+            return pafs.GcsFileSystem()
+        scheme, host = _split_endpoint(endpoint)
+        return pafs.GcsFileSystem(anonymous=True, endpoint_override=host, scheme=scheme)
+
+    @contextlib.contextmanager
+    def _failing(
+        self, loc: Location, action: str, fs: pafs.FileSystem | None = None
+    ) -> Iterator[None]:
+        """OSErrors inside become StorageErrors naming ``loc`` and what failed."""
+        try:
+            yield
+        except FileNotFoundError as exc:
+            raise self._missing(loc, action, fs) from exc
+        except OSError as exc:
+            raise _error(loc.shown, action, exc, self._endpoint(loc), loc.bucket) from exc
+
+    def _missing(self, loc: Location, action: str, fs: pafs.FileSystem | None) -> StorageError:
+        """ "No such object", or "no such bucket" when the bucket is what is missing (pyarrow
+        says FileNotFoundError for both)."""
+        if loc.remote and fs is not None:
+            with contextlib.suppress(OSError):
+                if _missing_bucket(fs, loc):
+                    return StorageError(loc.shown, action, f"{NO_SUCH_BUCKET} {loc.bucket!r}")
+        return StorageError(loc.shown, action, NO_SUCH_OBJECT if loc.remote else "no such file")
+
+    def _endpoint(self, loc: Location) -> str:
+        if loc.scheme == "s3":
+            return url_without_secrets(self.settings.s3_endpoint or "the AWS S3 endpoint")
+        if loc.scheme == "gs":
+            return url_without_secrets(self.settings.gcs_endpoint or "the Google endpoint")
+        return ""
+
+
+class _Translating:
+    """A pyarrow input file whose OSErrors become StorageErrors."""
+
+    def __init__(self, stream: Any, storage: Storage, loc: Location) -> None:
+        self._stream = stream
+        self._storage = storage
+        self._loc = loc
+
+    def read(self, size: int = -1) -> bytes:
+        with self._storage._failing(self._loc, "read"):
+            data: bytes = self._stream.read() if size < 0 else self._stream.read(size)
+            return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        with self._storage._failing(self._loc, "read"):
+            return int(self._stream.seek(offset, whence))
+
+    def tell(self) -> int:
+        return int(self._stream.tell())
+
+    def size(self) -> int:
+        return int(self._stream.size())
+
+
+class _BytesReader:
+    def __init__(self, data: bytes) -> None:
+        self._data = memoryview(data)
+
+    def read(self, size: int = -1) -> bytes:
+        size = len(self._data) if size < 0 else size
+        chunk, self._data = self._data[:size], self._data[size:]
+        return bytes(chunk)
+
+
+def _missing_bucket(fs: pafs.FileSystem, loc: Location) -> bool:
+    return bool(fs.get_file_info(loc.bucket).type == pafs.FileType.NotFound)
+
+
+def _temporary_path(loc: Location) -> str:
+    """A hidden name beside the target, unique to this upload."""
+    folder, _, name = loc.path.rpartition("/")
+    return f"{folder}/.{name}{UPLOAD_MARK}{os.getpid()}-{secrets.token_hex(6)}"
+
+
+def _object_info(loc: Location, info: pafs.FileInfo, url: str) -> ObjectInfo:
+    mtime = info.mtime_ns if info.mtime_ns is not None else 0
+    return ObjectInfo(url if loc.remote else info.path, int(info.size), f"{info.size}:{mtime}")
+
+
+def _split_endpoint(endpoint: str) -> tuple[str, str]:
+    """``http://host:port`` as ("http", "host:port"); a bare host means https."""
+    parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+    return parts.scheme or "https", parts.netloc.rpartition("@")[2]
+
+
+def _error(
+    shown: str, action: str, exc: OSError, endpoint: str = "", bucket: str = ""
+) -> StorageError:
+    """The StorageError for an OSError of pyarrow or the OS: what failed, in words."""
+    text = str(exc)
+    for reason, signs in _SIGNS:
+        if any(sign in text for sign in signs):
+            if reason == NO_SUCH_BUCKET and bucket:
+                return StorageError(shown, action, f"{reason} {bucket!r}")
+            hint = ""
+            if reason == UNREACHABLE and endpoint:
+                hint = f"nothing answers at {endpoint}"
+            elif reason == ACCESS_DENIED:
+                hint = "check the credentials the AWS or Google tools find (environment, config)"
+            return StorageError(shown, action, reason, hint)
+    if isinstance(exc, FileNotFoundError):
+        return StorageError(shown, action, "no such file")
+    if isinstance(exc, PermissionError):
+        return StorageError(shown, action, "permission denied")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageError(shown, action, NO_SPACE)
+    detail = exc.strerror or text.splitlines()[0] if text else type(exc).__name__
+    return StorageError(shown, action, f"failed ({detail})")
