@@ -403,5 +403,5 @@ def test_a_media_root_that_is_not_a_folder_is_refused(tmp_path: Path) -> None:
     from batchrun.core.errors import ConfigError
 
     inp = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "x"}])
-    with pytest.raises(ConfigError, match="`media_root`.*not a folder"):
+    with pytest.raises(ConfigError, match=r"`media_root`.*not a folder"):
         load_config(inp, {"media_root": str(tmp_path / "nope")}, environ={})
