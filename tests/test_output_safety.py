@@ -155,8 +155,16 @@ def test_an_online_run_is_refused_while_a_batch_run_writes_the_output(tmp_path: 
             lambda: batches.exists() and created in batches.read_text(), batch, "no batch created"
         )
         code, err = invoke(
-            "run", str(inp), "-o", str(out), "--base-url", sim.base_url,
-            "--model", "claude-haiku-4-5", "--max-tokens", "5",
+            "run",
+            str(inp),
+            "-o",
+            str(out),
+            "--base-url",
+            sim.base_url,
+            "--model",
+            "claude-haiku-4-5",
+            "--max-tokens",
+            "5",
         )
         assert code == 1 and REFUSED in err and f"pid {batch.pid}" in err
         _, err = batch.communicate(timeout=120)

@@ -115,26 +115,31 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "batch_max_bytes",
             "batch_max_requests",
             "betas",
+            "cache_home",  # object storage (issue 15)
             "concurrency",
             "concurrency_auto",
             "credentials",
             "csv_delimiter",  # added with the file shapes (issue 14)
             "defaults",
             "finish_online",
+            "gcs_endpoint",  # object storage (issue 15)
             "grace",
             "http_backend",
             "input",
             "input_format",  # issue 14
+            "input_url",  # object storage (issue 15)
             "job_file",
             "json_schema",
             "json_summary",  # issue 14
             "keep_columns",
+            "keep_journal",  # object storage (issue 15)
             "limits",
             "max_cost",
             "max_retries",
             "max_retry_wait",  # added with --max-retry-wait, after the move
             "media_root",  # issue 14
             "output",
+            "output_url",  # object storage (issue 15)
             "overwrite",
             "poll_interval",
             "prices",
@@ -142,10 +147,14 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "resend_changed",  # issue 14
             "resubmit_expired",
             "retry_errors",
+            "s3_endpoint",  # object storage (issue 15)
+            "segment_rows",  # object storage (issue 15)
+            "segment_seconds",  # object storage (issue 15)
             "simulate",
             "stream",
             "timeout",
             "via",
+            "work_dir",  # object storage (issue 15)
         ],
     ),
     "RunSummary": (

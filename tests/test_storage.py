@@ -26,6 +26,7 @@ from s3_server import (
     gcs_emulator_available,
 )
 
+from batchrun.core.locations import is_remote
 from batchrun.store.columns import blank_row
 from batchrun.store.remote import (
     RemoteOutput,
@@ -44,7 +45,6 @@ from batchrun.store.storage import (
     Storage,
     StorageError,
     StorageSettings,
-    is_remote,
     parse_location,
 )
 

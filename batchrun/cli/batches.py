@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from batchrun.cli.options import PRECEDENCE, fail, load, setting_options
+from batchrun.cli.options import PRECEDENCE, SOURCE, fail, load, setting_options
 
 if TYPE_CHECKING:
     from batchrun.config.load import RunConfig
@@ -29,22 +28,22 @@ def batches_group() -> None:
 
 
 @batches_group.command("list", epilog=PRECEDENCE)
-@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("source", type=SOURCE)
 @setting_options("batches list")
-def batches_list_cmd(source: Path, **flags: Any) -> None:
+def batches_list_cmd(source: str, **flags: Any) -> None:
     """Show SOURCE's batches: id, state and request counts."""
     _batches(source, flags, cancel=False)
 
 
 @batches_group.command("cancel", epilog=PRECEDENCE)
-@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("source", type=SOURCE)
 @setting_options("batches cancel")
-def batches_cancel_cmd(source: Path, **flags: Any) -> None:
+def batches_cancel_cmd(source: str, **flags: Any) -> None:
     """Cancel SOURCE's batches still processing (re-running collects what they answered)."""
     _batches(source, flags, cancel=True)
 
 
-def _batches(source: Path, flags: dict[str, Any], *, cancel: bool) -> None:
+def _batches(source: str, flags: dict[str, Any], *, cancel: bool) -> None:
     from batchrun.core.errors import BatchrunError
     from batchrun.drivers.batch_admin import cancel_batches, list_batches
     from batchrun.render.batches import format_batches

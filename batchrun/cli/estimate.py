@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
 
-from batchrun.cli.options import PRECEDENCE, fail, load, setting_options
+from batchrun.cli.options import PRECEDENCE, SOURCE, fail, load, setting_options
 
 
 @click.command("estimate", epilog=PRECEDENCE)
-@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("source", type=SOURCE)
 @click.option(
     "--exact",
     is_flag=True,
@@ -35,7 +34,7 @@ from batchrun.cli.options import PRECEDENCE, fail, load, setting_options
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON.")
 @setting_options("estimate")  # run's flags that bear on the estimate (a pilot is a run)
 def estimate_cmd(
-    source: Path,
+    source: str,
     exact: bool,
     pilot: str | None,
     seed: int,

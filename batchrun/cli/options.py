@@ -67,7 +67,8 @@ def _option(s: Setting) -> Callable[[F], F]:
     elif s.kind == "choice":
         extra["type"] = click.Choice(list(s.choices))
     elif s.kind == "path":
-        extra["type"] = click.Path(path_type=Path, dir_okay=not s.files_only)
+        # A string, not a Path: an s3:// or gs:// URL must reach load_config whole.
+        extra["type"] = click.Path(dir_okay=not s.files_only)
     elif s.kind == "list":
         extra["multiple"] = True
     elif s.kind == "json":
@@ -136,7 +137,12 @@ def _json_value(types: tuple[type, ...]) -> Callable[[click.Context, click.Param
     return parse
 
 
-def load(source: Path, flags: dict[str, Any]) -> RunConfig:
+# A job's SOURCE argument: a job file, a dataset, - for standard input, or an s3:// / gs://
+# URL; a string, since a Path would fold the URL's "//".
+SOURCE = click.Path()
+
+
+def load(source: str | Path, flags: dict[str, Any]) -> RunConfig:
     """The command's config, or exit 1 with the configuration error.
 
     A SOURCE of ``-`` is standard input: it is copied beside the output first

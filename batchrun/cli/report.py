@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -11,7 +14,7 @@ from batchrun.cli.options import fail
 
 
 @click.command("report")
-@click.argument("outputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("outputs", nargs=-1, required=True, type=click.Path())
 @click.option(
     "--html",
     "html_file",
@@ -25,11 +28,12 @@ from batchrun.cli.options import fail
     help="Price file for answers that had no price when they ran.",
 )
 def report_cmd(
-    outputs: tuple[Path, ...], html_file: Path | None, as_json: bool, prices: Path | None
+    outputs: tuple[str, ...], html_file: Path | None, as_json: bool, prices: Path | None
 ) -> None:
     """Totals, stop reasons, errors, latency, cost and throughput of one or more outputs.
 
-    An output may be a finished dataset or one still in its journal (a run that stopped).
+    An output may be a finished dataset or one still in its journal (a run that stopped),
+    local or on object storage (s3://, gs://: its final file and journal segments are read).
 
     \b
     Examples:
@@ -43,7 +47,12 @@ def report_cmd(
     from batchrun.reporting.report import report
 
     try:
-        rep = report(outputs, load_prices(prices))
+        with tempfile.TemporaryDirectory(prefix="batchrun-report-") as folder:
+            rep = report(_local_copies(outputs, Path(folder)), load_prices(prices))
+        rep.sources = [
+            replace(source, path=shown) if shown != str(source.path) else source
+            for source, shown in zip(rep.sources, outputs, strict=True)
+        ]
         if html_file is not None:
             html_file.write_text(render_html(rep), encoding="utf-8")
     except OSError as exc:
@@ -53,3 +62,23 @@ def report_cmd(
     click.echo(json.dumps(rep.to_dict(), indent=2) if as_json else format_report(rep))
     if html_file is not None:
         click.echo(f"batchrun: wrote {html_file}", err=True)
+
+
+def _local_copies(outputs: tuple[str, ...], folder: Path) -> list[Path]:
+    """Each output as a local path: an s3:// or gs:// one pulled into ``folder`` first (its
+    final file, and the journal rebuilt from its segments, as a run on a new machine would)."""
+    from batchrun.core.locations import is_remote
+
+    local = []
+    for number, output in enumerate(outputs):
+        if not is_remote(output):
+            local.append(Path(output))
+            continue
+        from batchrun.store.remote import RemoteOutput
+        from batchrun.store.storage import Storage, StorageSettings
+
+        storage = Storage(StorageSettings.from_environ(os.environ))
+        remote = RemoteOutput(output, storage, work_dir=folder / str(number))
+        remote.pull()
+        local.append(remote.local_output)
+    return local

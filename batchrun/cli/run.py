@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
 
-from batchrun.cli.options import PRECEDENCE, fail, kept_rows, load, setting_options
+from batchrun.cli.options import PRECEDENCE, SOURCE, fail, kept_rows, load, setting_options
 
 
 @click.command("run", epilog=PRECEDENCE)
-@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("source", type=SOURCE)
 @setting_options("run")
-def run_cmd(source: Path, **flags: Any) -> None:
+def run_cmd(source: str, **flags: Any) -> None:
     """Run SOURCE and write one output row per input row, in input order.
 
     \b

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
 
-from batchrun.cli.options import PRECEDENCE, fail, load, setting_options
+from batchrun.cli.options import PRECEDENCE, SOURCE, fail, load, setting_options
 
 
 @click.command("validate", epilog=PRECEDENCE)
-@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("source", type=SOURCE)
 @setting_options("validate")
-def validate_cmd(source: Path, **flags: Any) -> None:
+def validate_cmd(source: str, **flags: Any) -> None:
     """Check every row of SOURCE and the job, send nothing.
 
     Lists each row that could not be sent with its file, line and field. Exit 0 when

@@ -55,6 +55,8 @@ from batchrun.config.settings import (
     Setting,
 )
 from batchrun.core.errors import ConfigError
+from batchrun.core.locations import is_remote
+from batchrun.core.scrub import url_without_secrets
 from batchrun.core.secret import Secret
 from batchrun.cost.prices import PriceTable, default_prices, load_prices
 from batchrun.limits.values import AUTO_MAX, Limits, LimitsConfig
@@ -136,6 +138,17 @@ class RunConfig:
     media_root: Path | None = None  # where file references resolve; None: the input's folder
     resend_changed: bool = False  # on resume, send again rows whose request changed
     json_summary: bool = False  # run --json: the summary as JSON on stdout
+    # An output or input on object storage (store.remote): ``output`` / ``input`` are then
+    # their local copies in the work folder.
+    output_url: str | None = None
+    input_url: str | None = None
+    work_dir: Path | None = None  # None: under cache_home
+    cache_home: Path | None = None  # $XDG_CACHE_HOME or ~/.cache, from the environment
+    segment_rows: int = 10_000
+    segment_seconds: float = 60.0
+    keep_journal: bool = False
+    s3_endpoint: str | None = None  # AWS_ENDPOINT_URL(_S3): an S3-compatible server
+    gcs_endpoint: str | None = None  # STORAGE_EMULATOR_HOST: a GCS emulator
 
     @property
     def input_shape(self) -> InputShape:
@@ -157,7 +170,7 @@ def is_job_file(source: Path) -> bool:
 
 
 def load_config(
-    source: Path,
+    source: Path | str,
     flags: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> RunConfig:
@@ -172,8 +185,13 @@ def load_config(
     given = {k: v for k, v in (flags or {}).items() if v is not None and v != ()}
     job: dict[str, Any] = {}
     job_file: Path | None = None
-    if is_job_file(source):
-        job_file = source
+    if is_remote(source) and str(source).lower().endswith(".toml"):
+        raise ConfigError(
+            f"{url_without_secrets(str(source))}: job files are read from local paths only; "
+            "copy it here (its input and output may be s3:// or gs:// URLs)"
+        )
+    if not is_remote(source) and is_job_file(Path(source)):
+        source = job_file = Path(source)
         job = _read_job_file(source)
     else:
         job["input"] = str(source)
@@ -193,14 +211,27 @@ def load_config(
     def value(key: str) -> Any:
         return _value(BY_KEY[key], settings)
 
-    input_path = path_of("input")
+    work_dir = path_of("work_dir")
+    cache_home = _cache_home(env)
+    input_url = _url(settings.get("input"))
+    output_url = _url(settings.get("output"))
+    if input_url is not None:
+        input_path: Path | None = _fetched_input(input_url, cache_home, env)
+    else:
+        input_path = path_of("input")
     if input_path is None:
         raise ConfigError(f"{source}: no input: set `input` in the job file")
-    # reviews.jsonl.gz -> reviews.results.parquet: the compression suffix is no part of it
-    stem = Path(split_suffix(input_path.name)[0]).stem
-    output = path_of("output") or (Path.cwd() / f"{stem}.results.parquet")
+    if output_url is not None:
+        output = _mirror_of(output_url, work_dir, cache_home)
+    else:
+        # reviews.jsonl.gz -> reviews.results.parquet: the compression suffix is no part of it
+        stem = Path(split_suffix(input_path.name)[0]).stem
+        output = path_of("output") or (Path.cwd() / f"{stem}.results.parquet")
     if output.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise ConfigError(f"output {output}: the name must end in .parquet, .jsonl or .csv")
+        shown = output_url or output
+        raise ConfigError(f"output {shown}: the name must end in .parquet, .jsonl or .csv")
+    if input_url is not None and input_url == output_url:
+        raise ConfigError(f"output {output_url} is the input: write to another one with -o")
     check_output_is_not_input(input_path, output)
     keep_columns = tuple(_str_list(settings, "keep_columns"))
     check_keep_columns(keep_columns)
@@ -254,7 +285,45 @@ def load_config(
         media_root=_media_root(path_of("media_root")),
         resend_changed=bool(value("resend_changed")),
         json_summary=bool(value("json_summary")),
+        output_url=output_url,
+        input_url=input_url,
+        work_dir=work_dir,
+        cache_home=cache_home,
+        segment_rows=value("segment_rows"),
+        segment_seconds=value("segment_seconds"),
+        keep_journal=bool(value("keep_journal")),
+        s3_endpoint=_s3_endpoint(env),
+        gcs_endpoint=env.get("STORAGE_EMULATOR_HOST") or None,
     )
+
+
+def _url(value: Any) -> str | None:
+    return value if isinstance(value, str) and is_remote(value) else None
+
+
+def _cache_home(env: Mapping[str, str]) -> Path:
+    """Where batchrun keeps local copies of remote files: the XDG cache folder."""
+    return Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+
+
+def _s3_endpoint(env: Mapping[str, str]) -> str | None:
+    return env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
+
+
+def _mirror_of(url: str, work_dir: Path | None, cache_home: Path) -> Path:
+    """The local copy of the remote output ``url``, in its work folder (``store.remote``)."""
+    # Imported here: a job with local files only has no use for the storage layer.
+    from batchrun.store.remote import RemoteOutput
+
+    return RemoteOutput.local_output_of(url, work_dir, cache_home)
+
+
+def _fetched_input(url: str, cache_home: Path, env: Mapping[str, str]) -> Path:
+    """A local copy of the remote input ``url``, downloaded unless the copy is current."""
+    from batchrun.store.storage import Storage, StorageSettings
+
+    storage = Storage(StorageSettings(_s3_endpoint(env), env.get("STORAGE_EMULATOR_HOST")))
+    return storage.cached_copy(url, cache_home / "batchrun" / "inputs")
 
 
 def _delimiter(value: str | None) -> str | None:

@@ -495,6 +495,40 @@ SETTINGS: tuple[Setting, ...] = (
         flag="--json",
         job=False,
     ),
+    # --- an output on object storage (s3://, gs://: store.remote) ---------------------------
+    Setting(
+        "work_dir",
+        "path",
+        "Local folder for an s3:// or gs:// output's journal and copy [default: under "
+        "$XDG_CACHE_HOME/batchrun or ~/.cache/batchrun].",
+        commands=RUN_COMMANDS,
+    ),
+    Setting(
+        "segment_rows",
+        "int",
+        "An s3:// or gs:// output's journal is uploaded in sealed segments of at most this "
+        "many rows [default: {default}].",
+        default=10_000,
+        commands=RUN_COMMANDS,
+        low=1,
+    ),
+    Setting(
+        "segment_seconds",
+        "number",
+        "... or of at most this many seconds of work [default: {default}].",
+        default=60.0,
+        commands=RUN_COMMANDS,
+        low=0,
+        low_open=True,
+    ),
+    Setting(
+        "keep_journal",
+        "flag",
+        "Keep an s3:// or gs:// output's journal segments once the final file is in place.",
+        default=False,
+        commands=RUN_COMMANDS,
+        job=False,
+    ),
     Setting(
         "quiet",
         "flag",

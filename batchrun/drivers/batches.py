@@ -46,6 +46,7 @@ from batchrun.drivers.batch_results import (
 from batchrun.drivers.display import BatchView, Snapshot
 from batchrun.drivers.interrupt import run_interruptibly
 from batchrun.drivers.online import run_holding
+from batchrun.drivers.output import RunOutput
 from batchrun.drivers.preflight import check_every_row_can_be_built
 from batchrun.drivers.progress import Progress
 from batchrun.drivers.session import (
@@ -113,8 +114,9 @@ async def _run_claimed(
     """``run_batches_async``, the output claimed (its lock held: ``lock``)."""
     journal = _open_journal(config)
     summary = RunSummary(input=config.input, output=config.output, via=VIA_BATCHES)
-    sink = Sink(config.output, config.keep_columns)
-    prior = sink.open(overwrite=config.overwrite)
+    output = RunOutput(config)
+    prior = output.open()
+    sink = output.sink
     done, known_ids = load_prior(config, prior)
     counter = RowCounter()
     lapsed_online = False
@@ -143,7 +145,7 @@ async def _run_claimed(
                 e.batch_id or e.key for e in journal.open_entries() if e.open
             ]
             progress.close()
-            await sink.close()
+            await output.close()
         lapsed_online = (
             config.finish_online
             and RowState.LAPSED in done
@@ -161,7 +163,7 @@ async def _run_claimed(
         and not summary.batches_running
         and every_row_recorded
     )
-    write_output(config, sink, summary, counter.rows, complete=complete)
+    write_output(config, output, summary, counter.rows, complete=complete)
     if fatal is not None:
         raise fatal
     return summary

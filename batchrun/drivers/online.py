@@ -19,6 +19,7 @@ from batchrun.core.errors import ConfigError, FatalRunError
 from batchrun.cost.budget import projected_total
 from batchrun.drivers.display import Snapshot, cost_text
 from batchrun.drivers.interrupt import run_interruptibly
+from batchrun.drivers.output import RunOutput
 from batchrun.drivers.preflight import check_every_row_can_be_built
 from batchrun.drivers.progress import Progress
 from batchrun.drivers.session import (
@@ -38,7 +39,6 @@ from batchrun.engine.outcome import Work
 from batchrun.rows.reader import check_input_file
 from batchrun.store.batch_journal import running_batches
 from batchrun.store.lock import OutputLock
-from batchrun.store.sink import Sink
 
 
 async def run_async(
@@ -106,8 +106,9 @@ async def _run_claimed(
     """``run_async``, the output claimed."""
     _check_no_running_batches(config)
     summary = RunSummary(input=config.input, output=config.output, max_cost=config.max_cost)
-    sink = Sink(config.output, config.keep_columns)
-    prior = sink.open(overwrite=config.overwrite)
+    output = RunOutput(config)
+    prior = output.open()
+    sink = output.sink
     states, known_ids = load_prior(config, prior)
 
     async with open_client(config, transport) as client:
@@ -144,7 +145,7 @@ async def _run_claimed(
             summary.elapsed_s = time.perf_counter() - started
             summary.budget_stop = engine.budget_stop
             progress.close()
-            await sink.close()
+            await output.close()
     summary.total_rows = counter.rows
     summary.skipped = counter.skipped
     complete = (
@@ -154,7 +155,7 @@ async def _run_claimed(
     )
     # A pilot sample's answers stay in the journal, for the run that answers the rest.
     if only is None or complete:
-        write_output(config, sink, summary, counter.rows, complete=complete)
+        write_output(config, output, summary, counter.rows, complete=complete)
     if fatal is not None:
         raise fatal
     return summary

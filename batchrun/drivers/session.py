@@ -28,6 +28,7 @@ from batchrun.config.load import (
 )
 from batchrun.core.errors import ConfigError, InputError, OutputError
 from batchrun.drivers.interrupt import stopped_by_signals
+from batchrun.drivers.output import RunOutput
 from batchrun.drivers.summary import RunSummary
 from batchrun.engine.outcome import Work, prepare
 from batchrun.rows.compressed import open_bytes
@@ -53,7 +54,6 @@ from batchrun.store.row_state import RowState, count_done, state_of, to_send
 from batchrun.store.sink import (
     PriorRecord,
     PriorState,
-    Sink,
     journal_path,
     remove_stale_temporaries,
 )
@@ -509,7 +509,7 @@ def count_hint(config: RunConfig, states: bytearray, redo_lapsed: bool = False) 
 
 
 def write_output(
-    config: RunConfig, sink: Sink, summary: RunSummary, rows_read: int, *, complete: bool
+    config: RunConfig, output: RunOutput, summary: RunSummary, rows_read: int, *, complete: bool
 ) -> None:
     """The run's last step: the final dataset when every row is done (``summary.final``);
     after a stop, the rows finished so far as a partial output (``summary.partial``), so
@@ -518,9 +518,17 @@ def write_output(
     All or nothing either way: a signal abandons the step (``StoppedBySignal``) and leaves
     the journal, from which a re-run writes it.
     """
+    sink = output.sink
+    if output.seal_error is not None:
+        _notice(
+            config,
+            f"batchrun: warning: the last journal segment of {config.output_url} could not be "
+            f"uploaded ({output.seal_error}); this machine's journal has every row",
+        )
     with stopped_by_signals():
         if complete:
             summary.final = sink.finalize(rows_read)
+            output.publish()
             return
         # The reader may have stopped early: count the rest, for the "of" of the mark.
         total = max(rows_read, input_rows(config.input, parse=True, shape=config.input_shape) or 0)

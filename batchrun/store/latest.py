@@ -34,7 +34,7 @@ BATCH_ROWS = 65_536
 class Source:
     """One output as read: where its rows came from."""
 
-    path: Path
+    path: Path | str  # a URL where the output was pulled from object storage (cli.report)
     rows: int
     final: bool  # a final file was read
     journal: bool  # a journal was read (the run had not finished, or is running)

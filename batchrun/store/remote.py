@@ -49,7 +49,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,16 +89,10 @@ def new_run_id(now: Callable[[], float] = time.time) -> str:
     return f"{stamp}-{secrets.token_hex(3)}"
 
 
-def user_cache_home(environ: Mapping[str, str]) -> Path:
-    """``$XDG_CACHE_HOME``, or ``~/.cache``: where work folders of remote outputs go."""
-    cache = environ.get("XDG_CACHE_HOME")
-    return Path(cache) if cache else Path.home() / ".cache"
-
-
 def work_folder(url: str, work_dir: Path | None = None, cache_home: Path | None = None) -> Path:
     """The local folder mirroring the remote output ``url``: ``work_dir`` when given, else
-    ``<cache_home>/batchrun/<name>-<hash of the URL>`` (``cache_home`` from
-    ``user_cache_home``; ``~/.cache`` when None)."""
+    ``<cache_home>/batchrun/<name>-<hash of the URL>`` (``RunConfig.cache_home``, from
+    ``$XDG_CACHE_HOME``; ``~/.cache`` when None)."""
     if work_dir is not None:
         return work_dir
     shown = url_without_secrets(url)
@@ -185,7 +179,7 @@ class RemoteOutput:
         self.shown = url_without_secrets(url)
         self.storage = storage
         self.folder = work_folder(url, work_dir, cache_home)
-        self.local_output = self.folder / parse_location(url).name
+        self.local_output = self.local_output_of(url, work_dir, cache_home)
         self.local_journal = journal_path(self.local_output)
         self.state_path = self.local_output.with_name(self.local_output.name + STATE_SUFFIX)
         self.prefix = journal_prefix(url)
@@ -200,6 +194,11 @@ class RemoteOutput:
         self._pulled = False
 
     # -- before the run ---------------------------------------------------------------------
+
+    @staticmethod
+    def local_output_of(url: str, work_dir: Path | None, cache_home: Path | None) -> Path:
+        """Where the local copy of the output ``url`` lives (and its journal beside it)."""
+        return work_folder(url, work_dir, cache_home) / parse_location(url).name
 
     def pull(self, *, overwrite: bool = False) -> PullReport:
         """Bring the work folder in step with the store (see the module's docstring).

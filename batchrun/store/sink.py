@@ -240,6 +240,9 @@ class Sink:
         self._fd: int | None = None
         self._last_fsync = 0.0
         self._partial: Partial | None = None  # the output's partial mark, read by ``open``
+        # Told after each row is journaled: an output on object storage seals and uploads
+        # the journal in segments from it (``store.remote.Segmenter.noticed``).
+        self.on_append: Callable[[], None] | None = None
 
     # -- before the run -------------------------------------------------------------------
 
@@ -315,6 +318,8 @@ class Sink:
                 f"cannot append to {self.journal}: {exc.strerror or exc}; the rows finished "
                 "before this are kept and a re-run resumes after them"
             ) from exc
+        if self.on_append is not None:
+            self.on_append()
 
     def sync(self) -> None:
         """Force the journal to disk now (before recording that rows are safely written)."""

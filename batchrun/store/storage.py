@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import secrets
 from collections.abc import Callable, Iterator, Mapping
@@ -141,11 +142,6 @@ class Location:
     def name(self) -> str:
         """The last part of the path: the file name."""
         return self.path.rstrip("/").rsplit("/", 1)[-1]
-
-
-def is_remote(url: str | Path) -> bool:
-    """Whether ``url`` names an object store (``s3://``, ``gs://``) rather than a local path."""
-    return isinstance(url, str) and urlsplit(url).scheme in REMOTE_SCHEMES
 
 
 def parse_location(url: str | Path, *, folder: bool = False) -> Location:
@@ -306,6 +302,22 @@ class Storage:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
         return copied
+
+    def cached_copy(self, url: str, cache: Path) -> Path:
+        """A local copy of ``url`` under ``cache``, downloaded only when the object's stamp
+        differs from the one the copy was made from (a re-run reads its input once)."""
+        info = self.stat(url)
+        digest = hashlib.sha256(url_without_secrets(url).encode()).hexdigest()[:16]
+        local = cache / digest / parse_location(url).name
+        stamp = local.with_name(f".{local.name}.stamp")
+        try:
+            current = local.exists() and stamp.read_text(encoding="utf-8") == info.stamp
+        except OSError:
+            current = False
+        if not current:
+            self.download(url, local)
+            stamp.write_text(info.stamp, encoding="utf-8")
+        return local
 
     def upload(self, local: Path, url: str | Path) -> int:
         """Copy the file ``local`` to ``url``, all or nothing. Returns the bytes copied."""
