@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 from support import canned_message, job_config, prompts, write_jsonl
@@ -73,7 +74,17 @@ def test_no_cap_hint_once_the_cap_is_set() -> None:
 
 
 class HourLong429:
-    """The first request gets a 429 asking for an hour; the rest are answered."""
+    """The first request gets a 429 asking for an hour; the rest are answered.
+
+    Its headers say the request bucket is empty, so the 429 pauses the whole model (a 429
+    with plenty left would hold back only its own row, ``test_proportional_429``).
+    """
+
+    EMPTY_BUCKET: ClassVar[dict[str, str]] = {
+        "retry-after": "3600",
+        "anthropic-ratelimit-requests-limit": "50",
+        "anthropic-ratelimit-requests-remaining": "0",
+    }
 
     def __init__(self) -> None:
         self.calls = 0
@@ -83,7 +94,7 @@ class HourLong429:
         body = json.loads(request.content)
         if self.calls == 1:
             error = {"type": "error", "error": {"type": "rate_limit_error", "message": "slow"}}
-            return httpx.Response(429, json=error, headers={"retry-after": "3600"})
+            return httpx.Response(429, json=error, headers=self.EMPTY_BUCKET)
         message = canned_message(body["model"], "ok", input_tokens=5, output_tokens=1)
         return httpx.Response(200, json=message)
 

@@ -181,9 +181,11 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "output",
             "output_tokens",
             "partial",
+            "rate_429s_retried",  # issue 18: a 429 retried alone, no pause
             "rate_limited_429s",
             "rate_limits",
             "rate_pauses",
+            "rate_slowdowns",  # issue 18
             "rate_wait_s",
             "retries",
             "skipped",

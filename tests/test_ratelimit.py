@@ -17,6 +17,7 @@ import pytest
 from batchrun.core.errors import ApiConnectionError, ApiStatusError, ExceedsRateLimitError
 from batchrun.core.timestamps import parse_rfc3339
 from batchrun.limits.buckets import Bucket
+from batchrun.limits.congestion import Verdict
 from batchrun.limits.headers import HeaderReading, parse_rate_limit_headers
 from batchrun.limits.limiter import RESUME_RAMP_S, RateLimiter, Reservation
 from batchrun.limits.tuner import AUTO_START, ConcurrencyTuner, little_concurrency
@@ -677,3 +678,109 @@ def test_a_refund_does_not_cut_a_pause_short() -> None:
         return when
 
     assert run(main()) == pytest.approx(5.0)
+
+
+# --------------------------------------------------------------------------- 429s in proportion
+
+REFUSED = ApiStatusError("slow down", status=429, error_type="rate_limit_error")
+OVERLOADED = ApiStatusError("Overloaded", status=529, error_type="overloaded_error")
+PLENTY_LEFT = {
+    "anthropic-ratelimit-requests-limit": "1000",
+    "anthropic-ratelimit-requests-remaining": "900",
+}
+NONE_LEFT = {
+    "anthropic-ratelimit-requests-limit": "1000",
+    "anthropic-ratelimit-requests-remaining": "0",
+}
+
+
+def test_a_429_with_plenty_left_pauses_nobody_and_cuts_concurrency_in_proportion() -> None:
+    async def main() -> tuple[Verdict, list[float], RateLimiter]:
+        vt = VirtualTime()
+        rl = RateLimiter(clock=vt, sleep=vt.sleep, pause_sleep=vt.sleep)
+        sent = [await rl.acquire(MODEL, 1, 1) for _ in range(10)]
+        for reservation in sent[:9]:
+            rl.settle(reservation, 1, 1)
+        rl.settle_failure(sent[9], REFUSED)  # 1 of 10 answers refused, nothing else in flight
+        verdict = rl.after_429(MODEL, 7.0, sent[9], PLENTY_LEFT)
+        times = await vt.finish(admitted_at(vt, rl, 1, 1))
+        return verdict, times, rl
+
+    verdict, times, rl = run(main())
+    assert verdict is Verdict.SLOW
+    assert times == [0.0]  # nobody else waits for that retry-after
+    assert rl.stats.pauses == 0
+    assert rl.stats.refused_alone == 1 and rl.stats.slowdowns == 1
+
+
+def test_a_429_saying_none_is_left_pauses_the_model_for_its_retry_after() -> None:
+    async def main() -> tuple[Verdict, list[float], int]:
+        vt = VirtualTime()
+        rl = RateLimiter(clock=vt, sleep=vt.sleep, pause_sleep=vt.sleep)
+        sent = await rl.acquire(MODEL, 1, 1)
+        rl.settle_failure(sent, REFUSED)
+        verdict = rl.after_429(MODEL, 7.0, sent, NONE_LEFT)
+        times = await vt.finish(*(admitted_at(vt, rl, 1, 1) for _ in range(2)))
+        return verdict, times, rl.stats.pauses
+
+    verdict, times, pauses = run(main())
+    assert verdict is Verdict.PAUSE and pauses == 1
+    assert times[0] == pytest.approx(7.0)
+    assert times[1] > times[0]  # still released gradually after the pause
+
+
+def test_clustered_429s_without_headers_pause_the_model() -> None:
+    async def main() -> tuple[list[Verdict], int]:
+        vt = VirtualTime()
+        rl = RateLimiter(clock=vt, sleep=vt.sleep, pause_sleep=vt.sleep)
+        sent = [await rl.acquire(MODEL, 1, 1) for _ in range(6)]
+        rl.settle(sent[0], 1, 1)
+        verdicts = []
+        for reservation in sent[1:]:  # five 429s in six answers
+            rl.settle_failure(reservation, REFUSED)
+            verdicts.append(rl.after_429(MODEL, 2.0, reservation, {}))
+        return verdicts, rl.stats.pauses
+
+    verdicts, pauses = run(main())
+    assert verdicts == [Verdict.SLOW] * 4 + [Verdict.PAUSE]
+    assert pauses == 1
+
+
+def test_a_cut_concurrency_holds_the_next_request_until_an_answer_frees_a_slot() -> None:
+    async def main() -> tuple[bool, float]:
+        vt = VirtualTime()
+        rl = RateLimiter(clock=vt, sleep=vt.sleep, pause_sleep=vt.sleep)
+        sent = [await rl.acquire(MODEL, 1, 1) for _ in range(4)]
+        rl.settle_failure(sent[3], REFUSED)  # 1 of 1 answer refused: cut to 1 of 3 in flight
+        rl.after_429(MODEL, 1.0, sent[3], PLENTY_LEFT)
+        waiter = asyncio.ensure_future(admitted_at(vt, rl, 1, 1))
+        await vt.run_until(0.5)
+        held = not waiter.done()
+        await vt.run_until(2.0)
+        rl.settle(sent[0], 1, 1)
+        rl.settle(sent[1], 1, 1)
+        rl.settle(sent[2], 1, 1)
+        (when,) = await vt.finish(waiter)
+        return held, when
+
+    held, when = run(main())
+    assert held
+    assert when == pytest.approx(2.0)  # admitted as soon as the answers came back
+
+
+def test_an_overload_storm_cuts_concurrency_and_single_529s_do_not() -> None:
+    async def main() -> tuple[int, int]:
+        vt = VirtualTime()
+        rl = RateLimiter(clock=vt, sleep=vt.sleep, pause_sleep=vt.sleep)
+        sent = [await rl.acquire(MODEL, 1, 1) for _ in range(40)]
+        for reservation in sent[:20]:
+            rl.settle(reservation, 1, 1)
+        rl.settle_failure(sent[20], OVERLOADED)  # one 529 in 21 answers: no storm
+        before = rl.stats.slowdowns
+        for reservation in sent[21:]:  # then 19 more of 40: most recent answers overloaded
+            rl.settle_failure(reservation, OVERLOADED)
+        return before, rl.stats.slowdowns
+
+    before, after = run(main())
+    assert before == 0
+    assert after == 1  # one cut for the storm's generation, not one per 529

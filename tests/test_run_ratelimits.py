@@ -170,14 +170,21 @@ def test_a_row_larger_than_a_minutes_budget_fails_alone_and_is_never_sent(tmp_pa
 
 
 def rate_limited(retry_after: str) -> httpx.Response:
+    """A 429 whose headers say the request bucket is empty (so it pauses the model)."""
     envelope = {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}
-    return httpx.Response(429, json=envelope, headers={"retry-after": retry_after})
+    headers = {
+        "retry-after": retry_after,
+        "anthropic-ratelimit-requests-limit": "1000",
+        "anthropic-ratelimit-requests-remaining": "0",
+    }
+    return httpx.Response(429, json=envelope, headers=headers)
 
 
 def test_a_429_pauses_once_for_every_worker_and_the_retry_does_not_wait_again(
     tmp_path: Path,
 ) -> None:
-    """Four rows meet a 429 together: one 7 s pause, not four, and not 7 s more per retry."""
+    """Four rows meet a 429 saying the bucket is empty together: one 7 s pause, not four, and
+    not 7 s more per retry."""
     sent: list[str] = []
     slept: list[float] = []
     all_in = asyncio.Event()
@@ -215,7 +222,7 @@ def test_a_429_pauses_once_for_every_worker_and_the_retry_does_not_wait_again(
     assert len(sent) == 8
 
 
-def test_a_429_without_retry_after_pauses_for_the_backoff(tmp_path: Path) -> None:
+def test_a_429_without_retry_after_waits_for_the_backoff(tmp_path: Path) -> None:
     calls = 0
     slept: list[float] = []
 

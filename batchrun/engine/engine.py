@@ -1,10 +1,11 @@
 """The engine: prepared requests in, outcome rows out, with everything sending takes in between.
 
-It owns the worker pool, retries, rate limits learned from headers, 429 pauses, the
-``--max-cost`` budget and the early stop of a run whose every request fails alike. It knows
-nothing of files, journals, progress bars or signals: a driver hands it rows and a place to
-put each outcome. The online driver, the ``--finish-online`` pass of Message Batches and the
-pilot of ``estimate`` all go through it, and so can a notebook::
+It owns the worker pool, retries, rate limits learned from headers, what a 429 costs (a pause
+of the model when its bucket is empty, else a slowdown in proportion), the ``--max-cost``
+budget and the early stop of a run whose every request fails alike. It knows nothing of
+files, journals, progress bars or signals: a driver hands it rows and a place to put each
+outcome. The online driver, the ``--finish-online`` pass of Message Batches and the pilot of
+``estimate`` all go through it, and so can a notebook::
 
     import asyncio
     from pathlib import Path
@@ -62,8 +63,8 @@ class Engine:
     """Sends prepared requests through the bounded pool; hands each outcome row to ``on_row``.
 
     ``tally`` receives the counts (a ``RunSummary`` is one); ``sleep`` is the wait between
-    retries and during 429 pauses (tests pass a fake); ``notify`` gets the one-line events
-    a person should see (budget stop, unpriced model, a wait of more than a few seconds).
+    retries and during whole-model 429 pauses (tests pass a fake); ``notify`` gets the one-line
+    events a person should see (budget stop, unpriced model, a wait of more than a few seconds).
     """
 
     def __init__(
@@ -79,7 +80,8 @@ class Engine:
         self.tally = tally
         self.pool: Pool[Work] = Pool(config.concurrency)
         self._notify = notify
-        # The limiter waits out a 429 in place of the retry loop, so it takes the retry sleep.
+        # The limiter waits out a bucket-empty 429 in place of the retry loop, so it takes the
+        # retry sleep.
         self.limiter = RateLimiter(config.limits, pause_sleep=sleep)
         notices = WaitNotices(notify, capped=config.max_retry_wait is not None)
         # Told by the sender when the API first answers: until then, quick retries only.
@@ -92,7 +94,7 @@ class Engine:
             self.sender.tuner = ConcurrencyTuner(self.limiter, self.pool.set_limit)
         self.budget_stop: str | None = None  # why the budget stopped admitting rows
         self._budget = self._make_budget()
-        self._unpriced = UnknownModels()
+        self._unpriced = UnknownModels(config.prices)  # its did-you-mean knows --prices too
 
     @property
     def in_flight(self) -> int:

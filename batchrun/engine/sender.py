@@ -19,6 +19,7 @@ from batchrun.engine.fail_fast import QUICK_WAIT_S, FailFast, is_an_answer
 from batchrun.engine.outcome import Work, error_row, ok_row
 from batchrun.engine.tally import RowTally
 from batchrun.engine.waits import WaitNotices
+from batchrun.limits.congestion import Verdict
 from batchrun.limits.limiter import RateLimiter, Reservation
 from batchrun.limits.tuner import ConcurrencyTuner
 from batchrun.limits.usage import RATE_LIMIT_STATUS, itpm_tokens
@@ -35,9 +36,11 @@ class Sender:
     """Sends one request with retries and turns the outcome into an output row.
 
     Every attempt passes rate-limit admission first and reports its usage and the response's
-    rate-limit headers after (``batchrun.limits``). A 429 pauses admission for the model, for
-    every worker at once; that pause stands in for the retry loop's own wait for the 429, which
-    is skipped, so the two never add up. Waits of more than a few seconds are told
+    rate-limit headers after (``batchrun.limits``). A 429 that says the bucket is empty pauses
+    admission for the model, for every worker at once; that pause stands in for the retry
+    loop's own wait for the 429, which is skipped, so the two never add up. Any other 429 is
+    waited out by its own request alone, as the SDK does, while the limiter slows the model
+    down in proportion (``limits.congestion``). Waits of more than a few seconds are told
     (``notices``); ``--max-retry-wait`` caps them.
     """
 
@@ -141,16 +144,24 @@ class Sender:
     def pause_for(
         self, model: str, exc: BaseException, wait: float, sent: Reservation | None, attempt: int
     ) -> bool:
-        """Count a retry; a (retryable) 429 pauses admission instead. True for a 429."""
+        """Count a retry; True when a 429 paused admission for the whole model instead (then
+        the retry loop's own wait is skipped: the pause is that wait)."""
         self._tally.retries += 1
-        paused = isinstance(exc, ApiError) and exc.status == RATE_LIMIT_STATUS
+        paused = False
+        if isinstance(exc, ApiError) and exc.status == RATE_LIMIT_STATUS:
+            headers = exc.rate_limit_headers if isinstance(exc, ApiStatusError) else None
+            verdict = self._limiter.after_429(model, wait, sent, headers)
+            paused = verdict is Verdict.PAUSE
+            self._report_429s()
         if self._notices is not None:
             self._notices.retry(model, exc, wait, paused=paused, attempt=attempt)
-        if not paused:
-            return False
-        self._limiter.pause(model, wait, sent)
-        self._tally.rate_pauses = self._limiter.stats.pauses
-        return True
+        return paused
+
+    def _report_429s(self) -> None:
+        stats, tally = self._limiter.stats, self._tally
+        tally.rate_pauses = stats.pauses
+        tally.rate_429s_retried = stats.refused_alone
+        tally.rate_slowdowns = stats.slowdowns
 
     async def retry_sleep(self, seconds: float) -> None:
         await self._sleep(seconds)
@@ -159,17 +170,18 @@ class Sender:
         """Put what admission did into the tally, at the end of the run."""
         tally, limiter = self._tally, self._limiter
         tally.rate_wait_s = limiter.stats.held_s
-        tally.rate_pauses = limiter.stats.pauses
+        self._report_429s()
         tally.rate_limits = {model: limiter.limits(model) for model in limiter.models()}
         if self.tuner is not None:
             tally.concurrency_chosen = self.tuner.chosen
 
 
 class RetryWaits:
-    """The retry loop's waits for one row: skipped after a 429, which paused admission instead.
+    """The retry loop's waits for one row: skipped after a 429 that paused admission instead.
 
     The next attempt then waits in the limiter's queue, in order with every other request,
-    until the pause (the server's retry-after) is over.
+    until the pause (the server's retry-after) is over. After a 429 that did not pause the
+    model the row waits here, alone, like after any other retryable failure.
     """
 
     def __init__(self, sender: Sender, model: str) -> None:

@@ -45,7 +45,13 @@ class RowTally:
     )  # responses answered 429 rate_limit_error, retried or not
     rate_pauses: int = field(
         default=0, metadata=ADDS
-    )  # admission pauses after 429s (429s during a pause extend it)
+    )  # whole-model pauses: a 429 said the bucket is empty, or 429s clustered
+    rate_429s_retried: int = field(
+        default=0, metadata=ADDS
+    )  # 429s waited out by their own request alone (no pause of the model)
+    rate_slowdowns: int = field(
+        default=0, metadata=ADDS
+    )  # proportional cuts of a model's concurrency (scattered 429s, a 529 storm)
     rate_wait_s: float = field(
         default=0.0, metadata=ADDS
     )  # wall seconds rate limits held admission back

@@ -5,6 +5,8 @@
 * ``headers``: the ``anthropic-ratelimit-*`` response headers, read (``parse_rate_limit_headers``).
 * ``usage``: what the API counts toward the limits for a reply or a failed attempt.
 * ``buckets``: the continuously refilled token bucket.
+* ``congestion``: what a 429 or a 529 storm says (bucket empty, or slow down) and the AIMD
+  concurrency window that slows a model down in proportion; pure.
 * ``limiter``: admission (``RateLimiter``): queues, reservations, settling, 429 pauses.
 * ``tuner``: ``--concurrency auto`` (``ConcurrencyTuner``), by Little's law.
 

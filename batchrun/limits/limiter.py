@@ -47,12 +47,16 @@ Learned limits
     of the same organisation's limit, and estimates that run low, are caught as they happen.
 
 429 coordination
-    ``pause`` (called on a 429) stops admission for the model until the server's
-    ``retry-after``, for every worker at once, and empties its buckets: the server has just
-    said they are empty. When the pause ends, the requests it held are released one by one
-    over ``RESUME_RAMP_S`` in their queue order, not all at the same instant. The retry loop's
-    own wait for that 429 is skipped by the caller (the pause already is that wait), so the
-    two never add up.
+    ``after_429`` first asks whether the 429 says the bucket is empty (``congestion``: its
+    own or recent ``-remaining`` headers near zero, or 429s clustering). If so, ``pause``
+    stops admission for the model until the server's ``retry-after``, for every worker at
+    once, and empties its buckets. When the pause ends, the requests it held are released one
+    by one over ``RESUME_RAMP_S`` in their queue order, not all at the same instant. The retry
+    loop's own wait for that 429 is skipped by the caller (the pause already is that wait), so
+    the two never add up. If not, only the refused request waits for its retry-after (the
+    caller's retry loop) and the model's concurrency is cut in proportion to the share of
+    recent answers refused, then regrown additively (``congestion.Window``). A storm of 529s
+    (most recent answers overloaded) is cut the same way at ``settle_failure``.
 
 A request that needs more than a whole minute's budget (estimated input above ITPM,
 ``max_tokens`` above OTPM) could never be admitted: ``acquire`` raises
@@ -72,10 +76,18 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from batchrun.core.errors import ExceedsRateLimitError
+from batchrun.core.errors import ApiError, ExceedsRateLimitError
 from batchrun.limits.buckets import Bucket
+from batchrun.limits.congestion import (
+    HEADERS_FRESH_S,
+    Answer,
+    RecentAnswers,
+    Verdict,
+    Window,
+    judge_429,
+)
 from batchrun.limits.headers import HeaderReading, parse_rate_limit_headers
-from batchrun.limits.usage import failed_attempt_usage
+from batchrun.limits.usage import RATE_LIMIT_STATUS, failed_attempt_usage
 from batchrun.limits.values import INPUT, OUTPUT, REQUESTS, WINDOW_S, Limits, LimitsConfig
 
 Clock = Callable[[], float]
@@ -94,6 +106,12 @@ ESTIMATE_SMOOTHING = 0.1
 """Weight of the newest reply in the moving averages (estimate ratio, usage per request, and
 the latency of ``tuner``)."""
 
+WINDOW_WAIT_S = 1.0
+"""A request held by a cut concurrency sleeps at most this long between looks (an answer
+that frees a slot wakes it at once)."""
+
+OVERLOADED_STATUS = 529
+
 RATIO_BOUNDS = (0.05, 10.0)
 """How far the learned counted/estimated ratio may move from 1: a few odd replies must not
 make reservations absurd."""
@@ -104,7 +122,9 @@ class LimiterStats:
     """What admission cost the run, for the summary and the progress bar."""
 
     held_s: float = 0.0  # wall seconds admission was holding some request back
-    pauses: int = 0  # 429 pauses (429s arriving within one pause extend it, not add one)
+    pauses: int = 0  # whole-model pauses: a 429 said the bucket is empty (or 429s clustered)
+    refused_alone: int = 0  # 429s only their own request waited out (no whole-model pause)
+    slowdowns: int = 0  # proportional cuts of a model's concurrency (429s, a 529 storm)
     too_large: int = 0  # requests refused because they exceed a whole minute's budget
 
 
@@ -118,6 +138,7 @@ class Reservation:
     estimate: int  # the caller's raw estimate
     lane: _Lane = field(repr=False)
     epoch: int = 0  # pauses of its model before it was admitted
+    cuts: int = 0  # concurrency cuts of its model before it was admitted
     settled: bool = False
 
 
@@ -142,6 +163,9 @@ class _Lane:
         self.ratio = 1.0
         self.avg_input: float | None = None
         self.avg_output: float | None = None
+        self.window = Window()  # the concurrency left after cuts (congestion)
+        self.recent = RecentAnswers()
+        self.readings: dict[int, tuple[float, HeaderReading]] = {}  # latest, with its time
 
     def limit(self, dim: int) -> int | None:
         """The limit in force: the configured one, lowered by a learned one."""
@@ -156,8 +180,22 @@ class _Lane:
 
     @property
     def free(self) -> bool:
-        """No limit known (no bucket) and never paused: admission has nothing to do."""
-        return self.pause_end == -math.inf and not any(self.buckets)
+        """No limit known (no bucket), never paused, no cut in force and nobody waiting:
+        admission has nothing to do."""
+        return (
+            self.pause_end == -math.inf
+            and not any(self.buckets)
+            and self.window.limit is None
+            and not self.queue
+        )
+
+    def fresh_readings(self, now: float) -> dict[int, HeaderReading]:
+        """The latest header readings of each dimension, if recent enough to speak of now."""
+        return {
+            dim: reading
+            for dim, (seen, reading) in self.readings.items()
+            if now - seen <= HEADERS_FRESH_S
+        }
 
     def delay(self, need: tuple[float, float, float], now: float, margin: float) -> float:
         longest = 0.0
@@ -172,6 +210,7 @@ class _Lane:
                 bucket.give(delta, now)
 
     def learn(self, dim: int, reading: HeaderReading, now: float) -> None:
+        self.readings[dim] = (now, reading)
         if reading.limit is not None and reading.limit > 0:
             self.learned[dim] = reading.limit
             limit = self.limit(dim)
@@ -260,10 +299,19 @@ class RateLimiter:
         if lane.free:
             # No limit known and never paused (no --rpm/--itpm/--otpm, no limit headers yet):
             # nothing can refuse, hold back or be charged, and no one can be queued.
-            return Reservation(model, int(need[INPUT]), max_tokens, input_tokens, lane, lane.epoch)
+            lane.window.admitted()
+            return Reservation(
+                model,
+                int(need[INPUT]),
+                max_tokens,
+                input_tokens,
+                lane,
+                lane.epoch,
+                lane.window.cuts,
+            )
         self._check_fits(lane, need, input_tokens)
         now = self._clock()
-        if not lane.queue and not lane.paused(now):
+        if not lane.queue and not lane.paused(now) and not lane.window.full:
             # Nobody is waiting, so no pause that is over still holds anyone to ramp up.
             lane.ramp_pending = False
             lane.ramp_left = 0
@@ -311,6 +359,9 @@ class RateLimiter:
                 ramped = True
                 lane.ramp_left -= 1
                 continue  # a pause may have begun during the gap
+            if lane.window.full:  # a cut concurrency: wait for an answer to free a slot
+                await self._wait(lane, WINDOW_WAIT_S, self._sleep, early=True)
+                continue
             delay = lane.delay(need, self._clock(), self._margin)
             if delay <= 0:
                 return
@@ -374,8 +425,11 @@ class RateLimiter:
         self, lane: _Lane, need: tuple[float, float, float], estimate: int, now: float
     ) -> Reservation:
         lane.adjust((-need[0], -need[1], -need[2]), now)
+        lane.window.admitted()
         taken = (int(need[INPUT]), int(need[OUTPUT]))
-        return Reservation(lane.model, *taken, estimate, lane, epoch=lane.epoch)
+        return Reservation(
+            lane.model, *taken, estimate, lane, epoch=lane.epoch, cuts=lane.window.cuts
+        )
 
     def _check_fits(self, lane: _Lane, need: tuple[float, float, float], estimate: int) -> None:
         for dim in (INPUT, OUTPUT):
@@ -390,14 +444,30 @@ class RateLimiter:
         """The attempt succeeded: charge what it really used (ITPM-counted input, output)."""
         if self._mark_settled(reservation):
             lane = reservation.lane
+            self._answered(lane, Answer.OK)
             lane.learn_usage(reservation.estimate, input_tokens, output_tokens)
             self._correct(reservation, (1, input_tokens, output_tokens))
 
     def settle_failure(self, reservation: Reservation, exc: BaseException | None) -> None:
         """The attempt failed: charge what the API counts for it (``failed_attempt_usage``)."""
         if self._mark_settled(reservation):
+            lane = reservation.lane
+            answer = _answer_of(exc)
+            self._answered(lane, answer)
+            if answer is Answer.OVERLOADED:
+                shares = lane.recent.shares(self._clock())
+                if shares.storm and lane.window.cut(shares.overloaded_share, reservation.cuts):
+                    self.stats.slowdowns += 1
             used = failed_attempt_usage(exc, reservation.input_tokens, reservation.output_tokens)
             self._correct(reservation, used)
+
+    def _answered(self, lane: _Lane, answer: Answer | None) -> None:
+        """An attempt of ``lane`` is over: free its slot, count what it came back with."""
+        lane.window.finished(answer is Answer.OK)
+        if answer is not None:
+            lane.recent.add(answer, self._clock())
+        if lane.queue:
+            self._notify(lane)  # a slot may have opened for the head
 
     @staticmethod
     def _mark_settled(reservation: Reservation) -> bool:
@@ -429,6 +499,34 @@ class RateLimiter:
         for dim, reading in readings.items():
             lane.learn(dim, reading, now)
         self._notify(lane)
+
+    def after_429(
+        self,
+        model: str,
+        seconds: float,
+        sent: Reservation | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Verdict:
+        """A 429 (already settled): pause the model, or slow it down; see ``congestion``.
+
+        ``seconds`` is the retry wait (the server's retry-after), ``sent`` the attempt that drew
+        the 429, ``headers`` its response headers. ``Verdict.PAUSE``: every request of the
+        model waits (``pause``), the caller skips its own retry wait. ``Verdict.SLOW``: only
+        the refused request waits, in the caller's retry loop; the model's concurrency is cut
+        by the share of recent answers refused.
+        """
+        lane = self._lane(model)
+        now = self._clock()
+        own = parse_rate_limit_headers(headers or {})
+        verdict = judge_429(own, lane.fresh_readings(now), lane.recent.shares(now))
+        if verdict is Verdict.PAUSE:
+            self.pause(model, seconds, sent)
+            return verdict
+        self.stats.refused_alone += 1
+        share = lane.recent.shares(now).refused_share
+        if lane.window.cut(share, None if sent is None else sent.cuts):
+            self.stats.slowdowns += 1
+        return verdict
 
     def pause(self, model: str, seconds: float, sent: Reservation | None = None) -> bool:
         """A 429: hold every request for ``model`` for ``seconds``, then ramp back up.
@@ -463,6 +561,18 @@ class RateLimiter:
         if lane is None:
             lane = self._lanes[model] = _Lane(model, self._config.for_model(model), self._clock())
         return lane
+
+
+def _answer_of(exc: BaseException | None) -> Answer | None:
+    """What a failed attempt came back with; None when it was abandoned (cancelled)."""
+    if exc is None:
+        return None
+    if isinstance(exc, ApiError):
+        if exc.status == RATE_LIMIT_STATUS:
+            return Answer.REFUSED
+        if exc.status == OVERLOADED_STATUS or exc.error_type == "overloaded_error":
+            return Answer.OVERLOADED
+    return Answer.OTHER
 
 
 def _too_large_message(lane: _Lane, dim: int, amount: float, limit: int) -> str:

@@ -110,7 +110,9 @@ def summary_dict(summary: RunSummary) -> dict[str, Any]:
         "retries": summary.retries,
         "rate_limit": {
             "answered_429": summary.rate_limited_429s,
-            "pauses": summary.rate_pauses,
+            "pauses": summary.rate_pauses,  # paused: the bucket was empty
+            "retried_alone": summary.rate_429s_retried,
+            "slowdowns": summary.rate_slowdowns,
             "wait_s": round(summary.rate_wait_s, 3),
             "limits": {
                 model: {"rpm": limits.rpm, "itpm": limits.itpm, "otpm": limits.otpm}
@@ -172,10 +174,15 @@ def _rate_limit_lines(summary: RunSummary) -> list[str]:
             ]
             lines.append(f"  limits      {model}: {', '.join(shown)}")
     if lines or summary.rate_limited_429s or summary.rate_wait_s >= 0.05:
-        pauses = f" in {summary.rate_pauses:,} pause(s)" if summary.rate_pauses else ""
+        parts = [f"{summary.rate_limited_429s:,} answered 429"]
+        if summary.rate_pauses:
+            parts.append(f"paused: bucket empty {summary.rate_pauses:,} time(s)")
+        if summary.rate_429s_retried:
+            parts.append(f"{summary.rate_429s_retried:,} retried alone")
+        if summary.rate_slowdowns:
+            parts.append(f"slowed down {summary.rate_slowdowns:,} time(s)")
         lines.append(
-            f"  rate limit  {summary.rate_limited_429s:,} answered 429{pauses}; "
-            f"admission held back {summary.rate_wait_s:.1f} s"
+            f"  rate limit  {', '.join(parts)}; admission held back {summary.rate_wait_s:.1f} s"
         )
     if summary.concurrency_chosen is not None:
         lines.append(f"  concurrency auto: {summary.concurrency_chosen:,} in flight")
