@@ -5,8 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from s3_server import MotoServer
 
 from batchrun.simulator import SimulatorConfig, SimulatorThread
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoServer]:
+    """A real S3 server (``moto_server`` on 127.0.0.1), started once, stopped at the end."""
+    with MotoServer() as server:
+        yield server
 
 
 @pytest.fixture

@@ -279,29 +279,20 @@ class Storage:
         the end: a failed download never replaces ``local``. Returns the bytes copied."""
         loc = parse_location(url)
         fs = self._fs(loc)
-        local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_name(f".{local.name}{UPLOAD_MARK}{secrets.token_hex(6)}")
-        copied = 0
-        try:
-            with self._failing(loc, "read", fs):
-                source = fs.open_input_stream(loc.path)
-            with source, tmp.open("wb") as out:
-                while True:
-                    with self._failing(loc, "read", fs):
-                        chunk = source.read(self._chunk)
-                    if not chunk:
-                        break
-                    out.write(chunk)
-                    copied += len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, local)
-        except OSError as exc:
-            raise _error(str(local), "write", exc) from exc
-        finally:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-        return copied
+        with self._failing(loc, "read", fs):
+            source = fs.open_input_stream(loc.path)
+        storage = self
+
+        class Reading:
+            """The object's stream, its failures named as reads of ``url``."""
+
+            def read(self, size: int = -1) -> bytes:
+                with storage._failing(loc, "read", fs):
+                    chunk: bytes = source.read(size)
+                return chunk
+
+        with source:
+            return self._write_local(Reading(), local, loc.shown)
 
     def cached_copy(self, url: str, cache: Path) -> Path:
         """A local copy of ``url`` under ``cache``, downloaded only when the object's stamp
