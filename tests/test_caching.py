@@ -75,8 +75,28 @@ def test_cache_keys_in_the_job(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="5m"):
         load_config(inp, {**base, "cache_system": True, "cache_ttl": "2h"}, environ={})
-    with pytest.raises(ConfigError, match="needs `cache_system"):
-        load_config(inp, {**base, "cache_ttl": "1h"}, environ={})
+    with pytest.raises(ConfigError, match="no effect"):
+        load_config(inp, {**base, "cache": "off", "cache_ttl": "1h"}, environ={})
+    with pytest.raises(ConfigError, match="drop one"):
+        load_config(inp, {**base, "cache": "auto", "cache_system": True}, environ={})
+    with pytest.raises(ConfigError, match="one of"):
+        load_config(inp, {**base, "cache": "always"}, environ={})
+
+
+def test_cache_modes_reach_the_request_defaults(tmp_path: Path) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "x"}])
+    base = {"model": "claude-haiku-4-5", "max_tokens": 5, "system": "s"}
+    auto = load_config(inp, base, environ={}).defaults
+    assert auto.cache is not None and auto.cache_system is None  # auto is the default
+    assert auto.cache.minimum_tokens("claude-haiku-4-5") == 4096  # from the price table
+    assert auto.cache.minimum_tokens("claude-sonnet-4-5") == 1024
+    assert load_config(inp, base, environ={}).defaults == auto  # loaded alike, equal
+    hour = load_config(inp, {**base, "cache_ttl": "1h"}, environ={}).defaults.cache
+    assert hour is not None and hour.control == {"type": "ephemeral", "ttl": "1h"}
+    off = load_config(inp, {**base, "cache": "off"}, environ={}).defaults
+    assert off.cache is None and off.cache_system is None
+    system = load_config(inp, {**base, "cache": "system"}, environ={}).defaults
+    assert system.cache is None and system.cache_system == EPHEMERAL
 
 
 def body_with(system_text: str, prompt: str, ttl: str | None = None) -> dict[str, Any]:

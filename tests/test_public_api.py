@@ -90,6 +90,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
     "RequestDefaults": (
         "class",
         [
+            "cache",  # --cache auto: rows.prefix.CachePolicy (issue 17)
             "cache_system",
             "max_tokens",
             "metadata",
@@ -144,12 +145,14 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "poll_interval",
             "prices",
             "quiet",
+            "rate_limit_store",  # issue 16
             "resend_changed",  # issue 14
             "resubmit_expired",
             "retry_errors",
             "s3_endpoint",  # object storage (issue 15)
             "segment_rows",  # object storage (issue 15)
             "segment_seconds",  # object storage (issue 15)
+            "shard",  # issue 16
             "simulate",
             "stream",
             "timeout",

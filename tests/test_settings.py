@@ -106,6 +106,7 @@ def test_the_precedence_text_lists_every_variable() -> None:
 ENV_SAMPLES = {
     "model": ("claude-env", "claude-env"),
     "max_tokens": ("7", 7),
+    "rate_limit_store": ("redis://127.0.0.1:6390/1", "redis://127.0.0.1:6390/1"),
     "base_url": ("https://gateway.example", "https://gateway.example"),
     "concurrency": ("5", 5),
     "rpm": ("100", 100),
@@ -177,6 +178,7 @@ JOB_SAMPLES = {
         BASE + 'cache_system = true\ncache_ttl = "1h"\n',
         None,
     ),
+    "cache": (BASE + 'cache = "off"\n', None),
     "base_url": (BASE + 'base_url = "https://gateway.example"\n', "https://gateway.example"),
     "allow_insecure_http": (BASE + "allow_insecure_http = true\n", True),
     "concurrency": (BASE + 'concurrency = "auto"\n', None),
@@ -185,6 +187,10 @@ JOB_SAMPLES = {
     "input_format": (BASE + 'input_format = "csv"\n', "csv"),
     "work_dir": (BASE + f"work_dir = '{REPO / 'out'}'\n", REPO / "out"),
     "segment_rows": (BASE + "segment_rows = 500\n", 500),
+    "rate_limit_store": (
+        BASE + 'rate_limit_store = "redis://127.0.0.1:6379/0"\n',
+        "redis://127.0.0.1:6379/0",
+    ),
     "segment_seconds": (BASE + "segment_seconds = 5\n", 5.0),
     "csv_delimiter": (BASE + 'csv_delimiter = ";"\n', ";"),
     "media_root": (BASE + f"media_root = '{REPO / 'sample_data'}'\n", REPO / "sample_data"),
@@ -206,6 +212,7 @@ JOB_SAMPLES = {
 
 # Where a sample's value lands when it is not simply resolved(config, key).
 JOB_CHECKS = {
+    "cache": lambda c: c.defaults.cache is None and c.defaults.cache_system is None,
     "input": lambda c: c.input.name == "in.jsonl",
     "output": lambda c: c.output.name == "o.jsonl",
     "json_schema": lambda c: c.json_schema is not None and c.defaults.tool_choice is not None,

@@ -43,6 +43,7 @@ from batchrun.config.settings import (
     BATCH_MAX_MB,
     BATCH_MAX_REQUESTS,
     BY_KEY,
+    CACHE_MODES,
     DEFAULT_BASE_URL,
     DEFAULT_CONCURRENCY,
     DEFAULT_GRACE,
@@ -58,8 +59,9 @@ from batchrun.core.errors import ConfigError
 from batchrun.core.locations import is_remote
 from batchrun.core.scrub import url_without_secrets
 from batchrun.core.secret import Secret
-from batchrun.cost.prices import PriceTable, default_prices, load_prices
+from batchrun.cost.prices import PriceTable, default_prices, load_prices, min_cacheable_tokens
 from batchrun.limits.values import AUTO_MAX, Limits, LimitsConfig
+from batchrun.rows.prefix import CachePolicy
 from batchrun.rows.request import RequestDefaults, check_defaults
 from batchrun.rows.shape import InputShape, split_suffix
 
@@ -147,6 +149,8 @@ class RunConfig:
     segment_rows: int = 10_000
     segment_seconds: float = 60.0
     keep_journal: bool = False
+    shard: tuple[int, int] | None = None  # (index, count): only the rows of that shard
+    rate_limit_store: str | None = None  # redis://...: limits shared by many processes
     s3_endpoint: str | None = None  # AWS_ENDPOINT_URL(_S3): an S3-compatible server
     gcs_endpoint: str | None = None  # STORAGE_EMULATOR_HOST: a GCS emulator
 
@@ -246,11 +250,12 @@ def load_config(
     schema = None if schema_path is None else _load_schema(schema_path)
     # The built-in simulator ends a batch in half a second: no reason to wait ten.
     poll_default = SIMULATE_POLL_INTERVAL if simulate else DEFAULT_POLL_INTERVAL
+    prices = load_prices(path_of("prices"))
 
     return RunConfig(
         input=input_path,
         output=output,
-        defaults=_with_schema(_request_defaults(settings), schema),
+        defaults=_with_schema(_request_defaults(settings, prices), schema),
         keep_columns=keep_columns,
         concurrency=concurrency,
         concurrency_auto=concurrency_auto,
@@ -271,7 +276,7 @@ def load_config(
         allow_insecure_http=allow_insecure,
         grace=value("grace"),
         max_cost=value("max_cost"),
-        prices=load_prices(path_of("prices")),
+        prices=prices,
         job_file=job_file,
         json_schema=schema,
         via=cast(Via, value("via")),
@@ -292,9 +297,25 @@ def load_config(
         segment_rows=value("segment_rows"),
         segment_seconds=value("segment_seconds"),
         keep_journal=bool(value("keep_journal")),
+        shard=_shard(value("shard")),
+        rate_limit_store=value("rate_limit_store"),
         s3_endpoint=_s3_endpoint(env),
         gcs_endpoint=env.get("STORAGE_EMULATOR_HOST") or None,
     )
+
+
+def _shard(value: str | None) -> tuple[int, int] | None:
+    """``"1/4"`` -> (1, 4): shard 1 of 4 (0-based), refused unless 0 <= I < N."""
+    if value is None:
+        return None
+    index, _, count = str(value).partition("/")
+    try:
+        shard = (int(index), int(count))
+    except ValueError:
+        shard = (-1, 0)
+    if not 0 <= shard[0] < shard[1]:
+        raise ConfigError(f"`shard` must be I/N with 0 <= I < N (0/4 ... 3/4), not {value!r}")
+    return shard
 
 
 def _url(value: Any) -> str | None:
@@ -536,7 +557,9 @@ _ENV_PARSERS: dict[str, Callable[[str], Any]] = {
 }
 
 
-def _request_defaults(s: Mapping[str, Any]) -> RequestDefaults:
+def _request_defaults(s: Mapping[str, Any], prices: PriceTable | None = None) -> RequestDefaults:
+    mode, control = _cache_mode(s)
+    table = prices or default_prices()
     stops = s.get("stop_sequences")
     tools = s.get("tools")
     defaults = RequestDefaults(
@@ -553,7 +576,12 @@ def _request_defaults(s: Mapping[str, Any]) -> RequestDefaults:
         thinking=s.get("thinking"),
         service_tier=s.get("service_tier"),
         template=s.get("template"),
-        cache_system=_cache_control(s),
+        cache_system=control if mode == "system" else None,
+        cache=(
+            CachePolicy(_cache_minimums(table, _text_or_none(s.get("model"))), control)
+            if mode == "auto"
+            else None
+        ),
     )
     # The same rules rows obey: a bad default would otherwise fail every row alike.
     problems = check_defaults(defaults)
@@ -562,18 +590,41 @@ def _request_defaults(s: Mapping[str, Any]) -> RequestDefaults:
     return defaults
 
 
-def _cache_control(s: Mapping[str, Any]) -> dict[str, str] | None:
-    """``cache_system`` / ``cache_ttl`` as the cache_control object for the system prompt."""
+def _cache_minimums(prices: PriceTable, model: str | None) -> dict[str, int]:
+    """Every model id the price table knows, and the job's model as written (a gateway's
+    decorated name, say), with its minimum cacheable prefix (``rows.prefix.CachePolicy``)."""
+    minimums = {
+        name: price.min_cacheable_tokens
+        for price in prices.models()
+        if price.min_cacheable_tokens is not None
+        for name in (price.model, *price.ids)
+    }
+    if model is not None:
+        minimums[model] = min_cacheable_tokens(model, prices)
+    return minimums
+
+
+def _cache_mode(s: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
+    """``cache`` (auto, off, system), with ``cache_system`` its older spelling of ``system``,
+    and the cache_control object batchrun's marks carry (``cache_ttl``)."""
     ttl = s.get("cache_ttl")
     choices = BY_KEY["cache_ttl"].choices
     if ttl is not None and ttl not in choices:
         shown = " or ".join(f'"{choice}"' for choice in choices)
         raise ConfigError(f"`cache_ttl` must be {shown}, not {ttl!r}")
-    if not s.get("cache_system"):
-        if ttl is not None:
-            raise ConfigError("`cache_ttl` needs `cache_system = true`")
-        return None
-    return {"type": "ephemeral"} if ttl is None else {"type": "ephemeral", "ttl": ttl}
+    mode = s.get("cache")
+    if mode is not None and mode not in CACHE_MODES:
+        shown = ", ".join(f'"{choice}"' for choice in CACHE_MODES)
+        raise ConfigError(f"`cache` must be one of {shown}, not {mode!r}")
+    if s.get("cache_system"):
+        if mode not in (None, "system"):
+            raise ConfigError(f'`cache_system` means `cache = "system"`, not {mode!r}: drop one')
+        mode = "system"
+    mode = mode or "auto"
+    if mode == "off" and ttl is not None:
+        raise ConfigError('`cache_ttl` has no effect with `cache = "off"`')
+    control = {"type": "ephemeral"} if ttl is None else {"type": "ephemeral", "ttl": ttl}
+    return str(mode), control
 
 
 def _str_list(s: Mapping[str, Any], key: str) -> list[str]:
@@ -673,3 +724,7 @@ def _check_base_url(url: str, allow_insecure: bool) -> None:
             f"base URL {shown!r} is plain http to another machine: the API key would travel "
             "in clear. Use https, or pass --allow-insecure-http if you mean it."
         )
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

@@ -27,6 +27,7 @@ DEFAULT_POLL_INTERVAL = 10.0
 SIMULATE_POLL_INTERVAL = 0.25
 BATCH_MAX_REQUESTS = 100_000  # per Message Batch (API-FACTS §7)
 BATCH_MAX_MB = 256.0
+CACHE_MODES = ("auto", "off", "system")  # --cache; auto is the default
 
 # The formats an input may be in (``--format``); compressed inputs (.gz, .bz2, .zst) are
 # any of these, told by the name under the compression suffix.
@@ -237,15 +238,25 @@ SETTINGS: tuple[Setting, ...] = (
         commands=REQUEST_COMMANDS,
     ),
     Setting(
+        "cache",
+        "choice",
+        "Prompt caching: auto marks the end of the prefix the rows share (system, tools, "
+        "the template's head) when it reaches the model's minimum; system marks the system "
+        "prompt only; off adds no mark (a row's own cache_control is always sent) "
+        "[default: auto].",
+        choices=CACHE_MODES,
+        commands=REQUEST_COMMANDS,
+    ),
+    Setting(
         "cache_system",
         "switch",
-        "Mark the system prompt for prompt caching (cache_control).",
+        "Same as --cache system (kept for existing jobs).",
         commands=REQUEST_COMMANDS,
     ),
     Setting(
         "cache_ttl",
         "choice",
-        "The system prompt's cache ttl.",
+        "The ttl of the cache marks batchrun places (1h suits Message Batches) [default: 5m].",
         choices=("5m", "1h"),
         commands=REQUEST_COMMANDS,
     ),
@@ -528,6 +539,25 @@ SETTINGS: tuple[Setting, ...] = (
         default=False,
         commands=RUN_COMMANDS,
         job=False,
+    ),
+    # --- past one machine ------------------------------------------------------------------
+    Setting(
+        "shard",
+        "text",
+        "Process only shard I of N (rows whose id hashes to I), e.g. 0/4; `batchrun merge` "
+        "joins the shards' outputs.",
+        commands=("run",),
+        job=False,
+        metavar="I/N",
+    ),
+    Setting(
+        "rate_limit_store",
+        "text",
+        "Share the rate limits (and --max-cost) with every process using the same store: "
+        "redis://HOST:PORT/DB.",
+        commands=RUN_COMMANDS,
+        env=True,
+        metavar="URL",
     ),
     Setting(
         "quiet",

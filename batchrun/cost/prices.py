@@ -51,8 +51,26 @@ CACHE_READ_FACTOR = Decimal("0.1")
 
 RATE_NAMES = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
 _ENTRY_KEYS = frozenset(
-    {*RATE_NAMES, "name", "ids", "effective_from", "source", "note", "long_context"}
+    {
+        *RATE_NAMES,
+        "name",
+        "ids",
+        "effective_from",
+        "source",
+        "note",
+        "long_context",
+        "min_cacheable_tokens",
+        "min_cacheable_source",
+    }
 )
+
+SAFE_MIN_CACHEABLE_TOKENS = 4096
+"""The cache minimum assumed for a model the table does not know: the highest any model has.
+
+Too high a guess only leaves a prefix uncached (full price, as without caching); too low a
+guess places a breakpoint the API silently ignores, which costs nothing either, but for a
+prefix just above a wrong minimum it makes a write that is never read (1.25x).
+"""
 _LONG_KEYS = frozenset({*RATE_NAMES, "above_input_tokens"})
 _TABLE_KEYS = frozenset(
     {"currency", "unit", "compiled", "batch_price_factor", "web_search_per_1000", "sources"}
@@ -164,6 +182,8 @@ class ModelPrice:
     effective_from: date | None = None
     source: str = ""
     note: str = ""
+    min_cacheable_tokens: int | None = None  # the shortest prefix the API caches for it
+    min_cacheable_source: str = ""
 
     def rates_for(self, total_input_tokens: int) -> Rates:
         """The rates that apply to a request with this much input (long-context pricing)."""
@@ -486,7 +506,32 @@ def _entry(key: str, raw: Mapping[str, Any], origin: str, base: PriceTable | Non
         effective_from=effective,
         source=str(raw.get("source", origin)),
         note=str(raw.get("note", "" if known is None or "source" in raw else known.note)),
+        min_cacheable_tokens=_minimum(raw, origin, where, known),
+        min_cacheable_source=str(
+            raw.get("min_cacheable_source", known.min_cacheable_source if known else "")
+        ),
     )
+
+
+def _minimum(
+    raw: Mapping[str, Any], origin: str, where: str, known: ModelPrice | None
+) -> int | None:
+    value = raw.get("min_cacheable_tokens", known.min_cacheable_tokens if known else None)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"{origin}: {where} min_cacheable_tokens must be a count >= 1")
+    return value
+
+
+def min_cacheable_tokens(model: str | None, prices: PriceTable | None = None) -> int:
+    """The shortest prefix ``model`` caches, in tokens; the safe highest for unknown models.
+
+    A breakpoint placed before this many tokens is silently ignored by the API, so batchrun
+    places one only past it (``rows.prefix``).
+    """
+    price = (prices or default_prices()).lookup(model)
+    if price is None or price.min_cacheable_tokens is None:
+        return SAFE_MIN_CACHEABLE_TOKENS
+    return price.min_cacheable_tokens
 
 
 def _rates(raw: Mapping[str, Any], origin: str, where: str, inherited: Rates | None) -> Rates:

@@ -33,7 +33,8 @@ VIA_BATCHES = "batches"
 class Work:
     """One row to process: its request body, or why it cannot be sent.
 
-    ``content`` is the body as JSON (``PreparedRequest.content``), ready to send.
+    ``content`` is the body as JSON (``PreparedRequest.content``), ready to send;
+    ``prefix_key`` names the cached prefix it shares with other rows (``rows.prefix``), if any.
     """
 
     row: InputRow
@@ -41,6 +42,7 @@ class Work:
     request_hash: str | None
     problem: InvalidRowError | None
     content: bytes | None = None
+    prefix_key: str | None = None
 
 
 def prepare(row: InputRow, config: RunConfig) -> Work:
@@ -64,7 +66,7 @@ def prepare(row: InputRow, config: RunConfig) -> Work:
         return Work(
             row, None, None, InvalidRowError([Problem(None, reason)], file=file, row=row.line)
         )
-    return Work(row, prepared.body, prepared.hash, None, prepared.content)
+    return Work(row, prepared.body, prepared.hash, None, prepared.content, prepared.prefix_key)
 
 
 def _printable(problem: InvalidRowError) -> InvalidRowError:

@@ -8,7 +8,8 @@ error with :meth:`InvalidRowError.located`.
 
 This module assembles the body: the settings, the conversation (prompt, messages or the job's
 template, with attachments and local files), the system prompt's cache mark, and the
-canonical JSON that resume hashes. The rule each field must meet is in ``checks`` (a list
+canonical JSON that resume hashes; ``prefix`` places ``--cache auto``'s breakpoints after
+the hash is taken (see ``PreparedRequest``). The rule each field must meet is in ``checks`` (a list
 that grows with the API) and the template language in ``template``; apart, each reads as one
 thing. ``checks`` is also the one place where structured parameters given as JSON text are
 decoded (Parquet and CSV cannot always hold lists and objects), for every input format alike.
@@ -46,6 +47,7 @@ from batchrun.rows.checks import (
     surrogate_reason,
 )
 from batchrun.rows.files import FileProblem, source_for
+from batchrun.rows.prefix import CachePolicy, SharedParts, place_breakpoints, template_head
 from batchrun.rows.template import fill_template, parse_template
 
 # The order of keys in every body, so equal requests look equal in logs and journals.
@@ -105,6 +107,7 @@ class RequestDefaults:
     service_tier: str | None = None
     template: str | None = None
     cache_system: Mapping[str, Any] | None = None  # a cache_control put on the system prompt
+    cache: CachePolicy | None = None  # --cache auto: breakpoints at the end of what rows share
 
 
 # --- entry points ----------------------------------------------------------------------------
@@ -151,15 +154,22 @@ def build_request(
 class PreparedRequest:
     """A body ready to send, its identity for resume, and its size on the wire.
 
-    ``content`` is the body's canonical JSON (sorted keys, compact, UTF-8): what ``hash`` is
-    the digest of, and a valid request body as it is, so it is sent instead of encoding the
-    body a second time.
+    ``content`` is the body's canonical JSON (sorted keys, compact, UTF-8), a valid request
+    body as it is, so it is sent instead of encoding the body a second time. ``hash`` is the
+    digest of the same JSON *before* the breakpoints ``--cache auto`` placed: a cache mark
+    changes what is billed, not the answer, so outputs made before automatic caching (or with
+    ``--cache off``) resume without their rows counting as changed requests, and identical
+    requests stay identical whatever the cache mode.
+
+    ``prefix_key`` names the request's prefix group when a breakpoint was placed: requests
+    with equal keys read the same cache entry (``rows.prefix.place_breakpoints``).
     """
 
     body: dict[str, Any]
     hash: str
     size: int
     content: bytes
+    prefix_key: str | None = None
 
 
 def prepare_request(
@@ -177,12 +187,36 @@ def prepare_request(
         canonical = _canonical_json(body)
     except (ValueError, TypeError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError
         raise InvalidRowError(_unencodable(fields, body, exc)) from exc
+    digest = hashlib.sha256(canonical).hexdigest()
+    prefix_key = None
+    if defaults.cache is not None:
+        prefix_key = place_breakpoints(body, shared_parts(fields, defaults), defaults.cache)
+        if prefix_key is not None:
+            canonical = _canonical_json(body)  # encodable: only cache marks were added
     if len(canonical) > MAX_REQUEST_BYTES:
         mb = len(canonical) / (1024 * 1024)
         raise InvalidRowError(
             [Problem(None, f"the request is {mb:.1f} MB, over the API's 32 MB limit")]
         )
-    return PreparedRequest(body, hashlib.sha256(canonical).hexdigest(), len(canonical), canonical)
+    return PreparedRequest(body, digest, len(canonical), canonical, prefix_key)
+
+
+def shared_parts(fields: Mapping[str, Any], defaults: RequestDefaults) -> SharedParts:
+    """What of a row's request comes from the job, and so is the same in every row."""
+    uses_template = (
+        defaults.template is not None
+        and fields.get("prompt") is None
+        and fields.get("messages") is None
+        and not _attachments(fields, defaults.template)
+    )
+    return SharedParts(
+        tools=defaults.tools is not None and fields.get("tools") is None,
+        system=defaults.system is not None and fields.get("system") is None,
+        template_head=template_head(defaults.template)
+        if uses_template and defaults.template is not None
+        else None,
+        leading_turns=fields.get("messages") is not None,
+    )
 
 
 def check_defaults(defaults: RequestDefaults) -> list[Problem]:

@@ -5,16 +5,22 @@ Modelled on the API's prompt caching (Anthropic docs, "Prompt caching"):
 * the cacheable prefix runs through ``tools``, then ``system``, then ``messages``, up to and
   including a block marked with ``cache_control`` (a *breakpoint*; a top-level
   ``cache_control`` marks the last block of the last message);
-* a prefix shorter than ``MIN_CACHEABLE_TOKENS`` is not cached (the API silently skips it);
-* a request reads the longest earlier-written prefix it starts with, and writes the segments
-  after it up to its last breakpoint, each at its breakpoint's ``ttl`` (``5m`` or ``1h``);
-* an entry lives ``ttl`` from its last use (reads refresh it), per model.
+* a prefix shorter than the model's minimum (``min_cacheable_tokens``: 4,096 for Haiku 4.5
+  and Opus 4.5/4.6, 1,024 for most others) is not cached (the API silently skips it);
+* a request reads the longest earlier-written prefix it starts with, matched exactly (the
+  model and every block up to the breakpoint; the marks themselves are not part of it), and
+  writes the segments after it up to its last breakpoint, each at its breakpoint's ``ttl``
+  (``5m`` or ``1h``);
+* what a request writes becomes readable only once its answer starts: the server looks up
+  (``lookup``) when the request arrives and commits (``commit``) when it answers, so N
+  requests sent together with a cold prefix all miss and all pay the write, as with the API;
+* an entry lives ``ttl`` from its last use (reads refresh it), by an injectable clock.
 
 Usage then reports ``cache_read_input_tokens``, ``cache_creation_input_tokens`` with its
 5 m / 1 h split, and the rest as ``input_tokens``, as the API does.
 
-The cache is one per process (``SHARED``), like an organization's cache: the server needs no
-state of its own for it. Tests that depend on it use prompts of their own.
+The cache is one per process (``SHARED``), like an organization's cache, unless a simulator
+is given its own. Tests that depend on the shared one use prompts of their own.
 """
 
 from __future__ import annotations
@@ -29,7 +35,27 @@ from dataclasses import dataclass
 from typing import Any
 
 MIN_CACHEABLE_TOKENS = 1024
-"""The smallest cacheable prefix (the API's minimum for Sonnet and Opus models)."""
+"""The smallest cacheable prefix of a model ``MIN_CACHEABLE_BY_MODEL`` does not list."""
+
+MIN_CACHEABLE_BY_MODEL: tuple[tuple[str, int], ...] = (
+    ("claude-haiku-4-5", 4096),
+    ("claude-opus-4-5", 4096),
+    ("claude-opus-4-6", 4096),
+    ("claude-opus-4-7", 2048),
+    ("claude-sonnet-4-6", 2048),
+    ("claude-opus-5", 512),
+)
+"""Minimums by model id prefix (the prompt-caching docs; the client's table, with its
+sources, is ``batchrun/cost/prices.toml``, which the simulator does not import)."""
+
+
+def min_cacheable_tokens(model: str) -> int:
+    """The shortest prefix the simulator caches for ``model``."""
+    for prefix, minimum in MIN_CACHEABLE_BY_MODEL:
+        if model.startswith(prefix) and not model.startswith(f"{prefix}-5"):  # opus-5 vs 5-5
+            return minimum
+    return MIN_CACHEABLE_TOKENS
+
 
 _TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
 _MAX_ENTRIES = 10_000
@@ -57,6 +83,14 @@ class _Breakpoint:
     ttl: str
 
 
+@dataclass(frozen=True)
+class CacheLookup:
+    """What a request reads and will write; its writes are readable once committed."""
+
+    usage: CacheUsage
+    writes: tuple[tuple[str, str], ...] = ()  # (prefix key, ttl)
+
+
 class PromptCache:
     """Prefixes written so far, by digest; bounded, thread-safe, with a clock seam."""
 
@@ -69,11 +103,13 @@ class PromptCache:
         with self._lock:
             self._entries.clear()
 
-    def apply(self, body: Mapping[str, Any], count: Counter) -> CacheUsage:
-        """Look the request's breakpoints up, record the new ones, and say what was read."""
-        points = [p for p in breakpoints(body, count) if p.tokens >= MIN_CACHEABLE_TOKENS]
+    def lookup(self, body: Mapping[str, Any], count: Counter) -> CacheLookup:
+        """On arrival: the longest readable prefix is read (and refreshed); the rest, up to
+        the last breakpoint, is to be written. Nothing becomes readable until ``commit``."""
+        minimum = min_cacheable_tokens(str(body.get("model")))
+        points = [p for p in breakpoints(body, count) if p.tokens >= minimum]
         if not points:
-            return CacheUsage()
+            return CacheLookup(CacheUsage())
         now = self._clock()
         with self._lock:
             hit = -1
@@ -81,18 +117,36 @@ class PromptCache:
                 expiry = self._entries.get(point.key)
                 if expiry is not None and expiry > now:
                     hit = i
-            read = points[hit].tokens if hit >= 0 else 0
-            write = {"5m": 0, "1h": 0}
-            previous = read
-            for i, point in enumerate(points):
-                self._entries[point.key] = now + _TTL_SECONDS[point.ttl]
-                self._entries.move_to_end(point.key)
-                if i > hit:
-                    write[point.ttl] += max(point.tokens - previous, 0)
-                    previous = max(previous, point.tokens)
+            for point in points[: hit + 1]:  # a read keeps the entries it uses alive
+                if point.key in self._entries:
+                    self._entries[point.key] = now + _TTL_SECONDS[point.ttl]
+                    self._entries.move_to_end(point.key)
+        read = points[hit].tokens if hit >= 0 else 0
+        write = {"5m": 0, "1h": 0}
+        previous = read
+        for point in points[hit + 1 :]:
+            write[point.ttl] += max(point.tokens - previous, 0)
+            previous = max(previous, point.tokens)
+        usage = CacheUsage(read=read, write_5m=write["5m"], write_1h=write["1h"])
+        return CacheLookup(usage, tuple((p.key, p.ttl) for p in points[hit + 1 :]))
+
+    def commit(self, lookup: CacheLookup) -> None:
+        """The answer has started: what the request wrote is readable from now on."""
+        if not lookup.writes:
+            return
+        now = self._clock()
+        with self._lock:
+            for key, ttl in lookup.writes:
+                self._entries[key] = now + _TTL_SECONDS[ttl]
+                self._entries.move_to_end(key)
             while len(self._entries) > _MAX_ENTRIES:
                 self._entries.popitem(last=False)
-        return CacheUsage(read=read, write_5m=write["5m"], write_1h=write["1h"])
+
+    def apply(self, body: Mapping[str, Any], count: Counter) -> CacheUsage:
+        """Look up and commit at once: a request answered the moment it arrives (batches)."""
+        found = self.lookup(body, count)
+        self.commit(found)
+        return found.usage
 
 
 SHARED = PromptCache()
@@ -113,9 +167,8 @@ def breakpoints(body: Mapping[str, Any], count: Counter) -> list[_Breakpoint]:
             return
         ttl = control.get("ttl") if control.get("ttl") in _TTL_SECONDS else "5m"
         tokens = count({"messages": [], **prefix})
-        digest = hashlib.sha256(
-            json.dumps([model, prefix], sort_keys=True, default=str).encode()
-        ).hexdigest()
+        unmarked = json.dumps([model, _without_marks(prefix)], sort_keys=True, default=str)
+        digest = hashlib.sha256(unmarked.encode()).hexdigest()
         found.append(_Breakpoint(digest, tokens, str(ttl)))
 
     for i, tool in enumerate(tools):
@@ -137,3 +190,13 @@ def breakpoints(body: Mapping[str, Any], count: Counter) -> list[_Breakpoint]:
     if automatic is not None and messages:
         mark(automatic, {**base, "messages": messages})
     return found
+
+
+def _without_marks(value: Any) -> Any:
+    """``value`` without its ``cache_control`` marks: they say where to cache, they are not
+    content, so requests marking the same blocks differently still match."""
+    if isinstance(value, Mapping):
+        return {k: _without_marks(v) for k, v in value.items() if k != "cache_control"}
+    if isinstance(value, (list, tuple)):
+        return [_without_marks(v) for v in value]
+    return value

@@ -114,6 +114,7 @@ def make_reply(
     body: Mapping[str, Any],
     reply_tokens: tuple[int, int] = DEFAULT_REPLY_TOKENS,
     cache: PromptCache = SHARED_CACHE,
+    cached: CacheUsage | None = None,
 ) -> Reply:
     """Build the deterministic answer to a checked ``/v1/messages`` body.
 
@@ -121,6 +122,9 @@ def make_reply(
     ...                     "messages": [{"role": "user", "content": "Hi"}]})
     >>> reply.message["stop_reason"], reply.message["usage"]["output_tokens"]
     ('max_tokens', 3)
+
+    ``cached`` is the cache usage the server already looked up when the request arrived
+    (``PromptCache.lookup``); without it the cache is looked up and written at once.
     """
     digest = prompt_digest(last_user_text(body["messages"]))
     tag = f"re:{digest[:8]}"
@@ -143,7 +147,9 @@ def make_reply(
         "stop_details": None,
         "container": None,
         "usage": usage(
-            count_input_tokens(body), max(output_tokens, 1), cache.apply(body, count_input_tokens)
+            count_input_tokens(body),
+            max(output_tokens, 1),
+            cache.apply(body, count_input_tokens) if cached is None else cached,
         ),
     }
     return Reply(message=message, tag=tag)

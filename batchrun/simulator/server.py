@@ -40,6 +40,8 @@ from batchrun.simulator.batches import (
     check_create_body,
     parse_list_query,
 )
+from batchrun.simulator.cache import SHARED as SHARED_CACHE
+from batchrun.simulator.cache import PromptCache
 from batchrun.simulator.checks import (
     InvalidRequest,
     check_count_tokens_body,
@@ -243,6 +245,9 @@ class Simulator:
     ``clock`` (monotonic seconds) refills the rate-limit buckets. A test passes a fake one, so
     a bucket does not refill between the request that takes from it and the header that shows
     what is left.
+
+    ``cache`` is the prompt cache it answers from: the process's shared one by default, or
+    a test's own (with its own clock, to expire entries without waiting).
     """
 
     def __init__(
@@ -250,8 +255,10 @@ class Simulator:
         config: SimulatorConfig | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        cache: PromptCache | None = None,
     ) -> None:
         self.config = config or SimulatorConfig()
+        self.cache = SHARED_CACHE if cache is None else cache
         self.stats = SimulatorStats()
         self._faults = FaultPicker(self.config.error_rates, self.config.seed)
         self._latency_rng = random.Random(self.config.seed)
@@ -392,6 +399,9 @@ class Simulator:
         fault = effective_fault(self._faults.pick(), streaming)
         if fault is not None:
             self.stats.fault(fault)
+        # The cache is looked up on arrival; what this request writes is readable only once
+        # its answer starts (below), as with the API: a herd of cold requests all write.
+        cached = self.cache.lookup(body, count_input_tokens)
         await self._delay()
         if fault == "hang" and await self._hang():
             return self._drop(request)
@@ -400,7 +410,8 @@ class Simulator:
             return self._status_fault(fault, request_id, self._rate_headers(model))
         if fault == "reset":
             return self._drop(request)  # the work may have been done: the charge stands
-        reply = self._reply(body)
+        reply = make_reply(body, self.config.reply_tokens, self.cache, cached.usage)
+        self.cache.commit(cached)
         if admission is not None and self._limits is not None:
             self._limits.finish(admission, int(reply.message["usage"]["output_tokens"]))
         headers = self._rate_headers(model)
@@ -409,8 +420,8 @@ class Simulator:
         return await self._send_json(request, request_id, reply, fault, headers)
 
     def _reply(self, body: Mapping[str, Any]) -> Reply:
-        """The answer to a checked body: one function for online requests and batches alike."""
-        return make_reply(body, self.config.reply_tokens)
+        """The answer to a batch request, which is answered (and cached) when it is run."""
+        return make_reply(body, self.config.reply_tokens, self.cache)
 
     # ------------------------------------------------------------------ message batches
 

@@ -50,6 +50,9 @@ def job_fingerprint(defaults: RequestDefaults) -> str:
 def job_settings(defaults: RequestDefaults) -> dict[str, Any]:
     """The job's request defaults as plain JSON values, as the state records them."""
     plain: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(defaults), default=list))
+    # The automatic cache marks are not in the request hash and change no answer: an output
+    # made before them (or under another --cache) keeps its fingerprint and its fast resume.
+    plain.pop("cache", None)
     return plain
 
 

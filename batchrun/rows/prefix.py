@@ -1,0 +1,297 @@
+"""Where a request's cache breakpoints go: the end of the part the rows of a job share; pure.
+
+A bulk job sends the same instruction (system prompt, tools, the head of a template) with
+every row. Marking the end of that shared part with ``cache_control`` makes the first request
+write it to the API's prompt cache (1.25x the input price for a 5 m entry) and every later one
+read it (0.1x). Marking anything later, such as the row's own text (which is what a top-level
+``cache_control`` does), writes an entry per row that is never read: 25% more, not 90% less.
+
+Rows are read lazily, so what the rows share is decided per request, from what the request
+takes from the job rather than from the row (``SharedParts``):
+
+* *sure* parts, the same in every row by construction: the job's ``tools``, the job's
+  ``system``, and the static head of the job's ``template`` (its text before the first
+  ``{field}``; the whole text when it has none);
+* a *guessed* part, for rows that give their own ``messages``: every turn before the last
+  user turn (few-shot examples, a shared document turn). A row whose earlier turns differ from
+  every other row's pays the write on them, 1.25x on those turns.
+
+A breakpoint goes at the end of the deepest sure part that reaches the model's minimum
+cacheable length (estimated with ``rows.tokens``, which runs low against the real tokenizer:
+the safe side), and one more at the end of the guessed part when it reaches it too. Nothing
+is placed below the minimum (the API would ignore it), and nothing at all in a request that
+carries a ``cache_control`` of the user's own anywhere: the user's breakpoints win. At most
+two are added, so a request never exceeds the API's four.
+
+Rows that attach files (``image`` / ``document`` columns) keep only the breakpoint on the
+job's tools and system: the files come before the template's text, and most jobs attach a
+different file per row, which would make every row pay a write on it.
+
+Example::
+
+    >>> body = {"model": "m", "max_tokens": 5, "system": "x " * 3000,
+    ...         "messages": [{"role": "user", "content": "Hi"}]}
+    >>> key = place_breakpoints(body, SharedParts(system=True), CachePolicy({"m": 1024}))
+    >>> body["system"][0]["cache_control"], key is not None
+    ({'type': 'ephemeral'}, True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from batchrun.rows.template import parse_template
+from batchrun.rows.tokens import estimate_input_tokens
+
+MAX_BREAKPOINTS = 4
+"""The API's limit of ``cache_control`` marks per request."""
+
+SAFE_MINIMUM_TOKENS = 4096
+"""The minimum assumed when the job gives none: the highest any model has (cost.prices)."""
+
+# Block types that may carry cache_control (API-FACTS §1); thinking blocks may not.
+_MARKABLE = frozenset({"text", "image", "document", "search_result", "tool_use", "tool_result"})
+
+
+@dataclass(frozen=True)
+class CachePolicy:
+    """``--cache auto``: the mark to place, and the minimum prefix in tokens per model.
+
+    ``minimums`` maps model ids to their minimum; configuration fills it from the price
+    table (``cost.prices``, which this layer cannot import), under every id the table knows
+    and under the job's model as written. A model it lacks gets ``fallback``, the highest
+    minimum there is: too high only leaves a prefix uncached. Plain data, so the job's
+    fingerprint (``store.resume``) can record it as JSON.
+    """
+
+    minimums: Mapping[str, int] = field(default_factory=dict)
+    control: Mapping[str, Any] = field(default_factory=lambda: {"type": "ephemeral"})
+    fallback: int = SAFE_MINIMUM_TOKENS
+
+    def minimum_tokens(self, model: str) -> int:
+        return self.minimums.get(model, self.fallback)
+
+
+@dataclass(frozen=True)
+class SharedParts:
+    """Which parts of one request come from the job (shared by every row) and not the row."""
+
+    tools: bool = False  # the body's tools are the job's
+    system: bool = False  # the body's system prompt is the job's
+    template_head: str | None = None  # the static text the row's prompt starts with
+    leading_turns: bool = False  # the row gave messages: its turns before the last user turn
+
+
+@dataclass
+class _Candidate:
+    tokens: int
+    prefix: dict[str, Any]
+    mark: Callable[[Mapping[str, Any]], None]
+
+
+def template_head(template: str) -> str:
+    """The template's text before its first ``{field}``: the whole text if it has none."""
+    head: list[str] = []
+    for literal, name in parse_template(template):
+        head.append(literal)
+        if name is not None:
+            break
+    return "".join(head)
+
+
+def has_cache_marks(body: Mapping[str, Any]) -> bool:
+    """True if the body carries any ``cache_control`` (top level, a tool, a block)."""
+    if body.get("cache_control") is not None:
+        return True
+    blocks: list[Any] = list(body.get("tools") or ())
+    system = body.get("system")
+    if isinstance(system, list):
+        blocks.extend(system)
+    for message in body.get("messages") or ():
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if isinstance(content, list):
+            blocks.extend(content)
+            for block in content:  # tool results hold blocks of their own
+                inner = block.get("content") if isinstance(block, Mapping) else None
+                if isinstance(inner, list):
+                    blocks.extend(inner)
+    return any(isinstance(b, Mapping) and b.get("cache_control") is not None for b in blocks)
+
+
+def count_breakpoints(body: Mapping[str, Any]) -> int:
+    """How many ``cache_control`` marks the body carries (the API allows ``MAX_BREAKPOINTS``)."""
+    text = json.dumps(body, default=str)
+    return text.count('"cache_control"')
+
+
+def place_breakpoints(body: dict[str, Any], shared: SharedParts, policy: CachePolicy) -> str | None:
+    """Mark the end of the shared prefix in ``body`` (in place); its group key, or None.
+
+    The key is a digest of the model and the prefix through the deepest breakpoint placed,
+    marks left out: requests with equal keys read the same cache entry, so a scheduler can
+    send one of them first and the rest once its answer has begun (issue 17, item 2).
+    """
+    if not (shared.tools or shared.system or shared.template_head or shared.leading_turns):
+        return None  # nothing comes from the job: nothing is sure to be shared
+    if has_cache_marks(body):
+        return None
+    model = str(body.get("model"))
+    minimum = policy.minimum_tokens(model)
+    sure, guessed = _candidates(body, shared)
+    chosen = [
+        deepest
+        for deepest in (_deepest(sure, minimum), _deepest(guessed, minimum))
+        if deepest is not None
+    ]
+    if not chosen:
+        return None
+    # tool_choice and thinking are in the key too: the prompt-caching docs list them among
+    # what invalidates cached messages (not re-checked here). A key too fine only splits a
+    # group; one too coarse would make a scheduler wait for an entry it cannot read.
+    settings = {name: body.get(name) for name in ("tool_choice", "thinking")}
+    key = _group_key(model, {**chosen[-1].prefix, **settings})
+    for candidate in chosen:
+        candidate.mark(policy.control)
+    return key
+
+
+def _deepest(candidates: list[_Candidate], minimum: int) -> _Candidate | None:
+    reaching = [c for c in candidates if c.tokens >= minimum]
+    return reaching[-1] if reaching else None
+
+
+def _group_key(model: str, prefix: Mapping[str, Any]) -> str:
+    """A digest of the model and the prefix, built from its strings' digests, which are
+    remembered: the job's system prompt and template head come back with every row, and
+    encoding a long shared prefix as JSON again for each would cost more than the rest."""
+    return _digest([model, prefix])
+
+
+def _digest(value: Any) -> str:
+    if isinstance(value, str):
+        return _text_digest(value)
+    if isinstance(value, Mapping):
+        inner = ",".join(f"{_text_digest(str(k))}:{_digest(value[k])}" for k in sorted(value))
+        return _text_digest("{" + inner + "}")
+    if isinstance(value, (list, tuple)):
+        return _text_digest("[" + ",".join(_digest(item) for item in value) + "]")
+    return _text_digest(json.dumps(value, default=str))  # numbers, booleans, None
+
+
+@lru_cache(maxsize=1024)
+def _text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _tokens(prefix: Mapping[str, Any]) -> int:
+    return estimate_input_tokens({"messages": [], **prefix})
+
+
+def _candidates(
+    body: dict[str, Any], shared: SharedParts
+) -> tuple[list[_Candidate], list[_Candidate]]:
+    """(sure, guessed) breakpoint candidates, shallow to deep, in the prefix's order.
+
+    The cached prefix runs tools, then system, then messages; a part the row sets itself ends
+    what is sure to be shared.
+    """
+    sure: list[_Candidate] = []
+    tools = body.get("tools")
+    system = body.get("system")
+    if tools and not shared.tools:
+        return sure, []
+    prefix: dict[str, Any] = {}
+    if tools:
+        prefix = {"tools": tools}
+        sure.append(_Candidate(_tokens(prefix), prefix, _on_last_tool(body)))
+    if system is not None:
+        if not shared.system:
+            return sure, []
+        prefix = {**prefix, "system": system}
+        sure.append(_Candidate(_tokens(prefix), prefix, _on_system(body)))
+    messages = body.get("messages") or []
+    if not messages:
+        return sure, []
+    first = messages[0]
+    head = shared.template_head
+    content = first.get("content")
+    if head and isinstance(content, str) and content.startswith(head):
+        head_turn = {"role": first["role"], "content": [{"type": "text", "text": head}]}
+        head_prefix = {**prefix, "messages": [head_turn]}
+        sure.append(_Candidate(_tokens(head_prefix), head_prefix, _on_head(body, head)))
+    guessed: list[_Candidate] = []
+    if shared.leading_turns:
+        users = [i for i, turn in enumerate(messages) if turn.get("role") == "user"]
+        last_user = users[-1] if users else 0
+        if last_user >= 1 and _markable(messages[last_user - 1]):
+            turns_prefix = {**prefix, "messages": messages[:last_user]}
+            mark = _on_turn(body, last_user - 1)
+            guessed.append(_Candidate(_tokens(turns_prefix), turns_prefix, mark))
+    return sure, guessed
+
+
+def _markable(turn: Mapping[str, Any]) -> bool:
+    content = turn.get("content")
+    if isinstance(content, str):
+        return bool(content)
+    if not isinstance(content, list) or not content:
+        return False
+    last = content[-1]
+    return isinstance(last, Mapping) and last.get("type") in _MARKABLE
+
+
+# Each marker edits the body when called, after every candidate was measured unmarked.
+
+
+def _on_last_tool(body: dict[str, Any]) -> Callable[[Mapping[str, Any]], None]:
+    def mark(control: Mapping[str, Any]) -> None:
+        tools = list(body["tools"])
+        tools[-1] = {**tools[-1], "cache_control": dict(control)}
+        body["tools"] = tools
+
+    return mark
+
+
+def _on_system(body: dict[str, Any]) -> Callable[[Mapping[str, Any]], None]:
+    def mark(control: Mapping[str, Any]) -> None:
+        system = body["system"]
+        blocks = [{"type": "text", "text": system}] if isinstance(system, str) else list(system)
+        blocks[-1] = {**blocks[-1], "cache_control": dict(control)}
+        body["system"] = blocks
+
+    return mark
+
+
+def _on_head(body: dict[str, Any], head: str) -> Callable[[Mapping[str, Any]], None]:
+    """Split the first turn's text into the head (marked) and the row's rest.
+
+    The two text blocks read as the one text they were: the model sees them joined.
+    """
+
+    def mark(control: Mapping[str, Any]) -> None:
+        first = body["messages"][0]
+        text = first["content"]
+        blocks: list[dict[str, Any]] = [
+            {"type": "text", "text": head, "cache_control": dict(control)}
+        ]
+        if text[len(head) :]:
+            blocks.append({"type": "text", "text": text[len(head) :]})
+        body["messages"][0] = {**first, "content": blocks}
+
+    return mark
+
+
+def _on_turn(body: dict[str, Any], index: int) -> Callable[[Mapping[str, Any]], None]:
+    def mark(control: Mapping[str, Any]) -> None:
+        turn = body["messages"][index]
+        content = turn["content"]
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+        blocks[-1] = {**blocks[-1], "cache_control": dict(control)}
+        body["messages"][index] = {**turn, "content": blocks}
+
+    return mark
