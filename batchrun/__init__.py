@@ -44,6 +44,8 @@ _HOMES = {
     "RunSummary": "batchrun.drivers.summary",
     "run": "batchrun.drivers.job",
     "run_async": "batchrun.drivers.job",
+    "run_shard": "batchrun.drivers.job",
+    "merge_shards": "batchrun.drivers.shards",
     "summary_of": "batchrun.drivers.frames",
     "ValidationReport": "batchrun.drivers.validate",
     "validate": "batchrun.drivers.validate",
@@ -69,9 +71,11 @@ __all__ = [
     "estimate",
     "load_config",
     "load_prices",
+    "merge_shards",
     "report",
     "run",
     "run_async",
+    "run_shard",
     "summary_of",
     "validate",
 ]
@@ -103,7 +107,8 @@ if TYPE_CHECKING:  # what type checkers and editors see; nothing of it runs
     )
     from batchrun.cost.prices import PriceTable, load_prices
     from batchrun.drivers.frames import summary_of
-    from batchrun.drivers.job import run, run_async
+    from batchrun.drivers.job import run, run_async, run_shard
+    from batchrun.drivers.shards import merge_shards
     from batchrun.drivers.summary import RunSummary
     from batchrun.drivers.validate import ValidationReport, validate
     from batchrun.estimation.estimate import estimate

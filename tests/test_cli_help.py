@@ -134,6 +134,7 @@ COMMANDS: dict[tuple[str, ...], list[str]] = {
         "-q",
     ],
     ("report",): ["--html", "--json", "--prices"],
+    ("merge",): ["--csv-delimiter", "--format", "--output", "--quiet", "-o", "-q"],  # issue 16
 }
 
 

@@ -207,6 +207,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
     ),
     "load_config": ("function", ["source", "flags", "environ"]),
     "load_prices": ("function", ["path"]),
+    "merge_shards": ("function", ["config"]),  # issue 16: the shards into the job's output
     "report": ("function", ["paths", "prices"]),
     # run / run_async also take rows (a list of dicts, a DataFrame, ...): the keywords after
     # `only` / `redo_lapsed` are for rows, added with the in-memory API (drivers.frames).
@@ -240,6 +241,11 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "environ",
             "settings",
         ],
+    ),
+    # issue 16: one shard of a job, for any engine that starts a task per shard
+    "run_shard": (
+        "function",
+        ["config", "index", "count", "transport", "progress_stream", "retry_sleep"],
     ),
     "summary_of": ("function", ["table"]),  # the in-memory API's run summary
     "validate": ("function", ["config"]),

@@ -24,6 +24,7 @@ try:
     from batchrun import __version__
     from batchrun.cli.batches import batches_group
     from batchrun.cli.estimate import estimate_cmd
+    from batchrun.cli.merge import merge_cmd
     from batchrun.cli.report import report_cmd
     from batchrun.cli.run import run_cmd
     from batchrun.cli.simulate import simulate_cmd
@@ -79,7 +80,15 @@ def cli() -> None:
     """
 
 
-for _command in (run_cmd, validate_cmd, simulate_cmd, batches_group, estimate_cmd, report_cmd):
+for _command in (
+    run_cmd,
+    validate_cmd,
+    simulate_cmd,
+    batches_group,
+    estimate_cmd,
+    report_cmd,
+    merge_cmd,
+):
     cli.add_command(_command)
 
 

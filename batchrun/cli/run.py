@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -31,6 +32,12 @@ def run_cmd(source: str, **flags: Any) -> None:
     from batchrun.render.summary import failure_dict, format_summary, summary_dict
 
     config = load(source, flags)
+    # Where this run's journal is: a shard's own output (``drivers.shards``), or the output.
+    mine = config
+    if config.shard is not None:
+        from batchrun.drivers.shards import shard_output
+
+        mine = replace(config, output=shard_output(config.output, *config.shard))
     try:
         summary = run(config)
     except KeyboardInterrupt as exc:
@@ -39,12 +46,12 @@ def run_cmd(source: str, **flags: Any) -> None:
         )
         if config.json_summary:
             _print_json(failure_dict(config, what, 130))
-        click.echo(f"batchrun: {kept_rows(config, stopped=what) or what}", err=True)
+        click.echo(f"batchrun: {kept_rows(mine, stopped=what) or what}", err=True)
         sys.exit(130)
     except BatchrunError as exc:
         if config.json_summary:
             _print_json(failure_dict(config, str(exc), 1))
-        fail(exc, config)
+        fail(exc, mine)
     if config.json_summary:
         _print_json(summary_dict(summary))
     # With --json the person's summary is a courtesy on stderr, which --quiet silences.
@@ -52,7 +59,7 @@ def run_cmd(source: str, **flags: Any) -> None:
         click.echo(format_summary(summary, config), err=True)
     if summary.interrupted is not None:
         what = f"stopped by {summary.interrupted}"
-        click.echo(f"batchrun: {kept_rows(config, stopped=what) or what}", err=True)
+        click.echo(f"batchrun: {kept_rows(mine, stopped=what) or what}", err=True)
     if summary.batches_running:
         click.echo(
             f"batchrun: {len(summary.batches_running)} batch(es) keep running on the API "
@@ -71,7 +78,7 @@ def run_cmd(source: str, **flags: Any) -> None:
             if is_price_stop(summary.budget_stop)
             else "Re-run the same command to resume."
         )
-        click.echo(f"batchrun: {kept_rows(config, stopped=what, then=then) or what}", err=True)
+        click.echo(f"batchrun: {kept_rows(mine, stopped=what, then=then) or what}", err=True)
     sys.exit(summary.exit_code)
 
 

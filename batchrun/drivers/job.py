@@ -18,19 +18,22 @@ import contextlib
 import os
 import threading
 from collections.abc import Container, Coroutine, Mapping
+from dataclasses import replace
 from typing import IO, Any, Generic, TypeVar, cast, overload
 
 import httpx
 import pyarrow as pa
 
 from batchrun.config.load import RunConfig
+from batchrun.core.errors import ConfigError
 from batchrun.drivers.batches import run_batches_async
 from batchrun.drivers.frames import output_table, staged_rows
 from batchrun.drivers.online import run_async as run_online_async
 from batchrun.drivers.session import Sleep
+from batchrun.drivers.shards import run_shard_async
 from batchrun.drivers.summary import RunSummary
 
-__all__ = ["run", "run_async"]
+__all__ = ["run", "run_async", "run_shard"]
 
 T = TypeVar("T")
 
@@ -219,6 +222,12 @@ async def _run_config(
     only: Container[int] | None,
     redo_lapsed: bool,
 ) -> RunSummary:
+    if config.shard is not None:
+        if only is not None or redo_lapsed:
+            raise ConfigError("a shard run takes its rows from --shard: not `only` nor redo_lapsed")
+        return await run_shard_async(
+            config, transport=transport, progress_stream=progress_stream, retry_sleep=retry_sleep
+        )
     if config.via == "batches":
         return await run_batches_async(
             config, transport=transport, progress_stream=progress_stream, sleep=retry_sleep
@@ -230,6 +239,34 @@ async def _run_config(
         retry_sleep=retry_sleep,
         only=only,
         redo_lapsed=redo_lapsed,
+    )
+
+
+def run_shard(
+    config: RunConfig,
+    index: int,
+    count: int,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    progress_stream: IO[str] | None = None,
+    retry_sleep: Sleep = asyncio.sleep,
+) -> RunSummary:
+    """Run shard ``index`` of ``count`` of the job: the rows whose id hashes to ``index``
+    (``drivers.shards``), into the shard's own output, resumable as any run. Any engine that
+    can start a process or a task per shard can drive a job this way; ``merge_shards``
+    (``batchrun merge``) then writes the job's output::
+
+        for i in range(4):   # or one task each on Ray, Dask, Spark, a queue of machines
+            batchrun.run_shard(config, i, 4)
+        batchrun.merge_shards(config)
+    """
+    if not 0 <= index < count:
+        raise ConfigError(f"shard {index}/{count}: need 0 <= index < count")
+    return run(
+        replace(config, shard=(index, count)),
+        transport=transport,
+        progress_stream=progress_stream,
+        retry_sleep=retry_sleep,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import hashlib
 import json
 import sys
 from collections.abc import Awaitable, Callable, Container, Iterable, Iterator
@@ -496,6 +497,8 @@ def plan(
         counter.rows = max(counter.rows, row.index + 1)
         if only is not None and row.index not in only:
             continue
+        if config.shard is not None and not in_shard(row.id, config.shard):
+            continue  # another shard's row (``drivers.shards``): never sent by this run
         yield prepare(row, config)
 
 
@@ -543,3 +546,17 @@ def write_output(
         restamp_journal(config.output, sink.journal)
     except OSError as exc:
         raise OutputError(f"cannot write {state_path(config.output)}: {exc}") from exc
+
+
+def shard_of(row_id: str, count: int) -> int:
+    """The shard (0..count-1) a row belongs to, by its id alone: the first 8 bytes of the
+    id's SHA-256, modulo ``count``. Stable across processes and machines (Python's own
+    ``hash`` of a string is salted per process), so every worker agrees on it."""
+    digest = hashlib.sha256(row_id.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") % count
+
+
+def in_shard(row_id: str, shard: tuple[int, int]) -> bool:
+    """Whether the row of ``row_id`` is in shard ``(index, count)``."""
+    index, count = shard
+    return shard_of(row_id, count) == index

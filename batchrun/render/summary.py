@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 def format_summary(summary: RunSummary, config: RunConfig) -> str:
     """The end-of-run summary a person reads."""
     final = summary.final
-    lines = [f"batchrun: {config.input} -> {config.output}"]
+    lines = [f"batchrun: {config.input} -> {summary.output}"]  # a shard's own output
     if final is not None:
         lines.append(f"  output      {final.rows:,} rows: {final.ok:,} ok, {final.error:,} error")
     elif summary.partial is not None and summary.partial.partial is not None:

@@ -371,7 +371,7 @@ class Sink:
         tmp_arrow = temporary_path(self.output, TMP_JOURNAL_SUFFIX)
         tmp_out = temporary_path(self.output, TMP_OUTPUT_SUFFIX)
         try:
-            journal = _journal_to_arrow(self.journal, self.schema, tmp_arrow, self._slice_bytes)
+            journal = journal_to_arrow(self.journal, self.schema, tmp_arrow, self._slice_bytes)
             try:
                 if stopped and not len(journal):
                     return None  # only damaged lines: nothing to show
@@ -385,7 +385,7 @@ class Sink:
             if mark is not None and not is_parquet(self.output):
                 mark_jsonl(tmp_out, self.output, mark, temporary_path(self.output, ".mark.tmp"))
             os.replace(tmp_out, self.output)
-            _fsync_dir(self.output.parent)
+            fsync_dir(self.output.parent)
             self._partial = mark
             if mark is None:
                 self.journal.unlink(missing_ok=True)
@@ -461,7 +461,7 @@ class Sink:
         schema = self.schema.with_metadata(parquet_metadata(mark)) if mark else self.schema
         ok = error = 0
         with (
-            _open_writer(tmp_out, schema, output_kind(self.output)) as write,
+            open_writer(tmp_out, schema, output_kind(self.output)) as write,
             self._appending(copy=mark is not None and old_rows > 0) as append,
         ):
             for p0 in range(0, total_rows, self._chunk_rows):
@@ -569,7 +569,7 @@ class _SortedJournal:
         return picked.cast(schema), self._indexes[j0:j1]
 
 
-def _journal_to_arrow(path: Path, schema: pa.Schema, tmp: Path, slice_bytes: int) -> _SortedJournal:
+def journal_to_arrow(path: Path, schema: pa.Schema, tmp: Path, slice_bytes: int) -> _SortedJournal:
     """Stream the journal into an Arrow file of small batches; sort its index column only."""
     jschema = journal_schema(schema)
     index, starts = _write_arrow(tmp, jschema, read_records(path, schema, slice_bytes))
@@ -721,7 +721,7 @@ class _Positional:
 
 
 @contextlib.contextmanager
-def _open_writer(path: Path, schema: pa.Schema, kind: OutputKind) -> Iterator[Any]:
+def open_writer(path: Path, schema: pa.Schema, kind: OutputKind) -> Iterator[Any]:
     """A write(table) function for Parquet, JSONL or CSV; the file is fsynced on success."""
     if kind == "parquet":
         with pq.ParquetWriter(str(path), schema, compression="zstd") as writer:
@@ -752,7 +752,7 @@ def _has_bytes(path: Path) -> bool:
         return False
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
         try:
