@@ -47,7 +47,7 @@ from batchrun.engine.pool import Pool
 from batchrun.engine.sender import Sender
 from batchrun.engine.tally import RowTally
 from batchrun.engine.waits import WaitNotices
-from batchrun.limits.limiter import RateLimiter
+from batchrun.limits.limiter import BucketStore, RateLimiter
 from batchrun.limits.tuner import ConcurrencyTuner
 from batchrun.store.columns import INVALID_REQUEST
 
@@ -82,7 +82,9 @@ class Engine:
         self._notify = notify
         # The limiter waits out a bucket-empty 429 in place of the retry loop, so it takes the
         # retry sleep.
-        self.limiter = RateLimiter(config.limits, pause_sleep=sleep)
+        self.limiter = RateLimiter(
+            config.limits, pause_sleep=sleep, store=_shared_store(config, notify)
+        )
         notices = WaitNotices(notify, capped=config.max_retry_wait is not None)
         # Told by the sender when the API first answers: until then, quick retries only.
         self._fail_fast = FailFast(config.base_url)
@@ -142,6 +144,15 @@ class Engine:
             self._notify(f"batchrun: budget: {reason}; finishing the requests in flight")
 
         return Budget(Decimal(repr(self.config.max_cost)), self.config.prices, on_stop=stop)
+
+
+def _shared_store(config: RunConfig, notify: Callable[[str], None]) -> BucketStore | None:
+    """The Redis store of --rate-limit-store, shared with the other workers; None without one."""
+    if config.rate_limit_store is None:
+        return None
+    from batchrun.limits.shared import RedisBuckets  # loads redis-py: only when asked for
+
+    return RedisBuckets(config.rate_limit_store, warn=notify)
 
 
 @contextlib.contextmanager

@@ -62,6 +62,15 @@ A request that needs more than a whole minute's budget (estimated input above IT
 ``max_tokens`` above OTPM) could never be admitted: ``acquire`` raises
 :class:`~batchrun.core.errors.ExceedsRateLimitError` at once instead of waiting forever.
 
+Shared buckets
+    With a ``store`` (a :class:`BucketStore`, e.g. ``shared.RedisBuckets`` for
+    ``--rate-limit-store``), the buckets live there instead of in the lanes: admission checks
+    and takes in one call to the store, settling and the headers adjust the store's levels,
+    and a pause is told to it, so every worker sharing the store paces as one. A pause that
+    another worker began comes back from admission (``Admission.paused``) and is taken up
+    here like one of our own. The queue, the ramp, the concurrency window and the learned
+    estimate ratio stay per worker.
+
 Time comes from injected ``clock`` and ``sleep`` seams, so the tests drive it with a fake clock
 and never sleep. Everything here runs on one event loop; nothing is thread-safe.
 """
@@ -75,6 +84,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from batchrun.core.errors import ApiError, ExceedsRateLimitError
 from batchrun.limits.buckets import Bucket
@@ -126,6 +136,46 @@ class LimiterStats:
     refused_alone: int = 0  # 429s only their own request waited out (no whole-model pause)
     slowdowns: int = 0  # proportional cuts of a model's concurrency (429s, a 529 storm)
     too_large: int = 0  # requests refused because they exceed a whole minute's budget
+    shared_pauses: int = 0  # pauses another worker began, taken up through the shared store
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A store's answer to one admission: taken (``wait`` 0), or how long to wait first.
+
+    ``paused``: the model is paused for every worker (a 429 said its bucket is empty) for
+    ``wait`` more seconds; nothing was taken.
+    """
+
+    wait: float
+    paused: bool = False
+
+
+class BucketStore(Protocol):
+    """Where a limiter keeps its buckets when they are shared with other workers.
+
+    ``limits`` is always the caller's limits in force for the model (configured, lowered by
+    what it learned); the store may lower them further by what other workers learned. Each
+    call is atomic in the store. Triples are (requests, input tokens, output tokens).
+    """
+
+    def take(
+        self, model: str, limits: Limits, need: tuple[float, float, float], margin: float
+    ) -> Admission:
+        """Take ``need`` if every bucket holds it plus ``margin`` of its capacity."""
+        ...
+
+    def give(self, model: str, limits: Limits, deltas: tuple[float, float, float]) -> None:
+        """Give back ``deltas`` (negative: take more), never above the capacity."""
+        ...
+
+    def observe(self, model: str, limits: Limits, readings: Mapping[int, HeaderReading]) -> None:
+        """A response's rate-limit headers: learned limits, and ``-remaining`` levels."""
+        ...
+
+    def pause(self, model: str, limits: Limits, seconds: float) -> None:
+        """Pause the model for every worker for ``seconds`` and empty its buckets."""
+        ...
 
 
 @dataclass(eq=False)
@@ -145,8 +195,11 @@ class Reservation:
 class _Lane:
     """One model's buckets, queue, pause and learned figures."""
 
-    def __init__(self, model: str, configured: Limits, now: float) -> None:
+    def __init__(
+        self, model: str, configured: Limits, now: float, store: BucketStore | None = None
+    ) -> None:
         self.model = model
+        self.store = store
         self.configured = configured.values()
         self.learned: list[int | None] = [None, None, None]
         self.buckets: list[Bucket | None] = [
@@ -183,7 +236,8 @@ class _Lane:
         """No limit known (no bucket), never paused, no cut in force and nobody waiting:
         admission has nothing to do."""
         return (
-            self.pause_end == -math.inf
+            self.store is None
+            and self.pause_end == -math.inf
             and not any(self.buckets)
             and self.window.limit is None
             and not self.queue
@@ -204,7 +258,21 @@ class _Lane:
                 longest = max(longest, bucket.delay(amount, now, margin * bucket.capacity))
         return longest
 
+    def try_take(self, need: tuple[float, float, float], now: float, margin: float) -> Admission:
+        """Take ``need`` from the buckets if they hold it now; else how long to wait."""
+        if self.store is not None:
+            return self.store.take(self.model, self.limits(), need, margin)
+        delay = self.delay(need, now, margin)
+        if delay > 0:
+            return Admission(delay)
+        self.adjust((-need[0], -need[1], -need[2]), now)
+        return Admission(0.0)
+
     def adjust(self, deltas: tuple[float, float, float], now: float) -> None:
+        if self.store is not None:
+            if any(deltas):
+                self.store.give(self.model, self.limits(), deltas)
+            return
         for bucket, delta in zip(self.buckets, deltas, strict=True):
             if bucket is not None and delta:
                 bucket.give(delta, now)
@@ -244,6 +312,8 @@ class RateLimiter:
     ``clock`` and ``sleep`` pace admission; ``pause_sleep`` (default ``sleep``) waits out a
     429's pause and the ramp after it: the runner passes its retry sleep there, since the
     pause stands in for the retry loop's wait. ``margin`` is ``SAFETY_MARGIN`` unless given.
+    ``store`` keeps the buckets and the pause where other workers share them (module docstring,
+    "Shared buckets"); without one they are this limiter's own.
     """
 
     def __init__(
@@ -254,8 +324,10 @@ class RateLimiter:
         sleep: Sleep = asyncio.sleep,
         pause_sleep: Sleep | None = None,
         margin: float = SAFETY_MARGIN,
+        store: BucketStore | None = None,
     ) -> None:
         self._config = limits or LimitsConfig()
+        self._store = store
         self._clock = clock
         self._sleep = sleep
         self._pause_sleep = pause_sleep or sleep
@@ -315,8 +387,8 @@ class RateLimiter:
             # Nobody is waiting, so no pause that is over still holds anyone to ramp up.
             lane.ramp_pending = False
             lane.ramp_left = 0
-            if lane.delay(need, now, self._margin) <= 0:
-                return self._take(lane, need, input_tokens, now)
+            if self._try_take(lane, need, now) <= 0:
+                return self._reservation(lane, need, input_tokens)
         return await self._queue_up(lane, need, input_tokens)
 
     async def _queue_up(
@@ -332,14 +404,15 @@ class RateLimiter:
                 await self._until_admissible(lane, need, estimate)
             finally:
                 self.stats.held_s += max(self._clock() - since, 0.0)
-            return self._take(lane, need, estimate, self._clock())
+            return self._reservation(lane, need, estimate)
         finally:
             self._leave(lane, turn)
 
     async def _until_admissible(
         self, lane: _Lane, need: tuple[float, float, float], estimate: int
     ) -> None:
-        """Wait, as the head of the queue, until the pause, the ramp and the buckets allow."""
+        """Wait, as the head of the queue, until the pause, the ramp and the buckets allow;
+        then take ``need`` from the buckets."""
         ramped = False
         while True:
             if self._stopped:
@@ -362,9 +435,11 @@ class RateLimiter:
             if lane.window.full:  # a cut concurrency: wait for an answer to free a slot
                 await self._wait(lane, WINDOW_WAIT_S, self._sleep, early=True)
                 continue
-            delay = lane.delay(need, self._clock(), self._margin)
+            delay = self._try_take(lane, need, self._clock())
             if delay <= 0:
                 return
+            if lane.paused(self._clock()):
+                continue  # another worker's pause, just taken up
             await self._wait(lane, delay, self._sleep, early=True)
 
     async def _sit_out_pause(self, lane: _Lane) -> None:
@@ -421,10 +496,18 @@ class RateLimiter:
             with contextlib.suppress(ValueError):  # already gone
                 lane.queue.remove(turn)
 
-    def _take(
-        self, lane: _Lane, need: tuple[float, float, float], estimate: int, now: float
+    def _try_take(self, lane: _Lane, need: tuple[float, float, float], now: float) -> float:
+        """Take ``need`` from the buckets (0), or the seconds to wait before trying again."""
+        admission = lane.try_take(need, now, self._margin)
+        if admission.paused:
+            self._take_up_pause(lane, admission.wait)
+            return max(admission.wait, 0.0)
+        return admission.wait
+
+    def _reservation(
+        self, lane: _Lane, need: tuple[float, float, float], estimate: int
     ) -> Reservation:
-        lane.adjust((-need[0], -need[1], -need[2]), now)
+        """The reservation of ``need``, already taken from the buckets."""
         lane.window.admitted()
         taken = (int(need[INPUT]), int(need[OUTPUT]))
         return Reservation(
@@ -498,6 +581,8 @@ class RateLimiter:
         now = self._clock()
         for dim, reading in readings.items():
             lane.learn(dim, reading, now)
+        if lane.store is not None:
+            lane.store.observe(model, lane.limits(), readings)
         self._notify(lane)
 
     def after_429(
@@ -541,15 +626,32 @@ class RateLimiter:
         if lane.paused(now) or (sent is not None and sent.epoch < lane.epoch):
             if lane.paused(now):
                 lane.pause_end = max(lane.pause_end, end)
+                if lane.store is not None:
+                    lane.store.pause(model, lane.limits(), lane.pause_end - now)
             return False
-        lane.epoch += 1
         self.stats.pauses += 1
+        self._begin_pause(lane, end, now)
+        if lane.store is not None:
+            lane.store.pause(model, lane.limits(), end - now)  # every worker's pause
+        return True
+
+    def _take_up_pause(self, lane: _Lane, seconds: float) -> None:
+        """Another worker paused the model (through the store): hold our requests too."""
+        now = self._clock()
+        if lane.paused(now):
+            lane.pause_end = max(lane.pause_end, now + seconds)
+            return
+        self.stats.shared_pauses += 1
+        self._begin_pause(lane, now + seconds, now)
+
+    @staticmethod
+    def _begin_pause(lane: _Lane, end: float, now: float) -> None:
+        lane.epoch += 1  # 429s of requests admitted before it start no new pause
         lane.pause_end = max(lane.pause_end, end)
         lane.ramp_pending = True
         for bucket in lane.buckets:
             if bucket is not None:
                 bucket.lower_to(0.0, now)  # the server has just said it is empty
-        return True
 
     def _notify(self, lane: _Lane) -> None:
         wake = lane.wake
@@ -559,7 +661,8 @@ class RateLimiter:
     def _lane(self, model: str) -> _Lane:
         lane = self._lanes.get(model)
         if lane is None:
-            lane = self._lanes[model] = _Lane(model, self._config.for_model(model), self._clock())
+            configured = self._config.for_model(model)
+            lane = self._lanes[model] = _Lane(model, configured, self._clock(), self._store)
         return lane
 
 
