@@ -56,7 +56,7 @@ from batchrun.config.settings import (
     Setting,
 )
 from batchrun.core.errors import ConfigError
-from batchrun.core.locations import is_remote
+from batchrun.core.locations import is_remote, storage_endpoints
 from batchrun.core.scrub import url_without_secrets
 from batchrun.core.secret import Secret
 from batchrun.cost.prices import PriceTable, default_prices, load_prices, min_cacheable_tokens
@@ -217,10 +217,11 @@ def load_config(
 
     work_dir = path_of("work_dir")
     cache_home = _cache_home(env)
+    endpoints = storage_endpoints(env)
     input_url = _url(settings.get("input"))
     output_url = _url(settings.get("output"))
     if input_url is not None:
-        input_path: Path | None = _fetched_input(input_url, cache_home, env)
+        input_path: Path | None = _fetched_input(input_url, cache_home, endpoints)
     else:
         input_path = path_of("input")
     if input_path is None:
@@ -299,8 +300,8 @@ def load_config(
         keep_journal=bool(value("keep_journal")),
         shard=_shard(value("shard")),
         rate_limit_store=value("rate_limit_store"),
-        s3_endpoint=_s3_endpoint(env),
-        gcs_endpoint=env.get("STORAGE_EMULATOR_HOST") or None,
+        s3_endpoint=endpoints[0],
+        gcs_endpoint=endpoints[1],
     )
 
 
@@ -327,10 +328,6 @@ def _cache_home(env: Mapping[str, str]) -> Path:
     return Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
 
 
-def _s3_endpoint(env: Mapping[str, str]) -> str | None:
-    return env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
-
-
 def _mirror_of(url: str, work_dir: Path | None, cache_home: Path) -> Path:
     """The local copy of the remote output ``url``, in its work folder (``store.remote``)."""
     # Imported here: a job with local files only has no use for the storage layer.
@@ -339,11 +336,11 @@ def _mirror_of(url: str, work_dir: Path | None, cache_home: Path) -> Path:
     return RemoteOutput.local_output_of(url, work_dir, cache_home)
 
 
-def _fetched_input(url: str, cache_home: Path, env: Mapping[str, str]) -> Path:
+def _fetched_input(url: str, cache_home: Path, endpoints: tuple[str | None, str | None]) -> Path:
     """A local copy of the remote input ``url``, downloaded unless the copy is current."""
     from batchrun.store.storage import Storage, StorageSettings
 
-    storage = Storage(StorageSettings(_s3_endpoint(env), env.get("STORAGE_EMULATOR_HOST")))
+    storage = Storage(StorageSettings(*endpoints))
     return storage.cached_copy(url, cache_home / "batchrun" / "inputs")
 
 

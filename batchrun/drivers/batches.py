@@ -35,7 +35,6 @@ from batchrun.api.batches import BatchesApi, BatchStatus, is_ambiguous
 from batchrun.api.retry import send_with_retries
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiError, ConfigError, FatalRunError
-from batchrun.cost.budget import projected_total
 from batchrun.drivers.batch_plan import REQUEST_HASH_CHARS, BatchItem, chunks
 from batchrun.drivers.batch_results import (
     ResultSpool,
@@ -549,19 +548,8 @@ class _BatchJob:
             view = BatchView(status.id, status.processing_status, dict(status.counts))
             running.append(view)
             reported += max(0, view.finished - self._recorded_from[key])
-        summary = self.summary
-        return Snapshot(
-            done=summary.finished + reported,
-            total=summary.todo,
-            ok=summary.ok,
-            error=summary.error,
-            retries=summary.retries,
-            input_tokens=summary.input_tokens,
-            output_tokens=summary.output_tokens,
-            cost_usd=summary.cost_usd,
-            projected_cost=projected_total(summary.cost_usd, summary.ok, summary.todo),
-            batches=running,
-            batches_collected=summary.batches_collected,
+        return self.summary.snapshot(
+            reported=reported, batches=running, batches_collected=self.summary.batches_collected
         )
 
 

@@ -16,7 +16,6 @@ import httpx
 
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ConfigError, FatalRunError
-from batchrun.cost.budget import projected_total
 from batchrun.drivers.display import Snapshot, cost_text
 from batchrun.drivers.interrupt import run_interruptibly
 from batchrun.drivers.output import RunOutput
@@ -174,19 +173,10 @@ def _check_no_running_batches(config: RunConfig) -> None:
 
 def _snapshot(summary: RunSummary, in_flight: int) -> Snapshot:
     """The run's counts for the display (``drivers.display``), which knows no engine."""
-    return Snapshot(
-        done=summary.finished,
-        total=summary.todo,
+    return summary.snapshot(
         in_flight=in_flight,
-        ok=summary.ok,
-        error=summary.error,
-        retries=summary.retries,
         rate_limited_429s=summary.rate_limited_429s,
         rate_wait_s=summary.rate_wait_s,
-        input_tokens=summary.input_tokens,
-        output_tokens=summary.output_tokens,
-        cost_usd=summary.cost_usd,
-        projected_cost=projected_total(summary.cost_usd, summary.ok, summary.todo),
         budget=summary.max_cost,
     )
 

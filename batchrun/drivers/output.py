@@ -42,10 +42,6 @@ class RunOutput:
         self._segmenter: Segmenter | None = None
         self.seal_error: Exception | None = None  # the last segment could not be sealed
 
-    @property
-    def remote_url(self) -> str | None:
-        return self.config.output_url
-
     def open(self) -> PriorState:
         """Check the output can be written, pull a remote one's earlier state, open the sink.
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from batchrun.cost.budget import projected_total
+from batchrun.drivers.display import Snapshot
 from batchrun.engine.tally import RowTally
 from batchrun.store.sink import FinalCounts
 
@@ -39,3 +42,20 @@ class RunSummary(RowTally):
         if self.final is None:
             return 1
         return 0 if self.final.error == 0 else 3
+
+    def snapshot(self, *, reported: int = 0, **more: Any) -> Snapshot:
+        """The counts every driver's display shows, plus its own (``more``: in flight and
+        rate limits online, the running batches for Message Batches). ``reported``: rows a
+        running batch says are finished that are not recorded yet."""
+        return Snapshot(
+            done=self.finished + reported,
+            total=self.todo,
+            ok=self.ok,
+            error=self.error,
+            retries=self.retries,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cost_usd=self.cost_usd,
+            projected_cost=projected_total(self.cost_usd, self.ok, self.todo),
+            **more,
+        )

@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 import pyarrow.fs as pafs
 
 from batchrun.core.errors import BatchrunError
+from batchrun.core.locations import storage_endpoints
 from batchrun.core.scrub import url_without_secrets
 
 REMOTE_SCHEMES = ("s3", "gs")
@@ -116,9 +117,7 @@ class StorageSettings:
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> StorageSettings:
         """The endpoints from the variables the AWS and Google tools read (never a secret)."""
-        s3 = environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL") or None
-        gcs = environ.get("STORAGE_EMULATOR_HOST") or None
-        return cls(s3, gcs)
+        return cls(*storage_endpoints(environ))
 
 
 @dataclass(frozen=True)
@@ -331,13 +330,7 @@ class Storage:
         copied = 0
         complete = False
         try:
-            while True:
-                try:
-                    chunk = source.read(self._chunk)
-                except OSError as exc:
-                    raise _error(source_name or "the upload's source", "read", exc) from exc
-                if not chunk:
-                    break
+            for chunk in self._chunks(source, source_name):
                 with self._failing(loc, "write", fs):
                     out.write(chunk)
                 copied += len(chunk)
@@ -362,13 +355,7 @@ class Storage:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             with tmp.open("wb") as out:
-                while True:
-                    try:
-                        chunk = source.read(self._chunk)
-                    except OSError as exc:
-                        raise _error(source_name or "the upload's source", "read", exc) from exc
-                    if not chunk:
-                        break
+                for chunk in self._chunks(source, source_name):
                     out.write(chunk)
                     copied += len(chunk)
                 out.flush()
@@ -380,6 +367,18 @@ class Storage:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
         return copied
+
+    def _chunks(self, source: Readable, source_name: str) -> Iterator[bytes]:
+        """What ``source`` gives, a chunk at a time, until it is empty; its failures named
+        as reads of ``source_name``."""
+        while True:
+            try:
+                chunk = source.read(self._chunk)
+            except OSError as exc:
+                raise _error(source_name or "the upload's source", "read", exc) from exc
+            if not chunk:
+                return
+            yield chunk
 
     def write_bytes(self, url: str | Path, data: bytes) -> None:
         self.upload_from(_BytesReader(data), url)
