@@ -341,7 +341,8 @@ def test_ctrl_c_while_waiting_leaves_the_batches_running_and_a_rerun_collects_th
     n = 30
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(n))
     out = tmp_path / "out.parquet"
-    with SimulatorThread(SimulatorConfig(batch_processing_s=2.0)) as sim:
+    # Long enough that the batch is still running when listed, on a loaded machine too.
+    with SimulatorThread(SimulatorConfig(batch_processing_s=6.0)) as sim:
         proc = start_batch_run(inp, out, sim.base_url)
         wait_for_created(out, proc, 1)
         proc.send_signal(signal.SIGINT)

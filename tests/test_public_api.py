@@ -121,6 +121,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "concurrency_auto",
             "credentials",
             "csv_delimiter",  # added with the file shapes (issue 14)
+            "dedup",  # in-run dedup (issue 17)
             "defaults",
             "finish_online",
             "gcs_endpoint",  # object storage (issue 15)
@@ -168,9 +169,14 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "batches_running",
             "budget_stop",
             "cache_creation_input_tokens",
+            "cache_groups_warmed",  # warm before the herd (issue 17)
             "cache_read_input_tokens",
+            "cache_rewarmed",
             "concurrency_chosen",
             "cost_usd",
+            "dedup_resent",  # in-run dedup (issue 17)
+            "dedup_saved_usd",
+            "deduplicated",
             "elapsed_s",
             "error",
             "error_types",

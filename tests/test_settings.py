@@ -200,6 +200,7 @@ JOB_SAMPLES = {
     "betas": (BASE + 'betas = ["b-1"]\n', ("b-1",)),
     "http_backend": (BASE + 'http_backend = "httpx"\n', "httpx"),
     "stream": (BASE + "stream = true\n", True),
+    "dedup": (BASE + "dedup = false\n", False),
     "grace": (BASE + "grace = 4\n", 4.0),
     "max_cost": (BASE + "max_cost = 2\n", 2.0),
     "prices": (BASE + f"prices = '{REPO / 'batchrun' / 'cost' / 'prices.toml'}'\n", None),

@@ -161,12 +161,19 @@ class MessagesClient:
         await self._http.aclose()
 
     async def create(
-        self, body: Mapping[str, Any], *, stream: bool = False, content: bytes | None = None
+        self,
+        body: Mapping[str, Any],
+        *,
+        stream: bool = False,
+        content: bytes | None = None,
+        on_answer_start: Callable[[], None] | None = None,
     ) -> Reply:
         """Send one Messages request; one attempt, no retries (``api.retry`` owns those).
 
         ``content`` is ``body`` (without ``stream``) already encoded as JSON, such as a
         prepared request's canonical JSON: a plain request sends it as it is.
+        ``on_answer_start`` is called when a streamed answer begins (its event stream opens),
+        before the rest of it arrives: the moment its prompt-cache entry becomes readable.
         """
         if content is None or stream:
             payload = {key: value for key, value in body.items() if key != "stream"}
@@ -175,7 +182,11 @@ class MessagesClient:
             content = _encode(payload)
         started = self._clock()
         with self._translated():
-            send = self._send_streaming(content) if stream else self._send_plain(content)
+            send = (
+                self._send_streaming(content, on_answer_start)
+                if stream
+                else self._send_plain(content)
+            )
             message, response = await _within(self._deadline, send)
         # One pass into a plain dict (lower-case names): every lookup on httpx's Headers
         # decodes all of them again, and the rate limiter reads a dozen per response.
@@ -299,7 +310,9 @@ class MessagesClient:
         )
         return message, response
 
-    async def _send_streaming(self, content: bytes) -> tuple[dict[str, Any], httpx.Response]:
+    async def _send_streaming(
+        self, content: bytes, on_answer_start: Callable[[], None] | None = None
+    ) -> tuple[dict[str, Any], httpx.Response]:
         headers = {"accept": "text/event-stream"}
         async with self._http.stream(
             "POST", MESSAGES_PATH, content=content, headers=headers
@@ -308,6 +321,8 @@ class MessagesClient:
                 await response.aread()
                 _raise_for_status(response)
             _require_event_stream(response)
+            if on_answer_start is not None:
+                on_answer_start()
             request_id = response.headers.get("request-id")
             try:
                 message = await _assemble(EventSource(response))

@@ -118,6 +118,7 @@ class RunConfig:
     betas: tuple[str, ...] = ()
     http_backend: HttpBackend = "aiohttp"
     stream: bool = False
+    dedup: bool = True  # identical requests are sent once (engine.dedup)
     credentials: Credentials = field(default_factory=Credentials)
     simulate: bool = False
     quiet: bool = False
@@ -269,6 +270,7 @@ def load_config(
         betas=tuple(_str_list(settings, "betas")),
         http_backend=cast(HttpBackend, value("http_backend")),
         stream=bool(value("stream")),
+        dedup=bool(value("dedup")),
         credentials=_credentials(env, simulate),
         simulate=simulate,
         quiet=bool(value("quiet")),

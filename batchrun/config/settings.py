@@ -254,6 +254,15 @@ SETTINGS: tuple[Setting, ...] = (
         commands=REQUEST_COMMANDS,
     ),
     Setting(
+        "dedup",
+        "switch",
+        "Send identical requests once: each duplicate row gets the answer, with "
+        "duplicate_of naming the row that was sent and cost 0 (at any temperature) "
+        "[default: on].",
+        default=True,
+        commands=RUN_COMMANDS,
+    ),
+    Setting(
         "cache_ttl",
         "choice",
         "The ttl of the cache marks batchrun places (1h suits Message Batches) [default: 5m].",

@@ -32,6 +32,7 @@ from batchrun.drivers.session import (
     write_output,
 )
 from batchrun.drivers.summary import RunSummary
+from batchrun.drivers.twins import remember_prior_answers
 from batchrun.engine.connect import open_client
 from batchrun.engine.engine import Engine
 from batchrun.engine.outcome import Work
@@ -122,6 +123,8 @@ async def _run_claimed(
             stream=progress_stream,
         )
         engine = Engine(config, client, summary, sleep=retry_sleep, notify=progress.log)
+        if engine.dedup is not None and summary.todo != 0:
+            remember_prior_answers(engine.dedup, sink, prior, states)
         counter = RowCounter()
 
         def record(work: Work, row: dict[str, Any]) -> None:

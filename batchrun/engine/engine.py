@@ -41,12 +41,14 @@ from batchrun.api.client import MessagesClient
 from batchrun.config.load import RunConfig
 from batchrun.cost.budget import Budget
 from batchrun.cost.prices import UnknownModels
+from batchrun.engine.dedup import Dedup, twin_row
 from batchrun.engine.fail_fast import FailFast
-from batchrun.engine.outcome import Work, error_row
-from batchrun.engine.pool import Pool
+from batchrun.engine.outcome import Work, base_row, error_row
+from batchrun.engine.pool import Pool, Stopped
 from batchrun.engine.sender import Sender
 from batchrun.engine.tally import RowTally
 from batchrun.engine.waits import WaitNotices
+from batchrun.engine.warmup import Warmup, ttl_seconds
 from batchrun.limits.limiter import BucketStore, RateLimiter
 from batchrun.limits.tuner import ConcurrencyTuner
 from batchrun.store.columns import INVALID_REQUEST
@@ -78,7 +80,13 @@ class Engine:
     ) -> None:
         self.config = config
         self.tally = tally
-        self.pool: Pool[Work] = Pool(config.concurrency)
+        cache = config.defaults.cache
+        # Rows waiting for their prefix group to warm or for their twin stand aside, so as
+        # many more may be read ahead of those sent.
+        self.warmup = Warmup(ttl_seconds(cache.control)) if cache is not None else None
+        self.dedup = Dedup() if config.dedup else None
+        waiting = self.warmup is not None or self.dedup is not None
+        self.pool: Pool[Work] = Pool(config.concurrency, aside=config.concurrency if waiting else 0)
         self._notify = notify
         # The limiter waits out a bucket-empty 429 in place of the retry loop, so it takes the
         # retry sleep.
@@ -92,6 +100,9 @@ class Engine:
             config, client, tally, sleep, self.limiter, notices, fail_fast=self._fail_fast
         )
         self.pool.on_stop(self.limiter.stop)  # rows waiting for admission are not sent after
+        for waiting_room in (self.warmup, self.dedup):
+            if waiting_room is not None:
+                self.pool.on_stop(waiting_room.release)
         if config.concurrency_auto:
             self.sender.tuner = ConcurrencyTuner(self.limiter, self.pool.set_limit)
         self.budget_stop: str | None = None  # why the budget stopped admitting rows
@@ -113,6 +124,18 @@ class Engine:
                 await self.pool.run(iter(works), lambda work: self._handle(work, on_row))
         finally:
             self.sender.report()
+            self._report_savings()
+
+    def _report_savings(self) -> None:
+        """Put what dedup and warming did into the tally, at the end of the run."""
+        tally = self.tally
+        if self.dedup is not None:
+            tally.deduplicated += self.dedup.filled
+            tally.dedup_saved_usd += self.dedup.saved_usd
+            tally.dedup_resent += self.dedup.resent
+        if self.warmup is not None:
+            tally.cache_groups_warmed += self.warmup.groups_warmed
+            tally.cache_rewarmed += self.warmup.rewarmed
 
     async def _handle(self, work: Work, on_row: OnRow) -> None:
         """One row to its outcome row; rows the budget refuses are neither sent nor handed on."""
@@ -120,18 +143,62 @@ class Engine:
             assert work.problem is not None
             row = error_row(work, self.config, INVALID_REQUEST, str(work.problem), None, 0)
             self.tally.invalid += 1
-        elif self._budget is None:
-            row = await self.sender.send(work, work.body)
         else:
-            body = work.body
-            sent = await self._budget.send(body, lambda: self.sender.send(work, body))
-            if sent is None:
+            try:
+                answered = await self._answer(work, work.body)
+            except Stopped:
+                return  # admission stopped while the row waited: a re-run sends it
+            if answered is None:
                 return  # not sent, not recorded: the budget is spent and a re-run resumes here
-            row = sent
+            row = answered
         on_row(work, row)  # first: a result is recorded before anything else can go wrong
         self.tally.count(row)
         self._unpriced.check(row, self._notify)
         self._fail_fast.observe(row)
+
+    async def _answer(self, work: Work, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The row's outcome: a copy of its twin's answer (``engine.dedup``), or sent."""
+        dedup, request_hash = self.dedup, work.request_hash
+        if dedup is None or request_hash is None:
+            return await self._send_warm(work, body)
+        answer = await dedup.claim(request_hash, self.pool.stand_aside, self._stopping)
+        if answer is not None:
+            return twin_row(base_row(work, self.config), answer)
+        row = None
+        try:
+            row = await self._send_warm(work, body)
+        finally:
+            dedup.settle(request_hash, row)  # whatever happened: its twins wait for it
+        return row
+
+    async def _send_warm(self, work: Work, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Sent once its prefix group is warm (``engine.warmup``); None: the budget refused it."""
+        warmup, key = self.warmup, work.prefix_key
+        if warmup is None or key is None:
+            return await self._send(work, body)
+        await warmup.admit(key, self.pool.stand_aside, self._stopping)
+        row = None
+        try:
+            row = await self._send(work, body, lambda: warmup.started(key))
+        finally:
+            warmup.answered(key, row)
+        return row
+
+    async def _send(
+        self,
+        work: Work,
+        body: dict[str, Any],
+        on_answer_start: Callable[[], None] | None = None,
+    ) -> dict[str, Any] | None:
+        def send() -> Awaitable[dict[str, Any]]:
+            return self.sender.send(work, body, on_answer_start)
+
+        if self._budget is None:
+            return await send()
+        return await self._budget.send(body, send)
+
+    def _stopping(self) -> bool:
+        return self.pool.stopping
 
     def _make_budget(self) -> Budget | None:
         """The --max-cost budget: when it stops, no more rows are admitted and the user is told."""

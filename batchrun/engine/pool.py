@@ -12,19 +12,30 @@ the whole pool (a bad key, a broken output disk), so the pool cancels the rest a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+# ``Pool.stand_aside``, handed to what makes an item wait for another (engine.warmup, .dedup).
+StandAside = Callable[[], AbstractAsyncContextManager[None]]
+
+
+class Stopped(Exception):
+    """Admission stopped while an item stood aside: it is neither sent nor recorded."""
 
 
 class Pool(Generic[T]):
     """Runs ``work(item)`` over an iterator with at most ``concurrency`` calls in flight."""
 
-    def __init__(self, concurrency: int) -> None:
+    def __init__(self, concurrency: int, *, aside: int = 0) -> None:
+        """``aside``: how many items may wait outside the limit (``stand_aside``) at once."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.concurrency = concurrency
+        self.aside_room = max(0, aside)
         self.limit = concurrency  # in flight at most; set_limit() lowers it below concurrency
         self.in_flight = 0
         self._stopping = False
@@ -59,10 +70,13 @@ class Pool(Generic[T]):
                 waiter.set_result(None)
                 count -= 1
 
-    async def _room(self) -> None:
-        """Wait until a call finishes or the limit rises."""
+    async def _room(self, *, first: bool = False) -> None:
+        """Wait until a call finishes or the limit rises; ``first`` goes ahead of the queue."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append(waiter)
+        if first:
+            self._waiting.insert(0, waiter)
+        else:
+            self._waiting.append(waiter)
         try:
             await waiter
         finally:
@@ -72,6 +86,26 @@ class Pool(Generic[T]):
     @property
     def stopping(self) -> bool:
         return self._stopping
+
+    @contextlib.asynccontextmanager
+    async def stand_aside(self) -> AsyncIterator[None]:
+        """Inside, the calling item does not count as in flight: it waits for something else
+        (its cache prefix to be written, the twin request it will copy) while another item
+        takes its place. On the way out it waits for room again, ahead of new items.
+
+        Only ``aside`` items can stand aside at once: the pool runs that many workers beyond
+        ``concurrency``, and an item standing aside holds one of them, which bounds what is
+        read ahead of the rows being sent.
+        """
+        self.in_flight -= 1
+        if self._waiting:
+            self._wake(1)
+        try:
+            yield
+        finally:
+            while self.in_flight >= self.limit and not self._stopping:
+                await self._room(first=True)
+            self.in_flight += 1
 
     async def run(self, items: Iterator[T], work: Callable[[T], Awaitable[None]]) -> None:
         """Run until the items are exhausted, admission stops, or a call raises."""
@@ -88,7 +122,7 @@ class Pool(Generic[T]):
         async def worker() -> None:
             nonlocal exhausted
             while not self._stopping:
-                if self.in_flight >= self.limit:  # only ever true after set_limit()
+                if self.in_flight >= self.limit:  # a worker beyond the limit, or after set_limit()
                     await self._room()
                     continue
                 # next() runs between awaits, so two workers never read the input at once.
@@ -99,16 +133,26 @@ class Pool(Generic[T]):
                     self._wake(len(self._waiting))  # they too must see the end and return
                     return
                 self.in_flight += 1
+                handed_over = False
                 try:
                     await work(item)
+                except BaseException:
+                    # The pool stops: a worker woken below must not read another item.
+                    self._stopping = True
+                    raise
                 finally:
                     self.in_flight -= 1
                     if self._waiting:
                         self._wake(1)
+                        handed_over = True
+                if handed_over:
+                    # Let the one woken take the slot before this worker reads a new item:
+                    # an item back from standing aside goes ahead of the input.
+                    await asyncio.sleep(0)
 
         tasks: list[asyncio.Task[None]] = []
         try:
-            for _ in range(self.concurrency):
+            for _ in range(self.concurrency + self.aside_room):
                 if self._stopping or exhausted or first_failure:
                     break  # a worker started now would find nothing to do, or must not
                 tasks.append(asyncio.create_task(worker()))

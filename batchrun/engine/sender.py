@@ -63,7 +63,14 @@ class Sender:
         self._notices = notices
         self._fail_fast = fail_fast  # told of the API's first answer; quick retries until then
 
-    async def send(self, work: Work, body: dict[str, Any]) -> dict[str, Any]:
+    async def send(
+        self,
+        work: Work,
+        body: dict[str, Any],
+        on_answer_start: Callable[[], None] | None = None,
+    ) -> dict[str, Any]:
+        """The row's outcome: sent with retries. ``on_answer_start``: a streamed answer began
+        (``engine.warmup`` lets the rest of a prefix group go then)."""
         config = self._config
         stream = config.stream or body.get("max_tokens", 0) > STREAM_ABOVE_MAX_TOKENS
         started = time.perf_counter()
@@ -71,7 +78,7 @@ class Sender:
         estimate = estimate_input_tokens(body)
         try:
             reply, attempts = await send_with_retries(
-                lambda: self._attempt(body, work.content, stream, waits, estimate),
+                lambda: self._attempt(body, work.content, stream, waits, estimate, on_answer_start),
                 max_retries=config.max_retries,
                 sleep=waits.sleep,
                 on_retry=waits.on_retry,
@@ -101,6 +108,7 @@ class Sender:
         stream: bool,
         waits: RetryWaits,
         estimate: int,
+        on_answer_start: Callable[[], None] | None = None,
     ) -> Reply:
         """One send: admission, the request, then usage and headers back to the limiter."""
         limiter, model = self._limiter, waits.model
@@ -108,7 +116,9 @@ class Sender:
         waits.sent = reservation
         self._tally.rate_wait_s = limiter.stats.held_s
         try:
-            reply = await self._client.create(body, stream=stream, content=content)
+            reply = await self._client.create(
+                body, stream=stream, content=content, on_answer_start=on_answer_start
+            )
         except BaseException as exc:
             limiter.settle_failure(reservation, exc if isinstance(exc, ApiError) else None)
             if isinstance(exc, ApiStatusError) and exc.status == RATE_LIMIT_STATUS:

@@ -55,6 +55,21 @@ class RowTally:
     rate_wait_s: float = field(
         default=0.0, metadata=ADDS
     )  # wall seconds rate limits held admission back
+    deduplicated: int = field(
+        default=0, metadata=ADDS
+    )  # rows given the answer of an identical request instead of being sent (engine.dedup)
+    dedup_saved_usd: float = field(
+        default=0.0, metadata=ADDS
+    )  # what those answers cost the rows that were sent
+    dedup_resent: int = field(
+        default=0, metadata=ADDS
+    )  # duplicates sent anyway: their twin's answer had left the bounded table
+    cache_groups_warmed: int = field(
+        default=0, metadata=ADDS
+    )  # prefix groups whose first request went alone to write the cache (engine.warmup)
+    cache_rewarmed: int = field(
+        default=0, metadata=ADDS
+    )  # times a group's reads stopped (entry evicted) and it was written again
     elapsed_s: float = field(default=0.0, metadata=ADDS)
     rate_limits: dict[str, Limits] = field(default_factory=dict)  # per model, as enforced
     concurrency_chosen: int | None = None  # what --concurrency auto settled on

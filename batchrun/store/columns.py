@@ -38,6 +38,7 @@ COLUMNS: tuple[tuple[str, Kind], ...] = (
     ("error_type", "string"),
     ("error_message", "string"),
     ("request_hash", "string"),
+    ("duplicate_of", "string"),  # the id of the row whose identical request was sent for this one
     ("via", "string"),  # "online" | "batches": how the row was sent (Message Batches: half price)
     ("batch_id", "string"),  # the Message Batch that answered the row
     ("finished_at", "timestamp"),  # UTC, millisecond precision
