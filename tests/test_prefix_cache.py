@@ -20,6 +20,7 @@ from batchrun.cost.prices import SAFE_MIN_CACHEABLE_TOKENS, default_prices, min_
 from batchrun.rows.prefix import (
     MAX_BREAKPOINTS,
     CachePolicy,
+    SeenFiles,
     SharedParts,
     count_breakpoints,
     place_breakpoints,
@@ -194,6 +195,31 @@ def test_rows_attaching_files_keep_the_system_breakpoint_only(tmp_path: Path) ->
     assert marks(prepared.body) == ["system[0]"]
 
 
+def test_a_file_every_row_attaches_is_marked_from_its_second_row(tmp_path: Path) -> None:
+    """A reference document each row attaches is shared: marked once an earlier row of the
+    run led with it (the first pays plain input); a file only one row sends is never marked."""
+    (tmp_path / "ref.txt").write_text(words(6000), encoding="utf-8")
+    (tmp_path / "own.txt").write_text(words(6000) + " own", encoding="utf-8")
+    job = defaults(template="Answer from the document: {text}")
+    seen = SeenFiles()
+
+    def prepared(document: str, text: str) -> Any:
+        fields = {"text": text, "document": document}
+        return prepare_request(fields, job, base_dir=tmp_path, seen_files=seen)
+
+    first, second, third = (prepared("ref.txt", f"q{i}") for i in range(3))
+    assert marks(first.body) == [] and first.prefix_key is None
+    assert marks(second.body) == ["messages[0][0]"] and second.prefix_key is not None
+    assert third.prefix_key == second.prefix_key
+    assert second.hash != third.hash and first.hash == request_hash(first.body)
+    assert_conforms(second.body)
+    lone = prepared("own.txt", "q")
+    assert marks(lone.body) == [] and lone.prefix_key is None
+    # Without a run's memory of files (validate, a single request), files are never marked.
+    alone = prepare_request({"text": "x", "document": "ref.txt"}, job, base_dir=tmp_path)
+    assert marks(alone.body) == []
+
+
 def test_the_request_hash_ignores_the_marks_batchrun_places() -> None:
     """Resume of an output made before --cache auto (or with --cache off) finds its rows
     unchanged; the bytes sent carry the marks."""
@@ -361,3 +387,21 @@ def test_an_output_made_without_breakpoints_resumes_under_cache_auto(
     again = run(job_config(inp, out, sim.base_url, cache="auto", **flags), transport=recorder)
     assert again.exit_code == 0
     assert recorder.bodies == []  # every row answered before is kept, none sent again
+
+
+def test_a_whole_run_caches_the_document_every_row_attaches(tmp_path: Path, sim: Any) -> None:
+    (tmp_path / "ref.txt").write_text(words(6000), encoding="utf-8")
+    rows = [{"id": f"r{i}", "text": f"Question {i}?", "document": "ref.txt"} for i in range(30)]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    flags = {"template": "Answer from the document: {text}", "concurrency": 16}
+    recorder = RecordingTransport()
+    summary = run(job_config(inp, out, sim.base_url, **flags), transport=recorder)
+    assert summary.exit_code == 0 and summary.ok == 30
+    for body in recorder.bodies:
+        assert_conforms(body)
+    table = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    writes = [r["id"] for r in table if r["cache_creation_input_tokens"]]
+    reads = [r["id"] for r in table if r["cache_read_input_tokens"]]
+    assert writes == ["r1"]  # the first row is unmarked; the second writes; the rest read
+    assert len(reads) == 28 and "r0" not in reads

@@ -35,6 +35,7 @@ from batchrun.engine.outcome import Work, prepare
 from batchrun.rows.compressed import open_bytes
 from batchrun.rows.files import folder_stamp
 from batchrun.rows.formats import InputKind, csv_columns
+from batchrun.rows.prefix import SeenFiles
 from batchrun.rows.reader import InputRow, InputShape, count_rows, input_kind, read_rows
 from batchrun.store.lock import OutputLock
 from batchrun.store.resume import (
@@ -493,13 +494,14 @@ def plan(
     # reads again rows whose ids were all checked in its first round.
     known = (known_ids[i] for i in skipped if i < len(known_ids))
     rows = read_rows(config.input, shape=config.input_shape, skip=skip, known_ids=known)
+    seen_files = SeenFiles()  # files rows attach alike are cached (``rows.prefix``)
     for row in rows:
         counter.rows = max(counter.rows, row.index + 1)
         if only is not None and row.index not in only:
             continue
         if config.shard is not None and not in_shard(row.id, config.shard):
             continue  # another shard's row (``drivers.shards``): never sent by this run
-        yield prepare(row, config)
+        yield prepare(row, config, seen_files)
 
 
 def count_hint(config: RunConfig, states: bytearray, redo_lapsed: bool = False) -> int | None:

@@ -20,6 +20,7 @@ from batchrun.api.response import MALFORMED, message_fields
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiResponseError, InvalidRowError, Problem
 from batchrun.rows.checks import failure, lone_surrogate, without_surrogates
+from batchrun.rows.prefix import SeenFiles
 from batchrun.rows.reader import InputRow
 from batchrun.rows.request import prepare_request
 from batchrun.rows.structured import SCHEMA_MISMATCH, structured_answer
@@ -45,8 +46,11 @@ class Work:
     prefix_key: str | None = None
 
 
-def prepare(row: InputRow, config: RunConfig) -> Work:
+def prepare(row: InputRow, config: RunConfig, seen_files: SeenFiles | None = None) -> Work:
     """The row's request, or the located reason the API would refuse it.
+
+    ``seen_files``: the leading files of the run's rows so far (``rows.prefix.SeenFiles``),
+    kept by a driver for the run so a file every row attaches is cached.
 
     Never raises for one row's sake: an exception nothing foresaw while building its
     request becomes the row's problem like any other (the last-resort boundary), so the
@@ -56,7 +60,9 @@ def prepare(row: InputRow, config: RunConfig) -> Work:
         return Work(row, None, None, _printable(row.problem))
     file = str(config.input)
     try:
-        prepared = prepare_request(row.fields, config.defaults, base_dir=config.media_folder)
+        prepared = prepare_request(
+            row.fields, config.defaults, base_dir=config.media_folder, seen_files=seen_files
+        )
     except InvalidRowError as exc:
         return Work(row, None, None, _printable(exc.located(file, row.line)))
     except MemoryError:

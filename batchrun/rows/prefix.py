@@ -23,9 +23,12 @@ is placed below the minimum (the API would ignore it), and nothing at all in a r
 carries a ``cache_control`` of the user's own anywhere: the user's breakpoints win. At most
 two are added, so a request never exceeds the API's four.
 
-Rows that attach files (``image`` / ``document`` columns) keep only the breakpoint on the
-job's tools and system: the files come before the template's text, and most jobs attach a
-different file per row, which would make every row pay a write on it.
+Rows that attach files (``image`` / ``document`` columns) put the files before their text.
+Most jobs attach a different file per row, and a mark after a file no other row sends would
+make the row pay a write on it; but a job that attaches the same reference document or image
+to every row shares it. So the files are a candidate only once the same leading files were
+seen in an earlier row of the run (``SeenFiles``, which the caller keeps for the run): the
+first row with them pays plain input, the second writes the entry, the rest read it.
 
 Example::
 
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -85,6 +89,26 @@ class SharedParts:
     system: bool = False  # the body's system prompt is the job's
     template_head: str | None = None  # the static text the row's prompt starts with
     leading_turns: bool = False  # the row gave messages: its turns before the last user turn
+    leading_files: bool = False  # the row attached files: they lead its first turn
+
+
+class SeenFiles:
+    """Digests of the leading files of the rows prepared so far in a run (the most recent
+    ``capacity``), to tell a file every row attaches from one a single row does."""
+
+    def __init__(self, capacity: int = 65_536) -> None:
+        self._capacity = capacity
+        self._seen: OrderedDict[str, None] = OrderedDict()
+
+    def again(self, digest: str) -> bool:
+        """Whether ``digest`` was seen before; it is remembered either way."""
+        if digest in self._seen:
+            self._seen.move_to_end(digest)
+            return True
+        self._seen[digest] = None
+        if len(self._seen) > self._capacity:
+            self._seen.popitem(last=False)
+        return False
 
 
 @dataclass
@@ -129,20 +153,32 @@ def count_breakpoints(body: Mapping[str, Any]) -> int:
     return text.count('"cache_control"')
 
 
-def place_breakpoints(body: dict[str, Any], shared: SharedParts, policy: CachePolicy) -> str | None:
+def place_breakpoints(
+    body: dict[str, Any],
+    shared: SharedParts,
+    policy: CachePolicy,
+    seen_files: SeenFiles | None = None,
+) -> str | None:
     """Mark the end of the shared prefix in ``body`` (in place); its group key, or None.
+
+    ``seen_files`` makes the row's leading files a candidate when an earlier row of the run
+    led with the same ones (without it, files are never marked).
 
     The key is a digest of the model and the prefix through the deepest breakpoint placed,
     marks left out: requests with equal keys read the same cache entry, so a scheduler can
     send one of them first and the rest once its answer has begun (issue 17, item 2).
     """
-    if not (shared.tools or shared.system or shared.template_head or shared.leading_turns):
-        return None  # nothing comes from the job: nothing is sure to be shared
+    files = shared.leading_files and seen_files is not None
+    from_job = shared.tools or shared.system or shared.template_head or shared.leading_turns
+    if not (from_job or files):
+        return None  # nothing comes from the job and no files: nothing may be shared
     if has_cache_marks(body):
         return None
     model = str(body.get("model"))
     minimum = policy.minimum_tokens(model)
     sure, guessed = _candidates(body, shared)
+    if files and seen_files is not None:
+        guessed.extend(_file_candidates(body, shared, seen_files))
     chosen = [
         deepest
         for deepest in (_deepest(sure, minimum), _deepest(guessed, minimum))
@@ -235,6 +271,42 @@ def _candidates(
     return sure, guessed
 
 
+def _file_candidates(
+    body: dict[str, Any], shared: SharedParts, seen_files: SeenFiles
+) -> list[_Candidate]:
+    """The leading file blocks of the first turn, if an earlier row led with the same files.
+
+    Their digest is taken over the blocks' JSON with a plain hash (not ``_text_digest``,
+    whose cache would keep megabytes of file data alive); the group key then sees the digest,
+    not the data.
+    """
+    messages = body.get("messages") or []
+    content = messages[0].get("content") if messages else None
+    if not isinstance(content, list):
+        return []
+    count = 0
+    while count < len(content) and _is_file(content[count]):
+        count += 1
+    if count == 0 or (shared.tools is False and body.get("tools")):
+        return []
+    if body.get("system") is not None and not shared.system:
+        return []  # the row's own system prompt comes first: the files' prefix is its own
+    files = content[:count]
+    digest = hashlib.sha256(
+        json.dumps(files, sort_keys=True, default=str).encode("utf-8", "surrogatepass")
+    ).hexdigest()
+    if not seen_files.again(digest):
+        return []
+    prefix = {name: body[name] for name in ("tools", "system") if body.get(name) is not None}
+    measured = {**prefix, "messages": [{"role": messages[0]["role"], "content": files}]}
+    keyed = {**prefix, "files": digest}
+    return [_Candidate(_tokens(measured), keyed, _on_block(body, count - 1))]
+
+
+def _is_file(block: object) -> bool:
+    return isinstance(block, Mapping) and block.get("type") in ("image", "document")
+
+
 def _markable(turn: Mapping[str, Any]) -> bool:
     content = turn.get("content")
     if isinstance(content, str):
@@ -281,6 +353,18 @@ def _on_head(body: dict[str, Any], head: str) -> Callable[[Mapping[str, Any]], N
         ]
         if text[len(head) :]:
             blocks.append({"type": "text", "text": text[len(head) :]})
+        body["messages"][0] = {**first, "content": blocks}
+
+    return mark
+
+
+def _on_block(body: dict[str, Any], index: int) -> Callable[[Mapping[str, Any]], None]:
+    """Mark block ``index`` of the first turn (the last of its leading files)."""
+
+    def mark(control: Mapping[str, Any]) -> None:
+        first = body["messages"][0]
+        blocks = list(first["content"])
+        blocks[index] = {**blocks[index], "cache_control": dict(control)}
         body["messages"][0] = {**first, "content": blocks}
 
     return mark

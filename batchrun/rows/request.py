@@ -47,7 +47,13 @@ from batchrun.rows.checks import (
     surrogate_reason,
 )
 from batchrun.rows.files import FileProblem, source_for
-from batchrun.rows.prefix import CachePolicy, SharedParts, place_breakpoints, template_head
+from batchrun.rows.prefix import (
+    CachePolicy,
+    SeenFiles,
+    SharedParts,
+    place_breakpoints,
+    template_head,
+)
 from batchrun.rows.template import fill_template, parse_template
 
 # The order of keys in every body, so equal requests look equal in logs and journals.
@@ -173,9 +179,16 @@ class PreparedRequest:
 
 
 def prepare_request(
-    fields: Mapping[str, Any], defaults: RequestDefaults, *, base_dir: Path | None = None
+    fields: Mapping[str, Any],
+    defaults: RequestDefaults,
+    *,
+    base_dir: Path | None = None,
+    seen_files: SeenFiles | None = None,
 ) -> PreparedRequest:
     """``build_request`` plus the checks that need the encoded body (the 32 MB limit).
+
+    ``seen_files``, kept by the caller for a run, lets ``--cache auto`` mark files that rows
+    attach alike (``rows.prefix``).
 
     The canonical JSON is made once and serves both the hash and the size. Files are hashed
     as sent (their base64 or text is in the body), so the hash is stable across runs and an
@@ -190,7 +203,8 @@ def prepare_request(
     digest = hashlib.sha256(canonical).hexdigest()
     prefix_key = None
     if defaults.cache is not None:
-        prefix_key = place_breakpoints(body, shared_parts(fields, defaults), defaults.cache)
+        shared = shared_parts(fields, defaults)
+        prefix_key = place_breakpoints(body, shared, defaults.cache, seen_files)
         if prefix_key is not None:
             canonical = _canonical_json(body)  # encodable: only cache marks were added
     if len(canonical) > MAX_REQUEST_BYTES:
@@ -216,6 +230,8 @@ def shared_parts(fields: Mapping[str, Any], defaults: RequestDefaults) -> Shared
         if uses_template and defaults.template is not None
         else None,
         leading_turns=fields.get("messages") is not None,
+        leading_files=fields.get("messages") is None
+        and bool(_attachments(fields, defaults.template)),
     )
 
 
