@@ -141,8 +141,10 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "max_retry_wait",  # added with --max-retry-wait, after the move
             "media_root",  # issue 14
             "output",
+            "output_format",  # dataset outputs (issue 15)
             "output_url",  # object storage (issue 15)
             "overwrite",
+            "part_rows",  # dataset outputs (issue 15)
             "poll_interval",
             "prices",
             "quiet",

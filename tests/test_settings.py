@@ -187,6 +187,8 @@ JOB_SAMPLES = {
     "input_format": (BASE + 'input_format = "csv"\n', "csv"),
     "work_dir": (BASE + f"work_dir = '{REPO / 'out'}'\n", REPO / "out"),
     "segment_rows": (BASE + "segment_rows = 500\n", 500),
+    "output_format": (BASE + 'output_format = "parquet-dataset"\n', "parquet-dataset"),
+    "part_rows": (BASE + "part_rows = 5000\n", 5000),
     "rate_limit_store": (
         BASE + 'rate_limit_store = "redis://127.0.0.1:6379/0"\n',
         "redis://127.0.0.1:6379/0",

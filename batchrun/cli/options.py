@@ -177,7 +177,9 @@ def _spooled_stdin(flags: dict[str, Any]) -> Path:
             "the piped rows are kept beside it, so a re-run with the same input resumes"
         )
     path = Path(output).expanduser().resolve()
-    if path.suffix.lower() not in OUTPUT_SUFFIXES:
+    # A folder output (a trailing slash, or --output-format parquet-dataset) has no suffix.
+    folder = str(output).endswith(("/", "\\")) or flags.get("output_format") == "parquet-dataset"
+    if not folder and path.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ConfigError(f"output {path}: the name must end in .parquet, .jsonl or .csv")
     stdin = sys.stdin
     if stdin is None or stdin.isatty():

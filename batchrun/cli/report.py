@@ -74,11 +74,12 @@ def _local_copies(outputs: tuple[str, ...], folder: Path) -> list[Path]:
         if not is_remote(output):
             local.append(Path(output))
             continue
-        from batchrun.store.remote import RemoteOutput
+        from batchrun.drivers.output import remote_output
         from batchrun.store.storage import Storage, StorageSettings
 
         storage = Storage(StorageSettings.from_environ(os.environ))
-        remote = RemoteOutput(output, storage, work_dir=folder / str(number))
+        # A URL ending with / is a dataset: its parts and _SUCCESS are pulled.
+        remote = remote_output(output, storage, work_dir=folder / str(number))
         remote.pull()
         local.append(remote.local_output)
     return local

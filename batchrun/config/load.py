@@ -30,7 +30,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urlsplit
 
 from batchrun.api.credentials import (
@@ -64,6 +64,9 @@ from batchrun.limits.values import AUTO_MAX, Limits, LimitsConfig
 from batchrun.rows.prefix import CachePolicy
 from batchrun.rows.request import RequestDefaults, check_defaults
 from batchrun.rows.shape import InputShape, split_suffix
+
+if TYPE_CHECKING:
+    from batchrun.store.sink import OutputKind
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -149,6 +152,10 @@ class RunConfig:
     cache_home: Path | None = None  # $XDG_CACHE_HOME or ~/.cache, from the environment
     segment_rows: int = 10_000
     segment_seconds: float = 60.0
+    # --output-format, or "parquet-dataset" for an output that ends with a slash; None: the
+    # output's name says it (store.sink.output_kind).
+    output_format: OutputKind | None = None
+    part_rows: int = 1_000_000  # rows per part of a dataset output (store.dataset)
     keep_journal: bool = False
     shard: tuple[int, int] | None = None  # (index, count): only the rows of that shard
     rate_limit_store: str | None = None  # redis://...: limits shared by many processes
@@ -233,9 +240,17 @@ def load_config(
         # reviews.jsonl.gz -> reviews.results.parquet: the compression suffix is no part of it
         stem = Path(split_suffix(input_path.name)[0]).stem
         output = path_of("output") or (Path.cwd() / f"{stem}.results.parquet")
-    if output.suffix.lower() not in OUTPUT_SUFFIXES:
+    output_format = cast("OutputKind | None", value("output_format"))
+    # A Path drops a trailing slash: whether the output names a folder is read from the text
+    # (store.dataset.names_folder; not imported, so that a job's config needs no Arrow).
+    if output_format is None and str(settings.get("output") or "").endswith(("/", os.sep)):
+        output_format = "parquet-dataset"
+    if output_format != "parquet-dataset" and output.suffix.lower() not in OUTPUT_SUFFIXES:
         shown = output_url or output
-        raise ConfigError(f"output {shown}: the name must end in .parquet, .jsonl or .csv")
+        raise ConfigError(
+            f"output {shown}: the name must end in .parquet, .jsonl or .csv, or with a / "
+            "for a folder of Parquet parts (--output-format parquet-dataset)"
+        )
     if input_url is not None and input_url == output_url:
         raise ConfigError(f"output {output_url} is the input: write to another one with -o")
     check_output_is_not_input(input_path, output)
@@ -299,6 +314,8 @@ def load_config(
         cache_home=cache_home,
         segment_rows=value("segment_rows"),
         segment_seconds=value("segment_seconds"),
+        output_format=output_format,
+        part_rows=value("part_rows"),
         keep_journal=bool(value("keep_journal")),
         shard=_shard(value("shard")),
         rate_limit_store=value("rate_limit_store"),

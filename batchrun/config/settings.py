@@ -137,6 +137,23 @@ SETTINGS: tuple[Setting, ...] = (
         short="-o",
     ),
     Setting(
+        "output_format",
+        "choice",
+        "parquet-dataset: write the output as a folder of Parquet parts and a _SUCCESS "
+        "manifest, whatever its name (an output ending with / is one too). Other formats "
+        "are told by the name: .parquet, .jsonl, .csv.",
+        choices=("parquet-dataset",),
+        commands=RUN_COMMANDS,
+    ),
+    Setting(
+        "part_rows",
+        "int",
+        "Rows per Parquet part of a dataset output (a folder) [default: {default}].",
+        default=1_000_000,
+        commands=RUN_COMMANDS,
+        low=1,
+    ),
+    Setting(
         "input_format",
         "choice",
         "The input's format, when its name does not say it (or says it wrong); stdin (-) "

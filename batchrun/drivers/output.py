@@ -8,18 +8,48 @@ there. While rows land, the journal's new lines are sealed and uploaded as segme
 ``--segment-rows`` rows or ``--segment-seconds`` seconds, off the event loop). The final file
 is one upload, made only once it is complete; the segments are removed after it (unless
 ``--keep-journal``). A stopped run's partial file stays local: the store keeps the segments.
+
+An output that names a folder (``-o out/labels/``, ``s3://b/out/``, ``--output-format
+parquet-dataset``) is a Parquet dataset (``store.dataset``); on an object store it is
+mirrored by ``RemoteDataset``, which uploads the parts, then ``_SUCCESS``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from batchrun.config.load import RunConfig
-from batchrun.store.sink import PriorState, Sink
+from batchrun.core.errors import OutputError
+from batchrun.store.dataset import (
+    DATASET,
+    PART_ROWS,
+    SUCCESS,
+    Manifest,
+    is_part_name,
+    names_folder,
+    part_name,
+    read_manifest,
+    remove_output,
+    replace_folder,
+    write_manifest,
+)
+from batchrun.store.remote import PullReport, RemoteOutput, journal_prefix
+from batchrun.store.sink import (
+    TMP_OUTPUT_SUFFIX,
+    OutputKind,
+    PriorState,
+    Sink,
+    output_kind,
+    remove_temporary,
+    temporary_path,
+)
+from batchrun.store.storage import Storage, StorageError, StorageSettings
 
 if TYPE_CHECKING:
-    from batchrun.store.remote import RemoteOutput, Segmenter
+    from batchrun.store.remote import Segmenter
 
 
 class RunOutput:
@@ -37,7 +67,9 @@ class RunOutput:
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config
-        self.sink = Sink(config.output, config.keep_columns)
+        self.kind = config_output_kind(config)
+        part_rows = int(getattr(config, "part_rows", None) or PART_ROWS)
+        self.sink = Sink(config.output, config.keep_columns, kind=self.kind, part_rows=part_rows)
         self._remote: RemoteOutput | None = None
         self._segmenter: Segmenter | None = None
         self.seal_error: Exception | None = None  # the last segment could not be sealed
@@ -74,17 +106,26 @@ class RunOutput:
             self._remote.publish()
 
 
-def _remote_output(config: RunConfig) -> RemoteOutput:
-    # Imported here: a local output has no use for the storage layer (pyarrow.fs).
-    from batchrun.store.remote import RemoteOutput
-    from batchrun.store.storage import Storage, StorageSettings
+def config_output_kind(config: RunConfig) -> OutputKind:
+    """The output's format: ``--output-format`` when given, a dataset for an ``s3://`` or
+    ``gs://`` URL that ends with a slash, else by the output's name (``output_kind``)."""
+    # getattr: RunConfig.output_format comes with the --output-format setting.
+    declared: OutputKind | None = getattr(config, "output_format", None)
+    if declared is not None:
+        return declared
+    if config.output_url is not None and names_folder(config.output_url):
+        return DATASET
+    return output_kind(config.output)
 
+
+def _remote_output(config: RunConfig) -> RemoteOutput:
     assert config.output_url is not None
     storage = Storage(StorageSettings(config.s3_endpoint, config.gcs_endpoint))
     storage.check_writable(config.output_url)
-    remote = RemoteOutput(
+    remote = remote_output(
         config.output_url,
         storage,
+        dataset=config_output_kind(config) == DATASET,
         work_dir=config.work_dir,
         cache_home=config.cache_home,
         keep_journal=config.keep_journal,
@@ -93,3 +134,124 @@ def _remote_output(config: RunConfig) -> RemoteOutput:
     )
     assert remote.local_output == config.output  # load_config named the same local copy
     return remote
+
+
+# -- on an object store -------------------------------------------------------------------
+
+
+class RemoteDataset(RemoteOutput):
+    """A dataset output on an object store (``s3://b/out/``), mirrored in a work folder.
+
+    The same as a remote file (``store.remote``), but for the final step: ``pull`` copies
+    the dataset a ``_SUCCESS`` lists into the local folder, ``publish`` uploads parts then
+    ``_SUCCESS``. The journal segments live beside the folder (``s3://b/out.batchrun/``),
+    not in it, so that a reader of the folder sees Parquet parts only.
+
+    Each publish names its parts after its run (``part-00000-<run>.parquet``), so it never
+    overwrites a part the ``_SUCCESS`` in place lists: until the new ``_SUCCESS`` replaces
+    it (one PUT), the old dataset stands whole, and a publish cut short costs nothing but
+    orphan parts, which the next publish deletes. Locally the parts keep plain names.
+    """
+
+    def __init__(self, url: str, storage: Storage, **options: Any) -> None:
+        if not names_folder(url):
+            url += "/"
+        super().__init__(url, storage, **options)
+        self.prefix = journal_prefix(url.rstrip("/"))
+
+    def pull(self, *, overwrite: bool = False) -> PullReport:
+        if overwrite:  # the base class removes a file: the local folder goes first
+            remove_output(self.local_output)
+        return super().pull(overwrite=overwrite)
+
+    def _manifest_url(self, name: str = SUCCESS) -> str:
+        return f"{self.url}{name}"
+
+    def _pull_final(self, state: Any) -> bool:
+        remote = self.storage.stat_or_none(self._manifest_url())
+        if remote is None:
+            remove_output(self.local_output)
+            state.final_stamp = state.local_stamp = None
+            return False
+        local_stamp = _manifest_stamp(self.local_output)
+        if remote.stamp != state.final_stamp or local_stamp != state.local_stamp:
+            self._download(self.local_output)
+            state.final_stamp = remote.stamp
+            state.local_stamp = _manifest_stamp(self.local_output)
+        return True
+
+    def _download(self, output: Path) -> None:
+        """The remote dataset into ``output`` (its parts under plain names), built beside
+        it and swapped in."""
+        tmp = temporary_path(output, TMP_OUTPUT_SUFFIX)
+        try:
+            tmp.mkdir(parents=True)
+            remote = _parse_manifest(self.storage.read_bytes(self._manifest_url()), self.url)
+            local = remote.renamed([part_name(k) for k in range(len(remote.parts))])
+            for name, plain in zip(remote.parts, local.parts, strict=True):
+                self.storage.download(f"{self.url}{name}", tmp / plain)
+            write_manifest(tmp, local)
+            replace_folder(tmp, output)
+        finally:
+            remove_temporary(tmp)
+
+    def publish(self, local_final: Path | None = None) -> None:
+        """Upload the local dataset: the old ``_SUCCESS`` removed, the parts, ``_SUCCESS``
+        last, then the parts an older run left that it does not list; then the segments."""
+        folder = local_final or self.local_output
+        manifest = read_manifest(folder)
+        if manifest is None or manifest.partial is not None:
+            raise OutputError(f"{folder}: no {SUCCESS}: the dataset is not complete")
+        remote = manifest.renamed([f"{Path(n).stem}-{self.run_id}.parquet" for n in manifest.parts])
+        done: list[str] = []
+        try:
+            for name, uploaded in zip(manifest.parts, remote.parts, strict=True):
+                self.storage.upload(folder / name, f"{self.url}{uploaded}")
+                done.append(uploaded)
+            self.storage.write_bytes(self._manifest_url(), remote.to_json().encode())
+        except BaseException:
+            # The old dataset stands: take back this publish's parts, so that a reader of
+            # the whole folder does not see them either (what fails to go, the next deletes).
+            for uploaded in done:
+                with contextlib.suppress(StorageError):
+                    self.storage.delete(f"{self.url}{uploaded}")
+            raise
+        listed = set(remote.parts)
+        for info in self.storage.list(self.url):
+            relative = info.url[len(self.url) :]
+            if is_part_name(relative) and relative not in listed:
+                self.storage.delete(info.url)
+        with self._lock:
+            self._state.final_stamp = self.storage.stat(self._manifest_url()).stamp
+            own = folder == self.local_output
+            self._state.local_stamp = _manifest_stamp(folder) if own else None
+            if not self.keep_journal:
+                for info in self._segments():
+                    self.storage.delete(info.url)
+                self._state.segments = []
+                self._state.sealed_bytes = 0
+            self._save()
+
+
+def _parse_manifest(data: bytes, url: str) -> Manifest:
+    try:
+        return Manifest.parse(data.decode("utf-8"))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise OutputError(f"{url}{SUCCESS} is not a batchrun dataset manifest: {exc}") from exc
+
+
+def _manifest_stamp(folder: Path) -> str | None:
+    with contextlib.suppress(OSError):
+        info = (folder / SUCCESS).stat()
+        return f"{info.st_size}:{info.st_mtime_ns}"
+    return None
+
+
+def remote_output(
+    url: str, storage: Storage, *, dataset: bool = False, **options: Any
+) -> RemoteOutput:
+    """The mirror of the remote output ``url``: a dataset for a folder (a URL that ends
+    with a slash, or ``dataset``), else a single file. ``options`` are RemoteOutput's."""
+    if dataset or names_folder(url):
+        return RemoteDataset(url, storage, **options)
+    return RemoteOutput(url, storage, **options)

@@ -44,6 +44,7 @@ from batchrun.drivers.session import Sleep, check_credentials, claim_output, in_
 from batchrun.drivers.summary import RunSummary
 from batchrun.rows.reader import check_input_file, read_rows
 from batchrun.store.columns import STATUS_OK
+from batchrun.store.dataset import DATASET, replace_folder
 from batchrun.store.journal import INDEX, JSON_SLICE_BYTES, journal_line, repair_journal
 from batchrun.store.lock import OutputLock
 from batchrun.store.partial import clear_mark, read_partial
@@ -60,6 +61,7 @@ from batchrun.store.sink import (
     output_kind,
     output_schema,
     remove_stale_temporaries,
+    remove_temporary,
     temporary_path,
 )
 
@@ -80,7 +82,12 @@ def shards_folder(output: Path) -> Path:
 def shard_output(output: Path, index: int, count: int) -> Path:
     """Shard ``index`` of ``count``'s own output:
     ``out/labels.parquet.shards/2-of-4/labels.parquet``."""
-    return shards_folder(output) / f"{index}-of-{count}" / output.name
+    name = output.name
+    if output.suffix.lower() not in (".parquet", ".jsonl", ".csv"):
+        # A dataset folder (by its name alone: the same before and after it is written):
+        # its shards are single Parquet files, merged into the folder.
+        name += ".parquet"
+    return shards_folder(output) / f"{index}-of-{count}" / name
 
 
 def shard_schema(keep_columns: tuple[str, ...]) -> pa.Schema:
@@ -142,7 +149,7 @@ async def run_shard_async(
     (``summary.final``; ``summary.output`` is its path). Errors as in ``online.run_async``.
     """
     shard = _check_shardable(config)
-    own = replace(config, output=shard_output(config.output, *shard))
+    own = replace(config, output=shard_output(config.output, *shard), output_format=None)
     check_credentials(own, transport)
     check_input_file(own.input)
     with claim_output(own) as lock:
@@ -390,21 +397,25 @@ def _write_merged(config: RunConfig, paths: list[Path], rows: int) -> FinalCount
     with_index = shard_schema(config.keep_columns)
     streams = [_ShardStream(output_batches(p, with_index), with_index) for p in paths]
     tmp_out = temporary_path(output, TMP_OUTPUT_SUFFIX)
+    kind = config.output_format or output_kind(output)
     ok = 0
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        with open_writer(tmp_out, schema, output_kind(output)) as write:
+        with open_writer(tmp_out, schema, kind, part_rows=config.part_rows) as write:
             for p0 in range(0, rows, CHUNK_ROWS):
                 chunk = pa.concat_tables([s.until(p0 + CHUNK_ROWS) for s in streams])
                 chunk = chunk.take(pc.sort_indices(chunk.column(INDEX))).drop_columns([INDEX])
                 ok += pc.sum(pc.equal(chunk.column("status"), STATUS_OK)).as_py() or 0
                 if chunk.num_rows:
                     write(chunk.cast(schema))
-        os.replace(tmp_out, output)
+        if kind == DATASET:
+            replace_folder(tmp_out, output)
+        else:
+            os.replace(tmp_out, output)
+            fsync_dir(output.parent)
         clear_mark(output)
-        fsync_dir(output.parent)
     except (OSError, pa.ArrowException) as exc:
         raise OutputError(f"cannot write {output}: {exc}; the shards are kept") from exc
     finally:
-        tmp_out.unlink(missing_ok=True)
+        remove_temporary(tmp_out)
     return FinalCounts(rows, ok, rows - ok)

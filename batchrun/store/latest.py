@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batchrun.core.errors import OutputError
+from batchrun.store.dataset import read_manifest
 from batchrun.store.journal import JSON_SLICE_BYTES, Newest, journal_schema
 from batchrun.store.partial import Partial, read_partial
 from batchrun.store.sink import JOURNAL_SUFFIX, journal_path, output_batches, output_schema
@@ -101,8 +102,8 @@ def _locate(path: Path) -> tuple[Path | None, Path | None]:
     journal = journal_path(path)
     has_journal = journal.exists() and journal.stat().st_size > 0
     if path.exists():
-        if path.is_dir():
-            raise OutputError(f"{path} is a directory, not an output dataset")
+        if path.is_dir() and read_manifest(path) is None:
+            raise OutputError(f"{path} is a directory, not an output dataset (no _SUCCESS)")
         return path, journal if has_journal else None
     if has_journal:
         return None, journal

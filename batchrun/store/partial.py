@@ -59,6 +59,11 @@ def parquet_metadata(partial: Partial) -> dict[bytes, bytes]:
 
 def read_partial(output: Path) -> Partial | None:
     """The output's partial mark; None for a complete output, or no output at all."""
+    if output.is_dir():
+        # A dataset folder: the mark is in its manifest. Imported here: dataset imports us.
+        from batchrun.store.dataset import dataset_partial
+
+        return dataset_partial(output)
     try:
         if is_parquet(output):
             metadata = pq.read_schema(output).metadata or {}

@@ -11,6 +11,11 @@ Layout for ``-o out/labels.parquet``::
     out/labels.parquet.journal   JSON lines, one per finished row, in finishing order
     out/.labels.parquet.lock     while a run goes: who is writing the output (``store.lock``)
 
+An output that names a folder (``-o out/labels/``) is a Parquet dataset instead: parts and a
+``_SUCCESS`` manifest in ``out/labels/``, its journal ``out/labels.journal`` beside it
+(``store.dataset``). It is built the same way, in a temporary sibling folder swapped into
+place whole; every reader here (``output_batches``, ``_row_count``) takes it as one file.
+
 Why a journal: a result is worth money the moment it arrives, so it is appended (one line,
 written straight to the file) before anything else happens to it; a ``kill -9`` can then cost
 at most the requests still in flight. The final file is built from the previous final file
@@ -32,6 +37,7 @@ import bisect
 import contextlib
 import errno
 import glob
+import json
 import os
 import re
 import secrets
@@ -50,6 +56,24 @@ import pyarrow.parquet as pq
 
 from batchrun.core.errors import OutputError
 from batchrun.store.columns import COLUMN_NAMES, COLUMNS, STATUS_OK
+from batchrun.store.dataset import (
+    DATASET,
+    PART_BYTES,
+    PART_ROWS,
+    PARTIAL_MANIFEST,
+    OpenPart,
+    dataset_batches,
+    dataset_bytes,
+    dataset_exists,
+    dataset_partial,
+    dataset_rows,
+    dataset_writer,
+    names_folder,
+    open_parquet_part,
+    recover_aside,
+    remove_output,
+    replace_folder,
+)
 from batchrun.store.journal import (
     ARROW_TYPES,
     INDEX,
@@ -67,6 +91,7 @@ from batchrun.store.journal import (
     repair_journal,
 )
 from batchrun.store.partial import (
+    PARTIAL_KEY,
     Partial,
     clear_mark,
     is_parquet,
@@ -114,13 +139,22 @@ def remove_stale_temporaries(output: Path, suffixes: Sequence[str] = ()) -> list
     ``output``; return them. Only for a caller holding the output's lock (``store.lock``):
     then no other run is using any of them."""
     removed = []
+    recover_aside(output)  # a dataset swap a crash cut in two: the old dataset back first
     for suffix in (TMP_JOURNAL_SUFFIX, TMP_OUTPUT_SUFFIX, *suffixes):
         for path in output.parent.glob(f".{glob.escape(output.name)}.*{suffix}"):
             if _TEMPORARY.fullmatch(path.name[len(output.name) + 1 : -len(suffix)]):
                 with contextlib.suppress(OSError):
-                    path.unlink()
+                    remove_temporary(path)  # a dataset's is a folder
                     removed.append(path)
     return removed
+
+
+def remove_temporary(path: Path) -> None:
+    """Remove a temporary file, or a temporary dataset folder, if it is there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 _TEMPORARY = re.compile(r"\.[0-9]+\.[0-9a-f]{12}(?:\.[\w-]+)?")  # .<pid>.<hex>[.<key>]
@@ -215,6 +249,9 @@ class Sink:
 
     ``chunk_rows`` and ``json_slice_bytes`` bound the memory of the final step and of reading
     JSON lines (see ``CHUNK_ROWS`` and ``journal.JSON_SLICE_BYTES``); tests make them small.
+    ``kind`` is the output's format (``output_kind`` of its name when None: a folder output
+    whose name ends in ``.parquet`` needs it said); a dataset's parts hold at most
+    ``part_rows`` rows and about ``part_bytes`` bytes (``store.dataset``).
     """
 
     def __init__(
@@ -227,8 +264,16 @@ class Sink:
         chunk_rows: int = CHUNK_ROWS,
         json_slice_bytes: int = JSON_SLICE_BYTES,
         free_space: Callable[[Path], int] = _free_bytes,
+        kind: OutputKind | None = None,
+        part_rows: int = PART_ROWS,
+        part_bytes: int = PART_BYTES,
+        open_part: OpenPart = open_parquet_part,
     ) -> None:
         self.output = output
+        self.kind: OutputKind = kind or output_kind(output)
+        self._part_rows = part_rows
+        self._part_bytes = part_bytes
+        self._open_part = open_part  # a seam: tests make the final step fail midway
         self.journal = journal_path(output)
         self.keep_columns = tuple(keep_columns)
         self.schema = output_schema(self.keep_columns)
@@ -251,14 +296,18 @@ class Sink:
 
         Raises OutputError before any request is sent when the location is unusable.
         """
+        dataset = self.kind == DATASET
         try:
             self.output.parent.mkdir(parents=True, exist_ok=True)
+            if dataset:
+                recover_aside(self.output)
             if overwrite:
-                for path in (self.output, self.journal):
-                    with contextlib.suppress(FileNotFoundError):
-                        path.unlink()
+                remove_output(self.output)
+                self.journal.unlink(missing_ok=True)
                 clear_mark(self.output)
-            self._partial = read_partial(self.output)
+            if dataset and self.output.exists() and not self.output.is_dir():
+                raise OutputError(f"output {self.output} is a file, not a dataset folder")
+            self._partial = self._read_mark()
             if self._partial is not None and not _has_bytes(self.journal):
                 raise OutputError(
                     f"{self.output} is a partial output ({self._partial}) and the journal that "
@@ -269,9 +318,23 @@ class Sink:
             self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
             raise OutputError(f"cannot write output {self.output}: {exc.strerror or exc}") from exc
-        if self.output.exists() and self.output.is_dir():
-            raise OutputError(f"output {self.output} is a directory")
+        if not dataset and self.output.exists() and self.output.is_dir():
+            raise OutputError(
+                f"output {self.output} is a directory: end it with a slash (or give "
+                f"--output-format {DATASET}) to write a dataset folder there"
+            )
         return self._read_prior()
+
+    def _read_mark(self) -> Partial | None:
+        if self.kind == DATASET:
+            return dataset_partial(self.output)
+        return read_partial(self.output)
+
+    def _final_exists(self) -> bool:
+        """Whether a final output (complete or partial) is in place."""
+        if self.kind == DATASET:
+            return dataset_exists(self.output)
+        return self.output.exists()
 
     def _read_prior(self) -> PriorState:
         columns = ("id", "status", "request_hash", "error_type")  # PriorRecord's fields
@@ -283,16 +346,16 @@ class Sink:
             for batch in newest.to_batches(max_chunksize=self._chunk_rows)  # few dicts at once
             for r in batch.to_pylist()
         }
-        if not self.output.exists() or self._partial is not None:
+        if not self._final_exists() or self._partial is not None:
             # A partial output is no source: the journal holds each of its rows.
             return PriorState(0, iter(()), journal, damage.lines)
-        rows = _row_count(self.output)
+        rows = _row_count(self.output, self.kind)
         batches = self._final_batches(columns)
         return PriorState(rows, batches, journal, damage.lines)
 
     def _final_batches(self, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
         return output_batches(
-            self.output, self.schema, columns, self._chunk_rows, self._slice_bytes
+            self.output, self.schema, columns, self._chunk_rows, self._slice_bytes, self.kind
         )
 
     # -- during the run -------------------------------------------------------------------
@@ -364,7 +427,7 @@ class Sink:
         self._close_fd()
         if stopped and not self._journal_is_newer():
             return None  # the output already shows every row the journal holds
-        partial = self._partial if self.output.exists() else None
+        partial = self._partial if self._final_exists() else None
         old_rows = 0 if partial is not None else self._old_rows()
         need = self._space_needed(copy_old=stopped)
         self._check_space(need)
@@ -382,10 +445,14 @@ class Sink:
                 counts = self._merge(total_rows, old_rows, journal, tmp_out, mark)
             finally:
                 journal.close()
-            if mark is not None and not is_parquet(self.output):
-                mark_jsonl(tmp_out, self.output, mark, temporary_path(self.output, ".mark.tmp"))
-            os.replace(tmp_out, self.output)
-            fsync_dir(self.output.parent)
+            if self.kind == DATASET:
+                replace_folder(tmp_out, self.output)  # the mark is in its manifest
+            else:
+                if mark is not None and not is_parquet(self.output):
+                    temporary = temporary_path(self.output, ".mark.tmp")
+                    mark_jsonl(tmp_out, self.output, mark, temporary)
+                os.replace(tmp_out, self.output)
+                fsync_dir(self.output.parent)
             self._partial = mark
             if mark is None:
                 self.journal.unlink(missing_ok=True)
@@ -402,7 +469,7 @@ class Sink:
             raise OutputError(f"cannot write {self.output}: {exc}") from exc
         finally:
             tmp_arrow.unlink(missing_ok=True)
-            tmp_out.unlink(missing_ok=True)
+            remove_temporary(tmp_out)
         return counts
 
     def _journal_is_newer(self) -> bool:
@@ -416,20 +483,26 @@ class Sink:
             return False
         if self._partial is None:
             return True
+        written = self.output
+        if self.kind == DATASET:
+            written = self.output / PARTIAL_MANIFEST
         try:
-            return self.output.stat().st_mtime_ns < journal.st_mtime_ns
+            return written.stat().st_mtime_ns < journal.st_mtime_ns
         except FileNotFoundError:
             return True
 
     def _old_rows(self) -> int:
-        return _row_count(self.output) if self.output.exists() else 0
+        return _row_count(self.output, self.kind) if self._final_exists() else 0
 
     def _space_needed(self, *, copy_old: bool = False) -> int:
         """Bytes the final step writes before it removes anything: the journal as Arrow and
         the new dataset, each about the journal's size at most, while the old dataset stays
         until the rename (and, after a stop, the old dataset's rows copied to the journal)."""
         journal = self.journal.stat().st_size if self.journal.exists() else 0
-        old = self.output.stat().st_size if self.output.exists() else 0
+        if self.kind == DATASET:
+            old = dataset_bytes(self.output)
+        else:
+            old = self.output.stat().st_size if self.output.exists() else 0
         return 2 * journal + old * (2 if copy_old else 1)
 
     def _check_space(self, need: int) -> None:
@@ -461,7 +534,14 @@ class Sink:
         schema = self.schema.with_metadata(parquet_metadata(mark)) if mark else self.schema
         ok = error = 0
         with (
-            open_writer(tmp_out, schema, output_kind(self.output)) as write,
+            open_writer(
+                tmp_out,
+                schema,
+                self.kind,
+                part_rows=self._part_rows,
+                part_bytes=self._part_bytes,
+                open_part=self._open_part,
+            ) as write,
             self._appending(copy=mark is not None and old_rows > 0) as append,
         ):
             for p0 in range(0, total_rows, self._chunk_rows):
@@ -602,20 +682,34 @@ _JOURNAL_BATCH_ROWS = 4096
 # -- final files ----------------------------------------------------------------------------
 
 
-OutputKind = Literal["parquet", "jsonl", "csv"]
+OutputKind = Literal["parquet", "jsonl", "csv", "parquet-dataset"]
 
 
-def output_kind(path: Path) -> OutputKind:
-    """The final file's format, by its name (config.load allows only these three)."""
+def output_kind(path: Path | str) -> OutputKind:
+    """The output's format, by its name: ``.csv``, ``.jsonl``, ``.parquet``; a folder (a
+    name that ends with a slash, as given as text; one that is a folder already; or a name
+    with no suffix) is a Parquet dataset (``store.dataset``). A ``pathlib.Path`` loses a
+    trailing slash: a folder not written yet whose name ends in ``.parquet`` must be said
+    (``Sink(kind=...)``, ``--output-format``)."""
+    if isinstance(path, str):
+        if names_folder(path):
+            return DATASET
+        path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".csv":
         return "csv"
+    if suffix == ".jsonl":
+        return "jsonl"
+    if path.is_dir() or not suffix:
+        return DATASET
     return "parquet" if is_parquet(path) else "jsonl"
 
 
-def _row_count(path: Path) -> int:
+def _row_count(path: Path, kind: OutputKind | None = None) -> int:
     try:
-        kind = output_kind(path)
+        kind = kind or output_kind(path)
+        if kind == DATASET:
+            return dataset_rows(path)
         if kind == "parquet":
             return int(pq.ParquetFile(path).metadata.num_rows)
         if kind == "csv":
@@ -633,19 +727,23 @@ def output_batches(
     columns: Sequence[str] | None = None,
     batch_rows: int = CHUNK_ROWS,
     slice_bytes: int = JSON_SLICE_BYTES,
+    kind: OutputKind | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Batches of an existing final file, conformed to ``schema`` (older runs may differ).
 
     Parquet is read ``batch_rows`` at a time, JSON lines a slice of ``slice_bytes`` at a time,
-    CSV a block of ``CSV_BLOCK_BYTES`` (or more, for a record longer than that) at a time.
+    CSV a block of ``CSV_BLOCK_BYTES`` (or more, for a record longer than that) at a time; a
+    dataset folder's parts in its manifest's order, ``batch_rows`` at a time.
     """
     # In the order asked for: callers read the columns by position.
     wanted = schema if columns is None else pa.schema([schema.field(n) for n in columns])
-    kind = output_kind(path)
-    if kind == "parquet":
+    kind = kind or output_kind(path)
+    if kind == DATASET:
+        batches: Iterator[pa.RecordBatch] = dataset_batches(path, wanted, batch_rows)
+    elif kind == "parquet":
         pf = pq.ParquetFile(path)
         present = [n for n in wanted.names if n in pf.schema_arrow.names]
-        batches: Iterator[pa.RecordBatch] = pf.iter_batches(batch_rows, columns=present)
+        batches = pf.iter_batches(batch_rows, columns=present)
     elif kind == "csv":
         batches = _csv_batches(path, wanted)
     else:
@@ -721,8 +819,34 @@ class _Positional:
 
 
 @contextlib.contextmanager
-def open_writer(path: Path, schema: pa.Schema, kind: OutputKind) -> Iterator[Any]:
-    """A write(table) function for Parquet, JSONL or CSV; the file is fsynced on success."""
+def open_writer(
+    path: Path,
+    schema: pa.Schema,
+    kind: OutputKind,
+    *,
+    part_rows: int = PART_ROWS,
+    part_bytes: int = PART_BYTES,
+    open_part: OpenPart = open_parquet_part,
+) -> Iterator[Any]:
+    """A write(table) function for Parquet, JSONL or CSV; the file is fsynced on success.
+    A dataset is a folder at ``path``, its manifest written on success (``store.dataset``);
+    a partial mark in ``schema``'s metadata goes into its parts and its manifest."""
+    if kind == DATASET:
+        raw = (schema.metadata or {}).get(PARTIAL_KEY)
+        mark = None
+        if raw is not None:
+            data = json.loads(raw)
+            mark = Partial(int(data["rows"]), int(data["of"]))
+        with dataset_writer(
+            path,
+            schema,
+            part_rows=part_rows,
+            part_bytes=part_bytes,
+            partial=mark,
+            open_part=open_part,
+        ) as write:
+            yield write
+        return
     if kind == "parquet":
         with pq.ParquetWriter(str(path), schema, compression="zstd") as writer:
             yield writer.write_table
