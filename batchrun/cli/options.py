@@ -41,6 +41,25 @@ def setting_options(command: str) -> Callable[[F], F]:
     return decorate
 
 
+def engine_options(func: F) -> F:
+    """``--engine`` and ``--address``: where a run's rows are sent from (``batchrun.ray``)."""
+    func = click.option(
+        "--address",
+        metavar="ADDR",
+        default=None,
+        help="With --engine ray: the Ray cluster to join (as ray.init(address=...)); "
+        "default: a local cluster with every CPU of this machine.",
+    )(func)
+    return click.option(
+        "--engine",
+        type=click.Choice(["local", "ray"]),
+        default="local",
+        show_default=True,
+        help="Send from this process, or spread the rows over a Ray cluster (needs "
+        "batchrun[ray]; blocks are committed under OUTPUT.parts, so a re-run resumes).",
+    )(func)
+
+
 def _option(s: Setting) -> Callable[[F], F]:
     long = s.long_flag
     assert long is not None, s.key  # for_command yields only settings with a flag

@@ -8,13 +8,22 @@ from typing import Any
 
 import click
 
-from batchrun.cli.options import PRECEDENCE, SOURCE, fail, kept_rows, load, setting_options
+from batchrun.cli.options import (
+    PRECEDENCE,
+    SOURCE,
+    engine_options,
+    fail,
+    kept_rows,
+    load,
+    setting_options,
+)
 
 
 @click.command("run", epilog=PRECEDENCE)
 @click.argument("source", type=SOURCE)
 @setting_options("run")
-def run_cmd(source: str, **flags: Any) -> None:
+@engine_options
+def run_cmd(source: str, engine: str, address: str | None, **flags: Any) -> None:
     """Run SOURCE and write one output row per input row, in input order.
 
     \b
@@ -23,6 +32,7 @@ def run_cmd(source: str, **flags: Any) -> None:
       batchrun run reviews.jsonl -o out/labels.parquet --model claude-haiku-4-5 \\
           --max-tokens 5 --system "Answer positive, negative or neutral." -c 64
       batchrun run jobs/label_sentiment.toml --simulate --json -q | jq .cost_usd
+      batchrun run jobs/label_sentiment.toml --engine ray --address ray://head:10001
     """
     # Ctrl-C before the run starts (here, or loading the config) is the group's: one line,
     # exit 130 (``cli.root``).
@@ -31,6 +41,8 @@ def run_cmd(source: str, **flags: Any) -> None:
     from batchrun.drivers.job import run
     from batchrun.render.summary import failure_dict, format_summary, summary_dict
 
+    if address is not None and engine != "ray":
+        raise click.UsageError("--address is for --engine ray")
     config = load(source, flags)
     # Where this run's journal is: a shard's own output (``drivers.shards``), or the output.
     mine = config
@@ -39,7 +51,12 @@ def run_cmd(source: str, **flags: Any) -> None:
 
         mine = replace(config, output=shard_output(config.output, *config.shard))
     try:
-        summary = run(config)
+        if engine == "ray":
+            from batchrun.ray import run_on_ray
+
+            summary = run_on_ray(source, flags, address=address)
+        else:
+            summary = run(config)
     except KeyboardInterrupt as exc:
         what = (
             f"stopped by {exc.signal_name}" if isinstance(exc, StoppedBySignal) else "interrupted"
