@@ -21,16 +21,26 @@ resumed run starts a fresh budget.
     row = await budget.send(body, lambda: sender.send(work, body))
     if row is None:
         ...  # not sent: the budget is spent; a re-run resumes from this row
+
+Many workers, one budget: given a ``store`` (a :class:`SpendingStore`, e.g. the
+``limits.shared.SharedBudget`` of ``--rate-limit-store``), reserving and settling happen there,
+atomically, against what every worker of the job spent and holds reserved, so together they
+stop at the cap. This budget's own ``spent`` / ``reserved`` still count this worker's part.
+A request that does not fit waits while any worker's requests in flight could free enough
+(looking again every ``SHARED_POLL_S``: other workers' settling does not wake this one) and
+stops the run only when the job's settled spending alone leaves no room. If the store goes
+away, the budget carries on locally with the worker's share (``SpendingStore.share``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from batchrun.cost.prices import PER_MILLION, PriceTable, did_you_mean
 from batchrun.rows.tokens import estimate_input_tokens
@@ -41,6 +51,26 @@ Row = dict[str, Any]
 # reservations start at this multiple of it; settling gives the excess back.
 INPUT_MARGIN = Decimal("1.5")
 
+SHARED_POLL_S = 0.5
+"""With a shared store, how often a request that does not fit looks again at the budget."""
+
+
+class SpendingStore(Protocol):
+    """Where the spending of a budget shared by many workers is kept; each call is atomic."""
+
+    def reserve(self, amount: Decimal, limit: Decimal) -> tuple[bool, Decimal, Decimal] | None:
+        """Reserve ``amount`` if every worker's spent + reserved + it stays within ``limit``:
+        (reserved?, spent by all, reserved by all) after; None when the store is gone."""
+        ...
+
+    def settle(self, reserved: Decimal, actual: Decimal, limit: Decimal) -> bool:
+        """Replace a reservation by the real cost; False when the store is gone."""
+        ...
+
+    def share(self, limit: Decimal) -> Decimal:
+        """How much more this worker may reserve on its own, now that the store is gone."""
+        ...
+
 
 class Budget:
     """A spending cap in USD for one run: reserve worst cases, settle real costs."""
@@ -50,6 +80,8 @@ class Budget:
         limit: Decimal,
         prices: PriceTable,
         on_stop: Callable[[str], None] = lambda reason: None,
+        *,
+        store: SpendingStore | None = None,
     ) -> None:
         if limit < 0:
             raise ValueError("the budget must be >= 0")
@@ -63,6 +95,10 @@ class Budget:
         self.in_flight = 0
         self.stop_reason: str | None = None
         self._changed = asyncio.Condition()
+        self._store = store
+        # What this worker may hold (spent + reserved) on its own: the limit, or once a shared
+        # store has gone away, what it held then plus its share of what was left.
+        self._cap = limit
 
     @property
     def stopped(self) -> bool:
@@ -98,17 +134,57 @@ class Budget:
                 if worst is None:
                     self._stop(no_price_stop(model, self.prices))
                     return False
-                if self.spent + self.reserved + worst <= self.limit:
-                    self.reserved += worst
-                    self.in_flight += 1
+                if self._store is not None:
+                    if await self._admit_shared(self._store, worst):
+                        return True
+                    if self._store is not None or self.stop_reason is not None:
+                        continue
+                if self.spent + self.reserved + worst <= self._cap:
+                    self._hold(worst)
                     return True
                 if self.in_flight == 0:
                     self._stop(
                         f"the next request could cost up to ${worst:.4f} and only "
-                        f"${self.limit - self.spent:.4f} of the ${self.limit} budget is left"
+                        f"${self._cap - self.spent:.4f} of the ${self.limit} budget is left"
                     )
                     return False
                 await self._changed.wait()
+
+    async def _admit_shared(self, store: SpendingStore, worst: Decimal) -> bool:
+        """One look at the shared budget (the condition's lock held): True when reserved.
+
+        False after waiting (a request in flight anywhere may free enough), after stopping the
+        run, or when the store is gone (the caller goes on with the local share).
+        """
+        answer = store.reserve(worst, self.limit)
+        if answer is None:
+            self._go_local(store)
+            return False
+        taken, spent_by_all, reserved_by_all = answer
+        if taken:
+            self._hold(worst)
+            return True
+        if reserved_by_all <= 0 or spent_by_all + worst > self.limit:
+            # Even if every request in flight cost nothing, this one would not fit.
+            self._stop(
+                f"the next request could cost up to ${worst:.4f} and only "
+                f"${max(self.limit - spent_by_all, Decimal(0)):.4f} of the ${self.limit} "
+                "budget shared by the job's workers through --rate-limit-store is left (it "
+                "counts their re-runs too: raise --max-cost to spend more)"
+            )
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), SHARED_POLL_S)
+        return False
+
+    def _hold(self, worst: Decimal) -> None:
+        self.reserved += worst
+        self.in_flight += 1
+
+    def _go_local(self, store: SpendingStore) -> None:
+        """The shared store is gone (it warned): keep to this worker's share from now on."""
+        self._cap = self.spent + self.reserved + store.share(self.limit)
+        self._store = None
 
     def _stop(self, reason: str) -> None:
         self.stop_reason = reason
@@ -150,6 +226,9 @@ class Budget:
             self.reserved -= worst
             self.in_flight -= 1
             self.spent += actual
+            store = self._store
+            if store is not None and not store.settle(worst, actual, self.limit):
+                self._go_local(store)
             self._changed.notify_all()
 
 

@@ -35,7 +35,7 @@ import contextlib
 import gc
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchrun.api.client import MessagesClient
 from batchrun.config.load import RunConfig
@@ -49,9 +49,13 @@ from batchrun.engine.sender import Sender
 from batchrun.engine.tally import RowTally
 from batchrun.engine.waits import WaitNotices
 from batchrun.engine.warmup import Warmup, ttl_seconds
-from batchrun.limits.limiter import BucketStore, RateLimiter
+from batchrun.limits.limiter import RateLimiter
 from batchrun.limits.tuner import ConcurrencyTuner
 from batchrun.store.columns import INVALID_REQUEST
+from batchrun.store.resume import job_fingerprint
+
+if TYPE_CHECKING:
+    from batchrun.limits.shared import RedisBuckets
 
 Sleep = Callable[[float], Awaitable[None]]
 OnRow = Callable[[Work, dict[str, Any]], None]
@@ -90,9 +94,8 @@ class Engine:
         self._notify = notify
         # The limiter waits out a bucket-empty 429 in place of the retry loop, so it takes the
         # retry sleep.
-        self.limiter = RateLimiter(
-            config.limits, pause_sleep=sleep, store=_shared_store(config, notify)
-        )
+        self._store = _shared_store(config, notify)
+        self.limiter = RateLimiter(config.limits, pause_sleep=sleep, store=self._store)
         notices = WaitNotices(notify, capped=config.max_retry_wait is not None)
         # Told by the sender when the API first answers: until then, quick retries only.
         self._fail_fast = FailFast(config.base_url)
@@ -125,6 +128,8 @@ class Engine:
         finally:
             self.sender.report()
             self._report_savings()
+            if self._store is not None:
+                self._store.close()  # leaves the shared limit's and budget's workers
 
     def _report_savings(self) -> None:
         """Put what dedup and warming did into the tally, at the end of the run."""
@@ -210,10 +215,15 @@ class Engine:
             self.pool.stop_admitting()
             self._notify(f"batchrun: budget: {reason}; finishing the requests in flight")
 
-        return Budget(Decimal(repr(self.config.max_cost)), self.config.prices, on_stop=stop)
+        # With --rate-limit-store, every worker of the job (same fingerprint) spends one budget.
+        shared = None
+        if self._store is not None:
+            shared = self._store.budget(job_fingerprint(self.config.defaults))
+        cap = Decimal(repr(self.config.max_cost))
+        return Budget(cap, self.config.prices, on_stop=stop, store=shared)
 
 
-def _shared_store(config: RunConfig, notify: Callable[[str], None]) -> BucketStore | None:
+def _shared_store(config: RunConfig, notify: Callable[[str], None]) -> RedisBuckets | None:
     """The Redis store of --rate-limit-store, shared with the other workers; None without one."""
     if config.rate_limit_store is None:
         return None

@@ -53,6 +53,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -285,6 +286,7 @@ class RedisBuckets:
         self.workers = 1  # as last seen registered (the fallback divides the limits by it)
         self.down = False
         self._fallback: dict[str, list[Bucket | None]] = {}
+        self._budgets: list[SharedBudget] = []
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         try:
             self._client = redis.Redis.from_url(
@@ -303,8 +305,16 @@ class RedisBuckets:
         """The hash holding ``model``'s shared buckets."""
         return f"{self.prefix}:limits:{model}"
 
+    def budget(self, job: str) -> SharedBudget:
+        """The ``--max-cost`` spending of the job whose fingerprint is ``job``, in this Redis."""
+        budget = SharedBudget(self, job)
+        self._budgets.append(budget)
+        return budget
+
     def close(self) -> None:
         """Leave the registered workers (the others' fallback share grows) and disconnect."""
+        for budget in self._budgets:
+            budget.leave()
         if not self.down:
             with contextlib.suppress(*self._errors):
                 self._client.zrem(self._workers_key, self.worker)
@@ -402,3 +412,187 @@ class RedisBuckets:
             if bucket is not None:
                 bucket.take(amount, now)
         return Admission(0.0)
+
+
+# --------------------------------------------------------------------------- the budget
+
+BUDGET_HEARTBEAT_S = 900.0
+"""A budget's worker not heard from in this long has crashed: its reservations are dropped.
+
+Much longer than ``HEARTBEAT_S``: a worker calls only when a request starts or ends, and one
+request may take minutes; dropping a live worker's reservation would let the others spend it.
+"""
+
+JOB_KEY_CHARS = 16
+"""Of the job fingerprint's 64 hex digits: enough to keep jobs apart (as ``ray.parts``)."""
+
+NANO_USD = Decimal(1_000_000_000)
+"""Amounts are kept in Redis as whole nano-dollars: integers, so sums are exact in Lua's
+doubles up to $9 million, and reservations are rounded up so the cap holds."""
+
+# The budget's state: KEYS[1] a hash (``spent``, ``r:WORKER`` each worker's reservations),
+# KEYS[2] its workers by Redis time.
+# ARGV: worker, heartbeat, ttl, then each script's own. A worker gone past the heartbeat
+# (crashed) has its reservations dropped, so they do not hold the budget for ever.
+_BUDGET_PRELUDE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local horizon = now - tonumber(ARGV[2])
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', horizon)) do
+  redis.call('HDEL', KEYS[1], 'r:' .. gone)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', horizon)
+local function touch()
+  redis.call('ZADD', KEYS[2], now, ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+end
+local function totals()
+  local spent, reserved = 0, 0
+  local all = redis.call('HGETALL', KEYS[1])
+  for i = 1, #all, 2 do
+    if all[i] == 'spent' then spent = tonumber(all[i + 1]) end
+    if string.sub(all[i], 1, 2) == 'r:' then reserved = reserved + tonumber(all[i + 1]) end
+  end
+  return {spent, reserved, redis.call('ZCARD', KEYS[2])}
+end
+"""
+
+# ARGV[4] amount, ARGV[5] limit (nano-dollars). Reserve if spent + reserved + amount <= limit.
+# Returns {1 if reserved else 0, spent, reserved, workers} (after).
+_BUDGET_RESERVE = (
+    _BUDGET_PRELUDE
+    + """
+touch()
+local before = totals()
+if before[1] + before[2] + tonumber(ARGV[4]) <= tonumber(ARGV[5]) then
+  redis.call('HINCRBY', KEYS[1], 'r:' .. ARGV[1], ARGV[4])
+  local after = totals()
+  return {1, after[1], after[2], after[3]}
+end
+return {0, before[1], before[2], before[3]}
+"""
+)
+
+# ARGV[4] the reservation, ARGV[5] the real cost (nano-dollars). Returns {spent, reserved,
+# workers} (after).
+_BUDGET_SETTLE = (
+    _BUDGET_PRELUDE
+    + """
+touch()
+local mine = 'r:' .. ARGV[1]
+if ARGV[4] ~= '0' then
+  -- Dropped (this worker was taken for crashed) or never there: it holds nothing.
+  if redis.call('HINCRBY', KEYS[1], mine, '-' .. ARGV[4]) <= 0 then
+    redis.call('HDEL', KEYS[1], mine)
+  end
+end
+if ARGV[5] ~= '0' then redis.call('HINCRBY', KEYS[1], 'spent', ARGV[5]) end
+return totals()
+"""
+)
+
+_BUDGET_LEAVE = (
+    _BUDGET_PRELUDE
+    + """
+redis.call('HDEL', KEYS[1], 'r:' .. ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return totals()
+"""
+)
+
+BUDGET_SCRIPTS = {"reserve": _BUDGET_RESERVE, "settle": _BUDGET_SETTLE, "leave": _BUDGET_LEAVE}
+"""The budget's Lua scripts by name, for tests that drive them against Redis directly."""
+
+
+def to_nano(amount: Decimal) -> int:
+    """``amount`` USD in whole nano-dollars, rounded up (a reservation never shrinks).
+
+    >>> to_nano(Decimal("0.0000012341"))
+    1235
+    """
+    return int((amount * NANO_USD).to_integral_value(rounding=ROUND_CEILING))
+
+
+class SharedBudget:
+    """One job's ``--max-cost`` spending in Redis, shared by every worker of the job.
+
+    Implements ``cost.budget.SpendingStore``: ``reserve`` takes an amount only if what every
+    worker spent and holds reserved leaves room for it under the cap, ``settle`` replaces a
+    reservation by the real cost; each is one atomic script. Made by
+    :meth:`RedisBuckets.budget`, whose connection, worker name and warning it uses.
+
+    The job is its fingerprint (``store.resume.job_fingerprint``: model, prompt, template,
+    max_tokens... everything but the rows), so the shards of a job, or workers given parts of
+    its input, share one budget wherever their outputs are. What they spent stays in Redis
+    until the budget goes unused for ``KEY_TTL_S``: a re-run of the job within that time
+    counts it too (a worker cannot tell a re-run from a shard that started late, and taking
+    one for the other would spend the cap again), so to spend more, raise ``--max-cost``.
+    If Redis goes away, the worker warns once and keeps on its own to its share: the budget
+    left when last seen divided by the workers then registered (``share``).
+    """
+
+    def __init__(self, owner: RedisBuckets, job: str) -> None:
+        self._owner = owner
+        self.key = f"{owner.prefix}:budget:{job[:JOB_KEY_CHARS]}"
+        self._workers_key = f"{self.key}:workers"
+        self._scripts = {
+            name: owner._client.register_script(text) for name, text in BUDGET_SCRIPTS.items()
+        }
+        self._joined = False
+        self.down = False
+        self.workers = max(owner.workers, 1)
+        self.left: Decimal | None = None  # the cap less every worker's spent and reserved
+
+    def reserve(self, amount: Decimal, limit: Decimal) -> tuple[bool, Decimal, Decimal] | None:
+        """Reserve ``amount`` under ``limit``: (reserved?, spent by all, reserved by all)
+        after; None when Redis is gone (the caller keeps to ``share`` from now on)."""
+        answer = self._run("reserve", to_nano(amount), to_nano(limit), limit=limit)
+        if answer is None:
+            return None
+        spent, reserved = (Decimal(int(value)) / NANO_USD for value in answer[1:3])
+        return bool(int(answer[0])), spent, reserved
+
+    def settle(self, reserved: Decimal, actual: Decimal, limit: Decimal) -> bool:
+        """Replace a reservation by the real cost; False when Redis is gone."""
+        return self._run("settle", to_nano(reserved), to_nano(actual), limit=limit) is not None
+
+    def share(self, limit: Decimal) -> Decimal:
+        """What this worker may still reserve on its own once Redis is gone."""
+        left = limit if self.left is None else self.left
+        return max(left, Decimal(0)) / self.workers
+
+    def leave(self) -> None:
+        """This worker is done: its name (and any reservation) leaves the budget."""
+        if self._joined and not self.down:
+            with contextlib.suppress(*self._owner._errors):
+                self._call("leave")
+
+    def _run(self, name: str, *rest: int, limit: Decimal) -> Any:
+        if self.down or self._owner.down:
+            self.down = True
+            return None
+        try:
+            answer = self._call(name, *rest)
+            self._joined = True
+        except self._owner._errors as exc:
+            self.down = True
+            share = self.share(limit)
+            self._owner._warn(
+                f"batchrun: the shared budget stopped answering ({exc}); this worker now "
+                f"keeps to ${share:.4f} more on its own (1/{self.workers} of the "
+                f"${max(limit if self.left is None else self.left, Decimal(0)):.4f} left when "
+                "last seen)"
+            )
+            return None
+        self._note(answer[-3:], limit)
+        return answer
+
+    def _note(self, totals: list[Any], limit: Decimal) -> None:
+        spent, reserved, workers = (int(value) for value in totals)
+        self.left = limit - Decimal(spent + reserved) / NANO_USD
+        self.workers = max(workers, 1)
+
+    def _call(self, name: str, *rest: int) -> Any:
+        args: list[str | float] = [self._owner.worker, BUDGET_HEARTBEAT_S, KEY_TTL_S, *rest]
+        return self._scripts[name](keys=[self.key, self._workers_key], args=args)
