@@ -16,6 +16,11 @@ Scenarios, Haiku 4.5 (cache minimum 4,096 tokens), concurrency 64:
 2. The same with a 2,000-token instruction, below Haiku's minimum: no breakpoint is placed
    (checked on the request batchrun builds) and the billed cost equals ``--cache off``
    exactly.
+4. Estimate accuracy: ``batchrun estimate --pilot 20`` of scenario 1's job (``--cache auto``,
+   into a fresh output), then the run of the rest into the same output. The estimate's
+   median total (the pilot's cost plus the projected rest, with the cache writes and reads the
+   run makes: one write per prefix group, reads for the rest) against what the output was
+   billed in all (target within +-10%).
 
 Input cost is priced from each output row's usage (uncached input x 1, 5 m writes x 1.25,
 reads x 0.1 of the input price, per the packaged price table); ratios are between runs of
@@ -43,7 +48,9 @@ from typing import Any
 from _harness import MODEL, SimulatorProcess, print_table, sigterm_as_interrupt, versions_banner
 
 from batchrun import load_config, run
+from batchrun.config.load import RunConfig
 from batchrun.cost.prices import default_prices
+from batchrun.estimation.estimate import estimate
 from batchrun.rows.request import prepare_request
 
 LATENCY_S = 0.2  # long enough that a wave of 64 requests is in flight together
@@ -88,10 +95,9 @@ def input_cost(row: dict[str, Any]) -> Decimal:
     return tokens / Decimal(1_000_000)
 
 
-def run_once(
-    sim: SimulatorProcess, inp: Path, work: Path, mode: str, head: str, concurrency: int
-) -> RunResult:
-    out = work / f"out-{mode}-{uuid.uuid4().hex[:6]}.jsonl"
+def job(
+    sim: SimulatorProcess, inp: Path, out: Path, mode: str, head: str, concurrency: int
+) -> RunConfig:
     settings = {
         "output": str(out),
         "model": MODEL,
@@ -102,7 +108,14 @@ def run_once(
         "base_url": sim.base_url,
         "quiet": True,
     }
-    config = load_config(inp, settings, environ={"ANTHROPIC_API_KEY": "bench-key"})
+    return load_config(inp, settings, environ={"ANTHROPIC_API_KEY": "bench-key"})
+
+
+def run_once(
+    sim: SimulatorProcess, inp: Path, work: Path, mode: str, head: str, concurrency: int
+) -> RunResult:
+    out = work / f"out-{mode}-{uuid.uuid4().hex[:6]}.jsonl"
+    config = job(sim, inp, out, mode, head, concurrency)
     first = json.loads(inp.read_text(encoding="utf-8").splitlines()[0])
     placed = prepare_request(first, config.defaults).prefix_key is not None
     start = time.perf_counter()
@@ -119,6 +132,43 @@ def run_once(
         writes=sum(bool(row["cache_creation_input_tokens"]) for row in rows),
         reads=sum(bool(row["cache_read_input_tokens"]) for row in rows),
         placed=placed,
+    )
+
+
+@dataclass(frozen=True)
+class EstimateResult:
+    estimated: float  # the estimate's median total: pilot paid + projected rest
+    low: float  # its 10th and 90th percentiles
+    high: float
+    uncached: float  # the same median without caching
+    pilot_paid: float
+    billed: float  # every row of the output: the pilot's and the run's
+    writes: int  # rows that paid a cache write, pilot and run
+    estimated_writes: int  # cache writes the estimate counted for the rest of the run
+
+
+def estimate_then_run(
+    sim: SimulatorProcess, inp: Path, work: Path, head: str, concurrency: int, pilot: int
+) -> EstimateResult:
+    out = work / f"out-estimate-{uuid.uuid4().hex[:6]}.jsonl"
+    config = job(sim, inp, out, "auto", head, concurrency)
+    est = estimate(config, pilot=str(pilot))
+    cached, uncached = est.total_cost(), est.total_cost(cached=False)
+    if cached is None or uncached is None:
+        raise SystemExit("BENCHMARK BROKEN: the pilot estimate has no cost")
+    summary = run(config)
+    if summary.exit_code != 0:
+        raise SystemExit(f"BENCHMARK BROKEN: the run after the pilot ended {summary.exit_code}")
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    return EstimateResult(
+        estimated=cached[1],
+        low=cached[0],
+        high=cached[2],
+        uncached=uncached[1],
+        pilot_paid=est.paid_usd,
+        billed=sum(row["cost_usd"] or 0.0 for row in rows),
+        writes=sum(bool(row["cache_creation_input_tokens"]) for row in rows),
+        estimated_writes=sum(m.cache_writes for m in est.models.values()),
     )
 
 
@@ -178,6 +228,33 @@ def main(argv: list[str] | None = None) -> int:
                 for ok, text in checks:
                     passed = passed and ok
                     lines.append(verdict(ok, f"scenario {name[:1]}: {text}", args.quick))
+            head = instruction(6000)
+            pilot = 20
+            e = estimate_then_run(sim, inp, work, head, concurrency, pilot)
+            print(f"\nscenario 4: estimate --pilot {pilot} of scenario 1's job, then the run")
+            print_table(
+                ["estimate $ (p50)", "10-90% $", "uncached $", "pilot $", "billed $", "writes"],
+                [
+                    [
+                        f"{e.estimated:.4f}",
+                        f"{e.low:.4f}-{e.high:.4f}",
+                        f"{e.uncached:.4f}",
+                        f"{e.pilot_paid:.4f}",
+                        f"{e.billed:.4f}",
+                        f"{e.writes} (estimated {e.estimated_writes} after the pilot)",
+                    ]
+                ],
+            )
+            accuracy = e.estimated / e.billed if e.billed else float("inf")
+            ok = abs(accuracy - 1) <= 0.10
+            passed = passed and ok
+            lines.append(
+                verdict(
+                    ok,
+                    f"scenario 4: estimate / billed = {accuracy:.3f}x (target 0.90-1.10x)",
+                    args.quick,
+                )
+            )
     print("\ntargets" + (" (quick run: targets not judged)" if args.quick else ""))
     print("\n".join(lines), flush=True)
     return 0 if passed or args.quick else 1

@@ -139,7 +139,9 @@ def test_exact_counts_each_distinct_request_once(tmp_path: Path, sim: SimulatorT
     est = estimate(config, exact=True, count_rpm=100_000)
 
     (line,) = est.models.values()
-    assert line.input_tokens == sum(count_input_tokens(b) for b in bodies(rows, config))
+    # The run sends the 5 identical requests once (dedup): 13 to send, 4 filled for $0.
+    assert (line.pending, line.duplicates) == (13, 4)
+    assert line.input_tokens == sum(count_input_tokens(b) for b in bodies(rows[:13], config))
     assert est.counted == 13 and est.count_failures == 0
     assert "count_tokens" in format_estimate(est)
 

@@ -64,7 +64,10 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "attempts",
             "cache_creation_input_tokens",
             "cache_read_input_tokens",
+            "cache_saved_usd",  # what caching and dedup saved (issue 17)
             "cost_usd",
+            "dedup_saved_usd",
+            "duplicates",
             "elapsed",
             "error_per_minute",
             "error_per_second",

@@ -70,7 +70,7 @@ def run_cmd(source: str, engine: str, address: str | None, **flags: Any) -> None
             _print_json(failure_dict(config, str(exc), 1))
         fail(exc, mine)
     if config.json_summary:
-        _print_json(summary_dict(summary))
+        _print_json(summary_dict(summary, config))
     # With --json the person's summary is a courtesy on stderr, which --quiet silences.
     if not (config.json_summary and config.quiet):
         click.echo(format_summary(summary, config), err=True)

@@ -589,3 +589,36 @@ def _reject_unknown(
     extra = sorted(set(raw) - allowed)
     if extra:
         raise ConfigError(f"{origin}: {where}: unknown key(s) {', '.join(extra)}")
+
+
+# --- what prompt caching saves (pure) ------------------------------------------------------
+
+
+def uncached_cost(
+    rates: Rates, cache_write_5m: int, cache_write_1h: int, cache_read: int
+) -> Decimal:
+    """USD the cached tokens (written or read) would have cost as plain input."""
+    return (cache_write_5m + cache_write_1h + cache_read) * rates.input / PER_MILLION
+
+
+def cached_cost(rates: Rates, cache_write_5m: int, cache_write_1h: int, cache_read: int) -> Decimal:
+    """USD the cached tokens cost: writes at their ttl's price, reads at the read price."""
+    return (
+        cache_write_5m * rates.cache_write_5m
+        + cache_write_1h * rates.cache_write_1h
+        + cache_read * rates.cache_read
+    ) / PER_MILLION
+
+
+def cache_saving(
+    rates: Rates,
+    cache_write_5m: int,
+    cache_write_1h: int,
+    cache_read: int,
+    factor: Decimal = Decimal(1),
+) -> Decimal:
+    """What caching saved: those tokens as plain input minus what they cost, times ``factor``
+    (the batch price factor for rows sent as Message Batches). Negative when writes were paid
+    that too few reads made up for (a write costs 1.25x or 2x, a read 0.1x)."""
+    plain = uncached_cost(rates, cache_write_5m, cache_write_1h, cache_read)
+    return (plain - cached_cost(rates, cache_write_5m, cache_write_1h, cache_read)) * factor

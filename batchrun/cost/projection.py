@@ -15,9 +15,9 @@ Method (a bootstrap predictive interval), repeated ``replicates`` times:
 4. the cost of that replicate is priced from those tokens.
 
 The 10th, 50th and 90th percentiles of the replicates give the range and the central value.
-Two things it cannot see: rows unlike any in the sample (a pilot drawn at random makes that
-unlikely, and a bigger pilot more so), and prompt caching of the pending rows (their input is
-priced at the uncached rate, which overstates a job that caches).
+What it cannot see: rows unlike any in the sample (a pilot drawn at random makes that
+unlikely, and a bigger pilot more so). Prompt caching and duplicates of the pending rows are
+applied afterwards by ``estimation.caching``, as a fixed shift of every replicate.
 """
 
 from __future__ import annotations

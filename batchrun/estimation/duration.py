@@ -34,6 +34,9 @@ def estimate_duration(
         expected = line.output_range[1] if line.output_range else None
         output = expected if expected is not None else float(line.pending_ceiling)
         pending_input = line.input_mid if line.input_mid is not None else line.pending_input
+        # Cache reads do not count against the input-token limit (API-FACTS §3.3: most
+        # current models; older ones count them, so this may run short for those).
+        pending_input = max(0.0, pending_input - line.prefix_read_tokens)
         for limit, amount, what in (
             (mine.rpm, float(line.pending), "requests (RPM)"),
             (mine.itpm, float(pending_input), "input tokens (ITPM)"),

@@ -21,7 +21,10 @@ offline (default)
     1/sqrt(N): a few dozen rows usually land the total within ±10-20%.
 
 Rows already answered in the output (by a pilot or an earlier run) count at what they cost,
-from their own usage, whatever the level.
+from their own usage, whatever the level. At every level the rows to send are counted as the
+run would send them (``caching``): a row whose request repeats an earlier one is filled from
+its answer for $0, and each prefix group pays one cache write and reads for the rest; the
+cost is shown with that and without caching.
 
     est = estimate(load_config(Path("jobs/estimate_costs.toml"), {"simulate": True}), pilot="10")
     print(format_estimate(est))   # batchrun.render.estimate
@@ -59,6 +62,7 @@ from batchrun.drivers.session import redo_lapsed
 from batchrun.engine.connect import open_client
 from batchrun.engine.outcome import VIA_BATCHES, prepare
 from batchrun.engine.pool import Pool
+from batchrun.estimation.caching import CachePlan, Duplicates
 from batchrun.estimation.counter import COUNT_RPM, TokenCounter
 from batchrun.estimation.duration import batch_duration, estimate_duration
 from batchrun.estimation.figures import Estimate, Level, ModelLine, PilotInfo, _range
@@ -139,13 +143,15 @@ async def estimate_async(
             client = await stack.enter_async_context(open_client(config, transport))
             rpm = count_rpm if count_rpm is not None else (None if config.simulate else COUNT_RPM)
             counter = TokenCounter(client, rpm, config.max_retries, clock, sleep)
-        first_problem = await _input_pass(config, est, scan, counter, progress_stream)
+        plan = CachePlan()
+        first_problem = await _input_pass(config, est, scan, counter, plan, progress_stream)
     if est.rows and est.invalid == est.rows:
         raise NoValidRowsError(config, est.rows, first_problem)
     if counter is not None:
         est.counted = counter.calls
         est.count_failures = counter.failures
         est.count_error = counter.first_error
+    _settle_cache(config, est, scan, plan, calibrate=not exact)
     _project(config, est, scan, calibrate=not exact, seed=seed)
     learned = est.pilot.limits if est.pilot is not None else {}
     est.duration = estimate_duration(est, config.limits, config.concurrency, learned)
@@ -255,6 +261,7 @@ class _Answer:
     input_tokens: int
     output_tokens: int
     elapsed_ms: float | None
+    cached_tokens: int = 0  # cache writes + reads: the prefix it shared, when it had one
     estimated_input: int | None = None
 
 
@@ -275,6 +282,8 @@ class _OutputScan:
         "cache_read_input_tokens",
         "cost_usd",
         "elapsed_ms",
+        "request_hash",
+        "duplicate_of",
     )
 
     def __init__(self, config: RunConfig, pilot: set[int] | None, seed: int) -> None:
@@ -285,6 +294,7 @@ class _OutputScan:
         self.sample: dict[int, _Answer] = {}
         self._rng = random.Random(seed)
         self._seen_ok = 0
+        self.duplicates = Duplicates()  # the answered rows' requests: a duplicate is free
 
     def read(self) -> None:
         """One streamed pass over the output (final file and journal)."""
@@ -304,6 +314,7 @@ class _OutputScan:
         self.flags[index] = state_of(r["status"], r["error_type"])
         if r["status"] != STATUS_OK:
             return
+        self.duplicates.answered(r["request_hash"])
         key = model_key(self.config.prices, r["model"])
         line = self.lines.setdefault(key, ModelLine(key, self.config.prices.lookup(key)))
         total_input = sum(
@@ -317,7 +328,10 @@ class _OutputScan:
             line.unpriced_answers += 1
         else:
             line.paid_usd += r["cost_usd"]
-        answer = _Answer(key, total_input, r["output_tokens"] or 0, r["elapsed_ms"])
+        if r["duplicate_of"] is not None:
+            return  # filled from another row's answer: its zero tokens say nothing of answers
+        cached = (r["cache_creation_input_tokens"] or 0) + (r["cache_read_input_tokens"] or 0)
+        answer = _Answer(key, total_input, r["output_tokens"] or 0, r["elapsed_ms"], cached)
         self._sample(index, answer)
 
     def _sample(self, index: int, answer: _Answer) -> None:
@@ -352,9 +366,12 @@ async def _input_pass(
     est: Estimate,
     scan: _OutputScan,
     counter: TokenCounter | None,
+    plan: CachePlan,
     progress_stream: IO[str] | None,
 ) -> InvalidRowError | None:
-    """Build every request, estimate (or count) its input, and sort rows into the lines.
+    """Build every request, estimate (or count) its input, and sort rows into the lines;
+    put the requests with a cache breakpoint into ``plan``'s prefix groups, and count the
+    duplicates the run would not send.
 
     Returns the problem of the first invalid row (in input order), if any.
     """
@@ -384,14 +401,22 @@ async def _input_pass(
             answer = scan.sample.get(row.index)
             if answer is not None:
                 answer.estimated_input = local
+                if work.prefix_key is not None:
+                    plan.answered(work.prefix_key, key, body, answer.cached_tokens)
             return
         if not to_send(flag, retry_errors=config.retry_errors, redo_lapsed=lapsed_sent):
             line.failed += 1
             return
+        if config.dedup and scan.duplicates.is_duplicate(work.request_hash):
+            line.duplicates += 1  # filled from the identical request's answer, for $0
+            return
         tokens = local
+        counted = None
         if counter is not None:
             counted = await counter.count(body)
             tokens = local if counted is None else counted
+        if work.prefix_key is not None:
+            plan.pending(work.prefix_key, key, body, local, counted)
         line.pending += 1
         max_tokens = int(body.get("max_tokens") or 0)
         line.pending_input += tokens
@@ -423,6 +448,27 @@ async def _input_pass(
             progress.close()
     est.pending_groups = list(groups.values())
     return None if first_problem is None else first_problem[1]
+
+
+def _settle_cache(
+    config: RunConfig, est: Estimate, scan: _OutputScan, plan: CachePlan, *, calibrate: bool
+) -> None:
+    """The prefix groups' cache writes and reads into the model lines. A group no answered
+    row measured has its local prefix estimate scaled, without --exact, by its model's
+    billed/estimated input on the answered rows (what the projection scales input by)."""
+    billed: dict[str, list[int]] = {}
+    for a in scan.sample.values():
+        if a.estimated_input is not None:
+            pair = billed.setdefault(a.model, [0, 0])
+            pair[0] += a.input_tokens
+            pair[1] += a.estimated_input
+    ratios = {
+        model: (total / estimated if calibrate and estimated > 0 else 1.0)
+        for model, (total, estimated) in billed.items()
+    }
+    cache = config.defaults.cache
+    ttl = str(cache.control.get("ttl") or "5m") if cache is not None else "5m"
+    plan.settle(est.models, ratios, ttl)
 
 
 def _project(

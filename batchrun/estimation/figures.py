@@ -42,7 +42,18 @@ class ModelLine:
     pending_ceiling: int = 0  # sum of their max_tokens
     input_mid: float | None = None  # pending input after calibration (pilot)
     output_range: tuple[float, float, float] | None = None  # pending rows' output
-    cost_range: tuple[float, float, float] | None = None  # pending rows, online
+    cost_range: tuple[float, float, float] | None = None  # pending rows, online, uncached
+    # What the run would do that the rows alone do not say (issue 17): rows filled from an
+    # identical request instead of being sent ($0; not in ``pending``), and, per prefix
+    # group, the first request writing the shared prefix to the cache and the others reading
+    # it. Prefix tokens are totals over the requests that write or read them.
+    duplicates: int = 0
+    cache_groups: int = 0
+    cache_writes: int = 0
+    cache_reads: int = 0
+    prefix_write_tokens: float = 0.0
+    prefix_read_tokens: float = 0.0
+    cache_ttl: str = "5m"  # the ttl of batchrun's marks: a 1 h write costs 2x, a 5 m one 1.25x
 
     @property
     def input_tokens(self) -> int:
@@ -60,29 +71,53 @@ class ModelLine:
         base = self.answered_output
         return base + round(low), base + round(mid), base + round(high)
 
-    def cost_floor(self, batch_factor: Decimal = Decimal(1)) -> float | None:
-        """Answered rows plus the pending rows' input alone: no answer can cost less."""
-        pending = self._pending_cost(output=0)
+    def cost_floor(self, batch_factor: Decimal = Decimal(1), cached: bool = True) -> float | None:
+        """Answered rows plus the pending rows' input alone: no answer can cost less.
+        ``cached``: with the cache writes and reads the run would make (else all input at
+        the plain input price)."""
+        pending = self._pending_cost(output=0, cached=cached)
         return None if pending is None else self.paid_usd + pending * float(batch_factor)
 
-    def cost_ceiling(self, batch_factor: Decimal = Decimal(1)) -> float | None:
+    def cost_ceiling(self, batch_factor: Decimal = Decimal(1), cached: bool = True) -> float | None:
         """Every pending answer using all of max_tokens."""
-        pending = self._pending_cost(output=self.pending_ceiling)
+        pending = self._pending_cost(output=self.pending_ceiling, cached=cached)
         return None if pending is None else self.paid_usd + pending * float(batch_factor)
 
-    def cost_expected(self, batch_factor: Decimal = Decimal(1)) -> tuple[float, ...] | None:
+    def cost_expected(
+        self, batch_factor: Decimal = Decimal(1), cached: bool = True
+    ) -> tuple[float, ...] | None:
         if self.price is None or (self.pending and self.cost_range is None):
             return None
         f = float(batch_factor)
-        return tuple(self.paid_usd + c * f for c in self.cost_range or (0.0, 0.0, 0.0))
+        shift = self.cache_delta() if cached else 0.0
+        return tuple(self.paid_usd + (c + shift) * f for c in self.cost_range or (0.0, 0.0, 0.0))
 
-    def _pending_cost(self, output: int) -> float | None:
+    def cache_delta(self) -> float:
+        """USD caching changes the pending rows' cost by (negative: it saves), at full price.
+
+        The prefix tokens are in the input already, at the input price; a write replaces
+        that by the write price, a read by the read price.
+        """
+        if self.price is None or not (self.prefix_write_tokens or self.prefix_read_tokens):
+            return 0.0
+        rates = self.price.rates_for(self._per_row_input())
+        write = rates.cache_write_1h if self.cache_ttl == "1h" else rates.cache_write_5m
+        delta = Decimal(round(self.prefix_write_tokens)) * (write - rates.input) + Decimal(
+            round(self.prefix_read_tokens)
+        ) * (rates.cache_read - rates.input)
+        return float(delta / PER_MILLION)
+
+    def _per_row_input(self) -> int:
+        tokens = self.input_mid if self.input_mid is not None else self.pending_input
+        return int(tokens / self.pending) if self.pending else 0
+
+    def _pending_cost(self, output: int, cached: bool = True) -> float | None:
         if self.price is None:
             return None
         tokens = self.input_mid if self.input_mid is not None else self.pending_input
-        per_row = int(tokens / self.pending) if self.pending else 0
-        rates = self.price.rates_for(per_row)
-        return float((rates.input * round(tokens) + rates.output * output) / PER_MILLION)
+        rates = self.price.rates_for(self._per_row_input())
+        plain = float((rates.input * round(tokens) + rates.output * output) / PER_MILLION)
+        return plain + (self.cache_delta() if cached else 0.0)
 
 
 @dataclass
@@ -149,14 +184,32 @@ class Estimate:
     def unknown_models(self) -> list[str]:
         return sorted(name for name, m in self.models.items() if m.price is None)
 
-    def total_cost(self, batch: bool = False) -> tuple[float, float, float] | None:
-        """The job's cost range over priced models (replicates summed, not percentiles)."""
+    @property
+    def duplicates(self) -> int:
+        return sum(m.duplicates for m in self.models.values())
+
+    @property
+    def caches(self) -> bool:
+        """True when the run would write or read the cache for some pending row."""
+        return any(m.cache_delta() for m in self.models.values())
+
+    def cache_delta(self) -> float:
+        """USD caching changes the pending rows' cost by, over priced models (full price)."""
+        return sum(m.cache_delta() for m in self.models.values())
+
+    def total_cost(
+        self, batch: bool = False, cached: bool = True
+    ) -> tuple[float, float, float] | None:
+        """The job's cost range over priced models (replicates summed, not percentiles).
+        ``cached``: with the run's cache writes and reads; False: all input at the input price."""
         factor = float(self.batch_factor) if batch else 1.0
         if self.pending == 0:
             return (self.paid_usd,) * 3
         if self.projection is None:
             return None
-        totals = [self.paid_usd + c * factor for c in self.projection.total_cost]
+        # Caching shifts every replicate alike: the prefix is known, the answers are not.
+        shift = self.cache_delta() if cached else 0.0
+        totals = [self.paid_usd + (c + shift) * factor for c in self.projection.total_cost]
         return _range(totals)
 
     def total_output(self) -> tuple[int, int, int] | None:
@@ -168,13 +221,13 @@ class Estimate:
         low, mid, high = _range(self.projection.total_output)
         return answered + round(low), answered + round(mid), answered + round(high)
 
-    def total_floor(self, batch: bool = False) -> float:
+    def total_floor(self, batch: bool = False, cached: bool = True) -> float:
         factor = self.batch_factor if batch else Decimal(1)
-        return sum(m.cost_floor(factor) or 0.0 for m in self.models.values())
+        return sum(m.cost_floor(factor, cached) or 0.0 for m in self.models.values())
 
-    def total_ceiling(self, batch: bool = False) -> float:
+    def total_ceiling(self, batch: bool = False, cached: bool = True) -> float:
         factor = self.batch_factor if batch else Decimal(1)
-        return sum(m.cost_ceiling(factor) or 0.0 for m in self.models.values())
+        return sum(m.cost_ceiling(factor, cached) or 0.0 for m in self.models.values())
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data for scripts."""
@@ -208,6 +261,22 @@ class Estimate:
                 "cost_usd_floor_batch": _round(m.cost_floor(self.batch_factor)),
                 "cost_usd_ceiling_online": _round(m.cost_ceiling()),
                 "cost_usd_ceiling_batch": _round(m.cost_ceiling(self.batch_factor)),
+                "uncached": {
+                    "cost_usd_online": rng(m.cost_expected(cached=False)),
+                    "cost_usd_batch": rng(m.cost_expected(self.batch_factor, cached=False)),
+                    "cost_usd_floor_online": _round(m.cost_floor(cached=False)),
+                    "cost_usd_ceiling_online": _round(m.cost_ceiling(cached=False)),
+                },
+                "duplicates": m.duplicates,
+                "cache": {
+                    "groups": m.cache_groups,
+                    "writes": m.cache_writes,
+                    "reads": m.cache_reads,
+                    "prefix_tokens_written": round(m.prefix_write_tokens),
+                    "prefix_tokens_read": round(m.prefix_read_tokens),
+                    "ttl": m.cache_ttl,
+                    "saves_usd_online": round(-m.cache_delta(), 6),
+                },
             }
         return {
             "level": self.level,
@@ -231,6 +300,17 @@ class Estimate:
                 "cost_usd_ceiling_online": round(self.total_ceiling(), 6),
                 "cost_usd_ceiling_batch": round(self.total_ceiling(batch=True), 6),
                 "unpriced_models": self.unknown_models,
+                "duplicates": self.duplicates,
+                "cache_writes": sum(m.cache_writes for m in self.models.values()),
+                "cache_reads": sum(m.cache_reads for m in self.models.values()),
+                "caching_saves_usd_online": round(-self.cache_delta(), 6),
+                "caching_saves_usd_batch": round(-self.cache_delta() * float(self.batch_factor), 6),
+                "uncached": {
+                    "cost_usd_online": rng(self.total_cost(cached=False)),
+                    "cost_usd_batch": rng(self.total_cost(batch=True, cached=False)),
+                    "cost_usd_floor_online": round(self.total_floor(cached=False), 6),
+                    "cost_usd_ceiling_online": round(self.total_ceiling(cached=False), 6),
+                },
             },
             "pilot": None if self.pilot is None else vars(self.pilot),
             "projection": None

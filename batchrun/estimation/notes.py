@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from batchrun.config.load import RunConfig
+from batchrun.engine.outcome import VIA_BATCHES
 from batchrun.estimation.figures import Estimate
 
 
@@ -50,12 +51,12 @@ def method_notes(est: Estimate, config: RunConfig) -> list[str]:
                 + ", ".join(sorted(proj.pooled_models))
                 + ": their output length is taken from the other models' answers"
             )
-        notes.append("caching of the rows to send is not modelled: input at the uncached rate")
     elif est.pending:
         notes.append(
             "output: unknown before any row is answered, so cost is shown from input alone "
             "to the max_tokens ceiling; --pilot N measures it"
         )
+    notes.extend(_cache_notes(est, config))
     if est.unknown_models:
         notes.append(
             "no price for "
@@ -68,4 +69,53 @@ def method_notes(est: Estimate, config: RunConfig) -> list[str]:
     )
     if config.prices.sources:
         notes.append("prices: " + ", ".join(config.prices.sources))
+    return notes
+
+
+def _cache_notes(est: Estimate, config: RunConfig) -> list[str]:
+    """How the cache writes, reads and duplicates were counted."""
+    notes = []
+    if est.duplicates:
+        notes.append(
+            f"duplicates: {est.duplicates:,} rows to send repeat an earlier row's request "
+            "exactly (or one answered in the output): the run sends it once and fills them "
+            "from its answer for $0 (--no-dedup sends them all)"
+        )
+    groups = sum(m.cache_groups for m in est.models.values())
+    if groups:
+        measured = (
+            "its size as the pilot's usage billed it"
+            if est.pilot is not None
+            else "its size counted via the rows' count_tokens ratio"
+            if est.exact
+            else "its size estimated locally, as batchrun estimates it to place the breakpoint"
+        )
+        notes.append(
+            f"caching: {groups:,} shared prefix group(s); the run sends each group's first "
+            "request alone, which writes the prefix (5 m entry 1.25x, 1 h entry 2x the input "
+            f"price), and the rest read it (0.1x); {measured}. The 'without caching' figures "
+            "price every input token plainly (--cache off)"
+        )
+        if est.pilot is not None:
+            notes.append(
+                "caching: the pilot paid its groups' first writes; the rest of the run is "
+                "counted with one more write per group (the entry may have expired by then) "
+                "and reads for the rest"
+            )
+        if config.via == VIA_BATCHES:
+            notes.append(
+                "caching via batches: Message Batches honour cache breakpoints best-effort, so "
+                "the cached batch figure is the best case (a 1 h ttl helps: --cache-ttl 1h)"
+            )
+    elif config.defaults.cache is not None and est.pending:
+        notes.append(
+            "caching: no shared prefix reaches the model's minimum cacheable length, so no "
+            "breakpoint is placed and every input token is priced plainly"
+        )
+    elif est.pending:
+        notes.append(
+            "caching: not placed by batchrun (--cache off or system): input priced at the "
+            "plain rate; the writes and reads of --cache system's or a row's own marks are "
+            "not modelled"
+        )
     return notes

@@ -19,6 +19,11 @@ def format_estimate(est: Estimate) -> str:
     lines.append(
         f"  output      {est.output}: {est.answered:,} answered already ({money(est.paid_usd)}),"
         f" {est.pending:,} to send"
+        + (
+            f", {est.duplicates:,} duplicates filled from an identical request ($0)"
+            if est.duplicates
+            else ""
+        )
     )
     if est.pilot is not None:
         p = est.pilot
@@ -60,6 +65,16 @@ def _model_lines(name: str, m: ModelLine, factor: Decimal) -> list[str]:
         + (f", {m.failed:,} in error not re-sent" if m.failed else "")
     )
     out.append(f"    input       {m.input_tokens:,} tokens")
+    if m.duplicates:
+        out.append(f"    duplicates  {m.duplicates:,} rows, not sent ($0)")
+    if m.cache_groups:
+        write = "2x" if m.cache_ttl == "1h" else "1.25x"
+        out.append(
+            f"    cache       {m.cache_groups:,} prefix group(s), "
+            f"{round(m.prefix_write_tokens / m.cache_writes):,} tokens each: "
+            f"{m.cache_writes:,} write(s) ({m.cache_ttl}, {write}), {m.cache_reads:,} reads "
+            f"(0.1x); saves {money(-m.cache_delta())} online"
+        )
     expected = m.output_expected()
     out.append(
         f"    output      {_tokens_range(expected)} expected; ceiling {m.output_ceiling:,} "
@@ -69,7 +84,31 @@ def _model_lines(name: str, m: ModelLine, factor: Decimal) -> list[str]:
     batch = _cost_text(m.cost_expected(factor), m.cost_floor(factor), m.cost_ceiling(factor))
     out.append(f"    online      {online}")
     out.append(f"    batches     {batch}")
+    if m.cache_delta():
+        out.extend(
+            _uncached_lines(
+                _cost_text(
+                    m.cost_expected(cached=False),
+                    m.cost_floor(cached=False),
+                    m.cost_ceiling(cached=False),
+                ),
+                _cost_text(
+                    m.cost_expected(factor, cached=False),
+                    m.cost_floor(factor, cached=False),
+                    m.cost_ceiling(factor, cached=False),
+                ),
+            )
+        )
     return out
+
+
+def _uncached_lines(online: str, batch: str) -> list[str]:
+    """The same costs without caching, next to the cached ones (``--cache off``)."""
+    return [
+        "    without caching (--cache off)",
+        f"    online      {online}",
+        f"    batches     {batch}",
+    ]
 
 
 def _total_lines(est: Estimate) -> list[str]:
@@ -92,6 +131,21 @@ def _total_lines(est: Estimate) -> list[str]:
     )
     out.append(f"    online      {online}")
     out.append(f"    batches     {batch}")
+    if est.caches:
+        out.extend(
+            _uncached_lines(
+                _cost_text(
+                    est.total_cost(cached=False),
+                    est.total_floor(cached=False),
+                    est.total_ceiling(cached=False),
+                ),
+                _cost_text(
+                    est.total_cost(batch=True, cached=False),
+                    est.total_floor(batch=True, cached=False),
+                    est.total_ceiling(batch=True, cached=False),
+                ),
+            )
+        )
     return out
 
 

@@ -43,6 +43,8 @@ def format_report(rep: Report) -> str:
         f"cache read {rep.cache_read_input_tokens:,}"
     )
     lines.append(f"  cost        {money(rep.cost_usd)}" + _cost_notes(rep))
+    if rep.cache_saved_usd or rep.duplicates:
+        lines.append(f"  saved       {saved_detail(rep)}")
     lines.extend(_model_table(rep))
     if set(rep.vias) - {"online"}:
         lines.append(
@@ -95,6 +97,22 @@ def spellings_note(name: str, totals: ModelTotals) -> str:
     if len(spelt) < 2:
         return ""
     return "as " + ", ".join(f"{spelling} ({rows:,})" for spelling, rows in spelt)
+
+
+def saved_detail(rep: Report) -> str:
+    """What caching and dedup saved, in tokens and dollars."""
+    parts = []
+    if rep.cache_saved_usd or rep.cache_read_input_tokens:
+        parts.append(
+            f"caching {money(rep.cache_saved_usd)} ({rep.cache_read_input_tokens:,} tokens read "
+            f"at 0.1x, {rep.cache_creation_input_tokens:,} written)"
+        )
+    if rep.duplicates:
+        parts.append(
+            f"dedup {money(rep.dedup_saved_usd)} ({rep.duplicates:,} rows filled from an "
+            "identical request)"
+        )
+    return "; ".join(parts)
 
 
 def _cost_notes(rep: Report) -> str:

@@ -18,7 +18,7 @@ from html import escape
 
 from batchrun import __version__
 from batchrun.core.humanize import duration_ms, duration_s, money
-from batchrun.render.report import source_state, spellings_note
+from batchrun.render.report import saved_detail, source_state, spellings_note
 from batchrun.reporting.report import LogHistogram, ModelTotals, Report
 
 # Colours: one hue per kind of token, used by every chart, plus status colours.
@@ -157,6 +157,11 @@ def _cards(rep: Report) -> str:
             f"cache read {_short(rep.cache_read_input_tokens)}",
         ),
         ("Output tokens", _short(rep.output_tokens), f"{_per_row(rep)} per answer"),
+        *(
+            [("Saved", money(rep.cache_saved_usd + rep.dedup_saved_usd), saved_detail(rep))]
+            if rep.cache_saved_usd or rep.duplicates
+            else []
+        ),
         (
             "Latency p50",
             duration_ms(rep.latency.quantile(0.5)),

@@ -4,8 +4,11 @@ invalid rows."""
 from __future__ import annotations
 
 from collections import Counter
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from batchrun.core.humanize import money
+from batchrun.cost.prices import cache_saving
 from batchrun.store.row_state import LAPSED_REASONS
 
 if TYPE_CHECKING:
@@ -50,6 +53,9 @@ def format_summary(summary: RunSummary, config: RunConfig) -> str:
         + (f" ({summary.unpriced:,} answers unpriced)" if summary.unpriced else "")
         + (f" of a ${summary.max_cost:g} budget" if summary.max_cost is not None else "")
     )
+    saved = _saved_line(summary, config)
+    if saved:
+        lines.append(saved)
     if summary.via == "batches":
         lines.append(
             f"  batches     {summary.batches_created:,} created, "
@@ -63,13 +69,59 @@ def format_summary(summary: RunSummary, config: RunConfig) -> str:
     return "\n".join(lines)
 
 
+def caching_saved_usd(summary: RunSummary, config: RunConfig) -> float | None:
+    """What this run's cache writes and reads saved against sending those tokens as plain
+    input, at the job's model's prices (writes at the ttl batchrun marks with; the batch
+    price via Message Batches); None when the model has no price or nothing was cached."""
+    written = summary.cache_creation_input_tokens
+    read = summary.cache_read_input_tokens
+    price = config.prices.lookup(config.defaults.model)
+    if price is None or not (written or read):
+        return None
+    cache = config.defaults.cache
+    one_hour = cache is not None and cache.control.get("ttl") == "1h"
+    factor = config.prices.batch_price_factor if summary.via == "batches" else Decimal(1)
+    saving = cache_saving(
+        price.rates, 0 if one_hour else written, written if one_hour else 0, read, factor
+    )
+    return float(saving)
+
+
+def _saved_line(summary: RunSummary, config: RunConfig) -> str:
+    """What caching and dedup saved, in tokens and dollars ("" when neither did anything)."""
+    parts = []
+    cached = caching_saved_usd(summary, config)
+    if cached is not None:
+        parts.append(
+            f"caching {money(cached)} ({summary.cache_read_input_tokens:,} tokens read at "
+            f"0.1x, {summary.cache_creation_input_tokens:,} written)"
+        )
+    duplicates = summary.deduplicated
+    if duplicates:
+        saved = summary.dedup_saved_usd
+        parts.append(f"dedup {money(saved)} ({duplicates:,} rows filled from an identical request)")
+    if summary.dedup_resent:
+        parts.append(
+            f"{summary.dedup_resent:,} duplicate(s) sent again (their original's answer had "
+            "left the dedup table)"
+        )
+    if summary.cache_rewarmed:
+        parts.append(
+            f"a prompt-cache entry was evicted early and written again {summary.cache_rewarmed:,} "
+            "time(s)"
+        )
+    return "  saved       " + "; ".join(parts) if parts else ""
+
+
 SUMMARY_SCHEMA = 1  # bumped when a key of ``summary_dict`` changes meaning or goes away
 
 
-def summary_dict(summary: RunSummary) -> dict[str, Any]:
+def summary_dict(summary: RunSummary, config: RunConfig | None = None) -> dict[str, Any]:
     """The run's summary for scripts (``run --json``): what ``format_summary`` says, as JSON
     values. ``outcome`` is ``complete`` (the final dataset is written), ``partial`` (a
-    stopped run wrote the rows it finished), or ``incomplete`` (nothing written yet)."""
+    stopped run wrote the rows it finished), or ``incomplete`` (nothing written yet).
+    ``config`` prices what caching saved (``saved.caching_usd``; null without it)."""
+    cached = caching_saved_usd(summary, config) if config is not None else None
     final, partial = summary.final, summary.partial
     written = final if final is not None else partial
     outcome = (
@@ -103,6 +155,16 @@ def summary_dict(summary: RunSummary) -> dict[str, Any]:
             "cache_read_input": summary.cache_read_input_tokens,
         },
         "cost_usd": round(summary.cost_usd, 10),  # a sum of floats: no 0.0160439999999
+        "saved": {
+            "caching_usd": None if cached is None else round(cached, 10),
+            "cache_read_tokens": summary.cache_read_input_tokens,
+            "cache_write_tokens": summary.cache_creation_input_tokens,
+            "dedup_rows": summary.deduplicated,
+            "dedup_usd": round(summary.dedup_saved_usd, 10),
+            "dedup_resent": summary.dedup_resent,
+            "cache_groups_warmed": summary.cache_groups_warmed,
+            "cache_rewarmed": summary.cache_rewarmed,
+        },
         "unpriced": summary.unpriced,
         "max_cost": summary.max_cost,
         "budget_stop": summary.budget_stop,

@@ -26,13 +26,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batchrun.cost.prices import PriceTable, Usage, default_prices
+from batchrun.cost.prices import PriceTable, Usage, cache_saving, default_prices
 from batchrun.store.columns import STATUS_ERROR, STATUS_OK
 from batchrun.store.latest import Source, latest_batches
 
@@ -45,8 +46,11 @@ COLUMNS = (
     "input_tokens",
     "output_tokens",
     "cache_creation_input_tokens",
+    "cache_creation_5m_input_tokens",
+    "cache_creation_1h_input_tokens",
     "cache_read_input_tokens",
     "cost_usd",
+    "duplicate_of",
     "attempts",
     "latency_ms",
     "elapsed_ms",
@@ -190,6 +194,11 @@ class Report:
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
     cost_usd: float = 0.0
+    # What caching saved: the cache tokens as plain input minus what they cost (models with
+    # a price); and dedup: rows filled from an identical request, and what that request cost.
+    cache_saved_usd: float = 0.0
+    duplicates: int = 0
+    dedup_saved_usd: float = 0.0
     priced_now: int = 0  # rows whose cost_usd was null and the current table priced
     unpriced: int = 0
     unpriced_models: set[str] = field(default_factory=set)
@@ -300,6 +309,13 @@ class Report:
                 "cache_read_input": self.cache_read_input_tokens,
             },
             "cost_usd": round(self.cost_usd, 6),
+            "saved": {
+                "caching_usd": round(self.cache_saved_usd, 6),
+                "cache_read_tokens": self.cache_read_input_tokens,
+                "cache_write_tokens": self.cache_creation_input_tokens,
+                "dedup_rows": self.duplicates,
+                "dedup_usd": round(self.dedup_saved_usd, 6),
+            },
             "rows_priced_at_report_time": self.priced_now,
             "rows_without_price": self.unpriced,
             "models": {
@@ -356,8 +372,13 @@ def report(paths: Iterable[Path], prices: PriceTable | None = None) -> Report:
     rep = Report()
     for path in paths:
         before = (rep.ok, rep.error, rep.cost_usd, rep.unpriced)
+        twins: Counter[str] = Counter()  # ids of rows sent for duplicates: duplicates each
         for batch in latest_batches(path, COLUMNS, found=rep.sources):
             _fold(rep, batch, table)
+            _count_into(twins, batch.column("duplicate_of"))
+        if twins:
+            rep.duplicates += sum(twins.values())
+            rep.dedup_saved_usd += _twins_cost(path, twins)
         ok, error, cost, unpriced = before
         rep.per_source.append(
             SourceTotals(
@@ -393,6 +414,58 @@ def _fold(rep: Report, batch: pa.RecordBatch, prices: PriceTable) -> None:
     _fold_groups(rep.models, batch, "model", prices.resolve)
     _fold_groups(rep.vias, _with_via(batch), "via")
     _price_unpriced(rep, batch, prices)
+    rep.cache_saved_usd += _cache_saved(batch, prices)
+
+
+def _cache_saved(batch: pa.RecordBatch, prices: PriceTable) -> float:
+    """What the batch's cache writes and reads saved against plain input, by model and by
+    how the rows were sent (batch price). Writes the ttl split does not cover count as 5 m."""
+    table = pa.Table.from_batches([_with_via(batch)]).select(
+        [
+            "model",
+            "via",
+            "cache_creation_input_tokens",
+            "cache_creation_1h_input_tokens",
+            "cache_read_input_tokens",
+        ]
+    )
+    grouped = table.group_by(["model", "via"]).aggregate(
+        [
+            ("cache_creation_input_tokens", "sum"),
+            ("cache_creation_1h_input_tokens", "sum"),
+            ("cache_read_input_tokens", "sum"),
+        ]
+    )
+    saved = 0.0
+    for row in grouped.to_pylist():
+        written = row["cache_creation_input_tokens_sum"] or 0
+        one_hour = min(row["cache_creation_1h_input_tokens_sum"] or 0, written)
+        read = row["cache_read_input_tokens_sum"] or 0
+        price = prices.lookup(row["model"])
+        if price is None or not (written or read):
+            continue
+        factor = prices.batch_price_factor if row["via"] == "batches" else Decimal(1)
+        saved += float(cache_saving(price.rates, written - one_hour, one_hour, read, factor))
+    return saved
+
+
+def _twins_cost(path: Path, twins: Counter[str]) -> float:
+    """The cost of the rows sent for duplicates (each ``twins[id]`` times): a second read
+    of the output, keeping only those rows, so memory grows with duplicates, not rows."""
+    total = 0.0
+    wanted = pa.array(list(twins), pa.string())
+    for batch in latest_batches(path, ("id", "cost_usd", "duplicate_of")):
+        sent = batch.filter(
+            pc.and_(
+                pc.is_null(batch.column("duplicate_of")),
+                pc.is_in(batch.column("id"), value_set=wanted),
+            )
+        )
+        for row_id, cost in zip(
+            sent.column("id").to_pylist(), sent.column("cost_usd").to_pylist(), strict=True
+        ):
+            total += (cost or 0.0) * twins[row_id]
+    return total
 
 
 def _fold_times(rep: Report, batch: pa.RecordBatch) -> None:
