@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import difflib
 import os
+import posixpath
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from batchrun.api.credentials import (
     API_KEY_ENV,
@@ -59,8 +60,15 @@ from batchrun.core.errors import ConfigError
 from batchrun.core.locations import is_remote, storage_endpoints
 from batchrun.core.scrub import url_without_secrets
 from batchrun.core.secret import Secret
-from batchrun.cost.prices import PriceTable, default_prices, load_prices, min_cacheable_tokens
+from batchrun.cost.prices import (
+    PriceTable,
+    default_prices,
+    load_prices,
+    load_prices_text,
+    min_cacheable_tokens,
+)
 from batchrun.limits.values import AUTO_MAX, Limits, LimitsConfig
+from batchrun.rows.files import MediaSource
 from batchrun.rows.prefix import CachePolicy
 from batchrun.rows.request import RequestDefaults, check_defaults
 from batchrun.rows.shape import InputShape, split_suffix
@@ -161,6 +169,9 @@ class RunConfig:
     rate_limit_store: str | None = None  # redis://...: limits shared by many processes
     s3_endpoint: str | None = None  # AWS_ENDPOINT_URL(_S3): an S3-compatible server
     gcs_endpoint: str | None = None  # STORAGE_EMULATOR_HOST: a GCS emulator
+    # The media folder when it is on S3 or GCS (``media_root`` a URL, or none given and the
+    # input remote): what file references are read through, in place of ``media_folder``.
+    media_source: MediaSource | None = None
 
     @property
     def input_shape(self) -> InputShape:
@@ -197,12 +208,12 @@ def load_config(
     given = {k: v for k, v in (flags or {}).items() if v is not None and v != ()}
     job: dict[str, Any] = {}
     job_file: Path | None = None
+    job_url: str | None = None  # a job file on S3 or GCS
+    endpoints = storage_endpoints(env)
     if is_remote(source) and str(source).lower().endswith(".toml"):
-        raise ConfigError(
-            f"{url_without_secrets(str(source))}: job files are read from local paths only; "
-            "copy it here (its input and output may be s3:// or gs:// URLs)"
-        )
-    if not is_remote(source) and is_job_file(Path(source)):
+        job_url = str(source)
+        job = _read_remote_job_file(job_url, endpoints)
+    elif not is_remote(source) and is_job_file(Path(source)):
         source = job_file = Path(source)
         job = _read_job_file(source)
     else:
@@ -212,10 +223,21 @@ def load_config(
     settings = {**job, **_from_env(env), **given}
     base = job_file.parent if job_file else Path.cwd()
 
+    if job_url is not None:
+        # A remote job file's relative input, output and prices are beside it on the store.
+        for key in ("input", "output", "prices", "media_root"):
+            if key in job and key not in given and _relative(settings.get(key)):
+                settings[key] = _beside(job_url, str(settings[key]))
+
     def path_of(key: str) -> Path | None:
         value = settings.get(key)
         if value is None:
             return None
+        if job_url is not None and key in job and key not in given and _relative(value):
+            raise ConfigError(
+                f"{url_without_secrets(job_url)}: `{key}` = {value!r} is relative, and a job "
+                "file on S3 or GCS has no local folder to resolve it in: give an absolute path"
+            )
         # Job-file paths are relative to the job file; flag/env paths to the working directory.
         origin = base if key in job and key not in given else Path.cwd()
         return (origin / Path(str(value)).expanduser()).resolve()
@@ -225,7 +247,6 @@ def load_config(
 
     work_dir = path_of("work_dir")
     cache_home = _cache_home(env)
-    endpoints = storage_endpoints(env)
     input_url = _url(settings.get("input"))
     output_url = _url(settings.get("output"))
     if input_url is not None:
@@ -267,7 +288,14 @@ def load_config(
     schema = None if schema_path is None else _load_schema(schema_path)
     # The built-in simulator ends a batch in half a second: no reason to wait ten.
     poll_default = SIMULATE_POLL_INTERVAL if simulate else DEFAULT_POLL_INTERVAL
-    prices = load_prices(path_of("prices"))
+    media_url = _url(settings.get("media_root"))
+    if media_url is None and input_url is not None and settings.get("media_root") is None:
+        media_url = input_url.rsplit("/", 1)[0]  # the remote input's folder
+    prices_url = _url(settings.get("prices"))
+    if prices_url is not None:
+        prices = _load_remote_prices(prices_url, endpoints)
+    else:
+        prices = load_prices(path_of("prices"))
 
     return RunConfig(
         input=input_path,
@@ -305,7 +333,8 @@ def load_config(
         finish_online=bool(value("finish_online")),
         input_format=value("input_format"),
         csv_delimiter=_delimiter(value("csv_delimiter")),
-        media_root=_media_root(path_of("media_root")),
+        media_root=None if media_url is not None else _media_root(path_of("media_root")),
+        media_source=_media_source(media_url, endpoints),
         resend_changed=bool(value("resend_changed")),
         json_summary=bool(value("json_summary")),
         output_url=output_url,
@@ -361,6 +390,62 @@ def _fetched_input(url: str, cache_home: Path, endpoints: tuple[str | None, str 
 
     storage = Storage(StorageSettings(*endpoints))
     return storage.cached_copy(url, cache_home / "batchrun" / "inputs")
+
+
+def _read_remote_job_file(url: str, endpoints: tuple[str | None, str | None]) -> dict[str, Any]:
+    """The job file at ``url`` (S3 or GCS), read through the storage layer."""
+    from batchrun.store.storage import Storage, StorageSettings
+
+    shown = url_without_secrets(url)
+    data = Storage(StorageSettings(*endpoints)).read_bytes(url)
+    try:
+        job: dict[str, Any] = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{shown}: a job file must be UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{shown}: not valid TOML: {exc}") from exc
+    _check_job_keys(shown, job)
+    return job
+
+
+def _load_remote_prices(url: str, endpoints: tuple[str | None, str | None]) -> PriceTable:
+    from batchrun.store.storage import Storage, StorageSettings
+
+    shown = url_without_secrets(url)
+    data = Storage(StorageSettings(*endpoints)).read_bytes(url)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{shown}: a price file must be UTF-8 text") from None
+    return load_prices_text(text, shown)
+
+
+def _media_source(url: str | None, endpoints: tuple[str | None, str | None]) -> MediaSource | None:
+    if url is None:
+        return None
+    from batchrun.store.storage import Storage, StorageMedia, StorageSettings
+
+    return StorageMedia(Storage(StorageSettings(*endpoints)), url)
+
+
+def _relative(value: Any) -> bool:
+    """A job file's value that is a relative local path (not a URL, not absolute)."""
+    if not isinstance(value, str) or is_remote(value):
+        return False
+    return not Path(value).expanduser().is_absolute()
+
+
+def _beside(job_url: str, relative: str) -> str:
+    """``relative`` resolved against the folder of the job file at ``job_url``:
+    ``s3://b/jobs/x.toml`` and ``../data/in.jsonl`` give ``s3://b/data/in.jsonl``."""
+    parts = urlsplit(job_url)
+    folder = posixpath.dirname(parts.path)
+    path = posixpath.normpath(posixpath.join(folder, relative))
+    if relative.endswith("/") and not path.endswith("/"):
+        path += "/"  # a folder output stays one
+    if not path.startswith("/") or path == "/":
+        raise ConfigError(f"{url_without_secrets(job_url)}: {relative!r} leads out of the bucket")
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
 def _delimiter(value: str | None) -> str | None:
@@ -501,7 +586,7 @@ def _read_job_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def _check_job_keys(path: Path, data: Mapping[str, Any]) -> None:
+def _check_job_keys(path: Path | str, data: Mapping[str, Any]) -> None:
     """ConfigError listing every unknown key (each with its did-you-mean) and every value of
     the wrong type, all at once: fixing a job file one error per run is slow going."""
     problems: list[str] = []

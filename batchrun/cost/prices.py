@@ -429,14 +429,20 @@ def load_prices(path: Path | None = None) -> PriceTable:
     (and the ids) are kept. A new model needs ``input`` and ``output``; missing cache prices
     follow the standard multipliers (5 m write ×1.25, 1 h write ×2, read ×0.1).
     """
-    base = default_prices()
     if path is None:
-        return base
+        return default_prices()
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read price file: {exc.strerror or exc}") from exc
-    return base.merged(parse_prices(_parse_toml(text, str(path)), str(path), base=base))
+    return load_prices_text(text, str(path))
+
+
+def load_prices_text(text: str, origin: str) -> PriceTable:
+    """``load_prices`` of a price file's text, read by the caller from ``origin`` (a path
+    or an ``s3://`` / ``gs://`` URL, without secrets: it is shown in errors)."""
+    base = default_prices()
+    return base.merged(parse_prices(_parse_toml(text, origin), origin, base=base))
 
 
 def _parse_toml(text: str, origin: str) -> dict[str, Any]:

@@ -63,7 +63,13 @@ from batchrun.drivers.summary import RunSummary
 from batchrun.engine.connect import open_client
 from batchrun.engine.outcome import VIA_BATCHES, Work, error_row, prepare
 from batchrun.rows.reader import check_input_file, read_rows
-from batchrun.store.batch_journal import BatchEntry, BatchJournal, IntentRows, batch_journal_path
+from batchrun.store.batch_journal import (
+    BatchEntry,
+    BatchJournal,
+    BatchJournalMirror,
+    IntentRows,
+    batch_journal_path,
+)
 from batchrun.store.columns import INVALID_REQUEST
 from batchrun.store.lock import OutputLock
 from batchrun.store.row_state import LAPSED_REASONS, RowState, state_of
@@ -169,7 +175,13 @@ async def _run_claimed(
 
 
 def _open_journal(config: RunConfig) -> BatchJournal:
-    journal = BatchJournal.load(batch_journal_path(config.output))
+    """The batch journal; for a remote output, first brought in step with its copy on the
+    store, and mirrored there after every step (an intent before its create)."""
+    path = batch_journal_path(config.output)
+    mirror = _journal_mirror(config)
+    if mirror is not None:
+        mirror.pull(path)
+    journal = BatchJournal.load(path, mirror.push if mirror is not None else None)
     if config.overwrite:
         running = [e.batch_id or e.key for e in journal.open_entries()]
         if running:
@@ -179,8 +191,20 @@ def _open_journal(config: RunConfig) -> BatchJournal:
                 "collect them, or cancel them first with `batchrun batches cancel`"
             )
         journal.remove()
-        journal = BatchJournal(journal.path)
+        if mirror is not None:
+            mirror.remove()
+        journal = BatchJournal(journal.path, journal.mirror)
     return journal
+
+
+def _journal_mirror(config: RunConfig) -> BatchJournalMirror | None:
+    if config.output_url is None:
+        return None
+    # Imported here: a local output has no use for the storage layer (pyarrow.fs).
+    from batchrun.store.storage import Storage, StorageSettings
+
+    storage = Storage(StorageSettings(config.s3_endpoint, config.gcs_endpoint))
+    return BatchJournalMirror(storage, config.output_url)
 
 
 async def _finish_online(

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -255,3 +257,24 @@ def remote_output(
     if dataset or names_folder(url):
         return RemoteDataset(url, storage, **options)
     return RemoteOutput(url, storage, **options)
+
+
+@contextlib.contextmanager
+def output_lease(config: RunConfig) -> Iterator[None]:
+    """A remote output's lease (``store.lease``), held for the ``with``: a run on another
+    machine is refused while it is held (LeaseHeldError naming this run); renewed in the
+    background; removed on leaving, whether the run ended, stopped or failed. A local
+    output has none (its file lock, ``store.lock``, is enough on one machine)."""
+    if config.output_url is None:
+        yield
+        return
+    from batchrun.store.lease import Lease
+    from batchrun.store.remote import new_run_id
+    from batchrun.store.storage import Storage, StorageSettings
+
+    def lost(message: str) -> None:
+        print(f"{message}; this run's rows are still journaled here", file=sys.stderr)
+
+    storage = Storage(StorageSettings(config.s3_endpoint, config.gcs_endpoint))
+    with Lease(storage, config.output_url, run_id=new_run_id(), on_lost=lost):
+        yield

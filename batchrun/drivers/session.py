@@ -29,7 +29,7 @@ from batchrun.config.load import (
 )
 from batchrun.core.errors import ConfigError, InputError, OutputError
 from batchrun.drivers.interrupt import stopped_by_signals
-from batchrun.drivers.output import RunOutput
+from batchrun.drivers.output import RunOutput, output_lease
 from batchrun.drivers.summary import RunSummary
 from batchrun.engine.outcome import Work, prepare
 from batchrun.rows.compressed import open_bytes
@@ -93,7 +93,7 @@ def claim_output(config: RunConfig, held: OutputLock | None = None) -> Iterator[
             raise OutputError(f"internal error: the lock given is not held for {config.output}")
         yield held
         return
-    with OutputLock(config.output) as lock:
+    with OutputLock(config.output) as lock, output_lease(config):
         check_kept_columns_exist(config.input, config.keep_columns, config.input_shape)
         remove_stale_temporaries(config.output)
         yield lock

@@ -61,7 +61,10 @@ def prepare(row: InputRow, config: RunConfig, seen_files: SeenFiles | None = Non
     file = str(config.input)
     try:
         prepared = prepare_request(
-            row.fields, config.defaults, base_dir=config.media_folder, seen_files=seen_files
+            row.fields,
+            config.defaults,
+            base_dir=config.media_source or config.media_folder,
+            seen_files=seen_files,
         )
     except InvalidRowError as exc:
         return Work(row, None, None, _printable(exc.located(file, row.line)))

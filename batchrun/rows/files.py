@@ -34,7 +34,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 IMAGE_MAX_BYTES = 5 * 1024 * 1024
 """The API's per-image limit (Anthropic docs, Vision: 5 MB per image through the API)."""
@@ -108,6 +108,19 @@ def resolve(root: Path, path: str) -> Path:
     return real
 
 
+class MediaSource(Protocol):
+    """A media folder that is not a local one (an ``s3://`` or ``gs://`` folder): the seam
+    through which rows, which may not use the storage layer, read the files rows attach.
+    The storage layer gives one (``store.storage.StorageMedia``); config hands it down in
+    place of the local folder. Both methods raise FileProblem, naming the file."""
+
+    def identify(self, path: str) -> tuple[str, int]:
+        """The file ``path`` refers to: a key that changes when it does, and its size."""
+        ...
+
+    def read(self, path: str) -> bytes: ...
+
+
 class FileCache:
     """Encoded files by (real path, mtime, size), least recently used dropped first.
 
@@ -121,8 +134,10 @@ class FileCache:
         self._files: OrderedDict[tuple[str, int, int], EncodedFile] = OrderedDict()
         self.reads = 0  # files actually read from disk (tests check sharing)
 
-    def load(self, root: Path, path: str) -> EncodedFile:
+    def load(self, root: Path | MediaSource, path: str) -> EncodedFile:
         """The file ``path`` refers to, checked and encoded; FileProblem says what is wrong."""
+        if not isinstance(root, Path):
+            return self._load_from(root, path)
         real = resolve(root, path)
         try:
             stat = real.stat()
@@ -138,6 +153,21 @@ class FileCache:
         if stat.st_size > DOCUMENT_MAX_BYTES:
             raise FileProblem(_too_big(path, stat.st_size, DOCUMENT_MAX_BYTES, "any file"))
         encoded = _read(real, path)
+        self._keep(key, encoded)
+        return encoded
+
+    def _load_from(self, source: MediaSource, path: str) -> EncodedFile:
+        if not isinstance(path, str) or not path.strip():
+            raise FileProblem(f"a file path must be a non-empty string, not {path!r}")
+        identity, size = source.identify(path)
+        key = (identity, 0, size)
+        found = self._files.get(key)
+        if found is not None:
+            self._files.move_to_end(key)
+            return found
+        if size > DOCUMENT_MAX_BYTES:
+            raise FileProblem(_too_big(path, size, DOCUMENT_MAX_BYTES, "any file"))
+        encoded = _encode(source.read(path), path)
         self._keep(key, encoded)
         return encoded
 
@@ -158,6 +188,10 @@ def _read(real: Path, shown: str) -> EncodedFile:
         content = real.read_bytes()
     except OSError as exc:
         raise FileProblem(f"cannot read file {shown!r}: {exc.strerror}") from exc
+    return _encode(content, shown)
+
+
+def _encode(content: bytes, shown: str) -> EncodedFile:
     sniffed = sniff(content)
     if sniffed is None:
         raise FileProblem(
@@ -181,7 +215,9 @@ DEFAULT_CACHE = FileCache()
 """The process's cache: requests are built one row at a time, in one thread."""
 
 
-def source_for(block_type: str, path: str, root: Path, cache: FileCache | None = None) -> Any:
+def source_for(
+    block_type: str, path: str, root: Path | MediaSource, cache: FileCache | None = None
+) -> Any:
     """The API source object for a ``block_type`` ("image" or "document") block's file.
 
     >>> source_for("document", "notes.txt", Path("sample_data"))  # doctest: +SKIP

@@ -46,7 +46,7 @@ from batchrun.rows.checks import (
     surrogate_problems,
     surrogate_reason,
 )
-from batchrun.rows.files import FileProblem, source_for
+from batchrun.rows.files import FileProblem, MediaSource, source_for
 from batchrun.rows.prefix import (
     CachePolicy,
     SeenFiles,
@@ -120,7 +120,10 @@ class RequestDefaults:
 
 
 def build_request(
-    fields: Mapping[str, Any], defaults: RequestDefaults, *, base_dir: Path | None = None
+    fields: Mapping[str, Any],
+    defaults: RequestDefaults,
+    *,
+    base_dir: Path | MediaSource | None = None,
 ) -> dict[str, Any]:
     """The JSON body to POST for one row (without ``stream``: the client adds it).
 
@@ -182,7 +185,7 @@ def prepare_request(
     fields: Mapping[str, Any],
     defaults: RequestDefaults,
     *,
-    base_dir: Path | None = None,
+    base_dir: Path | MediaSource | None = None,
     seen_files: SeenFiles | None = None,
 ) -> PreparedRequest:
     """``build_request`` plus the checks that need the encoded body (the 32 MB limit).
@@ -362,7 +365,7 @@ def _setting(name: str, fields: Mapping[str, Any], defaults: RequestDefaults) ->
 
 
 def _conversation(
-    fields: Mapping[str, Any], template: str | None, base_dir: Path | None
+    fields: Mapping[str, Any], template: str | None, base_dir: Path | MediaSource | None
 ) -> tuple[list[dict[str, Any]] | None, list[Problem]]:
     """The conversation with attachments added and local files read (see ``_with_files``)."""
     messages, problems = _bare_conversation(fields, template)
@@ -390,7 +393,9 @@ def _attachments(fields: Mapping[str, Any], template: str | None) -> list[tuple[
 
 
 def _with_files(
-    messages: list[dict[str, Any]], attached: list[tuple[str, Any]], base_dir: Path | None
+    messages: list[dict[str, Any]],
+    attached: list[tuple[str, Any]],
+    base_dir: Path | MediaSource | None,
 ) -> list[Problem]:
     """Put the attachments before the prompt's text, and read every ``path`` source, in place.
 
@@ -439,7 +444,7 @@ def _refs(value: Any) -> list[str] | None:
     return refs if refs and all(is_nonblank(ref) for ref in refs) else None
 
 
-def _source(block_type: str, ref: Any, base_dir: Path | None) -> dict[str, Any]:
+def _source(block_type: str, ref: Any, base_dir: Path | MediaSource | None) -> dict[str, Any]:
     """A URL source for ``http(s)://`` references, else the local file's encoded source.
 
     Whatever goes wrong with a file is the row's :class:`FileProblem`: a path the OS refuses

@@ -13,6 +13,14 @@ A crash between ``create`` and ``created`` leaves an intent without an id. The n
 looks for that batch among the API's batches before it submits anything, so rows are never
 sent twice and a running batch is never forgotten.
 
+For a remote output (``s3://``, ``gs://``) the journal is mirrored to
+``OUTPUT.batchrun/batches.jsonl`` (``BatchJournalMirror``): after every append the whole file
+is uploaded (it is small: a few lines per batch). The upload of an intent must succeed before
+the caller goes on to ``create``, so the store knows of every batch that may exist, and a run
+on a new machine, its work folder empty, polls the batches created earlier instead of
+creating them again. Uploads of the other steps are retried with the next append when they
+fail: the batch exists by then, and the local journal has its id.
+
 Intent records carry a whole batch's row list (up to 100,000 rows), so only their small
 fields are kept in memory; the lists are read back from disk when a batch is collected.
 """
@@ -22,7 +30,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -30,9 +40,17 @@ from typing import Any
 
 from batchrun.core.errors import OutputError
 from batchrun.core.jsoncodec import compact
+from batchrun.core.scrub import url_without_secrets
 from batchrun.core.timestamps import parse_rfc3339
+from batchrun.store.storage import Storage, StorageError
 
 SUFFIX = ".batches"
+REMOTE_OBJECT = ".batchrun/batches.jsonl"  # after the output's URL
+STALE_SUFFIX = ".stale"
+
+Mirror = Callable[[Path, bool], None]
+"""Called after every append with the journal's path and whether the upload must succeed
+before the caller's next step (an intent, before its create)."""
 
 
 def batch_journal_path(output: Path) -> Path:
@@ -76,16 +94,20 @@ class BatchEntry:
 
 
 class BatchJournal:
-    """Append-only, fsync'ed JSON lines; ``load`` rebuilds the entries from them."""
+    """Append-only, fsync'ed JSON lines; ``load`` rebuilds the entries from them.
 
-    def __init__(self, path: Path) -> None:
+    ``mirror`` (a remote output's ``BatchJournalMirror.push``) is called after each append.
+    """
+
+    def __init__(self, path: Path, mirror: Mirror | None = None) -> None:
         self.path = path
         self.entries: dict[str, BatchEntry] = {}
+        self.mirror = mirror
 
     @classmethod
-    def load(cls, path: Path) -> BatchJournal:
+    def load(cls, path: Path, mirror: Mirror | None = None) -> BatchJournal:
         """The journal at ``path`` (empty when missing). A torn last line is cut off."""
-        journal = cls(path)
+        journal = cls(path, mirror)
         try:
             with path.open("rb") as fh:
                 offset = 0
@@ -166,7 +188,7 @@ class BatchJournal:
         """Record, durably, that a batch of ``rows`` is about to be created."""
         key = self.next_key()
         offset = self._size()
-        self._append(
+        self._write_line(
             {
                 "event": "intent",
                 "key": key,
@@ -191,7 +213,8 @@ class BatchJournal:
             rows.indexes[-1],
             offset,
         )
-        self.entries[key] = entry
+        self.entries[key] = entry  # on disk now, whether or not the store takes it
+        self._push(required=True)  # the caller creates the batch only if this succeeds
         return entry
 
     def created(self, entry: BatchEntry, batch_id: str, *, reconciled: bool = False) -> None:
@@ -215,7 +238,17 @@ class BatchJournal:
             return 0
 
     def _append(self, record: dict[str, Any]) -> None:
-        """One whole line, written and fsync'ed before the caller takes its next step."""
+        """One whole line, written and fsync'ed, then mirrored, before the caller takes its
+        next step."""
+        self._write_line(record)
+        self._push(required=False)
+
+    def _push(self, *, required: bool) -> None:
+        """Mirror the journal (``required``: the upload must succeed, or this raises)."""
+        if self.mirror is not None:
+            self.mirror(self.path, required)
+
+    def _write_line(self, record: dict[str, Any]) -> None:
         data = (compact(record) + "\n").encode()
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -243,3 +276,72 @@ def running_batches(output: Path) -> list[str]:
     if not path.exists():
         return []
     return [e.batch_id or e.key for e in BatchJournal.load(path).open_entries()]
+
+
+def remote_batch_journal_url(output_url: str) -> str:
+    return f"{output_url}{REMOTE_OBJECT}"
+
+
+class BatchJournalMirror:
+    """The batch journal of a remote output, kept on the store beside it::
+
+        mirror = BatchJournalMirror(storage, "s3://b/out/labels.parquet")
+        mirror.pull(local_path)                          # before BatchJournal.load
+        journal = BatchJournal.load(local_path, mirror.push)
+
+    One run writes it at a time (the output's lease, ``store.lease``), so the newest copy
+    is the longer one: ``pull`` takes the store's copy when the local one is missing or a
+    prefix of it, keeps the local one when the store's is a prefix of it (uploads that
+    failed: pushed again now), and sets a local copy that disagrees aside (renamed, not
+    deleted) for the store's. ``push`` uploads the whole file; a failed upload that is not
+    ``required`` is kept in ``last_error`` and made good by the next push.
+    """
+
+    def __init__(self, storage: Storage, output_url: str) -> None:
+        self.storage = storage
+        self.url = remote_batch_journal_url(output_url)
+        self.shown = url_without_secrets(self.url)
+        self.last_error: StorageError | None = None
+        self.set_aside: Path | None = None
+
+    def pull(self, local: Path) -> None:
+        found = self.storage.stat_or_none(self.url)
+        if found is None:
+            if local.exists():
+                self.push(local, True)  # this machine's journal, not on the store yet
+            return
+        remote = self.storage.read_bytes(self.url)
+        try:
+            mine = local.read_bytes()
+        except FileNotFoundError:
+            mine = b""
+        except OSError as exc:
+            raise OutputError(f"cannot read batch journal {local}: {exc.strerror}") from exc
+        if remote.startswith(mine):
+            if remote != mine:
+                self.storage.download(self.url, local)
+            return
+        if mine.startswith(remote):
+            self.push(local, True)
+            return
+        self.set_aside = local.with_name(f"{local.name}{STALE_SUFFIX}-{int(time.time())}")
+        os.replace(local, self.set_aside)
+        self.storage.download(self.url, local)
+
+    def push(self, local: Path, required: bool) -> None:
+        try:
+            self.storage.upload(local, self.url)
+        except StorageError as exc:
+            if required:
+                raise StorageError(
+                    self.shown,
+                    "write",
+                    exc.reason,
+                    "no batch was created: re-run once the store can be written",
+                ) from exc
+            self.last_error = exc
+            return
+        self.last_error = None
+
+    def remove(self) -> None:
+        self.storage.delete(self.url)

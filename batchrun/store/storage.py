@@ -20,6 +20,14 @@ error completes the object with what was written so far (measured on moto). So a
 an object store goes to a hidden temporary object beside the target, which is moved onto it
 once complete and deleted if anything fails; a local upload is a temporary file renamed.
 
+Small objects that several machines may race for (a lease) are written with a condition:
+``create_only`` (absent only), ``replace_if`` and ``delete_if`` (only while the object is the
+version read). pyarrow.fs has no conditional writes, so on S3 these go through boto3 (S3's
+``If-None-Match: *`` and ``If-Match: <ETag>``; boto3 comes with moto in the dev tools and is
+imported only here, only for them). Without boto3, on GCS and on local files, they check and
+then write: right for one machine at a time, but two writers in the same instant may both
+win (``conditions_atomic`` says which a location gets).
+
 Every failure is one ``StorageError`` whose message names the URL (without user, password
 or query) and what failed in words: no such bucket, no such object, access denied, endpoint
 unreachable.
@@ -30,12 +38,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import importlib
+import importlib.util
 import os
+import posixpath
 import secrets
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, NamedTuple, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
@@ -43,8 +54,10 @@ import pyarrow.fs as pafs
 from batchrun.core.errors import BatchrunError
 from batchrun.core.locations import storage_endpoints
 from batchrun.core.scrub import url_without_secrets
+from batchrun.rows.files import FileProblem
 
 REMOTE_SCHEMES = ("s3", "gs")
+_T = TypeVar("_T")
 CHUNK_BYTES = 8 << 20
 """Bytes copied at a time by uploads and downloads: the memory a transfer holds."""
 
@@ -178,6 +191,14 @@ class ObjectInfo:
         return self.url.rstrip("/").rsplit("/", 1)[-1]
 
 
+class Versioned(NamedTuple):
+    """A small object's bytes and its version: the S3 ETag, else a hash of the bytes. A
+    version is only ever compared with another given by the same ``Storage``."""
+
+    data: bytes
+    version: str
+
+
 class Readable(Protocol):
     """What an upload reads from: ``read(n)`` gives up to n bytes, b"" at the end."""
 
@@ -210,6 +231,7 @@ class Storage:
         self._made: dict[tuple[str, str], pafs.FileSystem] = {}
         self._chunk = chunk_bytes
         self._open_local = open_local
+        self._boto: Any = None  # the boto3 client of the conditional writes, made on first use
 
     # -- the interface ----------------------------------------------------------------------
 
@@ -430,6 +452,131 @@ class Storage:
             raise StorageError(loc.shown, "write", exc.reason) from exc
         self.delete(probe)
 
+    # -- conditional writes of small objects ----------------------------------------------------
+
+    def conditions_atomic(self, url: str | Path) -> bool:
+        """Whether ``create_only`` and ``replace_if`` are atomic at ``url`` (S3 with boto3,
+        and ``create_only`` of a local file), or check-then-write."""
+        loc = parse_location(url)
+        return (loc.scheme == "s3" and _boto3_available()) or loc.scheme == "file"
+
+    def read_versioned(self, url: str | Path) -> Versioned | None:
+        """The object's bytes and version, or None when there is none."""
+        loc = parse_location(url)
+        if loc.scheme == "s3" and _boto3_available():
+            return self._s3_conditional(
+                loc, "read", lambda client, bucket, key: _s3_get(client, bucket, key)
+            )
+        if self.stat_or_none(url) is None:
+            return None
+        try:
+            data = self.read_bytes(url)
+        except StorageError as exc:
+            if exc.reason in (NO_SUCH_OBJECT, "no such file"):
+                return None  # deleted between the stat and the read
+            raise
+        return Versioned(data, _content_version(data))
+
+    def create_only(self, url: str | Path, data: bytes) -> str | None:
+        """Write ``data`` to ``url`` only if no object is there: its version, or None when
+        one was there already (nothing written)."""
+        loc = parse_location(url)
+        if loc.scheme == "s3" and _boto3_available():
+            return self._s3_conditional(
+                loc, "write", lambda client, bucket, key: _s3_put(client, bucket, key, data, None)
+            )
+        if loc.scheme == "file":
+            return self._create_local(Path(loc.path), data)
+        if self.exists(url):
+            return None
+        self.write_bytes(url, data)
+        return _content_version(data)
+
+    def replace_if(self, url: str | Path, data: bytes, version: str) -> str | None:
+        """Write ``data`` over ``url`` only while it is at ``version``: the new version, or
+        None when the object changed or went (nothing written)."""
+        loc = parse_location(url)
+        if loc.scheme == "s3" and _boto3_available():
+            return self._s3_conditional(
+                loc,
+                "write",
+                lambda client, bucket, key: _s3_put(client, bucket, key, data, version),
+            )
+        current = self.read_versioned(url)
+        if current is None or current.version != version:
+            return None
+        self.write_bytes(url, data)
+        return _content_version(data)
+
+    def delete_if(self, url: str | Path, version: str) -> bool:
+        """Delete ``url`` only while it is at ``version``; whether it was deleted."""
+        loc = parse_location(url)
+        if loc.scheme == "s3" and _boto3_available():
+            return self._s3_conditional(
+                loc, "delete", lambda client, bucket, key: _s3_delete(client, bucket, key, version)
+            )
+        current = self.read_versioned(url)
+        if current is None or current.version != version:
+            return False
+        self.delete(url)
+        return True
+
+    def _create_local(self, target: Path, data: bytes) -> str | None:
+        """A temporary file linked to ``target``: the link fails, atomically, if it exists."""
+        tmp = target.with_name(f".{target.name}{UPLOAD_MARK}{os.getpid()}-{secrets.token_hex(6)}")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tmp.open("wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                return None
+        except OSError as exc:
+            raise _error(str(target), "write", exc) from exc
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        return _content_version(data)
+
+    def _s3_conditional(
+        self, loc: Location, action: str, call: Callable[[Any, str, str], _T]
+    ) -> _T:
+        """``call(client, bucket, key)`` with boto3's errors as StorageErrors naming ``loc``."""
+        errors = _botocore_errors()
+        bucket, key = loc.path.split("/", 1)
+        try:
+            return call(self._s3_client(), bucket, key)
+        except errors.ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code == "NoSuchBucket":
+                raise StorageError(loc.shown, action, f"{NO_SUCH_BUCKET} {bucket!r}") from None
+            if code in _S3_DENIED or status in (401, 403):
+                raise StorageError(
+                    loc.shown, action, ACCESS_DENIED, "check the credentials the AWS tools find"
+                ) from None
+            raise StorageError(loc.shown, action, f"failed ({code or status})") from None
+        except errors.EndpointConnectionError:
+            hint = f"nothing answers at {self._endpoint(loc)}"
+            raise StorageError(loc.shown, action, UNREACHABLE, hint) from None
+        except errors.BotoCoreError as exc:
+            raise StorageError(loc.shown, action, f"failed ({type(exc).__name__})") from None
+
+    def _s3_client(self) -> Any:
+        """One boto3 S3 client, made on first use. Credentials and region: boto3's own
+        lookup (environment, config files, instance role), the same pyarrow's SDK does."""
+        if self._boto is None:
+            boto3 = importlib.import_module("boto3")
+            botocore_config = importlib.import_module("botocore.config")
+            config = botocore_config.Config(
+                connect_timeout=10, read_timeout=30, retries={"max_attempts": 3}
+            )
+            self._boto = boto3.client("s3", endpoint_url=self.settings.s3_endpoint, config=config)
+        return self._boto
+
     # -- filesystems and errors -------------------------------------------------------------
 
     def _fs(self, loc: Location) -> pafs.FileSystem:
@@ -486,6 +633,40 @@ class Storage:
         return ""
 
 
+class StorageMedia:
+    """A media folder on S3 or GCS (``s3://b/media/``), for the files rows attach: the
+    ``rows.files.MediaSource`` a remote job hands down in place of a local folder. A
+    reference is relative to the folder and may not leave it (an absolute path or ``..``
+    out of it is refused, as it is for a local folder)."""
+
+    def __init__(self, storage: Storage, folder_url: str) -> None:
+        self.storage = storage
+        self.folder = folder_url.rstrip("/")
+        self.shown = url_without_secrets(self.folder)
+
+    def url_of(self, path: str) -> str:
+        relative = posixpath.normpath(path.replace("\\", "/"))
+        if path.startswith("/") or relative == ".." or relative.startswith("../"):
+            raise FileProblem(f"file {path!r} is outside the media folder {self.shown}; refused")
+        return f"{self.folder}/{relative}"
+
+    def identify(self, path: str) -> tuple[str, int]:
+        url = self.url_of(path)
+        try:
+            info = self.storage.stat_or_none(url)
+        except StorageError as exc:
+            raise FileProblem(f"cannot read file {path!r}: {exc}") from None
+        if info is None:
+            raise FileProblem(f"file {path!r} not found (paths are relative to {self.shown})")
+        return f"{url_without_secrets(url)}@{info.stamp}", info.size
+
+    def read(self, path: str) -> bytes:
+        try:
+            return self.storage.read_bytes(self.url_of(path))
+        except StorageError as exc:
+            raise FileProblem(f"cannot read file {path!r}: {exc}") from None
+
+
 class _Translating:
     """A pyarrow input file whose OSErrors become StorageErrors."""
 
@@ -518,6 +699,71 @@ class _BytesReader:
         size = len(self._data) if size < 0 else size
         chunk, self._data = self._data[:size], self._data[size:]
         return bytes(chunk)
+
+
+_S3_DENIED = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+}
+
+
+def _boto3_available() -> bool:
+    return importlib.util.find_spec("boto3") is not None
+
+
+def _botocore_errors() -> Any:
+    """botocore's exception classes (imported so, untyped, only where S3 is conditional)."""
+    return importlib.import_module("botocore.exceptions")
+
+
+def _content_version(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _s3_code(exc: Any) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _s3_get(client: Any, bucket: str, key: str) -> Versioned | None:
+    client_error = _botocore_errors().ClientError
+
+    try:
+        reply = client.get_object(Bucket=bucket, Key=key)
+    except client_error as exc:
+        if _s3_code(exc) == "NoSuchKey":
+            return None
+        raise
+    return Versioned(reply["Body"].read(), str(reply["ETag"]))
+
+
+def _s3_put(client: Any, bucket: str, key: str, data: bytes, version: str | None) -> str | None:
+    """PutObject, create-only (``version`` None) or only over ``version``; None when the
+    condition failed (412; 404 or 409 when the object went or is being written)."""
+    client_error = _botocore_errors().ClientError
+
+    condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+    try:
+        reply = client.put_object(Bucket=bucket, Key=key, Body=data, **condition)
+    except client_error as exc:
+        if _s3_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"):
+            return None
+        raise
+    return str(reply["ETag"])
+
+
+def _s3_delete(client: Any, bucket: str, key: str, version: str) -> bool:
+    client_error = _botocore_errors().ClientError
+
+    try:
+        client.delete_object(Bucket=bucket, Key=key, IfMatch=version)
+    except client_error as exc:
+        if _s3_code(exc) in ("PreconditionFailed", "NoSuchKey"):
+            return False
+        raise
+    return True
 
 
 def _missing_bucket(fs: pafs.FileSystem, loc: Location) -> bool:
