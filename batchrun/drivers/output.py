@@ -28,7 +28,6 @@ from batchrun.core.errors import OutputError
 from batchrun.store.dataset import (
     DATASET,
     PART_ROWS,
-    SUCCESS,
     Manifest,
     is_part_name,
     names_folder,
@@ -38,6 +37,7 @@ from batchrun.store.dataset import (
     replace_folder,
     write_manifest,
 )
+from batchrun.store.partial import SUCCESS
 from batchrun.store.remote import PullReport, RemoteOutput, journal_prefix
 from batchrun.store.sink import (
     TMP_OUTPUT_SUFFIX,

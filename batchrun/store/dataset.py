@@ -44,11 +44,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchrun.core.errors import OutputError
-from batchrun.store.partial import Partial
+from batchrun.store.partial import PARTIAL_MANIFEST, SUCCESS, Partial
 
 DATASET: Literal["parquet-dataset"] = "parquet-dataset"
-SUCCESS = "_SUCCESS"
-PARTIAL_MANIFEST = "_PARTIAL"
 MANIFESTS = (SUCCESS, PARTIAL_MANIFEST)
 # Rows per part: a million ~1 KB rows make a part of a few hundred MB of Parquet, the size
 # Spark and DuckDB split work by; PART_BYTES bounds parts of long answers (Arrow bytes, before

@@ -30,6 +30,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 PARTIAL_KEY = b"batchrun.partial"
+# A dataset folder's manifests (``store.dataset``): a stopped run's, and a finished run's.
+PARTIAL_MANIFEST = "_PARTIAL"
+SUCCESS = "_SUCCESS"
 MARK_SUFFIX = ".partial.json"
 
 
@@ -60,10 +63,7 @@ def parquet_metadata(partial: Partial) -> dict[bytes, bytes]:
 def read_partial(output: Path) -> Partial | None:
     """The output's partial mark; None for a complete output, or no output at all."""
     if output.is_dir():
-        # A dataset folder: the mark is in its manifest. Imported here: dataset imports us.
-        from batchrun.store.dataset import dataset_partial
-
-        return dataset_partial(output)
+        return _folder_partial(output)
     try:
         if is_parquet(output):
             metadata = pq.read_schema(output).metadata or {}
@@ -93,6 +93,18 @@ def clear_mark(output: Path) -> None:
 def _file_id(path: Path) -> tuple[int, int, int]:
     st = path.stat()
     return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _folder_partial(folder: Path) -> Partial | None:
+    """A dataset folder's mark: the ``partial`` of its ``_PARTIAL`` manifest, unless a
+    finished run's ``_SUCCESS`` is there."""
+    if (folder / SUCCESS).exists():
+        return None
+    try:
+        data: Any = json.loads((folder / PARTIAL_MANIFEST).read_text(encoding="utf-8"))
+        return _parse(data["partial"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _parse(data: Any) -> Partial:

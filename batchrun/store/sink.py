@@ -60,7 +60,6 @@ from batchrun.store.dataset import (
     DATASET,
     PART_BYTES,
     PART_ROWS,
-    PARTIAL_MANIFEST,
     OpenPart,
     dataset_batches,
     dataset_bytes,
@@ -92,6 +91,7 @@ from batchrun.store.journal import (
 )
 from batchrun.store.partial import (
     PARTIAL_KEY,
+    PARTIAL_MANIFEST,
     Partial,
     clear_mark,
     is_parquet,
