@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from support import TEST_KEY, canned_message, job_config, no_wait, write_jsonl
+from support import TEST_KEY, canned_message, job_config, no_wait, start_run, write_jsonl
 
 from batchrun import run
 from batchrun.cli import cli
@@ -24,6 +25,7 @@ from batchrun.engine.engine import Engine
 from batchrun.engine.outcome import prepare
 from batchrun.engine.tally import RowTally
 from batchrun.rows.reader import read_rows
+from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.columns import COLUMN_NAMES, blank_row
 
 
@@ -221,3 +223,57 @@ def test_the_cli_flag_turns_dedup_off(tmp_path: Path, sim: Any) -> None:
     assert sim.stats.requests == 5
     out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert all(row["duplicate_of"] is None for row in out)
+
+
+# --- Message Batches -------------------------------------------------------------------------
+
+
+def test_a_batch_run_submits_each_distinct_request_once_and_fills_the_rest(
+    tmp_path: Path,
+) -> None:
+    rows = [{"id": f"r{i}", "prompt": f"Question {i % 7}?"} for i in range(30)]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.parquet"
+    with SimulatorThread(SimulatorConfig(batch_processing_s=0.2)) as bsim:
+        config = job_config(
+            inp, out, bsim.base_url, via="batches", poll_interval=0.05, batch_max_requests=4
+        )
+        summary = run(config)
+        stats = bsim.stats.snapshot()
+    assert summary.exit_code == 0 and summary.deduplicated == 23
+    assert stats.batch_requests_submitted == 7  # one request per distinct prompt
+    table = pq.read_table(out).to_pylist()
+    assert [r["id"] for r in table] == [r["id"] for r in rows]
+    by_id = {r["id"]: r for r in table}
+    for row in table:
+        assert row["status"] == "ok" and row["via"] == "batches"
+        if row["duplicate_of"] is not None:
+            original = by_id[row["duplicate_of"]]
+            assert original["duplicate_of"] is None and row["text"] == original["text"]
+            assert row["cost_usd"] == 0.0 and int(row["id"][1:]) % 7 == int(original["id"][1:]) % 7
+
+
+def test_a_twin_of_a_row_in_a_batch_still_running_waits_for_it(tmp_path: Path) -> None:
+    """Stopped with a batch running, then re-run with rows added that repeat its requests:
+    the repeats are not submitted; they are filled once the running batch is collected."""
+    first = [{"id": f"a{i}", "prompt": f"Question {i}?"} for i in range(10)]
+    inp = write_jsonl(tmp_path / "in.jsonl", first)
+    out = tmp_path / "out.parquet"
+    with SimulatorThread(SimulatorConfig(batch_processing_s=4.0)) as bsim:
+        proc = start_run(inp, out, bsim.base_url, "--via", "batches", "--poll-interval", "0.05")
+        journal = tmp_path / "out.parquet.batches"
+        while not journal.exists() or '"event":"created"' not in journal.read_text():
+            assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+        assert proc.returncode == 130
+        write_jsonl(inp, first + [{"id": f"b{i}", "prompt": f"Question {i}?"} for i in range(10)])
+        config = job_config(
+            inp, out, bsim.base_url, via="batches", poll_interval=0.05, max_tokens=20
+        )  # the same requests as start_run's
+        summary = run(config)
+        stats = bsim.stats.snapshot()
+    assert summary.exit_code == 0 and summary.deduplicated == 10
+    assert stats.batch_requests_submitted == 10 and stats.batches_created == 1
+    table = {r["id"]: r for r in pq.read_table(out).to_pylist()}
+    assert all(table[f"b{i}"]["duplicate_of"] == f"a{i}" for i in range(10))

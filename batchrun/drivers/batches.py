@@ -60,7 +60,9 @@ from batchrun.drivers.session import (
     write_output,
 )
 from batchrun.drivers.summary import RunSummary
+from batchrun.drivers.twins import BatchTwins, remember_prior_answers
 from batchrun.engine.connect import open_client
+from batchrun.engine.dedup import Dedup
 from batchrun.engine.outcome import VIA_BATCHES, Work, error_row, prepare
 from batchrun.rows.reader import check_input_file, read_rows
 from batchrun.store.batch_journal import (
@@ -73,7 +75,7 @@ from batchrun.store.batch_journal import (
 from batchrun.store.columns import INVALID_REQUEST
 from batchrun.store.lock import OutputLock
 from batchrun.store.row_state import LAPSED_REASONS, RowState, state_of
-from batchrun.store.sink import Sink, remove_stale_temporaries, temporary_path
+from batchrun.store.sink import PriorState, Sink, remove_stale_temporaries, temporary_path
 
 # A batch's created_at (server clock) may precede our intent's timestamp (local clock)
 # by this much and still be taken for it when reconciling after a crash.
@@ -128,7 +130,8 @@ async def _run_claimed(
     async with open_client(config, transport) as client:
         api = BatchesApi(client, max_retries=config.max_retries, sleep=sleep)
         summary.todo = count_hint(config, done, config.resubmit_expired)
-        job = _BatchJob(config, api, journal, sink, summary, done, counter, sleep)
+        twins = _batch_twins(config, journal, sink, prior, done)
+        job = _BatchJob(config, api, journal, sink, summary, done, counter, sleep, twins)
         progress = Progress(summary.todo, job.snapshot, quiet=config.quiet, stream=progress_stream)
         job.progress = progress
         started = time.perf_counter()
@@ -146,6 +149,9 @@ async def _run_claimed(
             fatal = exc  # raised once what is collected is written
         finally:
             summary.elapsed_s = time.perf_counter() - started
+            if twins is not None:
+                summary.deduplicated += twins.dedup.filled
+                summary.dedup_saved_usd += twins.dedup.saved_usd
             summary.batches_running = [
                 e.batch_id or e.key for e in journal.open_entries() if e.open
             ]
@@ -172,6 +178,23 @@ async def _run_claimed(
     if fatal is not None:
         raise fatal
     return summary
+
+
+def _batch_twins(
+    config: RunConfig, journal: BatchJournal, sink: Sink, prior: PriorState, done: bytearray
+) -> BatchTwins | None:
+    """With --dedup: the answers earlier runs recorded, and the requests in batches still
+    running, so that no request is submitted twice (``drivers.twins``)."""
+    if not config.dedup:
+        return None
+    dedup = Dedup()
+    remember_prior_answers(dedup, sink, prior, done)
+    running: dict[str, int] = {}
+    for entry in journal.open_entries():
+        rows = journal.rows(entry)
+        for index, prefix in zip(rows.indexes, rows.hashes, strict=True):
+            running.setdefault(prefix, index)
+    return BatchTwins(dedup, running, REQUEST_HASH_CHARS)
 
 
 def _open_journal(config: RunConfig) -> BatchJournal:
@@ -249,8 +272,10 @@ class _BatchJob:
         done: bytearray,
         counter: RowCounter,
         sleep: Sleep,
+        twins: BatchTwins | None = None,
     ) -> None:
         self.config = config
+        self.twins = twins  # --dedup: identical requests go in one batch once
         self.api = api
         self.journal = journal
         self.sink = sink
@@ -295,6 +320,13 @@ class _BatchJob:
             )
             await self.submit(works)
             await self.wait_and_collect()
+            if self.twins is not None and not self.stopping:
+                left = self.twins.fill(self.config, self._record)
+                if left:
+                    self.log(
+                        f"batchrun: {left:,} duplicate row(s) not filled: the row with the same "
+                        "request got no answer; a re-run submits them"
+                    )
             if self.stopping or not redo_lapsed or RowState.LAPSED not in self.done:
                 return
             if round_number + 1 < MAX_ROUNDS:
@@ -372,6 +404,13 @@ class _BatchJob:
                 )
                 self.summary.invalid += 1
                 continue
+            if self.twins is not None:
+                twin = self.twins.answer_now(work, self.config)
+                if twin is not None:
+                    self._record(work.row.index, twin)  # answered before: nothing to send
+                    continue
+                if self.twins.hold(work):
+                    continue  # its request is in a batch already: filled once that is collected
             yield BatchItem(work.row.index, work.row.id, work.request_hash, work.body)
 
     async def _create(self, entry: BatchEntry, content: bytes) -> None:
@@ -545,6 +584,8 @@ class _BatchJob:
 
     def _record(self, index: int, row: dict[str, Any], *, from_batch: str | None = None) -> None:
         self.sink.submit(index, row)
+        if self.twins is not None and row["request_hash"] is not None:
+            self.twins.dedup.remember(row["request_hash"], row)  # for twins held back
         if from_batch is not None:
             self._recorded_from[from_batch] += 1
         earlier = self._lapsed_now.pop(index, None)

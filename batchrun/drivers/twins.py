@@ -1,4 +1,5 @@
-"""Answers earlier runs recorded, for the duplicates a resumed run still has to do.
+"""Duplicates of a run's rows (``engine.dedup``): answers earlier runs recorded, and the twins
+a Message Batches run holds back until their original's batch is collected.
 
 With ``--dedup`` (the default) a row whose request is identical to one answered in an earlier
 run of the same output is filled from that answer instead of being sent (``engine.dedup``).
@@ -6,17 +7,25 @@ Before such a run sends anything, the answered rows of the journal and of the fi
 streamed once, a batch of a few columns at a time, into the engine's table of answers. The
 table is bounded in bytes, so the reading stops once it is full: a duplicate whose original
 was not read is sent (and counted in the summary as sent again).
+
+Message Batches (``BatchTwins``): a row whose request is already in a batch (this run's, or a
+batch an earlier run left running) is not submitted again. It waits, and once its original's
+batch is collected it is filled from that answer (``duplicate_of``, cost 0). A twin whose
+original failed or lapsed is left unrecorded, so the next run submits it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batchrun.engine.dedup import KEPT_FOR_TWINS, Dedup
+from batchrun.config.load import RunConfig
+from batchrun.engine.dedup import KEPT_FOR_TWINS, Dedup, twin_row
+from batchrun.engine.outcome import VIA_BATCHES, Work, base_row, prepare
+from batchrun.rows.reader import read_rows
 from batchrun.store.columns import STATUS_OK
 from batchrun.store.journal import INDEX, read_records
 from batchrun.store.row_state import RowState
@@ -68,3 +77,62 @@ def _ok_rows(batch: pa.RecordBatch, *, keep_empty: bool = False) -> Iterator[dic
         return
     for row, ok in zip(table.to_pylist(), answered, strict=True):
         yield row if ok else None
+
+
+class BatchTwins:
+    """Which rows of a batch run are sent, filled at once, or held for their twin's batch.
+
+    ``running`` maps the request-hash prefixes (``batch_plan.REQUEST_HASH_CHARS``) of the rows
+    in batches still running from earlier runs (the journal keeps no more of them) to their
+    input index. A row sent again (its batch expired) is its own request, not a twin.
+    """
+
+    def __init__(self, dedup: Dedup, running: dict[str, int], prefix_chars: int) -> None:
+        self.dedup = dedup
+        self._running = running
+        self._chars = prefix_chars
+        self._submitted: dict[str, int] = {}  # request hash -> the row this run submitted it for
+        self.waiting: dict[int, str] = {}  # input index -> request hash, held for its twin
+
+    def answer_now(self, work: Work, config: RunConfig) -> dict[str, Any] | None:
+        """The twin row for ``work`` if its request was answered already (earlier run, or a
+        batch collected in this one); None otherwise."""
+        assert work.request_hash is not None
+        answer = self.dedup.answer(work.request_hash)
+        if answer is None:
+            return None
+        return twin_row(base_row(work, config, VIA_BATCHES), answer)
+
+    def hold(self, work: Work) -> bool:
+        """True if ``work``'s request is in a batch already: it waits instead of being sent."""
+        request_hash, index = work.request_hash, work.row.index
+        assert request_hash is not None
+        owner = self._submitted.get(request_hash)
+        if owner is None:
+            owner = self._running.get(request_hash[: self._chars])
+        if owner is not None and owner != index:
+            self.waiting[index] = request_hash
+            return True
+        self._submitted[request_hash] = index
+        return False
+
+    def fill(self, config: RunConfig, record: Callable[[int, dict[str, Any]], None]) -> int:
+        """Record each waiting twin whose original has an answer now; how many still wait
+        (their original failed or lapsed: the next run submits them)."""
+        if not self.waiting:
+            return 0
+        where, last = self.waiting, max(self.waiting)
+        rows = read_rows(
+            config.input, shape=config.input_shape, skip=lambda i: i <= last and i not in where
+        )
+        for row in rows:
+            if row.index > last:
+                break
+            work = prepare(row, config)
+            if work.request_hash != where[row.index]:
+                continue  # the input changed under the run: the next run sees it afresh
+            answer = self.dedup.answer(work.request_hash)
+            if answer is not None:
+                record(row.index, twin_row(base_row(work, config, VIA_BATCHES), answer))
+                del where[row.index]
+        return len(where)
