@@ -143,6 +143,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "max_retries",
             "max_retry_wait",  # added with --max-retry-wait, after the move
             "media_root",  # issue 14
+            "media_source",  # row media on object storage (issue 15)
             "output",
             "output_format",  # dataset outputs (issue 15)
             "output_url",  # object storage (issue 15)
