@@ -10,12 +10,15 @@ Scenarios, Haiku 4.5 (cache minimum 4,096 tokens), concurrency 64:
 
 1. 2,000 rows, a 6,000-token shared instruction (the template's head) and ~100 tokens per row.
    Billed input cost with ``--cache auto`` against ``--cache off`` (target <= 0.15x); cache
-   writes paid for the prefix (target <= 2; without admission per prefix group, issue 17
-   item 2, expect about ``concurrency`` writes: the first wave all miss); wall time (target
-   within 1.1x of ``--cache off``).
+   writes paid for the prefix (target <= 2: the first request of the prefix group goes alone,
+   the rest once it has answered; sent together they would all miss and all pay the write);
+   wall time (target within 1.1x of ``--cache off``).
 2. The same with a 2,000-token instruction, below Haiku's minimum: no breakpoint is placed
    (checked on the request batchrun builds) and the billed cost equals ``--cache off``
    exactly.
+3. In-run dedup: 10,000 rows of which 30% repeat an earlier row exactly (``bench/dedup.py``,
+   which this runs): requests sent = distinct requests; one output row per input row with
+   its own prompt's answer; every duplicate names a sent row and costs 0.
 4. Estimate accuracy: ``batchrun estimate --pilot 20`` of scenario 1's job (``--cache auto``,
    into a fresh output), then the run of the rest into the same output. The estimate's
    median total (the pilot's cost plus the projected rest, with the cache writes and reads the
@@ -26,7 +29,7 @@ Input cost is priced from each output row's usage (uncached input x 1, 5 m write
 reads x 0.1 of the input price, per the packaged price table); ratios are between runs of
 this same invocation, never absolute figures. Exit code 0 when every target passes.
 
-Run (from the repository root; about half a minute)::
+Run (from the repository root; about three minutes)::
 
     python bench/cost.py
     python bench/cost.py --quick        # 200 rows, concurrency 16; targets informational
@@ -46,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from _harness import MODEL, SimulatorProcess, print_table, sigterm_as_interrupt, versions_banner
+from dedup import scenario as dedup_scenario
 
 from batchrun import load_config, run
 from batchrun.config.load import RunConfig
@@ -255,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
                     args.quick,
                 )
             )
+    dedup_lines, dedup_passed = dedup_scenario(1000 if args.quick else 10_000, 64, args.quick)
+    lines.extend(dedup_lines)
+    passed = passed and dedup_passed
     print("\ntargets" + (" (quick run: targets not judged)" if args.quick else ""))
     print("\n".join(lines), flush=True)
     return 0 if passed or args.quick else 1
