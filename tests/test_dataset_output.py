@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -17,7 +16,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from s3_server import MotoServer, aws_environment
+from s3_server import MotoServer
 from support import TEST_KEY, job_config, prompts, write_jsonl
 
 from batchrun import load_config, run
@@ -268,21 +267,6 @@ def test_output_format_names_a_folder_whatever_its_name(
 
 
 # -- on S3 --------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def env(moto: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    aws = aws_environment(moto.endpoint, tmp_path)
-    for name, value in aws.items():
-        monkeypatch.setenv(name, value)
-    return {**aws, "XDG_CACHE_HOME": str(tmp_path / "cache"), "ANTHROPIC_API_KEY": TEST_KEY}
-
-
-@pytest.fixture
-def bucket(moto: MotoServer, env: dict[str, str]) -> str:
-    name = f"ds-{uuid.uuid4().hex[:10]}"
-    moto.create_bucket(name)
-    return name
 
 
 def s3_config(inp: Path, out: str, url: str, env: dict[str, str], **flags: Any) -> Any:

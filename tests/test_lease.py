@@ -9,41 +9,19 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from s3_server import MotoServer, aws_environment
-from support import TEST_KEY, prompts, write_jsonl
+from support import prompts, write_jsonl
 
 from batchrun import load_config, run
 from batchrun.config.load import RunConfig
 from batchrun.simulator import SimulatorThread
 from batchrun.store.lease import Lease, LeaseHeldError, LeaseRecord, lease_url
-from batchrun.store.storage import NO_SUCH_BUCKET, Storage, StorageError, StorageSettings
+from batchrun.store.storage import NO_SUCH_BUCKET, Storage, StorageError
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def env(moto: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    aws = aws_environment(moto.endpoint, tmp_path)
-    for name, value in aws.items():
-        monkeypatch.setenv(name, value)
-    return {**aws, "XDG_CACHE_HOME": str(tmp_path / "cache"), "ANTHROPIC_API_KEY": TEST_KEY}
-
-
-@pytest.fixture
-def bucket(moto: MotoServer, env: dict[str, str]) -> str:
-    name = f"lease-{uuid.uuid4().hex[:10]}"
-    moto.create_bucket(name)
-    return name
-
-
-@pytest.fixture
-def storage(env: dict[str, str]) -> Storage:
-    return Storage(StorageSettings.from_environ(env))
 
 
 class Clock:

@@ -17,8 +17,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from s3_server import MotoServer, aws_environment
-from support import TEST_KEY, prompts, reply_tag, write_jsonl
+from support import prompts, reply_tag, write_jsonl
 
 from batchrun import load_config, run
 from batchrun.config.load import RunConfig
@@ -30,29 +29,9 @@ from batchrun.store.batch_journal import (
     remote_batch_journal_url,
 )
 from batchrun.store.remote import work_folder
-from batchrun.store.storage import Storage, StorageError, StorageSettings
+from batchrun.store.storage import Storage, StorageError
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def env(moto: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    aws = aws_environment(moto.endpoint, tmp_path)
-    for name, value in aws.items():
-        monkeypatch.setenv(name, value)
-    return {**aws, "XDG_CACHE_HOME": str(tmp_path / "cache"), "ANTHROPIC_API_KEY": TEST_KEY}
-
-
-@pytest.fixture
-def bucket(moto: MotoServer, env: dict[str, str]) -> str:
-    name = f"batches-{uuid.uuid4().hex[:10]}"
-    moto.create_bucket(name)
-    return name
-
-
-@pytest.fixture
-def storage(env: dict[str, str]) -> Storage:
-    return Storage(StorageSettings.from_environ(env))
 
 
 def batch_config(inp: str, out: str, url: str, env: dict[str, str], **flags: Any) -> RunConfig:

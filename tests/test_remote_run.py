@@ -17,7 +17,6 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from s3_server import MotoServer, aws_environment
 from support import TEST_KEY, prompts, write_jsonl
 
 from batchrun import load_config, run
@@ -28,23 +27,6 @@ from batchrun.store.remote import journal_prefix, work_folder
 from batchrun.store.storage import Storage, StorageError, StorageSettings
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def env(moto: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The environment a user would have: AWS settings and a cache folder of their own. The
-    AWS SDK under pyarrow reads the credentials from the process environment itself."""
-    aws = aws_environment(moto.endpoint, tmp_path)
-    for name, value in aws.items():
-        monkeypatch.setenv(name, value)
-    return {**aws, "XDG_CACHE_HOME": str(tmp_path / "cache"), "ANTHROPIC_API_KEY": TEST_KEY}
-
-
-@pytest.fixture
-def bucket(moto: MotoServer, env: dict[str, str]) -> str:
-    name = f"runs-{uuid.uuid4().hex[:10]}"
-    moto.create_bucket(name)
-    return name
 
 
 def storage(env: dict[str, str]) -> Storage:

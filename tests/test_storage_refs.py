@@ -5,15 +5,14 @@ prices resolved beside it on the store, and errors that name the URL and never a
 from __future__ import annotations
 
 import base64
-import uuid
 from decimal import Decimal
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from s3_server import SECRET_KEY, MotoServer, aws_environment
-from support import TEST_KEY, prompts, write_jsonl
+from s3_server import SECRET_KEY
+from support import prompts, write_jsonl
 
 from batchrun import load_config, run
 from batchrun.cli import cli
@@ -25,32 +24,11 @@ from batchrun.store.storage import (
     Storage,
     StorageError,
     StorageMedia,
-    StorageSettings,
 )
 
 pytestmark = pytest.mark.slow
 
 PRICES = "[models.claude-haiku-4-5]\noutput = 4.5\n"
-
-
-@pytest.fixture
-def env(moto: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    aws = aws_environment(moto.endpoint, tmp_path)
-    for name, value in aws.items():
-        monkeypatch.setenv(name, value)
-    return {**aws, "XDG_CACHE_HOME": str(tmp_path / "cache"), "ANTHROPIC_API_KEY": TEST_KEY}
-
-
-@pytest.fixture
-def bucket(moto: MotoServer, env: dict[str, str]) -> str:
-    name = f"refs-{uuid.uuid4().hex[:10]}"
-    moto.create_bucket(name)
-    return name
-
-
-@pytest.fixture
-def storage(env: dict[str, str]) -> Storage:
-    return Storage(StorageSettings.from_environ(env))
 
 
 def put_job(storage: Storage, url: str, text: str) -> None:

@@ -223,16 +223,8 @@ class RemoteDataset(RemoteOutput):
             relative = info.url[len(self.url) :]
             if is_part_name(relative) and relative not in listed:
                 self.storage.delete(info.url)
-        with self._lock:
-            self._state.final_stamp = self.storage.stat(self._manifest_url()).stamp
-            own = folder == self.local_output
-            self._state.local_stamp = _manifest_stamp(folder) if own else None
-            if not self.keep_journal:
-                for info in self._segments():
-                    self.storage.delete(info.url)
-                self._state.segments = []
-                self._state.sealed_bytes = 0
-            self._save()
+        local_stamp = _manifest_stamp(folder) if folder == self.local_output else None
+        self._published(self.storage.stat(self._manifest_url()).stamp, local_stamp)
 
 
 def _parse_manifest(data: bytes, url: str) -> Manifest:

@@ -327,9 +327,15 @@ class RemoteOutput:
         ``keep_journal``). Call after the segmenter is closed and the sink has finalized."""
         final = local_final or self.local_output
         self.storage.upload(final, self.url)
+        local_stamp = _stamp(final) if final == self.local_output else None
+        self._published(self.storage.stat(self.url).stamp, local_stamp)
+
+    def _published(self, final_stamp: str, local_stamp: str | None) -> None:
+        """The final output is in place on the store: remember its stamps (and the local
+        copy's, when it is the work folder's), and drop the segments unless they are kept."""
         with self._lock:
-            self._state.final_stamp = self.storage.stat(self.url).stamp
-            self._state.local_stamp = _stamp(final) if final == self.local_output else None
+            self._state.final_stamp = final_stamp
+            self._state.local_stamp = local_stamp
             if not self.keep_journal:
                 for info in self._segments():
                     self.storage.delete(info.url)
