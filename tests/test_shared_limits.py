@@ -257,30 +257,47 @@ def drain(url: str) -> None:
             pass
 
 
-def start_worker(tmp_path: Path, name: str, url: str, store: str) -> subprocess.Popen[bytes]:
+def start_worker(
+    tmp_path: Path,
+    name: str,
+    url: str,
+    store: str,
+    rows_per_worker: int = ROWS_PER_WORKER,
+    rpm: int = RPM,
+) -> subprocess.Popen[bytes]:
     """``python -m batchrun run`` of this worker's own rows, its stderr to NAME.log."""
     rows = [
         {**row, "id": f"{name}-{row['id']}", "prompt": f"{name}: {row['prompt']}"}
-        for row in prompts(ROWS_PER_WORKER)
+        for row in prompts(rows_per_worker)
     ]
     inp = write_jsonl(tmp_path / f"{name}.jsonl", rows)
     out = tmp_path / f"{name}.parquet"
     argv = [sys.executable, "-m", "batchrun", "run", str(inp), "-o", str(out)]
     argv += ["--model", MODEL, "--max-tokens", "16", "--base-url", url, "-c", "4"]
-    argv += ["--rpm", str(RPM), "--rate-limit-store", store]
+    argv += ["--rpm", str(rpm), "--rate-limit-store", store]
     env = {**os.environ, "ANTHROPIC_API_KEY": TEST_KEY}
     with (tmp_path / f"{name}.log").open("wb") as log:
         return subprocess.Popen(argv, cwd=tmp_path, env=env, stderr=log)
 
 
-def check_every_row_answered_once(tmp_path: Path, names: list[str], sim: SimulatorThread) -> None:
+def check_every_row_answered_once(
+    tmp_path: Path, names: list[str], sim: SimulatorThread, rows_per_worker: int = ROWS_PER_WORKER
+) -> None:
     for name in names:
         table = pq.read_table(tmp_path / f"{name}.parquet").to_pylist()
-        assert [row["id"] for row in table] == [f"{name}-q{i:04d}" for i in range(ROWS_PER_WORKER)]
+        assert [row["id"] for row in table] == [f"{name}-q{i:04d}" for i in range(rows_per_worker)]
         assert {row["status"] for row in table} == {"ok"}
-        for i in range(ROWS_PER_WORKER):
-            prompt = f"{name}: " + prompts(ROWS_PER_WORKER)[i]["prompt"]
+        for i in range(rows_per_worker):
+            prompt = f"{name}: " + prompts(rows_per_worker)[i]["prompt"]
             assert sim.stats.answers_by_tag[reply_tag(prompt)] == 1
+
+
+def answered_by(sim: SimulatorThread, name: str, rows_per_worker: int) -> int:
+    """How many of worker ``name``'s rows the simulator has answered so far."""
+    return sum(
+        sim.stats.answers_by_tag[reply_tag(f"{name}: " + row["prompt"])]
+        for row in prompts(rows_per_worker)
+    )
 
 
 def finish(tmp_path: Path, workers: list[subprocess.Popen[bytes]]) -> list[str]:
@@ -310,21 +327,26 @@ def test_processes_sharing_a_store_pace_as_one_and_draw_almost_no_429s(
 
 
 def test_a_run_whose_redis_dies_midway_finishes_with_every_row_once(tmp_path: Path) -> None:
-    names = ["w0", "w1"]
-    with SimulatorThread(SimulatorConfig(latency_mean=0.002, rpm=RPM)) as sim:
+    # 2 requests a second for both: a worker that starts seconds before the other (a loaded
+    # machine) cannot finish its 20 rows before the other has begun.
+    names, rows, rpm = ["w0", "w1"], 20, 120
+    with SimulatorThread(SimulatorConfig(latency_mean=0.002, rpm=rpm)) as sim:
         drain(sim.base_url)
-        answered_before = sim.stats.answered_ok
         with RedisServer() as doomed:
-            workers = [start_worker(tmp_path, name, sim.base_url, doomed.url) for name in names]
+            workers = [
+                start_worker(tmp_path, name, sim.base_url, doomed.url, rows, rpm) for name in names
+            ]
             watcher = redis.Redis.from_url(doomed.url)
-            # Both under way (registered, some rows answered), neither finished.
-            while watcher.zcard("batchrun:workers") < len(names) or (
-                sim.stats.answered_ok - answered_before < 4
+            # Both under way (registered, a row answered each), and each with more rows left
+            # than it can have in flight (-c 4): each must ask Redis again after it is gone.
+            while watcher.zcard("batchrun:workers") < len(names) or any(
+                answered_by(sim, name, rows) < 1 for name in names
             ):
                 assert all(worker.poll() is None for worker in workers)
                 time.sleep(0.05)
+            assert all(answered_by(sim, name, rows) <= rows - 5 for name in names)
             watcher.close()
             doomed.kill()
         errors = finish(tmp_path, workers)
-        check_every_row_answered_once(tmp_path, names, sim)
+        check_every_row_answered_once(tmp_path, names, sim, rows)
     assert all("shared rate-limit store stopped answering" in text for text in errors)
