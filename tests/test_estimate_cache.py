@@ -258,6 +258,23 @@ def test_the_summary_shows_what_caching_and_dedup_saved(tmp_path: Path) -> None:
     assert summary_dict(summary)["saved"]["caching_usd"] is None  # no prices without config
 
 
+def test_the_summary_prices_writes_by_the_ttl_the_api_reported(tmp_path: Path) -> None:
+    """6,000 tokens written, 4,000 of them reported as 1-hour writes (a row's own mark), under
+    a job marking 5-minute ones: 2,000 x (1 - 1.25) + 4,000 x (1 - 2) = -4,500 token-dollars
+    per million, plus 6,000 read x 0.9 = 5,400: $0.0009 saved at Haiku's $1/M input."""
+    inp = write_jsonl(tmp_path / "in.jsonl", review_rows(1))
+    config = config_for(inp, tmp_path / "out.jsonl", LONG_HEAD)
+    summary = RunSummary(
+        input=inp,
+        output=tmp_path / "out.jsonl",
+        ok=3,
+        cache_creation_input_tokens=6000,
+        cache_creation_1h_input_tokens=4000,
+        cache_read_input_tokens=6000,
+    )
+    assert caching_saved_usd(summary, config) == pytest.approx(0.0009)
+
+
 def test_the_report_shows_what_caching_and_dedup_saved(tmp_path: Path) -> None:
     t0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 

@@ -174,6 +174,8 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "batches_created",
             "batches_running",
             "budget_stop",
+            "cache_creation_1h_input_tokens",  # the split by ttl (issue 17)
+            "cache_creation_5m_input_tokens",
             "cache_creation_input_tokens",
             "cache_groups_warmed",  # warm before the herd (issue 17)
             "cache_read_input_tokens",

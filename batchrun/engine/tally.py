@@ -35,6 +35,10 @@ class RowTally:
     input_tokens: int = field(default=0, metadata=ADDS)
     output_tokens: int = field(default=0, metadata=ADDS)
     cache_creation_input_tokens: int = field(default=0, metadata=ADDS)
+    cache_creation_5m_input_tokens: int = field(
+        default=0, metadata=ADDS
+    )  # of cache_creation_input_tokens: the split by ttl, where the API gives it
+    cache_creation_1h_input_tokens: int = field(default=0, metadata=ADDS)
     cache_read_input_tokens: int = field(default=0, metadata=ADDS)
     cost_usd: float = field(default=0.0, metadata=ADDS)  # this run's answers, from their own usage
     unpriced: int = field(
@@ -94,6 +98,8 @@ class RowTally:
         self.input_tokens += row["input_tokens"] or 0
         self.output_tokens += row["output_tokens"] or 0
         self.cache_creation_input_tokens += row["cache_creation_input_tokens"] or 0
+        self.cache_creation_5m_input_tokens += row["cache_creation_5m_input_tokens"] or 0
+        self.cache_creation_1h_input_tokens += row["cache_creation_1h_input_tokens"] or 0
         self.cache_read_input_tokens += row["cache_read_input_tokens"] or 0
         if row["cost_usd"] is not None:
             self.cost_usd += row["cost_usd"]

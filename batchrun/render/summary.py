@@ -71,19 +71,26 @@ def format_summary(summary: RunSummary, config: RunConfig) -> str:
 
 def caching_saved_usd(summary: RunSummary, config: RunConfig) -> float | None:
     """What this run's cache writes and reads saved against sending those tokens as plain
-    input, at the job's model's prices (writes at the ttl batchrun marks with; the batch
-    price via Message Batches); None when the model has no price or nothing was cached."""
+    input, at the job's model's prices (writes at the ttl the API reported them with, else
+    the one batchrun marks with; the batch price via Message Batches); None when the model
+    has no price or nothing was cached."""
     written = summary.cache_creation_input_tokens
     read = summary.cache_read_input_tokens
     price = config.prices.lookup(config.defaults.model)
     if price is None or not (written or read):
         return None
+    # Writes the API split by ttl are priced as split; the rest at the ttl batchrun marks with.
+    split_5m, split_1h = (
+        summary.cache_creation_5m_input_tokens,
+        summary.cache_creation_1h_input_tokens,
+    )
+    unsplit = max(written - split_5m - split_1h, 0)
     cache = config.defaults.cache
     one_hour = cache is not None and cache.control.get("ttl") == "1h"
     factor = config.prices.batch_price_factor if summary.via == "batches" else Decimal(1)
-    saving = cache_saving(
-        price.rates, 0 if one_hour else written, written if one_hour else 0, read, factor
-    )
+    written_5m = split_5m + (0 if one_hour else unsplit)
+    written_1h = split_1h + (unsplit if one_hour else 0)
+    saving = cache_saving(price.rates, written_5m, written_1h, read, factor)
     return float(saving)
 
 
