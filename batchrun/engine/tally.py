@@ -98,8 +98,8 @@ class RowTally:
         self.input_tokens += row["input_tokens"] or 0
         self.output_tokens += row["output_tokens"] or 0
         self.cache_creation_input_tokens += row["cache_creation_input_tokens"] or 0
-        self.cache_creation_5m_input_tokens += row["cache_creation_5m_input_tokens"] or 0
-        self.cache_creation_1h_input_tokens += row["cache_creation_1h_input_tokens"] or 0
+        self.cache_creation_5m_input_tokens += row.get("cache_creation_5m_input_tokens") or 0
+        self.cache_creation_1h_input_tokens += row.get("cache_creation_1h_input_tokens") or 0
         self.cache_read_input_tokens += row["cache_read_input_tokens"] or 0
         if row["cost_usd"] is not None:
             self.cost_usd += row["cost_usd"]
