@@ -34,17 +34,14 @@ from batchrun.store.sink import PriorState, Sink, output_batches
 _COLUMNS = ("request_hash", *KEPT_FOR_TWINS)
 
 
-def remember_prior_answers(dedup: Dedup, sink: Sink, prior: PriorState, states: bytearray) -> int:
-    """Feed ``dedup`` the answers of earlier runs; how many were read (0 with none answered)."""
+def remember_prior_answers(dedup: Dedup, sink: Sink, prior: PriorState, states: bytearray) -> None:
+    """Feed ``dedup`` the answers of earlier runs, until its table is full."""
     if RowState.OK not in states:
-        return 0
-    read = 0
+        return
     for row in _answered_rows(sink, prior):
         dedup.remember(row["request_hash"], row)
-        read += 1
         if dedup.full:
-            break
-    return read
+            return
 
 
 def _answered_rows(sink: Sink, prior: PriorState) -> Iterator[dict[str, Any]]:
@@ -54,29 +51,21 @@ def _answered_rows(sink: Sink, prior: PriorState) -> Iterator[dict[str, Any]]:
     schema = pa.schema([sink.schema.field(name) for name in _COLUMNS])
     for batch in read_records(sink.journal, schema):
         indexes = batch.column(INDEX).to_pylist()
-        for index, row in zip(indexes, _ok_rows(batch, keep_empty=True), strict=True):
+        rows = pa.Table.from_batches([batch]).select(list(_COLUMNS)).to_pylist()
+        for index, row in zip(indexes, rows, strict=True):
             record = prior.journal.get(index)
-            if row is None or record is None or record.status != STATUS_OK:
+            if record is None or record.status != STATUS_OK or row["status"] != STATUS_OK:
                 continue
-            if record.request_hash == row["request_hash"]:
+            if row["request_hash"] is not None and record.request_hash == row["request_hash"]:
                 yield row
     if prior.final_rows:  # 0 for a partial output, whose rows are all in the journal
         for batch in output_batches(sink.output, sink.schema, _COLUMNS):
-            yield from (row for row in _ok_rows(batch) if row is not None)
-
-
-def _ok_rows(batch: pa.RecordBatch, *, keep_empty: bool = False) -> Iterator[dict[str, Any] | None]:
-    """The batch's rows as dicts where answered with a request hash; None for the others
-    when ``keep_empty`` (so they line up with the batch), else left out."""
-    table = pa.Table.from_batches([batch]).select(list(_COLUMNS))
-    answered = pc.and_(
-        pc.equal(table.column("status"), STATUS_OK), pc.is_valid(table.column("request_hash"))
-    ).to_pylist()
-    if not keep_empty:
-        yield from table.filter(pa.array(answered, pa.bool_())).to_pylist()
-        return
-    for row, ok in zip(table.to_pylist(), answered, strict=True):
-        yield row if ok else None
+            table = pa.Table.from_batches([batch])
+            answered = pc.and_(
+                pc.equal(table.column("status"), STATUS_OK),
+                pc.is_valid(table.column("request_hash")),
+            )
+            yield from table.filter(answered).to_pylist()
 
 
 class BatchTwins:

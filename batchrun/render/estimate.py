@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 
 from batchrun.core.humanize import duration_s, money
@@ -80,35 +81,28 @@ def _model_lines(name: str, m: ModelLine, factor: Decimal) -> list[str]:
         f"    output      {_tokens_range(expected)} expected; ceiling {m.output_ceiling:,} "
         "(all of max_tokens)"
     )
-    online = _cost_text(m.cost_expected(), m.cost_floor(), m.cost_ceiling())
-    batch = _cost_text(m.cost_expected(factor), m.cost_floor(factor), m.cost_ceiling(factor))
-    out.append(f"    online      {online}")
-    out.append(f"    batches     {batch}")
-    if m.cache_delta():
-        out.extend(
-            _uncached_lines(
-                _cost_text(
-                    m.cost_expected(cached=False),
-                    m.cost_floor(cached=False),
-                    m.cost_ceiling(cached=False),
-                ),
-                _cost_text(
-                    m.cost_expected(factor, cached=False),
-                    m.cost_floor(factor, cached=False),
-                    m.cost_ceiling(factor, cached=False),
-                ),
-            )
+
+    def costs(batch: bool, cached: bool) -> str:
+        f = factor if batch else Decimal(1)
+        return _cost_text(
+            m.cost_expected(f, cached), m.cost_floor(f, cached), m.cost_ceiling(f, cached)
         )
+
+    out.extend(_cost_lines(costs, uncached_too=bool(m.cache_delta())))
     return out
 
 
-def _uncached_lines(online: str, batch: str) -> list[str]:
-    """The same costs without caching, next to the cached ones (``--cache off``)."""
-    return [
-        "    without caching (--cache off)",
-        f"    online      {online}",
-        f"    batches     {batch}",
-    ]
+def _cost_lines(costs: Callable[[bool, bool], str], *, uncached_too: bool) -> list[str]:
+    """The online and batches costs (``costs(batch, cached)``), then the same without caching
+    (``--cache off``) where caching changes them."""
+    lines = [f"    online      {costs(False, True)}", f"    batches     {costs(True, True)}"]
+    if uncached_too:
+        lines += [
+            "    without caching (--cache off)",
+            f"    online      {costs(False, False)}",
+            f"    batches     {costs(True, False)}",
+        ]
+    return lines
 
 
 def _total_lines(est: Estimate) -> list[str]:
@@ -125,27 +119,15 @@ def _total_lines(est: Estimate) -> list[str]:
         f"    output      {_tokens_range(est.total_output())} expected; ceiling "
         f"{sum(m.output_ceiling for m in est.models.values()):,}"
     )
-    online = _cost_text(est.total_cost(), est.total_floor(), est.total_ceiling())
-    batch = _cost_text(
-        est.total_cost(batch=True), est.total_floor(batch=True), est.total_ceiling(batch=True)
-    )
-    out.append(f"    online      {online}")
-    out.append(f"    batches     {batch}")
-    if est.caches:
-        out.extend(
-            _uncached_lines(
-                _cost_text(
-                    est.total_cost(cached=False),
-                    est.total_floor(cached=False),
-                    est.total_ceiling(cached=False),
-                ),
-                _cost_text(
-                    est.total_cost(batch=True, cached=False),
-                    est.total_floor(batch=True, cached=False),
-                    est.total_ceiling(batch=True, cached=False),
-                ),
-            )
+
+    def costs(batch: bool, cached: bool) -> str:
+        return _cost_text(
+            est.total_cost(batch, cached),
+            est.total_floor(batch, cached),
+            est.total_ceiling(batch, cached),
         )
+
+    out.extend(_cost_lines(costs, uncached_too=bool(est.caches)))
     return out
 
 

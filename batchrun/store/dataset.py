@@ -158,15 +158,6 @@ def dataset_exists(folder: Path) -> bool:
     return False
 
 
-def dataset_partial(folder: Path) -> Partial | None:
-    """A partial dataset's mark; None for a complete dataset or none at all."""
-    try:
-        manifest = read_manifest(folder)
-    except OutputError:
-        return None
-    return manifest.partial if manifest is not None else None
-
-
 def dataset_rows(folder: Path) -> int:
     manifest = read_manifest(folder)
     if manifest is None:

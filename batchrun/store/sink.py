@@ -64,7 +64,6 @@ from batchrun.store.dataset import (
     dataset_batches,
     dataset_bytes,
     dataset_exists,
-    dataset_partial,
     dataset_rows,
     dataset_writer,
     names_folder,
@@ -307,7 +306,7 @@ class Sink:
                 clear_mark(self.output)
             if dataset and self.output.exists() and not self.output.is_dir():
                 raise OutputError(f"output {self.output} is a file, not a dataset folder")
-            self._partial = self._read_mark()
+            self._partial = read_partial(self.output)  # a dataset folder's too
             if self._partial is not None and not _has_bytes(self.journal):
                 raise OutputError(
                     f"{self.output} is a partial output ({self._partial}) and the journal that "
@@ -324,11 +323,6 @@ class Sink:
                 f"--output-format {DATASET}) to write a dataset folder there"
             )
         return self._read_prior()
-
-    def _read_mark(self) -> Partial | None:
-        if self.kind == DATASET:
-            return dataset_partial(self.output)
-        return read_partial(self.output)
 
     def _final_exists(self) -> bool:
         """Whether a final output (complete or partial) is in place."""
