@@ -19,6 +19,8 @@ from batchrun.cost.prices import (
     default_prices,
     load_prices,
 )
+from batchrun.estimation.estimate import estimate
+from batchrun.render.estimate import format_estimate
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 
 D = Decimal
@@ -265,3 +267,40 @@ def test_every_output_row_is_priced_from_its_own_usage(tmp_path: Path) -> None:
     assert summary.unpriced == 2
     assert summary.cost_usd == pytest.approx(sum(r["cost_usd"] for r in got[:6]))
     assert stream.getvalue().count("model 'gw-unpriced-1' is not a model batchrun knows") == 1
+
+
+# --- per-model prices of the newer models (API-FACTS-MODELS §2) ------------------------------
+
+
+def test_haiku_5_5_bills_every_token_of_a_long_prompt_at_its_upper_band() -> None:
+    table = default_prices()
+    # 100,000 tokens of prompt (input + cache writes + reads) is the lower band...
+    short = usage(input_tokens=90_000, cache_read_input_tokens=10_000, output_tokens=1_000)
+    # 90,000 × $0.10 + 10,000 × $0.01 + 1,000 × $0.50, per million
+    assert table.cost("claude-haiku-5-5", short) == D("0.0096")
+    # ... one more token and every token, output included, is billed at 5x.
+    long = usage(input_tokens=90_001, cache_read_input_tokens=10_000, output_tokens=1_000)
+    # 90,001 × $0.50 + 10,000 × $0.05 + 1,000 × $2.50, per million
+    assert table.cost("claude-haiku-5-5", long) == D("0.0480005")
+
+
+def test_the_estimate_names_each_model_s_own_cache_read_price(tmp_path: Path) -> None:
+    rows = [{"id": f"r{i}", "text": f"review {i}"} for i in range(5)]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    text = {}
+    for model in ("claude-haiku-4-5", "claude-opus-5-5", "claude-fable-5-1"):
+        config = load_config(
+            inp,
+            {
+                "output": str(tmp_path / "out.jsonl"),
+                "model": model,
+                "max_tokens": 20,
+                "template": "Label the review carefully. " * 1000 + "\n\nReview:\n{text}",
+                "quiet": True,
+            },
+            environ={"ANTHROPIC_API_KEY": TEST_KEY},
+        )
+        text[model] = format_estimate(estimate(config))
+    assert "4 reads (0.1x)" in text["claude-haiku-4-5"]
+    assert "4 reads (0.05x)" in text["claude-opus-5-5"]  # it said 0.1x for every model
+    assert "4 reads (0.025x)" in text["claude-fable-5-1"]
