@@ -20,7 +20,12 @@ from support import TEST_KEY, prompts, write_jsonl
 from batchrun import load_config, run
 from batchrun.cli import cli
 from batchrun.cost.models import known_model, model_refusal, sendable_models
-from batchrun.cost.prices import default_prices, load_prices, packaged_path
+from batchrun.cost.prices import (
+    default_prices,
+    load_prices,
+    packaged_path,
+    unknown_model_warning,
+)
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.sink import journal_path
 
@@ -214,6 +219,13 @@ def test_a_gateway_alias_runs_with_one_warning_for_the_whole_run(tmp_path: Path)
     assert err.count("my-gateway-fast") == 1  # no other line repeats it
     rows = pq.read_table(out).to_pylist()
     assert {r["status"] for r in rows} == {"ok"} and {r["cost_usd"] for r in rows} == {None}
+
+
+def test_the_alias_warning_offers_a_claude_id_when_the_name_is_close_to_one() -> None:
+    # Not a Claude id, so it is sent; but "haiku-4.5" is most likely claude-haiku-4-5.
+    warning = unknown_model_warning("haiku-4.5")
+    assert "(not a Claude id; a gateway's own name? Or did you mean 'claude-haiku-4-5'" in warning
+    assert "did you mean" not in unknown_model_warning("my-gateway-fast")
 
 
 def test_the_run_warning_is_given_once_per_run_in_the_library_too(tmp_path: Path) -> None:

@@ -424,9 +424,11 @@ def unknown_model_warning(model: str | None, prices: PriceTable | None = None) -
     A name that is not a Claude id is taken as a gateway's own alias: it was sent as asked,
     and the warning says what batchrun cannot know about it, not that it is a typo."""
     if model and not is_claude_id(model):
+        hint = suggestion(model, prices)
         return (
             f"batchrun: warning: model {model!r} is not a model batchrun knows (not a Claude "
-            "id; a gateway's own name?): its prices and request rules are unknown, so its rows "
+            f"id; a gateway's own name?{f' Or {hint}' if hint else ''}): its prices and request "
+            "rules are unknown, so its rows "
             "get cost_usd = null and --max-cost cannot bound it. Give its prices with --prices "
             f"FILE (the layout of {packaged_path()})."
         )
