@@ -13,7 +13,8 @@ Gateways spell the same model in other ways (``anthropic/claude-haiku-4.5``,
 ``us.anthropic.claude-haiku-4-5-20251001-v1:0``, ``claude-haiku-4-5@20251001``); ``lookup``
 reads them all as the table's id (``canonical_model``). That is for pricing and grouping only:
 the model string sent to the API is never changed. A name nothing matches gets the closest
-known models as a did-you-mean (``suggest``).
+known models as a did-you-mean (``suggest``). Which names are refused before sending (a Claude
+id the table does not know, a ``retired`` one) is ``cost.models``'s to say.
 
     table = load_prices()
     usage = Usage.from_api({"input_tokens": 1000, "output_tokens": 200})
@@ -428,9 +429,8 @@ def unknown_model_warning(model: str | None, prices: PriceTable | None = None) -
         return (
             f"batchrun: warning: model {model!r} is not a model batchrun knows (not a Claude "
             f"id; a gateway's own name?{f' Or {hint}' if hint else ''}): its prices and request "
-            "rules are unknown, so its rows "
-            "get cost_usd = null and --max-cost cannot bound it. Give its prices with --prices "
-            f"FILE (the layout of {packaged_path()})."
+            "rules are unknown, so its rows get cost_usd = null and --max-cost cannot bound it. "
+            f"Give its prices with --prices FILE (the layout of {packaged_path()})."
         )
     return (
         f"batchrun: warning: no price for model {model!r}{did_you_mean(model, prices)}: its "
