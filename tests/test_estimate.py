@@ -73,21 +73,23 @@ def test_offline_sums_the_local_estimate_and_the_max_tokens_ceiling(tmp_path: Pa
 
 
 def test_offline_costs_of_several_models_and_an_unpriced_one(tmp_path: Path) -> None:
+    # An unpriced name that is not a Claude id (a gateway's alias) is estimated without a
+    # price; a Claude id batchrun does not know is refused (tests/test_model_names.py).
     rows = [
         {"prompt": "a b c", "model": "claude-opus-4-5"},
         {"prompt": "a b c", "model": "claude-haiku-4-5"},
-        {"prompt": "a b c", "model": "claude-mystery-1"},
+        {"prompt": "a b c", "model": "gw-mystery-1"},
     ]
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     est = estimate(config_for(inp, tmp_path / "out.parquet"))
-    assert set(est.models) == {"claude-opus-4-5", "claude-haiku-4-5", "claude-mystery-1"}
-    assert est.unknown_models == ["claude-mystery-1"]
-    assert est.models["claude-mystery-1"].cost_ceiling() is None
+    assert set(est.models) == {"claude-opus-4-5", "claude-haiku-4-5", "gw-mystery-1"}
+    assert est.unknown_models == ["gw-mystery-1"]
+    assert est.models["gw-mystery-1"].cost_ceiling() is None
     data = est.to_dict()
-    assert data["total"]["unpriced_models"] == ["claude-mystery-1"]
+    assert data["total"]["unpriced_models"] == ["gw-mystery-1"]
     priced = [m["cost_usd_ceiling_online"] for m in data["models"].values() if m["priced"]]
     assert data["total"]["cost_usd_ceiling_online"] == pytest.approx(sum(priced))
-    assert "no price for claude-mystery-1" in format_estimate(est)
+    assert "no price for gw-mystery-1" in format_estimate(est)
 
 
 def test_duration_comes_from_configured_limits(tmp_path: Path) -> None:

@@ -127,14 +127,19 @@ def test_canonical_and_undated_names() -> None:
 
 def test_an_unknown_name_suggests_the_closest_models_of_its_family() -> None:
     table = default_prices()
-    assert table.suggest("claude-haiku-4-6") == ["claude-haiku-4-5"]
+    assert table.suggest("claude-haiku-4-6") == ["claude-haiku-4-5", "claude-haiku-5-5"]
     assert table.suggest("claude-sonet-4-5")[0] == "claude-sonnet-4-5"
-    assert table.suggest("claude-3-5-haiku-20241022") == ["claude-haiku-4-5"]
+    haiku = {"claude-haiku-4-5", "claude-haiku-5-5"}
+    assert set(table.suggest("claude-3-5-haiku-20241022")) == haiku
     opus = table.suggest("claude-opus-4-9")
     assert opus and all(name.startswith("claude-opus-") for name in opus)
     assert table.suggest("gpt-4o") == [] and table.suggest("claude-mystery-1") == []
     assert did_you_mean("gpt-4o") == ""
-    assert did_you_mean("claude-haiku-4-6") == " (did you mean 'claude-haiku-4-5'?)"
+    assert did_you_mean("claude-haiku-4-6") == (
+        " (did you mean 'claude-haiku-4-5' or 'claude-haiku-5-5'?)"
+    )
+    # A retired model is never suggested: the API no longer serves it.
+    assert "claude-opus-4-1" not in table.suggest("claude-opus-4-2")
 
 
 def test_the_run_warning_names_the_closest_models_once() -> None:
@@ -144,7 +149,7 @@ def test_the_run_warning_names_the_closest_models_once() -> None:
         seen.check({"status": "ok", "model": "claude-haiku-4-6", "cost_usd": None}, lines.append)
     assert len(lines) == 1
     assert "no price for model 'claude-haiku-4-6'" in lines[0]
-    assert "did you mean 'claude-haiku-4-5'?" in lines[0]
+    assert "did you mean 'claude-haiku-4-5' or 'claude-haiku-5-5'?" in lines[0]
     assert "--prices FILE" in lines[0] and "Fix the model name" in lines[0]
 
 
@@ -155,10 +160,13 @@ def test_the_suggestions_come_from_the_table_the_run_uses(tmp_path: Path) -> Non
     assert "did you mean 'claude-zeta-1'?" in warning
 
 
-def test_the_estimate_suggests_a_name_for_a_model_without_a_price(tmp_path: Path) -> None:
+def test_the_estimate_groups_spellings_and_shows_a_gateway_alias_without_a_price(
+    tmp_path: Path,
+) -> None:
     rows = [
         {"prompt": "a b c", "model": "claude-haiku-4.5"},
         {"prompt": "a b c", "model": "anthropic/claude-haiku-4-5"},
+        {"prompt": "a b c", "model": "my-gateway-fast"},
         {"prompt": "a b c", "model": "claude-haiku-4-6"},
     ]
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
@@ -168,12 +176,14 @@ def test_the_estimate_suggests_a_name_for_a_model_without_a_price(tmp_path: Path
         environ={"ANTHROPIC_API_KEY": TEST_KEY},
     )
     est = estimate(config)
-    # The two gateway spellings are one priced model; the typo is the only unknown.
+    # The two gateway spellings are one priced model; the gateway's alias is the only
+    # unknown; the mistyped Claude id is an invalid row, never sent, $0.
     assert est.models["claude-haiku-4-5"].rows == 2
     assert est.models["claude-haiku-4-5"].price is not None
-    assert est.unknown_models == ["claude-haiku-4-6"]
+    assert est.unknown_models == ["my-gateway-fast"] and est.invalid == 1
     text = format_estimate(est)
-    assert "claude-haiku-4-6  (no price; did you mean 'claude-haiku-4-5'?)" in text
+    assert "my-gateway-fast  (no price)" in text
+    assert "1 invalid (never sent, $0)" in text
 
 
 # --- the budget -------------------------------------------------------------------------------
@@ -193,7 +203,7 @@ def test_the_budget_stop_for_an_unknown_model_says_how_to_get_past_it() -> None:
     assert asyncio.run(budget.admit(None, "claude-haiku-4-6")) is False
     (reason,) = reasons
     assert reason == no_price_stop("claude-haiku-4-6", default_prices())
-    assert "did you mean 'claude-haiku-4-5'?" in reason
+    assert "did you mean 'claude-haiku-4-5' or 'claude-haiku-5-5'?" in reason
     assert "Fix the model name or add a price with --prices FILE" in reason
     assert "re-run to resume" not in reason and "resumes" not in reason
     assert is_price_stop(reason) and is_price_stop(budget.stop_reason)

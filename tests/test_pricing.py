@@ -19,7 +19,9 @@ from batchrun.cost.prices import (
     default_prices,
     load_prices,
 )
-from batchrun.simulator import SimulatorThread
+from batchrun.estimation.estimate import estimate
+from batchrun.render.estimate import format_estimate
+from batchrun.simulator import SimulatorConfig, SimulatorThread
 
 D = Decimal
 
@@ -134,10 +136,19 @@ def test_the_packaged_table_covers_current_models_with_sources() -> None:
         "claude-opus-4-1-20250805",
         "claude-opus-4-20250514",
         "claude-sonnet-4-20250514",
+        # API-FACTS-MODELS §2.1
+        "claude-opus-5-5",
+        "claude-sonnet-5-5",
+        "claude-haiku-5-5",
+        "claude-fable-5-2",
+        "claude-fable-5-1",
+        "claude-fable-5",
     ):
         assert table.lookup(model_id) is not None, model_id
     for price in table.models():
-        assert price.source and price.effective_from is not None, price.model
+        # A date, or a note saying it was not found (limited-access Mythos models).
+        dated = price.effective_from is not None or "release date" in price.note
+        assert price.source and dated, price.model
         assert price.model in price.ids
         for name in RATE_NAMES:
             assert getattr(price.rates, name) > 0
@@ -145,7 +156,8 @@ def test_the_packaged_table_covers_current_models_with_sources() -> None:
         r = price.rates
         assert r.cache_write_5m == r.input * D("1.25"), price.model
         assert r.cache_write_1h == r.input * 2, price.model
-        assert r.cache_read == r.input * D("0.1") or "0.05×" in price.note, price.model
+        stated = "0.05×" in price.note or "0.025×" in price.note
+        assert r.cache_read == r.input * D("0.1") or stated, price.model
 
 
 def test_newer_models_carry_the_prices_the_facts_give() -> None:
@@ -224,25 +236,25 @@ def test_table_equality_ignores_the_lookup_index() -> None:
 # --- cost_usd in a real run -----------------------------------------------------------------
 
 
-def test_every_output_row_is_priced_from_its_own_usage(
-    tmp_path: Path, sim: SimulatorThread
-) -> None:
-    rows = [*prompts(6), {"id": "odd", "prompt": "hello", "model": "claude-unpriced-1"}]
-    rows.append({"id": "odd2", "prompt": "again", "model": "claude-unpriced-1"})
+def test_every_output_row_is_priced_from_its_own_usage(tmp_path: Path) -> None:
+    # Two rows ask for a gateway's own alias, which this simulator answers as a gateway would.
+    rows = [*prompts(6), {"id": "odd", "prompt": "hello", "model": "gw-unpriced-1"}]
+    rows.append({"id": "odd2", "prompt": "again", "model": "gw-unpriced-1"})
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out.parquet"
     stream = io.StringIO()
-    config = load_config(
-        inp,
-        {
-            "output": str(out),
-            "model": "claude-haiku-4-5",
-            "max_tokens": 30,
-            "base_url": sim.base_url,
-        },
-        environ={"ANTHROPIC_API_KEY": TEST_KEY},
-    )
-    summary = run(config, progress_stream=stream)
+    with SimulatorThread(SimulatorConfig(gateway_models=frozenset({"gw-unpriced-1"}))) as sim:
+        config = load_config(
+            inp,
+            {
+                "output": str(out),
+                "model": "claude-haiku-4-5",
+                "max_tokens": 30,
+                "base_url": sim.base_url,
+            },
+            environ={"ANTHROPIC_API_KEY": TEST_KEY},
+        )
+        summary = run(config, progress_stream=stream)
     got = pq.read_table(out).to_pylist()
     table = load_prices()
     for row in got[:6]:
@@ -254,4 +266,41 @@ def test_every_output_row_is_priced_from_its_own_usage(
     assert [r["cost_usd"] for r in got[6:]] == [None, None]
     assert summary.unpriced == 2
     assert summary.cost_usd == pytest.approx(sum(r["cost_usd"] for r in got[:6]))
-    assert stream.getvalue().count("no price for model 'claude-unpriced-1'") == 1
+    assert stream.getvalue().count("model 'gw-unpriced-1' is not a model batchrun knows") == 1
+
+
+# --- per-model prices of the newer models (API-FACTS-MODELS §2) ------------------------------
+
+
+def test_haiku_5_5_bills_every_token_of_a_long_prompt_at_its_upper_band() -> None:
+    table = default_prices()
+    # 100,000 tokens of prompt (input + cache writes + reads) is the lower band...
+    short = usage(input_tokens=90_000, cache_read_input_tokens=10_000, output_tokens=1_000)
+    # 90,000 × $0.10 + 10,000 × $0.01 + 1,000 × $0.50, per million
+    assert table.cost("claude-haiku-5-5", short) == D("0.0096")
+    # ... one more token and every token, output included, is billed at 5x.
+    long = usage(input_tokens=90_001, cache_read_input_tokens=10_000, output_tokens=1_000)
+    # 90,001 × $0.50 + 10,000 × $0.05 + 1,000 × $2.50, per million
+    assert table.cost("claude-haiku-5-5", long) == D("0.0480005")
+
+
+def test_the_estimate_names_each_model_s_own_cache_read_price(tmp_path: Path) -> None:
+    rows = [{"id": f"r{i}", "text": f"review {i}"} for i in range(5)]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    text = {}
+    for model in ("claude-haiku-4-5", "claude-opus-5-5", "claude-fable-5-1"):
+        config = load_config(
+            inp,
+            {
+                "output": str(tmp_path / "out.jsonl"),
+                "model": model,
+                "max_tokens": 20,
+                "template": "Label the review carefully. " * 1000 + "\n\nReview:\n{text}",
+                "quiet": True,
+            },
+            environ={"ANTHROPIC_API_KEY": TEST_KEY},
+        )
+        text[model] = format_estimate(estimate(config))
+    assert "4 reads (0.1x)" in text["claude-haiku-4-5"]
+    assert "4 reads (0.05x)" in text["claude-opus-5-5"]  # it said 0.1x for every model
+    assert "4 reads (0.025x)" in text["claude-fable-5-1"]

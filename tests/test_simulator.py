@@ -901,3 +901,83 @@ def test_simulator_thread_serves_sync_callers() -> None:
 def test_simulator_thread_reports_start_failures() -> None:
     with pytest.raises(ValueError, match="loopback"):
         SimulatorThread(host="10.0.0.1").start()
+
+
+# --- models: the API's 404 for a model it does not serve --------------------------------------
+
+
+# A typo of a Claude id, a retired model by its alias and by its dated id, a name that is not
+# a Claude id: what the API answers with 404.
+NOT_SERVED = (
+    "claude-haiku-4.6",
+    "claude-haiku-4-6",
+    "claude-opus-4-1",
+    "claude-sonnet-4-20250514",
+    "my-gateway-fast",
+)
+# Ids and aliases of the table, a new snapshot of a listed alias, the dotted version the
+# simulator has always taken, the newest models.
+SERVED = (
+    "claude-haiku-4-5",
+    "claude-haiku-4-5-20251001",
+    "claude-haiku-4.5",
+    "claude-opus-4-6-20991231",
+    "claude-haiku-5-5",
+    "claude-fable-5-2",
+    "claude-sonnet-4-5",
+)
+
+
+def test_a_claude_id_the_api_does_not_serve_gets_its_404_not_found_error() -> None:
+    async def scenario() -> None:
+        async with running() as (sim, client):
+            for model in NOT_SERVED:  # on messages and count_tokens alike
+                for path in ("/v1/messages", "/v1/messages/count_tokens"):
+                    request = body(model=model)
+                    if path.endswith("count_tokens"):
+                        del request["max_tokens"]
+                    response = await client.post(path, json=request, headers=HEADERS)
+                    assert response.status_code == 404, (model, path)
+                    envelope = response.json()
+                    assert envelope["type"] == "error"
+                    assert envelope["error"] == {
+                        "type": "not_found_error",
+                        "message": f"model: {model}",
+                    }
+                    assert envelope["request_id"].startswith("req_")
+            for model in SERVED:
+                request = body(model=model)
+                response = await client.post("/v1/messages", json=request, headers=HEADERS)
+                assert response.status_code == 200, model
+            assert sim.stats.by_status == {404: 2 * len(NOT_SERVED), 200: len(SERVED)}
+
+    run(scenario)
+
+
+def test_a_gateway_alias_is_served_only_by_a_simulator_told_about_it() -> None:
+    async def scenario() -> None:
+        config = SimulatorConfig(gateway_models=frozenset({"my-gateway-fast"}))
+        async with running(config) as (_, client):
+            request = body(model="my-gateway-fast")
+            response = await client.post("/v1/messages", json=request, headers=HEADERS)
+            assert response.status_code == 200
+            assert response.json()["model"] == "my-gateway-fast"  # named as asked
+            typo = body(model="claude-haiku-4-6")
+            assert (
+                await client.post("/v1/messages", json=typo, headers=HEADERS)
+            ).status_code == 404
+
+    run(scenario)
+    with pytest.raises(ValueError, match="gateway_models"):
+        SimulatorConfig(gateway_models=frozenset({""}))
+
+
+def test_the_simulator_serves_exactly_the_live_models_of_the_client_price_table() -> None:
+    # The simulator reads the same file as data; this ties the two readings together.
+    from batchrun.cost.prices import default_prices
+    from batchrun.simulator.models import packaged_models
+
+    served = packaged_models()
+    for price in default_prices().models():
+        for model_id in (price.model, *price.ids):
+            assert served.serves(model_id) is (price.retired is None), model_id

@@ -713,3 +713,25 @@ def test_batch_bodies_over_the_limit_get_413(monkeypatch: pytest.MonkeyPatch) ->
             assert sim.stats.batches_created == 0
 
     run(scenario)
+
+
+def test_a_batch_request_for_a_model_the_api_does_not_serve_is_errored_not_found() -> None:
+    clock = Clock()
+    store = store_at(clock)
+    body = {
+        "requests": [
+            {"custom_id": "fine", "params": params()},
+            {"custom_id": "typo", "params": params(model="claude-haiku-4-6")},
+            {"custom_id": "retired", "params": params(model="claude-opus-4-1")},
+        ]
+    }
+    batch_id = store.create(check_create_body(body), "2023-06-01")["id"]
+    clock.now += 10
+    results = by_id(store.results(batch_id))
+    assert results["fine"]["type"] == "succeeded"
+    for custom_id, model in (("typo", "claude-haiku-4-6"), ("retired", "claude-opus-4-1")):
+        assert results[custom_id]["type"] == "errored"
+        assert results[custom_id]["error"]["error"] == {
+            "type": "not_found_error",
+            "message": f"model: {model}",
+        }

@@ -455,7 +455,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "prices",
         "path",
-        "Price file (TOML) over the packaged table: changes or adds models.",
+        "Price file (TOML) over the packaged table, in its layout (batchrun/cost/prices.toml): "
+        "changes or adds models.",
         commands=RUN_COMMANDS,
         files_only=True,
     ),

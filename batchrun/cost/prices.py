@@ -13,7 +13,8 @@ Gateways spell the same model in other ways (``anthropic/claude-haiku-4.5``,
 ``us.anthropic.claude-haiku-4-5-20251001-v1:0``, ``claude-haiku-4-5@20251001``); ``lookup``
 reads them all as the table's id (``canonical_model``). That is for pricing and grouping only:
 the model string sent to the API is never changed. A name nothing matches gets the closest
-known models as a did-you-mean (``suggest``).
+known models as a did-you-mean (``suggest``). Which names are refused before sending (a Claude
+id the table does not know, a ``retired`` one) is ``cost.models``'s to say.
 
     table = load_prices()
     usage = Usage.from_api({"input_tokens": 1000, "output_tokens": 200})
@@ -27,7 +28,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from functools import lru_cache
 from importlib import resources
@@ -61,6 +62,8 @@ _ENTRY_KEYS = frozenset(
         "long_context",
         "min_cacheable_tokens",
         "min_cacheable_source",
+        "retired",
+        "successor",
     }
 )
 
@@ -93,7 +96,7 @@ _OLD_WORD_ORDER = re.compile(
     r"^claude-(?P<version>\d+(?:-\d+)?)-(?P<family>haiku|sonnet|opus)(?P<rest>-.*)?$"
 )
 _MAJOR_ONLY = re.compile(r"^claude-[a-z]+-\d+$")  # claude-sonnet-4: the table says -4-0
-_FAMILIES = ("haiku", "sonnet", "opus")
+_FAMILIES = ("haiku", "sonnet", "opus", "fable", "mythos")
 SUGGESTIONS = 3
 _LOOKUP_MEMO = 4096  # distinct names remembered per table (a run sees a handful)
 
@@ -110,6 +113,16 @@ def canonical_model(model: str) -> str:
     if old is not None:
         name = f"claude-{old.group('family')}-{old.group('version')}{old.group('rest') or ''}"
     return name
+
+
+def is_claude_id(model: str | None) -> bool:
+    """True when ``model`` reads as an Anthropic model id, in any spelling ``canonical_model``
+    undoes (``claude-haiku-4.6``, ``anthropic/claude-…``, ``us.anthropic.claude-…-v1:0``,
+    ``claude-…@20250929``); False for other names, such as a gateway's own alias."""
+    if not model:
+        return False
+    name = canonical_model(model)
+    return name.startswith("claude-") and len(name) > len("claude-")
 
 
 def _undecorated(model: str) -> str:
@@ -184,6 +197,8 @@ class ModelPrice:
     note: str = ""
     min_cacheable_tokens: int | None = None  # the shortest prefix the API caches for it
     min_cacheable_source: str = ""
+    retired: date | None = None  # when the Claude API stopped serving it (it answers 404)
+    successor: str = ""  # the model to use in its place
 
     def rates_for(self, total_input_tokens: int) -> Rates:
         """The rates that apply to a request with this much input (long-context pricing)."""
@@ -303,7 +318,11 @@ class PriceTable:
             return []
         # Compared without the "claude-" every id shares, which would make any name close.
         wanted = _without_date(canonical_model(model)).removeprefix("claude-")
-        key_of = {model_id.removeprefix("claude-"): p.model for model_id, p in self._by_id.items()}
+        key_of = {
+            model_id.removeprefix("claude-"): p.model
+            for model_id, p in self._by_id.items()
+            if p.retired is None  # never suggest a model the API no longer serves
+        }
         # A name that says haiku, sonnet or opus means that family: suggest its models first.
         family = next((f for f in _FAMILIES if f in wanted), None)
         same = [name for name in key_of if family is not None and family in name]
@@ -401,11 +420,22 @@ def did_you_mean(model: str | None, prices: PriceTable | None = None) -> str:
 
 
 def unknown_model_warning(model: str | None, prices: PriceTable | None = None) -> str:
-    """The one warning line for a model without a price."""
+    """The one warning line for a model without a price.
+
+    A name that is not a Claude id is taken as a gateway's own alias: it was sent as asked,
+    and the warning says what batchrun cannot know about it, not that it is a typo."""
+    if model and not is_claude_id(model):
+        hint = suggestion(model, prices)
+        return (
+            f"batchrun: warning: model {model!r} is not a model batchrun knows (not a Claude "
+            f"id; a gateway's own name?{f' Or {hint}' if hint else ''}): its prices and request "
+            "rules are unknown, so its rows get cost_usd = null and --max-cost cannot bound it. "
+            f"Give its prices with --prices FILE (the layout of {packaged_path()})."
+        )
     return (
         f"batchrun: warning: no price for model {model!r}{did_you_mean(model, prices)}: its "
         "rows get cost_usd = null. Fix the model name, or add a price with --prices FILE "
-        "(see batchrun/cost/prices.toml for the layout)."
+        f"(the layout of {packaged_path()})."
     )
 
 
@@ -416,10 +446,18 @@ PACKAGED = "prices.toml"
 
 
 @lru_cache(maxsize=1)
+def packaged_path() -> str:
+    """Where the packaged table is: the installed file's path, which messages name so a user
+    can open it (``batchrun/cost/prices.toml`` when the package is not plain files)."""
+    found = resources.files(__package__).joinpath(PACKAGED)
+    return str(found) if isinstance(found, Path) else f"batchrun/cost/{PACKAGED}"
+
+
+@lru_cache(maxsize=1)
 def default_prices() -> PriceTable:
     """The packaged price table (read once)."""
     text = resources.files(__package__).joinpath(PACKAGED).read_text(encoding="utf-8")
-    return parse_prices(_parse_toml(text, f"batchrun/{PACKAGED}"), f"batchrun/{PACKAGED}")
+    return parse_prices(_parse_toml(text, packaged_path()), packaged_path())
 
 
 def load_prices(path: Path | None = None) -> PriceTable:
@@ -503,6 +541,17 @@ def _entry(key: str, raw: Mapping[str, Any], origin: str, base: PriceTable | Non
     effective = raw.get("effective_from", known.effective_from if known else None)
     if effective is not None and not isinstance(effective, date):
         raise ConfigError(f"{origin}: {where} effective_from must be a date like 2026-01-31")
+    retired = raw.get("retired", known.retired if known else None)
+    if retired is False:
+        retired = None  # a gateway that still serves it: the user's word
+    elif retired is not None and (not isinstance(retired, date) or isinstance(retired, datetime)):
+        raise ConfigError(
+            f"{origin}: {where} retired must be a date like 2026-06-15, or false for a model "
+            "your gateway still serves"
+        )
+    successor = raw.get("successor", known.successor if known else "")
+    if not isinstance(successor, str):
+        raise ConfigError(f"{origin}: {where} successor must be a model id")
     return ModelPrice(
         model=known.model if known is not None else key,
         name=str(raw.get("name", known.name if known else key)),
@@ -516,6 +565,8 @@ def _entry(key: str, raw: Mapping[str, Any], origin: str, base: PriceTable | Non
         min_cacheable_source=str(
             raw.get("min_cacheable_source", known.min_cacheable_source if known else "")
         ),
+        retired=retired,
+        successor=successor,
     )
 
 

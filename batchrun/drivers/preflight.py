@@ -33,6 +33,7 @@ from pathlib import Path
 from batchrun.config.load import RunConfig, did_you_mean
 from batchrun.config.settings import BY_KEY
 from batchrun.core.errors import BatchrunError, ConfigError
+from batchrun.cost.models import model_refusal
 from batchrun.rows.formats import InputKind, csv_columns
 from batchrun.rows.reader import input_kind, read_rows
 from batchrun.rows.request import template_fields
@@ -62,6 +63,7 @@ def check_every_row_can_be_built(config: RunConfig) -> None:
     the answer is known. Never raises anything else: an input it cannot read is left to
     the reader, which says why.
     """
+    check_job_model(config)
     defaults = config.defaults
     missing = [key for key in REQUIRED if getattr(defaults, key) is None]
     used = _template_columns(defaults.template)
@@ -251,3 +253,14 @@ def _first_fields(config: RunConfig) -> frozenset[str]:
         if close is not None:
             close()
     return frozenset(first.fields) if first is not None else frozenset()
+
+
+def check_job_model(config: RunConfig) -> None:
+    """UnbuildableJobError when the job's model is a Claude id batchrun does not know, or a
+    retired one (``cost.models.model_refusal``): the API would answer 404 to each row that
+    uses it, so it is reported once, before anything is written or sent."""
+    refusal = model_refusal(config.defaults.model, config.prices)
+    if refusal is not None:
+        raise UnbuildableJobError(
+            f"{config.input}: the job's model {refusal}. Nothing was sent or written."
+        )

@@ -9,6 +9,7 @@ import httpx
 
 from batchrun.api.client import MessagesClient
 from batchrun.config.load import RunConfig
+from batchrun.cost.models import sendable_models
 
 # Latency of the built-in simulator behind `--simulate`: enough to look like a real API.
 SIMULATE_LATENCY_S = 0.05
@@ -26,7 +27,15 @@ async def open_client(
             from batchrun.simulator import Simulator, SimulatorConfig
 
             sim = Simulator(
-                SimulatorConfig(latency_mean=SIMULATE_LATENCY_S, latency_jitter=SIMULATE_JITTER_S)
+                SimulatorConfig(
+                    latency_mean=SIMULATE_LATENCY_S,
+                    latency_jitter=SIMULATE_JITTER_S,
+                    # Serve what the run may send: a model a --prices file adds (the user
+                    # says it exists) and a gateway's alias (not a Claude id: sent as asked).
+                    # A Claude id batchrun does not know is refused before it gets here.
+                    gateway_models=sendable_models(config.prices),
+                    gateway=True,
+                )
             )
             base_url = await sim.start()
             stack.push_async_callback(sim.stop)

@@ -19,6 +19,7 @@ from typing import Any
 from batchrun.api.response import MALFORMED, message_fields
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiResponseError, InvalidRowError, Problem
+from batchrun.cost.models import check_row_model
 from batchrun.rows.checks import failure, lone_surrogate, without_surrogates
 from batchrun.rows.prefix import SeenFiles
 from batchrun.rows.reader import InputRow
@@ -66,6 +67,7 @@ def prepare(row: InputRow, config: RunConfig, seen_files: SeenFiles | None = Non
             base_dir=config.media_source or config.media_folder,
             seen_files=seen_files,
         )
+        check_row_model(prepared.body, config.prices)  # a Claude id the API would 404
     except InvalidRowError as exc:
         return Work(row, None, None, _printable(exc.located(file, row.line)))
     except MemoryError:

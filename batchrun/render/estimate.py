@@ -74,7 +74,7 @@ def _model_lines(name: str, m: ModelLine, factor: Decimal) -> list[str]:
             f"    cache       {m.cache_groups:,} prefix group(s), "
             f"{round(m.prefix_write_tokens / m.cache_writes):,} tokens each: "
             f"{m.cache_writes:,} write(s) ({m.cache_ttl}, {write}), {m.cache_reads:,} reads "
-            f"(0.1x); saves {money(-m.cache_delta())} online"
+            f"({_read_factor(m)}); saves {money(-m.cache_delta())} online"
         )
     expected = m.output_expected()
     out.append(
@@ -90,6 +90,14 @@ def _model_lines(name: str, m: ModelLine, factor: Decimal) -> list[str]:
 
     out.extend(_cost_lines(costs, uncached_too=bool(m.cache_delta())))
     return out
+
+
+def _read_factor(m: ModelLine) -> str:
+    """A cache read's price as a multiple of the input price: the model's own (0.1x for most,
+    0.05x or 0.025x for some newer models), not a rule of thumb."""
+    if m.price is None or not m.price.rates.input:
+        return "price unknown"
+    return f"{m.price.rates.cache_read / m.price.rates.input:g}x"
 
 
 def _cost_lines(costs: Callable[[bool, bool], str], *, uncached_too: bool) -> list[str]:

@@ -1,6 +1,7 @@
 """A local stand-in for the Claude Messages API, for ``batchrun simulate``, tests and benchmarks.
 
-Requests are checked as the API checks them (``checks``) and their tokens counted one way
+Requests are checked as the API checks them (``checks``; the models it serves, from the price
+table read as data: ``models``) and their tokens counted one way
 for usage, ``count_tokens`` and limits (``tokens``); replies are deterministic functions of the
 request (``replies``), sent as JSON or SSE events (``events``); faults are injected by rate
 or by script (``faults``); RPM / ITPM / OTPM limits are enforced like the API's, with its

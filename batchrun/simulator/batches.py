@@ -44,6 +44,7 @@ from typing import Any
 
 from batchrun.simulator.checks import InvalidRequest, check_messages_body
 from batchrun.simulator.events import dumps
+from batchrun.simulator.models import Models
 from batchrun.simulator.replies import make_reply
 
 MAX_BATCH_REQUESTS = 100_000
@@ -238,8 +239,10 @@ class BatchStore:
         wall: Clock = time.time,
         results_url: Callable[[str], str] | None = None,
         id_prefix: str | None = None,
+        models: Models | None = None,
     ) -> None:
         self.settings = settings or BatchSettings()
+        self._models = models  # the names served (None: the packaged table's)
         self._reply = reply
         self._clock = clock
         self._wall = wall
@@ -384,7 +387,7 @@ class BatchStore:
     def _process(self, request: _Request, version: str) -> dict[str, Any]:
         """One request's result object: params checked now, as the API does asynchronously."""
         try:
-            body = check_messages_body(request.params, version)
+            body = check_messages_body(request.params, version, self._models)
             if body.get("stream") is True:
                 raise InvalidRequest("stream: streaming is not supported for batch requests")
         except InvalidRequest as exc:

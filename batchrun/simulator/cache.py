@@ -44,6 +44,8 @@ MIN_CACHEABLE_BY_MODEL: tuple[tuple[str, int], ...] = (
     ("claude-opus-4-7", 2048),
     ("claude-sonnet-4-6", 2048),
     ("claude-opus-5", 512),
+    ("claude-haiku-5-5", 512),
+    ("claude-fable-5", 512),
 )
 """Minimums by model id prefix (the prompt-caching docs; the client's table, with its
 sources, is ``batchrun/cost/prices.toml``, which the simulator does not import)."""

@@ -1,16 +1,18 @@
 """What the simulator accepts: request checks as the API applies them, with its statuses.
 
-A body the API would refuse gets the API's 400 (404 for an unknown model) and a message in its
-style, before any rate limit, fault or reply; so a client that sends what the API refuses
-fails against the simulator too. Accepting a request is one job and answering it another
-(``replies``): these rules follow the API's validation and change when it does, not when the
-replies do.
+A body the API would refuse gets the API's 400 (404 for a model it does not serve: see
+``models``) and a message in its style, before any rate limit, fault or reply; so a client
+that sends what the API refuses fails against the simulator too. Accepting a request is one
+job and answering it another (``replies``): these rules follow the API's validation and
+change when it does, not when the replies do.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+from batchrun.simulator.models import Models, packaged_models
 
 API_VERSIONS = frozenset({"2023-06-01", "2026-10-21"})
 SAMPLING_FREE_VERSION = "2026-10-21"
@@ -53,11 +55,13 @@ def check_version(version: str | None) -> str:
     return version
 
 
-def check_messages_body(body: object, version: str) -> dict[str, Any]:
-    """Check a ``/v1/messages`` body as the API would; return it as a dict."""
+def check_messages_body(body: object, version: str, models: Models | None = None) -> dict[str, Any]:
+    """Check a ``/v1/messages`` body as the API would; return it as a dict.
+
+    ``models``: the names served (the packaged table's by default)."""
     data = _as_object(body)
     _check_fields(data, MESSAGES_FIELDS)
-    _check_model(data)
+    _check_model(data, models)
     _check_max_tokens(data)
     _check_messages(data)
     _check_sampling(data, version)
@@ -67,11 +71,13 @@ def check_messages_body(body: object, version: str) -> dict[str, Any]:
     return data
 
 
-def check_count_tokens_body(body: object, version: str) -> dict[str, Any]:
+def check_count_tokens_body(
+    body: object, version: str, models: Models | None = None
+) -> dict[str, Any]:
     """Check a ``/v1/messages/count_tokens`` body as the API would; return it as a dict."""
     data = _as_object(body)
     _check_fields(data, COUNT_TOKENS_FIELDS)
-    _check_model(data)
+    _check_model(data, models)
     _check_messages(data)
     _check_sampling(data, version)
     _check_optional_types(data)
@@ -91,11 +97,11 @@ def _check_fields(data: Mapping[str, Any], allowed: frozenset[str]) -> None:
             raise InvalidRequest(f"{name}: Extra inputs are not permitted")
 
 
-def _check_model(data: Mapping[str, Any]) -> None:
+def _check_model(data: Mapping[str, Any], models: Models | None) -> None:
     model = _required(data, "model")
     if not isinstance(model, str):
         raise InvalidRequest("model: Input should be a valid string")
-    if not model.startswith("claude-"):
+    if not (models or packaged_models()).serves(model):
         raise InvalidRequest(f"model: {model}", status=404, error_type="not_found_error")
 
 

@@ -50,6 +50,7 @@ from batchrun.simulator.checks import (
 )
 from batchrun.simulator.events import dumps, encode_event, stream_events
 from batchrun.simulator.faults import STATUS_FAULTS, FaultPicker, check_rates, effective_fault
+from batchrun.simulator.models import packaged_models
 from batchrun.simulator.ratelimits import Admission, RateLimits, Refusal, SimLimits
 from batchrun.simulator.replies import DEFAULT_REPLY_TOKENS, Reply, make_reply
 from batchrun.simulator.tokens import count_input_tokens
@@ -73,6 +74,9 @@ class SimulatorConfig:
     ``anthropic-ratelimit-*`` headers for that limit). ``batch_*`` shape Message Batches: a
     batch ends ``batch_processing_s`` after its creation, and these fractions of its valid
     requests come back errored (a retryable server error) or expired (see ``batches``).
+    Models are served as the API serves them (``models``: a Claude id the API does not know
+    gets its 404); ``gateway_models`` are other names answered as asked, the way a gateway
+    answers its own aliases, and with ``gateway`` every name that is not a Claude id is.
     """
 
     latency_mean: float = 0.0
@@ -89,8 +93,13 @@ class SimulatorConfig:
     batch_processing_s: float = 0.5
     batch_error_rate: float = 0.0
     batch_expire_rate: float = 0.0
+    gateway_models: frozenset[str] = frozenset()
+    gateway: bool = False
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "gateway_models", frozenset(self.gateway_models))
+        if not all(isinstance(name, str) and name for name in self.gateway_models):
+            raise ValueError("gateway_models must be non-empty model names")
         object.__setattr__(self, "error_rates", check_rates(self.error_rates))
         self.rate_limits()  # validates them
         self.batch_settings()  # validates them
@@ -266,6 +275,9 @@ class Simulator:
         self._limits = RateLimits(limits, clock=clock) if limits.any else None
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(4)
+        self.models = packaged_models().with_gateway(
+            self.config.gateway_models, self.config.gateway
+        )
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
         self._base_url: str | None = None
@@ -274,6 +286,7 @@ class Simulator:
             lambda body: self._reply(body).message,
             results_url=self._results_url,
             id_prefix=self._id_prefix,
+            models=self.models,
         )
         self.on_batch_created: Callable[[dict[str, Any]], None] | None = None
 
@@ -371,7 +384,7 @@ class Simulator:
         self.stats.begin()
         try:
             version = self._check_headers(request)
-            body = check_count_tokens_body(await self._read_json(request), version)
+            body = check_count_tokens_body(await self._read_json(request), version, self.models)
             payload = dumps({"input_tokens": count_input_tokens(body)}).encode()
             return self._json(200, payload, request_id)
         except InvalidRequest as exc:
@@ -390,7 +403,7 @@ class Simulator:
 
     async def _answer_messages(self, request: web.Request, request_id: str) -> web.StreamResponse:
         version = self._check_headers(request)
-        body = check_messages_body(await self._read_json(request), version)
+        body = check_messages_body(await self._read_json(request), version, self.models)
         streaming = body.get("stream") is True
         model = str(body["model"])
         admission = self._admit(model, body)
