@@ -48,9 +48,12 @@ from batchrun.rows.checks import (
 )
 from batchrun.rows.files import FileProblem, MediaSource, source_for
 from batchrun.rows.prefix import (
+    MAX_BREAKPOINTS,
     CachePolicy,
     SeenFiles,
     SharedParts,
+    breakpoints_by_part,
+    count_breakpoints,
     place_breakpoints,
     template_head,
 )
@@ -147,10 +150,19 @@ def build_request(
                 problems.append(Problem(name, "required; set it in the job or the row"))
             continue
         try:
-            body[name] = CHECKS[name](value)
+            checked = CHECKS[name](value)
         except Invalid as exc:
             problems.extend(Problem(name, reason) for reason in exc.reasons)
-    if defaults.cache_system is not None and "system" in body:
+            continue
+        if name == "system" and isinstance(checked, str) and not checked.strip():
+            continue  # a blank system prompt is none: the API refuses an empty text block
+        body[name] = checked
+    problems.extend(_too_many_marks(body))
+    if (
+        defaults.cache_system is not None
+        and "system" in body
+        and count_breakpoints(body) < MAX_BREAKPOINTS  # the row's own marks come first
+    ):
         body["system"] = _cached_system(body["system"], defaults.cache_system)
     problems.extend(cross_problems(body))
     problems.extend(_typo_problems(fields, defaults.template))
@@ -490,6 +502,25 @@ def _from_prompt(prompt: Any) -> tuple[list[dict[str, Any]] | None, list[Problem
     if not isinstance(prompt, str) or not prompt.strip():
         return None, [Problem("prompt", f"must be a non-empty string, not {describe(prompt)}")]
     return [{"role": "user", "content": prompt}], []
+
+
+def _too_many_marks(body: Mapping[str, Any]) -> list[Problem]:
+    """The request's own ``cache_control`` marks (the row's, the job's tools or system
+    blocks), if there are more than the API takes in one request. batchrun adds its own
+    marks only below that limit, so these are the user's to cut."""
+    parts = breakpoints_by_part(body)
+    total = sum(parts.values())
+    if total <= MAX_BREAKPOINTS:
+        return []
+    where = ", ".join(f"{n} in {part}" for part, n in parts.items())
+    return [
+        Problem(
+            "cache_control",
+            f"the request carries {total} cache_control marks ({where}), and the API takes "
+            f"at most {MAX_BREAKPOINTS} in one request: remove {total - MAX_BREAKPOINTS} "
+            "(a mark caches everything before it, so the last ones are usually the ones to keep)",
+        )
+    ]
 
 
 def _cached_system(
