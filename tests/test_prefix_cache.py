@@ -137,7 +137,7 @@ def test_what_a_row_sets_itself_is_not_shared() -> None:
     job = defaults(system=words(5000), template=words(5000) + "{text}")
     own_system = prepare_request({"text": "x", "system": "mine"}, job)
     assert marks(own_system.body) == [] and own_system.prefix_key is None
-    own_prompt = prepare_request({"prompt": words(6000)}, job)
+    own_prompt = prepare_request({"prompt": words(6000)}, defaults(system=job.system))
     assert marks(own_prompt.body) == ["system[0]"]  # the job's system still is
 
 
