@@ -176,3 +176,96 @@ def test_whole_run_with_cache_system(tmp_path: Path, sim: Any) -> None:
     for body in recorder.bodies:
         assert body["system"][-1]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
         assert_conforms(body)
+
+
+# --- marks only where the API takes them (issue 23, item 6) ----------------------------------
+
+
+def count_marks(body: Any) -> int:
+    """Every cache_control in the body, wherever it is (independent of batchrun's counter)."""
+    if isinstance(body, dict):
+        own = int(body.get("cache_control") is not None)
+        return own + sum(count_marks(v) for k, v in body.items() if k != "cache_control")
+    if isinstance(body, list):
+        return sum(count_marks(item) for item in body)
+    return 0
+
+
+def whole_run(
+    tmp_path: Path, sim: Any, rows: list[dict[str, Any]], **settings: Any
+) -> tuple[Any, list[dict[str, Any]], RecordingTransport]:
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    base = {"output": str(out), "model": "claude-haiku-4-5", "max_tokens": 20,
+            "concurrency": 1, "base_url": sim.base_url, "quiet": True}  # fmt: skip
+    recorder = RecordingTransport()
+    config = load_config(inp, {**base, **settings}, environ={"ANTHROPIC_API_KEY": TEST_KEY})
+    summary = run(config, transport=recorder)
+    got = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    return summary, got, recorder
+
+
+@pytest.mark.parametrize(("cache", "system"), [("auto", ""), ("auto", " \n"), ("system", "")])
+def test_an_empty_system_prompt_is_not_sent_and_no_mark_lands_on_it(
+    tmp_path: Path, sim: Any, cache: str, system: str
+) -> None:
+    """`--cache auto` with large --tools and `--system ""` sent an empty system text block
+    carrying cache_control, which the API refuses: every row failed."""
+    tools = [{"name": "lookup", "description": long_text(5000), "input_schema": {"type": "object"}}]
+    rows = [{"id": f"r{i}", "prompt": f"Question {i}?"} for i in range(3)]
+    summary, got, recorder = whole_run(tmp_path, sim, rows, tools=tools, system=system, cache=cache)
+    assert summary.exit_code == 0 and [row["status"] for row in got] == ["ok"] * 3
+    for body in recorder.bodies:
+        assert "system" not in body  # no system prompt, as asked: not an empty block
+        assert_conforms(body)
+        if cache == "auto":  # the shared tools are still cached
+            assert body["tools"][-1]["cache_control"] == EPHEMERAL and count_marks(body) == 1
+
+
+def test_a_row_with_more_marks_than_the_api_takes_is_its_error_row_and_ours_give_way(
+    tmp_path: Path, sim: Any
+) -> None:
+    """A row of 5 marks of its own was sent (the API takes 4); `--cache system` added a fifth
+    to a row that had four."""
+
+    def marked(n: int) -> list[dict[str, Any]]:
+        blocks = [
+            {"type": "text", "text": f"part {i}", "cache_control": EPHEMERAL} for i in range(n)
+        ]
+        return [{"role": "user", "content": blocks}]
+
+    rows = [
+        {"id": "plain", "prompt": "Hello?"},
+        {"id": "five", "messages": marked(5)},
+        {"id": "four", "messages": marked(4)},
+    ]
+    summary, got, recorder = whole_run(tmp_path, sim, rows, system="Be brief.", cache="system")
+    assert summary.exit_code == 3
+    by_id = {row["id"]: row for row in got}
+    assert by_id["plain"]["status"] == by_id["four"]["status"] == "ok"
+    assert by_id["five"]["error_type"] == "invalid_request"
+    assert by_id["five"]["error_message"].endswith(
+        ":2: cache_control: the request carries 5 cache_control marks (5 in messages), and the "
+        "API takes at most 4 in one request: remove 1 (a mark caches everything before it, so "
+        "the last ones are usually the ones to keep)"
+    )
+    assert len(recorder.bodies) == 2  # the row of five was never sent
+    for body in recorder.bodies:
+        assert count_marks(body) <= 4
+        assert_conforms(body)
+    plain, four = sorted(recorder.bodies, key=lambda body: count_marks(body["messages"]))
+    assert plain["system"][-1]["cache_control"] == EPHEMERAL  # batchrun's mark, room for it
+    assert four["system"] == "Be brief." and count_marks(four) == 4  # the row's four win
+
+
+def test_validate_names_a_row_with_too_many_marks(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from batchrun.cli import cli
+
+    blocks = [{"type": "text", "text": f"p{i}", "cache_control": EPHEMERAL} for i in range(6)]
+    inp = write_jsonl(tmp_path / "in.jsonl", [{"messages": [{"role": "user", "content": blocks}]}])
+    result = CliRunner().invoke(cli, ["validate", str(inp), "--model", "m", "--max-tokens", "5"])
+    assert result.exit_code == 3, result.output
+    assert f"{inp}:1: cache_control: the request carries 6 cache_control marks" in result.output
+    assert "remove 2" in result.output

@@ -127,14 +127,18 @@ def test_validate_lists_each_problem_with_file_line_and_field(tmp_path: Path) ->
 def test_validate_lists_a_problem_every_row_shares_a_few_times_then_counts_it(
     tmp_path: Path,
 ) -> None:
-    rows = [{"prompt": f"p{i}"} for i in range(40)] + [{"prompt": "x", "top_p": 7}]
+    # No model anywhere is refused once before any row (drivers.preflight); a value every
+    # row repeats is each row's own problem.
+    rows = [{"prompt": f"p{i}", "top_k": -1} for i in range(40)]
+    rows.append({"prompt": "x", "top_p": 7, "top_k": -1})
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    code, out, _ = invoke("validate", str(inp), "--max-tokens", "5")  # no model anywhere
+    code, out, _ = invoke("validate", str(inp), "--model", "m", "--max-tokens", "5")
     assert code == 3
     lines = out.splitlines()
     # Five rows listed, the count of the rest, and row 41, whose problems include it too.
-    assert sum("model: required" in line for line in lines) == 5 + 1 + 1
-    assert f"{inp}: 35 more row(s) with the same problem: model: required" in out
+    shared = "top_k: must be an integer of at least 0, not -1"
+    assert sum(shared in line for line in lines) == 5 + 1 + 1
+    assert f"{inp}: 35 more row(s) with the same problem: {shared}" in out
     assert f"{inp}:41: " in out  # a different problem is still listed
     assert "41 rows, 0 valid, 41 invalid" in out
 

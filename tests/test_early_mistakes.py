@@ -1,14 +1,17 @@
 """Mistakes that would fail every row alike are caught once, before anything is written.
 
-No model anywhere, a template column no row has, no prompt and no template: one error with
-the fix, exit 2 (a usage error), no output, no journal, not one request. Where the input
-cannot tell cheaply (compressed, a misread CSV header, a key that may appear further on),
+No model anywhere, a template column no row has, no prompt and no template, no rows at all, a
+Parquet column of a type no row could send: one error with the real cause and the fix, exit 2
+(a usage error) from run, estimate and validate alike, no output, no journal, not one request.
+Where the input cannot tell cheaply (a misread CSV header, a key that may appear further on),
 nothing is said and rows fail one by one as before.
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
+import json
 from array import array
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,11 +45,15 @@ def write_input(path: Path, rows: list[dict[str, Any]]) -> Path:
     """``rows`` as JSONL, CSV or Parquet, by ``path``'s extension."""
     if path.suffix == ".jsonl":
         return write_jsonl(path, rows)
+    if path.suffix == ".json":
+        path.write_text(json.dumps(rows, indent=1), encoding="utf-8")
+        return path
     columns = list(dict.fromkeys(key for row in rows for key in row))
     if path.suffix == ".csv":
-        lines = [",".join(columns)]
-        lines += [",".join(str(row.get(c, "")) for c in columns) for row in rows]
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        with path.open("w", encoding="utf-8", newline="") as stream:
+            writer = csv.writer(stream)
+            writer.writerow(columns)
+            writer.writerows([str(row.get(c, "")) for c in columns] for row in rows)
         return path
     pq.write_table(pa.Table.from_pylist(rows), path)
     return path
@@ -62,7 +69,7 @@ def refusal(cfg: RunConfig) -> str:
     return str(caught.value)
 
 
-FORMATS = ["in.jsonl", "in.csv", "in.parquet"]
+FORMATS = ["in.jsonl", "in.json", "in.csv", "in.parquet"]
 
 
 # --- the checks, format by format ------------------------------------------------------------
@@ -113,10 +120,33 @@ def test_a_template_column_only_later_rows_have_is_left_to_the_rows(tmp_path: Pa
 
 
 @pytest.mark.parametrize("name", FORMATS)
-def test_rows_with_their_own_prompt_need_not_match_the_template(tmp_path: Path, name: str) -> None:
-    inp = write_input(tmp_path / name, prompts(3))
-    cfg = config(inp, model="claude-haiku-4-5", max_tokens=5, template="{titel}")
-    check_every_row_can_be_built(cfg)
+def test_a_template_typo_is_refused_when_the_rows_have_a_prompt_too(
+    tmp_path: Path, name: str
+) -> None:
+    """Issue 23 (2): rows with a prompt went through without the template, so its columns
+    were never checked; the template now always applies, and its columns always are."""
+    rows = [{**row, "review": "fine"} for row in prompts(3)]
+    inp = write_input(tmp_path / name, rows)
+    cfg = config(inp, model="claude-haiku-4-5", max_tokens=5, template="Label: {reviw}")
+    message = refusal(cfg)
+    assert "template: no column `reviw` (did you mean `review`?)" in message
+    assert "`prompt`" in message  # and the prompt the template leaves out is named too
+    fixed = config(inp, model="claude-haiku-4-5", max_tokens=5, template="{review}: {prompt}")
+    check_every_row_can_be_built(fixed)
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_rows_with_messages_and_a_job_template_are_refused(tmp_path: Path, name: str) -> None:
+    turns = json.dumps([{"role": "user", "content": "hi"}])  # JSON text: every format takes it
+    rows = [{"id": f"r{i}", "messages": turns, "title": "t"} for i in range(3)]
+    inp = write_input(tmp_path / name, rows)
+    message = refusal(config(inp, model="claude-haiku-4-5", max_tokens=5, template="{title}"))
+    assert "the input has a `messages` column: the job's template builds each row's user " in (
+        message
+    )
+    assert "drop the template (--template) to send the rows' messages, or drop messages" in (
+        message
+    )
 
 
 @pytest.mark.parametrize("name", FORMATS)
@@ -126,10 +156,14 @@ def test_no_prompt_and_no_template_says_to_pass_one(tmp_path: Path, name: str) -
     assert "--template" in message and "`title`" in message
 
 
-def test_a_compressed_input_cannot_be_told_and_is_not_refused(tmp_path: Path) -> None:
-    inp = tmp_path / "in.jsonl"
-    inp.write_bytes(gzip.compress(b'{"id": "a", "prompt": "hi"}\n'))
-    check_every_row_can_be_built(config(inp))
+@pytest.mark.parametrize("name", ["in.jsonl.gz", "in.csv.gz", "in.json.gz"])
+def test_a_compressed_input_is_told_through_its_codec(tmp_path: Path, name: str) -> None:
+    plain = write_input(tmp_path / name.removesuffix(".gz"), TITLED)
+    inp = tmp_path / name
+    inp.write_bytes(gzip.compress(plain.read_bytes()))
+    message = refusal(config(inp, model="claude-haiku-4-5", max_tokens=5, template="{titel}"))
+    assert "template: no column `titel` (did you mean `title`?)" in message
+    check_every_row_can_be_built(config(inp, model="m", max_tokens=5, template="{title}"))
 
 
 def test_a_csv_header_read_with_the_wrong_delimiter_is_not_trusted(tmp_path: Path) -> None:
@@ -246,3 +280,114 @@ def test_batches_list_with_simulate_and_no_journal(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, args, env={})
     assert result.exit_code == 0, result.output
     assert "no batches recorded" in result.output
+
+
+# --- whole-file mistakes: once, with the real cause (issue 23, item 13) -------------------------
+
+
+def _empty_parquet(path: Path) -> None:
+    pq.write_table(
+        pa.table({"id": pa.array([], pa.string()), "prompt": pa.array([], pa.string())}), path
+    )
+
+
+NO_ROWS: dict[str, Any] = {
+    "in.jsonl": b"",
+    "blank.jsonl": b"\n  \n\t\n",
+    "in.csv": b"",
+    "header.csv": b"id,prompt\n\n",
+    "in.json": b"[]",
+    "blank.json": b"  \n",
+    "blank.jsonl.gz": gzip.compress(b"\n\n"),
+    "in.parquet": _empty_parquet,
+}
+
+
+@pytest.mark.parametrize("name", sorted(NO_ROWS))
+def test_an_input_with_no_rows_is_refused_as_such(tmp_path: Path, name: str) -> None:
+    """It said "no row has `prompt` or `messages` ... use --template" (it has no rows)."""
+    inp = tmp_path / name
+    content = NO_ROWS[name]
+    if callable(content):
+        content(inp)
+    else:
+        inp.write_bytes(content)
+    message = refusal(config(inp, model="claude-haiku-4-5", max_tokens=5))
+    assert message.startswith(f"{inp} has no rows (it is empty, or holds only blank lines")
+    assert "nothing was sent or written" in message and "no row has" not in message
+
+
+@pytest.mark.parametrize("command", ["run", "validate", "estimate"])
+def test_no_rows_exits_2_from_every_command_and_writes_nothing(
+    tmp_path: Path, sim: SimulatorThread, command: str
+) -> None:
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("\n\n", encoding="utf-8")
+    out = tmp_path / "out.parquet"
+    args = [command, str(inp), "-o", str(out), "--model", "claude-haiku-4-5", "--max-tokens", "5"]
+    if command != "validate":
+        args += ["--base-url", sim.base_url, "-q"]
+    result = CliRunner().invoke(cli, args, env=ENV)
+    assert result.exit_code == 2, result.output
+    assert result.output.count(f"{inp} has no rows") == 1
+    assert not out.exists() and not journal_path(out).exists()
+    assert sim.stats.snapshot().requests == 0
+
+
+def _listed_prompts(path: Path, n: int = 200) -> Path:
+    rows = {"id": [f"r{i}" for i in range(n)], "prompt": [["a", f"b{i}"] for i in range(n)]}
+    pq.write_table(pa.table(rows), path)
+    return path
+
+
+def test_a_parquet_column_of_a_type_no_row_can_send_is_refused_from_the_schema(
+    tmp_path: Path,
+) -> None:
+    """One error naming the column, its type and what it must be, instead of one per row."""
+    inp = _listed_prompts(tmp_path / "in.parquet")
+    message = refusal(config(inp, model="claude-haiku-4-5", max_tokens=5))
+    assert (
+        "column `prompt`: expected a string, but the column has type list<element: string>; "
+        "convert the column, or rename it if it is not meant as the row's `prompt`"
+    ) in message
+    assert message.count("\n  - ") == 1
+    system = pa.array([None] * 3, pa.null())  # all-None (pandas writes one so): no value to send
+    plain = tmp_path / "plain.parquet"
+    pq.write_table(pa.table({"prompt": ["a", "b", "c"], "system": system}), plain)
+    check_every_row_can_be_built(config(plain, model="claude-haiku-4-5", max_tokens=5))
+
+
+@pytest.mark.parametrize("command", ["run", "validate", "estimate"])
+def test_a_mistyped_parquet_column_exits_2_once(
+    tmp_path: Path, sim: SimulatorThread, command: str
+) -> None:
+    inp = _listed_prompts(tmp_path / "in.parquet")
+    out = tmp_path / "out.parquet"
+    args = [command, str(inp), "-o", str(out), "--model", "claude-haiku-4-5", "--max-tokens", "5"]
+    if command != "validate":
+        args += ["--base-url", sim.base_url, "-q"]
+    result = CliRunner().invoke(cli, args, env=ENV)
+    assert result.exit_code == 2, result.output
+    assert result.output.count("column `prompt`: expected a string") == 1
+    assert "r0" not in result.output and "invalid" not in result.output  # no row by row
+    assert not out.exists() and sim.stats.snapshot().requests == 0
+
+
+@pytest.mark.parametrize("name", FORMATS)
+@pytest.mark.parametrize("command", ["run", "validate", "estimate"])
+def test_a_template_typo_exits_2_from_every_command_whatever_the_format(
+    tmp_path: Path, sim: SimulatorThread, name: str, command: str
+) -> None:
+    """Issue 23 (2): `--template 'Label: {reviw}'` over rows with a prompt gave 200 ok, and
+    validate said 200 valid."""
+    rows = [{**row, "review": f"review {i}"} for i, row in enumerate(prompts(20))]
+    inp = write_input(tmp_path / name, rows)
+    out = tmp_path / "out.parquet"
+    args = [command, str(inp), "-o", str(out), "--model", "claude-haiku-4-5", "--max-tokens", "5"]
+    args += ["--template", "Label: {reviw} {prompt}"]
+    if command != "validate":
+        args += ["--base-url", sim.base_url, "-q"]
+    result = CliRunner().invoke(cli, args, env=ENV)
+    assert result.exit_code == 2, result.output
+    assert result.output.count("template: no column `reviw` (did you mean `review`?)") == 1
+    assert not out.exists() and sim.stats.snapshot().requests == 0

@@ -16,6 +16,7 @@ from support import RecordingTransport, job_config, write_jsonl
 from test_conformance import assert_conforms
 
 from batchrun import run
+from batchrun.core.errors import InvalidRowError
 from batchrun.cost.prices import SAFE_MIN_CACHEABLE_TOKENS, default_prices, min_cacheable_tokens
 from batchrun.rows.prefix import (
     MAX_BREAKPOINTS,
@@ -136,7 +137,7 @@ def test_what_a_row_sets_itself_is_not_shared() -> None:
     job = defaults(system=words(5000), template=words(5000) + "{text}")
     own_system = prepare_request({"text": "x", "system": "mine"}, job)
     assert marks(own_system.body) == [] and own_system.prefix_key is None
-    own_prompt = prepare_request({"prompt": words(6000)}, job)
+    own_prompt = prepare_request({"prompt": words(6000)}, defaults(system=job.system))
     assert marks(own_prompt.body) == ["system[0]"]  # the job's system still is
 
 
@@ -175,6 +176,77 @@ def test_leading_turns_of_messages_rows_are_marked_before_the_last_user_turn() -
     assert_conforms(body)
     single = prepare_request({"messages": few_shot[-1:]}, defaults(system=words(5000))).body
     assert marks(single) == ["system[0]"]
+
+
+def test_a_mark_never_lands_on_a_blank_block_of_a_few_shot_turn() -> None:
+    """A few-shot turn ending with a whitespace text block had its mark put there, which the
+    API refuses; it moves back to the turn's last block with content."""
+    answer = [{"type": "text", "text": "positive"}, {"type": "text", "text": " \n"}]
+    few_shot = [
+        {"role": "user", "content": words(5000)},
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": "The food was cold."},
+    ]
+    body = prepare_request({"messages": few_shot}, defaults(system=words(5000))).body
+    assert marks(body) == ["system[0]", "messages[1][0]"]
+    assert body["messages"][1]["content"][1] == {"type": "text", "text": " \n"}
+    assert_conforms(body)
+
+
+def test_a_turn_with_nothing_to_mark_is_left_unmarked() -> None:
+    """A turn whose last block is a tool result with nothing in it takes no mark."""
+    use = {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {}}
+    empty_result = {"type": "tool_result", "tool_use_id": "toolu_1", "content": " "}
+    turns = [
+        {"role": "user", "content": words(5000)},
+        {"role": "assistant", "content": [use]},
+        {"role": "user", "content": [empty_result]},
+        {"role": "user", "content": "And now?"},
+    ]
+    body = prepare_request({"messages": turns}, defaults(system=words(5000))).body
+    assert marks(body) == ["system[0]"]
+    assert_conforms(body)
+
+
+def test_an_empty_text_block_in_a_rows_messages_is_its_problem() -> None:
+    """The API refuses it ("text content blocks must be non-empty"), mark or not."""
+    turns = [
+        {"role": "user", "content": [{"type": "text", "text": ""}, {"type": "text", "text": "q"}]}
+    ]
+    with pytest.raises(InvalidRowError) as caught:
+        prepare_request({"messages": turns}, defaults())
+    assert str(caught.value) == (
+        "messages: [0].content[0] is a text block with no text, which the API refuses: drop it"
+    )
+
+
+def test_a_whole_run_of_few_shot_rows_marks_only_blocks_with_content(
+    tmp_path: Path, sim: Any
+) -> None:
+    shots = words(5000)
+    rows = [
+        {
+            "id": f"r{i}",
+            "messages": [
+                {"role": "user", "content": shots},
+                {
+                    "role": "assistant",
+                    "content": [{"type": "text", "text": "ok"}, {"type": "text", "text": "  "}],
+                },
+                {"role": "user", "content": f"Review {i}: cold soup."},
+            ],
+        }
+        for i in range(3)
+    ]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    recorder = RecordingTransport()
+    summary = run(
+        job_config(inp, tmp_path / "out.jsonl", sim.base_url, concurrency=1), transport=recorder
+    )
+    assert summary.exit_code == 0 and len(recorder.bodies) == 3
+    for body in recorder.bodies:
+        assert marks(body) == ["messages[1][0]"]
+        assert_conforms(body)
 
 
 def test_never_more_than_four_breakpoints() -> None:

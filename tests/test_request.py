@@ -185,10 +185,34 @@ def test_template_escapes_and_value_rendering() -> None:
     assert content == '{literal} 3 1.5 True {"k": "é"} [1, "a"] {N}'
 
 
-def test_template_is_used_only_without_prompt_or_messages() -> None:
-    defaults = RequestDefaults(model="m", max_tokens=5, template="T {missing}")
-    assert build({"prompt": "own"}, defaults)["messages"] == [{"role": "user", "content": "own"}]
-    assert build({"messages": USER_HI}, defaults)["messages"] == USER_HI
+def test_a_template_builds_the_message_of_a_row_with_a_prompt_too() -> None:
+    """Issue 23 (2): the template was ignored for rows with a prompt; {prompt} is a column."""
+    defaults = RequestDefaults(model="m", max_tokens=5, template="Classify: {prompt}")
+    body = build({"prompt": "Loved it", "other": 1}, defaults)
+    assert body["messages"] == [{"role": "user", "content": "Classify: Loved it"}]
+
+
+def test_what_a_template_would_leave_unsent_is_the_rows_problem() -> None:
+    """The template builds the user message: a row's messages, or a prompt the template does
+    not use, would not be sent; each is refused, never dropped."""
+    defaults = RequestDefaults(model="m", max_tokens=5, template="Label: {review}")
+    unused = only({"prompt": "own", "review": "ok"}, defaults)
+    assert unused.field == "prompt"
+    assert "does not use prompt, which would not be sent: put {prompt} in the template" in str(
+        unused
+    )
+    own = only({"messages": USER_HI, "review": "ok"}, defaults)
+    assert own.field == "messages" and "cannot also give its own messages" in own.message
+    assert "drop the template (--template)" in own.message
+    both = RequestDefaults(model="m", max_tokens=5, template="{prompt}")
+    assert only({"prompt": "x", "messages": USER_HI}, both).field == "messages"
+
+
+def test_an_empty_template_is_refused_with_the_job() -> None:
+    found = check_defaults(RequestDefaults(model="m", max_tokens=5, template=" \n"))
+    assert [str(p) for p in found] == [
+        "template: is empty: every row's user message would be empty"
+    ]
 
 
 def test_template_missing_columns_are_problems_naming_each_column() -> None:

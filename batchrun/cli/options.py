@@ -92,6 +92,8 @@ def _option(s: Setting) -> Callable[[F], F]:
         extra["multiple"] = True
     elif s.kind == "json":
         extra.update(callback=_json_value(s.job_types), metavar="JSON|@FILE")
+    elif s.reads_file:
+        extra["metavar"] = "TEXT|@FILE"
     if s.metavar is not None:
         extra["metavar"] = s.metavar
     return click.option(*decls, help=s.flag_help, **extra)
@@ -135,14 +137,16 @@ def _json_value(types: tuple[type, ...]) -> Callable[[click.Context, click.Param
     def parse(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
         if not isinstance(value, str):
             return value  # not given (None), or already a value
+        from batchrun.config.atfile import AtFileError, at_file, read_at_file
+
         text, where = value, ""
-        if value.startswith("@"):
-            where = f"{value[1:]}: "
+        name = at_file(value)
+        if name is not None:
+            where = f"{name}: "
             try:
-                text = Path(value[1:]).expanduser().read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = getattr(exc, "strerror", None) or exc
-                raise click.BadParameter(f"cannot read {value[1:]}: {reason}") from None
+                text = read_at_file(name, Path(name).expanduser())
+            except AtFileError as exc:
+                raise click.BadParameter(str(exc)) from None
         try:
             parsed = json.loads(text)
         except json.JSONDecodeError as exc:

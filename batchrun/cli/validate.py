@@ -17,7 +17,9 @@ def validate_cmd(source: str, **flags: Any) -> None:
     """Check every row of SOURCE and the job, send nothing.
 
     Lists each row that could not be sent with its file, line and field. Exit 0 when
-    every row is valid, 3 when some are not, 1 when the input cannot be read at all.
+    every row is valid, 3 when some are not, 2 when every row would be refused alike (no
+    model, no rows, a template column the input lacks: said once), 1 when the input cannot
+    be read at all.
     """
     from batchrun.core.errors import BatchrunError
     from batchrun.drivers.validate import validate

@@ -40,6 +40,7 @@ from batchrun.api.credentials import (
     DEFAULT_API_VERSION,
     Credentials,
 )
+from batchrun.config.atfile import ESCAPE, AtFileError, at_file, literal, read_at_file
 from batchrun.config.settings import (
     BATCH_MAX_MB,
     BATCH_MAX_REQUESTS,
@@ -229,8 +230,9 @@ def load_config(
             if key in job and key not in given and _relative(settings.get(key)):
                 settings[key] = _beside(job_url, str(settings[key]))
 
-    def path_of(key: str) -> Path | None:
-        value = settings.get(key)
+    def path_of(key: str, named: str | None = None) -> Path | None:
+        """The path setting ``key`` gives, or that its value names (``named``: @FILE)."""
+        value = settings.get(key) if named is None else named
         if value is None:
             return None
         if job_url is not None and key in job and key not in given and _relative(value):
@@ -244,6 +246,10 @@ def load_config(
 
     def value(key: str) -> Any:
         return _value(BY_KEY[key], settings)
+
+    for setting in BY_KEY.values():  # `system = "@prompt.txt"`: the file's text
+        if setting.reads_file and isinstance(settings.get(setting.key), str):
+            settings[setting.key] = _file_text(setting.key, settings[setting.key], path_of)
 
     work_dir = path_of("work_dir")
     cache_home = _cache_home(env)
@@ -351,6 +357,25 @@ def load_config(
         s3_endpoint=endpoints[0],
         gcs_endpoint=endpoints[1],
     )
+
+
+def _file_text(key: str, value: str, path_of: Callable[[str, str], Path | None]) -> str:
+    """A text setting's value: the text of the file ``@NAME`` names (relative to the job
+    file for a job file's value, else to the working directory), or the text itself with
+    ``@@`` read as one ``@`` (``config.atfile``, which the JSON flags read files with too)."""
+    name = at_file(value)
+    if name is None:
+        return literal(value)
+    path = path_of(key, name)
+    assert path is not None  # a name was given
+    try:
+        return read_at_file(name, path)
+    except AtFileError as exc:
+        raise AtFileError(
+            f"`{key}` = {value!r}: {exc}. A value that starts with @ names the file to read "
+            f"the {key} from; to send text that starts with @, write @@ "
+            f"({ESCAPE + name!r} sends {value!r})"
+        ) from None
 
 
 def _shard(value: str | None) -> tuple[int, int] | None:

@@ -91,6 +91,7 @@ class Setting:
     metavar: str | None = None
     unit: str = ""  # what a number counts, for messages: "a number of dollars >= 0"
     files_only: bool = False  # a path that may not name a directory
+    reads_file: bool = False  # a text that may be given as @FILE (config.atfile)
 
     @property
     def long_flag(self) -> str | None:
@@ -125,6 +126,7 @@ def _shown(value: Any) -> str:
 
 
 _JSON_HELP = "JSON, or @FILE to read it from a file."
+_TEXT_HELP = "text, or @FILE to read it from a UTF-8 file (@@ for text that starts with @)."
 
 SETTINGS: tuple[Setting, ...] = (
     # --- what every command that reads a job takes (request defaults first) ------------
@@ -185,15 +187,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "system",
         "text",
-        "System prompt for every row.",
+        "System prompt for every row: " + _TEXT_HELP,
         types=(str, list),
         commands=REQUEST_COMMANDS,
+        reads_file=True,
     ),
     Setting(
         "template",
         "text",
-        "Builds each prompt from the row's columns, e.g. 'Summarize {title}: {body}'.",
+        "Builds every row's user message from its columns, e.g. 'Summarize {title}: {body}'; "
+        "a row's prompt is {prompt} ('Classify: {prompt}'), and rows may not also give "
+        "messages. A column no row has is refused before sending. " + _TEXT_HELP,
         commands=REQUEST_COMMANDS,
+        reads_file=True,
     ),
     Setting("temperature", "number", "Sampling temperature, 0 to 1.", commands=REQUEST_COMMANDS),
     Setting("top_p", "number", "Nucleus sampling, 0 to 1.", commands=REQUEST_COMMANDS),

@@ -2,41 +2,52 @@
 
 A job with no ``model`` (none in the job, none in any row) is a usage mistake, not 200 error
 rows: ``check_every_row_can_be_built`` says so once, with the flag to pass, and the command
-exits 2 before it opens the output. It looks only where that is cheap and certain enough:
+(``run``, ``estimate``, ``validate``) exits 2 before it opens the output. It looks only where
+that is cheap and certain enough:
 
+* the input's first row, read by the input's own reader: an input with no row at all (an empty
+  file, blank lines, a header alone, ``[]``) is refused as such, before anything else is said
+  about it;
 * Parquet: the schema in the footer; CSV: the header row. A column the file does not have,
-  no row has.
-* JSONL: one byte scan of the file for the key's JSON text (``"model"``), stopped as soon as
-  every question is answered. Text that merely contains ``"model"`` makes the key look
-  present; that only leaves the rows to fail one by one, as they would without this check.
-* Anything else (a compressed file, a format this module does not read itself, a file it
-  cannot open): it cannot tell, and says nothing. The run then reports whatever is wrong
-  row by row, or the reader rejects the file, as before.
+  no row has. A per-row field whose column has a type no value of it could be sent as
+  (a ``prompt`` of ``list<string>``) is refused from the schema too, before a row is read;
+* JSON lines and JSON arrays (compressed or not): one scan of the bytes for each key's JSON
+  text (``"model"``), stopped as soon as every question is answered. Text that merely contains
+  ``"model"`` makes the key look present; that only leaves the rows to fail one by one, as
+  they would without this check.
+* Anything it cannot read (an unreadable file, a misread CSV header): it cannot tell, and says
+  nothing. The reader then rejects the file, saying why.
 
 The checks, each made only when nothing in the job supplies what it needs:
 
 * ``model`` / ``max_tokens`` with no default and no such column;
 * no ``prompt`` / ``messages`` column and no ``template``;
-* a template naming a column the input does not have (when no row can bring its own
-  ``prompt`` or ``messages``, every row goes through the template), with a did-you-mean
-  from the header or, for JSONL, the first row's fields.
+* with a template, which always builds the user message: a column it names that the input
+  does not have, with a did-you-mean from the header or the first row's fields; and a column
+  it would leave unsent (``messages``, or a ``prompt`` it does not use), when the header or the
+  first row shows one (``rows.request.template_conflicts``, the rule each row follows too).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from batchrun.config.load import RunConfig, did_you_mean
 from batchrun.config.settings import BY_KEY
 from batchrun.core.errors import BatchrunError, ConfigError
 from batchrun.cost.models import model_refusal
-from batchrun.rows.formats import InputKind, csv_columns
-from batchrun.rows.reader import input_kind, read_rows
-from batchrun.rows.request import template_fields
+from batchrun.rows.compressed import Compression, open_bytes
+from batchrun.rows.formats import READERS, InputKind, _mistyped_columns, csv_columns
+from batchrun.rows.reader import input_kind
+from batchrun.rows.request import template_conflicts, template_fields
 
 # The keys every request needs, from the row or the job's defaults.
 REQUIRED = ("model", "max_tokens")
@@ -59,29 +70,42 @@ class UnbuildableJobError(ConfigError):
 def check_every_row_can_be_built(config: RunConfig) -> None:
     """UnbuildableJobError listing each mistake that would fail every row; else nothing.
 
-    Cheap: a Parquet footer, a CSV header, or one byte scan of a JSONL file that stops when
-    the answer is known. Never raises anything else: an input it cannot read is left to
-    the reader, which says why.
+    Cheap: the input's first row, a Parquet footer, a CSV header, or one scan of a JSON
+    file's bytes that stops when the answer is known. Never raises anything else: an input
+    it cannot read is left to the reader, which says why.
     """
     check_job_model(config)
-    defaults = config.defaults
-    missing = [key for key in REQUIRED if getattr(defaults, key) is None]
-    used = _template_columns(defaults.template)
-    if not missing and defaults.template is not None and not used:
-        return  # the job sets what rows need, and its template names no column
-    columns = _input_columns(config, [*missing, *PROMPT_FIELDS, *(used or ())])
-    if columns is None:
+    start = _input_start(config)
+    if start is None:
         return
-    problems = [_missing_setting(key) for key in missing if not columns.has(key)]
-    rows_bring_prompts = any(columns.has(name) for name in PROMPT_FIELDS)
-    if defaults.template is None and not rows_bring_prompts:
-        problems.append(_no_prompt(columns.known))
-    elif used and not rows_bring_prompts:
-        problems.extend(
-            f"template: no column `{name}`{did_you_mean(name, set(columns.known))}"
-            for name in sorted(used)
-            if not columns.has(name)
+    if not start.has_rows:
+        raise UnbuildableJobError(
+            f"{config.input} has no rows (it is empty, or holds only blank lines or a header): "
+            "nothing was sent or written. Is it the file you meant?"
         )
+    defaults = config.defaults
+    used = _template_columns(defaults.template)
+    if used is None:
+        return  # load_config refuses such a template: this stays silent, not say it twice
+    missing = [key for key in REQUIRED if getattr(defaults, key) is None]
+    prompt_fields = PROMPT_FIELDS if defaults.template is None else ()
+    columns = _input_columns(config, start, [*missing, *prompt_fields, *used])
+    problems = list(start.mistyped)
+    if columns is not None:
+        problems.extend(_missing_setting(key) for key in missing if not columns.has(key))
+        if defaults.template is None:
+            if not any(columns.has(name) for name in PROMPT_FIELDS):
+                problems.append(_no_prompt(columns.known))
+        else:
+            problems.extend(
+                f"template: no column `{name}`{did_you_mean(name, set(columns.known))}"
+                for name in sorted(used)
+                if not columns.has(name)
+            )
+            problems.extend(
+                f"the input has a `{name}` column: {reason}"
+                for name, reason in template_conflicts(defaults.template, sorted(columns.known))
+            )
     if problems:
         listed = "".join(f"\n  - {problem}" for problem in problems)
         raise UnbuildableJobError(
@@ -120,32 +144,93 @@ def _no_prompt(known: Iterable[str]) -> str:
 
 
 @dataclass(frozen=True)
+class _Start:
+    """What the input's first row tells: whether there is one, its fields (None-valued ones
+    left out), and, for Parquet, each per-row field whose column type cannot be sent."""
+
+    kind: InputKind
+    has_rows: bool
+    first: frozenset[str]
+    mistyped: tuple[str, ...] = ()
+
+
+def _input_start(config: RunConfig) -> _Start | None:
+    """The input's first row as its own reader reads it, or None when it cannot be read
+    (the reader, when the run opens it, says why)."""
+    path = config.input
+    try:
+        kind = input_kind(path, config.input_shape)
+    except BatchrunError:
+        return None
+    if not path.is_file():
+        return None
+    try:
+        raw = READERS[kind.format](path, kind, 1, lambda index: index > 0)
+        with contextlib.closing(raw):
+            first = next(raw, None)
+    except BatchrunError:
+        # An empty or blank file is refused by some readers for its form (no CSV header,
+        # no JSON array): it has no rows, and that is what to say.
+        return _Start(kind, False, frozenset()) if _blank(path, kind) else None
+    except (OSError, ValueError, csv.Error):
+        return None
+    if first is None:
+        return _Start(kind, False, frozenset())
+    record = first.record or {}
+    fields = frozenset(name for name, value in record.items() if value is not None)
+    mistyped = _parquet_mistyped(path) if kind.format == "parquet" else ()
+    return _Start(kind, True, fields, mistyped)
+
+
+def _blank(path: Path, kind: InputKind) -> bool:
+    """Whether the file holds nothing but whitespace (decompressed); False if unreadable."""
+    try:
+        with open_bytes(path, kind.compression) as stream:
+            while chunk := stream.read(_SCAN_CHUNK):
+                if chunk.strip():
+                    return False
+    except (BatchrunError, OSError):
+        return False
+    return True
+
+
+def _parquet_mistyped(path: Path) -> tuple[str, ...]:
+    """A problem for each per-row field whose Parquet column has a type none of its values
+    could be sent as, told from the schema before any row is read (``rows.formats``' rule,
+    which each row is held to as well)."""
+    schema = _parquet_schema(path)
+    if schema is None:
+        return ()
+    return tuple(
+        f"column `{name}`: {reason}; convert the column, or rename it if it is not meant "
+        f"as the row's `{name}`"
+        for name, reason in _mistyped_columns(schema).items()
+        if not _all_null(schema, name)
+    )
+
+
+@dataclass(frozen=True)
 class _Columns:
     """What the input tells cheaply about its columns.
 
-    ``has(name)``: some row may have the column (for JSONL: its key's text is in the file).
-    ``known``: names to suggest: the header, or the first JSONL row's fields.
+    ``has(name)``: some row may have the column (for JSON: its key's text is in the file).
+    ``known``: columns the input surely has: the header, or the first row's fields.
     """
 
     has: Callable[[str], bool]
     known: frozenset[str]
 
 
-def _input_columns(config: RunConfig, asked: Collection[str]) -> _Columns | None:
+def _input_columns(config: RunConfig, start: _Start, asked: Collection[str]) -> _Columns | None:
     """The input's columns as far as told cheaply, or None when that cannot be told."""
-    path = config.input
+    kind = start.kind
     try:
-        kind = input_kind(path, config.input_shape)
-        if not path.is_file() or kind.compression is not None:
-            return None  # the byte scan below reads plain files only
         if kind.format == "parquet":
-            names = _parquet_columns(path)
+            names = _parquet_columns(config.input)
         elif kind.format in ("csv", "tsv"):
-            names = _csv_columns(path, kind)
-        elif kind.format == "jsonl":
-            return _jsonl_columns(config, asked)
+            names = _csv_columns(config.input, kind)
         else:
-            return None  # a JSON array: its keys are not told without parsing it
+            return _json_columns(config.input, kind.compression, asked, start.first)
     except (BatchrunError, OSError, ValueError, csv.Error):
         return None
     if names is None:
@@ -153,15 +238,23 @@ def _input_columns(config: RunConfig, asked: Collection[str]) -> _Columns | None
     return _Columns(has=names.__contains__, known=names)
 
 
-def _parquet_columns(path: Path) -> frozenset[str] | None:
-    # Imported here: a check of a JSONL or CSV input has no use for Arrow.
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+def _parquet_schema(path: Path) -> pa.Schema | None:
     try:
-        return frozenset(pq.read_schema(path).names)
-    except pa.ArrowException:
+        return pq.read_schema(path)
+    except (OSError, pa.ArrowException):
         return None
+
+
+def _all_null(schema: pa.Schema, name: str) -> bool:
+    """A column of Arrow's null type holds no value (pandas writes an all-None column so)."""
+    return bool(pa.types.is_null(schema.field(name).type))
+
+
+def _parquet_columns(path: Path) -> frozenset[str] | None:
+    schema = _parquet_schema(path)
+    if schema is None:
+        return None
+    return frozenset(name for name in schema.names if not _all_null(schema, name))
 
 
 def _csv_columns(path: Path, kind: InputKind) -> frozenset[str] | None:
@@ -175,14 +268,16 @@ def _csv_columns(path: Path, kind: InputKind) -> frozenset[str] | None:
     return frozenset(header)
 
 
-def _jsonl_columns(config: RunConfig, asked: Collection[str]) -> _Columns | None:
-    """Which of ``asked`` some line may hold (one byte scan) and the first row's fields."""
+def _json_columns(
+    path: Path, compression: Compression | None, asked: Collection[str], first: frozenset[str]
+) -> _Columns | None:
+    """Which of ``asked`` some row may hold (one scan of the bytes: a key is written as in
+    JSON lines as in a JSON array), and the first row's fields."""
     needles = {name: _json_key(name) for name in asked}
     if any(needle is None for needle in needles.values()):
         return None  # a key whose JSON text may be written several ways
     wanted = {needle for needle in needles.values() if needle is not None}
-    found = scan_for(config.input, wanted, _enough(needles))
-    first = _first_fields(config)
+    found = scan_for(path, wanted, _enough(needles), compression=compression)
     return _Columns(
         has=lambda name: needles.get(name) in found or name in first,
         known=first,
@@ -195,13 +290,15 @@ def _enough(needles: dict[str, bytes | None]) -> Callable[[set[bytes]], bool]:
     def present(found: set[bytes], name: str) -> bool:
         return name not in needles or needles[name] in found
 
+    prompts = [needles[name] for name in PROMPT_FIELDS if name in needles]
+    others = set(needles) - set(REQUIRED) - set(PROMPT_FIELDS)
+
     def settled(found: set[bytes]) -> bool:
         if not all(present(found, key) for key in REQUIRED):
             return False
-        if any(name in needles and present(found, name) for name in PROMPT_FIELDS):
-            return True  # rows bring their own prompts: the template's columns do not matter
-        others = set(needles) - set(REQUIRED) - set(PROMPT_FIELDS)
-        return bool(others) and all(present(found, name) for name in others)
+        if prompts and not any(needle in found for needle in prompts):
+            return False  # asked without a template: some row must bring its prompt
+        return all(present(found, name) for name in others)
 
     return settled
 
@@ -219,8 +316,11 @@ def scan_for(
     needles: set[bytes],
     enough: Callable[[set[bytes]], bool] = lambda found: False,
     chunk_size: int = _SCAN_CHUNK,
+    *,
+    compression: Compression | None = None,
 ) -> set[bytes]:
-    """The ``needles`` that occur in the file, read in chunks until ``enough`` says stop.
+    """The ``needles`` that occur in the file (decompressed), read in chunks until
+    ``enough`` says stop.
 
     A needle split across two chunks is found: each chunk is searched with the end of the
     one before."""
@@ -229,7 +329,7 @@ def scan_for(
         return found
     overlap = max(len(needle) for needle in needles) - 1
     tail = b""
-    with path.open("rb") as stream:
+    with open_bytes(path, compression) as stream:
         while not enough(found):
             chunk = stream.read(chunk_size)
             if not chunk:
@@ -238,21 +338,6 @@ def scan_for(
             found.update(needle for needle in needles - found if needle in window)
             tail = window[-overlap:] if overlap else b""
     return found
-
-
-def _first_fields(config: RunConfig) -> frozenset[str]:
-    """The first row's field names, for suggestions (empty when it cannot be read)."""
-    try:
-        rows = read_rows(config.input, shape=config.input_shape)
-    except BatchrunError:
-        return frozenset()
-    try:
-        first = next(rows, None)
-    finally:
-        close = getattr(rows, "close", None)
-        if close is not None:
-            close()
-    return frozenset(first.fields) if first is not None else frozenset()
 
 
 def check_job_model(config: RunConfig) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import InputError
-from batchrun.drivers.preflight import check_job_model
+from batchrun.drivers.preflight import check_every_row_can_be_built
 from batchrun.engine.outcome import prepare
 from batchrun.rows.reader import read_rows
 
@@ -40,13 +40,13 @@ def validate(config: RunConfig) -> ValidationReport:
 
     Rows go through the run's own ``prepare``, so a row is reported here exactly when a run
     would record it as ``invalid_request``, and no row can make this raise: only a file
-    that cannot be read at all does (``InputError``), and a job model the API would refuse
-    for every row (``UnbuildableJobError``, before any row is read).
+    that cannot be read at all does (``InputError``), or a mistake that would fail every row
+    alike, which ``run`` refuses before sending (``UnbuildableJobError``, said once).
 
     report = validate(load_config(Path("sample_data/reviews.jsonl")))
     assert report.invalid == 0
     """
-    check_job_model(config)
+    check_every_row_can_be_built(config)
     report = ValidationReport(source=config.input)
     for row in read_rows(config.input, shape=config.input_shape):
         report.rows += 1

@@ -72,7 +72,8 @@ def _turn_problems(i: int, turn: Any) -> Iterator[str]:
 
 
 def _content_problems(where: str, content: Any) -> Iterator[str]:
-    """Content is a non-blank string or a non-empty list of blocks, each with a ``type``."""
+    """Content is a non-blank string or a non-empty list of blocks, each with a ``type``, and
+    a text block has text."""
     if isinstance(content, str):
         if not content.strip():
             yield f"{where} must not be empty"
@@ -85,6 +86,9 @@ def _content_problems(where: str, content: Any) -> Iterator[str]:
         kind = block.get("type") if isinstance(block, Mapping) else None
         if not isinstance(kind, str) or not kind:
             yield f"{where}[{j}] must be an object with a 'type' string"
+        elif kind == "text" and not (isinstance(block.get("text"), str) and block["text"]):
+            # The API's own words for it: "text content blocks must be non-empty".
+            yield f"{where}[{j}] is a text block with no text, which the API refuses: drop it"
 
 
 # --- parameters --------------------------------------------------------------------------------

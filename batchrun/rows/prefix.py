@@ -21,7 +21,9 @@ cacheable length (estimated with ``rows.tokens``, which runs low against the rea
 the safe side), and one more at the end of the guessed part when it reaches it too. Nothing
 is placed below the minimum (the API would ignore it), and nothing at all in a request that
 carries a ``cache_control`` of the user's own anywhere: the user's breakpoints win. At most
-two are added, so a request never exceeds the API's four.
+two are added, so a request never exceeds the API's four. No mark goes on a blank block (a
+text block of whitespace, a tool result with nothing in it: the API refuses those): a turn's
+mark moves back to its last block with content, or is left off.
 
 Rows that attach files (``image`` / ``document`` columns) put the files before their text.
 Most jobs attach a different file per row, and a mark after a file no other row sends would
@@ -130,27 +132,69 @@ def template_head(template: str) -> str:
 
 def has_cache_marks(body: Mapping[str, Any]) -> bool:
     """True if the body carries any ``cache_control`` (top level, a tool, a block)."""
-    if body.get("cache_control") is not None:
-        return True
-    blocks: list[Any] = list(body.get("tools") or ())
-    system = body.get("system")
-    if isinstance(system, list):
-        blocks.extend(system)
-    for message in body.get("messages") or ():
-        content = message.get("content") if isinstance(message, Mapping) else None
-        if isinstance(content, list):
-            blocks.extend(content)
-            for block in content:  # tool results hold blocks of their own
-                inner = block.get("content") if isinstance(block, Mapping) else None
-                if isinstance(inner, list):
-                    blocks.extend(inner)
-    return any(isinstance(b, Mapping) and b.get("cache_control") is not None for b in blocks)
+    return count_breakpoints(body) > 0
 
 
 def count_breakpoints(body: Mapping[str, Any]) -> int:
     """How many ``cache_control`` marks the body carries (the API allows ``MAX_BREAKPOINTS``)."""
-    text = json.dumps(body, default=str)
-    return text.count('"cache_control"')
+    return sum(breakpoints_by_part(body).values())
+
+
+def breakpoints_by_part(body: Mapping[str, Any]) -> dict[str, int]:
+    """The body's ``cache_control`` marks counted by where they are: the top level, ``tools``,
+    ``system``, ``messages`` (blocks, and blocks inside them: a tool result's content, a
+    search result's, a document's content source). Parts without a mark are left out.
+
+    Walked over the places a mark can be, never over the text of the JSON: a prompt that
+    mentions ``"cache_control"`` or a tool's input schema with such a property is no mark.
+    """
+    counts = {
+        "cache_control": int(body.get("cache_control") is not None),
+        "tools": _marked(body.get("tools")),
+        "system": _marked(body.get("system")),
+        "messages": sum(
+            _marked(turn.get("content"))
+            for turn in body.get("messages") or ()
+            if isinstance(turn, Mapping)
+        ),
+    }
+    return {part: n for part, n in counts.items() if n}
+
+
+def _marked(blocks: Any) -> int:
+    """The marks on ``blocks`` (a list of blocks or tools; anything else holds none) and on
+    the blocks nested in them."""
+    if not isinstance(blocks, (list, tuple)):
+        return 0
+    count = 0
+    for block in blocks:
+        if not isinstance(block, Mapping):
+            continue
+        count += block.get("cache_control") is not None
+        count += _marked(block.get("content"))
+        source = block.get("source")
+        if isinstance(source, Mapping):
+            count += _marked(source.get("content"))
+    return count
+
+
+def _is_blank(block: Any) -> bool:
+    """A block the API takes no mark on: a text block with no text but whitespace, or a tool
+    result with nothing in it (no content, blank text, or only such blocks)."""
+    if not isinstance(block, Mapping):
+        return False
+    kind = block.get("type")
+    if kind == "text":
+        text = block.get("text")
+        return not (isinstance(text, str) and text.strip())
+    if kind == "tool_result":
+        content = block.get("content")
+        if isinstance(content, str):
+            return not content.strip()
+        if isinstance(content, (list, tuple)):
+            return all(_is_blank(inner) for inner in content)
+        return True
+    return False
 
 
 def place_breakpoints(
@@ -249,14 +293,15 @@ def _candidates(
         if not shared.system:
             return sure, []
         prefix = {**prefix, "system": system}
-        sure.append(_Candidate(_tokens(prefix), prefix, _on_system(body)))
+        if not (isinstance(system, str) and not system.strip()):  # no mark on a blank one
+            sure.append(_Candidate(_tokens(prefix), prefix, _on_system(body)))
     messages = body.get("messages") or []
     if not messages:
         return sure, []
     first = messages[0]
     head = shared.template_head
     content = first.get("content")
-    if head and isinstance(content, str) and content.startswith(head):
+    if head and head.strip() and isinstance(content, str) and content.startswith(head):
         head_turn = {"role": first["role"], "content": [{"type": "text", "text": head}]}
         head_prefix = {**prefix, "messages": [head_turn]}
         sure.append(_Candidate(_tokens(head_prefix), head_prefix, _on_head(body, head)))
@@ -264,9 +309,10 @@ def _candidates(
     if shared.leading_turns:
         users = [i for i, turn in enumerate(messages) if turn.get("role") == "user"]
         last_user = users[-1] if users else 0
-        if last_user >= 1 and _markable(messages[last_user - 1]):
+        block = _markable_block(messages[last_user - 1]) if last_user >= 1 else None
+        if block is not None:
             turns_prefix = {**prefix, "messages": messages[:last_user]}
-            mark = _on_turn(body, last_user - 1)
+            mark = _on_turn(body, last_user - 1, block)
             guessed.append(_Candidate(_tokens(turns_prefix), turns_prefix, mark))
     return sure, guessed
 
@@ -307,14 +353,24 @@ def _is_file(block: object) -> bool:
     return isinstance(block, Mapping) and block.get("type") in ("image", "document")
 
 
-def _markable(turn: Mapping[str, Any]) -> bool:
+def _markable_block(turn: Mapping[str, Any]) -> int | None:
+    """Which block of ``turn`` ends what can be cached: its last, past any blank ones (the
+    API refuses a mark on an empty text block); None when that block takes no mark.
+
+    A string content counts as one text block.
+    """
     content = turn.get("content")
     if isinstance(content, str):
-        return bool(content)
-    if not isinstance(content, list) or not content:
-        return False
-    last = content[-1]
-    return isinstance(last, Mapping) and last.get("type") in _MARKABLE
+        return 0 if content.strip() else None
+    if not isinstance(content, list):
+        return None
+    index = len(content) - 1
+    while index >= 0 and _is_blank(content[index]):
+        index -= 1
+    if index < 0:
+        return None
+    block = content[index]
+    return index if isinstance(block, Mapping) and block.get("type") in _MARKABLE else None
 
 
 # Each marker edits the body when called, after every candidate was measured unmarked.
@@ -370,12 +426,14 @@ def _on_block(body: dict[str, Any], index: int) -> Callable[[Mapping[str, Any]],
     return mark
 
 
-def _on_turn(body: dict[str, Any], index: int) -> Callable[[Mapping[str, Any]], None]:
+def _on_turn(body: dict[str, Any], index: int, block: int) -> Callable[[Mapping[str, Any]], None]:
+    """Mark block ``block`` of turn ``index`` (a string content becomes one text block)."""
+
     def mark(control: Mapping[str, Any]) -> None:
         turn = body["messages"][index]
         content = turn["content"]
         blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
-        blocks[-1] = {**blocks[-1], "cache_control": dict(control)}
+        blocks[block] = {**blocks[block], "cache_control": dict(control)}
         body["messages"][index] = {**turn, "content": blocks}
 
     return mark

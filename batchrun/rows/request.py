@@ -25,7 +25,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -48,9 +48,12 @@ from batchrun.rows.checks import (
 )
 from batchrun.rows.files import FileProblem, MediaSource, source_for
 from batchrun.rows.prefix import (
+    MAX_BREAKPOINTS,
     CachePolicy,
     SeenFiles,
     SharedParts,
+    breakpoints_by_part,
+    count_breakpoints,
     place_breakpoints,
     template_head,
 )
@@ -95,8 +98,8 @@ _TYPO_CUTOFF = 0.8
 class RequestDefaults:
     """The job's request defaults; None means not set. A row's own value wins over each.
 
-    ``template`` builds the prompt from the row's columns (``"Summarize {title}:\\n\\n{body}"``)
-    for rows that have neither ``prompt`` nor ``messages``.
+    ``template`` builds every row's user message from the row's columns
+    (``"Summarize {title}:\\n\\n{body}"``); a row's ``prompt`` is one of them (``{prompt}``).
     """
 
     model: str | None = None
@@ -147,10 +150,19 @@ def build_request(
                 problems.append(Problem(name, "required; set it in the job or the row"))
             continue
         try:
-            body[name] = CHECKS[name](value)
+            checked = CHECKS[name](value)
         except Invalid as exc:
             problems.extend(Problem(name, reason) for reason in exc.reasons)
-    if defaults.cache_system is not None and "system" in body:
+            continue
+        if name == "system" and isinstance(checked, str) and not checked.strip():
+            continue  # a blank system prompt is none: the API refuses an empty text block
+        body[name] = checked
+    problems.extend(_too_many_marks(body))
+    if (
+        defaults.cache_system is not None
+        and "system" in body
+        and count_breakpoints(body) < MAX_BREAKPOINTS  # the row's own marks come first
+    ):
         body["system"] = _cached_system(body["system"], defaults.cache_system)
     problems.extend(cross_problems(body))
     problems.extend(_typo_problems(fields, defaults.template))
@@ -222,7 +234,6 @@ def shared_parts(fields: Mapping[str, Any], defaults: RequestDefaults) -> Shared
     """What of a row's request comes from the job, and so is the same in every row."""
     uses_template = (
         defaults.template is not None
-        and fields.get("prompt") is None
         and fields.get("messages") is None
         and not _attachments(fields, defaults.template)
     )
@@ -252,7 +263,9 @@ def check_defaults(defaults: RequestDefaults) -> list[Problem]:
             CHECKS[name](value)
         except Invalid as exc:
             problems.extend(Problem(name, reason) for reason in exc.reasons)
-    if defaults.template is not None:
+    if defaults.template is not None and not defaults.template.strip():
+        problems.append(Problem("template", "is empty: every row's user message would be empty"))
+    elif defaults.template is not None:
         try:
             template_fields(defaults.template)
         except ValueError as exc:
@@ -467,9 +480,25 @@ def _source(block_type: str, ref: Any, base_dir: Path | MediaSource | None) -> d
 def _bare_conversation(
     fields: Mapping[str, Any], template: str | None
 ) -> tuple[list[dict[str, Any]] | None, list[Problem]]:
-    """The ``messages`` list, from exactly one of: prompt, messages, the job's template."""
+    """The ``messages`` list, from exactly one of: the job's template, prompt, messages.
+
+    A template given is always applied: it builds the user message, and a row's ``prompt``
+    is one of its columns (``{prompt}``). What it would leave unsent is refused, never
+    dropped without a word: a row's ``messages`` (a conversation of its own), or a
+    ``prompt`` the template does not use (``template_conflicts``).
+    """
     prompt = fields.get("prompt")
     messages = fields.get("messages")
+    if template is not None:
+        conflicts = [
+            Problem(name, reason)
+            for name, reason in template_conflicts(template, fields.keys())
+            if fields.get(name) is not None
+        ]
+        if conflicts:
+            return None, conflicts
+        text, problems = fill_template(template, fields)
+        return (None, problems) if text is None else ([{"role": "user", "content": text}], [])
     if prompt is not None and messages is not None:
         return None, [Problem("prompt", "a row gives either prompt or messages, not both")]
     if prompt is not None:
@@ -479,10 +508,38 @@ def _bare_conversation(
             return check_messages(messages), []
         except Invalid as exc:
             return None, [Problem("messages", reason) for reason in exc.reasons]
-    if template is not None:
-        text, problems = fill_template(template, fields)
-        return (None, problems) if text is None else ([{"role": "user", "content": text}], [])
     return None, [Problem(None, "missing prompt or messages (and the job has no template)")]
+
+
+def template_conflicts(template: str, columns: Iterable[str]) -> list[tuple[str, str]]:
+    """(column, why) for each of ``columns`` that the job's ``template`` would leave unsent.
+
+    The template builds the user message, so a row's ``messages`` has no place beside it,
+    and a ``prompt`` it does not use would be dropped. One rule for a row (``build_request``)
+    and for a whole input's columns (``drivers.preflight``), so both say the same.
+    """
+    try:
+        used = template_fields(template)
+    except ValueError:
+        return []  # the template's own problem is reported on its own
+    conflicts = []
+    for name in columns:
+        if name == "messages":
+            conflicts.append((name, _MESSAGES_CONFLICT))
+        elif name == "prompt" and name not in used:
+            conflicts.append((name, _PROMPT_CONFLICT))
+    return conflicts
+
+
+_MESSAGES_CONFLICT = (
+    "the job's template builds each row's user message, so a row cannot also give its own "
+    "messages: drop the template (--template) to send the rows' messages, or drop messages"
+)
+_PROMPT_CONFLICT = (
+    "the job's template builds each row's user message and does not use prompt, which would "
+    "not be sent: put {prompt} in the template where it belongs (e.g. 'Classify: {prompt}'), "
+    "or rename the column"
+)
 
 
 def _from_prompt(prompt: Any) -> tuple[list[dict[str, Any]] | None, list[Problem]]:
@@ -490,6 +547,25 @@ def _from_prompt(prompt: Any) -> tuple[list[dict[str, Any]] | None, list[Problem
     if not isinstance(prompt, str) or not prompt.strip():
         return None, [Problem("prompt", f"must be a non-empty string, not {describe(prompt)}")]
     return [{"role": "user", "content": prompt}], []
+
+
+def _too_many_marks(body: Mapping[str, Any]) -> list[Problem]:
+    """The request's own ``cache_control`` marks (the row's, the job's tools or system
+    blocks), if there are more than the API takes in one request. batchrun adds its own
+    marks only below that limit, so these are the user's to cut."""
+    parts = breakpoints_by_part(body)
+    total = sum(parts.values())
+    if total <= MAX_BREAKPOINTS:
+        return []
+    where = ", ".join(f"{n} in {part}" for part, n in parts.items())
+    return [
+        Problem(
+            "cache_control",
+            f"the request carries {total} cache_control marks ({where}), and the API takes "
+            f"at most {MAX_BREAKPOINTS} in one request: remove {total - MAX_BREAKPOINTS} "
+            "(a mark caches everything before it, so the last ones are usually the ones to keep)",
+        )
+    ]
 
 
 def _cached_system(

@@ -1,9 +1,9 @@
 """Prompt templates: ``"Summarize {title}:\\n\\n{body}"`` filled from a row's columns.
 
-A job's ``template`` builds the prompt for rows that have neither ``prompt`` nor ``messages``.
-Templates are their own small language (``str.format`` syntax cut down to plain names), with
-rules of their own about what a file of rows may reach, so they are parsed and filled here and
-``request`` only asks for the text.
+A job's ``template`` builds every row's user message; a row's ``prompt`` is a column like the
+others (``"Classify: {prompt}"``). Templates are their own small language (``str.format``
+syntax cut down to plain names), with rules of their own about what a file of rows may reach,
+so they are parsed and filled here and ``request`` only asks for the text.
 """
 
 from __future__ import annotations
