@@ -138,18 +138,18 @@ class RunOutput:
         rows = f"{unsent:,} row(s)" if unsent else "no row"
         journal = journal_path(self.config.output)
         return LeaseLostError(
-            f"this run stopped: {lease.lost_message()}. Another run takes an output over when "
-            f"its run falls silent for longer than the lease lasts ({lease.ttl_s:g} s): this "
-            "process was paused (stopped, suspended) or cut off from the store. That run owns "
-            f"{self.shown} now: this run sent nothing more once it found out, and uploaded "
-            f"and published nothing. It answered {rows} that the store does not have; "
+            f"this run stopped: {lease.lost_message()}. A lease lapses when its run does not "
+            f"renew it for {lease.ttl_s:g} s (this process was paused, suspended or cut off "
+            "from the store), and another run may then take the output over: that run owns "
+            f"{self.shown} now. This run sent no request after it found out, and uploaded "
+            f"and published nothing. It answered {rows} that the store does not have"
             + (
-                f"they are kept in its journal on this machine ({journal}). Once that run "
+                f"; they are kept in its journal on this machine ({journal}). Once that run "
                 "has ended, run this same command again here: if the output is not complete "
-                "by then, it goes on from both runs' rows and does not pay for these again; "
-                "if it is, they are not needed."
+                f"by then, it goes on from both runs' rows and does not pay for these "
+                f"{unsent:,} again; if it is complete, they are not needed."
                 if unsent
-                else "nothing is lost."
+                else "."
             )
         )
 

@@ -138,10 +138,7 @@ class Engine:
         """``send_check`` said no: admit nothing more; the requests in flight finish."""
         self.closed_by = reason
         self.pool.stop_admitting()
-        self._notify(
-            f"batchrun: {reason}; sending nothing more, finishing the {self.pool.in_flight - 1:,} "
-            "request(s) in flight"
-        )
+        self._notify(f"batchrun: {reason}; sending nothing more, finishing the requests in flight")
 
     async def run(self, works: Iterable[Work], on_row: OnRow) -> None:
         """Process every work item (until stopped); only a run-stopping error escapes."""

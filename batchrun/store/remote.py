@@ -441,6 +441,7 @@ class Segmenter:
         self._rows = 0
         self._since = clock()
         self._wanted = sealed_bytes  # seal up to here (-1: up to the file's current end)
+        self._asked = 0  # seals asked for so far: one asked during a seal is not lost
         self._closing = False
         self._cond = threading.Condition()
         self.sealed_segments = 0
@@ -464,6 +465,7 @@ class Segmenter:
         self._since = self._clock()
         with self._cond:
             self._wanted = -1 if journal_size is None else max(self._wanted, journal_size)
+            self._asked += 1
             self._cond.notify()
 
     def wait(self) -> None:
@@ -492,12 +494,12 @@ class Segmenter:
                         self._rows = 0
                         self._since = self._clock()
                         self._wanted = -1
-                wanted, closing = self._wanted, self._closing
+                wanted, closing, asked = self._wanted, self._closing, self._asked
             self._seal_up_to(wanted)
             if closing:
                 return
             with self._cond:
-                if self._wanted == wanted:  # no newer request came: wait for the next one
+                if self._asked == asked:  # no newer request came: wait for the next one
                     self._wanted = self._sealed
                 self._cond.notify_all()
 
