@@ -151,3 +151,15 @@ def test_the_summary_names_the_urls_not_the_work_folder(
     assert f'"output": "{out}"' in as_json.output and f'"input": "{inp}"' in as_json.output
     # The run leaves its output and the input it was given: no empty "folder" objects.
     assert keys(moto.endpoint, bucket) == ["in/rows.jsonl", "out/labels.parquet"]
+    # A stopped run's resume hint names the URL, and the work folder only as the journal's.
+    costly = f"s3://{bucket}/out/costly.parquet"
+    args = ["run", inp, "-o", costly, "--model", "claude-sonnet-4-5", "--max-tokens", "400"]
+    args += ["--base-url", sim.base_url, "-q", "--max-cost", "0.01"]
+    stopped = CliRunner().invoke(cli, args, env={**os.environ, **env})
+    assert stopped.exit_code == 4, stopped.output
+    assert f"batchrun: {inp} -> {costly}\n" in stopped.output
+    hint = next(line for line in stopped.output.splitlines() if "stopped by the budget" in line)
+    assert f"the rows of {costly} finished so far are kept in this machine's journal, " in hint
+    assert hint.count(str(tmp_path / "cache")) == 1 and hint.endswith(
+        ".journal. Re-run the same command to resume."
+    )
