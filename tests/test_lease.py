@@ -134,6 +134,66 @@ def test_an_expired_lease_is_taken_over_and_its_old_holder_finds_out(
     assert not storage.exists(lease_url(out))
 
 
+def test_a_lease_is_fresh_only_while_it_is_surely_this_runs(storage: Storage, bucket: str) -> None:
+    """Fresh until ttl less a margin after the start of the last renewal, on a clock that runs
+    through a pause (``ticks``); then ``confirm`` renews it, or names the run that took it."""
+    out = f"s3://{bucket}/out/fresh.parquet"
+    clock, ticks = Clock(), Clock(1000.0)
+    holder = lease(storage, out, clock, "machine-a", ticks=ticks)
+    assert not holder.fresh()  # not taken yet
+    holder.acquire()
+    assert holder.fresh() and 0 < holder.margin_s < holder.ttl_s - holder.renew_s + 1e-9
+    ticks.now += holder.ttl_s - holder.margin_s  # the margin is never used up
+    assert not holder.fresh()
+    assert holder.confirm() is None and holder.fresh()  # renewed at once
+    assert holder.renewals == 1
+    # Paused past the lease (wall clock and boot clock both move on); another run takes it.
+    clock.now += 301
+    ticks.now += 301
+    other = lease(storage, out, clock, "machine-b")
+    other.acquire()
+    assert not holder.fresh()
+    reason = holder.confirm()
+    assert reason is not None and "taken over by run run-machine-b on machine-b" in reason
+    assert not holder.fresh() and holder.confirm() == reason  # for good
+    holder.release()
+    assert held_record(storage, out) is not None  # b's, untouched
+    other.release()
+
+
+def test_confirm_waits_out_a_short_store_outage_then_gives_up(
+    storage: Storage, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = f"s3://{bucket}/out/outage.parquet"
+    clock, ticks = Clock(), Clock(1000.0)
+    holder = lease(storage, out, clock, "machine-a", ticks=ticks)
+    holder.acquire()
+    failures = []
+
+    def unreachable(*args: Any) -> str | None:
+        failures.append(ticks.now)
+        ticks.now += 100  # each try takes a while
+        if len(failures) == 2:  # the second try: the store answers again
+            monkeypatch.undo()
+            return real(*args)
+        raise StorageError(lease_url(out), "write", "endpoint unreachable")
+
+    real = storage.replace_if
+    ticks.now += holder.ttl_s
+    monkeypatch.setattr(storage, "replace_if", unreachable)
+    monkeypatch.setattr(holder._stop, "wait", lambda seconds: False)
+    assert holder.confirm() is None and len(failures) == 2  # a short outage: a pause
+    ticks.now += holder.ttl_s
+    monkeypatch.setattr(storage, "replace_if", unreachable)
+    monkeypatch.setattr(holder._stop, "wait", lambda seconds: False)
+    failures[:] = [0.0, 0.0]  # from now on it never answers
+    reason = holder.confirm()
+    assert reason is not None and "could not renew the lease" in reason
+    assert holder.lost_to is None and holder.last_error is not None
+    monkeypatch.undo()
+    holder.release()
+
+
 def test_of_two_runs_taking_over_one_dead_lease_only_one_wins(
     storage: Storage, bucket: str
 ) -> None:

@@ -138,6 +138,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "json_summary",  # issue 14
             "keep_columns",
             "keep_journal",  # object storage (issue 15)
+            "lease_ttl",  # the remote output's lease life; BATCHRUN_LEASE_TTL (issue 23)
             "limits",
             "max_cost",
             "max_retries",

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -413,6 +414,32 @@ def test_a_segment_never_ends_in_a_torn_line(tmp_path: Path) -> None:
     segmenter.close()
     assert sealed == [_line(0), _line(1) + _line(2)]
     assert segmenter.sealed_bytes == journal.stat().st_size
+
+
+def test_a_seal_asked_for_while_one_is_under_way_is_made_too(tmp_path: Path) -> None:
+    """The sink asks without a size (seal up to the journal's end): a second ask that comes
+    while the first seal uploads must not be taken for the first and dropped (its rows then
+    waited for the time limit, a minute, instead of ``rows_per_segment``)."""
+    journal = tmp_path / "out.jsonl.journal"
+    sealed: list[bytes] = []
+    uploading, go_on = threading.Event(), threading.Event()
+
+    def seal(source: object, end: int) -> None:
+        if not sealed:
+            uploading.set()
+            go_on.wait(30)
+        sealed.append(source.read())  # type: ignore[attr-defined]
+
+    segmenter = Segmenter(journal, seal, rows_per_segment=1, seconds_per_segment=3600)
+    _append(journal, _line(0))
+    segmenter.noticed()
+    assert uploading.wait(30)
+    _append(journal, _line(1))
+    segmenter.noticed()  # while the first seal uploads
+    go_on.set()
+    segmenter.wait()
+    assert sealed == [_line(0), _line(1)]
+    segmenter.close()
 
 
 def test_a_failed_seal_is_retried_and_the_run_goes_on(tmp_path: Path) -> None:

@@ -218,13 +218,22 @@ def fail(exc: BatchrunError, config: RunConfig | None) -> NoReturn:
     """Print the error (and, after a run began, where its finished rows are) and exit 1, or
     2 for a job whose every row would be refused alike (a usage error)."""
     click.echo(f"batchrun: error: {exc}", err=True)
+    from batchrun.drivers.output import PublishError
     from batchrun.drivers.preflight import UnbuildableJobError
     from batchrun.drivers.session import ResumeMismatchError
+    from batchrun.store.lease import LeaseLostError
     from batchrun.store.lock import OutputLockedError
 
     # No resume hint where resuming is what was refused (the journal belongs to the run that
-    # holds the lock, or answers requests the input no longer makes) or nothing began.
-    quiet_about_rows = (OutputLockedError, ResumeMismatchError, UnbuildableJobError)
+    # holds the lock, or answers requests the input no longer makes) or nothing began, or
+    # where the error says itself where the rows are and what to do (a remote output's).
+    quiet_about_rows = (
+        OutputLockedError,
+        ResumeMismatchError,
+        UnbuildableJobError,
+        LeaseLostError,
+        PublishError,
+    )
     if config is not None and not isinstance(exc, quiet_about_rows):
         kept = kept_rows(config)
         if kept:
@@ -240,6 +249,7 @@ def kept_rows(
 ) -> str:
     """Where a run that stopped left its finished rows, and how to go on ("" when it left
     none). ``stopped`` names what stopped it, for the line's start; ``then`` what to do."""
+    from batchrun.core.scrub import url_without_secrets
     from batchrun.store.partial import read_partial
     from batchrun.store.sink import journal_path
 
@@ -255,4 +265,9 @@ def kept_rows(
         if partial is not None
         else f"finished rows are kept in {journal}"
     )
+    if config.output_url is not None:  # the work folder's copy is named as the journal's home
+        shown = (
+            f"the rows of {url_without_secrets(config.output_url)} finished so far are kept "
+            f"in this machine's journal, {journal}"
+        )
     return (f"{stopped}; " if stopped else "") + f"{shown}. {then}"

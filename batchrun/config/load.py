@@ -166,6 +166,9 @@ class RunConfig:
     output_format: OutputKind | None = None
     part_rows: int = 1_000_000  # rows per part of a dataset output (store.dataset)
     keep_journal: bool = False
+    # Seconds an s3:// or gs:// output's lease lives without renewal (store.lease); renewed
+    # every fifth of it. Not a setting: tests shorten it through BATCHRUN_LEASE_TTL.
+    lease_ttl: float = 300.0
     shard: tuple[int, int] | None = None  # (index, count): only the rows of that shard
     rate_limit_store: str | None = None  # redis://...: limits shared by many processes
     s3_endpoint: str | None = None  # AWS_ENDPOINT_URL(_S3): an S3-compatible server
@@ -352,6 +355,7 @@ def load_config(
         output_format=output_format,
         part_rows=value("part_rows"),
         keep_journal=bool(value("keep_journal")),
+        lease_ttl=_lease_ttl(env),
         shard=_shard(value("shard")),
         rate_limit_store=value("rate_limit_store"),
         s3_endpoint=endpoints[0],
@@ -376,6 +380,20 @@ def _file_text(key: str, value: str, path_of: Callable[[str, str], Path | None])
             f"the {key} from; to send text that starts with @, write @@ "
             f"({ESCAPE + name!r} sends {value!r})"
         ) from None
+
+
+def _lease_ttl(env: Mapping[str, str]) -> float:
+    """BATCHRUN_LEASE_TTL (seconds), a seam for tests of a lapsed lease; 300 without it."""
+    raw = env.get("BATCHRUN_LEASE_TTL", "")
+    if not raw:
+        return 300.0
+    try:
+        ttl = float(raw)
+    except ValueError:
+        ttl = 0.0
+    if not 0 < ttl < float("inf"):
+        raise ConfigError(f"BATCHRUN_LEASE_TTL={raw!r}: give a number of seconds above 0")
+    return ttl
 
 
 def _shard(value: str | None) -> tuple[int, int] | None:

@@ -174,6 +174,9 @@ async def _run_claimed(
         and not summary.batches_running
         and every_row_recorded
     )
+    lost = output.lease_lost()
+    if lost is not None:
+        raise lost  # another run owns the output now: nothing of this run is written there
     write_output(config, output, summary, counter.rows, complete=complete)
     if fatal is not None:
         raise fatal

@@ -18,7 +18,7 @@ from batchrun.config.load import RunConfig
 from batchrun.core.errors import ConfigError, FatalRunError
 from batchrun.drivers.display import Snapshot, cost_text
 from batchrun.drivers.interrupt import run_interruptibly
-from batchrun.drivers.output import RunOutput
+from batchrun.drivers.output import RunOutput, shown_output
 from batchrun.drivers.preflight import check_every_row_can_be_built
 from batchrun.drivers.progress import Progress
 from batchrun.drivers.session import (
@@ -122,7 +122,14 @@ async def _run_claimed(
             quiet=config.quiet,
             stream=progress_stream,
         )
-        engine = Engine(config, client, summary, sleep=retry_sleep, notify=progress.log)
+        engine = Engine(
+            config,
+            client,
+            summary,
+            sleep=retry_sleep,
+            notify=progress.log,
+            send_check=output.lease,  # an object-store output: sent only while the lease holds
+        )
         if engine.dedup is not None and summary.todo != 0:
             remember_prior_answers(engine.dedup, sink, prior, states)
         counter = RowCounter()
@@ -150,6 +157,9 @@ async def _run_claimed(
             await output.close()
     summary.total_rows = counter.rows
     summary.skipped = counter.skipped
+    lost = output.lease_lost(engine.closed_by)
+    if lost is not None:
+        raise lost  # another run owns the output now: nothing of this run is written there
     complete = (
         fatal is None
         and summary.interrupted is None
@@ -168,7 +178,7 @@ def _check_no_running_batches(config: RunConfig) -> None:
     running = running_batches(config.output)
     if running:
         raise ConfigError(
-            f"{len(running)} Message Batch(es) of {config.output} are still running "
+            f"{len(running)} Message Batch(es) of {shown_output(config)} are still running "
             f"({', '.join(running[:5])}): collect them with `--via batches`, or cancel them "
             "with `batchrun batches cancel` and then collect, before sending rows online"
         )

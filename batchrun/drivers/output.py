@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchrun.config.load import RunConfig
-from batchrun.core.errors import OutputError
+from batchrun.core.errors import BatchrunError, OutputError
+from batchrun.core.scrub import url_without_secrets
 from batchrun.store.dataset import (
     DATASET,
     PART_ROWS,
@@ -37,13 +38,15 @@ from batchrun.store.dataset import (
     replace_folder,
     write_manifest,
 )
+from batchrun.store.lease import LEASE_OBJECT, Lease, LeaseLostError
 from batchrun.store.partial import SUCCESS
-from batchrun.store.remote import PullReport, RemoteOutput, journal_prefix
+from batchrun.store.remote import PullReport, RemoteOutput, journal_prefix, new_run_id
 from batchrun.store.sink import (
     TMP_OUTPUT_SUFFIX,
     OutputKind,
     PriorState,
     Sink,
+    journal_path,
     output_kind,
     remove_temporary,
     temporary_path,
@@ -65,6 +68,10 @@ class RunOutput:
         await output.close()            # the last segment sealed
         output.sink.finalize(rows)
         output.publish()                # the final file uploaded, the segments removed
+
+    A remote output is written under its lease (``output_lease``, held by the caller):
+    ``lease`` is the engine's ``send_check`` and is asked before every upload. A remote
+    output's journal outlives ``finalize`` until ``publish`` has uploaded the final file.
     """
 
     def __init__(self, config: RunConfig) -> None:
@@ -72,9 +79,18 @@ class RunOutput:
         self.kind = config_output_kind(config)
         part_rows = int(getattr(config, "part_rows", None) or PART_ROWS)
         self.sink = Sink(config.output, config.keep_columns, kind=self.kind, part_rows=part_rows)
+        self.lease: Lease | None = None
+        if config.output_url is not None:
+            self.lease = _HELD.get(config.output_url)
+            self.sink.keep_journal = True  # until the final file is uploaded (``publish``)
         self._remote: RemoteOutput | None = None
         self._segmenter: Segmenter | None = None
         self.seal_error: Exception | None = None  # the last segment could not be sealed
+
+    @property
+    def shown(self) -> str:
+        """The output's name for a person: its URL for one on object storage."""
+        return shown_output(self.config)
 
     def open(self) -> PriorState:
         """Check the output can be written, pull a remote one's earlier state, open the sink.
@@ -83,7 +99,7 @@ class RunOutput:
         """
         config = self.config
         if config.output_url is not None:
-            self._remote = _remote_output(config)
+            self._remote = _remote_output(config, self.lease)
             self._remote.pull(overwrite=config.overwrite)
         prior = self.sink.open(overwrite=config.overwrite)
         if self._remote is not None:
@@ -102,10 +118,76 @@ class RunOutput:
             except Exception as exc:  # the store failed: the local journal still has it all
                 self.seal_error = exc
 
+    def lease_lost(self, stopped: str | None = None) -> LeaseLostError | None:
+        """The error that ends a run whose lease another run took over, or that ``stopped``
+        for want of a lease it could renew; None while this run holds it (or has none).
+        Nothing of this run is published after that."""
+        lease = self.lease
+        if lease is None:
+            return None
+        if lease.lost_to is None:
+            if stopped is None:
+                return None
+            return LeaseLostError(
+                f"this run stopped: {stopped}. It sent nothing more and published nothing; "
+                f"the rows it answered are kept in its journal on this machine "
+                f"({journal_path(self.config.output)}). Run the same command again once the "
+                "store answers: it goes on from there"
+            )
+        unsent = self._unsealed_rows()
+        rows = f"{unsent:,} row(s)" if unsent else "no row"
+        journal = journal_path(self.config.output)
+        return LeaseLostError(
+            f"this run stopped: {lease.lost_message()}. A lease lapses when its run does not "
+            f"renew it for {lease.ttl_s:g} s (this process was paused, suspended or cut off "
+            "from the store), and another run may then take the output over: that run owns "
+            f"{self.shown} now. This run sent no request after it found out, and uploaded "
+            f"and published nothing. It answered {rows} that the store does not have"
+            + (
+                f"; they are kept in its journal on this machine ({journal}). Once that run "
+                "has ended, run this same command again here: if the output is not complete "
+                f"by then, it goes on from both runs' rows and does not pay for these "
+                f"{unsent:,} again; if it is complete, they are not needed."
+                if unsent
+                else "."
+            )
+        )
+
+    def _unsealed_rows(self) -> int:
+        """Rows of the local journal no segment on the store holds."""
+        sealed = self._remote.sealed_bytes if self._remote is not None else 0
+        with contextlib.suppress(OSError), journal_path(self.config.output).open("rb") as f:
+            f.seek(sealed)
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+        return 0
+
     def publish(self) -> None:
-        """Upload the final file of a remote output and remove its segments."""
-        if self._remote is not None:
-            self._remote.publish()
+        """Upload the final file of a remote output and remove its segments; then the local
+        journal goes. A failed upload keeps the journal and the final file here (the next
+        run uploads the file, sending nothing): PublishError names the URL and the cause."""
+        remote = self._remote
+        if remote is None:
+            return
+        try:
+            remote.publish()
+        except StorageError as exc:
+            raise PublishError(
+                f"every row of {self.shown} is answered, but the final file could not be "
+                f"uploaded there ({exc}). Nothing is lost: the file and its journal are kept "
+                f"on this machine, in {self.config.output.parent}. Run the same command again "
+                "here once the store answers: it uploads that file and sends no request"
+            ) from exc
+        self.sink.drop_journal()
+
+
+class PublishError(OutputError):
+    """The final file of a remote output is complete here but could not be uploaded."""
+
+
+def shown_output(config: RunConfig) -> str:
+    """The output's name for a person: its URL for one on object storage (never the work
+    folder's copy), else its path."""
+    return url_without_secrets(config.output_url) if config.output_url else str(config.output)
 
 
 def config_output_kind(config: RunConfig) -> OutputKind:
@@ -120,7 +202,7 @@ def config_output_kind(config: RunConfig) -> OutputKind:
     return output_kind(config.output)
 
 
-def _remote_output(config: RunConfig) -> RemoteOutput:
+def _remote_output(config: RunConfig, lease: Lease | None = None) -> RemoteOutput:
     assert config.output_url is not None
     storage = Storage(StorageSettings(config.s3_endpoint, config.gcs_endpoint))
     storage.check_writable(config.output_url)
@@ -133,6 +215,7 @@ def _remote_output(config: RunConfig) -> RemoteOutput:
         keep_journal=config.keep_journal,
         rows_per_segment=config.segment_rows,
         seconds_per_segment=config.segment_seconds,
+        lease=lease,
     )
     assert remote.local_output == config.output  # load_config named the same local copy
     return remote
@@ -171,6 +254,8 @@ class RemoteDataset(RemoteOutput):
 
     def _pull_final(self, state: Any) -> bool:
         remote = self.storage.stat_or_none(self._manifest_url())
+        if self._keeps_unpublished(state, remote, _manifest_stamp(self.local_output)):
+            return True
         if remote is None:
             remove_output(self.local_output)
             state.final_stamp = state.local_stamp = None
@@ -205,6 +290,7 @@ class RemoteDataset(RemoteOutput):
         if manifest is None or manifest.partial is not None:
             raise OutputError(f"{folder}: no {SUCCESS}: the dataset is not complete")
         remote = manifest.renamed([f"{Path(n).stem}-{self.run_id}.parquet" for n in manifest.parts])
+        self._publishing(_manifest_stamp(folder) if folder == self.local_output else None)
         done: list[str] = []
         try:
             for name, uploaded in zip(manifest.parts, remote.parts, strict=True):
@@ -251,22 +337,61 @@ def remote_output(
     return RemoteOutput(url, storage, **options)
 
 
+# The lease this process holds on each remote output (by URL), for the run's RunOutput.
+_HELD: dict[str, Lease] = {}
+
+
 @contextlib.contextmanager
-def output_lease(config: RunConfig) -> Iterator[None]:
+def output_lease(config: RunConfig) -> Iterator[Lease | None]:
     """A remote output's lease (``store.lease``), held for the ``with``: a run on another
     machine is refused while it is held (LeaseHeldError naming this run); renewed in the
-    background; removed on leaving, whether the run ended, stopped or failed. A local
-    output has none (its file lock, ``store.lock``, is enough on one machine)."""
+    background; asked before each request and upload (``RunOutput.lease``); removed on
+    leaving, whether the run ended, stopped or failed. A local output has none (its file
+    lock, ``store.lock``, is enough on one machine).
+
+    Removing it can fail (the store out of reach): after an error, that is said after the
+    error (it is secondary); after a run that went well, as a warning."""
     if config.output_url is None:
-        yield
+        yield None
         return
-    from batchrun.store.lease import Lease
-    from batchrun.store.remote import new_run_id
-    from batchrun.store.storage import Storage, StorageSettings
-
-    def lost(message: str) -> None:
-        print(f"{message}; this run's rows are still journaled here", file=sys.stderr)
-
     storage = Storage(StorageSettings(config.s3_endpoint, config.gcs_endpoint))
-    with Lease(storage, config.output_url, run_id=new_run_id(), on_lost=lost):
-        yield
+    ttl = config.lease_ttl
+    lease = Lease(storage, config.output_url, run_id=new_run_id(), ttl_s=ttl, renew_s=ttl / 5)
+    lease.acquire()
+    lease.start_renewing()
+    _HELD[config.output_url] = lease
+    try:
+        yield lease
+    except BaseException as exc:
+        _HELD.pop(config.output_url, None)
+        failure = _release(lease)
+        if failure is not None:
+            _add_after(exc, failure)
+        raise
+    _HELD.pop(config.output_url, None)
+    failure = _release(lease)
+    if failure is not None:
+        print(f"batchrun: warning: {failure}", file=sys.stderr)
+
+
+def _release(lease: Lease) -> str | None:
+    """Give the lease back; what went wrong, in words, or None."""
+    try:
+        lease.release()
+    except StorageError as exc:
+        return (
+            f"the lease {lease.shown}{LEASE_OBJECT} could not be removed ({exc.reason}): "
+            "another machine's run of this output is refused until it lapses, "
+            f"{lease.ttl_s:g} s after this run's last renewal (a run on this machine takes "
+            "it over at once)"
+        )
+    return None
+
+
+def _add_after(exc: BaseException, line: str) -> None:
+    """Say ``line`` after ``exc``'s own message: in it, for batchrun's errors (printed whole
+    by the CLI), else on stderr now."""
+    if isinstance(exc, BatchrunError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        exc.args = (f"{exc.args[0]}\nbatchrun: also, {line}",)
+    else:
+        print(f"batchrun: also, {line}", file=sys.stderr)

@@ -41,6 +41,7 @@ from batchrun.api.client import MessagesClient
 from batchrun.config.load import RunConfig
 from batchrun.cost.budget import Budget
 from batchrun.cost.prices import UnknownModels
+from batchrun.engine.admission import AdmissionClosed, Gate, SendCheck
 from batchrun.engine.dedup import Dedup, twin_row
 from batchrun.engine.fail_fast import FailFast
 from batchrun.engine.outcome import Work, base_row, error_row
@@ -71,6 +72,9 @@ class Engine:
     ``tally`` receives the counts (a ``RunSummary`` is one); ``sleep`` is the wait between
     retries and during whole-model 429 pauses (tests pass a fake); ``notify`` gets the one-line
     events a person should see (budget stop, unpriced model, a wait of more than a few seconds).
+    ``send_check`` is asked before every request whether the run may still send
+    (``engine.admission``: an object-store output's lease); once it says no, nothing more
+    is sent and ``closed_by`` says why.
     """
 
     def __init__(
@@ -81,6 +85,7 @@ class Engine:
         *,
         sleep: Sleep = asyncio.sleep,
         notify: Callable[[str], None] = _ignore,
+        send_check: SendCheck | None = None,
     ) -> None:
         self.config = config
         self.tally = tally
@@ -99,8 +104,17 @@ class Engine:
         notices = WaitNotices(notify, capped=config.max_retry_wait is not None)
         # Told by the sender when the API first answers: until then, quick retries only.
         self._fail_fast = FailFast(config.base_url)
+        self.closed_by: str | None = None  # why send_check stopped the run
+        gate = Gate(send_check, self._close) if send_check is not None else None
         self.sender = Sender(
-            config, client, tally, sleep, self.limiter, notices, fail_fast=self._fail_fast
+            config,
+            client,
+            tally,
+            sleep,
+            self.limiter,
+            notices,
+            fail_fast=self._fail_fast,
+            gate=gate,
         )
         self.pool.on_stop(self.limiter.stop)  # rows waiting for admission are not sent after
         for waiting_room in (self.warmup, self.dedup):
@@ -119,6 +133,12 @@ class Engine:
     def stop_admitting(self) -> None:
         """Send no more rows; the ones in flight finish (Ctrl-C, a budget, a caller)."""
         self.pool.stop_admitting()
+
+    def _close(self, reason: str) -> None:
+        """``send_check`` said no: admit nothing more; the requests in flight finish."""
+        self.closed_by = reason
+        self.pool.stop_admitting()
+        self._notify(f"batchrun: {reason}; sending nothing more, finishing the requests in flight")
 
     async def run(self, works: Iterable[Work], on_row: OnRow) -> None:
         """Process every work item (until stopped); only a run-stopping error escapes."""
@@ -151,7 +171,7 @@ class Engine:
         else:
             try:
                 answered = await self._answer(work, work.body)
-            except Stopped:
+            except (Stopped, AdmissionClosed):
                 return  # admission stopped while the row waited: a re-run sends it
             if answered is None:
                 return  # not sent, not recorded: the budget is spent and a re-run resumes here

@@ -15,6 +15,7 @@ from batchrun.api.client import MessagesClient, Reply
 from batchrun.api.retry import is_fatal, send_with_retries
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiError, ApiStatusError, FatalRunError
+from batchrun.engine.admission import Gate
 from batchrun.engine.fail_fast import QUICK_WAIT_S, FailFast, is_an_answer
 from batchrun.engine.outcome import Work, error_row, ok_row
 from batchrun.engine.tally import RowTally
@@ -53,6 +54,7 @@ class Sender:
         limiter: RateLimiter,
         notices: WaitNotices | None = None,
         fail_fast: FailFast | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self._config = config
         self._client = client
@@ -62,6 +64,7 @@ class Sender:
         self.tuner: ConcurrencyTuner | None = None  # --concurrency auto
         self._notices = notices
         self._fail_fast = fail_fast  # told of the API's first answer; quick retries until then
+        self._gate = gate  # asked last before each attempt: may this run still send?
 
     async def send(
         self,
@@ -113,6 +116,12 @@ class Sender:
         """One send: admission, the request, then usage and headers back to the limiter."""
         limiter, model = self._limiter, waits.model
         reservation = await limiter.acquire(model, estimate, int(body.get("max_tokens") or 0))
+        if self._gate is not None:
+            try:
+                await self._gate.admit()
+            except BaseException:
+                limiter.settle_failure(reservation, None)  # admitted, but never sent
+                raise
         waits.sent = reservation
         self._tally.rate_wait_s = limiter.stats.held_s
         try:

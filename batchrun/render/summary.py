@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections import Counter
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchrun.core.humanize import money
+from batchrun.core.scrub import url_without_secrets
 from batchrun.cost.prices import cache_saving
 from batchrun.store.row_state import LAPSED_REASONS
 
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
 def format_summary(summary: RunSummary, config: RunConfig) -> str:
     """The end-of-run summary a person reads."""
     final = summary.final
-    lines = [f"batchrun: {config.input} -> {summary.output}"]  # a shard's own output
+    lines = [f"batchrun: {_shown_input(config)} -> {_shown_output(summary.output, config)}"]
     if final is not None:
         lines.append(f"  output      {final.rows:,} rows: {final.ok:,} ok, {final.error:,} error")
     elif summary.partial is not None and summary.partial.partial is not None:
@@ -136,8 +138,8 @@ def summary_dict(summary: RunSummary, config: RunConfig | None = None) -> dict[s
     )
     return {
         "schema": SUMMARY_SCHEMA,
-        "input": str(summary.input),
-        "output": str(summary.output),
+        "input": _shown_input(config) if config is not None else str(summary.input),
+        "output": _shown_output(summary.output, config),
         "via": summary.via,
         "outcome": outcome,
         "exit_code": summary.exit_code,
@@ -207,8 +209,8 @@ def failure_dict(config: RunConfig, error: str, exit_code: int) -> dict[str, Any
     wrong, so a script reading stdout always gets one JSON object."""
     return {
         "schema": SUMMARY_SCHEMA,
-        "input": str(config.input),
-        "output": str(config.output),
+        "input": _shown_input(config),
+        "output": _shown_output(config.output, config),
         "via": config.via,
         "outcome": "failed" if exit_code == 1 else "interrupted",
         "exit_code": exit_code,
@@ -274,3 +276,16 @@ def format_validation(report: ValidationReport) -> str:
 
 def _counts(counter: Counter[str]) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in counter.most_common())
+
+
+def _shown_output(output: Path, config: RunConfig | None) -> str:
+    """The output's name for a person: an object-store output's URL, not the work folder's
+    copy (a shard's own output, which is local, by its path)."""
+    if config is not None and config.output_url is not None and output == config.output:
+        return url_without_secrets(config.output_url)
+    return str(output)
+
+
+def _shown_input(config: RunConfig) -> str:
+    """The input's name for a person: an object-store input's URL, not its cached copy."""
+    return url_without_secrets(config.input_url) if config.input_url else str(config.input)

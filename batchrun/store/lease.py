@@ -20,6 +20,14 @@ claimed with ``s3://b/out/labels.parquet.batchrun/lease.json``::
   that finds another holder (this machine was silent for longer than the lease: suspended,
   cut off) marks the lease ``lost`` and calls ``on_lost``; one the store cannot take is
   retried at the next beat.
+- Using it: before each request, each segment and the final upload the run asks ``fresh``
+  (cheap): whether the lease is surely still its own, that is, less than ``ttl_s`` minus a
+  margin has passed since the start of the last renewal that succeeded. Time is measured on
+  a clock that keeps running while the process is stopped (``SIGSTOP``) or the machine
+  suspended (``CLOCK_BOOTTIME``; the wall clock where there is none), never on the monotonic
+  clock, which stands still during a suspend: a laptop that wakes after its lease lapsed
+  must not take it for fresh. When it is not fresh, ``confirm`` renews it at once (blocking:
+  call it off the event loop) and says whether the run may go on.
 - Giving it back: deleted at the end of the run (normal end, stop or error), conditional on
   its version: never another holder's lease.
 
@@ -47,6 +55,19 @@ LEASE_OBJECT = ".batchrun/lease.json"  # after the output's URL
 TTL_S = 300.0
 RENEW_S = 60.0
 _TAKEOVER_TRIES = 3
+# The lease's stamps are whole seconds, cut down: another machine may see it expire up to a
+# second before ``renewed + ttl``; and machines' clocks differ a little (NTP: well under 1 s).
+_STAMP_SLACK_S = 1.0
+_CONFIRM_RETRY_S = 2.0  # between renewals the store did not answer, while admission waits
+
+
+def _boot_clock() -> float:
+    """Seconds on a clock that runs through SIGSTOP and system suspend (Linux's
+    CLOCK_BOOTTIME); the wall clock elsewhere."""
+    return time.clock_gettime(_BOOTTIME) if _BOOTTIME is not None else time.time()
+
+
+_BOOTTIME: int | None = getattr(time, "CLOCK_BOOTTIME", None)
 
 
 def lease_url(output_url: str) -> str:
@@ -107,14 +128,21 @@ class LeaseHeldError(OutputError):
         )
 
 
+class LeaseLostError(OutputError):
+    """Another run took the output's lease over from this one while it ran."""
+
+
 class Lease:
     """The lease of one remote output, for one run; a context manager::
 
-        with Lease(storage, "s3://b/out/labels.parquet", run_id=run_id):
+        with Lease(storage, "s3://b/out/labels.parquet", run_id=run_id) as lease:
             ...   # the run: renewed in the background, removed on leaving
+            if not lease.fresh() and lease.confirm() is not None:
+                ...   # lost: send nothing more, upload nothing
 
-    ``clock`` (epoch seconds), ``host`` and ``pid`` are seams for tests; ``on_lost`` is
-    told, once, when another run has taken the lease over from this one.
+    ``clock`` (epoch seconds, for the stamps), ``ticks`` (elapsed seconds, for freshness),
+    ``host`` and ``pid`` are seams for tests; ``on_lost`` is told, once, when another run
+    has taken the lease over from this one.
     """
 
     def __init__(
@@ -130,6 +158,7 @@ class Lease:
         pid: int | None = None,
         on_lost: Callable[[str], None] | None = None,
         alive: Callable[[int], bool] | None = None,
+        ticks: Callable[[], float] = _boot_clock,
     ) -> None:
         if renew_s >= ttl_s:
             raise ValueError("a lease must be renewed more often than it expires")
@@ -140,6 +169,11 @@ class Lease:
         self.ttl_s = ttl_s
         self.renew_s = renew_s
         self._clock = clock
+        self._ticks = ticks
+        # Surely this run's until then (on ``ticks``): the start of the last renewal that
+        # succeeded, plus the lease's life, less what the other machine may see earlier.
+        self.margin_s = min(ttl_s / 4 + _STAMP_SLACK_S, ttl_s - renew_s)
+        self._surely_until = float("-inf")
         self._host = host if host is not None else socket.gethostname()
         self._pid = pid if pid is not None else os.getpid()
         self._on_lost = on_lost
@@ -175,9 +209,11 @@ class Lease:
         """Take the lease, or raise LeaseHeldError naming the run that holds it."""
         self._started = _stamp(self._clock())
         for _ in range(_TAKEOVER_TRIES):
+            asked = self._ticks()
             version = self.storage.create_only(self.url, self.record().to_bytes())
             if version is not None:
                 self._version = version
+                self._held_from(asked)
                 return
             current = self.storage.read_versioned(self.url)
             if current is None:
@@ -185,9 +221,11 @@ class Lease:
             found = LeaseRecord.from_bytes(current.data)
             if found is not None and not self._dead(found):
                 raise LeaseHeldError(self.shown, found)
+            asked = self._ticks()
             version = self.storage.replace_if(self.url, self.record().to_bytes(), current.version)
             if version is not None:
                 self._version = version
+                self._held_from(asked)
                 self.taken_over = found
                 return
             # Another run took the dead lease over first: look again at what it wrote.
@@ -205,18 +243,67 @@ class Lease:
         with self._lock:
             if self._version is None or self.lost_to is not None:
                 return False
+            asked = self._ticks()
             version = self.storage.replace_if(self.url, self.record().to_bytes(), self._version)
             if version is not None:
                 self._version = version
+                self._held_from(asked)
                 self.renewals += 1
                 return True
             current = self.storage.read_versioned(self.url)
             found = LeaseRecord.from_bytes(current.data) if current is not None else None
             self.lost_to = found or LeaseRecord("?", "?", 0, "?", "?", "?")
         if self._on_lost is not None:
-            who = found.holder() if found is not None else "nobody (the lease was deleted)"
-            self._on_lost(f"batchrun: the lease of {self.shown} was taken over by {who}")
+            self._on_lost(self.lost_message())
         return False
+
+    def _held_from(self, asked: float) -> None:
+        """A write of the lease that started at ``asked`` (on ``ticks``) succeeded."""
+        self._surely_until = asked + self.ttl_s - self.margin_s
+
+    def fresh(self) -> bool:
+        """Whether the lease is surely still this run's now: cheap, asked before each request."""
+        return (
+            self.lost_to is None
+            and self._version is not None
+            and (self._ticks() < self._surely_until)
+        )
+
+    def confirm(self) -> str | None:
+        """Make sure the lease is this run's, renewing it now when it is not surely fresh;
+        None when it is, else why the run must stop. Blocks (call it off the event loop):
+        while the store does not answer it tries again, until the lease has lapsed for
+        another ``ttl_s`` with no answer, so that a short outage only pauses the run."""
+        give_up = self._ticks() + self.ttl_s
+        while not self.fresh():
+            if self.lost_to is not None or self._version is None:
+                return self.lost_message()
+            try:
+                if self.renew():
+                    self.last_error = None
+                    return None
+            except StorageError as exc:
+                self.last_error = exc
+                if self._ticks() >= max(give_up, self._surely_until + self.margin_s + self.ttl_s):
+                    return (
+                        f"batchrun could not renew the lease of {self.shown} for "
+                        f"{self.ttl_s:g} s ({exc}): another machine may have taken the output "
+                        "over"
+                    )
+                self._stop.wait(_CONFIRM_RETRY_S)
+        return None
+
+    def lost_message(self) -> str:
+        """Who took the lease over, in words."""
+        found = self.lost_to
+        if found is None:
+            return f"this run does not hold the lease of {self.shown}"
+        if found.run_id == "?":
+            return (
+                f"the lease of {self.shown} was taken from this run while it was silent, "
+                "and has since been given back (the run that took it over has ended)"
+            )
+        return f"the lease of {self.shown} was taken over by {found.holder()}"
 
     def release(self) -> None:
         """Stop renewing and delete the lease, if it is still this run's."""

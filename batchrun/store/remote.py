@@ -37,6 +37,13 @@ restores it before a run:
 
 ``Segmenter`` seals segments while the run goes; ``RemoteOutput.publish`` uploads the final
 file and only then deletes the segments.
+
+Nothing is uploaded without the output's lease (``store.lease``): before each segment and the
+final file, a lease that is not surely fresh is renewed, and one another run took over stops
+the upload (``LeaseLostError``), so a run that was paused past its lease never writes over
+the run that took the output over. A final file whose upload failed is remembered in the
+state (``unpublished``): the next pull keeps it, while the store still has the final file it
+had then, and the next publish uploads it instead of paying for its rows again.
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.core.scrub import url_without_secrets
+from batchrun.store.lease import Lease, LeaseLostError
 from batchrun.store.sink import journal_path
 from batchrun.store.storage import ObjectInfo, Storage, StorageError, parse_location
 
@@ -110,6 +118,9 @@ class _State:
     segments: list[str] = field(default_factory=list)
     final_stamp: str | None = None  # the remote final's stamp when last copied
     local_stamp: str | None = None  # the local copy's size and mtime then
+    # The local final file (its size and mtime) being uploaded, until the upload is done: a
+    # complete output of this machine's that the store does not have yet.
+    unpublished: str | None = None
 
     @classmethod
     def read(cls, path: Path) -> _State | None:
@@ -121,6 +132,7 @@ class _State:
                 [str(name) for name in data["segments"]],
                 data.get("final_stamp"),
                 data.get("local_stamp"),
+                data.get("unpublished"),
             )
         except FileNotFoundError:
             return None
@@ -174,6 +186,7 @@ class RemoteOutput:
         rows_per_segment: int = ROWS_PER_SEGMENT,
         seconds_per_segment: float = SECONDS_PER_SEGMENT,
         clock: Callable[[], float] = time.monotonic,
+        lease: Lease | None = None,
     ) -> None:
         self.url = url
         self.shown = url_without_secrets(url)
@@ -192,6 +205,13 @@ class RemoteOutput:
         self._next_seq = 1
         self._lock = threading.Lock()  # the state, shared with the segmenter's thread
         self._pulled = False
+        self.lease = lease  # asked before every upload; None: no lease (tests, tools)
+
+    @property
+    def sealed_bytes(self) -> int:
+        """How many of the local journal's first bytes are in segments on the store."""
+        with self._lock:
+            return self._state.sealed_bytes
 
     # -- before the run ---------------------------------------------------------------------
 
@@ -259,6 +279,8 @@ class RemoteOutput:
 
     def _pull_final(self, state: _State) -> bool:
         remote = self.storage.stat_or_none(self.url)
+        if self._keeps_unpublished(state, remote, _stamp(self.local_output)):
+            return True
         if remote is None:
             self.local_output.unlink(missing_ok=True)
             state.final_stamp = state.local_stamp = None
@@ -267,6 +289,16 @@ class RemoteOutput:
             self.storage.download(self.url, self.local_output)
             state.final_stamp, state.local_stamp = remote.stamp, _stamp(self.local_output)
         return True
+
+    @staticmethod
+    def _keeps_unpublished(state: _State, remote: ObjectInfo | None, local: str | None) -> bool:
+        """Whether the local final file is this machine's complete output whose upload
+        failed (it is as it was then), and the store still has what it had then: kept, for
+        this run's publish to upload (the rows are read from it, not paid for again)."""
+        if state.unpublished is None or local != state.unpublished:
+            state.unpublished = None
+            return False
+        return (remote.stamp if remote is not None else None) == state.final_stamp
 
     def _splice(self, new: list[ObjectInfo], sealed: int, size: int) -> int:
         """Write the journal anew: its sealed part, the ``new`` segments, its unsealed tail;
@@ -313,7 +345,12 @@ class RemoteOutput:
         with self._lock:
             seq = self._next_seq
         name = segment_name(seq, self.run_id)
-        self.storage.upload_from(source, f"{self.prefix}/{name}")
+        url = f"{self.prefix}/{name}"
+        try:
+            self.check_lease()
+        except LeaseLostError as exc:  # the segmenter keeps the error and tries no further
+            raise StorageError(url_without_secrets(url), "write", str(exc)) from exc
+        self.storage.upload_from(source, url)
         with self._lock:
             self._next_seq = seq + 1
             self._state.segments.append(name)
@@ -322,13 +359,35 @@ class RemoteOutput:
 
     # -- after the run ----------------------------------------------------------------------
 
+    def check_lease(self) -> None:
+        """Raise LeaseLostError unless this run surely holds the output's lease (renewed now
+        when it is not fresh), or the StorageError of a store that did not answer for as
+        long as the lease lasts: asked before every upload."""
+        lease = self.lease
+        if lease is not None and not lease.fresh():
+            reason = lease.confirm()
+            if reason is not None and lease.lost_to is None and lease.last_error is not None:
+                raise lease.last_error  # the store does not answer: no upload can be made
+            if reason is not None:
+                raise LeaseLostError(reason)
+
     def publish(self, local_final: Path | None = None) -> None:
         """Upload the final file as one upload; then delete the segments (unless
         ``keep_journal``). Call after the segmenter is closed and the sink has finalized."""
         final = local_final or self.local_output
+        self._publishing(_stamp(final) if final == self.local_output else None)
         self.storage.upload(final, self.url)
         local_stamp = _stamp(final) if final == self.local_output else None
         self._published(self.storage.stat(self.url).stamp, local_stamp)
+
+    def _publishing(self, local_stamp: str | None) -> None:
+        """Before the final upload: the lease checked, and the local final file (``local_stamp``,
+        when it is the work folder's) remembered, so that a failed upload does not cost its
+        rows: the next pull keeps the file and the next publish uploads it."""
+        self.check_lease()
+        with self._lock:
+            self._state.unpublished = local_stamp
+            self._save()
 
     def _published(self, final_stamp: str, local_stamp: str | None) -> None:
         """The final output is in place on the store: remember its stamps (and the local
@@ -336,6 +395,7 @@ class RemoteOutput:
         with self._lock:
             self._state.final_stamp = final_stamp
             self._state.local_stamp = local_stamp
+            self._state.unpublished = None
             if not self.keep_journal:
                 for info in self._segments():
                     self.storage.delete(info.url)
@@ -381,6 +441,7 @@ class Segmenter:
         self._rows = 0
         self._since = clock()
         self._wanted = sealed_bytes  # seal up to here (-1: up to the file's current end)
+        self._asked = 0  # seals asked for so far: one asked during a seal is not lost
         self._closing = False
         self._cond = threading.Condition()
         self.sealed_segments = 0
@@ -404,6 +465,7 @@ class Segmenter:
         self._since = self._clock()
         with self._cond:
             self._wanted = -1 if journal_size is None else max(self._wanted, journal_size)
+            self._asked += 1
             self._cond.notify()
 
     def wait(self) -> None:
@@ -432,12 +494,12 @@ class Segmenter:
                         self._rows = 0
                         self._since = self._clock()
                         self._wanted = -1
-                wanted, closing = self._wanted, self._closing
+                wanted, closing, asked = self._wanted, self._closing, self._asked
             self._seal_up_to(wanted)
             if closing:
                 return
             with self._cond:
-                if self._wanted == wanted:  # no newer request came: wait for the next one
+                if self._asked == asked:  # no newer request came: wait for the next one
                     self._wanted = self._sealed
                 self._cond.notify_all()
 

@@ -287,6 +287,9 @@ class Sink:
         # Told after each row is journaled: an output on object storage seals and uploads
         # the journal in segments from it (``store.remote.Segmenter.noticed``).
         self.on_append: Callable[[], None] | None = None
+        # Keep the journal after the final file is written, until ``drop_journal``: an output
+        # on object storage is final only once uploaded.
+        self.keep_journal = False
 
     # -- before the run -------------------------------------------------------------------
 
@@ -406,6 +409,10 @@ class Sink:
         assert counts is not None  # only a stopped run's may write nothing
         return counts
 
+    def drop_journal(self) -> None:
+        """Remove the journal ``keep_journal`` kept after the final file was written."""
+        self.journal.unlink(missing_ok=True)
+
     def write_finished(self, total_rows: int) -> FinalCounts | None:
         """After a stop: write the rows finished so far, in input order, as a partial output.
 
@@ -449,7 +456,8 @@ class Sink:
                 fsync_dir(self.output.parent)
             self._partial = mark
             if mark is None:
-                self.journal.unlink(missing_ok=True)
+                if not self.keep_journal:
+                    self.journal.unlink(missing_ok=True)
                 clear_mark(self.output)
         except OSError as exc:
             hint = ""

@@ -28,6 +28,11 @@ imported only here, only for them). Without boto3, on GCS and on local files, th
 then write: right for one machine at a time, but two writers in the same instant may both
 win (``conditions_atomic`` says which a location gets).
 
+pyarrow's S3 filesystem leaves an empty "folder" object (``out/``, a zero-byte key ending in
+``/``) wherever a delete or a move empties a folder, to keep the folder in its listings. The
+store is not pyarrow's alone, so on S3 with boto3 deletes and moves go through boto3, which
+leaves no such object behind (``_plain_delete``, ``_plain_move``).
+
 Every failure is one ``StorageError`` whose message names the URL (without user, password
 or query) and what failed in words: no such bucket, no such object, access denied, endpoint
 unreachable.
@@ -358,7 +363,7 @@ class Storage:
                 copied += len(chunk)
             with self._failing(loc, "write", fs):
                 out.close()
-                fs.move(tmp, loc.path)
+            self._plain_move(loc, fs, tmp)
             complete = True
         finally:
             if not complete:
@@ -366,9 +371,41 @@ class Storage:
                 # it is deleted, and the target was never touched.
                 with contextlib.suppress(OSError):
                     out.close()
-                with contextlib.suppress(OSError):
-                    fs.delete_file(tmp)
+                with contextlib.suppress(OSError, StorageError):
+                    self._plain_delete(loc, fs, tmp)
         return copied
+
+    def _plain_move(self, loc: Location, fs: pafs.FileSystem, tmp: str) -> None:
+        """Move the object at ``tmp`` (a path in ``loc``'s bucket) onto ``loc``, leaving no
+        folder marker behind (see the module's docstring)."""
+        if loc.scheme == "s3" and _boto3_available():
+            bucket, key = loc.path.split("/", 1)
+            source = {"Bucket": bucket, "Key": tmp.split("/", 1)[1]}
+            self._s3_conditional(
+                loc, "write", lambda client, b, k: client.copy(source, bucket, key)
+            )
+            self._plain_delete(loc, fs, tmp)
+            return
+        with self._failing(loc, "write", fs):
+            fs.move(tmp, loc.path)
+
+    def _plain_delete(self, loc: Location, fs: pafs.FileSystem, path: str) -> None:
+        """Delete the object at ``path`` (in ``loc``'s bucket; none there is no error),
+        leaving no folder marker behind (see the module's docstring)."""
+        if loc.scheme == "s3" and _boto3_available():
+            key = path.split("/", 1)[1]
+            self._s3_conditional(
+                loc,
+                "delete",
+                lambda client, bucket, k: client.delete_object(Bucket=bucket, Key=key),
+            )
+            return
+        try:
+            fs.delete_file(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise _error(loc.shown, "delete", exc) from exc
 
     def _write_local(self, source: Readable, target: Path, source_name: str) -> int:
         """A temporary file beside ``target``, synced, then renamed onto it."""
@@ -429,13 +466,9 @@ class Storage:
     def delete(self, url: str | Path, *, missing_ok: bool = True) -> None:
         loc = parse_location(url)
         fs = self._fs(loc)
-        try:
-            fs.delete_file(loc.path)
-        except FileNotFoundError as exc:
-            if not missing_ok:
-                raise self._missing(loc, "delete", fs) from exc
-        except OSError as exc:
-            raise _error(loc.shown, "delete", exc) from exc
+        if not missing_ok and self.stat_or_none(url) is None:
+            raise self._missing(loc, "delete", fs)
+        self._plain_delete(loc, fs, loc.path)
 
     def check_writable(self, url: str | Path) -> None:
         """StorageError unless an object can be written beside ``url``: a tiny probe object

@@ -1,0 +1,67 @@
+"""The engine's last check before each request (``engine.admission``): once the driver's
+``SendCheck`` says the run may not send (an object-store output's lease taken over), no
+request goes out, the ones in flight are recorded, and the engine says why."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+from support import job_config, prompts, write_jsonl
+
+from batchrun.engine.connect import open_client
+from batchrun.engine.engine import Engine
+from batchrun.engine.outcome import Work, prepare
+from batchrun.engine.tally import RowTally
+from batchrun.rows.reader import read_rows
+from batchrun.simulator import SimulatorThread
+
+LOST = "the lease of s3://b/out.parquet was taken over by run x on host-b"
+
+
+class LosesAfter:
+    """Fresh for the first ``admits`` asks; then ``confirm`` (on a worker thread) says no."""
+
+    def __init__(self, admits: int) -> None:
+        self.left = admits
+        self.confirms: list[str] = []
+
+    def fresh(self) -> bool:
+        self.left -= 1
+        return self.left >= 0
+
+    def confirm(self) -> str | None:
+        self.confirms.append(threading.current_thread().name)
+        return LOST
+
+
+def test_a_send_check_that_says_no_stops_the_run_before_the_next_request(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(60))
+    config = job_config(inp, tmp_path / "out.parquet", sim.base_url, concurrency=4)
+    check = LosesAfter(25)
+    notes: list[str] = []
+    rows: list[dict[str, Any]] = []
+
+    async def go() -> Engine:
+        async with open_client(config) as client:
+            engine = Engine(config, client, RowTally(), notify=notes.append, send_check=check)
+            works = (prepare(row, config) for row in read_rows(config.input))
+
+            def record(work: Work, row: dict[str, Any]) -> None:
+                rows.append(row)
+
+            await engine.run(works, record)
+            return engine
+
+    engine = asyncio.run(go())
+    assert engine.closed_by == LOST
+    assert sim.stats.snapshot().requests == 25  # not one more
+    assert len(rows) == 25 and all(r["status"] == "ok" for r in rows)  # in flight: recorded
+    assert len(check.confirms) == 1 and check.confirms[0] != threading.main_thread().name
+    assert [n for n in notes if LOST in n] == [
+        f"batchrun: {LOST}; sending nothing more, finishing the requests in flight"
+    ]
