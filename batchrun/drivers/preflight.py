@@ -1,7 +1,8 @@
 """Mistakes that would fail every row alike, caught once before anything is written or sent.
 
 A job with no ``model`` (none in the job, none in any row) is a usage mistake, not 200 error
-rows: ``check_every_row_can_be_built`` says so once, with the flag to pass, and the command
+rows: ``check_every_row_can_be_built`` says so once, with the flag to pass (the keyword, from
+Python: ``core.wording``), and the command
 exits 2 before it opens the output. It looks only where that is cheap and certain enough:
 
 * Parquet: the schema in the footer; CSV: the header row. A column the file does not have,
@@ -33,6 +34,7 @@ from pathlib import Path
 from batchrun.config.load import RunConfig, did_you_mean
 from batchrun.config.settings import BY_KEY
 from batchrun.core.errors import BatchrunError, ConfigError
+from batchrun.core.wording import on_command_line, option, shown_input
 from batchrun.rows.formats import InputKind, csv_columns
 from batchrun.rows.reader import input_kind, read_rows
 from batchrun.rows.request import template_fields
@@ -83,7 +85,8 @@ def check_every_row_can_be_built(config: RunConfig) -> None:
     if problems:
         listed = "".join(f"\n  - {problem}" for problem in problems)
         raise UnbuildableJobError(
-            f"{config.input}: every row would be refused, so nothing was sent or written:{listed}"
+            f"{shown_input(config.input)}: every row would be refused, so nothing was sent or "
+            f"written:{listed}"
         )
 
 
@@ -99,11 +102,12 @@ def _template_columns(template: str | None) -> frozenset[str] | None:
 
 
 def _missing_setting(key: str) -> str:
-    setting = BY_KEY[key]
     value = "MODEL" if key == "model" else "N"
+    # A job file and the environment are the command line's other places for it.
+    elsewhere = f" (or set `{key}` in the job file, or {BY_KEY[key].env_var})"
     return (
-        f"`{key}`: no row has one and the job sets none: pass {setting.long_flag} {value} "
-        f"(or set `{key}` in the job file, or {setting.env_var})"
+        f"`{key}`: no row has one and the job sets none: pass {option(key, value)}"
+        f"{elsewhere if on_command_line() else ''}"
     )
 
 
@@ -113,7 +117,8 @@ def _no_prompt(known: Iterable[str]) -> str:
     columns = f" (the input's columns: {shown})" if names else ""
     return (
         "no row has `prompt` or `messages` and the job has no template: name the column(s) "
-        f"the prompt is made of with --template, e.g. --template '{{text}}'{columns}"
+        f"the prompt is made of with a template, e.g. {option('template', '{text}')}"
+        f"{columns}"
     )
 
 
