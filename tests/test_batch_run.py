@@ -195,8 +195,8 @@ def test_resubmitting_goes_on_for_rows_that_expire_again(tmp_path: Path) -> None
         config = batch_config(inp, out, sim.base_url)
         first = run(config)
         lapsed = first.error_types["expired"]
-        hint = f"--resubmit-expired only the {lapsed} a batch expired or cancelled"
-        assert hint in format_summary(first, config)
+        hint = f"resubmit_expired=True only the {lapsed} a batch expired or cancelled"
+        assert hint in format_summary(first, config)  # as Python names it
         second = run(batch_config(inp, out, sim.base_url, resubmit_expired=True))
         stats = sim.stats.snapshot()
     assert second.skipped == n - lapsed

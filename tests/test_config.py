@@ -103,7 +103,7 @@ def test_keys_set_elsewhere_and_wrong_types_are_listed_with_the_typos(tmp_path: 
     message = str(caught.value)
     assert "4 problems" in message
     assert "unknown key `rpm`: it goes in the [limits] table" in message
-    assert "unknown key `simulate`: a job file cannot set it; pass --simulate" in message
+    assert "unknown key `simulate`: a job file cannot set it; pass simulate=True" in message
     assert "`stream` must be true or false, not an integer" in message
     assert "(did you mean `model`?)" in message
 

@@ -25,8 +25,10 @@ from support import TEST_KEY, job_config, prompts, write_jsonl
 
 from batchrun import load_config, run
 from batchrun.cli import cli
+from batchrun.cli.options import flag_names
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ConfigError
+from batchrun.core.wording import command_line
 from batchrun.drivers.preflight import (
     UnbuildableJobError,
     check_every_row_can_be_built,
@@ -80,7 +82,11 @@ def test_no_model_and_no_max_tokens_anywhere_is_one_error_naming_the_flags(
     tmp_path: Path, name: str
 ) -> None:
     inp = write_input(tmp_path / name, prompts(4))
-    message = refusal(config(inp))
+    message = refusal(config(inp))  # from Python: the keywords
+    assert message.count("model=MODEL") == 1 and message.count("max_tokens=N") == 1
+    assert "--" not in message and "nothing was sent or written" in message
+    with command_line(flag_names()):  # what the batchrun command says
+        message = refusal(config(inp))
     assert message.count("--model MODEL") == 1 and message.count("--max-tokens N") == 1
     assert "BATCHRUN_MODEL" in message and "nothing was sent or written" in message
     assert issubclass(UnbuildableJobError, ConfigError) and UnbuildableJobError.exit_code == 2
@@ -153,7 +159,7 @@ def test_rows_with_messages_and_a_job_template_are_refused(tmp_path: Path, name:
 def test_no_prompt_and_no_template_says_to_pass_one(tmp_path: Path, name: str) -> None:
     inp = write_input(tmp_path / name, TITLED)
     message = refusal(config(inp, model="claude-haiku-4-5", max_tokens=5))
-    assert "--template" in message and "`title`" in message
+    assert "template='{text}'" in message and "`title`" in message
 
 
 @pytest.mark.parametrize("name", ["in.jsonl.gz", "in.csv.gz", "in.json.gz"])
@@ -187,7 +193,7 @@ def test_run_stops_before_writing_or_sending_anything(tmp_path: Path, sim: Simul
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(200))
     out = tmp_path / "out.parquet"
     cfg = load_config(inp, {"output": str(out), "base_url": sim.base_url, "quiet": True}, ENV)
-    with pytest.raises(UnbuildableJobError, match="--model"):
+    with pytest.raises(UnbuildableJobError, match="model=MODEL"):
         run(cfg)
     assert not out.exists() and not journal_path(out).exists()
     assert sim.stats.snapshot().requests == 0

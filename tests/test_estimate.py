@@ -68,7 +68,7 @@ def test_offline_sums_the_local_estimate_and_the_max_tokens_ceiling(tmp_path: Pa
     assert line.cost_ceiling(Decimal("0.5")) == pytest.approx((expected_input + 5000) / 2e6)
     assert est.total_cost() is None
     text = format_estimate(est)
-    assert "between $" in text and "(input only)" in text and "--pilot N measures it" in text
+    assert "between $" in text and "(input only)" in text and "pilot=N measures it" in text
     assert "unknown: no rate limits configured" in text
 
 
@@ -124,7 +124,7 @@ def test_parse_pilot() -> None:
     assert parse_pilot("0.5%", 100) == 1
     assert parse_pilot("500", 40) == 40
     for bad in ("0", "-3", "abc", "150%", "0%"):
-        with pytest.raises(ConfigError, match="--pilot"):
+        with pytest.raises(ConfigError, match="pilot="):
             parse_pilot(bad, 100)
     sample = choose_sample(list(range(0, 200, 2)), 10, seed=7)
     assert len(sample) == 10 and all(i % 2 == 0 for i in sample)

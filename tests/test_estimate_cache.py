@@ -122,7 +122,7 @@ def test_offline_counts_one_write_per_group_reads_for_the_rest_and_duplicates_fr
     text = format_estimate(est)
     assert "6 duplicates filled from an identical request ($0)" in text
     assert "1 write(s) (5m, 1.25x), 29 reads (0.1x)" in text
-    assert "without caching (--cache off)" in text
+    assert "without caching (cache='off')" in text
     assert "not modelled" not in text
     data = est.to_dict()
     assert data["total"]["duplicates"] == 6

@@ -113,7 +113,7 @@ def test_an_api_that_cannot_be_reached_stops_the_run_early(tmp_path: Path) -> No
     ) as e:
         run(config, retry_sleep=no_wait)
     assert "connection_error after 3 attempt(s) each: could not connect" in str(e.value)
-    assert "--retry-errors" in str(e.value)
+    assert "retry_errors=True" in str(e.value)
     assert f"no answer from {url}/ (" in str(e.value)  # shown without its user, password, query
     assert "gw-secret-1" not in str(e.value) and "gw-2" not in str(e.value)
     journaled = Path(f"{out}.journal").read_text().splitlines()

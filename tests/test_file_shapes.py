@@ -95,7 +95,10 @@ def test_a_duplicate_id_names_the_element_it_repeats(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('{"prompt": "x"}', r"one JSON array of row objects.*starts with '\{'.*--format jsonl"),
+        (
+            '{"prompt": "x"}',
+            r"one JSON array of row objects.*starts with '\{'.*input_format='jsonl'",
+        ),
         ('[{"prompt": "x"},]', r"in\.json:1: a comma after element 1 and then the array's end"),
         ('[{"prompt": "x"} {"prompt": "y"}]', r":1: expected ',' or '\]' after element 1"),
         ('[{"prompt": "x"}, {"prompt": tru}]', r":2: element 2 is malformed JSON"),
@@ -154,7 +157,11 @@ def test_csv_delimiter_is_honoured_across_a_quoted_line_break(tmp_path: Path) ->
 
 @pytest.mark.parametrize(
     ("delimiter", "hint"),
-    [(";", "--csv-delimiter ';'"), ("\t", "--csv-delimiter '\\t' (or --format tsv)"), ("|", "'|'")],
+    [
+        (";", "csv_delimiter=';'"),
+        ("\t", "csv_delimiter='\\t' (or input_format='tsv')"),
+        ("|", "'|'"),
+    ],
 )
 def test_a_header_split_by_another_delimiter_stops_with_one_error(
     tmp_path: Path, delimiter: str, hint: str
@@ -170,7 +177,7 @@ def test_a_header_split_by_another_delimiter_stops_with_one_error(
 def test_a_comma_separated_file_read_with_another_delimiter_is_told_so(tmp_path: Path) -> None:
     path = tmp_path / "in.tsv"
     path.write_text(csv_text(ROWS), encoding="utf-8")
-    with pytest.raises(InputError, match=r"separated by ',', not by tabs.*--csv-delimiter ','"):
+    with pytest.raises(InputError, match=r"separated by ',', not by tabs.*csv_delimiter=','"):
         read_rows(path)
 
 
@@ -204,7 +211,7 @@ def test_format_overrides_the_name_and_compression_is_told_by_the_bytes(tmp_path
     path.write_bytes(gzip.compress(jsonl_bytes(ROWS)))
     assert read_back(path, format="jsonl") == plain(ROWS)
     assert count_rows(path, InputShape("jsonl")) == 6
-    with pytest.raises(InputError, match=r"unknown input format.*--format"):
+    with pytest.raises(InputError, match=r"unknown input format.*input_format"):
         read_rows(path)
 
 
@@ -371,7 +378,7 @@ def test_a_semicolon_csv_without_its_delimiter_sends_nothing(
     tmp_path: Path, sim: SimulatorThread
 ) -> None:
     inp = _input(tmp_path, "in.csv", prompts(5))
-    with pytest.raises(InputError, match="--csv-delimiter ';'"):
+    with pytest.raises(InputError, match="csv_delimiter=';'"):
         run(job_config(inp, tmp_path / "out.parquet", sim.base_url))
     assert sim.stats.snapshot().requests == 0
 

@@ -56,7 +56,7 @@ def test_rows_journaled_beyond_a_shrunk_input_are_refused_every_run(
         message = str(caught.value)
         assert "q0035" in message and "q0039" in message
         assert "restore the input" in message.lower()
-        assert "--overwrite" in message and "-o" in message
+        assert "overwrite=True" in message and "output=OUT" in message
     assert sim.stats.requests == before and not out.exists()
     restored = write_jsonl(inp, prompts(40))
     assert run(job_config(restored, out, sim.base_url)).exit_code == 0

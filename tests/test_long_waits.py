@@ -48,7 +48,7 @@ def test_a_long_429_pause_is_told_once_with_its_length_reason_and_the_cap_hint()
     line = told[0]
     assert "HTTP 429 rate_limit_error for claude-haiku-4-5" in line
     assert "paused for 60.0 min" in line and "the API's retry-after" in line
-    assert "--max-retry-wait" in line
+    assert "max_retry_wait=SECONDS caps such waits" in line
 
 
 def test_short_waits_say_nothing_and_alike_waits_are_counted_not_repeated() -> None:
@@ -61,7 +61,7 @@ def test_short_waits_say_nothing_and_alike_waits_are_counted_not_repeated() -> N
     for _ in range(5):
         notices.retry("m", overloaded, 12, paused=False, attempt=3)
     assert len(told) == 1 and "a row waits 12.0 s before attempt 3" in told[0]
-    assert "(backoff)" in told[0] and "--max-retry-wait" not in told[0]
+    assert "(backoff)" in told[0] and "max_retry_wait" not in told[0]
     clock.now += 11
     notices.retry("m", overloaded, 12, paused=False, attempt=4)
     assert len(told) == 2 and "4 more wait(s) like it" in told[1]
@@ -70,7 +70,7 @@ def test_short_waits_say_nothing_and_alike_waits_are_counted_not_repeated() -> N
 def test_no_cap_hint_once_the_cap_is_set() -> None:
     told: list[str] = []
     WaitNotices(told.append, capped=True).retry("m", _too_many(900), 900, paused=True, attempt=2)
-    assert told and "--max-retry-wait" not in told[0]
+    assert told and "max_retry_wait" not in told[0]
 
 
 class HourLong429:
@@ -135,7 +135,7 @@ def test_max_retry_wait_caps_the_wait(tmp_path: Path) -> None:
     assert tally.ok == 3
     assert slept and max(slept) <= 5.0 + 1e-6
     assert any("paused for 5.0 s" in line for line in told)
-    assert not any("--max-retry-wait" in line for line in told)
+    assert not any("max_retry_wait" in line for line in told)
 
 
 def test_the_cap_comes_from_a_flag_the_environment_or_the_job(tmp_path: Path) -> None:

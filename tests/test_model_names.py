@@ -204,7 +204,7 @@ def test_the_budget_stop_for_an_unknown_model_says_how_to_get_past_it() -> None:
     (reason,) = reasons
     assert reason == no_price_stop("claude-haiku-4-6", default_prices())
     assert "did you mean 'claude-haiku-4-5' or 'claude-haiku-5-5'?" in reason
-    assert "Fix the model name or add a price with --prices FILE" in reason
+    assert "Fix the model name or add a price with prices=FILE" in reason
     assert "re-run to resume" not in reason and "resumes" not in reason
     assert is_price_stop(reason) and is_price_stop(budget.stop_reason)
     # A stop for money is one a re-run does resume from.

@@ -273,11 +273,11 @@ def test_a_request_larger_than_a_minutes_budget_fails_fast() -> None:
     async def main() -> None:
         vt = VirtualTime()
         rl = limiter(vt, itpm=10_000, otpm=4_000)
-        with pytest.raises(ExceedsRateLimitError, match=r"--itpm") as too_many_in:
+        with pytest.raises(ExceedsRateLimitError, match=r"raise itpm if") as too_many_in:
             await rl.acquire(MODEL, 10_001, 100)
         assert "10,001 input tokens" in str(too_many_in.value)
         assert too_many_in.value.error_type == "exceeds_rate_limit"
-        with pytest.raises(ExceedsRateLimitError, match=r"max_tokens 8,192 .* --otpm"):
+        with pytest.raises(ExceedsRateLimitError, match=r"max_tokens 8,192 .* raise otpm if"):
             await rl.acquire(MODEL, 10, 8_192)
         assert rl.stats.too_large == 2
         assert vt.now == 0.0

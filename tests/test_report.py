@@ -446,7 +446,7 @@ def test_answers_mostly_cut_at_max_tokens_are_warned_about(tmp_path: Path) -> No
     assert rep.mostly_cut and rep.cut_at_max_tokens == 6 and rep.answered == 10
     (warning,) = rep.warnings()
     assert "6 of 10 answers (60%) stopped at max_tokens" in warning
-    assert "Raise --max-tokens" in warning
+    assert "Raise max_tokens" in warning
     assert f"  warning     {warning}" in format_report(rep)
     data = rep.to_dict()
     assert data["warnings"] == [warning]

@@ -42,7 +42,7 @@ def test_a_resume_refused_after_a_setting_changed_names_it(
         run(job_config(inp, out, sim.base_url, max_tokens=60))
     message = str(refused.value)
     assert "the job's settings changed: max_tokens 50 -> 60" in message
-    assert "--resend-changed sends only those rows again" in message
+    assert "resend_changed=True sends only those rows again" in message
 
 
 def test_resend_changed_sends_only_the_rows_whose_request_changed(

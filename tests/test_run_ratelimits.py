@@ -161,7 +161,7 @@ def test_a_row_larger_than_a_minutes_budget_fails_alone_and_is_never_sent(tmp_pa
     got = pq.read_table(out).to_pylist()
     assert [r["status"] for r in got] == ["ok", "ok", "ok", "error", "ok", "ok"]
     assert got[3]["error_type"] == "exceeds_rate_limit"
-    assert "--itpm" in got[3]["error_message"] and got[3]["http_status"] is None
+    assert "raise itpm if" in got[3]["error_message"] and got[3]["http_status"] is None
     assert sent == 5
     assert summary.exit_code == 3
 

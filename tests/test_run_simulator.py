@@ -175,7 +175,7 @@ def test_resume_refuses_when_the_requests_changed(tmp_path: Path, sim: Simulator
     run(job_config(inp, out, sim.base_url))
     with pytest.raises(ResumeMismatchError, match="q0000, q0001") as caught:
         run(job_config(inp, out, sim.base_url, max_tokens=41))
-    assert "--overwrite" in str(caught.value)
+    assert "overwrite=True" in str(caught.value)
     before = sim.stats.requests
     summary = run(job_config(inp, out, sim.base_url, max_tokens=41, overwrite=True))
     assert summary.ok == 12 and sim.stats.requests == before + 12

@@ -233,5 +233,5 @@ def test_shard_refuses_message_batches(tmp_path: Path) -> None:
         {"output": str(tmp_path / "o.parquet"), "via": "batches", "model": "claude-haiku-4-5"},
         environ={"ANTHROPIC_API_KEY": TEST_KEY},
     )
-    with pytest.raises(batchrun.ConfigError, match="--shard runs online only"):
+    with pytest.raises(batchrun.ConfigError, match="shard runs online only: drop via='batches'"):
         batchrun.run_shard(config, 0, 2)

@@ -53,7 +53,7 @@ from batchrun.core.errors import (
     ConfigError,
 )
 from batchrun.core.jsoncodec import compact
-from batchrun.core.scrub import Scrubber
+from batchrun.core.scrub import Scrubber, url_secrets
 
 T = TypeVar("T")
 
@@ -129,8 +129,10 @@ class MessagesClient:
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         auth_headers = _auth_headers(credentials)  # before anything needs closing
-        # Masks the credentials in every failure this client reports.
-        self._scrub = Scrubber(secret for _, secret in credentials.secrets())
+        # Masks the credentials (and those a gateway's URL carries) in every failure this
+        # client reports.
+        secrets = [secret for _, secret in credentials.secrets()]
+        self._scrub = Scrubber([*secrets, *url_secrets(base_url)])
         self._deadline = timeout
         self._clock = clock
         plain_http = base_url.lower().startswith("http://")
@@ -337,7 +339,7 @@ class MessagesClient:
         try:
             yield
         except ApiError as exc:
-            self._scrubbed(exc)
+            self._scrub.cleaned(exc)  # texts it took from the response, in place
             raise
         except httpx.TimeoutException as exc:
             if _is_disconnect(exc):
@@ -373,34 +375,7 @@ class MessagesClient:
         reason = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
         text = f"{summary} ({reason})" if detail else summary
         error = kind(self._scrub(text), error_type=error_type)
-        raise error from (cause if self._chain_is_clean(cause) else None)
-
-    def _scrubbed(self, error: ApiError) -> None:
-        """Mask the credentials in ``error``: every text it keeps from the response, in place.
-
-        Its own text attributes (``message``, ``error_type``, ``request_id``, ``error_code``
-        and any added later) and ``args`` (which ``repr`` shows); an exception chained to it
-        that would show a credential is cut off.
-        """
-        for name, value in vars(error).items():
-            if isinstance(value, str):
-                setattr(error, name, self._scrub(value))
-        error.args = tuple(self._scrub(a) if isinstance(a, str) else a for a in error.args)
-        for link in (error.__cause__, error.__context__):
-            if link is not None and not self._chain_is_clean(link):
-                error.__cause__ = error.__context__ = None
-                error.__suppress_context__ = True
-
-    def _chain_is_clean(self, exc: BaseException) -> bool:
-        """False when any exception in the chain would show a credential in a traceback."""
-        seen: set[int] = set()
-        current: BaseException | None = exc
-        while current is not None and id(current) not in seen:
-            seen.add(id(current))
-            if self._scrub.reveals(f"{current!s} {current!r}"):
-                return False
-            current = current.__cause__ or current.__context__
-        return True
+        raise error from self._scrub.safe_cause(cause)
 
 
 # --- helpers ---------------------------------------------------------------------------------

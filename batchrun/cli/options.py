@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from batchrun.config.settings import Setting, for_command, precedence_text
+from batchrun.config.settings import SETTINGS, Setting, for_command, precedence_text
 
 if TYPE_CHECKING:
     from batchrun.config.load import RunConfig
@@ -39,6 +39,17 @@ def setting_options(command: str) -> Callable[[F], F]:
         return func
 
     return decorate
+
+
+def flag_names() -> dict[str, str]:
+    """Each setting's flag, as the commands' messages name it (``core.wording.option``): the
+    short one where there is one (``-o``), else the long one."""
+    names = {}
+    for setting in SETTINGS:
+        flag = setting.short or setting.long_flag
+        if flag is not None:
+            names[setting.key] = flag
+    return names
 
 
 def engine_options(func: F) -> F:

@@ -4,6 +4,10 @@ Exit codes (DESIGN §2): 0 every row ok; 1 aborted (configuration, authenticatio
 2 usage error; 3 finished with some rows in error; 4 stopped by the --max-cost budget (re-run
 to resume); 130 stopped by Ctrl-C or SIGTERM.
 
+Every command speaks to a person at a terminal: messages made while it runs name settings by
+their flags (``--max-tokens N``), where a Python caller reads ``max_tokens=N``
+(``core.wording``).
+
 Ctrl-C at any moment exits 130 with one line, never a traceback: while this module loads
 (when the process is the command), while click parses the command line, and in a command
 that does not handle it itself (``run`` does, once its run has begun, to say how to resume).
@@ -25,10 +29,12 @@ try:
     from batchrun.cli.batches import batches_group
     from batchrun.cli.estimate import estimate_cmd
     from batchrun.cli.merge import merge_cmd
+    from batchrun.cli.options import flag_names
     from batchrun.cli.report import report_cmd
     from batchrun.cli.run import run_cmd
     from batchrun.cli.simulate import simulate_cmd
     from batchrun.cli.validate import validate_cmd
+    from batchrun.core.wording import command_line
 except KeyboardInterrupt:
     # Ctrl-C while the command line loads. In the batchrun command it exits as everywhere
     # else; a program that imports this module gets its KeyboardInterrupt.
@@ -49,7 +55,8 @@ def exit_interrupted() -> NoReturn:
 
 
 class _Group(click.Group):
-    """A click group whose Ctrl-C exits 130 in one line (click's own says "Aborted!", exit 1)."""
+    """A click group whose Ctrl-C exits 130 in one line (click's own says "Aborted!", exit 1),
+    and whose commands' messages name settings by their flags."""
 
     def make_context(
         self,
@@ -65,7 +72,8 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with command_line(flag_names()):
+                return super().invoke(ctx)
         except KeyboardInterrupt:
             exit_interrupted()
 

@@ -29,7 +29,7 @@ import os
 import posixpath
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -58,9 +58,11 @@ from batchrun.config.settings import (
     Setting,
 )
 from batchrun.core.errors import ConfigError
+from batchrun.core.extras import require_extra
 from batchrun.core.locations import is_remote, storage_endpoints
-from batchrun.core.scrub import url_without_secrets
+from batchrun.core.scrub import url_without_secrets, urls_without_secrets
 from batchrun.core.secret import Secret
+from batchrun.core.wording import named, option
 from batchrun.cost.prices import (
     PriceTable,
     default_prices,
@@ -177,6 +179,11 @@ class RunConfig:
     # input remote): what file references are read through, in place of ``media_folder``.
     media_source: MediaSource | None = None
 
+    def __repr__(self) -> str:
+        # The base URL, the Redis store and the endpoints may carry a password or a token.
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
+        return urls_without_secrets(f"RunConfig({shown})")
+
     @property
     def input_shape(self) -> InputShape:
         """What, beside its name, tells how to read the input."""
@@ -276,13 +283,16 @@ def load_config(
     if output_format is None and str(settings.get("output") or "").endswith(("/", os.sep)):
         output_format = "parquet-dataset"
     if output_format != "parquet-dataset" and output.suffix.lower() not in OUTPUT_SUFFIXES:
-        shown = output_url or output
+        shown = url_without_secrets(output_url) if output_url else output
         raise ConfigError(
             f"output {shown}: the name must end in .parquet, .jsonl or .csv, or with a / "
-            "for a folder of Parquet parts (--output-format parquet-dataset)"
+            f"for a folder of Parquet parts ({option('output_format', 'parquet-dataset')})"
         )
     if input_url is not None and input_url == output_url:
-        raise ConfigError(f"output {output_url} is the input: write to another one with -o")
+        raise ConfigError(
+            f"output {url_without_secrets(output_url)} is the input: write to another one "
+            f"({option('output', 'OUT')})"
+        )
     check_output_is_not_input(input_path, output)
     keep_columns = tuple(_str_list(settings, "keep_columns"))
     check_keep_columns(keep_columns)
@@ -293,6 +303,9 @@ def load_config(
     if not simulate:
         _check_base_url(base_url, allow_insecure)
     concurrency, concurrency_auto = _concurrency(settings)
+    rate_limit_store = value("rate_limit_store")
+    if rate_limit_store is not None:  # its library, before anything is written or sent
+        require_extra("redis", "redis", option("rate_limit_store"))
     schema_path = path_of("json_schema")
     schema = None if schema_path is None else _load_schema(schema_path)
     # The built-in simulator ends a batch in half a second: no reason to wait ten.
@@ -357,7 +370,7 @@ def load_config(
         keep_journal=bool(value("keep_journal")),
         lease_ttl=_lease_ttl(env),
         shard=_shard(value("shard")),
-        rate_limit_store=value("rate_limit_store"),
+        rate_limit_store=rate_limit_store,
         s3_endpoint=endpoints[0],
         gcs_endpoint=endpoints[1],
     )
@@ -523,7 +536,7 @@ def check_output_is_not_input(input_path: Path, output: Path) -> None:
     if same:
         raise ConfigError(
             f"output {output} is the input file: the run would replace its input with its "
-            "results. Write to another file with -o (`output` in a job file)"
+            f"results. Write to another file ({option('output', 'OUT')})"
         )
 
 
@@ -545,7 +558,7 @@ def check_keep_columns(columns: Sequence[str]) -> None:
         if name == "id":
             raise ConfigError(
                 "`keep_columns`: `id` is always in the output (each row's id, as the input "
-                "gives it or row-<index>): drop it from keep_columns (--keep-column)"
+                f"gives it or row-<index>): drop it from {named('keep_columns')}"
             )
         if name in COLUMN_NAMES:
             raise ConfigError(
@@ -654,7 +667,8 @@ def _unknown_key(key: str) -> str:
         return f"unknown key `{key}`: it goes in the [limits] table ([limits] {key} = ...)"
     setting = BY_KEY.get(key)
     if setting is not None and setting.long_flag is not None:
-        return f"unknown key `{key}`: a job file cannot set it; pass {setting.long_flag}"
+        value = True if setting.kind in ("switch", "flag") else setting.metavar or "VALUE"
+        return f"unknown key `{key}`: a job file cannot set it; pass {option(key, value)}"
     return f"unknown key `{key}`{did_you_mean(key, JOB_KEYS)}"
 
 
@@ -866,7 +880,7 @@ def _check_base_url(url: str, allow_insecure: bool) -> None:
     if parts.scheme == "http" and not loopback and not allow_insecure:
         raise ConfigError(
             f"base URL {shown!r} is plain http to another machine: the API key would travel "
-            "in clear. Use https, or pass --allow-insecure-http if you mean it."
+            f"in clear. Use https, or pass {option('allow_insecure_http', True)} if you mean it."
         )
 
 

@@ -2,6 +2,7 @@
 
     BatchrunError                    base class; str() is a message fit for a user
     ├── ConfigError                  job file, flags or environment are wrong (exit 1)
+    │   ├── MissingExtraError        an optional extra a setting needs is not installed
     │   └── UnbuildableJobError      every row would be refused alike (drivers.preflight; exit 2)
     ├── InputError                   the input file is unusable: names file, row, field
     │   └── InvalidRowError          one row cannot be sent; the run records it and goes on
@@ -26,6 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from batchrun.core.wording import place
+
 
 class BatchrunError(Exception):
     """Base class for errors batchrun raises on purpose."""
@@ -33,6 +36,16 @@ class BatchrunError(Exception):
 
 class ConfigError(BatchrunError):
     """The job file, a flag or the environment holds a value batchrun cannot use."""
+
+
+class MissingExtraError(ConfigError):
+    """A setting needs an optional extra that is not installed (``core.extras``): ``module``
+    cannot be imported; ``pip install 'batchrun[extra]'`` brings it."""
+
+    def __init__(self, message: str, *, module: str, extra: str) -> None:
+        super().__init__(message)
+        self.module = module
+        self.extra = extra
 
 
 @dataclass(frozen=True)
@@ -47,7 +60,12 @@ class Problem:
 
 
 class InputError(BatchrunError):
-    """A problem with the input, located by file, row (1-based line or row number) and field."""
+    """A problem with the input, located by file, row (1-based line or row number) and field.
+
+    The place is worded when the error is made (``core.wording.place``): the rows a Python
+    caller gave ``batchrun.run`` are named as the caller holds them (``rows[2]``), never by
+    the temporary file they were staged in.
+    """
 
     def __init__(
         self,
@@ -61,6 +79,7 @@ class InputError(BatchrunError):
         self.file = file
         self.row = row
         self.field = field
+        self.where = place(file, row)
         super().__init__(self.__str__())
 
     @property
@@ -69,10 +88,7 @@ class InputError(BatchrunError):
         return f"{self.field}: {self.message}" if self.field else self.message
 
     def __str__(self) -> str:
-        where = self.file or ""
-        if self.row is not None:
-            where = f"{where}:{self.row}" if where else f"row {self.row}"
-        return f"{where}: {self.what}" if where else self.what
+        return f"{self.where}: {self.what}" if self.where else self.what
 
 
 class InvalidRowError(InputError):

@@ -42,6 +42,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import Any, Protocol
 
+from batchrun.core.wording import option
 from batchrun.cost.prices import PER_MILLION, PriceTable, did_you_mean
 from batchrun.rows.tokens import estimate_input_tokens
 
@@ -169,8 +170,8 @@ class Budget:
             self._stop(
                 f"the next request could cost up to ${worst:.4f} and only "
                 f"${max(self.limit - spent_by_all, Decimal(0)):.4f} of the ${self.limit} "
-                "budget shared by the job's workers through --rate-limit-store is left (it "
-                "counts their re-runs too: raise --max-cost to spend more)"
+                f"budget shared by the job's workers through {option('rate_limit_store')} is "
+                f"left (it counts their re-runs too: raise {option('max_cost')} to spend more)"
             )
             return False
         with contextlib.suppress(TimeoutError):
@@ -241,8 +242,8 @@ def no_price_stop(model: str | None, prices: PriceTable) -> str:
     """Why the budget stopped at a model it cannot price, and the two ways out."""
     return (
         f"{NO_PRICE_STOP} {model!r}{did_you_mean(model, prices)}, so the budget cannot bound "
-        "its cost. Fix the model name or add a price with --prices FILE, then run again: a "
-        "re-run as it is stops at the same row"
+        f"its cost. Fix the model name or add a price with {option('prices', 'FILE')}, then "
+        "run again: a re-run as it is stops at the same row"
     )
 
 

@@ -23,6 +23,7 @@ refused: it runs, and the run warns once that its prices are unknown (``UnknownM
 from __future__ import annotations
 
 from batchrun.core.errors import InvalidRowError, Problem
+from batchrun.core.wording import option
 from batchrun.cost.prices import (
     ModelPrice,
     PriceTable,
@@ -75,7 +76,7 @@ def _unknown(model: str, prices: PriceTable) -> str:
         hint = f" (did you mean {names}?)"
     return (
         f"`{model}` is not a Claude model batchrun knows{hint}; if it is new, add it with "
-        f"--prices FILE (the layout of {packaged_path()})"
+        f"{option('prices', 'FILE')} (the layout of {packaged_path()})"
     )
 
 
@@ -84,5 +85,6 @@ def _retired(model: str, known: ModelPrice) -> str:
     return (
         f"`{model}` ({known.name}) was retired on {known.retired:%Y-%m-%d} and the Claude API "
         f"answers 404 for it{instead}. If your gateway still serves it, add "
-        f"[models.{known.model}] with retired = false to a price file and pass --prices FILE"
+        f"[models.{known.model}] with retired = false to a price file and pass "
+        f"{option('prices', 'FILE')}"
     )

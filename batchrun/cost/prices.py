@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.core.errors import ConfigError
+from batchrun.core.wording import option
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -429,13 +430,14 @@ def unknown_model_warning(model: str | None, prices: PriceTable | None = None) -
         return (
             f"batchrun: warning: model {model!r} is not a model batchrun knows (not a Claude "
             f"id; a gateway's own name?{f' Or {hint}' if hint else ''}): its prices and request "
-            "rules are unknown, so its rows get cost_usd = null and --max-cost cannot bound it. "
-            f"Give its prices with --prices FILE (the layout of {packaged_path()})."
+            f"rules are unknown, so its rows get cost_usd = null and {option('max_cost')} cannot "
+            f"bound it. Give its prices with {option('prices', 'FILE')} (the layout of "
+            f"{packaged_path()})."
         )
     return (
         f"batchrun: warning: no price for model {model!r}{did_you_mean(model, prices)}: its "
-        "rows get cost_usd = null. Fix the model name, or add a price with --prices FILE "
-        f"(the layout of {packaged_path()})."
+        f"rows get cost_usd = null. Fix the model name, or add a price with "
+        f"{option('prices', 'FILE')} (the layout of {packaged_path()})."
     )
 
 

@@ -35,6 +35,7 @@ from batchrun.api.batches import BatchesApi, BatchStatus, is_ambiguous
 from batchrun.api.retry import send_with_retries
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiError, ConfigError, FatalRunError
+from batchrun.core.wording import option, place, said
 from batchrun.drivers.batch_plan import REQUEST_HASH_CHARS, BatchItem, chunks
 from batchrun.drivers.batch_results import (
     ResultSpool,
@@ -103,8 +104,10 @@ async def run_batches_async(
     check_every_row_can_be_built(config)
     if config.max_cost is not None:
         raise ConfigError(
-            "--max-cost stops admitting rows as they are answered, which a batch cannot do: "
-            "price the job first with `batchrun estimate` (it shows the batch price)"
+            f"{option('max_cost')} stops admitting rows as they are answered, which a batch "
+            "cannot do: price the job first with "
+            f"{said('`batchrun estimate`', '`batchrun.estimate(config)`')} (it shows the batch "
+            "price)"
         )
     with claim_output(config) as lock:
         remove_stale_temporaries(config.output, (SPOOL_SUFFIX,))
@@ -212,8 +215,9 @@ def _open_journal(config: RunConfig) -> BatchJournal:
         running = [e.batch_id or e.key for e in journal.open_entries()]
         if running:
             raise ConfigError(
-                f"--overwrite would forget {len(running)} batch(es) still running for "
-                f"{config.output} ({', '.join(running[:5])}): re-run without --overwrite to "
+                f"{option('overwrite', True)} would forget {len(running)} batch(es) still "
+                f"running for {config.output} ({', '.join(running[:5])}): re-run without "
+                f"{option('overwrite', True)} to "
                 "collect them, or cancel them first with `batchrun batches cancel`"
             )
         journal.remove()
@@ -568,9 +572,9 @@ class _BatchJob:
             work = prepare(row, self.config)
             if (work.request_hash or "")[:REQUEST_HASH_CHARS] != rows.hashes[position]:
                 raise ResumeMismatchError(
-                    f"row {row.id} ({self.config.input}, line {row.line}) changed after batch "
+                    f"row {row.id} ({place(str(self.config.input), row.line)}) changed after batch "
                     f"{entry.batch_id} was submitted: its answer would not match it. Restore "
-                    "the input, or start afresh with --overwrite"
+                    f"the input, or start afresh with {option('overwrite', True)}"
                 )
             if row.index < len(self.done) and self.done[row.index] == RowState.OK:
                 continue  # recorded by a run that stopped while collecting this batch

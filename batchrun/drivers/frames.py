@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from batchrun.config.load import RunConfig, did_you_mean, load_config
 from batchrun.config.settings import BY_KEY
 from batchrun.core.errors import ConfigError, InputError
+from batchrun.core.wording import rows_given
 from batchrun.drivers.summary import RunSummary
 from batchrun.store.sink import output_batches, output_schema
 
@@ -61,7 +62,8 @@ def staged_rows(
     settings: Mapping[str, Any],
     environ: Mapping[str, str] | None = None,
 ) -> Iterator[RunConfig]:
-    """The config of a run of ``rows``, whose input is a temporary file (removed after).
+    """The config of a run of ``rows``, whose input is a temporary file (removed after),
+    which messages made inside the ``with`` call "the rows given to run()" (``core.wording``).
 
     ``settings`` are the job's settings by key, as in a job file or ``load_config``'s flags
     (unknown keys are refused, naming the closest one). Without ``output`` the output is
@@ -90,7 +92,10 @@ def staged_rows(
             schema_file = folder / "schema.json"
             schema_file.write_text(json.dumps(schema), encoding="utf-8")
             flags["json_schema"] = str(schema_file)
-        yield load_config(path, flags, environ)
+        # Messages name the staged file as the caller knows it: "the rows given to run()",
+        # a row by its index there (rows[2]), never the temporary path.
+        with rows_given(path):
+            yield load_config(path, flags, environ)
 
 
 def _checked_settings(settings: Mapping[str, Any]) -> dict[str, Any]:

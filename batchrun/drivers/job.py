@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ConfigError
+from batchrun.core.wording import option
 from batchrun.drivers.batches import run_batches_async
 from batchrun.drivers.frames import output_table, staged_rows
 from batchrun.drivers.online import run_async as run_online_async
@@ -224,7 +225,9 @@ async def _run_config(
 ) -> RunSummary:
     if config.shard is not None:
         if only is not None or redo_lapsed:
-            raise ConfigError("a shard run takes its rows from --shard: not `only` nor redo_lapsed")
+            raise ConfigError(
+                f"a shard run takes its rows from {option('shard')}: not `only` nor redo_lapsed"
+            )
         return await run_shard_async(
             config, transport=transport, progress_stream=progress_stream, retry_sleep=retry_sleep
         )

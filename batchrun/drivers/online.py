@@ -16,6 +16,7 @@ import httpx
 
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ConfigError, FatalRunError
+from batchrun.core.wording import option
 from batchrun.drivers.display import Snapshot, cost_text
 from batchrun.drivers.interrupt import run_interruptibly
 from batchrun.drivers.output import RunOutput, shown_output
@@ -179,8 +180,9 @@ def _check_no_running_batches(config: RunConfig) -> None:
     if running:
         raise ConfigError(
             f"{len(running)} Message Batch(es) of {shown_output(config)} are still running "
-            f"({', '.join(running[:5])}): collect them with `--via batches`, or cancel them "
-            "with `batchrun batches cancel` and then collect, before sending rows online"
+            f"({', '.join(running[:5])}): collect them with `{option('via', 'batches')}`, or "
+            "cancel them with `batchrun batches cancel` and then collect, before sending rows "
+            "online"
         )
 
 

@@ -1,7 +1,8 @@
 """Mistakes that would fail every row alike, caught once before anything is written or sent.
 
 A job with no ``model`` (none in the job, none in any row) is a usage mistake, not 200 error
-rows: ``check_every_row_can_be_built`` says so once, with the flag to pass, and the command
+rows: ``check_every_row_can_be_built`` says so once, with the flag to pass (the keyword, from
+Python: ``core.wording``), and the command
 (``run``, ``estimate``, ``validate``) exits 2 before it opens the output. It looks only where
 that is cheap and certain enough:
 
@@ -43,6 +44,7 @@ import pyarrow.parquet as pq
 from batchrun.config.load import RunConfig, did_you_mean
 from batchrun.config.settings import BY_KEY
 from batchrun.core.errors import BatchrunError, ConfigError
+from batchrun.core.wording import on_command_line, option, shown_input
 from batchrun.cost.models import model_refusal
 from batchrun.rows.compressed import Compression, open_bytes
 from batchrun.rows.formats import READERS, InputKind, _mistyped_columns, csv_columns
@@ -80,8 +82,8 @@ def check_every_row_can_be_built(config: RunConfig) -> None:
         return
     if not start.has_rows:
         raise UnbuildableJobError(
-            f"{config.input} has no rows (it is empty, or holds only blank lines or a header): "
-            "nothing was sent or written. Is it the file you meant?"
+            f"{shown_input(config.input)} has no rows (it is empty, or holds only blank lines "
+            "or a header): nothing was sent or written. Is it the file you meant?"
         )
     defaults = config.defaults
     used = _template_columns(defaults.template)
@@ -109,7 +111,8 @@ def check_every_row_can_be_built(config: RunConfig) -> None:
     if problems:
         listed = "".join(f"\n  - {problem}" for problem in problems)
         raise UnbuildableJobError(
-            f"{config.input}: every row would be refused, so nothing was sent or written:{listed}"
+            f"{shown_input(config.input)}: every row would be refused, so nothing was sent or "
+            f"written:{listed}"
         )
 
 
@@ -125,11 +128,12 @@ def _template_columns(template: str | None) -> frozenset[str] | None:
 
 
 def _missing_setting(key: str) -> str:
-    setting = BY_KEY[key]
     value = "MODEL" if key == "model" else "N"
+    # A job file and the environment are the command line's other places for it.
+    elsewhere = f" (or set `{key}` in the job file, or {BY_KEY[key].env_var})"
     return (
-        f"`{key}`: no row has one and the job sets none: pass {setting.long_flag} {value} "
-        f"(or set `{key}` in the job file, or {setting.env_var})"
+        f"`{key}`: no row has one and the job sets none: pass {option(key, value)}"
+        f"{elsewhere if on_command_line() else ''}"
     )
 
 
@@ -139,7 +143,8 @@ def _no_prompt(known: Iterable[str]) -> str:
     columns = f" (the input's columns: {shown})" if names else ""
     return (
         "no row has `prompt` or `messages` and the job has no template: name the column(s) "
-        f"the prompt is made of with --template, e.g. --template '{{text}}'{columns}"
+        f"the prompt is made of with a template, e.g. {option('template', '{text}')}"
+        f"{columns}"
     )
 
 
@@ -347,5 +352,5 @@ def check_job_model(config: RunConfig) -> None:
     refusal = model_refusal(config.defaults.model, config.prices)
     if refusal is not None:
         raise UnbuildableJobError(
-            f"{config.input}: the job's model {refusal}. Nothing was sent or written."
+            f"{shown_input(config.input)}: the job's model {refusal}. Nothing was sent or written."
         )

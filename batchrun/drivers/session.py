@@ -28,6 +28,8 @@ from batchrun.config.load import (
     did_you_mean,
 )
 from batchrun.core.errors import ConfigError, InputError, OutputError
+from batchrun.core.scrub import url_without_secrets
+from batchrun.core.wording import named, option, shown_input
 from batchrun.drivers.interrupt import stopped_by_signals
 from batchrun.drivers.output import RunOutput, output_lease
 from batchrun.drivers.summary import RunSummary
@@ -72,7 +74,7 @@ def check_credentials(config: RunConfig, transport: httpx.AsyncBaseTransport | N
     if not config.simulate and config.credentials == type(config.credentials)() and not transport:
         raise ConfigError(
             "no credentials: set ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN for a gateway), "
-            "or try the job against the built-in simulator with --simulate"
+            f"or try the job against the built-in simulator with {option('simulate', True)}"
         )
 
 
@@ -139,7 +141,7 @@ def check_kept_columns_exist(
         has = f" (its columns: {shown})" if known else ""
     raise ConfigError(
         f"`keep_columns`: {what}{has}. Kept columns are copied from the input: fix the "
-        "name, or drop it from keep_columns (--keep-column)"
+        f"name, or drop it from {named('keep_columns')}"
     )
 
 
@@ -192,6 +194,14 @@ def _missing_fields(
             if not left:
                 break
     return list(left), first or []
+
+
+def _afresh() -> str:
+    """The way out of a refused resume, for whoever reads."""
+    return (
+        f"use {option('overwrite', True)} to start afresh, or write to a new output "
+        f"({option('output', 'OUT')})"
+    )
 
 
 def redo_lapsed(config: RunConfig) -> bool:
@@ -323,9 +333,8 @@ def _check_rows_exist(
         return  # the input cannot be read: the reader says why
     if prior.final_rows > rows:
         raise ResumeMismatchError(
-            f"{config.output} holds {prior.final_rows} rows but {config.input} now has only "
-            f"{rows}: restore the input, use --overwrite to start afresh, or write to a new "
-            "output with -o"
+            f"{config.output} holds {prior.final_rows} rows but {shown_input(config.input)} now "
+            f"has only {rows}: restore the input, {_afresh()}"
         )
     beyond = sorted(i for i in prior.journal if i >= rows)
     if not beyond:
@@ -337,9 +346,9 @@ def _check_rows_exist(
         shown += " ..." if len(lost) > 10 else ""
         where = f"row {lost[0]}" if len(lost) == 1 else f"rows {lost[0]}..{lost[-1]}"
         raise ResumeMismatchError(
-            f"{config.output} holds answers for {len(lost)} row(s) that {config.input} no "
-            f"longer has ({where}, ids {shown}): it has {rows} rows now. Restore the input, "
-            "use --overwrite to start afresh, or write to a new output with -o"
+            f"{config.output} holds answers for {len(lost)} row(s) that "
+            f"{shown_input(config.input)} no longer has ({where}, ids {shown}): it has {rows} "
+            f"rows now. Restore the input, {_afresh()}"
         )
     prior.drop(beyond)
 
@@ -405,17 +414,17 @@ def _check_prior(
         ids[row.index] = row.id
     if seen < prior.final_rows:
         raise ResumeMismatchError(
-            f"{config.output} holds {prior.final_rows} rows but {config.input} now has only "
-            f"{seen}: use --overwrite to start afresh, or write to a new output with -o"
+            f"{config.output} holds {prior.final_rows} rows but {shown_input(config.input)} now "
+            f"has only {seen}: {_afresh()}"
         )
     if foreign:
         shown = "; ".join(f"row {i}: {was!r}, now {now!r}" for i, was, now in foreign[:5])
         shown += " ..." if len(foreign) > 5 else ""
         raise ResumeMismatchError(
             f"{config.output} holds {len(foreign)} row(s) recorded under other ids than "
-            f"{config.input} has for them ({shown}): another job's journal or output, or an "
-            "input whose rows moved. Restore the input (or put the other job's files back), "
-            "use --overwrite to start afresh, or write to a new output with -o"
+            f"{shown_input(config.input)} has for them ({shown}): another job's journal or "
+            "output, or an input whose rows moved. Restore the input (or put the other job's "
+            f"files back), {_afresh()}"
         )
     if mismatched:
         shown = ", ".join(mismatched[:10]) + (" ..." if len(mismatched) > 10 else "")
@@ -431,14 +440,14 @@ def _check_prior(
             _notice(
                 config,
                 f"batchrun: {len(mismatched):,} row(s) whose request changed are sent again "
-                f"(--resend-changed; {why})",
+                f"({option('resend_changed', True)}; {why})",
             )
             return states, ids
         raise ResumeMismatchError(
             f"{config.output} was made from different requests for {len(mismatched)} row(s) "
-            f"(ids {shown}): {why}. --resend-changed sends only those rows again; "
-            "--overwrite starts afresh (every row is sent again); or write to a new output "
-            "with -o"
+            f"(ids {shown}): {why}. {option('resend_changed', True)} sends only those rows "
+            f"again; {option('overwrite', True)} starts afresh (every row is sent again); or "
+            f"write to a new output ({option('output', 'OUT')})"
         )
     return states, ids
 
@@ -527,7 +536,8 @@ def write_output(
     if output.seal_error is not None:
         _notice(
             config,
-            f"batchrun: warning: the last journal segment of {config.output_url} could not be "
+            f"batchrun: warning: the last journal segment of "
+            f"{url_without_secrets(config.output_url or '')} could not be "
             f"uploaded ({output.seal_error}); this machine's journal has every row",
         )
     with stopped_by_signals():

@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ConfigError, OutputError
+from batchrun.core.wording import option, said
 from batchrun.drivers.online import run_holding
 from batchrun.drivers.session import Sleep, check_credentials, claim_output, in_shard
 from batchrun.drivers.summary import RunSummary
@@ -130,9 +131,15 @@ def _check_shardable(config: RunConfig) -> tuple[int, int]:
     if config.shard is None:
         raise ConfigError("internal error: a shard run needs config.shard")
     if config.via != "online":
-        raise ConfigError("--shard runs online only: drop --via batches, or run without --shard")
+        raise ConfigError(
+            f"{option('shard')} runs online only: drop {option('via', 'batches')}, or run "
+            f"without {option('shard')}"
+        )
     if config.output_url is not None:
-        raise ConfigError("--shard writes a local output: give a local -o, or run without --shard")
+        raise ConfigError(
+            f"{option('shard')} writes a local output: give a local {option('output')}, or run "
+            f"without {option('shard')}"
+        )
     return config.shard
 
 
@@ -228,7 +235,8 @@ def _finish(config: RunConfig, rows: ShardRows) -> FinalCounts | None:
                         raise OutputError(
                             f"{journal} holds records of rows of other shards (input rows "
                             f"{', '.join(map(str, foreign[:_SHOWN_IDS]))}): it is not this "
-                            "shard's journal. Use --overwrite to start this shard afresh"
+                            f"shard's journal. Use {option('overwrite', True)} to start this "
+                            "shard afresh"
                         )
                     table = table.append_column(
                         pa.field(INDEX, pa.int64()), pa.array(indexes, pa.int64())
@@ -269,7 +277,7 @@ def shard_count(output: Path) -> int:
     if not counts:
         raise ShardError(
             f"no shards of {output}: {folder} has no I-of-N folder. Run the job with "
-            "`--shard I/N` for each I first"
+            f"{said('`--shard I/N`', '`run_shard(config, I, N)`')} for each I first"
         )
     if len(counts) > 1:
         shown = ", ".join(f"{n}" for n in sorted(counts))
@@ -314,7 +322,8 @@ def _check_finished(output: Path, paths: list[Path], count: int) -> None:
     if problems:
         raise ShardError(
             f"cannot merge the shards of {output}: {'; '.join(problems)}. Run (or re-run) "
-            f"`batchrun run JOB --shard I/{count}` for each, then merge"
+            + said(f"`batchrun run JOB --shard I/{count}`", f"`run_shard(config, I, {count})`")
+            + " for each, then merge"
         )
     journal = journal_path(output)
     if journal.exists() and journal.stat().st_size > 0:
@@ -361,7 +370,8 @@ def _check_each_row_once(config: RunConfig, paths: list[Path], ids: list[str]) -
     if problems:
         raise ShardError(
             f"cannot merge the shards of {config.output}: {'; '.join(problems)}. Re-run the "
-            "shards concerned with --overwrite (a shard folder copied or left from another "
+            f"shards concerned with {option('overwrite', True)} (a shard folder copied or left "
+            "from another "
             "job or input), then merge"
         )
 

@@ -23,6 +23,7 @@ from batchrun.core.errors import (
     FatalRunError,
 )
 from batchrun.core.scrub import url_without_secrets
+from batchrun.core.wording import option
 from batchrun.store.columns import STATUS_OK
 
 # Error types of a row that got no answer at all: the API was never heard from.
@@ -135,16 +136,17 @@ class FailFast:
         if self._last == _UNREACHABLE:
             return (
                 f"stopping early: the first {self._count} requests all got no answer from "
-                f"{where} ({cause}). Check the network and --base-url; "
-                "the rows in error are kept: run again with --retry-errors to send them"
+                f"{where} ({cause}). Check the network and {option('base_url')}; the rows in "
+                f"error are kept: run again with {option('retry_errors', True)} to send them"
             )
         if self._last == _NOT_THE_API:
             return (
                 f"stopping early: the first {self._count} requests were all answered by "
                 f"{where} with something that is not the Messages API (HTTP "
                 f"{row['http_status']} {cause}), such as a web page or a proxy's login page. "
-                "Check --base-url: the API's root, such as https://api.anthropic.com; the rows "
-                "in error are kept: run again with --retry-errors to send them"
+                f"Check {option('base_url')}: the API's root, such as https://api.anthropic.com; "
+                f"the rows in error are kept: run again with {option('retry_errors', True)} to "
+                "send them"
             )
         return (
             f"stopping early: the first {self._count} requests all failed with HTTP "

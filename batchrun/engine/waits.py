@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from batchrun.core.errors import ApiError
 from batchrun.core.humanize import duration_s
+from batchrun.core.wording import option
 
 LONG_WAIT_S = 5.0  # a wait a person notices when nothing else moves
 NOTICE_EVERY_S = 10.0  # at most one notice per kind of wait this often
@@ -67,7 +68,7 @@ class WaitNotices:
         if alike:
             text += f"; {alike:,} more wait(s) like it since the last notice"
         if not self._capped and told_by != "backoff" and wait >= HINT_ABOVE_S:
-            text += "; --max-retry-wait SECONDS caps such waits"
+            text += f"; {option('max_retry_wait', 'SECONDS')} caps such waits"
         self._notify(text)
 
 

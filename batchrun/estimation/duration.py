@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from batchrun.core.humanize import duration_s
+from batchrun.core.wording import option
 from batchrun.estimation.figures import Duration, Estimate
 from batchrun.limits.values import Limits, LimitsConfig
 
@@ -70,7 +71,8 @@ def batch_duration(online: Duration, pending: int) -> Duration:
         return online
     detail = [
         "a request not done 24 h after its batch was created expires "
-        "(--resubmit-expired or --finish-online sends it again)"
+        f"({option('resubmit_expired', True)} or {option('finish_online', True)} sends it "
+        "again)"
     ]
     if online.seconds is not None:
         detail.append(f"online: about {duration_s(online.seconds)}, set by {online.bound}")

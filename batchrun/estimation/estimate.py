@@ -46,6 +46,7 @@ import httpx
 
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ConfigError, InputError, InvalidRowError, OutputError
+from batchrun.core.wording import option, said, shown_input
 from batchrun.cost.prices import PriceTable
 from batchrun.cost.projection import (
     MAX_SAMPLE,
@@ -178,7 +179,7 @@ def parse_pilot(spec: str, valid_rows: int) -> int:
             raise ValueError
     except ValueError:
         raise ConfigError(
-            f"--pilot {spec!r}: give a number of rows (25) or a percentage (5%)"
+            f"{option('pilot', spec)}: give a number of rows (25) or a percentage (5%)"
         ) from None
     return min(count, valid_rows)
 
@@ -219,8 +220,10 @@ class NoValidRowsError(InputError):
         label = "Why" if rows == 1 else "The first"
         why = f". {label}: {first}" if first is not None else ""
         super().__init__(
-            f"no row of {config.input} can be sent (checked {how_many}), so there is "
-            f"nothing {purpose}{why}. `batchrun validate` lists every row's problems"
+            f"no row of {shown_input(config.input)} can be sent (checked {how_many}), so there "
+            f"is nothing {purpose}{why}. "
+            f"{said('`batchrun validate`', '`batchrun.validate(config)`')} lists every row's "
+            "problems"
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from batchrun.config.load import RunConfig
+from batchrun.core.wording import option
 from batchrun.engine.outcome import VIA_BATCHES
 from batchrun.estimation.figures import Estimate
 
@@ -25,7 +26,7 @@ def method_notes(est: Estimate, config: RunConfig) -> list[str]:
         notes.append(
             "input: local estimate (UTF-8 length / 5.05 per token, calibrated on the sample "
             "jobs): typically within 2-6% of the simulator's count, and about a quarter low "
-            "against Claude's tokenizer; --exact counts it with the API"
+            f"against Claude's tokenizer; {option('exact', True)} counts it with the API"
         )
     if est.projection is not None:
         proj = est.projection
@@ -43,7 +44,7 @@ def method_notes(est: Estimate, config: RunConfig) -> list[str]:
         else:
             notes.append(
                 f"output: from {proj.sample:,} rows already answered in the output, which may "
-                "not be a random sample of the job; --pilot N draws one"
+                f"not be a random sample of the job; {option('pilot', 'N')} draws one"
             )
         if proj.pooled_models:
             notes.append(
@@ -54,14 +55,15 @@ def method_notes(est: Estimate, config: RunConfig) -> list[str]:
     elif est.pending:
         notes.append(
             "output: unknown before any row is answered, so cost is shown from input alone "
-            "to the max_tokens ceiling; --pilot N measures it"
+            f"to the max_tokens ceiling; {option('pilot', 'N')} measures it"
         )
     notes.extend(_cache_notes(est, config))
     if est.unknown_models:
         notes.append(
             "no price for "
             + ", ".join(est.unknown_models)
-            + ": their cost is unknown and left out of the totals (add them with --prices FILE)"
+            + ": their cost is unknown and left out of the totals (add them with "
+            + f"{option('prices', 'FILE')})"
         )
     notes.append(
         f"batch: Message Batches bill every token at {float(est.batch_factor):.0%} of the "
@@ -79,7 +81,7 @@ def _cache_notes(est: Estimate, config: RunConfig) -> list[str]:
         notes.append(
             f"duplicates: {est.duplicates:,} rows to send repeat an earlier row's request "
             "exactly (or one answered in the output): the run sends it once and fills them "
-            "from its answer for $0 (--no-dedup sends them all)"
+            f"from its answer for $0 ({option('dedup', False)} sends them all)"
         )
     groups = sum(m.cache_groups for m in est.models.values())
     if groups:
@@ -94,7 +96,7 @@ def _cache_notes(est: Estimate, config: RunConfig) -> list[str]:
             f"caching: {groups:,} shared prefix group(s); the run sends each group's first "
             "request alone, which writes the prefix (5 m entry 1.25x, 1 h entry 2x the input "
             f"price), and the rest read it (0.1x); {measured}. The 'without caching' figures "
-            "price every input token plainly (--cache off)"
+            f"price every input token plainly ({option('cache', 'off')})"
         )
         if est.pilot is not None:
             notes.append(
@@ -105,7 +107,8 @@ def _cache_notes(est: Estimate, config: RunConfig) -> list[str]:
         if config.via == VIA_BATCHES:
             notes.append(
                 "caching via batches: Message Batches honour cache breakpoints best-effort, so "
-                "the cached batch figure is the best case (a 1 h ttl helps: --cache-ttl 1h)"
+                "the cached batch figure is the best case (a 1 h ttl helps: "
+                f"{option('cache_ttl', '1h')})"
             )
     elif config.defaults.cache is not None and est.pending:
         notes.append(
@@ -114,8 +117,8 @@ def _cache_notes(est: Estimate, config: RunConfig) -> list[str]:
         )
     elif est.pending:
         notes.append(
-            "caching: not placed by batchrun (--cache off or system): input priced at the "
-            "plain rate; the writes and reads of --cache system's or a row's own marks are "
-            "not modelled"
+            f"caching: not placed by batchrun ({option('cache', 'off')} or 'system'): input "
+            f"priced at the plain rate; the writes and reads of {option('cache', 'system')}'s "
+            "or a row's own marks are not modelled"
         )
     return notes

@@ -87,6 +87,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from batchrun.core.errors import ApiError, ExceedsRateLimitError
+from batchrun.core.wording import option
 from batchrun.limits.buckets import Bucket
 from batchrun.limits.congestion import (
     HEADERS_FRESH_S,
@@ -104,7 +105,7 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 _UNITS = ("requests", "input tokens", "output tokens")
-_FLAGS = ("--rpm", "--itpm", "--otpm")
+_KEYS = ("rpm", "itpm", "otpm")  # the settings of the three limits
 
 SAFETY_MARGIN = 0.02
 """Share of a minute's budget each bucket keeps in hand against estimation error."""
@@ -688,6 +689,6 @@ def _too_large_message(lane: _Lane, dim: int, amount: float, limit: int) -> str:
         fix = "shorten the row"
     return (
         f"{what} the whole {_UNITS[dim]}-per-minute limit of {lane.model} ({limit:,}, "
-        f"{source}): it could never be admitted; {fix}, or raise {_FLAGS[dim]} if your "
+        f"{source}): it could never be admitted; {fix}, or raise {option(_KEYS[dim])} if your "
         "limit is higher"
     )

@@ -41,7 +41,9 @@ for organisations (API keys) that share one Redis but not one limit. Hashes expi
 ``KEY_TTL_S`` without use.
 
 redis-py is an optional dependency (``batchrun[redis]``); it is imported only when a store is
-opened, so ``import batchrun`` never loads it.
+opened, so ``import batchrun`` never loads it, and a missing one is a one-line error naming
+the ``pip install`` (``core.extras``). The URL may hold Redis's password: it is shown only
+through ``core.scrub``, in messages and in warnings alike, and so is whatever redis-py says.
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from batchrun.core.errors import ConfigError
+from batchrun.core.extras import require_extra
+from batchrun.core.scrub import Scrubber, url_secrets, url_without_secrets
+from batchrun.core.wording import option
 from batchrun.limits.buckets import Bucket
 from batchrun.limits.headers import HeaderReading
 from batchrun.limits.limiter import Admission
@@ -256,6 +261,28 @@ def split_store_url(url: str) -> tuple[str, str]:
     return urlunsplit(parts._replace(query=rest)), prefix
 
 
+def _refusal(store: str, exc: BaseException, scrub: Scrubber, redis: Any) -> str:
+    """Why the store at ``store`` (the setting, as the reader writes it) cannot be used."""
+    said = scrub(str(exc) or type(exc).__name__)
+    if isinstance(exc, ValueError):
+        return f"{store}: not a Redis URL ({said}); give redis://[:PASSWORD@]HOST:PORT/DB"
+    if isinstance(exc, redis.AuthenticationError) or _refused_credentials(exc):
+        return (
+            f"{store}: Redis refused the credentials ({said}); put the user and password it "
+            "expects in the URL (redis://USER:PASSWORD@HOST:PORT/DB), or run without a "
+            "shared limit"
+        )
+    return (
+        f"{store}: Redis does not answer ({said}); start it, fix the URL, or run without a "
+        "shared limit"
+    )
+
+
+def _refused_credentials(exc: BaseException) -> bool:
+    """Redis's own words for a missing or wrong password (NOAUTH, WRONGPASS)."""
+    return str(exc).startswith(("NOAUTH", "WRONGPASS", "invalid password"))
+
+
 def _caps(limits: Limits) -> Caps:
     return tuple(float(_NONE if v is None else v) for v in limits.values())  # type: ignore[return-value]
 
@@ -277,9 +304,10 @@ class RedisBuckets:
         warn: Callable[[str], None] = _warn_on_stderr,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        import redis
-
+        redis = require_extra("redis", "redis", option("rate_limit_store"))
         address, self.prefix = split_store_url(url)
+        # The URL's password (and whatever redis-py quotes of it) masked in every message.
+        self._scrub = Scrubber(url_secrets(url))
         self._warn = warn
         self._clock = clock
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -294,12 +322,22 @@ class RedisBuckets:
             )
             self._client.ping()
         except (ValueError, *self._errors) as exc:
-            raise ConfigError(
-                f"--rate-limit-store {address}: Redis does not answer ({exc}); start it, "
-                "fix the URL, or run without a shared limit"
-            ) from exc
+            error = ConfigError(
+                _refusal(
+                    option("rate_limit_store", url_without_secrets(address)),
+                    exc,
+                    self._scrub,
+                    redis,
+                )
+            )
+            # A traceback prints the cause: kept only when it shows nothing of the URL's secrets.
+            raise error from self._scrub.safe_cause(exc)
         self._scripts = {name: self._client.register_script(s) for name, s in SCRIPTS.items()}
         self._workers_key = f"{self.prefix}:workers"
+
+    def scrub(self, exc: BaseException) -> str:
+        """What redis-py said, as it may be shown: nothing of the URL's credentials."""
+        return self._scrub(str(exc))
 
     def key(self, model: str) -> str:
         """The hash holding ``model``'s shared buckets."""
@@ -375,8 +413,9 @@ class RedisBuckets:
     def _go_local(self, exc: BaseException) -> None:
         self.down = True
         self._warn(
-            f"batchrun: the shared rate-limit store stopped answering ({exc}); this worker "
-            f"now keeps to 1/{self.workers} of each limit on its own for the rest of the run"
+            f"batchrun: the shared rate-limit store stopped answering ({self.scrub(exc)}); "
+            f"this worker now keeps to 1/{self.workers} of each limit on its own for the rest "
+            "of the run"
         )
 
     def _local(self, model: str, limits: Limits) -> list[Bucket | None]:
@@ -579,8 +618,8 @@ class SharedBudget:
             self.down = True
             share = self.share(limit)
             self._owner._warn(
-                f"batchrun: the shared budget stopped answering ({exc}); this worker now "
-                f"keeps to ${share:.4f} more on its own (1/{self.workers} of the "
+                f"batchrun: the shared budget stopped answering ({self._owner.scrub(exc)}); "
+                f"this worker now keeps to ${share:.4f} more on its own (1/{self.workers} of the "
                 f"${max(limit if self.left is None else self.left, Decimal(0)):.4f} left when "
                 "last seen)"
             )

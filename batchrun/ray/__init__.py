@@ -1,7 +1,8 @@
 """batchrun on Ray Data (the optional extra ``batchrun[ray]``): a stage for ``map_batches``
 (``BatchrunStage``), ``answer`` to apply it, and ``run_on_ray`` behind ``run --engine ray``.
 
-Importing this package does not load ray: only ``answer`` and ``run_on_ray`` do, when called.
+Importing this package does not load ray: only ``answer`` and ``run_on_ray`` do, when called;
+without it they stop at once with one line naming ``pip install 'batchrun[ray]'``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from batchrun.core.extras import require_extra
 from batchrun.ray.job import run_on_ray
 from batchrun.ray.stage import BatchrunStage, absolute_settings
 
@@ -35,8 +37,8 @@ def answer(
     row per input row. ``concurrency`` actors each run one engine per block (each with the
     job's ``concurrency`` requests in flight); ``batch_size`` rows per block (None: Ray's
     blocks). Paths in ``settings`` and ``job`` are made absolute here, for the workers."""
-    from ray.data import ActorPoolStrategy  # the optional extra: loaded only here
-
+    # The optional extra, loaded only here: missing, one line naming the pip install.
+    ray_data = require_extra("ray.data", "ray", "batchrun.ray.answer")
     kwargs: dict[str, Any] = {
         "parts_dir": str(Path(parts_dir).resolve()),
         "job": None if job is None else str(Path(job).resolve()),
@@ -47,6 +49,6 @@ def answer(
         fn_constructor_kwargs=kwargs,
         batch_format="pyarrow",
         batch_size=batch_size,
-        compute=ActorPoolStrategy(size=concurrency),
+        compute=ray_data.ActorPoolStrategy(size=concurrency),
         num_cpus=num_cpus,
     )

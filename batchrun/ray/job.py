@@ -29,7 +29,9 @@ import pyarrow.compute as pc
 
 from batchrun.config.load import RunConfig, load_config
 from batchrun.core.errors import ConfigError, OutputError
+from batchrun.core.extras import require_extra
 from batchrun.core.jsoncodec import compact
+from batchrun.core.wording import option, said
 from batchrun.drivers.session import claim_output
 from batchrun.drivers.summary import RunSummary
 from batchrun.engine.outcome import error_row, prepare
@@ -76,10 +78,10 @@ def run_on_ray(
     stage actors (default: one per CPU of the cluster, each taking ``STAGE_CPUS``). The
     workers read ``ANTHROPIC_API_KEY`` from their own environment.
     """
-    import ray  # the optional extra: loaded only here
-
+    # The optional extra, loaded only here: missing, one line naming the pip install.
+    ray = require_extra("ray", "ray", _engine())
     if str(source) == "-":
-        raise ConfigError("--engine ray reads the input from a file, not from stdin")
+        raise ConfigError(f"{_engine()} reads the input from a file, not from stdin")
     settings = absolute_settings({k: v for k, v in flags.items() if v is not None})
     job = str(Path(source).expanduser().resolve())
     config = load_config(job, settings, environ)
@@ -98,13 +100,20 @@ def run_on_ray(
             ray.shutdown()
 
 
+def _engine() -> str:
+    """What runs a job on Ray, as the reader names it."""
+    return said("--engine ray", "run_on_ray")
+
+
 def _check_runnable(config: RunConfig) -> None:
     if config.via == "batches":
-        raise ConfigError("--engine ray sends online: drop --via batches")
+        raise ConfigError(f"{_engine()} sends online: drop {option('via', 'batches')}")
     if config.shard is not None:
-        raise ConfigError("--engine ray spreads the whole job: drop --shard")
+        raise ConfigError(f"{_engine()} spreads the whole job: drop {option('shard')}")
     if config.output_url is not None:
-        raise ConfigError("--engine ray writes a local output: give -o a local path")
+        raise ConfigError(
+            f"{_engine()} writes a local output: give {option('output')} a local path"
+        )
 
 
 def _run(

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from decimal import Decimal
 
 from batchrun.core.humanize import duration_s, money
+from batchrun.core.wording import option
 from batchrun.cost.prices import suggestion
 from batchrun.estimation.figures import Duration, Estimate, ModelLine
 
@@ -106,7 +107,7 @@ def _cost_lines(costs: Callable[[bool, bool], str], *, uncached_too: bool) -> li
     lines = [f"    online      {costs(False, True)}", f"    batches     {costs(True, True)}"]
     if uncached_too:
         lines += [
-            "    without caching (--cache off)",
+            f"    without caching ({option('cache', 'off')})",
             f"    online      {costs(False, False)}",
             f"    batches     {costs(True, False)}",
         ]

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from batchrun.core.humanize import money
 from batchrun.core.scrub import url_without_secrets
+from batchrun.core.wording import option
 from batchrun.cost.prices import cache_saving
 from batchrun.store.row_state import LAPSED_REASONS
 
@@ -223,12 +224,12 @@ def _resend_hints(summary: RunSummary, config: RunConfig) -> list[str]:
     resendable = summary.error - summary.invalid
     if not resendable or config.retry_errors:
         return []
-    hints = [f"--retry-errors sends the {resendable:,} that were sent again"]
+    hints = [f"{option('retry_errors', True)} sends the {resendable:,} that were sent again"]
     lapsed = sum(summary.error_types.get(kind, 0) for kind in LAPSED_REASONS)
     if lapsed and not (config.resubmit_expired or config.finish_online):
         hints.append(
-            f"--resubmit-expired only the {lapsed:,} a batch expired or cancelled "
-            "(--finish-online: online)"
+            f"{option('resubmit_expired', True)} only the {lapsed:,} a batch expired or "
+            f"cancelled ({option('finish_online', True)}: online)"
         )
     return ["              a re-run leaves these as they are; " + "; ".join(hints)]
 

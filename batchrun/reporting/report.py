@@ -33,6 +33,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from batchrun.core.wording import option
 from batchrun.cost.prices import PriceTable, Usage, cache_saving, default_prices
 from batchrun.store.columns import STATUS_ERROR, STATUS_OK
 from batchrun.store.latest import Source, latest_batches
@@ -274,8 +275,8 @@ class Report:
             out.append(
                 f"{self.cut_at_max_tokens:,} of {self.answered:,} answers "
                 f"({self.cut_at_max_tokens / self.answered:.0%}) stopped at max_tokens: they "
-                "are cut off. Raise --max-tokens (a re-run with --resend-changed sends them "
-                "again at the new limit)"
+                f"are cut off. Raise {option('max_tokens')} (a re-run with "
+                f"{option('resend_changed', True)} sends them again at the new limit)"
             )
         return out
 

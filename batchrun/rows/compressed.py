@@ -20,6 +20,7 @@ from typing import IO
 import pyarrow as pa
 
 from batchrun.core.errors import InputError
+from batchrun.core.wording import option
 from batchrun.rows.shape import Compression as Compression  # re-exported for the readers
 
 # What each codec's output is named with, for files batchrun names itself (stdin's spool).
@@ -69,7 +70,7 @@ def compression_of(path: Path, named: Compression | None = None) -> Compression 
     if named is not None and found is None and head:
         raise InputError(
             f"the name says {named}-compressed, but the file does not start like one "
-            "(rename it, or give its format with --format)",
+            f"(rename it, or give its format with {option('input_format')})",
             file=str(path),
         )
     return found

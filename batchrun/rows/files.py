@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from batchrun.core.wording import option
+
 IMAGE_MAX_BYTES = 5 * 1024 * 1024
 """The API's per-image limit (Anthropic docs, Vision: 5 MB per image through the API)."""
 
@@ -103,7 +105,7 @@ def resolve(root: Path, path: str) -> Path:
     if not real.is_relative_to(root.resolve()):
         raise FileProblem(
             f"file {path!r} is outside the media folder {root} (the input's folder, or "
-            "--media-root); refused"
+            f"{option('media_root')}); refused"
         )
     return real
 

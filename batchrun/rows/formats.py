@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 import pyarrow.types as pat
 
 from batchrun.core.errors import InputError, Problem
+from batchrun.core.wording import on_command_line, option
 from batchrun.rows.checks import TooDeep, failure, loads_bounded, surrogate_problems
 from batchrun.rows.compressed import Compression, open_bytes, open_text
 
@@ -151,7 +152,7 @@ def _array_elements(buffer: _TextBuffer, file: str) -> Iterator[str]:
         raise InputError(
             f"a .json input must hold one JSON array of row objects ([{{...}}, {{...}}]), but "
             f"this one starts with {shown}; for one object per line (JSON lines) name it "
-            ".jsonl or use --format jsonl",
+            f".jsonl or use {option('input_format', 'jsonl')}",
             file=file,
         )
     buffer.pos += 1
@@ -385,13 +386,18 @@ def _csv_header(reader: Iterator[list[str]], file: str, delimiter: str = ",") ->
     return header
 
 
-# The delimiters files are commonly written with, and how to ask for each.
-_OTHER_DELIMITERS = {
-    ",": "--csv-delimiter ',' (the default for a .csv file)",
-    ";": "--csv-delimiter ';'",
-    "\t": "--csv-delimiter '\\t' (or --format tsv)",
-    "|": "--csv-delimiter '|'",
-}
+# The delimiters files are commonly written with.
+_OTHER_DELIMITERS = (",", ";", "\t", "|")
+
+
+def _ask_for(delimiter: str) -> str:
+    """How to read a file separated by ``delimiter``, for whoever reads the message."""
+    asked = option("csv_delimiter", delimiter)
+    if delimiter == ",":
+        return f"{asked} (the default for a .csv file)"
+    if delimiter == "\t":
+        return f"{asked} (or {option('input_format', 'tsv')})"
+    return asked
 
 
 def _check_delimiter(name: str, file: str, delimiter: str) -> None:
@@ -404,7 +410,7 @@ def _check_delimiter(name: str, file: str, delimiter: str) -> None:
     raise InputError(
         f"the CSV header is one column, {name[:60]!r}, which holds {_shown(likely)}: the file "
         f"looks separated by {_shown(likely)}, not by {_shown(delimiter)}. Read it with "
-        f"{_OTHER_DELIMITERS[likely]} (`csv_delimiter` in a job file)",
+        f"{_ask_for(likely)}{' (`csv_delimiter` in a job file)' if on_command_line() else ''}",
         file=file,
     )
 

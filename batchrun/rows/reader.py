@@ -62,6 +62,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchrun.core.errors import InputError, InvalidRowError, Problem
+from batchrun.core.wording import option
 from batchrun.rows.checks import describe, failure, lone_surrogate, surrogate_reason
 from batchrun.rows.compressed import compression_of, open_bytes
 from batchrun.rows.formats import READERS, Format, InputKind, RawRow, Skip, json_kind
@@ -119,7 +120,9 @@ def _named_format(path: Path, shape: InputShape | None) -> tuple[Format, str | N
     if shape is not None and shape.format is not None:
         if shape.format not in _FORMATS:
             known = ", ".join(_FORMATS)
-            raise InputError(f"unknown --format {shape.format!r}; use one of {known}")
+            raise InputError(
+                f"unknown {option('input_format')} {shape.format!r}; use one of {known}"
+            )
         return _FORMATS[shape.format]
     name, _ = split_suffix(path.name.lower())
     for extension, named in _EXTENSIONS.items():
@@ -128,7 +131,7 @@ def _named_format(path: Path, shape: InputShape | None) -> tuple[Format, str | N
     known = ", ".join(_EXTENSIONS)
     raise InputError(
         f"unknown input format; use one of the extensions {known} (optionally compressed: "
-        ".gz, .bz2, .zst), or give it with --format",
+        f".gz, .bz2, .zst), or give it with {option('input_format')}",
         file=str(path),
     )
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.core.errors import InvalidRowError, Problem
+from batchrun.core.wording import option
 from batchrun.rows.checks import (
     CHECKS,
     Invalid,
@@ -525,16 +526,20 @@ def template_conflicts(template: str, columns: Iterable[str]) -> list[tuple[str,
     conflicts = []
     for name in columns:
         if name == "messages":
-            conflicts.append((name, _MESSAGES_CONFLICT))
+            conflicts.append((name, _messages_conflict()))
         elif name == "prompt" and name not in used:
             conflicts.append((name, _PROMPT_CONFLICT))
     return conflicts
 
 
-_MESSAGES_CONFLICT = (
-    "the job's template builds each row's user message, so a row cannot also give its own "
-    "messages: drop the template (--template) to send the rows' messages, or drop messages"
-)
+def _messages_conflict() -> str:
+    return (
+        "the job's template builds each row's user message, so a row cannot also give its own "
+        f"messages: drop the template ({option('template')}) to send the rows' messages, or "
+        "drop messages"
+    )
+
+
 _PROMPT_CONFLICT = (
     "the job's template builds each row's user message and does not use prompt, which would "
     "not be sent: put {prompt} in the template where it belongs (e.g. 'Classify: {prompt}'), "

@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchrun.core.errors import OutputError
+from batchrun.core.wording import option
 from batchrun.store.partial import PARTIAL_MANIFEST, SUCCESS, Partial
 
 DATASET: Literal["parquet-dataset"] = "parquet-dataset"
@@ -153,7 +154,7 @@ def dataset_exists(folder: Path) -> bool:
     if any(folder.iterdir()):
         raise OutputError(
             f"{folder} holds files but no {SUCCESS}: it is not a dataset batchrun wrote. "
-            "Move them away, or write to another folder with -o"
+            f"Move them away, or write to another folder ({option('output', 'OUT')})"
         )
     return False
 

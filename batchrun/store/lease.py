@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -48,6 +49,7 @@ from datetime import datetime, timezone
 from types import TracebackType
 
 from batchrun.core.errors import OutputError
+from batchrun.core.extras import install_hint
 from batchrun.core.scrub import url_without_secrets
 from batchrun.store.storage import Storage, StorageError
 
@@ -142,7 +144,8 @@ class Lease:
 
     ``clock`` (epoch seconds, for the stamps), ``ticks`` (elapsed seconds, for freshness),
     ``host`` and ``pid`` are seams for tests; ``on_lost`` is told, once, when another run
-    has taken the lease over from this one.
+    has taken the lease over from this one; ``warn`` (stderr by default) that the lease is
+    not atomic on S3 because boto3 is missing.
     """
 
     def __init__(
@@ -159,6 +162,7 @@ class Lease:
         on_lost: Callable[[str], None] | None = None,
         alive: Callable[[int], bool] | None = None,
         ticks: Callable[[], float] = _boot_clock,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         if renew_s >= ttl_s:
             raise ValueError("a lease must be renewed more often than it expires")
@@ -178,6 +182,7 @@ class Lease:
         self._pid = pid if pid is not None else os.getpid()
         self._on_lost = on_lost
         self._alive = alive or _process_alive
+        self._warn = warn or _warn_on_stderr
         self._started = ""
         self._version: str | None = None
         self._lock = threading.Lock()  # the version, shared with the heartbeat
@@ -207,6 +212,14 @@ class Lease:
 
     def acquire(self) -> None:
         """Take the lease, or raise LeaseHeldError naming the run that holds it."""
+        if self.url.startswith("s3://") and not self.storage.conditions_atomic(self.url):
+            # The lease still works, but two machines starting at the same moment could both
+            # take it: say so, with the fix (S3's conditional writes need boto3).
+            self._warn(
+                f"batchrun: warning: boto3 is not installed, so the lease of {self.shown} is "
+                "taken by check-then-write: two machines starting this output at the same "
+                f"moment could both run it; {install_hint('s3')} makes it atomic"
+            )
         self._started = _stamp(self._clock())
         for _ in range(_TAKEOVER_TRIES):
             asked = self._ticks()
@@ -343,6 +356,10 @@ class Lease:
         traceback: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def _warn_on_stderr(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 def _process_alive(pid: int) -> bool:

@@ -62,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.core.scrub import url_without_secrets
+from batchrun.core.wording import option
 from batchrun.store.lease import Lease, LeaseLostError
 from batchrun.store.sink import journal_path
 from batchrun.store.storage import ObjectInfo, Storage, StorageError, parse_location
@@ -233,7 +234,7 @@ class RemoteOutput:
                 str(self.folder),
                 "use",
                 f"this work folder belongs to another output ({state.url})",
-                "give another --work-dir",
+                f"give another {option('work_dir')}",
             )
         segments = self._segments()
         if overwrite:

@@ -55,6 +55,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from batchrun.core.errors import OutputError
+from batchrun.core.wording import option
 from batchrun.store.columns import COLUMN_NAMES, COLUMNS, STATUS_OK
 from batchrun.store.dataset import (
     DATASET,
@@ -314,7 +315,7 @@ class Sink:
                 raise OutputError(
                     f"{self.output} is a partial output ({self._partial}) and the journal that "
                     f"holds its rows, {self.journal}, is missing: put the journal back, or use "
-                    "--overwrite to start afresh (every row is sent again)"
+                    f"{option('overwrite', True)} to start afresh (every row is sent again)"
                 )
             repair_journal(self.journal)
             self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -323,7 +324,7 @@ class Sink:
         if not dataset and self.output.exists() and self.output.is_dir():
             raise OutputError(
                 f"output {self.output} is a directory: end it with a slash (or give "
-                f"--output-format {DATASET}) to write a dataset folder there"
+                f"{option('output_format', DATASET)}) to write a dataset folder there"
             )
         return self._read_prior()
 

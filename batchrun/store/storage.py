@@ -44,7 +44,6 @@ import contextlib
 import errno
 import hashlib
 import importlib
-import importlib.util
 import os
 import posixpath
 import secrets
@@ -57,6 +56,7 @@ from urllib.parse import urlsplit
 import pyarrow.fs as pafs
 
 from batchrun.core.errors import BatchrunError
+from batchrun.core.extras import has_extra
 from batchrun.core.locations import storage_endpoints
 from batchrun.core.scrub import url_without_secrets
 from batchrun.rows.files import FileProblem
@@ -744,7 +744,9 @@ _S3_DENIED = {
 
 
 def _boto3_available() -> bool:
-    return importlib.util.find_spec("boto3") is not None
+    # Imported, not just found: a boto3 that is there but broken is taken as absent (the
+    # check-then-write fallback), never an ImportError in the middle of a run.
+    return has_extra("boto3")
 
 
 def _botocore_errors() -> Any:
