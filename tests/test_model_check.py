@@ -35,6 +35,8 @@ TYPO_REFUSAL = (
     "or `claude-haiku-5-5`?); if it is new, add it with --prices FILE (the layout of "
     f"{packaged_path()})"
 )
+# From Python the same refusal names the keyword (core.wording).
+TYPO_REFUSAL_FROM_PYTHON = TYPO_REFUSAL.replace("--prices FILE", "prices=FILE")
 
 
 def invoke(*args: str) -> tuple[int, str, str]:
@@ -60,7 +62,7 @@ def test_an_unknown_claude_id_in_any_spelling_is_refused_with_a_did_you_mean(nam
     refusal = model_refusal(name, default_prices())
     assert refusal is not None
     assert refusal.startswith(f"`{name}` is not a Claude model batchrun knows (did you mean `")
-    assert "if it is new, add it with --prices FILE" in refusal
+    assert "if it is new, add it with prices=FILE" in refusal
 
 
 @pytest.mark.parametrize(
@@ -88,7 +90,7 @@ def test_a_retired_model_is_refused_by_its_api_id_and_names_its_successor() -> N
             f"`{name}` (Claude Opus 4.1) was retired on 2026-08-05 and the Claude API answers "
             "404 for it: use `claude-opus-5-5` instead. If your gateway still serves it, add "
             "[models.claude-opus-4-1] with retired = false to a price file and pass "
-            "--prices FILE"
+            "prices=FILE"
         )
     sonnet4 = model_refusal("claude-sonnet-4-20250514", table)
     assert sonnet4 is not None and "use `claude-sonnet-5-5` instead" in sonnet4
@@ -189,7 +191,7 @@ def test_a_row_asking_for_an_unknown_claude_id_is_its_error_row_and_is_not_sent(
     got = pq.read_table(out).to_pylist()
     assert [r["status"] for r in got] == ["ok", "error", "error", "ok"]
     assert got[1]["error_type"] == "invalid_request"
-    assert got[1]["error_message"] == f"{inp}:2: model: {TYPO_REFUSAL}"
+    assert got[1]["error_message"] == f"{inp}:2: model: {TYPO_REFUSAL_FROM_PYTHON}"
     assert "was retired on 2026-08-05" in got[2]["error_message"]
     # validate lists the same rows, with file, line and field.
     code, text, _ = invoke("validate", str(inp), "--model", "claude-haiku-4-5", "--max-tokens", "5")

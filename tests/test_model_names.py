@@ -150,7 +150,7 @@ def test_the_run_warning_names_the_closest_models_once() -> None:
     assert len(lines) == 1
     assert "no price for model 'claude-haiku-4-6'" in lines[0]
     assert "did you mean 'claude-haiku-4-5' or 'claude-haiku-5-5'?" in lines[0]
-    assert "--prices FILE" in lines[0] and "Fix the model name" in lines[0]
+    assert "prices=FILE" in lines[0] and "Fix the model name" in lines[0]
 
 
 def test_the_suggestions_come_from_the_table_the_run_uses(tmp_path: Path) -> None:

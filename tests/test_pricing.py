@@ -112,7 +112,7 @@ def test_an_unknown_model_is_warned_about_once() -> None:
         seen.check({"status": "ok", "model": "claude-x", "cost_usd": None}, lines.append)
     seen.check({"status": "error", "model": "claude-y", "cost_usd": None}, lines.append)
     seen.check({"status": "ok", "model": "claude-haiku-4-5", "cost_usd": 0.1}, lines.append)
-    assert len(lines) == 1 and "claude-x" in lines[0] and "--prices" in lines[0]
+    assert len(lines) == 1 and "claude-x" in lines[0] and "prices=FILE" in lines[0]
 
 
 # --- the packaged table ----------------------------------------------------------------------

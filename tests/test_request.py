@@ -203,7 +203,7 @@ def test_what_a_template_would_leave_unsent_is_the_rows_problem() -> None:
     )
     own = only({"messages": USER_HI, "review": "ok"}, defaults)
     assert own.field == "messages" and "cannot also give its own messages" in own.message
-    assert "drop the template (--template)" in own.message
+    assert "drop the template to send" in own.message  # from Python: no flag named
     both = RequestDefaults(model="m", max_tokens=5, template="{prompt}")
     assert only({"prompt": "x", "messages": USER_HI}, both).field == "messages"
 

@@ -42,6 +42,7 @@ from batchrun.store.storage import (
     NO_SUCH_BUCKET,
     NO_SUCH_OBJECT,
     UNREACHABLE,
+    UPLOAD_MARK,
     Storage,
     StorageError,
     StorageSettings,
@@ -505,6 +506,27 @@ def test_new_machine_rebuilds_the_journal_from_segments(
     third = RemoteOutput(url, s3, work_dir=tmp_path / "c")
     third.pull()
     assert third.local_journal.read_bytes() == b"".join(map(_line, range(13)))
+
+
+def test_a_pull_removes_the_temporary_objects_of_cut_off_segment_uploads(
+    s3: Storage, bucket: str, tmp_path: Path
+) -> None:
+    """A run cut off from the store mid-upload leaves the upload's temporary object (pyarrow
+    completes it on close); the next run, holding the lease, is the only writer of the
+    journal folder: it removes them, and keeps every segment."""
+    url = f"s3://{bucket}/out/labels.parquet"
+    first = RemoteOutput(url, s3, work_dir=tmp_path / "a", rows_per_segment=4)
+    first.pull()
+    _run(first, [_line(n) for n in range(8)])
+    cut = f"{journal_prefix(url)}/.000003-run{UPLOAD_MARK}4242-0123456789ab"
+    s3.write_bytes(cut, _line(8))
+    assert [o.url for o in s3.list(journal_prefix(url), unfinished_uploads=True)] == [cut]
+
+    second = RemoteOutput(url, s3, work_dir=tmp_path / "b")
+    second.pull()
+    assert s3.list(journal_prefix(url), unfinished_uploads=True) == []
+    assert len(s3.list(journal_prefix(url))) == 2  # the sealed segments stay
+    assert second.local_journal.read_bytes() == b"".join(map(_line, range(8)))
 
 
 def test_returning_machine_keeps_its_unsealed_tail(

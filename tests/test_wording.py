@@ -214,14 +214,15 @@ def test_a_bad_template_column_from_both_front_ends(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_price_stop_from_both_front_ends(tmp_path: Path) -> None:
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(3))
-    args = ["--model", "claude-haiku-4-6", "--max-tokens", "5", "--max-cost", "1", "--simulate"]
+    # A gateway's own alias (not a Claude id, which is refused before sending) has no price.
+    args = ["--model", "gw-unpriced-1", "--max-tokens", "5", "--max-cost", "1", "--simulate"]
     proc = batchrun_cli("run", str(inp), "-o", str(tmp_path / "o.parquet"), *args, cwd=tmp_path)
     assert proc.returncode == 4, proc.stderr
     assert "add a price with --prices FILE, then run again" in proc.stderr
 
     table = batchrun.run(
         prompts(3),
-        model="claude-haiku-4-6",
+        model="gw-unpriced-1",
         max_tokens=5,
         max_cost=1,
         simulate=True,

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.core.errors import InvalidRowError, Problem
-from batchrun.core.wording import option
+from batchrun.core.wording import said
 from batchrun.rows.checks import (
     CHECKS,
     Invalid,
@@ -535,8 +535,8 @@ def template_conflicts(template: str, columns: Iterable[str]) -> list[tuple[str,
 def _messages_conflict() -> str:
     return (
         "the job's template builds each row's user message, so a row cannot also give its own "
-        f"messages: drop the template ({option('template')}) to send the rows' messages, or "
-        "drop messages"
+        f"messages: {said('drop the template (--template)', 'drop the template')} to send the "
+        "rows' messages, or drop messages"
     )
 
 

@@ -236,6 +236,7 @@ class RemoteOutput:
                 f"this work folder belongs to another output ({state.url})",
                 f"give another {option('work_dir')}",
             )
+        self._remove_unfinished_uploads()
         segments = self._segments()
         if overwrite:
             for info in segments:
@@ -273,6 +274,13 @@ class RemoteOutput:
         self._pulled = True
         unsealed = _size(self.local_journal) - state.sealed_bytes
         return PullReport(final, len(new), pulled, unsealed, set_aside)
+
+    def _remove_unfinished_uploads(self) -> None:
+        """Delete the temporary objects of segment uploads a run left when it was cut off
+        mid-upload: only the run holding the output's lease writes segments, and this one
+        does now, so every such object there is abandoned."""
+        for info in self.storage.list(self.prefix, unfinished_uploads=True):
+            self.storage.delete(info.url)
 
     def _segments(self) -> list[ObjectInfo]:
         found = [info for info in self.storage.list(self.prefix) if segment_seq(info.name)]

@@ -442,9 +442,10 @@ class Storage:
     def write_bytes(self, url: str | Path, data: bytes) -> None:
         self.upload_from(_BytesReader(data), url)
 
-    def list(self, prefix: str | Path) -> list[ObjectInfo]:
+    def list(self, prefix: str | Path, *, unfinished_uploads: bool = False) -> list[ObjectInfo]:
         """The files under the folder ``prefix`` (at any depth), sorted by URL; none when
-        the folder does not exist. Temporary objects of unfinished uploads are left out."""
+        the folder does not exist. Temporary objects of unfinished uploads are left out, or,
+        with ``unfinished_uploads``, are all that is listed (for their owner to remove)."""
         loc = parse_location(prefix, folder=True)
         fs = self._fs(loc)
         base = str(prefix).rstrip("/")
@@ -457,7 +458,9 @@ class Storage:
         found = []
         root = loc.path.rstrip("/")
         for info in infos:
-            if info.type != pafs.FileType.File or UPLOAD_MARK in info.base_name:
+            if info.type != pafs.FileType.File or (UPLOAD_MARK in info.base_name) != (
+                unfinished_uploads
+            ):
                 continue
             url = base + info.path[len(root) :]
             found.append(_object_info(loc, info, url))
