@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Container, Sized
+from decimal import Decimal
 from typing import IO, Any
 
 import httpx
@@ -29,6 +30,7 @@ from batchrun.drivers.session import (
     count_hint,
     load_prior,
     plan,
+    record_spend,
     write_output,
 )
 from batchrun.drivers.summary import RunSummary
@@ -109,7 +111,9 @@ async def _run_claimed(
     output = RunOutput(config)
     prior = output.open()
     sink = output.sink
-    states, known_ids = load_prior(config, prior)
+    resume = load_prior(config, prior)
+    states, known_ids = resume.states, resume.ids
+    summary.took_over(resume.sources, resume.spent)
 
     async with open_client(config, transport) as client:
         summary.todo = (
@@ -122,9 +126,16 @@ async def _run_claimed(
             quiet=config.quiet,
             stream=progress_stream,
         )
-        engine = Engine(config, client, summary, sleep=retry_sleep, notify=progress.log)
+        engine = Engine(
+            config,
+            client,
+            summary,
+            sleep=retry_sleep,
+            notify=progress.log,
+            job_spent=Decimal(repr(resume.spent)),
+        )
         if engine.dedup is not None and summary.todo != 0:
-            remember_prior_answers(engine.dedup, sink, prior, states)
+            remember_prior_answers(engine.dedup, sink, prior, states, resume.sources.accepted)
         counter = RowCounter()
 
         def record(work: Work, row: dict[str, Any]) -> None:
@@ -150,6 +161,7 @@ async def _run_claimed(
             await output.close()
     summary.total_rows = counter.rows
     summary.skipped = counter.skipped
+    record_spend(config, sink, summary)  # before the final step may remove the journal
     complete = (
         fatal is None
         and summary.interrupted is None
@@ -180,7 +192,7 @@ def _snapshot(summary: RunSummary, in_flight: int) -> Snapshot:
         in_flight=in_flight,
         rate_limited_429s=summary.rate_limited_429s,
         rate_wait_s=summary.rate_wait_s,
-        budget=summary.max_cost,
+        budget=summary.run_budget,  # what is left of --max-cost for this run
     )
 
 

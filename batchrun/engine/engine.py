@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,7 @@ from batchrun.engine.warmup import Warmup, ttl_seconds
 from batchrun.limits.limiter import RateLimiter
 from batchrun.limits.tuner import ConcurrencyTuner
 from batchrun.store.columns import INVALID_REQUEST
+from batchrun.store.provenance import answer_source
 from batchrun.store.resume import job_fingerprint
 
 if TYPE_CHECKING:
@@ -71,6 +73,8 @@ class Engine:
     ``tally`` receives the counts (a ``RunSummary`` is one); ``sleep`` is the wait between
     retries and during whole-model 429 pauses (tests pass a fake); ``notify`` gets the one-line
     events a person should see (budget stop, unpriced model, a wait of more than a few seconds).
+    ``job_spent`` is what earlier runs of the job spent: ``--max-cost`` caps the job, so this
+    run may spend what is left.
     """
 
     def __init__(
@@ -81,8 +85,10 @@ class Engine:
         *,
         sleep: Sleep = asyncio.sleep,
         notify: Callable[[str], None] = _ignore,
+        job_spent: Decimal = Decimal(0),
     ) -> None:
         self.config = config
+        self._job_spent = job_spent  # what earlier runs of the job spent (store.spend)
         self.tally = tally
         cache = config.defaults.cache
         # Rows waiting for their prefix group to warm or for their twin stand aside, so as
@@ -215,12 +221,21 @@ class Engine:
             self.pool.stop_admitting()
             self._notify(f"batchrun: budget: {reason}; finishing the requests in flight")
 
-        # With --rate-limit-store, every worker of the job (same fingerprint) spends one budget.
-        shared = None
-        if self._store is not None:
-            shared = self._store.budget(job_fingerprint(self.config.defaults))
-        cap = Decimal(repr(self.config.max_cost))
-        return Budget(cap, self.config.prices, on_stop=stop, store=shared)
+        # With --rate-limit-store, every worker of the job (same fingerprint and source) spends
+        # one budget; each adds what its own output's earlier runs spent (store.spend), which
+        # Redis may have forgotten since.
+        config = self.config
+        cap = Decimal(repr(config.max_cost))
+        if self._store is None:
+            return Budget(cap, config.prices, on_stop=stop, spent_before=self._job_spent)
+        source = answer_source(config.simulate, config.base_url)
+        job = f"{job_fingerprint(config.defaults)}:{source}".encode()
+        shared = self._store.budget(
+            hashlib.sha256(job).hexdigest(),
+            output=config.output_url or str(config.output.absolute()),
+        )
+        shared.seed(self._job_spent, reset=config.overwrite)
+        return Budget(cap, config.prices, on_stop=stop, store=shared)
 
 
 def _shared_store(config: RunConfig, notify: Callable[[str], None]) -> RedisBuckets | None:
