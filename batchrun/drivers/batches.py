@@ -261,6 +261,7 @@ async def _finish_online(
     summary.add(online)
     summary.final, summary.interrupted = online.final, online.interrupted
     summary.total_rows = online.total_rows
+    summary.job_cost_usd = online.job_cost_usd  # the job's, the online pass's spend included
     return summary
 
 

@@ -285,12 +285,22 @@ def _prior_records(journal: Path, schema: pa.Schema, slice_bytes: int, damage: D
     out_schema = pa.schema(
         [journal_schema(read).field(name) for name in kept] + [pa.field(_SOURCE, pa.string())]
     )
+    # The run and the source repeat from record to record: held dictionary-encoded.
+    out_schema = pa.schema(
+        [
+            f.with_type(pa.dictionary(pa.int32(), pa.string())) if f.name in (RUN, _SOURCE) else f
+            for f in out_schema
+        ]
+    )
     parts = []
     for batch in read_records(journal, read, slice_bytes, damage=damage):
-        sources = effective_sources(batch).cast(pa.string())
-        arrays = [batch.column(name) for name in kept]
+        arrays = [
+            pc.dictionary_encode(batch.column(name)) if name == RUN else batch.column(name)
+            for name in kept
+        ]
+        sources = effective_sources(batch)
         parts.append(pa.RecordBatch.from_arrays([*arrays, sources], schema=out_schema))
-    return pa.Table.from_batches(parts, schema=out_schema)
+    return pa.Table.from_batches(parts, schema=out_schema).unify_dictionaries()
 
 
 def _journal_spend(records: pa.Table) -> JournalSpend:
@@ -441,7 +451,7 @@ class Sink:
         damage = Damage()
         records = _prior_records(self.journal, self.schema, self._slice_bytes, damage)
         positions, _ = newest_per_row(records.column(INDEX))
-        newest = records.take(positions)
+        newest = records.take(positions).select([INDEX, *_PRIOR_COLUMNS, _SOURCE])
         journal = {}
         sources: dict[str, str] = {}  # one string per source, not one per record
         for batch in newest.to_batches(max_chunksize=self._chunk_rows):  # few dicts at once
