@@ -179,6 +179,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "batches_collected",
             "batches_created",
             "batches_running",
+            "budget_refused_usd",  # the job's budget across runs (issue 23)
             "budget_stop",
             "cache_creation_1h_input_tokens",  # the split by ttl (issue 17)
             "cache_creation_5m_input_tokens",

@@ -100,6 +100,7 @@ class Budget:
         self.reserved = Decimal(0)  # worst cases of requests admitted and not yet settled
         self.in_flight = 0
         self.stop_reason: str | None = None
+        self.refused: Decimal | None = None  # the worst case of the request that did not fit
         self._changed = asyncio.Condition()
         self._store = store
         # What this worker may hold (spent + reserved) on its own: the limit, or once a shared
@@ -149,6 +150,7 @@ class Budget:
                     self._hold(worst)
                     return True
                 if self.in_flight == 0:
+                    self.refused = worst
                     self._stop(self._no_room(worst))
                     return False
                 await self._changed.wait()
@@ -183,6 +185,7 @@ class Budget:
             return True
         if reserved_by_all <= 0 or spent_by_all + worst > self.limit:
             # Even if every request in flight cost nothing, this one would not fit.
+            self.refused = worst
             self._stop(
                 f"the next request could cost up to ${worst:.4f} and only "
                 f"${max(self.limit - spent_by_all, Decimal(0)):.4f} of the ${self.limit} "

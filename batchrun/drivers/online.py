@@ -157,6 +157,8 @@ async def _run_claimed(
         finally:
             summary.elapsed_s = time.perf_counter() - started
             summary.budget_stop = engine.budget_stop
+            refused = engine.budget_refused
+            summary.budget_refused_usd = None if refused is None else float(refused)
             progress.close()
             await output.close()
     summary.total_rows = counter.rows

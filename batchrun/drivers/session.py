@@ -293,7 +293,7 @@ def load_prior(config: RunConfig, prior: PriorState) -> Resume:
             config,
             f"batchrun: {rule.unrecorded:,} row(s) of {config.output} were recorded by an older "
             "batchrun, which did not record where answers came from; none is the simulator's "
-            f"(it marks its answers), so they count as answered, as before",
+            "(it marks its answers), so they count as answered, as before",
         )
     ledger = at_start(state.ledger if state is not None else None, prior)
     try:

@@ -27,6 +27,7 @@ class RunSummary(RowTally):
     todo: int | None = None  # rows this run set out to process, when known
     max_cost: float | None = None  # --max-cost
     budget_stop: str | None = None  # why the budget stopped admitting rows
+    budget_refused_usd: float | None = None  # the worst case of the request that did not fit
     via: str = "online"  # or "batches" (drivers.batches)
     batches_created: int = 0  # Message Batches this run created
     batches_collected: int = 0  # ... and whose results it wrote

@@ -73,8 +73,9 @@ class Engine:
     ``tally`` receives the counts (a ``RunSummary`` is one); ``sleep`` is the wait between
     retries and during whole-model 429 pauses (tests pass a fake); ``notify`` gets the one-line
     events a person should see (budget stop, unpriced model, a wait of more than a few seconds).
-    ``job_spent`` is what earlier runs of the job spent: ``--max-cost`` caps the job, so this
-    run may spend what is left.
+    ``job_spent`` is what earlier runs of the job spent, for a driver that owns the job's
+    output and its ledger (``store.spend``): ``--max-cost`` caps the job, so this run may spend
+    what is left. None (a Ray worker, a notebook): no ledger, the budget is this run's.
     """
 
     def __init__(
@@ -85,7 +86,7 @@ class Engine:
         *,
         sleep: Sleep = asyncio.sleep,
         notify: Callable[[str], None] = _ignore,
-        job_spent: Decimal = Decimal(0),
+        job_spent: Decimal | None = None,
     ) -> None:
         self.config = config
         self._job_spent = job_spent  # what earlier runs of the job spent (store.spend)
@@ -121,6 +122,11 @@ class Engine:
     @property
     def in_flight(self) -> int:
         return self.pool.in_flight
+
+    @property
+    def budget_refused(self) -> Decimal | None:
+        """The worst case of the request the budget could not admit (None: none refused)."""
+        return self._budget.refused if self._budget is not None else None
 
     def stop_admitting(self) -> None:
         """Send no more rows; the ones in flight finish (Ctrl-C, a budget, a caller)."""
@@ -226,15 +232,17 @@ class Engine:
         # Redis may have forgotten since.
         config = self.config
         cap = Decimal(repr(config.max_cost))
+        before = self._job_spent
         if self._store is None:
-            return Budget(cap, config.prices, on_stop=stop, spent_before=self._job_spent)
+            spent_before = before or Decimal(0)
+            return Budget(cap, config.prices, on_stop=stop, spent_before=spent_before)
         source = answer_source(config.simulate, config.base_url)
-        job = f"{job_fingerprint(config.defaults)}:{source}".encode()
-        shared = self._store.budget(
-            hashlib.sha256(job).hexdigest(),
-            output=config.output_url or str(config.output.absolute()),
-        )
-        shared.seed(self._job_spent, reset=config.overwrite)
+        job = hashlib.sha256(f"{job_fingerprint(config.defaults)}:{source}".encode()).hexdigest()
+        if before is None:  # no output of its own: its spending is the job's, unattributed
+            shared = self._store.budget(job)
+        else:  # the output's owner (its lock held): the output's ledger into Redis
+            shared = self._store.budget(job, output=config.output_url or str(config.output))
+            shared.seed(before, reset=config.overwrite)
         return Budget(cap, config.prices, on_stop=stop, store=shared)
 
 

@@ -106,15 +106,17 @@ def raised_cap(summary: RunSummary) -> tuple[Decimal, Decimal | None]:
     would cost at the job's average so far (None when nothing was paid yet to tell).
 
     The rows left at the average cost per row so far, plus a fifth for rows that cost more
-    and the worst case the budget reserves for the last request, rounded up to two figures;
-    at least twice the cap when nothing tells what a row costs."""
+    and the worst case the budget reserves for a request (what the one it refused could have
+    cost: the last request needs that much room), rounded up to two figures; at least twice
+    the cap when nothing tells what a row costs."""
     cap = Decimal(repr(summary.max_cost or 0.0))
     spent = Decimal(repr(summary.job_cost_usd or summary.cost_usd))
     paid_rows = summary.ok if summary.cost_usd else summary.skipped + summary.ok
     paid = Decimal(repr(summary.cost_usd)) if summary.cost_usd else spent
     if paid_rows and paid > 0:
         rest = paid / paid_rows * summary.rows_left
-        need = spent + rest * Decimal("1.2")
+        room = Decimal(repr(summary.budget_refused_usd or 0.0))
+        need = spent + rest * Decimal("1.2") + room
     else:
         rest = None
         need = max(cap * 2, spent * 2, Decimal("1"))

@@ -282,15 +282,11 @@ def _prior_records(journal: Path, schema: pa.Schema, slice_bytes: int, damage: D
         [schema.field(name) for name in (*_PRIOR_READ, "cost_usd")] + [pa.field(RUN, pa.string())]
     )
     kept = [INDEX, *_PRIOR_COLUMNS, "cost_usd", RUN]
-    out_schema = pa.schema(
-        [journal_schema(read).field(name) for name in kept] + [pa.field(_SOURCE, pa.string())]
-    )
     # The run and the source repeat from record to record: held dictionary-encoded.
+    repeated = pa.dictionary(pa.int32(), pa.string())
     out_schema = pa.schema(
-        [
-            f.with_type(pa.dictionary(pa.int32(), pa.string())) if f.name in (RUN, _SOURCE) else f
-            for f in out_schema
-        ]
+        [journal_schema(read).field(name) for name in kept[:-1]]
+        + [pa.field(RUN, repeated), pa.field(_SOURCE, repeated)]
     )
     parts = []
     for batch in read_records(journal, read, slice_bytes, damage=damage):
