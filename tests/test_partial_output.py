@@ -113,8 +113,10 @@ def test_a_fatal_error_leaves_a_partial_jsonl_output_and_the_cli_says_where(
     assert journal_lines(out) == 12
 
     # Through the CLI: the error, then where the finished rows are and how to go on. (A
-    # closed port: the run stops early, keeping the first requests' rows in error.)
+    # closed port: the run stops early, keeping the first requests' rows in error. It is
+    # another base URL, another source: the rows the simulator answered are kept on purpose.)
     args = ["run", str(inp), "-o", str(out), "--base-url", "http://127.0.0.1:9", "-q"]
+    args += ["--keep-other-source"]
     args += ["--model", "claude-haiku-4-5", "--max-tokens", "40", "-c", "4"]
     result = CliRunner().invoke(cli, args, env={"ANTHROPIC_API_KEY": TEST_KEY})
     assert result.exit_code == 1, result.stderr

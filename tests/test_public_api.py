@@ -37,16 +37,20 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "exact",
             "input",
             "invalid",
+            "job_spent_usd",  # the job's budget across runs (issue 23)
             "latency_s",
             "level",
+            "max_cost",  # issue 23
             "models",
             "notes",
+            "other_sources",  # where answers came from (issue 23)
             "output",
             "pending_groups",
             "pilot",
             "projection",
             "projection_source",
             "rows",
+            "source",  # issue 23
         ],
     ),
     "FatalRunError": ("class", None),
@@ -138,6 +142,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "json_summary",  # issue 14
             "keep_columns",
             "keep_journal",  # object storage (issue 15)
+            "keep_other_source",  # where answers came from (issue 23)
             "lease_ttl",  # the remote output's lease life; BATCHRUN_LEASE_TTL (issue 23)
             "limits",
             "max_cost",
@@ -154,6 +159,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "prices",
             "quiet",
             "rate_limit_store",  # issue 16
+            "reask_other_source",  # issue 23
             "resend_changed",  # issue 14
             "resubmit_expired",
             "retry_errors",
@@ -174,6 +180,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "batches_collected",
             "batches_created",
             "batches_running",
+            "budget_refused_usd",  # the job's budget across runs (issue 23)
             "budget_stop",
             "cache_creation_1h_input_tokens",  # the split by ttl (issue 17)
             "cache_creation_5m_input_tokens",
@@ -194,7 +201,10 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "input_tokens",
             "interrupted",
             "invalid",
+            "job_cost_before",  # the job's budget across runs (issue 23)
+            "job_cost_usd",
             "max_cost",
+            "mixed_sources",  # where answers came from (issue 23)
             "ok",
             "output",
             "output_tokens",
@@ -207,6 +217,9 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "rate_wait_s",
             "retries",
             "skipped",
+            "source",  # issue 23
+            "sources_kept",
+            "sources_reasked",
             "stop_reasons",
             "todo",
             "total_rows",

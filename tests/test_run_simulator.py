@@ -158,7 +158,8 @@ def test_rerun_resumes_and_retry_errors_resends_only_the_errors(tmp_path: Path) 
         errors = first.error
         assert first.exit_code == 3 and errors > 0
     with SimulatorThread(SimulatorConfig()) as sim:
-        again = run(job_config(inp, out, sim.base_url))
+        # Another base URL is another source: its answers are kept on purpose (and remembered).
+        again = run(job_config(inp, out, sim.base_url, keep_other_source=True))
         assert sim.stats.requests == 0 and again.skipped == 60
         assert again.exit_code == 3
         fixed = run(job_config(inp, out, sim.base_url, retry_errors=True))

@@ -203,6 +203,7 @@ JOB_SAMPLES = {
     "http_backend": (BASE + 'http_backend = "httpx"\n', "httpx"),
     "stream": (BASE + "stream = true\n", True),
     "dedup": (BASE + "dedup = false\n", False),
+    "reask_other_source": (BASE + "reask_other_source = true\n", True),
     "grace": (BASE + "grace = 4\n", 4.0),
     "max_cost": (BASE + "max_cost = 2\n", 2.0),
     "prices": (BASE + f"prices = '{REPO / 'batchrun' / 'cost' / 'prices.toml'}'\n", None),

@@ -19,8 +19,10 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 from redis_server import RedisServer
-from support import start_run, write_jsonl
+from support import job_config, start_run, write_jsonl
 
+from batchrun import run
+from batchrun.config.load import RunConfig
 from batchrun.cost.budget import Budget
 from batchrun.cost.prices import load_prices
 from batchrun.drivers.session import in_shard
@@ -276,3 +278,69 @@ def test_four_shard_processes_sharing_a_store_stop_together_at_the_cap(
     assert any(code == 4 for code, _ in codes), codes
     assert all(code in (0, 4) for code, _ in codes), codes
     assert sim.stats.answered_ok == answered  # none sent but those answered
+
+
+# --------------------------------------------------------------------------- across runs
+
+
+def test_a_worker_adds_what_its_outputs_earlier_runs_spent_and_redis_keeps_the_larger(
+    server: RedisServer, client: redis.Redis
+) -> None:
+    one = RedisBuckets(server.url, worker="a").budget(JOB, output="/data/out-1.parquet")
+    one.seed(Decimal("0.70"))
+    other = budget_of(server, "b")
+    assert other.reserve(Decimal("0.31"), CAP) == (False, Decimal("0.70"), Decimal(0))
+    assert taken(one, "0.20")
+    assert one.settle(Decimal("0.20"), Decimal("0.10"), CAP)  # kept under its output
+    assert [k for k in client.hkeys(one.key) if k.startswith(b"o:")] != []
+    # A re-run of the same output whose ledger says less (an answer it never recorded): the
+    # larger stays. A new job on that output (--overwrite) starts it at what it says.
+    again = RedisBuckets(server.url, worker="c").budget(JOB, output="/data/out-1.parquet")
+    again.seed(Decimal("0.70"))
+    assert not taken(again, "0.21")
+    again.seed(Decimal(0), reset=True)
+    assert taken(again, "1.00")
+
+
+def _job(inp: Path, out: Path, url: str, store: str, cap: float) -> RunConfig:
+    return job_config(
+        inp,
+        out,
+        url,
+        model="claude-sonnet-4-5",
+        max_tokens=400,
+        concurrency=6,
+        max_cost=cap,
+        rate_limit_store=store,
+    )
+
+
+def test_the_shared_budget_is_the_jobs_across_runs_even_after_redis_forgot_it(
+    tmp_path: Path, server: RedisServer, client: redis.Redis
+) -> None:
+    rows = [
+        {"id": f"d{i:03d}", "prompt": f"Document {i}: " + "words and figures " * (20 + i % 30)}
+        for i in range(50)
+    ]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.parquet"
+    cap = 0.04
+    worst = max(
+        _worst_case({"model": "claude-sonnet-4-5", "max_tokens": 400, "messages": [m]})
+        for m in ({"role": "user", "content": r["prompt"]} for r in rows)
+    )
+    with SimulatorThread(SimulatorConfig()) as sim:
+        first = run(_job(inp, out, sim.base_url, server.url, cap))
+        assert first.exit_code == 4
+        second = run(_job(inp, out, sim.base_url, server.url, cap))
+        client.flushdb()  # Redis forgot the budget (it expired, or was restarted)
+        third = run(_job(inp, out, sim.base_url, server.url, cap))
+        assert second.exit_code == 4 and third.exit_code == 4
+        assert third.job_cost_before is not None and third.job_cost_before > 0
+        paid = sum(_spent_by(out))
+        assert 0 < paid <= cap + float(worst)
+        assert sim.stats.answered_ok == len(_spent_by(out))
+
+        raised = run(_job(inp, out, sim.base_url, server.url, 1.0))
+        assert raised.exit_code == 0 and raised.final is not None
+        assert raised.final.ok == len(rows) and sim.stats.answered_ok == len(rows)

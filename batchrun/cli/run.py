@@ -86,14 +86,16 @@ def run_cmd(source: str, engine: str, address: str | None, **flags: Any) -> None
             err=True,
         )
     if summary.budget_stop is not None and summary.final is None:
-        from batchrun.cost.budget import is_price_stop
+        from batchrun.render.summary import budget_advice
 
         what = f"stopped by the budget (--max-cost {summary.max_cost:g}): {summary.budget_stop}"
         # A model without a price stops every re-run at the same row: say to fix it first.
+        # Otherwise the cap is the job's: only a larger one lets a re-run go on.
+        advice = budget_advice(summary, details=False)
         then = (
             "Fix that, then re-run the same command to resume."
-            if is_price_stop(summary.budget_stop)
-            else "Re-run the same command to resume."
+            if advice is None
+            else f"{summary.rows_left:,} rows are left: {advice}."
         )
         click.echo(f"batchrun: {kept_rows(mine, stopped=what, then=then) or what}", err=True)
     sys.exit(summary.exit_code)

@@ -154,6 +154,8 @@ class RunConfig:
     csv_delimiter: str | None = None  # a CSV input's field delimiter; None: "," (TSV: tab)
     media_root: Path | None = None  # where file references resolve; None: the input's folder
     resend_changed: bool = False  # on resume, send again rows whose request changed
+    reask_other_source: bool = False  # on resume, send again rows another source answered
+    keep_other_source: bool = False  # ... or keep them as done (store.provenance)
     json_summary: bool = False  # run --json: the summary as JSON on stdout
     # An output or input on object storage (store.remote): ``output`` / ``input`` are then
     # their local copies in the work folder.
@@ -358,6 +360,8 @@ def load_config(
         media_root=None if media_url is not None else _media_root(path_of("media_root")),
         media_source=_media_source(media_url, endpoints),
         resend_changed=bool(value("resend_changed")),
+        reask_other_source=_not_both(value, "reask_other_source", "keep_other_source"),
+        keep_other_source=bool(value("keep_other_source")),
         json_summary=bool(value("json_summary")),
         output_url=output_url,
         input_url=input_url,
@@ -849,6 +853,16 @@ def _limit(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"`{name}` must be a whole number >= 1 (per minute), not {value!r}")
     return value
+
+
+def _not_both(value: Callable[[str], Any], first: str, second: str) -> bool:
+    """``first``'s value, refused together with ``second``'s: they ask opposite things."""
+    if value(first) and value(second):
+        raise ConfigError(
+            f"--{first.replace('_', '-')} and --{second.replace('_', '-')} ask opposite "
+            "things: give one of them"
+        )
+    return bool(value(first))
 
 
 def _credentials(env: Mapping[str, str], simulate: bool) -> Credentials:

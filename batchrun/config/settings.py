@@ -450,8 +450,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "max_cost",
         "number",
-        "Budget for this run: stop admitting rows before spending could pass it; finish "
-        "what is in flight and exit 4. Re-running resumes (with a fresh budget).",
+        "Budget for the job, across its runs: stop admitting rows before its spending could "
+        "pass it; finish what is in flight and exit 4. A re-run spends only what is left: "
+        "raise it to go on.",
         commands=RUN_COMMANDS,
         env=True,
         low=0,
@@ -528,6 +529,23 @@ SETTINGS: tuple[Setting, ...] = (
         "settings) instead of refusing to resume; nothing else is sent again.",
         default=False,
         commands=("run",),
+        job=False,
+    ),
+    Setting(
+        "reask_other_source",
+        "flag",
+        "On resume, send again the rows another source answered (the simulator, or the API "
+        "at another base URL) and replace their answers; nothing else is sent again.",
+        default=False,
+        commands=RUN_COMMANDS,
+    ),
+    Setting(
+        "keep_other_source",
+        "flag",
+        "On resume, keep the answers another API base URL gave as done (the output then "
+        "mixes sources; its source column tells them apart). Never the simulator's.",
+        default=False,
+        commands=RUN_COMMANDS,
         job=False,
     ),
     Setting(

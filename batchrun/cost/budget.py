@@ -14,8 +14,10 @@ That is why a stopped run has spent within one request's worst case of the limit
 
 The input margin starts at ``INPUT_MARGIN`` (the local estimate runs about a quarter low
 against Claude's tokenizer) and rises to the largest billed/estimated ratio seen, so a
-tokenizer that counts more (Opus 4.7's) cannot slip past the cap. The cap is per run: a
-resumed run starts a fresh budget.
+tokenizer that counts more (Opus 4.7's) cannot slip past the cap. The cap is the job's, not
+one run's: ``spent_before`` is what earlier runs of the job spent (kept with its output,
+``store.spend``), and a run may spend only what it leaves. A job that has spent its cap
+sends nothing until the cap is raised.
 
     budget = Budget(Decimal("5.00"), load_prices(), on_stop=lambda why: pool.stop_admitting())
     row = await budget.send(body, lambda: sender.send(work, body))
@@ -74,7 +76,7 @@ class SpendingStore(Protocol):
 
 
 class Budget:
-    """A spending cap in USD for one run: reserve worst cases, settle real costs."""
+    """A job's spending cap in USD: reserve worst cases, settle real costs."""
 
     def __init__(
         self,
@@ -83,10 +85,14 @@ class Budget:
         on_stop: Callable[[str], None] = lambda reason: None,
         *,
         store: SpendingStore | None = None,
+        spent_before: Decimal = Decimal(0),
     ) -> None:
         if limit < 0:
             raise ValueError("the budget must be >= 0")
         self.limit = limit
+        # What earlier runs of the job spent. With a store, the store counts it (each worker
+        # adds its output's share there), and this stays 0.
+        self.before = spent_before
         self.prices = prices
         self.on_stop = on_stop  # the runner stops admitting rows and tells the user
         # Billed / estimated input seen so far, at least INPUT_MARGIN: reservations use it.
@@ -95,6 +101,7 @@ class Budget:
         self.reserved = Decimal(0)  # worst cases of requests admitted and not yet settled
         self.in_flight = 0
         self.stop_reason: str | None = None
+        self.refused: Decimal | None = None  # the worst case of the request that did not fit
         self._changed = asyncio.Condition()
         self._store = store
         # What this worker may hold (spent + reserved) on its own: the limit, or once a shared
@@ -140,16 +147,28 @@ class Budget:
                         return True
                     if self._store is not None or self.stop_reason is not None:
                         continue
-                if self.spent + self.reserved + worst <= self._cap:
+                if self.before + self.spent + self.reserved + worst <= self._cap:
                     self._hold(worst)
                     return True
                 if self.in_flight == 0:
-                    self._stop(
-                        f"the next request could cost up to ${worst:.4f} and only "
-                        f"${self._cap - self.spent:.4f} of the ${self.limit} budget is left"
-                    )
+                    self.refused = worst
+                    self._stop(self._no_room(worst))
                     return False
                 await self._changed.wait()
+
+    def _no_room(self, worst: Decimal) -> str:
+        """Why the next request may not go (nothing is in flight to free room)."""
+        if self.before >= self._cap and not self.spent:
+            return (
+                f"the job has already spent ${self.before:.4f} of its ${self.limit} budget in "
+                "earlier runs"
+            )
+        left = max(self._cap - self.before - self.spent, Decimal(0))
+        earlier = f", ${self.before:.4f} of it spent by earlier runs" if self.before else ""
+        return (
+            f"the next request could cost up to ${worst:.4f} and only ${left:.4f} of the "
+            f"job's ${self.limit} budget is left{earlier}"
+        )
 
     async def _admit_shared(self, store: SpendingStore, worst: Decimal) -> bool:
         """One look at the shared budget (the condition's lock held): True when reserved.
@@ -167,6 +186,7 @@ class Budget:
             return True
         if reserved_by_all <= 0 or spent_by_all + worst > self.limit:
             # Even if every request in flight cost nothing, this one would not fit.
+            self.refused = worst
             self._stop(
                 f"the next request could cost up to ${worst:.4f} and only "
                 f"${max(self.limit - spent_by_all, Decimal(0)):.4f} of the ${self.limit} "

@@ -50,6 +50,7 @@ from batchrun.drivers.output import RunOutput
 from batchrun.drivers.preflight import check_every_row_can_be_built
 from batchrun.drivers.progress import Progress
 from batchrun.drivers.session import (
+    Resume,
     ResumeMismatchError,
     RowCounter,
     Sleep,
@@ -58,6 +59,7 @@ from batchrun.drivers.session import (
     count_hint,
     load_prior,
     plan,
+    record_spend,
     write_output,
 )
 from batchrun.drivers.summary import RunSummary
@@ -127,13 +129,15 @@ async def _run_claimed(
     output = RunOutput(config)
     prior = output.open()
     sink = output.sink
-    done, known_ids = load_prior(config, prior)
+    resume = load_prior(config, prior)
+    done, known_ids = resume.states, resume.ids
+    summary.took_over(resume.sources, resume.spent)
     counter = RowCounter()
     lapsed_online = False
     async with open_client(config, transport) as client:
         api = BatchesApi(client, max_retries=config.max_retries, sleep=sleep)
         summary.todo = count_hint(config, done, config.resubmit_expired)
-        twins = _batch_twins(config, journal, sink, prior, done)
+        twins = _batch_twins(config, journal, sink, prior, resume)
         job = _BatchJob(config, api, journal, sink, summary, done, counter, sleep, twins)
         progress = Progress(summary.todo, job.snapshot, quiet=config.quiet, stream=progress_stream)
         job.progress = progress
@@ -168,6 +172,7 @@ async def _run_claimed(
         )
     summary.total_rows = counter.rows
     summary.skipped = counter.skipped
+    record_spend(config, sink, summary)  # before the final step may remove the journal
     if lapsed_online:
         return await _finish_online(config, summary, lock, transport, progress_stream, sleep)
     every_row_recorded = len(done) >= counter.rows and 0 not in done[: counter.rows]
@@ -187,14 +192,14 @@ async def _run_claimed(
 
 
 def _batch_twins(
-    config: RunConfig, journal: BatchJournal, sink: Sink, prior: PriorState, done: bytearray
+    config: RunConfig, journal: BatchJournal, sink: Sink, prior: PriorState, resume: Resume
 ) -> BatchTwins | None:
     """With --dedup: the answers earlier runs recorded, and the requests in batches still
     running, so that no request is submitted twice (``drivers.twins``)."""
     if not config.dedup:
         return None
     dedup = Dedup()
-    remember_prior_answers(dedup, sink, prior, done)
+    remember_prior_answers(dedup, sink, prior, resume.states, resume.sources.accepted)
     running: dict[str, int] = {}
     for entry in journal.open_entries():
         rows = journal.rows(entry)
@@ -263,6 +268,7 @@ async def _finish_online(
     summary.add(online)
     summary.final, summary.interrupted = online.final, online.interrupted
     summary.total_rows = online.total_rows
+    summary.job_cost_usd = online.job_cost_usd  # the job's, the online pass's spend included
     return summary
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Container, Sized
+from decimal import Decimal
 from typing import IO, Any
 
 import httpx
@@ -30,6 +31,7 @@ from batchrun.drivers.session import (
     count_hint,
     load_prior,
     plan,
+    record_spend,
     write_output,
 )
 from batchrun.drivers.summary import RunSummary
@@ -110,7 +112,9 @@ async def _run_claimed(
     output = RunOutput(config)
     prior = output.open()
     sink = output.sink
-    states, known_ids = load_prior(config, prior)
+    resume = load_prior(config, prior)
+    states, known_ids = resume.states, resume.ids
+    summary.took_over(resume.sources, resume.spent)
 
     async with open_client(config, transport) as client:
         summary.todo = (
@@ -130,9 +134,10 @@ async def _run_claimed(
             sleep=retry_sleep,
             notify=progress.log,
             send_check=output.lease,  # an object-store output: sent only while the lease holds
+            job_spent=Decimal(repr(resume.spent)),
         )
         if engine.dedup is not None and summary.todo != 0:
-            remember_prior_answers(engine.dedup, sink, prior, states)
+            remember_prior_answers(engine.dedup, sink, prior, states, resume.sources.accepted)
         counter = RowCounter()
 
         def record(work: Work, row: dict[str, Any]) -> None:
@@ -154,10 +159,13 @@ async def _run_claimed(
         finally:
             summary.elapsed_s = time.perf_counter() - started
             summary.budget_stop = engine.budget_stop
+            refused = engine.budget_refused
+            summary.budget_refused_usd = None if refused is None else float(refused)
             progress.close()
             await output.close()
     summary.total_rows = counter.rows
     summary.skipped = counter.skipped
+    record_spend(config, sink, summary)  # before the final step may remove the journal
     lost = output.lease_lost(engine.closed_by)
     if lost is not None:
         raise lost  # another run owns the output now: nothing of this run is written there
@@ -192,7 +200,7 @@ def _snapshot(summary: RunSummary, in_flight: int) -> Snapshot:
         in_flight=in_flight,
         rate_limited_429s=summary.rate_limited_429s,
         rate_wait_s=summary.rate_wait_s,
-        budget=summary.max_cost,
+        budget=summary.run_budget,  # what is left of --max-cost for this run
     )
 
 

@@ -14,7 +14,8 @@ import csv
 import hashlib
 import json
 import sys
-from collections.abc import Awaitable, Callable, Container, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Container, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -31,7 +32,7 @@ from batchrun.core.errors import ConfigError, InputError, OutputError
 from batchrun.core.scrub import url_without_secrets
 from batchrun.core.wording import named, option, shown_input
 from batchrun.drivers.interrupt import stopped_by_signals
-from batchrun.drivers.output import RunOutput, output_lease
+from batchrun.drivers.output import RunOutput, output_lease, shown_output
 from batchrun.drivers.summary import RunSummary
 from batchrun.engine.outcome import Work, prepare
 from batchrun.rows.compressed import open_bytes
@@ -40,12 +41,14 @@ from batchrun.rows.formats import InputKind, csv_columns
 from batchrun.rows.prefix import SeenFiles
 from batchrun.rows.reader import InputRow, InputShape, count_rows, input_kind, read_rows
 from batchrun.store.lock import OutputLock
+from batchrun.store.provenance import SourceRule, answer_source, describe, is_simulator
 from batchrun.store.resume import (
     RunState,
     changed_settings,
     job_fingerprint,
     job_settings,
     read_state,
+    record_run_spend,
     restamp_journal,
     stamp_input,
     stamp_journal,
@@ -58,15 +61,38 @@ from batchrun.store.row_state import RowState, count_done, state_of, to_send
 from batchrun.store.sink import (
     PriorRecord,
     PriorState,
+    Sink,
     journal_path,
     remove_stale_temporaries,
 )
+from batchrun.store.spend import Ledger, at_start
 
 Sleep = Callable[[float], Awaitable[None]]
 
 
 class ResumeMismatchError(ConfigError):
     """The output holds answers to requests that the input no longer makes."""
+
+
+class SourceMismatchError(ResumeMismatchError):
+    """The output holds answers from another source than the one this run asks."""
+
+
+@dataclass
+class Resume:
+    """What a run takes over from earlier ones (``load_prior``): a ``RowState`` per earlier
+    row and its id ("" where nothing was recorded); which sources' answers count as done
+    (``sources``: what was kept or is asked again); what the job spent (``ledger``)."""
+
+    states: bytearray
+    ids: list[str]
+    sources: SourceRule
+    ledger: Ledger
+
+    @property
+    def spent(self) -> float:
+        """What the job spent before this run, on the kind of source this run asks."""
+        return self.ledger.spent_for(self.sources.current)
 
 
 def check_credentials(config: RunConfig, transport: httpx.AsyncBaseTransport | None) -> None:
@@ -221,22 +247,34 @@ def _state(record: PriorRecord) -> RowState:
     return state_of(record.status, record.error_type)
 
 
-def load_prior(config: RunConfig, prior: PriorState) -> tuple[bytearray, list[str]]:
-    """What earlier runs answered, checked against the requests the input makes now.
+def load_prior(config: RunConfig, prior: PriorState) -> Resume:
+    """What earlier runs answered, checked against the requests the input makes now and
+    against the source this run asks (``store.provenance``).
 
     Returns one ``RowState`` per earlier row and each row's id ("" where nothing was
-    recorded). Before anything is sent, records this run's job fingerprint, input stamp and
-    row count and the journal's stamp, which lets the next resume skip the row-by-row check
-    (see ``store.resume``). The journal is verified, not trusted: records for rows the
-    input no longer has are refused (ResumeMismatchError), records past any row it had are
-    damage (skipped, their rows sent again, reported once with the damaged lines the reader
-    skipped), and records the state does not vouch for are checked row by row.
+    recorded), and what the job has spent so far. Before anything is sent, records this
+    run's job fingerprint, input stamp, row count, source and the journal's stamp, which lets
+    the next resume skip the row-by-row check (see ``store.resume``), and the job's ledger
+    with the journal's spending folded in (``store.spend``). The journal is verified, not
+    trusted: records for rows the input no longer has are refused (ResumeMismatchError),
+    records past any row it had are damage (skipped, their rows sent again, reported once
+    with the damaged lines the reader skipped), and records the state does not vouch for
+    are checked row by row. Answers from another source than this run's are refused
+    (SourceMismatchError), or sent again (--reask-other-source), or kept
+    (--keep-other-source; never the simulator's for a run against the API).
     """
     # Rows may embed local files: a changed file must send resume down the row-by-row check.
     fingerprint = job_fingerprint(config.defaults) + folder_stamp(
         config.media_folder, skip=(config.input, config.output)
     )
     state = None if config.overwrite else read_state(config.output)
+    current = answer_source(config.simulate, config.base_url)
+    rule = SourceRule(
+        current,
+        state.mixed_sources if state is not None else (),
+        reask=config.reask_other_source,
+        keep=config.keep_other_source,
+    )
     journal = journal_path(config.output)
     rows = input_rows(config.input, parse=bool(len(prior)), shape=config.input_shape)
     if len(prior):
@@ -252,23 +290,93 @@ def load_prior(config: RunConfig, prior: PriorState) -> tuple[bytearray, list[st
     elif (
         state is not None
         and state.fingerprint == fingerprint
+        and state.source == current  # answers of another source are never trusted wholesale
         and unchanged_since(config.input, state.input)
         and (not prior.journal or vouches_for(state.journal, journal, config.output))
         and _spot_check(config, prior)
     ):
-        states, ids = _trusted_prior(prior)
+        states, ids = _trusted_prior(config, prior, rule)
     else:
-        states, ids = _check_prior(config, prior, state)
+        states, ids = _check_prior(config, prior, state, rule)
+    if rule.unrecorded and (state is None or state.source is None):
+        _notice(
+            config,
+            f"batchrun: {rule.unrecorded:,} row(s) of {config.output} were recorded by an older "
+            "batchrun, which did not record where answers came from; none is the simulator's "
+            "(it marks its answers), so they count as answered, as before",
+        )
+    ledger = at_start(state.ledger if state is not None else None, prior)
     try:
         stamp = stamp_journal(journal, config.output)
         settings = job_settings(config.defaults)
         write_state(
             config.output,
-            RunState(fingerprint, stamp_input(config.input), rows, stamp, settings),
+            RunState(
+                fingerprint,
+                stamp_input(config.input),
+                rows,
+                stamp,
+                settings,
+                current,
+                tuple(rule.mixed_after()),
+                ledger,
+            ),
         )
     except OSError as exc:
         raise OutputError(f"cannot write {state_path(config.output)}: {exc}") from exc
-    return states, ids
+    return Resume(states, ids, rule, ledger)
+
+
+def _check_sources(config: RunConfig, rule: SourceRule) -> None:
+    """Refuse a resume whose output holds answers of another source, unless this run was
+    told what to do with them; say what it does with them."""
+    refused = rule.refused
+    if refused:
+        raise SourceMismatchError(source_refusal(config, rule, refused))
+    for source, rows in rule.reasked.items():
+        _notice(
+            config,
+            f"batchrun: {rows:,} row(s) answered by {describe(source)} are asked again of "
+            f"{describe(rule.current)} ({option('reask_other_source', True)}); their answers "
+            "are replaced",
+        )
+    for source, rows in rule.kept.items():
+        _notice(
+            config,
+            f"batchrun: {rows:,} row(s) answered by {describe(source)} are kept as they are "
+            f"({option('keep_other_source', True)}): {shown_output(config)} mixes answers of "
+            f"{describe(source)} and "
+            f"{describe(rule.current)}; its `source` column tells them apart",
+        )
+
+
+def source_refusal(config: RunConfig, rule: SourceRule, refused: Mapping[str, int]) -> str:
+    """Why a resume against another source is refused, and the ways on."""
+    held = " and ".join(
+        f"{rows:,} row(s) answered by {describe(source)}" for source, rows in refused.items()
+    )
+    total = sum(refused.values())
+    them = "that row" if total == 1 else f"those {total:,} rows"
+    to = "the simulator" if is_simulator(rule.current) else rule.current
+    head = f"{shown_output(config)} holds {held}, and this run asks {describe(rule.current)}. "
+    reask = (
+        f"{option('reask_other_source', True)} sends {them} again to {to} and replaces their "
+        "answers (nothing else is sent again)"
+    )
+    rest = (
+        f"{option('overwrite', True)} starts afresh (every row is sent again); or write to a "
+        f"new output ({option('output', 'OUT')})"
+    )
+    keep_flag = option("keep_other_source", True)
+    if not all(rule.keepable(source) for source in refused):
+        kept = f" ({keep_flag} keeps another API's, never these)" if rule.keep else ""
+        placeholders = "The simulator's answers are placeholders: they never count as answers"
+        return head + f"{placeholders} of the API{kept}. {reask}; {rest}"
+    keep = (
+        f"{keep_flag} keeps their answers as they are (the output then mixes sources, told "
+        "apart by its `source` column)"
+    )
+    return head + f"Choose: {reask}; {keep}; {rest}"
 
 
 def _notice(config: RunConfig, message: str) -> None:
@@ -371,26 +479,33 @@ def _spot_check(config: RunConfig, prior: PriorState) -> bool:
     return True
 
 
-def _trusted_prior(prior: PriorState) -> tuple[bytearray, list[str]]:
-    """States and ids straight from the records: neither the job nor those rows changed."""
+def _trusted_prior(
+    config: RunConfig, prior: PriorState, rule: SourceRule
+) -> tuple[bytearray, list[str]]:
+    """States and ids straight from the records: neither the job nor those rows changed.
+    A record of another source stays to send (or is refused: ``_check_sources``)."""
     states = bytearray(len(prior))
     ids = [""] * len(prior)
     for index in range(len(prior)):
         record = prior.lookup(index)
         if record is not None:
-            states[index] = _state(record)
+            if rule.done(record.source):
+                states[index] = _state(record)
             ids[index] = record.id
+    _check_sources(config, rule)
     return states, ids
 
 
 def _check_prior(
-    config: RunConfig, prior: PriorState, state: RunState | None
+    config: RunConfig, prior: PriorState, state: RunState | None, rule: SourceRule
 ) -> tuple[bytearray, list[str]]:
-    """Compare each earlier answer's request hash with the request its row makes now.
+    """Compare each earlier answer's request hash with the request its row makes now, and
+    its source with this run's (``rule``).
 
     Rows whose request changed are refused, naming the settings that changed since the
     state was written (or the rows, when no setting did); with ``--resend-changed`` they
-    are sent again instead, and nothing else is."""
+    are sent again instead, and nothing else is. Rows answered by another source: see
+    ``_check_sources``."""
     states = bytearray(len(prior))
     ids = [""] * len(prior)
     mismatched: list[str] = []
@@ -410,8 +525,9 @@ def _check_prior(
             if config.resend_changed:
                 ids[row.index] = row.id
                 continue  # its state stays NOTHING: the plan sends it again
-        states[row.index] = _state(record)
         ids[row.index] = row.id
+        if rule.done(record.source):
+            states[row.index] = _state(record)  # else NOTHING: sent again, or refused
     if seen < prior.final_rows:
         raise ResumeMismatchError(
             f"{config.output} holds {prior.final_rows} rows but {shown_input(config.input)} now "
@@ -426,6 +542,7 @@ def _check_prior(
             "output, or an input whose rows moved. Restore the input (or put the other job's "
             f"files back), {_afresh()}"
         )
+    _check_sources(config, rule)
     if mismatched:
         shown = ", ".join(mismatched[:10]) + (" ..." if len(mismatched) > 10 else "")
         changes = changed_settings(
@@ -522,6 +639,17 @@ def count_hint(config: RunConfig, states: bytearray, redo_lapsed: bool = False) 
     return max(total - skip, 0)
 
 
+def record_spend(config: RunConfig, sink: Sink, summary: RunSummary) -> None:
+    """Write what this run spent into the job's ledger (``store.spend``), before the final
+    step may remove the journal that holds it; the job's total into ``summary``."""
+    try:
+        ledger = record_run_spend(config.output, sink.run_id, sink.spent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {state_path(config.output)}: {exc}") from exc
+    if ledger is not None and summary.source is not None:
+        summary.job_cost_usd = ledger.spent_for(summary.source)
+
+
 def write_output(
     config: RunConfig, output: RunOutput, summary: RunSummary, rows_read: int, *, complete: bool
 ) -> None:
@@ -547,6 +675,7 @@ def write_output(
             return
         # The reader may have stopped early: count the rest, for the "of" of the mark.
         total = max(rows_read, input_rows(config.input, parse=True, shape=config.input_shape) or 0)
+        summary.total_rows = max(summary.total_rows, total)  # for the rows left
         counts = sink.write_finished(total)
     if counts is None:
         return

@@ -9,6 +9,7 @@ from typing import Any
 from batchrun.cost.budget import projected_total
 from batchrun.drivers.display import Snapshot
 from batchrun.engine.tally import RowTally
+from batchrun.store.provenance import SourceRule
 from batchrun.store.sink import FinalCounts
 
 
@@ -26,10 +27,43 @@ class RunSummary(RowTally):
     todo: int | None = None  # rows this run set out to process, when known
     max_cost: float | None = None  # --max-cost
     budget_stop: str | None = None  # why the budget stopped admitting rows
+    budget_refused_usd: float | None = None  # the worst case of the request that did not fit
     via: str = "online"  # or "batches" (drivers.batches)
     batches_created: int = 0  # Message Batches this run created
     batches_collected: int = 0  # ... and whose results it wrote
     batches_running: list[str] = field(default_factory=list)  # left running when it stopped
+    # Where this run's answers come from, and the rows of other sources it kept or asked
+    # again (``store.provenance``); the sources the output mixes (kept deliberately).
+    source: str | None = None
+    sources_kept: dict[str, int] = field(default_factory=dict)
+    sources_reasked: dict[str, int] = field(default_factory=dict)
+    mixed_sources: list[str] = field(default_factory=list)
+    # What the job spent before this run and in all (``store.spend``), on the same kind of
+    # source (money, or the simulator's pretend prices); None: not known (no output kept).
+    job_cost_before: float | None = None
+    job_cost_usd: float | None = None
+
+    def took_over(self, sources: SourceRule, spent: float) -> None:
+        """Note what the run takes over from earlier ones (``session.load_prior``): which
+        sources' answers count, and what the job spent before."""
+        self.source = sources.current
+        self.sources_kept = sources.kept
+        self.sources_reasked = sources.reasked
+        self.mixed_sources = sources.mixed_after()
+        self.job_cost_before = spent
+        self.job_cost_usd = spent
+
+    @property
+    def run_budget(self) -> float | None:
+        """What ``--max-cost`` leaves for this run: the cap less what the job spent before."""
+        if self.max_cost is None:
+            return None
+        return max(self.max_cost - (self.job_cost_before or 0.0), 0.0)
+
+    @property
+    def rows_left(self) -> int:
+        """Input rows with no record yet (a re-run sends them)."""
+        return max(self.total_rows - self.skipped - self.finished, 0)
 
     @property
     def exit_code(self) -> int:

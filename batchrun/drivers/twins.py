@@ -28,20 +28,39 @@ from batchrun.engine.outcome import VIA_BATCHES, Work, base_row, prepare
 from batchrun.rows.reader import read_rows
 from batchrun.store.columns import STATUS_OK
 from batchrun.store.journal import INDEX, read_records
+from batchrun.store.provenance import legacy_source
 from batchrun.store.row_state import RowState
 from batchrun.store.sink import PriorState, Sink, output_batches
 
 _COLUMNS = ("request_hash", *KEPT_FOR_TWINS)
 
 
-def remember_prior_answers(dedup: Dedup, sink: Sink, prior: PriorState, states: bytearray) -> None:
-    """Feed ``dedup`` the answers of earlier runs, until its table is full."""
+def remember_prior_answers(
+    dedup: Dedup,
+    sink: Sink,
+    prior: PriorState,
+    states: bytearray,
+    accepted: Callable[[str | None], bool] = lambda source: True,
+) -> None:
+    """Feed ``dedup`` the answers of earlier runs, until its table is full; only those whose
+    source this run counts as done (``accepted``: ``provenance.SourceRule.accepted``), so
+    that a row asked again, or its twin, is never filled from the answer it replaces."""
     if RowState.OK not in states:
         return
     for row in _answered_rows(sink, prior):
+        if not accepted(_source_of(row)):
+            continue
         dedup.remember(row["request_hash"], row)
         if dedup.full:
             return
+
+
+def _source_of(row: dict[str, Any]) -> str | None:
+    """Where an earlier answer came from, as a resume sees it (``store.provenance``)."""
+    source = row.get("source")
+    if source is not None:
+        return str(source)
+    return legacy_source(row.get("message_id"), row.get("request_id"))
 
 
 def _answered_rows(sink: Sink, prior: PriorState) -> Iterator[dict[str, Any]]:

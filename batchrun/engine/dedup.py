@@ -54,6 +54,7 @@ ANSWER_COLUMNS = (
     "error_message",
     "via",
     "batch_id",
+    "source",
 )
 ZERO_COLUMNS = (
     "input_tokens",

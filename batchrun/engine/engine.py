@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,7 @@ from batchrun.engine.warmup import Warmup, ttl_seconds
 from batchrun.limits.limiter import RateLimiter
 from batchrun.limits.tuner import ConcurrencyTuner
 from batchrun.store.columns import INVALID_REQUEST
+from batchrun.store.provenance import answer_source
 from batchrun.store.resume import job_fingerprint
 
 if TYPE_CHECKING:
@@ -75,6 +77,9 @@ class Engine:
     ``send_check`` is asked before every request whether the run may still send
     (``engine.admission``: an object-store output's lease); once it says no, nothing more
     is sent and ``closed_by`` says why.
+    ``job_spent`` is what earlier runs of the job spent, for a driver that owns the job's
+    output and its ledger (``store.spend``): ``--max-cost`` caps the job, so this run may spend
+    what is left. None (a Ray worker, a notebook): no ledger, the budget is this run's.
     """
 
     def __init__(
@@ -86,8 +91,10 @@ class Engine:
         sleep: Sleep = asyncio.sleep,
         notify: Callable[[str], None] = _ignore,
         send_check: SendCheck | None = None,
+        job_spent: Decimal | None = None,
     ) -> None:
         self.config = config
+        self._job_spent = job_spent  # what earlier runs of the job spent (store.spend)
         self.tally = tally
         cache = config.defaults.cache
         # Rows waiting for their prefix group to warm or for their twin stand aside, so as
@@ -129,6 +136,11 @@ class Engine:
     @property
     def in_flight(self) -> int:
         return self.pool.in_flight
+
+    @property
+    def budget_refused(self) -> Decimal | None:
+        """The worst case of the request the budget could not admit (None: none refused)."""
+        return self._budget.refused if self._budget is not None else None
 
     def stop_admitting(self) -> None:
         """Send no more rows; the ones in flight finish (Ctrl-C, a budget, a caller)."""
@@ -235,12 +247,23 @@ class Engine:
             self.pool.stop_admitting()
             self._notify(f"batchrun: budget: {reason}; finishing the requests in flight")
 
-        # With --rate-limit-store, every worker of the job (same fingerprint) spends one budget.
-        shared = None
-        if self._store is not None:
-            shared = self._store.budget(job_fingerprint(self.config.defaults))
-        cap = Decimal(repr(self.config.max_cost))
-        return Budget(cap, self.config.prices, on_stop=stop, store=shared)
+        # With --rate-limit-store, every worker of the job (same fingerprint and source) spends
+        # one budget; each adds what its own output's earlier runs spent (store.spend), which
+        # Redis may have forgotten since.
+        config = self.config
+        cap = Decimal(repr(config.max_cost))
+        before = self._job_spent
+        if self._store is None:
+            spent_before = before or Decimal(0)
+            return Budget(cap, config.prices, on_stop=stop, spent_before=spent_before)
+        source = answer_source(config.simulate, config.base_url)
+        job = hashlib.sha256(f"{job_fingerprint(config.defaults)}:{source}".encode()).hexdigest()
+        if before is None:  # no output of its own: its spending is the job's, unattributed
+            shared = self._store.budget(job)
+        else:  # the output's owner (its lock held): the output's ledger into Redis
+            shared = self._store.budget(job, output=config.output_url or str(config.output))
+            shared.seed(before, reset=config.overwrite)
+        return Budget(cap, config.prices, on_stop=stop, store=shared)
 
 
 def _shared_store(config: RunConfig, notify: Callable[[str], None]) -> RedisBuckets | None:

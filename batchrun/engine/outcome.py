@@ -26,6 +26,7 @@ from batchrun.rows.reader import InputRow
 from batchrun.rows.request import prepare_request
 from batchrun.rows.structured import SCHEMA_MISMATCH, structured_answer
 from batchrun.store.columns import STATUS_ERROR, STATUS_OK, blank_row
+from batchrun.store.provenance import answer_source
 
 VIA_ONLINE = "online"
 VIA_BATCHES = "batches"
@@ -149,6 +150,8 @@ def error_row(
         http_status=http_status,
         attempts=attempts,
     )
+    if attempts == 0:
+        row["source"] = None  # never sent: no source answered it (store.provenance)
     return _safe_text(row)
 
 
@@ -172,6 +175,7 @@ def base_row(work: Work, config: RunConfig, via: str = VIA_ONLINE) -> dict[str, 
         model=requested_model,
         request_hash=work.request_hash,
         via=via,
+        source=answer_source(config.simulate, config.base_url),
         finished_at=datetime.now(timezone.utc),
     )
     for name in config.keep_columns:

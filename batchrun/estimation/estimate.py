@@ -73,6 +73,13 @@ from batchrun.rows.tokens import estimate_input_tokens
 from batchrun.store.columns import STATUS_OK
 from batchrun.store.journal import INDEX
 from batchrun.store.latest import latest_batches
+from batchrun.store.provenance import (
+    SOURCE_COLUMNS,
+    SourceRule,
+    answer_source,
+    effective_sources,
+)
+from batchrun.store.resume import job_ledger, read_state
 from batchrun.store.row_state import RowState, state_of, to_send
 from batchrun.store.sink import journal_path
 
@@ -138,6 +145,11 @@ async def estimate_async(
         est.pilot = await _run_pilot(config, sample, size_spec, seed, transport, progress_stream)
     scan = _OutputScan(config, sample, seed)
     scan.read()
+    est.other_sources = scan.sources.other
+    est.source = scan.sources.current
+    est.max_cost = config.max_cost
+    ledger = job_ledger(config.output)
+    est.job_spent_usd = ledger.spent_for(scan.sources.current) if ledger is not None else None
     counter: TokenCounter | None = None
     async with contextlib.AsyncExitStack() as stack:
         if exact:
@@ -275,23 +287,37 @@ class _OutputScan:
     sample of the job, which the notes say).
     """
 
-    COLUMNS = (
-        "status",
-        "error_type",
-        "model",
-        "input_tokens",
-        "output_tokens",
-        "cache_creation_input_tokens",
-        "cache_read_input_tokens",
-        "cost_usd",
-        "elapsed_ms",
-        "request_hash",
-        "duplicate_of",
+    COLUMNS = tuple(
+        dict.fromkeys(
+            (
+                "status",
+                "error_type",
+                "model",
+                "input_tokens",
+                "output_tokens",
+                "cache_creation_input_tokens",
+                "cache_read_input_tokens",
+                "cost_usd",
+                "elapsed_ms",
+                "request_hash",
+                "duplicate_of",
+                *SOURCE_COLUMNS,
+            )
+        )
     )
 
     def __init__(self, config: RunConfig, pilot: set[int] | None, seed: int) -> None:
         self.config = config
         self.pilot = pilot
+        # Rows answered by another source than the one the run asks count as done only as
+        # a run would count them (``store.provenance``): else they are to send.
+        state = read_state(config.output)
+        self.sources = SourceRule(
+            answer_source(config.simulate, config.base_url),
+            state.mixed_sources if state is not None else (),
+            reask=config.reask_other_source,
+            keep=config.keep_other_source,
+        )
         self.flags = bytearray()
         self.lines: dict[str, ModelLine] = {}
         self.sample: dict[int, _Answer] = {}
@@ -303,8 +329,10 @@ class _OutputScan:
         """One streamed pass over the output (final file and journal)."""
         try:
             for batch in latest_batches(self.config.output, self.COLUMNS):
-                for record in batch.to_pylist():
-                    self._add(record)
+                sources = effective_sources(batch).to_pylist()
+                for record, source in zip(batch.to_pylist(), sources, strict=True):
+                    if self.sources.done(source):
+                        self._add(record)
         except OutputError:
             if self.config.output.exists() or journal_path(self.config.output).exists():
                 raise  # there is an output, and it cannot be read

@@ -167,10 +167,23 @@ class Estimate:
     duration: Duration = field(default_factory=lambda: Duration(None, "unknown"))
     notes: list[str] = field(default_factory=list)
     pending_groups: list[Pending] = field(default_factory=list, repr=False)
+    source: str | None = None  # where the run's answers would come from (store.provenance)
+    # Rows the output holds from other sources, counted as to send (a run asks them again
+    # with --reask-other-source, or refuses) unless kept with --keep-other-source.
+    other_sources: dict[str, int] = field(default_factory=dict)
+    job_spent_usd: float | None = None  # what the job spent so far (store.spend); None: unknown
+    max_cost: float | None = None  # --max-cost: the job's cap
 
     @property
     def answered(self) -> int:
         return sum(m.answered for m in self.models.values())
+
+    @property
+    def budget_left(self) -> float | None:
+        """What --max-cost leaves the job (None without a cap, or when the spend is unknown)."""
+        if self.max_cost is None or self.job_spent_usd is None:
+            return None
+        return max(self.max_cost - self.job_spent_usd, 0.0)
 
     @property
     def pending(self) -> int:
@@ -313,6 +326,13 @@ class Estimate:
                 },
             },
             "pilot": None if self.pilot is None else vars(self.pilot),
+            "job": {
+                "spent_usd": _round(self.job_spent_usd),
+                "max_cost": self.max_cost,
+                "left_usd": _round(self.budget_left),
+            },
+            "source": self.source,
+            "other_sources": dict(self.other_sources),
             "projection": None
             if self.projection is None
             else {

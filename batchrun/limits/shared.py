@@ -49,6 +49,7 @@ through ``core.scrub``, in messages and in warnings alike, and so is whatever re
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import socket
 import sys
@@ -343,9 +344,10 @@ class RedisBuckets:
         """The hash holding ``model``'s shared buckets."""
         return f"{self.prefix}:limits:{model}"
 
-    def budget(self, job: str) -> SharedBudget:
-        """The ``--max-cost`` spending of the job whose fingerprint is ``job``, in this Redis."""
-        budget = SharedBudget(self, job)
+    def budget(self, job: str, output: str | None = None) -> SharedBudget:
+        """The ``--max-cost`` spending of the job whose fingerprint is ``job``, in this Redis;
+        ``output`` names the output this worker writes (its spending is kept under it)."""
+        budget = SharedBudget(self, job, output)
         self._budgets.append(budget)
         return budget
 
@@ -469,8 +471,9 @@ NANO_USD = Decimal(1_000_000_000)
 """Amounts are kept in Redis as whole nano-dollars: integers, so sums are exact in Lua's
 doubles up to $9 million, and reservations are rounded up so the cap holds."""
 
-# The budget's state: KEYS[1] a hash (``spent``, ``r:WORKER`` each worker's reservations),
-# KEYS[2] its workers by Redis time.
+# The budget's state: KEYS[1] a hash (``o:OUTPUT`` what was spent writing each output, across
+# its runs; ``spent`` what workers with no output spent; ``r:WORKER`` each worker's
+# reservations), KEYS[2] its workers by Redis time.
 # ARGV: worker, heartbeat, ttl, then each script's own. A worker gone past the heartbeat
 # (crashed) has its reservations dropped, so they do not hold the budget for ever.
 _BUDGET_PRELUDE = """
@@ -490,8 +493,9 @@ local function totals()
   local spent, reserved = 0, 0
   local all = redis.call('HGETALL', KEYS[1])
   for i = 1, #all, 2 do
-    if all[i] == 'spent' then spent = tonumber(all[i + 1]) end
-    if string.sub(all[i], 1, 2) == 'r:' then reserved = reserved + tonumber(all[i + 1]) end
+    local head = string.sub(all[i], 1, 2)
+    if all[i] == 'spent' or head == 'o:' then spent = spent + tonumber(all[i + 1]) end
+    if head == 'r:' then reserved = reserved + tonumber(all[i + 1]) end
   end
   return {spent, reserved, redis.call('ZCARD', KEYS[2])}
 end
@@ -513,8 +517,8 @@ return {0, before[1], before[2], before[3]}
 """
 )
 
-# ARGV[4] the reservation, ARGV[5] the real cost (nano-dollars). Returns {spent, reserved,
-# workers} (after).
+# ARGV[4] the reservation, ARGV[5] the real cost (nano-dollars), ARGV[6] the field it is
+# spent under (``o:OUTPUT``; ``spent`` when absent). Returns {spent, reserved, workers} (after).
 _BUDGET_SETTLE = (
     _BUDGET_PRELUDE
     + """
@@ -526,7 +530,23 @@ if ARGV[4] ~= '0' then
     redis.call('HDEL', KEYS[1], mine)
   end
 end
-if ARGV[5] ~= '0' then redis.call('HINCRBY', KEYS[1], 'spent', ARGV[5]) end
+if ARGV[5] ~= '0' then redis.call('HINCRBY', KEYS[1], ARGV[6] or 'spent', ARGV[5]) end
+return totals()
+"""
+)
+
+# ARGV[4] an output's field (``o:OUTPUT``), ARGV[5] what its earlier runs spent (nano-dollars,
+# from its own ledger), ARGV[6] '1' to set it whatever it held (a new job: --overwrite).
+# Otherwise the larger stays: Redis may have counted an answer the output never recorded (a
+# worker killed between the two), or may have forgotten (the key expired). Returns totals.
+_BUDGET_SEED = (
+    _BUDGET_PRELUDE
+    + """
+touch()
+local held = tonumber(redis.call('HGET', KEYS[1], ARGV[4]) or '0')
+if ARGV[6] == '1' or tonumber(ARGV[5]) > held then
+  redis.call('HSET', KEYS[1], ARGV[4], ARGV[5])
+end
 return totals()
 """
 )
@@ -540,7 +560,12 @@ return totals()
 """
 )
 
-BUDGET_SCRIPTS = {"reserve": _BUDGET_RESERVE, "settle": _BUDGET_SETTLE, "leave": _BUDGET_LEAVE}
+BUDGET_SCRIPTS = {
+    "reserve": _BUDGET_RESERVE,
+    "settle": _BUDGET_SETTLE,
+    "seed": _BUDGET_SEED,
+    "leave": _BUDGET_LEAVE,
+}
 """The budget's Lua scripts by name, for tests that drive them against Redis directly."""
 
 
@@ -562,18 +587,24 @@ class SharedBudget:
     :meth:`RedisBuckets.budget`, whose connection, worker name and warning it uses.
 
     The job is its fingerprint (``store.resume.job_fingerprint``: model, prompt, template,
-    max_tokens... everything but the rows), so the shards of a job, or workers given parts of
-    its input, share one budget wherever their outputs are. What they spent stays in Redis
-    until the budget goes unused for ``KEY_TTL_S``: a re-run of the job within that time
-    counts it too (a worker cannot tell a re-run from a shard that started late, and taking
-    one for the other would spend the cap again), so to spend more, raise ``--max-cost``.
-    If Redis goes away, the worker warns once and keeps on its own to its share: the budget
-    left when last seen divided by the workers then registered (``share``).
+    max_tokens... everything but the rows, with where answers come from), so the shards of a
+    job, or workers given parts of its input, share one budget wherever their outputs are.
+    What each output's runs spent is kept under the output (``o:OUTPUT``), across its runs:
+    a worker first adds what its output's own ledger says earlier runs spent (``seed``;
+    ``store.spend``), so a re-run counts it even after Redis forgot the budget (unused for
+    ``KEY_TTL_S``), and to spend more, raise ``--max-cost``. If Redis goes away, the worker
+    warns once and keeps on its own to its share: the budget left when last seen divided by
+    the workers then registered (``share``).
     """
 
-    def __init__(self, owner: RedisBuckets, job: str) -> None:
+    def __init__(self, owner: RedisBuckets, job: str, output: str | None = None) -> None:
         self._owner = owner
         self.key = f"{owner.prefix}:budget:{job[:JOB_KEY_CHARS]}"
+        # Where this worker's spending is kept: under its output, or with no output, together.
+        self._field = "spent"
+        if output is not None:
+            digest = hashlib.sha256(output.encode("utf-8", "surrogatepass")).hexdigest()
+            self._field = f"o:{digest[:JOB_KEY_CHARS]}"
         self._workers_key = f"{self.key}:workers"
         self._scripts = {
             name: owner._client.register_script(text) for name, text in BUDGET_SCRIPTS.items()
@@ -582,6 +613,7 @@ class SharedBudget:
         self.down = False
         self.workers = max(owner.workers, 1)
         self.left: Decimal | None = None  # the cap less every worker's spent and reserved
+        self._before = Decimal(0)  # what the output's earlier runs spent (``seed``)
 
     def reserve(self, amount: Decimal, limit: Decimal) -> tuple[bool, Decimal, Decimal] | None:
         """Reserve ``amount`` under ``limit``: (reserved?, spent by all, reserved by all)
@@ -594,12 +626,29 @@ class SharedBudget:
 
     def settle(self, reserved: Decimal, actual: Decimal, limit: Decimal) -> bool:
         """Replace a reservation by the real cost; False when Redis is gone."""
-        return self._run("settle", to_nano(reserved), to_nano(actual), limit=limit) is not None
+        answer = self._run("settle", to_nano(reserved), to_nano(actual), self._field, limit=limit)
+        return answer is not None
+
+    def seed(self, spent_before: Decimal, *, reset: bool = False) -> None:
+        """Count what this worker's output spent in earlier runs (its own ledger), before it
+        reserves anything: the larger of that and what Redis holds for it; with ``reset``
+        (a new job, ``--overwrite``) exactly that."""
+        self._before = spent_before
+        if self.down or self._owner.down:
+            return  # the first reservation warns
+        with contextlib.suppress(*self._owner._errors):  # ... as it does here
+            self._call("seed", self._field, to_nano(spent_before), int(reset))
+            self._joined = True
 
     def share(self, limit: Decimal) -> Decimal:
         """What this worker may still reserve on its own once Redis is gone."""
-        left = limit if self.left is None else self.left
-        return max(left, Decimal(0)) / self.workers
+        return self._left_seen(limit) / self.workers
+
+    def _left_seen(self, limit: Decimal) -> Decimal:
+        """The budget left when Redis last answered (before it did: less this output's
+        earlier runs)."""
+        left = limit - self._before if self.left is None else self.left
+        return max(left, Decimal(0))
 
     def leave(self) -> None:
         """This worker is done: its name (and any reservation) leaves the budget."""
@@ -607,7 +656,7 @@ class SharedBudget:
             with contextlib.suppress(*self._owner._errors):
                 self._call("leave")
 
-    def _run(self, name: str, *rest: int, limit: Decimal) -> Any:
+    def _run(self, name: str, *rest: int | str, limit: Decimal) -> Any:
         if self.down or self._owner.down:
             self.down = True
             return None
@@ -620,7 +669,7 @@ class SharedBudget:
             self._owner._warn(
                 f"batchrun: the shared budget stopped answering ({self._owner.scrub(exc)}); "
                 f"this worker now keeps to ${share:.4f} more on its own (1/{self.workers} of the "
-                f"${max(limit if self.left is None else self.left, Decimal(0)):.4f} left when "
+                f"${self._left_seen(limit):.4f} left when "
                 "last seen)"
             )
             return None
@@ -632,6 +681,6 @@ class SharedBudget:
         self.left = limit - Decimal(spent + reserved) / NANO_USD
         self.workers = max(workers, 1)
 
-    def _call(self, name: str, *rest: int) -> Any:
+    def _call(self, name: str, *rest: int | str) -> Any:
         args: list[str | float] = [self._owner.worker, BUDGET_HEARTBEAT_S, KEY_TTL_S, *rest]
         return self._scripts[name](keys=[self.key, self._workers_key], args=args)

@@ -27,6 +27,7 @@ def format_estimate(est: Estimate) -> str:
             else ""
         )
     )
+    lines.extend(_source_lines(est))
     if est.pilot is not None:
         p = est.pilot
         lines.append(
@@ -34,6 +35,9 @@ def format_estimate(est: Estimate) -> str:
             f"for {money(p.spent_usd)} in {p.elapsed_s:.1f} s, {p.ok:,} answered ok; kept in "
             "the output, never paid again"
         )
+    spent = _spent_line(est)
+    if spent:
+        lines.append(spent)
     for name, line in est.models.items():
         lines.extend(_model_lines(name, line, est.batch_factor))
     if len(est.models) > 1 or est.unknown_models:
@@ -44,6 +48,33 @@ def format_estimate(est: Estimate) -> str:
     lines.append("  how")
     lines.extend(f"    - {note}" for note in est.notes)
     return "\n".join(lines)
+
+
+def _source_lines(est: Estimate) -> list[str]:
+    """Rows of other sources the output holds: counted as to send, as the run would."""
+    from batchrun.store.provenance import describe
+
+    asks = describe(est.source) if est.source is not None else "this run's source"
+    return [
+        f"  sources     {rows:,} rows answered by {describe(source)} are counted as to send: "
+        f"the run asks {asks} ({option('reask_other_source', True)} sends them again; "
+        "without it the run refuses)"
+        for source, rows in est.other_sources.items()
+    ]
+
+
+def _spent_line(est: Estimate) -> str:
+    """What the job spent so far (its runs and pilots) and what its --max-cost leaves."""
+    if not est.job_spent_usd and est.max_cost is None:
+        return ""
+    spent = money(est.job_spent_usd) if est.job_spent_usd is not None else "unknown"
+    line = f"  spent       {spent} by the job so far (its runs and pilots)"
+    left = est.budget_left
+    if est.max_cost is not None:
+        line += f", of its ${est.max_cost:g} budget ({option('max_cost')})"
+        if left is not None:
+            line += f": {money(left)} left"
+    return line
 
 
 def _level_text(est: Estimate) -> str:

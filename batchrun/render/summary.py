@@ -4,7 +4,7 @@ invalid rows."""
 from __future__ import annotations
 
 from collections import Counter
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,10 +28,12 @@ def format_summary(summary: RunSummary, config: RunConfig) -> str:
         lines.append(f"  output      {final.rows:,} rows: {final.ok:,} ok, {final.error:,} error")
     elif summary.partial is not None and summary.partial.partial is not None:
         p = summary.partial
-        lines.append(
-            f"  output      {p.partial}: {p.ok:,} ok, {p.error:,} error (the run stopped; "
-            "a re-run sends the rest)"
+        why = (
+            "stopped at the budget: see below"
+            if _budget_stopped(summary)
+            else "the run stopped; a re-run sends the rest"
         )
+        lines.append(f"  output      {p.partial}: {p.ok:,} ok, {p.error:,} error ({why})")
     lines.append(
         f"  this run    {summary.finished:,} rows: {summary.ok:,} ok, {summary.error:,} error"
         + (f" ({summary.invalid:,} invalid, not sent)" if summary.invalid else "")
@@ -51,11 +53,13 @@ def format_summary(summary: RunSummary, config: RunConfig) -> str:
             else ""
         )
     )
-    lines.append(
-        f"  cost        ${summary.cost_usd:,.4f}"
-        + (f" ({summary.unpriced:,} answers unpriced)" if summary.unpriced else "")
-        + (f" of a ${summary.max_cost:g} budget" if summary.max_cost is not None else "")
-    )
+    lines.append(_cost_line(summary))
+    advice = budget_advice(summary)
+    if advice is not None:
+        lines.append(f"  budget      stopped with {summary.rows_left:,} rows left: {advice}")
+    sources = _sources_line(summary)
+    if sources:
+        lines.append(sources)
     saved = _saved_line(summary, config)
     if saved:
         lines.append(saved)
@@ -70,6 +74,101 @@ def format_summary(summary: RunSummary, config: RunConfig) -> str:
     lines.extend(_rate_limit_lines(summary))
     lines.append(f"  elapsed     {summary.elapsed_s:.1f} s ({summary.rows_per_second:,.1f} rows/s)")
     return "\n".join(lines)
+
+
+def _cost_line(summary: RunSummary) -> str:
+    """This run's cost; the job's so far when earlier runs spent too; the budget."""
+    line = f"  cost        ${summary.cost_usd:,.4f}"
+    if summary.unpriced:
+        line += f" ({summary.unpriced:,} answers unpriced)"
+    job = summary.job_cost_usd
+    if summary.job_cost_before and job is not None:
+        line += f" this run; ${job:,.4f} for the job so far"
+        if summary.max_cost is not None:
+            line += ","
+    if summary.max_cost is not None:
+        line += f" of a ${summary.max_cost:g} budget"
+        if summary.job_cost_before:
+            line += f" ({option('max_cost')}: the job's, across its runs)"
+    return line
+
+
+def _budget_stopped(summary: RunSummary) -> bool:
+    """Stopped by --max-cost with rows left (not for a model without a price)."""
+    from batchrun.cost.budget import is_price_stop
+
+    return (
+        summary.budget_stop is not None
+        and summary.final is None
+        and not is_price_stop(summary.budget_stop)
+    )
+
+
+def raised_cap(summary: RunSummary) -> tuple[Decimal, Decimal | None]:
+    """The ``--max-cost`` that would let a budget-stopped job go on, and what the rows left
+    would cost at the job's average so far (None when nothing was paid yet to tell).
+
+    The rows left at the average cost per row so far, plus a fifth for rows that cost more
+    and the worst case the budget reserves for a request (what the one it refused could have
+    cost: the last request needs that much room), rounded up to two figures; at least twice
+    the cap when nothing tells what a row costs."""
+    cap = Decimal(repr(summary.max_cost or 0.0))
+    spent = Decimal(repr(summary.job_cost_usd or summary.cost_usd))
+    paid_rows = summary.ok if summary.cost_usd else summary.skipped + summary.ok
+    paid = Decimal(repr(summary.cost_usd)) if summary.cost_usd else spent
+    if paid_rows and paid > 0:
+        rest = paid / paid_rows * summary.rows_left
+        room = Decimal(repr(summary.budget_refused_usd or 0.0))
+        need = spent + rest * Decimal("1.2") + room
+    else:
+        rest = None
+        need = max(cap * 2, spent * 2, Decimal("1"))
+    return _two_figures_up(max(need, cap + Decimal("0.01"))), rest
+
+
+def _two_figures_up(amount: Decimal) -> Decimal:
+    """``amount`` rounded up to two significant figures (0.0847 -> 0.085; 2.43 -> 2.5)."""
+    step = Decimal(1).scaleb(amount.adjusted() - 1)
+    return ((amount / step).to_integral_value(rounding=ROUND_CEILING) * step).normalize()
+
+
+def budget_advice(summary: RunSummary, *, details: bool = True) -> str | None:
+    """After a budget stop with rows left: the exact way on, a larger --max-cost (a re-run
+    with the same cap spends at most what is left of it); ``details``: what the rows left
+    would cost and what the same cap leaves. None otherwise."""
+    if not _budget_stopped(summary) or summary.max_cost is None:
+        return None
+    cap, rest = raised_cap(summary)
+    spent = Decimal(repr(summary.job_cost_usd or summary.cost_usd))
+    text = f"re-run with {option('max_cost', float(cap))} to spend up to ${cap - spent:,.4f} more"
+    if not details:
+        return text
+    if rest is not None:
+        text += f" (the rows left would cost about ${rest:,.4f} at the average so far)"
+    left = max(Decimal(repr(summary.max_cost)) - spent, Decimal(0))
+    same = option("max_cost", summary.max_cost)
+    return text + f"; the same {same} leaves ${left:,.4f} to spend"
+
+
+def _sources_line(summary: RunSummary) -> str:
+    """Rows of other sources this run kept or asked again; an output that mixes sources."""
+    from batchrun.store.provenance import describe
+
+    parts = [
+        f"{rows:,} row(s) of {describe(source)} asked again ({option('reask_other_source', True)})"
+        for source, rows in summary.sources_reasked.items()
+    ]
+    parts += [
+        f"{rows:,} row(s) of {describe(source)} kept ({option('keep_other_source', True)})"
+        for source, rows in summary.sources_kept.items()
+    ]
+    if len(summary.mixed_sources) > 1:
+        parts.append(
+            "the output mixes answers of "
+            + ", ".join(summary.mixed_sources)
+            + " (its source column tells them apart)"
+        )
+    return "  sources     " + "; ".join(parts) if parts else ""
 
 
 def caching_saved_usd(summary: RunSummary, config: RunConfig) -> float | None:
@@ -178,6 +277,13 @@ def summary_dict(summary: RunSummary, config: RunConfig | None = None) -> dict[s
         "unpriced": summary.unpriced,
         "max_cost": summary.max_cost,
         "budget_stop": summary.budget_stop,
+        "job": _job_dict(summary),
+        "source": summary.source,
+        "sources": {
+            "reasked": dict(summary.sources_reasked),
+            "kept": dict(summary.sources_kept),
+            "mixed": list(summary.mixed_sources),
+        },
         "interrupted": summary.interrupted,
         "retries": summary.retries,
         "rate_limit": {
@@ -202,6 +308,22 @@ def summary_dict(summary: RunSummary, config: RunConfig | None = None) -> dict[s
         },
         "elapsed_s": round(summary.elapsed_s, 3),
         "rows_per_second": round(summary.rows_per_second, 3),
+    }
+
+
+def _job_dict(summary: RunSummary) -> dict[str, Any]:
+    """What the job spent, before this run and in all, and the way on after a budget stop."""
+    job = summary.job_cost_usd
+    raise_to = None
+    if budget_advice(summary) is not None:
+        raise_to = float(raised_cap(summary)[0])
+    return {
+        "cost_usd_before": None
+        if summary.job_cost_before is None
+        else round(summary.job_cost_before, 10),
+        "cost_usd": None if job is None else round(job, 10),
+        "rows_left": summary.rows_left if summary.final is None else 0,
+        "raise_max_cost_to": raise_to,
     }
 
 

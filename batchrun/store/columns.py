@@ -41,6 +41,9 @@ COLUMNS: tuple[tuple[str, Kind], ...] = (
     ("duplicate_of", "string"),  # the id of the row whose identical request was sent for this one
     ("via", "string"),  # "online" | "batches": how the row was sent (Message Batches: half price)
     ("batch_id", "string"),  # the Message Batch that answered the row
+    # Where the answer came from: "simulator", or the API's base URL without credentials
+    # ("https://api.anthropic.com"); null for a row never sent (store.provenance)
+    ("source", "string"),
     ("finished_at", "timestamp"),  # UTC, millisecond precision
 )
 

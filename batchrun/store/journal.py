@@ -1,9 +1,9 @@
 """The output journal, read and written in one place: JSON lines, one per finished row.
 
-Each line is one record: ``{"_index": <input row>, <output columns>...}``, appended in the
-order rows finish. A row may have several records (an error, then a retry's answer; a
-resumed run sending it again): the newest record for an index wins, everywhere the journal
-is read (``newest_per_row``). A crash can leave a torn last line and a power loss a damaged
+Each line is one record: ``{"_index": <input row>, "_run": <run>, <output columns>...}``,
+appended in the order rows finish. A row may have several records (an error, then a retry's
+answer; a resumed run sending it again): the newest record for an index wins, everywhere the
+journal is read (``newest_per_row``). A crash can leave a torn last line and a power loss a damaged
 one: readers skip what is not a record rather than fail.
 
 A record is verified as it is read, never trusted: a line is a record only when it is a JSON
@@ -44,6 +44,10 @@ from batchrun.core.timestamps import format_rfc3339, parse_rfc3339_or_none
 from batchrun.store.columns import COLUMNS, STATUS_ERROR, STATUS_OK, Kind
 
 INDEX = "_index"
+# Which run wrote a record (``Sink.run_id``): a journal-only field, like ``_index``. What a
+# job spent is summed by run (``store.spend``); records a run copied rather than answered (a
+# stopped run's copy of the old final file, a shard's file taken back) have none.
+RUN = "_run"
 
 # The Arrow type of each column kind (``columns.COLUMNS``): the output schema's and the
 # journal's (``sink.output_schema``).
@@ -99,9 +103,11 @@ JSON_SLICE_BYTES = 2 << 20
 # -- writing --------------------------------------------------------------------------------
 
 
-def journal_line(index: int, row: Mapping[str, Any]) -> str:
-    """The journal line recording that input row ``index`` finished as ``row``."""
-    return json_line({INDEX: index, **row})
+def journal_line(index: int, row: Mapping[str, Any], run: str | None = None) -> str:
+    """The journal line recording that input row ``index`` finished as ``row`` (in ``run``)."""
+    if run is None:
+        return json_line({INDEX: index, **row})
+    return json_line({INDEX: index, RUN: run, **row})
 
 
 def json_line(record: dict[str, Any]) -> str:

@@ -17,6 +17,10 @@ one vouched for). A journal the state does not vouch for (another job's, put in 
 one from before this check) is checked row by row. ``rows`` is the input's row count as the
 run saw it: a record past it is damage, one between it and a shorter input's end is a row
 the input lost.
+
+The state also keeps where the last run's answers came from (``source``: answers of another
+source are never trusted wholesale, ``store.provenance``), the sources the output's owner
+chose to mix, and what the job has spent (``ledger``, ``store.spend``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.rows.request import RequestDefaults
+from batchrun.store.sink import journal_path, journal_spend
+from batchrun.store.spend import Ledger, folded
 
 STATE_SUFFIX = ".state.json"
 _CHUNK = 1 << 20
@@ -163,6 +169,12 @@ class RunState:
     rows: int | None = None  # the input's row count, where known
     journal: JournalStamp | None = None
     settings: Mapping[str, Any] | None = None  # the job's request defaults (``job_settings``)
+    # Where the last run's answers came from (``store.provenance``); None: not recorded.
+    source: str | None = None
+    # The sources whose answers the output's owner chose to keep together (--keep-other-source)
+    mixed_sources: tuple[str, ...] = ()
+    # What the job has spent (``store.spend``); None: not recorded (an older state).
+    ledger: Ledger | None = None
 
 
 def read_state(output: Path) -> RunState | None:
@@ -175,12 +187,17 @@ def read_state(output: Path) -> RunState | None:
         rows = data.get("input_rows")
         journal = data.get("journal")
         settings = data.get("request_defaults")
+        source = data.get("source")
+        spent = data.get("spent_usd")
         return RunState(
             str(data["fingerprint"]),
             stamp,
             int(rows) if rows is not None else None,
             _journal_stamp(journal) if journal is not None else None,
             dict(settings) if isinstance(settings, dict) else None,
+            str(source) if source is not None else None,
+            tuple(str(s) for s in data.get("mixed_sources") or ()),
+            Ledger.from_json(spent) if spent is not None else None,
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -209,9 +226,32 @@ def write_state(output: Path, state: RunState) -> None:
         "input_rows": state.rows,
         "journal": dataclasses.asdict(state.journal) if state.journal is not None else None,
         "request_defaults": dict(state.settings) if state.settings is not None else None,
+        "source": state.source,
+        "mixed_sources": list(state.mixed_sources),
+        "spent_usd": state.ledger.as_json() if state.ledger is not None else None,
     }
     tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def record_run_spend(output: Path, run: str, costs: Mapping[str, float]) -> Ledger | None:
+    """Write what ``run`` spent into the state's ledger (before its journal may go); the
+    ledger after, or None when there is no state to write it in."""
+    state = read_state(output)
+    if state is None:
+        return None
+    ledger = (state.ledger or Ledger()).with_run(run, costs)
+    write_state(output, dataclasses.replace(state, ledger=ledger))
+    return ledger
+
+
+def job_ledger(output: Path) -> Ledger | None:
+    """What the job writing ``output`` has spent, as a run starting now would count it
+    (``store.spend``); None when no run recorded it (an older output, or none yet)."""
+    state = read_state(output)
+    if state is None or state.ledger is None:
+        return None
+    return folded(state.ledger, journal_spend(journal_path(output)).by_run)
 
 
 def restamp_journal(output: Path, journal: Path) -> None:

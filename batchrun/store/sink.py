@@ -77,6 +77,7 @@ from batchrun.store.journal import (
     ARROW_TYPES,
     INDEX,
     JSON_SLICE_BYTES,
+    RUN,
     Damage,
     conform,
     int64s,
@@ -84,7 +85,6 @@ from batchrun.store.journal import (
     journal_schema,
     json_line,
     newest_per_row,
-    newest_table,
     read_json_lines,
     read_records,
     repair_journal,
@@ -98,6 +98,12 @@ from batchrun.store.partial import (
     mark_jsonl,
     parquet_metadata,
     read_partial,
+)
+from batchrun.store.provenance import (
+    SOURCE_COLUMNS,
+    UNRECORDED,
+    effective_sources,
+    intern_sources,
 )
 
 JOURNAL_SUFFIX = ".journal"
@@ -168,6 +174,25 @@ class PriorRecord:
     status: str
     request_hash: str | None
     error_type: str | None = None
+    # Where its answer came from, as a resume sees it (``provenance.effective_sources``):
+    # None for a row never sent.
+    source: str | None = None
+
+
+# What a resume reads of each earlier record: ``PriorRecord``'s fields, and what tells its
+# source (``store.provenance``).
+_PRIOR_COLUMNS = ("id", "status", "request_hash", "error_type")
+_PRIOR_READ = tuple(dict.fromkeys((*_PRIOR_COLUMNS, *SOURCE_COLUMNS)))
+
+
+@dataclass
+class JournalSpend:
+    """What the journal's records cost, by the run that answered them and by source: every
+    record a run answered (``_run``), and each row's newest record of those with no run
+    (copies of rows already counted, or records of an older batchrun)."""
+
+    by_run: dict[str, dict[str, float]]
+    unattributed: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -198,13 +223,23 @@ class PriorState:
         final_batches: Iterator[pa.RecordBatch],
         journal: dict[int, PriorRecord],
         damaged: int = 0,
+        *,
+        spend: JournalSpend | None = None,
+        final_spend: Callable[[], dict[str, float]] = dict,
     ) -> None:
         self.final_rows = final_rows
         self.journal = journal
         self.damaged = damaged  # damaged journal lines skipped (``store.journal``)
+        self.spend = spend or JournalSpend({}, {})
+        self._final_spend = final_spend
         self._batches = final_batches
         self._start = 0  # index of the first row of the current batch
-        self._cols: tuple[list[Any], ...] = ([], [], [], [])
+        self._cols: tuple[list[Any], ...] = ([], [], [], [], [])
+
+    def final_spend(self) -> dict[str, float]:
+        """What the rows of the final file cost, by source: one more pass over it, for a
+        resume that finds no record of what the job spent (``store.spend``)."""
+        return self._final_spend() if self.final_rows else {}
 
     def __len__(self) -> int:
         """How many input rows have a record (an upper bound when journal and file overlap)."""
@@ -225,15 +260,89 @@ class PriorState:
         if index >= self.final_rows:
             return None
         self._advance(index)
-        ids, statuses, hashes, error_types = self._cols
+        ids, statuses, hashes, error_types, sources = self._cols
         k = index - self._start
-        return PriorRecord(ids[k], statuses[k], hashes[k], error_types[k])
+        return PriorRecord(ids[k], statuses[k], hashes[k], error_types[k], sources[k])
 
     def _advance(self, index: int) -> None:
         while index >= self._start + len(self._cols[0]) and index < self.final_rows:
             self._start += len(self._cols[0])
             batch = next(self._batches)
-            self._cols = tuple(column.to_pylist() for column in batch.columns)
+            columns = [batch.column(name).to_pylist() for name in _PRIOR_COLUMNS]
+            sources = intern_sources(effective_sources(batch).to_pylist())
+            self._cols = (*columns, sources)
+
+
+_SOURCE = "_source"  # the effective source column of ``_prior_records``
+
+
+def _prior_records(journal: Path, schema: pa.Schema, slice_bytes: int, damage: Damage) -> pa.Table:
+    """Every journal record (in journal order) with what a resume needs of it: the
+    ``PriorRecord`` columns, its cost, its run and its source as a resume sees it."""
+    read = pa.schema(
+        [schema.field(name) for name in (*_PRIOR_READ, "cost_usd")] + [pa.field(RUN, pa.string())]
+    )
+    kept = [INDEX, *_PRIOR_COLUMNS, "cost_usd", RUN]
+    # The run and the source repeat from record to record: held dictionary-encoded.
+    repeated = pa.dictionary(pa.int32(), pa.string())
+    out_schema = pa.schema(
+        [journal_schema(read).field(name) for name in kept[:-1]]
+        + [pa.field(RUN, repeated), pa.field(_SOURCE, repeated)]
+    )
+    parts = []
+    for batch in read_records(journal, read, slice_bytes, damage=damage):
+        arrays = [
+            pc.dictionary_encode(batch.column(name)) if name == RUN else batch.column(name)
+            for name in kept
+        ]
+        sources = effective_sources(batch)
+        parts.append(pa.RecordBatch.from_arrays([*arrays, sources], schema=out_schema))
+    return pa.Table.from_batches(parts, schema=out_schema).unify_dictionaries()
+
+
+def _journal_spend(records: pa.Table) -> JournalSpend:
+    """What ``records`` (``_prior_records``) cost: by run, and each row's newest of those
+    with no run."""
+    by_run: dict[str, dict[str, float]] = {}
+    has_run = pc.is_valid(records.column(RUN))
+    answered = records.filter(has_run)
+    if answered.num_rows:
+        grouped = answered.group_by([RUN, _SOURCE]).aggregate([("cost_usd", "sum")])
+        for row in grouped.to_pylist():
+            if row["cost_usd_sum"]:
+                costs = by_run.setdefault(row[RUN], {})
+                source = row[_SOURCE] or UNRECORDED
+                costs[source] = costs.get(source, 0.0) + row["cost_usd_sum"]
+        for run in answered.column(RUN).unique().to_pylist():
+            by_run.setdefault(run, {})  # a run that spent nothing was there all the same
+    copied = records.filter(pc.invert(has_run))
+    unattributed: dict[str, float] = {}
+    if copied.num_rows:
+        positions, _ = newest_per_row(copied.column(INDEX))
+        _add_costs(unattributed, copied.take(positions))
+    return JournalSpend(by_run, unattributed)
+
+
+def journal_spend(journal: Path, slice_bytes: int = JSON_SLICE_BYTES) -> JournalSpend:
+    """What the records of ``journal`` cost, by run and source (``store.spend``)."""
+    records = _prior_records(journal, output_schema(), slice_bytes, Damage())
+    return _journal_spend(records)
+
+
+def _add_costs(spent: dict[str, float], table: pa.Table) -> None:
+    """Add ``table``'s ``cost_usd`` by its ``_source`` (no source: ``UNRECORDED``) to ``spent``."""
+    table = table.select(["cost_usd", _SOURCE])
+    table = table.set_column(1, _SOURCE, table.column(1).cast(pa.string()))
+    for row in table.group_by([_SOURCE]).aggregate([("cost_usd", "sum")]).to_pylist():
+        if row["cost_usd_sum"]:
+            source = row[_SOURCE] or UNRECORDED
+            spent[source] = spent.get(source, 0.0) + row["cost_usd_sum"]
+
+
+def new_run_id(now: Callable[[], float] = time.time) -> str:
+    """A name for one run: its start (UTC) and a random part, ``20261202T031500Z-a1b2c3d4``."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now()))
+    return f"{stamp}-{secrets.token_hex(4)}"
 
 
 class Sink:
@@ -291,6 +400,10 @@ class Sink:
         # Keep the journal after the final file is written, until ``drop_journal``: an output
         # on object storage is final only once uploaded.
         self.keep_journal = False
+        # This run, in each record it journals (``journal.RUN``), and what those records cost
+        # by source: what the job spent is kept by run (``store.spend``).
+        self.run_id = new_run_id()
+        self.spent: dict[str, float] = {}
 
     # -- before the run -------------------------------------------------------------------
 
@@ -335,21 +448,38 @@ class Sink:
         return self.output.exists()
 
     def _read_prior(self) -> PriorState:
-        columns = ("id", "status", "request_hash", "error_type")  # PriorRecord's fields
-        schema = pa.schema([self.schema.field(name) for name in columns])
         damage = Damage()
-        newest = newest_table(self.journal, schema, self._slice_bytes, damage=damage)
-        journal = {
-            int(r[INDEX]): PriorRecord(r["id"], r["status"], r["request_hash"], r["error_type"])
-            for batch in newest.to_batches(max_chunksize=self._chunk_rows)  # few dicts at once
-            for r in batch.to_pylist()
-        }
+        records = _prior_records(self.journal, self.schema, self._slice_bytes, damage)
+        positions, _ = newest_per_row(records.column(INDEX))
+        newest = records.take(positions).select([INDEX, *_PRIOR_COLUMNS, _SOURCE])
+        journal = {}
+        sources: dict[str, str] = {}  # one string per source, not one per record
+        for batch in newest.to_batches(max_chunksize=self._chunk_rows):  # few dicts at once
+            for r in batch.to_pylist():
+                source = r[_SOURCE]
+                journal[int(r[INDEX])] = PriorRecord(
+                    r["id"],
+                    r["status"],
+                    r["request_hash"],
+                    r["error_type"],
+                    None if source is None else sources.setdefault(source, source),
+                )
+        spend = _journal_spend(records)
         if not self._final_exists() or self._partial is not None:
             # A partial output is no source: the journal holds each of its rows.
-            return PriorState(0, iter(()), journal, damage.lines)
+            return PriorState(0, iter(()), journal, damage.lines, spend=spend)
         rows = _row_count(self.output, self.kind)
-        batches = self._final_batches(columns)
-        return PriorState(rows, batches, journal, damage.lines)
+        batches = self._final_batches(_PRIOR_READ)
+        return PriorState(
+            rows, batches, journal, damage.lines, spend=spend, final_spend=self._final_spend
+        )
+
+    def _final_spend(self) -> dict[str, float]:
+        spent: dict[str, float] = {}
+        for batch in self._final_batches(("cost_usd", *SOURCE_COLUMNS)):
+            table = pa.table({"cost_usd": batch.column(0), _SOURCE: effective_sources(batch)})
+            _add_costs(spent, table)
+        return spent
 
     def _final_batches(self, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
         return output_batches(
@@ -366,10 +496,14 @@ class Sink:
         """
         if self._fd is None:
             raise OutputError("the output is not open")
-        data = memoryview(journal_line(index, row).encode())
+        data = memoryview(journal_line(index, row, self.run_id).encode())
         try:
             while data:
                 data = data[self._write(self._fd, data) :]
+            cost = row.get("cost_usd")
+            if cost:
+                source = row.get("source") or UNRECORDED
+                self.spent[source] = self.spent.get(source, 0.0) + float(cost)
             now = self._clock()
             if now - self._last_fsync >= FSYNC_EVERY_S:
                 os.fsync(self._fd)
