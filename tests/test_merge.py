@@ -272,10 +272,26 @@ def test_merge_output_alone_finds_the_job_its_shards_recorded(
     table = pcsv.read_csv(out)
     assert table.column("id").to_pylist() == [r["id"] for r in labelled_rows(50)]
     assert table.column("review").to_pylist() == [r["review"] for r in labelled_rows(50)]
-    # SOURCE -o OUTPUT keeps working; its --keep-column must be the shards'.
+    # SOURCE -o OUTPUT keeps working, with the columns the shards kept (merge has no flag
+    # for them) ...
+    out.unlink()
     again = merge(str(inp), "-o", str(out), "-q")
-    line = refused(again)
-    assert "shards 0/3, 1/3 and 2/3 kept the columns [review] and the job keeps []" in line
+    assert again.returncode == 0 and again.stderr == ""
+    assert pcsv.read_csv(out).column("review").to_pylist() == [
+        r["review"] for r in labelled_rows(50)
+    ]
+    # ... and a job file that keeps other columns than its shards did is refused.
+    job = tmp_path / "job.toml"
+    job.write_text(
+        'input = "data/in.jsonl"\noutput = "out/labels.csv"\nmodel = "claude-haiku-4-5"\n'
+        'max_tokens = 40\ntemplate = "{review}"\n'
+    )
+    line = refused(merge(str(job)))
+    assert (
+        "shards 0/3, 1/3 and 2/3 kept the columns [review] and the job keeps []. Merge "
+        "OUTPUT, which keeps the shards' columns, or give merge the job file they ran with"
+    ) in line
+    assert "ran another job" not in line  # the same request settings
     # Flags that describe the input are the shards' own with OUTPUT alone: a usage error.
     usage = merge(str(out), "--format", "jsonl")
     assert usage.returncode == 2 and "recorded how they read their input" in usage.stderr

@@ -247,7 +247,8 @@ def _proof_settings(shard_file: Path) -> Mapping[str, Any] | None:
 
 def _write_proof(shard_file: Path, proof: ShardProof, settings: Mapping[str, Any]) -> None:
     path = proof_path(shard_file)
-    tmp = temporary_path(path, ".tmp")
+    # Named as the shard's temporaries are, so the next run's claim removes a stale one.
+    tmp = temporary_path(shard_file, ".proof.tmp")
     try:
         with tmp.open("w", encoding="utf-8") as fh:
             fh.write(proof.to_json(settings))
@@ -543,9 +544,15 @@ def merge_shards(job: RunConfig | str | os.PathLike[str], *, check_job: bool = T
     count = shard_count(output)
     paths = [shard_output(output, i, count) for i in range(count)]
     with OutputLock(output):
-        _check_finished(output, paths, count)
-        proofs = _read_proofs(output, paths, count)
-        config = given if given is not None else _recorded_config(output, proofs)
+        proofs = _survey(output, paths, count)
+        if given is None:
+            config = _recorded_config(output, proofs)
+        elif not check_job:
+            # ``merge DATASET -o OUT`` has no --keep-column either: the shards' own.
+            kept = _most_common(proofs, lambda p: p.keep_columns)[0]
+            config = replace(given, keep_columns=kept)
+        else:
+            config = given
         identities = _check_proofs(config, given is not None and check_job, paths, proofs)
         try:
             ids = [row.id for row in read_rows(config.input, shape=config.input_shape)]
@@ -553,11 +560,13 @@ def merge_shards(job: RunConfig | str | os.PathLike[str], *, check_job: bool = T
             raise ShardError(f"cannot read input {config.input}: {exc.strerror or exc}") from exc
         _check_each_row_once(config, paths, ids)
         remove_stale_temporaries(output, (TMP_MERGE_SUFFIX,))
-        return _write_merged(config, paths, identities, len(ids))
+        return _write_merged(config, paths, proofs, identities, len(ids))
 
 
-def _check_finished(output: Path, paths: list[Path], count: int) -> None:
+def _survey(output: Path, paths: list[Path], count: int) -> list[ShardProof]:
+    """Each shard finished, and its proof; ShardError naming every shard that is not."""
     problems = []
+    proofs: list[ShardProof | str | None] = []
     for index, path in enumerate(paths):
         # One shard's lock at a time (a run of it is refused, naming it): N locks held at
         # once would be N open files. A run started later is caught before the output is
@@ -570,6 +579,8 @@ def _check_finished(output: Path, paths: list[Path], count: int) -> None:
                 problems.append(f"shard {index}/{count} {what}")
             elif has_journal or read_partial(path) is not None:
                 problems.append(f"shard {index}/{count} is not finished")
+            elif not problems:
+                proofs.append(_proof_or_why(path, index, count))
     if problems:
         raise ShardError(
             f"cannot merge the shards of {output}: {'; '.join(problems)}. Run (or re-run) "
@@ -581,6 +592,7 @@ def _check_finished(output: Path, paths: list[Path], count: int) -> None:
             f"{journal} is the journal of an unsharded run of this output: finish that run, "
             "or remove the journal, before merging shards into it"
         )
+    return _proven(output, paths, proofs)
 
 
 def _names(indexes: Sequence[int], count: int) -> str:
@@ -601,26 +613,30 @@ def _refuse(output: Path, problems: list[str]) -> None:
         )
 
 
-def _read_proofs(output: Path, paths: list[Path], count: int) -> list[ShardProof]:
-    proofs: list[ShardProof] = []
-    unproved: list[int] = []
-    unreadable: list[str] = []
-    for index, path in enumerate(paths):
-        try:
-            proof = read_proof(path)
-        except FileNotFoundError:
-            unproved.append(index)
-            continue
-        except (OSError, ValueError) as exc:
-            unreadable.append(f"{proof_path(path)} ({exc})")
-            continue
-        if proof.shard != (index, count):
-            unreadable.append(
-                f"{proof_path(path)} is the proof of shard {proof.shard[0]}/{proof.shard[1]} "
-                f"(a shard folder copied over shard {index}/{count}'s)"
-            )
-            continue
-        proofs.append(proof)
+def _proof_or_why(path: Path, index: int, count: int) -> ShardProof | str | None:
+    """The proof of shard ``index``; None when it has none, or why it cannot be read."""
+    try:
+        proof = read_proof(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        return f"{proof_path(path)} ({exc})"
+    if proof.shard != (index, count):
+        return (
+            f"{proof_path(path)} is the proof of shard {proof.shard[0]}/{proof.shard[1]} "
+            f"(a shard folder copied over shard {index}/{count}'s)"
+        )
+    return proof
+
+
+def _proven(
+    output: Path, paths: list[Path], found: list[ShardProof | str | None]
+) -> list[ShardProof]:
+    """The proofs, ShardError naming the shards that have none or an unreadable one."""
+    count = len(paths)
+    proofs = [p for p in found if isinstance(p, ShardProof)]
+    unproved = [i for i, p in enumerate(found) if p is None]
+    unreadable = [p for p in found if isinstance(p, str)]
     problems = []
     if unproved:
         problems.append(
@@ -731,8 +747,8 @@ def _check_proofs(
         others = [p.shard[0] for p in proofs if p.keep_columns == kept]
         problems.append(
             f"{_names(others, count)} kept the columns [{', '.join(kept)}] and the job keeps "
-            f"[{', '.join(config.keep_columns)}]. Merge with the --keep-column the shards "
-            "ran with, or re-run them with --overwrite"
+            f"[{', '.join(config.keep_columns)}]. Merge OUTPUT, which keeps the shards' "
+            "columns, or give merge the job file they ran with"
         )
 
     # Each file, byte for byte what its shard wrote.
@@ -870,18 +886,24 @@ class _ShardStream:
         return pa.concat_tables(parts) if parts else self._schema.empty_table()
 
 
+_Source = tuple[Path, str, int]  # a file sorted by ``_index``, what to call it, its rows
+
+
 def _merge_sorted(
-    sources: Sequence[tuple[Path, str]],
+    sources: Sequence[_Source],
     rows: int,
     schema: pa.Schema,
     write: Callable[[pa.Table], None],
 ) -> int:
-    """The rows of ``sources`` (files sorted by ``_index``, each with what to call it), in
-    ``_index`` order, to ``write`` a chunk of input rows at a time; how many are ok."""
-    streams = [_ShardStream(path, schema, what) for path, what in sources]
+    """The rows of ``sources`` in ``_index`` order, to ``write`` about CHUNK_ROWS rows at a
+    time; how many are ok. ``rows`` is the input's: sources that hold a share of them (a
+    group of shards) are read a window of input rows as much wider (ids hash evenly)."""
+    streams = [_ShardStream(path, schema, what) for path, what, _ in sources]
+    held = max(1, sum(n for _, _, n in sources))
+    window = max(CHUNK_ROWS, -(-CHUNK_ROWS * rows // held))
     ok = 0
-    for p0 in range(0, rows, CHUNK_ROWS):
-        chunk = pa.concat_tables([s.until(p0 + CHUNK_ROWS) for s in streams])
+    for p0 in range(0, rows, window):
+        chunk = pa.concat_tables([s.until(p0 + window) for s in streams])
         chunk = chunk.take(pc.sort_indices(chunk.column(INDEX)))
         ok += pc.sum(pc.equal(chunk.column("status"), STATUS_OK)).as_py() or 0
         if chunk.num_rows:
@@ -890,8 +912,8 @@ def _merge_sorted(
 
 
 def _fewer_sources(
-    sources: list[tuple[Path, str]], rows: int, schema: pa.Schema, folder: Path
-) -> list[tuple[Path, str]]:
+    sources: list[_Source], rows: int, schema: pa.Schema, folder: Path
+) -> list[_Source]:
     """While there are more than MERGE_FAN_IN sources, merge them MERGE_FAN_IN at a time
     into sorted Parquet files in ``folder`` (each step's files removed after the next)."""
     step = 0
@@ -899,10 +921,11 @@ def _fewer_sources(
         merged = []
         for group in range(0, len(sources), MERGE_FAN_IN):
             path = folder / f"step-{step}-{group // MERGE_FAN_IN}.parquet"
+            some = sources[group : group + MERGE_FAN_IN]
             with open_writer(path, schema, "parquet") as w, _gathered(w) as write:
-                _merge_sorted(sources[group : group + MERGE_FAN_IN], rows, schema, write)
-            merged.append((path, _STEP_FILE))
-        for path, _ in sources:
+                _merge_sorted(some, rows, schema, write)
+            merged.append((path, _STEP_FILE, sum(n for _, _, n in some)))
+        for path, _, _ in sources:
             if path.parent == folder:
                 path.unlink()
         sources = merged
@@ -911,7 +934,11 @@ def _fewer_sources(
 
 
 def _write_merged(
-    config: RunConfig, paths: list[Path], identities: list[_Identity], rows: int
+    config: RunConfig,
+    paths: list[Path],
+    proofs: list[ShardProof],
+    identities: list[_Identity],
+    rows: int,
 ) -> FinalCounts:
     output = config.output
     schema = output_schema(config.keep_columns)
@@ -922,7 +949,10 @@ def _write_merged(
     kind = config.output_format or output_kind(output)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        sources = [(p, f"shard {i}/{count}'s file") for i, p in enumerate(paths)]
+        sources = [
+            (p, f"shard {i}/{count}'s file", proof.rows)
+            for i, (p, proof) in enumerate(zip(paths, proofs, strict=True))
+        ]
         if len(sources) > MERGE_FAN_IN:
             tmp_steps.mkdir()
             sources = _fewer_sources(sources, rows, with_index, tmp_steps)
