@@ -13,7 +13,7 @@ from batchrun.cli.options import SOURCE, fail, load
 
 
 @click.command("merge")
-@click.argument("source", type=SOURCE)
+@click.argument("source", type=SOURCE, metavar="SOURCE|OUTPUT")
 @click.option(
     "-o",
     "--output",
@@ -49,7 +49,7 @@ def merge_cmd(source: str, **flags: Any) -> None:
     """
     from batchrun.config.load import is_job_file
     from batchrun.core.errors import BatchrunError, ConfigError
-    from batchrun.drivers.shards import merge_shards, shards_folder
+    from batchrun.drivers.shards import merge, shards_folder
 
     output = _output_named(source) if flags.get("output") is None else None
     try:
@@ -61,7 +61,7 @@ def merge_cmd(source: str, **flags: Any) -> None:
                     f"{' and '.join(given)}: for `merge SOURCE -o OUTPUT`; the shards of "
                     f"{source} recorded how they read their input"
                 )
-            counts = merge_shards(output)
+            counts = merge(output)
             quiet = bool(flags.get("quiet"))
             shown = output
         else:
@@ -72,7 +72,7 @@ def merge_cmd(source: str, **flags: Any) -> None:
                     "the shards ran (with its -o), or the output"
                 )
             config = load(source, flags)
-            counts = merge_shards(config, check_job=is_job_file(Path(source)))
+            counts = merge(config, check_job=is_job_file(Path(source)))
             quiet, shown = config.quiet, config.output
     except BatchrunError as exc:
         fail(exc, None)

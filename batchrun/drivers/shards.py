@@ -517,24 +517,30 @@ def shard_count(output: Path) -> int:
     return count
 
 
-def merge_shards(job: RunConfig | str | os.PathLike[str], *, check_job: bool = True) -> FinalCounts:
+def merge_shards(config: RunConfig | str | os.PathLike[str]) -> FinalCounts:
     """Join the finished shards of a job into its output, in input order.
 
-    ``job`` is the job's config (the SOURCE and -o given to the shard runs), or the output
-    alone: its shards' proofs then give the input and the settings. With ``check_job``
-    False, the config's request defaults are not the job's (``merge DATASET -o OUT`` takes
-    no request flags): the shards must then agree among themselves. Refuses (ShardError),
-    writing nothing, when a shard has not run or not finished, ran another job (its request
-    defaults differ from the job's, or from the other shards'), read another input than the
-    input is now, or its file is torn or was replaced since it was written; or when an input
-    row is in no shard or in more than one, naming the rows' ids. The output is written under
-    a temporary name and renamed into place, in its own format; the shards are kept.
+    ``config`` is the job's config (the SOURCE and -o given to the shard runs), or the
+    output alone: its shards' proofs then give the input and the settings. Refuses
+    (ShardError), writing nothing, when a shard has not run or not finished, ran another job
+    (its request defaults differ from the job's, or from the other shards'), read another
+    input than the input is now, kept other columns, or its file is torn or was replaced
+    since it was written; or when an input row is in no shard or in more than one, naming
+    the rows' ids. The output is written under a temporary name and renamed into place, in
+    its own format; the shards are kept.
 
     Example::
 
         batchrun.merge_shards(batchrun.load_config("jobs/label_sentiment.toml"))
         batchrun.merge_shards("out/labels.parquet")
     """
+    return merge(config)
+
+
+def merge(job: RunConfig | str | os.PathLike[str], *, check_job: bool = True) -> FinalCounts:
+    """``merge_shards``; with ``check_job`` False, the config's request defaults and kept
+    columns are not the job's (``batchrun merge DATASET -o OUT`` has no flags for them):
+    the shards' own are taken, and must agree among themselves."""
     if isinstance(job, RunConfig):
         output = job.output
         given: RunConfig | None = job
