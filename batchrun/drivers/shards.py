@@ -262,9 +262,14 @@ def _write_proof(shard_file: Path, proof: ShardProof, settings: Mapping[str, Any
 def _forget_proof(shard_file: Path) -> None:
     """Remove a shard's proof before its file changes: a proof stands only beside the file
     it was written with."""
-    with contextlib.suppress(FileNotFoundError):
-        proof_path(shard_file).unlink()
-        fsync_dir(shard_file.parent)
+    path = proof_path(shard_file)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OutputError(f"cannot remove {path}: {exc.strerror or exc}") from exc
+    fsync_dir(shard_file.parent)
 
 
 def file_sha256(path: Path) -> str:

@@ -27,8 +27,8 @@ dataset. And why the ids with the swap: a reader opens parts by name after it ha
 them or read ``_SUCCESS``, and a swap may come in between. With names of their own, a name
 from the old dataset is not in the new one: that reader gets "file not found" (and reads
 again), never another dataset's part under the old name. So a reader of ``_SUCCESS`` or of
-the folder reads one dataset or fails, never a mix. ``dataset_batches`` opens every part
-right after the manifest and, when a part is gone, reads the manifest again.
+the folder reads one dataset or fails, never a mix (``dataset_batches`` says so when a part
+it lists is gone).
 
 On an object store there is no rename of a folder: ``RemoteDataset.publish`` uploads the
 parts (named after its run), then ``_SUCCESS``, then deletes the parts of an older run the new
@@ -52,7 +52,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -198,53 +198,27 @@ def dataset_bytes(folder: Path) -> int:
 
 def dataset_batches(folder: Path, wanted: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
     """The manifest's parts in order, ``batch_rows`` at a time, with those of ``wanted``'s
-    columns each part has (the caller conforms them). The parts are opened together, right
-    after the manifest is read, so a publish that replaces the dataset later does not take
-    them away (``open_dataset``)."""
-    _, files = open_dataset(folder)
-    with contextlib.ExitStack() as stack:
-        for fh in files:
-            stack.callback(fh.close)
-        for fh in files:
+    columns each part has (the caller conforms them). OutputError when a part it lists is
+    gone: the dataset was replaced while it was read (its parts' names are its own, so no
+    part of another dataset is ever read in its place)."""
+    manifest = read_manifest(folder)
+    if manifest is None:
+        raise OutputError(f"{folder}: no {SUCCESS}, so no finished dataset")
+    for name in manifest.parts:
+        try:
+            fh = (folder / name).open("rb")
+        except FileNotFoundError as exc:
+            raise OutputError(
+                f"{folder / name}, a part its {SUCCESS} lists, is gone: the dataset was "
+                "replaced while it was read (or the part deleted). Read it again"
+            ) from exc
+        with fh:
             part = pq.ParquetFile(fh)
             try:
                 present = [n for n in wanted.names if n in part.schema_arrow.names]
                 yield from part.iter_batches(batch_rows, columns=present)
             finally:
                 part.close()
-
-
-_OPEN_ATTEMPTS = 5
-
-
-def open_dataset(folder: Path) -> tuple[Manifest, list[BinaryIO]]:
-    """The finished dataset's manifest and each of its parts, open. A part that is gone
-    means a publish replaced the dataset since its manifest was read (parts are named per
-    dataset, so a name of the old one is never found in the new one): the manifest is read
-    again. OutputError when there is no finished dataset, or it keeps changing."""
-    missing = ""
-    for _ in range(_OPEN_ATTEMPTS):
-        manifest = read_manifest(folder)
-        if manifest is None:
-            raise OutputError(f"{folder}: no {SUCCESS}, so no finished dataset")
-        files: list[BinaryIO] = []
-        try:
-            for name in manifest.parts:
-                files.append((folder / name).open("rb"))
-        except FileNotFoundError as exc:
-            for fh in files:
-                fh.close()
-            missing = str(exc.filename)
-            continue
-        except OSError as exc:
-            for fh in files:
-                fh.close()
-            raise OutputError(f"cannot read {exc.filename}: {exc.strerror or exc}") from exc
-        return manifest, files
-    raise OutputError(
-        f"{folder}: a part its {SUCCESS} lists is missing ({missing}), read after read: the "
-        "dataset is being replaced over and over, or a part was deleted. Read it again later"
-    )
 
 
 class DatasetWriter:
