@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
+import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -35,6 +38,7 @@ from batchrun.store.dataset import (
     read_manifest,
     recover_aside,
     schema_fingerprint,
+    write_manifest,
 )
 from batchrun.store.remote import journal_prefix, work_folder
 from batchrun.store.sink import (
@@ -53,6 +57,18 @@ def ids_in(rows: int) -> list[str]:
 
 def parts_of(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("part-"))
+
+
+def dataset_parts(folder: Path, count: int) -> list[str]:
+    """The parts of the dataset in ``folder``, checked: ``count`` of them, all its manifest
+    lists, named ``part-0000k-<id>.parquet`` with one id of their own."""
+    manifest = read_manifest(folder)
+    assert manifest is not None and len(manifest.parts) == count
+    dataset_id = manifest.parts[0].removeprefix("part-00000-").removesuffix(".parquet")
+    assert re.fullmatch(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}", dataset_id), manifest.parts
+    assert list(manifest.parts) == [part_name(k, dataset_id) for k in range(count)]
+    assert parts_of(folder) == list(manifest.parts)
+    return list(manifest.parts)
 
 
 # -- the format, by the output's name -----------------------------------------------------
@@ -87,7 +103,8 @@ def test_parts_hold_at_most_part_rows_and_the_manifest_lists_them_in_order(
     for start in range(0, 10, 3):  # chunks that straddle the parts' ends
         writer.write(table_of(min(3, 10 - start), start))
     manifest = writer.finish()
-    assert manifest.parts == tuple(part_name(k) for k in range(3))
+    assert manifest.parts == tuple(part_name(k, writer.dataset_id) for k in range(3))
+    assert dataset_parts(folder, 3) == list(manifest.parts)
     assert manifest.part_rows == (4, 4, 2) and manifest.rows == 10
     assert read_manifest(folder) == manifest
     assert manifest.schema == schema_fingerprint(table_of(0).schema)
@@ -176,7 +193,7 @@ def test_a_stopped_run_writes_a_partial_dataset_marked_not_finished(
     manifest = read_manifest(out)
     assert manifest is not None and manifest.file_name == PARTIAL_MANIFEST
     assert manifest.partial == counts.partial and manifest.rows == 5
-    assert b"batchrun.partial" in (pq.read_schema(out / part_name(0)).metadata or {})
+    assert b"batchrun.partial" in (pq.read_schema(out / manifest.parts[0]).metadata or {})
     # The finishing run builds from the journal, and the dataset is then complete.
     done = Sink(out, part_rows=3)
     prior = done.open()
@@ -204,6 +221,126 @@ def test_a_swap_cut_short_by_a_crash_puts_the_old_dataset_back(tmp_path: Path) -
     assert read_manifest(out) is not None
 
 
+# -- readers during a publish ---------------------------------------------------------------
+
+
+def publish(out: Path, answer: str, rows: int = 10) -> None:
+    """A run's final step: ``rows`` rows answered ``answer``, three parts, swapped in."""
+    sink = Sink(out, part_rows=4, chunk_rows=4)
+    journal_rows(sink, range(rows), answer)
+    sink.finalize(rows)
+
+
+def test_a_reader_of_success_gets_the_dataset_it_listed_or_file_not_found_never_a_mix(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "labels"
+    publish(out, "first")
+    manifest = read_manifest(out)  # a reader follows _SUCCESS ...
+    assert manifest is not None
+    head = pq.read_table(out / manifest.parts[0])  # ... reads its first part ...
+    publish(out, "second")  # ... and the dataset is published again under it
+    # The next part it lists is not found: it is never the new dataset's part of that number.
+    with pytest.raises(FileNotFoundError):
+        pq.read_table(out / manifest.parts[1])
+    assert head.column("text").to_pylist() == ["first"] * 4
+    # Read again from _SUCCESS, the reader has the new dataset whole.
+    again = read_manifest(out)
+    assert again is not None and not set(again.parts) & set(manifest.parts)
+    assert read_texts(out) == ["second"] * 10
+
+
+def test_readers_during_repeated_publishes_each_read_one_whole_dataset(tmp_path: Path) -> None:
+    out = tmp_path / "labels"
+    publish(out, "publish-0")
+    stop = threading.Event()
+    reads: dict[str, list[list[str]]] = {"manifest": [], "listing": []}
+    misses = {"manifest": 0, "listing": 0}
+
+    def follow_success() -> list[str]:
+        manifest = read_manifest(out)
+        assert manifest is not None
+        texts: list[str] = []
+        for name in manifest.parts:
+            texts += pq.read_table(out / name, columns=["text"]).column("text").to_pylist()
+        assert len(texts) == manifest.rows
+        return texts
+
+    def list_folder() -> list[str]:  # pyarrow.dataset lists the folder, as DuckDB globs it
+        return read_texts(out)
+
+    def reader() -> None:
+        last = False
+        while not last:
+            last = stop.is_set()  # one more read after the last publish: it must succeed
+            for kind, read in (("manifest", follow_success), ("listing", list_folder)):
+                try:
+                    reads[kind].append(read())
+                except (OSError, pa.ArrowException):  # a part gone under it: read again
+                    misses[kind] += 1
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for k in range(1, 40):
+            publish(out, f"publish-{k}")
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert not thread.is_alive()
+    for kind, done in reads.items():
+        # Every read that succeeded holds one publish's ten rows: never two publishes' parts.
+        mixed = [sorted(set(texts)) for texts in done if len(set(texts)) != 1 or len(texts) != 10]
+        assert mixed == [], (kind, mixed[:3])
+        assert done[-1] == ["publish-39"] * 10, kind  # the read after the last publish
+    # batchrun's own reader (report's): a publish in the middle stops it, never mixes.
+    batches = output_batches(out, output_schema(), columns=["text"], batch_rows=4)
+    assert next(batches).column(0).to_pylist() == ["publish-39"] * 4
+    publish(out, "publish-40")
+    with pytest.raises(OutputError, match="is gone: the dataset was replaced while it was read"):
+        next(batches)
+
+
+def test_a_success_whose_part_is_missing_is_refused_naming_it(tmp_path: Path) -> None:
+    out = tmp_path / "labels"
+    publish(out, "only")
+    manifest = read_manifest(out)
+    assert manifest is not None
+    (out / manifest.parts[1]).unlink()
+    with pytest.raises(OutputError) as refused:
+        list(output_batches(out, output_schema()))
+    assert str(refused.value).startswith(f"{out / manifest.parts[1]}, a part its _SUCCESS lists")
+
+
+def test_a_dataset_of_plain_part_names_is_still_read_resumed_and_replaced(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    n = 12
+    inp = write_jsonl(tmp_path / "rows.jsonl", prompts(n))
+    out = tmp_path / "labels"
+    config = job_config(inp, Path("unused"), sim.base_url, output=f"{out}/", part_rows=5)
+    assert run(config).exit_code == 0
+    # As batchrun wrote it before parts had ids: part-00000.parquet, ...
+    manifest = read_manifest(out)
+    assert manifest is not None
+    plain = manifest.renamed([part_name(k) for k in range(len(manifest.parts))])
+    for old, new in zip(manifest.parts, plain.parts, strict=True):
+        (out / old).rename(out / new)
+    write_manifest(out, plain)
+    assert parts_of(out) == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+
+    again = run(config)
+    assert again.exit_code == 0 and again.skipped == n and again.finished == 0
+    assert sim.stats.snapshot().answered_ok == n
+    shown = CliRunner().invoke(cli, ["report", str(out)])
+    assert shown.exit_code == 0 and f"({n:,} rows; final)" in shown.output
+    # Written again (--retry-errors has nothing to retry; --overwrite starts afresh): the new
+    # dataset's parts have ids, and the plain ones are gone with the old folder.
+    assert run(replace(config, overwrite=True)).exit_code == 0
+    dataset_parts(out, 3)
+    assert pads.dataset(out).to_table().column("id").to_pylist() == ids_in(n)
+
+
 def test_a_folder_with_other_files_is_refused_not_overwritten(tmp_path: Path) -> None:
     out = tmp_path / "labels"
     out.mkdir()
@@ -228,7 +365,7 @@ def test_a_run_into_a_folder_writes_parts_read_as_one_table_and_resumes(
     assert config.output == out and config.output_format == "parquet-dataset"
     summary = run(config)
     assert summary.exit_code == 0 and summary.final is not None and summary.final.rows == n
-    assert parts_of(out) == [part_name(k) for k in range(3)]
+    dataset_parts(out, 3)
     manifest = json.loads((out / SUCCESS).read_text())
     assert manifest["rows"] == n and [p["rows"] for p in manifest["parts"]] == [10, 10, 5]
 
@@ -262,7 +399,8 @@ def test_output_format_names_a_folder_whatever_its_name(
     args += ["--max-tokens", "20", "-q"]
     result = CliRunner().invoke(cli, args, env={"ANTHROPIC_API_KEY": TEST_KEY})
     assert result.exit_code == 0, result.output
-    assert out.is_dir() and parts_of(out) == [part_name(k) for k in range(3)]
+    assert out.is_dir()
+    dataset_parts(out, 3)
     assert pads.dataset(out).to_table().column("id").to_pylist() == ids_in(7)
 
 
@@ -303,7 +441,7 @@ def test_a_folder_on_s3_gets_its_parts_then_success_and_loses_an_older_runs_part
     assert again.finished == 0 and again.skipped == n
     assert sim.stats.snapshot().answered_ok == n
     local = work_folder(out, None, tmp_path / "cache") / "out"
-    assert parts_of(local) == [part_name(k) for k in range(5)]  # plain names locally
+    dataset_parts(local, 5)  # the local copy's names are its own too
 
     shown = CliRunner().invoke(cli, ["report", out])
     assert shown.exit_code == 0, shown.output
@@ -379,7 +517,7 @@ def test_shards_merge_into_a_folder_output(tmp_path: Path, sim: SimulatorThread)
         assert batchrun.run_shard(config, index, 3).exit_code == 0
     counts = batchrun.merge_shards(config)
     assert (counts.rows, counts.ok) == (n, n)
-    assert parts_of(out) == [part_name(k) for k in range(4)]
+    dataset_parts(out, 4)
     assert pads.dataset(out).to_table().column("id").to_pylist() == ids_in(n)
     # The merged folder is a finished output like any: a run of it sends nothing.
     sent = sim.stats.requests

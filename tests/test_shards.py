@@ -5,6 +5,7 @@ unfinished ones. Whole runs against the simulator, as subprocesses and through t
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from support import TEST_KEY, job_config, prompts, reply_tag, start_run, write_j
 import batchrun
 from batchrun.cli import cli
 from batchrun.drivers.session import in_shard, shard_of
-from batchrun.drivers.shards import ShardError, shard_output
+from batchrun.drivers.shards import ShardError, proof_path, shard_output
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.sink import journal_path
 
@@ -156,10 +157,33 @@ def test_merge_refuses_a_missing_shard(tmp_path: Path, sim: SimulatorThread) -> 
     assert not out.exists()
 
 
-def test_merge_refuses_a_doubled_id_naming_it(tmp_path: Path, sim: SimulatorThread) -> None:
+def test_merge_refuses_a_shard_file_copied_over_another(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
     n = 40
     inp, out = _all_shards(tmp_path, sim, n, 4)
-    shutil.copyfile(shard_output(out, 0, 4), shard_output(out, 3, 4))  # 0 over 3
+    config = job_config(inp, out, sim.base_url)
+    three = shard_output(out, 3, 4)
+    shutil.copyfile(shard_output(out, 0, 4), three)  # the file alone: its proof is 3's
+    with pytest.raises(ShardError) as refused:
+        batchrun.merge_shards(config)
+    assert f"shard 3/4's file {three} is " in str(refused.value)
+    assert "torn or was replaced. Re-run that shard with overwrite=True" in str(refused.value)
+    shutil.copyfile(proof_path(shard_output(out, 0, 4)), proof_path(three))  # and its proof
+    with pytest.raises(ShardError, match=r"is the proof of shard 0/4 \(a shard folder copied"):
+        batchrun.merge_shards(config)
+    assert not out.exists()
+
+
+def test_merge_still_counts_each_row_when_a_proof_is_forged(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    # The proofs are checked first; under them, every input row must be in one shard.
+    n = 40
+    inp, out = _all_shards(tmp_path, sim, n, 4)
+    shutil.copyfile(shard_output(out, 0, 4), shard_output(out, 3, 4))
+    proof = json.loads(proof_path(shard_output(out, 0, 4)).read_text())
+    proof_path(shard_output(out, 3, 4)).write_text(json.dumps({**proof, "shard": [3, 4]}))
     with pytest.raises(ShardError) as refused:
         batchrun.merge_shards(job_config(inp, out, sim.base_url))
     message = str(refused.value)
@@ -172,7 +196,7 @@ def test_merge_refuses_a_doubled_id_naming_it(tmp_path: Path, sim: SimulatorThre
 def test_merge_refuses_a_shard_of_another_input(tmp_path: Path, sim: SimulatorThread) -> None:
     inp, out = _all_shards(tmp_path, sim, 40, 2)
     write_jsonl(inp, [{**row, "id": f"x{i}"} for i, row in enumerate(prompts(40))])
-    with pytest.raises(ShardError, match="not in the input at that row"):
+    with pytest.raises(ShardError, match=r"shards 0/2 and 1/2 read another input than"):
         batchrun.merge_shards(job_config(inp, out, sim.base_url))
 
 

@@ -71,8 +71,10 @@ def run_cmd(source: str, engine: str, address: str | None, **flags: Any) -> None
         fail(exc, mine)
     if config.json_summary:
         _print_json(summary_dict(summary, config))
-    # With --json the person's summary is a courtesy on stderr, which --quiet silences.
-    if not (config.json_summary and config.quiet):
+    # With --json the person's summary is a courtesy on stderr, which --quiet silences; so
+    # does it for a shard, one of many runs whose summaries nobody reads one by one (merge
+    # says what the job's output holds). What stopped a run is still said below.
+    if not (config.quiet and (config.json_summary or config.shard is not None)):
         click.echo(format_summary(summary, config), err=True)
     if summary.interrupted is not None:
         what = f"stopped by {summary.interrupted}"

@@ -413,8 +413,16 @@ def _lease_ttl(env: Mapping[str, str]) -> float:
     return ttl
 
 
+# The most shards a job is split into. Every shard reads the whole input (its ids, and its
+# bytes for the input's stamp) to find its rows, so N shards read the input N times; and
+# merge keeps a small record per shard. 10,000 keeps both sane, and is beyond any useful
+# number of workers sharing one organisation's rate limit (4,000 RPM over 10,000 workers is
+# one request each per 2.5 s).
+MAX_SHARDS = 10_000
+
+
 def _shard(value: str | None) -> tuple[int, int] | None:
-    """``"1/4"`` -> (1, 4): shard 1 of 4 (0-based), refused unless 0 <= I < N."""
+    """``"1/4"`` -> (1, 4): shard 1 of 4 (0-based), refused unless 0 <= I < N <= MAX_SHARDS."""
     if value is None:
         return None
     index, _, count = str(value).partition("/")
@@ -422,9 +430,21 @@ def _shard(value: str | None) -> tuple[int, int] | None:
         shard = (int(index), int(count))
     except ValueError:
         shard = (-1, 0)
-    if not 0 <= shard[0] < shard[1]:
-        raise ConfigError(f"`shard` must be I/N with 0 <= I < N (0/4 ... 3/4), not {value!r}")
+    check_shard(*shard, shown=repr(value))
     return shard
+
+
+def check_shard(index: int, count: int, shown: str | None = None) -> None:
+    """ConfigError unless shard ``index`` of ``count`` is one a job can be split into."""
+    shown = shown or repr(f"{index}/{count}")
+    if not 0 <= index < count:
+        raise ConfigError(f"`shard` must be I/N with 0 <= I < N (0/4 ... 3/4), not {shown}")
+    if count > MAX_SHARDS:
+        raise ConfigError(
+            f"`shard` {shown}: a job is split into at most {MAX_SHARDS:,} shards (each shard "
+            "reads the whole input to find its rows, so more shards only multiply that "
+            "reading): use a smaller N"
+        )
 
 
 def _url(value: Any) -> str | None:

@@ -595,8 +595,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "shard",
         "text",
-        "Process only shard I of N (rows whose id hashes to I), e.g. 0/4; `batchrun merge` "
-        "joins the shards' outputs.",
+        "Process only shard I of N (rows whose id hashes to I; N at most 10,000), e.g. 0/4; "
+        "`batchrun merge` joins the shards' outputs.",
         commands=("run",),
         job=False,
         metavar="I/N",
@@ -613,7 +613,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "quiet",
         "flag",
-        "No progress display.",
+        "No progress display (with --json or --shard, no summary either: errors only).",
         default=False,
         commands=RUN_COMMANDS,
         short="-q",

@@ -235,7 +235,8 @@ class RemoteDataset(RemoteOutput):
     Each publish names its parts after its run (``part-00000-<run>.parquet``), so it never
     overwrites a part the ``_SUCCESS`` in place lists: until the new ``_SUCCESS`` replaces
     it (one PUT), the old dataset stands whole, and a publish cut short costs nothing but
-    orphan parts, which the next publish deletes. Locally the parts keep plain names.
+    orphan parts, which the next publish deletes. The local copy keeps the store's names
+    (as a local dataset, its names are its own: ``store.dataset``).
     """
 
     def __init__(self, url: str, storage: Storage, **options: Any) -> None:
@@ -268,16 +269,15 @@ class RemoteDataset(RemoteOutput):
         return True
 
     def _download(self, output: Path) -> None:
-        """The remote dataset into ``output`` (its parts under plain names), built beside
-        it and swapped in."""
+        """The remote dataset into ``output`` (its parts under the store's names, which are
+        its run's own), built beside it and swapped in."""
         tmp = temporary_path(output, TMP_OUTPUT_SUFFIX)
         try:
             tmp.mkdir(parents=True)
             remote = _parse_manifest(self.storage.read_bytes(self._manifest_url()), self.url)
-            local = remote.renamed([part_name(k) for k in range(len(remote.parts))])
-            for name, plain in zip(remote.parts, local.parts, strict=True):
-                self.storage.download(f"{self.url}{name}", tmp / plain)
-            write_manifest(tmp, local)
+            for name in remote.parts:
+                self.storage.download(f"{self.url}{name}", tmp / name)
+            write_manifest(tmp, remote)
             replace_folder(tmp, output)
         finally:
             remove_temporary(tmp)
@@ -289,7 +289,7 @@ class RemoteDataset(RemoteOutput):
         manifest = read_manifest(folder)
         if manifest is None or manifest.partial is not None:
             raise OutputError(f"{folder}: no {SUCCESS}: the dataset is not complete")
-        remote = manifest.renamed([f"{Path(n).stem}-{self.run_id}.parquet" for n in manifest.parts])
+        remote = manifest.renamed([part_name(k, self.run_id) for k in range(len(manifest.parts))])
         self._publishing(_manifest_stamp(folder) if folder == self.local_output else None)
         done: list[str] = []
         try:

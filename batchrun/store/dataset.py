@@ -4,23 +4,36 @@ An output that names a folder (``-o out/labels/``, ``s3://b/out/``, or ``--outpu
 parquet-dataset``) is written as parts of a bounded size, in input order across parts, then a
 manifest last::
 
-    out/labels/part-00000.parquet   input rows 0 .. part_rows-1
-    out/labels/part-00001.parquet   the next part_rows, ...
-    out/labels/_SUCCESS             JSON: the parts in order, their rows, the row count and
-                                    the schema's fingerprint; written after every part
+    out/labels/part-00000-<id>.parquet   input rows 0 .. part_rows-1
+    out/labels/part-00001-<id>.parquet   the next part_rows, ...
+    out/labels/_SUCCESS                  JSON: the parts in order, their rows, the row count
+                                         and the schema's fingerprint; written after every part
 
-pyarrow.dataset, DuckDB, Spark and polars read the folder as one table (they skip names that
-start with ``_`` or ``.``); the parts' names sort in input order. A stopped run's partial
-dataset has ``_PARTIAL`` (the same JSON, with ``partial``) instead of ``_SUCCESS``, so a
-reader that waits for ``_SUCCESS`` never takes it for a finished job, and each part's
-Parquet metadata carries the partial mark as a single file's does (``store.partial``).
+``<id>`` is new for every dataset written (``new_dataset_id``: its UTC time and a random
+part), so no two datasets ever written in one place share a part name. pyarrow.dataset,
+DuckDB, Spark and polars read the folder as one table (they skip names that start with ``_``
+or ``.``); the parts' names sort in input order. A stopped run's partial dataset has
+``_PARTIAL`` (the same JSON, with ``partial``) instead of ``_SUCCESS``, so a reader that waits
+for ``_SUCCESS`` never takes it for a finished job, and each part's Parquet metadata carries
+the partial mark as a single file's does (``store.partial``). Datasets written before the ids
+(``part-00000.parquet``) are read as ever: every reader here follows the manifest.
 
 Locally the dataset is built in a hidden sibling folder and swapped into place whole
-(``replace_folder``): the old dataset stays readable until the new one is complete. On an
-object store there is no rename of a folder: ``RemoteDataset.publish`` removes the old
-``_SUCCESS``, uploads the parts, then ``_SUCCESS``, then deletes the parts of an older run
-the new manifest does not list. A reader that waits for ``_SUCCESS`` thus reads only parts
-it lists, all complete.
+(``replace_folder``: one rename exchange on Linux), and the old folder removed. Why the whole
+folder rather than new parts beside the old ones and ``_SUCCESS`` replaced: a reader that
+lists the folder (pyarrow.dataset, a DuckDB glob) would then see both datasets' parts for as
+long as the publish takes, twice the rows with no error; swapped whole, a listing is of one
+dataset. And why the ids with the swap: a reader opens parts by name after it has listed
+them or read ``_SUCCESS``, and a swap may come in between. With names of their own, a name
+from the old dataset is not in the new one: that reader gets "file not found" (and reads
+again), never another dataset's part under the old name. So a reader of ``_SUCCESS`` or of
+the folder reads one dataset or fails, never a mix (``dataset_batches`` says so when a part
+it lists is gone).
+
+On an object store there is no rename of a folder: ``RemoteDataset.publish`` uploads the
+parts (named after its run), then ``_SUCCESS``, then deletes the parts of an older run the new
+manifest does not list. A reader that waits for ``_SUCCESS`` thus reads only parts it lists,
+all complete.
 """
 
 from __future__ import annotations
@@ -35,6 +48,7 @@ import json
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,8 +75,18 @@ OpenPart = Callable[[Path, pa.Schema], pq.ParquetWriter]
 """Opens a part's Parquet writer (``open_parquet_part``; a seam for tests)."""
 
 
-def part_name(number: int) -> str:
-    return f"part-{number:05d}.parquet"
+def new_dataset_id() -> str:
+    """A dataset's own id for its parts' names: its start (UTC) and a random part,
+    ``20261202T031500Z-a1b2c3``."""
+    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(3)}"
+
+
+def part_name(number: int, dataset_id: str | None = None) -> str:
+    """``part-00002-<dataset_id>.parquet``; ``part-00002.parquet`` without an id (the names
+    of datasets written before the ids, still read)."""
+    if dataset_id is None:
+        return f"part-{number:05d}.parquet"
+    return f"part-{number:05d}-{dataset_id}.parquet"
 
 
 def is_part_name(name: str) -> bool:
@@ -175,23 +199,34 @@ def dataset_bytes(folder: Path) -> int:
 
 def dataset_batches(folder: Path, wanted: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
     """The manifest's parts in order, ``batch_rows`` at a time, with those of ``wanted``'s
-    columns each part has (the caller conforms them)."""
+    columns each part has (the caller conforms them). OutputError when a part it lists is
+    gone: the dataset was replaced while it was read (its parts' names are its own, so no
+    part of another dataset is ever read in its place)."""
     manifest = read_manifest(folder)
     if manifest is None:
         raise OutputError(f"{folder}: no {SUCCESS}, so no finished dataset")
     for name in manifest.parts:
-        part = pq.ParquetFile(folder / name)
         try:
-            present = [n for n in wanted.names if n in part.schema_arrow.names]
-            yield from part.iter_batches(batch_rows, columns=present)
-        finally:
-            part.close()
+            fh = (folder / name).open("rb")
+        except FileNotFoundError as exc:
+            raise OutputError(
+                f"{folder / name}, a part its {SUCCESS} lists, is gone: the dataset was "
+                "replaced while it was read (or the part deleted). Read it again"
+            ) from exc
+        with fh:
+            part = pq.ParquetFile(fh)
+            try:
+                present = [n for n in wanted.names if n in part.schema_arrow.names]
+                yield from part.iter_batches(batch_rows, columns=present)
+            finally:
+                part.close()
 
 
 class DatasetWriter:
     """Writes tables, in order, as parts of at most ``part_rows`` rows (and about
     ``part_bytes`` Arrow bytes) into ``folder``; ``finish`` writes the manifest last.
 
+    The parts are named with ``dataset_id`` (a new ``new_dataset_id`` by default).
     ``open_part`` opens a part's file (a seam: tests make the disk fail mid-dataset).
     """
 
@@ -204,6 +239,7 @@ class DatasetWriter:
         part_bytes: int = PART_BYTES,
         partial: Partial | None = None,
         open_part: OpenPart | None = None,
+        dataset_id: str | None = None,
     ) -> None:
         if part_rows < 1:
             raise ValueError("part_rows must be at least 1")
@@ -213,6 +249,7 @@ class DatasetWriter:
         self._part_bytes = part_bytes
         self._partial = partial
         self._open_part = open_part or open_parquet_part
+        self.dataset_id = dataset_id or new_dataset_id()
         self._writer: pq.ParquetWriter | None = None
         self._rows_in_part = 0
         self._bytes_in_part = 0
@@ -254,7 +291,7 @@ class DatasetWriter:
             self._writer = None
 
     def _start_part(self) -> None:
-        name = part_name(len(self.parts))
+        name = part_name(len(self.parts), self.dataset_id)
         self._writer = self._open_part(self.folder / name, self.schema)
         self.parts.append(name)
         self.part_rows.append(0)
