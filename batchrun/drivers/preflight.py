@@ -34,8 +34,9 @@ from batchrun.config.load import RunConfig, did_you_mean
 from batchrun.config.settings import BY_KEY
 from batchrun.core.errors import BatchrunError, ConfigError
 from batchrun.rows.formats import InputKind, csv_columns
-from batchrun.rows.reader import input_kind, read_rows
+from batchrun.rows.reader import check_input_text, input_kind, read_rows
 from batchrun.rows.request import template_fields
+from batchrun.rows.text import is_ascii_compatible
 
 # The keys every request needs, from the row or the job's defaults.
 REQUIRED = ("model", "max_tokens")
@@ -60,8 +61,10 @@ def check_every_row_can_be_built(config: RunConfig) -> None:
 
     Cheap: a Parquet footer, a CSV header, or one byte scan of a JSONL file that stops when
     the answer is known. Never raises anything else: an input it cannot read is left to
-    the reader, which says why.
+    the reader, which says why. An input that does not start as text in its encoding is
+    refused first (``rows.text.UndecodableInputError``, exit 2): every row would be wrong.
     """
+    check_input_text(config.input, config.input_shape)
     defaults = config.defaults
     missing = [key for key in REQUIRED if getattr(defaults, key) is None]
     used = _template_columns(defaults.template)
@@ -136,6 +139,8 @@ def _input_columns(config: RunConfig, asked: Collection[str]) -> _Columns | None
         kind = input_kind(path, config.input_shape)
         if not path.is_file() or kind.compression is not None:
             return None  # the byte scan below reads plain files only
+        if kind.format == "jsonl" and not is_ascii_compatible(kind.encoding):
+            return None  # nor keys written in UTF-16 or UTF-32
         if kind.format == "parquet":
             names = _parquet_columns(path)
         elif kind.format in ("csv", "tsv"):
