@@ -236,7 +236,8 @@ class _TextBuffer:
             try:
                 _, end = _ELEMENT_END.raw_decode(self.text, self.pos)
             except json.JSONDecodeError as exc:
-                if self._maybe_cut(exc) and len(self.text) - self.pos >= self._chunk:
+                long = len(self.text) - self.pos >= min(self._chunk, self._cap)
+                if self._maybe_cut(exc) and long:
                     # Long: found by its brackets and quotes, not parsed again for every chunk
                     # read (nor its strings built, only to be cut short).
                     return self._long_element(number, file)
@@ -251,6 +252,8 @@ class _TextBuffer:
                 continue  # a number may go on in the next chunk
             text = self.text[self.pos : end]
             self.pos = end
+            if len(text) > self._cap:  # whole in the buffer, which may hold more than the cap
+                return LongLine(_utf8_size(text))
             return text
 
     def _long_element(self, number: int, file: str) -> str | LongLine:
@@ -611,6 +614,8 @@ class _CsvRecords:
             self._count_break(piece)
             size += _utf8_size(piece)
             ended = scan.feed(piece)
+        if ended:  # its size, as a line's, without the line break it ends with
+            size -= len(piece) - len(piece.rstrip("\r\n"))
         self._reader = csv.reader(self, delimiter=self._delimiter)
         if not ended and scan.quoted:
             self._reopen_after(first)
