@@ -460,11 +460,10 @@ class _TooLong(Exception):
 
 @dataclass
 class _Record:
-    """One CSV record: the lines it spans, its cells (when they could be read) and, when it
-    cannot be used, why."""
+    """One CSV record: the line it starts on, its cells (when they could be read) and, when
+    it cannot be used, why."""
 
     first: int
-    last: int
     cells: list[str] | None
     problem: str | None = None
 
@@ -511,25 +510,28 @@ class _CsvRecords:
         return self
 
     def __next__(self) -> str:
-        """The next line for the csv reader, read in pieces: a line that would take the record
-        past the cap is not read further, nor ever held twice."""
+        """The next line for the csv reader, read in pieces when long: a line that would take
+        the record past the cap is not read further, nor ever held twice."""
         room = self._cap + 1 - self._size
-        pieces: list[str] = []
-        got = 0
-        while got < room and (piece := self._stream.readline(min(_CSV_PIECE, room - got))):
-            pieces.append(piece)
-            got += len(piece)
-            if piece.endswith(("\n", "\r")):
-                break
-        if not pieces:
+        line = self._stream.readline(min(_CSV_PIECE, room))
+        if not line:
             self._at_end = True
             raise StopIteration
+        pieces = [line]
+        if len(line) == _CSV_PIECE and line[-1] not in "\r\n":
+            got = len(line)
+            while got < room and (piece := self._stream.readline(min(_CSV_PIECE, room - got))):
+                pieces.append(piece)
+                got += len(piece)
+                if piece[-1] in "\r\n":
+                    break
         self._count_break(pieces[-1])
-        self._size += got
+        self._size += sum(map(len, pieces))
         if self._size > self._cap:
             self._lines.extend(pieces)  # for _skip_long to follow its quotes through
             raise _TooLong
-        line = pieces[0] if len(pieces) == 1 else "".join(pieces)
+        if len(pieces) > 1:
+            line = "".join(pieces)
         self._lines.append(line)
         return line
 
@@ -561,14 +563,13 @@ class _CsvRecords:
             raise InputError(f"unreadable CSV: {exc}", file=file, row=first) from exc
         if cells is None:
             return None
-        last = self._last_line()
         if len(self._lines) > 1 or self._at_end:
-            problem, reopen = self._strict_problem(first, last)
+            problem, reopen = self._strict_problem(first, self._last_line())
             if reopen:
                 self._reopen_after(first)
             if problem is not None:
-                return _Record(first, last if not reopen else first, cells, problem)
-        return _Record(first, last, cells)
+                return _Record(first, cells, problem)
+        return _Record(first, cells)
 
     def _last_line(self) -> int:
         """The line the record read last ends on (the file's last line may have no break)."""
@@ -619,10 +620,10 @@ class _CsvRecords:
         self._reader = csv.reader(self, delimiter=self._delimiter)
         if not ended and scan.quoted:
             self._reopen_after(first)
-            return _Record(first, first, None, _never_closed(first))
+            return _Record(first, None, _never_closed(first))
         last = self._ended if ended else self._ended + 1
         where = f"line {first:,}" if last == first else f"lines {first:,}-{last:,}"
-        return _Record(first, last, None, too_long(f"the record on {where}", size, self._cap))
+        return _Record(first, None, too_long(f"the record on {where}", size, self._cap))
 
     def _reopen_after(self, line: int) -> None:
         """Read on from the line after ``line``: open the file again and pass over the lines

@@ -40,6 +40,7 @@ from batchrun.rows.shape import Compression, InputKind
 MAX_ROW_BYTES = MAX_REQUEST_BYTES
 SNIFF_BYTES = 1 << 20  # how much of an input assumed to be UTF-8 is checked to be
 _PIECE = 1 << 20  # bytes read at a time while skipping a long line, and recoded at a time
+_NEWLINE = ord("\n")
 
 # Byte-order marks and the codec that reads (and drops) each. UTF-32-LE's starts with
 # UTF-16-LE's, so it is looked for first.
@@ -262,11 +263,9 @@ def bounded_lines(stream: IO[bytes], cap: int = MAX_ROW_BYTES) -> Iterator[bytes
     """The lines of ``stream`` (each with its ``\\n``), or a :class:`LongLine` for one longer
     than ``cap`` bytes, of which no more than ``cap + 1`` bytes (in pieces, and a piece of
     ``_PIECE`` more while reading one) are ever held."""
-    while True:
-        line = stream.readline(min(_PIECE, cap + 1))
-        if not line:
-            return
-        if line.endswith(b"\n") or (len(line) <= cap and len(line) < _PIECE):
+    readline, first = stream.readline, min(_PIECE, cap + 1)
+    while line := readline(first):
+        if line[-1] == _NEWLINE or (len(line) <= cap and len(line) < _PIECE):
             yield line  # most lines: read at once
             continue
         pieces, size = [line], len(line)
