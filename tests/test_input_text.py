@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from support import TEST_KEY, job_config, reply_tag
 
 from batchrun.cli import cli
-from batchrun.core.errors import ConfigError
+from batchrun.core.errors import ConfigError, InputError
 from batchrun.rows.reader import InputShape, count_rows, read_rows
 from batchrun.rows.spool import sniff_format
 from batchrun.rows.text import SNIFF_BYTES, UndecodableInputError
@@ -224,6 +224,8 @@ def test_an_unknown_encoding_is_refused(tmp_path: Path, name: str, message: str)
     assert f"batchrun: error: `encoding`: {message}" in err
     with pytest.raises(ConfigError, match="such as utf-8, utf-16, latin-1 or cp1252"):
         job_config(inp, tmp_path / "out.parquet", "http://127.0.0.1:9", encoding=name)
+    with pytest.raises(InputError, match=f"--encoding: {message[:30]}"):  # read from Python
+        read_rows(inp, shape=InputShape(encoding=name))
 
 
 def test_parquet_is_read_whatever_the_encoding_says(tmp_path: Path) -> None:
@@ -246,6 +248,7 @@ def test_the_format_of_piped_text_is_told_through_its_mark(text: str, codec: str
     mark = "\ufeff" if codec == "utf-16-be" else ""
     assert sniff_format((mark + text).encode(codec)) == fmt
     assert sniff_format(text.encode("utf-16-le"), "utf-16-le") == fmt  # or through --encoding
+    assert sniff_format(text.encode("utf-16-le"), "utf-16") == fmt  # no mark: little-endian
 
 
 def test_utf16_piped_in_is_read(tmp_path: Path) -> None:
@@ -262,3 +265,19 @@ def test_utf16_piped_in_is_read(tmp_path: Path) -> None:
     code, out_text, err = _invoke(*args, stdin=latin)
     assert code == 0, err
     assert ".out.parquet.stdin.tsv: 3 rows, 3 valid, 0 invalid" in out_text
+
+
+def test_validate_counts_the_lines_of_the_decoded_text(tmp_path: Path) -> None:
+    """Lines are told in the text, not the bytes: UTF-16 puts a NUL beside every newline."""
+    jsonl = tmp_path / "in.jsonl"
+    text = '{"id": "a", "text": "é"}\r\n\r\n{"id": "b", "text": "ü"}\r\n{"id": "c"}\r\n'
+    jsonl.write_bytes(text.encode("utf-16"))
+    code, out_text, err = _invoke("validate", str(jsonl), *MODEL, "--template", "{text}")
+    assert code == 3, err
+    assert f"{jsonl}:4: text: the template uses this column" in out_text
+
+    table = tmp_path / "in.csv"
+    table.write_bytes('id,text,max_tokens\na,"two\nlines é",5\nb,x,ten\n'.encode("utf-16"))
+    code, out_text, err = _invoke("validate", str(table), *MODEL, "--template", "{text}")
+    assert code == 3, err
+    assert f"{table}:4: max_tokens: expected an integer, got 'ten'" in out_text

@@ -72,7 +72,7 @@ from batchrun.rows.checks import describe, failure, lone_surrogate, surrogate_re
 from batchrun.rows.compressed import compression_of
 from batchrun.rows.formats import READERS, Format, InputKind, RawRow, Skip, json_kind
 from batchrun.rows.shape import InputShape as InputShape  # re-exported: callers import it here
-from batchrun.rows.shape import split_suffix
+from batchrun.rows.shape import check_encoding, split_suffix
 from batchrun.rows.text import MAX_ROW_BYTES, bounded_lines, check_text, input_encoding, open_utf8
 
 # Name endings and --format choices: the format each means, and the CSV delimiter it implies.
@@ -161,7 +161,13 @@ def input_kind(path: Path, shape: InputShape | None = None) -> InputKind:
     delimiter = (shape.delimiter if shape is not None else None) or implied or ","
     if fmt == "parquet":
         return InputKind(fmt, compression, delimiter)
-    encoding, given = input_encoding(path, compression, shape.encoding if shape else None)
+    named = shape.encoding if shape is not None else None
+    if named is not None:
+        try:
+            check_encoding(named)
+        except ValueError as exc:
+            raise InputError(f"--encoding: {exc}", file=str(path)) from None
+    encoding, given = input_encoding(path, compression, named)
     return InputKind(fmt, compression, delimiter, encoding, given)
 
 

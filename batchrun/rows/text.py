@@ -110,22 +110,25 @@ def input_encoding(
     if bom is not None:
         return bom, True
     if given is not None:
-        # Python's incremental UTF-16 and UTF-32 decoders want a mark to tell the byte order;
-        # without one, little-endian, as Windows writes them and Python's decode() assumes.
-        bare = {"utf-16": "utf-16-le", "utf-32": "utf-32-le"}.get(codecs.lookup(given).name)
-        return bare or given, True
+        return _unmarked(given), True
     return "utf-8", False
+
+
+def _unmarked(codec: str) -> str:
+    """The codec that reads text in ``codec`` without a byte-order mark. Python's incremental
+    UTF-16 and UTF-32 decoders want one, to tell the byte order; without it: little-endian,
+    as Windows writes them and Python's ``bytes.decode`` assumes."""
+    return {"utf-16": "utf-16-le", "utf-32": "utf-32-le"}.get(codecs.lookup(codec).name, codec)
 
 
 def decoded_head(head: bytes, given: str | None = None) -> str:
     """The text of a file's first bytes (cut anywhere), for telling its format: decoded as
     its mark says, else as ``given``, else as UTF-8, with what cannot be decoded replaced."""
-    codec = bom_encoding(head) or given or "utf-8"
+    codec = bom_encoding(head) or (_unmarked(given) if given else "utf-8")
     try:
-        decoder = codecs.getincrementaldecoder(codec)("replace")
-    except LookupError:
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-    return decoder.decode(head, final=False).removeprefix("\ufeff")
+        return codecs.getincrementaldecoder(codec)("replace").decode(head).removeprefix("\ufeff")
+    except (LookupError, UnicodeError, AssertionError):  # a codec that takes no handler
+        return head.decode("utf-8", "replace")
 
 
 def check_text(path: Path, kind: InputKind) -> None:
