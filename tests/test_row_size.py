@@ -6,6 +6,7 @@ the rest of the file is read as usual."""
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import subprocess
@@ -22,7 +23,7 @@ from support import TEST_KEY, reply_tag
 from batchrun.core.errors import InputError
 from batchrun.rows.reader import read_rows
 from batchrun.rows.request import MAX_REQUEST_BYTES
-from batchrun.rows.text import MAX_ROW_BYTES
+from batchrun.rows.text import MAX_ROW_BYTES, LongLine, bounded_lines
 from batchrun.simulator import SimulatorThread
 
 MIB = 1 << 20
@@ -68,10 +69,11 @@ def _write(path: Path, shape: str, size: int, codec: str = "utf-8") -> None:
         out.write(tail.encode(encoder))
 
 
-def _summary(path: Path, cap: int, **kwargs: object) -> list[tuple[int, str, str | None]]:
+def _summary(path: Path, cap: int) -> list[tuple[int, str, str | None]]:
+    """(line, id, problem) of each row of ``path`` read with ``cap``."""
     return [
         (row.line, row.id, None if row.problem is None else row.problem.what)
-        for row in read_rows(path, max_row_bytes=cap, **kwargs)  # type: ignore[arg-type]
+        for row in read_rows(path, max_row_bytes=cap)
     ]
 
 
@@ -249,3 +251,21 @@ def test_a_run_piped_a_gzipped_line_past_the_cap_sends_every_other_row(
     for got_row, row in zip(got[:3] + got[4:], rows[:3] + rows[4:], strict=True):
         assert got_row["status"] == "ok" and got_row["text"].startswith(reply_tag(row["prompt"]))
     assert sim.stats.snapshot().requests == 5
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"0123456789\nab\n", [b"0123456789\n", b"ab\n"]),  # exactly the cap, then its break
+        (b"0123456789A\nab\n", [11, b"ab\n"]),  # one byte past it
+        (b"ab\n0123456789", [b"ab\n", b"0123456789"]),  # the last line, no break
+        (b"ab\n0123456789A", [b"ab\n", 11]),
+        (b"x" * 50 + b"\r\n", [51]),  # a "\r" before the break counts: it is in the line
+    ],
+)
+def test_bounded_lines_cut_at_the_cap(data: bytes, expected: list[bytes | int]) -> None:
+    stream = io.BufferedReader(io.BytesIO(data), 4)
+    got = [
+        line.size if isinstance(line, LongLine) else line for line in bounded_lines(stream, cap=10)
+    ]
+    assert got == expected
