@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import threading
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -217,3 +219,40 @@ def test_a_wide_header_is_checked_in_linear_time() -> None:
     assert calls == 0
     with pytest.raises(InputError, match="duplicate column names 'c7'"):
         formats._csv_header(iter([[*header[:10], "c7"]]), "in.csv")
+
+
+def _fifo_rows(tmp_path: Path, text: str, cap: int) -> list[tuple[int, str, str | None]]:
+    """The rows of ``text`` read from a named pipe (``<(zcat in.csv.gz)``), which can be
+    read only once."""
+    fifo = tmp_path / "in.csv"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_text, args=(text,), kwargs={"encoding": "utf-8"})
+    writer.start()
+    try:
+        return [
+            (r.line, r.id, None if r.problem is None else r.problem.what)
+            for r in read_rows(fifo, max_row_bytes=cap)
+        ]
+    finally:
+        writer.join(timeout=60)
+
+
+def test_the_lines_after_a_quote_never_closed_are_read_again_from_a_pipe(tmp_path: Path) -> None:
+    got = _fifo_rows(tmp_path, 'id,prompt\na,x\nb,"open\nc,y\nd,z\n', cap=1 << 20)
+    assert [(line, row_id, p is None) for line, row_id, p in got] == [
+        (2, "a", True),
+        (3, "b", False),
+        (4, "c", True),
+        (5, "d", True),
+    ]
+
+
+def test_a_pipe_whose_quote_left_open_runs_past_the_cap_says_what_was_lost(
+    tmp_path: Path,
+) -> None:
+    rest = "".join(f"r{i},plain {i}\n" for i in range(2_000))
+    got = _fifo_rows(tmp_path, f'id,prompt\na,x\nb,"open\n{rest}', cap=4096)
+    assert [(line, row_id) for line, row_id, _ in got] == [(2, "a"), (3, "row-1")]
+    assert got[1][2] is not None and got[1][2].endswith(
+        "nor are the lines after it, read as part of it: the input cannot be read twice"
+    )

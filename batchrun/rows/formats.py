@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import csv
+import functools
 import json
 import math
 import re
@@ -408,10 +409,8 @@ def _csv_rows(
     """
     del batch_size  # records are already the unit
     file = str(path)
-    with (
-        _read_errors(file),
-        _CsvRecords(lambda: open_text(path, kind), kind.delimiter, cap) as records,
-    ):
+    opener = functools.partial(open_text, path, kind)
+    with _read_errors(file), _CsvRecords(opener, kind.delimiter, cap, path.is_file()) as records:
         header = _csv_header(iter([_header_cells(records, file)]), file, kind.delimiter)
         index = 0
         while (record := records.next(file)) is not None:
@@ -489,14 +488,23 @@ class _CsvRecords:
       cannot take another row with it.
     * A quoted cell never closed at all: the file ends inside it. Then the quote cannot have
       opened a cell with line breaks (none closes it), so only its own line is the error
-      row; the file is opened again and the lines after it are read as records of their
-      own, which is what they are when one closing quote is missing.
+      row, and the lines after it are read again as records of their own, which is what they
+      are when one closing quote is missing: from memory, or, when they were too long to
+      keep, by opening the file again (``reopenable``: not a pipe).
     """
 
-    def __init__(self, open_stream: Callable[[], IO[str]], delimiter: str, cap: int) -> None:
+    def __init__(
+        self,
+        open_stream: Callable[[], IO[str]],
+        delimiter: str,
+        cap: int,
+        reopenable: bool = True,
+    ) -> None:
         _allow_cells_up_to(cap)
         self._open = open_stream
+        self._reopenable = reopenable
         self._stream = open_stream()
+        self._again: collections.deque[str] = collections.deque()  # lines to read again
         self._delimiter = delimiter
         self._cap = cap
         self._lines: list[str] = []  # the lines of the record being read
@@ -513,7 +521,10 @@ class _CsvRecords:
         """The next line for the csv reader, read in pieces when long: a line that would take
         the record past the cap is not read further, nor ever held twice."""
         room = self._cap + 1 - self._size
-        line = self._stream.readline(min(_CSV_PIECE, room))
+        if self._again:  # whole lines, of a record no longer than the cap
+            line = self._again.popleft()
+        else:
+            line = self._stream.readline(min(_CSV_PIECE, room))
         if not line:
             self._at_end = True
             raise StopIteration
@@ -564,9 +575,9 @@ class _CsvRecords:
         if cells is None:
             return None
         if len(self._lines) > 1 or self._at_end:
-            problem, reopen = self._strict_problem(first, self._last_line())
-            if reopen:
-                self._reopen_after(first)
+            problem, never_closed = self._strict_problem(first, self._last_line())
+            if never_closed:
+                self._read_again_after(first)
             if problem is not None:
                 return _Record(first, cells, problem)
         return _Record(first, cells)
@@ -619,11 +630,21 @@ class _CsvRecords:
             size -= len(piece) - len(piece.rstrip("\r\n"))
         self._reader = csv.reader(self, delimiter=self._delimiter)
         if not ended and scan.quoted:
+            if not self._reopenable:
+                return _Record(first, None, _never_closed(first, again=False))
             self._reopen_after(first)
             return _Record(first, None, _never_closed(first))
         last = self._ended if ended else self._ended + 1
         where = f"line {first:,}" if last == first else f"lines {first:,}-{last:,}"
         return _Record(first, None, too_long(f"the record on {where}", size, self._cap))
+
+    def _read_again_after(self, line: int) -> None:
+        """Read the record's lines after its first (``line``) again, as records of their own."""
+        self._again.extend(self._lines[1:])
+        self._ended = line
+        self._after_cr = self._lines[0].endswith("\r")
+        self._at_end = False
+        self._reader = csv.reader(self, delimiter=self._delimiter)
 
     def _reopen_after(self, line: int) -> None:
         """Read on from the line after ``line``: open the file again and pass over the lines
@@ -643,10 +664,15 @@ class _CsvRecords:
 _CSV_PIECE = 1 << 20  # characters read at a time while skipping
 
 
-def _never_closed(first: int) -> str:
+def _never_closed(first: int, again: bool = True) -> str:
+    then = (
+        "the lines after it are read as rows of their own"
+        if again
+        else "nor are the lines after it, read as part of it: the input cannot be read twice"
+    )
     return (
         f"a quoted cell opened on line {first:,} is never closed: the file ends inside it. This "
-        "line is not used; the lines after it are read as rows of their own"
+        f"line is not used; {then}"
     )
 
 
