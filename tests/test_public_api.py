@@ -130,6 +130,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "csv_delimiter",  # added with the file shapes (issue 14)
             "dedup",  # in-run dedup (issue 17)
             "defaults",
+            "encoding",  # the input's text encoding (issue 23)
             "finish_online",
             "gcs_endpoint",  # object storage (issue 15)
             "grace",

@@ -395,7 +395,10 @@ def shared_sim() -> Iterator[SimulatorThread]:
 def test_validate_survives_any_rows(lines: list[bytes]) -> None:
     with tempfile.TemporaryDirectory() as folder:
         inp = _input(Path(folder), lines)
-        report = validate(job_config(inp, Path(folder) / "out.parquet", NOWHERE))
+        # Declared UTF-8, so a line that is not is its row's problem; undeclared, a file that
+        # does not start as UTF-8 is refused whole (tests/test_input_text.py).
+        config = job_config(inp, Path(folder) / "out.parquet", NOWHERE, encoding="utf-8")
+        report = validate(config)
         assert report.rows == len(lines) + 1
         for problem in report.problems:
             str(problem).encode("utf-8")
@@ -412,7 +415,13 @@ def test_run_survives_any_rows(shared_sim: SimulatorThread, lines: list[bytes]) 
         inp = _input(Path(folder), lines)
         out = Path(folder) / "out.parquet"
         config = job_config(
-            inp, out, shared_sim.base_url, concurrency=1, max_retries=0, keep_columns=("note",)
+            inp,
+            out,
+            shared_sim.base_url,
+            concurrency=1,
+            max_retries=0,
+            keep_columns=("note",),
+            encoding="utf-8",  # as in test_validate_survives_any_rows
         )
         summary = run(config, retry_sleep=no_wait)
         assert summary.final is not None and summary.final.rows == len(lines) + 1

@@ -195,6 +195,7 @@ JOB_SAMPLES = {
     ),
     "segment_seconds": (BASE + "segment_seconds = 5\n", 5.0),
     "csv_delimiter": (BASE + 'csv_delimiter = ";"\n', ";"),
+    "encoding": (BASE + 'encoding = "latin-1"\n', "latin-1"),
     "media_root": (BASE + f"media_root = '{REPO / 'sample_data'}'\n", REPO / "sample_data"),
     "max_retry_wait": (BASE + "max_retry_wait = 20\n", 20.0),
     "timeout": (BASE + "timeout = 30\n", 30.0),

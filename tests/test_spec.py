@@ -16,7 +16,7 @@ import pytest
 from batchrun.core.errors import InputError, InvalidRowError
 from batchrun.rows import formats
 from batchrun.rows import reader as spec
-from batchrun.rows.reader import InputRow, count_rows, input_format, read_rows
+from batchrun.rows.reader import InputRow, InputShape, count_rows, input_format, read_rows
 from batchrun.rows.request import RequestDefaults, build_request
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -151,10 +151,12 @@ def test_jsonl_value_that_is_not_an_object(tmp_path: Path, line: str, kind: str)
 
 
 def test_jsonl_non_utf8_line_is_a_row_problem_naming_its_line(tmp_path: Path) -> None:
+    # Declared UTF-8: a bad line is its row's problem (undeclared, the file's start is
+    # checked first: test_input_text).
     path = write_jsonl(
         tmp_path / "in.jsonl", [{"prompt": "a"}, b'{"prompt": "caf\xe9"}', {"prompt": "c"}]
     )
-    rows = rows_of(path)
+    rows = rows_of(path, shape=InputShape(encoding="utf-8"))
     problem = only_problem(rows[1])
     assert (problem.file, problem.row) == (str(path), 2)
     assert "not valid UTF-8" in str(problem) and "0xe9" in str(problem)
@@ -527,7 +529,7 @@ def test_csv_rows_are_strings_with_numeric_params_converted(tmp_path: Path) -> N
         ",Second,,,,,\n",
     )
     rows = rows_of(path)
-    assert [(r.index, r.line, r.id) for r in rows] == [(0, 1, "a"), (1, 2, "row-1")]
+    assert [(r.index, r.line, r.id) for r in rows] == [(0, 2, "a"), (1, 3, "row-1")]
     assert rows[0].fields == {
         "title": "First",
         "max_tokens": 100,
@@ -545,9 +547,9 @@ def test_csv_quoted_cells_blank_lines_and_bom(tmp_path: Path) -> None:
         b'\xef\xbb\xbfid,prompt\r\na,"line one\r\nline two, with comma"\r\n\r\nb,"say ""hi"""\r\n'
     )
     rows = rows_of(path)
-    assert [(r.id, r.line, r.fields["prompt"]) for r in rows] == [
-        ("a", 1, "line one\r\nline two, with comma"),
-        ("b", 2, 'say "hi"'),
+    assert [(r.id, r.line, r.fields["prompt"]) for r in rows] == [  # the line each starts on
+        ("a", 2, "line one\r\nline two, with comma"),
+        ("b", 5, 'say "hi"'),
     ]
 
 
@@ -582,8 +584,8 @@ def test_csv_bad_numeric_cell_names_row_and_field(
     assert rows[0].problem is None
     problem = only_problem(rows[1])
     assert rows[1].id == "bad"
-    assert (problem.file, problem.row, problem.field) == (str(path), 2, column)
-    assert str(problem) == f"{path}:2: {column}: {expected}"
+    assert (problem.file, problem.row, problem.field) == (str(path), 3, column)
+    assert str(problem) == f"{path}:3: {column}: {expected}"
 
 
 def test_csv_row_with_too_many_cells(tmp_path: Path) -> None:
@@ -596,9 +598,9 @@ def test_csv_row_with_too_many_cells(tmp_path: Path) -> None:
 def test_csv_non_utf8_cell_is_a_row_problem(tmp_path: Path) -> None:
     path = tmp_path / "in.csv"
     path.write_bytes(b"id,prompt\na,caf\xe9\nb,fine\n")
-    rows = rows_of(path)
+    rows = rows_of(path, shape=InputShape(encoding="utf-8"))  # declared: bad cells are rows'
     problem = only_problem(rows[0])
-    assert str(problem) == f"{path}:1: prompt: not valid UTF-8"
+    assert str(problem) == f"{path}:2: prompt: not valid UTF-8"
     assert rows[1].problem is None and rows[1].fields == {"prompt": "fine"}
 
 
@@ -606,17 +608,19 @@ def test_csv_duplicate_ids(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "in.csv", "id,prompt\nx,a\ny,b\nx,c\n")
     assert (
         str(only_problem(rows_of(path)[2]))
-        == f"{path}:3: id: duplicate id 'x': first seen on row 1"
+        == f"{path}:4: id: duplicate id 'x': first seen on line 2"
     )
 
 
-def test_csv_cell_over_the_size_limit_stops_the_file_with_a_hint(tmp_path: Path) -> None:
+def test_a_csv_cell_past_the_csv_modules_default_limit_is_read(tmp_path: Path) -> None:
+    # 200,000 characters: over the csv module's 131,072 default, far under a request's limit.
     path = write_csv(tmp_path / "in.csv", "id,prompt\na,x\nb," + "x" * 200_000 + "\nc,y\n")
-    rows = read_rows(path)
-    assert next(rows).id == "a"
-    with pytest.raises(InputError, match="keep longer texts in JSONL or Parquet") as info:
-        next(rows)
-    assert (info.value.file, info.value.row) == (str(path), 2)
+    rows = rows_of(path)
+    assert [(r.id, len(r.fields["prompt"]), r.problem) for r in rows] == [
+        ("a", 1, None),
+        ("b", 200_000, None),
+        ("c", 1, None),
+    ]
 
 
 # --- what JSON can say but no request can carry ---------------------------------------------------
@@ -683,10 +687,10 @@ def test_a_row_that_fails_unforeseen_is_its_problem_and_reading_goes_on(
 ) -> None:
     real = formats._jsonl_row
 
-    def flaky(line: int, data: bytes) -> formats.RawRow:
+    def flaky(line: int, data: bytes, *rest: Any) -> formats.RawRow:
         if b"boom" in data:
             raise RuntimeError("boom")
-        return real(line, data)
+        return real(line, data, *rest)
 
     monkeypatch.setattr(formats, "_jsonl_row", flaky)
     path = write_jsonl(

@@ -25,6 +25,7 @@ from batchrun.cli.options import SOURCE, fail, load
 @click.option(
     "--csv-delimiter", "csv_delimiter", help="A CSV input's field delimiter, as run does."
 )
+@click.option("--encoding", "encoding", help="The input's text encoding, as run reads it.")
 @click.option(
     "-q", "--quiet", "quiet", is_flag=True, default=None, help="Print nothing on success."
 )

@@ -222,12 +222,13 @@ def _spooled_stdin(flags: dict[str, Any]) -> Path:
             "`cat rows.jsonl | batchrun run - -o out.parquet`"
         )
     with OutputLock(path):
-        return spool_stdin(stdin.buffer, path, flags.get("input_format"))
+        return spool_stdin(stdin.buffer, path, flags.get("input_format"), flags.get("encoding"))
 
 
 def fail(exc: BatchrunError, config: RunConfig | None) -> NoReturn:
     """Print the error (and, after a run began, where its finished rows are) and exit 1, or
-    2 for a job whose every row would be refused alike (a usage error)."""
+    the error's own ``exit_code``: 2 for a job whose every row would be refused alike (a
+    usage error), or an input that is not text in its encoding."""
     click.echo(f"batchrun: error: {exc}", err=True)
     from batchrun.drivers.output import PublishError
     from batchrun.drivers.preflight import UnbuildableJobError
@@ -249,7 +250,7 @@ def fail(exc: BatchrunError, config: RunConfig | None) -> NoReturn:
         kept = kept_rows(config)
         if kept:
             click.echo(f"batchrun: {kept}", err=True)
-    sys.exit(2 if isinstance(exc, UnbuildableJobError) else 1)
+    sys.exit(getattr(exc, "exit_code", 1))
 
 
 def kept_rows(

@@ -74,7 +74,7 @@ from batchrun.limits.values import AUTO_MAX, Limits, LimitsConfig
 from batchrun.rows.files import MediaSource
 from batchrun.rows.prefix import CachePolicy
 from batchrun.rows.request import RequestDefaults, check_defaults
-from batchrun.rows.shape import InputShape, split_suffix
+from batchrun.rows.shape import InputShape, check_encoding, split_suffix
 
 if TYPE_CHECKING:
     from batchrun.store.sink import OutputKind
@@ -152,6 +152,7 @@ class RunConfig:
     finish_online: bool = False  # ... or online instead
     input_format: str | None = None  # --format: overrides the input's name (INPUT_FORMATS)
     csv_delimiter: str | None = None  # a CSV input's field delimiter; None: "," (TSV: tab)
+    encoding: str | None = None  # the input's text encoding; None: its mark's, else UTF-8
     media_root: Path | None = None  # where file references resolve; None: the input's folder
     resend_changed: bool = False  # on resume, send again rows whose request changed
     reask_other_source: bool = False  # on resume, send again rows another source answered
@@ -189,7 +190,7 @@ class RunConfig:
     @property
     def input_shape(self) -> InputShape:
         """What, beside its name, tells how to read the input."""
-        return InputShape(self.input_format, self.csv_delimiter)
+        return InputShape(self.input_format, self.csv_delimiter, self.encoding)
 
     @property
     def media_folder(self) -> Path:
@@ -357,6 +358,7 @@ def load_config(
         finish_online=bool(value("finish_online")),
         input_format=value("input_format"),
         csv_delimiter=_delimiter(value("csv_delimiter")),
+        encoding=_encoding(value("encoding")),
         media_root=None if media_url is not None else _media_root(path_of("media_root")),
         media_source=_media_source(media_url, endpoints),
         resend_changed=bool(value("resend_changed")),
@@ -536,6 +538,24 @@ def _delimiter(value: str | None) -> str | None:
     if len(value) != 1 or value in ('"', "\n", "\r"):
         raise ConfigError(f"`csv_delimiter` must be one character (a tab: \\t), not {value!r}")
     return value
+
+
+# Encodings to suggest for a misspelt one.
+_ENCODINGS = frozenset(
+    ("utf-8", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "latin-1", "cp1252", "iso-8859-15")
+)
+
+
+def _encoding(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return check_encoding(value)
+    except ValueError as exc:
+        raise ConfigError(
+            f"`encoding`: {exc}{did_you_mean(value.lower(), _ENCODINGS)}; give one Python "
+            "reads text in, such as utf-8, utf-16, latin-1 or cp1252"
+        ) from None
 
 
 def _media_root(path: Path | None) -> Path | None:

@@ -172,6 +172,14 @@ SETTINGS: tuple[Setting, ...] = (
         commands=REQUEST_COMMANDS,
     ),
     Setting(
+        "encoding",
+        "text",
+        "Text encoding of the input (latin-1, cp1252, utf-16, ...) when it has no byte-order "
+        "mark [default: UTF-8; a file that does not start as UTF-8 is refused].",
+        metavar="NAME",
+        commands=REQUEST_COMMANDS,
+    ),
+    Setting(
         "media_root",
         "path",
         "Folder that rows' file references (image, document) resolve against and must stay "

@@ -5,7 +5,8 @@
     │   ├── MissingExtraError        an optional extra a setting needs is not installed
     │   └── UnbuildableJobError      every row would be refused alike (drivers.preflight; exit 2)
     ├── InputError                   the input file is unusable: names file, row, field
-    │   └── InvalidRowError          one row cannot be sent; the run records it and goes on
+    │   ├── InvalidRowError          one row cannot be sent; the run records it and goes on
+    │   └── UndecodableInputError    not text in its encoding from the start (rows.text; exit 2)
     ├── OutputError                  the output location cannot be written (exit 1)
     ├── FatalRunError                the whole run must stop (401/403, spend limit, ...)
     ├── StorageError                 an s3:// / gs:// / local location failed (store.storage)

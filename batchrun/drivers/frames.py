@@ -47,7 +47,7 @@ __all__ = ["SUMMARY_KEY", "output_table", "staged_rows", "summary_of", "summary_
 SUMMARY_KEY = b"batchrun.summary"  # the returned Table's schema metadata: the run's summary
 
 # Settings that describe the input file; for rows in memory batchrun writes that file itself.
-_INPUT_ONLY = ("input", "input_format", "csv_delimiter")
+_INPUT_ONLY = ("input", "input_format", "csv_delimiter", "encoding")
 # Columns whose values may name local files (rows.request): only then do rows resolve paths
 # against the working directory, which the resume check would otherwise stamp for nothing.
 _FILE_COLUMNS = frozenset({"image", "images", "document", "messages"})

@@ -48,8 +48,9 @@ from batchrun.core.wording import on_command_line, option, shown_input
 from batchrun.cost.models import model_refusal
 from batchrun.rows.compressed import Compression, open_bytes
 from batchrun.rows.formats import READERS, InputKind, _mistyped_columns, csv_columns
-from batchrun.rows.reader import input_kind
+from batchrun.rows.reader import check_input_text, input_kind
 from batchrun.rows.request import template_conflicts, template_fields
+from batchrun.rows.text import MAX_ROW_BYTES, is_ascii_compatible
 
 # The keys every request needs, from the row or the job's defaults.
 REQUIRED = ("model", "max_tokens")
@@ -74,8 +75,11 @@ def check_every_row_can_be_built(config: RunConfig) -> None:
 
     Cheap: the input's first row, a Parquet footer, a CSV header, or one scan of a JSON
     file's bytes that stops when the answer is known. Never raises anything else: an input
-    it cannot read is left to the reader, which says why.
+    it cannot read is left to the reader, which says why. An input that does not start as
+    text in its encoding is refused first (``rows.text.UndecodableInputError``, exit 2):
+    every row would be wrong.
     """
+    check_input_text(config.input, config.input_shape)
     check_job_model(config)
     start = _input_start(config)
     if start is None:
@@ -170,7 +174,7 @@ def _input_start(config: RunConfig) -> _Start | None:
     if not path.is_file():
         return None
     try:
-        raw = READERS[kind.format](path, kind, 1, lambda index: index > 0)
+        raw = READERS[kind.format](path, kind, 1, lambda index: index > 0, MAX_ROW_BYTES)
         with contextlib.closing(raw):
             first = next(raw, None)
     except BatchrunError:
@@ -234,6 +238,8 @@ def _input_columns(config: RunConfig, start: _Start, asked: Collection[str]) -> 
             names = _parquet_columns(config.input)
         elif kind.format in ("csv", "tsv"):
             names = _csv_columns(config.input, kind)
+        elif not is_ascii_compatible(kind.encoding):
+            return None  # keys written in UTF-16 or UTF-32: no byte scan finds them
         else:
             return _json_columns(config.input, kind.compression, asked, start.first)
     except (BatchrunError, OSError, ValueError, csv.Error):

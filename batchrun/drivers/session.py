@@ -8,7 +8,6 @@ Shared by the online driver and the Message Batches driver (neither imports the 
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import csv
 import hashlib
@@ -35,11 +34,11 @@ from batchrun.drivers.interrupt import stopped_by_signals
 from batchrun.drivers.output import RunOutput, output_lease, shown_output
 from batchrun.drivers.summary import RunSummary
 from batchrun.engine.outcome import Work, prepare
-from batchrun.rows.compressed import open_bytes
 from batchrun.rows.files import folder_stamp
 from batchrun.rows.formats import InputKind, csv_columns
 from batchrun.rows.prefix import SeenFiles
 from batchrun.rows.reader import InputRow, InputShape, count_rows, input_kind, read_rows
+from batchrun.rows.text import bounded_lines, open_utf8
 from batchrun.store.lock import OutputLock
 from batchrun.store.provenance import SourceRule, answer_source, describe, is_simulator
 from batchrun.store.resume import (
@@ -194,15 +193,14 @@ def _missing_elements(
 def _missing_fields(
     path: Path, wanted: list[str], kind: InputKind | None = None
 ) -> tuple[list[str], list[str]]:
-    """The wanted fields no line of a JSONL file has, and the first row's fields."""
+    """The wanted fields no line of a JSONL file has, and the first row's fields (its text
+    read as the reader reads it: decoded, and no line too long for a row held)."""
     left = dict.fromkeys(wanted)
     needles = {name: json.dumps(name, ensure_ascii=False).encode() for name in wanted}
     first: list[str] | None = None
-    with open_bytes(path, kind.compression if kind else None) as stream:
-        for number, data in enumerate(stream):
-            if number == 0:
-                data = data.removeprefix(codecs.BOM_UTF8)
-            if not data.strip():
+    with open_utf8(path, kind or InputKind("jsonl")) as stream:
+        for data in bounded_lines(stream):
+            if not isinstance(data, bytes) or data.isspace():
                 continue
             plain = b"\\" not in data
             if first is not None and plain and not any(needles[m] in data for m in left):

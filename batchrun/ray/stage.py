@@ -104,7 +104,7 @@ def stage_config(
     source: Path, settings: Mapping[str, Any], environ: Mapping[str, str] | None = None
 ) -> RunConfig:
     """The job's config for a stage: its input is the dataset, so input settings are refused."""
-    for key in ("input", "input_format", "csv_delimiter", "shard"):
+    for key in ("input", "input_format", "csv_delimiter", "encoding", "shard"):
         if settings.get(key) is not None:
             raise ConfigError(f"`{key}` does not apply to a Ray stage: the rows are the dataset's")
     config = load_config(source, dict(settings), environ)

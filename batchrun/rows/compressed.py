@@ -4,7 +4,7 @@ gzip, bzip2 and zstd, through pyarrow's codecs (``pa.CompressedInputStream``), s
 library is needed. The codec is told by the file's first bytes (its magic number), not its
 name alone: a ``.gz`` suffix only says what to expect, and a file named ``.gz`` that is not
 gzip is refused rather than read as garbage. Decompression streams: memory stays one buffer
-whatever the file's size.
+whatever the file's size. What the bytes are as text is ``rows.text``'s.
 
     kind = compression_of(Path("reviews.jsonl.gz"))    # "gzip"
     with open_bytes(Path("reviews.jsonl.gz"), kind) as stream:
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import IO
 
 import pyarrow as pa
 
@@ -76,7 +75,7 @@ def compression_of(path: Path, named: Compression | None = None) -> Compression 
     return found
 
 
-def open_bytes(path: Path, compression: Compression | None) -> IO[bytes]:
+def open_bytes(path: Path, compression: Compression | None) -> io.BufferedReader:
     """``path``'s bytes, decompressed, as a buffered binary stream (iterating gives lines).
 
     A corrupt stream raises OSError where it is read, which readers report as the file's.
@@ -89,11 +88,3 @@ def open_bytes(path: Path, compression: Compression | None) -> IO[bytes]:
         reason = getattr(exc, "strerror", None) or exc
         raise InputError(f"cannot read: {reason}", file=str(path)) from exc
     return io.BufferedReader(raw, _BUFFER)  # NativeFile reads like a raw stream
-
-
-def open_text(path: Path, compression: Compression | None) -> IO[str]:
-    """``path`` decompressed and decoded as UTF-8 (a BOM dropped); bytes that are not UTF-8
-    are kept as surrogate escapes, so one bad cell is one bad row, not a failed read."""
-    return io.TextIOWrapper(
-        open_bytes(path, compression), encoding="utf-8-sig", errors="surrogateescape", newline=""
-    )

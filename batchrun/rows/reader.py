@@ -3,7 +3,9 @@ by record batch, CSV (and TSV) record by record.
 
 A run may read ten million rows, so nothing here holds more than one line, one JSON element,
 one CSV record or one Parquet record batch at a time (plus a 64-bit hash of each id seen, to
-catch duplicates).
+catch duplicates). Nor more than ``max_row_bytes`` of one (by default the Messages API's
+request size limit, ``text.MAX_ROW_BYTES``): a longer line, element or CSV record is skipped
+unread and becomes its row's problem, naming its size.
 
 What a file is (:func:`input_kind`): the format comes from ``--format`` (``InputShape``) when
 given, else from the name (``.jsonl``/``.ndjson``, ``.json``, ``.csv``, ``.tsv``,
@@ -11,18 +13,22 @@ given, else from the name (``.jsonl``/``.ndjson``, ``.json``, ``.csv``, ``.tsv``
 Compression is told by the file's first bytes, so ``--format jsonl`` on a gzipped ``.txt``
 works too; a compressed Parquet file is refused (Parquet compresses its own pages and needs
 random access). A CSV input's delimiter is ``--csv-delimiter``, else a tab for TSV, else a comma.
+Its text encoding is its byte-order mark's, else ``--encoding``, else UTF-8, which is checked
+on the file's first MiB (``rows.text``).
 
 Two kinds of failure, because they call for different reactions:
 
 * the whole file is unusable (missing, unreadable, unknown extension, no rows, a Parquet file
   that will not open, a CSV without a header or whose one-column header holds another
   delimiter, a ``.gz`` that is not gzip, a compressed Parquet file, a ``.json`` file that is
-  no array): :class:`InputError`, raised by :func:`read_rows` itself before any row is
-  returned, so a run aborts before it sends anything. Damage found further on (a CSV quote
-  never closed, a JSON array broken between elements, a truncated compressed stream) raises
-  it where it is found;
-* one row is unusable (a malformed JSON line, non-UTF-8 bytes, a lone surrogate, lists nested
-  deeper than ``checks.MAX_JSON_DEPTH``, a bad id, a duplicate id, a cell of the wrong type):
+  no array, a start that is not UTF-8 text with no ``--encoding`` given): :class:`InputError`,
+  raised by :func:`read_rows` itself before any row is returned, so a run aborts before it
+  sends anything. Damage found further on (a JSON array broken between elements, a truncated
+  compressed stream) raises it where it is found;
+* one row is unusable (a malformed JSON line, bytes not in the file's encoding, a lone
+  surrogate, lists nested deeper than ``checks.MAX_JSON_DEPTH``, a bad id, a duplicate id, a
+  cell of the wrong type, a row longer than ``max_row_bytes``, a CSV record whose quoted cell
+  is never closed where a cell can end):
   the row is still yielded, with ``problem`` set, so the run records it as an error row and
   goes on. Every problem names the file, the row's line and the field. This is a boundary:
   whatever reading one row raises, foreseen or not, becomes that row's problem.
@@ -30,8 +36,8 @@ Two kinds of failure, because they call for different reactions:
 Row numbers (``InputRow.line``, and ``row`` in every error):
 
 * JSONL: the 1-based line number in the file. Blank lines are skipped but still counted.
-* CSV: the 1-based *data-row* number. The header is not counted and neither are blank lines,
-  so data row 1 is the first record after the header and ``line == index + 1``.
+* CSV: the 1-based line number in the file where the record starts (the header is line 1; a
+  record whose quoted cell holds line breaks spans several lines, and is known by its first).
 * JSON array: the 1-based element number (``index + 1``).
 * Parquet: the 1-based row number in the file (``index + 1``).
 
@@ -64,10 +70,11 @@ import pyarrow.parquet as pq
 from batchrun.core.errors import InputError, InvalidRowError, Problem
 from batchrun.core.wording import option
 from batchrun.rows.checks import describe, failure, lone_surrogate, surrogate_reason
-from batchrun.rows.compressed import compression_of, open_bytes
+from batchrun.rows.compressed import compression_of
 from batchrun.rows.formats import READERS, Format, InputKind, RawRow, Skip, json_kind
 from batchrun.rows.shape import InputShape as InputShape  # re-exported: callers import it here
-from batchrun.rows.shape import split_suffix
+from batchrun.rows.shape import check_encoding, split_suffix
+from batchrun.rows.text import MAX_ROW_BYTES, bounded_lines, check_text, input_encoding, open_utf8
 
 # Name endings and --format choices: the format each means, and the CSV delimiter it implies.
 _EXTENSIONS: dict[str, tuple[Format, str | None]] = {
@@ -93,10 +100,11 @@ _FORMATS: dict[str, tuple[Format, str | None]] = {
 class InputRow:
     """One input row, or the reason it cannot be used.
 
-    ``index`` is the 0-based position among rows; ``line`` the 1-based line (JSONL), data-row
-    (CSV) or row (Parquet) number used in messages; ``id`` the row's ``id`` as a string, or
-    ``row-<index>`` when it has none (or none could be read); ``fields`` every other field, with
-    None-valued ones dropped; ``problem`` set when the row must not be sent.
+    ``index`` is the 0-based position among rows; ``line`` the 1-based line (JSONL, CSV: where
+    the record starts), element (JSON array) or row (Parquet) number used in messages; ``id``
+    the row's ``id`` as a string, or ``row-<index>`` when it has none (or none could be read);
+    ``fields`` every other field, with None-valued ones dropped; ``problem`` set when the row
+    must not be sent.
 
     A row whose id duplicates an earlier one keeps the id as written (so the error row shows
     which id clashed) and carries a problem naming both lines.
@@ -137,7 +145,8 @@ def _named_format(path: Path, shape: InputShape | None) -> tuple[Format, str | N
 
 
 def input_kind(path: Path, shape: InputShape | None = None) -> InputKind:
-    """What ``path`` is: format, compression (from its first bytes) and CSV delimiter.
+    """What ``path`` is: format, compression (from its first bytes), CSV delimiter and text
+    encoding (a byte-order mark's, else ``shape.encoding``, else UTF-8).
 
     InputError for a name that says no format (and no ``--format``), for a compression
     suffix the bytes belie, and for a compressed Parquet file.
@@ -153,7 +162,27 @@ def input_kind(path: Path, shape: InputShape | None = None) -> InputKind:
             file=str(path),
         )
     delimiter = (shape.delimiter if shape is not None else None) or implied or ","
-    return InputKind(fmt, compression, delimiter)
+    if fmt == "parquet":
+        return InputKind(fmt, compression, delimiter)
+    named = shape.encoding if shape is not None else None
+    if named is not None:
+        try:
+            check_encoding(named)
+        except ValueError as exc:
+            raise InputError(f"{option('encoding')}: {exc}", file=str(path)) from None
+    encoding, given = input_encoding(path, compression, named)
+    return InputKind(fmt, compression, delimiter, encoding, given)
+
+
+def check_input_text(path: Path, shape: InputShape | None = None) -> None:
+    """``text.UndecodableInputError`` when ``path``, with no encoding told, does not start as
+    UTF-8 text: a mistake every row would share, told once before anything is sent. Silent
+    when the file cannot be read at all: the reader says why."""
+    try:
+        kind = input_kind(path, shape)
+    except InputError:
+        return
+    check_text(path, kind)
 
 
 def check_input_file(path: Path) -> None:
@@ -171,6 +200,7 @@ def read_rows(
     batch_size: int = 1024,
     skip: Skip | None = None,
     known_ids: Iterable[str] = (),
+    max_row_bytes: int = MAX_ROW_BYTES,
 ) -> Iterator[InputRow]:
     """The rows of ``path``, lazily, in file order.
 
@@ -181,16 +211,18 @@ def read_rows(
     ``skip(index)`` true means the caller has no use for that row (an earlier run answered
     it): it is counted but not parsed nor yielded, which is what lets a resumed million-row
     job start sending at once. ``known_ids`` are the ids of those rows, so that a new row
-    repeating one is still caught as a duplicate.
+    repeating one is still caught as a duplicate. A row longer than ``max_row_bytes`` is not
+    read: it comes with a problem naming its size.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     input_format(path, shape)  # an unknown format is told first, even for a missing file
     check_input_file(path)
     kind = input_kind(path, shape)
+    check_text(path, kind)
 
     def reread() -> Generator[RawRow, None, None]:
-        return READERS[kind.format](path, kind, batch_size, skip or _keep_all)
+        return READERS[kind.format](path, kind, batch_size, skip or _keep_all, max_row_bytes)
 
     unit = _UNITS[kind.format]
     rows = _identified(reread(), str(path), unit, _SeenIds(known_ids, reread))
@@ -204,8 +236,12 @@ def _keep_all(index: int) -> bool:
     return False
 
 
+def _blank(data: bytes | object) -> bool:
+    return isinstance(data, bytes) and data.isspace()
+
+
 # What ``InputRow.line`` counts, by format, for messages ("first seen on line 3").
-_UNITS: dict[Format, str] = {"jsonl": "line", "json": "element", "csv": "row", "parquet": "row"}
+_UNITS: dict[Format, str] = {"jsonl": "line", "json": "element", "csv": "line", "parquet": "row"}
 
 
 # A stand-in for "the file ended": distinct from None, which marks a skipped row.
@@ -230,9 +266,10 @@ def count_rows(path: Path, shape: InputShape | None = None) -> int | None:
     """How many rows ``path`` holds, for a progress bar's total; None when not told cheaply.
 
     Parquet keeps the count in its footer. JSONL is counted by one fast pass over the lines
-    (non-blank ones, as :func:`read_rows` counts them), decompressing a compressed file on the
-    way. CSV and JSON arrays are not counted: a CSV record may span lines and a JSON element
-    may hold any text, so only a full parse would tell. Never raises: a file that cannot be
+    (non-blank ones, as :func:`read_rows` counts them, a line too long to read included),
+    decompressing and decoding the file on the way. CSV and JSON arrays are not counted: a CSV
+    record may span lines and a JSON element may hold any text, so only a full parse would
+    tell. Never raises: a file that cannot be
     read gives None, and :func:`read_rows` reports why.
     """
     try:
@@ -241,8 +278,8 @@ def count_rows(path: Path, shape: InputShape | None = None) -> int | None:
             with pq.ParquetFile(path) as parquet:
                 return int(parquet.metadata.num_rows)
         if kind.format == "jsonl":
-            with open_bytes(path, kind.compression) as stream:
-                return sum(1 for data in stream if data.strip())
+            with open_utf8(path, kind) as stream:
+                return sum(1 for data in bounded_lines(stream) if not _blank(data))
     except (InputError, OSError, pa.ArrowException):
         return None
     return None

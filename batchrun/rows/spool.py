@@ -13,13 +13,13 @@ then tells which earlier answers still hold. The file stays after the run: it is
 output was made from.
 
 The format, unless ``--format`` gives it, is told by the first bytes: Parquet's ``PAR1``;
-gzip, bzip2 or zstd's magic (then the decompressed bytes are looked at the same way); ``[``
-a JSON array; ``{`` JSON lines; a first line with tabs and no comma TSV; anything else CSV.
+gzip, bzip2 or zstd's magic (then the decompressed bytes are looked at the same way); then,
+as text (decoded as a byte-order mark says, else as ``--encoding``, else as UTF-8), ``[`` a
+JSON array; ``{`` JSON lines; a first line with tabs and no comma TSV; anything else CSV.
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import glob
 import hashlib
@@ -30,6 +30,7 @@ from typing import IO
 
 from batchrun.core.errors import InputError
 from batchrun.rows.compressed import SUFFIX_OF, Compression, open_bytes, sniff
+from batchrun.rows.text import decoded_head
 
 STDIN = "-"  # the SOURCE that means standard input
 _CHUNK = 1 << 20
@@ -48,11 +49,14 @@ def spool_path_prefix(output: Path) -> str:
     return f".{output.name}.stdin"
 
 
-def spool_stdin(stream: IO[bytes], output: Path, input_format: str | None = None) -> Path:
+def spool_stdin(
+    stream: IO[bytes], output: Path, input_format: str | None = None, encoding: str | None = None
+) -> Path:
     """Copy ``stream`` to a hidden file beside ``output``; return that file.
 
     ``input_format`` (``--format``) names the file's format when given; otherwise its first
-    bytes do (see the module's docstring). InputError for empty input.
+    bytes do (see the module's docstring), read as text in ``encoding`` (``--encoding``) when
+    they have no byte-order mark. InputError for empty input.
     """
     output.parent.mkdir(parents=True, exist_ok=True)
     # Named like the sink's temporaries, so a run killed while copying leaves nothing for good.
@@ -66,7 +70,7 @@ def spool_stdin(stream: IO[bytes], output: Path, input_format: str | None = None
                 file=STDIN,
             )
         compression = sniff(_head(tmp, None))
-        fmt = input_format or sniff_format(_head(tmp, compression))
+        fmt = input_format or sniff_format(_head(tmp, compression), encoding)
         name = spool_path_prefix(output) + _SUFFIXES.get(fmt, ".csv")
         name += SUFFIX_OF[compression] if compression else ""
         spooled = output.with_name(name)
@@ -78,17 +82,19 @@ def spool_stdin(stream: IO[bytes], output: Path, input_format: str | None = None
         tmp.unlink(missing_ok=True)
 
 
-def sniff_format(head: bytes) -> str:
-    """The format a file starting with ``head`` (decompressed) is in: one of ``_SUFFIXES``."""
+def sniff_format(head: bytes, encoding: str | None = None) -> str:
+    """The format a file starting with ``head`` (decompressed) is in: one of ``_SUFFIXES``.
+    The head is looked at as text: decoded as its byte-order mark says (UTF-16 too), else as
+    ``encoding``, else as UTF-8."""
     if head.startswith(b"PAR1"):
         return "parquet"
-    text = head.removeprefix(codecs.BOM_UTF8).lstrip(b" \t\r\n")
-    if text.startswith(b"["):
+    text = decoded_head(head, encoding).lstrip(" \t\r\n")
+    if text.startswith("["):
         return "json"
-    if text.startswith(b"{"):
+    if text.startswith("{"):
         return "jsonl"
-    first_line = text.split(b"\n", 1)[0]
-    if b"\t" in first_line and b"," not in first_line:
+    first_line = text.split("\n", 1)[0]
+    if "\t" in first_line and "," not in first_line:
         return "tsv"
     return "csv"
 
