@@ -65,3 +65,41 @@ def test_a_send_check_that_says_no_stops_the_run_before_the_next_request(
     assert [n for n in notes if LOST in n] == [
         f"batchrun: {LOST}; sending nothing more, finishing the requests in flight"
     ]
+
+
+def test_a_batch_run_whose_send_check_says_no_creates_no_more_batches(tmp_path: Path) -> None:
+    """The same gate stands before each Message Batch a run creates (``drivers.batches``):
+    once the lease is lost, no batch is created; those created keep running on the API."""
+    from batchrun.api.batches import BatchesApi
+    from batchrun.drivers.batches import _BatchJob, _open_journal
+    from batchrun.drivers.output import RunOutput
+    from batchrun.drivers.session import RowCounter
+    from batchrun.drivers.summary import RunSummary
+    from batchrun.simulator import SimulatorConfig
+
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(40))
+    with SimulatorThread(SimulatorConfig(batch_processing_s=30)) as bsim:
+        config = job_config(
+            inp, tmp_path / "out.parquet", bsim.base_url, via="batches", batch_max_requests=10
+        )
+        check = LosesAfter(1)  # the first batch may go; asked again, the lease is lost
+
+        async def go() -> _BatchJob:
+            output = RunOutput(config)
+            output.open()
+            async with open_client(config) as client:
+                api = BatchesApi(client, max_retries=0)
+                summary = RunSummary(input=config.input, output=config.output)
+                job = _BatchJob(
+                    config, api, _open_journal(config), output.sink, summary, bytearray(),
+                    RowCounter(), asyncio.sleep, None, check,
+                )  # fmt: skip
+                await job.submit(prepare(row, config) for row in read_rows(config.input))
+            await output.close()
+            return job
+
+        job = asyncio.run(go())
+        assert job.closed_by == LOST and job.stopping
+        assert bsim.stats.snapshot().batches_created == 1
+        assert job.summary.batches_created == 1
+        assert len(check.confirms) == 1

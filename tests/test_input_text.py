@@ -224,7 +224,7 @@ def test_an_unknown_encoding_is_refused(tmp_path: Path, name: str, message: str)
     assert f"batchrun: error: `encoding`: {message}" in err
     with pytest.raises(ConfigError, match="such as utf-8, utf-16, latin-1 or cp1252"):
         job_config(inp, tmp_path / "out.parquet", "http://127.0.0.1:9", encoding=name)
-    with pytest.raises(InputError, match=f"--encoding: {message[:30]}"):  # read from Python
+    with pytest.raises(InputError, match=f"encoding: {message[:30]}"):  # read from Python
         read_rows(inp, shape=InputShape(encoding=name))
 
 

@@ -47,7 +47,9 @@ def start(
 ) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "batchrun", "run", str(inp), "-o", out, "--work-dir", str(work)]
     cmd += ["--model", "claude-haiku-4-5", "--max-tokens", "20", "-c", str(CONCURRENCY), "-q"]
-    cmd += ["--base-url", sim.base_url, *extra]
+    # Each run asks a simulator of its own (at its own port), where machines would share the
+    # API's URL: that they are other sources of one API is said (where answers came from).
+    cmd += ["--base-url", sim.base_url, "--keep-other-source", *extra]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

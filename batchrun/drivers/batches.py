@@ -64,6 +64,7 @@ from batchrun.drivers.session import (
 )
 from batchrun.drivers.summary import RunSummary
 from batchrun.drivers.twins import BatchTwins, remember_prior_answers
+from batchrun.engine.admission import AdmissionClosed, Gate, SendCheck
 from batchrun.engine.connect import open_client
 from batchrun.engine.dedup import Dedup
 from batchrun.engine.outcome import VIA_BATCHES, Work, error_row, prepare
@@ -138,7 +139,9 @@ async def _run_claimed(
         api = BatchesApi(client, max_retries=config.max_retries, sleep=sleep)
         summary.todo = count_hint(config, done, config.resubmit_expired)
         twins = _batch_twins(config, journal, sink, prior, resume)
-        job = _BatchJob(config, api, journal, sink, summary, done, counter, sleep, twins)
+        job = _BatchJob(
+            config, api, journal, sink, summary, done, counter, sleep, twins, output.lease
+        )
         progress = Progress(summary.todo, job.snapshot, quiet=config.quiet, stream=progress_stream)
         job.progress = progress
         started = time.perf_counter()
@@ -182,7 +185,7 @@ async def _run_claimed(
         and not summary.batches_running
         and every_row_recorded
     )
-    lost = output.lease_lost()
+    lost = output.lease_lost(job.closed_by)
     if lost is not None:
         raise lost  # another run owns the output now: nothing of this run is written there
     write_output(config, output, summary, counter.rows, complete=complete)
@@ -286,8 +289,13 @@ class _BatchJob:
         counter: RowCounter,
         sleep: Sleep,
         twins: BatchTwins | None = None,
+        send_check: SendCheck | None = None,
     ) -> None:
         self.config = config
+        # An object-store output's lease, asked before each batch is created: a run whose
+        # lease another run took over creates none (``engine.admission``, as online).
+        self._gate = Gate(send_check, self._close) if send_check is not None else None
+        self.closed_by: str | None = None
         self.twins = twins  # --dedup: identical requests go in one batch once
         self.api = api
         self.journal = journal
@@ -307,6 +315,12 @@ class _BatchJob:
     def stop(self) -> None:
         """Ctrl-C: no new batches, no more waiting; running batches keep running."""
         self._stopping.set()
+
+    def _close(self, reason: str) -> None:
+        """The lease is lost: no new batches; those created keep running on the API."""
+        self.closed_by = reason
+        self.log(f"batchrun: {reason}; creating no more batches")
+        self.stop()
 
     @property
     def stopping(self) -> bool:
@@ -400,6 +414,11 @@ class _BatchJob:
             if self.stopping:
                 return
             rows = IntentRows(array("q", chunk.indexes), chunk.custom_ids, chunk.hashes)
+            if self._gate is not None:
+                try:
+                    await self._gate.admit()
+                except AdmissionClosed:
+                    return  # its rows stay unsent, for the run that holds the output
             entry = self.journal.intend(
                 datetime.now(timezone.utc), chunk.size, chunk.content_hash(), rows
             )
