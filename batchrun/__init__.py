@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from batchrun.core.version import VERSION as __version__
 
 # name -> the module that defines it
 _HOMES = {
@@ -32,23 +32,23 @@ _HOMES = {
     "InvalidRowError": "batchrun.core.errors",
     "OutputError": "batchrun.core.errors",
     "Estimate": "batchrun.estimation.figures",
-    "estimate": "batchrun.estimation.estimate",
+    "estimate": "batchrun.estimation.passes",
     "FinalCounts": "batchrun.store.sink",
     "PriceTable": "batchrun.cost.prices",
     "load_prices": "batchrun.cost.prices",
-    "Report": "batchrun.reporting.report",
-    "report": "batchrun.reporting.report",
+    "Report": "batchrun.reporting.totals",
+    "report": "batchrun.reporting.totals",
     "RequestDefaults": "batchrun.rows.request",
     "RunConfig": "batchrun.config.load",
     "load_config": "batchrun.config.load",
-    "RunSummary": "batchrun.drivers.summary",
-    "run": "batchrun.drivers.job",
-    "run_async": "batchrun.drivers.job",
-    "run_shard": "batchrun.drivers.job",
-    "merge_shards": "batchrun.drivers.shards",
-    "summary_of": "batchrun.drivers.frames",
-    "ValidationReport": "batchrun.drivers.validate",
-    "validate": "batchrun.drivers.validate",
+    "RunSummary": "batchrun.runs.summary",
+    "run": "batchrun.public.run",
+    "run_async": "batchrun.public.run",
+    "run_shard": "batchrun.public.run",
+    "merge_shards": "batchrun.shards.run",
+    "summary_of": "batchrun.public.frames",
+    "ValidationReport": "batchrun.runs.validate",
+    "validate": "batchrun.runs.validate",
 }
 
 __all__ = [
@@ -106,13 +106,13 @@ if TYPE_CHECKING:  # what type checkers and editors see; nothing of it runs
         OutputError,
     )
     from batchrun.cost.prices import PriceTable, load_prices
-    from batchrun.drivers.frames import summary_of
-    from batchrun.drivers.job import run, run_async, run_shard
-    from batchrun.drivers.shards import merge_shards
-    from batchrun.drivers.summary import RunSummary
-    from batchrun.drivers.validate import ValidationReport, validate
-    from batchrun.estimation.estimate import estimate
     from batchrun.estimation.figures import Estimate
-    from batchrun.reporting.report import Report, report
+    from batchrun.estimation.passes import estimate
+    from batchrun.public.frames import summary_of
+    from batchrun.public.run import run, run_async, run_shard
+    from batchrun.reporting.totals import Report, report
     from batchrun.rows.request import RequestDefaults
+    from batchrun.runs.summary import RunSummary
+    from batchrun.runs.validate import ValidationReport, validate
+    from batchrun.shards.run import merge_shards
     from batchrun.store.sink import FinalCounts

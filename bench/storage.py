@@ -67,7 +67,7 @@ def main() -> None:
             elapsed, peak = _run([*base, "-o", out], env, folder / f"{name}.log")
             results.append((name, elapsed, peak))
         local_copy = folder / "back.parquet"
-        from batchrun.store.storage import Storage, StorageSettings
+        from batchrun.remote.objects import Storage, StorageSettings
 
         Storage(StorageSettings.from_environ(aws)).download("s3://bench/out.parquet", local_copy)
         ids = pq.read_table(local_copy, columns=["id"]).column("id").to_pylist()

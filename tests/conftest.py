@@ -11,8 +11,8 @@ import pytest
 from s3_server import MotoServer, aws_environment
 from support import TEST_KEY
 
+from batchrun.remote.objects import Storage, StorageSettings
 from batchrun.simulator import SimulatorConfig, SimulatorThread
-from batchrun.store.storage import Storage, StorageSettings
 
 
 @pytest.fixture(scope="session")

@@ -68,13 +68,13 @@ def test_a_send_check_that_says_no_stops_the_run_before_the_next_request(
 
 
 def test_a_batch_run_whose_send_check_says_no_creates_no_more_batches(tmp_path: Path) -> None:
-    """The same gate stands before each Message Batch a run creates (``drivers.batches``):
+    """The same gate stands before each Message Batch a run creates (``batches.run``):
     once the lease is lost, no batch is created; those created keep running on the API."""
-    from batchrun.api.batches import BatchesApi
-    from batchrun.drivers.batches import _BatchJob, _open_journal
-    from batchrun.drivers.output import RunOutput
-    from batchrun.drivers.session import RowCounter
-    from batchrun.drivers.summary import RunSummary
+    from batchrun.batches.run import _BatchJob, _open_journal
+    from batchrun.client.batch_endpoints import BatchesApi
+    from batchrun.runs.output import RunOutput
+    from batchrun.runs.plan import RowCounter
+    from batchrun.runs.summary import RunSummary
     from batchrun.simulator import SimulatorConfig
 
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(40))

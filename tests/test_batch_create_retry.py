@@ -1,4 +1,4 @@
-"""Batch create goes through the one retry loop (api.retry), the same policy as online sends.
+"""Batch create goes through the one retry loop (client.retry), the same policy as online sends.
 
 A create the server refuses with ``x-should-retry: false`` is not sent again, whatever its
 status; a retryable failure is retried (after looking for the batch when the failure may hide
@@ -17,7 +17,7 @@ import pytest
 from support import job_config, no_wait, prompts, write_jsonl
 
 from batchrun import run
-from batchrun.api.retry import is_retryable
+from batchrun.client.retry import is_retryable
 from batchrun.core.errors import ApiStatusError, FatalRunError
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.batch_journal import BatchJournal, batch_journal_path

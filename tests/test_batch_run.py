@@ -31,11 +31,11 @@ from support import (
 )
 
 from batchrun import run
+from batchrun.batches.run import MAX_ROUNDS
 from batchrun.cli import cli
 from batchrun.core.errors import ConfigError
-from batchrun.drivers.batches import MAX_ROUNDS
-from batchrun.drivers.session import ResumeMismatchError
 from batchrun.render.summary import format_summary
+from batchrun.runs.resume import ResumeMismatchError
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.batch_journal import BatchJournal, IntentRows, batch_journal_path
 
@@ -430,8 +430,8 @@ def test_the_job_file_key_selects_batches(tmp_path: Path, bsim: SimulatorThread)
 def test_the_report_splits_rows_and_cost_by_how_they_were_sent(
     tmp_path: Path, bsim: SimulatorThread
 ) -> None:
-    from batchrun.render.report import format_report
-    from batchrun.reporting.report import report
+    from batchrun.render.report_text import format_report
+    from batchrun.reporting.totals import report
 
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(8))
     run(job_config(inp, tmp_path / "online.parquet", bsim.base_url))

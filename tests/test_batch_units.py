@@ -14,14 +14,14 @@ import httpx
 import pytest
 from support import TEST_KEY
 
-from batchrun.api.batches import BatchesApi, BatchStatus, is_ambiguous
-from batchrun.api.client import MessagesClient
-from batchrun.api.credentials import Credentials
+from batchrun.batches.plan import CUSTOM_ID, BatchItem, chunks, custom_id_for
+from batchrun.batches.results import ResultSpool, result_row
+from batchrun.client.batch_endpoints import BatchesApi, BatchStatus, is_ambiguous
+from batchrun.client.credentials import Credentials
+from batchrun.client.messages import MessagesClient
 from batchrun.config.load import load_config
 from batchrun.core.errors import ApiConnectionError, ApiStatusError, ApiTimeoutError
 from batchrun.core.secret import Secret
-from batchrun.drivers.batch_plan import CUSTOM_ID, BatchItem, chunks, custom_id_for
-from batchrun.drivers.batch_results import ResultSpool, result_row
 from batchrun.engine.outcome import Work
 from batchrun.rows.reader import InputRow
 from batchrun.store.batch_journal import BatchJournal, IntentRows

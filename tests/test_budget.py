@@ -225,7 +225,7 @@ def test_the_progress_line_shows_spent_and_projected_cost(
 ) -> None:
     import io
 
-    from batchrun.drivers import online as runner
+    from batchrun.runs import online as runner
 
     inp = write_jsonl(tmp_path / "in.jsonl", _documents(4))
     config = _config(inp, tmp_path / "out.parquet", sim.base_url, max_cost=5)

@@ -12,7 +12,7 @@ from support import TEST_KEY, RecordingTransport, write_jsonl
 from test_conformance import assert_conforms
 
 from batchrun import load_config, run
-from batchrun.api.response import message_fields
+from batchrun.client.response import message_fields
 from batchrun.core.errors import ConfigError
 from batchrun.rows.request import RequestDefaults, build_request
 from batchrun.simulator.cache import MIN_CACHEABLE_TOKENS, PromptCache

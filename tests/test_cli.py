@@ -127,7 +127,7 @@ def test_validate_lists_each_problem_with_file_line_and_field(tmp_path: Path) ->
 def test_validate_lists_a_problem_every_row_shares_a_few_times_then_counts_it(
     tmp_path: Path,
 ) -> None:
-    # No model anywhere is refused once before any row (drivers.preflight); a value every
+    # No model anywhere is refused once before any row (runs.preflight); a value every
     # row repeats is each row's own problem.
     rows = [{"prompt": f"p{i}", "top_k": -1} for i in range(40)]
     rows.append({"prompt": "x", "top_p": 7, "top_k": -1})
@@ -151,7 +151,7 @@ def test_validate_keeps_no_more_problems_than_it_lists(
     from batchrun import load_config
 
     # (batchrun.validate is also the name of the function batchrun exports.)
-    validate_module = importlib.import_module("batchrun.drivers.validate")
+    validate_module = importlib.import_module("batchrun.runs.validate")
     monkeypatch.setattr(validate_module, "MAX_LISTED", 3)
     # Each duplicate names its id: a problem text of its own on every one of them.
     rows = [{"id": f"a{i // 2}", "prompt": "p"} for i in range(40)]

@@ -20,8 +20,8 @@ from aiohttp import web
 from httpx_aiohttp import AiohttpTransport
 from yarl import URL
 
-from batchrun.api.client import MessagesClient, Reply
-from batchrun.api.credentials import Credentials
+from batchrun.client.credentials import Credentials
+from batchrun.client.messages import MessagesClient, Reply
 from batchrun.core.errors import (
     ApiConnectionError,
     ApiError,

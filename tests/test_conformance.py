@@ -27,7 +27,7 @@ from batchrun import load_config, run
 from batchrun.rows.request import RequestDefaults, build_request
 from batchrun.rows.structured import FORCED_CHOICE, structured_tool
 from batchrun.simulator import BatchSettings, BatchStore, SimulatorThread
-from batchrun.simulator.batches import check_create_body
+from batchrun.simulator.batch_store import check_create_body
 
 # The schemas of the API's OpenAPI spec that these tests use, cut from the full spec by
 # tests/data/make_openapi_subset.py; BATCHRUN_OPENAPI points the tests at another copy (the

@@ -25,7 +25,9 @@ from support import TEST_KEY, job_config, prompts, write_jsonl
 from batchrun import load_config, run
 from batchrun.cli import cli
 from batchrun.core.errors import OutputError
-from batchrun.drivers.output import RemoteDataset
+from batchrun.remote.mirror import journal_prefix, work_folder
+from batchrun.remote.objects import Storage, StorageError, StorageSettings
+from batchrun.runs.output import RemoteDataset
 from batchrun.simulator import SimulatorThread
 from batchrun.store.columns import STATUS_OK
 from batchrun.store.dataset import (
@@ -40,7 +42,6 @@ from batchrun.store.dataset import (
     schema_fingerprint,
     write_manifest,
 )
-from batchrun.store.remote import journal_prefix, work_folder
 from batchrun.store.sink import (
     Sink,
     output_batches,
@@ -48,7 +49,6 @@ from batchrun.store.sink import (
     output_schema,
     remove_stale_temporaries,
 )
-from batchrun.store.storage import Storage, StorageError, StorageSettings
 
 
 def ids_in(rows: int) -> list[str]:

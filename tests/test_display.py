@@ -13,9 +13,9 @@ from typing import Any, cast
 import pytest
 from support import job_config, prompts, write_jsonl
 
-from batchrun.api.batches import BatchStatus
-from batchrun.drivers.batches import _BatchJob
-from batchrun.drivers.display import (
+from batchrun.batches.run import _BatchJob
+from batchrun.client.batch_endpoints import BatchStatus
+from batchrun.runs.display import (
     MAX_BATCH_LINES,
     BatchView,
     Pace,
@@ -27,9 +27,9 @@ from batchrun.drivers.display import (
     frame,
     plain_line,
 )
-from batchrun.drivers.progress import Progress, is_live_terminal
-from batchrun.drivers.session import RowCounter
-from batchrun.drivers.summary import RunSummary
+from batchrun.runs.plan import RowCounter
+from batchrun.runs.progress import Progress, is_live_terminal
+from batchrun.runs.summary import RunSummary
 from batchrun.store.batch_journal import BatchJournal, IntentRows
 
 ESC = "\x1b"

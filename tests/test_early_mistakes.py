@@ -29,12 +29,12 @@ from batchrun.cli.options import flag_names
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ConfigError
 from batchrun.core.wording import command_line
-from batchrun.drivers.preflight import (
+from batchrun.estimation.passes import estimate
+from batchrun.runs.preflight import (
     UnbuildableJobError,
     check_every_row_can_be_built,
     scan_for,
 )
-from batchrun.estimation.estimate import estimate
 from batchrun.simulator import SimulatorThread
 from batchrun.store.batch_journal import BatchJournal, IntentRows, batch_journal_path
 from batchrun.store.sink import journal_path

@@ -19,10 +19,10 @@ from batchrun.core.errors import InputError
 from batchrun.cost.projection import Observed, Pending, percentile, project
 from batchrun.estimation.counter import Pacer
 from batchrun.estimation.duration import estimate_duration
-from batchrun.estimation.estimate import choose_sample, estimate, parse_pilot
+from batchrun.estimation.passes import choose_sample, estimate, parse_pilot
 from batchrun.limits.values import Limits, LimitsConfig
-from batchrun.render.estimate import format_estimate
-from batchrun.reporting.report import report
+from batchrun.render.estimate_text import format_estimate
+from batchrun.reporting.totals import report
 from batchrun.rows.request import build_request
 from batchrun.rows.tokens import estimate_input_tokens
 from batchrun.simulator import SimulatorConfig, SimulatorThread, count_input_tokens
@@ -243,7 +243,7 @@ def test_rows_recorded_invalid_count_as_to_send_once_the_job_makes_them_valid(
     tmp_path: Path, sim: SimulatorThread
 ) -> None:
     # One row names its own model, so the job without one is not refused up front
-    # (drivers.preflight): the other twelve are recorded invalid, for want of a model.
+    # (runs.preflight): the other twelve are recorded invalid, for want of a model.
     rows = [*prompts(12), {"id": "own", "prompt": "Hi", "model": "claude-haiku-4-5"}]
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out.parquet"

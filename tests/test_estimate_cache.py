@@ -18,17 +18,17 @@ from support import TEST_KEY, write_jsonl
 from batchrun import load_config, run
 from batchrun.config.load import RunConfig
 from batchrun.cost.prices import cache_saving, cached_cost, default_prices, uncached_cost
-from batchrun.drivers.summary import RunSummary
 from batchrun.engine.outcome import prepare
 from batchrun.estimation.caching import marked_prefix, marked_prefix_tokens
-from batchrun.estimation.estimate import estimate
-from batchrun.render.estimate import format_estimate
-from batchrun.render.report import format_report
+from batchrun.estimation.passes import estimate
+from batchrun.render.estimate_text import format_estimate
 from batchrun.render.report_html import render_html
+from batchrun.render.report_text import format_report
 from batchrun.render.summary import caching_saved_usd, format_summary, summary_dict
-from batchrun.reporting.report import report
+from batchrun.reporting.totals import report
 from batchrun.rows.reader import read_rows
 from batchrun.rows.tokens import CHARS_PER_TOKEN, MESSAGE_OVERHEAD_TOKENS
+from batchrun.runs.summary import RunSummary
 from batchrun.simulator import SimulatorThread
 from batchrun.store.columns import blank_row
 from batchrun.store.latest import latest_batches

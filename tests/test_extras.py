@@ -17,8 +17,8 @@ from support import TEST_KEY, prompts, write_jsonl
 import batchrun
 from batchrun.core.errors import ConfigError, MissingExtraError
 from batchrun.core.extras import has_extra, install_hint, require_extra
-from batchrun.store.lease import Lease
-from batchrun.store.storage import Storage
+from batchrun.remote.lease import Lease
+from batchrun.remote.objects import Storage
 
 MODEL = "claude-haiku-4-5"
 

@@ -20,12 +20,13 @@ HEAVY = (
     "tqdm",
     "jsonschema",
     "asyncio",
-    "batchrun.drivers",
+    "batchrun.runs",
+    "batchrun.public",
     "batchrun.engine",
     "batchrun.estimation",
     "batchrun.reporting",
     "batchrun.store",
-    "batchrun.api.client",
+    "batchrun.client.messages",
 )
 
 
@@ -56,7 +57,7 @@ def test_starting_loads_no_http_arrow_or_report_code(code: str) -> None:
 
 def test_a_public_name_loads_its_module_on_first_use() -> None:
     assert _loaded_after("import batchrun\nbatchrun.load_config") == []  # config is light
-    assert "batchrun.drivers" in _loaded_after("import batchrun\nbatchrun.run")
+    assert "batchrun.public" in _loaded_after("import batchrun\nbatchrun.run")
 
 
 def test_every_public_name_resolves_and_dir_lists_them() -> None:

@@ -26,10 +26,11 @@ from support import TEST_KEY, RecordingTransport, job_config, prompts, reply_tag
 from batchrun import run
 from batchrun.cli import cli
 from batchrun.core.errors import ConfigError, FatalRunError, InputError
-from batchrun.drivers.session import check_kept_columns_exist, input_rows
 from batchrun.rows import formats
 from batchrun.rows.reader import InputShape, count_rows, read_rows
 from batchrun.rows.spool import sniff_format, spool_stdin
+from batchrun.runs.claim import check_kept_columns_exist
+from batchrun.runs.plan import input_rows
 from batchrun.simulator import SimulatorThread
 from batchrun.store.columns import COLUMN_NAMES, blank_row
 from batchrun.store.lock import OutputLock

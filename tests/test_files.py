@@ -15,7 +15,6 @@ from test_conformance import assert_conforms
 
 from batchrun import load_config, run
 from batchrun.core.errors import InvalidRowError
-from batchrun.drivers.session import ResumeMismatchError
 from batchrun.rows.files import (
     IMAGE_MAX_BYTES,
     FileCache,
@@ -25,6 +24,7 @@ from batchrun.rows.files import (
     source_for,
 )
 from batchrun.rows.request import RequestDefaults, build_request, prepare_request
+from batchrun.runs.resume import ResumeMismatchError
 from batchrun.simulator import SimulatorThread
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sample_data"))

@@ -26,8 +26,8 @@ import pytest
 from support import TEST_KEY, RecordingTransport, reply_tag
 
 import batchrun
-from batchrun.drivers.frames import SUMMARY_KEY
-from batchrun.drivers.job import _Worker
+from batchrun.public.frames import SUMMARY_KEY
+from batchrun.public.run import _Worker
 from batchrun.simulator import SimulatorThread
 from batchrun.store.resume import read_state
 from batchrun.store.sink import journal_path, output_schema

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from support import TEST_KEY, prompts, write_jsonl
 
-from batchrun.drivers.interrupt import run_interruptibly
+from batchrun.runs.interrupt import run_interruptibly
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.sink import TMP_JOURNAL_SUFFIX, TMP_OUTPUT_SUFFIX, journal_path
 

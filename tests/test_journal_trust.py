@@ -15,7 +15,7 @@ from support import TEST_KEY, job_config, prompts, write_jsonl
 
 from batchrun import run
 from batchrun.cli import cli
-from batchrun.drivers.session import ResumeMismatchError
+from batchrun.runs.resume import ResumeMismatchError
 from batchrun.simulator import SimulatorThread
 from batchrun.store.columns import blank_row
 from batchrun.store.journal import INDEX, Damage, Newest, journal_line, read_records

@@ -1,4 +1,4 @@
-"""The lease of a remote output (``store.lease``) on a real S3 server (moto on 127.0.0.1):
+"""The lease of a remote output (``remote.lease``) on a real S3 server (moto on 127.0.0.1):
 one run at a time across machines, a lost machine's lease taken over once it has expired,
 the lease gone after a run, whether it ended or stopped.
 
@@ -17,9 +17,9 @@ from support import prompts, write_jsonl
 
 from batchrun import load_config, run
 from batchrun.config.load import RunConfig
+from batchrun.remote.lease import Lease, LeaseHeldError, LeaseRecord, lease_url
+from batchrun.remote.objects import NO_SUCH_BUCKET, Storage, StorageError
 from batchrun.simulator import SimulatorThread
-from batchrun.store.lease import Lease, LeaseHeldError, LeaseRecord, lease_url
-from batchrun.store.storage import NO_SUCH_BUCKET, Storage, StorageError
 
 pytestmark = pytest.mark.slow
 

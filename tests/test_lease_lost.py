@@ -21,11 +21,11 @@ import pyarrow.parquet as pq
 import pytest
 from support import prompts, write_jsonl
 
+from batchrun.remote.lease import LeaseRecord, lease_url
+from batchrun.remote.mirror import journal_prefix, segment_seq
+from batchrun.remote.objects import Storage, StorageSettings
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.journal import INDEX
-from batchrun.store.lease import LeaseRecord, lease_url
-from batchrun.store.remote import journal_prefix, segment_seq
-from batchrun.store.storage import Storage, StorageSettings
 
 pytestmark = pytest.mark.slow
 

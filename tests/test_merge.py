@@ -23,7 +23,7 @@ from support import TEST_KEY, job_config, prompts, write_jsonl
 import batchrun
 from batchrun.cli import cli
 from batchrun.core.errors import ConfigError, OutputError
-from batchrun.drivers.shards import (
+from batchrun.shards.run import (
     MERGE_FAN_IN,
     ShardError,
     proof_path,

@@ -28,8 +28,8 @@ from batchrun.cost.prices import (
     undated_model,
     unknown_model_warning,
 )
-from batchrun.estimation.estimate import estimate
-from batchrun.render.estimate import format_estimate
+from batchrun.estimation.passes import estimate
+from batchrun.render.estimate_text import format_estimate
 from batchrun.simulator import SimulatorThread
 
 # --- resolution (pure) -----------------------------------------------------------------------

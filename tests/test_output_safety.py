@@ -22,12 +22,12 @@ from click.testing import CliRunner
 from support import TEST_KEY, job_config, journal_lines, prompts, reply_tag, start_run, write_jsonl
 
 from batchrun import run
+from batchrun.batches import run as batch_driver
 from batchrun.cli import cli
 from batchrun.config.load import load_config
 from batchrun.config.settings import BY_KEY
 from batchrun.core.errors import ConfigError, OutputError
-from batchrun.drivers import batches as batch_driver
-from batchrun.estimation.estimate import estimate
+from batchrun.estimation.passes import estimate
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.columns import COLUMN_NAMES, blank_row
 from batchrun.store.lock import OutputLock, lock_path

@@ -19,8 +19,8 @@ from batchrun.cost.prices import (
     default_prices,
     load_prices,
 )
-from batchrun.estimation.estimate import estimate
-from batchrun.render.estimate import format_estimate
+from batchrun.estimation.passes import estimate
+from batchrun.render.estimate_text import format_estimate
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 
 D = Decimal

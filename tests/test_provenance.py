@@ -23,8 +23,8 @@ import pytest
 from support import TEST_KEY, job_config, journal_lines, prompts, start_run, write_jsonl
 
 from batchrun import run
-from batchrun.drivers.session import SourceMismatchError
-from batchrun.estimation.estimate import estimate
+from batchrun.estimation.passes import estimate
+from batchrun.runs.resume import SourceMismatchError
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.columns import COLUMN_NAMES
 from batchrun.store.journal import RUN

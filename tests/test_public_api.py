@@ -239,7 +239,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
     "merge_shards": ("function", ["config"]),  # issue 16: the shards into the job's output
     "report": ("function", ["paths", "prices"]),
     # run / run_async also take rows (a list of dicts, a DataFrame, ...): the keywords after
-    # `only` / `redo_lapsed` are for rows, added with the in-memory API (drivers.frames).
+    # `only` / `redo_lapsed` are for rows, added with the in-memory API (public.frames).
     "run": (
         "function",
         [

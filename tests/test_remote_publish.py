@@ -27,12 +27,12 @@ from tcp_proxy import TcpProxy
 from batchrun import load_config
 from batchrun.cli import cli
 from batchrun.config.load import RunConfig
-from batchrun.drivers.online import run_async
-from batchrun.drivers.output import PublishError
+from batchrun.remote.lease import LeaseRecord, lease_url
+from batchrun.remote.objects import Storage, StorageSettings
+from batchrun.runs.online import run_async
+from batchrun.runs.output import PublishError
 from batchrun.simulator import SimulatorThread
-from batchrun.store.lease import LeaseRecord, lease_url
 from batchrun.store.sink import journal_path
-from batchrun.store.storage import Storage, StorageSettings
 
 pytestmark = pytest.mark.slow
 

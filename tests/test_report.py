@@ -21,7 +21,6 @@ import pytest
 from click.testing import CliRunner
 
 from batchrun.cli import cli
-from batchrun.render.report import format_report
 from batchrun.render.report_html import (
     LABEL_GAP,
     WIDTH,
@@ -32,7 +31,8 @@ from batchrun.render.report_html import (
     text_width,
     throughput_chart,
 )
-from batchrun.reporting.report import LogHistogram, report
+from batchrun.render.report_text import format_report
+from batchrun.reporting.totals import LogHistogram, report
 from batchrun.store.columns import blank_row
 from batchrun.store.partial import Partial, parquet_metadata
 from batchrun.store.sink import journal_path, output_schema

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from batchrun.api.response import StreamAssembler, error_from_body, message_fields
+from batchrun.client.response import StreamAssembler, error_from_body, message_fields
 from batchrun.core.errors import ApiResponseError, ApiStatusError
 
 

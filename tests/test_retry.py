@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from batchrun.api.retry import (
+from batchrun.client.retry import (
     BACKOFF_CAP,
     backoff_seconds,
     is_fatal,

@@ -23,10 +23,10 @@ from support import TEST_KEY, job_config, no_wait, prompts
 from batchrun import load_config, run
 from batchrun.cli import cli
 from batchrun.core.errors import InvalidRowError
-from batchrun.drivers.validate import validate
 from batchrun.engine import outcome
 from batchrun.engine.outcome import Work, error_row, ok_row, prepare
 from batchrun.rows.reader import InputRow, read_rows
+from batchrun.runs.validate import validate
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.simulator.events import encode_event, stream_events
 from batchrun.simulator.replies import make_reply

@@ -11,7 +11,7 @@ import pytest
 from support import job_config, no_wait, prompts, reply_tag, write_jsonl
 
 from batchrun import FatalRunError, run
-from batchrun.drivers.session import ResumeMismatchError
+from batchrun.runs.resume import ResumeMismatchError
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.columns import COLUMN_NAMES
 

@@ -25,7 +25,7 @@ from test_client import STREAM_EVENTS, _shown, create_error, json_response, sse_
 from test_secrets import KEY, everything_written
 
 from batchrun import BatchrunError, load_config, run
-from batchrun.api.credentials import Credentials
+from batchrun.client.credentials import Credentials
 from batchrun.core.errors import ApiStatusError, ConfigError
 from batchrun.core.scrub import MASK, PARTIAL_MIN, Scrubber, mask_for, url_without_secrets
 from batchrun.core.secret import Secret
@@ -348,7 +348,7 @@ def test_a_refused_base_url_is_shown_without_userinfo_or_query(
 
 def test_an_errored_batch_result_quoting_the_key_is_recorded_without_it(tmp_path: Path) -> None:
     """Batch results come from the API's results file, not through the client's boundary."""
-    from batchrun.drivers.batch_results import result_row
+    from batchrun.batches.results import result_row
     from batchrun.engine.outcome import prepare
     from batchrun.rows.reader import read_rows
 

@@ -23,8 +23,8 @@ from support import TEST_KEY, job_config, prompts, reply_tag, start_run, write_j
 
 import batchrun
 from batchrun.cli import cli
-from batchrun.drivers.session import in_shard, shard_of
-from batchrun.drivers.shards import ShardError, proof_path, shard_output
+from batchrun.runs.plan import in_shard, shard_of
+from batchrun.shards.run import ShardError, proof_path, shard_output
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.sink import journal_path
 

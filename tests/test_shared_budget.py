@@ -25,10 +25,10 @@ from batchrun import run
 from batchrun.config.load import RunConfig
 from batchrun.cost.budget import Budget
 from batchrun.cost.prices import load_prices
-from batchrun.drivers.session import in_shard
-from batchrun.drivers.shards import shard_output
 from batchrun.limits.shared import RedisBuckets, SharedBudget, to_nano
 from batchrun.rows.tokens import estimate_input_tokens
+from batchrun.runs.plan import in_shard
+from batchrun.shards.run import shard_output
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.sink import journal_path
 

@@ -27,7 +27,7 @@ from batchrun.simulator import (
     SimulatorThread,
     make_reply,
 )
-from batchrun.simulator.batches import (
+from batchrun.simulator.batch_store import (
     BatchItem,
     ListQuery,
     check_create_body,

@@ -27,8 +27,7 @@ from s3_server import (
 )
 
 from batchrun.core.locations import is_remote
-from batchrun.store.columns import blank_row
-from batchrun.store.remote import (
+from batchrun.remote.mirror import (
     RemoteOutput,
     Segmenter,
     journal_prefix,
@@ -36,8 +35,7 @@ from batchrun.store.remote import (
     segment_seq,
     work_folder,
 )
-from batchrun.store.sink import Sink
-from batchrun.store.storage import (
+from batchrun.remote.objects import (
     ACCESS_DENIED,
     NO_SUCH_BUCKET,
     NO_SUCH_OBJECT,
@@ -48,6 +46,8 @@ from batchrun.store.storage import (
     StorageSettings,
     parse_location,
 )
+from batchrun.store.columns import blank_row
+from batchrun.store.sink import Sink
 
 pytestmark = pytest.mark.slow
 
@@ -307,7 +307,7 @@ def test_upload_is_all_or_nothing(place: tuple[Storage, str], tmp_path: Path) ->
 
 _KILLED_UPLOAD = """
 import sys, time
-from batchrun.store.storage import Storage, StorageSettings
+from batchrun.remote.objects import Storage, StorageSettings
 class Slow:
     sent = 0
     def read(self, size=-1):

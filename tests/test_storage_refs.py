@@ -17,14 +17,14 @@ from support import prompts, write_jsonl
 from batchrun import load_config, run
 from batchrun.cli import cli
 from batchrun.core.errors import ConfigError
-from batchrun.rows.files import FileCache, FileProblem, source_for
-from batchrun.simulator import SimulatorThread
-from batchrun.store.storage import (
+from batchrun.remote.objects import (
     NO_SUCH_OBJECT,
     Storage,
     StorageError,
     StorageMedia,
 )
+from batchrun.rows.files import FileCache, FileProblem, source_for
+from batchrun.simulator import SimulatorThread
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pytest
 from support import TEST_KEY, write_jsonl
 
 from batchrun import load_config, run
-from batchrun.api.response import StreamAssembler, message_fields
+from batchrun.client.response import StreamAssembler, message_fields
 from batchrun.core.errors import ConfigError, InvalidRowError
 from batchrun.rows.request import RequestDefaults, build_request
 from batchrun.simulator import SimulatorThread

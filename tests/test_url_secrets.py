@@ -23,7 +23,7 @@ from test_client import create_error
 
 import batchrun
 from batchrun import load_config
-from batchrun.api.credentials import Credentials
+from batchrun.client.credentials import Credentials
 from batchrun.core.errors import ConfigError
 from batchrun.core.scrub import (
     PARTIAL_MIN,

@@ -23,7 +23,7 @@ import batchrun
 from batchrun import load_config, run
 from batchrun.cli import cli
 from batchrun.config.atfile import AtFileError
-from batchrun.drivers.preflight import UnbuildableJobError
+from batchrun.runs.preflight import UnbuildableJobError
 from batchrun.simulator import SimulatorThread
 
 MODEL = "claude-haiku-4-5"

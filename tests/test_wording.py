@@ -39,8 +39,8 @@ from batchrun.core.wording import (
     said,
     shown_input,
 )
-from batchrun.drivers.preflight import UnbuildableJobError
-from batchrun.drivers.session import ResumeMismatchError
+from batchrun.runs.preflight import UnbuildableJobError
+from batchrun.runs.resume import ResumeMismatchError
 
 MODEL = "claude-haiku-4-5"
 ENV = {"ANTHROPIC_API_KEY": TEST_KEY}

@@ -230,10 +230,10 @@ def fail(exc: BatchrunError, config: RunConfig | None) -> NoReturn:
     the error's own ``exit_code``: 2 for a job whose every row would be refused alike (a
     usage error), or an input that is not text in its encoding."""
     click.echo(f"batchrun: error: {exc}", err=True)
-    from batchrun.drivers.output import PublishError
-    from batchrun.drivers.preflight import UnbuildableJobError
-    from batchrun.drivers.session import ResumeMismatchError
-    from batchrun.store.lease import LeaseLostError
+    from batchrun.remote.lease import LeaseLostError
+    from batchrun.runs.output import PublishError
+    from batchrun.runs.preflight import UnbuildableJobError
+    from batchrun.runs.resume import ResumeMismatchError
     from batchrun.store.lock import OutputLockedError
 
     # No resume hint where resuming is what was refused (the journal belongs to the run that

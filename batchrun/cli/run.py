@@ -37,17 +37,17 @@ def run_cmd(source: str, engine: str, address: str | None, **flags: Any) -> None
     # Ctrl-C before the run starts (here, or loading the config) is the group's: one line,
     # exit 130 (``cli.root``).
     from batchrun.core.errors import BatchrunError
-    from batchrun.drivers.interrupt import StoppedBySignal
-    from batchrun.drivers.job import run
+    from batchrun.public.run import run
     from batchrun.render.summary import failure_dict, format_summary, summary_dict
+    from batchrun.runs.interrupt import StoppedBySignal
 
     if address is not None and engine != "ray":
         raise click.UsageError("--address is for --engine ray")
     config = load(source, flags)
-    # Where this run's journal is: a shard's own output (``drivers.shards``), or the output.
+    # Where this run's journal is: a shard's own output (``shards.run``), or the output.
     mine = config
     if config.shard is not None:
-        from batchrun.drivers.shards import shard_output
+        from batchrun.shards.run import shard_output
 
         mine = replace(config, output=shard_output(config.output, *config.shard))
     try:

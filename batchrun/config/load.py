@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urlsplit, urlunsplit
 
-from batchrun.api.credentials import (
+from batchrun.client.credentials import (
     API_KEY_ENV,
     AUTH_TOKEN_ENV,
     DEFAULT_API_VERSION,
@@ -144,7 +144,7 @@ class RunConfig:
     prices: PriceTable = field(default_factory=default_prices)
     job_file: Path | None = None
     json_schema: Mapping[str, Any] | None = None  # replies must satisfy it (rows.structured)
-    via: Via = "online"  # "batches": through the Message Batches API (drivers.batches)
+    via: Via = "online"  # "batches": through the Message Batches API (batches.run)
     batch_max_requests: int = BATCH_MAX_REQUESTS
     batch_max_bytes: int = int(BATCH_MAX_MB * MIB)
     poll_interval: float = DEFAULT_POLL_INTERVAL  # the first wait; it grows while nothing moves
@@ -158,7 +158,7 @@ class RunConfig:
     reask_other_source: bool = False  # on resume, send again rows another source answered
     keep_other_source: bool = False  # ... or keep them as done (store.provenance)
     json_summary: bool = False  # run --json: the summary as JSON on stdout
-    # An output or input on object storage (store.remote): ``output`` / ``input`` are then
+    # An output or input on object storage (remote.mirror): ``output`` / ``input`` are then
     # their local copies in the work folder.
     output_url: str | None = None
     input_url: str | None = None
@@ -171,7 +171,7 @@ class RunConfig:
     output_format: OutputKind | None = None
     part_rows: int = 1_000_000  # rows per part of a dataset output (store.dataset)
     keep_journal: bool = False
-    # Seconds an s3:// or gs:// output's lease lives without renewal (store.lease); renewed
+    # Seconds an s3:// or gs:// output's lease lives without renewal (remote.lease); renewed
     # every fifth of it. Not a setting: tests shorten it through BATCHRUN_LEASE_TTL.
     lease_ttl: float = 300.0
     shard: tuple[int, int] | None = None  # (index, count): only the rows of that shard
@@ -459,16 +459,16 @@ def _cache_home(env: Mapping[str, str]) -> Path:
 
 
 def _mirror_of(url: str, work_dir: Path | None, cache_home: Path) -> Path:
-    """The local copy of the remote output ``url``, in its work folder (``store.remote``)."""
+    """The local copy of the remote output ``url``, in its work folder (``remote.mirror``)."""
     # Imported here: a job with local files only has no use for the storage layer.
-    from batchrun.store.remote import RemoteOutput
+    from batchrun.remote.mirror import RemoteOutput
 
     return RemoteOutput.local_output_of(url, work_dir, cache_home)
 
 
 def _fetched_input(url: str, cache_home: Path, endpoints: tuple[str | None, str | None]) -> Path:
     """A local copy of the remote input ``url``, downloaded unless the copy is current."""
-    from batchrun.store.storage import Storage, StorageSettings
+    from batchrun.remote.objects import Storage, StorageSettings
 
     storage = Storage(StorageSettings(*endpoints))
     return storage.cached_copy(url, cache_home / "batchrun" / "inputs")
@@ -476,7 +476,7 @@ def _fetched_input(url: str, cache_home: Path, endpoints: tuple[str | None, str 
 
 def _read_remote_job_file(url: str, endpoints: tuple[str | None, str | None]) -> dict[str, Any]:
     """The job file at ``url`` (S3 or GCS), read through the storage layer."""
-    from batchrun.store.storage import Storage, StorageSettings
+    from batchrun.remote.objects import Storage, StorageSettings
 
     shown = url_without_secrets(url)
     data = Storage(StorageSettings(*endpoints)).read_bytes(url)
@@ -491,7 +491,7 @@ def _read_remote_job_file(url: str, endpoints: tuple[str | None, str | None]) ->
 
 
 def _load_remote_prices(url: str, endpoints: tuple[str | None, str | None]) -> PriceTable:
-    from batchrun.store.storage import Storage, StorageSettings
+    from batchrun.remote.objects import Storage, StorageSettings
 
     shown = url_without_secrets(url)
     data = Storage(StorageSettings(*endpoints)).read_bytes(url)
@@ -505,7 +505,7 @@ def _load_remote_prices(url: str, endpoints: tuple[str | None, str | None]) -> P
 def _media_source(url: str | None, endpoints: tuple[str | None, str | None]) -> MediaSource | None:
     if url is None:
         return None
-    from batchrun.store.storage import Storage, StorageMedia, StorageSettings
+    from batchrun.remote.objects import Storage, StorageMedia, StorageSettings
 
     return StorageMedia(Storage(StorageSettings(*endpoints)), url)
 
@@ -591,7 +591,7 @@ def check_keep_columns(columns: Sequence[str]) -> None:
     columns (``store.columns``: it would overwrite the answer's ``text``, null every ``id``)
     nor the journal's ``_index`` (every row's position: resume would lose every row).
     Whether the input has the column at all is checked when the run reads it
-    (``drivers.session.claim_output``).
+    (``runs.claim.claim_output``).
     """
     # Imported here: the store loads pyarrow, which resolving a config does not need.
     from batchrun.store.columns import COLUMN_NAMES

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from batchrun.api.credentials import API_KEY_ENV, AUTH_TOKEN_ENV, DEFAULT_API_VERSION
+from batchrun.client.credentials import API_KEY_ENV, AUTH_TOKEN_ENV, DEFAULT_API_VERSION
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_CONCURRENCY = 16
@@ -565,7 +565,7 @@ SETTINGS: tuple[Setting, ...] = (
         flag="--json",
         job=False,
     ),
-    # --- an output on object storage (s3://, gs://: store.remote) ---------------------------
+    # --- an output on object storage (s3://, gs://: remote.mirror) ---------------------------
     Setting(
         "work_dir",
         "path",

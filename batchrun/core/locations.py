@@ -10,7 +10,7 @@ REMOTE_PREFIXES = ("s3://", "gs://")
 
 
 def is_remote(location: str | PurePath | None) -> bool:
-    """True for ``s3://`` and ``gs://`` URLs (``store.storage`` reads them); a ``Path`` is
+    """True for ``s3://`` and ``gs://`` URLs (``remote.objects`` reads them); a ``Path`` is
     always local (and could not hold ``//`` anyway)."""
     return isinstance(location, str) and location.lower().startswith(REMOTE_PREFIXES)
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from batchrun.api.client import MessagesClient
+from batchrun.client.messages import MessagesClient
 from batchrun.config.load import RunConfig
 from batchrun.cost.models import sendable_models
 

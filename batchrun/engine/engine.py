@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from batchrun.api.client import MessagesClient
+from batchrun.client.messages import MessagesClient
 from batchrun.config.load import RunConfig
 from batchrun.cost.budget import Budget
 from batchrun.cost.prices import UnknownModels

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from batchrun.api.response import MALFORMED, message_fields
+from batchrun.client.response import MALFORMED, message_fields
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiResponseError, InvalidRowError, Problem
 from batchrun.cost.models import check_row_model

@@ -11,8 +11,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from batchrun.api.client import MessagesClient, Reply
-from batchrun.api.retry import is_fatal, send_with_retries
+from batchrun.client.messages import MessagesClient, Reply
+from batchrun.client.retry import is_fatal, send_with_retries
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiError, ApiStatusError, FatalRunError
 from batchrun.engine.admission import Gate

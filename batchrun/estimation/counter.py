@@ -18,8 +18,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from batchrun.api.client import COUNT_TOKENS_FIELDS, MessagesClient
-from batchrun.api.retry import is_fatal, send_with_retries
+from batchrun.client.messages import COUNT_TOKENS_FIELDS, MessagesClient
+from batchrun.client.retry import is_fatal, send_with_retries
 from batchrun.core.errors import ApiError, FatalRunError
 from batchrun.rows.request import request_hash
 

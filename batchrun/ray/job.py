@@ -32,8 +32,6 @@ from batchrun.core.errors import ConfigError, OutputError
 from batchrun.core.extras import require_extra
 from batchrun.core.jsoncodec import compact
 from batchrun.core.wording import option, said
-from batchrun.drivers.session import claim_output
-from batchrun.drivers.summary import RunSummary
 from batchrun.engine.outcome import error_row, prepare
 from batchrun.ray.stage import (
     FIELDS_COLUMN,
@@ -42,6 +40,8 @@ from batchrun.ray.stage import (
     absolute_settings,
 )
 from batchrun.rows.reader import read_rows
+from batchrun.runs.claim import claim_output
+from batchrun.runs.summary import RunSummary
 from batchrun.store.columns import INVALID_REQUEST, STATUS_OK
 from batchrun.store.sink import (
     FinalCounts,

@@ -196,7 +196,7 @@ def block_rows(block: pa.Table, config: RunConfig) -> list[InputRow]:
         )
     with tempfile.TemporaryDirectory(prefix="batchrun-block-") as tmp:
         path = Path(tmp) / "block.parquet"
-        # As drivers.frames writes rows held in memory: no metadata, plain Parquet types.
+        # As public.frames writes rows held in memory: no metadata, plain Parquet types.
         plain = block.replace_schema_metadata(None)
         pq.write_table(plain, path, store_schema=False)
         rows = list(read_rows(path, batch_size=max(1, block.num_rows)))

@@ -16,8 +16,8 @@ from batchrun.store.row_state import LAPSED_REASONS
 
 if TYPE_CHECKING:
     from batchrun.config.load import RunConfig
-    from batchrun.drivers.summary import RunSummary
-    from batchrun.drivers.validate import ValidationReport
+    from batchrun.runs.summary import RunSummary
+    from batchrun.runs.validate import ValidationReport
 
 
 def format_summary(summary: RunSummary, config: RunConfig) -> str:

@@ -113,7 +113,7 @@ def resolve(root: Path, path: str) -> Path:
 class MediaSource(Protocol):
     """A media folder that is not a local one (an ``s3://`` or ``gs://`` folder): the seam
     through which rows, which may not use the storage layer, read the files rows attach.
-    The storage layer gives one (``store.storage.StorageMedia``); config hands it down in
+    The storage layer gives one (``remote.objects.StorageMedia``); config hands it down in
     place of the local folder. Both methods raise FileProblem, naming the file."""
 
     def identify(self, path: str) -> tuple[str, int]:

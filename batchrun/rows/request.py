@@ -517,7 +517,7 @@ def template_conflicts(template: str, columns: Iterable[str]) -> list[tuple[str,
 
     The template builds the user message, so a row's ``messages`` has no place beside it,
     and a ``prompt`` it does not use would be dropped. One rule for a row (``build_request``)
-    and for a whole input's columns (``drivers.preflight``), so both say the same.
+    and for a whole input's columns (``runs.preflight``), so both say the same.
     """
     try:
         used = template_fields(template)

@@ -33,7 +33,7 @@ from typing import Any
 
 from aiohttp import web
 
-from batchrun.simulator.batches import (
+from batchrun.simulator.batch_store import (
     MAX_BATCH_BYTES,
     BatchSettings,
     BatchStore,

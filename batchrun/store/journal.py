@@ -60,7 +60,7 @@ ARROW_TYPES: dict[Kind, pa.DataType] = {
 
 # No job has this many rows (a billion: months at the highest rate limits); an ``_index``
 # beyond it is damage, whatever the input. Callers that know the input's row count check
-# records against that too (``drivers.session``).
+# records against that too (``runs.resume``).
 MAX_INDEX = 10**9 - 1
 
 # What every read parses and checks, whichever columns it returns, so that the same lines

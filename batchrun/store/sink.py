@@ -395,7 +395,7 @@ class Sink:
         self._last_fsync = 0.0
         self._partial: Partial | None = None  # the output's partial mark, read by ``open``
         # Told after each row is journaled: an output on object storage seals and uploads
-        # the journal in segments from it (``store.remote.Segmenter.noticed``).
+        # the journal in segments from it (``remote.mirror.Segmenter.noticed``).
         self.on_append: Callable[[], None] | None = None
         # Keep the journal after the final file is written, until ``drop_journal``: an output
         # on object storage is final only once uploaded.

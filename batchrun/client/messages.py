@@ -36,8 +36,8 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 from httpx_sse import EventSource
 
-from batchrun.api.credentials import DEFAULT_API_VERSION, Credentials
-from batchrun.api.response import (
+from batchrun.client.credentials import DEFAULT_API_VERSION, Credentials
+from batchrun.client.response import (
     MALFORMED,
     StreamAssembler,
     as_message,
@@ -170,7 +170,7 @@ class MessagesClient:
         content: bytes | None = None,
         on_answer_start: Callable[[], None] | None = None,
     ) -> Reply:
-        """Send one Messages request; one attempt, no retries (``api.retry`` owns those).
+        """Send one Messages request; one attempt, no retries (``client.retry`` owns those).
 
         ``content`` is ``body`` (without ``stream``) already encoded as JSON, such as a
         prepared request's canonical JSON: a plain request sends it as it is.

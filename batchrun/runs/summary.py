@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.cost.budget import projected_total
-from batchrun.drivers.display import Snapshot
 from batchrun.engine.tally import RowTally
+from batchrun.runs.display import Snapshot
 from batchrun.store.provenance import SourceRule
 from batchrun.store.sink import FinalCounts
 
@@ -28,7 +28,7 @@ class RunSummary(RowTally):
     max_cost: float | None = None  # --max-cost
     budget_stop: str | None = None  # why the budget stopped admitting rows
     budget_refused_usd: float | None = None  # the worst case of the request that did not fit
-    via: str = "online"  # or "batches" (drivers.batches)
+    via: str = "online"  # or "batches" (batches.run)
     batches_created: int = 0  # Message Batches this run created
     batches_collected: int = 0  # ... and whose results it wrote
     batches_running: list[str] = field(default_factory=list)  # left running when it stopped
@@ -44,7 +44,7 @@ class RunSummary(RowTally):
     job_cost_usd: float | None = None
 
     def took_over(self, sources: SourceRule, spent: float) -> None:
-        """Note what the run takes over from earlier ones (``session.load_prior``): which
+        """Note what the run takes over from earlier ones (``runs.resume.load_prior``): which
         sources' answers count, and what the job spent before."""
         self.source = sources.current
         self.sources_kept = sources.kept

@@ -27,7 +27,7 @@ its answer for $0, and each prefix group pays one cache write and reads for the 
 cost is shown with that and without caching.
 
     est = estimate(load_config(Path("jobs/estimate_costs.toml"), {"simulate": True}), pilot="10")
-    print(format_estimate(est))   # batchrun.render.estimate
+    print(format_estimate(est))   # batchrun.render.estimate_text
 """
 
 from __future__ import annotations
@@ -56,10 +56,6 @@ from batchrun.cost.projection import (
     percentile,
     project,
 )
-from batchrun.drivers.online import run_async
-from batchrun.drivers.preflight import check_every_row_can_be_built
-from batchrun.drivers.progress import Progress
-from batchrun.drivers.session import redo_lapsed
 from batchrun.engine.connect import open_client
 from batchrun.engine.outcome import VIA_BATCHES, prepare
 from batchrun.engine.pool import Pool
@@ -70,6 +66,10 @@ from batchrun.estimation.figures import Estimate, Level, ModelLine, PilotInfo, _
 from batchrun.estimation.notes import method_notes
 from batchrun.rows.reader import InputRow, read_rows
 from batchrun.rows.tokens import estimate_input_tokens
+from batchrun.runs.online import run_async
+from batchrun.runs.plan import redo_lapsed
+from batchrun.runs.preflight import check_every_row_can_be_built
+from batchrun.runs.progress import Progress
 from batchrun.store.columns import STATUS_OK
 from batchrun.store.journal import INDEX
 from batchrun.store.latest import latest_batches

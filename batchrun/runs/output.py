@@ -1,5 +1,5 @@
 """The output a run writes: its ``Sink`` and, for an ``s3://`` or ``gs://`` output, the mirror
-that makes it survive the machine (``store.remote``).
+that makes it survive the machine (``remote.mirror``).
 
 A remote output is written as a local one is, in its work folder (``--work-dir``): the journal
 stays local and fsynced. Before the sink opens, the mirror pulls what earlier runs left on the
@@ -26,6 +26,9 @@ from typing import TYPE_CHECKING, Any
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import BatchrunError, OutputError
 from batchrun.core.scrub import url_without_secrets
+from batchrun.remote.lease import LEASE_OBJECT, Lease, LeaseLostError
+from batchrun.remote.mirror import PullReport, RemoteOutput, journal_prefix, new_run_id
+from batchrun.remote.objects import Storage, StorageError, StorageSettings
 from batchrun.store.dataset import (
     DATASET,
     PART_ROWS,
@@ -38,9 +41,7 @@ from batchrun.store.dataset import (
     replace_folder,
     write_manifest,
 )
-from batchrun.store.lease import LEASE_OBJECT, Lease, LeaseLostError
 from batchrun.store.partial import SUCCESS
-from batchrun.store.remote import PullReport, RemoteOutput, journal_prefix, new_run_id
 from batchrun.store.sink import (
     TMP_OUTPUT_SUFFIX,
     OutputKind,
@@ -51,10 +52,9 @@ from batchrun.store.sink import (
     remove_temporary,
     temporary_path,
 )
-from batchrun.store.storage import Storage, StorageError, StorageSettings
 
 if TYPE_CHECKING:
-    from batchrun.store.remote import Segmenter
+    from batchrun.remote.mirror import Segmenter
 
 
 class RunOutput:
@@ -227,7 +227,7 @@ def _remote_output(config: RunConfig, lease: Lease | None = None) -> RemoteOutpu
 class RemoteDataset(RemoteOutput):
     """A dataset output on an object store (``s3://b/out/``), mirrored in a work folder.
 
-    The same as a remote file (``store.remote``), but for the final step: ``pull`` copies
+    The same as a remote file (``remote.mirror``), but for the final step: ``pull`` copies
     the dataset a ``_SUCCESS`` lists into the local folder, ``publish`` uploads parts then
     ``_SUCCESS``. The journal segments live beside the folder (``s3://b/out.batchrun/``),
     not in it, so that a reader of the folder sees Parquet parts only.
@@ -343,7 +343,7 @@ _HELD: dict[str, Lease] = {}
 
 @contextlib.contextmanager
 def output_lease(config: RunConfig) -> Iterator[Lease | None]:
-    """A remote output's lease (``store.lease``), held for the ``with``: a run on another
+    """A remote output's lease (``remote.lease``), held for the ``with``: a run on another
     machine is refused while it is held (LeaseHeldError naming this run); renewed in the
     background; asked before each request and upload (``RunOutput.lease``); removed on
     leaving, whether the run ended, stopped or failed. A local output has none (its file

@@ -1,4 +1,4 @@
-"""``batchrun report`` as text: the totals of ``reporting.report`` for a person at a terminal.
+"""``batchrun report`` as text: the totals of ``reporting.totals`` for a person at a terminal.
 
 Example::
 
@@ -11,7 +11,7 @@ from collections import Counter
 from typing import Any
 
 from batchrun.core.humanize import duration_ms, duration_s, money
-from batchrun.reporting.report import LogHistogram, ModelTotals, Report, iso_seconds
+from batchrun.reporting.totals import LogHistogram, ModelTotals, Report, iso_seconds
 from batchrun.store.latest import Source
 
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import httpx
 
-from batchrun.api.batches import BatchesApi, BatchStatus
+from batchrun.client.batch_endpoints import BatchesApi, BatchStatus
 from batchrun.config.load import RunConfig
-from batchrun.drivers.session import check_credentials
 from batchrun.engine.connect import open_client
+from batchrun.runs.claim import check_credentials
 from batchrun.store.batch_journal import BatchEntry, BatchJournal, batch_journal_path
 
 

@@ -1,6 +1,6 @@
 """Who a run is to the API, and which API version it speaks: plain data, no HTTP library.
 
-``config`` builds these from the environment and ``api.client`` turns them into headers; both
+``config`` builds these from the environment and ``client.messages`` turns them into headers; both
 import them from here, so reading a configuration loads no HTTP code.
 """
 

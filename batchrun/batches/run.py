@@ -31,48 +31,39 @@ from typing import IO, Any
 
 import httpx
 
-from batchrun.api.batches import BatchesApi, BatchStatus, is_ambiguous
-from batchrun.api.retry import send_with_retries
-from batchrun.config.load import RunConfig
-from batchrun.core.errors import ApiError, ConfigError, FatalRunError
-from batchrun.core.wording import option, place, said
-from batchrun.drivers.batch_plan import REQUEST_HASH_CHARS, BatchItem, chunks
-from batchrun.drivers.batch_results import (
+from batchrun.batches.plan import REQUEST_HASH_CHARS, BatchItem, chunks
+from batchrun.batches.results import (
     ResultSpool,
     credential_scrubber,
     processing_ms,
     result_row,
 )
-from batchrun.drivers.display import BatchView, Snapshot
-from batchrun.drivers.interrupt import run_interruptibly
-from batchrun.drivers.online import run_holding
-from batchrun.drivers.output import RunOutput
-from batchrun.drivers.preflight import check_every_row_can_be_built
-from batchrun.drivers.progress import Progress
-from batchrun.drivers.session import (
-    Resume,
-    ResumeMismatchError,
-    RowCounter,
-    Sleep,
-    check_credentials,
-    claim_output,
-    count_hint,
-    load_prior,
-    plan,
-    record_spend,
-    write_output,
-)
-from batchrun.drivers.summary import RunSummary
-from batchrun.drivers.twins import BatchTwins, remember_prior_answers
+from batchrun.client.batch_endpoints import BatchesApi, BatchStatus, is_ambiguous
+from batchrun.client.retry import send_with_retries
+from batchrun.config.load import RunConfig
+from batchrun.core.errors import ApiError, ConfigError, FatalRunError
+from batchrun.core.wording import option, place, said
 from batchrun.engine.admission import AdmissionClosed, Gate, SendCheck
 from batchrun.engine.connect import open_client
 from batchrun.engine.dedup import Dedup
 from batchrun.engine.outcome import VIA_BATCHES, Work, error_row, prepare
+from batchrun.remote.batch_mirror import BatchJournalMirror
 from batchrun.rows.reader import check_input_file, read_rows
+from batchrun.runs.claim import check_credentials, claim_output
+from batchrun.runs.display import BatchView, Snapshot
+from batchrun.runs.finish import record_spend, write_output
+from batchrun.runs.interrupt import run_interruptibly
+from batchrun.runs.online import run_holding
+from batchrun.runs.output import RunOutput
+from batchrun.runs.plan import RowCounter, count_hint, plan
+from batchrun.runs.preflight import check_every_row_can_be_built
+from batchrun.runs.progress import Progress
+from batchrun.runs.resume import Resume, ResumeMismatchError, Sleep, load_prior
+from batchrun.runs.summary import RunSummary
+from batchrun.runs.twins import BatchTwins, remember_prior_answers
 from batchrun.store.batch_journal import (
     BatchEntry,
     BatchJournal,
-    BatchJournalMirror,
     IntentRows,
     batch_journal_path,
 )
@@ -198,7 +189,7 @@ def _batch_twins(
     config: RunConfig, journal: BatchJournal, sink: Sink, prior: PriorState, resume: Resume
 ) -> BatchTwins | None:
     """With --dedup: the answers earlier runs recorded, and the requests in batches still
-    running, so that no request is submitted twice (``drivers.twins``)."""
+    running, so that no request is submitted twice (``runs.twins``)."""
     if not config.dedup:
         return None
     dedup = Dedup()
@@ -239,7 +230,7 @@ def _journal_mirror(config: RunConfig) -> BatchJournalMirror | None:
     if config.output_url is None:
         return None
     # Imported here: a local output has no use for the storage layer (pyarrow.fs).
-    from batchrun.store.storage import Storage, StorageSettings
+    from batchrun.remote.objects import Storage, StorageSettings
 
     storage = Storage(StorageSettings(config.s3_endpoint, config.gcs_endpoint))
     return BatchJournalMirror(storage, config.output_url)
@@ -446,7 +437,7 @@ class _BatchJob:
             yield BatchItem(work.row.index, work.row.id, work.request_hash, work.body)
 
     async def _create(self, entry: BatchEntry, content: bytes) -> None:
-        """Create the intent's batch, never twice, retried as any request is (``api.retry``).
+        """Create the intent's batch, never twice, retried as any request is (``client.retry``).
 
         After a failure that may hide a created batch (``is_ambiguous``), the next attempt
         first looks for it (``reconcile``); found, it is taken, otherwise a fresh intent is

@@ -1,5 +1,5 @@
 """``run`` / ``run_async``: a job to its end, online or through Message Batches, as its config
-says; or rows held in memory (``drivers.frames``), their output returned as a pyarrow Table.
+says; or rows held in memory (``public.frames``), their output returned as a pyarrow Table.
 
 from batchrun import load_config, run
 summary = run(load_config(Path("jobs/label_sentiment.toml"), {"simulate": True}))
@@ -24,15 +24,15 @@ from typing import IO, Any, Generic, TypeVar, cast, overload
 import httpx
 import pyarrow as pa
 
+from batchrun.batches.run import run_batches_async
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ConfigError
 from batchrun.core.wording import option
-from batchrun.drivers.batches import run_batches_async
-from batchrun.drivers.frames import output_table, staged_rows
-from batchrun.drivers.online import run_async as run_online_async
-from batchrun.drivers.session import Sleep
-from batchrun.drivers.shards import run_shard_async
-from batchrun.drivers.summary import RunSummary
+from batchrun.public.frames import output_table, staged_rows
+from batchrun.runs.online import run_async as run_online_async
+from batchrun.runs.resume import Sleep
+from batchrun.runs.summary import RunSummary
+from batchrun.shards.run import run_shard_async
 
 __all__ = ["run", "run_async", "run_shard"]
 
@@ -163,8 +163,8 @@ async def run_async(
         table = await run_async(df, model="claude-haiku-4-5", max_tokens=5, output="out.parquet")
 
     A ``RunConfig`` with ``via = "batches"`` goes through the Message Batches API
-    (``drivers.batches``; ``only`` and ``redo_lapsed`` are for online runs). Errors are as
-    in ``drivers.online.run_async``: a row's own failure is an error row, never an exception.
+    (``batches.run``; ``only`` and ``redo_lapsed`` are for online runs). Errors are as
+    in ``runs.online.run_async``: a row's own failure is an error row, never an exception.
     """
     return await _run_any(
         config,
@@ -255,7 +255,7 @@ def run_shard(
     retry_sleep: Sleep = asyncio.sleep,
 ) -> RunSummary:
     """Run shard ``index`` of ``count`` of the job: the rows whose id hashes to ``index``
-    (``drivers.shards``), into the shard's own output, resumable as any run. Any engine that
+    (``shards.run``), into the shard's own output, resumable as any run. Any engine that
     can start a process or a task per shard can drive a job this way; ``merge_shards``
     (``batchrun merge``) then writes the job's output::
 

@@ -18,28 +18,21 @@ import httpx
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ConfigError, FatalRunError
 from batchrun.core.wording import option
-from batchrun.drivers.display import Snapshot, cost_text
-from batchrun.drivers.interrupt import run_interruptibly
-from batchrun.drivers.output import RunOutput, shown_output
-from batchrun.drivers.preflight import check_every_row_can_be_built
-from batchrun.drivers.progress import Progress
-from batchrun.drivers.session import (
-    RowCounter,
-    Sleep,
-    check_credentials,
-    claim_output,
-    count_hint,
-    load_prior,
-    plan,
-    record_spend,
-    write_output,
-)
-from batchrun.drivers.summary import RunSummary
-from batchrun.drivers.twins import remember_prior_answers
 from batchrun.engine.connect import open_client
 from batchrun.engine.engine import Engine
 from batchrun.engine.outcome import Work
 from batchrun.rows.reader import check_input_file
+from batchrun.runs.claim import check_credentials, claim_output
+from batchrun.runs.display import Snapshot, cost_text
+from batchrun.runs.finish import record_spend, write_output
+from batchrun.runs.interrupt import run_interruptibly
+from batchrun.runs.output import RunOutput, shown_output
+from batchrun.runs.plan import RowCounter, count_hint, plan
+from batchrun.runs.preflight import check_every_row_can_be_built
+from batchrun.runs.progress import Progress
+from batchrun.runs.resume import Sleep, load_prior
+from batchrun.runs.summary import RunSummary
+from batchrun.runs.twins import remember_prior_answers
 from batchrun.store.batch_journal import running_batches
 from batchrun.store.lock import OutputLock
 
@@ -195,7 +188,7 @@ def _check_no_running_batches(config: RunConfig) -> None:
 
 
 def _snapshot(summary: RunSummary, in_flight: int) -> Snapshot:
-    """The run's counts for the display (``drivers.display``), which knows no engine."""
+    """The run's counts for the display (``runs.display``), which knows no engine."""
     return summary.snapshot(
         in_flight=in_flight,
         rate_limited_429s=summary.rate_limited_429s,

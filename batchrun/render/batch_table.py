@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from batchrun.drivers.batch_admin import JobBatch
+    from batchrun.batches.admin import JobBatch
 
 
 def format_batches(batches: list[JobBatch], journal: str) -> str:

@@ -51,7 +51,7 @@ from types import TracebackType
 from batchrun.core.errors import OutputError
 from batchrun.core.extras import install_hint
 from batchrun.core.scrub import url_without_secrets
-from batchrun.store.storage import Storage, StorageError
+from batchrun.remote.objects import Storage, StorageError
 
 LEASE_OBJECT = ".batchrun/lease.json"  # after the output's URL
 TTL_S = 300.0

@@ -39,7 +39,7 @@ from batchrun.config.load import RunConfig, did_you_mean, load_config
 from batchrun.config.settings import BY_KEY
 from batchrun.core.errors import ConfigError, InputError
 from batchrun.core.wording import rows_given
-from batchrun.drivers.summary import RunSummary
+from batchrun.runs.summary import RunSummary
 from batchrun.store.sink import output_batches, output_schema
 
 __all__ = ["SUMMARY_KEY", "output_table", "staged_rows", "summary_of", "summary_record"]

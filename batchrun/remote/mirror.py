@@ -38,7 +38,7 @@ restores it before a run:
 ``Segmenter`` seals segments while the run goes; ``RemoteOutput.publish`` uploads the final
 file and only then deletes the segments.
 
-Nothing is uploaded without the output's lease (``store.lease``): before each segment and the
+Nothing is uploaded without the output's lease (``remote.lease``): before each segment and the
 final file, a lease that is not surely fresh is renewed, and one another run took over stops
 the upload (``LeaseLostError``), so a run that was paused past its lease never writes over
 the run that took the output over. A final file whose upload failed is remembered in the
@@ -63,9 +63,9 @@ from typing import Any
 
 from batchrun.core.scrub import url_without_secrets
 from batchrun.core.wording import option
-from batchrun.store.lease import Lease, LeaseLostError
+from batchrun.remote.lease import Lease, LeaseLostError
+from batchrun.remote.objects import ObjectInfo, Storage, StorageError, parse_location
 from batchrun.store.sink import journal_path
-from batchrun.store.storage import ObjectInfo, Storage, StorageError, parse_location
 
 JOURNAL_FOLDER = ".batchrun/journal"  # after the output's URL
 STATE_SUFFIX = ".remote.json"

@@ -8,7 +8,7 @@ held in memory grows with the row count except a counter per minute of the run.
 An output is read as a run would resume it (``store.latest``): the final file's rows, except
 those a newer journal record replaces, then the journal's newest record per row. So a run
 stopped by its budget or interrupted (journal only) reports just as well as a finished one.
-This module reads and totals; ``render.report`` and ``render.report_html`` turn the totals
+This module reads and totals; ``render.report_text`` and ``render.report_html`` turn the totals
 into text and a page for people.
 
 Rows are grouped by the model they resolve to in the price table (``PriceTable.resolve``), so

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from batchrun.api.client import MessagesClient
-from batchrun.api.retry import send_with_retries
+from batchrun.client.messages import MessagesClient
+from batchrun.client.retry import send_with_retries
 from batchrun.core.errors import ApiConnectionError, ApiError, ApiResponseError, ApiTimeoutError
 from batchrun.core.timestamps import parse_rfc3339
 

@@ -1,7 +1,7 @@
 """One job over many processes or machines: shards by the hash of each row's id, each run into
 an output of its own, and ``merge_shards`` joining them into the job's output.
 
-A row belongs to shard ``session.shard_of(id, N)`` (SHA-256 of the id, not Python's salted
+A row belongs to shard ``runs.plan.shard_of(id, N)`` (SHA-256 of the id, not Python's salted
 ``hash``), so every worker agrees without talking to the others. Layout for
 ``-o out/labels.parquet`` and ``--shard 2/4``::
 
@@ -10,7 +10,7 @@ A row belongs to shard ``session.shard_of(id, N)`` (SHA-256 of the id, not Pytho
     out/labels.parquet.shards/2-of-4/labels.parquet.journal     while it runs
     out/labels.parquet.shards/2-of-4/labels.parquet.state.json, .labels.parquet.lock
 
-A shard runs as any output does (``drivers.online``, restricted to its rows with ``only``):
+A shard runs as any output does (``runs.online``, restricted to its rows with ``only``):
 its journal's ``_index`` is the row's input index, so the resume checks compare each record
 with the input row it came from, and rows of other shards are simply not this output's. Once
 every row of the shard has a record, the shard's file is written from the journal (in input
@@ -54,10 +54,12 @@ import pyarrow.compute as pc
 from batchrun.config.load import MAX_SHARDS, RunConfig, check_shard
 from batchrun.core.errors import ConfigError, OutputError
 from batchrun.core.wording import option, said
-from batchrun.drivers.online import run_holding
-from batchrun.drivers.session import Sleep, check_credentials, claim_output, in_shard
-from batchrun.drivers.summary import RunSummary
 from batchrun.rows.reader import check_input_file, read_rows
+from batchrun.runs.claim import check_credentials, claim_output
+from batchrun.runs.online import run_holding
+from batchrun.runs.plan import in_shard
+from batchrun.runs.resume import Sleep
+from batchrun.runs.summary import RunSummary
 from batchrun.store.columns import STATUS_OK
 from batchrun.store.dataset import DATASET, replace_folder
 from batchrun.store.journal import INDEX, JSON_SLICE_BYTES, journal_line, repair_journal
