@@ -49,7 +49,7 @@ def test_a_send_check_that_says_no_stops_the_run_before_the_next_request(
     async def go() -> Engine:
         async with open_client(config) as client:
             engine = Engine(config, client, RowTally(), notify=notes.append, send_check=check)
-            works = (prepare(row, config) for row in read_rows(config.input))
+            works = (prepare(row, config) for row in read_rows(config.input.path))
 
             def record(work: Work, row: dict[str, Any]) -> None:
                 rows.append(row)
@@ -89,12 +89,12 @@ def test_a_batch_run_whose_send_check_says_no_creates_no_more_batches(tmp_path: 
             output.open()
             async with open_client(config) as client:
                 api = BatchesApi(client, max_retries=0)
-                summary = RunSummary(input=config.input, output=config.output)
+                summary = RunSummary(input=config.input.path, output=config.output.path)
                 job = _BatchJob(
                     config, api, _open_journal(config), output.sink, summary, bytearray(),
                     RowCounter(), asyncio.sleep, None, check,
                 )  # fmt: skip
-                await job.submit(prepare(row, config) for row in read_rows(config.input))
+                await job.submit(prepare(row, config) for row in read_rows(config.input.path))
             await output.close()
             return job
 

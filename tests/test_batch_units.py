@@ -163,7 +163,7 @@ def test_a_succeeded_result_is_an_ok_row_at_the_batch_price(tmp_path: Path) -> N
     cfg = config(tmp_path)
     record = {"custom_id": "row-0", "result": {"type": "succeeded", "message": MESSAGE}}
     row = result_row(work(), cfg, record, "msgbatch_1", 1500.0)
-    online = cfg.prices.reply_cost(("claude-haiku-4-5",), MESSAGE["usage"])
+    online = cfg.cost.prices.reply_cost(("claude-haiku-4-5",), MESSAGE["usage"])
     assert row["status"] == "ok" and row["text"] == "positive"
     assert row["cost_usd"] == pytest.approx(online / 2)
     assert (row["via"], row["batch_id"], row["attempts"], row["elapsed_ms"]) == (

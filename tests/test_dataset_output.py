@@ -362,7 +362,7 @@ def test_a_run_into_a_folder_writes_parts_read_as_one_table_and_resumes(
     out = tmp_path / "out" / "labels"
     # As the user writes it: the trailing slash says "a folder" (a Path would drop it).
     config = job_config(inp, Path("unused"), sim.base_url, output=f"{out}/", part_rows=10)
-    assert config.output == out and config.output_format == "parquet-dataset"
+    assert config.output.path == out and config.output.format == "parquet-dataset"
     summary = run(config)
     assert summary.exit_code == 0 and summary.final is not None and summary.final.rows == n
     dataset_parts(out, 3)

@@ -125,7 +125,7 @@ def _engine_rows(tmp_path: Path, rows: list[dict[str, Any]], **flags: Any) -> tu
     async def go() -> None:
         async with open_client(config, httpx.MockTransport(handler)) as client:
             engine = Engine(config, client, tally, sleep=no_wait)
-            works = (prepare(row, config) for row in read_rows(config.input))
+            works = (prepare(row, config) for row in read_rows(config.input.path))
             await engine.run(works, lambda work, row: out.append(row))
 
     asyncio.run(go())

@@ -45,7 +45,7 @@ class Scripted:
 
 
 def _works(config: RunConfig) -> list[Work]:
-    return [prepare(row, config) for row in read_rows(config.input)]
+    return [prepare(row, config) for row in read_rows(config.input.path)]
 
 
 async def _answer(config: RunConfig, handler: Scripted, tally: RowTally) -> list[dict[str, Any]]:
@@ -103,7 +103,7 @@ def test_the_docstring_example_runs_against_the_simulator(monkeypatch: pytest.Mo
         tally = RowTally()
         async with open_client(config) as client:
             engine = Engine(config, client, tally)
-            works = (prepare(row, config) for row in read_rows(config.input))
+            works = (prepare(row, config) for row in read_rows(config.input.path))
             await engine.run(works, lambda work, row: rows.append(row))
         return rows, tally
 

@@ -73,7 +73,7 @@ def head_tokens(head: str) -> int:
 
 
 def first_body(config: RunConfig) -> dict[str, Any]:
-    body = prepare(next(iter(read_rows(config.input))), config).body
+    body = prepare(next(iter(read_rows(config.input.path))), config).body
     assert body is not None
     return body
 

@@ -31,6 +31,7 @@ from batchrun.rows.reader import InputShape, count_rows, read_rows
 from batchrun.rows.spool import sniff_format, spool_stdin
 from batchrun.runs.claim import check_kept_columns_exist
 from batchrun.runs.plan import input_rows
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorThread
 from batchrun.store.columns import COLUMN_NAMES, blank_row
 from batchrun.store.lock import OutputLock
@@ -478,7 +479,7 @@ def test_a_csv_output_is_resumed_and_reported(tmp_path: Path, sim: SimulatorThre
     out = tmp_path / "out.csv"
     config = job_config(inp, out, sim.base_url, concurrency=1)
     with pytest.raises(FatalRunError):
-        run(config, transport=_RefusingAfter(4))  # stopped: a partial CSV output
+        run(config, runtime=Runtime(transport=_RefusingAfter(4)))  # stopped: a partial CSV output
     assert read_partial(out) == Partial(4, 10)
 
     done = run(config)  # completes it from the journal
@@ -486,7 +487,7 @@ def test_a_csv_output_is_resumed_and_reported(tmp_path: Path, sim: SimulatorThre
 
     write_jsonl(inp, rows)  # ten more rows: resumed from the complete CSV file
     recording = RecordingTransport()
-    more = run(config, transport=recording)
+    more = run(config, runtime=Runtime(transport=recording))
     assert more.exit_code == 0 and more.skipped == 10 and len(recording.bodies) == 10
     with out.open(encoding="utf-8", newline="") as fh:
         written = list(csv.DictReader(fh))

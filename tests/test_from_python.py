@@ -28,6 +28,7 @@ from support import TEST_KEY, RecordingTransport, reply_tag
 import batchrun
 from batchrun.public.frames import SUMMARY_KEY
 from batchrun.public.run import _Worker
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorThread
 from batchrun.store.resume import read_state
 from batchrun.store.sink import journal_path, output_schema
@@ -312,7 +313,7 @@ def test_the_job_settings_shape_the_requests(sim: SimulatorThread) -> None:
         system="Be brief.",
         template="One line on {topic}.",
         temperature=0.5,
-        transport=sent,
+        runtime=Runtime(transport=sent),
     )
     assert table.column("status").to_pylist() == ["ok", "ok"]
     assert [body["messages"][0]["content"] for body in sent.bodies] == [
@@ -434,9 +435,13 @@ def test_a_second_call_with_the_same_rows_and_output_sends_nothing(
     output = tmp_path / "labels.parquet"
     first_sent, second_sent = RecordingTransport(), RecordingTransport()
 
-    first = batchrun.run(KINDS[kind](rows), **against(sim), output=output, transport=first_sent)
+    first = batchrun.run(
+        KINDS[kind](rows), **against(sim), output=output, runtime=Runtime(transport=first_sent)
+    )
     stamp = read_state(output)
-    second = batchrun.run(KINDS[kind](rows), **against(sim), output=output, transport=second_sent)
+    second = batchrun.run(
+        KINDS[kind](rows), **against(sim), output=output, runtime=Runtime(transport=second_sent)
+    )
 
     assert len(first_sent.bodies) == 9 and second_sent.bodies == []
     assert batchrun.summary_of(first)["output"] == str(output)
@@ -466,7 +471,7 @@ def test_a_run_the_budget_stopped_returns_what_finished_and_resumes(
     assert_answers(stopped, rows[:done])
 
     sent = RecordingTransport()
-    finished = batchrun.run(rows, **against(sim), output=output, transport=sent)
+    finished = batchrun.run(rows, **against(sim), output=output, runtime=Runtime(transport=sent))
     assert len(sent.bodies) == 10 - done
     assert batchrun.summary_of(finished)["complete"] is True
     assert_answers(finished, rows)
@@ -582,7 +587,8 @@ async def cell():
     try:
         batchrun.run(rows, model="claude-haiku-4-5", max_tokens=20, base_url=url,
                      environ={"ANTHROPIC_API_KEY": os.environ["TEST_KEY"]}, quiet=True,
-                     concurrency=1, output=output, transport=StallsOnTheFourth())
+                     concurrency=1, output=output,
+                     runtime=batchrun.Runtime(transport=StallsOnTheFourth()))
     except KeyboardInterrupt:
         print("KeyboardInterrupt")
 
@@ -615,6 +621,6 @@ def test_an_interrupt_in_a_notebook_stops_the_run_and_a_second_call_resumes(
     assert journal_path(output).exists()
     sent = RecordingTransport()
     rows = [{"id": f"q{i}", "prompt": f"What is {i} + {i}?"} for i in range(10)]
-    table = batchrun.run(rows, **against(sim), output=output, transport=sent)
+    table = batchrun.run(rows, **against(sim), output=output, runtime=Runtime(transport=sent))
     assert len(sent.bodies) == 7  # the three answered before the interrupt are not sent again
     assert_answers(table, rows)

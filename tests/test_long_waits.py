@@ -110,7 +110,7 @@ def _run(config: RunConfig) -> tuple[list[float], list[str], RowTally]:
     async def go() -> None:
         async with open_client(config, httpx.MockTransport(HourLong429())) as client:
             engine = Engine(config, client, tally, sleep=sleep, notify=told.append)
-            works = [prepare(row, config) for row in read_rows(config.input)]
+            works = [prepare(row, config) for row in read_rows(config.input.path)]
             await engine.run(works, lambda work, row: None)
 
     asyncio.run(go())

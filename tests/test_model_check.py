@@ -26,6 +26,7 @@ from batchrun.cost.prices import (
     packaged_path,
     unknown_model_warning,
 )
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.sink import journal_path
 
@@ -241,7 +242,7 @@ def test_the_run_warning_is_given_once_per_run_in_the_library_too(tmp_path: Path
             {"output": str(tmp_path / "o.parquet"), "max_tokens": 20, "base_url": sim.base_url},
             environ={"ANTHROPIC_API_KEY": TEST_KEY},
         )
-        summary = run(config, progress_stream=stream)
+        summary = run(config, runtime=Runtime(progress_stream=stream))
     assert summary.ok == 6 and summary.unpriced == 6
     assert stream.getvalue().count("model 'my-gateway-fast' is not a model batchrun knows") == 1
 

@@ -30,6 +30,7 @@ from batchrun.cost.prices import (
 )
 from batchrun.estimation.passes import estimate
 from batchrun.render.estimate_text import format_estimate
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorThread
 
 # --- resolution (pure) -----------------------------------------------------------------------
@@ -242,7 +243,10 @@ def test_a_run_through_a_gateway_name_is_priced_and_sends_the_name_as_given(
         environ={"ANTHROPIC_API_KEY": TEST_KEY},
     )
     stream = io.StringIO()
-    summary = run(config, transport=httpx.MockTransport(answer), progress_stream=stream)
+    summary = run(
+        config,
+        runtime=Runtime(transport=httpx.MockTransport(answer), progress_stream=stream),
+    )
     assert sent == [gateway_name] * 5  # never rewritten: resolution is for prices only
     assert summary.budget_stop is None and summary.unpriced == 0 and summary.ok == 5
     # Haiku 4.5: 1000 in × $1/M + 3 out × $5/M = $0.001015 a row.

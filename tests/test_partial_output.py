@@ -18,6 +18,7 @@ from support import TEST_KEY, job_config, journal_lines, prompts, write_jsonl
 from batchrun import run
 from batchrun.cli import cli
 from batchrun.core.errors import FatalRunError, OutputError
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorThread
 from batchrun.store.journal import read_json_lines
 from batchrun.store.partial import PARTIAL_KEY, Partial, mark_path, read_partial
@@ -107,7 +108,7 @@ def test_a_fatal_error_leaves_a_partial_jsonl_output_and_the_cli_says_where(
     out = tmp_path / "out.jsonl"
     config = job_config(inp, out, sim.base_url, concurrency=1)
     with pytest.raises(FatalRunError, match="authentication_error"):
-        run(config, transport=RefusingAfter(12))
+        run(config, runtime=Runtime(transport=RefusingAfter(12)))
     assert ids(read_rows(out)) == ids(rows[:12])
     assert read_partial(out) == Partial(12, 30) and mark_path(out).exists()
     assert journal_lines(out) == 12
@@ -146,7 +147,10 @@ def test_a_stop_after_the_input_grew_keeps_the_earlier_output_rows(
 
     write_jsonl(inp, rows)  # ten more rows
     with pytest.raises(FatalRunError):
-        run(job_config(inp, out, sim.base_url, concurrency=1), transport=RefusingAfter(3))
+        run(
+            job_config(inp, out, sim.base_url, concurrency=1),
+            runtime=Runtime(transport=RefusingAfter(3)),
+        )
     # The partial output has the ten earlier rows and the three new ones; since a partial
     # file is never read back, the journal now holds all thirteen.
     assert ids(read_rows(out)) == ids(rows[:13])
@@ -169,7 +173,10 @@ def test_a_partial_output_without_its_journal_is_refused_before_sending(
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out.parquet"
     with pytest.raises(FatalRunError):
-        run(job_config(inp, out, sim.base_url, concurrency=1), transport=RefusingAfter(4))
+        run(
+            job_config(inp, out, sim.base_url, concurrency=1),
+            runtime=Runtime(transport=RefusingAfter(4)),
+        )
     journal_path(out).unlink()
     answered = sim.stats.snapshot().answered_ok
     with pytest.raises(OutputError, match=r"partial output \(partial: 4 of 10 rows\).*missing"):

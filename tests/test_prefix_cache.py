@@ -28,6 +28,7 @@ from batchrun.rows.prefix import (
     template_head,
 )
 from batchrun.rows.request import RequestDefaults, prepare_request, request_hash
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator.cache import PromptCache
 from batchrun.simulator.cache import min_cacheable_tokens as sim_minimum
 from batchrun.simulator.replies import make_reply
@@ -241,7 +242,8 @@ def test_a_whole_run_of_few_shot_rows_marks_only_blocks_with_content(
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     recorder = RecordingTransport()
     summary = run(
-        job_config(inp, tmp_path / "out.jsonl", sim.base_url, concurrency=1), transport=recorder
+        job_config(inp, tmp_path / "out.jsonl", sim.base_url, concurrency=1),
+        runtime=Runtime(transport=recorder),
     )
     assert summary.exit_code == 0 and len(recorder.bodies) == 3
     for body in recorder.bodies:
@@ -407,7 +409,7 @@ def run_job(tmp_path: Path, sim: Any, cache: str, instruction: str) -> list[dict
     out = tmp_path / f"out-{cache}.jsonl"
     flags = {"template": instruction + "{text}", "cache": cache, "concurrency": 1}
     recorder = RecordingTransport()
-    summary = run(job_config(inp, out, sim.base_url, **flags), transport=recorder)
+    summary = run(job_config(inp, out, sim.base_url, **flags), runtime=Runtime(transport=recorder))
     assert summary.exit_code == 0
     for body in recorder.bodies:
         assert_conforms(body)
@@ -456,7 +458,10 @@ def test_an_output_made_without_breakpoints_resumes_under_cache_auto(
     first = run(job_config(inp, out, sim.base_url, cache="off", **flags))
     assert first.exit_code == 0
     recorder = RecordingTransport()
-    again = run(job_config(inp, out, sim.base_url, cache="auto", **flags), transport=recorder)
+    again = run(
+        job_config(inp, out, sim.base_url, cache="auto", **flags),
+        runtime=Runtime(transport=recorder),
+    )
     assert again.exit_code == 0
     assert recorder.bodies == []  # every row answered before is kept, none sent again
 
@@ -468,7 +473,7 @@ def test_a_whole_run_caches_the_document_every_row_attaches(tmp_path: Path, sim:
     out = tmp_path / "out.jsonl"
     flags = {"template": "Answer from the document: {text}", "concurrency": 16}
     recorder = RecordingTransport()
-    summary = run(job_config(inp, out, sim.base_url, **flags), transport=recorder)
+    summary = run(job_config(inp, out, sim.base_url, **flags), runtime=Runtime(transport=recorder))
     assert summary.exit_code == 0 and summary.ok == 30
     for body in recorder.bodies:
         assert_conforms(body)

@@ -21,6 +21,7 @@ from batchrun.cost.prices import (
 )
 from batchrun.estimation.passes import estimate
 from batchrun.render.estimate_text import format_estimate
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 
 D = Decimal
@@ -223,7 +224,7 @@ def test_prices_and_max_cost_come_from_the_job_file(tmp_path: Path) -> None:
     job = tmp_path / "job.toml"
     job.write_text('input = "in.jsonl"\nprices = "p.toml"\nmax_cost = 2.5\nmodel = "claude-z"\n')
     config = load_config(job, environ={})
-    assert config.max_cost == 2.5 and config.prices.lookup("claude-z") is not None
+    assert config.cost.max_cost == 2.5 and config.cost.prices.lookup("claude-z") is not None
     with pytest.raises(ConfigError, match="max_cost"):
         load_config(job, {"max_cost": -1}, environ={})
     assert load_config(job, environ={"BATCHRUN_MAX_COST": "7"}).max_cost == 7.0
@@ -254,7 +255,7 @@ def test_every_output_row_is_priced_from_its_own_usage(tmp_path: Path) -> None:
             },
             environ={"ANTHROPIC_API_KEY": TEST_KEY},
         )
-        summary = run(config, progress_stream=stream)
+        summary = run(config, runtime=Runtime(progress_stream=stream))
     got = pq.read_table(out).to_pylist()
     table = load_prices()
     for row in got[:6]:

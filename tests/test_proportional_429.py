@@ -33,6 +33,7 @@ from batchrun.limits.congestion import (
 )
 from batchrun.limits.headers import HeaderReading
 from batchrun.limits.values import INPUT, REQUESTS
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorConfig, SimulatorThread, make_reply
 
 PLENTY = {REQUESTS: HeaderReading(limit=1_000, remaining=800)}
@@ -199,7 +200,10 @@ def run_four_rows_refused_together(tmp_path: Path, remaining: int) -> tuple[Any,
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(4))
     out = tmp_path / "out.parquet"
     config = job_config(inp, out, "https://api.anthropic.com", concurrency=4)
-    summary = run(config, transport=httpx.MockTransport(handler), retry_sleep=record)
+    summary = run(
+        config,
+        runtime=Runtime(transport=httpx.MockTransport(handler), sleep=record),
+    )
     assert summary.exit_code == 0
     assert [r["status"] for r in pq.read_table(out).to_pylist()] == ["ok"] * 4
     assert len(sent) == 8 and summary.rate_limited_429s == 4
@@ -229,7 +233,9 @@ def test_a_run_with_scattered_429s_ends_ok_without_pausing_for_each(tmp_path: Pa
         error_rates={"429": 0.04, "529": 0.03}, retry_after=1.0, latency_mean=0.001, seed=18
     )
     with SimulatorThread(config) as sim:
-        summary = run(job_config(inp, out, sim.base_url, concurrency=16), retry_sleep=no_wait)
+        summary = run(
+            job_config(inp, out, sim.base_url, concurrency=16), runtime=Runtime(sleep=no_wait)
+        )
         refused = sim.stats.faults["429"]
     rows = pq.read_table(out).to_pylist()
     assert [r["status"] for r in rows] == ["ok"] * n
@@ -249,7 +255,9 @@ def test_injected_429s_whose_headers_show_plenty_left_never_pause(tmp_path: Path
         error_rates={"429": 0.05}, retry_after=1.0, rpm=1_000_000, latency_mean=0.001, seed=7
     )
     with SimulatorThread(config) as sim:
-        summary = run(job_config(inp, out, sim.base_url, concurrency=16), retry_sleep=no_wait)
+        summary = run(
+            job_config(inp, out, sim.base_url, concurrency=16), runtime=Runtime(sleep=no_wait)
+        )
         refused = sim.stats.faults["429"]
     assert [r["status"] for r in pq.read_table(out).to_pylist()] == ["ok"] * n
     assert refused > 5

@@ -26,6 +26,7 @@ from batchrun.core.errors import InvalidRowError
 from batchrun.engine import outcome
 from batchrun.engine.outcome import Work, error_row, ok_row, prepare
 from batchrun.rows.reader import InputRow, read_rows
+from batchrun.runs.runtime import Runtime
 from batchrun.runs.validate import validate
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.simulator.events import encode_event, stream_events
@@ -214,7 +215,10 @@ def test_a_reply_whose_values_fit_no_column_is_a_malformed_response_row(
     settings_ = {"output": str(out), "model": "claude-haiku-4-5", "max_tokens": 30,
                  "stream": stream, "quiet": True, "concurrency": 4}  # fmt: skip
     config = load_config(inp, settings_, environ={"ANTHROPIC_API_KEY": TEST_KEY})
-    summary = run(config, transport=httpx.MockTransport(_scripted(mutate)), retry_sleep=no_wait)
+    summary = run(
+        config,
+        runtime=Runtime(transport=httpx.MockTransport(_scripted(mutate)), sleep=no_wait),
+    )
     assert summary.exit_code == 3
     got = pq.read_table(out).to_pylist()
     assert [row["id"] for row in got] == [row["id"] for row in rows]
@@ -423,7 +427,7 @@ def test_run_survives_any_rows(shared_sim: SimulatorThread, lines: list[bytes]) 
             keep_columns=("note",),
             encoding="utf-8",  # as in test_validate_survives_any_rows
         )
-        summary = run(config, retry_sleep=no_wait)
+        summary = run(config, runtime=Runtime(sleep=no_wait))
         assert summary.final is not None and summary.final.rows == len(lines) + 1
         got = pq.read_table(out).to_pylist()
         assert len(got) == len(lines) + 1

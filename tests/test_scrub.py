@@ -29,6 +29,7 @@ from batchrun.client.credentials import Credentials
 from batchrun.core.errors import ApiStatusError, ConfigError
 from batchrun.core.scrub import MASK, PARTIAL_MIN, Scrubber, mask_for, url_without_secrets
 from batchrun.core.secret import Secret
+from batchrun.runs.runtime import Runtime
 
 TOKEN = "gw-tok-1f2e3d4c5b6a-canary-0099"  # a gateway's bearer token
 ENV_OF = {"x-api-key": "ANTHROPIC_API_KEY", "bearer": "ANTHROPIC_AUTH_TOKEN"}
@@ -217,7 +218,7 @@ def test_a_run_whose_400s_quote_the_key_writes_and_raises_nothing_of_it(
     )
     shown: list[str] = []
     try:
-        summary = run(config, transport=_quoting_transport(400))
+        summary = run(config, runtime=Runtime(transport=_quoting_transport(400)))
         assert rows < 5 and summary.exit_code != 0
     except BatchrunError as exc:  # five rows failing alike stop the run (FailFast)
         assert rows >= 5, exc

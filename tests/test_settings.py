@@ -36,9 +36,9 @@ def command(path: str) -> click.Command:
 def resolved(config: RunConfig, key: str) -> Any:
     """Where ``key`` ends up in a RunConfig."""
     if key in ("rpm", "itpm", "otpm"):
-        return getattr(config.limits.default, key)
+        return getattr(config.engine.limits.default, key)
     if key == "batch_max_mb":
-        return config.batch_max_bytes / (1024 * 1024)
+        return config.batches.max_bytes / (1024 * 1024)
     if hasattr(config.defaults, key):
         return getattr(config.defaults, key)
     return getattr(config, key)

@@ -49,14 +49,14 @@ def test_a_job_file_on_s3_resolves_its_relative_files_beside_it(
         'model = "claude-haiku-4-5"\nmax_tokens = 20\n',
     )
     config = load_config(job, {"base_url": sim.base_url, "quiet": True}, environ=env)
-    assert config.input_url == f"s3://{bucket}/data/in.jsonl"
-    assert config.output_url == f"s3://{bucket}/jobs/out/labels.parquet"
-    haiku = config.prices.lookup("claude-haiku-4-5")
+    assert config.input.url == f"s3://{bucket}/data/in.jsonl"
+    assert config.output.url == f"s3://{bucket}/jobs/out/labels.parquet"
+    haiku = config.cost.prices.lookup("claude-haiku-4-5")
     assert haiku is not None and haiku.rates.output == Decimal("4.5")
     summary = run(config)
     assert summary.exit_code == 0 and sim.stats.snapshot().answered_ok == n
     local = tmp_path / "final.parquet"
-    storage.download(config.output_url, local)
+    storage.download(config.output.url, local)
     assert [r["id"] for r in pq.read_table(local).to_pylist()] == [p["id"] for p in prompts(n)]
 
 
@@ -72,7 +72,7 @@ def test_flags_win_over_a_remote_job_file_and_stay_relative_to_the_working_folde
     job = f"s3://{bucket}/jobs/x.toml"
     put_job(storage, job, 'input = "gone.jsonl"\nmodel = "claude-haiku-4-5"\n')
     config = load_config(job, {"input": "here.jsonl"}, environ=env)
-    assert config.input == (tmp_path / "here.jsonl").resolve() and config.input_url is None
+    assert config.input.path == (tmp_path / "here.jsonl").resolve() and config.input.url is None
 
 
 def test_the_prices_flag_takes_a_url(
@@ -82,9 +82,9 @@ def test_the_prices_flag_takes_a_url(
     storage.write_bytes(url, PRICES.encode())
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(2))
     config = load_config(inp, {"prices": url, "model": "claude-haiku-4-5"}, environ=env)
-    haiku = config.prices.lookup("claude-haiku-4-5")
+    haiku = config.cost.prices.lookup("claude-haiku-4-5")
     assert haiku is not None and haiku.rates.output == Decimal("4.5")
-    assert config.prices.sources[-1] == url
+    assert config.cost.prices.sources[-1] == url
     storage.write_bytes(url, b"[models.x]\ninput = 1\n")
     with pytest.raises(ConfigError, match="needs output") as caught:
         load_config(inp, {"prices": url, "model": "claude-haiku-4-5"}, environ=env)

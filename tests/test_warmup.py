@@ -209,7 +209,7 @@ def test_each_group_sends_one_request_first_while_rows_without_a_prefix_flow(
     async def go() -> None:
         async with open_client(config, httpx.MockTransport(handler)) as client:
             engine = Engine(config, client, tally, sleep=no_wait)
-            works = [prepare(row, config) for row in read_rows(config.input)]
+            works = [prepare(row, config) for row in read_rows(config.input.path)]
             keys = {w.row.id[0]: w.prefix_key for w in works}
             assert keys["a"] and keys["b"] and keys["a"] != keys["b"] and keys["n"] is None
             await engine.run(works, lambda work, row: out.append(row))
@@ -280,7 +280,7 @@ def test_a_streamed_first_answer_lets_its_group_go_as_soon_as_it_begins(tmp_path
     async def go() -> None:
         async with open_client(config, httpx.MockTransport(handler)) as client:
             engine = Engine(config, client, tally, sleep=no_wait)
-            works = [prepare(row, config) for row in read_rows(config.input)]
+            works = [prepare(row, config) for row in read_rows(config.input.path)]
             assert works[0].prefix_key is not None
             await engine.run(works, lambda work, row: out.append(row))
 

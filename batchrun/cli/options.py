@@ -265,21 +265,21 @@ def kept_rows(
     from batchrun.store.partial import read_partial
     from batchrun.store.sink import journal_path
 
-    journal = journal_path(config.output)
+    journal = journal_path(config.output.path)
     try:
         if journal.stat().st_size == 0:
             return ""
     except OSError:
         return ""
-    partial = read_partial(config.output)
+    partial = read_partial(config.output.path)
     shown = (
-        f"the rows finished so far are in {config.output} ({partial}) and kept in {journal}"
+        f"the rows finished so far are in {config.output.shown} ({partial}) and kept in {journal}"
         if partial is not None
         else f"finished rows are kept in {journal}"
     )
-    if config.output_url is not None:  # the work folder's copy is named as the journal's home
+    if config.output.url is not None:  # the work folder's copy is named as the journal's home
         shown = (
-            f"the rows of {url_without_secrets(config.output_url)} finished so far are kept "
+            f"the rows of {url_without_secrets(config.output.url)} finished so far are kept "
             f"in this machine's journal, {journal}"
         )
     return (f"{stopped}; " if stopped else "") + f"{shown}. {then}"

@@ -32,7 +32,7 @@ from batchrun.core.errors import ConfigError, OutputError
 from batchrun.core.extras import require_extra
 from batchrun.core.jsoncodec import compact
 from batchrun.core.wording import option, said
-from batchrun.engine.outcome import error_row, prepare
+from batchrun.engine.outcome import RowSettings, error_row, prepare
 from batchrun.ray.stage import (
     FIELDS_COLUMN,
     INDEX_COLUMN,
@@ -110,7 +110,7 @@ def _check_runnable(config: RunConfig) -> None:
         raise ConfigError(f"{_engine()} sends online: drop {option('via', 'batches')}")
     if config.shard is not None:
         raise ConfigError(f"{_engine()} spreads the whole job: drop {option('shard')}")
-    if config.output_url is not None:
+    if config.output.url is not None:
         raise ConfigError(
             f"{_engine()} writes a local output: give {option('output')} a local path"
         )
@@ -126,7 +126,7 @@ def _run(
 ) -> RunSummary:
     began = time.monotonic()
     start = datetime.now(timezone.utc)
-    schema = output_schema(config.keep_columns)
+    schema = output_schema(config.output.keep_columns)
     refused: list[tuple[int, dict[str, Any]]] = []  # rows never sent: invalid, as locally
     index_of: dict[str, int] = {}
     blocks = list(_blocks(config, refused, index_of, block_rows))
@@ -135,7 +135,7 @@ def _run(
     if blocks:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         kwargs = {
-            "parts_dir": str(parts_folder(config.output)),
+            "parts_dir": str(parts_folder(config.output.path)),
             "job": job,
             "settings": dict(settings),
         }
@@ -153,7 +153,9 @@ def _run(
     order += [index for index, _ in refused]
     rows = pa.concat_tables([sent, pa.Table.from_pylist([r for _, r in refused], schema=schema)])
     rows = rows.take(pc.sort_indices(pa.array(order, pa.int64())))
-    summary = RunSummary(input=config.input, output=config.output, total_rows=total, todo=total)
+    summary = RunSummary(
+        input=config.input.path, output=config.output.path, total_rows=total, todo=total
+    )
     _tally(summary, rows, start)
     summary.final = _write_output(config, rows, schema)
     summary.elapsed_s = time.monotonic() - began
@@ -170,12 +172,13 @@ def _blocks(
     ids: list[str] = []
     indexes: list[int] = []
     fields: list[str] = []
-    for row in read_rows(config.input, shape=config.input_shape):
+    settings = RowSettings.of(config)
+    for row in read_rows(config.input.path, shape=config.input.shape):
         text, reason = _as_json(row.fields)
         if row.problem is not None or text is None:
-            work = prepare(row, config)
+            work = prepare(row, settings)
             why = str(work.problem) if work.problem is not None else str(reason)
-            refused.append((row.index, error_row(work, config, INVALID_REQUEST, why, None, 0)))
+            refused.append((row.index, error_row(work, settings, INVALID_REQUEST, why, None, 0)))
             continue
         index_of[row.id] = row.index
         ids.append(row.id)
@@ -220,7 +223,7 @@ def _tally(summary: RunSummary, rows: pa.Table, start: datetime) -> None:
 
 def _write_output(config: RunConfig, rows: pa.Table, schema: pa.Schema) -> FinalCounts:
     """``rows`` as the output file, atomically; what it holds."""
-    output = config.output
+    output = config.output.path
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(output, ".tmp")
     try:

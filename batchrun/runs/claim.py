@@ -8,12 +8,14 @@ import contextlib
 import csv
 import json
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from batchrun.config.layers import ClientSettings
 from batchrun.config.load import (
     RunConfig,
     check_keep_columns,
@@ -22,6 +24,7 @@ from batchrun.config.load import (
 )
 from batchrun.core.errors import ConfigError, InputError, OutputError
 from batchrun.core.wording import named, option
+from batchrun.remote.lease import Lease
 from batchrun.rows.formats import InputKind, csv_columns
 from batchrun.rows.reader import InputShape, input_kind, read_rows
 from batchrun.rows.text import bounded_lines, open_utf8
@@ -32,36 +35,46 @@ from batchrun.store.sink import (
 )
 
 
-def check_credentials(config: RunConfig, transport: httpx.AsyncBaseTransport | None) -> None:
+def check_credentials(client: ClientSettings, transport: httpx.AsyncBaseTransport | None) -> None:
     """Refuse to start without a key, before anything is read or sent."""
-    if not config.simulate and config.credentials == type(config.credentials)() and not transport:
+    if not client.simulate and client.credentials == type(client.credentials)() and not transport:
         raise ConfigError(
             "no credentials: set ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN for a gateway), "
             f"or try the job against the built-in simulator with {option('simulate', True)}"
         )
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A run's hold on its output: the file lock, and on object storage the lease."""
+
+    lock: OutputLock
+    lease: Lease | None = None
+
+
 @contextlib.contextmanager
-def claim_output(config: RunConfig, held: OutputLock | None = None) -> Iterator[OutputLock]:
+def claim_output(config: RunConfig, held: Claim | None = None) -> Iterator[Claim]:
     """The output, for this run alone, checked before anything is sent; released at the end.
 
     Refuses (ConfigError) an output that is the input and kept columns the output cannot
     hold, then takes the output's lock (``store.lock``; OutputError naming the run that
-    holds it), then refuses kept columns the input does not have. Holding the lock, it
-    removes the temporary files runs killed midway left. ``held`` is the caller's own lock
-    on this output (a batch run finishing online): it is used, not taken again.
+    holds it) and, on object storage, its lease (``runs.output.output_lease``), then refuses
+    kept columns the input does not have. Holding the lock, it removes the temporary files
+    runs killed midway left. ``held`` is the caller's own claim on this output (a batch run
+    finishing online): it is used, not taken again.
     """
-    check_output_is_not_input(config.input, config.output)
-    check_keep_columns(config.keep_columns)
+    output = config.output
+    check_output_is_not_input(config.input.path, output.path)
+    check_keep_columns(output.keep_columns)
     if held is not None:
-        if not held.held or held.output != config.output:
-            raise OutputError(f"internal error: the lock given is not held for {config.output}")
+        if not held.lock.held or held.lock.output != output.path:
+            raise OutputError(f"internal error: the lock given is not held for {output.path}")
         yield held
         return
-    with OutputLock(config.output) as lock, output_lease(config):
-        check_kept_columns_exist(config.input, config.keep_columns, config.input_shape)
-        remove_stale_temporaries(config.output)
-        yield lock
+    with OutputLock(output.path) as lock, output_lease(output, config.storage) as lease:
+        check_kept_columns_exist(config.input.path, output.keep_columns, config.input.shape)
+        remove_stale_temporaries(output.path)
+        yield Claim(lock, lease)
 
 
 def check_kept_columns_exist(

@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 from batchrun.config.load import RunConfig, did_you_mean
 from batchrun.config.settings import BY_KEY
 from batchrun.core.errors import BatchrunError, ConfigError
-from batchrun.core.wording import on_command_line, option, shown_input
+from batchrun.core.wording import on_command_line, option
 from batchrun.cost.models import model_refusal
 from batchrun.rows.compressed import Compression, open_bytes
 from batchrun.rows.formats import READERS, InputKind, _mistyped_columns, csv_columns
@@ -79,14 +79,14 @@ def check_every_row_can_be_built(config: RunConfig) -> None:
     text in its encoding is refused first (``rows.text.UndecodableInputError``, exit 2):
     every row would be wrong.
     """
-    check_input_text(config.input, config.input_shape)
+    check_input_text(config.input.path, config.input.shape)
     check_job_model(config)
     start = _input_start(config)
     if start is None:
         return
     if not start.has_rows:
         raise UnbuildableJobError(
-            f"{shown_input(config.input)} has no rows (it is empty, or holds only blank lines "
+            f"{config.input.shown} has no rows (it is empty, or holds only blank lines "
             "or a header): nothing was sent or written. Is it the file you meant?"
         )
     defaults = config.defaults
@@ -115,7 +115,7 @@ def check_every_row_can_be_built(config: RunConfig) -> None:
     if problems:
         listed = "".join(f"\n  - {problem}" for problem in problems)
         raise UnbuildableJobError(
-            f"{shown_input(config.input)}: every row would be refused, so nothing was sent or "
+            f"{config.input.shown}: every row would be refused, so nothing was sent or "
             f"written:{listed}"
         )
 
@@ -166,9 +166,9 @@ class _Start:
 def _input_start(config: RunConfig) -> _Start | None:
     """The input's first row as its own reader reads it, or None when it cannot be read
     (the reader, when the run opens it, says why)."""
-    path = config.input
+    path = config.input.path
     try:
-        kind = input_kind(path, config.input_shape)
+        kind = input_kind(path, config.input.shape)
     except BatchrunError:
         return None
     if not path.is_file():
@@ -235,13 +235,13 @@ def _input_columns(config: RunConfig, start: _Start, asked: Collection[str]) -> 
     kind = start.kind
     try:
         if kind.format == "parquet":
-            names = _parquet_columns(config.input)
+            names = _parquet_columns(config.input.path)
         elif kind.format in ("csv", "tsv"):
-            names = _csv_columns(config.input, kind)
+            names = _csv_columns(config.input.path, kind)
         elif not is_ascii_compatible(kind.encoding):
             return None  # keys written in UTF-16 or UTF-32: no byte scan finds them
         else:
-            return _json_columns(config.input, kind.compression, asked, start.first)
+            return _json_columns(config.input.path, kind.compression, asked, start.first)
     except (BatchrunError, OSError, ValueError, csv.Error):
         return None
     if names is None:
@@ -355,8 +355,8 @@ def check_job_model(config: RunConfig) -> None:
     """UnbuildableJobError when the job's model is a Claude id batchrun does not know, or a
     retired one (``cost.models.model_refusal``): the API would answer 404 to each row that
     uses it, so it is reported once, before anything is written or sent."""
-    refusal = model_refusal(config.defaults.model, config.prices)
+    refusal = model_refusal(config.defaults.model, config.cost.prices)
     if refusal is not None:
         raise UnbuildableJobError(
-            f"{shown_input(config.input)}: the job's model {refusal}. Nothing was sent or written."
+            f"{config.input.shown}: the job's model {refusal}. Nothing was sent or written."
         )

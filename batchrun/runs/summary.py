@@ -8,7 +8,7 @@ from typing import Any
 
 from batchrun.cost.budget import projected_total
 from batchrun.engine.tally import RowTally
-from batchrun.runs.display import Snapshot
+from batchrun.live.frames import Snapshot
 from batchrun.store.provenance import SourceRule
 from batchrun.store.sink import FinalCounts
 
