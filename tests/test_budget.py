@@ -230,7 +230,7 @@ def test_the_progress_line_shows_spent_and_projected_cost(
 
     inp = write_jsonl(tmp_path / "in.jsonl", _documents(4))
     config = _config(inp, tmp_path / "out.parquet", sim.base_url, max_cost=5)
-    summary = run(config, runtime=Runtime(progress_stream=io.StringIO()))
+    summary = run(config, runtime=Runtime(progress_stream=io.StringIO())).summary
     summary.todo = 8
     line = runner._cost_status(summary)
     assert f"cost=${summary.cost_usd:.4f}" in line

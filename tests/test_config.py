@@ -38,14 +38,14 @@ def test_job_file_paths_are_relative_to_the_job_file(tmp_path: Path) -> None:
 
 def test_flag_beats_environment_beats_job_file_beats_default(tmp_path: Path) -> None:
     path = job_file(tmp_path)
-    assert load_config(path, environ={}).concurrency == 4
+    assert load_config(path, environ={}).engine.concurrency == 4
     env = {"BATCHRUN_CONCURRENCY": "9", "BATCHRUN_MODEL": "claude-sonnet-4-5"}
     from_env = load_config(path, environ=env)
     assert (from_env.engine.concurrency, from_env.defaults.model) == (9, "claude-sonnet-4-5")
     from_flag = load_config(path, {"concurrency": 30, "model": None}, environ=env)
     assert (from_flag.engine.concurrency, from_flag.defaults.model) == (30, "claude-sonnet-4-5")
     bare = load_config(tmp_path / "in.jsonl", environ={})
-    assert bare.concurrency == DEFAULT_CONCURRENCY
+    assert bare.engine.concurrency == DEFAULT_CONCURRENCY
 
 
 def test_flag_paths_are_relative_to_the_working_directory(
@@ -73,9 +73,6 @@ def test_credentials_and_base_url_come_from_the_sdk_variables(tmp_path: Path) ->
     cfg = load_config(job_file(tmp_path), environ=env)
     key = cfg.client.credentials.api_key
     assert key is not None and key.reveal() == "k1"
-        cfg.client.credentials.api_key is not None
-        and cfg.client.credentials.api_key.reveal() == "k1"
-    )
     assert cfg.client.credentials.auth_token is not None
     assert cfg.client.base_url == "https://gateway.example"
     assert "k1" not in repr(cfg)
@@ -187,9 +184,11 @@ def test_batch_settings_from_job_file_environment_and_flags(tmp_path: Path) -> N
         "batches"
     )
     defaults = load_config(tmp_path / "in.jsonl", {}, environ={})
-    assert (defaults.via, defaults.batch_max_requests) == ("online", 100_000)
-    assert defaults.batch_max_bytes == 256 * 1024 * 1024
-    assert load_config(tmp_path / "in.jsonl", {"simulate": True}, environ={}).poll_interval < 1
+    assert (defaults.via, defaults.batches.max_requests) == ("online", 100_000)
+    assert defaults.batches.max_bytes == 256 * 1024 * 1024
+    assert (
+        load_config(tmp_path / "in.jsonl", {"simulate": True}, environ={}).batches.poll_interval < 1
+    )
 
 
 @pytest.mark.parametrize(

@@ -336,7 +336,7 @@ def test_a_dataset_of_plain_part_names_is_still_read_resumed_and_replaced(
     assert shown.exit_code == 0 and f"({n:,} rows; final)" in shown.output
     # Written again (--retry-errors has nothing to retry; --overwrite starts afresh): the new
     # dataset's parts have ids, and the plain ones are gone with the old folder.
-    assert run(replace(config, overwrite=True)).exit_code == 0
+    assert run(replace(config, resume=replace(config.resume, overwrite=True))).exit_code == 0
     dataset_parts(out, 3)
     assert pads.dataset(out).to_table().column("id").to_pylist() == ids_in(n)
 

@@ -19,12 +19,12 @@ from support import TEST_KEY, canned_message, job_config, no_wait, start_run, wr
 
 from batchrun import run
 from batchrun.cli import cli
-from batchrun.engine.connect import open_client
 from batchrun.engine.dedup import Dedup, twin_row
-from batchrun.engine.engine import Engine
-from batchrun.engine.outcome import prepare
+from batchrun.engine.outcome import RowSettings, prepare
 from batchrun.engine.tally import RowTally
 from batchrun.rows.reader import read_rows
+from batchrun.runs.compose import job_client, job_engine
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.columns import COLUMN_NAMES, blank_row
 
@@ -123,9 +123,9 @@ def _engine_rows(tmp_path: Path, rows: list[dict[str, Any]], **flags: Any) -> tu
     handler, tally, out = Counting(), RowTally(), list[dict[str, Any]]()
 
     async def go() -> None:
-        async with open_client(config, httpx.MockTransport(handler)) as client:
-            engine = Engine(config, client, tally, sleep=no_wait)
-            works = (prepare(row, config) for row in read_rows(config.input.path))
+        async with job_client(config, Runtime(transport=httpx.MockTransport(handler))) as client:
+            engine = job_engine(config, client, tally, Runtime(sleep=no_wait))
+            works = (prepare(row, RowSettings.of(config)) for row in read_rows(config.input.path))
             await engine.run(works, lambda work, row: out.append(row))
 
     asyncio.run(go())

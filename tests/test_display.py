@@ -11,7 +11,11 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from batchrun.runs.display import (
+from support import job_config, prompts, write_jsonl
+
+from batchrun.batches.run import _BatchJob
+from batchrun.client.batch_endpoints import BatchStatus
+from batchrun.live.frames import (
     MAX_BATCH_LINES,
     BatchView,
     Pace,
@@ -23,11 +27,7 @@ from batchrun.runs.display import (
     frame,
     plain_line,
 )
-from batchrun.runs.progress import Progress, is_live_terminal
-from support import job_config, prompts, write_jsonl
-
-from batchrun.batches.run import _BatchJob
-from batchrun.client.batch_endpoints import BatchStatus
+from batchrun.live.progress import Progress, is_live_terminal
 from batchrun.runs.plan import RowCounter
 from batchrun.runs.summary import RunSummary
 from batchrun.store.batch_journal import BatchJournal, IntentRows

@@ -18,11 +18,11 @@ from support import canned_message, job_config, no_wait, prompts, write_jsonl
 from batchrun import load_config
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import FatalRunError
-from batchrun.engine.connect import open_client
-from batchrun.engine.engine import Engine
-from batchrun.engine.outcome import Work, prepare
+from batchrun.engine.outcome import RowSettings, Work, prepare
 from batchrun.engine.tally import RowTally
 from batchrun.rows.reader import read_rows
+from batchrun.runs.compose import job_client, job_engine
+from batchrun.runs.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,13 +45,13 @@ class Scripted:
 
 
 def _works(config: RunConfig) -> list[Work]:
-    return [prepare(row, config) for row in read_rows(config.input.path)]
+    return [prepare(row, RowSettings.of(config)) for row in read_rows(config.input.path)]
 
 
 async def _answer(config: RunConfig, handler: Scripted, tally: RowTally) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    async with open_client(config, httpx.MockTransport(handler)) as client:
-        engine = Engine(config, client, tally, sleep=no_wait)
+    async with job_client(config, Runtime(transport=httpx.MockTransport(handler))) as client:
+        engine = job_engine(config, client, tally, Runtime(sleep=no_wait))
         await engine.run(_works(config), lambda work, row: rows.append(row))
     return rows
 
@@ -101,9 +101,9 @@ def test_the_docstring_example_runs_against_the_simulator(monkeypatch: pytest.Mo
     async def answer(config: RunConfig) -> tuple[list[dict[str, Any]], RowTally]:
         rows: list[dict[str, Any]] = []
         tally = RowTally()
-        async with open_client(config) as client:
-            engine = Engine(config, client, tally)
-            works = (prepare(row, config) for row in read_rows(config.input.path))
+        async with job_client(config, Runtime()) as client:
+            engine = job_engine(config, client, tally, Runtime())
+            works = (prepare(row, RowSettings.of(config)) for row in read_rows(config.input.path))
             await engine.run(works, lambda work, row: rows.append(row))
         return rows, tally
 

@@ -91,7 +91,7 @@ def test_merge_refuses_a_shard_rerun_with_another_template(
 def replace_overwrite(config: Any) -> Any:
     from dataclasses import replace
 
-    return replace(config, overwrite=True)
+    return replace(config, resume=replace(config.resume, overwrite=True))
 
 
 def test_merge_of_a_job_file_refuses_shards_that_all_ran_another_job(
@@ -122,7 +122,7 @@ def test_merge_of_a_job_file_refuses_shards_that_all_ran_another_job(
 def replace_quiet(config: Any) -> Any:
     from dataclasses import replace
 
-    return replace(config, quiet=True)
+    return replace(config, run=replace(config.run, quiet=True))
 
 
 # -- another input ----------------------------------------------------------------------------

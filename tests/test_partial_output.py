@@ -129,7 +129,7 @@ def test_a_fatal_error_leaves_a_partial_jsonl_output_and_the_cli_says_where(
     assert ids(read_rows(out)) == ids(rows[: shown.rows])
 
     answered = sim.stats.snapshot().answered_ok
-    done = run(replace(config, retry_errors=True))
+    done = run(replace(config, resume=replace(config.resume, retry_errors=True)))
     assert done.exit_code == 0 and done.skipped == 12
     assert sim.stats.snapshot().answered_ok - answered == 18
     assert ids(read_rows(out)) == ids(rows)

@@ -227,7 +227,7 @@ def test_prices_and_max_cost_come_from_the_job_file(tmp_path: Path) -> None:
     assert config.cost.max_cost == 2.5 and config.cost.prices.lookup("claude-z") is not None
     with pytest.raises(ConfigError, match="max_cost"):
         load_config(job, {"max_cost": -1}, environ={})
-    assert load_config(job, environ={"BATCHRUN_MAX_COST": "7"}).max_cost == 7.0
+    assert load_config(job, environ={"BATCHRUN_MAX_COST": "7"}).cost.max_cost == 7.0
 
 
 def test_table_equality_ignores_the_lookup_index() -> None:

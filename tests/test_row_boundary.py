@@ -24,7 +24,7 @@ from batchrun import load_config, run
 from batchrun.cli import cli
 from batchrun.core.errors import InvalidRowError
 from batchrun.engine import outcome
-from batchrun.engine.outcome import Work, error_row, ok_row, prepare
+from batchrun.engine.outcome import RowSettings, Work, error_row, ok_row, prepare
 from batchrun.rows.reader import InputRow, read_rows
 from batchrun.runs.runtime import Runtime
 from batchrun.runs.validate import validate
@@ -139,7 +139,7 @@ def test_an_unforeseen_failure_while_preparing_a_row_is_that_rows_problem(
         return real(fields, *args, **kwargs)
 
     monkeypatch.setattr(outcome, "prepare_request", flaky)
-    works = [prepare(row, config) for row in read_rows(inp)]
+    works = [prepare(row, RowSettings.of(config)) for row in read_rows(inp)]
     assert [w.problem is None for w in works] == [True, False, True]
     problem = works[1].problem
     assert isinstance(problem, InvalidRowError)
@@ -155,7 +155,7 @@ def test_output_rows_never_hold_text_the_journal_cannot_encode(tmp_path: Path) -
     config = job_config(inp, tmp_path / "out.parquet", NOWHERE, keep_columns=("note",))
     row = InputRow(index=0, line=1, id="r\ud83d", fields={"note": "x \ud83d", "prompt": "hi"})
     work = Work(row, None, None, None)
-    failed = error_row(work, config, "api_error", "said \udc80", 500, 1)
+    failed = error_row(work, RowSettings.of(config), "api_error", "said \udc80", 500, 1)
     asked = {
         "model": "claude-haiku-4-5",
         "max_tokens": 5,
@@ -164,7 +164,7 @@ def test_output_rows_never_hold_text_the_journal_cannot_encode(tmp_path: Path) -
     message = dict(make_reply(asked).message)
     message["content"] = [{"type": "text", "text": "half \ud83d"}]
     message["stop_reason"] = "end_turn\udfff"
-    answered = ok_row(work, config, message)
+    answered = ok_row(work, RowSettings.of(config), message)
     for got in (failed, answered):
         journal_line(0, got).encode("utf-8")
         assert got["id"] == "r\ufffd" and got["note"] == "x \ufffd"

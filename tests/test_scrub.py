@@ -350,7 +350,7 @@ def test_a_refused_base_url_is_shown_without_userinfo_or_query(
 def test_an_errored_batch_result_quoting_the_key_is_recorded_without_it(tmp_path: Path) -> None:
     """Batch results come from the API's results file, not through the client's boundary."""
     from batchrun.batches.results import result_row
-    from batchrun.engine.outcome import prepare
+    from batchrun.engine.outcome import RowSettings, prepare
     from batchrun.rows.reader import read_rows
 
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(1))
@@ -359,7 +359,7 @@ def test_an_errored_batch_result_quoting_the_key_is_recorded_without_it(tmp_path
         {"model": "claude-haiku-4-5", "max_tokens": 5},
         environ={"ANTHROPIC_API_KEY": KEY},
     )
-    work = prepare(next(iter(read_rows(inp))), config)
+    work = prepare(next(iter(read_rows(inp))), RowSettings.of(config))
     record = {
         "custom_id": "r0",
         "result": {
@@ -370,7 +370,7 @@ def test_an_errored_batch_result_quoting_the_key_is_recorded_without_it(tmp_path
             },
         },
     }
-    row = result_row(work, config, record, "msgbatch_1", None)
+    row = result_row(work, RowSettings.of(config), record, "msgbatch_1", None)
     assert row["status"] == "error" and row["error_type"] == "invalid_request_error"
     assert KEY not in row["error_message"] and "bad key" in row["error_message"]
     assert KEY[:PARTIAL_MIN] not in json.dumps(row, default=str)

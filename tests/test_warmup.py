@@ -16,13 +16,13 @@ from support import canned_message, job_config, no_wait, write_jsonl
 from test_client import STREAM_EVENTS, sse_bytes
 
 from batchrun import run
-from batchrun.engine.connect import open_client
-from batchrun.engine.engine import Engine
-from batchrun.engine.outcome import prepare
+from batchrun.engine.outcome import RowSettings, prepare
 from batchrun.engine.pool import Pool, Stopped
 from batchrun.engine.tally import RowTally
 from batchrun.engine.warmup import Warmup, ttl_seconds
 from batchrun.rows.reader import read_rows
+from batchrun.runs.compose import job_client, job_engine
+from batchrun.runs.runtime import Runtime
 from batchrun.store.columns import blank_row
 
 
@@ -207,9 +207,9 @@ def test_each_group_sends_one_request_first_while_rows_without_a_prefix_flow(
     handler, tally, out = Held(), RowTally(), list[dict[str, Any]]()
 
     async def go() -> None:
-        async with open_client(config, httpx.MockTransport(handler)) as client:
-            engine = Engine(config, client, tally, sleep=no_wait)
-            works = [prepare(row, config) for row in read_rows(config.input.path)]
+        async with job_client(config, Runtime(transport=httpx.MockTransport(handler))) as client:
+            engine = job_engine(config, client, tally, Runtime(sleep=no_wait))
+            works = [prepare(row, RowSettings.of(config)) for row in read_rows(config.input.path)]
             keys = {w.row.id[0]: w.prefix_key for w in works}
             assert keys["a"] and keys["b"] and keys["a"] != keys["b"] and keys["n"] is None
             await engine.run(works, lambda work, row: out.append(row))
@@ -278,9 +278,9 @@ def test_a_streamed_first_answer_lets_its_group_go_as_soon_as_it_begins(tmp_path
     handler, tally, out = SlowStream(), RowTally(), list[dict[str, Any]]()
 
     async def go() -> None:
-        async with open_client(config, httpx.MockTransport(handler)) as client:
-            engine = Engine(config, client, tally, sleep=no_wait)
-            works = [prepare(row, config) for row in read_rows(config.input.path)]
+        async with job_client(config, Runtime(transport=httpx.MockTransport(handler))) as client:
+            engine = job_engine(config, client, tally, Runtime(sleep=no_wait))
+            works = [prepare(row, RowSettings.of(config)) for row in read_rows(config.input.path)]
             assert works[0].prefix_key is not None
             await engine.run(works, lambda work, row: out.append(row))
 

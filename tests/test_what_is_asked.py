@@ -94,7 +94,7 @@ def test_the_python_api_applies_the_template_to_a_prompt_column(
         environ=ENV,
         quiet=True,
         runtime=Runtime(transport=recorder),
-    )
+    ).table
     assert table.column("status").to_pylist() == ["ok"] * len(REVIEWS)
     assert sent_prompts(recorder) == sorted(f"Classify: {row['prompt']}" for row in REVIEWS)
 

@@ -228,7 +228,7 @@ def test_a_price_stop_from_both_front_ends(tmp_path: Path) -> None:
         simulate=True,
         quiet=True,
         environ=ENV,
-    )
+    ).table
     stop = batchrun.summary_of(table)["budget_stop"]
     assert "add a price with prices=FILE, then run again" in stop
     assert_pythonic(stop)
@@ -243,7 +243,7 @@ def test_an_invalid_row_is_named_by_its_index_in_the_rows_given(tmp_path: Path) 
     for given in (rows, pa.Table.from_pylist(rows)):  # staged as JSON lines, and as Parquet
         table = batchrun.run(
             given, model=MODEL, max_tokens=5, simulate=True, quiet=True, environ=ENV
-        )
+        ).table
         message = table.to_pylist()[1]["error_message"]
         assert message.startswith("rows[1]: temperature: must be"), message
         assert_pythonic(message)

@@ -18,9 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from batchrun.config.layers import ClientSettings
 from batchrun.core.errors import ApiResponseError, OutputError
-from batchrun.core.scrub import Scrubber
 from batchrun.engine.outcome import VIA_BATCHES, RowSettings, Work, error_row, ok_row
 from batchrun.rows.checks import without_surrogates
 from batchrun.store.row_state import LAPSED_REASONS
@@ -95,12 +93,10 @@ def result_row(
     record: Mapping[str, Any],
     batch_id: str,
     processing_ms: float | None,
-    scrub: Scrubber | None = None,
 ) -> dict[str, Any]:
     """The output row for one result line (API-FACTS §7: succeeded, errored, canceled, expired).
 
-    ``scrub`` masks the run's credentials in an errored result's texts (one per batch: the
-    driver's; else one that masks nothing)."""
+    The run's credentials are masked in an errored result's texts (``rows.scrub``)."""
     result = record.get("result")
     result = result if isinstance(result, dict) else {}
     kind = result.get("type")
@@ -117,8 +113,7 @@ def result_row(
         inner = _table(envelope.get("error")) or envelope
         # An errored result's message comes from the API's file, not through the client's
         # error boundary: it is scrubbed here (a gateway may quote the key in it).
-        if scrub is None:
-            scrub = Scrubber(())
+        scrub = rows.scrub
         row = error_row(
             work,
             rows,
@@ -161,8 +156,3 @@ def _billed_as_batch(message: dict[str, Any]) -> dict[str, Any]:
 
 def _table(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
-
-
-def credential_scrubber(client: ClientSettings) -> Scrubber:
-    """Masks the client's credentials in texts that did not come through the client."""
-    return Scrubber(secret for _, secret in client.credentials.secrets())

@@ -32,7 +32,6 @@ from typing import Any
 from batchrun.batches.plan import REQUEST_HASH_CHARS, BatchItem, chunks
 from batchrun.batches.results import (
     ResultSpool,
-    credential_scrubber,
     processing_ms,
     result_row,
 )
@@ -560,7 +559,6 @@ class _BatchJob:
         assert entry.batch_id is not None
         where = {index: k for k, index in enumerate(rows.indexes)}
         took = processing_ms(status.created_at, status.ended_at)
-        scrub = credential_scrubber(self.config.client)  # once per batch, not per errored row
         missing = 0
         # The first row past the batch is read (not skipped) only to end the pass there.
         rows_read = read_rows(
@@ -587,7 +585,7 @@ class _BatchJob:
                 continue
             self._record(
                 row.index,
-                result_row(work, self.rows, record, entry.batch_id, took, scrub),
+                result_row(work, self.rows, record, entry.batch_id, took),
                 from_batch=entry.key,
             )
         return missing

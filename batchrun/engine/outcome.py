@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 from batchrun.client.response import MALFORMED, message_fields
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiResponseError, InvalidRowError, Problem
+from batchrun.core.scrub import Scrubber
 from batchrun.cost.models import check_row_model
 from batchrun.cost.prices import PriceTable
 from batchrun.rows.checks import failure, lone_surrogate, without_surrogates
@@ -50,6 +51,9 @@ class RowSettings:
     keep_columns: tuple[str, ...] = ()
     json_schema: Mapping[str, Any] | None = None
     source: str | None = None  # where answers come from (store.provenance)
+    # Masks the run's credentials in texts that did not come through the client (an errored
+    # Message Batches result quoting the key: a gateway may).
+    scrub: Scrubber = field(default_factory=lambda: Scrubber(()))
 
     @classmethod
     def of(cls, config: RunConfig) -> RowSettings:
@@ -61,6 +65,7 @@ class RowSettings:
             keep_columns=config.output.keep_columns,
             json_schema=config.engine.json_schema,
             source=answer_source(config.client.simulate, config.client.base_url),
+            scrub=Scrubber(secret for _, secret in config.client.credentials.secrets()),
         )
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from batchrun.config.load import RunConfig, check_shard
 from batchrun.core.errors import ConfigError
 from batchrun.core.sync import run_sync
+from batchrun.core.wording import option
 from batchrun.public.frames import output_table, staged_rows
 from batchrun.public.result import RunResult
 from batchrun.runs.fetch import fetched
@@ -128,7 +129,10 @@ async def run_job(
     config = fetched(config)  # a remote input and price file, brought here first
     if config.shard is not None:
         if only is not None or redo_lapsed:
-            raise ConfigError("a shard run takes its rows from --shard: not `only` nor redo_lapsed")
+            raise ConfigError(
+                f"a shard run takes its rows from {option('shard')}: a pilot's sample or the "
+                "rows batches left cannot be given to it too"
+            )
         from batchrun.shards.run import run_shard_async
 
         return await run_shard_async(config, runtime)

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchrun.core.humanize import money
-from batchrun.core.scrub import url_without_secrets
 from batchrun.core.wording import option
 from batchrun.cost.prices import cache_saving
 from batchrun.store.row_state import LAPSED_REASONS
@@ -23,7 +22,7 @@ if TYPE_CHECKING:
 def format_summary(summary: RunSummary, config: RunConfig) -> str:
     """The end-of-run summary a person reads."""
     final = summary.final
-    lines = [f"batchrun: {_shown_input(config)} -> {_shown_output(summary.output, config)}"]
+    lines = [f"batchrun: {config.input.shown} -> {_shown_output(summary.output, config)}"]
     if final is not None:
         lines.append(f"  output      {final.rows:,} rows: {final.ok:,} ok, {final.error:,} error")
     elif summary.partial is not None and summary.partial.partial is not None:
@@ -238,7 +237,7 @@ def summary_dict(summary: RunSummary, config: RunConfig | None = None) -> dict[s
     )
     return {
         "schema": SUMMARY_SCHEMA,
-        "input": _shown_input(config) if config is not None else str(summary.input),
+        "input": config.input.shown if config is not None else str(summary.input),
         "output": _shown_output(summary.output, config),
         "via": summary.via,
         "outcome": outcome,
@@ -332,7 +331,7 @@ def failure_dict(config: RunConfig, error: str, exit_code: int) -> dict[str, Any
     wrong, so a script reading stdout always gets one JSON object."""
     return {
         "schema": SUMMARY_SCHEMA,
-        "input": _shown_input(config),
+        "input": config.input.shown,
         "output": _shown_output(config.output.path, config),
         "via": config.via,
         "outcome": "failed" if exit_code == 1 else "interrupted",
@@ -404,11 +403,6 @@ def _counts(counter: Counter[str]) -> str:
 def _shown_output(output: Path, config: RunConfig | None) -> str:
     """The output's name for a person: an object-store output's URL, not the work folder's
     copy (a shard's own output, which is local, by its path)."""
-    if config is not None and config.output.url is not None and output == config.output.path:
-        return url_without_secrets(config.output.url)
+    if config is not None and output == config.output.path:
+        return config.output.shown
     return str(output)
-
-
-def _shown_input(config: RunConfig) -> str:
-    """The input's name for a person: an object-store input's URL, not its cached copy."""
-    return url_without_secrets(config.input.url) if config.input.url else str(config.input.path)

@@ -27,13 +27,17 @@ def job_client(config: RunConfig, runtime: Runtime) -> AbstractAsyncContextManag
     )
 
 
+def _ignore(message: str) -> None:
+    return None
+
+
 def job_engine(
     config: RunConfig,
     client: MessagesClient,
     tally: RowTally,
     runtime: Runtime,
     *,
-    notify: Callable[[str], None],
+    notify: Callable[[str], None] = _ignore,
     send_check: SendCheck | None = None,
     spent_before: Decimal | None = None,
 ) -> Engine:
