@@ -26,6 +26,7 @@ from batchrun.config.load import RunConfig
 from batchrun.engine.dedup import KEPT_FOR_TWINS, Dedup, twin_row
 from batchrun.engine.outcome import VIA_BATCHES, RowSettings, Work, base_row, prepare
 from batchrun.rows.reader import read_rows
+from batchrun.store.arrow_values import string_scalar
 from batchrun.store.columns import STATUS_OK
 from batchrun.store.journal import INDEX, read_records
 from batchrun.store.provenance import legacy_source
@@ -81,7 +82,7 @@ def _answered_rows(sink: Sink, prior: PriorState) -> Iterator[dict[str, Any]]:
         for batch in output_batches(sink.output, sink.schema, _COLUMNS):
             table = pa.Table.from_batches([batch])
             answered = pc.and_(
-                pc.equal(table.column("status"), STATUS_OK),
+                pc.equal(table.column("status"), string_scalar(STATUS_OK)),
                 pc.is_valid(table.column("request_hash")),
             )
             yield from table.filter(answered).to_pylist()

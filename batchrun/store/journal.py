@@ -28,6 +28,7 @@ time, and what is held per record is 8 bytes of index or position (``array('q')`
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 from array import array
 from collections.abc import Iterator, Mapping, Sequence
@@ -41,6 +42,7 @@ import pyarrow.json as pj
 
 from batchrun.core.jsoncodec import compact
 from batchrun.core.timestamps import format_rfc3339, parse_rfc3339_or_none
+from batchrun.store.arrow_values import bool_scalar, bools, int64_array, int64_scalar, strings
 from batchrun.store.columns import COLUMNS, STATUS_ERROR, STATUS_OK, Kind
 
 INDEX = "_index"
@@ -79,7 +81,14 @@ CHECKED = pa.schema(
         if name in _CHECKED_STRINGS or kind in ("int", "float")
     ]
 )
-_STATUSES = pa.array([STATUS_OK, STATUS_ERROR], pa.string())
+
+
+@functools.lru_cache(maxsize=1)
+def _statuses() -> pa.Array:
+    # From bytes, on first use: a list given to pa.array() imports pandas (store.arrow_values).
+    return strings([STATUS_OK, STATUS_ERROR])
+
+
 _INT64 = (-(2**63), 2**63 - 1)
 _FLOAT_MAX = 2**1023  # a JSON integer past it is no float64
 
@@ -243,13 +252,16 @@ def _valid(batch: pa.RecordBatch) -> pa.Array:
     """Which rows of a parsed batch are records: a plausible ``_index``, an id, a status."""
     index, status = batch.column(INDEX), batch.column("status")
     mask = pc.and_kleene(
-        pc.and_kleene(pc.greater_equal(index, 0), pc.less_equal(index, MAX_INDEX)),
+        pc.and_kleene(
+            pc.greater_equal(index, int64_scalar(0)),
+            pc.less_equal(index, int64_scalar(MAX_INDEX)),
+        ),
         pc.and_kleene(
             pc.is_valid(batch.column("id")),
-            pc.or_kleene(pc.is_null(status), pc.is_in(status, _STATUSES)),
+            pc.or_kleene(pc.is_null(status), pc.is_in(status, _statuses())),
         ),
     )
-    return pc.fill_null(mask, False)
+    return pc.fill_null(mask, bool_scalar(False))
 
 
 def _tolerant_slice(data: memoryview, parsed: pa.Schema) -> tuple[pa.RecordBatch, int]:
@@ -323,7 +335,7 @@ def newest_per_row(indexes: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Ar
     if n > 1:
         # Keep the last record of each run of equal indexes: the newest answer wins.
         differs = pc.not_equal(sorted_index.slice(0, n - 1), sorted_index.slice(1))
-        keep = pa.concat_arrays([differs, pa.array([True])])
+        keep = pa.concat_arrays([differs, bools([True])])
         order = order.filter(keep)
         sorted_index = sorted_index.filter(keep)
     return order, sorted_index
@@ -401,5 +413,5 @@ class Newest:
                 yield batch
             elif j1 > j0:
                 picked = [p - position for p in self._positions[j0:j1]]
-                yield batch.take(pa.array(picked, pa.int64()))
+                yield batch.take(int64_array(picked))
             position += batch.num_rows

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batchrun.core.errors import OutputError
+from batchrun.store.arrow_values import int64_array
 from batchrun.store.dataset import read_manifest
 from batchrun.store.journal import JSON_SLICE_BYTES, Newest, journal_schema
 from batchrun.store.partial import Partial, read_partial
@@ -75,11 +76,11 @@ def latest_batches(
         final = output_batches(output, schema, None, batch_rows, slice_bytes)
         for batch in _guarded_iter(output, final):
             stop = position + batch.num_rows
-            indexes = pa.array(range(position, stop), pa.int64())
+            indexes = int64_array(range(position, stop))
             out = _with_index(batch, indexes)
             replaced = newest.between(position, stop) if newest is not None else ()
             if replaced:  # rows a newer journal record replaces come from it
-                value_set = pa.array(replaced, pa.int64())
+                value_set = int64_array(replaced)
                 out = out.filter(pc.invert(pc.is_in(indexes, value_set=value_set)))
             position = stop
             rows += out.num_rows

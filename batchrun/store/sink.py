@@ -56,6 +56,7 @@ import pyarrow.parquet as pq
 
 from batchrun.core.errors import OutputError
 from batchrun.core.wording import option
+from batchrun.store.arrow_values import int64_array, string_scalar
 from batchrun.store.columns import COLUMN_NAMES, COLUMNS, STATUS_OK
 from batchrun.store.dataset import (
     DATASET,
@@ -694,9 +695,11 @@ class Sink:
                     raise OutputError(f"internal error: no result recorded for row {missing}")
                 if append is not None:
                     append(p0, old_chunk, [i for i in src if i is not None and i < len(old_chunk)])
-                taken = pa.array([i for i in src if i is not None], pa.int64())
+                taken = int64_array([i for i in src if i is not None])
                 table = pa.concat_tables([old_chunk, new_chunk]).take(taken)
-                n_ok = pc.sum(pc.equal(table.column("status"), STATUS_OK)).as_py() or 0
+                n_ok = (
+                    pc.sum(pc.equal(table.column("status"), string_scalar(STATUS_OK))).as_py() or 0
+                )
                 ok += n_ok
                 error += table.num_rows - n_ok
                 if table.num_rows:
@@ -720,7 +723,7 @@ class Sink:
             def append(p0: int, chunk: pa.Table, rows: Sequence[int]) -> None:
                 if not rows:
                     return
-                picked = chunk.take(pa.array(rows, pa.int64())).to_pylist()
+                picked = chunk.take(int64_array(rows)).to_pylist()
                 lines = "".join(journal_line(p0 + k, r) for k, r in zip(rows, picked, strict=True))
                 data = memoryview(lines.encode())
                 while data:
@@ -782,7 +785,7 @@ class _SortedJournal:
             batches.append(batch)
         table = pa.Table.from_batches(batches, schema=self._reader.schema)
         src = [offset[b] + pos - self._starts[b] for b, pos in zip(batch_of, wanted, strict=True)]
-        picked = table.take(pa.array(src, pa.int64())).drop_columns([INDEX])
+        picked = table.take(int64_array(src)).drop_columns([INDEX])
         return picked.cast(schema), self._indexes[j0:j1]
 
 
