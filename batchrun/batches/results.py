@@ -97,7 +97,8 @@ def result_row(
     processing_ms: float | None,
     scrub: Scrubber | None = None,
 ) -> dict[str, Any]:
-    """The output row for one result line (API-FACTS §7: succeeded, errored, canceled, expired).
+    """The output row for one result line: succeeded, errored, canceled, expired
+    (docs/api-facts.md §8.3).
 
     ``scrub`` masks the run's credentials in an errored result's texts (one per batch: the
     driver's; else one made from ``config``)."""
