@@ -80,8 +80,7 @@ def test_every_citation_names_a_document_and_a_section_it_has() -> None:
     assert len(found) > 40, "the scan found too few citations: is the pattern still right?"
     known = {path.name: sections(path) for path in DOCS.glob("*.md")}
     wrong = [
-        f"{where}: docs/{document} §{number}"
-        + ("" if document in known else " (no such document)")
+        f"{where}: docs/{document} §{number}" + ("" if document in known else " (no such document)")
         for where, document, number in found
         if number not in known.get(document, set())
     ]
