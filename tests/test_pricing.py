@@ -137,7 +137,7 @@ def test_the_packaged_table_covers_current_models_with_sources() -> None:
         "claude-opus-4-1-20250805",
         "claude-opus-4-20250514",
         "claude-sonnet-4-20250514",
-        # API-FACTS-MODELS §2.1
+        # docs/api-facts.md §11.1
         "claude-opus-5-5",
         "claude-sonnet-5-5",
         "claude-haiku-5-5",
@@ -270,7 +270,7 @@ def test_every_output_row_is_priced_from_its_own_usage(tmp_path: Path) -> None:
     assert stream.getvalue().count("model 'gw-unpriced-1' is not a model batchrun knows") == 1
 
 
-# --- per-model prices of the newer models (API-FACTS-MODELS §2) ------------------------------
+# --- per-model prices of the newer models (docs/api-facts.md §11) ----------------------------
 
 
 def test_haiku_5_5_bills_every_token_of_a_long_prompt_at_its_upper_band() -> None:

@@ -94,7 +94,8 @@ def result_row(
     batch_id: str,
     processing_ms: float | None,
 ) -> dict[str, Any]:
-    """The output row for one result line (API-FACTS §7: succeeded, errored, canceled, expired).
+    """The output row for one result line: succeeded, errored, canceled, expired
+    (docs/api-facts.md §8.3).
 
     The run's credentials are masked in an errored result's texts (``rows.scrub``)."""
     result = record.get("result")

@@ -1,6 +1,6 @@
 """The ``batchrun`` group: its version, its commands (one module each), and ``main``.
 
-Exit codes (DESIGN §2): 0 every row ok; 1 aborted (configuration, authentication, I/O);
+Exit codes (docs/design.md §3.6): 0 every row ok; 1 aborted (configuration, authentication, I/O);
 2 usage error; 3 finished with some rows in error; 4 stopped by the --max-cost budget (re-run
 to resume); 130 stopped by Ctrl-C or SIGTERM.
 

@@ -25,7 +25,7 @@ DEFAULT_TIMEOUT = 600.0
 DEFAULT_GRACE = 30.0
 DEFAULT_POLL_INTERVAL = 10.0
 SIMULATE_POLL_INTERVAL = 0.25
-BATCH_MAX_REQUESTS = 100_000  # per Message Batch (API-FACTS §7)
+BATCH_MAX_REQUESTS = 100_000  # per Message Batch (docs/api-facts.md §8.2)
 BATCH_MAX_MB = 256.0
 CACHE_MODES = ("auto", "off", "system")  # --cache; auto is the default
 

@@ -29,7 +29,7 @@ from batchrun.rows.tokens import estimate_input_tokens
 Sleep = Callable[[float], Awaitable[None]]
 
 # The SDK refuses non-streaming requests above this many output tokens, since they can
-# outlast a 10-minute timeout (API-FACTS §5); we stream them instead.
+# outlast a 10-minute timeout (docs/api-facts.md §5.2); we stream them instead.
 STREAM_ABOVE_MAX_TOKENS = 21_333
 
 

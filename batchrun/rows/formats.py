@@ -870,8 +870,8 @@ def _is_text_or_struct(t: pa.DataType) -> bool:
 
 
 # The Arrow types each known field may have. Text is accepted for structured parameters because
-# DESIGN §2 allows JSON strings there (request.build_request decodes them). ``id`` is checked per
-# value by the common stage, like the other formats.
+# docs/design.md §3.1 allows JSON strings there (request.build_request decodes them). ``id`` is
+# checked per value by the common stage, like the other formats.
 _PARQUET_TYPES: dict[str, tuple[Callable[[pa.DataType], bool], str]] = {
     "prompt": (_is_text, "a string"),
     "model": (_is_text, "a string"),

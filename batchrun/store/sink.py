@@ -124,7 +124,8 @@ def _free_bytes(folder: Path) -> int:
 
 
 def output_schema(keep_columns: Sequence[str] = ()) -> pa.Schema:
-    """The one explicit schema of every output: DESIGN §2 columns, then kept input columns."""
+    """The one explicit schema of every output: the columns of docs/design.md §3.3, then
+    the kept input columns."""
     fields = [pa.field(name, ARROW_TYPES[kind]) for name, kind in COLUMNS]
     fields += [pa.field(name, pa.string()) for name in keep_columns if name not in COLUMN_NAMES]
     return pa.schema(fields)
