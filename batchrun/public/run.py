@@ -22,7 +22,6 @@ from batchrun.config.load import RunConfig, check_shard
 from batchrun.core.errors import ConfigError
 from batchrun.core.sync import run_sync
 from batchrun.core.wording import option
-from batchrun.public.frames import output_table, staged_rows
 from batchrun.public.result import RunResult
 from batchrun.runs.fetch import fetched
 from batchrun.runs.runtime import DEFAULT, Runtime
@@ -100,6 +99,8 @@ async def run_async(
                 "load_config(source, {...}), or pass rows instead of a config"
             )
         return RunResult(await run_job(source, runtime), source)
+    from batchrun.public.frames import output_table, staged_rows  # rows from memory only
+
     flags = dict(settings)
     for key in ("model", "max_tokens", "output"):
         if for_rows[key] is not None:
