@@ -15,7 +15,7 @@ from batchrun.engine.connect import open_client
 from batchrun.engine.engine import Engine
 from batchrun.engine.outcome import Work, prepare
 from batchrun.engine.tally import RowTally
-from batchrun.rows.reader import read_rows
+from batchrun.formats.inputs import read_rows
 from batchrun.simulator import SimulatorThread
 
 LOST = "the lease of s3://b/out.parquet was taken over by run x on host-b"

@@ -24,7 +24,7 @@ from batchrun.engine.dedup import Dedup, twin_row
 from batchrun.engine.engine import Engine
 from batchrun.engine.outcome import prepare
 from batchrun.engine.tally import RowTally
-from batchrun.rows.reader import read_rows
+from batchrun.formats.inputs import read_rows
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.columns import COLUMN_NAMES, blank_row
 

@@ -22,7 +22,7 @@ from batchrun.engine.connect import open_client
 from batchrun.engine.engine import Engine
 from batchrun.engine.outcome import Work, prepare
 from batchrun.engine.tally import RowTally
-from batchrun.rows.reader import read_rows
+from batchrun.formats.inputs import read_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 

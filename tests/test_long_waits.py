@@ -22,7 +22,7 @@ from batchrun.engine.engine import Engine
 from batchrun.engine.outcome import prepare
 from batchrun.engine.tally import RowTally
 from batchrun.engine.waits import WaitNotices
-from batchrun.rows.reader import read_rows
+from batchrun.formats.inputs import read_rows
 
 
 class FakeClock:

@@ -22,7 +22,7 @@ from batchrun.engine.outcome import prepare
 from batchrun.engine.pool import Pool, Stopped
 from batchrun.engine.tally import RowTally
 from batchrun.engine.warmup import Warmup, ttl_seconds
-from batchrun.rows.reader import read_rows
+from batchrun.formats.inputs import read_rows
 from batchrun.store.columns import blank_row
 
 

@@ -47,8 +47,9 @@ from batchrun.engine.admission import AdmissionClosed, Gate, SendCheck
 from batchrun.engine.connect import open_client
 from batchrun.engine.dedup import Dedup
 from batchrun.engine.outcome import VIA_BATCHES, Work, error_row, prepare
+from batchrun.formats.inputs import read_rows
 from batchrun.remote.batch_mirror import BatchJournalMirror
-from batchrun.rows.reader import check_input_file, read_rows
+from batchrun.rows.reader import check_input_file
 from batchrun.runs.claim import check_credentials, claim_output
 from batchrun.runs.display import BatchView, Snapshot
 from batchrun.runs.finish import record_spend, write_output

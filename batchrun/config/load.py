@@ -31,7 +31,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from batchrun.client.credentials import (
@@ -70,14 +70,18 @@ from batchrun.cost.prices import (
     load_prices_text,
     min_cacheable_tokens,
 )
+from batchrun.formats.registry import (
+    file_suffixes,
+    folder_output,
+    names_folder,
+    output_by_suffix,
+    said,
+)
 from batchrun.limits.values import AUTO_MAX, Limits, LimitsConfig
 from batchrun.rows.files import MediaSource
 from batchrun.rows.prefix import CachePolicy
 from batchrun.rows.request import RequestDefaults, check_defaults
 from batchrun.rows.shape import InputShape, check_encoding, split_suffix
-
-if TYPE_CHECKING:
-    from batchrun.store.sink import OutputKind
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -166,10 +170,10 @@ class RunConfig:
     cache_home: Path | None = None  # $XDG_CACHE_HOME or ~/.cache, from the environment
     segment_rows: int = 10_000
     segment_seconds: float = 60.0
-    # --output-format, or "parquet-dataset" for an output that ends with a slash; None: the
-    # output's name says it (store.sink.output_kind).
-    output_format: OutputKind | None = None
-    part_rows: int = 1_000_000  # rows per part of a dataset output (store.dataset)
+    # --output-format (a folder format's name: "parquet-dataset"), or the folder format for an
+    # output that ends with a slash; None: the output's name says it (formats.registry).
+    output_format: str | None = None
+    part_rows: int = 1_000_000  # rows per part of a dataset output (formats.parquet_dataset)
     keep_journal: bool = False
     # Seconds an s3:// or gs:// output's lease lives without renewal (remote.lease); renewed
     # every fifth of it. Not a setting: tests shorten it through BATCHRUN_LEASE_TTL.
@@ -198,7 +202,20 @@ class RunConfig:
         return self.media_root or self.input.parent
 
 
-OUTPUT_SUFFIXES = (".parquet", ".jsonl", ".csv")
+def output_format_of(text: str, output: Path, declared: str | None, shown: str) -> str | None:
+    """The output's format as said: ``declared`` (``--output-format``), or the folder format
+    for an output that ends with a slash (``text``, as given: a Path drops the slash); None
+    when the name says it (``formats.registry.output_for``). ConfigError for a name that says
+    no output format (``shown`` names the output)."""
+    if declared is None and names_folder(text):
+        return folder_output().name
+    if declared is None and output_by_suffix(output) is None:
+        folder = folder_output()
+        raise ConfigError(
+            f"output {shown}: the name must end in {said(file_suffixes())}, or with a / for "
+            f"{folder.described} ({option('output_format', folder.name)})"
+        )
+    return declared
 
 
 def is_job_file(source: Path) -> bool:
@@ -280,17 +297,12 @@ def load_config(
         # reviews.jsonl.gz -> reviews.results.parquet: the compression suffix is no part of it
         stem = Path(split_suffix(input_path.name)[0]).stem
         output = path_of("output") or (Path.cwd() / f"{stem}.results.parquet")
-    output_format = cast("OutputKind | None", value("output_format"))
-    # A Path drops a trailing slash: whether the output names a folder is read from the text
-    # (store.dataset.names_folder; not imported, so that a job's config needs no Arrow).
-    if output_format is None and str(settings.get("output") or "").endswith(("/", os.sep)):
-        output_format = "parquet-dataset"
-    if output_format != "parquet-dataset" and output.suffix.lower() not in OUTPUT_SUFFIXES:
-        shown = url_without_secrets(output_url) if output_url else output
-        raise ConfigError(
-            f"output {shown}: the name must end in .parquet, .jsonl or .csv, or with a / "
-            f"for a folder of Parquet parts ({option('output_format', 'parquet-dataset')})"
-        )
+    output_format = output_format_of(
+        str(settings.get("output") or ""),
+        output,
+        cast("str | None", value("output_format")),
+        url_without_secrets(output_url) if output_url else str(output),
+    )
     if input_url is not None and input_url == output_url:
         raise ConfigError(
             f"output {url_without_secrets(output_url)} is the input: write to another one "

@@ -33,21 +33,20 @@ from batchrun.core.extras import require_extra
 from batchrun.core.jsoncodec import compact
 from batchrun.core.wording import option, said
 from batchrun.engine.outcome import error_row, prepare
+from batchrun.formats.inputs import read_rows
 from batchrun.ray.stage import (
     FIELDS_COLUMN,
     INDEX_COLUMN,
     BatchrunStage,
     absolute_settings,
 )
-from batchrun.rows.reader import read_rows
 from batchrun.runs.claim import claim_output
+from batchrun.runs.output import config_output_format
 from batchrun.runs.summary import RunSummary
 from batchrun.store.columns import INVALID_REQUEST, STATUS_OK
 from batchrun.store.sink import (
     FinalCounts,
     fsync_dir,
-    open_writer,
-    output_kind,
     output_schema,
     temporary_path,
 )
@@ -224,7 +223,7 @@ def _write_output(config: RunConfig, rows: pa.Table, schema: pa.Schema) -> Final
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(output, ".tmp")
     try:
-        with open_writer(tmp, schema, output_kind(output)) as write:
+        with config_output_format(config).writer(tmp, schema) as write:
             write(rows.select(schema.names).cast(schema))
         os.replace(tmp, output)
     except OSError as exc:

@@ -50,8 +50,8 @@ from batchrun.engine.connect import open_client
 from batchrun.engine.engine import Engine
 from batchrun.engine.outcome import Work, error_row, prepare
 from batchrun.engine.tally import RowTally
+from batchrun.formats.inputs import InputRow, read_rows
 from batchrun.ray.parts import Committed, job_folder, part_name, reusable, write_part
-from batchrun.rows.reader import InputRow, read_rows
 from batchrun.store.resume import job_fingerprint
 from batchrun.store.sink import output_schema
 

@@ -10,7 +10,7 @@ is one upload, made only once it is complete; the segments are removed after it 
 ``--keep-journal``). A stopped run's partial file stays local: the store keeps the segments.
 
 An output that names a folder (``-o out/labels/``, ``s3://b/out/``, ``--output-format
-parquet-dataset``) is a Parquet dataset (``store.dataset``); on an object store it is
+parquet-dataset``) is a Parquet dataset (``formats.parquet_dataset``); on an object store it is
 mirrored by ``RemoteDataset``, which uploads the parts, then ``_SUCCESS``.
 """
 
@@ -26,29 +26,25 @@ from typing import TYPE_CHECKING, Any
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import BatchrunError, OutputError
 from batchrun.core.scrub import url_without_secrets
+from batchrun.formats.base import PART_ROWS, OutputFormat
+from batchrun.formats.parquet_dataset import (
+    SUCCESS,
+    Manifest,
+    is_part_name,
+    part_name,
+    read_manifest,
+    write_manifest,
+)
+from batchrun.formats.registry import names_folder, output_for, output_named
 from batchrun.remote.lease import LEASE_OBJECT, Lease, LeaseLostError
 from batchrun.remote.mirror import PullReport, RemoteOutput, journal_prefix, new_run_id
 from batchrun.remote.objects import Storage, StorageError, StorageSettings
-from batchrun.store.dataset import (
-    DATASET,
-    PART_ROWS,
-    Manifest,
-    is_part_name,
-    names_folder,
-    part_name,
-    read_manifest,
-    remove_output,
-    replace_folder,
-    write_manifest,
-)
-from batchrun.store.partial import SUCCESS
+from batchrun.store.commit import remove_output, replace_folder
 from batchrun.store.sink import (
     TMP_OUTPUT_SUFFIX,
-    OutputKind,
     PriorState,
     Sink,
     journal_path,
-    output_kind,
     remove_temporary,
     temporary_path,
 )
@@ -76,9 +72,11 @@ class RunOutput:
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config
-        self.kind = config_output_kind(config)
+        self.format = config_output_format(config)
         part_rows = int(getattr(config, "part_rows", None) or PART_ROWS)
-        self.sink = Sink(config.output, config.keep_columns, kind=self.kind, part_rows=part_rows)
+        self.sink = Sink(
+            config.output, config.keep_columns, output_format=self.format, part_rows=part_rows
+        )
         self.lease: Lease | None = None
         if config.output_url is not None:
             self.lease = _HELD.get(config.output_url)
@@ -190,16 +188,17 @@ def shown_output(config: RunConfig) -> str:
     return url_without_secrets(config.output_url) if config.output_url else str(config.output)
 
 
-def config_output_kind(config: RunConfig) -> OutputKind:
-    """The output's format: ``--output-format`` when given, a dataset for an ``s3://`` or
-    ``gs://`` URL that ends with a slash, else by the output's name (``output_kind``)."""
+def config_output_format(config: RunConfig) -> OutputFormat:
+    """The output's format: ``--output-format``'s when given, else by the output's name: its
+    URL's for an ``s3://`` or ``gs://`` one (a folder when it ends with a slash), else its
+    path's (``formats.registry.output_for``)."""
     # getattr: RunConfig.output_format comes with the --output-format setting.
-    declared: OutputKind | None = getattr(config, "output_format", None)
+    declared: str | None = getattr(config, "output_format", None)
     if declared is not None:
-        return declared
+        return output_named(declared)
     if config.output_url is not None and names_folder(config.output_url):
-        return DATASET
-    return output_kind(config.output)
+        return output_for(config.output_url)
+    return output_for(config.output)
 
 
 def _remote_output(config: RunConfig, lease: Lease | None = None) -> RemoteOutput:
@@ -209,7 +208,7 @@ def _remote_output(config: RunConfig, lease: Lease | None = None) -> RemoteOutpu
     remote = remote_output(
         config.output_url,
         storage,
-        dataset=config_output_kind(config) == DATASET,
+        dataset=config_output_format(config).folder,
         work_dir=config.work_dir,
         cache_home=config.cache_home,
         keep_journal=config.keep_journal,
@@ -236,7 +235,7 @@ class RemoteDataset(RemoteOutput):
     overwrites a part the ``_SUCCESS`` in place lists: until the new ``_SUCCESS`` replaces
     it (one PUT), the old dataset stands whole, and a publish cut short costs nothing but
     orphan parts, which the next publish deletes. The local copy keeps the store's names
-    (as a local dataset, its names are its own: ``store.dataset``).
+    (as a local dataset, its names are its own: ``formats.parquet_dataset``).
     """
 
     def __init__(self, url: str, storage: Storage, **options: Any) -> None:

@@ -45,7 +45,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any
 
 import httpx
 import pyarrow as pa
@@ -54,17 +54,28 @@ import pyarrow.compute as pc
 from batchrun.config.load import MAX_SHARDS, RunConfig, check_shard
 from batchrun.core.errors import ConfigError, OutputError
 from batchrun.core.wording import option, said
-from batchrun.rows.reader import check_input_file, read_rows
+from batchrun.formats.base import WriteOptions
+from batchrun.formats.inputs import read_rows
+from batchrun.formats.jsonl import JSON_SLICE_BYTES
+from batchrun.formats.marks import clear_mark
+from batchrun.formats.registry import (
+    folder_output,
+    output_by_suffix,
+    output_for,
+    output_named,
+    read_partial,
+)
+from batchrun.rows.reader import check_input_file
 from batchrun.runs.claim import check_credentials, claim_output
 from batchrun.runs.online import run_holding
+from batchrun.runs.output import config_output_format
 from batchrun.runs.plan import in_shard
 from batchrun.runs.resume import Sleep
 from batchrun.runs.summary import RunSummary
 from batchrun.store.columns import STATUS_OK
-from batchrun.store.dataset import DATASET, replace_folder
-from batchrun.store.journal import INDEX, JSON_SLICE_BYTES, journal_line, repair_journal
+from batchrun.store.commit import replace_folder
+from batchrun.store.journal import INDEX, journal_line, repair_journal
 from batchrun.store.lock import OutputLock
-from batchrun.store.partial import clear_mark, read_partial
 from batchrun.store.resume import (
     InputStamp,
     changed_settings,
@@ -77,13 +88,10 @@ from batchrun.store.sink import (
     TMP_JOURNAL_SUFFIX,
     TMP_OUTPUT_SUFFIX,
     FinalCounts,
-    OutputKind,
     fsync_dir,
     journal_path,
     journal_to_arrow,
-    open_writer,
     output_batches,
-    output_kind,
     output_schema,
     remove_stale_temporaries,
     remove_temporary,
@@ -118,10 +126,11 @@ def shard_output(output: Path, index: int, count: int) -> Path:
     """Shard ``index`` of ``count``'s own output:
     ``out/labels.parquet.shards/2-of-4/labels.parquet``."""
     name = output.name
-    if output.suffix.lower() not in (".parquet", ".jsonl", ".csv"):
-        # A dataset folder (by its name alone: the same before and after it is written):
-        # its shards are single Parquet files, merged into the folder.
-        name += ".parquet"
+    if output_by_suffix(output) is None:
+        # A folder (by its name alone: the same before and after it is written): its shards
+        # are single files of its parts' format (Parquet), merged into the folder.
+        parts = folder_output().parts
+        name += output_named(parts).suffixes[0] if parts else ""
     return shards_folder(output) / f"{index}-of-{count}" / name
 
 
@@ -177,7 +186,7 @@ class ShardProof:
     input_format: str | None
     csv_delimiter: str | None
     keep_columns: tuple[str, ...]
-    output_format: OutputKind | None
+    output_format: str | None
     part_rows: int
     rows: int
     file_size: int
@@ -216,7 +225,7 @@ class ShardProof:
             input_format=_str_or_none(data.get("input_format")),
             csv_delimiter=_str_or_none(data.get("csv_delimiter")),
             keep_columns=tuple(str(c) for c in data["keep_columns"]),
-            output_format=cast("OutputKind | None", _str_or_none(data.get("output_format"))),
+            output_format=_str_or_none(data.get("output_format")),
             part_rows=int(data["part_rows"]),
             rows=int(data["rows"]),
             file_size=int(data["file_size"]),
@@ -430,7 +439,7 @@ def _finish(config: RunConfig, rows: ShardRows, job: _JobRecord) -> FinalCounts 
                 return None
             ok = error = 0
             with (
-                open_writer(tmp_out, shard_schema(config.keep_columns), output_kind(output)) as w,
+                output_for(output).writer(tmp_out, shard_schema(config.keep_columns)) as w,
                 _gathered(w) as write,
             ):
                 for p0 in range(0, rows.input_rows, CHUNK_ROWS):
@@ -945,7 +954,7 @@ def _fewer_sources(
         for group in range(0, len(sources), MERGE_FAN_IN):
             path = folder / f"step-{step}-{group // MERGE_FAN_IN}.parquet"
             some = sources[group : group + MERGE_FAN_IN]
-            with open_writer(path, schema, "parquet") as w, _gathered(w) as write:
+            with output_named("parquet").writer(path, schema) as w, _gathered(w) as write:
                 _merge_sorted(some, rows, schema, write)
             merged.append((path, _STEP_FILE, sum(n for _, _, n in some)))
         for path, _, _ in sources:
@@ -969,7 +978,7 @@ def _write_merged(
     count = len(paths)
     tmp_out = temporary_path(output, TMP_OUTPUT_SUFFIX)
     tmp_steps = temporary_path(output, TMP_MERGE_SUFFIX)
-    kind = config.output_format or output_kind(output)
+    fmt = config_output_format(config)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         sources = [
@@ -979,12 +988,13 @@ def _write_merged(
         if len(sources) > MERGE_FAN_IN:
             tmp_steps.mkdir()
             sources = _fewer_sources(sources, rows, with_index, tmp_steps)
-        with open_writer(tmp_out, schema, kind, part_rows=config.part_rows) as write:
+        options = WriteOptions(part_rows=config.part_rows)
+        with fmt.writer(tmp_out, schema, options) as write:
             ok = _merge_sorted(
                 sources, rows, with_index, lambda t: write(t.drop_columns([INDEX]).cast(schema))
             )
         _check_unchanged(output, paths, identities)
-        if kind == DATASET:
+        if fmt.folder:
             replace_folder(tmp_out, output)
         else:
             os.replace(tmp_out, output)

@@ -1,9 +1,9 @@
 """The output writer: an append-only journal while a run goes, one atomic final file at the end.
 
-The dataset is Parquet, JSON lines or CSV, by the output's name (``output_kind``): the same
-columns in the same order and types in each. CSV writes every string quoted and a null as an
-empty cell, so the two read back apart; numbers and timestamps (``2026-11-22 03:00:00.123Z``)
-are typed again on reading, by the schema.
+The dataset is in one of the output formats (``batchrun.formats``: Parquet, JSON lines, CSV,
+...), by the output's name (``formats.registry.output_for``): the same columns in the same
+order and types in each. The format writes it and reads it back (``output_batches``,
+``row_count``); this module never asks which format it is.
 
 Layout for ``-o out/labels.parquet``::
 
@@ -13,8 +13,8 @@ Layout for ``-o out/labels.parquet``::
 
 An output that names a folder (``-o out/labels/``) is a Parquet dataset instead: parts and a
 ``_SUCCESS`` manifest in ``out/labels/``, its journal ``out/labels.journal`` beside it
-(``store.dataset``). It is built the same way, in a temporary sibling folder swapped into
-place whole; every reader here (``output_batches``, ``_row_count``) takes it as one file.
+(``formats.parquet_dataset``). It is built the same way, in a temporary sibling folder
+swapped into place whole; every reader here takes it as one file.
 
 Why a journal: a result is worth money the moment it arrives, so it is appended (one line,
 written straight to the file) before anything else happens to it; a ``kill -9`` can then cost
@@ -26,7 +26,7 @@ the final file streams both sources in chunks through a memory-mapped Arrow file
 memory for one chunk, not the dataset.
 
 A run that stops early (budget, signal, fatal error) writes the same way the rows finished so
-far, marked partial (``store.partial``), and keeps the journal: a partial file is for reading,
+far, marked partial (``formats.marks``), and keeps the journal: a partial file is for reading,
 never a source, so the journal holds every row it has and the finishing run builds from it.
 The journal's lines are written and read by ``store.journal``; this module owns the files.
 """
@@ -37,7 +37,6 @@ import bisect
 import contextlib
 import errno
 import glob
-import json
 import os
 import re
 import secrets
@@ -46,58 +45,32 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pcsv
 import pyarrow.ipc as ipc
-import pyarrow.parquet as pq
 
 from batchrun.core.errors import OutputError
 from batchrun.core.wording import option
+from batchrun.formats.base import PART_BYTES, PART_ROWS, OutputFormat, WriteOptions
+from batchrun.formats.jsonl import JSON_SLICE_BYTES
+from batchrun.formats.marks import Partial, clear_mark, mark_beside, partial_metadata
+from batchrun.formats.registry import folder_output, output_for
 from batchrun.store.columns import COLUMN_NAMES, COLUMNS, STATUS_OK
-from batchrun.store.dataset import (
-    DATASET,
-    PART_BYTES,
-    PART_ROWS,
-    OpenPart,
-    dataset_batches,
-    dataset_bytes,
-    dataset_exists,
-    dataset_rows,
-    dataset_writer,
-    names_folder,
-    open_parquet_part,
-    recover_aside,
-    remove_output,
-    replace_folder,
-)
+from batchrun.store.commit import recover_aside, remove_output, replace_folder
 from batchrun.store.journal import (
     ARROW_TYPES,
     INDEX,
-    JSON_SLICE_BYTES,
     RUN,
     Damage,
     conform,
     int64s,
     journal_line,
     journal_schema,
-    json_line,
     newest_per_row,
-    read_json_lines,
     read_records,
     repair_journal,
-)
-from batchrun.store.partial import (
-    PARTIAL_KEY,
-    PARTIAL_MANIFEST,
-    Partial,
-    clear_mark,
-    is_parquet,
-    mark_jsonl,
-    parquet_metadata,
-    read_partial,
 )
 from batchrun.store.provenance import (
     SOURCE_COLUMNS,
@@ -198,7 +171,7 @@ class JournalSpend:
 @dataclass(frozen=True)
 class FinalCounts:
     """What the output file holds: ``rows`` rows, ``ok`` answered and ``error`` not; ``of``,
-    for a partial output (a stopped run's, ``store.partial``), the input's row count."""
+    for a partial output (a stopped run's, ``formats.marks``), the input's row count."""
 
     rows: int
     ok: int
@@ -358,9 +331,9 @@ class Sink:
 
     ``chunk_rows`` and ``json_slice_bytes`` bound the memory of the final step and of reading
     JSON lines (see ``CHUNK_ROWS`` and ``journal.JSON_SLICE_BYTES``); tests make them small.
-    ``kind`` is the output's format (``output_kind`` of its name when None: a folder output
-    whose name ends in ``.parquet`` needs it said); a dataset's parts hold at most
-    ``part_rows`` rows and about ``part_bytes`` bytes (``store.dataset``).
+    ``output_format`` is the output's format (``formats.registry.output_for`` its name when
+    None: a folder output whose name ends in ``.parquet`` needs it said); a folder's parts hold
+    at most ``part_rows`` rows and about ``part_bytes`` bytes (``formats.parquet_dataset``).
     """
 
     def __init__(
@@ -373,16 +346,15 @@ class Sink:
         chunk_rows: int = CHUNK_ROWS,
         json_slice_bytes: int = JSON_SLICE_BYTES,
         free_space: Callable[[Path], int] = _free_bytes,
-        kind: OutputKind | None = None,
+        output_format: OutputFormat | None = None,
         part_rows: int = PART_ROWS,
         part_bytes: int = PART_BYTES,
-        open_part: OpenPart = open_parquet_part,
+        open_part: Callable[[Path, pa.Schema], Any] | None = None,
     ) -> None:
         self.output = output
-        self.kind: OutputKind = kind or output_kind(output)
-        self._part_rows = part_rows
-        self._part_bytes = part_bytes
-        self._open_part = open_part  # a seam: tests make the final step fail midway
+        self.format = output_format or output_for(output)
+        # open_part: a seam, tests make the final step fail midway
+        self._write_options = WriteOptions(part_rows, part_bytes, open_part)
         self.journal = journal_path(output)
         self.keep_columns = tuple(keep_columns)
         self.schema = output_schema(self.keep_columns)
@@ -412,18 +384,18 @@ class Sink:
 
         Raises OutputError before any request is sent when the location is unusable.
         """
-        dataset = self.kind == DATASET
+        folder = self.format.folder
         try:
             self.output.parent.mkdir(parents=True, exist_ok=True)
-            if dataset:
+            if folder:
                 recover_aside(self.output)
             if overwrite:
                 remove_output(self.output)
                 self.journal.unlink(missing_ok=True)
                 clear_mark(self.output)
-            if dataset and self.output.exists() and not self.output.is_dir():
+            if folder and self.output.exists() and not self.output.is_dir():
                 raise OutputError(f"output {self.output} is a file, not a dataset folder")
-            self._partial = read_partial(self.output)  # a dataset folder's too
+            self._partial = self.format.read_mark(self.output)
             if self._partial is not None and not _has_bytes(self.journal):
                 raise OutputError(
                     f"{self.output} is a partial output ({self._partial}) and the journal that "
@@ -434,18 +406,17 @@ class Sink:
             self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
             raise OutputError(f"cannot write output {self.output}: {exc.strerror or exc}") from exc
-        if not dataset and self.output.exists() and self.output.is_dir():
+        if not folder and self.output.exists() and self.output.is_dir():
             raise OutputError(
                 f"output {self.output} is a directory: end it with a slash (or give "
-                f"{option('output_format', DATASET)}) to write a dataset folder there"
+                f"{option('output_format', folder_output().name)}) to write a dataset folder "
+                "there"
             )
         return self._read_prior()
 
     def _final_exists(self) -> bool:
         """Whether a final output (complete or partial) is in place."""
-        if self.kind == DATASET:
-            return dataset_exists(self.output)
-        return self.output.exists()
+        return self.format.exists(self.output)
 
     def _read_prior(self) -> PriorState:
         damage = Damage()
@@ -468,7 +439,7 @@ class Sink:
         if not self._final_exists() or self._partial is not None:
             # A partial output is no source: the journal holds each of its rows.
             return PriorState(0, iter(()), journal, damage.lines, spend=spend)
-        rows = _row_count(self.output, self.kind)
+        rows = row_count(self.output, self.format)
         batches = self._final_batches(_PRIOR_READ)
         return PriorState(
             rows, batches, journal, damage.lines, spend=spend, final_spend=self._final_spend
@@ -483,7 +454,7 @@ class Sink:
 
     def _final_batches(self, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
         return output_batches(
-            self.output, self.schema, columns, self._chunk_rows, self._slice_bytes, self.kind
+            self.output, self.schema, columns, self._chunk_rows, self._slice_bytes, self.format
         )
 
     # -- during the run -------------------------------------------------------------------
@@ -552,7 +523,7 @@ class Sink:
         """After a stop: write the rows finished so far, in input order, as a partial output.
 
         The rows with no record yet (of rows 0..total_rows-1) are left out, the file is marked
-        partial (``store.partial``) and the journal is kept; rows only the old final file had
+        partial (``formats.marks``) and the journal is kept; rows only the old final file had
         are copied into the journal first, so it still holds every row. When every row has a
         record after all, this is ``finalize``. Returns None, writing nothing, when the
         journal holds nothing the output lacks.
@@ -581,12 +552,12 @@ class Sink:
                 counts = self._merge(total_rows, old_rows, journal, tmp_out, mark)
             finally:
                 journal.close()
-            if self.kind == DATASET:
+            if self.format.folder:
                 replace_folder(tmp_out, self.output)  # the mark is in its manifest
             else:
-                if mark is not None and not is_parquet(self.output):
+                if mark is not None and not self.format.marks_itself:
                     temporary = temporary_path(self.output, ".mark.tmp")
-                    mark_jsonl(tmp_out, self.output, mark, temporary)
+                    mark_beside(tmp_out, self.output, mark, temporary)
                 os.replace(tmp_out, self.output)
                 fsync_dir(self.output.parent)
             self._partial = mark
@@ -620,26 +591,18 @@ class Sink:
             return False
         if self._partial is None:
             return True
-        written = self.output
-        if self.kind == DATASET:
-            written = self.output / PARTIAL_MANIFEST
-        try:
-            return written.stat().st_mtime_ns < journal.st_mtime_ns
-        except FileNotFoundError:
-            return True
+        written = self.format.modified_ns(self.output)
+        return written is None or written < journal.st_mtime_ns
 
     def _old_rows(self) -> int:
-        return _row_count(self.output, self.kind) if self._final_exists() else 0
+        return row_count(self.output, self.format) if self._final_exists() else 0
 
     def _space_needed(self, *, copy_old: bool = False) -> int:
         """Bytes the final step writes before it removes anything: the journal as Arrow and
         the new dataset, each about the journal's size at most, while the old dataset stays
         until the rename (and, after a stop, the old dataset's rows copied to the journal)."""
         journal = self.journal.stat().st_size if self.journal.exists() else 0
-        if self.kind == DATASET:
-            old = dataset_bytes(self.output)
-        else:
-            old = self.output.stat().st_size if self.output.exists() else 0
+        old = self.format.size(self.output)
         return 2 * journal + old * (2 if copy_old else 1)
 
     def _check_space(self, need: int) -> None:
@@ -668,17 +631,10 @@ class Sink:
         ``old_rows``) and the journal (by index, winning); with ``mark``, leave out rows
         neither has and copy the old file's rows into the journal (it must hold them all)."""
         old = _Positional(self._final_batches() if old_rows else iter(()))
-        schema = self.schema.with_metadata(parquet_metadata(mark)) if mark else self.schema
+        schema = self.schema.with_metadata(partial_metadata(mark)) if mark else self.schema
         ok = error = 0
         with (
-            open_writer(
-                tmp_out,
-                schema,
-                self.kind,
-                part_rows=self._part_rows,
-                part_bytes=self._part_bytes,
-                open_part=self._open_part,
-            ) as write,
+            self.format.writer(tmp_out, schema, self._write_options) as write,
             self._appending(copy=mark is not None and old_rows > 0) as append,
         ):
             for p0 in range(0, total_rows, self._chunk_rows):
@@ -819,41 +775,15 @@ _JOURNAL_BATCH_ROWS = 4096
 # -- final files ----------------------------------------------------------------------------
 
 
-OutputKind = Literal["parquet", "jsonl", "csv", "parquet-dataset"]
+def output_kind(path: Path | str) -> str:
+    """The name of the output's format, by its name (``formats.registry.output_for``)."""
+    return output_for(path).name
 
 
-def output_kind(path: Path | str) -> OutputKind:
-    """The output's format, by its name: ``.csv``, ``.jsonl``, ``.parquet``; a folder (a
-    name that ends with a slash, as given as text; one that is a folder already; or a name
-    with no suffix) is a Parquet dataset (``store.dataset``). A ``pathlib.Path`` loses a
-    trailing slash: a folder not written yet whose name ends in ``.parquet`` must be said
-    (``Sink(kind=...)``, ``--output-format``)."""
-    if isinstance(path, str):
-        if names_folder(path):
-            return DATASET
-        path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return "csv"
-    if suffix == ".jsonl":
-        return "jsonl"
-    if path.is_dir() or not suffix:
-        return DATASET
-    return "parquet" if is_parquet(path) else "jsonl"
-
-
-def _row_count(path: Path, kind: OutputKind | None = None) -> int:
+def row_count(path: Path, fmt: OutputFormat | None = None) -> int:
+    """How many rows the output at ``path`` holds (in ``fmt``: by its name when None)."""
     try:
-        kind = kind or output_kind(path)
-        if kind == DATASET:
-            return dataset_rows(path)
-        if kind == "parquet":
-            return int(pq.ParquetFile(path).metadata.num_rows)
-        if kind == "csv":
-            # A cell may hold line breaks: only parsing tells records apart. One column is kept.
-            return sum(b.num_rows for b in _csv_batches(path, pa.schema([("id", pa.string())])))
-        with path.open("rb") as fh:
-            return sum(1 for line in fh if line.strip())
+        return (fmt or output_for(path)).row_count(path)
     except (OSError, pa.ArrowException) as exc:
         raise OutputError(f"cannot read existing output {path}: {exc}") from exc
 
@@ -864,73 +794,17 @@ def output_batches(
     columns: Sequence[str] | None = None,
     batch_rows: int = CHUNK_ROWS,
     slice_bytes: int = JSON_SLICE_BYTES,
-    kind: OutputKind | None = None,
+    fmt: OutputFormat | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Batches of an existing final file, conformed to ``schema`` (older runs may differ).
 
-    Parquet is read ``batch_rows`` at a time, JSON lines a slice of ``slice_bytes`` at a time,
-    CSV a block of ``CSV_BLOCK_BYTES`` (or more, for a record longer than that) at a time; a
-    dataset folder's parts in its manifest's order, ``batch_rows`` at a time.
+    Read by its format (``fmt``; by its name when None), about ``batch_rows`` rows at a
+    time (a slice of ``slice_bytes`` for JSON lines: see the format).
     """
     # In the order asked for: callers read the columns by position.
     wanted = schema if columns is None else pa.schema([schema.field(n) for n in columns])
-    kind = kind or output_kind(path)
-    if kind == DATASET:
-        batches: Iterator[pa.RecordBatch] = dataset_batches(path, wanted, batch_rows)
-    elif kind == "parquet":
-        pf = pq.ParquetFile(path)
-        present = [n for n in wanted.names if n in pf.schema_arrow.names]
-        batches = pf.iter_batches(batch_rows, columns=present)
-    elif kind == "csv":
-        batches = _csv_batches(path, wanted)
-    else:
-        batches = read_json_lines(path, wanted, slice_bytes)
-    for batch in batches:
+    for batch in (fmt or output_for(path)).batches(path, wanted, batch_rows, slice_bytes):
         yield conform(batch, wanted)
-
-
-# Bytes of CSV parsed at a time. pyarrow's reader cannot split a record between blocks, so a
-# record longer than this (a very long answer) makes the read start again with blocks four
-# times larger, skipping the rows already returned.
-CSV_BLOCK_BYTES = 8 << 20
-
-
-def _csv_batches(
-    path: Path, wanted: pa.Schema, block_bytes: int = CSV_BLOCK_BYTES
-) -> Iterator[pa.RecordBatch]:
-    """A CSV output's ``wanted`` columns (those it lacks come null), typed by ``wanted``.
-
-    Only an unquoted empty cell is null: the writer quotes every string, so ``""`` reads back
-    as the empty string and ``"NA"`` as the text NA.
-    """
-    if path.stat().st_size == 0:
-        return
-    convert = pcsv.ConvertOptions(
-        column_types={f.name: f.type for f in wanted},
-        include_columns=list(wanted.names),
-        include_missing_columns=True,
-        null_values=[""],
-        strings_can_be_null=True,
-        quoted_strings_can_be_null=False,
-    )
-    parse = pcsv.ParseOptions(newlines_in_values=True)
-    done = 0  # rows already returned, skipped when a read starts again
-    while True:
-        read = pcsv.ReadOptions(block_size=block_bytes, use_threads=False)
-        seen = 0
-        try:
-            for batch in pcsv.open_csv(path, read, parse, convert):
-                start, seen = seen, seen + batch.num_rows
-                if seen > done:
-                    yield batch.slice(max(0, done - start))
-                    done = seen
-            return
-        except pa.ArrowInvalid as exc:
-            # "straddles two block boundaries", or a header longer than the first block.
-            too_long = "straddl" in str(exc) or "Empty CSV file or block" in str(exc)
-            if not too_long or block_bytes >= 1 << 31:
-                raise
-            block_bytes *= 4
 
 
 class _Positional:
@@ -953,57 +827,6 @@ class _Positional:
         self._pending = rest.to_batches()
         self._pending_rows = rest.num_rows
         return head
-
-
-@contextlib.contextmanager
-def open_writer(
-    path: Path,
-    schema: pa.Schema,
-    kind: OutputKind,
-    *,
-    part_rows: int = PART_ROWS,
-    part_bytes: int = PART_BYTES,
-    open_part: OpenPart = open_parquet_part,
-) -> Iterator[Any]:
-    """A write(table) function for Parquet, JSONL or CSV; the file is fsynced on success.
-    A dataset is a folder at ``path``, its manifest written on success (``store.dataset``);
-    a partial mark in ``schema``'s metadata goes into its parts and its manifest."""
-    if kind == DATASET:
-        raw = (schema.metadata or {}).get(PARTIAL_KEY)
-        mark = None
-        if raw is not None:
-            data = json.loads(raw)
-            mark = Partial(int(data["rows"]), int(data["of"]))
-        with dataset_writer(
-            path,
-            schema,
-            part_rows=part_rows,
-            part_bytes=part_bytes,
-            partial=mark,
-            open_part=open_part,
-        ) as write:
-            yield write
-        return
-    if kind == "parquet":
-        with pq.ParquetWriter(str(path), schema, compression="zstd") as writer:
-            yield writer.write_table
-    elif kind == "csv":
-        # Strings always quoted (pyarrow's "needed"), nulls as empty cells: see _csv_batches.
-        options = pcsv.WriteOptions(include_header=True, quoting_style="needed")
-        with pcsv.CSVWriter(str(path), schema.remove_metadata(), write_options=options) as writer:
-            yield writer.write_table
-    else:
-        with path.open("w", encoding="utf-8") as fh:
-
-            def write(table: pa.Table) -> None:
-                fh.writelines(json_line(row) for row in table.to_pylist())
-
-            yield write
-            fh.flush()
-            os.fsync(fh.fileno())
-            return
-    with open(path, "rb") as written:
-        os.fsync(written.fileno())
 
 
 def _has_bytes(path: Path) -> bool:
