@@ -69,9 +69,10 @@ from batchrun.store.batch_journal import (
     batch_journal_path,
 )
 from batchrun.store.columns import INVALID_REQUEST
+from batchrun.store.commit import temporary_path
 from batchrun.store.lock import OutputLock
 from batchrun.store.row_state import LAPSED_REASONS, RowState, state_of
-from batchrun.store.sink import PriorState, Sink, remove_stale_temporaries, temporary_path
+from batchrun.store.sink import PriorState, Sink, remove_stale_temporaries
 
 # A batch's created_at (server clock) may precede our intent's timestamp (local clock)
 # by this much and still be taken for it when reconciling after a crash.

@@ -214,7 +214,8 @@ class OutputFormat:
     ) -> AbstractContextManager[Write]:
         """A write(table) for a new output at ``path`` with ``schema`` (whose metadata may
         hold a partial mark: ``formats.marks``), written whole when the ``with`` ends
-        cleanly. Syncing it to disk and putting it in place are ``store.commit``'s."""
+        cleanly. Syncing it to disk and putting it in place are ``store.commit``'s: ``path``
+        is a temporary name beside the output."""
         raise NotImplementedError
 
     def batches(self, path: Path, wanted: Any, batch_rows: int, slice_bytes: int) -> Iterator[Any]:

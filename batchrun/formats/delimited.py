@@ -20,7 +20,6 @@ import contextlib
 import csv
 import functools
 import math
-import os
 from collections.abc import Callable, Collection, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -594,8 +593,6 @@ class CsvOutput(OutputFormat):
         write_options = pcsv.WriteOptions(include_header=True, quoting_style="needed")
         with pcsv.CSVWriter(str(path), schema.remove_metadata(), write_options=write_options) as w:
             yield w.write_table
-        with open(path, "rb") as written:
-            os.fsync(written.fileno())
 
     def batches(
         self, path: Path, wanted: pa.Schema, batch_rows: int, slice_bytes: int

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Callable, Collection, Generator, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -311,8 +310,6 @@ class JsonLinesOutput(OutputFormat):
                 fh.writelines(json_line(row) for row in table.to_pylist())
 
             yield write
-            fh.flush()
-            os.fsync(fh.fileno())
 
     def batches(
         self, path: Path, wanted: pa.Schema, batch_rows: int, slice_bytes: int

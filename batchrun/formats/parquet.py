@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 from collections.abc import Callable, Collection, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -299,8 +298,6 @@ class ParquetOutput(OutputFormat):
     ) -> Iterator[Write]:
         with open_parquet(path, schema) as writer:
             yield writer.write_table
-        with open(path, "rb") as written:
-            os.fsync(written.fileno())
 
     def batches(
         self, path: Path, wanted: pa.Schema, batch_rows: int, slice_bytes: int

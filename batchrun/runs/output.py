@@ -28,6 +28,7 @@ from batchrun.core.errors import BatchrunError, OutputError
 from batchrun.core.scrub import url_without_secrets
 from batchrun.formats.base import PART_ROWS, OutputFormat
 from batchrun.formats.parquet_dataset import (
+    NAME,
     SUCCESS,
     Manifest,
     is_part_name,
@@ -39,15 +40,8 @@ from batchrun.formats.registry import names_folder, output_for, output_named
 from batchrun.remote.lease import LEASE_OBJECT, Lease, LeaseLostError
 from batchrun.remote.mirror import PullReport, RemoteOutput, journal_prefix, new_run_id
 from batchrun.remote.objects import Storage, StorageError, StorageSettings
-from batchrun.store.commit import remove_output, replace_folder
-from batchrun.store.sink import (
-    TMP_OUTPUT_SUFFIX,
-    PriorState,
-    Sink,
-    journal_path,
-    remove_temporary,
-    temporary_path,
-)
+from batchrun.store.commit import Commit, Committed, remove_output
+from batchrun.store.sink import PriorState, Sink, journal_path
 
 if TYPE_CHECKING:
     from batchrun.remote.mirror import Segmenter
@@ -167,7 +161,7 @@ class RunOutput:
         if remote is None:
             return
         try:
-            remote.publish()
+            remote.publish(self.sink.committed)
         except StorageError as exc:
             raise PublishError(
                 f"every row of {self.shown} is answered, but the final file could not be "
@@ -269,22 +263,19 @@ class RemoteDataset(RemoteOutput):
 
     def _download(self, output: Path) -> None:
         """The remote dataset into ``output`` (its parts under the store's names, which are
-        its run's own), built beside it and swapped in."""
-        tmp = temporary_path(output, TMP_OUTPUT_SUFFIX)
-        try:
+        its run's own), built beside it and swapped in (``store.commit``)."""
+        with Commit(output, output_named(NAME)).building() as tmp:
             tmp.mkdir(parents=True)
             remote = _parse_manifest(self.storage.read_bytes(self._manifest_url()), self.url)
             for name in remote.parts:
                 self.storage.download(f"{self.url}{name}", tmp / name)
             write_manifest(tmp, remote)
-            replace_folder(tmp, output)
-        finally:
-            remove_temporary(tmp)
 
-    def publish(self, local_final: Path | None = None) -> None:
-        """Upload the local dataset: the old ``_SUCCESS`` removed, the parts, ``_SUCCESS``
-        last, then the parts an older run left that it does not list; then the segments."""
-        folder = local_final or self.local_output
+    def publish(self, committed: Committed | None = None) -> None:
+        """Upload the local dataset (``committed``'s, as the sink's final step put it in
+        place; the work folder's when None): the parts, ``_SUCCESS`` last, then the parts an
+        older run left that it does not list; then the segments."""
+        folder = committed.path if committed is not None else self.local_output
         manifest = read_manifest(folder)
         if manifest is None or manifest.partial is not None:
             raise OutputError(f"{folder}: no {SUCCESS}: the dataset is not complete")

@@ -20,10 +20,10 @@ Why a journal: a result is worth money the moment it arrives, so it is appended 
 written straight to the file) before anything else happens to it; a ``kill -9`` can then cost
 at most the requests still in flight. The final file is built from the previous final file
 (rows by position) and the journal (rows by ``_index``, the newest record for an index wins),
-written under a temporary name unique to the run (``temporary_path``) and renamed over the
-old one, so a crash never leaves a torn dataset. Only then is the journal removed. Building
-the final file streams both sources in chunks through a memory-mapped Arrow file, so it needs
-memory for one chunk, not the dataset.
+written under a temporary name unique to the run and swapped in over the old one
+(``store.commit``), so a crash never leaves a torn dataset. Only then is the journal removed.
+Building the final file streams both sources in chunks through a memory-mapped Arrow file,
+so it needs memory for one chunk, not the dataset.
 
 A run that stops early (budget, signal, fatal error) writes the same way the rows finished so
 far, marked partial (``formats.marks``), and keeps the journal: a partial file is for reading,
@@ -35,12 +35,8 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import errno
-import glob
 import os
-import re
 import secrets
-import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -55,10 +51,18 @@ from batchrun.core.errors import OutputError
 from batchrun.core.wording import option
 from batchrun.formats.base import PART_BYTES, PART_ROWS, OutputFormat, WriteOptions
 from batchrun.formats.jsonl import JSON_SLICE_BYTES
-from batchrun.formats.marks import Partial, clear_mark, mark_beside, partial_metadata
+from batchrun.formats.marks import Partial, partial_metadata
 from batchrun.formats.registry import folder_output, output_for
 from batchrun.store.columns import COLUMN_NAMES, COLUMNS, STATUS_OK
-from batchrun.store.commit import recover_aside, remove_output, replace_folder
+from batchrun.store.commit import (
+    Commit,
+    Committed,
+    free_bytes,
+    recover_aside,
+    remove_output,
+    remove_stale,
+    temporary_path,
+)
 from batchrun.store.journal import (
     ARROW_TYPES,
     INDEX,
@@ -80,19 +84,15 @@ from batchrun.store.provenance import (
 )
 
 JOURNAL_SUFFIX = ".journal"
-# The final step's temporary files (``temporary_path``): the journal as Arrow, the new dataset.
+# The final step's temporary file (``commit.temporary_path``): the journal as Arrow. The new
+# output's is the committer's.
 TMP_JOURNAL_SUFFIX = ".journal.arrow"
-TMP_OUTPUT_SUFFIX = ".tmp"
 # Output rows per merge step (and per row group): bounds the final step's memory. Measured
 # over journals of ~1 KB rows, the step's peak RSS rose by 77 MiB at 20,000 rows and 73 at
 # 200,000 with 8,192; by 79 and 108 with 16,384 (the allocator's high-water mark went on
 # climbing as the chunks went by).
 CHUNK_ROWS = 8_192
 FSYNC_EVERY_S = 2.0
-
-
-def _free_bytes(folder: Path) -> int:
-    return shutil.disk_usage(folder).free
 
 
 def output_schema(keep_columns: Sequence[str] = ()) -> pa.Schema:
@@ -106,37 +106,10 @@ def journal_path(output: Path) -> Path:
     return output.with_name(output.name + JOURNAL_SUFFIX)
 
 
-def temporary_path(output: Path, suffix: str) -> Path:
-    """A hidden file beside ``output`` for one run's work, named so that no other run's
-    (this process's id and a random part) can be the same: ``.labels.parquet.<pid>.<hex>.tmp``.
-    """
-    return output.with_name(f".{output.name}.{os.getpid()}.{secrets.token_hex(6)}{suffix}")
-
-
 def remove_stale_temporaries(output: Path, suffixes: Sequence[str] = ()) -> list[Path]:
-    """Remove the temporary files (``temporary_path``) that runs killed midway left beside
-    ``output``; return them. Only for a caller holding the output's lock (``store.lock``):
-    then no other run is using any of them."""
-    removed = []
-    recover_aside(output)  # a dataset swap a crash cut in two: the old dataset back first
-    for suffix in (TMP_JOURNAL_SUFFIX, TMP_OUTPUT_SUFFIX, *suffixes):
-        for path in output.parent.glob(f".{glob.escape(output.name)}.*{suffix}"):
-            if _TEMPORARY.fullmatch(path.name[len(output.name) + 1 : -len(suffix)]):
-                with contextlib.suppress(OSError):
-                    remove_temporary(path)  # a dataset's is a folder
-                    removed.append(path)
-    return removed
-
-
-def remove_temporary(path: Path) -> None:
-    """Remove a temporary file, or a temporary dataset folder, if it is there."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
-_TEMPORARY = re.compile(r"\.[0-9]+\.[0-9a-f]{12}(?:\.[\w-]+)?")  # .<pid>.<hex>[.<key>]
+    """Remove the temporary files runs killed midway left beside ``output`` (the final step's
+    and ``suffixes``: ``commit.remove_stale``); return them. Only under the output's lock."""
+    return remove_stale(output, (TMP_JOURNAL_SUFFIX, *suffixes))
 
 
 @dataclass(frozen=True)
@@ -345,7 +318,7 @@ class Sink:
         write: Callable[[int, memoryview], int] = os.write,
         chunk_rows: int = CHUNK_ROWS,
         json_slice_bytes: int = JSON_SLICE_BYTES,
-        free_space: Callable[[Path], int] = _free_bytes,
+        free_space: Callable[[Path], int] = free_bytes,
         output_format: OutputFormat | None = None,
         part_rows: int = PART_ROWS,
         part_bytes: int = PART_BYTES,
@@ -372,6 +345,9 @@ class Sink:
         # Keep the journal after the final file is written, until ``drop_journal``: an output
         # on object storage is final only once uploaded.
         self.keep_journal = False
+        # The final output the last final step put in place (``store.commit``): what a remote
+        # output uploads.
+        self.committed: Committed | None = None
         # This run, in each record it journals (``journal.RUN``), and what those records cost
         # by source: what the job spent is kept by run (``store.spend``).
         self.run_id = new_run_id()
@@ -392,7 +368,6 @@ class Sink:
             if overwrite:
                 remove_output(self.output)
                 self.journal.unlink(missing_ok=True)
-                clear_mark(self.output)
             if folder and self.output.exists() and not self.output.is_dir():
                 raise OutputError(f"output {self.output} is a file, not a dataset folder")
             self._partial = self.format.read_mark(self.output)
@@ -536,10 +511,14 @@ class Sink:
             return None  # the output already shows every row the journal holds
         partial = self._partial if self._final_exists() else None
         old_rows = 0 if partial is not None else self._old_rows()
-        need = self._space_needed(copy_old=stopped)
-        self._check_space(need)
+        commit = Commit(self.output, self.format, free_space=self._free_space)
+        commit.check_space(
+            self._space_needed(copy_old=stopped),
+            needs="twice the journal, plus the existing output until it is replaced",
+            then="Free some space and re-run the same command: the journal is kept and nothing "
+            "is sent again",
+        )
         tmp_arrow = temporary_path(self.output, TMP_JOURNAL_SUFFIX)
-        tmp_out = temporary_path(self.output, TMP_OUTPUT_SUFFIX)
         try:
             journal = journal_to_arrow(self.journal, self.schema, tmp_arrow, self._slice_bytes)
             try:
@@ -549,35 +528,23 @@ class Sink:
                 if stopped and covered == total_rows:
                     stopped = False  # every row has its record: the output is complete
                 mark = Partial(covered, total_rows) if stopped else None
-                counts = self._merge(total_rows, old_rows, journal, tmp_out, mark)
+                with commit.building(mark) as tmp_out:
+                    counts = self._merge(total_rows, old_rows, journal, tmp_out, mark)
             finally:
                 journal.close()
-            if self.format.folder:
-                replace_folder(tmp_out, self.output)  # the mark is in its manifest
-            else:
-                if mark is not None and not self.format.marks_itself:
-                    temporary = temporary_path(self.output, ".mark.tmp")
-                    mark_beside(tmp_out, self.output, mark, temporary)
-                os.replace(tmp_out, self.output)
-                fsync_dir(self.output.parent)
             self._partial = mark
-            if mark is None:
-                if not self.keep_journal:
-                    self.journal.unlink(missing_ok=True)
-                clear_mark(self.output)
+            self.committed = commit.committed
+            if mark is None and not self.keep_journal:
+                self.journal.unlink(missing_ok=True)
         except OSError as exc:
-            hint = ""
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                hint = f" (the final step needs about {_mib(need)} free beside it)"
             raise OutputError(
-                f"cannot write {self.output}: {exc.strerror or exc}{hint}; the journal is kept: "
-                "re-run the same command to write it"
+                f"cannot write {self.output}: {exc.strerror or exc}{commit.short_of_space(exc)};"
+                " the journal is kept: re-run the same command to write it"
             ) from exc
         except pa.ArrowException as exc:  # a file changed under us; the journal is kept
             raise OutputError(f"cannot write {self.output}: {exc}") from exc
         finally:
             tmp_arrow.unlink(missing_ok=True)
-            remove_temporary(tmp_out)
         return counts
 
     def _journal_is_newer(self) -> bool:
@@ -604,20 +571,6 @@ class Sink:
         journal = self.journal.stat().st_size if self.journal.exists() else 0
         old = self.format.size(self.output)
         return 2 * journal + old * (2 if copy_old else 1)
-
-    def _check_space(self, need: int) -> None:
-        """OutputError before writing anything when the disk cannot hold the final step."""
-        try:
-            free = self._free_space(self.output.parent)
-        except OSError:
-            return  # cannot tell: try, and say what it needs if the disk fills
-        if free < need:
-            raise OutputError(
-                f"not enough space to write {self.output}: the final step needs about "
-                f"{_mib(need)} free in {self.output.parent} (twice the journal, plus the "
-                f"existing output until it is replaced), and {_mib(free)} are free. Free some "
-                "space and re-run the same command: the journal is kept and nothing is sent again"
-            )
 
     def _merge(
         self,
@@ -834,16 +787,3 @@ def _has_bytes(path: Path) -> bool:
         return path.stat().st_size > 0
     except OSError:
         return False
-
-
-def fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _mib(size: int) -> str:
-    return f"{size / (1 << 20):,.1f} MiB"
