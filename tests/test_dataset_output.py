@@ -1,6 +1,6 @@
-"""Dataset outputs: a folder of Parquet parts and a ``_SUCCESS`` manifest (``store.dataset``),
-read as one table by pyarrow.dataset and polars, resumed, reported and published to S3 like a
-single file."""
+"""Dataset outputs: a folder of Parquet parts and a ``_SUCCESS`` manifest
+(``formats.parquet_dataset``), read as one table by pyarrow.dataset and polars, resumed,
+reported and published to S3 like a single file."""
 
 from __future__ import annotations
 

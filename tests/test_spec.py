@@ -1,4 +1,5 @@
-"""rows.reader and rows.formats: input files -> rows, real files in tmp_path for each format."""
+"""formats.inputs, rows.reader and the input formats: input files -> rows, real files in tmp_path
+for each format."""
 
 from __future__ import annotations
 

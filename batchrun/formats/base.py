@@ -145,8 +145,10 @@ class InputFormat:
                     del left[name]
                 if not left:
                     break
+        if first is None:
+            return None  # no row to tell by: the reader says the file has none
         found = frozenset(name for name in asked if name not in left)
-        return InputColumns(first or (), found, declared=False)
+        return InputColumns(first, found, declared=False)
 
     def mistyped_columns(self, path: Path) -> dict[str, str]:
         """Row fields whose column has a type no value of it could be sent as, told from the

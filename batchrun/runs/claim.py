@@ -76,18 +76,18 @@ def check_kept_columns_exist(
         return
     try:
         kind = input_kind(path, shape)
-        found = format_of(kind).columns(path, kind, wanted)
+        input_columns = format_of(kind).columns(path, kind, wanted)
     except (InputError, OSError, ValueError, csv.Error, pa.ArrowException):
         return  # the reader reports what is wrong with the file
-    if found is None:
+    if input_columns is None:
         return
-    missing = [name for name in wanted if name not in found.found]
+    missing = [name for name in wanted if name not in input_columns.found]
     if not missing:
         return
-    known = found.known
+    known = input_columns.known
     names = ", ".join(f"`{m}`{did_you_mean(m, set(known))}" for m in missing)
     shown = ", ".join(f"`{k}`" for k in known[:12]) + (", ..." if len(known) > 12 else "")
-    if found.declared:
+    if input_columns.declared:
         what = f"{path} has no column {names}"
         has = f" (its columns: {shown})" if known else ""
     else:
