@@ -8,6 +8,7 @@ import pytest
 
 from batchrun.config.load import DEFAULT_CONCURRENCY, load_config
 from batchrun.core.errors import ConfigError
+from batchrun.formats.registry import file_suffixes, said
 
 JOB = """
 input = "data/in.jsonl"
@@ -117,7 +118,8 @@ def test_keys_set_elsewhere_and_wrong_types_are_listed_with_the_typos(tmp_path: 
         ('input = "x.jsonl"\nmax_tokens = 0\n', "max_tokens"),
         ('input = "x.jsonl"\ntemperature = 1.5\n', "temperature"),
         ('input = "x.jsonl"\nconcurrency = 0\n', "concurrency"),
-        ('input = "x.jsonl"\noutput = "out.tsv"\n', "must end in .parquet, .jsonl or .csv"),
+        # The suffixes are the output formats' (.parquet, .jsonl or .csv, ...): from the registry.
+        ('input = "x.jsonl"\noutput = "out.tsv"\n', f"must end in {said(file_suffixes())}"),
         ('input = "x.jsonl"\nhttp_backend = "curl"\n', "http_backend"),
         ("model = 'claude-haiku-4-5'\n", "no input"),
         ("input = [", "not valid TOML"),

@@ -12,8 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from support import TEST_KEY, journal_lines, prompts, reply_tag, start_run, write_jsonl
 
+from batchrun.formats.marks import Partial
+from batchrun.formats.registry import read_partial
 from batchrun.simulator import SimulatorConfig, SimulatorThread
-from batchrun.store.partial import Partial, read_partial
 
 CONCURRENCY = 16
 

@@ -1,6 +1,6 @@
-"""Dataset outputs: a folder of Parquet parts and a ``_SUCCESS`` manifest (``store.dataset``),
-read as one table by pyarrow.dataset and polars, resumed, reported and published to S3 like a
-single file."""
+"""Dataset outputs: a folder of Parquet parts and a ``_SUCCESS`` manifest
+(``formats.parquet_dataset``), read as one table by pyarrow.dataset and polars, resumed,
+reported and published to S3 like a single file."""
 
 from __future__ import annotations
 
@@ -25,12 +25,7 @@ from support import TEST_KEY, job_config, prompts, write_jsonl
 from batchrun import load_config, run
 from batchrun.cli import cli
 from batchrun.core.errors import OutputError
-from batchrun.remote.mirror import journal_prefix, work_folder
-from batchrun.remote.objects import Storage, StorageError, StorageSettings
-from batchrun.runs.output import RemoteDataset
-from batchrun.simulator import SimulatorThread
-from batchrun.store.columns import STATUS_OK
-from batchrun.store.dataset import (
+from batchrun.formats.parquet_dataset import (
     PARTIAL_MANIFEST,
     SUCCESS,
     DatasetWriter,
@@ -38,10 +33,15 @@ from batchrun.store.dataset import (
     open_parquet_part,
     part_name,
     read_manifest,
-    recover_aside,
     schema_fingerprint,
     write_manifest,
 )
+from batchrun.remote.mirror import journal_prefix, work_folder
+from batchrun.remote.objects import Storage, StorageError, StorageSettings
+from batchrun.runs.output import RemoteDataset
+from batchrun.simulator import SimulatorThread
+from batchrun.store.columns import STATUS_OK
+from batchrun.store.commit import recover_aside
 from batchrun.store.sink import (
     Sink,
     output_batches,

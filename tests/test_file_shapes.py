@@ -26,17 +26,19 @@ from support import TEST_KEY, RecordingTransport, job_config, prompts, reply_tag
 from batchrun import run
 from batchrun.cli import cli
 from batchrun.core.errors import ConfigError, FatalRunError, InputError
-from batchrun.rows import formats
-from batchrun.rows.reader import InputShape, count_rows, read_rows
-from batchrun.rows.spool import sniff_format, spool_stdin
+from batchrun.formats import json_array
+from batchrun.formats.delimited import csv_batches
+from batchrun.formats.inputs import InputShape, count_rows, read_rows
+from batchrun.formats.marks import Partial, mark_path
+from batchrun.formats.registry import read_partial, sniff_format
+from batchrun.formats.spool import spool_stdin
 from batchrun.runs.claim import check_kept_columns_exist
 from batchrun.runs.plan import input_rows
 from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorThread
 from batchrun.store.columns import COLUMN_NAMES, blank_row
 from batchrun.store.lock import OutputLock
-from batchrun.store.partial import Partial, mark_path, read_partial
-from batchrun.store.sink import Sink, _csv_batches, journal_path, output_batches, output_schema
+from batchrun.store.sink import Sink, journal_path, output_batches, output_schema
 
 ROWS = [{"id": f"r{i}", "prompt": f"say {i}", "topic": f"t{i}"} for i in range(6)]
 
@@ -124,8 +126,8 @@ def test_json_elements_are_cut_from_a_small_window_whatever_their_length() -> No
     long strings and numbers cut at a chunk's end included."""
     values = [{"prompt": "x" * 500, "n": 12345678901234567890}, {"n": 1.5e-7}, {"s": 'a\\"b'}]
     text = json.dumps(values)
-    buffer = formats._TextBuffer(io.StringIO(text), chunk=3)
-    elements = list(formats._array_elements(buffer, "in.json"))
+    buffer = json_array._TextBuffer(io.StringIO(text), chunk=3)
+    elements = list(json_array._array_elements(buffer, "in.json"))
     assert [json.loads(e) for e in elements] == values
     assert len(buffer.text) < 2 * len(elements[0]) + 8  # never the whole array
 
@@ -433,7 +435,7 @@ def test_a_csv_record_longer_than_a_block_is_still_read(tmp_path: Path) -> None:
     out = tmp_path / "out.csv"
     _write(out, {0: _row(0, text="y" * 300), 1: _row(1), 2: _row(2, text="z" * 900)}).finalize(3)
     schema = pa.schema([("id", pa.string()), ("text", pa.string())])
-    batches = list(_csv_batches(out, schema, block_bytes=64))
+    batches = list(csv_batches(out, schema, block_bytes=64))
     texts = pa.Table.from_batches(batches, schema=schema).column("text").to_pylist()
     assert texts == ["y" * 300, "answer 1", "z" * 900]
 

@@ -11,6 +11,7 @@ import asyncio
 import datetime
 import decimal
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from support import TEST_KEY, RecordingTransport, reply_tag
 
 import batchrun
 from batchrun.core.sync import _Worker
+from batchrun.formats.registry import output_formats, said
 from batchrun.public.frames import SUMMARY_KEY
 from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorThread
@@ -496,7 +498,10 @@ def test_a_run_the_budget_stopped_returns_what_finished_and_resumes(
 
 
 def test_an_output_that_cannot_be_read_back_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(batchrun.ConfigError, match=r"must end in \.parquet or \.jsonl"):
+    # .parquet or .jsonl (and any format added since that is read back: the registry's).
+    readable = said([s for fmt in output_formats() if fmt.from_python for s in fmt.suffixes])
+    assert readable.startswith(".parquet") and ".jsonl" in readable and ".csv" not in readable
+    with pytest.raises(batchrun.ConfigError, match=f"must end in {re.escape(readable)}"):
         batchrun.run([{"prompt": "a"}], model=MODEL, max_tokens=5, output=tmp_path / "o.csv")
 
 

@@ -18,7 +18,8 @@ from support import TEST_KEY, prompts, write_jsonl
 
 from batchrun.runs.interrupt import run_interruptibly
 from batchrun.simulator import SimulatorConfig, SimulatorThread
-from batchrun.store.sink import TMP_JOURNAL_SUFFIX, TMP_OUTPUT_SUFFIX, journal_path
+from batchrun.store.commit import TMP_SUFFIX as TMP_OUTPUT_SUFFIX
+from batchrun.store.sink import TMP_JOURNAL_SUFFIX, journal_path
 
 
 def test_the_first_signal_says_what_stopping_does_and_lets_the_work_finish() -> None:

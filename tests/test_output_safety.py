@@ -30,8 +30,9 @@ from batchrun.core.errors import ConfigError, OutputError
 from batchrun.estimation.passes import estimate
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.columns import COLUMN_NAMES, blank_row
+from batchrun.store.commit import temporary_path
 from batchrun.store.lock import OutputLock, lock_path
-from batchrun.store.sink import Sink, journal_path, remove_stale_temporaries, temporary_path
+from batchrun.store.sink import Sink, journal_path, remove_stale_temporaries
 
 CONCURRENCY = 8
 REFUSED = "is being written by another batchrun run"

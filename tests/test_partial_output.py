@@ -18,10 +18,11 @@ from support import TEST_KEY, job_config, journal_lines, prompts, write_jsonl
 from batchrun import run
 from batchrun.cli import cli
 from batchrun.core.errors import FatalRunError, OutputError
+from batchrun.formats.jsonl import read_json_lines
+from batchrun.formats.marks import PARTIAL_KEY, Partial, mark_path
+from batchrun.formats.registry import read_partial
 from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorThread
-from batchrun.store.journal import read_json_lines
-from batchrun.store.partial import PARTIAL_KEY, Partial, mark_path, read_partial
 from batchrun.store.sink import Sink, journal_path, output_schema
 
 

@@ -21,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from batchrun.cli import cli
+from batchrun.formats.marks import Partial, partial_metadata
 from batchrun.render.report_html import (
     LABEL_GAP,
     WIDTH,
@@ -34,7 +35,6 @@ from batchrun.render.report_html import (
 from batchrun.render.report_text import format_report
 from batchrun.reporting.totals import LogHistogram, report
 from batchrun.store.columns import blank_row
-from batchrun.store.partial import Partial, parquet_metadata
 from batchrun.store.sink import journal_path, output_schema
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
@@ -393,7 +393,7 @@ def test_rows_are_grouped_by_the_model_their_name_resolves_to(tmp_path: Path) ->
 def _partial_output(path: Path, rows: list[dict[str, Any]], of: int) -> Path:
     """A stopped run's output: the rows it finished, marked partial, and its journal."""
     table = pa.Table.from_pylist(rows, schema=output_schema())
-    pq.write_table(table.replace_schema_metadata(parquet_metadata(Partial(len(rows), of))), path)
+    pq.write_table(table.replace_schema_metadata(partial_metadata(Partial(len(rows), of))), path)
     write_journal(path, list(enumerate(rows)))
     return path
 

@@ -351,7 +351,7 @@ def test_an_errored_batch_result_quoting_the_key_is_recorded_without_it(tmp_path
     """Batch results come from the API's results file, not through the client's boundary."""
     from batchrun.batches.results import result_row
     from batchrun.engine.outcome import RowSettings, prepare
-    from batchrun.rows.reader import read_rows
+    from batchrun.formats.inputs import read_rows
 
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(1))
     config = load_config(

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from batchrun import load_config
-from batchrun.rows.reader import read_rows
+from batchrun.formats.inputs import read_rows
 from batchrun.rows.request import build_request
 from batchrun.rows.tokens import (
     DOCUMENT_TOKENS,

@@ -43,9 +43,10 @@ from batchrun.core.wording import option, place, said
 from batchrun.engine.admission import AdmissionClosed, Gate, SendCheck
 from batchrun.engine.dedup import Dedup
 from batchrun.engine.outcome import VIA_BATCHES, RowSettings, Work, error_row, prepare
+from batchrun.formats.inputs import read_rows
 from batchrun.live.frames import BatchView, Snapshot
 from batchrun.remote.batch_mirror import BatchJournalMirror
-from batchrun.rows.reader import check_input_file, read_rows
+from batchrun.rows.reader import check_input_file
 from batchrun.runs.claim import Claim, check_credentials, claim_output
 from batchrun.runs.compose import job_client
 from batchrun.runs.finish import record_spend, write_output
@@ -65,8 +66,9 @@ from batchrun.store.batch_journal import (
     batch_journal_path,
 )
 from batchrun.store.columns import INVALID_REQUEST
+from batchrun.store.commit import temporary_path
 from batchrun.store.row_state import LAPSED_REASONS, RowState, state_of
-from batchrun.store.sink import PriorState, Sink, remove_stale_temporaries, temporary_path
+from batchrun.store.sink import PriorState, Sink, remove_stale_temporaries
 
 # A batch's created_at (server clock) may precede our intent's timestamp (local clock)
 # by this much and still be taken for it when reconciling after a crash.

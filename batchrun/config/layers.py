@@ -19,7 +19,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 from batchrun.client.credentials import DEFAULT_API_VERSION, Credentials
 from batchrun.config.settings import (
@@ -37,9 +37,6 @@ from batchrun.cost.prices import PriceTable, default_prices
 from batchrun.limits.values import LimitsConfig
 from batchrun.rows.files import MediaSource
 from batchrun.rows.shape import InputShape
-
-if TYPE_CHECKING:
-    from batchrun.store.sink import OutputKind
 
 MIB = 1024 * 1024  # "MB" as in the API's size limits (and request.MAX_REQUEST_BYTES)
 HttpBackend = Literal["aiohttp", "httpx"]
@@ -90,9 +87,9 @@ class OutputSettings:
 
     path: Path = Path("out.parquet")  # the output; for one on S3 or GCS, its local copy
     url: str | None = None  # the output's s3:// or gs:// URL, when it is remote
-    # --output-format, or "parquet-dataset" for an output that ends with a slash; None: the
-    # output's name says it (store.sink.output_kind).
-    format: OutputKind | None = None
+    # --output-format (a folder format's name: "parquet-dataset"), or the folder format for an
+    # output that ends with a slash; None: the output's name says it (formats.registry).
+    format: str | None = None
     part_rows: int = 1_000_000  # rows per part of a dataset output (store.dataset)
     keep_columns: tuple[str, ...] = ()
     work_dir: Path | None = None  # a remote output's work folder; None: under cache_home

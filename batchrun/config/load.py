@@ -31,7 +31,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from batchrun.client.credentials import (
@@ -86,14 +86,18 @@ from batchrun.cost.prices import (
     load_prices,
     min_cacheable_tokens,
 )
+from batchrun.formats.registry import (
+    file_suffixes,
+    folder_output,
+    names_folder,
+    output_by_suffix,
+    said,
+)
 from batchrun.limits.values import AUTO_MAX, Limits, LimitsConfig
 from batchrun.rows.files import MediaSource
 from batchrun.rows.prefix import CachePolicy
 from batchrun.rows.request import RequestDefaults, check_defaults
 from batchrun.rows.shape import check_encoding, split_suffix
-
-if TYPE_CHECKING:
-    from batchrun.store.sink import OutputKind
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -154,7 +158,20 @@ class RunConfig:
         return urls_without_secrets(f"RunConfig({shown})")
 
 
-OUTPUT_SUFFIXES = (".parquet", ".jsonl", ".csv")
+def output_format_of(text: str, output: Path, declared: str | None, shown: str) -> str | None:
+    """The output's format as said: ``declared`` (``--output-format``), or the folder format
+    for an output that ends with a slash (``text``, as given: a Path drops the slash); None
+    when the name says it (``formats.registry.output_for``). ConfigError for a name that says
+    no output format (``shown`` names the output)."""
+    if declared is None and names_folder(text):
+        return folder_output().name
+    if declared is None and output_by_suffix(output) is None:
+        folder = folder_output()
+        raise ConfigError(
+            f"output {shown}: the name must end in {said(file_suffixes())}, or with a / for "
+            f"{folder.described} ({option('output_format', folder.name)})"
+        )
+    return declared
 
 
 def is_job_file(source: Path) -> bool:
@@ -237,17 +254,12 @@ def load_config(
         # reviews.jsonl.gz -> reviews.results.parquet: the compression suffix is no part of it
         stem = Path(split_suffix(input_path.name)[0]).stem
         output = path_of("output") or (Path.cwd() / f"{stem}.results.parquet")
-    output_format = cast("OutputKind | None", value("output_format"))
-    # A Path drops a trailing slash: whether the output names a folder is read from the text
-    # (store.dataset.names_folder; not imported, so that a job's config needs no Arrow).
-    if output_format is None and str(settings.get("output") or "").endswith(("/", os.sep)):
-        output_format = "parquet-dataset"
-    if output_format != "parquet-dataset" and output.suffix.lower() not in OUTPUT_SUFFIXES:
-        shown = url_without_secrets(output_url) if output_url else output
-        raise ConfigError(
-            f"output {shown}: the name must end in .parquet, .jsonl or .csv, or with a / "
-            f"for a folder of Parquet parts ({option('output_format', 'parquet-dataset')})"
-        )
+    output_format = output_format_of(
+        str(settings.get("output") or ""),
+        output,
+        cast("str | None", value("output_format")),
+        url_without_secrets(output_url) if output_url else str(output),
+    )
     if input_url is not None and input_url == output_url:
         raise ConfigError(
             f"output {url_without_secrets(output_url)} is the input: write to another one "

@@ -17,6 +17,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from batchrun.client.credentials import API_KEY_ENV, AUTH_TOKEN_ENV, DEFAULT_API_VERSION
+from batchrun.formats.registry import (
+    file_suffixes,
+    folder_output,
+    input_names,
+    output_formats,
+    said,
+)
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_CONCURRENCY = 16
@@ -29,9 +36,11 @@ BATCH_MAX_REQUESTS = 100_000  # per Message Batch (docs/api-facts.md §8.2)
 BATCH_MAX_MB = 256.0
 CACHE_MODES = ("auto", "off", "system")  # --cache; auto is the default
 
-# The formats an input may be in (``--format``); compressed inputs (.gz, .bz2, .zst) are
-# any of these, told by the name under the compression suffix.
-INPUT_FORMATS = ("jsonl", "json", "csv", "tsv", "parquet")
+# The formats an input may be in (``--format``: ``batchrun.formats``); compressed inputs
+# (.gz, .bz2, .zst) are any of these, told by the name under the compression suffix.
+INPUT_FORMATS = input_names()
+# The output formats a name does not tell (``--output-format``): those that write a folder.
+FOLDER_FORMATS = tuple(fmt.name for fmt in output_formats() if fmt.folder)
 
 # Which commands take a setting's flag: each command lists only the flags it uses.
 # The commands that read a job (SOURCE, its output, where the API is):
@@ -148,7 +157,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "output",
         "path",
-        "Output dataset (.parquet, .jsonl or .csv) [default: INPUT-STEM.results.parquet in "
+        f"Output dataset ({said(file_suffixes())}) [default: INPUT-STEM.results.parquet in "
         "the working directory]. Re-running with the same output resumes.",
         short="-o",
         layer="output",
@@ -157,10 +166,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "output_format",
         "choice",
-        "parquet-dataset: write the output as a folder of Parquet parts and a _SUCCESS "
-        "manifest, whatever its name (an output ending with / is one too). Other formats "
-        "are told by the name: .parquet, .jsonl, .csv.",
-        choices=("parquet-dataset",),
+        " ".join(
+            f"{fmt.name}: write the output as {fmt.described}, whatever its name"
+            + (" (an output ending with / is one too)." if fmt is folder_output() else ".")
+            for fmt in output_formats()
+            if fmt.folder
+        )
+        + f" Other formats are told by the name: {', '.join(file_suffixes())}.",
+        choices=FOLDER_FORMATS,
         commands=RUN_COMMANDS,
         layer="output",
         field="format",

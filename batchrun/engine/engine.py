@@ -14,7 +14,7 @@ outcome. The online driver, the ``--finish-online`` pass of Message Batches and 
     from batchrun.engine.engine import Engine
     from batchrun.engine.outcome import prepare
     from batchrun.engine.tally import RowTally
-    from batchrun.rows.reader import read_rows
+    from batchrun.formats.inputs import read_rows
 
     async def answer(config):
         rows, tally = [], RowTally()

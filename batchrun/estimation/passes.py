@@ -61,7 +61,7 @@ from batchrun.estimation.counter import COUNT_RPM, TokenCounter
 from batchrun.estimation.duration import batch_duration, estimate_duration
 from batchrun.estimation.figures import Estimate, Level, ModelLine, PilotInfo, _range
 from batchrun.estimation.notes import method_notes
-from batchrun.rows.reader import InputRow, read_rows
+from batchrun.formats.inputs import InputRow, read_rows
 from batchrun.rows.tokens import estimate_input_tokens
 from batchrun.runs.compose import job_client
 from batchrun.runs.fetch import fetched

@@ -38,6 +38,7 @@ from batchrun.config.load import RunConfig, did_you_mean, load_config
 from batchrun.config.settings import BY_KEY
 from batchrun.core.errors import ConfigError, InputError
 from batchrun.core.wording import rows_given
+from batchrun.formats.registry import output_by_suffix, output_formats, said
 from batchrun.runs.summary import RunSummary
 from batchrun.store.sink import output_batches, output_schema
 
@@ -50,8 +51,6 @@ _INPUT_ONLY = ("input", "input_format", "csv_delimiter", "encoding")
 # Columns whose values may name local files (rows.request): only then do rows resolve paths
 # against the working directory, which the resume check would otherwise stamp for nothing.
 _FILE_COLUMNS = frozenset({"image", "images", "document", "messages"})
-# The outputs a run can read back into a Table (sink writes both; CSV it does not read).
-_READABLE_OUTPUTS = (".parquet", ".jsonl")
 _BATCH_ROWS = 8_192
 
 
@@ -71,11 +70,8 @@ def staged_rows(
     """
     flags = _checked_settings(settings)
     output = flags.get("output")
-    if output is not None and Path(str(output)).suffix.lower() not in _READABLE_OUTPUTS:
-        raise ConfigError(
-            f"output {output}: from Python the output must end in .parquet or .jsonl "
-            "(it is read back into the Table returned)"
-        )
+    if output is not None:
+        _check_readable(str(output))
     with tempfile.TemporaryDirectory(prefix="batchrun-") as tmp:
         folder = Path(tmp)
         (folder / "input").mkdir()  # the input alone: its folder stamps as empty (resume)
@@ -95,6 +91,18 @@ def staged_rows(
         # a row by its index there (rows[2]), never the temporary path.
         with rows_given(path):
             yield load_config(path, flags, environ)
+
+
+def _check_readable(output: str) -> None:
+    """ConfigError unless ``output`` names a format the Table returned is read back from
+    (``OutputFormat.from_python``)."""
+    fmt = output_by_suffix(Path(output))
+    if fmt is None or not fmt.from_python:
+        suffixes = [s for f in output_formats() if f.from_python for s in f.suffixes]
+        raise ConfigError(
+            f"output {output}: from Python the output must end in {said(suffixes)} "
+            "(it is read back into the Table returned)"
+        )
 
 
 def _checked_settings(settings: Mapping[str, Any]) -> dict[str, Any]:

@@ -48,8 +48,8 @@ from batchrun.config.settings import BY_KEY
 from batchrun.core.errors import ConfigError, InvalidRowError, Problem
 from batchrun.engine.outcome import RowSettings, Work, error_row, prepare
 from batchrun.engine.tally import RowTally
+from batchrun.formats.inputs import InputRow, read_rows
 from batchrun.ray.parts import Committed, job_folder, part_name, reusable, write_part
-from batchrun.rows.reader import InputRow, read_rows
 from batchrun.runs.compose import job_client, job_engine
 from batchrun.runs.runtime import DEFAULT
 from batchrun.store.resume import job_fingerprint

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from batchrun.config.layers import ClientSettings
 from batchrun.config.load import (
@@ -24,10 +22,8 @@ from batchrun.config.load import (
 )
 from batchrun.core.errors import ConfigError, InputError, OutputError
 from batchrun.core.wording import named, option
+from batchrun.formats.inputs import InputShape, format_of, input_kind
 from batchrun.remote.lease import Lease
-from batchrun.rows.formats import InputKind, csv_columns
-from batchrun.rows.reader import InputShape, input_kind, read_rows
-from batchrun.rows.text import bounded_lines, open_utf8
 from batchrun.runs.output import output_lease
 from batchrun.store.lock import OutputLock
 from batchrun.store.sink import (
@@ -82,90 +78,35 @@ def check_kept_columns_exist(
 ) -> None:
     """ConfigError unless every kept column is a column of the input, before anything is sent.
 
-    Parquet and CSV declare their columns (the footer's schema, the header row): those are
-    read. JSONL and JSON arrays have none; a column is a field of at least one row, so rows
-    are read until every kept column has been seen: the first row, as a rule. Only a name
-    that no row has costs a pass over the file, which is then an error. A JSONL line is
-    parsed only when it may name a wanted field (its JSON text for the name, or any escape),
-    which keeps that pass about as fast as counting lines. An input that cannot be read is
-    left to the reader, which says why.
+    The input's format tells (``InputFormat.columns``): Parquet and CSV declare their columns
+    (the footer's schema, the header row); JSON lines and JSON arrays have none, and a column
+    is a field of at least one row, so rows are read until every kept column has been seen:
+    the first row, as a rule. Only a name that no row has costs a pass over the file, which
+    is then an error. An input that cannot be read is left to the reader, which says why.
     """
     wanted = list(dict.fromkeys(columns))
     if not wanted:
         return
     try:
         kind = input_kind(path, shape)
-        fmt = kind.format
-        if fmt == "jsonl":
-            missing, known = _missing_fields(path, wanted, kind)
-        elif fmt == "json":
-            missing, known = _missing_elements(path, wanted, shape)
-        else:
-            known = _parquet_columns(path) if fmt == "parquet" else csv_columns(path, kind)
-            missing = [name for name in wanted if name not in known]
+        input_columns = format_of(kind).columns(path, kind, wanted)
     except (InputError, OSError, ValueError, csv.Error, pa.ArrowException):
         return  # the reader reports what is wrong with the file
+    if input_columns is None:
+        return
+    missing = [name for name in wanted if name not in input_columns.found]
     if not missing:
         return
+    known = input_columns.known
     names = ", ".join(f"`{m}`{did_you_mean(m, set(known))}" for m in missing)
     shown = ", ".join(f"`{k}`" for k in known[:12]) + (", ..." if len(known) > 12 else "")
-    if fmt in ("jsonl", "json"):
-        what = f"no row of {path} has the field {names}"
-        has = f" (the first row has {shown})" if known else ""
-    else:
+    if input_columns.declared:
         what = f"{path} has no column {names}"
         has = f" (its columns: {shown})" if known else ""
+    else:
+        what = f"no row of {path} has the field {names}"
+        has = f" (the first row has {shown})" if known else ""
     raise ConfigError(
         f"`keep_columns`: {what}{has}. Kept columns are copied from the input: fix the "
         f"name, or drop it from {named('keep_columns')}"
     )
-
-
-def _parquet_columns(path: Path) -> list[str]:
-    return list(pq.read_schema(path).names)
-
-
-def _missing_elements(
-    path: Path, wanted: list[str], shape: InputShape | None
-) -> tuple[list[str], list[str]]:
-    """The wanted fields no element of a JSON array has, and the first row's fields."""
-    left = dict.fromkeys(wanted)
-    first: list[str] | None = None
-    for row in read_rows(path, shape=shape):
-        if first is None:
-            first = list(row.fields)
-        for name in row.fields.keys() & left.keys():
-            del left[name]
-        if not left:
-            break
-    return list(left), first or []
-
-
-def _missing_fields(
-    path: Path, wanted: list[str], kind: InputKind | None = None
-) -> tuple[list[str], list[str]]:
-    """The wanted fields no line of a JSONL file has, and the first row's fields (its text
-    read as the reader reads it: decoded, and no line too long for a row held)."""
-    left = dict.fromkeys(wanted)
-    needles = {name: json.dumps(name, ensure_ascii=False).encode() for name in wanted}
-    first: list[str] | None = None
-    with open_utf8(path, kind or InputKind("jsonl")) as stream:
-        for data in bounded_lines(stream):
-            if not isinstance(data, bytes) or data.isspace():
-                continue
-            plain = b"\\" not in data
-            if first is not None and plain and not any(needles[m] in data for m in left):
-                continue  # no name still wanted can be a key of this line
-            try:
-                record = json.loads(data)
-            except ValueError:
-                continue  # a bad line: the reader makes it an error row
-            if not isinstance(record, dict):
-                continue
-            if first is None:
-                first = list(record)
-            for name in record.keys() & left.keys():
-                del left[name]
-            if not left:
-                break
-    return list(left), first or []

@@ -10,7 +10,7 @@ is one upload, made only once it is complete; the segments are removed after it 
 ``--keep-journal``). A stopped run's partial file stays local: the store keeps the segments.
 
 An output that names a folder (``-o out/labels/``, ``s3://b/out/``, ``--output-format
-parquet-dataset``) is a Parquet dataset (``store.dataset``); on an object store it is
+parquet-dataset``) is a Parquet dataset (``formats.parquet_dataset``); on an object store it is
 mirrored by ``RemoteDataset``, which uploads the parts, then ``_SUCCESS``.
 """
 
@@ -26,32 +26,22 @@ from typing import TYPE_CHECKING, Any
 from batchrun.config.layers import OutputSettings
 from batchrun.core.errors import BatchrunError, OutputError
 from batchrun.core.locations import StorageSettings
+from batchrun.formats.base import PART_ROWS, OutputFormat
+from batchrun.formats.parquet_dataset import (
+    NAME,
+    SUCCESS,
+    Manifest,
+    is_part_name,
+    part_name,
+    read_manifest,
+    write_manifest,
+)
+from batchrun.formats.registry import names_folder, output_for, output_named
 from batchrun.remote.lease import LEASE_OBJECT, Lease, LeaseLostError
 from batchrun.remote.mirror import PullReport, RemoteOutput, journal_prefix, new_run_id
 from batchrun.remote.objects import Storage, StorageError
-from batchrun.store.dataset import (
-    DATASET,
-    PART_ROWS,
-    Manifest,
-    is_part_name,
-    names_folder,
-    part_name,
-    read_manifest,
-    remove_output,
-    replace_folder,
-    write_manifest,
-)
-from batchrun.store.partial import SUCCESS
-from batchrun.store.sink import (
-    TMP_OUTPUT_SUFFIX,
-    OutputKind,
-    PriorState,
-    Sink,
-    journal_path,
-    output_kind,
-    remove_temporary,
-    temporary_path,
-)
+from batchrun.store.commit import Commit, Committed, remove_output
+from batchrun.store.sink import PriorState, Sink, journal_path
 
 if TYPE_CHECKING:
     from batchrun.remote.mirror import Segmenter
@@ -62,7 +52,7 @@ class RunOutput:
 
     Example::
 
-        output = RunOutput(config.output, config.storage, overwrite=True, lease=claim.lease)
+        output = RunOutput(config.output.path, config.storage, overwrite=True, lease=claim.lease)
         prior = output.open()           # a remote output: pulled first
         output.sink.submit(0, row)      # sealed into segments as rows land
         await output.close()            # the last segment sealed
@@ -86,9 +76,13 @@ class RunOutput:
         self.settings = settings
         self._storage = storage
         self._overwrite = overwrite
-        self.kind = output_kind_of(settings)
-        path, keep = settings.path, settings.keep_columns
-        self.sink = Sink(path, keep, kind=self.kind, part_rows=settings.part_rows or PART_ROWS)
+        self.format = output_format_of(settings)
+        self.sink = Sink(
+            settings.path,
+            settings.keep_columns,
+            output_format=self.format,
+            part_rows=settings.part_rows or PART_ROWS,
+        )
         self.lease = lease
         if settings.url is not None:
             self.sink.keep_journal = True  # until the final file is uploaded (``publish``)
@@ -177,7 +171,7 @@ class RunOutput:
         if remote is None:
             return
         try:
-            remote.publish()
+            remote.publish(self.sink.committed)
         except StorageError as exc:
             raise PublishError(
                 f"every row of {self.shown} is answered, but the final file could not be "
@@ -192,14 +186,15 @@ class PublishError(OutputError):
     """The final file of a remote output is complete here but could not be uploaded."""
 
 
-def output_kind_of(settings: OutputSettings) -> OutputKind:
-    """The output's format: ``--output-format`` when given, a dataset for an ``s3://`` or
-    ``gs://`` URL that ends with a slash, else by the output's name (``output_kind``)."""
+def output_format_of(settings: OutputSettings) -> OutputFormat:
+    """The output's format: ``--output-format``'s when given, else by the output's name: its
+    URL's for an ``s3://`` or ``gs://`` one (a folder when it ends with a slash), else its
+    path's (``formats.registry.output_for``)."""
     if settings.format is not None:
-        return settings.format
+        return output_named(settings.format)
     if settings.url is not None and names_folder(settings.url):
-        return DATASET
-    return output_kind(settings.path)
+        return output_for(settings.url)
+    return output_for(settings.path)
 
 
 def _remote_output(
@@ -211,7 +206,7 @@ def _remote_output(
     remote = remote_output(
         settings.url,
         storage,
-        dataset=output_kind_of(settings) == DATASET,
+        dataset=output_format_of(settings).folder,
         work_dir=settings.work_dir,
         cache_home=settings.cache_home,
         keep_journal=settings.keep_journal,
@@ -238,7 +233,7 @@ class RemoteDataset(RemoteOutput):
     overwrites a part the ``_SUCCESS`` in place lists: until the new ``_SUCCESS`` replaces
     it (one PUT), the old dataset stands whole, and a publish cut short costs nothing but
     orphan parts, which the next publish deletes. The local copy keeps the store's names
-    (as a local dataset, its names are its own: ``store.dataset``).
+    (as a local dataset, its names are its own: ``formats.parquet_dataset``).
     """
 
     def __init__(self, url: str, storage: Storage, **options: Any) -> None:
@@ -272,22 +267,19 @@ class RemoteDataset(RemoteOutput):
 
     def _download(self, output: Path) -> None:
         """The remote dataset into ``output`` (its parts under the store's names, which are
-        its run's own), built beside it and swapped in."""
-        tmp = temporary_path(output, TMP_OUTPUT_SUFFIX)
-        try:
+        its run's own), built beside it and swapped in (``store.commit``)."""
+        with Commit(output, output_named(NAME)).building() as tmp:
             tmp.mkdir(parents=True)
             remote = _parse_manifest(self.storage.read_bytes(self._manifest_url()), self.url)
             for name in remote.parts:
                 self.storage.download(f"{self.url}{name}", tmp / name)
             write_manifest(tmp, remote)
-            replace_folder(tmp, output)
-        finally:
-            remove_temporary(tmp)
 
-    def publish(self, local_final: Path | None = None) -> None:
-        """Upload the local dataset: the old ``_SUCCESS`` removed, the parts, ``_SUCCESS``
-        last, then the parts an older run left that it does not list; then the segments."""
-        folder = local_final or self.local_output
+    def publish(self, committed: Committed | None = None) -> None:
+        """Upload the local dataset (``committed``'s, as the sink's final step put it in
+        place; the work folder's when None): the parts, ``_SUCCESS`` last, then the parts an
+        older run left that it does not list; then the segments."""
+        folder = committed.path if committed is not None else self.local_output
         manifest = read_manifest(folder)
         if manifest is None or manifest.partial is not None:
             raise OutputError(f"{folder}: no {SUCCESS}: the dataset is not complete")

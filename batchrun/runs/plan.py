@@ -14,8 +14,8 @@ from batchrun.config.load import (
 )
 from batchrun.core.errors import InputError
 from batchrun.engine.outcome import RowSettings, Work, prepare
+from batchrun.formats.inputs import InputShape, count_rows, read_rows
 from batchrun.rows.prefix import SeenFiles
-from batchrun.rows.reader import InputShape, count_rows, read_rows
 from batchrun.store.row_state import RowState, count_done, to_send
 
 

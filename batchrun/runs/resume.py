@@ -13,8 +13,8 @@ from batchrun.config.load import (
 from batchrun.core.errors import ConfigError, OutputError
 from batchrun.core.wording import option
 from batchrun.engine.outcome import RowSettings, Work, prepare
+from batchrun.formats.inputs import InputRow, read_rows
 from batchrun.rows.files import folder_stamp
-from batchrun.rows.reader import InputRow, read_rows
 from batchrun.runs.plan import input_rows
 from batchrun.store.provenance import SourceRule, answer_source, describe, is_simulator
 from batchrun.store.resume import (

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from batchrun.config.load import RunConfig
 from batchrun.engine.dedup import KEPT_FOR_TWINS, Dedup, twin_row
 from batchrun.engine.outcome import VIA_BATCHES, RowSettings, Work, base_row, prepare
-from batchrun.rows.reader import read_rows
+from batchrun.formats.inputs import read_rows
 from batchrun.store.arrow_values import string_scalar
 from batchrun.store.columns import STATUS_OK
 from batchrun.store.journal import INDEX, read_records

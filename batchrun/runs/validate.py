@@ -9,7 +9,7 @@ from pathlib import Path
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import InputError
 from batchrun.engine.outcome import RowSettings, prepare
-from batchrun.rows.reader import read_rows
+from batchrun.formats.inputs import read_rows
 from batchrun.runs.preflight import check_every_row_can_be_built
 
 # Past this many, listing more problems helps nobody; the count still covers them all.

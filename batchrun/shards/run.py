@@ -44,7 +44,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -53,17 +53,28 @@ from batchrun.config.layers import InputSettings, OutputSettings
 from batchrun.config.load import MAX_SHARDS, RunConfig, check_shard
 from batchrun.core.errors import ConfigError, OutputError
 from batchrun.core.wording import option, said
-from batchrun.rows.reader import check_input_file, read_rows
+from batchrun.formats.base import WriteOptions
+from batchrun.formats.inputs import read_rows
+from batchrun.formats.jsonl import JSON_SLICE_BYTES
+from batchrun.formats.marks import clear_mark
+from batchrun.formats.registry import (
+    folder_output,
+    output_by_suffix,
+    output_for,
+    output_named,
+    read_partial,
+)
+from batchrun.rows.reader import check_input_file
 from batchrun.runs.claim import check_credentials, claim_output
 from batchrun.runs.online import run_holding
+from batchrun.runs.output import output_format_of
 from batchrun.runs.plan import in_shard
 from batchrun.runs.runtime import DEFAULT, Runtime
 from batchrun.runs.summary import RunSummary
 from batchrun.store.columns import STATUS_OK
-from batchrun.store.dataset import DATASET, replace_folder
-from batchrun.store.journal import INDEX, JSON_SLICE_BYTES, journal_line, repair_journal
+from batchrun.store.commit import Commit, fsync_dir, remove_temporary, temporary_path
+from batchrun.store.journal import INDEX, journal_line, repair_journal
 from batchrun.store.lock import OutputLock
-from batchrun.store.partial import clear_mark, read_partial
 from batchrun.store.resume import (
     InputStamp,
     changed_settings,
@@ -74,19 +85,12 @@ from batchrun.store.resume import (
 from batchrun.store.sink import (
     CHUNK_ROWS,
     TMP_JOURNAL_SUFFIX,
-    TMP_OUTPUT_SUFFIX,
     FinalCounts,
-    OutputKind,
-    fsync_dir,
     journal_path,
     journal_to_arrow,
-    open_writer,
     output_batches,
-    output_kind,
     output_schema,
     remove_stale_temporaries,
-    remove_temporary,
-    temporary_path,
 )
 
 SHARDS_SUFFIX = ".shards"
@@ -117,10 +121,11 @@ def shard_output(output: Path, index: int, count: int) -> Path:
     """Shard ``index`` of ``count``'s own output:
     ``out/labels.parquet.shards/2-of-4/labels.parquet``."""
     name = output.name
-    if output.suffix.lower() not in (".parquet", ".jsonl", ".csv"):
-        # A dataset folder (by its name alone: the same before and after it is written):
-        # its shards are single Parquet files, merged into the folder.
-        name += ".parquet"
+    if output_by_suffix(output) is None:
+        # A folder (by its name alone: the same before and after it is written): its shards
+        # are single files of its parts' format (Parquet), merged into the folder.
+        parts = folder_output().parts
+        name += output_named(parts).suffixes[0] if parts else ""
     return shards_folder(output) / f"{index}-of-{count}" / name
 
 
@@ -176,7 +181,7 @@ class ShardProof:
     input_format: str | None
     csv_delimiter: str | None
     keep_columns: tuple[str, ...]
-    output_format: OutputKind | None
+    output_format: str | None
     part_rows: int
     rows: int
     file_size: int
@@ -215,7 +220,7 @@ class ShardProof:
             input_format=_str_or_none(data.get("input_format")),
             csv_delimiter=_str_or_none(data.get("csv_delimiter")),
             keep_columns=tuple(str(c) for c in data["keep_columns"]),
-            output_format=cast("OutputKind | None", _str_or_none(data.get("output_format"))),
+            output_format=_str_or_none(data.get("output_format")),
             part_rows=int(data["part_rows"]),
             rows=int(data["rows"]),
             file_size=int(data["file_size"]),
@@ -404,73 +409,97 @@ def _gathered(
 def _finish(config: RunConfig, rows: ShardRows, job: _JobRecord) -> FinalCounts | None:
     """The shard's file from its journal, when every row of the shard has a record (None,
     writing nothing, while some have none), with its proof. Streams the journal as the sink
-    does."""
+    does, and is put in place by the same committer (``store.commit``)."""
     output = config.output.path
     journal = journal_path(output)
-    schema = output_schema(config.output.keep_columns)
+    fmt = output_for(output)
+    commit = Commit(output, fmt)
+    commit.check_space(
+        2 * _size(journal),
+        needs="twice the shard's journal: as Arrow, and the shard's file",
+        then="Free some space and re-run the same command: the journal is kept",
+    )
     tmp_arrow = temporary_path(output, TMP_JOURNAL_SUFFIX)
-    tmp_out = temporary_path(output, TMP_OUTPUT_SUFFIX)
     try:
+        schema = output_schema(config.output.keep_columns)
         records = journal_to_arrow(journal, schema, tmp_arrow, JSON_SLICE_BYTES)
         try:
             if len(records) != len(rows):
                 return None
-            ok = error = 0
-            with (
-                open_writer(
-                    tmp_out, shard_schema(config.output.keep_columns), output_kind(output)
-                ) as w,
-                _gathered(w) as write,
-            ):
-                for p0 in range(0, rows.input_rows, CHUNK_ROWS):
-                    table, indexes = records.between(p0, p0 + CHUNK_ROWS, schema)
-                    foreign = [i for i in indexes if i not in rows]
-                    if foreign:
-                        raise OutputError(
-                            f"{journal} holds records of rows of other shards (input rows "
-                            f"{', '.join(map(str, foreign[:_SHOWN_IDS]))}): it is not this "
-                            f"shard's journal. Use {option('overwrite', True)} to start this "
-                            "shard afresh"
-                        )
-                    table = table.append_column(
-                        pa.field(INDEX, pa.int64()), pa.array(indexes, pa.int64())
-                    )
-                    n_ok = pc.sum(pc.equal(table.column("status"), STATUS_OK)).as_py() or 0
-                    ok += n_ok
-                    error += table.num_rows - n_ok
-                    if table.num_rows:
-                        write(table)
+            with commit.building() as tmp_out:
+                with fmt.writer(tmp_out, shard_schema(config.output.keep_columns)) as write:
+                    ok, error = _write_shard_rows(write, records, rows, journal, schema)
+                _check_input_unchanged(config, job.stamp)
+                # The proof first: it names this file by its bytes, so it cannot vouch for
+                # another.
+                proof = _proof(config, job, ok + error, tmp_out)
+                _write_proof(output, proof, job_settings(config.defaults))
         finally:
             records.close()
-        _check_input_unchanged(config, job.stamp)
-        proof = ShardProof(
-            shard=config.shard or (0, 1),
-            fingerprint=job_fingerprint(config.defaults),
-            input=config.input.path,
-            input_stamp=job.stamp,
-            input_format=config.input.format,
-            csv_delimiter=config.input.csv_delimiter,
-            keep_columns=config.output.keep_columns,
-            output_format=job.config.output.format,
-            part_rows=job.config.output.part_rows,
-            rows=ok + error,
-            file_size=tmp_out.stat().st_size,
-            file_sha256=file_sha256(tmp_out),
-        )
-        # The proof first: it names this file by its bytes, so it cannot vouch for another.
-        _write_proof(output, proof, job_settings(config.defaults))
-        os.replace(tmp_out, output)
-        fsync_dir(output.parent)
         journal.unlink(missing_ok=True)
     except OSError as exc:
         raise OutputError(
-            f"cannot write {output}: {exc.strerror or exc}; the journal is kept: re-run the "
-            "same command to write it"
+            f"cannot write {output}: {exc.strerror or exc}{commit.short_of_space(exc)}; the "
+            "journal is kept: re-run the same command to write it"
         ) from exc
     finally:
         tmp_arrow.unlink(missing_ok=True)
-        tmp_out.unlink(missing_ok=True)
     return FinalCounts(ok + error, ok, error)
+
+
+def _write_shard_rows(
+    write: Callable[[pa.Table], None],
+    records: Any,
+    rows: ShardRows,
+    journal: Path,
+    schema: pa.Schema,
+) -> tuple[int, int]:
+    """The shard's rows from its journal's ``records`` (``sink.journal_to_arrow``), in input
+    order, with their ``_index``, to ``write``; how many are ok and how many not."""
+    ok = error = 0
+    with _gathered(write) as gathered:
+        for p0 in range(0, rows.input_rows, CHUNK_ROWS):
+            table, indexes = records.between(p0, p0 + CHUNK_ROWS, schema)
+            foreign = [i for i in indexes if i not in rows]
+            if foreign:
+                raise OutputError(
+                    f"{journal} holds records of rows of other shards (input rows "
+                    f"{', '.join(map(str, foreign[:_SHOWN_IDS]))}): it is not this "
+                    f"shard's journal. Use {option('overwrite', True)} to start this "
+                    "shard afresh"
+                )
+            table = table.append_column(pa.field(INDEX, pa.int64()), pa.array(indexes, pa.int64()))
+            n_ok = pc.sum(pc.equal(table.column("status"), STATUS_OK)).as_py() or 0
+            ok += n_ok
+            error += table.num_rows - n_ok
+            if table.num_rows:
+                gathered(table)
+    return ok, error
+
+
+def _proof(config: RunConfig, job: _JobRecord, rows: int, file: Path) -> ShardProof:
+    """The proof of a shard's ``file`` of ``rows`` rows (``ShardProof``)."""
+    return ShardProof(
+        shard=config.shard or (0, 1),
+        fingerprint=job_fingerprint(config.defaults),
+        input=config.input.path,
+        input_stamp=job.stamp,
+        input_format=config.input.format,
+        csv_delimiter=config.input.csv_delimiter,
+        keep_columns=config.output.keep_columns,
+        output_format=job.config.output.format,
+        part_rows=job.config.output.part_rows,
+        rows=rows,
+        file_size=file.stat().st_size,
+        file_sha256=file_sha256(file),
+    )
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _check_input_unchanged(config: RunConfig, stamp: InputStamp) -> None:
@@ -938,7 +967,7 @@ def _fewer_sources(
         for group in range(0, len(sources), MERGE_FAN_IN):
             path = folder / f"step-{step}-{group // MERGE_FAN_IN}.parquet"
             some = sources[group : group + MERGE_FAN_IN]
-            with open_writer(path, schema, "parquet") as w, _gathered(w) as write:
+            with output_named("parquet").writer(path, schema) as w, _gathered(w) as write:
                 _merge_sorted(some, rows, schema, write)
             merged.append((path, _STEP_FILE, sum(n for _, _, n in some)))
         for path, _, _ in sources:
@@ -956,37 +985,46 @@ def _write_merged(
     identities: list[_Identity],
     rows: int,
 ) -> FinalCounts:
+    """The job's output from its shards, in input order, put in place by the committer
+    (``store.commit``); with more than ``MERGE_FAN_IN`` shards, through merge steps."""
     output = config.output.path
     schema = output_schema(config.output.keep_columns)
     with_index = shard_schema(config.output.keep_columns)
     count = len(paths)
-    tmp_out = temporary_path(output, TMP_OUTPUT_SUFFIX)
     tmp_steps = temporary_path(output, TMP_MERGE_SUFFIX)
-    kind = config.output.format or output_kind(output)
+    fmt = output_format_of(config.output)
+    commit = Commit(output, fmt)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
+        # The output is about the shards' size (in its format; a folder's parts are the
+        # shards' Parquet), and the merge steps as much again.
+        steps = count > MERGE_FAN_IN
+        commit.check_space(
+            sum(proof.file_size for proof in proofs) * (2 if steps else 1),
+            needs="the shards' size" + (", twice: merge steps first" if steps else ""),
+            then="Free some space and merge again: the shards are kept",
+        )
         sources = [
             (p, f"shard {i}/{count}'s file", proof.rows)
             for i, (p, proof) in enumerate(zip(paths, proofs, strict=True))
         ]
-        if len(sources) > MERGE_FAN_IN:
+        if steps:
             tmp_steps.mkdir()
             sources = _fewer_sources(sources, rows, with_index, tmp_steps)
-        with open_writer(tmp_out, schema, kind, part_rows=config.output.part_rows) as write:
-            ok = _merge_sorted(
-                sources, rows, with_index, lambda t: write(t.drop_columns([INDEX]).cast(schema))
-            )
-        _check_unchanged(output, paths, identities)
-        if kind == DATASET:
-            replace_folder(tmp_out, output)
-        else:
-            os.replace(tmp_out, output)
-            fsync_dir(output.parent)
-        clear_mark(output)
+        with commit.building() as tmp_out:
+            options = WriteOptions(part_rows=config.output.part_rows)
+            with fmt.writer(tmp_out, schema, options) as write:
+                ok = _merge_sorted(
+                    sources,
+                    rows,
+                    with_index,
+                    lambda t: write(t.drop_columns([INDEX]).cast(schema)),
+                )
+            _check_unchanged(output, paths, identities)
     except (OSError, pa.ArrowException) as exc:
-        raise OutputError(f"cannot write {output}: {exc}; the shards are kept") from exc
+        hint = commit.short_of_space(exc) if isinstance(exc, OSError) else ""
+        raise OutputError(f"cannot write {output}: {exc}{hint}; the shards are kept") from exc
     finally:
-        remove_temporary(tmp_out)
         remove_temporary(tmp_steps)
     return FinalCounts(rows, ok, rows - ok)
 
