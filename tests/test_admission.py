@@ -14,7 +14,7 @@ from support import job_config, prompts, write_jsonl
 from batchrun.engine.engine import Engine
 from batchrun.engine.outcome import RowSettings, Work, prepare
 from batchrun.engine.tally import RowTally
-from batchrun.rows.reader import read_rows
+from batchrun.formats.inputs import read_rows
 from batchrun.runs.compose import job_client, job_engine
 from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorThread

@@ -22,7 +22,7 @@ from batchrun.cli import cli
 from batchrun.engine.dedup import Dedup, twin_row
 from batchrun.engine.outcome import RowSettings, prepare
 from batchrun.engine.tally import RowTally
-from batchrun.rows.reader import read_rows
+from batchrun.formats.inputs import read_rows
 from batchrun.runs.compose import job_client, job_engine
 from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorConfig, SimulatorThread

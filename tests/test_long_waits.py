@@ -20,7 +20,7 @@ from batchrun.core.errors import ApiStatusError
 from batchrun.engine.outcome import RowSettings, prepare
 from batchrun.engine.tally import RowTally
 from batchrun.engine.waits import WaitNotices
-from batchrun.rows.reader import read_rows
+from batchrun.formats.inputs import read_rows
 from batchrun.runs.compose import job_client, job_engine
 from batchrun.runs.runtime import Runtime
 

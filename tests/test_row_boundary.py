@@ -25,7 +25,7 @@ from batchrun.cli import cli
 from batchrun.core.errors import InvalidRowError
 from batchrun.engine import outcome
 from batchrun.engine.outcome import RowSettings, Work, error_row, ok_row, prepare
-from batchrun.rows.reader import InputRow, read_rows
+from batchrun.formats.inputs import InputRow, read_rows
 from batchrun.runs.runtime import Runtime
 from batchrun.runs.validate import validate
 from batchrun.simulator import SimulatorConfig, SimulatorThread

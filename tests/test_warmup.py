@@ -20,7 +20,7 @@ from batchrun.engine.outcome import RowSettings, prepare
 from batchrun.engine.pool import Pool, Stopped
 from batchrun.engine.tally import RowTally
 from batchrun.engine.warmup import Warmup, ttl_seconds
-from batchrun.rows.reader import read_rows
+from batchrun.formats.inputs import read_rows
 from batchrun.runs.compose import job_client, job_engine
 from batchrun.runs.runtime import Runtime
 from batchrun.store.columns import blank_row
