@@ -21,6 +21,7 @@ from batchrun.cli import cli
 from batchrun.core.errors import FatalRunError
 from batchrun.formats.marks import PARTIAL_KEY, Partial
 from batchrun.formats.registry import output_for, read_partial
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorThread
 from batchrun.store.columns import blank_row
 from batchrun.store.sink import Sink, journal_path, output_schema
@@ -64,7 +65,9 @@ def test_a_run_into_an_arrow_file_resumes_and_reports(tmp_path: Path, sim: Simul
     out = tmp_path / "labels.arrow"
     config = job_config(inp, out, sim.base_url, concurrency=1)
     with pytest.raises(FatalRunError):
-        batchrun.run(config, transport=_RefusingAfter(3))  # stopped: a partial output
+        batchrun.run(
+            config, runtime=Runtime(transport=_RefusingAfter(3))
+        )  # stopped: a partial output
     assert read_partial(out) == Partial(3, 8)
     table, _ = read_arrow(out)
     assert PARTIAL_KEY in (table.schema.metadata or {}) and table.num_rows == 3
@@ -74,7 +77,7 @@ def test_a_run_into_an_arrow_file_resumes_and_reports(tmp_path: Path, sim: Simul
 
     write_jsonl(inp, rows)  # four more rows: the eight are read back from the Arrow file
     recording = RecordingTransport()
-    more = batchrun.run(config, transport=recording)
+    more = batchrun.run(config, runtime=Runtime(transport=recording))
     assert more.exit_code == 0 and more.skipped == 8 and len(recording.bodies) == 4
     table, _ = read_arrow(out)
     assert table.column("id").to_pylist() == [r["id"] for r in rows]
@@ -110,9 +113,9 @@ def test_python_returns_the_table_an_arrow_output_holds(tmp_path: Path) -> None:
     rows = [{"id": "a", "prompt": "hi"}, {"id": "b", "prompt": "there"}]
     table = batchrun.run(
         rows, output=out, model="claude-haiku-4-5", max_tokens=5, simulate=True, quiet=True
-    )
+    ).table
     assert table.column("id").to_pylist() == ["a", "b"]
-    assert batchrun.summary_of(table)["complete"] is True
+    assert batchrun.summary_of(table)["outcome"] == "complete"
     on_disk, _ = read_arrow(out)
     assert on_disk.select(["id", "text"]).equals(table.select(["id", "text"]))
 
