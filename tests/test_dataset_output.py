@@ -36,9 +36,10 @@ from batchrun.formats.parquet_dataset import (
     schema_fingerprint,
     write_manifest,
 )
+from batchrun.remote.dataset import RemoteDataset
+from batchrun.remote.errors import StorageError
 from batchrun.remote.mirror import journal_prefix, work_folder
-from batchrun.remote.objects import Storage, StorageError, StorageSettings
-from batchrun.runs.output import RemoteDataset
+from batchrun.remote.objects import Storage, StorageSettings
 from batchrun.simulator import SimulatorThread
 from batchrun.store.columns import STATUS_OK
 from batchrun.store.commit import recover_aside

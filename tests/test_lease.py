@@ -17,8 +17,9 @@ from support import prompts, write_jsonl
 
 from batchrun import load_config, run
 from batchrun.config.load import RunConfig
+from batchrun.remote.errors import StorageError
 from batchrun.remote.lease import Lease, LeaseHeldError, LeaseRecord, lease_url
-from batchrun.remote.objects import NO_SUCH_BUCKET, Storage, StorageError
+from batchrun.remote.objects import NO_SUCH_BUCKET, Storage
 from batchrun.simulator import SimulatorThread
 
 pytestmark = pytest.mark.slow

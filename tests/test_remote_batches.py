@@ -22,8 +22,9 @@ from support import prompts, reply_tag, write_jsonl
 from batchrun import load_config, run
 from batchrun.config.load import RunConfig
 from batchrun.remote.batch_mirror import BatchJournalMirror, remote_batch_journal_url
+from batchrun.remote.errors import StorageError
 from batchrun.remote.mirror import work_folder
-from batchrun.remote.objects import Storage, StorageError
+from batchrun.remote.objects import Storage
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.batch_journal import BatchJournal, batch_journal_path
 

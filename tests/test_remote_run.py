@@ -22,8 +22,9 @@ from support import TEST_KEY, prompts, write_jsonl
 from batchrun import load_config, run
 from batchrun.cli import cli
 from batchrun.config.load import RunConfig
+from batchrun.remote.errors import StorageError
 from batchrun.remote.mirror import journal_prefix, work_folder
-from batchrun.remote.objects import Storage, StorageError, StorageSettings
+from batchrun.remote.objects import Storage, StorageSettings
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 
 pytestmark = pytest.mark.slow

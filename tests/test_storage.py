@@ -27,6 +27,7 @@ from s3_server import (
 )
 
 from batchrun.core.locations import is_remote
+from batchrun.remote.errors import StorageError
 from batchrun.remote.mirror import (
     RemoteOutput,
     Segmenter,
@@ -42,7 +43,6 @@ from batchrun.remote.objects import (
     UNREACHABLE,
     UPLOAD_MARK,
     Storage,
-    StorageError,
     StorageSettings,
     parse_location,
 )

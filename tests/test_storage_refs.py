@@ -19,10 +19,10 @@ from batchrun import load_config, run
 from batchrun.cli import cli
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ConfigError
+from batchrun.remote.errors import StorageError
 from batchrun.remote.objects import (
     NO_SUCH_OBJECT,
     Storage,
-    StorageError,
     StorageMedia,
 )
 from batchrun.rows.files import FileCache, FileProblem, source_for

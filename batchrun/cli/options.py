@@ -230,7 +230,7 @@ def fail(exc: BatchrunError, config: RunConfig | None) -> NoReturn:
     the error's own ``exit_code``: 2 for a job whose every row would be refused alike (a
     usage error), or an input that is not text in its encoding."""
     click.echo(f"batchrun: error: {exc}", err=True)
-    from batchrun.remote.lease import LeaseLostError
+    from batchrun.remote.errors import LeaseLostError
     from batchrun.runs.output import PublishError
     from batchrun.runs.preflight import UnbuildableJobError
     from batchrun.runs.resume import ResumeMismatchError

@@ -75,8 +75,8 @@ def _local_copies(outputs: tuple[str, ...], folder: Path) -> list[Path]:
             local.append(Path(output))
             continue
         from batchrun.core.locations import StorageSettings
+        from batchrun.remote.dataset import remote_output
         from batchrun.remote.objects import Storage
-        from batchrun.runs.output import remote_output
 
         storage = Storage(StorageSettings.from_environ(os.environ))
         # A URL ending with / is a dataset: its parts and _SUCCESS are pulled.

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from batchrun.core.errors import OutputError
 from batchrun.core.scrub import url_without_secrets
-from batchrun.remote.objects import Storage, StorageError
+from batchrun.remote.errors import StorageError
+from batchrun.remote.objects import Storage
 from batchrun.store.batch_journal import REMOTE_OBJECT, STALE_SUFFIX
 
 

@@ -51,7 +51,8 @@ from types import TracebackType
 from batchrun.core.errors import OutputError
 from batchrun.core.extras import install_hint
 from batchrun.core.scrub import url_without_secrets
-from batchrun.remote.objects import Storage, StorageError
+from batchrun.remote.errors import StorageError
+from batchrun.remote.objects import Storage
 
 LEASE_OBJECT = ".batchrun/lease.json"  # after the output's URL
 TTL_S = 300.0
@@ -128,10 +129,6 @@ class LeaseHeldError(OutputError):
             f"{record.expires}. Wait for that run to end; if its machine is gone, the lease "
             "lapses by itself then and a new run takes over"
         )
-
-
-class LeaseLostError(OutputError):
-    """Another run took the output's lease over from this one while it ran."""
 
 
 class Lease:

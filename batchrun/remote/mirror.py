@@ -63,8 +63,9 @@ from typing import Any
 
 from batchrun.core.scrub import url_without_secrets
 from batchrun.core.wording import option
-from batchrun.remote.lease import Lease, LeaseLostError
-from batchrun.remote.objects import ObjectInfo, Storage, StorageError, parse_location
+from batchrun.remote.errors import LeaseLostError, StorageError
+from batchrun.remote.lease import Lease
+from batchrun.remote.objects import ObjectInfo, Storage, parse_location
 from batchrun.store.commit import Committed
 from batchrun.store.sink import journal_path
 

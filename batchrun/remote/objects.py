@@ -55,10 +55,10 @@ from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 
-from batchrun.core.errors import BatchrunError
 from batchrun.core.extras import has_extra
 from batchrun.core.locations import StorageSettings, cached_copy_path
 from batchrun.core.scrub import url_without_secrets
+from batchrun.remote.errors import StorageError
 from batchrun.rows.files import FileProblem
 
 REMOTE_SCHEMES = ("s3", "gs")
@@ -104,23 +104,6 @@ _SIGNS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
 )
-
-
-class StorageError(BatchrunError):
-    """A file or object could not be read, written, listed or deleted.
-
-    ``url`` is the location as it may be shown, ``action`` what was tried ("read",
-    "write", ...), ``reason`` what failed, in words (``NO_SUCH_BUCKET``, ...). A
-    BatchrunError, not an OutputError: inputs, price tables and job files are read
-    through storage too, and "the output cannot be written" would misname those.
-    """
-
-    def __init__(self, url: str, action: str, reason: str, hint: str = "") -> None:
-        self.url = url
-        self.action = action
-        self.reason = reason
-        message = f"cannot {action} {url}: {reason}"
-        super().__init__(f"{message}; {hint}" if hint else message)
 
 
 @dataclass(frozen=True)

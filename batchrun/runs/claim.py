@@ -9,6 +9,7 @@ import csv
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pyarrow as pa
@@ -23,12 +24,14 @@ from batchrun.config.load import (
 from batchrun.core.errors import ConfigError, InputError, OutputError
 from batchrun.core.wording import named, option
 from batchrun.formats.inputs import InputShape, format_of, input_kind
-from batchrun.remote.lease import Lease
 from batchrun.runs.output import output_lease
 from batchrun.store.lock import OutputLock
 from batchrun.store.sink import (
     remove_stale_temporaries,
 )
+
+if TYPE_CHECKING:  # object storage is loaded only by a job whose output is on it
+    from batchrun.remote.lease import Lease
 
 
 def check_credentials(client: ClientSettings, transport: httpx.AsyncBaseTransport | None) -> None:
