@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from s3_server import MotoServer, aws_environment
 from support import TEST_KEY
+from support.s3_server import MotoServer, aws_environment
 
 from batchrun.remote.objects import Storage, StorageSettings
 from batchrun.simulator import SimulatorConfig, SimulatorThread

@@ -1,45 +1,33 @@
 """Every kind of request batchrun builds validates against the API's own OpenAPI schema.
 
-The spec is Anthropic's (cut to the schemas used here in ``tests/data/openapi_subset.json``);
-checking our bodies against its ``CreateMessageParams`` means nothing we send is rejected for
-its shape.
-The schema is JSON Schema 2020-12 (OpenAPI 3.1); its ``$ref``s are resolved against the spec
-document itself through a ``referencing`` registry.
+The spec is Anthropic's (cut to the schemas used here in ``tests/openapi/``, whose README says
+where it comes from; the validators are ``support.openapi``); checking our bodies against its
+``CreateMessageParams`` means nothing we send is rejected for its shape.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
-from collections.abc import Mapping
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import pytest
-from jsonschema import Draft202012Validator
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
 from support import TEST_KEY, RecordingTransport, write_jsonl
+from support.openapi import (
+    SPEC_PATH,
+    SUBSET,
+    assert_conforms,
+    assert_schema,
+    cutter,
+    validator,
+)
 
 from batchrun import load_config, run
 from batchrun.rows.request import RequestDefaults, build_request
 from batchrun.rows.structured import FORCED_CHOICE, structured_tool
 from batchrun.simulator import BatchSettings, BatchStore, SimulatorThread
 from batchrun.simulator.batch_store import check_create_body
-
-# The schemas of the API's OpenAPI spec that these tests use, cut from the full spec by
-# tests/data/make_openapi_subset.py; BATCHRUN_OPENAPI points the tests at another copy (the
-# whole spec works as well). The full spec sits beside the repository as shared/ on
-# developers' machines: test_the_committed_subset_is_cut_from_the_spec checks it then.
-_DATA = Path(__file__).resolve().parent / "data"
-SPEC_PATH = Path(os.environ.get("BATCHRUN_OPENAPI", str(_DATA / "openapi_subset.json")))
-FULL_SPEC = (
-    Path(__file__).resolve().parents[2]
-    / "shared/anthropic-openapi/anthropic-stainless-openapi.json"
-)
-SPEC_URI = "urn:anthropic-openapi"
 
 DEFAULTS = RequestDefaults(model="claude-haiku-4-5", max_tokens=2048)
 PNG_B64 = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
@@ -53,21 +41,6 @@ TOOL: dict[str, Any] = {
         "required": ["label"],
     },
 }
-
-
-@lru_cache(maxsize=1)
-def validator() -> Draft202012Validator:
-    spec = json.loads(SPEC_PATH.read_text(encoding="utf-8"))
-    registry: Registry[Any] = Registry().with_resource(
-        SPEC_URI, Resource.from_contents(spec, default_specification=DRAFT202012)
-    )
-    schema = {"$ref": f"{SPEC_URI}#/components/schemas/CreateMessageParams"}
-    return Draft202012Validator(schema, registry=registry)
-
-
-def assert_conforms(body: Mapping[str, Any]) -> None:
-    errors = sorted(validator().iter_errors(dict(body)), key=lambda e: list(e.absolute_path))
-    assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors[:5])
 
 
 def user(content: Any) -> list[dict[str, Any]]:
@@ -275,18 +248,15 @@ def test_the_validator_does_reject_what_the_api_rejects() -> None:
         assert list(validator().iter_errors(bad))
 
 
-@pytest.mark.skipif(not FULL_SPEC.exists(), reason=f"no full OpenAPI spec at {FULL_SPEC}")
-def test_the_committed_subset_is_cut_from_the_spec() -> None:
-    """The committed schemas are the full spec's own, so the checks here are the API's."""
-    import importlib.util
-
-    script = importlib.util.spec_from_file_location("cut", _DATA / "make_openapi_subset.py")
-    assert script is not None and script.loader is not None
-    cut = importlib.util.module_from_spec(script)
-    script.loader.exec_module(cut)
-    committed = json.loads((_DATA / "openapi_subset.json").read_text(encoding="utf-8"))
-    full = json.loads(FULL_SPEC.read_text(encoding="utf-8"))
-    assert committed["components"] == cut.subset(full)["components"]
+def test_the_committed_subset_is_the_cut_of_the_spec() -> None:
+    """The committed schemas are the spec's own, so the checks here are the API's: the cut of
+    the spec the tests read (BATCHRUN_OPENAPI=the full spec compares them with it; by default it
+    is the subset itself, which must then be closed: exactly what its roots reach)."""
+    cut = cutter()
+    committed = json.loads(SUBSET.read_text(encoding="utf-8"))
+    spec = json.loads(SPEC_PATH.read_text(encoding="utf-8"))
+    assert committed["components"] == cut.subset(spec)["components"]
+    assert committed["x-source"]["roots"] == list(cut.ROOTS)
 
 
 def test_a_whole_run_sends_only_conforming_bodies(tmp_path: Path, sim: SimulatorThread) -> None:
@@ -330,27 +300,6 @@ def test_requests_with_local_files_conform() -> None:
 
 
 # ------------------------------------------------------------------------------ Message Batches
-
-
-@lru_cache(maxsize=1)
-def spec_registry() -> Registry[Any]:
-    spec = json.loads(SPEC_PATH.read_text(encoding="utf-8"))
-    registry: Registry[Any] = Registry().with_resource(
-        SPEC_URI, Resource.from_contents(spec, default_specification=DRAFT202012)
-    )
-    return registry
-
-
-@lru_cache(maxsize=16)
-def schema_validator(name: str) -> Draft202012Validator:
-    """A validator for one of the spec's component schemas, by name."""
-    schema = {"$ref": f"{SPEC_URI}#/components/schemas/{name}"}
-    return Draft202012Validator(schema, registry=spec_registry())
-
-
-def assert_schema(name: str, value: Mapping[str, Any]) -> None:
-    errors = list(schema_validator(name).iter_errors(dict(value)))
-    assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors[:5])
 
 
 def with_spec_nulls(line: dict[str, Any]) -> dict[str, Any]:

@@ -19,8 +19,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from s3_server import MotoServer
 from support import TEST_KEY, job_config, prompts, write_jsonl
+from support.s3_server import MotoServer
 
 from batchrun import load_config, run
 from batchrun.cli import cli

@@ -17,8 +17,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from ray_netns import SCRIPTS, run_in_netns, run_script
 from support import TEST_KEY
+from support.ray_netns import SCRIPTS, run_in_netns, run_script
 
 from batchrun.ray.parts import part_paths
 from batchrun.ray.stage import NOT_SENT, BatchrunStage

@@ -20,9 +20,9 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from s3_server import MotoServer, aws_environment
 from support import TEST_KEY, prompts, write_jsonl
-from tcp_proxy import TcpProxy
+from support.s3_server import MotoServer, aws_environment
+from support.tcp_proxy import TcpProxy
 
 from batchrun import load_config
 from batchrun.cli import cli

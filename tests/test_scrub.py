@@ -21,8 +21,14 @@ from urllib.parse import quote
 import httpx
 import pytest
 from support import prompts, write_jsonl
-from test_client import STREAM_EVENTS, _shown, create_error, json_response, sse_response
-from test_secrets import KEY, everything_written
+from support.canaries import KEY, everything_written
+from support.mock_api import (
+    STREAM_EVENTS,
+    create_error,
+    everything_shown,
+    json_response,
+    sse_response,
+)
 
 from batchrun import BatchrunError, load_config, run
 from batchrun.client.credentials import Credentials
@@ -162,7 +168,11 @@ def test_an_error_body_quoting_the_credential_becomes_an_error_without_it(
     assert mask_for(VALUE_OF[kind]) in error.message
     assert error.request_id == f"req_{mask_for(VALUE_OF[kind])}"
     assert error.error_code == f"bad_credential:{mask_for(VALUE_OF[kind])}"
-    for text in [*_shown(error), *(str(v) for v in vars(error).values()), *map(str, error.args)]:
+    for text in [
+        *everything_shown(error),
+        *(str(v) for v in vars(error).values()),
+        *map(str, error.args),
+    ]:
         assert_hidden(text, VALUE_OF[kind])
 
 
@@ -177,7 +187,7 @@ def test_an_error_inside_a_success_quoting_the_key_is_scrubbed(stream: bool) -> 
 
     got = create_error(handler, stream=stream, credentials=_credentials("x-api-key"))
     assert got.error_type == "overloaded_error" and MASK in got.message
-    for text in _shown(got):
+    for text in everything_shown(got):
         assert_hidden(text, KEY)
 
 

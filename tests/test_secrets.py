@@ -10,15 +10,10 @@ from pathlib import Path
 
 import pytest
 from support import prompts, write_jsonl
+from support.canaries import KEY, everything_written
 
 from batchrun import BatchrunError, load_config, run
 from batchrun.simulator import SimulatorConfig, SimulatorThread
-
-KEY = "sk-ant-SECRET-canary-7f3a9c"
-
-
-def everything_written(folder: Path) -> bytes:
-    return b"".join(p.read_bytes() for p in folder.rglob("*") if p.is_file())
 
 
 def cli(args: list[str], env_key: str = KEY) -> subprocess.CompletedProcess[str]:

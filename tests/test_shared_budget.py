@@ -18,8 +18,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 import redis
-from redis_server import RedisServer
 from support import job_config, start_run, write_jsonl
+from support.redis_server import RedisServer
 
 from batchrun import run
 from batchrun.config.load import RunConfig

@@ -23,8 +23,9 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 import redis
-from redis_server import RedisServer, free_port
 from support import TEST_KEY, prompts, reply_tag, write_jsonl
+from support.local_server import free_port
+from support.redis_server import RedisServer
 
 from batchrun.core.errors import ConfigError
 from batchrun.limits.headers import HeaderReading

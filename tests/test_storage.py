@@ -17,12 +17,12 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from s3_server import (
+from support.local_server import free_port
+from support.s3_server import (
     SECRET_KEY,
     GcsEmulator,
     MotoServer,
     aws_environment,
-    free_port,
     gcs_emulator_available,
 )
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from s3_server import SECRET_KEY
 from support import prompts, write_jsonl
+from support.s3_server import SECRET_KEY
 
 from batchrun import load_config, run
 from batchrun.cli import cli

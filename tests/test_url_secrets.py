@@ -17,9 +17,10 @@ import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from redis_server import RedisServer, free_port
 from support import TEST_KEY, prompts, write_jsonl
-from test_client import create_error
+from support.local_server import free_port
+from support.mock_api import create_error
+from support.redis_server import RedisServer
 
 import batchrun
 from batchrun import load_config

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 from support import canned_message, job_config, no_wait, write_jsonl
-from test_client import STREAM_EVENTS, sse_bytes
+from support.mock_api import STREAM_EVENTS, sse_bytes
 
 from batchrun import run
 from batchrun.engine.connect import open_client

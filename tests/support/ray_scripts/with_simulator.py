@@ -18,8 +18,8 @@ from pathlib import Path
 
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 
-sys.path.insert(0, str(Path(__file__).parent.parent))  # tests/: ray_netns
-from ray_netns import PID_NAMESPACE, die_with_parent
+sys.path.insert(0, str(Path(__file__).parents[2]))  # tests/: support.ray_netns
+from support.ray_netns import PID_NAMESPACE, die_with_parent
 
 TEST_KEY = "sk-ant-test-0123456789abcdef"
 

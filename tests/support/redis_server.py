@@ -18,7 +18,7 @@ import socket
 from pathlib import Path
 from urllib.parse import quote
 
-from local_server import LocalServer, free_port
+from support.local_server import LocalServer, free_port
 
 
 def redis_binary() -> Path:

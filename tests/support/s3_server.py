@@ -20,7 +20,8 @@ import urllib.request
 from pathlib import Path
 
 import pyarrow.fs as pafs
-from local_server import LocalServer, free_port
+
+from support.local_server import LocalServer, free_port
 
 # Credentials for tests: moto accepts any; SECRET_KEY is what no message may show.
 ACCESS_KEY = "AKIATESTBATCHRUN0001"

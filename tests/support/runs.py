@@ -1,4 +1,5 @@
-"""Helpers shared by the end-to-end and CLI tests: input files and answer tags."""
+"""Runs in tests: input files, job configs against the simulator, answer tags, a run as a real
+process, and how far its journal got."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from batchrun import load_config
 from batchrun.config.load import RunConfig
@@ -33,25 +32,6 @@ def prompts(n: int) -> list[dict[str, Any]]:
 def reply_tag(prompt: str) -> str:
     """The tag the simulator starts every answer with: ties an answer to its own prompt."""
     return "re:" + hashlib.sha256(prompt.encode()).hexdigest()[:8]
-
-
-class RecordingTransport(httpx.AsyncBaseTransport):
-    """A real loopback transport that remembers every JSON body it sent (whole-run tests)."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self._inner = httpx.AsyncHTTPTransport()
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.bodies.append(json.loads(await request.aread()))
-        return await self._inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-async def no_wait(seconds: float) -> None:
-    """Retry waits cost nothing in tests; the policy itself is tested in test_retry."""
 
 
 def job_config(inp: Path, out: Path, url: str, **flags: Any) -> RunConfig:
@@ -83,19 +63,3 @@ def journal_lines(out: Path) -> int:
     """Rows journaled so far (lines of ``out``'s journal)."""
     path = journal_path(out)
     return path.read_bytes().count(b"\n") if path.exists() else 0
-
-
-def canned_message(
-    model: str, text: str = "fine", *, input_tokens: int = 10, output_tokens: int = 3
-) -> dict[str, Any]:
-    """A Message the API could answer with, for stand-in transports."""
-    return {
-        "id": "msg_1",
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": [{"type": "text", "text": text}],
-        "stop_reason": "end_turn",
-        "stop_sequence": None,
-        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
-    }
