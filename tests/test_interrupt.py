@@ -8,13 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from support import TEST_KEY, prompts, write_jsonl
+from support import TEST_KEY, prompts, wait_until, write_jsonl
 
 from batchrun.runs.interrupt import run_interruptibly
 from batchrun.simulator import SimulatorConfig, SimulatorThread
@@ -117,18 +115,10 @@ def start_child(
     )
 
 
-def wait_until(done: Callable[[], bool], proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 60
-    while not done():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the child never got there"
-        time.sleep(0.01)
-
-
 def signal_when_ready(
     tmp_path: Path, proc: subprocess.Popen[str], sig: signal.Signals = signal.SIGINT
 ) -> str:
-    wait_until((tmp_path / "ready").exists, proc)
+    wait_until((tmp_path / "ready").exists, 60, "the child to get ready", alive=[proc])
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     return err
@@ -169,7 +159,7 @@ def test_ctrl_c_while_the_job_file_is_read_exits_130_in_one_line(tmp_path: Path)
         return True
 
     try:
-        wait_until(opened_for_reading, proc)
+        wait_until(opened_for_reading, 60, "the child to open the output", alive=[proc])
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 from click.testing import CliRunner
-from support import TEST_KEY, job_config, journal_lines, start_run, write_jsonl
+from support import TEST_KEY, job_config, journal_lines, start_run, wait_for_journal, write_jsonl
 
 from batchrun import run
 from batchrun.cli import cli
@@ -143,11 +142,7 @@ def test_a_kill_9_loses_no_spend_already_journaled(tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
     with SimulatorThread(SimulatorConfig(latency_mean=0.03, latency_jitter=0.02)) as sim:
         proc = start_run(inp, out, sim.base_url, "--max-cost", "100")
-        deadline = time.monotonic() + 60
-        while journal_lines(out) < 40:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the run made no progress"
-            time.sleep(0.01)
+        wait_for_journal(out, proc, 40)
         proc.kill()
         proc.communicate(timeout=30)
         paid = _paid(out)

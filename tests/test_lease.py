@@ -7,15 +7,13 @@ are checked on S3 and on local files."""
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import prompts, write_jsonl
+from support import job_config, prompts, wait_until, write_jsonl
 
-from batchrun import load_config, run
+from batchrun import run
 from batchrun.config.load import RunConfig
 from batchrun.remote.lease import Lease, LeaseHeldError, LeaseRecord, lease_url
 from batchrun.remote.objects import NO_SUCH_BUCKET, Storage, StorageError
@@ -247,7 +245,6 @@ def test_the_heartbeat_renews_in_the_background_until_release(
     storage: Storage, bucket: str
 ) -> None:
     out = f"s3://{bucket}/out/beat.parquet"
-    beats = threading.Event()
 
     class Ticking(Clock):
         def __call__(self) -> float:
@@ -256,10 +253,7 @@ def test_the_heartbeat_renews_in_the_background_until_release(
 
     clock = Ticking()
     with lease(storage, out, clock, "machine-a", ttl_s=60, renew_s=0.01) as holder:
-        deadline = time.monotonic() + 30
-        while holder.renewals < 3:
-            assert time.monotonic() < deadline, "the lease was never renewed"
-            beats.wait(0.01)
+        wait_until(lambda: holder.renewals >= 3, 30, "three renewals of the lease")
         assert held_record(storage, out) is not None
     assert not storage.exists(lease_url(out))
     assert holder.last_error is None
@@ -269,16 +263,9 @@ def test_the_heartbeat_renews_in_the_background_until_release(
 
 
 def run_config(inp: Path, out: str, url: str, env: dict[str, str], **flags: Any) -> RunConfig:
-    settings = {
-        "output": out,
-        "model": "claude-haiku-4-5",
-        "max_tokens": 20,
-        "base_url": url,
-        "quiet": True,
-        "concurrency": 4,
-        **flags,
-    }
-    return load_config(str(inp), settings, environ=env)
+    return job_config(
+        str(inp), out, url, environ=env, **{"max_tokens": 20, "concurrency": 4, **flags}
+    )
 
 
 def test_a_run_is_refused_while_another_machine_holds_the_lease(

@@ -14,12 +14,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from support import prompts, write_jsonl
+from support import prompts, wait_until, write_jsonl
 
 from batchrun.remote.lease import LeaseRecord, lease_url
 from batchrun.remote.mirror import journal_prefix, segment_seq
@@ -33,13 +32,8 @@ N = 400
 CONCURRENCY = 4
 
 
-def wait_for(what: str, condition: Callable[[], bool], *procs: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 90
-    while not condition():
-        for proc in procs:
-            assert proc.poll() is None, (what, proc.communicate())
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+# Waits here are long: a lease lapses only after its time to live, on a machine kept busy.
+WAIT_S = 90
 
 
 def start(
@@ -82,10 +76,12 @@ def test_a_run_paused_past_its_lease_sends_nothing_more_and_publishes_nothing(
     with sim_a, sim_b:
         sim_a.script([None] * 100 + ["hang"] * CONCURRENCY)
         a = start(inp, out, sim_a, tmp_path / "a", full_env, "--segment-rows", "25")
-        wait_for(
-            "A to answer 100 rows, seal them and wait on the next",
+        wait_until(
             lambda: sim_a.stats.snapshot().in_flight == CONCURRENCY and sealed_rows() == 100,
-            a,
+            WAIT_S,
+            "A to answer 100 rows, seal them and wait on the next",
+            alive=[a],
+            every=0.05,
         )
         sent_by_a = sim_a.stats.snapshot().requests
         assert sent_by_a == 100 + CONCURRENCY
@@ -93,15 +89,22 @@ def test_a_run_paused_past_its_lease_sends_nothing_more_and_publishes_nothing(
         assert a_lease is not None
         os.kill(a.pid, signal.SIGSTOP)
         try:
-            wait_for("A's lease to lapse", lambda: lease() is None or lease().expired(time.time()))
+            wait_until(
+                lambda: lease() is None or lease().expired(time.time()),
+                WAIT_S,
+                "A's lease to lapse",
+                every=0.05,
+            )
             # B, another machine (a work folder of its own), takes the output over; it
             # answers 20 rows, then hangs, holding the lease.
             sim_b.script([None] * 20 + ["hang"] * CONCURRENCY)
             b = start(inp, out, sim_b, tmp_path / "b", full_env, "--segment-rows", "5")
-            wait_for(
-                "B to take over, answer 20 rows and seal them",
+            wait_until(
                 lambda: sim_b.stats.snapshot().in_flight == CONCURRENCY and sealed_rows() == 120,
-                b,
+                WAIT_S,
+                "B to take over, answer 20 rows and seal them",
+                alive=[b],
+                every=0.05,
             )
             b_lease = lease()
             assert b_lease is not None and b_lease.run_id != a_lease.run_id

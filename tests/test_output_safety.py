@@ -9,8 +9,6 @@ import json
 import os
 import re
 import socket
-import subprocess
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from support import TEST_KEY, job_config, journal_lines, prompts, reply_tag, start_run, write_jsonl
+from support import (
+    TEST_KEY,
+    job_config,
+    prompts,
+    reply_tag,
+    start_run,
+    wait_for_journal,
+    wait_until,
+    write_jsonl,
+)
 
 from batchrun import run
 from batchrun.batches import run as batch_driver
@@ -35,14 +42,6 @@ from batchrun.store.sink import Sink, journal_path, remove_stale_temporaries, te
 
 CONCURRENCY = 8
 REFUSED = "is being written by another batchrun run"
-
-
-def wait_for(condition: Any, proc: subprocess.Popen[str], what: str) -> None:
-    deadline = time.monotonic() + 60
-    while not condition():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, what
-        time.sleep(0.01)
 
 
 def check_output(out: Path, n: int) -> None:
@@ -76,7 +75,7 @@ def test_a_second_run_of_the_same_output_is_refused_at_once_naming_the_first(
     out = tmp_path / "o.parquet"
     with SimulatorThread(SimulatorConfig(latency_mean=0.01)) as sim:
         first = start_run(inp, out, sim.base_url, concurrency=CONCURRENCY)
-        wait_for(lambda: journal_lines(out) >= 5, first, "the first run made no progress")
+        wait_for_journal(out, first, 5)
         sim.simulator.config = SimulatorConfig(latency_mean=1.0)  # the first run goes on slowly
         second = start_run(inp, out, sim.base_url, concurrency=CONCURRENCY)
         _, err = second.communicate(timeout=60)
@@ -119,7 +118,7 @@ def test_a_lock_left_by_a_killed_run_does_not_block_the_next(tmp_path: Path) -> 
     out = tmp_path / "o.parquet"
     with SimulatorThread(SimulatorConfig(latency_mean=0.03, latency_jitter=0.02)) as sim:
         killed = start_run(inp, out, sim.base_url, concurrency=CONCURRENCY)
-        wait_for(lambda: journal_lines(out) >= 20, killed, "the run made no progress")
+        wait_for_journal(out, killed, 20)
         killed.kill()
         killed.communicate(timeout=30)
         stale = json.loads(lock_path(out).read_text())  # kill -9 leaves the file behind
@@ -151,8 +150,11 @@ def test_an_online_run_is_refused_while_a_batch_run_writes_the_output(tmp_path: 
         )
         created = '"event":"created"'
         batches = out.with_name(out.name + ".batches")
-        wait_for(
-            lambda: batches.exists() and created in batches.read_text(), batch, "no batch created"
+        wait_until(
+            lambda: batches.exists() and created in batches.read_text(),
+            60,
+            "a batch created",
+            alive=[batch],
         )
         code, err = invoke(
             "run",

@@ -14,13 +14,20 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from support import TEST_KEY, job_config, journal_lines, prompts, start_run, write_jsonl
+from support import (
+    TEST_KEY,
+    job_config,
+    journal_lines,
+    prompts,
+    start_run,
+    wait_for_journal,
+    write_jsonl,
+)
 
 from batchrun import run
 from batchrun.estimation.passes import estimate
@@ -120,11 +127,7 @@ def test_a_run_killed_against_one_base_url_is_refused_against_another(tmp_path: 
     slow = SimulatorConfig(latency_mean=0.03, latency_jitter=0.02)
     with SimulatorThread(slow) as first, SimulatorThread(SimulatorConfig()) as other:
         proc = start_run(inp, out, first.base_url)
-        deadline = time.monotonic() + 60
-        while journal_lines(out) < 40:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the run made no progress"
-            time.sleep(0.01)
+        wait_for_journal(out, proc, 40)
         proc.kill()
         proc.communicate(timeout=30)
         journaled = journal_lines(out)

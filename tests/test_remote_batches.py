@@ -10,14 +10,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from support import prompts, reply_tag, write_jsonl
+from support import prompts, reply_tag, wait_until, write_jsonl
 
 from batchrun import load_config, run
 from batchrun.config.load import RunConfig
@@ -104,11 +103,13 @@ def test_a_new_machine_polls_the_batches_created_earlier_instead_of_creating_the
             stderr=subprocess.PIPE,
             text=True,
         )
-        deadline = time.monotonic() + 60
-        while remote_events(storage, out, "created") < 2:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the batches were never created"
-            time.sleep(0.02)
+        wait_until(
+            lambda: remote_events(storage, out, "created") >= 2,
+            60,
+            "two batches created",
+            alive=[proc],
+            every=0.02,
+        )
         proc.send_signal(signal.SIGINT)  # stop while the batches run: they keep running
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 130, err

@@ -20,7 +20,7 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from support import TEST_KEY, prompts, write_jsonl
+from support import TEST_KEY, prompts, wait_until, write_jsonl
 from support.s3_server import MotoServer, aws_environment
 from support.tcp_proxy import TcpProxy
 
@@ -64,14 +64,13 @@ def keys(endpoint: str, bucket: str) -> list[str]:
 def wait_until_lapsed(storage: Storage, out: str) -> None:
     """Until the lease of ``out`` (left behind by a run that could not give it back) has
     expired, or is gone."""
-    deadline = time.monotonic() + 60
-    while True:
+
+    def lapsed() -> bool:
         found = storage.read_versioned(lease_url(out))
         record = LeaseRecord.from_bytes(found.data) if found is not None else None
-        if record is None or record.expired(time.time()):
-            return
-        assert time.monotonic() < deadline, "the lease never lapsed"
-        time.sleep(0.2)
+        return record is None or record.expired(time.time())
+
+    wait_until(lapsed, 60, f"the lease of {out} to lapse", every=0.2)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,9 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from support import TEST_KEY, prompts, write_jsonl
+from support import TEST_KEY, job_config, prompts, wait_until, write_jsonl
 
-from batchrun import load_config, run
+from batchrun import run
 from batchrun.cli import cli
 from batchrun.config.load import RunConfig
 from batchrun.remote.mirror import journal_prefix, work_folder
@@ -34,16 +33,7 @@ def storage(env: dict[str, str]) -> Storage:
 
 
 def config(inp: str, out: str, url: str, env: dict[str, str], **flags: Any) -> RunConfig:
-    settings = {
-        "output": out,
-        "model": "claude-haiku-4-5",
-        "max_tokens": 20,
-        "base_url": url,
-        "quiet": True,
-        "concurrency": 8,
-        **flags,
-    }
-    return load_config(inp, settings, environ=env)
+    return job_config(inp, out, url, environ=env, **{"max_tokens": 20, **flags})
 
 
 def read_final(env: dict[str, str], url: str, tmp_path: Path) -> list[dict[str, Any]]:
@@ -140,11 +130,13 @@ def test_a_lost_machine_costs_only_the_rows_after_the_last_sealed_segment(
             stderr=subprocess.PIPE,
             text=True,
         )
-        deadline = time.monotonic() + 60
-        while _journal_rows_in_segments(env, out) < 100:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no segment was sealed"
-            time.sleep(0.05)
+        wait_until(
+            lambda: _journal_rows_in_segments(env, out) >= 100,
+            60,
+            "100 rows in sealed segments",
+            alive=[proc],
+            every=0.05,
+        )
         proc.kill()
         proc.communicate(timeout=30)
         sealed = _journal_rows_in_segments(env, out)

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-import pytest
 import redis
 from support import job_config, start_run, write_jsonl
 from support.redis_server import RedisServer
@@ -36,20 +34,6 @@ JOB = "f" * 64
 CAP = Decimal("1.00")
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as running:
-        yield running
-
-
-@pytest.fixture
-def client(server: RedisServer) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(server.url)
-    connection.flushdb()
-    yield connection
-    connection.close()
-
-
 def budget_of(server: RedisServer, worker: str, job: str = JOB) -> SharedBudget:
     return RedisBuckets(server.url, worker=worker).budget(job)
 
@@ -65,9 +49,9 @@ def taken(budget: SharedBudget, amount: str) -> bool:
 
 
 def test_workers_of_one_job_reserve_against_what_all_of_them_hold(
-    server: RedisServer, client: redis.Redis
+    redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
-    one, other = budget_of(server, "a"), budget_of(server, "b")
+    one, other = budget_of(redis_server, "a"), budget_of(redis_server, "b")
     assert one.reserve(Decimal("0.60"), CAP) == (True, Decimal(0), Decimal("0.60"))
     # Alone, b would reserve 0.60 of its own dollar; the job has only 0.40 left.
     assert other.reserve(Decimal("0.60"), CAP) == (False, Decimal(0), Decimal("0.60"))
@@ -78,41 +62,43 @@ def test_workers_of_one_job_reserve_against_what_all_of_them_hold(
     assert one.left == Decimal(0)
 
 
-def test_another_job_has_a_budget_of_its_own(server: RedisServer, client: redis.Redis) -> None:
-    assert budget_of(server, "a").reserve(CAP, CAP) == (True, Decimal(0), CAP)
-    assert budget_of(server, "b", job="e" * 64).reserve(CAP, CAP) == (True, Decimal(0), CAP)
+def test_another_job_has_a_budget_of_its_own(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    assert budget_of(redis_server, "a").reserve(CAP, CAP) == (True, Decimal(0), CAP)
+    assert budget_of(redis_server, "b", job="e" * 64).reserve(CAP, CAP) == (True, Decimal(0), CAP)
 
 
 def test_amounts_are_kept_in_whole_nano_dollars_rounded_up(
-    server: RedisServer, client: redis.Redis
+    redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
-    budget = budget_of(server, "a")
+    budget = budget_of(redis_server, "a")
     tiny = Decimal("0.0000000001")  # a tenth of a nano-dollar: reserved as a whole one
     assert to_nano(tiny) == 1
     budget.reserve(tiny, CAP)
-    assert client.hget(budget.key, "r:a") == b"1"
+    assert redis_client.hget(budget.key, "r:a") == b"1"
 
 
 def test_a_crashed_workers_reservations_stop_holding_the_budget(
-    server: RedisServer, client: redis.Redis
+    redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
-    crashed, alive = budget_of(server, "crashed"), budget_of(server, "alive")
+    crashed, alive = budget_of(redis_server, "crashed"), budget_of(redis_server, "alive")
     assert taken(crashed, "1.00")
     assert not taken(alive, "0.01")
     # Not heard from since long before the heartbeat: as if it had crashed then.
-    client.zadd(f"{crashed.key}:workers", {"crashed": 0})
+    redis_client.zadd(f"{crashed.key}:workers", {"crashed": 0})
     assert taken(alive, "0.01")
 
 
 def test_a_worker_that_starts_after_the_others_left_still_counts_what_they_spent(
-    server: RedisServer, client: redis.Redis
+    redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
-    early = budget_of(server, "a")
+    early = budget_of(redis_server, "a")
     assert taken(early, "0.90")
     assert early.settle(Decimal("0.90"), Decimal("0.90"), CAP)
     early.leave()
     # A shard that started late, or a re-run: either way the job has 0.10 left.
-    late = budget_of(server, "b")
+    late = budget_of(redis_server, "b")
     assert not taken(late, "0.11")
     assert taken(late, "0.10")
 
@@ -236,7 +222,7 @@ def _worst_case(body: dict[str, Any]) -> Decimal:
 
 
 def test_four_shard_processes_sharing_a_store_stop_together_at_the_cap(
-    tmp_path: Path, server: RedisServer, client: redis.Redis
+    tmp_path: Path, redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
     rows = _rows()
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
@@ -259,7 +245,7 @@ def test_four_shard_processes_sharing_a_store_stop_together_at_the_cap(
                 "--max-cost",
                 repr(cap),
                 "--rate-limit-store",
-                server.url,
+                redis_server.url,
                 concurrency=4,
             )
             for i in range(SHARDS)
@@ -284,18 +270,18 @@ def test_four_shard_processes_sharing_a_store_stop_together_at_the_cap(
 
 
 def test_a_worker_adds_what_its_outputs_earlier_runs_spent_and_redis_keeps_the_larger(
-    server: RedisServer, client: redis.Redis
+    redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
-    one = RedisBuckets(server.url, worker="a").budget(JOB, output="/data/out-1.parquet")
+    one = RedisBuckets(redis_server.url, worker="a").budget(JOB, output="/data/out-1.parquet")
     one.seed(Decimal("0.70"))
-    other = budget_of(server, "b")
+    other = budget_of(redis_server, "b")
     assert other.reserve(Decimal("0.31"), CAP) == (False, Decimal("0.70"), Decimal(0))
     assert taken(one, "0.20")
     assert one.settle(Decimal("0.20"), Decimal("0.10"), CAP)  # kept under its output
-    assert [k for k in client.hkeys(one.key) if k.startswith(b"o:")] != []
+    assert [k for k in redis_client.hkeys(one.key) if k.startswith(b"o:")] != []
     # A re-run of the same output whose ledger says less (an answer it never recorded): the
     # larger stays. A new job on that output (--overwrite) starts it at what it says.
-    again = RedisBuckets(server.url, worker="c").budget(JOB, output="/data/out-1.parquet")
+    again = RedisBuckets(redis_server.url, worker="c").budget(JOB, output="/data/out-1.parquet")
     again.seed(Decimal("0.70"))
     assert not taken(again, "0.21")
     again.seed(Decimal(0), reset=True)
@@ -316,7 +302,7 @@ def _job(inp: Path, out: Path, url: str, store: str, cap: float) -> RunConfig:
 
 
 def test_the_shared_budget_is_the_jobs_across_runs_even_after_redis_forgot_it(
-    tmp_path: Path, server: RedisServer, client: redis.Redis
+    tmp_path: Path, redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
     rows = [
         {"id": f"d{i:03d}", "prompt": f"Document {i}: " + "words and figures " * (20 + i % 30)}
@@ -330,17 +316,17 @@ def test_the_shared_budget_is_the_jobs_across_runs_even_after_redis_forgot_it(
         for m in ({"role": "user", "content": r["prompt"]} for r in rows)
     )
     with SimulatorThread(SimulatorConfig()) as sim:
-        first = run(_job(inp, out, sim.base_url, server.url, cap))
+        first = run(_job(inp, out, sim.base_url, redis_server.url, cap))
         assert first.exit_code == 4
-        second = run(_job(inp, out, sim.base_url, server.url, cap))
-        client.flushdb()  # Redis forgot the budget (it expired, or was restarted)
-        third = run(_job(inp, out, sim.base_url, server.url, cap))
+        second = run(_job(inp, out, sim.base_url, redis_server.url, cap))
+        redis_client.flushdb()  # Redis forgot the budget (it expired, or was restarted)
+        third = run(_job(inp, out, sim.base_url, redis_server.url, cap))
         assert second.exit_code == 4 and third.exit_code == 4
         assert third.job_cost_before is not None and third.job_cost_before > 0
         paid = sum(_spent_by(out))
         assert 0 < paid <= cap + float(worst)
         assert sim.stats.answered_ok == len(_spent_by(out))
 
-        raised = run(_job(inp, out, sim.base_url, server.url, 1.0))
+        raised = run(_job(inp, out, sim.base_url, redis_server.url, 1.0))
         assert raised.exit_code == 0 and raised.final is not None
         assert raised.final.ok == len(rows) and sim.stats.answered_ok == len(rows)

@@ -14,8 +14,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 import redis
-from support import TEST_KEY, prompts, reply_tag, write_jsonl
+from support import TEST_KEY, prompts, reply_tag, wait_until, write_jsonl
 from support.local_server import free_port
 from support.redis_server import RedisServer
 
@@ -37,20 +35,6 @@ from batchrun.simulator import SimulatorConfig, SimulatorThread
 MODEL = "claude-haiku-4-5"
 NONE = -1
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as running:
-        yield running
-
-
-@pytest.fixture
-def client(server: RedisServer) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(server.url)
-    connection.flushdb()
-    yield connection
-    connection.close()
 
 
 # --------------------------------------------------------------------------- the scripts
@@ -80,18 +64,18 @@ RPM_6 = (6.0, NONE, NONE)  # refills 0.1 request a second: a test's duration add
 
 
 def test_a_new_shared_bucket_lets_one_probe_through_then_makes_the_rest_wait(
-    client: redis.Redis,
+    redis_client: redis.Redis,
 ) -> None:
-    scripts = Scripts(client)
+    scripts = Scripts(redis_client)
     assert scripts.take(RPM_6, (1, 0, 0)) == (0, 0.0)
     status, wait = scripts.take(RPM_6, (1, 0, 0))
     assert status == 1 and 0 < wait <= 10.0  # a whole request at 0.1 a second
 
 
 def test_the_probes_answer_sets_the_level_and_later_readings_only_lower_it(
-    client: redis.Redis,
+    redis_client: redis.Redis,
 ) -> None:
-    scripts = Scripts(client)
+    scripts = Scripts(redis_client)
     scripts.take(RPM_6, (1, 0, 0))
     scripts.call("observe", RPM_6, NONE, NONE, NONE, 4, NONE, NONE)  # remaining 4 of 6
     scripts.call("observe", RPM_6, NONE, NONE, NONE, 5, NONE, NONE)  # no raise after the probe
@@ -101,9 +85,9 @@ def test_the_probes_answer_sets_the_level_and_later_readings_only_lower_it(
 
 
 def test_all_three_buckets_must_hold_the_reservation_and_nothing_is_taken_otherwise(
-    client: redis.Redis,
+    redis_client: redis.Redis,
 ) -> None:
-    scripts = Scripts(client)
+    scripts = Scripts(redis_client)
     caps = (NONE, 60.0, 6.0)  # token buckets start full: 60 input, 6 output
     assert scripts.take(caps, (1, 50, 1))[0] == 0
     status, _ = scripts.take(caps, (1, 20, 1))  # only 10 input tokens left
@@ -112,28 +96,28 @@ def test_all_three_buckets_must_hold_the_reservation_and_nothing_is_taken_otherw
 
 
 def test_a_limit_learned_by_one_worker_lowers_every_workers_capacity(
-    client: redis.Redis,
+    redis_client: redis.Redis,
 ) -> None:
-    one, other = Scripts(client, "w1"), Scripts(client, "w2")
+    one, other = Scripts(redis_client, "w1"), Scripts(redis_client, "w2")
     caps = (NONE, 600.0, NONE)
     one.call("observe", caps, NONE, 30, NONE, NONE, NONE, NONE)  # the API says ITPM is 30
     assert other.take(caps, (1, 40, 0))[0] == 1  # would fit 600, not 30
     assert other.take(caps, (1, 30, 0))[0] == 0
 
 
-def test_a_pause_holds_every_worker_and_empties_the_buckets(client: redis.Redis) -> None:
-    one, other = Scripts(client, "w1"), Scripts(client, "w2")
+def test_a_pause_holds_every_worker_and_empties_the_buckets(redis_client: redis.Redis) -> None:
+    one, other = Scripts(redis_client, "w1"), Scripts(redis_client, "w2")
     caps = (NONE, 600.0, NONE)
     one.call("pause", caps, 30)
     status, left = other.take(caps, (1, 1, 0))
     assert status == 2 and 0 < left <= 30
-    level = float(client.hget("t:limits:m", "l1") or 0)
+    level = float(redis_client.hget("t:limits:m", "l1") or 0)
     assert level < 1  # emptied (plus the refill since)
 
 
-def test_each_call_registers_its_worker_and_counts_the_workers(client: redis.Redis) -> None:
+def test_each_call_registers_its_worker_and_counts_the_workers(redis_client: redis.Redis) -> None:
     for worker in ("w1", "w2", "w3"):
-        *_, workers = Scripts(client, worker).call("take", RPM_6, 0, 0, 0)
+        *_, workers = Scripts(redis_client, worker).call("take", RPM_6, 0, 0, 0)
     assert workers == 3
 
 
@@ -185,9 +169,9 @@ async def admit_until_held(limiter: RateLimiter) -> int:
 
 
 def test_two_limiters_sharing_a_store_admit_one_limits_worth_between_them(
-    server: RedisServer, client: redis.Redis
+    redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
-    (first, _), (second, held) = limiter_on(server, "a", 6), limiter_on(server, "b", 6)
+    (first, _), (second, held) = limiter_on(redis_server, "a", 6), limiter_on(redis_server, "b", 6)
 
     async def scenario() -> tuple[int, int]:
         await first.acquire(MODEL, 10, 10)  # the probe
@@ -201,9 +185,12 @@ def test_two_limiters_sharing_a_store_admit_one_limits_worth_between_them(
 
 
 def test_a_pause_begun_by_one_limiter_holds_the_other(
-    server: RedisServer, client: redis.Redis
+    redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
-    (first, _), (second, held) = limiter_on(server, "a", 600), limiter_on(server, "b", 600)
+    (first, _), (second, held) = (
+        limiter_on(redis_server, "a", 600),
+        limiter_on(redis_server, "b", 600),
+    )
     first.pause(MODEL, 20.0)
     assert asyncio.run(admit_until_held(second)) == 0
     assert len(held.waits) == 1 and 0 < held.waits[0] <= 20.0
@@ -313,13 +300,16 @@ def finish(tmp_path: Path, workers: list[subprocess.Popen[bytes]]) -> list[str]:
 
 
 def test_processes_sharing_a_store_pace_as_one_and_draw_almost_no_429s(
-    tmp_path: Path, server: RedisServer, client: redis.Redis
+    tmp_path: Path, redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
     names = ["w0", "w1", "w2"]
     with SimulatorThread(SimulatorConfig(latency_mean=0.002, rpm=RPM)) as sim:
         drain(sim.base_url)
         refused_before = sim.stats.rate_limited
-        finish(tmp_path, [start_worker(tmp_path, name, sim.base_url, server.url) for name in names])
+        finish(
+            tmp_path,
+            [start_worker(tmp_path, name, sim.base_url, redis_server.url) for name in names],
+        )
         refused = sim.stats.rate_limited - refused_before
         check_every_row_answered_once(tmp_path, names, sim)
     # The probe meets the drained bucket (and so may a worker that began before it was told);
@@ -340,11 +330,16 @@ def test_a_run_whose_redis_dies_midway_finishes_with_every_row_once(tmp_path: Pa
             watcher = redis.Redis.from_url(doomed.url)
             # Both under way (registered, a row answered each), and each with more rows left
             # than it can have in flight (-c 4): each must ask Redis again after it is gone.
-            while watcher.zcard("batchrun:workers") < len(names) or any(
-                answered_by(sim, name, rows) < 1 for name in names
-            ):
-                assert all(worker.poll() is None for worker in workers)
-                time.sleep(0.05)
+            wait_until(
+                lambda: (
+                    watcher.zcard("batchrun:workers") >= len(names)
+                    and all(answered_by(sim, name, rows) >= 1 for name in names)
+                ),
+                60,
+                "every worker registered and a row answered by each",
+                alive=workers,
+                every=0.05,
+            )
             assert all(answered_by(sim, name, rows) <= rows - 5 for name in names)
             watcher.close()
             doomed.kill()

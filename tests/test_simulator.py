@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from support import wait_until_async
 
 from batchrun.simulator import (
     Simulator,
@@ -487,14 +488,6 @@ def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(scenario())
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll a condition (not a timing assertion: it only bounds how long we wait)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
-        await asyncio.sleep(0.005)
-
-
 def parse_sse(raw: str) -> list[tuple[str, dict[str, Any]]]:
     events = []
     for chunk in raw.split("\n\n"):
@@ -816,7 +809,7 @@ def test_stop_ends_a_hanging_request() -> None:
         async with httpx.AsyncClient(base_url=sim.base_url, timeout=30) as client:
             sim.script(["hang"])
             pending = asyncio.create_task(client.post("/v1/messages", json=body(), headers=HEADERS))
-            await wait_until(lambda: sim.stats.in_flight == 1)
+            await wait_until_async(lambda: sim.stats.in_flight == 1, 5, "one request in flight")
             await asyncio.wait_for(sim.stop(), timeout=10)
             with pytest.raises(httpx.TransportError):
                 await pending
@@ -832,7 +825,7 @@ def test_a_client_giving_up_on_a_hang_frees_the_handler() -> None:
             sim.script(["hang"])
             with pytest.raises(httpx.ReadTimeout):
                 await client.post("/v1/messages", json=body(), headers=HEADERS, timeout=0.2)
-            await wait_until(lambda: sim.stats.in_flight == 0)
+            await wait_until_async(lambda: sim.stats.in_flight == 0, 5, "no request in flight")
             assert sim.stats.answered_ok == 0
 
     run(scenario)
@@ -871,7 +864,7 @@ def test_serve_runs_until_cancelled() -> None:
     async def scenario() -> None:
         urls: list[str] = []
         task = asyncio.create_task(serve(SimulatorConfig(), on_ready=urls.append))
-        await wait_until(lambda: bool(urls))
+        await wait_until_async(lambda: bool(urls), 5, "the server's address")
         async with httpx.AsyncClient(base_url=urls[0], timeout=10) as client:
             assert (await client.post("/v1/messages", json=body(), headers=HEADERS)).is_success
         task.cancel()

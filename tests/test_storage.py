@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -53,19 +52,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def aws_env(moto: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    env = aws_environment(moto.endpoint, tmp_path)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return env
-
-
-@pytest.fixture
-def bucket(moto: MotoServer, aws_env: dict[str, str]) -> str:
-    """A new, empty bucket for each test."""
-    name = f"test-{uuid.uuid4().hex[:12]}"
-    moto.create_bucket(name)
-    return name
+def aws_env(env: dict[str, str]) -> dict[str, str]:
+    """The AWS part of ``env`` (set in the process environment too): no cache folder, no key."""
+    return {name: value for name, value in env.items() if name.startswith("AWS_")}
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from support.runs import (
     prompts,
     reply_tag,
     start_run,
+    wait_for_journal,
     write_jsonl,
 )
 from support.transports import RecordingTransport, canned_message, no_wait
@@ -34,6 +35,7 @@ __all__ = [
     "prompts",
     "reply_tag",
     "start_run",
+    "wait_for_journal",
     "wait_until",
     "wait_until_async",
     "write_jsonl",

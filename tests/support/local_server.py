@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import time
 from types import TracebackType
+
+from support.waiting import wait_until
 
 START_TIMEOUT_S = 30.0
 
@@ -39,14 +40,12 @@ class LocalServer:
             stderr=subprocess.DEVNULL,
             env={**os.environ, **(self._env or {})},
         )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not self.answers():
-            if self._process.poll() is not None:
-                raise RuntimeError(f"{self._argv[0]} exited with {self._process.returncode}")
-            if time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"{self._argv[0]} did not answer on port {self.port}")
-            time.sleep(0.05)
+        try:
+            what = f"{self._argv[0]} to answer on port {self.port}"
+            wait_until(self.answers, START_TIMEOUT_S, what, alive=[self._process], every=0.05)
+        except AssertionError:
+            self.kill()
+            raise
         return self
 
     def __exit__(

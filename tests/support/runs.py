@@ -8,12 +8,14 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from batchrun import load_config
 from batchrun.config.load import RunConfig
 from batchrun.store.sink import journal_path
+from support.waiting import wait_until
 
 TEST_KEY = "sk-ant-test-0123456789abcdef"
 
@@ -34,8 +36,16 @@ def reply_tag(prompt: str) -> str:
     return "re:" + hashlib.sha256(prompt.encode()).hexdigest()[:8]
 
 
-def job_config(inp: Path, out: Path, url: str, **flags: Any) -> RunConfig:
-    """A run of ``inp`` against the simulator at ``url``, quiet, with a test key."""
+def job_config(
+    inp: Path | str,
+    out: Path | str,
+    url: str,
+    *,
+    environ: Mapping[str, str] | None = None,
+    **flags: Any,
+) -> RunConfig:
+    """A run of ``inp`` against the simulator at ``url``, quiet, with a test key (or the
+    environment ``environ``, such as a remote output's credentials)."""
     settings = {
         "output": str(out),
         "model": "claude-haiku-4-5",
@@ -45,7 +55,7 @@ def job_config(inp: Path, out: Path, url: str, **flags: Any) -> RunConfig:
         "concurrency": 8,
         **flags,
     }
-    return load_config(inp, settings, environ={"ANTHROPIC_API_KEY": TEST_KEY})
+    return load_config(inp, settings, environ=environ or {"ANTHROPIC_API_KEY": TEST_KEY})
 
 
 def start_run(
@@ -63,3 +73,8 @@ def journal_lines(out: Path) -> int:
     """Rows journaled so far (lines of ``out``'s journal)."""
     path = journal_path(out)
     return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def wait_for_journal(out: Path, proc: subprocess.Popen[str], lines: int) -> None:
+    """Until ``proc``, a run into ``out``, has journaled ``lines`` rows (it must not end first)."""
+    wait_until(lambda: journal_lines(out) >= lines, 60, f"{lines} rows journaled", alive=[proc])
