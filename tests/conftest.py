@@ -83,6 +83,18 @@ def storage(env: dict[str, str]) -> Storage:
     return Storage(StorageSettings.from_environ(env))
 
 
+@pytest.fixture
+def aws_env(env: dict[str, str]) -> dict[str, str]:
+    """The AWS part of ``env`` (set in the process environment too): no cache folder, no key."""
+    return {name: value for name, value in env.items() if name.startswith("AWS_")}
+
+
+@pytest.fixture
+def s3(aws_env: dict[str, str]) -> Storage:
+    """Storage as config would make it: the endpoint from the environment."""
+    return Storage(StorageSettings.from_environ(aws_env))
+
+
 # -- Redis: one server per test module, emptied for each test ----------------------------------
 
 

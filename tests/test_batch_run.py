@@ -16,16 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from support import (
     TEST_KEY,
+    batch_config,
+    check_output,
     job_config,
     no_wait,
     prompts,
     reply_tag,
+    rows_of,
     start_run,
+    submitted_once,
     wait_until,
     write_jsonl,
 )
@@ -59,14 +62,6 @@ def bsim() -> Iterator[SimulatorThread]:
         yield s
 
 
-def batch_config(inp: Path, out: Path, url: str, **flags: Any) -> Any:
-    return job_config(inp, out, url, via="batches", poll_interval=0.05, **flags)
-
-
-def rows_of(out: Path) -> list[dict[str, Any]]:
-    return list(pq.read_table(out).to_pylist())
-
-
 def journaled_batch(out: Path, n: int, batch_id: str | None) -> None:
     """A batch journal holding one intent for the first ``n`` rows (and its id, if given)."""
     journal = BatchJournal(batch_journal_path(out))
@@ -75,12 +70,6 @@ def journaled_batch(out: Path, n: int, batch_id: str | None) -> None:
     entry = journal.intend(datetime.now(timezone.utc), 100 * n, "h", rows)
     if batch_id is not None:
         journal.created(entry, batch_id)
-
-
-def submitted_once(sim: SimulatorThread, n: int) -> None:
-    stats = sim.stats.snapshot()
-    assert stats.batch_requests_submitted == n
-    assert set(stats.batch_custom_ids.values()) == {1}
 
 
 def test_a_batch_run_gives_the_online_rows_at_half_the_price(
@@ -285,13 +274,6 @@ def test_overwrite_refuses_to_forget_running_batches(tmp_path: Path) -> None:
 
 def start_batch_run(inp: Path, out: Path, url: str, *extra: str) -> subprocess.Popen[str]:
     return start_run(inp, out, url, "--via", "batches", "--poll-interval", "0.05", *extra)
-
-
-def check_output(out: Path, n: int) -> None:
-    got = rows_of(out)
-    assert [r["id"] for r in got] == [p["id"] for p in prompts(n)]
-    for src, res in zip(prompts(n), got, strict=True):
-        assert res["status"] == "ok" and res["text"].startswith(reply_tag(src["prompt"]))
 
 
 def test_kill_between_create_and_journaling_the_id_submits_the_rows_once(

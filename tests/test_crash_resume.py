@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from support import (
     TEST_KEY,
+    check_output,
     journal_lines,
     prompts,
-    reply_tag,
     start_run,
     wait_for_journal,
     write_jsonl,
@@ -23,14 +23,6 @@ from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.partial import Partial, read_partial
 
 CONCURRENCY = 16
-
-
-def check_output(out: Path, n: int) -> None:
-    table = pq.read_table(out).to_pylist()
-    assert [r["id"] for r in table] == [r["id"] for r in prompts(n)]  # every id, once, in order
-    for src, res in zip(prompts(n), table, strict=True):
-        assert res["status"] == "ok"
-        assert res["text"].startswith(reply_tag(src["prompt"]))
 
 
 def test_kill_9_loses_nothing_that_had_completed(tmp_path: Path) -> None:

@@ -21,7 +21,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from support import TEST_KEY, RecordingTransport, job_config, prompts, reply_tag, write_jsonl
+from support import (
+    TEST_KEY,
+    RecordingTransport,
+    job_config,
+    jsonl_bytes,
+    prompts,
+    reply_tag,
+    write_jsonl,
+)
 
 from batchrun import run
 from batchrun.cli import cli
@@ -38,10 +46,6 @@ from batchrun.store.partial import Partial, mark_path, read_partial
 from batchrun.store.sink import Sink, _csv_batches, journal_path, output_batches, output_schema
 
 ROWS = [{"id": f"r{i}", "prompt": f"say {i}", "topic": f"t{i}"} for i in range(6)]
-
-
-def jsonl_bytes(rows: list[dict[str, Any]]) -> bytes:
-    return "".join(json.dumps(r) + "\n" for r in rows).encode()
 
 
 def csv_text(rows: list[dict[str, Any]], delimiter: str = ",") -> str:

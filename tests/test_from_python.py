@@ -22,7 +22,14 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from support import TEST_KEY, RecordingTransport, reply_tag, wait_until
+from support import (
+    TEST_KEY,
+    RecordingTransport,
+    against,
+    assert_answers,
+    questions,
+    wait_until,
+)
 
 import batchrun
 from batchrun.public.frames import SUMMARY_KEY
@@ -35,30 +42,6 @@ MODEL = "claude-haiku-4-5"
 ENV = {"ANTHROPIC_API_KEY": TEST_KEY}
 # Columns that differ between two runs of the same rows.
 _TIMING = ["latency_ms", "elapsed_ms", "finished_at", "request_id", "message_id"]
-
-
-def questions(n: int) -> list[dict[str, Any]]:
-    return [{"id": f"q{i}", "prompt": f"What is {i} + {i}?", "n": i} for i in range(n)]
-
-
-def against(sim: SimulatorThread, **settings: Any) -> dict[str, Any]:
-    """The keywords of a quiet run against ``sim`` with the test key."""
-    return {
-        "model": MODEL,
-        "max_tokens": 20,
-        "base_url": sim.base_url,
-        "environ": ENV,
-        "quiet": True,
-        **settings,
-    }
-
-
-def assert_answers(table: pa.Table, rows: list[dict[str, Any]]) -> None:
-    """One ok row per input row, in input order, each answer its own prompt's."""
-    assert table.column("id").to_pylist() == [row["id"] for row in rows]
-    assert set(table.column("status").to_pylist()) == {"ok"}
-    for text, row in zip(table.column("text").to_pylist(), rows, strict=True):
-        assert text.startswith(reply_tag(row["prompt"]))
 
 
 # --- what comes back ----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 from support import (
     TEST_KEY,
+    check_output,
     job_config,
     prompts,
     reply_tag,
@@ -42,13 +43,6 @@ from batchrun.store.sink import Sink, journal_path, remove_stale_temporaries, te
 
 CONCURRENCY = 8
 REFUSED = "is being written by another batchrun run"
-
-
-def check_output(out: Path, n: int) -> None:
-    table = pq.read_table(out).to_pylist()
-    assert [r["id"] for r in table] == [r["id"] for r in prompts(n)]
-    for src, res in zip(prompts(n), table, strict=True):
-        assert res["status"] == "ok" and res["text"].startswith(reply_tag(src["prompt"]))
 
 
 def answered_once(sim: SimulatorThread, n: int) -> None:

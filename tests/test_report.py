@@ -10,7 +10,7 @@ import shutil
 import struct
 import subprocess
 import zlib
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from html import unescape
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from support.outputs import T0, row, sample_rows, write_parquet
 
 from batchrun.cli import cli
 from batchrun.render.report_html import (
@@ -33,36 +34,8 @@ from batchrun.render.report_html import (
 )
 from batchrun.render.report_text import format_report
 from batchrun.reporting.totals import LogHistogram, report
-from batchrun.store.columns import blank_row
 from batchrun.store.partial import Partial, parquet_metadata
 from batchrun.store.sink import journal_path, output_schema
-
-T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
-
-
-def row(i: int, **fields: Any) -> dict[str, Any]:
-    r = blank_row(f"r{i}")
-    r.update(
-        status="ok",
-        model="claude-haiku-4-5-20251001",
-        stop_reason="end_turn",
-        input_tokens=100,
-        output_tokens=10,
-        cache_creation_input_tokens=0,
-        cache_read_input_tokens=0,
-        cost_usd=0.00015,
-        attempts=1,
-        latency_ms=100.0 + i,
-        elapsed_ms=100.0 + i,
-        finished_at=T0 + timedelta(seconds=i),
-    )
-    r.update(fields)
-    return r
-
-
-def write_parquet(path: Path, rows: list[dict[str, Any]]) -> Path:
-    pq.write_table(pa.Table.from_pylist(rows, schema=output_schema()), path)
-    return path
 
 
 def write_journal(output: Path, records: list[tuple[int, dict[str, Any]]]) -> None:
@@ -71,39 +44,6 @@ def write_journal(output: Path, records: list[tuple[int, dict[str, Any]]]) -> No
             record = {"_index": index, **r}
             record["finished_at"] = r["finished_at"].isoformat().replace("+00:00", "Z")
             fh.write(json.dumps(record) + "\n")
-
-
-def sample_rows() -> list[dict[str, Any]]:
-    rows = [row(i) for i in range(8)]
-    rows.append(
-        row(
-            8,
-            model="claude-sonnet-4-5-20250929",
-            input_tokens=1000,
-            output_tokens=200,
-            cache_creation_input_tokens=500,
-            cache_read_input_tokens=2000,
-            cost_usd=0.01,
-            stop_reason="max_tokens",
-            attempts=3,
-        )
-    )
-    rows.append(
-        row(
-            9,
-            status="error",
-            model="claude-haiku-4-5",
-            stop_reason=None,
-            input_tokens=None,
-            output_tokens=None,
-            cost_usd=None,
-            error_type="overloaded_error",
-            error_message="Overloaded <script>alert(1)</script>",
-            latency_ms=None,
-            attempts=9,
-        )
-    )
-    return rows
 
 
 def test_a_final_output_is_totalled(tmp_path: Path) -> None:

@@ -21,7 +21,15 @@ from urllib.parse import quote
 import httpx
 import pytest
 from support import prompts, write_jsonl
-from support.canaries import KEY, everything_written
+from support.canaries import (
+    ENV_OF,
+    KEY,
+    TOKEN,
+    VALUE_OF,
+    assert_hidden,
+    everything_written,
+    quoting_envelope,
+)
 from support.mock_api import (
     STREAM_EVENTS,
     create_error,
@@ -35,18 +43,6 @@ from batchrun.client.credentials import Credentials
 from batchrun.core.errors import ApiStatusError, ConfigError
 from batchrun.core.scrub import MASK, PARTIAL_MIN, Scrubber, mask_for, url_without_secrets
 from batchrun.core.secret import Secret
-
-TOKEN = "gw-tok-1f2e3d4c5b6a-canary-0099"  # a gateway's bearer token
-ENV_OF = {"x-api-key": "ANTHROPIC_API_KEY", "bearer": "ANTHROPIC_AUTH_TOKEN"}
-VALUE_OF = {"x-api-key": KEY, "bearer": TOKEN}
-
-
-def assert_hidden(text: str, *values: str) -> None:
-    """No value, and no piece of one ``PARTIAL_MIN`` long, is in ``text``."""
-    for value in values:
-        for start in range(len(value) - PARTIAL_MIN + 1):
-            assert value[start : start + PARTIAL_MIN] not in text, (value, text)
-
 
 # --- the scrubber --------------------------------------------------------------------------
 
@@ -131,21 +127,6 @@ def test_a_url_is_shown_without_userinfo_query_or_fragment(url: str, shown: str)
 # --- the client: the one place a response becomes an ApiError -------------------------------
 
 
-def _quoting_envelope(kind: str, status: int) -> dict[str, Any]:
-    value = VALUE_OF[kind]
-    where = "x-api-key" if kind == "x-api-key" else "Authorization: Bearer"
-    error_type = "authentication_error" if status == 401 else "invalid_request_error"
-    return {
-        "type": "error",
-        "error": {
-            "type": error_type,
-            "message": f"invalid {where} {value} (seen as {value[:16]}...)",
-            "details": {"error_code": f"bad_credential:{value}"},
-        },
-        "request_id": f"req_{value}",
-    }
-
-
 def _credentials(kind: str) -> Credentials:
     if kind == "x-api-key":
         return Credentials(api_key=Secret(KEY))
@@ -157,7 +138,7 @@ def _credentials(kind: str) -> Credentials:
 def test_an_error_body_quoting_the_credential_becomes_an_error_without_it(
     status: int, kind: str
 ) -> None:
-    body = _quoting_envelope(kind, status)
+    body = quoting_envelope(kind, status)
 
     async def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(status, json=body)  # no request-id header: the body's is kept
@@ -199,7 +180,7 @@ def _quoting_transport(status: int) -> httpx.MockTransport:
 
     def handler(request: httpx.Request) -> httpx.Response:
         kind = "x-api-key" if "x-api-key" in request.headers else "bearer"
-        return httpx.Response(status, json=_quoting_envelope(kind, status))
+        return httpx.Response(status, json=quoting_envelope(kind, status))
 
     return httpx.MockTransport(handler)
 
@@ -249,7 +230,7 @@ class _QuotingHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length") or 0))
         kind = "x-api-key" if self.headers.get("x-api-key") else "bearer"
-        data = json.dumps(_quoting_envelope(kind, self.server.status)).encode()
+        data = json.dumps(quoting_envelope(kind, self.server.status)).encode()
         self.send_response(self.server.status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(data)))

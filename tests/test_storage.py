@@ -51,18 +51,6 @@ from batchrun.store.sink import Sink
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def aws_env(env: dict[str, str]) -> dict[str, str]:
-    """The AWS part of ``env`` (set in the process environment too): no cache folder, no key."""
-    return {name: value for name, value in env.items() if name.startswith("AWS_")}
-
-
-@pytest.fixture
-def s3(aws_env: dict[str, str]) -> Storage:
-    """Storage as config would make it: the endpoint from the environment."""
-    return Storage(StorageSettings.from_environ(aws_env))
-
-
 @pytest.fixture(params=["local", "s3"])
 def place(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Storage, str]:
     """A storage and a folder URL in it: a local folder, or a fresh bucket on moto."""

@@ -12,8 +12,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from batchrun import load_config
 from batchrun.config.load import RunConfig
+from batchrun.simulator import SimulatorThread
 from batchrun.store.sink import journal_path
 from support.waiting import wait_until
 
@@ -78,3 +82,65 @@ def journal_lines(out: Path) -> int:
 def wait_for_journal(out: Path, proc: subprocess.Popen[str], lines: int) -> None:
     """Until ``proc``, a run into ``out``, has journaled ``lines`` rows (it must not end first)."""
     wait_until(lambda: journal_lines(out) >= lines, 60, f"{lines} rows journaled", alive=[proc])
+
+
+def check_output(out: Path, n: int) -> None:
+    """The output holds every row of ``prompts(n)`` once, in input order, each answered ok with
+    its own prompt's answer."""
+    table = pq.read_table(out).to_pylist()
+    assert [r["id"] for r in table] == [r["id"] for r in prompts(n)]  # every id, once, in order
+    for src, res in zip(prompts(n), table, strict=True):
+        assert res["status"] == "ok" and res["text"].startswith(reply_tag(src["prompt"]))
+
+
+def rows_of(out: Path) -> list[dict[str, Any]]:
+    """The rows of a Parquet output."""
+    return list(pq.read_table(out).to_pylist())
+
+
+def jsonl_bytes(rows: list[dict[str, Any]]) -> bytes:
+    """``rows`` as JSONL, as a pipe would carry them."""
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+# -- Message Batches runs --------------------------------------------------------------------
+
+
+def batch_config(inp: Path, out: Path, url: str, **flags: Any) -> Any:
+    """``job_config`` through the Message Batches API, polled every 50 ms."""
+    return job_config(inp, out, url, via="batches", poll_interval=0.05, **flags)
+
+
+def submitted_once(sim: SimulatorThread, n: int) -> None:
+    """The simulator received ``n`` batch requests, each custom id once."""
+    stats = sim.stats.snapshot()
+    assert stats.batch_requests_submitted == n
+    assert set(stats.batch_custom_ids.values()) == {1}
+
+
+# -- the Python API (batchrun.run on rows) ---------------------------------------------------
+
+
+def questions(n: int) -> list[dict[str, Any]]:
+    """``n`` rows with an id, a prompt and a number."""
+    return [{"id": f"q{i}", "prompt": f"What is {i} + {i}?", "n": i} for i in range(n)]
+
+
+def against(sim: SimulatorThread, **settings: Any) -> dict[str, Any]:
+    """The keywords of a quiet run against ``sim`` with the test key."""
+    return {
+        "model": "claude-haiku-4-5",
+        "max_tokens": 20,
+        "base_url": sim.base_url,
+        "environ": {"ANTHROPIC_API_KEY": TEST_KEY},
+        "quiet": True,
+        **settings,
+    }
+
+
+def assert_answers(table: pa.Table, rows: list[dict[str, Any]]) -> None:
+    """One ok row per input row, in input order, each answer its own prompt's."""
+    assert table.column("id").to_pylist() == [row["id"] for row in rows]
+    assert set(table.column("status").to_pylist()) == {"ok"}
+    for text, row in zip(table.column("text").to_pylist(), rows, strict=True):
+        assert text.startswith(reply_tag(row["prompt"]))
