@@ -6,7 +6,9 @@ the engine and pool with no HTTP: no sockets, no subprocesses, no servers), test
 (whole runs in this process against the simulator over loopback, S3 on moto, Redis, the GCS
 emulator, the CLI through click's runner), tests/system (real subprocesses: the CLI as a
 process, kills and signals, Ray in its network namespace, the benchmarks). A test's folder is
-its marker (``pytest -m unit``).
+its marker (``pytest -m unit``). ``slow`` marks a unit or integration test that takes seconds
+by itself (real waits, hypothesis searches, uploads) and, here, every system test:
+``pytest -m "not slow"`` is the fast subset a developer runs (README: Development).
 
 Helpers are imported as ``support`` (tests/support/): pytest puts this file's folder, tests/,
 on sys.path when it loads it (the default "prepend" import mode, with no __init__.py in the
@@ -34,11 +36,16 @@ LAYERS = ("unit", "integration", "system")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark each test with its layer, the folder it is in; a test outside them is an error."""
+    """Mark each test with its layer, the folder it is in (a test outside them is an error);
+    every system test is ``slow`` too, so ``-m "not slow"`` is the fast subset."""
     for item in items:
         folder = item.path.resolve().relative_to(TESTS).parts[0]
-        if folder in LAYERS:
-            item.add_marker(folder)
+        if folder not in LAYERS:
+            where = ", ".join(f"tests/{layer}/" for layer in LAYERS)
+            raise pytest.UsageError(f"{item.nodeid}: a test belongs in one of {where}")
+        item.add_marker(folder)
+        if folder == "system":
+            item.add_marker("slow")
 
 
 @pytest.fixture(scope="session")

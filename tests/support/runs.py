@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,28 @@ def start_run(
     cmd += ["--base-url", url, "--model", "claude-haiku-4-5", "--max-tokens", "20"]
     cmd += ["-c", str(concurrency), "-q", *extra]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def python_process(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    unset: Iterable[str] = (),
+    cwd: Path | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` (``-m batchrun ...``, ``-c CODE``) as a real process run to its end, its
+    output captured: this process's environment less ``unset``, with ``env`` over it."""
+    gone = set(unset)
+    base = {name: value for name, value in os.environ.items() if name not in gone}
+    return subprocess.run(
+        [sys.executable, *args],
+        env={**base, **(env or {})},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def journal_lines(out: Path) -> int:

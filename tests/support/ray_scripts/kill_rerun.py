@@ -1,6 +1,6 @@
 """Kill a Ray pipeline mid-way, run it again: the second run sends only the missing rows.
 
-Runs inside the test's network namespace (tests/ray_netns.py), with the simulator on this
+Runs inside the test's network namespace (tests/support/ray_netns.py), with the simulator on this
 namespace's loopback. Each driver runs in a PID namespace of its own (``unshare -p``), so
 SIGKILL to it takes every Ray process it started with it, at once: like a machine lost.
 Prints one JSON line: the rows committed when the first driver died, the requests the second

@@ -1,6 +1,6 @@
 """A Ray driver: ROWS rows through batchrun.ray.answer, against the simulator at BASE_URL.
 
-Run by tests/test_ray_stage.py (inside a network namespace, see tests/ray_netns.py), as a
+Run by tests/system/test_ray_stage_on_ray.py (in a network namespace: support/ray_netns.py), as a
 process the test may kill. Writes a JSON report of the output to REPORT when it finishes.
 
     python stage_driver.py BASE_URL PARTS_DIR REPORT ROWS [BLOCK_ROWS] [SETTINGS_JSON]

@@ -1,6 +1,6 @@
 """Run one command against a simulator on this namespace's loopback; report what it saw.
 
-Runs inside the test's network namespace (tests/ray_netns.py). ``{base_url}`` in the command
+Runs inside the test's network namespace (tests/support/ray_netns.py). ``{base_url}`` in the command
 is replaced by the simulator's address. Prints one JSON line: the command's exit code, its
 output's tail, and the simulator's request and status counts. The command runs in a PID
 namespace of its own: whatever Ray processes it leaves die with it.
