@@ -6,9 +6,10 @@ the engine and pool with no HTTP: no sockets, no subprocesses, no servers), test
 (whole runs in this process against the simulator over loopback, S3 on moto, Redis, the GCS
 emulator, the CLI through click's runner), tests/system (real subprocesses: the CLI as a
 process, kills and signals, Ray in its network namespace, the benchmarks). A test's folder is
-its marker (``pytest -m unit``). ``slow`` marks a unit or integration test that takes seconds
-by itself (real waits, hypothesis searches, uploads) and, here, every system test:
-``pytest -m "not slow"`` is the fast subset a developer runs (README: Development).
+its marker (``pytest -m unit``); a unit test that opens an internet socket fails. ``slow``
+marks a unit or integration test that takes seconds by itself (real waits, hypothesis
+searches, uploads) and, here, every system test: ``pytest -m "not slow"`` is the fast subset
+a developer runs (README: Development).
 
 Helpers are imported as ``support`` (tests/support/): pytest puts this file's folder, tests/,
 on sys.path when it loads it (the default "prepend" import mode, with no __init__.py in the
@@ -18,9 +19,11 @@ test folders), so that works from every folder.
 from __future__ import annotations
 
 import re
+import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -46,6 +49,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(folder)
         if folder == "system":
             item.add_marker("slow")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """A unit test that opens a network socket fails, naming the layer it belongs in."""
+    if item.get_closest_marker("unit") is None:
+        return (yield)
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("bind", "connect", "connect_ex"):
+            patch.setattr(socket.socket, name, _refused(getattr(socket.socket, name)))
+        return (yield)
+
+
+def _refused(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` of a socket, refused for internet sockets (Unix ones are the event loop's)."""
+
+    def guarded(sock: socket.socket, *args: Any, **kwargs: Any) -> Any:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            raise AssertionError("a unit test opens no socket: this test is tests/integration's")
+        return method(sock, *args, **kwargs)
+
+    return guarded
 
 
 @pytest.fixture(scope="session")
