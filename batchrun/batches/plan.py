@@ -1,6 +1,6 @@
 """Rows -> Message Batches: custom ids and splitting by count and size; pure.
 
-A batch holds at most 100,000 requests and 256 MB (API-FACTS §7), and each request's
+A batch holds at most 100,000 requests and 256 MB (docs/api-facts.md §8.2), and each request's
 ``custom_id`` must match ``^[a-zA-Z0-9_-]{1,64}$``. Row ids that already do are used as they
 are, so results read in the Console still name the user's rows; any other id is mapped to
 ``h-`` and a hash of it. The mapping travels in the batch journal's intent record, which is

@@ -18,10 +18,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiResponseError, OutputError
-from batchrun.core.scrub import Scrubber
-from batchrun.engine.outcome import VIA_BATCHES, Work, error_row, ok_row
+from batchrun.engine.outcome import VIA_BATCHES, RowSettings, Work, error_row, ok_row
 from batchrun.rows.checks import without_surrogates
 from batchrun.store.row_state import LAPSED_REASONS
 
@@ -91,16 +89,15 @@ class ResultSpool:
 
 def result_row(
     work: Work,
-    config: RunConfig,
+    rows: RowSettings,
     record: Mapping[str, Any],
     batch_id: str,
     processing_ms: float | None,
-    scrub: Scrubber | None = None,
 ) -> dict[str, Any]:
-    """The output row for one result line (API-FACTS §7: succeeded, errored, canceled, expired).
+    """The output row for one result line: succeeded, errored, canceled, expired
+    (docs/api-facts.md §8.3).
 
-    ``scrub`` masks the run's credentials in an errored result's texts (one per batch: the
-    driver's; else one made from ``config``)."""
+    The run's credentials are masked in an errored result's texts (``rows.scrub``)."""
     result = record.get("result")
     result = result if isinstance(result, dict) else {}
     kind = result.get("type")
@@ -111,17 +108,16 @@ def result_row(
                 f"batch {batch_id}: a succeeded result has no message",
                 error_type="malformed_response",
             )
-        row = ok_row(work, config, _billed_as_batch(message), VIA_BATCHES)
+        row = ok_row(work, rows, _billed_as_batch(message), VIA_BATCHES)
     elif kind == "errored":
         envelope = _table(result.get("error"))
         inner = _table(envelope.get("error")) or envelope
         # An errored result's message comes from the API's file, not through the client's
         # error boundary: it is scrubbed here (a gateway may quote the key in it).
-        if scrub is None:
-            scrub = credential_scrubber(config)
+        scrub = rows.scrub
         row = error_row(
             work,
-            config,
+            rows,
             scrub(str(inner.get("type") or "api_error")),
             scrub(str(inner.get("message") or "")),
             None,
@@ -133,10 +129,10 @@ def result_row(
             without_surrogates(scrub(request_id)) if isinstance(request_id, str) else None
         )
     elif kind in LAPSED_REASONS:
-        row = error_row(work, config, str(kind), LAPSED_REASONS[str(kind)], None, 1, VIA_BATCHES)
+        row = error_row(work, rows, str(kind), LAPSED_REASONS[str(kind)], None, 1, VIA_BATCHES)
     else:
         row = error_row(
-            work, config, "unknown_result", f"unknown result type {kind!r}", None, 1, VIA_BATCHES
+            work, rows, "unknown_result", f"unknown result type {kind!r}", None, 1, VIA_BATCHES
         )
     row["batch_id"] = batch_id
     row["attempts"] = 1
@@ -161,8 +157,3 @@ def _billed_as_batch(message: dict[str, Any]) -> dict[str, Any]:
 
 def _table(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
-
-
-def credential_scrubber(config: RunConfig) -> Scrubber:
-    """Masks ``config``'s credentials in texts that did not come through the client."""
-    return Scrubber(secret for _, secret in config.credentials.secrets())

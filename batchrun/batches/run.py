@@ -27,14 +27,11 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
-from typing import IO, Any
-
-import httpx
+from typing import Any
 
 from batchrun.batches.plan import REQUEST_HASH_CHARS, BatchItem, chunks
 from batchrun.batches.results import (
     ResultSpool,
-    credential_scrubber,
     processing_ms,
     result_row,
 )
@@ -44,21 +41,22 @@ from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiError, ConfigError, FatalRunError
 from batchrun.core.wording import option, place, said
 from batchrun.engine.admission import AdmissionClosed, Gate, SendCheck
-from batchrun.engine.connect import open_client
 from batchrun.engine.dedup import Dedup
-from batchrun.engine.outcome import VIA_BATCHES, Work, error_row, prepare
+from batchrun.engine.outcome import VIA_BATCHES, RowSettings, Work, error_row, prepare
+from batchrun.formats.inputs import read_rows
+from batchrun.live.frames import BatchView, Snapshot
 from batchrun.remote.batch_mirror import BatchJournalMirror
-from batchrun.rows.reader import check_input_file, read_rows
-from batchrun.runs.claim import check_credentials, claim_output
-from batchrun.runs.display import BatchView, Snapshot
+from batchrun.rows.reader import check_input_file
+from batchrun.runs.claim import Claim, check_credentials, claim_output
+from batchrun.runs.compose import job_client
 from batchrun.runs.finish import record_spend, write_output
 from batchrun.runs.interrupt import run_interruptibly
 from batchrun.runs.online import run_holding
 from batchrun.runs.output import RunOutput
 from batchrun.runs.plan import RowCounter, count_hint, plan
 from batchrun.runs.preflight import check_every_row_can_be_built
-from batchrun.runs.progress import Progress
 from batchrun.runs.resume import Resume, ResumeMismatchError, Sleep, load_prior
+from batchrun.runs.runtime import DEFAULT, ProgressView, Runtime
 from batchrun.runs.summary import RunSummary
 from batchrun.runs.twins import BatchTwins, remember_prior_answers
 from batchrun.store.batch_journal import (
@@ -68,9 +66,9 @@ from batchrun.store.batch_journal import (
     batch_journal_path,
 )
 from batchrun.store.columns import INVALID_REQUEST
-from batchrun.store.lock import OutputLock
+from batchrun.store.commit import temporary_path
 from batchrun.store.row_state import LAPSED_REASONS, RowState, state_of
-from batchrun.store.sink import PriorState, Sink, remove_stale_temporaries, temporary_path
+from batchrun.store.sink import PriorState, Sink, remove_stale_temporaries
 
 # A batch's created_at (server clock) may precede our intent's timestamp (local clock)
 # by this much and still be taken for it when reconciling after a crash.
@@ -83,42 +81,36 @@ SPOOL_SUFFIX = ".results"  # a batch's results on disk while they are collected 
 
 async def run_batches_async(
     config: RunConfig,
-    *,
-    transport: httpx.AsyncBaseTransport | None = None,
-    progress_stream: IO[str] | None = None,
-    sleep: Sleep = asyncio.sleep,
+    runtime: Runtime = DEFAULT,
 ) -> RunSummary:
     """Run the job through Message Batches to the end (or to Ctrl-C); see the module doc.
 
-    ``sleep`` is the wait between retries of one API call (tests pass a no-op); polling
-    waits ``config.poll_interval`` and more, in real time, and wakes up at once on Ctrl-C.
+    ``runtime.sleep`` is the wait between retries of one API call (tests pass a no-op);
+    polling waits ``config.batches.poll_interval`` and more, in real time, and wakes up at
+    once on Ctrl-C.
     """
-    check_credentials(config, transport)
-    check_input_file(config.input)
+    check_credentials(config.client, runtime.transport)
+    check_input_file(config.input.path)
     check_every_row_can_be_built(config)
-    if config.max_cost is not None:
+    if config.cost.max_cost is not None:
         raise ConfigError(
             f"{option('max_cost')} stops admitting rows as they are answered, which a batch "
             "cannot do: price the job first with "
             f"{said('`batchrun estimate`', '`batchrun.estimate(config)`')} (it shows the batch "
             "price)"
         )
-    with claim_output(config) as lock:
-        remove_stale_temporaries(config.output, (SPOOL_SUFFIX,))
-        return await _run_claimed(config, lock, transport, progress_stream, sleep)
+    with claim_output(config) as claim:
+        remove_stale_temporaries(config.output.path, (SPOOL_SUFFIX,))
+        return await _run_claimed(config, claim, runtime)
 
 
-async def _run_claimed(
-    config: RunConfig,
-    lock: OutputLock,
-    transport: httpx.AsyncBaseTransport | None,
-    progress_stream: IO[str] | None,
-    sleep: Sleep,
-) -> RunSummary:
-    """``run_batches_async``, the output claimed (its lock held: ``lock``)."""
+async def _run_claimed(config: RunConfig, claim: Claim, runtime: Runtime) -> RunSummary:
+    """``run_batches_async``, the output claimed (its lock held: ``claim``)."""
     journal = _open_journal(config)
-    summary = RunSummary(input=config.input, output=config.output, via=VIA_BATCHES)
-    output = RunOutput(config)
+    summary = RunSummary(input=config.input.path, output=config.output.path, via=VIA_BATCHES)
+    output = RunOutput(
+        config.output, config.storage, overwrite=config.resume.overwrite, lease=claim.lease
+    )
     prior = output.open()
     sink = output.sink
     resume = load_prior(config, prior)
@@ -126,14 +118,15 @@ async def _run_claimed(
     summary.took_over(resume.sources, resume.spent)
     counter = RowCounter()
     lapsed_online = False
-    async with open_client(config, transport) as client:
-        api = BatchesApi(client, max_retries=config.max_retries, sleep=sleep)
-        summary.todo = count_hint(config, done, config.resubmit_expired)
+    sleep = runtime.sleep
+    async with job_client(config, runtime) as client:
+        api = BatchesApi(client, max_retries=config.engine.max_retries, sleep=sleep)
+        summary.todo = count_hint(config, done, config.batches.resubmit_expired)
         twins = _batch_twins(config, journal, sink, prior, resume)
         job = _BatchJob(
             config, api, journal, sink, summary, done, counter, sleep, twins, output.lease
         )
-        progress = Progress(summary.todo, job.snapshot, quiet=config.quiet, stream=progress_stream)
+        progress = runtime.progress(summary.todo, job.snapshot, quiet=config.run.quiet)
         job.progress = progress
         started = time.perf_counter()
         fatal: FatalRunError | None = None
@@ -141,7 +134,7 @@ async def _run_claimed(
             summary.interrupted = await run_interruptibly(
                 job.run(known_ids),
                 stop_admitting=job.stop,
-                grace=config.grace,
+                grace=config.run.grace,
                 notify=progress.log,
                 stopping="no new batches; the batches created keep running on the API; "
                 "finishing what is under way",
@@ -159,7 +152,7 @@ async def _run_claimed(
             progress.close()
             await output.close()
         lapsed_online = (
-            config.finish_online
+            config.batches.finish_online
             and RowState.LAPSED in done
             and summary.interrupted is None
             and fatal is None
@@ -168,7 +161,7 @@ async def _run_claimed(
     summary.skipped = counter.skipped
     record_spend(config, sink, summary)  # before the final step may remove the journal
     if lapsed_online:
-        return await _finish_online(config, summary, lock, transport, progress_stream, sleep)
+        return await _finish_online(config, summary, claim, runtime)
     every_row_recorded = len(done) >= counter.rows and 0 not in done[: counter.rows]
     complete = (
         fatal is None
@@ -190,7 +183,7 @@ def _batch_twins(
 ) -> BatchTwins | None:
     """With --dedup: the answers earlier runs recorded, and the requests in batches still
     running, so that no request is submitted twice (``runs.twins``)."""
-    if not config.dedup:
+    if not config.engine.dedup:
         return None
     dedup = Dedup()
     remember_prior_answers(dedup, sink, prior, resume.states, resume.sources.accepted)
@@ -205,17 +198,17 @@ def _batch_twins(
 def _open_journal(config: RunConfig) -> BatchJournal:
     """The batch journal; for a remote output, first brought in step with its copy on the
     store, and mirrored there after every step (an intent before its create)."""
-    path = batch_journal_path(config.output)
+    path = batch_journal_path(config.output.path)
     mirror = _journal_mirror(config)
     if mirror is not None:
         mirror.pull(path)
     journal = BatchJournal.load(path, mirror.push if mirror is not None else None)
-    if config.overwrite:
+    if config.resume.overwrite:
         running = [e.batch_id or e.key for e in journal.open_entries()]
         if running:
             raise ConfigError(
                 f"{option('overwrite', True)} would forget {len(running)} batch(es) still "
-                f"running for {config.output} ({', '.join(running[:5])}): re-run without "
+                f"running for {config.output.shown} ({', '.join(running[:5])}): re-run without "
                 f"{option('overwrite', True)} to "
                 "collect them, or cancel them first with `batchrun batches cancel`"
             )
@@ -227,30 +220,22 @@ def _open_journal(config: RunConfig) -> BatchJournal:
 
 
 def _journal_mirror(config: RunConfig) -> BatchJournalMirror | None:
-    if config.output_url is None:
+    if config.output.url is None:
         return None
     # Imported here: a local output has no use for the storage layer (pyarrow.fs).
-    from batchrun.remote.objects import Storage, StorageSettings
+    from batchrun.remote.objects import Storage
 
-    storage = Storage(StorageSettings(config.s3_endpoint, config.gcs_endpoint))
-    return BatchJournalMirror(storage, config.output_url)
+    return BatchJournalMirror(Storage(config.storage), config.output.url)
 
 
 async def _finish_online(
-    config: RunConfig,
-    summary: RunSummary,
-    lock: OutputLock,
-    transport: httpx.AsyncBaseTransport | None,
-    progress_stream: IO[str] | None,
-    sleep: Sleep,
+    config: RunConfig, summary: RunSummary, claim: Claim, runtime: Runtime
 ) -> RunSummary:
     """--finish-online: send the rows batches left expired or cancelled as online requests."""
     online = await run_holding(  # under this run's lock: no other run may come in between
-        replace(config, via="online", overwrite=False),
-        lock,
-        transport=transport,
-        progress_stream=progress_stream,
-        retry_sleep=sleep,
+        replace(config, via="online", resume=replace(config.resume, overwrite=False)),
+        claim,
+        runtime,
         redo_lapsed=True,
     )
     # The rows batches left expired or cancelled are answered again online: each row is
@@ -283,6 +268,7 @@ class _BatchJob:
         send_check: SendCheck | None = None,
     ) -> None:
         self.config = config
+        self.rows = RowSettings.of(config)  # rows into requests, answers into output rows
         # An object-store output's lease, asked before each batch is created: a run whose
         # lease another run took over creates none (``engine.admission``, as online).
         self._gate = Gate(send_check, self._close) if send_check is not None else None
@@ -295,7 +281,7 @@ class _BatchJob:
         self.done = done  # a RowState per row, kept current as rows are recorded
         self.counter = counter
         self.sleep = sleep
-        self.progress: Progress | None = None
+        self.progress: ProgressView | None = None
         self.statuses: dict[str, BatchStatus] = {}
         self._stopping = asyncio.Event()
         # Rows of each running batch recorded so far: the display counts a batch's rows the
@@ -323,7 +309,7 @@ class _BatchJob:
 
     async def run(self, known_ids: list[str]) -> None:
         await self.reconcile()
-        redo_lapsed = self.config.resubmit_expired
+        redo_lapsed = self.config.batches.resubmit_expired
         for round_number in range(MAX_ROUNDS):
             pending = self.journal.pending_flags(len(self.done))
             counter = self.counter if round_number == 0 else RowCounter()
@@ -400,7 +386,7 @@ class _BatchJob:
         """Record invalid rows at once; send the rest in batches within the size limits."""
         config = self.config
         for chunk in chunks(
-            self._sendable(works), config.batch_max_requests, config.batch_max_bytes
+            self._sendable(works), config.batches.max_requests, config.batches.max_bytes
         ):
             if self.stopping:
                 return
@@ -423,12 +409,12 @@ class _BatchJob:
                 problem = str(work.problem)
                 self._record(
                     work.row.index,
-                    error_row(work, self.config, INVALID_REQUEST, problem, None, 0, VIA_BATCHES),
+                    error_row(work, self.rows, INVALID_REQUEST, problem, None, 0, VIA_BATCHES),
                 )
                 self.summary.invalid += 1
                 continue
             if self.twins is not None:
-                twin = self.twins.answer_now(work, self.config)
+                twin = self.twins.answer_now(work, self.rows)
                 if twin is not None:
                     self._record(work.row.index, twin)  # answered before: nothing to send
                     continue
@@ -470,7 +456,10 @@ class _BatchJob:
 
         try:
             status, _ = await send_with_retries(
-                attempt, max_retries=self.config.max_retries, sleep=self.sleep, on_retry=count_retry
+                attempt,
+                max_retries=self.config.engine.max_retries,
+                sleep=self.sleep,
+                on_retry=count_retry,
             )
         except ApiError as exc:
             if not is_ambiguous(exc):
@@ -489,7 +478,7 @@ class _BatchJob:
     # -- 3. wait --------------------------------------------------------------------------
 
     async def wait_and_collect(self) -> None:
-        interval = self.config.poll_interval
+        interval = self.config.batches.poll_interval
         while not self.stopping:
             running = [e for e in self.journal.open_entries() if e.batch_id is not None]
             if not running:
@@ -514,9 +503,8 @@ class _BatchJob:
                     return
             if not any(e.open for e in running):
                 continue
-            interval = (
-                self.config.poll_interval if moved else min(interval * POLL_GROWTH, POLL_CEILING_S)
-            )
+            first = self.config.batches.poll_interval
+            interval = first if moved else min(interval * POLL_GROWTH, POLL_CEILING_S)
             await self._pause(interval)
 
     def _gone(self, entry: BatchEntry) -> None:
@@ -542,12 +530,12 @@ class _BatchJob:
         assert entry.batch_id is not None
         rows = self.journal.rows(entry)
         # Unique to this run, like the final step's files: no other process can share it.
-        spool_path = temporary_path(self.config.output, f".{entry.key}{SPOOL_SUFFIX}")
+        spool_path = temporary_path(self.config.output.path, f".{entry.key}{SPOOL_SUFFIX}")
         with ResultSpool(spool_path, rows.positions()) as spool:
             try:
                 found = await _retrying(
                     lambda: spool.fill(self.api.results(entry.batch_id or "")),
-                    self.config.max_retries,
+                    self.config.engine.max_retries,
                     self.sleep,
                 )
                 missing = self._join(entry, rows, spool, status)
@@ -573,24 +561,23 @@ class _BatchJob:
         assert entry.batch_id is not None
         where = {index: k for k, index in enumerate(rows.indexes)}
         took = processing_ms(status.created_at, status.ended_at)
-        scrub = credential_scrubber(self.config)  # once per batch, not per errored row
         missing = 0
         # The first row past the batch is read (not skipped) only to end the pass there.
         rows_read = read_rows(
-            self.config.input,
-            shape=self.config.input_shape,
+            self.config.input.path,
+            shape=self.config.input.shape,
             skip=lambda i: i <= entry.last and i not in where,
         )
         for row in rows_read:
             if row.index > entry.last:
                 break
             position = where[row.index]
-            work = prepare(row, self.config)
+            work = prepare(row, self.rows)
             if (work.request_hash or "")[:REQUEST_HASH_CHARS] != rows.hashes[position]:
                 raise ResumeMismatchError(
-                    f"row {row.id} ({place(str(self.config.input), row.line)}) changed after batch "
-                    f"{entry.batch_id} was submitted: its answer would not match it. Restore "
-                    f"the input, or start afresh with {option('overwrite', True)}"
+                    f"row {row.id} ({place(str(self.config.input.path), row.line)}) changed "
+                    f"after batch {entry.batch_id} was submitted: its answer would not match "
+                    f"it. Restore the input, or start afresh with {option('overwrite', True)}"
                 )
             if row.index < len(self.done) and self.done[row.index] == RowState.OK:
                 continue  # recorded by a run that stopped while collecting this batch
@@ -600,7 +587,7 @@ class _BatchJob:
                 continue
             self._record(
                 row.index,
-                result_row(work, self.config, record, entry.batch_id, took, scrub),
+                result_row(work, self.rows, record, entry.batch_id, took),
                 from_batch=entry.key,
             )
         return missing

@@ -51,14 +51,14 @@ def _batches(source: str, flags: dict[str, Any], *, cancel: bool) -> None:
 
     config = load(source, flags)
     try:
-        if config.simulate:
+        if config.client.simulate:
             found = _recorded_batches(config)
         else:
             found = cancel_batches(config) if cancel else list_batches(config)
     except BatchrunError as exc:
         fail(exc, None)
-    click.echo(format_batches(found, str(batch_journal_path(config.output))))
-    if config.simulate and found:
+    click.echo(format_batches(found, str(batch_journal_path(config.output.path))))
+    if config.client.simulate and found:
         cancelled = " and nothing was cancelled" if cancel else ""
         click.echo(SIMULATED_NOTE.format(cancelled=cancelled), err=True)
 
@@ -68,5 +68,5 @@ def _recorded_batches(config: RunConfig) -> list[JobBatch]:
     from batchrun.batches.admin import JobBatch
     from batchrun.store.batch_journal import BatchJournal, batch_journal_path
 
-    journal = BatchJournal.load(batch_journal_path(config.output))
+    journal = BatchJournal.load(batch_journal_path(config.output.path))
     return [JobBatch(entry, None) for entry in journal.entries.values()]

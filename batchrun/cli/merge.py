@@ -74,7 +74,7 @@ def merge_cmd(source: str, **flags: Any) -> None:
                 )
             config = load(source, flags)
             counts = merge(config, check_job=is_job_file(Path(source)))
-            quiet, shown = config.quiet, config.output
+            quiet, shown = config.run.quiet, config.output.path
     except BatchrunError as exc:
         fail(exc, None)
     if not quiet:

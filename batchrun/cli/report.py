@@ -74,7 +74,8 @@ def _local_copies(outputs: tuple[str, ...], folder: Path) -> list[Path]:
         if not is_remote(output):
             local.append(Path(output))
             continue
-        from batchrun.remote.objects import Storage, StorageSettings
+        from batchrun.core.locations import StorageSettings
+        from batchrun.remote.objects import Storage
         from batchrun.runs.output import remote_output
 
         storage = Storage(StorageSettings.from_environ(os.environ))

@@ -1,4 +1,4 @@
-"""The Message Batches endpoints (API-FACTS §7) over the run's client, with retries.
+"""The Message Batches endpoints (docs/api-facts.md §8.1) over the run's client, with retries.
 
 Reads (retrieve, list, results) are idempotent and retried like any request. ``create`` is
 not: after a reply that may hide a created batch (a timeout, a dropped connection, a 5xx)

@@ -61,7 +61,7 @@ MESSAGES_PATH = "/v1/messages"
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 
 # count_tokens rejects unknown fields (additionalProperties: false), max_tokens among them
-# (API-FACTS §8), so we send only the fields it documents.
+# (docs/api-facts.md §9), so we send only the fields it documents.
 COUNT_TOKENS_FIELDS = frozenset(
     {
         "model",
@@ -111,7 +111,7 @@ class MessagesClient:
     ``max_connections`` should equal the run's concurrency: more sockets than requests in
     flight buy nothing, fewer make requests queue inside the pool where no deadline sees them.
     ``timeout`` bounds each attempt as a whole (httpx's own timeouts are per read, so a
-    slow-dripping response would never trip them, API-FACTS §11.8).
+    slow-dripping response would never trip them, docs/api-facts.md §5.2).
     """
 
     def __init__(
@@ -392,7 +392,8 @@ def _secret_values(credentials: Credentials) -> list[tuple[str, str]]:
 
 
 def _auth_headers(credentials: Credentials) -> dict[str, str]:
-    """The auth headers; both are sent when both are set, as the SDK does (API-FACTS §3.1)."""
+    """The auth headers; both are sent when both are set, as the SDK does
+    (docs/api-facts.md §3.1)."""
     values = dict(_secret_values(credentials))
     if not values:
         raise ConfigError(_MISSING_CREDENTIALS)

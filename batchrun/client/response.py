@@ -26,7 +26,7 @@ MALFORMED = "malformed_response"
 STREAM_INTERRUPTED = "stream_interrupted"
 
 # error.type to report when a non-2xx body is not the API's error envelope (a proxy's HTML
-# page, an empty body); names follow API-FACTS §4.2 so retry and reports treat them alike.
+# page, an empty body); names follow docs/api-facts.md §4.2 so retry and reports treat them alike.
 _STATUS_ERROR_TYPES: dict[int, str] = {
     400: "invalid_request_error",
     401: "authentication_error",

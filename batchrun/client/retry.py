@@ -6,8 +6,8 @@ The policy is small pure functions so it can be tested without an event loop:
   408/409/429/5xx/529; ``x-should-retry`` overrides, except for failures that are fatal.
 - ``is_fatal``: 401, 402, 403 and a spend-limit 429 make every further request pointless.
 - ``wait_seconds``: the server's ``retry-after`` in full (the SDK drops values over 60 s and
-  so retries inside the rate-limit window, API-FACTS §5), else exponential backoff with a
-  30 s cap, because 529 overload windows last minutes (API-FACTS §11.5).
+  so retries inside the rate-limit window, docs/api-facts.md §5.1), else exponential backoff with a
+  30 s cap, because 529 overload windows last minutes (docs/api-facts.md §5.3).
 """
 
 from __future__ import annotations

@@ -32,7 +32,6 @@ cost is shown with that and without caching.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import random
@@ -40,13 +39,12 @@ import time
 from array import array
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
-
-import httpx
+from typing import Any
 
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ConfigError, InputError, InvalidRowError, OutputError
-from batchrun.core.wording import option, said, shown_input
+from batchrun.core.sync import run_sync
+from batchrun.core.wording import option, said
 from batchrun.cost.prices import PriceTable
 from batchrun.cost.projection import (
     MAX_SAMPLE,
@@ -56,20 +54,21 @@ from batchrun.cost.projection import (
     percentile,
     project,
 )
-from batchrun.engine.connect import open_client
-from batchrun.engine.outcome import VIA_BATCHES, prepare
+from batchrun.engine.outcome import VIA_BATCHES, RowSettings, prepare
 from batchrun.engine.pool import Pool
 from batchrun.estimation.caching import CachePlan, Duplicates
 from batchrun.estimation.counter import COUNT_RPM, TokenCounter
 from batchrun.estimation.duration import batch_duration, estimate_duration
 from batchrun.estimation.figures import Estimate, Level, ModelLine, PilotInfo, _range
 from batchrun.estimation.notes import method_notes
-from batchrun.rows.reader import InputRow, read_rows
+from batchrun.formats.inputs import InputRow, read_rows
 from batchrun.rows.tokens import estimate_input_tokens
+from batchrun.runs.compose import job_client
+from batchrun.runs.fetch import fetched
 from batchrun.runs.online import run_async
 from batchrun.runs.plan import redo_lapsed
 from batchrun.runs.preflight import check_every_row_can_be_built
-from batchrun.runs.progress import Progress
+from batchrun.runs.runtime import DEFAULT, ProgressView, Runtime
 from batchrun.store.columns import STATUS_OK
 from batchrun.store.journal import INDEX
 from batchrun.store.latest import latest_batches
@@ -97,19 +96,13 @@ def estimate(
     pilot: str | None = None,
     seed: int = 0,
     count_rpm: int | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
-    progress_stream: IO[str] | None = None,
+    runtime: Runtime | None = None,
 ) -> Estimate:
-    """Estimate the job ``config`` describes. See ``estimate_async``."""
-    return asyncio.run(
+    """Estimate the job ``config`` describes, from sync code (a notebook's cell included:
+    ``core.sync``). See ``estimate_async``."""
+    return run_sync(
         estimate_async(
-            config,
-            exact=exact,
-            pilot=pilot,
-            seed=seed,
-            count_rpm=count_rpm,
-            transport=transport,
-            progress_stream=progress_stream,
+            config, exact=exact, pilot=pilot, seed=seed, count_rpm=count_rpm, runtime=runtime
         )
     )
 
@@ -121,43 +114,47 @@ async def estimate_async(
     pilot: str | None = None,
     seed: int = 0,
     count_rpm: int | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
-    progress_stream: IO[str] | None = None,
+    runtime: Runtime | None = None,
     clock: Clock = time.monotonic,
-    sleep: Sleep = asyncio.sleep,
 ) -> Estimate:
     """Tokens, cost (online and via Message Batches) and duration of a job, per model.
 
     ``exact`` counts input tokens with count_tokens (``count_rpm`` a minute; default
     ``COUNT_RPM``, unpaced against ``--simulate``). ``pilot`` ("25" or "5%") runs that many
     random rows (``seed``) for real into the job's output first and projects from them.
-    ``transport``, ``clock`` and ``sleep`` are seams for tests.
+    ``runtime`` carries the seams (``runs.runtime``); ``clock`` paces count_tokens (tests).
     """
+    runtime = runtime or DEFAULT
+    config = fetched(config)  # a remote input and price file, brought here first
     check_every_row_can_be_built(config)  # before any pilot row is sent or count is asked
     level: Level = "pilot" if pilot else "exact" if exact else "offline"
-    est = Estimate(level=level, exact=exact, input=config.input, output=config.output)
-    est.batch_factor = config.prices.batch_price_factor
+    est = Estimate(level=level, exact=exact, input=config.input.path, output=config.output.path)
+    est.batch_factor = config.cost.prices.batch_price_factor
     sample: set[int] | None = None
     if pilot:
         size_spec = pilot
         valid = _valid_rows(config)
         sample = choose_sample(valid, parse_pilot(size_spec, len(valid)), seed)
-        est.pilot = await _run_pilot(config, sample, size_spec, seed, transport, progress_stream)
+        est.pilot = await _run_pilot(config, sample, size_spec, seed, runtime)
     scan = _OutputScan(config, sample, seed)
     scan.read()
     est.other_sources = scan.sources.other
     est.source = scan.sources.current
-    est.max_cost = config.max_cost
-    ledger = job_ledger(config.output)
+    est.max_cost = config.cost.max_cost
+    ledger = job_ledger(config.output.path)
     est.job_spent_usd = ledger.spent_for(scan.sources.current) if ledger is not None else None
     counter: TokenCounter | None = None
     async with contextlib.AsyncExitStack() as stack:
         if exact:
-            client = await stack.enter_async_context(open_client(config, transport))
-            rpm = count_rpm if count_rpm is not None else (None if config.simulate else COUNT_RPM)
-            counter = TokenCounter(client, rpm, config.max_retries, clock, sleep)
+            client = await stack.enter_async_context(job_client(config, runtime))
+            rpm = (
+                count_rpm
+                if count_rpm is not None
+                else (None if config.client.simulate else COUNT_RPM)
+            )
+            counter = TokenCounter(client, rpm, config.engine.max_retries, clock, runtime.sleep)
         plan = CachePlan()
-        first_problem = await _input_pass(config, est, scan, counter, plan, progress_stream)
+        first_problem = await _input_pass(config, est, scan, counter, plan, runtime)
     if est.rows and est.invalid == est.rows:
         raise NoValidRowsError(config, est.rows, first_problem)
     if counter is not None:
@@ -167,7 +164,7 @@ async def estimate_async(
     _settle_cache(config, est, scan, plan, calibrate=not exact)
     _project(config, est, scan, calibrate=not exact, seed=seed)
     learned = est.pilot.limits if est.pilot is not None else {}
-    est.duration = estimate_duration(est, config.limits, config.concurrency, learned)
+    est.duration = estimate_duration(est, config.engine.limits, config.engine.concurrency, learned)
     if config.via == VIA_BATCHES:
         est.duration = batch_duration(est.duration, est.pending)
     est.notes = method_notes(est, config)
@@ -206,9 +203,10 @@ def _valid_rows(config: RunConfig) -> Sequence[int]:
     valid = array("q")
     rows = 0
     first_problem: InvalidRowError | None = None
-    for row in read_rows(config.input, shape=config.input_shape):
+    settings = RowSettings.of(config)
+    for row in read_rows(config.input.path, shape=config.input.shape):
         rows += 1
-        problem = prepare(row, config).problem
+        problem = prepare(row, settings).problem
         if problem is None:
             valid.append(row.index)
         elif first_problem is None:
@@ -232,7 +230,7 @@ class NoValidRowsError(InputError):
         label = "Why" if rows == 1 else "The first"
         why = f". {label}: {first}" if first is not None else ""
         super().__init__(
-            f"no row of {shown_input(config.input)} can be sent (checked {how_many}), so there "
+            f"no row of {config.input.shown} can be sent (checked {how_many}), so there "
             f"is nothing {purpose}{why}. "
             f"{said('`batchrun validate`', '`batchrun.validate(config)`')} lists every row's "
             "problems"
@@ -244,14 +242,11 @@ async def _run_pilot(
     sample: set[int],
     requested: str,
     seed: int,
-    transport: httpx.AsyncBaseTransport | None,
-    progress_stream: IO[str] | None,
+    runtime: Runtime,
 ) -> PilotInfo:
-    summary = await run_async(
-        config, transport=transport, progress_stream=progress_stream, only=sample
-    )
+    summary = await run_async(config, runtime, only=sample)
     limits = {
-        model_key(config.prices, model): limits
+        model_key(config.cost.prices, model): limits
         for model, limits in summary.rate_limits.items()
         if limits.any
     }
@@ -311,12 +306,12 @@ class _OutputScan:
         self.pilot = pilot
         # Rows answered by another source than the one the run asks count as done only as
         # a run would count them (``store.provenance``): else they are to send.
-        state = read_state(config.output)
+        state = read_state(config.output.path)
         self.sources = SourceRule(
-            answer_source(config.simulate, config.base_url),
+            answer_source(config.client.simulate, config.client.base_url),
             state.mixed_sources if state is not None else (),
-            reask=config.reask_other_source,
-            keep=config.keep_other_source,
+            reask=config.resume.reask_other_source,
+            keep=config.resume.keep_other_source,
         )
         self.flags = bytearray()
         self.lines: dict[str, ModelLine] = {}
@@ -328,13 +323,13 @@ class _OutputScan:
     def read(self) -> None:
         """One streamed pass over the output (final file and journal)."""
         try:
-            for batch in latest_batches(self.config.output, self.COLUMNS):
+            for batch in latest_batches(self.config.output.path, self.COLUMNS):
                 sources = effective_sources(batch).to_pylist()
                 for record, source in zip(batch.to_pylist(), sources, strict=True):
                     if self.sources.done(source):
                         self._add(record)
         except OutputError:
-            if self.config.output.exists() or journal_path(self.config.output).exists():
+            if self.config.output.path.exists() or journal_path(self.config.output.path).exists():
                 raise  # there is an output, and it cannot be read
             # otherwise nothing is answered yet
 
@@ -346,8 +341,8 @@ class _OutputScan:
         if r["status"] != STATUS_OK:
             return
         self.duplicates.answered(r["request_hash"])
-        key = model_key(self.config.prices, r["model"])
-        line = self.lines.setdefault(key, ModelLine(key, self.config.prices.lookup(key)))
+        key = model_key(self.config.cost.prices, r["model"])
+        line = self.lines.setdefault(key, ModelLine(key, self.config.cost.prices.lookup(key)))
         total_input = sum(
             r[c] or 0
             for c in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
@@ -398,7 +393,7 @@ async def _input_pass(
     scan: _OutputScan,
     counter: TokenCounter | None,
     plan: CachePlan,
-    progress_stream: IO[str] | None,
+    runtime: Runtime,
 ) -> InvalidRowError | None:
     """Build every request, estimate (or count) its input, and sort rows into the lines;
     put the requests with a cache breakpoint into ``plan``'s prefix groups, and count the
@@ -408,15 +403,16 @@ async def _input_pass(
     """
     est.models = scan.lines
     groups: dict[tuple[str, int], Pending] = {}
-    prices = config.prices
-    progress: Progress | None = None
+    prices = config.cost.prices
+    progress: ProgressView | None = None
+    settings = RowSettings.of(config)
     lapsed_sent = redo_lapsed(config)  # the run sends expired batch rows again
     first_problem: tuple[int, InvalidRowError] | None = None
 
     async def visit(row: InputRow) -> None:
         nonlocal first_problem
         est.rows += 1
-        work = prepare(row, config)  # the run's own: what it would send, or why not
+        work = prepare(row, settings)  # the run's own: what it would send, or why not
         body = work.body
         if body is None:
             est.invalid += 1
@@ -435,10 +431,10 @@ async def _input_pass(
                 if work.prefix_key is not None:
                     plan.answered(work.prefix_key, key, body, answer.cached_tokens)
             return
-        if not to_send(flag, retry_errors=config.retry_errors, redo_lapsed=lapsed_sent):
+        if not to_send(flag, retry_errors=config.resume.retry_errors, redo_lapsed=lapsed_sent):
             line.failed += 1
             return
-        if config.dedup and scan.duplicates.is_duplicate(work.request_hash):
+        if config.engine.dedup and scan.duplicates.is_duplicate(work.request_hash):
             line.duplicates += 1  # filled from the identical request's answer, for $0
             return
         tokens = local
@@ -462,19 +458,18 @@ async def _input_pass(
         if progress is not None:
             progress.advance()
 
-    rows = read_rows(config.input, shape=config.input_shape)
+    rows = read_rows(config.input.path, shape=config.input.shape)
     if counter is None:
         for row in rows:
             await visit(row)
     else:
-        progress = Progress(
+        progress = runtime.progress(
             None,
             lambda: f"count_tokens calls={counter.calls} failed={counter.failures}",
-            quiet=config.quiet,
-            stream=progress_stream,
+            quiet=config.run.quiet,
         )
         try:
-            await Pool[InputRow](config.concurrency).run(iter(rows), visit)
+            await Pool[InputRow](config.engine.concurrency).run(iter(rows), visit)
         finally:
             progress.close()
     est.pending_groups = list(groups.values())
@@ -515,7 +510,7 @@ def _project(
     if est.pilot is not None:
         est.pilot.ok = len(observed)
     est.projection = project(
-        observed, est.pending_groups, config.prices, calibrate=calibrate, seed=seed
+        observed, est.pending_groups, config.cost.prices, calibrate=calibrate, seed=seed
     )
     if est.projection is None:
         return

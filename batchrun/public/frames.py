@@ -22,7 +22,6 @@ pyarrow's ``from_pandas``.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import decimal
 import json
@@ -39,10 +38,11 @@ from batchrun.config.load import RunConfig, did_you_mean, load_config
 from batchrun.config.settings import BY_KEY
 from batchrun.core.errors import ConfigError, InputError
 from batchrun.core.wording import rows_given
+from batchrun.formats.registry import output_by_suffix, output_formats, said
 from batchrun.runs.summary import RunSummary
 from batchrun.store.sink import output_batches, output_schema
 
-__all__ = ["SUMMARY_KEY", "output_table", "staged_rows", "summary_of", "summary_record"]
+__all__ = ["SUMMARY_KEY", "output_table", "staged_rows", "summary_of"]
 
 SUMMARY_KEY = b"batchrun.summary"  # the returned Table's schema metadata: the run's summary
 
@@ -51,8 +51,6 @@ _INPUT_ONLY = ("input", "input_format", "csv_delimiter", "encoding")
 # Columns whose values may name local files (rows.request): only then do rows resolve paths
 # against the working directory, which the resume check would otherwise stamp for nothing.
 _FILE_COLUMNS = frozenset({"image", "images", "document", "messages"})
-# The outputs a run can read back into a Table (sink writes both; CSV it does not read).
-_READABLE_OUTPUTS = (".parquet", ".jsonl")
 _BATCH_ROWS = 8_192
 
 
@@ -72,11 +70,8 @@ def staged_rows(
     """
     flags = _checked_settings(settings)
     output = flags.get("output")
-    if output is not None and Path(str(output)).suffix.lower() not in _READABLE_OUTPUTS:
-        raise ConfigError(
-            f"output {output}: from Python the output must end in .parquet or .jsonl "
-            "(it is read back into the Table returned)"
-        )
+    if output is not None:
+        _check_readable(str(output))
     with tempfile.TemporaryDirectory(prefix="batchrun-") as tmp:
         folder = Path(tmp)
         (folder / "input").mkdir()  # the input alone: its folder stamps as empty (resume)
@@ -96,6 +91,18 @@ def staged_rows(
         # a row by its index there (rows[2]), never the temporary path.
         with rows_given(path):
             yield load_config(path, flags, environ)
+
+
+def _check_readable(output: str) -> None:
+    """ConfigError unless ``output`` names a format the Table returned is read back from
+    (``OutputFormat.from_python``)."""
+    fmt = output_by_suffix(Path(output))
+    if fmt is None or not fmt.from_python:
+        suffixes = [s for f in output_formats() if f.from_python for s in f.suffixes]
+        raise ConfigError(
+            f"output {output}: from Python the output must end in {said(suffixes)} "
+            "(it is read back into the Table returned)"
+        )
 
 
 def _checked_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -266,49 +273,26 @@ def _write_parquet(
 # --- the output, back as a Table --------------------------------------------------------------
 
 
-def output_table(config: RunConfig, summary: RunSummary, *, kept_output: bool) -> pa.Table:
-    """The run's output as one Table (the file's schema, input order), its summary in the
-    schema metadata under ``SUMMARY_KEY``. An output a stopped run left partial holds the
-    rows it finished; one no run wrote yet holds none."""
-    schema = output_schema(config.keep_columns)
-    if config.output.exists():
-        table = pa.Table.from_batches(list(output_batches(config.output, schema)), schema)
+def output_table(config: RunConfig, summary: RunSummary, as_json: Mapping[str, Any]) -> pa.Table:
+    """The run's output as one Table (the file's schema, input order), its summary's JSON
+    (``RunResult.to_dict``: ``run --json``'s object) in the schema metadata under
+    ``SUMMARY_KEY``. An output a stopped run left partial holds the rows it finished; one no
+    run wrote yet holds none."""
+    schema = output_schema(config.output.keep_columns)
+    if config.output.path.exists():
+        table = pa.Table.from_batches(list(output_batches(config.output.path, schema)), schema)
     else:
         table = schema.empty_table()
-    record = summary_record(summary, output=config.output if kept_output else None)
-    return table.replace_schema_metadata({SUMMARY_KEY: json.dumps(record)})
-
-
-def summary_record(summary: RunSummary, *, output: Path | None) -> dict[str, Any]:
-    """``summary``'s fields as JSON values, with ``exit_code`` and ``complete``.
-
-    ``input`` is left out (a temporary file, gone when the call returns) and ``output`` is
-    None unless it was the caller's own.
-    """
-    fields = {f.name: getattr(summary, f.name) for f in dataclasses.fields(summary)}
-    fields.pop("input")
-    fields["output"] = None if output is None else str(output)
-    record: dict[str, Any] = json.loads(json.dumps(fields, default=_json_default))
-    record["exit_code"] = summary.exit_code
-    record["complete"] = summary.final is not None
-    return record
-
-
-def _json_default(value: object) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-    return str(value)
+    return table.replace_schema_metadata({SUMMARY_KEY: json.dumps(as_json)})
 
 
 def summary_of(table: pa.Table) -> dict[str, Any]:
-    """The summary of the run that returned ``table`` (``batchrun.run`` on rows).
+    """The summary of the run that made ``table`` (``RunResult.table``), as ``batchrun run
+    --json`` prints it: ``outcome`` (``complete`` when every row has its answer or error;
+    ``partial`` after a budget stop or an interrupt, when the table holds the rows finished
+    so far), ``exit_code``, ``rows``, ``tokens``, ``cost_usd`` ...::
 
-    The ``RunSummary`` fields as JSON values (``ok``, ``error``, ``skipped``, ``cost_usd``,
-    ``input_tokens``, ``final`` ...), plus ``exit_code`` (as the command line's) and
-    ``complete`` (every row has its answer or error; False after a budget stop or an
-    interrupt, when the table holds the rows finished so far)::
-
-        table = batchrun.run(rows, model="claude-haiku-4-5", max_tokens=50)
+        table = batchrun.run(rows, model="claude-haiku-4-5", max_tokens=50).table
         print(batchrun.summary_of(table)["cost_usd"])
 
     Take it before converting the table (``to_pandas`` drops Arrow metadata).

@@ -65,6 +65,7 @@ from batchrun.core.scrub import url_without_secrets
 from batchrun.core.wording import option
 from batchrun.remote.lease import Lease, LeaseLostError
 from batchrun.remote.objects import ObjectInfo, Storage, StorageError, parse_location
+from batchrun.store.commit import Committed
 from batchrun.store.sink import journal_path
 
 JOURNAL_FOLDER = ".batchrun/journal"  # after the output's URL
@@ -380,10 +381,12 @@ class RemoteOutput:
             if reason is not None:
                 raise LeaseLostError(reason)
 
-    def publish(self, local_final: Path | None = None) -> None:
-        """Upload the final file as one upload; then delete the segments (unless
-        ``keep_journal``). Call after the segmenter is closed and the sink has finalized."""
-        final = local_final or self.local_output
+    def publish(self, committed: Committed | None = None) -> None:
+        """Upload the final file as one upload: ``committed``'s, as the sink's final step put
+        it in place (``store.commit``; the work folder's when None); then delete the segments
+        (unless ``keep_journal``). Call after the segmenter is closed and the sink has
+        finalized."""
+        final = committed.path if committed is not None else self.local_output
         self._publishing(_stamp(final) if final == self.local_output else None)
         self.storage.upload(final, self.url)
         local_stamp = _stamp(final) if final == self.local_output else None

@@ -57,7 +57,7 @@ import pyarrow.fs as pafs
 
 from batchrun.core.errors import BatchrunError
 from batchrun.core.extras import has_extra
-from batchrun.core.locations import storage_endpoints
+from batchrun.core.locations import StorageSettings, cached_copy_path
 from batchrun.core.scrub import url_without_secrets
 from batchrun.rows.files import FileProblem
 
@@ -121,21 +121,6 @@ class StorageError(BatchrunError):
         self.reason = reason
         message = f"cannot {action} {url}: {reason}"
         super().__init__(f"{message}; {hint}" if hint else message)
-
-
-@dataclass(frozen=True)
-class StorageSettings:
-    """Where the object stores are: an S3 endpoint (``http://127.0.0.1:9000``) or None for
-    AWS itself, a GCS endpoint (``http://127.0.0.1:4443``, used anonymously) or None for
-    Google itself."""
-
-    s3_endpoint: str | None = None
-    gcs_endpoint: str | None = None
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> StorageSettings:
-        """The endpoints from the variables the AWS and Google tools read (never a secret)."""
-        return cls(*storage_endpoints(environ))
 
 
 @dataclass(frozen=True)
@@ -320,12 +305,12 @@ class Storage:
         with source:
             return self._write_local(Reading(), local, loc.shown)
 
-    def cached_copy(self, url: str, cache: Path) -> Path:
-        """A local copy of ``url`` under ``cache``, downloaded only when the object's stamp
-        differs from the one the copy was made from (a re-run reads its input once)."""
+    def cached_copy(self, url: str, cache_home: Path) -> Path:
+        """The local copy of ``url`` in the cache folder (``core.locations.cached_copy_path``),
+        downloaded only when the object's stamp differs from the one the copy was made from
+        (a re-run reads its input once)."""
         info = self.stat(url)
-        digest = hashlib.sha256(url_without_secrets(url).encode()).hexdigest()[:16]
-        local = cache / digest / parse_location(url).name
+        local = cached_copy_path(url, cache_home)
         stamp = local.with_name(f".{local.name}.stamp")
         try:
             current = local.exists() and stamp.read_text(encoding="utf-8") == info.stamp

@@ -1,10 +1,10 @@
 """Row + job defaults -> the Messages API request body; pure but for reading the files rows name.
 
-A row that breaks a rule the API would reject (API-FACTS §1) is never sent: paying for a 400 is
-waste, and ten million rows would repeat it ten million times. :func:`build_request` therefore
-checks every field and raises one :class:`InvalidRowError` listing *every* problem, so a user
-fixes a row once, not once per problem. It knows neither file nor row; the caller locates the
-error with :meth:`InvalidRowError.located`.
+A row that breaks a rule the API would reject (docs/api-facts.md §1) is never sent: paying for a
+400 is waste, and ten million rows would repeat it ten million times. :func:`build_request`
+therefore checks every field and raises one :class:`InvalidRowError` listing *every* problem, so
+a user fixes a row once, not once per problem. It knows neither file nor row; the caller locates
+the error with :meth:`InvalidRowError.located`.
 
 This module assembles the body: the settings, the conversation (prompt, messages or the job's
 template, with attachments and local files), the system prompt's cache mark, and the
@@ -89,7 +89,8 @@ ROW_FIELDS: frozenset[str] = PARAM_NAMES | {"prompt", "messages", *ATTACH_FIELDS
 _REQUIRED = ("model", "max_tokens")
 
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
-"""The API's request size limit (API-FACTS §1): larger bodies get 413 before reaching it."""
+"""The API's request size limit: larger bodies get 413 before reaching it
+(docs/api-facts.md §1.3)."""
 
 # A column this close to a field name is almost surely a typo of it, not a template variable.
 _TYPO_CUTOFF = 0.8

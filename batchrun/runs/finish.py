@@ -28,9 +28,9 @@ def record_spend(config: RunConfig, sink: Sink, summary: RunSummary) -> None:
     """Write what this run spent into the job's ledger (``store.spend``), before the final
     step may remove the journal that holds it; the job's total into ``summary``."""
     try:
-        ledger = record_run_spend(config.output, sink.run_id, sink.spent)
+        ledger = record_run_spend(config.output.path, sink.run_id, sink.spent)
     except OSError as exc:
-        raise OutputError(f"cannot write {state_path(config.output)}: {exc}") from exc
+        raise OutputError(f"cannot write {state_path(config.output.path)}: {exc}") from exc
     if ledger is not None and summary.source is not None:
         summary.job_cost_usd = ledger.spent_for(summary.source)
 
@@ -50,7 +50,7 @@ def write_output(
         notice(
             config,
             f"batchrun: warning: the last journal segment of "
-            f"{url_without_secrets(config.output_url or '')} could not be "
+            f"{url_without_secrets(config.output.url or '')} could not be "
             f"uploaded ({output.seal_error}); this machine's journal has every row",
         )
     with stopped_by_signals():
@@ -59,7 +59,9 @@ def write_output(
             output.publish()
             return
         # The reader may have stopped early: count the rest, for the "of" of the mark.
-        total = max(rows_read, input_rows(config.input, parse=True, shape=config.input_shape) or 0)
+        total = max(
+            rows_read, input_rows(config.input.path, parse=True, shape=config.input.shape) or 0
+        )
         summary.total_rows = max(summary.total_rows, total)  # for the rows left
         counts = sink.write_finished(total)
     if counts is None:
@@ -69,6 +71,6 @@ def write_output(
         return
     summary.partial = counts
     try:
-        restamp_journal(config.output, sink.journal)
+        restamp_journal(config.output.path, sink.journal)
     except OSError as exc:
-        raise OutputError(f"cannot write {state_path(config.output)}: {exc}") from exc
+        raise OutputError(f"cannot write {state_path(config.output.path)}: {exc}") from exc

@@ -7,50 +7,44 @@ print(summary.final)
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Container, Sized
 from decimal import Decimal
-from typing import IO, Any
-
-import httpx
+from typing import Any
 
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ConfigError, FatalRunError
 from batchrun.core.wording import option
-from batchrun.engine.connect import open_client
 from batchrun.engine.engine import Engine
 from batchrun.engine.outcome import Work
+from batchrun.live.frames import Snapshot, cost_text
 from batchrun.rows.reader import check_input_file
-from batchrun.runs.claim import check_credentials, claim_output
-from batchrun.runs.display import Snapshot, cost_text
+from batchrun.runs.claim import Claim, check_credentials, claim_output
+from batchrun.runs.compose import job_client, job_engine
 from batchrun.runs.finish import record_spend, write_output
 from batchrun.runs.interrupt import run_interruptibly
-from batchrun.runs.output import RunOutput, shown_output
+from batchrun.runs.output import RunOutput
 from batchrun.runs.plan import RowCounter, count_hint, plan
 from batchrun.runs.preflight import check_every_row_can_be_built
-from batchrun.runs.progress import Progress
-from batchrun.runs.resume import Sleep, load_prior
+from batchrun.runs.resume import load_prior
+from batchrun.runs.runtime import DEFAULT, Runtime
 from batchrun.runs.summary import RunSummary
 from batchrun.runs.twins import remember_prior_answers
 from batchrun.store.batch_journal import running_batches
-from batchrun.store.lock import OutputLock
 
 
 async def run_async(
     config: RunConfig,
+    runtime: Runtime = DEFAULT,
     *,
-    transport: httpx.AsyncBaseTransport | None = None,
-    progress_stream: IO[str] | None = None,
-    retry_sleep: Sleep = asyncio.sleep,
     only: Container[int] | None = None,
     redo_lapsed: bool = False,
 ) -> RunSummary:
     """Send every row not yet answered, journal each result, write the final dataset.
 
     Raises ConfigError / OutputError / FatalRunError (exit 1) before or instead of
-    finishing; a row's own failure never raises, it becomes an error row. ``transport``
-    replaces the HTTP transport and ``retry_sleep`` the wait between retries (tests).
+    finishing; a row's own failure never raises, it becomes an error row. ``runtime``
+    carries the seams (the HTTP transport, the retry wait, the display: ``runs.runtime``).
     ``only`` restricts the run to those input indexes (a pilot sample): their answers are
     journaled, and the final dataset is written by the run that answers the rest.
     ``redo_lapsed`` also sends the rows a Message Batch expired or cancelled (--finish-online).
@@ -59,75 +53,65 @@ async def run_async(
     SIGINT or SIGTERM while the final dataset is written abandon that step and raise
     ``StoppedBySignal`` (a KeyboardInterrupt); the journal is kept and a re-run finishes.
     """
-    return await run_holding(
-        config,
-        None,
-        transport=transport,
-        progress_stream=progress_stream,
-        retry_sleep=retry_sleep,
-        only=only,
-        redo_lapsed=redo_lapsed,
-    )
+    return await run_holding(config, None, runtime, only=only, redo_lapsed=redo_lapsed)
 
 
 async def run_holding(
     config: RunConfig,
-    lock: OutputLock | None,
+    claim: Claim | None,
+    runtime: Runtime = DEFAULT,
     *,
-    transport: httpx.AsyncBaseTransport | None = None,
-    progress_stream: IO[str] | None = None,
-    retry_sleep: Sleep = asyncio.sleep,
     only: Container[int] | None = None,
     redo_lapsed: bool = False,
 ) -> RunSummary:
-    """``run_async`` under ``lock``, the output's lock the caller holds already (a batch run
-    finishing online: no other run may come in between); None takes it."""
-    check_credentials(config, transport)
-    check_input_file(config.input)
+    """``run_async`` under ``claim``, the output's lock (and lease) the caller holds already
+    (a batch run finishing online: no other run may come in between); None takes it."""
+    check_credentials(config.client, runtime.transport)
+    check_input_file(config.input.path)
     check_every_row_can_be_built(config)
-    with claim_output(config, lock):
-        return await _run_claimed(
-            config, transport, progress_stream, retry_sleep, only, redo_lapsed
-        )
+    with claim_output(config, claim) as held:
+        return await _run_claimed(config, held, runtime, only, redo_lapsed)
 
 
 async def _run_claimed(
     config: RunConfig,
-    transport: httpx.AsyncBaseTransport | None,
-    progress_stream: IO[str] | None,
-    retry_sleep: Sleep,
+    claim: Claim,
+    runtime: Runtime,
     only: Container[int] | None,
     redo_lapsed: bool,
 ) -> RunSummary:
     """``run_async``, the output claimed."""
     _check_no_running_batches(config)
-    summary = RunSummary(input=config.input, output=config.output, max_cost=config.max_cost)
-    output = RunOutput(config)
+    summary = RunSummary(
+        input=config.input.path, output=config.output.path, max_cost=config.cost.max_cost
+    )
+    output = RunOutput(
+        config.output, config.storage, overwrite=config.resume.overwrite, lease=claim.lease
+    )
     prior = output.open()
     sink = output.sink
     resume = load_prior(config, prior)
     states, known_ids = resume.states, resume.ids
     summary.took_over(resume.sources, resume.spent)
 
-    async with open_client(config, transport) as client:
+    async with job_client(config, runtime) as client:
         summary.todo = (
             len(only) if isinstance(only, Sized) else count_hint(config, states, redo_lapsed)
         )
         engine: Engine | None = None
-        progress = Progress(
+        progress = runtime.progress(
             summary.todo,
             lambda: _snapshot(summary, engine.in_flight if engine else 0),
-            quiet=config.quiet,
-            stream=progress_stream,
+            quiet=config.run.quiet,
         )
-        engine = Engine(
+        engine = job_engine(
             config,
             client,
             summary,
-            sleep=retry_sleep,
+            runtime,
             notify=progress.log,
             send_check=output.lease,  # an object-store output: sent only while the lease holds
-            job_spent=Decimal(repr(resume.spent)),
+            spent_before=Decimal(repr(resume.spent)),
         )
         if engine.dedup is not None and summary.todo != 0:
             remember_prior_answers(engine.dedup, sink, prior, states, resume.sources.accepted)
@@ -144,7 +128,7 @@ async def _run_claimed(
             summary.interrupted = await run_interruptibly(
                 engine.run(works, record),
                 stop_admitting=engine.stop_admitting,
-                grace=config.grace,
+                grace=config.run.grace,
                 notify=progress.log,
             )
         except FatalRunError as exc:
@@ -177,10 +161,10 @@ async def _run_claimed(
 
 def _check_no_running_batches(config: RunConfig) -> None:
     """Rows waiting in a Message Batch must not be paid for again online."""
-    running = running_batches(config.output)
+    running = running_batches(config.output.path)
     if running:
         raise ConfigError(
-            f"{len(running)} Message Batch(es) of {shown_output(config)} are still running "
+            f"{len(running)} Message Batch(es) of {config.output.shown} are still running "
             f"({', '.join(running[:5])}): collect them with `{option('via', 'batches')}`, or "
             "cancel them with `batchrun batches cancel` and then collect, before sending rows "
             "online"
@@ -188,7 +172,7 @@ def _check_no_running_batches(config: RunConfig) -> None:
 
 
 def _snapshot(summary: RunSummary, in_flight: int) -> Snapshot:
-    """The run's counts for the display (``runs.display``), which knows no engine."""
+    """The run's counts for the display (``live.frames``), which knows no engine."""
     return summary.snapshot(
         in_flight=in_flight,
         rate_limited_429s=summary.rate_limited_429s,

@@ -10,7 +10,7 @@ is one upload, made only once it is complete; the segments are removed after it 
 ``--keep-journal``). A stopped run's partial file stays local: the store keeps the segments.
 
 An output that names a folder (``-o out/labels/``, ``s3://b/out/``, ``--output-format
-parquet-dataset``) is a Parquet dataset (``store.dataset``); on an object store it is
+parquet-dataset``) is a Parquet dataset (``formats.parquet_dataset``); on an object store it is
 mirrored by ``RemoteDataset``, which uploads the parts, then ``_SUCCESS``.
 """
 
@@ -23,35 +23,25 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchrun.config.load import RunConfig
+from batchrun.config.layers import OutputSettings
 from batchrun.core.errors import BatchrunError, OutputError
-from batchrun.core.scrub import url_without_secrets
-from batchrun.remote.lease import LEASE_OBJECT, Lease, LeaseLostError
-from batchrun.remote.mirror import PullReport, RemoteOutput, journal_prefix, new_run_id
-from batchrun.remote.objects import Storage, StorageError, StorageSettings
-from batchrun.store.dataset import (
-    DATASET,
-    PART_ROWS,
+from batchrun.core.locations import StorageSettings
+from batchrun.formats.base import PART_ROWS, OutputFormat
+from batchrun.formats.parquet_dataset import (
+    NAME,
+    SUCCESS,
     Manifest,
     is_part_name,
-    names_folder,
     part_name,
     read_manifest,
-    remove_output,
-    replace_folder,
     write_manifest,
 )
-from batchrun.store.partial import SUCCESS
-from batchrun.store.sink import (
-    TMP_OUTPUT_SUFFIX,
-    OutputKind,
-    PriorState,
-    Sink,
-    journal_path,
-    output_kind,
-    remove_temporary,
-    temporary_path,
-)
+from batchrun.formats.registry import names_folder, output_for, output_named
+from batchrun.remote.lease import LEASE_OBJECT, Lease, LeaseLostError
+from batchrun.remote.mirror import PullReport, RemoteOutput, journal_prefix, new_run_id
+from batchrun.remote.objects import Storage, StorageError
+from batchrun.store.commit import Commit, Committed, remove_output
+from batchrun.store.sink import PriorState, Sink, journal_path
 
 if TYPE_CHECKING:
     from batchrun.remote.mirror import Segmenter
@@ -62,26 +52,39 @@ class RunOutput:
 
     Example::
 
-        output = RunOutput(config)
+        output = RunOutput(config.output.path, config.storage, overwrite=True, lease=claim.lease)
         prior = output.open()           # a remote output: pulled first
         output.sink.submit(0, row)      # sealed into segments as rows land
         await output.close()            # the last segment sealed
         output.sink.finalize(rows)
         output.publish()                # the final file uploaded, the segments removed
 
-    A remote output is written under its lease (``output_lease``, held by the caller):
-    ``lease`` is the engine's ``send_check`` and is asked before every upload. A remote
-    output's journal outlives ``finalize`` until ``publish`` has uploaded the final file.
+    A remote output is written under its ``lease`` (``output_lease``, held by the caller,
+    who claimed the output): it is the engine's ``send_check`` and is asked before every
+    upload. A remote output's journal outlives ``finalize`` until ``publish`` has uploaded
+    the final file. ``overwrite``: start afresh (``--overwrite``).
     """
 
-    def __init__(self, config: RunConfig) -> None:
-        self.config = config
-        self.kind = config_output_kind(config)
-        part_rows = int(getattr(config, "part_rows", None) or PART_ROWS)
-        self.sink = Sink(config.output, config.keep_columns, kind=self.kind, part_rows=part_rows)
-        self.lease: Lease | None = None
-        if config.output_url is not None:
-            self.lease = _HELD.get(config.output_url)
+    def __init__(
+        self,
+        settings: OutputSettings,
+        storage: StorageSettings,
+        *,
+        overwrite: bool = False,
+        lease: Lease | None = None,
+    ) -> None:
+        self.settings = settings
+        self._storage = storage
+        self._overwrite = overwrite
+        self.format = output_format_of(settings)
+        self.sink = Sink(
+            settings.path,
+            settings.keep_columns,
+            output_format=self.format,
+            part_rows=settings.part_rows or PART_ROWS,
+        )
+        self.lease = lease
+        if settings.url is not None:
             self.sink.keep_journal = True  # until the final file is uploaded (``publish``)
         self._remote: RemoteOutput | None = None
         self._segmenter: Segmenter | None = None
@@ -90,18 +93,17 @@ class RunOutput:
     @property
     def shown(self) -> str:
         """The output's name for a person: its URL for one on object storage."""
-        return shown_output(self.config)
+        return self.settings.shown
 
     def open(self) -> PriorState:
         """Check the output can be written, pull a remote one's earlier state, open the sink.
 
         Raises (OutputError, StorageError) before anything is sent when it cannot be written.
         """
-        config = self.config
-        if config.output_url is not None:
-            self._remote = _remote_output(config, self.lease)
-            self._remote.pull(overwrite=config.overwrite)
-        prior = self.sink.open(overwrite=config.overwrite)
+        if self.settings.url is not None:
+            self._remote = _remote_output(self.settings, self._storage, self.lease)
+            self._remote.pull(overwrite=self._overwrite)
+        prior = self.sink.open(overwrite=self._overwrite)
         if self._remote is not None:
             self._segmenter = self._remote.segmenter()
             self.sink.on_append = self._segmenter.noticed
@@ -131,12 +133,12 @@ class RunOutput:
             return LeaseLostError(
                 f"this run stopped: {stopped}. It sent nothing more and published nothing; "
                 f"the rows it answered are kept in its journal on this machine "
-                f"({journal_path(self.config.output)}). Run the same command again once the "
+                f"({journal_path(self.settings.path)}). Run the same command again once the "
                 "store answers: it goes on from there"
             )
         unsent = self._unsealed_rows()
         rows = f"{unsent:,} row(s)" if unsent else "no row"
-        journal = journal_path(self.config.output)
+        journal = journal_path(self.settings.path)
         return LeaseLostError(
             f"this run stopped: {lease.lost_message()}. A lease lapses when its run does not "
             f"renew it for {lease.ttl_s:g} s (this process was paused, suspended or cut off "
@@ -156,7 +158,7 @@ class RunOutput:
     def _unsealed_rows(self) -> int:
         """Rows of the local journal no segment on the store holds."""
         sealed = self._remote.sealed_bytes if self._remote is not None else 0
-        with contextlib.suppress(OSError), journal_path(self.config.output).open("rb") as f:
+        with contextlib.suppress(OSError), journal_path(self.settings.path).open("rb") as f:
             f.seek(sealed)
             return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
         return 0
@@ -169,12 +171,12 @@ class RunOutput:
         if remote is None:
             return
         try:
-            remote.publish()
+            remote.publish(self.sink.committed)
         except StorageError as exc:
             raise PublishError(
                 f"every row of {self.shown} is answered, but the final file could not be "
                 f"uploaded there ({exc}). Nothing is lost: the file and its journal are kept "
-                f"on this machine, in {self.config.output.parent}. Run the same command again "
+                f"on this machine, in {self.settings.path.parent}. Run the same command again "
                 "here once the store answers: it uploads that file and sends no request"
             ) from exc
         self.sink.drop_journal()
@@ -184,40 +186,35 @@ class PublishError(OutputError):
     """The final file of a remote output is complete here but could not be uploaded."""
 
 
-def shown_output(config: RunConfig) -> str:
-    """The output's name for a person: its URL for one on object storage (never the work
-    folder's copy), else its path."""
-    return url_without_secrets(config.output_url) if config.output_url else str(config.output)
+def output_format_of(settings: OutputSettings) -> OutputFormat:
+    """The output's format: ``--output-format``'s when given, else by the output's name: its
+    URL's for an ``s3://`` or ``gs://`` one (a folder when it ends with a slash), else its
+    path's (``formats.registry.output_for``)."""
+    if settings.format is not None:
+        return output_named(settings.format)
+    if settings.url is not None and names_folder(settings.url):
+        return output_for(settings.url)
+    return output_for(settings.path)
 
 
-def config_output_kind(config: RunConfig) -> OutputKind:
-    """The output's format: ``--output-format`` when given, a dataset for an ``s3://`` or
-    ``gs://`` URL that ends with a slash, else by the output's name (``output_kind``)."""
-    # getattr: RunConfig.output_format comes with the --output-format setting.
-    declared: OutputKind | None = getattr(config, "output_format", None)
-    if declared is not None:
-        return declared
-    if config.output_url is not None and names_folder(config.output_url):
-        return DATASET
-    return output_kind(config.output)
-
-
-def _remote_output(config: RunConfig, lease: Lease | None = None) -> RemoteOutput:
-    assert config.output_url is not None
-    storage = Storage(StorageSettings(config.s3_endpoint, config.gcs_endpoint))
-    storage.check_writable(config.output_url)
+def _remote_output(
+    settings: OutputSettings, endpoints: StorageSettings, lease: Lease | None = None
+) -> RemoteOutput:
+    assert settings.url is not None
+    storage = Storage(endpoints)
+    storage.check_writable(settings.url)
     remote = remote_output(
-        config.output_url,
+        settings.url,
         storage,
-        dataset=config_output_kind(config) == DATASET,
-        work_dir=config.work_dir,
-        cache_home=config.cache_home,
-        keep_journal=config.keep_journal,
-        rows_per_segment=config.segment_rows,
-        seconds_per_segment=config.segment_seconds,
+        dataset=output_format_of(settings).folder,
+        work_dir=settings.work_dir,
+        cache_home=settings.cache_home,
+        keep_journal=settings.keep_journal,
+        rows_per_segment=settings.segment_rows,
+        seconds_per_segment=settings.segment_seconds,
         lease=lease,
     )
-    assert remote.local_output == config.output  # load_config named the same local copy
+    assert remote.local_output == settings.path  # load_config named the same local copy
     return remote
 
 
@@ -236,7 +233,7 @@ class RemoteDataset(RemoteOutput):
     overwrites a part the ``_SUCCESS`` in place lists: until the new ``_SUCCESS`` replaces
     it (one PUT), the old dataset stands whole, and a publish cut short costs nothing but
     orphan parts, which the next publish deletes. The local copy keeps the store's names
-    (as a local dataset, its names are its own: ``store.dataset``).
+    (as a local dataset, its names are its own: ``formats.parquet_dataset``).
     """
 
     def __init__(self, url: str, storage: Storage, **options: Any) -> None:
@@ -270,22 +267,19 @@ class RemoteDataset(RemoteOutput):
 
     def _download(self, output: Path) -> None:
         """The remote dataset into ``output`` (its parts under the store's names, which are
-        its run's own), built beside it and swapped in."""
-        tmp = temporary_path(output, TMP_OUTPUT_SUFFIX)
-        try:
+        its run's own), built beside it and swapped in (``store.commit``)."""
+        with Commit(output, output_named(NAME)).building() as tmp:
             tmp.mkdir(parents=True)
             remote = _parse_manifest(self.storage.read_bytes(self._manifest_url()), self.url)
             for name in remote.parts:
                 self.storage.download(f"{self.url}{name}", tmp / name)
             write_manifest(tmp, remote)
-            replace_folder(tmp, output)
-        finally:
-            remove_temporary(tmp)
 
-    def publish(self, local_final: Path | None = None) -> None:
-        """Upload the local dataset: the old ``_SUCCESS`` removed, the parts, ``_SUCCESS``
-        last, then the parts an older run left that it does not list; then the segments."""
-        folder = local_final or self.local_output
+    def publish(self, committed: Committed | None = None) -> None:
+        """Upload the local dataset (``committed``'s, as the sink's final step put it in
+        place; the work folder's when None): the parts, ``_SUCCESS`` last, then the parts an
+        older run left that it does not list; then the segments."""
+        folder = committed.path if committed is not None else self.local_output
         manifest = read_manifest(folder)
         if manifest is None or manifest.partial is not None:
             raise OutputError(f"{folder}: no {SUCCESS}: the dataset is not complete")
@@ -337,12 +331,8 @@ def remote_output(
     return RemoteOutput(url, storage, **options)
 
 
-# The lease this process holds on each remote output (by URL), for the run's RunOutput.
-_HELD: dict[str, Lease] = {}
-
-
 @contextlib.contextmanager
-def output_lease(config: RunConfig) -> Iterator[Lease | None]:
+def output_lease(settings: OutputSettings, endpoints: StorageSettings) -> Iterator[Lease | None]:
     """A remote output's lease (``remote.lease``), held for the ``with``: a run on another
     machine is refused while it is held (LeaseHeldError naming this run); renewed in the
     background; asked before each request and upload (``RunOutput.lease``); removed on
@@ -351,24 +341,21 @@ def output_lease(config: RunConfig) -> Iterator[Lease | None]:
 
     Removing it can fail (the store out of reach): after an error, that is said after the
     error (it is secondary); after a run that went well, as a warning."""
-    if config.output_url is None:
+    if settings.url is None:
         yield None
         return
-    storage = Storage(StorageSettings(config.s3_endpoint, config.gcs_endpoint))
-    ttl = config.lease_ttl
-    lease = Lease(storage, config.output_url, run_id=new_run_id(), ttl_s=ttl, renew_s=ttl / 5)
+    storage = Storage(endpoints)
+    ttl = settings.lease_ttl
+    lease = Lease(storage, settings.url, run_id=new_run_id(), ttl_s=ttl, renew_s=ttl / 5)
     lease.acquire()
     lease.start_renewing()
-    _HELD[config.output_url] = lease
     try:
         yield lease
     except BaseException as exc:
-        _HELD.pop(config.output_url, None)
         failure = _release(lease)
         if failure is not None:
             _add_after(exc, failure)
         raise
-    _HELD.pop(config.output_url, None)
     failure = _release(lease)
     if failure is not None:
         print(f"batchrun: warning: {failure}", file=sys.stderr)

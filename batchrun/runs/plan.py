@@ -13,16 +13,18 @@ from batchrun.config.load import (
     RunConfig,
 )
 from batchrun.core.errors import InputError
-from batchrun.engine.outcome import Work, prepare
+from batchrun.engine.outcome import RowSettings, Work, prepare
+from batchrun.formats.inputs import InputShape, count_rows, read_rows
 from batchrun.rows.prefix import SeenFiles
-from batchrun.rows.reader import InputShape, count_rows, read_rows
 from batchrun.store.row_state import RowState, count_done, to_send
 
 
 def redo_lapsed(config: RunConfig) -> bool:
     """Whether this job sends again the rows a Message Batch expired or cancelled: in a new
     batch (--resubmit-expired) or online (--finish-online), both only with --via batches."""
-    return config.via == "batches" and (config.resubmit_expired or config.finish_online)
+    return config.via == "batches" and (
+        config.batches.resubmit_expired or config.batches.finish_online
+    )
 
 
 class RowCounter:
@@ -97,7 +99,7 @@ def plan(
 
     def finished(index: int) -> bool:
         state = states[index] if index < len(states) else RowState.NOTHING
-        return not to_send(state, retry_errors=config.retry_errors, redo_lapsed=redo_lapsed)
+        return not to_send(state, retry_errors=config.resume.retry_errors, redo_lapsed=redo_lapsed)
 
     def in_batch(index: int) -> bool:
         return index < len(waiting) and waiting[index] == 1
@@ -116,23 +118,24 @@ def plan(
     # ``known_ids`` may be shorter than ``states`` (or empty): a later round of a batch run
     # reads again rows whose ids were all checked in its first round.
     known = (known_ids[i] for i in skipped if i < len(known_ids))
-    rows = read_rows(config.input, shape=config.input_shape, skip=skip, known_ids=known)
+    rows = read_rows(config.input.path, shape=config.input.shape, skip=skip, known_ids=known)
     seen_files = SeenFiles()  # files rows attach alike are cached (``rows.prefix``)
+    settings = RowSettings.of(config)
     for row in rows:
         counter.rows = max(counter.rows, row.index + 1)
         if only is not None and row.index not in only:
             continue
         if config.shard is not None and not in_shard(row.id, config.shard):
             continue  # another shard's row (``shards.run``): never sent by this run
-        yield prepare(row, config, seen_files)
+        yield prepare(row, settings, seen_files)
 
 
 def count_hint(config: RunConfig, states: bytearray, redo_lapsed: bool = False) -> int | None:
     """Rows left to do, for the progress bar's total; None when it cannot be told cheaply."""
-    total = cheap_row_count(config.input, config.input_shape)
+    total = cheap_row_count(config.input.path, config.input.shape)
     if total is None:
         return None
-    skip = count_done(states, retry_errors=config.retry_errors, redo_lapsed=redo_lapsed)
+    skip = count_done(states, retry_errors=config.resume.retry_errors, redo_lapsed=redo_lapsed)
     return max(total - skip, 0)
 
 

@@ -9,13 +9,14 @@ that is cheap and certain enough:
 * the input's first row, read by the input's own reader: an input with no row at all (an empty
   file, blank lines, a header alone, ``[]``) is refused as such, before anything else is said
   about it;
-* Parquet: the schema in the footer; CSV: the header row. A column the file does not have,
-  no row has. A per-row field whose column has a type no value of it could be sent as
-  (a ``prompt`` of ``list<string>``) is refused from the schema too, before a row is read;
-* JSON lines and JSON arrays (compressed or not): one scan of the bytes for each key's JSON
-  text (``"model"``), stopped as soon as every question is answered. Text that merely contains
-  ``"model"`` makes the key look present; that only leaves the rows to fail one by one, as
-  they would without this check.
+* the input format's quick look at its columns (``InputFormat.columns(quick=True)``): a
+  Parquet schema, a CSV header (a column the file does not have, no row has); for JSON lines
+  and JSON arrays one scan of the bytes for each key's JSON text (``"model"``), stopped as
+  soon as every question is answered. Text that merely contains ``"model"`` makes the key
+  look present; that only leaves the rows to fail one by one, as they would without this
+  check. A per-row field whose column has a type no value of it could be sent as (a Parquet
+  ``prompt`` of ``list<string>``) is refused from the schema too, before a row is read
+  (``InputFormat.mistyped_columns``);
 * Anything it cannot read (an unreadable file, a misread CSV header): it cannot tell, and says
   nothing. The reader then rejects the file, saying why.
 
@@ -33,33 +34,25 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from batchrun.config.load import RunConfig, did_you_mean
 from batchrun.config.settings import BY_KEY
 from batchrun.core.errors import BatchrunError, ConfigError
-from batchrun.core.wording import on_command_line, option, shown_input
+from batchrun.core.wording import on_command_line, option
 from batchrun.cost.models import model_refusal
-from batchrun.rows.compressed import Compression, open_bytes
-from batchrun.rows.formats import READERS, InputKind, _mistyped_columns, csv_columns
-from batchrun.rows.reader import check_input_text, input_kind
+from batchrun.formats.inputs import check_input_text, format_of, input_kind
+from batchrun.rows.compressed import open_bytes
 from batchrun.rows.request import template_conflicts, template_fields
-from batchrun.rows.text import MAX_ROW_BYTES, is_ascii_compatible
+from batchrun.rows.shape import InputKind
 
 # The keys every request needs, from the row or the job's defaults.
 REQUIRED = ("model", "max_tokens")
 # The row fields that make a row's prompt without the template.
 PROMPT_FIELDS = ("prompt", "messages")
 
-# A header of one column whose name holds one of these was likely split with the wrong
-# delimiter: its real columns are unknown.
-_OTHER_DELIMITERS = (",", ";", "\t", "|")
 _SCAN_CHUNK = 1 << 20
 
 
@@ -79,14 +72,14 @@ def check_every_row_can_be_built(config: RunConfig) -> None:
     text in its encoding is refused first (``rows.text.UndecodableInputError``, exit 2):
     every row would be wrong.
     """
-    check_input_text(config.input, config.input_shape)
+    check_input_text(config.input.path, config.input.shape)
     check_job_model(config)
     start = _input_start(config)
     if start is None:
         return
     if not start.has_rows:
         raise UnbuildableJobError(
-            f"{shown_input(config.input)} has no rows (it is empty, or holds only blank lines "
+            f"{config.input.shown} has no rows (it is empty, or holds only blank lines "
             "or a header): nothing was sent or written. Is it the file you meant?"
         )
     defaults = config.defaults
@@ -115,7 +108,7 @@ def check_every_row_can_be_built(config: RunConfig) -> None:
     if problems:
         listed = "".join(f"\n  - {problem}" for problem in problems)
         raise UnbuildableJobError(
-            f"{shown_input(config.input)}: every row would be refused, so nothing was sent or "
+            f"{config.input.shown}: every row would be refused, so nothing was sent or "
             f"written:{listed}"
         )
 
@@ -155,7 +148,7 @@ def _no_prompt(known: Iterable[str]) -> str:
 @dataclass(frozen=True)
 class _Start:
     """What the input's first row tells: whether there is one, its fields (None-valued ones
-    left out), and, for Parquet, each per-row field whose column type cannot be sent."""
+    left out), and each per-row field whose column type cannot be sent (a typed format's)."""
 
     kind: InputKind
     has_rows: bool
@@ -166,15 +159,16 @@ class _Start:
 def _input_start(config: RunConfig) -> _Start | None:
     """The input's first row as its own reader reads it, or None when it cannot be read
     (the reader, when the run opens it, says why)."""
-    path = config.input
+    path = config.input.path
     try:
-        kind = input_kind(path, config.input_shape)
+        kind = input_kind(path, config.input.shape)
     except BatchrunError:
         return None
     if not path.is_file():
         return None
+    fmt = format_of(kind)
     try:
-        raw = READERS[kind.format](path, kind, 1, lambda index: index > 0, MAX_ROW_BYTES)
+        raw = fmt.rows(path, kind, 1, lambda index: index > 0)
         with contextlib.closing(raw):
             first = next(raw, None)
     except BatchrunError:
@@ -187,7 +181,11 @@ def _input_start(config: RunConfig) -> _Start | None:
         return _Start(kind, False, frozenset())
     record = first.record or {}
     fields = frozenset(name for name, value in record.items() if value is not None)
-    mistyped = _parquet_mistyped(path) if kind.format == "parquet" else ()
+    mistyped = tuple(
+        f"column `{name}`: {reason}; convert the column, or rename it if it is not meant "
+        f"as the row's `{name}`"
+        for name, reason in fmt.mistyped_columns(path).items()
+    )
     return _Start(kind, True, fields, mistyped)
 
 
@@ -203,21 +201,6 @@ def _blank(path: Path, kind: InputKind) -> bool:
     return True
 
 
-def _parquet_mistyped(path: Path) -> tuple[str, ...]:
-    """A problem for each per-row field whose Parquet column has a type none of its values
-    could be sent as, told from the schema before any row is read (``rows.formats``' rule,
-    which each row is held to as well)."""
-    schema = _parquet_schema(path)
-    if schema is None:
-        return ()
-    return tuple(
-        f"column `{name}`: {reason}; convert the column, or rename it if it is not meant "
-        f"as the row's `{name}`"
-        for name, reason in _mistyped_columns(schema).items()
-        if not _all_null(schema, name)
-    )
-
-
 @dataclass(frozen=True)
 class _Columns:
     """What the input tells cheaply about its columns.
@@ -231,132 +214,40 @@ class _Columns:
 
 
 def _input_columns(config: RunConfig, start: _Start, asked: Collection[str]) -> _Columns | None:
-    """The input's columns as far as told cheaply, or None when that cannot be told."""
+    """The input's columns as far as its format's quick look tells, or None when it cannot."""
     kind = start.kind
     try:
-        if kind.format == "parquet":
-            names = _parquet_columns(config.input)
-        elif kind.format in ("csv", "tsv"):
-            names = _csv_columns(config.input, kind)
-        elif not is_ascii_compatible(kind.encoding):
-            return None  # keys written in UTF-16 or UTF-32: no byte scan finds them
-        else:
-            return _json_columns(config.input, kind.compression, asked, start.first)
+        fmt = format_of(kind)
+        columns = fmt.columns(config.input.path, kind, asked, quick=True, enough=_enough(asked))
     except (BatchrunError, OSError, ValueError, csv.Error):
         return None
-    if names is None:
+    if columns is None:
         return None
-    return _Columns(has=names.__contains__, known=names)
+    known = frozenset(columns.known) | start.first
+    return _Columns(has=lambda name: name in columns.found or name in start.first, known=known)
 
 
-def _parquet_schema(path: Path) -> pa.Schema | None:
-    try:
-        return pq.read_schema(path)
-    except (OSError, pa.ArrowException):
-        return None
+def _enough(asked: Collection[str]) -> Callable[[set[str]], bool]:
+    """Whether the columns found so far settle every check: the quick look may stop there.
+    Each name asked is wanted, but one of the prompt fields is enough (asked without a
+    template: some row must bring its prompt)."""
+    prompts = [name for name in PROMPT_FIELDS if name in asked]
+    others = [name for name in asked if name not in PROMPT_FIELDS]
 
-
-def _all_null(schema: pa.Schema, name: str) -> bool:
-    """A column of Arrow's null type holds no value (pandas writes an all-None column so)."""
-    return bool(pa.types.is_null(schema.field(name).type))
-
-
-def _parquet_columns(path: Path) -> frozenset[str] | None:
-    schema = _parquet_schema(path)
-    if schema is None:
-        return None
-    return frozenset(name for name in schema.names if not _all_null(schema, name))
-
-
-def _csv_columns(path: Path, kind: InputKind) -> frozenset[str] | None:
-    """The header's names, as the CSV reader reads them; None if it looks misread."""
-    header = csv_columns(path, kind)
-    if not header:
-        return None
-    delimiter = kind.delimiter
-    if len(header) == 1 and any(d in header[0] for d in _OTHER_DELIMITERS if d != delimiter):
-        return None  # one column named "id;prompt;model": the wrong delimiter, most likely
-    return frozenset(header)
-
-
-def _json_columns(
-    path: Path, compression: Compression | None, asked: Collection[str], first: frozenset[str]
-) -> _Columns | None:
-    """Which of ``asked`` some row may hold (one scan of the bytes: a key is written as in
-    JSON lines as in a JSON array), and the first row's fields."""
-    needles = {name: _json_key(name) for name in asked}
-    if any(needle is None for needle in needles.values()):
-        return None  # a key whose JSON text may be written several ways
-    wanted = {needle for needle in needles.values() if needle is not None}
-    found = scan_for(path, wanted, _enough(needles), compression=compression)
-    return _Columns(
-        has=lambda name: needles.get(name) in found or name in first,
-        known=first,
-    )
-
-
-def _enough(needles: dict[str, bytes | None]) -> Callable[[set[bytes]], bool]:
-    """Whether the keys found so far settle every check: the scan may stop."""
-
-    def present(found: set[bytes], name: str) -> bool:
-        return name not in needles or needles[name] in found
-
-    prompts = [needles[name] for name in PROMPT_FIELDS if name in needles]
-    others = set(needles) - set(REQUIRED) - set(PROMPT_FIELDS)
-
-    def settled(found: set[bytes]) -> bool:
-        if not all(present(found, key) for key in REQUIRED):
+    def settled(found: set[str]) -> bool:
+        if prompts and not any(name in found for name in prompts):
             return False
-        if prompts and not any(needle in found for needle in prompts):
-            return False  # asked without a template: some row must bring its prompt
-        return all(present(found, name) for name in others)
+        return all(name in found for name in others)
 
     return settled
-
-
-def _json_key(name: str) -> bytes | None:
-    """``"name"`` as JSON writes it; None unless that is its only likely spelling (plain
-    printable ASCII: other characters may come escaped as \\uXXXX)."""
-    if not name.isascii() or not name.isprintable() or '"' in name or "\\" in name:
-        return None
-    return json.dumps(name).encode("ascii")
-
-
-def scan_for(
-    path: Path,
-    needles: set[bytes],
-    enough: Callable[[set[bytes]], bool] = lambda found: False,
-    chunk_size: int = _SCAN_CHUNK,
-    *,
-    compression: Compression | None = None,
-) -> set[bytes]:
-    """The ``needles`` that occur in the file (decompressed), read in chunks until
-    ``enough`` says stop.
-
-    A needle split across two chunks is found: each chunk is searched with the end of the
-    one before."""
-    found: set[bytes] = set()
-    if not needles:
-        return found
-    overlap = max(len(needle) for needle in needles) - 1
-    tail = b""
-    with open_bytes(path, compression) as stream:
-        while not enough(found):
-            chunk = stream.read(chunk_size)
-            if not chunk:
-                break
-            window = tail + chunk
-            found.update(needle for needle in needles - found if needle in window)
-            tail = window[-overlap:] if overlap else b""
-    return found
 
 
 def check_job_model(config: RunConfig) -> None:
     """UnbuildableJobError when the job's model is a Claude id batchrun does not know, or a
     retired one (``cost.models.model_refusal``): the API would answer 404 to each row that
     uses it, so it is reported once, before anything is written or sent."""
-    refusal = model_refusal(config.defaults.model, config.prices)
+    refusal = model_refusal(config.defaults.model, config.cost.prices)
     if refusal is not None:
         raise UnbuildableJobError(
-            f"{shown_input(config.input)}: the job's model {refusal}. Nothing was sent or written."
+            f"{config.input.shown}: the job's model {refusal}. Nothing was sent or written."
         )

@@ -11,11 +11,10 @@ from batchrun.config.load import (
     RunConfig,
 )
 from batchrun.core.errors import ConfigError, OutputError
-from batchrun.core.wording import option, shown_input
-from batchrun.engine.outcome import Work, prepare
+from batchrun.core.wording import option
+from batchrun.engine.outcome import RowSettings, Work, prepare
+from batchrun.formats.inputs import InputRow, read_rows
 from batchrun.rows.files import folder_stamp
-from batchrun.rows.reader import InputRow, read_rows
-from batchrun.runs.output import shown_output
 from batchrun.runs.plan import input_rows
 from batchrun.store.provenance import SourceRule, answer_source, describe, is_simulator
 from batchrun.store.resume import (
@@ -97,18 +96,18 @@ def load_prior(config: RunConfig, prior: PriorState) -> Resume:
     """
     # Rows may embed local files: a changed file must send resume down the row-by-row check.
     fingerprint = job_fingerprint(config.defaults) + folder_stamp(
-        config.media_folder, skip=(config.input, config.output)
+        config.input.media_folder, skip=(config.input.path, config.output.path)
     )
-    state = None if config.overwrite else read_state(config.output)
-    current = answer_source(config.simulate, config.base_url)
+    state = None if config.resume.overwrite else read_state(config.output.path)
+    current = answer_source(config.client.simulate, config.client.base_url)
     rule = SourceRule(
         current,
         state.mixed_sources if state is not None else (),
-        reask=config.reask_other_source,
-        keep=config.keep_other_source,
+        reask=config.resume.reask_other_source,
+        keep=config.resume.keep_other_source,
     )
-    journal = journal_path(config.output)
-    rows = input_rows(config.input, parse=bool(len(prior)), shape=config.input_shape)
+    journal = journal_path(config.output.path)
+    rows = input_rows(config.input.path, parse=bool(len(prior)), shape=config.input.shape)
     if len(prior):
         _check_rows_exist(config, prior, state, rows)
     if prior.damaged:
@@ -123,8 +122,8 @@ def load_prior(config: RunConfig, prior: PriorState) -> Resume:
         state is not None
         and state.fingerprint == fingerprint
         and state.source == current  # answers of another source are never trusted wholesale
-        and unchanged_since(config.input, state.input)
-        and (not prior.journal or vouches_for(state.journal, journal, config.output))
+        and unchanged_since(config.input.path, state.input)
+        and (not prior.journal or vouches_for(state.journal, journal, config.output.path))
         and _spot_check(config, prior)
     ):
         states, ids = _trusted_prior(config, prior, rule)
@@ -133,19 +132,19 @@ def load_prior(config: RunConfig, prior: PriorState) -> Resume:
     if rule.unrecorded and (state is None or state.source is None):
         notice(
             config,
-            f"batchrun: {rule.unrecorded:,} row(s) of {config.output} were recorded by an older "
-            "batchrun, which did not record where answers came from; none is the simulator's "
-            "(it marks its answers), so they count as answered, as before",
+            f"batchrun: {rule.unrecorded:,} row(s) of {config.output.shown} were recorded by an "
+            "older batchrun, which did not record where answers came from; none is the "
+            "simulator's (it marks its answers), so they count as answered, as before",
         )
     ledger = at_start(state.ledger if state is not None else None, prior)
     try:
-        stamp = stamp_journal(journal, config.output)
+        stamp = stamp_journal(journal, config.output.path)
         settings = job_settings(config.defaults)
         write_state(
-            config.output,
+            config.output.path,
             RunState(
                 fingerprint,
-                stamp_input(config.input),
+                stamp_input(config.input.path),
                 rows,
                 stamp,
                 settings,
@@ -155,7 +154,7 @@ def load_prior(config: RunConfig, prior: PriorState) -> Resume:
             ),
         )
     except OSError as exc:
-        raise OutputError(f"cannot write {state_path(config.output)}: {exc}") from exc
+        raise OutputError(f"cannot write {state_path(config.output.path)}: {exc}") from exc
     return Resume(states, ids, rule, ledger)
 
 
@@ -176,7 +175,7 @@ def _check_sources(config: RunConfig, rule: SourceRule) -> None:
         notice(
             config,
             f"batchrun: {rows:,} row(s) answered by {describe(source)} are kept as they are "
-            f"({option('keep_other_source', True)}): {shown_output(config)} mixes answers of "
+            f"({option('keep_other_source', True)}): {config.output.shown} mixes answers of "
             f"{describe(source)} and "
             f"{describe(rule.current)}; its `source` column tells them apart",
         )
@@ -190,7 +189,7 @@ def source_refusal(config: RunConfig, rule: SourceRule, refused: Mapping[str, in
     total = sum(refused.values())
     them = "that row" if total == 1 else f"those {total:,} rows"
     to = "the simulator" if is_simulator(rule.current) else rule.current
-    head = f"{shown_output(config)} holds {held}, and this run asks {describe(rule.current)}. "
+    head = f"{config.output.shown} holds {held}, and this run asks {describe(rule.current)}. "
     reask = (
         f"{option('reask_other_source', True)} sends {them} again to {to} and replaces their "
         "answers (nothing else is sent again)"
@@ -212,7 +211,7 @@ def source_refusal(config: RunConfig, rule: SourceRule, refused: Mapping[str, in
 
 
 def notice(config: RunConfig, message: str) -> None:
-    if not config.quiet:
+    if not config.run.quiet:
         print(message, file=sys.stderr, flush=True)
 
 
@@ -229,7 +228,7 @@ def _check_rows_exist(
         return  # the input cannot be read: the reader says why
     if prior.final_rows > rows:
         raise ResumeMismatchError(
-            f"{config.output} holds {prior.final_rows} rows but {shown_input(config.input)} now "
+            f"{config.output.shown} holds {prior.final_rows} rows but {config.input.shown} now "
             f"has only {rows}: restore the input, {_afresh()}"
         )
     beyond = sorted(i for i in prior.journal if i >= rows)
@@ -242,8 +241,8 @@ def _check_rows_exist(
         shown += " ..." if len(lost) > 10 else ""
         where = f"row {lost[0]}" if len(lost) == 1 else f"rows {lost[0]}..{lost[-1]}"
         raise ResumeMismatchError(
-            f"{config.output} holds answers for {len(lost)} row(s) that "
-            f"{shown_input(config.input)} no longer has ({where}, ids {shown}): it has {rows} "
+            f"{config.output.shown} holds answers for {len(lost)} row(s) that "
+            f"{config.input.shown} no longer has ({where}, ids {shown}): it has {rows} "
             f"rows now. Restore the input, {_afresh()}"
         )
     prior.drop(beyond)
@@ -255,12 +254,15 @@ def _spot_check(config: RunConfig, prior: PriorState) -> bool:
     if not prior.journal:
         return True
     wanted = {min(prior.journal), max(prior.journal)}
+    settings = RowSettings.of(config)
     last = max(wanted)
-    for row in read_rows(config.input, shape=config.input_shape, skip=lambda i: i not in wanted):
+    for row in read_rows(
+        config.input.path, shape=config.input.shape, skip=lambda i: i not in wanted
+    ):
         if row.index > last:
             break
         record = prior.journal.get(row.index)
-        if record is not None and _differs(record, prepare(row, config), row):
+        if record is not None and _differs(record, prepare(row, settings), row):
             return False
         if row.index == last:
             break
@@ -296,10 +298,11 @@ def _check_prior(
     ``_check_sources``."""
     states = bytearray(len(prior))
     ids = [""] * len(prior)
+    settings = RowSettings.of(config)
     mismatched: list[str] = []
     foreign: list[tuple[int, str, str]] = []  # recorded under another id than the row's
     seen = 0
-    for row in read_rows(config.input, shape=config.input_shape):
+    for row in read_rows(config.input.path, shape=config.input.shape):
         if row.index >= len(states):
             break
         seen += 1
@@ -308,9 +311,9 @@ def _check_prior(
             continue
         if record.id != row.id:
             foreign.append((row.index, record.id, row.id))
-        elif _differs(record, prepare(row, config), row):
+        elif _differs(record, prepare(row, settings), row):
             mismatched.append(row.id)
-            if config.resend_changed:
+            if config.resume.resend_changed:
                 ids[row.index] = row.id
                 continue  # its state stays NOTHING: the plan sends it again
         ids[row.index] = row.id
@@ -318,15 +321,15 @@ def _check_prior(
             states[row.index] = _state(record)  # else NOTHING: sent again, or refused
     if seen < prior.final_rows:
         raise ResumeMismatchError(
-            f"{config.output} holds {prior.final_rows} rows but {shown_input(config.input)} now "
+            f"{config.output.shown} holds {prior.final_rows} rows but {config.input.shown} now "
             f"has only {seen}: {_afresh()}"
         )
     if foreign:
         shown = "; ".join(f"row {i}: {was!r}, now {now!r}" for i, was, now in foreign[:5])
         shown += " ..." if len(foreign) > 5 else ""
         raise ResumeMismatchError(
-            f"{config.output} holds {len(foreign)} row(s) recorded under other ids than "
-            f"{shown_input(config.input)} has for them ({shown}): another job's journal or "
+            f"{config.output.shown} holds {len(foreign)} row(s) recorded under other ids than "
+            f"{config.input.shown} has for them ({shown}): another job's journal or "
             "output, or an input whose rows moved. Restore the input (or put the other job's "
             f"files back), {_afresh()}"
         )
@@ -341,7 +344,7 @@ def _check_prior(
             if changes
             else "those rows of the input (or the files they refer to) changed"
         )
-        if config.resend_changed:
+        if config.resume.resend_changed:
             notice(
                 config,
                 f"batchrun: {len(mismatched):,} row(s) whose request changed are sent again "
@@ -349,7 +352,7 @@ def _check_prior(
             )
             return states, ids
         raise ResumeMismatchError(
-            f"{config.output} was made from different requests for {len(mismatched)} row(s) "
+            f"{config.output.shown} was made from different requests for {len(mismatched)} row(s) "
             f"(ids {shown}): {why}. {option('resend_changed', True)} sends only those rows "
             f"again; {option('overwrite', True)} starts afresh (every row is sent again); or "
             f"write to a new output ({option('output', 'OUT')})"

@@ -8,7 +8,7 @@ from typing import Any
 
 from batchrun.cost.budget import projected_total
 from batchrun.engine.tally import RowTally
-from batchrun.runs.display import Snapshot
+from batchrun.live.frames import Snapshot
 from batchrun.store.provenance import SourceRule
 from batchrun.store.sink import FinalCounts
 
@@ -67,7 +67,7 @@ class RunSummary(RowTally):
 
     @property
     def exit_code(self) -> int:
-        """DESIGN §2: 0 every row ok, 3 finished with some rows in error, 1 not finished,
+        """docs/design.md §3.6: 0 every row ok, 3 finished with some rows in error, 1 not finished,
         4 stopped by --max-cost, 130 interrupted by a signal (the shell's convention)."""
         if self.interrupted is not None:
             return 130

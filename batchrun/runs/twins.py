@@ -24,8 +24,9 @@ import pyarrow.compute as pc
 
 from batchrun.config.load import RunConfig
 from batchrun.engine.dedup import KEPT_FOR_TWINS, Dedup, twin_row
-from batchrun.engine.outcome import VIA_BATCHES, Work, base_row, prepare
-from batchrun.rows.reader import read_rows
+from batchrun.engine.outcome import VIA_BATCHES, RowSettings, Work, base_row, prepare
+from batchrun.formats.inputs import read_rows
+from batchrun.store.arrow_values import string_scalar
 from batchrun.store.columns import STATUS_OK
 from batchrun.store.journal import INDEX, read_records
 from batchrun.store.provenance import legacy_source
@@ -81,7 +82,7 @@ def _answered_rows(sink: Sink, prior: PriorState) -> Iterator[dict[str, Any]]:
         for batch in output_batches(sink.output, sink.schema, _COLUMNS):
             table = pa.Table.from_batches([batch])
             answered = pc.and_(
-                pc.equal(table.column("status"), STATUS_OK),
+                pc.equal(table.column("status"), string_scalar(STATUS_OK)),
                 pc.is_valid(table.column("request_hash")),
             )
             yield from table.filter(answered).to_pylist()
@@ -102,14 +103,14 @@ class BatchTwins:
         self._submitted: dict[str, int] = {}  # request hash -> the row this run submitted it for
         self.waiting: dict[int, str] = {}  # input index -> request hash, held for its twin
 
-    def answer_now(self, work: Work, config: RunConfig) -> dict[str, Any] | None:
+    def answer_now(self, work: Work, rows: RowSettings) -> dict[str, Any] | None:
         """The twin row for ``work`` if its request was answered already (earlier run, or a
         batch collected in this one); None otherwise."""
         assert work.request_hash is not None
         answer = self.dedup.answer(work.request_hash)
         if answer is None:
             return None
-        return twin_row(base_row(work, config, VIA_BATCHES), answer)
+        return twin_row(base_row(work, rows, VIA_BATCHES), answer)
 
     def hold(self, work: Work) -> bool:
         """True if ``work``'s request is in a batch already: it waits instead of being sent."""
@@ -130,17 +131,18 @@ class BatchTwins:
         if not self.waiting:
             return 0
         where, last = self.waiting, max(self.waiting)
+        settings = RowSettings.of(config)
         rows = read_rows(
-            config.input, shape=config.input_shape, skip=lambda i: i <= last and i not in where
+            config.input.path, shape=config.input.shape, skip=lambda i: i <= last and i not in where
         )
         for row in rows:
             if row.index > last:
                 break
-            work = prepare(row, config)
+            work = prepare(row, settings)
             if work.request_hash != where[row.index]:
                 continue  # the input changed under the run: the next run sees it afresh
             answer = self.dedup.answer(work.request_hash)
             if answer is not None:
-                record(row.index, twin_row(base_row(work, config, VIA_BATCHES), answer))
+                record(row.index, twin_row(base_row(work, settings, VIA_BATCHES), answer))
                 del where[row.index]
         return len(where)

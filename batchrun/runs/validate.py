@@ -8,8 +8,8 @@ from pathlib import Path
 
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import InputError
-from batchrun.engine.outcome import prepare
-from batchrun.rows.reader import read_rows
+from batchrun.engine.outcome import RowSettings, prepare
+from batchrun.formats.inputs import read_rows
 from batchrun.runs.preflight import check_every_row_can_be_built
 
 # Past this many, listing more problems helps nobody; the count still covers them all.
@@ -36,7 +36,7 @@ class ValidationReport:
 
 
 def validate(config: RunConfig) -> ValidationReport:
-    """Check each row of ``config.input`` the way ``run`` would, in one pass.
+    """Check each row of ``config.input.path`` the way ``run`` would, in one pass.
 
     Rows go through the run's own ``prepare``, so a row is reported here exactly when a run
     would record it as ``invalid_request``, and no row can make this raise: only a file
@@ -47,10 +47,11 @@ def validate(config: RunConfig) -> ValidationReport:
     assert report.invalid == 0
     """
     check_every_row_can_be_built(config)
-    report = ValidationReport(source=config.input)
-    for row in read_rows(config.input, shape=config.input_shape):
+    report = ValidationReport(source=config.input.path)
+    settings = RowSettings.of(config)
+    for row in read_rows(config.input.path, shape=config.input.shape):
         report.rows += 1
-        problem = prepare(row, config).problem
+        problem = prepare(row, settings).problem
         if problem is not None:
             report.invalid += 1
             listing = len(report.problems) < MAX_LISTED

@@ -35,7 +35,6 @@ into temporary files beside the output, so its memory and open files do not grow
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
@@ -45,26 +44,37 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any
 
-import httpx
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from batchrun.config.layers import InputSettings, OutputSettings
 from batchrun.config.load import MAX_SHARDS, RunConfig, check_shard
 from batchrun.core.errors import ConfigError, OutputError
 from batchrun.core.wording import option, said
-from batchrun.rows.reader import check_input_file, read_rows
+from batchrun.formats.base import WriteOptions
+from batchrun.formats.inputs import read_rows
+from batchrun.formats.jsonl import JSON_SLICE_BYTES
+from batchrun.formats.marks import clear_mark
+from batchrun.formats.registry import (
+    folder_output,
+    output_by_suffix,
+    output_for,
+    output_named,
+    read_partial,
+)
+from batchrun.rows.reader import check_input_file
 from batchrun.runs.claim import check_credentials, claim_output
 from batchrun.runs.online import run_holding
+from batchrun.runs.output import output_format_of
 from batchrun.runs.plan import in_shard
-from batchrun.runs.resume import Sleep
+from batchrun.runs.runtime import DEFAULT, Runtime
 from batchrun.runs.summary import RunSummary
 from batchrun.store.columns import STATUS_OK
-from batchrun.store.dataset import DATASET, replace_folder
-from batchrun.store.journal import INDEX, JSON_SLICE_BYTES, journal_line, repair_journal
+from batchrun.store.commit import Commit, fsync_dir, remove_temporary, temporary_path
+from batchrun.store.journal import INDEX, journal_line, repair_journal
 from batchrun.store.lock import OutputLock
-from batchrun.store.partial import clear_mark, read_partial
 from batchrun.store.resume import (
     InputStamp,
     changed_settings,
@@ -75,19 +85,12 @@ from batchrun.store.resume import (
 from batchrun.store.sink import (
     CHUNK_ROWS,
     TMP_JOURNAL_SUFFIX,
-    TMP_OUTPUT_SUFFIX,
     FinalCounts,
-    OutputKind,
-    fsync_dir,
     journal_path,
     journal_to_arrow,
-    open_writer,
     output_batches,
-    output_kind,
     output_schema,
     remove_stale_temporaries,
-    remove_temporary,
-    temporary_path,
 )
 
 SHARDS_SUFFIX = ".shards"
@@ -118,10 +121,11 @@ def shard_output(output: Path, index: int, count: int) -> Path:
     """Shard ``index`` of ``count``'s own output:
     ``out/labels.parquet.shards/2-of-4/labels.parquet``."""
     name = output.name
-    if output.suffix.lower() not in (".parquet", ".jsonl", ".csv"):
-        # A dataset folder (by its name alone: the same before and after it is written):
-        # its shards are single Parquet files, merged into the folder.
-        name += ".parquet"
+    if output_by_suffix(output) is None:
+        # A folder (by its name alone: the same before and after it is written): its shards
+        # are single files of its parts' format (Parquet), merged into the folder.
+        parts = folder_output().parts
+        name += output_named(parts).suffixes[0] if parts else ""
     return shards_folder(output) / f"{index}-of-{count}" / name
 
 
@@ -153,7 +157,7 @@ class ShardRows:
 def shard_rows(config: RunConfig, shard: tuple[int, int]) -> ShardRows:
     """Which input rows are in ``shard``: one pass over the input's ids."""
     member = bytearray()
-    for row in read_rows(config.input, shape=config.input_shape):
+    for row in read_rows(config.input.path, shape=config.input.shape):
         member.append(1 if in_shard(row.id, shard) else 0)
     return ShardRows(member)
 
@@ -177,7 +181,7 @@ class ShardProof:
     input_format: str | None
     csv_delimiter: str | None
     keep_columns: tuple[str, ...]
-    output_format: OutputKind | None
+    output_format: str | None
     part_rows: int
     rows: int
     file_size: int
@@ -216,7 +220,7 @@ class ShardProof:
             input_format=_str_or_none(data.get("input_format")),
             csv_delimiter=_str_or_none(data.get("csv_delimiter")),
             keep_columns=tuple(str(c) for c in data["keep_columns"]),
-            output_format=cast("OutputKind | None", _str_or_none(data.get("output_format"))),
+            output_format=_str_or_none(data.get("output_format")),
             part_rows=int(data["part_rows"]),
             rows=int(data["rows"]),
             file_size=int(data["file_size"]),
@@ -295,7 +299,7 @@ def _check_shardable(config: RunConfig) -> tuple[int, int]:
             f"{option('shard')} runs online only: drop {option('via', 'batches')}, or run "
             f"without {option('shard')}"
         )
-    if config.output_url is not None:
+    if config.output.url is not None:
         raise ConfigError(
             f"{option('shard')} writes a local output: give a local {option('output')}, or run "
             f"without {option('shard')}"
@@ -303,13 +307,7 @@ def _check_shardable(config: RunConfig) -> tuple[int, int]:
     return config.shard
 
 
-async def run_shard_async(
-    config: RunConfig,
-    *,
-    transport: httpx.AsyncBaseTransport | None = None,
-    progress_stream: IO[str] | None = None,
-    retry_sleep: Sleep = asyncio.sleep,
-) -> RunSummary:
+async def run_shard_async(config: RunConfig, runtime: Runtime = DEFAULT) -> RunSummary:
     """Run the rows of shard ``config.shard`` into the shard's own output (``shard_output``).
 
     Resumes as any run does; once every row of the shard is done, writes the shard's file
@@ -317,25 +315,19 @@ async def run_shard_async(
     ``online.run_async``; OutputError when the input changed while the shard ran.
     """
     shard = _check_shardable(config)
-    own = replace(config, output=shard_output(config.output, *shard), output_format=None)
-    check_credentials(own, transport)
-    check_input_file(own.input)
-    with claim_output(own) as lock:
-        _forget_proof(own.output)
+    path = shard_output(config.output.path, *shard)
+    own = replace(config, output=replace(config.output, path=path, format=None))
+    check_credentials(own.client, runtime.transport)
+    check_input_file(own.input.path)
+    with claim_output(own) as claim:
+        _forget_proof(own.output.path)
         _reopen(own)
         try:
-            stamp = stamp_input(own.input)
+            stamp = stamp_input(own.input.path)
         except OSError as exc:
-            raise ConfigError(f"cannot read input {own.input}: {exc.strerror or exc}") from exc
+            raise ConfigError(f"cannot read input {own.input.path}: {exc.strerror or exc}") from exc
         rows = shard_rows(own, shard)
-        summary = await run_holding(
-            own,
-            lock,
-            transport=transport,
-            progress_stream=progress_stream,
-            retry_sleep=retry_sleep,
-            only=rows,
-        )
+        summary = await run_holding(own, claim, runtime, only=rows)
         summary.total_rows = len(rows)
         if summary.interrupted is None and summary.budget_stop is None:
             # Every input row in this one shard: the driver wrote a whole output. Made a
@@ -358,7 +350,7 @@ class _JobRecord:
 def _reopen(config: RunConfig) -> None:
     """A finished shard's file back into journal lines (the journal fsynced before the
     file goes), so the run resumes from the journal: a shard file is no positional output."""
-    output = config.output
+    output = config.output.path
     if not output.exists() or read_partial(output) is not None:
         return  # nothing finished, or a partial output the sink itself resumes from
     journal = journal_path(output)
@@ -367,7 +359,7 @@ def _reopen(config: RunConfig) -> None:
         fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             position = 0
-            for batch in output_batches(output, shard_schema(config.keep_columns)):
+            for batch in output_batches(output, shard_schema(config.output.keep_columns)):
                 lines = []
                 for row in batch.to_pylist():
                     index = row.pop(INDEX)
@@ -417,82 +409,108 @@ def _gathered(
 def _finish(config: RunConfig, rows: ShardRows, job: _JobRecord) -> FinalCounts | None:
     """The shard's file from its journal, when every row of the shard has a record (None,
     writing nothing, while some have none), with its proof. Streams the journal as the sink
-    does."""
-    output = config.output
+    does, and is put in place by the same committer (``store.commit``)."""
+    output = config.output.path
     journal = journal_path(output)
-    schema = output_schema(config.keep_columns)
+    fmt = output_for(output)
+    commit = Commit(output, fmt)
+    commit.check_space(
+        2 * _size(journal),
+        needs="twice the shard's journal: as Arrow, and the shard's file",
+        then="Free some space and re-run the same command: the journal is kept",
+    )
     tmp_arrow = temporary_path(output, TMP_JOURNAL_SUFFIX)
-    tmp_out = temporary_path(output, TMP_OUTPUT_SUFFIX)
     try:
+        schema = output_schema(config.output.keep_columns)
         records = journal_to_arrow(journal, schema, tmp_arrow, JSON_SLICE_BYTES)
         try:
             if len(records) != len(rows):
                 return None
-            ok = error = 0
-            with (
-                open_writer(tmp_out, shard_schema(config.keep_columns), output_kind(output)) as w,
-                _gathered(w) as write,
-            ):
-                for p0 in range(0, rows.input_rows, CHUNK_ROWS):
-                    table, indexes = records.between(p0, p0 + CHUNK_ROWS, schema)
-                    foreign = [i for i in indexes if i not in rows]
-                    if foreign:
-                        raise OutputError(
-                            f"{journal} holds records of rows of other shards (input rows "
-                            f"{', '.join(map(str, foreign[:_SHOWN_IDS]))}): it is not this "
-                            f"shard's journal. Use {option('overwrite', True)} to start this "
-                            "shard afresh"
-                        )
-                    table = table.append_column(
-                        pa.field(INDEX, pa.int64()), pa.array(indexes, pa.int64())
-                    )
-                    n_ok = pc.sum(pc.equal(table.column("status"), STATUS_OK)).as_py() or 0
-                    ok += n_ok
-                    error += table.num_rows - n_ok
-                    if table.num_rows:
-                        write(table)
+            with commit.building() as tmp_out:
+                with fmt.writer(tmp_out, shard_schema(config.output.keep_columns)) as write:
+                    ok, error = _write_shard_rows(write, records, rows, journal, schema)
+                _check_input_unchanged(config, job.stamp)
+                # The proof first: it names this file by its bytes, so it cannot vouch for
+                # another.
+                proof = _proof(config, job, ok + error, tmp_out)
+                _write_proof(output, proof, job_settings(config.defaults))
         finally:
             records.close()
-        _check_input_unchanged(config, job.stamp)
-        proof = ShardProof(
-            shard=config.shard or (0, 1),
-            fingerprint=job_fingerprint(config.defaults),
-            input=config.input,
-            input_stamp=job.stamp,
-            input_format=config.input_format,
-            csv_delimiter=config.csv_delimiter,
-            keep_columns=config.keep_columns,
-            output_format=job.config.output_format,
-            part_rows=job.config.part_rows,
-            rows=ok + error,
-            file_size=tmp_out.stat().st_size,
-            file_sha256=file_sha256(tmp_out),
-        )
-        # The proof first: it names this file by its bytes, so it cannot vouch for another.
-        _write_proof(output, proof, job_settings(config.defaults))
-        os.replace(tmp_out, output)
-        fsync_dir(output.parent)
         journal.unlink(missing_ok=True)
     except OSError as exc:
         raise OutputError(
-            f"cannot write {output}: {exc.strerror or exc}; the journal is kept: re-run the "
-            "same command to write it"
+            f"cannot write {output}: {exc.strerror or exc}{commit.short_of_space(exc)}; the "
+            "journal is kept: re-run the same command to write it"
         ) from exc
     finally:
         tmp_arrow.unlink(missing_ok=True)
-        tmp_out.unlink(missing_ok=True)
     return FinalCounts(ok + error, ok, error)
+
+
+def _write_shard_rows(
+    write: Callable[[pa.Table], None],
+    records: Any,
+    rows: ShardRows,
+    journal: Path,
+    schema: pa.Schema,
+) -> tuple[int, int]:
+    """The shard's rows from its journal's ``records`` (``sink.journal_to_arrow``), in input
+    order, with their ``_index``, to ``write``; how many are ok and how many not."""
+    ok = error = 0
+    with _gathered(write) as gathered:
+        for p0 in range(0, rows.input_rows, CHUNK_ROWS):
+            table, indexes = records.between(p0, p0 + CHUNK_ROWS, schema)
+            foreign = [i for i in indexes if i not in rows]
+            if foreign:
+                raise OutputError(
+                    f"{journal} holds records of rows of other shards (input rows "
+                    f"{', '.join(map(str, foreign[:_SHOWN_IDS]))}): it is not this "
+                    f"shard's journal. Use {option('overwrite', True)} to start this "
+                    "shard afresh"
+                )
+            table = table.append_column(pa.field(INDEX, pa.int64()), pa.array(indexes, pa.int64()))
+            n_ok = pc.sum(pc.equal(table.column("status"), STATUS_OK)).as_py() or 0
+            ok += n_ok
+            error += table.num_rows - n_ok
+            if table.num_rows:
+                gathered(table)
+    return ok, error
+
+
+def _proof(config: RunConfig, job: _JobRecord, rows: int, file: Path) -> ShardProof:
+    """The proof of a shard's ``file`` of ``rows`` rows (``ShardProof``)."""
+    return ShardProof(
+        shard=config.shard or (0, 1),
+        fingerprint=job_fingerprint(config.defaults),
+        input=config.input.path,
+        input_stamp=job.stamp,
+        input_format=config.input.format,
+        csv_delimiter=config.input.csv_delimiter,
+        keep_columns=config.output.keep_columns,
+        output_format=job.config.output.format,
+        part_rows=job.config.output.part_rows,
+        rows=rows,
+        file_size=file.stat().st_size,
+        file_sha256=file_sha256(file),
+    )
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _check_input_unchanged(config: RunConfig, stamp: InputStamp) -> None:
     """OutputError when the input is not, byte for byte, what it was when the shard began:
     its rows may have been read from either."""
     with contextlib.suppress(OSError):  # unreadable now: not the input it was
-        if stamp_input(config.input) == stamp:
+        if stamp_input(config.input.path) == stamp:
             return
     index, count = config.shard or (0, 1)
     raise OutputError(
-        f"the input {config.input} changed while shard {index}/{count} ran, so its rows may "
+        f"the input {config.input.path} changed while shard {index}/{count} ran, so its rows may "
         "have been read before or after the change. The journal is kept: re-run the same "
         "command, which checks every answered row against the input as it is now (rows "
         f"whose request changed are named; {option('resend_changed', True)} sends them again)"
@@ -557,7 +575,7 @@ def merge(job: RunConfig | str | os.PathLike[str], *, check_job: bool = True) ->
     columns are not the job's (``batchrun merge DATASET -o OUT`` has no flags for them):
     the shards' own are taken, and must agree among themselves."""
     if isinstance(job, RunConfig):
-        output = job.output
+        output = job.output.path
         given: RunConfig | None = job
     else:
         output = Path(job).expanduser().absolute()
@@ -571,14 +589,16 @@ def merge(job: RunConfig | str | os.PathLike[str], *, check_job: bool = True) ->
         elif not check_job:
             # ``merge DATASET -o OUT`` has no --keep-column either: the shards' own.
             kept = _most_common(proofs, lambda p: p.keep_columns)[0]
-            config = replace(given, keep_columns=kept)
+            config = replace(given, output=replace(given.output, keep_columns=kept))
         else:
             config = given
         identities = _check_proofs(config, given is not None and check_job, paths, proofs)
         try:
-            ids = [row.id for row in read_rows(config.input, shape=config.input_shape)]
+            ids = [row.id for row in read_rows(config.input.path, shape=config.input.shape)]
         except OSError as exc:
-            raise ShardError(f"cannot read input {config.input}: {exc.strerror or exc}") from exc
+            raise ShardError(
+                f"cannot read input {config.input.path}: {exc.strerror or exc}"
+            ) from exc
         _check_each_row_once(config, paths, ids)
         remove_stale_temporaries(output, (TMP_MERGE_SUFFIX,))
         return _write_merged(config, paths, proofs, identities, len(ids))
@@ -684,13 +704,15 @@ def _recorded_config(output: Path, proofs: list[ShardProof]) -> RunConfig:
     first = _most_common(proofs, lambda p: p.fingerprint)[0]
     proof = next(p for p in proofs if p.fingerprint == first)
     return RunConfig(
-        input=proof.input,
-        output=output,
-        keep_columns=proof.keep_columns,
-        input_format=proof.input_format,
-        csv_delimiter=proof.csv_delimiter,
-        output_format=proof.output_format,
-        part_rows=proof.part_rows,
+        input=InputSettings(
+            path=proof.input, format=proof.input_format, csv_delimiter=proof.csv_delimiter
+        ),
+        output=OutputSettings(
+            path=output,
+            keep_columns=proof.keep_columns,
+            format=proof.output_format,
+            part_rows=proof.part_rows,
+        ),
     )
 
 
@@ -709,7 +731,7 @@ def _check_proofs(
     """Every shard of the job merge is given (or, from the output alone, of the job most
     shards ran), of the input as it is now, with the kept columns of the output, and its
     file the one it wrote. Returns each file's identity as it was checked."""
-    output = config.output
+    output = config.output.path
     count = len(paths)
     problems = []
 
@@ -745,10 +767,10 @@ def _check_proofs(
 
     # The input, as it is now.
     try:
-        now = stamp_input(config.input)
+        now = stamp_input(config.input.path)
     except OSError as exc:
         raise ShardError(
-            f"cannot merge the shards of {output}: cannot read their input {config.input}: "
+            f"cannot merge the shards of {output}: cannot read their input {config.input.path}: "
             f"{exc.strerror or exc}"
             + ("" if job_given else ". Give merge the job (SOURCE) if the input has moved")
         ) from exc
@@ -757,7 +779,7 @@ def _check_proofs(
             continue
         others = [p.shard[0] for p in proofs if p.input_stamp == stamp]
         problems.append(
-            f"{_names(others, count)} read another input than {config.input} is now (then "
+            f"{_names(others, count)} read another input than {config.input.path} is now (then "
             f"{stamp.size:,} bytes, SHA-256 {stamp.sha256[:12]}...; now {now.size:,} bytes, "
             f"SHA-256 {now.sha256[:12]}...). Restore the input they ran on, or re-run "
             f"{'it' if len(others) == 1 else 'them'} with {option('overwrite', True)}"
@@ -765,12 +787,12 @@ def _check_proofs(
 
     # The columns the output keeps.
     for kept in _most_common(proofs, lambda p: p.keep_columns):
-        if kept == config.keep_columns:
+        if kept == config.output.keep_columns:
             continue
         others = [p.shard[0] for p in proofs if p.keep_columns == kept]
         problems.append(
             f"{_names(others, count)} kept the columns [{', '.join(kept)}] and the job keeps "
-            f"[{', '.join(config.keep_columns)}]. Merge OUTPUT, which keeps the shards' "
+            f"[{', '.join(config.output.keep_columns)}]. Merge OUTPUT, which keeps the shards' "
             "columns, or give merge the job file they ran with"
         )
 
@@ -841,7 +863,7 @@ def _check_each_row_once(config: RunConfig, paths: list[Path], ids: list[str]) -
     for number, path in enumerate(paths):
         last = -1
         try:
-            for batch in _id_batches(path, config.keep_columns):
+            for batch in _id_batches(path, config.output.keep_columns):
                 for index, row_id in zip(
                     batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True
                 ):
@@ -869,7 +891,7 @@ def _check_each_row_once(config: RunConfig, paths: list[Path], ids: list[str]) -
             problems.append(f"{len(found)} row(s) {what} (ids {shown})")
     if problems:
         raise ShardError(
-            f"cannot merge the shards of {config.output}: {'; '.join(problems)}. Re-run the "
+            f"cannot merge the shards of {config.output.shown}: {'; '.join(problems)}. Re-run the "
             f"shards concerned with {option('overwrite', True)} (a shard folder copied or left "
             "from another job or input), then merge"
         )
@@ -945,7 +967,7 @@ def _fewer_sources(
         for group in range(0, len(sources), MERGE_FAN_IN):
             path = folder / f"step-{step}-{group // MERGE_FAN_IN}.parquet"
             some = sources[group : group + MERGE_FAN_IN]
-            with open_writer(path, schema, "parquet") as w, _gathered(w) as write:
+            with output_named("parquet").writer(path, schema) as w, _gathered(w) as write:
                 _merge_sorted(some, rows, schema, write)
             merged.append((path, _STEP_FILE, sum(n for _, _, n in some)))
         for path, _, _ in sources:
@@ -963,37 +985,46 @@ def _write_merged(
     identities: list[_Identity],
     rows: int,
 ) -> FinalCounts:
-    output = config.output
-    schema = output_schema(config.keep_columns)
-    with_index = shard_schema(config.keep_columns)
+    """The job's output from its shards, in input order, put in place by the committer
+    (``store.commit``); with more than ``MERGE_FAN_IN`` shards, through merge steps."""
+    output = config.output.path
+    schema = output_schema(config.output.keep_columns)
+    with_index = shard_schema(config.output.keep_columns)
     count = len(paths)
-    tmp_out = temporary_path(output, TMP_OUTPUT_SUFFIX)
     tmp_steps = temporary_path(output, TMP_MERGE_SUFFIX)
-    kind = config.output_format or output_kind(output)
+    fmt = output_format_of(config.output)
+    commit = Commit(output, fmt)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
+        # The output is about the shards' size (in its format; a folder's parts are the
+        # shards' Parquet), and the merge steps as much again.
+        steps = count > MERGE_FAN_IN
+        commit.check_space(
+            sum(proof.file_size for proof in proofs) * (2 if steps else 1),
+            needs="the shards' size" + (", twice: merge steps first" if steps else ""),
+            then="Free some space and merge again: the shards are kept",
+        )
         sources = [
             (p, f"shard {i}/{count}'s file", proof.rows)
             for i, (p, proof) in enumerate(zip(paths, proofs, strict=True))
         ]
-        if len(sources) > MERGE_FAN_IN:
+        if steps:
             tmp_steps.mkdir()
             sources = _fewer_sources(sources, rows, with_index, tmp_steps)
-        with open_writer(tmp_out, schema, kind, part_rows=config.part_rows) as write:
-            ok = _merge_sorted(
-                sources, rows, with_index, lambda t: write(t.drop_columns([INDEX]).cast(schema))
-            )
-        _check_unchanged(output, paths, identities)
-        if kind == DATASET:
-            replace_folder(tmp_out, output)
-        else:
-            os.replace(tmp_out, output)
-            fsync_dir(output.parent)
-        clear_mark(output)
+        with commit.building() as tmp_out:
+            options = WriteOptions(part_rows=config.output.part_rows)
+            with fmt.writer(tmp_out, schema, options) as write:
+                ok = _merge_sorted(
+                    sources,
+                    rows,
+                    with_index,
+                    lambda t: write(t.drop_columns([INDEX]).cast(schema)),
+                )
+            _check_unchanged(output, paths, identities)
     except (OSError, pa.ArrowException) as exc:
-        raise OutputError(f"cannot write {output}: {exc}; the shards are kept") from exc
+        hint = commit.short_of_space(exc) if isinstance(exc, OSError) else ""
+        raise OutputError(f"cannot write {output}: {exc}{hint}; the shards are kept") from exc
     finally:
-        remove_temporary(tmp_out)
         remove_temporary(tmp_steps)
     return FinalCounts(rows, ok, rows - ok)
 

@@ -1,6 +1,6 @@
 """The simulator's Message Batches: a store of batches that progress on a clock; no I/O.
 
-Modelled on the Message Batches API (API-FACTS §7):
+Modelled on the Message Batches API (docs/api-facts.md §8):
 
 * ``check_create_body`` does what the API checks before it answers a create: the envelope,
   the number of requests, each ``custom_id`` (pattern, unique within the batch) and that
@@ -51,7 +51,7 @@ MAX_BATCH_REQUESTS = 100_000
 """Most requests in one batch (SPEC ``CreateMessageBatchParams.requests.maxItems``)."""
 
 MAX_BATCH_BYTES = 256 * 1024 * 1024
-"""The API's size limit for a batch create body (API-FACTS §7)."""
+"""The API's size limit for a batch create body (docs/api-facts.md §8.2)."""
 
 BATCH_LIFETIME_S = 24 * 3600.0
 """A batch expires this long after creation (``expires_at``)."""

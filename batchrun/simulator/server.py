@@ -56,7 +56,7 @@ from batchrun.simulator.replies import DEFAULT_REPLY_TOKENS, Reply, make_reply
 from batchrun.simulator.tokens import count_input_tokens
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
-"""The API's request size limit for Messages and count_tokens (API-FACTS §1)."""
+"""The API's request size limit for Messages and count_tokens (docs/api-facts.md §1.3)."""
 
 SHUTDOWN_GRACE = 0.5
 """Seconds stop() lets in-flight handlers finish before cancelling them."""

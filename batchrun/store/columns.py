@@ -1,4 +1,4 @@
-"""The output row contract (DESIGN §2): column names and kinds, in order; pure.
+"""The output row contract (docs/design.md §3.3): column names and kinds, in order; pure.
 
 Every run writes exactly these columns, then the kept input columns (as strings), so the
 outputs of many runs concatenate. ``sink`` turns the kinds into one explicit Arrow schema.

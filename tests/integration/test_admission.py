@@ -11,11 +11,12 @@ from typing import Any
 
 from support import job_config, prompts, write_jsonl
 
-from batchrun.engine.connect import open_client
 from batchrun.engine.engine import Engine
-from batchrun.engine.outcome import Work, prepare
+from batchrun.engine.outcome import RowSettings, Work, prepare
 from batchrun.engine.tally import RowTally
-from batchrun.rows.reader import read_rows
+from batchrun.formats.inputs import read_rows
+from batchrun.runs.compose import job_client, job_engine
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorThread
 
 LOST = "the lease of s3://b/out.parquet was taken over by run x on host-b"
@@ -47,9 +48,11 @@ def test_a_send_check_that_says_no_stops_the_run_before_the_next_request(
     rows: list[dict[str, Any]] = []
 
     async def go() -> Engine:
-        async with open_client(config) as client:
-            engine = Engine(config, client, RowTally(), notify=notes.append, send_check=check)
-            works = (prepare(row, config) for row in read_rows(config.input))
+        async with job_client(config, Runtime()) as client:
+            engine = job_engine(
+                config, client, RowTally(), Runtime(), notify=notes.append, send_check=check
+            )
+            works = (prepare(row, RowSettings.of(config)) for row in read_rows(config.input.path))
 
             def record(work: Work, row: dict[str, Any]) -> None:
                 rows.append(row)
@@ -85,16 +88,18 @@ def test_a_batch_run_whose_send_check_says_no_creates_no_more_batches(tmp_path: 
         check = LosesAfter(1)  # the first batch may go; asked again, the lease is lost
 
         async def go() -> _BatchJob:
-            output = RunOutput(config)
+            output = RunOutput(config.output, config.storage)
             output.open()
-            async with open_client(config) as client:
+            async with job_client(config, Runtime()) as client:
                 api = BatchesApi(client, max_retries=0)
-                summary = RunSummary(input=config.input, output=config.output)
+                summary = RunSummary(input=config.input.path, output=config.output.path)
                 job = _BatchJob(
                     config, api, _open_journal(config), output.sink, summary, bytearray(),
                     RowCounter(), asyncio.sleep, None, check,
                 )  # fmt: skip
-                await job.submit(prepare(row, config) for row in read_rows(config.input))
+                await job.submit(
+                    prepare(row, RowSettings.of(config)) for row in read_rows(config.input.path)
+                )
             await output.close()
             return job
 

@@ -19,6 +19,7 @@ from support import job_config, no_wait, prompts, write_jsonl
 from batchrun import run
 from batchrun.client.retry import is_retryable
 from batchrun.core.errors import ApiStatusError, FatalRunError
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.batch_journal import BatchJournal, batch_journal_path
 
@@ -56,7 +57,10 @@ def _run(tmp_path: Path, sim: SimulatorThread, transport: FailFirstCreates) -> A
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(6))
     out = tmp_path / "out.parquet"
     config = job_config(inp, out, sim.base_url, via="batches", poll_interval=0.05)
-    return run(config, transport=transport, retry_sleep=no_wait), out
+    return run(
+        config,
+        runtime=Runtime(transport=transport, sleep=no_wait),
+    ), out
 
 
 @pytest.mark.parametrize("status", [409, 500, 529])

@@ -32,6 +32,7 @@ from batchrun.batches.run import MAX_ROUNDS
 from batchrun.cli import cli
 from batchrun.core.errors import ConfigError
 from batchrun.render.summary import format_summary
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.batch_journal import BatchJournal, IntentRows, batch_journal_path
 
@@ -195,7 +196,9 @@ def test_finish_online_answers_expired_rows_online(tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
     config = SimulatorConfig(batch_processing_s=0.1, batch_expire_rate=0.3)
     with SimulatorThread(config) as sim:
-        summary = run(batch_config(inp, out, sim.base_url, finish_online=True), retry_sleep=no_wait)
+        summary = run(
+            batch_config(inp, out, sim.base_url, finish_online=True), runtime=Runtime(sleep=no_wait)
+        )
         assert summary.exit_code == 0
         # Every row was done by this run, by a batch or online: none was done before.
         assert (summary.finished, summary.skipped, summary.ok) == (n, 0, n)
@@ -247,7 +250,10 @@ def test_a_create_whose_reply_was_lost_is_found_not_sent_again(
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(n))
     out = tmp_path / "out.parquet"
     transport = DropFirstCreateReply()
-    summary = run(batch_config(inp, out, bsim.base_url), transport=transport, retry_sleep=no_wait)
+    summary = run(
+        batch_config(inp, out, bsim.base_url),
+        runtime=Runtime(transport=transport, sleep=no_wait),
+    )
     assert transport.dropped == 1 and summary.exit_code == 0
     submitted_once(bsim, n)
     assert BatchJournal.load(batch_journal_path(out)).entries["b1"].reconciled

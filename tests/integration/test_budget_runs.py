@@ -21,6 +21,7 @@ from batchrun.config.load import RunConfig
 from batchrun.cost.budget import Budget
 from batchrun.cost.prices import load_prices
 from batchrun.rows.tokens import estimate_input_tokens
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorThread
 from batchrun.store.sink import journal_path
 
@@ -32,6 +33,9 @@ def _config(inp: Path, out: Path, url: str, **flags: Any) -> RunConfig:
         url,
         **{"model": "claude-sonnet-4-5", "max_tokens": 400, "concurrency": 6, **flags},
     )
+
+
+# --- against the simulator ------------------------------------------------------------------
 
 
 def _documents(n: int) -> list[dict[str, Any]]:
@@ -134,7 +138,7 @@ def test_the_progress_line_shows_spent_and_projected_cost(
 
     inp = write_jsonl(tmp_path / "in.jsonl", _documents(4))
     config = _config(inp, tmp_path / "out.parquet", sim.base_url, max_cost=5)
-    summary = run(config, progress_stream=io.StringIO())
+    summary = run(config, runtime=Runtime(progress_stream=io.StringIO())).summary
     summary.todo = 8
     line = runner._cost_status(summary)
     assert f"cost=${summary.cost_usd:.4f}" in line

@@ -15,6 +15,7 @@ from batchrun import load_config, run
 from batchrun.client.response import message_fields
 from batchrun.core.errors import ConfigError
 from batchrun.rows.request import RequestDefaults, build_request
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator.cache import MIN_CACHEABLE_TOKENS, PromptCache
 from batchrun.simulator.replies import make_reply
 from batchrun.simulator.tokens import count_input_tokens
@@ -163,7 +164,8 @@ def test_whole_run_with_cache_system(tmp_path: Path, sim: Any) -> None:
                 "concurrency": 1, "base_url": sim.base_url, "quiet": True}  # fmt: skip
     recorder = RecordingTransport()
     summary = run(
-        load_config(inp, settings, environ={"ANTHROPIC_API_KEY": TEST_KEY}), transport=recorder
+        load_config(inp, settings, environ={"ANTHROPIC_API_KEY": TEST_KEY}),
+        runtime=Runtime(transport=recorder),
     )
     assert summary.exit_code == 0
     got = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
@@ -200,7 +202,7 @@ def whole_run(
             "concurrency": 1, "base_url": sim.base_url, "quiet": True}  # fmt: skip
     recorder = RecordingTransport()
     config = load_config(inp, {**base, **settings}, environ={"ANTHROPIC_API_KEY": TEST_KEY})
-    summary = run(config, transport=recorder)
+    summary = run(config, runtime=Runtime(transport=recorder))
     got = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     return summary, got, recorder
 

@@ -29,6 +29,8 @@ from batchrun.core.errors import (
 )
 from batchrun.core.secret import Secret
 
+# --- real transports on 127.0.0.1 ------------------------------------------------------------
+
 
 async def _with_server(
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]],

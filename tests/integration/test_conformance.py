@@ -26,6 +26,7 @@ from support.openapi import (
 from batchrun import load_config, run
 from batchrun.rows.request import RequestDefaults, build_request
 from batchrun.rows.structured import FORCED_CHOICE, structured_tool
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import BatchSettings, BatchStore, SimulatorThread
 from batchrun.simulator.batch_store import check_create_body
 
@@ -277,7 +278,7 @@ def test_a_whole_run_sends_only_conforming_bodies(tmp_path: Path, sim: Simulator
         },
         environ={"ANTHROPIC_API_KEY": TEST_KEY},
     )
-    summary = run(config, transport=recorder)
+    summary = run(config, runtime=Runtime(transport=recorder))
     assert summary.exit_code == 0
     assert len(recorder.bodies) == len(rows)
     for body in recorder.bodies:

@@ -14,7 +14,7 @@ from support import TEST_KEY, job_config, reply_tag
 
 from batchrun import run
 from batchrun.cli import cli
-from batchrun.rows.reader import read_rows
+from batchrun.formats.inputs import read_rows
 from batchrun.simulator import SimulatorThread
 
 FILE = (

@@ -1,6 +1,6 @@
-"""Dataset outputs: a folder of Parquet parts and a ``_SUCCESS`` manifest (``store.dataset``),
-read as one table by pyarrow.dataset and polars, resumed, reported and published to S3 like a
-single file."""
+"""Dataset outputs: a folder of Parquet parts and a ``_SUCCESS`` manifest
+(``formats.parquet_dataset``), read as one table by pyarrow.dataset and polars, resumed,
+reported and published to S3 like a single file."""
 
 from __future__ import annotations
 
@@ -25,12 +25,7 @@ from support.s3_server import MotoServer
 from batchrun import load_config, run
 from batchrun.cli import cli
 from batchrun.core.errors import OutputError
-from batchrun.remote.mirror import journal_prefix, work_folder
-from batchrun.remote.objects import Storage, StorageError, StorageSettings
-from batchrun.runs.output import RemoteDataset
-from batchrun.simulator import SimulatorThread
-from batchrun.store.columns import STATUS_OK
-from batchrun.store.dataset import (
+from batchrun.formats.parquet_dataset import (
     PARTIAL_MANIFEST,
     SUCCESS,
     DatasetWriter,
@@ -38,10 +33,15 @@ from batchrun.store.dataset import (
     open_parquet_part,
     part_name,
     read_manifest,
-    recover_aside,
     schema_fingerprint,
     write_manifest,
 )
+from batchrun.remote.mirror import journal_prefix, work_folder
+from batchrun.remote.objects import Storage, StorageError, StorageSettings
+from batchrun.runs.output import RemoteDataset
+from batchrun.simulator import SimulatorThread
+from batchrun.store.columns import STATUS_OK
+from batchrun.store.commit import recover_aside
 from batchrun.store.sink import (
     Sink,
     output_batches,
@@ -337,7 +337,7 @@ def test_a_dataset_of_plain_part_names_is_still_read_resumed_and_replaced(
     assert shown.exit_code == 0 and f"({n:,} rows; final)" in shown.output
     # Written again (--retry-errors has nothing to retry; --overwrite starts afresh): the new
     # dataset's parts have ids, and the plain ones are gone with the old folder.
-    assert run(replace(config, overwrite=True)).exit_code == 0
+    assert run(replace(config, resume=replace(config.resume, overwrite=True))).exit_code == 0
     dataset_parts(out, 3)
     assert pads.dataset(out).to_table().column("id").to_pylist() == ids_in(n)
 
@@ -363,7 +363,7 @@ def test_a_run_into_a_folder_writes_parts_read_as_one_table_and_resumes(
     out = tmp_path / "out" / "labels"
     # As the user writes it: the trailing slash says "a folder" (a Path would drop it).
     config = job_config(inp, Path("unused"), sim.base_url, output=f"{out}/", part_rows=10)
-    assert config.output == out and config.output_format == "parquet-dataset"
+    assert config.output.path == out and config.output.format == "parquet-dataset"
     summary = run(config)
     assert summary.exit_code == 0 and summary.final is not None and summary.final.rows == n
     dataset_parts(out, 3)

@@ -18,12 +18,12 @@ from support import TEST_KEY, canned_message, job_config, no_wait, write_jsonl
 
 from batchrun import run
 from batchrun.cli import cli
-from batchrun.engine.connect import open_client
 from batchrun.engine.dedup import Dedup, twin_row
-from batchrun.engine.engine import Engine
-from batchrun.engine.outcome import prepare
+from batchrun.engine.outcome import RowSettings, prepare
 from batchrun.engine.tally import RowTally
-from batchrun.rows.reader import read_rows
+from batchrun.formats.inputs import read_rows
+from batchrun.runs.compose import job_client, job_engine
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.columns import COLUMN_NAMES, blank_row
 
@@ -32,6 +32,9 @@ def ok(row_id: str, text: str, cost: float = 0.25) -> dict[str, Any]:
     row = blank_row(row_id)
     row.update(status="ok", text=text, cost_usd=cost, input_tokens=100, output_tokens=7)
     return row
+
+
+# --- the table -------------------------------------------------------------------------------
 
 
 def test_a_twin_copies_the_answer_pays_nothing_and_names_its_original() -> None:
@@ -95,6 +98,9 @@ def test_a_twin_waits_aside_for_its_original_and_a_failed_original_hands_over() 
     assert third["id"] == "b" and third["text"] == "answer"
 
 
+# --- the engine, no sockets ------------------------------------------------------------------
+
+
 class Counting:
     def __init__(self) -> None:
         self.sent: list[str] = []
@@ -112,9 +118,9 @@ def _engine_rows(tmp_path: Path, rows: list[dict[str, Any]], **flags: Any) -> tu
     handler, tally, out = Counting(), RowTally(), list[dict[str, Any]]()
 
     async def go() -> None:
-        async with open_client(config, httpx.MockTransport(handler)) as client:
-            engine = Engine(config, client, tally, sleep=no_wait)
-            works = (prepare(row, config) for row in read_rows(config.input))
+        async with job_client(config, Runtime(transport=httpx.MockTransport(handler))) as client:
+            engine = job_engine(config, client, tally, Runtime(sleep=no_wait))
+            works = (prepare(row, RowSettings.of(config)) for row in read_rows(config.input.path))
             await engine.run(works, lambda work, row: out.append(row))
 
     asyncio.run(go())
@@ -145,6 +151,9 @@ def test_no_dedup_sends_every_row_and_sampling_does_not_change_the_rule(tmp_path
     handler, tally, out = _engine_rows(tmp_path, rows, dedup=False)
     assert len(handler.sent) == 6 and tally.deduplicated == 0
     assert all(row["duplicate_of"] is None for row in out.values())
+
+
+# --- whole runs against the simulator --------------------------------------------------------
 
 
 def _thirty_percent_duplicates(n: int) -> list[dict[str, Any]]:
@@ -209,6 +218,9 @@ def test_the_cli_flag_turns_dedup_off(tmp_path: Path, sim: Any) -> None:
     assert sim.stats.requests == 5
     out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert all(row["duplicate_of"] is None for row in out)
+
+
+# --- Message Batches -------------------------------------------------------------------------
 
 
 def test_a_batch_run_submits_each_distinct_request_once_and_fills_the_rest(

@@ -30,11 +30,8 @@ from batchrun.config.load import RunConfig
 from batchrun.core.errors import ConfigError
 from batchrun.core.wording import command_line
 from batchrun.estimation.passes import estimate
-from batchrun.runs.preflight import (
-    UnbuildableJobError,
-    check_every_row_can_be_built,
-    scan_for,
-)
+from batchrun.formats.jsonl import scan_for
+from batchrun.runs.preflight import UnbuildableJobError, check_every_row_can_be_built
 from batchrun.simulator import SimulatorThread
 from batchrun.store.batch_journal import BatchJournal, IntentRows, batch_journal_path
 from batchrun.store.sink import journal_path

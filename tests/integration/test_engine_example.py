@@ -11,11 +11,11 @@ import pytest
 
 from batchrun import load_config
 from batchrun.config.load import RunConfig
-from batchrun.engine.connect import open_client
-from batchrun.engine.engine import Engine
-from batchrun.engine.outcome import prepare
+from batchrun.engine.outcome import RowSettings, prepare
 from batchrun.engine.tally import RowTally
-from batchrun.rows.reader import read_rows
+from batchrun.formats.inputs import read_rows
+from batchrun.runs.compose import job_client, job_engine
+from batchrun.runs.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,9 +26,9 @@ def test_the_docstring_example_runs_against_the_simulator(monkeypatch: pytest.Mo
     async def answer(config: RunConfig) -> tuple[list[dict[str, Any]], RowTally]:
         rows: list[dict[str, Any]] = []
         tally = RowTally()
-        async with open_client(config) as client:
-            engine = Engine(config, client, tally)
-            works = (prepare(row, config) for row in read_rows(config.input))
+        async with job_client(config, Runtime()) as client:
+            engine = job_engine(config, client, tally, Runtime())
+            works = (prepare(row, RowSettings.of(config)) for row in read_rows(config.input.path))
             await engine.run(works, lambda work, row: rows.append(row))
         return rows, tally
 

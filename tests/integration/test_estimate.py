@@ -21,6 +21,7 @@ from batchrun.estimation.counter import Pacer
 from batchrun.estimation.duration import estimate_duration
 from batchrun.estimation.passes import choose_sample, estimate, parse_pilot
 from batchrun.limits.values import Limits, LimitsConfig
+from batchrun.public.run import run_job
 from batchrun.render.estimate_text import format_estimate
 from batchrun.reporting.totals import report
 from batchrun.rows.request import build_request
@@ -260,7 +261,7 @@ def test_answers_already_in_the_output_inform_a_later_offline_estimate(
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(30))
     out = tmp_path / "out.parquet"
     config = config_for(inp, out, base_url=sim.base_url)
-    run(config, only=set(range(8)))
+    asyncio.run(run_job(config, only=set(range(8))))  # a pilot's way: some rows only
     est = estimate(config)
     assert est.answered == 8 and est.pending == 22
     assert est.projection_source == "answered rows"

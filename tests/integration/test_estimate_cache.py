@@ -18,15 +18,15 @@ from support import TEST_KEY, write_jsonl
 from batchrun import load_config, run
 from batchrun.config.load import RunConfig
 from batchrun.cost.prices import cache_saving, cached_cost, default_prices, uncached_cost
-from batchrun.engine.outcome import prepare
+from batchrun.engine.outcome import RowSettings, prepare
 from batchrun.estimation.caching import marked_prefix, marked_prefix_tokens
 from batchrun.estimation.passes import estimate
+from batchrun.formats.inputs import read_rows
 from batchrun.render.estimate_text import format_estimate
 from batchrun.render.report_html import render_html
 from batchrun.render.report_text import format_report
 from batchrun.render.summary import caching_saved_usd, format_summary, summary_dict
 from batchrun.reporting.totals import report
-from batchrun.rows.reader import read_rows
 from batchrun.rows.tokens import CHARS_PER_TOKEN, MESSAGE_OVERHEAD_TOKENS
 from batchrun.runs.summary import RunSummary
 from batchrun.simulator import SimulatorThread
@@ -73,7 +73,7 @@ def head_tokens(head: str) -> int:
 
 
 def first_body(config: RunConfig) -> dict[str, Any]:
-    body = prepare(next(iter(read_rows(config.input))), config).body
+    body = prepare(next(iter(read_rows(config.input.path))), RowSettings.of(config)).body
     assert body is not None
     return body
 

@@ -72,6 +72,9 @@ def test_an_extra_that_is_there_but_broken_says_why(
     assert install_hint("s3") == "pip install 'batchrun[s3]'"
 
 
+# --- s3: boto3 makes the lease atomic; without it, it works, and says what it lacks ---------
+
+
 def test_a_lease_on_s3_without_boto3_warns_with_the_fix_and_still_holds(
     storage: Storage, bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

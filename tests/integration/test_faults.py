@@ -14,6 +14,7 @@ from support import job_config, no_wait, prompts, reply_tag, write_jsonl
 
 from batchrun import FatalRunError, run
 from batchrun.config.load import RunConfig
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 
 
@@ -36,7 +37,9 @@ def test_the_issue_fault_mix_ends_with_every_row_ok(tmp_path: Path) -> None:
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(n))
     rates = {"529": 0.05, "500": 0.03, "429": 0.03, "reset": 0.02, "malformed": 0.01}
     with SimulatorThread(SimulatorConfig(error_rates=rates, retry_after=0, seed=11)) as sim:
-        summary = run(config_for(inp, tmp_path / "out.parquet", sim.base_url), retry_sleep=no_wait)
+        summary = run(
+            config_for(inp, tmp_path / "out.parquet", sim.base_url), runtime=Runtime(sleep=no_wait)
+        )
         faults = dict(sim.stats.faults)
     rows = check_all_ok_and_tied(tmp_path / "out.parquet", n)
     assert set(faults) == set(rates)
@@ -50,7 +53,7 @@ def test_streamed_requests_are_retried_on_each_fault(tmp_path: Path, fault: str)
         sim.script([fault] * 5)
         summary = run(
             config_for(inp, tmp_path / "out.parquet", sim.base_url, stream=True),
-            retry_sleep=no_wait,
+            runtime=Runtime(sleep=no_wait),
         )
         assert sim.stats.faults[fault] == 5
     check_all_ok_and_tied(tmp_path / "out.parquet", 20)
@@ -63,7 +66,7 @@ def test_a_request_that_hangs_past_the_timeout_is_retried(tmp_path: Path) -> Non
         sim.script(["hang", "hang"])
         summary = run(
             config_for(inp, tmp_path / "out.parquet", sim.base_url, timeout=0.5),
-            retry_sleep=no_wait,
+            runtime=Runtime(sleep=no_wait),
         )
     rows = check_all_ok_and_tied(tmp_path / "out.parquet", 6)
     assert summary.retries == 2
@@ -76,7 +79,7 @@ def test_retries_give_up_after_max_retries_with_the_last_error(tmp_path: Path) -
         sim.script(["529"] * 4)
         summary = run(
             config_for(inp, tmp_path / "out.parquet", sim.base_url, max_retries=3, concurrency=1),
-            retry_sleep=no_wait,
+            runtime=Runtime(sleep=no_wait),
         )
     first = pq.read_table(tmp_path / "out.parquet").to_pylist()[0]
     assert (first["status"], first["error_type"], first["http_status"]) == (
@@ -112,7 +115,7 @@ def test_an_api_that_cannot_be_reached_stops_the_run_early(tmp_path: Path) -> No
     with pytest.raises(
         FatalRunError, match=r"first [5-8] requests all got no answer from http"
     ) as e:
-        run(config, retry_sleep=no_wait)
+        run(config, runtime=Runtime(sleep=no_wait))
     assert "connection_error after 3 attempt(s) each: could not connect" in str(e.value)
     assert "retry_errors=True" in str(e.value)
     assert f"no answer from {url}/ (" in str(e.value)  # shown without its user, password, query
@@ -180,8 +183,7 @@ def test_a_spend_limit_429_stops_the_run_without_retrying(tmp_path: Path) -> Non
     with pytest.raises(FatalRunError, match="usage limits"):
         run(
             config_for(inp, tmp_path / "out.parquet", "https://api.anthropic.com", concurrency=2),
-            transport=httpx.MockTransport(handler),
-            retry_sleep=no_wait,
+            runtime=Runtime(transport=httpx.MockTransport(handler), sleep=no_wait),
         )
     assert calls <= 2
 
@@ -196,8 +198,7 @@ def test_a_413_for_one_row_is_that_rows_error_and_the_job_goes_on(tmp_path: Path
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(5))
     summary = run(
         config_for(inp, tmp_path / "out.parquet", "https://api.anthropic.com"),
-        transport=httpx.MockTransport(handler),
-        retry_sleep=no_wait,
+        runtime=Runtime(transport=httpx.MockTransport(handler), sleep=no_wait),
     )
     rows = pq.read_table(tmp_path / "out.parquet").to_pylist()
     assert [r["status"] for r in rows] == ["ok", "ok", "error", "ok", "ok"]

@@ -31,16 +31,19 @@ from support import (
 from batchrun import run
 from batchrun.cli import cli
 from batchrun.core.errors import ConfigError, FatalRunError, InputError
-from batchrun.rows import formats
-from batchrun.rows.reader import InputShape, count_rows, read_rows
-from batchrun.rows.spool import sniff_format, spool_stdin
+from batchrun.formats import json_array
+from batchrun.formats.delimited import csv_batches
+from batchrun.formats.inputs import InputShape, count_rows, read_rows
+from batchrun.formats.marks import Partial, mark_path
+from batchrun.formats.registry import read_partial, sniff_format
+from batchrun.formats.spool import spool_stdin
 from batchrun.runs.claim import check_kept_columns_exist
 from batchrun.runs.plan import input_rows
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorThread
 from batchrun.store.columns import COLUMN_NAMES, blank_row
 from batchrun.store.lock import OutputLock
-from batchrun.store.partial import Partial, mark_path, read_partial
-from batchrun.store.sink import Sink, _csv_batches, journal_path, output_batches, output_schema
+from batchrun.store.sink import Sink, journal_path, output_batches, output_schema
 
 ROWS = [{"id": f"r{i}", "prompt": f"say {i}", "topic": f"t{i}"} for i in range(6)]
 
@@ -63,6 +66,9 @@ def read_back(path: Path, **shape: Any) -> list[tuple[str, dict[str, Any]]]:
 
 def plain(rows: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     return [(r["id"], {k: v for k, v in r.items() if k != "id"}) for r in rows]
+
+
+# -- JSON arrays ----------------------------------------------------------------------------
 
 
 def test_a_json_array_reads_as_rows_numbered_by_element(tmp_path: Path) -> None:
@@ -121,8 +127,8 @@ def test_json_elements_are_cut_from_a_small_window_whatever_their_length() -> No
     long strings and numbers cut at a chunk's end included."""
     values = [{"prompt": "x" * 500, "n": 12345678901234567890}, {"n": 1.5e-7}, {"s": 'a\\"b'}]
     text = json.dumps(values)
-    buffer = formats._TextBuffer(io.StringIO(text), chunk=3)
-    elements = list(formats._array_elements(buffer, "in.json"))
+    buffer = json_array._TextBuffer(io.StringIO(text), chunk=3)
+    elements = list(json_array._array_elements(buffer, "in.json"))
     assert [json.loads(e) for e in elements] == values
     assert len(buffer.text) < 2 * len(elements[0]) + 8  # never the whole array
 
@@ -132,6 +138,9 @@ def test_skipped_json_elements_are_not_parsed_into_rows(tmp_path: Path) -> None:
     path.write_text(json.dumps(ROWS), encoding="utf-8")
     rows = list(read_rows(path, skip=lambda i: i < 4, known_ids=["r0"]))
     assert [(r.index, r.id) for r in rows] == [(4, "r4"), (5, "r5")]
+
+
+# -- TSV and other delimiters -----------------------------------------------------------------
 
 
 def test_tsv_by_name_and_by_format(tmp_path: Path) -> None:
@@ -181,6 +190,9 @@ def test_a_one_column_csv_is_still_read(tmp_path: Path) -> None:
     path = tmp_path / "in.csv"
     path.write_text("prompt\nhello; there\n", encoding="utf-8")
     assert read_back(path) == [("row-0", {"prompt": "hello; there"})]
+
+
+# -- compressed inputs ------------------------------------------------------------------------
 
 
 def test_compressed_inputs_read_like_plain_ones(tmp_path: Path) -> None:
@@ -244,6 +256,9 @@ def test_kept_columns_are_checked_in_every_shape(tmp_path: Path) -> None:
     check_kept_columns_exist(semi, ["topic"], InputShape(None, ";"))
 
 
+# -- standard input ---------------------------------------------------------------------------
+
+
 @pytest.mark.parametrize(
     ("head", "fmt"),
     [
@@ -305,6 +320,9 @@ def test_validate_and_estimate_read_stdin(tmp_path: Path) -> None:
     assert estimated.exit_code == 0, estimated.output
     assert "rows        6: 6 valid" in estimated.output
     assert not out.exists()  # neither writes the output
+
+
+# -- whole runs of each input shape -----------------------------------------------------------
 
 
 def _input(tmp_path: Path, name: str, rows: list[dict[str, Any]]) -> Path:
@@ -397,7 +415,7 @@ def test_a_csv_record_longer_than_a_block_is_still_read(tmp_path: Path) -> None:
     out = tmp_path / "out.csv"
     _write(out, {0: _row(0, text="y" * 300), 1: _row(1), 2: _row(2, text="z" * 900)}).finalize(3)
     schema = pa.schema([("id", pa.string()), ("text", pa.string())])
-    batches = list(_csv_batches(out, schema, block_bytes=64))
+    batches = list(csv_batches(out, schema, block_bytes=64))
     texts = pa.Table.from_batches(batches, schema=schema).column("text").to_pylist()
     assert texts == ["y" * 300, "answer 1", "z" * 900]
 
@@ -443,7 +461,7 @@ def test_a_csv_output_is_resumed_and_reported(tmp_path: Path, sim: SimulatorThre
     out = tmp_path / "out.csv"
     config = job_config(inp, out, sim.base_url, concurrency=1)
     with pytest.raises(FatalRunError):
-        run(config, transport=_RefusingAfter(4))  # stopped: a partial CSV output
+        run(config, runtime=Runtime(transport=_RefusingAfter(4)))  # stopped: a partial CSV output
     assert read_partial(out) == Partial(4, 10)
 
     done = run(config)  # completes it from the journal
@@ -451,7 +469,7 @@ def test_a_csv_output_is_resumed_and_reported(tmp_path: Path, sim: SimulatorThre
 
     write_jsonl(inp, rows)  # ten more rows: resumed from the complete CSV file
     recording = RecordingTransport()
-    more = run(config, transport=recording)
+    more = run(config, runtime=Runtime(transport=recording))
     assert more.exit_code == 0 and more.skipped == 10 and len(recording.bodies) == 10
     with out.open(encoding="utf-8", newline="") as fh:
         written = list(csv.DictReader(fh))

@@ -30,6 +30,8 @@ from batchrun.simulator import SimulatorThread
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "sample_data"))
 import make_media
 
+from batchrun.runs.runtime import Runtime
+
 DEFAULTS = RequestDefaults(model="claude-haiku-4-5", max_tokens=50)
 PNG = make_media.png(4, 4, (1, 2, 3))
 PDF = make_media.pdf(["hello"])
@@ -251,7 +253,7 @@ def test_whole_run_sends_files_and_refuses_bad_rows(
         "quiet": True,
     }
     config = load_config(inp, settings, environ={"ANTHROPIC_API_KEY": TEST_KEY})
-    summary = run(config, transport=recorder)
+    summary = run(config, runtime=Runtime(transport=recorder))
     assert summary.exit_code == 3
     got = {r["id"]: r for r in map(json.loads, out.read_text(encoding="utf-8").splitlines())}
     assert got["png"]["status"] == got["both"]["status"] == "ok"
@@ -268,7 +270,7 @@ def test_whole_run_sends_files_and_refuses_bad_rows(
     # Resume notices an edited file even though the input file itself did not change.
     (media / "a.png").write_bytes(make_media.png(8, 8, (0, 0, 0)))
     with pytest.raises(ResumeMismatchError, match="png"):
-        run(config, transport=RecordingTransport())
+        run(config, runtime=Runtime(transport=RecordingTransport()))
 
 
 def test_the_sample_job_runs(tmp_path: Path, sim: SimulatorThread) -> None:
@@ -344,16 +346,18 @@ def test_resume_notices_a_changed_file_whatever_its_name(media: Path, sim: Simul
     config = load_config(inp, settings, environ={"ANTHROPIC_API_KEY": TEST_KEY})
     assert run(config).exit_code == 0
     recorder = RecordingTransport()
-    assert run(config, transport=recorder).exit_code == 0  # nothing changed: nothing sent
+    assert (
+        run(config, runtime=Runtime(transport=recorder)).exit_code == 0
+    )  # nothing changed: nothing sent
     assert recorder.bodies == []
 
     _rewrite(media / "notes.log", b"the meeting is on Friday")
     with pytest.raises(ResumeMismatchError, match=r"1 row\(s\) \(ids log\)"):
-        run(config, transport=RecordingTransport())
+        run(config, runtime=Runtime(transport=RecordingTransport()))
     _rewrite(media / "notes.log", b"the meeting is on Monday")
     _rewrite(media / "photo", make_media.png(4, 4, (200, 0, 0)))
     with pytest.raises(ResumeMismatchError, match=r"1 row\(s\) \(ids img\)"):
-        run(config, transport=RecordingTransport())
+        run(config, runtime=Runtime(transport=RecordingTransport()))
 
 
 def test_media_root_lets_data_and_images_sit_in_sibling_folders(
@@ -388,8 +392,8 @@ def test_media_root_lets_data_and_images_sit_in_sibling_folders(
     config = load_config(
         inp, {**settings, "media_root": str(project / "images" / ".."), "overwrite": True}, env
     )
-    assert config.media_folder == project
-    run(config, transport=recorder)
+    assert config.input.media_folder == project
+    run(config, runtime=Runtime(transport=recorder))
     got = {r["id"]: r for r in map(json.loads, out.read_text(encoding="utf-8").splitlines())}
     assert got["cat"]["status"] == "ok"
     # Still confined: a path out of the media folder is refused, and never sent.

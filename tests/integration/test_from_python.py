@@ -26,6 +26,7 @@ from support import (
 
 import batchrun
 from batchrun.public.frames import SUMMARY_KEY
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorThread
 from batchrun.store.resume import read_state
 from batchrun.store.sink import journal_path, output_schema
@@ -36,52 +37,64 @@ MODEL = "claude-haiku-4-5"
 _TIMING = ["latency_ms", "elapsed_ms", "finished_at", "request_id", "message_id"]
 
 
+# --- what comes back ----------------------------------------------------------------------------
+
+
 def test_rows_come_back_as_a_table_with_the_file_schema_and_the_summary(
     sim: SimulatorThread,
 ) -> None:
     rows = questions(12)
-    table = batchrun.run(rows, **against(sim, keep_columns=["n"]))
+    table = batchrun.run(rows, **against(sim, keep_columns=["n"])).table
 
     assert table.schema.remove_metadata() == output_schema(["n"])
     assert_answers(table, rows)
     assert table.column("n").to_pylist() == [str(i) for i in range(12)]
+    # The summary is run --json's object (one shape: RunResult.to_dict, summary_of, --json).
     summary = batchrun.summary_of(table)
-    assert summary["ok"] == summary["total_rows"] == 12
-    assert summary["error"] == summary["skipped"] == 0
-    assert summary["complete"] is True and summary["exit_code"] == 0
+    assert summary["rows"]["ok"] == summary["rows"]["input"] == 12
+    assert summary["rows"]["error"] == summary["rows"]["skipped"] == 0
+    assert summary["outcome"] == "complete" and summary["exit_code"] == 0
     assert summary["cost_usd"] == pytest.approx(sum(table.column("cost_usd").to_pylist()))
-    assert summary["input_tokens"] == sum(table.column("input_tokens").to_pylist())
-    assert summary["final"] == {"rows": 12, "ok": 12, "error": 0, "of": None}
+    assert summary["tokens"]["input"] == sum(table.column("input_tokens").to_pylist())
+    assert summary["output_rows"] == {"rows": 12, "ok": 12, "error": 0, "of": None}
     assert summary["output"] is None  # the output was temporary
-    assert "input" not in summary  # ... and so was the input
+    assert summary["input"] == "the rows given to run()"
 
 
 def test_a_row_the_api_would_refuse_is_an_error_row_not_an_exception() -> None:
     rows = [{"prompt": "fine"}, {"prompt": "too hot", "temperature": 3}]
-    table = batchrun.run(rows, model=MODEL, max_tokens=10, simulate=True, quiet=True)
+    table = batchrun.run(rows, model=MODEL, max_tokens=10, simulate=True, quiet=True).table
 
     assert table.column("status").to_pylist() == ["ok", "error"]
     assert table.column("error_type").to_pylist() == [None, "invalid_request"]
     assert "temperature" in table.column("error_message")[1].as_py()
     summary = batchrun.summary_of(table)
-    assert (summary["ok"], summary["error"], summary["exit_code"]) == (1, 1, 3)
+    assert (summary["rows"]["ok"], summary["rows"]["error"], summary["exit_code"]) == (1, 1, 3)
 
 
 @pytest.mark.slow
 def test_rows_go_through_message_batches_with_via_batches() -> None:
     rows = questions(4)
-    table = batchrun.run(rows, model=MODEL, max_tokens=20, simulate=True, quiet=True, via="batches")
+    table = batchrun.run(
+        rows, model=MODEL, max_tokens=20, simulate=True, quiet=True, via="batches"
+    ).table
 
     assert_answers(table, rows)
     assert set(table.column("via").to_pylist()) == {"batches"}
     summary = batchrun.summary_of(table)
-    assert (summary["via"], summary["batches_created"], summary["complete"]) == ("batches", 1, True)
+    created = summary["batches"]["created"]
+    assert (summary["via"], created, summary["outcome"]) == ("batches", 1, "complete")
 
 
 def test_the_summary_is_json_in_the_schema_metadata() -> None:
-    table = batchrun.run([{"prompt": "hi"}], model=MODEL, max_tokens=5, simulate=True, quiet=True)
+    table = batchrun.run(
+        [{"prompt": "hi"}], model=MODEL, max_tokens=5, simulate=True, quiet=True
+    ).table
     assert SUMMARY_KEY == b"batchrun.summary"
-    assert b'"ok": 1' in table.schema.metadata[SUMMARY_KEY]
+    assert b'"exit_code": 0' in table.schema.metadata[SUMMARY_KEY]
+
+
+# --- each input type ----------------------------------------------------------------------------
 
 
 def _pandas(rows: list[dict[str, Any]]) -> object:
@@ -134,7 +147,7 @@ KINDS: dict[str, Callable[[list[dict[str, Any]]], object]] = {
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_each_input_type_gives_the_same_table(sim: SimulatorThread, kind: str) -> None:
     rows = questions(10)
-    table = batchrun.run(KINDS[kind](rows), **against(sim, keep_columns=["n"]))
+    table = batchrun.run(KINDS[kind](rows), **against(sim, keep_columns=["n"])).table
 
     assert table.schema.remove_metadata() == output_schema(["n"])
     assert_answers(table, rows)
@@ -146,7 +159,7 @@ def test_a_dataset_runs_in_its_own_order_after_a_shuffle(sim: SimulatorThread) -
     rows = questions(8)
     shuffled = datasets.Dataset.from_list(rows).shuffle(seed=3)
 
-    table = batchrun.run(shuffled, **against(sim))
+    table = batchrun.run(shuffled, **against(sim)).table
 
     order = shuffled["id"]
     assert order != [row["id"] for row in rows]  # the shuffle moved rows
@@ -167,7 +180,7 @@ def test_a_dataframe_with_messages_as_json_text_reads_as_a_parquet_file_would(
             ],
         }
     )
-    table = batchrun.run(frame, model=MODEL, max_tokens=10, simulate=True, quiet=True)
+    table = batchrun.run(frame, model=MODEL, max_tokens=10, simulate=True, quiet=True).table
     assert table.column("status").to_pylist() == ["ok", "ok"]
 
 
@@ -187,7 +200,7 @@ def test_notebook_values_become_json_and_nan_is_missing() -> None:
     kept = ["day", "price", "count", "score", "tags", "where"]
     table = batchrun.run(
         rows, model=MODEL, max_tokens=5, simulate=True, quiet=True, keep_columns=kept
-    )
+    ).table
     assert table.select(kept).to_pylist() == [
         {
             "day": "2024-01-02",
@@ -209,8 +222,8 @@ def test_the_job_settings_shape_the_requests(sim: SimulatorThread) -> None:
         system="Be brief.",
         template="One line on {topic}.",
         temperature=0.5,
-        transport=sent,
-    )
+        runtime=Runtime(transport=sent),
+    ).table
     assert table.column("status").to_pylist() == ["ok", "ok"]
     assert [body["messages"][0]["content"] for body in sent.bodies] == [
         "One line on tea.",
@@ -226,7 +239,7 @@ def test_a_json_schema_may_be_given_as_a_dict() -> None:
     table = batchrun.run(
         [{"prompt": "label it"}], model=MODEL, max_tokens=200, simulate=True, quiet=True,
         json_schema=schema,
-    )  # fmt: skip
+    ).table  # fmt: skip
     assert table.column("status").to_pylist() == ["ok"]
     assert table.column("structured_json")[0].as_py() is not None
 
@@ -238,29 +251,39 @@ def test_file_columns_resolve_against_the_working_directory(
     monkeypatch.chdir(tmp_path)  # a notebook's folder
     rows = [{"id": "n", "document": "notes.txt", "prompt": "Summarize."}]
 
-    table = batchrun.run(rows, model=MODEL, max_tokens=10, simulate=True, quiet=True)
+    table = batchrun.run(rows, model=MODEL, max_tokens=10, simulate=True, quiet=True).table
     assert table.column("status").to_pylist() == ["ok"]
 
     (tmp_path / "media").mkdir()
     elsewhere = batchrun.run(
         rows, model=MODEL, max_tokens=10, simulate=True, quiet=True, media_root="media"
-    )
+    ).table
     assert elsewhere.column("error_type").to_pylist() == ["invalid_request"]
     assert "notes.txt" in elsewhere.column("error_message")[0].as_py()
 
 
-def test_a_run_config_still_returns_its_summary(tmp_path: Path) -> None:
+# --- the RunConfig form, unchanged -------------------------------------------------------------
+
+
+def test_a_run_config_returns_the_same_result_type(tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
     source.write_text('{"prompt": "hi"}\n', encoding="utf-8")
     config = batchrun.load_config(
         source, {"output": str(tmp_path / "out.parquet"), "model": MODEL, "max_tokens": 5,
                  "simulate": True, "quiet": True},
     )  # fmt: skip
-    summary = batchrun.run(config)
-    assert isinstance(summary, batchrun.RunSummary)
-    assert summary.final == batchrun.FinalCounts(rows=1, ok=1, error=0)
+    result = batchrun.run(config)  # the one result type, whatever run was given
+    assert isinstance(result, batchrun.RunResult) and isinstance(
+        result.summary, batchrun.RunSummary
+    )
+    assert result.final == batchrun.FinalCounts(rows=1, ok=1, error=0) and result.exit_code == 0
+    assert result.table.column("status").to_pylist() == ["ok"]  # read from the output file
+    assert result.to_dict()["output"] == str(tmp_path / "out.parquet")
     again = asyncio.run(batchrun.run_async(config))
-    assert isinstance(again, batchrun.RunSummary) and again.skipped == 1
+    assert isinstance(again, batchrun.RunResult) and again.skipped == 1
+
+
+# --- inside a running event loop (Jupyter) -----------------------------------------------------
 
 
 def test_run_and_run_async_inside_a_running_event_loop(sim: SimulatorThread) -> None:
@@ -270,8 +293,8 @@ def test_run_and_run_async_inside_a_running_event_loop(sim: SimulatorThread) -> 
     async def main() -> tuple[pa.Table, pa.Table]:
         threads.append(threading.current_thread().name)
         # As a notebook cell does: a plain call while the loop runs, then an await.
-        blocking = batchrun.run(rows, **against(sim))
-        awaited = await batchrun.run_async(rows, **against(sim))
+        blocking = batchrun.run(rows, **against(sim)).table
+        awaited = (await batchrun.run_async(rows, **against(sim))).table
         return blocking, awaited
 
     blocking, awaited = asyncio.run(main())
@@ -279,6 +302,9 @@ def test_run_and_run_async_inside_a_running_event_loop(sim: SimulatorThread) -> 
     assert_answers(blocking, rows)
     assert_answers(awaited, rows)
     assert blocking.drop_columns(_TIMING).equals(awaited.drop_columns(_TIMING))
+
+
+# --- output=: journaled like the command line, resumable ---------------------------------------
 
 
 @pytest.mark.parametrize("kind", ["list", "pandas"])
@@ -289,14 +315,22 @@ def test_a_second_call_with_the_same_rows_and_output_sends_nothing(
     output = tmp_path / "labels.parquet"
     first_sent, second_sent = RecordingTransport(), RecordingTransport()
 
-    first = batchrun.run(KINDS[kind](rows), **against(sim), output=output, transport=first_sent)
+    first = batchrun.run(
+        KINDS[kind](rows), **against(sim), output=output, runtime=Runtime(transport=first_sent)
+    ).table
     stamp = read_state(output)
-    second = batchrun.run(KINDS[kind](rows), **against(sim), output=output, transport=second_sent)
+    second = batchrun.run(
+        KINDS[kind](rows), **against(sim), output=output, runtime=Runtime(transport=second_sent)
+    ).table
 
     assert len(first_sent.bodies) == 9 and second_sent.bodies == []
     assert batchrun.summary_of(first)["output"] == str(output)
     summary = batchrun.summary_of(second)
-    assert (summary["ok"], summary["skipped"], summary["complete"]) == (0, 9, True)
+    assert (summary["rows"]["ok"], summary["rows"]["skipped"], summary["outcome"]) == (
+        0,
+        9,
+        "complete",
+    )
     assert_answers(second, rows)
     assert first.drop_columns(_TIMING).equals(second.drop_columns(_TIMING))
     # The temporary input was the same bytes both times: the fast resume path's stamp.
@@ -310,20 +344,24 @@ def test_a_run_the_budget_stopped_returns_what_finished_and_resumes(
     rows = questions(10)
     output = tmp_path / "labels.jsonl"
     # Each request's worst case is about $0.0001 (20 output tokens at $5/M): a few fit.
-    stopped = batchrun.run(rows, **against(sim, concurrency=1, max_cost=0.0004), output=output)
+    stopped = batchrun.run(
+        rows, **against(sim, concurrency=1, max_cost=0.0004), output=output
+    ).table
 
     summary = batchrun.summary_of(stopped)
-    assert summary["complete"] is False and summary["budget_stop"]
+    assert summary["outcome"] == "partial" and summary["budget_stop"]
     assert summary["exit_code"] == 4
     done = stopped.num_rows
-    assert 0 < done < 10 and summary["partial"]["rows"] == done
+    assert 0 < done < 10 and summary["output_rows"]["rows"] == done
     assert journal_path(output).exists()
     assert_answers(stopped, rows[:done])
 
     sent = RecordingTransport()
-    finished = batchrun.run(rows, **against(sim), output=output, transport=sent)
+    finished = batchrun.run(
+        rows, **against(sim), output=output, runtime=Runtime(transport=sent)
+    ).table
     assert len(sent.bodies) == 10 - done
-    assert batchrun.summary_of(finished)["complete"] is True
+    assert batchrun.summary_of(finished)["outcome"] == "complete"
     assert_answers(finished, rows)
 
 
@@ -335,11 +373,12 @@ import pandas as pd
 
 reviews = pd.DataFrame({"id": ["r1", "r2", "r3"],
                         "review": ["Loved it", "Broke in a day", "It is a chair"]})
-table = batchrun.run(reviews, model="claude-haiku-4-5", max_tokens=5,
-                     template="One word, positive, negative or neutral: {review}",
-                     output="labels.parquet",  # journaled: run it again to resume
-                     simulate=True)            # drop this to ask Claude (ANTHROPIC_API_KEY)
-print(batchrun.summary_of(table)["cost_usd"])
+result = batchrun.run(reviews, model="claude-haiku-4-5", max_tokens=5,
+                      template="One word, positive, negative or neutral: {review}",
+                      output="labels.parquet",  # journaled: run it again to resume
+                      simulate=True)            # drop this to ask Claude (ANTHROPIC_API_KEY)
+print(result.to_dict()["cost_usd"])
+table = result.table
 labels = reviews.merge(table.to_pandas()[["id", "status", "text"]], on="id")
 """
 
@@ -364,7 +403,7 @@ def test_the_readme_example_runs_as_written(
     assert float(capsys.readouterr().out) > 0
     # Run again (a restarted kernel): it resumes, sending nothing.
     again = _run_example(tmp_path)
-    assert batchrun.summary_of(again["table"])["skipped"] == 3
+    assert batchrun.summary_of(again["table"])["rows"]["skipped"] == 3
 
 
 def test_the_readme_example_runs_in_a_notebook_cell(

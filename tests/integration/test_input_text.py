@@ -20,8 +20,8 @@ from support import TEST_KEY, job_config, reply_tag
 
 from batchrun.cli import cli
 from batchrun.core.errors import ConfigError, InputError
-from batchrun.rows.reader import InputShape, count_rows, read_rows
-from batchrun.rows.spool import sniff_format
+from batchrun.formats.inputs import InputShape, count_rows, read_rows
+from batchrun.formats.registry import sniff_format
 from batchrun.rows.text import SNIFF_BYTES, UndecodableInputError
 from batchrun.simulator import SimulatorThread
 

@@ -29,6 +29,9 @@ def answered(inp: Path, out: Path, sim: SimulatorThread) -> list[dict[str, Any]]
     return rows
 
 
+# -- item 4: rows journaled that the input no longer has -------------------------------------
+
+
 def test_rows_journaled_beyond_a_shrunk_input_are_refused_every_run(
     tmp_path: Path, sim: SimulatorThread
 ) -> None:
@@ -103,6 +106,9 @@ def test_a_damaged_record_is_skipped_reported_and_its_row_sent_again(
     err = capsys.readouterr().err
     assert f"1 damaged journal line(s) skipped in {journal_path(out)}" in err
     assert "sent again" in err
+
+
+# -- item 5: another job's journal -----------------------------------------------------------
 
 
 def test_another_jobs_journal_beside_a_finished_output_is_refused(

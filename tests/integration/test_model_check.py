@@ -23,6 +23,7 @@ from batchrun.cost.prices import (
     default_prices,
     packaged_path,
 )
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.sink import journal_path
 
@@ -41,6 +42,9 @@ TYPO_REFUSAL_FROM_PYTHON = TYPO_REFUSAL.replace("--prices FILE", "prices=FILE")
 def invoke(*args: str) -> tuple[int, str, str]:
     result = CliRunner().invoke(cli, list(args), env={"ANTHROPIC_API_KEY": TEST_KEY})
     return result.exit_code, result.stdout, result.stderr
+
+
+# --- the job's model: refused once, exit 2, nothing sent ---------------------------------
 
 
 def test_run_with_an_unknown_claude_id_stops_before_sending_with_exit_2(
@@ -92,6 +96,9 @@ def test_a_model_a_price_file_adds_runs_on_the_built_in_simulator(tmp_path: Path
     assert all(r["cost_usd"] is not None and r["cost_usd"] > 0 for r in rows)
 
 
+# --- a row's model: that row's error, the job goes on ----------------------------------------
+
+
 def test_a_row_asking_for_an_unknown_claude_id_is_its_error_row_and_is_not_sent(
     tmp_path: Path, sim: SimulatorThread
 ) -> None:
@@ -116,6 +123,9 @@ def test_a_row_asking_for_an_unknown_claude_id_is_its_error_row_and_is_not_sent(
     # validate lists the same rows, with file, line and field.
     code, text, _ = invoke("validate", str(inp), "--model", "claude-haiku-4-5", "--max-tokens", "5")
     assert code == 3 and f"{inp}:2: model: {TYPO_REFUSAL}" in text, text
+
+
+# --- a gateway's alias: runs, one warning ----------------------------------------------------
 
 
 def test_a_gateway_alias_runs_with_one_warning_for_the_whole_run(tmp_path: Path) -> None:
@@ -151,7 +161,7 @@ def test_the_run_warning_is_given_once_per_run_in_the_library_too(tmp_path: Path
             {"output": str(tmp_path / "o.parquet"), "max_tokens": 20, "base_url": sim.base_url},
             environ={"ANTHROPIC_API_KEY": TEST_KEY},
         )
-        summary = run(config, progress_stream=stream)
+        summary = run(config, runtime=Runtime(progress_stream=stream))
     assert summary.ok == 6 and summary.unpriced == 6
     assert stream.getvalue().count("model 'my-gateway-fast' is not a model batchrun knows") == 1
 
@@ -166,6 +176,9 @@ def test_a_rehearsal_with_simulate_answers_a_gateway_alias_and_warns_once(tmp_pa
     assert code == 0, err
     assert err.count("model 'my-gateway-fast' is not a model batchrun knows") == 1
     assert [r["status"] for r in pq.read_table(out).to_pylist()] == ["ok"] * 4
+
+
+# --- where the price table is (item 16) -------------------------------------------------
 
 
 def test_messages_name_the_price_table_where_it_is(tmp_path: Path) -> None:

@@ -18,9 +18,11 @@ from support import TEST_KEY, job_config, journal_lines, prompts, write_jsonl
 from batchrun import run
 from batchrun.cli import cli
 from batchrun.core.errors import FatalRunError, OutputError
+from batchrun.formats.jsonl import read_json_lines
+from batchrun.formats.marks import PARTIAL_KEY, Partial, mark_path
+from batchrun.formats.registry import read_partial
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorThread
-from batchrun.store.journal import read_json_lines
-from batchrun.store.partial import PARTIAL_KEY, Partial, mark_path, read_partial
 from batchrun.store.sink import Sink, journal_path, output_schema
 
 
@@ -107,7 +109,7 @@ def test_a_fatal_error_leaves_a_partial_jsonl_output_and_the_cli_says_where(
     out = tmp_path / "out.jsonl"
     config = job_config(inp, out, sim.base_url, concurrency=1)
     with pytest.raises(FatalRunError, match="authentication_error"):
-        run(config, transport=RefusingAfter(12))
+        run(config, runtime=Runtime(transport=RefusingAfter(12)))
     assert ids(read_rows(out)) == ids(rows[:12])
     assert read_partial(out) == Partial(12, 30) and mark_path(out).exists()
     assert journal_lines(out) == 12
@@ -128,7 +130,7 @@ def test_a_fatal_error_leaves_a_partial_jsonl_output_and_the_cli_says_where(
     assert ids(read_rows(out)) == ids(rows[: shown.rows])
 
     answered = sim.stats.snapshot().answered_ok
-    done = run(replace(config, retry_errors=True))
+    done = run(replace(config, resume=replace(config.resume, retry_errors=True)))
     assert done.exit_code == 0 and done.skipped == 12
     assert sim.stats.snapshot().answered_ok - answered == 18
     assert ids(read_rows(out)) == ids(rows)
@@ -146,7 +148,10 @@ def test_a_stop_after_the_input_grew_keeps_the_earlier_output_rows(
 
     write_jsonl(inp, rows)  # ten more rows
     with pytest.raises(FatalRunError):
-        run(job_config(inp, out, sim.base_url, concurrency=1), transport=RefusingAfter(3))
+        run(
+            job_config(inp, out, sim.base_url, concurrency=1),
+            runtime=Runtime(transport=RefusingAfter(3)),
+        )
     # The partial output has the ten earlier rows and the three new ones; since a partial
     # file is never read back, the journal now holds all thirteen.
     assert ids(read_rows(out)) == ids(rows[:13])
@@ -169,7 +174,10 @@ def test_a_partial_output_without_its_journal_is_refused_before_sending(
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out.parquet"
     with pytest.raises(FatalRunError):
-        run(job_config(inp, out, sim.base_url, concurrency=1), transport=RefusingAfter(4))
+        run(
+            job_config(inp, out, sim.base_url, concurrency=1),
+            runtime=Runtime(transport=RefusingAfter(4)),
+        )
     journal_path(out).unlink()
     answered = sim.stats.snapshot().answered_ok
     with pytest.raises(OutputError, match=r"partial output \(partial: 4 of 10 rows\).*missing"):

@@ -26,6 +26,7 @@ from batchrun.rows.prefix import (
     template_head,
 )
 from batchrun.rows.request import RequestDefaults, prepare_request, request_hash
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator.cache import PromptCache
 from batchrun.simulator.cache import min_cacheable_tokens as sim_minimum
 from batchrun.simulator.replies import make_reply
@@ -65,6 +66,9 @@ def marks(body: dict[str, Any]) -> list[str]:
             if "cache_control" in block:
                 found.append(f"messages[{i}][{j}]")
     return found
+
+
+# --- placement: pure --------------------------------------------------------------------------
 
 
 def test_a_long_job_system_prompt_is_marked_at_its_end() -> None:
@@ -239,7 +243,8 @@ def test_a_whole_run_of_few_shot_rows_marks_only_blocks_with_content(
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     recorder = RecordingTransport()
     summary = run(
-        job_config(inp, tmp_path / "out.jsonl", sim.base_url, concurrency=1), transport=recorder
+        job_config(inp, tmp_path / "out.jsonl", sim.base_url, concurrency=1),
+        runtime=Runtime(transport=recorder),
     )
     assert summary.exit_code == 0 and len(recorder.bodies) == 3
     for body in recorder.bodies:
@@ -310,6 +315,9 @@ def test_place_breakpoints_leaves_unshared_bodies_alone() -> None:
     assert body == before
 
 
+# --- the minimum per model: price table data --------------------------------------------------
+
+
 def test_every_packaged_model_has_a_minimum_and_its_source() -> None:
     for price in default_prices().models():
         assert price.min_cacheable_tokens in (512, 1024, 2048, 4096), price.model
@@ -318,6 +326,9 @@ def test_every_packaged_model_has_a_minimum_and_its_source() -> None:
     assert min_cacheable_tokens("claude-sonnet-4-5") == 1024
     assert min_cacheable_tokens("claude-sonnet-4-6") == 2048  # sources disagree: the higher
     assert min_cacheable_tokens("not-a-model") == SAFE_MIN_CACHEABLE_TOKENS
+
+
+# --- the simulator's cache ----------------------------------------------------------------------
 
 
 def marked(system: str, prompt: str, model: str = SONNET, ttl: str | None = None) -> Any:
@@ -390,13 +401,16 @@ def test_usage_reports_the_split_as_the_api_does() -> None:
     assert second["input_tokens"] + second["cache_read_input_tokens"] == total
 
 
+# --- whole runs against the simulator ---------------------------------------------------------
+
+
 def run_job(tmp_path: Path, sim: Any, cache: str, instruction: str) -> list[dict[str, Any]]:
     rows = [{"id": f"r{i}", "text": f"Review {i}: the soup was fine."} for i in range(6)]
     inp = write_jsonl(tmp_path / f"in-{cache}.jsonl", rows)
     out = tmp_path / f"out-{cache}.jsonl"
     flags = {"template": instruction + "{text}", "cache": cache, "concurrency": 1}
     recorder = RecordingTransport()
-    summary = run(job_config(inp, out, sim.base_url, **flags), transport=recorder)
+    summary = run(job_config(inp, out, sim.base_url, **flags), runtime=Runtime(transport=recorder))
     assert summary.exit_code == 0
     for body in recorder.bodies:
         assert_conforms(body)
@@ -428,7 +442,10 @@ def test_an_output_made_without_breakpoints_resumes_under_cache_auto(
     first = run(job_config(inp, out, sim.base_url, cache="off", **flags))
     assert first.exit_code == 0
     recorder = RecordingTransport()
-    again = run(job_config(inp, out, sim.base_url, cache="auto", **flags), transport=recorder)
+    again = run(
+        job_config(inp, out, sim.base_url, cache="auto", **flags),
+        runtime=Runtime(transport=recorder),
+    )
     assert again.exit_code == 0
     assert recorder.bodies == []  # every row answered before is kept, none sent again
 
@@ -440,7 +457,7 @@ def test_a_whole_run_caches_the_document_every_row_attaches(tmp_path: Path, sim:
     out = tmp_path / "out.jsonl"
     flags = {"template": "Answer from the document: {text}", "concurrency": 16}
     recorder = RecordingTransport()
-    summary = run(job_config(inp, out, sim.base_url, **flags), transport=recorder)
+    summary = run(job_config(inp, out, sim.base_url, **flags), runtime=Runtime(transport=recorder))
     assert summary.exit_code == 0 and summary.ok == 30
     for body in recorder.bodies:
         assert_conforms(body)

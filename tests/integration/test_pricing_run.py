@@ -15,7 +15,10 @@ from batchrun.cost.prices import (
     Usage,
     load_prices,
 )
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorConfig, SimulatorThread
+
+# --- cost_usd in a real run -----------------------------------------------------------------
 
 
 def test_every_output_row_is_priced_from_its_own_usage(tmp_path: Path) -> None:
@@ -36,7 +39,7 @@ def test_every_output_row_is_priced_from_its_own_usage(tmp_path: Path) -> None:
             },
             environ={"ANTHROPIC_API_KEY": TEST_KEY},
         )
-        summary = run(config, progress_stream=stream)
+        summary = run(config, runtime=Runtime(progress_stream=stream))
     got = pq.read_table(out).to_pylist()
     table = load_prices()
     for row in got[:6]:

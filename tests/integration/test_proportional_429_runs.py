@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 from support import job_config, no_wait, prompts, write_jsonl
 
 from batchrun import run
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 
 
@@ -20,7 +21,9 @@ def test_a_run_with_scattered_429s_ends_ok_without_pausing_for_each(tmp_path: Pa
         error_rates={"429": 0.04, "529": 0.03}, retry_after=1.0, latency_mean=0.001, seed=18
     )
     with SimulatorThread(config) as sim:
-        summary = run(job_config(inp, out, sim.base_url, concurrency=16), retry_sleep=no_wait)
+        summary = run(
+            job_config(inp, out, sim.base_url, concurrency=16), runtime=Runtime(sleep=no_wait)
+        )
         refused = sim.stats.faults["429"]
     rows = pq.read_table(out).to_pylist()
     assert [r["status"] for r in rows] == ["ok"] * n
@@ -40,7 +43,9 @@ def test_injected_429s_whose_headers_show_plenty_left_never_pause(tmp_path: Path
         error_rates={"429": 0.05}, retry_after=1.0, rpm=1_000_000, latency_mean=0.001, seed=7
     )
     with SimulatorThread(config) as sim:
-        summary = run(job_config(inp, out, sim.base_url, concurrency=16), retry_sleep=no_wait)
+        summary = run(
+            job_config(inp, out, sim.base_url, concurrency=16), runtime=Runtime(sleep=no_wait)
+        )
         refused = sim.stats.faults["429"]
     assert [r["status"] for r in pq.read_table(out).to_pylist()] == ["ok"] * n
     assert refused > 5

@@ -30,6 +30,9 @@ def block(start: int, stop: int, prompt: str = "Question {i}") -> pa.Table:
     return pa.table({"id": ids, "prompt": [prompt.format(i=i) for i in range(start, stop)]})
 
 
+# --- the stage, without Ray -------------------------------------------------------------------
+
+
 def test_a_block_comes_back_answered_in_the_output_schema_and_is_committed(
     sim: SimulatorThread, tmp_path: Path
 ) -> None:

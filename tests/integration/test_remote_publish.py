@@ -31,6 +31,7 @@ from batchrun.remote.lease import LeaseRecord, lease_url
 from batchrun.remote.objects import Storage, StorageSettings
 from batchrun.runs.online import run_async
 from batchrun.runs.output import PublishError
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorThread
 from batchrun.store.sink import journal_path
 
@@ -104,7 +105,7 @@ def test_a_failed_final_upload_keeps_every_row_and_the_rerun_uploads_without_sen
     out = f"s3://{bucket}/out/labels.parquet"
     cfg = config(inp, out, sim.base_url, env)
     with pytest.raises(PublishError) as caught:
-        asyncio.run(run_async(cfg, transport=CutAfter(proxy, n)))
+        asyncio.run(run_async(cfg, runtime=Runtime(transport=CutAfter(proxy, n))))
     message = str(caught.value)
     print(message)
     main, _, after = message.partition("\nbatchrun: also, ")
@@ -115,8 +116,8 @@ def test_a_failed_final_upload_keeps_every_row_and_the_rerun_uploads_without_sen
     assert after.startswith(f"the lease {out}.batchrun/lease.json could not be removed")
     assert sim.stats.snapshot().requests == n
     # Every row is still here: the final file and the journal.
-    assert len(pq.read_table(cfg.output)) == n
-    assert journal_path(cfg.output).read_bytes().count(b"\n") == n
+    assert len(pq.read_table(cfg.output.path)) == n
+    assert journal_path(cfg.output.path).read_bytes().count(b"\n") == n
 
     proxy.restore()
     storage = Storage(StorageSettings.from_environ(env))
@@ -128,7 +129,7 @@ def test_a_failed_final_upload_keeps_every_row_and_the_rerun_uploads_without_sen
     local = tmp_path / "published.parquet"
     storage.download(out, local)
     assert [r["id"] for r in pq.read_table(local).to_pylist()] == [p["id"] for p in prompts(n)]
-    assert not journal_path(cfg.output).exists()  # dropped once the upload is done
+    assert not journal_path(cfg.output.path).exists()  # dropped once the upload is done
     # Only the output is left: no lease, no segments, no empty "folder" objects.
     assert keys(moto.endpoint, bucket) == ["out/labels.parquet"]
 

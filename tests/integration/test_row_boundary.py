@@ -24,8 +24,10 @@ from batchrun import load_config, run
 from batchrun.cli import cli
 from batchrun.core.errors import InvalidRowError
 from batchrun.engine import outcome
-from batchrun.engine.outcome import Work, error_row, ok_row, prepare
-from batchrun.rows.reader import InputRow, read_rows
+from batchrun.engine.outcome import RowSettings, Work, error_row, ok_row, prepare
+from batchrun.formats.inputs import read_rows
+from batchrun.rows.reader import InputRow
+from batchrun.runs.runtime import Runtime
 from batchrun.runs.validate import validate
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.simulator.events import encode_event, stream_events
@@ -138,7 +140,7 @@ def test_an_unforeseen_failure_while_preparing_a_row_is_that_rows_problem(
         return real(fields, *args, **kwargs)
 
     monkeypatch.setattr(outcome, "prepare_request", flaky)
-    works = [prepare(row, config) for row in read_rows(inp)]
+    works = [prepare(row, RowSettings.of(config)) for row in read_rows(inp)]
     assert [w.problem is None for w in works] == [True, False, True]
     problem = works[1].problem
     assert isinstance(problem, InvalidRowError)
@@ -154,7 +156,7 @@ def test_output_rows_never_hold_text_the_journal_cannot_encode(tmp_path: Path) -
     config = job_config(inp, tmp_path / "out.parquet", NOWHERE, keep_columns=("note",))
     row = InputRow(index=0, line=1, id="r\ud83d", fields={"note": "x \ud83d", "prompt": "hi"})
     work = Work(row, None, None, None)
-    failed = error_row(work, config, "api_error", "said \udc80", 500, 1)
+    failed = error_row(work, RowSettings.of(config), "api_error", "said \udc80", 500, 1)
     asked = {
         "model": "claude-haiku-4-5",
         "max_tokens": 5,
@@ -163,7 +165,7 @@ def test_output_rows_never_hold_text_the_journal_cannot_encode(tmp_path: Path) -
     message = dict(make_reply(asked).message)
     message["content"] = [{"type": "text", "text": "half \ud83d"}]
     message["stop_reason"] = "end_turn\udfff"
-    answered = ok_row(work, config, message)
+    answered = ok_row(work, RowSettings.of(config), message)
     for got in (failed, answered):
         journal_line(0, got).encode("utf-8")
         assert got["id"] == "r\ufffd" and got["note"] == "x \ufffd"
@@ -214,7 +216,10 @@ def test_a_reply_whose_values_fit_no_column_is_a_malformed_response_row(
     settings_ = {"output": str(out), "model": "claude-haiku-4-5", "max_tokens": 30,
                  "stream": stream, "quiet": True, "concurrency": 4}  # fmt: skip
     config = load_config(inp, settings_, environ={"ANTHROPIC_API_KEY": TEST_KEY})
-    summary = run(config, transport=httpx.MockTransport(_scripted(mutate)), retry_sleep=no_wait)
+    summary = run(
+        config,
+        runtime=Runtime(transport=httpx.MockTransport(_scripted(mutate)), sleep=no_wait),
+    )
     assert summary.exit_code == 3
     got = pq.read_table(out).to_pylist()
     assert [row["id"] for row in got] == [row["id"] for row in rows]
@@ -425,7 +430,7 @@ def test_run_survives_any_rows(shared_sim: SimulatorThread, lines: list[bytes]) 
             keep_columns=("note",),
             encoding="utf-8",  # as in test_validate_survives_any_rows
         )
-        summary = run(config, retry_sleep=no_wait)
+        summary = run(config, runtime=Runtime(sleep=no_wait))
         assert summary.final is not None and summary.final.rows == len(lines) + 1
         got = pq.read_table(out).to_pylist()
         assert len(got) == len(lines) + 1

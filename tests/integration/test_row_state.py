@@ -9,6 +9,7 @@ import pytest
 from support import job_config, no_wait, prompts, write_jsonl
 
 from batchrun import estimate, run
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.row_state import RowState, count_done, state_of, to_send
 
@@ -56,7 +57,7 @@ def test_estimate_counts_pending_the_expired_rows_the_run_sends(tmp_path: Path, 
         est = estimate(config)
         assert plain.pending == 0  # without the flag, a re-run sends nothing
         assert est.pending == expired
-        second = run(config, retry_sleep=no_wait)
+        second = run(config, runtime=Runtime(sleep=no_wait))
     assert second.finished == expired  # exactly the rows the estimate said were pending
     rows = pq.read_table(out).to_pylist()
     assert len(rows) == n

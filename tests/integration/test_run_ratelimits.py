@@ -23,6 +23,7 @@ from batchrun.cli import cli
 from batchrun.config.load import RunConfig
 from batchrun.limits.limiter import RESUME_RAMP_S
 from batchrun.limits.values import AUTO_MAX, Limits, LimitsConfig
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorConfig, SimulatorThread, make_reply
 
 MODEL = "claude-haiku-4-5"
@@ -47,18 +48,18 @@ def test_limits_come_from_the_job_file_per_model_and_field_by_field(tmp_path: Pa
         '[limits]\nrpm = 1000\nitpm = 50000\n[limits."claude-sonnet-4-5"]\notpm = 8000\n',
     )
     config = load_config(path, environ={})
-    assert config.limits == LimitsConfig(
+    assert config.engine.limits == LimitsConfig(
         Limits(rpm=1_000, itpm=50_000), (("claude-sonnet-4-5", Limits(otpm=8_000)),)
     )
-    assert config.limits.for_model("claude-sonnet-4-5") == Limits(1_000, 50_000, 8_000)
+    assert config.engine.limits.for_model("claude-sonnet-4-5") == Limits(1_000, 50_000, 8_000)
 
 
 def test_flags_beat_the_environment_beat_the_job_file_for_every_model(tmp_path: Path) -> None:
     path = job(tmp_path, '[limits]\nrpm = 1000\n[limits."claude-sonnet-4-5"]\nrpm = 10\n')
     from_env = load_config(path, environ={"BATCHRUN_RPM": "2000", "BATCHRUN_OTPM": "9000"})
-    assert from_env.limits.for_model("claude-sonnet-4-5") == Limits(rpm=2_000, otpm=9_000)
+    assert from_env.engine.limits.for_model("claude-sonnet-4-5") == Limits(rpm=2_000, otpm=9_000)
     from_flag = load_config(path, {"rpm": 3_000, "itpm": 70_000}, environ={"BATCHRUN_RPM": "2"})
-    assert from_flag.limits.for_model(MODEL) == Limits(rpm=3_000, itpm=70_000)
+    assert from_flag.engine.limits.for_model(MODEL) == Limits(rpm=3_000, itpm=70_000)
 
 
 @pytest.mark.parametrize(
@@ -80,11 +81,11 @@ def test_bad_limits_are_refused_with_the_key_named(tmp_path: Path, text: str, me
 def test_concurrency_auto_from_job_file_environment_or_flag(tmp_path: Path) -> None:
     path = job(tmp_path, 'concurrency = "auto"\n')
     config = load_config(path, environ={})
-    assert (config.concurrency_auto, config.concurrency) == (True, AUTO_MAX)
+    assert (config.engine.concurrency_auto, config.engine.concurrency) == (True, AUTO_MAX)
     from_env = load_config(job(tmp_path, ""), environ={"BATCHRUN_CONCURRENCY": "auto"})
-    assert from_env.concurrency_auto
+    assert from_env.engine.concurrency_auto
     fixed = load_config(path, {"concurrency": 12}, environ={})
-    assert (fixed.concurrency_auto, fixed.concurrency) == (False, 12)
+    assert (fixed.engine.concurrency_auto, fixed.engine.concurrency) == (False, 12)
 
 
 # --------------------------------------------------------------------------- whole runs
@@ -211,8 +212,7 @@ def test_a_429_pauses_once_for_every_worker_and_the_retry_does_not_wait_again(
     out = tmp_path / "out.parquet"
     summary = run(
         config_for(inp, out, "https://api.anthropic.com", concurrency=4),
-        transport=httpx.MockTransport(handler),
-        retry_sleep=record,
+        runtime=Runtime(transport=httpx.MockTransport(handler), sleep=record),
     )
     assert summary.exit_code == 0
     check_every_row_ok(out, rows)
@@ -243,8 +243,7 @@ def test_a_429_without_retry_after_waits_for_the_backoff(tmp_path: Path) -> None
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(1))
     summary = run(
         config_for(inp, tmp_path / "out.parquet", "https://api.anthropic.com"),
-        transport=httpx.MockTransport(handler),
-        retry_sleep=record,
+        runtime=Runtime(transport=httpx.MockTransport(handler), sleep=record),
     )
     assert summary.exit_code == 0
     assert len(slept) == 1 and 0.375 <= slept[0] <= 0.5  # the first backoff, waited once
@@ -276,8 +275,7 @@ def test_a_429_teaches_the_limits_its_headers_carry(tmp_path: Path) -> None:
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(2))
     summary = run(
         config_for(inp, tmp_path / "out.parquet", "https://api.anthropic.com"),
-        transport=httpx.MockTransport(handler),
-        retry_sleep=no_wait,
+        runtime=Runtime(transport=httpx.MockTransport(handler), sleep=no_wait),
     )
     assert summary.exit_code == 0 and summary.rate_limited_429s == 1
     assert summary.rate_limits[MODEL] == Limits(rpm=50, otpm=8000)

@@ -12,6 +12,7 @@ from support import job_config, no_wait, prompts, reply_tag, write_jsonl
 
 from batchrun import FatalRunError, run
 from batchrun.runs.resume import ResumeMismatchError
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.columns import COLUMN_NAMES
 
@@ -64,7 +65,9 @@ def test_retryable_faults_are_retried_until_every_row_is_ok(tmp_path: Path) -> N
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(400))
     rates = {"429": 0.05, "529": 0.05, "500": 0.03, "503": 0.02, "reset": 0.03, "malformed": 0.02}
     with SimulatorThread(SimulatorConfig(error_rates=rates, retry_after=0, seed=7)) as sim:
-        summary = run(job_config(inp, tmp_path / "out.parquet", sim.base_url), retry_sleep=no_wait)
+        summary = run(
+            job_config(inp, tmp_path / "out.parquet", sim.base_url), runtime=Runtime(sleep=no_wait)
+        )
         faults = sum(sim.stats.faults.values())
     got = read(tmp_path / "out.parquet")
     assert all(r["status"] == "ok" for r in got)

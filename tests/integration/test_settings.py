@@ -16,6 +16,7 @@ from support import write_jsonl
 
 from batchrun.cli import cli
 from batchrun.cli.options import PRECEDENCE
+from batchrun.config.layers import LAYERS, fields_of
 from batchrun.config.load import RunConfig, load_config
 from batchrun.config.settings import BY_KEY, ENV_VARS, JOB_KEYS, SETTINGS, precedence_text
 from batchrun.core.errors import ConfigError
@@ -33,15 +34,21 @@ def command(path: str) -> click.Command:
     return found
 
 
+LAYER_CLASSES = {cls.LAYER: cls for cls in LAYERS}
+
+
 def resolved(config: RunConfig, key: str) -> Any:
-    """Where ``key`` ends up in a RunConfig."""
+    """Where ``key`` ends up in a RunConfig: the field of its layer's settings object."""
     if key in ("rpm", "itpm", "otpm"):
-        return getattr(config.limits.default, key)
+        return getattr(config.engine.limits.default, key)
     if key == "batch_max_mb":
-        return config.batch_max_bytes / (1024 * 1024)
-    if hasattr(config.defaults, key):
+        return config.batches.max_bytes / (1024 * 1024)
+    setting = BY_KEY[key]
+    if setting.layer == "request":
         return getattr(config.defaults, key)
-    return getattr(config, key)
+    if setting.layer == "job":
+        return getattr(config, key)
+    return getattr(getattr(config, setting.layer), setting.field or key)
 
 
 # --- the table itself ---------------------------------------------------------------------
@@ -83,14 +90,33 @@ def test_every_job_key_is_also_a_flag() -> None:
 
 
 def test_runconfig_defaults_are_the_table_defaults() -> None:
-    fields = {f.name: f for f in dataclasses.fields(RunConfig)}
     for setting in SETTINGS:
-        if setting.key in fields and setting.default is not None:
-            assert fields[setting.key].default == setting.default, setting.key
+        cls = LAYER_CLASSES.get(setting.layer)
+        if cls is None or setting.feeds is not None or setting.default is None:
+            continue
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        name = setting.field or setting.key
+        assert fields[name].default == setting.default, setting.key
     bare = load_config(Path("in.jsonl"), environ={})
     for setting in SETTINGS:
         if setting.default is not None and setting.key != "input":
             assert resolved(bare, setting.key) == setting.default, setting.key
+
+
+def test_each_layer_holds_exactly_its_settings_and_what_it_derives() -> None:
+    """The per-layer settings objects are made from the table (``config.layers.build``):
+    every setting names a field of its layer's object, and every field of an object is a
+    setting's or one it declares derived."""
+    for layer, cls in LAYER_CLASSES.items():
+        own = {s.field or s.key for s in SETTINGS if s.layer == layer and s.feeds is None}
+        fed = {s.feeds for s in SETTINGS if s.layer == layer and s.feeds is not None}
+        assert own <= fields_of(cls), (layer, own - fields_of(cls))
+        assert fed <= set(cls.DERIVED), (layer, fed - set(cls.DERIVED))
+        assert fields_of(cls) == own | set(cls.DERIVED), (layer, fields_of(cls) ^ own)
+    for setting in SETTINGS:
+        assert setting.layer in {*LAYER_CLASSES, "request", "job"}, setting.key
+        if setting.layer == "job":
+            assert setting.key in {f.name for f in dataclasses.fields(RunConfig)}
 
 
 def test_the_precedence_text_lists_every_variable() -> None:
@@ -138,9 +164,9 @@ def test_every_variable_of_the_table_is_read() -> None:
 def test_a_flag_beats_the_variable_beats_the_job_file(tmp_path: Path) -> None:
     job = tmp_path / "job.toml"
     job.write_text('input = "in.jsonl"\ngrace = 5\n')
-    assert load_config(job, environ={}).grace == 5.0
-    assert load_config(job, environ={"BATCHRUN_GRACE": "7"}).grace == 7.0
-    assert load_config(job, {"grace": 9.0}, environ={"BATCHRUN_GRACE": "7"}).grace == 9.0
+    assert load_config(job, environ={}).run.grace == 5.0
+    assert load_config(job, environ={"BATCHRUN_GRACE": "7"}).run.grace == 7.0
+    assert load_config(job, {"grace": 9.0}, environ={"BATCHRUN_GRACE": "7"}).run.grace == 9.0
     with pytest.raises(ConfigError, match="BATCHRUN_GRACE='soon' is not a valid grace"):
         load_config(job, environ={"BATCHRUN_GRACE": "soon"})
 
@@ -218,13 +244,15 @@ JOB_SAMPLES = {
 # Where a sample's value lands when it is not simply resolved(config, key).
 JOB_CHECKS = {
     "cache": lambda c: c.defaults.cache is None and c.defaults.cache_system is None,
-    "input": lambda c: c.input.name == "in.jsonl",
-    "output": lambda c: c.output.name == "o.jsonl",
-    "json_schema": lambda c: c.json_schema is not None and c.defaults.tool_choice is not None,
+    "input": lambda c: c.input.path.name == "in.jsonl",
+    "output": lambda c: c.output.path.name == "o.jsonl",
+    "json_schema": lambda c: (
+        c.engine.json_schema is not None and c.defaults.tool_choice is not None
+    ),
     "cache_ttl": lambda c: c.defaults.cache_system == {"type": "ephemeral", "ttl": "1h"},
-    "concurrency": lambda c: c.concurrency_auto,
-    "limits": lambda c: c.limits.default.rpm == 60,
-    "prices": lambda c: len(c.prices.sources) > 1,
+    "concurrency": lambda c: c.engine.concurrency_auto,
+    "limits": lambda c: c.engine.limits.default.rpm == 60,
+    "prices": lambda c: len(c.cost.prices.sources) > 1,
 }
 
 

@@ -29,6 +29,9 @@ MODEL = "claude-haiku-4-5"
 NONE = -1
 
 
+# --------------------------------------------------------------------------- the scripts
+
+
 class Scripts:
     """The store's Lua scripts on one model's hash, called the way RedisBuckets calls them."""
 
@@ -122,6 +125,9 @@ def test_a_store_that_does_not_answer_is_refused_before_the_run() -> None:
         RedisBuckets(f"redis://127.0.0.1:{free_port()}/0")
 
 
+# --------------------------------------------------------------------------- limiters sharing
+
+
 class Held:
     """A limiter's sleep seam that records where admission would wait, then stops the limiter
     (its waiting acquire is cancelled): counts with no real waiting."""
@@ -181,6 +187,9 @@ def test_a_pause_begun_by_one_limiter_holds_the_other(
     assert asyncio.run(admit_until_held(second)) == 0
     assert len(held.waits) == 1 and 0 < held.waits[0] <= 20.0
     assert second.stats.shared_pauses == 1 and first.stats.pauses == 1
+
+
+# --------------------------------------------------------------------------- Redis goes away
 
 
 class FakeClock:

@@ -62,6 +62,9 @@ def message(exc: pytest.ExceptionInfo[StorageError]) -> str:
     return text
 
 
+# -- locations ------------------------------------------------------------------------------
+
+
 def test_locations() -> None:
     s3 = parse_location("s3://user:pw@bucket/a/b.parquet?x-amz-token=T")
     assert (s3.scheme, s3.path, s3.bucket, s3.name) == (
@@ -88,6 +91,9 @@ def test_settings_from_environment() -> None:
     assert StorageSettings.from_environ(env) == StorageSettings("http://a:1", "http://g:2")
     env["AWS_ENDPOINT_URL_S3"] = "http://s3only:3"
     assert StorageSettings.from_environ(env).s3_endpoint == "http://s3only:3"
+
+
+# -- every operation, locally and on S3 -----------------------------------------------------
 
 
 def test_round_trip(place: tuple[Storage, str], tmp_path: Path) -> None:
@@ -151,6 +157,9 @@ def test_list_is_sorted_and_complete_on_s3(s3: Storage, bucket: str) -> None:
         s3.write_bytes(f"{prefix}/{name}", b"x\n")
     s3.write_bytes(f"s3://{bucket}/p.batchrun/journalx", b"not in the folder")
     assert [o.url for o in s3.list(prefix)] == [f"{prefix}/{n}" for n in sorted(names)]
+
+
+# -- what failed, in words ------------------------------------------------------------------
 
 
 def test_no_such_object(s3: Storage, bucket: str) -> None:
@@ -221,6 +230,9 @@ def test_local_errors(tmp_path: Path) -> None:
         storage.write_bytes(tmp_path / "file" / "under-a-file", b"x")
 
 
+# -- all or nothing -------------------------------------------------------------------------
+
+
 class _BreaksMidway:
     """A local file that fails after its first chunk, as a failing disk would."""
 
@@ -264,6 +276,9 @@ def test_upload_is_all_or_nothing(place: tuple[Storage, str], tmp_path: Path) ->
         breaking.upload(source, f"{folder}/old.parquet")
     assert storage.read_bytes(f"{folder}/old.parquet") == b"the old final file"
     assert _raw_names(place) == ["old.parquet"]  # no temporary object left behind
+
+
+# -- journal segments -----------------------------------------------------------------------
 
 
 class FakeClock:
@@ -400,6 +415,9 @@ def test_close_raises_when_the_last_seal_fails(tmp_path: Path) -> None:
     segmenter = Segmenter(journal, seal)
     with pytest.raises(StorageError, match=UNREACHABLE):
         segmenter.close()
+
+
+# -- the remote output: new machines, returning machines, publish ---------------------------
 
 
 def _run(remote: RemoteOutput, lines: list[bytes]) -> None:
@@ -562,6 +580,9 @@ def test_a_work_folder_of_another_output_is_refused(
         wrong.pull()
 
 
+# -- GCS, on the emulator -------------------------------------------------------------------
+
+
 @pytest.mark.skipif(not gcs_emulator_available(), reason="gcp-storage-emulator is not installed")
 def test_gcs_round_trip(tmp_path: Path) -> None:
     with GcsEmulator("gbucket") as emulator:
@@ -591,6 +612,9 @@ def test_gcs_round_trip(tmp_path: Path) -> None:
         fresh = RemoteOutput("gs://gbucket/run/labels.jsonl", storage, work_dir=tmp_path / "b")
         fresh.pull()
         assert fresh.local_journal.read_bytes() == _line(0) + _line(1)
+
+
+# -- with the real sink ---------------------------------------------------------------------
 
 
 def _sink_row(i: int) -> dict[str, Any]:

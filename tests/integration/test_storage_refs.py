@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -16,6 +17,7 @@ from support.s3_server import SECRET_KEY
 
 from batchrun import load_config, run
 from batchrun.cli import cli
+from batchrun.config.load import RunConfig
 from batchrun.core.errors import ConfigError
 from batchrun.remote.objects import (
     NO_SUCH_OBJECT,
@@ -24,6 +26,7 @@ from batchrun.remote.objects import (
     StorageMedia,
 )
 from batchrun.rows.files import FileCache, FileProblem, source_for
+from batchrun.runs.fetch import fetched
 from batchrun.simulator import SimulatorThread
 
 PRICES = "[models.claude-haiku-4-5]\noutput = 4.5\n"
@@ -46,15 +49,15 @@ def test_a_job_file_on_s3_resolves_its_relative_files_beside_it(
         'input = "../data/in.jsonl"\noutput = "out/labels.parquet"\nprices = "prices.toml"\n'
         'model = "claude-haiku-4-5"\nmax_tokens = 20\n',
     )
-    config = load_config(job, {"base_url": sim.base_url, "quiet": True}, environ=env)
-    assert config.input_url == f"s3://{bucket}/data/in.jsonl"
-    assert config.output_url == f"s3://{bucket}/jobs/out/labels.parquet"
-    haiku = config.prices.lookup("claude-haiku-4-5")
+    config = loaded(job, {"base_url": sim.base_url, "quiet": True}, environ=env)
+    assert config.input.url == f"s3://{bucket}/data/in.jsonl"
+    assert config.output.url == f"s3://{bucket}/jobs/out/labels.parquet"
+    haiku = config.cost.prices.lookup("claude-haiku-4-5")
     assert haiku is not None and haiku.rates.output == Decimal("4.5")
     summary = run(config)
     assert summary.exit_code == 0 and sim.stats.snapshot().answered_ok == n
     local = tmp_path / "final.parquet"
-    storage.download(config.output_url, local)
+    storage.download(config.output.url, local)
     assert [r["id"] for r in pq.read_table(local).to_pylist()] == [p["id"] for p in prompts(n)]
 
 
@@ -69,8 +72,8 @@ def test_flags_win_over_a_remote_job_file_and_stay_relative_to_the_working_folde
     write_jsonl(tmp_path / "here.jsonl", prompts(2))
     job = f"s3://{bucket}/jobs/x.toml"
     put_job(storage, job, 'input = "gone.jsonl"\nmodel = "claude-haiku-4-5"\n')
-    config = load_config(job, {"input": "here.jsonl"}, environ=env)
-    assert config.input == (tmp_path / "here.jsonl").resolve() and config.input_url is None
+    config = loaded(job, {"input": "here.jsonl"}, environ=env)
+    assert config.input.path == (tmp_path / "here.jsonl").resolve() and config.input.url is None
 
 
 def test_the_prices_flag_takes_a_url(
@@ -79,13 +82,13 @@ def test_the_prices_flag_takes_a_url(
     url = f"s3://{bucket}/shared/prices.toml"
     storage.write_bytes(url, PRICES.encode())
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(2))
-    config = load_config(inp, {"prices": url, "model": "claude-haiku-4-5"}, environ=env)
-    haiku = config.prices.lookup("claude-haiku-4-5")
+    config = loaded(inp, {"prices": url, "model": "claude-haiku-4-5"}, environ=env)
+    haiku = config.cost.prices.lookup("claude-haiku-4-5")
     assert haiku is not None and haiku.rates.output == Decimal("4.5")
-    assert config.prices.sources[-1] == url
+    assert config.cost.prices.sources[-1] == url
     storage.write_bytes(url, b"[models.x]\ninput = 1\n")
     with pytest.raises(ConfigError, match="needs output") as caught:
-        load_config(inp, {"prices": url, "model": "claude-haiku-4-5"}, environ=env)
+        loaded(inp, {"prices": url, "model": "claude-haiku-4-5"}, environ=env)
     assert url in str(caught.value)
 
 
@@ -94,12 +97,12 @@ def test_missing_remote_files_are_named_by_url_without_secrets(
 ) -> None:
     job = f"s3://{bucket}/jobs/missing.toml"
     with pytest.raises(StorageError, match=NO_SUCH_OBJECT) as caught:
-        load_config(job, {}, environ=env)
+        loaded(job, {}, environ=env)
     assert job in str(caught.value) and SECRET_KEY not in str(caught.value)
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(2))
     prices = f"s3://{bucket}/nope/prices.toml"
     with pytest.raises(StorageError, match=NO_SUCH_OBJECT) as caught:
-        load_config(inp, {"prices": prices}, environ=env)
+        loaded(inp, {"prices": prices}, environ=env)
     assert prices in str(caught.value)
     # Through the CLI: the message names the URL, and no secret is shown.
     shown = CliRunner().invoke(cli, ["run", job], env=env)
@@ -113,7 +116,7 @@ def test_a_remote_job_file_cannot_name_a_relative_local_path(
     job = f"s3://{bucket}/jobs/schema.toml"
     put_job(storage, job, 'input = "in.jsonl"\njson_schema = "schema.json"\n')
     with pytest.raises(ConfigError, match="is relative") as caught:
-        load_config(job, {}, environ=env)
+        loaded(job, {}, environ=env)
     assert job in str(caught.value) and "`json_schema` = 'schema.json'" in str(caught.value)
 
 
@@ -123,11 +126,11 @@ def test_a_remote_job_file_with_bad_toml_or_keys_is_named(
     job = f"s3://{bucket}/jobs/bad.toml"
     put_job(storage, job, "input = \n")
     with pytest.raises(ConfigError, match="not valid TOML") as caught:
-        load_config(job, {}, environ=env)
+        loaded(job, {}, environ=env)
     assert job in str(caught.value)
     put_job(storage, job, 'input = "in.jsonl"\nconcurrensy = 4\n')
     with pytest.raises(ConfigError, match="concurren") as caught:
-        load_config(job, {}, environ=env)
+        loaded(job, {}, environ=env)
     assert job in str(caught.value)
 
 
@@ -186,15 +189,15 @@ def test_a_remote_input_or_media_root_gives_the_run_its_media_folder_on_the_stor
     storage.upload(write_jsonl(tmp_path / "rows.jsonl", prompts(2)), inp)
     storage.write_bytes(f"s3://{bucket}/data/notes.txt", b"beside the input")
     storage.write_bytes(f"s3://{bucket}/media/notes.txt", b"in the media root")
-    beside = load_config(inp, {"model": "claude-haiku-4-5"}, environ=env).media_source
+    beside = loaded(inp, {"model": "claude-haiku-4-5"}, environ=env).input.media_source
     assert beside is not None
     assert source_for("document", "notes.txt", beside, FileCache())["data"] == "beside the input"
     flags = {"model": "claude-haiku-4-5", "media_root": f"s3://{bucket}/media"}
-    rooted = load_config(inp, flags, environ=env).media_source
+    rooted = loaded(inp, flags, environ=env).input.media_source
     assert rooted is not None
     assert source_for("document", "notes.txt", rooted, FileCache())["data"] == "in the media root"
     local = write_jsonl(tmp_path / "local.jsonl", prompts(1))
-    assert load_config(local, {"model": "claude-haiku-4-5"}, environ=env).media_source is None
+    assert loaded(local, {"model": "claude-haiku-4-5"}, environ=env).input.media_source is None
 
 
 def test_a_whole_run_sends_the_files_its_rows_attach_from_s3(
@@ -210,9 +213,15 @@ def test_a_whole_run_sends_the_files_its_rows_attach_from_s3(
     out = tmp_path / "out.parquet"
     settings = {"output": str(out), "model": "claude-haiku-4-5", "max_tokens": 20}
     settings |= {"template": "{q}", "base_url": sim.base_url, "quiet": True}
-    summary = run(load_config(inp, settings, environ=env))
+    summary = run(loaded(inp, settings, environ=env))
     got = {r["id"]: r for r in pq.read_table(out).to_pylist()}
     assert summary.exit_code == 3
     assert got["ok"]["status"] == "ok"
     assert got["missing"]["error_type"] == "invalid_request"
     assert f"s3://{bucket}/data" in got["missing"]["error_message"]
+
+
+def loaded(*args: Any, **kwargs: Any) -> RunConfig:
+    """A job as a run sees it: configured (``load_config``, which downloads nothing), then
+    its remote input and price file brought here (``runs.fetch``)."""
+    return fetched(load_config(*args, **kwargs))

@@ -8,6 +8,7 @@ from pathlib import Path
 from support import TEST_KEY, RecordingTransport, write_jsonl
 
 from batchrun import load_config, run
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorThread
 from batchrun.simulator.replies import REDACTED_THINKING_TRIGGER
 
@@ -53,7 +54,7 @@ def test_streamed_and_plain_runs_write_identical_rows(tmp_path: Path, sim: Simul
                     "stream": stream, "base_url": sim.base_url, "quiet": True}  # fmt: skip
         recorder = RecordingTransport()
         config = load_config(inp, settings, environ={"ANTHROPIC_API_KEY": TEST_KEY})
-        summary = run(config, transport=recorder)
+        summary = run(config, runtime=Runtime(transport=recorder))
         assert summary.exit_code == 0
         assert [body.get("stream", False) for body in recorder.bodies] == [stream] * len(rows)
         outputs[stream] = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]

@@ -22,6 +22,7 @@ from batchrun.rows.structured import (
     structured_answer,
     structured_tool,
 )
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorThread
 from batchrun.store.columns import COLUMN_NAMES
 
@@ -82,7 +83,7 @@ def test_the_job_key_defines_and_forces_one_tool(tmp_path: Path) -> None:
     job = tmp_path / "job.toml"
     job.write_text(f'input = "{inp.name}"\njson_schema = "s.json"\n', encoding="utf-8")
     config = load_config(job, {"model": "m", "max_tokens": 50}, environ={})
-    assert config.json_schema == SCHEMA
+    assert config.engine.json_schema == SCHEMA
     assert config.defaults.tools == (structured_tool(SCHEMA),)
     assert config.defaults.tool_choice == FORCED_CHOICE
     with pytest.raises(ConfigError, match="drop `tools`"):
@@ -114,7 +115,8 @@ def test_row_tools_land_in_tool_calls_json(tmp_path: Path, sim: SimulatorThread)
                 "base_url": sim.base_url, "quiet": True}  # fmt: skip
     recorder = RecordingTransport()
     summary = run(
-        load_config(inp, settings, environ={"ANTHROPIC_API_KEY": TEST_KEY}), transport=recorder
+        load_config(inp, settings, environ={"ANTHROPIC_API_KEY": TEST_KEY}),
+        runtime=Runtime(transport=recorder),
     )
     assert summary.exit_code == 0
     got = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]

@@ -24,6 +24,7 @@ from batchrun import load_config, run
 from batchrun.cli import cli
 from batchrun.config.atfile import AtFileError
 from batchrun.runs.preflight import UnbuildableJobError
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorThread
 
 MODEL = "claude-haiku-4-5"
@@ -67,7 +68,8 @@ def test_a_template_applies_to_rows_with_a_prompt_in_every_format(
     out = tmp_path / "out.jsonl"
     recorder = RecordingTransport()
     summary = run(
-        job_config(inp, out, sim.base_url, template="Classify: {prompt}"), transport=recorder
+        job_config(inp, out, sim.base_url, template="Classify: {prompt}"),
+        runtime=Runtime(transport=recorder),
     )
     assert summary.exit_code == 0
     assert sent_prompts(recorder) == sorted(f"Classify: {row['prompt']}" for row in REVIEWS)
@@ -91,8 +93,8 @@ def test_the_python_api_applies_the_template_to_a_prompt_column(
         base_url=sim.base_url,
         environ=ENV,
         quiet=True,
-        transport=recorder,
-    )
+        runtime=Runtime(transport=recorder),
+    ).table
     assert table.column("status").to_pylist() == ["ok"] * len(REVIEWS)
     assert sent_prompts(recorder) == sorted(f"Classify: {row['prompt']}" for row in REVIEWS)
 
@@ -164,7 +166,8 @@ def test_system_and_template_read_from_files_given_as_flags(
     recorder = RecordingTransport()
     flags = {"system": "@prompt.txt", "template": "@template.txt"}
     summary = run(
-        job_config(inp, tmp_path / "out.jsonl", sim.base_url, **flags), transport=recorder
+        job_config(inp, tmp_path / "out.jsonl", sim.base_url, **flags),
+        runtime=Runtime(transport=recorder),
     )
     assert summary.exit_code == 0
     assert {body["system"] for body in recorder.bodies} == {system}
@@ -187,7 +190,7 @@ def test_a_job_files_text_files_are_relative_to_the_job_file(
     monkeypatch.chdir(tmp_path)  # elsewhere: the job file's folder is what counts
     recorder = RecordingTransport()
     settings = {"model": MODEL, "max_tokens": 5, "base_url": sim.base_url, "quiet": True}
-    summary = run(load_config(job, settings, ENV), transport=recorder)
+    summary = run(load_config(job, settings, ENV), runtime=Runtime(transport=recorder))
     assert summary.exit_code == 0
     assert {body["system"] for body in recorder.bodies} == {"Be terse, «précis»."}
     assert sent_prompts(recorder) == sorted(f"@{row['prompt']}" for row in REVIEWS)  # @@: one @

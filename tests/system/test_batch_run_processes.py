@@ -29,6 +29,8 @@ from batchrun.runs.resume import ResumeMismatchError
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.batch_journal import BatchJournal, batch_journal_path
 
+# -- real processes ---------------------------------------------------------------------------
+
 
 def start_batch_run(inp: Path, out: Path, url: str, *extra: str) -> subprocess.Popen[str]:
     return start_run(inp, out, url, "--via", "batches", "--poll-interval", "0.05", *extra)

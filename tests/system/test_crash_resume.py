@@ -18,8 +18,9 @@ from support import (
     write_jsonl,
 )
 
+from batchrun.formats.marks import Partial
+from batchrun.formats.registry import read_partial
 from batchrun.simulator import SimulatorConfig, SimulatorThread
-from batchrun.store.partial import Partial, read_partial
 
 CONCURRENCY = 16
 

@@ -20,8 +20,11 @@ from support import (
 )
 
 import batchrun
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorThread
 from batchrun.store.sink import journal_path
+
+# --- imports ------------------------------------------------------------------------------------
 
 
 def test_the_frame_libraries_load_only_when_given_their_frames() -> None:
@@ -73,7 +76,8 @@ async def cell():
     try:
         batchrun.run(rows, model="claude-haiku-4-5", max_tokens=20, base_url=url,
                      environ={"ANTHROPIC_API_KEY": os.environ["TEST_KEY"]}, quiet=True,
-                     concurrency=1, output=output, transport=StallsOnTheFourth())
+                     concurrency=1, output=output,
+                     runtime=batchrun.Runtime(transport=StallsOnTheFourth()))
     except KeyboardInterrupt:
         print("KeyboardInterrupt")
 
@@ -102,6 +106,6 @@ def test_an_interrupt_in_a_notebook_stops_the_run_and_a_second_call_resumes(
     assert journal_path(output).exists()
     sent = RecordingTransport()
     rows = [{"id": f"q{i}", "prompt": f"What is {i} + {i}?"} for i in range(10)]
-    table = batchrun.run(rows, **against(sim), output=output, transport=sent)
+    table = batchrun.run(rows, **against(sim), output=output, runtime=Runtime(transport=sent)).table
     assert len(sent.bodies) == 7  # the three answered before the interrupt are not sent again
     assert_answers(table, rows)

@@ -16,7 +16,8 @@ from support import TEST_KEY, prompts, wait_until, write_jsonl
 
 from batchrun.runs.interrupt import run_interruptibly
 from batchrun.simulator import SimulatorConfig, SimulatorThread
-from batchrun.store.sink import TMP_JOURNAL_SUFFIX, TMP_OUTPUT_SUFFIX, journal_path
+from batchrun.store.commit import TMP_SUFFIX as TMP_OUTPUT_SUFFIX
+from batchrun.store.sink import TMP_JOURNAL_SUFFIX, journal_path
 
 
 def test_the_first_signal_says_what_stopping_does_and_lets_the_work_finish() -> None:
@@ -159,7 +160,7 @@ def test_ctrl_c_while_the_job_file_is_read_exits_130_in_one_line(tmp_path: Path)
         return True
 
     try:
-        wait_until(opened_for_reading, 60, "the child to open the output", alive=[proc])
+        wait_until(opened_for_reading, 60, "the child to open the job file", alive=[proc])
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:

@@ -23,6 +23,7 @@ from support import TEST_KEY, job_config, prompts, python_process, write_jsonl
 import batchrun
 from batchrun.cli import cli
 from batchrun.core.errors import ConfigError, OutputError
+from batchrun.runs.runtime import Runtime
 from batchrun.shards.run import (
     MERGE_FAN_IN,
     ShardError,
@@ -89,7 +90,7 @@ def test_merge_refuses_a_shard_rerun_with_another_template(
 def replace_overwrite(config: Any) -> Any:
     from dataclasses import replace
 
-    return replace(config, overwrite=True)
+    return replace(config, resume=replace(config.resume, overwrite=True))
 
 
 def test_merge_of_a_job_file_refuses_shards_that_all_ran_another_job(
@@ -120,7 +121,7 @@ def test_merge_of_a_job_file_refuses_shards_that_all_ran_another_job(
 def replace_quiet(config: Any) -> Any:
     from dataclasses import replace
 
-    return replace(config, quiet=True)
+    return replace(config, run=replace(config.run, quiet=True))
 
 
 # -- another input ----------------------------------------------------------------------------
@@ -177,7 +178,7 @@ def test_a_shard_whose_input_changed_while_it_ran_writes_no_file(
     config = job_config(inp, out, sim.base_url, template="{review}")
     transport = EditsInputOnFirstRequest(inp)
     with pytest.raises(OutputError, match=r"changed while shard 0/2 ran") as stopped:
-        batchrun.run_shard(config, 0, 2, transport=transport)
+        batchrun.run_shard(config, 0, 2, runtime=Runtime(transport=transport))
     assert transport.edited
     assert "The journal is kept: re-run the same command" in str(stopped.value)
     mine = shard_output(out, 0, 2)

@@ -38,8 +38,9 @@ from batchrun.core.errors import ConfigError, OutputError
 from batchrun.estimation.passes import estimate
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.columns import COLUMN_NAMES, blank_row
+from batchrun.store.commit import temporary_path
 from batchrun.store.lock import OutputLock, lock_path
-from batchrun.store.sink import Sink, journal_path, remove_stale_temporaries, temporary_path
+from batchrun.store.sink import Sink, journal_path, remove_stale_temporaries
 
 CONCURRENCY = 8
 REFUSED = "is being written by another batchrun run"
@@ -361,7 +362,7 @@ def test_an_output_that_is_the_input_is_refused_by_the_library_too(
     config = job_config(inp, tmp_path / "o.jsonl", sim.base_url)
     before = inp.read_bytes()
     with pytest.raises(ConfigError, match="is the input file"):
-        run(replace(config, output=inp))
+        run(replace(config, output=replace(config.output, path=inp)))
     assert inp.read_bytes() == before and sim.stats.snapshot().requests == 0
 
 
@@ -454,8 +455,8 @@ def test_keep_column_flags_replace_the_job_files_list_and_the_help_says_so(
     write_jsonl(tmp_path / "in.jsonl", prompts(1))
     job = tmp_path / "job.toml"
     job.write_text('input = "in.jsonl"\nkeep_columns = ["a", "b"]\n')
-    assert load_config(job, {}).keep_columns == ("a", "b")
-    assert load_config(job, {"keep_columns": ("c",)}).keep_columns == ("c",)
+    assert load_config(job, {}).output.keep_columns == ("a", "b")
+    assert load_config(job, {"keep_columns": ("c",)}).output.keep_columns == ("c",)
     assert "replace the job file's keep_columns" in BY_KEY["keep_columns"].help
     result = CliRunner().invoke(cli, ["run", "--help"], terminal_width=200)
     assert "replace the job file's keep_columns" in " ".join(result.stdout.split())

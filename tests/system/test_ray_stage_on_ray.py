@@ -24,6 +24,9 @@ def test_importing_batchrun_ray_does_not_load_ray() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+# --- on Ray, each in a network namespace of its own --------------------------------------------
+
+
 @ON_RAY
 def test_a_killed_pipeline_run_again_sends_only_the_rows_not_committed(tmp_path: Path) -> None:
     pytest.importorskip("ray")

@@ -53,8 +53,8 @@ def test_s3_in_s3_out_sends_every_row_once_in_order(
     inp = uploaded_input(env, bucket, tmp_path, n)
     out = f"s3://{bucket}/out/labels.parquet"
     cfg = config(inp, out, sim.base_url, env, segment_rows=7)
-    assert cfg.output_url == out and cfg.input_url == inp
-    assert cfg.output.is_relative_to(tmp_path / "cache" / "batchrun")  # the work folder
+    assert cfg.output.url == out and cfg.input.url == inp
+    assert cfg.output.path.is_relative_to(tmp_path / "cache" / "batchrun")  # the work folder
     summary = run(cfg)
     assert summary.exit_code == 0 and summary.final is not None
     assert sim.stats.snapshot().answered_ok == n

@@ -21,7 +21,7 @@ import pytest
 from support import TEST_KEY, reply_tag
 
 from batchrun.core.errors import InputError
-from batchrun.rows.reader import read_rows
+from batchrun.formats.inputs import read_rows
 from batchrun.rows.request import MAX_REQUEST_BYTES
 from batchrun.rows.text import MAX_ROW_BYTES, LongLine, bounded_lines
 from batchrun.simulator import SimulatorThread

@@ -19,6 +19,9 @@ from batchrun.simulator import SimulatorConfig, SimulatorThread
 
 MODEL = "claude-haiku-4-5"
 
+# --------------------------------------------------------------------------- whole runs
+
+
 RPM = 300  # 5 a second once the bucket is drained
 
 ROWS_PER_WORKER = 12

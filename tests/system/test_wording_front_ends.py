@@ -55,6 +55,9 @@ def assert_pythonic(message: str) -> None:
     assert STAGING not in message and "batchrun-" not in message, message
 
 
+# --- no model, no max_tokens --------------------------------------------------------------------
+
+
 def test_no_model_and_no_max_tokens_from_both_front_ends(tmp_path: Path) -> None:
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(3))
     proc = batchrun_cli(
@@ -78,6 +81,9 @@ def test_no_model_and_no_max_tokens_from_both_front_ends(tmp_path: Path) -> None
     assert str(caught.value).startswith(f"{inp}: every row would be refused")
     assert "pass max_tokens=N" in str(caught.value)
     assert_pythonic(str(caught.value).replace(str(inp), "IN"))
+
+
+# --- a template column the rows lack --------------------------------------------------------------
 
 
 def test_a_bad_template_column_from_both_front_ends(tmp_path: Path) -> None:
@@ -104,6 +110,9 @@ def test_a_bad_template_column_from_both_front_ends(tmp_path: Path) -> None:
     assert "template: no column `titel`" in str(caught.value)
 
 
+# --- a stop for the budget: a model with no price -----------------------------------------------
+
+
 def test_a_price_stop_from_both_front_ends(tmp_path: Path) -> None:
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(3))
     # A gateway's own alias (not a Claude id, which is refused before sending) has no price.
@@ -120,10 +129,13 @@ def test_a_price_stop_from_both_front_ends(tmp_path: Path) -> None:
         simulate=True,
         quiet=True,
         environ=ENV,
-    )
+    ).table
     stop = batchrun.summary_of(table)["budget_stop"]
     assert "add a price with prices=FILE, then run again" in stop
     assert_pythonic(stop)
+
+
+# --- rows given from Python: named as the caller holds them ---------------------------------
 
 
 def test_an_invalid_row_is_named_by_its_index_in_the_rows_given(tmp_path: Path) -> None:
@@ -132,7 +144,7 @@ def test_an_invalid_row_is_named_by_its_index_in_the_rows_given(tmp_path: Path) 
     for given in (rows, pa.Table.from_pylist(rows)):  # staged as JSON lines, and as Parquet
         table = batchrun.run(
             given, model=MODEL, max_tokens=5, simulate=True, quiet=True, environ=ENV
-        )
+        ).table
         message = table.to_pylist()[1]["error_message"]
         assert message.startswith("rows[1]: temperature: must be"), message
         assert_pythonic(message)
@@ -148,6 +160,9 @@ def test_a_refused_resume_names_the_rows_given_and_the_keywords(tmp_path: Path) 
     assert f"{out} holds 3 rows but {ROWS_GIVEN} now has only 2" in message
     assert "use overwrite=True to start afresh, or write to a new output (output=OUT)" in message
     assert_pythonic(message.replace(out, "OUT"))
+
+
+# --- the command line does not change how Python is spoken to -------------------------------
 
 
 def test_a_command_run_in_process_leaves_python_spoken_to_as_python(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from batchrun.client.messages import MessagesClient
 from batchrun.config.load import load_config
 from batchrun.core.errors import ApiConnectionError, ApiStatusError, ApiTimeoutError
 from batchrun.core.secret import Secret
-from batchrun.engine.outcome import Work
+from batchrun.engine.outcome import RowSettings, Work
 from batchrun.rows.reader import InputRow
 from batchrun.store.batch_journal import BatchJournal, IntentRows
 
@@ -162,8 +162,8 @@ MESSAGE = {
 def test_a_succeeded_result_is_an_ok_row_at_the_batch_price(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     record = {"custom_id": "row-0", "result": {"type": "succeeded", "message": MESSAGE}}
-    row = result_row(work(), cfg, record, "msgbatch_1", 1500.0)
-    online = cfg.prices.reply_cost(("claude-haiku-4-5",), MESSAGE["usage"])
+    row = result_row(work(), RowSettings.of(cfg), record, "msgbatch_1", 1500.0)
+    online = cfg.cost.prices.reply_cost(("claude-haiku-4-5",), MESSAGE["usage"])
     assert row["status"] == "ok" and row["text"] == "positive"
     assert row["cost_usd"] == pytest.approx(online / 2)
     assert (row["via"], row["batch_id"], row["attempts"], row["elapsed_ms"]) == (
@@ -186,7 +186,7 @@ def test_an_errored_result_keeps_the_apis_own_error_type(tmp_path: Path) -> None
             },
         },
     }
-    row = result_row(work(), config(tmp_path), record, "msgbatch_1", None)
+    row = result_row(work(), RowSettings.of(config(tmp_path)), record, "msgbatch_1", None)
     assert (row["status"], row["error_type"], row["error_message"], row["request_id"]) == (
         "error",
         "invalid_request_error",
@@ -198,12 +198,14 @@ def test_an_errored_result_keeps_the_apis_own_error_type(tmp_path: Path) -> None
 @pytest.mark.parametrize("kind", ["expired", "canceled"])
 def test_lapsed_results_say_why(tmp_path: Path, kind: str) -> None:
     record = {"custom_id": "row-0", "result": {"type": kind}}
-    row = result_row(work(), config(tmp_path), record, "msgbatch_1", None)
+    row = result_row(work(), RowSettings.of(config(tmp_path)), record, "msgbatch_1", None)
     assert row["error_type"] == kind and row["status"] == "error" and row["cost_usd"] is None
 
 
 def test_an_unknown_result_type_is_an_error_row(tmp_path: Path) -> None:
-    row = result_row(work(), config(tmp_path), {"result": {"type": "new"}}, "b", None)
+    row = result_row(
+        work(), RowSettings.of(config(tmp_path)), {"result": {"type": "new"}}, "b", None
+    )
     assert row["error_type"] == "unknown_result" and "'new'" in row["error_message"]
 
 

@@ -69,6 +69,9 @@ class Recorder:
         return data
 
 
+# --- headers and body ------------------------------------------------------------------------
+
+
 def test_headers_with_api_key_and_betas() -> None:
     recorder = Recorder(json_response(MESSAGE))
     create(recorder, betas=["files-api-2025-04-14", "context-1m-2025-08-07"])
@@ -186,6 +189,9 @@ def test_body_is_compact_utf8_json_without_stream_key() -> None:
     assert "stream" not in recorder.last_json()
 
 
+# --- plain JSON replies ----------------------------------------------------------------------
+
+
 def test_json_success_reply() -> None:
     ticks = iter([10.0, 10.25])
     recorder = Recorder(
@@ -244,6 +250,9 @@ def test_malformed_success_body(content: bytes) -> None:
     assert error.error_type == "malformed_response"
     assert error.status == 200
     assert error.request_id == "req_bad"
+
+
+# --- streaming -------------------------------------------------------------------------------
 
 
 def test_sse_success() -> None:
@@ -336,6 +345,9 @@ def test_slow_drip_stream_hits_total_deadline() -> None:
     assert "0.2 s" in error.message
 
 
+# --- transport failures ----------------------------------------------------------------------
+
+
 @pytest.mark.parametrize(
     "failure",
     [
@@ -378,6 +390,9 @@ def test_slow_server_hits_total_deadline() -> None:
 
     error = create_error(slow, timeout=0.05)
     assert isinstance(error, ApiTimeoutError)
+
+
+# --- credentials -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -465,6 +480,9 @@ def test_client_repr_and_credentials_do_not_show_the_key() -> None:
     for text in asyncio.run(main()):
         assert KEY not in text
         assert TOKEN not in text
+
+
+# --- count_tokens ----------------------------------------------------------------------------
 
 
 def test_count_tokens() -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from batchrun.config.load import DEFAULT_CONCURRENCY, load_config
 from batchrun.core.errors import ConfigError
+from batchrun.formats.registry import file_suffixes, said
 
 JOB = """
 input = "data/in.jsonl"
@@ -30,22 +31,22 @@ def job_file(tmp_path: Path, text: str = JOB) -> Path:
 
 def test_job_file_paths_are_relative_to_the_job_file(tmp_path: Path) -> None:
     cfg = load_config(job_file(tmp_path), environ={})
-    assert cfg.input == (tmp_path / "jobs" / "data" / "in.jsonl").resolve()
-    assert cfg.output == (tmp_path / "out" / "result.parquet").resolve()
-    assert cfg.keep_columns == ("a", "b")
+    assert cfg.input.path == (tmp_path / "jobs" / "data" / "in.jsonl").resolve()
+    assert cfg.output.path == (tmp_path / "out" / "result.parquet").resolve()
+    assert cfg.output.keep_columns == ("a", "b")
     assert cfg.defaults.system == "Be brief."
 
 
 def test_flag_beats_environment_beats_job_file_beats_default(tmp_path: Path) -> None:
     path = job_file(tmp_path)
-    assert load_config(path, environ={}).concurrency == 4
+    assert load_config(path, environ={}).engine.concurrency == 4
     env = {"BATCHRUN_CONCURRENCY": "9", "BATCHRUN_MODEL": "claude-sonnet-4-5"}
     from_env = load_config(path, environ=env)
-    assert (from_env.concurrency, from_env.defaults.model) == (9, "claude-sonnet-4-5")
+    assert (from_env.engine.concurrency, from_env.defaults.model) == (9, "claude-sonnet-4-5")
     from_flag = load_config(path, {"concurrency": 30, "model": None}, environ=env)
-    assert (from_flag.concurrency, from_flag.defaults.model) == (30, "claude-sonnet-4-5")
+    assert (from_flag.engine.concurrency, from_flag.defaults.model) == (30, "claude-sonnet-4-5")
     bare = load_config(tmp_path / "in.jsonl", environ={})
-    assert bare.concurrency == DEFAULT_CONCURRENCY
+    assert bare.engine.concurrency == DEFAULT_CONCURRENCY
 
 
 def test_flag_paths_are_relative_to_the_working_directory(
@@ -53,7 +54,7 @@ def test_flag_paths_are_relative_to_the_working_directory(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     cfg = load_config(job_file(tmp_path), {"output": "mine.jsonl"}, environ={})
-    assert cfg.output == (tmp_path / "mine.jsonl").resolve()
+    assert cfg.output.path == (tmp_path / "mine.jsonl").resolve()
 
 
 def test_dataset_source_gets_a_default_output_in_the_working_directory(
@@ -61,7 +62,7 @@ def test_dataset_source_gets_a_default_output_in_the_working_directory(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     cfg = load_config(Path("data/reviews.jsonl"), environ={})
-    assert cfg.output == tmp_path / "reviews.results.parquet"
+    assert cfg.output.path == tmp_path / "reviews.results.parquet"
 
 
 def test_credentials_and_base_url_come_from_the_sdk_variables(tmp_path: Path) -> None:
@@ -71,9 +72,10 @@ def test_credentials_and_base_url_come_from_the_sdk_variables(tmp_path: Path) ->
         "ANTHROPIC_BASE_URL": "https://gateway.example",
     }
     cfg = load_config(job_file(tmp_path), environ=env)
-    assert cfg.credentials.api_key is not None and cfg.credentials.api_key.reveal() == "k1"
-    assert cfg.credentials.auth_token is not None
-    assert cfg.base_url == "https://gateway.example"
+    key = cfg.client.credentials.api_key
+    assert key is not None and key.reveal() == "k1"
+    assert cfg.client.credentials.auth_token is not None
+    assert cfg.client.base_url == "https://gateway.example"
     assert "k1" not in repr(cfg)
 
 
@@ -116,7 +118,8 @@ def test_keys_set_elsewhere_and_wrong_types_are_listed_with_the_typos(tmp_path: 
         ('input = "x.jsonl"\nmax_tokens = 0\n', "max_tokens"),
         ('input = "x.jsonl"\ntemperature = 1.5\n', "temperature"),
         ('input = "x.jsonl"\nconcurrency = 0\n', "concurrency"),
-        ('input = "x.jsonl"\noutput = "out.tsv"\n', "must end in .parquet, .jsonl or .csv"),
+        # The suffixes are the output formats' (.parquet, .jsonl or .csv, ...): from the registry.
+        ('input = "x.jsonl"\noutput = "out.tsv"\n', f"must end in {said(file_suffixes())}"),
         ('input = "x.jsonl"\nhttp_backend = "curl"\n', "http_backend"),
         ("model = 'claude-haiku-4-5'\n", "no input"),
         ("input = [", "not valid TOML"),
@@ -144,20 +147,20 @@ def test_plain_http_to_another_machine_is_refused(tmp_path: Path, url: str) -> N
     cfg = load_config(
         job_file(tmp_path), {"base_url": url, "allow_insecure_http": True}, environ={}
     )
-    assert cfg.base_url == url
+    assert cfg.client.base_url == url
 
 
 def test_plain_http_on_loopback_is_fine(tmp_path: Path) -> None:
     cfg = load_config(job_file(tmp_path), {"base_url": "http://127.0.0.1:8765"}, environ={})
-    assert cfg.base_url == "http://127.0.0.1:8765"
+    assert cfg.client.base_url == "http://127.0.0.1:8765"
 
 
 def test_simulate_never_carries_the_real_key(tmp_path: Path) -> None:
     cfg = load_config(
         job_file(tmp_path), {"simulate": True}, environ={"ANTHROPIC_API_KEY": "real-key"}
     )
-    assert cfg.credentials.api_key is not None
-    assert cfg.credentials.api_key.reveal() != "real-key"
+    assert cfg.client.credentials.api_key is not None
+    assert cfg.client.credentials.api_key.reveal() != "real-key"
 
 
 def test_shipped_jobs_load(tmp_path: Path) -> None:
@@ -166,7 +169,7 @@ def test_shipped_jobs_load(tmp_path: Path) -> None:
     assert {"label_sentiment.toml", "summarize_docs.toml", "estimate_costs.toml"} <= set(names)
     for path in jobs.glob("*.toml"):
         cfg = load_config(path, environ={})
-        assert cfg.input.exists(), path
+        assert cfg.input.path.exists(), path
 
 
 def test_batch_settings_from_job_file_environment_and_flags(tmp_path: Path) -> None:
@@ -176,16 +179,18 @@ def test_batch_settings_from_job_file_environment_and_flags(tmp_path: Path) -> N
         "batch_max_mb = 10\npoll_interval = 2\n"
     )
     cfg = load_config(job, {}, environ={})
-    assert (cfg.via, cfg.batch_max_requests, cfg.poll_interval) == ("batches", 500, 2.0)
-    assert cfg.batch_max_bytes == 10 * 1024 * 1024
+    assert (cfg.via, cfg.batches.max_requests, cfg.batches.poll_interval) == ("batches", 500, 2.0)
+    assert cfg.batches.max_bytes == 10 * 1024 * 1024
     assert load_config(job, {"via": "online"}, environ={}).via == "online"
     assert load_config(tmp_path / "in.jsonl", {}, environ={"BATCHRUN_VIA": "batches"}).via == (
         "batches"
     )
     defaults = load_config(tmp_path / "in.jsonl", {}, environ={})
-    assert (defaults.via, defaults.batch_max_requests) == ("online", 100_000)
-    assert defaults.batch_max_bytes == 256 * 1024 * 1024
-    assert load_config(tmp_path / "in.jsonl", {"simulate": True}, environ={}).poll_interval < 1
+    assert (defaults.via, defaults.batches.max_requests) == ("online", 100_000)
+    assert defaults.batches.max_bytes == 256 * 1024 * 1024
+    assert (
+        load_config(tmp_path / "in.jsonl", {"simulate": True}, environ={}).batches.poll_interval < 1
+    )
 
 
 @pytest.mark.parametrize(

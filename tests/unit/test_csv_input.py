@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from batchrun.core.errors import InputError
-from batchrun.rows import formats
-from batchrun.rows.reader import read_rows
+from batchrun.formats import delimited
+from batchrun.formats.inputs import read_rows
 
 
 def _rows(path: Path) -> list[tuple[int, str, str | None, str | None]]:
@@ -146,10 +146,10 @@ def test_a_wide_header_is_checked_in_linear_time() -> None:
             calls += 1
             return super().count(value)
 
-    assert formats._csv_header(iter([Counting(header)]), "in.csv") == header
+    assert delimited._csv_header(iter([Counting(header)]), "in.csv") == header
     assert calls == 0
     with pytest.raises(InputError, match="duplicate column names 'c7'"):
-        formats._csv_header(iter([[*header[:10], "c7"]]), "in.csv")
+        delimited._csv_header(iter([[*header[:10], "c7"]]), "in.csv")
 
 
 def _fifo_rows(tmp_path: Path, text: str, cap: int) -> list[tuple[int, str, str | None]]:

@@ -15,7 +15,7 @@ from support import job_config, prompts, write_jsonl
 
 from batchrun.batches.run import _BatchJob
 from batchrun.client.batch_endpoints import BatchStatus
-from batchrun.runs.display import (
+from batchrun.live.frames import (
     MAX_BATCH_LINES,
     BatchView,
     Pace,
@@ -27,8 +27,8 @@ from batchrun.runs.display import (
     frame,
     plain_line,
 )
+from batchrun.live.progress import Progress, is_live_terminal
 from batchrun.runs.plan import RowCounter
-from batchrun.runs.progress import Progress, is_live_terminal
 from batchrun.runs.summary import RunSummary
 from batchrun.store.batch_journal import BatchJournal, IntentRows
 
@@ -371,7 +371,7 @@ def test_batch_rows_are_counted_once_while_running_collecting_and_collected(
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(10))
     config = job_config(inp, tmp_path / "out.parquet", "http://127.0.0.1:9", via="batches")
     journal = BatchJournal(tmp_path / "out.parquet.batches")
-    summary = RunSummary(input=inp, output=config.output, via="batches", todo=10)
+    summary = RunSummary(input=inp, output=config.output.path, via="batches", todo=10)
     unused: Any = None  # the API and the retry sleep: snapshot() asks neither
     job = _BatchJob(
         config, unused, journal, cast(Any, NoSink()), summary, bytearray(10), RowCounter(), unused

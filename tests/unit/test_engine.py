@@ -16,11 +16,11 @@ from support import canned_message, job_config, no_wait, prompts, write_jsonl
 
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import FatalRunError
-from batchrun.engine.connect import open_client
-from batchrun.engine.engine import Engine
-from batchrun.engine.outcome import Work, prepare
+from batchrun.engine.outcome import RowSettings, Work, prepare
 from batchrun.engine.tally import RowTally
-from batchrun.rows.reader import read_rows
+from batchrun.formats.inputs import read_rows
+from batchrun.runs.compose import job_client, job_engine
+from batchrun.runs.runtime import Runtime
 
 
 class Scripted:
@@ -41,13 +41,13 @@ class Scripted:
 
 
 def _works(config: RunConfig) -> list[Work]:
-    return [prepare(row, config) for row in read_rows(config.input)]
+    return [prepare(row, RowSettings.of(config)) for row in read_rows(config.input.path)]
 
 
 async def _answer(config: RunConfig, handler: Scripted, tally: RowTally) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    async with open_client(config, httpx.MockTransport(handler)) as client:
-        engine = Engine(config, client, tally, sleep=no_wait)
+    async with job_client(config, Runtime(transport=httpx.MockTransport(handler))) as client:
+        engine = job_engine(config, client, tally, Runtime(sleep=no_wait))
         await engine.run(_works(config), lambda work, row: rows.append(row))
     return rows
 

@@ -18,6 +18,7 @@ from support import canned_message, job_config, prompts, write_jsonl
 
 from batchrun import FatalRunError, run
 from batchrun.engine.fail_fast import QUICK_RETRIES, QUICK_WAIT_S, FailFast
+from batchrun.runs.runtime import Runtime
 from batchrun.store.sink import journal_path
 
 URL = "http://127.0.0.1:9"
@@ -71,13 +72,16 @@ def test_a_refused_connection_before_any_answer_stops_after_a_few_quick_attempts
     config = job_config(inp, out, URL, concurrency=concurrency)  # max_retries: the default, 8
     server, waits = Server(refused), Waits()
     with pytest.raises(FatalRunError) as e:
-        run(config, transport=httpx.MockTransport(server), retry_sleep=waits)
+        run(
+            config,
+            runtime=Runtime(transport=httpx.MockTransport(server), sleep=waits),
+        )
     message = str(e.value)
     assert "stopping early" in message and f"no answer from {URL} (" in message
     assert "connection_error" in message and "Connection refused" in message
     # Five rows of at most three attempts each (and the rows in flight then), not nine each.
     rows = FailFast.LIMIT + concurrency - 1
-    assert server.requests <= rows * (1 + QUICK_RETRIES) < rows * (1 + config.max_retries)
+    assert server.requests <= rows * (1 + QUICK_RETRIES) < rows * (1 + config.engine.max_retries)
     assert waits.asked and max(waits.asked) <= QUICK_WAIT_S
     for line in journal_path(out).read_text().splitlines():
         assert json.loads(line)["attempts"] <= 1 + QUICK_RETRIES
@@ -90,7 +94,10 @@ def test_an_html_page_answered_with_200_stops_the_run_early(tmp_path: Path, stre
     config = job_config(inp, tmp_path / "out.parquet", secret_url, concurrency=1, stream=stream)
     server = Server(html_page)
     with pytest.raises(FatalRunError) as e:
-        run(config, transport=httpx.MockTransport(server), retry_sleep=Waits())
+        run(
+            config,
+            runtime=Runtime(transport=httpx.MockTransport(server), sleep=Waits()),
+        )
     message = str(e.value)
     assert "stopping early" in message and "not the Messages API" in message
     assert "HTTP 200 malformed_response" in message and f"{URL}/" in message
@@ -102,7 +109,10 @@ def test_a_refusal_before_the_first_answer_is_still_retried(tmp_path: Path) -> N
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(3))
     config = job_config(inp, tmp_path / "out.parquet", URL, concurrency=1)
     server = Server(lambda n, request: refused(n, request) if n <= 2 else answers(n, request))
-    summary = run(config, transport=httpx.MockTransport(server), retry_sleep=Waits())
+    summary = run(
+        config,
+        runtime=Runtime(transport=httpx.MockTransport(server), sleep=Waits()),
+    )
     assert (summary.ok, summary.error, summary.retries) == (3, 0, 2)
 
 
@@ -119,7 +129,10 @@ def test_a_wait_the_api_asks_for_is_waited_in_full_after_quick_retries(tmp_path:
         return answers(n, request)
 
     waits = Waits()
-    summary = run(config, transport=httpx.MockTransport(Server(answer)), retry_sleep=waits)
+    summary = run(
+        config,
+        runtime=Runtime(transport=httpx.MockTransport(Server(answer)), sleep=waits),
+    )
     assert summary.ok == 1
     assert len(waits.asked) == 2 and waits.asked[0] <= QUICK_WAIT_S and waits.asked[1] == 7
 
@@ -135,7 +148,10 @@ def test_once_the_api_has_answered_failures_get_the_full_retry_policy(tmp_path: 
         return refused(n, request) if n % 2 else html_page(n, request)
 
     server = Server(answer)
-    summary = run(config, transport=httpx.MockTransport(server), retry_sleep=Waits())
+    summary = run(
+        config,
+        runtime=Runtime(transport=httpx.MockTransport(server), sleep=Waits()),
+    )
     assert (summary.ok, summary.error, summary.exit_code) == (1, 3, 3)
     assert server.requests == 1 + 3 * (1 + 4)  # every retry the policy allows
 

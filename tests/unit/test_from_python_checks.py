@@ -6,6 +6,7 @@ tests/integration/test_from_python.py)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from support import (
 )
 
 import batchrun
-from batchrun.public.run import _Worker
+from batchrun.core.sync import _Worker
+from batchrun.formats.registry import output_formats, said
 
 MODEL = "claude-haiku-4-5"
 
@@ -73,6 +75,9 @@ def test_a_dataframe_arrow_cannot_convert_names_its_column() -> None:
         batchrun.run(frame, model=MODEL, max_tokens=5, simulate=True, quiet=True)
 
 
+# --- settings -----------------------------------------------------------------------------------
+
+
 def test_an_unknown_setting_gets_the_job_files_did_you_mean() -> None:
     with pytest.raises(batchrun.ConfigError, match=r"unknown setting `max_token` .did you mean"):
         batchrun.run([{"prompt": "a"}], model=MODEL, max_token=5, simulate=True)
@@ -123,5 +128,8 @@ def test_the_worker_thread_stops_its_job_when_cancelled() -> None:
 
 
 def test_an_output_that_cannot_be_read_back_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(batchrun.ConfigError, match=r"must end in \.parquet or \.jsonl"):
+    # .parquet or .jsonl (and any format added since that is read back: the registry's).
+    readable = said([s for fmt in output_formats() if fmt.from_python for s in fmt.suffixes])
+    assert readable.startswith(".parquet") and ".jsonl" in readable and ".csv" not in readable
+    with pytest.raises(batchrun.ConfigError, match=f"must end in {re.escape(readable)}"):
         batchrun.run([{"prompt": "a"}], model=MODEL, max_tokens=5, output=tmp_path / "o.csv")

@@ -24,6 +24,9 @@ def record(index: Any, row_id: str | None = "a", **fields: Any) -> str:
     return json.dumps({INDEX: index, **row}) + "\n"
 
 
+# -- item 5: damaged records -----------------------------------------------------------------
+
+
 @pytest.mark.parametrize("slice_bytes", [120, 2 << 20])
 def test_a_record_of_the_wrong_shape_is_a_damaged_line(tmp_path: Path, slice_bytes: int) -> None:
     path = tmp_path / "j"

@@ -18,12 +18,12 @@ from support import canned_message, job_config, prompts, write_jsonl
 from batchrun import load_config
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiStatusError
-from batchrun.engine.connect import open_client
-from batchrun.engine.engine import Engine
-from batchrun.engine.outcome import prepare
+from batchrun.engine.outcome import RowSettings, prepare
 from batchrun.engine.tally import RowTally
 from batchrun.engine.waits import WaitNotices
-from batchrun.rows.reader import read_rows
+from batchrun.formats.inputs import read_rows
+from batchrun.runs.compose import job_client, job_engine
+from batchrun.runs.runtime import Runtime
 
 
 class FakeClock:
@@ -109,9 +109,10 @@ def _run(config: RunConfig) -> tuple[list[float], list[str], RowTally]:
         slept.append(seconds)
 
     async def go() -> None:
-        async with open_client(config, httpx.MockTransport(HourLong429())) as client:
-            engine = Engine(config, client, tally, sleep=sleep, notify=told.append)
-            works = [prepare(row, config) for row in read_rows(config.input)]
+        runtime = Runtime(transport=httpx.MockTransport(HourLong429()), sleep=sleep)
+        async with job_client(config, runtime) as client:
+            engine = job_engine(config, client, tally, runtime, notify=told.append)
+            works = [prepare(row, RowSettings.of(config)) for row in read_rows(config.input.path)]
             await engine.run(works, lambda work, row: None)
 
     asyncio.run(go())
@@ -144,9 +145,9 @@ def test_max_retry_wait_caps_the_wait(tmp_path: Path) -> None:
 def test_the_cap_comes_from_a_flag_the_environment_or_the_job(tmp_path: Path) -> None:
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(1))
     env = {"ANTHROPIC_API_KEY": "k", "BATCHRUN_MAX_RETRY_WAIT": "30"}
-    assert load_config(inp, {}, environ=env).max_retry_wait == 30.0
-    assert load_config(inp, {"max_retry_wait": 7}, environ=env).max_retry_wait == 7.0
+    assert load_config(inp, {}, environ=env).engine.max_retry_wait == 30.0
+    assert load_config(inp, {"max_retry_wait": 7}, environ=env).engine.max_retry_wait == 7.0
     job = tmp_path / "job.toml"
     job.write_text(f'input = "{inp.name}"\nmax_retry_wait = 12\n', encoding="utf-8")
-    assert load_config(job, {}, environ={"ANTHROPIC_API_KEY": "k"}).max_retry_wait == 12.0
-    assert load_config(inp, {}, environ={"ANTHROPIC_API_KEY": "k"}).max_retry_wait is None
+    assert load_config(job, {}, environ={"ANTHROPIC_API_KEY": "k"}).engine.max_retry_wait == 12.0
+    assert load_config(inp, {}, environ={"ANTHROPIC_API_KEY": "k"}).engine.max_retry_wait is None

@@ -15,6 +15,8 @@ from batchrun.cost.prices import (
     unknown_model_warning,
 )
 
+# --- which names are refused (pure) ----------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "name",

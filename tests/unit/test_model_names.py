@@ -30,6 +30,9 @@ from batchrun.cost.prices import (
 )
 from batchrun.estimation.passes import estimate
 from batchrun.render.estimate_text import format_estimate
+from batchrun.runs.runtime import Runtime
+
+# --- resolution (pure) -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -119,6 +122,9 @@ def test_canonical_and_undated_names() -> None:
     )
 
 
+# --- did you mean -----------------------------------------------------------------------------
+
+
 def test_an_unknown_name_suggests_the_closest_models_of_its_family() -> None:
     table = default_prices()
     assert table.suggest("claude-haiku-4-6") == ["claude-haiku-4-5", "claude-haiku-5-5"]
@@ -180,6 +186,9 @@ def test_the_estimate_groups_spellings_and_shows_a_gateway_alias_without_a_price
     assert "1 invalid (never sent, $0)" in text
 
 
+# --- the budget -------------------------------------------------------------------------------
+
+
 def test_the_budget_bounds_a_gateway_spelling() -> None:
     budget = Budget(Decimal(1), default_prices())
     body = {"model": "claude-haiku-4.5", "max_tokens": 1000}
@@ -202,6 +211,9 @@ def test_the_budget_stop_for_an_unknown_model_says_how_to_get_past_it() -> None:
     broke = Budget(Decimal(0), default_prices(), on_stop=reasons.append)
     assert asyncio.run(broke.admit(Decimal(1))) is False
     assert not is_price_stop(broke.stop_reason) and not is_price_stop(None)
+
+
+# --- whole runs: priced, and the model string sent as given ---------------------------------
 
 
 def test_a_run_through_a_gateway_name_is_priced_and_sends_the_name_as_given(
@@ -230,7 +242,10 @@ def test_a_run_through_a_gateway_name_is_priced_and_sends_the_name_as_given(
         environ={"ANTHROPIC_API_KEY": TEST_KEY},
     )
     stream = io.StringIO()
-    summary = run(config, transport=httpx.MockTransport(answer), progress_stream=stream)
+    summary = run(
+        config,
+        runtime=Runtime(transport=httpx.MockTransport(answer), progress_stream=stream),
+    )
     assert sent == [gateway_name] * 5  # never rewritten: resolution is for prices only
     assert summary.budget_stop is None and summary.unpriced == 0 and summary.ok == 5
     # Haiku 4.5: 1000 in × $1/M + 3 out × $5/M = $0.001015 a row.

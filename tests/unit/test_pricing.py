@@ -27,6 +27,9 @@ def usage(**fields: object) -> Usage:
     return Usage.from_api(fields)
 
 
+# --- exact costs of known usage records ------------------------------------------------------
+
+
 def test_a_plain_record_is_priced_exactly() -> None:
     table = load_prices()
     # Haiku 4.5: $1 in, $5 out per million.
@@ -109,6 +112,9 @@ def test_an_unknown_model_is_warned_about_once() -> None:
     assert len(lines) == 1 and "claude-x" in lines[0] and "prices=FILE" in lines[0]
 
 
+# --- the packaged table ----------------------------------------------------------------------
+
+
 def test_the_packaged_table_covers_current_models_with_sources() -> None:
     table = default_prices()
     assert table.batch_price_factor == D("0.5")
@@ -127,7 +133,7 @@ def test_the_packaged_table_covers_current_models_with_sources() -> None:
         "claude-opus-4-1-20250805",
         "claude-opus-4-20250514",
         "claude-sonnet-4-20250514",
-        # API-FACTS-MODELS §2.1
+        # docs/api-facts.md §11.1
         "claude-opus-5-5",
         "claude-sonnet-5-5",
         "claude-haiku-5-5",
@@ -161,6 +167,9 @@ def test_newer_models_carry_the_prices_the_facts_give() -> None:
     assert sonnet5 is not None and (sonnet5.rates.input, sonnet5.rates.output) == (D(2), D(10))
     opus47 = table.lookup("claude-opus-4-7")
     assert opus47 is not None and "third-party" in opus47.source
+
+
+# --- overrides -------------------------------------------------------------------------------
 
 
 def test_a_price_file_overrides_and_extends_the_table(tmp_path: Path) -> None:
@@ -211,14 +220,17 @@ def test_prices_and_max_cost_come_from_the_job_file(tmp_path: Path) -> None:
     job = tmp_path / "job.toml"
     job.write_text('input = "in.jsonl"\nprices = "p.toml"\nmax_cost = 2.5\nmodel = "claude-z"\n')
     config = load_config(job, environ={})
-    assert config.max_cost == 2.5 and config.prices.lookup("claude-z") is not None
+    assert config.cost.max_cost == 2.5 and config.cost.prices.lookup("claude-z") is not None
     with pytest.raises(ConfigError, match="max_cost"):
         load_config(job, {"max_cost": -1}, environ={})
-    assert load_config(job, environ={"BATCHRUN_MAX_COST": "7"}).max_cost == 7.0
+    assert load_config(job, environ={"BATCHRUN_MAX_COST": "7"}).cost.max_cost == 7.0
 
 
 def test_table_equality_ignores_the_lookup_index() -> None:
     assert PriceTable() == PriceTable()
+
+
+# --- per-model prices of the newer models (docs/api-facts.md §11) ----------------------------
 
 
 def test_haiku_5_5_bills_every_token_of_a_long_prompt_at_its_upper_band() -> None:

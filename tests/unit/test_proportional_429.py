@@ -34,6 +34,7 @@ from batchrun.limits.congestion import (
 )
 from batchrun.limits.headers import HeaderReading
 from batchrun.limits.values import INPUT, REQUESTS
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator import make_reply
 
 PLENTY = {REQUESTS: HeaderReading(limit=1_000, remaining=800)}
@@ -41,6 +42,9 @@ PLENTY = {REQUESTS: HeaderReading(limit=1_000, remaining=800)}
 EMPTY = {REQUESTS: HeaderReading(limit=1_000, remaining=0)}
 
 FEW_REFUSED = Shares(answers=100, refused=3)
+
+
+# --------------------------------------------------------------------------- pure rules
 
 
 def test_a_429_whose_headers_say_plenty_is_left_only_slows_down() -> None:
@@ -164,6 +168,9 @@ def test_refusals_of_requests_sent_before_a_cut_do_not_cut_again() -> None:
     assert window.cut(0.1, window.cuts)  # a request admitted after the cut: a new one
 
 
+# --------------------------------------------------------------------------- whole runs
+
+
 def rate_limited(retry_after: str, remaining: int) -> httpx.Response:
     envelope = {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}
     headers = {
@@ -197,7 +204,10 @@ def run_four_rows_refused_together(tmp_path: Path, remaining: int) -> tuple[Any,
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(4))
     out = tmp_path / "out.parquet"
     config = job_config(inp, out, "https://api.anthropic.com", concurrency=4)
-    summary = run(config, transport=httpx.MockTransport(handler), retry_sleep=record)
+    summary = run(
+        config,
+        runtime=Runtime(transport=httpx.MockTransport(handler), sleep=record),
+    )
     assert summary.exit_code == 0
     assert [r["status"] for r in pq.read_table(out).to_pylist()] == ["ok"] * 4
     assert len(sent) == 8 and summary.rate_limited_429s == 4

@@ -37,30 +37,60 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "exact",
             "input",
             "invalid",
-            "job_spent_usd",  # the job's budget across runs (issue 23)
+            "job_spent_usd",
             "latency_s",
             "level",
-            "max_cost",  # issue 23
+            "max_cost",
             "models",
             "notes",
-            "other_sources",  # where answers came from (issue 23)
+            "other_sources",
             "output",
             "pending_groups",
             "pilot",
             "projection",
             "projection_source",
             "rows",
-            "source",  # issue 23
+            "source",
         ],
     ),
     "FatalRunError": ("class", None),
-    "FinalCounts": ("class", ["error", "of", "ok", "rows"]),
-    "InputError": ("class", ["field", "file", "message", "row"]),
-    "InvalidRowError": ("class", ["file", "problems", "row"]),
+    "FinalCounts": (
+        "class",
+        [
+            "error",
+            "of",
+            "ok",
+            "rows",
+        ],
+    ),
+    "InputError": (
+        "class",
+        [
+            "field",
+            "file",
+            "message",
+            "row",
+        ],
+    ),
+    "InvalidRowError": (
+        "class",
+        [
+            "file",
+            "problems",
+            "row",
+        ],
+    ),
     "OutputError": ("class", None),
     "PriceTable": (
         "class",
-        ["_by_id", "batch_price_factor", "compiled", "entries", "sources", "web_search_per_1000"],
+        [
+            "_by_id",
+            "batch_price_factor",
+            "compiled",
+            "entries",
+            "sources",
+            "web_search_per_1000",
+        ],
     ),
     "Report": (
         "class",
@@ -68,7 +98,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "attempts",
             "cache_creation_input_tokens",
             "cache_read_input_tokens",
-            "cache_saved_usd",  # what caching and dedup saved (issue 17)
+            "cache_saved_usd",
             "cost_usd",
             "dedup_saved_usd",
             "duplicates",
@@ -97,7 +127,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
     "RequestDefaults": (
         "class",
         [
-            "cache",  # --cache auto: rows.prefix.CachePolicy (issue 17)
+            "cache",
             "cache_system",
             "max_tokens",
             "metadata",
@@ -114,65 +144,31 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "top_p",
         ],
     ),
-    "RunConfig": (
+    "RunConfig": (  # reshaped in issue 24
         "class",
         [
-            "allow_insecure_http",
-            "api_version",
-            "base_url",
-            "batch_max_bytes",
-            "batch_max_requests",
-            "betas",
-            "cache_home",  # object storage (issue 15)
-            "concurrency",
-            "concurrency_auto",
-            "credentials",
-            "csv_delimiter",  # added with the file shapes (issue 14)
-            "dedup",  # in-run dedup (issue 17)
+            "batches",
+            "client",
+            "cost",
             "defaults",
-            "encoding",  # the input's text encoding (issue 23)
-            "finish_online",
-            "gcs_endpoint",  # object storage (issue 15)
-            "grace",
-            "http_backend",
+            "engine",
             "input",
-            "input_format",  # issue 14
-            "input_url",  # object storage (issue 15)
             "job_file",
-            "json_schema",
-            "json_summary",  # issue 14
-            "keep_columns",
-            "keep_journal",  # object storage (issue 15)
-            "keep_other_source",  # where answers came from (issue 23)
-            "lease_ttl",  # the remote output's lease life; BATCHRUN_LEASE_TTL (issue 23)
-            "limits",
-            "max_cost",
-            "max_retries",
-            "max_retry_wait",  # added with --max-retry-wait, after the move
-            "media_root",  # issue 14
-            "media_source",  # row media on object storage (issue 15)
             "output",
-            "output_format",  # dataset outputs (issue 15)
-            "output_url",  # object storage (issue 15)
-            "overwrite",
-            "part_rows",  # dataset outputs (issue 15)
-            "poll_interval",
-            "prices",
-            "quiet",
-            "rate_limit_store",  # issue 16
-            "reask_other_source",  # issue 23
-            "resend_changed",  # issue 14
-            "resubmit_expired",
-            "retry_errors",
-            "s3_endpoint",  # object storage (issue 15)
-            "segment_rows",  # object storage (issue 15)
-            "segment_seconds",  # object storage (issue 15)
-            "shard",  # issue 16
-            "simulate",
-            "stream",
-            "timeout",
+            "resume",
+            "run",
+            "shard",
+            "storage",
             "via",
-            "work_dir",  # object storage (issue 15)
+        ],
+    ),
+    "RunResult": (  # new in issue 24
+        "class",
+        [
+            "_dict",
+            "_table",
+            "config",
+            "summary",
         ],
     ),
     "RunSummary": (
@@ -181,17 +177,17 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "batches_collected",
             "batches_created",
             "batches_running",
-            "budget_refused_usd",  # the job's budget across runs (issue 23)
+            "budget_refused_usd",
             "budget_stop",
-            "cache_creation_1h_input_tokens",  # the split by ttl (issue 17)
+            "cache_creation_1h_input_tokens",
             "cache_creation_5m_input_tokens",
             "cache_creation_input_tokens",
-            "cache_groups_warmed",  # warm before the herd (issue 17)
+            "cache_groups_warmed",
             "cache_read_input_tokens",
             "cache_rewarmed",
             "concurrency_chosen",
             "cost_usd",
-            "dedup_resent",  # in-run dedup (issue 17)
+            "dedup_resent",
             "dedup_saved_usd",
             "deduplicated",
             "elapsed_s",
@@ -202,23 +198,23 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "input_tokens",
             "interrupted",
             "invalid",
-            "job_cost_before",  # the job's budget across runs (issue 23)
+            "job_cost_before",
             "job_cost_usd",
             "max_cost",
-            "mixed_sources",  # where answers came from (issue 23)
+            "mixed_sources",
             "ok",
             "output",
             "output_tokens",
             "partial",
-            "rate_429s_retried",  # issue 18: a 429 retried alone, no pause
+            "rate_429s_retried",
             "rate_limited_429s",
             "rate_limits",
             "rate_pauses",
-            "rate_slowdowns",  # issue 18
+            "rate_slowdowns",
             "rate_wait_s",
             "retries",
             "skipped",
-            "source",  # issue 23
+            "source",
             "sources_kept",
             "sources_reasked",
             "stop_reasons",
@@ -228,26 +224,109 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "via",
         ],
     ),
-    "ValidationReport": ("class", ["counts", "invalid", "problems", "rows", "source"]),
+    "Runtime": (  # new in issue 24
+        "class",
+        [
+            "progress_stream",
+            "show_progress",
+            "sleep",
+            "transport",
+        ],
+    ),
+    "ValidationReport": (
+        "class",
+        [
+            "counts",
+            "invalid",
+            "problems",
+            "rows",
+            "source",
+        ],
+    ),
     "__version__": ("str", None),
-    "estimate": (
-        "function",
-        ["config", "exact", "pilot", "seed", "count_rpm", "transport", "progress_stream"],
-    ),
-    "load_config": ("function", ["source", "flags", "environ"]),
-    "load_prices": ("function", ["path"]),
-    "merge_shards": ("function", ["config"]),  # issue 16: the shards into the job's output
-    "report": ("function", ["paths", "prices"]),
-    # run / run_async also take rows (a list of dicts, a DataFrame, ...): the keywords after
-    # `only` / `redo_lapsed` are for rows, added with the in-memory API (public.frames).
-    "run": (
+    "cancel_batches": (  # new in issue 24
         "function",
         [
             "config",
-            "transport",
-            "progress_stream",
-            "retry_sleep",
-            "only",
+            "runtime",
+        ],
+    ),
+    "cancel_batches_async": (  # new in issue 24
+        "function",
+        [
+            "config",
+            "runtime",
+        ],
+    ),
+    "estimate": (  # reshaped in issue 24
+        "function",
+        [
+            "config",
+            "exact",
+            "pilot",
+            "seed",
+            "count_rpm",
+            "runtime",
+        ],
+    ),
+    "estimate_async": (  # new in issue 24
+        "function",
+        [
+            "config",
+            "exact",
+            "pilot",
+            "seed",
+            "count_rpm",
+            "runtime",
+            "clock",
+        ],
+    ),
+    "list_batches": (  # new in issue 24
+        "function",
+        [
+            "config",
+            "runtime",
+        ],
+    ),
+    "list_batches_async": (  # new in issue 24
+        "function",
+        [
+            "config",
+            "runtime",
+        ],
+    ),
+    "load_config": (
+        "function",
+        [
+            "source",
+            "flags",
+            "environ",
+        ],
+    ),
+    "load_prices": (
+        "function",
+        [
+            "path",
+        ],
+    ),
+    "merge_shards": (
+        "function",
+        [
+            "config",
+        ],
+    ),
+    "report": (
+        "function",
+        [
+            "paths",
+            "prices",
+        ],
+    ),
+    "run": (  # reshaped in issue 24
+        "function",
+        [
+            "source",
+            "runtime",
             "model",
             "max_tokens",
             "output",
@@ -255,15 +334,11 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "settings",
         ],
     ),
-    "run_async": (
+    "run_async": (  # reshaped in issue 24
         "function",
         [
-            "config",
-            "transport",
-            "progress_stream",
-            "retry_sleep",
-            "only",
-            "redo_lapsed",
+            "source",
+            "runtime",
             "model",
             "max_tokens",
             "output",
@@ -271,13 +346,27 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "settings",
         ],
     ),
-    # issue 16: one shard of a job, for any engine that starts a task per shard
-    "run_shard": (
+    "run_shard": (  # reshaped in issue 24
         "function",
-        ["config", "index", "count", "transport", "progress_stream", "retry_sleep"],
+        [
+            "config",
+            "index",
+            "count",
+            "runtime",
+        ],
     ),
-    "summary_of": ("function", ["table"]),  # the in-memory API's run summary
-    "validate": ("function", ["config"]),
+    "summary_of": (
+        "function",
+        [
+            "table",
+        ],
+    ),
+    "validate": (
+        "function",
+        [
+            "config",
+        ],
+    ),
 }
 
 # The exception tree users catch by (errors.py draws it).

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from support.outputs import T0, row, sample_rows, write_parquet
 
+from batchrun.formats.marks import Partial, partial_metadata
 from batchrun.render.report_html import (
     LABEL_GAP,
     WIDTH,
@@ -28,7 +29,6 @@ from batchrun.render.report_html import (
 )
 from batchrun.render.report_text import format_report
 from batchrun.reporting.totals import LogHistogram, report
-from batchrun.store.partial import Partial, parquet_metadata
 from batchrun.store.sink import journal_path, output_schema
 
 
@@ -158,6 +158,9 @@ def test_nice_ticks() -> None:
     assert nice_ticks(0) == [0.0, 1.0]
 
 
+# --- HTML ----------------------------------------------------------------------------------
+
+
 def test_the_html_page_is_self_contained_and_escaped(tmp_path: Path) -> None:
     out = write_parquet(tmp_path / "out.parquet", sample_rows())
     page = render_html(report([out]))
@@ -181,6 +184,9 @@ def test_an_empty_output_still_renders(tmp_path: Path) -> None:
     out = write_parquet(tmp_path / "out.parquet", [])
     page = render_html(report([out]))
     assert "no latencies recorded" in page and "no rows" in page
+
+
+# --- models as gateways spell them, several outputs, warnings -------------------------------
 
 
 def test_rows_are_grouped_by_the_model_their_name_resolves_to(tmp_path: Path) -> None:
@@ -216,7 +222,7 @@ def test_rows_are_grouped_by_the_model_their_name_resolves_to(tmp_path: Path) ->
 def _partial_output(path: Path, rows: list[dict[str, Any]], of: int) -> Path:
     """A stopped run's output: the rows it finished, marked partial, and its journal."""
     table = pa.Table.from_pylist(rows, schema=output_schema())
-    pq.write_table(table.replace_schema_metadata(parquet_metadata(Partial(len(rows), of))), path)
+    pq.write_table(table.replace_schema_metadata(partial_metadata(Partial(len(rows), of))), path)
     write_journal(path, list(enumerate(rows)))
     return path
 

@@ -36,6 +36,9 @@ from batchrun.client.credentials import Credentials
 from batchrun.core.errors import ApiStatusError, ConfigError
 from batchrun.core.scrub import MASK, PARTIAL_MIN, Scrubber, mask_for, url_without_secrets
 from batchrun.core.secret import Secret
+from batchrun.runs.runtime import Runtime
+
+# --- the scrubber --------------------------------------------------------------------------
 
 
 def test_a_quoted_key_is_masked_and_the_rest_kept() -> None:
@@ -115,6 +118,9 @@ def test_a_url_is_shown_without_userinfo_query_or_fragment(url: str, shown: str)
     assert url_without_secrets(url) == shown
 
 
+# --- the client: the one place a response becomes an ApiError -------------------------------
+
+
 def _credentials(kind: str) -> Credentials:
     if kind == "x-api-key":
         return Credentials(api_key=Secret(KEY))
@@ -160,6 +166,9 @@ def test_an_error_inside_a_success_quoting_the_key_is_scrubbed(stream: bool) -> 
         assert_hidden(text, KEY)
 
 
+# --- whole runs: journal, output and stderr -------------------------------------------------
+
+
 def _quoting_transport(status: int) -> httpx.MockTransport:
     """A stand-in API refusing every request with ``status``, quoting the credential it got."""
 
@@ -193,7 +202,7 @@ def test_a_run_whose_400s_quote_the_key_writes_and_raises_nothing_of_it(
     )
     shown: list[str] = []
     try:
-        summary = run(config, transport=_quoting_transport(400))
+        summary = run(config, runtime=Runtime(transport=_quoting_transport(400)))
         assert rows < 5 and summary.exit_code != 0
     except BatchrunError as exc:  # five rows failing alike stop the run (FailFast)
         assert rows >= 5, exc
@@ -205,6 +214,9 @@ def test_a_run_whose_400s_quote_the_key_writes_and_raises_nothing_of_it(
     assert records and all(r["status"] == "error" for r in records)
     assert all(mask_for(VALUE_OF[kind]) in r["error_message"] for r in records)
     assert_hidden(written.decode("utf-8", "replace") + "".join(shown), VALUE_OF[kind])
+
+
+# --- the configuration's refusal of plain http ------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -238,8 +250,8 @@ def test_a_refused_base_url_is_shown_without_userinfo_or_query(
 def test_an_errored_batch_result_quoting_the_key_is_recorded_without_it(tmp_path: Path) -> None:
     """Batch results come from the API's results file, not through the client's boundary."""
     from batchrun.batches.results import result_row
-    from batchrun.engine.outcome import prepare
-    from batchrun.rows.reader import read_rows
+    from batchrun.engine.outcome import RowSettings, prepare
+    from batchrun.formats.inputs import read_rows
 
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(1))
     config = load_config(
@@ -247,7 +259,7 @@ def test_an_errored_batch_result_quoting_the_key_is_recorded_without_it(tmp_path
         {"model": "claude-haiku-4-5", "max_tokens": 5},
         environ={"ANTHROPIC_API_KEY": KEY},
     )
-    work = prepare(next(iter(read_rows(inp))), config)
+    work = prepare(next(iter(read_rows(inp))), RowSettings.of(config))
     record = {
         "custom_id": "r0",
         "result": {
@@ -258,7 +270,7 @@ def test_an_errored_batch_result_quoting_the_key_is_recorded_without_it(tmp_path
             },
         },
     }
-    row = result_row(work, config, record, "msgbatch_1", None)
+    row = result_row(work, RowSettings.of(config), record, "msgbatch_1", None)
     assert row["status"] == "error" and row["error_type"] == "invalid_request_error"
     assert KEY not in row["error_message"] and "bad key" in row["error_message"]
     assert KEY[:PARTIAL_MIN] not in json.dumps(row, default=str)

@@ -1,4 +1,5 @@
-"""rows.reader and rows.formats: input files -> rows, real files in tmp_path for each format."""
+"""formats.inputs, rows.reader and the input formats: input files -> rows, real files in tmp_path
+for each format."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrun.core.errors import InputError, InvalidRowError
-from batchrun.rows import formats
+from batchrun.formats import jsonl
+from batchrun.formats.inputs import InputRow, InputShape, count_rows, input_format, read_rows
 from batchrun.rows import reader as spec
-from batchrun.rows.reader import InputRow, InputShape, count_rows, input_format, read_rows
+from batchrun.rows.raw import RawRow
 from batchrun.rows.request import RequestDefaults, build_request
+from batchrun.rows.shape import InputKind
 
 # --- helpers -------------------------------------------------------------------------------------
 
@@ -235,8 +238,8 @@ def test_ids_whose_hashes_collide_are_not_duplicates(tmp_path: Path) -> None:
     ids = ["x", "y", "z", "y", "x"]
     path = write_jsonl(tmp_path / "in.jsonl", [{"id": i, "prompt": "p"} for i in ids])
 
-    def reread() -> Generator[formats.RawRow, None, None]:
-        return formats._jsonl_rows(path, formats.InputKind("jsonl"), 1, lambda index: False)
+    def reread() -> Generator[RawRow, None, None]:
+        return jsonl._jsonl_rows(path, InputKind("jsonl"), 1, lambda index: False)
 
     seen = spec._SeenIds(["k"], reread, hash_id=lambda row_id: 42)  # every id collides
     lines = [seen.first_line(row_id, i, i + 1) for i, row_id in enumerate(ids)]
@@ -685,14 +688,14 @@ def test_jsonl_number_beyond_a_float_is_a_problem(tmp_path: Path, number: str) -
 def test_a_row_that_fails_unforeseen_is_its_problem_and_reading_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = formats._jsonl_row
+    real = jsonl._jsonl_row
 
-    def flaky(line: int, data: bytes, *rest: Any) -> formats.RawRow:
+    def flaky(line: int, data: bytes, *rest: Any) -> RawRow:
         if b"boom" in data:
             raise RuntimeError("boom")
         return real(line, data, *rest)
 
-    monkeypatch.setattr(formats, "_jsonl_row", flaky)
+    monkeypatch.setattr(jsonl, "_jsonl_row", flaky)
     path = write_jsonl(
         tmp_path / "in.jsonl", [{"prompt": "a"}, {"prompt": "boom"}, {"prompt": "c"}]
     )

@@ -11,6 +11,7 @@ import pytest
 from support import TEST_KEY, write_jsonl
 
 from batchrun import load_config, report, run
+from batchrun.runs.runtime import Runtime
 from batchrun.simulator.events import encode_event, stream_events
 from batchrun.simulator.replies import make_reply
 
@@ -48,7 +49,7 @@ def test_every_stop_reason_is_recorded_as_given(tmp_path: Path, stream: bool) ->
     settings = {"output": str(out), "model": "claude-haiku-4-5", "max_tokens": 30,
                 "stream": stream, "quiet": True}  # fmt: skip
     config = load_config(inp, settings, environ={"ANTHROPIC_API_KEY": TEST_KEY})
-    summary = run(config, transport=httpx.MockTransport(scripted))
+    summary = run(config, runtime=Runtime(transport=httpx.MockTransport(scripted)))
     assert summary.exit_code == 0
     got = {r["id"]: r for r in map(json.loads, out.read_text(encoding="utf-8").splitlines())}
     for reason in REASONS:

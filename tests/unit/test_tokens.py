@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from batchrun import load_config
-from batchrun.rows.reader import read_rows
+from batchrun.formats.inputs import read_rows
 from batchrun.rows.request import build_request
 from batchrun.rows.tokens import (
     DOCUMENT_TOKENS,
@@ -51,7 +51,7 @@ def p90(errors: list[float]) -> float:
 
 def sample_bodies(job: str) -> list[dict[str, Any]]:
     config = load_config(JOBS / f"{job}.toml", {"simulate": True})
-    return [build_request(row.fields, config.defaults) for row in read_rows(config.input)]
+    return [build_request(row.fields, config.defaults) for row in read_rows(config.input.path)]
 
 
 @pytest.fixture(scope="module")

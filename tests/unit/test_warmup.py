@@ -15,13 +15,13 @@ import httpx
 from support import canned_message, job_config, no_wait, write_jsonl
 from support.mock_api import STREAM_EVENTS, sse_bytes
 
-from batchrun.engine.connect import open_client
-from batchrun.engine.engine import Engine
-from batchrun.engine.outcome import prepare
+from batchrun.engine.outcome import RowSettings, prepare
 from batchrun.engine.pool import Pool, Stopped
 from batchrun.engine.tally import RowTally
 from batchrun.engine.warmup import Warmup, ttl_seconds
-from batchrun.rows.reader import read_rows
+from batchrun.formats.inputs import read_rows
+from batchrun.runs.compose import job_client, job_engine
+from batchrun.runs.runtime import Runtime
 from batchrun.store.columns import blank_row
 
 
@@ -48,6 +48,9 @@ def never() -> bool:
     return False
 
 
+# --- the pool --------------------------------------------------------------------------------
+
+
 def test_an_item_standing_aside_frees_its_slot_and_comes_back_first() -> None:
     async def scenario() -> list[str]:
         pool: Pool[str] = Pool(1, aside=1)
@@ -71,6 +74,9 @@ def test_an_item_standing_aside_frees_its_slot_and_comes_back_first() -> None:
     # With one slot, "next" ran while "waits" stood aside; "waits", queued for the slot, went
     # back in before the worker that ran "next" read "last".
     assert asyncio.run(scenario()) == ["aside", "next", "waits", "last"]
+
+
+# --- the warmup alone ------------------------------------------------------------------------
 
 
 def test_the_first_of_a_group_goes_alone_and_the_rest_after_its_answer() -> None:
@@ -152,6 +158,9 @@ def test_rows_waiting_for_a_group_are_released_when_admission_stops() -> None:
     asyncio.run(scenario())
 
 
+# --- the engine, answers held back -----------------------------------------------------------
+
+
 class Held:
     """A MockTransport handler that records, per prefix group, requests sent before the
     group's first request had answered."""
@@ -197,9 +206,9 @@ def test_each_group_sends_one_request_first_while_rows_without_a_prefix_flow(
     handler, tally, out = Held(), RowTally(), list[dict[str, Any]]()
 
     async def go() -> None:
-        async with open_client(config, httpx.MockTransport(handler)) as client:
-            engine = Engine(config, client, tally, sleep=no_wait)
-            works = [prepare(row, config) for row in read_rows(config.input)]
+        async with job_client(config, Runtime(transport=httpx.MockTransport(handler))) as client:
+            engine = job_engine(config, client, tally, Runtime(sleep=no_wait))
+            works = [prepare(row, RowSettings.of(config)) for row in read_rows(config.input.path)]
             keys = {w.row.id[0]: w.prefix_key for w in works}
             assert keys["a"] and keys["b"] and keys["a"] != keys["b"] and keys["n"] is None
             await engine.run(works, lambda work, row: out.append(row))
@@ -254,9 +263,9 @@ def test_a_streamed_first_answer_lets_its_group_go_as_soon_as_it_begins(tmp_path
     handler, tally, out = SlowStream(), RowTally(), list[dict[str, Any]]()
 
     async def go() -> None:
-        async with open_client(config, httpx.MockTransport(handler)) as client:
-            engine = Engine(config, client, tally, sleep=no_wait)
-            works = [prepare(row, config) for row in read_rows(config.input)]
+        async with job_client(config, Runtime(transport=httpx.MockTransport(handler))) as client:
+            engine = job_engine(config, client, tally, Runtime(sleep=no_wait))
+            works = [prepare(row, RowSettings.of(config)) for row in read_rows(config.input.path)]
             assert works[0].prefix_key is not None
             await engine.run(works, lambda work, row: out.append(row))
 

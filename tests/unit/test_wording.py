@@ -31,6 +31,9 @@ from batchrun.core.wording import (
 MODEL = "claude-haiku-4-5"
 
 
+# --- the mechanism --------------------------------------------------------------------------
+
+
 def test_a_setting_is_named_as_its_reader_sets_it() -> None:
     cases = [
         (("max_tokens", "N"), "--max-tokens N", "max_tokens=N"),

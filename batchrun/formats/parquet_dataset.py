@@ -1,4 +1,4 @@
-"""Partitioned outputs: a folder of Parquet parts that readers take as one table.
+"""A Parquet dataset, out: a folder of Parquet parts that readers take as one table.
 
 An output that names a folder (``-o out/labels/``, ``s3://b/out/``, or ``--output-format
 parquet-dataset``) is written as parts of a bounded size, in input order across parts, then a
@@ -15,11 +15,11 @@ DuckDB, Spark and polars read the folder as one table (they skip names that star
 or ``.``); the parts' names sort in input order. A stopped run's partial dataset has
 ``_PARTIAL`` (the same JSON, with ``partial``) instead of ``_SUCCESS``, so a reader that waits
 for ``_SUCCESS`` never takes it for a finished job, and each part's Parquet metadata carries
-the partial mark as a single file's does (``store.partial``). Datasets written before the ids
+the partial mark as a single file's does (``formats.marks``). Datasets written before the ids
 (``part-00000.parquet``) are read as ever: every reader here follows the manifest.
 
 Locally the dataset is built in a hidden sibling folder and swapped into place whole
-(``replace_folder``: one rename exchange on Linux), and the old folder removed. Why the whole
+(``store.commit``: one rename exchange on Linux), and the old folder removed. Why the whole
 folder rather than new parts beside the old ones and ``_SUCCESS`` replaced: a reader that
 lists the folder (pyarrow.dataset, a DuckDB glob) would then see both datasets' parts for as
 long as the publish takes, twice the rows with no error; swapped whole, a listing is of one
@@ -30,7 +30,7 @@ again), never another dataset's part under the old name. So a reader of ``_SUCCE
 the folder reads one dataset or fails, never a mix (``dataset_batches`` says so when a part
 it lists is gone).
 
-On an object store there is no rename of a folder: ``RemoteDataset.publish`` uploads the
+On an object store there is no rename of a folder: ``runs.output.RemoteDataset`` uploads the
 parts (named after its run), then ``_SUCCESS``, then deletes the parts of an older run the new
 manifest does not list. A reader that waits for ``_SUCCESS`` thus reads only parts it lists,
 all complete.
@@ -39,10 +39,6 @@ all complete.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
-import errno
-import glob
 import hashlib
 import json
 import os
@@ -52,26 +48,25 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any
 
 from batchrun.core.errors import OutputError
 from batchrun.core.wording import option
-from batchrun.store.partial import PARTIAL_MANIFEST, SUCCESS, Partial
+from batchrun.formats.base import PART_BYTES, PART_ROWS, OutputFormat, Write, WriteOptions
+from batchrun.formats.marks import Partial, mark_in, parse_mark
+from batchrun.formats.parquet import open_parquet
 
-DATASET: Literal["parquet-dataset"] = "parquet-dataset"
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+NAME = "parquet-dataset"
+SUCCESS = "_SUCCESS"  # a finished run's manifest
+PARTIAL_MANIFEST = "_PARTIAL"  # a stopped run's
 MANIFESTS = (SUCCESS, PARTIAL_MANIFEST)
-# Rows per part: a million ~1 KB rows make a part of a few hundred MB of Parquet, the size
-# Spark and DuckDB split work by; PART_BYTES bounds parts of long answers (Arrow bytes, before
-# compression: a part on disk is smaller).
-PART_ROWS = 1_000_000
-PART_BYTES = 1 << 30
-ASIDE_SUFFIX = ".old"  # an old dataset moved aside while the new one is swapped in
 
 
-OpenPart = Callable[[Path, pa.Schema], pq.ParquetWriter]
+OpenPart = Callable[[Path, "pa.Schema"], "pq.ParquetWriter"]
 """Opens a part's Parquet writer (``open_parquet_part``; a seam for tests)."""
 
 
@@ -91,11 +86,6 @@ def part_name(number: int, dataset_id: str | None = None) -> str:
 
 def is_part_name(name: str) -> bool:
     return name.startswith("part-") and name.endswith(".parquet")
-
-
-def names_folder(text: str) -> bool:
-    """Whether an output as the user wrote it names a folder: it ends with a slash."""
-    return text.endswith("/") or text.endswith(os.sep)
 
 
 def schema_fingerprint(schema: pa.Schema) -> str:
@@ -127,7 +117,7 @@ class Manifest:
 
     def to_json(self) -> str:
         data: dict[str, Any] = {
-            "format": DATASET,
+            "format": NAME,
             "rows": self.rows,
             "schema": self.schema,
             "parts": [
@@ -202,6 +192,8 @@ def dataset_batches(folder: Path, wanted: pa.Schema, batch_rows: int) -> Iterato
     columns each part has (the caller conforms them). OutputError when a part it lists is
     gone: the dataset was replaced while it was read (its parts' names are its own, so no
     part of another dataset is ever read in its place)."""
+    import pyarrow.parquet
+
     manifest = read_manifest(folder)
     if manifest is None:
         raise OutputError(f"{folder}: no {SUCCESS}, so no finished dataset")
@@ -214,7 +206,7 @@ def dataset_batches(folder: Path, wanted: pa.Schema, batch_rows: int) -> Iterato
                 "replaced while it was read (or the part deleted). Read it again"
             ) from exc
         with fh:
-            part = pq.ParquetFile(fh)
+            part = pyarrow.parquet.ParquetFile(fh)
             try:
                 present = [n for n in wanted.names if n in part.schema_arrow.names]
                 yield from part.iter_batches(batch_rows, columns=present)
@@ -285,6 +277,8 @@ class DatasetWriter:
         return manifest
 
     def abandon(self) -> None:
+        import pyarrow as pa
+
         if self._writer is not None:
             with contextlib.suppress(OSError, pa.ArrowException):
                 self._writer.close()
@@ -310,121 +304,13 @@ def write_manifest(folder: Path, manifest: Manifest) -> None:
         fh.write(manifest.to_json())
         fh.flush()
         os.fsync(fh.fileno())
-    _fsync_dir(folder)
+    with contextlib.suppress(OSError):
+        _fsync_file(folder)
 
 
 def open_parquet_part(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
     """A part's writer: zstd, as a single Parquet output is written."""
-    return pq.ParquetWriter(str(path), schema, compression="zstd")
-
-
-@contextlib.contextmanager
-def dataset_writer(
-    folder: Path,
-    schema: pa.Schema,
-    *,
-    part_rows: int = PART_ROWS,
-    part_bytes: int = PART_BYTES,
-    partial: Partial | None = None,
-    open_part: OpenPart | None = None,
-) -> Iterator[Callable[[pa.Table], None]]:
-    """A write(table) function for a dataset in ``folder``: its manifest is written on a
-    clean exit only, so a failure leaves a folder no reader takes for a dataset. The
-    partial mark, if any, is read from ``schema``'s metadata by the caller and given here."""
-    writer = DatasetWriter(
-        folder,
-        schema,
-        part_rows=part_rows,
-        part_bytes=part_bytes,
-        partial=partial,
-        open_part=open_part,
-    )
-    try:
-        yield writer.write
-    except BaseException:
-        writer.abandon()
-        raise
-    writer.finish()
-
-
-# -- swapping a folder into place ---------------------------------------------------------
-
-
-_RENAME_EXCHANGE = 2  # linux/fs.h
-_AT_FDCWD = -100
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where the
-    system has no such call, and the caller swaps in two renames."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError, TypeError):
-        return False
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
-    renameat2.argtypes += [ctypes.c_uint]
-    result = renameat2(_AT_FDCWD, bytes(a), _AT_FDCWD, bytes(b), _RENAME_EXCHANGE)
-    if result == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):  # this file system cannot
-        return False
-    raise OSError(err, os.strerror(err), str(b))
-
-
-def aside_path(output: Path) -> Path:
-    return output.with_name(f".{output.name}.{os.getpid()}.{secrets.token_hex(6)}{ASIDE_SUFFIX}")
-
-
-def replace_folder(new: Path, output: Path) -> None:
-    """Put the complete dataset ``new`` (a sibling of ``output``) in ``output``'s place.
-
-    An existing dataset is swapped out in one step where the system can (Linux), so a
-    reader sees the old dataset or the new one, never neither; elsewhere it is renamed
-    aside first, and ``recover_aside`` puts it back if a crash came between the renames.
-    The old dataset is then removed."""
-    if not output.exists():
-        os.replace(new, output)
-    elif output.is_dir() and _exchange(new, output):
-        shutil.rmtree(new, ignore_errors=True)  # ``new`` now holds the old dataset
-    else:
-        aside = aside_path(output)
-        os.replace(output, aside)
-        os.replace(new, output)
-        _remove(aside)
-    _fsync_dir(output.parent)
-
-
-def recover_aside(output: Path) -> None:
-    """After a crash between ``replace_folder``'s two renames: the old dataset back in
-    place when no dataset is; leftovers removed. Only under the output's lock."""
-    asides = sorted(output.parent.glob(f".{glob.escape(output.name)}.*{ASIDE_SUFFIX}"))
-    for aside in asides:
-        if not output.exists() and read_manifest(aside) is not None:
-            os.replace(aside, output)
-        else:
-            _remove(aside)
-
-
-def remove_output(path: Path) -> None:
-    """Remove an output, file or dataset folder (``--overwrite``). A folder holding files
-    but no manifest is refused (``dataset_exists``): ``-o ~/work/ --overwrite`` must not
-    remove a folder batchrun did not write."""
-    if path.is_dir() and not path.is_symlink():
-        dataset_exists(path)
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(OSError):
-            path.unlink()
+    return open_parquet(path, schema)
 
 
 def _fsync_file(path: Path) -> None:
@@ -435,6 +321,85 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        _fsync_file(path)
+class ParquetDataset(OutputFormat):
+    """A folder of Parquet parts and a manifest (``-o out/labels/``, ``--output-format
+    parquet-dataset``); a folder named ``.parquet`` (as Spark writes them) is one too."""
+
+    name = NAME
+    described = "a folder of Parquet parts and a _SUCCESS manifest"
+    folder = True
+    folder_suffixes = (".parquet",)
+    parts = "parquet"
+    marks_itself = True  # in the manifest (_PARTIAL) and in each part's metadata
+    from_python = False
+    rank = 40
+
+    @contextlib.contextmanager
+    def writer(
+        self, path: Path, schema: pa.Schema, options: WriteOptions | None = None
+    ) -> Iterator[Write]:
+        """Parts into the folder ``path``, its manifest written on a clean exit only, so a
+        failure leaves a folder no reader takes for a dataset. A partial mark in
+        ``schema``'s metadata goes into its parts and its manifest."""
+        options = options or WriteOptions()
+        writer = DatasetWriter(
+            path,
+            schema,
+            part_rows=options.part_rows,
+            part_bytes=options.part_bytes,
+            partial=mark_in(schema.metadata),
+            open_part=options.open_part,
+        )
+        try:
+            yield writer.write
+        except BaseException:
+            writer.abandon()
+            raise
+        writer.finish()
+
+    def batches(
+        self, path: Path, wanted: pa.Schema, batch_rows: int, slice_bytes: int
+    ) -> Iterator[pa.RecordBatch]:
+        return dataset_batches(path, wanted, batch_rows)
+
+    def row_count(self, path: Path) -> int:
+        return dataset_rows(path)
+
+    def exists(self, path: Path) -> bool:
+        """A written dataset (its manifest) is there. An empty folder is none; a folder
+        holding other files but no manifest is refused (OutputError), not overwritten."""
+        return dataset_exists(path)
+
+    def size(self, path: Path) -> int:
+        return dataset_bytes(path)
+
+    def modified_ns(self, path: Path) -> int | None:
+        """When its manifest, the last file of a dataset, was written."""
+        for name in (PARTIAL_MANIFEST, SUCCESS):
+            with contextlib.suppress(OSError):
+                return (path / name).stat().st_mtime_ns
+        return None
+
+    def read_mark(self, path: Path) -> Partial | None:
+        """The ``partial`` of its ``_PARTIAL`` manifest, unless a finished run's ``_SUCCESS``
+        is there."""
+        if (path / SUCCESS).exists():
+            return None
+        try:
+            data: Any = json.loads((path / PARTIAL_MANIFEST).read_text(encoding="utf-8"))
+            return parse_mark(data["partial"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def remove(self, path: Path) -> None:
+        """Remove a dataset folder; one holding files but no manifest is refused
+        (``dataset_exists``): ``-o ~/work/ --overwrite`` must not remove a folder batchrun
+        did not write."""
+        if path.is_dir() and not path.is_symlink():
+            dataset_exists(path)
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+FORMATS = (ParquetDataset(),)

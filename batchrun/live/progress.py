@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import IO
 
-from batchrun.runs.display import Pace, Rates, Snapshot, frame, plain_line
+from batchrun.live.frames import Pace, Rates, Snapshot, frame, plain_line
 
 REFRESH_EVERY_S = 0.25  # four redraws a second: smooth to the eye, cheap to format
 LINE_EVERY_S = 15.0  # a log line every so often: enough to see a run is alive, not a flood

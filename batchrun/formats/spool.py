@@ -12,10 +12,12 @@ unchanged (it is not rewritten) and resumes; different bytes replace it, and the
 then tells which earlier answers still hold. The file stays after the run: it is the input the
 output was made from.
 
-The format, unless ``--format`` gives it, is told by the first bytes: Parquet's ``PAR1``;
-gzip, bzip2 or zstd's magic (then the decompressed bytes are looked at the same way); then,
-as text (decoded as a byte-order mark says, else as ``--encoding``, else as UTF-8), ``[`` a
-JSON array; ``{`` JSON lines; a first line with tabs and no comma TSV; anything else CSV.
+The format, unless ``--format`` gives it, is told by the first bytes: gzip, bzip2 or zstd's
+magic is looked through (the decompressed bytes are looked at), then each input format is
+asked in turn (``registry.sniff_format``): Parquet's ``PAR1``; then, as text (decoded as a
+byte-order mark says, else as ``--encoding``, else as UTF-8), ``[`` a JSON array; ``{`` JSON
+lines; a first line with tabs and no comma TSV; anything else CSV. The copy is named with
+the suffix of the format found.
 """
 
 from __future__ import annotations
@@ -29,19 +31,12 @@ from pathlib import Path
 from typing import IO
 
 from batchrun.core.errors import InputError
+from batchrun.formats.registry import input_named, sniff_input
 from batchrun.rows.compressed import SUFFIX_OF, Compression, open_bytes, sniff
-from batchrun.rows.text import decoded_head
 
 STDIN = "-"  # the SOURCE that means standard input
 _CHUNK = 1 << 20
 _HEAD = 1 << 16  # bytes looked at to tell the format
-_SUFFIXES = {
-    "jsonl": ".jsonl",
-    "json": ".json",
-    "csv": ".csv",
-    "tsv": ".tsv",
-    "parquet": ".parquet",
-}
 
 
 def spool_path_prefix(output: Path) -> str:
@@ -70,8 +65,12 @@ def spool_stdin(
                 file=STDIN,
             )
         compression = sniff(_head(tmp, None))
-        fmt = input_format or sniff_format(_head(tmp, compression), encoding)
-        name = spool_path_prefix(output) + _SUFFIXES.get(fmt, ".csv")
+        named = input_named(input_format) if input_format else None
+        if named is not None and input_format:
+            fmt, said = named, input_format
+        else:  # not said, or said wrong (the reader refuses that --format, naming it)
+            fmt, said = sniff_input(_head(tmp, compression), encoding)
+        name = spool_path_prefix(output) + fmt.suffix_for(said)
         name += SUFFIX_OF[compression] if compression else ""
         spooled = output.with_name(name)
         if _digest(spooled) != digest:
@@ -80,23 +79,6 @@ def spool_stdin(
         return spooled
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def sniff_format(head: bytes, encoding: str | None = None) -> str:
-    """The format a file starting with ``head`` (decompressed) is in: one of ``_SUFFIXES``.
-    The head is looked at as text: decoded as its byte-order mark says (UTF-16 too), else as
-    ``encoding``, else as UTF-8."""
-    if head.startswith(b"PAR1"):
-        return "parquet"
-    text = decoded_head(head, encoding).lstrip(" \t\r\n")
-    if text.startswith("["):
-        return "json"
-    if text.startswith("{"):
-        return "jsonl"
-    first_line = text.split("\n", 1)[0]
-    if "\t" in first_line and "," not in first_line:
-        return "tsv"
-    return "csv"
 
 
 def _copy(stream: IO[bytes], target: Path) -> tuple[str, int]:
