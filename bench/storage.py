@@ -26,8 +26,8 @@ from _harness import API_KEY, MODEL, format_table, versions_banner
 
 from batchrun.simulator import SimulatorThread
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from s3_server import MotoServer, aws_environment
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # support.s3_server
+from support.s3_server import MotoServer, aws_environment
 
 
 def _run(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, float]:
