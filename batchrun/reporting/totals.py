@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 
 from batchrun.core.wording import option
 from batchrun.cost.prices import PriceTable, Usage, cache_saving, default_prices
-from batchrun.store.columns import STATUS_ERROR, STATUS_OK
+from batchrun.store.columns import STATUS_ERROR, STATUS_OK, USAGE_COLUMNS
 from batchrun.store.latest import Source, latest_batches
 
 COLUMNS = (
@@ -44,13 +44,7 @@ COLUMNS = (
     "stop_reason",
     "error_type",
     "error_message",
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_input_tokens",
-    "cache_creation_5m_input_tokens",
-    "cache_creation_1h_input_tokens",
-    "cache_read_input_tokens",
-    "cost_usd",
+    *USAGE_COLUMNS,
     "duplicate_of",
     "attempts",
     "latency_ms",
