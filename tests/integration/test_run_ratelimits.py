@@ -139,15 +139,17 @@ def test_with_no_limits_configured_the_run_paces_itself_to_the_headers(tmp_path:
 
 
 def test_concurrency_auto_chooses_from_limits_and_latency(tmp_path: Path) -> None:
-    rows = prompts(120)
+    rows = prompts(60)
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out.parquet"
-    with SimulatorThread(SimulatorConfig(latency_mean=0.01, rpm=6_000)) as sim:
+    with SimulatorThread(SimulatorConfig(latency_mean=0.01, rpm=1_200)) as sim:
         summary = run(config_for(inp, out, sim.base_url, concurrency="auto"))
         peak = sim.stats.max_in_flight
     assert summary.exit_code == 0
     check_every_row_ok(out, rows)
-    # 100 requests/s x ~0.01 s x 1.5 headroom: a handful in flight, far under the cap.
+    # 20 requests/s x the latency seen x 1.5 headroom: a handful in flight, far under the cap.
+    # (The latency seen is the simulator's 0.01 s plus what a loaded machine adds; the rate is
+    # kept low so that even a second of it stays under the cap.)
     assert summary.concurrency_chosen is not None
     assert 1 <= summary.concurrency_chosen < 32
     assert peak <= 32
