@@ -1,16 +1,16 @@
 """batchrun: run bulk prompts through the Claude Messages API.
 
-from pathlib import Path
 import batchrun
 
-config = batchrun.load_config(Path("jobs/label_sentiment.toml"), {"simulate": True})
-summary = batchrun.run(config)
-print(summary.final)   # FinalCounts(rows=200, ok=200, error=0)
+result = batchrun.run(batchrun.load_config("jobs/label_sentiment.toml", {"simulate": True}))
+print(result.final, result.exit_code)   # FinalCounts(rows=200, ok=200, error=0) 0
 
 rows = [{"prompt": "Say hi"}, {"prompt": "Say bye"}]   # or a DataFrame, a pyarrow Table ...
-table = batchrun.run(rows, model="claude-haiku-4-5", max_tokens=20, simulate=True)
-print(table["text"], batchrun.summary_of(table)["cost_usd"])
+result = batchrun.run(rows, model="claude-haiku-4-5", max_tokens=20, simulate=True)
+print(result.table["text"], result.to_dict()["cost_usd"])
 
+``run``, ``estimate`` and the batch commands have async twins (``run_async``,
+``estimate_async``, ...); the sync ones work inside a running event loop too (a notebook).
 The names below load on first use (PEP 562), so ``import batchrun`` and ``batchrun --version``
 load no HTTP, Arrow or report code.
 """
@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from batchrun.core.version import VERSION as __version__
 
 # name -> the module that defines it
 _HOMES = {
@@ -32,23 +32,30 @@ _HOMES = {
     "InvalidRowError": "batchrun.core.errors",
     "OutputError": "batchrun.core.errors",
     "Estimate": "batchrun.estimation.figures",
-    "estimate": "batchrun.estimation.estimate",
+    "estimate": "batchrun.estimation.passes",
+    "estimate_async": "batchrun.estimation.passes",
     "FinalCounts": "batchrun.store.sink",
     "PriceTable": "batchrun.cost.prices",
     "load_prices": "batchrun.cost.prices",
-    "Report": "batchrun.reporting.report",
-    "report": "batchrun.reporting.report",
+    "Report": "batchrun.reporting.totals",
+    "report": "batchrun.reporting.totals",
     "RequestDefaults": "batchrun.rows.request",
     "RunConfig": "batchrun.config.load",
     "load_config": "batchrun.config.load",
-    "RunSummary": "batchrun.drivers.summary",
-    "run": "batchrun.drivers.job",
-    "run_async": "batchrun.drivers.job",
-    "run_shard": "batchrun.drivers.job",
-    "merge_shards": "batchrun.drivers.shards",
-    "summary_of": "batchrun.drivers.frames",
-    "ValidationReport": "batchrun.drivers.validate",
-    "validate": "batchrun.drivers.validate",
+    "RunSummary": "batchrun.runs.summary",
+    "RunResult": "batchrun.public.result",
+    "Runtime": "batchrun.runs.runtime",
+    "run": "batchrun.public.run",
+    "run_async": "batchrun.public.run",
+    "run_shard": "batchrun.public.run",
+    "merge_shards": "batchrun.shards.run",
+    "summary_of": "batchrun.public.frames",
+    "ValidationReport": "batchrun.runs.validate",
+    "validate": "batchrun.runs.validate",
+    "list_batches": "batchrun.batches.admin",
+    "list_batches_async": "batchrun.batches.admin",
+    "cancel_batches": "batchrun.batches.admin",
+    "cancel_batches_async": "batchrun.batches.admin",
 }
 
 __all__ = [
@@ -65,10 +72,17 @@ __all__ = [
     "Report",
     "RequestDefaults",
     "RunConfig",
+    "RunResult",
     "RunSummary",
+    "Runtime",
     "ValidationReport",
     "__version__",
+    "cancel_batches",
+    "cancel_batches_async",
     "estimate",
+    "estimate_async",
+    "list_batches",
+    "list_batches_async",
     "load_config",
     "load_prices",
     "merge_shards",
@@ -95,6 +109,12 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and editors see; nothing of it runs
+    from batchrun.batches.admin import (
+        cancel_batches,
+        cancel_batches_async,
+        list_batches,
+        list_batches_async,
+    )
     from batchrun.config.load import RunConfig, load_config
     from batchrun.core.errors import (
         ApiError,
@@ -106,13 +126,15 @@ if TYPE_CHECKING:  # what type checkers and editors see; nothing of it runs
         OutputError,
     )
     from batchrun.cost.prices import PriceTable, load_prices
-    from batchrun.drivers.frames import summary_of
-    from batchrun.drivers.job import run, run_async, run_shard
-    from batchrun.drivers.shards import merge_shards
-    from batchrun.drivers.summary import RunSummary
-    from batchrun.drivers.validate import ValidationReport, validate
-    from batchrun.estimation.estimate import estimate
     from batchrun.estimation.figures import Estimate
-    from batchrun.reporting.report import Report, report
+    from batchrun.estimation.passes import estimate, estimate_async
+    from batchrun.public.frames import summary_of
+    from batchrun.public.result import RunResult
+    from batchrun.public.run import run, run_async, run_shard
+    from batchrun.reporting.totals import Report, report
     from batchrun.rows.request import RequestDefaults
+    from batchrun.runs.runtime import Runtime
+    from batchrun.runs.summary import RunSummary
+    from batchrun.runs.validate import ValidationReport, validate
+    from batchrun.shards.run import merge_shards
     from batchrun.store.sink import FinalCounts

@@ -54,7 +54,7 @@ from dedup import scenario as dedup_scenario
 from batchrun import load_config, run
 from batchrun.config.load import RunConfig
 from batchrun.cost.prices import default_prices
-from batchrun.estimation.estimate import estimate
+from batchrun.estimation.passes import estimate
 from batchrun.rows.request import prepare_request
 
 LATENCY_S = 0.2  # long enough that a wave of 64 requests is in flight together

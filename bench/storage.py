@@ -26,8 +26,8 @@ from _harness import API_KEY, MODEL, format_table, versions_banner
 
 from batchrun.simulator import SimulatorThread
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from s3_server import MotoServer, aws_environment
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # support.s3_server
+from support.s3_server import MotoServer, aws_environment
 
 
 def _run(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, float]:
@@ -67,7 +67,7 @@ def main() -> None:
             elapsed, peak = _run([*base, "-o", out], env, folder / f"{name}.log")
             results.append((name, elapsed, peak))
         local_copy = folder / "back.parquet"
-        from batchrun.store.storage import Storage, StorageSettings
+        from batchrun.remote.objects import Storage, StorageSettings
 
         Storage(StorageSettings.from_environ(aws)).download("s3://bench/out.parquet", local_copy)
         ids = pq.read_table(local_copy, columns=["id"]).column("id").to_pylist()

@@ -9,8 +9,8 @@ import click
 from batchrun.cli.options import PRECEDENCE, SOURCE, fail, load, setting_options
 
 if TYPE_CHECKING:
+    from batchrun.batches.admin import JobBatch
     from batchrun.config.load import RunConfig
-    from batchrun.drivers.batch_admin import JobBatch
 
 # The built-in simulator lives inside the run that started it: once that run ends, no server
 # holds its batches, and a new simulator would only answer "not found" for each.
@@ -44,29 +44,29 @@ def batches_cancel_cmd(source: str, **flags: Any) -> None:
 
 
 def _batches(source: str, flags: dict[str, Any], *, cancel: bool) -> None:
+    from batchrun.batches.admin import cancel_batches, list_batches
     from batchrun.core.errors import BatchrunError
-    from batchrun.drivers.batch_admin import cancel_batches, list_batches
-    from batchrun.render.batches import format_batches
+    from batchrun.render.batch_table import format_batches
     from batchrun.store.batch_journal import batch_journal_path
 
     config = load(source, flags)
     try:
-        if config.simulate:
+        if config.client.simulate:
             found = _recorded_batches(config)
         else:
             found = cancel_batches(config) if cancel else list_batches(config)
     except BatchrunError as exc:
         fail(exc, None)
-    click.echo(format_batches(found, str(batch_journal_path(config.output))))
-    if config.simulate and found:
+    click.echo(format_batches(found, str(batch_journal_path(config.output.path))))
+    if config.client.simulate and found:
         cancelled = " and nothing was cancelled" if cancel else ""
         click.echo(SIMULATED_NOTE.format(cancelled=cancelled), err=True)
 
 
 def _recorded_batches(config: RunConfig) -> list[JobBatch]:
     """The job's batches as its journal recorded them, with no status from any server."""
-    from batchrun.drivers.batch_admin import JobBatch
+    from batchrun.batches.admin import JobBatch
     from batchrun.store.batch_journal import BatchJournal, batch_journal_path
 
-    journal = BatchJournal.load(batch_journal_path(config.output))
+    journal = BatchJournal.load(batch_journal_path(config.output.path))
     return [JobBatch(entry, None) for entry in journal.entries.values()]

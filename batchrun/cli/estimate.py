@@ -57,8 +57,8 @@ def estimate_cmd(
       batchrun estimate reviews.jsonl --model claude-haiku-4-5 --max-tokens 5 --exact --json
     """
     from batchrun.core.errors import BatchrunError
-    from batchrun.estimation.estimate import estimate
-    from batchrun.render.estimate import format_estimate
+    from batchrun.estimation.passes import estimate
+    from batchrun.render.estimate_text import format_estimate
 
     config = load(source, flags)
     try:

@@ -50,7 +50,7 @@ def merge_cmd(source: str, **flags: Any) -> None:
     """
     from batchrun.config.load import is_job_file
     from batchrun.core.errors import BatchrunError, ConfigError
-    from batchrun.drivers.shards import merge, shards_folder
+    from batchrun.shards.run import merge, shards_folder
 
     output = _output_named(source) if flags.get("output") is None else None
     try:
@@ -74,7 +74,7 @@ def merge_cmd(source: str, **flags: Any) -> None:
                 )
             config = load(source, flags)
             counts = merge(config, check_job=is_job_file(Path(source)))
-            quiet, shown = config.quiet, config.output
+            quiet, shown = config.run.quiet, config.output.path
     except BatchrunError as exc:
         fail(exc, None)
     if not quiet:
@@ -90,7 +90,7 @@ def _output_named(source: str) -> Path | None:
     """The output ``source`` names, when it is one: its shards' folder is beside it (a job
     file or an input never has one: an output cannot be its input)."""
     from batchrun.config.load import is_job_file
-    from batchrun.drivers.shards import shards_folder
+    from batchrun.shards.run import shards_folder
 
     if "://" in source or source == "-" or is_job_file(Path(source)):
         return None

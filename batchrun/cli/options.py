@@ -180,7 +180,7 @@ def load(source: str | Path, flags: dict[str, Any]) -> RunConfig:
     """The command's config, or exit 1 with the configuration error.
 
     A SOURCE of ``-`` is standard input: it is copied beside the output first
-    (``rows.spool``), and that file is the job's input.
+    (``formats.spool``), and that file is the job's input.
     """
     from batchrun.config.load import load_config
     from batchrun.core.errors import BatchrunError
@@ -199,22 +199,22 @@ def _spooled_stdin(flags: dict[str, Any]) -> Path:
     Copied under the output's lock: a run of that output going on reads the copy, which
     must not be replaced under it (this is refused, naming that run, as the run would be).
     """
-    from batchrun.config.load import OUTPUT_SUFFIXES
+    from batchrun.config.load import output_format_of
     from batchrun.core.errors import ConfigError
-    from batchrun.rows.spool import spool_stdin
+    from batchrun.formats.registry import file_suffixes
+    from batchrun.formats.spool import spool_stdin
     from batchrun.store.lock import OutputLock
 
     output = flags.get("output")
     if output is None:
+        first, *others = file_suffixes()
         raise ConfigError(
-            "SOURCE - (standard input) needs an output: give -o OUT.parquet (or .jsonl, .csv); "
-            "the piped rows are kept beside it, so a re-run with the same input resumes"
+            f"SOURCE - (standard input) needs an output: give -o OUT{first} (or "
+            f"{', '.join(others)}); the piped rows are kept beside it, so a re-run with the "
+            "same input resumes"
         )
     path = Path(output).expanduser().resolve()
-    # A folder output (a trailing slash, or --output-format parquet-dataset) has no suffix.
-    folder = str(output).endswith(("/", "\\")) or flags.get("output_format") == "parquet-dataset"
-    if not folder and path.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise ConfigError(f"output {path}: the name must end in .parquet, .jsonl or .csv")
+    output_format_of(str(output), path, flags.get("output_format"), str(path))
     stdin = sys.stdin
     if stdin is None or stdin.isatty():
         raise ConfigError(
@@ -230,10 +230,10 @@ def fail(exc: BatchrunError, config: RunConfig | None) -> NoReturn:
     the error's own ``exit_code``: 2 for a job whose every row would be refused alike (a
     usage error), or an input that is not text in its encoding."""
     click.echo(f"batchrun: error: {exc}", err=True)
-    from batchrun.drivers.output import PublishError
-    from batchrun.drivers.preflight import UnbuildableJobError
-    from batchrun.drivers.session import ResumeMismatchError
-    from batchrun.store.lease import LeaseLostError
+    from batchrun.remote.errors import LeaseLostError
+    from batchrun.runs.output import PublishError
+    from batchrun.runs.preflight import UnbuildableJobError
+    from batchrun.runs.resume import ResumeMismatchError
     from batchrun.store.lock import OutputLockedError
 
     # No resume hint where resuming is what was refused (the journal belongs to the run that
@@ -262,24 +262,24 @@ def kept_rows(
     """Where a run that stopped left its finished rows, and how to go on ("" when it left
     none). ``stopped`` names what stopped it, for the line's start; ``then`` what to do."""
     from batchrun.core.scrub import url_without_secrets
-    from batchrun.store.partial import read_partial
+    from batchrun.formats.registry import read_partial
     from batchrun.store.sink import journal_path
 
-    journal = journal_path(config.output)
+    journal = journal_path(config.output.path)
     try:
         if journal.stat().st_size == 0:
             return ""
     except OSError:
         return ""
-    partial = read_partial(config.output)
+    partial = read_partial(config.output.path)
     shown = (
-        f"the rows finished so far are in {config.output} ({partial}) and kept in {journal}"
+        f"the rows finished so far are in {config.output.shown} ({partial}) and kept in {journal}"
         if partial is not None
         else f"finished rows are kept in {journal}"
     )
-    if config.output_url is not None:  # the work folder's copy is named as the journal's home
+    if config.output.url is not None:  # the work folder's copy is named as the journal's home
         shown = (
-            f"the rows of {url_without_secrets(config.output_url)} finished so far are kept "
+            f"the rows of {url_without_secrets(config.output.url)} finished so far are kept "
             f"in this machine's journal, {journal}"
         )
     return (f"{stopped}; " if stopped else "") + f"{shown}. {then}"

@@ -42,9 +42,9 @@ def report_cmd(
     """
     from batchrun.core.errors import BatchrunError
     from batchrun.cost.prices import load_prices
-    from batchrun.render.report import format_report
     from batchrun.render.report_html import render_html
-    from batchrun.reporting.report import report
+    from batchrun.render.report_text import format_report
+    from batchrun.reporting.totals import report
 
     try:
         with tempfile.TemporaryDirectory(prefix="batchrun-report-") as folder:
@@ -74,8 +74,9 @@ def _local_copies(outputs: tuple[str, ...], folder: Path) -> list[Path]:
         if not is_remote(output):
             local.append(Path(output))
             continue
-        from batchrun.drivers.output import remote_output
-        from batchrun.store.storage import Storage, StorageSettings
+        from batchrun.core.locations import StorageSettings
+        from batchrun.remote.dataset import remote_output
+        from batchrun.remote.objects import Storage
 
         storage = Storage(StorageSettings.from_environ(os.environ))
         # A URL ending with / is a dataset: its parts and _SUCCESS are pulled.

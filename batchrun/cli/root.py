@@ -1,6 +1,6 @@
 """The ``batchrun`` group: its version, its commands (one module each), and ``main``.
 
-Exit codes (DESIGN §2): 0 every row ok; 1 aborted (configuration, authentication, I/O);
+Exit codes (docs/design.md §3.6): 0 every row ok; 1 aborted (configuration, authentication, I/O);
 2 usage error; 3 finished with some rows in error; 4 stopped by the --max-cost budget (re-run
 to resume); 130 stopped by Ctrl-C or SIGTERM.
 
@@ -35,6 +35,7 @@ try:
     from batchrun.cli.simulate import simulate_cmd
     from batchrun.cli.validate import validate_cmd
     from batchrun.core.wording import command_line
+    from batchrun.formats.registry import input_name_suffixes
 except KeyboardInterrupt:
     # Ctrl-C while the command line loads. In the batchrun command it exits as everywhere
     # else; a program that imports this module gets its KeyboardInterrupt.
@@ -81,11 +82,15 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="batchrun")
 def cli() -> None:
-    """Run bulk prompts through the Claude Messages API.
+    """Run bulk prompts through the Claude Messages API."""
 
-    SOURCE is a TOML job file, a dataset of prompts (.jsonl, .json, .csv, .tsv, .parquet;
-    .gz, .bz2 or .zst compressed) or - for standard input.
-    """
+
+# The formats a SOURCE may be in come from the registry (batchrun.formats).
+cli.help = (
+    f"{cli.help}\n\nSOURCE is a TOML job file, a dataset of prompts "
+    f"({', '.join(input_name_suffixes())}; .gz, .bz2 or .zst compressed) or - "
+    "for standard input."
+)
 
 
 for _command in (

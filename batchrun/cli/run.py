@@ -37,44 +37,45 @@ def run_cmd(source: str, engine: str, address: str | None, **flags: Any) -> None
     # Ctrl-C before the run starts (here, or loading the config) is the group's: one line,
     # exit 130 (``cli.root``).
     from batchrun.core.errors import BatchrunError
-    from batchrun.drivers.interrupt import StoppedBySignal
-    from batchrun.drivers.job import run
+    from batchrun.public.run import run
     from batchrun.render.summary import failure_dict, format_summary, summary_dict
+    from batchrun.runs.interrupt import StoppedBySignal
 
     if address is not None and engine != "ray":
         raise click.UsageError("--address is for --engine ray")
     config = load(source, flags)
-    # Where this run's journal is: a shard's own output (``drivers.shards``), or the output.
+    # Where this run's journal is: a shard's own output (``shards.run``), or the output.
     mine = config
     if config.shard is not None:
-        from batchrun.drivers.shards import shard_output
+        from batchrun.shards.run import shard_output
 
-        mine = replace(config, output=shard_output(config.output, *config.shard))
+        path = shard_output(config.output.path, *config.shard)
+        mine = replace(config, output=replace(config.output, path=path))
     try:
         if engine == "ray":
             from batchrun.ray import run_on_ray
 
             summary = run_on_ray(source, flags, address=address)
         else:
-            summary = run(config)
+            summary = run(config).summary
     except KeyboardInterrupt as exc:
         what = (
             f"stopped by {exc.signal_name}" if isinstance(exc, StoppedBySignal) else "interrupted"
         )
-        if config.json_summary:
+        if config.run.json_summary:
             _print_json(failure_dict(config, what, 130))
         click.echo(f"batchrun: {kept_rows(mine, stopped=what) or what}", err=True)
         sys.exit(130)
     except BatchrunError as exc:
-        if config.json_summary:
+        if config.run.json_summary:
             _print_json(failure_dict(config, str(exc), 1))
         fail(exc, mine)
-    if config.json_summary:
+    if config.run.json_summary:
         _print_json(summary_dict(summary, config))
     # With --json the person's summary is a courtesy on stderr, which --quiet silences; so
     # does it for a shard, one of many runs whose summaries nobody reads one by one (merge
     # says what the job's output holds). What stopped a run is still said below.
-    if not (config.quiet and (config.json_summary or config.shard is not None)):
+    if not (config.run.quiet and (config.run.json_summary or config.shard is not None)):
         click.echo(format_summary(summary, config), err=True)
     if summary.interrupted is not None:
         what = f"stopped by {summary.interrupted}"

@@ -22,8 +22,8 @@ def validate_cmd(source: str, **flags: Any) -> None:
     be read at all.
     """
     from batchrun.core.errors import BatchrunError
-    from batchrun.drivers.validate import validate
     from batchrun.render.summary import format_validation
+    from batchrun.runs.validate import validate
 
     config = load(source, flags)
     try:

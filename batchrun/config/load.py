@@ -31,16 +31,23 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit, urlunsplit
 
-from batchrun.api.credentials import (
-    API_KEY_ENV,
-    AUTH_TOKEN_ENV,
-    DEFAULT_API_VERSION,
-    Credentials,
-)
+from batchrun.client.credentials import API_KEY_ENV, AUTH_TOKEN_ENV, Credentials
 from batchrun.config.atfile import ESCAPE, AtFileError, at_file, literal, read_at_file
+from batchrun.config.layers import (
+    MIB,
+    BatchSettings,
+    ClientSettings,
+    CostSettings,
+    EngineSettings,
+    InputSettings,
+    OutputSettings,
+    ResumeSettings,
+    RunSettings,
+    build,
+)
 from batchrun.config.settings import (
     BATCH_MAX_MB,
     BATCH_MAX_REQUESTS,
@@ -48,10 +55,7 @@ from batchrun.config.settings import (
     CACHE_MODES,
     DEFAULT_BASE_URL,
     DEFAULT_CONCURRENCY,
-    DEFAULT_GRACE,
-    DEFAULT_MAX_RETRIES,
     DEFAULT_POLL_INTERVAL,
-    DEFAULT_TIMEOUT,
     ENV_VARS,
     JOB_KEYS,
     SIMULATE_POLL_INTERVAL,
@@ -59,7 +63,12 @@ from batchrun.config.settings import (
 )
 from batchrun.core.errors import ConfigError
 from batchrun.core.extras import require_extra
-from batchrun.core.locations import is_remote, storage_endpoints
+from batchrun.core.locations import (
+    StorageSettings,
+    cached_copy_path,
+    is_remote,
+    storage_endpoints,
+)
 from batchrun.core.scrub import url_without_secrets, urls_without_secrets
 from batchrun.core.secret import Secret
 from batchrun.core.wording import named, option
@@ -67,17 +76,20 @@ from batchrun.cost.prices import (
     PriceTable,
     default_prices,
     load_prices,
-    load_prices_text,
     min_cacheable_tokens,
+)
+from batchrun.formats.registry import (
+    file_suffixes,
+    folder_output,
+    names_folder,
+    output_by_suffix,
+    said,
 )
 from batchrun.limits.values import AUTO_MAX, Limits, LimitsConfig
 from batchrun.rows.files import MediaSource
 from batchrun.rows.prefix import CachePolicy
 from batchrun.rows.request import RequestDefaults, check_defaults
-from batchrun.rows.shape import InputShape, check_encoding, split_suffix
-
-if TYPE_CHECKING:
-    from batchrun.store.sink import OutputKind
+from batchrun.rows.shape import check_encoding, split_suffix
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -87,13 +99,9 @@ else:  # pragma: no cover - exercised on 3.10 only
 __all__ = [
     "BATCH_MAX_MB",
     "BATCH_MAX_REQUESTS",
-    "DEFAULT_API_VERSION",
     "DEFAULT_BASE_URL",
     "DEFAULT_CONCURRENCY",
-    "DEFAULT_GRACE",
-    "DEFAULT_MAX_RETRIES",
     "DEFAULT_POLL_INTERVAL",
-    "DEFAULT_TIMEOUT",
     "JOB_KEYS",
     "MIB",
     "SIMULATE_POLL_INTERVAL",
@@ -104,7 +112,6 @@ __all__ = [
     "load_config",
 ]
 
-MIB = 1024 * 1024  # "MB" as in the API's size limits (and request.MAX_REQUEST_BYTES)
 SIMULATOR_KEY = "sim-local-key"
 
 HttpBackend = Literal["aiohttp", "httpx"]
@@ -115,90 +122,44 @@ _LIMIT_KEYS = ("rpm", "itpm", "otpm")
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything a run needs, resolved and validated. Build it with ``load_config``."""
+    """A job: every setting resolved and validated, one small object per layer that reads
+    them (``config.layers``). Build it with ``load_config``. The drivers that compose the
+    layers hold it; a layer takes its own part (``config.engine``, ``config.output`` ...)."""
 
-    input: Path
-    output: Path
-    defaults: RequestDefaults = field(default_factory=RequestDefaults)
-    keep_columns: tuple[str, ...] = ()
-    concurrency: int = DEFAULT_CONCURRENCY  # with concurrency_auto: the most it may choose
-    concurrency_auto: bool = False  # --concurrency auto (ratelimit.ConcurrencyTuner)
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
-    max_retries: int = DEFAULT_MAX_RETRIES
-    max_retry_wait: float | None = None  # seconds; None: honour the API's retry-after in full
-    timeout: float = DEFAULT_TIMEOUT
-    base_url: str = DEFAULT_BASE_URL
-    api_version: str = DEFAULT_API_VERSION
-    betas: tuple[str, ...] = ()
-    http_backend: HttpBackend = "aiohttp"
-    stream: bool = False
-    dedup: bool = True  # identical requests are sent once (engine.dedup)
-    credentials: Credentials = field(default_factory=Credentials)
-    simulate: bool = False
-    quiet: bool = False
-    retry_errors: bool = False
-    overwrite: bool = False
-    allow_insecure_http: bool = False
-    grace: float = DEFAULT_GRACE  # seconds in-flight requests may take after Ctrl-C
-    max_cost: float | None = None  # USD: stop admitting before spending could pass it
-    prices: PriceTable = field(default_factory=default_prices)
-    job_file: Path | None = None
-    json_schema: Mapping[str, Any] | None = None  # replies must satisfy it (rows.structured)
-    via: Via = "online"  # "batches": through the Message Batches API (drivers.batches)
-    batch_max_requests: int = BATCH_MAX_REQUESTS
-    batch_max_bytes: int = int(BATCH_MAX_MB * MIB)
-    poll_interval: float = DEFAULT_POLL_INTERVAL  # the first wait; it grows while nothing moves
-    resubmit_expired: bool = False  # send expired / canceled batch rows again, in a new batch
-    finish_online: bool = False  # ... or online instead
-    input_format: str | None = None  # --format: overrides the input's name (INPUT_FORMATS)
-    csv_delimiter: str | None = None  # a CSV input's field delimiter; None: "," (TSV: tab)
-    encoding: str | None = None  # the input's text encoding; None: its mark's, else UTF-8
-    media_root: Path | None = None  # where file references resolve; None: the input's folder
-    resend_changed: bool = False  # on resume, send again rows whose request changed
-    reask_other_source: bool = False  # on resume, send again rows another source answered
-    keep_other_source: bool = False  # ... or keep them as done (store.provenance)
-    json_summary: bool = False  # run --json: the summary as JSON on stdout
-    # An output or input on object storage (store.remote): ``output`` / ``input`` are then
-    # their local copies in the work folder.
-    output_url: str | None = None
-    input_url: str | None = None
-    work_dir: Path | None = None  # None: under cache_home
-    cache_home: Path | None = None  # $XDG_CACHE_HOME or ~/.cache, from the environment
-    segment_rows: int = 10_000
-    segment_seconds: float = 60.0
-    # --output-format, or "parquet-dataset" for an output that ends with a slash; None: the
-    # output's name says it (store.sink.output_kind).
-    output_format: OutputKind | None = None
-    part_rows: int = 1_000_000  # rows per part of a dataset output (store.dataset)
-    keep_journal: bool = False
-    # Seconds an s3:// or gs:// output's lease lives without renewal (store.lease); renewed
-    # every fifth of it. Not a setting: tests shorten it through BATCHRUN_LEASE_TTL.
-    lease_ttl: float = 300.0
+    input: InputSettings
+    output: OutputSettings
+    defaults: RequestDefaults = field(default_factory=RequestDefaults)  # each request's
+    client: ClientSettings = field(default_factory=ClientSettings)
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    cost: CostSettings = field(default_factory=CostSettings)
+    resume: ResumeSettings = field(default_factory=ResumeSettings)
+    batches: BatchSettings = field(default_factory=BatchSettings)
+    run: RunSettings = field(default_factory=RunSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    via: Via = "online"  # "batches": through the Message Batches API (batches.run)
     shard: tuple[int, int] | None = None  # (index, count): only the rows of that shard
-    rate_limit_store: str | None = None  # redis://...: limits shared by many processes
-    s3_endpoint: str | None = None  # AWS_ENDPOINT_URL(_S3): an S3-compatible server
-    gcs_endpoint: str | None = None  # STORAGE_EMULATOR_HOST: a GCS emulator
-    # The media folder when it is on S3 or GCS (``media_root`` a URL, or none given and the
-    # input remote): what file references are read through, in place of ``media_folder``.
-    media_source: MediaSource | None = None
+    job_file: Path | None = None
 
     def __repr__(self) -> str:
         # The base URL, the Redis store and the endpoints may carry a password or a token.
         shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
         return urls_without_secrets(f"RunConfig({shown})")
 
-    @property
-    def input_shape(self) -> InputShape:
-        """What, beside its name, tells how to read the input."""
-        return InputShape(self.input_format, self.csv_delimiter, self.encoding)
 
-    @property
-    def media_folder(self) -> Path:
-        """Where rows' file references resolve, and must stay inside."""
-        return self.media_root or self.input.parent
-
-
-OUTPUT_SUFFIXES = (".parquet", ".jsonl", ".csv")
+def output_format_of(text: str, output: Path, declared: str | None, shown: str) -> str | None:
+    """The output's format as said: ``declared`` (``--output-format``), or the folder format
+    for an output that ends with a slash (``text``, as given: a Path drops the slash); None
+    when the name says it (``formats.registry.output_for``). ConfigError for a name that says
+    no output format (``shown`` names the output)."""
+    if declared is None and names_folder(text):
+        return folder_output().name
+    if declared is None and output_by_suffix(output) is None:
+        folder = folder_output()
+        raise ConfigError(
+            f"output {shown}: the name must end in {said(file_suffixes())}, or with a / for "
+            f"{folder.described} ({option('output_format', folder.name)})"
+        )
+    return declared
 
 
 def is_job_file(source: Path) -> bool:
@@ -269,7 +230,8 @@ def load_config(
     input_url = _url(settings.get("input"))
     output_url = _url(settings.get("output"))
     if input_url is not None:
-        input_path: Path | None = _fetched_input(input_url, cache_home, endpoints)
+        # Where its local copy goes; the run downloads it (``runs.fetch``), not the config.
+        input_path: Path | None = cached_copy_path(input_url, cache_home)
     else:
         input_path = path_of("input")
     if input_path is None:
@@ -280,17 +242,12 @@ def load_config(
         # reviews.jsonl.gz -> reviews.results.parquet: the compression suffix is no part of it
         stem = Path(split_suffix(input_path.name)[0]).stem
         output = path_of("output") or (Path.cwd() / f"{stem}.results.parquet")
-    output_format = cast("OutputKind | None", value("output_format"))
-    # A Path drops a trailing slash: whether the output names a folder is read from the text
-    # (store.dataset.names_folder; not imported, so that a job's config needs no Arrow).
-    if output_format is None and str(settings.get("output") or "").endswith(("/", os.sep)):
-        output_format = "parquet-dataset"
-    if output_format != "parquet-dataset" and output.suffix.lower() not in OUTPUT_SUFFIXES:
-        shown = url_without_secrets(output_url) if output_url else output
-        raise ConfigError(
-            f"output {shown}: the name must end in .parquet, .jsonl or .csv, or with a / "
-            f"for a folder of Parquet parts ({option('output_format', 'parquet-dataset')})"
-        )
+    output_format = output_format_of(
+        str(settings.get("output") or ""),
+        output,
+        cast("str | None", value("output_format")),
+        url_without_secrets(output_url) if output_url else str(output),
+    )
     if input_url is not None and input_url == output_url:
         raise ConfigError(
             f"output {url_without_secrets(output_url)} is the input: write to another one "
@@ -317,69 +274,69 @@ def load_config(
     if media_url is None and input_url is not None and settings.get("media_root") is None:
         media_url = input_url.rsplit("/", 1)[0]  # the remote input's folder
     prices_url = _url(settings.get("prices"))
-    if prices_url is not None:
-        prices = _load_remote_prices(prices_url, endpoints)
-    else:
-        prices = load_prices(path_of("prices"))
+    # A price file on S3 or GCS is read by the run (``runs.fetch``), which lays it over these.
+    prices = load_prices(None if prices_url is not None else path_of("prices"))
 
+    values = {
+        **settings,
+        "input": input_path,
+        "output": output,
+        "output_format": output_format,
+        "keep_columns": keep_columns,
+        "base_url": base_url,
+        "concurrency": concurrency,
+        "betas": tuple(_str_list(settings, "betas")),
+        "json_schema": schema,
+        "poll_interval": _value(BY_KEY["poll_interval"], settings, poll_default),
+        "csv_delimiter": _delimiter(value("csv_delimiter")),
+        "encoding": _encoding(value("encoding")),
+        "media_root": None if media_url is not None else _media_root(path_of("media_root")),
+        "reask_other_source": _not_both(value, "reask_other_source", "keep_other_source"),
+        "work_dir": work_dir,
+        "rate_limit_store": rate_limit_store,
+        **{key: value(key) for key in _CHECKED},
+    }
     return RunConfig(
-        input=input_path,
-        output=output,
+        input=build(
+            InputSettings, values, url=input_url, media_source=_media_source(media_url, endpoints)
+        ),
+        output=build(
+            OutputSettings, values, url=output_url, cache_home=cache_home, lease_ttl=_lease_ttl(env)
+        ),
         defaults=_with_schema(_request_defaults(settings, prices), schema),
-        keep_columns=keep_columns,
-        concurrency=concurrency,
-        concurrency_auto=concurrency_auto,
-        limits=_limits(settings, job.get("limits") or {}),
-        max_retries=value("max_retries"),
-        max_retry_wait=value("max_retry_wait"),
-        timeout=value("timeout"),
-        base_url=base_url,
-        api_version=str(value("api_version")),
-        betas=tuple(_str_list(settings, "betas")),
-        http_backend=cast(HttpBackend, value("http_backend")),
-        stream=bool(value("stream")),
-        dedup=bool(value("dedup")),
-        credentials=_credentials(env, simulate),
-        simulate=simulate,
-        quiet=bool(value("quiet")),
-        retry_errors=bool(value("retry_errors")),
-        overwrite=bool(value("overwrite")),
-        allow_insecure_http=allow_insecure,
-        grace=value("grace"),
-        max_cost=value("max_cost"),
-        prices=prices,
-        job_file=job_file,
-        json_schema=schema,
+        client=build(ClientSettings, values, credentials=_credentials(env, simulate)),
+        engine=build(
+            EngineSettings,
+            values,
+            concurrency_auto=concurrency_auto,
+            limits=_limits(settings, job.get("limits") or {}),
+        ),
+        cost=build(CostSettings, values, prices=prices, prices_url=prices_url),
+        resume=build(ResumeSettings, values),
+        batches=build(BatchSettings, values, max_bytes=int(value("batch_max_mb") * MIB)),
+        run=build(RunSettings, values),
+        storage=StorageSettings(*endpoints),
         via=cast(Via, value("via")),
-        batch_max_requests=value("batch_max_requests"),
-        batch_max_bytes=int(value("batch_max_mb") * MIB),
-        poll_interval=_value(BY_KEY["poll_interval"], settings, poll_default),
-        resubmit_expired=bool(value("resubmit_expired")),
-        finish_online=bool(value("finish_online")),
-        input_format=value("input_format"),
-        csv_delimiter=_delimiter(value("csv_delimiter")),
-        encoding=_encoding(value("encoding")),
-        media_root=None if media_url is not None else _media_root(path_of("media_root")),
-        media_source=_media_source(media_url, endpoints),
-        resend_changed=bool(value("resend_changed")),
-        reask_other_source=_not_both(value, "reask_other_source", "keep_other_source"),
-        keep_other_source=bool(value("keep_other_source")),
-        json_summary=bool(value("json_summary")),
-        output_url=output_url,
-        input_url=input_url,
-        work_dir=work_dir,
-        cache_home=cache_home,
-        segment_rows=value("segment_rows"),
-        segment_seconds=value("segment_seconds"),
-        output_format=output_format,
-        part_rows=value("part_rows"),
-        keep_journal=bool(value("keep_journal")),
-        lease_ttl=_lease_ttl(env),
         shard=_shard(value("shard")),
-        rate_limit_store=rate_limit_store,
-        s3_endpoint=endpoints[0],
-        gcs_endpoint=endpoints[1],
+        job_file=job_file,
     )
+
+
+# Settings checked against the table's bounds and choices as they are resolved (``_value``).
+_CHECKED = (
+    "max_retries",
+    "max_retry_wait",
+    "timeout",
+    "api_version",
+    "http_backend",
+    "grace",
+    "max_cost",
+    "batch_max_requests",
+    "input_format",
+    "segment_rows",
+    "segment_seconds",
+    "part_rows",
+)
 
 
 def _file_text(key: str, value: str, path_of: Callable[[str, str], Path | None]) -> str:
@@ -459,24 +416,16 @@ def _cache_home(env: Mapping[str, str]) -> Path:
 
 
 def _mirror_of(url: str, work_dir: Path | None, cache_home: Path) -> Path:
-    """The local copy of the remote output ``url``, in its work folder (``store.remote``)."""
+    """The local copy of the remote output ``url``, in its work folder (``remote.mirror``)."""
     # Imported here: a job with local files only has no use for the storage layer.
-    from batchrun.store.remote import RemoteOutput
+    from batchrun.remote.mirror import RemoteOutput
 
     return RemoteOutput.local_output_of(url, work_dir, cache_home)
 
 
-def _fetched_input(url: str, cache_home: Path, endpoints: tuple[str | None, str | None]) -> Path:
-    """A local copy of the remote input ``url``, downloaded unless the copy is current."""
-    from batchrun.store.storage import Storage, StorageSettings
-
-    storage = Storage(StorageSettings(*endpoints))
-    return storage.cached_copy(url, cache_home / "batchrun" / "inputs")
-
-
 def _read_remote_job_file(url: str, endpoints: tuple[str | None, str | None]) -> dict[str, Any]:
     """The job file at ``url`` (S3 or GCS), read through the storage layer."""
-    from batchrun.store.storage import Storage, StorageSettings
+    from batchrun.remote.objects import Storage
 
     shown = url_without_secrets(url)
     data = Storage(StorageSettings(*endpoints)).read_bytes(url)
@@ -490,22 +439,10 @@ def _read_remote_job_file(url: str, endpoints: tuple[str | None, str | None]) ->
     return job
 
 
-def _load_remote_prices(url: str, endpoints: tuple[str | None, str | None]) -> PriceTable:
-    from batchrun.store.storage import Storage, StorageSettings
-
-    shown = url_without_secrets(url)
-    data = Storage(StorageSettings(*endpoints)).read_bytes(url)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{shown}: a price file must be UTF-8 text") from None
-    return load_prices_text(text, shown)
-
-
 def _media_source(url: str | None, endpoints: tuple[str | None, str | None]) -> MediaSource | None:
     if url is None:
         return None
-    from batchrun.store.storage import Storage, StorageMedia, StorageSettings
+    from batchrun.remote.objects import Storage, StorageMedia
 
     return StorageMedia(Storage(StorageSettings(*endpoints)), url)
 
@@ -591,7 +528,7 @@ def check_keep_columns(columns: Sequence[str]) -> None:
     columns (``store.columns``: it would overwrite the answer's ``text``, null every ``id``)
     nor the journal's ``_index`` (every row's position: resume would lose every row).
     Whether the input has the column at all is checked when the run reads it
-    (``drivers.session.claim_output``).
+    (``runs.claim.claim_output``).
     """
     # Imported here: the store loads pyarrow, which resolving a config does not need.
     from batchrun.store.columns import COLUMN_NAMES
@@ -940,3 +877,17 @@ def _check_base_url(url: str, allow_insecure: bool) -> None:
 
 def _text_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def with_prices(config: RunConfig, prices: PriceTable) -> RunConfig:
+    """``config`` priced by ``prices`` (a price file read later, from object storage): the
+    price table and the automatic cache marks' minimums, which come from it."""
+    defaults = config.defaults
+    cache = defaults.cache
+    if cache is not None:
+        cache = replace(cache, minimums=_cache_minimums(prices, defaults.model))
+    return replace(
+        config,
+        cost=replace(config.cost, prices=prices, prices_url=None),
+        defaults=replace(defaults, cache=cache),
+    )

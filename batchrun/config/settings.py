@@ -16,7 +16,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from batchrun.api.credentials import API_KEY_ENV, AUTH_TOKEN_ENV, DEFAULT_API_VERSION
+from batchrun.client.credentials import API_KEY_ENV, AUTH_TOKEN_ENV, DEFAULT_API_VERSION
+from batchrun.formats.registry import (
+    file_suffixes,
+    folder_output,
+    input_names,
+    output_formats,
+    said,
+)
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_CONCURRENCY = 16
@@ -25,13 +32,15 @@ DEFAULT_TIMEOUT = 600.0
 DEFAULT_GRACE = 30.0
 DEFAULT_POLL_INTERVAL = 10.0
 SIMULATE_POLL_INTERVAL = 0.25
-BATCH_MAX_REQUESTS = 100_000  # per Message Batch (API-FACTS §7)
+BATCH_MAX_REQUESTS = 100_000  # per Message Batch (docs/api-facts.md §8.2)
 BATCH_MAX_MB = 256.0
 CACHE_MODES = ("auto", "off", "system")  # --cache; auto is the default
 
-# The formats an input may be in (``--format``); compressed inputs (.gz, .bz2, .zst) are
-# any of these, told by the name under the compression suffix.
-INPUT_FORMATS = ("jsonl", "json", "csv", "tsv", "parquet")
+# The formats an input may be in (``--format``: ``batchrun.formats``); compressed inputs
+# (.gz, .bz2, .zst) are any of these, told by the name under the compression suffix.
+INPUT_FORMATS = input_names()
+# The output formats a name does not tell (``--output-format``): those that write a folder.
+FOLDER_FORMATS = tuple(fmt.name for fmt in output_formats() if fmt.folder)
 
 # Which commands take a setting's flag: each command lists only the flags it uses.
 # The commands that read a job (SOURCE, its output, where the API is):
@@ -92,6 +101,13 @@ class Setting:
     unit: str = ""  # what a number counts, for messages: "a number of dollars >= 0"
     files_only: bool = False  # a path that may not name a directory
     reads_file: bool = False  # a text that may be given as @FILE (config.atfile)
+    # Which settings object holds it (``config.layers``: "input", "engine", ...; "request" is
+    # the rows' ``RequestDefaults``, "job" the job's own fields), under which field (None: its
+    # key); ``feeds``: the derived field it is one of the sources of (the rate limits from
+    # rpm, itpm, otpm and [limits]), which the loader makes, instead of a field of its own.
+    layer: str = "job"
+    field: str | None = None
+    feeds: str | None = None
 
     @property
     def long_flag(self) -> str | None:
@@ -130,22 +146,37 @@ _TEXT_HELP = "text, or @FILE to read it from a UTF-8 file (@@ for text that star
 
 SETTINGS: tuple[Setting, ...] = (
     # --- what every command that reads a job takes (request defaults first) ------------
-    Setting("input", "path", "The dataset to read (the SOURCE argument).", commands=()),
+    Setting(
+        "input",
+        "path",
+        "The dataset to read (the SOURCE argument).",
+        commands=(),
+        layer="input",
+        field="path",
+    ),
     Setting(
         "output",
         "path",
-        "Output dataset (.parquet, .jsonl or .csv) [default: INPUT-STEM.results.parquet in "
+        f"Output dataset ({said(file_suffixes())}) [default: INPUT-STEM.results.parquet in "
         "the working directory]. Re-running with the same output resumes.",
         short="-o",
+        layer="output",
+        field="path",
     ),
     Setting(
         "output_format",
         "choice",
-        "parquet-dataset: write the output as a folder of Parquet parts and a _SUCCESS "
-        "manifest, whatever its name (an output ending with / is one too). Other formats "
-        "are told by the name: .parquet, .jsonl, .csv.",
-        choices=("parquet-dataset",),
+        " ".join(
+            f"{fmt.name}: write the output as {fmt.described}, whatever its name"
+            + (" (an output ending with / is one too)." if fmt is folder_output() else ".")
+            for fmt in output_formats()
+            if fmt.folder
+        )
+        + f" Other formats are told by the name: {', '.join(file_suffixes())}.",
+        choices=FOLDER_FORMATS,
         commands=RUN_COMMANDS,
+        layer="output",
+        field="format",
     ),
     Setting(
         "part_rows",
@@ -154,6 +185,7 @@ SETTINGS: tuple[Setting, ...] = (
         default=1_000_000,
         commands=RUN_COMMANDS,
         low=1,
+        layer="output",
     ),
     Setting(
         "input_format",
@@ -163,6 +195,8 @@ SETTINGS: tuple[Setting, ...] = (
         flag="--format",
         choices=INPUT_FORMATS,
         commands=REQUEST_COMMANDS,
+        layer="input",
+        field="format",
     ),
     Setting(
         "csv_delimiter",
@@ -170,6 +204,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Field delimiter of a CSV input, one character [default: , (TSV: tab)].",
         metavar="CHAR",
         commands=REQUEST_COMMANDS,
+        layer="input",
     ),
     Setting(
         "encoding",
@@ -178,6 +213,7 @@ SETTINGS: tuple[Setting, ...] = (
         "mark [default: UTF-8; a file that does not start as UTF-8 is refused].",
         metavar="NAME",
         commands=REQUEST_COMMANDS,
+        layer="input",
     ),
     Setting(
         "media_root",
@@ -185,12 +221,25 @@ SETTINGS: tuple[Setting, ...] = (
         "Folder that rows' file references (image, document) resolve against and must stay "
         "inside [default: the input file's folder].",
         commands=REQUEST_COMMANDS,
+        layer="input",
     ),
     Setting(
-        "model", "text", "Model for rows that do not name one.", env=True, commands=REQUEST_COMMANDS
+        "model",
+        "text",
+        "Model for rows that do not name one.",
+        env=True,
+        commands=REQUEST_COMMANDS,
+        layer="request",
+        feeds="defaults",
     ),
     Setting(
-        "max_tokens", "int", "Output token limit per request.", env=True, commands=REQUEST_COMMANDS
+        "max_tokens",
+        "int",
+        "Output token limit per request.",
+        env=True,
+        commands=REQUEST_COMMANDS,
+        layer="request",
+        feeds="defaults",
     ),
     Setting(
         "system",
@@ -199,6 +248,8 @@ SETTINGS: tuple[Setting, ...] = (
         types=(str, list),
         commands=REQUEST_COMMANDS,
         reads_file=True,
+        layer="request",
+        feeds="defaults",
     ),
     Setting(
         "template",
@@ -208,16 +259,41 @@ SETTINGS: tuple[Setting, ...] = (
         "messages. A column no row has is refused before sending. " + _TEXT_HELP,
         commands=REQUEST_COMMANDS,
         reads_file=True,
+        layer="request",
+        feeds="defaults",
     ),
-    Setting("temperature", "number", "Sampling temperature, 0 to 1.", commands=REQUEST_COMMANDS),
-    Setting("top_p", "number", "Nucleus sampling, 0 to 1.", commands=REQUEST_COMMANDS),
-    Setting("top_k", "int", "Top-k sampling.", commands=REQUEST_COMMANDS),
+    Setting(
+        "temperature",
+        "number",
+        "Sampling temperature, 0 to 1.",
+        commands=REQUEST_COMMANDS,
+        layer="request",
+        feeds="defaults",
+    ),
+    Setting(
+        "top_p",
+        "number",
+        "Nucleus sampling, 0 to 1.",
+        commands=REQUEST_COMMANDS,
+        layer="request",
+        feeds="defaults",
+    ),
+    Setting(
+        "top_k",
+        "int",
+        "Top-k sampling.",
+        commands=REQUEST_COMMANDS,
+        layer="request",
+        feeds="defaults",
+    ),
     Setting(
         "stop_sequences",
         "list",
         "A stop sequence (repeatable).",
         flag="--stop-sequence",
         commands=REQUEST_COMMANDS,
+        layer="request",
+        feeds="defaults",
     ),
     Setting(
         "tools",
@@ -225,6 +301,8 @@ SETTINGS: tuple[Setting, ...] = (
         "Tools every row may use: " + _JSON_HELP,
         types=(list,),
         commands=REQUEST_COMMANDS,
+        layer="request",
+        feeds="defaults",
     ),
     Setting(
         "tool_choice",
@@ -232,6 +310,8 @@ SETTINGS: tuple[Setting, ...] = (
         'How the model uses the tools, e.g. \'{"type": "any"}\': ' + _JSON_HELP,
         types=(dict,),
         commands=REQUEST_COMMANDS,
+        layer="request",
+        feeds="defaults",
     ),
     Setting(
         "thinking",
@@ -239,6 +319,8 @@ SETTINGS: tuple[Setting, ...] = (
         'Extended thinking, e.g. \'{"type": "enabled", "budget_tokens": 2048}\': ' + _JSON_HELP,
         types=(dict,),
         commands=REQUEST_COMMANDS,
+        layer="request",
+        feeds="defaults",
     ),
     Setting(
         "metadata",
@@ -246,12 +328,16 @@ SETTINGS: tuple[Setting, ...] = (
         'Request metadata, e.g. \'{"user_id": "job-7"}\': ' + _JSON_HELP,
         types=(dict,),
         commands=REQUEST_COMMANDS,
+        layer="request",
+        feeds="defaults",
     ),
     Setting(
         "service_tier",
         "text",
         "service_tier of every request, e.g. auto or standard_only.",
         commands=REQUEST_COMMANDS,
+        layer="request",
+        feeds="defaults",
     ),
     Setting(
         "keep_columns",
@@ -260,6 +346,7 @@ SETTINGS: tuple[Setting, ...] = (
         "flags, the columns replace the job file's keep_columns list, they do not add to it.",
         flag="--keep-column",
         commands=REQUEST_COMMANDS,
+        layer="output",
     ),
     Setting(
         "json_schema",
@@ -267,6 +354,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Structured output: answers must satisfy this JSON Schema (structured_json).",
         files_only=True,
         commands=REQUEST_COMMANDS,
+        layer="engine",
     ),
     Setting(
         "cache",
@@ -277,12 +365,16 @@ SETTINGS: tuple[Setting, ...] = (
         "[default: auto].",
         choices=CACHE_MODES,
         commands=REQUEST_COMMANDS,
+        layer="request",
+        feeds="defaults",
     ),
     Setting(
         "cache_system",
         "switch",
         "Same as --cache system (kept for existing jobs).",
         commands=REQUEST_COMMANDS,
+        layer="request",
+        feeds="defaults",
     ),
     Setting(
         "dedup",
@@ -292,6 +384,7 @@ SETTINGS: tuple[Setting, ...] = (
         "[default: on].",
         default=True,
         commands=RUN_COMMANDS,
+        layer="engine",
     ),
     Setting(
         "cache_ttl",
@@ -299,6 +392,8 @@ SETTINGS: tuple[Setting, ...] = (
         "The ttl of the cache marks batchrun places (1h suits Message Batches) [default: 5m].",
         choices=("5m", "1h"),
         commands=REQUEST_COMMANDS,
+        layer="request",
+        feeds="defaults",
     ),
     Setting(
         "base_url",
@@ -306,12 +401,14 @@ SETTINGS: tuple[Setting, ...] = (
         "API base URL [default: {default}].",
         default=DEFAULT_BASE_URL,
         env="ANTHROPIC_BASE_URL",
+        layer="client",
     ),
     Setting(
         "allow_insecure_http",
         "flag",
         "Allow a plain-http base URL that is not on this machine.",
         default=False,
+        layer="client",
     ),
     # --- sending: run, estimate (its pilot is a run), and the API client for batches -------
     Setting(
@@ -324,6 +421,7 @@ SETTINGS: tuple[Setting, ...] = (
         short="-c",
         env=True,
         metavar="N|auto",
+        layer="engine",
     ),
     # rpm / itpm / otpm: in a job file, the fields of its [limits] table (below).
     Setting(
@@ -334,6 +432,8 @@ SETTINGS: tuple[Setting, ...] = (
         env=True,
         job=False,
         low=1,
+        layer="engine",
+        feeds="limits",
     ),
     Setting(
         "itpm",
@@ -343,6 +443,8 @@ SETTINGS: tuple[Setting, ...] = (
         env=True,
         job=False,
         low=1,
+        layer="engine",
+        feeds="limits",
     ),
     Setting(
         "otpm",
@@ -352,6 +454,8 @@ SETTINGS: tuple[Setting, ...] = (
         env=True,
         job=False,
         low=1,
+        layer="engine",
+        feeds="limits",
     ),
     Setting(
         "limits",
@@ -359,6 +463,8 @@ SETTINGS: tuple[Setting, ...] = (
         "Rate limits per minute: rpm, itpm, otpm, and a table of them per model.",
         commands=(),
         types=(dict,),
+        layer="engine",
+        feeds="limits",
     ),
     Setting(
         "max_retries",
@@ -368,6 +474,7 @@ SETTINGS: tuple[Setting, ...] = (
         commands=CLIENT_COMMANDS,
         env=True,
         low=0,
+        layer="engine",
     ),
     Setting(
         "max_retry_wait",
@@ -378,6 +485,7 @@ SETTINGS: tuple[Setting, ...] = (
         env=True,
         low=0,
         metavar="SECONDS",
+        layer="engine",
     ),
     Setting(
         "timeout",
@@ -388,6 +496,7 @@ SETTINGS: tuple[Setting, ...] = (
         env=True,
         low=0,
         low_open=True,
+        layer="client",
     ),
     Setting(
         "api_version",
@@ -396,6 +505,7 @@ SETTINGS: tuple[Setting, ...] = (
         default=DEFAULT_API_VERSION,
         commands=CLIENT_COMMANDS,
         env=True,
+        layer="client",
     ),
     Setting(
         "betas",
@@ -403,6 +513,7 @@ SETTINGS: tuple[Setting, ...] = (
         "anthropic-beta feature (repeatable).",
         commands=CLIENT_COMMANDS,
         flag="--beta",
+        layer="client",
     ),
     Setting(
         "http_backend",
@@ -412,6 +523,7 @@ SETTINGS: tuple[Setting, ...] = (
         commands=CLIENT_COMMANDS,
         env=True,
         choices=("aiohttp", "httpx"),
+        layer="client",
     ),
     Setting(
         "stream",
@@ -419,6 +531,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Send with stream: true (automatic above 21,333 max_tokens).",
         default=False,
         commands=RUN_COMMANDS,
+        layer="engine",
     ),
     Setting(
         "simulate",
@@ -428,6 +541,7 @@ SETTINGS: tuple[Setting, ...] = (
         default=False,
         commands=CLIENT_COMMANDS,
         job=False,
+        layer="client",
     ),
     Setting(
         "retry_errors",
@@ -436,6 +550,7 @@ SETTINGS: tuple[Setting, ...] = (
         default=False,
         commands=RUN_COMMANDS,
         job=False,
+        layer="resume",
     ),
     Setting(
         "overwrite",
@@ -444,6 +559,7 @@ SETTINGS: tuple[Setting, ...] = (
         default=False,
         commands=("run",),
         job=False,
+        layer="resume",
     ),
     Setting(
         "grace",
@@ -454,6 +570,7 @@ SETTINGS: tuple[Setting, ...] = (
         env=True,
         low=0,
         low_open=True,
+        layer="run",
     ),
     Setting(
         "max_cost",
@@ -466,6 +583,7 @@ SETTINGS: tuple[Setting, ...] = (
         low=0,
         metavar="USD",
         unit="dollars",
+        layer="cost",
     ),
     Setting(
         "prices",
@@ -474,6 +592,8 @@ SETTINGS: tuple[Setting, ...] = (
         "changes or adds models.",
         commands=RUN_COMMANDS,
         files_only=True,
+        layer="cost",
+        feeds="prices",
     ),
     Setting(
         "via",
@@ -484,6 +604,7 @@ SETTINGS: tuple[Setting, ...] = (
         commands=RUN_COMMANDS,
         env=True,
         choices=("online", "batches"),
+        layer="job",
     ),
     Setting(
         "batch_max_requests",
@@ -493,6 +614,8 @@ SETTINGS: tuple[Setting, ...] = (
         commands=("run",),
         low=1,
         high=BATCH_MAX_REQUESTS,
+        layer="batches",
+        field="max_requests",
     ),
     Setting(
         "batch_max_mb",
@@ -503,6 +626,8 @@ SETTINGS: tuple[Setting, ...] = (
         low=0,
         low_open=True,
         high=BATCH_MAX_MB,
+        layer="batches",
+        feeds="max_bytes",
     ),
     Setting(
         "poll_interval",
@@ -513,6 +638,7 @@ SETTINGS: tuple[Setting, ...] = (
         commands=("run",),
         low=0,
         low_open=True,
+        layer="batches",
     ),
     Setting(
         "resubmit_expired",
@@ -521,6 +647,7 @@ SETTINGS: tuple[Setting, ...] = (
         default=False,
         commands=("run",),
         job=False,
+        layer="batches",
     ),
     Setting(
         "finish_online",
@@ -529,6 +656,7 @@ SETTINGS: tuple[Setting, ...] = (
         default=False,
         commands=("run",),
         job=False,
+        layer="batches",
     ),
     Setting(
         "resend_changed",
@@ -538,6 +666,7 @@ SETTINGS: tuple[Setting, ...] = (
         default=False,
         commands=("run",),
         job=False,
+        layer="resume",
     ),
     Setting(
         "reask_other_source",
@@ -546,6 +675,7 @@ SETTINGS: tuple[Setting, ...] = (
         "at another base URL) and replace their answers; nothing else is sent again.",
         default=False,
         commands=RUN_COMMANDS,
+        layer="resume",
     ),
     Setting(
         "keep_other_source",
@@ -555,6 +685,7 @@ SETTINGS: tuple[Setting, ...] = (
         default=False,
         commands=RUN_COMMANDS,
         job=False,
+        layer="resume",
     ),
     Setting(
         "json_summary",
@@ -564,14 +695,16 @@ SETTINGS: tuple[Setting, ...] = (
         commands=("run",),
         flag="--json",
         job=False,
+        layer="run",
     ),
-    # --- an output on object storage (s3://, gs://: store.remote) ---------------------------
+    # --- an output on object storage (s3://, gs://: remote.mirror) ---------------------------
     Setting(
         "work_dir",
         "path",
         "Local folder for an s3:// or gs:// output's journal and copy [default: under "
         "$XDG_CACHE_HOME/batchrun or ~/.cache/batchrun].",
         commands=RUN_COMMANDS,
+        layer="output",
     ),
     Setting(
         "segment_rows",
@@ -581,6 +714,7 @@ SETTINGS: tuple[Setting, ...] = (
         default=10_000,
         commands=RUN_COMMANDS,
         low=1,
+        layer="output",
     ),
     Setting(
         "segment_seconds",
@@ -590,6 +724,7 @@ SETTINGS: tuple[Setting, ...] = (
         commands=RUN_COMMANDS,
         low=0,
         low_open=True,
+        layer="output",
     ),
     Setting(
         "keep_journal",
@@ -598,6 +733,7 @@ SETTINGS: tuple[Setting, ...] = (
         default=False,
         commands=RUN_COMMANDS,
         job=False,
+        layer="output",
     ),
     # --- past one machine ------------------------------------------------------------------
     Setting(
@@ -608,6 +744,7 @@ SETTINGS: tuple[Setting, ...] = (
         commands=("run",),
         job=False,
         metavar="I/N",
+        layer="job",
     ),
     Setting(
         "rate_limit_store",
@@ -617,6 +754,7 @@ SETTINGS: tuple[Setting, ...] = (
         commands=RUN_COMMANDS,
         env=True,
         metavar="URL",
+        layer="engine",
     ),
     Setting(
         "quiet",
@@ -626,6 +764,7 @@ SETTINGS: tuple[Setting, ...] = (
         commands=RUN_COMMANDS,
         short="-q",
         job=False,
+        layer="run",
     ),
 )
 

@@ -3,13 +3,13 @@
     BatchrunError                    base class; str() is a message fit for a user
     ├── ConfigError                  job file, flags or environment are wrong (exit 1)
     │   ├── MissingExtraError        an optional extra a setting needs is not installed
-    │   └── UnbuildableJobError      every row would be refused alike (drivers.preflight; exit 2)
+    │   └── UnbuildableJobError      every row would be refused alike (runs.preflight; exit 2)
     ├── InputError                   the input file is unusable: names file, row, field
     │   ├── InvalidRowError          one row cannot be sent; the run records it and goes on
     │   └── UndecodableInputError    not text in its encoding from the start (rows.text; exit 2)
     ├── OutputError                  the output location cannot be written (exit 1)
     ├── FatalRunError                the whole run must stop (401/403, spend limit, ...)
-    ├── StorageError                 an s3:// / gs:// / local location failed (store.storage)
+    ├── StorageError                 an s3:// / gs:// / local location failed (remote.objects)
     └── ApiError                     one request failed; carries what the API said
         ├── ApiStatusError           a non-2xx response
         ├── ApiConnectionError       connection refused, reset or closed before a response

@@ -118,7 +118,7 @@ class Scrubber:
     user, password or query: ``scrub(text)``.
 
     Built from ``Secret``s (or plain strings, blank ones ignored), such as the ones in
-    ``api.credentials.Credentials`` and ``url_secrets(url)``. It holds the values, so, like
+    ``client.credentials.Credentials`` and ``url_secrets(url)``. It holds the values, so, like
     ``Secret``, it neither shows them nor can be pickled.
     """
 

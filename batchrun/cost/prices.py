@@ -45,7 +45,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 PER_MILLION = Decimal(1_000_000)
 
-# Cache prices relative to the input price (API-FACTS §9). Used only to complete a user's
+# Cache prices relative to the input price (docs/api-facts.md §11.2). Used only to complete a user's
 # entry that gives input and output alone; the packaged table states every price.
 CACHE_WRITE_5M_FACTOR = Decimal("1.25")
 CACHE_WRITE_1H_FACTOR = Decimal(2)
@@ -223,7 +223,7 @@ class Usage:
 
     @property
     def total_input(self) -> int:
-        """Uncached input + cache writes + cache reads (API-FACTS §2)."""
+        """Uncached input + cache writes + cache reads (docs/api-facts.md §2.2)."""
         return self.input_tokens + self.cache_write_5m + self.cache_write_1h + self.cache_read
 
     @classmethod

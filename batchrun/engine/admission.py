@@ -1,7 +1,7 @@
 """The last check before a request goes out: "may this run still send?".
 
 A driver may hand the engine a ``SendCheck``: an output on object storage hands its lease
-(``store.lease.Lease``), which another machine can take over while this process is stopped
+(``remote.lease.Lease``), which another machine can take over while this process is stopped
 or cut off. ``Gate.admit`` runs just before every attempt is sent (a retry too), after the
 rate limits admitted it: ``fresh()`` first, which costs a clock reading; only when that says
 no does it wait for ``confirm()`` (blocking, so on a worker thread, one at a time for all

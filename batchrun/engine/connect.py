@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from batchrun.api.client import MessagesClient
-from batchrun.config.load import RunConfig
+from batchrun.client.messages import MessagesClient
+from batchrun.config.layers import ClientSettings
 from batchrun.cost.models import sendable_models
+from batchrun.cost.prices import PriceTable
 
 # Latency of the built-in simulator behind `--simulate`: enough to look like a real API.
 SIMULATE_LATENCY_S = 0.05
@@ -18,12 +19,17 @@ SIMULATE_JITTER_S = 0.03
 
 @contextlib.asynccontextmanager
 async def open_client(
-    config: RunConfig, transport: httpx.AsyncBaseTransport | None = None
+    settings: ClientSettings,
+    *,
+    connections: int,
+    prices: PriceTable,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> AsyncIterator[MessagesClient]:
-    """The run's one client, closed (and the simulator stopped) when the block ends."""
+    """The run's one client, closed (and the simulator stopped) when the block ends: at most
+    ``connections`` at once; ``prices`` says which models a simulator stands in for."""
     async with contextlib.AsyncExitStack() as stack:
-        base_url = config.base_url
-        if config.simulate and transport is None:
+        base_url = settings.base_url
+        if settings.simulate and transport is None:
             from batchrun.simulator import Simulator, SimulatorConfig
 
             sim = Simulator(
@@ -33,7 +39,7 @@ async def open_client(
                     # Serve what the run may send: a model a --prices file adds (the user
                     # says it exists) and a gateway's alias (not a Claude id: sent as asked).
                     # A Claude id batchrun does not know is refused before it gets here.
-                    gateway_models=sendable_models(config.prices),
+                    gateway_models=sendable_models(prices),
                     gateway=True,
                 )
             )
@@ -41,12 +47,12 @@ async def open_client(
             stack.push_async_callback(sim.stop)
         client = MessagesClient(
             base_url,
-            config.credentials,
-            api_version=config.api_version,
-            betas=config.betas,
-            timeout=config.timeout,
-            max_connections=config.concurrency,
-            backend=config.http_backend,
+            settings.credentials,
+            api_version=settings.api_version,
+            betas=settings.betas,
+            timeout=settings.timeout,
+            max_connections=connections,
+            backend=settings.http_backend,
             transport=transport,
         )
         stack.push_async_callback(client.aclose)

@@ -14,7 +14,7 @@ outcome. The online driver, the ``--finish-online`` pass of Message Batches and 
     from batchrun.engine.engine import Engine
     from batchrun.engine.outcome import prepare
     from batchrun.engine.tally import RowTally
-    from batchrun.rows.reader import read_rows
+    from batchrun.formats.inputs import read_rows
 
     async def answer(config):
         rows, tally = [], RowTally()
@@ -35,17 +35,18 @@ import contextlib
 import gc
 import hashlib
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from batchrun.api.client import MessagesClient
-from batchrun.config.load import RunConfig
+from batchrun.client.messages import MessagesClient
+from batchrun.config.layers import CostSettings, EngineSettings
 from batchrun.cost.budget import Budget
 from batchrun.cost.prices import UnknownModels
 from batchrun.engine.admission import AdmissionClosed, Gate, SendCheck
 from batchrun.engine.dedup import Dedup, twin_row
 from batchrun.engine.fail_fast import FailFast
-from batchrun.engine.outcome import Work, base_row, error_row
+from batchrun.engine.outcome import RowSettings, Work, base_row, error_row
 from batchrun.engine.pool import Pool, Stopped
 from batchrun.engine.sender import Sender
 from batchrun.engine.tally import RowTally
@@ -53,8 +54,8 @@ from batchrun.engine.waits import WaitNotices
 from batchrun.engine.warmup import Warmup, ttl_seconds
 from batchrun.limits.limiter import RateLimiter
 from batchrun.limits.tuner import ConcurrencyTuner
+from batchrun.rows.request import RequestDefaults
 from batchrun.store.columns import INVALID_REQUEST
-from batchrun.store.provenance import answer_source
 from batchrun.store.resume import job_fingerprint
 
 if TYPE_CHECKING:
@@ -84,37 +85,44 @@ class Engine:
 
     def __init__(
         self,
-        config: RunConfig,
+        settings: EngineSettings,
+        cost: CostSettings,
+        rows: RowSettings,
         client: MessagesClient,
         tally: RowTally,
         *,
+        api_url: str,
+        budget_scope: BudgetScope | None = None,
         sleep: Sleep = asyncio.sleep,
         notify: Callable[[str], None] = _ignore,
         send_check: SendCheck | None = None,
-        job_spent: Decimal | None = None,
     ) -> None:
-        self.config = config
-        self._job_spent = job_spent  # what earlier runs of the job spent (store.spend)
+        self.settings = settings
+        self.cost = cost
+        self.rows = rows
+        self._scope = budget_scope
         self.tally = tally
-        cache = config.defaults.cache
+        cache = rows.defaults.cache
         # Rows waiting for their prefix group to warm or for their twin stand aside, so as
         # many more may be read ahead of those sent.
         self.warmup = Warmup(ttl_seconds(cache.control)) if cache is not None else None
-        self.dedup = Dedup() if config.dedup else None
+        self.dedup = Dedup() if settings.dedup else None
         waiting = self.warmup is not None or self.dedup is not None
-        self.pool: Pool[Work] = Pool(config.concurrency, aside=config.concurrency if waiting else 0)
+        concurrency = settings.concurrency
+        self.pool: Pool[Work] = Pool(concurrency, aside=concurrency if waiting else 0)
         self._notify = notify
         # The limiter waits out a bucket-empty 429 in place of the retry loop, so it takes the
         # retry sleep.
-        self._store = _shared_store(config, notify)
-        self.limiter = RateLimiter(config.limits, pause_sleep=sleep, store=self._store)
-        notices = WaitNotices(notify, capped=config.max_retry_wait is not None)
+        self._store = _shared_store(settings.rate_limit_store, notify)
+        self.limiter = RateLimiter(settings.limits, pause_sleep=sleep, store=self._store)
+        notices = WaitNotices(notify, capped=settings.max_retry_wait is not None)
         # Told by the sender when the API first answers: until then, quick retries only.
-        self._fail_fast = FailFast(config.base_url)
+        self._fail_fast = FailFast(api_url)
         self.closed_by: str | None = None  # why send_check stopped the run
         gate = Gate(send_check, self._close) if send_check is not None else None
         self.sender = Sender(
-            config,
+            settings,
+            rows,
             client,
             tally,
             sleep,
@@ -127,11 +135,11 @@ class Engine:
         for waiting_room in (self.warmup, self.dedup):
             if waiting_room is not None:
                 self.pool.on_stop(waiting_room.release)
-        if config.concurrency_auto:
+        if settings.concurrency_auto:
             self.sender.tuner = ConcurrencyTuner(self.limiter, self.pool.set_limit)
         self.budget_stop: str | None = None  # why the budget stopped admitting rows
         self._budget = self._make_budget()
-        self._unpriced = UnknownModels(config.prices)  # its did-you-mean knows --prices too
+        self._unpriced = UnknownModels(cost.prices)  # its did-you-mean knows --prices too
 
     @property
     def in_flight(self) -> int:
@@ -178,7 +186,7 @@ class Engine:
         """One row to its outcome row; rows the budget refuses are neither sent nor handed on."""
         if work.body is None:
             assert work.problem is not None
-            row = error_row(work, self.config, INVALID_REQUEST, str(work.problem), None, 0)
+            row = error_row(work, self.rows, INVALID_REQUEST, str(work.problem), None, 0)
             self.tally.invalid += 1
         else:
             try:
@@ -200,7 +208,7 @@ class Engine:
             return await self._send_warm(work, body)
         answer = await dedup.claim(request_hash, self.pool.stand_aside, self._stopping)
         if answer is not None:
-            return twin_row(base_row(work, self.config), answer)
+            return twin_row(base_row(work, self.rows), answer)
         row = None
         try:
             row = await self._send_warm(work, body)
@@ -239,7 +247,7 @@ class Engine:
 
     def _make_budget(self) -> Budget | None:
         """The --max-cost budget: when it stops, no more rows are admitted and the user is told."""
-        if self.config.max_cost is None:
+        if self.cost.max_cost is None:
             return None
 
         def stop(reason: str) -> None:
@@ -250,29 +258,59 @@ class Engine:
         # With --rate-limit-store, every worker of the job (same fingerprint and source) spends
         # one budget; each adds what its own output's earlier runs spent (store.spend), which
         # Redis may have forgotten since.
-        config = self.config
-        cap = Decimal(repr(config.max_cost))
-        before = self._job_spent
+        cap = Decimal(repr(self.cost.max_cost))
+        prices = self.cost.prices
+        scope = self._scope
+        before = scope.spent_before if scope is not None else None
         if self._store is None:
             spent_before = before or Decimal(0)
-            return Budget(cap, config.prices, on_stop=stop, spent_before=spent_before)
-        source = answer_source(config.simulate, config.base_url)
-        job = hashlib.sha256(f"{job_fingerprint(config.defaults)}:{source}".encode()).hexdigest()
-        if before is None:  # no output of its own: its spending is the job's, unattributed
+            return Budget(cap, prices, on_stop=stop, spent_before=spent_before)
+        job = scope.job if scope is not None else hashlib.sha256(b"unscoped").hexdigest()
+        if scope is None or scope.output is None or before is None:
+            # no output of its own: its spending is the job's, unattributed
             shared = self._store.budget(job)
         else:  # the output's owner (its lock held): the output's ledger into Redis
-            shared = self._store.budget(job, output=config.output_url or str(config.output))
-            shared.seed(before, reset=config.overwrite)
-        return Budget(cap, config.prices, on_stop=stop, store=shared)
+            shared = self._store.budget(job, output=scope.output)
+            shared.seed(before, reset=scope.reset)
+        return Budget(cap, prices, on_stop=stop, store=shared)
 
 
-def _shared_store(config: RunConfig, notify: Callable[[str], None]) -> RedisBuckets | None:
+@dataclass(frozen=True)
+class BudgetScope:
+    """Whose money ``--max-cost`` caps: the job's, across its runs and its workers.
+
+    ``job`` keys the job in a shared store (its request defaults and its source: a
+    simulated job is another job); ``output`` is the output this run owns, whose ledger
+    (``store.spend``) it brings into Redis, None for a worker with none of its own (a Ray
+    block); ``spent_before`` what earlier runs of the job spent, from that ledger;
+    ``reset``: ``--overwrite`` starts a new job at zero."""
+
+    job: str
+    output: str | None = None
+    spent_before: Decimal | None = None
+    reset: bool = False
+
+    @classmethod
+    def of(
+        cls,
+        defaults: RequestDefaults,
+        source: str | None,
+        output: str | None,
+        spent_before: Decimal | None,
+        *,
+        reset: bool = False,
+    ) -> BudgetScope:
+        key = hashlib.sha256(f"{job_fingerprint(defaults)}:{source}".encode()).hexdigest()
+        return cls(key, output, spent_before, reset)
+
+
+def _shared_store(url: str | None, notify: Callable[[str], None]) -> RedisBuckets | None:
     """The Redis store of --rate-limit-store, shared with the other workers; None without one."""
-    if config.rate_limit_store is None:
+    if url is None:
         return None
     from batchrun.limits.shared import RedisBuckets  # loads redis-py: only when asked for
 
-    return RedisBuckets(config.rate_limit_store, warn=notify)
+    return RedisBuckets(url, warn=notify)
 
 
 @contextlib.contextmanager

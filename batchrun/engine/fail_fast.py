@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from batchrun.api.response import MALFORMED
-from batchrun.api.retry import RETRYABLE_STATUSES
+from batchrun.client.response import MALFORMED
+from batchrun.client.retry import RETRYABLE_STATUSES
 from batchrun.core.errors import (
     CONNECTION_ERROR,
     TIMEOUT,

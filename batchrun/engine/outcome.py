@@ -12,24 +12,61 @@ row (credentials, the output, the disk) may stop a run, and none of it happens h
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
-from batchrun.api.response import MALFORMED, message_fields
+from batchrun.client.response import MALFORMED, message_fields
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiResponseError, InvalidRowError, Problem
+from batchrun.core.scrub import Scrubber
 from batchrun.cost.models import check_row_model
+from batchrun.cost.prices import PriceTable
 from batchrun.rows.checks import failure, lone_surrogate, without_surrogates
+from batchrun.rows.files import MediaSource
 from batchrun.rows.prefix import SeenFiles
 from batchrun.rows.reader import InputRow
-from batchrun.rows.request import prepare_request
+from batchrun.rows.request import RequestDefaults, prepare_request
 from batchrun.rows.structured import SCHEMA_MISMATCH, structured_answer
 from batchrun.store.columns import STATUS_ERROR, STATUS_OK, blank_row
 from batchrun.store.provenance import answer_source
 
 VIA_ONLINE = "online"
 VIA_BATCHES = "batches"
+
+
+@dataclass(frozen=True)
+class RowSettings:
+    """What turning a row into its request, and an answer into its output row, takes: the
+    job's request defaults, where files resolve, the prices, the kept columns, the replies'
+    schema and the source the answers come from. One per run (``of``), shared by every
+    driver, so a row gets the same request and the same columns whichever way it is sent."""
+
+    file: str  # the input, as messages name it
+    defaults: RequestDefaults
+    media: Path | MediaSource  # where file references resolve
+    prices: PriceTable
+    keep_columns: tuple[str, ...] = ()
+    json_schema: Mapping[str, Any] | None = None
+    source: str | None = None  # where answers come from (store.provenance)
+    # Masks the run's credentials in texts that did not come through the client (an errored
+    # Message Batches result quoting the key: a gateway may).
+    scrub: Scrubber = field(default_factory=lambda: Scrubber(()))
+
+    @classmethod
+    def of(cls, config: RunConfig) -> RowSettings:
+        return cls(
+            file=str(config.input.path),
+            defaults=config.defaults,
+            media=config.input.media_source or config.input.media_folder,
+            prices=config.cost.prices,
+            keep_columns=config.output.keep_columns,
+            json_schema=config.engine.json_schema,
+            source=answer_source(config.client.simulate, config.client.base_url),
+            scrub=Scrubber(secret for _, secret in config.client.credentials.secrets()),
+        )
 
 
 @dataclass(frozen=True)
@@ -48,7 +85,7 @@ class Work:
     prefix_key: str | None = None
 
 
-def prepare(row: InputRow, config: RunConfig, seen_files: SeenFiles | None = None) -> Work:
+def prepare(row: InputRow, rows: RowSettings, seen_files: SeenFiles | None = None) -> Work:
     """The row's request, or the located reason the API would refuse it.
 
     ``seen_files``: the leading files of the run's rows so far (``rows.prefix.SeenFiles``),
@@ -60,15 +97,12 @@ def prepare(row: InputRow, config: RunConfig, seen_files: SeenFiles | None = Non
     """
     if row.problem is not None:
         return Work(row, None, None, _printable(row.problem))
-    file = str(config.input)
+    file = rows.file
     try:
         prepared = prepare_request(
-            row.fields,
-            config.defaults,
-            base_dir=config.media_source or config.media_folder,
-            seen_files=seen_files,
+            row.fields, rows.defaults, base_dir=rows.media, seen_files=seen_files
         )
-        check_row_model(prepared.body, config.prices)  # a Claude id the API would 404
+        check_row_model(prepared.body, rows.prices)  # a Claude id the API would 404
     except InvalidRowError as exc:
         return Work(row, None, None, _printable(exc.located(file, row.line)))
     except MemoryError:
@@ -95,7 +129,7 @@ def _printable(problem: InvalidRowError) -> InvalidRowError:
 
 
 def ok_row(
-    work: Work, config: RunConfig, message: dict[str, Any], via: str = VIA_ONLINE
+    work: Work, rows: RowSettings, message: dict[str, Any], via: str = VIA_ONLINE
 ) -> dict[str, Any]:
     """The row for an answered request; an answer that breaks ``json_schema`` is an error.
 
@@ -105,28 +139,28 @@ def ok_row(
     columns (attempts, latency, request id, HTTP status).
     """
     try:
-        return _safe_text(_answered_row(work, config, message, via))
+        return _safe_text(_answered_row(work, rows, message, via))
     except ApiResponseError as exc:
-        return error_row(work, config, exc.error_type, exc.message, exc.status, 1, via)
+        return error_row(work, rows, exc.error_type, exc.message, exc.status, 1, via)
     except MemoryError:
         raise
     except Exception as exc:
         reason = f"the reply could not be recorded ({failure(exc)})"
-        return error_row(work, config, MALFORMED, reason, None, 1, via)
+        return error_row(work, rows, MALFORMED, reason, None, 1, via)
 
 
 def _answered_row(
-    work: Work, config: RunConfig, message: dict[str, Any], via: str
+    work: Work, rows: RowSettings, message: dict[str, Any], via: str
 ) -> dict[str, Any]:
-    row = base_row(work, config, via)
+    row = base_row(work, rows, via)
     row.update(message_fields(message))
-    if config.json_schema is not None:
-        row["structured_json"], mismatch = structured_answer(message, config.json_schema)
+    if rows.json_schema is not None:
+        row["structured_json"], mismatch = structured_answer(message, rows.json_schema)
         if mismatch is not None:
             row.update(error_type=SCHEMA_MISMATCH, error_message=mismatch)
     asked = (work.body or {}).get("model")
     row["status"] = STATUS_OK if row["error_type"] is None else STATUS_ERROR
-    row["cost_usd"] = config.prices.reply_cost(
+    row["cost_usd"] = rows.prices.reply_cost(
         (message.get("model"), asked), message.get("usage") or {}
     )
     return row
@@ -134,7 +168,7 @@ def _answered_row(
 
 def error_row(
     work: Work,
-    config: RunConfig,
+    rows: RowSettings,
     error_type: str,
     message: str,
     http_status: int | None,
@@ -142,7 +176,7 @@ def error_row(
     via: str = VIA_ONLINE,
 ) -> dict[str, Any]:
     """The row for a request that got no answer (or was never sent)."""
-    row = base_row(work, config, via)
+    row = base_row(work, rows, via)
     row.update(
         status=STATUS_ERROR,
         error_type=error_type,
@@ -168,17 +202,17 @@ def _safe_text(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def base_row(work: Work, config: RunConfig, via: str = VIA_ONLINE) -> dict[str, Any]:
+def base_row(work: Work, rows: RowSettings, via: str = VIA_ONLINE) -> dict[str, Any]:
     row = blank_row(work.row.id)
-    requested_model = (work.body or {}).get("model") or config.defaults.model
+    requested_model = (work.body or {}).get("model") or rows.defaults.model
     row.update(
         model=requested_model,
         request_hash=work.request_hash,
         via=via,
-        source=answer_source(config.simulate, config.base_url),
+        source=rows.source,
         finished_at=datetime.now(timezone.utc),
     )
-    for name in config.keep_columns:
+    for name in rows.keep_columns:
         row[name] = _as_text(work.row.fields.get(name))
     return row
 

@@ -11,13 +11,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from batchrun.api.client import MessagesClient, Reply
-from batchrun.api.retry import is_fatal, send_with_retries
-from batchrun.config.load import RunConfig
+from batchrun.client.messages import MessagesClient, Reply
+from batchrun.client.retry import is_fatal, send_with_retries
+from batchrun.config.layers import EngineSettings
 from batchrun.core.errors import ApiError, ApiStatusError, FatalRunError
 from batchrun.engine.admission import Gate
 from batchrun.engine.fail_fast import QUICK_WAIT_S, FailFast, is_an_answer
-from batchrun.engine.outcome import Work, error_row, ok_row
+from batchrun.engine.outcome import RowSettings, Work, error_row, ok_row
 from batchrun.engine.tally import RowTally
 from batchrun.engine.waits import WaitNotices
 from batchrun.limits.congestion import Verdict
@@ -29,7 +29,7 @@ from batchrun.rows.tokens import estimate_input_tokens
 Sleep = Callable[[float], Awaitable[None]]
 
 # The SDK refuses non-streaming requests above this many output tokens, since they can
-# outlast a 10-minute timeout (API-FACTS §5); we stream them instead.
+# outlast a 10-minute timeout (docs/api-facts.md §5.2); we stream them instead.
 STREAM_ABOVE_MAX_TOKENS = 21_333
 
 
@@ -47,7 +47,8 @@ class Sender:
 
     def __init__(
         self,
-        config: RunConfig,
+        settings: EngineSettings,
+        rows: RowSettings,
         client: MessagesClient,
         tally: RowTally,
         sleep: Sleep,
@@ -56,7 +57,8 @@ class Sender:
         fail_fast: FailFast | None = None,
         gate: Gate | None = None,
     ) -> None:
-        self._config = config
+        self._settings = settings
+        self._rows = rows
         self._client = client
         self._tally = tally
         self._sleep = sleep
@@ -74,27 +76,27 @@ class Sender:
     ) -> dict[str, Any]:
         """The row's outcome: sent with retries. ``on_answer_start``: a streamed answer began
         (``engine.warmup`` lets the rest of a prefix group go then)."""
-        config = self._config
-        stream = config.stream or body.get("max_tokens", 0) > STREAM_ABOVE_MAX_TOKENS
+        settings = self._settings
+        stream = settings.stream or body.get("max_tokens", 0) > STREAM_ABOVE_MAX_TOKENS
         started = time.perf_counter()
         waits = RetryWaits(self, str(body.get("model") or ""))
         estimate = estimate_input_tokens(body)
         try:
             reply, attempts = await send_with_retries(
                 lambda: self._attempt(body, work.content, stream, waits, estimate, on_answer_start),
-                max_retries=config.max_retries,
+                max_retries=settings.max_retries,
                 sleep=waits.sleep,
                 on_retry=waits.on_retry,
-                max_wait=config.max_retry_wait,
+                max_wait=settings.max_retry_wait,
                 give_up=waits.give_up,
             )
         except ApiError as exc:
             if is_fatal(exc):
                 raise FatalRunError(f"the API refused the run: {exc}") from exc
-            row = error_row(work, config, exc.error_type, exc.message, exc.status, exc.attempts)
+            row = error_row(work, self._rows, exc.error_type, exc.message, exc.status, exc.attempts)
             row.update(request_id=exc.request_id, elapsed_ms=(time.perf_counter() - started) * 1000)
             return row
-        row = ok_row(work, config, reply.message)
+        row = ok_row(work, self._rows, reply.message)
         row.update(
             attempts=attempts,
             latency_ms=reply.latency_ms,

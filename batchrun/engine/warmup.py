@@ -1,7 +1,7 @@
 """Warm before the herd: one request writes a prefix group's cache entry, then the rest read it.
 
 A cache entry becomes readable only once the request that writes it has begun its answer
-(API-FACTS, prompt caching), so N requests sent together with a cold prefix all miss and all
+(docs/api-facts.md §10), so N requests sent together with a cold prefix all miss and all
 pay the write (1.25× the input price for that prefix, 2× with a 1-hour ttl). Here the first
 request of each group (``Work.prefix_key``, set where ``--cache auto`` placed a breakpoint)
 goes alone; the group's next rows stand aside (``Pool.stand_aside``: they free their slot, so

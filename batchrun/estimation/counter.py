@@ -1,7 +1,7 @@
 """Input tokens counted by the API (``estimate --exact``): paced, retried, deduplicated.
 
 ``POST /v1/messages/count_tokens`` is free but has its own requests-per-minute limit
-(API-FACTS §8: 100 / 2,000 / 4,000 / 8,000 by tier), separate from message creation. A job
+(docs/api-facts.md §9: 100 / 2,000 / 4,000 / 8,000 by tier), separate from message creation. A job
 often repeats a request (the same prompt in several rows), so each distinct request is counted
 once and the others wait for that answer.
 
@@ -18,8 +18,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from batchrun.api.client import COUNT_TOKENS_FIELDS, MessagesClient
-from batchrun.api.retry import is_fatal, send_with_retries
+from batchrun.client.messages import COUNT_TOKENS_FIELDS, MessagesClient
+from batchrun.client.retry import is_fatal, send_with_retries
 from batchrun.core.errors import ApiError, FatalRunError
 from batchrun.rows.request import request_hash
 
@@ -27,14 +27,14 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 COUNT_RPM = 100
-"""count_tokens requests a minute by default: the lowest tier's limit (API-FACTS §8)."""
+"""count_tokens requests a minute by default: the lowest tier's limit (docs/api-facts.md §9)."""
 
 MAX_DISTINCT_CACHED = 1_000_000  # distinct bodies whose count is remembered (memory bound)
 
 
 class Pacer:
     """Spaces request starts ``60 / rpm`` seconds apart: a limit of 60 RPM may be enforced as
-    one request a second (API-FACTS §3.3), so bursts are avoided rather than retried."""
+    one request a second (docs/api-facts.md §7.1), so bursts are avoided rather than retried."""
 
     def __init__(self, rpm: int, clock: Clock, sleep: Sleep) -> None:
         if rpm < 1:

@@ -35,7 +35,7 @@ def estimate_duration(
         expected = line.output_range[1] if line.output_range else None
         output = expected if expected is not None else float(line.pending_ceiling)
         pending_input = line.input_mid if line.input_mid is not None else line.pending_input
-        # Cache reads do not count against the input-token limit (API-FACTS §3.3: most
+        # Cache reads do not count against the input-token limit (docs/api-facts.md §7.1: most
         # current models; older ones count them, so this may run short for those).
         pending_input = max(0.0, pending_input - line.prefix_read_tokens)
         for limit, amount, what in (
@@ -62,7 +62,7 @@ def estimate_duration(
 
 
 def batch_duration(online: Duration, pending: int) -> Duration:
-    """The wait of a ``--via batches`` run: the API's, not this machine's (API-FACTS §7).
+    """The wait of a ``--via batches`` run: the API's, not this machine's (docs/api-facts.md §8.3).
 
     Message Batches are processed when the API has room, so concurrency and rate limits do not
     set the pace; the online figure stays as a detail, for comparison.

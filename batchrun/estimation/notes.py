@@ -69,8 +69,8 @@ def method_notes(est: Estimate, config: RunConfig) -> list[str]:
         f"batch: Message Batches bill every token at {float(est.batch_factor):.0%} of the "
         "standard price; rows already answered count at what they cost"
     )
-    if config.prices.sources:
-        notes.append("prices: " + ", ".join(config.prices.sources))
+    if config.cost.prices.sources:
+        notes.append("prices: " + ", ".join(config.cost.prices.sources))
     return notes
 
 

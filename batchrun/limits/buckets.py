@@ -1,6 +1,6 @@
 """The token bucket: a budget refilled continuously at a fixed rate, up to a capacity.
 
-The API's limits are token buckets (API-FACTS §3.3), so the limiter keeps one per model and
+The API's limits are token buckets (docs/api-facts.md §7.1), so the limiter keeps one per model and
 dimension. The bucket is plain arithmetic on a time the caller passes in (``now``): it owns no
 clock, waits for nothing and knows nothing of requests, which keeps the refill rules small
 enough to test on their own and leaves every policy decision to ``limiter``.

@@ -1,7 +1,7 @@
 """Reading the API's rate-limit headers: ``anthropic-ratelimit-{requests,input-tokens,
 output-tokens}-{limit,remaining,reset}``.
 
-Every response carries them (API-FACTS §3.3), and the limiter learns limits and remaining
+Every response carries them (docs/api-facts.md §7.2), and the limiter learns limits and remaining
 budgets from them (``RateLimiter.observe``). Parsing is its own job, kept apart from the
 limiter's arithmetic: it is all about odd header values (missing, fractional, negative, not
 a number), which must never stop a run, and the tests read headers without any limiter.

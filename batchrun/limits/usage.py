@@ -5,7 +5,7 @@ still costs. The limiter settles every reservation by these rules, and the engin
 reads them to charge the usage it saw; kept apart so the rules read as the table they are.
 
 Only ``input_tokens + cache_creation_input_tokens`` count toward ITPM: cache reads do not,
-except on the older ``claude-3*`` models (API-FACTS §3.3; :func:`itpm_tokens`).
+except on the older ``claude-3*`` models (docs/api-facts.md §7.1; :func:`itpm_tokens`).
 
 A failed attempt is charged by what the API counts (:func:`failed_attempt_usage`):
 

@@ -1,10 +1,11 @@
 """The limits themselves: requests, input tokens and output tokens per minute, per model.
 
 The API limits each organisation per model in requests (RPM), input tokens (ITPM) and output
-tokens (OTPM) per minute, with continuously refilled token buckets (API-FACTS §3.3). These are
-the plain values of those limits, as configured (``[limits]``, ``--rpm/--itpm/--otpm``) and as
-learned: no clock, no state. They live apart from the limiter so that configuration loading,
-estimates and the run's tally can speak of limits without loading the admission machinery.
+tokens (OTPM) per minute, with continuously refilled token buckets (docs/api-facts.md §7.1).
+These are the plain values of those limits, as configured (``[limits]``,
+``--rpm/--itpm/--otpm``) and as learned: no clock, no state. They live apart from the limiter so
+that configuration loading, estimates and the run's tally can speak of limits without loading
+the admission machinery.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ problems are found over the whole file, exactly as for a local run), makes block
 them), and maps ``BatchrunStage`` over them. Blocks are committed as parts under
 ``<output>.parts/`` (``ray.parts``), so a killed run, re-run, sends only the rows no part
 holds. When every block is back, the output is written in input order, in the output's
-format, under a temporary name renamed over the old one.
+format, and put in place as a local run's is (``store.commit``: built beside it under a name
+of its own, swapped in whole).
 
 Rows a local run would refuse (an invalid request, a duplicate id) become their error rows
 here, in the driver: they are never sent. The output is assembled in the driver's memory:
@@ -32,25 +33,21 @@ from batchrun.core.errors import ConfigError, OutputError
 from batchrun.core.extras import require_extra
 from batchrun.core.jsoncodec import compact
 from batchrun.core.wording import option, said
-from batchrun.drivers.session import claim_output
-from batchrun.drivers.summary import RunSummary
-from batchrun.engine.outcome import error_row, prepare
+from batchrun.engine.outcome import RowSettings, error_row, prepare
+from batchrun.formats.base import WriteOptions
+from batchrun.formats.inputs import read_rows
 from batchrun.ray.stage import (
     FIELDS_COLUMN,
     INDEX_COLUMN,
     BatchrunStage,
     absolute_settings,
 )
-from batchrun.rows.reader import read_rows
+from batchrun.runs.claim import claim_output
+from batchrun.runs.output import output_format_of
+from batchrun.runs.summary import RunSummary
 from batchrun.store.columns import INVALID_REQUEST, STATUS_OK
-from batchrun.store.sink import (
-    FinalCounts,
-    fsync_dir,
-    open_writer,
-    output_kind,
-    output_schema,
-    temporary_path,
-)
+from batchrun.store.commit import Commit
+from batchrun.store.sink import FinalCounts, output_schema
 
 PARTS_SUFFIX = ".parts"
 BLOCK_ROWS = 256  # rows per block: a part per 256 rows; a kill costs at most the blocks in flight
@@ -110,7 +107,7 @@ def _check_runnable(config: RunConfig) -> None:
         raise ConfigError(f"{_engine()} sends online: drop {option('via', 'batches')}")
     if config.shard is not None:
         raise ConfigError(f"{_engine()} spreads the whole job: drop {option('shard')}")
-    if config.output_url is not None:
+    if config.output.url is not None:
         raise ConfigError(
             f"{_engine()} writes a local output: give {option('output')} a local path"
         )
@@ -126,7 +123,7 @@ def _run(
 ) -> RunSummary:
     began = time.monotonic()
     start = datetime.now(timezone.utc)
-    schema = output_schema(config.keep_columns)
+    schema = output_schema(config.output.keep_columns)
     refused: list[tuple[int, dict[str, Any]]] = []  # rows never sent: invalid, as locally
     index_of: dict[str, int] = {}
     blocks = list(_blocks(config, refused, index_of, block_rows))
@@ -135,7 +132,7 @@ def _run(
     if blocks:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         kwargs = {
-            "parts_dir": str(parts_folder(config.output)),
+            "parts_dir": str(parts_folder(config.output.path)),
             "job": job,
             "settings": dict(settings),
         }
@@ -153,7 +150,9 @@ def _run(
     order += [index for index, _ in refused]
     rows = pa.concat_tables([sent, pa.Table.from_pylist([r for _, r in refused], schema=schema)])
     rows = rows.take(pc.sort_indices(pa.array(order, pa.int64())))
-    summary = RunSummary(input=config.input, output=config.output, total_rows=total, todo=total)
+    summary = RunSummary(
+        input=config.input.path, output=config.output.path, total_rows=total, todo=total
+    )
     _tally(summary, rows, start)
     summary.final = _write_output(config, rows, schema)
     summary.elapsed_s = time.monotonic() - began
@@ -170,12 +169,13 @@ def _blocks(
     ids: list[str] = []
     indexes: list[int] = []
     fields: list[str] = []
-    for row in read_rows(config.input, shape=config.input_shape):
+    settings = RowSettings.of(config)
+    for row in read_rows(config.input.path, shape=config.input.shape):
         text, reason = _as_json(row.fields)
         if row.problem is not None or text is None:
-            work = prepare(row, config)
+            work = prepare(row, settings)
             why = str(work.problem) if work.problem is not None else str(reason)
-            refused.append((row.index, error_row(work, config, INVALID_REQUEST, why, None, 0)))
+            refused.append((row.index, error_row(work, settings, INVALID_REQUEST, why, None, 0)))
             continue
         index_of[row.id] = row.index
         ids.append(row.id)
@@ -219,19 +219,19 @@ def _tally(summary: RunSummary, rows: pa.Table, start: datetime) -> None:
 
 
 def _write_output(config: RunConfig, rows: pa.Table, schema: pa.Schema) -> FinalCounts:
-    """``rows`` as the output file, atomically; what it holds."""
-    output = config.output
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path(output, ".tmp")
+    """``rows`` as the output, in its format, put in place by the committer (``store.commit``):
+    built beside it and swapped in whole; what it holds. Its free space is not checked first:
+    its size is not known before it is written (Parquet compresses, JSON lines spell out every
+    key), and a full disk leaves the old output in place all the same."""
+    output = config.output.path
+    fmt = output_format_of(config.output)
+    commit = Commit(output, fmt)
     try:
-        with open_writer(tmp, schema, output_kind(output)) as write:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        options = WriteOptions(part_rows=config.output.part_rows)
+        with commit.building() as tmp, fmt.writer(tmp, schema, options) as write:
             write(rows.select(schema.names).cast(schema))
-        os.replace(tmp, output)
-    except OSError as exc:
+    except (OSError, pa.ArrowException) as exc:
         raise OutputError(f"cannot write {output}: {exc}") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    fsync_dir(output.parent)
     ok = pc.sum(pc.equal(rows.column("status"), STATUS_OK)).as_py() or 0
     return FinalCounts(rows=rows.num_rows, ok=ok, error=rows.num_rows - ok)

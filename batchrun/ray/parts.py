@@ -30,8 +30,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from batchrun.core.disk import fsync_dir
 from batchrun.store.columns import STATUS_OK
-from batchrun.store.sink import fsync_dir, output_batches
+from batchrun.store.sink import output_batches
 
 PART_SUFFIX = ".parquet"
 _TMP_SUFFIX = ".tmp"

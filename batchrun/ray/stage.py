@@ -46,12 +46,12 @@ import pyarrow.parquet as pq
 from batchrun.config.load import RunConfig, load_config
 from batchrun.config.settings import BY_KEY
 from batchrun.core.errors import ConfigError, InvalidRowError, Problem
-from batchrun.engine.connect import open_client
-from batchrun.engine.engine import Engine
-from batchrun.engine.outcome import Work, error_row, prepare
+from batchrun.engine.outcome import RowSettings, Work, error_row, prepare
 from batchrun.engine.tally import RowTally
+from batchrun.formats.inputs import InputRow, read_rows
 from batchrun.ray.parts import Committed, job_folder, part_name, reusable, write_part
-from batchrun.rows.reader import InputRow, read_rows
+from batchrun.runs.compose import job_client, job_engine
+from batchrun.runs.runtime import DEFAULT
 from batchrun.store.resume import job_fingerprint
 from batchrun.store.sink import output_schema
 
@@ -85,7 +85,7 @@ class BatchrunStage:
     ) -> None:
         source = Path(job) if job is not None else Path(_DATASET_NAME)
         self.config = stage_config(source, settings or {}, environ)
-        self.schema = output_schema(self.config.keep_columns)
+        self.schema = output_schema(self.config.output.keep_columns)
         folder = job_folder(Path(parts_dir), job_fingerprint(self.config.defaults))
         folder.mkdir(parents=True, exist_ok=True)
         self.committed = Committed(folder, self.schema)
@@ -125,13 +125,16 @@ def answer_block(
         return schema.empty_table()
     ids = [row.id for row in rows]
     own = committed.folder / part_name(ids)
-    works = [prepare(row, config) for row in rows]
+    settings = RowSettings.of(config)
+    works = [prepare(row, settings) for row in rows]
     prior = committed.rows(ids, own)
     done: dict[int, dict[str, Any]] = {}
     todo: list[Work] = []
     for position, work in enumerate(works):
         before = prior.get(work.row.id)
-        if work.body is not None and reusable(before, work.request_hash, config.retry_errors):
+        if work.body is not None and reusable(
+            before, work.request_hash, config.resume.retry_errors
+        ):
             assert before is not None
             done[position] = before
         else:
@@ -151,7 +154,7 @@ def answer_block(
         row = done.get(position)
         if row is None:  # the engine stopped before this row: not committed, a re-run sends it
             reason = f"not sent: {stopped or 'the engine stopped admitting rows'}"
-            row = error_row(work, config, NOT_SENT, reason, None, 0)
+            row = error_row(work, settings, NOT_SENT, reason, None, 0)
         out.append(row)
     return pa.Table.from_pylist(out, schema=schema)
 
@@ -169,8 +172,8 @@ def _send(
         finished[position_of[id(work)]] = row
 
     async def go() -> str | None:
-        async with open_client(config) as client:
-            engine = Engine(config, client, tally)
+        async with job_client(config, DEFAULT) as client:
+            engine = job_engine(config, client, tally, DEFAULT, notify=_quiet)
             await engine.run(todo, record)
             return engine.budget_stop
 
@@ -196,7 +199,7 @@ def block_rows(block: pa.Table, config: RunConfig) -> list[InputRow]:
         )
     with tempfile.TemporaryDirectory(prefix="batchrun-block-") as tmp:
         path = Path(tmp) / "block.parquet"
-        # As drivers.frames writes rows held in memory: no metadata, plain Parquet types.
+        # As public.frames writes rows held in memory: no metadata, plain Parquet types.
         plain = block.replace_schema_metadata(None)
         pq.write_table(plain, path, store_schema=False)
         rows = list(read_rows(path, batch_size=max(1, block.num_rows)))
@@ -211,7 +214,7 @@ def _named(row: InputRow, given: Any, config: RunConfig) -> InputRow:
         return row
     problem = Problem("id", "has no id: a row of a Ray dataset needs one")
     problems = [*(row.problem.problems if row.problem else []), problem]
-    error = InvalidRowError(problems, file=str(config.input), row=row.line)
+    error = InvalidRowError(problems, file=str(config.input.path), row=row.line)
     return replace(row, problem=error)
 
 
@@ -236,3 +239,7 @@ def absolute_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
         if "://" not in text:
             out[key] = str(Path(text).expanduser().resolve())
     return out
+
+
+def _quiet(message: str) -> None:
+    """A Ray worker's engine tells nobody: its rows carry what happened to them."""

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from html import escape
 
-from batchrun import __version__
 from batchrun.core.humanize import duration_ms, duration_s, money
-from batchrun.render.report import saved_detail, source_state, spellings_note
-from batchrun.reporting.report import LogHistogram, ModelTotals, Report
+from batchrun.core.version import VERSION as __version__
+from batchrun.render.report_text import saved_detail, source_state, spellings_note
+from batchrun.reporting.totals import LogHistogram, ModelTotals, Report
 
 # Colours: one hue per kind of token, used by every chart, plus status colours.
 INPUT = "#3b6fb6"

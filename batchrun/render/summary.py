@@ -9,21 +9,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchrun.core.humanize import money
-from batchrun.core.scrub import url_without_secrets
 from batchrun.core.wording import option
 from batchrun.cost.prices import cache_saving
 from batchrun.store.row_state import LAPSED_REASONS
 
 if TYPE_CHECKING:
     from batchrun.config.load import RunConfig
-    from batchrun.drivers.summary import RunSummary
-    from batchrun.drivers.validate import ValidationReport
+    from batchrun.runs.summary import RunSummary
+    from batchrun.runs.validate import ValidationReport
 
 
 def format_summary(summary: RunSummary, config: RunConfig) -> str:
     """The end-of-run summary a person reads."""
     final = summary.final
-    lines = [f"batchrun: {_shown_input(config)} -> {_shown_output(summary.output, config)}"]
+    lines = [f"batchrun: {config.input.shown} -> {_shown_output(summary.output, config)}"]
     if final is not None:
         lines.append(f"  output      {final.rows:,} rows: {final.ok:,} ok, {final.error:,} error")
     elif summary.partial is not None and summary.partial.partial is not None:
@@ -178,7 +177,7 @@ def caching_saved_usd(summary: RunSummary, config: RunConfig) -> float | None:
     has no price or nothing was cached."""
     written = summary.cache_creation_input_tokens
     read = summary.cache_read_input_tokens
-    price = config.prices.lookup(config.defaults.model)
+    price = config.cost.prices.lookup(config.defaults.model)
     if price is None or not (written or read):
         return None
     # Writes the API split by ttl are priced as split; the rest at the ttl batchrun marks with.
@@ -189,7 +188,7 @@ def caching_saved_usd(summary: RunSummary, config: RunConfig) -> float | None:
     unsplit = max(written - split_5m - split_1h, 0)
     cache = config.defaults.cache
     one_hour = cache is not None and cache.control.get("ttl") == "1h"
-    factor = config.prices.batch_price_factor if summary.via == "batches" else Decimal(1)
+    factor = config.cost.prices.batch_price_factor if summary.via == "batches" else Decimal(1)
     written_5m = split_5m + (0 if one_hour else unsplit)
     written_1h = split_1h + (unsplit if one_hour else 0)
     saving = cache_saving(price.rates, written_5m, written_1h, read, factor)
@@ -238,7 +237,7 @@ def summary_dict(summary: RunSummary, config: RunConfig | None = None) -> dict[s
     )
     return {
         "schema": SUMMARY_SCHEMA,
-        "input": _shown_input(config) if config is not None else str(summary.input),
+        "input": config.input.shown if config is not None else str(summary.input),
         "output": _shown_output(summary.output, config),
         "via": summary.via,
         "outcome": outcome,
@@ -332,8 +331,8 @@ def failure_dict(config: RunConfig, error: str, exit_code: int) -> dict[str, Any
     wrong, so a script reading stdout always gets one JSON object."""
     return {
         "schema": SUMMARY_SCHEMA,
-        "input": _shown_input(config),
-        "output": _shown_output(config.output, config),
+        "input": config.input.shown,
+        "output": _shown_output(config.output.path, config),
         "via": config.via,
         "outcome": "failed" if exit_code == 1 else "interrupted",
         "exit_code": exit_code,
@@ -344,11 +343,11 @@ def failure_dict(config: RunConfig, error: str, exit_code: int) -> dict[str, Any
 def _resend_hints(summary: RunSummary, config: RunConfig) -> list[str]:
     """How to send the rows in error again: a plain re-run leaves them as they are."""
     resendable = summary.error - summary.invalid
-    if not resendable or config.retry_errors:
+    if not resendable or config.resume.retry_errors:
         return []
     hints = [f"{option('retry_errors', True)} sends the {resendable:,} that were sent again"]
     lapsed = sum(summary.error_types.get(kind, 0) for kind in LAPSED_REASONS)
-    if lapsed and not (config.resubmit_expired or config.finish_online):
+    if lapsed and not (config.batches.resubmit_expired or config.batches.finish_online):
         hints.append(
             f"{option('resubmit_expired', True)} only the {lapsed:,} a batch expired or "
             f"cancelled ({option('finish_online', True)}: online)"
@@ -404,11 +403,6 @@ def _counts(counter: Counter[str]) -> str:
 def _shown_output(output: Path, config: RunConfig | None) -> str:
     """The output's name for a person: an object-store output's URL, not the work folder's
     copy (a shard's own output, which is local, by its path)."""
-    if config is not None and config.output_url is not None and output == config.output:
-        return url_without_secrets(config.output_url)
+    if config is not None and output == config.output.path:
+        return config.output.shown
     return str(output)
-
-
-def _shown_input(config: RunConfig) -> str:
-    """The input's name for a person: an object-store input's URL, not its cached copy."""
-    return url_without_secrets(config.input_url) if config.input_url else str(config.input)

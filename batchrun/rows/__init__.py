@@ -1,5 +1,6 @@
-"""One input row at a time, pure (no HTTP; the one file written is standard input's copy,
-``spool``): input readers (``reader``, ``formats``, ``compressed``, ``text``, ``shape``),
+"""One input row at a time, pure: what a format's reader yields and what every reader shares
+(``raw``; the readers themselves are ``batchrun.formats``'), the rows' common stage of ids
+and duplicates (``reader``), compressed and encoded text (``compressed``, ``text``, ``shape``),
 templates and request bodies with the rules the API would enforce (``request``), local media
 files (``files``), structured output (``structured``) and the local token estimate
 (``tokens``)."""

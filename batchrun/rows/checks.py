@@ -3,8 +3,8 @@
 One check per parameter (``CHECKS``), the shape of ``messages``, and the rules between
 parameters (``cross_problems``). Each check takes a value as it came (a Parquet or CSV cell may
 hold JSON text) and returns the value to send, or raises :class:`Invalid` with every reason it
-is unusable. They are the API's rules (API-FACTS §1), not the body's assembly, and a list that
-grows with the API, so they live apart from ``request``, which runs them and gathers the
+is unusable. They are the API's rules (docs/api-facts.md §1), not the body's assembly, and a list
+that grows with the API, so they live apart from ``request``, which runs them and gathers the
 problems.
 """
 

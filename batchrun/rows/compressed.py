@@ -16,8 +16,6 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import pyarrow as pa
-
 from batchrun.core.errors import InputError
 from batchrun.core.wording import option
 from batchrun.rows.shape import Compression as Compression  # re-exported for the readers
@@ -80,6 +78,10 @@ def open_bytes(path: Path, compression: Compression | None) -> io.BufferedReader
 
     A corrupt stream raises OSError where it is read, which readers report as the file's.
     """
+    # Arrow's codecs are loaded by the first compressed file, not by importing this module:
+    # the format modules (``batchrun.formats``) import it, and ``--help`` lists them.
+    import pyarrow as pa
+
     try:
         if compression is None:
             return path.open("rb")

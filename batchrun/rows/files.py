@@ -13,9 +13,9 @@ act on, everything the API would refuse or that a job file has no business reach
   JPEG, which the API insists on);
 * the limits are checked on the size the file *says* before it is read, so an oversized file
   costs one ``stat``. Limits: an image at most ``IMAGE_MAX_BYTES`` raw (5 MB per image through
-  the API, Anthropic's Vision docs; not in API-FACTS); a PDF or text file must fit,
-  base64-encoded, in the 32 MB request (API-FACTS §1; the request as a whole is checked again
-  in ``request.prepare_request``). Pixel limits (8000x8000 px) and PDF page limits (100
+  the API, docs/api-facts.md §1.3); a PDF or text file must fit, base64-encoded, in the 32 MB
+  request (docs/api-facts.md §1.3; the request as a whole is checked again in
+  ``request.prepare_request``). Pixel limits (8000x8000 px) and PDF page limits (100
   pages) would need the file parsed and are left to the API.
 
 Files are read when their row's request is built, which the runner does as the row is about
@@ -42,7 +42,7 @@ IMAGE_MAX_BYTES = 5 * 1024 * 1024
 """The API's per-image limit (Anthropic docs, Vision: 5 MB per image through the API)."""
 
 REQUEST_MAX_BYTES = 32 * 1024 * 1024
-"""The Messages request limit (API-FACTS §1); base64 makes a file 4/3 larger in it."""
+"""The Messages request limit (docs/api-facts.md §1.3); base64 makes a file 4/3 larger in it."""
 
 DOCUMENT_MAX_BYTES = REQUEST_MAX_BYTES * 3 // 4
 """The largest PDF or text file whose base64 can fit in one request at all."""
@@ -113,7 +113,7 @@ def resolve(root: Path, path: str) -> Path:
 class MediaSource(Protocol):
     """A media folder that is not a local one (an ``s3://`` or ``gs://`` folder): the seam
     through which rows, which may not use the storage layer, read the files rows attach.
-    The storage layer gives one (``store.storage.StorageMedia``); config hands it down in
+    The storage layer gives one (``remote.objects.StorageMedia``); config hands it down in
     place of the local folder. Both methods raise FileProblem, naming the file."""
 
     def identify(self, path: str) -> tuple[str, int]:

@@ -60,7 +60,7 @@ MAX_BREAKPOINTS = 4
 SAFE_MINIMUM_TOKENS = 4096
 """The minimum assumed when the job gives none: the highest any model has (cost.prices)."""
 
-# Block types that may carry cache_control (API-FACTS §1); thinking blocks may not.
+# Block types that may carry cache_control (docs/api-facts.md §10); thinking blocks may not.
 _MARKABLE = frozenset({"text", "image", "document", "search_result", "tool_use", "tool_result"})
 
 

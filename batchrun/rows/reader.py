@@ -1,58 +1,17 @@
-"""Input files -> rows, lazily: JSONL line by line, a JSON array element by element, Parquet
-by record batch, CSV (and TSV) record by record.
+"""Rows, whatever their format: the common stage every input format's raw rows go through.
 
-A run may read ten million rows, so nothing here holds more than one line, one JSON element,
-one CSV record or one Parquet record batch at a time (plus a 64-bit hash of each id seen, to
-catch duplicates). Nor more than ``max_row_bytes`` of one (by default the Messages API's
-request size limit, ``text.MAX_ROW_BYTES``): a longer line, element or CSV record is skipped
-unread and becomes its row's problem, naming its size.
+An input format (``batchrun.formats``: ``formats.inputs.read_rows`` picks it) reads a file
+into raw rows (``rows.raw``); this gives each its index, its id and its final problem, and
+catches duplicate ids, for every format alike. A run may read ten million rows, so nothing
+here holds more than one row at a time, plus a 64-bit hash of each id seen.
 
-What a file is (:func:`input_kind`): the format comes from ``--format`` (``InputShape``) when
-given, else from the name (``.jsonl``/``.ndjson``, ``.json``, ``.csv``, ``.tsv``,
-``.parquet``/``.pq``), with a compression suffix (``.gz``, ``.bz2``, ``.zst``) looked through.
-Compression is told by the file's first bytes, so ``--format jsonl`` on a gzipped ``.txt``
-works too; a compressed Parquet file is refused (Parquet compresses its own pages and needs
-random access). A CSV input's delimiter is ``--csv-delimiter``, else a tab for TSV, else a comma.
-Its text encoding is its byte-order mark's, else ``--encoding``, else UTF-8, which is checked
-on the file's first MiB (``rows.text``).
-
-Two kinds of failure, because they call for different reactions:
-
-* the whole file is unusable (missing, unreadable, unknown extension, no rows, a Parquet file
-  that will not open, a CSV without a header or whose one-column header holds another
-  delimiter, a ``.gz`` that is not gzip, a compressed Parquet file, a ``.json`` file that is
-  no array, a start that is not UTF-8 text with no ``--encoding`` given): :class:`InputError`,
-  raised by :func:`read_rows` itself before any row is returned, so a run aborts before it
-  sends anything. Damage found further on (a JSON array broken between elements, a truncated
-  compressed stream) raises it where it is found;
-* one row is unusable (a malformed JSON line, bytes not in the file's encoding, a lone
-  surrogate, lists nested deeper than ``checks.MAX_JSON_DEPTH``, a bad id, a duplicate id, a
-  cell of the wrong type, a row longer than ``max_row_bytes``, a CSV record whose quoted cell
-  is never closed where a cell can end):
-  the row is still yielded, with ``problem`` set, so the run records it as an error row and
-  goes on. Every problem names the file, the row's line and the field. This is a boundary:
-  whatever reading one row raises, foreseen or not, becomes that row's problem.
-
-Row numbers (``InputRow.line``, and ``row`` in every error):
-
-* JSONL: the 1-based line number in the file. Blank lines are skipped but still counted.
-* CSV: the 1-based line number in the file where the record starts (the header is line 1; a
-  record whose quoted cell holds line breaks spans several lines, and is known by its first).
-* JSON array: the 1-based element number (``index + 1``).
-* Parquet: the 1-based row number in the file (``index + 1``).
-
-Where values are converted: CSV cells are all strings, so the numeric parameters
-(``max_tokens``, ``top_k``, ``temperature``, ``top_p``) are converted here, where the cell and its
-row are known. Structured parameters given as JSON text (``messages``, ``tools``, ...) are decoded
-in one place only, :func:`batchrun.rows.request.build_request`, for every format alike.
-
-Example::
-
-    for row in read_rows(Path("reviews.jsonl")):
-        if row.problem:
-            print(row.problem)          # reviews.jsonl:7: malformed JSON: Expecting ',' ...
-        else:
-            print(row.id, row.fields)   # rev-0001 {'product': ..., 'prompt': ...}
+One row is unusable (a malformed JSON line, bytes not in the file's encoding, a lone
+surrogate, lists nested deeper than ``checks.MAX_JSON_DEPTH``, a bad id, a duplicate id, a
+cell of the wrong type, a row longer than the cap, a CSV record whose quoted cell is never
+closed where a cell can end): the row is still yielded, with ``problem`` set, so the run
+records it as an error row and goes on. Every problem names the file, the row's number (what
+it counts is the format's ``unit``: a line, an element, a row) and the field. This is a
+boundary: whatever reading one row raises, foreseen or not, becomes that row's problem.
 """
 
 from __future__ import annotations
@@ -64,36 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from batchrun.core.errors import InputError, InvalidRowError, Problem
-from batchrun.core.wording import option
 from batchrun.rows.checks import describe, failure, lone_surrogate, surrogate_reason
-from batchrun.rows.compressed import compression_of
-from batchrun.rows.formats import READERS, Format, InputKind, RawRow, Skip, json_kind
-from batchrun.rows.shape import InputShape as InputShape  # re-exported: callers import it here
-from batchrun.rows.shape import check_encoding, split_suffix
-from batchrun.rows.text import MAX_ROW_BYTES, bounded_lines, check_text, input_encoding, open_utf8
-
-# Name endings and --format choices: the format each means, and the CSV delimiter it implies.
-_EXTENSIONS: dict[str, tuple[Format, str | None]] = {
-    ".jsonl": ("jsonl", None),
-    ".ndjson": ("jsonl", None),
-    ".json-lines": ("jsonl", None),
-    ".json": ("json", None),
-    ".parquet": ("parquet", None),
-    ".pq": ("parquet", None),
-    ".csv": ("csv", None),
-    ".tsv": ("csv", "\t"),
-}
-_FORMATS: dict[str, tuple[Format, str | None]] = {
-    "jsonl": ("jsonl", None),
-    "json": ("json", None),
-    "csv": ("csv", None),
-    "tsv": ("csv", "\t"),
-    "parquet": ("parquet", None),
-}
+from batchrun.rows.raw import RawRow, json_kind
 
 
 @dataclass(frozen=True)
@@ -117,74 +49,6 @@ class InputRow:
     problem: InvalidRowError | None = None
 
 
-def input_format(path: Path, shape: InputShape | None = None) -> Format:
-    """The input format: ``shape.format`` when given, else from the name (case-insensitive,
-    through a compression suffix). Reads nothing; InputError for a name that says nothing."""
-    return _named_format(path, shape)[0]
-
-
-def _named_format(path: Path, shape: InputShape | None) -> tuple[Format, str | None]:
-    """The format and the delimiter it implies (a tab for TSV), from ``shape`` or the name."""
-    if shape is not None and shape.format is not None:
-        if shape.format not in _FORMATS:
-            known = ", ".join(_FORMATS)
-            raise InputError(
-                f"unknown {option('input_format')} {shape.format!r}; use one of {known}"
-            )
-        return _FORMATS[shape.format]
-    name, _ = split_suffix(path.name.lower())
-    for extension, named in _EXTENSIONS.items():
-        if name.endswith(extension):
-            return named
-    known = ", ".join(_EXTENSIONS)
-    raise InputError(
-        f"unknown input format; use one of the extensions {known} (optionally compressed: "
-        f".gz, .bz2, .zst), or give it with {option('input_format')}",
-        file=str(path),
-    )
-
-
-def input_kind(path: Path, shape: InputShape | None = None) -> InputKind:
-    """What ``path`` is: format, compression (from its first bytes), CSV delimiter and text
-    encoding (a byte-order mark's, else ``shape.encoding``, else UTF-8).
-
-    InputError for a name that says no format (and no ``--format``), for a compression
-    suffix the bytes belie, and for a compressed Parquet file.
-    """
-    fmt, implied = _named_format(path, shape)
-    given = shape is not None and shape.format is not None
-    # With --format the name is not trusted for anything: only the bytes tell compression.
-    compression = compression_of(path, None if given else split_suffix(path.name)[1])
-    if fmt == "parquet" and compression is not None:
-        raise InputError(
-            f"a {compression}-compressed Parquet file cannot be read: Parquet compresses its "
-            "own pages and is read by seeking, so decompress it first (it is no bigger)",
-            file=str(path),
-        )
-    delimiter = (shape.delimiter if shape is not None else None) or implied or ","
-    if fmt == "parquet":
-        return InputKind(fmt, compression, delimiter)
-    named = shape.encoding if shape is not None else None
-    if named is not None:
-        try:
-            check_encoding(named)
-        except ValueError as exc:
-            raise InputError(f"{option('encoding')}: {exc}", file=str(path)) from None
-    encoding, given = input_encoding(path, compression, named)
-    return InputKind(fmt, compression, delimiter, encoding, given)
-
-
-def check_input_text(path: Path, shape: InputShape | None = None) -> None:
-    """``text.UndecodableInputError`` when ``path``, with no encoding told, does not start as
-    UTF-8 text: a mistake every row would share, told once before anything is sent. Silent
-    when the file cannot be read at all: the reader says why."""
-    try:
-        kind = input_kind(path, shape)
-    except InputError:
-        return
-    check_text(path, kind)
-
-
 def check_input_file(path: Path) -> None:
     """InputError unless ``path`` is a file that exists (checked before any output is made)."""
     if not path.exists():
@@ -193,55 +57,25 @@ def check_input_file(path: Path) -> None:
         raise InputError("is a directory, not an input file", file=str(path))
 
 
-def read_rows(
-    path: Path,
-    *,
-    shape: InputShape | None = None,
-    batch_size: int = 1024,
-    skip: Skip | None = None,
+def identified_rows(
+    read: Callable[[], Generator[RawRow, None, None]],
+    file: str,
+    unit: str,
     known_ids: Iterable[str] = (),
-    max_row_bytes: int = MAX_ROW_BYTES,
 ) -> Iterator[InputRow]:
-    """The rows of ``path``, lazily, in file order.
+    """The rows ``read()`` gives, each with its index, id and problem, without skipped rows.
 
-    File-level problems raise :class:`InputError` here, before the iterator is returned: this
-    opens the file and reads up to the first row (to reject an empty file). ``batch_size`` is
-    the number of rows per Parquet record batch.
-
-    ``skip(index)`` true means the caller has no use for that row (an earlier run answered
-    it): it is counted but not parsed nor yielded, which is what lets a resumed million-row
-    job start sending at once. ``known_ids`` are the ids of those rows, so that a new row
-    repeating one is still caught as a duplicate. A row longer than ``max_row_bytes`` is not
-    read: it comes with a problem naming its size.
+    Reads up to the first row before returning: InputError when the file has none. ``read``
+    is called again (from the start, skipping the same rows) only when an id's hash comes
+    twice (``_SeenIds``). ``known_ids`` are the ids of the rows an earlier run answered (the
+    skipped ones), so that a new row repeating one is still caught as a duplicate. ``unit``
+    names what a row's number counts, in messages.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    input_format(path, shape)  # an unknown format is told first, even for a missing file
-    check_input_file(path)
-    kind = input_kind(path, shape)
-    check_text(path, kind)
-
-    def reread() -> Generator[RawRow, None, None]:
-        return READERS[kind.format](path, kind, batch_size, skip or _keep_all, max_row_bytes)
-
-    unit = _UNITS[kind.format]
-    rows = _identified(reread(), str(path), unit, _SeenIds(known_ids, reread))
+    rows = _identified(read(), file, unit, _SeenIds(known_ids, read))
     first = next(rows, _NO_ROWS)
     if first is _NO_ROWS:
-        raise InputError("the file has no rows", file=str(path))
+        raise InputError("the file has no rows", file=file)
     return _starting_with(first, rows)
-
-
-def _keep_all(index: int) -> bool:
-    return False
-
-
-def _blank(data: bytes | object) -> bool:
-    return isinstance(data, bytes) and data.isspace()
-
-
-# What ``InputRow.line`` counts, by format, for messages ("first seen on line 3").
-_UNITS: dict[Format, str] = {"jsonl": "line", "json": "element", "csv": "line", "parquet": "row"}
 
 
 # A stand-in for "the file ended": distinct from None, which marks a skipped row.
@@ -260,29 +94,6 @@ def _starting_with(
                 yield row
     finally:
         rest.close()
-
-
-def count_rows(path: Path, shape: InputShape | None = None) -> int | None:
-    """How many rows ``path`` holds, for a progress bar's total; None when not told cheaply.
-
-    Parquet keeps the count in its footer. JSONL is counted by one fast pass over the lines
-    (non-blank ones, as :func:`read_rows` counts them, a line too long to read included),
-    decompressing and decoding the file on the way. CSV and JSON arrays are not counted: a CSV
-    record may span lines and a JSON element may hold any text, so only a full parse would
-    tell. Never raises: a file that cannot be
-    read gives None, and :func:`read_rows` reports why.
-    """
-    try:
-        kind = input_kind(path, shape)
-        if kind.format == "parquet":
-            with pq.ParquetFile(path) as parquet:
-                return int(parquet.metadata.num_rows)
-        if kind.format == "jsonl":
-            with open_utf8(path, kind) as stream:
-                return sum(1 for data in bounded_lines(stream) if not _blank(data))
-    except (InputError, OSError, pa.ArrowException):
-        return None
-    return None
 
 
 # --- the common stage: ids, duplicates, None-dropping ------------------------------------------

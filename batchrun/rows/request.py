@@ -1,10 +1,10 @@
 """Row + job defaults -> the Messages API request body; pure but for reading the files rows name.
 
-A row that breaks a rule the API would reject (API-FACTS §1) is never sent: paying for a 400 is
-waste, and ten million rows would repeat it ten million times. :func:`build_request` therefore
-checks every field and raises one :class:`InvalidRowError` listing *every* problem, so a user
-fixes a row once, not once per problem. It knows neither file nor row; the caller locates the
-error with :meth:`InvalidRowError.located`.
+A row that breaks a rule the API would reject (docs/api-facts.md §1) is never sent: paying for a
+400 is waste, and ten million rows would repeat it ten million times. :func:`build_request`
+therefore checks every field and raises one :class:`InvalidRowError` listing *every* problem, so
+a user fixes a row once, not once per problem. It knows neither file nor row; the caller locates
+the error with :meth:`InvalidRowError.located`.
 
 This module assembles the body: the settings, the conversation (prompt, messages or the job's
 template, with attachments and local files), the system prompt's cache mark, and the
@@ -89,7 +89,8 @@ ROW_FIELDS: frozenset[str] = PARAM_NAMES | {"prompt", "messages", *ATTACH_FIELDS
 _REQUIRED = ("model", "max_tokens")
 
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
-"""The API's request size limit (API-FACTS §1): larger bodies get 413 before reaching it."""
+"""The API's request size limit: larger bodies get 413 before reaching it
+(docs/api-facts.md §1.3)."""
 
 # A column this close to a field name is almost surely a typo of it, not a template variable.
 _TYPO_CUTOFF = 0.8
@@ -517,7 +518,7 @@ def template_conflicts(template: str, columns: Iterable[str]) -> list[tuple[str,
 
     The template builds the user message, so a row's ``messages`` has no place beside it,
     and a ``prompt`` it does not use would be dropped. One rule for a row (``build_request``)
-    and for a whole input's columns (``drivers.preflight``), so both say the same.
+    and for a whole input's columns (``runs.preflight``), so both say the same.
     """
     try:
         used = template_fields(template)

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 Compression = Literal["gzip", "bz2", "zstd"]
-Format = Literal["jsonl", "json", "csv", "parquet"]
 
 # The suffixes that say a file is compressed, and with what (compared lowercased).
 SUFFIXES: dict[str, Compression] = {
@@ -37,17 +36,19 @@ class InputShape:
 
 @dataclass(frozen=True)
 class InputKind:
-    """What an input file is: its format, its compression (None: plain), for CSV the field
-    delimiter, and the text encoding it is decoded with (a codec name: its byte-order mark's,
-    else ``--encoding``'s, else UTF-8). ``encoding_given`` is whether the encoding was told
-    (a BOM or ``--encoding``) rather than assumed; an assumed UTF-8 is checked
-    (``rows.text.check_text``)."""
+    """What an input file is: its format (the name of its ``batchrun.formats`` input format),
+    its compression (None: plain), for CSV the field delimiter, and the text encoding it is
+    decoded with (a codec name: its byte-order mark's, else ``--encoding``'s, else UTF-8).
+    ``encoding_given`` is whether the encoding was told (a BOM or ``--encoding``) rather than
+    assumed; an assumed UTF-8 is checked (``rows.text.check_text``). ``text`` is False for a
+    format that is not text (Parquet): no encoding applies to it."""
 
-    format: Format
+    format: str
     compression: Compression | None = None
     delimiter: str = ","
     encoding: str = "utf-8"
     encoding_given: bool = False
+    text: bool = True
 
 
 def split_suffix(name: str) -> tuple[str, Compression | None]:

@@ -33,7 +33,7 @@ _DESCRIPTION = "Record the answer. Always call this tool; its input is the whole
 def load_schema(path: Path) -> dict[str, Any]:
     """The JSON Schema in ``path``, checked to be a valid schema for a tool's input.
 
-    A tool's ``input_schema`` must describe an object (API-FACTS §1), so a schema whose
+    A tool's ``input_schema`` must describe an object (docs/api-facts.md §1.1), so a schema whose
     ``type`` is anything else is refused here, once, rather than by the API on every row.
     """
     try:

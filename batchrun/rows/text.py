@@ -139,9 +139,9 @@ def check_text(path: Path, kind: InputKind) -> None:
     a NUL byte (UTF-16 without a byte-order mark reads as ASCII and NULs), means the file is
     in another encoding, and every row would be wrong alike. A character cut by the sniff's
     end is not a mistake. Said nothing when the encoding was told (a mark, ``--encoding``),
-    for Parquet, and for a file it cannot read (the reader says why).
+    for a format that is not text (Parquet), and for a file it cannot read (the reader says why).
     """
-    if kind.encoding_given or kind.format == "parquet" or not path.is_file():
+    if kind.encoding_given or not kind.text or not path.is_file():
         return
     try:
         with open_bytes(path, kind.compression) as stream:

@@ -1,8 +1,8 @@
 """A local, fast estimate of a request's input tokens; pure.
 
 Rate-limit admission needs a request's input tokens before it is sent (the API charges its
-ITPM bucket at the start of a request, API-FACTS §3.3), and cost estimates need them for every
-row of a job. Counting them exactly takes a ``count_tokens`` round trip per row, so this
+ITPM bucket at the start of a request, docs/api-facts.md §7.1), and cost estimates need them for
+every row of a job. Counting them exactly takes a ``count_tokens`` round trip per row, so this
 estimates from the body alone, in one pass over its strings (about 2 microseconds per row).
 
 Method

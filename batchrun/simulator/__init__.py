@@ -14,7 +14,7 @@ one on its own thread for synchronous callers.
     ...     print(sim.stats.answered_ok, sim.stats.faults)
 """
 
-from batchrun.simulator.batches import BatchSettings, BatchStore
+from batchrun.simulator.batch_store import BatchSettings, BatchStore
 from batchrun.simulator.faults import FAULT_NAMES, parse_fault_spec
 from batchrun.simulator.ratelimits import SimLimits
 from batchrun.simulator.replies import make_reply

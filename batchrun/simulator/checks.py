@@ -16,7 +16,7 @@ from batchrun.simulator.models import Models, packaged_models
 
 API_VERSIONS = frozenset({"2023-06-01", "2026-10-21"})
 SAMPLING_FREE_VERSION = "2026-10-21"
-"""Under this version ``temperature``/``top_p``/``top_k`` are rejected (API-FACTS §3.4)."""
+"""Under this version ``temperature``/``top_p``/``top_k`` are rejected (docs/api-facts.md §3.3)."""
 
 MESSAGES_FIELDS = frozenset(
     {

@@ -2,7 +2,7 @@
 
 A streamed and a non-streamed call get the same Message (``replies``); only its delivery
 differs. How a Message becomes ``message_start``, content block deltas, ``message_delta`` and
-``message_stop`` (API-FACTS §6.1) is the stream's own format, kept here apart from what the
+``message_stop`` (docs/api-facts.md §6.1) is the stream's own format, kept here apart from what the
 answer says.
 """
 
@@ -18,7 +18,7 @@ JSON_DELTA_CHARS = 24
 
 
 def stream_events(message: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """The SSE events that deliver ``message``, in the API's order (API-FACTS §6.1)."""
+    """The SSE events that deliver ``message``, in the API's order (docs/api-facts.md §6.1)."""
     start = {**message, "content": [], "stop_reason": None, "stop_sequence": None}
     start["usage"] = {**message["usage"], "output_tokens": 1}
     events: list[tuple[str, dict[str, Any]]] = [

@@ -1,8 +1,8 @@
 """Which model names the simulator serves: the API's, so a mistyped model fails a rehearsal.
 
 The API answers a model it does not serve (a typo, a retired model, another vendor's name)
-with 404 ``not_found_error`` (API-FACTS §4). The simulator needs its own list of models for
-that, and takes it from the client's price table, ``batchrun/cost/prices.toml``, read as a
+with 404 ``not_found_error`` (docs/api-facts.md §4.2). The simulator needs its own list of models
+for that, and takes it from the client's price table, ``batchrun/cost/prices.toml``, read as a
 data file: one list to keep current (a model added there is served here too), and no import
 of the client's code, which the simulator may not use (the import-linter contract). The file
 is found through the top package (``batchrun``), not ``batchrun.cost``, whose package

@@ -1,6 +1,6 @@
 """The simulator's rate limits: RPM / ITPM / OTPM token buckets like the API's, and their headers.
 
-What the API documents (API-FACTS §3.2-3.3), done the same way here:
+What the API documents (docs/api-facts.md §7.1-7.2), done the same way here:
 
 * each limit is a bucket holding one minute's budget, refilled continuously (limit / 60 per
   second), per model;

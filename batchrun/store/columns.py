@@ -1,4 +1,4 @@
-"""The output row contract (DESIGN §2): column names and kinds, in order; pure.
+"""The output row contract (docs/design.md §3.3): column names and kinds, in order; pure.
 
 Every run writes exactly these columns, then the kept input columns (as strings), so the
 outputs of many runs concatenate. ``sink`` turns the kinds into one explicit Arrow schema.
@@ -48,6 +48,12 @@ COLUMNS: tuple[tuple[str, Kind], ...] = (
 )
 
 COLUMN_NAMES: tuple[str, ...] = tuple(name for name, _ in COLUMNS)
+
+# A row's usage and what it cost: its token counts (cache writes also split by ttl), then
+# cost_usd. A duplicate's are all 0 (engine.dedup); a report sums them.
+USAGE_COLUMNS: tuple[str, ...] = COLUMN_NAMES[
+    COLUMN_NAMES.index("input_tokens") : COLUMN_NAMES.index("cost_usd") + 1
+]
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"

@@ -28,19 +28,25 @@ time, and what is held per record is 8 bytes of index or position (``array('q')`
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 from array import array
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pj
 
-from batchrun.core.jsoncodec import compact
-from batchrun.core.timestamps import format_rfc3339, parse_rfc3339_or_none
+from batchrun.core.timestamps import parse_rfc3339_or_none
+from batchrun.formats.jsonl import (
+    JSON_SLICE_BYTES,
+    json_line,
+    json_options,
+    line_slices,
+    parse_slice,
+)
+from batchrun.store.arrow_values import bool_scalar, bools, int64_array, int64_scalar, strings
 from batchrun.store.columns import COLUMNS, STATUS_ERROR, STATUS_OK, Kind
 
 INDEX = "_index"
@@ -60,7 +66,7 @@ ARROW_TYPES: dict[Kind, pa.DataType] = {
 
 # No job has this many rows (a billion: months at the highest rate limits); an ``_index``
 # beyond it is damage, whatever the input. Callers that know the input's row count check
-# records against that too (``drivers.session``).
+# records against that too (``runs.resume``).
 MAX_INDEX = 10**9 - 1
 
 # What every read parses and checks, whichever columns it returns, so that the same lines
@@ -79,7 +85,14 @@ CHECKED = pa.schema(
         if name in _CHECKED_STRINGS or kind in ("int", "float")
     ]
 )
-_STATUSES = pa.array([STATUS_OK, STATUS_ERROR], pa.string())
+
+
+@functools.lru_cache(maxsize=1)
+def _statuses() -> pa.Array:
+    # From bytes, on first use: a list given to pa.array() imports pandas (store.arrow_values).
+    return strings([STATUS_OK, STATUS_ERROR])
+
+
 _INT64 = (-(2**63), 2**63 - 1)
 _FLOAT_MAX = 2**1023  # a JSON integer past it is no float64
 
@@ -91,15 +104,6 @@ class Damage:
         self.lines = 0
 
 
-# Bytes of JSON lines parsed at a time. pyarrow's streaming reader (``pj.open_json``) reads
-# blocks ahead of its consumer, and their memory grows with the file: over a 200,000-row
-# (210 MB) journal its pool peaked at 74 MiB with 2 MiB blocks (24 MiB at 20,000 rows), and
-# the process's RSS rose by 131 MiB for good. Parsing whole lines one slice of the file at a
-# time keeps it to a few MiB whatever the file's size (RSS +31 MiB at 200,000 rows, +29 at
-# 20,000), is no slower, and takes a line of any length (a slice grows to hold it).
-JSON_SLICE_BYTES = 2 << 20
-
-
 # -- writing --------------------------------------------------------------------------------
 
 
@@ -108,14 +112,6 @@ def journal_line(index: int, row: Mapping[str, Any], run: str | None = None) -> 
     if run is None:
         return json_line({INDEX: index, **row})
     return json_line({INDEX: index, RUN: run, **row})
-
-
-def json_line(record: dict[str, Any]) -> str:
-    """One compact JSON line; timestamps as RFC 3339 UTC with a Z, which pyarrow reads back."""
-    finished = record.get("finished_at")
-    if isinstance(finished, datetime):
-        record["finished_at"] = format_rfc3339(finished)
-    return compact(record) + "\n"
 
 
 def repair_journal(path: Path) -> None:
@@ -161,39 +157,6 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def read_json_lines(
-    path: Path, schema: pa.Schema, slice_bytes: int = JSON_SLICE_BYTES
-) -> Iterator[pa.RecordBatch]:
-    """The records of a JSON-lines file as batches of ``schema``; pa.ArrowInvalid if damaged."""
-    options = _json_options(schema)
-    for data in _line_slices(path, slice_bytes):
-        yield from _parse_slice(data, options)
-
-
-def _json_options(schema: pa.Schema) -> pj.ParseOptions:
-    return pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
-
-
-def _parse_slice(data: memoryview, options: pj.ParseOptions) -> list[pa.RecordBatch]:
-    read = pj.ReadOptions(block_size=data.nbytes + 1, use_threads=False)  # one block
-    batches: list[pa.RecordBatch] = pj.read_json(pa.BufferReader(data), read, options).to_batches()
-    return batches
-
-
-def _line_slices(path: Path, size: int) -> Iterator[memoryview]:
-    """The file in slices of about ``size`` bytes, each made of whole lines."""
-    with path.open("rb") as fh:
-        rest = b""  # the start of a line the last slice cut
-        while chunk := fh.read(size):
-            data = rest + chunk if rest else chunk
-            cut = data.rfind(b"\n") + 1
-            rest = data[cut:]
-            if cut:
-                yield memoryview(data)[:cut]
-        if rest.strip():
-            yield memoryview(rest)
-
-
 def read_records(
     path: Path,
     schema: pa.Schema,
@@ -215,10 +178,10 @@ def read_records(
         return
     jschema = journal_schema(schema)
     parsed = _parsed_schema(jschema)
-    options = _json_options(parsed)
-    for data in _line_slices(path, slice_bytes):
+    options = json_options(parsed)
+    for data in line_slices(path, slice_bytes):
         try:
-            batches = _parse_slice(data, options)
+            batches = parse_slice(data, options)
             lines = sum(batch.num_rows for batch in batches)  # a row per line not blank
         except pa.ArrowInvalid:
             batch, lines = _tolerant_slice(data, parsed)
@@ -243,13 +206,16 @@ def _valid(batch: pa.RecordBatch) -> pa.Array:
     """Which rows of a parsed batch are records: a plausible ``_index``, an id, a status."""
     index, status = batch.column(INDEX), batch.column("status")
     mask = pc.and_kleene(
-        pc.and_kleene(pc.greater_equal(index, 0), pc.less_equal(index, MAX_INDEX)),
+        pc.and_kleene(
+            pc.greater_equal(index, int64_scalar(0)),
+            pc.less_equal(index, int64_scalar(MAX_INDEX)),
+        ),
         pc.and_kleene(
             pc.is_valid(batch.column("id")),
-            pc.or_kleene(pc.is_null(status), pc.is_in(status, _STATUSES)),
+            pc.or_kleene(pc.is_null(status), pc.is_in(status, _statuses())),
         ),
     )
-    return pc.fill_null(mask, False)
+    return pc.fill_null(mask, bool_scalar(False))
 
 
 def _tolerant_slice(data: memoryview, parsed: pa.Schema) -> tuple[pa.RecordBatch, int]:
@@ -323,7 +289,7 @@ def newest_per_row(indexes: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Ar
     if n > 1:
         # Keep the last record of each run of equal indexes: the newest answer wins.
         differs = pc.not_equal(sorted_index.slice(0, n - 1), sorted_index.slice(1))
-        keep = pa.concat_arrays([differs, pa.array([True])])
+        keep = pa.concat_arrays([differs, bools([True])])
         order = order.filter(keep)
         sorted_index = sorted_index.filter(keep)
     return order, sorted_index
@@ -401,5 +367,5 @@ class Newest:
                 yield batch
             elif j1 > j0:
                 picked = [p - position for p in self._positions[j0:j1]]
-                yield batch.take(pa.array(picked, pa.int64()))
+                yield batch.take(int64_array(picked))
             position += batch.num_rows

@@ -2,7 +2,7 @@
 journal record replaces, then the journal's newest record per row.
 
 So a run stopped by its budget or interrupted (journal only) reads just as well as a finished
-one. A partial output (``store.partial``) is read from its journal, which holds all its rows;
+one. A partial output (``formats.marks``) is read from its journal, which holds all its rows;
 the file itself only when that journal is gone. ``batchrun report`` and ``batchrun estimate``
 read outputs this way, streamed in record batches: nothing held grows with the row count but
 8 bytes per journal record.
@@ -22,9 +22,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batchrun.core.errors import OutputError
-from batchrun.store.dataset import read_manifest
-from batchrun.store.journal import JSON_SLICE_BYTES, Newest, journal_schema
-from batchrun.store.partial import Partial, read_partial
+from batchrun.formats.jsonl import JSON_SLICE_BYTES
+from batchrun.formats.marks import Partial
+from batchrun.formats.registry import output_for
+from batchrun.store.arrow_values import int64_array
+from batchrun.store.journal import Newest, journal_schema
 from batchrun.store.sink import JOURNAL_SUFFIX, journal_path, output_batches, output_schema
 
 # Rows per batch read from a final file: big, since the readers fold whole batches at once.
@@ -53,13 +55,13 @@ def latest_batches(
 ) -> Iterator[pa.RecordBatch]:
     """Record batches of ``path``'s rows with an ``_index`` column, newest record per row.
 
-    ``path`` is an output dataset (``.parquet``/``.jsonl``), with or without its journal,
+    ``path`` is an output (any output format), with or without its journal,
     or a journal itself. The final file's rows come first, in input order, then the
     journal's in the order they finished. Appends a ``Source`` describing what was read to
     ``found``. Raises OutputError when there is no such output or it cannot be read.
     """
     output, journal = _locate(path)
-    partial = read_partial(output) if output is not None else None
+    partial = output_for(output).read_mark(output) if output is not None else None
     if partial is not None and journal is not None:
         output = None  # the journal holds each of its rows, by input index
     schema = _schema(columns)
@@ -75,11 +77,11 @@ def latest_batches(
         final = output_batches(output, schema, None, batch_rows, slice_bytes)
         for batch in _guarded_iter(output, final):
             stop = position + batch.num_rows
-            indexes = pa.array(range(position, stop), pa.int64())
+            indexes = int64_array(range(position, stop))
             out = _with_index(batch, indexes)
             replaced = newest.between(position, stop) if newest is not None else ()
             if replaced:  # rows a newer journal record replaces come from it
-                value_set = pa.array(replaced, pa.int64())
+                value_set = int64_array(replaced)
                 out = out.filter(pc.invert(pc.is_in(indexes, value_set=value_set)))
             position = stop
             rows += out.num_rows
@@ -102,8 +104,8 @@ def _locate(path: Path) -> tuple[Path | None, Path | None]:
     journal = journal_path(path)
     has_journal = journal.exists() and journal.stat().st_size > 0
     if path.exists():
-        if path.is_dir() and read_manifest(path) is None:
-            raise OutputError(f"{path} is a directory, not an output dataset (no _SUCCESS)")
+        if not output_for(path).exists(path):  # a folder with no output written in it
+            raise OutputError(f"{path} is a folder with no output in it")
         return path, journal if has_journal else None
     if has_journal:
         return None, journal

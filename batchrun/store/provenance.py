@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 
 from batchrun.core.scrub import url_without_secrets
 from batchrun.core.wording import option
+from batchrun.store.arrow_values import bool_scalar, bools, string_scalar
 from batchrun.store.columns import INVALID_REQUEST
 
 SIMULATOR = "simulator"
@@ -98,16 +99,18 @@ def effective_sources(batch: pa.RecordBatch | pa.Table) -> pa.Array:
     n = batch.num_rows
     recorded = _column(batch, "source", n)
     never_sent = pc.and_kleene(
-        pc.equal(_column(batch, "error_type", n), INVALID_REQUEST),
+        pc.equal(_column(batch, "error_type", n), string_scalar(INVALID_REQUEST)),
         pc.is_null(_column(batch, "http_status", n, pa.int64())),
     )
-    simulated = pa.array([False] * n)
+    simulated = bools([False] * n)
     for name, prefix in _SIMULATOR_IDS:
         ids = _column(batch, name, n)
-        simulated = pc.or_(simulated, pc.fill_null(pc.starts_with(ids, prefix), False))
-    legacy = pc.if_else(simulated, SIMULATOR, UNRECORDED)
+        starts = pc.fill_null(pc.starts_with(ids, prefix), bool_scalar(False))
+        simulated = pc.or_(simulated, starts)
+    legacy = pc.if_else(simulated, string_scalar(SIMULATOR), string_scalar(UNRECORDED))
     known = pc.if_else(pc.is_null(recorded), legacy, recorded)
-    sources = pc.if_else(pc.fill_null(never_sent, False), pa.nulls(n, pa.string()), known)
+    unsent = pc.fill_null(never_sent, bool_scalar(False))
+    sources = pc.if_else(unsent, pa.nulls(n, pa.string()), known)
     return pc.dictionary_encode(sources)
 
 

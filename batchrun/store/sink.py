@@ -1,9 +1,9 @@
 """The output writer: an append-only journal while a run goes, one atomic final file at the end.
 
-The dataset is Parquet, JSON lines or CSV, by the output's name (``output_kind``): the same
-columns in the same order and types in each. CSV writes every string quoted and a null as an
-empty cell, so the two read back apart; numbers and timestamps (``2026-11-22 03:00:00.123Z``)
-are typed again on reading, by the schema.
+The dataset is in one of the output formats (``batchrun.formats``: Parquet, JSON lines, CSV,
+...), by the output's name (``formats.registry.output_for``): the same columns in the same
+order and types in each. The format writes it and reads it back (``output_batches``,
+``row_count``); this module never asks which format it is.
 
 Layout for ``-o out/labels.parquet``::
 
@@ -13,20 +13,20 @@ Layout for ``-o out/labels.parquet``::
 
 An output that names a folder (``-o out/labels/``) is a Parquet dataset instead: parts and a
 ``_SUCCESS`` manifest in ``out/labels/``, its journal ``out/labels.journal`` beside it
-(``store.dataset``). It is built the same way, in a temporary sibling folder swapped into
-place whole; every reader here (``output_batches``, ``_row_count``) takes it as one file.
+(``formats.parquet_dataset``). It is built the same way, in a temporary sibling folder
+swapped into place whole; every reader here takes it as one file.
 
 Why a journal: a result is worth money the moment it arrives, so it is appended (one line,
 written straight to the file) before anything else happens to it; a ``kill -9`` can then cost
 at most the requests still in flight. The final file is built from the previous final file
 (rows by position) and the journal (rows by ``_index``, the newest record for an index wins),
-written under a temporary name unique to the run (``temporary_path``) and renamed over the
-old one, so a crash never leaves a torn dataset. Only then is the journal removed. Building
-the final file streams both sources in chunks through a memory-mapped Arrow file, so it needs
-memory for one chunk, not the dataset.
+written under a temporary name unique to the run and swapped in over the old one
+(``store.commit``), so a crash never leaves a torn dataset. Only then is the journal removed.
+Building the final file streams both sources in chunks through a memory-mapped Arrow file,
+so it needs memory for one chunk, not the dataset.
 
 A run that stops early (budget, signal, fatal error) writes the same way the rows finished so
-far, marked partial (``store.partial``), and keeps the journal: a partial file is for reading,
+far, marked partial (``formats.marks``), and keeps the journal: a partial file is for reading,
 never a source, so the journal holds every row it has and the finishing run builds from it.
 The journal's lines are written and read by ``store.journal``; this module owns the files.
 """
@@ -35,69 +35,47 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import errno
-import glob
-import json
 import os
-import re
 import secrets
-import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pcsv
 import pyarrow.ipc as ipc
-import pyarrow.parquet as pq
 
 from batchrun.core.errors import OutputError
 from batchrun.core.wording import option
+from batchrun.formats.base import PART_BYTES, PART_ROWS, OutputFormat, WriteOptions
+from batchrun.formats.jsonl import JSON_SLICE_BYTES
+from batchrun.formats.marks import Partial, partial_metadata
+from batchrun.formats.registry import folder_output, output_for
+from batchrun.store.arrow_values import int64_array, string_scalar
 from batchrun.store.columns import COLUMN_NAMES, COLUMNS, STATUS_OK
-from batchrun.store.dataset import (
-    DATASET,
-    PART_BYTES,
-    PART_ROWS,
-    OpenPart,
-    dataset_batches,
-    dataset_bytes,
-    dataset_exists,
-    dataset_rows,
-    dataset_writer,
-    names_folder,
-    open_parquet_part,
+from batchrun.store.commit import (
+    Commit,
+    Committed,
+    free_bytes,
     recover_aside,
     remove_output,
-    replace_folder,
+    remove_stale,
+    temporary_path,
 )
 from batchrun.store.journal import (
     ARROW_TYPES,
     INDEX,
-    JSON_SLICE_BYTES,
     RUN,
     Damage,
     conform,
     int64s,
     journal_line,
     journal_schema,
-    json_line,
     newest_per_row,
-    read_json_lines,
     read_records,
     repair_journal,
-)
-from batchrun.store.partial import (
-    PARTIAL_KEY,
-    PARTIAL_MANIFEST,
-    Partial,
-    clear_mark,
-    is_parquet,
-    mark_jsonl,
-    parquet_metadata,
-    read_partial,
 )
 from batchrun.store.provenance import (
     SOURCE_COLUMNS,
@@ -107,9 +85,9 @@ from batchrun.store.provenance import (
 )
 
 JOURNAL_SUFFIX = ".journal"
-# The final step's temporary files (``temporary_path``): the journal as Arrow, the new dataset.
+# The final step's temporary file (``commit.temporary_path``): the journal as Arrow. The new
+# output's is the committer's.
 TMP_JOURNAL_SUFFIX = ".journal.arrow"
-TMP_OUTPUT_SUFFIX = ".tmp"
 # Output rows per merge step (and per row group): bounds the final step's memory. Measured
 # over journals of ~1 KB rows, the step's peak RSS rose by 77 MiB at 20,000 rows and 73 at
 # 200,000 with 8,192; by 79 and 108 with 16,384 (the allocator's high-water mark went on
@@ -118,12 +96,9 @@ CHUNK_ROWS = 8_192
 FSYNC_EVERY_S = 2.0
 
 
-def _free_bytes(folder: Path) -> int:
-    return shutil.disk_usage(folder).free
-
-
 def output_schema(keep_columns: Sequence[str] = ()) -> pa.Schema:
-    """The one explicit schema of every output: DESIGN §2 columns, then kept input columns."""
+    """The one explicit schema of every output: the columns of docs/design.md §3.3, then
+    the kept input columns."""
     fields = [pa.field(name, ARROW_TYPES[kind]) for name, kind in COLUMNS]
     fields += [pa.field(name, pa.string()) for name in keep_columns if name not in COLUMN_NAMES]
     return pa.schema(fields)
@@ -133,37 +108,10 @@ def journal_path(output: Path) -> Path:
     return output.with_name(output.name + JOURNAL_SUFFIX)
 
 
-def temporary_path(output: Path, suffix: str) -> Path:
-    """A hidden file beside ``output`` for one run's work, named so that no other run's
-    (this process's id and a random part) can be the same: ``.labels.parquet.<pid>.<hex>.tmp``.
-    """
-    return output.with_name(f".{output.name}.{os.getpid()}.{secrets.token_hex(6)}{suffix}")
-
-
 def remove_stale_temporaries(output: Path, suffixes: Sequence[str] = ()) -> list[Path]:
-    """Remove the temporary files (``temporary_path``) that runs killed midway left beside
-    ``output``; return them. Only for a caller holding the output's lock (``store.lock``):
-    then no other run is using any of them."""
-    removed = []
-    recover_aside(output)  # a dataset swap a crash cut in two: the old dataset back first
-    for suffix in (TMP_JOURNAL_SUFFIX, TMP_OUTPUT_SUFFIX, *suffixes):
-        for path in output.parent.glob(f".{glob.escape(output.name)}.*{suffix}"):
-            if _TEMPORARY.fullmatch(path.name[len(output.name) + 1 : -len(suffix)]):
-                with contextlib.suppress(OSError):
-                    remove_temporary(path)  # a dataset's is a folder
-                    removed.append(path)
-    return removed
-
-
-def remove_temporary(path: Path) -> None:
-    """Remove a temporary file, or a temporary dataset folder, if it is there."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
-_TEMPORARY = re.compile(r"\.[0-9]+\.[0-9a-f]{12}(?:\.[\w-]+)?")  # .<pid>.<hex>[.<key>]
+    """Remove the temporary files runs killed midway left beside ``output`` (the final step's
+    and ``suffixes``: ``commit.remove_stale``); return them. Only under the output's lock."""
+    return remove_stale(output, (TMP_JOURNAL_SUFFIX, *suffixes))
 
 
 @dataclass(frozen=True)
@@ -198,7 +146,7 @@ class JournalSpend:
 @dataclass(frozen=True)
 class FinalCounts:
     """What the output file holds: ``rows`` rows, ``ok`` answered and ``error`` not; ``of``,
-    for a partial output (a stopped run's, ``store.partial``), the input's row count."""
+    for a partial output (a stopped run's, ``formats.marks``), the input's row count."""
 
     rows: int
     ok: int
@@ -358,9 +306,9 @@ class Sink:
 
     ``chunk_rows`` and ``json_slice_bytes`` bound the memory of the final step and of reading
     JSON lines (see ``CHUNK_ROWS`` and ``journal.JSON_SLICE_BYTES``); tests make them small.
-    ``kind`` is the output's format (``output_kind`` of its name when None: a folder output
-    whose name ends in ``.parquet`` needs it said); a dataset's parts hold at most
-    ``part_rows`` rows and about ``part_bytes`` bytes (``store.dataset``).
+    ``output_format`` is the output's format (``formats.registry.output_for`` its name when
+    None: a folder output whose name ends in ``.parquet`` needs it said); a folder's parts hold
+    at most ``part_rows`` rows and about ``part_bytes`` bytes (``formats.parquet_dataset``).
     """
 
     def __init__(
@@ -372,17 +320,16 @@ class Sink:
         write: Callable[[int, memoryview], int] = os.write,
         chunk_rows: int = CHUNK_ROWS,
         json_slice_bytes: int = JSON_SLICE_BYTES,
-        free_space: Callable[[Path], int] = _free_bytes,
-        kind: OutputKind | None = None,
+        free_space: Callable[[Path], int] = free_bytes,
+        output_format: OutputFormat | None = None,
         part_rows: int = PART_ROWS,
         part_bytes: int = PART_BYTES,
-        open_part: OpenPart = open_parquet_part,
+        open_part: Callable[[Path, pa.Schema], Any] | None = None,
     ) -> None:
         self.output = output
-        self.kind: OutputKind = kind or output_kind(output)
-        self._part_rows = part_rows
-        self._part_bytes = part_bytes
-        self._open_part = open_part  # a seam: tests make the final step fail midway
+        self.format = output_format or output_for(output)
+        # open_part: a seam, tests make the final step fail midway
+        self._write_options = WriteOptions(part_rows, part_bytes, open_part)
         self.journal = journal_path(output)
         self.keep_columns = tuple(keep_columns)
         self.schema = output_schema(self.keep_columns)
@@ -395,11 +342,14 @@ class Sink:
         self._last_fsync = 0.0
         self._partial: Partial | None = None  # the output's partial mark, read by ``open``
         # Told after each row is journaled: an output on object storage seals and uploads
-        # the journal in segments from it (``store.remote.Segmenter.noticed``).
+        # the journal in segments from it (``remote.mirror.Segmenter.noticed``).
         self.on_append: Callable[[], None] | None = None
         # Keep the journal after the final file is written, until ``drop_journal``: an output
         # on object storage is final only once uploaded.
         self.keep_journal = False
+        # The final output the last final step put in place (``store.commit``): what a remote
+        # output uploads.
+        self.committed: Committed | None = None
         # This run, in each record it journals (``journal.RUN``), and what those records cost
         # by source: what the job spent is kept by run (``store.spend``).
         self.run_id = new_run_id()
@@ -412,18 +362,17 @@ class Sink:
 
         Raises OutputError before any request is sent when the location is unusable.
         """
-        dataset = self.kind == DATASET
+        folder = self.format.folder
         try:
             self.output.parent.mkdir(parents=True, exist_ok=True)
-            if dataset:
+            if folder:
                 recover_aside(self.output)
             if overwrite:
                 remove_output(self.output)
                 self.journal.unlink(missing_ok=True)
-                clear_mark(self.output)
-            if dataset and self.output.exists() and not self.output.is_dir():
+            if folder and self.output.exists() and not self.output.is_dir():
                 raise OutputError(f"output {self.output} is a file, not a dataset folder")
-            self._partial = read_partial(self.output)  # a dataset folder's too
+            self._partial = self.format.read_mark(self.output)
             if self._partial is not None and not _has_bytes(self.journal):
                 raise OutputError(
                     f"{self.output} is a partial output ({self._partial}) and the journal that "
@@ -434,18 +383,17 @@ class Sink:
             self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
             raise OutputError(f"cannot write output {self.output}: {exc.strerror or exc}") from exc
-        if not dataset and self.output.exists() and self.output.is_dir():
+        if not folder and self.output.exists() and self.output.is_dir():
             raise OutputError(
                 f"output {self.output} is a directory: end it with a slash (or give "
-                f"{option('output_format', DATASET)}) to write a dataset folder there"
+                f"{option('output_format', folder_output().name)}) to write a dataset folder "
+                "there"
             )
         return self._read_prior()
 
     def _final_exists(self) -> bool:
         """Whether a final output (complete or partial) is in place."""
-        if self.kind == DATASET:
-            return dataset_exists(self.output)
-        return self.output.exists()
+        return self.format.exists(self.output)
 
     def _read_prior(self) -> PriorState:
         damage = Damage()
@@ -468,7 +416,7 @@ class Sink:
         if not self._final_exists() or self._partial is not None:
             # A partial output is no source: the journal holds each of its rows.
             return PriorState(0, iter(()), journal, damage.lines, spend=spend)
-        rows = _row_count(self.output, self.kind)
+        rows = row_count(self.output, self.format)
         batches = self._final_batches(_PRIOR_READ)
         return PriorState(
             rows, batches, journal, damage.lines, spend=spend, final_spend=self._final_spend
@@ -483,7 +431,7 @@ class Sink:
 
     def _final_batches(self, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
         return output_batches(
-            self.output, self.schema, columns, self._chunk_rows, self._slice_bytes, self.kind
+            self.output, self.schema, columns, self._chunk_rows, self._slice_bytes, self.format
         )
 
     # -- during the run -------------------------------------------------------------------
@@ -552,7 +500,7 @@ class Sink:
         """After a stop: write the rows finished so far, in input order, as a partial output.
 
         The rows with no record yet (of rows 0..total_rows-1) are left out, the file is marked
-        partial (``store.partial``) and the journal is kept; rows only the old final file had
+        partial (``formats.marks``) and the journal is kept; rows only the old final file had
         are copied into the journal first, so it still holds every row. When every row has a
         record after all, this is ``finalize``. Returns None, writing nothing, when the
         journal holds nothing the output lacks.
@@ -565,10 +513,14 @@ class Sink:
             return None  # the output already shows every row the journal holds
         partial = self._partial if self._final_exists() else None
         old_rows = 0 if partial is not None else self._old_rows()
-        need = self._space_needed(copy_old=stopped)
-        self._check_space(need)
+        commit = Commit(self.output, self.format, free_space=self._free_space)
+        commit.check_space(
+            self._space_needed(copy_old=stopped),
+            needs="twice the journal, plus the existing output until it is replaced",
+            then="Free some space and re-run the same command: the journal is kept and nothing "
+            "is sent again",
+        )
         tmp_arrow = temporary_path(self.output, TMP_JOURNAL_SUFFIX)
-        tmp_out = temporary_path(self.output, TMP_OUTPUT_SUFFIX)
         try:
             journal = journal_to_arrow(self.journal, self.schema, tmp_arrow, self._slice_bytes)
             try:
@@ -578,35 +530,23 @@ class Sink:
                 if stopped and covered == total_rows:
                     stopped = False  # every row has its record: the output is complete
                 mark = Partial(covered, total_rows) if stopped else None
-                counts = self._merge(total_rows, old_rows, journal, tmp_out, mark)
+                with commit.building(mark) as tmp_out:
+                    counts = self._merge(total_rows, old_rows, journal, tmp_out, mark)
             finally:
                 journal.close()
-            if self.kind == DATASET:
-                replace_folder(tmp_out, self.output)  # the mark is in its manifest
-            else:
-                if mark is not None and not is_parquet(self.output):
-                    temporary = temporary_path(self.output, ".mark.tmp")
-                    mark_jsonl(tmp_out, self.output, mark, temporary)
-                os.replace(tmp_out, self.output)
-                fsync_dir(self.output.parent)
             self._partial = mark
-            if mark is None:
-                if not self.keep_journal:
-                    self.journal.unlink(missing_ok=True)
-                clear_mark(self.output)
+            self.committed = commit.committed
+            if mark is None and not self.keep_journal:
+                self.journal.unlink(missing_ok=True)
         except OSError as exc:
-            hint = ""
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                hint = f" (the final step needs about {_mib(need)} free beside it)"
             raise OutputError(
-                f"cannot write {self.output}: {exc.strerror or exc}{hint}; the journal is kept: "
-                "re-run the same command to write it"
+                f"cannot write {self.output}: {exc.strerror or exc}{commit.short_of_space(exc)};"
+                " the journal is kept: re-run the same command to write it"
             ) from exc
         except pa.ArrowException as exc:  # a file changed under us; the journal is kept
             raise OutputError(f"cannot write {self.output}: {exc}") from exc
         finally:
             tmp_arrow.unlink(missing_ok=True)
-            remove_temporary(tmp_out)
         return counts
 
     def _journal_is_newer(self) -> bool:
@@ -620,41 +560,19 @@ class Sink:
             return False
         if self._partial is None:
             return True
-        written = self.output
-        if self.kind == DATASET:
-            written = self.output / PARTIAL_MANIFEST
-        try:
-            return written.stat().st_mtime_ns < journal.st_mtime_ns
-        except FileNotFoundError:
-            return True
+        written = self.format.modified_ns(self.output)
+        return written is None or written < journal.st_mtime_ns
 
     def _old_rows(self) -> int:
-        return _row_count(self.output, self.kind) if self._final_exists() else 0
+        return row_count(self.output, self.format) if self._final_exists() else 0
 
     def _space_needed(self, *, copy_old: bool = False) -> int:
         """Bytes the final step writes before it removes anything: the journal as Arrow and
         the new dataset, each about the journal's size at most, while the old dataset stays
         until the rename (and, after a stop, the old dataset's rows copied to the journal)."""
         journal = self.journal.stat().st_size if self.journal.exists() else 0
-        if self.kind == DATASET:
-            old = dataset_bytes(self.output)
-        else:
-            old = self.output.stat().st_size if self.output.exists() else 0
+        old = self.format.size(self.output)
         return 2 * journal + old * (2 if copy_old else 1)
-
-    def _check_space(self, need: int) -> None:
-        """OutputError before writing anything when the disk cannot hold the final step."""
-        try:
-            free = self._free_space(self.output.parent)
-        except OSError:
-            return  # cannot tell: try, and say what it needs if the disk fills
-        if free < need:
-            raise OutputError(
-                f"not enough space to write {self.output}: the final step needs about "
-                f"{_mib(need)} free in {self.output.parent} (twice the journal, plus the "
-                f"existing output until it is replaced), and {_mib(free)} are free. Free some "
-                "space and re-run the same command: the journal is kept and nothing is sent again"
-            )
 
     def _merge(
         self,
@@ -668,17 +586,10 @@ class Sink:
         ``old_rows``) and the journal (by index, winning); with ``mark``, leave out rows
         neither has and copy the old file's rows into the journal (it must hold them all)."""
         old = _Positional(self._final_batches() if old_rows else iter(()))
-        schema = self.schema.with_metadata(parquet_metadata(mark)) if mark else self.schema
+        schema = self.schema.with_metadata(partial_metadata(mark)) if mark else self.schema
         ok = error = 0
         with (
-            open_writer(
-                tmp_out,
-                schema,
-                self.kind,
-                part_rows=self._part_rows,
-                part_bytes=self._part_bytes,
-                open_part=self._open_part,
-            ) as write,
+            self.format.writer(tmp_out, schema, self._write_options) as write,
             self._appending(copy=mark is not None and old_rows > 0) as append,
         ):
             for p0 in range(0, total_rows, self._chunk_rows):
@@ -694,9 +605,11 @@ class Sink:
                     raise OutputError(f"internal error: no result recorded for row {missing}")
                 if append is not None:
                     append(p0, old_chunk, [i for i in src if i is not None and i < len(old_chunk)])
-                taken = pa.array([i for i in src if i is not None], pa.int64())
+                taken = int64_array([i for i in src if i is not None])
                 table = pa.concat_tables([old_chunk, new_chunk]).take(taken)
-                n_ok = pc.sum(pc.equal(table.column("status"), STATUS_OK)).as_py() or 0
+                n_ok = (
+                    pc.sum(pc.equal(table.column("status"), string_scalar(STATUS_OK))).as_py() or 0
+                )
                 ok += n_ok
                 error += table.num_rows - n_ok
                 if table.num_rows:
@@ -720,7 +633,7 @@ class Sink:
             def append(p0: int, chunk: pa.Table, rows: Sequence[int]) -> None:
                 if not rows:
                     return
-                picked = chunk.take(pa.array(rows, pa.int64())).to_pylist()
+                picked = chunk.take(int64_array(rows)).to_pylist()
                 lines = "".join(journal_line(p0 + k, r) for k, r in zip(rows, picked, strict=True))
                 data = memoryview(lines.encode())
                 while data:
@@ -782,7 +695,7 @@ class _SortedJournal:
             batches.append(batch)
         table = pa.Table.from_batches(batches, schema=self._reader.schema)
         src = [offset[b] + pos - self._starts[b] for b, pos in zip(batch_of, wanted, strict=True)]
-        picked = table.take(pa.array(src, pa.int64())).drop_columns([INDEX])
+        picked = table.take(int64_array(src)).drop_columns([INDEX])
         return picked.cast(schema), self._indexes[j0:j1]
 
 
@@ -819,41 +732,15 @@ _JOURNAL_BATCH_ROWS = 4096
 # -- final files ----------------------------------------------------------------------------
 
 
-OutputKind = Literal["parquet", "jsonl", "csv", "parquet-dataset"]
+def output_kind(path: Path | str) -> str:
+    """The name of the output's format, by its name (``formats.registry.output_for``)."""
+    return output_for(path).name
 
 
-def output_kind(path: Path | str) -> OutputKind:
-    """The output's format, by its name: ``.csv``, ``.jsonl``, ``.parquet``; a folder (a
-    name that ends with a slash, as given as text; one that is a folder already; or a name
-    with no suffix) is a Parquet dataset (``store.dataset``). A ``pathlib.Path`` loses a
-    trailing slash: a folder not written yet whose name ends in ``.parquet`` must be said
-    (``Sink(kind=...)``, ``--output-format``)."""
-    if isinstance(path, str):
-        if names_folder(path):
-            return DATASET
-        path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return "csv"
-    if suffix == ".jsonl":
-        return "jsonl"
-    if path.is_dir() or not suffix:
-        return DATASET
-    return "parquet" if is_parquet(path) else "jsonl"
-
-
-def _row_count(path: Path, kind: OutputKind | None = None) -> int:
+def row_count(path: Path, fmt: OutputFormat | None = None) -> int:
+    """How many rows the output at ``path`` holds (in ``fmt``: by its name when None)."""
     try:
-        kind = kind or output_kind(path)
-        if kind == DATASET:
-            return dataset_rows(path)
-        if kind == "parquet":
-            return int(pq.ParquetFile(path).metadata.num_rows)
-        if kind == "csv":
-            # A cell may hold line breaks: only parsing tells records apart. One column is kept.
-            return sum(b.num_rows for b in _csv_batches(path, pa.schema([("id", pa.string())])))
-        with path.open("rb") as fh:
-            return sum(1 for line in fh if line.strip())
+        return (fmt or output_for(path)).row_count(path)
     except (OSError, pa.ArrowException) as exc:
         raise OutputError(f"cannot read existing output {path}: {exc}") from exc
 
@@ -864,73 +751,17 @@ def output_batches(
     columns: Sequence[str] | None = None,
     batch_rows: int = CHUNK_ROWS,
     slice_bytes: int = JSON_SLICE_BYTES,
-    kind: OutputKind | None = None,
+    fmt: OutputFormat | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Batches of an existing final file, conformed to ``schema`` (older runs may differ).
 
-    Parquet is read ``batch_rows`` at a time, JSON lines a slice of ``slice_bytes`` at a time,
-    CSV a block of ``CSV_BLOCK_BYTES`` (or more, for a record longer than that) at a time; a
-    dataset folder's parts in its manifest's order, ``batch_rows`` at a time.
+    Read by its format (``fmt``; by its name when None), about ``batch_rows`` rows at a
+    time (a slice of ``slice_bytes`` for JSON lines: see the format).
     """
     # In the order asked for: callers read the columns by position.
     wanted = schema if columns is None else pa.schema([schema.field(n) for n in columns])
-    kind = kind or output_kind(path)
-    if kind == DATASET:
-        batches: Iterator[pa.RecordBatch] = dataset_batches(path, wanted, batch_rows)
-    elif kind == "parquet":
-        pf = pq.ParquetFile(path)
-        present = [n for n in wanted.names if n in pf.schema_arrow.names]
-        batches = pf.iter_batches(batch_rows, columns=present)
-    elif kind == "csv":
-        batches = _csv_batches(path, wanted)
-    else:
-        batches = read_json_lines(path, wanted, slice_bytes)
-    for batch in batches:
+    for batch in (fmt or output_for(path)).batches(path, wanted, batch_rows, slice_bytes):
         yield conform(batch, wanted)
-
-
-# Bytes of CSV parsed at a time. pyarrow's reader cannot split a record between blocks, so a
-# record longer than this (a very long answer) makes the read start again with blocks four
-# times larger, skipping the rows already returned.
-CSV_BLOCK_BYTES = 8 << 20
-
-
-def _csv_batches(
-    path: Path, wanted: pa.Schema, block_bytes: int = CSV_BLOCK_BYTES
-) -> Iterator[pa.RecordBatch]:
-    """A CSV output's ``wanted`` columns (those it lacks come null), typed by ``wanted``.
-
-    Only an unquoted empty cell is null: the writer quotes every string, so ``""`` reads back
-    as the empty string and ``"NA"`` as the text NA.
-    """
-    if path.stat().st_size == 0:
-        return
-    convert = pcsv.ConvertOptions(
-        column_types={f.name: f.type for f in wanted},
-        include_columns=list(wanted.names),
-        include_missing_columns=True,
-        null_values=[""],
-        strings_can_be_null=True,
-        quoted_strings_can_be_null=False,
-    )
-    parse = pcsv.ParseOptions(newlines_in_values=True)
-    done = 0  # rows already returned, skipped when a read starts again
-    while True:
-        read = pcsv.ReadOptions(block_size=block_bytes, use_threads=False)
-        seen = 0
-        try:
-            for batch in pcsv.open_csv(path, read, parse, convert):
-                start, seen = seen, seen + batch.num_rows
-                if seen > done:
-                    yield batch.slice(max(0, done - start))
-                    done = seen
-            return
-        except pa.ArrowInvalid as exc:
-            # "straddles two block boundaries", or a header longer than the first block.
-            too_long = "straddl" in str(exc) or "Empty CSV file or block" in str(exc)
-            if not too_long or block_bytes >= 1 << 31:
-                raise
-            block_bytes *= 4
 
 
 class _Positional:
@@ -955,72 +786,8 @@ class _Positional:
         return head
 
 
-@contextlib.contextmanager
-def open_writer(
-    path: Path,
-    schema: pa.Schema,
-    kind: OutputKind,
-    *,
-    part_rows: int = PART_ROWS,
-    part_bytes: int = PART_BYTES,
-    open_part: OpenPart = open_parquet_part,
-) -> Iterator[Any]:
-    """A write(table) function for Parquet, JSONL or CSV; the file is fsynced on success.
-    A dataset is a folder at ``path``, its manifest written on success (``store.dataset``);
-    a partial mark in ``schema``'s metadata goes into its parts and its manifest."""
-    if kind == DATASET:
-        raw = (schema.metadata or {}).get(PARTIAL_KEY)
-        mark = None
-        if raw is not None:
-            data = json.loads(raw)
-            mark = Partial(int(data["rows"]), int(data["of"]))
-        with dataset_writer(
-            path,
-            schema,
-            part_rows=part_rows,
-            part_bytes=part_bytes,
-            partial=mark,
-            open_part=open_part,
-        ) as write:
-            yield write
-        return
-    if kind == "parquet":
-        with pq.ParquetWriter(str(path), schema, compression="zstd") as writer:
-            yield writer.write_table
-    elif kind == "csv":
-        # Strings always quoted (pyarrow's "needed"), nulls as empty cells: see _csv_batches.
-        options = pcsv.WriteOptions(include_header=True, quoting_style="needed")
-        with pcsv.CSVWriter(str(path), schema.remove_metadata(), write_options=options) as writer:
-            yield writer.write_table
-    else:
-        with path.open("w", encoding="utf-8") as fh:
-
-            def write(table: pa.Table) -> None:
-                fh.writelines(json_line(row) for row in table.to_pylist())
-
-            yield write
-            fh.flush()
-            os.fsync(fh.fileno())
-            return
-    with open(path, "rb") as written:
-        os.fsync(written.fileno())
-
-
 def _has_bytes(path: Path) -> bool:
     try:
         return path.stat().st_size > 0
     except OSError:
         return False
-
-
-def fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _mib(size: int) -> str:
-    return f"{size / (1 << 20):,.1f} MiB"

@@ -1,0 +1,631 @@
+"""``--via batches``: the same job through the Message Batches API, at half the price.
+
+    summary = run(load_config(Path("jobs/estimate_costs.toml"), {"via": "batches"}))
+
+The input, the row checks and the output are the online run's: rows are read and checked
+the same way (a row the API would refuse is recorded at once, not after a day's wait), and
+each result becomes the same output row, with ``via = "batches"``, its ``batch_id`` and the
+batch price. Steps, each durable before the next (``batch_journal``):
+
+1. reconcile: intents a crash left without a batch id are looked for among the API's batches
+2. submit: rows not done and not in a running batch, split by count and size
+   (``batch_plan``); intent journaled, then ``create``, then the id journaled
+3. wait: poll every running batch, backing off while nothing changes
+4. collect: an ended batch's results are spooled and joined to their rows (``batch_results``),
+   journaled to the output, then the batch is marked collected
+
+Ctrl-C while waiting leaves the batches running; re-running the same command collects them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from array import array
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from batchrun.batches.plan import REQUEST_HASH_CHARS, BatchItem, chunks
+from batchrun.batches.results import (
+    ResultSpool,
+    processing_ms,
+    result_row,
+)
+from batchrun.client.batch_endpoints import BatchesApi, BatchStatus, is_ambiguous
+from batchrun.client.retry import send_with_retries
+from batchrun.config.load import RunConfig
+from batchrun.core.errors import ApiError, ConfigError, FatalRunError
+from batchrun.core.wording import option, place, said
+from batchrun.engine.admission import AdmissionClosed, Gate, SendCheck
+from batchrun.engine.dedup import Dedup
+from batchrun.engine.outcome import VIA_BATCHES, RowSettings, Work, error_row, prepare
+from batchrun.formats.inputs import read_rows
+from batchrun.live.frames import BatchView, Snapshot
+from batchrun.remote.batch_mirror import BatchJournalMirror
+from batchrun.rows.reader import check_input_file
+from batchrun.runs.claim import Claim, check_credentials, claim_output
+from batchrun.runs.compose import job_client
+from batchrun.runs.finish import record_spend, write_output
+from batchrun.runs.interrupt import run_interruptibly
+from batchrun.runs.online import run_holding
+from batchrun.runs.plan import RowCounter, count_hint, plan
+from batchrun.runs.preflight import check_every_row_can_be_built
+from batchrun.runs.resume import Resume, ResumeMismatchError, Sleep, take_over
+from batchrun.runs.runtime import DEFAULT, ProgressView, Runtime
+from batchrun.runs.summary import RunSummary
+from batchrun.runs.twins import BatchTwins, remember_prior_answers
+from batchrun.store.batch_journal import (
+    BatchEntry,
+    BatchJournal,
+    IntentRows,
+    batch_journal_path,
+)
+from batchrun.store.columns import INVALID_REQUEST
+from batchrun.store.commit import temporary_path
+from batchrun.store.row_state import LAPSED_REASONS, RowState, state_of
+from batchrun.store.sink import PriorState, Sink, remove_stale_temporaries
+
+# A batch's created_at (server clock) may precede our intent's timestamp (local clock)
+# by this much and still be taken for it when reconciling after a crash.
+CLOCK_SKEW = timedelta(minutes=10)
+POLL_GROWTH = 1.5
+POLL_CEILING_S = 300.0  # most batches end within an hour; a 5-minute poll is plenty then
+MAX_ROUNDS = 3  # --resubmit-expired: new batches per run for rows that lapsed again
+SPOOL_SUFFIX = ".results"  # a batch's results on disk while they are collected (batch_results)
+
+
+async def run_batches_async(
+    config: RunConfig,
+    runtime: Runtime = DEFAULT,
+) -> RunSummary:
+    """Run the job through Message Batches to the end (or to Ctrl-C); see the module doc.
+
+    ``runtime.sleep`` is the wait between retries of one API call (tests pass a no-op);
+    polling waits ``config.batches.poll_interval`` and more, in real time, and wakes up at
+    once on Ctrl-C.
+    """
+    check_credentials(config.client, runtime.transport)
+    check_input_file(config.input.path)
+    check_every_row_can_be_built(config)
+    if config.cost.max_cost is not None:
+        raise ConfigError(
+            f"{option('max_cost')} stops admitting rows as they are answered, which a batch "
+            "cannot do: price the job first with "
+            f"{said('`batchrun estimate`', '`batchrun.estimate(config)`')} (it shows the batch "
+            "price)"
+        )
+    with claim_output(config) as claim:
+        remove_stale_temporaries(config.output.path, (SPOOL_SUFFIX,))
+        return await _run_claimed(config, claim, runtime)
+
+
+async def _run_claimed(config: RunConfig, claim: Claim, runtime: Runtime) -> RunSummary:
+    """``run_batches_async``, the output claimed (its lock held: ``claim``)."""
+    journal = _open_journal(config)
+    summary = RunSummary(input=config.input.path, output=config.output.path, via=VIA_BATCHES)
+    output, prior, resume = take_over(config, claim, summary)
+    sink = output.sink
+    done, known_ids = resume.states, resume.ids
+    counter = RowCounter()
+    lapsed_online = False
+    sleep = runtime.sleep
+    async with job_client(config, runtime) as client:
+        api = BatchesApi(client, max_retries=config.engine.max_retries, sleep=sleep)
+        summary.todo = count_hint(config, done, config.batches.resubmit_expired)
+        twins = _batch_twins(config, journal, sink, prior, resume)
+        job = _BatchJob(
+            config, api, journal, sink, summary, done, counter, sleep, twins, output.lease
+        )
+        progress = runtime.progress(summary.todo, job.snapshot, quiet=config.run.quiet)
+        job.progress = progress
+        started = time.perf_counter()
+        fatal: FatalRunError | None = None
+        try:
+            summary.interrupted = await run_interruptibly(
+                job.run(known_ids),
+                stop_admitting=job.stop,
+                grace=config.run.grace,
+                notify=progress.log,
+                stopping="no new batches; the batches created keep running on the API; "
+                "finishing what is under way",
+            )
+        except FatalRunError as exc:
+            fatal = exc  # raised once what is collected is written
+        finally:
+            summary.elapsed_s = time.perf_counter() - started
+            if twins is not None:
+                summary.deduplicated += twins.dedup.filled
+                summary.dedup_saved_usd += twins.dedup.saved_usd
+            summary.batches_running = [
+                e.batch_id or e.key for e in journal.open_entries() if e.open
+            ]
+            progress.close()
+            await output.close()
+        lapsed_online = (
+            config.batches.finish_online
+            and RowState.LAPSED in done
+            and summary.interrupted is None
+            and fatal is None
+        )
+    summary.total_rows = counter.rows
+    summary.skipped = counter.skipped
+    record_spend(config, sink, summary)  # before the final step may remove the journal
+    if lapsed_online:
+        return await _finish_online(config, summary, claim, runtime)
+    every_row_recorded = len(done) >= counter.rows and 0 not in done[: counter.rows]
+    complete = (
+        fatal is None
+        and summary.interrupted is None
+        and not summary.batches_running
+        and every_row_recorded
+    )
+    lost = output.lease_lost(job.closed_by)
+    if lost is not None:
+        raise lost  # another run owns the output now: nothing of this run is written there
+    write_output(config, output, summary, counter.rows, complete=complete)
+    if fatal is not None:
+        raise fatal
+    return summary
+
+
+def _batch_twins(
+    config: RunConfig, journal: BatchJournal, sink: Sink, prior: PriorState, resume: Resume
+) -> BatchTwins | None:
+    """With --dedup: the answers earlier runs recorded, and the requests in batches still
+    running, so that no request is submitted twice (``runs.twins``)."""
+    if not config.engine.dedup:
+        return None
+    dedup = Dedup()
+    remember_prior_answers(dedup, sink, prior, resume.states, resume.sources.accepted)
+    running: dict[str, int] = {}
+    for entry in journal.open_entries():
+        rows = journal.rows(entry)
+        for index, prefix in zip(rows.indexes, rows.hashes, strict=True):
+            running.setdefault(prefix, index)
+    return BatchTwins(dedup, running, REQUEST_HASH_CHARS)
+
+
+def _open_journal(config: RunConfig) -> BatchJournal:
+    """The batch journal; for a remote output, first brought in step with its copy on the
+    store, and mirrored there after every step (an intent before its create)."""
+    path = batch_journal_path(config.output.path)
+    mirror = _journal_mirror(config)
+    if mirror is not None:
+        mirror.pull(path)
+    journal = BatchJournal.load(path, mirror.push if mirror is not None else None)
+    if config.resume.overwrite:
+        running = [e.batch_id or e.key for e in journal.open_entries()]
+        if running:
+            raise ConfigError(
+                f"{option('overwrite', True)} would forget {len(running)} batch(es) still "
+                f"running for {config.output.shown} ({', '.join(running[:5])}): re-run without "
+                f"{option('overwrite', True)} to "
+                "collect them, or cancel them first with `batchrun batches cancel`"
+            )
+        journal.remove()
+        if mirror is not None:
+            mirror.remove()
+        journal = BatchJournal(journal.path, journal.mirror)
+    return journal
+
+
+def _journal_mirror(config: RunConfig) -> BatchJournalMirror | None:
+    if config.output.url is None:
+        return None
+    # Imported here: a local output has no use for the storage layer (pyarrow.fs).
+    from batchrun.remote.objects import Storage
+
+    return BatchJournalMirror(Storage(config.storage), config.output.url)
+
+
+async def _finish_online(
+    config: RunConfig, summary: RunSummary, claim: Claim, runtime: Runtime
+) -> RunSummary:
+    """--finish-online: send the rows batches left expired or cancelled as online requests."""
+    online = await run_holding(  # under this run's lock: no other run may come in between
+        replace(config, via="online", resume=replace(config.resume, overwrite=False)),
+        claim,
+        runtime,
+        redo_lapsed=True,
+    )
+    # The rows batches left expired or cancelled are answered again online: each row is
+    # counted once, as it ended. The online pass skips the rows the batches answered, done by
+    # this run and not earlier.
+    for kind in LAPSED_REASONS:
+        summary.uncount_error(kind, summary.error_types.get(kind, 0))
+    summary.skipped = max(0, online.skipped - summary.finished)
+    summary.add(online)
+    summary.final, summary.interrupted = online.final, online.interrupted
+    summary.total_rows = online.total_rows
+    summary.job_cost_usd = online.job_cost_usd  # the job's, the online pass's spend included
+    return summary
+
+
+class _BatchJob:
+    """One batch run's steps over shared state: journal, output, summary, row flags."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        api: BatchesApi,
+        journal: BatchJournal,
+        sink: Sink,
+        summary: RunSummary,
+        done: bytearray,
+        counter: RowCounter,
+        sleep: Sleep,
+        twins: BatchTwins | None = None,
+        send_check: SendCheck | None = None,
+    ) -> None:
+        self.config = config
+        self.rows = RowSettings.of(config)  # rows into requests, answers into output rows
+        # An object-store output's lease, asked before each batch is created: a run whose
+        # lease another run took over creates none (``engine.admission``, as online).
+        self._gate = Gate(send_check, self._close) if send_check is not None else None
+        self.closed_by: str | None = None
+        self.twins = twins  # --dedup: identical requests go in one batch once
+        self.api = api
+        self.journal = journal
+        self.sink = sink
+        self.summary = summary
+        self.done = done  # a RowState per row, kept current as rows are recorded
+        self.counter = counter
+        self.sleep = sleep
+        self.progress: ProgressView | None = None
+        self.statuses: dict[str, BatchStatus] = {}
+        self._stopping = asyncio.Event()
+        # Rows of each running batch recorded so far: the display counts a batch's rows the
+        # API reports finished, less these, so that no row is counted twice while collecting.
+        self._recorded_from: Counter[str] = Counter()
+        self._lapsed_now: dict[int, str] = {}  # rows this run recorded as expired/cancelled
+
+    def stop(self) -> None:
+        """Ctrl-C: no new batches, no more waiting; running batches keep running."""
+        self._stopping.set()
+
+    def _close(self, reason: str) -> None:
+        """The lease is lost: no new batches; those created keep running on the API."""
+        self.closed_by = reason
+        self.log(f"batchrun: {reason}; creating no more batches")
+        self.stop()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def log(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress.log(message)
+
+    async def run(self, known_ids: list[str]) -> None:
+        await self.reconcile()
+        redo_lapsed = self.config.batches.resubmit_expired
+        for round_number in range(MAX_ROUNDS):
+            pending = self.journal.pending_flags(len(self.done))
+            counter = self.counter if round_number == 0 else RowCounter()
+            works = plan(
+                self.config,
+                self.done,
+                known_ids if round_number == 0 else [],
+                counter,
+                None,
+                redo_lapsed=redo_lapsed,
+                pending=pending,
+            )
+            await self.submit(works)
+            await self.wait_and_collect()
+            if self.twins is not None and not self.stopping:
+                left = self.twins.fill(self.config, self._record)
+                if left:
+                    self.log(
+                        f"batchrun: {left:,} duplicate row(s) not filled: the row with the same "
+                        "request got no answer; a re-run submits them"
+                    )
+            if self.stopping or not redo_lapsed or RowState.LAPSED not in self.done:
+                return
+            if round_number + 1 < MAX_ROUNDS:
+                self.log("batchrun: resubmitting the rows that expired or were cancelled")
+        self.log(f"batchrun: rows still lapsed after {MAX_ROUNDS} rounds; re-run to try again")
+
+    # -- 1. reconcile ---------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Find the batch of every intent a crash left without an id, or abandon the intent.
+
+        The API cannot tag a batch, so a batch is taken for an intent when it was created
+        after the intent (less clock skew), holds as many requests, and belongs to no other
+        intent of this job. Two such batches make it impossible to tell: stop and say so.
+        """
+        unresolved = [e for e in self.journal.open_entries() if e.batch_id is None]
+        if not unresolved:
+            return
+        since = min(e.at for e in unresolved) - CLOCK_SKEW
+        listed = await self.api.created_since(since)
+        known = self.journal.known_ids()
+        for entry in unresolved:
+            found = [
+                b
+                for b in listed
+                if b.id not in known
+                and b.total == entry.count
+                and b.created_at >= entry.at - CLOCK_SKEW
+            ]
+            if len(found) > 1:
+                raise FatalRunError(
+                    f"cannot tell which of the batches {', '.join(b.id for b in found)} holds "
+                    f"the {entry.count} rows batchrun was submitting when it stopped (intent "
+                    f"{entry.key} in {self.journal.path}); check them with `batchrun batches list`"
+                )
+            if found:
+                self.journal.created(entry, found[0].id, reconciled=True)
+                known.add(found[0].id)
+                self.log(
+                    f"batchrun: batch {found[0].id} was created before the last run stopped; "
+                    f"collecting it instead of submitting its {entry.count:,} rows again"
+                )
+            else:
+                self.journal.abandoned(entry)
+                self.log(
+                    f"batchrun: batch {entry.key} was never created; its {entry.count:,} rows "
+                    "will be submitted"
+                )
+
+    # -- 2. submit ------------------------------------------------------------------------
+
+    async def submit(self, works: Iterable[Work]) -> None:
+        """Record invalid rows at once; send the rest in batches within the size limits."""
+        config = self.config
+        for chunk in chunks(
+            self._sendable(works), config.batches.max_requests, config.batches.max_bytes
+        ):
+            if self.stopping:
+                return
+            rows = IntentRows(array("q", chunk.indexes), chunk.custom_ids, chunk.hashes)
+            if self._gate is not None:
+                try:
+                    await self._gate.admit()
+                except AdmissionClosed:
+                    return  # its rows stay unsent, for the run that holds the output
+            entry = self.journal.intend(
+                datetime.now(timezone.utc), chunk.size, chunk.content_hash(), rows
+            )
+            await self._create(entry, chunk.content())
+
+    def _sendable(self, works: Iterable[Work]) -> Iterator[BatchItem]:
+        for work in works:
+            if self.stopping:
+                return
+            if work.body is None or work.request_hash is None:
+                problem = str(work.problem)
+                self._record(
+                    work.row.index,
+                    error_row(work, self.rows, INVALID_REQUEST, problem, None, 0, VIA_BATCHES),
+                )
+                self.summary.invalid += 1
+                continue
+            if self.twins is not None:
+                twin = self.twins.answer_now(work, self.rows)
+                if twin is not None:
+                    self._record(work.row.index, twin)  # answered before: nothing to send
+                    continue
+                if self.twins.hold(work):
+                    continue  # its request is in a batch already: filled once that is collected
+            yield BatchItem(work.row.index, work.row.id, work.request_hash, work.body)
+
+    async def _create(self, entry: BatchEntry, content: bytes) -> None:
+        """Create the intent's batch, never twice, retried as any request is (``client.retry``).
+
+        After a failure that may hide a created batch (``is_ambiguous``), the next attempt
+        first looks for it (``reconcile``); found, it is taken, otherwise a fresh intent is
+        journaled before sending again.
+        """
+        current = entry
+        look_first = False
+
+        async def attempt() -> BatchStatus | None:
+            nonlocal current, look_first
+            if look_first:
+                look_first = False
+                await self.reconcile()
+                if current.batch_id is not None:
+                    return None  # the failed attempt had created it after all
+                current = self.journal.intend(
+                    datetime.now(timezone.utc),
+                    current.size,
+                    current.content_hash,
+                    self.journal.rows(current),
+                )
+            try:
+                return await self.api.create(content)
+            except ApiError as exc:
+                look_first = is_ambiguous(exc)
+                raise
+
+        def count_retry(exc: BaseException, wait: float) -> None:
+            self.summary.retries += 1
+
+        try:
+            status, _ = await send_with_retries(
+                attempt,
+                max_retries=self.config.engine.max_retries,
+                sleep=self.sleep,
+                on_retry=count_retry,
+            )
+        except ApiError as exc:
+            if not is_ambiguous(exc):
+                self.journal.abandoned(current)  # certainly not created: free its rows
+            raise FatalRunError(
+                f"could not create batch {current.key} ({current.count:,} rows): {exc}. "
+                "Re-running resumes; batchrun first checks whether the batch exists"
+            ) from exc
+        if status is None:
+            return
+        self.journal.created(current, status.id)
+        self.statuses[current.key] = status
+        self.summary.batches_created += 1
+        self.log(f"batchrun: created batch {status.id} ({current.count:,} rows)")
+
+    # -- 3. wait --------------------------------------------------------------------------
+
+    async def wait_and_collect(self) -> None:
+        interval = self.config.batches.poll_interval
+        while not self.stopping:
+            running = [e for e in self.journal.open_entries() if e.batch_id is not None]
+            if not running:
+                return
+            moved = False
+            for entry in running:
+                assert entry.batch_id is not None
+                try:
+                    status = await self.api.retrieve(entry.batch_id)
+                except ApiError as exc:
+                    if exc.status != 404:
+                        raise
+                    self._gone(entry)
+                    continue
+                before = self.statuses.get(entry.key)
+                moved = moved or before is None or before.counts != status.counts
+                self.statuses[entry.key] = status
+                if status.ended:
+                    await self.collect(entry, status)
+                    moved = True
+                if self.stopping:
+                    return
+            if not any(e.open for e in running):
+                continue
+            first = self.config.batches.poll_interval
+            interval = first if moved else min(interval * POLL_GROWTH, POLL_CEILING_S)
+            await self._pause(interval)
+
+    def _gone(self, entry: BatchEntry) -> None:
+        """The API no longer knows the batch (deleted by hand, or in another workspace).
+
+        Its answers cannot be had; its rows are freed, so the next run submits them again.
+        """
+        self.journal.abandoned(entry)
+        self.log(
+            f"batchrun: batch {entry.batch_id} is not found on the API (deleted?); its "
+            f"{entry.count:,} rows are sent again by the next run"
+        )
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once on Ctrl-C."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    # -- 4. collect -----------------------------------------------------------------------
+
+    async def collect(self, entry: BatchEntry, status: BatchStatus) -> None:
+        """Write the ended batch's results as output rows, then mark it collected."""
+        assert entry.batch_id is not None
+        rows = self.journal.rows(entry)
+        # Unique to this run, like the final step's files: no other process can share it.
+        spool_path = temporary_path(self.config.output.path, f".{entry.key}{SPOOL_SUFFIX}")
+        with ResultSpool(spool_path, rows.positions()) as spool:
+            try:
+                found = await _retrying(
+                    lambda: spool.fill(self.api.results(entry.batch_id or "")),
+                    self.config.engine.max_retries,
+                    self.sleep,
+                )
+                missing = self._join(entry, rows, spool, status)
+            finally:
+                spool.remove()
+        self.sink.sync()
+        self.journal.collected(entry)
+        self.summary.batches_collected += 1
+        if spool.unknown or missing:
+            self.log(
+                f"batchrun: batch {entry.batch_id}: {missing:,} row(s) had no result and "
+                f"{spool.unknown:,} result(s) matched no row; a re-run submits the missing rows"
+            )
+        self.log(
+            f"batchrun: collected batch {entry.batch_id}: {found:,} results "
+            + _counts_text(status.counts)
+        )
+
+    def _join(
+        self, entry: BatchEntry, rows: IntentRows, spool: ResultSpool, status: BatchStatus
+    ) -> int:
+        """Read the batch's rows from the input, in order, and record each one's result."""
+        assert entry.batch_id is not None
+        where = {index: k for k, index in enumerate(rows.indexes)}
+        took = processing_ms(status.created_at, status.ended_at)
+        missing = 0
+        # The first row past the batch is read (not skipped) only to end the pass there.
+        rows_read = read_rows(
+            self.config.input.path,
+            shape=self.config.input.shape,
+            skip=lambda i: i <= entry.last and i not in where,
+        )
+        for row in rows_read:
+            if row.index > entry.last:
+                break
+            position = where[row.index]
+            work = prepare(row, self.rows)
+            if (work.request_hash or "")[:REQUEST_HASH_CHARS] != rows.hashes[position]:
+                raise ResumeMismatchError(
+                    f"row {row.id} ({place(str(self.config.input.path), row.line)}) changed "
+                    f"after batch {entry.batch_id} was submitted: its answer would not match "
+                    f"it. Restore the input, or start afresh with {option('overwrite', True)}"
+                )
+            if row.index < len(self.done) and self.done[row.index] == RowState.OK:
+                continue  # recorded by a run that stopped while collecting this batch
+            record = spool.get(position)
+            if record is None:
+                missing += 1
+                continue
+            self._record(
+                row.index,
+                result_row(work, self.rows, record, entry.batch_id, took),
+                from_batch=entry.key,
+            )
+        return missing
+
+    def _record(self, index: int, row: dict[str, Any], *, from_batch: str | None = None) -> None:
+        self.sink.submit(index, row)
+        if self.twins is not None and row["request_hash"] is not None:
+            self.twins.dedup.remember(row["request_hash"], row)  # for twins held back
+        if from_batch is not None:
+            self._recorded_from[from_batch] += 1
+        earlier = self._lapsed_now.pop(index, None)
+        if earlier is not None:  # resubmitted in this run: count the row once, as it is now
+            self.summary.uncount_error(earlier)
+        self.summary.count(row)
+        if row["error_type"] in LAPSED_REASONS:
+            self._lapsed_now[index] = row["error_type"]
+        if index >= len(self.done):
+            self.done.extend(bytes(index + 1 - len(self.done)))
+        # Recorded by this run: an invalid row too is done with (ERROR), not left NOTHING.
+        self.done[index] = state_of(row["status"], row["error_type"]) or RowState.ERROR
+        self.counter.rows = max(self.counter.rows, index + 1)
+
+    # -- display --------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """The counts the display shows: each row once, whether recorded already or only
+        reported finished by its running batch (``request_counts``)."""
+        running = []
+        reported = 0
+        for key, status in self.statuses.items():
+            if not self.journal.entries[key].open:
+                continue
+            view = BatchView(status.id, status.processing_status, dict(status.counts))
+            running.append(view)
+            reported += max(0, view.finished - self._recorded_from[key])
+        return self.summary.snapshot(
+            reported=reported, batches=running, batches_collected=self.summary.batches_collected
+        )
+
+
+async def _retrying(call: Callable[[], Awaitable[int]], max_retries: int, sleep: Sleep) -> int:
+    value, _ = await send_with_retries(call, max_retries=max_retries, sleep=sleep)
+    return value
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    return "(" + ", ".join(f"{n:,} {name}" for name, n in counts.items() if n) + ")"

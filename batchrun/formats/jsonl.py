@@ -1,0 +1,312 @@
+"""JSON lines, in and out: one JSON object per line.
+
+In (``.jsonl``, ``.ndjson``, ``.json-lines``): read line by line, each line decoded on its
+own, so one bad line is one bad row; a line longer than the cap is one row too, never held
+whole. A row's number is its 1-based line in the file (blank lines are skipped but still
+counted). Its rows are counted by one fast pass over the lines.
+
+Out (``.jsonl``): one compact JSON line per output row (``json_line``: timestamps as RFC 3339
+UTC with a Z), read back a slice of whole lines at a time through pyarrow's JSON reader,
+typed by the schema asked for (``read_json_lines``). The journal is JSON lines too:
+``store.journal`` reads it with the same slices. A name no format claims is read as JSON
+lines (the ``fallback``).
+
+A JSON array's quick look for keys (``scan_for``) is this module's too: a key is written the
+same way in both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Generator, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from batchrun.core.errors import InputError, Problem
+from batchrun.core.jsoncodec import compact
+from batchrun.core.timestamps import format_rfc3339
+from batchrun.formats.base import (
+    ColumnQuery,
+    Head,
+    InputColumns,
+    InputFormat,
+    OutputFormat,
+    Write,
+    WriteOptions,
+)
+from batchrun.rows.compressed import Compression, open_bytes
+from batchrun.rows.raw import SKIPPED, RawRow, Skip, guarded, json_record, read_errors
+from batchrun.rows.shape import InputKind
+from batchrun.rows.text import (
+    MAX_ROW_BYTES,
+    LongLine,
+    bounded_lines,
+    is_ascii_compatible,
+    not_text_reason,
+    open_utf8,
+    too_long,
+)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+# Bytes of JSON lines parsed at a time. pyarrow's streaming reader (``pj.open_json``) reads
+# blocks ahead of its consumer, and their memory grows with the file: over a 200,000-row
+# (210 MB) journal its pool peaked at 74 MiB with 2 MiB blocks (24 MiB at 20,000 rows), and
+# the process's RSS rose by 131 MiB for good. Parsing whole lines one slice of the file at a
+# time keeps it to a few MiB whatever the file's size (RSS +31 MiB at 200,000 rows, +29 at
+# 20,000), is no slower, and takes a line of any length (a slice grows to hold it).
+JSON_SLICE_BYTES = 2 << 20
+
+_SCAN_CHUNK = 1 << 20
+
+
+# -- in ---------------------------------------------------------------------------------------
+
+
+def _jsonl_rows(
+    path: Path, kind: InputKind, batch_size: int, skip: Skip, cap: int = MAX_ROW_BYTES
+) -> Generator[RawRow, None, None]:
+    """One raw row per non-blank line; bytes are decoded per line so one bad line is one bad
+    row, and a line longer than ``cap`` bytes is one row too, never held whole."""
+    del batch_size  # lines are already the unit
+    index = 0
+    with read_errors(str(path)), open_utf8(path, kind) as stream:
+        for line_number, data in enumerate(bounded_lines(stream, cap), start=1):
+            if isinstance(data, LongLine):
+                problem = Problem(None, too_long("the line", data.size, cap))
+                yield SKIPPED if skip(index) else RawRow(line_number, None, [problem])
+            elif data.isspace():
+                continue
+            else:
+                yield SKIPPED if skip(index) else guarded(line_number, _jsonl_row, data, kind)
+            index += 1
+
+
+def _jsonl_row(line_number: int, data: bytes, kind: InputKind | None = None) -> RawRow:
+    """Parse one JSONL line (of an input of ``kind``) into a record, or say why it is not one
+    (``rows.raw.json_record``; bytes that are not text in the input's encoding, too)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        reason = not_text_reason(data, kind or _UTF8) or "not valid UTF-8"
+        return RawRow(line_number, None, [Problem(None, reason)])
+    return json_record(line_number, text)
+
+
+_UTF8 = InputKind("jsonl")
+
+
+def _blank(data: bytes | object) -> bool:
+    return isinstance(data, bytes) and data.isspace()
+
+
+class JsonLinesInput(InputFormat):
+    names = ("jsonl",)
+    suffixes = (".jsonl", ".ndjson", ".json-lines")
+    rank = 10
+    sniff_rank = 20
+
+    def sniff(self, head: Head) -> str | None:
+        return self.name if head.text.startswith("{") else None
+
+    def rows(
+        self, path: Path, kind: InputKind, batch_size: int, skip: Skip, cap: int = MAX_ROW_BYTES
+    ) -> Generator[RawRow, None, None]:
+        return _jsonl_rows(path, kind, batch_size, skip, cap)
+
+    def count(self, path: Path, kind: InputKind) -> int | None:
+        """Non-blank lines, as the reader counts rows (a line too long to read included),
+        decompressing and decoding the file on the way."""
+        try:
+            with open_utf8(path, kind) as stream:
+                return sum(1 for data in bounded_lines(stream) if not _blank(data))
+        except (InputError, OSError):
+            return None
+
+    def columns(self, query: ColumnQuery) -> InputColumns | None:
+        """Quick: one scan of the bytes for each key's JSON text (``scan_for``). Exact: a pass
+        over the lines until every name asked is a key of some line; a line is parsed only
+        when it may hold one (its JSON text for the name, or any escape), which keeps that
+        pass about as fast as counting lines."""
+        if query.quick:
+            return quick_json_columns(self, query)
+        left = dict.fromkeys(query.asked)
+        needles = {name: json.dumps(name, ensure_ascii=False).encode() for name in query.asked}
+        first: tuple[str, ...] | None = None
+        with open_utf8(query.path, query.kind) as stream:
+            for data in bounded_lines(stream):
+                if not isinstance(data, bytes) or data.isspace():
+                    continue
+                plain = b"\\" not in data
+                if first is not None and plain and not any(needles[m] in data for m in left):
+                    continue  # no name still wanted can be a key of this line
+                try:
+                    record = json.loads(data)
+                except ValueError:
+                    continue  # a bad line: the reader makes it an error row
+                if not isinstance(record, dict):
+                    continue
+                if first is None:
+                    first = tuple(record)
+                for name in record.keys() & left.keys():
+                    del left[name]
+                if not left:
+                    break
+        found = frozenset(name for name in query.asked if name not in left)
+        return InputColumns(first or (), found, declared=False)
+
+
+def quick_json_columns(fmt: InputFormat, query: ColumnQuery) -> InputColumns | None:
+    """The quick look of the JSON formats: which of ``asked`` some row may hold, by one scan
+    of the bytes for each key's JSON text (``"model"``), stopped as soon as ``enough`` says;
+    text that merely contains ``"model"`` makes the key look present. The first row's fields
+    are found too. None when a scan cannot tell: a name that JSON may write several ways, or
+    text in an encoding whose keys are not ASCII bytes (UTF-16)."""
+    if not is_ascii_compatible(query.kind.encoding):
+        return None  # keys written in UTF-16 or UTF-32: no byte scan finds them
+    needles = {name: json_key(name) for name in query.asked}
+    wanted = {needle for needle in needles.values() if needle is not None}
+    if len(wanted) != len(needles):
+        return None  # a key whose JSON text may be written several ways
+    first = _first_fields(fmt, query.path, query.kind)
+    named = {needle: name for name, needle in needles.items() if needle is not None}
+    first_asked = first & frozenset(query.asked)
+
+    def settled(found: set[bytes]) -> bool:
+        enough = query.enough
+        return enough is not None and enough({named[n] for n in found} | first_asked)
+
+    found = scan_for(query.path, wanted, settled, compression=query.kind.compression)
+    present = frozenset(named[needle] for needle in found) | first_asked
+    return InputColumns(tuple(sorted(first)), present, declared=False)
+
+
+def _first_fields(fmt: InputFormat, path: Path, kind: InputKind) -> frozenset[str]:
+    """The fields the file's first row has a value for (none when it has no row)."""
+    with contextlib.closing(fmt.rows(path, kind, 1, lambda index: index > 0)) as raw:
+        first = next(raw, None)
+    record = first.record if first is not None else None
+    return frozenset(name for name, value in (record or {}).items() if value is not None)
+
+
+def json_key(name: str) -> bytes | None:
+    """``"name"`` as JSON writes it; None unless that is its only likely spelling (plain
+    printable ASCII: other characters may come escaped as \\uXXXX)."""
+    if not name.isascii() or not name.isprintable() or '"' in name or "\\" in name:
+        return None
+    return json.dumps(name).encode("ascii")
+
+
+def scan_for(
+    path: Path,
+    needles: set[bytes],
+    enough: Callable[[set[bytes]], bool] = lambda found: False,
+    chunk_size: int = _SCAN_CHUNK,
+    *,
+    compression: Compression | None = None,
+) -> set[bytes]:
+    """The ``needles`` that occur in the file (decompressed), read in chunks until
+    ``enough`` says stop.
+
+    A needle split across two chunks is found: each chunk is searched with the end of the
+    one before."""
+    found: set[bytes] = set()
+    if not needles:
+        return found
+    overlap = max(len(needle) for needle in needles) - 1
+    tail = b""
+    with open_bytes(path, compression) as stream:
+        while not enough(found):
+            chunk = stream.read(chunk_size)
+            if not chunk:
+                break
+            window = tail + chunk
+            found.update(needle for needle in needles - found if needle in window)
+            tail = window[-overlap:] if overlap else b""
+    return found
+
+
+# -- out --------------------------------------------------------------------------------------
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """One compact JSON line; timestamps as RFC 3339 UTC with a Z, which pyarrow reads back."""
+    finished = record.get("finished_at")
+    if isinstance(finished, datetime):
+        record["finished_at"] = format_rfc3339(finished)
+    return compact(record) + "\n"
+
+
+def read_json_lines(
+    path: Path, schema: pa.Schema, slice_bytes: int = JSON_SLICE_BYTES
+) -> Iterator[pa.RecordBatch]:
+    """The records of a JSON-lines file as batches of ``schema``; pa.ArrowInvalid if damaged."""
+    options = json_options(schema)
+    for data in line_slices(path, slice_bytes):
+        yield from parse_slice(data, options)
+
+
+def json_options(schema: pa.Schema) -> pj.ParseOptions:
+    """Parse JSON lines as ``schema`` says; fields it does not name are left out."""
+    import pyarrow.json as pj
+
+    return pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+
+
+def parse_slice(data: memoryview, options: pj.ParseOptions) -> list[pa.RecordBatch]:
+    """A slice of whole lines (``line_slices``) as record batches, in one block."""
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    read = pj.ReadOptions(block_size=data.nbytes + 1, use_threads=False)  # one block
+    batches: list[pa.RecordBatch] = pj.read_json(pa.BufferReader(data), read, options).to_batches()
+    return batches
+
+
+def line_slices(path: Path, size: int) -> Iterator[memoryview]:
+    """The file in slices of about ``size`` bytes, each made of whole lines."""
+    with path.open("rb") as fh:
+        rest = b""  # the start of a line the last slice cut
+        while chunk := fh.read(size):
+            data = rest + chunk if rest else chunk
+            cut = data.rfind(b"\n") + 1
+            rest = data[cut:]
+            if cut:
+                yield memoryview(data)[:cut]
+        if rest.strip():
+            yield memoryview(rest)
+
+
+class JsonLinesOutput(OutputFormat):
+    name = "jsonl"
+    suffixes = (".jsonl",)
+    described = "JSON lines"
+    fallback = True
+    rank = 20
+
+    @contextlib.contextmanager
+    def writer(
+        self, path: Path, schema: pa.Schema, options: WriteOptions | None = None
+    ) -> Iterator[Write]:
+        with path.open("w", encoding="utf-8") as fh:
+
+            def write(table: pa.Table) -> None:
+                fh.writelines(json_line(row) for row in table.to_pylist())
+
+            yield write
+
+    def batches(
+        self, path: Path, wanted: pa.Schema, batch_rows: int, slice_bytes: int
+    ) -> Iterator[pa.RecordBatch]:
+        return read_json_lines(path, wanted, slice_bytes)
+
+    def row_count(self, path: Path) -> int:
+        with path.open("rb") as fh:
+            return sum(1 for line in fh if line.strip())
+
+
+FORMATS = (JsonLinesInput(), JsonLinesOutput())

@@ -1,0 +1,153 @@
+"""The lazy plan of the rows a run sends (``plan``): those earlier runs left undone, of this
+shard, of the pilot's sample; and how many rows the input has, for the display and the
+resume check (``count_hint``, ``input_rows``). Shard membership is by the id's hash
+(``shard_of``)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Container, Iterator
+from pathlib import Path
+
+from batchrun.config.load import (
+    RunConfig,
+)
+from batchrun.core.errors import InputError
+from batchrun.engine.outcome import RowSettings, Work, prepare
+from batchrun.formats.inputs import InputShape, count_rows, read_rows
+from batchrun.rows.prefix import SeenFiles
+from batchrun.store.row_state import RowState, count_done, to_send
+
+
+def redo_lapsed(config: RunConfig) -> bool:
+    """Whether this job sends again the rows a Message Batch expired or cancelled: in a new
+    batch (--resubmit-expired) or online (--finish-online), both only with --via batches."""
+    return config.via == "batches" and (
+        config.batches.resubmit_expired or config.batches.finish_online
+    )
+
+
+class RowCounter:
+    """How many rows the input has, as far as it has been read."""
+
+    rows = 0
+    skipped = 0  # done by an earlier run, not read again
+
+
+_ROW_COUNTS: dict[tuple[str, int, int, int, int, InputShape | None], int | None] = {}
+
+
+def cheap_row_count(path: Path, shape: InputShape | None = None) -> int | None:
+    """``count_rows`` (None for CSV and JSON arrays), remembered while the file's size and
+    time stay the same: a run counts its input once, for the resume check and the progress
+    bar."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, shape)
+    if key not in _ROW_COUNTS:
+        _ROW_COUNTS.clear()
+        _ROW_COUNTS[key] = count_rows(path, shape)
+    return _ROW_COUNTS[key]
+
+
+def input_rows(path: Path, *, parse: bool, shape: InputShape | None = None) -> int | None:
+    """How many rows the input has; None when it cannot be read (the reader says why) or,
+    unless ``parse``, when only a pass over a CSV file or a JSON array would tell (no row is
+    parsed, but every one is scanned)."""
+    rows = cheap_row_count(path, shape)
+    if rows is None and parse:
+        rows = _count_by_reading(path, shape)
+    return rows
+
+
+def _count_by_reading(path: Path, shape: InputShape | None = None) -> int | None:
+    seen = 0
+
+    def skip(index: int) -> bool:
+        nonlocal seen
+        seen = max(seen, index + 1)
+        return True
+
+    try:
+        for _ in read_rows(path, shape=shape, skip=skip):
+            pass
+    except (InputError, OSError):
+        return None
+    return seen
+
+
+def plan(
+    config: RunConfig,
+    states: bytearray,
+    known_ids: list[str],
+    counter: RowCounter,
+    only: Container[int] | None,
+    *,
+    redo_lapsed: bool = False,
+    pending: bytearray | None = None,
+) -> Iterator[Work]:
+    """The rows this run must process, read lazily.
+
+    Rows earlier runs finished are skipped by the reader itself, unparsed: a resumed
+    million-row job starts sending as soon as it reaches the first row left to do.
+    ``redo_lapsed`` sends again the rows a Message Batch expired or cancelled before
+    answering; ``pending`` flags rows that sit in a batch still running (not sent again).
+    """
+    waiting = pending or bytearray()
+
+    def finished(index: int) -> bool:
+        state = states[index] if index < len(states) else RowState.NOTHING
+        return not to_send(state, retry_errors=config.resume.retry_errors, redo_lapsed=redo_lapsed)
+
+    def in_batch(index: int) -> bool:
+        return index < len(waiting) and waiting[index] == 1
+
+    skipped = [i for i in range(len(states)) if finished(i) and not in_batch(i)]
+    counter.skipped = len(skipped)
+    counter.rows = len(states)
+
+    def skip(index: int) -> bool:
+        # Called for every row, read or not: the only place that sees them all.
+        if index >= counter.rows:
+            counter.rows = index + 1
+        return finished(index) or in_batch(index)
+
+    # Ids of rows skipped here that an earlier run recorded, to catch a read row reusing one.
+    # ``known_ids`` may be shorter than ``states`` (or empty): a later round of a batch run
+    # reads again rows whose ids were all checked in its first round.
+    known = (known_ids[i] for i in skipped if i < len(known_ids))
+    rows = read_rows(config.input.path, shape=config.input.shape, skip=skip, known_ids=known)
+    seen_files = SeenFiles()  # files rows attach alike are cached (``rows.prefix``)
+    settings = RowSettings.of(config)
+    for row in rows:
+        counter.rows = max(counter.rows, row.index + 1)
+        if only is not None and row.index not in only:
+            continue
+        if config.shard is not None and not in_shard(row.id, config.shard):
+            continue  # another shard's row (``shards.run``): never sent by this run
+        yield prepare(row, settings, seen_files)
+
+
+def count_hint(config: RunConfig, states: bytearray, redo_lapsed: bool = False) -> int | None:
+    """Rows left to do, for the progress bar's total; None when it cannot be told cheaply."""
+    total = cheap_row_count(config.input.path, config.input.shape)
+    if total is None:
+        return None
+    skip = count_done(states, retry_errors=config.resume.retry_errors, redo_lapsed=redo_lapsed)
+    return max(total - skip, 0)
+
+
+def shard_of(row_id: str, count: int) -> int:
+    """The shard (0..count-1) a row belongs to, by its id alone: the first 8 bytes of the
+    id's SHA-256, modulo ``count``. Stable across processes and machines (Python's own
+    ``hash`` of a string is salted per process), so every worker agrees on it."""
+    digest = hashlib.sha256(row_id.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") % count
+
+
+def in_shard(row_id: str, shard: tuple[int, int]) -> bool:
+    """Whether the row of ``row_id`` is in shard ``(index, count)``."""
+    index, count = shard
+    return shard_of(row_id, count) == index

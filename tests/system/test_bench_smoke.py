@@ -1,0 +1,37 @@
+"""Smoke test of the throughput benchmark: ``bench/throughput.py --quick`` runs end to end.
+
+It checks only that the benchmark runs (simulator subprocess up and down, every contender
+answering every row, the table printed), never timings or ratios: those depend on the machine.
+Run alone with ``pytest tests/system/test_bench_smoke.py``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "bench" / "throughput.py"
+
+
+def test_throughput_quick_runs_and_prints_the_table() -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    report = f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    # --quick judges no targets, so a non-zero exit means the benchmark itself broke.
+    assert done.returncode == 0, report
+    assert "BENCHMARK BROKEN" not in done.stderr, report
+    out = done.stdout
+    assert "cores" in out and "anthropic" in out, report  # the environment banner
+    assert out.count("rows/s (median)") == 2, report  # one table per scenario
+    for contender in ("bare", "batchrun", "sdk"):
+        assert f"\n{contender} " in out, report
+    assert out.count("200/200") == 6, report  # three contenders x two scenarios, all rows ok
+    assert "batchrun / bare" in out and "batchrun / sdk" in out, report
+    assert "quick run: targets not judged" in out, report
