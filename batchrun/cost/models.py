@@ -1,8 +1,11 @@
-"""Which models batchrun knows, and why a model name is refused before anything is sent.
+"""Which models batchrun knows, what each takes in a request, and why a request is refused
+before anything is sent.
 
-For now the price table (``prices.toml``, with a user's ``--prices FILE`` laid over it) is the
-list of known models: ``known_model`` is the one test of "is this a model batchrun knows",
-for a later model table (limits, request rules, lifecycle) to extend.
+The model table (``prices.toml``, with a user's ``--prices FILE`` laid over it) is the list of
+known models: ``known_model`` is the one test of "is this a model batchrun knows", and
+``model_rules`` gives what a known model takes (``cost.rules.ModelRules``: sampling, thinking,
+prefill, forced tools, effort, structured outputs, output limits, tokenizer), or None for a
+model whose rules nobody gave (a gateway's alias: nothing is enforced).
 
 ``model_refusal`` says why a name must not be sent:
 
@@ -31,11 +34,29 @@ from batchrun.cost.prices import (
     is_claude_id,
     packaged_path,
 )
+from batchrun.cost.rules import EFFORT_LEVELS, ModelRules
+
+__all__ = [
+    "EFFORT_LEVELS",
+    "ModelRules",
+    "check_row_model",
+    "known_model",
+    "model_refusal",
+    "model_rules",
+    "sendable_models",
+]
 
 
 def known_model(model: str | None, prices: PriceTable) -> ModelPrice | None:
     """The entry for ``model`` when batchrun knows it (in any spelling), else None."""
     return prices.lookup(model)
+
+
+def model_rules(model: str | None, prices: PriceTable) -> ModelRules | None:
+    """What ``model`` (in any spelling the table reads) takes in a request; None when the
+    table does not know it or gives it no rules (a gateway's alias: nothing is enforced)."""
+    known = prices.lookup(model)
+    return None if known is None else known.rules
 
 
 def sendable_models(prices: PriceTable) -> frozenset[str]:
