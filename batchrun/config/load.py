@@ -18,7 +18,7 @@ keys are the table's job keys; paths in it are relative to the job file itself. 
     [limits]                    # per minute; each is also a flag (--rpm ...) and BATCHRUN_RPM ...
     rpm = 1000
     itpm = 400000
-    [limits."claude-sonnet-4-5"]  # per model, field by field over the ones above
+    [limits."claude-sonnet-4-6"]  # per model, field by field over the ones above
     otpm = 80000
 """
 

@@ -209,7 +209,7 @@ CASES: dict[str, tuple[dict[str, Any], RequestDefaults]] = {
     "job defaults for everything": (
         {"prompt": "x"},
         RequestDefaults(
-            model="claude-sonnet-4-5",
+            model="claude-sonnet-4-6",
             max_tokens=4096,
             system="You label.",
             temperature=1,

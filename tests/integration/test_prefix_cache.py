@@ -36,7 +36,7 @@ EPHEMERAL = {"type": "ephemeral"}
 
 HAIKU = "claude-haiku-4-5"
 
-SONNET = "claude-sonnet-4-5"
+SONNET = "claude-sonnet-4-6"
 
 POLICY = CachePolicy({HAIKU: 4096, SONNET: 1024})
 
@@ -323,8 +323,9 @@ def test_every_packaged_model_has_a_minimum_and_its_source() -> None:
         assert price.min_cacheable_tokens in (512, 1024, 2048, 4096), price.model
         assert price.min_cacheable_source, price.model
     assert min_cacheable_tokens("claude-haiku-4-5-20251001") == 4096
-    assert min_cacheable_tokens("claude-sonnet-4-5") == 1024
-    assert min_cacheable_tokens("claude-sonnet-4-6") == 2048  # sources disagree: the higher
+    assert min_cacheable_tokens("claude-sonnet-4-6") == 1024
+    assert min_cacheable_tokens("claude-opus-4-7") == 2048
+    assert min_cacheable_tokens("claude-fable-5-2") == 4096  # not found: the highest there is
     assert min_cacheable_tokens("not-a-model") == SAFE_MIN_CACHEABLE_TOKENS
 
 
@@ -341,6 +342,8 @@ def marked(system: str, prompt: str, model: str = SONNET, ttl: str | None = None
 def test_the_simulator_knows_each_models_minimum() -> None:
     assert sim_minimum(HAIKU) == 4096 and sim_minimum("claude-haiku-4-5-20251001") == 4096
     assert sim_minimum(SONNET) == 1024 and sim_minimum("claude-opus-5") == 512
+    assert sim_minimum("claude-opus-5-5") == 512 and sim_minimum("claude-sonnet-5-5") == 512
+    assert sim_minimum("claude-opus-4-7") == 2048 and sim_minimum("claude-haiku-5.5") == 512
     cache = PromptCache()
     shared = words(2000)
     for model, writes in ((HAIKU, False), (SONNET, True)):
