@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from batchrun.config.load import RunConfig
 from batchrun.core.wording import option
+from batchrun.cost.models import THINKING_TOKENS_ASSUMED, thinking_room_warning
 from batchrun.engine.outcome import VIA_BATCHES
 from batchrun.estimation.figures import Estimate
 
@@ -57,6 +58,19 @@ def method_notes(est: Estimate, config: RunConfig) -> list[str]:
             "output: unknown before any row is answered, so cost is shown from input alone "
             f"to the max_tokens ceiling; {option('pilot', 'N')} measures it"
         )
+    thinking = sorted(name for name, m in est.models.items() if m.pending_thinking)
+    if thinking:
+        verb = "thinks" if len(thinking) == 1 else "think"
+        notes.append(
+            f"thinking: {', '.join(thinking)} {verb} before answering, and thinking is paid as "
+            "output: batchrun assumes "
+            + ", ".join(f"{t:,} tokens at {e}" for e, t in THINKING_TOKENS_ASSUMED.items())
+            + " per answer (at most max_tokens; its assumption, not the API's), counted in the "
+            f"low end; {option('pilot', 'N')} measures it"
+        )
+    room = thinking_room_warning(config.defaults, config.cost.prices)
+    if room is not None:
+        notes.append(room.removeprefix("batchrun: "))
     notes.extend(_cache_notes(est, config))
     if est.unknown_models:
         notes.append(
