@@ -157,7 +157,7 @@ def breakpoints(body: Mapping[str, Any], count: Counter) -> list[_Breakpoint]:
         if not isinstance(control, Mapping) or control.get("type") != "ephemeral":
             return
         ttl = control.get("ttl") if control.get("ttl") in _TTL_SECONDS else "5m"
-        tokens = count({"messages": [], **prefix})
+        tokens = count({"model": model, "messages": [], **prefix})  # on its tokenizer
         unmarked = json.dumps([model, _without_marks(prefix)], sort_keys=True, default=str)
         digest = hashlib.sha256(unmarked.encode()).hexdigest()
         found.append(_Breakpoint(digest, tokens, str(ttl)))

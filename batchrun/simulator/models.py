@@ -21,7 +21,7 @@ Claude id is served, as the in-process simulator of ``run --simulate`` does, sin
 sends such names too).
 
 The same table gives what each model takes and how it answers (``ModelFacts``): its request
-rules (``[models.<id>.rules]``, which ``checks`` enforces with the API's 400), whether it
+rules (``[models.<id>.rules]``, which ``rules`` enforces with the API's 400), whether it
 thinks without being asked and at which effort (``replies``), its tokenizer (``tokens``) and
 its minimum cacheable prefix (``cache``). The simulator reads the rules in its own way here,
 with its own defaults; a name the table gives no rules (a gateway's) is checked for none.
