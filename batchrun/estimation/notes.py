@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from batchrun.config.load import RunConfig
 from batchrun.core.wording import option
-from batchrun.cost.models import THINKING_TOKENS_ASSUMED, thinking_room_warning
+from batchrun.cost.models import THINKING_TOKENS_ASSUMED, thinking_room_warning, tokenizer_factor
 from batchrun.engine.outcome import VIA_BATCHES
 from batchrun.estimation.figures import Estimate
 
@@ -29,6 +29,14 @@ def method_notes(est: Estimate, config: RunConfig) -> list[str]:
             "jobs): typically within 2-6% of the simulator's count, and about a quarter low "
             f"against Claude's tokenizer; {option('exact', True)} counts it with the API"
         )
+        scaled = _scaled_models(est, config)
+        if scaled:
+            notes.append(
+                "input: "
+                + ", ".join(f"{name} ×{factor:g}" for name, factor in scaled)
+                + ": the newer tokenizer (Claude 4.7 on) counts about 30% more tokens for the "
+                "same text, so the local estimate is scaled by the model table's factor"
+            )
     if est.projection is not None:
         proj = est.projection
         if est.projection_source == "pilot":
@@ -136,3 +144,9 @@ def _cache_notes(est: Estimate, config: RunConfig) -> list[str]:
             "or a row's own marks are not modelled"
         )
     return notes
+
+
+def _scaled_models(est: Estimate, config: RunConfig) -> list[tuple[str, float]]:
+    """The estimate's models whose tokenizer factor is not 1, with it, by name."""
+    factors = ((name, tokenizer_factor(name, config.cost.prices)) for name in sorted(est.models))
+    return [(name, factor) for name, factor in factors if factor != 1.0]

@@ -272,7 +272,17 @@ def test_estimate_prices_the_current_models_on_their_own_tokenizer(tmp_path: Pat
         "estimate", str(inp), "--model", "claude-haiku-5-5", "--max-tokens", "2048", "--json"
     )
     assert code == 0, err
-    lines = json.loads(out)["models"]
+    estimate = json.loads(out)
+    lines = estimate["models"]
+    scaled = [n for n in estimate["notes"] if "the local estimate is scaled" in n]
+    assert scaled == [
+        "input: claude-fable-5-1 ×1.3, claude-fable-5-2 ×1.3, claude-haiku-5-5 ×1.3, "
+        "claude-opus-5-5 ×1.3, claude-sonnet-5-5 ×1.3: the newer tokenizer (Claude 4.7 on) counts "
+        "about 30% more tokens for the same text, so the local estimate is scaled by the model "
+        "table's factor"
+    ]
+    thinking = [n for n in estimate["notes"] if n.startswith("thinking:")]
+    assert len(thinking) == 1 and "its assumption, not the API's" in thinking[0]
     assert set(lines) == set(models) and all(lines[m]["priced"] for m in models)
     old, new = lines["claude-haiku-4-5"]["input_tokens"], lines["claude-haiku-5-5"]["input_tokens"]
     assert new / old == pytest.approx(1.3, abs=0.02)  # the newer tokenizer's ~30% more
