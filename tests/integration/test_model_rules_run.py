@@ -8,18 +8,19 @@ tokenizer."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from support import TEST_KEY, RecordingTransport, write_jsonl
+from support import TEST_KEY, RecordingTransport, batch_config, write_jsonl
 
 from batchrun import load_config, run
 from batchrun.cli import cli
 from batchrun.runs.runtime import Runtime
-from batchrun.simulator import SimulatorThread
+from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.resume import STATE_SUFFIX
 from batchrun.store.sink import journal_path
 
@@ -302,3 +303,41 @@ def test_estimate_prices_the_current_models_on_their_own_tokenizer(tmp_path: Pat
     ):  # fmt: skip
         assert lines[model]["input_tokens"] == new, model
         assert lines[model]["cost_usd_ceiling_online"] > new * output_price / 1e6, model
+
+
+# --- through the Message Batches API ------------------------------------------------------------
+
+
+def test_a_batch_run_drops_counts_and_warns_like_an_online_one(tmp_path: Path) -> None:
+    """--drop-unsupported and the thinking warning work the same through Message Batches; the
+    simulator checks each batch request against its model's rules too."""
+    inp = write_jsonl(tmp_path / "in.jsonl", reviews(4))
+    shown = io.StringIO()
+    with SimulatorThread(SimulatorConfig(batch_processing_s=0.2)) as bsim:
+        config = batch_config(
+            inp,
+            tmp_path / "out.jsonl",
+            bsim.base_url,
+            model="claude-haiku-5-5",
+            max_tokens=2048,
+            temperature=0,
+            drop_unsupported=True,
+        )
+        result = run(config)
+        assert (result.exit_code, result.ok) == (0, 4)
+        assert dict(result.dropped) == {"temperature": 4}
+        assert bsim.stats.batch_requests_submitted == 4
+        small = batch_config(
+            inp,
+            tmp_path / "small.parquet",
+            bsim.base_url,
+            model="claude-haiku-5-5",
+            max_tokens=5,
+            quiet=False,  # --quiet keeps warnings back
+        )
+        result = run(small, runtime=Runtime(progress_stream=shown))
+    assert result.exit_code == 3
+    assert {r["error_type"] for r in pq.read_table(tmp_path / "small.parquet").to_pylist()} == {
+        "empty_answer"
+    }
+    assert "batchrun: warning: claude-haiku-5-5 thinks before it answers" in shown.getvalue()
