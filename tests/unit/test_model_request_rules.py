@@ -149,11 +149,15 @@ def test_a_row_is_refused_naming_each_field_and_a_gateway_alias_is_checked_for_n
     path = tmp_path / "p.toml"
     path.write_text(
         "[models.my-gateway-fast]\ninput = 1\noutput = 5\n"
-        "[models.my-gateway-fast.rules]\ntemperature = [1, 1]\n",
+        "[models.my-gateway-fast.rules]\ntemperature = [1, 1]\n"
+        '[models.claude-haiku-5-5]\nids = ["gw-haiku"]\n',  # a gateway's name for a known one
         encoding="utf-8",
     )
+    table = load_prices(path)
     with pytest.raises(InvalidRowError, match="only 1 on my-gateway-fast"):
-        check_row_model(request("my-gateway-fast", temperature=0), load_prices(path))
+        check_row_model(request("my-gateway-fast", temperature=0), table)
+    with pytest.raises(InvalidRowError, match="only 1 on gw-haiku"):  # Haiku 5.5's rules
+        check_row_model(request("gw-haiku", temperature=0), table)
 
 
 def test_drop_unsupported_leaves_out_sampling_only() -> None:
