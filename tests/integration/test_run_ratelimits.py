@@ -45,19 +45,19 @@ def job(tmp_path: Path, text: str) -> Path:
 def test_limits_come_from_the_job_file_per_model_and_field_by_field(tmp_path: Path) -> None:
     path = job(
         tmp_path,
-        '[limits]\nrpm = 1000\nitpm = 50000\n[limits."claude-sonnet-4-5"]\notpm = 8000\n',
+        '[limits]\nrpm = 1000\nitpm = 50000\n[limits."claude-sonnet-4-6"]\notpm = 8000\n',
     )
     config = load_config(path, environ={})
     assert config.engine.limits == LimitsConfig(
-        Limits(rpm=1_000, itpm=50_000), (("claude-sonnet-4-5", Limits(otpm=8_000)),)
+        Limits(rpm=1_000, itpm=50_000), (("claude-sonnet-4-6", Limits(otpm=8_000)),)
     )
-    assert config.engine.limits.for_model("claude-sonnet-4-5") == Limits(1_000, 50_000, 8_000)
+    assert config.engine.limits.for_model("claude-sonnet-4-6") == Limits(1_000, 50_000, 8_000)
 
 
 def test_flags_beat_the_environment_beat_the_job_file_for_every_model(tmp_path: Path) -> None:
-    path = job(tmp_path, '[limits]\nrpm = 1000\n[limits."claude-sonnet-4-5"]\nrpm = 10\n')
+    path = job(tmp_path, '[limits]\nrpm = 1000\n[limits."claude-sonnet-4-6"]\nrpm = 10\n')
     from_env = load_config(path, environ={"BATCHRUN_RPM": "2000", "BATCHRUN_OTPM": "9000"})
-    assert from_env.engine.limits.for_model("claude-sonnet-4-5") == Limits(rpm=2_000, otpm=9_000)
+    assert from_env.engine.limits.for_model("claude-sonnet-4-6") == Limits(rpm=2_000, otpm=9_000)
     from_flag = load_config(path, {"rpm": 3_000, "itpm": 70_000}, environ={"BATCHRUN_RPM": "2"})
     assert from_flag.engine.limits.for_model(MODEL) == Limits(rpm=3_000, itpm=70_000)
 
