@@ -51,6 +51,8 @@ class Models:
     retired: frozenset[str] = frozenset()  # ids it answers 404 for
     gateway: frozenset[str] = frozenset()  # other names served as asked
     other_names: bool = False  # every name that is not a Claude id is served as asked
+    # ids whose rules say they do not take output_config.format (``takes_format``)
+    no_format: frozenset[str] = frozenset()
 
     def serves(self, model: str) -> bool:
         """True when a request for ``model`` is answered (else the API's 404)."""
@@ -66,6 +68,16 @@ class Models:
         dated = _DATED.match(name)
         return dated is not None and dated.group("alias") in self.live
 
+    def takes_format(self, model: str) -> bool:
+        """Whether ``model`` takes ``output_config.format`` (structured outputs): unless its
+        ``[models.<id>.rules]`` say ``structured_outputs = false``; a name the table gives
+        no rules (a gateway's) takes it."""
+        name = _DOTTED_VERSION.sub("-", model)
+        dated = _DATED.match(name)
+        return name not in self.no_format and (
+            dated is None or dated.group("alias") not in self.no_format
+        )
+
     def with_gateway(self, names: Iterable[str], other_names: bool = False) -> Models:
         """These models, and ``names`` served as asked (with ``other_names``, every name
         that is not a Claude id too)."""
@@ -76,11 +88,14 @@ def models_from_table(data: Mapping[str, Any]) -> Models:
     """The models of a parsed price table (``[models.<id>]`` with ``ids`` and ``retired``)."""
     live: set[str] = set()
     retired: set[str] = set()
+    no_format: set[str] = set()
     for key, entry in data.get("models", {}).items():
         ids = {key, *entry.get("ids", ())}
         gone = entry.get("retired", False) is not False
         (retired if gone else live).update(ids)
-    return Models(frozenset(live), frozenset(retired - live))
+        if entry.get("rules", {}).get("structured_outputs", True) is False:
+            no_format.update(ids)
+    return Models(frozenset(live), frozenset(retired - live), no_format=frozenset(no_format))
 
 
 @lru_cache(maxsize=1)
