@@ -315,7 +315,7 @@ def load_config(
         output=build(
             OutputSettings, values, url=output_url, cache_home=cache_home, lease_ttl=_lease_ttl(env)
         ),
-        defaults=_with_schema(_request_defaults(settings, prices), schema),
+        defaults=_with_schema(_request_defaults(settings, prices), schema, str(schema_path)),
         client=build(ClientSettings, values, credentials=_credentials(env, simulate)),
         engine=build(
             EngineSettings,
@@ -608,17 +608,19 @@ def _load_schema(path: Path) -> dict[str, Any]:
     return load_schema(path)
 
 
-def _with_schema(defaults: RequestDefaults, schema: Mapping[str, Any] | None) -> RequestDefaults:
-    """The job's defaults with the structured-output tool defined and forced."""
+def _with_schema(
+    defaults: RequestDefaults, schema: Mapping[str, Any] | None, where: str
+) -> RequestDefaults:
+    """The job's defaults asking every request for an answer that fits ``schema`` (from
+    ``where``): by ``output_config.format``, or a forced tool for a model that does not take
+    it, as each row's model decides (``rows.structured``)."""
     if schema is None:
         return defaults
     if defaults.tools is not None or defaults.tool_choice is not None:
-        raise ConfigError("json_schema defines the job's tool: drop `tools` and `tool_choice`")
-    if defaults.thinking is not None and defaults.thinking.get("type") != "disabled":
-        raise ConfigError("json_schema forces a tool, which the API refuses with `thinking`")
-    from batchrun.rows.structured import FORCED_CHOICE, structured_tool
+        raise ConfigError("json_schema defines the job's answer: drop `tools` and `tool_choice`")
+    from batchrun.rows.structured import StructuredRequest
 
-    return replace(defaults, tools=(structured_tool(schema),), tool_choice=FORCED_CHOICE)
+    return replace(defaults, structured=StructuredRequest.of(schema, where))
 
 
 def _read_job_file(path: Path) -> dict[str, Any]:

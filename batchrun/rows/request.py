@@ -25,7 +25,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -57,6 +57,15 @@ from batchrun.rows.prefix import (
     count_breakpoints,
     place_breakpoints,
     template_head,
+)
+from batchrun.rows.structured import (
+    FORCED_CHOICE,
+    FORMAT,
+    TOOL,
+    Mode,
+    StructuredRequest,
+    structured_tool,
+    with_format,
 )
 from batchrun.rows.template import fill_template, parse_template
 
@@ -119,6 +128,12 @@ class RequestDefaults:
     template: str | None = None
     cache_system: Mapping[str, Any] | None = None  # a cache_control put on the system prompt
     cache: CachePolicy | None = None  # --cache auto: breakpoints at the end of what rows share
+    structured: StructuredRequest | None = None  # --json-schema: how every answer is asked for
+
+
+AskStructured = Callable[[str], "Mode | None"]
+"""How a model is asked for a structured answer (``rows.structured.structured_mode``, told
+what the model takes), by the model's name."""
 
 
 # --- entry points ----------------------------------------------------------------------------
@@ -129,6 +144,7 @@ def build_request(
     defaults: RequestDefaults,
     *,
     base_dir: Path | MediaSource | None = None,
+    ask: AskStructured | None = None,
 ) -> dict[str, Any]:
     """The JSON body to POST for one row (without ``stream``: the client adds it).
 
@@ -136,6 +152,8 @@ def build_request(
     :class:`InvalidRowError` listing every problem found. ``base_dir`` is the input file's
     folder: local files (``path`` sources, the ``image``/``document`` columns) are read from
     it, and only from it (``rows.files``); without it a row naming a local file is refused.
+    ``ask`` says how the row's model is asked for a structured answer when the job has a
+    schema (``defaults.structured``); without it, ``output_config.format``.
     """
     problems: list[Problem] = []
     body: dict[str, Any] = {}
@@ -166,11 +184,47 @@ def build_request(
         and count_breakpoints(body) < MAX_BREAKPOINTS  # the row's own marks come first
     ):
         body["system"] = _cached_system(body["system"], defaults.cache_system)
+    if defaults.structured is not None and isinstance(body.get("model"), str):
+        mode = ask(body["model"]) if ask is not None else FORMAT
+        problems.extend(_ask_structured(body, defaults.structured, mode))
     problems.extend(cross_problems(body))
     problems.extend(_typo_problems(fields, defaults.template))
     if problems:
         raise InvalidRowError(problems)
     return body
+
+
+def _ask_structured(
+    body: dict[str, Any], structured: StructuredRequest, mode: Mode | None
+) -> list[Problem]:
+    """Ask ``body`` for the job's structured answer the way its model takes (in place)."""
+    model = body["model"]
+    if mode is None:
+        return [
+            Problem(
+                "model",
+                f"`{model}` takes neither output_config.format nor a forced tool_choice: "
+                "json_schema cannot be asked of it",
+            )
+        ]
+    if mode == FORMAT:
+        if structured.format is None:
+            return [Problem("json_schema", structured.problem or "cannot be sent")]
+        with_format(body, structured.format)
+        return []
+    assert mode == TOOL
+    given = [name for name in ("tools", "tool_choice") if name in body]
+    if given:
+        return [
+            Problem(
+                given[0],
+                f"json_schema is asked of `{model}` with a tool of its own, forced: the row's "
+                f"`{given[0]}` cannot go with it",
+            )
+        ]
+    body["tools"] = [structured_tool(structured.schema)]
+    body["tool_choice"] = dict(FORCED_CHOICE)
+    return []
 
 
 @dataclass(frozen=True)
@@ -201,18 +255,19 @@ def prepare_request(
     *,
     base_dir: Path | MediaSource | None = None,
     seen_files: SeenFiles | None = None,
+    ask: AskStructured | None = None,
 ) -> PreparedRequest:
     """``build_request`` plus the checks that need the encoded body (the 32 MB limit).
 
     ``seen_files``, kept by the caller for a run, lets ``--cache auto`` mark files that rows
-    attach alike (``rows.prefix``).
+    attach alike (``rows.prefix``); ``ask`` is ``build_request``'s.
 
     The canonical JSON is made once and serves both the hash and the size. Files are hashed
     as sent (their base64 or text is in the body), so the hash is stable across runs and an
     edited file makes a different request, which resume notices. A body that has no JSON
     (text with a lone surrogate, NaN, bytes) is the row's :class:`InvalidRowError` too.
     """
-    body = build_request(fields, defaults, base_dir=base_dir)
+    body = build_request(fields, defaults, base_dir=base_dir, ask=ask)
     try:
         canonical = _canonical_json(body)
     except (ValueError, TypeError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError
