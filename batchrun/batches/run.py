@@ -109,7 +109,11 @@ async def _run_claimed(config: RunConfig, claim: Claim, runtime: Runtime) -> Run
     journal = _open_journal(config)
     summary = RunSummary(input=config.input.path, output=config.output.path, via=VIA_BATCHES)
     output = RunOutput(
-        config.output, config.storage, overwrite=config.resume.overwrite, lease=claim.lease
+        config.output,
+        config.storage,
+        overwrite=config.resume.overwrite,
+        lease=claim.lease,
+        types=claim.types,
     )
     prior = output.open()
     sink = output.sink

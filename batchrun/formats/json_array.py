@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Collection, Generator, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from batchrun.core.errors import InputError, Problem
 from batchrun.core.wording import option
@@ -294,6 +294,9 @@ class JsonArrayInput(InputFormat):
         if quick:
             return quick_json_columns(self, path, kind, asked, enough)
         return super().columns(path, kind, asked)
+
+    def column_types(self, path: Path, kind: InputKind, names: Collection[str]) -> dict[str, Any]:
+        return self.value_types(path, kind, names)
 
 
 FORMATS = (JsonArrayInput(),)

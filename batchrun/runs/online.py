@@ -86,7 +86,11 @@ async def _run_claimed(
         input=config.input.path, output=config.output.path, max_cost=config.cost.max_cost
     )
     output = RunOutput(
-        config.output, config.storage, overwrite=config.resume.overwrite, lease=claim.lease
+        config.output,
+        config.storage,
+        overwrite=config.resume.overwrite,
+        lease=claim.lease,
+        types=claim.types,
     )
     prior = output.open()
     sink = output.sink

@@ -65,7 +65,7 @@ from batchrun.formats.registry import (
     read_partial,
 )
 from batchrun.rows.reader import check_input_file
-from batchrun.runs.claim import check_credentials, claim_output
+from batchrun.runs.claim import check_credentials, claim_output, output_types
 from batchrun.runs.online import run_holding
 from batchrun.runs.output import output_format_of
 from batchrun.runs.plan import in_shard
@@ -993,7 +993,7 @@ def _write_merged(
     count = len(paths)
     tmp_steps = temporary_path(output, TMP_MERGE_SUFFIX)
     fmt = output_format_of(config.output)
-    commit = Commit(output, fmt)
+    commit = Commit(output, fmt, types=output_types(config))  # the shards hold text
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         # The output is about the shards' size (in its format; a folder's parts are the
@@ -1013,7 +1013,7 @@ def _write_merged(
             sources = _fewer_sources(sources, rows, with_index, tmp_steps)
         with commit.building() as tmp_out:
             options = WriteOptions(part_rows=config.output.part_rows)
-            with fmt.writer(tmp_out, schema, options) as write:
+            with commit.writer(tmp_out, schema, options) as write:
                 ok = _merge_sorted(
                     sources,
                     rows,
