@@ -280,6 +280,7 @@ def load_config(
         require_extra("redis", "redis", option("rate_limit_store"))
     schema_path = path_of("json_schema")
     schema = None if schema_path is None else _load_schema(schema_path)
+    _check_answer_columns(schema, keep_columns)
     # The built-in simulator ends a batch in half a second: no reason to wait ten.
     poll_default = SIMULATE_POLL_INTERVAL if simulate else DEFAULT_POLL_INTERVAL
     media_url = _url(settings.get("media_root"))
@@ -621,6 +622,22 @@ def _with_schema(
     from batchrun.rows.structured import StructuredRequest
 
     return replace(defaults, structured=StructuredRequest.of(schema, where))
+
+
+def _check_answer_columns(schema: Mapping[str, Any] | None, keep_columns: Sequence[str]) -> None:
+    """ConfigError for a kept column named as one of the answer's (``answer_<field>``)."""
+    if schema is None:
+        return
+    from batchrun.rows.structured import ANSWER_PREFIX, answer_fields
+
+    for field in answer_fields(schema):
+        name = ANSWER_PREFIX + field.name
+        if name in keep_columns:
+            raise ConfigError(
+                f"`keep_columns`: `{name}` is the column of the answer's `{field.name}` "
+                f"(json_schema): rename the input's column, or drop it from "
+                f"{named('keep_columns')}"
+            )
 
 
 def _read_job_file(path: Path) -> dict[str, Any]:

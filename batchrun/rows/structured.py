@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -55,6 +55,9 @@ _DESCRIPTION = "Record the answer. Always call this tool; its input is the whole
 
 FORCED_CHOICE: Mapping[str, Any] = {"type": "tool", "name": TOOL_NAME}
 """The ``tool_choice`` that makes the model call the tool."""
+
+ANSWER_PREFIX = "answer_"
+"""The answer's fields are the output's columns ``answer_<field>`` (``store.typed``)."""
 
 
 def structured_mode(takes_format: bool, takes_forced_tool: bool) -> Mode | None:
@@ -581,19 +584,3 @@ def _fitted(value: Any, kind: AnswerType, where: str) -> Any:
             },
         }
     return value
-
-
-def answer_json_fields(fields: tuple[AnswerField, ...]) -> Iterator[str]:
-    """The paths of the ``json`` values among ``fields`` (their columns hold JSON text)."""
-    for field in fields:
-        yield from _json_paths(field.type, field.name)
-
-
-def _json_paths(kind: AnswerType, path: str) -> Iterator[str]:
-    if kind.kind == "json":
-        yield path
-    elif kind.kind == "list" and kind.items is not None:
-        yield from _json_paths(kind.items, f"{path}[]")
-    elif kind.kind == "object":
-        for field in kind.fields:
-            yield from _json_paths(field.type, f"{path}.{field.name}")

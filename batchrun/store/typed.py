@@ -31,10 +31,7 @@ from typing import Any
 import pyarrow as pa
 
 from batchrun.formats.values import from_text, parse_json
-from batchrun.rows.structured import AnswerField, AnswerType
-
-ANSWER_PREFIX = "answer_"
-"""The answer's fields are columns named ``answer_<field>``."""
+from batchrun.rows.structured import ANSWER_PREFIX, AnswerField, AnswerType
 
 
 def answer_columns(fields: tuple[AnswerField, ...]) -> tuple[str, ...]:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from batchrun.config.load import RunConfig, load_config
-from batchrun.core.errors import InvalidRowError
+from batchrun.core.errors import ConfigError, InvalidRowError
 from batchrun.cost.prices import load_prices
 from batchrun.engine.outcome import structured_mode_for
 from batchrun.rows.request import RequestDefaults, build_request
@@ -331,3 +331,8 @@ def test_a_job_whose_model_cannot_be_asked_stops_once_with_exit_2(tmp_path: Path
     # The tool takes any schema: the format's limits do not apply to it
     bounded = {**SCHEMA, "properties": {"n": {"type": "integer", "minimum": 0}}}
     check_structured(_job(tmp_path, bounded, model="gw-tool-only"))
+
+
+def test_a_kept_column_named_as_an_answer_column_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="`answer_label` is the column of the answer's `label`"):
+        _job(tmp_path, SCHEMA, model="claude-sonnet-5-5", keep_columns=["answer_label"])
