@@ -618,11 +618,11 @@ def _check_answer_columns(schema: Mapping[str, Any] | None, keep_columns: Sequen
         return
     from batchrun.rows.structured import ANSWER_PREFIX, answer_fields
 
-    for field in answer_fields(schema):
-        name = ANSWER_PREFIX + field.name
+    for answer in answer_fields(schema):
+        name = ANSWER_PREFIX + answer.name
         if name in keep_columns:
             raise ConfigError(
-                f"`keep_columns`: `{name}` is the column of the answer's `{field.name}` "
+                f"`keep_columns`: `{name}` is the column of the answer's `{answer.name}` "
                 f"(json_schema): rename the input's column, or drop it from "
                 f"{named('keep_columns')}"
             )
