@@ -232,7 +232,8 @@ class PreparedRequest:
     """A body ready to send, its identity for resume, and its size on the wire.
 
     ``content`` is the body's canonical JSON (sorted keys, compact, UTF-8), a valid request
-    body as it is, so it is sent instead of encoding the body a second time. ``hash`` is the
+    body as it is, so it is sent instead of encoding the body a second time; a body holding a
+    schema keeps its own key order instead (``_as_sent``). ``hash`` is the
     digest of the same JSON *before* the breakpoints ``--cache auto`` placed: a cache mark
     changes what is billed, not the answer, so outputs made before automatic caching (or with
     ``--cache off``) resume without their rows counting as changed requests, and identical
@@ -284,7 +285,20 @@ def prepare_request(
         raise InvalidRowError(
             [Problem(None, f"the request is {mb:.1f} MB, over the API's 32 MB limit")]
         )
-    return PreparedRequest(body, digest, len(canonical), canonical, prefix_key)
+    return PreparedRequest(body, digest, len(canonical), _as_sent(body, canonical), prefix_key)
+
+
+def _as_sent(body: Mapping[str, Any], canonical: bytes) -> bytes:
+    """The JSON sent for ``body``: its ``canonical`` JSON, unless it carries a schema the
+    model reads in order. A structured answer writes its fields in the order its schema
+    lists them (docs/api-facts.md §13.1), and a tool's ``input_schema`` is read the same
+    way: a job that puts a ``reasoning`` field before its ``label`` must be sent so, not
+    with the keys sorted. Such a body is encoded again in its own order (the same bytes,
+    rearranged: the size is the canonical JSON's)."""
+    if "output_config" not in body and "tools" not in body:
+        return canonical
+    content = {key: value for key, value in body.items() if key != "stream"}
+    return _ordered_encoder().encode(content).encode("utf-8")
 
 
 def shared_parts(fields: Mapping[str, Any], defaults: RequestDefaults) -> SharedParts:
@@ -346,6 +360,14 @@ def request_hash(body: Mapping[str, Any]) -> str:
 def _canonical_json(body: Mapping[str, Any]) -> bytes:
     content = {key: value for key, value in body.items() if key != "stream"}
     return _canonical_encoder().encode(content).encode("utf-8")
+
+
+@lru_cache(maxsize=1)
+def _ordered_encoder() -> json.JSONEncoder:
+    """The canonical encoder's options, the keys left in their order (``_as_sent``)."""
+    return json.JSONEncoder(
+        separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
+    )
 
 
 @lru_cache(maxsize=1)
