@@ -28,8 +28,9 @@ import batchrun
 from batchrun import load_config, run
 from batchrun.cli import cli
 from batchrun.core.errors import ConfigError
+from batchrun.reporting.totals import report
 from batchrun.runs.runtime import Runtime
-from batchrun.simulator import SimulatorThread
+from batchrun.simulator import SimulatorConfig, SimulatorThread
 
 MODEL = "claude-sonnet-5-5"
 SCHEMA: dict[str, Any] = {
@@ -95,6 +96,10 @@ def test_a_json_schema_job_on_sonnet_5_5_is_asked_by_format_and_typed(
     assert sim.stats.structured == {"format": 10}
     for body in recorder.bodies:
         assert body["output_config"]["format"] == {"type": "json_schema", "schema": SCHEMA}
+        # in the schema's own order: the answer writes its fields in that order
+        assert list(body["output_config"]["format"]["schema"]["properties"]) == list(
+            SCHEMA["properties"]
+        )
         assert "tools" not in body and "tool_choice" not in body
         assert_conforms(body)
     table = pq.read_table(out)
@@ -109,6 +114,9 @@ def test_a_json_schema_job_on_sonnet_5_5_is_asked_by_format_and_typed(
         assert [row[f"answer_{k}"] for k in SCHEMA["properties"]] == [
             answer[k] for k in SCHEMA["properties"]
         ]
+    # The integer ids merge with the user's own frame, row for row
+    merged = pandas.DataFrame(rows).merge(pandas.read_parquet(out), on="id")
+    assert len(merged) == 10 and list(merged["stars_x"]) == list(merged["stars_y"])
     # The answer's columns come last, after the kept ones
     assert table.column_names[-6:] == [
         "stars",
@@ -203,6 +211,64 @@ def test_a_stopped_typed_job_resumes_to_the_same_types(
     assert table.slice(0, partial.num_rows).drop_columns(_TIMING).to_pylist() == (
         partial.drop_columns(_TIMING).to_pylist()
     )
+
+
+def test_shards_of_a_typed_job_merge_into_the_whole_run_s_types(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    write_jsonl(tmp_path / "in.jsonl", reviews(20))
+    whole = tmp_path / "whole.parquet"
+    assert run(job(tmp_path, sim, whole)).exit_code == 0
+    out = tmp_path / "out.parquet"
+    config = job(tmp_path, sim, out)
+    for index in range(3):
+        assert batchrun.run_shard(config, index, 3).exit_code == 0
+    counts = batchrun.merge_shards(config)
+    assert (counts.rows, counts.ok) == (20, 20)
+    assert pq.read_schema(out) == pq.read_schema(whole)
+    merged, alone = pq.read_table(out), pq.read_table(whole)
+    assert merged.drop_columns(_TIMING).to_pylist() == alone.drop_columns(_TIMING).to_pylist()
+    # The merged output is a finished output: a plain run of it reads it back, sends nothing
+    sent = sim.stats.requests
+    assert run(config).skipped == 20 and sim.stats.requests == sent
+    assert pq.read_schema(out) == pq.read_schema(whole)
+
+
+def test_twins_get_the_typed_answer_and_the_report_totals_a_typed_output(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    rows = reviews(6) + [{**r, "id": 2000 + i} for i, r in enumerate(reviews(3))]
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.parquet"
+    summary = run(job(tmp_path, sim, out))
+    assert summary.exit_code == 0 and sim.stats.requests == 6  # three rows are twins
+    table = pq.read_table(out)
+    assert all(table.schema.field(k).type == v for k, v in TYPED.items())
+    got = {row["id"]: row for row in table.to_pylist()}
+    for i in range(3):
+        twin, original = got[2000 + i], got[1000 + i]
+        assert twin["duplicate_of"] is not None
+        assert [twin[f"answer_{k}"] for k in SCHEMA["properties"]] == [
+            original[f"answer_{k}"] for k in SCHEMA["properties"]
+        ]
+    totals = report([out])
+    assert (totals.ok, totals.error) == (9, 0)
+    assert totals.cost_usd == pytest.approx(float(pq.read_table(out)["cost_usd"].to_numpy().sum()))
+
+
+def test_a_typed_job_through_message_batches_gives_the_same_types(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", reviews(8))
+    with SimulatorThread(SimulatorConfig(batch_processing_s=0.2)) as bsim:
+        online, batched = tmp_path / "online.parquet", tmp_path / "batched.parquet"
+        assert run(job(tmp_path, bsim, online)).exit_code == 0
+        summary = run(job(tmp_path, bsim, batched, via="batches", poll_interval=0.05))
+        assert summary.exit_code == 0 and summary.ok == 8
+        assert bsim.stats.snapshot().batch_requests_submitted == 8
+    assert pq.read_schema(batched) == pq.read_schema(online)
+    answers = [f"answer_{k}" for k in SCHEMA["properties"]]
+    got, want = pq.read_table(batched), pq.read_table(online)
+    for a, b in zip(got.to_pylist(), want.to_pylist(), strict=True):
+        assert [a["id"], *(a[k] for k in answers)] == [b["id"], *(b[k] for k in answers)], (a, b)
 
 
 def test_error_rows_have_null_answers_and_say_why(tmp_path: Path, sim: SimulatorThread) -> None:
