@@ -593,6 +593,8 @@ def merge(job: RunConfig | str | os.PathLike[str], *, check_job: bool = True) ->
             config = replace(given, output=replace(given.output, keep_columns=kept))
         else:
             config = given
+        if given is None or not check_job:
+            config = _with_recorded_schema(config, paths, proofs)
         identities = _check_proofs(config, given is not None and check_job, paths, proofs)
         try:
             ids = [row.id for row in read_rows(config.input.path, shape=config.input.shape)]
@@ -715,6 +717,23 @@ def _recorded_config(output: Path, proofs: list[ShardProof]) -> RunConfig:
             part_rows=proof.part_rows,
         ),
     )
+
+
+def _with_recorded_schema(
+    config: RunConfig, paths: list[Path], proofs: list[ShardProof]
+) -> RunConfig:
+    """``config`` with the answer's schema (``--json-schema``) its shards ran with, which
+    gives the merged output its ``answer_*`` columns (``store.typed``): ``merge OUTPUT`` and
+    ``merge INPUT -o OUTPUT`` are not told it. The shards' request defaults hold it; those of
+    the job most of them ran (``_check_proofs`` refuses shards of another)."""
+    first = _most_common(proofs, lambda p: p.fingerprint)[0]
+    proof = next(p for p in proofs if p.fingerprint == first)
+    settings = _proof_settings(paths[proof.shard[0]])
+    structured = settings.get("structured") if settings is not None else None
+    schema = structured.get("schema") if isinstance(structured, Mapping) else None
+    if not isinstance(schema, Mapping):
+        return config
+    return replace(config, engine=replace(config.engine, json_schema=dict(schema)))
 
 
 def _most_common(proofs: list[ShardProof], key: Callable[[ShardProof], Any]) -> list[Any]:

@@ -234,6 +234,27 @@ def test_shards_of_a_typed_job_merge_into_the_whole_run_s_types(
     assert pq.read_schema(out) == pq.read_schema(whole)
 
 
+@pytest.mark.parametrize("how", ["OUTPUT", "INPUT -o OUTPUT"])
+def test_merge_from_the_command_line_finds_the_answer_s_schema_in_the_shards(
+    tmp_path: Path, sim: SimulatorThread, how: str
+) -> None:
+    # Neither `batchrun merge OUTPUT` nor `merge INPUT -o OUTPUT` is told the schema: the
+    # shards recorded it, and the merged output has the answer's columns all the same.
+    write_jsonl(tmp_path / "in.jsonl", reviews(12))
+    whole = tmp_path / "whole.parquet"
+    assert run(job(tmp_path, sim, whole)).exit_code == 0
+    out = tmp_path / "out.parquet"
+    config = job(tmp_path, sim, out)
+    for index in range(2):
+        assert batchrun.run_shard(config, index, 2).exit_code == 0
+    args = [str(out)] if how == "OUTPUT" else [str(tmp_path / "in.jsonl"), "-o", str(out)]
+    result = CliRunner().invoke(cli, ["merge", *args, "-q"])
+    assert result.exit_code == 0, result.output
+    assert pq.read_schema(out) == pq.read_schema(whole)
+    merged, alone = pq.read_table(out), pq.read_table(whole)
+    assert merged.drop_columns(_TIMING).to_pylist() == alone.drop_columns(_TIMING).to_pylist()
+
+
 def test_twins_get_the_typed_answer_and_the_report_totals_a_typed_output(
     tmp_path: Path, sim: SimulatorThread
 ) -> None:
