@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -380,6 +381,16 @@ def test_message_batches_conform_to_the_openapi_schemas() -> None:
         for i in range(20)
     ]
     requests.append({"custom_id": "streams", "params": {**requests[0]["params"], "stream": True}})
+    structured = StructuredRequest.of(TOOL["input_schema"], "schema.json")
+    requests += [
+        {
+            "custom_id": f"structured-{i}",
+            "params": build_request(
+                {"prompt": f"Row {i}"}, replace(DEFAULTS, structured=structured)
+            ),
+        }
+        for i in range(4)
+    ]
     body = {"requests": requests}
     assert_schema("CreateMessageBatchParams", body)
     batch = store.create(check_create_body(body), "2023-06-01")
