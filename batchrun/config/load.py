@@ -18,7 +18,7 @@ keys are the table's job keys; paths in it are relative to the job file itself. 
     [limits]                    # per minute; each is also a flag (--rpm ...) and BATCHRUN_RPM ...
     rpm = 1000
     itpm = 400000
-    [limits."claude-sonnet-4-5"]  # per model, field by field over the ones above
+    [limits."claude-sonnet-4-6"]  # per model, field by field over the ones above
     otpm = 80000
 """
 
@@ -72,6 +72,7 @@ from batchrun.core.locations import (
 from batchrun.core.scrub import url_without_secrets, urls_without_secrets
 from batchrun.core.secret import Secret
 from batchrun.core.wording import named, option
+from batchrun.cost.models import tokenizer_factor
 from batchrun.cost.prices import (
     PriceTable,
     default_prices,
@@ -736,10 +737,16 @@ def _request_defaults(s: Mapping[str, Any], prices: PriceTable | None = None) ->
         template=s.get("template"),
         cache_system=control if mode == "system" else None,
         cache=(
-            CachePolicy(_cache_minimums(table, _text_or_none(s.get("model"))), control)
+            CachePolicy(
+                _cache_minimums(table, _text_or_none(s.get("model"))),
+                control,
+                factors=_tokenizer_factors(table, _text_or_none(s.get("model"))),
+            )
             if mode == "auto"
             else None
         ),
+        effort=s.get("effort"),
+        drop_unsupported=bool(s.get("drop_unsupported")),
     )
     # The same rules rows obey: a bad default would otherwise fail every row alike.
     problems = check_defaults(defaults)
@@ -760,6 +767,20 @@ def _cache_minimums(prices: PriceTable, model: str | None) -> dict[str, int]:
     if model is not None:
         minimums[model] = min_cacheable_tokens(model, prices)
     return minimums
+
+
+def _tokenizer_factors(prices: PriceTable, model: str | None) -> dict[str, float]:
+    """Every model id whose tokenizer counts more than the local estimate's, and the job's
+    model as written, with its factor (``rows.prefix.CachePolicy.factors``)."""
+    factors = {
+        name: price.rules.tokenizer_factor
+        for price in prices.models()
+        if price.rules is not None and price.rules.tokenizer_factor != 1.0
+        for name in (price.model, *price.ids)
+    }
+    if model is not None:
+        factors[model] = tokenizer_factor(model, prices)
+    return factors
 
 
 def _cache_mode(s: Mapping[str, Any]) -> tuple[str, dict[str, str]]:

@@ -23,12 +23,9 @@ from decimal import Decimal
 from typing import Any
 
 from batchrun.core.errors import ConfigError
+from batchrun.rows.checks import EFFORT_LEVELS, THINKING_TYPES
 
-EFFORT_LEVELS = ("low", "medium", "high", "xhigh", "max")
-"""``output_config.effort``'s values, lowest first (docs/api-facts.md §12.2)."""
-
-THINKING_TYPES = ("enabled", "adaptive", "disabled", "between_tools")
-"""``thinking.type``'s values: budgeted, adaptive, off, and Sonnet 5.5's between tools only."""
+__all__ = ["EFFORT_LEVELS", "THINKING_TYPES", "ModelRules", "parse_rules"]
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -36,6 +36,7 @@ from batchrun.core.wording import said
 from batchrun.rows.checks import (
     CHECKS,
     Invalid,
+    check_effort,
     check_messages,
     cross_problems,
     describe,
@@ -128,6 +129,10 @@ class RequestDefaults:
     template: str | None = None
     cache_system: Mapping[str, Any] | None = None  # a cache_control put on the system prompt
     cache: CachePolicy | None = None  # --cache auto: breakpoints at the end of what rows share
+    effort: str | None = None  # output_config.effort of every request (EFFORT_LEVELS)
+    # Send without the sampling settings a row's model does not take, instead of refusing
+    # the row (cost.models decides which; ``build_request``'s ``leave_out``).
+    drop_unsupported: bool = False
     structured: StructuredRequest | None = None  # --json-schema: how every answer is asked for
 
 
@@ -145,6 +150,7 @@ def build_request(
     *,
     base_dir: Path | MediaSource | None = None,
     ask: AskStructured | None = None,
+    leave_out: Collection[str] = (),
 ) -> dict[str, Any]:
     """The JSON body to POST for one row (without ``stream``: the client adds it).
 
@@ -154,6 +160,8 @@ def build_request(
     it, and only from it (``rows.files``); without it a row naming a local file is refused.
     ``ask`` says how the row's model is asked for a structured answer when the job has a
     schema (``defaults.structured``); without it, ``output_config.format``.
+    ``leave_out``: parameters not to send whatever the row or the job says (the sampling
+    settings ``--drop-unsupported`` drops for a model that does not take them).
     """
     problems: list[Problem] = []
     body: dict[str, Any] = {}
@@ -164,7 +172,7 @@ def build_request(
             if messages is not None:
                 body["messages"] = messages
             continue
-        value = _setting(name, fields, defaults)
+        value = None if name in leave_out else setting_value(name, fields, defaults)
         if value is None:
             if name in _REQUIRED:
                 problems.append(Problem(name, "required; set it in the job or the row"))
@@ -177,6 +185,8 @@ def build_request(
         if name == "system" and isinstance(checked, str) and not checked.strip():
             continue  # a blank system prompt is none: the API refuses an empty text block
         body[name] = checked
+    if defaults.effort is not None:
+        merge_output_config(body, "effort", defaults.effort)
     problems.extend(_too_many_marks(body))
     if (
         defaults.cache_system is not None
@@ -257,18 +267,19 @@ def prepare_request(
     base_dir: Path | MediaSource | None = None,
     seen_files: SeenFiles | None = None,
     ask: AskStructured | None = None,
+    leave_out: Collection[str] = (),
 ) -> PreparedRequest:
     """``build_request`` plus the checks that need the encoded body (the 32 MB limit).
 
     ``seen_files``, kept by the caller for a run, lets ``--cache auto`` mark files that rows
-    attach alike (``rows.prefix``); ``ask`` is ``build_request``'s.
+    attach alike (``rows.prefix``); ``ask`` and ``leave_out`` are ``build_request``'s.
 
     The canonical JSON is made once and serves both the hash and the size. Files are hashed
     as sent (their base64 or text is in the body), so the hash is stable across runs and an
     edited file makes a different request, which resume notices. A body that has no JSON
     (text with a lone surrogate, NaN, bytes) is the row's :class:`InvalidRowError` too.
     """
-    body = build_request(fields, defaults, base_dir=base_dir, ask=ask)
+    body = build_request(fields, defaults, base_dir=base_dir, ask=ask, leave_out=leave_out)
     try:
         canonical = _canonical_json(body)
     except (ValueError, TypeError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError
@@ -334,6 +345,11 @@ def check_defaults(defaults: RequestDefaults) -> list[Problem]:
             CHECKS[name](value)
         except Invalid as exc:
             problems.extend(Problem(name, reason) for reason in exc.reasons)
+    if defaults.effort is not None:
+        try:
+            check_effort(defaults.effort)
+        except Invalid as exc:
+            problems.extend(Problem("effort", reason) for reason in exc.reasons)
     if defaults.template is not None and not defaults.template.strip():
         problems.append(Problem("template", "is empty: every row's user message would be empty"))
     elif defaults.template is not None:
@@ -450,10 +466,18 @@ def template_fields(template: str) -> frozenset[str]:
 # --- settings and the conversation -------------------------------------------------------------
 
 
-def _setting(name: str, fields: Mapping[str, Any], defaults: RequestDefaults) -> Any:
-    """The row's value for a parameter, else the job's default, else None."""
+def setting_value(name: str, fields: Mapping[str, Any], defaults: RequestDefaults) -> Any:
+    """The row's value for a parameter, else the job's default, else None (as given: a
+    Parquet or CSV cell may hold JSON text, which the parameter's check decodes)."""
     value = fields.get(name)
     return getattr(defaults, name) if value is None else value
+
+
+def merge_output_config(body: dict[str, Any], key: str, value: Any) -> None:
+    """Set one key of the body's ``output_config``, keeping the others: effort and the
+    structured-output format share the object (docs/api-facts.md §1.1)."""
+    config = body.get("output_config")
+    body["output_config"] = {**(config if isinstance(config, Mapping) else {}), key: value}
 
 
 def _conversation(

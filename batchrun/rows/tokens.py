@@ -38,9 +38,12 @@ Calibration
 
     The simulator counts a word or a punctuation mark as one token (about 5 characters per
     token of English prose); Claude's own tokenizer packs English tighter (about 3.5-4), so
-    against the real API this estimate runs low by roughly a quarter. The rate limiter does
-    not rely on it being right: it learns the ratio of counted to estimated tokens from every
-    response (``batchrun.limits``) and reserves corrected amounts.
+    against the real API this estimate runs low by roughly a quarter. Claude 4.7 and later
+    count about 30% more tokens for the same text (docs/api-facts.md §12.3): the estimate is
+    scaled by the model's ``factor``, and the simulator counts their tokens the same way.
+    The rate limiter does not rely on it being right: it learns the ratio of counted to
+    estimated tokens from every response (``batchrun.limits``) and reserves corrected
+    amounts.
 
     >>> estimate_input_tokens({"model": "claude-haiku-4-5", "max_tokens": 5,
     ...                        "messages": [{"role": "user", "content": "Hello there"}]})
@@ -68,8 +71,12 @@ DOCUMENT_TOKENS = 1500
 """A PDF or URL document whose pages the body does not show."""
 
 
-def estimate_input_tokens(body: Mapping[str, Any]) -> int:
-    """Estimated input tokens of a Messages request body (see the module docstring); >= 1."""
+def estimate_input_tokens(body: Mapping[str, Any], factor: float = 1.0) -> int:
+    """Estimated input tokens of a Messages request body (see the module docstring); >= 1.
+
+    ``factor``: the body's model's tokens per token of the older tokenizer this estimate is
+    calibrated for (1.3 for Claude 4.7 and later: docs/api-facts.md §12.3), from the model
+    table (``cost.models.tokenizer_factor``, which this layer cannot import)."""
     prose = _text_size(body.get("system"))
     structured = 0
     fixed = 0
@@ -87,7 +94,7 @@ def estimate_input_tokens(body: Mapping[str, Any]) -> int:
     if schema is not None:
         structured += _json_size(schema)
     tokens = prose / CHARS_PER_TOKEN + structured / JSON_CHARS_PER_TOKEN + fixed
-    return max(math.ceil(tokens), 1)
+    return max(math.ceil(tokens * factor), 1)
 
 
 def _format_schema(body: Mapping[str, Any]) -> Any:

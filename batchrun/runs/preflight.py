@@ -42,7 +42,7 @@ from batchrun.config.load import RunConfig, did_you_mean
 from batchrun.config.settings import BY_KEY
 from batchrun.core.errors import BatchrunError, ConfigError
 from batchrun.core.wording import on_command_line, option
-from batchrun.cost.models import model_refusal
+from batchrun.cost.models import OUTPUT_300K_BETA, job_rule_breaks, model_refusal
 from batchrun.engine.outcome import structured_mode_for
 from batchrun.formats.base import ColumnQuery
 from batchrun.formats.inputs import check_input_text, format_of, input_kind
@@ -250,11 +250,21 @@ def _enough(asked: Collection[str]) -> Callable[[set[str]], bool]:
 def check_job_model(config: RunConfig) -> None:
     """UnbuildableJobError when the job's model is a Claude id batchrun does not know, or a
     retired one (``cost.models.model_refusal``): the API would answer 404 to each row that
-    uses it, so it is reported once, before anything is written or sent."""
+    uses it, so it is reported once, before anything is written or sent. So is each of the
+    job's settings its model refuses (``cost.models.job_rule_breaks``: the API's 400 on
+    every row that keeps it), each named with its fix."""
     refusal = model_refusal(config.defaults.model, config.cost.prices)
     if refusal is not None:
         raise UnbuildableJobError(
             f"{config.input.shown}: the job's model {refusal}. Nothing was sent or written."
+        )
+    batch_beta = config.via == "batches" and OUTPUT_300K_BETA in config.client.betas
+    breaks = job_rule_breaks(config.defaults, config.cost.prices, batch_beta=batch_beta)
+    if breaks:
+        listed = "".join(f"\n  - {b.for_job()}" for b in breaks)
+        raise UnbuildableJobError(
+            f"{config.input.shown}: every row would be refused by the API, so nothing was "
+            f"sent or written:{listed}"
         )
 
 

@@ -31,9 +31,13 @@ from typing import Any
 from batchrun.simulator.cache import SHARED as SHARED_CACHE
 from batchrun.simulator.cache import CacheUsage, PromptCache
 from batchrun.simulator.checks import forced_tool, output_format
+from batchrun.simulator.models import packaged_models
 from batchrun.simulator.tokens import count_input_tokens, count_text_tokens
 
 THINKING_WORDS = 12
+ADAPTIVE_THINKING_WORDS = {"low": 4, "medium": 12, "high": 24, "xhigh": 32, "max": 48}
+"""Words (tokens) adaptive thinking spends at each effort: the simulator's choice, small so
+replies stay short; the API states none (docs/api-facts.md §12.7)."""
 REDACTED_THINKING_TRIGGER = (
     "ANTHROPIC_MAGIC_STRING_TRIGGER_REDACTED_THINKING_46C9A13E193C177646C7398A98432ECCCE4C1253"
 )
@@ -205,9 +209,9 @@ def _text_reply(
     """Optional thinking block, then the text block, cut by max_tokens and stop sequences."""
     blocks: list[dict[str, Any]] = []
     budget = max_tokens
-    thinking = body.get("thinking")
-    if isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive"):
-        block, used = _thinking_block(digest, tag, max_tokens)
+    used = thinking_tokens(body, max_tokens)
+    if used:
+        block = _thinking_block(digest, tag, used)
         blocks.append(block)
         budget -= used
         if REDACTED_THINKING_TRIGGER in last_user_text(body["messages"]):
@@ -222,16 +226,36 @@ def _text_reply(
     text, matched = cut_at_stop_sequence(text, body.get("stop_sequences") or ())
     if matched is not None:
         stop_reason = "stop_sequence"
-    blocks.append({"type": "text", "text": text})
+    if text or budget > 0:  # thinking that spent all of max_tokens leaves no text block
+        blocks.append({"type": "text", "text": text})
     return blocks, stop_reason, matched, (max_tokens - budget) + len(text.split())
 
 
-def _thinking_block(digest: str, tag: str, max_tokens: int) -> tuple[dict[str, Any], int]:
-    """A short thinking block and the tokens it uses (at most half of max_tokens)."""
-    count = min(THINKING_WORDS, max(1, max_tokens // 2))
-    words = ("Considering", tag, *filler_words(digest, THINKING_WORDS)[::-1])[:count]
-    block = {"type": "thinking", "thinking": " ".join(words), "signature": f"sig_sim_{digest}"}
-    return block, count
+def thinking_tokens(body: Mapping[str, Any], max_tokens: int) -> int:
+    """The tokens the reply spends thinking before its text (0: it does not think).
+
+    Budgeted thinking (``enabled``) thinks a little: at most half of max_tokens. Adaptive
+    thinking, asked for or the model's default (``thinks_by_default`` in the model table:
+    every 5.x model), thinks ``ADAPTIVE_THINKING_WORDS`` at the request's effort (else the
+    model's default) and may spend all of max_tokens, leaving no text, as the API's models do
+    with a small max_tokens (docs/api-facts.md §12.7)."""
+    thinking = body.get("thinking")
+    kind = thinking.get("type") if isinstance(thinking, dict) else None
+    if kind == "enabled":
+        return min(THINKING_WORDS, max(1, max_tokens // 2))
+    facts = packaged_models().facts_for(str(body.get("model")))
+    if kind != "adaptive" and not (kind is None and facts.thinks_by_default):
+        return 0
+    config = body.get("output_config")
+    effort = config.get("effort") if isinstance(config, dict) else None
+    words = ADAPTIVE_THINKING_WORDS.get(str(effort or facts.effort_default), THINKING_WORDS)
+    return min(words, max_tokens)
+
+
+def _thinking_block(digest: str, tag: str, count: int) -> dict[str, Any]:
+    """A thinking block of ``count`` words."""
+    words = ("Considering", tag, *filler_words(digest, max(count, THINKING_WORDS))[::-1])[:count]
+    return {"type": "thinking", "thinking": " ".join(words), "signature": f"sig_sim_{digest}"}
 
 
 def cut_at_stop_sequence(text: str, stop_sequences: Sequence[str]) -> tuple[str, str | None]:

@@ -11,15 +11,22 @@ reply (``replies``), the ``/v1/messages/count_tokens`` answer, and the ITPM buck
   prompt of it, billed as input);
 * every message adds ``MESSAGE_OVERHEAD`` tokens (role markers in the real prompt format);
 * an image block counts ``IMAGE_TOKENS``, a PDF or URL document ``DOCUMENT_TOKENS``;
-* thinking blocks of earlier turns count nothing (the API drops them too).
+* thinking blocks of earlier turns count nothing (the API drops them too);
+* the total is scaled by the model's ``tokenizer_factor`` from the model table (1.3 for Claude
+  4.7 and later, whose tokenizer counts about 30% more tokens for the same text:
+  docs/api-facts.md §12.3), rounded up; a body without a model, or a model the table gives
+  no factor, is counted as is.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
+
+from batchrun.simulator.models import packaged_models
 
 TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 MESSAGE_OVERHEAD = 3
@@ -44,6 +51,9 @@ def count_input_tokens(body: Mapping[str, Any]) -> int:
     fmt = config.get("format") if isinstance(config, Mapping) else None
     if isinstance(fmt, Mapping) and fmt.get("schema") is not None:
         total += count_text_tokens(json.dumps(fmt["schema"], sort_keys=True))
+    model = body.get("model")
+    if isinstance(model, str):
+        total = math.ceil(total * packaged_models().facts_for(model).tokenizer_factor)
     return max(total, 1)
 
 

@@ -190,12 +190,31 @@ CASES: dict[str, tuple[dict[str, Any], RequestDefaults]] = {
         {"prompt": "Think", "thinking": {"type": "enabled", "budget_tokens": 1024}},
         DEFAULTS,
     ),
-    "thinking adaptive": (
-        {"prompt": "Think", "thinking": {"type": "adaptive"}},
+    "thinking adaptive": (  # Haiku 4.5 takes budgeted thinking only: a model that takes it
+        {"prompt": "Think", "thinking": {"type": "adaptive"}, "model": "claude-sonnet-4-6"},
         DEFAULTS,
     ),
+    "thinking adaptive, shown summarized, on a model that thinks by default": (
+        {
+            "prompt": "Think",
+            "thinking": {"type": "adaptive", "display": "summarized"},
+            "model": "claude-opus-5-5",
+        },
+        DEFAULTS,
+    ),
+    "effort": (
+        {"prompt": "Label this"},
+        RequestDefaults(model="claude-haiku-5-5", max_tokens=2048, effort="low"),
+    ),
+    "effort with adaptive thinking": (
+        {"prompt": "Think", "thinking": {"type": "adaptive"}},
+        RequestDefaults(model="claude-opus-5-5", max_tokens=4096, effort="xhigh"),
+    ),
     "thinking disabled": ({"prompt": "x", "thinking": {"type": "disabled"}}, DEFAULTS),
-    "sampling": ({"prompt": "x", "temperature": 0.2, "top_p": 0.9, "top_k": 5}, DEFAULTS),
+    "sampling": (  # Haiku 4.5 refuses temperature with top_p: a model that takes all three
+        {"prompt": "x", "temperature": 0.2, "top_p": 0.9, "top_k": 5, "model": "claude-sonnet-4-6"},
+        DEFAULTS,
+    ),
     "stop sequences": ({"prompt": "x", "stop_sequences": ["\n\nHuman:", "END"]}, DEFAULTS),
     "metadata": ({"prompt": "x", "metadata": {"user_id": "u-123"}}, DEFAULTS),
     "service tier": ({"prompt": "x", "service_tier": "standard_only"}, DEFAULTS),
@@ -245,7 +264,7 @@ CASES: dict[str, tuple[dict[str, Any], RequestDefaults]] = {
     "job defaults for everything": (
         {"prompt": "x"},
         RequestDefaults(
-            model="claude-sonnet-4-5",
+            model="claude-sonnet-4-6",
             max_tokens=4096,
             system="You label.",
             temperature=1,
@@ -335,6 +354,30 @@ def test_a_whole_run_sends_only_conforming_bodies(tmp_path: Path, sim: Simulator
     assert len(recorder.bodies) == len(rows)
     for body in recorder.bodies:
         assert body["stream"] is True
+        assert_conforms(body)
+
+
+def test_a_whole_run_with_effort_sends_conforming_bodies(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    """A Haiku 5.5 job at --effort low: effort in output_config, adaptive thinking on a row;
+    every body the simulator (which checks the model's rules) took is the spec's shape."""
+    rows = [
+        {"id": "plain", "prompt": "Label: great mug"},
+        {"id": "adaptive", "prompt": "Think", "thinking": {"type": "adaptive"}},
+        {"id": "off", "prompt": "No thinking", "thinking": {"type": "disabled"}},
+    ]
+    recorder = RecordingTransport()
+    settings = {"output": str(tmp_path / "out.jsonl"), "model": "claude-haiku-5-5",
+                "max_tokens": 1024, "effort": "low", "base_url": sim.base_url,
+                "quiet": True}  # fmt: skip
+    config = load_config(
+        write_jsonl(tmp_path / "in.jsonl", rows), settings, environ={"ANTHROPIC_API_KEY": TEST_KEY}
+    )
+    assert run(config, runtime=Runtime(transport=recorder)).exit_code == 0
+    assert len(recorder.bodies) == len(rows)
+    for body in recorder.bodies:
+        assert body["output_config"] == {"effort": "low"}
         assert_conforms(body)
 
 

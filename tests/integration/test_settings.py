@@ -197,6 +197,8 @@ JOB_SAMPLES = {
     ),
     "metadata": (BASE + 'metadata = {user_id = "u-1"}\n', {"user_id": "u-1"}),
     "service_tier": (BASE + 'service_tier = "auto"\n', "auto"),
+    "effort": (BASE + 'effort = "low"\n', "low"),
+    "drop_unsupported": (BASE + "drop_unsupported = true\n", True),
     "keep_columns": (BASE + 'keep_columns = ["a"]\n', ("a",)),
     "json_schema": (BASE + f"json_schema = '{REPO / 'jobs' / 'sentiment_schema.json'}'\n", None),
     "cache_system": (BASE + "cache_system = true\n", {"type": "ephemeral"}),

@@ -129,6 +129,8 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
         [
             "cache",
             "cache_system",
+            "drop_unsupported",
+            "effort",
             "max_tokens",
             "metadata",
             "model",
@@ -191,6 +193,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "dedup_resent",
             "dedup_saved_usd",
             "deduplicated",
+            "dropped",
             "elapsed_s",
             "error",
             "error_types",

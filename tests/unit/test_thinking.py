@@ -15,7 +15,7 @@ from batchrun.rows.request import RequestDefaults, build_request
 from batchrun.simulator.events import stream_events
 from batchrun.simulator.replies import REDACTED_THINKING_TRIGGER, make_reply
 
-DEFAULTS = RequestDefaults(model="claude-sonnet-4-5", max_tokens=4096)
+DEFAULTS = RequestDefaults(model="claude-sonnet-4-6", max_tokens=4096)
 
 ENABLED = {"type": "enabled", "budget_tokens": 2048}
 
