@@ -269,6 +269,7 @@ def load_config(
         require_extra("redis", "redis", option("rate_limit_store"))
     schema_path = path_of("json_schema")
     schema = None if schema_path is None else _load_schema(schema_path)
+    _check_answer_columns(schema, keep_columns)
     # The built-in simulator ends a batch in half a second: no reason to wait ten.
     poll_default = SIMULATE_POLL_INTERVAL if simulate else DEFAULT_POLL_INTERVAL
     media_url = _url(settings.get("media_root"))
@@ -304,7 +305,7 @@ def load_config(
         output=build(
             OutputSettings, values, url=output_url, cache_home=cache_home, lease_ttl=_lease_ttl(env)
         ),
-        defaults=_with_schema(_request_defaults(settings, prices), schema),
+        defaults=_with_schema(_request_defaults(settings, prices), schema, str(schema_path)),
         client=build(ClientSettings, values, credentials=_credentials(env, simulate)),
         engine=build(
             EngineSettings,
@@ -597,17 +598,35 @@ def _load_schema(path: Path) -> dict[str, Any]:
     return load_schema(path)
 
 
-def _with_schema(defaults: RequestDefaults, schema: Mapping[str, Any] | None) -> RequestDefaults:
-    """The job's defaults with the structured-output tool defined and forced."""
+def _with_schema(
+    defaults: RequestDefaults, schema: Mapping[str, Any] | None, where: str
+) -> RequestDefaults:
+    """The job's defaults asking every request for an answer that fits ``schema`` (from
+    ``where``): by ``output_config.format``, or a forced tool for a model that does not take
+    it, as each row's model decides (``rows.structured``)."""
     if schema is None:
         return defaults
     if defaults.tools is not None or defaults.tool_choice is not None:
-        raise ConfigError("json_schema defines the job's tool: drop `tools` and `tool_choice`")
-    if defaults.thinking is not None and defaults.thinking.get("type") != "disabled":
-        raise ConfigError("json_schema forces a tool, which the API refuses with `thinking`")
-    from batchrun.rows.structured import FORCED_CHOICE, structured_tool
+        raise ConfigError("json_schema defines the job's answer: drop `tools` and `tool_choice`")
+    from batchrun.rows.structured import StructuredRequest
 
-    return replace(defaults, tools=(structured_tool(schema),), tool_choice=FORCED_CHOICE)
+    return replace(defaults, structured=StructuredRequest.of(schema, where))
+
+
+def _check_answer_columns(schema: Mapping[str, Any] | None, keep_columns: Sequence[str]) -> None:
+    """ConfigError for a kept column named as one of the answer's (``answer_<field>``)."""
+    if schema is None:
+        return
+    from batchrun.rows.structured import ANSWER_PREFIX, answer_fields
+
+    for answer in answer_fields(schema):
+        name = ANSWER_PREFIX + answer.name
+        if name in keep_columns:
+            raise ConfigError(
+                f"`keep_columns`: `{name}` is the column of the answer's `{answer.name}` "
+                f"(json_schema): rename the input's column, or drop it from "
+                f"{named('keep_columns')}"
+            )
 
 
 def _read_job_file(path: Path) -> dict[str, Any]:

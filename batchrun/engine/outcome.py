@@ -11,10 +11,10 @@ row (credentials, the output, the disk) may stop a run, and none of it happens h
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +23,27 @@ from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiResponseError, InvalidRowError, Problem
 from batchrun.core.scrub import Scrubber
 from batchrun.core.wording import option
-from batchrun.cost.models import OUTPUT_300K_BETA, check_row_model, unsupported_sampling
+from batchrun.cost.models import (
+    OUTPUT_300K_BETA,
+    check_row_model,
+    model_rules,
+    unsupported_sampling,
+)
 from batchrun.cost.prices import PriceTable
+from batchrun.formats.values import value_text
 from batchrun.rows.checks import CHECKS, Invalid, failure, lone_surrogate, without_surrogates
 from batchrun.rows.files import MediaSource
 from batchrun.rows.prefix import SeenFiles
 from batchrun.rows.reader import InputRow
 from batchrun.rows.request import RequestDefaults, prepare_request, setting_value
-from batchrun.rows.structured import SCHEMA_MISMATCH, structured_answer
+from batchrun.rows.structured import (
+    AnswerField,
+    Mode,
+    answer_fields,
+    asked_mode,
+    structured_answer,
+    structured_mode,
+)
 from batchrun.store.columns import STATUS_ERROR, STATUS_OK, blank_row
 from batchrun.store.provenance import answer_source
 
@@ -39,6 +52,17 @@ EMPTY_ANSWER = "empty_answer"
 
 VIA_ONLINE = "online"
 VIA_BATCHES = "batches"
+
+
+def structured_mode_for(model: str, prices: PriceTable) -> Mode | None:
+    """How ``model`` is asked for a ``--json-schema`` answer (``rows.structured``): as its
+    rules say (``cost.models.model_rules``); a model nobody gave rules to (a gateway's alias)
+    by ``output_config.format``, the API's way (a ``--prices`` file's rules can say
+    ``structured_outputs = false``)."""
+    rules = model_rules(model, prices)
+    if rules is None:
+        return structured_mode(True, True)
+    return structured_mode(rules.structured_outputs, rules.forced_tool_choice)
 
 
 @dataclass(frozen=True)
@@ -60,6 +84,15 @@ class RowSettings:
     # Masks the run's credentials in texts that did not come through the client (an errored
     # Message Batches result quoting the key: a gateway may).
     scrub: Scrubber = field(default_factory=lambda: Scrubber(()))
+
+    @cached_property
+    def answer_fields(self) -> tuple[AnswerField, ...] | None:
+        """The answer's fields and their types (``rows.structured.answer_fields``)."""
+        return None if self.json_schema is None else answer_fields(self.json_schema)
+
+    def ask(self, model: str) -> Mode | None:
+        """How ``model`` is asked for the structured answer (``structured_mode_for``)."""
+        return structured_mode_for(model, self.prices)
 
     @classmethod
     def of(cls, config: RunConfig) -> RowSettings:
@@ -110,7 +143,12 @@ def prepare(row: InputRow, rows: RowSettings, seen_files: SeenFiles | None = Non
     try:
         dropped = _dropped(row.fields, rows)
         prepared = prepare_request(
-            row.fields, rows.defaults, base_dir=rows.media, seen_files=seen_files, leave_out=dropped
+            row.fields,
+            rows.defaults,
+            base_dir=rows.media,
+            seen_files=seen_files,
+            ask=rows.ask,
+            leave_out=dropped,
         )
         # A Claude id the API would 404, a setting its model would answer 400 to.
         check_row_model(prepared.body, rows.prices, batch_beta=rows.batch_beta)
@@ -186,9 +224,13 @@ def _answered_row(
     row = base_row(work, rows, via)
     row.update(message_fields(message))
     if rows.json_schema is not None:
-        row["structured_json"], mismatch = structured_answer(message, rows.json_schema)
-        if mismatch is not None:
-            row.update(error_type=SCHEMA_MISMATCH, error_message=mismatch)
+        mode = asked_mode(work.body or {}) or "tool"
+        answer, error_type, why = structured_answer(
+            message, rows.json_schema, mode, rows.answer_fields
+        )
+        row["structured_json"] = answer
+        if error_type is not None:
+            row.update(error_type=error_type, error_message=why)
     if row["error_type"] is None:
         empty = _empty_answer(row, message, work.body or {})
         if empty is not None:
@@ -289,10 +331,9 @@ def base_row(work: Work, rows: RowSettings, via: str = VIA_ONLINE) -> dict[str, 
 
 
 def _as_text(value: Any) -> str | None:
-    """Kept columns are strings in every output, so outputs of many runs concatenate."""
-    if value is None or isinstance(value, str):
-        return value
+    """A kept column's value as the journal keeps it: text (``formats.values.value_text``),
+    which the final output gives back its type (``store.typed``)."""
     try:
-        return json.dumps(value, ensure_ascii=False, default=str)
+        return value_text(value)
     except (ValueError, TypeError, RecursionError) as exc:  # the row's own problem says why
         return f"<{type(value).__name__} not shown: {failure(exc)}>"

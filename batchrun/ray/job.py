@@ -42,7 +42,7 @@ from batchrun.ray.stage import (
     BatchrunStage,
     absolute_settings,
 )
-from batchrun.runs.claim import claim_output
+from batchrun.runs.claim import claim_output, output_types
 from batchrun.runs.output import output_format_of
 from batchrun.runs.summary import RunSummary
 from batchrun.store.columns import INVALID_REQUEST, STATUS_OK
@@ -225,11 +225,11 @@ def _write_output(config: RunConfig, rows: pa.Table, schema: pa.Schema) -> Final
     key), and a full disk leaves the old output in place all the same."""
     output = config.output.path
     fmt = output_format_of(config.output)
-    commit = Commit(output, fmt)
+    commit = Commit(output, fmt, types=output_types(config))  # the parts hold text
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         options = WriteOptions(part_rows=config.output.part_rows)
-        with commit.building() as tmp, fmt.writer(tmp, schema, options) as write:
+        with commit.building() as tmp, commit.writer(tmp, schema, options) as write:
             write(rows.select(schema.names).cast(schema))
     except (OSError, pa.ArrowException) as exc:
         raise OutputError(f"cannot write {output}: {exc}") from exc

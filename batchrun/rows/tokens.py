@@ -9,8 +9,10 @@ Method
     * text (system prompt, string contents, text blocks, text documents, tool results):
       its UTF-8 length / ``CHARS_PER_TOKEN``. UTF-8 bytes rather than characters, so that
       scripts which tokenise densely (CJK, emoji) are not under-counted three times over;
-    * structured JSON (tool definitions, ``tool_use`` inputs): the length of its JSON text
-      / ``JSON_CHARS_PER_TOKEN``, since braces, quotes and colons each cost a token;
+    * structured JSON (tool definitions, ``tool_use`` inputs, the schema of
+      ``output_config.format``, which the API turns into a prompt of its own and bills as
+      input: docs/api-facts.md §13.1): the length of its JSON text / ``JSON_CHARS_PER_TOKEN``,
+      since braces, quotes and colons each cost a token;
     * every message adds ``MESSAGE_OVERHEAD_TOKENS`` (role markers);
     * an image block counts ``IMAGE_TOKENS``, a PDF or URL document ``DOCUMENT_TOKENS``
       (their real cost depends on pixels and pages, which the body does not show cheaply);
@@ -88,8 +90,18 @@ def estimate_input_tokens(body: Mapping[str, Any], factor: float = 1.0) -> int:
     tools = body.get("tools")
     if tools:
         structured += _json_size(tools)
+    schema = _format_schema(body)
+    if schema is not None:
+        structured += _json_size(schema)
     tokens = prose / CHARS_PER_TOKEN + structured / JSON_CHARS_PER_TOKEN + fixed
     return max(math.ceil(tokens * factor), 1)
+
+
+def _format_schema(body: Mapping[str, Any]) -> Any:
+    """The schema ``output_config.format`` asks the answer to fit, or None."""
+    config = body.get("output_config")
+    fmt = config.get("format") if isinstance(config, Mapping) else None
+    return fmt.get("schema") if isinstance(fmt, Mapping) else None
 
 
 def _utf8_len(text: str) -> int:

@@ -77,6 +77,7 @@ def check_messages_body(
     _check_optional_types(data)
     _check_tools(data)
     _check_thinking(data)
+    _check_output_config(data, models)
     _check_model_rules(data, models, batch=batch)
     return data
 
@@ -92,6 +93,7 @@ def check_count_tokens_body(
     _check_sampling(data, version)
     _check_optional_types(data)
     _check_tools(data)
+    _check_output_config(data, models)
     _check_model_rules(data, models)
     return data
 
@@ -249,10 +251,76 @@ def _check_thinking(data: Mapping[str, Any]) -> None:
         raise InvalidRequest("Thinking may not be enabled when tool_choice forces tool use.")
 
 
+# What output_config.format's schema may hold (docs/api-facts.md §13.2); anything else is 400.
+FORMAT_SCHEMA_KEYWORDS = frozenset(
+    {
+        "type", "properties", "required", "additionalProperties", "items", "enum", "const",
+        "anyOf", "allOf", "$ref", "$defs", "definitions", "format", "minItems", "pattern",
+        "title", "description", "default",
+    }
+)  # fmt: skip
+
+
+def _check_output_config(data: Mapping[str, Any], models: Models | None) -> None:
+    """``output_config.format``: a JSON schema the structured outputs decode, on a model that
+    takes them (its rules in the price table: ``models.Models.takes_format``)."""
+    config = data.get("output_config")
+    if config is None:
+        return
+    if not isinstance(config, dict):
+        raise InvalidRequest("output_config: Input should be a valid dictionary")
+    fmt = config.get("format")
+    if fmt is None:
+        return
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        raise InvalidRequest("output_config.format.type: Input should be 'json_schema'")
+    schema = fmt.get("schema")
+    if not isinstance(schema, dict):
+        raise InvalidRequest("output_config.format.schema: Input should be a valid dictionary")
+    model = str(data["model"])
+    if not (models or packaged_models()).takes_format(model):
+        raise InvalidRequest(f"'{model}' does not support output_config.format")
+    _check_format_schema(schema, "output_config.format.schema")
+
+
+def _check_format_schema(node: Any, where: str) -> None:
+    if isinstance(node, list):
+        for index, item in enumerate(node):
+            _check_format_schema(item, f"{where}.{index}")
+        return
+    if not isinstance(node, dict):
+        return
+    for key in node:
+        if key not in FORMAT_SCHEMA_KEYWORDS and key not in ("$schema", "$id", "$comment"):
+            raise InvalidRequest(f"{where}: '{key}' is not supported in structured outputs")
+    kind = node.get("type")
+    if (kind == "object" or (isinstance(kind, list) and "object" in kind)) and node.get(
+        "additionalProperties"
+    ) is not False:
+        raise InvalidRequest(
+            f"{where}: For 'object' type, 'additionalProperties' must be explicitly set to false"
+        )
+    for key in ("properties", "$defs", "definitions"):
+        for name, sub in (node.get(key) or {}).items():
+            _check_format_schema(sub, f"{where}.{key}.{name}")
+    for key in ("anyOf", "allOf"):
+        _check_format_schema(node.get(key) or [], f"{where}.{key}")
+    if isinstance(node.get("items"), dict):
+        _check_format_schema(node["items"], f"{where}.items")
+
+
 def _required(data: Mapping[str, Any], name: str) -> Any:
     if name not in data:
         raise InvalidRequest(f"{name}: Field required")
     return data[name]
+
+
+def output_format(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The JSON schema ``output_config.format`` asks the answer to fit, or None."""
+    config = body.get("output_config")
+    fmt = config.get("format") if isinstance(config, dict) else None
+    schema = fmt.get("schema") if isinstance(fmt, dict) else None
+    return schema if isinstance(schema, dict) else None
 
 
 def forced_tool(body: Mapping[str, Any]) -> Mapping[str, Any] | None:

@@ -108,6 +108,12 @@ class Models:
         dated = _DATED.match(name)
         return dated is not None and dated.group("alias") in self.live
 
+    def takes_format(self, model: str) -> bool:
+        """Whether ``model`` takes ``output_config.format`` (structured outputs): unless its
+        ``[models.<id>.rules]`` say ``structured_outputs = false``; a name the table gives
+        no rules (a gateway's) takes it."""
+        return self.facts_for(model).rules.get("structured_outputs", True) is not False
+
     def with_gateway(self, names: Iterable[str], other_names: bool = False) -> Models:
         """These models, and ``names`` served as asked (with ``other_names``, every name
         that is not a Claude id too)."""

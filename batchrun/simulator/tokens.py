@@ -6,8 +6,9 @@ reply (``replies``), the ``/v1/messages/count_tokens`` answer, and the ITPM buck
 
 * text is split by the regex ``\\w+|[^\\w\\s]`` (a word or one punctuation mark = 1 token);
 * counted text: the system prompt, every text block (or string content) of every message,
-  tool_use names and inputs, tool_result contents, text documents, and the JSON of the
-  tool definitions;
+  tool_use names and inputs, tool_result contents, text documents, the JSON of the
+  tool definitions and of the schema ``output_config.format`` asks for (the API makes a
+  prompt of it, billed as input);
 * every message adds ``MESSAGE_OVERHEAD`` tokens (role markers in the real prompt format);
 * an image block counts ``IMAGE_TOKENS``, a PDF or URL document ``DOCUMENT_TOKENS``;
 * thinking blocks of earlier turns count nothing (the API drops them too);
@@ -46,6 +47,10 @@ def count_input_tokens(body: Mapping[str, Any]) -> int:
     tools = body.get("tools")
     if tools:
         total += count_text_tokens(json.dumps(tools, sort_keys=True))
+    config = body.get("output_config")
+    fmt = config.get("format") if isinstance(config, Mapping) else None
+    if isinstance(fmt, Mapping) and fmt.get("schema") is not None:
+        total += count_text_tokens(json.dumps(fmt["schema"], sort_keys=True))
     model = body.get("model")
     if isinstance(model, str):
         total = math.ceil(total * packaged_models().facts_for(model).tokenizer_factor)

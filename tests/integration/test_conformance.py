@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,12 @@ from support.openapi import (
 
 from batchrun import load_config, run
 from batchrun.rows.request import RequestDefaults, build_request
-from batchrun.rows.structured import FORCED_CHOICE, structured_tool
+from batchrun.rows.structured import (
+    FORCED_CHOICE,
+    StructuredRequest,
+    structured_tool,
+    with_format,
+)
 from batchrun.runs.runtime import Runtime
 from batchrun.simulator import BatchSettings, BatchStore, SimulatorThread
 from batchrun.simulator.batch_store import check_create_body
@@ -225,6 +231,36 @@ CASES: dict[str, tuple[dict[str, Any], RequestDefaults]] = {
             tool_choice=FORCED_CHOICE,
         ),
     ),
+    "json_schema as output_config.format": (
+        {"prompt": "Label: great mug"},
+        RequestDefaults(
+            model="claude-sonnet-5-5",
+            max_tokens=200,
+            structured=StructuredRequest.of(
+                {
+                    "type": "object",
+                    "properties": {
+                        "reasoning": {"type": "string"},
+                        "label": {"enum": ["positive", "negative"]},
+                        "score": {"type": "number"},
+                        "tags": {"type": "array", "items": {"type": "string"}},
+                        "when": {"type": "string", "format": "date"},
+                        "author": {"$ref": "#/$defs/person"},
+                        "note": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                    },
+                    "required": ["reasoning", "label", "score", "tags", "author"],
+                    "$defs": {
+                        "person": {
+                            "type": "object",
+                            "properties": {"name": {"type": "string"}},
+                            "required": ["name"],
+                        }
+                    },
+                },
+                "schema.json",
+            ),
+        ),
+    ),
     "job defaults for everything": (
         {"prompt": "x"},
         RequestDefaults(
@@ -250,6 +286,19 @@ def test_request_conforms_to_the_openapi_schema(name: str) -> None:
     assert_conforms(body)
 
 
+def test_output_config_holding_effort_and_format_conforms() -> None:
+    """``--json-schema`` puts its format beside whatever ``output_config`` holds already
+    (``effort``): the two keys in one object, as the API's schema has them."""
+    body = build_request({"prompt": "x"}, RequestDefaults(model="claude-sonnet-5-5", max_tokens=9))
+    body["output_config"] = {"effort": "low"}
+    with_format(body, TOOL["input_schema"])
+    assert body["output_config"] == {
+        "effort": "low",
+        "format": {"type": "json_schema", "schema": TOOL["input_schema"]},
+    }
+    assert_conforms(body)
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_streamed_request_conforms(name: str) -> None:
     """The client adds ``stream: true`` to the same body."""
@@ -264,6 +313,9 @@ def test_the_validator_does_reject_what_the_api_rejects() -> None:
         {**good, "max_token": 5},
         {**good, "messages": user([{"type": "image", "source": {"type": "path", "path": "a"}}])},
         {**good, "thinking": {"type": "enabled", "budget_tokens": 10}},
+        {**good, "output_config": {"format": {"type": "json", "schema": {}}}},
+        {**good, "output_config": {"format": {"type": "json_schema"}}},
+        {**good, "output_config": {"schema": {"type": "object"}}},
     ):
         assert list(validator().iter_errors(bad))
 
@@ -372,6 +424,16 @@ def test_message_batches_conform_to_the_openapi_schemas() -> None:
         for i in range(20)
     ]
     requests.append({"custom_id": "streams", "params": {**requests[0]["params"], "stream": True}})
+    structured = StructuredRequest.of(TOOL["input_schema"], "schema.json")
+    requests += [
+        {
+            "custom_id": f"structured-{i}",
+            "params": build_request(
+                {"prompt": f"Row {i}"}, replace(DEFAULTS, structured=structured)
+            ),
+        }
+        for i in range(4)
+    ]
     body = {"requests": requests}
     assert_schema("CreateMessageBatchParams", body)
     batch = store.create(check_create_body(body), "2023-06-01")

@@ -248,9 +248,7 @@ JOB_CHECKS = {
     "cache": lambda c: c.defaults.cache is None and c.defaults.cache_system is None,
     "input": lambda c: c.input.path.name == "in.jsonl",
     "output": lambda c: c.output.path.name == "o.jsonl",
-    "json_schema": lambda c: (
-        c.engine.json_schema is not None and c.defaults.tool_choice is not None
-    ),
+    "json_schema": lambda c: c.engine.json_schema is not None and c.defaults.structured is not None,
     "cache_ttl": lambda c: c.defaults.cache_system == {"type": "ephemeral", "ttl": "1h"},
     "concurrency": lambda c: c.engine.concurrency_auto,
     "limits": lambda c: c.engine.limits.default.rpm == 60,

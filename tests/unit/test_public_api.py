@@ -136,6 +136,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "model",
             "service_tier",
             "stop_sequences",
+            "structured",  # issue 25: --json-schema's request (rows.structured)
             "system",
             "temperature",
             "template",

@@ -45,14 +45,6 @@ def test_valid_thinking_settings_pass() -> None:
     assert build_request({"prompt": "x", "thinking": ENABLED, **tools}, DEFAULTS)
 
 
-def test_json_schema_jobs_refuse_thinking(tmp_path: Path) -> None:
-    (tmp_path / "s.json").write_text('{"type": "object"}', encoding="utf-8")
-    inp = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "x"}])
-    flags = {"model": "m", "max_tokens": 4096, "json_schema": str(tmp_path / "s.json")}
-    with pytest.raises(ConfigError, match="thinking"):
-        load_config(inp, {**flags, "thinking": ENABLED}, environ={})
-
-
 def thinking_body(prompt: str) -> dict[str, Any]:
     return build_request({"prompt": prompt, "thinking": ENABLED}, DEFAULTS)
 
