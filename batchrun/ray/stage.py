@@ -119,10 +119,13 @@ def answer_block(
     schema: pa.Schema,
     tally: RowTally | None = None,
 ) -> pa.Table:
-    """``block``'s output rows, in its order; the finished ones committed as its part."""
+    """``block``'s output rows, in its order; the finished ones committed as its part. A
+    block of the job driver's comes back with each row's input index (``INDEX_COLUMN``)."""
     rows = block_rows(block, config)
     if not rows:
-        return schema.empty_table()
+        return (
+            indexed_schema(schema) if FIELDS_COLUMN in block.column_names else schema
+        ).empty_table()
     ids = [row.id for row in rows]
     own = committed.folder / part_name(ids)
     settings = RowSettings.of(config)
@@ -156,7 +159,18 @@ def answer_block(
             reason = f"not sent: {stopped or 'the engine stopped admitting rows'}"
             row = error_row(work, settings, NOT_SENT, reason, None, 0)
         out.append(row)
-    return pa.Table.from_pylist(out, schema=schema)
+    table = pa.Table.from_pylist(out, schema=schema)
+    if FIELDS_COLUMN in block.column_names:
+        # A block of the job driver's (``ray.job``): each row's input index goes back with
+        # it, so the driver writes the output in input order without keeping an id's index.
+        indexes = pa.array([row.index for row in rows], pa.int64())
+        table = pa.Table.from_arrays([*table.columns, indexes], schema=indexed_schema(schema))
+    return table
+
+
+def indexed_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` (the output's) with each row's input index after it (``INDEX_COLUMN``)."""
+    return schema.append(pa.field(INDEX_COLUMN, pa.int64()))
 
 
 def _send(

@@ -79,6 +79,29 @@ def test_run_engine_ray_writes_the_output_in_input_order_and_resumes(tmp_path: P
     assert pq.read_table(tmp_path / "out.parquet").num_rows == 301
 
 
+@ON_RAY
+def test_run_engine_ray_streams_each_block_to_disk_as_it_arrives(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    rows, block_rows = 600, 50
+    report = tmp_path / "report.json"
+    driver = [sys.executable, str(SCRIPTS / "engine_driver.py"), "{base_url}", str(tmp_path)]
+    driver += [str(report), str(rows), str(block_rows)]
+    result = run_script("with_simulator.py", "{}", *driver, cwd=tmp_path)
+    assert result["exit"] == 0, result["stderr"]
+    assert result["requests"] == rows
+    seen = json.loads(report.read_text())
+    assert seen["exit"] == 0 and seen["in_order"] and seen["statuses"] == ["ok"]
+    # The driver keeps no block: each went to its spool on disk as it came back, before the
+    # next was taken, so the spool grew with every block (never all at the end) ...
+    sizes = [size for size, _ in seen["seen"]]
+    spooled = [count for _, count in seen["seen"]]
+    assert len(spooled) >= rows // block_rows
+    assert spooled == sorted(spooled) and spooled[-1] == rows
+    assert all(later > earlier for earlier, later in zip(sizes, sizes[1:], strict=False))
+    # ... and nothing of it, nor of the staged input, is left once the output is in place.
+    assert not seen["spool_left"] and seen["staged_left"] == []
+
+
 def test_ray_tests_run_in_their_own_network_namespace(tmp_path: Path) -> None:
     # The Ray tests rely on it: a namespace whose only interface is its loopback.
     done = run_in_netns(["ip", "-o", "link"], tmp_path)
