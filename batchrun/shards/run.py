@@ -50,6 +50,7 @@ import pyarrow.compute as pc
 
 from batchrun.config.layers import InputSettings, OutputSettings
 from batchrun.config.load import RunConfig, check_shard, output_alone
+from batchrun.core.disk import fsync_dir
 from batchrun.core.errors import ConfigError, OutputError
 from batchrun.core.locations import StorageSettings, cached_copy_path
 from batchrun.core.scrub import url_without_secrets
@@ -81,7 +82,7 @@ from batchrun.shards.layout import (
 )
 from batchrun.store.batch_journal import running_batches
 from batchrun.store.columns import STATUS_OK
-from batchrun.store.commit import Commit, fsync_dir, remove_temporary, temporary_path
+from batchrun.store.commit import Commit, remove_temporary, temporary_path
 from batchrun.store.journal import INDEX, journal_line, repair_journal
 from batchrun.store.lock import OutputLock
 from batchrun.store.resume import (
