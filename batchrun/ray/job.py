@@ -5,8 +5,11 @@ The driver reads the input with batchrun's own reader (so ids, duplicates and pe
 problems are found over the whole file, exactly as for a local run) and writes it, as it
 reads, into blocks of ``block_rows`` consecutive rows carrying each row's fields as JSON text
 (no Arrow type is guessed for them) and its input index: Parquet files under
-``<output>.parts/.input-<run>/``, beside the parts, where every worker can read them. Ray Data
-reads those files and maps ``BatchrunStage`` over them; blocks are committed as parts under
+``<output>.parts/.input-<run>/``, beside the parts, where every worker can read them. The
+dataset Ray maps ``BatchrunStage`` over is those files' paths, one block each, and each actor
+reads its block's file (``STAGED_COLUMN``): Ray's own Parquet reader packs small files into
+one read, which would join blocks (and parts) into a few large ones. Blocks are committed as
+parts under
 ``<output>.parts/`` (``ray.parts``), so a killed run, re-run, sends only the rows no part
 holds. Each answered block comes back with its rows' input indexes and goes straight to the
 driver's spool on disk (``ray.assemble``); once every block is back, the output is written
@@ -45,6 +48,7 @@ from batchrun.ray.assemble import OutputSpool
 from batchrun.ray.stage import (
     FIELDS_COLUMN,
     INDEX_COLUMN,
+    STAGED_COLUMN,
     BatchrunStage,
     absolute_settings,
     indexed_schema,
@@ -158,10 +162,12 @@ def _run(
             if blocks:
                 cpus = int(ray.cluster_resources().get("CPU", 1))
                 kwargs = {"parts_dir": str(parts), "job": job, "settings": dict(settings)}
-                answered = ray.data.read_parquet(
-                    str(staged),
-                    override_num_blocks=blocks,  # a file is a block
-                ).map_batches(
+                # One path a block: the same blocks, and parts, on a re-run, whatever
+                # the size of the files (``STAGED_COLUMN``).
+                where = staged.absolute()  # read by the workers, from their own working folders
+                paths = [{STAGED_COLUMN: str(where / _block_name(n))} for n in range(blocks)]
+                answered = ray.data.from_items(paths, override_num_blocks=blocks)
+                answered = answered.map_batches(
                     BatchrunStage,
                     fn_constructor_kwargs=kwargs,
                     batch_format="pyarrow",

@@ -59,6 +59,9 @@ from batchrun.store.sink import output_schema
 # index, read by the driver's own reader, so no Arrow type is guessed for them.
 FIELDS_COLUMN = "_batchrun_fields"
 INDEX_COLUMN = "_batchrun_index"
+# A block of the job driver's paths: each a Parquet file of such a block, staged beside the
+# parts, which the stage reads and answers (the driver keeps no rows, Ray cuts no files).
+STAGED_COLUMN = "_batchrun_staged"
 # error_type of a row its block's engine stopped before sending (never committed).
 NOT_SENT = "not_sent"
 # The input's name in messages about a row of a dataset ("ray-dataset:7: ...").
@@ -86,6 +89,7 @@ class BatchrunStage:
         source = Path(job) if job is not None else Path(_DATASET_NAME)
         self.config = stage_config(source, settings or {}, environ)
         self.schema = output_schema(self.config.output.keep_columns)
+        self._indexed = indexed_schema(self.schema)
         folder = job_folder(Path(parts_dir), job_fingerprint(self.config.defaults))
         folder.mkdir(parents=True, exist_ok=True)
         self.committed = Committed(folder, self.schema)
@@ -97,6 +101,12 @@ class BatchrunStage:
                 f"BatchrunStage takes pyarrow blocks: give map_batches batch_format='pyarrow' "
                 f"(got {type(block).__name__})"
             )
+        if STAGED_COLUMN in block.column_names:
+            answered = [
+                answer_block(self.config, staged, self.committed, self.schema, self.tally)
+                for staged in map(pq.read_table, block.column(STAGED_COLUMN).to_pylist())
+            ]
+            return pa.concat_tables(answered) if answered else self._indexed.empty_table()
         return answer_block(self.config, block, self.committed, self.schema, self.tally)
 
 

@@ -6,6 +6,7 @@ installed. The stage's own logic without Ray: tests/integration/test_ray_stage.p
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -97,7 +98,7 @@ def test_run_engine_ray_streams_each_block_to_disk_as_it_arrives(tmp_path: Path)
     spooled = [count for _, count in seen["seen"]]
     assert len(spooled) >= rows // block_rows
     assert spooled == sorted(spooled) and spooled[-1] == rows
-    assert all(later > earlier for earlier, later in zip(sizes, sizes[1:], strict=False))
+    assert all(later > earlier for earlier, later in itertools.pairwise(sizes))
     # ... and nothing of it, nor of the staged input, is left once the output is in place.
     assert not seen["spool_left"] and seen["staged_left"] == []
 
