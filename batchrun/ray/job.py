@@ -58,7 +58,12 @@ from batchrun.runs.output import output_format_of
 from batchrun.runs.summary import RunSummary
 from batchrun.store.columns import INVALID_REQUEST
 from batchrun.store.commit import Commit, temporary_path
-from batchrun.store.sink import FinalCounts, new_run_id, output_schema
+from batchrun.store.sink import (
+    FinalCounts,
+    new_run_id,
+    output_schema,
+    remove_stale_temporaries,
+)
 
 PARTS_SUFFIX = ".parts"
 BLOCK_ROWS = 256  # rows per block: a part per 256 rows; a kill costs at most the blocks in flight
@@ -146,7 +151,9 @@ def _run(
     schema = output_schema(config.output.keep_columns)
     summary = RunSummary(input=config.input.path, output=config.output.path)
     parts = parts_folder(config.output.path)
-    _remove_staged_inputs(parts)  # left by runs killed midway (the output's lock is held)
+    # What runs killed midway left (the output's lock is held): staged blocks, spools.
+    _remove_staged_inputs(parts)
+    remove_stale_temporaries(config.output.path, (SPOOL_SUFFIX,))
     staged = parts / f"{STAGED_PREFIX}{new_run_id()}"
     try:
         with OutputSpool(temporary_path(config.output.path, SPOOL_SUFFIX), schema) as spool:

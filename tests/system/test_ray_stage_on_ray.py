@@ -74,8 +74,12 @@ def test_run_engine_ray_writes_the_output_in_input_order_and_resumes(tmp_path: P
     out = pq.read_table(tmp_path / "out.parquet")
     assert out.column("id").to_pylist() == [r["id"] for r in rows]
     assert out.column("error_type").to_pylist()[7] == "invalid_request"
+    # A spool a killed driver left beside the output (the whole output's size, at worst).
+    stale = tmp_path / ".out.parquet.4242.0123456789ab.ray.tmp"
+    stale.write_bytes(b"spooled blocks")
     again = run_script("with_simulator.py", "{}", *cli, cwd=tmp_path)
     assert again["exit"] == 3, again["stderr"]
+    assert not stale.exists()
     assert again["requests"] == 0  # every row was committed
     assert pq.read_table(tmp_path / "out.parquet").num_rows == 301
 
