@@ -18,7 +18,7 @@ batches end ``--batch-processing-s`` after creation):
                 ``aiohttp`` session (``--concurrency`` connections), as many workers pulling
                 rows from the input file as it reads, POST, parse the JSON; nothing written.
                 Batches: what a hand-written script does: every row into batches of at most
-                100,000 requests (the API's cap, docs/api-facts.md §8), all created, polled
+                100,000 requests (the API's cap, docs/api-facts.md §8.2), all created, polled
                 until ended, results read line by line and written to Parquet.
 
 Printed: the figures, then ratios: large/small for batchrun's peak RSS, rows/s, resume time
@@ -77,12 +77,14 @@ TARGET_RSS = 1.3
 CONCURRENCY = 64
 MAX_TOKENS = 16
 KILL_AT = 0.9  # of the full run's journal bytes
-BATCH_MAX = 100_000  # requests per Message Batch (docs/api-facts.md §8)
+BATCH_MAX = 100_000  # requests per Message Batch (docs/api-facts.md §8.2)
 SAMPLE_S = 0.1
 MODES = ("online", "batches", "ray")
 # Run inside the benchmark's own network namespace (``--modes ray``): set by the re-run.
 IN_NETNS = "BATCHRUN_BENCH_IN_NETNS"
 
+# Ray's processes die with the first process of this namespace (tests/support/ray_netns.py).
+PID_NAMESPACE = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"]
 # What a child prints on its last stderr line: its own peak RSS (KiB), read at its exit.
 RSS_TAG = "bench-peak-rss-kib="
 # Runs the batchrun CLI and, as the process exits, prints its own peak RSS: not its
@@ -184,7 +186,7 @@ class JournalWatch:
 class Run:
     seconds: float
     rss_mb: float | None
-    final_s: float
+    final_s: float | None
     journal_bytes: int
     summary: dict[str, Any] | None
     killed: bool
@@ -197,8 +199,20 @@ def batchrun_command(mode: str, inp: Path, out: Path, url: str, concurrency: int
     if mode == "batches":
         command += ["--via", "batches", "--poll-interval", "0.2"]
     if mode == "ray":
-        command += ["--engine", "ray"]
+        # In a PID namespace of its own: the local Ray cluster the driver starts goes with it.
+        command = [*PID_NAMESPACE, *command, "--engine", "ray"]
     return command
+
+
+def stop_child(proc: subprocess.Popen[bytes]) -> None:
+    """Interrupt a child still running (the benchmark was), then kill it if it lingers."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def run_batchrun(command: list[str], out: Path, kill_at: int | None = None) -> Run:
@@ -213,6 +227,7 @@ def run_batchrun(command: list[str], out: Path, kill_at: int | None = None) -> R
             code = proc.wait()
         finally:
             watch.stop()
+            stop_child(proc)  # interrupted: the run goes with the benchmark
         ended = time.perf_counter()
         stdout.seek(0)
         stderr.seek(0)
@@ -228,7 +243,7 @@ def run_batchrun(command: list[str], out: Path, kill_at: int | None = None) -> R
     return Run(
         ended - started,
         int(rss[-1][len(RSS_TAG) :]) / 1024.0 if rss else None,
-        ended - watch.grew_at,
+        ended - watch.grew_at if watch.size else None,  # no journal: --engine ray
         watch.size,
         summary,
         False,
@@ -362,7 +377,10 @@ def measure_bare(
     command += ["--concurrency", str(concurrency)]
     started = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    said, err = proc.communicate()
+    try:
+        said, err = proc.communicate()
+    finally:
+        stop_child(proc)
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         raise BenchError(f"bare {mode} failed:\n{err.decode()[-3000:]}")
