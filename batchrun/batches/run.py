@@ -40,6 +40,7 @@ from batchrun.client.retry import send_with_retries
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiError, ConfigError, FatalRunError
 from batchrun.core.wording import option, place, said
+from batchrun.cost.models import thinking_room_warning
 from batchrun.engine.admission import AdmissionClosed, Gate, SendCheck
 from batchrun.engine.dedup import Dedup
 from batchrun.engine.outcome import VIA_BATCHES, RowSettings, Work, error_row, prepare
@@ -142,6 +143,9 @@ async def _run_claimed(
         )
         progress = runtime.progress(summary.todo, job.snapshot, quiet=config.run.quiet)
         job.progress = progress
+        warning = thinking_room_warning(config.defaults, config.cost.prices)
+        if warning is not None:  # before any batch is created
+            progress.log(warning)
         started = time.perf_counter()
         fatal: FatalRunError | None = None
         try:
@@ -612,6 +616,7 @@ class _BatchJob:
                 result_row(work, self.rows, record, entry.batch_id, took),
                 from_batch=entry.key,
             )
+            self.summary.dropped.update(work.dropped)
         return missing
 
     def _record(self, index: int, row: dict[str, Any], *, from_batch: str | None = None) -> None:

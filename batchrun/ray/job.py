@@ -53,7 +53,7 @@ from batchrun.ray.stage import (
     absolute_settings,
     indexed_schema,
 )
-from batchrun.runs.claim import claim_output
+from batchrun.runs.claim import claim_output, output_types
 from batchrun.runs.output import output_format_of
 from batchrun.runs.summary import RunSummary
 from batchrun.store.columns import INVALID_REQUEST
@@ -285,11 +285,11 @@ def _write_output(config: RunConfig, spool: OutputSpool, total: int) -> FinalCou
     output = config.output.path
     fmt = output_format_of(config.output)
     schema = output_schema(config.output.keep_columns)
-    commit = Commit(output, fmt)
+    commit = Commit(output, fmt, types=output_types(config))  # the spool holds text
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         options = WriteOptions(part_rows=config.output.part_rows)
-        with commit.building() as tmp, fmt.writer(tmp, schema, options) as write:
+        with commit.building() as tmp, commit.writer(tmp, schema, options) as write:
             ok = spool.write_into(lambda table: write(table.cast(schema)), total)
     except (OSError, pa.ArrowException) as exc:
         raise OutputError(f"cannot write {output}: {exc}") from exc

@@ -65,7 +65,7 @@ from batchrun.formats.registry import (
     read_partial,
 )
 from batchrun.rows.reader import check_input_file
-from batchrun.runs.claim import Claim, check_credentials, claim_output
+from batchrun.runs.claim import Claim, check_credentials, claim_output, output_types
 from batchrun.runs.fetch import fetched
 from batchrun.runs.online import run_holding
 from batchrun.runs.output import output_format_of, output_lease
@@ -609,6 +609,8 @@ def _merge_held(
         config = replace(given, output=replace(output, keep_columns=kept))
     else:
         config = replace(given, output=output)
+    if given is None or not check_job:
+        config = _with_recorded_schema(config, paths, proofs)
     identities = _check_proofs(config, given is not None and check_job, paths, proofs)
     try:
         ids = [row.id for row in read_rows(config.input.path, shape=config.input.shape)]
@@ -775,6 +777,23 @@ def _recorded_config(
         ),
         storage=storage,
     )
+
+
+def _with_recorded_schema(
+    config: RunConfig, paths: list[Path], proofs: list[ShardProof]
+) -> RunConfig:
+    """``config`` with the answer's schema (``--json-schema``) its shards ran with, which
+    gives the merged output its ``answer_*`` columns (``store.typed``): ``merge OUTPUT`` and
+    ``merge INPUT -o OUTPUT`` are not told it. The shards' request defaults hold it; those of
+    the job most of them ran (``_check_proofs`` refuses shards of another)."""
+    first = _most_common(proofs, lambda p: p.fingerprint)[0]
+    proof = next(p for p in proofs if p.fingerprint == first)
+    settings = _proof_settings(paths[proof.shard[0]])
+    structured = settings.get("structured") if settings is not None else None
+    schema = structured.get("schema") if isinstance(structured, Mapping) else None
+    if not isinstance(schema, Mapping):
+        return config
+    return replace(config, engine=replace(config.engine, json_schema=dict(schema)))
 
 
 def _most_common(proofs: list[ShardProof], key: Callable[[ShardProof], Any]) -> list[Any]:
@@ -1071,7 +1090,7 @@ def _write_merged(
     count = len(paths)
     tmp_steps = temporary_path(output, TMP_MERGE_SUFFIX)
     fmt = output_format_of(config.output)
-    commit = Commit(output, fmt)
+    commit = Commit(output, fmt, types=output_types(config))  # the shards hold text
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         # The output is about the shards' size (in its format; a folder's parts are the
@@ -1091,7 +1110,7 @@ def _write_merged(
             sources = _fewer_sources(sources, rows, with_index, tmp_steps)
         with commit.building() as tmp_out:
             options = WriteOptions(part_rows=config.output.part_rows)
-            with fmt.writer(tmp_out, schema, options) as write:
+            with commit.writer(tmp_out, schema, options) as write:
                 ok = _merge_sorted(
                     sources,
                     rows,
