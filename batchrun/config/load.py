@@ -408,6 +408,28 @@ def check_shard(index: int, count: int, shown: str | None = None) -> None:
         )
 
 
+def output_alone(
+    output: str | os.PathLike[str], environ: Mapping[str, str] | None = None
+) -> tuple[OutputSettings, StorageSettings]:
+    """The settings of an output named alone (``batchrun merge OUTPUT``): a local path made
+    absolute, or an ``s3://`` / ``gs://`` URL with its local copy in its work folder and its
+    lease, and the store's endpoints; from the environment (``environ``, or ``os.environ``)
+    as ``load_config`` takes them."""
+    env = dict(os.environ if environ is None else environ)
+    storage = StorageSettings(*storage_endpoints(env))
+    url = _url(str(output))
+    if url is None:
+        return OutputSettings(path=Path(output).expanduser().absolute()), storage
+    cache_home = _cache_home(env)
+    settings = OutputSettings(
+        path=_mirror_of(url, None, cache_home),
+        url=url,
+        cache_home=cache_home,
+        lease_ttl=_lease_ttl(env),
+    )
+    return settings, storage
+
+
 def _url(value: Any) -> str | None:
     return value if isinstance(value, str) and is_remote(value) else None
 

@@ -93,7 +93,7 @@ class RunOutput:
         Raises (OutputError, StorageError) before anything is sent when it cannot be written.
         """
         if self.settings.url is not None:
-            self._remote = _remote_output(self.settings, self._storage, self.lease)
+            self._remote = remote_output_of(self.settings, self._storage, self.lease)
             self._remote.pull(overwrite=self._overwrite)
         prior = self.sink.open(overwrite=self._overwrite)
         if self._remote is not None:
@@ -189,9 +189,11 @@ def output_format_of(settings: OutputSettings) -> OutputFormat:
     return output_for(settings.path)
 
 
-def _remote_output(
+def remote_output_of(
     settings: OutputSettings, endpoints: StorageSettings, lease: Lease | None = None
 ) -> RemoteOutput:
+    """The mirror of the remote output ``settings`` name (``remote.mirror``, or
+    ``remote.dataset`` for a folder), once a probe showed it can be written."""
     from batchrun.remote.dataset import remote_output
     from batchrun.remote.objects import Storage
 

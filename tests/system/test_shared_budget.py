@@ -26,7 +26,7 @@ from batchrun.cost.prices import load_prices
 from batchrun.limits.shared import RedisBuckets, SharedBudget, to_nano
 from batchrun.rows.tokens import estimate_input_tokens
 from batchrun.runs.plan import in_shard
-from batchrun.shards.run import shard_output
+from batchrun.shards.layout import shard_output
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.sink import journal_path
 
