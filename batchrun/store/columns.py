@@ -39,6 +39,9 @@ COLUMNS: tuple[tuple[str, Kind], ...] = (
     ("error_message", "string"),
     ("request_hash", "string"),
     ("duplicate_of", "string"),  # the id of the row whose identical request was sent for this one
+    # --answer-cache: "OUTPUT#ID", the output and row that paid for this answer in an earlier
+    # job (engine.answer_cache); null for a row answered by this job
+    ("cached_from", "string"),
     ("via", "string"),  # "online" | "batches": how the row was sent (Message Batches: half price)
     ("batch_id", "string"),  # the Message Batch that answered the row
     # Where the answer came from: "simulator", or the API's base URL without credentials

@@ -177,6 +177,10 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
     "RunSummary": (
         "class",
         [
+            "answer_cache_failures",
+            "answer_cache_hits",
+            "answer_cache_saved_usd",
+            "answer_cache_stored",
             "batches_collected",
             "batches_created",
             "batches_running",
