@@ -189,3 +189,15 @@ def test_a_job_files_cache_folder_is_beside_the_job_file(tmp_path: Path) -> None
         job, {"answer_cache": "s3://b/a"}, environ={"ANTHROPIC_API_KEY": TEST_KEY}
     )
     assert flagged.engine.answer_cache == "s3://b/a"
+
+
+def test_a_message_batches_job_with_an_answer_cache_is_refused_before_sending(
+    tmp_path: Path,
+) -> None:
+    from batchrun import load_config
+    from batchrun.core.errors import ConfigError
+
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(1))
+    flags = {"model": "claude-haiku-4-5", "max_tokens": 5, "answer_cache": str(tmp_path / "a")}
+    with pytest.raises(ConfigError, match="not used by Message Batches runs yet"):
+        load_config(inp, {**flags, "via": "batches"}, environ={"ANTHROPIC_API_KEY": TEST_KEY})
