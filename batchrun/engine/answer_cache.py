@@ -27,13 +27,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchrun.core.errors import BatchrunError
 from batchrun.engine.dedup import ANSWER_COLUMNS, ZERO_COLUMNS
 from batchrun.engine.outcome import Work
-from batchrun.remote.answer_cache import AnswerCache, Entry
 from batchrun.store.columns import STATUS_OK, USAGE_COLUMNS
+
+if TYPE_CHECKING:  # the storage layer is loaded only by a job with an answer cache
+    from batchrun.remote.answer_cache import AnswerCache, Entry
 
 # What an entry keeps of the row that paid: its answer, and what it cost then (for the
 # savings a run reports), never its id (``paid_by`` says whose it was) or its time.
@@ -121,6 +123,8 @@ class AnswerLane:
         ):
             return
         assert work.request_hash is not None and self._source is not None
+        from batchrun.remote.answer_cache import Entry  # loaded already: the cache is one
+
         entry = Entry(
             request_hash=work.request_hash,
             source=self._source,
