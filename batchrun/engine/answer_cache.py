@@ -25,6 +25,7 @@ told once, and the failures are counted.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -91,7 +92,10 @@ class AnswerLane:
         body = work.body
         if body is None or work.request_hash is None or self._source is None:
             return False
-        if work.content is not None and _URL_SOURCE in work.content:
+        content = work.content
+        if content is None:  # a Work made by hand: the body's compact JSON says the same
+            content = json.dumps(body, separators=(",", ":"), default=str).encode()
+        if _URL_SOURCE in content:
             return False
         sampled_apart = not (self._dedup or self._samples) and _sampled(body)
         return not sampled_apart

@@ -131,6 +131,10 @@ def test_sampled_requests_are_reused_with_dedup_on_or_when_asked(tmp_path: Path)
 def test_a_request_naming_a_file_by_url_is_never_reused(tmp_path: Path) -> None:
     url_file = work({"model": "m"}, content=b'{"source":{"type":"url","url":"https://x/y.png"}}')
     assert not lane(tmp_path).reusable(url_file)
+    by_hand = Work(
+        url_file.row, {"messages": [{"source": {"type": "url", "url": "x"}}]}, HASH, None
+    )
+    assert not lane(tmp_path).reusable(by_hand)
     assert not lane(tmp_path).reusable(work(None))  # an invalid row
 
 
