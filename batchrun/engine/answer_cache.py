@@ -116,6 +116,17 @@ class AnswerLane:
         self.saved_usd += float(entry.answer.get("cost_usd") or 0.0)
         return cached_row(own(), entry)
 
+    async def has(self, work: Work) -> bool:
+        """Whether ``work`` would be filled from the cache (``estimate``), counted nowhere."""
+        if not self.reusable(work):
+            return False
+        assert work.request_hash is not None and self._source is not None
+        try:
+            entry = await asyncio.to_thread(self.cache.get, self._source, work.request_hash)
+        except BatchrunError:
+            return False  # the run would send it
+        return entry is not None and entry.answer.get("status") == STATUS_OK
+
     async def keep(self, work: Work, row: Mapping[str, Any]) -> None:
         """Store ``row``'s answer if this run paid for it and it is ok."""
         if (

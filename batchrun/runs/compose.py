@@ -64,12 +64,12 @@ def job_engine(
         sleep=runtime.sleep,
         notify=notify,
         send_check=send_check,
-        answers=_answer_lane(config, rows, notify),
+        answers=answer_lane(config, rows, notify),
     )
 
 
-def _answer_lane(
-    config: RunConfig, rows: RowSettings, notify: Callable[[str], None]
+def answer_lane(
+    config: RunConfig, rows: RowSettings, notify: Callable[[str], None] = _ignore
 ) -> AnswerLane | None:
     """The job's ``--answer-cache`` (``engine.answer_cache``), or None without one."""
     location = config.engine.answer_cache

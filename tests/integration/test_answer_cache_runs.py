@@ -201,3 +201,42 @@ def test_a_message_batches_job_with_an_answer_cache_is_refused_before_sending(
     flags = {"model": "claude-haiku-4-5", "max_tokens": 5, "answer_cache": str(tmp_path / "a")}
     with pytest.raises(ConfigError, match="not used by Message Batches runs yet"):
         load_config(inp, {**flags, "via": "batches"}, environ={"ANTHROPIC_API_KEY": TEST_KEY})
+
+
+def test_the_estimate_counts_the_rows_the_cache_would_fill_and_prices_them_at_zero(
+    tmp_path: Path, sim: Any
+) -> None:
+    from batchrun.estimation.passes import estimate
+    from batchrun.render.estimate_text import format_estimate
+
+    cache = str(tmp_path / "answers")
+    rows = prompts(30)
+    first = run(
+        job_config(write_jsonl(tmp_path / "a.jsonl", rows[:20]), tmp_path / "a.parquet",
+                   sim.base_url, answer_cache=cache)
+    )  # fmt: skip
+    assert first.exit_code == 0
+    inp = write_jsonl(tmp_path / "b.jsonl", rows)
+    without = estimate(job_config(inp, tmp_path / "b0.parquet", sim.base_url))
+    cached = estimate(job_config(inp, tmp_path / "b.parquet", sim.base_url, answer_cache=cache))
+    assert without.answer_cached == 0 and without.pending == 30
+    assert cached.answer_cached == 20 and cached.pending == 10
+    assert cached.to_dict()["total"]["answer_cached"] == 20
+    assert cached.total_ceiling() < without.total_ceiling()  # 10 rows priced, not 30
+    assert "answer cache: 20 rows to send were answered by an earlier job" in format_estimate(
+        cached
+    )
+
+
+def test_a_pilot_measures_real_costs_whatever_the_cache_holds(tmp_path: Path, sim: Any) -> None:
+    from batchrun.estimation.passes import estimate
+
+    cache = str(tmp_path / "answers")
+    inp = write_jsonl(tmp_path / "a.jsonl", prompts(20))
+    assert run(job_config(inp, tmp_path / "a.parquet", sim.base_url, answer_cache=cache)).ok == 20
+    sim.stats.reset()
+    est = estimate(
+        job_config(inp, tmp_path / "b.parquet", sim.base_url, answer_cache=cache), pilot="5"
+    )
+    assert sim.stats.requests == 5  # sent, not filled from the cache: their cost is measured
+    assert est.pilot is not None and est.paid_usd > 0
