@@ -19,6 +19,7 @@ from batchrun import run
 from batchrun.cli import cli
 from batchrun.remote.answer_cache import AnswerCache
 from batchrun.remote.objects import Storage
+from batchrun.render.summary import format_summary, summary_dict
 
 
 def _rows(path: Path) -> dict[str, dict[str, Any]]:
@@ -42,8 +43,12 @@ def test_a_second_job_sends_only_its_new_requests_and_names_who_paid(
     inp2 = write_jsonl(tmp_path / "in2.jsonl", second)
     out2 = tmp_path / "out2.parquet"
     sim.stats.reset()
-    two = run(job_config(inp2, out2, sim.base_url, answer_cache=str(cache)))
+    config2 = job_config(inp2, out2, sim.base_url, answer_cache=str(cache))
+    two = run(config2)
     assert two.exit_code == 0 and sim.stats.requests == 5
+    said = format_summary(two, config2)
+    assert "(45 rows answered by an earlier job, not sent)" in said
+    assert summary_dict(two, config2)["saved"]["answer_cache_rows"] == 45
     assert two.answer_cache_hits == 45 and two.answer_cache_stored == 5
     paid, reused = _rows(out1), _rows(out2)
     for i in range(45):
@@ -139,6 +144,9 @@ def test_a_cache_on_s3(tmp_path: Path, sim: Any, bucket: str, env: dict[str, str
     result = CliRunner().invoke(cli, ["cache", "info", cache], env=env)
     assert result.exit_code == 0, result.output
     assert "entries  12" in result.output
+    result = CliRunner().invoke(cli, ["cache", "prune", cache, "--max-size", "1"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "deleted 12 entries" in result.output and Storage().list(cache) == []
 
 
 def test_the_cli_shows_and_prunes_a_cache(tmp_path: Path, sim: Any) -> None:
