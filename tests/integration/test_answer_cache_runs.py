@@ -248,3 +248,26 @@ def test_a_pilot_measures_real_costs_whatever_the_cache_holds(tmp_path: Path, si
     )
     assert sim.stats.requests == 5  # sent, not filled from the cache: their cost is measured
     assert est.pilot is not None and est.paid_usd > 0
+
+
+def test_an_edited_attached_file_is_a_new_request_and_a_url_file_is_never_reused(
+    tmp_path: Path, sim: Any
+) -> None:
+    cache = str(tmp_path / "answers")
+    (tmp_path / "notes.txt").write_text("The parcel came late.", encoding="utf-8")
+    rows = [
+        {"id": "local", "prompt": "Summarise the note.", "document": "notes.txt"},
+        {"id": "url", "prompt": "Describe it.", "image": "https://example.com/a.png"},
+    ]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    sim.stats.reset()
+    first = run(job_config(inp, tmp_path / "a.parquet", sim.base_url, answer_cache=cache))
+    assert first.exit_code == 0 and sim.stats.requests == 2
+    assert first.answer_cache_stored == 1  # the URL's answer is not kept
+    sim.stats.reset()
+    again = run(job_config(inp, tmp_path / "b.parquet", sim.base_url, answer_cache=cache))
+    assert again.answer_cache_hits == 1 and sim.stats.requests == 1  # the URL row is sent
+    (tmp_path / "notes.txt").write_text("The parcel came early.", encoding="utf-8")
+    sim.stats.reset()
+    edited = run(job_config(inp, tmp_path / "c.parquet", sim.base_url, answer_cache=cache))
+    assert edited.answer_cache_hits == 0 and sim.stats.requests == 2
