@@ -145,7 +145,7 @@ class MessagesClient:
         )
         # For _post_request: what build_request would work out again for every request.
         self._timeouts = self._http.timeout.as_dict()
-        self._urls: dict[str, httpx.URL] = {}
+        self._made: dict[str, tuple[httpx.URL, list[tuple[bytes, bytes]]]] = {}
 
     async def __aenter__(self) -> MessagesClient:
         return self
@@ -284,24 +284,32 @@ class MessagesClient:
     def _post_request(self, path: str, content: bytes) -> httpx.Request:
         """The request ``self._http.post(path, content=content)`` would send, made for less.
 
-        ``build_request`` parses and joins the URL and copies the client's headers and
-        timeouts for every request: about 90 us of the ~500 us a request costs in this
-        process (measured at 64 in flight against the simulator). Here the URL and timeouts
-        are worked out once per path. Cookies a server set are the only thing that would
-        make two requests differ, so while the jar holds any, httpx builds the request.
+        ``build_request`` parses and joins the URL, copies the client's headers and timeouts
+        and works out ``Host`` and ``Content-Length`` for every request, checking each header
+        name against all the others: about 50 us a request in this process, a tenth of all
+        it spends on one. Here the URL and every header but ``Content-Length`` are worked out
+        once per path, and the request is given its body as a ready stream (so httpx adds no
+        headers of its own) and read at once (so the transport sends it as bytes, with that
+        length). Cookies a server set are the only thing that would make two requests
+        differ, so while the jar holds any, httpx builds the request.
         """
         if self._http.cookies:
             return self._http.build_request("POST", path, content=content)
-        url = self._urls.get(path)
-        if url is None:
-            url = self._urls[path] = self._http.build_request("POST", path).url
-        return httpx.Request(
+        made = self._made.get(path)
+        if made is None:
+            model = self._http.build_request("POST", path, content=b"{}")
+            head = [(name, value) for name, value in model.headers.raw if name != b"Content-Length"]
+            made = self._made[path] = (model.url, head)
+        url, head = made
+        request = httpx.Request(
             "POST",
             url,
-            headers=self._http.headers,
-            content=content,
+            headers=[*head, (b"Content-Length", b"%d" % len(content))],
+            stream=httpx.ByteStream(content),
             extensions={"timeout": self._timeouts},
         )
+        request.read()
+        return request
 
     async def _send_plain(self, content: bytes) -> tuple[dict[str, Any], httpx.Response]:
         response = await self._post(MESSAGES_PATH, content)

@@ -118,13 +118,15 @@ def test_base_url_with_or_without_slash(base_url: str, expected: str) -> None:
     assert str(recorder.last.url) == expected
 
 
-def test_requests_are_built_as_httpx_builds_them() -> None:
+@pytest.mark.parametrize("content", [b"{}", json.dumps({"text": "caf\u00e9 " * 300}).encode()])
+def test_requests_are_built_as_httpx_builds_them(content: bytes) -> None:
     # The client builds its POSTs itself (cheaper than AsyncClient.build_request per call).
     async def main() -> tuple[httpx.Request, httpx.Request]:
         base = "https://gw.test/anthropic"
         async with client_for(Recorder(json_response(MESSAGE)), base_url=base) as client:
-            ours = client._post_request("/v1/messages", b"{}")
-            theirs = client._http.build_request("POST", "/v1/messages", content=b"{}")
+            client._post_request("/v1/messages", b'{"first": 1}')  # the path's parts kept
+            ours = client._post_request("/v1/messages", content)
+            theirs = client._http.build_request("POST", "/v1/messages", content=content)
             return ours, theirs
 
     ours, theirs = asyncio.run(main())
