@@ -32,7 +32,7 @@ from support.mock_api import (
 from yarl import URL
 
 from batchrun.client.credentials import Credentials
-from batchrun.client.messages import MessagesClient
+from batchrun.client.messages import MessagesClient, plain_headers
 from batchrun.core.errors import (
     ApiConnectionError,
     ApiResponseError,
@@ -527,3 +527,17 @@ def test_a_stream_event_nested_too_deep_is_a_malformed_response() -> None:
     response = httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
     error = create_error(Recorder(response), stream=True)
     assert error.error_type == "malformed_response"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        [(b"Request-Id", b"req_1"), (b"anthropic-ratelimit-requests-limit", b"50")],
+        [(b"Set-Cookie", b"a=1"), (b"set-cookie", b"b=2"), (b"X-Note", b"plain")],
+        [(b"x-text", "caf\u00e9".encode()), (b"X-Text", b"again")],  # utf-8
+        [(b"x-latin", b"caf\xe9")],  # not utf-8: iso-8859-1, as httpx falls back
+    ],
+)
+def test_plain_headers_are_what_httpx_items_give(raw: list[tuple[bytes, bytes]]) -> None:
+    headers = httpx.Headers(raw)
+    assert plain_headers(headers) == dict(headers.items())
