@@ -143,8 +143,12 @@ class MessagesClient:
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             transport=self._transport,
         )
-        # For _post_request: what build_request would work out again for every request.
-        self._timeouts = self._http.timeout.as_dict()
+        # For _post_request, whose requests are all awaited within the deadline: only the
+        # connect timeout is left to the transport. A per-read timeout as long as the deadline
+        # can never fire first, and for it aiohttp moves a timer on every chunk it receives
+        # (and one more for the wait for a pooled connection): timers a request pays for
+        # and never uses.
+        self._timeouts = {**self._http.timeout.as_dict(), "read": None, "pool": None}
         self._made: dict[str, tuple[httpx.URL, list[tuple[bytes, bytes]]]] = {}
 
     async def __aenter__(self) -> MessagesClient:
@@ -291,7 +295,9 @@ class MessagesClient:
         differ, so while the jar holds any, httpx builds the request.
         """
         if self._http.cookies:
-            return self._http.build_request("POST", path, content=content)
+            request = self._http.build_request("POST", path, content=content)
+            request.extensions["timeout"] = self._timeouts
+            return request
         made = self._made.get(path)
         if made is None:
             model = self._http.build_request("POST", path, content=b"{}")
