@@ -46,6 +46,7 @@ import argparse
 import asyncio
 import cProfile
 import io
+import json
 import pstats
 import sys
 import tempfile
@@ -79,6 +80,7 @@ from _harness import (
 )
 from httpx_aiohttp import AiohttpTransport
 
+import batchrun
 from batchrun import load_config, run
 
 MAX_TOKENS = 16
@@ -345,6 +347,47 @@ def profile_batchrun(w: Workload, sim: SimulatorProcess, expected: int, top: int
         pstats.Stats(profiler, stream=out).sort_stats(order).print_stats(top)
         listing = out.getvalue()
         print(listing[listing.find("   ncalls") :].rstrip(), flush=True)
+    print_own_time_by_package(pstats.Stats(profiler))
+
+
+# Where a function's own time is charged: batchrun's own files, or the installed package its
+# file is in (httpx, httpx_aiohttp, aiohttp, ...), or the standard library's (asyncio, json,
+# "stdlib" for the rest), or a built-in function: the wait for the network (epoll, which
+# cProfile counts as time) apart from the others (socket calls, the JSON codec's C part...).
+BATCHRUN_DIR = Path(batchrun.__file__).resolve().parent
+BENCH_DIR = Path(__file__).resolve().parent
+STDLIB_DIR = Path(json.__file__).resolve().parent.parent
+
+
+def package_of(filename: str, function: str) -> str:
+    if filename == "~" or filename.startswith("<"):
+        return "(waiting: epoll)" if "epoll" in function else "(built-ins)"
+    path = Path(filename).resolve()
+    if path.is_relative_to(BATCHRUN_DIR):
+        return "batchrun"
+    if path.is_relative_to(BENCH_DIR):
+        return "bench"
+    parts = path.parts
+    if "site-packages" in parts:
+        return parts[parts.index("site-packages") + 1].split(".")[0]
+    if path.is_relative_to(STDLIB_DIR):
+        inner = path.relative_to(STDLIB_DIR).parts
+        return inner[0] if len(inner) > 1 and inner[0] in ("asyncio", "json") else "stdlib"
+    return "other"
+
+
+def print_own_time_by_package(stats: pstats.Stats) -> None:
+    """Own (not cumulative) time summed by the package a function lives in: what of the run
+    is batchrun's own work and what its HTTP stack's (httpx, the adapter, aiohttp)."""
+    own: dict[str, float] = {}
+    entries: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    for (filename, _, function), (_, _, tottime, _, _) in entries.items():
+        package = package_of(filename, function)
+        own[package] = own.get(package, 0.0) + tottime
+    total = sum(own.values()) or 1.0
+    print("\n   own time by package (cProfile):")
+    for package, seconds in sorted(own.items(), key=lambda item: -item[1]):
+        print(f"   {package:>14}  {seconds:7.2f} s  {seconds / total:6.1%}")
 
 
 def run_scenario(
