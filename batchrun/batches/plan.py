@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchrun.batches.sent import SentRows
 from batchrun.core.jsoncodec import compact
 
 CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
@@ -40,12 +41,14 @@ def custom_id_for(row_id: str, salt: str = "") -> str:
 
 @dataclass(frozen=True)
 class BatchItem:
-    """One row as a batch request: where it came from and its encoded request item."""
+    """One row as a batch request: where it came from, its request, and the texts of its
+    kept columns (``engine.outcome.kept_texts``) for its output row."""
 
     index: int
     row_id: str
     request_hash: str
     body: dict[str, Any]
+    kept: list[str | None] = field(default_factory=list)
 
 
 @dataclass
@@ -57,6 +60,7 @@ class Chunk:
     hashes: list[str] = field(default_factory=list)  # request-hash prefixes, in row order
     parts: list[bytes] = field(default_factory=list)
     size: int = len(_HEAD) + len(_TAIL)
+    sent: SentRows = field(default_factory=SentRows)  # what its output rows need of its rows
 
     def __len__(self) -> int:
         return len(self.indexes)
@@ -73,13 +77,18 @@ class Chunk:
         return digest.hexdigest()
 
 
-def chunks(items: Iterable[BatchItem], max_requests: int, max_bytes: int) -> Iterator[Chunk]:
+def chunks(
+    items: Iterable[BatchItem],
+    max_requests: int,
+    max_bytes: int,
+    keep_columns: tuple[str, ...] = (),
+) -> Iterator[Chunk]:
     """Group items, in order, into chunks within both limits.
 
     A request larger than ``max_bytes`` on its own gets a batch of its own (the API's limits
     cannot meet that case: rows over its 32 MB request limit were refused before).
     """
-    chunk = Chunk()
+    chunk = Chunk(sent=SentRows(keep_columns))
     used: set[str] = set()
     for item in items:
         cid = custom_id_for(item.row_id)
@@ -89,12 +98,13 @@ def chunks(items: Iterable[BatchItem], max_requests: int, max_bytes: int) -> Ite
         added = len(part) + (1 if chunk.parts else 0)
         if chunk.parts and (len(chunk) >= max_requests or chunk.size + added > max_bytes):
             yield chunk
-            chunk, used = Chunk(), set()
+            chunk, used = Chunk(sent=SentRows(keep_columns)), set()
             added = len(part)
         chunk.indexes.append(item.index)
         chunk.custom_ids.append(cid)
         chunk.hashes.append(item.request_hash[:REQUEST_HASH_CHARS])
         chunk.parts.append(part)
+        chunk.sent.add(item.row_id, item.request_hash, item.body.get("model"), item.kept)
         chunk.size += added
         used.add(cid)
     if chunk.parts:

@@ -11,8 +11,10 @@ batch price. Steps, each durable before the next (``batch_journal``):
 2. submit: rows not done and not in a running batch, split by count and size
    (``batch_plan``); intent journaled, then ``create``, then the id journaled
 3. wait: poll every running batch, backing off while nothing changes
-4. collect: an ended batch's results are spooled and joined to their rows (``batch_results``),
-   journaled to the output, then the batch is marked collected
+4. collect: an ended batch's results become output rows as they download, each journaled to
+   the output as it is made (``batch_results``); then the batch is marked collected. What the
+   rows need of the input was kept when the batch was built (``batch_sent``), so collecting
+   reads the input again only for a batch an earlier run created
 
 Ctrl-C while waiting leaves the batches running; re-running the same command collects them.
 """
@@ -24,17 +26,15 @@ import contextlib
 import time
 from array import array
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 from batchrun.batches.plan import REQUEST_HASH_CHARS, BatchItem, chunks
-from batchrun.batches.results import (
-    ResultSpool,
-    processing_ms,
-    result_row,
-)
+from batchrun.batches.results import processing_ms, result_row
+from batchrun.batches.sent import SentRows
 from batchrun.client.batch_endpoints import BatchesApi, BatchStatus, is_ambiguous
 from batchrun.client.retry import send_with_retries
 from batchrun.config.load import RunConfig
@@ -42,7 +42,14 @@ from batchrun.core.errors import ApiError, ConfigError, FatalRunError
 from batchrun.core.wording import option, place, said
 from batchrun.engine.admission import AdmissionClosed, Gate, SendCheck
 from batchrun.engine.dedup import Dedup
-from batchrun.engine.outcome import VIA_BATCHES, RowSettings, Work, error_row, prepare
+from batchrun.engine.outcome import (
+    VIA_BATCHES,
+    RowSettings,
+    Work,
+    error_row,
+    kept_texts,
+    prepare,
+)
 from batchrun.formats.inputs import read_rows
 from batchrun.live.frames import BatchView, Snapshot
 from batchrun.remote.batch_mirror import BatchJournalMirror
@@ -65,7 +72,7 @@ from batchrun.store.batch_journal import (
     batch_journal_path,
 )
 from batchrun.store.columns import INVALID_REQUEST
-from batchrun.store.commit import temporary_path
+from batchrun.store.commit import remove_temporary, temporary_path
 from batchrun.store.row_state import LAPSED_REASONS, RowState, state_of
 from batchrun.store.sink import PriorState, Sink, remove_stale_temporaries
 
@@ -75,7 +82,10 @@ CLOCK_SKEW = timedelta(minutes=10)
 POLL_GROWTH = 1.5
 POLL_CEILING_S = 300.0  # most batches end within an hour; a 5-minute poll is plenty then
 MAX_ROUNDS = 3  # --resubmit-expired: new batches per run for rows that lapsed again
-SPOOL_SUFFIX = ".results"  # a batch's results on disk while they are collected (batch_results)
+# A batch's SentRows on disk from its creation to its collection (``batch_sent``); the suffix
+# of the spools of older versions is still cleared away at start.
+SENT_SUFFIX = ".sent"
+_OLD_SPOOL_SUFFIX = ".results"
 
 
 async def run_batches_async(
@@ -99,7 +109,7 @@ async def run_batches_async(
             "price)"
         )
     with claim_output(config) as claim:
-        remove_stale_temporaries(config.output.path, (SPOOL_SUFFIX,))
+        remove_stale_temporaries(config.output.path, (SENT_SUFFIX, _OLD_SPOOL_SUFFIX))
         return await _run_claimed(config, claim, runtime)
 
 
@@ -282,6 +292,9 @@ class _BatchJob:
         # API reports finished, less these, so that no row is counted twice while collecting.
         self._recorded_from: Counter[str] = Counter()
         self._lapsed_now: dict[int, str] = {}  # rows this run recorded as expired/cancelled
+        # The SentRows of each batch this run created, spilled beside the output until the
+        # batch is collected (``batch_sent``): by intent key.
+        self._sent_files: dict[str, Path] = {}
 
     def stop(self) -> None:
         """Ctrl-C: no new batches, no more waiting; running batches keep running."""
@@ -380,7 +393,10 @@ class _BatchJob:
         """Record invalid rows at once; send the rest in batches within the size limits."""
         config = self.config
         for chunk in chunks(
-            self._sendable(works), config.batches.max_requests, config.batches.max_bytes
+            self._sendable(works),
+            config.batches.max_requests,
+            config.batches.max_bytes,
+            self.rows.keep_columns,
         ):
             if self.stopping:
                 return
@@ -390,10 +406,18 @@ class _BatchJob:
                     await self._gate.admit()
                 except AdmissionClosed:
                     return  # its rows stay unsent, for the run that holds the output
+            # Spilled before the intent: the batch may exist from the create on.
+            sent_file = temporary_path(config.output.path, SENT_SUFFIX)
+            chunk.sent.save(sent_file)
             entry = self.journal.intend(
                 datetime.now(timezone.utc), chunk.size, chunk.content_hash(), rows
             )
-            await self._create(entry, chunk.content())
+            try:
+                created = await self._create(entry, chunk.content())
+            except BaseException:
+                remove_temporary(sent_file)
+                raise
+            self._sent_files[created.key] = sent_file
 
     def _sendable(self, works: Iterable[Work]) -> Iterator[BatchItem]:
         for work in works:
@@ -414,10 +438,17 @@ class _BatchJob:
                     continue
                 if self.twins.hold(work):
                     continue  # its request is in a batch already: filled once that is collected
-            yield BatchItem(work.row.index, work.row.id, work.request_hash, work.body)
+            yield BatchItem(
+                work.row.index,
+                work.row.id,
+                work.request_hash,
+                work.body,
+                kept_texts(work, self.rows) if self.rows.keep_columns else [],
+            )
 
-    async def _create(self, entry: BatchEntry, content: bytes) -> None:
-        """Create the intent's batch, never twice, retried as any request is (``client.retry``).
+    async def _create(self, entry: BatchEntry, content: bytes) -> BatchEntry:
+        """Create the intent's batch, never twice, retried as any request is (``client.retry``);
+        return the intent the batch is journaled under.
 
         After a failure that may hide a created batch (``is_ambiguous``), the next attempt
         first looks for it (``reconcile``); found, it is taken, otherwise a fresh intent is
@@ -463,11 +494,12 @@ class _BatchJob:
                 "Re-running resumes; batchrun first checks whether the batch exists"
             ) from exc
         if status is None:
-            return
+            return current
         self.journal.created(current, status.id)
         self.statuses[current.key] = status
         self.summary.batches_created += 1
         self.log(f"batchrun: created batch {status.id} ({current.count:,} rows)")
+        return current
 
     # -- 3. wait --------------------------------------------------------------------------
 
@@ -520,42 +552,75 @@ class _BatchJob:
     # -- 4. collect -----------------------------------------------------------------------
 
     async def collect(self, entry: BatchEntry, status: BatchStatus) -> None:
-        """Write the ended batch's results as output rows, then mark it collected."""
-        assert entry.batch_id is not None
+        """Write the ended batch's results as output rows as they download, then mark it
+        collected.
+
+        Each result line becomes its output row at once, in the order the API sends them;
+        a download cut off midway is retried, and the rows already recorded from it are not
+        recorded twice.
+        """
+        batch_id = entry.batch_id
+        assert batch_id is not None
         rows = self.journal.rows(entry)
-        # Unique to this run, like the final step's files: no other process can share it.
-        spool_path = temporary_path(self.config.output.path, f".{entry.key}{SPOOL_SUFFIX}")
-        with ResultSpool(spool_path, rows.positions()) as spool:
-            try:
-                found = await _retrying(
-                    lambda: spool.fill(self.api.results(entry.batch_id or "")),
-                    self.config.engine.max_retries,
-                    self.sleep,
-                )
-                missing = self._join(entry, rows, spool, status)
-            finally:
-                spool.remove()
+        sent = self._sent_rows(entry, rows)
+        positions = rows.positions()
+        indexes = rows.indexes
+        recorded = bytearray(len(indexes))  # 1 once the row at that position is recorded
+        took = processing_ms(status.created_at, status.ended_at)
+        unknown = 0
+
+        async def take_results() -> None:
+            nonlocal unknown
+            unknown = 0
+            async for record in self.api.results(batch_id):
+                position = positions.get(str(record.get("custom_id")))
+                if position is None or sent.ids[position] is None:
+                    unknown += 1
+                    continue
+                if recorded[position]:
+                    continue  # sent again by a download retried after a break
+                recorded[position] = 1
+                index = indexes[position]
+                if index < len(self.done) and self.done[index] == RowState.OK:
+                    continue  # recorded by a run that stopped while collecting this batch
+                row = result_row(sent.work(position, index), self.rows, record, batch_id, took)
+                self._record(index, row, from_batch=entry.key)
+
+        await send_with_retries(
+            take_results, max_retries=self.config.engine.max_retries, sleep=self.sleep
+        )
         self.sink.sync()
         self.journal.collected(entry)
+        spilled = self._sent_files.pop(entry.key, None)
+        if spilled is not None:
+            remove_temporary(spilled)
         self.summary.batches_collected += 1
-        if spool.unknown or missing:
+        found = recorded.count(1)
+        missing = sum(
+            1
+            for position, index in enumerate(indexes)
+            if not recorded[position]
+            and not (index < len(self.done) and self.done[index] == RowState.OK)
+        )
+        if unknown or missing:
             self.log(
-                f"batchrun: batch {entry.batch_id}: {missing:,} row(s) had no result and "
-                f"{spool.unknown:,} result(s) matched no row; a re-run submits the missing rows"
+                f"batchrun: batch {batch_id}: {missing:,} row(s) had no result and "
+                f"{unknown:,} result(s) matched no row; a re-run submits the missing rows"
             )
         self.log(
-            f"batchrun: collected batch {entry.batch_id}: {found:,} results "
+            f"batchrun: collected batch {batch_id}: {found:,} results "
             + _counts_text(status.counts)
         )
 
-    def _join(
-        self, entry: BatchEntry, rows: IntentRows, spool: ResultSpool, status: BatchStatus
-    ) -> int:
-        """Read the batch's rows from the input, in order, and record each one's result."""
-        assert entry.batch_id is not None
+    def _sent_rows(self, entry: BatchEntry, rows: IntentRows) -> SentRows:
+        """What the batch's output rows need of its rows: kept since this run built the
+        batch, or else read again from the input, each row's request checked against the
+        hash its intent recorded (an input changed since would not match its answers)."""
+        spilled = self._sent_files.get(entry.key)
+        if spilled is not None:
+            return SentRows.load(spilled)
+        sent = SentRows.blank(len(rows.indexes), self.rows.keep_columns)
         where = {index: k for k, index in enumerate(rows.indexes)}
-        took = processing_ms(status.created_at, status.ended_at)
-        missing = 0
         # The first row past the batch is read (not skipped) only to end the pass there.
         rows_read = read_rows(
             self.config.input.path,
@@ -567,29 +632,22 @@ class _BatchJob:
                 break
             position = where[row.index]
             work = prepare(row, self.rows)
-            if (work.request_hash or "")[:REQUEST_HASH_CHARS] != rows.hashes[position]:
+            request_hash = work.request_hash or ""
+            if request_hash[:REQUEST_HASH_CHARS] != rows.hashes[position]:
                 raise ResumeMismatchError(
                     f"row {row.id} ({place(str(self.config.input.path), row.line)}) changed "
                     f"after batch {entry.batch_id} was submitted: its answer would not match "
                     f"it. Restore the input, or start afresh with {option('overwrite', True)}"
                 )
-            if row.index < len(self.done) and self.done[row.index] == RowState.OK:
-                continue  # recorded by a run that stopped while collecting this batch
-            record = spool.get(position)
-            if record is None:
-                missing += 1
-                continue
-            self._record(
-                row.index,
-                result_row(work, self.rows, record, entry.batch_id, took),
-                from_batch=entry.key,
-            )
-        return missing
+            model = (work.body or {}).get("model")
+            sent.put(position, row.id, request_hash, model, kept_texts(work, self.rows))
+        return sent
 
     def _record(self, index: int, row: dict[str, Any], *, from_batch: str | None = None) -> None:
         self.sink.submit(index, row)
-        if self.twins is not None and row["request_hash"] is not None:
-            self.twins.dedup.remember(row["request_hash"], row)  # for twins held back
+        request_hash = row["request_hash"]
+        if self.twins is not None and request_hash is not None and self.twins.awaited(request_hash):
+            self.twins.dedup.remember(request_hash, row)  # for the twins held back
         if from_batch is not None:
             self._recorded_from[from_batch] += 1
         earlier = self._lapsed_now.pop(index, None)
@@ -620,11 +678,6 @@ class _BatchJob:
         return self.summary.snapshot(
             reported=reported, batches=running, batches_collected=self.summary.batches_collected
         )
-
-
-async def _retrying(call: Callable[[], Awaitable[int]], max_retries: int, sleep: Sleep) -> int:
-    value, _ = await send_with_retries(call, max_retries=max_retries, sleep=sleep)
-    return value
 
 
 def _counts_text(counts: dict[str, int]) -> str:

@@ -212,9 +212,13 @@ def base_row(work: Work, rows: RowSettings, via: str = VIA_ONLINE) -> dict[str, 
         source=rows.source,
         finished_at=datetime.now(timezone.utc),
     )
-    for name in rows.keep_columns:
-        row[name] = _as_text(work.row.fields.get(name))
+    row.update(zip(rows.keep_columns, kept_texts(work, rows), strict=True))
     return row
+
+
+def kept_texts(work: Work, rows: RowSettings) -> list[str | None]:
+    """The row's kept columns (``rows.keep_columns``), as the output holds them: texts."""
+    return [_as_text(work.row.fields.get(name)) for name in rows.keep_columns]
 
 
 def _as_text(value: Any) -> str | None:

@@ -15,14 +15,15 @@ import pytest
 from support import TEST_KEY
 
 from batchrun.batches.plan import CUSTOM_ID, BatchItem, chunks, custom_id_for
-from batchrun.batches.results import ResultSpool, result_row
+from batchrun.batches.results import result_row
+from batchrun.batches.sent import SentRows
 from batchrun.client.batch_endpoints import BatchesApi, BatchStatus, is_ambiguous
 from batchrun.client.credentials import Credentials
 from batchrun.client.messages import MessagesClient
 from batchrun.config.load import load_config
 from batchrun.core.errors import ApiConnectionError, ApiStatusError, ApiTimeoutError
 from batchrun.core.secret import Secret
-from batchrun.engine.outcome import RowSettings, Work
+from batchrun.engine.outcome import RowSettings, Work, base_row, kept_texts
 from batchrun.rows.reader import InputRow
 from batchrun.store.batch_journal import BatchJournal, IntentRows
 
@@ -209,17 +210,42 @@ def test_an_unknown_result_type_is_an_error_row(tmp_path: Path) -> None:
     assert row["error_type"] == "unknown_result" and "'new'" in row["error_message"]
 
 
-def test_the_spool_finds_results_by_position_whatever_their_order(tmp_path: Path) -> None:
-    async def lines() -> Any:
-        for cid in ["c", "zz", "a", "b"]:
-            yield {"custom_id": cid, "result": {"type": "succeeded", "n": cid}}
-
-    with ResultSpool(tmp_path / "spool", {"a": 0, "b": 1, "c": 2, "d": 3}) as spool:
-        assert asyncio.run(spool.fill(lines())) == 3
-        assert spool.unknown == 1
-        assert [(spool.get(k) or {}).get("custom_id") for k in range(4)] == ["a", "b", "c", None]
-        spool.remove()
-    assert not (tmp_path / "spool").exists()
+def test_a_batch_keeps_what_its_output_rows_need_of_its_rows(tmp_path: Path) -> None:
+    """The rows a batch was built from give the same output columns after a spill to disk
+    and back as the rows themselves: id, model asked, request hash and kept columns."""
+    settings = RowSettings.of(config(tmp_path))
+    settings = RowSettings(**{**settings.__dict__, "keep_columns": ("topic", "n")})
+    fields = {"prompt": "hi", "topic": "rivers", "n": 3}
+    works = [
+        Work(InputRow(i, i + 1, f"row-{i}", fields), {"model": model}, f"{i:064x}", None)
+        for i, model in enumerate(["claude-haiku-4-5", None])
+    ]
+    batch = next(
+        chunks(
+            (
+                BatchItem(
+                    w.row.index,
+                    w.row.id,
+                    w.request_hash or "",
+                    w.body or {},
+                    kept_texts(w, settings),
+                )
+                for w in works
+            ),
+            max_requests=10,
+            max_bytes=10**6,
+            keep_columns=settings.keep_columns,
+        )
+    )
+    batch.sent.save(tmp_path / "sent")
+    sent = SentRows.load(tmp_path / "sent")
+    for position, original in enumerate(works):
+        again = base_row(sent.work(position, original.row.index), settings)
+        expected = base_row(original, settings)
+        for row in (again, expected):
+            del row["finished_at"]
+        assert again == expected
+    assert expected["n"] == "3" and expected["model"] == settings.defaults.model
 
 
 # -- the endpoint wrapper ----------------------------------------------------------------------
