@@ -8,10 +8,13 @@ file with one row per input row:
                 create body holding every row, POST it, poll until the batch ends, stream
                 the results, join them to the rows by ``custom_id``, write Parquet. No
                 journal, no checks, no resume: the floor for this work on this machine.
-* ``batchrun``  ``python -m batchrun run IN -o OUT --via batches`` in a subprocess, as a
-                user runs it (row checks, write-ahead batch journal, output journal, final
-                Parquet), timed from start to exit; its peak RSS is read from the kernel
-                when it is reaped (``os.wait4``).
+* ``batchrun``  ``python -m batchrun run IN -o OUT --via batches``, as a user runs it (row
+                checks, write-ahead batch journal, output journal, final Parquet).
+
+Each contender runs in a child process of its own, timed from start to exit (interpreter
+start-up and imports included for both), and its peak RSS is read from the kernel when it is
+reaped (``os.wait4``). The parent stays small on purpose: a child's peak as the kernel counts
+it includes the parent's resident memory at the moment it was forked.
 
 Both poll every ``--poll`` seconds (0.25 by default). The servers (each a subprocess, so it
 has its own core):
@@ -345,13 +348,19 @@ def batchrun_command(inp: Path, out: Path, base_url: str, poll: float) -> list[s
     ]
 
 
-def run_batchrun(base_url: str, inp: Path, out: Path, poll: float, rows: int) -> Outcome:
-    """batchrun as a child process; its peak RSS read from the kernel as it is reaped."""
+def script_command(inp: Path, out: Path, base_url: str, poll: float) -> list[str]:
+    here = str(Path(__file__).resolve())
+    return [sys.executable, here, "--script", str(inp), str(out), base_url, str(poll)]
+
+
+def timed_child(name: str, command: list[str], out: Path, rows: int) -> Outcome:
+    """``command`` as a child process, timed from start to exit; its peak RSS read from the
+    kernel as it is reaped; its output checked: every row there, and ok."""
     env = {**os.environ, "ANTHROPIC_API_KEY": API_KEY}
     env.pop("ANTHROPIC_AUTH_TOKEN", None)
     started = time.perf_counter()
     proc = subprocess.Popen(
-        batchrun_command(inp, out, base_url, poll),
+        command,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -364,21 +373,12 @@ def run_batchrun(base_url: str, inp: Path, out: Path, poll: float, rows: int) ->
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
-        raise BenchError(f"batchrun exited {proc.returncode}:\n{stderr.decode()[-3000:]}")
+        raise BenchError(f"{name} exited {proc.returncode}:\n{stderr.decode()[-3000:]}")
     table = pq.read_table(out, columns=["id", "status"])
     ok = table.column("status").to_pylist().count("ok")
     if table.num_rows != rows or ok != rows:
-        raise BenchError(f"batchrun: {ok:,} of {rows:,} rows ok ({table.num_rows:,} rows)")
+        raise BenchError(f"{name}: {ok:,} of {rows:,} rows ok ({table.num_rows:,} rows)")
     return Outcome(seconds, ok, usage.ru_maxrss / 1024.0)  # ru_maxrss is in KiB on Linux
-
-
-def time_script(base_url: str, inp: Path, out: Path, poll: float, rows: int) -> Outcome:
-    started = time.perf_counter()
-    ok = script(base_url, inp, out, poll)
-    seconds = time.perf_counter() - started
-    if ok != rows:
-        raise BenchError(f"script: {ok:,} of {rows:,} rows ok")
-    return Outcome(seconds, ok)
 
 
 # --------------------------------------------------------------------------- servers
@@ -416,18 +416,21 @@ def compare(
             for contender in order:
                 out = workdir / f"{server}-{contender}-{round_number}.parquet"
                 if contender == "script":
-                    scripts.append(time_script(process.base_url, inp, out, poll, rows))
+                    command = script_command(inp, out, process.base_url, poll)
+                    scripts.append(timed_child("script", command, out, rows))
                 else:
-                    runs.append(run_batchrun(process.base_url, inp, out, poll, rows))
+                    command = batchrun_command(inp, out, process.base_url, poll)
+                    runs.append(timed_child("batchrun", command, out, rows))
                 if not process.alive():
                     raise BenchError(f"the {server} server died:\n{process.stderr_text()}")
     script_rate = median([rows / o.seconds for o in scripts])
     batchrun_rate = median([rows / o.seconds for o in runs])
     rss = median([o.peak_rss_mb or 0.0 for o in runs])
+    script_rss = median([o.peak_rss_mb or 0.0 for o in scripts])
     print_table(
         ["contender", "rows", "wall s (median)", "rows/s (median)", "peak RSS MB"],
         [
-            ["script", rows, median([o.seconds for o in scripts]), script_rate, None],
+            ["script", rows, median([o.seconds for o in scripts]), script_rate, script_rss],
             ["batchrun", rows, median([o.seconds for o in runs]), batchrun_rate, rss],
         ],
     )
@@ -437,6 +440,7 @@ def compare(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--serve", type=float, metavar="PROCESSING_S", help=argparse.SUPPRESS)
+    parser.add_argument("--script", nargs=4, metavar="ARG", help=argparse.SUPPRESS)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--poll", type=float, default=0.25, help="seconds between polls")
     parser.add_argument("--repeats", type=int, default=1)
@@ -445,6 +449,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.serve is not None:
         serve(args.serve)
+        return 0
+    if args.script is not None:
+        inp, out, base_url, poll = args.script
+        script(base_url, Path(inp), Path(out), float(poll))
         return 0
     rows = 2_000 if args.quick else args.rows
     servers = list(SERVERS) if args.server == "both" else [args.server]
