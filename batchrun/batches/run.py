@@ -32,10 +32,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from batchrun.batches.plan import REQUEST_HASH_CHARS, BatchItem, chunks
+from batchrun.batches.plan import REQUEST_HASH_CHARS, BatchItem, Chunk, chunks
 from batchrun.batches.results import processing_ms, result_row
 from batchrun.batches.sent import SentRows
-from batchrun.client.batch_endpoints import BatchesApi, BatchStatus, is_ambiguous
+from batchrun.client.batch_endpoints import BatchesApi, BatchStatus, Upload, is_ambiguous
 from batchrun.client.retry import send_with_retries
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiError, ConfigError, FatalRunError
@@ -85,6 +85,7 @@ MAX_ROUNDS = 3  # --resubmit-expired: new batches per run for rows that lapsed a
 # A batch's SentRows on disk from its creation to its collection (``batch_sent``); the suffix
 # of the spools of older versions is still cleared away at start.
 SENT_SUFFIX = ".sent"
+BODY_SUFFIX = ".body"  # a batch's create body, written as it is built, until it is sent
 _OLD_SPOOL_SUFFIX = ".results"
 
 
@@ -109,7 +110,7 @@ async def run_batches_async(
             "price)"
         )
     with claim_output(config) as claim:
-        remove_stale_temporaries(config.output.path, (SENT_SUFFIX, _OLD_SPOOL_SUFFIX))
+        remove_stale_temporaries(config.output.path, (SENT_SUFFIX, BODY_SUFFIX, _OLD_SPOOL_SUFFIX))
         return await _run_claimed(config, claim, runtime)
 
 
@@ -392,32 +393,52 @@ class _BatchJob:
     async def submit(self, works: Iterable[Work]) -> None:
         """Record invalid rows at once; send the rest in batches within the size limits."""
         config = self.config
-        for chunk in chunks(
-            self._sendable(works),
-            config.batches.max_requests,
-            config.batches.max_bytes,
-            self.rows.keep_columns,
-        ):
-            if self.stopping:
-                return
-            rows = IntentRows(array("q", chunk.indexes), chunk.custom_ids, chunk.hashes)
-            if self._gate is not None:
+        bodies: list[Path] = []  # every body file begun; each removed once sent, or here
+
+        def body_path() -> Path:
+            bodies.append(temporary_path(config.output.path, BODY_SUFFIX))
+            return bodies[-1]
+
+        try:
+            for chunk in chunks(
+                self._sendable(works),
+                config.batches.max_requests,
+                config.batches.max_bytes,
+                self.rows.keep_columns,
+                body_path,
+            ):
                 try:
-                    await self._gate.admit()
-                except AdmissionClosed:
-                    return  # its rows stay unsent, for the run that holds the output
-            # Spilled before the intent: the batch may exist from the create on.
-            sent_file = temporary_path(config.output.path, SENT_SUFFIX)
-            chunk.sent.save(sent_file)
-            entry = self.journal.intend(
-                datetime.now(timezone.utc), chunk.size, chunk.content_hash(), rows
-            )
+                    if not await self._send(chunk):
+                        return
+                finally:
+                    chunk.body.remove()
+        finally:
+            for path in bodies:
+                remove_temporary(path)
+
+    async def _send(self, chunk: Chunk) -> bool:
+        """Journal the chunk's intent and create its batch; False when no more may be."""
+        if self.stopping:
+            return False
+        rows = IntentRows(array("q", chunk.indexes), chunk.custom_ids, chunk.hashes)
+        if self._gate is not None:
             try:
-                created = await self._create(entry, chunk.content())
-            except BaseException:
-                remove_temporary(sent_file)
-                raise
-            self._sent_files[created.key] = sent_file
+                await self._gate.admit()
+            except AdmissionClosed:
+                return False  # its rows stay unsent, for the run that holds the output
+        # Spilled before the intent: the batch may exist from the create on.
+        sent_file = temporary_path(self.config.output.path, SENT_SUFFIX)
+        chunk.sent.save(sent_file)
+        entry = self.journal.intend(
+            datetime.now(timezone.utc), chunk.size, chunk.content_hash(), rows
+        )
+        try:
+            created = await self._create(entry, Upload(chunk.size, chunk.body.slices))
+        except BaseException:
+            remove_temporary(sent_file)
+            raise
+        self._sent_files[created.key] = sent_file
+        return True
 
     def _sendable(self, works: Iterable[Work]) -> Iterator[BatchItem]:
         for work in works:
@@ -444,9 +465,10 @@ class _BatchJob:
                 work.request_hash,
                 work.body,
                 kept_texts(work, self.rows) if self.rows.keep_columns else [],
+                work.content,
             )
 
-    async def _create(self, entry: BatchEntry, content: bytes) -> BatchEntry:
+    async def _create(self, entry: BatchEntry, content: Upload) -> BatchEntry:
         """Create the intent's batch, never twice, retried as any request is (``client.retry``);
         return the intent the batch is journaled under.
 

@@ -1,0 +1,102 @@
+"""Collecting a batch: results become output rows as they download, from what the batch kept
+of its rows when this run built it (``batches.sent``). Whole runs against the simulator over
+loopback, its traffic passed through a transport that can cut a download or edit the input."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from support import batch_config, no_wait, prompts, rows_of, submitted_once, write_jsonl
+
+from batchrun import run
+from batchrun.runs.runtime import Runtime
+from batchrun.simulator import SimulatorConfig, SimulatorThread
+
+
+@pytest.fixture
+def bsim() -> Iterator[SimulatorThread]:
+    with SimulatorThread(SimulatorConfig(batch_processing_s=0.2)) as s:
+        yield s
+
+
+class _Cut(httpx.AsyncByteStream):
+    """The first ``keep`` bytes of a body, then a dropped connection."""
+
+    def __init__(self, body: bytes, keep: int) -> None:
+        self._body, self._keep = body, keep
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self._body[: self._keep]
+        raise httpx.ReadError("connection reset by peer")
+
+
+class Through(httpx.AsyncBaseTransport):
+    """The simulator's answers, as they are, but: the first results download is cut after
+    half its lines; ``on_poll`` runs at each poll of a batch."""
+
+    def __init__(self, on_poll: Callable[[], None] = lambda: None) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self._on_poll = on_poll
+        self.cut = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if request.method == "GET" and "/batches/msgbatch" in path and "/results" not in path:
+            self._on_poll()
+        response = await self._inner.handle_async_request(request)
+        if request.method == "GET" and path.endswith("/results") and not self.cut:
+            body = await response.aread()
+            lines = body.splitlines(keepends=True)
+            self.cut += 1
+            keep = len(b"".join(lines[: len(lines) // 2])) + 5  # into the next line
+            return httpx.Response(200, headers=response.headers, stream=_Cut(body, keep))
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def test_a_download_cut_midway_is_fetched_again_and_records_each_row_once(
+    tmp_path: Path,
+) -> None:
+    """Answered rows and errored ones alike (an errored row may be recorded again by design
+    in other places: here it must not be, or the summary counts it twice)."""
+    n = 24
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(n))
+    out = tmp_path / "out.parquet"
+    transport = Through()
+    settings = SimulatorConfig(batch_processing_s=0.2, batch_error_rate=0.5, seed=7)
+    with SimulatorThread(settings) as sim:
+        summary = run(
+            batch_config(inp, out, sim.base_url),
+            runtime=Runtime(transport=transport, sleep=no_wait),
+        )
+        submitted_once(sim, n)
+    got = rows_of(out)
+    assert transport.cut == 1
+    assert [r["id"] for r in got] == [p["id"] for p in prompts(n)]
+    errored = sum(r["status"] == "error" for r in got)
+    assert 0 < errored < n
+    assert (summary.ok, summary.error) == (n - errored, errored)
+
+
+def test_a_batch_this_run_built_is_collected_without_reading_the_input_again(
+    tmp_path: Path, bsim: SimulatorThread
+) -> None:
+    """Its rows are what was sent: an input edited while the batch runs changes none of them
+    (the next run's resume check sees the edit), and leaves no file beside the output."""
+    n = 5
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(n))
+    out = tmp_path / "out.parquet"
+    edited = [{**p, "id": f"other-{i}", "prompt": "changed"} for i, p in enumerate(prompts(n))]
+    transport = Through(on_poll=lambda: write_jsonl(inp, edited))
+    summary = run(
+        batch_config(inp, out, bsim.base_url), runtime=Runtime(transport=transport, sleep=no_wait)
+    )
+    assert summary.exit_code == 0 and summary.ok == n
+    assert [r["id"] for r in rows_of(out)] == [p["id"] for p in prompts(n)]
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out.parquet."))
+    assert not [name for name in left if name.endswith((".sent", ".body", ".results", ".tmp"))]
