@@ -316,6 +316,13 @@ class _BatchJob:
             self.progress.log(message)
 
     async def run(self, known_ids: list[str]) -> None:
+        try:
+            await self._rounds(known_ids)
+        finally:
+            if self.twins is not None:
+                self.twins.forget()
+
+    async def _rounds(self, known_ids: list[str]) -> None:
         await self.reconcile()
         redo_lapsed = self.config.batches.resubmit_expired
         for round_number in range(MAX_ROUNDS):

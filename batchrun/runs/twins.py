@@ -132,6 +132,13 @@ class BatchTwins:
         (``remember``); every other twin was found before the batches were sent."""
         return request_hash in self._awaited
 
+    def forget(self) -> None:
+        """Drop what the run placed (a request hash per row submitted) once it places no
+        more rows: the memory is the final step's. The counts of ``dedup`` stay."""
+        self._submitted = {}
+        self._running = {}
+        self._awaited = set()
+
     def fill(self, config: RunConfig, record: Callable[[int, dict[str, Any]], None]) -> int:
         """Record each waiting twin whose original has an answer now; how many still wait
         (their original failed or lapsed: the next run submits them)."""
