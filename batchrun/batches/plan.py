@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -144,6 +144,11 @@ class Chunk:
     def size(self) -> int:
         return self.body.size
 
+    def forget_rows(self) -> None:
+        """Keep only the body: its rows are journaled and spilled (``SentRows.save``)."""
+        self.indexes, self.custom_ids, self.hashes = [], [], []
+        self.sent = SentRows(self.sent.keep_columns)
+
     def content(self) -> bytes:
         """The ``POST /v1/messages/batches`` body."""
         return self.body.content()
@@ -170,7 +175,7 @@ def chunks(
     max_bytes: int,
     keep_columns: tuple[str, ...] = (),
     body_path: Callable[[], Path] | None = None,
-) -> Iterator[Chunk]:
+) -> Generator[Chunk, None, None]:
     """Group items, in order, into chunks within both limits; each chunk's body is written
     to a file of ``body_path()`` as it grows when given, else kept in memory.
 

@@ -296,6 +296,7 @@ class _BatchJob:
         # The SentRows of each batch this run created, spilled beside the output until the
         # batch is collected (``batch_sent``): by intent key.
         self._sent_files: dict[str, Path] = {}
+        self._halted = False  # set while ``submit`` waits for its builder thread to stop
 
     def stop(self) -> None:
         """Ctrl-C: no new batches, no more waiting; running batches keep running."""
@@ -406,22 +407,49 @@ class _BatchJob:
             bodies.append(temporary_path(config.output.path, BODY_SUFFIX))
             return bodies[-1]
 
+        built = chunks(
+            self._sendable(works),
+            config.batches.max_requests,
+            config.batches.max_bytes,
+            self.rows.keep_columns,
+            body_path,
+        )
+        # Each batch is built in a worker thread while the one before it uploads (building is
+        # work for the processor, an upload mostly waits on the network); journaling and
+        # creating stay on this thread, one batch after the other.
+        building = asyncio.ensure_future(asyncio.to_thread(next, built, None))
         try:
-            for chunk in chunks(
-                self._sendable(works),
-                config.batches.max_requests,
-                config.batches.max_bytes,
-                self.rows.keep_columns,
-                body_path,
-            ):
+            while (chunk := await building) is not None:
+                building = asyncio.ensure_future(asyncio.to_thread(next, built, None))
                 try:
                     if not await self._send(chunk):
                         return
                 finally:
                     chunk.body.remove()
         finally:
+            await self._stop_building(building)
+            built.close()
             for path in bodies:
                 remove_temporary(path)
+
+    async def _stop_building(self, building: asyncio.Future[Chunk | None]) -> None:
+        """Let the builder thread end at its next row and wait for it: a thread cannot be
+        cancelled, and no row may be recorded once ``submit`` is over. A cancel that comes
+        meanwhile is passed on once the thread is done."""
+        self._halted = True
+        cancelled = False
+        try:
+            while not building.done():
+                try:
+                    await asyncio.wait({building})
+                except asyncio.CancelledError:
+                    cancelled = True
+        finally:
+            self._halted = False
+        if not building.cancelled():
+            building.exception()  # retrieved: what the thread built then is never sent
+        if cancelled:
+            raise asyncio.CancelledError
 
     async def _send(self, chunk: Chunk) -> bool:
         """Journal the chunk's intent and create its batch; False when no more may be."""
@@ -439,6 +467,8 @@ class _BatchJob:
         entry = self.journal.intend(
             datetime.now(timezone.utc), chunk.size, chunk.content_hash(), rows
         )
+        del rows
+        chunk.forget_rows()  # journaled and spilled: while it uploads, the next one is built
         try:
             created = await self._create(entry, Upload(chunk.size, chunk.body.slices))
         except BaseException:
@@ -448,8 +478,10 @@ class _BatchJob:
         return True
 
     def _sendable(self, works: Iterable[Work]) -> Iterator[BatchItem]:
+        """The rows to send, as batch items; invalid rows and twins recorded on the way.
+        Runs in ``submit``'s builder thread."""
         for work in works:
-            if self.stopping:
+            if self.stopping or self._halted:
                 return
             if work.body is None or work.request_hash is None:
                 problem = str(work.problem)

@@ -4,6 +4,7 @@ loopback, its traffic passed through a transport that can cut a download or edit
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -100,3 +101,46 @@ def test_a_batch_this_run_built_is_collected_without_reading_the_input_again(
     assert [r["id"] for r in rows_of(out)] == [p["id"] for p in prompts(n)]
     left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out.parquet."))
     assert not [name for name in left if name.endswith((".sent", ".body", ".results", ".tmp"))]
+
+
+class SlowCreates(httpx.AsyncBaseTransport):
+    """Holds each of the first ``held`` batch creates until the body of the next batch is on
+    disk beside the output (at most ``patience`` seconds), and notes whether it was."""
+
+    def __init__(self, folder: Path, held: int, patience: float = 20.0) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self._folder, self._held, self._patience = folder, held, patience
+        self.next_built: list[bool] = []
+
+    def _bodies(self) -> int:
+        return sum(1 for p in self._folder.iterdir() if p.name.endswith(".body"))
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        creating = request.method == "POST" and request.url.path.endswith("/batches")
+        if creating and len(self.next_built) < self._held:
+            waited = 0.0
+            while self._bodies() < 2 and waited < self._patience:
+                await asyncio.sleep(0.01)
+                waited += 0.01
+            self.next_built.append(self._bodies() >= 2)
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def test_the_next_batch_is_built_while_the_last_one_uploads(
+    tmp_path: Path, bsim: SimulatorThread
+) -> None:
+    n = 6
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(n))
+    out = tmp_path / "out.parquet"
+    transport = SlowCreates(tmp_path, held=2)  # the third and last has no next one
+    summary = run(
+        batch_config(inp, out, bsim.base_url, batch_max_requests=2),
+        runtime=Runtime(transport=transport, sleep=no_wait),
+    )
+    assert summary.exit_code == 0 and summary.ok == n and summary.batches_created == 3
+    assert transport.next_built == [True, True]
+    assert [r["id"] for r in rows_of(out)] == [p["id"] for p in prompts(n)]
+    submitted_once(bsim, n)
