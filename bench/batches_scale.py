@@ -260,6 +260,7 @@ class Outcome:
     seconds: float
     ok: int
     peak_rss_mb: float | None = None
+    cpu_s: float | None = None  # user + system time of the contender's process
 
 
 def script(base_url: str, inp: Path, out: Path, poll: float) -> int:
@@ -378,7 +379,8 @@ def timed_child(name: str, command: list[str], out: Path, rows: int) -> Outcome:
     ok = table.column("status").to_pylist().count("ok")
     if table.num_rows != rows or ok != rows:
         raise BenchError(f"{name}: {ok:,} of {rows:,} rows ok ({table.num_rows:,} rows)")
-    return Outcome(seconds, ok, usage.ru_maxrss / 1024.0)  # ru_maxrss is in KiB on Linux
+    cpu = usage.ru_utime + usage.ru_stime
+    return Outcome(seconds, ok, usage.ru_maxrss / 1024.0, cpu)  # ru_maxrss is in KiB on Linux
 
 
 # --------------------------------------------------------------------------- servers
@@ -427,13 +429,26 @@ def compare(
     batchrun_rate = median([rows / o.seconds for o in runs])
     rss = median([o.peak_rss_mb or 0.0 for o in runs])
     script_rss = median([o.peak_rss_mb or 0.0 for o in scripts])
+    script_cpu = median([o.cpu_s or 0.0 for o in scripts])
+    batchrun_cpu = median([o.cpu_s or 0.0 for o in runs])
     print_table(
-        ["contender", "rows", "wall s (median)", "rows/s (median)", "peak RSS MB"],
+        ["contender", "rows", "wall s (median)", "rows/s (median)", "CPU s", "peak RSS MB"],
         [
-            ["script", rows, median([o.seconds for o in scripts]), script_rate, script_rss],
-            ["batchrun", rows, median([o.seconds for o in runs]), batchrun_rate, rss],
+            [
+                "script",
+                rows,
+                median([o.seconds for o in scripts]),
+                script_rate,
+                script_cpu,
+                script_rss,
+            ],
+            ["batchrun", rows, median([o.seconds for o in runs]), batchrun_rate, batchrun_cpu, rss],
         ],
     )
+    # On a busy machine wall time follows the processor time each contender gets: this
+    # ratio says how much of the gap is work (informational).
+    if batchrun_cpu:
+        print(f"  [info] script / batchrun CPU seconds: {script_cpu / batchrun_cpu:.2f}x")
     return script_rate, batchrun_rate, rss
 
 
