@@ -34,6 +34,7 @@ Run from the repository root (a minute or two)::
     python bench/batches_scale.py --server both         # ... and the built-in simulator
     python bench/batches_scale.py --rows 300000 --repeats 3
     python bench/batches_scale.py --quick               # a small smoke run; nothing judged
+    python bench/batches_scale.py --before /tmp/main    # ... and another checkout's batchrun
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -66,6 +67,7 @@ from _harness import (
     median,
     print_table,
     prompt_text,
+    rotated,
     sigterm_as_interrupt,
     versions_banner,
 )
@@ -354,15 +356,19 @@ def script_command(inp: Path, out: Path, base_url: str, poll: float) -> list[str
     return [sys.executable, here, "--script", str(inp), str(out), base_url, str(poll)]
 
 
-def timed_child(name: str, command: list[str], out: Path, rows: int) -> Outcome:
-    """``command`` as a child process, timed from start to exit; its peak RSS read from the
-    kernel as it is reaped; its output checked: every row there, and ok."""
+def timed_child(
+    name: str, command: list[str], out: Path, rows: int, cwd: Path | None = None
+) -> Outcome:
+    """``command`` as a child process (in ``cwd``: ``python -m batchrun`` there runs that
+    checkout's batchrun), timed from start to exit; its peak RSS read from the kernel as it
+    is reaped; its output checked: every row there, and ok."""
     env = {**os.environ, "ANTHROPIC_API_KEY": API_KEY}
     env.pop("ANTHROPIC_AUTH_TOKEN", None)
     started = time.perf_counter()
     proc = subprocess.Popen(
         command,
         env=env,
+        cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -405,46 +411,48 @@ SERVERS: dict[str, Callable[[], SimulatorProcess]] = {
 
 
 def compare(
-    server: str, inp: Path, workdir: Path, rows: int, poll: float, repeats: int
+    server: str,
+    inp: Path,
+    workdir: Path,
+    rows: int,
+    poll: float,
+    repeats: int,
+    before: Path | None = None,
 ) -> tuple[float, float, float]:
-    """(script rows/s, batchrun rows/s, batchrun peak RSS MB), medians over ``repeats``."""
-    scripts: list[Outcome] = []
-    runs: list[Outcome] = []
+    """(script rows/s, batchrun rows/s, batchrun peak RSS MB), medians over ``repeats``;
+    with ``before``, that checkout's batchrun runs too (shown, not judged)."""
+    contenders: list[str] = ["script", "batchrun", *(["before"] if before is not None else [])]
+    outcomes: dict[str, list[Outcome]] = {name: [] for name in contenders}
     with SERVERS[server]() as process:
         for round_number in range(repeats):
-            order: Sequence[str] = ("script", "batchrun")
-            if round_number % 2:
-                order = tuple(reversed(order))
-            for contender in order:
+            for contender in rotated(contenders, round_number):
                 out = workdir / f"{server}-{contender}-{round_number}.parquet"
                 if contender == "script":
                     command = script_command(inp, out, process.base_url, poll)
-                    scripts.append(timed_child("script", command, out, rows))
                 else:
                     command = batchrun_command(inp, out, process.base_url, poll)
-                    runs.append(timed_child("batchrun", command, out, rows))
+                cwd = before if contender == "before" else None
+                outcomes[contender].append(timed_child(contender, command, out, rows, cwd))
                 if not process.alive():
                     raise BenchError(f"the {server} server died:\n{process.stderr_text()}")
-    script_rate = median([rows / o.seconds for o in scripts])
-    batchrun_rate = median([rows / o.seconds for o in runs])
-    rss = median([o.peak_rss_mb or 0.0 for o in runs])
-    script_rss = median([o.peak_rss_mb or 0.0 for o in scripts])
-    script_cpu = median([o.cpu_s or 0.0 for o in scripts])
-    batchrun_cpu = median([o.cpu_s or 0.0 for o in runs])
-    print_table(
-        ["contender", "rows", "wall s (median)", "rows/s (median)", "CPU s", "peak RSS MB"],
-        [
+    table: list[list[Any]] = []
+    for name in contenders:
+        got = outcomes[name]
+        table.append(
             [
-                "script",
+                name if name != "before" else f"batchrun in {before}",
                 rows,
-                median([o.seconds for o in scripts]),
-                script_rate,
-                script_cpu,
-                script_rss,
-            ],
-            ["batchrun", rows, median([o.seconds for o in runs]), batchrun_rate, batchrun_cpu, rss],
-        ],
+                median([o.seconds for o in got]),
+                median([rows / o.seconds for o in got]),
+                median([o.cpu_s or 0.0 for o in got]),
+                median([o.peak_rss_mb or 0.0 for o in got]),
+            ]
+        )
+    print_table(
+        ["contender", "rows", "wall s (median)", "rows/s (median)", "CPU s", "peak RSS MB"], table
     )
+    script_rate, script_cpu = table[0][3], table[0][4]
+    batchrun_rate, batchrun_cpu, rss = table[1][3], table[1][4], table[1][5]
     # On a busy machine wall time follows the processor time each contender gets: this
     # ratio says how much of the gap is work (informational).
     if batchrun_cpu:
@@ -461,6 +469,12 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--server", choices=(*SERVERS, "both"), default="stand-in")
     parser.add_argument("--quick", action="store_true", help="2,000 rows; targets not judged")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        metavar="CHECKOUT",
+        help="also run the batchrun of another checkout (e.g. a git worktree of main), shown",
+    )
     args = parser.parse_args()
     if args.serve is not None:
         serve(args.serve)
@@ -479,7 +493,7 @@ def main() -> int:
             print(f"\n{rows:,} rows via batches, {server} server, batches end in {PROCESSING_S} s")
             try:
                 script_rate, batchrun_rate, rss = compare(
-                    server, inp, Path(tmp), rows, args.poll, args.repeats
+                    server, inp, Path(tmp), rows, args.poll, args.repeats, args.before
                 )
             except BenchError as exc:
                 print(f"BENCHMARK BROKEN: {exc}", file=sys.stderr)
