@@ -322,6 +322,10 @@ class _BatchJob:
         finally:
             if self.twins is not None:
                 self.twins.forget()
+            # Batches left running (a stop): the next run reads their rows from the input.
+            for spilled in self._sent_files.values():
+                remove_temporary(spilled)
+            self._sent_files.clear()
 
     async def _rounds(self, known_ids: list[str]) -> None:
         await self.reconcile()

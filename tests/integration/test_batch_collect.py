@@ -5,6 +5,8 @@ loopback, its traffic passed through a transport that can cut a download or edit
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -144,3 +146,28 @@ def test_the_next_batch_is_built_while_the_last_one_uploads(
     assert transport.next_built == [True, True]
     assert [r["id"] for r in rows_of(out)] == [p["id"] for p in prompts(n)]
     submitted_once(bsim, n)
+
+
+@pytest.mark.parametrize("resumed", [False, True], ids=["same run", "next run"])
+def test_kept_columns_reach_the_rows_of_a_batch_whichever_run_collects_it(
+    tmp_path: Path, bsim: SimulatorThread, resumed: bool
+) -> None:
+    """Collected by the run that built it (from what it kept) or by the next one (from the
+    input read again), a batch's rows carry their kept columns as texts, like online rows."""
+    rows = [{**p, "topic": f"rivers é{i}", "n": i} for i, p in enumerate(prompts(4))]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.parquet"
+    config = batch_config(inp, out, bsim.base_url, keep_columns=["topic", "n"])
+    if resumed:
+        # The first run stops (as on Ctrl-C) at its first poll: its batch keeps running.
+        interrupt = Through(on_poll=lambda: os.kill(os.getpid(), signal.SIGINT))
+        first = run(config, runtime=Runtime(transport=interrupt, sleep=no_wait))
+        assert first.interrupted == "SIGINT" and first.batches_running
+        assert not [p for p in tmp_path.iterdir() if p.name.endswith(".sent")]
+    summary = run(config)
+    assert summary.exit_code == 0 and summary.ok == len(rows)
+    got = rows_of(out)
+    assert [(r["id"], r["topic"], r["n"]) for r in got] == [
+        (p["id"], p["topic"], str(p["n"])) for p in rows
+    ]
+    submitted_once(bsim, len(rows))
