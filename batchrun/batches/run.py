@@ -710,9 +710,13 @@ class _BatchJob:
 
     def _record(self, index: int, row: dict[str, Any], *, from_batch: str | None = None) -> None:
         self.sink.submit(index, row)
-        request_hash = row["request_hash"]
-        if self.twins is not None and request_hash is not None and self.twins.awaited(request_hash):
-            self.twins.dedup.remember(request_hash, row)  # for the twins held back
+        twins = self.twins
+        if (
+            twins is not None
+            and (request_hash := row["request_hash"]) is not None
+            and twins.awaited(request_hash)
+        ):
+            twins.dedup.remember(request_hash, row)  # for the twins held back
         if from_batch is not None:
             self._recorded_from[from_batch] += 1
         earlier = self._lapsed_now.pop(index, None)
