@@ -423,7 +423,8 @@ class _BatchJob:
         # creating stay on this thread, one batch after the other.
         building = asyncio.ensure_future(asyncio.to_thread(next, built, None))
         try:
-            while (chunk := await building) is not None:
+            # Shielded: a cancel must not end the task while its thread goes on building.
+            while (chunk := await asyncio.shield(building)) is not None:
                 building = asyncio.ensure_future(asyncio.to_thread(next, built, None))
                 try:
                     if not await self._send(chunk):

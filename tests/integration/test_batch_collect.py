@@ -7,14 +7,17 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from support import batch_config, no_wait, prompts, rows_of, submitted_once, write_jsonl
 
 from batchrun import run
+from batchrun.batches import run as batch_run
 from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 
@@ -171,3 +174,36 @@ def test_kept_columns_reach_the_rows_of_a_batch_whichever_run_collects_it(
         (p["id"], p["topic"], str(p["n"])) for p in rows
     ]
     submitted_once(bsim, len(rows))
+
+
+def test_a_cancelled_run_waits_for_its_builder_thread(
+    tmp_path: Path, bsim: SimulatorThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The builder thread cannot be cancelled: a run cancelled while it builds a batch
+    ends only once the thread has stopped, so no row is recorded after the run is over."""
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(4))
+    config = batch_config(inp, tmp_path / "out.parquet", bsim.base_url)
+    inside, go = threading.Event(), threading.Event()
+    builder_done: list[bool] = []
+    real = batch_run._BatchJob._sendable
+
+    def held(self: Any, works: Any) -> Iterator[Any]:
+        for n, item in enumerate(real(self, works)):
+            if n == 1:
+                inside.set()
+                go.wait(timeout=30)
+            yield item
+        builder_done.append(True)
+
+    monkeypatch.setattr(batch_run._BatchJob, "_sendable", held)
+
+    async def main() -> bool:
+        task = asyncio.ensure_future(batch_run.run_batches_async(config))
+        await asyncio.to_thread(inside.wait, 30)
+        task.cancel()
+        threading.Timer(0.3, go.set).start()  # the builder goes on a moment later
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return bool(builder_done)
+
+    assert asyncio.run(main())
