@@ -18,7 +18,7 @@ from support import TEST_KEY, canned_message, job_config, no_wait, write_jsonl
 
 from batchrun import run
 from batchrun.cli import cli
-from batchrun.engine.dedup import Dedup, twin_row
+from batchrun.engine.dedup import UNKNOWN, Dedup, Member, twin_row
 from batchrun.engine.outcome import RowSettings, prepare
 from batchrun.engine.tally import RowTally
 from batchrun.formats.inputs import read_rows
@@ -80,17 +80,18 @@ def test_a_twin_waits_aside_for_its_original_and_a_failed_original_hands_over() 
         def never() -> bool:
             return False
 
-        assert await dedup.claim("h", lambda: Aside("first"), never) is None  # sends
-        second = asyncio.ensure_future(dedup.claim("h", lambda: Aside("second"), never))
-        third = asyncio.ensure_future(dedup.claim("h", lambda: Aside("third"), never))
+        h = Member("h", UNKNOWN)
+        assert await dedup.claim(h, "h", lambda: Aside("first"), never) is None  # sends
+        second = asyncio.ensure_future(dedup.claim(h, "h", lambda: Aside("second"), never))
+        third = asyncio.ensure_future(dedup.claim(h, "h", lambda: Aside("third"), never))
         await asyncio.sleep(0)
         failed = blank_row("a")
         failed.update(status="error", error_type="overloaded_error")
-        dedup.settle("h", failed)  # the original failed: one twin is sent, the other waits
+        dedup.settle(h, failed)  # the original failed: one twin is sent, the other waits
         await asyncio.sleep(0)
         assert second.done() and second.result() is None
         assert not third.done()
-        dedup.settle("h", ok("b", "answer"))
+        dedup.settle(h, ok("b", "answer"))
         return [asides, await third]
 
     asides, third = asyncio.run(scenario())
