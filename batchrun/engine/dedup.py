@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 from batchrun.core.errors import OutputError
 from batchrun.engine.pool import StandAside, Stopped
 from batchrun.engine.twin_plan import TwinPlan
-from batchrun.store.columns import STATUS_OK
+from batchrun.store.columns import STATUS_OK, USAGE_COLUMNS
 from batchrun.store.scratch import Scratch
 
 # Without a plan: answers kept for twins, a few hundred thousand typical labels or short
@@ -73,16 +73,7 @@ ANSWER_COLUMNS = (
     "batch_id",
     "source",
 )
-ZERO_COLUMNS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_input_tokens",
-    "cache_creation_5m_input_tokens",
-    "cache_creation_1h_input_tokens",
-    "cache_read_input_tokens",
-    "cost_usd",
-    "attempts",
-)
+ZERO_COLUMNS = (*USAGE_COLUMNS, "attempts")
 # What is kept of an answered row: its answer, whose it is, what it cost, and the request it
 # answers (a twin copies only an answer to its own request).
 KEPT_FOR_TWINS = (*ANSWER_COLUMNS, "id", "cost_usd", "request_hash")
