@@ -234,12 +234,13 @@ class Dedup:
         """Answers kept on disk for their twins (with a plan)."""
         return self._answers.spilled
 
-    def follow(self, plan: TwinPlan, scratch: Scratch, kept_bytes: int = KEPT_BYTES) -> None:
+    def follow(self, plan: TwinPlan, scratch: Scratch, kept_bytes: int | None = None) -> None:
         """Dedup by ``plan`` from now on: only its rows take part, keyed by their group, and
-        what does not fit in ``kept_bytes`` of memory is spilled to ``scratch``."""
+        what does not fit in ``kept_bytes`` of memory (``KEPT_BYTES``) is spilled to
+        ``scratch``."""
         self._answers.close()
         self._plan = plan
-        self._answers = Answers(kept_bytes, scratch)
+        self._answers = Answers(KEPT_BYTES if kept_bytes is None else kept_bytes, scratch)
 
     def close(self) -> None:
         """Close the spill files (the scratch folder's owner removes them)."""

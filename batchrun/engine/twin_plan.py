@@ -70,10 +70,10 @@ class TwinFinder:
     """Collects (digest, kind, row) entries, spilling past ``chunk`` of them; ``finish`` groups
     them into a ``TwinPlan``."""
 
-    def __init__(self, scratch: Scratch, chunk: int = CHUNK_ENTRIES) -> None:
+    def __init__(self, scratch: Scratch, chunk: int | None = None) -> None:
         assert array("I").itemsize == 4
         self._scratch = scratch
-        self._chunk = chunk
+        self._chunk = CHUNK_ENTRIES if chunk is None else chunk
         self._digests = bytearray()
         self._kinds = bytearray()
         self._indexes = array("I")

@@ -186,9 +186,54 @@ def test_a_run_with_30_percent_duplicates_sends_only_the_distinct_requests(
     assert summary.cost_usd == pytest.approx(sum(r["cost_usd"] for r in table))
 
 
-def test_a_resumed_run_fills_duplicates_of_earlier_answers_without_sending(
+@pytest.fixture
+def tiny_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twin finding spills past 16 digests, and dedup holds about two answers in memory: a
+    run of a few hundred rows takes the paths a run of millions takes."""
+    monkeypatch.setattr("batchrun.engine.twin_plan.CHUNK_ENTRIES", 16)
+    monkeypatch.setattr("batchrun.engine.dedup.KEPT_BYTES", 2_000)
+
+
+def test_twins_far_from_their_original_are_filled_and_none_is_paid_twice(
+    tmp_path: Path, sim: Any, tiny_bounds: None
+) -> None:
+    # 300 rows: the last 120 repeat the first 120, 180 rows further on; rows answered long
+    # before their twins come wait on disk, not in memory, and no twin is sent again.
+    rows = [{"id": f"r{i}", "prompt": f"Question {i if i < 180 else i - 180}?"} for i in range(300)]
+    rows += [{"id": "late", "prompt": "Question 7?"}]  # a third row of one group
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.parquet"
+    sim.stats.reset()
+    summary = run(job_config(inp, out, sim.base_url, concurrency=16))
+    assert summary.exit_code == 0
+    assert sim.stats.requests == 180 and summary.deduplicated == 121
+    table = pq.read_table(out).to_pylist()
+    assert [row["id"] for row in table] == [row["id"] for row in rows]
+    for row, given in zip(table[180:], rows[180:], strict=True):
+        original = table[int(str(row["duplicate_of"])[1:])]
+        assert given["prompt"] == rows[int(original["id"][1:])]["prompt"]
+        assert row["text"] == original["text"] and row["cost_usd"] == 0.0
+    assert not [p for p in tmp_path.iterdir() if "scratch" in p.name]  # removed at the end
+
+
+def test_a_scratch_folder_a_killed_run_left_is_removed_by_the_next(
     tmp_path: Path, sim: Any
 ) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "prompt": "Hi?"}])
+    out = tmp_path / "out.parquet"
+    stale = tmp_path / ".out.parquet.4242.0123456789ab.scratch.tmp"
+    stale.mkdir()
+    (stale / "answers.bin").write_bytes(b"x" * 100)
+    assert run(job_config(inp, out, sim.base_url)).exit_code == 0
+    assert not stale.exists()
+
+
+@pytest.mark.parametrize("bounds", ["default", "tiny"])
+def test_a_resumed_run_fills_duplicates_of_earlier_answers_without_sending(
+    tmp_path: Path, sim: Any, bounds: str, request: pytest.FixtureRequest
+) -> None:
+    if bounds == "tiny":
+        request.getfixturevalue("tiny_bounds")
     first = [{"id": f"a{i}", "prompt": f"Question {i}?"} for i in range(40)]
     inp = write_jsonl(tmp_path / "in.jsonl", first)
     out = tmp_path / "out.parquet"
