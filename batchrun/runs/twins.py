@@ -15,7 +15,7 @@ batch an earlier run left running) is not submitted again. It waits, and once it
 batch is collected it is filled from that answer (``duplicate_of``, cost 0). A twin whose
 original failed or lapsed is left unrecorded, so the next run submits it. Its answers of
 earlier runs are read into the engine's bounded table (``remember_prior_answers``), until it
-is full: a duplicate whose original was not read is sent (and counted as sent again).
+is full: a duplicate whose original was not read is submitted, and paid again.
 """
 
 from __future__ import annotations
