@@ -28,7 +28,7 @@ from batchrun.runs.preflight import check_every_row_can_be_built
 from batchrun.runs.resume import take_over
 from batchrun.runs.runtime import DEFAULT, Runtime
 from batchrun.runs.summary import RunSummary
-from batchrun.runs.twins import find_twins, load_answered
+from batchrun.runs.twins import find_twins, load_answered, twin_pass_notice
 from batchrun.store.batch_journal import running_batches
 from batchrun.store.scratch import Scratch
 
@@ -124,6 +124,9 @@ async def _run_claimed(
             if engine.dedup is not None and summary.todo != 0:
                 # Twins are found before sending (the rows read once more), so that every
                 # twin is filled, and its answer kept only while a twin of it is to come.
+                notice = twin_pass_notice(summary.todo)
+                if notice is not None:
+                    progress.log(notice)
                 twins = find_twins(
                     works(RowCounter()), sink, prior, resume.sources.accepted, scratch
                 )

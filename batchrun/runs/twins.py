@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batchrun.config.load import RunConfig
+from batchrun.core.wording import option
 from batchrun.engine.dedup import KEPT_FOR_TWINS, Dedup, twin_row
 from batchrun.engine.outcome import VIA_BATCHES, RowSettings, Work, base_row, prepare
 from batchrun.engine.twin_plan import IN_FINAL, IN_JOURNAL, TwinFinder, TwinPlan
@@ -42,6 +43,21 @@ from batchrun.store.sink import PriorState, Sink, output_batches
 
 _COLUMNS = KEPT_FOR_TWINS  # with the status and the request hash
 Accepted = Callable[[str | None], bool]
+# The pass that finds twins reads every row to send before the first is sent: from this many
+# rows (or an input whose rows cannot be counted cheaply) the user is told why nothing is sent
+# yet.
+TELL_TWIN_PASS_ROWS = 100_000
+
+
+def twin_pass_notice(todo: int | None) -> str | None:
+    """What the user is told before the twin-finding pass reads ``todo`` rows to send (None:
+    an input whose rows cannot be counted cheaply); None for a job too small to notice it."""
+    if todo is not None and todo < TELL_TWIN_PASS_ROWS:
+        return None
+    return (
+        "batchrun: finding identical requests among the rows to send, before sending any "
+        f"({option('dedup', False)} skips this)"
+    )
 
 
 def find_twins(

@@ -252,6 +252,24 @@ def test_a_resumed_run_fills_duplicates_of_earlier_answers_without_sending(
     assert sim.stats.requests == 0
 
 
+def test_a_large_job_is_told_why_nothing_is_sent_while_twins_are_found(
+    tmp_path: Path, sim: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = [{"id": f"r{i}", "prompt": f"p{i % 3}"} for i in range(6)]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    args = ["run", str(inp), "-o", str(tmp_path / "out.jsonl"), "--base-url", sim.base_url]
+    args += ["--model", "claude-haiku-4-5", "--max-tokens", "20"]
+    env = {"ANTHROPIC_API_KEY": TEST_KEY}
+    notice = "finding identical requests among the rows to send, before sending any"
+    result = CliRunner().invoke(cli, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert notice not in result.output  # six rows: over before anyone could wonder
+    monkeypatch.setattr("batchrun.runs.twins.TELL_TWIN_PASS_ROWS", 5)
+    result = CliRunner().invoke(cli, [*args, "--overwrite"], env=env)
+    assert result.exit_code == 0, result.output
+    assert f"batchrun: {notice} (--no-dedup skips this)" in result.output
+
+
 def test_the_cli_flag_turns_dedup_off(tmp_path: Path, sim: Any) -> None:
     rows = [{"id": f"r{i}", "prompt": "same"} for i in range(5)]
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
