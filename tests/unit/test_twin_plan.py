@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ def request_hash(n: int) -> str:
 def plan_of(
     scratch: Scratch,
     to_send: list[tuple[int, int]],
-    answered: list[tuple[int, int, bool]] = (),  # type: ignore[assignment]
+    answered: Sequence[tuple[int, int, bool]] = (),
     chunk: int = 1 << 17,
 ) -> TwinPlan:
     finder = TwinFinder(scratch, chunk=chunk)
@@ -155,7 +155,7 @@ def test_answers_past_the_memory_bound_wait_on_disk_and_are_read_back(tmp_path: 
 
 
 @asynccontextmanager
-async def aside() -> Iterator[None]:  # type: ignore[misc]
+async def aside() -> AsyncIterator[None]:
     yield
 
 
