@@ -224,16 +224,6 @@ class Dedup:
         """The table reached its bound: remembering more pushes older answers out."""
         return self._answers.pushed_out > 0
 
-    @property
-    def pushed_out(self) -> int:
-        """Answers dropped to keep the table in its bound (none with a plan)."""
-        return self._answers.pushed_out
-
-    @property
-    def spilled(self) -> int:
-        """Answers kept on disk for their twins (with a plan)."""
-        return self._answers.spilled
-
     def follow(self, plan: TwinPlan, scratch: Scratch, kept_bytes: int | None = None) -> None:
         """Dedup by ``plan`` from now on: only its rows take part, keyed by their group, and
         what does not fit in ``kept_bytes`` of memory (``KEPT_BYTES``) is spilled to
