@@ -32,6 +32,9 @@ Run from the repository root (the default takes about 25 minutes on 2 cores, mos
     python bench/memory.py
     python bench/memory.py --pairs 5000:50000 --twins 5000:50000   # quicker, same targets
     python bench/memory.py --trace 50000 [--twins-input]
+    python bench/memory.py --pairs 2000:20000 --no-twins --baseline   # + the large size with
+                                                                      # --no-dedup: what the
+                                                                      # twin pass costs
 """
 
 from __future__ import annotations
@@ -146,7 +149,7 @@ def write_rows(path: Path, rows: int, *, twins: bool = False) -> tuple[Path, int
     return path, first_twin
 
 
-def command(inp: Path, out: Path, url: str) -> list[str]:
+def command(inp: Path, out: Path, url: str, *, dedup: bool = True) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -165,18 +168,26 @@ def command(inp: Path, out: Path, url: str) -> list[str]:
         str(CONCURRENCY),
         "--overwrite",
         "-q",
+        *([] if dedup else ["--no-dedup"]),
     ]
 
 
 def peak_rss(
-    case: str, inp: Path, out: Path, sim: SimulatorThread, rows: int, distinct: int
+    case: str,
+    inp: Path,
+    out: Path,
+    sim: SimulatorThread,
+    rows: int,
+    distinct: int,
+    *,
+    dedup: bool = True,
 ) -> Peak:
     """Run batchrun as a child and read its own peak RSS from the kernel as it is reaped."""
     env = {**os.environ, "ANTHROPIC_API_KEY": API_KEY}
     sim.stats.reset()
     started = time.perf_counter()
     proc = subprocess.Popen(
-        command(inp, out, sim.base_url),
+        command(inp, out, sim.base_url, dedup=dedup),
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -226,12 +237,15 @@ class Ratio:
         return out
 
 
-def measure(pairs: Sequence[tuple[int, int]], twins: tuple[int, int] | None) -> int:
+def measure(
+    pairs: Sequence[tuple[int, int]], twins: tuple[int, int] | None, baseline: bool = False
+) -> int:
     cases = [("distinct", small, large, False) for small, large in pairs]
     if twins is not None:
         cases.append(("30% twins", twins[0], twins[1], True))
     peaks: list[Peak] = []
     ratios: list[Ratio] = []
+    baselines: list[tuple[Peak, Peak]] = []  # (dedup on, --no-dedup) at the large size
     with (
         sigterm_as_interrupt(),
         tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp,
@@ -244,6 +258,19 @@ def measure(pairs: Sequence[tuple[int, int]], twins: tuple[int, int] | None) -> 
                 print(f"  {case}: {rows:,} rows ...", end="", flush=True)
                 peak = peak_rss(case, inp, Path(tmp) / f"out-{rows}.parquet", sim, rows, distinct)
                 print(f" {peak.rss_mb:,.1f} MiB peak RSS, {peak.seconds:.0f} s", flush=True)
+                if baseline and rows == large:
+                    print(f"  {case}: {rows:,} rows, --no-dedup ...", end="", flush=True)
+                    off = peak_rss(
+                        f"{case}, --no-dedup",
+                        inp,
+                        Path(tmp) / f"out-{rows}-off.parquet",
+                        sim,
+                        rows,
+                        rows,  # every row is sent
+                        dedup=False,
+                    )
+                    print(f" {off.rss_mb:,.1f} MiB peak RSS, {off.seconds:.0f} s", flush=True)
+                    baselines.append((peak, off))
                 inp.unlink()
                 pair.append(peak)
             peaks += pair
@@ -272,7 +299,7 @@ def measure(pairs: Sequence[tuple[int, int]], twins: tuple[int, int] | None) -> 
                 p.requests,
                 p.distinct,
             ]
-            for p in peaks
+            for p in peaks + [off for _, off in baselines]
         ],
     )
     passed = True
@@ -286,6 +313,12 @@ def measure(pairs: Sequence[tuple[int, int]], twins: tuple[int, int] | None) -> 
                 f"  [FAIL] {p.case}, {p.rows:,} rows: the server answered {p.requests:,} "
                 f"requests for {p.distinct:,} distinct prompts (each is to be sent once)"
             )
+    for on, off in baselines:
+        # What finding twins before sending costs: the pass reads every row once more.
+        print(
+            f"  [info] {on.case}, {on.rows:,} rows, dedup on / --no-dedup: peak RSS "
+            f"{on.rss_mb / off.rss_mb:.3f}x, wall {on.seconds / off.seconds:.3f}x"
+        )
     once = [p for p in peaks if p.requests == p.distinct and p.distinct < p.rows]
     for p in once:
         print(
@@ -393,6 +426,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the runs with 30%% twins (default: 20000:200000)",
     )
     parser.add_argument("--no-twins", action="store_true", help="leave the twins runs out")
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also run each large size with --no-dedup: what dedup costs in memory and time",
+    )
     parser.add_argument("--trace", type=int, metavar="ROWS", help="trace allocations instead")
     parser.add_argument("--twins-input", action="store_true", help="--trace: 30%% twins")
     parser.add_argument("--every", type=float, default=2.0, help="--trace sampling seconds")
@@ -402,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.trace:
             return trace(args.trace, args.every, args.twins_input)
-        return measure(args.pairs, None if args.no_twins else args.twins)
+        return measure(args.pairs, None if args.no_twins else args.twins, args.baseline)
     except BenchError as exc:
         print(f"\nBENCHMARK BROKEN: {exc}", file=sys.stderr, flush=True)
         return 1
