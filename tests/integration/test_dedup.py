@@ -23,6 +23,7 @@ from batchrun.engine.outcome import RowSettings, prepare
 from batchrun.engine.tally import RowTally
 from batchrun.formats.inputs import read_rows
 from batchrun.runs.compose import job_client, job_engine
+from batchrun.runs.online import run_async as run_online
 from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.columns import COLUMN_NAMES, blank_row
@@ -250,6 +251,31 @@ def test_a_resumed_run_fills_duplicates_of_earlier_answers_without_sending(
     sim.stats.reset()
     assert run(job_config(inp, out, sim.base_url)).exit_code == 0  # and nothing after that
     assert sim.stats.requests == 0
+
+
+@pytest.mark.parametrize("bounds", ["default", "tiny"])
+def test_twins_of_rows_answered_in_the_journal_are_filled_from_it(
+    tmp_path: Path, sim: Any, bounds: str, request: pytest.FixtureRequest
+) -> None:
+    """A pilot's sample leaves its answers in the journal, with no final file: the run that
+    answers the rest fills their twins from the journal's records, sending none of them."""
+    if bounds == "tiny":
+        request.getfixturevalue("tiny_bounds")
+    rows = [{"id": f"r{i}", "prompt": f"Question {i % 40}?"} for i in range(100)]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.parquet"
+    config = job_config(inp, out, sim.base_url, concurrency=8)
+    sim.stats.reset()
+    asyncio.run(run_online(config, only=range(0, 40, 2)))  # 20 rows, none a twin of another
+    assert sim.stats.requests == 20 and not out.exists()
+    summary = run(config)
+    assert summary.exit_code == 0
+    assert sim.stats.requests == 40 and summary.deduplicated == 60  # each prompt paid once
+    table = pq.read_table(out).to_pylist()
+    for row in table[40:]:
+        original = table[int(str(row["duplicate_of"])[1:])]
+        assert original["duplicate_of"] is None and row["text"] == original["text"]
+        assert int(original["id"][1:]) % 40 == int(row["id"][1:]) % 40
 
 
 def test_a_large_job_is_told_why_nothing_is_sent_while_twins_are_found(
