@@ -35,6 +35,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
+from batchrun.core.errors import OutputError
+from batchrun.core.wording import option
 from batchrun.store.arrow_values import bools, int64_array, int64_scalar
 from batchrun.store.scratch import Scratch
 
@@ -112,7 +114,10 @@ class TwinFinder:
         self._kinds.append(kind)
         self._indexes.append(index)
         if len(self._indexes) >= self._chunk:
-            self._spill_chunk()
+            try:
+                self._spill_chunk()
+            except OSError as exc:
+                raise self._failed(exc) from exc
 
     def _take_chunk(self) -> pa.RecordBatch:
         """The entries held, sorted; the holders start afresh (the batch owns their bytes)."""
@@ -146,6 +151,20 @@ class TwinFinder:
 
     def finish(self) -> TwinPlan:
         """Group the entries: the rows to send that have a twin, and the answers to load."""
+        try:
+            return self._finish()
+        except OSError as exc:
+            raise self._failed(exc) from exc
+
+    def _failed(self, exc: OSError) -> OutputError:
+        """The scratch folder's disk is full, or went away: said before anything is sent."""
+        return OutputError(
+            f"cannot find identical requests before sending: {exc.strerror or exc} (in "
+            f"{self._scratch.path.parent}); nothing was sent. Free some space and run again, "
+            f"or {option('dedup', False)} sends every row"
+        )
+
+    def _finish(self) -> TwinPlan:
         roles = _Roles(self._scratch, self._buckets, spilled=self._to_send > self._chunk)
         answered = _Answered(self._scratch, self._chunk)
         slots = 0
@@ -341,7 +360,14 @@ class RoleReader:
                 return None
 
     def _load_next(self) -> bool:
-        table = self._next_table()
+        try:
+            table = self._next_table()
+        except OSError as exc:
+            where = self._spilled[0].parent if self._spilled else "memory"
+            raise OutputError(
+                "cannot read back which rows have an identical request: "
+                f"{exc.strerror or exc} (in {where}); a re-run resumes, sending nothing twice"
+            ) from exc
         if table is None:
             self._index, self._slot, self._after = array("I"), array("I"), array("I")
             return False

@@ -6,6 +6,7 @@ MockTransport, whole runs against the simulator, the CLI flag."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 from pathlib import Path
 from typing import Any
@@ -215,6 +216,29 @@ def test_twins_far_from_their_original_are_filled_and_none_is_paid_twice(
         assert given["prompt"] == rows[int(original["id"][1:])]["prompt"]
         assert row["text"] == original["text"] and row["cost_usd"] == 0.0
     assert not [p for p in tmp_path.iterdir() if "scratch" in p.name]  # removed at the end
+
+
+def test_a_full_disk_while_twins_are_found_stops_before_anything_is_sent(
+    tmp_path: Path, sim: Any, tiny_bounds: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(self: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("batchrun.engine.twin_plan.TwinFinder._spill_chunk", disk_full)
+    rows = [{"id": f"r{i}", "prompt": f"Question {i % 30}?"} for i in range(60)]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    args = ["run", str(inp), "-o", str(tmp_path / "out.parquet"), "--base-url", sim.base_url]
+    args += ["--model", "claude-haiku-4-5", "--max-tokens", "20", "-q"]
+    sim.stats.reset()
+    result = CliRunner().invoke(cli, args, env={"ANTHROPIC_API_KEY": TEST_KEY})
+    assert result.exit_code == 1, result.output
+    assert (
+        "cannot find identical requests before sending: No space left on device (in "
+        f"{tmp_path}); nothing was sent. Free some space and run again, or --no-dedup sends "
+        "every row"
+    ) in result.output
+    assert sim.stats.requests == 0
+    assert not [p for p in tmp_path.iterdir() if "scratch" in p.name]
 
 
 def test_a_scratch_folder_a_killed_run_left_is_removed_by_the_next(

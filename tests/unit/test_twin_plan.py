@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from batchrun.core.errors import OutputError
 from batchrun.engine.dedup import Answers, Dedup
 from batchrun.engine.twin_plan import IN_FINAL, IN_JOURNAL, TwinFinder, TwinPlan
 from batchrun.store.columns import blank_row
@@ -193,3 +194,11 @@ def test_with_a_plan_an_answer_is_kept_exactly_until_its_last_twin(tmp_path: Pat
     assert dedup.filled == 2 and dedup.saved_usd == 1.0
     dedup.close()
     scratch.close()
+
+
+def test_a_spilled_plan_that_cannot_be_read_back_says_so(tmp_path: Path) -> None:
+    scratch = Scratch(tmp_path / "out.parquet")
+    plan = plan_of(scratch, [(i, i % 5) for i in range(40)], chunk=4)
+    (scratch.path / "roles.arrow").unlink()  # the scratch folder's file went away
+    with pytest.raises(OutputError, match="cannot read back which rows have an identical"):
+        plan.role(0)
