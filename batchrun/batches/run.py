@@ -46,6 +46,7 @@ from batchrun.engine.outcome import VIA_BATCHES, RowSettings, Work, error_row, p
 from batchrun.formats.inputs import read_rows
 from batchrun.live.frames import BatchView, Snapshot
 from batchrun.remote.batch_mirror import BatchJournalMirror
+from batchrun.rows.files import FileCache
 from batchrun.rows.reader import check_input_file
 from batchrun.runs.claim import Claim, check_credentials, claim_output
 from batchrun.runs.compose import job_client
@@ -124,7 +125,17 @@ async def _run_claimed(config: RunConfig, claim: Claim, runtime: Runtime) -> Run
         summary.todo = count_hint(config, done, config.batches.resubmit_expired)
         twins = _batch_twins(config, journal, sink, prior, resume)
         job = _BatchJob(
-            config, api, journal, sink, summary, done, counter, sleep, twins, output.lease
+            config,
+            api,
+            journal,
+            sink,
+            summary,
+            done,
+            counter,
+            sleep,
+            twins,
+            output.lease,
+            files=resume.files,
         )
         progress = runtime.progress(summary.todo, job.snapshot, quiet=config.run.quiet)
         job.progress = progress
@@ -266,9 +277,13 @@ class _BatchJob:
         sleep: Sleep,
         twins: BatchTwins | None = None,
         send_check: SendCheck | None = None,
+        *,
+        files: FileCache | None = None,
     ) -> None:
         self.config = config
-        self.rows = RowSettings.of(config)  # rows into requests, answers into output rows
+        # Rows into requests (their files read through the run's ``files``: recorded for
+        # its resume), answers into output rows.
+        self.rows = RowSettings.of(config, files)
         # An object-store output's lease, asked before each batch is created: a run whose
         # lease another run took over creates none (``engine.admission``, as online).
         self._gate = Gate(send_check, self._close) if send_check is not None else None
@@ -321,6 +336,7 @@ class _BatchJob:
                 None,
                 redo_lapsed=redo_lapsed,
                 pending=pending,
+                files=self.rows.files,
             )
             await self.submit(works)
             await self.wait_and_collect()

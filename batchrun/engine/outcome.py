@@ -25,7 +25,7 @@ from batchrun.core.scrub import Scrubber
 from batchrun.cost.models import check_row_model
 from batchrun.cost.prices import PriceTable
 from batchrun.rows.checks import failure, lone_surrogate, without_surrogates
-from batchrun.rows.files import MediaSource
+from batchrun.rows.files import FileCache, MediaSource
 from batchrun.rows.prefix import SeenFiles
 from batchrun.rows.reader import InputRow
 from batchrun.rows.request import RequestDefaults, prepare_request
@@ -54,9 +54,12 @@ class RowSettings:
     # Masks the run's credentials in texts that did not come through the client (an errored
     # Message Batches result quoting the key: a gateway may).
     scrub: Scrubber = field(default_factory=lambda: Scrubber(()))
+    # Reads the files rows attach; a run's own records which (``runs.resume``). None: the
+    # process's cache.
+    files: FileCache | None = None
 
     @classmethod
-    def of(cls, config: RunConfig) -> RowSettings:
+    def of(cls, config: RunConfig, files: FileCache | None = None) -> RowSettings:
         return cls(
             file=str(config.input.path),
             defaults=config.defaults,
@@ -66,6 +69,7 @@ class RowSettings:
             json_schema=config.engine.json_schema,
             source=answer_source(config.client.simulate, config.client.base_url),
             scrub=Scrubber(secret for _, secret in config.client.credentials.secrets()),
+            files=files,
         )
 
 
@@ -100,7 +104,7 @@ def prepare(row: InputRow, rows: RowSettings, seen_files: SeenFiles | None = Non
     file = rows.file
     try:
         prepared = prepare_request(
-            row.fields, rows.defaults, base_dir=rows.media, seen_files=seen_files
+            row.fields, rows.defaults, base_dir=rows.media, seen_files=seen_files, files=rows.files
         )
         check_row_model(prepared.body, rows.prices)  # a Claude id the API would 404
     except InvalidRowError as exc:

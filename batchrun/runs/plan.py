@@ -15,6 +15,7 @@ from batchrun.config.load import (
 from batchrun.core.errors import InputError
 from batchrun.engine.outcome import RowSettings, Work, prepare
 from batchrun.formats.inputs import InputShape, count_rows, read_rows
+from batchrun.rows.files import FileCache
 from batchrun.rows.prefix import SeenFiles
 from batchrun.store.row_state import RowState, count_done, to_send
 
@@ -87,6 +88,7 @@ def plan(
     *,
     redo_lapsed: bool = False,
     pending: bytearray | None = None,
+    files: FileCache | None = None,
 ) -> Iterator[Work]:
     """The rows this run must process, read lazily.
 
@@ -94,6 +96,8 @@ def plan(
     million-row job starts sending as soon as it reaches the first row left to do.
     ``redo_lapsed`` sends again the rows a Message Batch expired or cancelled before
     answering; ``pending`` flags rows that sit in a batch still running (not sent again).
+    ``files`` reads the files rows attach: the run's own (``runs.resume.Resume.files``)
+    records which, for its resume.
     """
     waiting = pending or bytearray()
 
@@ -120,7 +124,7 @@ def plan(
     known = (known_ids[i] for i in skipped if i < len(known_ids))
     rows = read_rows(config.input.path, shape=config.input.shape, skip=skip, known_ids=known)
     seen_files = SeenFiles()  # files rows attach alike are cached (``rows.prefix``)
-    settings = RowSettings.of(config)
+    settings = RowSettings.of(config, files)
     for row in rows:
         counter.rows = max(counter.rows, row.index + 1)
         if only is not None and row.index not in only:
