@@ -101,7 +101,8 @@ async def run_batches_async(
             "price)"
         )
     with claim_output(config) as claim:
-        remove_stale_temporaries(config.output.path, (SPOOL_SUFFIX,))
+        if claim.lock.after_kill:  # only a run killed midway leaves temporary files
+            remove_stale_temporaries(config.output.path, (SPOOL_SUFFIX,))
         return await _run_claimed(config, claim, runtime)
 
 
