@@ -53,10 +53,9 @@ from batchrun.runs.compose import job_client
 from batchrun.runs.finish import record_spend, write_output
 from batchrun.runs.interrupt import run_interruptibly
 from batchrun.runs.online import run_holding
-from batchrun.runs.output import RunOutput
 from batchrun.runs.plan import RowCounter, count_hint, plan
 from batchrun.runs.preflight import check_every_row_can_be_built
-from batchrun.runs.resume import Resume, ResumeMismatchError, Sleep, load_prior
+from batchrun.runs.resume import Resume, ResumeMismatchError, Sleep, take_over
 from batchrun.runs.runtime import DEFAULT, ProgressView, Runtime
 from batchrun.runs.summary import RunSummary
 from batchrun.runs.twins import BatchTwins, remember_prior_answers
@@ -110,14 +109,9 @@ async def _run_claimed(config: RunConfig, claim: Claim, runtime: Runtime) -> Run
     """``run_batches_async``, the output claimed (its lock held: ``claim``)."""
     journal = _open_journal(config)
     summary = RunSummary(input=config.input.path, output=config.output.path, via=VIA_BATCHES)
-    output = RunOutput(
-        config.output, config.storage, overwrite=config.resume.overwrite, lease=claim.lease
-    )
-    prior = output.open()
+    output, prior, resume = take_over(config, claim, summary)
     sink = output.sink
-    resume = load_prior(config, prior)
     done, known_ids = resume.states, resume.ids
-    summary.took_over(resume.sources, resume.spent)
     counter = RowCounter()
     lapsed_online = False
     sleep = runtime.sleep

@@ -34,12 +34,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit, urlunsplit
 
-from batchrun.client.credentials import (
-    API_KEY_ENV,
-    AUTH_TOKEN_ENV,
-    DEFAULT_API_VERSION,
-    Credentials,
-)
+from batchrun.client.credentials import API_KEY_ENV, AUTH_TOKEN_ENV, Credentials
 from batchrun.config.atfile import ESCAPE, AtFileError, at_file, literal, read_at_file
 from batchrun.config.layers import (
     MIB,
@@ -60,10 +55,7 @@ from batchrun.config.settings import (
     CACHE_MODES,
     DEFAULT_BASE_URL,
     DEFAULT_CONCURRENCY,
-    DEFAULT_GRACE,
-    DEFAULT_MAX_RETRIES,
     DEFAULT_POLL_INTERVAL,
-    DEFAULT_TIMEOUT,
     ENV_VARS,
     JOB_KEYS,
     SIMULATE_POLL_INTERVAL,
@@ -107,13 +99,9 @@ else:  # pragma: no cover - exercised on 3.10 only
 __all__ = [
     "BATCH_MAX_MB",
     "BATCH_MAX_REQUESTS",
-    "DEFAULT_API_VERSION",
     "DEFAULT_BASE_URL",
     "DEFAULT_CONCURRENCY",
-    "DEFAULT_GRACE",
-    "DEFAULT_MAX_RETRIES",
     "DEFAULT_POLL_INTERVAL",
-    "DEFAULT_TIMEOUT",
     "JOB_KEYS",
     "MIB",
     "SIMULATE_POLL_INTERVAL",

@@ -1,5 +1,5 @@
 """Async work called from synchronous code, in one place: ``run``, ``estimate`` and the batch
-commands all go through ``run_sync``.
+commands all go through ``run_sync`` (``run`` is ``blocking(run_async)``: one parameter list).
 
 ``asyncio.run`` refuses to start where an event loop already runs on the thread (a Jupyter
 cell, an async web handler calling sync code); there the work runs on a worker thread of its
@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
-from collections.abc import Coroutine
-from typing import Any, Generic, TypeVar, cast
+from collections.abc import Callable, Coroutine
+from typing import Any, Generic, ParamSpec, TypeVar, cast
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 def run_sync(work: Coroutine[Any, Any, T]) -> T:
@@ -35,6 +37,20 @@ def run_sync(work: Coroutine[Any, Any, T]) -> T:
         worker.join()
         raise
     return worker.outcome()
+
+
+def blocking(work: Callable[P, Coroutine[Any, Any, T]], name: str, doc: str) -> Callable[P, T]:
+    """The synchronous twin of the coroutine function ``work``, named ``name`` and documented
+    by ``doc``: it takes ``work``'s parameters (``inspect.signature`` shows them) and runs it
+    to its end with ``run_sync``."""
+
+    @functools.wraps(work)
+    def twin(*args: P.args, **kwargs: P.kwargs) -> T:
+        return run_sync(work(*args, **kwargs))
+
+    twin.__name__ = twin.__qualname__ = name
+    twin.__doc__ = doc
+    return twin
 
 
 def _loop_running() -> bool:

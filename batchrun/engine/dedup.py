@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from batchrun.engine.pool import StandAside, Stopped
-from batchrun.store.columns import STATUS_OK
+from batchrun.store.columns import STATUS_OK, USAGE_COLUMNS
 
 # Answers kept for twins: a few hundred thousand typical labels or short summaries.
 DEFAULT_TABLE_BYTES = 128 * 1024 * 1024
@@ -56,16 +56,7 @@ ANSWER_COLUMNS = (
     "batch_id",
     "source",
 )
-ZERO_COLUMNS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_input_tokens",
-    "cache_creation_5m_input_tokens",
-    "cache_creation_1h_input_tokens",
-    "cache_read_input_tokens",
-    "cost_usd",
-    "attempts",
-)
+ZERO_COLUMNS = (*USAGE_COLUMNS, "attempts")
 # What the table keeps of an answered row: its answer, whose it is, and what it cost.
 KEPT_FOR_TWINS = (*ANSWER_COLUMNS, "id", "cost_usd")
 

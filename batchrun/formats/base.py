@@ -57,6 +57,24 @@ Enough = Callable[[set[str]], bool]
 """Told the names found so far: whether the look may stop there."""
 
 
+@dataclass(frozen=True)
+class ColumnQuery:
+    """A look at an input's columns (``InputFormat.columns``): which of the names ``asked``
+    some row of the file at ``path`` (read as ``kind``) has.
+
+    Exact by default. ``quick`` is the pre-flight's look: as cheap as the format allows, it
+    may find a name no row holds a value for (JSON text that merely contains the key) and
+    never misses one that some row holds; ``enough`` (told the names found so far) may stop
+    it early.
+    """
+
+    path: Path
+    kind: InputKind
+    asked: Collection[str]
+    quick: bool = False
+    enough: Enough | None = None
+
+
 class InputFormat:
     """One format an input may be in.
 
@@ -112,30 +130,20 @@ class InputFormat:
         cannot be read: None (the reader says why)."""
         return None
 
-    def columns(
-        self,
-        path: Path,
-        kind: InputKind,
-        asked: Collection[str],
-        *,
-        quick: bool = False,
-        enough: Enough | None = None,
-    ) -> InputColumns | None:
-        """The input's columns, and which of ``asked`` some row has; None when it cannot
-        tell (the reader, when the run opens the file, says why).
+    def columns(self, query: ColumnQuery) -> InputColumns | None:
+        """The input's columns, and which of the names asked some row has; None when it
+        cannot tell (the reader, when the run opens the file, says why).
 
         Exact by default: rows are read until every name asked is found (a name no row has
-        costs a pass over the file). ``quick`` is the pre-flight's look: as cheap as the
-        format allows, it may find a name no row holds a value for (JSON text that merely
-        contains the key) and never misses one that some row holds; ``enough`` (told the
-        names found so far) may stop it early. Here, for a format with no cheap look: exact,
-        by reading its rows; none for a quick look.
+        costs a pass over the file); a quick look is as cheap as the format allows
+        (``ColumnQuery``). Here, for a format with no cheap look: exact, by reading its
+        rows; none for a quick look.
         """
-        if quick:
+        if query.quick:
             return None
-        left = dict.fromkeys(asked)
+        left = dict.fromkeys(query.asked)
         first: tuple[str, ...] | None = None
-        with contextlib.closing(self.rows(path, kind, 1024, _keep_all)) as raw:
+        with contextlib.closing(self.rows(query.path, query.kind, 1024, _keep_all)) as raw:
             for row in raw:
                 if row.record is None:
                     continue
@@ -147,7 +155,7 @@ class InputFormat:
                     break
         if first is None:
             return None  # no row to tell by: the reader says the file has none
-        found = frozenset(name for name in asked if name not in left)
+        found = frozenset(name for name in query.asked if name not in left)
         return InputColumns(first, found, declared=False)
 
     def mistyped_columns(self, path: Path) -> dict[str, str]:

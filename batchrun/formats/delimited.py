@@ -20,7 +20,7 @@ import contextlib
 import csv
 import functools
 import math
-from collections.abc import Callable, Collection, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar
@@ -28,7 +28,7 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar
 from batchrun.core.errors import InputError, Problem
 from batchrun.core.wording import on_command_line, option
 from batchrun.formats.base import (
-    Enough,
+    ColumnQuery,
     Head,
     InputColumns,
     InputFormat,
@@ -502,26 +502,18 @@ class CsvInput(InputFormat):
     ) -> Generator[RawRow, None, None]:
         return _csv_rows(path, kind, batch_size, skip, cap)
 
-    def columns(
-        self,
-        path: Path,
-        kind: InputKind,
-        asked: Collection[str],
-        *,
-        quick: bool = False,
-        enough: Enough | None = None,
-    ) -> InputColumns | None:
+    def columns(self, query: ColumnQuery) -> InputColumns | None:
         """The header's names, as the reader reads them. A quick look does not trust a
         header of one column holding another common delimiter (``id;prompt;model``: most
         likely read with the wrong one)."""
-        header = csv_columns(path, kind)
-        if quick:
+        header = csv_columns(query.path, query.kind)
+        if query.quick:
             if not header:
                 return None
-            others = [d for d in _OTHER_DELIMITERS if d != kind.delimiter]
+            others = [d for d in _OTHER_DELIMITERS if d != query.kind.delimiter]
             if len(header) == 1 and any(d in header[0] for d in others):
                 return None
-        found = frozenset(name for name in asked if name in header)
+        found = frozenset(name for name in query.asked if name in header)
         return InputColumns(tuple(header), found, declared=True)
 
 

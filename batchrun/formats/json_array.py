@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection, Generator, Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import IO
 
 from batchrun.core.errors import InputError, Problem
 from batchrun.core.wording import option
-from batchrun.formats.base import Enough, Head, InputColumns, InputFormat
+from batchrun.formats.base import ColumnQuery, Head, InputColumns, InputFormat
 from batchrun.formats.jsonl import quick_json_columns
 from batchrun.rows.raw import (
     SKIPPED,
@@ -280,20 +280,12 @@ class JsonArrayInput(InputFormat):
     ) -> Generator[RawRow, None, None]:
         return _json_rows(path, kind, batch_size, skip, cap)
 
-    def columns(
-        self,
-        path: Path,
-        kind: InputKind,
-        asked: Collection[str],
-        *,
-        quick: bool = False,
-        enough: Enough | None = None,
-    ) -> InputColumns | None:
+    def columns(self, query: ColumnQuery) -> InputColumns | None:
         """Quick: JSON lines' scan of the bytes (``jsonl.scan_for``); exact: the elements,
         read until every name asked is a key of one."""
-        if quick:
-            return quick_json_columns(self, path, kind, asked, enough)
-        return super().columns(path, kind, asked)
+        if query.quick:
+            return quick_json_columns(self, query)
+        return super().columns(query)
 
 
 FORMATS = (JsonArrayInput(),)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Collection, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +28,7 @@ from batchrun.core.errors import InputError, Problem
 from batchrun.core.jsoncodec import compact
 from batchrun.core.timestamps import format_rfc3339
 from batchrun.formats.base import (
-    Enough,
+    ColumnQuery,
     Head,
     InputColumns,
     InputFormat,
@@ -127,25 +127,17 @@ class JsonLinesInput(InputFormat):
         except (InputError, OSError):
             return None
 
-    def columns(
-        self,
-        path: Path,
-        kind: InputKind,
-        asked: Collection[str],
-        *,
-        quick: bool = False,
-        enough: Enough | None = None,
-    ) -> InputColumns | None:
+    def columns(self, query: ColumnQuery) -> InputColumns | None:
         """Quick: one scan of the bytes for each key's JSON text (``scan_for``). Exact: a pass
         over the lines until every name asked is a key of some line; a line is parsed only
         when it may hold one (its JSON text for the name, or any escape), which keeps that
         pass about as fast as counting lines."""
-        if quick:
-            return quick_json_columns(self, path, kind, asked, enough)
-        left = dict.fromkeys(asked)
-        needles = {name: json.dumps(name, ensure_ascii=False).encode() for name in asked}
+        if query.quick:
+            return quick_json_columns(self, query)
+        left = dict.fromkeys(query.asked)
+        needles = {name: json.dumps(name, ensure_ascii=False).encode() for name in query.asked}
         first: tuple[str, ...] | None = None
-        with open_utf8(path, kind) as stream:
+        with open_utf8(query.path, query.kind) as stream:
             for data in bounded_lines(stream):
                 if not isinstance(data, bytes) or data.isspace():
                     continue
@@ -164,36 +156,32 @@ class JsonLinesInput(InputFormat):
                     del left[name]
                 if not left:
                     break
-        found = frozenset(name for name in asked if name not in left)
+        found = frozenset(name for name in query.asked if name not in left)
         return InputColumns(first or (), found, declared=False)
 
 
-def quick_json_columns(
-    fmt: InputFormat,
-    path: Path,
-    kind: InputKind,
-    asked: Collection[str],
-    enough: Enough | None = None,
-) -> InputColumns | None:
+def quick_json_columns(fmt: InputFormat, query: ColumnQuery) -> InputColumns | None:
     """The quick look of the JSON formats: which of ``asked`` some row may hold, by one scan
     of the bytes for each key's JSON text (``"model"``), stopped as soon as ``enough`` says;
     text that merely contains ``"model"`` makes the key look present. The first row's fields
     are found too. None when a scan cannot tell: a name that JSON may write several ways, or
     text in an encoding whose keys are not ASCII bytes (UTF-16)."""
-    if not is_ascii_compatible(kind.encoding):
+    if not is_ascii_compatible(query.kind.encoding):
         return None  # keys written in UTF-16 or UTF-32: no byte scan finds them
-    needles = {name: json_key(name) for name in asked}
+    needles = {name: json_key(name) for name in query.asked}
     wanted = {needle for needle in needles.values() if needle is not None}
     if len(wanted) != len(needles):
         return None  # a key whose JSON text may be written several ways
-    first = _first_fields(fmt, path, kind)
+    first = _first_fields(fmt, query.path, query.kind)
     named = {needle: name for name, needle in needles.items() if needle is not None}
+    first_asked = first & frozenset(query.asked)
 
     def settled(found: set[bytes]) -> bool:
-        return enough is not None and enough({named[n] for n in found} | (first & set(asked)))
+        enough = query.enough
+        return enough is not None and enough({named[n] for n in found} | first_asked)
 
-    found = scan_for(path, wanted, settled, compression=kind.compression)
-    present = frozenset(named[needle] for needle in found) | (first & frozenset(asked))
+    found = scan_for(query.path, wanted, settled, compression=query.kind.compression)
+    present = frozenset(named[needle] for needle in found) | first_asked
     return InputColumns(tuple(sorted(first)), present, declared=False)
 
 

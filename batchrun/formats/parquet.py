@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Collection, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchrun.core.errors import InputError, Problem
 from batchrun.formats.base import (
-    Enough,
+    ColumnQuery,
     Head,
     InputColumns,
     InputFormat,
@@ -250,22 +250,14 @@ class ParquetInput(InputFormat):
         except (OSError, pa.ArrowException):
             return None
 
-    def columns(
-        self,
-        path: Path,
-        kind: InputKind,
-        asked: Collection[str],
-        *,
-        quick: bool = False,
-        enough: Enough | None = None,
-    ) -> InputColumns | None:
+    def columns(self, query: ColumnQuery) -> InputColumns | None:
         """The schema's columns; for a quick look (which rows may hold a value), those of
         Arrow's null type left out: no row has a value there."""
-        schema = _schema(path)
+        schema = _schema(query.path)
         if schema is None:
             return None
-        names = tuple(f.name for f in schema if not (quick and _all_null(f)))
-        return InputColumns(names, frozenset(n for n in asked if n in names), declared=True)
+        names = tuple(f.name for f in schema if not (query.quick and _all_null(f)))
+        return InputColumns(names, frozenset(n for n in query.asked if n in names), declared=True)
 
     def mistyped_columns(self, path: Path) -> dict[str, str]:
         schema = _schema(path)

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from batchrun.core.disk import fsync_dir, fsync_file
 from batchrun.core.errors import OutputError
 from batchrun.core.wording import option
 from batchrun.formats.base import PART_BYTES, PART_ROWS, OutputFormat, Write, WriteOptions
@@ -269,7 +270,7 @@ class DatasetWriter:
         """Close the last part, fsync every part, then write the manifest and fsync it."""
         self._end_part()
         for name in self.parts:
-            _fsync_file(self.folder / name)
+            fsync_file(self.folder / name)
         manifest = Manifest(
             tuple(self.parts), tuple(self.part_rows), schema_fingerprint(self.schema), self._partial
         )
@@ -304,21 +305,12 @@ def write_manifest(folder: Path, manifest: Manifest) -> None:
         fh.write(manifest.to_json())
         fh.flush()
         os.fsync(fh.fileno())
-    with contextlib.suppress(OSError):
-        _fsync_file(folder)
+    fsync_dir(folder)
 
 
 def open_parquet_part(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
     """A part's writer: zstd, as a single Parquet output is written."""
     return open_parquet(path, schema)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ParquetDataset(OutputFormat):

@@ -20,7 +20,7 @@ from typing import Any
 
 from batchrun.config.load import RunConfig, check_shard
 from batchrun.core.errors import ConfigError
-from batchrun.core.sync import run_sync
+from batchrun.core.sync import blocking
 from batchrun.core.wording import option
 from batchrun.public.result import RunResult
 from batchrun.runs.fetch import fetched
@@ -28,36 +28,6 @@ from batchrun.runs.runtime import DEFAULT, Runtime
 from batchrun.runs.summary import RunSummary
 
 __all__ = ["run", "run_async", "run_shard"]
-
-
-def run(
-    source: object,
-    *,
-    runtime: Runtime | None = None,
-    model: str | None = None,
-    max_tokens: int | None = None,
-    output: str | os.PathLike[str] | None = None,
-    environ: Mapping[str, str] | None = None,
-    **settings: Any,
-) -> RunResult:
-    """Run a job to the end; see ``run_async``.
-
-    Where an event loop is running already (Jupyter), the job runs on a worker thread; an
-    interrupt (Ctrl-C, the notebook's stop button) then stops it at once, what finished kept in
-    the journal, and raises KeyboardInterrupt. Elsewhere the first Ctrl-C lets the requests in
-    flight finish, as on the command line.
-    """
-    return run_sync(
-        run_async(
-            source,
-            runtime=runtime,
-            model=model,
-            max_tokens=max_tokens,
-            output=output,
-            environ=environ,
-            **settings,
-        )
-    )
 
 
 async def run_async(
@@ -116,6 +86,19 @@ async def run_async(
         result._dict = as_json
         result._table = output_table(job, summary, as_json)
         return result
+
+
+run = blocking(
+    run_async,
+    "run",
+    """Run a job to the end; see ``run_async``.
+
+    Where an event loop is running already (Jupyter), the job runs on a worker thread; an
+    interrupt (Ctrl-C, the notebook's stop button) then stops it at once, what finished kept in
+    the journal, and raises KeyboardInterrupt. Elsewhere the first Ctrl-C lets the requests in
+    flight finish, as on the command line.
+    """,
+)
 
 
 async def run_job(

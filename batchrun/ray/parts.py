@@ -30,8 +30,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from batchrun.core.disk import fsync_dir
 from batchrun.store.columns import STATUS_OK
-from batchrun.store.commit import fsync_dir
 from batchrun.store.sink import output_batches
 
 PART_SUFFIX = ".parquet"

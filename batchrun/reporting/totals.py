@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 
 from batchrun.core.wording import option
 from batchrun.cost.prices import PriceTable, Usage, cache_saving, default_prices
-from batchrun.store.columns import STATUS_ERROR, STATUS_OK
+from batchrun.store.columns import STATUS_ERROR, STATUS_OK, USAGE_COLUMNS
 from batchrun.store.latest import Source, latest_batches
 
 COLUMNS = (
@@ -44,13 +44,7 @@ COLUMNS = (
     "stop_reason",
     "error_type",
     "error_message",
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_input_tokens",
-    "cache_creation_5m_input_tokens",
-    "cache_creation_1h_input_tokens",
-    "cache_read_input_tokens",
-    "cost_usd",
+    *USAGE_COLUMNS,
     "duplicate_of",
     "attempts",
     "latency_ms",
@@ -134,19 +128,37 @@ class LogHistogram:
 
 
 @dataclass
-class ModelTotals:
-    """One model's rows, tokens and cost (error rows carry the model asked for)."""
+class TokenTotals:
+    """Tokens and cost summed over rows: the output's columns of the same names."""
 
-    rows: int = 0
-    ok: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
     cost_usd: float = 0.0
+
+    def add(self, sums: Mapping[str, Any]) -> None:
+        """Add each column's sum (``sums[name]``, a null one counted as 0)."""
+        for name in TOTALLED:
+            setattr(self, name, getattr(self, name) + (sums[name] or 0))
+
+
+TOTALLED = tuple(f.name for f in fields(TokenTotals))
+
+
+@dataclass
+class ModelTotals(TokenTotals):
+    """One model's rows, tokens and cost (error rows carry the model asked for)."""
+
+    rows: int = 0
+    ok: int = 0
     unpriced: int = 0  # answered rows with no price, even now
     # How the rows spelt the model (``claude-haiku-4-5-20251001``, ``anthropic/...``): rows.
     spellings: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: rows and ok first, then the totals (cost to the millionth)."""
+        return {"rows": self.rows, "ok": self.ok, **vars(self), "cost_usd": round(self.cost_usd, 6)}
 
 
 @dataclass
@@ -180,7 +192,7 @@ class ErrorTotals:
 
 
 @dataclass
-class Report:
+class Report(TokenTotals):
     """Totals over every row of the outputs read."""
 
     sources: list[Source] = field(default_factory=list)
@@ -190,11 +202,6 @@ class Report:
     errors: dict[str, ErrorTotals] = field(default_factory=dict)
     models: dict[str, ModelTotals] = field(default_factory=dict)
     vias: dict[str, ModelTotals] = field(default_factory=dict)  # online / batches
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_creation_input_tokens: int = 0
-    cache_read_input_tokens: int = 0
-    cost_usd: float = 0.0
     # What caching saved: the cache tokens as plain input minus what they cost (models with
     # a price); and dedup: rows filled from an identical request, and what that request cost.
     cache_saved_usd: float = 0.0
@@ -319,15 +326,9 @@ class Report:
             },
             "rows_priced_at_report_time": self.priced_now,
             "rows_without_price": self.unpriced,
-            "models": {
-                name: {**vars(m), "cost_usd": round(m.cost_usd, 6)}
-                for name, m in sorted(self.models.items())
-            },
+            "models": {name: m.to_dict() for name, m in sorted(self.models.items())},
             "via": {
-                name: {
-                    **{k: v for k, v in vars(m).items() if k != "spellings"},
-                    "cost_usd": round(m.cost_usd, 6),
-                }
+                name: {k: v for k, v in m.to_dict().items() if k != "spellings"}
                 for name, m in sorted(self.vias.items())
             },
             "latency_ms": _percentiles(self.latency),
@@ -398,14 +399,7 @@ def _fold(rep: Report, batch: pa.RecordBatch, prices: PriceTable) -> None:
     status = batch.column("status")
     _count_into(rep.statuses, status)
     _count_into(rep.stop_reasons, batch.column("stop_reason"))
-    for name in (
-        "input_tokens",
-        "output_tokens",
-        "cache_creation_input_tokens",
-        "cache_read_input_tokens",
-    ):
-        setattr(rep, name, getattr(rep, name) + _sum(batch.column(name)))
-    rep.cost_usd += float(_sum(batch.column("cost_usd")))
+    rep.add({name: _sum(batch.column(name)) for name in TOTALLED})
     rep.latency.add(batch.column("latency_ms"))
     rep.elapsed.add(batch.column("elapsed_ms"))
     _count_into(rep.attempts, batch.column("attempts"))
@@ -536,29 +530,12 @@ def _fold_groups(
 ) -> None:
     """Rows, tokens and cost per value of ``key`` (model, or how rows were sent); ``name_of``
     merges values that mean the same (a model's spellings), which are then kept."""
-    table = pa.Table.from_batches([batch]).select(
-        [
-            key,
-            "input_tokens",
-            "output_tokens",
-            "cache_creation_input_tokens",
-            "cache_read_input_tokens",
-            "cost_usd",
-        ]
-    )
+    table = pa.Table.from_batches([batch]).select([key, *TOTALLED])
     table = table.append_column(
         "ok", pc.cast(pc.equal(batch.column("status"), STATUS_OK), pa.int64())
     )
     grouped = table.group_by(key).aggregate(
-        [
-            ([], "count_all"),
-            ("ok", "sum"),
-            ("input_tokens", "sum"),
-            ("output_tokens", "sum"),
-            ("cache_creation_input_tokens", "sum"),
-            ("cache_read_input_tokens", "sum"),
-            ("cost_usd", "sum"),
-        ]
+        [([], "count_all"), ("ok", "sum"), *((name, "sum") for name in TOTALLED)]
     )
     for row in grouped.to_pylist():
         value = row[key]
@@ -569,11 +546,7 @@ def _fold_groups(
             totals.spellings[spelt] = totals.spellings.get(spelt, 0) + row["count_all"]
         totals.rows += row["count_all"]
         totals.ok += row["ok_sum"] or 0
-        totals.input_tokens += row["input_tokens_sum"] or 0
-        totals.output_tokens += row["output_tokens_sum"] or 0
-        totals.cache_creation_input_tokens += row["cache_creation_input_tokens_sum"] or 0
-        totals.cache_read_input_tokens += row["cache_read_input_tokens_sum"] or 0
-        totals.cost_usd += row["cost_usd_sum"] or 0.0
+        totals.add({name: row[f"{name}_sum"] for name in TOTALLED})
 
 
 def _price_unpriced(rep: Report, batch: pa.RecordBatch, prices: PriceTable) -> None:

@@ -23,6 +23,7 @@ from batchrun.config.load import (
 )
 from batchrun.core.errors import ConfigError, InputError, OutputError
 from batchrun.core.wording import named, option
+from batchrun.formats.base import ColumnQuery
 from batchrun.formats.inputs import InputShape, format_of, input_kind
 from batchrun.runs.output import output_lease
 from batchrun.store.lock import OutputLock
@@ -94,7 +95,7 @@ def check_kept_columns_exist(
         return
     try:
         kind = input_kind(path, shape)
-        input_columns = format_of(kind).columns(path, kind, wanted)
+        input_columns = format_of(kind).columns(ColumnQuery(path, kind, wanted))
     except (InputError, OSError, ValueError, csv.Error, pa.ArrowException):
         return  # the reader reports what is wrong with the file
     if input_columns is None:

@@ -23,10 +23,9 @@ from batchrun.runs.claim import Claim, check_credentials, claim_output
 from batchrun.runs.compose import job_client, job_engine
 from batchrun.runs.finish import record_spend, write_output
 from batchrun.runs.interrupt import run_interruptibly
-from batchrun.runs.output import RunOutput
 from batchrun.runs.plan import RowCounter, count_hint, plan
 from batchrun.runs.preflight import check_every_row_can_be_built
-from batchrun.runs.resume import load_prior
+from batchrun.runs.resume import take_over
 from batchrun.runs.runtime import DEFAULT, Runtime
 from batchrun.runs.summary import RunSummary
 from batchrun.runs.twins import remember_prior_answers
@@ -85,14 +84,9 @@ async def _run_claimed(
     summary = RunSummary(
         input=config.input.path, output=config.output.path, max_cost=config.cost.max_cost
     )
-    output = RunOutput(
-        config.output, config.storage, overwrite=config.resume.overwrite, lease=claim.lease
-    )
-    prior = output.open()
+    output, prior, resume = take_over(config, claim, summary)
     sink = output.sink
-    resume = load_prior(config, prior)
     states, known_ids = resume.states, resume.ids
-    summary.took_over(resume.sources, resume.spent)
 
     async with job_client(config, runtime) as client:
         summary.todo = (

@@ -9,14 +9,14 @@ that is cheap and certain enough:
 * the input's first row, read by the input's own reader: an input with no row at all (an empty
   file, blank lines, a header alone, ``[]``) is refused as such, before anything else is said
   about it;
-* the input format's quick look at its columns (``InputFormat.columns(quick=True)``): a
-  Parquet schema, a CSV header (a column the file does not have, no row has); for JSON lines
-  and JSON arrays one scan of the bytes for each key's JSON text (``"model"``), stopped as
-  soon as every question is answered. Text that merely contains ``"model"`` makes the key
-  look present; that only leaves the rows to fail one by one, as they would without this
-  check. A per-row field whose column has a type no value of it could be sent as (a Parquet
-  ``prompt`` of ``list<string>``) is refused from the schema too, before a row is read
-  (``InputFormat.mistyped_columns``);
+* the input format's quick look at its columns (``InputFormat.columns`` asked a
+  ``ColumnQuery(quick=True)``): a Parquet schema, a CSV header (a column the file does not have,
+  no row has); for JSON lines and JSON arrays one scan of the bytes for each key's JSON text
+  (``"model"``), stopped as soon as every question is answered. Text that merely contains
+  ``"model"`` makes the key look present; that only leaves the rows to fail one by one, as they
+  would without this check. A per-row field whose column has a type no value of it could be sent
+  as (a Parquet ``prompt`` of ``list<string>``) is refused from the schema too, before a row is
+  read (``InputFormat.mistyped_columns``);
 * Anything it cannot read (an unreadable file, a misread CSV header): it cannot tell, and says
   nothing. The reader then rejects the file, saying why.
 
@@ -43,6 +43,7 @@ from batchrun.config.settings import BY_KEY
 from batchrun.core.errors import BatchrunError, ConfigError
 from batchrun.core.wording import on_command_line, option
 from batchrun.cost.models import model_refusal
+from batchrun.formats.base import ColumnQuery
 from batchrun.formats.inputs import check_input_text, format_of, input_kind
 from batchrun.rows.compressed import open_bytes
 from batchrun.rows.request import template_conflicts, template_fields
@@ -218,7 +219,8 @@ def _input_columns(config: RunConfig, start: _Start, asked: Collection[str]) -> 
     kind = start.kind
     try:
         fmt = format_of(kind)
-        columns = fmt.columns(config.input.path, kind, asked, quick=True, enough=_enough(asked))
+        query = ColumnQuery(config.input.path, kind, asked, quick=True, enough=_enough(asked))
+        columns = fmt.columns(query)
     except (BatchrunError, OSError, ValueError, csv.Error):
         return None
     if columns is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from batchrun.config.load import (
     RunConfig,
@@ -15,7 +16,10 @@ from batchrun.core.wording import option
 from batchrun.engine.outcome import RowSettings, Work, prepare
 from batchrun.formats.inputs import InputRow, read_rows
 from batchrun.rows.files import FileCache
+from batchrun.runs.claim import Claim
+from batchrun.runs.output import RunOutput
 from batchrun.runs.plan import input_rows
+from batchrun.runs.summary import RunSummary
 from batchrun.store.provenance import SourceRule, answer_source, describe, is_simulator
 from batchrun.store.referenced import FileLog, files_path, log_size, rebuilt, unchanged
 from batchrun.store.resume import (
@@ -80,6 +84,28 @@ def _afresh() -> str:
 
 def _state(record: PriorRecord) -> RowState:
     return state_of(record.status, record.error_type)
+
+
+class TakenOver(NamedTuple):
+    """A claimed output opened for a run (``take_over``): the ``output`` (whose sink journals
+    the run's rows), what earlier runs left in it (``prior``) and its check (``resume``)."""
+
+    output: RunOutput
+    prior: PriorState
+    resume: Resume
+
+
+def take_over(config: RunConfig, claim: Claim, summary: RunSummary) -> TakenOver:
+    """Every driver's first step once the output is its own (``claim``): open the output
+    (a remote one pulled first), check what earlier runs left in it (``load_prior``), and
+    tell ``summary`` which answers count and what the job spent before."""
+    output = RunOutput(
+        config.output, config.storage, overwrite=config.resume.overwrite, lease=claim.lease
+    )
+    prior = output.open()
+    resume = load_prior(config, prior)
+    summary.took_over(resume.sources, resume.spent)
+    return TakenOver(output, prior, resume)
 
 
 def load_prior(config: RunConfig, prior: PriorState) -> Resume:

@@ -51,6 +51,7 @@ import pyarrow.compute as pc
 
 from batchrun.config.layers import InputSettings, OutputSettings
 from batchrun.config.load import MAX_SHARDS, RunConfig, check_shard
+from batchrun.core.disk import fsync_dir
 from batchrun.core.errors import ConfigError, OutputError
 from batchrun.core.wording import option, said
 from batchrun.formats.base import WriteOptions
@@ -72,7 +73,7 @@ from batchrun.runs.plan import in_shard
 from batchrun.runs.runtime import DEFAULT, Runtime
 from batchrun.runs.summary import RunSummary
 from batchrun.store.columns import STATUS_OK
-from batchrun.store.commit import Commit, fsync_dir, remove_temporary, temporary_path
+from batchrun.store.commit import Commit, remove_temporary, temporary_path
 from batchrun.store.journal import INDEX, journal_line, repair_journal
 from batchrun.store.lock import OutputLock
 from batchrun.store.resume import (

@@ -302,9 +302,7 @@ class BatchStore:
         processing ends".
         """
         with self._lock:
-            now = self._clock()
-            batch = self._find(batch_id)
-            self._advance(batch, now)
+            batch, now = self._current(batch_id)
             if batch.results is not None:
                 raise InvalidRequest(
                     f"Message Batch {batch_id} has already ended and can no longer be canceled"
@@ -316,27 +314,24 @@ class BatchStore:
     def results(self, batch_id: str) -> bytes:
         """The results JSONL of an ended batch; InvalidRequest (400) while it still runs."""
         with self._lock:
-            now = self._clock()
-            batch = self._find(batch_id)
-            self._advance(batch, now)
-            if batch.results is None:
-                raise InvalidRequest(
-                    f"Message Batch {batch_id} is still {_status(batch)}; its results are "
+            return self._results(
+                batch_id,
+                lambda status: (
+                    f"Message Batch {batch_id} is still {status}; its results are "
                     "available once processing_status is 'ended' (see results_url)"
-                )
-            return batch.results
+                ),
+            )
 
     def delete(self, batch_id: str) -> dict[str, Any]:
         """Forget an ended batch; InvalidRequest (400) while it still runs."""
         with self._lock:
-            now = self._clock()
-            batch = self._find(batch_id)
-            self._advance(batch, now)
-            if batch.results is None:
-                raise InvalidRequest(
-                    f"Message Batch {batch_id} cannot be deleted while it is {_status(batch)}; "
-                    "cancel it and wait for it to end first"
-                )
+            self._results(
+                batch_id,
+                lambda status: (
+                    f"Message Batch {batch_id} cannot be deleted while it is "
+                    f"{status}; cancel it and wait for it to end first"
+                ),
+            )
             del self._batches[batch_id]
             return {"id": batch_id, "type": "message_batch_deleted"}
 
@@ -346,6 +341,21 @@ class BatchStore:
         attempt = self._submissions[item.custom_id]
         self._submissions[item.custom_id] += 1
         return _Request(item.custom_id, item.params, attempt)
+
+    def _current(self, batch_id: str) -> tuple[_Batch, float]:
+        """The batch (404 for an unknown id) with what is due by now processed, and now."""
+        now = self._clock()
+        batch = self._find(batch_id)
+        self._advance(batch, now)
+        return batch, now
+
+    def _results(self, batch_id: str, while_running: Callable[[str], str]) -> bytes:
+        """An ended batch's results; while it still runs, InvalidRequest (400) saying
+        ``while_running(its processing status)``."""
+        batch, _ = self._current(batch_id)
+        if batch.results is None:
+            raise InvalidRequest(while_running(_status(batch)))
+        return batch.results
 
     def _find(self, batch_id: str) -> _Batch:
         batch = self._batches.get(batch_id)

@@ -306,15 +306,18 @@ class Simulator:
     def make_app(self) -> web.Application:
         """The aiohttp application (routes only; start() serves it)."""
         app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
-        app.router.add_post("/v1/messages", self._messages)
-        app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
-        app.router.add_post("/v1/messages/batches", self._create_batch)
-        app.router.add_get("/v1/messages/batches", self._list_batches)
-        app.router.add_get("/v1/messages/batches/{batch_id}", self._one_batch)
-        app.router.add_delete("/v1/messages/batches/{batch_id}", self._one_batch)
-        app.router.add_post("/v1/messages/batches/{batch_id}/cancel", self._one_batch)
-        app.router.add_get("/v1/messages/batches/{batch_id}/results", self._batch_results)
-        app.router.add_route("*", "/{tail:.*}", self._not_found)
+        one_batch = self._handler(self._answer_one_batch)
+        app.router.add_post("/v1/messages", self._handler(self._answer_messages))
+        app.router.add_post("/v1/messages/count_tokens", self._handler(self._answer_count_tokens))
+        app.router.add_post("/v1/messages/batches", self._handler(self._answer_create_batch))
+        app.router.add_get("/v1/messages/batches", self._handler(self._answer_list_batches))
+        app.router.add_get("/v1/messages/batches/{batch_id}", one_batch)
+        app.router.add_delete("/v1/messages/batches/{batch_id}", one_batch)
+        app.router.add_post("/v1/messages/batches/{batch_id}/cancel", one_batch)
+        app.router.add_get(
+            "/v1/messages/batches/{batch_id}/results", self._handler(self._answer_batch_results)
+        )
+        app.router.add_route("*", "/{tail:.*}", self._handler(self._answer_not_found))
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -368,38 +371,35 @@ class Simulator:
 
     # ------------------------------------------------------------------ handlers
 
-    async def _messages(self, request: web.Request) -> web.StreamResponse:
-        request_id = self._request_id()
-        self.stats.begin()
-        try:
-            return await self._answer_messages(request, request_id)
-        except InvalidRequest as exc:
-            return self._error(exc.status, exc.error_type, exc.message, request_id)
-        finally:
-            self.stats.end()
+    def _handler(
+        self, answer: Callable[[web.Request, str], Awaitable[web.StreamResponse]]
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """The route handler that answers with ``answer(request, request_id)``: every request
+        is given an id and counted while it is answered; one the checks refuse
+        (InvalidRequest) is answered with its error."""
 
-    async def _count_tokens(self, request: web.Request) -> web.StreamResponse:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            request_id = self._request_id()
+            self.stats.begin()
+            try:
+                return await answer(request, request_id)
+            except InvalidRequest as exc:
+                return self._error(exc.status, exc.error_type, exc.message, request_id)
+            finally:
+                self.stats.end()
+
+        return handle
+
+    async def _answer_count_tokens(self, request: web.Request, request_id: str) -> web.Response:
         """Token counting: same checks and counting as messages; no faults, no latency."""
-        request_id = self._request_id()
-        self.stats.begin()
-        try:
-            version = self._check_headers(request)
-            body = check_count_tokens_body(await self._read_json(request), version, self.models)
-            payload = dumps({"input_tokens": count_input_tokens(body)}).encode()
-            return self._json(200, payload, request_id)
-        except InvalidRequest as exc:
-            return self._error(exc.status, exc.error_type, exc.message, request_id)
-        finally:
-            self.stats.end()
+        version = self._check_headers(request)
+        body = check_count_tokens_body(await self._read_json(request), version, self.models)
+        payload = dumps({"input_tokens": count_input_tokens(body)}).encode()
+        return self._json(200, payload, request_id)
 
-    async def _not_found(self, request: web.Request) -> web.StreamResponse:
-        request_id = self._request_id()
-        self.stats.begin()
-        try:
-            message = f"{request.method} {request.path} is not served by the simulator"
-            return self._error(404, "not_found_error", message, request_id)
-        finally:
-            self.stats.end()
+    async def _answer_not_found(self, request: web.Request, request_id: str) -> web.Response:
+        message = f"{request.method} {request.path} is not served by the simulator"
+        return self._error(404, "not_found_error", message, request_id)
 
     async def _answer_messages(self, request: web.Request, request_id: str) -> web.StreamResponse:
         version = self._check_headers(request)
@@ -437,33 +437,7 @@ class Simulator:
         return make_reply(body, self.config.reply_tokens, self.cache)
 
     # ------------------------------------------------------------------ message batches
-
-    async def _create_batch(self, request: web.Request) -> web.StreamResponse:
-        return await self._batch_call(request, self._answer_create_batch)
-
-    async def _list_batches(self, request: web.Request) -> web.StreamResponse:
-        return await self._batch_call(request, self._answer_list_batches)
-
-    async def _one_batch(self, request: web.Request) -> web.StreamResponse:
-        return await self._batch_call(request, self._answer_one_batch)
-
-    async def _batch_results(self, request: web.Request) -> web.StreamResponse:
-        return await self._batch_call(request, self._answer_batch_results)
-
-    async def _batch_call(
-        self,
-        request: web.Request,
-        answer: Callable[[web.Request, str], Awaitable[web.StreamResponse]],
-    ) -> web.StreamResponse:
-        """Counted like every request; no latency, faults or rate limits (kept simple)."""
-        request_id = self._request_id()
-        self.stats.begin()
-        try:
-            return await answer(request, request_id)
-        except InvalidRequest as exc:
-            return self._error(exc.status, exc.error_type, exc.message, request_id)
-        finally:
-            self.stats.end()
+    # Counted like every request; no latency, faults or rate limits (kept simple).
 
     async def _answer_create_batch(self, request: web.Request, request_id: str) -> web.Response:
         """Store the batch, count it and run the hook before answering.

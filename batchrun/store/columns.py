@@ -49,6 +49,12 @@ COLUMNS: tuple[tuple[str, Kind], ...] = (
 
 COLUMN_NAMES: tuple[str, ...] = tuple(name for name, _ in COLUMNS)
 
+# A row's usage and what it cost: its token counts (cache writes also split by ttl), then
+# cost_usd. A duplicate's are all 0 (engine.dedup); a report sums them.
+USAGE_COLUMNS: tuple[str, ...] = COLUMN_NAMES[
+    COLUMN_NAMES.index("input_tokens") : COLUMN_NAMES.index("cost_usd") + 1
+]
+
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 

@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from batchrun.core.disk import fsync_dir, fsync_file
 from batchrun.core.errors import OutputError
 from batchrun.formats.base import OutputFormat
 from batchrun.formats.marks import Partial, clear_mark, mark_beside
@@ -123,7 +124,7 @@ class Commit:
             _sync_folder(new)
             replace_folder(new, target)  # a partial mark is in the folder's own manifest
         else:
-            _fsync_file(new)
+            fsync_file(new)
             if partial is not None and not self.format.marks_itself:
                 mark = temporary_path(target, ".mark" + TMP_SUFFIX)
                 try:
@@ -255,27 +256,13 @@ def _whole(folder: Path) -> bool:
 # -- syncing ----------------------------------------------------------------------------------
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _sync_folder(folder: Path) -> None:
     """Every file of a new folder output, then the folder, to disk (a folder format's writer
     may have synced them already: then this costs nothing)."""
     for path in folder.iterdir():
         if path.is_file():
-            _fsync_file(path)
+            fsync_file(path)
     fsync_dir(folder)
-
-
-def fsync_dir(path: Path) -> None:
-    """A folder's entries to disk (a rename in it is durable after this)."""
-    with contextlib.suppress(OSError):
-        _fsync_file(path)
 
 
 def _mib(size: int) -> str:

@@ -24,7 +24,7 @@ import pytest
 import batchrun.formats
 from batchrun.config.load import load_config
 from batchrun.core.errors import ConfigError, InputError
-from batchrun.formats.base import InputFormat, OutputFormat
+from batchrun.formats.base import ColumnQuery, InputFormat, OutputFormat
 from batchrun.formats.inputs import (
     InputShape,
     count_rows,
@@ -94,10 +94,10 @@ def test_every_input_format_reads_its_rows_by_name_and_by_its_first_bytes(
         assert sniff_format(stream.read(1 << 16)) == name  # standard input is told so
     kind = input_kind(path)
     assert format_of(kind) is fmt
-    exact = fmt.columns(path, kind, ["topic", "nope"])
+    exact = fmt.columns(ColumnQuery(path, kind, ["topic", "nope"]))
     assert exact is not None and exact.found == {"topic"}
     assert {"id", "prompt", "topic"} <= set(exact.known)
-    quick = fmt.columns(path, kind, ["topic", "nope"], quick=True)
+    quick = fmt.columns(ColumnQuery(path, kind, ["topic", "nope"], quick=True))
     assert quick is None or "topic" in quick.found  # a quick look never misses a column
     # Read as this format whatever the name says, too.
     renamed = path.rename(tmp_path / "rows.data")
