@@ -208,6 +208,15 @@ class JournalRecords(Mapping[int, PriorRecord]):
         k = self._position(index)
         if k is None:
             raise KeyError(index)
+        return self._record(k)
+
+    def get(  # type: ignore[override]  # one signature: misses raise no KeyError
+        self, index: int, default: PriorRecord | None = None
+    ) -> PriorRecord | None:
+        k = self._position(index)
+        return default if k is None else self._record(k)
+
+    def _record(self, k: int) -> PriorRecord:
         return PriorRecord(
             self._ids[k], self._statuses[k], self._hashes[k], self._errors[k], self._sources[k]
         )
