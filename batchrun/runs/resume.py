@@ -100,7 +100,11 @@ def take_over(config: RunConfig, claim: Claim, summary: RunSummary) -> TakenOver
     (a remote one pulled first), check what earlier runs left in it (``load_prior``), and
     tell ``summary`` which answers count and what the job spent before."""
     output = RunOutput(
-        config.output, config.storage, overwrite=config.resume.overwrite, lease=claim.lease
+        config.output,
+        config.storage,
+        overwrite=config.resume.overwrite,
+        lease=claim.lease,
+        types=claim.types,
     )
     prior = output.open()
     resume = load_prior(config, prior)

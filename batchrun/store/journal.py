@@ -49,6 +49,7 @@ from batchrun.formats.jsonl import (
     line_slices,
     parse_slice,
 )
+from batchrun.formats.values import as_text
 from batchrun.store.arrow_values import bool_scalar, bools, int64_array, int64_scalar, strings
 from batchrun.store.columns import COLUMNS, STATUS_ERROR, STATUS_OK, Kind
 
@@ -151,12 +152,17 @@ def journal_schema(schema: pa.Schema) -> pa.Schema:
 
 
 def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """``batch`` with exactly ``schema``'s columns (outputs of older versions may lack some)."""
+    """``batch`` with exactly ``schema``'s columns (outputs of older versions may lack some).
+
+    A typed column read as text (an output's typed id or kept column, ``store.typed``) is
+    its text (``formats.values.as_text``), as the run that wrote it kept it."""
     arrays = []
     for f in schema:
         i = batch.schema.get_field_index(f.name)
         col = batch.column(i) if i >= 0 else pa.nulls(batch.num_rows, f.type)
-        arrays.append(col if col.type == f.type else col.cast(f.type))
+        if col.type != f.type:
+            col = as_text(col) if pa.types.is_string(f.type) else col.cast(f.type)
+        arrays.append(col)
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 

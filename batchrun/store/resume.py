@@ -60,7 +60,15 @@ def job_settings(defaults: RequestDefaults) -> dict[str, Any]:
     # The automatic cache marks are not in the request hash and change no answer: an output
     # made before them (or under another --cache) keeps its fingerprint and its fast resume.
     plain.pop("cache", None)
+    # Settings added after outputs were made count only when set, so those outputs keep
+    # their fingerprint (and their fast resume) under a newer batchrun.
+    for key, unset in _ADDED_SETTINGS.items():
+        if plain.get(key) == unset:
+            plain.pop(key, None)
     return plain
+
+
+_ADDED_SETTINGS: dict[str, Any] = {"effort": None, "drop_unsupported": False}
 
 
 def changed_settings(before: Mapping[str, Any] | None, now: Mapping[str, Any]) -> list[str]:

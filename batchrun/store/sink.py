@@ -84,6 +84,7 @@ from batchrun.store.provenance import (
     effective_sources,
     intern_sources,
 )
+from batchrun.store.typed import OutputTypes
 
 JOURNAL_SUFFIX = ".journal"
 # The final step's temporary file (``commit.temporary_path``): the journal as Arrow. The new
@@ -421,6 +422,8 @@ class Sink:
     ``output_format`` is the output's format (``formats.registry.output_for`` its name when
     None: a folder output whose name ends in ``.parquet`` needs it said); a folder's parts hold
     at most ``part_rows`` rows and about ``part_bytes`` bytes (``formats.parquet_dataset``).
+    ``types``: the final output's typed columns (``store.typed``); the journal and every read
+    here are text.
     """
 
     def __init__(
@@ -437,8 +440,10 @@ class Sink:
         part_rows: int = PART_ROWS,
         part_bytes: int = PART_BYTES,
         open_part: Callable[[Path, pa.Schema], Any] | None = None,
+        types: OutputTypes | None = None,
     ) -> None:
         self.output = output
+        self.types = types
         self.format = output_format or output_for(output)
         # open_part: a seam, tests make the final step fail midway
         self._write_options = WriteOptions(part_rows, part_bytes, open_part)
@@ -531,7 +536,13 @@ class Sink:
 
     def _final_batches(self, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
         return output_batches(
-            self.output, self.schema, columns, self._chunk_rows, self._slice_bytes, self.format
+            self.output,
+            self.schema,
+            columns,
+            self._chunk_rows,
+            self._slice_bytes,
+            self.format,
+            self.types,
         )
 
     # -- during the run -------------------------------------------------------------------
@@ -613,7 +624,7 @@ class Sink:
             return None  # the output already shows every row the journal holds
         partial = self._partial if self._final_exists() else None
         old_rows = 0 if partial is not None else self._old_rows()
-        commit = Commit(self.output, self.format, free_space=self._free_space)
+        commit = Commit(self.output, self.format, free_space=self._free_space, types=self.types)
         commit.check_space(
             self._space_needed(copy_old=stopped),
             needs="twice the journal, plus the existing output until it is replaced",
@@ -631,7 +642,7 @@ class Sink:
                     stopped = False  # every row has its record: the output is complete
                 mark = Partial(covered, total_rows) if stopped else None
                 with commit.building(mark) as tmp_out:
-                    counts = self._merge(total_rows, old_rows, journal, tmp_out, mark)
+                    counts = self._merge(total_rows, old_rows, journal, commit, tmp_out, mark)
             finally:
                 journal.close()
             self._partial = mark
@@ -679,6 +690,7 @@ class Sink:
         total_rows: int,
         old_rows: int,
         journal: _SortedJournal,
+        commit: Commit,
         tmp_out: Path,
         mark: Partial | None,
     ) -> FinalCounts:
@@ -689,7 +701,7 @@ class Sink:
         schema = self.schema.with_metadata(partial_metadata(mark)) if mark else self.schema
         ok = error = 0
         with (
-            self.format.writer(tmp_out, schema, self._write_options) as write,
+            commit.writer(tmp_out, schema, self._write_options) as write,
             self._appending(copy=mark is not None and old_rows > 0) as append,
         ):
             for p0 in range(0, total_rows, self._chunk_rows):
@@ -852,15 +864,20 @@ def output_batches(
     batch_rows: int = CHUNK_ROWS,
     slice_bytes: int = JSON_SLICE_BYTES,
     fmt: OutputFormat | None = None,
+    types: OutputTypes | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Batches of an existing final file, conformed to ``schema`` (older runs may differ).
 
     Read by its format (``fmt``; by its name when None), about ``batch_rows`` rows at a
-    time (a slice of ``slice_bytes`` for JSON lines: see the format).
+    time (a slice of ``slice_bytes`` for JSON lines: see the format). ``types``: the columns'
+    types as the file was written (``store.typed``), which a text format reads it by; they
+    are then conformed to ``schema``.
     """
     # In the order asked for: callers read the columns by position.
     wanted = schema if columns is None else pa.schema([schema.field(n) for n in columns])
-    for batch in (fmt or output_for(path)).batches(path, wanted, batch_rows, slice_bytes):
+    written = wanted if types is None or types.plain else types.schema(wanted)
+    written = pa.schema([written.field(f.name) for f in wanted])
+    for batch in (fmt or output_for(path)).batches(path, written, batch_rows, slice_bytes):
         yield conform(batch, wanted)
 
 
