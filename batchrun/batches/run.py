@@ -47,6 +47,7 @@ from batchrun.engine.outcome import VIA_BATCHES, RowSettings, Work, error_row, p
 from batchrun.formats.inputs import read_rows
 from batchrun.live.frames import BatchView, Snapshot
 from batchrun.remote.batch_mirror import BatchJournalMirror
+from batchrun.rows.files import FileCache
 from batchrun.rows.reader import check_input_file
 from batchrun.runs.claim import Claim, check_credentials, claim_output
 from batchrun.runs.compose import job_client
@@ -114,7 +115,8 @@ async def run_batches_holding(
             "price)"
         )
     with claim_output(config, claim) as held:
-        remove_stale_temporaries(config.output.path, (SPOOL_SUFFIX,))
+        if held.lock.after_kill:  # only a run killed midway leaves temporary files
+            remove_stale_temporaries(config.output.path, (SPOOL_SUFFIX,))
         return await _run_claimed(config, held, runtime, only)
 
 
@@ -139,7 +141,18 @@ async def _run_claimed(
         )
         twins = _batch_twins(config, journal, sink, prior, resume)
         job = _BatchJob(
-            config, api, journal, sink, summary, done, counter, sleep, twins, output.lease, only
+            config,
+            api,
+            journal,
+            sink,
+            summary,
+            done,
+            counter,
+            sleep,
+            twins,
+            output.lease,
+            only,
+            files=resume.files,
         )
         progress = runtime.progress(summary.todo, job.snapshot, quiet=config.run.quiet)
         job.progress = progress
@@ -291,9 +304,13 @@ class _BatchJob:
         twins: BatchTwins | None = None,
         send_check: SendCheck | None = None,
         only: Container[int] | None = None,
+        *,
+        files: FileCache | None = None,
     ) -> None:
         self.config = config
-        self.rows = RowSettings.of(config)  # rows into requests, answers into output rows
+        # Rows into requests (their files read through the run's ``files``: recorded for
+        # its resume), answers into output rows.
+        self.rows = RowSettings.of(config, files)
         # An object-store output's lease, asked before each batch is created: a run whose
         # lease another run took over creates none (``engine.admission``, as online).
         self._gate = Gate(send_check, self._close) if send_check is not None else None
@@ -347,6 +364,7 @@ class _BatchJob:
                 self.only,
                 redo_lapsed=redo_lapsed,
                 pending=pending,
+                files=self.rows.files,
             )
             await self.submit(works)
             await self.wait_and_collect()

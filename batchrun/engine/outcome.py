@@ -32,7 +32,7 @@ from batchrun.cost.models import (
 from batchrun.cost.prices import PriceTable
 from batchrun.formats.values import value_text
 from batchrun.rows.checks import CHECKS, Invalid, failure, lone_surrogate, without_surrogates
-from batchrun.rows.files import MediaSource
+from batchrun.rows.files import FileCache, MediaSource
 from batchrun.rows.prefix import SeenFiles
 from batchrun.rows.reader import InputRow
 from batchrun.rows.request import RequestDefaults, prepare_request, setting_value
@@ -84,6 +84,9 @@ class RowSettings:
     # Masks the run's credentials in texts that did not come through the client (an errored
     # Message Batches result quoting the key: a gateway may).
     scrub: Scrubber = field(default_factory=lambda: Scrubber(()))
+    # Reads the files rows attach; a run's own records which (``runs.resume``). None: the
+    # process's cache.
+    files: FileCache | None = None
 
     @cached_property
     def answer_fields(self) -> tuple[AnswerField, ...] | None:
@@ -95,7 +98,7 @@ class RowSettings:
         return structured_mode_for(model, self.prices)
 
     @classmethod
-    def of(cls, config: RunConfig) -> RowSettings:
+    def of(cls, config: RunConfig, files: FileCache | None = None) -> RowSettings:
         return cls(
             file=str(config.input.path),
             defaults=config.defaults,
@@ -106,6 +109,7 @@ class RowSettings:
             source=answer_source(config.client.simulate, config.client.base_url),
             batch_beta=config.via == "batches" and OUTPUT_300K_BETA in config.client.betas,
             scrub=Scrubber(secret for _, secret in config.client.credentials.secrets()),
+            files=files,
         )
 
 
@@ -147,6 +151,7 @@ def prepare(row: InputRow, rows: RowSettings, seen_files: SeenFiles | None = Non
             rows.defaults,
             base_dir=rows.media,
             seen_files=seen_files,
+            files=rows.files,
             ask=rows.ask,
             leave_out=dropped,
         )

@@ -118,7 +118,15 @@ async def _run_claimed(
         started = time.perf_counter()
         fatal: FatalRunError | None = None
         try:
-            works = plan(config, states, known_ids, counter, only, redo_lapsed=redo_lapsed)
+            works = plan(
+                config,
+                states,
+                known_ids,
+                counter,
+                only,
+                redo_lapsed=redo_lapsed,
+                files=resume.files,
+            )
             summary.interrupted = await run_interruptibly(
                 engine.run(works, record),
                 stop_admitting=engine.stop_admitting,
