@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from batchrun.client.messages import MessagesClient
 from batchrun.config.layers import CostSettings, EngineSettings
 from batchrun.cost.budget import Budget
+from batchrun.cost.models import thinking_room_warning
 from batchrun.cost.prices import UnknownModels
 from batchrun.engine.admission import AdmissionClosed, Gate, SendCheck
 from batchrun.engine.dedup import Dedup, twin_row
@@ -140,6 +141,9 @@ class Engine:
         self.budget_stop: str | None = None  # why the budget stopped admitting rows
         self._budget = self._make_budget()
         self._unpriced = UnknownModels(cost.prices)  # its did-you-mean knows --prices too
+        warning = thinking_room_warning(rows.defaults, cost.prices)
+        if warning is not None:  # before anything is sent: a max_tokens thinking may use up
+            notify(warning)
 
     @property
     def in_flight(self) -> int:
@@ -198,6 +202,7 @@ class Engine:
             row = answered
         on_row(work, row)  # first: a result is recorded before anything else can go wrong
         self.tally.count(row)
+        self.tally.dropped.update(work.dropped)
         self._unpriced.check(row, self._notify)
         self._fail_fast.observe(row)
 

@@ -74,6 +74,9 @@ class RowTally:
     cache_rewarmed: int = field(
         default=0, metadata=ADDS
     )  # times a group's reads stopped (entry evicted) and it was written again
+    dropped: Counter[str] = field(
+        default_factory=Counter, metadata=ADDS
+    )  # rows sent without a sampling setting their model refuses, by setting (--drop-unsupported)
     elapsed_s: float = field(default=0.0, metadata=ADDS)
     rate_limits: dict[str, Limits] = field(default_factory=dict)  # per model, as enforced
     concurrency_chosen: int | None = None  # what --concurrency auto settled on

@@ -111,7 +111,15 @@ async def _run_claimed(
         counter = RowCounter()
 
         def works(counter: RowCounter) -> Iterator[Work]:
-            return plan(config, states, known_ids, counter, only, redo_lapsed=redo_lapsed)
+            return plan(
+                config,
+                states,
+                known_ids,
+                counter,
+                only,
+                redo_lapsed=redo_lapsed,
+                files=resume.files,
+            )
 
         def record(work: Work, row: dict[str, Any]) -> None:
             sink.submit(work.row.index, row)
