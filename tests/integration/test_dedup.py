@@ -28,6 +28,7 @@ from batchrun.runs.online import run_async as run_online
 from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.columns import COLUMN_NAMES, blank_row
+from batchrun.store.lock import lock_path
 
 
 def ok(row_id: str, text: str, cost: float = 0.25) -> dict[str, Any]:
@@ -249,6 +250,7 @@ def test_a_scratch_folder_a_killed_run_left_is_removed_by_the_next(
     stale = tmp_path / ".out.parquet.4242.0123456789ab.scratch.tmp"
     stale.mkdir()
     (stale / "answers.bin").write_bytes(b"x" * 100)
+    lock_path(out).write_text("{}")  # a killed run leaves its lock file behind
     assert run(job_config(inp, out, sim.base_url)).exit_code == 0
     assert not stale.exists()
 
