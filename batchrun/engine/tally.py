@@ -67,7 +67,7 @@ class RowTally:
     )  # what those answers cost the rows that were sent
     dedup_resent: int = field(
         default=0, metadata=ADDS
-    )  # duplicates sent anyway: their twin's answer had left the bounded table
+    )  # duplicates sent anyway: their twin's answer had left the bounded table (no plan)
     cache_groups_warmed: int = field(
         default=0, metadata=ADDS
     )  # prefix groups whose first request went alone to write the cache (engine.warmup)
