@@ -53,6 +53,7 @@ class BatchItem:
     body: dict[str, Any]
     kept: list[str | None] = field(default_factory=list)
     content: bytes | None = None
+    dropped: tuple[str, ...] = ()  # settings left out for its model (--drop-unsupported)
 
 
 UPLOAD_SLICE = 1024 * 1024  # bytes read from a body's file at a time while it uploads
@@ -204,7 +205,9 @@ def chunks(
         chunk.custom_ids.append(cid)
         chunk.hashes.append(item.request_hash[:REQUEST_HASH_CHARS])
         chunk.body.add(part)
-        chunk.sent.add(item.row_id, item.request_hash, item.body.get("model"), item.kept)
+        chunk.sent.add(
+            item.row_id, item.request_hash, item.body.get("model"), item.kept, item.dropped
+        )
         used.add(cid)
     if chunk is not None:
         chunk.body.finish()

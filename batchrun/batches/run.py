@@ -26,7 +26,7 @@ import contextlib
 import time
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator, Sized
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -40,6 +40,7 @@ from batchrun.client.retry import send_with_retries
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiError, ConfigError, FatalRunError
 from batchrun.core.wording import option, place, said
+from batchrun.cost.models import thinking_room_warning
 from batchrun.engine.admission import AdmissionClosed, Gate, SendCheck
 from batchrun.engine.dedup import Dedup
 from batchrun.engine.outcome import (
@@ -53,6 +54,7 @@ from batchrun.engine.outcome import (
 from batchrun.formats.inputs import read_rows
 from batchrun.live.frames import BatchView, Snapshot
 from batchrun.remote.batch_mirror import BatchJournalMirror
+from batchrun.rows.files import FileCache
 from batchrun.rows.reader import check_input_file
 from batchrun.runs.claim import Claim, check_credentials, claim_output
 from batchrun.runs.compose import job_client
@@ -99,6 +101,20 @@ async def run_batches_async(
     polling waits ``config.batches.poll_interval`` and more, in real time, and wakes up at
     once on Ctrl-C.
     """
+    return await run_batches_holding(config, None, runtime)
+
+
+async def run_batches_holding(
+    config: RunConfig,
+    claim: Claim | None,
+    runtime: Runtime = DEFAULT,
+    *,
+    only: Container[int] | None = None,
+) -> RunSummary:
+    """``run_batches_async`` under ``claim``, the output's lock (and lease) the caller holds
+    already; None takes it. ``only`` restricts the run to those input indexes (a shard's
+    rows, ``shards.run``): their answers are journaled, and the caller writes the final
+    file from the journal (this run writes none)."""
     check_credentials(config.client, runtime.transport)
     check_input_file(config.input.path)
     check_every_row_can_be_built(config)
@@ -109,12 +125,17 @@ async def run_batches_async(
             f"{said('`batchrun estimate`', '`batchrun.estimate(config)`')} (it shows the batch "
             "price)"
         )
-    with claim_output(config) as claim:
-        remove_stale_temporaries(config.output.path, (SENT_SUFFIX, BODY_SUFFIX, _OLD_SPOOL_SUFFIX))
-        return await _run_claimed(config, claim, runtime)
+    with claim_output(config, claim) as held:
+        if held.lock.after_kill:  # only a run killed midway leaves temporary files
+            remove_stale_temporaries(
+                config.output.path, (SENT_SUFFIX, BODY_SUFFIX, _OLD_SPOOL_SUFFIX)
+            )
+        return await _run_claimed(config, held, runtime, only)
 
 
-async def _run_claimed(config: RunConfig, claim: Claim, runtime: Runtime) -> RunSummary:
+async def _run_claimed(
+    config: RunConfig, claim: Claim, runtime: Runtime, only: Container[int] | None = None
+) -> RunSummary:
     """``run_batches_async``, the output claimed (its lock held: ``claim``)."""
     journal = _open_journal(config)
     summary = RunSummary(input=config.input.path, output=config.output.path, via=VIA_BATCHES)
@@ -126,13 +147,31 @@ async def _run_claimed(config: RunConfig, claim: Claim, runtime: Runtime) -> Run
     sleep = runtime.sleep
     async with job_client(config, runtime) as client:
         api = BatchesApi(client, max_retries=config.engine.max_retries, sleep=sleep)
-        summary.todo = count_hint(config, done, config.batches.resubmit_expired)
+        summary.todo = (
+            len(only)
+            if isinstance(only, Sized)
+            else count_hint(config, done, config.batches.resubmit_expired)
+        )
         twins = _batch_twins(config, journal, sink, prior, resume)
         job = _BatchJob(
-            config, api, journal, sink, summary, done, counter, sleep, twins, output.lease
+            config,
+            api,
+            journal,
+            sink,
+            summary,
+            done,
+            counter,
+            sleep,
+            twins,
+            output.lease,
+            only,
+            files=resume.files,
         )
         progress = runtime.progress(summary.todo, job.snapshot, quiet=config.run.quiet)
         job.progress = progress
+        warning = thinking_room_warning(config.defaults, config.cost.prices)
+        if warning is not None:  # before any batch is created
+            progress.log(warning)
         started = time.perf_counter()
         fatal: FatalRunError | None = None
         try:
@@ -166,7 +205,7 @@ async def _run_claimed(config: RunConfig, claim: Claim, runtime: Runtime) -> Run
     summary.skipped = counter.skipped
     record_spend(config, sink, summary)  # before the final step may remove the journal
     if lapsed_online:
-        return await _finish_online(config, summary, claim, runtime)
+        return await _finish_online(config, summary, claim, runtime, only)
     every_row_recorded = len(done) >= counter.rows and 0 not in done[: counter.rows]
     complete = (
         fatal is None
@@ -177,7 +216,8 @@ async def _run_claimed(config: RunConfig, claim: Claim, runtime: Runtime) -> Run
     lost = output.lease_lost(job.closed_by)
     if lost is not None:
         raise lost  # another run owns the output now: nothing of this run is written there
-    write_output(config, output, summary, counter.rows, complete=complete)
+    if only is None:  # a shard's file is its driver's to write (``shards.run``)
+        write_output(config, output, summary, counter.rows, complete=complete)
     if fatal is not None:
         raise fatal
     return summary
@@ -234,13 +274,18 @@ def _journal_mirror(config: RunConfig) -> BatchJournalMirror | None:
 
 
 async def _finish_online(
-    config: RunConfig, summary: RunSummary, claim: Claim, runtime: Runtime
+    config: RunConfig,
+    summary: RunSummary,
+    claim: Claim,
+    runtime: Runtime,
+    only: Container[int] | None = None,
 ) -> RunSummary:
     """--finish-online: send the rows batches left expired or cancelled as online requests."""
     online = await run_holding(  # under this run's lock: no other run may come in between
         replace(config, via="online", resume=replace(config.resume, overwrite=False)),
         claim,
         runtime,
+        only=only,
         redo_lapsed=True,
     )
     # The rows batches left expired or cancelled are answered again online: each row is
@@ -271,9 +316,14 @@ class _BatchJob:
         sleep: Sleep,
         twins: BatchTwins | None = None,
         send_check: SendCheck | None = None,
+        only: Container[int] | None = None,
+        *,
+        files: FileCache | None = None,
     ) -> None:
         self.config = config
-        self.rows = RowSettings.of(config)  # rows into requests, answers into output rows
+        # Rows into requests (their files read through the run's ``files``: recorded for
+        # its resume), answers into output rows.
+        self.rows = RowSettings.of(config, files)
         # An object-store output's lease, asked before each batch is created: a run whose
         # lease another run took over creates none (``engine.admission``, as online).
         self._gate = Gate(send_check, self._close) if send_check is not None else None
@@ -288,6 +338,7 @@ class _BatchJob:
         self.sleep = sleep
         self.progress: ProgressView | None = None
         self.statuses: dict[str, BatchStatus] = {}
+        self.only = only  # a shard's rows (``run_batches_holding``): no others are sent
         self._stopping = asyncio.Event()
         # Rows of each running batch recorded so far: the display counts a batch's rows the
         # API reports finished, less these, so that no row is counted twice while collecting.
@@ -338,9 +389,10 @@ class _BatchJob:
                 self.done,
                 known_ids if round_number == 0 else [],
                 counter,
-                None,
+                self.only,
                 redo_lapsed=redo_lapsed,
                 pending=pending,
+                files=self.rows.files,
             )
             await self.submit(works)
             await self.wait_and_collect()
@@ -510,6 +562,7 @@ class _BatchJob:
                 work.body,
                 kept_texts(work, self.rows) if self.rows.keep_columns else [],
                 work.content,
+                work.dropped,
             )
 
     async def _create(self, entry: BatchEntry, content: Upload) -> BatchEntry:
@@ -649,8 +702,10 @@ class _BatchJob:
                 index = indexes[position]
                 if index < len(self.done) and self.done[index] == RowState.OK:
                     continue  # recorded by a run that stopped while collecting this batch
-                row = result_row(sent.work(position, index), self.rows, record, batch_id, took)
+                work = sent.work(position, index)
+                row = result_row(work, self.rows, record, batch_id, took)
                 self._record(index, row, from_batch=entry.key)
+                self.summary.dropped.update(work.dropped)
 
         await send_with_retries(
             take_results, max_retries=self.config.engine.max_retries, sleep=self.sleep
@@ -706,7 +761,9 @@ class _BatchJob:
                     f"it. Restore the input, or start afresh with {option('overwrite', True)}"
                 )
             model = (work.body or {}).get("model")
-            sent.put(position, row.id, request_hash, model, kept_texts(work, self.rows))
+            sent.put(
+                position, row.id, request_hash, model, kept_texts(work, self.rows), work.dropped
+            )
         return sent
 
     def _record(self, index: int, row: dict[str, Any], *, from_batch: str | None = None) -> None:

@@ -26,13 +26,16 @@ from batchrun.rows.reader import InputRow
 @dataclass
 class SentRows:
     """Per row of one batch, in the intent's order: id, full request hash, model asked and
-    kept columns' texts (``engine.outcome.kept_texts``; empty when none are kept)."""
+    kept columns' texts (``engine.outcome.kept_texts``; empty when none are kept); and, for
+    the few rows sent without settings their model does not take (``--drop-unsupported``),
+    which, so the summary counts them when the batch is collected."""
 
     keep_columns: tuple[str, ...] = ()
     ids: list[str | None] = field(default_factory=list)  # None: not in the input (``blank``)
     hashes: list[str] = field(default_factory=list)
     models: list[str | None] = field(default_factory=list)
     kept: list[list[str | None]] = field(default_factory=list)
+    dropped: dict[int, list[str]] = field(default_factory=dict)  # by position; most have none
 
     @classmethod
     def blank(cls, count: int, keep_columns: tuple[str, ...]) -> SentRows:
@@ -47,16 +50,26 @@ class SentRows:
         request_hash: str,
         model: str | None,
         kept: list[str | None],
+        dropped: tuple[str, ...] = (),
     ) -> None:
         self.ids[position] = row_id
         self.hashes[position] = request_hash
         self.models[position] = model
         if self.keep_columns:
             self.kept[position] = kept
+        if dropped:
+            self.dropped[position] = list(dropped)
 
     def add(
-        self, row_id: str, request_hash: str, model: str | None, kept: list[str | None]
+        self,
+        row_id: str,
+        request_hash: str,
+        model: str | None,
+        kept: list[str | None],
+        dropped: tuple[str, ...] = (),
     ) -> None:
+        if dropped:
+            self.dropped[len(self.ids)] = list(dropped)
         self.ids.append(row_id)
         self.hashes.append(request_hash)
         self.models.append(model)
@@ -81,6 +94,7 @@ class SentRows:
             {"model": self.models[position]},
             self.hashes[position],
             None,
+            dropped=tuple(self.dropped.get(position, ())),
         )
 
     def save(self, path: Path) -> None:
@@ -92,6 +106,7 @@ class SentRows:
                 "hashes": self.hashes,
                 "models": self.models,
                 "kept": self.kept,
+                "dropped": {str(position): names for position, names in self.dropped.items()},
             }
         ).encode()
         try:
@@ -107,6 +122,12 @@ class SentRows:
                 data = json.loads(f.read())
         except (OSError, ValueError) as exc:
             raise OutputError(f"cannot read {path}: {exc}") from exc
+        dropped = {int(position): names for position, names in data["dropped"].items()}
         return cls(
-            tuple(data["keep_columns"]), data["ids"], data["hashes"], data["models"], data["kept"]
+            tuple(data["keep_columns"]),
+            data["ids"],
+            data["hashes"],
+            data["models"],
+            data["kept"],
+            dropped,
         )

@@ -300,6 +300,31 @@ def test_stale_temporaries_are_removed_and_nothing_else(tmp_path: Path) -> None:
     assert sorted(tmp_path.iterdir()) == sorted(kept)
 
 
+def test_temporaries_are_looked_for_only_after_a_killed_run(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    """A run that ends removes its lock file, so one found when the lock is taken was left by
+    a killed run, and only such a run leaves temporary files: they are looked for (listing
+    the output's folder, which may hold anything) only then."""
+    out = tmp_path / "o.parquet"
+    with OutputLock(out) as lock:
+        assert not lock.after_kill
+    lock_path(out).write_text('{"pid": 1}')  # what a kill -9 leaves
+    with OutputLock(out) as lock:
+        assert lock.after_kill
+    with OutputLock(out) as lock:
+        assert not lock.after_kill  # the last run ended
+
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(3))
+    stale = temporary_path(out, ".tmp")
+    stale.write_text("a final step cut short")
+    assert run(job_config(inp, out, sim.base_url)).exit_code == 0
+    assert stale.exists()  # not looked for: no run was killed since the lock file went
+    lock_path(out).write_text('{"pid": 1}')
+    assert run(job_config(inp, out, sim.base_url)).exit_code == 0
+    assert not stale.exists() and not lock_path(out).exists()
+
+
 def test_a_batch_runs_files_are_unique_per_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
