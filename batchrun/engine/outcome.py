@@ -223,13 +223,22 @@ def ok_row(
         return error_row(work, rows, MALFORMED, reason, None, 1, via)
 
 
+def _asked(body: dict[str, Any], rows: RowSettings) -> Mode:
+    """How the request asked for its structured answer: read off the body, or, where the
+    body kept is only its model (a batch's rows, ``batches.sent``), as the model is asked."""
+    mode = asked_mode(body)
+    if mode is None and isinstance(body.get("model"), str):
+        mode = rows.ask(body["model"])
+    return mode or "tool"
+
+
 def _answered_row(
     work: Work, rows: RowSettings, message: dict[str, Any], via: str
 ) -> dict[str, Any]:
     row = base_row(work, rows, via)
     row.update(message_fields(message))
     if rows.json_schema is not None:
-        mode = asked_mode(work.body or {}) or "tool"
+        mode = _asked(work.body or {}, rows)
         answer, error_type, why = structured_answer(
             message, rows.json_schema, mode, rows.answer_fields
         )
@@ -330,9 +339,13 @@ def base_row(work: Work, rows: RowSettings, via: str = VIA_ONLINE) -> dict[str, 
         source=rows.source,
         finished_at=datetime.now(timezone.utc),
     )
-    for name in rows.keep_columns:
-        row[name] = _as_text(work.row.fields.get(name))
+    row.update(zip(rows.keep_columns, kept_texts(work, rows), strict=True))
     return row
+
+
+def kept_texts(work: Work, rows: RowSettings) -> list[str | None]:
+    """The row's kept columns (``rows.keep_columns``), as the output holds them: texts."""
+    return [_as_text(work.row.fields.get(name)) for name in rows.keep_columns]
 
 
 def _as_text(value: Any) -> str | None:

@@ -203,6 +203,7 @@ class BatchTwins:
         self._chars = prefix_chars
         self._submitted: dict[str, int] = {}  # request hash -> the row this run submitted it for
         self.waiting: dict[int, str] = {}  # input index -> request hash, held for its twin
+        self._awaited: set[str] = set()  # the request hashes some held twin waits for
 
     def answer_now(self, work: Work, rows: RowSettings) -> dict[str, Any] | None:
         """The twin row for ``work`` if its request was answered already (earlier run, or a
@@ -222,9 +223,22 @@ class BatchTwins:
             owner = self._running.get(request_hash[: self._chars])
         if owner is not None and owner != index:
             self.waiting[index] = request_hash
+            self._awaited.add(request_hash)
             return True
         self._submitted[request_hash] = index
         return False
+
+    def awaited(self, request_hash: str) -> bool:
+        """True if a held twin waits for this request's answer: only those answers are kept
+        (``remember``); every other twin was found before the batches were sent."""
+        return request_hash in self._awaited
+
+    def forget(self) -> None:
+        """Drop what the run placed (a request hash per row submitted) once it places no
+        more rows: the memory is the final step's. The counts of ``dedup`` stay."""
+        self._submitted = {}
+        self._running = {}
+        self._awaited = set()
 
     def fill(self, config: RunConfig, record: Callable[[int, dict[str, Any]], None]) -> int:
         """Record each waiting twin whose original has an answer now; how many still wait
