@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from batchrun.client.messages import MessagesClient
 from batchrun.config.layers import CostSettings, EngineSettings
 from batchrun.cost.budget import Budget
+from batchrun.cost.models import thinking_room_warning
 from batchrun.cost.prices import UnknownModels
 from batchrun.engine.admission import AdmissionClosed, Gate, SendCheck
 from batchrun.engine.dedup import Dedup, twin_row
@@ -140,6 +141,9 @@ class Engine:
         self.budget_stop: str | None = None  # why the budget stopped admitting rows
         self._budget = self._make_budget()
         self._unpriced = UnknownModels(cost.prices)  # its did-you-mean knows --prices too
+        warning = thinking_room_warning(rows.defaults, cost.prices)
+        if warning is not None:  # before anything is sent: a max_tokens thinking may use up
+            notify(warning)
 
     @property
     def in_flight(self) -> int:
@@ -198,6 +202,7 @@ class Engine:
             row = answered
         on_row(work, row)  # first: a result is recorded before anything else can go wrong
         self.tally.count(row)
+        self.tally.dropped.update(work.dropped)
         self._unpriced.check(row, self._notify)
         self._fail_fast.observe(row)
 
@@ -206,14 +211,17 @@ class Engine:
         dedup, request_hash = self.dedup, work.request_hash
         if dedup is None or request_hash is None:
             return await self._send_warm(work, body)
-        answer = await dedup.claim(request_hash, self.pool.stand_aside, self._stopping)
+        member = dedup.member(work.row.index, request_hash)
+        if member is None:  # no twin: nothing to wait for, nothing to keep
+            return await self._send_warm(work, body)
+        answer = await dedup.claim(member, request_hash, self.pool.stand_aside, self._stopping)
         if answer is not None:
             return twin_row(base_row(work, self.rows), answer)
         row = None
         try:
             row = await self._send_warm(work, body)
         finally:
-            dedup.settle(request_hash, row)  # whatever happened: its twins wait for it
+            dedup.settle(member, row)  # whatever happened: its twins wait for it
         return row
 
     async def _send_warm(self, work: Work, body: dict[str, Any]) -> dict[str, Any] | None:

@@ -67,13 +67,16 @@ class RowTally:
     )  # what those answers cost the rows that were sent
     dedup_resent: int = field(
         default=0, metadata=ADDS
-    )  # duplicates sent anyway: their twin's answer had left the bounded table
+    )  # duplicates sent anyway: their twin's answer had left the bounded table (no plan)
     cache_groups_warmed: int = field(
         default=0, metadata=ADDS
     )  # prefix groups whose first request went alone to write the cache (engine.warmup)
     cache_rewarmed: int = field(
         default=0, metadata=ADDS
     )  # times a group's reads stopped (entry evicted) and it was written again
+    dropped: Counter[str] = field(
+        default_factory=Counter, metadata=ADDS
+    )  # rows sent without a sampling setting their model refuses, by setting (--drop-unsupported)
     elapsed_s: float = field(default=0.0, metadata=ADDS)
     rate_limits: dict[str, Limits] = field(default_factory=dict)  # per model, as enforced
     concurrency_chosen: int | None = None  # what --concurrency auto settled on

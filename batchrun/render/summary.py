@@ -38,6 +38,8 @@ def format_summary(summary: RunSummary, config: RunConfig) -> str:
         + (f" ({summary.invalid:,} invalid, not sent)" if summary.invalid else "")
         + (f"; {summary.skipped:,} already done" if summary.skipped else "")
     )
+    if summary.dropped:
+        lines.append(_dropped_line(summary))
     if summary.stop_reasons:
         lines.append("  stop        " + _counts(summary.stop_reasons))
     if summary.error_types:
@@ -73,6 +75,15 @@ def format_summary(summary: RunSummary, config: RunConfig) -> str:
     lines.extend(_rate_limit_lines(summary))
     lines.append(f"  elapsed     {summary.elapsed_s:.1f} s ({summary.rows_per_second:,.1f} rows/s)")
     return "\n".join(lines)
+
+
+def _dropped_line(summary: RunSummary) -> str:
+    """What ``--drop-unsupported`` left out of the requests this run sent."""
+    parts = ", ".join(f"{name} from {rows:,} rows" for name, rows in summary.dropped.items())
+    return (
+        f"  dropped     {parts}: sent without it, as their model does not take it "
+        f"({option('drop_unsupported', True)})"
+    )
 
 
 def _cost_line(summary: RunSummary) -> str:
@@ -254,6 +265,7 @@ def summary_dict(summary: RunSummary, config: RunConfig | None = None) -> dict[s
             "invalid": summary.invalid,
             "skipped": summary.skipped,
         },
+        "dropped": dict(summary.dropped.most_common()),  # --drop-unsupported: rows per setting
         "stop_reasons": dict(summary.stop_reasons.most_common()),
         "error_types": dict(summary.error_types.most_common()),
         "tokens": {
