@@ -174,6 +174,18 @@ class SimulatorProcess:
         self.stop()
 
 
+def canned_server(latency: float = 0.0, rate_limit_headers: bool = False) -> SimulatorProcess:
+    """``bench/_canned_server.py`` in a subprocess: every Messages request answered with the
+    same Message for a few microseconds of the server's CPU, so a zero-latency benchmark
+    measures the client, not the server (``batchrun simulate`` checks and builds every reply:
+    about as much CPU as a bare aiohttp client spends). ``rate_limit_headers``: each answer
+    carries the API's ``anthropic-ratelimit-*`` headers, as every real answer does."""
+    script = Path(__file__).with_name("_canned_server.py")
+    flags = ["--rate-limit-headers"] if rate_limit_headers else []
+    command = [sys.executable, str(script), "--latency", str(latency), *flags]
+    return SimulatorProcess(latency, command=command)
+
+
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)  # start_new_session made pid the group leader
