@@ -59,5 +59,7 @@ def test_scale_quick_runs_every_contender_and_prints_the_ratios() -> None:
         assert f"  {mode}:\n    300 rows, batchrun / bare: rows/s " in out, report
         assert "1,200 / 300 rows: rows/s " in out, report
     assert out.count("peak RSS 1,200 / 300 rows: ") == 2, report
-    assert ", resume " in out, report  # a run killed at 90 % and resumed
+    # A run killed at 90 % and resumed (a tiny run can end between two looks at its journal
+    # on a busy machine: then said, and not measured).
+    assert ", resume " in out or "resume not measured" in done.stderr, report
     assert "quick run: targets not judged" in out, report
