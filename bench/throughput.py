@@ -1,24 +1,34 @@
-"""Throughput: batchrun against a bare httpx loop and the official SDK, on the same simulator.
+"""Throughput: batchrun against bare httpx and aiohttp loops and the official SDK, one server.
 
-Measures rows per second, wall clock, of three contenders sending the same prompts to a local
-``batchrun simulate`` server (a subprocess, so it has its own core and event loop):
+Measures rows per second, wall clock, of four contenders sending the same prompts to a local
+server (a subprocess, so it has its own core and event loop):
 
-* ``bare``     the minimum: one ``httpx.AsyncClient`` over ``httpx_aiohttp.AiohttpTransport``
-               (N connections), an ``asyncio.Semaphore(N)``, ``asyncio.gather`` over all rows,
-               POST the body, ``response.json()``; nothing written anywhere.
+* ``bare``     the minimum with batchrun's HTTP stack: one ``httpx.AsyncClient`` over
+               ``httpx_aiohttp.AiohttpTransport`` (N connections), an ``asyncio.Semaphore(N)``,
+               ``asyncio.gather`` over all rows, POST the body, ``response.json()``; nothing
+               written anywhere.
+* ``aiohttp``  the same loop on a bare ``aiohttp.ClientSession`` (N connections): the floor
+               under httpx's own cost.
 * ``batchrun`` ``batchrun.run()`` over a JSONL input, journal and final Parquet included (it is
                what a user gets), timed from ``load_config`` to the file being in place.
 * ``sdk``      ``anthropic.AsyncAnthropic(max_retries=0)`` with a semaphore and ``gather`` over
                ``client.messages.create``: what a user would write instead.
 
-Scenarios: (a) 5,000 rows, zero latency, concurrency 64 -- client overhead per request;
+Scenarios: (a) 10,000 rows, zero latency, concurrency 64 -- client overhead per request;
 (b) 5,000 rows, 1 s latency, concurrency 512 -- keeping many slow requests in flight (ideal
 512 rows/s). Contenders alternate order over ``--repeats`` rounds after one uncounted warm-up
 round; the median per contender is reported, with ratios against the baselines measured in
 this same run (never absolute thresholds: the machine is shared). Every contender must get
 every row answered ok, or the benchmark fails loudly.
 
-Targets: (a) batchrun >= 0.85x bare and >= 3x SDK; (b) batchrun >= 0.9x bare.
+The server of (a) is ``bench/_canned_server.py`` (``--server canned``): every request answered
+with the same Message, for a few microseconds of CPU. ``batchrun simulate`` (``--server
+simulator``, the server of (b)) checks and builds every reply, about as much CPU as a bare
+aiohttp client spends, so at zero latency it would measure itself; its CPU per row is printed
+either way (``server CPU us/row``). ``--rate-limit-headers`` makes the canned server send the
+API's ``anthropic-ratelimit-*`` headers, which every real answer carries.
+
+Targets: (a) batchrun >= 0.9x bare, >= 0.4x aiohttp and >= 3x SDK; (b) batchrun >= 0.9x bare.
 Exit code 0 when every target passes, 1 otherwise (or on a broken contender).
 
 Run (from the repository root; the full run takes a few minutes)::
@@ -27,12 +37,17 @@ Run (from the repository root; the full run takes a few minutes)::
     python bench/throughput.py --scenario a --repeats 5
     python bench/throughput.py --quick            # tiny smoke run; targets informational
     python bench/throughput.py --scenario a --contenders batchrun   # e.g. under cProfile
+    python bench/throughput.py --scenario a --profile 25   # where batchrun's CPU goes
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import io
+import json
+import pstats
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -40,6 +55,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anthropic
 import httpx
 import pyarrow.parquet as pq
@@ -51,6 +67,7 @@ from _harness import (
     Measurement,
     SimulatorProcess,
     Target,
+    canned_server,
     make_prompts,
     measure,
     median,
@@ -63,10 +80,12 @@ from _harness import (
 )
 from httpx_aiohttp import AiohttpTransport
 
+import batchrun
 from batchrun import load_config, run
 
 MAX_TOKENS = 16
-CONTENDERS = ("bare", "batchrun", "sdk")
+CONTENDERS = ("bare", "aiohttp", "batchrun", "sdk")
+SERVERS = ("canned", "simulator")
 BARE_TIMEOUT_S = 120.0
 
 
@@ -78,6 +97,7 @@ class Scenario:
     concurrency: int
     repeats: int
     warmup_rows: int
+    server: str  # "canned" (bench/_canned_server.py) or "simulator" (batchrun simulate)
     # (numerator, denominator, minimum ratio)
     targets: tuple[tuple[str, str, float], ...] = field(default=())
 
@@ -94,12 +114,13 @@ class Scenario:
 SCENARIOS = {
     "a": Scenario(
         "a",
-        rows=5000,
+        rows=10_000,
         latency=0.0,
         concurrency=64,
         repeats=5,
         warmup_rows=1000,
-        targets=(("batchrun", "bare", 0.85), ("batchrun", "sdk", 3.0)),
+        server="canned",
+        targets=(("batchrun", "bare", 0.9), ("batchrun", "aiohttp", 0.4), ("batchrun", "sdk", 3.0)),
     ),
     "b": Scenario(
         "b",
@@ -108,6 +129,7 @@ SCENARIOS = {
         concurrency=512,
         repeats=3,
         warmup_rows=1024,
+        server="simulator",
         targets=(("batchrun", "bare", 0.9),),
     ),
 }
@@ -171,6 +193,33 @@ def bare_loop(w: Workload) -> int:
             return await asyncio.gather(*(one(p) for p in w.prompts), return_exceptions=True)
 
     return _count_ok("bare", asyncio.run(main()), len(w.prompts))
+
+
+def aiohttp_loop(w: Workload) -> int:
+    """The same minimal loop on a bare aiohttp session: what is left without httpx."""
+
+    async def main() -> list[Any]:
+        n = w.concurrency
+        headers = {"x-api-key": API_KEY, "anthropic-version": API_VERSION}
+        semaphore = asyncio.Semaphore(n)
+        async with aiohttp.ClientSession(
+            base_url=w.base_url,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=BARE_TIMEOUT_S),
+            connector=aiohttp.TCPConnector(limit=n),
+        ) as session:
+
+            async def one(prompt: str) -> bool:
+                async with (
+                    semaphore,
+                    session.post("/v1/messages", json=message_body(prompt, MAX_TOKENS)) as response,
+                ):
+                    data = await response.json()
+                return response.status == 200 and data.get("type") == "message"
+
+            return await asyncio.gather(*(one(p) for p in w.prompts), return_exceptions=True)
+
+    return _count_ok("aiohttp", asyncio.run(main()), len(w.prompts))
 
 
 def batchrun_run(w: Workload) -> int:
@@ -240,6 +289,7 @@ def sdk_loop(w: Workload) -> int:
 
 RUNNERS: dict[str, Callable[[Workload], int]] = {
     "bare": bare_loop,
+    "aiohttp": aiohttp_loop,
     "batchrun": batchrun_run,
     "sdk": sdk_loop,
 }
@@ -258,7 +308,7 @@ class ScenarioResult:
 
 def run_one(name: str, w: Workload, sim: SimulatorProcess, expected: int) -> Measurement:
     if not sim.alive():
-        raise BenchError(f"the simulator died:\n{sim.stderr_text()}")
+        raise BenchError(f"the server died:\n{sim.stderr_text()}")
     m = measure(lambda: RUNNERS[name](w), sim=sim)
     if m.ok != expected:
         raise BenchError(f"{name}: {m.ok:,} of {expected:,} rows answered ok")
@@ -268,8 +318,86 @@ def run_one(name: str, w: Workload, sim: SimulatorProcess, expected: int) -> Mea
     return m
 
 
+def start_server(scenario: Scenario, rate_limit_headers: bool) -> SimulatorProcess:
+    if scenario.server == "canned":
+        return canned_server(scenario.latency, rate_limit_headers)
+    if rate_limit_headers:
+        # The simulator sends them only for limits it enforces: these never bind.
+        return SimulatorProcess(scenario.latency, extra=["--rpm", "100000000"])
+    return SimulatorProcess(scenario.latency)
+
+
+def profile_batchrun(w: Workload, sim: SimulatorProcess, expected: int, top: int) -> None:
+    """One more round of batchrun alone, under cProfile (not counted): where its CPU goes.
+
+    cProfile charges every Python call, so the figures are inflated evenly per call; the
+    rankings are what they tell. Coroutines count a call per resumption."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        m = run_one("batchrun", w, sim, expected)
+    finally:
+        profiler.disable()
+    print(
+        f"\n-- cProfile of batchrun, {m.ok:,} rows (not counted): {m.rate():,.0f} rows/s profiled"
+    )
+    print(f"   client CPU {m.client_cpu_s / m.ok * 1e6:,.0f} us/row under the profiler")
+    for order in ("tottime", "cumulative"):
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats(order).print_stats(top)
+        listing = out.getvalue()
+        print(listing[listing.find("   ncalls") :].rstrip(), flush=True)
+    print_own_time_by_package(pstats.Stats(profiler))
+
+
+# Where a function's own time is charged: batchrun's own files, or the installed package its
+# file is in (httpx, httpx_aiohttp, aiohttp, ...), or the standard library's (asyncio, json,
+# "stdlib" for the rest), or a built-in function: the wait for the network (epoll, which
+# cProfile counts as time) apart from the others (socket calls, the JSON codec's C part...).
+BATCHRUN_DIR = Path(batchrun.__file__).resolve().parent
+BENCH_DIR = Path(__file__).resolve().parent
+STDLIB_DIR = Path(json.__file__).resolve().parent.parent
+
+
+def package_of(filename: str, function: str) -> str:
+    if filename == "~" or filename.startswith("<"):
+        return "(waiting: epoll)" if "epoll" in function else "(built-ins)"
+    path = Path(filename).resolve()
+    if path.is_relative_to(BATCHRUN_DIR):
+        return "batchrun"
+    if path.is_relative_to(BENCH_DIR):
+        return "bench"
+    parts = path.parts
+    if "site-packages" in parts:
+        return parts[parts.index("site-packages") + 1].split(".")[0]
+    if path.is_relative_to(STDLIB_DIR):
+        inner = path.relative_to(STDLIB_DIR).parts
+        return inner[0] if len(inner) > 1 and inner[0] in ("asyncio", "json") else "stdlib"
+    return "other"
+
+
+def print_own_time_by_package(stats: pstats.Stats) -> None:
+    """Own (not cumulative) time summed by the package a function lives in: what of the run
+    is batchrun's own work and what its HTTP stack's (httpx, the adapter, aiohttp)."""
+    own: dict[str, float] = {}
+    entries: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    for (filename, _, function), (_, _, tottime, _, _) in entries.items():
+        package = package_of(filename, function)
+        own[package] = own.get(package, 0.0) + tottime
+    total = sum(own.values()) or 1.0
+    print("\n   own time by package (cProfile):")
+    for package, seconds in sorted(own.items(), key=lambda item: -item[1]):
+        print(f"   {package:>14}  {seconds:7.2f} s  {seconds / total:6.1%}")
+
+
 def run_scenario(
-    scenario: Scenario, contenders: Sequence[str], workdir: Path, warmup: bool
+    scenario: Scenario,
+    contenders: Sequence[str],
+    workdir: Path,
+    warmup: bool,
+    *,
+    rate_limit_headers: bool = False,
+    profile: int = 0,
 ) -> ScenarioResult:
     print(
         f"\n== scenario {scenario.name}: {scenario.title}, {scenario.repeats} round(s)"
@@ -279,8 +407,9 @@ def run_scenario(
     prompts = make_prompts(scenario.rows)
     input_path = write_prompts_jsonl(workdir / f"input-{scenario.name}.jsonl", prompts)
     rounds: dict[str, list[Measurement]] = {name: [] for name in contenders}
-    with SimulatorProcess(latency=scenario.latency) as sim:
-        print(f"simulator {sim.base_url}", flush=True)
+    with start_server(scenario, rate_limit_headers) as sim:
+        headers = ", rate-limit headers" if rate_limit_headers else ""
+        print(f"server: {scenario.server}{headers}, {sim.base_url}", flush=True)
         if warmup:
             few = prompts[: scenario.warmup_rows]
             warm_input = write_prompts_jsonl(workdir / f"warmup-{scenario.name}.jsonl", few)
@@ -298,6 +427,9 @@ def run_scenario(
                 rounds[name].append(m)
                 shown.append(f"{name} {m.rate():,.0f}")
             print(f"  round {r + 1}/{scenario.repeats} rows/s: " + "  ".join(shown), flush=True)
+        if profile and "batchrun" in contenders:
+            w = Workload(sim.base_url, prompts, input_path, scenario.concurrency, workdir, "prof")
+            profile_batchrun(w, sim, len(prompts), profile)
 
     # Judged on the median of per-round ratios: the contenders of one round run back to back
     # on the same server, so their ratio cancels the load drift of a shared machine, which a
@@ -316,16 +448,19 @@ def run_scenario(
 
 def report(result: ScenarioResult, informational: bool) -> None:
     s = result.scenario
-    print(f"\nscenario {s.name}: {s.title}" + (" (quick)" if informational else ""))
+    print(
+        f"\nscenario {s.name}: {s.title}, server: {s.server}"
+        + (" (quick)" if informational else "")
+    )
     ideal = s.ideal_rate
     headers = ["contender", "rows/s (median)", "min", "max", "s/round"]
     headers += ["% of ideal"] if ideal else []
-    headers += ["client CPU us/row", "sim CPU %", "rows ok"]
+    headers += ["client CPU us/row", "server CPU us/row", "rows ok"]
     rows = []
     for name, ms in result.rounds.items():
         rates = [m.rate() for m in ms]
         secs = median([m.seconds for m in ms])
-        sim_cpu = [m.sim_cpu_s / m.seconds * 100 for m in ms if m.sim_cpu_s is not None]
+        sim_cpu = [m.sim_cpu_s / m.ok * 1e6 for m in ms if m.sim_cpu_s is not None and m.ok]
         row: list[object] = [name, median(rates), min(rates), max(rates), secs]
         row += [median(rates) / ideal * 100] if ideal else []
         row += [
@@ -337,7 +472,7 @@ def report(result: ScenarioResult, informational: bool) -> None:
     print_table(headers, rows)
     rate = {name: median([m.rate() for m in ms]) for name, ms in result.rounds.items()}
     if "batchrun" in rate:
-        for base in ("bare", "sdk"):
+        for base in ("bare", "aiohttp", "sdk"):
             if rate.get(base):
                 # Rounds are paired (same server, back to back): their ratios show the noise.
                 paired = [
@@ -370,7 +505,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--contenders",
         default=",".join(CONTENDERS),
-        help="comma-separated subset of bare,batchrun,sdk (default: all three)",
+        help="comma-separated subset of bare,aiohttp,batchrun,sdk (default: all four)",
+    )
+    parser.add_argument(
+        "--server",
+        choices=SERVERS,
+        help="canned: bench/_canned_server.py, a few us of CPU a request; simulator: batchrun "
+        "simulate, which checks and builds every reply (default: canned for a, simulator for b)",
+    )
+    parser.add_argument(
+        "--rate-limit-headers",
+        action="store_true",
+        help="the server sends the API's anthropic-ratelimit-* headers (limits never reached)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after the rounds, one uncounted batchrun round under cProfile: print the top N "
+        "functions by own and by cumulative time",
     )
     parser.add_argument("--no-warmup", action="store_true", help="skip the warm-up round")
     parser.add_argument(
@@ -402,6 +556,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             s = replace(s, rows=args.rows, warmup_rows=min(s.warmup_rows, args.rows))
         if args.repeats is not None:
             s = replace(s, repeats=args.repeats)
+        if args.server is not None:
+            s = replace(s, server=args.server)
         scenarios.append(s)
 
     quick_note = " (quick: targets informational)" if args.quick else ""
@@ -411,7 +567,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="bench-tp-") as tmp:
             for s in scenarios:
-                results.append(run_scenario(s, args.contenders, Path(tmp), not args.no_warmup))
+                results.append(
+                    run_scenario(
+                        s,
+                        args.contenders,
+                        Path(tmp),
+                        not args.no_warmup,
+                        rate_limit_headers=args.rate_limit_headers,
+                        profile=args.profile,
+                    )
+                )
     except BenchError as exc:
         print(f"\nBENCHMARK BROKEN: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -38,5 +38,15 @@ def parse_rfc3339_or_none(text: str | None) -> datetime | None:
 def format_rfc3339(moment: datetime) -> str:
     """An aware datetime as UTC with a ``Z`` and millisecond precision, which pyarrow reads back:
     ``2025-08-21T12:40:59.123Z``."""
-    utc = moment.astimezone(timezone.utc).isoformat(timespec="milliseconds")
-    return utc.replace("+00:00", "Z")
+    # Spelled out: isoformat() of an aware datetime takes ~3x as long, and every journal
+    # line has one.
+    t = moment.astimezone(timezone.utc)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031 (the quicker)
+        t.year,
+        t.month,
+        t.day,
+        t.hour,
+        t.minute,
+        t.second,
+        t.microsecond // 1000,
+    )

@@ -224,14 +224,17 @@ class Engine:
         dedup, request_hash = self.dedup, work.request_hash
         if dedup is None or request_hash is None:
             return await self._cached_or_sent(work, body)
-        answer = await dedup.claim(request_hash, self.pool.stand_aside, self._stopping)
+        member = dedup.member(work.row.index, request_hash)
+        if member is None:  # no twin: nothing to wait for, nothing to keep
+            return await self._cached_or_sent(work, body)
+        answer = await dedup.claim(member, request_hash, self.pool.stand_aside, self._stopping)
         if answer is not None:
             return twin_row(base_row(work, self.rows), answer)
         row = None
         try:
             row = await self._cached_or_sent(work, body)
         finally:
-            dedup.settle(request_hash, row)  # whatever happened: its twins wait for it
+            dedup.settle(member, row)  # whatever happened: its twins wait for it
         return row
 
     async def _cached_or_sent(self, work: Work, body: dict[str, Any]) -> dict[str, Any] | None:

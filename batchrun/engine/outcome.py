@@ -32,7 +32,7 @@ from batchrun.cost.models import (
 from batchrun.cost.prices import PriceTable
 from batchrun.formats.values import value_text
 from batchrun.rows.checks import CHECKS, Invalid, failure, lone_surrogate, without_surrogates
-from batchrun.rows.files import MediaSource
+from batchrun.rows.files import FileCache, MediaSource
 from batchrun.rows.prefix import SeenFiles
 from batchrun.rows.reader import InputRow
 from batchrun.rows.request import RequestDefaults, prepare_request, setting_value
@@ -84,6 +84,9 @@ class RowSettings:
     # Masks the run's credentials in texts that did not come through the client (an errored
     # Message Batches result quoting the key: a gateway may).
     scrub: Scrubber = field(default_factory=lambda: Scrubber(()))
+    # Reads the files rows attach; a run's own records which (``runs.resume``). None: the
+    # process's cache.
+    files: FileCache | None = None
 
     @cached_property
     def answer_fields(self) -> tuple[AnswerField, ...] | None:
@@ -95,7 +98,7 @@ class RowSettings:
         return structured_mode_for(model, self.prices)
 
     @classmethod
-    def of(cls, config: RunConfig) -> RowSettings:
+    def of(cls, config: RunConfig, files: FileCache | None = None) -> RowSettings:
         return cls(
             file=str(config.input.path),
             defaults=config.defaults,
@@ -106,6 +109,7 @@ class RowSettings:
             source=answer_source(config.client.simulate, config.client.base_url),
             batch_beta=config.via == "batches" and OUTPUT_300K_BETA in config.client.betas,
             scrub=Scrubber(secret for _, secret in config.client.credentials.secrets()),
+            files=files,
         )
 
 
@@ -147,6 +151,7 @@ def prepare(row: InputRow, rows: RowSettings, seen_files: SeenFiles | None = Non
             rows.defaults,
             base_dir=rows.media,
             seen_files=seen_files,
+            files=rows.files,
             ask=rows.ask,
             leave_out=dropped,
         )
@@ -218,13 +223,22 @@ def ok_row(
         return error_row(work, rows, MALFORMED, reason, None, 1, via)
 
 
+def _asked(body: dict[str, Any], rows: RowSettings) -> Mode:
+    """How the request asked for its structured answer: read off the body, or, where the
+    body kept is only its model (a batch's rows, ``batches.sent``), as the model is asked."""
+    mode = asked_mode(body)
+    if mode is None and isinstance(body.get("model"), str):
+        mode = rows.ask(body["model"])
+    return mode or "tool"
+
+
 def _answered_row(
     work: Work, rows: RowSettings, message: dict[str, Any], via: str
 ) -> dict[str, Any]:
     row = base_row(work, rows, via)
     row.update(message_fields(message))
     if rows.json_schema is not None:
-        mode = asked_mode(work.body or {}) or "tool"
+        mode = _asked(work.body or {}, rows)
         answer, error_type, why = structured_answer(
             message, rows.json_schema, mode, rows.answer_fields
         )
@@ -325,9 +339,13 @@ def base_row(work: Work, rows: RowSettings, via: str = VIA_ONLINE) -> dict[str, 
         source=rows.source,
         finished_at=datetime.now(timezone.utc),
     )
-    for name in rows.keep_columns:
-        row[name] = _as_text(work.row.fields.get(name))
+    row.update(zip(rows.keep_columns, kept_texts(work, rows), strict=True))
     return row
+
+
+def kept_texts(work: Work, rows: RowSettings) -> list[str | None]:
+    """The row's kept columns (``rows.keep_columns``), as the output holds them: texts."""
+    return [_as_text(work.row.fields.get(name)) for name in rows.keep_columns]
 
 
 def _as_text(value: Any) -> str | None:

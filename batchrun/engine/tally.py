@@ -67,7 +67,7 @@ class RowTally:
     )  # what those answers cost the rows that were sent
     dedup_resent: int = field(
         default=0, metadata=ADDS
-    )  # duplicates sent anyway: their twin's answer had left the bounded table
+    )  # duplicates sent anyway: their twin's answer had left the bounded table (no plan)
     answer_cache_hits: int = field(
         default=0, metadata=ADDS
     )  # rows filled from --answer-cache instead of being sent (engine.answer_cache)

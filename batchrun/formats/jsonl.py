@@ -37,15 +37,18 @@ from batchrun.formats.base import (
     WriteOptions,
 )
 from batchrun.rows.compressed import Compression, open_bytes
-from batchrun.rows.raw import SKIPPED, RawRow, Skip, guarded, json_record, read_errors
+from batchrun.rows.raw import RawRow, Skip, guarded, json_record, read_errors, skipped_rows
 from batchrun.rows.shape import InputKind
 from batchrun.rows.text import (
     MAX_ROW_BYTES,
     LongLine,
     bounded_lines,
+    first_piece,
     is_ascii_compatible,
+    is_whole,
     not_text_reason,
     open_utf8,
+    rest_of_line,
     too_long,
 )
 
@@ -71,19 +74,35 @@ def _jsonl_rows(
     path: Path, kind: InputKind, batch_size: int, skip: Skip, cap: int = MAX_ROW_BYTES
 ) -> Generator[RawRow, None, None]:
     """One raw row per non-blank line; bytes are decoded per line so one bad line is one bad
-    row, and a line longer than ``cap`` bytes is one row too, never held whole."""
+    row, and a line longer than ``cap`` bytes is one row too, never held whole. Rows skipped
+    one after another come as one (``skipped_rows``), read in a tight loop (the lines of
+    ``bounded_lines``, without a generator's step per line): a resume skips millions."""
     del batch_size  # lines are already the unit
     index = 0
+    skipped = 0  # skipped rows not given yet
     with read_errors(str(path)), open_utf8(path, kind) as stream:
-        for line_number, data in enumerate(bounded_lines(stream, cap), start=1):
+        readline, first = stream.readline, first_piece(cap)
+        line_number = 0
+        while line := readline(first):
+            line_number += 1
+            data = line if is_whole(line, cap) else rest_of_line(stream, line, cap)
+            if not isinstance(data, LongLine) and data.isspace():
+                continue
+            if skip(index):
+                skipped += 1
+                index += 1
+                continue
+            if skipped:
+                yield skipped_rows(skipped)
+                skipped = 0
             if isinstance(data, LongLine):
                 problem = Problem(None, too_long("the line", data.size, cap))
-                yield SKIPPED if skip(index) else RawRow(line_number, None, [problem])
-            elif data.isspace():
-                continue
+                yield RawRow(line_number, None, [problem])
             else:
-                yield SKIPPED if skip(index) else guarded(line_number, _jsonl_row, data, kind)
+                yield guarded(line_number, _jsonl_row, data, kind)
             index += 1
+        if skipped:
+            yield skipped_rows(skipped)
 
 
 def _jsonl_row(line_number: int, data: bytes, kind: InputKind | None = None) -> RawRow:

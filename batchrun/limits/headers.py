@@ -46,21 +46,29 @@ def parse_rate_limit_headers(headers: Mapping[str, str]) -> dict[int, HeaderRead
     ...                           "anthropic-ratelimit-requests-remaining": "49"})
     {0: HeaderReading(limit=50, remaining=49, reset=None)}
     """
-    prefix = "anthropic-ratelimit-"
-    found = {k.lower(): v for k, v in headers.items() if k.lower().startswith(prefix)}
+    # Once per response, with every response's dozen headers: one lower() per name, and a
+    # reading made only for a dimension that has a header.
+    found: dict[str, str] = {}
+    for key, value in headers.items():
+        name = key.lower()
+        if name.startswith(_PREFIX):
+            found[name] = value
     if not found:
         return {}
     readings: dict[int, HeaderReading] = {}
-    for dim, name in enumerate(HEADER_NAMES):
-        base = f"{prefix}{name}-"
-        reading = HeaderReading(
-            limit=_count(found.get(base + "limit")),
-            remaining=_count(found.get(base + "remaining")),
-            reset=found.get(base + "reset"),
-        )
-        if reading != HeaderReading(None, None, None):
-            readings[dim] = reading
+    for dim, (limit_name, remaining_name, reset_name) in enumerate(_NAMES):
+        limit, remaining = _count(found.get(limit_name)), _count(found.get(remaining_name))
+        reset = found.get(reset_name)
+        if limit is not None or remaining is not None or reset is not None:
+            readings[dim] = HeaderReading(limit, remaining, reset)
     return readings
+
+
+_PREFIX = "anthropic-ratelimit-"
+_NAMES = tuple(
+    (f"{_PREFIX}{name}-limit", f"{_PREFIX}{name}-remaining", f"{_PREFIX}{name}-reset")
+    for name in HEADER_NAMES
+)
 
 
 def _count(text: str | None) -> int | None:

@@ -50,7 +50,7 @@ SUMMARY_KEY = b"batchrun.summary"  # the returned Table's schema metadata: the r
 # Settings that describe the input file; for rows in memory batchrun writes that file itself.
 _INPUT_ONLY = ("input", "input_format", "csv_delimiter", "encoding")
 # Columns whose values may name local files (rows.request): only then do rows resolve paths
-# against the working directory, which the resume check would otherwise stamp for nothing.
+# against the working directory.
 _FILE_COLUMNS = frozenset({"image", "images", "document", "messages"})
 _BATCH_ROWS = 8_192
 
@@ -75,7 +75,7 @@ def staged_rows(
         _check_readable(str(output))
     with tempfile.TemporaryDirectory(prefix="batchrun-") as tmp:
         folder = Path(tmp)
-        (folder / "input").mkdir()  # the input alone: its folder stamps as empty (resume)
+        (folder / "input").mkdir()  # the input alone in its folder: no file for rows to name
         path, columns, count = _write_rows(rows, folder / "input")
         if count == 0:  # as an empty input file is refused, before anything is set up
             raise InputError("there are no rows to run (the rows given are empty)")

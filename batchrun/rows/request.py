@@ -48,7 +48,7 @@ from batchrun.rows.checks import (
     surrogate_problems,
     surrogate_reason,
 )
-from batchrun.rows.files import FileProblem, MediaSource, source_for
+from batchrun.rows.files import FileCache, FileProblem, MediaSource, source_for
 from batchrun.rows.prefix import (
     MAX_BREAKPOINTS,
     CachePolicy,
@@ -149,6 +149,7 @@ def build_request(
     defaults: RequestDefaults,
     *,
     base_dir: Path | MediaSource | None = None,
+    files: FileCache | None = None,
     ask: AskStructured | None = None,
     leave_out: Collection[str] = (),
 ) -> dict[str, Any]:
@@ -158,6 +159,8 @@ def build_request(
     :class:`InvalidRowError` listing every problem found. ``base_dir`` is the input file's
     folder: local files (``path`` sources, the ``image``/``document`` columns) are read from
     it, and only from it (``rows.files``); without it a row naming a local file is refused.
+    ``files`` reads them (the process's cache when None): a run's own tells it which files
+    its requests were built from.
     ``ask`` says how the row's model is asked for a structured answer when the job has a
     schema (``defaults.structured``); without it, ``output_config.format``.
     ``leave_out``: parameters not to send whatever the row or the job says (the sampling
@@ -167,7 +170,7 @@ def build_request(
     body: dict[str, Any] = {}
     for name in _BODY_ORDER:
         if name == "messages":
-            messages, message_problems = _conversation(fields, defaults.template, base_dir)
+            messages, message_problems = _conversation(fields, defaults.template, base_dir, files)
             problems.extend(message_problems)
             if messages is not None:
                 body["messages"] = messages
@@ -266,6 +269,7 @@ def prepare_request(
     *,
     base_dir: Path | MediaSource | None = None,
     seen_files: SeenFiles | None = None,
+    files: FileCache | None = None,
     ask: AskStructured | None = None,
     leave_out: Collection[str] = (),
 ) -> PreparedRequest:
@@ -279,7 +283,9 @@ def prepare_request(
     edited file makes a different request, which resume notices. A body that has no JSON
     (text with a lone surrogate, NaN, bytes) is the row's :class:`InvalidRowError` too.
     """
-    body = build_request(fields, defaults, base_dir=base_dir, ask=ask, leave_out=leave_out)
+    body = build_request(
+        fields, defaults, base_dir=base_dir, files=files, ask=ask, leave_out=leave_out
+    )
     try:
         canonical = _canonical_json(body)
     except (ValueError, TypeError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError
@@ -481,7 +487,10 @@ def merge_output_config(body: dict[str, Any], key: str, value: Any) -> None:
 
 
 def _conversation(
-    fields: Mapping[str, Any], template: str | None, base_dir: Path | MediaSource | None
+    fields: Mapping[str, Any],
+    template: str | None,
+    base_dir: Path | MediaSource | None,
+    files: FileCache | None,
 ) -> tuple[list[dict[str, Any]] | None, list[Problem]]:
     """The conversation with attachments added and local files read (see ``_with_files``)."""
     messages, problems = _bare_conversation(fields, template)
@@ -491,7 +500,7 @@ def _conversation(
     if attached and fields.get("messages") is not None:
         names = ", ".join(name for name, _ in attached)
         return None, [Problem(names, "attachment columns go with prompt or template, not messages")]
-    files_problems = _with_files(messages, attached, base_dir)
+    files_problems = _with_files(messages, attached, base_dir, files)
     return (None, files_problems) if files_problems else (messages, [])
 
 
@@ -512,6 +521,7 @@ def _with_files(
     messages: list[dict[str, Any]],
     attached: list[tuple[str, Any]],
     base_dir: Path | MediaSource | None,
+    files: FileCache | None,
 ) -> list[Problem]:
     """Put the attachments before the prompt's text, and read every ``path`` source, in place.
 
@@ -528,7 +538,8 @@ def _with_files(
             continue
         for ref in refs:
             try:
-                blocks.append({"type": block_type, "source": _source(block_type, ref, base_dir)})
+                source = _source(block_type, ref, base_dir, files)
+                blocks.append({"type": block_type, "source": source})
             except FileProblem as exc:
                 problems.append(Problem(name, str(exc)))
     if blocks and not problems:
@@ -546,7 +557,7 @@ def _with_files(
             if source.get("type") != "path":
                 continue
             try:
-                block["source"] = _source(block["type"], source.get("path"), base_dir)
+                block["source"] = _source(block["type"], source.get("path"), base_dir, files)
             except FileProblem as exc:
                 problems.append(Problem("messages", f"[{i}].content[{j}]: {exc}"))
     return problems
@@ -560,7 +571,9 @@ def _refs(value: Any) -> list[str] | None:
     return refs if refs and all(is_nonblank(ref) for ref in refs) else None
 
 
-def _source(block_type: str, ref: Any, base_dir: Path | MediaSource | None) -> dict[str, Any]:
+def _source(
+    block_type: str, ref: Any, base_dir: Path | MediaSource | None, files: FileCache | None
+) -> dict[str, Any]:
     """A URL source for ``http(s)://`` references, else the local file's encoded source.
 
     Whatever goes wrong with a file is the row's :class:`FileProblem`: a path the OS refuses
@@ -572,7 +585,7 @@ def _source(block_type: str, ref: Any, base_dir: Path | MediaSource | None) -> d
     if base_dir is None:
         raise FileProblem(f"local file {ref!r} needs an input file (paths are relative to it)")
     try:
-        source: dict[str, Any] = source_for(block_type, ref, base_dir)
+        source: dict[str, Any] = source_for(block_type, ref, base_dir, files)
     except FileProblem:
         raise
     except (ValueError, OSError) as exc:

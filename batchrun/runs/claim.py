@@ -63,9 +63,10 @@ def claim_output(config: RunConfig, held: Claim | None = None) -> Iterator[Claim
     Refuses (ConfigError) an output that is the input and kept columns the output cannot
     hold, then takes the output's lock (``store.lock``; OutputError naming the run that
     holds it) and, on object storage, its lease (``runs.output.output_lease``), then refuses
-    kept columns the input does not have. Holding the lock, it removes the temporary files
-    runs killed midway left. ``held`` is the caller's own claim on this output (a batch run
-    finishing online): it is used, not taken again.
+    kept columns the input does not have. Holding the lock, it removes the temporary files a
+    run killed midway left, when one was (``OutputLock.after_kill``). ``held`` is the
+    caller's own claim on this output (a batch run finishing online): it is used, not taken
+    again.
     """
     output = config.output
     check_output_is_not_input(config.input.path, output.path)
@@ -77,7 +78,8 @@ def claim_output(config: RunConfig, held: Claim | None = None) -> Iterator[Claim
         return
     with OutputLock(output.path) as lock, output_lease(output, config.storage) as lease:
         check_kept_columns_exist(config.input.path, output.keep_columns, config.input.shape)
-        remove_stale_temporaries(output.path)
+        if lock.after_kill:  # else there are none, and the folder may hold 100,000 files
+            remove_stale_temporaries(output.path)
         yield Claim(lock, lease, output_types(config))
 
 

@@ -30,8 +30,11 @@ from __future__ import annotations
 import bisect
 import functools
 import json
+import os
 from array import array
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -185,11 +188,11 @@ def read_records(
     jschema = journal_schema(schema)
     parsed = _parsed_schema(jschema)
     options = json_options(parsed)
-    for data in line_slices(path, slice_bytes):
-        try:
-            batches = parse_slice(data, options)
+    for data, parsed_batches in _parsed_slices(path, slice_bytes, options):
+        if parsed_batches is not None:
+            batches = parsed_batches
             lines = sum(batch.num_rows for batch in batches)  # a row per line not blank
-        except pa.ArrowInvalid:
+        else:
             batch, lines = _tolerant_slice(data, parsed)
             batches = [batch]
         kept = 0
@@ -200,6 +203,43 @@ def read_records(
                 yield conform(valid, jschema)
         if damage is not None:
             damage.lines += lines - kept
+
+
+# Slices parsed at once: pyarrow parses without the interpreter's lock, so a big journal (a
+# resume's first step) is read about as many times faster as there are cores, up to this.
+_PARSERS = min(4, os.cpu_count() or 1)
+
+
+def _parse_or_none(data: memoryview, options: Any) -> list[pa.RecordBatch] | None:
+    try:
+        return parse_slice(data, options)
+    except pa.ArrowInvalid:
+        return None  # damaged: parsed again line by line (``_tolerant_slice``)
+
+
+def _parsed_slices(
+    path: Path, slice_bytes: int, options: Any
+) -> Iterator[tuple[memoryview, list[pa.RecordBatch] | None]]:
+    """Each slice of ``path`` (``line_slices``) and its batches, None where pyarrow refused
+    it; in file order, up to ``_PARSERS`` slices parsed at a time (memory: that many)."""
+    slices = line_slices(path, slice_bytes)
+    if _PARSERS < 2:
+        yield from ((data, _parse_or_none(data, options)) for data in slices)
+        return
+    with ThreadPoolExecutor(_PARSERS, thread_name_prefix="batchrun-journal") as pool:
+        ahead: deque[tuple[memoryview, Future[list[pa.RecordBatch] | None]]] = deque()
+        try:
+            for data in slices:
+                ahead.append((data, pool.submit(_parse_or_none, data, options)))
+                if len(ahead) >= _PARSERS:
+                    data, done = ahead.popleft()
+                    yield data, done.result()
+            while ahead:
+                data, done = ahead.popleft()
+                yield data, done.result()
+        finally:
+            for _, left in ahead:
+                left.cancel()
 
 
 def _parsed_schema(jschema: pa.Schema) -> pa.Schema:

@@ -26,6 +26,7 @@ from batchrun.client.messages import MessagesClient, Reply
 from batchrun.core.errors import (
     ApiConnectionError,
     ApiError,
+    ApiTimeoutError,
 )
 from batchrun.core.secret import Secret
 
@@ -147,3 +148,35 @@ def test_real_backends_stream_cut_by_server_is_connection_error(backend: str) ->
 
     error = asyncio.run(_with_server(_sse_handler(hang_up=True), use))
     assert isinstance(error, ApiConnectionError)
+
+
+async def _drip(request: web.Request) -> web.StreamResponse:
+    """A plain answer whose body never ends: a byte now and then, each well within a read
+    timeout."""
+    response = web.StreamResponse(headers={"content-type": "application/json"})
+    response.content_length = 10_000
+    await response.prepare(request)
+    await response.write(b'{"id": "msg_slow", ')
+    while True:
+        await asyncio.sleep(0.02)
+        await response.write(b" ")
+
+
+@pytest.mark.parametrize("backend", ["aiohttp", "httpx"])
+def test_real_backends_slow_drip_answer_hits_the_deadline(backend: str) -> None:
+    # Plain requests leave no per-read timeout to the transport: the deadline bounds them.
+    async def use(base_url: str) -> ApiError:
+        client = MessagesClient(
+            base_url,
+            Credentials(api_key=Secret(KEY)),
+            backend=backend,  # type: ignore[arg-type]
+            timeout=0.5,
+        )
+        async with client:
+            with pytest.raises(ApiError) as info:
+                await client.create(BODY)
+            return info.value
+
+    error = asyncio.run(_with_server(_drip, use))
+    assert isinstance(error, ApiTimeoutError)
+    assert "no complete response within 0.5 s" in str(error)

@@ -30,10 +30,11 @@ def test_throughput_quick_runs_and_prints_the_table() -> None:
     out = done.stdout
     assert "cores" in out and "anthropic" in out, report  # the environment banner
     assert out.count("rows/s (median)") == 2, report  # one table per scenario
-    for contender in ("bare", "batchrun", "sdk"):
+    for contender in ("bare", "aiohttp", "batchrun", "sdk"):
         assert f"\n{contender} " in out, report
-    assert out.count("200/200") == 6, report  # three contenders x two scenarios, all rows ok
-    assert "batchrun / bare" in out and "batchrun / sdk" in out, report
+    assert out.count("200/200") == 8, report  # four contenders x two scenarios, all rows ok
+    assert "batchrun / bare" in out and "batchrun / aiohttp" in out, report
+    assert "batchrun / sdk" in out, report
     assert "quick run: targets not judged" in out, report
 
 
@@ -58,5 +59,7 @@ def test_scale_quick_runs_every_contender_and_prints_the_ratios() -> None:
         assert f"  {mode}:\n    300 rows, batchrun / bare: rows/s " in out, report
         assert "1,200 / 300 rows: rows/s " in out, report
     assert out.count("peak RSS 1,200 / 300 rows: ") == 2, report
-    assert ", resume " in out, report  # a run killed at 90 % and resumed
+    # A run killed at 90 % and resumed (a tiny run can end between two looks at its journal
+    # on a busy machine: then said, and not measured).
+    assert ", resume " in out or "resume not measured" in done.stderr, report
     assert "quick run: targets not judged" in out, report

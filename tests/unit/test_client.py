@@ -32,7 +32,7 @@ from support.mock_api import (
 from yarl import URL
 
 from batchrun.client.credentials import Credentials
-from batchrun.client.messages import MessagesClient
+from batchrun.client.messages import MessagesClient, plain_headers
 from batchrun.core.errors import (
     ApiConnectionError,
     ApiResponseError,
@@ -118,19 +118,24 @@ def test_base_url_with_or_without_slash(base_url: str, expected: str) -> None:
     assert str(recorder.last.url) == expected
 
 
-def test_requests_are_built_as_httpx_builds_them() -> None:
+@pytest.mark.parametrize("content", [b"{}", json.dumps({"text": "caf\u00e9 " * 300}).encode()])
+def test_requests_are_built_as_httpx_builds_them(content: bytes) -> None:
     # The client builds its POSTs itself (cheaper than AsyncClient.build_request per call).
     async def main() -> tuple[httpx.Request, httpx.Request]:
         base = "https://gw.test/anthropic"
         async with client_for(Recorder(json_response(MESSAGE)), base_url=base) as client:
-            ours = client._post_request("/v1/messages", b"{}")
-            theirs = client._http.build_request("POST", "/v1/messages", content=b"{}")
+            client._post_request("/v1/messages", b'{"first": 1}')  # the path's parts kept
+            ours = client._post_request("/v1/messages", content)
+            theirs = client._http.build_request("POST", "/v1/messages", content=content)
             return ours, theirs
 
     ours, theirs = asyncio.run(main())
     assert ours.url == theirs.url == "https://gw.test/anthropic/v1/messages"
     assert ours.headers.multi_items() == theirs.headers.multi_items()
-    assert ours.extensions == theirs.extensions
+    # The deadline bounds the whole attempt: only the connect timeout is the transport's.
+    assert ours.extensions == {
+        "timeout": {**theirs.extensions["timeout"], "read": None, "pool": None}
+    }
     assert ours.content == theirs.content
 
 
@@ -525,3 +530,17 @@ def test_a_stream_event_nested_too_deep_is_a_malformed_response() -> None:
     response = httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
     error = create_error(Recorder(response), stream=True)
     assert error.error_type == "malformed_response"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        [(b"Request-Id", b"req_1"), (b"anthropic-ratelimit-requests-limit", b"50")],
+        [(b"Set-Cookie", b"a=1"), (b"set-cookie", b"b=2"), (b"X-Note", b"plain")],
+        [(b"x-text", "caf\u00e9".encode()), (b"X-Text", b"again")],  # utf-8
+        [(b"x-latin", b"caf\xe9")],  # not utf-8: iso-8859-1, as httpx falls back
+    ],
+)
+def test_plain_headers_are_what_httpx_items_give(raw: list[tuple[bytes, bytes]]) -> None:
+    headers = httpx.Headers(raw)
+    assert plain_headers(headers) == dict(headers.items())
