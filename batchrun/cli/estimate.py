@@ -8,10 +8,10 @@ from typing import Any
 
 import click
 
-from batchrun.cli.options import PRECEDENCE, SOURCE, fail, load, setting_options
+from batchrun.cli.options import SOURCE, fail, load, precedence_epilog, setting_options
 
 
-@click.command("estimate", epilog=PRECEDENCE)
+@click.command("estimate", epilog=precedence_epilog("estimate"))
 @click.argument("source", type=SOURCE)
 @click.option(
     "--exact",

@@ -26,7 +26,13 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 PRECEDENCE = precedence_text()
-"""The epilog of every command that reads a job: where settings come from."""
+"""Where settings come from, every variable named."""
+
+
+def precedence_epilog(command: str) -> str:
+    """The epilog of a command that reads a job: where its settings come from, naming only
+    the variables it reads."""
+    return precedence_text(command)
 
 
 def setting_options(command: str) -> Callable[[F], F]:

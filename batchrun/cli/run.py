@@ -9,17 +9,17 @@ from typing import Any
 import click
 
 from batchrun.cli.options import (
-    PRECEDENCE,
     SOURCE,
     engine_options,
     fail,
     kept_rows,
     load,
+    precedence_epilog,
     setting_options,
 )
 
 
-@click.command("run", epilog=PRECEDENCE)
+@click.command("run", epilog=precedence_epilog("run"))
 @click.argument("source", type=SOURCE)
 @setting_options("run")
 @engine_options

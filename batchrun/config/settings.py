@@ -46,7 +46,7 @@ FOLDER_FORMATS = tuple(fmt.name for fmt in output_formats() if fmt.folder)
 # The commands that read a job (SOURCE, its output, where the API is):
 JOB_COMMANDS = ("run", "validate", "batches list", "batches cancel", "estimate")
 # ... those that read its rows and build its requests:
-REQUEST_COMMANDS = ("run", "validate", "estimate")
+REQUEST_COMMANDS = ("run", "validate", "estimate", "render")
 # ... those that send it (estimate's --pilot is a run, --exact calls count_tokens):
 RUN_COMMANDS = ("run", "estimate")
 # ... and those that talk to the API, the batch commands included.
@@ -530,7 +530,7 @@ SETTINGS: tuple[Setting, ...] = (
         "switch",
         "Send with stream: true (automatic above 21,333 max_tokens).",
         default=False,
-        commands=RUN_COMMANDS,
+        commands=(*RUN_COMMANDS, "render"),
         layer="engine",
     ),
     Setting(
@@ -590,7 +590,7 @@ SETTINGS: tuple[Setting, ...] = (
         "path",
         "Price file (TOML) over the packaged table, in its layout (batchrun/cost/prices.toml): "
         "changes or adds models.",
-        commands=RUN_COMMANDS,
+        commands=(*RUN_COMMANDS, "render"),
         files_only=True,
         layer="cost",
         feeds="prices",
@@ -782,10 +782,15 @@ def for_command(command: str) -> tuple[Setting, ...]:
     return tuple(s for s in SETTINGS if command in s.commands)
 
 
-def precedence_text() -> str:
-    """The "where settings come from" paragraph of the job commands' help."""
-    names = [f"{API_KEY_ENV} / {AUTH_TOKEN_ENV}"]
-    names += sorted(ENV_VARS, key=lambda name: not name.startswith("ANTHROPIC_"))
+def precedence_text(command: str | None = None) -> str:
+    """The "where settings come from" paragraph of the job commands' help: the variables
+    ``command`` reads (None: every one), the key only where it talks to the API."""
+    talks = command is None or command in CLIENT_COMMANDS
+    names = [f"{API_KEY_ENV} / {AUTH_TOKEN_ENV}"] if talks else []
+    names += sorted(
+        (name for name, s in ENV_VARS.items() if command is None or command in s.commands),
+        key=lambda name: not name.startswith("ANTHROPIC_"),
+    )
     return (
         "Settings come from, highest first: command-line flags, the environment "
         f"({', '.join(names)}), the job file, then defaults."

@@ -133,6 +133,20 @@ COMMANDS: dict[tuple[str, ...], list[str]] = {
         "-c",
         "-q",
     ],
+    ("render",): [
+        "--row",
+        "--full",
+        "--model",
+        "--max-tokens",
+        "--system",
+        "--template",
+        "--json-schema",
+        "--cache",
+        "--format",
+        "--media-root",
+        "--stream",
+        "--prices",
+    ],
     ("report",): ["--html", "--json", "--prices"],
     ("merge",): ["--csv-delimiter", "--format", "--output", "--quiet", "-o", "-q"],  # issue 16
 }
@@ -178,6 +192,8 @@ ABSENT: dict[tuple[str, ...], list[str]] = {
     ("batches", "cancel"): [*REQUEST_ONLY, *SENDING_ONLY, *RUN_ONLY],
     ("estimate",): RUN_ONLY,
     ("validate",): [*SENDING_ONLY, *RUN_ONLY, "--simulate"],
+    # render builds one request and sends nothing: no output, no API, no key.
+    ("render",): [*SENDING_ONLY, *RUN_ONLY, "--simulate", "--output", "--base-url", "--timeout"],
 }
 
 
