@@ -195,6 +195,9 @@ class RunSettings:
     quiet: bool = False
     grace: float = DEFAULT_GRACE  # seconds in-flight requests may take after Ctrl-C
     json_summary: bool = False  # run --json: the summary as JSON on stdout
+    limit: int | None = None  # a trial of the job's first rows (``public.trial``)
+    sample: int | None = None  # ... or of rows drawn at random with ``seed``
+    seed: int = 0
 
 
 LAYERS: tuple[type[Any], ...] = (

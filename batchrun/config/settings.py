@@ -697,6 +697,37 @@ SETTINGS: tuple[Setting, ...] = (
         job=False,
         layer="run",
     ),
+    # --- a trial: a few rows into the job's own output, the rest by the run without it -------
+    Setting(
+        "limit",
+        "int",
+        "A trial: send only the first N rows of the job, into its own output (the run "
+        "without it later sends only the rest); the summary projects the whole job's cost.",
+        commands=("run",),
+        low=1,
+        metavar="N",
+        layer="run",
+    ),
+    Setting(
+        "sample",
+        "int",
+        "A trial: send N rows drawn at random (the same ones for the same --seed), into the "
+        "job's own output; the summary projects the whole job's cost.",
+        commands=("run",),
+        low=1,
+        metavar="N",
+        layer="run",
+    ),
+    Setting(
+        "seed",
+        "int",
+        "The seed the random rows of --sample (run) or --pilot (estimate) are drawn with: "
+        "the same seed, the same rows [default: {default}].",
+        default=0,
+        commands=("run", "estimate"),
+        metavar="S",
+        layer="run",
+    ),
     # --- an output on object storage (s3://, gs://: remote.mirror) ---------------------------
     Setting(
         "work_dir",

@@ -208,6 +208,8 @@ class Engine:
             return await self._send_warm(work, body)
         answer = await dedup.claim(request_hash, self.pool.stand_aside, self._stopping)
         if answer is not None:
+            if samples(body):
+                self.tally.dedup_sampled += 1  # told: a copy stands in for a sample of its own
             return twin_row(base_row(work, self.rows), answer)
         row = None
         try:
@@ -302,6 +304,13 @@ class BudgetScope:
     ) -> BudgetScope:
         key = hashlib.sha256(f"{job_fingerprint(defaults)}:{source}".encode()).hexdigest()
         return cls(key, output, spent_before, reset)
+
+
+def samples(body: dict[str, Any]) -> bool:
+    """Whether ``body``'s answer is a sample that may differ from one request to the next:
+    a temperature above 0, or none (the API's default is 1: docs/api-facts.md §1.1)."""
+    temperature = body.get("temperature")
+    return temperature is None or float(temperature) > 0
 
 
 def _shared_store(url: str | None, notify: Callable[[str], None]) -> RedisBuckets | None:

@@ -62,6 +62,9 @@ class RowTally:
     deduplicated: int = field(
         default=0, metadata=ADDS
     )  # rows given the answer of an identical request instead of being sent (engine.dedup)
+    dedup_sampled: int = field(
+        default=0, metadata=ADDS
+    )  # of those, rows whose request samples (temperature above 0): a copy, not a sample
     dedup_saved_usd: float = field(
         default=0.0, metadata=ADDS
     )  # what those answers cost the rows that were sent

@@ -133,7 +133,7 @@ async def estimate_async(
     sample: set[int] | None = None
     if pilot:
         size_spec = pilot
-        valid = _valid_rows(config)
+        valid = valid_rows(config)
         sample = choose_sample(valid, parse_pilot(size_spec, len(valid)), seed)
         est.pilot = await _run_pilot(config, sample, size_spec, seed, runtime)
     scan = _OutputScan(config, sample, seed)
@@ -198,8 +198,9 @@ def choose_sample(valid: Sequence[int], size: int, seed: int) -> set[int]:
     return set(random.Random(seed).sample(valid, min(size, len(valid))))
 
 
-def _valid_rows(config: RunConfig) -> Sequence[int]:
-    """Indexes of the rows a run would send (8 bytes each: inputs can have millions)."""
+def valid_rows(config: RunConfig) -> Sequence[int]:
+    """Indexes of the rows a run would send (8 bytes each: inputs can have millions); a
+    pilot and ``run --sample`` draw from them (``public.trial``)."""
     valid = array("q")
     rows = 0
     first_problem: InvalidRowError | None = None

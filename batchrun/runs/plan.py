@@ -109,10 +109,11 @@ def plan(
     counter.rows = len(states)
 
     def skip(index: int) -> bool:
-        # Called for every row, read or not: the only place that sees them all.
+        # Called for every row, read or not: the only place that sees them all. Rows out of
+        # a pilot's or a trial's few are passed over unparsed too.
         if index >= counter.rows:
             counter.rows = index + 1
-        return finished(index) or in_batch(index)
+        return finished(index) or in_batch(index) or (only is not None and index not in only)
 
     # Ids of rows skipped here that an earlier run recorded, to catch a read row reusing one.
     # ``known_ids`` may be shorter than ``states`` (or empty): a later round of a batch run
