@@ -119,6 +119,8 @@ async def _run_claimed(
         def record(work: Work, row: dict[str, Any]) -> None:
             sink.submit(work.row.index, row)
             progress.advance()
+            if runtime.on_row is not None:  # journaled first: handed on, it is never lost
+                runtime.on_row(row)
 
         started = time.perf_counter()
         fatal: FatalRunError | None = None
