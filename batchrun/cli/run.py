@@ -9,8 +9,9 @@ from typing import Any
 import click
 
 from batchrun.cli.options import (
+    ENGINE_OPTIONS,
+    SCALE_OUT,
     SOURCE,
-    engine_options,
     fail,
     kept_rows,
     load,
@@ -21,8 +22,7 @@ from batchrun.cli.options import (
 
 @click.command("run", epilog=precedence_epilog("run"))
 @click.argument("source", type=SOURCE)
-@setting_options("run")
-@engine_options
+@setting_options("run", {SCALE_OUT: ENGINE_OPTIONS})
 def run_cmd(source: str, engine: str, address: str | None, **flags: Any) -> None:
     """Run SOURCE and write one output row per input row, in input order.
 
