@@ -60,9 +60,7 @@ def estimate_cmd(
 
     config = load(source, flags)
     try:
-        est = estimate(
-            config, exact=exact, pilot=pilot, seed=config.run.seed, count_rpm=count_rpm
-        )
+        est = estimate(config, exact=exact, pilot=pilot, seed=config.run.seed, count_rpm=count_rpm)
     except KeyboardInterrupt:
         click.echo("batchrun: interrupted; pilot rows already answered are kept.", err=True)
         sys.exit(130)

@@ -188,6 +188,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "concurrency_chosen",
             "cost_usd",
             "dedup_resent",
+            "dedup_sampled",
             "dedup_saved_usd",
             "deduplicated",
             "elapsed_s",
@@ -220,6 +221,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "stop_reasons",
             "todo",
             "total_rows",
+            "trial",
             "unpriced",
             "via",
         ],
@@ -227,6 +229,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
     "Runtime": (  # new in issue 24
         "class",
         [
+            "on_row",  # issue 27: iter_answers
             "progress_stream",
             "show_progress",
             "sleep",
@@ -345,6 +348,10 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "environ",
             "settings",
         ],
+    ),
+    "iter_answers": (  # new in issue 27
+        "function",
+        ["source", "runtime", "model", "max_tokens", "output", "environ", "settings"],
     ),
     "run_shard": (  # reshaped in issue 24
         "function",
