@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Container
 
 from batchrun.config.load import RunConfig
-from batchrun.core.errors import ConfigError
+from batchrun.core.errors import BatchrunError, ConfigError
 from batchrun.core.wording import option
 from batchrun.estimation.figures import Estimate
 from batchrun.estimation.passes import choose_sample, estimate_async, valid_rows
@@ -48,14 +48,18 @@ async def run_trial(config: RunConfig, runtime: Runtime) -> RunSummary:
     summary = await run_online(config, runtime, only=only, trial=True)
     summary.trial = trial
     trial.rows = min(trial.rows, summary.total_rows)  # a job of fewer rows than the limit
+    trial.job_rows = summary.total_rows
     if summary.interrupted is None:
-        _project(config, trial, await estimate_async(config, runtime=runtime))
+        try:
+            est = await estimate_async(config, runtime=runtime)
+        except BatchrunError:
+            return summary  # nothing to project from (no row can be sent): the summary says so
+        _project(config, trial, est)
     return summary
 
 
 def _project(config: RunConfig, trial: Trial, est: Estimate) -> None:
     """The whole job's cost from the estimate's projection over the answers so far."""
-    trial.job_rows = est.rows - est.invalid
     trial.pending = (
         est.pending + est.duplicates
     )  # a duplicate is filled, not sent: a row all the same

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchrun.core.humanize import money
-from batchrun.core.wording import option
+from batchrun.core.wording import option, said
 from batchrun.cost.prices import cache_saving
 from batchrun.store.row_state import LAPSED_REASONS
 
@@ -128,24 +128,29 @@ def _trial_lines(summary: RunSummary) -> list[str]:
     if trial is None:
         return []
     how = _trial_how(trial)
+    if summary.interrupted is not None:
+        return [f"  trial       {how}: stopped before its end; the same command goes on"]
+    without = f"the same command without {option('limit') if trial.limit else option('sample')}"
+    pending = trial.pending
     rest = (
-        f"the same command without {option('limit') if trial.limit else option('sample')} "
-        f"sends the other {trial.pending:,}"
-        if trial.pending
+        f"{without} sends the rest"
+        if pending is None
+        else f"{without} sends the other {pending:,}"
+        if pending
         else "every row of the job is answered"
     )
     lines = [f"  trial       {trial.rows:,} of {trial.job_rows:,} rows ({how}); {rest}"]
     cost = trial.job_cost_usd
-    if cost is not None and trial.pending:
+    if cost is not None and pending:
         low, mid, high = cost
         lines.append(
             f"  whole job   about {money(mid)} ({money(low)} to {money(high)}, 10th to 90th "
             f"percentile), projected from {trial.projected_from:,} answer(s)"
         )
-    elif trial.pending:
+    elif pending != 0:
         lines.append(
             "  whole job   not projected: no answer with a price to project from "
-            "(`batchrun estimate` says why)"
+            f"({said('`batchrun estimate`', '`batchrun.estimate(config)`')} says why)"
         )
     return lines
 

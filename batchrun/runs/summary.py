@@ -22,8 +22,8 @@ class Trial:
     sample: int | None = None  # N rows drawn at random with ``seed``
     seed: int = 0
     rows: int = 0  # rows in the trial (fewer than asked when the job has fewer)
-    job_rows: int = 0  # the job's valid rows
-    pending: int = 0  # rows the run without the trial would still do (sent, or filled)
+    job_rows: int = 0  # the job's input rows
+    pending: int | None = None  # rows the run without it would still do (sent, or filled)
     # What the whole job would cost (10th, 50th, 90th percentile): what is paid, plus the
     # rows to send projected from the answers so far (``estimation``); None: nothing to
     # project from (no answer yet, or no price for the model).

@@ -102,3 +102,19 @@ def test_a_trial_goes_with_nothing_that_picks_rows_itself(
     with pytest.raises(ConfigError, match="online"):
         run(job_config(inp, out, sim.base_url, limit=2, via="batches"))
     assert sim.stats.requests == 0
+
+
+def test_a_trial_of_rows_that_cannot_be_sent_says_it_cannot_project(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    rows = [{"id": f"r{i}", "prompt": "x", "top_k": -1} for i in range(4)]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    result = run(job_config(inp, tmp_path / "out.parquet", sim.base_url, limit=2))
+    trial = result.summary.trial
+    assert trial is not None and trial.pending is None and trial.job_cost_usd is None
+    text = format_summary(result.summary, result.config)
+    assert "trial       2 of 4 rows (limit=2); the same command without limit sends the rest" in (
+        text
+    )
+    assert "whole job   not projected" in text and "batchrun.estimate(config)" in text
+    assert result.summary.exit_code == 3 and sim.stats.requests == 0
