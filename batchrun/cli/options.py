@@ -65,6 +65,7 @@ _SECTION_OF = {  # where a setting's layer does not say where a person would loo
     "json_schema": REQUEST,
     "stream": REQUEST,
     "dedup": REQUEST,
+    "samples": REQUEST,
     "timeout": LIMITS,
     "grace": LIMITS,
     "rate_limit_store": SCALE_OUT,

@@ -46,6 +46,8 @@ def run_cmd(source: str, engine: str, address: str | None, **flags: Any) -> None
     config = load(source, flags)
     if engine == "ray" and (config.run.limit is not None or config.run.sample is not None):
         raise click.UsageError("--limit and --sample run a trial here, not with --engine ray")
+    if engine == "ray" and config.engine.samples > 1:
+        raise click.UsageError("--samples gathers a row's samples here, not with --engine ray")
     # Where this run's journal is: a shard's own output (``shards.run``), or the output.
     mine = config
     if config.shard is not None:

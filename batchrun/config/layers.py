@@ -143,6 +143,7 @@ class EngineSettings:
     dedup: bool = True  # identical requests are sent once (engine.dedup)
     rate_limit_store: str | None = None  # redis://...: limits shared by many processes
     json_schema: Mapping[str, Any] | None = None  # replies must satisfy it (rows.structured)
+    samples: int = 1  # requests per row, folded into one output row (engine.samples)
 
 
 @dataclass(frozen=True)

@@ -387,6 +387,19 @@ SETTINGS: tuple[Setting, ...] = (
         layer="engine",
     ),
     Setting(
+        "samples",
+        "int",
+        "Ask each row K times, independently (dedup never folds a row's samples): its output "
+        "row holds the most frequent answer, every sample (samples_json), their agreement "
+        "and the cost of all K; an estimate and --max-cost count K requests a row "
+        "[default: {default}].",
+        default=1,
+        commands=RUN_COMMANDS,
+        low=1,
+        metavar="K",
+        layer="engine",
+    ),
+    Setting(
         "cache_ttl",
         "choice",
         "The ttl of the cache marks batchrun places (1h suits Message Batches) [default: 5m].",

@@ -48,6 +48,7 @@ from batchrun.engine.dedup import Dedup, twin_row
 from batchrun.engine.fail_fast import FailFast
 from batchrun.engine.outcome import RowSettings, Work, base_row, error_row
 from batchrun.engine.pool import Pool, Stopped
+from batchrun.engine.samples import Samples, samples_can_vary
 from batchrun.engine.sender import Sender
 from batchrun.engine.tally import RowTally
 from batchrun.engine.waits import WaitNotices
@@ -162,6 +163,9 @@ class Engine:
 
     async def run(self, works: Iterable[Work], on_row: OnRow) -> None:
         """Process every work item (until stopped); only a run-stopping error escapes."""
+        if self.settings.samples > 1:  # K requests a row, folded into one row
+            samples = Samples(self.settings.samples, on_row, self.tally)
+            works, on_row = samples.expand(works), samples.record
         try:
             with _fewer_collections():
                 await self.pool.run(iter(works), lambda work: self._handle(work, on_row))
@@ -197,7 +201,8 @@ class Engine:
                 return  # not sent, not recorded: the budget is spent and a re-run resumes here
             row = answered
         on_row(work, row)  # first: a result is recorded before anything else can go wrong
-        self.tally.count(row)
+        if work.sample is None:  # a sample is counted in its row's voted one (engine.samples)
+            self.tally.count(row)
         self._unpriced.check(row, self._notify)
         self._fail_fast.observe(row)
 
@@ -208,7 +213,7 @@ class Engine:
             return await self._send_warm(work, body)
         answer = await dedup.claim(request_hash, self.pool.stand_aside, self._stopping)
         if answer is not None:
-            if samples(body):
+            if _sampled(body):
                 self.tally.dedup_sampled += 1  # told: a copy stands in for a sample of its own
             return twin_row(base_row(work, self.rows), answer)
         row = None
@@ -306,11 +311,10 @@ class BudgetScope:
         return cls(key, output, spent_before, reset)
 
 
-def samples(body: dict[str, Any]) -> bool:
-    """Whether ``body``'s answer is a sample that may differ from one request to the next:
-    a temperature above 0, or none (the API's default is 1: docs/api-facts.md §1.1)."""
+def _sampled(body: dict[str, Any]) -> bool:
+    """Whether ``body``'s answer is a sample that may differ from one request to the next."""
     temperature = body.get("temperature")
-    return temperature is None or float(temperature) > 0
+    return samples_can_vary(None if temperature is None else float(temperature))
 
 
 def _shared_store(url: str | None, notify: Callable[[str], None]) -> RedisBuckets | None:

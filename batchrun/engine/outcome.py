@@ -83,6 +83,7 @@ class Work:
     problem: InvalidRowError | None
     content: bytes | None = None
     prefix_key: str | None = None
+    sample: int | None = None  # with --samples K: which of the row's K requests (engine.samples)
 
 
 def prepare(row: InputRow, rows: RowSettings, seen_files: SeenFiles | None = None) -> Work:

@@ -71,6 +71,13 @@ class RowTally:
     dedup_resent: int = field(
         default=0, metadata=ADDS
     )  # duplicates sent anyway: their twin's answer had left the bounded table
+    sample_requests: int = field(
+        default=0, metadata=ADDS
+    )  # --samples K: the requests' rows folded into voted rows (engine.samples)
+    agreement_total: float = field(
+        default=0.0, metadata=ADDS
+    )  # the voted rows' agreement, summed (its mean: agreement_total / agreement_rows)
+    agreement_rows: int = field(default=0, metadata=ADDS)
     cache_groups_warmed: int = field(
         default=0, metadata=ADDS
     )  # prefix groups whose first request went alone to write the cache (engine.warmup)

@@ -408,6 +408,7 @@ async def _input_pass(
     progress: ProgressView | None = None
     settings = RowSettings.of(config)
     lapsed_sent = redo_lapsed(config)  # the run sends expired batch rows again
+    samples = config.engine.samples
     first_problem: tuple[int, InvalidRowError] | None = None
 
     async def visit(row: InputRow) -> None:
@@ -443,18 +444,20 @@ async def _input_pass(
         if counter is not None:
             counted = await counter.count(body)
             tokens = local if counted is None else counted
-        if work.prefix_key is not None:
-            plan.pending(work.prefix_key, key, body, local, counted)
-        line.pending += 1
+        # --samples K: K requests of the row, each paid (engine.samples).
+        for _ in range(samples):
+            if work.prefix_key is not None:
+                plan.pending(work.prefix_key, key, body, local, counted)
+        line.pending += samples
         max_tokens = int(body.get("max_tokens") or 0)
-        line.pending_input += tokens
-        line.pending_ceiling += max_tokens
+        line.pending_input += tokens * samples
+        line.pending_ceiling += max_tokens * samples
         old = groups.get((key, max_tokens))
         groups[(key, max_tokens)] = Pending(
             key,
             max_tokens,
-            (old.rows if old else 0) + 1,
-            (old.estimated_input if old else 0) + tokens,
+            (old.rows if old else 0) + samples,
+            (old.estimated_input if old else 0) + tokens * samples,
         )
         if progress is not None:
             progress.advance()

@@ -56,6 +56,8 @@ def format_summary(summary: RunSummary, config: RunConfig) -> str:
         )
     )
     lines.append(_cost_line(summary))
+    if summary.sample_requests:
+        lines.append(_samples_line(summary, config))
     lines.extend(_trial_lines(summary))
     advice = budget_advice(summary)
     if advice is not None:
@@ -93,7 +95,8 @@ def summary_warnings(summary: RunSummary) -> list[str]:
         warnings.append(
             f"{summary.dedup_sampled:,} row(s) got a copy of another row's answer to the same "
             "request at a temperature above 0 (the API's default is 1), not a sample of their "
-            f"own: {option('dedup', False)} asks each row"
+            f"own: {option('dedup', False)} asks each row, {option('samples', 'K')} each "
+            "row K times"
         )
     return warnings
 
@@ -112,6 +115,15 @@ def _cost_line(summary: RunSummary) -> str:
         line += f" of a ${summary.max_cost:g} budget"
         if summary.job_cost_before:
             line += f" ({option('max_cost')}: the job's, across its runs)"
+    return line
+
+
+def _samples_line(summary: RunSummary, config: RunConfig) -> str:
+    """--samples K: the requests it took, and how far each row's samples agreed."""
+    line = f"  samples     {config.engine.samples:,} a row: {summary.sample_requests:,} answers"
+    if summary.agreement_rows:
+        mean = summary.agreement_total / summary.agreement_rows
+        line += f"; agreement {mean:.2f} on average (1.00: every sample the same answer)"
     return line
 
 
@@ -349,6 +361,14 @@ def summary_dict(summary: RunSummary, config: RunConfig | None = None) -> dict[s
         },
         "interrupted": summary.interrupted,
         "warnings": summary_warnings(summary),
+        "samples": None
+        if not summary.sample_requests
+        else {
+            "answers": summary.sample_requests,
+            "agreement_mean": None
+            if not summary.agreement_rows
+            else round(summary.agreement_total / summary.agreement_rows, 6),
+        },
         "trial": _trial_dict(summary.trial),
         "retries": summary.retries,
         "rate_limit": {

@@ -232,6 +232,7 @@ JOB_SAMPLES = {
     "dedup": (BASE + "dedup = false\n", False),
     "reask_other_source": (BASE + "reask_other_source = true\n", True),
     "grace": (BASE + "grace = 4\n", 4.0),
+    "samples": (BASE + "samples = 3\n", 3),
     "limit": (BASE + "limit = 10\n", 10),
     "sample": (BASE + "sample = 10\n", 10),
     "seed": (BASE + "seed = 3\n", 3),

@@ -40,7 +40,7 @@ def test_copies_of_a_sampled_answer_are_counted_and_the_way_out_named(
     assert hot.summary.deduplicated == 8 and hot.summary.dedup_sampled == 8
     text = format_summary(hot.summary, hot.config)
     assert "8 row(s) got a copy of another row's answer" in text and "--no-dedup" not in text
-    assert "dedup=False asks each row" in text  # from Python, the keyword
+    assert "dedup=False asks each row, samples=K each row K times" in text  # the keywords
     assert summary_dict(hot.summary, hot.config)["saved"]["dedup_sampled_rows"] == 8
 
     # The API's default temperature is 1: no temperature samples too.

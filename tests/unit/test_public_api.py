@@ -174,6 +174,8 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
     "RunSummary": (
         "class",
         [
+            "agreement_rows",
+            "agreement_total",
             "batches_collected",
             "batches_created",
             "batches_running",
@@ -214,6 +216,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "rate_slowdowns",
             "rate_wait_s",
             "retries",
+            "sample_requests",
             "skipped",
             "source",
             "sources_kept",
