@@ -213,7 +213,7 @@ class Engine:
             return await self._send_warm(work, body)
         answer = await dedup.claim(request_hash, self.pool.stand_aside, self._stopping)
         if answer is not None:
-            if _sampled(body):
+            if _sampled(body) and not work.sample:  # a row once, not each of its samples
                 self.tally.dedup_sampled += 1  # told: a copy stands in for a sample of its own
             return twin_row(base_row(work, self.rows), answer)
         row = None

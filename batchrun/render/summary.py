@@ -95,8 +95,8 @@ def summary_warnings(summary: RunSummary) -> list[str]:
         warnings.append(
             f"{summary.dedup_sampled:,} row(s) got a copy of another row's answer to the same "
             "request at a temperature above 0 (the API's default is 1), not a sample of their "
-            f"own: {option('dedup', False)} asks each row, {option('samples', 'K')} each "
-            "row K times"
+            f"own: {option('dedup', False)} asks each row"
+            + ("" if summary.sample_requests else f", {option('samples', 'K')} each row K times")
         )
     return warnings
 

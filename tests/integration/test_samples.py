@@ -57,6 +57,9 @@ def test_dedup_folds_identical_rows_but_never_a_rows_samples(
     result = run(job_config(inp, tmp_path / "out.parquet", sim.base_url, samples=4))
     assert sim.stats.answered_ok == 4  # row a's four samples; row b gets copies of them
     assert result.summary.deduplicated == 4
+    assert result.summary.dedup_sampled == 1  # one row got copies, told once
+    text = format_summary(result.summary, result.config)
+    assert "1 row(s) got a copy" in text and "dedup=False asks each row\n" in text
     out = {r["id"]: r for r in rows_of(tmp_path / "out.parquet")}
     assert len(json.loads(out["b"]["samples_json"])) == 4
 
