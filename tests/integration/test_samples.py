@@ -85,3 +85,7 @@ def test_the_estimate_counts_k_requests_a_row(tmp_path: Path, sim: SimulatorThre
     thrice = estimate(job_config(inp, tmp_path / "b.parquet", sim.base_url, samples=3))
     assert thrice.pending == 3 * once.pending == 30
     assert thrice.total_ceiling() == pytest.approx(3 * once.total_ceiling())
+    assert any(
+        note.startswith("samples: samples=3 asks each row 3 times") and "(10 rows × 3)" in note
+        for note in thrice.notes
+    )
