@@ -141,6 +141,7 @@ class Engine:
         self.budget_stop: str | None = None  # why the budget stopped admitting rows
         self._budget = self._make_budget()
         self._unpriced = UnknownModels(cost.prices)  # its did-you-mean knows --prices too
+        self._sample_copies = 0  # copies of a twin's answer for samples past a row's first
 
     @property
     def in_flight(self) -> int:
@@ -179,7 +180,7 @@ class Engine:
         """Put what dedup and warming did into the tally, at the end of the run."""
         tally = self.tally
         if self.dedup is not None:
-            tally.deduplicated += self.dedup.filled
+            tally.deduplicated += self.dedup.filled - self._sample_copies  # rows, not samples
             tally.dedup_saved_usd += self.dedup.saved_usd
             tally.dedup_resent += self.dedup.resent
         if self.warmup is not None:
@@ -213,8 +214,10 @@ class Engine:
             return await self._send_warm(work, body)
         answer = await dedup.claim(request_hash, self.pool.stand_aside, self._stopping)
         if answer is not None:
-            if _sampled(body) and not work.sample:  # a row once, not each of its samples
-                self.tally.dedup_sampled += 1  # told: a copy stands in for a sample of its own
+            if work.sample:  # a row's later samples: its copy is counted once, as a row
+                self._sample_copies += 1
+            elif _sampled(body):  # told: a copy stands in for a sample of its own
+                self.tally.dedup_sampled += 1
             return twin_row(base_row(work, self.rows), answer)
         row = None
         try:

@@ -56,7 +56,7 @@ def test_dedup_folds_identical_rows_but_never_a_rows_samples(
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     result = run(job_config(inp, tmp_path / "out.parquet", sim.base_url, samples=4))
     assert sim.stats.answered_ok == 4  # row a's four samples; row b gets copies of them
-    assert result.summary.deduplicated == 4
+    assert result.summary.deduplicated == 1  # one row filled (with four copies)
     assert result.summary.dedup_sampled == 1  # one row got copies, told once
     text = format_summary(result.summary, result.config)
     assert "1 row(s) got a copy" in text and "dedup=False asks each row\n" in text
