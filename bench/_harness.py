@@ -58,32 +58,44 @@ class SimulatorProcess:
 
     ``base_url`` is read from the first line the server prints on stdout. ``cpu_seconds()``
     reads the server's CPU time from /proc (None elsewhere), so a benchmark can tell when
-    the server, not the client, is the bottleneck.
+    the server, not the client, is the bottleneck. ``command`` runs another server instead
+    (a benchmark's own stand-in), which must print its URL first the same way.
     """
 
-    def __init__(self, latency: float = 0.0, jitter: float = 0.0, extra: Sequence[str] = ()):
+    def __init__(
+        self,
+        latency: float = 0.0,
+        jitter: float = 0.0,
+        extra: Sequence[str] = (),
+        command: Sequence[str] | None = None,
+    ):
         self.latency = latency
         self.jitter = jitter
         self.extra = tuple(extra)
+        self.command = tuple(command) if command is not None else None
         self.base_url = ""
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
 
     def start(self) -> str:
         """Start the server and return its base URL once it listens."""
-        cmd = [
-            sys.executable,
-            "-m",
-            "batchrun",
-            "simulate",
-            "--port",
-            "0",
-            "--latency",
-            str(self.latency),
-            "--jitter",
-            str(self.jitter),
-            *self.extra,
-        ]
+        cmd = (
+            list(self.command)
+            if self.command is not None
+            else [
+                sys.executable,
+                "-m",
+                "batchrun",
+                "simulate",
+                "--port",
+                "0",
+                "--latency",
+                str(self.latency),
+                "--jitter",
+                str(self.jitter),
+                *self.extra,
+            ]
+        )
         # Closed by stop(); a file, not a pipe, so a chatty server can never block on it.
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
         self._proc = subprocess.Popen(

@@ -1,12 +1,21 @@
-"""Memory: peak RSS of a batchrun run over 20,000 and over 200,000 rows of the same shape.
+"""Memory: peak RSS of batchrun runs that differ only in how many rows they have.
 
-Each run is ``python -m batchrun run`` in a subprocess (JSONL in, journal, final Parquet) against
-a zero-latency ``batchrun simulate`` subprocess, concurrency 64. Its peak resident set size is
-read from the kernel when it exits (``os.wait4``: the ``ru_maxrss`` of that one child), so the
-figure covers the whole run, final Parquet file included, and nothing of this process.
+Each run is ``python -m batchrun run`` in a subprocess (JSONL in, journal, final Parquet), with
+every default on (dedup included), against a zero-latency simulator, concurrency 64. Its peak
+resident set size is read from the kernel when it exits (``os.wait4``: the ``ru_maxrss`` of
+that one child), so the figure covers the whole run, final Parquet file included, and nothing
+of this process. The simulator runs in a thread of this process, which counts the requests it
+answers.
 
-Target (issue 4): peak RSS at 200,000 rows <= 1.3x peak RSS at 20,000 rows: memory must not
-grow with the job. Exit code 0 when it passes.
+Targets (issues 4 and 26): memory must not grow with the job.
+
+- distinct prompts: peak RSS at 200,000 rows <= 1.3x peak RSS at 20,000 rows, and at
+  1,000,000 rows <= 1.3x at 100,000;
+- 30% of the prompts repeat one 70% further on in the file (twins spread far apart, so the
+  answers copied to them cannot all wait in memory): the same 1.3x at 200,000 over 20,000,
+  and the server answers each distinct request once (requests == distinct prompts).
+
+Exit code 0 when every target is met.
 
 Where it goes: the child's RSS is also sampled from ``/proc`` a few times a second, with the
 size of its journal. While rows are being answered the journal grows; once it stops, the run
@@ -17,12 +26,15 @@ pinned on one of them.
 source lines whose live allocations grew most between the start and the moment of highest
 traced memory (sampled every ``--every`` seconds): where memory goes when it grows.
 
-Run from the repository root (the default takes about five minutes, most of it the 200,000 row
-run)::
+Run from the repository root (the default takes about 25 minutes on 2 cores, most of it the
+1,000,000 row run)::
 
     python bench/memory.py
-    python bench/memory.py --small 5000 --large 50000      # quicker, same ratio target
-    python bench/memory.py --trace 50000
+    python bench/memory.py --pairs 5000:50000 --twins 5000:50000   # quicker, same targets
+    python bench/memory.py --trace 50000 [--twins-input]
+    python bench/memory.py --pairs 2000:20000 --no-twins --baseline   # + the large size with
+                                                                      # --no-dedup: what the
+                                                                      # twin pass costs
 """
 
 from __future__ import annotations
@@ -43,7 +55,6 @@ from _harness import (
     API_KEY,
     MODEL,
     BenchError,
-    SimulatorProcess,
     print_table,
     prompt_text,
     sigterm_as_interrupt,
@@ -51,19 +62,26 @@ from _harness import (
 )
 
 from batchrun import load_config, run
+from batchrun.simulator import SimulatorConfig, SimulatorThread
 
 TARGET = 1.3
 CONCURRENCY = 64
 MAX_TOKENS = 16
+PAIRS = ((20_000, 200_000), (100_000, 1_000_000))  # distinct prompts: (small, large) rows
+TWINS = (20_000, 200_000)  # 30% of prompts repeated far apart
+TWIN_SHARE = 0.3
 
 
 @dataclass(frozen=True)
 class Peak:
+    case: str
     rows: int
     rss_mb: float
     seconds: float
     sending_mb: float | None  # highest sampled RSS while the journal was growing
     finishing_mb: float | None  # highest sampled RSS after it stopped (the final file)
+    requests: int  # Messages requests the simulator answered
+    distinct: int  # distinct prompts in the input
 
 
 class RssSampler:
@@ -114,21 +132,24 @@ def _vm_rss_mb(pid: int) -> float | None:
     return None
 
 
-def write_rows(path: Path, rows: int) -> Path:
-    """``rows`` lines of ``{"id", "prompt"}``, written in chunks (the file, not a list, grows)."""
+def write_rows(path: Path, rows: int, *, twins: bool = False) -> tuple[Path, int]:
+    """``rows`` lines of ``{"id", "prompt"}``, written in chunks (the file, not a list, grows);
+    and how many distinct prompts they hold. With ``twins``, the last 30% of the rows repeat
+    the prompts of the first 30%, each 70% of the file further on than its original."""
+    first_twin = rows - int(rows * TWIN_SHARE) if twins else rows
     with path.open("w", encoding="utf-8") as f:
         chunk: list[str] = []
         for i in range(rows):
-            text = prompt_text(i).replace('"', "'")
+            text = prompt_text(i if i < first_twin else i - first_twin).replace('"', "'")
             chunk.append(f'{{"id": "row-{i}", "prompt": "{text}"}}\n')
             if len(chunk) == 10_000:
                 f.writelines(chunk)
                 chunk.clear()
         f.writelines(chunk)
-    return path
+    return path, first_twin
 
 
-def command(inp: Path, out: Path, url: str) -> list[str]:
+def command(inp: Path, out: Path, url: str, *, dedup: bool = True) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -147,15 +168,26 @@ def command(inp: Path, out: Path, url: str) -> list[str]:
         str(CONCURRENCY),
         "--overwrite",
         "-q",
+        *([] if dedup else ["--no-dedup"]),
     ]
 
 
-def peak_rss(inp: Path, out: Path, url: str, rows: int) -> Peak:
+def peak_rss(
+    case: str,
+    inp: Path,
+    out: Path,
+    sim: SimulatorThread,
+    rows: int,
+    distinct: int,
+    *,
+    dedup: bool = True,
+) -> Peak:
     """Run batchrun as a child and read its own peak RSS from the kernel as it is reaped."""
     env = {**os.environ, "ANTHROPIC_API_KEY": API_KEY}
+    sim.stats.reset()
     started = time.perf_counter()
     proc = subprocess.Popen(
-        command(inp, out, url),
+        command(inp, out, sim.base_url, dedup=dedup),
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -171,42 +203,129 @@ def peak_rss(inp: Path, out: Path, url: str, rows: int) -> Peak:
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         raise BenchError(f"batchrun exited {proc.returncode}:\n{stderr.decode()[-3000:]}")
+    requests = sim.stats.snapshot().requests
     # ru_maxrss is in KiB on Linux
-    return Peak(rows, usage.ru_maxrss / 1024.0, seconds, sending, finishing)
+    return Peak(
+        case, rows, usage.ru_maxrss / 1024.0, seconds, sending, finishing, requests, distinct
+    )
 
 
-def measure(small: int, large: int) -> int:
-    peaks = []
+@dataclass(frozen=True)
+class Ratio:
+    label: str
+    small: Peak
+    large: Peak
+
+    @property
+    def value(self) -> float:
+        return self.large.rss_mb / self.small.rss_mb
+
+    @property
+    def passed(self) -> bool:
+        return self.value <= TARGET
+
+    def lines(self) -> list[str]:
+        verdict = "PASS" if self.passed else "FAIL"
+        growth = self.large.rss_mb - self.small.rss_mb
+        out = [
+            f"  [{verdict}] {self.label}: peak RSS {self.large.rows:,} / {self.small.rows:,} rows: "
+            f"{self.value:.3f}x (target <= {TARGET:g}x); growth {growth:+.1f} MiB"
+        ]
+        if self.small.sending_mb and self.large.sending_mb:
+            sending = self.large.sending_mb / self.small.sending_mb
+            out.append(f"  [info] {self.label}, while sending only: {sending:.3f}x")
+        return out
+
+
+def measure(
+    pairs: Sequence[tuple[int, int]], twins: tuple[int, int] | None, baseline: bool = False
+) -> int:
+    cases = [("distinct", small, large, False) for small, large in pairs]
+    if twins is not None:
+        cases.append(("30% twins", twins[0], twins[1], True))
+    peaks: list[Peak] = []
+    ratios: list[Ratio] = []
+    baselines: list[tuple[Peak, Peak]] = []  # (dedup on, --no-dedup) at the large size
     with (
         sigterm_as_interrupt(),
         tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp,
-        SimulatorProcess() as sim,
+        SimulatorThread(SimulatorConfig()) as sim,
     ):
-        for rows in (small, large):
-            inp = write_rows(Path(tmp) / f"in-{rows}.jsonl", rows)
-            print(f"  {rows:,} rows ...", end="", flush=True)
-            peak = peak_rss(inp, Path(tmp) / f"out-{rows}.parquet", sim.base_url, rows)
-            print(f" {peak.rss_mb:,.1f} MiB peak RSS, {peak.seconds:.0f} s", flush=True)
-            peaks.append(peak)
-            if not sim.alive():
-                raise BenchError(f"the simulator died:\n{sim.stderr_text()}")
+        for case, small, large, repeat in cases:
+            pair = []
+            for rows in (small, large):
+                inp, distinct = write_rows(Path(tmp) / f"in-{rows}.jsonl", rows, twins=repeat)
+                print(f"  {case}: {rows:,} rows ...", end="", flush=True)
+                peak = peak_rss(case, inp, Path(tmp) / f"out-{rows}.parquet", sim, rows, distinct)
+                print(f" {peak.rss_mb:,.1f} MiB peak RSS, {peak.seconds:.0f} s", flush=True)
+                if baseline and rows == large:
+                    print(f"  {case}: {rows:,} rows, --no-dedup ...", end="", flush=True)
+                    off = peak_rss(
+                        f"{case}, --no-dedup",
+                        inp,
+                        Path(tmp) / f"out-{rows}-off.parquet",
+                        sim,
+                        rows,
+                        rows,  # every row is sent
+                        dedup=False,
+                    )
+                    print(f" {off.rss_mb:,.1f} MiB peak RSS, {off.seconds:.0f} s", flush=True)
+                    baselines.append((peak, off))
+                inp.unlink()
+                pair.append(peak)
+            peaks += pair
+            ratios.append(Ratio(f"{case} prompts", pair[0], pair[1]))
     print_table(
-        ["rows", "peak RSS MiB", "sending MiB", "final file MiB", "wall s", "rows/s"],
         [
-            [p.rows, p.rss_mb, p.sending_mb, p.finishing_mb, p.seconds, p.rows / p.seconds]
-            for p in peaks
+            "case",
+            "rows",
+            "peak RSS MiB",
+            "sending MiB",
+            "final file MiB",
+            "wall s",
+            "rows/s",
+            "requests",
+            "distinct",
+        ],
+        [
+            [
+                p.case,
+                p.rows,
+                p.rss_mb,
+                p.sending_mb,
+                p.finishing_mb,
+                p.seconds,
+                p.rows / p.seconds,
+                p.requests,
+                p.distinct,
+            ]
+            for p in peaks + [off for _, off in baselines]
         ],
     )
-    ratio = peaks[1].rss_mb / peaks[0].rss_mb
-    verdict = "PASS" if ratio <= TARGET else "FAIL"
-    print(
-        f"  [{verdict}] peak RSS {large:,} / {small:,} rows: {ratio:.3f}x "
-        f"(target <= {TARGET:g}x); growth {peaks[1].rss_mb - peaks[0].rss_mb:+.1f} MiB"
-    )
-    if peaks[0].sending_mb and peaks[1].sending_mb:
-        sending = peaks[1].sending_mb / peaks[0].sending_mb
-        print(f"  [info] while sending only: {sending:.3f}x")
-    return 0 if ratio <= TARGET else 1
+    passed = True
+    for ratio in ratios:
+        print("\n".join(ratio.lines()))
+        passed = passed and ratio.passed
+    for p in peaks:
+        if p.requests != p.distinct:
+            passed = False
+            print(
+                f"  [FAIL] {p.case}, {p.rows:,} rows: the server answered {p.requests:,} "
+                f"requests for {p.distinct:,} distinct prompts (each is to be sent once)"
+            )
+    for on, off in baselines:
+        # What finding twins before sending costs: the pass reads every row once more.
+        print(
+            f"  [info] {on.case}, {on.rows:,} rows, dedup on / --no-dedup: peak RSS "
+            f"{on.rss_mb / off.rss_mb:.3f}x, wall {on.seconds / off.seconds:.3f}x"
+        )
+    once = [p for p in peaks if p.requests == p.distinct and p.distinct < p.rows]
+    for p in once:
+        print(
+            f"  [PASS] {p.case}, {p.rows:,} rows: {p.requests:,} requests for {p.distinct:,} "
+            f"distinct prompts: each sent once, {p.rows - p.distinct:,} rows filled"
+        )
+    return 0 if passed else 1
 
 
 # --------------------------------------------------------------------------- --trace
@@ -238,13 +357,13 @@ class PeakSampler:
                 self.best = tracemalloc.take_snapshot()
 
 
-def trace(rows: int, every: float) -> int:
+def trace(rows: int, every: float, twins: bool) -> int:
     with (
         sigterm_as_interrupt(),
         tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp,
-        SimulatorProcess() as sim,
+        SimulatorThread(SimulatorConfig()) as sim,
     ):
-        inp = write_rows(Path(tmp) / "in.jsonl", rows)
+        inp, _ = write_rows(Path(tmp) / "in.jsonl", rows, twins=twins)
         config = load_config(
             inp,
             {
@@ -281,19 +400,47 @@ def trace(rows: int, every: float) -> int:
     return 0
 
 
+def _pair(text: str) -> tuple[int, int]:
+    small, _, large = text.partition(":")
+    try:
+        return int(small), int(large)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SMALL:LARGE rows, not {text!r}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--small", type=int, default=20_000)
-    parser.add_argument("--large", type=int, default=200_000)
+    parser.add_argument(
+        "--pairs",
+        type=_pair,
+        nargs="*",
+        default=list(PAIRS),
+        metavar="SMALL:LARGE",
+        help="distinct-prompt runs to compare (default: 20000:200000 100000:1000000)",
+    )
+    parser.add_argument(
+        "--twins",
+        type=_pair,
+        default=TWINS,
+        metavar="SMALL:LARGE",
+        help="the runs with 30%% twins (default: 20000:200000)",
+    )
+    parser.add_argument("--no-twins", action="store_true", help="leave the twins runs out")
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also run each large size with --no-dedup: what dedup costs in memory and time",
+    )
     parser.add_argument("--trace", type=int, metavar="ROWS", help="trace allocations instead")
+    parser.add_argument("--twins-input", action="store_true", help="--trace: 30%% twins")
     parser.add_argument("--every", type=float, default=2.0, help="--trace sampling seconds")
     args = parser.parse_args(argv)
     print("batchrun memory benchmark")
     print(versions_banner(), flush=True)
     try:
         if args.trace:
-            return trace(args.trace, args.every)
-        return measure(args.small, args.large)
+            return trace(args.trace, args.every, args.twins_input)
+        return measure(args.pairs, None if args.no_twins else args.twins, args.baseline)
     except BenchError as exc:
         print(f"\nBENCHMARK BROKEN: {exc}", file=sys.stderr, flush=True)
         return 1

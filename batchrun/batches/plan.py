@@ -1,4 +1,4 @@
-"""Rows -> Message Batches: custom ids and splitting by count and size; pure.
+"""Rows -> Message Batches: custom ids, splitting by count and size, and create bodies.
 
 A batch holds at most 100,000 requests and 256 MB (docs/api-facts.md §8.2), and each request's
 ``custom_id`` must match ``^[a-zA-Z0-9_-]{1,64}$``. Row ids that already do are used as they
@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
+from batchrun.batches.sent import SentRows
+from batchrun.core.errors import OutputError
 from batchrun.core.jsoncodec import compact
 
 CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
@@ -40,30 +43,116 @@ def custom_id_for(row_id: str, salt: str = "") -> str:
 
 @dataclass(frozen=True)
 class BatchItem:
-    """One row as a batch request: where it came from and its encoded request item."""
+    """One row as a batch request: where it came from, its request (``content``: the body
+    already encoded, ``engine.outcome.Work.content``, when there is one), and the texts of its
+    kept columns (``engine.outcome.kept_texts``) for its output row."""
 
     index: int
     row_id: str
     request_hash: str
     body: dict[str, Any]
+    kept: list[str | None] = field(default_factory=list)
+    content: bytes | None = None
+    dropped: tuple[str, ...] = ()  # settings left out for its model (--drop-unsupported)
+
+
+UPLOAD_SLICE = 1024 * 1024  # bytes read from a body's file at a time while it uploads
+
+
+class BatchBody:
+    """A create body as it is built: in memory, or written to ``path`` as each request is
+    added, so that memory holds none of it (a batch may be 256 MB); read back in slices while
+    it uploads (``slices``)."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self._parts: list[bytes] = []
+        self._file: BinaryIO | None = None
+        self.size = len(_HEAD) + len(_TAIL)
+        self.count = 0
+        if path is not None:
+            try:
+                self._file = path.open("wb")
+                self._file.write(_HEAD)
+            except OSError as exc:
+                raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+    def cost(self, part: bytes) -> int:
+        """How many bytes adding ``part`` adds."""
+        return len(part) + (1 if self.count else 0)
+
+    def add(self, part: bytes) -> None:
+        self.size += self.cost(part)
+        if self._file is None:
+            self._parts.append(part)
+        else:
+            try:
+                if self.count:
+                    self._file.write(b",")
+                self._file.write(part)
+            except OSError as exc:
+                raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        self.count += 1
+
+    def finish(self) -> None:
+        """Close the body: no more requests."""
+        if self._file is not None and not self._file.closed:
+            try:
+                self._file.write(_TAIL)
+                self._file.close()
+            except OSError as exc:
+                raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+
+    def content(self) -> bytes:
+        """The whole body, in memory."""
+        self.finish()
+        if self.path is None:
+            return _HEAD + b",".join(self._parts) + _TAIL
+        return self.path.read_bytes()
+
+    async def slices(self) -> AsyncIterator[bytes]:
+        """The body, a slice at a time: what an upload reads."""
+        self.finish()
+        if self.path is None:
+            yield self.content()
+            return
+        with self.path.open("rb") as f:
+            while data := f.read(UPLOAD_SLICE):
+                yield data
+
+    def remove(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
 @dataclass
 class Chunk:
-    """The rows of one batch to be: their custom ids and the encoded create body's parts."""
+    """The rows of one batch to be: their custom ids, its create body, and what its output
+    rows need of its rows."""
 
+    body: BatchBody = field(default_factory=BatchBody)
     indexes: list[int] = field(default_factory=list)
     custom_ids: list[str] = field(default_factory=list)
     hashes: list[str] = field(default_factory=list)  # request-hash prefixes, in row order
-    parts: list[bytes] = field(default_factory=list)
-    size: int = len(_HEAD) + len(_TAIL)
+    sent: SentRows = field(default_factory=SentRows)
 
     def __len__(self) -> int:
         return len(self.indexes)
 
+    @property
+    def size(self) -> int:
+        return self.body.size
+
+    def forget_rows(self) -> None:
+        """Keep only the body: its rows are journaled and spilled (``SentRows.save``)."""
+        self.indexes, self.custom_ids, self.hashes = [], [], []
+        self.sent = SentRows(self.sent.keep_columns)
+
     def content(self) -> bytes:
         """The ``POST /v1/messages/batches`` body."""
-        return _HEAD + b",".join(self.parts) + _TAIL
+        return self.body.content()
 
     def content_hash(self) -> str:
         """Identifies exactly which requests this batch makes, for the write-ahead journal."""
@@ -73,29 +162,53 @@ class Chunk:
         return digest.hexdigest()
 
 
-def chunks(items: Iterable[BatchItem], max_requests: int, max_bytes: int) -> Iterator[Chunk]:
-    """Group items, in order, into chunks within both limits.
+def request_part(custom_id: str, item: BatchItem) -> bytes:
+    """One request of a create body: ``{"custom_id": ..., "params": ...}``; the body's own
+    encoding reused when the item has one (a custom id needs no escaping: ``CUSTOM_ID``)."""
+    if item.content is None:
+        return compact({"custom_id": custom_id, "params": item.body}).encode()
+    return b'{"custom_id":"' + custom_id.encode() + b'","params":' + item.content + b"}"
+
+
+def chunks(
+    items: Iterable[BatchItem],
+    max_requests: int,
+    max_bytes: int,
+    keep_columns: tuple[str, ...] = (),
+    body_path: Callable[[], Path] | None = None,
+) -> Generator[Chunk, None, None]:
+    """Group items, in order, into chunks within both limits; each chunk's body is written
+    to a file of ``body_path()`` as it grows when given, else kept in memory.
 
     A request larger than ``max_bytes`` on its own gets a batch of its own (the API's limits
     cannot meet that case: rows over its 32 MB request limit were refused before).
     """
-    chunk = Chunk()
+
+    def fresh() -> Chunk:
+        path = body_path() if body_path is not None else None
+        return Chunk(BatchBody(path), sent=SentRows(keep_columns))
+
+    chunk: Chunk | None = None
     used: set[str] = set()
     for item in items:
         cid = custom_id_for(item.row_id)
         if cid in used:  # a literal id that looks like another row's hashed one
             cid = custom_id_for(item.row_id, salt=str(item.index))
-        part = compact({"custom_id": cid, "params": item.body}).encode()
-        added = len(part) + (1 if chunk.parts else 0)
-        if chunk.parts and (len(chunk) >= max_requests or chunk.size + added > max_bytes):
+        part = request_part(cid, item)
+        if chunk is None:
+            chunk = fresh()
+        elif len(chunk) >= max_requests or chunk.size + chunk.body.cost(part) > max_bytes:
+            chunk.body.finish()
             yield chunk
-            chunk, used = Chunk(), set()
-            added = len(part)
+            chunk, used = fresh(), set()
         chunk.indexes.append(item.index)
         chunk.custom_ids.append(cid)
         chunk.hashes.append(item.request_hash[:REQUEST_HASH_CHARS])
-        chunk.parts.append(part)
-        chunk.size += added
+        chunk.body.add(part)
+        chunk.sent.add(
+            item.row_id, item.request_hash, item.body.get("model"), item.kept, item.dropped
+        )
         used.add(cid)
-    if chunk.parts:
+    if chunk is not None:
+        chunk.body.finish()
         yield chunk

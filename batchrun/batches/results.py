@@ -1,90 +1,20 @@
-"""A batch's results: spooled to disk as they stream in, then read back in input order.
+"""A batch's result line into its output row (``result_row``).
 
 The results endpoint returns one JSON line per request in no particular order, and a batch
-may hold 100,000 of them. Each line goes straight to a spool file beside the output and only
-its offset is kept (by position in the batch's intent), so the results are never all in
-memory; the rows are then joined to them in input order, one at a time.
+may hold 100,000 of them: ``batches.run`` makes each line's output row as it arrives, from
+what ``batches.sent`` kept of the row, so the results are never all in memory.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-from array import array
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from datetime import datetime
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from batchrun.core.errors import ApiResponseError, OutputError
+from batchrun.core.errors import ApiResponseError
 from batchrun.engine.outcome import VIA_BATCHES, RowSettings, Work, error_row, ok_row
 from batchrun.rows.checks import without_surrogates
 from batchrun.store.row_state import LAPSED_REASONS
-
-
-class ResultSpool:
-    """Result lines on disk, found again by their position in the batch."""
-
-    def __init__(self, path: Path, positions: Mapping[str, int]) -> None:
-        self.path = path
-        self._positions = positions
-        self._offsets = array("q", [-1]) * len(positions)
-        self._file: Any = None
-        self.unknown = 0  # lines whose custom_id is not in the batch (ignored)
-
-    def __enter__(self) -> ResultSpool:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def fill(self, lines: AsyncIterator[dict[str, Any]]) -> int:
-        """Write every line to a fresh spool; return how many belong to the batch."""
-        self.close()
-        self._offsets = array("q", [-1]) * len(self._positions)
-        self.unknown = 0
-        found = 0
-        try:
-            with self.path.open("wb") as out:
-                async for record in lines:
-                    position = self._positions.get(str(record.get("custom_id")))
-                    if position is None:
-                        self.unknown += 1
-                        continue
-                    self._offsets[position] = out.tell()
-                    out.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
-                    found += 1
-        except OSError as exc:
-            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
-        return found
-
-    def get(self, position: int) -> dict[str, Any] | None:
-        """The result line of the request at ``position``, or None when none came."""
-        offset = self._offsets[position]
-        if offset < 0:
-            return None
-        if self._file is None:
-            self._file = self.path.open("rb")
-        self._file.seek(offset)
-        record: dict[str, Any] = json.loads(self._file.readline())
-        return record
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def remove(self) -> None:
-        self.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
 
 
 def result_row(

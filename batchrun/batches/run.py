@@ -11,8 +11,10 @@ batch price. Steps, each durable before the next (``batch_journal``):
 2. submit: rows not done and not in a running batch, split by count and size
    (``batch_plan``); intent journaled, then ``create``, then the id journaled
 3. wait: poll every running batch, backing off while nothing changes
-4. collect: an ended batch's results are spooled and joined to their rows (``batch_results``),
-   journaled to the output, then the batch is marked collected
+4. collect: an ended batch's results become output rows as they download, each journaled to
+   the output as it is made (``batch_results``); then the batch is marked collected. What the
+   rows need of the input was kept when the batch was built (``batch_sent``), so collecting
+   reads the input again only for a batch an earlier run created
 
 Ctrl-C while waiting leaves the batches running; re-running the same command collects them.
 """
@@ -24,28 +26,35 @@ import contextlib
 import time
 from array import array
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator, Sized
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
-from batchrun.batches.plan import REQUEST_HASH_CHARS, BatchItem, chunks
-from batchrun.batches.results import (
-    ResultSpool,
-    processing_ms,
-    result_row,
-)
-from batchrun.client.batch_endpoints import BatchesApi, BatchStatus, is_ambiguous
+from batchrun.batches.plan import REQUEST_HASH_CHARS, BatchItem, Chunk, chunks
+from batchrun.batches.results import processing_ms, result_row
+from batchrun.batches.sent import SentRows
+from batchrun.client.batch_endpoints import BatchesApi, BatchStatus, Upload, is_ambiguous
 from batchrun.client.retry import send_with_retries
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiError, ConfigError, FatalRunError
 from batchrun.core.wording import option, place, said
+from batchrun.cost.models import thinking_room_warning
 from batchrun.engine.admission import AdmissionClosed, Gate, SendCheck
 from batchrun.engine.dedup import Dedup
-from batchrun.engine.outcome import VIA_BATCHES, RowSettings, Work, error_row, prepare
+from batchrun.engine.outcome import (
+    VIA_BATCHES,
+    RowSettings,
+    Work,
+    error_row,
+    kept_texts,
+    prepare,
+)
 from batchrun.formats.inputs import read_rows
 from batchrun.live.frames import BatchView, Snapshot
 from batchrun.remote.batch_mirror import BatchJournalMirror
+from batchrun.rows.files import FileCache
 from batchrun.rows.reader import check_input_file
 from batchrun.runs.claim import Claim, check_credentials, claim_output
 from batchrun.runs.compose import job_client
@@ -65,7 +74,7 @@ from batchrun.store.batch_journal import (
     batch_journal_path,
 )
 from batchrun.store.columns import INVALID_REQUEST
-from batchrun.store.commit import temporary_path
+from batchrun.store.commit import remove_temporary, temporary_path
 from batchrun.store.row_state import LAPSED_REASONS, RowState, state_of
 from batchrun.store.sink import PriorState, Sink, remove_stale_temporaries
 
@@ -75,7 +84,11 @@ CLOCK_SKEW = timedelta(minutes=10)
 POLL_GROWTH = 1.5
 POLL_CEILING_S = 300.0  # most batches end within an hour; a 5-minute poll is plenty then
 MAX_ROUNDS = 3  # --resubmit-expired: new batches per run for rows that lapsed again
-SPOOL_SUFFIX = ".results"  # a batch's results on disk while they are collected (batch_results)
+# A batch's SentRows on disk from its creation to its collection (``batch_sent``); the suffix
+# of the spools of older versions is still cleared away at start.
+SENT_SUFFIX = ".sent"
+BODY_SUFFIX = ".body"  # a batch's create body, written as it is built, until it is sent
+_OLD_SPOOL_SUFFIX = ".results"
 
 
 async def run_batches_async(
@@ -88,6 +101,20 @@ async def run_batches_async(
     polling waits ``config.batches.poll_interval`` and more, in real time, and wakes up at
     once on Ctrl-C.
     """
+    return await run_batches_holding(config, None, runtime)
+
+
+async def run_batches_holding(
+    config: RunConfig,
+    claim: Claim | None,
+    runtime: Runtime = DEFAULT,
+    *,
+    only: Container[int] | None = None,
+) -> RunSummary:
+    """``run_batches_async`` under ``claim``, the output's lock (and lease) the caller holds
+    already; None takes it. ``only`` restricts the run to those input indexes (a shard's
+    rows, ``shards.run``): their answers are journaled, and the caller writes the final
+    file from the journal (this run writes none)."""
     check_credentials(config.client, runtime.transport)
     check_input_file(config.input.path)
     check_every_row_can_be_built(config)
@@ -98,12 +125,17 @@ async def run_batches_async(
             f"{said('`batchrun estimate`', '`batchrun.estimate(config)`')} (it shows the batch "
             "price)"
         )
-    with claim_output(config) as claim:
-        remove_stale_temporaries(config.output.path, (SPOOL_SUFFIX,))
-        return await _run_claimed(config, claim, runtime)
+    with claim_output(config, claim) as held:
+        if held.lock.after_kill:  # only a run killed midway leaves temporary files
+            remove_stale_temporaries(
+                config.output.path, (SENT_SUFFIX, BODY_SUFFIX, _OLD_SPOOL_SUFFIX)
+            )
+        return await _run_claimed(config, held, runtime, only)
 
 
-async def _run_claimed(config: RunConfig, claim: Claim, runtime: Runtime) -> RunSummary:
+async def _run_claimed(
+    config: RunConfig, claim: Claim, runtime: Runtime, only: Container[int] | None = None
+) -> RunSummary:
     """``run_batches_async``, the output claimed (its lock held: ``claim``)."""
     journal = _open_journal(config)
     summary = RunSummary(input=config.input.path, output=config.output.path, via=VIA_BATCHES)
@@ -115,13 +147,31 @@ async def _run_claimed(config: RunConfig, claim: Claim, runtime: Runtime) -> Run
     sleep = runtime.sleep
     async with job_client(config, runtime) as client:
         api = BatchesApi(client, max_retries=config.engine.max_retries, sleep=sleep)
-        summary.todo = count_hint(config, done, config.batches.resubmit_expired)
+        summary.todo = (
+            len(only)
+            if isinstance(only, Sized)
+            else count_hint(config, done, config.batches.resubmit_expired)
+        )
         twins = _batch_twins(config, journal, sink, prior, resume)
         job = _BatchJob(
-            config, api, journal, sink, summary, done, counter, sleep, twins, output.lease
+            config,
+            api,
+            journal,
+            sink,
+            summary,
+            done,
+            counter,
+            sleep,
+            twins,
+            output.lease,
+            only,
+            files=resume.files,
         )
         progress = runtime.progress(summary.todo, job.snapshot, quiet=config.run.quiet)
         job.progress = progress
+        warning = thinking_room_warning(config.defaults, config.cost.prices)
+        if warning is not None:  # before any batch is created
+            progress.log(warning)
         started = time.perf_counter()
         fatal: FatalRunError | None = None
         try:
@@ -155,7 +205,7 @@ async def _run_claimed(config: RunConfig, claim: Claim, runtime: Runtime) -> Run
     summary.skipped = counter.skipped
     record_spend(config, sink, summary)  # before the final step may remove the journal
     if lapsed_online:
-        return await _finish_online(config, summary, claim, runtime)
+        return await _finish_online(config, summary, claim, runtime, only)
     every_row_recorded = len(done) >= counter.rows and 0 not in done[: counter.rows]
     complete = (
         fatal is None
@@ -166,7 +216,8 @@ async def _run_claimed(config: RunConfig, claim: Claim, runtime: Runtime) -> Run
     lost = output.lease_lost(job.closed_by)
     if lost is not None:
         raise lost  # another run owns the output now: nothing of this run is written there
-    write_output(config, output, summary, counter.rows, complete=complete)
+    if only is None:  # a shard's file is its driver's to write (``shards.run``)
+        write_output(config, output, summary, counter.rows, complete=complete)
     if fatal is not None:
         raise fatal
     return summary
@@ -223,13 +274,18 @@ def _journal_mirror(config: RunConfig) -> BatchJournalMirror | None:
 
 
 async def _finish_online(
-    config: RunConfig, summary: RunSummary, claim: Claim, runtime: Runtime
+    config: RunConfig,
+    summary: RunSummary,
+    claim: Claim,
+    runtime: Runtime,
+    only: Container[int] | None = None,
 ) -> RunSummary:
     """--finish-online: send the rows batches left expired or cancelled as online requests."""
     online = await run_holding(  # under this run's lock: no other run may come in between
         replace(config, via="online", resume=replace(config.resume, overwrite=False)),
         claim,
         runtime,
+        only=only,
         redo_lapsed=True,
     )
     # The rows batches left expired or cancelled are answered again online: each row is
@@ -260,9 +316,14 @@ class _BatchJob:
         sleep: Sleep,
         twins: BatchTwins | None = None,
         send_check: SendCheck | None = None,
+        only: Container[int] | None = None,
+        *,
+        files: FileCache | None = None,
     ) -> None:
         self.config = config
-        self.rows = RowSettings.of(config)  # rows into requests, answers into output rows
+        # Rows into requests (their files read through the run's ``files``: recorded for
+        # its resume), answers into output rows.
+        self.rows = RowSettings.of(config, files)
         # An object-store output's lease, asked before each batch is created: a run whose
         # lease another run took over creates none (``engine.admission``, as online).
         self._gate = Gate(send_check, self._close) if send_check is not None else None
@@ -277,11 +338,16 @@ class _BatchJob:
         self.sleep = sleep
         self.progress: ProgressView | None = None
         self.statuses: dict[str, BatchStatus] = {}
+        self.only = only  # a shard's rows (``run_batches_holding``): no others are sent
         self._stopping = asyncio.Event()
         # Rows of each running batch recorded so far: the display counts a batch's rows the
         # API reports finished, less these, so that no row is counted twice while collecting.
         self._recorded_from: Counter[str] = Counter()
         self._lapsed_now: dict[int, str] = {}  # rows this run recorded as expired/cancelled
+        # The SentRows of each batch this run created, spilled beside the output until the
+        # batch is collected (``batch_sent``): by intent key.
+        self._sent_files: dict[str, Path] = {}
+        self._halted = False  # set while ``submit`` waits for its builder thread to stop
 
     def stop(self) -> None:
         """Ctrl-C: no new batches, no more waiting; running batches keep running."""
@@ -302,6 +368,17 @@ class _BatchJob:
             self.progress.log(message)
 
     async def run(self, known_ids: list[str]) -> None:
+        try:
+            await self._rounds(known_ids)
+        finally:
+            if self.twins is not None:
+                self.twins.forget()
+            # Batches left running (a stop): the next run reads their rows from the input.
+            for spilled in self._sent_files.values():
+                remove_temporary(spilled)
+            self._sent_files.clear()
+
+    async def _rounds(self, known_ids: list[str]) -> None:
         await self.reconcile()
         redo_lapsed = self.config.batches.resubmit_expired
         for round_number in range(MAX_ROUNDS):
@@ -312,9 +389,10 @@ class _BatchJob:
                 self.done,
                 known_ids if round_number == 0 else [],
                 counter,
-                None,
+                self.only,
                 redo_lapsed=redo_lapsed,
                 pending=pending,
+                files=self.rows.files,
             )
             await self.submit(works)
             await self.wait_and_collect()
@@ -379,25 +457,88 @@ class _BatchJob:
     async def submit(self, works: Iterable[Work]) -> None:
         """Record invalid rows at once; send the rest in batches within the size limits."""
         config = self.config
-        for chunk in chunks(
-            self._sendable(works), config.batches.max_requests, config.batches.max_bytes
-        ):
-            if self.stopping:
-                return
-            rows = IntentRows(array("q", chunk.indexes), chunk.custom_ids, chunk.hashes)
-            if self._gate is not None:
+        bodies: list[Path] = []  # every body file begun; each removed once sent, or here
+
+        def body_path() -> Path:
+            bodies.append(temporary_path(config.output.path, BODY_SUFFIX))
+            return bodies[-1]
+
+        built = chunks(
+            self._sendable(works),
+            config.batches.max_requests,
+            config.batches.max_bytes,
+            self.rows.keep_columns,
+            body_path,
+        )
+        # Each batch is built in a worker thread while the one before it uploads (building is
+        # work for the processor, an upload mostly waits on the network); journaling and
+        # creating stay on this thread, one batch after the other.
+        building = asyncio.ensure_future(asyncio.to_thread(next, built, None))
+        try:
+            # Shielded: a cancel must not end the task while its thread goes on building.
+            while (chunk := await asyncio.shield(building)) is not None:
+                building = asyncio.ensure_future(asyncio.to_thread(next, built, None))
                 try:
-                    await self._gate.admit()
-                except AdmissionClosed:
-                    return  # its rows stay unsent, for the run that holds the output
-            entry = self.journal.intend(
-                datetime.now(timezone.utc), chunk.size, chunk.content_hash(), rows
-            )
-            await self._create(entry, chunk.content())
+                    if not await self._send(chunk):
+                        return
+                finally:
+                    chunk.body.remove()
+        finally:
+            await self._stop_building(building)
+            built.close()
+            for path in bodies:
+                remove_temporary(path)
+
+    async def _stop_building(self, building: asyncio.Future[Chunk | None]) -> None:
+        """Let the builder thread end at its next row and wait for it: a thread cannot be
+        cancelled, and no row may be recorded once ``submit`` is over. A cancel that comes
+        meanwhile is passed on once the thread is done."""
+        self._halted = True
+        cancelled = False
+        try:
+            while not building.done():
+                try:
+                    await asyncio.wait({building})
+                except asyncio.CancelledError:
+                    cancelled = True
+        finally:
+            self._halted = False
+        if not building.cancelled():
+            building.exception()  # retrieved: what the thread built then is never sent
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def _send(self, chunk: Chunk) -> bool:
+        """Journal the chunk's intent and create its batch; False when no more may be."""
+        if self.stopping:
+            return False
+        rows = IntentRows(array("q", chunk.indexes), chunk.custom_ids, chunk.hashes)
+        if self._gate is not None:
+            try:
+                await self._gate.admit()
+            except AdmissionClosed:
+                return False  # its rows stay unsent, for the run that holds the output
+        # Spilled before the intent: the batch may exist from the create on.
+        sent_file = temporary_path(self.config.output.path, SENT_SUFFIX)
+        chunk.sent.save(sent_file)
+        entry = self.journal.intend(
+            datetime.now(timezone.utc), chunk.size, chunk.content_hash(), rows
+        )
+        del rows
+        chunk.forget_rows()  # journaled and spilled: while it uploads, the next one is built
+        try:
+            created = await self._create(entry, Upload(chunk.size, chunk.body.slices))
+        except BaseException:
+            remove_temporary(sent_file)
+            raise
+        self._sent_files[created.key] = sent_file
+        return True
 
     def _sendable(self, works: Iterable[Work]) -> Iterator[BatchItem]:
+        """The rows to send, as batch items; invalid rows and twins recorded on the way.
+        Runs in ``submit``'s builder thread."""
         for work in works:
-            if self.stopping:
+            if self.stopping or self._halted:
                 return
             if work.body is None or work.request_hash is None:
                 problem = str(work.problem)
@@ -414,10 +555,19 @@ class _BatchJob:
                     continue
                 if self.twins.hold(work):
                     continue  # its request is in a batch already: filled once that is collected
-            yield BatchItem(work.row.index, work.row.id, work.request_hash, work.body)
+            yield BatchItem(
+                work.row.index,
+                work.row.id,
+                work.request_hash,
+                work.body,
+                kept_texts(work, self.rows) if self.rows.keep_columns else [],
+                work.content,
+                work.dropped,
+            )
 
-    async def _create(self, entry: BatchEntry, content: bytes) -> None:
-        """Create the intent's batch, never twice, retried as any request is (``client.retry``).
+    async def _create(self, entry: BatchEntry, content: Upload) -> BatchEntry:
+        """Create the intent's batch, never twice, retried as any request is (``client.retry``);
+        return the intent the batch is journaled under.
 
         After a failure that may hide a created batch (``is_ambiguous``), the next attempt
         first looks for it (``reconcile``); found, it is taken, otherwise a fresh intent is
@@ -463,11 +613,12 @@ class _BatchJob:
                 "Re-running resumes; batchrun first checks whether the batch exists"
             ) from exc
         if status is None:
-            return
+            return current
         self.journal.created(current, status.id)
         self.statuses[current.key] = status
         self.summary.batches_created += 1
         self.log(f"batchrun: created batch {status.id} ({current.count:,} rows)")
+        return current
 
     # -- 3. wait --------------------------------------------------------------------------
 
@@ -520,42 +671,77 @@ class _BatchJob:
     # -- 4. collect -----------------------------------------------------------------------
 
     async def collect(self, entry: BatchEntry, status: BatchStatus) -> None:
-        """Write the ended batch's results as output rows, then mark it collected."""
-        assert entry.batch_id is not None
+        """Write the ended batch's results as output rows as they download, then mark it
+        collected.
+
+        Each result line becomes its output row at once, in the order the API sends them;
+        a download cut off midway is retried, and the rows already recorded from it are not
+        recorded twice.
+        """
+        batch_id = entry.batch_id
+        assert batch_id is not None
         rows = self.journal.rows(entry)
-        # Unique to this run, like the final step's files: no other process can share it.
-        spool_path = temporary_path(self.config.output.path, f".{entry.key}{SPOOL_SUFFIX}")
-        with ResultSpool(spool_path, rows.positions()) as spool:
-            try:
-                found = await _retrying(
-                    lambda: spool.fill(self.api.results(entry.batch_id or "")),
-                    self.config.engine.max_retries,
-                    self.sleep,
-                )
-                missing = self._join(entry, rows, spool, status)
-            finally:
-                spool.remove()
+        sent = self._sent_rows(entry, rows)
+        positions = rows.positions()
+        indexes = rows.indexes
+        recorded = bytearray(len(indexes))  # 1 once the row at that position is recorded
+        took = processing_ms(status.created_at, status.ended_at)
+        unknown = 0
+
+        async def take_results() -> None:
+            nonlocal unknown
+            unknown = 0
+            async for record in self.api.results(batch_id):
+                position = positions.get(str(record.get("custom_id")))
+                if position is None or sent.ids[position] is None:
+                    unknown += 1
+                    continue
+                if recorded[position]:
+                    continue  # sent again by a download retried after a break
+                recorded[position] = 1
+                index = indexes[position]
+                if index < len(self.done) and self.done[index] == RowState.OK:
+                    continue  # recorded by a run that stopped while collecting this batch
+                work = sent.work(position, index)
+                row = result_row(work, self.rows, record, batch_id, took)
+                self._record(index, row, from_batch=entry.key)
+                self.summary.dropped.update(work.dropped)
+
+        await send_with_retries(
+            take_results, max_retries=self.config.engine.max_retries, sleep=self.sleep
+        )
         self.sink.sync()
         self.journal.collected(entry)
+        spilled = self._sent_files.pop(entry.key, None)
+        if spilled is not None:
+            remove_temporary(spilled)
         self.summary.batches_collected += 1
-        if spool.unknown or missing:
+        found = recorded.count(1)
+        missing = sum(
+            1
+            for position, index in enumerate(indexes)
+            if not recorded[position]
+            and not (index < len(self.done) and self.done[index] == RowState.OK)
+        )
+        if unknown or missing:
             self.log(
-                f"batchrun: batch {entry.batch_id}: {missing:,} row(s) had no result and "
-                f"{spool.unknown:,} result(s) matched no row; a re-run submits the missing rows"
+                f"batchrun: batch {batch_id}: {missing:,} row(s) had no result and "
+                f"{unknown:,} result(s) matched no row; a re-run submits the missing rows"
             )
         self.log(
-            f"batchrun: collected batch {entry.batch_id}: {found:,} results "
+            f"batchrun: collected batch {batch_id}: {found:,} results "
             + _counts_text(status.counts)
         )
 
-    def _join(
-        self, entry: BatchEntry, rows: IntentRows, spool: ResultSpool, status: BatchStatus
-    ) -> int:
-        """Read the batch's rows from the input, in order, and record each one's result."""
-        assert entry.batch_id is not None
+    def _sent_rows(self, entry: BatchEntry, rows: IntentRows) -> SentRows:
+        """What the batch's output rows need of its rows: kept since this run built the
+        batch, or else read again from the input, each row's request checked against the
+        hash its intent recorded (an input changed since would not match its answers)."""
+        spilled = self._sent_files.get(entry.key)
+        if spilled is not None:
+            return SentRows.load(spilled)
+        sent = SentRows.blank(len(rows.indexes), self.rows.keep_columns)
         where = {index: k for k, index in enumerate(rows.indexes)}
-        took = processing_ms(status.created_at, status.ended_at)
-        missing = 0
         # The first row past the batch is read (not skipped) only to end the pass there.
         rows_read = read_rows(
             self.config.input.path,
@@ -567,29 +753,28 @@ class _BatchJob:
                 break
             position = where[row.index]
             work = prepare(row, self.rows)
-            if (work.request_hash or "")[:REQUEST_HASH_CHARS] != rows.hashes[position]:
+            request_hash = work.request_hash or ""
+            if request_hash[:REQUEST_HASH_CHARS] != rows.hashes[position]:
                 raise ResumeMismatchError(
                     f"row {row.id} ({place(str(self.config.input.path), row.line)}) changed "
                     f"after batch {entry.batch_id} was submitted: its answer would not match "
                     f"it. Restore the input, or start afresh with {option('overwrite', True)}"
                 )
-            if row.index < len(self.done) and self.done[row.index] == RowState.OK:
-                continue  # recorded by a run that stopped while collecting this batch
-            record = spool.get(position)
-            if record is None:
-                missing += 1
-                continue
-            self._record(
-                row.index,
-                result_row(work, self.rows, record, entry.batch_id, took),
-                from_batch=entry.key,
+            model = (work.body or {}).get("model")
+            sent.put(
+                position, row.id, request_hash, model, kept_texts(work, self.rows), work.dropped
             )
-        return missing
+        return sent
 
     def _record(self, index: int, row: dict[str, Any], *, from_batch: str | None = None) -> None:
         self.sink.submit(index, row)
-        if self.twins is not None and row["request_hash"] is not None:
-            self.twins.dedup.remember(row["request_hash"], row)  # for twins held back
+        twins = self.twins
+        if (
+            twins is not None
+            and (request_hash := row["request_hash"]) is not None
+            and twins.awaited(request_hash)
+        ):
+            twins.dedup.remember(request_hash, row)  # for the twins held back
         if from_batch is not None:
             self._recorded_from[from_batch] += 1
         earlier = self._lapsed_now.pop(index, None)
@@ -620,11 +805,6 @@ class _BatchJob:
         return self.summary.snapshot(
             reported=reported, batches=running, batches_collected=self.summary.batches_collected
         )
-
-
-async def _retrying(call: Callable[[], Awaitable[int]], max_retries: int, sleep: Sleep) -> int:
-    value, _ = await send_with_retries(call, max_retries=max_retries, sleep=sleep)
-    return value
 
 
 def _counts_text(counts: dict[str, int]) -> str:

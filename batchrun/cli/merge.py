@@ -54,12 +54,13 @@ def merge_cmd(source: str, **flags: Any) -> None:
       batchrun merge job.toml
       batchrun merge out/labels.parquet
     """
-    from batchrun.config.load import is_job_file
+    from batchrun.config.load import is_job_file, output_alone
     from batchrun.core.errors import BatchrunError, ConfigError
-    from batchrun.shards.run import merge, shards_folder
+    from batchrun.shards.layout import shards_folder
+    from batchrun.shards.run import merge
 
-    output = _output_named(source) if flags.get("output") is None else None
     try:
+        output = _output_named(source) if flags.get("output") is None else None
         if output is not None:
             names = {"input_format": "--format", "csv_delimiter": "--csv-delimiter"}
             given = [flag for key, flag in names.items() if flags.get(key) is not None]
@@ -70,7 +71,7 @@ def merge_cmd(source: str, **flags: Any) -> None:
                 )
             counts = merge(output)
             quiet = bool(flags.get("quiet"))
-            shown = output
+            shown = output_alone(output)[0].shown
         else:
             if "://" not in source and source != "-" and not Path(source).exists():
                 raise ConfigError(
@@ -80,7 +81,7 @@ def merge_cmd(source: str, **flags: Any) -> None:
                 )
             config = load(source, flags)
             counts = merge(config, check_job=is_job_file(Path(source)))
-            quiet, shown = config.run.quiet, config.output.path
+            quiet, shown = config.run.quiet, config.output.shown
     except BatchrunError as exc:
         fail(exc, None)
     if not quiet:
@@ -92,13 +93,23 @@ def merge_cmd(source: str, **flags: Any) -> None:
     sys.exit(0 if counts.error == 0 else 3)
 
 
-def _output_named(source: str) -> Path | None:
+def _output_named(source: str) -> str | None:
     """The output ``source`` names, when it is one: its shards' folder is beside it (a job
-    file or an input never has one: an output cannot be its input)."""
-    from batchrun.config.load import is_job_file
-    from batchrun.shards.run import shards_folder
+    file or an input never has one: an output cannot be its input), on this machine or on
+    the object store of an ``s3://`` or ``gs://`` URL."""
+    from batchrun.config.load import is_job_file, output_alone
+    from batchrun.core.locations import is_remote
+    from batchrun.shards.layout import shards_folder
 
-    if "://" in source or source == "-" or is_job_file(Path(source)):
+    if source == "-" or source.lower().endswith(".toml"):
+        return None
+    if is_remote(source):
+        from batchrun.remote.objects import Storage
+        from batchrun.shards.layout import SHARDS_SUFFIX
+
+        storage = Storage(output_alone(source)[1])
+        return source if storage.list(source.rstrip("/") + SHARDS_SUFFIX) else None
+    if "://" in source or is_job_file(Path(source)):
         return None
     output = Path(source).expanduser().absolute()
-    return output if shards_folder(output).is_dir() else None
+    return str(output) if shards_folder(output).is_dir() else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from typing import Any
 
 import click
@@ -51,10 +50,9 @@ def run_cmd(source: str, engine: str, address: str | None, **flags: Any) -> None
     # Where this run's journal is: a shard's own output (``shards.run``), or the output.
     mine = config
     if config.shard is not None:
-        from batchrun.shards.run import shard_output
+        from batchrun.shards.run import shard_config
 
-        path = shard_output(config.output.path, *config.shard)
-        mine = replace(config, output=replace(config.output, path=path))
+        mine = shard_config(config, config.shard)
     try:
         if engine == "ray":
             from batchrun.ray import run_on_ray

@@ -67,6 +67,15 @@ class BatchStatus:
             ) from exc
 
 
+@dataclass(frozen=True)
+class Upload:
+    """A request body read as it is sent, never whole in memory: its size in bytes, and
+    ``slices`` giving it afresh, a slice at a time, for each attempt."""
+
+    size: int
+    slices: Callable[[], AsyncIterator[bytes]]
+
+
 def is_ambiguous(exc: ApiError) -> bool:
     """True when a failed create may still have created the batch."""
     if isinstance(exc, (ApiConnectionError, ApiTimeoutError)):
@@ -84,9 +93,14 @@ class BatchesApi:
         self._max_retries = max_retries
         self._sleep = sleep
 
-    async def create(self, content: bytes) -> BatchStatus:
+    async def create(self, content: bytes | Upload) -> BatchStatus:
         """One attempt; see the module docstring for why it is never retried here."""
-        data = await self._client.call_json("POST", BATCHES_PATH, content=content)
+        if isinstance(content, Upload):
+            data = await self._client.call_json(
+                "POST", BATCHES_PATH, content=content.slices(), content_length=content.size
+            )
+        else:
+            data = await self._client.call_json("POST", BATCHES_PATH, content=content)
         return BatchStatus.from_api(data)
 
     async def retrieve(self, batch_id: str) -> BatchStatus:

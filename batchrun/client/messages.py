@@ -24,7 +24,15 @@ import json
 import ssl
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -217,14 +225,19 @@ class MessagesClient:
         method: str,
         path: str,
         *,
-        content: bytes | None = None,
+        content: bytes | AsyncIterable[bytes] | None = None,
+        content_length: int | None = None,
         params: Mapping[str, str | int] | None = None,
     ) -> dict[str, Any]:
-        """One request to another JSON endpoint (Message Batches); one attempt, no retries."""
+        """One request to another JSON endpoint (Message Batches); one attempt, no retries.
+
+        ``content`` may be read as it is sent (a batch's body from its file); then
+        ``content_length`` is its size, sent as such rather than in chunks."""
+        headers = {"content-length": str(content_length)} if content_length is not None else None
         with self._translated():
             response = await _within(
                 self._deadline,
-                self._http.request(method, path, content=content, params=params),
+                self._http.request(method, path, content=content, params=params, headers=headers),
             )
             _raise_for_status(response)
         data = _json_body(response)

@@ -18,7 +18,7 @@ keys are the table's job keys; paths in it are relative to the job file itself. 
     [limits]                    # per minute; each is also a flag (--rpm ...) and BATCHRUN_RPM ...
     rpm = 1000
     itpm = 400000
-    [limits."claude-sonnet-4-5"]  # per model, field by field over the ones above
+    [limits."claude-sonnet-4-6"]  # per model, field by field over the ones above
     otpm = 80000
 """
 
@@ -72,6 +72,7 @@ from batchrun.core.locations import (
 from batchrun.core.scrub import url_without_secrets, urls_without_secrets
 from batchrun.core.secret import Secret
 from batchrun.core.wording import named, option
+from batchrun.cost.models import tokenizer_factor
 from batchrun.cost.prices import (
     PriceTable,
     default_prices,
@@ -268,6 +269,7 @@ def load_config(
         require_extra("redis", "redis", option("rate_limit_store"))
     schema_path = path_of("json_schema")
     schema = None if schema_path is None else _load_schema(schema_path)
+    _check_answer_columns(schema, keep_columns)
     # The built-in simulator ends a batch in half a second: no reason to wait ten.
     poll_default = SIMULATE_POLL_INTERVAL if simulate else DEFAULT_POLL_INTERVAL
     media_url = _url(settings.get("media_root"))
@@ -303,7 +305,7 @@ def load_config(
         output=build(
             OutputSettings, values, url=output_url, cache_home=cache_home, lease_ttl=_lease_ttl(env)
         ),
-        defaults=_with_schema(_request_defaults(settings, prices), schema),
+        defaults=_with_schema(_request_defaults(settings, prices), schema, str(schema_path)),
         client=build(ClientSettings, values, credentials=_credentials(env, simulate)),
         engine=build(
             EngineSettings,
@@ -404,6 +406,28 @@ def check_shard(index: int, count: int, shown: str | None = None) -> None:
             "reads the whole input to find its rows, so more shards only multiply that "
             "reading): use a smaller N"
         )
+
+
+def output_alone(
+    output: str | os.PathLike[str], environ: Mapping[str, str] | None = None
+) -> tuple[OutputSettings, StorageSettings]:
+    """The settings of an output named alone (``batchrun merge OUTPUT``): a local path made
+    absolute, or an ``s3://`` / ``gs://`` URL with its local copy in its work folder and its
+    lease, and the store's endpoints; from the environment (``environ``, or ``os.environ``)
+    as ``load_config`` takes them."""
+    env = dict(os.environ if environ is None else environ)
+    storage = StorageSettings(*storage_endpoints(env))
+    url = _url(str(output))
+    if url is None:
+        return OutputSettings(path=Path(output).expanduser().absolute()), storage
+    cache_home = _cache_home(env)
+    settings = OutputSettings(
+        path=_mirror_of(url, None, cache_home),
+        url=url,
+        cache_home=cache_home,
+        lease_ttl=_lease_ttl(env),
+    )
+    return settings, storage
 
 
 def _url(value: Any) -> str | None:
@@ -596,17 +620,35 @@ def _load_schema(path: Path) -> dict[str, Any]:
     return load_schema(path)
 
 
-def _with_schema(defaults: RequestDefaults, schema: Mapping[str, Any] | None) -> RequestDefaults:
-    """The job's defaults with the structured-output tool defined and forced."""
+def _with_schema(
+    defaults: RequestDefaults, schema: Mapping[str, Any] | None, where: str
+) -> RequestDefaults:
+    """The job's defaults asking every request for an answer that fits ``schema`` (from
+    ``where``): by ``output_config.format``, or a forced tool for a model that does not take
+    it, as each row's model decides (``rows.structured``)."""
     if schema is None:
         return defaults
     if defaults.tools is not None or defaults.tool_choice is not None:
-        raise ConfigError("json_schema defines the job's tool: drop `tools` and `tool_choice`")
-    if defaults.thinking is not None and defaults.thinking.get("type") != "disabled":
-        raise ConfigError("json_schema forces a tool, which the API refuses with `thinking`")
-    from batchrun.rows.structured import FORCED_CHOICE, structured_tool
+        raise ConfigError("json_schema defines the job's answer: drop `tools` and `tool_choice`")
+    from batchrun.rows.structured import StructuredRequest
 
-    return replace(defaults, tools=(structured_tool(schema),), tool_choice=FORCED_CHOICE)
+    return replace(defaults, structured=StructuredRequest.of(schema, where))
+
+
+def _check_answer_columns(schema: Mapping[str, Any] | None, keep_columns: Sequence[str]) -> None:
+    """ConfigError for a kept column named as one of the answer's (``answer_<field>``)."""
+    if schema is None:
+        return
+    from batchrun.rows.structured import ANSWER_PREFIX, answer_fields
+
+    for answer in answer_fields(schema):
+        name = ANSWER_PREFIX + answer.name
+        if name in keep_columns:
+            raise ConfigError(
+                f"`keep_columns`: `{name}` is the column of the answer's `{answer.name}` "
+                f"(json_schema): rename the input's column, or drop it from "
+                f"{named('keep_columns')}"
+            )
 
 
 def _read_job_file(path: Path) -> dict[str, Any]:
@@ -717,10 +759,16 @@ def _request_defaults(s: Mapping[str, Any], prices: PriceTable | None = None) ->
         template=s.get("template"),
         cache_system=control if mode == "system" else None,
         cache=(
-            CachePolicy(_cache_minimums(table, _text_or_none(s.get("model"))), control)
+            CachePolicy(
+                _cache_minimums(table, _text_or_none(s.get("model"))),
+                control,
+                factors=_tokenizer_factors(table, _text_or_none(s.get("model"))),
+            )
             if mode == "auto"
             else None
         ),
+        effort=s.get("effort"),
+        drop_unsupported=bool(s.get("drop_unsupported")),
     )
     # The same rules rows obey: a bad default would otherwise fail every row alike.
     problems = check_defaults(defaults)
@@ -741,6 +789,20 @@ def _cache_minimums(prices: PriceTable, model: str | None) -> dict[str, int]:
     if model is not None:
         minimums[model] = min_cacheable_tokens(model, prices)
     return minimums
+
+
+def _tokenizer_factors(prices: PriceTable, model: str | None) -> dict[str, float]:
+    """Every model id whose tokenizer counts more than the local estimate's, and the job's
+    model as written, with its factor (``rows.prefix.CachePolicy.factors``)."""
+    factors = {
+        name: price.rules.tokenizer_factor
+        for price in prices.models()
+        if price.rules is not None and price.rules.tokenizer_factor != 1.0
+        for name in (price.model, *price.ids)
+    }
+    if model is not None:
+        factors[model] = tokenizer_factor(model, prices)
+    return factors
 
 
 def _cache_mode(s: Mapping[str, Any]) -> tuple[str, dict[str, str]]:

@@ -24,6 +24,7 @@ from batchrun.formats.registry import (
     output_formats,
     said,
 )
+from batchrun.rows.checks import EFFORT_LEVELS
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_CONCURRENCY = 16
@@ -318,6 +319,27 @@ SETTINGS: tuple[Setting, ...] = (
         "json",
         'Extended thinking, e.g. \'{"type": "enabled", "budget_tokens": 2048}\': ' + _JSON_HELP,
         types=(dict,),
+        commands=REQUEST_COMMANDS,
+        layer="request",
+        feeds="defaults",
+    ),
+    Setting(
+        "effort",
+        "choice",
+        "How much the model thinks and writes (output_config.effort), if its model takes it; "
+        "the model's own default otherwise. A 5.x model thinks by default, and its thinking "
+        "counts toward max_tokens: low leaves the answer most of them.",
+        choices=EFFORT_LEVELS,
+        commands=REQUEST_COMMANDS,
+        layer="request",
+        feeds="defaults",
+    ),
+    Setting(
+        "drop_unsupported",
+        "flag",
+        "Send without the sampling settings (temperature, top_p, top_k) a row's model does not "
+        "take, instead of refusing the job or the row; the summary says what was dropped.",
+        default=False,
         commands=REQUEST_COMMANDS,
         layer="request",
         feeds="defaults",

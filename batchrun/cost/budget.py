@@ -45,8 +45,8 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from batchrun.core.wording import option
+from batchrun.cost.models import local_input_tokens
 from batchrun.cost.prices import PER_MILLION, PriceTable, did_you_mean
-from batchrun.rows.tokens import estimate_input_tokens
 
 Row = dict[str, Any]
 
@@ -218,7 +218,7 @@ class Budget:
         The reservation is settled with the row's ``cost_usd`` (an error row costs nothing:
         failed attempts are not billed) even if ``send`` raises.
         """
-        estimate = estimate_input_tokens(body)
+        estimate = local_input_tokens(body, self.prices)
         worst = self.worst_case(body, estimate)
         if not await self.admit(worst, body.get("model")):
             return None

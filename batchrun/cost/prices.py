@@ -37,6 +37,7 @@ from typing import Any
 
 from batchrun.core.errors import ConfigError
 from batchrun.core.wording import option
+from batchrun.cost.rules import ModelRules, parse_rules
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -65,6 +66,7 @@ _ENTRY_KEYS = frozenset(
         "min_cacheable_source",
         "retired",
         "successor",
+        "rules",
     }
 )
 
@@ -200,6 +202,7 @@ class ModelPrice:
     min_cacheable_source: str = ""
     retired: date | None = None  # when the Claude API stopped serving it (it answers 404)
     successor: str = ""  # the model to use in its place
+    rules: ModelRules | None = None  # what it takes in a request (None: not known)
 
     def rates_for(self, total_input_tokens: int) -> Rates:
         """The rates that apply to a request with this much input (long-context pricing)."""
@@ -554,6 +557,10 @@ def _entry(key: str, raw: Mapping[str, Any], origin: str, base: PriceTable | Non
     successor = raw.get("successor", known.successor if known else "")
     if not isinstance(successor, str):
         raise ConfigError(f"{origin}: {where} successor must be a model id")
+    rules = known.rules if known is not None else None
+    if "rules" in raw:
+        model = known.model if known is not None else key
+        rules = parse_rules(raw["rules"], origin, f"[models.{key}.rules]", model=model, base=rules)
     return ModelPrice(
         model=known.model if known is not None else key,
         name=str(raw.get("name", known.name if known else key)),
@@ -569,6 +576,7 @@ def _entry(key: str, raw: Mapping[str, Any], origin: str, base: PriceTable | Non
         ),
         retired=retired,
         successor=successor,
+        rules=rules,
     )
 
 

@@ -42,13 +42,14 @@ from typing import TYPE_CHECKING, Any
 from batchrun.client.messages import MessagesClient
 from batchrun.config.layers import CostSettings, EngineSettings
 from batchrun.cost.budget import Budget
+from batchrun.cost.models import thinking_room_warning
 from batchrun.cost.prices import UnknownModels
 from batchrun.engine.admission import AdmissionClosed, Gate, SendCheck
 from batchrun.engine.dedup import Dedup, twin_row
 from batchrun.engine.fail_fast import FailFast
 from batchrun.engine.outcome import RowSettings, Work, base_row, error_row
 from batchrun.engine.pool import Pool, Stopped
-from batchrun.engine.samples import Samples, samples_can_vary
+from batchrun.engine.samples import Samples, plan_index, samples_can_vary
 from batchrun.engine.sender import Sender
 from batchrun.engine.tally import RowTally
 from batchrun.engine.waits import WaitNotices
@@ -142,6 +143,9 @@ class Engine:
         self._budget = self._make_budget()
         self._unpriced = UnknownModels(cost.prices)  # its did-you-mean knows --prices too
         self._sample_copies = 0  # copies of a twin's answer for samples past a row's first
+        warning = thinking_room_warning(rows.defaults, cost.prices)
+        if warning is not None:  # before anything is sent: a max_tokens thinking may use up
+            notify(warning)
 
     @property
     def in_flight(self) -> int:
@@ -203,7 +207,7 @@ class Engine:
             row = answered
         on_row(work, row)  # first: a result is recorded before anything else can go wrong
         if work.sample is None:  # a sample is counted in its row's voted one (engine.samples)
-            self.tally.count(row)
+            self.tally.count(row, work.dropped)
         self._unpriced.check(row, self._notify)
         self._fail_fast.observe(row)
 
@@ -212,7 +216,10 @@ class Engine:
         dedup, request_hash = self.dedup, work.request_hash
         if dedup is None or request_hash is None:
             return await self._send_warm(work, body)
-        answer = await dedup.claim(request_hash, self.pool.stand_aside, self._stopping)
+        member = dedup.member(plan_index(work, self.settings.samples), request_hash)
+        if member is None:  # no twin: nothing to wait for, nothing to keep
+            return await self._send_warm(work, body)
+        answer = await dedup.claim(member, request_hash, self.pool.stand_aside, self._stopping)
         if answer is not None:
             if work.sample:  # a row's later samples: its copy is counted once, as a row
                 self._sample_copies += 1
@@ -223,7 +230,7 @@ class Engine:
         try:
             row = await self._send_warm(work, body)
         finally:
-            dedup.settle(request_hash, row)  # whatever happened: its twins wait for it
+            dedup.settle(member, row)  # whatever happened: its twins wait for it
         return row
 
     async def _send_warm(self, work: Work, body: dict[str, Any]) -> dict[str, Any] | None:

@@ -32,6 +32,24 @@ def samples_can_vary(temperature: float | None) -> bool:
     return temperature is None or temperature > 0
 
 
+def sample_requests(work: Work, k: int) -> Iterator[Work]:
+    """``work``'s K sample requests, each keyed for dedup by the row's request hash and its
+    sample index (so the i-th samples of identical rows are twins, a row's own never are);
+    a row that cannot be sent, or ``k`` of 1, as it is. The engine sends these, and the online
+    run's twin pass (``runs.twins.find_twins``) reads these same keys."""
+    if k <= 1 or work.body is None or work.request_hash is None:
+        yield work
+        return
+    for i in range(k):
+        yield replace(work, request_hash=f"{work.request_hash}{SAMPLE_MARK}{i}", sample=i)
+
+
+def plan_index(work: Work, k: int) -> int:
+    """Where a twin plan (``engine.twin_plan``) knows ``work``: its row's index, or with K
+    samples a row's requests one after another (row × K + sample), in input order both."""
+    return work.row.index if work.sample is None else work.row.index * k + work.sample
+
+
 class Samples:
     """Expands each row into its K sample requests and folds their K rows into one."""
 
@@ -43,22 +61,18 @@ class Samples:
         self._works: dict[int, Work] = {}
 
     def expand(self, works: Iterable[Work]) -> Iterator[Work]:
-        """Each row's K sample requests; a row that cannot be sent passes as it is (its one
-        error row says why)."""
+        """Each row's K sample requests (``sample_requests``); a row that cannot be sent
+        passes as it is (its one error row says why)."""
         for work in works:
-            if work.body is None or work.request_hash is None:
-                yield work
-                continue
-            self._works[work.row.index] = work
-            self._waiting[work.row.index] = [None] * self.k
-            for i in range(self.k):
-                yield replace(work, request_hash=f"{work.request_hash}{SAMPLE_MARK}{i}", sample=i)
+            if work.body is not None and work.request_hash is not None:
+                self._works[work.row.index] = work
+                self._waiting[work.row.index] = [None] * self.k
+            yield from sample_requests(work, self.k)
 
     def record(self, work: Work, row: dict[str, Any]) -> None:
         """One sample's row; the row's output row once all K are in."""
-        if work.sample is None:  # not sampled (a row that cannot be sent)
+        if work.sample is None:  # not sampled (a row that cannot be sent): the engine counts it
             self._on_row(work, row)
-            self._tally.count(row)
             return
         index = work.row.index
         rows = self._waiting[index]
@@ -71,7 +85,7 @@ class Samples:
         voted = vote([r for r in rows if r is not None])
         voted["request_hash"] = original.request_hash  # the row's request, as resume knows it
         self._on_row(original, voted)
-        self._tally.count(voted)
+        self._tally.count(voted, original.dropped)
         if voted["agreement"] is not None:
             self._tally.agreement_total += voted["agreement"]
             self._tally.agreement_rows += 1

@@ -15,6 +15,7 @@ from batchrun.client.messages import MessagesClient, Reply
 from batchrun.client.retry import is_fatal, send_with_retries
 from batchrun.config.layers import EngineSettings
 from batchrun.core.errors import ApiError, ApiStatusError, FatalRunError
+from batchrun.cost.models import local_input_tokens
 from batchrun.engine.admission import Gate
 from batchrun.engine.fail_fast import QUICK_WAIT_S, FailFast, is_an_answer
 from batchrun.engine.outcome import RowSettings, Work, error_row, ok_row
@@ -24,7 +25,6 @@ from batchrun.limits.congestion import Verdict
 from batchrun.limits.limiter import RateLimiter, Reservation
 from batchrun.limits.tuner import ConcurrencyTuner
 from batchrun.limits.usage import RATE_LIMIT_STATUS, itpm_tokens
-from batchrun.rows.tokens import estimate_input_tokens
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -86,7 +86,7 @@ class Sender:
         stream = streams(settings, body)
         started = time.perf_counter()
         waits = RetryWaits(self, str(body.get("model") or ""))
-        estimate = estimate_input_tokens(body)
+        estimate = local_input_tokens(body, self._rows.prices)
         try:
             reply, attempts = await send_with_retries(
                 lambda: self._attempt(body, work.content, stream, waits, estimate, on_answer_start),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,7 +70,7 @@ class RowTally:
     )  # what those answers cost the rows that were sent
     dedup_resent: int = field(
         default=0, metadata=ADDS
-    )  # duplicates sent anyway: their twin's answer had left the bounded table
+    )  # duplicates sent anyway: their twin's answer had left the bounded table (no plan)
     sample_requests: int = field(
         default=0, metadata=ADDS
     )  # --samples K: the requests' rows folded into voted rows (engine.samples)
@@ -84,6 +84,9 @@ class RowTally:
     cache_rewarmed: int = field(
         default=0, metadata=ADDS
     )  # times a group's reads stopped (entry evicted) and it was written again
+    dropped: Counter[str] = field(
+        default_factory=Counter, metadata=ADDS
+    )  # rows sent without a sampling setting their model refuses, by setting (--drop-unsupported)
     elapsed_s: float = field(default=0.0, metadata=ADDS)
     rate_limits: dict[str, Limits] = field(default_factory=dict)  # per model, as enforced
     concurrency_chosen: int | None = None  # what --concurrency auto settled on
@@ -96,8 +99,10 @@ class RowTally:
     def rows_per_second(self) -> float:
         return self.finished / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
-    def count(self, row: Mapping[str, Any]) -> None:
-        """Count one finished output row."""
+    def count(self, row: Mapping[str, Any], dropped: Iterable[str] = ()) -> None:
+        """Count one finished output row, sent without the settings ``dropped``
+        (--drop-unsupported left them out for its model)."""
+        self.dropped.update(dropped)
         if row["status"] == STATUS_OK:
             self.ok += 1
         else:

@@ -30,6 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchrun.cost.models import tokenizer_factor
+from batchrun.cost.prices import PriceTable, default_prices
 from batchrun.estimation.figures import ModelLine
 from batchrun.rows.tokens import estimate_input_tokens
 
@@ -61,11 +63,12 @@ def marked_prefix(body: Mapping[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def marked_prefix_tokens(body: Mapping[str, Any]) -> int:
+def marked_prefix_tokens(body: Mapping[str, Any], factor: float = 1.0) -> int:
     """The local estimate of the cached prefix's tokens (0 when nothing is marked): the same
-    estimate ``rows.prefix`` compares with the model's minimum."""
+    estimate ``rows.prefix`` compares with the model's minimum, on the model's tokenizer
+    (``factor``: ``cost.models.tokenizer_factor``)."""
     prefix = marked_prefix(body)
-    return 0 if prefix is None else estimate_input_tokens({"messages": [], **prefix})
+    return 0 if prefix is None else estimate_input_tokens({"messages": [], **prefix}, factor)
 
 
 def _head(body: Mapping[str, Any], through: str) -> dict[str, Any]:
@@ -134,13 +137,16 @@ class _Group:
 class CachePlan:
     """The prefix groups of a job: their requests to send and what answered rows measured."""
 
-    def __init__(self) -> None:
+    def __init__(self, prices: PriceTable | None = None) -> None:
         self._groups: dict[str, _Group] = {}
+        self._prices = prices or default_prices()  # the tokenizer of each group's model
 
     def _group(self, key: str, model: str, body: Mapping[str, Any]) -> _Group:
         group = self._groups.get(key)
         if group is None:
-            group = self._groups[key] = _Group(model, marked_prefix_tokens(body))
+            name = body.get("model")
+            factor = tokenizer_factor(name if isinstance(name, str) else None, self._prices)
+            group = self._groups[key] = _Group(model, marked_prefix_tokens(body, factor))
         return group
 
     def pending(

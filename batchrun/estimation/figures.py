@@ -40,6 +40,11 @@ class ModelLine:
     unpriced_answers: int = 0
     pending_input: int = 0  # estimated or counted input of the pending rows
     pending_ceiling: int = 0  # sum of their max_tokens
+    # Output the pending rows spend thinking, as batchrun assumes it (cost.models
+    # THINKING_TOKENS_ASSUMED, at most each row's max_tokens), and the effort it assumed;
+    # 0 and None for rows whose model does not think.
+    pending_thinking: int = 0
+    thinking_effort: str | None = None
     input_mid: float | None = None  # pending input after calibration (pilot)
     output_range: tuple[float, float, float] | None = None  # pending rows' output
     cost_range: tuple[float, float, float] | None = None  # pending rows, online, uncached
@@ -72,10 +77,11 @@ class ModelLine:
         return base + round(low), base + round(mid), base + round(high)
 
     def cost_floor(self, batch_factor: Decimal = Decimal(1), cached: bool = True) -> float | None:
-        """Answered rows plus the pending rows' input alone: no answer can cost less.
-        ``cached``: with the cache writes and reads the run would make (else all input at
-        the plain input price)."""
-        pending = self._pending_cost(output=0, cached=cached)
+        """Answered rows plus the pending rows' input and the thinking a thinking model is
+        assumed to do (``pending_thinking``, paid as output even before any text): less
+        only if it thinks less than assumed. ``cached``: with the cache writes and reads the
+        run would make (else all input at the plain input price)."""
+        pending = self._pending_cost(output=self.pending_thinking, cached=cached)
         return None if pending is None else self.paid_usd + pending * float(batch_factor)
 
     def cost_ceiling(self, batch_factor: Decimal = Decimal(1), cached: bool = True) -> float | None:
@@ -267,6 +273,9 @@ class Estimate:
                 "input_tokens": m.input_tokens,
                 "output_tokens_expected": rng(_floats(m.output_expected()), 0),
                 "output_tokens_ceiling": m.output_ceiling,
+                # batchrun's assumption of the thinking the rows to send do (in the floor)
+                "thinking_tokens_assumed": m.pending_thinking,
+                "thinking_effort": m.thinking_effort,
                 "paid_usd": round(m.paid_usd, 6),
                 "cost_usd_online": rng(m.cost_expected()),
                 "cost_usd_batch": rng(m.cost_expected(self.batch_factor)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from batchrun.config.load import RunConfig
 from batchrun.core.wording import option
+from batchrun.cost.models import THINKING_TOKENS_ASSUMED, thinking_room_warning, tokenizer_factor
 from batchrun.engine.outcome import VIA_BATCHES
 from batchrun.estimation.figures import Estimate
 
@@ -28,6 +29,14 @@ def method_notes(est: Estimate, config: RunConfig) -> list[str]:
             "jobs): typically within 2-6% of the simulator's count, and about a quarter low "
             f"against Claude's tokenizer; {option('exact', True)} counts it with the API"
         )
+        scaled = _scaled_models(est, config)
+        if scaled:
+            notes.append(
+                "input: "
+                + ", ".join(f"{name} ×{factor:g}" for name, factor in scaled)
+                + ": the newer tokenizer (Claude 4.7 on) counts about 30% more tokens for the "
+                "same text, so the local estimate is scaled by the model table's factor"
+            )
     if est.projection is not None:
         proj = est.projection
         if est.projection_source == "pilot":
@@ -57,6 +66,19 @@ def method_notes(est: Estimate, config: RunConfig) -> list[str]:
             "output: unknown before any row is answered, so cost is shown from input alone "
             f"to the max_tokens ceiling; {option('pilot', 'N')} measures it"
         )
+    thinking = sorted(name for name, m in est.models.items() if m.pending_thinking)
+    if thinking:
+        verb = "thinks" if len(thinking) == 1 else "think"
+        notes.append(
+            f"thinking: {', '.join(thinking)} {verb} before answering, and thinking is paid as "
+            "output: batchrun assumes "
+            + ", ".join(f"{t:,} tokens at {e}" for e, t in THINKING_TOKENS_ASSUMED.items())
+            + " per answer (at most max_tokens; its assumption, not the API's), counted in the "
+            f"low end; {option('pilot', 'N')} measures it"
+        )
+    room = thinking_room_warning(config.defaults, config.cost.prices)
+    if room is not None:
+        notes.append(room.removeprefix("batchrun: "))
     notes.extend(_cache_notes(est, config))
     if est.unknown_models:
         notes.append(
@@ -129,3 +151,9 @@ def _cache_notes(est: Estimate, config: RunConfig) -> list[str]:
             "or a row's own marks are not modelled"
         )
     return notes
+
+
+def _scaled_models(est: Estimate, config: RunConfig) -> list[tuple[str, float]]:
+    """The estimate's models whose tokenizer factor is not 1, with it, by name."""
+    factors = ((name, tokenizer_factor(name, config.cost.prices)) for name in sorted(est.models))
+    return [(name, factor) for name, factor in factors if factor != 1.0]

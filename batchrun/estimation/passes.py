@@ -45,6 +45,12 @@ from batchrun.config.load import RunConfig
 from batchrun.core.errors import ConfigError, InputError, InvalidRowError, OutputError
 from batchrun.core.sync import run_sync
 from batchrun.core.wording import option, said
+from batchrun.cost.models import (
+    assumed_thinking_tokens,
+    local_input_tokens,
+    model_rules,
+    thinking_effort,
+)
 from batchrun.cost.prices import PriceTable
 from batchrun.cost.projection import (
     MAX_SAMPLE,
@@ -62,7 +68,6 @@ from batchrun.estimation.duration import batch_duration, estimate_duration
 from batchrun.estimation.figures import Estimate, Level, ModelLine, PilotInfo, _range
 from batchrun.estimation.notes import method_notes
 from batchrun.formats.inputs import InputRow, read_rows
-from batchrun.rows.tokens import estimate_input_tokens
 from batchrun.runs.compose import job_client
 from batchrun.runs.fetch import fetched
 from batchrun.runs.online import run_async
@@ -153,7 +158,7 @@ async def estimate_async(
                 else (None if config.client.simulate else COUNT_RPM)
             )
             counter = TokenCounter(client, rpm, config.engine.max_retries, clock, runtime.sleep)
-        plan = CachePlan()
+        plan = CachePlan(config.cost.prices)
         first_problem = await _input_pass(config, est, scan, counter, plan, runtime)
     if est.rows and est.invalid == est.rows:
         raise NoValidRowsError(config, est.rows, first_problem)
@@ -425,7 +430,7 @@ async def _input_pass(
         line = est.models.setdefault(key, ModelLine(key, prices.lookup(key)))
         line.rows += 1
         flag = scan.flag(row.index)
-        local = estimate_input_tokens(body)
+        local = local_input_tokens(body, prices)
         if flag == RowState.OK:
             answer = scan.sample.get(row.index)
             if answer is not None:
@@ -452,6 +457,9 @@ async def _input_pass(
         max_tokens = int(body.get("max_tokens") or 0)
         line.pending_input += tokens * samples
         line.pending_ceiling += max_tokens * samples
+        rules = model_rules(body.get("model"), prices)
+        line.pending_thinking += assumed_thinking_tokens(body, rules) * samples
+        line.thinking_effort = thinking_effort(body, rules) or line.thinking_effort
         old = groups.get((key, max_tokens))
         groups[(key, max_tokens)] = Pending(
             key,

@@ -158,6 +158,38 @@ class InputFormat:
         found = frozenset(name for name in query.asked if name not in left)
         return InputColumns(first, found, declared=False)
 
+    def column_types(self, path: Path, kind: InputKind, names: Collection[str]) -> dict[str, Any]:
+        """The types (Arrow's) the input gives the columns ``names``, for a final output to
+        keep (``store.typed``); a name it leaves out stays text, as it does here: a format
+        whose values are text (CSV). ``id`` is given a type only when every row's id has it
+        (a row without one is named ``row-<index>``, which only text holds)."""
+        return {}
+
+    def value_types(self, path: Path, kind: InputKind, names: Collection[str]) -> dict[str, Any]:
+        """``column_types`` told from the values (``formats.values.JsonKinds``), for a format
+        that declares none (JSON): rows are read until no value to come could change a
+        type (a column of text is text whatever follows), at worst the whole file."""
+        from batchrun.formats.values import JsonKinds
+
+        kinds = {name: JsonKinds() for name in names}
+        broken = False  # a row that could not be read: it is named row-<index>
+        with contextlib.closing(self.rows(path, kind, 1024, _keep_all)) as raw:
+            for row in raw:
+                if row.record is None:
+                    broken = True
+                for name, found in kinds.items():
+                    found.observe(None if row.record is None else row.record.get(name))
+                if all(
+                    found.settled or (name == "id" and (broken or found.missing > 0))
+                    for name, found in kinds.items()
+                ):
+                    break
+        types = {name: k.arrow_type() for name, k in kinds.items()}
+        ids = kinds.get("id")
+        if ids is not None and (broken or ids.missing or ids.kind != "integer"):
+            del types["id"]
+        return types
+
     def mistyped_columns(self, path: Path) -> dict[str, str]:
         """Row fields whose column has a type no value of it could be sent as, told from the
         file's schema before a row is read: name -> reason (a typed format's; else none)."""

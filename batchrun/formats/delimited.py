@@ -536,7 +536,21 @@ def csv_batches(
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
+    from batchrun.formats.values import from_text, is_nested
+
     if path.stat().st_size == 0:
+        return
+    # Lists and structs are JSON text in a CSV cell (``CsvOutput``): read so, then parsed.
+    nested = [f for f in wanted if is_nested(f.type)]
+    if nested:
+        as_read = pa.schema([pa.field(f.name, pa.string()) if is_nested(f.type) else f
+                             for f in wanted])  # fmt: skip
+        for batch in csv_batches(path, as_read, block_bytes):
+            arrays = [
+                from_text(column, f.type) if is_nested(f.type) else column
+                for column, f in zip(batch.columns, wanted, strict=True)
+            ]
+            yield pa.RecordBatch.from_arrays(arrays, schema=wanted)
         return
     convert = pcsv.ConvertOptions(
         column_types={f.name: f.type for f in wanted},
@@ -579,12 +593,28 @@ class CsvOutput(OutputFormat):
     def writer(
         self, path: Path, schema: pa.Schema, options: WriteOptions | None = None
     ) -> Iterator[Write]:
+        import pyarrow as pa
         import pyarrow.csv as pcsv
 
+        from batchrun.formats.values import as_text, is_nested
+
         # Strings always quoted (pyarrow's "needed"), nulls as empty cells: see csv_batches.
+        # Lists and structs (typed output columns) are their JSON text: a cell holds one value.
+        cells = pa.schema([pa.field(f.name, pa.string()) if is_nested(f.type) else f
+                           for f in schema.remove_metadata()])  # fmt: skip
         write_options = pcsv.WriteOptions(include_header=True, quoting_style="needed")
-        with pcsv.CSVWriter(str(path), schema.remove_metadata(), write_options=write_options) as w:
-            yield w.write_table
+        with pcsv.CSVWriter(str(path), cells, write_options=write_options) as w:
+
+            def write(table: pa.Table) -> None:
+                if cells != table.schema.remove_metadata():
+                    columns = [
+                        as_text(column) if is_nested(column.type) else column
+                        for column in table.columns
+                    ]
+                    table = pa.Table.from_arrays(columns, schema=cells)
+                w.write_table(table)
+
+            yield write
 
     def batches(
         self, path: Path, wanted: pa.Schema, batch_rows: int, slice_bytes: int

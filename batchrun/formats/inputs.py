@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from batchrun.core.errors import InputError
 from batchrun.core.wording import option
@@ -178,3 +179,17 @@ def count_rows(path: Path, shape: InputShape | None = None) -> int | None:
     except (InputError, OSError):
         return None
     return format_of(kind).count(path, kind)
+
+
+def column_types(
+    path: Path, names: Iterable[str], shape: InputShape | None = None
+) -> dict[str, Any]:
+    """The types ``path`` gives the columns ``names`` (``InputFormat.column_types``: Arrow
+    types, for a final output to keep); a column it gives none stays text. Never raises: an
+    input that cannot be read gives none, and :func:`read_rows` reports why."""
+    wanted = list(dict.fromkeys(names))
+    try:
+        kind = input_kind(path, shape)
+        return format_of(kind).column_types(path, kind, wanted)
+    except (InputError, OSError, ValueError, TypeError, NotImplementedError):  # Arrow's too
+        return {}

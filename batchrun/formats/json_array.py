@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Generator, Iterator
+from collections.abc import Collection, Generator, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from batchrun.core.errors import InputError, Problem
 from batchrun.core.wording import option
@@ -286,6 +286,9 @@ class JsonArrayInput(InputFormat):
         if query.quick:
             return quick_json_columns(self, query)
         return super().columns(query)
+
+    def column_types(self, path: Path, kind: InputKind, names: Collection[str]) -> dict[str, Any]:
+        return self.value_types(path, kind, names)
 
 
 FORMATS = (JsonArrayInput(),)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Collection, Generator, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,15 +37,18 @@ from batchrun.formats.base import (
     WriteOptions,
 )
 from batchrun.rows.compressed import Compression, open_bytes
-from batchrun.rows.raw import SKIPPED, RawRow, Skip, guarded, json_record, read_errors
+from batchrun.rows.raw import RawRow, Skip, guarded, json_record, read_errors, skipped_rows
 from batchrun.rows.shape import InputKind
 from batchrun.rows.text import (
     MAX_ROW_BYTES,
     LongLine,
     bounded_lines,
+    first_piece,
     is_ascii_compatible,
+    is_whole,
     not_text_reason,
     open_utf8,
+    rest_of_line,
     too_long,
 )
 
@@ -71,19 +74,35 @@ def _jsonl_rows(
     path: Path, kind: InputKind, batch_size: int, skip: Skip, cap: int = MAX_ROW_BYTES
 ) -> Generator[RawRow, None, None]:
     """One raw row per non-blank line; bytes are decoded per line so one bad line is one bad
-    row, and a line longer than ``cap`` bytes is one row too, never held whole."""
+    row, and a line longer than ``cap`` bytes is one row too, never held whole. Rows skipped
+    one after another come as one (``skipped_rows``), read in a tight loop (the lines of
+    ``bounded_lines``, without a generator's step per line): a resume skips millions."""
     del batch_size  # lines are already the unit
     index = 0
+    skipped = 0  # skipped rows not given yet
     with read_errors(str(path)), open_utf8(path, kind) as stream:
-        for line_number, data in enumerate(bounded_lines(stream, cap), start=1):
+        readline, first = stream.readline, first_piece(cap)
+        line_number = 0
+        while line := readline(first):
+            line_number += 1
+            data = line if is_whole(line, cap) else rest_of_line(stream, line, cap)
+            if not isinstance(data, LongLine) and data.isspace():
+                continue
+            if skip(index):
+                skipped += 1
+                index += 1
+                continue
+            if skipped:
+                yield skipped_rows(skipped)
+                skipped = 0
             if isinstance(data, LongLine):
                 problem = Problem(None, too_long("the line", data.size, cap))
-                yield SKIPPED if skip(index) else RawRow(line_number, None, [problem])
-            elif data.isspace():
-                continue
+                yield RawRow(line_number, None, [problem])
             else:
-                yield SKIPPED if skip(index) else guarded(line_number, _jsonl_row, data, kind)
+                yield guarded(line_number, _jsonl_row, data, kind)
             index += 1
+        if skipped:
+            yield skipped_rows(skipped)
 
 
 def _jsonl_row(line_number: int, data: bytes, kind: InputKind | None = None) -> RawRow:
@@ -158,6 +177,9 @@ class JsonLinesInput(InputFormat):
                     break
         found = frozenset(name for name in query.asked if name not in left)
         return InputColumns(first or (), found, declared=False)
+
+    def column_types(self, path: Path, kind: InputKind, names: Collection[str]) -> dict[str, Any]:
+        return self.value_types(path, kind, names)
 
 
 def quick_json_columns(fmt: InputFormat, query: ColumnQuery) -> InputColumns | None:
@@ -241,13 +263,89 @@ def json_line(record: dict[str, Any]) -> str:
     return compact(record) + "\n"
 
 
+def _output_line(record: dict[str, Any]) -> str:
+    """One output row as a JSON line: ``json_line``'s, with the values a typed column may
+    hold that JSON has no type for (a kept date, timestamp or decimal) as their text."""
+    finished = record.get("finished_at")
+    if isinstance(finished, datetime):
+        record["finished_at"] = format_rfc3339(finished)
+    return _TYPED.encode(record) + "\n"
+
+
+def _text_of(value: Any) -> Any:
+    from batchrun.formats.values import value_text
+
+    return value_text(value)
+
+
+_TYPED = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_text_of)
+
+
 def read_json_lines(
     path: Path, schema: pa.Schema, slice_bytes: int = JSON_SLICE_BYTES
 ) -> Iterator[pa.RecordBatch]:
-    """The records of a JSON-lines file as batches of ``schema``; pa.ArrowInvalid if damaged."""
-    options = json_options(schema)
+    """The records of a JSON-lines file as batches of ``schema``; pa.ArrowInvalid if damaged.
+
+    Dates, which pyarrow's JSON reader does not parse, are read as text and cast. A slice
+    whose values are not of ``schema``'s types (a typed output's integer id, read as text by
+    a reader that does not know the output's types) is read line by line, a text column
+    holding each value's text (``formats.values.value_text``)."""
+    import pyarrow as pa
+
+    parsed = pa.schema([pa.field(f.name, _parsed_as(f.type)) for f in schema])
+    options = json_options(parsed)
     for data in line_slices(path, slice_bytes):
-        yield from parse_slice(data, options)
+        try:
+            batches = parse_slice(data, options)
+        except pa.ArrowInvalid:
+            batches = [_slice_by_lines(data, schema)]
+        yield from (_as_asked(batch, schema) for batch in batches)
+
+
+def _parsed_as(kind: pa.DataType) -> pa.DataType:
+    """The type pyarrow's JSON reader is asked to parse a column of ``kind`` as."""
+    import pyarrow as pa
+
+    return pa.string() if pa.types.is_date(kind) else kind
+
+
+def _slice_by_lines(data: memoryview, schema: pa.Schema) -> pa.RecordBatch:
+    import pyarrow as pa
+
+    from batchrun.formats.values import value_text
+
+    texts = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_date(f.type)]
+    records = []
+    for line in data.tobytes().splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:  # a line that is no JSON: the file is damaged
+            raise pa.ArrowInvalid(f"a line of a JSON-lines output is no JSON: {exc}") from exc
+        if not isinstance(record, dict):
+            raise pa.ArrowInvalid("a line of a JSON-lines output is not an object")
+        for name in texts:
+            record[name] = value_text(record.get(name))
+        records.append(record)
+    parsed = pa.schema([pa.field(f.name, _parsed_as(f.type)) for f in schema])
+    try:
+        return pa.RecordBatch.from_pylist(records, schema=parsed)
+    except (pa.ArrowTypeError, TypeError, OverflowError) as exc:
+        raise pa.ArrowInvalid(f"a JSON-lines output holds a value of another type: {exc}") from exc
+
+
+def _as_asked(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    import pyarrow as pa
+
+    from batchrun.formats.values import from_text
+
+    if batch.schema.equals(schema):
+        return batch
+    arrays = []
+    for f, column in zip(schema, batch.columns, strict=True):
+        arrays.append(column if column.type == f.type else from_text(column, f.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def json_options(schema: pa.Schema) -> pj.ParseOptions:
@@ -295,7 +393,7 @@ class JsonLinesOutput(OutputFormat):
         with path.open("w", encoding="utf-8") as fh:
 
             def write(table: pa.Table) -> None:
-                fh.writelines(json_line(row) for row in table.to_pylist())
+                fh.writelines(_output_line(row) for row in table.to_pylist())
 
             yield write
 

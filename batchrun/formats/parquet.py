@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Collection, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -258,6 +258,31 @@ class ParquetInput(InputFormat):
             return None
         names = tuple(f.name for f in schema if not (query.quick and _all_null(f)))
         return InputColumns(names, frozenset(n for n in query.asked if n in names), declared=True)
+
+    def column_types(self, path: Path, kind: InputKind, names: Collection[str]) -> dict[str, Any]:
+        """The schema's types (``formats.values.keepable``); an integer ``id`` column with
+        an empty cell stays text (that row is named ``row-<index>``)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from batchrun.formats.values import keepable
+
+        schema = _schema(path)
+        if schema is None:
+            return {}
+        types = {}
+        for name in names:
+            i = schema.get_field_index(name)
+            held = keepable(schema.field(i).type) if i >= 0 else None
+            if held is None:
+                continue
+            if name == "id":
+                if not pa.types.is_integer(held):
+                    continue
+                if pq.read_table(path, columns=[name]).column(0).null_count:
+                    continue
+            types[name] = held
+        return types
 
     def mistyped_columns(self, path: Path) -> dict[str, str]:
         schema = _schema(path)

@@ -39,6 +39,7 @@ from batchrun.config.settings import BY_KEY
 from batchrun.core.errors import ConfigError, InputError
 from batchrun.core.wording import rows_given
 from batchrun.formats.registry import output_by_suffix, output_formats, said
+from batchrun.runs.claim import output_types
 from batchrun.runs.summary import RunSummary
 from batchrun.store.sink import output_batches, output_schema
 
@@ -49,7 +50,7 @@ SUMMARY_KEY = b"batchrun.summary"  # the returned Table's schema metadata: the r
 # Settings that describe the input file; for rows in memory batchrun writes that file itself.
 _INPUT_ONLY = ("input", "input_format", "csv_delimiter", "encoding")
 # Columns whose values may name local files (rows.request): only then do rows resolve paths
-# against the working directory, which the resume check would otherwise stamp for nothing.
+# against the working directory.
 _FILE_COLUMNS = frozenset({"image", "images", "document", "messages"})
 _BATCH_ROWS = 8_192
 
@@ -74,7 +75,7 @@ def staged_rows(
         _check_readable(str(output))
     with tempfile.TemporaryDirectory(prefix="batchrun-") as tmp:
         folder = Path(tmp)
-        (folder / "input").mkdir()  # the input alone: its folder stamps as empty (resume)
+        (folder / "input").mkdir()  # the input alone in its folder: no file for rows to name
         path, columns, count = _write_rows(rows, folder / "input")
         if count == 0:  # as an empty input file is refused, before anything is set up
             raise InputError("there are no rows to run (the rows given are empty)")
@@ -82,8 +83,8 @@ def staged_rows(
             flags["output"] = str(folder / "output.parquet")
         if flags.get("media_root") is None and columns & _FILE_COLUMNS:
             flags["media_root"] = str(Path.cwd())
-        schema = flags.get("json_schema")
-        if isinstance(schema, Mapping):  # a schema given as a dict: its file is ours to write
+        schema = given_schema(flags)
+        if schema is not None:  # a schema given as a dict or a model: its file is ours
             schema_file = folder / "schema.json"
             schema_file.write_text(json.dumps(schema), encoding="utf-8")
             flags["json_schema"] = str(schema_file)
@@ -91,6 +92,30 @@ def staged_rows(
         # a row by its index there (rows[2]), never the temporary path.
         with rows_given(path):
             yield load_config(path, flags, environ)
+
+
+def given_schema(flags: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON Schema given from Python as ``schema=`` (or ``json_schema=``): a dict, or a
+    class with ``model_json_schema()`` (a Pydantic model, whose fields the answer's columns
+    then have); None for a schema file's path, or none. ``schema`` leaves ``flags``."""
+    schema = flags.pop("schema", None)
+    if schema is not None and flags.get("json_schema") is not None:
+        raise ConfigError("give the answer's schema once: `schema` or `json_schema`, not both")
+    if schema is None:
+        schema = flags.get("json_schema")
+        if schema is None or isinstance(schema, (str, PurePath)):
+            return None
+    if isinstance(schema, Mapping):
+        return dict(schema)
+    make = getattr(schema, "model_json_schema", None)
+    if isinstance(schema, type) and callable(make):
+        made = make()
+        if isinstance(made, Mapping):
+            return dict(made)
+    raise ConfigError(
+        f"`schema` must be a JSON Schema (a dict) or a model class with model_json_schema() "
+        f"(a Pydantic model), not {type(schema).__name__}"
+    )
 
 
 def _check_readable(output: str) -> None:
@@ -108,6 +133,9 @@ def _check_readable(output: str) -> None:
 def _checked_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     flags: dict[str, Any] = {}
     for key, value in settings.items():
+        if key == "schema":  # the answer's schema as a dict or a model (``given_schema``)
+            flags[key] = value
+            continue
         if key in _INPUT_ONLY:
             raise ConfigError(
                 f"`{key}` describes an input file; with rows given from Python batchrun writes "
@@ -274,11 +302,11 @@ def _write_parquet(
 
 
 def output_table(config: RunConfig, summary: RunSummary, as_json: Mapping[str, Any]) -> pa.Table:
-    """The run's output as one Table (the file's schema, input order), its summary's JSON
-    (``RunResult.to_dict``: ``run --json``'s object) in the schema metadata under
-    ``SUMMARY_KEY``. An output a stopped run left partial holds the rows it finished; one no
-    run wrote yet holds none."""
-    schema = output_schema(config.output.keep_columns)
+    """The run's output as one Table (the file's typed schema, ``store.typed``; input order),
+    its summary's JSON (``RunResult.to_dict``: ``run --json``'s object) in the schema
+    metadata under ``SUMMARY_KEY``. An output a stopped run left partial holds the rows it
+    finished; one no run wrote yet holds none."""
+    schema = output_types(config).schema(output_schema(config.output.keep_columns))
     if config.output.path.exists():
         table = pa.Table.from_batches(list(output_batches(config.output.path, schema)), schema)
     else:

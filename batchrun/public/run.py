@@ -127,6 +127,10 @@ async def run_job(
             )
         from batchrun.shards.run import run_shard_async
 
+        if config.via == "batches":
+            from batchrun.batches.run import run_batches_holding
+
+            return await run_shard_async(config, runtime, run_batches_holding)
         return await run_shard_async(config, runtime)
     if config.via == "batches":
         from batchrun.batches.run import run_batches_async

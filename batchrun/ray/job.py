@@ -1,32 +1,40 @@
 """``batchrun run JOB --engine ray``: a job's rows spread over a Ray cluster, its output
-written as a local run writes it.
+written as a local run writes it, and never held by the driver.
 
 The driver reads the input with batchrun's own reader (so ids, duplicates and per-row
-problems are found over the whole file, exactly as for a local run), makes blocks of
-``block_rows`` rows carrying each row's fields as JSON text (no Arrow type is guessed for
-them), and maps ``BatchrunStage`` over them. Blocks are committed as parts under
+problems are found over the whole file, exactly as for a local run) and writes it, as it
+reads, into blocks of ``block_rows`` consecutive rows carrying each row's fields as JSON text
+(no Arrow type is guessed for them) and its input index: Parquet files under
+``<output>.parts/.input-<run>/``, beside the parts, where every worker can read them. The
+dataset Ray maps ``BatchrunStage`` over is those files' paths, one block each, and each actor
+reads its block's file (``STAGED_COLUMN``): Ray's own Parquet reader packs small files into
+one read, which would join blocks (and parts) into a few large ones. Blocks are committed as
+parts under
 ``<output>.parts/`` (``ray.parts``), so a killed run, re-run, sends only the rows no part
-holds. When every block is back, the output is written in input order, in the output's
-format, and put in place as a local run's is (``store.commit``: built beside it under a name
-of its own, swapped in whole).
+holds. Each answered block comes back with its rows' input indexes and goes straight to the
+driver's spool on disk (``ray.assemble``); once every block is back, the output is written
+from the spool in input order, in the output's format, and put in place as a local run's is
+(``store.commit``: built beside it under a name of its own, swapped in whole).
 
 Rows a local run would refuse (an invalid request, a duplicate id) become their error rows
-here, in the driver: they are never sent. The output is assembled in the driver's memory:
-meant for jobs whose output fits in it (a local run streams; shards and ``merge`` scale
-further).
+here, in the driver, and go to the spool as they are read: they are never sent. What the
+driver keeps per row is the reader's (a 64-bit hash of each id, for duplicates): memory
+stays flat as the job grows.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from batchrun.config.load import RunConfig, load_config
 from batchrun.core.errors import ConfigError, OutputError
@@ -36,22 +44,36 @@ from batchrun.core.wording import option, said
 from batchrun.engine.outcome import RowSettings, error_row, prepare
 from batchrun.formats.base import WriteOptions
 from batchrun.formats.inputs import read_rows
+from batchrun.ray.assemble import OutputSpool
 from batchrun.ray.stage import (
     FIELDS_COLUMN,
     INDEX_COLUMN,
+    STAGED_COLUMN,
     BatchrunStage,
     absolute_settings,
+    indexed_schema,
 )
-from batchrun.runs.claim import claim_output
+from batchrun.runs.claim import claim_output, output_types
 from batchrun.runs.output import output_format_of
 from batchrun.runs.summary import RunSummary
-from batchrun.store.columns import INVALID_REQUEST, STATUS_OK
-from batchrun.store.commit import Commit
-from batchrun.store.sink import FinalCounts, output_schema
+from batchrun.store.columns import INVALID_REQUEST
+from batchrun.store.commit import Commit, temporary_path
+from batchrun.store.sink import (
+    FinalCounts,
+    new_run_id,
+    output_schema,
+    remove_stale_temporaries,
+)
 
 PARTS_SUFFIX = ".parts"
 BLOCK_ROWS = 256  # rows per block: a part per 256 rows; a kill costs at most the blocks in flight
 STAGE_CPUS = 0.5  # see batchrun.ray.STAGE_CPUS
+STAGED_PREFIX = ".input-"  # a run's input blocks, in the parts folder: .input-<run>/
+SPOOL_SUFFIX = ".ray.tmp"  # the driver's spool beside the output (``temporary_path``)
+
+# Told, after each block the driver received, the spool's path and the rows in it: a seam
+# for tests that the driver keeps no block (``OutputSpool``).
+Observer = Callable[[Path, int], None]
 
 
 def parts_folder(output: Path) -> Path:
@@ -67,13 +89,15 @@ def run_on_ray(
     actors: int | None = None,
     block_rows: int = BLOCK_ROWS,
     environ: Mapping[str, str] | None = None,
+    observe: Observer | None = None,
 ) -> RunSummary:
     """Run the job ``source`` (with ``flags``, as ``load_config`` takes them) on Ray.
 
     ``address`` is the cluster's (``ray.init(address=...)``); None starts a local one with
     every CPU of this machine, unless this process is connected to one already. ``actors``:
     stage actors (default: one per CPU of the cluster, each taking ``STAGE_CPUS``). The
-    workers read ``ANTHROPIC_API_KEY`` from their own environment.
+    workers read ``ANTHROPIC_API_KEY`` from their own environment. ``observe``: see
+    ``Observer``.
     """
     # The optional extra, loaded only here: missing, one line naming the pip install.
     ray = require_extra("ray", "ray", _engine())
@@ -91,7 +115,7 @@ def run_on_ray(
             ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False)
     try:
         with claim_output(config):
-            return _run(ray, config, job, settings, actors, block_rows)
+            return _run(ray, config, job, settings, actors, block_rows, observe)
     finally:
         if started:
             ray.shutdown()
@@ -120,72 +144,106 @@ def _run(
     settings: Mapping[str, Any],
     actors: int | None,
     block_rows: int,
+    observe: Observer | None = None,
 ) -> RunSummary:
     began = time.monotonic()
     start = datetime.now(timezone.utc)
     schema = output_schema(config.output.keep_columns)
-    refused: list[tuple[int, dict[str, Any]]] = []  # rows never sent: invalid, as locally
-    index_of: dict[str, int] = {}
-    blocks = list(_blocks(config, refused, index_of, block_rows))
-    total = len(index_of) + len(refused)
-    tables: list[pa.Table] = []
-    if blocks:
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        kwargs = {
-            "parts_dir": str(parts_folder(config.output.path)),
-            "job": job,
-            "settings": dict(settings),
-        }
-        answered = ray.data.from_arrow(blocks).map_batches(
-            BatchrunStage,
-            fn_constructor_kwargs=kwargs,
-            batch_format="pyarrow",
-            batch_size=None,  # a block is a batch: the same blocks, and parts, on a re-run
-            compute=ray.data.ActorPoolStrategy(size=actors or max(1, cpus)),
-            num_cpus=STAGE_CPUS,
-        )
-        tables = list(answered.iter_batches(batch_format="pyarrow", batch_size=None))
-    sent = pa.concat_tables([schema.empty_table(), *(t.select(schema.names) for t in tables)])
-    order = [index_of[row_id] for row_id in sent.column("id").to_pylist()]
-    order += [index for index, _ in refused]
-    rows = pa.concat_tables([sent, pa.Table.from_pylist([r for _, r in refused], schema=schema)])
-    rows = rows.take(pc.sort_indices(pa.array(order, pa.int64())))
-    summary = RunSummary(
-        input=config.input.path, output=config.output.path, total_rows=total, todo=total
-    )
-    _tally(summary, rows, start)
-    summary.final = _write_output(config, rows, schema)
+    summary = RunSummary(input=config.input.path, output=config.output.path)
+    parts = parts_folder(config.output.path)
+    # What runs killed midway left (the output's lock is held): staged blocks, spools.
+    _remove_staged_inputs(parts)
+    remove_stale_temporaries(config.output.path, (SPOOL_SUFFIX,))
+    staged = parts / f"{STAGED_PREFIX}{new_run_id()}"
+    try:
+        with OutputSpool(temporary_path(config.output.path, SPOOL_SUFFIX), schema) as spool:
+
+            def keep(table: pa.Table) -> None:
+                spool.add(table)  # on disk before the next block is taken
+                _tally(summary, table, start)
+                if observe is not None:
+                    observe(spool.path, spool.rows)
+
+            total, blocks = _stage_input(config, staged, block_rows, keep)
+            summary.total_rows = summary.todo = total
+            if blocks:
+                cpus = int(ray.cluster_resources().get("CPU", 1))
+                kwargs = {"parts_dir": str(parts), "job": job, "settings": dict(settings)}
+                # One path a block: the same blocks, and parts, on a re-run, whatever
+                # the size of the files (``STAGED_COLUMN``).
+                where = staged.absolute()  # read by the workers, from their own working folders
+                paths = [{STAGED_COLUMN: str(where / _block_name(n))} for n in range(blocks)]
+                answered = ray.data.from_items(paths, override_num_blocks=blocks)
+                answered = answered.map_batches(
+                    BatchrunStage,
+                    fn_constructor_kwargs=kwargs,
+                    batch_format="pyarrow",
+                    batch_size=None,  # a block is a batch
+                    compute=ray.data.ActorPoolStrategy(size=actors or max(1, cpus)),
+                    num_cpus=STAGE_CPUS,
+                )
+                for block in answered.iter_batches(batch_format="pyarrow", batch_size=None):
+                    keep(block)
+            summary.final = _write_output(config, spool, total)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
     summary.elapsed_s = time.monotonic() - began
     return summary
 
 
-def _blocks(
-    config: RunConfig,
-    refused: list[tuple[int, dict[str, Any]]],
-    index_of: dict[str, int],
-    size: int,
-) -> Iterator[pa.Table]:
-    """The input's sendable rows in blocks of ``size``; refused rows go to ``refused``."""
+def _stage_input(
+    config: RunConfig, folder: Path, size: int, refused: Callable[[pa.Table], None]
+) -> tuple[int, int]:
+    """The input's sendable rows into block files of ``size`` rows in ``folder``; the rows
+    a local run would refuse, as their error rows, to ``refused`` (with their index). Returns
+    the input's rows and the blocks written."""
+    settings = RowSettings.of(config)
+    indexed = indexed_schema(output_schema(config.output.keep_columns))
     ids: list[str] = []
     indexes: list[int] = []
     fields: list[str] = []
-    settings = RowSettings.of(config)
+    errors: list[dict[str, Any]] = []
+    rows = blocks = 0
+    folder.mkdir(parents=True, exist_ok=True)
     for row in read_rows(config.input.path, shape=config.input.shape):
+        rows = row.index + 1
         text, reason = _as_json(row.fields)
         if row.problem is not None or text is None:
             work = prepare(row, settings)
             why = str(work.problem) if work.problem is not None else str(reason)
-            refused.append((row.index, error_row(work, settings, INVALID_REQUEST, why, None, 0)))
-            continue
-        index_of[row.id] = row.index
-        ids.append(row.id)
-        indexes.append(row.index)
-        fields.append(text)
-        if len(ids) == size:
-            yield _block(ids, indexes, fields)
+            error = error_row(work, settings, INVALID_REQUEST, why, None, 0)
+            errors.append({**error, INDEX_COLUMN: row.index})
+        else:
+            ids.append(row.id)
+            indexes.append(row.index)
+            fields.append(text)
+        wrote = len(ids) == size
+        if wrote:
+            pq.write_table(_block(ids, indexes, fields), folder / _block_name(blocks))
+            blocks += 1
             ids, indexes, fields = [], [], []
+        # Refused rows go with the blocks around them: a few spool batches, not one a row.
+        if errors and (wrote or len(errors) == size):
+            refused(pa.Table.from_pylist(errors, schema=indexed))
+            errors = []
     if ids:
-        yield _block(ids, indexes, fields)
+        pq.write_table(_block(ids, indexes, fields), folder / _block_name(blocks))
+        blocks += 1
+    if errors:
+        refused(pa.Table.from_pylist(errors, schema=indexed))
+    return rows, blocks
+
+
+def _block_name(number: int) -> str:
+    return f"block-{number:08d}.parquet"
+
+
+def _remove_staged_inputs(parts: Path) -> None:
+    """The blocks earlier runs staged and left (killed midway)."""
+    with contextlib.suppress(FileNotFoundError):
+        for entry in parts.iterdir():
+            if entry.name.startswith(STAGED_PREFIX) and entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
 
 
 def _as_json(fields: Mapping[str, Any]) -> tuple[str | None, str | None]:
@@ -218,20 +276,21 @@ def _tally(summary: RunSummary, rows: pa.Table, start: datetime) -> None:
             summary.count(row)
 
 
-def _write_output(config: RunConfig, rows: pa.Table, schema: pa.Schema) -> FinalCounts:
-    """``rows`` as the output, in its format, put in place by the committer (``store.commit``):
-    built beside it and swapped in whole; what it holds. Its free space is not checked first:
-    its size is not known before it is written (Parquet compresses, JSON lines spell out every
-    key), and a full disk leaves the old output in place all the same."""
+def _write_output(config: RunConfig, spool: OutputSpool, total: int) -> FinalCounts:
+    """The output from ``spool``, in input order and its format, put in place by the
+    committer (``store.commit``): built beside it and swapped in whole; what it holds. Its
+    free space is not checked first: its size is not known before it is written (Parquet
+    compresses, JSON lines spell out every key), and a full disk leaves the old output in
+    place all the same."""
     output = config.output.path
     fmt = output_format_of(config.output)
-    commit = Commit(output, fmt)
+    schema = output_schema(config.output.keep_columns)
+    commit = Commit(output, fmt, types=output_types(config))  # the spool holds text
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         options = WriteOptions(part_rows=config.output.part_rows)
-        with commit.building() as tmp, fmt.writer(tmp, schema, options) as write:
-            write(rows.select(schema.names).cast(schema))
+        with commit.building() as tmp, commit.writer(tmp, schema, options) as write:
+            ok = spool.write_into(lambda table: write(table.cast(schema)), total)
     except (OSError, pa.ArrowException) as exc:
         raise OutputError(f"cannot write {output}: {exc}") from exc
-    ok = pc.sum(pc.equal(rows.column("status"), STATUS_OK)).as_py() or 0
-    return FinalCounts(rows=rows.num_rows, ok=ok, error=rows.num_rows - ok)
+    return FinalCounts(rows=total, ok=ok, error=total - ok)

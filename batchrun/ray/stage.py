@@ -59,6 +59,9 @@ from batchrun.store.sink import output_schema
 # index, read by the driver's own reader, so no Arrow type is guessed for them.
 FIELDS_COLUMN = "_batchrun_fields"
 INDEX_COLUMN = "_batchrun_index"
+# A block of the job driver's paths: each a Parquet file of such a block, staged beside the
+# parts, which the stage reads and answers (the driver keeps no rows, Ray cuts no files).
+STAGED_COLUMN = "_batchrun_staged"
 # error_type of a row its block's engine stopped before sending (never committed).
 NOT_SENT = "not_sent"
 # The input's name in messages about a row of a dataset ("ray-dataset:7: ...").
@@ -86,6 +89,7 @@ class BatchrunStage:
         source = Path(job) if job is not None else Path(_DATASET_NAME)
         self.config = stage_config(source, settings or {}, environ)
         self.schema = output_schema(self.config.output.keep_columns)
+        self._indexed = indexed_schema(self.schema)
         folder = job_folder(Path(parts_dir), job_fingerprint(self.config.defaults))
         folder.mkdir(parents=True, exist_ok=True)
         self.committed = Committed(folder, self.schema)
@@ -97,6 +101,12 @@ class BatchrunStage:
                 f"BatchrunStage takes pyarrow blocks: give map_batches batch_format='pyarrow' "
                 f"(got {type(block).__name__})"
             )
+        if STAGED_COLUMN in block.column_names:
+            answered = [
+                answer_block(self.config, staged, self.committed, self.schema, self.tally)
+                for staged in map(pq.read_table, block.column(STAGED_COLUMN).to_pylist())
+            ]
+            return pa.concat_tables(answered) if answered else self._indexed.empty_table()
         return answer_block(self.config, block, self.committed, self.schema, self.tally)
 
 
@@ -119,10 +129,13 @@ def answer_block(
     schema: pa.Schema,
     tally: RowTally | None = None,
 ) -> pa.Table:
-    """``block``'s output rows, in its order; the finished ones committed as its part."""
+    """``block``'s output rows, in its order; the finished ones committed as its part. A
+    block of the job driver's comes back with each row's input index (``INDEX_COLUMN``)."""
     rows = block_rows(block, config)
     if not rows:
-        return schema.empty_table()
+        return (
+            indexed_schema(schema) if FIELDS_COLUMN in block.column_names else schema
+        ).empty_table()
     ids = [row.id for row in rows]
     own = committed.folder / part_name(ids)
     settings = RowSettings.of(config)
@@ -156,7 +169,18 @@ def answer_block(
             reason = f"not sent: {stopped or 'the engine stopped admitting rows'}"
             row = error_row(work, settings, NOT_SENT, reason, None, 0)
         out.append(row)
-    return pa.Table.from_pylist(out, schema=schema)
+    table = pa.Table.from_pylist(out, schema=schema)
+    if FIELDS_COLUMN in block.column_names:
+        # A block of the job driver's (``ray.job``): each row's input index goes back with
+        # it, so the driver writes the output in input order without keeping an id's index.
+        indexes = pa.array([row.index for row in rows], pa.int64())
+        table = pa.Table.from_arrays([*table.columns, indexes], schema=indexed_schema(schema))
+    return table
+
+
+def indexed_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` (the output's) with each row's input index after it (``INDEX_COLUMN``)."""
+    return schema.append(pa.field(INDEX_COLUMN, pa.int64()))
 
 
 def _send(

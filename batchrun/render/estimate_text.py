@@ -113,11 +113,19 @@ def _model_lines(name: str, m: ModelLine, factor: Decimal) -> list[str]:
         f"    output      {_tokens_range(expected)} expected; ceiling {m.output_ceiling:,} "
         "(all of max_tokens)"
     )
+    if m.pending_thinking:
+        out.append(
+            f"    thinking    {m.pending_thinking:,} tokens assumed for the rows to send "
+            f"(effort {m.thinking_effort}; paid as output, in the low end below)"
+        )
 
     def costs(batch: bool, cached: bool) -> str:
         f = factor if batch else Decimal(1)
         return _cost_text(
-            m.cost_expected(f, cached), m.cost_floor(f, cached), m.cost_ceiling(f, cached)
+            m.cost_expected(f, cached),
+            m.cost_floor(f, cached),
+            m.cost_ceiling(f, cached),
+            thinking=bool(m.pending_thinking),
         )
 
     out.extend(_cost_lines(costs, uncached_too=bool(m.cache_delta())))
@@ -165,6 +173,7 @@ def _total_lines(est: Estimate) -> list[str]:
             est.total_cost(batch, cached),
             est.total_floor(batch, cached),
             est.total_ceiling(batch, cached),
+            thinking=any(m.pending_thinking for m in est.models.values()),
         )
 
     out.extend(_cost_lines(costs, uncached_too=bool(est.caches)))
@@ -181,7 +190,11 @@ def _tokens_range(values: tuple[int, int, int] | None) -> str:
 
 
 def _cost_text(
-    expected: tuple[float, ...] | None, floor: float | None, ceiling: float | None
+    expected: tuple[float, ...] | None,
+    floor: float | None,
+    ceiling: float | None,
+    *,
+    thinking: bool = False,
 ) -> str:
     if ceiling is None:
         return "unknown (no price)"
@@ -189,7 +202,8 @@ def _cost_text(
         low, mid, high = expected
         spread = "" if low == high else f" (10-90%: {money(low)}-{money(high)})"
         return f"{money(mid)}{spread}; ceiling {money(ceiling)}"
-    return f"between {money(floor)} (input only) and {money(ceiling)} (ceiling)"
+    lowest = "input and assumed thinking" if thinking else "input only"
+    return f"between {money(floor)} ({lowest}) and {money(ceiling)} (ceiling)"
 
 
 def _duration_text(d: Duration) -> str:

@@ -40,6 +40,8 @@ def format_summary(summary: RunSummary, config: RunConfig) -> str:
         + (f" ({summary.invalid:,} invalid, not sent)" if summary.invalid else "")
         + (f"; {summary.skipped:,} already done" if summary.skipped else "")
     )
+    if summary.dropped:
+        lines.append(_dropped_line(summary))
     if summary.stop_reasons:
         lines.append("  stop        " + _counts(summary.stop_reasons))
     lines.extend(f"  warning     {text}" for text in summary_warnings(summary))
@@ -99,6 +101,15 @@ def summary_warnings(summary: RunSummary) -> list[str]:
             + ("" if summary.sample_requests else f", {option('samples', 'K')} each row K times")
         )
     return warnings
+
+
+def _dropped_line(summary: RunSummary) -> str:
+    """What ``--drop-unsupported`` left out of the requests this run sent."""
+    parts = ", ".join(f"{name} from {rows:,} rows" for name, rows in summary.dropped.items())
+    return (
+        f"  dropped     {parts}: sent without it, as their model does not take it "
+        f"({option('drop_unsupported', True)})"
+    )
 
 
 def _cost_line(summary: RunSummary) -> str:
@@ -329,6 +340,7 @@ def summary_dict(summary: RunSummary, config: RunConfig | None = None) -> dict[s
             "invalid": summary.invalid,
             "skipped": summary.skipped,
         },
+        "dropped": dict(summary.dropped.most_common()),  # --drop-unsupported: rows per setting
         "stop_reasons": dict(summary.stop_reasons.most_common()),
         "error_types": dict(summary.error_types.most_common()),
         "tokens": {

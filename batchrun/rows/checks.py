@@ -208,13 +208,21 @@ def _check_tool_choice(value: Any) -> dict[str, Any]:
     return _plain_object(value)
 
 
-_THINKING_TYPES = ("enabled", "adaptive", "disabled")
+THINKING_TYPES = ("enabled", "adaptive", "disabled", "between_tools")
+"""``thinking.type``'s values: budgeted, adaptive, off, and thinking between tool calls only
+(Sonnet 5.5). Which model takes which is the model table's (docs/api-facts.md §12.6)."""
+
+EFFORT_LEVELS = ("low", "medium", "high", "xhigh", "max")
+"""``output_config.effort``'s values, lowest first (docs/api-facts.md §12.2)."""
+
 _MIN_THINKING_BUDGET = 1024
 
 
 def _check_thinking(value: Any) -> dict[str, Any]:
     """The budget's upper bound (below max_tokens) is checked in :func:`cross_problems`."""
-    value = _typed_object(value, _THINKING_TYPES)
+    value = _typed_object(value, THINKING_TYPES)
+    if value["type"] == "between_tools" and len(value) > 1:
+        raise Invalid("type 'between_tools' takes no other fields")
     if value["type"] == "enabled":
         budget = value.get("budget_tokens")
         if not _is_int(budget) or not _MIN_THINKING_BUDGET <= budget <= MAX_INTEGER:
@@ -231,6 +239,14 @@ _SERVICE_TIERS = ("auto", "standard_only")
 def _check_service_tier(value: Any) -> str:
     if value not in _SERVICE_TIERS:
         raise Invalid(f"must be 'auto' or 'standard_only', not {describe(value)}")
+    checked: str = value
+    return checked
+
+
+def check_effort(value: Any) -> str:
+    """``output_config.effort``: one of ``EFFORT_LEVELS``."""
+    if value not in EFFORT_LEVELS:
+        raise Invalid(f"must be one of {', '.join(EFFORT_LEVELS)}, not {describe(value)}")
     checked: str = value
     return checked
 
@@ -261,7 +277,7 @@ def cross_problems(body: Mapping[str, Any]) -> list[Problem]:
     max_tokens = body.get("max_tokens")
     choice = body.get("tool_choice")
     forced = choice.get("type") if isinstance(choice, Mapping) else None
-    if thinking and thinking.get("type") != "disabled" and forced in ("any", "tool"):
+    if thinking and thinking.get("type") in ("enabled", "adaptive") and forced in ("any", "tool"):
         reason = f"cannot be used with tool_choice {forced!r}, which forces a tool"
         return [Problem("thinking", reason)]
     if not thinking or thinking.get("type") != "enabled" or max_tokens is None:

@@ -20,18 +20,18 @@ act on, everything the API would refuse or that a job file has no business reach
 
 Files are read when their row's request is built, which the runner does as the row is about
 to be sent: a million images never sit in memory together. A file that many rows share is
-read and encoded once, thanks to a small LRU cache keyed by (real path, mtime, size), so an
-edited file is read afresh.
+read and encoded once, thanks to a small LRU cache keyed by the real path and what its
+``stat`` says (``stat_stamp``), so an edited file is read afresh. The cache tells a listener of
+every file a request is built from (``FileUse``): a run records them beside its output, and
+its resume checks those files, and no other, for changes (``still_same``).
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
-import re
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -123,17 +123,61 @@ class MediaSource(Protocol):
     def read(self, path: str) -> bytes: ...
 
 
-class FileCache:
-    """Encoded files by (real path, mtime, size), least recently used dropped first.
+@dataclass(frozen=True)
+class FileUse:
+    """A file a request was built from, as it was then: ``ref`` as the row names it, the
+    ``real`` path it resolved to (None under a remote media folder) and ``stamp``, which
+    changes when the file does (``stat_stamp``; a remote folder's ``identify``). A resume
+    checks these instead of building every answered row's request again (``still_same``)."""
 
-    Bounded both in entries and in encoded bytes held.
+    ref: str
+    real: str | None
+    stamp: str
+
+
+def stat_stamp(stat: os.stat_result) -> str:
+    """What tells a local file changed: size, modification and change times, inode. The
+    change time moves on any write, even one that puts the modification time back."""
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}"
+
+
+def _remote_stamp(identity: str, size: int) -> str:
+    return f"{identity}|{size}"
+
+
+def still_same(use: FileUse, root: Path | MediaSource) -> bool:
+    """Whether ``use.ref`` still names the same, unchanged file under ``root``."""
+    try:
+        if not isinstance(root, Path):
+            return use.real is None and _remote_stamp(*root.identify(use.ref)) == use.stamp
+        if use.real is None:
+            return False
+        real = resolve(root, use.ref)
+        return str(real) == use.real and stat_stamp(real.stat()) == use.stamp
+    except (FileProblem, OSError, ValueError):
+        return False
+
+
+class FileCache:
+    """Encoded files by (where, ``stamp``), least recently used dropped first.
+
+    Bounded both in entries and in encoded bytes held. ``on_use`` is told of every file a
+    request is built from (``FileUse``), read or found here: a run records them beside its
+    output (``store.referenced``), so that its resume checks exactly those files.
     """
 
-    def __init__(self, entries: int = _CACHE_ENTRIES, max_bytes: int = _CACHE_BYTES) -> None:
+    def __init__(
+        self,
+        entries: int = _CACHE_ENTRIES,
+        max_bytes: int = _CACHE_BYTES,
+        *,
+        on_use: Callable[[FileUse], None] | None = None,
+    ) -> None:
         self._entries = entries
         self._max_bytes = max_bytes
         self._held = 0
-        self._files: OrderedDict[tuple[str, int, int], EncodedFile] = OrderedDict()
+        self._files: OrderedDict[tuple[str, str], EncodedFile] = OrderedDict()
+        self._on_use = on_use
         self.reads = 0  # files actually read from disk (tests check sharing)
 
     def load(self, root: Path | MediaSource, path: str) -> EncodedFile:
@@ -147,33 +191,39 @@ class FileCache:
             raise FileProblem(f"cannot read file {path!r}: {exc.strerror}") from exc
         if not real.is_file():
             raise FileProblem(f"{path!r} is not a regular file")
-        key = (str(real), stat.st_mtime_ns, stat.st_size)
+        key = (str(real), stat_stamp(stat))
         found = self._files.get(key)
         if found is not None:
             self._files.move_to_end(key)
-            return found
-        if stat.st_size > DOCUMENT_MAX_BYTES:
-            raise FileProblem(_too_big(path, stat.st_size, DOCUMENT_MAX_BYTES, "any file"))
-        encoded = _read(real, path)
-        self._keep(key, encoded)
-        return encoded
+        else:
+            if stat.st_size > DOCUMENT_MAX_BYTES:
+                raise FileProblem(_too_big(path, stat.st_size, DOCUMENT_MAX_BYTES, "any file"))
+            found = _read(real, path)
+            self._keep(key, found)
+        self._used(FileUse(path, *key))
+        return found
 
     def _load_from(self, source: MediaSource, path: str) -> EncodedFile:
         if not isinstance(path, str) or not path.strip():
             raise FileProblem(f"a file path must be a non-empty string, not {path!r}")
         identity, size = source.identify(path)
-        key = (identity, 0, size)
+        key = (identity, _remote_stamp(identity, size))
         found = self._files.get(key)
         if found is not None:
             self._files.move_to_end(key)
-            return found
-        if size > DOCUMENT_MAX_BYTES:
-            raise FileProblem(_too_big(path, size, DOCUMENT_MAX_BYTES, "any file"))
-        encoded = _encode(source.read(path), path)
-        self._keep(key, encoded)
-        return encoded
+        else:
+            if size > DOCUMENT_MAX_BYTES:
+                raise FileProblem(_too_big(path, size, DOCUMENT_MAX_BYTES, "any file"))
+            found = _encode(source.read(path), path)
+            self._keep(key, found)
+        self._used(FileUse(path, None, key[1]))
+        return found
 
-    def _keep(self, key: tuple[str, int, int], encoded: EncodedFile) -> None:
+    def _used(self, use: FileUse) -> None:
+        if self._on_use is not None:
+            self._on_use(use)
+
+    def _keep(self, key: tuple[str, str], encoded: EncodedFile) -> None:
         self.reads += 1
         size = len(encoded.data)
         if size > self._max_bytes:
@@ -235,62 +285,3 @@ def source_for(
     if encoded.kind == "text":
         return {"type": "text", "media_type": "text/plain", "data": encoded.data}
     return {"type": "base64", "media_type": encoded.media_type, "data": encoded.data}
-
-
-# The files batchrun keeps beside any output ``<name>.parquet`` / ``<name>.jsonl``: its
-# journal, state and batches files, and hidden ones (``.<name>.jsonl.lock``, temporaries).
-# They change with every run, and no row has any business referring to them.
-_RUN_FILES = re.compile(
-    r"(?:.+\.(?:parquet|jsonl|csv)\.(?:journal|state\.json|batches|partial\.json)"
-    r"|\..+\.(?:parquet|jsonl|csv)\..+)",
-    re.IGNORECASE,
-)
-
-
-def folder_stamp(root: Path, limit: int = 200_000, *, skip: Iterable[Path] = ()) -> str:
-    """(path, mtime, size, inode) of every file under ``root``, as a short digest.
-
-    Lets a resume trust earlier answers without re-reading the files rows point at: if any
-    such file changed, the stamp differs and the runner checks every row's request hash
-    (which covers the file's bytes). A row may refer to any file inside the input's folder,
-    whatever its name (its type comes from its bytes, see ``resolve`` and ``sniff``), so
-    every file is stamped but these, which change with every run:
-
-    * ``skip``: the input (it has its own stamp, which lets rows be appended) and the
-      output, each with the files batchrun keeps beside it (``<name>.journal``,
-      ``.<name>.lock``, ...);
-    * the files batchrun keeps beside any other output (``_RUN_FILES``).
-
-    "" when there are none (text jobs keep their fingerprint as it was). Past ``limit``
-    directory entries a fresh random stamp: too many to stamp in about a second, so such
-    jobs always take the checked (slower, exact) path.
-    """
-    skipped: dict[str, set[str]] = {}
-    for path in skip:
-        skipped.setdefault(os.path.realpath(path.parent), set()).add(path.name)
-    digest = hashlib.sha256()
-    seen = 0
-    visited = 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        visited += len(dirnames) + len(filenames)
-        if visited > limit:
-            return ":" + os.urandom(8).hex()
-        own = skipped.get(os.path.realpath(dirpath), set())
-        for name in sorted(filenames):
-            if _RUN_FILES.fullmatch(name) or any(_beside(name, mine) for mine in own):
-                continue
-            seen += 1
-            full = os.path.join(dirpath, name)
-            try:
-                stat = os.stat(full)  # through a symlink: the file a row would read
-            except OSError:
-                digest.update(f"{full}\0-\n".encode())  # unreadable now: still counted
-                continue
-            digest.update(f"{full}\0{stat.st_mtime_ns}\0{stat.st_size}\0{stat.st_ino}\n".encode())
-    return ":" + digest.hexdigest()[:16] if seen else ""
-
-
-def _beside(name: str, mine: str) -> bool:
-    """Whether ``name`` is the file ``mine`` or one batchrun keeps beside it."""
-    return name == mine or name.startswith((f"{mine}.", f".{mine}."))

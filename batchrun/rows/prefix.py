@@ -78,9 +78,18 @@ class CachePolicy:
     minimums: Mapping[str, int] = field(default_factory=dict)
     control: Mapping[str, Any] = field(default_factory=lambda: {"type": "ephemeral"})
     fallback: int = SAFE_MINIMUM_TOKENS
+    # Each model's tokens per token of the local estimate (its tokenizer factor, from the
+    # model table: docs/api-facts.md §12.3); 1 for a model it lacks.
+    factors: Mapping[str, float] = field(default_factory=dict)
 
     def minimum_tokens(self, model: str) -> int:
         return self.minimums.get(model, self.fallback)
+
+    def estimated_minimum(self, model: str) -> float:
+        """The minimum in the local estimate's tokens (``rows.tokens``, calibrated on the
+        older tokenizer): a prefix whose estimate reaches it reaches the model's minimum on
+        the model's own tokenizer."""
+        return self.minimum_tokens(model) / self.factors.get(model, 1.0)
 
 
 @dataclass(frozen=True)
@@ -219,7 +228,7 @@ def place_breakpoints(
     if has_cache_marks(body):
         return None
     model = str(body.get("model"))
-    minimum = policy.minimum_tokens(model)
+    minimum = policy.estimated_minimum(model)
     sure, guessed = _candidates(body, shared)
     if files and seen_files is not None:
         guessed.extend(_file_candidates(body, shared, seen_files))
@@ -240,7 +249,7 @@ def place_breakpoints(
     return key
 
 
-def _deepest(candidates: list[_Candidate], minimum: int) -> _Candidate | None:
+def _deepest(candidates: list[_Candidate], minimum: float) -> _Candidate | None:
     reaching = [c for c in candidates if c.tokens >= minimum]
     return reaching[-1] if reaching else None
 

@@ -29,9 +29,17 @@ class RawRow:
     record: dict[str, Any] | None
     problems: list[Problem] = field(default_factory=list)
     skipped: bool = False  # the caller asked not to parse this row
+    # How many rows this stands for: more than one only for a run of skipped rows, which a
+    # reader may give as one (``skipped_rows``): a resume skips millions.
+    count: int = 1
 
 
 SKIPPED = RawRow(0, None, skipped=True)  # a row the caller asked to skip: counted, not parsed
+
+
+def skipped_rows(count: int) -> RawRow:
+    """``count`` rows in a row that the caller asked to skip, given as one."""
+    return SKIPPED if count == 1 else RawRow(0, None, skipped=True, count=count)
 
 
 def guarded(line: int, parse: Callable[..., RawRow], data: Any, *more: Any) -> RawRow:

@@ -108,7 +108,10 @@ def _identified(
     rows come out as None.
     """
     with contextlib.closing(raw_rows):
-        for index, raw in enumerate(raw_rows):
+        next_index = 0
+        for raw in raw_rows:
+            index = next_index
+            next_index += raw.count  # a run of skipped rows may come as one
             if raw.skipped:
                 yield None
                 continue
@@ -184,7 +187,10 @@ class _SeenIds:
         """Leave the hashes for the exact map of the rows before ``index``, read again."""
         self._hashes = None
         with contextlib.closing(self._reread()) as raw_rows:
-            for i, raw in enumerate(raw_rows):
+            next_index = 0
+            for raw in raw_rows:
+                i = next_index
+                next_index += raw.count  # a run of skipped rows may come as one
                 if i >= index:
                     break
                 if raw.skipped:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -36,6 +36,7 @@ from batchrun.core.wording import said
 from batchrun.rows.checks import (
     CHECKS,
     Invalid,
+    check_effort,
     check_messages,
     cross_problems,
     describe,
@@ -47,7 +48,7 @@ from batchrun.rows.checks import (
     surrogate_problems,
     surrogate_reason,
 )
-from batchrun.rows.files import FileProblem, MediaSource, source_for
+from batchrun.rows.files import FileCache, FileProblem, MediaSource, source_for
 from batchrun.rows.prefix import (
     MAX_BREAKPOINTS,
     CachePolicy,
@@ -57,6 +58,15 @@ from batchrun.rows.prefix import (
     count_breakpoints,
     place_breakpoints,
     template_head,
+)
+from batchrun.rows.structured import (
+    FORCED_CHOICE,
+    FORMAT,
+    TOOL,
+    Mode,
+    StructuredRequest,
+    structured_tool,
+    with_format,
 )
 from batchrun.rows.template import fill_template, parse_template
 
@@ -119,6 +129,16 @@ class RequestDefaults:
     template: str | None = None
     cache_system: Mapping[str, Any] | None = None  # a cache_control put on the system prompt
     cache: CachePolicy | None = None  # --cache auto: breakpoints at the end of what rows share
+    effort: str | None = None  # output_config.effort of every request (EFFORT_LEVELS)
+    # Send without the sampling settings a row's model does not take, instead of refusing
+    # the row (cost.models decides which; ``build_request``'s ``leave_out``).
+    drop_unsupported: bool = False
+    structured: StructuredRequest | None = None  # --json-schema: how every answer is asked for
+
+
+AskStructured = Callable[[str], "Mode | None"]
+"""How a model is asked for a structured answer (``rows.structured.structured_mode``, told
+what the model takes), by the model's name."""
 
 
 # --- entry points ----------------------------------------------------------------------------
@@ -129,6 +149,9 @@ def build_request(
     defaults: RequestDefaults,
     *,
     base_dir: Path | MediaSource | None = None,
+    files: FileCache | None = None,
+    ask: AskStructured | None = None,
+    leave_out: Collection[str] = (),
 ) -> dict[str, Any]:
     """The JSON body to POST for one row (without ``stream``: the client adds it).
 
@@ -136,17 +159,23 @@ def build_request(
     :class:`InvalidRowError` listing every problem found. ``base_dir`` is the input file's
     folder: local files (``path`` sources, the ``image``/``document`` columns) are read from
     it, and only from it (``rows.files``); without it a row naming a local file is refused.
+    ``files`` reads them (the process's cache when None): a run's own tells it which files
+    its requests were built from.
+    ``ask`` says how the row's model is asked for a structured answer when the job has a
+    schema (``defaults.structured``); without it, ``output_config.format``.
+    ``leave_out``: parameters not to send whatever the row or the job says (the sampling
+    settings ``--drop-unsupported`` drops for a model that does not take them).
     """
     problems: list[Problem] = []
     body: dict[str, Any] = {}
     for name in _BODY_ORDER:
         if name == "messages":
-            messages, message_problems = _conversation(fields, defaults.template, base_dir)
+            messages, message_problems = _conversation(fields, defaults.template, base_dir, files)
             problems.extend(message_problems)
             if messages is not None:
                 body["messages"] = messages
             continue
-        value = _setting(name, fields, defaults)
+        value = None if name in leave_out else setting_value(name, fields, defaults)
         if value is None:
             if name in _REQUIRED:
                 problems.append(Problem(name, "required; set it in the job or the row"))
@@ -159,6 +188,8 @@ def build_request(
         if name == "system" and isinstance(checked, str) and not checked.strip():
             continue  # a blank system prompt is none: the API refuses an empty text block
         body[name] = checked
+    if defaults.effort is not None:
+        merge_output_config(body, "effort", defaults.effort)
     problems.extend(_too_many_marks(body))
     if (
         defaults.cache_system is not None
@@ -166,6 +197,9 @@ def build_request(
         and count_breakpoints(body) < MAX_BREAKPOINTS  # the row's own marks come first
     ):
         body["system"] = _cached_system(body["system"], defaults.cache_system)
+    if defaults.structured is not None and isinstance(body.get("model"), str):
+        mode = ask(body["model"]) if ask is not None else FORMAT
+        problems.extend(_ask_structured(body, defaults.structured, mode))
     problems.extend(cross_problems(body))
     problems.extend(_typo_problems(fields, defaults.template))
     if problems:
@@ -173,12 +207,46 @@ def build_request(
     return body
 
 
+def _ask_structured(
+    body: dict[str, Any], structured: StructuredRequest, mode: Mode | None
+) -> list[Problem]:
+    """Ask ``body`` for the job's structured answer the way its model takes (in place)."""
+    model = body["model"]
+    if mode is None:
+        return [
+            Problem(
+                "model",
+                f"`{model}` takes neither output_config.format nor a forced tool_choice: "
+                "json_schema cannot be asked of it",
+            )
+        ]
+    if mode == FORMAT:
+        if structured.format is None:
+            return [Problem("json_schema", structured.problem or "cannot be sent")]
+        with_format(body, structured.format)
+        return []
+    assert mode == TOOL
+    given = [name for name in ("tools", "tool_choice") if name in body]
+    if given:
+        return [
+            Problem(
+                given[0],
+                f"json_schema is asked of `{model}` with a tool of its own, forced: the row's "
+                f"`{given[0]}` cannot go with it",
+            )
+        ]
+    body["tools"] = [structured_tool(structured.schema)]
+    body["tool_choice"] = dict(FORCED_CHOICE)
+    return []
+
+
 @dataclass(frozen=True)
 class PreparedRequest:
     """A body ready to send, its identity for resume, and its size on the wire.
 
     ``content`` is the body's canonical JSON (sorted keys, compact, UTF-8), a valid request
-    body as it is, so it is sent instead of encoding the body a second time. ``hash`` is the
+    body as it is, so it is sent instead of encoding the body a second time; a body holding a
+    schema keeps its own key order instead (``_as_sent``). ``hash`` is the
     digest of the same JSON *before* the breakpoints ``--cache auto`` placed: a cache mark
     changes what is billed, not the answer, so outputs made before automatic caching (or with
     ``--cache off``) resume without their rows counting as changed requests, and identical
@@ -201,18 +269,23 @@ def prepare_request(
     *,
     base_dir: Path | MediaSource | None = None,
     seen_files: SeenFiles | None = None,
+    files: FileCache | None = None,
+    ask: AskStructured | None = None,
+    leave_out: Collection[str] = (),
 ) -> PreparedRequest:
     """``build_request`` plus the checks that need the encoded body (the 32 MB limit).
 
     ``seen_files``, kept by the caller for a run, lets ``--cache auto`` mark files that rows
-    attach alike (``rows.prefix``).
+    attach alike (``rows.prefix``); ``ask`` and ``leave_out`` are ``build_request``'s.
 
     The canonical JSON is made once and serves both the hash and the size. Files are hashed
     as sent (their base64 or text is in the body), so the hash is stable across runs and an
     edited file makes a different request, which resume notices. A body that has no JSON
     (text with a lone surrogate, NaN, bytes) is the row's :class:`InvalidRowError` too.
     """
-    body = build_request(fields, defaults, base_dir=base_dir)
+    body = build_request(
+        fields, defaults, base_dir=base_dir, files=files, ask=ask, leave_out=leave_out
+    )
     try:
         canonical = _canonical_json(body)
     except (ValueError, TypeError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError
@@ -229,7 +302,20 @@ def prepare_request(
         raise InvalidRowError(
             [Problem(None, f"the request is {mb:.1f} MB, over the API's 32 MB limit")]
         )
-    return PreparedRequest(body, digest, len(canonical), canonical, prefix_key)
+    return PreparedRequest(body, digest, len(canonical), _as_sent(body, canonical), prefix_key)
+
+
+def _as_sent(body: Mapping[str, Any], canonical: bytes) -> bytes:
+    """The JSON sent for ``body``: its ``canonical`` JSON, unless it carries a schema the
+    model reads in order. A structured answer writes its fields in the order its schema
+    lists them (docs/api-facts.md §13.1), and a tool's ``input_schema`` is read the same
+    way: a job that puts a ``reasoning`` field before its ``label`` must be sent so, not
+    with the keys sorted. Such a body is encoded again in its own order (the same bytes,
+    rearranged: the size is the canonical JSON's)."""
+    if "output_config" not in body and "tools" not in body:
+        return canonical
+    content = {key: value for key, value in body.items() if key != "stream"}
+    return _ordered_encoder().encode(content).encode("utf-8")
 
 
 def shared_parts(fields: Mapping[str, Any], defaults: RequestDefaults) -> SharedParts:
@@ -265,6 +351,11 @@ def check_defaults(defaults: RequestDefaults) -> list[Problem]:
             CHECKS[name](value)
         except Invalid as exc:
             problems.extend(Problem(name, reason) for reason in exc.reasons)
+    if defaults.effort is not None:
+        try:
+            check_effort(defaults.effort)
+        except Invalid as exc:
+            problems.extend(Problem("effort", reason) for reason in exc.reasons)
     if defaults.template is not None and not defaults.template.strip():
         problems.append(Problem("template", "is empty: every row's user message would be empty"))
     elif defaults.template is not None:
@@ -291,6 +382,14 @@ def request_hash(body: Mapping[str, Any]) -> str:
 def _canonical_json(body: Mapping[str, Any]) -> bytes:
     content = {key: value for key, value in body.items() if key != "stream"}
     return _canonical_encoder().encode(content).encode("utf-8")
+
+
+@lru_cache(maxsize=1)
+def _ordered_encoder() -> json.JSONEncoder:
+    """The canonical encoder's options, the keys left in their order (``_as_sent``)."""
+    return json.JSONEncoder(
+        separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
+    )
 
 
 @lru_cache(maxsize=1)
@@ -373,14 +472,25 @@ def template_fields(template: str) -> frozenset[str]:
 # --- settings and the conversation -------------------------------------------------------------
 
 
-def _setting(name: str, fields: Mapping[str, Any], defaults: RequestDefaults) -> Any:
-    """The row's value for a parameter, else the job's default, else None."""
+def setting_value(name: str, fields: Mapping[str, Any], defaults: RequestDefaults) -> Any:
+    """The row's value for a parameter, else the job's default, else None (as given: a
+    Parquet or CSV cell may hold JSON text, which the parameter's check decodes)."""
     value = fields.get(name)
     return getattr(defaults, name) if value is None else value
 
 
+def merge_output_config(body: dict[str, Any], key: str, value: Any) -> None:
+    """Set one key of the body's ``output_config``, keeping the others: effort and the
+    structured-output format share the object (docs/api-facts.md §1.1)."""
+    config = body.get("output_config")
+    body["output_config"] = {**(config if isinstance(config, Mapping) else {}), key: value}
+
+
 def _conversation(
-    fields: Mapping[str, Any], template: str | None, base_dir: Path | MediaSource | None
+    fields: Mapping[str, Any],
+    template: str | None,
+    base_dir: Path | MediaSource | None,
+    files: FileCache | None,
 ) -> tuple[list[dict[str, Any]] | None, list[Problem]]:
     """The conversation with attachments added and local files read (see ``_with_files``)."""
     messages, problems = _bare_conversation(fields, template)
@@ -390,7 +500,7 @@ def _conversation(
     if attached and fields.get("messages") is not None:
         names = ", ".join(name for name, _ in attached)
         return None, [Problem(names, "attachment columns go with prompt or template, not messages")]
-    files_problems = _with_files(messages, attached, base_dir)
+    files_problems = _with_files(messages, attached, base_dir, files)
     return (None, files_problems) if files_problems else (messages, [])
 
 
@@ -411,6 +521,7 @@ def _with_files(
     messages: list[dict[str, Any]],
     attached: list[tuple[str, Any]],
     base_dir: Path | MediaSource | None,
+    files: FileCache | None,
 ) -> list[Problem]:
     """Put the attachments before the prompt's text, and read every ``path`` source, in place.
 
@@ -427,7 +538,8 @@ def _with_files(
             continue
         for ref in refs:
             try:
-                blocks.append({"type": block_type, "source": _source(block_type, ref, base_dir)})
+                source = _source(block_type, ref, base_dir, files)
+                blocks.append({"type": block_type, "source": source})
             except FileProblem as exc:
                 problems.append(Problem(name, str(exc)))
     if blocks and not problems:
@@ -445,7 +557,7 @@ def _with_files(
             if source.get("type") != "path":
                 continue
             try:
-                block["source"] = _source(block["type"], source.get("path"), base_dir)
+                block["source"] = _source(block["type"], source.get("path"), base_dir, files)
             except FileProblem as exc:
                 problems.append(Problem("messages", f"[{i}].content[{j}]: {exc}"))
     return problems
@@ -459,7 +571,9 @@ def _refs(value: Any) -> list[str] | None:
     return refs if refs and all(is_nonblank(ref) for ref in refs) else None
 
 
-def _source(block_type: str, ref: Any, base_dir: Path | MediaSource | None) -> dict[str, Any]:
+def _source(
+    block_type: str, ref: Any, base_dir: Path | MediaSource | None, files: FileCache | None
+) -> dict[str, Any]:
     """A URL source for ``http(s)://`` references, else the local file's encoded source.
 
     Whatever goes wrong with a file is the row's :class:`FileProblem`: a path the OS refuses
@@ -471,7 +585,7 @@ def _source(block_type: str, ref: Any, base_dir: Path | MediaSource | None) -> d
     if base_dir is None:
         raise FileProblem(f"local file {ref!r} needs an input file (paths are relative to it)")
     try:
-        source: dict[str, Any] = source_for(block_type, ref, base_dir)
+        source: dict[str, Any] = source_for(block_type, ref, base_dir, files)
     except FileProblem:
         raise
     except (ValueError, OSError) as exc:

@@ -268,28 +268,43 @@ def bounded_lines(stream: IO[bytes], cap: int = MAX_ROW_BYTES) -> Iterator[bytes
     """The lines of ``stream`` (each with its ``\\n``), or a :class:`LongLine` for one longer
     than ``cap`` bytes, of which no more than ``cap + 1`` bytes (in pieces, and a piece of
     ``_PIECE`` more while reading one) are ever held."""
-    readline, first = stream.readline, min(_PIECE, cap + 1)
+    readline, first = stream.readline, first_piece(cap)
     while line := readline(first):
-        if line[-1] == _NEWLINE or (len(line) <= cap and len(line) < _PIECE):
-            yield line  # most lines: read at once
-            continue
-        pieces, size = [line], len(line)
-        while size <= cap and not pieces[-1].endswith(b"\n"):
-            piece = stream.readline(min(_PIECE, cap + 1 - size))
-            if not piece:
-                break
-            pieces.append(piece)
-            size += len(piece)
-        if size <= cap or pieces[-1].endswith(b"\n"):
-            yield b"".join(pieces)
-            continue
-        del pieces, line  # before the rest is read: what is held stays one piece
-        while piece := stream.readline(_PIECE):
-            if piece.endswith(b"\n"):
-                size += len(piece) - 1
-                break
-            size += len(piece)
-        yield LongLine(size)
+        yield line if is_whole(line, cap) else rest_of_line(stream, line, cap)
+
+
+def first_piece(cap: int = MAX_ROW_BYTES) -> int:
+    """How many bytes ``bounded_lines`` asks ``readline`` for at first: a line no longer is
+    read at once (``is_whole``)."""
+    return min(_PIECE, cap + 1)
+
+
+def is_whole(line: bytes, cap: int = MAX_ROW_BYTES) -> bool:
+    """Whether ``line``, as ``readline(first_piece(cap))`` gave it, is a whole line (most
+    lines); else ``rest_of_line`` reads the rest."""
+    return line[-1] == _NEWLINE or (len(line) <= cap and len(line) < _PIECE)
+
+
+def rest_of_line(stream: IO[bytes], line: bytes, cap: int = MAX_ROW_BYTES) -> bytes | LongLine:
+    """The line whose first piece is ``line`` (not whole: ``is_whole``), read on from
+    ``stream``: its bytes, or a :class:`LongLine` when longer than ``cap`` (see
+    ``bounded_lines``)."""
+    pieces, size = [line], len(line)
+    while size <= cap and not pieces[-1].endswith(b"\n"):
+        piece = stream.readline(min(_PIECE, cap + 1 - size))
+        if not piece:
+            break
+        pieces.append(piece)
+        size += len(piece)
+    if size <= cap or pieces[-1].endswith(b"\n"):
+        return b"".join(pieces)
+    del pieces, line  # before the rest is read: what is held stays one piece
+    while piece := stream.readline(_PIECE):
+        if piece.endswith(b"\n"):
+            size += len(piece) - 1
+            break
+        size += len(piece)
+    return LongLine(size)
 
 
 def too_long(what: str, size: int, cap: int) -> str:

@@ -9,8 +9,10 @@ Method
     * text (system prompt, string contents, text blocks, text documents, tool results):
       its UTF-8 length / ``CHARS_PER_TOKEN``. UTF-8 bytes rather than characters, so that
       scripts which tokenise densely (CJK, emoji) are not under-counted three times over;
-    * structured JSON (tool definitions, ``tool_use`` inputs): the length of its JSON text
-      / ``JSON_CHARS_PER_TOKEN``, since braces, quotes and colons each cost a token;
+    * structured JSON (tool definitions, ``tool_use`` inputs, the schema of
+      ``output_config.format``, which the API turns into a prompt of its own and bills as
+      input: docs/api-facts.md §13.1): the length of its JSON text / ``JSON_CHARS_PER_TOKEN``,
+      since braces, quotes and colons each cost a token;
     * every message adds ``MESSAGE_OVERHEAD_TOKENS`` (role markers);
     * an image block counts ``IMAGE_TOKENS``, a PDF or URL document ``DOCUMENT_TOKENS``
       (their real cost depends on pixels and pages, which the body does not show cheaply);
@@ -36,9 +38,12 @@ Calibration
 
     The simulator counts a word or a punctuation mark as one token (about 5 characters per
     token of English prose); Claude's own tokenizer packs English tighter (about 3.5-4), so
-    against the real API this estimate runs low by roughly a quarter. The rate limiter does
-    not rely on it being right: it learns the ratio of counted to estimated tokens from every
-    response (``batchrun.limits``) and reserves corrected amounts.
+    against the real API this estimate runs low by roughly a quarter. Claude 4.7 and later
+    count about 30% more tokens for the same text (docs/api-facts.md §12.3): the estimate is
+    scaled by the model's ``factor``, and the simulator counts their tokens the same way.
+    The rate limiter does not rely on it being right: it learns the ratio of counted to
+    estimated tokens from every response (``batchrun.limits``) and reserves corrected
+    amounts.
 
     >>> estimate_input_tokens({"model": "claude-haiku-4-5", "max_tokens": 5,
     ...                        "messages": [{"role": "user", "content": "Hello there"}]})
@@ -66,8 +71,12 @@ DOCUMENT_TOKENS = 1500
 """A PDF or URL document whose pages the body does not show."""
 
 
-def estimate_input_tokens(body: Mapping[str, Any]) -> int:
-    """Estimated input tokens of a Messages request body (see the module docstring); >= 1."""
+def estimate_input_tokens(body: Mapping[str, Any], factor: float = 1.0) -> int:
+    """Estimated input tokens of a Messages request body (see the module docstring); >= 1.
+
+    ``factor``: the body's model's tokens per token of the older tokenizer this estimate is
+    calibrated for (1.3 for Claude 4.7 and later: docs/api-facts.md §12.3), from the model
+    table (``cost.models.tokenizer_factor``, which this layer cannot import)."""
     prose = _text_size(body.get("system"))
     structured = 0
     fixed = 0
@@ -81,8 +90,18 @@ def estimate_input_tokens(body: Mapping[str, Any]) -> int:
     tools = body.get("tools")
     if tools:
         structured += _json_size(tools)
+    schema = _format_schema(body)
+    if schema is not None:
+        structured += _json_size(schema)
     tokens = prose / CHARS_PER_TOKEN + structured / JSON_CHARS_PER_TOKEN + fixed
-    return max(math.ceil(tokens), 1)
+    return max(math.ceil(tokens * factor), 1)
+
+
+def _format_schema(body: Mapping[str, Any]) -> Any:
+    """The schema ``output_config.format`` asks the answer to fit, or None."""
+    config = body.get("output_config")
+    fmt = config.get("format") if isinstance(config, Mapping) else None
+    return fmt.get("schema") if isinstance(fmt, Mapping) else None
 
 
 def _utf8_len(text: str) -> int:

@@ -24,12 +24,14 @@ from batchrun.config.load import (
 from batchrun.core.errors import ConfigError, InputError, OutputError
 from batchrun.core.wording import named, option
 from batchrun.formats.base import ColumnQuery
-from batchrun.formats.inputs import InputShape, format_of, input_kind
+from batchrun.formats.inputs import InputShape, column_types, format_of, input_kind
+from batchrun.rows.structured import answer_fields
 from batchrun.runs.output import output_lease
 from batchrun.store.lock import OutputLock
 from batchrun.store.sink import (
     remove_stale_temporaries,
 )
+from batchrun.store.typed import OutputTypes
 
 if TYPE_CHECKING:  # object storage is loaded only by a job whose output is on it
     from batchrun.remote.lease import Lease
@@ -46,10 +48,12 @@ def check_credentials(client: ClientSettings, transport: httpx.AsyncBaseTranspor
 
 @dataclass(frozen=True)
 class Claim:
-    """A run's hold on its output: the file lock, and on object storage the lease."""
+    """A run's hold on its output: the file lock, and on object storage the lease; and the
+    types its final output gives its columns (``output_types``)."""
 
     lock: OutputLock
     lease: Lease | None = None
+    types: OutputTypes | None = None
 
 
 @contextlib.contextmanager
@@ -59,9 +63,10 @@ def claim_output(config: RunConfig, held: Claim | None = None) -> Iterator[Claim
     Refuses (ConfigError) an output that is the input and kept columns the output cannot
     hold, then takes the output's lock (``store.lock``; OutputError naming the run that
     holds it) and, on object storage, its lease (``runs.output.output_lease``), then refuses
-    kept columns the input does not have. Holding the lock, it removes the temporary files
-    runs killed midway left. ``held`` is the caller's own claim on this output (a batch run
-    finishing online): it is used, not taken again.
+    kept columns the input does not have. Holding the lock, it removes the temporary files a
+    run killed midway left, when one was (``OutputLock.after_kill``). ``held`` is the
+    caller's own claim on this output (a batch run finishing online): it is used, not taken
+    again.
     """
     output = config.output
     check_output_is_not_input(config.input.path, output.path)
@@ -73,8 +78,24 @@ def claim_output(config: RunConfig, held: Claim | None = None) -> Iterator[Claim
         return
     with OutputLock(output.path) as lock, output_lease(output, config.storage) as lease:
         check_kept_columns_exist(config.input.path, output.keep_columns, config.input.shape)
-        remove_stale_temporaries(output.path)
-        yield Claim(lock, lease)
+        if lock.after_kill:  # else there are none, and the folder may hold 100,000 files
+            remove_stale_temporaries(output.path)
+        yield Claim(lock, lease, output_types(config))
+
+
+def output_types(config: RunConfig) -> OutputTypes:
+    """The types the job's final output gives its columns (``store.typed``): the answer's
+    fields from ``--json-schema``, the id and kept columns as the input gives them
+    (``formats.inputs.column_types``: a Parquet file's schema; the values of a JSON one)."""
+    schema = config.engine.json_schema
+    answer = answer_fields(schema) if schema is not None else ()
+    names = ["id", *config.output.keep_columns]
+    given = column_types(config.input.path, names, config.input.shape)
+    return OutputTypes(
+        id_type=given.pop("id", pa.string()),
+        kept={name: kind for name, kind in given.items() if name in config.output.keep_columns},
+        answer=answer,
+    )
 
 
 def check_kept_columns_exist(

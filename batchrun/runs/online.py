@@ -8,7 +8,7 @@ print(summary.final)
 from __future__ import annotations
 
 import time
-from collections.abc import Container, Sized
+from collections.abc import Container, Iterator, Sized
 from decimal import Decimal
 from typing import Any
 
@@ -28,8 +28,9 @@ from batchrun.runs.preflight import check_every_row_can_be_built
 from batchrun.runs.resume import take_over
 from batchrun.runs.runtime import DEFAULT, Runtime
 from batchrun.runs.summary import RunSummary
-from batchrun.runs.twins import remember_prior_answers
+from batchrun.runs.twins import find_twins, load_answered, twin_pass_notice
 from batchrun.store.batch_journal import running_batches
+from batchrun.store.scratch import Scratch
 
 
 async def run_async(
@@ -112,9 +113,18 @@ async def _run_claimed(
             send_check=output.lease,  # an object-store output: sent only while the lease holds
             spent_before=Decimal(repr(resume.spent)),
         )
-        if engine.dedup is not None and summary.todo != 0:
-            remember_prior_answers(engine.dedup, sink, prior, states, resume.sources.accepted)
         counter = RowCounter()
+
+        def works(counter: RowCounter) -> Iterator[Work]:
+            return plan(
+                config,
+                states,
+                known_ids,
+                counter,
+                only,
+                redo_lapsed=redo_lapsed,
+                files=resume.files,
+            )
 
         def record(work: Work, row: dict[str, Any]) -> None:
             sink.submit(work.row.index, row)
@@ -122,12 +132,28 @@ async def _run_claimed(
             if runtime.on_row is not None:  # journaled first: handed on, it is never lost
                 runtime.on_row(row)
 
+        scratch = Scratch(sink.output)  # what would not fit in memory, made only if needed
         started = time.perf_counter()
         fatal: FatalRunError | None = None
         try:
-            works = plan(config, states, known_ids, counter, only, redo_lapsed=redo_lapsed)
+            if engine.dedup is not None and summary.todo != 0:
+                # Twins are found before sending (the rows read once more), so that every
+                # twin is filled, and its answer kept only while a twin of it is to come.
+                notice = twin_pass_notice(summary.todo)
+                if notice is not None:
+                    progress.log(notice)
+                twins = find_twins(
+                    works(RowCounter()),
+                    sink,
+                    prior,
+                    resume.sources.accepted,
+                    scratch,
+                    samples=config.engine.samples,  # each sample its own request, as sent
+                )
+                engine.dedup.follow(twins, scratch)
+                load_answered(engine.dedup, twins, sink, prior)
             summary.interrupted = await run_interruptibly(
-                engine.run(works, record),
+                engine.run(works(counter), record),
                 stop_admitting=engine.stop_admitting,
                 grace=config.run.grace,
                 notify=progress.log,
@@ -135,6 +161,9 @@ async def _run_claimed(
         except FatalRunError as exc:
             fatal = exc  # raised once what is finished is written
         finally:
+            if engine.dedup is not None:
+                engine.dedup.close()
+            scratch.close()
             summary.elapsed_s = time.perf_counter() - started
             summary.budget_stop = engine.budget_stop
             refused = engine.budget_refused

@@ -29,6 +29,7 @@ from batchrun.formats.base import PART_ROWS, OutputFormat
 from batchrun.formats.registry import names_folder, output_for, output_named
 from batchrun.remote.errors import LeaseLostError, StorageError
 from batchrun.store.sink import PriorState, Sink, journal_path
+from batchrun.store.typed import OutputTypes
 
 if TYPE_CHECKING:  # object storage is loaded only by a job whose output is on it
     from batchrun.remote.lease import Lease
@@ -50,7 +51,8 @@ class RunOutput:
     A remote output is written under its ``lease`` (``output_lease``, held by the caller,
     who claimed the output): it is the engine's ``send_check`` and is asked before every
     upload. A remote output's journal outlives ``finalize`` until ``publish`` has uploaded
-    the final file. ``overwrite``: start afresh (``--overwrite``).
+    the final file. ``overwrite``: start afresh (``--overwrite``). ``types``: the final
+    output's typed columns (``runs.claim.output_types``).
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class RunOutput:
         *,
         overwrite: bool = False,
         lease: Lease | None = None,
+        types: OutputTypes | None = None,
     ) -> None:
         self.settings = settings
         self._storage = storage
@@ -70,6 +73,7 @@ class RunOutput:
             settings.keep_columns,
             output_format=self.format,
             part_rows=settings.part_rows or PART_ROWS,
+            types=types,
         )
         self.lease = lease
         if settings.url is not None:
@@ -89,7 +93,7 @@ class RunOutput:
         Raises (OutputError, StorageError) before anything is sent when it cannot be written.
         """
         if self.settings.url is not None:
-            self._remote = _remote_output(self.settings, self._storage, self.lease)
+            self._remote = remote_output_of(self.settings, self._storage, self.lease)
             self._remote.pull(overwrite=self._overwrite)
         prior = self.sink.open(overwrite=self._overwrite)
         if self._remote is not None:
@@ -185,9 +189,11 @@ def output_format_of(settings: OutputSettings) -> OutputFormat:
     return output_for(settings.path)
 
 
-def _remote_output(
+def remote_output_of(
     settings: OutputSettings, endpoints: StorageSettings, lease: Lease | None = None
 ) -> RemoteOutput:
+    """The mirror of the remote output ``settings`` name (``remote.mirror``, or
+    ``remote.dataset`` for a folder), once a probe showed it can be written."""
     from batchrun.remote.dataset import remote_output
     from batchrun.remote.objects import Storage
 

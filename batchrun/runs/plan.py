@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Container, Iterator
+from itertools import compress
 from pathlib import Path
 
 from batchrun.config.load import (
@@ -15,8 +16,9 @@ from batchrun.config.load import (
 from batchrun.core.errors import InputError
 from batchrun.engine.outcome import RowSettings, Work, prepare
 from batchrun.formats.inputs import InputShape, count_rows, read_rows
+from batchrun.rows.files import FileCache
 from batchrun.rows.prefix import SeenFiles
-from batchrun.store.row_state import RowState, count_done, to_send
+from batchrun.store.row_state import count_done, done_flags
 
 
 def redo_lapsed(config: RunConfig) -> bool:
@@ -87,6 +89,7 @@ def plan(
     *,
     redo_lapsed: bool = False,
     pending: bytearray | None = None,
+    files: FileCache | None = None,
 ) -> Iterator[Work]:
     """The rows this run must process, read lazily.
 
@@ -94,26 +97,33 @@ def plan(
     million-row job starts sending as soon as it reaches the first row left to do.
     ``redo_lapsed`` sends again the rows a Message Batch expired or cancelled before
     answering; ``pending`` flags rows that sit in a batch still running (not sent again).
+    ``files`` reads the files rows attach: the run's own (``runs.resume.Resume.files``)
+    records which, for its resume.
     """
     waiting = pending or bytearray()
-
-    def finished(index: int) -> bool:
-        state = states[index] if index < len(states) else RowState.NOTHING
-        return not to_send(state, retry_errors=config.resume.retry_errors, redo_lapsed=redo_lapsed)
+    # 1 for each row an earlier run finished (a row past them all is not).
+    done = done_flags(states, retry_errors=config.resume.retry_errors, redo_lapsed=redo_lapsed)
+    known_rows = len(done)
 
     def in_batch(index: int) -> bool:
         return index < len(waiting) and waiting[index] == 1
 
-    skipped = [i for i in range(len(states)) if finished(i) and not in_batch(i)]
+    skipped = list(compress(range(known_rows), done))  # at C speed: a resume has millions
+    if waiting:
+        skipped = [i for i in skipped if not in_batch(i)]
     counter.skipped = len(skipped)
-    counter.rows = len(states)
+    counter.rows = known_rows
 
     def skip(index: int) -> bool:
         # Called for every row, read or not: the only place that sees them all. Rows out of
         # a pilot's or a trial's few are passed over unparsed too.
-        if index >= counter.rows:
-            counter.rows = index + 1
-        return finished(index) or in_batch(index) or (only is not None and index not in only)
+        if index < known_rows:
+            passed = done[index] == 1 or in_batch(index)
+        else:
+            if index >= counter.rows:  # (the reader may read the rows again: never less)
+                counter.rows = index + 1
+            passed = in_batch(index)
+        return passed or (only is not None and index not in only)
 
     # Ids of rows skipped here that an earlier run recorded, to catch a read row reusing one.
     # ``known_ids`` may be shorter than ``states`` (or empty): a later round of a batch run
@@ -121,7 +131,7 @@ def plan(
     known = (known_ids[i] for i in skipped if i < len(known_ids))
     rows = read_rows(config.input.path, shape=config.input.shape, skip=skip, known_ids=known)
     seen_files = SeenFiles()  # files rows attach alike are cached (``rows.prefix``)
-    settings = RowSettings.of(config)
+    settings = RowSettings.of(config, files)
     for row in rows:
         counter.rows = max(counter.rows, row.index + 1)
         if only is not None and row.index not in only:

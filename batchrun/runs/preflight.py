@@ -42,13 +42,15 @@ from batchrun.config.load import RunConfig, did_you_mean
 from batchrun.config.settings import BY_KEY
 from batchrun.core.errors import BatchrunError, ConfigError
 from batchrun.core.wording import on_command_line, option
-from batchrun.cost.models import model_refusal
+from batchrun.cost.models import OUTPUT_300K_BETA, job_rule_breaks, model_refusal
+from batchrun.engine.outcome import structured_mode_for
 from batchrun.engine.samples import samples_can_vary
 from batchrun.formats.base import ColumnQuery
 from batchrun.formats.inputs import check_input_text, format_of, input_kind
 from batchrun.rows.compressed import open_bytes
 from batchrun.rows.request import template_conflicts, template_fields
 from batchrun.rows.shape import InputKind
+from batchrun.rows.structured import FORMAT, TOOL
 
 # The keys every request needs, from the row or the job's defaults.
 REQUIRED = ("model", "max_tokens")
@@ -96,6 +98,7 @@ def check_every_row_can_be_built(config: RunConfig) -> None:
     """
     check_input_text(config.input.path, config.input.shape)
     check_job_model(config)
+    check_structured(config)
     check_samples(config)
     start = _input_start(config)
     if start is None:
@@ -269,9 +272,50 @@ def _enough(asked: Collection[str]) -> Callable[[set[str]], bool]:
 def check_job_model(config: RunConfig) -> None:
     """UnbuildableJobError when the job's model is a Claude id batchrun does not know, or a
     retired one (``cost.models.model_refusal``): the API would answer 404 to each row that
-    uses it, so it is reported once, before anything is written or sent."""
+    uses it, so it is reported once, before anything is written or sent. So is each of the
+    job's settings its model refuses (``cost.models.job_rule_breaks``: the API's 400 on
+    every row that keeps it), each named with its fix."""
     refusal = model_refusal(config.defaults.model, config.cost.prices)
     if refusal is not None:
         raise UnbuildableJobError(
             f"{config.input.shown}: the job's model {refusal}. Nothing was sent or written."
         )
+    batch_beta = config.via == "batches" and OUTPUT_300K_BETA in config.client.betas
+    breaks = job_rule_breaks(config.defaults, config.cost.prices, batch_beta=batch_beta)
+    if breaks:
+        listed = "".join(f"\n  - {b.for_job()}" for b in breaks)
+        raise UnbuildableJobError(
+            f"{config.input.shown}: every row would be refused by the API, so nothing was "
+            f"sent or written:{listed}"
+        )
+
+
+def check_structured(config: RunConfig) -> None:
+    """UnbuildableJobError when the job's ``--json-schema`` cannot be asked of its model
+    (``rows.structured``): the schema holds what ``output_config.format`` refuses (the file
+    and the keyword named), the model takes neither way of asking, or takes only a forced
+    tool, which the API refuses with thinking. Rows with a model of their own are checked
+    one by one; without a job model the schema is checked for the format, every known
+    model's way."""
+    structured = config.defaults.structured
+    if structured is None:
+        return
+    model = config.defaults.model
+    mode = structured_mode_for(model, config.cost.prices) if model else FORMAT
+    problem = None
+    if mode is None:
+        problem = (
+            f"the job's model `{model}` takes neither output_config.format nor a forced "
+            "tool_choice: json_schema cannot be asked of it"
+        )
+    elif mode == FORMAT:
+        problem = structured.problem
+    elif mode == TOOL:
+        thinking = config.defaults.thinking
+        if thinking is not None and thinking.get("type") != "disabled":
+            problem = (
+                f"json_schema is asked of `{model}` with a forced tool (it does not take "
+                "output_config.format), which the API refuses with `thinking`: drop it"
+            )
+    if problem is not None:
+        raise UnbuildableJobError(f"{config.input.shown}: {problem}. Nothing was sent or written.")

@@ -15,12 +15,13 @@ from batchrun.core.errors import ConfigError, OutputError
 from batchrun.core.wording import option
 from batchrun.engine.outcome import RowSettings, Work, prepare
 from batchrun.formats.inputs import InputRow, read_rows
-from batchrun.rows.files import folder_stamp
+from batchrun.rows.files import FileCache
 from batchrun.runs.claim import Claim
 from batchrun.runs.output import RunOutput
 from batchrun.runs.plan import input_rows
 from batchrun.runs.summary import RunSummary
 from batchrun.store.provenance import SourceRule, answer_source, describe, is_simulator
+from batchrun.store.referenced import FileLog, files_path, log_size, rebuilt, unchanged
 from batchrun.store.resume import (
     RunState,
     changed_settings,
@@ -57,12 +58,15 @@ class SourceMismatchError(ResumeMismatchError):
 class Resume:
     """What a run takes over from earlier ones (``load_prior``): a ``RowState`` per earlier
     row and its id ("" where nothing was recorded); which sources' answers count as done
-    (``sources``: what was kept or is asked again); what the job spent (``ledger``)."""
+    (``sources``: what was kept or is asked again); what the job spent (``ledger``); and the
+    cache that reads the files rows attach and records which (``files``: every request the
+    run sends must be built through it, ``store.referenced``)."""
 
     states: bytearray
     ids: list[str]
     sources: SourceRule
     ledger: Ledger
+    files: FileCache
 
     @property
     def spent(self) -> float:
@@ -96,7 +100,11 @@ def take_over(config: RunConfig, claim: Claim, summary: RunSummary) -> TakenOver
     (a remote one pulled first), check what earlier runs left in it (``load_prior``), and
     tell ``summary`` which answers count and what the job spent before."""
     output = RunOutput(
-        config.output, config.storage, overwrite=config.resume.overwrite, lease=claim.lease
+        config.output,
+        config.storage,
+        overwrite=config.resume.overwrite,
+        lease=claim.lease,
+        types=claim.types,
     )
     prior = output.open()
     resume = load_prior(config, prior)
@@ -110,9 +118,10 @@ def load_prior(config: RunConfig, prior: PriorState) -> Resume:
 
     Returns one ``RowState`` per earlier row and each row's id ("" where nothing was
     recorded), and what the job has spent so far. Before anything is sent, records this
-    run's job fingerprint, input stamp, row count, source and the journal's stamp, which lets
-    the next resume skip the row-by-row check (see ``store.resume``), and the job's ledger
-    with the journal's spending folded in (``store.spend``). The journal is verified, not
+    run's job fingerprint, input stamp, row count, source, the journal's stamp and the size
+    of the log of files rows referred to, which lets the next resume skip the row-by-row
+    check (see ``store.resume``, ``store.referenced``), and the job's ledger with the
+    journal's spending folded in (``store.spend``). The journal is verified, not
     trusted: records for rows the input no longer has are refused (ResumeMismatchError),
     records past any row it had are damage (skipped, their rows sent again, reported once
     with the damaged lines the reader skipped), and records the state does not vouch for
@@ -120,11 +129,13 @@ def load_prior(config: RunConfig, prior: PriorState) -> Resume:
     (SourceMismatchError), or sent again (--reask-other-source), or kept
     (--keep-other-source; never the simulator's for a run against the API).
     """
-    # Rows may embed local files: a changed file must send resume down the row-by-row check.
-    fingerprint = job_fingerprint(config.defaults) + folder_stamp(
-        config.input.media_folder, skip=(config.input.path, config.output.path)
-    )
+    fingerprint = job_fingerprint(config.defaults)
     state = None if config.resume.overwrite else read_state(config.output.path)
+    # Rows may embed files: a changed one must send resume down the row-by-row check.
+    files = files_path(config.output.path)
+    if config.resume.overwrite:
+        files.unlink(missing_ok=True)
+    media = config.input.media_source or config.input.media_folder
     current = answer_source(config.client.simulate, config.client.base_url)
     rule = SourceRule(
         current,
@@ -150,11 +161,14 @@ def load_prior(config: RunConfig, prior: PriorState) -> Resume:
         and state.source == current  # answers of another source are never trusted wholesale
         and unchanged_since(config.input.path, state.input)
         and (not prior.journal or vouches_for(state.journal, journal, config.output.path))
+        and unchanged(files, media, state.files_size)
         and _spot_check(config, prior)
     ):
         states, ids = _trusted_prior(config, prior, rule)
     else:
-        states, ids = _check_prior(config, prior, state, rule)
+        # The files answered rows use now: the log the next resume checks.
+        with rebuilt(files) as log:
+            states, ids = _check_prior(config, prior, state, rule, FileCache(on_use=log.record))
     if rule.unrecorded and (state is None or state.source is None):
         notice(
             config,
@@ -177,11 +191,12 @@ def load_prior(config: RunConfig, prior: PriorState) -> Resume:
                 current,
                 tuple(rule.mixed_after()),
                 ledger,
+                log_size(files),
             ),
         )
     except OSError as exc:
         raise OutputError(f"cannot write {state_path(config.output.path)}: {exc}") from exc
-    return Resume(states, ids, rule, ledger)
+    return Resume(states, ids, rule, ledger, FileCache(on_use=FileLog(files).record))
 
 
 def _check_sources(config: RunConfig, rule: SourceRule) -> None:
@@ -257,7 +272,7 @@ def _check_rows_exist(
             f"{config.output.shown} holds {prior.final_rows} rows but {config.input.shown} now "
             f"has only {rows}: restore the input, {_afresh()}"
         )
-    beyond = sorted(i for i in prior.journal if i >= rows)
+    beyond = prior.journal.from_index(rows)
     if not beyond:
         return
     known = state.rows if state is not None else None
@@ -279,7 +294,7 @@ def _spot_check(config: RunConfig, prior: PriorState) -> bool:
     cheap guard, beside the journal's stamp, against another job's journal."""
     if not prior.journal:
         return True
-    wanted = {min(prior.journal), max(prior.journal)}
+    wanted = {prior.journal.first(), prior.journal.last()}
     settings = RowSettings.of(config)
     last = max(wanted)
     for row in read_rows(
@@ -302,21 +317,38 @@ def _trusted_prior(
     A record of another source stays to send (or is refused: ``_check_sources``)."""
     states = bytearray(len(prior))
     ids = [""] * len(prior)
-    for index in range(len(prior)):
+    for index in range(prior.final_rows):  # the final file's rows, or their newer records
         record = prior.lookup(index)
         if record is not None:
             if rule.done(record.source):
                 states[index] = _state(record)
             ids[index] = record.id
+    # The journal's records past the final file's rows, straight from its columns: a
+    # million-row journal is taken in about a second (one state per (status, error type)).
+    state_for: dict[tuple[str | None, str | None], RowState] = {}
+    for index, row_id, status, error_type, source in prior.journal.rows():
+        if index < prior.final_rows:
+            continue
+        if rule.done(source):
+            key = (status, error_type)
+            state = state_for.get(key)
+            if state is None:
+                state = state_for[key] = state_of(status, error_type)
+            states[index] = state
+        ids[index] = row_id
     _check_sources(config, rule)
     return states, ids
 
 
 def _check_prior(
-    config: RunConfig, prior: PriorState, state: RunState | None, rule: SourceRule
+    config: RunConfig,
+    prior: PriorState,
+    state: RunState | None,
+    rule: SourceRule,
+    files: FileCache,
 ) -> tuple[bytearray, list[str]]:
     """Compare each earlier answer's request hash with the request its row makes now, and
-    its source with this run's (``rule``).
+    its source with this run's (``rule``). Their files are read through ``files``.
 
     Rows whose request changed are refused, naming the settings that changed since the
     state was written (or the rows, when no setting did); with ``--resend-changed`` they
@@ -324,7 +356,7 @@ def _check_prior(
     ``_check_sources``."""
     states = bytearray(len(prior))
     ids = [""] * len(prior)
-    settings = RowSettings.of(config)
+    settings = RowSettings.of(config, files)
     mismatched: list[str] = []
     foreign: list[tuple[int, str, str]] = []  # recorded under another id than the row's
     seen = 0

@@ -39,39 +39,48 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from batchrun.config.layers import InputSettings, OutputSettings
-from batchrun.config.load import MAX_SHARDS, RunConfig, check_shard
+from batchrun.config.load import RunConfig, check_shard, output_alone
 from batchrun.core.disk import fsync_dir
 from batchrun.core.errors import ConfigError, OutputError
+from batchrun.core.locations import StorageSettings, cached_copy_path
+from batchrun.core.scrub import url_without_secrets
 from batchrun.core.wording import option, said
 from batchrun.formats.base import WriteOptions
 from batchrun.formats.inputs import read_rows
 from batchrun.formats.jsonl import JSON_SLICE_BYTES
 from batchrun.formats.marks import clear_mark
 from batchrun.formats.registry import (
-    folder_output,
-    output_by_suffix,
     output_for,
     output_named,
     read_partial,
 )
 from batchrun.rows.reader import check_input_file
-from batchrun.runs.claim import check_credentials, claim_output
+from batchrun.runs.claim import Claim, check_credentials, claim_output, output_types
+from batchrun.runs.fetch import fetched
 from batchrun.runs.online import run_holding
-from batchrun.runs.output import output_format_of
+from batchrun.runs.output import output_format_of, output_lease
 from batchrun.runs.plan import in_shard
 from batchrun.runs.runtime import DEFAULT, Runtime
 from batchrun.runs.summary import RunSummary
+from batchrun.shards.layout import (
+    ShardError,
+    proof_path,
+    shard_count_of,
+    shard_output,
+    shard_url,
+    shards_folder,
+)
+from batchrun.store.batch_journal import running_batches
 from batchrun.store.columns import STATUS_OK
 from batchrun.store.commit import Commit, remove_temporary, temporary_path
 from batchrun.store.journal import INDEX, journal_line, repair_journal
@@ -94,40 +103,18 @@ from batchrun.store.sink import (
     remove_stale_temporaries,
 )
 
-SHARDS_SUFFIX = ".shards"
-PROOF_SUFFIX = ".shard.json"
+if TYPE_CHECKING:  # object storage is loaded only by a job whose output is on it
+    from batchrun.shards.remote import RemoteShard
+
 # Shards merge reads at once. Each open shard holds one read block (a Parquet row group of
 # up to CHUNK_ROWS rows, 2 MiB of JSON lines, 8 MiB of CSV): 16 of them stay within a few
 # hundred MiB whatever N is; more shards go through temporary files, 16 at a time.
 MERGE_FAN_IN = 16
 TMP_MERGE_SUFFIX = ".merge"  # the folder of a merge's temporary files (``temporary_path``)
-_SHARD_FOLDER = re.compile(r"([0-9]+)-of-([0-9]+)")
 _SHOWN_IDS = 10
 _SHOWN_SHARDS = 10
 _PROOF_VERSION = 1
 _HASH_CHUNK = 1 << 20
-
-
-class ShardError(OutputError):
-    """The shards cannot be merged: some row is missing, doubled, or in an unfinished shard,
-    or a shard is of another job or input, or its file is torn."""
-
-
-def shards_folder(output: Path) -> Path:
-    """Where the shards of ``output`` live: ``out/labels.parquet.shards``."""
-    return output.with_name(output.name + SHARDS_SUFFIX)
-
-
-def shard_output(output: Path, index: int, count: int) -> Path:
-    """Shard ``index`` of ``count``'s own output:
-    ``out/labels.parquet.shards/2-of-4/labels.parquet``."""
-    name = output.name
-    if output_by_suffix(output) is None:
-        # A folder (by its name alone: the same before and after it is written): its shards
-        # are single files of its parts' format (Parquet), merged into the folder.
-        parts = folder_output().parts
-        name += output_named(parts).suffixes[0] if parts else ""
-    return shards_folder(output) / f"{index}-of-{count}" / name
 
 
 def shard_schema(keep_columns: tuple[str, ...]) -> pa.Schema:
@@ -166,18 +153,13 @@ def shard_rows(config: RunConfig, shard: tuple[int, int]) -> ShardRows:
 # -- a shard's proof --------------------------------------------------------------------------
 
 
-def proof_path(shard_file: Path) -> Path:
-    """The proof beside a shard's file: ``.../2-of-4/labels.parquet.shard.json``."""
-    return shard_file.with_name(shard_file.name + PROOF_SUFFIX)
-
-
 @dataclass(frozen=True)
 class ShardProof:
     """What a finished shard was made from, and the file it wrote; written beside the file."""
 
     shard: tuple[int, int]
     fingerprint: str  # ``job_fingerprint`` of the job's request defaults
-    input: Path
+    input: Path  # where the shard read it: for an input on object storage, its local copy
     input_stamp: InputStamp  # the input as the shard read it
     input_format: str | None
     csv_delimiter: str | None
@@ -187,6 +169,7 @@ class ShardProof:
     rows: int
     file_size: int
     file_sha256: str
+    input_url: str | None = None  # an input on object storage: its URL (shown, no secrets)
 
     def to_json(self, settings: Mapping[str, Any]) -> str:
         data = {
@@ -195,6 +178,7 @@ class ShardProof:
             "fingerprint": self.fingerprint,
             "request_defaults": dict(settings),
             "input": str(self.input),
+            "input_url": self.input_url,
             "input_size": self.input_stamp.size,
             "input_sha256": self.input_stamp.sha256,
             "input_format": self.input_format,
@@ -226,6 +210,7 @@ class ShardProof:
             rows=int(data["rows"]),
             file_size=int(data["file_size"]),
             file_sha256=str(data["file_sha256"]),
+            input_url=_str_or_none(data.get("input_url")),
         )
 
 
@@ -291,52 +276,85 @@ def file_sha256(path: Path) -> str:
 # -- one shard ------------------------------------------------------------------------------
 
 
-def _check_shardable(config: RunConfig) -> tuple[int, int]:
+class ShardDriver(Protocol):
+    """A driver that runs the rows ``only`` of a job into its output, under the caller's
+    claim on it, and leaves their answers in the journal: ``runs.online.run_holding``, or
+    ``batches.run.run_batches_holding`` for ``--via batches`` (chosen by ``public.run``,
+    above both: shards and batches are siblings)."""
+
+    def __call__(
+        self, config: RunConfig, claim: Claim | None, runtime: Runtime, *, only: ShardRows
+    ) -> Awaitable[RunSummary]: ...
+
+
+def shard_config(config: RunConfig, shard: tuple[int, int]) -> RunConfig:
+    """The config of shard ``(index, count)``'s own output (``shard_output``). On object
+    storage the shard is an output of its own there too (``shards.layout.shard_url``), with
+    its own lease and journal segments, mirrored in ``OUTPUT.shards/I-of-N/`` of the
+    output's work folder: its local files are laid out as a local shard's."""
+    path = shard_output(config.output.path, *shard)
+    output = replace(config.output, path=path, format=None)
+    if config.output.url is not None:
+        url = shard_url(config.output.url, path.name, *shard)
+        output = replace(output, url=url, work_dir=path.parent)
+    return replace(config, output=output)
+
+
+async def run_shard_async(
+    config: RunConfig, runtime: Runtime = DEFAULT, driver: ShardDriver = run_holding
+) -> RunSummary:
+    """Run the rows of shard ``config.shard`` into the shard's own output (``shard_config``).
+
+    Resumes as any run does; once every row of the shard is done, writes the shard's file
+    (``summary.final``; ``summary.output`` is its path) and its proof, and for an output on
+    object storage uploads both there. ``driver`` sends the rows (online by default; see
+    ``ShardDriver``). Errors as in ``online.run_async``; OutputError when the input changed
+    while the shard ran.
+    """
     if config.shard is None:
         raise ConfigError("internal error: a shard run needs config.shard")
     check_shard(*config.shard)
-    if config.via != "online":
-        raise ConfigError(
-            f"{option('shard')} runs online only: drop {option('via', 'batches')}, or run "
-            f"without {option('shard')}"
-        )
-    if config.output.url is not None:
-        raise ConfigError(
-            f"{option('shard')} writes a local output: give a local {option('output')}, or run "
-            f"without {option('shard')}"
-        )
-    return config.shard
-
-
-async def run_shard_async(config: RunConfig, runtime: Runtime = DEFAULT) -> RunSummary:
-    """Run the rows of shard ``config.shard`` into the shard's own output (``shard_output``).
-
-    Resumes as any run does; once every row of the shard is done, writes the shard's file
-    (``summary.final``; ``summary.output`` is its path) and its proof. Errors as in
-    ``online.run_async``; OutputError when the input changed while the shard ran.
-    """
-    shard = _check_shardable(config)
-    path = shard_output(config.output.path, *shard)
-    own = replace(config, output=replace(config.output, path=path, format=None))
+    shard = config.shard
+    own = shard_config(config, shard)
     check_credentials(own.client, runtime.transport)
     check_input_file(own.input.path)
     with claim_output(own) as claim:
+        remote = _remote_shard(own, claim)
+        if remote is not None:
+            # The shard as the store has it, here: its journal, and its file if it finished.
+            remote.pull(overwrite=own.resume.overwrite)
         _forget_proof(own.output.path)
-        _reopen(own)
+        if _reopen(own) and remote is not None:
+            remote.seal()  # the file's rows are on the store as journal lines: it may go
         try:
             stamp = stamp_input(own.input.path)
         except OSError as exc:
             raise ConfigError(f"cannot read input {own.input.path}: {exc.strerror or exc}") from exc
         rows = shard_rows(own, shard)
-        summary = await run_holding(own, claim, runtime, only=rows)
+        summary = await driver(own, claim, runtime, only=rows)
         summary.total_rows = len(rows)
-        if summary.interrupted is None and summary.budget_stop is None:
-            # Every input row in this one shard: the driver wrote a whole output. Made a
-            # shard file like any other, with its ``_index``.
+        if (
+            summary.interrupted is None
+            and summary.budget_stop is None
+            and not summary.batches_running
+        ):
+            # Every input row in this one shard: the online driver wrote a whole output.
+            # Made a shard file like any other, with its ``_index``.
             _reopen(own)
             job = _JobRecord(config, stamp)
             summary.final = _finish(own, rows, job)
+            if summary.final is not None and remote is not None:
+                remote.publish(own.output.path, proof_path(own.output.path))
     return summary
+
+
+def _remote_shard(config: RunConfig, claim: Claim) -> RemoteShard | None:
+    """The store's side of a shard whose output is on object storage; None for a local one."""
+    if config.output.url is None:
+        return None
+    from batchrun.shards.remote import RemoteShard  # object storage: only jobs on it
+
+    return RemoteShard(config.output, config.storage, claim.lease)
 
 
 @dataclass(frozen=True)
@@ -348,12 +366,13 @@ class _JobRecord:
     stamp: InputStamp
 
 
-def _reopen(config: RunConfig) -> None:
+def _reopen(config: RunConfig) -> bool:
     """A finished shard's file back into journal lines (the journal fsynced before the
-    file goes), so the run resumes from the journal: a shard file is no positional output."""
+    file goes), so the run resumes from the journal: a shard file is no positional output.
+    Whether there was one."""
     output = config.output.path
     if not output.exists() or read_partial(output) is not None:
-        return  # nothing finished, or a partial output the sink itself resumes from
+        return False  # nothing finished, or a partial output the sink itself resumes from
     journal = journal_path(output)
     repair_journal(journal)
     try:
@@ -381,6 +400,7 @@ def _reopen(config: RunConfig) -> None:
             f"cannot resume shard output {output}: {exc}. If the file is torn, start this "
             f"shard afresh with {option('overwrite', True)}"
         ) from exc
+    return True
 
 
 @contextlib.contextmanager
@@ -493,6 +513,8 @@ def _proof(config: RunConfig, job: _JobRecord, rows: int, file: Path) -> ShardPr
         rows=rows,
         file_size=file.stat().st_size,
         file_sha256=file_sha256(file),
+        # Never a credential on disk: a URL is kept as it is shown.
+        input_url=None if config.input.url is None else url_without_secrets(config.input.url),
     )
 
 
@@ -524,31 +546,10 @@ def _check_input_unchanged(config: RunConfig, stamp: InputStamp) -> None:
 def shard_count(output: Path) -> int:
     """N, from the shard folders beside ``output`` (ShardError when none, or several Ns)."""
     folder = shards_folder(output)
-    counts = set()
+    names = []
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-        for entry in folder.iterdir():
-            match = _SHARD_FOLDER.fullmatch(entry.name)
-            if match and entry.is_dir():
-                counts.add(int(match.group(2)))
-    if not counts:
-        raise ShardError(
-            f"no shards of {output}: {folder} has no I-of-N folder. Run the job with "
-            f"{said('`--shard I/N`', '`run_shard(config, I, N)`')} for each I first"
-        )
-    if len(counts) > 1:
-        shown = ", ".join(f"{n}" for n in sorted(counts))
-        raise ShardError(
-            f"{folder} holds shards of different counts (N = {shown}): remove the folders "
-            "of the split you do not want"
-        )
-    count = counts.pop()
-    if count > MAX_SHARDS:
-        raise ShardError(
-            f"{folder} holds shards of {count:,} (the folders *-of-{count}): batchrun splits "
-            f"a job into at most {MAX_SHARDS:,} shards, so these are none of its runs. Remove "
-            "them"
-        )
-    return count
+        names = [entry.name for entry in folder.iterdir() if entry.is_dir()]
+    return shard_count_of(names, str(folder), str(output))
 
 
 def merge_shards(config: RunConfig | str | os.PathLike[str]) -> FinalCounts:
@@ -574,39 +575,85 @@ def merge_shards(config: RunConfig | str | os.PathLike[str]) -> FinalCounts:
 def merge(job: RunConfig | str | os.PathLike[str], *, check_job: bool = True) -> FinalCounts:
     """``merge_shards``; with ``check_job`` False, the config's request defaults and kept
     columns are not the job's (``batchrun merge DATASET -o OUT`` has no flags for them):
-    the shards' own are taken, and must agree among themselves."""
+    the shards' own are taken, and must agree among themselves. An output on object
+    storage (its config's, or an ``s3://`` / ``gs://`` URL) is merged from the shards there
+    (``shards.remote``)."""
     if isinstance(job, RunConfig):
-        output = job.output.path
-        given: RunConfig | None = job
+        given: RunConfig | None = fetched(job)  # a remote input, here
+        output, storage = job.output, job.storage
     else:
-        output = Path(job).expanduser().absolute()
         given = None
-    count = shard_count(output)
-    paths = [shard_output(output, i, count) for i in range(count)]
-    with OutputLock(output):
-        proofs = _survey(output, paths, count)
-        if given is None:
-            config = _recorded_config(output, proofs)
-        elif not check_job:
-            # ``merge DATASET -o OUT`` has no --keep-column either: the shards' own.
-            kept = _most_common(proofs, lambda p: p.keep_columns)[0]
-            config = replace(given, output=replace(given.output, keep_columns=kept))
-        else:
-            config = given
-        identities = _check_proofs(config, given is not None and check_job, paths, proofs)
+        output, storage = output_alone(str(job))
+    if output.url is not None:
+        return _merge_on_store(given, output, storage, check_job)
+    count = shard_count(output.path)
+    with OutputLock(output.path):
+        return _merge_held(given, output, storage, count, check_job)
+
+
+def _merge_held(
+    given: RunConfig | None,
+    output: OutputSettings,
+    storage: StorageSettings,
+    count: int,
+    check_job: bool,
+) -> FinalCounts:
+    """``merge`` of the ``count`` shards beside ``output.path``, under its lock."""
+    paths = [shard_output(output.path, i, count) for i in range(count)]
+    proofs = _survey(output, paths, count)
+    if given is None:
+        config = fetched(_recorded_config(output, storage, proofs))
+    elif not check_job:
+        # ``merge DATASET -o OUT`` has no --keep-column either: the shards' own.
+        kept = _most_common(proofs, lambda p: p.keep_columns)[0]
+        config = replace(given, output=replace(output, keep_columns=kept))
+    else:
+        config = replace(given, output=output)
+    if given is None or not check_job:
+        config = _with_recorded_schema(config, paths, proofs)
+    identities = _check_proofs(config, given is not None and check_job, paths, proofs)
+    try:
+        ids = [row.id for row in read_rows(config.input.path, shape=config.input.shape)]
+    except OSError as exc:
+        raise ShardError(f"cannot read input {config.input.path}: {exc.strerror or exc}") from exc
+    _check_each_row_once(config, paths, ids)
+    remove_stale_temporaries(output.path, (TMP_MERGE_SUFFIX,))
+    return _write_merged(config, paths, proofs, identities, len(ids))
+
+
+def _merge_on_store(
+    given: RunConfig | None, output: OutputSettings, storage: StorageSettings, check_job: bool
+) -> FinalCounts:
+    """``merge`` of shards on object storage: under the output's lock and lease, the shards
+    there are checked (finished, none running: ``RemoteShards.survey``), brought into a
+    folder of this merge's own beside the output's local copy, merged there as local shards
+    are, then, if none changed on the store meanwhile, the output is uploaded in one piece
+    (``runs.output``: a file, or a folder's parts then ``_SUCCESS``)."""
+    from batchrun.shards.remote import STAGING_SUFFIX, RemoteShards  # only jobs on a store
+
+    shards = RemoteShards(output, storage)
+    count = shards.count()
+    with OutputLock(output.path), output_lease(output, storage) as lease:
+        remove_stale_temporaries(output.path, (STAGING_SUFFIX,))
+        shards.survey(count)
+        staging = temporary_path(output.path, STAGING_SUFFIX)
         try:
-            ids = [row.id for row in read_rows(config.input.path, shape=config.input.shape)]
-        except OSError as exc:
-            raise ShardError(
-                f"cannot read input {config.input.path}: {exc.strerror or exc}"
-            ) from exc
-        _check_each_row_once(config, paths, ids)
-        remove_stale_temporaries(output, (TMP_MERGE_SUFFIX,))
-        return _write_merged(config, paths, proofs, identities, len(ids))
+            # The shards as a local output's, in a folder of this merge's own: messages name
+            # them by their URLs (``_shown``).
+            staged = replace(output, path=staging / output.path.name)
+            paths = [shard_output(staged.path, i, count) for i in range(count)]
+            stamps = shards.stage(count, paths)
+            counts = _merge_held(given, staged, storage, count, check_job)
+            shards.check_unchanged(stamps)
+            shards.publish(staged.path, lease)
+        finally:
+            remove_temporary(staging)
+    return counts
 
 
-def _survey(output: Path, paths: list[Path], count: int) -> list[ShardProof]:
+def _survey(settings: OutputSettings, paths: list[Path], count: int) -> list[ShardProof]:
     """Each shard finished, and its proof; ShardError naming every shard that is not."""
+    output = settings.path
     problems = []
     proofs: list[ShardProof | str | None] = []
     for index, path in enumerate(paths):
@@ -616,16 +663,24 @@ def _survey(output: Path, paths: list[Path], count: int) -> list[ShardProof]:
         with OutputLock(path):
             journal = journal_path(path)
             has_journal = journal.exists() and journal.stat().st_size > 0
+            batches = running_batches(path)  # --via batches: rows still in batches
             if not path.exists():
-                what = "is not finished (only its journal)" if has_journal else "has not run"
+                what = "has not run"
+                if batches:
+                    what = (
+                        f"is not finished ({len(batches):,} of its Message Batches still run: "
+                        "run it again to collect them)"
+                    )
+                elif has_journal:
+                    what = "is not finished (only its journal)"
                 problems.append(f"shard {index}/{count} {what}")
-            elif has_journal or read_partial(path) is not None:
+            elif has_journal or batches or read_partial(path) is not None:
                 problems.append(f"shard {index}/{count} is not finished")
             elif not problems:
                 proofs.append(_proof_or_why(path, index, count))
     if problems:
         raise ShardError(
-            f"cannot merge the shards of {output}: {'; '.join(problems)}. Run (or re-run) "
+            f"cannot merge the shards of {settings.shown}: {'; '.join(problems)}. Run (or re-run) "
             + said(f"`batchrun run JOB --shard I/{count}`", f"`run_shard(config, I, {count})`")
             + " for each, then merge"
         )
@@ -635,7 +690,7 @@ def _survey(output: Path, paths: list[Path], count: int) -> list[ShardProof]:
             f"{journal} is the journal of an unsharded run of this output: finish that run, "
             "or remove the journal, before merging shards into it"
         )
-    return _proven(output, paths, proofs)
+    return _proven(settings.shown, paths, proofs)
 
 
 def _names(indexes: Sequence[int], count: int) -> str:
@@ -649,7 +704,7 @@ def _names(indexes: Sequence[int], count: int) -> str:
     return f"shards {', '.join(shown[:-1])} and {shown[-1]}"
 
 
-def _refuse(output: Path, problems: list[str]) -> None:
+def _refuse(output: str, problems: list[str]) -> None:
     if problems:
         raise ShardError(
             f"cannot merge the shards of {output}, nothing was written: {'; '.join(problems)}"
@@ -673,7 +728,7 @@ def _proof_or_why(path: Path, index: int, count: int) -> ShardProof | str | None
 
 
 def _proven(
-    output: Path, paths: list[Path], found: list[ShardProof | str | None]
+    output: str, paths: list[Path], found: list[ShardProof | str | None]
 ) -> list[ShardProof]:
     """The proofs, ShardError naming the shards that have none or an unreadable one."""
     count = len(paths)
@@ -699,22 +754,46 @@ def _proven(
     return proofs
 
 
-def _recorded_config(output: Path, proofs: list[ShardProof]) -> RunConfig:
+def _recorded_config(
+    output: OutputSettings, storage: StorageSettings, proofs: list[ShardProof]
+) -> RunConfig:
     """The config of ``batchrun merge OUTPUT``: the input and output settings the shards
-    recorded (those most of them share; ``_check_proofs`` names any that differ)."""
+    recorded (those most of them share; ``_check_proofs`` names any that differ). An input
+    on object storage is read from its local copy in this machine's cache folder."""
     first = _most_common(proofs, lambda p: p.fingerprint)[0]
     proof = next(p for p in proofs if p.fingerprint == first)
+    path, url = proof.input, proof.input_url
+    if url is not None and output.cache_home is not None:
+        path = cached_copy_path(url, output.cache_home)
     return RunConfig(
         input=InputSettings(
-            path=proof.input, format=proof.input_format, csv_delimiter=proof.csv_delimiter
+            path=path, url=url, format=proof.input_format, csv_delimiter=proof.csv_delimiter
         ),
-        output=OutputSettings(
-            path=output,
+        output=replace(
+            output,
             keep_columns=proof.keep_columns,
             format=proof.output_format,
             part_rows=proof.part_rows,
         ),
+        storage=storage,
     )
+
+
+def _with_recorded_schema(
+    config: RunConfig, paths: list[Path], proofs: list[ShardProof]
+) -> RunConfig:
+    """``config`` with the answer's schema (``--json-schema``) its shards ran with, which
+    gives the merged output its ``answer_*`` columns (``store.typed``): ``merge OUTPUT`` and
+    ``merge INPUT -o OUTPUT`` are not told it. The shards' request defaults hold it; those of
+    the job most of them ran (``_check_proofs`` refuses shards of another)."""
+    first = _most_common(proofs, lambda p: p.fingerprint)[0]
+    proof = next(p for p in proofs if p.fingerprint == first)
+    settings = _proof_settings(paths[proof.shard[0]])
+    structured = settings.get("structured") if settings is not None else None
+    schema = structured.get("schema") if isinstance(structured, Mapping) else None
+    if not isinstance(schema, Mapping):
+        return config
+    return replace(config, engine=replace(config.engine, json_schema=dict(schema)))
 
 
 def _most_common(proofs: list[ShardProof], key: Callable[[ShardProof], Any]) -> list[Any]:
@@ -732,7 +811,7 @@ def _check_proofs(
     """Every shard of the job merge is given (or, from the output alone, of the job most
     shards ran), of the input as it is now, with the kept columns of the output, and its
     file the one it wrote. Returns each file's identity as it was checked."""
-    output = config.output.path
+    output = config.output.shown
     count = len(paths)
     problems = []
 
@@ -803,7 +882,8 @@ def _check_proofs(
         damage = _file_damage(path, proof, identities)
         if damage:
             problems.append(
-                f"shard {proof.shard[0]}/{count}'s file {path} {damage}. Re-run that shard "
+                f"shard {proof.shard[0]}/{count}'s file {_shown(config.output, path)} "
+                f"{damage}. Re-run that shard "
                 f"with {option('overwrite', True)}"
             )
     _refuse(output, problems)
@@ -837,13 +917,28 @@ def _file_damage(path: Path, proof: ShardProof, identities: list[_Identity]) -> 
     return ""
 
 
-def _unreadable(what: str, path: Path, exc: BaseException) -> OutputError:
-    if what == _STEP_FILE:
-        return OutputError(f"cannot read {path}, {what}: {exc}; the shards are kept")
+def _unreadable(what: str, exc: BaseException) -> OutputError:
+    """The error of a file merge cannot read: ``what`` names it (``_file_named``)."""
+    if what.endswith(_STEP_FILE):
+        return OutputError(f"cannot read {what}: {exc}; the shards are kept")
     return ShardError(
-        f"cannot read {what}, {path}: {exc}. It is torn or damaged: re-run that shard with "
+        f"cannot read {what}: {exc}. It is torn or damaged: re-run that shard with "
         f"{option('overwrite', True)}, then merge"
     )
+
+
+def _file_named(output: OutputSettings, number: int, count: int, path: Path) -> str:
+    """Shard ``number``'s file as messages name it: ``shard 1/4's file, PATH``."""
+    return f"shard {number}/{count}'s file, {_shown(output, path)}"
+
+
+def _shown(output: OutputSettings, path: Path) -> str:
+    """``path`` as a person knows it: a shard file of an output on object storage (a copy
+    merge brought here, laid out beside ``output.path`` as on the store) by its URL."""
+    here, text = str(output.path), str(path)
+    if output.url is None or not text.startswith(here):
+        return text
+    return url_without_secrets(output.url).rstrip("/") + text[len(here) :]
 
 
 _STEP_FILE = "a merge step's temporary file"
@@ -873,12 +968,13 @@ def _check_each_row_once(config: RunConfig, paths: list[Path], ids: list[str]) -
                         continue
                     if index <= last:
                         raise ShardError(
-                            f"{path} is not in input order (row {index}): re-run the shard"
+                            f"{_shown(config.output, path)} is not in input order (row "
+                            f"{index}): re-run the shard"
                         )
                     last = index
                     seen[index] = min(seen[index] + 1, 2)
         except _READ_ERRORS as exc:
-            raise _unreadable(f"shard {number}/{count}'s file", path, exc) from exc
+            raise _unreadable(_file_named(config.output, number, count, path), exc) from exc
     missing = [ids[i] for i, times in enumerate(seen) if times == 0]
     doubled = [ids[i] for i, times in enumerate(seen) if times > 1]
     problems = []
@@ -914,7 +1010,7 @@ class _ShardStream:
         try:
             return self._until(end)
         except _READ_ERRORS as exc:
-            raise _unreadable(self._what, self._path, exc) from exc
+            raise _unreadable(self._what, exc) from exc
 
     def _until(self, end: int) -> pa.Table:
         parts = []
@@ -970,7 +1066,7 @@ def _fewer_sources(
             some = sources[group : group + MERGE_FAN_IN]
             with output_named("parquet").writer(path, schema) as w, _gathered(w) as write:
                 _merge_sorted(some, rows, schema, write)
-            merged.append((path, _STEP_FILE, sum(n for _, _, n in some)))
+            merged.append((path, f"{path}, {_STEP_FILE}", sum(n for _, _, n in some)))
         for path, _, _ in sources:
             if path.parent == folder:
                 path.unlink()
@@ -994,7 +1090,7 @@ def _write_merged(
     count = len(paths)
     tmp_steps = temporary_path(output, TMP_MERGE_SUFFIX)
     fmt = output_format_of(config.output)
-    commit = Commit(output, fmt)
+    commit = Commit(output, fmt, types=output_types(config))  # the shards hold text
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         # The output is about the shards' size (in its format; a folder's parts are the
@@ -1006,7 +1102,7 @@ def _write_merged(
             then="Free some space and merge again: the shards are kept",
         )
         sources = [
-            (p, f"shard {i}/{count}'s file", proof.rows)
+            (p, _file_named(config.output, i, count, p), proof.rows)
             for i, (p, proof) in enumerate(zip(paths, proofs, strict=True))
         ]
         if steps:
@@ -1014,14 +1110,14 @@ def _write_merged(
             sources = _fewer_sources(sources, rows, with_index, tmp_steps)
         with commit.building() as tmp_out:
             options = WriteOptions(part_rows=config.output.part_rows)
-            with fmt.writer(tmp_out, schema, options) as write:
+            with commit.writer(tmp_out, schema, options) as write:
                 ok = _merge_sorted(
                     sources,
                     rows,
                     with_index,
                     lambda t: write(t.drop_columns([INDEX]).cast(schema)),
                 )
-            _check_unchanged(output, paths, identities)
+            _check_unchanged(config.output.shown, paths, identities)
     except (OSError, pa.ArrowException) as exc:
         hint = commit.short_of_space(exc) if isinstance(exc, OSError) else ""
         raise OutputError(f"cannot write {output}: {exc}{hint}; the shards are kept") from exc
@@ -1030,7 +1126,7 @@ def _write_merged(
     return FinalCounts(rows, ok, rows - ok)
 
 
-def _check_unchanged(output: Path, paths: list[Path], identities: list[_Identity]) -> None:
+def _check_unchanged(output: str, paths: list[Path], identities: list[_Identity]) -> None:
     """ShardError when a shard's file changed while merge read it (a run of that shard
     started: merge holds one shard's lock at a time)."""
     changed = []

@@ -1,7 +1,8 @@
 """A local stand-in for the Claude Messages API, for ``batchrun simulate``, tests and benchmarks.
 
 Requests are checked as the API checks them (``checks``; the models it serves, from the price
-table read as data: ``models``) and their tokens counted one way
+table read as data: ``models``, and what each model takes: ``rules``) and their tokens counted
+one way
 for usage, ``count_tokens`` and limits (``tokens``); replies are deterministic functions of the
 request (``replies``), sent as JSON or SSE events (``events``); faults are injected by rate
 or by script (``faults``); RPM / ITPM / OTPM limits are enforced like the API's, with its

@@ -397,7 +397,7 @@ class BatchStore:
     def _process(self, request: _Request, version: str) -> dict[str, Any]:
         """One request's result object: params checked now, as the API does asynchronously."""
         try:
-            body = check_messages_body(request.params, version, self._models)
+            body = check_messages_body(request.params, version, self._models, batch=True)
             if body.get("stream") is True:
                 raise InvalidRequest("stream: streaming is not supported for batch requests")
         except InvalidRequest as exc:

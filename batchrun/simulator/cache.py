@@ -5,8 +5,9 @@ Modelled on the API's prompt caching (Anthropic docs, "Prompt caching"):
 * the cacheable prefix runs through ``tools``, then ``system``, then ``messages``, up to and
   including a block marked with ``cache_control`` (a *breakpoint*; a top-level
   ``cache_control`` marks the last block of the last message);
-* a prefix shorter than the model's minimum (``min_cacheable_tokens``: 4,096 for Haiku 4.5
-  and Opus 4.5/4.6, 1,024 for most others) is not cached (the API silently skips it);
+* a prefix shorter than the model's minimum (``min_cacheable_tokens``, from the model table:
+  4,096 for Haiku 4.5 and Opus 4.5/4.6, 512 for the newest) is not cached (the API silently
+  skips it);
 * a request reads the longest earlier-written prefix it starts with, matched exactly (the
   model and every block up to the breakpoint; the marks themselves are not part of it), and
   writes the segments after it up to its last breakpoint, each at its breakpoint's ``ttl``
@@ -34,29 +35,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-MIN_CACHEABLE_TOKENS = 1024
-"""The smallest cacheable prefix of a model ``MIN_CACHEABLE_BY_MODEL`` does not list."""
+from batchrun.simulator.models import packaged_models
 
-MIN_CACHEABLE_BY_MODEL: tuple[tuple[str, int], ...] = (
-    ("claude-haiku-4-5", 4096),
-    ("claude-opus-4-5", 4096),
-    ("claude-opus-4-6", 4096),
-    ("claude-opus-4-7", 2048),
-    ("claude-sonnet-4-6", 2048),
-    ("claude-opus-5", 512),
-    ("claude-haiku-5-5", 512),
-    ("claude-fable-5", 512),
-)
-"""Minimums by model id prefix (the prompt-caching docs; the client's table, with its
-sources, is ``batchrun/cost/prices.toml``, which the simulator does not import)."""
+MIN_CACHEABLE_TOKENS = 1024
+"""The smallest cacheable prefix of a model the table gives no minimum (a gateway's name)."""
 
 
 def min_cacheable_tokens(model: str) -> int:
-    """The shortest prefix the simulator caches for ``model``."""
-    for prefix, minimum in MIN_CACHEABLE_BY_MODEL:
-        if model.startswith(prefix) and not model.startswith(f"{prefix}-5"):  # opus-5 vs 5-5
-            return minimum
-    return MIN_CACHEABLE_TOKENS
+    """The shortest prefix the simulator caches for ``model``: the model table's minimum
+    (``batchrun/cost/prices.toml``, read as data: ``models``), else ``MIN_CACHEABLE_TOKENS``."""
+    minimum = packaged_models().facts_for(model).min_cacheable_tokens
+    return MIN_CACHEABLE_TOKENS if minimum is None else minimum
 
 
 _TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
@@ -168,7 +157,7 @@ def breakpoints(body: Mapping[str, Any], count: Counter) -> list[_Breakpoint]:
         if not isinstance(control, Mapping) or control.get("type") != "ephemeral":
             return
         ttl = control.get("ttl") if control.get("ttl") in _TTL_SECONDS else "5m"
-        tokens = count({"messages": [], **prefix})
+        tokens = count({"model": model, "messages": [], **prefix})  # on its tokenizer
         unmarked = json.dumps([model, _without_marks(prefix)], sort_keys=True, default=str)
         digest = hashlib.sha256(unmarked.encode()).hexdigest()
         found.append(_Breakpoint(digest, tokens, str(ttl)))

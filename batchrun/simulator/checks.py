@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from batchrun.simulator.models import Models, packaged_models
+from batchrun.simulator.rules import effort_value_refusal, model_rules_refusal
 
 API_VERSIONS = frozenset({"2023-06-01", "2026-10-21"})
 SAMPLING_FREE_VERSION = "2026-10-21"
@@ -32,6 +33,11 @@ COUNT_TOKENS_FIELDS = frozenset(
      "output_config"}
 )  # fmt: skip
 """Top-level fields ``/v1/messages/count_tokens`` accepts (no ``max_tokens``, no ``stream``)."""
+
+
+THINKING_TYPES = ("enabled", "adaptive", "disabled", "between_tools")
+"""``thinking.type``'s values; ``between_tools`` (Sonnet 5.5 only: ``rules``) takes no other
+field (docs/api-facts.md §12.2)."""
 
 
 class InvalidRequest(Exception):
@@ -55,10 +61,13 @@ def check_version(version: str | None) -> str:
     return version
 
 
-def check_messages_body(body: object, version: str, models: Models | None = None) -> dict[str, Any]:
+def check_messages_body(
+    body: object, version: str, models: Models | None = None, *, batch: bool = False
+) -> dict[str, Any]:
     """Check a ``/v1/messages`` body as the API would; return it as a dict.
 
-    ``models``: the names served (the packaged table's by default)."""
+    ``models``: the names served (the packaged table's by default), and each one's rules
+    (``rules``). ``batch``: a request inside a Message Batch (its larger output limit)."""
     data = _as_object(body)
     _check_fields(data, MESSAGES_FIELDS)
     _check_model(data, models)
@@ -68,6 +77,8 @@ def check_messages_body(body: object, version: str, models: Models | None = None
     _check_optional_types(data)
     _check_tools(data)
     _check_thinking(data)
+    _check_output_config(data, models)
+    _check_model_rules(data, models, batch=batch)
     return data
 
 
@@ -82,7 +93,17 @@ def check_count_tokens_body(
     _check_sampling(data, version)
     _check_optional_types(data)
     _check_tools(data)
+    _check_output_config(data, models)
+    _check_model_rules(data, models)
     return data
+
+
+def _check_model_rules(data: Mapping[str, Any], models: Models | None, batch: bool = False) -> None:
+    """What the model table says this model refuses (``rules``), as the API's 400."""
+    facts = (models or packaged_models()).facts_for(str(data["model"]))
+    refusal = effort_value_refusal(data) or model_rules_refusal(data, facts, batch=batch)
+    if refusal is not None:
+        raise InvalidRequest(refusal)
 
 
 def _as_object(body: object) -> dict[str, Any]:
@@ -210,12 +231,12 @@ def _check_thinking(data: Mapping[str, Any]) -> None:
     thinking = data.get("thinking")
     if thinking is None:
         return
-    if not isinstance(thinking, dict) or thinking.get("type") not in (
-        "enabled",
-        "adaptive",
-        "disabled",
-    ):
-        raise InvalidRequest("thinking.type: Input should be 'enabled', 'adaptive' or 'disabled'")
+    if not isinstance(thinking, dict) or thinking.get("type") not in THINKING_TYPES:
+        raise InvalidRequest(
+            "thinking.type: Input should be 'enabled', 'adaptive', 'disabled' or 'between_tools'"
+        )
+    if thinking["type"] == "between_tools" and len(thinking) > 1:
+        raise InvalidRequest("thinking.between_tools: Extra inputs are not permitted")
     if thinking["type"] == "enabled":
         budget = thinking.get("budget_tokens")
         if isinstance(budget, bool) or not isinstance(budget, int):
@@ -226,14 +247,80 @@ def _check_thinking(data: Mapping[str, Any]) -> None:
             )
         if budget >= data["max_tokens"]:
             raise InvalidRequest("`max_tokens` must be greater than `thinking.budget_tokens`")
-    if thinking["type"] != "disabled" and forced_tool(data) is not None:
+    if thinking["type"] in ("enabled", "adaptive") and forced_tool(data) is not None:
         raise InvalidRequest("Thinking may not be enabled when tool_choice forces tool use.")
+
+
+# What output_config.format's schema may hold (docs/api-facts.md §13.2); anything else is 400.
+FORMAT_SCHEMA_KEYWORDS = frozenset(
+    {
+        "type", "properties", "required", "additionalProperties", "items", "enum", "const",
+        "anyOf", "allOf", "$ref", "$defs", "definitions", "format", "minItems", "pattern",
+        "title", "description", "default",
+    }
+)  # fmt: skip
+
+
+def _check_output_config(data: Mapping[str, Any], models: Models | None) -> None:
+    """``output_config.format``: a JSON schema the structured outputs decode, on a model that
+    takes them (its rules in the price table: ``models.Models.takes_format``)."""
+    config = data.get("output_config")
+    if config is None:
+        return
+    if not isinstance(config, dict):
+        raise InvalidRequest("output_config: Input should be a valid dictionary")
+    fmt = config.get("format")
+    if fmt is None:
+        return
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        raise InvalidRequest("output_config.format.type: Input should be 'json_schema'")
+    schema = fmt.get("schema")
+    if not isinstance(schema, dict):
+        raise InvalidRequest("output_config.format.schema: Input should be a valid dictionary")
+    model = str(data["model"])
+    if not (models or packaged_models()).takes_format(model):
+        raise InvalidRequest(f"'{model}' does not support output_config.format")
+    _check_format_schema(schema, "output_config.format.schema")
+
+
+def _check_format_schema(node: Any, where: str) -> None:
+    if isinstance(node, list):
+        for index, item in enumerate(node):
+            _check_format_schema(item, f"{where}.{index}")
+        return
+    if not isinstance(node, dict):
+        return
+    for key in node:
+        if key not in FORMAT_SCHEMA_KEYWORDS and key not in ("$schema", "$id", "$comment"):
+            raise InvalidRequest(f"{where}: '{key}' is not supported in structured outputs")
+    kind = node.get("type")
+    if (kind == "object" or (isinstance(kind, list) and "object" in kind)) and node.get(
+        "additionalProperties"
+    ) is not False:
+        raise InvalidRequest(
+            f"{where}: For 'object' type, 'additionalProperties' must be explicitly set to false"
+        )
+    for key in ("properties", "$defs", "definitions"):
+        for name, sub in (node.get(key) or {}).items():
+            _check_format_schema(sub, f"{where}.{key}.{name}")
+    for key in ("anyOf", "allOf"):
+        _check_format_schema(node.get(key) or [], f"{where}.{key}")
+    if isinstance(node.get("items"), dict):
+        _check_format_schema(node["items"], f"{where}.items")
 
 
 def _required(data: Mapping[str, Any], name: str) -> Any:
     if name not in data:
         raise InvalidRequest(f"{name}: Field required")
     return data[name]
+
+
+def output_format(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The JSON schema ``output_config.format`` asks the answer to fit, or None."""
+    config = body.get("output_config")
+    fmt = config.get("format") if isinstance(config, dict) else None
+    schema = fmt.get("schema") if isinstance(fmt, dict) else None
+    return schema if isinstance(schema, dict) else None
 
 
 def forced_tool(body: Mapping[str, Any]) -> Mapping[str, Any] | None:

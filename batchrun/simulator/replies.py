@@ -10,6 +10,12 @@ Reply text: ``re:<first 8 hex of sha256(last user text)>`` then filler words dra
 ``WORDS`` with a generator seeded by that hash; one word is one output token. The length is
 picked from the hash within the configured range, then cut by ``max_tokens`` (stop_reason
 ``max_tokens``) and by the first stop sequence found (``stop_sequence``).
+
+A request with ``output_config.format`` gets JSON text that fits its schema
+(``answer_for_schema``: every property filled, values drawn from the same hash), cut at
+``max_tokens`` like any text; one forcing a tool gets a call with a small valid input
+(``example_for_schema``). A prompt holding ``REFUSAL_TRIGGER`` is refused (``stop_reason:
+refusal``), as the API refuses what its safeguards stop.
 """
 
 from __future__ import annotations
@@ -24,16 +30,22 @@ from typing import Any
 
 from batchrun.simulator.cache import SHARED as SHARED_CACHE
 from batchrun.simulator.cache import CacheUsage, PromptCache
-from batchrun.simulator.checks import forced_tool
+from batchrun.simulator.checks import forced_tool, output_format
+from batchrun.simulator.models import packaged_models
 from batchrun.simulator.tokens import count_input_tokens, count_text_tokens
 
 THINKING_WORDS = 12
+ADAPTIVE_THINKING_WORDS = {"low": 4, "medium": 12, "high": 24, "xhigh": 32, "max": 48}
+"""Words (tokens) adaptive thinking spends at each effort: the simulator's choice, small so
+replies stay short; the API states none (docs/api-facts.md §12.7)."""
 REDACTED_THINKING_TRIGGER = (
     "ANTHROPIC_MAGIC_STRING_TRIGGER_REDACTED_THINKING_46C9A13E193C177646C7398A98432ECCCE4C1253"
 )
 """The string Anthropic's docs give for testing redacted thinking: a prompt holding it gets a
 ``redacted_thinking`` block after the thinking block (when thinking is on)."""
 DEFAULT_REPLY_TOKENS = (8, 120)
+REFUSAL_TRIGGER = "BATCHRUN_SIMULATE_REFUSAL"
+"""A prompt holding this string is refused: ``stop_reason: refusal``, no content."""
 
 MODEL_SNAPSHOTS: dict[str, str] = {
     "claude-haiku-4-5": "claude-haiku-4-5-20251001",
@@ -130,8 +142,18 @@ def make_reply(
     tag = f"re:{digest[:8]}"
     max_tokens = int(body["max_tokens"])
     tool = forced_tool(body)
-    if tool is not None:
+    schema = output_format(body)
+    stop_details = None
+    blocks: list[dict[str, Any]]
+    if REFUSAL_TRIGGER in last_user_text(body["messages"]):
+        blocks, stop_reason, stop_sequence, output_tokens = [], "refusal", None, 1
+        stop_details = {"type": "refusal", "category": "cyber", "explanation": "simulated"}
+    elif tool is not None:
         blocks, stop_reason, stop_sequence, output_tokens = _tool_reply(tool, digest)
+    elif schema is not None:
+        blocks, stop_reason, stop_sequence, output_tokens = _format_reply(
+            schema, digest, max_tokens
+        )
     else:
         blocks, stop_reason, stop_sequence, output_tokens = _text_reply(
             body, digest, tag, max_tokens, reply_tokens
@@ -144,7 +166,7 @@ def make_reply(
         "content": blocks,
         "stop_reason": stop_reason,
         "stop_sequence": stop_sequence,
-        "stop_details": None,
+        "stop_details": stop_details,
         "container": None,
         "usage": usage(
             count_input_tokens(body),
@@ -187,9 +209,9 @@ def _text_reply(
     """Optional thinking block, then the text block, cut by max_tokens and stop sequences."""
     blocks: list[dict[str, Any]] = []
     budget = max_tokens
-    thinking = body.get("thinking")
-    if isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive"):
-        block, used = _thinking_block(digest, tag, max_tokens)
+    used = thinking_tokens(body, max_tokens)
+    if used:
+        block = _thinking_block(digest, tag, used)
         blocks.append(block)
         budget -= used
         if REDACTED_THINKING_TRIGGER in last_user_text(body["messages"]):
@@ -204,16 +226,36 @@ def _text_reply(
     text, matched = cut_at_stop_sequence(text, body.get("stop_sequences") or ())
     if matched is not None:
         stop_reason = "stop_sequence"
-    blocks.append({"type": "text", "text": text})
+    if text or budget > 0:  # thinking that spent all of max_tokens leaves no text block
+        blocks.append({"type": "text", "text": text})
     return blocks, stop_reason, matched, (max_tokens - budget) + len(text.split())
 
 
-def _thinking_block(digest: str, tag: str, max_tokens: int) -> tuple[dict[str, Any], int]:
-    """A short thinking block and the tokens it uses (at most half of max_tokens)."""
-    count = min(THINKING_WORDS, max(1, max_tokens // 2))
-    words = ("Considering", tag, *filler_words(digest, THINKING_WORDS)[::-1])[:count]
-    block = {"type": "thinking", "thinking": " ".join(words), "signature": f"sig_sim_{digest}"}
-    return block, count
+def thinking_tokens(body: Mapping[str, Any], max_tokens: int) -> int:
+    """The tokens the reply spends thinking before its text (0: it does not think).
+
+    Budgeted thinking (``enabled``) thinks a little: at most half of max_tokens. Adaptive
+    thinking, asked for or the model's default (``thinks_by_default`` in the model table:
+    every 5.x model), thinks ``ADAPTIVE_THINKING_WORDS`` at the request's effort (else the
+    model's default) and may spend all of max_tokens, leaving no text, as the API's models do
+    with a small max_tokens (docs/api-facts.md §12.7)."""
+    thinking = body.get("thinking")
+    kind = thinking.get("type") if isinstance(thinking, dict) else None
+    if kind == "enabled":
+        return min(THINKING_WORDS, max(1, max_tokens // 2))
+    facts = packaged_models().facts_for(str(body.get("model")))
+    if kind != "adaptive" and not (kind is None and facts.thinks_by_default):
+        return 0
+    config = body.get("output_config")
+    effort = config.get("effort") if isinstance(config, dict) else None
+    words = ADAPTIVE_THINKING_WORDS.get(str(effort or facts.effort_default), THINKING_WORDS)
+    return min(words, max_tokens)
+
+
+def _thinking_block(digest: str, tag: str, count: int) -> dict[str, Any]:
+    """A thinking block of ``count`` words."""
+    words = ("Considering", tag, *filler_words(digest, max(count, THINKING_WORDS))[::-1])[:count]
+    return {"type": "thinking", "thinking": " ".join(words), "signature": f"sig_sim_{digest}"}
 
 
 def cut_at_stop_sequence(text: str, stop_sequences: Sequence[str]) -> tuple[str, str | None]:
@@ -242,6 +284,86 @@ def _tool_reply(tool: Mapping[str, Any], digest: str) -> _Blocks:
     }
     tokens = count_text_tokens(name) + count_text_tokens(json.dumps(tool_input))
     return [block], "tool_use", None, tokens
+
+
+def _format_reply(schema: Mapping[str, Any], digest: str, max_tokens: int) -> _Blocks:
+    """The answer as JSON text fitting ``schema``, cut off at ``max_tokens`` (one token per
+    ``tokens.count_text_tokens`` word, cut by characters in proportion)."""
+    text = json.dumps(answer_for_schema(schema, digest), separators=(",", ":"))
+    tokens = max(count_text_tokens(text), 1)
+    if tokens <= max_tokens:
+        return [{"type": "text", "text": text}], "end_turn", None, tokens
+    cut = text[: len(text) * max_tokens // tokens]
+    return [{"type": "text", "text": cut}], "max_tokens", None, max_tokens
+
+
+def answer_for_schema(schema: Mapping[str, Any], digest: str) -> Any:
+    """A value that fits ``schema`` (as structured outputs take it: ``checks``), every
+    property filled, its values drawn from ``digest`` (a prompt's): the same prompt gets
+    the same answer, and answers differ from prompt to prompt.
+
+    >>> answer_for_schema({"type": "object", "properties": {"ok": {"type": "boolean"},
+    ...     "label": {"enum": ["pos", "neg"]}}}, "0" * 64)
+    {'ok': False, 'label': 'neg'}
+    """
+    draws = random.Random(int(digest[:16], 16))
+    return _answer(schema, schema, draws, 0)
+
+
+def _answer(node: Any, root: Mapping[str, Any], draws: random.Random, depth: int) -> Any:
+    if not isinstance(node, Mapping) or depth > 8:
+        return None
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target.get(part, {}) if isinstance(target, Mapping) else {}
+        return _answer(target, root, draws, depth + 1)
+    if "const" in node:
+        return node["const"]
+    if isinstance(node.get("enum"), list) and node["enum"]:
+        return draws.choice(node["enum"])
+    for key in ("anyOf", "allOf"):
+        options = [o for o in node.get(key) or () if isinstance(o, Mapping)]
+        typed = [o for o in options if o.get("type") != "null"] or options
+        if typed:
+            return _answer(typed[0], root, draws, depth + 1)
+    kind = _schema_type(node)
+    if kind == "object":
+        properties = node.get("properties") or {}
+        return {name: _answer(sub, root, draws, depth + 1) for name, sub in properties.items()}
+    if kind == "array":
+        count = max(int(node.get("minItems", 0)), draws.randint(1, 3))
+        return [_answer(node.get("items") or {}, root, draws, depth + 1) for _ in range(count)]
+    if kind == "integer":
+        return draws.randint(0, 99)
+    if kind == "number":
+        return round(draws.random(), 3)
+    if kind == "boolean":
+        return draws.random() < 0.5
+    if kind == "null":
+        return None
+    return _string(node.get("format"), draws)
+
+
+_FORMATTED = {
+    "date": "2026-12-07",
+    "date-time": "2026-12-07T12:00:00Z",
+    "time": "12:00:00Z",
+    "duration": "P1D",
+    "email": "sim@example.com",
+    "hostname": "sim.example.com",
+    "uri": "https://example.com/sim",
+    "ipv4": "192.0.2.1",
+    "ipv6": "2001:db8::1",
+    "uuid": "00000000-0000-4000-8000-000000000000",
+}
+
+
+def _string(fmt: Any, draws: random.Random) -> str:
+    if isinstance(fmt, str) and fmt in _FORMATTED:
+        return _FORMATTED[fmt]
+    return " ".join(draws.choice(WORDS) for _ in range(draws.randint(1, 3)))
 
 
 def example_for_schema(schema: Mapping[str, Any], depth: int = 0) -> Any:

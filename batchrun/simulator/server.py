@@ -47,6 +47,8 @@ from batchrun.simulator.checks import (
     check_count_tokens_body,
     check_messages_body,
     check_version,
+    forced_tool,
+    output_format,
 )
 from batchrun.simulator.events import dumps, encode_event, stream_events
 from batchrun.simulator.faults import STATUS_FAULTS, FaultPicker, check_rates, effective_fault
@@ -137,6 +139,9 @@ class SimulatorStats:
     batches_created: int = 0
     batch_requests_submitted: int = 0  # requests over all batch creates
     batch_custom_ids: Counter[str] = field(default_factory=Counter)  # submissions per custom_id
+    # Checked /v1/messages requests by how they asked for a structured answer: "format"
+    # (output_config.format) or "tool" (a forced tool)
+    structured: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def begin(self) -> None:
@@ -173,6 +178,15 @@ class SimulatorStats:
             self.answered_ok += count
             self.answers_by_tag[tag] += count
 
+    def asked(self, body: Mapping[str, Any]) -> None:
+        """A checked request arrived: count how it asked for a structured answer, if it did."""
+        way = "format" if output_format(body) is not None else None
+        if way is None and forced_tool(body) is not None:
+            way = "tool"
+        if way is not None:
+            with self._lock:
+                self.structured[way] += 1
+
     def batch_created(self, custom_ids: Iterable[str]) -> None:
         """A Message Batch of requests with these custom_ids was stored."""
         with self._lock:
@@ -191,6 +205,7 @@ class SimulatorStats:
             self.answers_by_tag.clear()
             self.rate_limited_by.clear()
             self.batch_custom_ids.clear()
+            self.structured.clear()
             self.max_in_flight = self.in_flight
 
     def snapshot(self) -> SimulatorStats:
@@ -209,6 +224,7 @@ class SimulatorStats:
                 batches_created=self.batches_created,
                 batch_requests_submitted=self.batch_requests_submitted,
                 batch_custom_ids=Counter(self.batch_custom_ids),
+                structured=Counter(self.structured),
             )
 
 
@@ -404,6 +420,7 @@ class Simulator:
     async def _answer_messages(self, request: web.Request, request_id: str) -> web.StreamResponse:
         version = self._check_headers(request)
         body = check_messages_body(await self._read_json(request), version, self.models)
+        self.stats.asked(body)
         streaming = body.get("stream") is True
         model = str(body["model"])
         admission = self._admit(model, body)

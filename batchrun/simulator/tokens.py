@@ -6,19 +6,27 @@ reply (``replies``), the ``/v1/messages/count_tokens`` answer, and the ITPM buck
 
 * text is split by the regex ``\\w+|[^\\w\\s]`` (a word or one punctuation mark = 1 token);
 * counted text: the system prompt, every text block (or string content) of every message,
-  tool_use names and inputs, tool_result contents, text documents, and the JSON of the
-  tool definitions;
+  tool_use names and inputs, tool_result contents, text documents, the JSON of the
+  tool definitions and of the schema ``output_config.format`` asks for (the API makes a
+  prompt of it, billed as input);
 * every message adds ``MESSAGE_OVERHEAD`` tokens (role markers in the real prompt format);
 * an image block counts ``IMAGE_TOKENS``, a PDF or URL document ``DOCUMENT_TOKENS``;
-* thinking blocks of earlier turns count nothing (the API drops them too).
+* thinking blocks of earlier turns count nothing (the API drops them too);
+* the total is scaled by the model's ``tokenizer_factor`` from the model table (1.3 for Claude
+  4.7 and later, whose tokenizer counts about 30% more tokens for the same text:
+  docs/api-facts.md §12.3), rounded up; a body without a model, or a model the table gives
+  no factor, is counted as is.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
+
+from batchrun.simulator.models import packaged_models
 
 TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 MESSAGE_OVERHEAD = 3
@@ -39,6 +47,13 @@ def count_input_tokens(body: Mapping[str, Any]) -> int:
     tools = body.get("tools")
     if tools:
         total += count_text_tokens(json.dumps(tools, sort_keys=True))
+    config = body.get("output_config")
+    fmt = config.get("format") if isinstance(config, Mapping) else None
+    if isinstance(fmt, Mapping) and fmt.get("schema") is not None:
+        total += count_text_tokens(json.dumps(fmt["schema"], sort_keys=True))
+    model = body.get("model")
+    if isinstance(model, str):
+        total = math.ceil(total * packaged_models().facts_for(model).tokenizer_factor)
     return max(total, 1)
 
 

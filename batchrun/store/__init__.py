@@ -1,4 +1,5 @@
 """Everything written to disk for a run: the output columns (``columns``), the journal and
 the final dataset (``sink``; its format is ``batchrun.formats``'), putting a final output in
 place (``commit``), what a resume may trust (``resume``), the write-ahead journal of Message
-Batches (``batch_journal``) and the one row-state enum (``row_state``)."""
+Batches (``batch_journal``), the one row-state enum (``row_state``) and a run's scratch folder
+(``scratch``)."""

@@ -2,12 +2,16 @@
 file and merge's output (``shards.run``), ``run --engine ray``'s output (``ray.job``) and a
 dataset pulled from an object store (``runs.output``)::
 
-    commit = Commit(Path("out/labels.parquet"), output_for(...))
+    commit = Commit(Path("out/labels.parquet"), output_for(...), types=types)
     commit.check_space(need, needs="...", then="...")  # before anything is written
     with commit.building(partial) as tmp:              # beside the target, unique to the run
-        with commit.format.writer(tmp, schema) as write:
+        with commit.writer(tmp, schema) as write:      # the format's, typing each chunk
             write(table)
     commit.committed                                   # what is in place now: Committed
+
+A run's rows are text where they are typed in the output (the id, kept columns, the
+structured answer: ``store.typed``); ``writer`` puts the types on as each chunk is written,
+so every writer of a final output writes the same typed columns.
 
 On leaving the ``with`` cleanly the new output is synced to disk and swapped in whole: a file
 with one rename (``os.replace``), a folder with one rename exchange where the system can
@@ -37,14 +41,17 @@ import re
 import secrets
 import shutil
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from batchrun.core.disk import fsync_dir, fsync_file
 from batchrun.core.errors import OutputError
-from batchrun.formats.base import OutputFormat
+from batchrun.formats.base import OutputFormat, Write, WriteOptions
 from batchrun.formats.marks import Partial, clear_mark, mark_beside
 from batchrun.formats.registry import folder_output, output_for
+from batchrun.store.typed import OutputTypes
 
 TMP_SUFFIX = ".tmp"  # a temporary output (file or folder), and a partial mark's
 ASIDE_SUFFIX = ".old"  # an old folder output moved aside while the new one is swapped in
@@ -67,8 +74,8 @@ class Committed:
 
 class Commit:
     """One final output of ``fmt`` built beside ``target`` and swapped in whole (see the
-    module's docstring). ``free_space`` tells the bytes free in a folder (a seam: tests make
-    the disk small)."""
+    module's docstring), its columns typed as ``types`` says (none: as written). ``free_space``
+    tells the bytes free in a folder (a seam: tests make the disk small)."""
 
     def __init__(
         self,
@@ -76,9 +83,11 @@ class Commit:
         fmt: OutputFormat,
         *,
         free_space: Callable[[Path], int] = free_bytes,
+        types: OutputTypes | None = None,
     ) -> None:
         self.target = target
         self.format = fmt
+        self.types = types
         self.temporary = temporary_path(target, TMP_SUFFIX)
         self.committed: Committed | None = None
         self.need: int | None = None  # bytes the output takes while it is built, if known
@@ -106,6 +115,17 @@ class Commit:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or self.need is None:
             return ""
         return f" (the final step needs about {_mib(self.need)} free beside it)"
+
+    def writer(
+        self, path: Path, schema: Any, options: WriteOptions | None = None
+    ) -> AbstractContextManager[Write]:
+        """The format's writer of a new output at ``path`` (``building``'s) for chunks of
+        ``schema``, a run's text: each chunk is typed as ``types`` says on its way."""
+        types = self.types
+        if types is None or types.plain:
+            return self.format.writer(path, schema, options)
+        typed = types.schema(schema)
+        return _typing(self.format.writer(path, typed, options), types, typed)
 
     @contextlib.contextmanager
     def building(self, partial: Partial | None = None) -> Iterator[Path]:
@@ -135,6 +155,14 @@ class Commit:
             fsync_dir(target.parent)
         if partial is None:
             clear_mark(target)
+
+
+@contextlib.contextmanager
+def _typing(
+    opened: AbstractContextManager[Write], types: OutputTypes, schema: Any
+) -> Iterator[Write]:
+    with opened as write:
+        yield lambda table: write(types.typed(table, schema))
 
 
 def temporary_path(output: Path, suffix: str) -> Path:

@@ -30,8 +30,11 @@ from __future__ import annotations
 import bisect
 import functools
 import json
+import os
 from array import array
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,7 @@ from batchrun.formats.jsonl import (
     line_slices,
     parse_slice,
 )
+from batchrun.formats.values import as_text
 from batchrun.store.arrow_values import bool_scalar, bools, int64_array, int64_scalar, strings
 from batchrun.store.columns import COLUMNS, STATUS_ERROR, STATUS_OK, Kind
 
@@ -148,12 +152,17 @@ def journal_schema(schema: pa.Schema) -> pa.Schema:
 
 
 def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """``batch`` with exactly ``schema``'s columns (outputs of older versions may lack some)."""
+    """``batch`` with exactly ``schema``'s columns (outputs of older versions may lack some).
+
+    A typed column read as text (an output's typed id or kept column, ``store.typed``) is
+    its text (``formats.values.as_text``), as the run that wrote it kept it."""
     arrays = []
     for f in schema:
         i = batch.schema.get_field_index(f.name)
         col = batch.column(i) if i >= 0 else pa.nulls(batch.num_rows, f.type)
-        arrays.append(col if col.type == f.type else col.cast(f.type))
+        if col.type != f.type:
+            col = as_text(col) if pa.types.is_string(f.type) else col.cast(f.type)
+        arrays.append(col)
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
@@ -179,11 +188,11 @@ def read_records(
     jschema = journal_schema(schema)
     parsed = _parsed_schema(jschema)
     options = json_options(parsed)
-    for data in line_slices(path, slice_bytes):
-        try:
-            batches = parse_slice(data, options)
+    for data, parsed_batches in _parsed_slices(path, slice_bytes, options):
+        if parsed_batches is not None:
+            batches = parsed_batches
             lines = sum(batch.num_rows for batch in batches)  # a row per line not blank
-        except pa.ArrowInvalid:
+        else:
             batch, lines = _tolerant_slice(data, parsed)
             batches = [batch]
         kept = 0
@@ -194,6 +203,43 @@ def read_records(
                 yield conform(valid, jschema)
         if damage is not None:
             damage.lines += lines - kept
+
+
+# Slices parsed at once: pyarrow parses without the interpreter's lock, so a big journal (a
+# resume's first step) is read about as many times faster as there are cores, up to this.
+_PARSERS = min(4, os.cpu_count() or 1)
+
+
+def _parse_or_none(data: memoryview, options: Any) -> list[pa.RecordBatch] | None:
+    try:
+        return parse_slice(data, options)
+    except pa.ArrowInvalid:
+        return None  # damaged: parsed again line by line (``_tolerant_slice``)
+
+
+def _parsed_slices(
+    path: Path, slice_bytes: int, options: Any
+) -> Iterator[tuple[memoryview, list[pa.RecordBatch] | None]]:
+    """Each slice of ``path`` (``line_slices``) and its batches, None where pyarrow refused
+    it; in file order, up to ``_PARSERS`` slices parsed at a time (memory: that many)."""
+    slices = line_slices(path, slice_bytes)
+    if _PARSERS < 2:
+        yield from ((data, _parse_or_none(data, options)) for data in slices)
+        return
+    with ThreadPoolExecutor(_PARSERS, thread_name_prefix="batchrun-journal") as pool:
+        ahead: deque[tuple[memoryview, Future[list[pa.RecordBatch] | None]]] = deque()
+        try:
+            for data in slices:
+                ahead.append((data, pool.submit(_parse_or_none, data, options)))
+                if len(ahead) >= _PARSERS:
+                    data, done = ahead.popleft()
+                    yield data, done.result()
+            while ahead:
+                data, done = ahead.popleft()
+                yield data, done.result()
+        finally:
+            for _, left in ahead:
+                left.cancel()
 
 
 def _parsed_schema(jschema: pa.Schema) -> pa.Schema:

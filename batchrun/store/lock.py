@@ -13,6 +13,10 @@ file, which the kernel releases when the holder's process ends, however it ends 
 too): a lock file left behind by a dead run blocks nothing, its content is only information.
 A run that ends removes its lock file. Locks are per open file, so a second run in the same
 process is refused too.
+
+So a lock file found in place when the lock is taken was left by a run that was killed
+(``after_kill``), and only such a run can have left temporary files beside the output: a run
+looks for them (listing the output's folder, which may hold anything) only then.
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ class OutputLock:
         self.output = output
         self.path = lock_path(output)
         self._fd: int | None = None
+        # The lock file was there when this run took the lock: the run that wrote it ended
+        # without removing it (killed), and may have left temporary files beside the output.
+        self.after_kill = False
 
     @property
     def held(self) -> bool:
@@ -76,10 +83,14 @@ class OutputLock:
         try:
             self.output.parent.mkdir(parents=True, exist_ok=True)
             for _ in range(_ATTEMPTS):
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                opened = _open(self.path)
+                if opened is None:
+                    continue  # removed as it was opened: open anew
+                fd, found = opened
                 try:
                     if self._lock(fd):
                         self._fd = fd
+                        self.after_kill = found
                         self._write_holder(fd)
                         return
                 except BaseException:
@@ -143,6 +154,19 @@ class OutputLock:
                     self.path.unlink()
         finally:
             os.close(fd)
+
+
+def _open(path: Path) -> tuple[int, bool] | None:
+    """The lock file, made when there is none; and whether it was there already. None when
+    it went away between the two tries (its holder released it)."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), False
+    except FileExistsError:
+        pass
+    try:
+        return os.open(path, os.O_RDWR), True
+    except FileNotFoundError:
+        return None
 
 
 def _read_holder(fd: int) -> dict[str, object]:

@@ -1,12 +1,13 @@
 """Fast, safe resume: trust earlier answers wholesale when neither the job nor the rows changed.
 
-A row's request is a function of the row and the job's request defaults. So when the job's
-defaults are the same (``job_fingerprint``) and the input still begins with the very bytes an
-earlier run read (``InputStamp``: size and SHA-256 of the file as that run saw it), every row
-an earlier run answered would be sent again unchanged, and need not be rebuilt one by one to
-compare request hashes. Each run records its stamp beside the output before sending anything;
-when the stamp is missing or does not match, the runner falls back to checking every answered
-row's request hash.
+A row's request is a function of the row, the files it attaches and the job's request
+defaults. So when the job's defaults are the same (``job_fingerprint``), the input still begins
+with the very bytes an earlier run read (``InputStamp``: size and SHA-256 of the file as that
+run saw it) and the files rows referred to are as they were (the log the state vouches for,
+``store.referenced``), every row an earlier run answered would be sent again unchanged, and
+need not be rebuilt one by one to compare request hashes. Each run records its stamp beside
+the output before sending anything; when the stamp is missing or does not match, the runner
+falls back to checking every answered row's request hash.
 
 Hashing the input costs about a second per gigabyte; rebuilding a million requests costs tens.
 
@@ -59,7 +60,15 @@ def job_settings(defaults: RequestDefaults) -> dict[str, Any]:
     # The automatic cache marks are not in the request hash and change no answer: an output
     # made before them (or under another --cache) keeps its fingerprint and its fast resume.
     plain.pop("cache", None)
+    # Settings added after outputs were made count only when set, so those outputs keep
+    # their fingerprint (and their fast resume) under a newer batchrun.
+    for key, unset in _ADDED_SETTINGS.items():
+        if plain.get(key) == unset:
+            plain.pop(key, None)
     return plain
+
+
+_ADDED_SETTINGS: dict[str, Any] = {"effort": None, "drop_unsupported": False}
 
 
 def changed_settings(before: Mapping[str, Any] | None, now: Mapping[str, Any]) -> list[str]:
@@ -175,6 +184,9 @@ class RunState:
     mixed_sources: tuple[str, ...] = ()
     # What the job has spent (``store.spend``); None: not recorded (an older state).
     ledger: Ledger | None = None
+    # The size of the log of files rows referred to (``store.referenced``) before the run
+    # sent anything: a log found shorter vouches for nothing.
+    files_size: int = 0
 
 
 def read_state(output: Path) -> RunState | None:
@@ -198,6 +210,7 @@ def read_state(output: Path) -> RunState | None:
             str(source) if source is not None else None,
             tuple(str(s) for s in data.get("mixed_sources") or ()),
             Ledger.from_json(spent) if spent is not None else None,
+            int(data.get("files_size") or 0),
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -229,6 +242,7 @@ def write_state(output: Path, state: RunState) -> None:
         "source": state.source,
         "mixed_sources": list(state.mixed_sources),
         "spent_usd": state.ledger.as_json() if state.ledger is not None else None,
+        "files_size": state.files_size,
     }
     tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     os.replace(tmp, path)

@@ -60,3 +60,13 @@ def count_done(states: bytearray, *, retry_errors: bool, redo_lapsed: bool) -> i
         if not redo_lapsed:
             done += states.count(RowState.LAPSED)
     return done
+
+
+def done_flags(states: bytearray, *, retry_errors: bool, redo_lapsed: bool) -> bytes:
+    """One byte per row of ``states``: 1 where a run with these flags skips the row, 0
+    where it sends it (``to_send``); made at C speed, for the million rows of a resume."""
+    table = bytes(
+        0 if to_send(state, retry_errors=retry_errors, redo_lapsed=redo_lapsed) else 1
+        for state in range(256)
+    )
+    return bytes(states).translate(table)

@@ -38,6 +38,7 @@ import contextlib
 import os
 import secrets
 import time
+from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,7 @@ from batchrun.store.provenance import (
     effective_sources,
     intern_sources,
 )
+from batchrun.store.typed import OutputTypes
 
 JOURNAL_SUFFIX = ".journal"
 # The final step's temporary file (``commit.temporary_path``): the journal as Arrow. The new
@@ -158,6 +160,117 @@ class FinalCounts:
         return Partial(self.rows, self.of) if self.of is not None else None
 
 
+def _shared(values: pa.Array | pa.ChunkedArray) -> list[Any]:
+    """``values`` as a list holding one object per distinct value (statuses, sources, error
+    types repeat from record to record: a million records hold a handful of strings)."""
+    encoded = values if pa.types.is_dictionary(values.type) else pc.dictionary_encode(values)
+    chunks = encoded.chunks if isinstance(encoded, pa.ChunkedArray) else [encoded]
+    out: list[Any] = []
+    for chunk in chunks:
+        distinct = chunk.dictionary.to_pylist()
+        out.extend(None if i is None else distinct[i] for i in chunk.indices.to_pylist())
+    return out
+
+
+class JournalRecords(Mapping[int, PriorRecord]):
+    """Each row's newest journal record, by input index: a read-only mapping held as
+    columns (an ``array('q')`` of sorted indexes and a list per field), not as a million
+    ``PriorRecord`` objects in a dict, so that a resume takes a big journal in a fraction of
+    the time. ``PriorRecord``s are made on demand; ``rows`` gives the fields in index order,
+    for the loops over every record. ``pop`` forgets a record (damage: ``PriorState.drop``).
+
+    ``table``: the newest records (``journal.newest_per_row``), sorted by ``_index``, with
+    the ``PriorRecord`` columns and the effective source (``_SOURCE``)."""
+
+    def __init__(self, table: pa.Table | None = None) -> None:
+        self._indexes: Sequence[int] = array("q")
+        self._ids: list[str] = []
+        self._statuses: list[str] = []  # (null for a row never sent, as before)
+        self._hashes: list[str | None] = []
+        self._errors: list[str | None] = []
+        self._sources: list[str | None] = []
+        if table is not None:
+            self._indexes = int64s(table.column(INDEX))
+            self._ids = table.column("id").to_pylist()
+            self._statuses = _shared(table.column("status"))
+            self._hashes = table.column("request_hash").to_pylist()
+            self._errors = _shared(table.column("error_type"))
+            self._sources = _shared(table.column(_SOURCE))
+        self._gone: set[int] = set()  # positions popped
+        self._len = len(self._indexes)
+
+    def _position(self, index: int) -> int | None:
+        k = bisect.bisect_left(self._indexes, index)
+        if k < len(self._indexes) and self._indexes[k] == index and k not in self._gone:
+            return k
+        return None
+
+    def __getitem__(self, index: int) -> PriorRecord:
+        k = self._position(index)
+        if k is None:
+            raise KeyError(index)
+        return self._record(k)
+
+    def get(  # type: ignore[override]  # one signature: misses raise no KeyError
+        self, index: int, default: PriorRecord | None = None
+    ) -> PriorRecord | None:
+        k = self._position(index)
+        return default if k is None else self._record(k)
+
+    def _record(self, k: int) -> PriorRecord:
+        return PriorRecord(
+            self._ids[k], self._statuses[k], self._hashes[k], self._errors[k], self._sources[k]
+        )
+
+    def __contains__(self, index: object) -> bool:
+        return isinstance(index, int) and self._position(index) is not None
+
+    def __iter__(self) -> Iterator[int]:
+        if not self._gone:
+            return iter(self._indexes)
+        return (i for k, i in enumerate(self._indexes) if k not in self._gone)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __reversed__(self) -> Iterator[int]:
+        return (
+            self._indexes[k] for k in range(len(self._indexes) - 1, -1, -1) if k not in self._gone
+        )
+
+    def first(self) -> int:
+        """The lowest index with a record; -1 when none has."""
+        return next(iter(self), -1)
+
+    def last(self) -> int:
+        """The highest index with a record; -1 when none has."""
+        return next(reversed(self), -1)
+
+    def from_index(self, start: int) -> list[int]:
+        """The indexes with a record at ``start`` or past it, in order."""
+        k = bisect.bisect_left(self._indexes, start)
+        return [self._indexes[j] for j in range(k, len(self._indexes)) if j not in self._gone]
+
+    def pop(self, index: int, default: PriorRecord | None = None) -> PriorRecord | None:
+        """Forget the record of ``index``; it, or ``default`` when there is none."""
+        k = self._position(index)
+        if k is None:
+            return default
+        record = self[index]
+        self._gone.add(k)
+        self._len -= 1
+        return record
+
+    def rows(self) -> Iterator[tuple[int, str, str, str | None, str | None]]:
+        """Each record's index, id, status, error type and source, in index order."""
+        fields = zip(
+            self._indexes, self._ids, self._statuses, self._errors, self._sources, strict=True
+        )
+        if not self._gone:
+            return fields
+        return (f for k, f in enumerate(fields) if k not in self._gone)
+
+
 class PriorState:
     """What earlier runs left for an output: the final file's rows and the journal's.
 
@@ -169,7 +282,7 @@ class PriorState:
         self,
         final_rows: int,
         final_batches: Iterator[pa.RecordBatch],
-        journal: dict[int, PriorRecord],
+        journal: JournalRecords,
         damaged: int = 0,
         *,
         spend: JournalSpend | None = None,
@@ -191,7 +304,7 @@ class PriorState:
 
     def __len__(self) -> int:
         """How many input rows have a record (an upper bound when journal and file overlap)."""
-        return max(self.final_rows, max(self.journal, default=-1) + 1)
+        return max(self.final_rows, self.journal.last() + 1)
 
     def drop(self, indexes: Sequence[int]) -> None:
         """Forget the journal's records for ``indexes``: they are damage (an ``_index`` past
@@ -309,6 +422,8 @@ class Sink:
     ``output_format`` is the output's format (``formats.registry.output_for`` its name when
     None: a folder output whose name ends in ``.parquet`` needs it said); a folder's parts hold
     at most ``part_rows`` rows and about ``part_bytes`` bytes (``formats.parquet_dataset``).
+    ``types``: the final output's typed columns (``store.typed``); the journal and every read
+    here are text.
     """
 
     def __init__(
@@ -325,8 +440,10 @@ class Sink:
         part_rows: int = PART_ROWS,
         part_bytes: int = PART_BYTES,
         open_part: Callable[[Path, pa.Schema], Any] | None = None,
+        types: OutputTypes | None = None,
     ) -> None:
         self.output = output
+        self.types = types
         self.format = output_format or output_for(output)
         # open_part: a seam, tests make the final step fail midway
         self._write_options = WriteOptions(part_rows, part_bytes, open_part)
@@ -399,19 +516,7 @@ class Sink:
         damage = Damage()
         records = _prior_records(self.journal, self.schema, self._slice_bytes, damage)
         positions, _ = newest_per_row(records.column(INDEX))
-        newest = records.take(positions).select([INDEX, *_PRIOR_COLUMNS, _SOURCE])
-        journal = {}
-        sources: dict[str, str] = {}  # one string per source, not one per record
-        for batch in newest.to_batches(max_chunksize=self._chunk_rows):  # few dicts at once
-            for r in batch.to_pylist():
-                source = r[_SOURCE]
-                journal[int(r[INDEX])] = PriorRecord(
-                    r["id"],
-                    r["status"],
-                    r["request_hash"],
-                    r["error_type"],
-                    None if source is None else sources.setdefault(source, source),
-                )
+        journal = JournalRecords(records.take(positions))
         spend = _journal_spend(records)
         if not self._final_exists() or self._partial is not None:
             # A partial output is no source: the journal holds each of its rows.
@@ -431,7 +536,13 @@ class Sink:
 
     def _final_batches(self, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
         return output_batches(
-            self.output, self.schema, columns, self._chunk_rows, self._slice_bytes, self.format
+            self.output,
+            self.schema,
+            columns,
+            self._chunk_rows,
+            self._slice_bytes,
+            self.format,
+            self.types,
         )
 
     # -- during the run -------------------------------------------------------------------
@@ -513,7 +624,7 @@ class Sink:
             return None  # the output already shows every row the journal holds
         partial = self._partial if self._final_exists() else None
         old_rows = 0 if partial is not None else self._old_rows()
-        commit = Commit(self.output, self.format, free_space=self._free_space)
+        commit = Commit(self.output, self.format, free_space=self._free_space, types=self.types)
         commit.check_space(
             self._space_needed(copy_old=stopped),
             needs="twice the journal, plus the existing output until it is replaced",
@@ -531,7 +642,7 @@ class Sink:
                     stopped = False  # every row has its record: the output is complete
                 mark = Partial(covered, total_rows) if stopped else None
                 with commit.building(mark) as tmp_out:
-                    counts = self._merge(total_rows, old_rows, journal, tmp_out, mark)
+                    counts = self._merge(total_rows, old_rows, journal, commit, tmp_out, mark)
             finally:
                 journal.close()
             self._partial = mark
@@ -579,6 +690,7 @@ class Sink:
         total_rows: int,
         old_rows: int,
         journal: _SortedJournal,
+        commit: Commit,
         tmp_out: Path,
         mark: Partial | None,
     ) -> FinalCounts:
@@ -589,7 +701,7 @@ class Sink:
         schema = self.schema.with_metadata(partial_metadata(mark)) if mark else self.schema
         ok = error = 0
         with (
-            self.format.writer(tmp_out, schema, self._write_options) as write,
+            commit.writer(tmp_out, schema, self._write_options) as write,
             self._appending(copy=mark is not None and old_rows > 0) as append,
         ):
             for p0 in range(0, total_rows, self._chunk_rows):
@@ -752,15 +864,20 @@ def output_batches(
     batch_rows: int = CHUNK_ROWS,
     slice_bytes: int = JSON_SLICE_BYTES,
     fmt: OutputFormat | None = None,
+    types: OutputTypes | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Batches of an existing final file, conformed to ``schema`` (older runs may differ).
 
     Read by its format (``fmt``; by its name when None), about ``batch_rows`` rows at a
-    time (a slice of ``slice_bytes`` for JSON lines: see the format).
+    time (a slice of ``slice_bytes`` for JSON lines: see the format). ``types``: the columns'
+    types as the file was written (``store.typed``), which a text format reads it by; they
+    are then conformed to ``schema``.
     """
     # In the order asked for: callers read the columns by position.
     wanted = schema if columns is None else pa.schema([schema.field(n) for n in columns])
-    for batch in (fmt or output_for(path)).batches(path, wanted, batch_rows, slice_bytes):
+    written = wanted if types is None or types.plain else types.schema(wanted)
+    written = pa.schema([written.field(f.name) for f in wanted])
+    for batch in (fmt or output_for(path)).batches(path, written, batch_rows, slice_bytes):
         yield conform(batch, wanted)
 
 

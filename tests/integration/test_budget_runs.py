@@ -31,7 +31,7 @@ def _config(inp: Path, out: Path, url: str, **flags: Any) -> RunConfig:
         inp,
         out,
         url,
-        **{"model": "claude-sonnet-4-5", "max_tokens": 400, "concurrency": 6, **flags},
+        **{"model": "claude-sonnet-4-6", "max_tokens": 400, "concurrency": 6, **flags},
     )
 
 
@@ -71,7 +71,7 @@ def test_the_cap_stops_a_run_within_one_requests_worst_case(
     worst = max(
         budget.worst_case(b, estimate_input_tokens(b)) or Decimal(0)
         for b in (
-            {"model": "claude-sonnet-4-5", "max_tokens": 400, "messages": [m]}
+            {"model": "claude-sonnet-4-6", "max_tokens": 400, "messages": [m]}
             for m in ({"role": "user", "content": r["prompt"]} for r in rows)
         )
     )
@@ -108,7 +108,7 @@ def test_the_cli_exits_4_with_a_message_and_shows_the_cost(
             "-o",
             str(out),
             "--model",
-            "claude-sonnet-4-5",
+            "claude-sonnet-4-6",
             "--max-tokens",
             "400",
             "--base-url",

@@ -90,7 +90,7 @@ def test_cache_modes_reach_the_request_defaults(tmp_path: Path) -> None:
     auto = load_config(inp, base, environ={}).defaults
     assert auto.cache is not None and auto.cache_system is None  # auto is the default
     assert auto.cache.minimum_tokens("claude-haiku-4-5") == 4096  # from the price table
-    assert auto.cache.minimum_tokens("claude-sonnet-4-5") == 1024
+    assert auto.cache.minimum_tokens("claude-sonnet-4-6") == 1024
     assert load_config(inp, base, environ={}).defaults == auto  # loaded alike, equal
     hour = load_config(inp, {**base, "cache_ttl": "1h"}, environ={}).defaults.cache
     assert hour is not None and hour.control == {"type": "ephemeral", "ttl": "1h"}
@@ -104,7 +104,7 @@ def body_with(system_text: str, prompt: str, ttl: str | None = None) -> dict[str
     control = EPHEMERAL if ttl is None else {"type": "ephemeral", "ttl": ttl}
     system = [{"type": "text", "text": system_text, "cache_control": control}]
     fields = {"prompt": prompt, "system": system}
-    return build_request(fields, RequestDefaults(model="claude-sonnet-4-5", max_tokens=20))
+    return build_request(fields, RequestDefaults(model="claude-sonnet-4-6", max_tokens=20))
 
 
 def test_the_simulator_writes_then_reads_a_repeated_prefix() -> None:
@@ -159,7 +159,7 @@ def test_whole_run_with_cache_system(tmp_path: Path, sim: Any) -> None:
     rows = [{"id": f"r{i}", "prompt": f"Review {i}: fine."} for i in range(4)]
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out.jsonl"
-    settings = {"output": str(out), "model": "claude-sonnet-4-5", "max_tokens": 20,
+    settings = {"output": str(out), "model": "claude-sonnet-4-6", "max_tokens": 20,
                 "system": long_text(), "cache_system": True, "cache_ttl": "1h",
                 "concurrency": 1, "base_url": sim.base_url, "quiet": True}  # fmt: skip
     recorder = RecordingTransport()

@@ -224,7 +224,7 @@ def test_run_json_of_a_run_stopped_by_the_budget_is_partial(
     tmp_path: Path, sim: SimulatorThread
 ) -> None:
     code, summary, err = _run_json(
-        tmp_path, sim.base_url, "--model", "claude-sonnet-4-5", "--max-tokens", "400",
+        tmp_path, sim.base_url, "--model", "claude-sonnet-4-6", "--max-tokens", "400",
         "--max-cost", "0.008", "-c", "1",
     )  # fmt: skip
     assert code == 4 and summary["exit_code"] == 4, err

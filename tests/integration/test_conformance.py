@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,12 @@ from support.openapi import (
 
 from batchrun import load_config, run
 from batchrun.rows.request import RequestDefaults, build_request
-from batchrun.rows.structured import FORCED_CHOICE, structured_tool
+from batchrun.rows.structured import (
+    FORCED_CHOICE,
+    StructuredRequest,
+    structured_tool,
+    with_format,
+)
 from batchrun.runs.runtime import Runtime
 from batchrun.simulator import BatchSettings, BatchStore, SimulatorThread
 from batchrun.simulator.batch_store import check_create_body
@@ -184,12 +190,31 @@ CASES: dict[str, tuple[dict[str, Any], RequestDefaults]] = {
         {"prompt": "Think", "thinking": {"type": "enabled", "budget_tokens": 1024}},
         DEFAULTS,
     ),
-    "thinking adaptive": (
-        {"prompt": "Think", "thinking": {"type": "adaptive"}},
+    "thinking adaptive": (  # Haiku 4.5 takes budgeted thinking only: a model that takes it
+        {"prompt": "Think", "thinking": {"type": "adaptive"}, "model": "claude-sonnet-4-6"},
         DEFAULTS,
     ),
+    "thinking adaptive, shown summarized, on a model that thinks by default": (
+        {
+            "prompt": "Think",
+            "thinking": {"type": "adaptive", "display": "summarized"},
+            "model": "claude-opus-5-5",
+        },
+        DEFAULTS,
+    ),
+    "effort": (
+        {"prompt": "Label this"},
+        RequestDefaults(model="claude-haiku-5-5", max_tokens=2048, effort="low"),
+    ),
+    "effort with adaptive thinking": (
+        {"prompt": "Think", "thinking": {"type": "adaptive"}},
+        RequestDefaults(model="claude-opus-5-5", max_tokens=4096, effort="xhigh"),
+    ),
     "thinking disabled": ({"prompt": "x", "thinking": {"type": "disabled"}}, DEFAULTS),
-    "sampling": ({"prompt": "x", "temperature": 0.2, "top_p": 0.9, "top_k": 5}, DEFAULTS),
+    "sampling": (  # Haiku 4.5 refuses temperature with top_p: a model that takes all three
+        {"prompt": "x", "temperature": 0.2, "top_p": 0.9, "top_k": 5, "model": "claude-sonnet-4-6"},
+        DEFAULTS,
+    ),
     "stop sequences": ({"prompt": "x", "stop_sequences": ["\n\nHuman:", "END"]}, DEFAULTS),
     "metadata": ({"prompt": "x", "metadata": {"user_id": "u-123"}}, DEFAULTS),
     "service tier": ({"prompt": "x", "service_tier": "standard_only"}, DEFAULTS),
@@ -206,10 +231,40 @@ CASES: dict[str, tuple[dict[str, Any], RequestDefaults]] = {
             tool_choice=FORCED_CHOICE,
         ),
     ),
+    "json_schema as output_config.format": (
+        {"prompt": "Label: great mug"},
+        RequestDefaults(
+            model="claude-sonnet-5-5",
+            max_tokens=200,
+            structured=StructuredRequest.of(
+                {
+                    "type": "object",
+                    "properties": {
+                        "reasoning": {"type": "string"},
+                        "label": {"enum": ["positive", "negative"]},
+                        "score": {"type": "number"},
+                        "tags": {"type": "array", "items": {"type": "string"}},
+                        "when": {"type": "string", "format": "date"},
+                        "author": {"$ref": "#/$defs/person"},
+                        "note": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                    },
+                    "required": ["reasoning", "label", "score", "tags", "author"],
+                    "$defs": {
+                        "person": {
+                            "type": "object",
+                            "properties": {"name": {"type": "string"}},
+                            "required": ["name"],
+                        }
+                    },
+                },
+                "schema.json",
+            ),
+        ),
+    ),
     "job defaults for everything": (
         {"prompt": "x"},
         RequestDefaults(
-            model="claude-sonnet-4-5",
+            model="claude-sonnet-4-6",
             max_tokens=4096,
             system="You label.",
             temperature=1,
@@ -231,6 +286,19 @@ def test_request_conforms_to_the_openapi_schema(name: str) -> None:
     assert_conforms(body)
 
 
+def test_output_config_holding_effort_and_format_conforms() -> None:
+    """``--json-schema`` puts its format beside whatever ``output_config`` holds already
+    (``effort``): the two keys in one object, as the API's schema has them."""
+    body = build_request({"prompt": "x"}, RequestDefaults(model="claude-sonnet-5-5", max_tokens=9))
+    body["output_config"] = {"effort": "low"}
+    with_format(body, TOOL["input_schema"])
+    assert body["output_config"] == {
+        "effort": "low",
+        "format": {"type": "json_schema", "schema": TOOL["input_schema"]},
+    }
+    assert_conforms(body)
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_streamed_request_conforms(name: str) -> None:
     """The client adds ``stream: true`` to the same body."""
@@ -245,6 +313,9 @@ def test_the_validator_does_reject_what_the_api_rejects() -> None:
         {**good, "max_token": 5},
         {**good, "messages": user([{"type": "image", "source": {"type": "path", "path": "a"}}])},
         {**good, "thinking": {"type": "enabled", "budget_tokens": 10}},
+        {**good, "output_config": {"format": {"type": "json", "schema": {}}}},
+        {**good, "output_config": {"format": {"type": "json_schema"}}},
+        {**good, "output_config": {"schema": {"type": "object"}}},
     ):
         assert list(validator().iter_errors(bad))
 
@@ -283,6 +354,30 @@ def test_a_whole_run_sends_only_conforming_bodies(tmp_path: Path, sim: Simulator
     assert len(recorder.bodies) == len(rows)
     for body in recorder.bodies:
         assert body["stream"] is True
+        assert_conforms(body)
+
+
+def test_a_whole_run_with_effort_sends_conforming_bodies(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    """A Haiku 5.5 job at --effort low: effort in output_config, adaptive thinking on a row;
+    every body the simulator (which checks the model's rules) took is the spec's shape."""
+    rows = [
+        {"id": "plain", "prompt": "Label: great mug"},
+        {"id": "adaptive", "prompt": "Think", "thinking": {"type": "adaptive"}},
+        {"id": "off", "prompt": "No thinking", "thinking": {"type": "disabled"}},
+    ]
+    recorder = RecordingTransport()
+    settings = {"output": str(tmp_path / "out.jsonl"), "model": "claude-haiku-5-5",
+                "max_tokens": 1024, "effort": "low", "base_url": sim.base_url,
+                "quiet": True}  # fmt: skip
+    config = load_config(
+        write_jsonl(tmp_path / "in.jsonl", rows), settings, environ={"ANTHROPIC_API_KEY": TEST_KEY}
+    )
+    assert run(config, runtime=Runtime(transport=recorder)).exit_code == 0
+    assert len(recorder.bodies) == len(rows)
+    for body in recorder.bodies:
+        assert body["output_config"] == {"effort": "low"}
         assert_conforms(body)
 
 
@@ -329,6 +424,16 @@ def test_message_batches_conform_to_the_openapi_schemas() -> None:
         for i in range(20)
     ]
     requests.append({"custom_id": "streams", "params": {**requests[0]["params"], "stream": True}})
+    structured = StructuredRequest.of(TOOL["input_schema"], "schema.json")
+    requests += [
+        {
+            "custom_id": f"structured-{i}",
+            "params": build_request(
+                {"prompt": f"Row {i}"}, replace(DEFAULTS, structured=structured)
+            ),
+        }
+        for i in range(4)
+    ]
     body = {"requests": requests}
     assert_schema("CreateMessageBatchParams", body)
     batch = store.create(check_create_body(body), "2023-06-01")

@@ -6,6 +6,7 @@ MockTransport, whole runs against the simulator, the CLI flag."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 from pathlib import Path
 from typing import Any
@@ -18,14 +19,16 @@ from support import TEST_KEY, canned_message, job_config, no_wait, write_jsonl
 
 from batchrun import run
 from batchrun.cli import cli
-from batchrun.engine.dedup import Dedup, twin_row
+from batchrun.engine.dedup import UNKNOWN, Dedup, Member, twin_row
 from batchrun.engine.outcome import RowSettings, prepare
 from batchrun.engine.tally import RowTally
 from batchrun.formats.inputs import read_rows
 from batchrun.runs.compose import job_client, job_engine
+from batchrun.runs.online import run_async as run_online
 from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.columns import COLUMN_NAMES, blank_row
+from batchrun.store.lock import lock_path
 
 
 def ok(row_id: str, text: str, cost: float = 0.25) -> dict[str, Any]:
@@ -80,17 +83,18 @@ def test_a_twin_waits_aside_for_its_original_and_a_failed_original_hands_over() 
         def never() -> bool:
             return False
 
-        assert await dedup.claim("h", lambda: Aside("first"), never) is None  # sends
-        second = asyncio.ensure_future(dedup.claim("h", lambda: Aside("second"), never))
-        third = asyncio.ensure_future(dedup.claim("h", lambda: Aside("third"), never))
+        h = Member("h", UNKNOWN)
+        assert await dedup.claim(h, "h", lambda: Aside("first"), never) is None  # sends
+        second = asyncio.ensure_future(dedup.claim(h, "h", lambda: Aside("second"), never))
+        third = asyncio.ensure_future(dedup.claim(h, "h", lambda: Aside("third"), never))
         await asyncio.sleep(0)
         failed = blank_row("a")
         failed.update(status="error", error_type="overloaded_error")
-        dedup.settle("h", failed)  # the original failed: one twin is sent, the other waits
+        dedup.settle(h, failed)  # the original failed: one twin is sent, the other waits
         await asyncio.sleep(0)
         assert second.done() and second.result() is None
         assert not third.done()
-        dedup.settle("h", ok("b", "answer"))
+        dedup.settle(h, ok("b", "answer"))
         return [asides, await third]
 
     asides, third = asyncio.run(scenario())
@@ -185,9 +189,78 @@ def test_a_run_with_30_percent_duplicates_sends_only_the_distinct_requests(
     assert summary.cost_usd == pytest.approx(sum(r["cost_usd"] for r in table))
 
 
-def test_a_resumed_run_fills_duplicates_of_earlier_answers_without_sending(
+@pytest.fixture
+def tiny_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twin finding spills past 16 digests, and dedup holds about two answers in memory: a
+    run of a few hundred rows takes the paths a run of millions takes."""
+    monkeypatch.setattr("batchrun.engine.twin_plan.CHUNK_ENTRIES", 16)
+    monkeypatch.setattr("batchrun.engine.dedup.KEPT_BYTES", 2_000)
+
+
+def test_twins_far_from_their_original_are_filled_and_none_is_paid_twice(
+    tmp_path: Path, sim: Any, tiny_bounds: None
+) -> None:
+    # 300 rows: the last 120 repeat the first 120, 180 rows further on; rows answered long
+    # before their twins come wait on disk, not in memory, and no twin is sent again.
+    rows = [{"id": f"r{i}", "prompt": f"Question {i if i < 180 else i - 180}?"} for i in range(300)]
+    rows += [{"id": "late", "prompt": "Question 7?"}]  # a third row of one group
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.parquet"
+    sim.stats.reset()
+    summary = run(job_config(inp, out, sim.base_url, concurrency=16))
+    assert summary.exit_code == 0
+    assert sim.stats.requests == 180 and summary.deduplicated == 121
+    table = pq.read_table(out).to_pylist()
+    assert [row["id"] for row in table] == [row["id"] for row in rows]
+    for row, given in zip(table[180:], rows[180:], strict=True):
+        original = table[int(str(row["duplicate_of"])[1:])]
+        assert given["prompt"] == rows[int(original["id"][1:])]["prompt"]
+        assert row["text"] == original["text"] and row["cost_usd"] == 0.0
+    assert not [p for p in tmp_path.iterdir() if "scratch" in p.name]  # removed at the end
+
+
+def test_a_full_disk_while_twins_are_found_stops_before_anything_is_sent(
+    tmp_path: Path, sim: Any, tiny_bounds: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(self: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("batchrun.engine.twin_plan.TwinFinder._spill_chunk", disk_full)
+    rows = [{"id": f"r{i}", "prompt": f"Question {i % 30}?"} for i in range(60)]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    args = ["run", str(inp), "-o", str(tmp_path / "out.parquet"), "--base-url", sim.base_url]
+    args += ["--model", "claude-haiku-4-5", "--max-tokens", "20", "-q"]
+    sim.stats.reset()
+    result = CliRunner().invoke(cli, args, env={"ANTHROPIC_API_KEY": TEST_KEY})
+    assert result.exit_code == 1, result.output
+    assert (
+        "cannot find identical requests before sending: No space left on device (in "
+        f"{tmp_path}); nothing was sent. Free some space and run again, or --no-dedup sends "
+        "every row"
+    ) in result.output
+    assert sim.stats.requests == 0
+    assert not [p for p in tmp_path.iterdir() if "scratch" in p.name]
+
+
+def test_a_scratch_folder_a_killed_run_left_is_removed_by_the_next(
     tmp_path: Path, sim: Any
 ) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "prompt": "Hi?"}])
+    out = tmp_path / "out.parquet"
+    stale = tmp_path / ".out.parquet.4242.0123456789ab.scratch.tmp"
+    stale.mkdir()
+    (stale / "answers.bin").write_bytes(b"x" * 100)
+    lock_path(out).write_text("{}")  # a killed run leaves its lock file behind
+    assert run(job_config(inp, out, sim.base_url)).exit_code == 0
+    assert not stale.exists()
+
+
+@pytest.mark.parametrize("bounds", ["default", "tiny"])
+def test_a_resumed_run_fills_duplicates_of_earlier_answers_without_sending(
+    tmp_path: Path, sim: Any, bounds: str, request: pytest.FixtureRequest
+) -> None:
+    if bounds == "tiny":
+        request.getfixturevalue("tiny_bounds")
     first = [{"id": f"a{i}", "prompt": f"Question {i}?"} for i in range(40)]
     inp = write_jsonl(tmp_path / "in.jsonl", first)
     out = tmp_path / "out.parquet"
@@ -204,6 +277,49 @@ def test_a_resumed_run_fills_duplicates_of_earlier_answers_without_sending(
     sim.stats.reset()
     assert run(job_config(inp, out, sim.base_url)).exit_code == 0  # and nothing after that
     assert sim.stats.requests == 0
+
+
+@pytest.mark.parametrize("bounds", ["default", "tiny"])
+def test_twins_of_rows_answered_in_the_journal_are_filled_from_it(
+    tmp_path: Path, sim: Any, bounds: str, request: pytest.FixtureRequest
+) -> None:
+    """A pilot's sample leaves its answers in the journal, with no final file: the run that
+    answers the rest fills their twins from the journal's records, sending none of them."""
+    if bounds == "tiny":
+        request.getfixturevalue("tiny_bounds")
+    rows = [{"id": f"r{i}", "prompt": f"Question {i % 40}?"} for i in range(100)]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.parquet"
+    config = job_config(inp, out, sim.base_url, concurrency=8)
+    sim.stats.reset()
+    asyncio.run(run_online(config, only=range(0, 40, 2)))  # 20 rows, none a twin of another
+    assert sim.stats.requests == 20 and not out.exists()
+    summary = run(config)
+    assert summary.exit_code == 0
+    assert sim.stats.requests == 40 and summary.deduplicated == 60  # each prompt paid once
+    table = pq.read_table(out).to_pylist()
+    for row in table[40:]:
+        original = table[int(str(row["duplicate_of"])[1:])]
+        assert original["duplicate_of"] is None and row["text"] == original["text"]
+        assert int(original["id"][1:]) % 40 == int(row["id"][1:]) % 40
+
+
+def test_a_large_job_is_told_why_nothing_is_sent_while_twins_are_found(
+    tmp_path: Path, sim: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = [{"id": f"r{i}", "prompt": f"p{i % 3}"} for i in range(6)]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    args = ["run", str(inp), "-o", str(tmp_path / "out.jsonl"), "--base-url", sim.base_url]
+    args += ["--model", "claude-haiku-4-5", "--max-tokens", "20"]
+    env = {"ANTHROPIC_API_KEY": TEST_KEY}
+    notice = "finding identical requests among the rows to send, before sending any"
+    result = CliRunner().invoke(cli, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert notice not in result.output  # six rows: over before anyone could wonder
+    monkeypatch.setattr("batchrun.runs.twins.TELL_TWIN_PASS_ROWS", 5)
+    result = CliRunner().invoke(cli, [*args, "--overwrite"], env=env)
+    assert result.exit_code == 0, result.output
+    assert f"batchrun: {notice} (--no-dedup skips this)" in result.output
 
 
 def test_the_cli_flag_turns_dedup_off(tmp_path: Path, sim: Any) -> None:

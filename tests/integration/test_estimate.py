@@ -278,7 +278,7 @@ def test_cli_estimate_json_and_text(tmp_path: Path, sim: SimulatorThread) -> Non
         "-o",
         str(tmp_path / "out.parquet"),
         "--model",
-        "claude-sonnet-4-5",
+        "claude-sonnet-4-6",
         "--max-tokens",
         "64",
         "--base-url",

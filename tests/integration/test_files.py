@@ -19,7 +19,6 @@ from batchrun.rows.files import (
     IMAGE_MAX_BYTES,
     FileCache,
     FileProblem,
-    folder_stamp,
     sniff,
     source_for,
 )
@@ -220,18 +219,6 @@ def test_the_hash_covers_the_files_content(media: Path) -> None:
     assert prepare_request(fields, DEFAULTS, base_dir=media).hash != first
 
 
-def test_folder_stamp_changes_with_media_files_only(media: Path) -> None:
-    stamp = folder_stamp(media)
-    assert stamp and stamp == folder_stamp(media)
-    (media / "out.parquet.journal").write_text("x", encoding="utf-8")
-    assert folder_stamp(media) == stamp
-    os.utime(media / "a.png", ns=(5, 5))
-    assert folder_stamp(media) != stamp
-    assert folder_stamp(media / "empty-nothing-here") == ""
-    # Too many entries to stamp cheaply: never equal, so resume checks every row.
-    assert folder_stamp(media, limit=2) != folder_stamp(media, limit=2)
-
-
 def test_whole_run_sends_files_and_refuses_bad_rows(
     media: Path, tmp_path: Path, sim: SimulatorThread
 ) -> None:
@@ -285,45 +272,6 @@ def _rewrite(path: Path, content: bytes) -> None:
     before = path.stat().st_mtime_ns
     path.write_bytes(content)
     os.utime(path, ns=(before + 10**9, before + 10**9))
-
-
-def test_folder_stamp_covers_every_file_whatever_its_name(media: Path) -> None:
-    (media / "notes.log").write_text("log line one", encoding="utf-8")
-    (media / "photo").write_bytes(PNG)
-    (media / "sub" / "README").write_text("read me", encoding="utf-8")
-    for name, content in (
-        ("notes.log", b"log line two"),  # same size
-        ("photo", make_media.png(4, 4, (9, 9, 9))),
-        ("sub/README", b"read us"),
-        ("blob.bin", b"\x00\x01\x02\xfe"),
-    ):
-        stamp = folder_stamp(media)
-        _rewrite(media / name, content)
-        assert folder_stamp(media) != stamp, name
-
-
-def test_folder_stamp_skips_the_input_and_the_output_with_its_files(media: Path) -> None:
-    inp = write_jsonl(media / "in.jsonl", [{"id": "1", "prompt": "x"}])
-    out = media / "results" / "labels.jsonl"
-    out.parent.mkdir()
-    stamp = folder_stamp(media, skip=(inp, out))
-    assert stamp and stamp == folder_stamp(media, skip=[inp, out])
-    assert folder_stamp(media) != stamp  # unless skipped, the input is a file like any other
-    with inp.open("a", encoding="utf-8") as fh:  # rows appended: the input's own stamp judges
-        fh.write('{"id": "2", "prompt": "y"}\n')
-    for name in ("labels.jsonl", "labels.jsonl.journal", "labels.jsonl.state.json"):
-        (out.parent / name).write_text("x", encoding="utf-8")
-    (out.parent / ".labels.jsonl.lock").write_text("pid", encoding="utf-8")
-    assert folder_stamp(media, skip=(inp, out)) == stamp
-    # Not skipped: another output's journal is still no file a row refers to; a diary is.
-    (media / "other.parquet.state.json").write_text("{}", encoding="utf-8")
-    assert folder_stamp(media, skip=(inp, out)) == stamp
-    (media / "diary.journal").write_text("dear diary", encoding="utf-8")
-    assert folder_stamp(media, skip=(inp, out)) != stamp
-    # Only the input and its output's files are skipped, not their namesakes elsewhere.
-    assert folder_stamp(media / "results", skip=(inp, out)) == ""
-    (media / "results" / "in.jsonl").write_text("a document", encoding="utf-8")
-    assert folder_stamp(media / "results", skip=(inp, out)) != ""
 
 
 def test_resume_notices_a_changed_file_whatever_its_name(media: Path, sim: SimulatorThread) -> None:

@@ -40,15 +40,24 @@ _TIMING = ["latency_ms", "elapsed_ms", "finished_at", "request_id", "message_id"
 # --- what comes back ----------------------------------------------------------------------------
 
 
+def _typed_schema(**kept: pa.DataType) -> pa.Schema:
+    """The output's schema with ``kept`` columns of these types (``store.typed``)."""
+    schema = output_schema(list(kept))
+    for name, kind in kept.items():
+        schema = schema.set(schema.get_field_index(name), pa.field(name, kind))
+    return schema
+
+
 def test_rows_come_back_as_a_table_with_the_file_schema_and_the_summary(
     sim: SimulatorThread,
 ) -> None:
     rows = questions(12)
     table = batchrun.run(rows, **against(sim, keep_columns=["n"])).table
 
-    assert table.schema.remove_metadata() == output_schema(["n"])
+    # The kept column keeps its type: the rows' integers (store.typed)
+    assert table.schema.remove_metadata() == _typed_schema(n=pa.int64())
     assert_answers(table, rows)
-    assert table.column("n").to_pylist() == [str(i) for i in range(12)]
+    assert table.column("n").to_pylist() == list(range(12))
     # The summary is run --json's object (one shape: RunResult.to_dict, summary_of, --json).
     summary = batchrun.summary_of(table)
     assert summary["rows"]["ok"] == summary["rows"]["input"] == 12
@@ -149,9 +158,9 @@ def test_each_input_type_gives_the_same_table(sim: SimulatorThread, kind: str) -
     rows = questions(10)
     table = batchrun.run(KINDS[kind](rows), **against(sim, keep_columns=["n"])).table
 
-    assert table.schema.remove_metadata() == output_schema(["n"])
+    assert table.schema.remove_metadata() == _typed_schema(n=pa.int64())
     assert_answers(table, rows)
-    assert table.column("n").to_pylist() == [str(i) for i in range(10)]
+    assert table.column("n").to_pylist() == list(range(10))
 
 
 def test_a_dataset_runs_in_its_own_order_after_a_shuffle(sim: SimulatorThread) -> None:
@@ -201,13 +210,14 @@ def test_notebook_values_become_json_and_nan_is_missing() -> None:
     table = batchrun.run(
         rows, model=MODEL, max_tokens=5, simulate=True, quiet=True, keep_columns=kept
     ).table
+    # As JSON has them: dates, decimals and paths as text, numbers as numbers, NaN missing
     assert table.select(kept).to_pylist() == [
         {
             "day": "2024-01-02",
             "price": "1.10",
-            "count": "3",
+            "count": 3,
             "score": None,
-            "tags": '["a", "b"]',
+            "tags": ["a", "b"],
             "where": "a/b.txt",
         }
     ]

@@ -286,7 +286,7 @@ def test_the_lease_is_gone_after_a_run_and_after_a_stop(
 ) -> None:
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(30))
     out = f"s3://{bucket}/out/ends.parquet"
-    flags = {"model": "claude-sonnet-4-5", "max_tokens": 400}
+    flags = {"model": "claude-sonnet-4-6", "max_tokens": 400}
     stopped = run(run_config(inp, out, sim.base_url, env, max_cost=0.03, **flags))
     assert stopped.exit_code == 4 and stopped.partial is not None  # a budget stop
     assert not storage.exists(lease_url(out))

@@ -66,7 +66,7 @@ def test_a_budget_stop_leaves_the_finished_rows_marked_partial_and_a_rerun_compl
     rows = prompts(40)
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out.parquet"
-    flags = {"model": "claude-sonnet-4-5", "max_tokens": 400, "concurrency": 4}
+    flags = {"model": "claude-sonnet-4-6", "max_tokens": 400, "concurrency": 4}
     stopped = run(job_config(inp, out, sim.base_url, max_cost=0.03, **flags))
 
     assert stopped.exit_code == 4 and stopped.final is None and stopped.partial is not None

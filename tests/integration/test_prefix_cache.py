@@ -26,6 +26,7 @@ from batchrun.rows.prefix import (
     template_head,
 )
 from batchrun.rows.request import RequestDefaults, prepare_request, request_hash
+from batchrun.rows.tokens import estimate_input_tokens
 from batchrun.runs.runtime import Runtime
 from batchrun.simulator.cache import PromptCache
 from batchrun.simulator.cache import min_cacheable_tokens as sim_minimum
@@ -36,7 +37,7 @@ EPHEMERAL = {"type": "ephemeral"}
 
 HAIKU = "claude-haiku-4-5"
 
-SONNET = "claude-sonnet-4-5"
+SONNET = "claude-sonnet-4-6"
 
 POLICY = CachePolicy({HAIKU: 4096, SONNET: 1024})
 
@@ -323,8 +324,9 @@ def test_every_packaged_model_has_a_minimum_and_its_source() -> None:
         assert price.min_cacheable_tokens in (512, 1024, 2048, 4096), price.model
         assert price.min_cacheable_source, price.model
     assert min_cacheable_tokens("claude-haiku-4-5-20251001") == 4096
-    assert min_cacheable_tokens("claude-sonnet-4-5") == 1024
-    assert min_cacheable_tokens("claude-sonnet-4-6") == 2048  # sources disagree: the higher
+    assert min_cacheable_tokens("claude-sonnet-4-6") == 1024
+    assert min_cacheable_tokens("claude-opus-4-7") == 2048
+    assert min_cacheable_tokens("claude-fable-5-2") == 4096  # not found: the highest there is
     assert min_cacheable_tokens("not-a-model") == SAFE_MIN_CACHEABLE_TOKENS
 
 
@@ -341,6 +343,8 @@ def marked(system: str, prompt: str, model: str = SONNET, ttl: str | None = None
 def test_the_simulator_knows_each_models_minimum() -> None:
     assert sim_minimum(HAIKU) == 4096 and sim_minimum("claude-haiku-4-5-20251001") == 4096
     assert sim_minimum(SONNET) == 1024 and sim_minimum("claude-opus-5") == 512
+    assert sim_minimum("claude-opus-5-5") == 512 and sim_minimum("claude-sonnet-5-5") == 512
+    assert sim_minimum("claude-opus-4-7") == 2048 and sim_minimum("claude-haiku-5.5") == 512
     cache = PromptCache()
     shared = words(2000)
     for model, writes in ((HAIKU, False), (SONNET, True)):
@@ -466,3 +470,30 @@ def test_a_whole_run_caches_the_document_every_row_attaches(tmp_path: Path, sim:
     reads = [r["id"] for r in table if r["cache_read_input_tokens"]]
     assert writes == ["r1"]  # the first row is unmarked; the second writes; the rest read
     assert len(reads) == 28 and "r0" not in reads
+
+
+def test_the_minimum_is_reached_on_the_model_s_own_tokenizer(tmp_path: Path) -> None:
+    """Haiku 5.5 caches from 512 tokens of its own tokenizer, which counts about 1.3x what the
+    local estimate (calibrated on the older one) counts: a prefix the estimate puts at about
+    500 tokens is about 650 of Haiku 5.5's, so it is marked, and the simulator caches it."""
+    model = "claude-haiku-5-5"
+    system = words(415)
+    local = estimate_input_tokens({"messages": [], "system": system})
+    assert 512 / 1.3 < local < 512  # below the minimum by the estimate alone
+    config = job_config(
+        write_jsonl(tmp_path / "in.jsonl", [{"prompt": "a"}]),
+        tmp_path / "out.jsonl",
+        "http://127.0.0.1:9",  # never sent
+        model=model,
+        system=system,
+    )
+    policy = config.defaults.cache
+    assert policy is not None and policy.factors[model] == pytest.approx(1.3)
+    marked = prepare_request({"prompt": "row"}, defaults(model=model, system=system, cache=policy))
+    assert marks(marked.body) == ["system[0]"]
+    unscaled = CachePolicy(dict(policy.minimums))  # the same minimums without the factor
+    plain = prepare_request({"prompt": "row"}, defaults(model=model, system=system, cache=unscaled))
+    assert marks(plain.body) == []
+    cache = PromptCache()
+    cache.apply(marked.body, count_input_tokens)
+    assert cache.lookup(marked.body, count_input_tokens).usage.read > 0  # the API side caches it

@@ -4,6 +4,7 @@ own: tests/system/test_ray_stage_on_ray.py)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,14 @@ import pytest
 from support import TEST_KEY
 
 from batchrun.ray.parts import part_paths
-from batchrun.ray.stage import NOT_SENT, BatchrunStage
+from batchrun.ray.stage import (
+    FIELDS_COLUMN,
+    INDEX_COLUMN,
+    NOT_SENT,
+    STAGED_COLUMN,
+    BatchrunStage,
+    indexed_schema,
+)
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.sink import output_schema
 
@@ -47,6 +55,34 @@ def test_a_block_comes_back_answered_in_the_output_schema_and_is_committed(
     assert sim.stats.requests == 20
     (part,) = part_paths(answer.committed.folder)
     assert pq.read_table(part).num_rows == 20
+
+
+def test_a_block_of_staged_paths_is_each_file_answered_with_its_input_indexes(
+    sim: SimulatorThread, tmp_path: Path
+) -> None:
+    # What run --engine ray's driver gives Ray: paths of block files it staged (ray.job).
+    staged = []
+    for number, (start, stop) in enumerate(((0, 3), (3, 5))):
+        ids = [f"q{i:04d}" for i in range(start, stop)]
+        fields = [json.dumps({"id": row_id, "prompt": f"Question {row_id}"}) for row_id in ids]
+        table = pa.table(
+            {
+                "id": ids,
+                INDEX_COLUMN: pa.array(range(start, stop), pa.int64()),
+                FIELDS_COLUMN: fields,
+            }
+        )
+        path = tmp_path / f"block-{number}.parquet"
+        pq.write_table(table, path)
+        staged.append(str(path))
+    answer = stage(sim.base_url, tmp_path / "parts")
+    out = answer(pa.table({STAGED_COLUMN: staged}))
+    assert out.schema == indexed_schema(output_schema())
+    assert out.column("id").to_pylist() == [f"q{i:04d}" for i in range(5)]
+    assert out.column(INDEX_COLUMN).to_pylist() == list(range(5))
+    assert set(out.column("status").to_pylist()) == {"ok"}
+    assert sim.stats.requests == 5
+    assert len(part_paths(answer.committed.folder)) == 2  # a part per staged block
 
 
 def test_a_committed_block_is_returned_without_sending(

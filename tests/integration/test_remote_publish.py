@@ -154,7 +154,7 @@ def test_the_summary_names_the_urls_not_the_work_folder(
     assert keys(moto.endpoint, bucket) == ["in/rows.jsonl", "out/labels.parquet"]
     # A stopped run's resume hint names the URL, and the work folder only as the journal's.
     costly = f"s3://{bucket}/out/costly.parquet"
-    args = ["run", inp, "-o", costly, "--model", "claude-sonnet-4-5", "--max-tokens", "400"]
+    args = ["run", inp, "-o", costly, "--model", "claude-sonnet-4-6", "--max-tokens", "400"]
     args += ["--base-url", sim.base_url, "-q", "--max-cost", "0.01"]
     stopped = CliRunner().invoke(cli, args, env={**os.environ, **env})
     assert stopped.exit_code == 4, stopped.output

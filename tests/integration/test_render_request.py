@@ -83,3 +83,24 @@ def test_a_row_that_would_not_be_sent_is_said_and_an_unknown_id_named(tmp_path: 
     assert "no row of" in missing.stderr and "'nope'" in missing.stderr
     assert "row-0000000" in missing.stderr
     assert TEST_KEY not in missing.output
+
+
+def test_render_checks_the_row_against_its_model_s_rules_as_a_run_does(tmp_path: Path) -> None:
+    # The run's own prepare: a row breaking its model's rules is that row's error (exit 3),
+    # a job setting every row breaks is refused before any row (exit 2), and
+    # --drop-unsupported shows the body sent without the setting.
+    rows = [{"id": "a", "prompt": "Hi."}, {"id": "b", "prompt": "Hi.", "temperature": 0.2}]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    haiku = ["--model", "claude-haiku-5-5", "--max-tokens", "2048"]
+    broken = CliRunner().invoke(cli, ["render", str(inp), "--row", "b", *haiku])
+    assert broken.exit_code == 3 and broken.stdout == ""
+    assert "row b would not be sent" in broken.stderr
+    assert "temperature: only 1 on claude-haiku-5-5" in broken.stderr
+    job = CliRunner().invoke(cli, ["render", str(inp), *haiku, "--temperature", "0"])
+    assert job.exit_code == 2 and "temperature: only 1 on claude-haiku-5-5" in job.stderr
+    dropped = CliRunner().invoke(
+        cli, ["render", str(inp), "--row", "b", *haiku, "--drop-unsupported"]
+    )
+    assert dropped.exit_code == 0, dropped.output
+    body = json.loads(dropped.stdout)
+    assert body["model"] == "claude-haiku-5-5" and "temperature" not in body

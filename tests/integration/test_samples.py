@@ -64,6 +64,35 @@ def test_dedup_folds_identical_rows_but_never_a_rows_samples(
     assert len(json.loads(out["b"]["samples_json"])) == 4
 
 
+def test_identical_rows_far_apart_share_their_samples_one_for_one(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    # The twin pass reads each row's K requests as the engine sends them: row b's i-th sample
+    # is a twin of row a's i-th only, so each is filled however long after a it comes, and
+    # no sample of a row is folded into another of its own.
+    rows = [{"id": "a", "prompt": "Same."}, *_rows(30), {"id": "b", "prompt": "Same."}]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.parquet"
+    result = run(job_config(inp, out, sim.base_url, samples=3, concurrency=1))
+    assert sim.stats.answered_ok == 3 * 31  # b's three samples are a's three, copied
+    assert result.summary.deduplicated == 1 and result.summary.finished == 32
+    by_id = {r["id"]: r for r in rows_of(out)}
+    assert by_id["b"]["duplicate_of"] == "a" and by_id["b"]["cost_usd"] == 0
+    assert json.loads(by_id["b"]["samples_json"])[0]["text"] == by_id["a"]["text"]
+
+
+def test_a_row_that_cannot_be_sent_is_one_error_row_counted_once(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    rows = [*_rows(2), {"id": "bad", "prompt": "x", "max_tokens": -1}]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    result = run(job_config(inp, tmp_path / "out.parquet", sim.base_url, samples=3))
+    assert sim.stats.answered_ok == 6
+    summary = result.summary
+    assert (summary.ok, summary.error, summary.invalid) == (2, 1, 1)
+    assert summary.finished == 3 and summary.total_rows == 3
+
+
 def test_samples_that_cannot_vary_are_refused_before_sending(
     tmp_path: Path, sim: SimulatorThread
 ) -> None:

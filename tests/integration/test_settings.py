@@ -197,6 +197,8 @@ JOB_SAMPLES = {
     ),
     "metadata": (BASE + 'metadata = {user_id = "u-1"}\n', {"user_id": "u-1"}),
     "service_tier": (BASE + 'service_tier = "auto"\n', "auto"),
+    "effort": (BASE + 'effort = "low"\n', "low"),
+    "drop_unsupported": (BASE + "drop_unsupported = true\n", True),
     "keep_columns": (BASE + 'keep_columns = ["a"]\n', ("a",)),
     "json_schema": (BASE + f"json_schema = '{REPO / 'jobs' / 'sentiment_schema.json'}'\n", None),
     "cache_system": (BASE + "cache_system = true\n", {"type": "ephemeral"}),
@@ -250,9 +252,7 @@ JOB_CHECKS = {
     "cache": lambda c: c.defaults.cache is None and c.defaults.cache_system is None,
     "input": lambda c: c.input.path.name == "in.jsonl",
     "output": lambda c: c.output.path.name == "o.jsonl",
-    "json_schema": lambda c: (
-        c.engine.json_schema is not None and c.defaults.tool_choice is not None
-    ),
+    "json_schema": lambda c: c.engine.json_schema is not None and c.defaults.structured is not None,
     "cache_ttl": lambda c: c.defaults.cache_system == {"type": "ephemeral", "ttl": "1h"},
     "concurrency": lambda c: c.engine.concurrency_auto,
     "limits": lambda c: c.engine.limits.default.rpm == 60,

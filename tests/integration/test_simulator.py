@@ -906,6 +906,7 @@ NOT_SERVED = (
     "claude-haiku-4-6",
     "claude-opus-4-1",
     "claude-sonnet-4-20250514",
+    "claude-sonnet-4-5",  # retired 2026-11-30
     "my-gateway-fast",
 )
 # Ids and aliases of the table, a new snapshot of a listed alias, the dotted version the
@@ -917,7 +918,6 @@ SERVED = (
     "claude-opus-4-6-20991231",
     "claude-haiku-5-5",
     "claude-fable-5-2",
-    "claude-sonnet-4-5",
 )
 
 

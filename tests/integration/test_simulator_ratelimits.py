@@ -139,7 +139,7 @@ def test_each_model_has_its_own_buckets() -> None:
     limits = limits_at(Clock(), rpm=1)
     admitted(limits.admit(MODEL, 1, 1))
     refused(limits.admit(MODEL, 1, 1))
-    admitted(limits.admit("claude-sonnet-4-5", 1, 1))
+    admitted(limits.admit("claude-sonnet-4-6", 1, 1))
 
 
 def test_limits_must_be_positive_whole_numbers() -> None:

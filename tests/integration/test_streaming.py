@@ -50,7 +50,7 @@ def test_streamed_and_plain_runs_write_identical_rows(tmp_path: Path, sim: Simul
     outputs = {}
     for stream in (False, True):
         out = tmp_path / f"out-{stream}.jsonl"
-        settings = {"output": str(out), "model": "claude-sonnet-4-5", "max_tokens": 2000,
+        settings = {"output": str(out), "model": "claude-sonnet-4-6", "max_tokens": 2000,
                     "stream": stream, "base_url": sim.base_url, "quiet": True}  # fmt: skip
         recorder = RecordingTransport()
         config = load_config(inp, settings, environ={"ANTHROPIC_API_KEY": TEST_KEY})

@@ -1,4 +1,8 @@
-"""Tools and structured output: tool_calls_json, --json-schema, schema_mismatch rows."""
+"""Tools and structured output: tool_calls_json, --json-schema, schema_mismatch rows.
+
+The pure parts (the schema's checks for output_config.format, the answer's types, the way a
+model is asked) are tests/unit/test_structured_schema.py's; the typed columns of a run's
+output are tests/integration/test_typed_output.py's."""
 
 from __future__ import annotations
 
@@ -16,11 +20,9 @@ from batchrun import load_config, run
 from batchrun.cli import cli
 from batchrun.core.errors import ConfigError
 from batchrun.rows.structured import (
-    FORCED_CHOICE,
     TOOL_NAME,
     load_schema,
     structured_answer,
-    structured_tool,
 )
 from batchrun.runs.runtime import Runtime
 from batchrun.simulator import SimulatorThread
@@ -43,6 +45,7 @@ def test_a_fitting_answer_is_its_compact_json() -> None:
     assert structured_answer(message({"label": "pos", "n": 2}), SCHEMA) == (
         '{"label":"pos","n":2}',
         None,
+        None,
     )
 
 
@@ -53,12 +56,12 @@ def test_a_fitting_answer_is_its_compact_json() -> None:
         (message({"n": 1}), "at (root): 'label' is a required property"),
         (message({"label": "pos", "n": "2"}), "at n: '2' is not of type 'integer'"),
         (message({"label": "pos"}, name="other"), "no record_output call (stop_reason tool_use)"),
-        ({"content": [{"type": "text", "text": "hi"}], "stop_reason": "max_tokens"}, "max_tokens"),
     ],
 )
 def test_answers_that_do_not_fit_say_why(reply: dict[str, Any], reason: str) -> None:
-    answer, error = structured_answer(reply, SCHEMA)
-    assert answer is None and error is not None and reason in error
+    answer, error_type, why = structured_answer(reply, SCHEMA)
+    assert answer is None and error_type == "schema_mismatch"
+    assert why is not None and reason in why
 
 
 def test_schema_files_are_checked_once(tmp_path: Path) -> None:
@@ -77,15 +80,18 @@ def test_schema_files_are_checked_once(tmp_path: Path) -> None:
         load_schema(tmp_path / "missing.json")
 
 
-def test_the_job_key_defines_and_forces_one_tool(tmp_path: Path) -> None:
+def test_the_job_key_asks_every_request_for_the_schema(tmp_path: Path) -> None:
     (tmp_path / "s.json").write_text(json.dumps(SCHEMA), encoding="utf-8")
     inp = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "x"}])
     job = tmp_path / "job.toml"
     job.write_text(f'input = "{inp.name}"\njson_schema = "s.json"\n', encoding="utf-8")
     config = load_config(job, {"model": "m", "max_tokens": 50}, environ={})
     assert config.engine.json_schema == SCHEMA
-    assert config.defaults.tools == (structured_tool(SCHEMA),)
-    assert config.defaults.tool_choice == FORCED_CHOICE
+    structured = config.defaults.structured
+    assert structured is not None and structured.schema == SCHEMA
+    # output_config.format wants every object closed: added, as the schema lists its keys
+    assert structured.format == {**SCHEMA, "additionalProperties": False}
+    assert config.defaults.tools is None and config.defaults.tool_choice is None
     with pytest.raises(ConfigError, match="drop `tools`"):
         load_config(job, {"model": "m", "max_tokens": 50, "tools": [{"name": "t"}]}, environ={})
 
@@ -133,9 +139,9 @@ def test_row_tools_land_in_tool_calls_json(tmp_path: Path, sim: SimulatorThread)
 def test_a_structured_run_fills_structured_json_or_says_why(
     tmp_path: Path, sim: SimulatorThread
 ) -> None:
-    # The simulator answers a schema's first enum value and ignores `pattern`: the second
-    # schema therefore gets answers that break it, which must become schema_mismatch rows,
-    # more of them than the fail-fast limit: answers that break the schema do not stop a run.
+    # The simulator answers a schema's enum values and ignores `pattern`: the second schema
+    # therefore gets answers that break it, which must become schema_mismatch rows, more of
+    # them than the fail-fast limit: answers that break the schema do not stop a run.
     inp = write_jsonl(tmp_path / "in.jsonl", [{"prompt": f"review {i}"} for i in range(7)])
     strict = {**SCHEMA, "properties": {"label": {"type": "string", "pattern": "^[0-9]+$"}}}
     for name, schema in (("ok", SCHEMA), ("strict", strict)):
@@ -151,14 +157,17 @@ def test_a_structured_run_fills_structured_json_or_says_why(
     ok_summary, ok_out = outs["ok"]
     assert ok_summary.exit_code == 0
     for row in pq.read_table(ok_out).to_pylist():
-        assert json.loads(row["structured_json"]) == {"label": "pos"}
+        answer = json.loads(row["structured_json"])
+        assert answer["label"] in ("pos", "neg") and isinstance(answer["n"], int)
         assert row["status"] == "ok" and row["error_type"] is None
+        assert (row["answer_label"], row["answer_n"]) == (answer["label"], answer["n"])
     strict_summary, strict_out = outs["strict"]
     assert strict_summary.exit_code == 3
     for row in pq.read_table(strict_out).to_pylist():
         assert row["status"] == "error" and row["error_type"] == "schema_mismatch"
         assert "does not match '^[0-9]+$'" in row["error_message"]
-        assert row["structured_json"] is None and row["tool_calls_json"]  # the reply is kept
+        assert row["structured_json"] is None and row["text"]  # the reply is kept
+        assert row["answer_label"] is None  # an error row's answer columns are null
         assert row["output_tokens"] > 0 and row["cost_usd"] is not None  # and was paid for
 
 
@@ -173,4 +182,6 @@ def test_the_sample_structured_job_runs_from_the_cli(tmp_path: Path, sim: Simula
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 200
-    assert all(json.loads(r["structured_json"])["sentiment"] in ("positive",) for r in rows)
+    sentiments = {json.loads(r["structured_json"])["sentiment"] for r in rows}
+    assert sentiments <= {"positive", "negative", "neutral"} and len(sentiments) > 1
+    assert all(r["answer_sentiment"] == json.loads(r["structured_json"])["sentiment"] for r in rows)

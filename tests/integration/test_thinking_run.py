@@ -25,7 +25,7 @@ def test_whole_run_with_thinking(tmp_path: Path, sim: SimulatorThread) -> None:
     ]
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out.jsonl"
-    settings = {"output": str(out), "model": "claude-sonnet-4-5", "max_tokens": 4096,
+    settings = {"output": str(out), "model": "claude-sonnet-4-6", "max_tokens": 4096,
                 "thinking": ENABLED, "base_url": sim.base_url, "quiet": True}  # fmt: skip
     summary = run(load_config(inp, settings, environ={"ANTHROPIC_API_KEY": TEST_KEY}))
     assert summary.exit_code == 3

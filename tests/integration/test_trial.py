@@ -118,3 +118,23 @@ def test_a_trial_of_rows_that_cannot_be_sent_says_it_cannot_project(
     )
     assert "whole job   not projected" in text and "batchrun.estimate(config)" in text
     assert result.summary.exit_code == 3 and sim.stats.requests == 0
+
+
+def test_a_trial_fills_its_twins_and_the_full_run_fills_the_rest_from_its_answers(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    # The twin pass sees the trial's rows only; the run after it finds the twins of the
+    # trial's answers in the journal and fills them without sending.
+    rows = _rows(20)
+    rows[3] = {"id": "twin-in-trial", "prompt": rows[0]["prompt"]}
+    rows[15] = {"id": "twin-after", "prompt": rows[0]["prompt"]}
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.parquet"
+    trial = run(job_config(inp, out, sim.base_url, limit=5))
+    assert sim.stats.answered_ok == 4 and trial.summary.deduplicated == 1
+    full = run(job_config(inp, out, sim.base_url))
+    assert sim.stats.answered_ok == 4 + 14  # row 15 is filled from the trial's answer
+    assert full.summary.deduplicated == 1 and full.summary.finished == 15
+    by_id = {r["id"]: r for r in rows_of(out)}
+    assert by_id["twin-in-trial"]["duplicate_of"] == by_id["twin-after"]["duplicate_of"]
+    assert by_id["twin-after"]["duplicate_of"] == "row-0000000"

@@ -3,10 +3,12 @@ completed is lost, and nothing completed is paid for twice."""
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from support import (
@@ -121,3 +123,51 @@ def test_an_input_cut_after_a_kill_9_is_refused_every_run_with_the_rows_it_lost(
             assert "no longer has" in err or f"holds {n} rows" in err  # journal, or final file
         assert sim.stats.answered_ok == answered  # nothing sent
     assert not out.exists() or pq.read_metadata(out).num_rows == n
+
+
+def test_a_typed_job_killed_and_resumed_gives_the_whole_run_s_types(tmp_path: Path) -> None:
+    """A ``--json-schema`` job on Sonnet 5.5 killed with answers only in its journal (kept as
+    text) comes back, resumed, with the schema's types, the kept integer and the integer id."""
+    n = 200
+    rows = [{"id": 1000 + i, "prompt": f"review {i}", "stars": i % 5 + 1} for i in range(n)]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    schema = tmp_path / "schema.json"
+    schema.write_text(
+        json.dumps(
+            {
+                "type": "object",
+                "properties": {
+                    "label": {"type": "string", "enum": ["positive", "negative"]},
+                    "score": {"type": "number"},
+                    "tags": {"type": "array", "items": {"type": "string"}},
+                    "flagged": {"type": "boolean"},
+                },
+                "required": ["label", "score", "tags", "flagged"],
+                "additionalProperties": False,
+            }
+        ),
+        encoding="utf-8",
+    )
+    typed = ("--model", "claude-sonnet-5-5", "--max-tokens", "300", "--json-schema", str(schema))
+    typed += ("--keep-column", "stars")
+    out, whole = tmp_path / "out.parquet", tmp_path / "whole.parquet"
+    with SimulatorThread(SimulatorConfig(latency_mean=0.03, latency_jitter=0.02)) as sim:
+        proc = start_run(inp, out, sim.base_url, *typed)
+        wait_for_journal(out, proc, 60)
+        proc.kill()
+        proc.communicate(timeout=30)
+        assert not out.exists() and 60 <= journal_lines(out) < n
+        resumed = start_run(inp, out, sim.base_url, *typed)
+        _, err = resumed.communicate(timeout=120)
+        assert resumed.returncode == 0, err
+        alone = start_run(inp, whole, sim.base_url, *typed)
+        _, err = alone.communicate(timeout=120)
+        assert alone.returncode == 0, err
+    schema_of = pq.read_schema(out)
+    assert schema_of == pq.read_schema(whole)
+    assert schema_of.field("id").type == pa.int64() and schema_of.field("stars").type == pa.int64()
+    assert schema_of.field("answer_score").type == pa.float64()
+    assert schema_of.field("answer_tags").type == pa.list_(pa.string())
+    assert schema_of.field("answer_flagged").type == pa.bool_()
+    answers = ["id", "stars", "answer_label", "answer_score", "answer_tags", "answer_flagged"]
+    assert pq.read_table(out).select(answers) == pq.read_table(whole).select(answers)

@@ -38,7 +38,7 @@ def _documents(n: int) -> list[dict[str, Any]]:
 
 
 def _config(inp: Path, out: Path, url: str, **flags: Any) -> RunConfig:
-    settings = {"model": "claude-sonnet-4-5", "max_tokens": 400, "concurrency": 6, **flags}
+    settings = {"model": "claude-sonnet-4-6", "max_tokens": 400, "concurrency": 6, **flags}
     return job_config(inp, out, url, **settings)
 
 
@@ -53,7 +53,7 @@ def _worst_case(rows: list[dict[str, Any]]) -> float:
     """The most one row's request could cost: the budget's contract allows that much over."""
     budget = Budget(Decimal(1), load_prices())
     bodies = (
-        {"model": "claude-sonnet-4-5", "max_tokens": 400, "messages": [m]}
+        {"model": "claude-sonnet-4-6", "max_tokens": 400, "messages": [m]}
         for m in ({"role": "user", "content": r["prompt"]} for r in rows)
     )
     return float(max(budget.worst_case(b, estimate_input_tokens(b)) or 0 for b in bodies))
@@ -115,7 +115,7 @@ def test_a_job_that_spent_its_cap_sends_nothing_and_says_how_to_go_on(
     left = len(rows) - first.ok
 
     args = ["run", str(inp), "-o", str(out), "--base-url", sim.base_url, "-c", "6"]
-    args += ["--model", "claude-sonnet-4-5", "--max-tokens", "400", "--max-cost", f"{spent}"]
+    args += ["--model", "claude-sonnet-4-6", "--max-tokens", "400", "--max-cost", f"{spent}"]
     result = CliRunner().invoke(cli, args, env={"ANTHROPIC_API_KEY": TEST_KEY})
     assert result.exit_code == 4, result.stderr
     assert sim.stats.requests == sent  # nothing sent

@@ -24,13 +24,8 @@ import batchrun
 from batchrun.cli import cli
 from batchrun.core.errors import ConfigError, OutputError
 from batchrun.runs.runtime import Runtime
-from batchrun.shards.run import (
-    MERGE_FAN_IN,
-    ShardError,
-    proof_path,
-    shard_output,
-    shards_folder,
-)
+from batchrun.shards.layout import ShardError, proof_path, shard_output, shards_folder
+from batchrun.shards.run import MERGE_FAN_IN
 from batchrun.simulator import SimulatorThread
 from batchrun.store.sink import journal_path
 

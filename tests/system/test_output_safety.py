@@ -300,29 +300,57 @@ def test_stale_temporaries_are_removed_and_nothing_else(tmp_path: Path) -> None:
     assert sorted(tmp_path.iterdir()) == sorted(kept)
 
 
-def test_a_batch_results_spool_is_unique_per_run(
+def test_temporaries_are_looked_for_only_after_a_killed_run(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    """A run that ends removes its lock file, so one found when the lock is taken was left by
+    a killed run, and only such a run leaves temporary files: they are looked for (listing
+    the output's folder, which may hold anything) only then."""
+    out = tmp_path / "o.parquet"
+    with OutputLock(out) as lock:
+        assert not lock.after_kill
+    lock_path(out).write_text('{"pid": 1}')  # what a kill -9 leaves
+    with OutputLock(out) as lock:
+        assert lock.after_kill
+    with OutputLock(out) as lock:
+        assert not lock.after_kill  # the last run ended
+
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(3))
+    stale = temporary_path(out, ".tmp")
+    stale.write_text("a final step cut short")
+    assert run(job_config(inp, out, sim.base_url)).exit_code == 0
+    assert stale.exists()  # not looked for: no run was killed since the lock file went
+    lock_path(out).write_text('{"pid": 1}')
+    assert run(job_config(inp, out, sim.base_url)).exit_code == 0
+    assert not stale.exists() and not lock_path(out).exists()
+
+
+def test_a_batch_runs_files_are_unique_per_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A batch's body file and its kept rows (``batches.sent``) are this run's own, beside
+    the output, and gone once the batch is collected; another's file is left alone."""
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(4))
     out = tmp_path / "o.parquet"
-    other = tmp_path / ".o.parquet.b1.results"  # the fixed name of another run's spool
-    other.write_text("another run's results")
-    spools: list[Path] = []
-    real = batch_driver.ResultSpool
+    others = [tmp_path / ".o.parquet.b1.sent", tmp_path / ".o.parquet.b1.body"]
+    for other in others:
+        other.write_text("another run's file")
+    made: list[Path] = []
+    real = batch_driver.temporary_path
 
-    def spy(path: Path, positions: Any) -> Any:
-        spools.append(path)
-        return real(path, positions)
+    def spy(output: Path, suffix: str) -> Path:
+        made.append(real(output, suffix))
+        return made[-1]
 
-    monkeypatch.setattr(batch_driver, "ResultSpool", spy)
+    monkeypatch.setattr(batch_driver, "temporary_path", spy)
     with SimulatorThread(SimulatorConfig(batch_processing_s=0.1)) as sim:
         summary = run(job_config(inp, out, sim.base_url, via="batches", poll_interval=0.05))
     assert summary.exit_code == 0
-    assert [p.parent for p in spools] == [tmp_path]
-    assert re.fullmatch(
-        rf"\.o\.parquet\.{os.getpid()}\.[0-9a-f]{{12}}\.b1\.results", spools[0].name
-    )
-    assert other.read_text() == "another run's results" and not spools[0].exists()
+    assert sorted(p.suffix for p in made) == [".body", ".sent"]
+    for path in made:
+        assert path.parent == tmp_path and not path.exists()
+        assert re.fullmatch(rf"\.o\.parquet\.{os.getpid()}\.[0-9a-f]{{12}}\.(body|sent)", path.name)
+    assert all(other.read_text() == "another run's file" for other in others)
 
 
 # --- outputs that cannot destroy inputs ------------------------------------------------------

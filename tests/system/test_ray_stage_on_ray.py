@@ -6,6 +6,7 @@ installed. The stage's own logic without Ray: tests/integration/test_ray_stage.p
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -73,10 +74,37 @@ def test_run_engine_ray_writes_the_output_in_input_order_and_resumes(tmp_path: P
     out = pq.read_table(tmp_path / "out.parquet")
     assert out.column("id").to_pylist() == [r["id"] for r in rows]
     assert out.column("error_type").to_pylist()[7] == "invalid_request"
+    # A spool a killed driver left beside the output (the whole output's size, at worst).
+    stale = tmp_path / ".out.parquet.4242.0123456789ab.ray.tmp"
+    stale.write_bytes(b"spooled blocks")
     again = run_script("with_simulator.py", "{}", *cli, cwd=tmp_path)
     assert again["exit"] == 3, again["stderr"]
+    assert not stale.exists()
     assert again["requests"] == 0  # every row was committed
     assert pq.read_table(tmp_path / "out.parquet").num_rows == 301
+
+
+@ON_RAY
+def test_run_engine_ray_streams_each_block_to_disk_as_it_arrives(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    rows, block_rows = 600, 50
+    report = tmp_path / "report.json"
+    driver = [sys.executable, str(SCRIPTS / "engine_driver.py"), "{base_url}", str(tmp_path)]
+    driver += [str(report), str(rows), str(block_rows)]
+    result = run_script("with_simulator.py", "{}", *driver, cwd=tmp_path)
+    assert result["exit"] == 0, result["stderr"]
+    assert result["requests"] == rows
+    seen = json.loads(report.read_text())
+    assert seen["exit"] == 0 and seen["in_order"] and seen["statuses"] == ["ok"]
+    # The driver keeps no block: each went to its spool on disk as it came back, before the
+    # next was taken, so the spool grew with every block (never all at the end) ...
+    sizes = [size for size, _ in seen["seen"]]
+    spooled = [count for _, count in seen["seen"]]
+    assert len(spooled) >= rows // block_rows
+    assert spooled == sorted(spooled) and spooled[-1] == rows
+    assert all(later > earlier for earlier, later in itertools.pairwise(sizes))
+    # ... and nothing of it, nor of the staged input, is left once the output is in place.
+    assert not seen["spool_left"] and seen["staged_left"] == []
 
 
 def test_ray_tests_run_in_their_own_network_namespace(tmp_path: Path) -> None:

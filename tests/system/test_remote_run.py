@@ -77,7 +77,7 @@ def test_no_final_object_before_the_run_ends_and_a_stop_keeps_the_segments(
 ) -> None:
     inp = uploaded_input(env, bucket, tmp_path, 30)
     out = f"s3://{bucket}/out/costly.parquet"
-    flags = {"model": "claude-sonnet-4-5", "max_tokens": 400, "segment_rows": 2}
+    flags = {"model": "claude-sonnet-4-6", "max_tokens": 400, "segment_rows": 2}
     stopped = run(config(inp, out, sim.base_url, env, max_cost=0.03, **flags))
     assert stopped.exit_code == 4 and stopped.partial is not None
     assert not storage(env).exists(out)  # the final file is one upload, at the end

@@ -18,12 +18,12 @@ import pyarrow.json as pj
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from support import TEST_KEY, job_config, prompts, reply_tag, start_run, wait_until, write_jsonl
+from support import job_config, prompts, reply_tag, start_run, wait_until, write_jsonl
 
 import batchrun
 from batchrun.cli import cli
 from batchrun.runs.plan import in_shard, shard_of
-from batchrun.shards.run import ShardError, proof_path, shard_output
+from batchrun.shards.layout import ShardError, proof_path, shard_output
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.sink import journal_path
 
@@ -246,14 +246,3 @@ def test_a_killed_shard_is_unfinished_and_its_rerun_sends_only_its_missing_rows(
     table = pq.read_table(out)
     assert table.column("id").to_pylist() == [r["id"] for r in prompts(n)]
     assert table.column("status").to_pylist() == ["ok"] * n
-
-
-def test_shard_refuses_message_batches(tmp_path: Path) -> None:
-    inp = write_jsonl(tmp_path / "in.jsonl", prompts(3))
-    config = batchrun.load_config(
-        inp,
-        {"output": str(tmp_path / "o.parquet"), "via": "batches", "model": "claude-haiku-4-5"},
-        environ={"ANTHROPIC_API_KEY": TEST_KEY},
-    )
-    with pytest.raises(batchrun.ConfigError, match="shard runs online only: drop via='batches'"):
-        batchrun.run_shard(config, 0, 2)

@@ -26,7 +26,7 @@ from batchrun.cost.prices import load_prices
 from batchrun.limits.shared import RedisBuckets, SharedBudget, to_nano
 from batchrun.rows.tokens import estimate_input_tokens
 from batchrun.runs.plan import in_shard
-from batchrun.shards.run import shard_output
+from batchrun.shards.layout import shard_output
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.sink import journal_path
 
@@ -293,7 +293,7 @@ def _job(inp: Path, out: Path, url: str, store: str, cap: float) -> RunConfig:
         inp,
         out,
         url,
-        model="claude-sonnet-4-5",
+        model="claude-sonnet-4-6",
         max_tokens=400,
         concurrency=6,
         max_cost=cap,
@@ -312,7 +312,7 @@ def test_the_shared_budget_is_the_jobs_across_runs_even_after_redis_forgot_it(
     out = tmp_path / "out.parquet"
     cap = 0.04
     worst = max(
-        _worst_case({"model": "claude-sonnet-4-5", "max_tokens": 400, "messages": [m]})
+        _worst_case({"model": "claude-sonnet-4-6", "max_tokens": 400, "messages": [m]})
         for m in ({"role": "user", "content": r["prompt"]} for r in rows)
     )
     with SimulatorThread(SimulatorConfig()) as sim:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from array import array
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -14,15 +15,21 @@ import httpx
 import pytest
 from support import TEST_KEY
 
-from batchrun.batches.plan import CUSTOM_ID, BatchItem, chunks, custom_id_for
-from batchrun.batches.results import ResultSpool, result_row
-from batchrun.client.batch_endpoints import BatchesApi, BatchStatus, is_ambiguous
+from batchrun.batches.plan import CUSTOM_ID, BatchItem, chunks, custom_id_for, request_part
+from batchrun.batches.results import result_row
+from batchrun.batches.sent import SentRows
+from batchrun.client.batch_endpoints import BatchesApi, BatchStatus, Upload, is_ambiguous
 from batchrun.client.credentials import Credentials
 from batchrun.client.messages import MessagesClient
 from batchrun.config.load import load_config
-from batchrun.core.errors import ApiConnectionError, ApiStatusError, ApiTimeoutError
+from batchrun.core.errors import (
+    ApiConnectionError,
+    ApiResponseError,
+    ApiStatusError,
+    ApiTimeoutError,
+)
 from batchrun.core.secret import Secret
-from batchrun.engine.outcome import RowSettings, Work
+from batchrun.engine.outcome import RowSettings, Work, base_row, kept_texts
 from batchrun.rows.reader import InputRow
 from batchrun.store.batch_journal import BatchJournal, IntentRows
 
@@ -61,6 +68,36 @@ def test_chunks_respect_the_byte_size_exactly() -> None:
     for chunk in got:
         assert len(chunk.content()) == chunk.size <= 3 * one
     assert sum(len(c) for c in got) == 7 and len(got) >= 3
+
+
+def test_bodies_written_to_files_are_the_bodies_built_in_memory(tmp_path: Path) -> None:
+    """Each chunk's body goes to its own file as it grows, within the same limits, and is
+    read back the same whole or a slice at a time (``UPLOAD_SLICE``), as an upload reads it."""
+    one = len(next(iter(chunks(items(1), 10, 10**6))).content())
+    in_memory = list(chunks(items(7), max_requests=100, max_bytes=3 * one))
+    paths = iter(tmp_path / f"body{k}" for k in range(10))
+    on_disk = list(chunks(items(7), 100, 3 * one, body_path=lambda: next(paths)))
+    assert [c.indexes for c in on_disk] == [c.indexes for c in in_memory]
+
+    async def uploaded(chunk: Any) -> bytes:
+        return b"".join([piece async for piece in chunk.body.slices()])
+
+    for disk, memory in zip(on_disk, in_memory, strict=True):
+        assert disk.body.path is not None and disk.body.path.exists()
+        assert disk.content() == memory.content() == asyncio.run(uploaded(disk))
+        assert disk.size == memory.size == len(memory.content())
+        disk.body.remove()
+        assert not disk.body.path.exists()
+
+
+def test_a_request_already_encoded_is_not_encoded_again() -> None:
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "é"}]}
+    encoded = json.dumps(body, sort_keys=True, ensure_ascii=False).encode()
+    item = BatchItem(0, "r0", "0" * 64, body, content=encoded)
+    part = request_part("r0", item)
+    assert encoded in part
+    assert json.loads(part) == json.loads(request_part("r0", BatchItem(0, "r0", "0" * 64, body)))
+    assert json.loads(part) == {"custom_id": "r0", "params": body}
 
 
 def test_a_request_bigger_than_the_limit_gets_a_batch_of_its_own() -> None:
@@ -209,17 +246,42 @@ def test_an_unknown_result_type_is_an_error_row(tmp_path: Path) -> None:
     assert row["error_type"] == "unknown_result" and "'new'" in row["error_message"]
 
 
-def test_the_spool_finds_results_by_position_whatever_their_order(tmp_path: Path) -> None:
-    async def lines() -> Any:
-        for cid in ["c", "zz", "a", "b"]:
-            yield {"custom_id": cid, "result": {"type": "succeeded", "n": cid}}
-
-    with ResultSpool(tmp_path / "spool", {"a": 0, "b": 1, "c": 2, "d": 3}) as spool:
-        assert asyncio.run(spool.fill(lines())) == 3
-        assert spool.unknown == 1
-        assert [(spool.get(k) or {}).get("custom_id") for k in range(4)] == ["a", "b", "c", None]
-        spool.remove()
-    assert not (tmp_path / "spool").exists()
+def test_a_batch_keeps_what_its_output_rows_need_of_its_rows(tmp_path: Path) -> None:
+    """The rows a batch was built from give the same output columns after a spill to disk
+    and back as the rows themselves: id, model asked, request hash and kept columns."""
+    settings = RowSettings.of(config(tmp_path))
+    settings = RowSettings(**{**settings.__dict__, "keep_columns": ("topic", "n")})
+    fields = {"prompt": "hi", "topic": "rivers", "n": 3}
+    works = [
+        Work(InputRow(i, i + 1, f"row-{i}", fields), {"model": model}, f"{i:064x}", None)
+        for i, model in enumerate(["claude-haiku-4-5", None])
+    ]
+    batch = next(
+        chunks(
+            (
+                BatchItem(
+                    w.row.index,
+                    w.row.id,
+                    w.request_hash or "",
+                    w.body or {},
+                    kept_texts(w, settings),
+                )
+                for w in works
+            ),
+            max_requests=10,
+            max_bytes=10**6,
+            keep_columns=settings.keep_columns,
+        )
+    )
+    batch.sent.save(tmp_path / "sent")
+    sent = SentRows.load(tmp_path / "sent")
+    for position, original in enumerate(works):
+        again = base_row(sent.work(position, original.row.index), settings)
+        expected = base_row(original, settings)
+        for row in (again, expected):
+            del row["finished_at"]
+        assert again == expected
+    assert expected["n"] == "3" and expected["model"] == settings.defaults.model
 
 
 # -- the endpoint wrapper ----------------------------------------------------------------------
@@ -313,6 +375,36 @@ def test_reads_are_retried_but_create_is_not() -> None:
             assert calls[3:] == ["POST"] and is_ambiguous(info.value)
 
     asyncio.run(go())
+
+
+def test_a_body_read_as_it_uploads_is_sent_whole_with_its_length() -> None:
+    body = b'{"requests":[' + b",".join(b'{"custom_id":"r%d"}' % i for i in range(50)) + b"]}"
+    seen: list[tuple[str | None, str | None, bytes]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers = request.headers
+        seen.append(
+            (headers.get("content-length"), headers.get("transfer-encoding"), request.content)
+        )
+        return httpx.Response(
+            200, json=batch(1, datetime.now(timezone.utc)) if len(seen) > 1 else {"type": "x"}
+        )
+
+    async def slices() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 100):
+            yield body[start : start + 100]
+
+    api, client = api_over(handler)
+
+    async def go() -> None:
+        async with client:
+            with pytest.raises(ApiResponseError):  # an unusable reply: the body was sent, though
+                await api.create(Upload(len(body), slices))
+            status = await api.create(Upload(len(body), slices))  # a fresh read per attempt
+            assert status.id == "msgbatch_1"
+
+    asyncio.run(go())
+    assert seen == [(str(len(body)), None, body)] * 2
 
 
 @pytest.mark.parametrize(

@@ -40,11 +40,11 @@ def test_job_file_paths_are_relative_to_the_job_file(tmp_path: Path) -> None:
 def test_flag_beats_environment_beats_job_file_beats_default(tmp_path: Path) -> None:
     path = job_file(tmp_path)
     assert load_config(path, environ={}).engine.concurrency == 4
-    env = {"BATCHRUN_CONCURRENCY": "9", "BATCHRUN_MODEL": "claude-sonnet-4-5"}
+    env = {"BATCHRUN_CONCURRENCY": "9", "BATCHRUN_MODEL": "claude-sonnet-4-6"}
     from_env = load_config(path, environ=env)
-    assert (from_env.engine.concurrency, from_env.defaults.model) == (9, "claude-sonnet-4-5")
+    assert (from_env.engine.concurrency, from_env.defaults.model) == (9, "claude-sonnet-4-6")
     from_flag = load_config(path, {"concurrency": 30, "model": None}, environ=env)
-    assert (from_flag.engine.concurrency, from_flag.defaults.model) == (30, "claude-sonnet-4-5")
+    assert (from_flag.engine.concurrency, from_flag.defaults.model) == (30, "claude-sonnet-4-6")
     bare = load_config(tmp_path / "in.jsonl", environ={})
     assert bare.engine.concurrency == DEFAULT_CONCURRENCY
 

@@ -128,7 +128,7 @@ def test_canonical_and_undated_names() -> None:
 def test_an_unknown_name_suggests_the_closest_models_of_its_family() -> None:
     table = default_prices()
     assert table.suggest("claude-haiku-4-6") == ["claude-haiku-4-5", "claude-haiku-5-5"]
-    assert table.suggest("claude-sonet-4-5")[0] == "claude-sonnet-4-5"
+    assert table.suggest("claude-sonet-4-6")[0] == "claude-sonnet-4-6"
     haiku = {"claude-haiku-4-5", "claude-haiku-5-5"}
     assert set(table.suggest("claude-3-5-haiku-20241022")) == haiku
     opus = table.suggest("claude-opus-4-9")

@@ -166,7 +166,7 @@ def test_newer_models_carry_the_prices_the_facts_give() -> None:
     sonnet5 = table.lookup("claude-sonnet-5")
     assert sonnet5 is not None and (sonnet5.rates.input, sonnet5.rates.output) == (D(2), D(10))
     opus47 = table.lookup("claude-opus-4-7")
-    assert opus47 is not None and "third-party" in opus47.source
+    assert opus47 is not None and "official" in opus47.source  # no longer third-party only
 
 
 # --- overrides -------------------------------------------------------------------------------

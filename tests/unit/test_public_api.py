@@ -129,11 +129,14 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
         [
             "cache",
             "cache_system",
+            "drop_unsupported",
+            "effort",
             "max_tokens",
             "metadata",
             "model",
             "service_tier",
             "stop_sequences",
+            "structured",  # issue 25: --json-schema's request (rows.structured)
             "system",
             "temperature",
             "template",
@@ -193,6 +196,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "dedup_sampled",
             "dedup_saved_usd",
             "deduplicated",
+            "dropped",
             "elapsed_s",
             "error",
             "error_types",

@@ -218,7 +218,7 @@ def test_models_have_their_own_buckets_and_queues() -> None:
             await rl.acquire(MODEL, 1, 1)
         waiting = asyncio.ensure_future(admitted_at(vt, rl, 1, 1))
         await vt.idle()
-        await rl.acquire("claude-sonnet-4-5", 1, 1)
+        await rl.acquire("claude-sonnet-4-6", 1, 1)
         other = vt.now
         (haiku,) = await vt.finish(waiting)
         return other, haiku
@@ -233,7 +233,7 @@ def test_per_model_limits_override_the_default_field_by_field() -> None:
     )
     assert config.for_model("claude-haiku-4-5") == Limits(rpm=1_000, itpm=200_000)
     assert config.for_model("claude-haiku-4-5-20251001") == Limits(rpm=1_000, itpm=200_000)
-    assert config.for_model("claude-sonnet-4-5") == Limits(rpm=1_000, itpm=50_000)
+    assert config.for_model("claude-sonnet-4-6") == Limits(rpm=1_000, itpm=50_000)
     assert config.any and not LimitsConfig().any
 
 
@@ -309,7 +309,7 @@ def test_cache_reads_do_not_count_toward_itpm_except_on_older_models() -> None:
     usage = {"input_tokens": 100, "cache_creation_input_tokens": 50, "cache_read_input_tokens": 900}
     assert itpm_tokens(usage, "claude-haiku-4-5") == 150
     assert itpm_tokens(usage, "claude-3-5-haiku-20241022") == 1050
-    assert itpm_tokens({"input_tokens": 7}, "claude-sonnet-4-5") == 7
+    assert itpm_tokens({"input_tokens": 7}, "claude-sonnet-4-6") == 7
 
 
 @pytest.mark.parametrize(
@@ -577,7 +577,7 @@ def test_the_tuner_uses_a_default_when_no_limits_are_known() -> None:
     tuner = ConcurrencyTuner(rl, applied.append, unlimited=64)
     tuner.observe(MODEL, 1.0)
     assert applied == [AUTO_START, 64]
-    tuner.observe("claude-sonnet-4-5", 1.0)
+    tuner.observe("claude-sonnet-4-6", 1.0)
     assert tuner.chosen == 128
 
 
@@ -638,8 +638,8 @@ def test_stop_cancels_every_waiting_and_later_acquire() -> None:
             await rl.acquire(MODEL, 1, 1)
         napping = asyncio.ensure_future(rl.acquire(MODEL, 1, 1))  # head: waits for refill
         queued = asyncio.ensure_future(rl.acquire(MODEL, 1, 1))  # behind it
-        rl.pause("claude-sonnet-4-5", 30.0)
-        paused = asyncio.ensure_future(rl.acquire("claude-sonnet-4-5", 1, 1))
+        rl.pause("claude-sonnet-4-6", 30.0)
+        paused = asyncio.ensure_future(rl.acquire("claude-sonnet-4-6", 1, 1))
         await vt.idle()
         rl.stop()
         await vt.idle()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -18,9 +19,11 @@ from batchrun.rows.request import (
     RequestDefaults,
     build_request,
     check_defaults,
+    prepare_request,
     request_hash,
     template_fields,
 )
+from batchrun.rows.structured import StructuredRequest
 
 DEFAULTS = RequestDefaults(model="claude-haiku-4-5", max_tokens=100)
 USER_HI = [{"role": "user", "content": "hi"}]
@@ -608,6 +611,35 @@ def test_request_hash_differs_when_the_request_differs() -> None:
 def test_request_hash_of_built_bodies_is_stable() -> None:
     fields = {"prompt": "hi", "tools": '[{"name": "t", "input_schema": {"type": "object"}}]'}
     assert request_hash(build(fields)) == request_hash(build(dict(reversed(fields.items()))))
+
+
+def test_a_body_holding_a_schema_is_sent_in_its_own_key_order() -> None:
+    # The model writes a structured answer's fields in the schema's order: "reasoning"
+    # first must reach the API first, not sorted after "label".
+    schema = {
+        "type": "object",
+        "properties": {"reasoning": {"type": "string"}, "label": {"type": "string"}},
+        "required": ["reasoning", "label"],
+        "additionalProperties": False,
+    }
+    structured = StructuredRequest.of(schema, "schema.json")
+    asked = prepare_request({"prompt": "hi"}, replace(DEFAULTS, structured=structured))
+    sent = json.loads(asked.content)
+    assert list(sent["output_config"]["format"]["schema"]["properties"]) == ["reasoning", "label"]
+    assert sent == asked.body and asked.size == len(asked.content)
+    tool = {"name": "t", "input_schema": schema}
+    with_tool = prepare_request({"prompt": "hi", "tools": [tool]}, DEFAULTS)
+    assert list(json.loads(with_tool.content)["tools"][0]["input_schema"]["properties"]) == [
+        "reasoning",
+        "label",
+    ]
+    # The identity stays the canonical JSON's, whatever the order
+    assert asked.hash == request_hash(asked.body)
+    # A body with no schema is sent as its canonical JSON, encoded once
+    plain = prepare_request({"prompt": "hi", "metadata": {"user_id": "u"}}, DEFAULTS)
+    assert plain.content == json.dumps(
+        plain.body, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode("utf-8")
 
 
 # --- typos and the size limit (added with the reliability work) -----------------------------

@@ -713,3 +713,35 @@ def test_csv_json_cell_nested_too_deep_is_a_request_problem(tmp_path: Path) -> N
         build_request(row.fields, RequestDefaults(model="m", max_tokens=5))
     assert [p.field for p in info.value.problems] == ["tools"]
     assert "nested deeper" in str(info.value)
+
+
+def test_rows_skipped_one_after_another_keep_every_index_line_and_duplicate(
+    tmp_path: Path,
+) -> None:
+    """A JSON-lines reader gives a run of skipped rows as one (a resume skips millions at
+    once): blank lines and a line past the cap inside the run, and a duplicate after it that
+    makes the reader read the file again, still land on the right indexes and lines."""
+    long = json.dumps({"id": "long", "prompt": "x" * 300})
+    lines: list[str | bytes | dict[str, Any]] = [{"id": "a", "prompt": "p"}]
+    lines += [{"id": f"s{i}", "prompt": "p"} for i in range(5)]  # skipped: rows 1-5
+    lines += ["", long, "  "]  # a blank line, a long line (row 6, skipped), another blank
+    lines += [{"id": "b", "prompt": "p"}, {"id": "s2", "prompt": "p"}, {"id": "a"}]
+    path = write_jsonl(tmp_path / "in.jsonl", lines)
+    asked: list[int] = []
+
+    def skip(index: int) -> bool:
+        asked.append(index)
+        return 1 <= index <= 6
+
+    rows = list(read_rows(path, skip=skip, known_ids=["s2"], max_row_bytes=200))
+    got = [
+        (r.index, r.line, r.id, str(r.problem).split(": id: ")[-1] if r.problem else None)
+        for r in rows
+    ]
+    assert got == [
+        (0, 1, "a", None),
+        (7, 10, "b", None),
+        (8, 11, "s2", "duplicate id 's2': also a row an earlier run answered"),
+        (9, 12, "a", "duplicate id 'a': first seen on line 1"),
+    ]
+    assert sorted(set(asked)) == list(range(10))  # every row was asked about

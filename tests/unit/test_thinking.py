@@ -15,7 +15,7 @@ from batchrun.rows.request import RequestDefaults, build_request
 from batchrun.simulator.events import stream_events
 from batchrun.simulator.replies import REDACTED_THINKING_TRIGGER, make_reply
 
-DEFAULTS = RequestDefaults(model="claude-sonnet-4-5", max_tokens=4096)
+DEFAULTS = RequestDefaults(model="claude-sonnet-4-6", max_tokens=4096)
 
 ENABLED = {"type": "enabled", "budget_tokens": 2048}
 
@@ -43,14 +43,6 @@ def test_valid_thinking_settings_pass() -> None:
         )
     tools = {"tools": [{"name": "t"}], "tool_choice": {"type": "auto"}}
     assert build_request({"prompt": "x", "thinking": ENABLED, **tools}, DEFAULTS)
-
-
-def test_json_schema_jobs_refuse_thinking(tmp_path: Path) -> None:
-    (tmp_path / "s.json").write_text('{"type": "object"}', encoding="utf-8")
-    inp = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "x"}])
-    flags = {"model": "m", "max_tokens": 4096, "json_schema": str(tmp_path / "s.json")}
-    with pytest.raises(ConfigError, match="thinking"):
-        load_config(inp, {**flags, "thinking": ENABLED}, environ={})
 
 
 def thinking_body(prompt: str) -> dict[str, Any]:

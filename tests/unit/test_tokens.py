@@ -107,6 +107,33 @@ def test_tool_definitions_and_tool_use_are_estimated_as_json() -> None:
     assert abs(estimate_input_tokens(multi) - count_input_tokens(multi)) <= 4
 
 
+def test_the_schema_output_config_format_asks_for_is_input_too() -> None:
+    # The API makes a prompt of the format's schema and bills it as input: the estimate and
+    # the simulator's count both take it, as JSON, as they take a forced tool's definition.
+    schema = {
+        "type": "object",
+        "properties": {
+            "reasoning": {"type": "string"},
+            "label": {"type": "string", "enum": ["positive", "negative", "neutral"]},
+            "score": {"type": "number"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        },
+        "required": ["reasoning", "label", "score", "tags"],
+        "additionalProperties": False,
+    }
+    asked = body(
+        "Great product.", output_config={"format": {"type": "json_schema", "schema": schema}}
+    )
+    plain = body("Great product.")
+    added = estimate_input_tokens(asked) - estimate_input_tokens(plain)
+    counted = count_input_tokens(asked) - count_input_tokens(plain)
+    assert counted > 30 and abs(added - counted) / counted < 0.2
+    # effort alone adds nothing
+    effort = body("Great product.", output_config={"effort": "low"})
+    assert estimate_input_tokens(effort) == estimate_input_tokens(plain)
+    assert count_input_tokens(effort) == count_input_tokens(plain)
+
+
 def test_every_message_adds_its_overhead() -> None:
     one = body("same words here")
     two = body("same words here")

@@ -6,6 +6,7 @@ holds answers back (a whole run against the simulator: tests/integration/test_wa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -163,12 +164,16 @@ def test_rows_waiting_for_a_group_are_released_when_admission_stops() -> None:
 
 class Held:
     """A MockTransport handler that records, per prefix group, requests sent before the
-    group's first request had answered."""
+    group's first request had answered. A group's first answer is held back until
+    ``hold_until_plain`` rows without a shared prefix have been sent (or 10 s pass), so a
+    test sees those rows flow while the groups wait, whatever the machine's load."""
 
-    def __init__(self) -> None:
+    def __init__(self, hold_until_plain: int = 0) -> None:
         self.sent: list[str] = []
         self.first_answered: set[str] = set()
         self.early: Counter[str] = Counter()
+        self.hold_until_plain = hold_until_plain
+        self._plain_enough = asyncio.Event()
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
@@ -178,7 +183,13 @@ class Held:
         if not first and group not in self.first_answered and group != "none":
             self.early[group] += 1
         self.sent.append(group)
+        if self.sent.count("none") >= self.hold_until_plain:
+            self._plain_enough.set()
         await asyncio.sleep(0.01)
+        if first and group != "none":
+            # After 10 s the plain rows were held back too: the test's count says so.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._plain_enough.wait(), 10)
         if first:
             self.first_answered.add(group)
         return httpx.Response(200, json=canned_message(body["model"], "ok"))
@@ -203,7 +214,7 @@ def test_each_group_sends_one_request_first_while_rows_without_a_prefix_flow(
         rows.append({"id": f"n{i}", "messages": _turns(f"none {i} short", i)})
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     config = job_config(inp, tmp_path / "out.jsonl", "http://127.0.0.1:9", concurrency=16)
-    handler, tally, out = Held(), RowTally(), list[dict[str, Any]]()
+    handler, tally, out = Held(hold_until_plain=5), RowTally(), list[dict[str, Any]]()
 
     async def go() -> None:
         async with job_client(config, Runtime(transport=httpx.MockTransport(handler))) as client:
