@@ -118,3 +118,16 @@ def test_the_estimate_counts_k_requests_a_row(tmp_path: Path, sim: SimulatorThre
         note.startswith("samples: samples=3 asks each row 3 times") and "(10 rows × 3)" in note
         for note in thrice.notes
     )
+
+
+def test_a_setting_left_out_is_counted_once_a_row_not_once_a_sample(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", _rows(4))
+    config = job_config(
+        inp, tmp_path / "out.parquet", sim.base_url, samples=3, temperature=0.5,
+        model="claude-haiku-5-5", max_tokens=2048, drop_unsupported=True,
+    )  # fmt: skip
+    result = run(config)
+    assert sim.stats.answered_ok == 12 and result.summary.finished == 4
+    assert dict(result.summary.dropped) == {"temperature": 4}
