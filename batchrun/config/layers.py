@@ -143,6 +143,7 @@ class EngineSettings:
     dedup: bool = True  # identical requests are sent once (engine.dedup)
     rate_limit_store: str | None = None  # redis://...: limits shared by many processes
     json_schema: Mapping[str, Any] | None = None  # replies must satisfy it (rows.structured)
+    samples: int = 1  # requests per row, folded into one output row (engine.samples)
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,9 @@ class RunSettings:
     quiet: bool = False
     grace: float = DEFAULT_GRACE  # seconds in-flight requests may take after Ctrl-C
     json_summary: bool = False  # run --json: the summary as JSON on stdout
+    limit: int | None = None  # a trial of the job's first rows (``public.trial``)
+    sample: int | None = None  # ... or of rows drawn at random with ``seed``
+    seed: int = 0
 
 
 LAYERS: tuple[type[Any], ...] = (

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,12 +62,22 @@ class RowTally:
     deduplicated: int = field(
         default=0, metadata=ADDS
     )  # rows given the answer of an identical request instead of being sent (engine.dedup)
+    dedup_sampled: int = field(
+        default=0, metadata=ADDS
+    )  # of those, rows whose request samples (temperature above 0): a copy, not a sample
     dedup_saved_usd: float = field(
         default=0.0, metadata=ADDS
     )  # what those answers cost the rows that were sent
     dedup_resent: int = field(
         default=0, metadata=ADDS
     )  # duplicates sent anyway: their twin's answer had left the bounded table (no plan)
+    sample_requests: int = field(
+        default=0, metadata=ADDS
+    )  # --samples K: the requests' rows folded into voted rows (engine.samples)
+    agreement_total: float = field(
+        default=0.0, metadata=ADDS
+    )  # the voted rows' agreement, summed (its mean: agreement_total / agreement_rows)
+    agreement_rows: int = field(default=0, metadata=ADDS)
     cache_groups_warmed: int = field(
         default=0, metadata=ADDS
     )  # prefix groups whose first request went alone to write the cache (engine.warmup)
@@ -89,8 +99,10 @@ class RowTally:
     def rows_per_second(self) -> float:
         return self.finished / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
-    def count(self, row: Mapping[str, Any]) -> None:
-        """Count one finished output row."""
+    def count(self, row: Mapping[str, Any], dropped: Iterable[str] = ()) -> None:
+        """Count one finished output row, sent without the settings ``dropped``
+        (--drop-unsupported left them out for its model)."""
+        self.dropped.update(dropped)
         if row["status"] == STATUS_OK:
             self.ok += 1
         else:

@@ -39,6 +39,10 @@ COLUMNS: tuple[tuple[str, Kind], ...] = (
     ("error_message", "string"),
     ("request_hash", "string"),
     ("duplicate_of", "string"),  # the id of the row whose identical request was sent for this one
+    # --samples K: every sample's answer, as JSON, and the share of them equal to the chosen
+    # (most frequent) answer (engine.samples); null for a row asked once
+    ("samples_json", "string"),
+    ("agreement", "float"),
     ("via", "string"),  # "online" | "batches": how the row was sent (Message Batches: half price)
     ("batch_id", "string"),  # the Message Batch that answered the row
     # Where the answer came from: "simulator", or the API's base URL without credentials

@@ -177,6 +177,8 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
     "RunSummary": (
         "class",
         [
+            "agreement_rows",
+            "agreement_total",
             "batches_collected",
             "batches_created",
             "batches_running",
@@ -191,6 +193,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "concurrency_chosen",
             "cost_usd",
             "dedup_resent",
+            "dedup_sampled",
             "dedup_saved_usd",
             "deduplicated",
             "dropped",
@@ -217,6 +220,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "rate_slowdowns",
             "rate_wait_s",
             "retries",
+            "sample_requests",
             "skipped",
             "source",
             "sources_kept",
@@ -224,6 +228,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "stop_reasons",
             "todo",
             "total_rows",
+            "trial",
             "unpriced",
             "via",
         ],
@@ -231,6 +236,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
     "Runtime": (  # new in issue 24
         "class",
         [
+            "on_row",  # issue 27: iter_answers
             "progress_stream",
             "show_progress",
             "sleep",
@@ -349,6 +355,10 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "environ",
             "settings",
         ],
+    ),
+    "iter_answers": (  # new in issue 27
+        "function",
+        ["source", "runtime", "model", "max_tokens", "output", "environ", "settings"],
     ),
     "run_shard": (  # reshaped in issue 24
         "function",
