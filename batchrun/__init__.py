@@ -9,6 +9,9 @@ rows = [{"prompt": "Say hi"}, {"prompt": "Say bye"}]   # or a DataFrame, a pyarr
 result = batchrun.run(rows, model="claude-haiku-4-5", max_tokens=20, simulate=True)
 print(result.table["text"], result.to_dict()["cost_usd"])
 
+for row in batchrun.iter_answers(rows, model="claude-haiku-4-5", max_tokens=20, simulate=True):
+    print(row["id"], row["text"])      # each output row as it finishes
+
 ``run``, ``estimate`` and the batch commands have async twins (``run_async``,
 ``estimate_async``, ...); the sync ones work inside a running event loop too (a notebook).
 The names below load on first use (PEP 562), so ``import batchrun`` and ``batchrun --version``
@@ -46,6 +49,7 @@ _HOMES = {
     "RunResult": "batchrun.public.result",
     "Runtime": "batchrun.runs.runtime",
     "run": "batchrun.public.run",
+    "iter_answers": "batchrun.public.answers",
     "run_async": "batchrun.public.run",
     "run_shard": "batchrun.public.run",
     "merge_shards": "batchrun.shards.run",
@@ -81,6 +85,7 @@ __all__ = [
     "cancel_batches_async",
     "estimate",
     "estimate_async",
+    "iter_answers",
     "list_batches",
     "list_batches_async",
     "load_config",
@@ -128,6 +133,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; nothing of it runs
     from batchrun.cost.prices import PriceTable, load_prices
     from batchrun.estimation.figures import Estimate
     from batchrun.estimation.passes import estimate, estimate_async
+    from batchrun.public.answers import iter_answers
     from batchrun.public.frames import summary_of
     from batchrun.public.result import RunResult
     from batchrun.public.run import run, run_async, run_shard

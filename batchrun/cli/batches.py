@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from batchrun.cli.options import PRECEDENCE, SOURCE, fail, load, setting_options
+from batchrun.cli.options import SOURCE, fail, load, precedence_epilog, setting_options
 
 if TYPE_CHECKING:
     from batchrun.batches.admin import JobBatch
@@ -27,7 +27,7 @@ def batches_group() -> None:
     """The Message Batches of a job run with --via batches."""
 
 
-@batches_group.command("list", epilog=PRECEDENCE)
+@batches_group.command("list", epilog=precedence_epilog("batches list"))
 @click.argument("source", type=SOURCE)
 @setting_options("batches list")
 def batches_list_cmd(source: str, **flags: Any) -> None:
@@ -35,7 +35,7 @@ def batches_list_cmd(source: str, **flags: Any) -> None:
     _batches(source, flags, cancel=False)
 
 
-@batches_group.command("cancel", epilog=PRECEDENCE)
+@batches_group.command("cancel", epilog=precedence_epilog("batches cancel"))
 @click.argument("source", type=SOURCE)
 @setting_options("batches cancel")
 def batches_cancel_cmd(source: str, **flags: Any) -> None:

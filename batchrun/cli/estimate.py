@@ -8,10 +8,10 @@ from typing import Any
 
 import click
 
-from batchrun.cli.options import PRECEDENCE, SOURCE, fail, load, setting_options
+from batchrun.cli.options import SOURCE, fail, load, precedence_epilog, setting_options
 
 
-@click.command("estimate", epilog=PRECEDENCE)
+@click.command("estimate", epilog=precedence_epilog("estimate"))
 @click.argument("source", type=SOURCE)
 @click.option(
     "--exact",
@@ -24,7 +24,6 @@ from batchrun.cli.options import PRECEDENCE, SOURCE, fail, load, setting_options
     help="First run N random rows (or P%) for real into the output (never paid again), "
     "then project the rest with a 10th-90th percentile range.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the pilot rows.")
 @click.option(
     "--count-rpm",
     type=click.IntRange(min=1),
@@ -37,7 +36,6 @@ def estimate_cmd(
     source: str,
     exact: bool,
     pilot: str | None,
-    seed: int,
     count_rpm: int | None,
     as_json: bool,
     **flags: Any,
@@ -62,7 +60,7 @@ def estimate_cmd(
 
     config = load(source, flags)
     try:
-        est = estimate(config, exact=exact, pilot=pilot, seed=seed, count_rpm=count_rpm)
+        est = estimate(config, exact=exact, pilot=pilot, seed=config.run.seed, count_rpm=count_rpm)
     except KeyboardInterrupt:
         click.echo("batchrun: interrupted; pilot rows already answered are kept.", err=True)
         sys.exit(130)

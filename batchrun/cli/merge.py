@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from batchrun.cli.options import SOURCE, fail, load
+from batchrun.config.settings import INPUT_FORMATS
 
 
 @click.command("merge")
@@ -21,7 +22,12 @@ from batchrun.cli.options import SOURCE, fail, load
     type=click.Path(),
     help="The job's output (as given to run), with SOURCE.",
 )
-@click.option("--format", "input_format", help="Read the input as this format, as run does.")
+@click.option(
+    "--format",
+    "input_format",
+    type=click.Choice(INPUT_FORMATS),
+    help="Read the input as this format, as run does.",
+)
 @click.option(
     "--csv-delimiter", "csv_delimiter", help="A CSV input's field delimiter, as run does."
 )

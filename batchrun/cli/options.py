@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -26,16 +26,85 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 PRECEDENCE = precedence_text()
-"""The epilog of every command that reads a job: where settings come from."""
+"""Where settings come from, every variable named."""
 
 
-def setting_options(command: str) -> Callable[[F], F]:
-    """Decorator: the flags of every setting ``command`` takes, in the table's order."""
-    options = [_option(setting) for setting in for_command(command)]
+def precedence_epilog(command: str) -> str:
+    """The epilog of a command that reads a job: where its settings come from, naming only
+    the variables it reads."""
+    return precedence_text(command)
+
+
+# The sections of a command's help, in order, and the settings' layer each takes by default.
+INPUT, REQUEST, OUTPUT, LIMITS, COST, SCALE_OUT, DISPLAY = (
+    "Input",
+    "Request",
+    "Output and resume",
+    "Limits and retries",
+    "Cost",
+    "Scale-out",
+    "Display",
+)
+SECTIONS = (INPUT, REQUEST, OUTPUT, LIMITS, COST, SCALE_OUT, DISPLAY)
+_LAYER_SECTIONS = {
+    "input": INPUT,
+    "request": REQUEST,
+    "output": OUTPUT,
+    "resume": OUTPUT,
+    "client": REQUEST,  # where requests go and how (base URL, version, betas, backend)
+    "engine": LIMITS,
+    "cost": COST,
+    "batches": SCALE_OUT,
+    "job": SCALE_OUT,
+    "run": DISPLAY,
+}
+_SECTION_OF = {  # where a setting's layer does not say where a person would look for it
+    "limit": INPUT,
+    "sample": INPUT,
+    "seed": INPUT,
+    "json_schema": REQUEST,
+    "stream": REQUEST,
+    "dedup": REQUEST,
+    "samples": REQUEST,
+    "timeout": LIMITS,
+    "grace": LIMITS,
+    "rate_limit_store": SCALE_OUT,
+    "via": SCALE_OUT,
+    "shard": SCALE_OUT,
+}
+
+
+def section_of(setting: Setting) -> str:
+    """The section of a command's help that lists ``setting``'s flag."""
+    return _SECTION_OF.get(setting.key) or _LAYER_SECTIONS[setting.layer]
+
+
+Extra = tuple[tuple[str, ...], dict[str, Any]]  # a command's own option: decls, attributes
+
+
+def setting_options(
+    command: str, extra: Mapping[str, Sequence[Extra]] | None = None
+) -> Callable[[F], F]:
+    """Decorator: the flags of every setting ``command`` takes, in sections (``SECTIONS``,
+    each in the table's order), with ``extra``: the command's own options, by section.
+
+    The sections are click-option-group's ``OptionGroup``: a command's help lists its flags
+    under their headings, and each command only the flags it uses (``for_command``)."""
+    from click_option_group import OptionGroup
+
+    placed: dict[str, list[Extra]] = {title: [] for title in SECTIONS}
+    for setting in for_command(command):
+        placed[section_of(setting)].append(_option(setting))
+    for title, options in (extra or {}).items():
+        placed[title].extend(options)
 
     def decorate(func: F) -> F:
-        for option in reversed(options):
-            func = option(func)
+        for title in reversed(SECTIONS):
+            if not placed[title]:
+                continue
+            group = OptionGroup(title)
+            for decls, attrs in reversed(placed[title]):
+                func = group.option(*decls, **attrs)(func)
         return func
 
     return decorate
@@ -52,26 +121,31 @@ def flag_names() -> dict[str, str]:
     return names
 
 
-def engine_options(func: F) -> F:
-    """``--engine`` and ``--address``: where a run's rows are sent from (``batchrun.ray``)."""
-    func = click.option(
-        "--address",
-        metavar="ADDR",
-        default=None,
-        help="With --engine ray: the Ray cluster to join (as ray.init(address=...)); "
-        "default: a local cluster with every CPU of this machine.",
-    )(func)
-    return click.option(
-        "--engine",
-        type=click.Choice(["local", "ray"]),
-        default="local",
-        show_default=True,
-        help="Send from this process, or spread the rows over a Ray cluster (needs "
-        "batchrun[ray]; blocks are committed under OUTPUT.parts, so a re-run resumes).",
-    )(func)
+# ``--engine`` and ``--address``: where a run's rows are sent from (``batchrun.ray``).
+ENGINE_OPTIONS: tuple[Extra, ...] = (
+    (
+        ("--engine",),
+        {
+            "type": click.Choice(["local", "ray"]),
+            "default": "local",
+            "show_default": True,
+            "help": "Send from this process, or spread the rows over a Ray cluster (needs "
+            "batchrun[ray]; blocks are committed under OUTPUT.parts, so a re-run resumes).",
+        },
+    ),
+    (
+        ("--address",),
+        {
+            "metavar": "ADDR",
+            "default": None,
+            "help": "With --engine ray: the Ray cluster to join (as ray.init(address=...)); "
+            "default: a local cluster with every CPU of this machine.",
+        },
+    ),
+)
 
 
-def _option(s: Setting) -> Callable[[F], F]:
+def _option(s: Setting) -> Extra:
     long = s.long_flag
     assert long is not None, s.key  # for_command yields only settings with a flag
     decls = [*([s.short] if s.short else []), long, s.key]
@@ -107,7 +181,7 @@ def _option(s: Setting) -> Callable[[F], F]:
         extra["metavar"] = "TEXT|@FILE"
     if s.metavar is not None:
         extra["metavar"] = s.metavar
-    return click.option(*decls, help=s.flag_help, **extra)
+    return tuple(decls), {"help": s.flag_help, **extra}
 
 
 def _shown(bound: float | None) -> Any:

@@ -31,6 +31,7 @@ try:
     from batchrun.cli.estimate import estimate_cmd
     from batchrun.cli.merge import merge_cmd
     from batchrun.cli.options import flag_names
+    from batchrun.cli.render import render_cmd
     from batchrun.cli.report import report_cmd
     from batchrun.cli.run import run_cmd
     from batchrun.cli.simulate import simulate_cmd
@@ -97,6 +98,7 @@ cli.help = (
 for _command in (
     run_cmd,
     validate_cmd,
+    render_cmd,
     simulate_cmd,
     batches_group,
     estimate_cmd,

@@ -8,20 +8,20 @@ from typing import Any
 import click
 
 from batchrun.cli.options import (
-    PRECEDENCE,
+    ENGINE_OPTIONS,
+    SCALE_OUT,
     SOURCE,
-    engine_options,
     fail,
     kept_rows,
     load,
+    precedence_epilog,
     setting_options,
 )
 
 
-@click.command("run", epilog=PRECEDENCE)
+@click.command("run", epilog=precedence_epilog("run"))
 @click.argument("source", type=SOURCE)
-@setting_options("run")
-@engine_options
+@setting_options("run", {SCALE_OUT: ENGINE_OPTIONS})
 def run_cmd(source: str, engine: str, address: str | None, **flags: Any) -> None:
     """Run SOURCE and write one output row per input row, in input order.
 
@@ -43,6 +43,10 @@ def run_cmd(source: str, engine: str, address: str | None, **flags: Any) -> None
     if address is not None and engine != "ray":
         raise click.UsageError("--address is for --engine ray")
     config = load(source, flags)
+    if engine == "ray" and (config.run.limit is not None or config.run.sample is not None):
+        raise click.UsageError("--limit and --sample run a trial here, not with --engine ray")
+    if engine == "ray" and config.engine.samples > 1:
+        raise click.UsageError("--samples gathers a row's samples here, not with --engine ray")
     # Where this run's journal is: a shard's own output (``shards.run``), or the output.
     mine = config
     if config.shard is not None:

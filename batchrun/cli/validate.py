@@ -7,10 +7,10 @@ from typing import Any
 
 import click
 
-from batchrun.cli.options import PRECEDENCE, SOURCE, fail, load, setting_options
+from batchrun.cli.options import SOURCE, fail, load, precedence_epilog, setting_options
 
 
-@click.command("validate", epilog=PRECEDENCE)
+@click.command("validate", epilog=precedence_epilog("validate"))
 @click.argument("source", type=SOURCE)
 @setting_options("validate")
 def validate_cmd(source: str, **flags: Any) -> None:

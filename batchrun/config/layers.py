@@ -146,6 +146,7 @@ class EngineSettings:
     # --answer-cache: an absolute folder or an s3:// / gs:// prefix (engine.answer_cache)
     answer_cache: str | None = None
     answer_cache_samples: bool = False  # reuse sampled answers even with --no-dedup
+    samples: int = 1  # requests per row, folded into one output row (engine.samples)
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,9 @@ class RunSettings:
     quiet: bool = False
     grace: float = DEFAULT_GRACE  # seconds in-flight requests may take after Ctrl-C
     json_summary: bool = False  # run --json: the summary as JSON on stdout
+    limit: int | None = None  # a trial of the job's first rows (``public.trial``)
+    sample: int | None = None  # ... or of rows drawn at random with ``seed``
+    seed: int = 0
 
 
 LAYERS: tuple[type[Any], ...] = (

@@ -47,7 +47,7 @@ FOLDER_FORMATS = tuple(fmt.name for fmt in output_formats() if fmt.folder)
 # The commands that read a job (SOURCE, its output, where the API is):
 JOB_COMMANDS = ("run", "validate", "batches list", "batches cancel", "estimate")
 # ... those that read its rows and build its requests:
-REQUEST_COMMANDS = ("run", "validate", "estimate")
+REQUEST_COMMANDS = ("run", "validate", "estimate", "render")
 # ... those that send it (estimate's --pilot is a run, --exact calls count_tokens):
 RUN_COMMANDS = ("run", "estimate")
 # ... and those that talk to the API, the batch commands included.
@@ -430,6 +430,19 @@ SETTINGS: tuple[Setting, ...] = (
         layer="engine",
     ),
     Setting(
+        "samples",
+        "int",
+        "Ask each row K times, independently (dedup never folds a row's samples): its output "
+        "row holds the most frequent answer, every sample (samples_json), their agreement "
+        "and the cost of all K; an estimate and --max-cost count K requests a row "
+        "[default: {default}].",
+        default=1,
+        commands=RUN_COMMANDS,
+        low=1,
+        metavar="K",
+        layer="engine",
+    ),
+    Setting(
         "cache_ttl",
         "choice",
         "The ttl of the cache marks batchrun places (1h suits Message Batches) [default: 5m].",
@@ -573,7 +586,7 @@ SETTINGS: tuple[Setting, ...] = (
         "switch",
         "Send with stream: true (automatic above 21,333 max_tokens).",
         default=False,
-        commands=RUN_COMMANDS,
+        commands=(*RUN_COMMANDS, "render"),
         layer="engine",
     ),
     Setting(
@@ -633,7 +646,7 @@ SETTINGS: tuple[Setting, ...] = (
         "path",
         "Price file (TOML) over the packaged table, in its layout (batchrun/cost/prices.toml): "
         "changes or adds models.",
-        commands=RUN_COMMANDS,
+        commands=(*RUN_COMMANDS, "render"),
         files_only=True,
         layer="cost",
         feeds="prices",
@@ -740,6 +753,37 @@ SETTINGS: tuple[Setting, ...] = (
         job=False,
         layer="run",
     ),
+    # --- a trial: a few rows into the job's own output, the rest by the run without it -------
+    Setting(
+        "limit",
+        "int",
+        "A trial: send only the first N rows of the job, into its own output (the run "
+        "without it later sends only the rest); the summary projects the whole job's cost.",
+        commands=("run",),
+        low=1,
+        metavar="N",
+        layer="run",
+    ),
+    Setting(
+        "sample",
+        "int",
+        "A trial: send N rows drawn at random (the same ones for the same --seed), into the "
+        "job's own output; the summary projects the whole job's cost.",
+        commands=("run",),
+        low=1,
+        metavar="N",
+        layer="run",
+    ),
+    Setting(
+        "seed",
+        "int",
+        "The seed the random rows of --sample (run) or --pilot (estimate) are drawn with: "
+        "the same seed, the same rows [default: {default}].",
+        default=0,
+        commands=("run", "estimate"),
+        metavar="S",
+        layer="run",
+    ),
     # --- an output on object storage (s3://, gs://: remote.mirror) ---------------------------
     Setting(
         "work_dir",
@@ -825,10 +869,15 @@ def for_command(command: str) -> tuple[Setting, ...]:
     return tuple(s for s in SETTINGS if command in s.commands)
 
 
-def precedence_text() -> str:
-    """The "where settings come from" paragraph of the job commands' help."""
-    names = [f"{API_KEY_ENV} / {AUTH_TOKEN_ENV}"]
-    names += sorted(ENV_VARS, key=lambda name: not name.startswith("ANTHROPIC_"))
+def precedence_text(command: str | None = None) -> str:
+    """The "where settings come from" paragraph of the job commands' help: the variables
+    ``command`` reads (None: every one), the key only where it talks to the API."""
+    talks = command is None or command in CLIENT_COMMANDS
+    names = [f"{API_KEY_ENV} / {AUTH_TOKEN_ENV}"] if talks else []
+    names += sorted(
+        (name for name, s in ENV_VARS.items() if command is None or command in s.commands),
+        key=lambda name: not name.startswith("ANTHROPIC_"),
+    )
     return (
         "Settings come from, highest first: command-line flags, the environment "
         f"({', '.join(names)}), the job file, then defaults."

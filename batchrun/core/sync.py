@@ -26,7 +26,7 @@ def run_sync(work: Coroutine[Any, Any, T]) -> T:
     already (which ``asyncio.run`` refuses), on a worker thread's."""
     if not _loop_running():
         return asyncio.run(work)
-    worker = _Worker(work)
+    worker = Worker(work)
     worker.start()
     try:
         worker.join()
@@ -61,12 +61,21 @@ def _loop_running() -> bool:
     return True
 
 
-class _Worker(threading.Thread, Generic[T]):
-    """A coroutine run to its end by ``asyncio.run`` on a thread of its own."""
+class Worker(threading.Thread, Generic[T]):
+    """A coroutine run to its end by ``asyncio.run`` on a thread of its own; ``on_end`` is
+    called on that thread when it ends, however it ends (``batchrun.iter_answers`` wakes its
+    reader with it)."""
 
-    def __init__(self, work: Coroutine[Any, Any, T]) -> None:
-        super().__init__(name="batchrun-sync")
+    def __init__(
+        self,
+        work: Coroutine[Any, Any, T],
+        on_end: Callable[[], None] | None = None,
+        *,
+        daemon: bool = False,
+    ) -> None:
+        super().__init__(name="batchrun-sync", daemon=daemon)
         self._work = work
+        self._on_end = on_end
         self._started = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[Any] | None = None
@@ -80,6 +89,8 @@ class _Worker(threading.Thread, Generic[T]):
             self._error = exc
         finally:
             self._started.set()  # also when it failed before starting
+            if self._on_end is not None:
+                self._on_end()
 
     async def _main(self) -> T:
         self._loop = asyncio.get_running_loop()

@@ -237,8 +237,9 @@ class Dedup:
         self._answers.close()
 
     def member(self, index: int, request_hash: str) -> Member | None:
-        """The row at ``index``'s part in dedup: None when it has no twin (it is sent, and
-        nothing of it kept). Without a plan every row may have one."""
+        """The row at ``index``'s part in dedup (with ``--samples``, the request there:
+        ``engine.samples.plan_index``): None when it has no twin (it is sent, and nothing of
+        it kept). Without a plan every row may have one."""
         if self._plan is None:
             return Member(request_hash, UNKNOWN)
         role = self._plan.role(index)

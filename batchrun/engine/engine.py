@@ -50,6 +50,7 @@ from batchrun.engine.dedup import Dedup, twin_row
 from batchrun.engine.fail_fast import FailFast
 from batchrun.engine.outcome import RowSettings, Work, base_row, error_row
 from batchrun.engine.pool import Pool, Stopped
+from batchrun.engine.samples import Samples, plan_index, samples_can_vary
 from batchrun.engine.sender import Sender
 from batchrun.engine.tally import RowTally
 from batchrun.engine.waits import WaitNotices
@@ -146,6 +147,7 @@ class Engine:
         self.budget_stop: str | None = None  # why the budget stopped admitting rows
         self._budget = self._make_budget()
         self._unpriced = UnknownModels(cost.prices)  # its did-you-mean knows --prices too
+        self._sample_copies = 0  # copies of a twin's answer for samples past a row's first
         warning = thinking_room_warning(rows.defaults, cost.prices)
         if warning is not None:  # before anything is sent: a max_tokens thinking may use up
             notify(warning)
@@ -171,6 +173,9 @@ class Engine:
 
     async def run(self, works: Iterable[Work], on_row: OnRow) -> None:
         """Process every work item (until stopped); only a run-stopping error escapes."""
+        if self.settings.samples > 1:  # K requests a row, folded into one row
+            samples = Samples(self.settings.samples, on_row, self.tally)
+            works, on_row = samples.expand(works), samples.record
         try:
             with _fewer_collections():
                 await self.pool.run(iter(works), lambda work: self._handle(work, on_row))
@@ -184,7 +189,7 @@ class Engine:
         """Put what dedup and warming did into the tally, at the end of the run."""
         tally = self.tally
         if self.dedup is not None:
-            tally.deduplicated += self.dedup.filled
+            tally.deduplicated += self.dedup.filled - self._sample_copies  # rows, not samples
             tally.dedup_saved_usd += self.dedup.saved_usd
             tally.dedup_resent += self.dedup.resent
         if self.answers is not None:
@@ -213,8 +218,8 @@ class Engine:
         on_row(work, row)  # first: a result is recorded before anything else can go wrong
         if self.answers is not None:
             await self.answers.keep(work, row)  # an answer this run paid for, for later jobs
-        self.tally.count(row)
-        self.tally.dropped.update(work.dropped)
+        if work.sample is None:  # a sample is counted in its row's voted one (engine.samples)
+            self.tally.count(row, work.dropped)
         self._unpriced.check(row, self._notify)
         self._fail_fast.observe(row)
 
@@ -224,11 +229,15 @@ class Engine:
         dedup, request_hash = self.dedup, work.request_hash
         if dedup is None or request_hash is None:
             return await self._cached_or_sent(work, body)
-        member = dedup.member(work.row.index, request_hash)
+        member = dedup.member(plan_index(work, self.settings.samples), request_hash)
         if member is None:  # no twin: nothing to wait for, nothing to keep
             return await self._cached_or_sent(work, body)
         answer = await dedup.claim(member, request_hash, self.pool.stand_aside, self._stopping)
         if answer is not None:
+            if work.sample:  # a row's later samples: its copy is counted once, as a row
+                self._sample_copies += 1
+            elif _sampled(body):  # told: a copy stands in for a sample of its own
+                self.tally.dedup_sampled += 1
             return twin_row(base_row(work, self.rows), answer)
         row = None
         try:
@@ -331,6 +340,12 @@ class BudgetScope:
     ) -> BudgetScope:
         key = hashlib.sha256(f"{job_fingerprint(defaults)}:{source}".encode()).hexdigest()
         return cls(key, output, spent_before, reset)
+
+
+def _sampled(body: dict[str, Any]) -> bool:
+    """Whether ``body``'s answer is a sample that may differ from one request to the next."""
+    temperature = body.get("temperature")
+    return samples_can_vary(None if temperature is None else float(temperature))
 
 
 def _shared_store(url: str | None, notify: Callable[[str], None]) -> RedisBuckets | None:

@@ -128,6 +128,7 @@ class Work:
     content: bytes | None = None
     prefix_key: str | None = None
     dropped: tuple[str, ...] = ()  # settings left out for its model (--drop-unsupported)
+    sample: int | None = None  # with --samples K: which of the row's K requests (engine.samples)
 
 
 def prepare(row: InputRow, rows: RowSettings, seen_files: SeenFiles | None = None) -> Work:

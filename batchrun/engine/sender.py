@@ -33,6 +33,12 @@ Sleep = Callable[[float], Awaitable[None]]
 STREAM_ABOVE_MAX_TOKENS = 21_333
 
 
+def streams(settings: EngineSettings, body: dict[str, Any]) -> bool:
+    """Whether ``body`` is sent with ``stream: true``: asked for (``--stream``), or a
+    ``max_tokens`` the SDK would refuse to wait for (the client adds the field)."""
+    return settings.stream or body.get("max_tokens", 0) > STREAM_ABOVE_MAX_TOKENS
+
+
 class Sender:
     """Sends one request with retries and turns the outcome into an output row.
 
@@ -77,7 +83,7 @@ class Sender:
         """The row's outcome: sent with retries. ``on_answer_start``: a streamed answer began
         (``engine.warmup`` lets the rest of a prefix group go then)."""
         settings = self._settings
-        stream = settings.stream or body.get("max_tokens", 0) > STREAM_ABOVE_MAX_TOKENS
+        stream = streams(settings, body)
         started = time.perf_counter()
         waits = RetryWaits(self, str(body.get("model") or ""))
         estimate = local_input_tokens(body, self._rows.prices)

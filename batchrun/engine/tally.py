@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +62,9 @@ class RowTally:
     deduplicated: int = field(
         default=0, metadata=ADDS
     )  # rows given the answer of an identical request instead of being sent (engine.dedup)
+    dedup_sampled: int = field(
+        default=0, metadata=ADDS
+    )  # of those, rows whose request samples (temperature above 0): a copy, not a sample
     dedup_saved_usd: float = field(
         default=0.0, metadata=ADDS
     )  # what those answers cost the rows that were sent
@@ -78,6 +81,13 @@ class RowTally:
     answer_cache_failures: int = field(
         default=0, metadata=ADDS
     )  # reads or writes of the cache that failed (those rows were sent, or not kept)
+    sample_requests: int = field(
+        default=0, metadata=ADDS
+    )  # --samples K: the requests' rows folded into voted rows (engine.samples)
+    agreement_total: float = field(
+        default=0.0, metadata=ADDS
+    )  # the voted rows' agreement, summed (its mean: agreement_total / agreement_rows)
+    agreement_rows: int = field(default=0, metadata=ADDS)
     cache_groups_warmed: int = field(
         default=0, metadata=ADDS
     )  # prefix groups whose first request went alone to write the cache (engine.warmup)
@@ -99,8 +109,10 @@ class RowTally:
     def rows_per_second(self) -> float:
         return self.finished / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
-    def count(self, row: Mapping[str, Any]) -> None:
-        """Count one finished output row."""
+    def count(self, row: Mapping[str, Any], dropped: Iterable[str] = ()) -> None:
+        """Count one finished output row, sent without the settings ``dropped``
+        (--drop-unsupported left them out for its model)."""
+        self.dropped.update(dropped)
         if row["status"] == STATUS_OK:
             self.ok += 1
         else:

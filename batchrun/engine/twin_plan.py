@@ -27,6 +27,7 @@ send at a time (12 bytes a row). Nothing is kept per row that has no twin.
 from __future__ import annotations
 
 import bisect
+import hashlib
 from array import array
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,7 @@ from batchrun.store.arrow_values import bools, int64_array, int64_scalar
 from batchrun.store.scratch import Scratch
 
 DIGEST_BYTES = 16  # of the request hash: two different requests never share 128 bits
+HASH_CHARS = 64  # a request hash: SHA-256, in hex (rows.request)
 # Entries held before a chunk is spilled (21 bytes each: about 2.6 MiB), and rows to send
 # whose roles are read back at once.
 CHUNK_ENTRIES = 1 << 17
@@ -60,7 +62,12 @@ _ORDER = [("digest", "ascending"), ("kind", "ascending"), ("index", "ascending")
 
 
 def digest_of(request_hash: str) -> bytes | None:
-    """The digest entries are grouped by; None for a hash that is not hex (an old record's)."""
+    """The digest entries are grouped by; None for a hash that is not hex (an old record's).
+    A key longer than a request hash (a row's sample: the hash, then the sample's number,
+    ``engine.samples``) is digested whole, so each of a row's samples is a request of its
+    own."""
+    if len(request_hash) > HASH_CHARS:
+        return hashlib.blake2b(request_hash.encode("utf-8"), digest_size=DIGEST_BYTES).digest()
     try:
         digest = bytes.fromhex(request_hash[: 2 * DIGEST_BYTES])
     except ValueError:

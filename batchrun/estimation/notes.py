@@ -99,6 +99,13 @@ def method_notes(est: Estimate, config: RunConfig) -> list[str]:
 def _cache_notes(est: Estimate, config: RunConfig) -> list[str]:
     """How the cache writes, reads and duplicates were counted."""
     notes = []
+    samples = config.engine.samples
+    if samples > 1:
+        notes.append(
+            f"samples: {option('samples', samples)} asks each row {samples} times, each request "
+            f"paid: the {est.pending:,} to send are requests ({est.pending // samples:,} rows "
+            f"× {samples}), and {option('max_cost')} reserves for each"
+        )
     if est.duplicates:
         notes.append(
             f"duplicates: {est.duplicates:,} rows to send repeat an earlier row's request "

@@ -139,7 +139,7 @@ async def estimate_async(
     sample: set[int] | None = None
     if pilot:
         size_spec = pilot
-        valid = _valid_rows(config)
+        valid = valid_rows(config)
         sample = choose_sample(valid, parse_pilot(size_spec, len(valid)), seed)
         est.pilot = await _run_pilot(config, sample, size_spec, seed, runtime)
     scan = _OutputScan(config, sample, seed)
@@ -204,8 +204,9 @@ def choose_sample(valid: Sequence[int], size: int, seed: int) -> set[int]:
     return set(random.Random(seed).sample(valid, min(size, len(valid))))
 
 
-def _valid_rows(config: RunConfig) -> Sequence[int]:
-    """Indexes of the rows a run would send (8 bytes each: inputs can have millions)."""
+def valid_rows(config: RunConfig) -> Sequence[int]:
+    """Indexes of the rows a run would send (8 bytes each: inputs can have millions); a
+    pilot and ``run --sample`` draw from them (``public.trial``)."""
     valid = array("q")
     rows = 0
     first_problem: InvalidRowError | None = None
@@ -416,6 +417,7 @@ async def _input_pass(
     progress: ProgressView | None = None
     settings = RowSettings.of(config)
     lapsed_sent = redo_lapsed(config)  # the run sends expired batch rows again
+    samples = config.engine.samples
     first_problem: tuple[int, InvalidRowError] | None = None
     answers = answer_lane(config, settings)
 
@@ -455,21 +457,23 @@ async def _input_pass(
         if counter is not None:
             counted = await counter.count(body)
             tokens = local if counted is None else counted
-        if work.prefix_key is not None:
-            plan.pending(work.prefix_key, key, body, local, counted)
-        line.pending += 1
+        # --samples K: K requests of the row, each paid (engine.samples).
+        for _ in range(samples):
+            if work.prefix_key is not None:
+                plan.pending(work.prefix_key, key, body, local, counted)
+        line.pending += samples
         max_tokens = int(body.get("max_tokens") or 0)
-        line.pending_input += tokens
-        line.pending_ceiling += max_tokens
+        line.pending_input += tokens * samples
+        line.pending_ceiling += max_tokens * samples
         rules = model_rules(body.get("model"), prices)
-        line.pending_thinking += assumed_thinking_tokens(body, rules)
+        line.pending_thinking += assumed_thinking_tokens(body, rules) * samples
         line.thinking_effort = thinking_effort(body, rules) or line.thinking_effort
         old = groups.get((key, max_tokens))
         groups[(key, max_tokens)] = Pending(
             key,
             max_tokens,
-            (old.rows if old else 0) + 1,
-            (old.estimated_input if old else 0) + tokens,
+            (old.rows if old else 0) + samples,
+            (old.estimated_input if old else 0) + tokens * samples,
         )
         if progress is not None:
             progress.advance()

@@ -23,6 +23,7 @@ from batchrun.core.errors import ConfigError
 from batchrun.core.sync import blocking
 from batchrun.core.wording import option
 from batchrun.public.result import RunResult
+from batchrun.public.trial import is_trial, run_trial
 from batchrun.runs.fetch import fetched
 from batchrun.runs.runtime import DEFAULT, Runtime
 from batchrun.runs.summary import RunSummary
@@ -111,6 +112,13 @@ async def run_job(
     """The driver ``config`` asks for, to its end: a shard, Message Batches, or online.
     ``only`` and ``redo_lapsed`` are the online driver's (``runs.online``)."""
     config = fetched(config)  # a remote input and price file, brought here first
+    if is_trial(config):  # --limit / --sample: a few rows, then the whole job's cost
+        if only is not None or redo_lapsed:
+            raise ConfigError(
+                f"{option('limit')} and {option('sample')} choose the rows themselves: a "
+                "pilot's sample or the rows batches left cannot be given too"
+            )
+        return await run_trial(config, runtime)
     if config.shard is not None:
         if only is not None or redo_lapsed:
             raise ConfigError(

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchrun.core.humanize import money
-from batchrun.core.wording import option
+from batchrun.core.wording import option, said
 from batchrun.cost.prices import cache_saving
 from batchrun.store.row_state import LAPSED_REASONS
 
 if TYPE_CHECKING:
     from batchrun.config.load import RunConfig
-    from batchrun.runs.summary import RunSummary
+    from batchrun.runs.summary import RunSummary, Trial
     from batchrun.runs.validate import ValidationReport
 
 
@@ -30,6 +30,8 @@ def format_summary(summary: RunSummary, config: RunConfig) -> str:
         why = (
             "stopped at the budget: see below"
             if _budget_stopped(summary)
+            else "a trial: see below"
+            if summary.trial is not None and summary.interrupted is None
             else "the run stopped; a re-run sends the rest"
         )
         lines.append(f"  output      {p.partial}: {p.ok:,} ok, {p.error:,} error ({why})")
@@ -42,6 +44,7 @@ def format_summary(summary: RunSummary, config: RunConfig) -> str:
         lines.append(_dropped_line(summary))
     if summary.stop_reasons:
         lines.append("  stop        " + _counts(summary.stop_reasons))
+    lines.extend(f"  warning     {text}" for text in summary_warnings(summary))
     if summary.error_types:
         lines.append("  errors      " + _counts(summary.error_types))
         lines.extend(_resend_hints(summary, config))
@@ -55,6 +58,9 @@ def format_summary(summary: RunSummary, config: RunConfig) -> str:
         )
     )
     lines.append(_cost_line(summary))
+    if summary.sample_requests:
+        lines.append(_samples_line(summary, config))
+    lines.extend(_trial_lines(summary))
     advice = budget_advice(summary)
     if advice is not None:
         lines.append(f"  budget      stopped with {summary.rows_left:,} rows left: {advice}")
@@ -75,6 +81,26 @@ def format_summary(summary: RunSummary, config: RunConfig) -> str:
     lines.extend(_rate_limit_lines(summary))
     lines.append(f"  elapsed     {summary.elapsed_s:.1f} s ({summary.rows_per_second:,.1f} rows/s)")
     return "\n".join(lines)
+
+
+def summary_warnings(summary: RunSummary) -> list[str]:
+    """What a person should act on after the run, one sentence each: answers mostly cut at
+    max_tokens (as ``report`` warns), and rows that got a copy of another row's answer where
+    each would have been a sample of its own."""
+    from batchrun.reporting.totals import cut_off_warning
+
+    warnings = []
+    cut = cut_off_warning(summary.stop_reasons)
+    if cut is not None:
+        warnings.append(cut)
+    if summary.dedup_sampled:
+        warnings.append(
+            f"{summary.dedup_sampled:,} row(s) got a copy of another row's answer to the same "
+            "request at a temperature above 0 (the API's default is 1), not a sample of their "
+            f"own: {option('dedup', False)} asks each row"
+            + ("" if summary.sample_requests else f", {option('samples', 'K')} each row K times")
+        )
+    return warnings
 
 
 def _dropped_line(summary: RunSummary) -> str:
@@ -101,6 +127,55 @@ def _cost_line(summary: RunSummary) -> str:
         if summary.job_cost_before:
             line += f" ({option('max_cost')}: the job's, across its runs)"
     return line
+
+
+def _samples_line(summary: RunSummary, config: RunConfig) -> str:
+    """--samples K: the requests it took, and how far each row's samples agreed."""
+    line = f"  samples     {config.engine.samples:,} a row: {summary.sample_requests:,} answers"
+    if summary.agreement_rows:
+        mean = summary.agreement_total / summary.agreement_rows
+        line += f"; agreement {mean:.2f} on average (1.00: every sample the same answer)"
+    return line
+
+
+def _trial_how(trial: Trial) -> str:
+    """The trial's flags, as the caller gives them (``--sample 10 --seed 3``)."""
+    if trial.limit is not None:
+        return option("limit", trial.limit)
+    return f"{option('sample', trial.sample)} {option('seed', trial.seed)}"
+
+
+def _trial_lines(summary: RunSummary) -> list[str]:
+    """What a trial was, and what the whole job would cost from its answers."""
+    trial = summary.trial
+    if trial is None:
+        return []
+    how = _trial_how(trial)
+    if summary.interrupted is not None:
+        return [f"  trial       {how}: stopped before its end; the same command goes on"]
+    without = f"the same command without {option('limit') if trial.limit else option('sample')}"
+    pending = trial.pending
+    rest = (
+        f"{without} sends the rest"
+        if pending is None
+        else f"{without} sends the other {pending:,}"
+        if pending
+        else "every row of the job is answered"
+    )
+    lines = [f"  trial       {trial.rows:,} of {trial.job_rows:,} rows ({how}); {rest}"]
+    cost = trial.job_cost_usd
+    if cost is not None and pending:
+        low, mid, high = cost
+        lines.append(
+            f"  whole job   about {money(mid)} ({money(low)} to {money(high)}, 10th to 90th "
+            f"percentile), projected from {trial.projected_from:,} answer(s)"
+        )
+    elif pending != 0:
+        lines.append(
+            "  whole job   not projected: no answer with a price to project from "
+            f"({said('`batchrun estimate`', '`batchrun.estimate(config)`')} says why)"
+        )
+    return lines
 
 
 def _budget_stopped(summary: RunSummary) -> bool:
@@ -290,6 +365,7 @@ def summary_dict(summary: RunSummary, config: RunConfig | None = None) -> dict[s
             "cache_read_tokens": summary.cache_read_input_tokens,
             "cache_write_tokens": summary.cache_creation_input_tokens,
             "dedup_rows": summary.deduplicated,
+            "dedup_sampled_rows": summary.dedup_sampled,
             "dedup_usd": round(summary.dedup_saved_usd, 10),
             "dedup_resent": summary.dedup_resent,
             "cache_groups_warmed": summary.cache_groups_warmed,
@@ -310,6 +386,16 @@ def summary_dict(summary: RunSummary, config: RunConfig | None = None) -> dict[s
             "mixed": list(summary.mixed_sources),
         },
         "interrupted": summary.interrupted,
+        "warnings": summary_warnings(summary),
+        "samples": None
+        if not summary.sample_requests
+        else {
+            "answers": summary.sample_requests,
+            "agreement_mean": None
+            if not summary.agreement_rows
+            else round(summary.agreement_total / summary.agreement_rows, 6),
+        },
+        "trial": _trial_dict(summary.trial),
         "retries": summary.retries,
         "rate_limit": {
             "answered_429": summary.rate_limited_429s,
@@ -333,6 +419,25 @@ def summary_dict(summary: RunSummary, config: RunConfig | None = None) -> dict[s
         },
         "elapsed_s": round(summary.elapsed_s, 3),
         "rows_per_second": round(summary.rows_per_second, 3),
+    }
+
+
+def _trial_dict(trial: Trial | None) -> dict[str, Any] | None:
+    """A trial's rows and the whole job's projected cost, for scripts."""
+    if trial is None:
+        return None
+    cost = trial.job_cost_usd
+    return {
+        "limit": trial.limit,
+        "sample": trial.sample,
+        "seed": trial.seed if trial.sample is not None else None,
+        "rows": trial.rows,
+        "job_rows": trial.job_rows,
+        "pending": trial.pending,
+        "job_cost_usd": None
+        if cost is None
+        else {"p10": round(cost[0], 10), "p50": round(cost[1], 10), "p90": round(cost[2], 10)},
+        "projected_from": trial.projected_from,
     }
 
 

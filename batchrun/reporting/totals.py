@@ -62,6 +62,28 @@ CUT_ANSWERS_SHARE = 0.5
 MAX_SECONDS = 20_000  # per-second counts kept for runs up to about five hours
 EXAMPLE_CHARS = 300
 
+
+def mostly_cut(stop_reasons: Mapping[str, int]) -> bool:
+    """True when more than half of the answers (rows with a stop reason) stopped at
+    max_tokens."""
+    answered = sum(stop_reasons.values())
+    return answered > 0 and stop_reasons.get(MAX_TOKENS, 0) > CUT_ANSWERS_SHARE * answered
+
+
+def cut_off_warning(stop_reasons: Mapping[str, int]) -> str | None:
+    """The warning when most answers stopped at max_tokens (they are cut off), for the
+    report and the run's summary alike; None otherwise."""
+    if not mostly_cut(stop_reasons):
+        return None
+    answered = sum(stop_reasons.values())
+    cut = stop_reasons.get(MAX_TOKENS, 0)
+    return (
+        f"{cut:,} of {answered:,} answers ({cut / answered:.0%}) stopped at max_tokens: they "
+        f"are cut off. Raise {option('max_tokens')} (a re-run with "
+        f"{option('resend_changed', True)} sends them again at the new limit)"
+    )
+
+
 # --- aggregation -------------------------------------------------------------------------
 
 
@@ -273,19 +295,12 @@ class Report(TokenTotals):
     @property
     def mostly_cut(self) -> bool:
         """True when more than half of the answers stopped at max_tokens."""
-        return self.answered > 0 and self.cut_at_max_tokens > CUT_ANSWERS_SHARE * self.answered
+        return mostly_cut(self.stop_reasons)
 
     def warnings(self) -> list[str]:
         """What a person should act on, one sentence each (text, HTML and JSON alike)."""
-        out = []
-        if self.mostly_cut:
-            out.append(
-                f"{self.cut_at_max_tokens:,} of {self.answered:,} answers "
-                f"({self.cut_at_max_tokens / self.answered:.0%}) stopped at max_tokens: they "
-                f"are cut off. Raise {option('max_tokens')} (a re-run with "
-                f"{option('resend_changed', True)} sends them again at the new limit)"
-            )
-        return out
+        cut = cut_off_warning(self.stop_reasons)
+        return [] if cut is None else [cut]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (``batchrun report --json``)."""

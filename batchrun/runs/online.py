@@ -39,6 +39,7 @@ async def run_async(
     *,
     only: Container[int] | None = None,
     redo_lapsed: bool = False,
+    trial: bool = False,
 ) -> RunSummary:
     """Send every row not yet answered, journal each result, write the final dataset.
 
@@ -46,14 +47,16 @@ async def run_async(
     finishing; a row's own failure never raises, it becomes an error row. ``runtime``
     carries the seams (the HTTP transport, the retry wait, the display: ``runs.runtime``).
     ``only`` restricts the run to those input indexes (a pilot sample): their answers are
-    journaled, and the final dataset is written by the run that answers the rest.
+    journaled, and the final dataset is written by the run that answers the rest; with
+    ``trial`` (``--limit``, ``--sample``) the rows finished are written as a partial output
+    too, to be read now.
     ``redo_lapsed`` also sends the rows a Message Batch expired or cancelled (--finish-online).
     The run holds the output's lock (``store.lock``) from before it reads anything to its
     end: a second run of the same output is refused (OutputError) while this one goes.
     SIGINT or SIGTERM while the final dataset is written abandon that step and raise
     ``StoppedBySignal`` (a KeyboardInterrupt); the journal is kept and a re-run finishes.
     """
-    return await run_holding(config, None, runtime, only=only, redo_lapsed=redo_lapsed)
+    return await run_holding(config, None, runtime, only=only, redo_lapsed=redo_lapsed, trial=trial)
 
 
 async def run_holding(
@@ -63,6 +66,7 @@ async def run_holding(
     *,
     only: Container[int] | None = None,
     redo_lapsed: bool = False,
+    trial: bool = False,
 ) -> RunSummary:
     """``run_async`` under ``claim``, the output's lock (and lease) the caller holds already
     (a batch run finishing online: no other run may come in between); None takes it."""
@@ -70,7 +74,7 @@ async def run_holding(
     check_input_file(config.input.path)
     check_every_row_can_be_built(config)
     with claim_output(config, claim) as held:
-        return await _run_claimed(config, held, runtime, only, redo_lapsed)
+        return await _run_claimed(config, held, runtime, only, redo_lapsed, trial)
 
 
 async def _run_claimed(
@@ -79,6 +83,7 @@ async def _run_claimed(
     runtime: Runtime,
     only: Container[int] | None,
     redo_lapsed: bool,
+    trial: bool = False,
 ) -> RunSummary:
     """``run_async``, the output claimed."""
     _check_no_running_batches(config)
@@ -124,6 +129,8 @@ async def _run_claimed(
         def record(work: Work, row: dict[str, Any]) -> None:
             sink.submit(work.row.index, row)
             progress.advance()
+            if runtime.on_row is not None:  # journaled first: handed on, it is never lost
+                runtime.on_row(row)
 
         scratch = Scratch(sink.output)  # what would not fit in memory, made only if needed
         started = time.perf_counter()
@@ -136,7 +143,12 @@ async def _run_claimed(
                 if notice is not None:
                     progress.log(notice)
                 twins = find_twins(
-                    works(RowCounter()), sink, prior, resume.sources.accepted, scratch
+                    works(RowCounter()),
+                    sink,
+                    prior,
+                    resume.sources.accepted,
+                    scratch,
+                    samples=config.engine.samples,  # each sample its own request, as sent
                 )
                 engine.dedup.follow(twins, scratch)
                 load_answered(engine.dedup, twins, sink, prior)
@@ -169,8 +181,9 @@ async def _run_claimed(
         and summary.interrupted is None
         and summary.skipped + summary.finished == counter.rows
     )
-    # A pilot sample's answers stay in the journal, for the run that answers the rest.
-    if only is None or complete:
+    # A pilot sample's answers stay in the journal, for the run that answers the rest; a
+    # trial's are also written as a partial output, to be read now.
+    if only is None or complete or trial:
         write_output(config, output, summary, counter.rows, complete=complete)
     if fatal is not None:
         raise fatal

@@ -115,12 +115,15 @@ def plan(
     counter.rows = known_rows
 
     def skip(index: int) -> bool:
-        # Called for every row, read or not: the only place that sees them all.
+        # Called for every row, read or not: the only place that sees them all. Rows out of
+        # a pilot's or a trial's few are passed over unparsed too.
         if index < known_rows:
-            return done[index] == 1 or in_batch(index)
-        if index >= counter.rows:  # (the reader may read the rows again: never less)
-            counter.rows = index + 1
-        return in_batch(index)
+            passed = done[index] == 1 or in_batch(index)
+        else:
+            if index >= counter.rows:  # (the reader may read the rows again: never less)
+                counter.rows = index + 1
+            passed = in_batch(index)
+        return passed or (only is not None and index not in only)
 
     # Ids of rows skipped here that an earlier run recorded, to catch a read row reusing one.
     # ``known_ids`` may be shorter than ``states`` (or empty): a later round of a batch run

@@ -44,6 +44,7 @@ from batchrun.core.errors import BatchrunError, ConfigError
 from batchrun.core.wording import on_command_line, option
 from batchrun.cost.models import OUTPUT_300K_BETA, job_rule_breaks, model_refusal
 from batchrun.engine.outcome import structured_mode_for
+from batchrun.engine.samples import samples_can_vary
 from batchrun.formats.base import ColumnQuery
 from batchrun.formats.inputs import check_input_text, format_of, input_kind
 from batchrun.rows.compressed import open_bytes
@@ -66,6 +67,26 @@ class UnbuildableJobError(ConfigError):
     exit_code = 2
 
 
+def check_samples(config: RunConfig) -> None:
+    """UnbuildableJobError when ``--samples K`` cannot be done as asked: its K requests of a
+    row would be one answer K times (temperature 0), or the job goes where a row's samples are
+    not gathered into one row (Message Batches)."""
+    k = config.engine.samples
+    if k <= 1:
+        return
+    asked = option("samples", k)
+    if not samples_can_vary(config.defaults.temperature):
+        raise UnbuildableJobError(
+            f"{asked} asks each row {k} times for independent answers, but at "
+            f"{option('temperature', 0)} every sample is (nearly) the same answer: give a "
+            f"temperature above 0, or leave it out (the API's default is 1)"
+        )
+    if config.via == "batches":
+        raise UnbuildableJobError(
+            f"{asked} gathers a row's samples online: leave out {option('via', 'batches')}"
+        )
+
+
 def check_every_row_can_be_built(config: RunConfig) -> None:
     """UnbuildableJobError listing each mistake that would fail every row; else nothing.
 
@@ -78,6 +99,7 @@ def check_every_row_can_be_built(config: RunConfig) -> None:
     check_input_text(config.input.path, config.input.shape)
     check_job_model(config)
     check_structured(config)
+    check_samples(config)
     start = _input_start(config)
     if start is None:
         return

@@ -14,6 +14,24 @@ from batchrun.store.sink import FinalCounts
 
 
 @dataclass(kw_only=True)
+class Trial:
+    """A run of a few rows into the job's own output (``--limit N`` or ``--sample N``), and
+    what it says of the whole job (``public.trial``)."""
+
+    limit: int | None = None  # the first N rows, or
+    sample: int | None = None  # N rows drawn at random with ``seed``
+    seed: int = 0
+    rows: int = 0  # rows in the trial (fewer than asked when the job has fewer)
+    job_rows: int = 0  # the job's input rows
+    pending: int | None = None  # rows the run without it would still do (sent, or filled)
+    # What the whole job would cost (10th, 50th, 90th percentile): what is paid, plus the
+    # rows to send projected from the answers so far (``estimation``); None: nothing to
+    # project from (no answer yet, or no price for the model).
+    job_cost_usd: tuple[float, float, float] | None = None
+    projected_from: int = 0  # answers the projection drew on
+
+
+@dataclass(kw_only=True)
 class RunSummary(RowTally):
     """What a run did: this run's rows and tokens (``RowTally``), and the state of the output."""
 
@@ -42,6 +60,7 @@ class RunSummary(RowTally):
     # source (money, or the simulator's pretend prices); None: not known (no output kept).
     job_cost_before: float | None = None
     job_cost_usd: float | None = None
+    trial: Trial | None = None  # --limit / --sample: a trial of a few rows
 
     def took_over(self, sources: SourceRule, spent: float) -> None:
         """Note what the run takes over from earlier ones (``runs.resume.load_prior``): which
@@ -73,9 +92,12 @@ class RunSummary(RowTally):
             return 130
         if self.budget_stop is not None and self.final is None:
             return 4  # stopped by --max-cost; re-running resumes
-        if self.final is None:
+        counts = self.final
+        if counts is None and self.trial is not None:
+            counts = self.partial  # a trial ends with its rows written, the rest to do
+        if counts is None:
             return 1
-        return 0 if self.final.error == 0 else 3
+        return 0 if counts.error == 0 else 3
 
     def snapshot(self, *, reported: int = 0, **more: Any) -> Snapshot:
         """The counts every driver's display shows, plus its own (``more``: in flight and

@@ -31,6 +31,7 @@ from batchrun.config.load import RunConfig
 from batchrun.core.wording import option
 from batchrun.engine.dedup import KEPT_FOR_TWINS, Dedup, twin_row
 from batchrun.engine.outcome import VIA_BATCHES, RowSettings, Work, base_row, prepare
+from batchrun.engine.samples import plan_index, sample_requests
 from batchrun.engine.twin_plan import IN_FINAL, IN_JOURNAL, TwinFinder, TwinPlan
 from batchrun.formats.inputs import read_rows
 from batchrun.store.arrow_values import int64_array, int64_scalar, string_scalar
@@ -66,11 +67,15 @@ def find_twins(
     prior: PriorState,
     accepted: Accepted,
     scratch: Scratch,
+    samples: int = 1,
 ) -> TwinPlan:
     """Which of the rows this run sends (``works``: the run's plan, read once more) have a
     twin among them, or an answer an earlier run recorded whose source this run counts as
     done (``accepted``: ``provenance.SourceRule.accepted``): a row asked again, or its twin,
-    is never filled from the answer it replaces."""
+    is never filled from the answer it replaces. With ``samples`` K (``--samples``) each row
+    is its K requests, keyed as the engine sends them (``engine.samples``): the i-th samples
+    of identical rows are twins, a row's own samples never are, and an earlier run's answer
+    (one row's vote) fills no sample."""
     finder = TwinFinder(scratch)
     for index, record in prior.journal.items():  # each row's newest record
         if record.status == STATUS_OK and record.request_hash and accepted(record.source):
@@ -90,8 +95,9 @@ def find_twins(
                     finder.answered(position + k, request_hash, in_final=True)
             position += batch.num_rows
     for work in works:
-        if work.request_hash is not None:
-            finder.to_send(work.row.index, work.request_hash)
+        for request in sample_requests(work, samples):
+            if request.request_hash is not None:
+                finder.to_send(plan_index(request, samples), request.request_hash)
     return finder.finish()
 
 

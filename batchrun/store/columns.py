@@ -42,6 +42,10 @@ COLUMNS: tuple[tuple[str, Kind], ...] = (
     # --answer-cache: "OUTPUT#ID", the output and row that paid for this answer in an earlier
     # job (engine.answer_cache); null for a row answered by this job
     ("cached_from", "string"),
+    # --samples K: every sample's answer, as JSON, and the share of them equal to the chosen
+    # (most frequent) answer (engine.samples); null for a row asked once
+    ("samples_json", "string"),
+    ("agreement", "float"),
     ("via", "string"),  # "online" | "batches": how the row was sent (Message Batches: half price)
     ("batch_id", "string"),  # the Message Batch that answered the row
     # Where the answer came from: "simulator", or the API's base URL without credentials

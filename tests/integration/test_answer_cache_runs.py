@@ -5,6 +5,7 @@ in the cache."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -271,3 +272,29 @@ def test_an_edited_attached_file_is_a_new_request_and_a_url_file_is_never_reused
     sim.stats.reset()
     edited = run(job_config(inp, tmp_path / "c.parquet", sim.base_url, answer_cache=cache))
     assert edited.answer_cache_hits == 0 and sim.stats.requests == 2
+
+
+def test_samples_are_cached_one_entry_each_and_reused_sample_for_sample(
+    tmp_path: Path, sim: Any
+) -> None:
+    # --samples K: each sample is its own entry (its request hash carries its index), so a
+    # later identical job is filled sample for sample, never with one answer K times over.
+    cache = str(tmp_path / "answers")
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(5))
+    sampled = {"answer_cache": cache, "samples": 3, "temperature": 1.0}
+    first = run(job_config(inp, tmp_path / "a.parquet", sim.base_url, **sampled))
+    assert first.exit_code == 0 and sim.stats.requests == 15
+    assert first.answer_cache_stored == 15
+    sim.stats.reset()
+    again = run(job_config(inp, tmp_path / "b.parquet", sim.base_url, **sampled))
+    assert again.exit_code == 0 and sim.stats.requests == 0
+    assert again.answer_cache_hits == 15
+    a, b = _rows(tmp_path / "a.parquet"), _rows(tmp_path / "b.parquet")
+    for row_id, row in a.items():
+        paid, filled = json.loads(row["samples_json"]), json.loads(b[row_id]["samples_json"])
+        assert [s["text"] for s in filled] == [s["text"] for s in paid]
+        assert all(s["cost_usd"] == 0 for s in filled)  # paid for by the first job
+        assert b[row_id]["agreement"] == row["agreement"] and b[row_id]["cost_usd"] == 0
+    sim.stats.reset()
+    once = run(job_config(inp, tmp_path / "c.parquet", sim.base_url, answer_cache=cache))
+    assert once.exit_code == 0 and sim.stats.requests == 5  # a sample never answers a plain ask

@@ -5,6 +5,8 @@ Each command lists only the flags it uses: those pinned as absent must stay away
 
 from __future__ import annotations
 
+import re
+
 import click
 import pytest
 from click.testing import CliRunner
@@ -136,6 +138,20 @@ COMMANDS: dict[tuple[str, ...], list[str]] = {
         "-c",
         "-q",
     ],
+    ("render",): [
+        "--row",
+        "--full",
+        "--model",
+        "--max-tokens",
+        "--system",
+        "--template",
+        "--json-schema",
+        "--cache",
+        "--format",
+        "--media-root",
+        "--stream",
+        "--prices",
+    ],
     ("report",): ["--html", "--json", "--prices"],
     ("merge",): ["--csv-delimiter", "--format", "--output", "--quiet", "-o", "-q"],  # issue 16
 }
@@ -181,6 +197,8 @@ ABSENT: dict[tuple[str, ...], list[str]] = {
     ("batches", "cancel"): [*REQUEST_ONLY, *SENDING_ONLY, *RUN_ONLY],
     ("estimate",): RUN_ONLY,
     ("validate",): [*SENDING_ONLY, *RUN_ONLY, "--simulate"],
+    # render builds one request and sends nothing: no output, no API, no key.
+    ("render",): [*SENDING_ONLY, *RUN_ONLY, "--simulate", "--output", "--base-url", "--timeout"],
 }
 
 
@@ -214,3 +232,60 @@ def test_estimate_refuses_a_flag_only_run_uses(flag: str) -> None:
     result = CliRunner().invoke(cli, ["estimate", "x.jsonl", flag], prog_name="batchrun")
     assert result.exit_code == 2
     assert f"No such option '{flag}'" in result.output
+
+
+# -- sections, choices, variables -----------------------------------------------------------
+
+
+def _help(path: tuple[str, ...]) -> str:
+    return CliRunner().invoke(cli, [*path, "--help"], prog_name="batchrun").output
+
+
+def test_run_help_lists_its_flags_in_sections() -> None:
+    from batchrun.cli.options import SECTIONS
+
+    shown = _help(("run",))
+    starts = [shown.index(f"\n  {title}:") for title in SECTIONS]
+    assert starts == sorted(starts)  # every section, in order
+    expected = ["--limit", "--model", "--overwrite", "--rpm", "--max-cost", "--engine", "--quiet"]
+    for flag, start, end in zip(expected, starts, [*starts[1:], len(shown)], strict=True):
+        listed = re.search(rf"\n    (-\w, )?{flag} ", shown)  # where the flag is listed
+        assert listed is not None and start < listed.start() < end, flag
+
+
+def test_every_flag_of_the_table_has_a_section() -> None:
+    from batchrun.cli.options import SECTIONS, section_of
+    from batchrun.config.settings import SETTINGS
+
+    for setting in SETTINGS:
+        if setting.long_flag is not None:
+            assert section_of(setting) in SECTIONS, setting.key
+
+
+@pytest.mark.parametrize("path", sorted(COMMANDS), ids=lambda p: " ".join(p) or "batchrun")
+def test_every_choice_is_listed(path: tuple[str, ...]) -> None:
+    command: click.Command = cli
+    for name in path:
+        assert isinstance(command, click.Group)
+        command = command.commands[name]
+    shown = _help(path)
+    for param in command.params:
+        if isinstance(param.type, click.Choice):
+            assert "|".join(map(str, param.type.choices)) in shown, (path, param.name)
+
+
+def test_merge_format_takes_only_a_known_format() -> None:
+    shown = _help(("merge",))
+    assert "--format [jsonl|json|csv|tsv|parquet]" in shown
+    result = CliRunner().invoke(cli, ["merge", "x", "--format", "xml"])
+    assert result.exit_code == 2 and "'xml' is not one of" in result.output
+
+
+def test_a_command_names_only_the_variables_it_reads() -> None:
+    listed = _help(("batches", "list")).split("Settings come from", 1)[1]
+    for name in ("BATCHRUN_MODEL", "BATCHRUN_CONCURRENCY", "BATCHRUN_MAX_COST", "BATCHRUN_GRACE"):
+        assert name not in listed, name
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "BATCHRUN_TIMEOUT"):
+        assert name in listed, name
+    rendered = _help(("render",)).split("Settings come from", 1)[1]
+    assert "ANTHROPIC_API_KEY" not in rendered and "BATCHRUN_MODEL" in rendered

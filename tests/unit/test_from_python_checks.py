@@ -17,7 +17,7 @@ from support import (
 )
 
 import batchrun
-from batchrun.core.sync import _Worker
+from batchrun.core.sync import Worker
 from batchrun.formats.registry import output_formats, said
 
 MODEL = "claude-haiku-4-5"
@@ -118,7 +118,7 @@ def test_the_worker_thread_stops_its_job_when_cancelled() -> None:
         started.set()
         await asyncio.Event().wait()
 
-    worker = _Worker(forever())
+    worker = Worker(forever())
     worker.start()
     started.wait()
     worker.cancel()

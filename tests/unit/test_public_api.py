@@ -177,6 +177,8 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
     "RunSummary": (
         "class",
         [
+            "agreement_rows",
+            "agreement_total",
             "answer_cache_failures",
             "answer_cache_hits",
             "answer_cache_saved_usd",
@@ -195,6 +197,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "concurrency_chosen",
             "cost_usd",
             "dedup_resent",
+            "dedup_sampled",
             "dedup_saved_usd",
             "deduplicated",
             "dropped",
@@ -221,6 +224,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "rate_slowdowns",
             "rate_wait_s",
             "retries",
+            "sample_requests",
             "skipped",
             "source",
             "sources_kept",
@@ -228,6 +232,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "stop_reasons",
             "todo",
             "total_rows",
+            "trial",
             "unpriced",
             "via",
         ],
@@ -235,6 +240,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
     "Runtime": (  # new in issue 24
         "class",
         [
+            "on_row",  # issue 27: iter_answers
             "progress_stream",
             "show_progress",
             "sleep",
@@ -353,6 +359,10 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "environ",
             "settings",
         ],
+    ),
+    "iter_answers": (  # new in issue 27
+        "function",
+        ["source", "runtime", "model", "max_tokens", "output", "environ", "settings"],
     ),
     "run_shard": (  # reshaped in issue 24
         "function",
