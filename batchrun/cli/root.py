@@ -27,6 +27,7 @@ try:
 
     from batchrun import __version__
     from batchrun.cli.batches import batches_group
+    from batchrun.cli.cache import cache_group
     from batchrun.cli.estimate import estimate_cmd
     from batchrun.cli.merge import merge_cmd
     from batchrun.cli.options import flag_names
@@ -103,6 +104,7 @@ for _command in (
     estimate_cmd,
     report_cmd,
     merge_cmd,
+    cache_group,
 ):
     cli.add_command(_command)
 

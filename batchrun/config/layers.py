@@ -143,6 +143,9 @@ class EngineSettings:
     dedup: bool = True  # identical requests are sent once (engine.dedup)
     rate_limit_store: str | None = None  # redis://...: limits shared by many processes
     json_schema: Mapping[str, Any] | None = None  # replies must satisfy it (rows.structured)
+    # --answer-cache: an absolute folder or an s3:// / gs:// prefix (engine.answer_cache)
+    answer_cache: str | None = None
+    answer_cache_samples: bool = False  # reuse sampled answers even with --no-dedup
     samples: int = 1  # requests per row, folded into one output row (engine.samples)
 
 

@@ -201,7 +201,7 @@ def load_config(
 
     if job_url is not None:
         # A remote job file's relative input, output and prices are beside it on the store.
-        for key in ("input", "output", "prices", "media_root"):
+        for key in ("input", "output", "prices", "media_root", "answer_cache"):
             if key in job and key not in given and _relative(settings.get(key)):
                 settings[key] = _beside(job_url, str(settings[key]))
 
@@ -265,6 +265,14 @@ def load_config(
         _check_base_url(base_url, allow_insecure)
     concurrency, concurrency_auto = _concurrency(settings)
     rate_limit_store = value("rate_limit_store")
+    answer_cache = _url(settings.get("answer_cache")) or _str_or_none(path_of("answer_cache"))
+    if answer_cache is not None and value("via") == "batches":
+        # Message Batches rows are not looked up in it: paying for them again without a word
+        # would be the silent failure, so say it before anything is sent.
+        raise ConfigError(
+            f"{option('answer_cache', 'DIR')} is not used by Message Batches runs yet: run "
+            f"online to reuse cached answers, or leave out {option('answer_cache')}"
+        )
     if rate_limit_store is not None:  # its library, before anything is written or sent
         require_extra("redis", "redis", option("rate_limit_store"))
     schema_path = path_of("json_schema")
@@ -296,6 +304,7 @@ def load_config(
         "reask_other_source": _not_both(value, "reask_other_source", "keep_other_source"),
         "work_dir": work_dir,
         "rate_limit_store": rate_limit_store,
+        "answer_cache": answer_cache,
         **{key: value(key) for key in _CHECKED},
     }
     return RunConfig(
@@ -428,6 +437,10 @@ def output_alone(
         lease_ttl=_lease_ttl(env),
     )
     return settings, storage
+
+
+def _str_or_none(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def _url(value: Any) -> str | None:

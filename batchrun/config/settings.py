@@ -409,6 +409,27 @@ SETTINGS: tuple[Setting, ...] = (
         layer="engine",
     ),
     Setting(
+        "answer_cache",
+        "text",
+        "Reuse answers across jobs: a folder, or an s3:// or gs:// prefix, shared by every job "
+        "that names it. A row whose request (model, every field, attached files) an earlier job "
+        "already had answered by the same source is filled from that answer (cached_from names "
+        "the output and row that paid; cost 0) instead of being sent; every ok answer is added.",
+        commands=RUN_COMMANDS,
+        env=True,
+        metavar="DIR",
+        layer="engine",
+    ),
+    Setting(
+        "answer_cache_samples",
+        "flag",
+        "With --no-dedup, reuse cached answers of sampled requests too (temperature above 0, "
+        "the API's default); without it they are sent again.",
+        default=False,
+        commands=RUN_COMMANDS,
+        layer="engine",
+    ),
+    Setting(
         "samples",
         "int",
         "Ask each row K times, independently (dedup never folds a row's samples): its output "

@@ -45,6 +45,7 @@ from batchrun.cost.budget import Budget
 from batchrun.cost.models import thinking_room_warning
 from batchrun.cost.prices import UnknownModels
 from batchrun.engine.admission import AdmissionClosed, Gate, SendCheck
+from batchrun.engine.answer_cache import AnswerLane
 from batchrun.engine.dedup import Dedup, twin_row
 from batchrun.engine.fail_fast import FailFast
 from batchrun.engine.outcome import RowSettings, Work, base_row, error_row
@@ -83,6 +84,8 @@ class Engine:
     ``job_spent`` is what earlier runs of the job spent, for a driver that owns the job's
     output and its ledger (``store.spend``): ``--max-cost`` caps the job, so this run may spend
     what is left. None (a Ray worker, a notebook): no ledger, the budget is this run's.
+    ``answers``: the ``--answer-cache`` lane (``engine.answer_cache``), asked before a row is
+    deduplicated or sent, and given every answer this run pays for.
     """
 
     def __init__(
@@ -98,8 +101,10 @@ class Engine:
         sleep: Sleep = asyncio.sleep,
         notify: Callable[[str], None] = _ignore,
         send_check: SendCheck | None = None,
+        answers: AnswerLane | None = None,
     ) -> None:
         self.settings = settings
+        self.answers = answers
         self.cost = cost
         self.rows = rows
         self._scope = budget_scope
@@ -187,6 +192,11 @@ class Engine:
             tally.deduplicated += self.dedup.filled - self._sample_copies  # rows, not samples
             tally.dedup_saved_usd += self.dedup.saved_usd
             tally.dedup_resent += self.dedup.resent
+        if self.answers is not None:
+            tally.answer_cache_hits += self.answers.hits
+            tally.answer_cache_saved_usd += self.answers.saved_usd
+            tally.answer_cache_stored += self.answers.stored
+            tally.answer_cache_failures += self.answers.failures
         if self.warmup is not None:
             tally.cache_groups_warmed += self.warmup.groups_warmed
             tally.cache_rewarmed += self.warmup.rewarmed
@@ -206,19 +216,22 @@ class Engine:
                 return  # not sent, not recorded: the budget is spent and a re-run resumes here
             row = answered
         on_row(work, row)  # first: a result is recorded before anything else can go wrong
+        if self.answers is not None:
+            await self.answers.keep(work, row)  # an answer this run paid for, for later jobs
         if work.sample is None:  # a sample is counted in its row's voted one (engine.samples)
             self.tally.count(row, work.dropped)
         self._unpriced.check(row, self._notify)
         self._fail_fast.observe(row)
 
     async def _answer(self, work: Work, body: dict[str, Any]) -> dict[str, Any] | None:
-        """The row's outcome: a copy of its twin's answer (``engine.dedup``), or sent."""
+        """The row's outcome: an earlier job's answer (``engine.answer_cache``), a copy of its
+        twin's (``engine.dedup``), or sent."""
         dedup, request_hash = self.dedup, work.request_hash
         if dedup is None or request_hash is None:
-            return await self._send_warm(work, body)
+            return await self._cached_or_sent(work, body)
         member = dedup.member(plan_index(work, self.settings.samples), request_hash)
         if member is None:  # no twin: nothing to wait for, nothing to keep
-            return await self._send_warm(work, body)
+            return await self._cached_or_sent(work, body)
         answer = await dedup.claim(member, request_hash, self.pool.stand_aside, self._stopping)
         if answer is not None:
             if work.sample:  # a row's later samples: its copy is counted once, as a row
@@ -228,10 +241,18 @@ class Engine:
             return twin_row(base_row(work, self.rows), answer)
         row = None
         try:
-            row = await self._send_warm(work, body)
+            row = await self._cached_or_sent(work, body)
         finally:
             dedup.settle(member, row)  # whatever happened: its twins wait for it
         return row
+
+    async def _cached_or_sent(self, work: Work, body: dict[str, Any]) -> dict[str, Any] | None:
+        """An earlier job's answer (after dedup: a twin in this run is a twin), or sent."""
+        if self.answers is not None:
+            cached = await self.answers.lookup(work, lambda: base_row(work, self.rows))
+            if cached is not None:
+                return cached
+        return await self._send_warm(work, body)
 
     async def _send_warm(self, work: Work, body: dict[str, Any]) -> dict[str, Any] | None:
         """Sent once its prefix group is warm (``engine.warmup``); None: the budget refused it."""

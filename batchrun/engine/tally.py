@@ -71,6 +71,16 @@ class RowTally:
     dedup_resent: int = field(
         default=0, metadata=ADDS
     )  # duplicates sent anyway: their twin's answer had left the bounded table (no plan)
+    answer_cache_hits: int = field(
+        default=0, metadata=ADDS
+    )  # rows filled from --answer-cache instead of being sent (engine.answer_cache)
+    answer_cache_saved_usd: float = field(
+        default=0.0, metadata=ADDS
+    )  # what those answers cost the jobs that paid for them
+    answer_cache_stored: int = field(default=0, metadata=ADDS)  # answers this run added to it
+    answer_cache_failures: int = field(
+        default=0, metadata=ADDS
+    )  # reads or writes of the cache that failed (those rows were sent, or not kept)
     sample_requests: int = field(
         default=0, metadata=ADDS
     )  # --samples K: the requests' rows folded into voted rows (engine.samples)

@@ -53,6 +53,7 @@ class ModelLine:
     # group, the first request writing the shared prefix to the cache and the others reading
     # it. Prefix tokens are totals over the requests that write or read them.
     duplicates: int = 0
+    answer_cached: int = 0  # --answer-cache: rows an earlier job's answer fills, for $0
     cache_groups: int = 0
     cache_writes: int = 0
     cache_reads: int = 0
@@ -208,6 +209,10 @@ class Estimate:
         return sum(m.duplicates for m in self.models.values())
 
     @property
+    def answer_cached(self) -> int:
+        return sum(m.answer_cached for m in self.models.values())
+
+    @property
     def caches(self) -> bool:
         """True when the run would write or read the cache for some pending row."""
         return any(m.cache_delta() for m in self.models.values())
@@ -290,6 +295,7 @@ class Estimate:
                     "cost_usd_ceiling_online": _round(m.cost_ceiling(cached=False)),
                 },
                 "duplicates": m.duplicates,
+                "answer_cached": m.answer_cached,
                 "cache": {
                     "groups": m.cache_groups,
                     "writes": m.cache_writes,
@@ -323,6 +329,7 @@ class Estimate:
                 "cost_usd_ceiling_batch": round(self.total_ceiling(batch=True), 6),
                 "unpriced_models": self.unknown_models,
                 "duplicates": self.duplicates,
+                "answer_cached": self.answer_cached,
                 "cache_writes": sum(m.cache_writes for m in self.models.values()),
                 "cache_reads": sum(m.cache_reads for m in self.models.values()),
                 "caching_saves_usd_online": round(-self.cache_delta(), 6),

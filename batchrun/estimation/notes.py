@@ -112,6 +112,11 @@ def _cache_notes(est: Estimate, config: RunConfig) -> list[str]:
             "exactly (or one answered in the output): the run sends it once and fills them "
             f"from its answer for $0 ({option('dedup', False)} sends them all)"
         )
+    if est.answer_cached:
+        notes.append(
+            f"answer cache: {est.answer_cached:,} rows to send were answered by an earlier job "
+            f"({option('answer_cache', 'DIR')}): the run fills them from those answers for $0"
+        )
     groups = sum(m.cache_groups for m in est.models.values())
     if groups:
         measured = (

@@ -33,6 +33,7 @@ cost is shown with that and without caching.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 import time
@@ -68,7 +69,7 @@ from batchrun.estimation.duration import batch_duration, estimate_duration
 from batchrun.estimation.figures import Estimate, Level, ModelLine, PilotInfo, _range
 from batchrun.estimation.notes import method_notes
 from batchrun.formats.inputs import InputRow, read_rows
-from batchrun.runs.compose import job_client
+from batchrun.runs.compose import answer_lane, job_client
 from batchrun.runs.fetch import fetched
 from batchrun.runs.online import run_async
 from batchrun.runs.plan import redo_lapsed
@@ -250,7 +251,10 @@ async def _run_pilot(
     seed: int,
     runtime: Runtime,
 ) -> PilotInfo:
-    summary = await run_async(config, runtime, only=sample)
+    # The pilot measures what rows cost: an answer cache would show it $0 rows, so it goes
+    # without one (the rest of the job still uses it, and the input pass counts those rows).
+    engine = dataclasses.replace(config.engine, answer_cache=None)
+    summary = await run_async(dataclasses.replace(config, engine=engine), runtime, only=sample)
     limits = {
         model_key(config.cost.prices, model): limits
         for model, limits in summary.rate_limits.items()
@@ -415,6 +419,7 @@ async def _input_pass(
     lapsed_sent = redo_lapsed(config)  # the run sends expired batch rows again
     samples = config.engine.samples
     first_problem: tuple[int, InvalidRowError] | None = None
+    answers = answer_lane(config, settings)
 
     async def visit(row: InputRow) -> None:
         nonlocal first_problem
@@ -443,6 +448,9 @@ async def _input_pass(
             return
         if config.engine.dedup and scan.duplicates.is_duplicate(work.request_hash):
             line.duplicates += 1  # filled from the identical request's answer, for $0
+            return
+        if answers is not None and await answers.has(work):
+            line.answer_cached += 1  # an earlier job's answer (--answer-cache), for $0
             return
         tokens = local
         counted = None

@@ -294,6 +294,16 @@ def _saved_line(summary: RunSummary, config: RunConfig) -> str:
     if duplicates:
         saved = summary.dedup_saved_usd
         parts.append(f"dedup {money(saved)} ({duplicates:,} rows filled from an identical request)")
+    if summary.answer_cache_hits:
+        parts.append(
+            f"answer cache {money(summary.answer_cache_saved_usd)} "
+            f"({summary.answer_cache_hits:,} rows answered by an earlier job, not sent)"
+        )
+    if summary.answer_cache_failures:
+        parts.append(
+            f"{summary.answer_cache_failures:,} answer-cache read(s) or write(s) failed (those "
+            "rows were sent, or their answers not kept)"
+        )
     if summary.dedup_resent:
         parts.append(
             f"{summary.dedup_resent:,} duplicate(s) sent again (their original's answer had "
@@ -360,6 +370,10 @@ def summary_dict(summary: RunSummary, config: RunConfig | None = None) -> dict[s
             "dedup_resent": summary.dedup_resent,
             "cache_groups_warmed": summary.cache_groups_warmed,
             "cache_rewarmed": summary.cache_rewarmed,
+            "answer_cache_rows": summary.answer_cache_hits,
+            "answer_cache_usd": round(summary.answer_cache_saved_usd, 10),
+            "answer_cache_stored": summary.answer_cache_stored,
+            "answer_cache_failures": summary.answer_cache_failures,
         },
         "unpriced": summary.unpriced,
         "max_cost": summary.max_cost,

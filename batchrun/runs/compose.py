@@ -10,6 +10,7 @@ from decimal import Decimal
 from batchrun.client.messages import MessagesClient
 from batchrun.config.load import RunConfig
 from batchrun.engine.admission import SendCheck
+from batchrun.engine.answer_cache import AnswerLane
 from batchrun.engine.connect import open_client
 from batchrun.engine.engine import BudgetScope, Engine
 from batchrun.engine.outcome import RowSettings
@@ -63,4 +64,24 @@ def job_engine(
         sleep=runtime.sleep,
         notify=notify,
         send_check=send_check,
+        answers=answer_lane(config, rows, notify),
+    )
+
+
+def answer_lane(
+    config: RunConfig, rows: RowSettings, notify: Callable[[str], None] = _ignore
+) -> AnswerLane | None:
+    """The job's ``--answer-cache`` (``engine.answer_cache``), or None without one."""
+    location = config.engine.answer_cache
+    if location is None:
+        return None
+    from batchrun.remote.answer_cache import AnswerCache  # the storage layer, when asked for
+
+    return AnswerLane(
+        AnswerCache(location, config.storage),
+        rows.source,
+        config.output.shown,
+        dedup=config.engine.dedup,
+        samples=config.engine.answer_cache_samples,
+        notify=notify,
     )

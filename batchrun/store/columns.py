@@ -39,6 +39,9 @@ COLUMNS: tuple[tuple[str, Kind], ...] = (
     ("error_message", "string"),
     ("request_hash", "string"),
     ("duplicate_of", "string"),  # the id of the row whose identical request was sent for this one
+    # --answer-cache: "OUTPUT#ID", the output and row that paid for this answer in an earlier
+    # job (engine.answer_cache); null for a row answered by this job
+    ("cached_from", "string"),
     # --samples K: every sample's answer, as JSON, and the share of them equal to the chosen
     # (most frequent) answer (engine.samples); null for a row asked once
     ("samples_json", "string"),

@@ -94,6 +94,9 @@ COMMANDS: dict[tuple[str, ...], list[str]] = {
         "--seed",
     ],
     ("batches",): [],
+    ("cache",): [],  # issue 28: the answer cache
+    ("cache", "info"): [],
+    ("cache", "prune"): ["--older-than", "--max-size"],
     ("batches", "list"): BATCH_FLAGS,
     ("batches", "cancel"): BATCH_FLAGS,
     ("estimate",): [

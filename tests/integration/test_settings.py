@@ -146,6 +146,7 @@ ENV_SAMPLES = {
     "max_retry_wait": ("45", 45.0),
     "max_cost": ("1.5", 1.5),
     "via": ("batches", "batches"),
+    "answer_cache": ("s3://bucket/answers", "s3://bucket/answers"),
 }
 
 
@@ -232,6 +233,8 @@ JOB_SAMPLES = {
     "http_backend": (BASE + 'http_backend = "httpx"\n', "httpx"),
     "stream": (BASE + "stream = true\n", True),
     "dedup": (BASE + "dedup = false\n", False),
+    "answer_cache": (BASE + 'answer_cache = "gs://bucket/answers"\n', "gs://bucket/answers"),
+    "answer_cache_samples": (BASE + "answer_cache_samples = true\n", True),
     "reask_other_source": (BASE + "reask_other_source = true\n", True),
     "grace": (BASE + "grace = 4\n", 4.0),
     "samples": (BASE + "samples = 3\n", 3),

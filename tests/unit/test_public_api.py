@@ -179,6 +179,10 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
         [
             "agreement_rows",
             "agreement_total",
+            "answer_cache_failures",
+            "answer_cache_hits",
+            "answer_cache_saved_usd",
+            "answer_cache_stored",
             "batches_collected",
             "batches_created",
             "batches_running",
