@@ -173,6 +173,7 @@ class Engine:
 
     async def run(self, works: Iterable[Work], on_row: OnRow) -> None:
         """Process every work item (until stopped); only a run-stopping error escapes."""
+        samples = None
         if self.settings.samples > 1:  # K requests a row, folded into one row
             samples = Samples(self.settings.samples, on_row, self.tally)
             works, on_row = samples.expand(works), samples.record
@@ -180,6 +181,8 @@ class Engine:
             with _fewer_collections():
                 await self.pool.run(iter(works), lambda work: self._handle(work, on_row))
         finally:
+            if samples is not None:
+                samples.cut()  # rows stopped between their samples: what they cost is kept
             self.sender.report()
             self._report_savings()
             if self._store is not None:

@@ -6,8 +6,10 @@ i-th samples of two identical rows still fold, as identical rows always do). Whe
 outcome rows are in, they become its one output row (``vote``): the answer given most often
 (structured answers compared as canonical JSON, text as it is; a tie goes to the earliest
 sample), ``samples_json`` with every sample, ``agreement`` (the share of the K samples equal to
-the chosen one) and the usage and cost of all K summed. Only that row is journaled and counted:
-a run stopped with some of a row's samples in sends the row again whole.
+the chosen one) and the usage and cost of all K summed. Only that row is journaled and counted.
+A run stopped with some of a row's samples in records the row as cut off (``Samples.cut``):
+its samples' cost is journaled, so the job's spend and ``--max-cost`` count it, and the next
+run asks the row again whole.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from batchrun.engine.outcome import Work
 from batchrun.engine.tally import RowTally
-from batchrun.store.columns import STATUS_OK, USAGE_COLUMNS
+from batchrun.store.columns import SAMPLES_CUT, STATUS_ERROR, STATUS_OK, USAGE_COLUMNS
 
 OnRow = Callable[[Work, dict[str, Any]], None]
 SAMPLE_MARK = "#sample-"  # what follows a request's hash in its samples' dedup key
@@ -89,6 +91,30 @@ class Samples:
         if voted["agreement"] is not None:
             self._tally.agreement_total += voted["agreement"]
             self._tally.agreement_rows += 1
+
+    def cut(self) -> None:
+        """At the end of a run: each row some of whose samples were answered but not all (a
+        stop, a budget) is recorded as cut off, with what its samples cost, so the spend is
+        the job's whatever happens; its state leaves it to the next run (``SAMPLES_CUT``)."""
+        for index, rows in list(self._waiting.items()):
+            finished = [r for r in rows if r is not None]
+            if not finished:
+                continue  # nothing of it sent: the next run sends it, as any row
+            del self._waiting[index]
+            original = self._works.pop(index)
+            row = vote(finished)
+            row.update(
+                status=STATUS_ERROR,
+                error_type=SAMPLES_CUT,
+                error_message=(
+                    f"the run stopped after {len(finished)} of its {self.k} samples (paid, and "
+                    "counted in the job's spend); the next run asks this row again whole"
+                ),
+                agreement=None,
+                request_hash=original.request_hash,
+            )
+            self._on_row(original, row)
+            self._tally.add_usage(row)  # spent, though the row is not finished
 
 
 def answer_key(row: dict[str, Any]) -> str:

@@ -120,6 +120,13 @@ class RowTally:
             self.error_types[row["error_type"] or "unknown"] += 1
         if row["stop_reason"]:
             self.stop_reasons[row["stop_reason"]] += 1
+        self.add_usage(row)
+        if row["cost_usd"] is None and row["status"] == STATUS_OK:
+            self.unpriced += 1
+
+    def add_usage(self, row: Mapping[str, Any]) -> None:
+        """Add what ``row`` used and cost, and nothing of how it ended (a row cut off between
+        its samples is not finished: ``engine.samples.Samples.cut``)."""
         self.input_tokens += row["input_tokens"] or 0
         self.output_tokens += row["output_tokens"] or 0
         self.cache_creation_input_tokens += row["cache_creation_input_tokens"] or 0
@@ -128,8 +135,6 @@ class RowTally:
         self.cache_read_input_tokens += row["cache_read_input_tokens"] or 0
         if row["cost_usd"] is not None:
             self.cost_usd += row["cost_usd"]
-        elif row["status"] == STATUS_OK:
-            self.unpriced += 1
 
     def uncount_error(self, error_type: str, rows: int = 1) -> None:
         """Take back ``rows`` error rows of one type (a lapsed row answered later)."""

@@ -67,6 +67,10 @@ STATUS_ERROR = "error"
 
 # error_type for a row that was never sent because it breaks a rule the API would reject.
 INVALID_REQUEST = "invalid_request"
+# --samples K: a row whose run stopped after some of its samples were paid for. Its record
+# carries what they cost, so the job's spend (store.spend) counts them; the row itself is
+# not settled, and the next run asks it again whole (store.row_state).
+SAMPLES_CUT = "samples_cut"
 
 
 def blank_row(row_id: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 
-from batchrun.store.columns import INVALID_REQUEST, STATUS_OK
+from batchrun.store.columns import INVALID_REQUEST, SAMPLES_CUT, STATUS_OK
 
 # The error types of a row a Message Batch ended without processing, and what they mean: the
 # row was never answered, and --resubmit-expired / --finish-online send it again.
@@ -33,10 +33,11 @@ def state_of(status: str | None, error_type: str | None) -> RowState:
     """The state a record leaves its row in."""
     if status == STATUS_OK:
         return RowState.OK
-    if status is None or error_type == INVALID_REQUEST:
+    if status is None or error_type in (INVALID_REQUEST, SAMPLES_CUT):
         # Never sent: the row broke an API rule. Every run checks it again, so a row that a
         # fix to the job (a --model forgotten) or to the input made valid is sent; one still
-        # invalid costs nothing and is recorded again.
+        # invalid costs nothing and is recorded again. A row whose samples were cut off by a
+        # stop (SAMPLES_CUT) is asked again whole; what its samples cost stays counted.
         return RowState.NOTHING
     return RowState.LAPSED if error_type in LAPSED_REASONS else RowState.ERROR
 

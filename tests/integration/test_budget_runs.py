@@ -143,3 +143,31 @@ def test_the_progress_line_shows_spent_and_projected_cost(
     line = runner._cost_status(summary)
     assert f"cost=${summary.cost_usd:.4f}" in line
     assert f"proj=${summary.cost_usd * 2:.4f}" in line and "max=$5" in line
+
+
+def test_samples_cut_off_by_the_cap_are_counted_in_the_jobs_spend_and_asked_again(
+    tmp_path: Path, sim: SimulatorThread
+) -> None:
+    # --samples 3: the cap stops the run between a row's samples. What those samples cost is
+    # journaled (a samples_cut record), so this run's cost and the job's ledger hold every
+    # request paid; the next run asks the cut rows again whole, and every row ends answered.
+    rows = _documents(30)
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.parquet"
+    sampled = {"samples": 3, "temperature": 1.0}
+    summary = run(_config(inp, out, sim.base_url, max_cost=0.08, **sampled))
+    assert summary.exit_code == 4 and summary.budget_stop
+    records = _journal(out)
+    cut = [r for r in records if r["error_type"] == "samples_cut"]
+    assert cut, "the cap stopped between samples of no row: raise or lower it"
+    paid = sum(r["cost_usd"] for r in records)
+    samples_paid = sum(len(json.loads(r["samples_json"])) for r in records)
+    assert samples_paid == sim.stats.requests  # every request answered is in the journal
+    assert summary.cost_usd == pytest.approx(paid)
+    sim.stats.reset()
+    again = run(_config(inp, out, sim.base_url, **sampled))
+    assert again.exit_code == 0
+    assert sim.stats.requests == 3 * (len(rows) - (len(records) - len(cut)))
+    assert again.job_cost_before == pytest.approx(paid)  # the ledger kept the cut samples
+    final = pq.read_table(out).to_pylist()
+    assert len(final) == len(rows) and all(r["status"] == "ok" for r in final)

@@ -53,3 +53,39 @@ def test_samples_in_error_count_against_agreement_and_all_errors_is_an_error_row
     failed = vote([_sample(None, status="error"), _sample(None, status="error")])
     assert failed["status"] == "error" and failed["agreement"] is None
     assert len(json.loads(failed["samples_json"])) == 2
+
+
+def test_a_row_stopped_between_its_samples_keeps_their_cost_and_is_asked_again() -> None:
+    # A run that stops (Ctrl-C, a budget) after some of a row's samples were paid for: the row
+    # is recorded as cut off with what they cost, so the job's spend counts them, and its
+    # state leaves it to the next run, which asks it whole.
+    from batchrun.engine.outcome import Work
+    from batchrun.engine.samples import Samples
+    from batchrun.engine.tally import RowTally
+    from batchrun.rows.reader import InputRow
+    from batchrun.store.columns import SAMPLES_CUT
+    from batchrun.store.row_state import RowState, state_of
+
+    handed: list[tuple[Work, dict[str, Any]]] = []
+    tally = RowTally()
+    samples = Samples(3, lambda work, row: handed.append((work, row)), tally)
+    works = [Work(InputRow(i, i + 1, f"r{i}", {}), {"model": "m"}, f"h{i}", None) for i in (0, 1)]
+    sent = list(samples.expand(works))
+    assert [w.request_hash for w in sent][:3] == ["h0#sample-0", "h0#sample-1", "h0#sample-2"]
+    for work in sent[3:]:  # every sample of r1
+        samples.record(work, _sample("yes", cost=0.25))
+    samples.record(sent[0], _sample("no", cost=0.5))  # one sample of r0; then the stop
+    samples.record(sent[1], _sample("no", cost=0.5))
+    samples.cut()
+    assert [(w.row.id, r["status"], r["error_type"]) for w, r in handed] == [
+        ("r1", "ok", None),
+        ("r0", "error", SAMPLES_CUT),
+    ]
+    cut = handed[1][1]
+    assert cut["cost_usd"] == 1.0 and len(json.loads(cut["samples_json"])) == 2
+    assert cut["request_hash"] == "h0" and cut["agreement"] is None
+    assert "2 of its 3 samples" in cut["error_message"]
+    assert tally.cost_usd == 0.75 + 1.0  # the summary's spend counts the cut row's samples
+    assert state_of(cut["status"], cut["error_type"]) == RowState.NOTHING  # asked again
+    samples.cut()
+    assert len(handed) == 2  # once
