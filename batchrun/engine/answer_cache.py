@@ -31,8 +31,9 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from batchrun.core.errors import BatchrunError
-from batchrun.engine.dedup import ANSWER_COLUMNS, ZERO_COLUMNS
+from batchrun.engine.dedup import ANSWER_COLUMNS, filled_row, plain_value
 from batchrun.engine.outcome import Work
+from batchrun.engine.samples import request_samples
 from batchrun.store.columns import STATUS_OK, USAGE_COLUMNS
 
 if TYPE_CHECKING:  # the storage layer is loaded only by a job with an answer cache
@@ -47,13 +48,7 @@ _URL_SOURCE = b'"type":"url"'  # in a request's canonical JSON: a file the API f
 def cached_row(own: Mapping[str, Any], entry: Entry) -> dict[str, Any]:
     """``own`` (the row's base row) with ``entry``'s answer, ``cached_from`` its payer, and
     nothing paid."""
-    row = dict(own)
-    for name in ANSWER_COLUMNS:
-        row[name] = entry.answer.get(name)
-    for name in ZERO_COLUMNS:
-        row[name] = 0.0 if name == "cost_usd" else 0
-    row.update(latency_ms=None, elapsed_ms=0.0, duplicate_of=None, cached_from=entry.paid_by)
-    return row
+    return filled_row(own, entry.answer, duplicate_of=None, cached_from=entry.paid_by)
 
 
 class AnswerLane:
@@ -92,25 +87,17 @@ class AnswerLane:
         body = work.body
         if body is None or work.request_hash is None or self._source is None:
             return False
+        if not (self._dedup or self._samples) and request_samples(body):
+            return False  # sampled apart: each row its own draw
         content = work.content
         if content is None:  # a Work made by hand: the body's compact JSON says the same
             content = json.dumps(body, separators=(",", ":"), default=str).encode()
-        if _URL_SOURCE in content:
-            return False
-        sampled_apart = not (self._dedup or self._samples) and _sampled(body)
-        return not sampled_apart
+        return _URL_SOURCE not in content
 
     async def lookup(self, work: Work, own: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
         """The row filled from the cache (``own`` makes its base row), or None: send it."""
-        if not self.reusable(work):
-            return None
-        assert work.request_hash is not None and self._source is not None
-        try:
-            entry = await asyncio.to_thread(self.cache.get, self._source, work.request_hash)
-        except BatchrunError as exc:
-            self._failed("read", exc)
-            return None
-        if entry is None or entry.answer.get("status") != STATUS_OK:
+        entry = await self._answered(work, count_failure=True)
+        if entry is None:
             return None
         self.hits += 1
         self.saved_usd += float(entry.answer.get("cost_usd") or 0.0)
@@ -118,14 +105,23 @@ class AnswerLane:
 
     async def has(self, work: Work) -> bool:
         """Whether ``work`` would be filled from the cache (``estimate``), counted nowhere."""
+        return await self._answered(work, count_failure=False) is not None
+
+    async def _answered(self, work: Work, *, count_failure: bool) -> Entry | None:
+        """The cache's ok answer to ``work``, if it may be reused; a store that cannot be read
+        is a miss (told and counted with ``count_failure``: the run sends the row)."""
         if not self.reusable(work):
-            return False
+            return None
         assert work.request_hash is not None and self._source is not None
         try:
             entry = await asyncio.to_thread(self.cache.get, self._source, work.request_hash)
-        except BatchrunError:
-            return False  # the run would send it
-        return entry is not None and entry.answer.get("status") == STATUS_OK
+        except BatchrunError as exc:
+            if count_failure:
+                self._failed("read", exc)
+            return None
+        if entry is None or entry.answer.get("status") != STATUS_OK:
+            return None
+        return entry
 
     async def keep(self, work: Work, row: Mapping[str, Any]) -> None:
         """Store ``row``'s answer if this run paid for it and it is ok."""
@@ -143,7 +139,7 @@ class AnswerLane:
         entry = Entry(
             request_hash=work.request_hash,
             source=self._source,
-            answer={name: _plain(row.get(name)) for name in KEPT},
+            answer={name: plain_value(row.get(name)) for name in KEPT},
             paid_by=f"{self._paid_by}#{row['id']}",
             stored_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         )
@@ -162,14 +158,3 @@ class AnswerLane:
                 f"batchrun: answer cache {self.cache.shown}: cannot {action} ({exc}); rows are "
                 "sent as without a cache, and the failures counted"
             )
-
-
-def _sampled(body: Mapping[str, Any]) -> bool:
-    """A request whose answer is drawn at random: temperature above 0 (the API's default, 1,
-    when the request sets none)."""
-    temperature = body.get("temperature", 1.0)
-    return not isinstance(temperature, (int, float)) or temperature > 0
-
-
-def _plain(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value

@@ -90,16 +90,21 @@ class Member(NamedTuple):
     after: int
 
 
-def twin_row(own: Mapping[str, Any], answer: Mapping[str, Any]) -> dict[str, Any]:
-    """``own`` (the twin's base row: its id, kept columns, finished_at) with ``answer``'s
-    answer, ``duplicate_of`` set to the id of the row that was sent and nothing paid."""
+def filled_row(own: Mapping[str, Any], answer: Mapping[str, Any], **marks: Any) -> dict[str, Any]:
+    """``own`` (a row's base row: its id, kept columns, finished_at) with ``answer``'s answer,
+    nothing paid, and ``marks`` (who did pay: ``duplicate_of``, ``cached_from``)."""
     row = dict(own)
     for name in ANSWER_COLUMNS:
         row[name] = answer.get(name)
     for name in ZERO_COLUMNS:
         row[name] = 0.0 if name == "cost_usd" else 0
-    row.update(latency_ms=None, elapsed_ms=0.0, duplicate_of=answer["id"])
+    row.update(latency_ms=None, elapsed_ms=0.0, **marks)
     return row
+
+
+def twin_row(own: Mapping[str, Any], answer: Mapping[str, Any]) -> dict[str, Any]:
+    """``own`` with ``answer``'s answer, ``duplicate_of`` the id of the row that was sent."""
+    return filled_row(own, answer, duplicate_of=answer["id"])
 
 
 class Answers:
@@ -330,7 +335,7 @@ def _answers(answer: Mapping[str, Any], request_hash: str) -> bool:
 
 
 def _kept(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: _plain(row.get(name)) for name in KEPT_FOR_TWINS}
+    return {name: plain_value(row.get(name)) for name in KEPT_FOR_TWINS}
 
 
 def _encode(kept: Mapping[str, Any]) -> bytes:
@@ -339,5 +344,6 @@ def _encode(kept: Mapping[str, Any]) -> bytes:
     )
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
+    """A value as JSON keeps it: a timestamp as its ISO text."""
     return value.isoformat() if isinstance(value, datetime) else value

@@ -50,7 +50,7 @@ from batchrun.engine.dedup import Dedup, twin_row
 from batchrun.engine.fail_fast import FailFast
 from batchrun.engine.outcome import RowSettings, Work, base_row, error_row
 from batchrun.engine.pool import Pool, Stopped
-from batchrun.engine.samples import Samples, plan_index, samples_can_vary
+from batchrun.engine.samples import Samples, plan_index, request_samples
 from batchrun.engine.sender import Sender
 from batchrun.engine.tally import RowTally
 from batchrun.engine.waits import WaitNotices
@@ -239,7 +239,7 @@ class Engine:
         if answer is not None:
             if work.sample:  # a row's later samples: its copy is counted once, as a row
                 self._sample_copies += 1
-            elif _sampled(body):  # told: a copy stands in for a sample of its own
+            elif request_samples(body):  # told: a copy stands in for a sample of its own
                 self.tally.dedup_sampled += 1
             return twin_row(base_row(work, self.rows), answer)
         row = None
@@ -343,12 +343,6 @@ class BudgetScope:
     ) -> BudgetScope:
         key = hashlib.sha256(f"{job_fingerprint(defaults)}:{source}".encode()).hexdigest()
         return cls(key, output, spent_before, reset)
-
-
-def _sampled(body: dict[str, Any]) -> bool:
-    """Whether ``body``'s answer is a sample that may differ from one request to the next."""
-    temperature = body.get("temperature")
-    return samples_can_vary(None if temperature is None else float(temperature))
 
 
 def _shared_store(url: str | None, notify: Callable[[str], None]) -> RedisBuckets | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -115,6 +115,16 @@ class Samples:
             )
             self._on_row(original, row)
             self._tally.add_usage(row)  # spent, though the row is not finished
+
+
+def request_samples(body: Mapping[str, Any]) -> bool:
+    """Whether ``body``'s answer is drawn at random, so may differ from one request to the
+    next: a temperature above 0, or none (``samples_can_vary``); a value that is no number
+    (never built so) counts as one that samples."""
+    temperature = body.get("temperature")
+    if temperature is not None and not isinstance(temperature, (int, float)):
+        return True
+    return samples_can_vary(temperature)
 
 
 def answer_key(row: dict[str, Any]) -> str:

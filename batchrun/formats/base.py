@@ -143,7 +143,7 @@ class InputFormat:
             return None
         left = dict.fromkeys(query.asked)
         first: tuple[str, ...] | None = None
-        with contextlib.closing(self.rows(query.path, query.kind, 1024, _keep_all)) as raw:
+        with contextlib.closing(self.rows(query.path, query.kind, 1024, keep_all)) as raw:
             for row in raw:
                 if row.record is None:
                     continue
@@ -173,7 +173,7 @@ class InputFormat:
 
         kinds = {name: JsonKinds() for name in names}
         broken = False  # a row that could not be read: it is named row-<index>
-        with contextlib.closing(self.rows(path, kind, 1024, _keep_all)) as raw:
+        with contextlib.closing(self.rows(path, kind, 1024, keep_all)) as raw:
             for row in raw:
                 if row.record is None:
                     broken = True
@@ -196,7 +196,8 @@ class InputFormat:
         return {}
 
 
-def _keep_all(index: int) -> bool:
+def keep_all(index: int) -> bool:
+    """A skip that keeps every row."""
     return False
 
 

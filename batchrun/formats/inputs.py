@@ -38,7 +38,7 @@ from typing import Any
 
 from batchrun.core.errors import InputError
 from batchrun.core.wording import option
-from batchrun.formats.base import InputFormat
+from batchrun.formats.base import InputFormat, keep_all
 from batchrun.formats.registry import input_by_suffix, input_named, input_names, input_suffixes
 from batchrun.rows.compressed import compression_of
 from batchrun.rows.raw import RawRow, Skip
@@ -156,13 +156,9 @@ def read_rows(
     fmt = format_of(kind)
 
     def read() -> Generator[RawRow, None, None]:
-        return fmt.rows(path, kind, batch_size, skip or _keep_all, max_row_bytes)
+        return fmt.rows(path, kind, batch_size, skip or keep_all, max_row_bytes)
 
     return identified_rows(read, str(path), fmt.unit, known_ids)
-
-
-def _keep_all(index: int) -> bool:
-    return False
 
 
 def count_rows(path: Path, shape: InputShape | None = None) -> int | None:

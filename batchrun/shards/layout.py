@@ -74,3 +74,12 @@ def shard_count_of(names: Iterable[str], where: str, output: str) -> int:
             "them"
         )
     return count
+
+
+def unfinished(shown: str, problems: Iterable[str], count: int) -> ShardError:
+    """The error of a merge whose shards are not all finished: which, and how to finish them."""
+    return ShardError(
+        f"cannot merge the shards of {shown}: {'; '.join(problems)}. Run (or re-run) "
+        + said(f"`batchrun run JOB --shard I/{count}`", f"`run_shard(config, I, {count})`")
+        + " for each, then merge"
+    )

@@ -32,7 +32,7 @@ from pathlib import Path
 from batchrun.config.layers import OutputSettings
 from batchrun.core.locations import StorageSettings
 from batchrun.core.scrub import url_without_secrets
-from batchrun.core.wording import option, said
+from batchrun.core.wording import option
 from batchrun.formats.registry import output_for
 from batchrun.remote.lease import LEASE_OBJECT, Lease, LeaseRecord
 from batchrun.remote.mirror import JOURNAL_FOLDER, RemoteOutput, journal_prefix
@@ -46,6 +46,7 @@ from batchrun.shards.layout import (
     shard_count_of,
     shard_output,
     shard_url,
+    unfinished,
 )
 from batchrun.store.commit import Committed
 
@@ -162,12 +163,7 @@ class RemoteShards:
             elif journaled:
                 problems.append(f"shard {index}/{count} is not finished")
         if problems:
-            raise ShardError(
-                f"cannot merge the shards of {self.shown}: {'; '.join(problems)}. Run (or "
-                "re-run) "
-                + said(f"`batchrun run JOB --shard I/{count}`", f"`run_shard(config, I, {count})`")
-                + " for each, then merge"
-            )
+            raise unfinished(self.shown, problems, count)
         journal = journal_prefix(self.url.rstrip("/"))
         if self.storage.list(journal):
             raise ShardError(

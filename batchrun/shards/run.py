@@ -54,7 +54,7 @@ from batchrun.core.disk import fsync_dir
 from batchrun.core.errors import ConfigError, OutputError
 from batchrun.core.locations import StorageSettings, cached_copy_path
 from batchrun.core.scrub import url_without_secrets
-from batchrun.core.wording import option, said
+from batchrun.core.wording import option
 from batchrun.formats.base import WriteOptions
 from batchrun.formats.inputs import read_rows
 from batchrun.formats.jsonl import JSON_SLICE_BYTES
@@ -79,6 +79,7 @@ from batchrun.shards.layout import (
     shard_output,
     shard_url,
     shards_folder,
+    unfinished,
 )
 from batchrun.store.batch_journal import running_batches
 from batchrun.store.columns import STATUS_OK
@@ -679,11 +680,7 @@ def _survey(settings: OutputSettings, paths: list[Path], count: int) -> list[Sha
             elif not problems:
                 proofs.append(_proof_or_why(path, index, count))
     if problems:
-        raise ShardError(
-            f"cannot merge the shards of {settings.shown}: {'; '.join(problems)}. Run (or re-run) "
-            + said(f"`batchrun run JOB --shard I/{count}`", f"`run_shard(config, I, {count})`")
-            + " for each, then merge"
-        )
+        raise unfinished(settings.shown, problems, count)
     journal = journal_path(output)
     if journal.exists() and journal.stat().st_size > 0:
         raise ShardError(

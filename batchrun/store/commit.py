@@ -231,10 +231,6 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def aside_path(output: Path) -> Path:
-    return output.with_name(f".{output.name}.{os.getpid()}.{secrets.token_hex(6)}{ASIDE_SUFFIX}")
-
-
 def replace_folder(new: Path, output: Path) -> None:
     """Put the complete dataset ``new`` (a sibling of ``output``) in ``output``'s place.
 
@@ -247,10 +243,11 @@ def replace_folder(new: Path, output: Path) -> None:
     elif output.is_dir() and _exchange(new, output):
         shutil.rmtree(new, ignore_errors=True)  # ``new`` now holds the old dataset
     else:
-        aside = aside_path(output)
+        aside = temporary_path(output, ASIDE_SUFFIX)
         os.replace(output, aside)
         os.replace(new, output)
-        _remove(aside)
+        with contextlib.suppress(OSError):
+            remove_temporary(aside)
     fsync_dir(output.parent)
 
 
@@ -262,15 +259,8 @@ def recover_aside(output: Path) -> None:
         if not output.exists() and _whole(aside):
             os.replace(aside, output)
         else:
-            _remove(aside)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(OSError):
-            path.unlink()
+            with contextlib.suppress(OSError):
+                remove_temporary(aside)
 
 
 def _whole(folder: Path) -> bool:

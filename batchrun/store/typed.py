@@ -30,6 +30,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from batchrun.core.jsoncodec import compact
 from batchrun.formats.values import from_text, parse_json
 from batchrun.rows.structured import ANSWER_PREFIX, AnswerField, AnswerType
 
@@ -137,7 +138,7 @@ def _texts(value: Any, kind: AnswerType) -> Any:
     if value is None:
         return None
     if kind.kind == "json":
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return compact(value)
     if kind.kind == "list" and isinstance(value, list) and kind.items is not None:
         return [_texts(item, kind.items) for item in value]
     if kind.kind == "object" and isinstance(value, dict):
