@@ -57,7 +57,7 @@ from batchrun.remote.batch_mirror import BatchJournalMirror
 from batchrun.rows.files import FileCache
 from batchrun.rows.reader import check_input_file
 from batchrun.runs.claim import Claim, check_credentials, claim_output
-from batchrun.runs.compose import job_client
+from batchrun.runs.compose import answer_lane, job_client
 from batchrun.runs.finish import record_spend, write_output
 from batchrun.runs.interrupt import run_interruptibly
 from batchrun.runs.online import run_holding
@@ -66,7 +66,7 @@ from batchrun.runs.preflight import check_every_row_can_be_built
 from batchrun.runs.resume import Resume, ResumeMismatchError, Sleep, take_over
 from batchrun.runs.runtime import DEFAULT, ProgressView, Runtime
 from batchrun.runs.summary import RunSummary
-from batchrun.runs.twins import BatchTwins, remember_prior_answers
+from batchrun.runs.twins import BatchCache, BatchTwins, remember_prior_answers
 from batchrun.store.batch_journal import (
     BatchEntry,
     BatchJournal,
@@ -190,6 +190,8 @@ async def _run_claimed(
             if twins is not None:
                 summary.deduplicated += twins.dedup.filled
                 summary.dedup_saved_usd += twins.dedup.saved_usd
+            if job.answers is not None:
+                job.answers.report(summary)
             summary.batches_running = [
                 e.batch_id or e.key for e in journal.open_entries() if e.open
             ]
@@ -329,6 +331,8 @@ class _BatchJob:
         self._gate = Gate(send_check, self._close) if send_check is not None else None
         self.closed_by: str | None = None
         self.twins = twins  # --dedup: identical requests go in one batch once
+        lane = answer_lane(config, self.rows, self.log)  # --answer-cache: earlier jobs' answers
+        self.answers = BatchCache(lane) if lane is not None else None
         self.api = api
         self.journal = journal
         self.sink = sink
@@ -553,8 +557,13 @@ class _BatchJob:
                 if twin is not None:
                     self._record(work.row.index, twin)  # answered before: nothing to send
                     continue
-                if self.twins.hold(work):
-                    continue  # its request is in a batch already: filled once that is collected
+            if self.answers is not None:
+                cached = self.answers.fill(work, self.rows)
+                if cached is not None:
+                    self._record(work.row.index, cached)  # an earlier job's: nothing to send
+                    continue
+            if self.twins is not None and self.twins.hold(work):
+                continue  # its request is in a batch already: filled once that is collected
             yield BatchItem(
                 work.row.index,
                 work.row.id,
@@ -706,6 +715,8 @@ class _BatchJob:
                 row = result_row(work, self.rows, record, batch_id, took)
                 self._record(index, row, from_batch=entry.key)
                 self.summary.dropped.update(work.dropped)
+                if self.answers is not None:
+                    await self.answers.keep(row)  # paid for by this run: for later jobs
 
         await send_with_retries(
             take_results, max_retries=self.config.engine.max_retries, sleep=self.sleep
@@ -760,6 +771,8 @@ class _BatchJob:
                     f"after batch {entry.batch_id} was submitted: its answer would not match "
                     f"it. Restore the input, or start afresh with {option('overwrite', True)}"
                 )
+            if self.answers is not None:
+                self.answers.note(work)  # a request not to be kept is known by its build
             model = (work.body or {}).get("model")
             sent.put(
                 position, row.id, request_hash, model, kept_texts(work, self.rows), work.dropped

@@ -29,9 +29,11 @@ import pyarrow.compute as pc
 
 from batchrun.config.load import RunConfig
 from batchrun.core.wording import option
+from batchrun.engine.answer_cache import AnswerLane
 from batchrun.engine.dedup import KEPT_FOR_TWINS, Dedup, twin_row
 from batchrun.engine.outcome import VIA_BATCHES, RowSettings, Work, base_row, prepare
 from batchrun.engine.samples import plan_index, sample_requests
+from batchrun.engine.tally import RowTally
 from batchrun.engine.twin_plan import IN_FINAL, IN_JOURNAL, TwinFinder, TwinPlan
 from batchrun.formats.inputs import read_rows
 from batchrun.store.arrow_values import int64_array, int64_scalar, string_scalar
@@ -267,3 +269,47 @@ class BatchTwins:
                 record(row.index, twin_row(base_row(work, settings, VIA_BATCHES), answer))
                 del where[row.index]
         return len(where)
+
+
+class BatchCache:
+    """``--answer-cache`` in a Message Batches run (``engine.answer_cache``, its lane reused).
+
+    A row is looked up as its batch is built (``fill``, on the builder's thread): found, it is
+    recorded at once, its answer the cache's (``cached_from``, cost 0), and never submitted.
+    Each ok answer the run paid for is stored as its batch is collected (``keep``). A result
+    carries no request to judge, so whether a request may be reused is decided where it is
+    built (``fill``, or ``note`` for a batch an earlier run created): the few that may not be
+    (sampled apart, a file by URL) are remembered by hash and never stored.
+    """
+
+    def __init__(self, lane: AnswerLane) -> None:
+        self.lane = lane
+        self._apart: set[str] = set()  # request hashes whose answers are not to be kept
+
+    def fill(self, work: Work, rows: RowSettings) -> dict[str, Any] | None:
+        """The row filled from the cache, or None: it is submitted."""
+        if not self.note(work):
+            return None
+        return self.lane.lookup_blocking(work, lambda: base_row(work, rows, VIA_BATCHES))
+
+    def note(self, work: Work) -> bool:
+        """Whether ``work``'s answer may come from, and go to, the cache; remembered when not."""
+        if self.lane.reusable(work):
+            return True
+        if work.request_hash is not None:
+            self._apart.add(work.request_hash)
+        return False
+
+    async def keep(self, row: dict[str, Any]) -> None:
+        """Store a collected row's answer, if this run paid for it and it is ok."""
+        request_hash = row.get("request_hash")
+        if request_hash is not None and request_hash not in self._apart:
+            await self.lane.keep_answer(request_hash, row)
+
+    def report(self, tally: RowTally) -> None:
+        """What the cache did, into the run's tally (as ``engine.Engine`` does online)."""
+        lane = self.lane
+        tally.answer_cache_hits += lane.hits
+        tally.answer_cache_saved_usd += lane.saved_usd
+        tally.answer_cache_stored += lane.stored
+        tally.answer_cache_failures += lane.failures
