@@ -66,7 +66,7 @@ from batchrun.runs.preflight import check_every_row_can_be_built
 from batchrun.runs.resume import Resume, ResumeMismatchError, Sleep, take_over
 from batchrun.runs.runtime import DEFAULT, ProgressView, Runtime
 from batchrun.runs.summary import RunSummary
-from batchrun.runs.twins import BatchCache, BatchTwins, remember_prior_answers
+from batchrun.runs.twins import BatchCache, BatchTwins, twin_pass_notice
 from batchrun.store.batch_journal import (
     BatchEntry,
     BatchJournal,
@@ -232,14 +232,19 @@ def _batch_twins(
     running, so that no request is submitted twice (``runs.twins``)."""
     if not config.engine.dedup:
         return None
-    dedup = Dedup()
-    remember_prior_answers(dedup, sink, prior, resume.states, resume.sources.accepted)
     running: dict[str, int] = {}
     for entry in journal.open_entries():
         rows = journal.rows(entry)
         for index, prefix in zip(rows.indexes, rows.hashes, strict=True):
             running.setdefault(prefix, index)
-    return BatchTwins(dedup, running, REQUEST_HASH_CHARS)
+    return BatchTwins(
+        Dedup(),
+        running,
+        REQUEST_HASH_CHARS,
+        sink=sink,
+        prior=prior,
+        accepted=resume.sources.accepted,
+    )
 
 
 def _open_journal(config: RunConfig) -> BatchJournal:
@@ -398,6 +403,24 @@ class _BatchJob:
                 pending=pending,
                 files=self.rows.files,
             )
+            if self.twins is not None:
+                # Twins are found before any batch is built (the rows read once more), so that
+                # each request is submitted once, wherever its twins fall.
+                notice = twin_pass_notice(self.summary.todo) if round_number == 0 else None
+                if notice is not None:
+                    self.log(notice)
+                self.twins.find(
+                    plan(
+                        self.config,
+                        self.done,
+                        known_ids if round_number == 0 else [],
+                        RowCounter(),
+                        self.only,
+                        redo_lapsed=redo_lapsed,
+                        pending=pending,
+                        files=self.rows.files,
+                    )
+                )
             await self.submit(works)
             await self.wait_and_collect()
             if self.twins is not None and not self.stopping:
@@ -781,13 +804,8 @@ class _BatchJob:
 
     def _record(self, index: int, row: dict[str, Any], *, from_batch: str | None = None) -> None:
         self.sink.submit(index, row)
-        twins = self.twins
-        if (
-            twins is not None
-            and (request_hash := row["request_hash"]) is not None
-            and twins.awaited(request_hash)
-        ):
-            twins.dedup.remember(request_hash, row)  # for the twins held back
+        if self.twins is not None:
+            self.twins.collected(index, row)  # kept if twins wait for it
         if from_batch is not None:
             self._recorded_from[from_batch] += 1
         earlier = self._lapsed_now.pop(index, None)
