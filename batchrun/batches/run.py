@@ -33,6 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.batches.plan import REQUEST_HASH_CHARS, BatchItem, Chunk, chunks
+from batchrun.batches.priming import (
+    GroupCounts,
+    Priming,
+    now_utc,
+    shared_groups,
+    until_ended,
+    warm_groups,
+)
 from batchrun.batches.results import processing_ms, result_row
 from batchrun.batches.sent import SentRows
 from batchrun.client.batch_endpoints import BatchesApi, BatchStatus, Upload, is_ambiguous
@@ -357,6 +365,7 @@ class _BatchJob:
         # batch is collected (``batch_sent``): by intent key.
         self._sent_files: dict[str, Path] = {}
         self._halted = False  # set while ``submit`` waits for its builder thread to stop
+        self._priming: Priming | None = None  # the round's cache priming (--cache auto)
 
     def stop(self) -> None:
         """Ctrl-C: no new batches, no more waiting; running batches keep running."""
@@ -403,24 +412,34 @@ class _BatchJob:
                 pending=pending,
                 files=self.rows.files,
             )
-            if self.twins is not None:
-                # Twins are found before any batch is built (the rows read once more), so that
-                # each request is submitted once, wherever its twins fall.
-                notice = twin_pass_notice(self.summary.todo) if round_number == 0 else None
-                if notice is not None:
-                    self.log(notice)
-                self.twins.find(
-                    plan(
-                        self.config,
-                        self.done,
-                        known_ids if round_number == 0 else [],
-                        RowCounter(),
-                        self.only,
-                        redo_lapsed=redo_lapsed,
-                        pending=pending,
-                        files=self.rows.files,
-                    )
+            counts = GroupCounts() if self.config.defaults.cache is not None else None
+            if self.twins is not None or counts is not None:
+                # The rows are read once more before any batch is built: twins are found, so
+                # that each request is submitted once wherever its twins fall, and the rows
+                # of each prefix group counted, for priming (``batches.priming``).
+                again = plan(
+                    self.config,
+                    self.done,
+                    known_ids if round_number == 0 else [],
+                    RowCounter(),
+                    self.only,
+                    redo_lapsed=redo_lapsed,
+                    pending=pending,
+                    files=self.rows.files,
                 )
+                if counts is not None:
+                    again = counts.counting(again)
+                if self.twins is not None:
+                    notice = twin_pass_notice(self.summary.todo) if round_number == 0 else None
+                    if notice is not None:
+                        self.log(notice)
+                    self.twins.find(again)
+                else:
+                    for _ in again:
+                        pass
+            if counts is not None:
+                warm = warm_groups(self.journal, now_utc())
+                self._priming = Priming(shared_groups(counts.counts), warm)
             await self.submit(works)
             await self.wait_and_collect()
             if self.twins is not None and not self.stopping:
@@ -559,7 +578,27 @@ class _BatchJob:
             remove_temporary(sent_file)
             raise
         self._sent_files[created.key] = sent_file
+        if chunk.warms:
+            await self._warm(created, chunk.warms)
         return True
+
+    async def _warm(self, entry: BatchEntry, groups: list[str]) -> None:
+        """A warming batch (``batches.priming``): journaled as one, waited for and collected
+        before the next batch is created, so its cache entries are written first."""
+        assert entry.batch_id is not None
+        self.journal.warmed(entry, groups)
+        self.summary.cache_groups_warmed += len(groups)
+        self.log(
+            f"batchrun: warming the prompt cache of {len(groups)} prefix group(s) with batch "
+            f"{entry.batch_id} ({entry.count:,} row(s)) before the batches that read it"
+        )
+        poll = self.config.batches.poll_interval
+        status = await until_ended(
+            self.api, entry.batch_id, self._pause, lambda: self.stopping, poll
+        )
+        if status is not None:
+            self.statuses[entry.key] = status
+            await self.collect(entry, status)
 
     def _sendable(self, works: Iterable[Work]) -> Iterator[BatchItem]:
         """The rows to send, as batch items; invalid rows and twins recorded on the way.
@@ -587,14 +626,17 @@ class _BatchJob:
                     continue
             if self.twins is not None and self.twins.hold(work):
                 continue  # its request is in a batch already: filled once that is collected
+            priming = self._priming
+            primed = priming.primed(work) if priming is not None else None
             yield BatchItem(
                 work.row.index,
                 work.row.id,
                 work.request_hash,
                 work.body,
                 kept_texts(work, self.rows) if self.rows.keep_columns else [],
-                work.content,
+                work.content if primed is None else primed,
                 work.dropped,
+                work.prefix_key if priming is not None and priming.warms(work) else None,
             )
 
     async def _create(self, entry: BatchEntry, content: Upload) -> BatchEntry:

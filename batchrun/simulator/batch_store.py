@@ -240,10 +240,12 @@ class BatchStore:
         results_url: Callable[[str], str] | None = None,
         id_prefix: str | None = None,
         models: Models | None = None,
+        on_wave: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings or BatchSettings()
         self._models = models  # the names served (None: the packaged table's)
         self._reply = reply
+        self._on_wave = on_wave  # the requests processed at one look have all been answered
         self._clock = clock
         self._wall = wall
         self._results_url = results_url or (
@@ -391,6 +393,7 @@ class BatchStore:
         due = self._processed_count(batch, now)
         for request in batch.requests[len(batch.outcomes) : due]:
             batch.outcomes.append(self._process(request, batch.version))
+        self._on_wave()
         if now >= self._end_time(batch):
             self._finish(batch)
 
