@@ -297,7 +297,8 @@ class Simulator:
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
         self._base_url: str | None = None
-        self._wave: list[CacheLookup] = []  # a batch's requests run together (``_reply``)
+        # Each batch's wave of requests answered but not yet readable (``_reply``).
+        self._waves: dict[str, list[CacheLookup]] = {}
         self.batches = BatchStore(
             self.config.batch_settings(),
             lambda body: self._reply(body).message,
@@ -453,18 +454,21 @@ class Simulator:
 
     def _reply(self, body: Mapping[str, Any]) -> Reply:
         """The answer to a batch request, answered when it is run. A batch's requests are
-        processed together, best effort (docs/api-facts.md §8.4): those run in one wave (the
-        requests due when the batch is looked at) read only what earlier waves wrote, so a
-        cold prefix is written by every request of the wave that first reaches it, as a herd
-        of online requests does (§10), and a prefix written before the batch is read."""
+        processed together, best effort (docs/api-facts.md §8.4): a request reads only what
+        earlier waves of its batch (``batch_store.CACHE_WAVE``) and other requests wrote, so
+        a cold prefix is written by every request of the wave that first reaches it, as a
+        herd of online requests does (§10), and a prefix written before the batch is read."""
         cached = self.cache.lookup(body, count_input_tokens)
-        self._wave.append(cached)
+        batch_id = self.batches.processing
+        if batch_id is None:  # answered alone: readable at once
+            self.cache.commit(cached)
+        else:
+            self._waves.setdefault(batch_id, []).append(cached)
         return make_reply(body, self.config.reply_tokens, self.cache, cached.usage)
 
-    def _wave_done(self) -> None:
-        """The wave's answers have started: what its requests wrote is readable now."""
-        wave, self._wave = self._wave, []
-        for cached in wave:
+    def _wave_done(self, batch_id: str) -> None:
+        """A wave of the batch has been answered: what its requests wrote is readable now."""
+        for cached in self._waves.pop(batch_id, []):
             self.cache.commit(cached)
 
     # ------------------------------------------------------------------ message batches
