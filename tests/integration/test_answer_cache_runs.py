@@ -15,9 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from support import TEST_KEY, job_config, prompts, write_jsonl
+from support.s3_server import GcsEmulator, gcs_emulator_available
 
 from batchrun import run
 from batchrun.cli import cli
+from batchrun.core.locations import StorageSettings
 from batchrun.remote.answer_cache import AnswerCache
 from batchrun.remote.objects import Storage
 from batchrun.render.summary import format_summary, summary_dict
@@ -372,3 +374,37 @@ def test_samples_are_cached_one_entry_each_and_reused_sample_for_sample(
     sim.stats.reset()
     once = run(job_config(inp, tmp_path / "c.parquet", sim.base_url, answer_cache=cache))
     assert once.exit_code == 0 and sim.stats.requests == 5  # a sample never answers a plain ask
+
+
+@pytest.mark.skipif(not gcs_emulator_available(), reason="gcp-storage-emulator is not installed")
+def test_a_cache_on_gcs_serves_online_and_batch_jobs(tmp_path: Path, bsim: Any) -> None:
+    """A ``gs://`` cache on a real GCS emulator: an online job fills it, a Message Batches
+    job over the same rows submits nothing, and ``cache info|prune`` work on it."""
+    with GcsEmulator("answers-bucket") as emulator:
+        cache = "gs://answers-bucket/cache"
+        environ = {"ANTHROPIC_API_KEY": TEST_KEY, "STORAGE_EMULATOR_HOST": emulator.endpoint}
+        inp = write_jsonl(tmp_path / "in.jsonl", prompts(10))
+        first = run(
+            job_config(inp, tmp_path / "a.parquet", bsim.base_url, environ=environ,
+                       answer_cache=cache)
+        )  # fmt: skip
+        assert first.exit_code == 0 and first.answer_cache_stored == 10
+        settings = StorageSettings.from_environ(environ)
+        listed = Storage(settings).list(cache)
+        assert len(listed) == 10 and all(
+            TEST_KEY.encode() not in Storage(settings).read_bytes(i.url) for i in listed
+        )
+        bsim.stats.reset()
+        batch = run(
+            job_config(inp, tmp_path / "b.parquet", bsim.base_url, environ=environ,
+                       answer_cache=cache, via="batches", poll_interval=0.05)
+        )  # fmt: skip
+        assert batch.exit_code == 0 and batch.answer_cache_hits == 10
+        assert bsim.stats.snapshot().batch_requests_submitted == 0
+        assert AnswerCache(cache, settings).info().entries == 10
+        result = CliRunner().invoke(cli, ["cache", "info", cache], env=environ)
+        assert result.exit_code == 0, result.output
+        assert "entries  10" in result.output
+        result = CliRunner().invoke(cli, ["cache", "prune", cache, "--max-size", "1"], env=environ)
+        assert result.exit_code == 0, result.output
+        assert "deleted 10 entries" in result.output and Storage(settings).list(cache) == []
