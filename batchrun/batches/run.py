@@ -440,6 +440,9 @@ class _BatchJob:
             if counts is not None:
                 warm = warm_groups(self.journal, now_utc())
                 self._priming = Priming(shared_groups(counts.counts), warm)
+                for entry in self.journal.open_entries():  # a warming batch a stop left
+                    if entry.warms and entry.batch_id is not None and not self.stopping:
+                        await self._warmed(entry)
             await self.submit(works)
             await self.wait_and_collect()
             if self.twins is not None and not self.stopping:
@@ -592,6 +595,11 @@ class _BatchJob:
             f"batchrun: warming the prompt cache of {len(groups)} prefix group(s) with batch "
             f"{entry.batch_id} ({entry.count:,} row(s)) before the batches that read it"
         )
+        await self._warmed(entry)
+
+    async def _warmed(self, entry: BatchEntry) -> None:
+        """Wait for a warming batch to end, and collect it: its groups' entries are written."""
+        assert entry.batch_id is not None
         poll = self.config.batches.poll_interval
         status = await until_ended(
             self.api, entry.batch_id, self._pause, lambda: self.stopping, poll

@@ -8,15 +8,17 @@ every request that reaches it at once."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pyarrow.parquet as pq
 import pytest
-from support import batch_config, job_config, write_jsonl
+from support import batch_config, job_config, no_wait, write_jsonl
 
 from batchrun import run
 from batchrun.runs.runtime import Runtime
@@ -169,3 +171,37 @@ def test_the_estimate_prices_a_one_hour_write_and_batch_priced_reads(
     assert line.cache_delta() - line_online.cache_delta() == pytest.approx(extra)
     # and the whole line at the batch price
     assert by_batch.total_ceiling(batch=True) == pytest.approx((online.total_ceiling() + extra) / 2)
+
+
+def test_a_warming_batch_a_stop_left_is_waited_for_and_not_sent_again(
+    tmp_path: Path, bsim: SimulatorThread
+) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", _rows(12))
+    out = tmp_path / "out.parquet"
+    config = batch_config(inp, out, bsim.base_url, system=_system(), max_tokens=20)
+    # The first run stops (as on Ctrl-C) at its first poll: the warming batch's.
+    stopping = OnPoll(lambda: os.kill(os.getpid(), signal.SIGINT))
+    first = run(config, runtime=Runtime(transport=stopping, sleep=no_wait))
+    assert first.interrupted == "SIGINT" and [len(r) for r in stopping.creates()] == [1]
+    seen = Recording()
+    second = run(config, runtime=Runtime(transport=seen))
+    assert second.exit_code == 0 and second.ok == 12 and second.cache_groups_warmed == 0
+    kinds = [kind for kind, _ in seen.events]
+    assert kinds[0] == "ended" and [len(r) for r in seen.creates()] == [11]
+    table = pq.read_table(out).to_pylist()
+    assert all(row["cache_read_input_tokens"] > 4096 for row in table[1:])
+    assert sum(row["cache_creation_input_tokens"] > 0 for row in table) == 1
+
+
+class OnPoll(Recording):
+    """``Recording``, and ``on_poll`` runs at each poll of a batch."""
+
+    def __init__(self, on_poll: Callable[[], None]) -> None:
+        super().__init__()
+        self._on_poll = on_poll
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if request.method == "GET" and "/batches/msgbatch" in path and "/results" not in path:
+            self._on_poll()
+        return await super().handle_async_request(request)
