@@ -205,3 +205,24 @@ class OnPoll(Recording):
         if request.method == "GET" and "/batches/msgbatch" in path and "/results" not in path:
             self._on_poll()
         return await super().handle_async_request(request)
+
+
+@pytest.mark.parametrize("flags", [{"cache": "off"}, {"cache_ttl": "5m"}], ids=str)
+def test_the_jobs_own_cache_choice_stands(
+    tmp_path: Path, bsim: SimulatorThread, flags: dict[str, str]
+) -> None:
+    """``cache off`` places no mark, so nothing is primed; an explicit ttl is kept as set
+    (the group is still warmed first: its entry then lives as long as the job asked)."""
+    inp = write_jsonl(tmp_path / "in.jsonl", _rows(6))
+    seen = Recording()
+    config = batch_config(inp, tmp_path / "o.parquet", bsim.base_url, system=_system(), **flags)
+    summary = run(config, runtime=Runtime(transport=seen))
+    assert summary.exit_code == 0 and summary.ok == 6
+    sizes = [len(r) for r in seen.creates()]
+    requests = [request for batch in seen.creates() for request in batch]
+    if flags.get("cache") == "off":
+        assert sizes == [6] and summary.cache_groups_warmed == 0
+        assert all(_marks(request) == [] for request in requests)
+    else:
+        assert sizes == [1, 5] and summary.cache_groups_warmed == 1
+        assert all(_marks(r) == [{"type": "ephemeral", "ttl": "5m"}] for r in requests)
