@@ -412,37 +412,7 @@ class _BatchJob:
                 pending=pending,
                 files=self.rows.files,
             )
-            counts = GroupCounts() if self.config.defaults.cache is not None else None
-            if self.twins is not None or counts is not None:
-                # The rows are read once more before any batch is built: twins are found, so
-                # that each request is submitted once wherever its twins fall, and the rows
-                # of each prefix group counted, for priming (``batches.priming``).
-                again = plan(
-                    self.config,
-                    self.done,
-                    known_ids if round_number == 0 else [],
-                    RowCounter(),
-                    self.only,
-                    redo_lapsed=redo_lapsed,
-                    pending=pending,
-                    files=self.rows.files,
-                )
-                if counts is not None:
-                    again = counts.counting(again)
-                if self.twins is not None:
-                    notice = twin_pass_notice(self.summary.todo) if round_number == 0 else None
-                    if notice is not None:
-                        self.log(notice)
-                    self.twins.find(again)
-                else:
-                    for _ in again:
-                        pass
-            if counts is not None:
-                warm = warm_groups(self.journal, now_utc())
-                self._priming = Priming(shared_groups(counts.counts), warm)
-                for entry in self.journal.open_entries():  # a warming batch a stop left
-                    if entry.warms and entry.batch_id is not None and not self.stopping:
-                        await self._warmed(entry)
+            await self._read_ahead(round_number, known_ids, redo_lapsed, pending)
             await self.submit(works)
             await self.wait_and_collect()
             if self.twins is not None and not self.stopping:
@@ -457,6 +427,43 @@ class _BatchJob:
             if round_number + 1 < MAX_ROUNDS:
                 self.log("batchrun: resubmitting the rows that expired or were cancelled")
         self.log(f"batchrun: rows still lapsed after {MAX_ROUNDS} rounds; re-run to try again")
+
+    async def _read_ahead(
+        self, round_number: int, known_ids: list[str], redo_lapsed: bool, pending: bytearray
+    ) -> None:
+        """Before any batch of the round is built, its rows are read once more: twins are
+        found, so that each request is submitted once wherever its twins fall
+        (``runs.twins.BatchTwins``), and the rows of each prefix group counted, to prime the
+        groups the round sends more than once (``batches.priming``)."""
+        counts = GroupCounts() if self.config.defaults.cache is not None else None
+        if self.twins is None and counts is None:
+            return
+        again = plan(
+            self.config,
+            self.done,
+            known_ids if round_number == 0 else [],
+            RowCounter(),
+            self.only,
+            redo_lapsed=redo_lapsed,
+            pending=pending,
+            files=self.rows.files,
+        )
+        if counts is not None:
+            again = counts.counting(again)
+        if self.twins is not None:
+            notice = twin_pass_notice(self.summary.todo) if round_number == 0 else None
+            if notice is not None:
+                self.log(notice)
+            self.twins.find(again)
+        else:
+            for _ in again:
+                pass
+        if counts is not None:
+            warm = warm_groups(self.journal, now_utc())
+            self._priming = Priming(shared_groups(counts.counts), warm)
+            for entry in self.journal.open_entries():  # a warming batch a stop left
+                if entry.warms and entry.batch_id is not None and not self.stopping:
+                    await self._warmed(entry)
 
     # -- 1. reconcile ---------------------------------------------------------------------
 
