@@ -74,7 +74,7 @@ from batchrun.runs.preflight import check_every_row_can_be_built
 from batchrun.runs.resume import Resume, ResumeMismatchError, Sleep, take_over
 from batchrun.runs.runtime import DEFAULT, ProgressView, Runtime
 from batchrun.runs.summary import RunSummary
-from batchrun.runs.twins import BatchCache, BatchTwins, twin_pass_notice
+from batchrun.runs.twins import BatchCache, BatchTwins, RunningRows, twin_pass_notice
 from batchrun.store.batch_journal import (
     BatchEntry,
     BatchJournal,
@@ -240,14 +240,15 @@ def _batch_twins(
     running, so that no request is submitted twice (``runs.twins``)."""
     if not config.engine.dedup:
         return None
-    running: dict[str, int] = {}
-    for entry in journal.open_entries():
-        rows = journal.rows(entry)
-        for index, prefix in zip(rows.indexes, rows.hashes, strict=True):
-            running.setdefault(prefix, index)
+
+    def running() -> Iterator[tuple[str, int]]:
+        for entry in journal.open_entries():
+            rows = journal.rows(entry)
+            yield from zip(rows.hashes, rows.indexes, strict=True)
+
     return BatchTwins(
         Dedup(),
-        running,
+        RunningRows(running()),
         REQUEST_HASH_CHARS,
         sink=sink,
         prior=prior,

@@ -154,20 +154,20 @@ class BatchTwins:
     answers are loaded by group (spilled past a bound). Then, as batches are built: a row
     whose group holds an answer is filled from it (``answer_now``); the first row of a group
     is submitted, and its later twins wait for it (``hold``), whichever batch of the run they
-    fall in. A row whose request is in a batch an earlier run left running (``running``: the
-    request-hash prefixes, ``batch_plan.REQUEST_HASH_CHARS``, of those rows by input index)
-    waits for that batch. As batches are collected (``collected``), the answer of a row that
-    twins wait for is kept by its group, in memory up to a bound and on disk past it, so no
-    twin is ever submitted again because a table forgot its original; ``fill`` then records
-    the waiting twins from those answers. A twin whose original failed or lapsed is left
-    unrecorded, so the next run submits it. Memory: 16 bytes per row held or per group's
-    first row submitted, and a byte per group.
+    fall in. A row whose request is in a batch an earlier run left running (``running``:
+    ``RunningRows``) waits for that batch. As batches are collected (``collected``), the
+    answer of a row that twins wait for is kept by its group, in memory up to a bound and on
+    disk past it, so no twin is ever submitted again because a table forgot its original;
+    ``fill`` then records the waiting twins from those answers. A twin whose original failed
+    or lapsed is left unrecorded, so the next run submits it. Memory: 16 bytes per row held,
+    per group's first row submitted and per row of a batch left running, and a byte per
+    group.
     """
 
     def __init__(
         self,
         dedup: Dedup,
-        running: dict[str, int],
+        running: RunningRows,
         prefix_chars: int,
         *,
         sink: Sink,
@@ -228,7 +228,7 @@ class BatchTwins:
         run left running): it waits instead of being submitted."""
         request_hash, index = work.request_hash, work.row.index
         assert request_hash is not None
-        owner = self._running.get(request_hash[: self._chars])
+        owner = self._running.owner(request_hash[: self._chars])
         if owner is not None and owner != index:
             prefix = request_hash[: self._chars]
             slot = self._running_slots.setdefault(prefix, self._groups + len(self._running_slots))
@@ -269,7 +269,7 @@ class BatchTwins:
     def forget(self) -> None:
         """Drop what the run placed once it places no more rows, and the scratch folder: the
         memory is the final step's. The counts of ``dedup`` stay."""
-        self._running = {}
+        self._running = RunningRows([])
         self._running_slots = {}
         self._submitted = bytearray()
         self._first_index, self._first_slot = array("q"), array("q")
@@ -307,6 +307,39 @@ class BatchTwins:
                 left -= 1
         self._wait_index, self._wait_slot = array("q"), array("q")
         return left
+
+
+class RunningRows:
+    """The rows of batches an earlier run left running: each one's request-hash prefix (16
+    hex characters, ``batches.plan.REQUEST_HASH_CHARS``, as the batch journal keeps it) and
+    input index, in two sorted arrays: 16 bytes a row, however many batches run."""
+
+    def __init__(self, rows: Iterable[tuple[str, int]]) -> None:
+        pairs = []
+        for prefix, index in rows:
+            try:
+                pairs.append((int(prefix, 16), index))
+            except ValueError:
+                continue  # not a request hash's: no request of this run has it
+        pairs.sort()
+        self._prefixes = array("Q", (prefix for prefix, _ in pairs))
+        self._indexes = array("q", (index for _, index in pairs))
+
+    def __len__(self) -> int:
+        return len(self._prefixes)
+
+    def owner(self, prefix: str) -> int | None:
+        """The first input index (lowest) of a running row whose request has ``prefix``."""
+        if not self._prefixes:
+            return None
+        try:
+            key = int(prefix, 16)
+        except ValueError:
+            return None
+        at = bisect.bisect_left(self._prefixes, key)
+        if at < len(self._prefixes) and self._prefixes[at] == key:
+            return self._indexes[at]
+        return None
 
 
 def _at(indexes: array[int], values: array[int], index: int) -> int | None:

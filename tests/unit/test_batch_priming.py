@@ -126,3 +126,13 @@ def _indexes(values: list[int]) -> Any:
     from array import array
 
     return array("q", values)
+
+
+def test_rows_of_running_batches_are_found_by_their_hash_prefix() -> None:
+    from batchrun.runs.twins import RunningRows
+
+    running = RunningRows([("00ff00ff00ff00ff", 9), ("00ff00ff00ff00ff", 4), ("x", 1), ("ab", 2)])
+    assert len(running) == 3  # "x" is no request hash's prefix
+    assert running.owner("00ff00ff00ff00ff") == 4  # the first row asked
+    assert running.owner("00000000000000ab") == 2 and running.owner("00ff00ff00ff00fe") is None
+    assert running.owner("not hex") is None and RunningRows([]).owner("ab") is None
