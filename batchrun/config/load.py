@@ -266,13 +266,6 @@ def load_config(
     concurrency, concurrency_auto = _concurrency(settings)
     rate_limit_store = value("rate_limit_store")
     answer_cache = _url(settings.get("answer_cache")) or _str_or_none(path_of("answer_cache"))
-    if answer_cache is not None and value("via") == "batches":
-        # Message Batches rows are not looked up in it: paying for them again without a word
-        # would be the silent failure, so say it before anything is sent.
-        raise ConfigError(
-            f"{option('answer_cache', 'DIR')} is not used by Message Batches runs yet: run "
-            f"online to reuse cached answers, or leave out {option('answer_cache')}"
-        )
     if rate_limit_store is not None:  # its library, before anything is written or sent
         require_extra("redis", "redis", option("rate_limit_store"))
     schema_path = path_of("json_schema")
