@@ -151,7 +151,7 @@ def test_timestamps_are_rfc3339_and_follow_the_clock() -> None:
     assert at("created_at") == pytest.approx(created)
     assert at("expires_at") == pytest.approx(created + 24 * 3600)
     assert at("cancel_initiated_at") == pytest.approx(created + 3.0)
-    assert at("ended_at") == pytest.approx(created + 3.0 + 1.0)  # 10% of processing_s
+    assert at("ended_at") == pytest.approx(created + 3.0 + 1.0)  # the default batch_cancel_s
     assert canceling["cancel_initiated_at"] == ended["cancel_initiated_at"]
     assert ended["archived_at"] is None
 

@@ -1,0 +1,228 @@
+"""``--via auto --deadline D``: the rows through Message Batches while the deadline allows,
+online when it does not; each row answered once, paid once.
+
+    summary = run(load_config(Path("jobs/estimate_costs.toml"), {"via": "auto", "deadline": "6h"}))
+
+A duration counts from this run's start; a deadline already past is refused before anything
+is sent. Under one claim on the output (no other run comes in between), in order:
+
+1. pilot: unless an earlier run recorded the online pace (``OUTPUT.batch-times.json``), the
+   first few rows (up to ``PILOT_ROWS``, at most the concurrency) are sent online, all at
+   once: their time is the online lane's pace for the plan (``batches.deadline``).
+2. plan: when the history says a batch cannot end before the deadline, or the rows would
+   need all the time online, every row goes online from the start, and the summary says why.
+3. batch lane (``batches.run`` with a ``DeadlineWatch``): rows are submitted and collected as
+   ``--via batches`` does, until the fallback moment (deadline - online time of the rows
+   still waiting - cancel allowance - margin). Then no more batches are created, and every
+   running batch is cancelled; the lane waits for them to end and collects what they
+   answered (those rows are paid: they are never sent again).
+4. online lane (``batches.run.finish_online``): every row not answered — never submitted,
+   cancelled, expired, and errored in a batch (sent again as ``--retry-errors`` would) — is
+   sent online, under the usual rate limits and dedup.
+
+**A cancel that has not ended when the online lane must start: we wait.** The API lets the
+requests in progress finish while a batch is ``canceling`` (docs/api-facts.md §8.3), and a
+row's answer may come from the batch up to its end; sending such rows online before the batch
+ends could pay for them twice. So the batch lane waits for every cancelled batch to end, says
+so at once when that makes it late ("... waiting for them, although the deadline may be
+missed ..."), and the summary tells the deadline as missed, with the number of such batches.
+A missed deadline is visible and costs time; a double payment is silent and costs money.
+
+**Budget:** ``--max-cost`` is refused with ``--via auto``, as with ``--via batches``: a batch
+is paid for rows the run cannot stop once it is created, so the budget could not hold for the
+batch lane; ``batchrun estimate --via auto --deadline D`` gives the cost range first.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from datetime import datetime
+
+from batchrun.batches.deadline import (
+    DEFAULT_REQUEST_S,
+    BatchHistory,
+    DeadlinePlan,
+    DeadlineWatch,
+    Pace,
+    history_path,
+    span,
+    utc_now,
+)
+from batchrun.batches.run import finish_online, run_batches_holding
+from batchrun.config.load import RunConfig
+from batchrun.config.settings import DEFAULT_CONCURRENCY
+from batchrun.core.deadline import deadline_moment
+from batchrun.core.errors import ConfigError
+from batchrun.core.wording import option, said
+from batchrun.rows.reader import check_input_file
+from batchrun.runs.claim import Claim, check_credentials, claim_output
+from batchrun.runs.online import run_holding
+from batchrun.runs.plan import input_rows
+from batchrun.runs.preflight import check_every_row_can_be_built
+from batchrun.runs.runtime import DEFAULT, Runtime
+from batchrun.runs.summary import Deadline, Lane, RunSummary
+from batchrun.store.batch_journal import running_batches
+from batchrun.store.columns import INVALID_REQUEST
+from batchrun.store.row_state import LAPSED_REASONS
+
+PILOT_ROWS = 16  # rows sent online first to measure the online pace, when none is recorded
+
+
+def check_auto(config: RunConfig) -> None:
+    """What ``--via auto`` cannot do, refused before anything is sent (ConfigError)."""
+    if config.cost.max_cost is not None:
+        raise ConfigError(
+            f"{option('max_cost')} cannot hold for {option('via', 'auto')}: a batch is paid "
+            "for every row it answers once it is created, which the run cannot stop as rows "
+            "are answered. Price the job first with "
+            f"{said('`batchrun estimate --via auto --deadline D`', '`batchrun.estimate(config)`')}"
+            " (it shows the range), and leave out " + option("max_cost")
+        )
+    if config.shard is not None:
+        raise ConfigError(
+            f"{option('via', 'auto')} plans the whole job against its deadline: not with "
+            f"{option('shard')}"
+        )
+    if config.engine.samples > 1:
+        raise ConfigError(
+            f"{option('samples', config.engine.samples)} gathers a row's samples online: "
+            f"leave out {option('via', 'auto')}"
+        )
+
+
+def deadline_of(config: RunConfig, start: datetime) -> datetime:
+    """The run's deadline as a moment (a duration counts from ``start``); ConfigError when it
+    is missing or already past."""
+    text = config.batches.deadline
+    if text is None:
+        raise ConfigError(f"{option('via', 'auto')} needs {option('deadline', 'D')}")
+    try:
+        moment = deadline_moment(text, start)
+    except ValueError as exc:
+        raise ConfigError(f"{option('deadline', 'D')}: {exc}") from None
+    if moment <= start:
+        raise ConfigError(
+            f"{option('deadline', text)} is already past ({moment.isoformat()}): give a later "
+            "time, or a duration from now (90s, 45m, 6h)"
+        )
+    return moment
+
+
+async def run_auto_async(config: RunConfig, runtime: Runtime = DEFAULT) -> RunSummary:
+    """Run the job to its end by its deadline, batches first; see the module docstring."""
+    start = utc_now()
+    deadline = deadline_of(config, start)
+    check_auto(config)
+    check_credentials(config.client, runtime.transport)
+    check_input_file(config.input.path)
+    check_every_row_can_be_built(_batch_lane(config))
+    with claim_output(config, None) as claim:
+        return await _run_claimed(config, claim, runtime, start, deadline)
+
+
+def _batch_lane(config: RunConfig) -> RunConfig:
+    """The job as ``--via batches`` runs it, leaving lapsed rows to the online lane."""
+    batches = replace(config.batches, resubmit_expired=False, finish_online=False)
+    return replace(config, via="batches", batches=batches)
+
+
+def _kept(config: RunConfig) -> RunConfig:
+    """The job for a lane after the first: the output the first one began is kept."""
+    return replace(config, resume=replace(config.resume, overwrite=False))
+
+
+async def _run_claimed(
+    config: RunConfig, claim: Claim, runtime: Runtime, start: datetime, deadline: datetime
+) -> RunSummary:
+    history_file = history_path(config.output.path)
+    history = BatchHistory.load(history_file)
+    lane_config = config
+    running = running_batches(config.output.path)  # an earlier run's: collected first
+    pilot: RunSummary | None = None
+    if history.request_s is None and not running:
+        pilot_rows = min(PILOT_ROWS, _concurrency(config))
+        pilot = await run_holding(
+            replace(config, via="online"), claim, runtime, only=range(pilot_rows)
+        )
+        lane_config = _kept(config)
+        if pilot.finished:
+            # Sent at once: the slowest of them is about one request's time.
+            history.request_s = pilot.elapsed_s * min(pilot_rows, pilot.finished) / pilot.finished
+    request_s = history.request_s if history.request_s is not None else DEFAULT_REQUEST_S
+    pace = Pace(request_s, _concurrency(config), _rpm(config))
+    plan = DeadlinePlan.make(start, deadline, pace, history)
+    rows = max((input_rows(config.input.path, parse=True, shape=config.input.shape) or 0), 0)
+    rows = max(rows - (pilot.finished if pilot is not None else 0), 0)
+    why_online = plan.why_online(utc_now(), rows)
+    online_started = time.perf_counter()
+    watch: DeadlineWatch | None = None
+    if why_online is None or running:
+        watch = DeadlineWatch(plan, history, rows=rows)
+        summary = await run_batches_holding(_batch_lane(lane_config), claim, runtime, watch=watch)
+        batch_cost = summary.cost_usd
+        retry = _errored_in_batches(summary)
+        redone = {*LAPSED_REASONS, *(summary.error_types if retry else ())}
+        batch_rows = summary.finished - sum(summary.error_types.get(k, 0) for k in redone)
+        online_started = time.perf_counter()
+        if summary.interrupted is None:
+            summary = await finish_online(
+                _kept(_batch_lane(lane_config)), summary, claim, runtime, retry_errors=retry
+            )
+        online = Lane(summary.finished - batch_rows, summary.cost_usd - batch_cost)
+        batches = Lane(batch_rows, batch_cost)
+    else:
+        summary = await run_holding(replace(lane_config, via="online"), claim, runtime)
+        online = Lane(summary.finished, summary.cost_usd)
+        batches = Lane()
+    online_s = time.perf_counter() - online_started
+    if online.rows >= _concurrency(config) and online_s > 0:
+        # The pace the online lane kept, for the next plan (rate limits and retries in it).
+        history.request_s = online_s * _concurrency(config) / online.rows
+    if pilot is not None:
+        summary.add(pilot)
+        summary.skipped = max(summary.skipped - pilot.finished, 0)
+        online = Lane(online.rows + pilot.finished, online.cost_usd + pilot.cost_usd)
+    history.save(history_file)
+    summary.via = "auto"
+    summary.deadline = Deadline(
+        at=deadline,
+        lanes={"batches": batches, "online": online},
+        left_s=(deadline - utc_now()).total_seconds(),
+        plan=_plan_text(why_online, watch),
+        late_cancels=watch.late_cancels if watch is not None else 0,
+    )
+    return summary
+
+
+def _errored_in_batches(summary: RunSummary) -> bool:
+    """Whether the batch lane left rows errored (not invalid, not lapsed): they go online."""
+    return any(
+        kind not in LAPSED_REASONS and kind != INVALID_REQUEST and n > 0
+        for kind, n in summary.error_types.items()
+    )
+
+
+def _concurrency(config: RunConfig) -> int:
+    """The requests the online lane keeps in flight, for the plan: with ``--concurrency
+    auto`` the default, as the tuner starts there and may not climb."""
+    return DEFAULT_CONCURRENCY if config.engine.concurrency_auto else config.engine.concurrency
+
+
+def _rpm(config: RunConfig) -> int | None:
+    """The requests-per-minute limit the job was given for its model, if any."""
+    return config.engine.limits.for_model(config.defaults.model or "").rpm
+
+
+def _plan_text(why_online: str | None, watch: DeadlineWatch | None) -> str | None:
+    """What the summary says of the plan: why every row went online, or when the rows left
+    the batches."""
+    if why_online is not None and (watch is None or watch.fell_back_at is None):
+        return f"every row went online from the start: {why_online}"
+    if watch is not None and watch.fell_back_at is not None:
+        left = (watch.plan.deadline - watch.fell_back_at).total_seconds()
+        return (
+            f"the rows left the batches {span(max(left, 0))} before the deadline: running "
+            "batches were cancelled, what they answered kept, the rest sent online"
+        )
+    return None
