@@ -55,12 +55,14 @@ from batchrun.config.settings import DEFAULT_CONCURRENCY
 from batchrun.core.deadline import deadline_moment
 from batchrun.core.errors import ConfigError
 from batchrun.core.wording import option, said
+from batchrun.live.frames import Snapshot
+from batchrun.live.progress import Status
 from batchrun.rows.reader import check_input_file
 from batchrun.runs.claim import Claim, check_credentials, claim_output
 from batchrun.runs.online import run_holding
 from batchrun.runs.plan import input_rows
 from batchrun.runs.preflight import check_every_row_can_be_built
-from batchrun.runs.runtime import DEFAULT, Runtime
+from batchrun.runs.runtime import DEFAULT, ProgressView, Runtime
 from batchrun.runs.summary import Deadline, Lane, RunSummary
 from batchrun.store.batch_journal import running_batches
 from batchrun.store.columns import INVALID_REQUEST
@@ -132,9 +134,45 @@ def _kept(config: RunConfig) -> RunConfig:
     return replace(config, resume=replace(config.resume, overwrite=False))
 
 
+class _Board:
+    """What the live display adds for ``--via auto``: the time to the deadline, the lane at
+    work, and what the lanes before it did."""
+
+    def __init__(self, deadline: datetime) -> None:
+        self.deadline = deadline
+        self.lane = "online (pilot)"
+        self.before: list[str] = []
+
+    def lane_done(self, name: str, lane: Lane) -> None:
+        self.before.append(f"{name} {lane.rows:,} rows ${lane.cost_usd:,.4f}")
+
+    def runtime(self, runtime: Runtime) -> Runtime:
+        """``runtime`` whose every display shows the deadline and the lanes."""
+
+        def show(total: int | None, status: Status, quiet: bool) -> ProgressView:
+            def with_deadline() -> Snapshot | str:
+                snapshot = status()
+                if isinstance(snapshot, str):
+                    return snapshot
+                note = f"via auto: {self.lane} lane" + (
+                    f"; before it {', '.join(self.before)}" if self.before else ""
+                )
+                return replace(
+                    snapshot,
+                    deadline_left_s=(self.deadline - utc_now()).total_seconds(),
+                    note=note if snapshot.note is None else f"{snapshot.note}; {note}",
+                )
+
+            return runtime.progress(total, with_deadline, quiet=quiet)
+
+        return replace(runtime, show_progress=show)
+
+
 async def _run_claimed(
     config: RunConfig, claim: Claim, runtime: Runtime, start: datetime, deadline: datetime
 ) -> RunSummary:
+    board = _Board(deadline)
+    runtime = board.runtime(runtime)
     history_file = history_path(config.output.path)
     history = BatchHistory.load(history_file)
     lane_config = config
@@ -149,6 +187,7 @@ async def _run_claimed(
         if pilot.finished:
             # Sent at once: the slowest of them is about one request's time.
             history.request_s = pilot.elapsed_s * min(pilot_rows, pilot.finished) / pilot.finished
+        board.lane_done("online pilot", Lane(pilot.finished, pilot.cost_usd))
     request_s = history.request_s if history.request_s is not None else DEFAULT_REQUEST_S
     pace = Pace(request_s, _concurrency(config), _rpm(config))
     plan = DeadlinePlan.make(start, deadline, pace, history)
@@ -159,12 +198,15 @@ async def _run_claimed(
     watch: DeadlineWatch | None = None
     if why_online is None or running:
         watch = DeadlineWatch(plan, history, rows=rows)
+        board.lane = "batches"
         summary = await run_batches_holding(_batch_lane(lane_config), claim, runtime, watch=watch)
         batch_cost = summary.cost_usd
         retry = _errored_in_batches(summary)
         redone = {*LAPSED_REASONS, *(summary.error_types if retry else ())}
         batch_rows = summary.finished - sum(summary.error_types.get(k, 0) for k in redone)
         online_started = time.perf_counter()
+        board.lane_done("batches", Lane(batch_rows, batch_cost))
+        board.lane = "online"
         if summary.interrupted is None:
             summary = await finish_online(
                 _kept(_batch_lane(lane_config)), summary, claim, runtime, retry_errors=retry
@@ -172,6 +214,7 @@ async def _run_claimed(
         online = Lane(summary.finished - batch_rows, summary.cost_usd - batch_cost)
         batches = Lane(batch_rows, batch_cost)
     else:
+        board.lane = "online"
         summary = await run_holding(replace(lane_config, via="online"), claim, runtime)
         online = Lane(summary.finished, summary.cost_usd)
         batches = Lane()

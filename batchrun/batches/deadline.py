@@ -112,7 +112,20 @@ class BatchHistory:
         """The longest batch recorded (a cancelled one took at least its time); None: none."""
         if not self.batches:
             return None
-        return max(b["seconds"] for b in self.batches)
+        return max(float(b["seconds"]) for b in self.batches)
+
+    @property
+    def ended_s(self) -> float | None:
+        """The longest batch recorded that ended by itself; None: none did."""
+        ended = [float(b["seconds"]) for b in self.batches if b["ended"]]
+        return max(ended) if ended else None
+
+    @property
+    def known(self) -> bool:
+        """Whether a batch ended by itself and took at least as long as any cancelled one:
+        then the turnaround is known, not only bounded below."""
+        ended = self.ended_s
+        return ended is not None and ended >= (self.turnaround_s or 0.0)
 
     @property
     def cancel_s(self) -> float | None:
@@ -180,8 +193,8 @@ class DeadlinePlan:
         """Why every row goes online from the start; None when batches are worth a try."""
         if not self.batches_in_time(now):
             return (
-                f"earlier batches of this output took up to {span(self.turnaround_s or 0)}, "
-                f"and the deadline is {span((self.deadline - now).total_seconds())} away"
+                f"earlier batches of this output took {span(self.turnaround_s or 0)} or more "
+                f"to end, and the deadline is {span((self.deadline - now).total_seconds())} away"
             )
         if self.fallback_at(rows) <= now:
             return (

@@ -100,7 +100,7 @@ class BatchSettings:
                 f"got {self.processing_s}"
             )
         if not (math.isfinite(self.cancel_s) and self.cancel_s >= 0):
-            raise ValueError(f"batch_cancel_s must be a number of seconds >= 0, got {self.cancel_s}")
+            raise ValueError(f"batch_cancel_s must be seconds >= 0, got {self.cancel_s}")
         for name in ("error_rate", "expire_rate"):
             rate = getattr(self, name)
             if not 0 <= rate <= 1:

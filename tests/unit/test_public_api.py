@@ -196,6 +196,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "cache_rewarmed",
             "concurrency_chosen",
             "cost_usd",
+            "deadline",
             "dedup_resent",
             "dedup_sampled",
             "dedup_saved_usd",
