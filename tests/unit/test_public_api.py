@@ -29,6 +29,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
     "Estimate": (
         "class",
         [
+            "auto",
             "batch_factor",
             "count_error",
             "count_failures",
