@@ -51,7 +51,7 @@ def auto_config(tmp_path: Path, sim: SimulatorThread, deadline: str, **flags: An
 
 def check_each_row_once(sim: SimulatorThread, out: Path) -> list[dict[str, Any]]:
     """Every row ok with its own answer, and the simulator billed each answer once."""
-    got = rows_of(out)
+    got: list[dict[str, Any]] = rows_of(out)
     assert [r["id"] for r in got] == [p["id"] for p in prompts(N)]
     for src, res in zip(prompts(N), got, strict=True):
         assert res["status"] == "ok" and res["text"].startswith(reply_tag(src["prompt"]))
@@ -68,7 +68,7 @@ def sim_with(processing_s: float, **more: Any) -> SimulatorThread:
 def test_fast_batches_answer_all_but_the_pilot(tmp_path: Path) -> None:
     with sim_with(0.5) as sim:
         config = auto_config(tmp_path, sim, "60s")
-        summary = run(config)
+        summary = run(config).summary
         got = check_each_row_once(sim, config.output.path)
     assert summary.exit_code == 0 and summary.via == "auto"
     pilot = 8  # the concurrency: the first rows measure the online pace
@@ -92,7 +92,7 @@ def test_slow_batches_are_cancelled_what_they_answered_kept_the_rest_online(
     # Batch items finish over 4 s: by the fallback (about 1.7 s in) some are answered.
     with sim_with(4.0) as sim:
         config = auto_config(tmp_path, sim, "6s")
-        summary = run(config)
+        summary = run(config).summary
         got = check_each_row_once(sim, config.output.path)
         stats = sim.stats.snapshot()
     assert summary.exit_code == 0
@@ -115,7 +115,7 @@ def test_a_cancel_that_ends_late_is_waited_for_and_the_deadline_said_missed(
     answer; the deadline is missed, and said so."""
     with sim_with(600.0, batch_cancel_s=5.0) as sim:
         config = auto_config(tmp_path, sim, "6s")
-        summary = run(config)
+        summary = run(config).summary
         check_each_row_once(sim, config.output.path)
     deadline = summary.deadline
     assert deadline is not None
@@ -131,7 +131,7 @@ def test_history_of_slow_batches_sends_everything_online_from_the_start(
         history = BatchHistory(request_s=0.05)
         history.batch_ended(100, 600.0, by_itself=True)
         history.save(history_path(config.output.path))
-        summary = run(config)
+        summary = run(config).summary
         got = check_each_row_once(sim, config.output.path)
         assert sim.stats.snapshot().batches_created == 0
     assert {r["via"] for r in got} == {"online"}
