@@ -196,7 +196,10 @@ async def _run_claimed(
     why_online = plan.why_online(utc_now(), rows)
     online_started = time.perf_counter()
     watch: DeadlineWatch | None = None
-    if why_online is None or running:
+    if pilot is not None and pilot.interrupted is not None:
+        summary, pilot = pilot, None  # stopped before the plan: a re-run goes on
+        online, batches = Lane(summary.finished, summary.cost_usd), Lane()
+    elif why_online is None or running:
         watch = DeadlineWatch(plan, history, rows=rows)
         board.lane = "batches"
         summary = await run_batches_holding(_batch_lane(lane_config), claim, runtime, watch=watch)
@@ -211,7 +214,9 @@ async def _run_claimed(
             summary = await finish_online(
                 _kept(_batch_lane(lane_config)), summary, claim, runtime, retry_errors=retry
             )
-        online = Lane(summary.finished - batch_rows, summary.cost_usd - batch_cost)
+            online = Lane(summary.finished - batch_rows, summary.cost_usd - batch_cost)
+        else:
+            online = Lane()  # stopped in the batch lane: a re-run collects, then goes online
         batches = Lane(batch_rows, batch_cost)
     else:
         board.lane = "online"
@@ -223,7 +228,10 @@ async def _run_claimed(
         # The pace the online lane kept, for the next plan (rate limits and retries in it).
         history.request_s = online_s * _concurrency(config) / online.rows
     if pilot is not None:
-        summary.add(pilot)
+        limits, chosen = summary.rate_limits, summary.concurrency_chosen
+        summary.add(pilot)  # its counts; the later lanes' state (limits, concurrency) stays
+        summary.rate_limits = limits or summary.rate_limits
+        summary.concurrency_chosen = chosen if chosen is not None else summary.concurrency_chosen
         summary.skipped = max(summary.skipped - pilot.finished, 0)
         online = Lane(online.rows + pilot.finished, online.cost_usd + pilot.cost_usd)
     history.save(history_file)

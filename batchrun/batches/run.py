@@ -225,7 +225,10 @@ async def _run_claimed(
     lost = output.lease_lost(job.closed_by)
     if lost is not None:
         raise lost  # another run owns the output now: nothing of this run is written there
-    if only is None and watch is None:  # a shard's or --via auto's file is its driver's
+    # A shard's file is its driver's to write (``shards.run``); --via auto's too, unless
+    # the run stops here (its online lane then never runs).
+    stopped_here = summary.interrupted is not None or fatal is not None
+    if only is None and (watch is None or stopped_here):
         write_output(config, output, summary, counter.rows, complete=complete)
     if fatal is not None:
         raise fatal

@@ -123,6 +123,21 @@ def test_a_cancel_that_ends_late_is_waited_for_and_the_deadline_said_missed(
     assert "missed by" in format_summary(summary, config)
 
 
+def test_expired_and_errored_batch_rows_are_answered_online(tmp_path: Path) -> None:
+    with sim_with(0.3, batch_expire_rate=0.2, batch_error_rate=0.1, seed=5) as sim:
+        config = auto_config(tmp_path, sim, "60s")
+        summary = run(config).summary
+        got = check_each_row_once(sim, config.output.path)
+    assert summary.exit_code == 0 and summary.error == 0 and not summary.error_types
+    via = Counter(r["via"] for r in got)
+    assert via["online"] > 8 and via["batches"] > 0  # the lapsed and errored rows, online
+    deadline = summary.deadline
+    assert deadline is not None and deadline.met
+    assert deadline.lanes["batches"].rows == via["batches"]
+    assert deadline.lanes["online"].rows == via["online"]
+    assert summary.ok == N
+
+
 def test_history_of_slow_batches_sends_everything_online_from_the_start(
     tmp_path: Path,
 ) -> None:
