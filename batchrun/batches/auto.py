@@ -17,8 +17,10 @@ is sent. Under one claim on the output (no other run comes in between), in order
    running batch is cancelled; the lane waits for them to end and collects what they
    answered (those rows are paid: they are never sent again).
 4. online lane (``batches.run.finish_online``): every row not answered — never submitted,
-   cancelled, expired, and errored in a batch (sent again as ``--retry-errors`` would) — is
-   sent online, under the usual rate limits and dedup.
+   cancelled, expired, and errored in a batch — is sent online, under the usual rate limits
+   and dedup. Errored batch rows are sent again as ``--retry-errors`` would, so the error
+   rows earlier runs of the output left are sent again too (a row the API refuses is not
+   billed; one that failed on the way may be answered now).
 
 **A cancel that has not ended when the online lane must start: we wait.** The API lets the
 requests in progress finish while a batch is ``canceling`` (docs/api-facts.md §8.3), and a
