@@ -235,6 +235,7 @@ async def _run_claimed(
         summary.rate_limits = limits or summary.rate_limits
         summary.concurrency_chosen = chosen if chosen is not None else summary.concurrency_chosen
         summary.skipped = max(summary.skipped - pilot.finished, 0)
+        summary.job_cost_before = pilot.job_cost_before  # the pilot is this run's
         online = Lane(online.rows + pilot.finished, online.cost_usd + pilot.cost_usd)
     history.save(history_file)
     summary.via = "auto"
