@@ -30,9 +30,13 @@ so at once when that makes it late ("... waiting for them, although the deadline
 missed ..."), and the summary tells the deadline as missed, with the number of such batches.
 A missed deadline is visible and costs time; a double payment is silent and costs money.
 
-**Budget:** ``--max-cost`` is refused with ``--via auto``, as with ``--via batches``: a batch
-is paid for rows the run cannot stop once it is created, so the budget could not hold for the
-batch lane; ``batchrun estimate --via auto --deadline D`` gives the cost range first.
+**Budget:** ``--max-cost`` holds for both lanes. A created batch is paid for every row it
+answers and cannot be stopped as rows are answered, so the batch lane submits rows only while
+the worst cases of all it submitted, at the batch price, fit what the budget leaves the job
+(``batches.deadline.BatchReserve``, the online budget's worst case: ``cost.budget``); the
+rest, like every row the online lane sends, is admitted by the online budget as usual,
+against what the job has really spent by then (the batches' real cost is far below their
+reserved worst case). When the budget stops the online lane the run exits 4, as online.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ from batchrun.config.load import RunConfig
 from batchrun.config.settings import DEFAULT_CONCURRENCY
 from batchrun.core.deadline import deadline_moment
 from batchrun.core.errors import ConfigError
-from batchrun.core.wording import option, said
+from batchrun.core.wording import option
 from batchrun.live.frames import Snapshot
 from batchrun.live.progress import Status
 from batchrun.rows.reader import check_input_file
@@ -75,14 +79,6 @@ PILOT_ROWS = 16  # rows sent online first to measure the online pace, when none 
 
 def check_auto(config: RunConfig) -> None:
     """What ``--via auto`` cannot do, refused before anything is sent (ConfigError)."""
-    if config.cost.max_cost is not None:
-        raise ConfigError(
-            f"{option('max_cost')} cannot hold for {option('via', 'auto')}: a batch is paid "
-            "for every row it answers once it is created, which the run cannot stop as rows "
-            "are answered. Price the job first with "
-            f"{said('`batchrun estimate --via auto --deadline D`', '`batchrun.estimate(config)`')}"
-            " (it shows the range), and leave out " + option("max_cost")
-        )
     if config.shard is not None:
         raise ConfigError(
             f"{option('via', 'auto')} plans the whole job against its deadline: not with "

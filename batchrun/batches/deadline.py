@@ -27,14 +27,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from batchrun.client.batch_endpoints import BatchStatus
 from batchrun.core.jsoncodec import compact
+from batchrun.cost.budget import Budget
+from batchrun.cost.models import local_input_tokens
+from batchrun.cost.prices import PriceTable
 
 HISTORY_SUFFIX = ".batch-times.json"
 HISTORY_KEPT = 20  # batches (and cancels) remembered: the recent ones say most
@@ -257,3 +261,32 @@ def span(seconds: float) -> str:
     if seconds < 2 * 3600:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+class BatchReserve:
+    """``--max-cost`` in the batch lane of ``--via auto``: a created batch is paid for every
+    row it answers, and cannot be stopped as rows are answered, so rows are submitted only
+    while the worst cases of all submitted so far, at the batch price, fit what the budget
+    leaves the job (``cost.budget``'s worst case: the input with its margin, all of
+    ``max_tokens``). The first row that does not fit, and every row after it, is left to the
+    online lane, whose budget admits rows as an online run does, against what the job has
+    really spent by then."""
+
+    def __init__(self, room: Decimal, prices: PriceTable) -> None:
+        self.room = room
+        self.prices = prices
+        self._worst = Budget(room, prices)  # only its worst-case arithmetic is used
+        self.reserved = Decimal(0)
+        self.full = False  # a row did not fit: no more rows go into batches
+
+    def take(self, body: Mapping[str, Any]) -> bool:
+        """Reserve ``body``'s worst case at the batch price; False when it does not fit (or
+        its model has no price: the online lane then stops and says so)."""
+        if self.full:
+            return False
+        worst = self._worst.worst_case(body, local_input_tokens(body, self.prices))
+        if worst is None or self.reserved + worst * self.prices.batch_price_factor > self.room:
+            self.full = True
+            return False
+        self.reserved += worst * self.prices.batch_price_factor
+        return True

@@ -29,10 +29,11 @@ from collections import Counter
 from collections.abc import Container, Iterable, Iterator, Sized
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from batchrun.batches.deadline import DeadlineWatch
+from batchrun.batches.deadline import BatchReserve, DeadlineWatch
 from batchrun.batches.plan import REQUEST_HASH_CHARS, BatchItem, Chunk, chunks
 from batchrun.batches.results import processing_ms, result_row
 from batchrun.batches.sent import SentRows
@@ -122,7 +123,7 @@ async def run_batches_holding(
     check_credentials(config.client, runtime.transport)
     check_input_file(config.input.path)
     check_every_row_can_be_built(config)
-    if config.cost.max_cost is not None:
+    if config.cost.max_cost is not None and watch is None:  # --via auto: ``BatchReserve``
         raise ConfigError(
             f"{option('max_cost')} stops admitting rows as they are answered, which a batch "
             "cannot do: price the job first with "
@@ -316,6 +317,8 @@ async def finish_online(
     summary.skipped = max(0, online.skipped - summary.finished)
     summary.add(online)
     summary.final, summary.interrupted = online.final, online.interrupted
+    summary.max_cost, summary.budget_stop = online.max_cost, online.budget_stop
+    summary.budget_refused_usd = online.budget_refused_usd
     summary.total_rows = online.total_rows
     summary.job_cost_usd = online.job_cost_usd  # the job's, the online pass's spend included
     return summary
@@ -371,6 +374,7 @@ class _BatchJob:
         self._sent_files: dict[str, Path] = {}
         self._halted = False  # set while ``submit`` waits for its builder thread to stop
         self._warned_late = False  # --via auto: said once that cancels end past the deadline
+        self._budget_note: str | None = None  # --via auto: --max-cost held rows back
 
     def stop(self) -> None:
         """Ctrl-C: no new batches, no more waiting; running batches keep running."""
@@ -417,7 +421,9 @@ class _BatchJob:
                 pending=pending,
                 files=self.rows.files,
             )
-            await self.submit(works)
+            await self.submit(self._within_budget(works))
+            if self._budget_note is not None:
+                self.log(self._budget_note)
             await self.wait_and_collect()
             if self.twins is not None and not self.stopping:
                 left = self.twins.fill(self.config, self._record)
@@ -728,6 +734,27 @@ class _BatchJob:
                 )
             return min(interval, self.config.batches.poll_interval)
         return min(interval, max(watch.seconds_until(self._rows_waiting()), 0.01))
+
+    def _within_budget(self, works: Iterable[Work]) -> Iterable[Work]:
+        """--via auto with --max-cost: the rows whose worst cases at the batch price fit what
+        the budget leaves (``BatchReserve``); the rest are left to the online lane."""
+        max_cost = self.config.cost.max_cost
+        if self.watch is None or max_cost is None:
+            yield from works
+            return
+        room = Decimal(repr(max_cost)) - Decimal(repr(self.summary.job_cost_before or 0.0))
+        reserve = BatchReserve(max(room, Decimal(0)), self.config.cost.prices)
+        for work in works:
+            if work.body is not None and not reserve.take(work.body):
+                # Told once the builder thread is done (``_rounds``), from the event loop.
+                self._budget_note = (
+                    f"batchrun: {option('max_cost')} leaves no room for more rows in batches "
+                    f"(${reserve.reserved:.4f} reserved at their worst case at the batch "
+                    "price); the rest go online, admitted within the budget as they are "
+                    "answered"
+                )
+                return
+            yield work
 
     async def _cancel_for_deadline(self, running: list[BatchEntry]) -> None:
         """Cancel every running batch this lane has not cancelled yet: what they finished is

@@ -138,6 +138,24 @@ def test_expired_and_errored_batch_rows_are_answered_online(tmp_path: Path) -> N
     assert summary.ok == N
 
 
+def test_the_budget_holds_across_both_lanes(tmp_path: Path) -> None:
+    """Batches take rows while their worst cases at the batch price fit; the online lane
+    admits the rest within what is left, and stops at the cap (exit 4)."""
+    cap = 0.004
+    with sim_with(0.3) as sim:
+        config = auto_config(tmp_path, sim, "60s", max_cost=cap)
+        summary = run(config).summary
+        paid = paid_answers(sim)
+    assert summary.exit_code == 4 and summary.budget_stop is not None
+    assert summary.job_cost_usd is not None and summary.job_cost_usd <= cap
+    assert set(paid.values()) == {1}  # every answer bought once
+    deadline = summary.deadline
+    assert deadline is not None
+    assert deadline.lanes["batches"].rows > 0 and deadline.lanes["online"].rows >= 8
+    assert deadline.lanes["batches"].rows + deadline.lanes["online"].rows == sum(paid.values())
+    assert sum(paid.values()) < N  # the cap left rows to a re-run with a larger one
+
+
 def test_history_of_slow_batches_sends_everything_online_from_the_start(
     tmp_path: Path,
 ) -> None:
@@ -160,7 +178,6 @@ def test_history_of_slow_batches_sends_everything_online_from_the_start(
 @pytest.mark.parametrize(
     ("flags", "says"),
     [
-        ({"max_cost": 1.0}, "max_cost cannot hold for via='auto'"),
         ({"deadline": "2020-01-01T00:00:00Z"}, "is already past"),
         ({"shard": "0/2"}, "not with shard"),
     ],

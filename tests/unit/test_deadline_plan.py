@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from batchrun.batches.deadline import (
     MIN_CANCEL_S,
     MIN_MARGIN_S,
     BatchHistory,
+    BatchReserve,
     DeadlinePlan,
     DeadlineWatch,
     Pace,
@@ -19,6 +21,7 @@ from batchrun.batches.deadline import (
 )
 from batchrun.client.batch_endpoints import BatchStatus
 from batchrun.core.deadline import deadline_moment, duration_seconds
+from batchrun.cost.prices import default_prices
 from batchrun.estimation.deadline import online_shares
 from batchrun.live.frames import Pace as FramePace
 from batchrun.live.frames import Snapshot, frame, plain_line
@@ -175,3 +178,20 @@ def test_the_display_shows_the_time_to_the_deadline() -> None:
     assert "deadline in 1:15" in lines[0] and lines[-1] == "via auto: batches lane"
     late = Snapshot(done=5, total=10, deadline_left_s=-4)
     assert "deadline passed 0:04 ago" in plain_line(late, FramePace(), 3.0)
+
+
+def test_the_batch_reserve_takes_rows_while_their_worst_case_fits() -> None:
+    prices = default_prices()
+    body = {
+        "model": "claude-haiku-4-5",
+        "max_tokens": 1000,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    price = prices.lookup("claude-haiku-4-5")
+    assert price is not None
+    output_only = 1000 * price.rates_for(10).output / 1_000_000 * prices.batch_price_factor
+    reserve = BatchReserve(output_only * Decimal("3.5"), prices)
+    assert [reserve.take(body) for _ in range(4)] == [True, True, True, False]
+    assert reserve.full and not reserve.take({**body, "max_tokens": 1})  # none after the first
+    unpriced = BatchReserve(Decimal(100), prices)
+    assert not unpriced.take({**body, "model": "no-such-model"}) and unpriced.full
