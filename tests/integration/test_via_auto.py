@@ -16,7 +16,10 @@ from batchrun import run
 from batchrun.batches.deadline import BatchHistory, history_path
 from batchrun.cli import cli
 from batchrun.core.errors import ConfigError
+from batchrun.live.frames import Snapshot
+from batchrun.live.progress import Status
 from batchrun.render.summary import format_summary
+from batchrun.runs.runtime import ProgressView, Runtime
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.simulator.batch_store import ListQuery
 
@@ -84,6 +87,43 @@ def test_fast_batches_answer_all_but_the_pilot(tmp_path: Path) -> None:
     history = BatchHistory.load(history_path(config.output.path))
     assert history.known and history.request_s is not None
     assert [b["rows"] for b in history.batches] == [N - pilot]
+
+
+class Seen:
+    """A display that keeps every snapshot its lanes' drivers hand it when closed."""
+
+    def __init__(self) -> None:
+        self.snapshots: list[Snapshot] = []
+
+    def show(self, total: int | None, status: Status, quiet: bool) -> ProgressView:
+        seen = self
+
+        class View:
+            def advance(self, n: int = 1) -> None:
+                pass
+
+            def log(self, message: str) -> None:
+                pass
+
+            def close(self) -> None:
+                snapshot = status()
+                if isinstance(snapshot, Snapshot):
+                    seen.snapshots.append(snapshot)
+
+        return View()
+
+
+def test_the_display_shows_the_time_left_and_the_lane(tmp_path: Path) -> None:
+    seen = Seen()
+    with sim_with(0.3) as sim:
+        run(auto_config(tmp_path, sim, "60s"), runtime=Runtime(show_progress=seen.show))
+    notes = [s.note for s in seen.snapshots]
+    assert notes[0] == "via auto: online (pilot) lane"
+    assert notes[1] is not None and notes[1].startswith("via auto: batches lane; before it")
+    assert notes[2] is not None and notes[2].startswith("via auto: online lane; before it")
+    assert all(
+        s.deadline_left_s is not None and 0 < s.deadline_left_s <= 60 for s in seen.snapshots
+    )
 
 
 def test_slow_batches_are_cancelled_what_they_answered_kept_the_rest_online(
