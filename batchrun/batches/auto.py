@@ -42,7 +42,7 @@ reserved worst case). When the budget stops the online lane the run exits 4, as 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from batchrun.batches.deadline import (
@@ -177,72 +177,101 @@ async def _run_claimed(
     running = running_batches(config.output.path)  # an earlier run's: collected first
     pilot: RunSummary | None = None
     if history.request_s is None and not running:
-        pilot_rows = min(PILOT_ROWS, _concurrency(config))
-        pilot = await run_holding(
-            replace(config, via="online"), claim, runtime, only=range(pilot_rows)
-        )
-        lane_config = _kept(config)
-        if pilot.finished:
-            # Sent at once: the slowest of them is about one request's time.
-            history.request_s = pilot.elapsed_s * min(pilot_rows, pilot.finished) / pilot.finished
+        pilot = await _pilot(config, claim, runtime, history)
         board.lane_done("online pilot", Lane(pilot.finished, pilot.cost_usd))
+        lane_config = _kept(config)
     request_s = history.request_s if history.request_s is not None else DEFAULT_REQUEST_S
     pace = Pace(request_s, _concurrency(config), _rpm(config))
     plan = DeadlinePlan.make(start, deadline, pace, history)
     rows = max((input_rows(config.input.path, parse=True, shape=config.input.shape) or 0), 0)
     rows = max(rows - (pilot.finished if pilot is not None else 0), 0)
     why_online = plan.why_online(utc_now(), rows)
-    online_started = time.perf_counter()
     watch: DeadlineWatch | None = None
     if pilot is not None and pilot.interrupted is not None:
-        summary, pilot = pilot, None  # stopped before the plan: a re-run goes on
-        online, batches = Lane(summary.finished, summary.cost_usd), Lane()
+        lanes = _Lanes(pilot, Lane(), Lane(pilot.finished, pilot.cost_usd))
+        pilot = None  # stopped before the plan: a re-run goes on
     elif why_online is None or running:
         watch = DeadlineWatch(plan, history, rows=rows)
-        board.lane = "batches"
-        summary = await run_batches_holding(_batch_lane(lane_config), claim, runtime, watch=watch)
-        batch_cost = summary.cost_usd
-        retry = _errored_in_batches(summary)
-        redone = {*LAPSED_REASONS, *(summary.error_types if retry else ())}
-        batch_rows = summary.finished - sum(summary.error_types.get(k, 0) for k in redone)
-        online_started = time.perf_counter()
-        board.lane_done("batches", Lane(batch_rows, batch_cost))
-        board.lane = "online"
-        if summary.interrupted is None:
-            summary = await finish_online(
-                _kept(_batch_lane(lane_config)), summary, claim, runtime, retry_errors=retry
-            )
-            online = Lane(summary.finished - batch_rows, summary.cost_usd - batch_cost)
-        else:
-            online = Lane()  # stopped in the batch lane: a re-run collects, then goes online
-        batches = Lane(batch_rows, batch_cost)
+        lanes = await _through_batches(lane_config, claim, runtime, watch, board)
     else:
         board.lane = "online"
-        summary = await run_holding(replace(lane_config, via="online"), claim, runtime)
-        online = Lane(summary.finished, summary.cost_usd)
-        batches = Lane()
-    online_s = time.perf_counter() - online_started
-    if online.rows >= _concurrency(config) and online_s > 0:
+        alone = await run_holding(replace(lane_config, via="online"), claim, runtime)
+        lanes = _Lanes(alone, Lane(), Lane(alone.finished, alone.cost_usd), alone.elapsed_s)
+    if lanes.online.rows >= _concurrency(config) and lanes.online_s > 0:
         # The pace the online lane kept, for the next plan (rate limits and retries in it).
-        history.request_s = online_s * _concurrency(config) / online.rows
+        history.request_s = lanes.online_s * _concurrency(config) / lanes.online.rows
+    summary = lanes.summary
+    online = lanes.online
     if pilot is not None:
-        limits, chosen = summary.rate_limits, summary.concurrency_chosen
-        summary.add(pilot)  # its counts; the later lanes' state (limits, concurrency) stays
-        summary.rate_limits = limits or summary.rate_limits
-        summary.concurrency_chosen = chosen if chosen is not None else summary.concurrency_chosen
-        summary.skipped = max(summary.skipped - pilot.finished, 0)
-        summary.job_cost_before = pilot.job_cost_before  # the pilot is this run's
+        _add_pilot(summary, pilot)
         online = Lane(online.rows + pilot.finished, online.cost_usd + pilot.cost_usd)
     history.save(history_file)
     summary.via = "auto"
     summary.deadline = Deadline(
         at=deadline,
-        lanes={"batches": batches, "online": online},
+        lanes={"batches": lanes.batches, "online": online},
         left_s=(deadline - utc_now()).total_seconds(),
         plan=_plan_text(why_online, watch),
         late_cancels=watch.late_cancels if watch is not None else 0,
     )
     return summary
+
+
+@dataclass(frozen=True)
+class _Lanes:
+    """What the lanes after the pilot did: the job's summary so far, each lane's share, and
+    the seconds the online lane took (its pace, for the next plan)."""
+
+    summary: RunSummary
+    batches: Lane
+    online: Lane
+    online_s: float = 0.0
+
+
+async def _pilot(
+    config: RunConfig, claim: Claim, runtime: Runtime, history: BatchHistory
+) -> RunSummary:
+    """The first rows online, all at once: the slowest of them is about one request's time,
+    which the history keeps as the online pace."""
+    rows = min(PILOT_ROWS, _concurrency(config))
+    pilot = await run_holding(replace(config, via="online"), claim, runtime, only=range(rows))
+    if pilot.finished:
+        history.request_s = pilot.elapsed_s * min(rows, pilot.finished) / pilot.finished
+    return pilot
+
+
+async def _through_batches(
+    config: RunConfig, claim: Claim, runtime: Runtime, watch: DeadlineWatch, board: _Board
+) -> _Lanes:
+    """The batch lane under ``watch``, then online what it left (unless it was stopped)."""
+    board.lane = "batches"
+    summary = await run_batches_holding(_batch_lane(config), claim, runtime, watch=watch)
+    batch_cost = summary.cost_usd
+    retry = _errored_in_batches(summary)
+    redone = {*LAPSED_REASONS, *(summary.error_types if retry else ())}
+    batch_rows = summary.finished - sum(summary.error_types.get(k, 0) for k in redone)
+    batches = Lane(batch_rows, batch_cost)
+    board.lane_done("batches", batches)
+    if summary.interrupted is not None:
+        return _Lanes(summary, batches, Lane())  # a re-run collects, then goes online
+    board.lane = "online"
+    started = time.perf_counter()
+    summary = await finish_online(
+        _kept(_batch_lane(config)), summary, claim, runtime, retry_errors=retry
+    )
+    online = Lane(summary.finished - batch_rows, summary.cost_usd - batch_cost)
+    return _Lanes(summary, batches, online, time.perf_counter() - started)
+
+
+def _add_pilot(summary: RunSummary, pilot: RunSummary) -> None:
+    """The pilot's counts into the job's summary; the later lanes' state (limits,
+    concurrency) stays, and the pilot's spend is this run's, not the job's before it."""
+    limits, chosen = summary.rate_limits, summary.concurrency_chosen
+    summary.add(pilot)
+    summary.rate_limits = limits or summary.rate_limits
+    summary.concurrency_chosen = chosen if chosen is not None else summary.concurrency_chosen
+    summary.skipped = max(summary.skipped - pilot.finished, 0)
+    summary.job_cost_before = pilot.job_cost_before
 
 
 def _errored_in_batches(summary: RunSummary) -> bool:
