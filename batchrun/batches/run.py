@@ -35,6 +35,14 @@ from typing import Any
 
 from batchrun.batches.deadline import BatchReserve, DeadlineWatch
 from batchrun.batches.plan import REQUEST_HASH_CHARS, BatchItem, Chunk, chunks
+from batchrun.batches.priming import (
+    GroupCounts,
+    Priming,
+    now_utc,
+    shared_groups,
+    until_ended,
+    warm_groups,
+)
 from batchrun.batches.results import processing_ms, result_row
 from batchrun.batches.sent import SentRows
 from batchrun.client.batch_endpoints import BatchesApi, BatchStatus, Upload, is_ambiguous
@@ -59,7 +67,7 @@ from batchrun.remote.batch_mirror import BatchJournalMirror
 from batchrun.rows.files import FileCache
 from batchrun.rows.reader import check_input_file
 from batchrun.runs.claim import Claim, check_credentials, claim_output
-from batchrun.runs.compose import job_client
+from batchrun.runs.compose import answer_lane, job_client
 from batchrun.runs.finish import record_spend, write_output
 from batchrun.runs.interrupt import run_interruptibly
 from batchrun.runs.online import run_holding
@@ -68,7 +76,7 @@ from batchrun.runs.preflight import check_every_row_can_be_built
 from batchrun.runs.resume import Resume, ResumeMismatchError, Sleep, take_over
 from batchrun.runs.runtime import DEFAULT, ProgressView, Runtime
 from batchrun.runs.summary import RunSummary
-from batchrun.runs.twins import BatchTwins, remember_prior_answers
+from batchrun.runs.twins import BatchCache, BatchTwins, RunningRows, twin_pass_notice
 from batchrun.store.batch_journal import (
     BatchEntry,
     BatchJournal,
@@ -200,6 +208,8 @@ async def _run_claimed(
             if twins is not None:
                 summary.deduplicated += twins.dedup.filled
                 summary.dedup_saved_usd += twins.dedup.saved_usd
+            if job.answers is not None:
+                job.answers.report(summary)
             summary.batches_running = [
                 e.batch_id or e.key for e in journal.open_entries() if e.open
             ]
@@ -243,14 +253,20 @@ def _batch_twins(
     running, so that no request is submitted twice (``runs.twins``)."""
     if not config.engine.dedup:
         return None
-    dedup = Dedup()
-    remember_prior_answers(dedup, sink, prior, resume.states, resume.sources.accepted)
-    running: dict[str, int] = {}
-    for entry in journal.open_entries():
-        rows = journal.rows(entry)
-        for index, prefix in zip(rows.indexes, rows.hashes, strict=True):
-            running.setdefault(prefix, index)
-    return BatchTwins(dedup, running, REQUEST_HASH_CHARS)
+
+    def running() -> Iterator[tuple[str, int]]:
+        for entry in journal.open_entries():
+            rows = journal.rows(entry)
+            yield from zip(rows.hashes, rows.indexes, strict=True)
+
+    return BatchTwins(
+        Dedup(),
+        RunningRows(running()),
+        REQUEST_HASH_CHARS,
+        sink=sink,
+        prior=prior,
+        accepted=resume.sources.accepted,
+    )
 
 
 def _open_journal(config: RunConfig) -> BatchJournal:
@@ -354,6 +370,8 @@ class _BatchJob:
         self._gate = Gate(send_check, self._close) if send_check is not None else None
         self.closed_by: str | None = None
         self.twins = twins  # --dedup: identical requests go in one batch once
+        lane = answer_lane(config, self.rows, self.log)  # --answer-cache: earlier jobs' answers
+        self.answers = BatchCache(lane) if lane is not None else None
         self.api = api
         self.journal = journal
         self.sink = sink
@@ -375,6 +393,7 @@ class _BatchJob:
         self._halted = False  # set while ``submit`` waits for its builder thread to stop
         self._warned_late = False  # --via auto: said once that cancels end past the deadline
         self._budget_note: str | None = None  # --via auto: --max-cost held rows back
+        self._priming: Priming | None = None  # the round's cache priming (--cache auto)
 
     def stop(self) -> None:
         """Ctrl-C: no new batches, no more waiting; running batches keep running."""
@@ -421,6 +440,7 @@ class _BatchJob:
                 pending=pending,
                 files=self.rows.files,
             )
+            await self._read_ahead(round_number, known_ids, redo_lapsed, pending)
             await self.submit(self._within_budget(works))
             if self._budget_note is not None:
                 self.log(self._budget_note)
@@ -437,6 +457,46 @@ class _BatchJob:
             if round_number + 1 < MAX_ROUNDS:
                 self.log("batchrun: resubmitting the rows that expired or were cancelled")
         self.log(f"batchrun: rows still lapsed after {MAX_ROUNDS} rounds; re-run to try again")
+
+    async def _read_ahead(
+        self, round_number: int, known_ids: list[str], redo_lapsed: bool, pending: bytearray
+    ) -> None:
+        """Before any batch of the round is built, its rows are read once more: twins are
+        found, so that each request is submitted once wherever its twins fall
+        (``runs.twins.BatchTwins``), and the rows of each prefix group counted, to prime the
+        groups the round sends more than once (``batches.priming``). The batch lane of
+        ``--via auto`` primes nothing: a warming batch is waited for whole before the others
+        are created, and that wait is a batch's turnaround the deadline did not plan for."""
+        primes = self.config.defaults.cache is not None and self.watch is None
+        counts = GroupCounts() if primes else None
+        if self.twins is None and counts is None:
+            return
+        again = plan(
+            self.config,
+            self.done,
+            known_ids if round_number == 0 else [],
+            RowCounter(),
+            self.only,
+            redo_lapsed=redo_lapsed,
+            pending=pending,
+            files=self.rows.files,
+        )
+        if counts is not None:
+            again = counts.counting(again)
+        if self.twins is not None:
+            notice = twin_pass_notice(self.summary.todo) if round_number == 0 else None
+            if notice is not None:
+                self.log(notice)
+            self.twins.find(again)
+        else:
+            for _ in again:
+                pass
+        if counts is not None:
+            warm = warm_groups(self.journal, now_utc())
+            self._priming = Priming(shared_groups(counts.counts), warm)
+            for entry in self.journal.open_entries():  # a warming batch a stop left
+                if entry.warms and entry.batch_id is not None and not self.stopping:
+                    await self._warmed(entry)
 
     # -- 1. reconcile ---------------------------------------------------------------------
 
@@ -561,7 +621,32 @@ class _BatchJob:
             remove_temporary(sent_file)
             raise
         self._sent_files[created.key] = sent_file
+        if chunk.warms:
+            await self._warm(created, chunk.warms)
         return True
+
+    async def _warm(self, entry: BatchEntry, groups: list[str]) -> None:
+        """A warming batch (``batches.priming``): journaled as one, waited for and collected
+        before the next batch is created, so its cache entries are written first."""
+        assert entry.batch_id is not None
+        self.journal.warmed(entry, groups)
+        self.summary.cache_groups_warmed += len(groups)
+        self.log(
+            f"batchrun: warming the prompt cache of {len(groups)} prefix group(s) with batch "
+            f"{entry.batch_id} ({entry.count:,} row(s)) before the batches that read it"
+        )
+        await self._warmed(entry)
+
+    async def _warmed(self, entry: BatchEntry) -> None:
+        """Wait for a warming batch to end, and collect it: its groups' entries are written."""
+        assert entry.batch_id is not None
+        poll = self.config.batches.poll_interval
+        status = await until_ended(
+            self.api, entry.batch_id, self._pause, lambda: self.stopping, poll
+        )
+        if status is not None:
+            self.statuses[entry.key] = status
+            await self.collect(entry, status)
 
     def _sendable(self, works: Iterable[Work]) -> Iterator[BatchItem]:
         """The rows to send, as batch items; invalid rows and twins recorded on the way.
@@ -582,16 +667,24 @@ class _BatchJob:
                 if twin is not None:
                     self._record(work.row.index, twin)  # answered before: nothing to send
                     continue
-                if self.twins.hold(work):
-                    continue  # its request is in a batch already: filled once that is collected
+            if self.answers is not None:
+                cached = self.answers.fill(work, self.rows)
+                if cached is not None:
+                    self._record(work.row.index, cached)  # an earlier job's: nothing to send
+                    continue
+            if self.twins is not None and self.twins.hold(work):
+                continue  # its request is in a batch already: filled once that is collected
+            priming = self._priming
+            primed = priming.primed(work) if priming is not None else None
             yield BatchItem(
                 work.row.index,
                 work.row.id,
                 work.request_hash,
                 work.body,
                 kept_texts(work, self.rows) if self.rows.keep_columns else [],
-                work.content,
+                work.content if primed is None else primed,
                 work.dropped,
+                work.prefix_key if priming is not None and priming.warms(work) else None,
             )
 
     async def _create(self, entry: BatchEntry, content: Upload) -> BatchEntry:
@@ -820,6 +913,8 @@ class _BatchJob:
                 row = result_row(work, self.rows, record, batch_id, took)
                 self._record(index, row, from_batch=entry.key)
                 self.summary.dropped.update(work.dropped)
+                if self.answers is not None:
+                    await self.answers.keep(row)  # paid for by this run: for later jobs
 
         await send_with_retries(
             take_results, max_retries=self.config.engine.max_retries, sleep=self.sleep
@@ -874,6 +969,8 @@ class _BatchJob:
                     f"after batch {entry.batch_id} was submitted: its answer would not match "
                     f"it. Restore the input, or start afresh with {option('overwrite', True)}"
                 )
+            if self.answers is not None:
+                self.answers.note(work)  # a request not to be kept is known by its build
             model = (work.body or {}).get("model")
             sent.put(
                 position, row.id, request_hash, model, kept_texts(work, self.rows), work.dropped
@@ -882,13 +979,8 @@ class _BatchJob:
 
     def _record(self, index: int, row: dict[str, Any], *, from_batch: str | None = None) -> None:
         self.sink.submit(index, row)
-        twins = self.twins
-        if (
-            twins is not None
-            and (request_hash := row["request_hash"]) is not None
-            and twins.awaited(request_hash)
-        ):
-            twins.dedup.remember(request_hash, row)  # for the twins held back
+        if self.twins is not None:
+            self.twins.collected(index, row)  # kept if twins wait for it
         if from_batch is not None:
             self._recorded_from[from_batch] += 1
         earlier = self._lapsed_now.pop(index, None)

@@ -269,13 +269,6 @@ def load_config(
     rate_limit_store = value("rate_limit_store")
     answer_cache = _url(settings.get("answer_cache")) or _str_or_none(path_of("answer_cache"))
     _check_deadline(value("via"), settings.get("deadline"), answer_cache)
-    if answer_cache is not None and value("via") == "batches":
-        # Message Batches rows are not looked up in it: paying for them again without a word
-        # would be the silent failure, so say it before anything is sent.
-        raise ConfigError(
-            f"{option('answer_cache', 'DIR')} is not used by Message Batches runs yet: run "
-            f"online to reuse cached answers, or leave out {option('answer_cache')}"
-        )
     if rate_limit_store is not None:  # its library, before anything is written or sent
         require_extra("redis", "redis", option("rate_limit_store"))
     schema_path = path_of("json_schema")
@@ -875,8 +868,9 @@ def _check_deadline(via: str, deadline: object, answer_cache: str | None) -> Non
         raise ConfigError(f"{option('deadline', 'D')}: {exc}") from None
     if answer_cache is not None:
         raise ConfigError(
-            f"{option('answer_cache', 'DIR')} is not used by Message Batches runs yet, and "
-            f"{option('via', 'auto')} sends through them: leave out {option('answer_cache')}"
+            f"{option('answer_cache', 'DIR')} is not used by {option('via', 'auto')} runs yet "
+            f"(online and {option('via', 'batches')} runs use it): leave out "
+            f"{option('answer_cache')}, or choose one lane"
         )
 
 

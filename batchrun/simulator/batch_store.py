@@ -27,6 +27,11 @@ Modelled on the Message Batches API (docs/api-facts.md §8):
   ``"batch"``.
 * Results come in a shuffled order, seeded and deterministic, never the input order (for two
   or more requests), so clients must match them by ``custom_id``.
+* A batch's requests are processed ``CACHE_WAVE`` at a time for the prompt cache: a request
+  reads only what requests of earlier waves wrote (``on_wave`` is told, with the batch's id,
+  when a wave is done; ``processing`` names the batch whose request is being answered), so a
+  cold prefix is written by every request of the wave that first reaches it, as the API's
+  best-effort caching in batches allows (docs/api-facts.md §8.4, §10).
 """
 
 from __future__ import annotations
@@ -73,6 +78,9 @@ RETRYABLE_ERRORS: tuple[tuple[str, str], ...] = (
     ("overloaded_error", "Overloaded"),
 )
 """The errors a valid request may come back with at ``error_rate`` (type, message)."""
+
+CACHE_WAVE = 32
+"""Requests of a batch processed together, for the prompt cache (see the module's doc)."""
 
 Clock = Callable[[], float]
 ReplyFn = Callable[[Mapping[str, Any]], dict[str, Any]]
@@ -246,10 +254,13 @@ class BatchStore:
         results_url: Callable[[str], str] | None = None,
         id_prefix: str | None = None,
         models: Models | None = None,
+        on_wave: Callable[[str], None] = lambda batch_id: None,
     ) -> None:
         self.settings = settings or BatchSettings()
         self._models = models  # the names served (None: the packaged table's)
         self._reply = reply
+        self._on_wave = on_wave  # a batch's wave of requests has been answered
+        self.processing: str | None = None  # the batch whose request ``reply`` answers
         self._clock = clock
         self._wall = wall
         self._results_url = results_url or (
@@ -396,7 +407,13 @@ class BatchStore:
             return
         due = self._processed_count(batch, now)
         for request in batch.requests[len(batch.outcomes) : due]:
-            batch.outcomes.append(self._process(request, batch.version))
+            if batch.outcomes and len(batch.outcomes) % CACHE_WAVE == 0:
+                self._on_wave(batch.id)
+            self.processing = batch.id
+            try:
+                batch.outcomes.append(self._process(request, batch.version))
+            finally:
+                self.processing = None
         if now >= self._end_time(batch):
             self._finish(batch)
 
@@ -418,6 +435,7 @@ class BatchStore:
 
     def _finish(self, batch: _Batch) -> None:
         """Cancel what was never processed, tally, and fix the shuffled results file."""
+        self._on_wave(batch.id)
         batch.outcomes.extend({"type": "canceled"} for _ in batch.requests[len(batch.outcomes) :])
         batch.tally = Counter(outcome["type"] for outcome in batch.outcomes)
         lines = [
