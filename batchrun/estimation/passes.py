@@ -174,6 +174,10 @@ async def estimate_async(
     est.duration = estimate_duration(est, config.engine.limits, config.engine.concurrency, learned)
     if config.via == VIA_BATCHES:
         est.duration = batch_duration(est.duration, est.pending)
+    if config.via == "auto":  # --deadline: the range between all batches and all online
+        from batchrun.estimation.deadline import auto_cost
+
+        est.auto = auto_cost(config, est)
     est.notes = method_notes(est, config)
     return est
 

@@ -34,6 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from batchrun.simulator.batch_store import (
+    DEFAULT_CANCEL_S,
     MAX_BATCH_BYTES,
     BatchSettings,
     BatchStore,
@@ -95,6 +96,7 @@ class SimulatorConfig:
     batch_processing_s: float = 0.5
     batch_error_rate: float = 0.0
     batch_expire_rate: float = 0.0
+    batch_cancel_s: float = DEFAULT_CANCEL_S  # a cancel ends this long after it is asked
     gateway_models: frozenset[str] = frozenset()
     gateway: bool = False
 
@@ -119,7 +121,11 @@ class SimulatorConfig:
 
     def batch_settings(self) -> BatchSettings:
         return BatchSettings(
-            self.batch_processing_s, self.batch_error_rate, self.batch_expire_rate, self.seed
+            self.batch_processing_s,
+            self.batch_error_rate,
+            self.batch_expire_rate,
+            self.seed,
+            self.batch_cancel_s,
         )
 
 

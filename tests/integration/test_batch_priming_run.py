@@ -226,3 +226,28 @@ def test_the_jobs_own_cache_choice_stands(
     else:
         assert sizes == [1, 5] and summary.cache_groups_warmed == 1
         assert all(_marks(r) == [{"type": "ephemeral", "ttl": "5m"}] for r in requests)
+
+
+def test_the_batch_lane_of_via_auto_primes_nothing(tmp_path: Path, bsim: SimulatorThread) -> None:
+    """A warming batch is waited for whole, a turnaround the deadline's plan did not count:
+    the batch lane of --via auto sends its rows' batches at once, marks as they are."""
+    inp = write_jsonl(tmp_path / "in.jsonl", _rows(30))
+    out = tmp_path / "out.parquet"
+    config = job_config(
+        inp,
+        out,
+        bsim.base_url,
+        via="auto",
+        deadline="60s",
+        poll_interval=0.1,
+        system=_system(),
+        max_tokens=20,
+    )
+    seen = Recording()
+    summary = run(config, runtime=Runtime(transport=seen)).summary
+    assert summary.exit_code == 0 and summary.ok == 30
+    creates = seen.creates()
+    assert creates and all(len(requests) > 1 for requests in creates)  # no one-row batch
+    for requests in creates:  # the 5-minute marks: no batch of the lane waits for a warming
+        for request in requests:
+            assert _marks(request) == [{"type": "ephemeral"}]
