@@ -268,7 +268,7 @@ def load_config(
     concurrency, concurrency_auto = _concurrency(settings)
     rate_limit_store = value("rate_limit_store")
     answer_cache = _url(settings.get("answer_cache")) or _str_or_none(path_of("answer_cache"))
-    _check_deadline(value("via"), settings.get("deadline"), answer_cache)
+    _check_deadline(value("via"), settings.get("deadline"))
     if rate_limit_store is not None:  # its library, before anything is written or sent
         require_extra("redis", "redis", option("rate_limit_store"))
     schema_path = path_of("json_schema")
@@ -846,7 +846,7 @@ def _str_list(s: Mapping[str, Any], key: str) -> list[str]:
     return list(value)
 
 
-def _check_deadline(via: str, deadline: object, answer_cache: str | None) -> None:
+def _check_deadline(via: str, deadline: object) -> None:
     """``--via auto`` and ``--deadline`` go together, the deadline readable (``core.deadline``;
     whether it is past is told when the run starts, which a duration counts from)."""
     if via == "auto" and deadline is None:
@@ -866,12 +866,6 @@ def _check_deadline(via: str, deadline: object, answer_cache: str | None) -> Non
         deadline_moment(str(deadline), datetime.now(timezone.utc))
     except ValueError as exc:
         raise ConfigError(f"{option('deadline', 'D')}: {exc}") from None
-    if answer_cache is not None:
-        raise ConfigError(
-            f"{option('answer_cache', 'DIR')} is not used by {option('via', 'auto')} runs yet "
-            f"(online and {option('via', 'batches')} runs use it): leave out "
-            f"{option('answer_cache')}, or choose one lane"
-        )
 
 
 def _concurrency(s: Mapping[str, Any]) -> tuple[int, bool]:

@@ -269,3 +269,51 @@ def test_estimate_gives_the_range_between_the_lanes(tmp_path: Path) -> None:
     assert auto["online_share"] == [pytest.approx(16 / 40), 1.0]
     text = CliRunner().invoke(cli, [*args, "--deadline", "6h"]).output
     assert "  via auto    $" in text and "of the rows online at the full price" in text
+
+
+def test_an_answer_cache_serves_both_lanes_and_learns_from_both(tmp_path: Path) -> None:
+    """Job A online fills the cache; job B, --via auto over A's rows (other ids) and new ones,
+    sends only the new ones (its pilot online, the rest in batches), and stores what it paid
+    for; job C, --via auto over B's rows, sends nothing."""
+    cache = str(tmp_path / "answers")
+    old = prompts(N)[:30]
+    new = [{"id": f"new{i}", "prompt": f"A question never asked {i}?"} for i in range(20)]
+    with sim_with(0.3) as sim:
+        a_in = write_jsonl(tmp_path / "a.jsonl", old)
+        first = run(job_config(a_in, tmp_path / "a.parquet", sim.base_url, answer_cache=cache))
+        assert first.exit_code == 0 and first.answer_cache_stored == 30
+        b_rows = new + [{**row, "id": f"b{row['id']}"} for row in old]
+        b_in = write_jsonl(tmp_path / "b.jsonl", b_rows)
+        before = paid_answers(sim)
+        b = job_config(
+            b_in,
+            tmp_path / "b.parquet",
+            sim.base_url,
+            via="auto",
+            deadline="60s",
+            poll_interval=0.1,
+            answer_cache=cache,
+        )
+        second = run(b).summary
+        paid = paid_answers(sim) - before
+        got = rows_of(b.output.path)
+        assert second.exit_code == 0 and [r["status"] for r in got] == ["ok"] * 50
+        assert paid == Counter({reply_tag(row["prompt"]): 1 for row in new})  # only the new
+        cached = [r for r in got if r["cached_from"] is not None]
+        assert len(cached) == 30 and all(r["cost_usd"] == 0 for r in cached)
+        lanes = Counter(r["via"] for r in got if r["cached_from"] is None)
+        assert lanes["online"] > 0 and lanes["batches"] > 0  # both lanes paid and stored
+        assert second.answer_cache_hits == 30 and second.answer_cache_stored == 20
+        before = paid_answers(sim)
+        c = job_config(
+            b_in,
+            tmp_path / "c.parquet",
+            sim.base_url,
+            via="auto",
+            deadline="60s",
+            poll_interval=0.1,
+            answer_cache=cache,
+        )
+        third = run(c).summary
+        assert third.exit_code == 0 and paid_answers(sim) - before == Counter()
+        assert third.answer_cache_hits == 50
