@@ -18,7 +18,7 @@ from batchrun.core.errors import FatalRunError
 from batchrun.live.progress import Status
 from batchrun.runs.runtime import ProgressView, Runtime
 from batchrun.simulator import Simulator, SimulatorConfig, SimulatorThread
-from batchrun.simulator.batch_store import check_create_body
+from batchrun.simulator.batch_store import ListQuery, check_create_body
 from batchrun.store.batch_journal import BatchJournal, batch_journal_path
 
 QUEUE = 30
@@ -143,3 +143,42 @@ def test_the_simulator_answers_a_full_queue_with_a_429_and_retry_after() -> None
             assert "limit of 2" in error["message"]
 
     asyncio.run(scenario())
+
+
+def test_via_auto_cancels_for_its_deadline_while_waiting_for_room(tmp_path: Path) -> None:
+    """The queue wait is the round's wait: ``--via auto``'s deadline watch still cancels the
+    running batch there, and the rows not yet in a batch go online; each row answered once."""
+    rows = 60
+    config = SimulatorConfig(
+        latency_mean=0.02, batch_processing_s=4.0, batch_queue_limit=QUEUE, retry_after=0
+    )
+    with SimulatorThread(config) as sim:
+        src = prompts(rows)
+        inp = write_jsonl(tmp_path / "in.jsonl", src)
+        out = tmp_path / "out.parquet"
+        job = job_config(
+            inp,
+            out,
+            sim.base_url,
+            via="auto",
+            deadline="6s",
+            poll_interval=0.1,
+            batch_max_requests=PER_BATCH,
+        )
+        summary = run(job, runtime=Runtime(sleep=no_wait)).summary
+        got = rows_of(out)
+        stats = sim.stats.snapshot()
+        store = sim.simulator.batches
+        in_batches = sum(
+            b["request_counts"]["succeeded"]
+            for b in store.list_batches(ListQuery(limit=1000))["data"]
+        )
+    assert summary.exit_code == 0
+    assert [r["id"] for r in got] == [p["id"] for p in src]
+    assert all(r["status"] == "ok" for r in got)
+    assert set(stats.batch_custom_ids.values()) == {1}  # no row put in two batches
+    assert in_batches + stats.answered_ok == rows  # each answer paid once
+    assert store.queued_peak <= QUEUE
+    assert stats.by_status[429] == 1  # the second batch refused once, then waited for room
+    deadline = summary.deadline
+    assert deadline is not None and deadline.plan is not None and "cancelled" in deadline.plan
