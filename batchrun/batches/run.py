@@ -569,7 +569,7 @@ class _BatchJob:
             while (chunk := await asyncio.shield(building)) is not None:
                 building = asyncio.ensure_future(asyncio.to_thread(next, built, None))
                 try:
-                    if not await self._send(chunk):
+                    if not await self._send(chunk, building):
                         return
                 finally:
                     chunk.body.remove()
@@ -598,11 +598,13 @@ class _BatchJob:
         if cancelled:
             raise asyncio.CancelledError
 
-    async def _send(self, chunk: Chunk) -> bool:
+    async def _send(self, chunk: Chunk, building: asyncio.Future[Chunk | None]) -> bool:
         """Journal the chunk's intent and create its batch; False when no more may be.
 
         While the organisation's batch queue is full (``_QueueFull``), the batches of this
-        run are waited for and collected, then the chunk is journaled and created again."""
+        run are waited for and collected, then the chunk is journaled and created again.
+        ``building`` (the next chunk, in the builder thread) is let finish first: the thread
+        records rows too, and collecting must not record beside it."""
         rows: IntentRows | None = IntentRows(
             array("q", chunk.indexes), chunk.custom_ids, chunk.hashes
         )
@@ -636,6 +638,7 @@ class _BatchJob:
                 except _QueueFull as full:
                     refused = entry
                     self._queue_full_notice(full.queued)
+                    await asyncio.wait({building})  # a cancel of this task leaves it running
                     await self.wait_and_collect()  # as a round's wait: Ctrl-C, deadline, lease
             self._sent_files[created.key] = sent_file
             sent_file = None
