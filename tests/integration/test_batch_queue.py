@@ -11,9 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from support import TEST_KEY, job_config, no_wait, prompts, reply_tag, rows_of, write_jsonl
 
 from batchrun import run
+from batchrun.cli import cli
 from batchrun.core.errors import FatalRunError
 from batchrun.live.progress import Status
 from batchrun.runs.runtime import ProgressView, Runtime
@@ -182,3 +184,11 @@ def test_via_auto_cancels_for_its_deadline_while_waiting_for_room(tmp_path: Path
     assert stats.by_status[429] == 1  # the second batch refused once, then waited for room
     deadline = summary.deadline
     assert deadline is not None and deadline.plan is not None and "cancelled" in deadline.plan
+
+
+def test_cli_simulate_takes_a_batch_queue_limit() -> None:
+    runner = CliRunner()
+    assert "--batch-queue-limit" in runner.invoke(cli, ["simulate", "--help"]).output
+    refused = runner.invoke(cli, ["simulate", "--batch-queue-limit", "0"])
+    assert refused.exit_code == 2 and "--batch-queue-limit" in refused.output
+    assert SimulatorConfig(batch_queue_limit=5).batch_settings().queue_limit == 5
