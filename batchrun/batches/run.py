@@ -9,7 +9,9 @@ batch price. Steps, each durable before the next (``batch_journal``):
 
 1. reconcile: intents a crash left without a batch id are looked for among the API's batches
 2. submit: rows not done and not in a running batch, split by count and size
-   (``batch_plan``); intent journaled, then ``create``, then the id journaled
+   (``batch_plan``); intent journaled, then ``create``, then the id journaled. A create
+   refused with 429 while this run's batches fill the organisation's queue waits for them
+   (step 3) and is journaled and sent again (``_send``)
 3. wait: poll every running batch, backing off while nothing changes
 4. collect: an ended batch's results become output rows as they download, each journaled to
    the output as it is made (``batch_results``); then the batch is marked collected. What the
