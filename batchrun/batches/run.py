@@ -9,7 +9,9 @@ batch price. Steps, each durable before the next (``batch_journal``):
 
 1. reconcile: intents a crash left without a batch id are looked for among the API's batches
 2. submit: rows not done and not in a running batch, split by count and size
-   (``batch_plan``); intent journaled, then ``create``, then the id journaled
+   (``batch_plan``); intent journaled, then ``create``, then the id journaled. A create
+   refused with 429 while this run's batches fill the organisation's queue waits for them
+   (step 3) and is journaled and sent again (``_send``)
 3. wait: poll every running batch, backing off while nothing changes
 4. collect: an ended batch's results become output rows as they download, each journaled to
    the output as it is made (``batch_results``); then the batch is marked collected. What the
@@ -46,7 +48,7 @@ from batchrun.batches.priming import (
 from batchrun.batches.results import processing_ms, result_row
 from batchrun.batches.sent import SentRows
 from batchrun.client.batch_endpoints import BatchesApi, BatchStatus, Upload, is_ambiguous
-from batchrun.client.retry import send_with_retries
+from batchrun.client.retry import is_fatal, send_with_retries
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiError, ConfigError, FatalRunError
 from batchrun.core.wording import option, place, said
@@ -394,6 +396,7 @@ class _BatchJob:
         self._warned_late = False  # --via auto: said once that cancels end past the deadline
         self._budget_note: str | None = None  # --via auto: --max-cost held rows back
         self._priming: Priming | None = None  # the round's cache priming (--cache auto)
+        self._said_queue_full = False  # said once that creates wait for the queue to drain
 
     def stop(self) -> None:
         """Ctrl-C: no new batches, no more waiting; running batches keep running."""
@@ -568,7 +571,7 @@ class _BatchJob:
             while (chunk := await asyncio.shield(building)) is not None:
                 building = asyncio.ensure_future(asyncio.to_thread(next, built, None))
                 try:
-                    if not await self._send(chunk):
+                    if not await self._send(chunk, building):
                         return
                 finally:
                     chunk.body.remove()
@@ -597,33 +600,65 @@ class _BatchJob:
         if cancelled:
             raise asyncio.CancelledError
 
-    async def _send(self, chunk: Chunk) -> bool:
-        """Journal the chunk's intent and create its batch; False when no more may be."""
-        if self.stopping or self._deadline_near():
-            return False
-        rows = IntentRows(array("q", chunk.indexes), chunk.custom_ids, chunk.hashes)
-        if self._gate is not None:
-            try:
-                await self._gate.admit()
-            except AdmissionClosed:
-                return False  # its rows stay unsent, for the run that holds the output
-        # Spilled before the intent: the batch may exist from the create on.
-        sent_file = temporary_path(self.config.output.path, SENT_SUFFIX)
-        chunk.sent.save(sent_file)
-        entry = self.journal.intend(
-            datetime.now(timezone.utc), chunk.size, chunk.content_hash(), rows
+    async def _send(self, chunk: Chunk, building: asyncio.Future[Chunk | None]) -> bool:
+        """Journal the chunk's intent and create its batch; False when no more may be.
+
+        While the organisation's batch queue is full (``_QueueFull``), the batches of this
+        run are waited for and collected, then the chunk is journaled and created again.
+        ``building`` (the next chunk, in the builder thread) is let finish first: the thread
+        records rows too, and collecting must not record beside it."""
+        rows: IntentRows | None = IntentRows(
+            array("q", chunk.indexes), chunk.custom_ids, chunk.hashes
         )
-        del rows
-        chunk.forget_rows()  # journaled and spilled: while it uploads, the next one is built
+        content_hash = chunk.content_hash()
+        refused: BatchEntry | None = None  # the intent the queue refused last (abandoned)
+        sent_file: Path | None = None
         try:
-            created = await self._create(entry, Upload(chunk.size, chunk.body.slices))
-        except BaseException:
-            remove_temporary(sent_file)
-            raise
-        self._sent_files[created.key] = sent_file
+            while True:
+                if self.stopping or self._deadline_near():
+                    return False
+                if self._gate is not None:
+                    try:
+                        await self._gate.admit()
+                    except AdmissionClosed:
+                        return False  # its rows stay unsent, for the run that holds the output
+                # Spilled before the intent: the batch may exist from the create on.
+                if sent_file is None:
+                    sent_file = temporary_path(self.config.output.path, SENT_SUFFIX)
+                    chunk.sent.save(sent_file)
+                if rows is None:
+                    assert refused is not None
+                    rows = self.journal.rows(refused)  # the same rows, journaled again
+                entry = self.journal.intend(
+                    datetime.now(timezone.utc), chunk.size, content_hash, rows
+                )
+                rows = None
+                chunk.forget_rows()  # journaled and spilled: while it uploads, the next is built
+                try:
+                    created = await self._create(entry, Upload(chunk.size, chunk.body.slices))
+                    break
+                except _QueueFull as full:
+                    refused = entry
+                    self._queue_full_notice(full.queued)
+                    await asyncio.wait({building})  # a cancel of this task leaves it running
+                    await self.wait_and_collect()  # as a round's wait: Ctrl-C, deadline, lease
+            self._sent_files[created.key] = sent_file
+            sent_file = None
+        finally:
+            if sent_file is not None:
+                remove_temporary(sent_file)
         if chunk.warms:
             await self._warm(created, chunk.warms)
         return True
+
+    def _queue_full_notice(self, queued: int) -> None:
+        if not self._said_queue_full:
+            self._said_queue_full = True
+            self.log(
+                "batchrun: the organisation's batch queue is full "
+                f"({queued:,} requests of this run queued): the next batches are created as "
+                "these end"
+            )
 
     async def _warm(self, entry: BatchEntry, groups: list[str]) -> None:
         """A warming batch (``batches.priming``): journaled as one, waited for and collected
@@ -694,6 +729,11 @@ class _BatchJob:
         After a failure that may hide a created batch (``is_ambiguous``), the next attempt
         first looks for it (``reconcile``); found, it is taken, otherwise a fresh intent is
         journaled before sending again.
+
+        A 429 while batches of this run are running most likely means the organisation's
+        batch queue is full (docs/api-facts.md §8.5; how the API words it is not documented):
+        retries would only wait out their backoff while those batches take up to an hour, so
+        the intent is abandoned (never created) and ``_QueueFull`` raised for ``_send``.
         """
         current = entry
         look_first = False
@@ -714,6 +754,9 @@ class _BatchJob:
             try:
                 return await self.api.create(content)
             except ApiError as exc:
+                queued = self._queued_here()
+                if exc.status == 429 and not is_fatal(exc) and queued:
+                    raise _QueueFull(queued) from exc
                 look_first = is_ambiguous(exc)
                 raise
 
@@ -727,9 +770,20 @@ class _BatchJob:
                 sleep=self.sleep,
                 on_retry=count_retry,
             )
+        except _QueueFull:
+            self.journal.abandoned(current)  # refused, so never created: its rows are sent later
+            raise
         except ApiError as exc:
             if not is_ambiguous(exc):
                 self.journal.abandoned(current)  # certainly not created: free its rows
+            if exc.status == 429 and not is_fatal(exc):
+                raise FatalRunError(
+                    f"could not create batch {current.key} ({current.count:,} rows): {exc}. "
+                    "The organisation's batch queue is most likely full (each tier allows "
+                    "200,000 to 500,000 requests queued over all its batches), with batches "
+                    "of other jobs: this run had none of its own running to wait for. "
+                    "Re-run once some have ended; re-running resumes"
+                ) from exc
             raise FatalRunError(
                 f"could not create batch {current.key} ({current.count:,} rows): {exc}. "
                 "Re-running resumes; batchrun first checks whether the batch exists"
@@ -741,6 +795,10 @@ class _BatchJob:
         self.summary.batches_created += 1
         self.log(f"batchrun: created batch {status.id} ({current.count:,} rows)")
         return current
+
+    def _queued_here(self) -> int:
+        """Requests in this job's batches that are running (created, not yet collected)."""
+        return sum(e.count for e in self.journal.open_entries() if e.batch_id is not None)
 
     # -- 3. wait --------------------------------------------------------------------------
 
@@ -1011,6 +1069,15 @@ class _BatchJob:
         return self.summary.snapshot(
             reported=reported, batches=running, batches_collected=self.summary.batches_collected
         )
+
+
+class _QueueFull(Exception):
+    """A create refused with 429 while this run's own batches fill the queue: they are
+    waited for, not the retries' backoff (``_BatchJob._create``)."""
+
+    def __init__(self, queued: int) -> None:
+        super().__init__(f"the batch queue is full ({queued:,} requests of this run queued)")
+        self.queued = queued
 
 
 def _counts_text(counts: dict[str, int]) -> str:

@@ -12,6 +12,9 @@ Modelled on the Message Batches API (docs/api-facts.md §8):
   background and a fake clock makes every state reachable in unit tests.
 * ``request_counts`` shows everything as ``processing`` until the batch ends, then the final
   tally, as the API documents.
+* ``queue_limit`` caps the requests queued over all batches not yet ended, as the
+  organisation's batch queue does (docs/api-facts.md §8.5): a create that would go past it
+  is refused with a 429 ``rate_limit_error`` (``QueueFull``) and stores nothing.
 * A cancel puts the batch in ``canceling`` and ends it ``cancel_s`` seconds later (or at its
   natural end, if sooner); requests not processed by the moment of the cancel come back
   ``canceled``. The API lets the requests in progress finish before a cancel ends (docs/
@@ -100,8 +103,11 @@ class BatchSettings:
     expire_rate: float = 0.0
     seed: int = 0
     cancel_s: float = DEFAULT_CANCEL_S
+    queue_limit: int | None = None  # requests queued over all unended batches (None: no cap)
 
     def __post_init__(self) -> None:
+        if self.queue_limit is not None and self.queue_limit < 1:
+            raise ValueError(f"batch_queue_limit must be >= 1, got {self.queue_limit}")
         if not (math.isfinite(self.processing_s) and 0 <= self.processing_s <= BATCH_LIFETIME_S):
             raise ValueError(
                 f"batch_processing_s must be between 0 and {BATCH_LIFETIME_S:g} seconds, "
@@ -115,6 +121,13 @@ class BatchSettings:
                 raise ValueError(f"batch_{name} must be between 0 and 1, got {rate}")
         if self.error_rate + self.expire_rate > 1:
             raise ValueError("batch_error_rate + batch_expire_rate must not exceed 1")
+
+
+class QueueFull(InvalidRequest):
+    """A create refused because the organisation's batch queue would overflow (a 429)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 429, "rate_limit_error")
 
 
 @dataclass(frozen=True)
@@ -271,6 +284,7 @@ class BatchStore:
         self._batches: dict[str, _Batch] = {}  # in creation order
         self._submissions: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self.queued_peak = 0  # most requests queued at once over unended batches
 
     # ------------------------------------------------------------------ operations
 
@@ -280,12 +294,31 @@ class BatchStore:
         ``version`` is the create call's ``anthropic-version``: params are checked under it.
         """
         with self._lock:
+            now = self._clock()
+            queued = self._queued(now)
+            limit = self.settings.queue_limit
+            if limit is not None and queued + len(items) > limit:
+                raise QueueFull(
+                    f"Creating this batch of {len(items):,} requests would put "
+                    f"{queued + len(items):,} requests in the batch queue, past the "
+                    f"organization's limit of {limit:,} queued over all message batches "
+                    f"({queued:,} queued now); retry once some batches have ended"
+                )
             requests = [self._submitted(item) for item in items]
             batch_id = f"msgbatch_sim_{self._id_prefix}{next(self._ids):010d}"
-            now = self._clock()
             batch = _Batch(batch_id, requests, version, now, self._wall())
             self._batches[batch_id] = batch
+            self.queued_peak = max(self.queued_peak, queued + len(requests))
             return self._view(batch, now)
+
+    def _queued(self, now: float) -> int:
+        """Requests in batches that have not ended by ``now`` (the lock held)."""
+        queued = 0
+        for batch in self._batches.values():
+            self._advance(batch, now)
+            if batch.results is None:
+                queued += len(batch.requests)
+        return queued
 
     def retrieve(self, batch_id: str) -> dict[str, Any]:
         """The MessageBatch as of now; InvalidRequest 404 for an unknown id."""

@@ -38,6 +38,7 @@ from batchrun.simulator.batch_store import (
     MAX_BATCH_BYTES,
     BatchSettings,
     BatchStore,
+    QueueFull,
     check_create_body,
     parse_list_query,
 )
@@ -97,6 +98,9 @@ class SimulatorConfig:
     batch_error_rate: float = 0.0
     batch_expire_rate: float = 0.0
     batch_cancel_s: float = DEFAULT_CANCEL_S  # a cancel ends this long after it is asked
+    # Requests queued over all unended batches (docs/api-facts.md §8.5); None: no cap. A
+    # create past it is a 429 rate_limit_error with ``retry_after``.
+    batch_queue_limit: int | None = None
     gateway_models: frozenset[str] = frozenset()
     gateway: bool = False
 
@@ -126,6 +130,7 @@ class SimulatorConfig:
             self.batch_expire_rate,
             self.seed,
             self.batch_cancel_s,
+            self.batch_queue_limit,
         )
 
 
@@ -488,7 +493,12 @@ class Simulator:
         """
         version = self._check_headers(request, MAX_BATCH_BYTES)
         items = check_create_body(_parse_json(await _read_limited(request, MAX_BATCH_BYTES)))
-        batch = self.batches.create(items, version)
+        try:
+            batch = self.batches.create(items, version)
+        except QueueFull as exc:  # the API's 429s carry a retry-after
+            payload = error_body(exc.error_type, exc.message, request_id)
+            headers = {"retry-after": f"{self.config.retry_after:g}"}
+            return self._json(exc.status, payload, request_id, headers)
         self.stats.batch_created(item.custom_id for item in items)
         payload = dumps(batch).encode()
         self._batch_created_hook(batch)
