@@ -648,6 +648,9 @@ class _BatchJob:
             if sent_file is not None:
                 remove_temporary(sent_file)
         if chunk.warms:
+            # Collecting the warming batch records rows: the builder thread, which records
+            # rows too (invalid ones, twins, cached answers), is let finish its chunk first.
+            await asyncio.wait({building})  # a cancel of this task leaves it running
             await self._warm(created, chunk.warms)
         return True
 
