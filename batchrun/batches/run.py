@@ -707,9 +707,12 @@ class _BatchJob:
                 self._record(index, row, from_batch=entry.key)
                 self.summary.dropped.update(work.dropped)
 
-        await send_with_retries(
-            take_results, max_retries=self.config.engine.max_retries, sleep=self.sleep
-        )
+        # Held and written many rows at a time: a kill loses none of them, since the batch
+        # is recorded as collected only after they are synced (``Sink.holding``).
+        with self.sink.holding():
+            await send_with_retries(
+                take_results, max_retries=self.config.engine.max_retries, sleep=self.sleep
+            )
         self.sink.sync()
         self.journal.collected(entry)
         spilled = self._sent_files.pop(entry.key, None)
