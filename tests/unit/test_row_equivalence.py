@@ -22,7 +22,7 @@ from batchrun.client.response import MALFORMED, message_fields
 from batchrun.core.errors import ApiResponseError
 from batchrun.core.jsoncodec import compact
 from batchrun.cost.prices import default_prices
-from batchrun.engine.outcome import VIA_BATCHES, RowSettings, Work, ok_row
+from batchrun.engine.outcome import VIA_BATCHES, RowSettings, Work, ok_row, prepare
 from batchrun.rows.reader import InputRow
 from batchrun.rows.request import RequestDefaults
 from batchrun.store.columns import COLUMN_NAMES, blank_row
@@ -354,3 +354,24 @@ def test_held_rows_are_written_when_the_holder_fails_and_at_sync(tmp_path: Path)
         assert sink.journal.read_bytes().count(b"\n") == 2
         sink.submit(2, rows[2])
     assert sink.journal.read_bytes().count(b"\n") == 3
+
+
+# -- a misspelt column, once a column ---------------------------------------------------------
+
+
+def test_a_misspelt_column_is_reported_for_every_row_that_has_it(tmp_path: Path) -> None:
+    """The typo check is worked out once a column name (``request._field_like``): each
+    row holding the column is still refused the same way, and a fine column is fine."""
+    rows = RowSettings(
+        file="in.jsonl",
+        defaults=RequestDefaults(model="claude-haiku-4-5", max_tokens=16),
+        media=tmp_path,
+        prices=default_prices(),
+    )
+    for k in range(3):
+        fields = {"prompt": "hi", "temperatur": 0.5, "label": "x"}
+        work = prepare(InputRow(k, k + 1, f"row-{k}", fields), rows)
+        assert work.problem is not None
+        assert [(p.field, p.message) for p in work.problem.problems] == [
+            ("temperatur", "unknown field (did you mean `temperature`?)")
+        ]
