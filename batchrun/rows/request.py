@@ -175,7 +175,12 @@ def build_request(
             if messages is not None:
                 body["messages"] = messages
             continue
-        value = None if name in leave_out else setting_value(name, fields, defaults)
+        if name in leave_out:
+            value = None
+        else:  # setting_value, spelled out: this runs for every parameter of every row
+            value = fields.get(name)
+            if value is None:
+                value = getattr(defaults, name)
         if value is None:
             if name in _REQUIRED:
                 problems.append(Problem(name, "required; set it in the job or the row"))
