@@ -705,7 +705,8 @@ class _BatchJob:
                 work = sent.work(position, index)
                 row = result_row(work, self.rows, record, batch_id, took)
                 self._record(index, row, from_batch=entry.key)
-                self.summary.dropped.update(work.dropped)
+                if work.dropped:
+                    self.summary.dropped.update(work.dropped)
 
         # Held and written many rows at a time: a kill loses none of them, since the batch
         # is recorded as collected only after they are synced (``Sink.holding``).
