@@ -72,6 +72,13 @@ import click
     show_default=True,
     help="Fraction of valid batch requests that come back expired.",
 )
+@click.option(
+    "--batch-cancel-s",
+    type=click.FloatRange(0, 86400),
+    default=1.0,
+    show_default=True,
+    help="Seconds a cancelled Message Batch stays canceling (its requests in progress finish).",
+)
 def simulate_cmd(
     port: int,
     latency: float,
@@ -86,6 +93,7 @@ def simulate_cmd(
     batch_processing_s: float,
     batch_error_rate: float,
     batch_expire_rate: float,
+    batch_cancel_s: float,
 ) -> None:
     """Serve a stand-in Messages API on 127.0.0.1 for demos, tests and benchmarks.
 
@@ -118,6 +126,7 @@ def simulate_cmd(
             batch_processing_s=batch_processing_s,
             batch_error_rate=batch_error_rate,
             batch_expire_rate=batch_expire_rate,
+            batch_cancel_s=batch_cancel_s,
         )
     except ValueError as exc:  # e.g. batch error and expire rates adding up to more than 1
         raise click.UsageError(str(exc)) from None

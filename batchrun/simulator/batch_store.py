@@ -12,9 +12,12 @@ Modelled on the Message Batches API (docs/api-facts.md §8):
   background and a fake clock makes every state reachable in unit tests.
 * ``request_counts`` shows everything as ``processing`` until the batch ends, then the final
   tally, as the API documents.
-* A cancel puts the batch in ``canceling`` and ends it ``CANCEL_FRACTION`` of the
-  processing time later (or at its natural end, if sooner); requests not processed by the
-  moment of the cancel come back ``canceled``.
+* A cancel puts the batch in ``canceling`` and ends it ``cancel_s`` seconds later (or at its
+  natural end, if sooner); requests not processed by the moment of the cancel come back
+  ``canceled``. The API lets the requests in progress finish before a cancel ends (docs/
+  api-facts.md §8.3): how long that takes depends on one request, not on the batch, so the
+  delay is a fixed time (``DEFAULT_CANCEL_S``, about one request), not a share of the
+  batch's processing time.
 * Which valid requests come back ``errored`` (a retryable server error) or ``expired`` is
   drawn from the seed, the ``custom_id`` and how many times that ``custom_id`` was
   submitted before: deterministic, yet a resubmitted request gets a fresh draw, as a retry
@@ -24,6 +27,11 @@ Modelled on the Message Batches API (docs/api-facts.md §8):
   ``"batch"``.
 * Results come in a shuffled order, seeded and deterministic, never the input order (for two
   or more requests), so clients must match them by ``custom_id``.
+* A batch's requests are processed ``CACHE_WAVE`` at a time for the prompt cache: a request
+  reads only what requests of earlier waves wrote (``on_wave`` is told, with the batch's id,
+  when a wave is done; ``processing`` names the batch whose request is being answered), so a
+  cold prefix is written by every request of the wave that first reaches it, as the API's
+  best-effort caching in batches allows (docs/api-facts.md §8.4, §10).
 """
 
 from __future__ import annotations
@@ -56,8 +64,8 @@ MAX_BATCH_BYTES = 256 * 1024 * 1024
 BATCH_LIFETIME_S = 24 * 3600.0
 """A batch expires this long after creation (``expires_at``)."""
 
-CANCEL_FRACTION = 0.1
-"""A canceled batch stays ``canceling`` for this fraction of the processing time."""
+DEFAULT_CANCEL_S = 1.0
+"""How long a canceled batch stays ``canceling``: about the time of one request in progress."""
 
 LIST_DEFAULT_LIMIT = 20
 LIST_MAX_LIMIT = 1000
@@ -70,6 +78,9 @@ RETRYABLE_ERRORS: tuple[tuple[str, str], ...] = (
     ("overloaded_error", "Overloaded"),
 )
 """The errors a valid request may come back with at ``error_rate`` (type, message)."""
+
+CACHE_WAVE = 32
+"""Requests of a batch processed together, for the prompt cache (see the module's doc)."""
 
 Clock = Callable[[], float]
 ReplyFn = Callable[[Mapping[str, Any]], dict[str, Any]]
@@ -88,6 +99,7 @@ class BatchSettings:
     error_rate: float = 0.0
     expire_rate: float = 0.0
     seed: int = 0
+    cancel_s: float = DEFAULT_CANCEL_S
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.processing_s) and 0 <= self.processing_s <= BATCH_LIFETIME_S):
@@ -95,6 +107,8 @@ class BatchSettings:
                 f"batch_processing_s must be between 0 and {BATCH_LIFETIME_S:g} seconds, "
                 f"got {self.processing_s}"
             )
+        if not (math.isfinite(self.cancel_s) and self.cancel_s >= 0):
+            raise ValueError(f"batch_cancel_s must be seconds >= 0, got {self.cancel_s}")
         for name in ("error_rate", "expire_rate"):
             rate = getattr(self, name)
             if not 0 <= rate <= 1:
@@ -240,10 +254,13 @@ class BatchStore:
         results_url: Callable[[str], str] | None = None,
         id_prefix: str | None = None,
         models: Models | None = None,
+        on_wave: Callable[[str], None] = lambda batch_id: None,
     ) -> None:
         self.settings = settings or BatchSettings()
         self._models = models  # the names served (None: the packaged table's)
         self._reply = reply
+        self._on_wave = on_wave  # a batch's wave of requests has been answered
+        self.processing: str | None = None  # the batch whose request ``reply`` answers
         self._clock = clock
         self._wall = wall
         self._results_url = results_url or (
@@ -373,7 +390,7 @@ class BatchStore:
         natural = batch.created + self.settings.processing_s
         if batch.cancel_at is None:
             return natural
-        return min(natural, batch.cancel_at + self.settings.processing_s * CANCEL_FRACTION)
+        return min(natural, batch.cancel_at + self.settings.cancel_s)
 
     def _processed_count(self, batch: _Batch, now: float) -> int:
         """How many requests (in input order) were processed by ``now``; a cancel freezes it."""
@@ -390,7 +407,13 @@ class BatchStore:
             return
         due = self._processed_count(batch, now)
         for request in batch.requests[len(batch.outcomes) : due]:
-            batch.outcomes.append(self._process(request, batch.version))
+            if batch.outcomes and len(batch.outcomes) % CACHE_WAVE == 0:
+                self._on_wave(batch.id)
+            self.processing = batch.id
+            try:
+                batch.outcomes.append(self._process(request, batch.version))
+            finally:
+                self.processing = None
         if now >= self._end_time(batch):
             self._finish(batch)
 
@@ -412,6 +435,7 @@ class BatchStore:
 
     def _finish(self, batch: _Batch) -> None:
         """Cancel what was never processed, tally, and fix the shuffled results file."""
+        self._on_wave(batch.id)
         batch.outcomes.extend({"type": "canceled"} for _ in batch.requests[len(batch.outcomes) :])
         batch.tally = Counter(outcome["type"] for outcome in batch.outcomes)
         lines = [

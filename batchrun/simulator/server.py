@@ -34,6 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from batchrun.simulator.batch_store import (
+    DEFAULT_CANCEL_S,
     MAX_BATCH_BYTES,
     BatchSettings,
     BatchStore,
@@ -41,7 +42,7 @@ from batchrun.simulator.batch_store import (
     parse_list_query,
 )
 from batchrun.simulator.cache import SHARED as SHARED_CACHE
-from batchrun.simulator.cache import PromptCache
+from batchrun.simulator.cache import CacheLookup, PromptCache
 from batchrun.simulator.checks import (
     InvalidRequest,
     check_count_tokens_body,
@@ -95,6 +96,7 @@ class SimulatorConfig:
     batch_processing_s: float = 0.5
     batch_error_rate: float = 0.0
     batch_expire_rate: float = 0.0
+    batch_cancel_s: float = DEFAULT_CANCEL_S  # a cancel ends this long after it is asked
     gateway_models: frozenset[str] = frozenset()
     gateway: bool = False
 
@@ -119,7 +121,11 @@ class SimulatorConfig:
 
     def batch_settings(self) -> BatchSettings:
         return BatchSettings(
-            self.batch_processing_s, self.batch_error_rate, self.batch_expire_rate, self.seed
+            self.batch_processing_s,
+            self.batch_error_rate,
+            self.batch_expire_rate,
+            self.seed,
+            self.batch_cancel_s,
         )
 
 
@@ -297,9 +303,12 @@ class Simulator:
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
         self._base_url: str | None = None
+        # Each batch's wave of requests answered but not yet readable (``_reply``).
+        self._waves: dict[str, list[CacheLookup]] = {}
         self.batches = BatchStore(
             self.config.batch_settings(),
             lambda body: self._reply(body).message,
+            on_wave=self._wave_done,
             results_url=self._results_url,
             id_prefix=self._id_prefix,
             models=self.models,
@@ -450,8 +459,23 @@ class Simulator:
         return await self._send_json(request, request_id, reply, fault, headers)
 
     def _reply(self, body: Mapping[str, Any]) -> Reply:
-        """The answer to a batch request, which is answered (and cached) when it is run."""
-        return make_reply(body, self.config.reply_tokens, self.cache)
+        """The answer to a batch request, answered when it is run. A batch's requests are
+        processed together, best effort (docs/api-facts.md §8.4): a request reads only what
+        earlier waves of its batch (``batch_store.CACHE_WAVE``) and other requests wrote, so
+        a cold prefix is written by every request of the wave that first reaches it, as a
+        herd of online requests does (§10), and a prefix written before the batch is read."""
+        cached = self.cache.lookup(body, count_input_tokens)
+        batch_id = self.batches.processing
+        if batch_id is None:  # answered alone: readable at once
+            self.cache.commit(cached)
+        else:
+            self._waves.setdefault(batch_id, []).append(cached)
+        return make_reply(body, self.config.reply_tokens, self.cache, cached.usage)
+
+    def _wave_done(self, batch_id: str) -> None:
+        """A wave of the batch has been answered: what its requests wrote is readable now."""
+        for cached in self._waves.pop(batch_id, []):
+            self.cache.commit(cached)
 
     # ------------------------------------------------------------------ message batches
     # Counted like every request; no latency, faults or rate limits (kept simple).
