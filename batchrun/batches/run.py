@@ -973,13 +973,17 @@ class _BatchJob:
                 work = sent.work(position, index)
                 row = result_row(work, self.rows, record, batch_id, took)
                 self._record(index, row, from_batch=entry.key)
-                self.summary.dropped.update(work.dropped)
+                if work.dropped:
+                    self.summary.dropped.update(work.dropped)
                 if self.answers is not None:
                     await self.answers.keep(row)  # paid for by this run: for later jobs
 
-        await send_with_retries(
-            take_results, max_retries=self.config.engine.max_retries, sleep=self.sleep
-        )
+        # Held and written many rows at a time: a kill loses none of them, since the batch
+        # is recorded as collected only after they are synced (``Sink.holding``).
+        with self.sink.holding():
+            await send_with_retries(
+                take_results, max_retries=self.config.engine.max_retries, sleep=self.sleep
+            )
         self.sink.sync()
         self.journal.collected(entry)
         spilled = self._sent_files.pop(entry.key, None)

@@ -96,6 +96,8 @@ TMP_JOURNAL_SUFFIX = ".journal.arrow"
 # climbing as the chunks went by).
 CHUNK_ROWS = 8_192
 FSYNC_EVERY_S = 2.0
+# Journal bytes ``Sink.holding`` gathers before it writes them.
+HELD_BYTES = 1 << 18
 
 
 def output_schema(keep_columns: Sequence[str] = ()) -> pa.Schema:
@@ -457,6 +459,11 @@ class Sink:
         self._free_space = free_space  # a seam: tests make the disk small
         self._fd: int | None = None
         self._last_fsync = 0.0
+        # Inside ``holding``: the journal lines not written yet, their size, and what the
+        # rows among them cost (source, cost).
+        self._held: list[bytes] | None = None
+        self._held_bytes = 0
+        self._held_costs: list[tuple[Any, Any]] = []
         self._partial: Partial | None = None  # the output's partial mark, read by ``open``
         # Told after each row is journaled: an output on object storage seals and uploads
         # the journal in segments from it (``remote.mirror.Segmenter.noticed``).
@@ -551,17 +558,34 @@ class Sink:
         """Append a finished row to the journal before anything else happens to it.
 
         Written straight to the file (no buffer of ours), so once this returns a ``kill -9``
-        cannot lose the row; only a power loss can, between two fsyncs.
+        cannot lose the row; only a power loss can, between two fsyncs. Inside ``holding``,
+        rows are written a few hundred kilobytes at a time instead.
         """
         if self._fd is None:
             raise OutputError("the output is not open")
-        data = memoryview(journal_line(index, row, self.run_id).encode())
-        try:
-            while data:
-                data = data[self._write(self._fd, data) :]
-            cost = row.get("cost_usd")
+        data = journal_line(index, row, self.run_id).encode()
+        cost = row.get("cost_usd")
+        held = self._held
+        if held is not None:
+            held.append(data)
+            self._held_bytes += len(data)
             if cost:
-                source = row.get("source") or UNRECORDED
+                self._held_costs.append((row.get("source"), cost))
+            if self._held_bytes >= HELD_BYTES:
+                self._write_held()
+            return
+        self._append(data, [(row.get("source"), cost)] if cost else [], 1)
+
+    def _append(self, data: bytes, costs: Sequence[tuple[Any, Any]], rows: int) -> None:
+        """Write ``data`` (``rows`` journal lines, which cost ``costs``: (source, cost) of
+        each that cost anything) to the journal; sync it when the last sync is old."""
+        assert self._fd is not None
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[self._write(self._fd, view) :]
+            for source, cost in costs:
+                source = source or UNRECORDED
                 self.spent[source] = self.spent.get(source, 0.0) + float(cost)
             now = self._clock()
             if now - self._last_fsync >= FSYNC_EVERY_S:
@@ -573,11 +597,46 @@ class Sink:
                 "before this are kept and a re-run resumes after them"
             ) from exc
         if self.on_append is not None:
-            self.on_append()
+            for _ in range(rows):
+                self.on_append()
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """Rows submitted inside are written to the journal ``HELD_BYTES`` at a time
+        (and all of them on leaving, or at ``sync``), in the same lines and order, with one
+        write for many rows instead of one each.
+
+        Only for rows a ``kill -9`` may lose: rows that can be had again for nothing, such
+        as a Message Batch's results, which the API keeps until the batch is recorded as
+        collected (``batches.run``); the run that follows collects them again."""
+        if self._held is not None:  # already holding: the outer one writes them
+            yield
+            return
+        self._held = []
+        try:
+            yield
+        finally:
+            try:
+                self._write_held()
+            finally:
+                self._held = None
+
+    def _write_held(self) -> None:
+        held = self._held
+        if not held:
+            return
+        data = b"".join(held)
+        costs = self._held_costs
+        rows = len(held)
+        held.clear()
+        self._held_bytes = 0
+        self._held_costs = []
+        self._append(data, costs, rows)
 
     def sync(self) -> None:
         """Force the journal to disk now (before recording that rows are safely written)."""
         if self._fd is not None:
+            self._write_held()
             try:
                 os.fsync(self._fd)
             except OSError as exc:
@@ -590,6 +649,7 @@ class Sink:
 
     def _close_fd(self) -> None:
         if self._fd is not None:
+            self._write_held()
             with contextlib.suppress(OSError):
                 os.fsync(self._fd)
             os.close(self._fd)
