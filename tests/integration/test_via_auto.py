@@ -279,21 +279,18 @@ def test_an_answer_cache_serves_both_lanes_and_learns_from_both(tmp_path: Path) 
     old = prompts(N)[:30]
     new = [{"id": f"new{i}", "prompt": f"A question never asked {i}?"} for i in range(20)]
     with sim_with(0.3) as sim:
+
+        def auto_job(inp: Path, out: Path) -> Any:
+            auto = {"via": "auto", "deadline": "60s", "poll_interval": 0.1}
+            return job_config(inp, out, sim.base_url, answer_cache=cache, **auto)
+
         a_in = write_jsonl(tmp_path / "a.jsonl", old)
         first = run(job_config(a_in, tmp_path / "a.parquet", sim.base_url, answer_cache=cache))
         assert first.exit_code == 0 and first.answer_cache_stored == 30
         b_rows = new + [{**row, "id": f"b{row['id']}"} for row in old]
         b_in = write_jsonl(tmp_path / "b.jsonl", b_rows)
         before = paid_answers(sim)
-        b = job_config(
-            b_in,
-            tmp_path / "b.parquet",
-            sim.base_url,
-            via="auto",
-            deadline="60s",
-            poll_interval=0.1,
-            answer_cache=cache,
-        )
+        b = auto_job(b_in, tmp_path / "b.parquet")
         second = run(b).summary
         paid = paid_answers(sim) - before
         got = rows_of(b.output.path)
@@ -305,15 +302,6 @@ def test_an_answer_cache_serves_both_lanes_and_learns_from_both(tmp_path: Path) 
         assert lanes["online"] > 0 and lanes["batches"] > 0  # both lanes paid and stored
         assert second.answer_cache_hits == 30 and second.answer_cache_stored == 20
         before = paid_answers(sim)
-        c = job_config(
-            b_in,
-            tmp_path / "c.parquet",
-            sim.base_url,
-            via="auto",
-            deadline="60s",
-            poll_interval=0.1,
-            answer_cache=cache,
-        )
-        third = run(c).summary
+        third = run(auto_job(b_in, tmp_path / "c.parquet")).summary
         assert third.exit_code == 0 and paid_answers(sim) - before == Counter()
         assert third.answer_cache_hits == 50
