@@ -1,16 +1,19 @@
 """How fast a resumed run sends its first request: a 1,000,000-row job with 1,000 rows left.
 
-    python bench/resume.py [--rows 1000000] [--new 1000] [--kind journal,final]
+    python bench/resume.py [--rows 1000000] [--new 1000] [--kind journal,journal-no-index,final]
     python bench/resume.py --rows 200000 --profile /tmp/prof   # cProfile of each timed run
 
 Builds an input of ``rows + new`` JSONL rows, then lets a real ``batchrun run`` start the job
 and stop before sending anything (a ``--max-cost`` too small for one request: it has written
 its state, as any run does before it sends). What that run would have answered is then laid
-beside the output directly (answering a million requests would take an hour), in one of two
-forms (``--kind``):
+beside the output directly (answering a million requests would take an hour), in one of
+these forms (``--kind``):
 
 - ``journal``: the run was killed after answering ``rows`` rows: they are all in the journal
-  (JSON lines, as ``store.journal`` writes them), which its state vouches for;
+  (JSON lines, as ``store.journal`` writes them), which its state vouches for, and in the
+  journal's index (``store.journal_index``), as the run would have noted them;
+- ``journal-no-index``: the same journal as an older batchrun left it, with no index: the
+  resume parses it whole (the baseline for the index, in the same run);
 - ``final``: an earlier run answered ``rows`` rows and wrote them to the final Parquet file
   (the input has ``new`` rows more).
 
@@ -50,6 +53,7 @@ from batchrun.rows.request import RequestDefaults, prepare_request
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.columns import blank_row
 from batchrun.store.journal import journal_line
+from batchrun.store.journal_index import JournalIndexWriter, index_path, read_index
 from batchrun.store.provenance import answer_source
 from batchrun.store.resume import state_path
 from batchrun.store.sink import journal_path, output_schema
@@ -58,6 +62,9 @@ MAX_TOKENS = 16
 TARGET_S = 10.0
 RUN_ID = "20260101T000000Z-bench000"
 _BATCH = 100_000
+# journal: a killed run's journal and its index; journal-no-index: one an older batchrun
+# left (no index: parsed whole); final: an earlier run's final file.
+_KINDS = ("journal", "journal-no-index", "final")
 
 
 def prompt(i: int) -> str:
@@ -134,7 +141,9 @@ def _env() -> dict[str, str]:
     return {**os.environ, "ANTHROPIC_API_KEY": API_KEY}
 
 
-def build(folder: Path, rows: int, new: int, kind: str, base_url: str) -> tuple[Path, Path]:
+def build(
+    folder: Path, rows: int, new: int, kind: str, base_url: str, indexed: bool = True
+) -> tuple[Path, Path]:
     """The input (rows + new), the state a run left, and ``rows`` answered rows in ``kind``."""
     inp, out = folder / "in.jsonl", folder / "out.parquet"
     source = answer_source(False, base_url)
@@ -154,14 +163,28 @@ def build(folder: Path, rows: int, new: int, kind: str, base_url: str) -> tuple[
     )
     if started.returncode != 4 or not state_path(out).exists():
         raise BenchError(f"the first run did not stop on its budget:\n{started.stderr}")
-    if kind == "journal":
-        # Appended to the journal that run opened: the same file its state vouches for.
-        with journal_path(out).open("a", encoding="utf-8") as fh:
+    if kind.startswith("journal"):
+        # Appended to the journal that run opened: the same file its state vouches for,
+        # noted in its index as a run notes its lines (``store.journal_index``).
+        journal = journal_path(out)
+        index = JournalIndexWriter.start(journal, read_index(journal)) if indexed else None
+        with journal.open("ab") as fh:
             for start in range(0, rows, _BATCH):
                 stop = min(start + _BATCH, rows)
-                fh.writelines(
-                    journal_line(i, answered(i, source), RUN_ID) for i in range(start, stop)
-                )
+                for i in range(start, stop):
+                    row = answered(i, source)
+                    line = journal_line(i, row, RUN_ID).encode()
+                    if index is not None:
+                        index.add(fh.tell(), line, i, row, RUN_ID)
+                    fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+                if index is not None:
+                    index.flush()
+        if index is not None:
+            index.close()
+        elif index_path(journal).exists():
+            index_path(journal).unlink()  # a journal as an older batchrun left it
     else:
         schema = output_schema()
         with pq.ParquetWriter(out, schema, compression="zstd") as writer:
@@ -241,8 +264,8 @@ def main() -> int:
     )
     args = parser.parse_args()
     kinds = [k.strip() for k in args.kind.split(",") if k.strip()]
-    if not kinds or any(k not in ("journal", "final") for k in kinds):
-        parser.error("--kind takes journal, final or both (journal,final)")
+    if not kinds or any(k not in _KINDS for k in kinds):
+        parser.error(f"--kind takes some of {', '.join(_KINDS)}, comma-separated")
     print(versions_banner())
     _check_hashes(args.rows)
     if args.profile is not None:
@@ -257,9 +280,10 @@ def main() -> int:
                     flush=True,
                 )
                 t = time.perf_counter()
-                inp, out = build(folder, args.rows, args.new, kind, sim.base_url)
+                indexed = kind != "journal-no-index"
+                inp, out = build(folder, args.rows, args.new, kind, sim.base_url, indexed)
                 print(f"  built in {time.perf_counter() - t:.1f} s", flush=True)
-                files = [journal_path(out), out, state_path(out)]
+                files = [journal_path(out), out, state_path(out), index_path(journal_path(out))]
                 _keep(files, folder / "kept")
                 modes: list[tuple[str, bool, tuple[str, ...]]] = [("fast path", True, ())]
                 if args.no_dedup_too:

@@ -365,11 +365,18 @@ def parse_slice(data: memoryview, options: pj.ParseOptions) -> list[pa.RecordBat
     return batches
 
 
-def line_slices(path: Path, size: int) -> Iterator[memoryview]:
-    """The file in slices of about ``size`` bytes, each made of whole lines."""
+def line_slices(path: Path, size: int, span: tuple[int, int] | None = None) -> Iterator[memoryview]:
+    """The file in slices of about ``size`` bytes, each made of whole lines; only the bytes
+    [start, stop) of ``span`` when given (a journal's stretch no index covers)."""
     with path.open("rb") as fh:
         rest = b""  # the start of a line the last slice cut
-        while chunk := fh.read(size):
+        left = -1  # bytes of the span still to read (-1: to the end)
+        if span is not None:
+            fh.seek(span[0])
+            left = max(0, span[1] - span[0])
+        while chunk := fh.read(size if left < 0 else min(size, left)):
+            if left >= 0:
+                left -= len(chunk)
             data = rest + chunk if rest else chunk
             cut = data.rfind(b"\n") + 1
             rest = data[cut:]

@@ -77,9 +77,11 @@ def find_twins(
     of identical rows are twins, a row's own samples never are, and an earlier run's answer
     (one row's vote) fills no sample."""
     finder = TwinFinder(scratch)
-    for index, record in prior.journal.items():  # each row's newest record
-        if record.status == STATUS_OK and record.request_hash and accepted(record.source):
-            finder.answered(index, record.request_hash, in_final=False)
+    # Each row's newest record: digests straight from the journal's index where it has them.
+    indexes, digests, others = prior.journal.answered_digests(accepted)
+    finder.answered_digests(indexes, digests, in_final=False)
+    for index, request_hash in others:
+        finder.answered(index, request_hash, in_final=False)
     if prior.final_rows:  # 0 for a partial output, whose rows are all in the journal
         position = 0
         columns = ("request_hash", *SOURCE_COLUMNS)
