@@ -38,6 +38,7 @@ import hashlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -137,8 +138,13 @@ def command(inp: Path, out: Path, base_url: str, *extra: str) -> list[str]:
     ]
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "ANTHROPIC_API_KEY": API_KEY}
+def _env(before: Path | None = None) -> dict[str, str]:
+    """The environment of a batchrun subprocess: this checkout's, or ``before``'s (an older
+    checkout of batchrun, imported first)."""
+    env = {**os.environ, "ANTHROPIC_API_KEY": API_KEY}
+    if before is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(before), env.get("PYTHONPATH")]))
+    return env
 
 
 def build(
@@ -195,7 +201,7 @@ def build(
 
 
 def time_to_first_request(
-    cmd: Sequence[str], sim: SimulatorThread, profile: Path | None
+    cmd: Sequence[str], sim: SimulatorThread, profile: Path | None, before: Path | None = None
 ) -> tuple[float, float]:
     """Seconds from process start to the first request, and to the end of the run."""
     before = sim.stats.requests
@@ -203,7 +209,7 @@ def time_to_first_request(
         cmd = [cmd[0], "-m", "cProfile", "-o", str(profile), *cmd[1:]]
     started = time.perf_counter()
     proc = subprocess.Popen(
-        cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        cmd, env=_env(before), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     first = None
     while proc.poll() is None:
@@ -247,11 +253,43 @@ def _restore(paths: Sequence[Path], kept: Path) -> None:
             shutil.copy2(saved, path)
 
 
+def _check_output(out: Path, rows: int, label: str) -> None:
+    ids = pq.read_table(out, columns=["id"]).column("id")
+    if len(ids) != rows or len(set(ids.to_pylist())) != len(ids):
+        raise BenchError(f"{label}: the output does not hold every id exactly once")
+
+
+def _print_ratios(results: Sequence[tuple[str, float, float]]) -> None:
+    """Each resume's median time to the first request, this checkout's against the older's."""
+    times: dict[str, list[float]] = {}
+    for label, first, _ in results:
+        times.setdefault(label, []).append(first)
+    print()
+    for label, after in times.items():
+        before = times.get(label + ", before")
+        if before is None:
+            continue
+        a, b = statistics.median(after), statistics.median(before)
+        print(
+            f"{label}: first request after {a:.2f} s, before {b:.2f} s: "
+            f"{b / a:.1f}x sooner (medians of {len(after)})"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--new", type=int, default=1_000)
-    parser.add_argument("--kind", default="journal,final", help="journal, final or both")
+    parser.add_argument(
+        "--kind", default="journal,final", help=f"some of {', '.join(_KINDS)}, comma-separated"
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="a checkout of an older batchrun (git worktree add --detach DIR main): each "
+        "resume is timed with it too, alternating, on the same files; ratios printed",
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="times each resume is timed")
     parser.add_argument("--profile", type=Path, help="a folder for each timed run's cProfile")
     parser.add_argument(
         "--fast-only", action="store_true", help="time the fast path only (not the checked)"
@@ -290,22 +328,25 @@ def main() -> int:
                     modes.append(("fast path, --no-dedup", True, ("--no-dedup",)))
                 if not args.fast_only:
                     modes.append(("checked path", False, ()))
+                checkouts: list[Path | None] = (
+                    [None] if args.before is None else [None, args.before]
+                )
                 for path, keep_state, extra in modes:
-                    _restore(files, folder / "kept")
-                    if not keep_state:
-                        state_path(out).unlink()
-                    label = f"{kind}, {path}"
-                    prof = None
-                    if args.profile is not None:
-                        name = path.replace(",", "").replace(" ", "-").replace("--", "")
-                        prof = args.profile / f"{kind}-{name}.prof"
-                    cmd = command(inp, out, sim.base_url, *extra)
-                    first, total = time_to_first_request(cmd, sim, prof)
-                    ids = pq.read_table(out, columns=["id"]).column("id")
-                    if len(ids) != args.rows + args.new or len(set(ids.to_pylist())) != len(ids):
-                        raise BenchError(f"{label}: the output does not hold every id exactly once")
-                    results.append((label, first, total))
-                    print(f"  {label}: first request after {first:.2f} s", flush=True)
+                    for repeat in range(args.repeats):
+                        for before in checkouts:
+                            _restore(files, folder / "kept")
+                            if not keep_state:
+                                state_path(out).unlink()
+                            label = f"{kind}, {path}" + (", before" if before else "")
+                            prof = None
+                            if args.profile is not None:
+                                name = label.replace(",", "").replace(" ", "-").replace("--", "")
+                                prof = args.profile / f"{name}-{repeat}.prof"
+                            cmd = command(inp, out, sim.base_url, *extra)
+                            first, total = time_to_first_request(cmd, sim, prof, before)
+                            _check_output(out, args.rows + args.new, label)
+                            results.append((label, first, total))
+                            print(f"  {label}: first request after {first:.2f} s", flush=True)
     print()
     print(
         format_table(
@@ -313,7 +354,9 @@ def main() -> int:
             [(label, f"{first:.2f}", f"{total:.2f}") for label, first, total in results],
         )
     )
-    fast = [first for label, first, _ in results if "fast path" in label]
+    if args.before is not None:
+        _print_ratios(results)
+    fast = [first for label, first, _ in results if "fast path" in label and "before" not in label]
     verdict = "PASS" if max(fast) <= TARGET_S else "FAIL"
     print(
         f"target: the fast path's first request within {TARGET_S:g} s for {args.rows:,} "

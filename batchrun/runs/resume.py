@@ -18,7 +18,7 @@ from batchrun.formats.inputs import InputRow, read_rows
 from batchrun.rows.files import FileCache
 from batchrun.runs.claim import Claim
 from batchrun.runs.output import RunOutput
-from batchrun.runs.plan import input_rows
+from batchrun.runs.plan import SkipRuns, input_rows
 from batchrun.runs.summary import RunSummary
 from batchrun.store.provenance import SourceRule, answer_source, describe, is_simulator
 from batchrun.store.referenced import FileLog, files_path, log_size, rebuilt, unchanged
@@ -294,12 +294,13 @@ def _spot_check(config: RunConfig, prior: PriorState) -> bool:
     cheap guard, beside the journal's stamp, against another job's journal."""
     if not prior.journal:
         return True
-    wanted = {prior.journal.first(), prior.journal.last()}
+    first, last = prior.journal.first(), prior.journal.last()
     settings = RowSettings.of(config)
-    last = max(wanted)
-    for row in read_rows(
-        config.input.path, shape=config.input.shape, skip=lambda i: i not in wanted
-    ):
+    # The rows before and between them are passed over a megabyte at a time (``SkipRuns``).
+    flags = bytearray(b"\1") * (last + 1)
+    flags[first] = flags[last] = 0
+    skipped = SkipRuns(lambda i: i > last or flags[i] == 1, bytes(flags))
+    for row in read_rows(config.input.path, shape=config.input.shape, skip=skipped):
         if row.index > last:
             break
         record = prior.journal.get(row.index)
