@@ -6,7 +6,7 @@ resume check (``count_hint``, ``input_rows``). Shard membership is by the id's h
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from itertools import compress
 from pathlib import Path
 
@@ -131,7 +131,11 @@ def plan(
     # Ids of rows skipped here that an earlier run recorded, to catch a read row reusing one.
     # ``known_ids`` may be shorter than ``states`` (or empty): a later round of a batch run
     # reads again rows whose ids were all checked in its first round.
-    known = (known_ids[i] for i in skipped if i < len(known_ids))
+    known: Iterable[str]
+    if isinstance(known_ids, KnownIds):
+        known = known_ids.of(skipped, bytes(done) + b"/" + bytes(waiting))
+    else:
+        known = (known_ids[i] for i in skipped if i < len(known_ids))
     rows = read_rows(config.input.path, shape=config.input.shape, skip=skip, known_ids=known)
     seen_files = SeenFiles()  # files rows attach alike are cached (``rows.prefix``)
     settings = RowSettings.of(config, files)
@@ -142,6 +146,20 @@ def plan(
         if config.shard is not None and not in_shard(row.id, config.shard):
             continue  # another shard's row (``shards.run``): never sent by this run
         yield prepare(row, settings, seen_files)
+
+
+class KnownIds(list[str]):
+    """The ids earlier runs recorded, by input index (``runs.resume.Resume.ids``), which also
+    keeps the set of those a plan skips (``of``): a run plans twice (its twin pass, then
+    its run), and a million ids make a set in about half a second."""
+
+    _made: tuple[bytes, frozenset[str]] | None = None
+
+    def of(self, skipped: list[int], key: bytes) -> frozenset[str]:
+        """The ids of rows ``skipped`` (made once for each ``key``: which rows those are)."""
+        if self._made is None or self._made[0] != key:
+            self._made = (key, frozenset(self[i] for i in skipped if i < len(self)))
+        return self._made[1]
 
 
 class SkipRuns:

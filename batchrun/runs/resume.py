@@ -18,7 +18,7 @@ from batchrun.formats.inputs import InputRow, read_rows
 from batchrun.rows.files import FileCache
 from batchrun.runs.claim import Claim
 from batchrun.runs.output import RunOutput
-from batchrun.runs.plan import SkipRuns, input_rows
+from batchrun.runs.plan import KnownIds, SkipRuns, input_rows
 from batchrun.runs.summary import RunSummary
 from batchrun.store.provenance import SourceRule, answer_source, describe, is_simulator
 from batchrun.store.referenced import FileLog, files_path, log_size, rebuilt, unchanged
@@ -196,7 +196,7 @@ def load_prior(config: RunConfig, prior: PriorState) -> Resume:
         )
     except OSError as exc:
         raise OutputError(f"cannot write {state_path(config.output.path)}: {exc}") from exc
-    return Resume(states, ids, rule, ledger, FileCache(on_use=FileLog(files).record))
+    return Resume(states, KnownIds(ids), rule, ledger, FileCache(on_use=FileLog(files).record))
 
 
 def _check_sources(config: RunConfig, rule: SourceRule) -> None:

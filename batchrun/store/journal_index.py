@@ -474,9 +474,9 @@ def indexed_columns(indexed: Indexed, k0: int, k1: int, journal: Path) -> dict[s
         "status": pa.DictionaryArray.from_arrays(
             _arrow(status.astype(np.int32) - 1, pa.int32(), status != _NONE),
             _strings([STATUS_OK, STATUS_ERROR]),
-        ).cast(pa.string()),
+        ),
         "request_hash": hashes,
-        "error_type": _coded(indexed.field("error", k0, k1), indexed.strings).cast(pa.string()),
+        "error_type": _coded(indexed.field("error", k0, k1), indexed.strings),
         "cost_usd": _arrow(cost, pa.float64(), ~np.isnan(cost)),
         "_run": _coded(indexed.field("run", k0, k1), indexed.strings),
         "_source": _coded(indexed.field("source", k0, k1), indexed.strings),

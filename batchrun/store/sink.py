@@ -486,11 +486,15 @@ def _prior_records(
 # A request hash as its 32 bytes, where the journal's index gives it (its ``request_hash``
 # is null then: 64 characters of hex a row are made only for the rows that need them).
 _HASH = "_hash"
-_REPEATED = pa.dictionary(pa.int32(), pa.string())  # the run and the source repeat
+_REPEATED = pa.dictionary(pa.int32(), pa.string())  # values that repeat from record to record
+_CODED = (RUN, "status", "error_type")  # held as _REPEATED (and the source)
 _PRIOR_SCHEMA = pa.schema(
     [
         pa.field(INDEX, pa.int64()),
-        *(pa.field(name, ARROW_TYPES[dict(COLUMNS)[name]]) for name in _PRIOR_COLUMNS),
+        *(
+            pa.field(name, _REPEATED if name in _CODED else ARROW_TYPES[dict(COLUMNS)[name]])
+            for name in _PRIOR_COLUMNS
+        ),
         pa.field("cost_usd", pa.float64()),
         pa.field(RUN, _REPEATED),
         pa.field(_SOURCE, _REPEATED),
@@ -514,7 +518,7 @@ def _parsed_prior(
     parts = []
     for batch in read_records(journal, read, slice_bytes, damage=damage, span=span):
         arrays = [
-            pc.dictionary_encode(batch.column(name)) if name == RUN else batch.column(name)
+            pc.dictionary_encode(batch.column(name)) if name in _CODED else batch.column(name)
             for name in kept
         ]
         sources = effective_sources(batch)
