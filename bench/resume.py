@@ -37,6 +37,7 @@ import argparse
 import hashlib
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -116,6 +117,18 @@ def answered(i: int, source: str) -> dict[str, object]:
     return record
 
 
+def finishing_order(start: int, stop: int, window: int = 64) -> list[int]:
+    """Rows ``start``..``stop`` in the order a run at concurrency ``window`` finishes them:
+    shuffled within each window (a journal is in finishing order, not input order)."""
+    rng = random.Random(start)
+    order = []
+    for first in range(start, stop, window):
+        block = list(range(first, min(first + window, stop)))
+        rng.shuffle(block)
+        order += block
+    return order
+
+
 def command(inp: Path, out: Path, base_url: str, *extra: str) -> list[str]:
     return [
         sys.executable,
@@ -177,7 +190,7 @@ def build(
         with journal.open("ab") as fh:
             for start in range(0, rows, _BATCH):
                 stop = min(start + _BATCH, rows)
-                for i in range(start, stop):
+                for i in finishing_order(start, stop):
                     row = answered(i, source)
                     line = journal_line(i, row, RUN_ID).encode()
                     if index is not None:
@@ -201,15 +214,21 @@ def build(
 
 
 def time_to_first_request(
-    cmd: Sequence[str], sim: SimulatorThread, profile: Path | None, before: Path | None = None
+    cmd: Sequence[str], sim: SimulatorThread, profile: Path | None, checkout: Path | None = None
 ) -> tuple[float, float]:
-    """Seconds from process start to the first request, and to the end of the run."""
+    """Seconds from process start to the first request, and to the end of the run (of
+    ``checkout``'s batchrun, an older one, when given)."""
     before = sim.stats.requests
     if profile is not None:  # python -m cProfile -o FILE -m batchrun run ...
         cmd = [cmd[0], "-m", "cProfile", "-o", str(profile), *cmd[1:]]
     started = time.perf_counter()
     proc = subprocess.Popen(
-        cmd, env=_env(before), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        cmd,
+        env=_env(checkout),
+        cwd=checkout,  # ``-m batchrun`` imports from the working folder first
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     first = None
     while proc.poll() is None:

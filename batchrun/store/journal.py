@@ -354,11 +354,11 @@ def int64s(values: pa.Array | pa.ChunkedArray) -> array[int]:
 
 
 def numbers(values: pa.Array) -> np.ndarray:
-    """An int64 Arrow array with no nulls as NumPy, from its buffer (``to_numpy`` would
-    import pandas)."""
+    """An int64 Arrow array as NumPy, from its buffer (``to_numpy`` would import pandas);
+    where it is null, whatever the buffer holds."""
     data = values.buffers()[1]
     if data is None:
-        return np.zeros(0, dtype=np.int64)
+        return np.zeros(len(values), dtype=np.int64)
     return np.frombuffer(data, dtype=np.int64)[values.offset : values.offset + len(values)]
 
 

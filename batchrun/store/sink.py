@@ -9,6 +9,8 @@ Layout for ``-o out/labels.parquet``::
 
     out/labels.parquet           the dataset: one row per input row, in input order
     out/labels.parquet.journal   JSON lines, one per finished row, in finishing order
+    out/labels.parquet.journal.idx  each journal line's facts, for a quick resume
+                                 (``store.journal_index``: written after each fsync)
     out/.labels.parquet.lock     while a run goes: who is writing the output (``store.lock``)
 
 An output that names a folder (``-o out/labels/``) is a Parquet dataset instead: parts and a
@@ -182,9 +184,10 @@ class _Shared:
         if isinstance(encoded, pa.ChunkedArray):
             encoded = encoded.unify_dictionaries().combine_chunks()
         self.values = [*encoded.dictionary.to_pylist(), None]
-        none = len(self.values) - 1
-        indices = encoded.indices.fill_null(none).cast(pa.int64())
+        indices = encoded.indices.cast(pa.int64())
         self.codes = numbers(indices).astype(np.int32)
+        if indices.null_count:
+            self.codes[~_valid_mask(indices)] = len(self.values) - 1
 
     def __getitem__(self, k: int) -> Any:
         return self.values[self.codes[k]]
@@ -384,12 +387,18 @@ class JournalRecords(Mapping[int, PriorRecord]):
 
 
 def _combined(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    if isinstance(values, pa.ChunkedArray):
+        return values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
+    return values
 
 
 def _valid_mask(values: pa.Array) -> np.ndarray:
-    """Where ``values`` is not null, as booleans."""
-    return np.asarray(pc.is_valid(values).to_numpy(zero_copy_only=False), dtype=bool)
+    """Where ``values`` is not null, as booleans (from its validity bitmap)."""
+    bitmap = values.buffers()[0]
+    if bitmap is None or not values.null_count:
+        return np.ones(len(values), dtype=bool)
+    bits = np.unpackbits(np.frombuffer(bitmap, dtype=np.uint8), bitorder="little")
+    return bits[values.offset : values.offset + len(values)].astype(bool)
 
 
 class PriorState:
