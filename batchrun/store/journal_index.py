@@ -141,11 +141,14 @@ class JournalIndexWriter:
                     raise
                 return cls(path, fd, dict(found.codes))
             st = journal.stat()
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             header = _HEADER.pack(_MAGIC, VERSION, RECORD_BYTES, 0, st.st_dev, st.st_ino)
-            tmp.write_bytes(header.ljust(RECORD_BYTES, b"\0"))
-            os.replace(tmp, path)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+            # In place (a torn header reads as no index): no temporary file to leave behind.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+            try:
+                os.write(fd, header.ljust(RECORD_BYTES, b"\0"))
+            except OSError:
+                os.close(fd)
+                raise
             return cls(path, fd, {})
         except OSError:
             return None

@@ -538,25 +538,51 @@ def _parsed_prior(
 
 def _journal_spend(records: pa.Table) -> JournalSpend:
     """What ``records`` (``_prior_records``) cost: by run, and each row's newest of those
-    with no run."""
-    by_run: dict[str, dict[str, float]] = {}
-    has_run = pc.is_valid(records.column(RUN))
-    answered = records.filter(has_run)
-    if answered.num_rows:
-        grouped = answered.group_by([RUN, _SOURCE]).aggregate([("cost_usd", "sum")])
-        for row in grouped.to_pylist():
-            if row["cost_usd_sum"]:
-                costs = by_run.setdefault(row[RUN], {})
-                source = row[_SOURCE] or UNRECORDED
-                costs[source] = costs.get(source, 0.0) + row["cost_usd_sum"]
-        for run in answered.column(RUN).unique().to_pylist():
-            by_run.setdefault(run, {})  # a run that spent nothing was there all the same
-    copied = records.filter(pc.invert(has_run))
+    with no run. Summed with NumPy over the columns' codes: a million records in a blink,
+    and no pandas (which Arrow's group-by imports)."""
+    runs = _Shared(records.column(RUN))
+    sources = _Shared(records.column(_SOURCE))
+    costs = _costs(records.column("cost_usd"))
+    none = len(runs.values) - 1
+    has_run = runs.codes != none
+    # Every run there, one that spent nothing all the same.
+    by_run: dict[str, dict[str, float]] = {run: {} for run in _present(runs, has_run)}
+    width = len(sources.values)
+    key = runs.codes[has_run].astype(np.int64) * width + sources.codes[has_run]
+    sums = np.bincount(key, weights=costs[has_run], minlength=none * width)
+    for k in np.flatnonzero(sums).tolist():
+        run, source = divmod(k, width)
+        spent = by_run[runs.values[run]]
+        name = sources.values[source] or UNRECORDED
+        spent[name] = spent.get(name, 0.0) + float(sums[k])
     unattributed: dict[str, float] = {}
-    if copied.num_rows:
+    if not bool(has_run.all()):
+        copied = records.filter(_arrow_bools(~has_run))
         positions, _ = newest_per_row(copied.column(INDEX))
         _add_costs(unattributed, copied.take(positions))
     return JournalSpend(by_run, unattributed)
+
+
+def _present(codes: _Shared, where: np.ndarray) -> set[str]:
+    """The values ``codes`` holds at ``where`` (a dictionary may hold values no row has)."""
+    return {codes.values[k] for k in np.unique(codes.codes[where]).tolist()}
+
+
+def _costs(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A float column as NumPy, null as 0."""
+    column = _combined(values)
+    data = column.buffers()[1]
+    if data is None:
+        return np.zeros(len(column))
+    out = np.frombuffer(data, dtype=np.float64)[column.offset : column.offset + len(column)]
+    if column.null_count:
+        out = np.where(_valid_mask(column), out, 0.0)
+    return out
+
+
+def _arrow_bools(values: np.ndarray) -> pa.Array:
+    bitmap = pa.py_buffer(np.packbits(values, bitorder="little"))
+    return pa.Array.from_buffers(pa.bool_(), len(values), [None, bitmap])
 
 
 def journal_spend(journal: Path, slice_bytes: int = JSON_SLICE_BYTES) -> JournalSpend:
