@@ -349,12 +349,14 @@ class JournalRecords(Mapping[int, PriorRecord]):
                 ids[self._indexes[k]] = id_list[k]
 
     def answered_digests(
-        self, accepted: Callable[[str | None], bool]
+        self, accepted: Callable[[str | None], bool], among: bytes | None = None
     ) -> tuple[array[int], bytes, list[tuple[int, str]]]:
         """The answered records (status ok, a request hash) whose source ``accepted``
         takes: as input rows and their request hashes' first 16 bytes where the journal's
         index gave them (``twin_plan.TwinFinder.answered_digests``), and as (row, request
-        hash) for the others (an older journal's lines, to digest one by one)."""
+        hash) for the others (an older journal's lines, to digest one by one). With
+        ``among`` (16-byte digests, one after another), only those whose digest is one of
+        them come from the index."""
         rows = array("I")
         if not self._len:
             return rows, b"", []
@@ -373,11 +375,16 @@ class JournalRecords(Mapping[int, PriorRecord]):
         from_index = keep & has_raw
         digests = b""
         if bool(from_index.any()):
-            rows.frombytes(indexes[from_index].astype(np.uint32).tobytes())
             data = np.frombuffer(raw.buffers()[1], dtype=np.uint8)[
                 raw.offset * 32 : (raw.offset + len(raw)) * 32
             ].reshape(len(raw), 32)
-            digests = np.ascontiguousarray(data[from_index, :16]).tobytes()
+            picked = np.ascontiguousarray(data[from_index, :16]).view("S16").reshape(-1)
+            kept = indexes[from_index]
+            if among is not None:
+                wanted = np.isin(picked, np.frombuffer(among, dtype="S16"))
+                picked, kept = picked[wanted], kept[wanted]
+            rows.frombytes(kept.astype(np.uint32).tobytes())
+            digests = picked.tobytes()
         others = []
         for k in np.flatnonzero(keep & ~has_raw).tolist():
             text = self._hashes[k].as_py()

@@ -4,6 +4,7 @@ and what a resume takes from it only once it has checked it against the journal.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -24,6 +25,10 @@ from batchrun.store.sink import JournalRecords, PriorRecord, Sink, journal_path
 SOURCE = "https://api.anthropic.com"
 
 
+def request_hash(i: int) -> str:
+    return hashlib.sha256(f"request {i}".encode()).hexdigest()
+
+
 def answer(i: int, **extra: Any) -> dict[str, Any]:
     row = blank_row(f"r{i}")
     row.update(
@@ -32,7 +37,7 @@ def answer(i: int, **extra: Any) -> dict[str, Any]:
         input_tokens=10,
         output_tokens=3,
         cost_usd=0.001 * i,
-        request_hash=f"{i:064x}",
+        request_hash=request_hash(i),
         source=SOURCE,
         http_status=200,
     )
@@ -101,7 +106,7 @@ def test_a_resume_takes_from_the_index_exactly_what_it_parses_from_the_journal(
     assert dict(from_index)[12].request_hash == "not-hex"
     assert dict(from_index)[13].source == "simulator"
     assert dict(from_index)[14].source is None and dict(from_index)[14].status is None
-    assert dict(from_index)[0].request_hash == f"{0:064x}"
+    assert dict(from_index)[0].request_hash == request_hash(0)
 
 
 def test_the_twin_pass_digests_come_from_the_index(tmp_path: Path) -> None:
@@ -110,9 +115,13 @@ def test_the_twin_pass_digests_come_from_the_index(tmp_path: Path) -> None:
     rows, digests, others = Sink(out).open().journal.answered_digests(lambda source: True)
     assert len(digests) == 16 * len(rows)
     by_row = {r: digests[16 * k : 16 * k + 16] for k, r in enumerate(rows)}
-    assert by_row[5] == bytes.fromhex(f"{5:064x}")[:16]
+    assert by_row[5] == bytes.fromhex(request_hash(5))[:16]
     assert 10 not in by_row and 14 not in by_row  # no answer
     assert others == [(12, "not-hex")]  # digested one by one, as before
+    # Only the answers a row to send can be a twin of, when the rows to send are known.
+    among = by_row[5] + bytes(16) + by_row[7]
+    rows, digests, _ = Sink(out).open().journal.answered_digests(lambda source: True, among)
+    assert list(rows) == [5, 7] and digests == by_row[5] + by_row[7]
     # Without the index, every digest is made from the text, as before.
     os.remove(index_path(journal_path(out)))
     rows, digests, others = Sink(out).open().journal.answered_digests(lambda source: True)
