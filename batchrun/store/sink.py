@@ -178,8 +178,8 @@ class _Shared:
     def __init__(self, values: pa.Array | pa.ChunkedArray | None = None) -> None:
         self.values: list[Any] = [None]
         self.codes = np.zeros(0, dtype=np.int32)
-        if values is None:
-            return
+        if values is None or len(values) == 0:
+            return  # (combining no chunks would import pandas)
         encoded = values if pa.types.is_dictionary(values.type) else pc.dictionary_encode(values)
         if isinstance(encoded, pa.ChunkedArray):
             encoded = encoded.unify_dictionaries().combine_chunks()
@@ -395,6 +395,8 @@ class JournalRecords(Mapping[int, PriorRecord]):
 
 def _combined(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     if isinstance(values, pa.ChunkedArray):
+        if values.num_chunks == 0:
+            return pa.nulls(0, values.type)  # (combining no chunks would import pandas)
         return values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
     return values
 
