@@ -508,15 +508,3 @@ def _from_lines(
                 value = record.get("request_hash")
                 hash_list[k] = value if isinstance(value, str) else None
     return pa.array(id_list, type=pa.large_binary()), pa.array(hash_list, type=pa.string())
-
-
-def read_line(journal: Path, offset: int, length: int) -> dict[str, Any] | None:
-    """The record on the journal's line at ``offset`` (``length`` bytes), read on demand."""
-    try:
-        with journal.open("rb") as fh:
-            fh.seek(offset)
-            data = fh.read(length)
-        record = json.loads(data)
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
