@@ -54,6 +54,7 @@ class BatchItem:
     kept: list[str | None] = field(default_factory=list)
     content: bytes | None = None
     dropped: tuple[str, ...] = ()  # settings left out for its model (--drop-unsupported)
+    warms: str | None = None  # the prefix group whose cache it warms, alone first (priming)
 
 
 UPLOAD_SLICE = 1024 * 1024  # bytes read from a body's file at a time while it uploads
@@ -137,6 +138,7 @@ class Chunk:
     custom_ids: list[str] = field(default_factory=list)
     hashes: list[str] = field(default_factory=list)  # request-hash prefixes, in row order
     sent: SentRows = field(default_factory=SentRows)
+    warms: list[str] = field(default_factory=list)  # a warming batch's groups (priming)
 
     def __len__(self) -> int:
         return len(self.indexes)
@@ -181,7 +183,9 @@ def chunks(
     to a file of ``body_path()`` as it grows when given, else kept in memory.
 
     A request larger than ``max_bytes`` on its own gets a batch of its own (the API's limits
-    cannot meet that case: rows over its 32 MB request limit were refused before).
+    cannot meet that case: rows over its 32 MB request limit were refused before). An item
+    that warms a prefix group (``BatchItem.warms``, ``batches.priming``) gets a batch of its
+    own too, yielded before the chunk under way, which goes on after it.
     """
 
     def fresh() -> Chunk:
@@ -191,6 +195,17 @@ def chunks(
     chunk: Chunk | None = None
     used: set[str] = set()
     for item in items:
+        if item.warms is not None:  # alone, before the batch it would have joined
+            if chunk is not None and len(chunk) >= max_requests:  # full: it goes first
+                chunk.body.finish()
+                yield chunk
+                chunk, used = None, set()
+            alone = fresh()
+            _add(alone, custom_id_for(item.row_id), item)
+            alone.warms.append(item.warms)
+            alone.body.finish()
+            yield alone
+            continue
         cid = custom_id_for(item.row_id)
         if cid in used:  # a literal id that looks like another row's hashed one
             cid = custom_id_for(item.row_id, salt=str(item.index))
@@ -201,14 +216,17 @@ def chunks(
             chunk.body.finish()
             yield chunk
             chunk, used = fresh(), set()
-        chunk.indexes.append(item.index)
-        chunk.custom_ids.append(cid)
-        chunk.hashes.append(item.request_hash[:REQUEST_HASH_CHARS])
-        chunk.body.add(part)
-        chunk.sent.add(
-            item.row_id, item.request_hash, item.body.get("model"), item.kept, item.dropped
-        )
+        _add(chunk, cid, item, part)
         used.add(cid)
     if chunk is not None:
         chunk.body.finish()
         yield chunk
+
+
+def _add(chunk: Chunk, cid: str, item: BatchItem, part: bytes | None = None) -> None:
+    """``item`` as the chunk's next request, under ``cid``."""
+    chunk.indexes.append(item.index)
+    chunk.custom_ids.append(cid)
+    chunk.hashes.append(item.request_hash[:REQUEST_HASH_CHARS])
+    chunk.body.add(request_part(cid, item) if part is None else part)
+    chunk.sent.add(item.row_id, item.request_hash, item.body.get("model"), item.kept, item.dropped)

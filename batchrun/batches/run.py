@@ -9,7 +9,9 @@ batch price. Steps, each durable before the next (``batch_journal``):
 
 1. reconcile: intents a crash left without a batch id are looked for among the API's batches
 2. submit: rows not done and not in a running batch, split by count and size
-   (``batch_plan``); intent journaled, then ``create``, then the id journaled
+   (``batch_plan``); intent journaled, then ``create``, then the id journaled. A create
+   refused with 429 while this run's batches fill the organisation's queue waits for them
+   (step 3) and is journaled and sent again (``_send``)
 3. wait: poll every running batch, backing off while nothing changes
 4. collect: an ended batch's results become output rows as they download, each journaled to
    the output as it is made (``batch_results``); then the batch is marked collected. What the
@@ -29,14 +31,24 @@ from collections import Counter
 from collections.abc import Container, Iterable, Iterator, Sized
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from batchrun.batches.deadline import BatchReserve, DeadlineWatch
 from batchrun.batches.plan import REQUEST_HASH_CHARS, BatchItem, Chunk, chunks
+from batchrun.batches.priming import (
+    GroupCounts,
+    Priming,
+    now_utc,
+    shared_groups,
+    until_ended,
+    warm_groups,
+)
 from batchrun.batches.results import processing_ms, result_row
 from batchrun.batches.sent import SentRows
 from batchrun.client.batch_endpoints import BatchesApi, BatchStatus, Upload, is_ambiguous
-from batchrun.client.retry import send_with_retries
+from batchrun.client.retry import is_fatal, send_with_retries
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiError, ConfigError, FatalRunError
 from batchrun.core.wording import option, place, said
@@ -57,7 +69,7 @@ from batchrun.remote.batch_mirror import BatchJournalMirror
 from batchrun.rows.files import FileCache
 from batchrun.rows.reader import check_input_file
 from batchrun.runs.claim import Claim, check_credentials, claim_output
-from batchrun.runs.compose import job_client
+from batchrun.runs.compose import answer_lane, job_client
 from batchrun.runs.finish import record_spend, write_output
 from batchrun.runs.interrupt import run_interruptibly
 from batchrun.runs.online import run_holding
@@ -66,7 +78,7 @@ from batchrun.runs.preflight import check_every_row_can_be_built
 from batchrun.runs.resume import Resume, ResumeMismatchError, Sleep, take_over
 from batchrun.runs.runtime import DEFAULT, ProgressView, Runtime
 from batchrun.runs.summary import RunSummary
-from batchrun.runs.twins import BatchTwins, remember_prior_answers
+from batchrun.runs.twins import BatchCache, BatchTwins, RunningRows, twin_pass_notice
 from batchrun.store.batch_journal import (
     BatchEntry,
     BatchJournal,
@@ -110,15 +122,18 @@ async def run_batches_holding(
     runtime: Runtime = DEFAULT,
     *,
     only: Container[int] | None = None,
+    watch: DeadlineWatch | None = None,
 ) -> RunSummary:
     """``run_batches_async`` under ``claim``, the output's lock (and lease) the caller holds
     already; None takes it. ``only`` restricts the run to those input indexes (a shard's
     rows, ``shards.run``): their answers are journaled, and the caller writes the final
-    file from the journal (this run writes none)."""
+    file from the journal (this run writes none). ``watch``: the batch lane of ``--via
+    auto`` (``batches.auto``), which moves the rows online when the deadline asks; its
+    caller finishes the job online and writes the final file (this run writes none)."""
     check_credentials(config.client, runtime.transport)
     check_input_file(config.input.path)
     check_every_row_can_be_built(config)
-    if config.cost.max_cost is not None:
+    if config.cost.max_cost is not None and watch is None:  # --via auto: ``BatchReserve``
         raise ConfigError(
             f"{option('max_cost')} stops admitting rows as they are answered, which a batch "
             "cannot do: price the job first with "
@@ -130,11 +145,15 @@ async def run_batches_holding(
             remove_stale_temporaries(
                 config.output.path, (SENT_SUFFIX, BODY_SUFFIX, _OLD_SPOOL_SUFFIX)
             )
-        return await _run_claimed(config, held, runtime, only)
+        return await _run_claimed(config, held, runtime, only, watch)
 
 
 async def _run_claimed(
-    config: RunConfig, claim: Claim, runtime: Runtime, only: Container[int] | None = None
+    config: RunConfig,
+    claim: Claim,
+    runtime: Runtime,
+    only: Container[int] | None = None,
+    watch: DeadlineWatch | None = None,
 ) -> RunSummary:
     """``run_batches_async``, the output claimed (its lock held: ``claim``)."""
     journal = _open_journal(config)
@@ -166,6 +185,7 @@ async def _run_claimed(
             output.lease,
             only,
             files=resume.files,
+            watch=watch,
         )
         progress = runtime.progress(summary.todo, job.snapshot, quiet=config.run.quiet)
         job.progress = progress
@@ -190,6 +210,8 @@ async def _run_claimed(
             if twins is not None:
                 summary.deduplicated += twins.dedup.filled
                 summary.dedup_saved_usd += twins.dedup.saved_usd
+            if job.answers is not None:
+                job.answers.report(summary)
             summary.batches_running = [
                 e.batch_id or e.key for e in journal.open_entries() if e.open
             ]
@@ -205,7 +227,7 @@ async def _run_claimed(
     summary.skipped = counter.skipped
     record_spend(config, sink, summary)  # before the final step may remove the journal
     if lapsed_online:
-        return await _finish_online(config, summary, claim, runtime, only)
+        return await finish_online(config, summary, claim, runtime, only)
     every_row_recorded = len(done) >= counter.rows and 0 not in done[: counter.rows]
     complete = (
         fatal is None
@@ -216,7 +238,10 @@ async def _run_claimed(
     lost = output.lease_lost(job.closed_by)
     if lost is not None:
         raise lost  # another run owns the output now: nothing of this run is written there
-    if only is None:  # a shard's file is its driver's to write (``shards.run``)
+    # A shard's file is its driver's to write (``shards.run``); --via auto's too, unless
+    # the run stops here (its online lane then never runs).
+    stopped_here = summary.interrupted is not None or fatal is not None
+    if only is None and (watch is None or stopped_here):
         write_output(config, output, summary, counter.rows, complete=complete)
     if fatal is not None:
         raise fatal
@@ -230,14 +255,20 @@ def _batch_twins(
     running, so that no request is submitted twice (``runs.twins``)."""
     if not config.engine.dedup:
         return None
-    dedup = Dedup()
-    remember_prior_answers(dedup, sink, prior, resume.states, resume.sources.accepted)
-    running: dict[str, int] = {}
-    for entry in journal.open_entries():
-        rows = journal.rows(entry)
-        for index, prefix in zip(rows.indexes, rows.hashes, strict=True):
-            running.setdefault(prefix, index)
-    return BatchTwins(dedup, running, REQUEST_HASH_CHARS)
+
+    def running() -> Iterator[tuple[str, int]]:
+        for entry in journal.open_entries():
+            rows = journal.rows(entry)
+            yield from zip(rows.hashes, rows.indexes, strict=True)
+
+    return BatchTwins(
+        Dedup(),
+        RunningRows(running()),
+        REQUEST_HASH_CHARS,
+        sink=sink,
+        prior=prior,
+        accepted=resume.sources.accepted,
+    )
 
 
 def _open_journal(config: RunConfig) -> BatchJournal:
@@ -273,16 +304,23 @@ def _journal_mirror(config: RunConfig) -> BatchJournalMirror | None:
     return BatchJournalMirror(Storage(config.storage), config.output.url)
 
 
-async def _finish_online(
+async def finish_online(
     config: RunConfig,
     summary: RunSummary,
     claim: Claim,
     runtime: Runtime,
     only: Container[int] | None = None,
+    *,
+    retry_errors: bool = False,
 ) -> RunSummary:
-    """--finish-online: send the rows batches left expired or cancelled as online requests."""
+    """--finish-online (and ``--via auto``'s online lane): send the rows batches left
+    expired or cancelled, and the rows not sent, as online requests; with ``retry_errors``
+    the rows that came back errored too. ``summary`` (the batch run's) becomes the job's."""
+    resume = replace(
+        config.resume, overwrite=False, retry_errors=config.resume.retry_errors or retry_errors
+    )
     online = await run_holding(  # under this run's lock: no other run may come in between
-        replace(config, via="online", resume=replace(config.resume, overwrite=False)),
+        replace(config, via="online", resume=resume),
         claim,
         runtime,
         only=only,
@@ -290,12 +328,15 @@ async def _finish_online(
     )
     # The rows batches left expired or cancelled are answered again online: each row is
     # counted once, as it ended. The online pass skips the rows the batches answered, done by
-    # this run and not earlier.
-    for kind in LAPSED_REASONS:
+    # this run and not earlier. With ``retry_errors`` every error row is sent again too.
+    redone = {*LAPSED_REASONS, *(summary.error_types if retry_errors else ())}
+    for kind in redone:
         summary.uncount_error(kind, summary.error_types.get(kind, 0))
     summary.skipped = max(0, online.skipped - summary.finished)
     summary.add(online)
     summary.final, summary.interrupted = online.final, online.interrupted
+    summary.max_cost, summary.budget_stop = online.max_cost, online.budget_stop
+    summary.budget_refused_usd = online.budget_refused_usd
     summary.total_rows = online.total_rows
     summary.job_cost_usd = online.job_cost_usd  # the job's, the online pass's spend included
     return summary
@@ -319,8 +360,10 @@ class _BatchJob:
         only: Container[int] | None = None,
         *,
         files: FileCache | None = None,
+        watch: DeadlineWatch | None = None,
     ) -> None:
         self.config = config
+        self.watch = watch  # --via auto: when to stop, cancel and leave the rest online
         # Rows into requests (their files read through the run's ``files``: recorded for
         # its resume), answers into output rows.
         self.rows = RowSettings.of(config, files)
@@ -329,6 +372,8 @@ class _BatchJob:
         self._gate = Gate(send_check, self._close) if send_check is not None else None
         self.closed_by: str | None = None
         self.twins = twins  # --dedup: identical requests go in one batch once
+        lane = answer_lane(config, self.rows, self.log)  # --answer-cache: earlier jobs' answers
+        self.answers = BatchCache(lane) if lane is not None else None
         self.api = api
         self.journal = journal
         self.sink = sink
@@ -348,6 +393,10 @@ class _BatchJob:
         # batch is collected (``batch_sent``): by intent key.
         self._sent_files: dict[str, Path] = {}
         self._halted = False  # set while ``submit`` waits for its builder thread to stop
+        self._warned_late = False  # --via auto: said once that cancels end past the deadline
+        self._budget_note: str | None = None  # --via auto: --max-cost held rows back
+        self._priming: Priming | None = None  # the round's cache priming (--cache auto)
+        self._said_queue_full = False  # said once that creates wait for the queue to drain
 
     def stop(self) -> None:
         """Ctrl-C: no new batches, no more waiting; running batches keep running."""
@@ -394,7 +443,10 @@ class _BatchJob:
                 pending=pending,
                 files=self.rows.files,
             )
-            await self.submit(works)
+            await self._read_ahead(round_number, known_ids, redo_lapsed, pending)
+            await self.submit(self._within_budget(works))
+            if self._budget_note is not None:
+                self.log(self._budget_note)
             await self.wait_and_collect()
             if self.twins is not None and not self.stopping:
                 left = self.twins.fill(self.config, self._record)
@@ -408,6 +460,46 @@ class _BatchJob:
             if round_number + 1 < MAX_ROUNDS:
                 self.log("batchrun: resubmitting the rows that expired or were cancelled")
         self.log(f"batchrun: rows still lapsed after {MAX_ROUNDS} rounds; re-run to try again")
+
+    async def _read_ahead(
+        self, round_number: int, known_ids: list[str], redo_lapsed: bool, pending: bytearray
+    ) -> None:
+        """Before any batch of the round is built, its rows are read once more: twins are
+        found, so that each request is submitted once wherever its twins fall
+        (``runs.twins.BatchTwins``), and the rows of each prefix group counted, to prime the
+        groups the round sends more than once (``batches.priming``). The batch lane of
+        ``--via auto`` primes nothing: a warming batch is waited for whole before the others
+        are created, and that wait is a batch's turnaround the deadline did not plan for."""
+        primes = self.config.defaults.cache is not None and self.watch is None
+        counts = GroupCounts() if primes else None
+        if self.twins is None and counts is None:
+            return
+        again = plan(
+            self.config,
+            self.done,
+            known_ids if round_number == 0 else [],
+            RowCounter(),
+            self.only,
+            redo_lapsed=redo_lapsed,
+            pending=pending,
+            files=self.rows.files,
+        )
+        if counts is not None:
+            again = counts.counting(again)
+        if self.twins is not None:
+            notice = twin_pass_notice(self.summary.todo) if round_number == 0 else None
+            if notice is not None:
+                self.log(notice)
+            self.twins.find(again)
+        else:
+            for _ in again:
+                pass
+        if counts is not None:
+            warm = warm_groups(self.journal, now_utc())
+            self._priming = Priming(shared_groups(counts.counts), warm)
+            for entry in self.journal.open_entries():  # a warming batch a stop left
+                if entry.warms and entry.batch_id is not None and not self.stopping:
+                    await self._warmed(entry)
 
     # -- 1. reconcile ---------------------------------------------------------------------
 
@@ -479,7 +571,7 @@ class _BatchJob:
             while (chunk := await asyncio.shield(building)) is not None:
                 building = asyncio.ensure_future(asyncio.to_thread(next, built, None))
                 try:
-                    if not await self._send(chunk):
+                    if not await self._send(chunk, building):
                         return
                 finally:
                     chunk.body.remove()
@@ -508,31 +600,91 @@ class _BatchJob:
         if cancelled:
             raise asyncio.CancelledError
 
-    async def _send(self, chunk: Chunk) -> bool:
-        """Journal the chunk's intent and create its batch; False when no more may be."""
-        if self.stopping:
-            return False
-        rows = IntentRows(array("q", chunk.indexes), chunk.custom_ids, chunk.hashes)
-        if self._gate is not None:
-            try:
-                await self._gate.admit()
-            except AdmissionClosed:
-                return False  # its rows stay unsent, for the run that holds the output
-        # Spilled before the intent: the batch may exist from the create on.
-        sent_file = temporary_path(self.config.output.path, SENT_SUFFIX)
-        chunk.sent.save(sent_file)
-        entry = self.journal.intend(
-            datetime.now(timezone.utc), chunk.size, chunk.content_hash(), rows
+    async def _send(self, chunk: Chunk, building: asyncio.Future[Chunk | None]) -> bool:
+        """Journal the chunk's intent and create its batch; False when no more may be.
+
+        While the organisation's batch queue is full (``_QueueFull``), the batches of this
+        run are waited for and collected, then the chunk is journaled and created again.
+        ``building`` (the next chunk, in the builder thread) is let finish first: the thread
+        records rows too, and collecting must not record beside it."""
+        rows: IntentRows | None = IntentRows(
+            array("q", chunk.indexes), chunk.custom_ids, chunk.hashes
         )
-        del rows
-        chunk.forget_rows()  # journaled and spilled: while it uploads, the next one is built
+        content_hash = chunk.content_hash()
+        refused: BatchEntry | None = None  # the intent the queue refused last (abandoned)
+        sent_file: Path | None = None
         try:
-            created = await self._create(entry, Upload(chunk.size, chunk.body.slices))
-        except BaseException:
-            remove_temporary(sent_file)
-            raise
-        self._sent_files[created.key] = sent_file
+            while True:
+                if self.stopping or self._deadline_near():
+                    return False
+                if self._gate is not None:
+                    try:
+                        await self._gate.admit()
+                    except AdmissionClosed:
+                        return False  # its rows stay unsent, for the run that holds the output
+                # Spilled before the intent: the batch may exist from the create on.
+                if sent_file is None:
+                    sent_file = temporary_path(self.config.output.path, SENT_SUFFIX)
+                    chunk.sent.save(sent_file)
+                if rows is None:
+                    assert refused is not None
+                    rows = self.journal.rows(refused)  # the same rows, journaled again
+                entry = self.journal.intend(
+                    datetime.now(timezone.utc), chunk.size, content_hash, rows
+                )
+                rows = None
+                chunk.forget_rows()  # journaled and spilled: while it uploads, the next is built
+                try:
+                    created = await self._create(entry, Upload(chunk.size, chunk.body.slices))
+                    break
+                except _QueueFull as full:
+                    refused = entry
+                    self._queue_full_notice(full.queued)
+                    await asyncio.wait({building})  # a cancel of this task leaves it running
+                    await self.wait_and_collect()  # as a round's wait: Ctrl-C, deadline, lease
+            self._sent_files[created.key] = sent_file
+            sent_file = None
+        finally:
+            if sent_file is not None:
+                remove_temporary(sent_file)
+        if chunk.warms:
+            # Collecting the warming batch records rows: the builder thread, which records
+            # rows too (invalid ones, twins, cached answers), is let finish its chunk first.
+            await asyncio.wait({building})  # a cancel of this task leaves it running
+            await self._warm(created, chunk.warms)
         return True
+
+    def _queue_full_notice(self, queued: int) -> None:
+        if not self._said_queue_full:
+            self._said_queue_full = True
+            self.log(
+                "batchrun: the organisation's batch queue is full "
+                f"({queued:,} requests of this run queued): the next batches are created as "
+                "these end"
+            )
+
+    async def _warm(self, entry: BatchEntry, groups: list[str]) -> None:
+        """A warming batch (``batches.priming``): journaled as one, waited for and collected
+        before the next batch is created, so its cache entries are written first."""
+        assert entry.batch_id is not None
+        self.journal.warmed(entry, groups)
+        self.summary.cache_groups_warmed += len(groups)
+        self.log(
+            f"batchrun: warming the prompt cache of {len(groups)} prefix group(s) with batch "
+            f"{entry.batch_id} ({entry.count:,} row(s)) before the batches that read it"
+        )
+        await self._warmed(entry)
+
+    async def _warmed(self, entry: BatchEntry) -> None:
+        """Wait for a warming batch to end, and collect it: its groups' entries are written."""
+        assert entry.batch_id is not None
+        poll = self.config.batches.poll_interval
+        status = await until_ended(
+            self.api, entry.batch_id, self._pause, lambda: self.stopping, poll
+        )
+        if status is not None:
+            self.statuses[entry.key] = status
+            await self.collect(entry, status)
 
     def _sendable(self, works: Iterable[Work]) -> Iterator[BatchItem]:
         """The rows to send, as batch items; invalid rows and twins recorded on the way.
@@ -553,16 +705,24 @@ class _BatchJob:
                 if twin is not None:
                     self._record(work.row.index, twin)  # answered before: nothing to send
                     continue
-                if self.twins.hold(work):
-                    continue  # its request is in a batch already: filled once that is collected
+            if self.answers is not None:
+                cached = self.answers.fill(work, self.rows)
+                if cached is not None:
+                    self._record(work.row.index, cached)  # an earlier job's: nothing to send
+                    continue
+            if self.twins is not None and self.twins.hold(work):
+                continue  # its request is in a batch already: filled once that is collected
+            priming = self._priming
+            primed = priming.primed(work) if priming is not None else None
             yield BatchItem(
                 work.row.index,
                 work.row.id,
                 work.request_hash,
                 work.body,
                 kept_texts(work, self.rows) if self.rows.keep_columns else [],
-                work.content,
+                work.content if primed is None else primed,
                 work.dropped,
+                work.prefix_key if priming is not None and priming.warms(work) else None,
             )
 
     async def _create(self, entry: BatchEntry, content: Upload) -> BatchEntry:
@@ -572,6 +732,11 @@ class _BatchJob:
         After a failure that may hide a created batch (``is_ambiguous``), the next attempt
         first looks for it (``reconcile``); found, it is taken, otherwise a fresh intent is
         journaled before sending again.
+
+        A 429 while batches of this run are running most likely means the organisation's
+        batch queue is full (docs/api-facts.md §8.5; how the API words it is not documented):
+        retries would only wait out their backoff while those batches take up to an hour, so
+        the intent is abandoned (never created) and ``_QueueFull`` raised for ``_send``.
         """
         current = entry
         look_first = False
@@ -592,6 +757,9 @@ class _BatchJob:
             try:
                 return await self.api.create(content)
             except ApiError as exc:
+                queued = self._queued_here()
+                if exc.status == 429 and not is_fatal(exc) and queued:
+                    raise _QueueFull(queued) from exc
                 look_first = is_ambiguous(exc)
                 raise
 
@@ -605,9 +773,20 @@ class _BatchJob:
                 sleep=self.sleep,
                 on_retry=count_retry,
             )
+        except _QueueFull:
+            self.journal.abandoned(current)  # refused, so never created: its rows are sent later
+            raise
         except ApiError as exc:
             if not is_ambiguous(exc):
                 self.journal.abandoned(current)  # certainly not created: free its rows
+            if exc.status == 429 and not is_fatal(exc):
+                raise FatalRunError(
+                    f"could not create batch {current.key} ({current.count:,} rows): {exc}. "
+                    "The organisation's batch queue is most likely full (each tier allows "
+                    "200,000 to 500,000 requests queued over all its batches), with batches "
+                    "of other jobs: this run had none of its own running to wait for. "
+                    "Re-run once some have ended; re-running resumes"
+                ) from exc
             raise FatalRunError(
                 f"could not create batch {current.key} ({current.count:,} rows): {exc}. "
                 "Re-running resumes; batchrun first checks whether the batch exists"
@@ -620,6 +799,10 @@ class _BatchJob:
         self.log(f"batchrun: created batch {status.id} ({current.count:,} rows)")
         return current
 
+    def _queued_here(self) -> int:
+        """Requests in this job's batches that are running (created, not yet collected)."""
+        return sum(e.count for e in self.journal.open_entries() if e.batch_id is not None)
+
     # -- 3. wait --------------------------------------------------------------------------
 
     async def wait_and_collect(self) -> None:
@@ -628,6 +811,8 @@ class _BatchJob:
             running = [e for e in self.journal.open_entries() if e.batch_id is not None]
             if not running:
                 return
+            if self._deadline_near():
+                await self._cancel_for_deadline(running)
             moved = False
             for entry in running:
                 assert entry.batch_id is not None
@@ -650,7 +835,7 @@ class _BatchJob:
                 continue
             first = self.config.batches.poll_interval
             interval = first if moved else min(interval * POLL_GROWTH, POLL_CEILING_S)
-            await self._pause(interval)
+            await self._pause(self._until_deadline_step(interval))
 
     def _gone(self, entry: BatchEntry) -> None:
         """The API no longer knows the batch (deleted by hand, or in another workspace).
@@ -667,6 +852,87 @@ class _BatchJob:
         """Sleep, but wake at once on Ctrl-C."""
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    # -- --via auto: the deadline (``batches.deadline``, ``batches.auto``) ------------------
+
+    def _rows_waiting(self) -> int:
+        """Rows of this lane without an answer yet: in running batches, or not submitted."""
+        todo = self.summary.todo
+        if todo is None:
+            todo = self.watch.rows if self.watch is not None else 0
+        return max(todo - self.summary.finished, 0)
+
+    def _deadline_near(self) -> bool:
+        """Whether the rows must leave this lane now (always, once they began to)."""
+        watch = self.watch
+        if watch is None:
+            return False
+        if watch.fell_back_at is None and watch.due(self._rows_waiting()):
+            watch.fall_back()
+        return watch.fell_back_at is not None
+
+    def _until_deadline_step(self, interval: float) -> float:
+        """The poll's wait, cut short at the fallback moment (not after it: a cancelled
+        batch is polled at the first interval until it ends)."""
+        watch = self.watch
+        if watch is None:
+            return interval
+        if watch.fell_back_at is not None:
+            if not self._warned_late and watch.past_online_start(self._rows_waiting()):
+                self._warned_late = True
+                watch.late_cancels = sum(1 for e in self.journal.open_entries() if e.open)
+                self.log(
+                    f"batchrun: {watch.late_cancels:,} cancelled batch(es) have not ended yet; "
+                    "waiting for them, although the deadline may be missed: sending their rows "
+                    "online now could pay twice for the ones they still answer"
+                )
+            return min(interval, self.config.batches.poll_interval)
+        return min(interval, max(watch.seconds_until(self._rows_waiting()), 0.01))
+
+    def _within_budget(self, works: Iterable[Work]) -> Iterable[Work]:
+        """--via auto with --max-cost: the rows whose worst cases at the batch price fit what
+        the budget leaves (``BatchReserve``); the rest are left to the online lane."""
+        max_cost = self.config.cost.max_cost
+        if self.watch is None or max_cost is None:
+            yield from works
+            return
+        room = Decimal(repr(max_cost)) - Decimal(repr(self.summary.job_cost_before or 0.0))
+        reserve = BatchReserve(max(room, Decimal(0)), self.config.cost.prices)
+        for work in works:
+            if work.body is not None and not reserve.take(work.body):
+                # Told once the builder thread is done (``_rounds``), from the event loop.
+                self._budget_note = (
+                    f"batchrun: {option('max_cost')} leaves no room for more rows in batches "
+                    f"(${reserve.reserved:.4f} reserved at their worst case at the batch "
+                    "price); the rest go online, admitted within the budget as they are "
+                    "answered"
+                )
+                return
+            yield work
+
+    async def _cancel_for_deadline(self, running: list[BatchEntry]) -> None:
+        """Cancel every running batch this lane has not cancelled yet: what they finished is
+        collected once they end (paid once), the rest goes online."""
+        assert self.watch is not None
+        for entry in running:
+            batch_id = entry.batch_id
+            if batch_id is None or batch_id in self.watch.cancelled:
+                continue
+            status = self.statuses.get(entry.key)
+            if status is not None and status.ended:
+                continue
+            try:
+                status = await self.api.cancel(batch_id)
+            except ApiError as exc:
+                if exc.status not in (400, 404):
+                    raise
+                continue  # ended meanwhile (400), or gone (404): the poll tells which
+            self.watch.cancel_asked(batch_id)
+            self.statuses[entry.key] = status
+            self.log(
+                f"batchrun: cancelled batch {batch_id} ({entry.count:,} rows) to meet the "
+                "deadline: the rows it finished are collected, the others are sent online"
+            )
 
     # -- 4. collect -----------------------------------------------------------------------
 
@@ -687,6 +953,8 @@ class _BatchJob:
         recorded = bytearray(len(indexes))  # 1 once the row at that position is recorded
         took = processing_ms(status.created_at, status.ended_at)
         unknown = 0
+        if self.watch is not None:
+            self.watch.batch_ended(entry.count, status)  # for the next run's plan
 
         async def take_results() -> None:
             nonlocal unknown
@@ -705,11 +973,17 @@ class _BatchJob:
                 work = sent.work(position, index)
                 row = result_row(work, self.rows, record, batch_id, took)
                 self._record(index, row, from_batch=entry.key)
-                self.summary.dropped.update(work.dropped)
+                if work.dropped:
+                    self.summary.dropped.update(work.dropped)
+                if self.answers is not None:
+                    await self.answers.keep(row)  # paid for by this run: for later jobs
 
-        await send_with_retries(
-            take_results, max_retries=self.config.engine.max_retries, sleep=self.sleep
-        )
+        # Held and written many rows at a time: a kill loses none of them, since the batch
+        # is recorded as collected only after they are synced (``Sink.holding``).
+        with self.sink.holding():
+            await send_with_retries(
+                take_results, max_retries=self.config.engine.max_retries, sleep=self.sleep
+            )
         self.sink.sync()
         self.journal.collected(entry)
         spilled = self._sent_files.pop(entry.key, None)
@@ -760,6 +1034,8 @@ class _BatchJob:
                     f"after batch {entry.batch_id} was submitted: its answer would not match "
                     f"it. Restore the input, or start afresh with {option('overwrite', True)}"
                 )
+            if self.answers is not None:
+                self.answers.note(work)  # a request not to be kept is known by its build
             model = (work.body or {}).get("model")
             sent.put(
                 position, row.id, request_hash, model, kept_texts(work, self.rows), work.dropped
@@ -768,13 +1044,8 @@ class _BatchJob:
 
     def _record(self, index: int, row: dict[str, Any], *, from_batch: str | None = None) -> None:
         self.sink.submit(index, row)
-        twins = self.twins
-        if (
-            twins is not None
-            and (request_hash := row["request_hash"]) is not None
-            and twins.awaited(request_hash)
-        ):
-            twins.dedup.remember(request_hash, row)  # for the twins held back
+        if self.twins is not None:
+            self.twins.collected(index, row)  # kept if twins wait for it
         if from_batch is not None:
             self._recorded_from[from_batch] += 1
         earlier = self._lapsed_now.pop(index, None)
@@ -805,6 +1076,15 @@ class _BatchJob:
         return self.summary.snapshot(
             reported=reported, batches=running, batches_collected=self.summary.batches_collected
         )
+
+
+class _QueueFull(Exception):
+    """A create refused with 429 while this run's own batches fill the queue: they are
+    waited for, not the retries' backoff (``_BatchJob._create``)."""
+
+    def __init__(self, queued: int) -> None:
+        super().__init__(f"the batch queue is full ({queued:,} requests of this run queued)")
+        self.queued = queued
 
 
 def _counts_text(counts: dict[str, int]) -> str:

@@ -72,6 +72,20 @@ import click
     show_default=True,
     help="Fraction of valid batch requests that come back expired.",
 )
+@click.option(
+    "--batch-cancel-s",
+    type=click.FloatRange(0, 86400),
+    default=1.0,
+    show_default=True,
+    help="Seconds a cancelled Message Batch stays canceling (its requests in progress finish).",
+)
+@click.option(
+    "--batch-queue-limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Requests queued over all unended Message Batches; a create past it gets a 429 "
+    "rate_limit_error with retry-after, as a full organisation queue does [default: no limit].",
+)
 def simulate_cmd(
     port: int,
     latency: float,
@@ -86,6 +100,8 @@ def simulate_cmd(
     batch_processing_s: float,
     batch_error_rate: float,
     batch_expire_rate: float,
+    batch_cancel_s: float,
+    batch_queue_limit: int | None,
 ) -> None:
     """Serve a stand-in Messages API on 127.0.0.1 for demos, tests and benchmarks.
 
@@ -94,7 +110,8 @@ def simulate_cmd(
     With --rpm/--itpm/--otpm it enforces those limits like the API: continuously
     refilled buckets, anthropic-ratelimit-* headers, 429 with retry-after when short.
     It also serves the Message Batches API: batches end --batch-processing-s after
-    creation, with seeded errored and expired requests at the --batch-*-rate fractions.
+    creation, with seeded errored and expired requests at the --batch-*-rate fractions;
+    --batch-queue-limit caps the requests queued over all batches, as a tier's queue does.
     """
     import asyncio
 
@@ -118,6 +135,8 @@ def simulate_cmd(
             batch_processing_s=batch_processing_s,
             batch_error_rate=batch_error_rate,
             batch_expire_rate=batch_expire_rate,
+            batch_cancel_s=batch_cancel_s,
+            batch_queue_limit=batch_queue_limit,
         )
     except ValueError as exc:  # e.g. batch error and expire rates adding up to more than 1
         raise click.UsageError(str(exc)) from None

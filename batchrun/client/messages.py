@@ -106,6 +106,8 @@ USER_AGENT = _user_agent()
 class Reply:
     """One successful attempt: the Message, and what the response said about itself."""
 
+    # Checked (``response.as_message``) on both paths, plain and streamed: ``engine.outcome``
+    # makes its row without checking it again (``ok_row(checked=True)``).
     message: dict[str, Any]
     status: int
     request_id: str | None

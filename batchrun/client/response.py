@@ -57,13 +57,16 @@ def as_message(
     A 200 carrying the error envelope (some gateways do this) becomes an ``ApiResponseError``
     with the envelope's ``error.type``, so the retry policy sees ``overloaded_error`` etc.
     """
-    if isinstance(data, Mapping) and data.get("type") == "error":
-        raise _envelope_error(data, status=status, request_id=request_id)
-    if not isinstance(data, Mapping):
+    # A plain dict (every decoded reply) is taken by exact type first: checking a dict
+    # against the Mapping ABC costs more than the rest of this check.
+    if type(data) is not dict and not isinstance(data, Mapping):
         raise _malformed("the response is not a JSON object", status, request_id)
+    if data.get("type") == "error":
+        raise _envelope_error(data, status=status, request_id=request_id)
     if not isinstance(data.get("content"), list):
         raise _malformed("the message has no content array", status, request_id)
-    if not isinstance(data.get("usage"), Mapping):
+    usage = data.get("usage")
+    if type(usage) is not dict and not isinstance(usage, Mapping):
         raise _malformed("the message has no usage object", status, request_id)
     unfit = _unfit_value(data)
     if unfit is not None:
@@ -96,13 +99,25 @@ def _unfit_value(message: Mapping[str, Any]) -> str | None:
         if value is not None and not isinstance(value, str):
             return f"the message's {key} is {_kind(value)}, not a string"
     usage: Mapping[str, Any] = message["usage"]
-    split = usage.get("cache_creation")
-    counts = [(f"usage.{key}", usage.get(key)) for key in _USAGE_COUNTS]
-    if isinstance(split, Mapping):
-        counts += [(f"usage.cache_creation.{key}", split.get(key)) for key in _SPLIT_COUNTS]
-    for where, value in counts:
-        if value is None:
-            continue
+    unfit = _unfit_count(usage, _USAGE_WHERE)
+    if unfit is None:
+        split = usage.get("cache_creation")
+        if split is not None and (type(split) is dict or isinstance(split, Mapping)):
+            unfit = _unfit_count(split, _SPLIT_WHERE)
+    return unfit
+
+
+# (where a count is named in a message, its key): spelled out once, not once a reply.
+_USAGE_WHERE = tuple((f"usage.{key}", key) for key in _USAGE_COUNTS)
+_SPLIT_WHERE = tuple((f"usage.cache_creation.{key}", key) for key in _SPLIT_COUNTS)
+
+
+def _unfit_count(table: Mapping[str, Any], names: tuple[tuple[str, str], ...]) -> str | None:
+    """Why a count of ``table`` (``names``) is no int64 column's value, or None."""
+    for where, key in names:
+        value = table.get(key)
+        if value is None or (type(value) is int and INT64_MIN <= value <= INT64_MAX):
+            continue  # the usual case, decided at once
         if not isinstance(value, int) or isinstance(value, bool):
             return f"{where} is {_kind(value)}, not an integer"
         if not INT64_MIN <= value <= INT64_MAX:
@@ -129,81 +144,87 @@ def _digits(value: int) -> str:
     return f"an integer of about {value.bit_length() * 30103 // 100000 + 1} digits"
 
 
-def message_fields(message: Mapping[str, Any]) -> dict[str, Any]:
+def message_fields(message: Mapping[str, Any], *, checked: bool = False) -> dict[str, Any]:
     """The output columns a Message fills.
+
+    ``checked``: ``message`` already passed ``as_message`` (a ``client.messages.Reply``'s
+    does), so it is not checked a second time.
 
     >>> message_fields({"id": "msg_1", "model": "m", "stop_reason": "end_turn",
     ...     "content": [{"type": "text", "text": "hi"}],
     ...     "usage": {"input_tokens": 3, "output_tokens": 1}})["text"]
     'hi'
     """
-    checked = as_message(message)
-    content: list[Any] = checked["content"]
-    usage: Mapping[str, Any] = checked["usage"]
-    blocks = [block for block in content if isinstance(block, Mapping)]
+    fields: dict[str, Any] = {}
+    put_message_fields(fields, message, checked=checked)
+    return fields
+
+
+def put_message_fields(
+    row: dict[str, Any], message: Mapping[str, Any], *, checked: bool = False
+) -> None:
+    """Set the output columns a Message fills in ``row`` (``message_fields``'s, in one pass
+    over the content: this runs once for every answered row)."""
+    if not checked:
+        message = as_message(message)
+    content: list[Any] = message["content"]
+    usage: Mapping[str, Any] = message["usage"]
+    texts: list[str] = []
+    thoughts: list[str] = []
+    redacted = 0
+    calls: list[dict[str, Any]] = []
+    for block in content:
+        if type(block) is not dict and not isinstance(block, Mapping):
+            continue
+        kind = block.get("type")
+        if kind == "text":
+            text = block.get("text")
+            if isinstance(text, str):
+                texts.append(text)
+        elif kind == "thinking":
+            thought = block.get("thinking")
+            if isinstance(thought, str):
+                thoughts.append(thought)
+        elif kind == "redacted_thinking":
+            redacted += 1
+        elif kind == "tool_use":
+            calls.append(
+                {"id": block.get("id"), "name": block.get("name"), "input": block.get("input")}
+            )
     try:
-        content_json = _dumps(content)
-        tool_calls_json = _tool_calls_json(blocks)
+        content_json = compact(content)
+        tool_calls_json = compact(calls) if calls else None
     except (ValueError, TypeError, RecursionError) as exc:
         # Content nested too deep to encode again (it decoded near the recursion limit).
         raise _malformed(f"the message's content cannot be recorded ({exc})", None, None) from exc
-    return {
-        "model": checked.get("model"),
-        "stop_reason": checked.get("stop_reason"),
-        "stop_sequence": checked.get("stop_sequence"),
-        "text": "".join(_strings(blocks, "text", "text")),
-        "content_json": content_json,
-        "thinking": _joined_or_none(_strings(blocks, "thinking", "thinking"), "\n\n"),
-        "redacted_thinking_blocks": sum(b.get("type") == "redacted_thinking" for b in blocks),
-        "tool_calls_json": tool_calls_json,
-        "input_tokens": _int_or_none(usage.get("input_tokens")),
-        "output_tokens": _int_or_none(usage.get("output_tokens")),
-        # Null means "no cache involved"; 0 keeps the column numeric and sums simple.
-        "cache_creation_input_tokens": _int_or_none(usage.get("cache_creation_input_tokens")) or 0,
-        "cache_read_input_tokens": _int_or_none(usage.get("cache_read_input_tokens")) or 0,
-        **_cache_split(usage.get("cache_creation")),
-        "message_id": checked.get("id"),
-    }
-
-
-def _cache_split(split: object) -> dict[str, int | None]:
-    """The 5 m / 1 h cache-write split; null where the API (or a gateway) gives none."""
-    got = split if isinstance(split, Mapping) else {}
-    return {
-        "cache_creation_5m_input_tokens": _int_or_none(got.get("ephemeral_5m_input_tokens")),
-        "cache_creation_1h_input_tokens": _int_or_none(got.get("ephemeral_1h_input_tokens")),
-    }
-
-
-def _strings(blocks: list[Mapping[str, Any]], block_type: str, key: str) -> list[str]:
-    """The ``key`` strings of every block of ``block_type``, in order."""
-    return [
-        block[key]
-        for block in blocks
-        if block.get("type") == block_type and isinstance(block.get(key), str)
-    ]
-
-
-def _joined_or_none(parts: list[str], separator: str) -> str | None:
-    return separator.join(parts) if parts else None
-
-
-def _tool_calls_json(blocks: list[Mapping[str, Any]]) -> str | None:
-    calls = [
-        {"id": block.get("id"), "name": block.get("name"), "input": block.get("input")}
-        for block in blocks
-        if block.get("type") == "tool_use"
-    ]
-    return _dumps(calls) if calls else None
-
-
-def _dumps(value: object) -> str:
-    """Compact JSON that keeps non-ASCII text readable in the output file."""
-    return compact(value)
+    get = usage.get
+    row["model"] = message.get("model")
+    row["stop_reason"] = message.get("stop_reason")
+    row["stop_sequence"] = message.get("stop_sequence")
+    row["text"] = "".join(texts)
+    row["content_json"] = content_json
+    row["thinking"] = "\n\n".join(thoughts) if thoughts else None
+    row["redacted_thinking_blocks"] = redacted
+    row["tool_calls_json"] = tool_calls_json
+    row["input_tokens"] = _int_or_none(get("input_tokens"))
+    row["output_tokens"] = _int_or_none(get("output_tokens"))
+    # Null means "no cache involved"; 0 keeps the column numeric and sums simple.
+    row["cache_creation_input_tokens"] = _int_or_none(get("cache_creation_input_tokens")) or 0
+    row["cache_read_input_tokens"] = _int_or_none(get("cache_read_input_tokens")) or 0
+    split = get("cache_creation")
+    if split is not None and (type(split) is dict or isinstance(split, Mapping)):
+        row["cache_creation_5m_input_tokens"] = _int_or_none(split.get("ephemeral_5m_input_tokens"))
+        row["cache_creation_1h_input_tokens"] = _int_or_none(split.get("ephemeral_1h_input_tokens"))
+    else:  # null where the API (or a gateway) gives no 5 m / 1 h split
+        row["cache_creation_5m_input_tokens"] = None
+        row["cache_creation_1h_input_tokens"] = None
+    row["message_id"] = message.get("id")
 
 
 def _int_or_none(value: object) -> int | None:
     # bool is an int subclass; a true/false token count would be nonsense, not a number.
+    if type(value) is int:
+        return value
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 

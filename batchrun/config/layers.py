@@ -187,6 +187,7 @@ class BatchSettings:
     poll_interval: float = DEFAULT_POLL_INTERVAL  # the first wait; it grows while nothing moves
     resubmit_expired: bool = False  # send expired / canceled batch rows again, in a new batch
     finish_online: bool = False  # ... or online instead
+    deadline: str | None = None  # --via auto: a duration from the run's start, or a time
 
 
 @dataclass(frozen=True)

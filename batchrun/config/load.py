@@ -30,6 +30,7 @@ import posixpath
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -61,6 +62,7 @@ from batchrun.config.settings import (
     SIMULATE_POLL_INTERVAL,
     Setting,
 )
+from batchrun.core.deadline import DEADLINE_FORMS, deadline_moment
 from batchrun.core.errors import ConfigError
 from batchrun.core.extras import require_extra
 from batchrun.core.locations import (
@@ -116,7 +118,7 @@ __all__ = [
 SIMULATOR_KEY = "sim-local-key"
 
 HttpBackend = Literal["aiohttp", "httpx"]
-Via = Literal["online", "batches"]
+Via = Literal["online", "batches", "auto"]
 
 _LIMIT_KEYS = ("rpm", "itpm", "otpm")
 
@@ -266,13 +268,7 @@ def load_config(
     concurrency, concurrency_auto = _concurrency(settings)
     rate_limit_store = value("rate_limit_store")
     answer_cache = _url(settings.get("answer_cache")) or _str_or_none(path_of("answer_cache"))
-    if answer_cache is not None and value("via") == "batches":
-        # Message Batches rows are not looked up in it: paying for them again without a word
-        # would be the silent failure, so say it before anything is sent.
-        raise ConfigError(
-            f"{option('answer_cache', 'DIR')} is not used by Message Batches runs yet: run "
-            f"online to reuse cached answers, or leave out {option('answer_cache')}"
-        )
+    _check_deadline(value("via"), settings.get("deadline"))
     if rate_limit_store is not None:  # its library, before anything is written or sent
         require_extra("redis", "redis", option("rate_limit_store"))
     schema_path = path_of("json_schema")
@@ -848,6 +844,28 @@ def _str_list(s: Mapping[str, Any], key: str) -> list[str]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"`{key}` must be a list of strings")
     return list(value)
+
+
+def _check_deadline(via: str, deadline: object) -> None:
+    """``--via auto`` and ``--deadline`` go together, the deadline readable (``core.deadline``;
+    whether it is past is told when the run starts, which a duration counts from)."""
+    if via == "auto" and deadline is None:
+        raise ConfigError(
+            f"{option('via', 'auto')} sends through batches while a deadline allows: give "
+            f"{option('deadline', 'D')} ({DEADLINE_FORMS})"
+        )
+    if deadline is None:
+        return
+    if via != "auto":
+        raise ConfigError(
+            f"{option('deadline', 'D')} is for {option('via', 'auto')}, which chooses between "
+            f"batches and online to meet it: add {option('via', 'auto')}, or leave out "
+            f"{option('deadline')}"
+        )
+    try:
+        deadline_moment(str(deadline), datetime.now(timezone.utc))
+    except ValueError as exc:
+        raise ConfigError(f"{option('deadline', 'D')}: {exc}") from None
 
 
 def _concurrency(s: Mapping[str, Any]) -> tuple[int, bool]:

@@ -655,12 +655,22 @@ SETTINGS: tuple[Setting, ...] = (
         "via",
         "choice",
         "online: requests one by one; batches: the Message Batches API, half the price, "
-        "answers within 24 h [default: {default}].",
+        "answers within 24 h; auto: batches while --deadline allows, online for the rest "
+        "[default: {default}].",
         default="online",
         commands=RUN_COMMANDS,
         env=True,
-        choices=("online", "batches"),
+        choices=("online", "batches", "auto"),
         layer="job",
+    ),
+    Setting(
+        "deadline",
+        "text",
+        "With --via auto: when every row must be answered, a duration counted from this run's "
+        "start (90s, 45m, 6h, 1d) or an RFC 3339 time (2026-12-08T09:00:00Z).",
+        commands=RUN_COMMANDS,
+        metavar="D",
+        layer="batches",
     ),
     Setting(
         "batch_max_requests",

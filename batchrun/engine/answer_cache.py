@@ -96,7 +96,24 @@ class AnswerLane:
 
     async def lookup(self, work: Work, own: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
         """The row filled from the cache (``own`` makes its base row), or None: send it."""
-        entry = await self._answered(work, count_failure=True)
+        return self._hit(await self._answered(work, count_failure=True), own)
+
+    def lookup_blocking(
+        self, work: Work, own: Callable[[], dict[str, Any]]
+    ) -> dict[str, Any] | None:
+        """``lookup`` for a caller on a worker thread already (a Message Batches run builds
+        its batches on one): the store is read on this thread."""
+        if not self.reusable(work):
+            return None
+        assert work.request_hash is not None and self._source is not None
+        try:
+            entry = self.cache.get(self._source, work.request_hash)
+        except BatchrunError as exc:
+            self._failed("read", exc)
+            return None
+        return self._hit(_ok(entry), own)
+
+    def _hit(self, entry: Entry | None, own: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
         if entry is None:
             return None
         self.hits += 1
@@ -119,25 +136,30 @@ class AnswerLane:
             if count_failure:
                 self._failed("read", exc)
             return None
-        if entry is None or entry.answer.get("status") != STATUS_OK:
-            return None
-        return entry
+        return _ok(entry)
 
     async def keep(self, work: Work, row: Mapping[str, Any]) -> None:
         """Store ``row``'s answer if this run paid for it and it is ok."""
+        if self.reusable(work):
+            assert work.request_hash is not None
+            await self.keep_answer(work.request_hash, row)
+
+    async def keep_answer(self, request_hash: str, row: Mapping[str, Any]) -> None:
+        """``keep`` for a caller that found the request reusable already (``reusable``: a
+        Message Batches run decides it when it builds the batch, and keeps the answer when
+        it collects it, with no request left to look at)."""
         if (
             row.get("status") != STATUS_OK
             or row.get("duplicate_of") is not None
             or row.get("cached_from") is not None
             or row.get("source") != self._source
-            or not self.reusable(work)
+            or self._source is None
         ):
             return
-        assert work.request_hash is not None and self._source is not None
         from batchrun.remote.answer_cache import Entry  # loaded already: the cache is one
 
         entry = Entry(
-            request_hash=work.request_hash,
+            request_hash=request_hash,
             source=self._source,
             answer={name: plain_value(row.get(name)) for name in KEPT},
             paid_by=f"{self._paid_by}#{row['id']}",
@@ -158,3 +180,10 @@ class AnswerLane:
                 f"batchrun: answer cache {self.cache.shown}: cannot {action} ({exc}); rows are "
                 "sent as without a cache, and the failures counted"
             )
+
+
+def _ok(entry: Entry | None) -> Entry | None:
+    """``entry`` if it holds an ok answer (only those are reused)."""
+    if entry is None or entry.answer.get("status") != STATUS_OK:
+        return None
+    return entry

@@ -20,7 +20,11 @@ was forgotten, and memory stays the same whatever the job's size. Earlier runs' 
 the plan's groups hold are loaded before sending (``remember``), so a twin of a row answered
 before is filled without sending.
 
-Without a plan (a Ray block, Message Batches, a notebook's engine), every answered row is kept
+A Message Batches run follows a plan too (``runs.twins.BatchTwins``): it places each row
+itself (filled, submitted, or held for its twin's batch) and keeps the answers twins wait for
+by group, as here.
+
+Without a plan (a Ray block, a notebook's engine), every answered row is kept
 in a table bounded in bytes (least recently used first out): a twin whose original was pushed
 out is sent again, and counted (``resent``).
 """
@@ -261,6 +265,12 @@ class Dedup:
         """The answer kept for ``request_hash`` (without a plan), counted as filled; None if
         there is none."""
         return self._copy(Member(request_hash, UNKNOWN), request_hash)
+
+    def copy(self, member: Member, request_hash: str) -> dict[str, Any] | None:
+        """The answer kept for ``member``'s group now, counted as filled (and dropped after
+        the group's last twin); None if there is none, or it answers another request. For a
+        caller that places twins itself (a Message Batches run, ``runs.twins``)."""
+        return self._copy(member, request_hash)
 
     async def claim(
         self,

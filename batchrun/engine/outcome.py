@@ -18,7 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from batchrun.client.response import MALFORMED, message_fields
+from batchrun.client.response import MALFORMED, put_message_fields
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiResponseError, InvalidRowError, Problem
 from batchrun.core.scrub import Scrubber
@@ -204,17 +204,23 @@ def _printable(problem: InvalidRowError) -> InvalidRowError:
 
 
 def ok_row(
-    work: Work, rows: RowSettings, message: dict[str, Any], via: str = VIA_ONLINE
+    work: Work,
+    rows: RowSettings,
+    message: dict[str, Any],
+    via: str = VIA_ONLINE,
+    *,
+    checked: bool = False,
 ) -> dict[str, Any]:
     """The row for an answered request; an answer that breaks ``json_schema`` is an error.
 
-    A reply whose values do not fit the columns (``message_fields`` says why) is a
-    ``malformed_response`` error row, as is one that fails here in any other way: it was
-    answered, and recording it must not stop the run. The caller adds the transport's
+    A reply whose values do not fit the columns (``client.response.as_message`` says why)
+    is a ``malformed_response`` error row, as is one that fails here in any other way: it
+    was answered, and recording it must not stop the run. ``checked``: ``message`` passed
+    that check already (a ``client.messages.Reply``'s). The caller adds the transport's
     columns (attempts, latency, request id, HTTP status).
     """
     try:
-        return _safe_text(_answered_row(work, rows, message, via))
+        return _safe_text(_answered_row(work, rows, message, via, checked))
     except ApiResponseError as exc:
         return error_row(work, rows, exc.error_type, exc.message, exc.status, 1, via)
     except MemoryError:
@@ -234,23 +240,24 @@ def _asked(body: dict[str, Any], rows: RowSettings) -> Mode:
 
 
 def _answered_row(
-    work: Work, rows: RowSettings, message: dict[str, Any], via: str
+    work: Work, rows: RowSettings, message: dict[str, Any], via: str, checked: bool
 ) -> dict[str, Any]:
     row = base_row(work, rows, via)
-    row.update(message_fields(message))
+    put_message_fields(row, message, checked=checked)
+    body = work.body or {}
     if rows.json_schema is not None:
-        mode = _asked(work.body or {}, rows)
+        mode = _asked(body, rows)
         answer, error_type, why = structured_answer(
             message, rows.json_schema, mode, rows.answer_fields
         )
         row["structured_json"] = answer
         if error_type is not None:
             row.update(error_type=error_type, error_message=why)
-    if row["error_type"] is None:
-        empty = _empty_answer(row, message, work.body or {})
+    if row["error_type"] is None and row["stop_reason"] == "max_tokens":
+        empty = _empty_answer(row, message, body)
         if empty is not None:
             row.update(error_type=EMPTY_ANSWER, error_message=empty)
-    asked = (work.body or {}).get("model")
+    asked = body.get("model")
     row["status"] = STATUS_OK if row["error_type"] is None else STATUS_ERROR
     row["cost_usd"] = rows.prices.reply_cost(
         (message.get("model"), asked), message.get("usage") or {}
@@ -332,15 +339,14 @@ def _safe_text(row: dict[str, Any]) -> dict[str, Any]:
 
 def base_row(work: Work, rows: RowSettings, via: str = VIA_ONLINE) -> dict[str, Any]:
     row = blank_row(work.row.id)
-    requested_model = (work.body or {}).get("model") or rows.defaults.model
-    row.update(
-        model=requested_model,
-        request_hash=work.request_hash,
-        via=via,
-        source=rows.source,
-        finished_at=datetime.now(timezone.utc),
-    )
-    row.update(zip(rows.keep_columns, kept_texts(work, rows), strict=True))
+    body = work.body
+    row["model"] = (body.get("model") if body else None) or rows.defaults.model
+    row["request_hash"] = work.request_hash
+    row["via"] = via
+    row["source"] = rows.source
+    row["finished_at"] = datetime.now(timezone.utc)
+    if rows.keep_columns:
+        row.update(zip(rows.keep_columns, kept_texts(work, rows), strict=True))
     return row
 
 

@@ -102,7 +102,7 @@ class Sender:
             row = error_row(work, self._rows, exc.error_type, exc.message, exc.status, exc.attempts)
             row.update(request_id=exc.request_id, elapsed_ms=(time.perf_counter() - started) * 1000)
             return row
-        row = ok_row(work, self._rows, reply.message)
+        row = ok_row(work, self._rows, reply.message, checked=True)
         row.update(
             attempts=attempts,
             latency_ms=reply.latency_ms,

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchrun.batches.priming import MIN_SHARED
 from batchrun.cost.models import tokenizer_factor
 from batchrun.cost.prices import PriceTable, default_prices
 from batchrun.estimation.figures import ModelLine
@@ -173,15 +174,32 @@ class CachePlan:
             return group.local_prefix * group.counted_input / group.local_input
         return group.local_prefix * ratio
 
-    def settle(self, lines: Mapping[str, ModelLine], ratios: Mapping[str, float], ttl: str) -> None:
+    def settle(
+        self,
+        lines: Mapping[str, ModelLine],
+        ratios: Mapping[str, float],
+        ttl: str,
+        primed_ttl: str | None = None,
+    ) -> None:
         """Put each group's writes and reads into its model's line: one write (its first
         request, sent alone), a read for every other request. ``ratios``: billed/estimated
-        input per model from answered rows, for groups nothing measured or counted."""
+        input per model from answered rows, for groups nothing measured or counted.
+
+        ``primed_ttl``: a Message Batches run primes each group with ``MIN_SHARED`` rows to
+        send or more (``batches.priming``), its first row alone in a batch first and every
+        mark of the group at this ttl: those groups' lines are priced at it (the batch
+        price is applied to the whole line after). A line's writes share one ttl, so a
+        lone row's write in a line with a primed group is priced at it too: at most the
+        difference between the two write prices on that row's prefix, never less than it
+        costs."""
         for key, group in self._groups.items():
             line = lines.get(group.model)
             if line is None or not group.pending:
                 continue
-            line.cache_ttl = ttl
+            if primed_ttl is not None and group.pending >= MIN_SHARED:
+                line.cache_ttl = primed_ttl
+            elif line.cache_ttl != primed_ttl:  # no primed group in the line yet
+                line.cache_ttl = ttl
             prefix = self.prefix_tokens(key, ratios.get(group.model, 1.0))
             if prefix <= 0:
                 continue  # the answered rows of the group were not cached: neither will be

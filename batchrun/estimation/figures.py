@@ -152,6 +152,19 @@ class Duration:
     detail: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class AutoCost:
+    """``--via auto --deadline``: the cost range as the run would split the rows
+    (``estimation.deadline``): the shares of the rows to send expected online, low and high."""
+
+    deadline: str
+    online_share_low: float
+    online_share_high: float
+    cost_low: float | None  # None: no price
+    cost_high: float | None
+    why: str
+
+
 @dataclass
 class Estimate:
     """Everything ``batchrun estimate`` reports; ``to_dict`` for ``--json``."""
@@ -180,6 +193,7 @@ class Estimate:
     other_sources: dict[str, int] = field(default_factory=dict)
     job_spent_usd: float | None = None  # what the job spent so far (store.spend); None: unknown
     max_cost: float | None = None  # --max-cost: the job's cap
+    auto: AutoCost | None = None  # --via auto --deadline: the range between the lanes
 
     @property
     def answered(self) -> int:
@@ -368,6 +382,17 @@ class Estimate:
                 "detail": self.duration.detail,
             },
             "mean_latency_s": _round(self.latency_s, 3),
+            "via_auto": None
+            if self.auto is None
+            else {
+                "deadline": self.auto.deadline,
+                "online_share": [
+                    round(self.auto.online_share_low, 4),
+                    round(self.auto.online_share_high, 4),
+                ],
+                "cost_usd": [_round(self.auto.cost_low), _round(self.auto.cost_high)],
+                "why": self.auto.why,
+            },
             "notes": self.notes,
         }
 

@@ -140,9 +140,11 @@ def _cache_notes(est: Estimate, config: RunConfig) -> list[str]:
             )
         if config.via == VIA_BATCHES:
             notes.append(
-                "caching via batches: Message Batches honour cache breakpoints best-effort, so "
-                "the cached batch figure is the best case (a 1 h ttl helps: "
-                f"{option('cache_ttl', '1h')})"
+                "caching via batches: the run primes each group it sends more than once (its "
+                "first row alone in a batch of its own, ended before the batches that read it; "
+                f"their marks at the 1 h ttl unless {option('cache_ttl')} is set), and Message "
+                "Batches honour cache breakpoints best-effort, so the cached batch figure is "
+                "the best case"
             )
     elif config.defaults.cache is not None and est.pending:
         notes.append(

@@ -42,6 +42,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from batchrun.batches.priming import PRIME_TTL
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ConfigError, InputError, InvalidRowError, OutputError
 from batchrun.core.sync import run_sync
@@ -173,6 +174,10 @@ async def estimate_async(
     est.duration = estimate_duration(est, config.engine.limits, config.engine.concurrency, learned)
     if config.via == VIA_BATCHES:
         est.duration = batch_duration(est.duration, est.pending)
+    if config.via == "auto":  # --deadline: the range between all batches and all online
+        from batchrun.estimation.deadline import auto_cost
+
+        est.auto = auto_cost(config, est)
     est.notes = method_notes(est, config)
     return est
 
@@ -514,7 +519,12 @@ def _settle_cache(
     }
     cache = config.defaults.cache
     ttl = str(cache.control.get("ttl") or "5m") if cache is not None else "5m"
-    plan.settle(est.models, ratios, ttl)
+    # A Message Batches run primes its shared prefixes at the 1-hour ttl unless the job set
+    # one (``batches.priming``).
+    primed = None
+    if config.via == VIA_BATCHES and cache is not None and "ttl" not in cache.control:
+        primed = PRIME_TTL
+    plan.settle(est.models, ratios, ttl, primed)
 
 
 def _project(

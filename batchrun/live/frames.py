@@ -60,6 +60,7 @@ class Snapshot:
     batches: Sequence[BatchView] = ()  # the batches still running (not yet collected)
     batches_collected: int | None = None
     note: str | None = None  # a driver's own words, shown as they are
+    deadline_left_s: float | None = None  # --via auto: seconds to the deadline (< 0: past)
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,8 @@ def plain_line(snapshot: Snapshot, pace: Pace, elapsed_s: float) -> str:
     if pace.rows is not None:
         parts.append(f"{pace.rows:.1f} rows/s")
     parts.append(f"elapsed {clock_text(elapsed_s)}")
+    if snapshot.deadline_left_s is not None:
+        parts.append(_deadline_text(snapshot.deadline_left_s))
     eta = eta_s(snapshot, pace)
     if eta is not None:
         parts.append(f"ETA {clock_text(eta)}")
@@ -175,6 +178,13 @@ def cost_text(snapshot: Snapshot) -> str:
     return text
 
 
+def _deadline_text(left_s: float) -> str:
+    """``deadline in 0:42``, or ``deadline passed 0:05 ago``."""
+    if left_s >= 0:
+        return f"deadline in {clock_text(left_s)}"
+    return f"deadline passed {clock_text(-left_s)} ago"
+
+
 def clock_text(seconds: float) -> str:
     """``m:ss`` or ``h:mm:ss``, as a stopwatch reads."""
     whole = int(max(seconds, 0))
@@ -212,6 +222,8 @@ def _rows_line(snapshot: Snapshot, pace: Pace, elapsed_s: float, room: int) -> s
         eta = eta_s(snapshot, pace)
         fields.append(f"ETA {clock_text(eta)}" if eta is not None else "ETA ?")
     fields.append(f"elapsed {clock_text(elapsed_s)}")
+    if snapshot.deadline_left_s is not None:
+        fields.append(_deadline_text(snapshot.deadline_left_s))
     if snapshot.total is not None:
         share = min(snapshot.done / snapshot.total, 1.0) if snapshot.total else 1.0
         fields.insert(0, f"{share * 100:3.0f}%")

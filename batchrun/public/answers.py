@@ -50,10 +50,10 @@ def iter_answers(
     Rows are handed over as the online driver journals them: a job ``via="batches"`` is
     refused."""
     via = source.via if isinstance(source, RunConfig) else settings.get("via")
-    if via == "batches":
+    if via in ("batches", "auto"):
         raise ConfigError(
             f"iter_answers hands rows over as they are answered online: with "
-            f"{option('via', 'batches')} use run(), which returns the table"
+            f"{option('via', via)} use run(), which returns the table"
         )
     rows: queue.SimpleQueue[Any] = queue.SimpleQueue()
     seams = replace(runtime or DEFAULT, on_row=lambda row: rows.put(dict(row)))

@@ -119,6 +119,15 @@ async def run_job(
                 "pilot's sample or the rows batches left cannot be given too"
             )
         return await run_trial(config, runtime)
+    if config.via == "auto":  # --deadline: batches while it allows, online for the rest
+        from batchrun.batches.auto import run_auto_async
+
+        if only is not None or redo_lapsed:
+            raise ConfigError(
+                f"{option('via', 'auto')} chooses the rows of each lane itself: a pilot's "
+                "sample or the rows batches left cannot be given to it"
+            )
+        return await run_auto_async(config, runtime)
     if config.shard is not None:
         if only is not None or redo_lapsed:
             raise ConfigError(

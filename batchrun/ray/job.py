@@ -127,8 +127,8 @@ def _engine() -> str:
 
 
 def _check_runnable(config: RunConfig) -> None:
-    if config.via == "batches":
-        raise ConfigError(f"{_engine()} sends online: drop {option('via', 'batches')}")
+    if config.via != "online":
+        raise ConfigError(f"{_engine()} sends online: drop {option('via', config.via)}")
     if config.shard is not None:
         raise ConfigError(f"{_engine()} spreads the whole job: drop {option('shard')}")
     if config.output.url is not None:

@@ -42,6 +42,7 @@ def format_estimate(est: Estimate) -> str:
         lines.extend(_model_lines(name, line, est.batch_factor))
     if len(est.models) > 1 or est.unknown_models:
         lines.extend(_total_lines(est))
+    lines.extend(_auto_lines(est))
     lines.append(f"  time        {_duration_text(est.duration)}")
     for d in est.duration.detail:
         lines.append(f"                {d}")
@@ -151,6 +152,33 @@ def _cost_lines(costs: Callable[[bool, bool], str], *, uncached_too: bool) -> li
             f"    batches     {costs(True, False)}",
         ]
     return lines
+
+
+def _auto_lines(est: Estimate) -> list[str]:
+    """--via auto --deadline: the cost range as the rows would be split between the lanes."""
+    auto = est.auto
+    if auto is None:
+        return []
+    if auto.cost_low is None or auto.cost_high is None:
+        cost = "unknown (no price)"
+    elif round(auto.cost_low, 4) == round(auto.cost_high, 4):
+        cost = money(auto.cost_low)
+    else:
+        cost = f"{money(auto.cost_low)} to {money(auto.cost_high)}"
+
+    def share(value: float) -> str:
+        return f"{value * 100:.0f}%"
+
+    online = (
+        share(auto.online_share_low)
+        if auto.online_share_low == auto.online_share_high
+        else f"{share(auto.online_share_low)} to {share(auto.online_share_high)}"
+    )
+    return [
+        f"  via auto    {cost} with {option('deadline', auto.deadline)}: {online} of the rows "
+        "online at the full price, the rest at the batch price",
+        f"                {auto.why}",
+    ]
 
 
 def _total_lines(est: Estimate) -> list[str]:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from batchrun.core.humanize import money
 from batchrun.core.wording import option, said
 from batchrun.cost.prices import cache_saving
+from batchrun.live.frames import clock_text
 from batchrun.store.row_state import LAPSED_REASONS
 
 if TYPE_CHECKING:
@@ -70,7 +71,8 @@ def format_summary(summary: RunSummary, config: RunConfig) -> str:
     saved = _saved_line(summary, config)
     if saved:
         lines.append(saved)
-    if summary.via == "batches":
+    lines.extend(_deadline_lines(summary))
+    if summary.via in ("batches", "auto"):
         lines.append(
             f"  batches     {summary.batches_created:,} created, "
             f"{summary.batches_collected:,} collected"
@@ -81,6 +83,38 @@ def format_summary(summary: RunSummary, config: RunConfig) -> str:
     lines.extend(_rate_limit_lines(summary))
     lines.append(f"  elapsed     {summary.elapsed_s:.1f} s ({summary.rows_per_second:,.1f} rows/s)")
     return "\n".join(lines)
+
+
+def _deadline_lines(summary: RunSummary) -> list[str]:
+    """--via auto: whether the deadline was met, each lane's rows and cost, and the plan."""
+    deadline = summary.deadline
+    if deadline is None:
+        return []
+    at = deadline.at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    left = deadline.left_s
+    if left is None:
+        met = f"{at}"
+    elif left >= 0:
+        met = f"met, {clock_text(left)} to spare ({at})"
+    else:
+        met = f"missed by {clock_text(-left)} ({at})"
+        if deadline.late_cancels:
+            met += (
+                f": waited for {deadline.late_cancels:,} cancelled batch(es) to end rather "
+                "than pay twice for the rows they might still answer"
+            )
+    lines = [f"  deadline    {met}"]
+    lanes = deadline.lanes
+    parts = [
+        f"{name} {lane.rows:,} rows ${lane.cost_usd:,.4f}"
+        + (" (batch price)" if name == "batches" else "")
+        for name, lane in lanes.items()
+    ]
+    if parts:
+        lines.append("  lanes       " + "; ".join(parts))
+    if deadline.plan:
+        lines.append(f"  plan        {deadline.plan}")
+    return lines
 
 
 def summary_warnings(summary: RunSummary) -> list[str]:
@@ -410,8 +444,23 @@ def summary_dict(summary: RunSummary, config: RunConfig | None = None) -> dict[s
             },
         },
         "concurrency_chosen": summary.concurrency_chosen,
+        "deadline": None
+        if summary.deadline is None
+        else {
+            "at": summary.deadline.at.isoformat(),
+            "met": summary.deadline.met,
+            "left_s": None
+            if summary.deadline.left_s is None
+            else round(summary.deadline.left_s, 3),
+            "lanes": {
+                name: {"rows": lane.rows, "cost_usd": round(lane.cost_usd, 6)}
+                for name, lane in summary.deadline.lanes.items()
+            },
+            "plan": summary.deadline.plan,
+            "late_cancels": summary.deadline.late_cancels,
+        },
         "batches": None
-        if summary.via != "batches"
+        if summary.via not in ("batches", "auto")
         else {
             "created": summary.batches_created,
             "collected": summary.batches_collected,

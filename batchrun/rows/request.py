@@ -175,7 +175,12 @@ def build_request(
             if messages is not None:
                 body["messages"] = messages
             continue
-        value = None if name in leave_out else setting_value(name, fields, defaults)
+        if name in leave_out:
+            value = None
+        else:  # setting_value, spelled out: this runs for every parameter of every row
+            value = fields.get(name)
+            if value is None:
+                value = getattr(defaults, name)
         if value is None:
             if name in _REQUIRED:
                 problems.append(Problem(name, "required; set it in the job or the row"))
@@ -453,10 +458,18 @@ def _typo_problems(fields: Mapping[str, Any], template: str | None) -> list[Prob
     for name in fields:
         if name in ROW_FIELDS or name in used or name == "id":
             continue
-        close = difflib.get_close_matches(name, ROW_FIELDS, n=1, cutoff=_TYPO_CUTOFF)
-        if close:
-            problems.append(Problem(name, f"unknown field (did you mean `{close[0]}`?)"))
+        close = _field_like(name)
+        if close is not None:
+            problems.append(Problem(name, f"unknown field (did you mean `{close}`?)"))
     return problems
+
+
+@lru_cache(maxsize=4096)
+def _field_like(name: str) -> str | None:
+    """The field ``name`` is a likely typo of, or None: asked once a column, not once a row
+    (every row of a file has the same columns, and difflib costs tens of microseconds)."""
+    close = difflib.get_close_matches(name, ROW_FIELDS, n=1, cutoff=_TYPO_CUTOFF)
+    return close[0] if close else None
 
 
 def template_fields(template: str) -> frozenset[str]:

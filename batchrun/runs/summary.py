@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,29 @@ class Trial:
     projected_from: int = 0  # answers the projection drew on
 
 
+@dataclass
+class Lane:
+    """What one lane of ``--via auto`` did: rows answered or failed there, and their cost."""
+
+    rows: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass(kw_only=True)
+class Deadline:
+    """``--via auto --deadline``: the moment, each lane's share, and how it went."""
+
+    at: datetime
+    lanes: dict[str, Lane] = field(default_factory=dict)  # "batches", "online"
+    left_s: float | None = None  # at the end: seconds to spare (negative: missed by that)
+    plan: str | None = None  # why rows went online: all from the start, or at the fallback
+    late_cancels: int = 0  # cancelled batches that ended after the online lane had to start
+
+    @property
+    def met(self) -> bool | None:
+        return None if self.left_s is None else self.left_s >= 0
+
+
 @dataclass(kw_only=True)
 class RunSummary(RowTally):
     """What a run did: this run's rows and tokens (``RowTally``), and the state of the output."""
@@ -46,7 +70,7 @@ class RunSummary(RowTally):
     max_cost: float | None = None  # --max-cost
     budget_stop: str | None = None  # why the budget stopped admitting rows
     budget_refused_usd: float | None = None  # the worst case of the request that did not fit
-    via: str = "online"  # or "batches" (batches.run)
+    via: str = "online"  # or "batches" (batches.run), "auto" (batches.auto)
     batches_created: int = 0  # Message Batches this run created
     batches_collected: int = 0  # ... and whose results it wrote
     batches_running: list[str] = field(default_factory=list)  # left running when it stopped
@@ -61,6 +85,7 @@ class RunSummary(RowTally):
     job_cost_before: float | None = None
     job_cost_usd: float | None = None
     trial: Trial | None = None  # --limit / --sample: a trial of a few rows
+    deadline: Deadline | None = None  # --via auto --deadline (``batches.auto``)
 
     def took_over(self, sources: SourceRule, spent: float) -> None:
         """Note what the run takes over from earlier ones (``runs.resume.load_prior``): which

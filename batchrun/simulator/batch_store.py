@@ -12,9 +12,15 @@ Modelled on the Message Batches API (docs/api-facts.md §8):
   background and a fake clock makes every state reachable in unit tests.
 * ``request_counts`` shows everything as ``processing`` until the batch ends, then the final
   tally, as the API documents.
-* A cancel puts the batch in ``canceling`` and ends it ``CANCEL_FRACTION`` of the
-  processing time later (or at its natural end, if sooner); requests not processed by the
-  moment of the cancel come back ``canceled``.
+* ``queue_limit`` caps the requests queued over all batches not yet ended, as the
+  organisation's batch queue does (docs/api-facts.md §8.5): a create that would go past it
+  is refused with a 429 ``rate_limit_error`` (``QueueFull``) and stores nothing.
+* A cancel puts the batch in ``canceling`` and ends it ``cancel_s`` seconds later (or at its
+  natural end, if sooner); requests not processed by the moment of the cancel come back
+  ``canceled``. The API lets the requests in progress finish before a cancel ends (docs/
+  api-facts.md §8.3): how long that takes depends on one request, not on the batch, so the
+  delay is a fixed time (``DEFAULT_CANCEL_S``, about one request), not a share of the
+  batch's processing time.
 * Which valid requests come back ``errored`` (a retryable server error) or ``expired`` is
   drawn from the seed, the ``custom_id`` and how many times that ``custom_id`` was
   submitted before: deterministic, yet a resubmitted request gets a fresh draw, as a retry
@@ -24,6 +30,11 @@ Modelled on the Message Batches API (docs/api-facts.md §8):
   ``"batch"``.
 * Results come in a shuffled order, seeded and deterministic, never the input order (for two
   or more requests), so clients must match them by ``custom_id``.
+* A batch's requests are processed ``CACHE_WAVE`` at a time for the prompt cache: a request
+  reads only what requests of earlier waves wrote (``on_wave`` is told, with the batch's id,
+  when a wave is done; ``processing`` names the batch whose request is being answered), so a
+  cold prefix is written by every request of the wave that first reaches it, as the API's
+  best-effort caching in batches allows (docs/api-facts.md §8.4, §10).
 """
 
 from __future__ import annotations
@@ -56,8 +67,8 @@ MAX_BATCH_BYTES = 256 * 1024 * 1024
 BATCH_LIFETIME_S = 24 * 3600.0
 """A batch expires this long after creation (``expires_at``)."""
 
-CANCEL_FRACTION = 0.1
-"""A canceled batch stays ``canceling`` for this fraction of the processing time."""
+DEFAULT_CANCEL_S = 1.0
+"""How long a canceled batch stays ``canceling``: about the time of one request in progress."""
 
 LIST_DEFAULT_LIMIT = 20
 LIST_MAX_LIMIT = 1000
@@ -70,6 +81,9 @@ RETRYABLE_ERRORS: tuple[tuple[str, str], ...] = (
     ("overloaded_error", "Overloaded"),
 )
 """The errors a valid request may come back with at ``error_rate`` (type, message)."""
+
+CACHE_WAVE = 32
+"""Requests of a batch processed together, for the prompt cache (see the module's doc)."""
 
 Clock = Callable[[], float]
 ReplyFn = Callable[[Mapping[str, Any]], dict[str, Any]]
@@ -88,19 +102,32 @@ class BatchSettings:
     error_rate: float = 0.0
     expire_rate: float = 0.0
     seed: int = 0
+    cancel_s: float = DEFAULT_CANCEL_S
+    queue_limit: int | None = None  # requests queued over all unended batches (None: no cap)
 
     def __post_init__(self) -> None:
+        if self.queue_limit is not None and self.queue_limit < 1:
+            raise ValueError(f"batch_queue_limit must be >= 1, got {self.queue_limit}")
         if not (math.isfinite(self.processing_s) and 0 <= self.processing_s <= BATCH_LIFETIME_S):
             raise ValueError(
                 f"batch_processing_s must be between 0 and {BATCH_LIFETIME_S:g} seconds, "
                 f"got {self.processing_s}"
             )
+        if not (math.isfinite(self.cancel_s) and self.cancel_s >= 0):
+            raise ValueError(f"batch_cancel_s must be seconds >= 0, got {self.cancel_s}")
         for name in ("error_rate", "expire_rate"):
             rate = getattr(self, name)
             if not 0 <= rate <= 1:
                 raise ValueError(f"batch_{name} must be between 0 and 1, got {rate}")
         if self.error_rate + self.expire_rate > 1:
             raise ValueError("batch_error_rate + batch_expire_rate must not exceed 1")
+
+
+class QueueFull(InvalidRequest):
+    """A create refused because the organisation's batch queue would overflow (a 429)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 429, "rate_limit_error")
 
 
 @dataclass(frozen=True)
@@ -240,10 +267,13 @@ class BatchStore:
         results_url: Callable[[str], str] | None = None,
         id_prefix: str | None = None,
         models: Models | None = None,
+        on_wave: Callable[[str], None] = lambda batch_id: None,
     ) -> None:
         self.settings = settings or BatchSettings()
         self._models = models  # the names served (None: the packaged table's)
         self._reply = reply
+        self._on_wave = on_wave  # a batch's wave of requests has been answered
+        self.processing: str | None = None  # the batch whose request ``reply`` answers
         self._clock = clock
         self._wall = wall
         self._results_url = results_url or (
@@ -254,6 +284,7 @@ class BatchStore:
         self._batches: dict[str, _Batch] = {}  # in creation order
         self._submissions: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self.queued_peak = 0  # most requests queued at once over unended batches
 
     # ------------------------------------------------------------------ operations
 
@@ -263,12 +294,31 @@ class BatchStore:
         ``version`` is the create call's ``anthropic-version``: params are checked under it.
         """
         with self._lock:
+            now = self._clock()
+            queued = self._queued(now)
+            limit = self.settings.queue_limit
+            if limit is not None and queued + len(items) > limit:
+                raise QueueFull(
+                    f"Creating this batch of {len(items):,} requests would put "
+                    f"{queued + len(items):,} requests in the batch queue, past the "
+                    f"organization's limit of {limit:,} queued over all message batches "
+                    f"({queued:,} queued now); retry once some batches have ended"
+                )
             requests = [self._submitted(item) for item in items]
             batch_id = f"msgbatch_sim_{self._id_prefix}{next(self._ids):010d}"
-            now = self._clock()
             batch = _Batch(batch_id, requests, version, now, self._wall())
             self._batches[batch_id] = batch
+            self.queued_peak = max(self.queued_peak, queued + len(requests))
             return self._view(batch, now)
+
+    def _queued(self, now: float) -> int:
+        """Requests in batches that have not ended by ``now`` (the lock held)."""
+        queued = 0
+        for batch in self._batches.values():
+            self._advance(batch, now)
+            if batch.results is None:
+                queued += len(batch.requests)
+        return queued
 
     def retrieve(self, batch_id: str) -> dict[str, Any]:
         """The MessageBatch as of now; InvalidRequest 404 for an unknown id."""
@@ -373,7 +423,7 @@ class BatchStore:
         natural = batch.created + self.settings.processing_s
         if batch.cancel_at is None:
             return natural
-        return min(natural, batch.cancel_at + self.settings.processing_s * CANCEL_FRACTION)
+        return min(natural, batch.cancel_at + self.settings.cancel_s)
 
     def _processed_count(self, batch: _Batch, now: float) -> int:
         """How many requests (in input order) were processed by ``now``; a cancel freezes it."""
@@ -390,7 +440,13 @@ class BatchStore:
             return
         due = self._processed_count(batch, now)
         for request in batch.requests[len(batch.outcomes) : due]:
-            batch.outcomes.append(self._process(request, batch.version))
+            if batch.outcomes and len(batch.outcomes) % CACHE_WAVE == 0:
+                self._on_wave(batch.id)
+            self.processing = batch.id
+            try:
+                batch.outcomes.append(self._process(request, batch.version))
+            finally:
+                self.processing = None
         if now >= self._end_time(batch):
             self._finish(batch)
 
@@ -412,6 +468,7 @@ class BatchStore:
 
     def _finish(self, batch: _Batch) -> None:
         """Cancel what was never processed, tally, and fix the shuffled results file."""
+        self._on_wave(batch.id)
         batch.outcomes.extend({"type": "canceled"} for _ in batch.requests[len(batch.outcomes) :])
         batch.tally = Counter(outcome["type"] for outcome in batch.outcomes)
         lines = [

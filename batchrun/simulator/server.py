@@ -34,14 +34,16 @@ from typing import Any
 from aiohttp import web
 
 from batchrun.simulator.batch_store import (
+    DEFAULT_CANCEL_S,
     MAX_BATCH_BYTES,
     BatchSettings,
     BatchStore,
+    QueueFull,
     check_create_body,
     parse_list_query,
 )
 from batchrun.simulator.cache import SHARED as SHARED_CACHE
-from batchrun.simulator.cache import PromptCache
+from batchrun.simulator.cache import CacheLookup, PromptCache
 from batchrun.simulator.checks import (
     InvalidRequest,
     check_count_tokens_body,
@@ -95,6 +97,10 @@ class SimulatorConfig:
     batch_processing_s: float = 0.5
     batch_error_rate: float = 0.0
     batch_expire_rate: float = 0.0
+    batch_cancel_s: float = DEFAULT_CANCEL_S  # a cancel ends this long after it is asked
+    # Requests queued over all unended batches (docs/api-facts.md §8.5); None: no cap. A
+    # create past it is a 429 rate_limit_error with ``retry_after``.
+    batch_queue_limit: int | None = None
     gateway_models: frozenset[str] = frozenset()
     gateway: bool = False
 
@@ -119,7 +125,12 @@ class SimulatorConfig:
 
     def batch_settings(self) -> BatchSettings:
         return BatchSettings(
-            self.batch_processing_s, self.batch_error_rate, self.batch_expire_rate, self.seed
+            self.batch_processing_s,
+            self.batch_error_rate,
+            self.batch_expire_rate,
+            self.seed,
+            self.batch_cancel_s,
+            self.batch_queue_limit,
         )
 
 
@@ -297,9 +308,12 @@ class Simulator:
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
         self._base_url: str | None = None
+        # Each batch's wave of requests answered but not yet readable (``_reply``).
+        self._waves: dict[str, list[CacheLookup]] = {}
         self.batches = BatchStore(
             self.config.batch_settings(),
             lambda body: self._reply(body).message,
+            on_wave=self._wave_done,
             results_url=self._results_url,
             id_prefix=self._id_prefix,
             models=self.models,
@@ -450,8 +464,23 @@ class Simulator:
         return await self._send_json(request, request_id, reply, fault, headers)
 
     def _reply(self, body: Mapping[str, Any]) -> Reply:
-        """The answer to a batch request, which is answered (and cached) when it is run."""
-        return make_reply(body, self.config.reply_tokens, self.cache)
+        """The answer to a batch request, answered when it is run. A batch's requests are
+        processed together, best effort (docs/api-facts.md §8.4): a request reads only what
+        earlier waves of its batch (``batch_store.CACHE_WAVE``) and other requests wrote, so
+        a cold prefix is written by every request of the wave that first reaches it, as a
+        herd of online requests does (§10), and a prefix written before the batch is read."""
+        cached = self.cache.lookup(body, count_input_tokens)
+        batch_id = self.batches.processing
+        if batch_id is None:  # answered alone: readable at once
+            self.cache.commit(cached)
+        else:
+            self._waves.setdefault(batch_id, []).append(cached)
+        return make_reply(body, self.config.reply_tokens, self.cache, cached.usage)
+
+    def _wave_done(self, batch_id: str) -> None:
+        """A wave of the batch has been answered: what its requests wrote is readable now."""
+        for cached in self._waves.pop(batch_id, []):
+            self.cache.commit(cached)
 
     # ------------------------------------------------------------------ message batches
     # Counted like every request; no latency, faults or rate limits (kept simple).
@@ -464,7 +493,12 @@ class Simulator:
         """
         version = self._check_headers(request, MAX_BATCH_BYTES)
         items = check_create_body(_parse_json(await _read_limited(request, MAX_BATCH_BYTES)))
-        batch = self.batches.create(items, version)
+        try:
+            batch = self.batches.create(items, version)
+        except QueueFull as exc:  # the API's 429s carry a retry-after
+            payload = error_body(exc.error_type, exc.message, request_id)
+            headers = {"retry-after": f"{self.config.retry_after:g}"}
+            return self._json(exc.status, payload, request_id, headers)
         self.stats.batch_created(item.custom_id for item in items)
         payload = dumps(batch).encode()
         self._batch_created_hook(batch)

@@ -8,6 +8,7 @@ step is written down, and flushed to disk, *before* the step that depends on it:
     created    the batch id the API returned (or found by reconciling, see batch_run)
     abandoned  an intent that never became a batch: its rows may be submitted again
     collected  every result of the batch is in the output journal
+    warmed     the batch warms the prompt cache of these prefix groups (``batches.priming``)
 
 A crash between ``create`` and ``created`` leaves an intent without an id. The next run
 looks for that batch among the API's batches before it submits anything, so rows are never
@@ -83,6 +84,7 @@ class BatchEntry:
     reconciled: bool = False  # the id was found by listing batches after a crash
     abandoned: bool = False
     collected: bool = False
+    warms: tuple[str, ...] = ()  # the prefix groups it warms (``batches.priming``)
 
     @property
     def open(self) -> bool:
@@ -144,6 +146,8 @@ class BatchJournal:
             entry.abandoned = True
         elif event == "collected":
             entry.collected = True
+        elif event == "warmed":
+            entry.warms = tuple(str(group) for group in record["groups"])
 
     # -- reading --------------------------------------------------------------------------
 
@@ -223,6 +227,11 @@ class BatchJournal:
     def abandoned(self, entry: BatchEntry) -> None:
         self._append({"event": "abandoned", "key": entry.key})
         entry.abandoned = True
+
+    def warmed(self, entry: BatchEntry, groups: list[str]) -> None:
+        """The batch of ``entry`` warms these prefix groups' cache (``batches.priming``)."""
+        self._append({"event": "warmed", "key": entry.key, "groups": groups})
+        entry.warms = tuple(groups)
 
     def collected(self, entry: BatchEntry) -> None:
         self._append({"event": "collected", "key": entry.key, "batch_id": entry.batch_id})

@@ -107,6 +107,8 @@ TMP_JOURNAL_SUFFIX = ".journal.arrow"
 # climbing as the chunks went by).
 CHUNK_ROWS = 8_192
 FSYNC_EVERY_S = 2.0
+# Journal bytes ``Sink.holding`` gathers before it writes them.
+HELD_BYTES = 1 << 18
 
 
 def output_schema(keep_columns: Sequence[str] = ()) -> pa.Schema:
@@ -670,6 +672,11 @@ class Sink:
         # after each fsync; None: none kept (the output is not open, or it cannot be).
         self._index: JournalIndexWriter | None = None
         self._last_fsync = 0.0
+        # Inside ``holding``: the journal lines not written yet, their size, and what the
+        # rows among them cost (source, cost).
+        self._held: list[tuple[bytes, int, Mapping[str, Any]]] | None = None
+        self._held_bytes = 0
+        self._held_costs: list[tuple[Any, Any]] = []
         self._partial: Partial | None = None  # the output's partial mark, read by ``open``
         # Told after each row is journaled: an output on object storage seals and uploads
         # the journal in segments from it (``remote.mirror.Segmenter.noticed``).
@@ -767,21 +774,46 @@ class Sink:
         """Append a finished row to the journal before anything else happens to it.
 
         Written straight to the file (no buffer of ours), so once this returns a ``kill -9``
-        cannot lose the row; only a power loss can, between two fsyncs.
+        cannot lose the row; only a power loss can, between two fsyncs. Inside ``holding``,
+        rows are written a few hundred kilobytes at a time instead.
         """
         if self._fd is None:
             raise OutputError("the output is not open")
         line = journal_line(index, row, self.run_id).encode()
-        data = memoryview(line)
-        try:
-            while data:
-                data = data[self._write(self._fd, data) :]
-            if self._index is not None:
-                end = os.lseek(self._fd, 0, os.SEEK_CUR)
-                self._index.add(end - len(line), line, index, row, self.run_id)
-            cost = row.get("cost_usd")
+        cost = row.get("cost_usd")
+        held = self._held
+        if held is not None:
+            held.append((line, index, row))
+            self._held_bytes += len(line)
             if cost:
-                source = row.get("source") or UNRECORDED
+                self._held_costs.append((row.get("source"), cost))
+            if self._held_bytes >= HELD_BYTES:
+                self._write_held()
+            return
+        self._append(line, [(row.get("source"), cost)] if cost else [], [(line, index, row)])
+
+    def _append(
+        self,
+        data: bytes,
+        costs: Sequence[tuple[Any, Any]],
+        lines: Sequence[tuple[bytes, int, Mapping[str, Any]]],
+    ) -> None:
+        """Write ``data``, the journal lines ``lines`` (each its bytes, input row and row),
+        to the journal; ``costs``: (source, cost) of each that cost anything. Each line is
+        noted in the index (``store.journal_index``) at its offset, the notes written after
+        the next fsync; the journal is synced when the last sync is old."""
+        assert self._fd is not None
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[self._write(self._fd, view) :]
+            if self._index is not None:
+                offset = os.lseek(self._fd, 0, os.SEEK_CUR) - len(data)
+                for line, index, row in lines:
+                    self._index.add(offset, line, index, row, self.run_id)
+                    offset += len(line)
+            for source, cost in costs:
+                source = source or UNRECORDED
                 self.spent[source] = self.spent.get(source, 0.0) + float(cost)
             now = self._clock()
             if now - self._last_fsync >= FSYNC_EVERY_S:
@@ -795,11 +827,45 @@ class Sink:
                 "before this are kept and a re-run resumes after them"
             ) from exc
         if self.on_append is not None:
-            self.on_append()
+            for _ in range(len(lines)):
+                self.on_append()
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """Rows submitted inside are written to the journal ``HELD_BYTES`` at a time
+        (and all of them on leaving, or at ``sync``), in the same lines and order, with one
+        write for many rows instead of one each.
+
+        Only for rows a ``kill -9`` may lose: rows that can be had again for nothing, such
+        as a Message Batch's results, which the API keeps until the batch is recorded as
+        collected (``batches.run``); the run that follows collects them again."""
+        if self._held is not None:  # already holding: the outer one writes them
+            yield
+            return
+        self._held = []
+        try:
+            yield
+        finally:
+            try:
+                self._write_held()
+            finally:
+                self._held = None
+
+    def _write_held(self) -> None:
+        held = self._held
+        if not held:
+            return
+        lines = list(held)
+        costs = self._held_costs
+        held.clear()
+        self._held_bytes = 0
+        self._held_costs = []
+        self._append(b"".join(line for line, _, _ in lines), costs, lines)
 
     def sync(self) -> None:
         """Force the journal to disk now (before recording that rows are safely written)."""
         if self._fd is not None:
+            self._write_held()
             try:
                 os.fsync(self._fd)
             except OSError as exc:
@@ -814,6 +880,7 @@ class Sink:
 
     def _close_fd(self) -> None:
         if self._fd is not None:
+            self._write_held()
             synced = True
             try:
                 os.fsync(self._fd)

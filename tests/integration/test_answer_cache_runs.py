@@ -15,9 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from support import TEST_KEY, job_config, prompts, write_jsonl
+from support.s3_server import GcsEmulator, gcs_emulator_available
 
 from batchrun import run
 from batchrun.cli import cli
+from batchrun.core.locations import StorageSettings
 from batchrun.remote.answer_cache import AnswerCache
 from batchrun.remote.objects import Storage
 from batchrun.render.summary import format_summary, summary_dict
@@ -200,16 +202,83 @@ def test_a_job_files_cache_folder_is_beside_the_job_file(tmp_path: Path) -> None
     assert flagged.engine.answer_cache == "s3://b/a"
 
 
-def test_a_message_batches_job_with_an_answer_cache_is_refused_before_sending(
-    tmp_path: Path,
-) -> None:
-    from batchrun import load_config
-    from batchrun.core.errors import ConfigError
+@pytest.fixture
+def bsim() -> Any:
+    """A simulator whose batches end quickly, for online and batch jobs alike."""
+    from batchrun.simulator import SimulatorConfig, SimulatorThread
 
-    inp = write_jsonl(tmp_path / "in.jsonl", prompts(1))
-    flags = {"model": "claude-haiku-4-5", "max_tokens": 5, "answer_cache": str(tmp_path / "a")}
-    with pytest.raises(ConfigError, match="not used by Message Batches runs yet"):
-        load_config(inp, {**flags, "via": "batches"}, environ={"ANTHROPIC_API_KEY": TEST_KEY})
+    with SimulatorThread(SimulatorConfig(batch_processing_s=0.2)) as server:
+        yield server
+
+
+def test_a_batch_job_sends_only_what_an_online_job_did_not_buy(tmp_path: Path, bsim: Any) -> None:
+    cache = str(tmp_path / "answers")
+    rows = prompts(40)
+    online = run(
+        job_config(write_jsonl(tmp_path / "a.jsonl", rows[:25]), tmp_path / "a.parquet",
+                   bsim.base_url, answer_cache=cache)
+    )  # fmt: skip
+    assert online.exit_code == 0 and online.answer_cache_stored == 25
+    bsim.stats.reset()
+    config = job_config(
+        write_jsonl(tmp_path / "b.jsonl", rows), tmp_path / "b.parquet", bsim.base_url,
+        answer_cache=cache, via="batches", poll_interval=0.05, batch_max_requests=8,
+    )  # fmt: skip
+    batch = run(config)
+    stats = bsim.stats.snapshot()
+    assert batch.exit_code == 0 and batch.ok == 40
+    assert stats.batch_requests_submitted == 15 and stats.answered_ok == 0  # only the new rows
+    assert batch.answer_cache_hits == 25 and batch.answer_cache_stored == 15
+    assert "(25 rows answered by an earlier job, not sent)" in format_summary(batch, config)
+    paid, reused = _rows(tmp_path / "a.parquet"), _rows(tmp_path / "b.parquet")
+    for row in rows[:25]:
+        filled = reused[row["id"]]
+        assert filled["cached_from"] == f"{tmp_path / 'a.parquet'}#{row['id']}"
+        assert filled["text"] == paid[row["id"]]["text"] and filled["cost_usd"] == 0.0
+        assert filled["batch_id"] is None  # submitted in no batch
+    for row in rows[25:]:
+        new = reused[row["id"]]
+        assert new["cached_from"] is None and new["via"] == "batches" and new["cost_usd"] > 0
+    assert batch.cost_usd == pytest.approx(sum(r["cost_usd"] for r in reused.values()))
+
+
+def test_a_batch_jobs_answers_serve_a_later_online_job(tmp_path: Path, bsim: Any) -> None:
+    cache = str(tmp_path / "answers")
+    rows = prompts(30)
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    batch = run(
+        job_config(inp, tmp_path / "a.parquet", bsim.base_url, answer_cache=cache,
+                   via="batches", poll_interval=0.05, batch_max_requests=8)
+    )  # fmt: skip
+    assert batch.exit_code == 0 and batch.answer_cache_stored == 30
+    bsim.stats.reset()
+    later = write_jsonl(tmp_path / "later.jsonl", [*rows, *prompts(35)[30:]])
+    online = run(job_config(later, tmp_path / "b.parquet", bsim.base_url, answer_cache=cache))
+    stats = bsim.stats.snapshot()
+    assert online.exit_code == 0 and stats.requests == 5 and stats.batch_requests_submitted == 0
+    assert online.answer_cache_hits == 30
+    paid, reused = _rows(tmp_path / "a.parquet"), _rows(tmp_path / "b.parquet")
+    for row in rows:
+        assert reused[row["id"]]["text"] == paid[row["id"]]["text"]
+        assert reused[row["id"]]["via"] == "batches"  # where the answer really came from
+        assert reused[row["id"]]["cached_from"] == f"{tmp_path / 'a.parquet'}#{row['id']}"
+
+
+def test_a_batch_job_keeps_no_answer_it_did_not_pay_for(tmp_path: Path, bsim: Any) -> None:
+    """Twins, cached rows and requests that may not be reused (a file by URL) leave the
+    cache as it was: only the answers the batches bought are stored."""
+    cache = str(tmp_path / "answers")
+    rows = [{"id": f"r{i}", "prompt": f"Question {i % 4}?"} for i in range(12)]
+    rows.append({"id": "url", "prompt": "Describe it.", "image": "https://example.com/a.png"})
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    flags = {"answer_cache": cache, "via": "batches", "poll_interval": 0.05}
+    first = run(job_config(inp, tmp_path / "a.parquet", bsim.base_url, **flags))
+    assert first.exit_code == 0 and first.answer_cache_stored == 4 and first.deduplicated == 8
+    assert AnswerCache(cache).info().entries == 4
+    bsim.stats.reset()
+    again = run(job_config(inp, tmp_path / "b.parquet", bsim.base_url, **flags))
+    assert again.exit_code == 0 and bsim.stats.snapshot().batch_requests_submitted == 1  # url
+    assert again.answer_cache_hits == 12 and again.answer_cache_stored == 0
 
 
 def test_the_estimate_counts_the_rows_the_cache_would_fill_and_prices_them_at_zero(
@@ -235,6 +304,13 @@ def test_the_estimate_counts_the_rows_the_cache_would_fill_and_prices_them_at_ze
     assert "answer cache: 20 rows to send were answered by an earlier job" in format_estimate(
         cached
     )
+    # the same through Message Batches: the cached rows at $0, the rest at the batch price
+    batch_flags = {"answer_cache": cache, "via": "batches"}
+    by_batch = estimate(job_config(inp, tmp_path / "c.parquet", sim.base_url, **batch_flags))
+    without_batch = estimate(job_config(inp, tmp_path / "c0.parquet", sim.base_url, via="batches"))
+    assert by_batch.answer_cached == 20 and by_batch.pending == 10
+    assert by_batch.total_ceiling() < without_batch.total_ceiling() / 2  # 10 rows, not 30
+    assert by_batch.total_ceiling(batch=True) == pytest.approx(cached.total_ceiling() / 2)
 
 
 def test_a_pilot_measures_real_costs_whatever_the_cache_holds(tmp_path: Path, sim: Any) -> None:
@@ -298,3 +374,37 @@ def test_samples_are_cached_one_entry_each_and_reused_sample_for_sample(
     sim.stats.reset()
     once = run(job_config(inp, tmp_path / "c.parquet", sim.base_url, answer_cache=cache))
     assert once.exit_code == 0 and sim.stats.requests == 5  # a sample never answers a plain ask
+
+
+@pytest.mark.skipif(not gcs_emulator_available(), reason="gcp-storage-emulator is not installed")
+def test_a_cache_on_gcs_serves_online_and_batch_jobs(tmp_path: Path, bsim: Any) -> None:
+    """A ``gs://`` cache on a real GCS emulator: an online job fills it, a Message Batches
+    job over the same rows submits nothing, and ``cache info|prune`` work on it."""
+    with GcsEmulator("answers-bucket") as emulator:
+        cache = "gs://answers-bucket/cache"
+        environ = {"ANTHROPIC_API_KEY": TEST_KEY, "STORAGE_EMULATOR_HOST": emulator.endpoint}
+        inp = write_jsonl(tmp_path / "in.jsonl", prompts(10))
+        first = run(
+            job_config(inp, tmp_path / "a.parquet", bsim.base_url, environ=environ,
+                       answer_cache=cache)
+        )  # fmt: skip
+        assert first.exit_code == 0 and first.answer_cache_stored == 10
+        settings = StorageSettings.from_environ(environ)
+        listed = Storage(settings).list(cache)
+        assert len(listed) == 10 and all(
+            TEST_KEY.encode() not in Storage(settings).read_bytes(i.url) for i in listed
+        )
+        bsim.stats.reset()
+        batch = run(
+            job_config(inp, tmp_path / "b.parquet", bsim.base_url, environ=environ,
+                       answer_cache=cache, via="batches", poll_interval=0.05)
+        )  # fmt: skip
+        assert batch.exit_code == 0 and batch.answer_cache_hits == 10
+        assert bsim.stats.snapshot().batch_requests_submitted == 0
+        assert AnswerCache(cache, settings).info().entries == 10
+        result = CliRunner().invoke(cli, ["cache", "info", cache], env=environ)
+        assert result.exit_code == 0, result.output
+        assert "entries  10" in result.output
+        result = CliRunner().invoke(cli, ["cache", "prune", cache, "--max-size", "1"], env=environ)
+        assert result.exit_code == 0, result.output
+        assert "deleted 10 entries" in result.output and Storage(settings).list(cache) == []

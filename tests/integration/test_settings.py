@@ -244,6 +244,7 @@ JOB_SAMPLES = {
     "max_cost": (BASE + "max_cost = 2\n", 2.0),
     "prices": (BASE + f"prices = '{REPO / 'batchrun' / 'cost' / 'prices.toml'}'\n", None),
     "via": (BASE + 'via = "batches"\n', "batches"),
+    "deadline": (BASE + 'via = "auto"\ndeadline = "6h"\n', "6h"),
     "batch_max_requests": (BASE + "batch_max_requests = 10\n", 10),
     "batch_max_mb": (BASE + "batch_max_mb = 8\n", 8.0),
     "poll_interval": (BASE + "poll_interval = 2\n", 2.0),

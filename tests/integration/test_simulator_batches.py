@@ -151,7 +151,7 @@ def test_timestamps_are_rfc3339_and_follow_the_clock() -> None:
     assert at("created_at") == pytest.approx(created)
     assert at("expires_at") == pytest.approx(created + 24 * 3600)
     assert at("cancel_initiated_at") == pytest.approx(created + 3.0)
-    assert at("ended_at") == pytest.approx(created + 3.0 + 1.0)  # 10% of processing_s
+    assert at("ended_at") == pytest.approx(created + 3.0 + 1.0)  # the default batch_cancel_s
     assert canceling["cancel_initiated_at"] == ended["cancel_initiated_at"]
     assert ended["archived_at"] is None
 
@@ -177,6 +177,23 @@ def test_cancel_midway_keeps_what_was_processed_and_cancels_the_rest() -> None:
     results = by_id(store.results(batch_id))
     assert [results[f"row-{i}"]["type"] for i in range(10)] == ["succeeded"] * 4 + ["canceled"] * 6
     assert results["row-9"] == {"type": "canceled"}
+
+
+def test_a_cancel_ends_after_the_cancel_delay_however_long_the_batch() -> None:
+    """The API ends a cancel once the requests in progress are done (docs/api-facts.md
+    §8.3): about one request's time, not a share of the batch's (10 minutes here)."""
+    clock = Clock()
+    store = store_at(clock, processing_s=600.0, cancel_s=2.5)
+    batch_id = store.create(items(10), "2023-06-01")["id"]
+    clock.now += 61.0  # request 0 was processed at 60 s
+    store.cancel(batch_id)
+    clock.now += 2.49
+    assert store.retrieve(batch_id)["processing_status"] == "canceling"
+    clock.now += 0.01
+    ended = store.retrieve(batch_id)
+    assert ended["processing_status"] == "ended"
+    assert ended["request_counts"]["succeeded"] == 1
+    assert ended["request_counts"]["canceled"] == 9
 
 
 def test_an_ended_batch_cannot_be_canceled() -> None:
@@ -384,6 +401,7 @@ def test_settings_are_checked() -> None:
         {"batch_error_rate": 1.5},
         {"batch_expire_rate": -0.1},
         {"batch_error_rate": 0.6, "batch_expire_rate": 0.5},
+        {"batch_cancel_s": -1},
     ):
         with pytest.raises(ValueError, match="batch_"):
             SimulatorConfig(**bad)
@@ -394,7 +412,12 @@ def test_settings_are_checked() -> None:
 def test_cli_simulate_has_the_batch_options() -> None:
     runner = CliRunner()
     shown = runner.invoke(cli, ["simulate", "--help"])
-    for flag in ("--batch-processing-s", "--batch-error-rate", "--batch-expire-rate"):
+    for flag in (
+        "--batch-processing-s",
+        "--batch-error-rate",
+        "--batch-expire-rate",
+        "--batch-cancel-s",
+    ):
         assert flag in shown.output
     refused = runner.invoke(
         cli, ["simulate", "--batch-error-rate", "0.7", "--batch-expire-rate", "0.5"]

@@ -109,6 +109,31 @@ def test_a_resume_takes_from_the_index_exactly_what_it_parses_from_the_journal(
     assert dict(from_index)[0].request_hash == request_hash(0)
 
 
+def test_rows_written_many_at_a_time_are_each_indexed_at_their_own_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's results are journaled many lines a write (``Sink.holding``): each line is
+    noted in the index at its own offset, as rows written one at a time are."""
+    monkeypatch.setattr("batchrun.store.sink.HELD_BYTES", 2_000)  # several writes
+    out = tmp_path / "o.parquet"
+    rows = [(i, answer(i)) for i in range(60)]
+    sink = Sink(out)
+    sink.open()
+
+    async def main() -> None:
+        sink.submit(0, rows[0][1])  # one at a time, then held
+        with sink.holding():
+            for index, row in rows[1:]:
+                sink.submit(index, row)
+        await sink.close()
+
+    asyncio.run(main())
+    found = read_index(journal_path(out))
+    assert found is not None and len(found) == len(rows) and found.gaps == []
+    assert records(out) == parsed(out)
+    assert [i for i, _ in records(out)] == list(range(60))
+
+
 def test_the_twin_pass_digests_come_from_the_index(tmp_path: Path) -> None:
     out = tmp_path / "o.parquet"
     journaled(out, mixed_rows())

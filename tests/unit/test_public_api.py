@@ -29,6 +29,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
     "Estimate": (
         "class",
         [
+            "auto",
             "batch_factor",
             "count_error",
             "count_failures",
@@ -196,6 +197,7 @@ PUBLIC: dict[str, tuple[str, list[str] | None]] = {
             "cache_rewarmed",
             "concurrency_chosen",
             "cost_usd",
+            "deadline",
             "dedup_resent",
             "dedup_sampled",
             "dedup_saved_usd",
