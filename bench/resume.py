@@ -1,16 +1,19 @@
 """How fast a resumed run sends its first request: a 1,000,000-row job with 1,000 rows left.
 
-    python bench/resume.py [--rows 1000000] [--new 1000] [--kind journal,final]
+    python bench/resume.py [--rows 1000000] [--new 1000] [--kind journal,journal-no-index,final]
     python bench/resume.py --rows 200000 --profile /tmp/prof   # cProfile of each timed run
 
 Builds an input of ``rows + new`` JSONL rows, then lets a real ``batchrun run`` start the job
 and stop before sending anything (a ``--max-cost`` too small for one request: it has written
 its state, as any run does before it sends). What that run would have answered is then laid
-beside the output directly (answering a million requests would take an hour), in one of two
-forms (``--kind``):
+beside the output directly (answering a million requests would take an hour), in one of
+these forms (``--kind``):
 
 - ``journal``: the run was killed after answering ``rows`` rows: they are all in the journal
-  (JSON lines, as ``store.journal`` writes them), which its state vouches for;
+  (JSON lines, as ``store.journal`` writes them), which its state vouches for, and in the
+  journal's index (``store.journal_index``), as the run would have noted them;
+- ``journal-no-index``: the same journal as an older batchrun left it, with no index: the
+  resume parses it whole (the baseline for the index, in the same run);
 - ``final``: an earlier run answered ``rows`` rows and wrote them to the final Parquet file
   (the input has ``new`` rows more).
 
@@ -34,7 +37,9 @@ import argparse
 import hashlib
 import json
 import os
+import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,6 +55,7 @@ from batchrun.rows.request import RequestDefaults, prepare_request
 from batchrun.simulator import SimulatorConfig, SimulatorThread
 from batchrun.store.columns import blank_row
 from batchrun.store.journal import journal_line
+from batchrun.store.journal_index import JournalIndexWriter, index_path, read_index
 from batchrun.store.provenance import answer_source
 from batchrun.store.resume import state_path
 from batchrun.store.sink import journal_path, output_schema
@@ -58,6 +64,9 @@ MAX_TOKENS = 16
 TARGET_S = 10.0
 RUN_ID = "20260101T000000Z-bench000"
 _BATCH = 100_000
+# journal: a killed run's journal and its index; journal-no-index: one an older batchrun
+# left (no index: parsed whole); final: an earlier run's final file.
+_KINDS = ("journal", "journal-no-index", "final")
 
 
 def prompt(i: int) -> str:
@@ -108,6 +117,18 @@ def answered(i: int, source: str) -> dict[str, object]:
     return record
 
 
+def finishing_order(start: int, stop: int, window: int = 64) -> list[int]:
+    """Rows ``start``..``stop`` in the order a run at concurrency ``window`` finishes them:
+    shuffled within each window (a journal is in finishing order, not input order)."""
+    rng = random.Random(start)
+    order = []
+    for first in range(start, stop, window):
+        block = list(range(first, min(first + window, stop)))
+        rng.shuffle(block)
+        order += block
+    return order
+
+
 def command(inp: Path, out: Path, base_url: str, *extra: str) -> list[str]:
     return [
         sys.executable,
@@ -130,11 +151,18 @@ def command(inp: Path, out: Path, base_url: str, *extra: str) -> list[str]:
     ]
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "ANTHROPIC_API_KEY": API_KEY}
+def _env(before: Path | None = None) -> dict[str, str]:
+    """The environment of a batchrun subprocess: this checkout's, or ``before``'s (an older
+    checkout of batchrun, imported first)."""
+    env = {**os.environ, "ANTHROPIC_API_KEY": API_KEY}
+    if before is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(before), env.get("PYTHONPATH")]))
+    return env
 
 
-def build(folder: Path, rows: int, new: int, kind: str, base_url: str) -> tuple[Path, Path]:
+def build(
+    folder: Path, rows: int, new: int, kind: str, base_url: str, indexed: bool = True
+) -> tuple[Path, Path]:
     """The input (rows + new), the state a run left, and ``rows`` answered rows in ``kind``."""
     inp, out = folder / "in.jsonl", folder / "out.parquet"
     source = answer_source(False, base_url)
@@ -154,14 +182,28 @@ def build(folder: Path, rows: int, new: int, kind: str, base_url: str) -> tuple[
     )
     if started.returncode != 4 or not state_path(out).exists():
         raise BenchError(f"the first run did not stop on its budget:\n{started.stderr}")
-    if kind == "journal":
-        # Appended to the journal that run opened: the same file its state vouches for.
-        with journal_path(out).open("a", encoding="utf-8") as fh:
+    if kind.startswith("journal"):
+        # Appended to the journal that run opened: the same file its state vouches for,
+        # noted in its index as a run notes its lines (``store.journal_index``).
+        journal = journal_path(out)
+        index = JournalIndexWriter.start(journal, read_index(journal)) if indexed else None
+        with journal.open("ab") as fh:
             for start in range(0, rows, _BATCH):
                 stop = min(start + _BATCH, rows)
-                fh.writelines(
-                    journal_line(i, answered(i, source), RUN_ID) for i in range(start, stop)
-                )
+                for i in finishing_order(start, stop):
+                    row = answered(i, source)
+                    line = journal_line(i, row, RUN_ID).encode()
+                    if index is not None:
+                        index.add(fh.tell(), line, i, row, RUN_ID)
+                    fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+                if index is not None:
+                    index.flush()
+        if index is not None:
+            index.close()
+        elif index_path(journal).exists():
+            index_path(journal).unlink()  # a journal as an older batchrun left it
     else:
         schema = output_schema()
         with pq.ParquetWriter(out, schema, compression="zstd") as writer:
@@ -172,15 +214,21 @@ def build(folder: Path, rows: int, new: int, kind: str, base_url: str) -> tuple[
 
 
 def time_to_first_request(
-    cmd: Sequence[str], sim: SimulatorThread, profile: Path | None
+    cmd: Sequence[str], sim: SimulatorThread, profile: Path | None, checkout: Path | None = None
 ) -> tuple[float, float]:
-    """Seconds from process start to the first request, and to the end of the run."""
+    """Seconds from process start to the first request, and to the end of the run (of
+    ``checkout``'s batchrun, an older one, when given)."""
     before = sim.stats.requests
     if profile is not None:  # python -m cProfile -o FILE -m batchrun run ...
         cmd = [cmd[0], "-m", "cProfile", "-o", str(profile), *cmd[1:]]
     started = time.perf_counter()
     proc = subprocess.Popen(
-        cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        cmd,
+        env=_env(checkout),
+        cwd=checkout,  # ``-m batchrun`` imports from the working folder first
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     first = None
     while proc.poll() is None:
@@ -224,11 +272,43 @@ def _restore(paths: Sequence[Path], kept: Path) -> None:
             shutil.copy2(saved, path)
 
 
+def _check_output(out: Path, rows: int, label: str) -> None:
+    ids = pq.read_table(out, columns=["id"]).column("id")
+    if len(ids) != rows or len(set(ids.to_pylist())) != len(ids):
+        raise BenchError(f"{label}: the output does not hold every id exactly once")
+
+
+def _print_ratios(results: Sequence[tuple[str, float, float]]) -> None:
+    """Each resume's median time to the first request, this checkout's against the older's."""
+    times: dict[str, list[float]] = {}
+    for label, first, _ in results:
+        times.setdefault(label, []).append(first)
+    print()
+    for label, after in times.items():
+        before = times.get(label + ", before")
+        if before is None:
+            continue
+        a, b = statistics.median(after), statistics.median(before)
+        print(
+            f"{label}: first request after {a:.2f} s, before {b:.2f} s: "
+            f"{b / a:.1f}x sooner (medians of {len(after)})"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--new", type=int, default=1_000)
-    parser.add_argument("--kind", default="journal,final", help="journal, final or both")
+    parser.add_argument(
+        "--kind", default="journal,final", help=f"some of {', '.join(_KINDS)}, comma-separated"
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="a checkout of an older batchrun (git worktree add --detach DIR main): each "
+        "resume is timed with it too, alternating, on the same files; ratios printed",
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="times each resume is timed")
     parser.add_argument("--profile", type=Path, help="a folder for each timed run's cProfile")
     parser.add_argument(
         "--fast-only", action="store_true", help="time the fast path only (not the checked)"
@@ -241,8 +321,8 @@ def main() -> int:
     )
     args = parser.parse_args()
     kinds = [k.strip() for k in args.kind.split(",") if k.strip()]
-    if not kinds or any(k not in ("journal", "final") for k in kinds):
-        parser.error("--kind takes journal, final or both (journal,final)")
+    if not kinds or any(k not in _KINDS for k in kinds):
+        parser.error(f"--kind takes some of {', '.join(_KINDS)}, comma-separated")
     print(versions_banner())
     _check_hashes(args.rows)
     if args.profile is not None:
@@ -257,31 +337,35 @@ def main() -> int:
                     flush=True,
                 )
                 t = time.perf_counter()
-                inp, out = build(folder, args.rows, args.new, kind, sim.base_url)
+                indexed = kind != "journal-no-index"
+                inp, out = build(folder, args.rows, args.new, kind, sim.base_url, indexed)
                 print(f"  built in {time.perf_counter() - t:.1f} s", flush=True)
-                files = [journal_path(out), out, state_path(out)]
+                files = [journal_path(out), out, state_path(out), index_path(journal_path(out))]
                 _keep(files, folder / "kept")
                 modes: list[tuple[str, bool, tuple[str, ...]]] = [("fast path", True, ())]
                 if args.no_dedup_too:
                     modes.append(("fast path, --no-dedup", True, ("--no-dedup",)))
                 if not args.fast_only:
                     modes.append(("checked path", False, ()))
+                checkouts: list[Path | None] = (
+                    [None] if args.before is None else [None, args.before]
+                )
                 for path, keep_state, extra in modes:
-                    _restore(files, folder / "kept")
-                    if not keep_state:
-                        state_path(out).unlink()
-                    label = f"{kind}, {path}"
-                    prof = None
-                    if args.profile is not None:
-                        name = path.replace(",", "").replace(" ", "-").replace("--", "")
-                        prof = args.profile / f"{kind}-{name}.prof"
-                    cmd = command(inp, out, sim.base_url, *extra)
-                    first, total = time_to_first_request(cmd, sim, prof)
-                    ids = pq.read_table(out, columns=["id"]).column("id")
-                    if len(ids) != args.rows + args.new or len(set(ids.to_pylist())) != len(ids):
-                        raise BenchError(f"{label}: the output does not hold every id exactly once")
-                    results.append((label, first, total))
-                    print(f"  {label}: first request after {first:.2f} s", flush=True)
+                    for repeat in range(args.repeats):
+                        for before in checkouts:
+                            _restore(files, folder / "kept")
+                            if not keep_state:
+                                state_path(out).unlink()
+                            label = f"{kind}, {path}" + (", before" if before else "")
+                            prof = None
+                            if args.profile is not None:
+                                name = label.replace(",", "").replace(" ", "-").replace("--", "")
+                                prof = args.profile / f"{name}-{repeat}.prof"
+                            cmd = command(inp, out, sim.base_url, *extra)
+                            first, total = time_to_first_request(cmd, sim, prof, before)
+                            _check_output(out, args.rows + args.new, label)
+                            results.append((label, first, total))
+                            print(f"  {label}: first request after {first:.2f} s", flush=True)
     print()
     print(
         format_table(
@@ -289,7 +373,9 @@ def main() -> int:
             [(label, f"{first:.2f}", f"{total:.2f}") for label, first, total in results],
         )
     )
-    fast = [first for label, first, _ in results if "fast path" in label]
+    if args.before is not None:
+        _print_ratios(results)
+    fast = [first for label, first, _ in results if "fast path" in label and "before" not in label]
     verdict = "PASS" if max(fast) <= TARGET_S else "FAIL"
     print(
         f"target: the fast path's first request within {TARGET_S:g} s for {args.rows:,} "

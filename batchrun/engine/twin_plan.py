@@ -103,6 +103,23 @@ class TwinFinder:
         if digest is not None:
             self._add(digest, IN_FINAL if in_final else IN_JOURNAL, index)
 
+    def answered_digests(self, indexes: array[int], digests: bytes, *, in_final: bool) -> None:
+        """Earlier runs' answers at once: input rows ``indexes`` and their ``digest_of``s,
+        ``DIGEST_BYTES`` each (``store.sink.JournalRecords.answered_digests``)."""
+        kind = IN_FINAL if in_final else IN_JOURNAL
+        start = 0
+        while start < len(indexes):
+            stop = min(len(indexes), start + self._chunk - len(self._indexes))
+            self._digests += digests[start * DIGEST_BYTES : stop * DIGEST_BYTES]
+            self._kinds += bytes([kind]) * (stop - start)
+            self._indexes.extend(indexes[start:stop])
+            start = stop
+            if len(self._indexes) >= self._chunk:
+                try:
+                    self._spill_chunk()
+                except OSError as exc:
+                    raise self._failed(exc) from exc
+
     def to_send(self, index: int, request_hash: str) -> None:
         """Row ``index`` will be sent with ``request_hash``; rows come in input order."""
         if index <= self._last_sent:

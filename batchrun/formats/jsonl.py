@@ -18,11 +18,13 @@ same way in both.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import re
 from collections.abc import Callable, Collection, Generator, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from batchrun.core.errors import InputError, Problem
 from batchrun.core.jsoncodec import compact
@@ -80,8 +82,13 @@ def _jsonl_rows(
     del batch_size  # lines are already the unit
     index = 0
     skipped = 0  # skipped rows not given yet
+    # ``skip.run(index)``, when the caller gives it: how many rows from ``index`` on it
+    # skips, one after another; they are then passed over a megabyte at a time, uncut.
+    run: Callable[[int], int] | None = getattr(skip, "run", None)
     with read_errors(str(path)), open_utf8(path, kind) as stream:
         readline, first = stream.readline, first_piece(cap)
+        if run is not None and not stream.seekable():
+            run = None
         line_number = 0
         while line := readline(first):
             line_number += 1
@@ -91,6 +98,11 @@ def _jsonl_rows(
             if skip(index):
                 skipped += 1
                 index += 1
+                if run is not None and (more := run(index)) > 0:
+                    rows, lines = skip_lines(stream, more)
+                    skipped += rows
+                    index += rows
+                    line_number += lines
                 continue
             if skipped:
                 yield skipped_rows(skipped)
@@ -103,6 +115,87 @@ def _jsonl_rows(
             index += 1
         if skipped:
             yield skipped_rows(skipped)
+
+
+_BLANK_AFTER = re.compile(rb"\n(?=[ \t\r\x0b\x0c]*\n)")  # a newline that a blank line follows
+_SKIP_CHUNK = 1 << 20
+
+
+def skip_lines(stream: IO[bytes], rows: int) -> tuple[int, int]:
+    """Pass over the next ``rows`` rows (lines that are not blank) of a seekable ``stream``
+    that stands at the start of a line, a megabyte at a time; it is left at the start of the
+    line after them. Returns the rows and the lines passed over: fewer rows at the end of
+    the file, or before a line longer than a chunk (the caller reads it)."""
+    passed = lines = 0
+    while passed < rows:
+        chunk = stream.read(_SKIP_CHUNK)
+        if not chunk:
+            break
+        cut = chunk.rfind(b"\n") + 1
+        body = memoryview(chunk)[:cut]
+        if _BLANK_AFTER.search(chunk, 0, cut) is None and not chunk[:1].isspace():
+            count = chunk.count(b"\n", 0, cut)  # every line a row
+            if passed + count > rows:
+                cut = _after_newlines(chunk, rows - passed)
+                count = rows - passed
+            passed += count
+            lines += count
+        else:  # blank lines among them (rare): line by line
+            start = 0
+            while start < cut and passed < rows:
+                end = chunk.index(b"\n", start) + 1
+                lines += 1
+                if not body[start:end].tobytes().isspace():
+                    passed += 1
+                start = end
+            cut = start
+        stream.seek(cut - len(chunk), io.SEEK_CUR)  # back to the start of the next line
+        if cut == 0:
+            break  # a line longer than a chunk: the caller reads it
+    return passed, lines
+
+
+def _after_newlines(chunk: bytes, count: int) -> int:
+    """The position just after the ``count``-th newline of ``chunk``."""
+    at = -1
+    for _ in range(count):
+        at = chunk.index(b"\n", at + 1)
+    return at + 1
+
+
+def count_lines(stream: IO[bytes], cap: int = MAX_ROW_BYTES) -> int:
+    """The rows of ``stream`` as ``_jsonl_rows`` reads them (lines that are not blank, and
+    lines longer than ``cap``), counted a megabyte at a time."""
+    rows = 0
+    blank = True  # the line under way holds only whitespace so far
+    size = 0  # its bytes so far
+    while chunk := stream.read(_SKIP_CHUNK):
+        first = chunk.find(b"\n")
+        if first < 0:
+            blank = blank and not chunk.strip()
+            size += len(chunk)
+            continue
+        if not (blank and not chunk[:first].strip()) or size + first + 1 > cap:
+            rows += 1  # the line under way ends here
+        last = chunk.rfind(b"\n")
+        inner = chunk.count(b"\n", first + 1, last + 1)  # lines begun and ended in the chunk
+        rows += inner - len(_BLANK_AFTER.findall(chunk, first, last + 1))
+        if inner and cap < _SKIP_CHUNK:
+            rows += _long_blank_lines(chunk, first, last, cap)
+        tail = chunk[last + 1 :]
+        blank, size = not tail.strip(), len(tail)
+    if not blank or size > cap:
+        rows += 1  # a last line with no newline
+    return rows
+
+
+def _long_blank_lines(chunk: bytes, first: int, last: int, cap: int) -> int:
+    """Blank lines longer than ``cap`` between ``first`` and ``last`` (rows all the same)."""
+    return sum(
+        1
+        for line in chunk[first + 1 : last + 1].split(b"\n")[:-1]
+        if len(line) + 1 > cap and not line.strip()
+    )
 
 
 def _jsonl_row(line_number: int, data: bytes, kind: InputKind | None = None) -> RawRow:
@@ -142,7 +235,7 @@ class JsonLinesInput(InputFormat):
         decompressing and decoding the file on the way."""
         try:
             with open_utf8(path, kind) as stream:
-                return sum(1 for data in bounded_lines(stream) if not _blank(data))
+                return count_lines(stream)
         except (InputError, OSError):
             return None
 
@@ -365,11 +458,18 @@ def parse_slice(data: memoryview, options: pj.ParseOptions) -> list[pa.RecordBat
     return batches
 
 
-def line_slices(path: Path, size: int) -> Iterator[memoryview]:
-    """The file in slices of about ``size`` bytes, each made of whole lines."""
+def line_slices(path: Path, size: int, span: tuple[int, int] | None = None) -> Iterator[memoryview]:
+    """The file in slices of about ``size`` bytes, each made of whole lines; only the bytes
+    [start, stop) of ``span`` when given (a journal's stretch no index covers)."""
     with path.open("rb") as fh:
         rest = b""  # the start of a line the last slice cut
-        while chunk := fh.read(size):
+        left = -1  # bytes of the span still to read (-1: to the end)
+        if span is not None:
+            fh.seek(span[0])
+            left = max(0, span[1] - span[0])
+        while chunk := fh.read(size if left < 0 else min(size, left)):
+            if left >= 0:
+                left -= len(chunk)
             data = rest + chunk if rest else chunk
             cut = data.rfind(b"\n") + 1
             rest = data[cut:]

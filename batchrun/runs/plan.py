@@ -6,7 +6,7 @@ resume check (``count_hint``, ``input_rows``). Shard membership is by the id's h
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Container, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from itertools import compress
 from pathlib import Path
 
@@ -125,10 +125,17 @@ def plan(
             passed = in_batch(index)
         return passed or (only is not None and index not in only)
 
+    if only is None and not waiting:
+        skip = SkipRuns(skip, done)
+
     # Ids of rows skipped here that an earlier run recorded, to catch a read row reusing one.
     # ``known_ids`` may be shorter than ``states`` (or empty): a later round of a batch run
     # reads again rows whose ids were all checked in its first round.
-    known = (known_ids[i] for i in skipped if i < len(known_ids))
+    known: Iterable[str]
+    if isinstance(known_ids, KnownIds):
+        known = known_ids.of(skipped, bytes(done) + b"/" + bytes(waiting))
+    else:
+        known = (known_ids[i] for i in skipped if i < len(known_ids))
     rows = read_rows(config.input.path, shape=config.input.shape, skip=skip, known_ids=known)
     seen_files = SeenFiles()  # files rows attach alike are cached (``rows.prefix``)
     settings = RowSettings.of(config, files)
@@ -139,6 +146,40 @@ def plan(
         if config.shard is not None and not in_shard(row.id, config.shard):
             continue  # another shard's row (``shards.run``): never sent by this run
         yield prepare(row, settings, seen_files)
+
+
+class KnownIds(list[str]):
+    """The ids earlier runs recorded, by input index (``runs.resume.Resume.ids``), which also
+    keeps the set of those a plan skips (``of``): a run plans twice (its twin pass, then
+    its run), and a million ids make a set in about half a second."""
+
+    _made: tuple[bytes, frozenset[str]] | None = None
+
+    def of(self, skipped: list[int], key: bytes) -> frozenset[str]:
+        """The ids of rows ``skipped`` (made once for each ``key``: which rows those are)."""
+        if self._made is None or self._made[0] != key:
+            self._made = (key, frozenset(self[i] for i in skipped if i < len(self)))
+        return self._made[1]
+
+
+class SkipRuns:
+    """A reader's ``skip`` that also tells how many rows from an index on are skipped one
+    after another (``run``): those an earlier run finished, flagged 1 in ``done``. The
+    JSON-lines reader then passes over them a megabyte at a time (``formats.jsonl``),
+    without a step per row: a resume skips millions before its first row to send."""
+
+    def __init__(self, skip: Callable[[int], bool], done: bytes) -> None:
+        self._skip = skip
+        self._done = done
+
+    def __call__(self, index: int) -> bool:
+        return self._skip(index)
+
+    def run(self, index: int) -> int:
+        if index >= len(self._done) or self._done[index] != 1:
+            return 0
+        end = self._done.find(0, index)
+        return (len(self._done) if end < 0 else end) - index
 
 
 def count_hint(config: RunConfig, states: bytearray, redo_lapsed: bool = False) -> int | None:

@@ -35,7 +35,15 @@ from batchrun.engine.dedup import KEPT_FOR_TWINS, UNKNOWN, Dedup, Member, twin_r
 from batchrun.engine.outcome import VIA_BATCHES, RowSettings, Work, base_row, prepare
 from batchrun.engine.samples import plan_index, sample_requests
 from batchrun.engine.tally import RowTally
-from batchrun.engine.twin_plan import IN_FINAL, IN_JOURNAL, TwinFinder, TwinPlan
+from batchrun.engine.twin_plan import (
+    CHUNK_ENTRIES,
+    DIGEST_BYTES,
+    IN_FINAL,
+    IN_JOURNAL,
+    TwinFinder,
+    TwinPlan,
+    digest_of,
+)
 from batchrun.formats.inputs import read_rows
 from batchrun.store.arrow_values import int64_array, int64_scalar
 from batchrun.store.columns import STATUS_OK
@@ -79,9 +87,24 @@ def find_twins(
     of identical rows are twins, a row's own samples never are, and an earlier run's answer
     (one row's vote) fills no sample."""
     finder = TwinFinder(scratch)
-    for index, record in prior.journal.items():  # each row's newest record
-        if record.status == STATUS_OK and record.request_hash and accepted(record.source):
-            finder.answered(index, record.request_hash, in_final=False)
+    # The rows to send first: while they are few, their digests pick out the only earlier
+    # answers that can fill one (a group with no row to send is nobody's twin), so a resume
+    # of a million answered rows does not sort a million entries to send a thousand.
+    sending: bytearray | None = bytearray()
+    for work in works:
+        for request in sample_requests(work, samples):
+            if request.request_hash is not None:
+                finder.to_send(plan_index(request, samples), request.request_hash)
+                if sending is not None:
+                    sending += digest_of(request.request_hash) or b""
+                    if len(sending) > CHUNK_ENTRIES * DIGEST_BYTES:
+                        sending = None  # many: every earlier answer goes in, as before
+    # Each row's newest record: digests straight from the journal's index where it has them.
+    among = bytes(sending) if sending is not None else None
+    indexes, digests, others = prior.journal.answered_digests(accepted, among)
+    finder.answered_digests(indexes, digests, in_final=False)
+    for index, request_hash in others:
+        finder.answered(index, request_hash, in_final=False)
     if prior.final_rows:  # 0 for a partial output, whose rows are all in the journal
         position = 0
         columns = ("request_hash", *SOURCE_COLUMNS)
@@ -96,10 +119,6 @@ def find_twins(
                 if status == STATUS_OK and request_hash and accepted(source):
                     finder.answered(position + k, request_hash, in_final=True)
             position += batch.num_rows
-    for work in works:
-        for request in sample_requests(work, samples):
-            if request.request_hash is not None:
-                finder.to_send(plan_index(request, samples), request.request_hash)
     return finder.finish()
 
 

@@ -38,6 +38,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -172,8 +173,10 @@ def read_records(
     slice_bytes: int = JSON_SLICE_BYTES,
     *,
     damage: Damage | None = None,
+    span: tuple[int, int] | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """The journal's records in journal order, as batches of ``journal_schema(schema)``.
+    """The journal's records in journal order, as batches of ``journal_schema(schema)``;
+    only those on the lines of bytes [start, stop) of ``span`` when given.
 
     A missing or empty journal has none. pyarrow parses a slice of whole lines at a time
     (the columns asked for and ``CHECKED``); a slice it refuses (a crash or a power loss
@@ -188,7 +191,7 @@ def read_records(
     jschema = journal_schema(schema)
     parsed = _parsed_schema(jschema)
     options = json_options(parsed)
-    for data, parsed_batches in _parsed_slices(path, slice_bytes, options):
+    for data, parsed_batches in _parsed_slices(path, slice_bytes, options, span):
         if parsed_batches is not None:
             batches = parsed_batches
             lines = sum(batch.num_rows for batch in batches)  # a row per line not blank
@@ -218,11 +221,11 @@ def _parse_or_none(data: memoryview, options: Any) -> list[pa.RecordBatch] | Non
 
 
 def _parsed_slices(
-    path: Path, slice_bytes: int, options: Any
+    path: Path, slice_bytes: int, options: Any, span: tuple[int, int] | None = None
 ) -> Iterator[tuple[memoryview, list[pa.RecordBatch] | None]]:
     """Each slice of ``path`` (``line_slices``) and its batches, None where pyarrow refused
     it; in file order, up to ``_PARSERS`` slices parsed at a time (memory: that many)."""
-    slices = line_slices(path, slice_bytes)
+    slices = line_slices(path, slice_bytes, span)
     if _PARSERS < 2:
         yield from ((data, _parse_or_none(data, options)) for data in slices)
         return
@@ -341,14 +344,22 @@ def newest_per_row(indexes: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Ar
     return order, sorted_index
 
 
-def int64s(values: pa.Array | pa.ChunkedArray) -> Sequence[int]:
+def int64s(values: pa.Array | pa.ChunkedArray) -> array[int]:
     """Integers as a compact ``array('q')`` (8 bytes each, not a list's ~36): bisect works."""
     packed = array("q")
     chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
-    for chunk in chunks:
-        for start in range(0, len(chunk), 65_536):  # no full-length Python list, even briefly
-            packed.extend(chunk.slice(start, 65_536).cast(pa.int64()).to_pylist())
+    for chunk in chunks:  # through NumPy: no Python int per value, even briefly
+        packed.frombytes(numbers(chunk.cast(pa.int64())).tobytes())
     return packed
+
+
+def numbers(values: pa.Array) -> np.ndarray:
+    """An int64 Arrow array as NumPy, from its buffer (``to_numpy`` would import pandas);
+    where it is null, whatever the buffer holds."""
+    data = values.buffers()[1]
+    if data is None:
+        return np.zeros(len(values), dtype=np.int64)
+    return np.frombuffer(data, dtype=np.int64)[values.offset : values.offset + len(values)]
 
 
 def newest_table(

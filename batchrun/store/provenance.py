@@ -158,14 +158,15 @@ class SourceRule:
         """True when ``--keep-other-source`` may keep answers of ``source``."""
         return not (is_simulator(source) and not is_simulator(self.current))
 
-    def done(self, source: str | None) -> bool:
-        """Whether a record from ``source`` counts as done for this run (and count it)."""
+    def done(self, source: str | None, rows: int = 1) -> bool:
+        """Whether a record from ``source`` counts as done for this run (and count it; or
+        ``rows`` records of that source)."""
         if source == UNRECORDED:
-            self.unrecorded += 1
+            self.unrecorded += rows
         if self.accepted(source):
             return True
         assert source is not None
-        self.other[source] = self.other.get(source, 0) + 1
+        self.other[source] = self.other.get(source, 0) + rows
         if self.reask:
             return False
         return self.keep and self.keepable(source)

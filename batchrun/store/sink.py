@@ -9,6 +9,8 @@ Layout for ``-o out/labels.parquet``::
 
     out/labels.parquet           the dataset: one row per input row, in input order
     out/labels.parquet.journal   JSON lines, one per finished row, in finishing order
+    out/labels.parquet.journal.idx  each journal line's facts, for a quick resume
+                                 (``store.journal_index``: written after each fsync)
     out/.labels.parquet.lock     while a run goes: who is writing the output (``store.lock``)
 
 An output that names a folder (``-o out/labels/``) is a Parquet dataset instead: parts and a
@@ -44,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
@@ -75,8 +78,16 @@ from batchrun.store.journal import (
     journal_line,
     journal_schema,
     newest_per_row,
+    numbers,
     read_records,
     repair_journal,
+)
+from batchrun.store.journal_index import (
+    Indexed,
+    JournalIndexWriter,
+    indexed_columns,
+    read_index,
+    remove_index,
 )
 from batchrun.store.provenance import (
     SOURCE_COLUMNS,
@@ -162,42 +173,60 @@ class FinalCounts:
         return Partial(self.rows, self.of) if self.of is not None else None
 
 
-def _shared(values: pa.Array | pa.ChunkedArray) -> list[Any]:
-    """``values`` as a list holding one object per distinct value (statuses, sources, error
-    types repeat from record to record: a million records hold a handful of strings)."""
-    encoded = values if pa.types.is_dictionary(values.type) else pc.dictionary_encode(values)
-    chunks = encoded.chunks if isinstance(encoded, pa.ChunkedArray) else [encoded]
-    out: list[Any] = []
-    for chunk in chunks:
-        distinct = chunk.dictionary.to_pylist()
-        out.extend(None if i is None else distinct[i] for i in chunk.indices.to_pylist())
-    return out
+class _Shared:
+    """A column whose values repeat (statuses, sources, error types: a million records hold
+    a handful of strings), as a code per record into its distinct values (None last)."""
+
+    def __init__(self, values: pa.Array | pa.ChunkedArray | None = None) -> None:
+        self.values: list[Any] = [None]
+        self.codes = np.zeros(0, dtype=np.int32)
+        if values is None or len(values) == 0:
+            return  # (combining no chunks would import pandas)
+        encoded = values if pa.types.is_dictionary(values.type) else pc.dictionary_encode(values)
+        if isinstance(encoded, pa.ChunkedArray):
+            encoded = encoded.unify_dictionaries().combine_chunks()
+        self.values = [*encoded.dictionary.to_pylist(), None]
+        indices = encoded.indices.cast(pa.int64())
+        self.codes = numbers(indices).astype(np.int32)
+        if indices.null_count:
+            self.codes[~_valid_mask(indices)] = len(self.values) - 1
+
+    def __getitem__(self, k: int) -> Any:
+        return self.values[self.codes[k]]
+
+    def __iter__(self) -> Iterator[Any]:
+        return map(self.values.__getitem__, self.codes.tolist())
 
 
 class JournalRecords(Mapping[int, PriorRecord]):
     """Each row's newest journal record, by input index: a read-only mapping held as
-    columns (an ``array('q')`` of sorted indexes and a list per field), not as a million
-    ``PriorRecord`` objects in a dict, so that a resume takes a big journal in a fraction of
-    the time. ``PriorRecord``s are made on demand; ``rows`` gives the fields in index order,
-    for the loops over every record. ``pop`` forgets a record (damage: ``PriorState.drop``).
+    columns (an ``array('q')`` of sorted indexes, the ids, a code per record for the fields
+    whose values repeat, the request hashes as Arrow), not as a million ``PriorRecord``
+    objects in a dict, so that a resume takes a big journal in a fraction of the time.
+    ``PriorRecord``s are made on demand; ``rows`` gives the fields in index order, ``fill``
+    the states of every record at once. ``pop`` forgets a record (damage:
+    ``PriorState.drop``).
 
     ``table``: the newest records (``journal.newest_per_row``), sorted by ``_index``, with
-    the ``PriorRecord`` columns and the effective source (``_SOURCE``)."""
+    the ``PriorRecord`` columns and the effective source (``_SOURCE``), and the request hash
+    as bytes where the journal's index gave it (``_HASH``)."""
 
     def __init__(self, table: pa.Table | None = None) -> None:
-        self._indexes: Sequence[int] = array("q")
+        self._indexes: array[int] = array("q")
         self._ids: list[str] = []
-        self._statuses: list[str] = []  # (null for a row never sent, as before)
-        self._hashes: list[str | None] = []
-        self._errors: list[str | None] = []
-        self._sources: list[str | None] = []
+        self._statuses = _Shared()  # (null for a row never sent, as before)
+        self._hashes: pa.Array = pa.nulls(0, pa.string())
+        self._raw_hashes: pa.Array = pa.nulls(0, pa.binary(32))
+        self._errors = _Shared()
+        self._sources = _Shared()
         if table is not None:
             self._indexes = int64s(table.column(INDEX))
             self._ids = table.column("id").to_pylist()
-            self._statuses = _shared(table.column("status"))
-            self._hashes = table.column("request_hash").to_pylist()
-            self._errors = _shared(table.column("error_type"))
-            self._sources = _shared(table.column(_SOURCE))
+            self._statuses = _Shared(table.column("status"))
+            self._hashes = _combined(table.column("request_hash"))
+            self._raw_hashes = _combined(table.column(_HASH))
+            self._errors = _Shared(table.column("error_type"))
+            self._sources = _Shared(table.column(_SOURCE))
         self._gone: set[int] = set()  # positions popped
         self._len = len(self._indexes)
 
@@ -221,8 +250,15 @@ class JournalRecords(Mapping[int, PriorRecord]):
 
     def _record(self, k: int) -> PriorRecord:
         return PriorRecord(
-            self._ids[k], self._statuses[k], self._hashes[k], self._errors[k], self._sources[k]
+            self._ids[k], self._statuses[k], self._hash(k), self._errors[k], self._sources[k]
         )
+
+    def _hash(self, k: int) -> str | None:
+        text: str | None = self._hashes[k].as_py()
+        if text is None:
+            raw = self._raw_hashes[k].as_py()
+            text = raw.hex() if raw is not None else None
+        return text
 
     def __contains__(self, index: object) -> bool:
         return isinstance(index, int) and self._position(index) is not None
@@ -271,6 +307,109 @@ class JournalRecords(Mapping[int, PriorRecord]):
         if not self._gone:
             return fields
         return (f for k, f in enumerate(fields) if k not in self._gone)
+
+    def fill(
+        self,
+        states: bytearray,
+        ids: list[str],
+        start: int,
+        state: Callable[[str | None, str | None, str | None, int], int],
+    ) -> None:
+        """For each record of a row at ``start`` or past it: its id into ``ids`` and its
+        state into ``states`` (both by input index), ``state(status, error type, source,
+        rows)`` asked once for each distinct (status, error type, source), with how many
+        records have it: a million records are taken in a fraction of a second."""
+        indexes = np.frombuffer(self._indexes, dtype=np.int64) if self._len else None
+        if indexes is None:
+            return
+        keep = indexes >= start
+        if self._gone:
+            keep[list(self._gone)] = False
+        errors, sources = len(self._errors.values), len(self._sources.values)
+        key = (
+            self._statuses.codes.astype(np.int64) * errors + self._errors.codes
+        ) * sources + self._sources.codes
+        distinct, inverse, counts = np.unique(key[keep], return_inverse=True, return_counts=True)
+        table = np.zeros(len(distinct), dtype=np.uint8)
+        for j, (combined, rows) in enumerate(zip(distinct.tolist(), counts.tolist(), strict=True)):
+            rest, source = divmod(combined, sources)
+            status, error = divmod(rest, errors)
+            table[j] = state(
+                self._statuses.values[status],
+                self._errors.values[error],
+                self._sources.values[source],
+                rows,
+            )
+        kept = indexes[keep]
+        np.frombuffer(states, dtype=np.uint8)[kept] = table[inverse]
+        id_list = self._ids
+        if bool(keep.all()):
+            for index, row_id in zip(kept.tolist(), id_list, strict=True):
+                ids[index] = row_id
+        else:
+            for k in np.flatnonzero(keep).tolist():
+                ids[self._indexes[k]] = id_list[k]
+
+    def answered_digests(
+        self, accepted: Callable[[str | None], bool], among: bytes | None = None
+    ) -> tuple[array[int], bytes, list[tuple[int, str]]]:
+        """The answered records (status ok, a request hash) whose source ``accepted``
+        takes: as input rows and their request hashes' first 16 bytes where the journal's
+        index gave them (``twin_plan.TwinFinder.answered_digests``), and as (row, request
+        hash) for the others (an older journal's lines, to digest one by one). With
+        ``among`` (16-byte digests, one after another), only those whose digest is one of
+        them come from the index."""
+        rows = array("I")
+        if not self._len:
+            return rows, b"", []
+        ok = (
+            self._statuses.codes == self._statuses.values.index(STATUS_OK)
+            if (STATUS_OK in self._statuses.values)
+            else np.zeros(self._len, dtype=bool)
+        )
+        taken = np.array([accepted(v) for v in self._sources.values], dtype=bool)
+        keep = ok & taken[self._sources.codes]
+        if self._gone:
+            keep[list(self._gone)] = False
+        raw = self._raw_hashes
+        has_raw = _valid_mask(raw)
+        indexes = np.frombuffer(self._indexes, dtype=np.int64)
+        from_index = keep & has_raw
+        digests = b""
+        if bool(from_index.any()):
+            data = np.frombuffer(raw.buffers()[1], dtype=np.uint8)[
+                raw.offset * 32 : (raw.offset + len(raw)) * 32
+            ].reshape(len(raw), 32)
+            picked = np.ascontiguousarray(data[from_index, :16]).view("S16").reshape(-1)
+            kept = indexes[from_index]
+            if among is not None:
+                wanted = np.isin(picked, np.frombuffer(among, dtype="S16"))
+                picked, kept = picked[wanted], kept[wanted]
+            rows.frombytes(kept.astype(np.uint32).tobytes())
+            digests = picked.tobytes()
+        others = []
+        for k in np.flatnonzero(keep & ~has_raw).tolist():
+            text = self._hashes[k].as_py()
+            if text:
+                others.append((self._indexes[k], text))
+        return rows, digests, others
+
+
+def _combined(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(values, pa.ChunkedArray):
+        if values.num_chunks == 0:
+            return pa.nulls(0, values.type)  # (combining no chunks would import pandas)
+        return values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
+    return values
+
+
+def _valid_mask(values: pa.Array) -> np.ndarray:
+    """Where ``values`` is not null, as booleans (from its validity bitmap)."""
+    bitmap = values.buffers()[0]
+    if bitmap is None or not values.null_count:
+        return np.ones(len(values), dtype=bool)
+    bits = np.unpackbits(np.frombuffer(bitmap, dtype=np.uint8), bitorder="little")
+    return bits[values.offset : values.offset + len(values)].astype(bool)
 
 
 class PriorState:
@@ -339,51 +478,122 @@ class PriorState:
 _SOURCE = "_source"  # the effective source column of ``_prior_records``
 
 
-def _prior_records(journal: Path, schema: pa.Schema, slice_bytes: int, damage: Damage) -> pa.Table:
+def _prior_records(
+    journal: Path,
+    schema: pa.Schema,
+    slice_bytes: int,
+    damage: Damage,
+    indexed: Indexed | None = None,
+) -> pa.Table:
     """Every journal record (in journal order) with what a resume needs of it: the
-    ``PriorRecord`` columns, its cost, its run and its source as a resume sees it."""
+    ``PriorRecord`` columns, its cost, its run, its source as a resume sees it (and its
+    request hash as bytes, ``_HASH``, where the journal's index gives it). With ``indexed``
+    (``journal_index.read_index``), the records it covers are taken from it, and only the
+    journal's bytes it does not cover are parsed."""
+    if indexed is None:
+        return _parsed_prior(journal, schema, slice_bytes, damage)
+    parts = []
+    for start, stop, k0, k1 in indexed.pieces():
+        if k0 == k1:
+            parts.append(_parsed_prior(journal, schema, slice_bytes, damage, (start, stop)))
+        else:
+            parts.append(pa.table(indexed_columns(indexed, k0, k1, journal), schema=_PRIOR_SCHEMA))
+    if not parts:
+        return _parsed_prior(journal, schema, slice_bytes, damage, (0, 0))
+    return pa.concat_tables(parts).unify_dictionaries()
+
+
+# A request hash as its 32 bytes, where the journal's index gives it (its ``request_hash``
+# is null then: 64 characters of hex a row are made only for the rows that need them).
+_HASH = "_hash"
+_REPEATED = pa.dictionary(pa.int32(), pa.string())  # values that repeat from record to record
+_CODED = (RUN, "status", "error_type")  # held as _REPEATED (and the source)
+_PRIOR_SCHEMA = pa.schema(
+    [
+        pa.field(INDEX, pa.int64()),
+        *(
+            pa.field(name, _REPEATED if name in _CODED else ARROW_TYPES[dict(COLUMNS)[name]])
+            for name in _PRIOR_COLUMNS
+        ),
+        pa.field("cost_usd", pa.float64()),
+        pa.field(RUN, _REPEATED),
+        pa.field(_SOURCE, _REPEATED),
+        pa.field(_HASH, pa.binary(32)),
+    ]
+)
+
+
+def _parsed_prior(
+    journal: Path,
+    schema: pa.Schema,
+    slice_bytes: int,
+    damage: Damage,
+    span: tuple[int, int] | None = None,
+) -> pa.Table:
+    """``_prior_records`` of the journal's lines (of bytes [start, stop) of ``span``), parsed."""
     read = pa.schema(
         [schema.field(name) for name in (*_PRIOR_READ, "cost_usd")] + [pa.field(RUN, pa.string())]
     )
     kept = [INDEX, *_PRIOR_COLUMNS, "cost_usd", RUN]
-    # The run and the source repeat from record to record: held dictionary-encoded.
-    repeated = pa.dictionary(pa.int32(), pa.string())
-    out_schema = pa.schema(
-        [journal_schema(read).field(name) for name in kept[:-1]]
-        + [pa.field(RUN, repeated), pa.field(_SOURCE, repeated)]
-    )
     parts = []
-    for batch in read_records(journal, read, slice_bytes, damage=damage):
+    for batch in read_records(journal, read, slice_bytes, damage=damage, span=span):
         arrays = [
-            pc.dictionary_encode(batch.column(name)) if name == RUN else batch.column(name)
+            pc.dictionary_encode(batch.column(name)) if name in _CODED else batch.column(name)
             for name in kept
         ]
         sources = effective_sources(batch)
-        parts.append(pa.RecordBatch.from_arrays([*arrays, sources], schema=out_schema))
-    return pa.Table.from_batches(parts, schema=out_schema).unify_dictionaries()
+        digests = pa.nulls(batch.num_rows, pa.binary(32))
+        parts.append(pa.RecordBatch.from_arrays([*arrays, sources, digests], schema=_PRIOR_SCHEMA))
+    return pa.Table.from_batches(parts, schema=_PRIOR_SCHEMA).unify_dictionaries()
 
 
 def _journal_spend(records: pa.Table) -> JournalSpend:
     """What ``records`` (``_prior_records``) cost: by run, and each row's newest of those
-    with no run."""
-    by_run: dict[str, dict[str, float]] = {}
-    has_run = pc.is_valid(records.column(RUN))
-    answered = records.filter(has_run)
-    if answered.num_rows:
-        grouped = answered.group_by([RUN, _SOURCE]).aggregate([("cost_usd", "sum")])
-        for row in grouped.to_pylist():
-            if row["cost_usd_sum"]:
-                costs = by_run.setdefault(row[RUN], {})
-                source = row[_SOURCE] or UNRECORDED
-                costs[source] = costs.get(source, 0.0) + row["cost_usd_sum"]
-        for run in answered.column(RUN).unique().to_pylist():
-            by_run.setdefault(run, {})  # a run that spent nothing was there all the same
-    copied = records.filter(pc.invert(has_run))
+    with no run. Summed with NumPy over the columns' codes: a million records in a blink,
+    and no pandas (which Arrow's group-by imports)."""
+    runs = _Shared(records.column(RUN))
+    sources = _Shared(records.column(_SOURCE))
+    costs = _costs(records.column("cost_usd"))
+    none = len(runs.values) - 1
+    has_run = runs.codes != none
+    # Every run there, one that spent nothing all the same.
+    by_run: dict[str, dict[str, float]] = {run: {} for run in _present(runs, has_run)}
+    width = len(sources.values)
+    key = runs.codes[has_run].astype(np.int64) * width + sources.codes[has_run]
+    sums = np.bincount(key, weights=costs[has_run], minlength=none * width)
+    for k in np.flatnonzero(sums).tolist():
+        run, source = divmod(k, width)
+        spent = by_run[runs.values[run]]
+        name = sources.values[source] or UNRECORDED
+        spent[name] = spent.get(name, 0.0) + float(sums[k])
     unattributed: dict[str, float] = {}
-    if copied.num_rows:
+    if not bool(has_run.all()):
+        copied = records.filter(_arrow_bools(~has_run))
         positions, _ = newest_per_row(copied.column(INDEX))
         _add_costs(unattributed, copied.take(positions))
     return JournalSpend(by_run, unattributed)
+
+
+def _present(codes: _Shared, where: np.ndarray) -> set[str]:
+    """The values ``codes`` holds at ``where`` (a dictionary may hold values no row has)."""
+    return {codes.values[k] for k in np.unique(codes.codes[where]).tolist()}
+
+
+def _costs(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A float column as NumPy, null as 0."""
+    column = _combined(values)
+    data = column.buffers()[1]
+    if data is None:
+        return np.zeros(len(column))
+    out = np.frombuffer(data, dtype=np.float64)[column.offset : column.offset + len(column)]
+    if column.null_count:
+        out = np.where(_valid_mask(column), out, 0.0)
+    return out
+
+
+def _arrow_bools(values: np.ndarray) -> pa.Array:
+    bitmap = pa.py_buffer(np.packbits(values, bitorder="little"))
+    return pa.Array.from_buffers(pa.bool_(), len(values), [None, bitmap])
 
 
 def journal_spend(journal: Path, slice_bytes: int = JSON_SLICE_BYTES) -> JournalSpend:
@@ -458,10 +668,13 @@ class Sink:
         self._slice_bytes = json_slice_bytes
         self._free_space = free_space  # a seam: tests make the disk small
         self._fd: int | None = None
+        # Notes on each journal line for the next resume (``store.journal_index``), written
+        # after each fsync; None: none kept (the output is not open, or it cannot be).
+        self._index: JournalIndexWriter | None = None
         self._last_fsync = 0.0
         # Inside ``holding``: the journal lines not written yet, their size, and what the
         # rows among them cost (source, cost).
-        self._held: list[bytes] | None = None
+        self._held: list[tuple[bytes, int, Mapping[str, Any]]] | None = None
         self._held_bytes = 0
         self._held_costs: list[tuple[Any, Any]] = []
         self._partial: Partial | None = None  # the output's partial mark, read by ``open``
@@ -494,6 +707,7 @@ class Sink:
             if overwrite:
                 remove_output(self.output)
                 self.journal.unlink(missing_ok=True)
+                remove_index(self.journal)
             if folder and self.output.exists() and not self.output.is_dir():
                 raise OutputError(f"output {self.output} is a file, not a dataset folder")
             self._partial = self.format.read_mark(self.output)
@@ -521,7 +735,9 @@ class Sink:
 
     def _read_prior(self) -> PriorState:
         damage = Damage()
-        records = _prior_records(self.journal, self.schema, self._slice_bytes, damage)
+        indexed = read_index(self.journal)
+        records = _prior_records(self.journal, self.schema, self._slice_bytes, damage, indexed)
+        self._index = JournalIndexWriter.start(self.journal, indexed)
         positions, _ = newest_per_row(records.column(INDEX))
         journal = JournalRecords(records.take(positions))
         spend = _journal_spend(records)
@@ -563,27 +779,39 @@ class Sink:
         """
         if self._fd is None:
             raise OutputError("the output is not open")
-        data = journal_line(index, row, self.run_id).encode()
+        line = journal_line(index, row, self.run_id).encode()
         cost = row.get("cost_usd")
         held = self._held
         if held is not None:
-            held.append(data)
-            self._held_bytes += len(data)
+            held.append((line, index, row))
+            self._held_bytes += len(line)
             if cost:
                 self._held_costs.append((row.get("source"), cost))
             if self._held_bytes >= HELD_BYTES:
                 self._write_held()
             return
-        self._append(data, [(row.get("source"), cost)] if cost else [], 1)
+        self._append(line, [(row.get("source"), cost)] if cost else [], [(line, index, row)])
 
-    def _append(self, data: bytes, costs: Sequence[tuple[Any, Any]], rows: int) -> None:
-        """Write ``data`` (``rows`` journal lines, which cost ``costs``: (source, cost) of
-        each that cost anything) to the journal; sync it when the last sync is old."""
+    def _append(
+        self,
+        data: bytes,
+        costs: Sequence[tuple[Any, Any]],
+        lines: Sequence[tuple[bytes, int, Mapping[str, Any]]],
+    ) -> None:
+        """Write ``data``, the journal lines ``lines`` (each its bytes, input row and row),
+        to the journal; ``costs``: (source, cost) of each that cost anything. Each line is
+        noted in the index (``store.journal_index``) at its offset, the notes written after
+        the next fsync; the journal is synced when the last sync is old."""
         assert self._fd is not None
         view = memoryview(data)
         try:
             while view:
                 view = view[self._write(self._fd, view) :]
+            if self._index is not None:
+                offset = os.lseek(self._fd, 0, os.SEEK_CUR) - len(data)
+                for line, index, row in lines:
+                    self._index.add(offset, line, index, row, self.run_id)
+                    offset += len(line)
             for source, cost in costs:
                 source = source or UNRECORDED
                 self.spent[source] = self.spent.get(source, 0.0) + float(cost)
@@ -591,13 +819,15 @@ class Sink:
             if now - self._last_fsync >= FSYNC_EVERY_S:
                 os.fsync(self._fd)
                 self._last_fsync = now
+                if self._index is not None:
+                    self._index.flush()
         except OSError as exc:
             raise OutputError(
                 f"cannot append to {self.journal}: {exc.strerror or exc}; the rows finished "
                 "before this are kept and a re-run resumes after them"
             ) from exc
         if self.on_append is not None:
-            for _ in range(rows):
+            for _ in range(len(lines)):
                 self.on_append()
 
     @contextlib.contextmanager
@@ -625,13 +855,12 @@ class Sink:
         held = self._held
         if not held:
             return
-        data = b"".join(held)
+        lines = list(held)
         costs = self._held_costs
-        rows = len(held)
         held.clear()
         self._held_bytes = 0
         self._held_costs = []
-        self._append(data, costs, rows)
+        self._append(b"".join(line for line, _, _ in lines), costs, lines)
 
     def sync(self) -> None:
         """Force the journal to disk now (before recording that rows are safely written)."""
@@ -642,6 +871,8 @@ class Sink:
             except OSError as exc:
                 raise OutputError(f"cannot sync {self.journal}: {exc.strerror or exc}") from exc
             self._last_fsync = self._clock()
+            if self._index is not None:
+                self._index.flush()
 
     async def close(self) -> None:
         """Flush the journal to disk and close it."""
@@ -650,10 +881,18 @@ class Sink:
     def _close_fd(self) -> None:
         if self._fd is not None:
             self._write_held()
-            with contextlib.suppress(OSError):
+            synced = True
+            try:
                 os.fsync(self._fd)
+            except OSError:
+                synced = False
             os.close(self._fd)
             self._fd = None
+            if self._index is not None:
+                if synced:
+                    self._index.flush()
+                self._index.stop()
+                self._index = None
 
     # -- after the run --------------------------------------------------------------------
 
@@ -666,6 +905,7 @@ class Sink:
     def drop_journal(self) -> None:
         """Remove the journal ``keep_journal`` kept after the final file was written."""
         self.journal.unlink(missing_ok=True)
+        remove_index(self.journal)
 
     def write_finished(self, total_rows: int) -> FinalCounts | None:
         """After a stop: write the rows finished so far, in input order, as a partial output.
@@ -709,6 +949,7 @@ class Sink:
             self.committed = commit.committed
             if mark is None and not self.keep_journal:
                 self.journal.unlink(missing_ok=True)
+                remove_index(self.journal)
         except OSError as exc:
             raise OutputError(
                 f"cannot write {self.output}: {exc.strerror or exc}{commit.short_of_space(exc)};"

@@ -173,7 +173,11 @@ def test_a_crashed_final_step_leaves_the_previous_dataset_and_no_success_on_a_ha
     assert len(opened) == 3  # two parts of the new dataset were written, then it failed
     assert read_manifest(out) == before and read_texts(out) == ["old"] * 10
     # Nothing half-written is left beside it, and no folder holds a _SUCCESS but the real one.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels", "labels.journal"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "labels",
+        "labels.journal",
+        "labels.journal.idx",
+    ]
     # The journal was kept: the same step, re-run, writes the new dataset.
     again = Sink(out, part_rows=4, chunk_rows=4)
     again.open()

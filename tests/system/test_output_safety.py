@@ -283,7 +283,10 @@ def test_temporary_names_are_unique_per_run_and_removed_on_failure(
         sink.finalize(1)
     assert any(name.endswith(".journal.arrow") for name in seen)
     assert all(str(os.getpid()) in name for name in seen)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.parquet.journal"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "o.parquet.journal",
+        "o.parquet.journal.idx",
+    ]
 
 
 def test_stale_temporaries_are_removed_and_nothing_else(tmp_path: Path) -> None:
