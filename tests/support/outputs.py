@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchrun.store.columns import blank_row
-from batchrun.store.sink import output_schema
+from batchrun.store.sink import Sink, output_schema
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -72,3 +73,25 @@ def sample_rows() -> list[dict[str, Any]]:
         )
     )
     return rows
+
+
+def write_rows(
+    out: Path,
+    rows: list[tuple[int, dict[str, Any]]],
+    keep: tuple[str, ...] = (),
+    *,
+    overwrite: bool = False,
+    **options: Any,
+) -> Sink:
+    """A run that journals ``rows`` (input index, row) into ``out`` and stops: a Sink opened,
+    each row submitted, closed (its journal, and the journal's index, left beside ``out``)."""
+    sink = Sink(out, keep, **options)
+    sink.open(overwrite=overwrite)
+
+    async def main() -> None:
+        for index, row in rows:
+            sink.submit(index, row)
+        await sink.close()
+
+    asyncio.run(main())
+    return sink

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.outputs import write_rows
 
 from batchrun.store.columns import blank_row
 from batchrun.store.journal import journal_line
@@ -43,20 +44,6 @@ def answer(i: int, **extra: Any) -> dict[str, Any]:
     )
     row.update(extra)
     return row
-
-
-def journaled(out: Path, rows: list[tuple[int, dict[str, Any]]]) -> Sink:
-    """A run that journals ``rows`` into ``out`` (its journal and index) and stops."""
-    sink = Sink(out)
-    sink.open()
-
-    async def main() -> None:
-        for index, row in rows:
-            sink.submit(index, row)
-        await sink.close()
-
-    asyncio.run(main())
-    return sink
 
 
 def records(out: Path) -> list[tuple[int, PriorRecord]]:
@@ -97,7 +84,7 @@ def test_a_resume_takes_from_the_index_exactly_what_it_parses_from_the_journal(
 ) -> None:
     out = tmp_path / "o.parquet"
     rows = mixed_rows()
-    journaled(out, rows)
+    write_rows(out, rows)
     found = read_index(journal_path(out))
     assert found is not None and len(found) == len(rows) and found.gaps == []
     from_index = records(out)
@@ -136,7 +123,7 @@ def test_rows_written_many_at_a_time_are_each_indexed_at_their_own_line(
 
 def test_the_twin_pass_digests_come_from_the_index(tmp_path: Path) -> None:
     out = tmp_path / "o.parquet"
-    journaled(out, mixed_rows())
+    write_rows(out, mixed_rows())
     rows, digests, others = Sink(out).open().journal.answered_digests(lambda source: True)
     assert len(digests) == 16 * len(rows)
     by_row = {r: digests[16 * k : 16 * k + 16] for k, r in enumerate(rows)}
@@ -155,14 +142,14 @@ def test_the_twin_pass_digests_come_from_the_index(tmp_path: Path) -> None:
 
 def test_a_torn_last_record_is_left_out_and_cut_by_the_next_writer(tmp_path: Path) -> None:
     out = tmp_path / "o.parquet"
-    journaled(out, [(i, answer(i)) for i in range(5)])
+    write_rows(out, [(i, answer(i)) for i in range(5)])
     index = index_path(journal_path(out))
     whole = index.stat().st_size
     with index.open("ab") as fh:
         fh.write(b"\x01" * (RECORD_BYTES // 2))  # a crash mid-write
     found = read_index(journal_path(out))
     assert found is not None and len(found) == 5 and found.size == whole
-    journaled(out, [(5, answer(5))])  # resumes: appends after the cut
+    write_rows(out, [(5, answer(5))])  # resumes: appends after the cut
     assert index.stat().st_size % RECORD_BYTES == 0
     found = read_index(journal_path(out))
     assert found is not None and len(found) == 6 and found.gaps == []
@@ -173,7 +160,7 @@ def test_lines_past_the_index_are_parsed(tmp_path: Path) -> None:
     """A crash between a journal write and the index's (or lines written by other means):
     the journal's tail no record covers is parsed, with its damage counted."""
     out = tmp_path / "o.parquet"
-    journaled(out, [(i, answer(i)) for i in range(4)])
+    write_rows(out, [(i, answer(i)) for i in range(4)])
     journal = journal_path(out)
     size = journal.stat().st_size
     with journal.open("a", encoding="utf-8") as fh:
@@ -186,7 +173,7 @@ def test_lines_past_the_index_are_parsed(tmp_path: Path) -> None:
     assert sorted(prior.journal) == [0, 1, 2, 3, 4] and prior.damaged == 1
     assert records(out) == parsed(out)
     # The next run's records come after that stretch, which stays a gap between records.
-    journaled(out, [(5, answer(5))])
+    write_rows(out, [(5, answer(5))])
     found = read_index(journal)
     assert found is not None and len(found) == 5 and len(found.gaps) == 1
     assert records(out) == parsed(out)
@@ -200,7 +187,7 @@ def test_a_journal_of_an_older_batchrun_is_parsed_then_indexed_from_its_end(
     journal.write_text("".join(journal_line(i, answer(i), "old") for i in range(3)))
     assert read_index(journal) is None
     assert sorted(i for i, _ in records(out)) == [0, 1, 2]
-    journaled(out, [(3, answer(3))])
+    write_rows(out, [(3, answer(3))])
     found = read_index(journal)
     assert found is not None and len(found) == 1
     assert found.gaps[0][0] == 0  # the older lines: parsed, every time
@@ -211,7 +198,7 @@ def test_a_stale_index_is_never_trusted(tmp_path: Path) -> None:
     """The journal removed and another written in its place (the same inode reused, as a
     file system may): the index's lines no longer match, and the journal is parsed."""
     out = tmp_path / "o.parquet"
-    journaled(out, [(i, answer(i)) for i in range(6)])
+    write_rows(out, [(i, answer(i)) for i in range(6)])
     journal = journal_path(out)
     # Rewritten in place: same inode, same length, other lines (another run's).
     old = journal.read_bytes()
@@ -224,7 +211,7 @@ def test_a_stale_index_is_never_trusted(tmp_path: Path) -> None:
 
 def test_an_index_longer_than_its_journal_is_not_trusted(tmp_path: Path) -> None:
     out = tmp_path / "o.parquet"
-    journaled(out, [(i, answer(i)) for i in range(6)])
+    write_rows(out, [(i, answer(i)) for i in range(6)])
     journal = journal_path(out)
     with journal.open("r+b") as fh:
         fh.truncate(journal.stat().st_size // 2)
@@ -236,8 +223,8 @@ def test_a_foreign_index_is_not_trusted(tmp_path: Path) -> None:
     elsewhere with its index: not the journal the index names."""
     a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
     rows = [(i, answer(i)) for i in range(6)]
-    journaled(a, rows)
-    journaled(b, rows)
+    write_rows(a, rows)
+    write_rows(b, rows)
     shutil.copy(index_path(journal_path(a)), index_path(journal_path(b)))
     assert read_index(journal_path(b)) is None
     (tmp_path / "c").mkdir()
@@ -268,7 +255,7 @@ def _at_first_row(data: bytes, at: int, new: bytes) -> bytes:
 )
 def test_a_damaged_index_is_not_trusted(tmp_path: Path, damage: Any) -> None:
     out = tmp_path / "o.parquet"
-    journaled(out, [(i, answer(i)) for i in range(6)])
+    write_rows(out, [(i, answer(i)) for i in range(6)])
     index = index_path(journal_path(out))
     data = index.read_bytes()
     index.write_bytes(damage(data))
@@ -278,11 +265,11 @@ def test_a_damaged_index_is_not_trusted(tmp_path: Path, damage: Any) -> None:
 
 def test_the_index_goes_with_the_journal(tmp_path: Path) -> None:
     out = tmp_path / "o.parquet"
-    sink = journaled(out, [(i, answer(i)) for i in range(3)])
+    sink = write_rows(out, [(i, answer(i)) for i in range(3)])
     assert index_path(sink.journal).exists()
     sink.finalize(3)
     assert not sink.journal.exists() and not index_path(sink.journal).exists()
-    journaled(out, [(0, answer(0))])
+    write_rows(out, [(0, answer(0))])
     Sink(out).open(overwrite=True)
     assert not index_path(sink.journal).exists() or read_index(sink.journal) is not None
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from support.outputs import write_rows
 
 from batchrun.core.errors import OutputError
 from batchrun.store.columns import COLUMN_NAMES, blank_row
@@ -32,26 +33,6 @@ def make_row(i: int, status: str = "ok", **extra: Any) -> dict[str, Any]:
     )
     row.update(extra)
     return row
-
-
-def write_rows(
-    out: Path,
-    rows: list[tuple[int, dict[str, Any]]],
-    keep: tuple[str, ...] = (),
-    *,
-    overwrite: bool = False,
-    **options: Any,
-) -> Sink:
-    sink = Sink(out, keep, **options)
-    sink.open(overwrite=overwrite)
-
-    async def main() -> None:
-        for index, row in rows:
-            sink.submit(index, row)
-        await sink.close()
-
-    asyncio.run(main())
-    return sink
 
 
 def read_output(out: Path) -> list[dict[str, Any]]:
