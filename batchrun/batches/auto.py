@@ -53,13 +53,13 @@ from batchrun.batches.deadline import (
     Pace,
     history_path,
     span,
-    utc_now,
 )
 from batchrun.batches.run import finish_online, run_batches_holding
 from batchrun.config.load import RunConfig
 from batchrun.config.settings import DEFAULT_CONCURRENCY
 from batchrun.core.deadline import deadline_moment
 from batchrun.core.errors import ConfigError
+from batchrun.core.timestamps import utc_now
 from batchrun.core.wording import option
 from batchrun.live.frames import Snapshot
 from batchrun.live.progress import Status

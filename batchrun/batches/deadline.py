@@ -29,13 +29,14 @@ import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from batchrun.client.batch_endpoints import BatchStatus
 from batchrun.core.jsoncodec import compact
+from batchrun.core.timestamps import utc_now
 from batchrun.cost.budget import Budget
 from batchrun.cost.models import local_input_tokens
 from batchrun.cost.prices import PriceTable
@@ -50,10 +51,6 @@ MIN_MARGIN_S = 2.0
 MAX_MARGIN_S = 600.0
 
 Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def history_path(output: Path) -> Path:

@@ -31,11 +31,10 @@ and batch-priced reads for the rest (``estimation.caching.CachePlan.settle``).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
-from batchrun.client.batch_endpoints import BatchesApi, BatchStatus
 from batchrun.engine.outcome import Work
 from batchrun.store.batch_journal import BatchJournal
 
@@ -45,8 +44,6 @@ MIN_SHARED = 2  # rows of a group to send in a round for its prefix to be worth 
 # read, and reads are not seen from here; a margin for the clock and the processing.
 WARM_FOR = timedelta(minutes=50)
 MAX_GROUPS = 10_000  # groups counted per round; more (rows that each share little) are not
-_POLL_FIRST_S = 1.0
-_POLL_CEILING_S = 60.0
 
 # batchrun's own marks, as every request's JSON writes them (compact, keys sorted; a schema's
 # order kept elsewhere does not reach into a mark): a mark of the user's own never shares a
@@ -133,25 +130,3 @@ def _set_ttl(value: Any) -> None:
     elif isinstance(value, list):
         for inner in value:
             _set_ttl(inner)
-
-
-async def until_ended(
-    api: BatchesApi,
-    batch_id: str,
-    pause: Callable[[float], Awaitable[None]],
-    stopping: Callable[[], bool],
-    first: float = _POLL_FIRST_S,
-) -> BatchStatus | None:
-    """The warming batch once it has ended, polled with a growing pause; None on a stop."""
-    interval = first
-    while not stopping():
-        status = await api.retrieve(batch_id)
-        if status.ended:
-            return status
-        await pause(interval)
-        interval = min(interval * 1.5, _POLL_CEILING_S)
-    return None
-
-
-def now_utc() -> datetime:
-    return datetime.now(timezone.utc)

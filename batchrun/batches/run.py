@@ -40,9 +40,7 @@ from batchrun.batches.plan import REQUEST_HASH_CHARS, BatchItem, Chunk, chunks
 from batchrun.batches.priming import (
     GroupCounts,
     Priming,
-    now_utc,
     shared_groups,
-    until_ended,
     warm_groups,
 )
 from batchrun.batches.results import processing_ms, result_row
@@ -51,6 +49,7 @@ from batchrun.client.batch_endpoints import BatchesApi, BatchStatus, Upload, is_
 from batchrun.client.retry import is_fatal, send_with_retries
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiError, ConfigError, FatalRunError
+from batchrun.core.timestamps import utc_now
 from batchrun.core.wording import option, place, said
 from batchrun.cost.models import thinking_room_warning
 from batchrun.engine.admission import AdmissionClosed, Gate, SendCheck
@@ -495,7 +494,7 @@ class _BatchJob:
             for _ in again:
                 pass
         if counts is not None:
-            warm = warm_groups(self.journal, now_utc())
+            warm = warm_groups(self.journal, utc_now())
             self._priming = Priming(shared_groups(counts.counts), warm)
             for entry in self.journal.open_entries():  # a warming batch a stop left
                 if entry.warms and entry.batch_id is not None and not self.stopping:
@@ -677,14 +676,7 @@ class _BatchJob:
 
     async def _warmed(self, entry: BatchEntry) -> None:
         """Wait for a warming batch to end, and collect it: its groups' entries are written."""
-        assert entry.batch_id is not None
-        poll = self.config.batches.poll_interval
-        status = await until_ended(
-            self.api, entry.batch_id, self._pause, lambda: self.stopping, poll
-        )
-        if status is not None:
-            self.statuses[entry.key] = status
-            await self.collect(entry, status)
+        await self.wait_and_collect(only={entry.key})
 
     def _sendable(self, works: Iterable[Work]) -> Iterator[BatchItem]:
         """The rows to send, as batch items; invalid rows and twins recorded on the way.
@@ -805,10 +797,17 @@ class _BatchJob:
 
     # -- 3. wait --------------------------------------------------------------------------
 
-    async def wait_and_collect(self) -> None:
+    async def wait_and_collect(self, only: Container[str] | None = None) -> None:
+        """Poll the running batches, backing off while nothing changes, and collect each as it
+        ends, until none runs (or a stop); ``only``: the batches of those intent keys alone
+        (a warming batch, ``batches.priming``)."""
         interval = self.config.batches.poll_interval
         while not self.stopping:
-            running = [e for e in self.journal.open_entries() if e.batch_id is not None]
+            running = [
+                e
+                for e in self.journal.open_entries()
+                if e.batch_id is not None and (only is None or e.key in only)
+            ]
             if not running:
                 return
             if self._deadline_near():

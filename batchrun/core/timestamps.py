@@ -10,6 +10,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 
+def utc_now() -> datetime:
+    """Now, as an aware UTC datetime: the clock the batch lanes plan and journal by."""
+    return datetime.now(timezone.utc)
+
+
 def parse_rfc3339(text: str) -> datetime:
     """``2025-08-21T12:40:59Z`` (or with an offset, or fractions) -> an aware datetime.
 

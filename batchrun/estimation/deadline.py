@@ -20,11 +20,11 @@ from batchrun.batches.deadline import (
     Pace,
     history_path,
     span,
-    utc_now,
 )
 from batchrun.config.load import RunConfig
 from batchrun.config.settings import DEFAULT_CONCURRENCY
 from batchrun.core.deadline import deadline_moment
+from batchrun.core.timestamps import utc_now
 from batchrun.estimation.figures import AutoCost, Estimate
 
 

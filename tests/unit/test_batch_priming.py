@@ -16,10 +16,10 @@ from batchrun.batches.priming import (
     WARM_FOR,
     GroupCounts,
     Priming,
-    now_utc,
     shared_groups,
     warm_groups,
 )
+from batchrun.core.timestamps import utc_now
 from batchrun.engine.outcome import Work
 from batchrun.rows.reader import InputRow
 from batchrun.store.batch_journal import BatchJournal, IntentRows
@@ -108,7 +108,7 @@ def test_a_warming_row_gets_a_batch_of_its_own_before_the_batch_it_would_have_jo
 def test_the_journal_remembers_what_a_warming_batch_warmed_for_a_while(tmp_path: Path) -> None:
     path = tmp_path / "out.parquet.batches"
     journal = BatchJournal(path)
-    at = now_utc()
+    at = utc_now()
     entry = journal.intend(at, 100, "h", IntentRows(_indexes([7]), ["r7"], ["x"]))
     journal.created(entry, "msgbatch_1")
     journal.warmed(entry, ["a", "b"])
