@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -241,8 +241,9 @@ def message_body(prompt: str, max_tokens: int = 16) -> dict[str, Any]:
     }
 
 
-def write_prompts_jsonl(path: Path, prompts: Sequence[str]) -> Path:
-    """One JSON object per line: ``{"id": "row-<i>", "prompt": ...}``."""
+def write_prompts_jsonl(path: Path, prompts: Iterable[str]) -> Path:
+    """One JSON object per line: ``{"id": "row-<i>", "prompt": ...}``; ``prompts`` may be a
+    generator, so a million rows are never held at once."""
     with path.open("w", encoding="utf-8") as f:
         for i, prompt in enumerate(prompts):
             f.write(json.dumps({"id": f"row-{i}", "prompt": prompt}) + "\n")

@@ -70,6 +70,7 @@ from _harness import (
     rotated,
     sigterm_as_interrupt,
     versions_banner,
+    write_prompts_jsonl,
 )
 
 MAX_TOKENS = 16
@@ -242,16 +243,8 @@ def serve(processing_s: float) -> None:
 
 
 def write_rows(path: Path, rows: int) -> Path:
-    """``rows`` lines of ``{"id", "prompt"}``, written in chunks."""
-    with path.open("w", encoding="utf-8") as f:
-        chunk: list[str] = []
-        for i in range(rows):
-            chunk.append(json.dumps({"id": f"row-{i}", "prompt": prompt_text(i)}) + "\n")
-            if len(chunk) == 10_000:
-                f.writelines(chunk)
-                chunk.clear()
-        f.writelines(chunk)
-    return path
+    """``rows`` lines of ``{"id", "prompt"}``, each prompt its own, never all in memory."""
+    return write_prompts_jsonl(path, (prompt_text(i) for i in range(rows)))
 
 
 # --------------------------------------------------------------------------- contenders
