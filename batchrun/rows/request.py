@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.core.errors import InvalidRowError, Problem
+from batchrun.core.jsoncodec import one_shot
 from batchrun.core.wording import said
 from batchrun.rows.checks import (
     CHECKS,
@@ -320,7 +321,7 @@ def _as_sent(body: Mapping[str, Any], canonical: bytes) -> bytes:
     if "output_config" not in body and "tools" not in body:
         return canonical
     content = {key: value for key, value in body.items() if key != "stream"}
-    return _ordered_encoder().encode(content).encode("utf-8")
+    return _ordered()(content).encode("utf-8")
 
 
 def shared_parts(fields: Mapping[str, Any], defaults: RequestDefaults) -> SharedParts:
@@ -385,8 +386,23 @@ def request_hash(body: Mapping[str, Any]) -> str:
 
 
 def _canonical_json(body: Mapping[str, Any]) -> bytes:
-    content = {key: value for key, value in body.items() if key != "stream"}
-    return _canonical_encoder().encode(content).encode("utf-8")
+    # A built body is a dict without ``stream``: encoded as it is, not copied first.
+    if type(body) is dict and "stream" not in body:
+        content: Mapping[str, Any] = body
+    else:
+        content = {key: value for key, value in body.items() if key != "stream"}
+    return _canonical()(content).encode("utf-8")
+
+
+@lru_cache(maxsize=1)
+def _canonical() -> Callable[[Any], str]:
+    """The canonical encoder's ``encode``, without its per-call set-up (``one_shot``)."""
+    return one_shot(_canonical_encoder())
+
+
+@lru_cache(maxsize=1)
+def _ordered() -> Callable[[Any], str]:
+    return one_shot(_ordered_encoder())
 
 
 @lru_cache(maxsize=1)
