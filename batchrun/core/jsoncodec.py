@@ -61,10 +61,10 @@ def compact(value: Any) -> str:
     return _COMPACT(value)
 
 
-# The values orjson writes as ``compact`` does, up to the spelling of a float's exponent
-# (``2.05e-5``, not ``2.05e-05``: the same number read back). Exact types: a subclass (an
-# IntEnum, numpy's float64) is written by the stdlib encoder, as it always was.
-_SCALARS = frozenset({str, int, bool, type(None)})
+# orjson writes a str, int, bool, None or finite float as ``compact`` does, up to the
+# spelling of a float's exponent (``2.05e-5``, not ``2.05e-05``: the same number read
+# back). Exact types only: a subclass (an IntEnum, numpy's float64) is written by the
+# stdlib encoder, as it always was.
 _FLAT = (
     orjson.OPT_APPEND_NEWLINE
     | orjson.OPT_PASSTHROUGH_SUBCLASS
@@ -79,12 +79,16 @@ def flat_line(record: Mapping[str, Any]) -> bytes | None:
     orjson would not write the same values, for the stdlib's encoder to write as it always
     did (and fail as it always did): a nested or odd value, NaN and the infinities (orjson
     writes null), an integer beyond 64 bits, a key that is no string, a lone surrogate."""
-    for value in record.values():
+    for value in record.values():  # most are None, text or ints: decided first
+        if value is None:
+            continue
         kind = value.__class__
+        if kind is str or kind is int:
+            continue
         if kind is float:
             if not isfinite(value):
                 return None
-        elif kind not in _SCALARS:
+        elif kind is not bool:
             return None
     try:
         return orjson.dumps(record, option=_FLAT)

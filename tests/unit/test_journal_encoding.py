@@ -11,6 +11,7 @@ import random
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.json as pj
 import pytest
@@ -95,6 +96,8 @@ class _Text(str):
         -(2**63) - 1,
         _Kind.ONE,  # subclasses are the stdlib's to write
         _Text("sub"),
+        np.float64(1.5),  # a float subclass
+        np.int64(3),
         [1, 2.5, {"a": None}],  # nested values
         {"a": 1},
         (1, 2),
@@ -130,3 +133,10 @@ def test_values_json_cannot_hold_fail_as_they_did(row: dict[Any, Any]) -> None:
             journal_line(1, row)
         with pytest.raises(expected):
             journal_bytes(1, row)
+
+
+def test_a_flat_row_of_every_plain_type_is_orjson_s() -> None:
+    row = {"id": "r1", "ok": True, "no": False, "n": -3, "x": 0.5, "none": None, "t": "é"}
+    line = flat_line({"_index": 1, **row})
+    assert line is not None
+    assert json.loads(line) == json.loads(_stdlib_line(1, row))
