@@ -50,7 +50,14 @@ def one_shot(encoder: json.JSONEncoder) -> Callable[[Any], str]:
             return encoder.encode(value)  # its own short way
         return "".join(make({} if circular else None, *options)(value, 0))
 
-    return encode
+    # The C encoder is the stdlib's own, not a public API: should a Python make it otherwise,
+    # this is encode() again rather than other bytes.
+    probe = {"b": [1, 2.5, "é\n", None, True], "a": {}}
+    try:
+        same = encode(probe) == encoder.encode(probe)
+    except Exception:
+        same = False
+    return encode if same else encoder.encode
 
 
 _COMPACT = one_shot(json.JSONEncoder(ensure_ascii=False, separators=(",", ":")))

@@ -119,3 +119,17 @@ def test_compact_is_the_stdlib_s_compact_text() -> None:
             lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":")), value
         )
         assert _outcome(compact, value) == expected
+
+
+def test_without_the_stdlib_s_c_encoder_it_is_encode_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+    monkeypatch.setattr(json.encoder, "c_make_encoder", None)
+    assert one_shot(encoder) == encoder.encode
+
+    def other(*args: Any) -> Any:  # a Python whose C encoder takes other arguments
+        raise TypeError("other arguments")
+
+    monkeypatch.setattr(json.encoder, "c_make_encoder", other)
+    assert one_shot(encoder) == encoder.encode
