@@ -683,7 +683,9 @@ class _BatchJob:
                     refused = entry
                     self._queue_full_notice(full.queued)
                     await asyncio.wait({building})  # a cancel of this task leaves it running
-                    await self.wait_and_collect()  # as a round's wait: Ctrl-C, deadline, lease
+                    # Until the first of them ends: its room is taken at once, not once the
+                    # slowest has ended (as a round's wait: Ctrl-C, deadline, lease).
+                    await self.wait_and_collect(until_one_ends=True)
             self._sent_files[created.key] = sent_file
             sent_file = None
         finally:
@@ -840,10 +842,13 @@ class _BatchJob:
 
     # -- 3. wait --------------------------------------------------------------------------
 
-    async def wait_and_collect(self, only: Container[str] | None = None) -> None:
+    async def wait_and_collect(
+        self, only: Container[str] | None = None, *, until_one_ends: bool = False
+    ) -> None:
         """Poll the running batches, backing off while nothing changes, and collect each as it
         ends, until none runs (or a stop); ``only``: the batches of those intent keys alone
-        (a warming batch, ``batches.priming``)."""
+        (a warming batch, ``batches.priming``); ``until_one_ends``: only until a poll finds one
+        or more ended (collected, or gone from the API), for the room it leaves in a full queue."""
         interval = self.config.batches.poll_interval
         while not self.stopping:
             running = [
@@ -855,7 +860,7 @@ class _BatchJob:
                 return
             if self._deadline_near():
                 await self._cancel_for_deadline(running)
-            moved = False
+            moved = ended = False
             for entry in running:
                 assert entry.batch_id is not None
                 try:
@@ -864,15 +869,18 @@ class _BatchJob:
                     if exc.status != 404:
                         raise
                     self._gone(entry)
+                    ended = True
                     continue
                 before = self.statuses.get(entry.key)
                 moved = moved or before is None or before.counts != status.counts
                 self.statuses[entry.key] = status
                 if status.ended:
                     await self.collect(entry, status)
-                    moved = True
+                    moved = ended = True
                 if self.stopping:
                     return
+            if until_one_ends and ended:
+                return
             if not any(e.open for e in running):
                 continue
             first = self.config.batches.poll_interval
