@@ -82,6 +82,11 @@ class PlannedRows:
             raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
         full = False
         for work in works:
+            if not full and work.body is not None and work.content is None:
+                # A body not encoded yet (a Work made by hand) would come back without it:
+                # this row and the rest are prepared again instead.
+                self._flush()
+                full = True
             if not full:
                 self._pending.append(self._kept(work))
                 self.last_index = work.row.index

@@ -5,6 +5,7 @@ cannot be sent included, and past the file's bound the rest are prepared again."
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +148,14 @@ def test_a_pass_cut_short_keeps_only_what_it_saw(tmp_path: Path) -> None:
     seen.close()  # the pass stopped (an error, a stop): nothing is built from it
     planned.remove()
     assert not (tmp_path / "rows.planned").exists()
+
+
+def test_a_body_not_encoded_yet_is_not_kept(tmp_path: Path) -> None:
+    """A Work made by hand may hold a body and no content: its light copy could not say what
+    to send, so it and every row after it are prepared again."""
+    works, rows = _works(tmp_path)
+    by_hand = replace(works[1], content=None)
+    given = [works[0], by_hand, *works[2:]]
+    planned, passed, read, asked = _kept_and_read(given, rows, tmp_path / "rows.planned")
+    assert passed == given and planned.kept_rows == 1 and asked == [0]
+    assert read[1:] == given[1:]
