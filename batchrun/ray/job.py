@@ -85,8 +85,8 @@ def dedup_scope_notice(config: RunConfig, block_rows: int = BLOCK_ROWS) -> str |
         return None
     return (
         f"batchrun: {_engine()} finds identical requests within each block of {block_rows:,} "
-        "rows only: identical rows in different blocks are each sent and paid for (a run "
-        "without --engine ray finds them all)"
+        "rows only: identical rows in different blocks are each sent and paid for (a local "
+        "run, online or via batches, finds them all)"
     )
 
 

@@ -100,7 +100,7 @@ def test_the_driver_says_its_dedup_is_per_block(tmp_path: Path) -> None:
         told = dedup_scope_notice(load_config(inp, flags, env), block_rows=256)
     assert told == (
         "batchrun: --engine ray finds identical requests within each block of 256 rows only: "
-        "identical rows in different blocks are each sent and paid for (a run without "
-        "--engine ray finds them all)"
+        "identical rows in different blocks are each sent and paid for (a local run, online "
+        "or via batches, finds them all)"
     )
     assert dedup_scope_notice(load_config(inp, {**flags, "dedup": False}, env)) is None
