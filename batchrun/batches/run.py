@@ -28,15 +28,17 @@ import contextlib
 import time
 from array import array
 from collections import Counter
-from collections.abc import Container, Iterable, Iterator, Sized
+from collections.abc import Callable, Container, Iterable, Iterator, Sized
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from batchrun.batches.deadline import BatchReserve, DeadlineWatch
 from batchrun.batches.plan import REQUEST_HASH_CHARS, BatchItem, Chunk, chunks
+from batchrun.batches.planned import PlannedRows
 from batchrun.batches.priming import (
     GroupCounts,
     Priming,
@@ -99,6 +101,7 @@ MAX_ROUNDS = 3  # --resubmit-expired: new batches per run for rows that lapsed a
 # of the spools of older versions is still cleared away at start.
 SENT_SUFFIX = ".sent"
 BODY_SUFFIX = ".body"  # a batch's create body, written as it is built, until it is sent
+PLANNED_SUFFIX = ".planned"  # a round's rows as its first pass prepared them (batches.planned)
 _OLD_SPOOL_SUFFIX = ".results"
 
 
@@ -142,7 +145,8 @@ async def run_batches_holding(
     with claim_output(config, claim) as held:
         if held.lock.after_kill:  # only a run killed midway leaves temporary files
             remove_stale_temporaries(
-                config.output.path, (SENT_SUFFIX, BODY_SUFFIX, _OLD_SPOOL_SUFFIX)
+                config.output.path,
+                (SENT_SUFFIX, BODY_SUFFIX, PLANNED_SUFFIX, _OLD_SPOOL_SUFFIX),
             )
         return await _run_claimed(config, held, runtime, only, watch)
 
@@ -431,19 +435,20 @@ class _BatchJob:
         redo_lapsed = self.config.batches.resubmit_expired
         for round_number in range(MAX_ROUNDS):
             pending = self.journal.pending_flags(len(self.done))
-            counter = self.counter if round_number == 0 else RowCounter()
-            works = plan(
-                self.config,
-                self.done,
-                known_ids if round_number == 0 else [],
-                counter,
-                self.only,
-                redo_lapsed=redo_lapsed,
-                pending=pending,
-                files=self.rows.files,
+            works = partial(
+                self._plan, known_ids if round_number == 0 else [], redo_lapsed, pending
             )
-            await self._read_ahead(round_number, known_ids, redo_lapsed, pending)
-            await self.submit(self._within_budget(works))
+            counter = self.counter if round_number == 0 else RowCounter()
+            planned = await self._read_ahead(round_number, works, counter)
+            try:
+                if planned is None:
+                    await self.submit(self._within_budget(works(counter)))
+                else:
+                    # The rows past those kept, if any: counted by the first pass already.
+                    await self.submit(planned.works(partial(works, RowCounter())))
+            finally:
+                if planned is not None:
+                    planned.remove()
             if self._budget_note is not None:
                 self.log(self._budget_note)
             await self.wait_and_collect()
@@ -460,45 +465,83 @@ class _BatchJob:
                 self.log("batchrun: resubmitting the rows that expired or were cancelled")
         self.log(f"batchrun: rows still lapsed after {MAX_ROUNDS} rounds; re-run to try again")
 
+    def _plan(
+        self,
+        known_ids: list[str],
+        redo_lapsed: bool,
+        pending: bytearray,
+        counter: RowCounter,
+        past: int = -1,
+    ) -> Iterator[Work]:
+        """The rows of a round to send (``runs.plan.plan``), read lazily; those past index
+        ``past`` alone (the rows a round's first pass did not keep: ``batches.planned``)."""
+        return plan(
+            self.config,
+            self.done,
+            known_ids,
+            counter,
+            self.only,
+            redo_lapsed=redo_lapsed,
+            pending=pending,
+            files=self.rows.files,
+            past=past,
+        )
+
     async def _read_ahead(
-        self, round_number: int, known_ids: list[str], redo_lapsed: bool, pending: bytearray
-    ) -> None:
+        self,
+        round_number: int,
+        works: Callable[[RowCounter], Iterator[Work]],
+        counter: RowCounter,
+    ) -> PlannedRows | None:
         """Before any batch of the round is built, its rows are read once more: twins are
         found, so that each request is submitted once wherever its twins fall
         (``runs.twins.BatchTwins``), and the rows of each prefix group counted, to prime the
         groups the round sends more than once (``batches.priming``). The batch lane of
         ``--via auto`` primes nothing: a warming batch is waited for whole before the others
-        are created, and that wait is a batch's turnaround the deadline did not plan for."""
+        are created, and that wait is a batch's turnaround the deadline did not plan for.
+
+        The rows as this pass prepares them are kept (``batches.planned``), and the batches
+        built from them, unless building needs more of a row than is kept: the answer cache
+        checks each whole body, and ``--via auto``'s budget prices it. When they are kept,
+        this pass counts the round's rows (``counter``, the display's), as the builder
+        would. None: no pass, or nothing kept; the builder prepares the rows itself."""
         primes = self.config.defaults.cache is not None and self.watch is None
         counts = GroupCounts() if primes else None
         if self.twins is None and counts is None:
-            return
-        again = plan(
-            self.config,
-            self.done,
-            known_ids if round_number == 0 else [],
-            RowCounter(),
-            self.only,
-            redo_lapsed=redo_lapsed,
-            pending=pending,
-            files=self.rows.files,
+            return None
+        keeps = self.answers is None and not (
+            self.watch is not None and self.config.cost.max_cost is not None
         )
-        if counts is not None:
-            again = counts.counting(again)
-        if self.twins is not None:
-            notice = twin_pass_notice(self.summary.todo) if round_number == 0 else None
-            if notice is not None:
-                self.log(notice)
-            self.twins.find(again)
-        else:
-            for _ in again:
-                pass
-        if counts is not None:
-            warm = warm_groups(self.journal, utc_now())
-            self._priming = Priming(shared_groups(counts.counts), warm)
-            for entry in self.journal.open_entries():  # a warming batch a stop left
-                if entry.warms and entry.batch_id is not None and not self.stopping:
-                    await self._warmed(entry)
+        planned = (
+            PlannedRows(temporary_path(self.config.output.path, PLANNED_SUFFIX), self.rows)
+            if keeps
+            else None
+        )
+        try:
+            again = works(counter if planned is not None else RowCounter())
+            if planned is not None:
+                again = planned.keeping(again)
+            if counts is not None:
+                again = counts.counting(again)
+            if self.twins is not None:
+                notice = twin_pass_notice(self.summary.todo) if round_number == 0 else None
+                if notice is not None:
+                    self.log(notice)
+                self.twins.find(again)
+            else:
+                for _ in again:
+                    pass
+            if counts is not None:
+                warm = warm_groups(self.journal, utc_now())
+                self._priming = Priming(shared_groups(counts.counts), warm)
+                for entry in self.journal.open_entries():  # a warming batch a stop left
+                    if entry.warms and entry.batch_id is not None and not self.stopping:
+                        await self._warmed(entry)
+        except BaseException:
+            if planned is not None:
+                planned.remove()
+            raise
+        return planned
 
     # -- 1. reconcile ---------------------------------------------------------------------
 
@@ -640,7 +683,9 @@ class _BatchJob:
                     refused = entry
                     self._queue_full_notice(full.queued)
                     await asyncio.wait({building})  # a cancel of this task leaves it running
-                    await self.wait_and_collect()  # as a round's wait: Ctrl-C, deadline, lease
+                    # Until the first of them ends: its room is taken at once, not once the
+                    # slowest has ended (as a round's wait: Ctrl-C, deadline, lease).
+                    await self.wait_and_collect(until_one_ends=True)
             self._sent_files[created.key] = sent_file
             sent_file = None
         finally:
@@ -797,10 +842,13 @@ class _BatchJob:
 
     # -- 3. wait --------------------------------------------------------------------------
 
-    async def wait_and_collect(self, only: Container[str] | None = None) -> None:
+    async def wait_and_collect(
+        self, only: Container[str] | None = None, *, until_one_ends: bool = False
+    ) -> None:
         """Poll the running batches, backing off while nothing changes, and collect each as it
         ends, until none runs (or a stop); ``only``: the batches of those intent keys alone
-        (a warming batch, ``batches.priming``)."""
+        (a warming batch, ``batches.priming``); ``until_one_ends``: only until a poll finds one
+        or more ended (collected, or gone from the API), for the room it leaves in a full queue."""
         interval = self.config.batches.poll_interval
         while not self.stopping:
             running = [
@@ -812,7 +860,7 @@ class _BatchJob:
                 return
             if self._deadline_near():
                 await self._cancel_for_deadline(running)
-            moved = False
+            moved = ended = False
             for entry in running:
                 assert entry.batch_id is not None
                 try:
@@ -821,15 +869,18 @@ class _BatchJob:
                     if exc.status != 404:
                         raise
                     self._gone(entry)
+                    ended = True
                     continue
                 before = self.statuses.get(entry.key)
                 moved = moved or before is None or before.counts != status.counts
                 self.statuses[entry.key] = status
                 if status.ended:
                     await self.collect(entry, status)
-                    moved = True
+                    moved = ended = True
                 if self.stopping:
                     return
+            if until_one_ends and ended:
+                return
             if not any(e.open for e in running):
                 continue
             first = self.config.batches.poll_interval

@@ -57,7 +57,11 @@ def run_cmd(source: str, engine: str, address: str | None, **flags: Any) -> None
         if engine == "ray":
             from batchrun.ray import run_on_ray
 
-            summary = run_on_ray(source, flags, address=address)
+            def tell(message: str) -> None:
+                if not config.run.quiet:
+                    click.echo(message, err=True)
+
+            summary = run_on_ray(source, flags, address=address, notify=tell)
         else:
             summary = run(config).summary
     except KeyboardInterrupt as exc:

@@ -76,6 +76,20 @@ SPOOL_SUFFIX = ".ray.tmp"  # the driver's spool beside the output (``temporary_p
 Observer = Callable[[Path, int], None]
 
 
+def dedup_scope_notice(config: RunConfig, block_rows: int = BLOCK_ROWS) -> str | None:
+    """What a user of ``--engine ray`` is told before anything is sent, when dedup is on
+    (the default): each block's engine sends identical requests once, but the blocks are
+    answered apart, so identical rows in different blocks are each sent and paid for. (A local
+    run, online or via batches, finds them all: ``runs.twins``.) None with ``--no-dedup``."""
+    if not config.engine.dedup:
+        return None
+    return (
+        f"batchrun: {_engine()} finds identical requests within each block of {block_rows:,} "
+        "rows only: identical rows in different blocks are each sent and paid for (a local "
+        "run, online or via batches, finds them all)"
+    )
+
+
 def parts_folder(output: Path) -> Path:
     """Where ``--engine ray`` commits the blocks of ``output``: ``out/labels.parquet.parts``."""
     return output.with_name(output.name + PARTS_SUFFIX)
@@ -90,6 +104,7 @@ def run_on_ray(
     block_rows: int = BLOCK_ROWS,
     environ: Mapping[str, str] | None = None,
     observe: Observer | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> RunSummary:
     """Run the job ``source`` (with ``flags``, as ``load_config`` takes them) on Ray.
 
@@ -97,7 +112,8 @@ def run_on_ray(
     every CPU of this machine, unless this process is connected to one already. ``actors``:
     stage actors (default: one per CPU of the cluster, each taking ``STAGE_CPUS``). The
     workers read ``ANTHROPIC_API_KEY`` from their own environment. ``observe``: see
-    ``Observer``.
+    ``Observer``. ``notify`` is told, before anything is sent, what the user should know
+    (``dedup_scope_notice``).
     """
     # The optional extra, loaded only here: missing, one line naming the pip install.
     ray = require_extra("ray", "ray", _engine())
@@ -107,6 +123,9 @@ def run_on_ray(
     job = str(Path(source).expanduser().resolve())
     config = load_config(job, settings, environ)
     _check_runnable(config)
+    notice = dedup_scope_notice(config, block_rows)
+    if notice is not None and notify is not None:
+        notify(notice)
     started = not ray.is_initialized()
     if started:
         if address is not None:

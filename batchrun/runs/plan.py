@@ -90,6 +90,7 @@ def plan(
     redo_lapsed: bool = False,
     pending: bytearray | None = None,
     files: FileCache | None = None,
+    past: int = -1,
 ) -> Iterator[Work]:
     """The rows this run must process, read lazily.
 
@@ -98,7 +99,8 @@ def plan(
     ``redo_lapsed`` sends again the rows a Message Batch expired or cancelled before
     answering; ``pending`` flags rows that sit in a batch still running (not sent again).
     ``files`` reads the files rows attach: the run's own (``runs.resume.Resume.files``)
-    records which, for its resume.
+    records which, for its resume. Rows up to index ``past`` are read (an id they use is
+    used) but not prepared: a batch round's first pass kept them (``batches.planned``).
     """
     waiting = pending or bytearray()
     # 1 for each row an earlier run finished (a row past them all is not).
@@ -145,6 +147,8 @@ def plan(
             continue
         if config.shard is not None and not in_shard(row.id, config.shard):
             continue  # another shard's row (``shards.run``): never sent by this run
+        if row.index <= past:
+            continue
         yield prepare(row, settings, seen_files)
 
 

@@ -1098,19 +1098,26 @@ class _SortedJournal:
         j0 = bisect.bisect_left(self._indexes, p0)
         j1 = bisect.bisect_left(self._indexes, p1)
         wanted = self._order[j0:j1]
-        batch_of = [bisect.bisect_right(self._starts, pos) - 1 for pos in wanted]
-        needed = sorted(set(batch_of))
-        offset = {}
-        batches = []
-        rows = 0
-        for b in needed:
-            batch = self._reader.get_batch(b)
-            offset[b] = rows
-            rows += batch.num_rows
-            batches.append(batch)
-        table = pa.Table.from_batches(batches, schema=self._reader.schema)
-        src = [offset[b] + pos - self._starts[b] for b, pos in zip(batch_of, wanted, strict=True)]
-        picked = table.take(int64_array(src)).drop_columns([INDEX])
+        # The wanted records of each batch, by their place in ``wanted``. Only those rows of
+        # a batch are kept once it is read: a Message Batch's results come in no particular
+        # order, so one chunk of output may draw on every batch that holds that batch's
+        # records, and holding those whole would hold the batch's every record at once.
+        of_batch: dict[int, list[int]] = {}
+        for k, pos in enumerate(wanted):
+            of_batch.setdefault(bisect.bisect_right(self._starts, pos) - 1, []).append(k)
+        pieces = []
+        placed: list[int] = []  # the place in ``wanted`` of each row of the pieces, in turn
+        for b in sorted(of_batch):
+            ks = of_batch[b]
+            start = self._starts[b]
+            rows = int64_array([wanted[k] - start for k in ks])
+            pieces.append(self._reader.get_batch(b).take(rows))
+            placed += ks
+        table = pa.Table.from_batches(pieces, schema=self._reader.schema)
+        back = [0] * len(placed)  # row of the pieces holding wanted[k], for each k
+        for row, k in enumerate(placed):
+            back[k] = row
+        picked = table.take(int64_array(back)).drop_columns([INDEX])
         return picked.cast(schema), self._indexes[j0:j1]
 
 

@@ -6,6 +6,7 @@ name the queue. Whole runs against the simulator's ``batch_queue_limit`` over lo
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -192,3 +193,67 @@ def test_cli_simulate_takes_a_batch_queue_limit() -> None:
     refused = runner.invoke(cli, ["simulate", "--batch-queue-limit", "0"])
     assert refused.exit_code == 2 and "--batch-queue-limit" in refused.output
     assert SimulatorConfig(batch_queue_limit=5).batch_settings().queue_limit == 5
+
+
+class HoldSome(httpx.AsyncBaseTransport):
+    """The simulator, except that the batches created second and third read as still in
+    progress until a fourth is created (or ``most_s`` passed): they end late."""
+
+    def __init__(self, most_s: float) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self._created: list[str] = []
+        self._most_s = most_s
+        self._began: float | None = None
+        self.fourth_created_while_held = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        path = request.url.path
+        if request.method == "POST" and path.endswith("/messages/batches"):
+            await response.aread()
+            if response.status_code == 200:
+                if len(self._created) == 3:
+                    self.fourth_created_while_held = self._holding()
+                self._created.append(response.json()["id"])
+            return response
+        late = self._created[1:3]
+        if request.method == "GET" and path.rsplit("/", 1)[-1] in late and self._holding():
+            await response.aread()
+            status = response.json()
+            status.update(processing_status="in_progress", ended_at=None, results_url=None)
+            return httpx.Response(200, json=status, headers={"content-type": "application/json"})
+        return response
+
+    def _holding(self) -> bool:
+        if len(self._created) > 3:
+            return False
+        now = time.monotonic()
+        if self._began is None:
+            self._began = now
+        return now - self._began < self._most_s
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def test_a_full_queue_takes_the_room_of_the_first_batch_to_end(tmp_path: Path) -> None:
+    # Room for three batches of 10; the second and third end late: the fourth is created in
+    # the room the first left, not once all three have ended.
+    config = SimulatorConfig(batch_processing_s=0.1, batch_queue_limit=30, retry_after=0)
+    with SimulatorThread(config) as sim:
+        src = prompts(50)
+        inp = write_jsonl(tmp_path / "in.jsonl", src)
+        out = tmp_path / "out.parquet"
+        flags = {"via": "batches", "poll_interval": 0.02, "batch_max_requests": 10}
+        transport = HoldSome(most_s=10.0)
+        summary = run(
+            job_config(inp, out, sim.base_url, **flags),
+            runtime=Runtime(transport=transport, sleep=no_wait),
+        )
+        stats = sim.stats.snapshot()
+        peak = sim.simulator.batches.queued_peak
+    assert transport.fourth_created_while_held
+    assert summary.exit_code == 0 and summary.ok == 50 and summary.retries == 0
+    assert stats.batch_requests_submitted == 50 and set(stats.batch_custom_ids.values()) == {1}
+    assert peak <= 30
+    assert [r["id"] for r in rows_of(out)] == [p["id"] for p in src]

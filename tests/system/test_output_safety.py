@@ -331,11 +331,16 @@ def test_temporaries_are_looked_for_only_after_a_killed_run(
 def test_a_batch_runs_files_are_unique_per_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A batch's body file and its kept rows (``batches.sent``) are this run's own, beside
-    the output, and gone once the batch is collected; another's file is left alone."""
+    """A batch's body file, its kept rows (``batches.sent``) and the round's prepared rows
+    (``batches.planned``) are this run's own, beside the output, and gone once the batch is
+    collected; another's file is left alone."""
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(4))
     out = tmp_path / "o.parquet"
-    others = [tmp_path / ".o.parquet.b1.sent", tmp_path / ".o.parquet.b1.body"]
+    others = [
+        tmp_path / ".o.parquet.b1.sent",
+        tmp_path / ".o.parquet.b1.body",
+        tmp_path / ".o.parquet.b1.planned",
+    ]
     for other in others:
         other.write_text("another run's file")
     made: list[Path] = []
@@ -349,10 +354,12 @@ def test_a_batch_runs_files_are_unique_per_run(
     with SimulatorThread(SimulatorConfig(batch_processing_s=0.1)) as sim:
         summary = run(job_config(inp, out, sim.base_url, via="batches", poll_interval=0.05))
     assert summary.exit_code == 0
-    assert sorted(p.suffix for p in made) == [".body", ".sent"]
+    assert sorted(p.suffix for p in made) == [".body", ".planned", ".sent"]
     for path in made:
         assert path.parent == tmp_path and not path.exists()
-        assert re.fullmatch(rf"\.o\.parquet\.{os.getpid()}\.[0-9a-f]{{12}}\.(body|sent)", path.name)
+        assert re.fullmatch(
+            rf"\.o\.parquet\.{os.getpid()}\.[0-9a-f]{{12}}\.(body|sent|planned)", path.name
+        )
     assert all(other.read_text() == "another run's file" for other in others)
 
 

@@ -105,6 +105,8 @@ def test_run_engine_ray_streams_each_block_to_disk_as_it_arrives(tmp_path: Path)
     assert all(later > earlier for earlier, later in itertools.pairwise(sizes))
     # ... and nothing of it, nor of the staged input, is left once the output is in place.
     assert not seen["spool_left"] and seen["staged_left"] == []
+    # Dedup is on (the default): the driver says, before sending, that it is per block.
+    assert len(seen["told"]) == 1 and "within each block of" in seen["told"][0]
 
 
 def test_ray_tests_run_in_their_own_network_namespace(tmp_path: Path) -> None:

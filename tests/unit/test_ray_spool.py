@@ -1,6 +1,7 @@
 """The spool of ``run --engine ray``'s driver (issue 26): blocks go to disk as they arrive, in
 any order, and the output comes back from it in input order, each row once, a window at a
-time (``batchrun.ray.assemble``). No Ray here: tables stand for the blocks."""
+time (``batchrun.ray.assemble``); and what the driver says of its dedup. No Ray here: tables
+stand for the blocks."""
 
 from __future__ import annotations
 
@@ -8,9 +9,14 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from support import TEST_KEY, write_jsonl
 
+from batchrun.cli.options import flag_names
+from batchrun.config.load import load_config
 from batchrun.core.errors import OutputError
+from batchrun.core.wording import command_line
 from batchrun.ray.assemble import OutputSpool
+from batchrun.ray.job import dedup_scope_notice
 from batchrun.ray.stage import INDEX_COLUMN, indexed_schema
 from batchrun.store.columns import blank_row
 from batchrun.store.sink import output_schema
@@ -82,3 +88,19 @@ def test_a_row_past_the_input_is_an_error(tmp_path: Path) -> None:
         spool.add(block([0, 1, 2]))
         with pytest.raises(OutputError, match="came back with input row 2, and the input has 2"):
             assembled(spool, 2)
+
+
+def test_the_driver_says_its_dedup_is_per_block(tmp_path: Path) -> None:
+    """Blocks are answered apart: identical rows in different blocks are each sent, and
+    ``--engine ray`` says so before sending, unless dedup is off."""
+    inp = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "prompt": "hi"}])
+    flags = {"model": "claude-haiku-4-5", "max_tokens": 5, "output": str(tmp_path / "o.parquet")}
+    env = {"ANTHROPIC_API_KEY": TEST_KEY}
+    with command_line(flag_names()):
+        told = dedup_scope_notice(load_config(inp, flags, env), block_rows=256)
+    assert told == (
+        "batchrun: --engine ray finds identical requests within each block of 256 rows only: "
+        "identical rows in different blocks are each sent and paid for (a local run, online "
+        "or via batches, finds them all)"
+    )
+    assert dedup_scope_notice(load_config(inp, {**flags, "dedup": False}, env)) is None

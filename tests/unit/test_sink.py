@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,27 @@ def test_large_outputs_are_written_in_chunks(tmp_path: Path) -> None:
     assert pq.ParquetFile(out).metadata.num_row_groups == 5  # 31 rows, 7 per chunk
     batches = list(read_batches(out, output_schema(), ["id"], 7))
     assert sum(b.num_rows for b in batches) == 31
+
+
+def test_a_shuffled_journal_is_written_in_order_a_few_rows_of_each_batch_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Message Batch's results come in no particular order: each chunk of output draws on
+    # every batch of the journal's Arrow file, and takes only its rows from each.
+    monkeypatch.setattr("batchrun.store.sink._JOURNAL_BATCH_ROWS", 5)
+    order = list(range(200))
+    random.Random(7).shuffle(order)
+    again = {3, 50, 51, 199}  # recorded twice: the newer record wins
+    rows = [(i, make_row(i)) for i in order]
+    rows += [(i, make_row(i, text=f"newer {i}")) for i in sorted(again, reverse=True)]
+    out = tmp_path / "out.parquet"
+    write_rows(out, rows, chunk_rows=7).finalize(200)
+    got = read_output(out)
+    assert [r["id"] for r in got] == [f"r{i}" for i in range(200)]
+    assert [r["text"] for r in got if r["text"].startswith("newer")] == [
+        f"newer {i}" for i in sorted(again)
+    ]
+    assert all(r["text"] == make_row(i)["text"] for i, r in enumerate(got) if i not in again)
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])

@@ -41,7 +41,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="r", dir="/tmp") as temp:
         ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp)
         try:
-            summary = run_on_ray(inp, flags, block_rows=block_rows, observe=observe)
+            told: list[str] = []
+            summary = run_on_ray(
+                inp, flags, block_rows=block_rows, observe=observe, notify=told.append
+            )
         finally:
             ray.shutdown()
     table = pq.read_table(out)
@@ -52,6 +55,7 @@ def main() -> None:
                 "in_order": table.column("id").to_pylist() == ids,
                 "statuses": sorted(set(table.column("status").to_pylist())),
                 "seen": seen,
+                "told": told,
                 "spool_left": any(p.name.endswith(".ray.tmp") for p in work.iterdir()),
                 "staged_left": [
                     p.name
