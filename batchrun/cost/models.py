@@ -202,6 +202,22 @@ def rule_breaks(
     ``batch_beta``: sent as a Message Batch with the 300K output beta (``OUTPUT_300K_BETA``).
     """
     model = str(body.get("model") or rules.model)
+    get = body.get
+    if (  # spelled out, not a loop over the names: this runs once a row
+        get("temperature") is None
+        and get("top_p") is None
+        and get("top_k") is None
+        and get("thinking") is None
+        and get("tool_choice") is None
+        and get("output_config") is None
+    ):
+        # The usual row sets none of the settings models differ on: only its conversation
+        # and its max_tokens can break a rule (what the checks below find for such a row).
+        breaks = []
+        if not rules.prefill and _ends_with_assistant(get("messages")):
+            breaks.append(_prefill_break(model))
+        breaks.extend(_output_breaks(get("max_tokens"), model, rules, batch_beta))
+        return breaks
     breaks = _sampling_breaks(body, model, rules)
     breaks.extend(_thinking_breaks(body, model, rules))
     choice = body.get("tool_choice")
@@ -212,8 +228,7 @@ def rule_breaks(
             RuleBreak("tool_choice", f"{forced!r} forces a tool, which {model} refuses", fix)
         )
     if _ends_with_assistant(body.get("messages")) and not rules.prefill:
-        reason = f"the conversation ends with an assistant turn (a prefill), which {model} refuses"
-        breaks.append(RuleBreak("messages", reason, "end it with the user's turn"))
+        breaks.append(_prefill_break(model))
     config = body.get("output_config")
     config = config if isinstance(config, Mapping) else {}
     breaks.extend(_effort_breaks(config.get("effort"), model, rules))
@@ -222,6 +237,11 @@ def rule_breaks(
         breaks.append(RuleBreak("output_config", reason, "leave the format out"))
     breaks.extend(_output_breaks(body.get("max_tokens"), model, rules, batch_beta))
     return breaks
+
+
+def _prefill_break(model: str) -> RuleBreak:
+    reason = f"the conversation ends with an assistant turn (a prefill), which {model} refuses"
+    return RuleBreak("messages", reason, "end it with the user's turn")
 
 
 def _drop_fix(name: str) -> str:

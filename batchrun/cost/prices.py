@@ -29,8 +29,8 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
-from decimal import Decimal
-from functools import lru_cache
+from decimal import Decimal, getcontext
+from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -177,6 +177,19 @@ class Rates:
     cache_write_1h: Decimal
     cache_read: Decimal
 
+    @cached_property
+    def scaled(self) -> tuple[tuple[int, int, int, int, int], int] | None:
+        """The rates as integers over one power of ten, (input, cache_write_5m,
+        cache_write_1h, cache_read, output) and the exponent: the same amounts, exactly,
+        for ``PriceTable.reply_cost``'s integer path; None when a rate is not a finite
+        amount >= 0 (then the Decimal path prices)."""
+        rates = (self.input, self.cache_write_5m, self.cache_write_1h, self.cache_read, self.output)
+        found = _scaled(*rates)
+        if found is None:
+            return None
+        (r_in, r_5m, r_1h, r_read, r_out), exponent = found
+        return (r_in, r_5m, r_1h, r_read, r_out), exponent
+
 
 @dataclass(frozen=True)
 class LongContext:
@@ -237,26 +250,64 @@ class Usage:
         every cache write is taken as 5 m, the default TTL. Any part of
         ``cache_creation_input_tokens`` the split does not account for is also 5 m.
         """
-        written = _count(usage.get("cache_creation_input_tokens"))
-        split = usage.get("cache_creation")
-        w1h = _count(split.get("ephemeral_1h_input_tokens")) if isinstance(split, Mapping) else 0
-        w5m = _count(split.get("ephemeral_5m_input_tokens")) if isinstance(split, Mapping) else 0
-        w5m = max(w5m, written - w1h)
-        tools = usage.get("server_tool_use")
-        searches = _count(tools.get("web_search_requests")) if isinstance(tools, Mapping) else 0
-        return cls(
-            input_tokens=_count(usage.get("input_tokens")),
-            output_tokens=_count(usage.get("output_tokens")),
-            cache_write_5m=w5m,
-            cache_write_1h=w1h,
-            cache_read=_count(usage.get("cache_read_input_tokens")),
-            web_search_requests=searches,
-            batch=usage.get("service_tier") == "batch",
-        )
+        return cls(*_usage_parts(usage))
+
+
+_UsageParts = tuple[int, int, int, int, int, int, bool]
+
+
+def _usage_parts(usage: Mapping[str, Any]) -> _UsageParts:
+    """``Usage.from_api``'s fields, in their order, without making a ``Usage``."""
+    get = usage.get
+    written = _count(get("cache_creation_input_tokens"))
+    split = get("cache_creation")
+    if split is not None and (type(split) is dict or isinstance(split, Mapping)):
+        w1h = _count(split.get("ephemeral_1h_input_tokens"))
+        w5m = max(_count(split.get("ephemeral_5m_input_tokens")), written - w1h)
+    else:
+        w1h = 0
+        w5m = max(0, written)
+    tools = get("server_tool_use")
+    searches = (
+        _count(tools.get("web_search_requests"))
+        if tools is not None and (type(tools) is dict or isinstance(tools, Mapping))
+        else 0
+    )
+    return (
+        _count(get("input_tokens")),
+        _count(get("output_tokens")),
+        w5m,
+        w1h,
+        _count(get("cache_read_input_tokens")),
+        searches,
+        get("service_tier") == "batch",
+    )
 
 
 def _count(value: Any) -> int:
+    if type(value) is int:  # the usual case, decided at once
+        return value if value > 0 else 0
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+# Under this, every step of ``cost_at``'s Decimal arithmetic is exact (28 digits, the
+# default context's precision), so an integer numerator over a power of ten is the same
+# amount, and int / int, correctly rounded as float(Decimal) is, the same float.
+_EXACT_BELOW = 10**27
+_EXACT_PRECISION = 28
+
+
+def _scaled(*amounts: Decimal) -> tuple[tuple[int, ...], int] | None:
+    """``amounts`` as integers over ``10**exponent`` (the same values), or None when one
+    is not a finite amount >= 0."""
+    exponents = []
+    for amount in amounts:
+        sign, _, exponent = amount.as_tuple()
+        if sign or not isinstance(exponent, int):
+            return None  # negative, NaN or infinite: the Decimal path says what it costs
+        exponents.append(exponent)
+    exponent = -min(0, *exponents)
+    return tuple(int(amount.scaleb(exponent)) for amount in amounts), exponent
 
 
 @dataclass(frozen=True)
@@ -358,12 +409,54 @@ class PriceTable:
 
     def reply_cost(self, models: Iterable[str | None], usage: Mapping[str, Any]) -> float | None:
         """``cost_usd`` of an output row: the first of ``models`` with a price (served model
-        first, then the one asked for), priced from the response's own usage."""
+        first, then the one asked for), priced from the response's own usage.
+
+        Every answered row asks this, so it is priced in integers where that is exact:
+        ``float(cost_at(...))`` to the bit (``_exact_cost``), in a fraction of the time."""
         for model in models:
             price = self.lookup(model)
             if price is not None:
-                return float(self.cost_at(price, Usage.from_api(usage)))
+                parts = _usage_parts(usage)
+                cost = self._exact_cost(price, parts)
+                if cost is None:
+                    cost = float(self.cost_at(price, Usage(*parts)))
+                return cost
         return None
+
+    def _exact_cost(self, price: ModelPrice, parts: _UsageParts) -> float | None:
+        """``float(self.cost_at(price, Usage(*parts)))``, from integers; None where the
+        Decimal steps might round (amounts past ``_EXACT_BELOW``, a context of less
+        precision) or a rate is odd (``Rates.scaled``), for the Decimal path to price."""
+        inp, out, w5m, w1h, read, searches, batch = parts
+        rates = price.rates_for(inp + w5m + w1h + read)
+        scaled = rates.scaled
+        extras = self._scaled_extras
+        if scaled is None or extras is None or getcontext().prec < _EXACT_PRECISION:
+            return None
+        (r_in, r_5m, r_1h, r_read, r_out), exp = scaled
+        (factor, search), (f_exp, s_exp) = extras
+        tokens = inp * r_in + w5m * r_5m + w1h * r_1h + read * r_read + out * r_out
+        exp += 6  # per million tokens
+        if batch:
+            tokens *= factor
+            exp += f_exp
+        web = searches * search
+        web_exp = s_exp + 3  # per 1,000 searches
+        top = max(exp, web_exp)
+        total: int = tokens * 10 ** (top - exp) + web * 10 ** (top - web_exp)
+        if total >= _EXACT_BELOW:
+            return None
+        divisor: int = 10**top
+        return total / divisor
+
+    @cached_property
+    def _scaled_extras(self) -> tuple[tuple[int, int], tuple[int, int]] | None:
+        """(batch factor, search price) as integers, and each one's power of ten."""
+        factor = _scaled(self.batch_price_factor)
+        search = _scaled(self.web_search_per_1000)
+        if factor is None or search is None:
+            return None
+        return (factor[0][0], search[0][0]), (factor[1], search[1])
 
     def models(self) -> list[ModelPrice]:
         """Each priced model once, in table order."""

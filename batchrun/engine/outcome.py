@@ -332,8 +332,12 @@ def _safe_text(row: dict[str, Any]) -> dict[str, Any]:
     rows are made, rather than fail the journal write and with it the run.
     """
     for name, value in row.items():
-        if isinstance(value, str) and not value.isascii():
-            row[name] = without_surrogates(value)
+        if type(value) is str:  # the usual text, told apart without isinstance
+            if value.isascii():
+                continue
+        elif value is None or not isinstance(value, str):
+            continue
+        row[name] = without_surrogates(value)
     return row
 
 

@@ -157,22 +157,29 @@ def breakpoints_by_part(body: Mapping[str, Any]) -> dict[str, int]:
     Walked over the places a mark can be, never over the text of the JSON: a prompt that
     mentions ``"cache_control"`` or a tool's input schema with such a property is no mark.
     """
-    counts = {
-        "cache_control": int(body.get("cache_control") is not None),
-        "tools": _marked(body.get("tools")),
-        "system": _marked(body.get("system")),
-        "messages": sum(
-            _marked(turn.get("content"))
-            for turn in body.get("messages") or ()
-            if isinstance(turn, Mapping)
-        ),
-    }
-    return {part: n for part, n in counts.items() if n}
+    counts: dict[str, int] = {}
+    if body.get("cache_control") is not None:
+        counts["cache_control"] = 1
+    tools = _marked(body.get("tools"))
+    if tools:
+        counts["tools"] = tools
+    system = _marked(body.get("system"))
+    if system:
+        counts["system"] = system
+    messages = 0
+    for turn in body.get("messages") or ():
+        if type(turn) is dict or isinstance(turn, Mapping):
+            messages += _marked(turn.get("content"))
+    if messages:
+        counts["messages"] = messages
+    return counts
 
 
 def _marked(blocks: Any) -> int:
     """The marks on ``blocks`` (a list of blocks or tools; anything else holds none) and on
     the blocks nested in them."""
+    if blocks is None or type(blocks) is str:  # a turn's text, no system: at once
+        return 0
     if not isinstance(blocks, (list, tuple)):
         return 0
     count = 0

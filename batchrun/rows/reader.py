@@ -130,7 +130,7 @@ def _identified(
 def _input_row(index: int, raw: RawRow, seen: _SeenIds, file: str, unit: str) -> InputRow:
     """The row at ``index``; its id is recorded in ``seen`` unless it is a duplicate."""
     record = raw.record or {}
-    problems = list(raw.problems)
+    problems = list(raw.problems) if raw.problems else []
     row_id, id_problem = _row_id(record.get("id"), index)
     if id_problem is not None:
         problems.append(id_problem)
@@ -242,6 +242,8 @@ class _HashSet:
 
 def _row_id(value: Any, index: int) -> tuple[str, Problem | None]:
     """The row's id as a string, defaulting to ``row-<index>`` when absent, null or empty."""
+    if type(value) is str and value and value.isascii():
+        return value, None  # the usual id, decided at once (ASCII holds no surrogate)
     default = f"row-{index}"
     if value is None or value == "":
         return default, None

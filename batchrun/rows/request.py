@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.core.errors import InvalidRowError, Problem
+from batchrun.core.jsoncodec import one_shot
 from batchrun.core.wording import said
 from batchrun.rows.checks import (
     CHECKS,
@@ -168,7 +169,8 @@ def build_request(
     """
     problems: list[Problem] = []
     body: dict[str, Any] = {}
-    for name in _BODY_ORDER:
+    job = _job_plan(defaults)
+    for name in job.names(fields):
         if name == "messages":
             messages, message_problems = _conversation(fields, defaults.template, base_dir, files)
             problems.extend(message_problems)
@@ -180,7 +182,7 @@ def build_request(
         else:  # setting_value, spelled out: this runs for every parameter of every row
             value = fields.get(name)
             if value is None:
-                value = getattr(defaults, name)
+                value = job.values.get(name)
         if value is None:
             if name in _REQUIRED:
                 problems.append(Problem(name, "required; set it in the job or the row"))
@@ -210,6 +212,44 @@ def build_request(
     if problems:
         raise InvalidRowError(problems)
     return body
+
+
+@dataclass(frozen=True)
+class _JobPlan:
+    """What of ``build_request``'s walk over the body's fields is the same for every row of
+    a job: the parameters the job sets (``values``), and the fields looked at whatever the
+    row holds (``always``: the job's, the required ones, the conversation), in body order.
+    A row's own parameter adds its name; every other field has no value to check."""
+
+    defaults: RequestDefaults
+    values: dict[str, Any]
+    always: frozenset[str]
+    order: tuple[str, ...]
+
+    def names(self, fields: Mapping[str, Any]) -> tuple[str, ...]:
+        """The fields to build for a row with ``fields``, in body order."""
+        own = fields.keys() & PARAM_NAMES
+        if own <= self.always:
+            return self.order
+        wanted = self.always | own
+        return tuple(name for name in _BODY_ORDER if name in wanted)
+
+
+_last_plan: _JobPlan | None = None  # a run's rows share their defaults: the last job's plan
+
+
+def _job_plan(defaults: RequestDefaults) -> _JobPlan:
+    global _last_plan
+    plan = _last_plan
+    if plan is not None and plan.defaults is defaults:
+        return plan
+    values = {
+        name: getattr(defaults, name) for name in PARAM_NAMES if getattr(defaults, name) is not None
+    }
+    always = frozenset({*values, *_REQUIRED, "messages"})
+    order = tuple(name for name in _BODY_ORDER if name in always)
+    plan = _last_plan = _JobPlan(defaults, values, always, order)
+    return plan
 
 
 def _ask_structured(
@@ -320,25 +360,30 @@ def _as_sent(body: Mapping[str, Any], canonical: bytes) -> bytes:
     if "output_config" not in body and "tools" not in body:
         return canonical
     content = {key: value for key, value in body.items() if key != "stream"}
-    return _ordered_encoder().encode(content).encode("utf-8")
+    return _ordered()(content).encode("utf-8")
 
 
 def shared_parts(fields: Mapping[str, Any], defaults: RequestDefaults) -> SharedParts:
     """What of a row's request comes from the job, and so is the same in every row."""
-    uses_template = (
-        defaults.template is not None
-        and fields.get("messages") is None
-        and not _attachments(fields, defaults.template)
+    template = defaults.template
+    no_turns = fields.get("messages") is None
+    attached = no_turns and bool(_attachments(fields, template))
+    return _shared_parts(
+        defaults.tools is not None and fields.get("tools") is None,
+        defaults.system is not None and fields.get("system") is None,
+        template_head(template) if template is not None and no_turns and not attached else None,
+        not no_turns,
+        attached,
     )
+
+
+@lru_cache(maxsize=256)
+def _shared_parts(
+    tools: bool, system: bool, head: str | None, turns: bool, files: bool
+) -> SharedParts:
+    """One ``SharedParts`` for each of the few there are in a run, not one made a row."""
     return SharedParts(
-        tools=defaults.tools is not None and fields.get("tools") is None,
-        system=defaults.system is not None and fields.get("system") is None,
-        template_head=template_head(defaults.template)
-        if uses_template and defaults.template is not None
-        else None,
-        leading_turns=fields.get("messages") is not None,
-        leading_files=fields.get("messages") is None
-        and bool(_attachments(fields, defaults.template)),
+        tools=tools, system=system, template_head=head, leading_turns=turns, leading_files=files
     )
 
 
@@ -385,8 +430,23 @@ def request_hash(body: Mapping[str, Any]) -> str:
 
 
 def _canonical_json(body: Mapping[str, Any]) -> bytes:
-    content = {key: value for key, value in body.items() if key != "stream"}
-    return _canonical_encoder().encode(content).encode("utf-8")
+    # A built body is a dict without ``stream``: encoded as it is, not copied first.
+    if type(body) is dict and "stream" not in body:
+        content: Mapping[str, Any] = body
+    else:
+        content = {key: value for key, value in body.items() if key != "stream"}
+    return _canonical()(content).encode("utf-8")
+
+
+@lru_cache(maxsize=1)
+def _canonical() -> Callable[[Any], str]:
+    """The canonical encoder's ``encode``, without its per-call set-up (``one_shot``)."""
+    return one_shot(_canonical_encoder())
+
+
+@lru_cache(maxsize=1)
+def _ordered() -> Callable[[Any], str]:
+    return one_shot(_ordered_encoder())
 
 
 @lru_cache(maxsize=1)

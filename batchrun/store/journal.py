@@ -35,6 +35,7 @@ from array import array
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batchrun.core.timestamps import parse_rfc3339_or_none
+from batchrun.core.jsoncodec import flat_line
+from batchrun.core.timestamps import format_rfc3339, parse_rfc3339_or_none
 from batchrun.formats.jsonl import (
     JSON_SLICE_BYTES,
     json_line,
@@ -114,9 +116,25 @@ class Damage:
 
 def journal_line(index: int, row: Mapping[str, Any], run: str | None = None) -> str:
     """The journal line recording that input row ``index`` finished as ``row`` (in ``run``)."""
-    if run is None:
-        return json_line({INDEX: index, **row})
-    return json_line({INDEX: index, RUN: run, **row})
+    record = _record(index, row, run)
+    line = flat_line(record)
+    return json_line(record) if line is None else line.decode()
+
+
+def journal_bytes(index: int, row: Mapping[str, Any], run: str | None = None) -> bytes:
+    """``journal_line``, encoded as it is written: by orjson where it writes the same values
+    (``core.jsoncodec.flat_line``, a tenth of the stdlib's time), and every row writes one."""
+    record = _record(index, row, run)
+    line = flat_line(record)
+    return json_line(record).encode() if line is None else line
+
+
+def _record(index: int, row: Mapping[str, Any], run: str | None) -> dict[str, Any]:
+    record = {INDEX: index, **row} if run is None else {INDEX: index, RUN: run, **row}
+    finished = record.get("finished_at")
+    if isinstance(finished, datetime):  # as json_line writes it
+        record["finished_at"] = format_rfc3339(finished)
+    return record
 
 
 def repair_journal(path: Path) -> None:

@@ -75,7 +75,7 @@ from batchrun.store.journal import (
     Damage,
     conform,
     int64s,
-    journal_line,
+    journal_bytes,
     journal_schema,
     newest_per_row,
     numbers,
@@ -779,7 +779,7 @@ class Sink:
         """
         if self._fd is None:
             raise OutputError("the output is not open")
-        line = journal_line(index, row, self.run_id).encode()
+        line = journal_bytes(index, row, self.run_id)
         cost = row.get("cost_usd")
         held = self._held
         if held is not None:
@@ -1047,8 +1047,10 @@ class Sink:
                 if not rows:
                     return
                 picked = chunk.take(int64_array(rows)).to_pylist()
-                lines = "".join(journal_line(p0 + k, r) for k, r in zip(rows, picked, strict=True))
-                data = memoryview(lines.encode())
+                lines = b"".join(
+                    journal_bytes(p0 + k, r) for k, r in zip(rows, picked, strict=True)
+                )
+                data = memoryview(lines)
                 while data:
                     data = data[self._write(fd, data) :]
 
