@@ -12,6 +12,7 @@ and every text that lands in an output column (``content_json``), keep the stdli
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from json import encoder as _stdlib
 from math import isfinite
@@ -101,3 +102,22 @@ def flat_line(record: Mapping[str, Any]) -> bytes | None:
         return orjson.dumps(record, option=_FLAT)
     except orjson.JSONEncodeError:  # a big int, a lone surrogate, a key that is no str
         return None
+
+
+# A run of 19 digits: an integer orjson might read as a float (it reads those beyond 64 bits
+# so), or a long decimal: either way, the stdlib reads the line.
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+
+
+def parse(data: bytes) -> Any:
+    """``json.loads(data)``, the same values, read by orjson where it reads them the same
+    (about three times quicker): a Message Batch's result lines, 100,000 to a batch. What
+    orjson refuses (NaN and the infinities, a lone surrogate's escape, a byte-order mark,
+    bytes that are not UTF-8) and any line with a number it might read otherwise are read by
+    the stdlib, which succeeds or fails as it always did."""
+    if _LONG_NUMBER.search(data) is None:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data)
