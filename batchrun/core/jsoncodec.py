@@ -12,7 +12,6 @@ and every text that lands in an output column (``content_json``), keep the stdli
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping
 from json import encoder as _stdlib
 from math import isfinite
@@ -105,8 +104,10 @@ def flat_line(record: Mapping[str, Any]) -> bytes | None:
 
 
 # A run of 19 digits: an integer orjson might read as a float (it reads those beyond 64 bits
-# so), or a long decimal: either way, the stdlib reads the line.
-_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+# so), or a long decimal: either way, the stdlib reads the line. Found by turning every
+# digit into 0 and looking for 19 of them (a tenth of a regular expression's time).
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_NUMBER = b"0" * 19
 
 
 def parse(data: bytes) -> Any:
@@ -115,7 +116,7 @@ def parse(data: bytes) -> Any:
     orjson refuses (NaN and the infinities, a lone surrogate's escape, a byte-order mark,
     bytes that are not UTF-8) and any line with a number it might read otherwise are read by
     the stdlib, which succeeds or fails as it always did."""
-    if _LONG_NUMBER.search(data) is None:
+    if data.translate(_DIGITS_AS_ZERO).find(_LONG_NUMBER) < 0:
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
