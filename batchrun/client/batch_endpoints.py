@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +18,7 @@ from typing import Any, TypeVar
 from batchrun.client.messages import MessagesClient
 from batchrun.client.retry import send_with_retries
 from batchrun.core.errors import ApiConnectionError, ApiError, ApiResponseError, ApiTimeoutError
+from batchrun.core.jsoncodec import parse
 from batchrun.core.timestamps import parse_rfc3339
 
 BATCHES_PATH = "/v1/messages/batches"
@@ -142,7 +142,7 @@ class BatchesApi:
         """
         async for line in self._client.lines(f"{BATCHES_PATH}/{batch_id}/results"):
             try:
-                record = json.loads(line)
+                record = parse(line)
             except ValueError as exc:
                 raise ApiResponseError(
                     f"batch {batch_id}: a results line is not JSON",

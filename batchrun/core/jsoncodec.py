@@ -101,3 +101,24 @@ def flat_line(record: Mapping[str, Any]) -> bytes | None:
         return orjson.dumps(record, option=_FLAT)
     except orjson.JSONEncodeError:  # a big int, a lone surrogate, a key that is no str
         return None
+
+
+# A run of 19 digits: an integer orjson might read as a float (it reads those beyond 64 bits
+# so), or a long decimal: either way, the stdlib reads the line. Found by turning every
+# digit into 0 and looking for 19 of them (a tenth of a regular expression's time).
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_NUMBER = b"0" * 19
+
+
+def parse(data: bytes) -> Any:
+    """``json.loads(data)``, the same values, read by orjson where it reads them the same
+    (about three times quicker): a Message Batch's result lines, 100,000 to a batch. What
+    orjson refuses (NaN and the infinities, a lone surrogate's escape, a byte-order mark,
+    bytes that are not UTF-8) and any line with a number it might read otherwise are read by
+    the stdlib, which succeeds or fails as it always did."""
+    if data.translate(_DIGITS_AS_ZERO).find(_LONG_NUMBER) < 0:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data)

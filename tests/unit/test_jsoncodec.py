@@ -1,5 +1,7 @@
 """``core.jsoncodec.one_shot``: an encoder's ``encode``, the same text and the same
-failures, for the request bodies whose bytes resume's hashes are made of."""
+failures, for the request bodies whose bytes resume's hashes are made of; and
+``core.jsoncodec.parse``: ``json.loads``, the same values and the same failures, for a
+Message Batch's result lines."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from batchrun.core.jsoncodec import compact, one_shot
+from batchrun.core.jsoncodec import compact, one_shot, parse
 
 
 def _default(value: Any) -> Any:
@@ -133,3 +135,54 @@ def test_without_the_stdlib_s_c_encoder_it_is_encode_itself(
 
     monkeypatch.setattr(json.encoder, "c_make_encoder", other)
     assert one_shot(encoder) == encoder.encode
+
+
+def _read(reader: Callable[[bytes], Any], data: bytes) -> tuple[str, Any]:
+    try:
+        return "ok", reader(data)
+    except ValueError:  # what the results reader turns into a malformed response
+        return "ValueError", None
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, and of the same types all the way down (1 is not 1.0 here), NaN equal to NaN."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def test_parse_reads_random_lines_as_json_loads_does() -> None:
+    rng = random.Random(32)
+    for _ in range(3000):
+        data = json.dumps(_random_value(rng), ensure_ascii=rng.random() < 0.5).encode()
+        fast, slow = _read(parse, data), _read(json.loads, data)
+        assert fast[0] == slow[0] and _same(fast[1], slow[1]), data
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"n": 123456789012345678901234567890}',  # beyond 64 bits: orjson reads a float
+        b'{"n": -9223372036854775809}',
+        b'{"n": 18446744073709551616}',
+        b'{"n": 9223372036854775807, "m": -9223372036854775808}',
+        b'{"x": 0.12345678901234567891}',
+        b'{"n": NaN, "i": Infinity, "j": -Infinity}',  # orjson refuses these
+        b'{"x": 1e400}',
+        b'{"s": "\\ud83d half an emoji"}',  # a lone surrogate's escape
+        b'\xef\xbb\xbf{"a": 1}',  # a byte-order mark
+        b'{"a": 1, "a": 2}',  # the last wins, both ways
+        b'{"s": "\xff"}',  # not UTF-8: both fail
+        b'{"a": ',  # cut short: both fail
+        b'[1, 2.0, -0.0, true, null, "\\u00e9"]',
+    ],
+)
+def test_parse_reads_what_orjson_reads_otherwise_as_json_loads_does(data: bytes) -> None:
+    fast, slow = _read(parse, data), _read(json.loads, data)
+    assert fast[0] == slow[0] and _same(fast[1], slow[1])
