@@ -220,6 +220,18 @@ def sigterm_as_interrupt() -> Iterator[None]:
 # --------------------------------------------------------------------------- inputs
 
 
+# A short labelling answer, as a Message: what the benchmarks' stand-in servers answer.
+CANNED_MESSAGE: dict[str, Any] = {
+    "type": "message",
+    "role": "assistant",
+    "model": MODEL,
+    "content": [{"type": "text", "text": "positive"}],
+    "stop_reason": "end_turn",
+    "stop_sequence": None,
+    "usage": {"input_tokens": 31, "output_tokens": 2, "service_tier": "batch"},
+}
+
+
 def prompt_text(i: int) -> str:
     """A distinct prompt per row, roughly the size of a short labelling task."""
     return (

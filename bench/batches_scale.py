@@ -60,6 +60,7 @@ import pyarrow.parquet as pq
 from _harness import (
     API_KEY,
     API_VERSION,
+    CANNED_MESSAGE,
     MODEL,
     BenchError,
     SimulatorProcess,
@@ -190,15 +191,7 @@ class StandIn:
 
 
 _MESSAGE_TAIL = json.dumps(
-    {
-        "type": "message",
-        "role": "assistant",
-        "model": MODEL,
-        "content": [{"type": "text", "text": "positive"}],
-        "stop_reason": "end_turn",
-        "stop_sequence": None,
-        "usage": {"input_tokens": 31, "output_tokens": 2, "service_tier": "batch"},
-    },
+    CANNED_MESSAGE,
     separators=(",", ":"),
 )[1:]
 

@@ -28,16 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-MODEL = "claude-haiku-4-5"
-MESSAGE = {
-    "type": "message",
-    "role": "assistant",
-    "model": MODEL,
-    "content": [{"type": "text", "text": "positive"}],
-    "stop_reason": "end_turn",
-    "stop_sequence": None,
-    "usage": {"input_tokens": 31, "output_tokens": 2, "service_tier": "batch"},
-}
+from _harness import CANNED_MESSAGE as MESSAGE
+from _harness import MODEL
+
 STAGES = ("read", "prepare", "ok_row", "journal")
 
 
