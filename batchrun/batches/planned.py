@@ -28,9 +28,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from batchrun.batches.sent import light_work
 from batchrun.core.errors import InvalidRowError, OutputError, Problem
 from batchrun.engine.outcome import RowSettings, Work, kept_texts
-from batchrun.rows.reader import InputRow
 
 MAX_BYTES = 1 << 30  # of the file beside the output: a 10M-row round keeps its first ~2.5M
 ROWS_PER_RECORD = 1024  # rows pickled together: one call per thousand rows, not per row
@@ -162,17 +162,17 @@ def _work(kept: _Kept, keep_columns: tuple[str, ...]) -> Work:
     index, line, row_id, request_hash, has_body, model, content, prefix_key, dropped, texts, why = (
         kept
     )
-    fields = dict(zip(keep_columns, texts, strict=True)) if keep_columns else {}
-    problem = None
-    if why is not None:
-        problems, file, at = why
-        problem = InvalidRowError(problems, file=file, row=at)
-    return Work(
-        InputRow(index, line, row_id, fields),
-        {"model": model} if has_body else None,
+    return light_work(
+        index,
+        row_id,
         request_hash,
-        problem,
+        model,
+        texts,
+        keep_columns,
+        dropped,
+        line=line,
+        has_body=has_body,
+        problem=None if why is None else InvalidRowError(why[0], file=why[1], row=why[2]),
         content=content,
         prefix_key=prefix_key,
-        dropped=dropped,
     )

@@ -439,8 +439,9 @@ class _BatchJob:
                 self._plan, known_ids if round_number == 0 else [], redo_lapsed, pending
             )
             counter = self.counter if round_number == 0 else RowCounter()
-            planned = await self._read_ahead(round_number, works, counter)
+            planned = self._planned_rows()
             try:
+                await self._read_ahead(round_number, works, counter, planned)
                 if planned is None:
                     await self.submit(self._within_budget(works(counter)))
                 else:
@@ -487,61 +488,62 @@ class _BatchJob:
             past=past,
         )
 
+    def _primes(self) -> bool:
+        """Whether a round primes the prompt cache of the groups it sends more than once
+        (``batches.priming``): not in the batch lane of ``--via auto``, whose deadline did
+        not plan for a warming batch's turnaround."""
+        return self.config.defaults.cache is not None and self.watch is None
+
+    def _planned_rows(self) -> PlannedRows | None:
+        """Where a round's first pass keeps the rows it prepares, for its batches to be built
+        from (``batches.planned``); None when no such pass runs, or when building needs more
+        of a row than is kept: the answer cache checks each whole body, and ``--via auto``'s
+        budget prices it. The round removes the file once its batches are built."""
+        if self.twins is None and not self._primes():
+            return None
+        if self.answers is not None or (
+            self.watch is not None and self.config.cost.max_cost is not None
+        ):
+            return None
+        return PlannedRows(temporary_path(self.config.output.path, PLANNED_SUFFIX), self.rows)
+
     async def _read_ahead(
         self,
         round_number: int,
         works: Callable[[RowCounter], Iterator[Work]],
         counter: RowCounter,
-    ) -> PlannedRows | None:
+        planned: PlannedRows | None,
+    ) -> None:
         """Before any batch of the round is built, its rows are read once more: twins are
         found, so that each request is submitted once wherever its twins fall
         (``runs.twins.BatchTwins``), and the rows of each prefix group counted, to prime the
-        groups the round sends more than once (``batches.priming``). The batch lane of
-        ``--via auto`` primes nothing: a warming batch is waited for whole before the others
-        are created, and that wait is a batch's turnaround the deadline did not plan for.
+        groups the round sends more than once (``_primes``).
 
-        The rows as this pass prepares them are kept (``batches.planned``), and the batches
-        built from them, unless building needs more of a row than is kept: the answer cache
-        checks each whole body, and ``--via auto``'s budget prices it. When they are kept,
-        this pass counts the round's rows (``counter``, the display's), as the builder
-        would. None: no pass, or nothing kept; the builder prepares the rows itself."""
-        primes = self.config.defaults.cache is not None and self.watch is None
-        counts = GroupCounts() if primes else None
+        The rows as this pass prepares them are kept in ``planned`` when given, and the
+        batches built from them; this pass then counts the round's rows (``counter``, the
+        display's), as the builder would."""
+        counts = GroupCounts() if self._primes() else None
         if self.twins is None and counts is None:
-            return None
-        keeps = self.answers is None and not (
-            self.watch is not None and self.config.cost.max_cost is not None
-        )
-        planned = (
-            PlannedRows(temporary_path(self.config.output.path, PLANNED_SUFFIX), self.rows)
-            if keeps
-            else None
-        )
-        try:
-            again = works(counter if planned is not None else RowCounter())
-            if planned is not None:
-                again = planned.keeping(again)
-            if counts is not None:
-                again = counts.counting(again)
-            if self.twins is not None:
-                notice = twin_pass_notice(self.summary.todo) if round_number == 0 else None
-                if notice is not None:
-                    self.log(notice)
-                self.twins.find(again)
-            else:
-                for _ in again:
-                    pass
-            if counts is not None:
-                warm = warm_groups(self.journal, utc_now())
-                self._priming = Priming(shared_groups(counts.counts), warm)
-                for entry in self.journal.open_entries():  # a warming batch a stop left
-                    if entry.warms and entry.batch_id is not None and not self.stopping:
-                        await self._warmed(entry)
-        except BaseException:
-            if planned is not None:
-                planned.remove()
-            raise
-        return planned
+            return
+        again = works(counter if planned is not None else RowCounter())
+        if planned is not None:
+            again = planned.keeping(again)
+        if counts is not None:
+            again = counts.counting(again)
+        if self.twins is not None:
+            notice = twin_pass_notice(self.summary.todo) if round_number == 0 else None
+            if notice is not None:
+                self.log(notice)
+            self.twins.find(again)
+        else:
+            for _ in again:
+                pass
+        if counts is not None:
+            warm = warm_groups(self.journal, utc_now())
+            self._priming = Priming(shared_groups(counts.counts), warm)
+            for entry in self.journal.open_entries():  # a warming batch a stop left
+                if entry.warms and entry.batch_id is not None and not self.stopping:
+                    await self._warmed(entry)
 
     # -- 1. reconcile ---------------------------------------------------------------------
 

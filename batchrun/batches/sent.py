@@ -13,11 +13,11 @@ intent recorded (``batches.run``).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from batchrun.core.errors import OutputError
+from batchrun.core.errors import InvalidRowError, OutputError
 from batchrun.core.jsoncodec import compact
 from batchrun.engine.outcome import Work
 from batchrun.rows.reader import InputRow
@@ -82,19 +82,16 @@ class SentRows:
     def work(self, position: int, index: int) -> Work:
         """The row at ``position`` as ``engine.outcome`` makes output rows of it: all it reads
         of a ``Work`` (id, kept columns, model asked, request hash) and nothing more."""
-        fields: dict[str, Any] = (
-            dict(zip(self.keep_columns, self.kept[position], strict=True))
-            if self.keep_columns
-            else {}
-        )
         row_id = self.ids[position]
         assert row_id is not None  # the caller skips rows the input no longer has
-        return Work(
-            InputRow(index, 0, row_id, fields),
-            {"model": self.models[position]},
+        return light_work(
+            index,
+            row_id,
             self.hashes[position],
-            None,
-            dropped=tuple(self.dropped.get(position, ())),
+            self.models[position],
+            self.kept[position] if self.keep_columns else (),
+            self.keep_columns,
+            self.dropped.get(position, ()),
         )
 
     def save(self, path: Path) -> None:
@@ -131,3 +128,35 @@ class SentRows:
             data["kept"],
             dropped,
         )
+
+
+def light_work(
+    index: int,
+    row_id: str,
+    request_hash: str | None,
+    model: str | None,
+    kept: Sequence[str | None],
+    keep_columns: tuple[str, ...],
+    dropped: Sequence[str] = (),
+    *,
+    line: int = 0,
+    has_body: bool = True,
+    problem: InvalidRowError | None = None,
+    content: bytes | None = None,
+    prefix_key: str | None = None,
+) -> Work:
+    """A row as all that building a batch and making its output rows read of a prepared
+    ``Work``: its id, its kept columns' texts (``engine.outcome.kept_texts`` gives them back
+    as they are), the model asked as its body, its request hash, the settings dropped for
+    its model; for building, its request as encoded and its cache group, or why it cannot
+    be sent (``batches.planned``)."""
+    fields = dict(zip(keep_columns, kept, strict=True)) if keep_columns else {}
+    return Work(
+        InputRow(index, line, row_id, fields),
+        {"model": model} if has_body else None,
+        request_hash,
+        problem,
+        content=content,
+        prefix_key=prefix_key,
+        dropped=tuple(dropped),
+    )

@@ -206,16 +206,11 @@ def put_message_fields(
     row["thinking"] = "\n\n".join(thoughts) if thoughts else None
     row["redacted_thinking_blocks"] = redacted
     row["tool_calls_json"] = tool_calls_json
-    # A count is an int as a rule: taken at once, else _int_or_none decides.
-    count = get("input_tokens")
-    row["input_tokens"] = count if type(count) is int else _int_or_none(count)
-    count = get("output_tokens")
-    row["output_tokens"] = count if type(count) is int else _int_or_none(count)
+    row["input_tokens"] = _int_or_none(get("input_tokens"))
+    row["output_tokens"] = _int_or_none(get("output_tokens"))
     # Null means "no cache involved"; 0 keeps the column numeric and sums simple.
-    count = get("cache_creation_input_tokens")
-    row["cache_creation_input_tokens"] = (count if type(count) is int else _int_or_none(count)) or 0
-    count = get("cache_read_input_tokens")
-    row["cache_read_input_tokens"] = (count if type(count) is int else _int_or_none(count)) or 0
+    row["cache_creation_input_tokens"] = _int_or_none(get("cache_creation_input_tokens")) or 0
+    row["cache_read_input_tokens"] = _int_or_none(get("cache_read_input_tokens")) or 0
     split = get("cache_creation")
     if split is not None and (type(split) is dict or isinstance(split, Mapping)):
         row["cache_creation_5m_input_tokens"] = _int_or_none(split.get("ephemeral_5m_input_tokens"))
@@ -228,7 +223,7 @@ def put_message_fields(
 
 def _int_or_none(value: object) -> int | None:
     # bool is an int subclass; a true/false token count would be nonsense, not a number.
-    if type(value) is int:
+    if type(value) is int:  # a count, as a rule: decided at once
         return value
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 

@@ -178,17 +178,14 @@ class Rates:
     cache_read: Decimal
 
     @cached_property
-    def scaled(self) -> tuple[tuple[int, int, int, int, int], int] | None:
+    def scaled(self) -> tuple[tuple[int, ...], int] | None:
         """The rates as integers over one power of ten, (input, cache_write_5m,
         cache_write_1h, cache_read, output) and the exponent: the same amounts, exactly,
         for ``PriceTable.reply_cost``'s integer path; None when a rate is not a finite
         amount >= 0 (then the Decimal path prices)."""
-        rates = (self.input, self.cache_write_5m, self.cache_write_1h, self.cache_read, self.output)
-        found = _scaled(*rates)
-        if found is None:
-            return None
-        (r_in, r_5m, r_1h, r_read, r_out), exponent = found
-        return (r_in, r_5m, r_1h, r_read, r_out), exponent
+        return _scaled(
+            self.input, self.cache_write_5m, self.cache_write_1h, self.cache_read, self.output
+        )
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ import pyarrow.ipc as ipc
 
 from batchrun.core.errors import OutputError
 from batchrun.core.wording import option
-from batchrun.store.arrow_values import bools, int64_array, int64_scalar
+from batchrun.store.arrow_values import bools, int64_array, int64_scalar, whole
 from batchrun.store.scratch import Scratch
 
 DIGEST_BYTES = 16  # of the request hash: two different requests never share 128 bits
@@ -246,9 +246,9 @@ def _groups(
     n = entries.num_rows
     if n < 2:
         return _empty(_ROLE), _empty(ANSWERED), 0
-    digest = _whole(entries.column(0))
-    kind = _whole(entries.column(1))
-    index = _whole(entries.column(2))
+    digest = whole(entries.column(0))
+    kind = whole(entries.column(1))
+    index = whole(entries.column(2))
     int64 = pa.int64()
     starts = pa.concat_arrays(
         [bools([True]), pc.not_equal(digest.slice(0, n - 1), digest.slice(1))]
@@ -289,10 +289,6 @@ def _groups(
         schema=ANSWERED,
     )
     return roles, answered, groups
-
-
-def _whole(column: pa.Array | pa.ChunkedArray) -> pa.Array:
-    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
 def _empty(schema: pa.Schema) -> pa.RecordBatch:

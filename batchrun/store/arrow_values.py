@@ -62,3 +62,13 @@ def bools(values: Sequence[bool]) -> pa.Array:
         if value:
             bits[i // 8] |= 1 << (i % 8)
     return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(bytes(bits))])
+
+
+def whole(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """``values`` as one array: a lone chunk as it is, several combined (no chunk at all is
+    an empty array of its type: combining none would import pandas)."""
+    if isinstance(values, pa.ChunkedArray):
+        if values.num_chunks == 0:
+            return pa.nulls(0, values.type)
+        return values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
+    return values

@@ -57,7 +57,7 @@ from batchrun.formats.base import PART_BYTES, PART_ROWS, OutputFormat, WriteOpti
 from batchrun.formats.jsonl import JSON_SLICE_BYTES
 from batchrun.formats.marks import Partial, partial_metadata
 from batchrun.formats.registry import folder_output, output_for
-from batchrun.store.arrow_values import int64_array, string_scalar
+from batchrun.store.arrow_values import int64_array, string_scalar, whole
 from batchrun.store.columns import COLUMN_NAMES, COLUMNS, STATUS_OK
 from batchrun.store.commit import (
     Commit,
@@ -223,8 +223,8 @@ class JournalRecords(Mapping[int, PriorRecord]):
             self._indexes = int64s(table.column(INDEX))
             self._ids = table.column("id").to_pylist()
             self._statuses = _Shared(table.column("status"))
-            self._hashes = _combined(table.column("request_hash"))
-            self._raw_hashes = _combined(table.column(_HASH))
+            self._hashes = whole(table.column("request_hash"))
+            self._raw_hashes = whole(table.column(_HASH))
             self._errors = _Shared(table.column("error_type"))
             self._sources = _Shared(table.column(_SOURCE))
         self._gone: set[int] = set()  # positions popped
@@ -393,14 +393,6 @@ class JournalRecords(Mapping[int, PriorRecord]):
             if text:
                 others.append((self._indexes[k], text))
         return rows, digests, others
-
-
-def _combined(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    if isinstance(values, pa.ChunkedArray):
-        if values.num_chunks == 0:
-            return pa.nulls(0, values.type)  # (combining no chunks would import pandas)
-        return values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
-    return values
 
 
 def _valid_mask(values: pa.Array) -> np.ndarray:
@@ -581,7 +573,7 @@ def _present(codes: _Shared, where: np.ndarray) -> set[str]:
 
 def _costs(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A float column as NumPy, null as 0."""
-    column = _combined(values)
+    column = whole(values)
     data = column.buffers()[1]
     if data is None:
         return np.zeros(len(column))
