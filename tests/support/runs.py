@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,20 @@ def journal_lines(out: Path) -> int:
 def wait_for_journal(out: Path, proc: subprocess.Popen[str], lines: int) -> None:
     """Until ``proc``, a run into ``out``, has journaled ``lines`` rows (it must not end first)."""
     wait_until(lambda: journal_lines(out) >= lines, 60, f"{lines} rows journaled", alive=[proc])
+
+
+def settled(sim: SimulatorThread, *, every: float = 0.5) -> tuple[int, int]:
+    """The simulator's request and answered counts once nothing arrives or is answered any
+    more: a killed client leaves requests the server goes on answering, and bytes in a socket
+    that may reach it just after the client died."""
+    last = (-1, -1)
+    while True:
+        stats = sim.stats.snapshot()
+        now = (stats.requests, stats.answered_ok)
+        if now == last and stats.in_flight == 0:
+            return now
+        last = now
+        time.sleep(every)
 
 
 def check_output(out: Path, n: int) -> None:

@@ -25,6 +25,7 @@ from batchrun.simulator import SimulatorConfig, SimulatorThread
 
 sys.path.insert(0, str(Path(__file__).parents[2]))  # tests/: support.ray_netns
 from support.ray_netns import PID_NAMESPACE, die_with_parent
+from support.runs import settled
 
 HERE = Path(__file__).parent
 DRIVER = HERE / "stage_driver.py"
@@ -64,18 +65,6 @@ def namespace_init(unshare: subprocess.Popen[bytes]) -> int:
         time.sleep(0.05)
 
 
-def settled(sim: SimulatorThread) -> int:
-    """The request count once nothing arrives any more (bytes a killed client left in a
-    socket may still reach the server just after it died)."""
-    last = -1
-    while True:
-        now = sim.stats.requests
-        if now == last and sim.stats.in_flight == 0:
-            return now
-        last = now
-        time.sleep(1.0)
-
-
 def main() -> None:
     work, rows = Path(sys.argv[1]), int(sys.argv[2])
     parts = work / "parts"
@@ -89,11 +78,11 @@ def main() -> None:
             time.sleep(0.05)
         os.kill(init, signal.SIGKILL)
         first.wait()  # unshare returns once every process of the namespace is gone
-        before = settled(sim)
+        before, _ = settled(sim, every=1.0)
         kept = committed_ids(parts)
         second = driver(sim.base_url, parts, work / "second.json", rows)
         second.wait()
-        after = settled(sim)
+        after, _ = settled(sim, every=1.0)
     report = json.loads((work / "second.json").read_text()) if second.returncode == 0 else None
     print(
         json.dumps(
