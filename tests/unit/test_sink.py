@@ -15,8 +15,10 @@ import pytest
 from support.outputs import write_rows
 
 from batchrun.core.errors import OutputError
+from batchrun.formats.marks import Partial
+from batchrun.formats.registry import read_partial
 from batchrun.store.columns import COLUMN_NAMES, blank_row
-from batchrun.store.sink import Sink, journal_path, output_schema
+from batchrun.store.sink import Sink, SortedJournal, journal_path, output_schema
 from batchrun.store.sink import output_batches as read_batches
 
 WHEN = datetime(2026, 11, 22, 3, 0, 0, 123000, tzinfo=timezone.utc)
@@ -170,6 +172,53 @@ def test_a_shuffled_journal_is_written_in_order_a_few_rows_of_each_batch_at_a_ti
         f"newer {i}" for i in sorted(again)
     ]
     assert all(r["text"] == make_row(i)["text"] for i, r in enumerate(got) if i not in again)
+
+
+def test_the_final_step_sorts_the_journal_a_bucket_of_rows_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Buckets of 16 input rows, chunks of 7 (some chunks straddle two buckets), slices of
+    # the journal that span several buckets: every row once, in order, the newer record
+    # winning, and only one bucket's indexes held at a time.
+    monkeypatch.setattr("batchrun.store.sink._JOURNAL_BATCH_ROWS", 5)
+    held: list[int] = []
+    loaded = SortedJournal._bucket
+
+    def bucket(self: SortedJournal, b: int) -> Any:
+        found = loaded(self, b)
+        held.append(len(list(self.folder.iterdir())))  # the folder holds every bucket
+        assert self._open is not None and self._open[0] == b  # and only b is read
+        return found
+
+    monkeypatch.setattr(SortedJournal, "_bucket", bucket)
+    order = list(range(100))
+    random.Random(26).shuffle(order)
+    again = {0, 15, 16, 63, 99}
+    rows = [(i, make_row(i)) for i in order]
+    rows += [(i, make_row(i, text=f"newer {i}")) for i in sorted(again)]
+    small = {"chunk_rows": 7, "bucket_rows": 16, "json_slice_bytes": 2_000}
+    out = tmp_path / "out.parquet"
+    counts = write_rows(out, rows, **small).finalize(100)
+    got = read_output(out)
+    assert [r["id"] for r in got] == [f"r{i}" for i in range(100)]
+    assert [r["text"] for r in got if r["text"].startswith("newer")] == [
+        f"newer {i}" for i in sorted(again)
+    ]
+    assert (counts.rows, counts.ok) == (100, 100)
+    assert held and set(held) == {2 * 7}  # 7 buckets: records and indexes of each
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.parquet"]  # folder removed
+
+
+def test_a_stopped_run_over_several_buckets_counts_what_it_has(tmp_path: Path) -> None:
+    # Rows 0..39 of 50, in buckets of 8, one of them (row 20) missing: the partial output
+    # says 39 of 50, and holds those rows in order.
+    rows = [(i, make_row(i)) for i in reversed(range(40)) if i != 20]
+    out = tmp_path / "out.parquet"
+    sink = write_rows(out, rows, chunk_rows=6, bucket_rows=8)
+    counts = sink.write_finished(50)
+    assert counts is not None and (counts.rows, counts.of) == (39, 50)
+    assert read_partial(out) == Partial(39, 50)
+    assert [r["id"] for r in read_output(out)] == [f"r{i}" for i in range(40) if i != 20]
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
