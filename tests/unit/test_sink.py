@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import random
+import weakref
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -14,9 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 from support.outputs import write_rows
 
+import batchrun.store.sink as sink_module
 from batchrun.core.errors import OutputError
 from batchrun.formats.marks import Partial
 from batchrun.formats.registry import read_partial
+from batchrun.store import journal_index
 from batchrun.store.columns import COLUMN_NAMES, blank_row
 from batchrun.store.sink import Sink, SortedJournal, journal_path, output_schema
 from batchrun.store.sink import output_batches as read_batches
@@ -112,6 +116,34 @@ def test_journal_survives_a_crash_and_is_read_back(tmp_path: Path) -> None:
     prior = Sink(out).open()
     assert set(prior.journal) == {0, 1}
     assert journal_path(out).read_bytes().endswith(b"\n")
+
+
+def test_a_resume_lets_the_journal_index_go_once_it_has_read_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The index holds 128 bytes a row: kept while a million records are sorted and kept, it
+    # was the largest part of a resume's peak memory.
+    out = tmp_path / "out.parquet"
+    write_rows(out, [(i, make_row(i)) for i in range(20)])
+    read, keep = journal_index.read_index, sink_module.JournalRecords
+    seen: list[weakref.ref[Any]] = []
+    held_while_kept: list[bool] = []
+
+    def read_index(journal: Path) -> Any:
+        indexed = read(journal)
+        assert indexed is not None and len(indexed) == 20  # the resume reads it
+        seen.append(weakref.ref(indexed))
+        return indexed
+
+    def records(table: Any) -> Any:
+        gc.collect()
+        held_while_kept.append(seen[0]() is not None)
+        return keep(table)
+
+    monkeypatch.setattr("batchrun.store.sink.read_index", read_index)
+    monkeypatch.setattr(sink_module, "JournalRecords", records)
+    prior = Sink(out).open()
+    assert len(prior.journal) == 20 and held_while_kept == [False]
 
 
 def test_overwrite_discards_earlier_output(tmp_path: Path) -> None:
