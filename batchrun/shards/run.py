@@ -441,9 +441,9 @@ def _finish(config: RunConfig, rows: ShardRows, job: _JobRecord) -> FinalCounts 
         needs="twice the shard's journal: as Arrow, and the shard's file",
         then="Free some space and re-run the same command: the journal is kept",
     )
-    tmp_arrow = temporary_path(output, TMP_JOURNAL_SUFFIX)
     try:
         schema = output_schema(config.output.keep_columns)
+        tmp_arrow = temporary_path(output, TMP_JOURNAL_SUFFIX)
         records = journal_to_arrow(journal, schema, tmp_arrow, JSON_SLICE_BYTES)
         try:
             if len(records) != len(rows):
@@ -464,8 +464,6 @@ def _finish(config: RunConfig, rows: ShardRows, job: _JobRecord) -> FinalCounts 
             f"cannot write {output}: {exc.strerror or exc}{commit.short_of_space(exc)}; the "
             "journal is kept: re-run the same command to write it"
         ) from exc
-    finally:
-        tmp_arrow.unlink(missing_ok=True)
     return FinalCounts(ok + error, ok, error)
 
 

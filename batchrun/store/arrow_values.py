@@ -55,6 +55,11 @@ def int64_array(values: Sequence[int] | array[int]) -> pa.Array:
     return pa.Array.from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)])
 
 
+def int64_array_of(data: bytes) -> pa.Array:
+    """Native int64s, packed in ``data``, as an Arrow int64 array (no nulls), without a copy."""
+    return pa.Array.from_buffers(pa.int64(), len(data) // 8, [None, pa.py_buffer(data)])
+
+
 def bools(values: Sequence[bool]) -> pa.Array:
     """``values`` as an Arrow boolean array (no nulls)."""
     bits = bytearray((len(values) + 7) // 8)

@@ -57,7 +57,13 @@ from batchrun.formats.base import PART_BYTES, PART_ROWS, OutputFormat, WriteOpti
 from batchrun.formats.jsonl import JSON_SLICE_BYTES
 from batchrun.formats.marks import Partial, partial_metadata
 from batchrun.formats.registry import folder_output, output_for
-from batchrun.store.arrow_values import int64_array, string_scalar, whole
+from batchrun.store.arrow_values import (
+    int64_array,
+    int64_array_of,
+    int64_scalar,
+    string_scalar,
+    whole,
+)
 from batchrun.store.columns import COLUMN_NAMES, COLUMNS, STATUS_OK
 from batchrun.store.commit import (
     Commit,
@@ -66,6 +72,7 @@ from batchrun.store.commit import (
     recover_aside,
     remove_output,
     remove_stale,
+    remove_temporary,
     temporary_path,
 )
 from batchrun.store.journal import (
@@ -106,6 +113,9 @@ TMP_JOURNAL_SUFFIX = ".journal.arrow"
 # 200,000 with 8,192; by 79 and 108 with 16,384 (the allocator's high-water mark went on
 # climbing as the chunks went by).
 CHUNK_ROWS = 8_192
+# Input rows per bucket of the final step's sorted journal (``SortedJournal``): the index
+# column of one, held sorted while its rows are written, takes about 16 MiB.
+BUCKET_ROWS = 1 << 20
 FSYNC_EVERY_S = 2.0
 # Journal bytes ``Sink.holding`` gathers before it writes them.
 HELD_BYTES = 1 << 18
@@ -621,8 +631,9 @@ class Sink:
         await sink.close()
         counts = sink.finalize(total_rows=200)
 
-    ``chunk_rows`` and ``json_slice_bytes`` bound the memory of the final step and of reading
-    JSON lines (see ``CHUNK_ROWS`` and ``journal.JSON_SLICE_BYTES``); tests make them small.
+    ``chunk_rows``, ``bucket_rows`` and ``json_slice_bytes`` bound the memory of the final step
+    and of reading JSON lines (see ``CHUNK_ROWS``, ``BUCKET_ROWS`` and
+    ``journal.JSON_SLICE_BYTES``); tests make them small.
     ``output_format`` is the output's format (``formats.registry.output_for`` its name when
     None: a folder output whose name ends in ``.parquet`` needs it said); a folder's parts hold
     at most ``part_rows`` rows and about ``part_bytes`` bytes (``formats.parquet_dataset``).
@@ -639,6 +650,7 @@ class Sink:
         write: Callable[[int, memoryview], int] = os.write,
         chunk_rows: int = CHUNK_ROWS,
         json_slice_bytes: int = JSON_SLICE_BYTES,
+        bucket_rows: int = BUCKET_ROWS,
         free_space: Callable[[Path], int] = free_bytes,
         output_format: OutputFormat | None = None,
         part_rows: int = PART_ROWS,
@@ -657,6 +669,7 @@ class Sink:
         self._clock = clock
         self._write = write  # a seam: tests make the disk fill up
         self._chunk_rows = chunk_rows
+        self._bucket_rows = bucket_rows
         self._slice_bytes = json_slice_bytes
         self._free_space = free_space  # a seam: tests make the disk small
         self._fd: int | None = None
@@ -730,6 +743,10 @@ class Sink:
         indexed = read_index(self.journal)
         records = _prior_records(self.journal, self.schema, self._slice_bytes, damage, indexed)
         self._index = JournalIndexWriter.start(self.journal, indexed)
+        # The index file's whole body (128 bytes a row) is let go before the records are
+        # sorted and kept: held, it was the largest part of a resume's peak (opening a
+        # million-row journal with its index peaked at 600 MB with it, 402 MB without).
+        del indexed
         positions, _ = newest_per_row(records.column(INDEX))
         journal = JournalRecords(records.take(positions))
         spend = _journal_spend(records)
@@ -925,7 +942,9 @@ class Sink:
         )
         tmp_arrow = temporary_path(self.output, TMP_JOURNAL_SUFFIX)
         try:
-            journal = journal_to_arrow(self.journal, self.schema, tmp_arrow, self._slice_bytes)
+            journal = journal_to_arrow(
+                self.journal, self.schema, tmp_arrow, self._slice_bytes, self._bucket_rows
+            )
             try:
                 if stopped and not len(journal):
                     return None  # only damaged lines: nothing to show
@@ -949,8 +968,6 @@ class Sink:
             ) from exc
         except pa.ArrowException as exc:  # a file changed under us; the journal is kept
             raise OutputError(f"cannot write {self.output}: {exc}") from exc
-        finally:
-            tmp_arrow.unlink(missing_ok=True)
         return counts
 
     def _journal_is_newer(self) -> bool:
@@ -982,7 +999,7 @@ class Sink:
         self,
         total_rows: int,
         old_rows: int,
-        journal: _SortedJournal,
+        journal: SortedJournal,
         commit: Commit,
         tmp_out: Path,
         mark: Partial | None,
@@ -1056,7 +1073,8 @@ class Sink:
 
 
 class _SortedJournal:
-    """The journal on disk as an Arrow file, read a few small batches at a time.
+    """One bucket of the journal (``SortedJournal``) on disk as an Arrow file, read a few
+    small batches at a time.
 
     Only the index column is held in memory (sorted, newest record per index); the rows
     themselves are read from the file when their output chunk is written. Batches are read
@@ -1085,8 +1103,8 @@ class _SortedJournal:
             return 0
         return bisect.bisect_left(self._indexes, p1) - bisect.bisect_left(self._indexes, p0)
 
-    def between(self, p0: int, p1: int, schema: pa.Schema) -> tuple[pa.Table, Sequence[int]]:
-        """The records for indexes in [p0, p1) (without ``_index``) and those indexes."""
+    def between(self, p0: int, p1: int) -> tuple[pa.Table, Sequence[int]]:
+        """The records for indexes in [p0, p1) (with ``_index``) and those indexes."""
         j0 = bisect.bisect_left(self._indexes, p0)
         j1 = bisect.bisect_left(self._indexes, p1)
         wanted = self._order[j0:j1]
@@ -1109,34 +1127,146 @@ class _SortedJournal:
         back = [0] * len(placed)  # row of the pieces holding wanted[k], for each k
         for row, k in enumerate(placed):
             back[k] = row
-        picked = table.take(int64_array(back)).drop_columns([INDEX])
-        return picked.cast(schema), self._indexes[j0:j1]
+        return table.take(int64_array(back)), self._indexes[j0:j1]
 
 
-def journal_to_arrow(path: Path, schema: pa.Schema, tmp: Path, slice_bytes: int) -> _SortedJournal:
-    """Stream the journal into an Arrow file of small batches; sort its index column only."""
+class SortedJournal:
+    """The journal's records sorted by input index, each row's newest only, in a folder of
+    temporary files: what the final step reads, one chunk of rows at a time (``between``).
+
+    The records are split by input index into buckets of ``bucket_rows`` rows, each an Arrow
+    file with its index column beside it as plain integers. Only one bucket's index column is
+    held sorted at a time (about 16 bytes a row of it), so the memory of the final step stays
+    the same from a million rows to a hundred million; a job within one bucket reads as one
+    file. Chunks are asked for in input order (``between``), as both final steps do.
+    """
+
+    def __init__(self, folder: Path, buckets: dict[int, list[int]], bucket_rows: int) -> None:
+        self.folder = folder
+        self._buckets = buckets  # bucket -> journal position of each Arrow batch's first row
+        self._bucket_rows = bucket_rows
+        self._open: tuple[int, _SortedJournal] | None = None  # the bucket read last
+        self._counts: dict[int, int] = {}  # rows with a record, of each bucket read so far
+        self._len: int | None = None
+
+    def close(self) -> None:
+        """Close the file read last and remove the folder."""
+        self._drop()
+        remove_temporary(self.folder)
+
+    def __len__(self) -> int:
+        """How many rows have a record."""
+        if self._len is None:
+            end = (max(self._buckets, default=-1) + 1) * self._bucket_rows
+            self._len = self.count_from(0, end)
+        return self._len
+
+    def count_from(self, p0: int, p1: int) -> int:
+        """How many rows in [p0, p1) have a record."""
+        count = 0
+        for b in self._overlapping(p0, p1):
+            whole = p0 <= b * self._bucket_rows and (b + 1) * self._bucket_rows <= p1
+            if whole and b in self._counts:
+                count += self._counts[b]  # (counted when it was last read)
+            else:
+                count += self._bucket(b).count_from(p0, p1)
+        return count
+
+    def between(self, p0: int, p1: int, schema: pa.Schema) -> tuple[pa.Table, Sequence[int]]:
+        """The records for indexes in [p0, p1) (without ``_index``) and those indexes."""
+        tables: list[pa.Table] = []
+        indexes: array[int] = array("q")
+        for b in self._overlapping(p0, p1):
+            table, found = self._bucket(b).between(p0, p1)
+            tables.append(table)
+            indexes.extend(found)
+        if not tables:
+            empty = pa.Table.from_batches([], schema=journal_schema(schema))
+            return empty.drop_columns([INDEX]).cast(schema), indexes
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+        return table.drop_columns([INDEX]).cast(schema), indexes
+
+    def _overlapping(self, p0: int, p1: int) -> list[int]:
+        """The buckets with records, of those holding rows in [p0, p1)."""
+        if p1 <= p0:
+            return []
+        first, last = p0 // self._bucket_rows, (p1 - 1) // self._bucket_rows
+        return [b for b in sorted(self._buckets) if first <= b <= last]
+
+    def _bucket(self, b: int) -> _SortedJournal:
+        if self._open is not None and self._open[0] == b:
+            return self._open[1]
+        self._drop()  # one bucket's indexes held at a time
+        raw = (self.folder / f"{b}{_INDEXES}").read_bytes()
+        positions, indexes = newest_per_row(int64_array_of(raw))
+        bucket = _SortedJournal(
+            self.folder / f"{b}{_RECORDS}", int64s(positions), int64s(indexes), self._buckets[b]
+        )
+        self._open = (b, bucket)
+        self._counts[b] = len(bucket)
+        return bucket
+
+    def _drop(self) -> None:
+        if self._open is not None:
+            self._open[1].close()
+            self._open = None
+
+
+def journal_to_arrow(
+    path: Path, schema: pa.Schema, tmp: Path, slice_bytes: int, bucket_rows: int = BUCKET_ROWS
+) -> SortedJournal:
+    """Stream the journal into a folder ``tmp`` of Arrow files of small batches, a file for
+    each ``bucket_rows`` input rows (``SortedJournal``); removed again if this fails."""
     jschema = journal_schema(schema)
-    index, starts = _write_arrow(tmp, jschema, read_records(path, schema, slice_bytes))
-    order, sorted_index = newest_per_row(index)
-    return _SortedJournal(tmp, int64s(order), int64s(sorted_index), starts)
+    tmp.mkdir()
+    try:
+        buckets = _write_buckets(tmp, jschema, read_records(path, schema, slice_bytes), bucket_rows)
+    except BaseException:
+        remove_temporary(tmp)
+        raise
+    return SortedJournal(tmp, buckets, bucket_rows)
 
 
-def _write_arrow(
-    tmp: Path, jschema: pa.Schema, batches: Iterator[pa.RecordBatch]
-) -> tuple[pa.ChunkedArray, list[int]]:
-    """Write ``batches`` in small pieces; return the index column and each piece's start."""
-    index_parts: list[pa.Array] = []
-    starts: list[int] = []
-    written = 0
-    with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, jschema) as writer:
-        for batch in batches:
+_RECORDS = ".arrow"  # a bucket's records, in journal order
+_INDEXES = ".indexes"  # its index column, as native int64s
+
+
+def _write_buckets(
+    folder: Path, jschema: pa.Schema, batches: Iterator[pa.RecordBatch], bucket_rows: int
+) -> dict[int, list[int]]:
+    """Write ``batches`` to their buckets in small pieces; return each bucket's pieces'
+    starts (journal order is kept within a bucket: the newest record of a row is its last)."""
+    starts: dict[int, list[int]] = {}
+    written: dict[int, int] = {}
+    with contextlib.ExitStack() as stack:
+        writers: dict[int, tuple[ipc.RecordBatchFileWriter, Any]] = {}
+
+        def write(b: int, batch: pa.RecordBatch) -> None:
+            if b not in writers:
+                sink = stack.enter_context(pa.OSFile(str(folder / f"{b}{_RECORDS}"), "wb"))
+                writer = stack.enter_context(ipc.new_file(sink, jschema))
+                indexes = stack.enter_context((folder / f"{b}{_INDEXES}").open("wb"))
+                writers[b] = (writer, indexes)
+                starts[b], written[b] = [], 0
+            writer, indexes = writers[b]
             for offset in range(0, batch.num_rows, _JOURNAL_BATCH_ROWS):
                 piece = batch.slice(offset, _JOURNAL_BATCH_ROWS)
                 writer.write_batch(piece)
-                starts.append(written)
-                written += piece.num_rows
-                index_parts.append(piece.column(0))
-    return pa.chunked_array(index_parts, pa.int64()), starts
+                indexes.write(numbers(piece.column(0).cast(pa.int64())).tobytes())
+                starts[b].append(written[b])
+                written[b] += piece.num_rows
+
+        for batch in batches:
+            if not batch.num_rows:
+                continue
+            bucket_of = pc.divide(batch.column(0).cast(pa.int64()), int64_scalar(bucket_rows))
+            low, high = pc.min_max(bucket_of).values()
+            if low.as_py() == high.as_py():  # the usual: the whole batch in one bucket
+                write(int(low.as_py()), batch)
+                continue
+            for b in pc.unique(bucket_of).to_pylist():
+                write(int(b), batch.filter(pc.equal(bucket_of, int64_scalar(b))))
+    return starts
 
 
 # Rows per batch in the temporary Arrow file: small, so a chunk of output reads little.

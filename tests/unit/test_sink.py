@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import random
+import weakref
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -14,9 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 from support.outputs import write_rows
 
+import batchrun.store.sink as sink_module
 from batchrun.core.errors import OutputError
+from batchrun.formats.marks import Partial
+from batchrun.formats.registry import read_partial
+from batchrun.store import journal_index
 from batchrun.store.columns import COLUMN_NAMES, blank_row
-from batchrun.store.sink import Sink, journal_path, output_schema
+from batchrun.store.sink import Sink, SortedJournal, journal_path, output_schema
 from batchrun.store.sink import output_batches as read_batches
 
 WHEN = datetime(2026, 11, 22, 3, 0, 0, 123000, tzinfo=timezone.utc)
@@ -112,6 +118,34 @@ def test_journal_survives_a_crash_and_is_read_back(tmp_path: Path) -> None:
     assert journal_path(out).read_bytes().endswith(b"\n")
 
 
+def test_a_resume_lets_the_journal_index_go_once_it_has_read_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The index holds 128 bytes a row: kept while a million records are sorted and kept, it
+    # was the largest part of a resume's peak memory.
+    out = tmp_path / "out.parquet"
+    write_rows(out, [(i, make_row(i)) for i in range(20)])
+    read, keep = journal_index.read_index, sink_module.JournalRecords
+    seen: list[weakref.ref[Any]] = []
+    held_while_kept: list[bool] = []
+
+    def read_index(journal: Path) -> Any:
+        indexed = read(journal)
+        assert indexed is not None and len(indexed) == 20  # the resume reads it
+        seen.append(weakref.ref(indexed))
+        return indexed
+
+    def records(table: Any) -> Any:
+        gc.collect()
+        held_while_kept.append(seen[0]() is not None)
+        return keep(table)
+
+    monkeypatch.setattr("batchrun.store.sink.read_index", read_index)
+    monkeypatch.setattr(sink_module, "JournalRecords", records)
+    prior = Sink(out).open()
+    assert len(prior.journal) == 20 and held_while_kept == [False]
+
+
 def test_overwrite_discards_earlier_output(tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
     write_rows(out, [(0, make_row(0))]).finalize(1)
@@ -170,6 +204,53 @@ def test_a_shuffled_journal_is_written_in_order_a_few_rows_of_each_batch_at_a_ti
         f"newer {i}" for i in sorted(again)
     ]
     assert all(r["text"] == make_row(i)["text"] for i, r in enumerate(got) if i not in again)
+
+
+def test_the_final_step_sorts_the_journal_a_bucket_of_rows_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Buckets of 16 input rows, chunks of 7 (some chunks straddle two buckets), slices of
+    # the journal that span several buckets: every row once, in order, the newer record
+    # winning, and only one bucket's indexes held at a time.
+    monkeypatch.setattr("batchrun.store.sink._JOURNAL_BATCH_ROWS", 5)
+    held: list[int] = []
+    loaded = SortedJournal._bucket
+
+    def bucket(self: SortedJournal, b: int) -> Any:
+        found = loaded(self, b)
+        held.append(len(list(self.folder.iterdir())))  # the folder holds every bucket
+        assert self._open is not None and self._open[0] == b  # and only b is read
+        return found
+
+    monkeypatch.setattr(SortedJournal, "_bucket", bucket)
+    order = list(range(100))
+    random.Random(26).shuffle(order)
+    again = {0, 15, 16, 63, 99}
+    rows = [(i, make_row(i)) for i in order]
+    rows += [(i, make_row(i, text=f"newer {i}")) for i in sorted(again)]
+    small = {"chunk_rows": 7, "bucket_rows": 16, "json_slice_bytes": 2_000}
+    out = tmp_path / "out.parquet"
+    counts = write_rows(out, rows, **small).finalize(100)
+    got = read_output(out)
+    assert [r["id"] for r in got] == [f"r{i}" for i in range(100)]
+    assert [r["text"] for r in got if r["text"].startswith("newer")] == [
+        f"newer {i}" for i in sorted(again)
+    ]
+    assert (counts.rows, counts.ok) == (100, 100)
+    assert held and set(held) == {2 * 7}  # 7 buckets: records and indexes of each
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.parquet"]  # folder removed
+
+
+def test_a_stopped_run_over_several_buckets_counts_what_it_has(tmp_path: Path) -> None:
+    # Rows 0..39 of 50, in buckets of 8, one of them (row 20) missing: the partial output
+    # says 39 of 50, and holds those rows in order.
+    rows = [(i, make_row(i)) for i in reversed(range(40)) if i != 20]
+    out = tmp_path / "out.parquet"
+    sink = write_rows(out, rows, chunk_rows=6, bucket_rows=8)
+    counts = sink.write_finished(50)
+    assert counts is not None and (counts.rows, counts.of) == (39, 50)
+    assert read_partial(out) == Partial(39, 50)
+    assert [r["id"] for r in read_output(out)] == [f"r{i}" for i in range(40) if i != 20]
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
