@@ -43,6 +43,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -215,9 +216,10 @@ def build(
 
 def time_to_first_request(
     cmd: Sequence[str], sim: SimulatorThread, profile: Path | None, checkout: Path | None = None
-) -> tuple[float, float]:
-    """Seconds from process start to the first request, and to the end of the run (of
-    ``checkout``'s batchrun, an older one, when given)."""
+) -> tuple[float, float, float]:
+    """Seconds from process start to the first request and to the end of the run (of
+    ``checkout``'s batchrun, an older one, when given), and the run's peak RSS in MiB (its
+    ``ru_maxrss``, read from the kernel as it is reaped)."""
     before = sim.stats.requests
     if profile is not None:  # python -m cProfile -o FILE -m batchrun run ...
         cmd = [cmd[0], "-m", "cProfile", "-o", str(profile), *cmd[1:]]
@@ -231,15 +233,24 @@ def time_to_first_request(
         text=True,
     )
     first = None
-    while proc.poll() is None:
+    err_parts: list[str] = []
+    stderr = proc.stderr
+    assert stderr is not None
+    reader = threading.Thread(target=lambda: err_parts.append(stderr.read()), daemon=True)
+    reader.start()  # (a full stderr pipe would stall the run)
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
         if first is None and sim.stats.requests > before:
             first = time.perf_counter() - started
         time.sleep(0.002)
-    _, err = proc.communicate()
-    if proc.returncode != 0:
-        raise BenchError(f"batchrun failed ({proc.returncode}):\n{err}")
     total = time.perf_counter() - started
-    return (first if first is not None else total), total
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    reader.join()
+    if proc.returncode != 0:
+        raise BenchError(f"batchrun failed ({proc.returncode}):\n{''.join(err_parts)}")
+    return (first if first is not None else total), total, usage.ru_maxrss / 1024
 
 
 def _keep(paths: Sequence[Path], into: Path) -> None:
@@ -278,10 +289,10 @@ def _check_output(out: Path, rows: int, label: str) -> None:
         raise BenchError(f"{label}: the output does not hold every id exactly once")
 
 
-def _print_ratios(results: Sequence[tuple[str, float, float]]) -> None:
+def _print_ratios(results: Sequence[tuple[str, float, float, float]]) -> None:
     """Each resume's median time to the first request, this checkout's against the older's."""
     times: dict[str, list[float]] = {}
-    for label, first, _ in results:
+    for label, first, _, _ in results:
         times.setdefault(label, []).append(first)
     print()
     for label, after in times.items():
@@ -362,20 +373,30 @@ def main() -> int:
                                 name = label.replace(",", "").replace(" ", "-").replace("--", "")
                                 prof = args.profile / f"{name}-{repeat}.prof"
                             cmd = command(inp, out, sim.base_url, *extra)
-                            first, total = time_to_first_request(cmd, sim, prof, before)
+                            first, total, peak = time_to_first_request(cmd, sim, prof, before)
                             _check_output(out, args.rows + args.new, label)
-                            results.append((label, first, total))
+                            results.append((label, first, total, peak))
                             print(f"  {label}: first request after {first:.2f} s", flush=True)
     print()
     print(
         format_table(
-            [f"resume of {args.rows:,} rows", "first request after (s)", "whole run (s)"],
-            [(label, f"{first:.2f}", f"{total:.2f}") for label, first, total in results],
+            [
+                f"resume of {args.rows:,} rows",
+                "first request after (s)",
+                "whole run (s)",
+                "peak RSS (MiB)",
+            ],
+            [
+                (label, f"{first:.2f}", f"{total:.2f}", f"{peak:.0f}")
+                for label, first, total, peak in results
+            ],
         )
     )
     if args.before is not None:
         _print_ratios(results)
-    fast = [first for label, first, _ in results if "fast path" in label and "before" not in label]
+    fast = [
+        first for label, first, _, _ in results if "fast path" in label and "before" not in label
+    ]
     verdict = "PASS" if max(fast) <= TARGET_S else "FAIL"
     print(
         f"target: the fast path's first request within {TARGET_S:g} s for {args.rows:,} "
