@@ -191,6 +191,27 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)  # start_new_session made pid the group leader
 
 
+def peak_rss_mib(
+    cmd: Sequence[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[float, int, str]:
+    """Run ``cmd``; its own peak RSS in MiB (its ``ru_maxrss``, read from the kernel as it is
+    reaped: none of this process's), its exit code and what it printed (stdout and stderr)."""
+    child = subprocess.Popen(
+        list(cmd), env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert child.stdout is not None
+    output = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    return usage.ru_maxrss / 1024, child.returncode, output  # ru_maxrss is in KiB on Linux
+
+
+def bytecode_env() -> dict[str, str]:
+    """This environment, but writing bytecode: a checkout's first timed run must not count
+    compiling every module (a shell may set PYTHONDONTWRITEBYTECODE)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def process_cpu_seconds(pid: int) -> float | None:
     """utime + stime of a process from /proc/PID/stat, or None if it cannot be read."""
     try:

@@ -29,13 +29,12 @@ import argparse
 import json
 import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from _harness import print_table, versions_banner
+from _harness import bytecode_env, peak_rss_mib, print_table, versions_banner
 
 RSS_TARGET = 1.3
 BLOCK_ROWS = 100_000  # a Message Batch's rows: its results come back shuffled
@@ -121,23 +120,15 @@ print(json.dumps({"seconds": time.perf_counter() - start, "opened_mb": opened}))
 
 
 def finalize_in_child(checkout: Path, out: Path, rows: int, journal: Path) -> dict[str, float]:
-    """``Sink.finalize`` of ``journal`` as ``out``'s, in a child running ``checkout``."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPATH"] = str(checkout)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(out), str(rows), str(journal)],
-        cwd=checkout,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    stdout, stderr = proc.communicate()
-    if proc.returncode != 0:
-        raise SystemExit(f"the final step failed ({checkout}):\n{stderr}")
-    result: dict[str, float] = json.loads(stdout.strip().splitlines()[-1])
-    # The largest child this process reaped: its only one (``measured`` makes it fresh).
-    result["peak_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    """``Sink.finalize`` of ``journal`` as ``out``'s, in a child running ``checkout``: its
+    time, its RSS once the sink is open, and its own peak RSS."""
+    env = {**bytecode_env(), "PYTHONPATH": str(checkout)}
+    command = [sys.executable, "-c", CHILD, str(out), str(rows), str(journal)]
+    peak, code, output = peak_rss_mib(command, env=env, cwd=checkout)
+    if code != 0:
+        raise SystemExit(f"the final step failed ({checkout}):\n{output}")
+    result: dict[str, float] = json.loads(output.strip().splitlines()[-1])
+    result["peak_mb"] = peak
     return result
 
 
@@ -209,7 +200,9 @@ def main() -> int:
 
 
 def measured(checkout: Path, out: Path, rows: int, journal: Path) -> dict[str, float]:
-    """``finalize_in_child`` from a parent of its own, so that its peak is its own."""
+    """``finalize_in_child`` from a parent of its own: a child's peak as the kernel counts it
+    includes its parent's resident memory when it was forked, and this process has held a
+    whole block of journal lines while it wrote them."""
     code = (
         "import json, sys; sys.path.insert(0, sys.argv[1]); import final_step;"
         "from pathlib import Path;"

@@ -25,11 +25,11 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from _harness import peak_rss_mib
 
 _MIB = 1 << 20
 # The child's start with --checkout: that folder's package, not the installed one.
@@ -53,16 +53,6 @@ def write_input(path: Path, size_mib: int) -> None:
             out.write(chunk)
         out.write(b'"}\n')
         out.write(json.dumps({"id": "after", "prompt": "bye"}).encode() + b"\n")
-
-
-def peak_rss_mib(cmd: list[str]) -> tuple[float, int, str]:
-    """Run ``cmd``; its peak RSS in MiB, its exit code and what it printed."""
-    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert child.stdout is not None
-    output = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    return usage.ru_maxrss / 1024, child.returncode, output  # ru_maxrss is in KiB on Linux
 
 
 def main() -> int:

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from _harness import CANNED_MESSAGE as MESSAGE
-from _harness import MODEL
+from _harness import MODEL, bytecode_env
 
 STAGES = ("read", "prepare", "ok_row", "journal")
 
@@ -87,7 +87,7 @@ def child(checkout: Path, path: Path) -> dict[str, float]:
         "import per_row, pathlib;"
         "print(json.dumps(per_row.measure(pathlib.Path(sys.argv[3]))))"
     )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env = bytecode_env()
     out = subprocess.run(
         [sys.executable, "-c", code, str(checkout), str(Path(__file__).parent), str(path)],
         cwd=checkout,

@@ -52,12 +52,13 @@ def bool_scalar(value: bool) -> pa.Scalar:
 def int64_array(values: Sequence[int] | array[int]) -> pa.Array:
     """``values`` as an Arrow int64 array (no nulls)."""
     data = values if isinstance(values, array) and values.typecode == "q" else array("q", values)
-    return pa.Array.from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)])
+    return int64_array_of(data)
 
 
-def int64_array_of(data: bytes) -> pa.Array:
+def int64_array_of(data: bytes | array[int]) -> pa.Array:
     """Native int64s, packed in ``data``, as an Arrow int64 array (no nulls), without a copy."""
-    return pa.Array.from_buffers(pa.int64(), len(data) // 8, [None, pa.py_buffer(data)])
+    count = memoryview(data).nbytes // 8
+    return pa.Array.from_buffers(pa.int64(), count, [None, pa.py_buffer(data)])
 
 
 def bools(values: Sequence[bool]) -> pa.Array:

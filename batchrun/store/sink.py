@@ -1165,8 +1165,8 @@ class SortedJournal:
         """How many rows in [p0, p1) have a record."""
         count = 0
         for b in self._overlapping(p0, p1):
-            whole = p0 <= b * self._bucket_rows and (b + 1) * self._bucket_rows <= p1
-            if whole and b in self._counts:
+            inside = p0 <= b * self._bucket_rows and (b + 1) * self._bucket_rows <= p1
+            if inside and b in self._counts:
                 count += self._counts[b]  # (counted when it was last read)
             else:
                 count += self._bucket(b).count_from(p0, p1)
@@ -1191,7 +1191,7 @@ class SortedJournal:
         if p1 <= p0:
             return []
         first, last = p0 // self._bucket_rows, (p1 - 1) // self._bucket_rows
-        return [b for b in sorted(self._buckets) if first <= b <= last]
+        return [b for b in range(first, last + 1) if b in self._buckets]
 
     def _bucket(self, b: int) -> _SortedJournal:
         if self._open is not None and self._open[0] == b:
