@@ -31,6 +31,11 @@ _HASH_CHARS = 56  # sha256 hex cut so that prefix + hash stays within the 64-cha
 _HEAD = b'{"requests":['
 _TAIL = b"]}"
 REQUEST_HASH_CHARS = 16  # of each row's request hash kept in the intent: enough to spot a change
+# A round's rows go out in at least SPLIT_INTO batches, each of at least SPLIT_FLOOR rows
+# (``batch_size``): the first batches end, and are collected, while the later ones are still
+# built, uploaded and processed, instead of every row waiting on one batch.
+SPLIT_INTO = 4
+SPLIT_FLOOR = 10_000
 
 
 def custom_id_for(row_id: str, salt: str = "") -> str:
@@ -39,6 +44,27 @@ def custom_id_for(row_id: str, salt: str = "") -> str:
         return row_id
     digest = hashlib.sha256(f"{salt}{row_id}".encode()).hexdigest()
     return _HASHED_PREFIX + digest[:_HASH_CHARS]
+
+
+def batch_size(rows: int | None, max_requests: int) -> int:
+    """Requests per batch for a round of ``rows`` rows (None: not known): ``max_requests``
+    (``--batch-max-requests``, at most the API's 100,000), or less, so that a round of more
+    than ``SPLIT_FLOOR`` rows goes out in ``SPLIT_INTO`` batches or more, none smaller than
+    ``SPLIT_FLOOR`` but the last.
+
+    One batch of every row would leave the client idle while the API works and then give it
+    every result at once; smaller batches let it collect the first answers while the later
+    batches run. The floor keeps a small job in one batch, and a large one's batches few
+    (each poll asks after every running batch).
+
+        >>> batch_size(100_000, 100_000), batch_size(30_000, 100_000), batch_size(8_000, 100_000)
+        (25000, 10000, 10000)
+        >>> batch_size(10_000_000, 100_000), batch_size(100_000, 5_000), batch_size(None, 100_000)
+        (100000, 5000, 100000)
+    """
+    if rows is None:
+        return max_requests
+    return min(max_requests, max(SPLIT_FLOOR, -(-rows // SPLIT_INTO)))
 
 
 @dataclass(frozen=True)
