@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 
 from batchrun.batches.sent import SentRows
 from batchrun.core.errors import OutputError
+from batchrun.core.frozen import frozen
 from batchrun.core.jsoncodec import compact
 
 CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
@@ -31,6 +32,11 @@ _HASH_CHARS = 56  # sha256 hex cut so that prefix + hash stays within the 64-cha
 _HEAD = b'{"requests":['
 _TAIL = b"]}"
 REQUEST_HASH_CHARS = 16  # of each row's request hash kept in the intent: enough to spot a change
+# A round's rows go out in at least SPLIT_INTO batches, each of at least SPLIT_FLOOR rows
+# (``batch_size``): the first batches end, and are collected, while the later ones are still
+# built, uploaded and processed, instead of every row waiting on one batch.
+SPLIT_INTO = 4
+SPLIT_FLOOR = 10_000
 
 
 def custom_id_for(row_id: str, salt: str = "") -> str:
@@ -41,7 +47,28 @@ def custom_id_for(row_id: str, salt: str = "") -> str:
     return _HASHED_PREFIX + digest[:_HASH_CHARS]
 
 
-@dataclass(frozen=True)
+def batch_size(rows: int | None, max_requests: int) -> int:
+    """Requests per batch for a round of ``rows`` rows (None: not known): ``max_requests``
+    (``--batch-max-requests``, at most the API's 100,000), or less, so that a round of more
+    than ``SPLIT_FLOOR`` rows goes out in ``SPLIT_INTO`` batches or more, none smaller than
+    ``SPLIT_FLOOR`` but the last.
+
+    One batch of every row would leave the client idle while the API works and then give it
+    every result at once; smaller batches let it collect the first answers while the later
+    batches run. The floor keeps a small job in one batch, and a large one's batches few
+    (each poll asks after every running batch).
+
+        >>> batch_size(100_000, 100_000), batch_size(30_000, 100_000), batch_size(8_000, 100_000)
+        (25000, 10000, 10000)
+        >>> batch_size(10_000_000, 100_000), batch_size(100_000, 5_000), batch_size(None, 100_000)
+        (100000, 5000, 100000)
+    """
+    if rows is None:
+        return max_requests
+    return min(max_requests, max(SPLIT_FLOOR, -(-rows // SPLIT_INTO)))
+
+
+@frozen  # made for every row: frozen to the type checker, quick to make
 class BatchItem:
     """One row as a batch request: where it came from, its request (``content``: the body
     already encoded, ``engine.outcome.Work.content``, when there is one), and the texts of its

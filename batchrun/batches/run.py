@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.batches.deadline import BatchReserve, DeadlineWatch
-from batchrun.batches.plan import REQUEST_HASH_CHARS, BatchItem, Chunk, chunks
+from batchrun.batches.plan import REQUEST_HASH_CHARS, BatchItem, Chunk, batch_size, chunks
 from batchrun.batches.planned import PlannedRows
 from batchrun.batches.priming import (
     GroupCounts,
@@ -94,7 +94,10 @@ from batchrun.store.sink import PriorState, Sink, remove_stale_temporaries
 # A batch's created_at (server clock) may precede our intent's timestamp (local clock)
 # by this much and still be taken for it when reconciling after a crash.
 CLOCK_SKEW = timedelta(minutes=10)
-POLL_GROWTH = 1.5
+# The wait between polls grows by a fifth while nothing changes (and the API's counts do not
+# change until a batch ends: docs/api-facts.md §8.2), so a batch is seen ended at most about a
+# fifth of its running time late; a few more polls early on than a steeper growth would make.
+POLL_GROWTH = 1.2
 POLL_CEILING_S = 300.0  # most batches end within an hour; a 5-minute poll is plenty then
 MAX_ROUNDS = 3  # --resubmit-expired: new batches per run for rows that lapsed again
 # A batch's SentRows on disk from its creation to its collection (``batch_sent``); the suffix
@@ -601,7 +604,7 @@ class _BatchJob:
 
         built = chunks(
             self._sendable(works),
-            config.batches.max_requests,
+            batch_size(self._rows_waiting() or None, config.batches.max_requests),
             config.batches.max_bytes,
             self.rows.keep_columns,
             body_path,

@@ -675,7 +675,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "batch_max_requests",
         "int",
-        "Requests per batch [default: {default}, the API's limit].",
+        "Requests per batch at most [default: {default}, the API's limit]; a job goes out "
+        "in batches of a quarter of its rows, or 10,000, whichever is more, up to this.",
         default=BATCH_MAX_REQUESTS,
         commands=("run",),
         low=1,

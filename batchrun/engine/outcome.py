@@ -21,6 +21,7 @@ from typing import Any
 from batchrun.client.response import MALFORMED, put_message_fields
 from batchrun.config.load import RunConfig
 from batchrun.core.errors import ApiResponseError, InvalidRowError, Problem
+from batchrun.core.frozen import frozen
 from batchrun.core.scrub import Scrubber
 from batchrun.core.wording import option
 from batchrun.cost.models import (
@@ -113,7 +114,7 @@ class RowSettings:
         )
 
 
-@dataclass(frozen=True)
+@frozen  # made for every row: frozen to the type checker, quick to make
 class Work:
     """One row to process: its request body, or why it cannot be sent.
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.core.errors import InvalidRowError, Problem
+from batchrun.core.frozen import frozen
 from batchrun.core.jsoncodec import one_shot
 from batchrun.core.wording import said
 from batchrun.rows.checks import (
@@ -285,7 +286,7 @@ def _ask_structured(
     return []
 
 
-@dataclass(frozen=True)
+@frozen  # made for every row: frozen to the type checker, quick to make
 class PreparedRequest:
     """A body ready to send, its identity for resume, and its size on the wire.
 
