@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 import pytest
 
 from batchrun.batches.plan import BatchItem
+from batchrun.client.messages import Reply
 from batchrun.core.frozen import frozen
 from batchrun.engine.outcome import Work
 from batchrun.rows.reader import InputRow
 from batchrun.rows.request import PreparedRequest
+from batchrun.simulator import batch_store, cache, replies
 
 
 @frozen
@@ -46,7 +48,21 @@ def test_it_compares_hashes_copies_and_shows_as_a_frozen_dataclass_does() -> Non
         hash(slow)
 
 
-@pytest.mark.parametrize("cls", [InputRow, PreparedRequest, Work, BatchItem])
+PER_ROW = [
+    InputRow,
+    PreparedRequest,
+    Work,
+    BatchItem,
+    Reply,
+    replies.Reply,
+    cache.CacheLookup,
+    cache.CacheUsage,
+    batch_store.BatchItem,
+    batch_store._Request,
+]
+
+
+@pytest.mark.parametrize("cls", PER_ROW)
 def test_the_classes_made_for_every_row_are_quick_to_make(cls: type) -> None:
     # A frozen dataclass's __init__ goes through object.__setattr__; these do not (the type
     # checker still refuses an assignment to their fields).
