@@ -95,7 +95,7 @@ from batchrun.store.sink import PriorState, Sink, remove_stale_temporaries
 # by this much and still be taken for it when reconciling after a crash.
 CLOCK_SKEW = timedelta(minutes=10)
 # The wait between polls grows by a fifth while nothing changes (and the API's counts do not
-# change until a batch ends: docs/api-facts.md §8.2), so a batch is seen ended at most about a
+# change until a batch ends: docs/api-facts.md §8.1), so a batch is seen ended at most about a
 # fifth of its running time late; a few more polls early on than a steeper growth would make.
 POLL_GROWTH = 1.2
 POLL_CEILING_S = 300.0  # most batches end within an hour; a 5-minute poll is plenty then

@@ -34,7 +34,6 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import aclosing, contextmanager
-from dataclasses import dataclass
 from importlib import metadata
 from types import TracebackType
 from typing import Any, Literal, NoReturn, TypeVar
@@ -60,6 +59,7 @@ from batchrun.core.errors import (
     ApiTimeoutError,
     ConfigError,
 )
+from batchrun.core.frozen import frozen
 from batchrun.core.jsoncodec import compact
 from batchrun.core.scrub import Scrubber, url_secrets
 
@@ -102,7 +102,7 @@ def _user_agent() -> str:
 USER_AGENT = _user_agent()
 
 
-@dataclass(frozen=True)
+@frozen  # made for every request: frozen to the type checker, quick to make
 class Reply:
     """One successful attempt: the Message, and what the response said about itself."""
 

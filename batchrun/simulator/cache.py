@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from batchrun.core.frozen import frozen
 from batchrun.simulator.models import packaged_models
 
 MIN_CACHEABLE_TOKENS = 1024
@@ -54,7 +55,7 @@ _MAX_ENTRIES = 10_000
 Counter = Callable[[Mapping[str, Any]], int]
 
 
-@dataclass(frozen=True)
+@frozen  # made for every request: frozen to the type checker, quick to make
 class CacheUsage:
     """How a request's input splits between cache reads, cache writes and plain input."""
 
@@ -74,7 +75,7 @@ class _Breakpoint:
     ttl: str
 
 
-@dataclass(frozen=True)
+@frozen  # made for every request: frozen to the type checker, quick to make
 class CacheLookup:
     """What a request reads and will write; its writes are readable once committed."""
 

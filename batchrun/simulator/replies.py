@@ -24,10 +24,10 @@ import hashlib
 import json
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from batchrun.core.frozen import frozen
 from batchrun.simulator.cache import SHARED as SHARED_CACHE
 from batchrun.simulator.cache import CacheUsage, PromptCache
 from batchrun.simulator.checks import forced_tool, output_format
@@ -70,7 +70,7 @@ WORDS: tuple[str, ...] = (
 """The filler vocabulary: 64 plain lowercase words, each one token under ``tokens.TOKEN_RE``."""
 
 
-@dataclass(frozen=True)
+@frozen  # made for every request: frozen to the type checker, quick to make
 class Reply:
     """A finished answer: the Message JSON object and the tag tying it to its prompt."""
 

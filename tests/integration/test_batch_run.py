@@ -93,6 +93,27 @@ def test_a_batch_run_gives_the_online_rows_at_half_the_price(
     assert not batch_journal_path(tmp_path / "batch.parquet").with_suffix(".results").exists()
 
 
+def test_a_job_goes_out_in_four_batches_of_a_quarter_of_its_rows(
+    tmp_path: Path, bsim: SimulatorThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The floor is 10,000 rows in a run; 5 here, so that 40 rows make four batches of 10.
+    monkeypatch.setattr("batchrun.batches.plan.SPLIT_FLOOR", 5)
+    n = 40
+    inp = write_jsonl(tmp_path / "in.jsonl", prompts(n))
+    out = tmp_path / "out.parquet"
+    summary = run(batch_config(inp, out, bsim.base_url))
+    assert summary.exit_code == 0
+    assert summary.batches_created == summary.batches_collected == 4
+    submitted_once(bsim, n)
+    got = rows_of(out)
+    assert [r["id"] for r in got] == [p["id"] for p in prompts(n)]
+    assert all(r["status"] == "ok" for r in got)
+    by_batch: dict[str, list[int]] = {}
+    for k, r in enumerate(got):
+        by_batch.setdefault(r["batch_id"], []).append(k)
+    assert sorted(by_batch.values()) == [list(range(s, s + 10)) for s in range(0, n, 10)]
+
+
 def test_batches_are_split_by_size_too(tmp_path: Path, bsim: SimulatorThread) -> None:
     n = 30
     inp = write_jsonl(tmp_path / "in.jsonl", prompts(n))

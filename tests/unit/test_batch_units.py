@@ -15,7 +15,15 @@ import httpx
 import pytest
 from support import TEST_KEY
 
-from batchrun.batches.plan import CUSTOM_ID, BatchItem, chunks, custom_id_for, request_part
+from batchrun.batches.plan import (
+    CUSTOM_ID,
+    SPLIT_FLOOR,
+    BatchItem,
+    batch_size,
+    chunks,
+    custom_id_for,
+    request_part,
+)
 from batchrun.batches.results import result_row
 from batchrun.batches.sent import SentRows
 from batchrun.client.batch_endpoints import BatchesApi, BatchStatus, Upload, is_ambiguous
@@ -420,3 +428,23 @@ def test_a_body_read_as_it_uploads_is_sent_whole_with_its_length() -> None:
 )
 def test_which_create_failures_may_hide_a_batch(error: Any, ambiguous: bool) -> None:
     assert is_ambiguous(error) is ambiguous
+
+
+@pytest.mark.parametrize(
+    ("rows", "cap", "size"),
+    [
+        (100_000, 100_000, 25_000),  # four batches: the first ended while the others run
+        (100_001, 100_000, 25_001),  # four, never a fifth of one row
+        (30_000, 100_000, SPLIT_FLOOR),  # three of the floor, not four of 7,500
+        (8_000, 100_000, SPLIT_FLOOR),  # a small job: one batch
+        (10_000_000, 100_000, 100_000),  # a large one: the API's limit
+        (100_000, 5_000, 5_000),  # --batch-max-requests is a cap
+        (None, 100_000, 100_000),  # rows unknown: the cap
+    ],
+)
+def test_a_round_goes_out_in_a_quarter_of_its_rows_within_floor_and_cap(
+    rows: int | None, cap: int, size: int
+) -> None:
+    assert batch_size(rows, cap) == size
+    if rows is not None and rows > SPLIT_FLOOR and size < cap:
+        assert -(-rows // size) in range(2, 5)  # two to four batches, each at least the floor
