@@ -97,6 +97,7 @@ from batchrun.store.sink import (
     CHUNK_ROWS,
     TMP_JOURNAL_SUFFIX,
     FinalCounts,
+    bucket_rows_for,
     journal_path,
     journal_to_arrow,
     output_batches,
@@ -444,7 +445,8 @@ def _finish(config: RunConfig, rows: ShardRows, job: _JobRecord) -> FinalCounts 
     try:
         schema = output_schema(config.output.keep_columns)
         tmp_arrow = temporary_path(output, TMP_JOURNAL_SUFFIX)
-        records = journal_to_arrow(journal, schema, tmp_arrow, JSON_SLICE_BYTES)
+        buckets = bucket_rows_for(rows.input_rows)
+        records = journal_to_arrow(journal, schema, tmp_arrow, JSON_SLICE_BYTES, buckets)
         try:
             if len(records) != len(rows):
                 return None

@@ -52,6 +52,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from batchrun.core.errors import OutputError
+from batchrun.core.memory import give_back_freed_memory
 from batchrun.core.wording import option
 from batchrun.formats.base import PART_BYTES, PART_ROWS, OutputFormat, WriteOptions
 from batchrun.formats.jsonl import JSON_SLICE_BYTES
@@ -114,8 +115,11 @@ TMP_JOURNAL_SUFFIX = ".journal.arrow"
 # climbing as the chunks went by).
 CHUNK_ROWS = 8_192
 # Input rows per bucket of the final step's sorted journal (``SortedJournal``): the index
-# column of one, held sorted while its rows are written, takes about 16 MiB.
-BUCKET_ROWS = 1 << 20
+# column of one, held sorted while its rows are written, takes about 4 MiB (a bucket of 2**20
+# rows held a 1M-row job's final step ~25 MB above its 100k-row one). A job of more than
+# MAX_BUCKETS buckets gets larger ones: each bucket keeps two files open while it is written.
+BUCKET_ROWS = 1 << 18
+MAX_BUCKETS = 256
 FSYNC_EVERY_S = 2.0
 # Journal bytes ``Sink.holding`` gathers before it writes them.
 HELD_BYTES = 1 << 18
@@ -929,6 +933,7 @@ class Sink:
 
     def _write_output(self, total_rows: int, *, stopped: bool) -> FinalCounts | None:
         self._close_fd()
+        give_back_freed_memory()  # what the run freed, before the final step's own peak
         if stopped and not self._journal_is_newer():
             return None  # the output already shows every row the journal holds
         partial = self._partial if self._final_exists() else None
@@ -943,7 +948,11 @@ class Sink:
         tmp_arrow = temporary_path(self.output, TMP_JOURNAL_SUFFIX)
         try:
             journal = journal_to_arrow(
-                self.journal, self.schema, tmp_arrow, self._slice_bytes, self._bucket_rows
+                self.journal,
+                self.schema,
+                tmp_arrow,
+                self._slice_bytes,
+                bucket_rows_for(total_rows, self._bucket_rows),
             )
             try:
                 if stopped and not len(journal):
@@ -1210,6 +1219,16 @@ class SortedJournal:
         if self._open is not None:
             self._open[1].close()
             self._open = None
+
+
+def bucket_rows_for(total_rows: int, least: int = BUCKET_ROWS) -> int:
+    """Input rows per bucket for the final step of a job of ``total_rows`` rows: ``least``,
+    or more, so that there are at most ``MAX_BUCKETS`` buckets.
+
+        >>> bucket_rows_for(1_000_000), bucket_rows_for(100_000_000)
+        (262144, 390625)
+    """
+    return max(least, -(-total_rows // MAX_BUCKETS))
 
 
 def journal_to_arrow(

@@ -22,7 +22,13 @@ from batchrun.formats.marks import Partial
 from batchrun.formats.registry import read_partial
 from batchrun.store import journal_index
 from batchrun.store.columns import COLUMN_NAMES, blank_row
-from batchrun.store.sink import Sink, SortedJournal, journal_path, output_schema
+from batchrun.store.sink import (
+    Sink,
+    SortedJournal,
+    bucket_rows_for,
+    journal_path,
+    output_schema,
+)
 from batchrun.store.sink import output_batches as read_batches
 
 WHEN = datetime(2026, 11, 22, 3, 0, 0, 123000, tzinfo=timezone.utc)
@@ -239,6 +245,41 @@ def test_the_final_step_sorts_the_journal_a_bucket_of_rows_at_a_time(
     assert (counts.rows, counts.ok) == (100, 100)
     assert held and set(held) == {2 * 7}  # 7 buckets: records and indexes of each
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.parquet"]  # folder removed
+
+
+def test_a_job_of_more_buckets_than_the_bound_gets_larger_buckets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each bucket keeps two files open while the journal is split: at most MAX_BUCKETS of
+    # them (4 here), so 100 rows in buckets of at least 16 are cut into buckets of 25.
+    monkeypatch.setattr("batchrun.store.sink.MAX_BUCKETS", 4)
+    assert bucket_rows_for(100, 16) == 25 and bucket_rows_for(10, 16) == 16
+    seen: list[int] = []
+    made = sink_module.journal_to_arrow
+
+    def journal_to_arrow(*args: Any) -> SortedJournal:
+        journal = made(*args)
+        seen.append(len(list(journal.folder.iterdir())))
+        return journal
+
+    monkeypatch.setattr("batchrun.store.sink.journal_to_arrow", journal_to_arrow)
+    rows = [(i, make_row(i)) for i in reversed(range(100))]
+    out = tmp_path / "out.parquet"
+    write_rows(out, rows, chunk_rows=7, bucket_rows=16).finalize(100)
+    assert seen == [2 * 4]  # four buckets, not seven
+    assert [r["id"] for r in read_output(out)] == [f"r{i}" for i in range(100)]
+
+
+def test_the_final_step_gives_the_runs_freed_memory_back_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(
+        "batchrun.store.sink.give_back_freed_memory", lambda: calls.append("given back")
+    )
+    out = tmp_path / "out.parquet"
+    write_rows(out, [(i, make_row(i)) for i in range(3)]).finalize(3)
+    assert calls == ["given back"]
 
 
 def test_a_stopped_run_over_several_buckets_counts_what_it_has(tmp_path: Path) -> None:
