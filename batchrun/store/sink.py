@@ -1145,9 +1145,10 @@ class SortedJournal:
 
     The records are split by input index into buckets of ``bucket_rows`` rows, each an Arrow
     file with its index column beside it as plain integers. Only one bucket's index column is
-    held sorted at a time (about 16 bytes a row of it), so the memory of the final step stays
-    the same from a million rows to a hundred million; a job within one bucket reads as one
-    file. Chunks are asked for in input order (``between``), as both final steps do.
+    held sorted at a time (about 16 bytes a row of it), so the memory of the final step grows
+    little with the job (``bench/final_step.py``: 155 MB at a million rows, 213 MB at ten
+    million; sorted whole, 684 MB); a job within one bucket reads as one file. Chunks are
+    asked for in input order (``between``), as both final steps do.
     """
 
     def __init__(self, folder: Path, buckets: dict[int, list[int]], bucket_rows: int) -> None:
