@@ -933,9 +933,9 @@ class Sink:
 
     def _write_output(self, total_rows: int, *, stopped: bool) -> FinalCounts | None:
         self._close_fd()
-        give_back_freed_memory()  # what the run freed, before the final step's own peak
         if stopped and not self._journal_is_newer():
             return None  # the output already shows every row the journal holds
+        give_back_freed_memory()  # what the run freed, before the final step's own peak
         partial = self._partial if self._final_exists() else None
         old_rows = 0 if partial is not None else self._old_rows()
         commit = Commit(self.output, self.format, free_space=self._free_space, types=self.types)
