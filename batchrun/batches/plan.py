@@ -32,9 +32,10 @@ _HASH_CHARS = 56  # sha256 hex cut so that prefix + hash stays within the 64-cha
 _HEAD = b'{"requests":['
 _TAIL = b"]}"
 REQUEST_HASH_CHARS = 16  # of each row's request hash kept in the intent: enough to spot a change
-# A round's rows go out in at least SPLIT_INTO batches, each of at least SPLIT_FLOOR rows
-# (``batch_size``): the first batches end, and are collected, while the later ones are still
-# built, uploaded and processed, instead of every row waiting on one batch.
+# A round's rows go out in batches of a 1/SPLIT_INTO share of them, none smaller than
+# SPLIT_FLOOR rows but the last (``batch_size``): the first batches end, and are collected,
+# while the later ones are still built, uploaded and processed, instead of every row waiting
+# on one batch.
 SPLIT_INTO = 4
 SPLIT_FLOOR = 10_000
 
@@ -48,10 +49,11 @@ def custom_id_for(row_id: str, salt: str = "") -> str:
 
 
 def batch_size(rows: int | None, max_requests: int) -> int:
-    """Requests per batch for a round of ``rows`` rows (None: not known): ``max_requests``
-    (``--batch-max-requests``, at most the API's 100,000), or less, so that a round of more
-    than ``SPLIT_FLOOR`` rows goes out in ``SPLIT_INTO`` batches or more, none smaller than
-    ``SPLIT_FLOOR`` but the last.
+    """Requests per batch for a round of ``rows`` rows (None: not known): a ``SPLIT_INTO``th
+    of them, but at least ``SPLIT_FLOOR`` and at most ``max_requests``
+    (``--batch-max-requests``, at most the API's 100,000). A round of 100,000 rows goes out
+    in four batches, one of 30,000 in three of the floor, and one of the floor or fewer in
+    one batch.
 
     One batch of every row would leave the client idle while the API works and then give it
     every result at once; smaller batches let it collect the first answers while the later

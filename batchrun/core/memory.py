@@ -2,7 +2,7 @@
 
 CPython keeps the memory its objects free (its own arenas, and glibc's heap under them), and
 glibc gives back only what lies at the top of its heap. After a phase that made and dropped
-millions of small objects (a million rows' results collected), hundreds of megabytes can stay
+millions of small objects (a million rows' results collected), tens of megabytes can stay
 resident though free, and the next phase's peak stacks on them: a 1M-row batch job held
 230 MB before its final step, 190 MB once glibc was asked to return its free pages
 (``malloc_trim``), and the final step's peak came down by as much.

@@ -933,9 +933,9 @@ class Sink:
 
     def _write_output(self, total_rows: int, *, stopped: bool) -> FinalCounts | None:
         self._close_fd()
-        give_back_freed_memory()  # what the run freed, before the final step's own peak
         if stopped and not self._journal_is_newer():
             return None  # the output already shows every row the journal holds
+        give_back_freed_memory()  # what the run freed, before the final step's own peak
         partial = self._partial if self._final_exists() else None
         old_rows = 0 if partial is not None else self._old_rows()
         commit = Commit(self.output, self.format, free_space=self._free_space, types=self.types)
@@ -1145,9 +1145,10 @@ class SortedJournal:
 
     The records are split by input index into buckets of ``bucket_rows`` rows, each an Arrow
     file with its index column beside it as plain integers. Only one bucket's index column is
-    held sorted at a time (about 16 bytes a row of it), so the memory of the final step stays
-    the same from a million rows to a hundred million; a job within one bucket reads as one
-    file. Chunks are asked for in input order (``between``), as both final steps do.
+    held sorted at a time (about 16 bytes a row of it), so the memory of the final step grows
+    little with the job (``bench/final_step.py``: 155 MB at a million rows, 213 MB at ten
+    million; sorted whole, 684 MB); a job within one bucket reads as one file. Chunks are
+    asked for in input order (``between``), as both final steps do.
     """
 
     def __init__(self, folder: Path, buckets: dict[int, list[int]], bucket_rows: int) -> None:
